@@ -1,0 +1,36 @@
+"""vramwise: how much GPU memory a transformer needs, per GPU, per term, with the formula behind every number.
+
+    >>> import vramwise
+    >>> spec = vramwise.resolve_model("llama-2-7b")
+    >>> est = vramwise.estimate_inference(spec, vramwise.InferSetup(context=4096))
+    >>> est.term("kv_cache").bytes == 2 * 2**30
+    True
+"""
+
+from vramwise.errors import VramwiseError
+from vramwise.estimate.inference import estimate_inference
+from vramwise.estimate.serving import serving_capacity
+from vramwise.estimate.term import Estimate, Phase, Term
+from vramwise.estimate.textbook import textbook_inference
+from vramwise.spec.load import BareModel, resolve_model
+from vramwise.spec.model import ModelSpec
+from vramwise.spec.params import active_params, parameter_groups, total_params
+from vramwise.workload import InferSetup
+
+__all__ = [
+    "BareModel",
+    "Estimate",
+    "InferSetup",
+    "ModelSpec",
+    "Phase",
+    "Term",
+    "VramwiseError",
+    "active_params",
+    "estimate_inference",
+    "parameter_groups",
+    "resolve_model",
+    "serving_capacity",
+    "textbook_inference",
+    "total_params",
+]
+__version__ = "0.1.0"

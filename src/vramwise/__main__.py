@@ -1,0 +1,5 @@
+import sys
+
+from vramwise.cli import main
+
+sys.exit(main())

@@ -1,0 +1,93 @@
+"""Inference memory per GPU: weights + KV cache + the larger of the prefill and logits transients + overheads."""
+
+from __future__ import annotations
+
+from vramwise.errors import NeedsArchitectureError
+from vramwise.estimate.kv_cache import kv_cache_term
+from vramwise.estimate.logits import logits_term
+from vramwise.estimate.overheads import allocator_term, cuda_context_term
+from vramwise.estimate.sharding import check_tp
+from vramwise.estimate.term import Estimate, Phase, Term
+from vramwise.estimate.weights import weight_terms
+from vramwise.estimate.workspace import prefill_workspace_term
+from vramwise.formats import DTYPE_BYTES, default_format, get_format
+from vramwise.spec.load import BareModel, Model
+from vramwise.spec.model import ModelSpec
+from vramwise.workload import InferSetup
+
+_NEEDS_ARCH = "needs the architecture (layers, heads, hidden size): name a catalog model or a config.json"
+
+
+def compute_bytes(fmt_name: str) -> int:
+    """Bytes of activations: fp32 models compute in fp32; everything else (quantized too) in 16 bit."""
+    return 4 if fmt_name == "fp32" else 2
+
+
+def kv_dtype(setup: InferSetup, fmt_name: str) -> tuple[str, float]:
+    if setup.kv_dtype != "auto":
+        return setup.kv_dtype, DTYPE_BYTES[setup.kv_dtype]
+    name = {"fp32": "fp32", "fp16": "fp16"}.get(fmt_name, "bf16")
+    return name, DTYPE_BYTES[name]
+
+
+def _with_allocator(persistent: tuple[Term, ...], name: str, transient: list[Term], fraction: float | None) -> Phase:
+    tensors = sum(t.bytes for t in persistent if not t.name.startswith("overhead/")) + sum(t.bytes for t in transient)
+    return Phase(name=name, transient=(*transient, allocator_term(tensors, fraction)))
+
+
+def _phases(spec: ModelSpec, setup: InferSetup, c: int, persistent: tuple[Term, ...]) -> tuple[Phase, ...]:
+    chunk = min(setup.prefill_chunk or setup.context, setup.context)
+    kw = {"batch": setup.batch, "c": c, "attention": setup.attention, "tp": setup.tp}
+    prefill = prefill_workspace_term(spec, chunk=chunk, kv_len=setup.context, **kw)
+    logits = logits_term(spec, batch=setup.batch, positions=chunk, c=c, last_only=not setup.all_logits)
+    phases = [
+        _with_allocator(persistent, "prefill (inside a layer)", [prefill], setup.allocator_fraction),
+        _with_allocator(persistent, "prefill (logits)", [logits], setup.allocator_fraction),
+    ]
+    if setup.new_tokens:
+        step = prefill_workspace_term(spec, chunk=1, kv_len=setup.tokens, **kw)
+        step_logits = logits_term(spec, batch=setup.batch, positions=1, c=c, last_only=True)
+        phases.append(_with_allocator(persistent, "decode step", [step, step_logits], setup.allocator_fraction))
+    return tuple(phases)
+
+
+def estimate_inference(model: Model, setup: InferSetup) -> Estimate:
+    """Per-GPU inference memory in accurate mode (textbook mode lives in ``estimate/textbook.py``)."""
+    if isinstance(model, BareModel):
+        return _bare_inference(model, setup)
+    spec = model
+    check_tp(spec, setup.tp)
+    fmt = get_format(setup.weight_format or default_format(spec))
+    c = compute_bytes(fmt.name)
+    kv_name, kv_bytes = kv_dtype(setup, fmt.name)
+    persistent = (
+        *weight_terms(spec, fmt, hp_bytes=c, tp=setup.tp),
+        kv_cache_term(
+            spec, batch=setup.batch, tokens=setup.tokens, dtype=kv_name, dtype_bytes=kv_bytes,
+            tp=setup.tp, block=setup.kv_block,
+        ),
+        cuda_context_term(setup.cuda_context_mib),
+    )
+    notes = [f"weights stored as {fmt.name}: {fmt.summary}"]
+    if setup.tp > 1:
+        notes.append(f"per GPU of tp={setup.tp}: linear weights, heads and vocabulary split; norms replicated")
+    return Estimate(persistent=persistent, phases=_phases(spec, setup, c, persistent), notes=tuple(notes))
+
+
+def _bare_inference(model: BareModel, setup: InferSetup) -> Estimate:
+    """Only a parameter count: weights at a uniform width; every architecture-dependent term is missing."""
+    fmt_name = setup.weight_format or "bf16"
+    bits = {"fp32": 32, "fp16": 16, "bf16": 16, "fp8-e4m3": 8, "fp8-e5m2": 8, "int8": 8, "int4": 4}.get(fmt_name)
+    if bits is None:
+        get_format(fmt_name)  # unknown names raise the usual error; known ones need the tensor inventory
+        raise NeedsArchitectureError(f"weight format '{fmt_name}' {_NEEDS_ARCH}; with a bare size use fp32, fp16, bf16, fp8-e4m3, int8 or int4")
+    weights = Term(
+        name="weights/all",
+        bytes=int(model.params * bits / 8 / setup.tp),
+        formula=f"Φ {model.params:,} x {bits / 8:g} B" + (f" / tp {setup.tp}" if setup.tp > 1 else ""),
+        source="seed 000: memory = parameters x bytes per parameter",
+    )
+    return Estimate(
+        persistent=(weights, cuda_context_term(setup.cuda_context_mib)),
+        missing=tuple(f"{name} {_NEEDS_ARCH}" for name in ("kv_cache", "activations/prefill_workspace", "activations/logits")),
+    )

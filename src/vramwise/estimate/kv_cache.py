@@ -1,0 +1,51 @@
+"""KV cache: what each layer stores per token, bounded by sliding windows, rounded to paged blocks."""
+
+from __future__ import annotations
+
+from vramwise.estimate.sharding import kv_heads_per_gpu
+from vramwise.estimate.term import Term
+from vramwise.spec.model import ModelSpec
+
+
+def kv_elements_per_token(spec: ModelSpec, tp: int = 1) -> int:
+    """Cached elements per token per layer on one GPU.
+
+    MHA/GQA/MQA: K and V, ``2 · n_kv · d`` (split over tp). MLA: one shared latent plus the decoupled
+    rope key, ``kv_lora_rank + qk_rope_head_dim``, replicated on every tp rank (vLLM's MLA cache).
+    """
+    att = spec.attention
+    if att.kind == "mla" and att.mla:
+        return att.mla.kv_lora_rank + att.mla.qk_rope_head_dim
+    return 2 * kv_heads_per_gpu(spec, tp) * att.head_dim
+
+
+def cached_tokens(spec: ModelSpec, layer: int, tokens: int, block: int) -> int:
+    """Tokens layer ``layer`` keeps for one sequence of ``tokens``: sliding layers keep the window only."""
+    kept = tokens
+    if spec.layer_attention(layer) == "sliding" and spec.attention.sliding_window:
+        kept = min(tokens, spec.attention.sliding_window)
+    return -(-kept // block) * block
+
+
+def kv_cache_bytes(spec: ModelSpec, *, batch: int, tokens: int, dtype_bytes: float, tp: int = 1, block: int = 1) -> int:
+    per_token = kv_elements_per_token(spec, tp)
+    kept = sum(cached_tokens(spec, i, tokens, block) for i in range(spec.num_layers))
+    return int(batch * per_token * kept * dtype_bytes)
+
+
+def kv_cache_term(spec: ModelSpec, *, batch: int, tokens: int, dtype: str, dtype_bytes: float, tp: int, block: int) -> Term:
+    att, L = spec.attention, spec.num_layers
+    n = kv_cache_bytes(spec, batch=batch, tokens=tokens, dtype_bytes=dtype_bytes, tp=tp, block=block)
+    if att.kind == "mla" and att.mla:
+        per = f"(kv_lora_rank {att.mla.kv_lora_rank} + rope {att.mla.qk_rope_head_dim})"
+    else:
+        per = f"2 x n_kv {kv_heads_per_gpu(spec, tp)} x d {att.head_dim}"
+    sliding = sum(spec.layer_attention(i) == "sliding" for i in range(L)) if att.sliding_window else 0
+    window = f"; {sliding} of {L} layers keep min(tokens, window {att.sliding_window})" if sliding else ""
+    blocks = f", tokens rounded up to blocks of {block}" if block > 1 else ""
+    return Term(
+        name="kv_cache",
+        bytes=n,
+        formula=f"b {batch} x {per} x {dtype} {dtype_bytes:g} B x tokens {tokens} x L {L}{window}{blocks}",
+        source="K and V per layer per token (vLLM paged KV; MLA latent cache per DeepSeek-V2 paper §2.1)",
+    )

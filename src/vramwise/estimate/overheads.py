@@ -1,0 +1,37 @@
+"""Memory outside PyTorch tensors: the CUDA context and the caching allocator's reserve.
+
+Neither can be traced without a GPU. The defaults are stated assumptions, overridable per run:
+- CUDA context: 512 MiB. PyTorch with CUDA 12 lazy module loading measured about 287 MB of context
+  (pytorch/pytorch lazy-loading PR); cuBLAS/cuDNN handles and workspaces (32 MiB cuBLAS workspace on
+  Hopper) and NCCL for tp > 1 add to it. Calibrate with `vramwise verify` on a CUDA machine.
+- Allocator reserve: 3% of tensor bytes for the caching allocator's block rounding and fragmentation
+  (reserved − allocated); vLLM pre-allocates its KV cache in one tensor, so serving sits near the low end.
+"""
+
+from __future__ import annotations
+
+from vramwise.estimate.term import Term
+from vramwise.units import MIB
+
+DEFAULT_CUDA_CONTEXT_MIB = 512
+DEFAULT_ALLOCATOR_FRACTION = 0.03
+
+
+def cuda_context_term(mib: int | None) -> Term:
+    mib = DEFAULT_CUDA_CONTEXT_MIB if mib is None else mib
+    return Term(
+        name="overhead/cuda_context",
+        bytes=mib * MIB,
+        formula=f"{mib} MiB (--cuda-context to override)",
+        source="assumed: CUDA context + cuBLAS/cuDNN workspaces (overheads.py docstring)",
+    )
+
+
+def allocator_term(tensor_bytes: int, fraction: float | None) -> Term:
+    fraction = DEFAULT_ALLOCATOR_FRACTION if fraction is None else fraction
+    return Term(
+        name="overhead/allocator",
+        bytes=int(tensor_bytes * fraction),
+        formula=f"{fraction:g} x tensor bytes {tensor_bytes:,} (--allocator-fraction to override)",
+        source="assumed: PyTorch caching allocator reserve and fragmentation (reserved − allocated)",
+    )

@@ -1,0 +1,65 @@
+"""Serving capacity on one GPU (per tp rank) with vLLM's budget rule.
+
+vLLM (v1 gpu_worker.determine_available_memory) gives the KV cache whatever is left of
+``gpu_memory_utilization x total`` after the weights, the peak activation of a profiling forward of
+``max_num_batched_tokens`` tokens, and the non-torch memory (CUDA context, NCCL). The KV pool is cut into
+blocks of ``block_size`` tokens; a sequence of n tokens takes ceil(n / block) blocks in every layer
+(sliding-window layers at most ceil(window / block)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vramwise.estimate.inference import compute_bytes, kv_dtype
+from vramwise.estimate.kv_cache import kv_cache_bytes, kv_elements_per_token
+from vramwise.estimate.overheads import cuda_context_term
+from vramwise.estimate.term import Term
+from vramwise.estimate.weights import weight_terms
+from vramwise.estimate.workspace import prefill_workspace_term
+from vramwise.formats import default_format, get_format
+from vramwise.spec.model import ModelSpec
+from vramwise.workload import InferSetup
+
+DEFAULT_MAX_BATCHED_TOKENS = 8192  # vLLM's default for the OpenAI server on >= 70 GiB GPUs (2048 below)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capacity:
+    budget: Term  # bytes the KV pool gets
+    kv_bytes_per_token: int  # all layers, one token, one sequence (no window bound)
+    kv_tokens: int  # tokens of KV that fit, as vLLM logs "GPU KV cache size"
+    sequence_tokens: int  # s + n of the requested workload
+    max_sequences: int  # concurrent sequences of sequence_tokens that fit
+
+
+def serving_capacity(spec: ModelSpec, setup: InferSetup, gpu_bytes: int, max_batched_tokens: int | None = None) -> Capacity:
+    fmt = get_format(setup.weight_format or default_format(spec))
+    c = compute_bytes(fmt.name)
+    _, kv_b = kv_dtype(setup, fmt.name)
+    weights = sum(t.bytes for t in weight_terms(spec, fmt, hp_bytes=c, tp=setup.tp))
+    profile_tokens = max_batched_tokens or DEFAULT_MAX_BATCHED_TOKENS
+    activation = prefill_workspace_term(
+        spec, batch=1, chunk=profile_tokens, kv_len=profile_tokens, c=c, attention=setup.attention, tp=setup.tp
+    ).bytes
+    non_torch = cuda_context_term(setup.cuda_context_mib).bytes
+    usable = int(gpu_bytes * setup.gpu_utilization)
+    budget = max(0, usable - weights - activation - non_torch)
+    per_token = int(kv_elements_per_token(spec, setup.tp) * spec.num_layers * kv_b)
+    per_seq = kv_cache_bytes(spec, batch=1, tokens=setup.tokens, dtype_bytes=kv_b, tp=setup.tp, block=setup.kv_block)
+    block_bytes = per_token * setup.kv_block
+    return Capacity(
+        budget=Term(
+            name="kv_budget",
+            bytes=budget,
+            formula=(
+                f"{setup.gpu_utilization:g} x {gpu_bytes:,} - weights {weights:,} - profile activation "
+                f"({profile_tokens} tokens) {activation:,} - non-torch {non_torch:,}"
+            ),
+            source="vLLM v1 gpu_worker.determine_available_memory",
+        ),
+        kv_bytes_per_token=per_token,
+        kv_tokens=budget // block_bytes * setup.kv_block if block_bytes else 0,
+        sequence_tokens=setup.tokens,
+        max_sequences=budget // per_seq if per_seq else 0,
+    )

@@ -1,0 +1,69 @@
+"""Terms and estimates: every number carries its name, bytes, formula and source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, kw_only=True)
+class Term:
+    """One memory term on one GPU."""
+
+    name: str  # hierarchical, e.g. "weights/attention", "kv_cache", "overhead/cuda_context"
+    bytes: int
+    formula: str  # the arithmetic with the user's numbers substituted
+    source: str  # where the rule comes from (seed, paper, framework file)
+
+    def __post_init__(self) -> None:
+        if self.bytes < 0:
+            raise ValueError(f"term {self.name} has negative bytes ({self.bytes})")  # a bug, not user input
+
+
+@dataclass(frozen=True, kw_only=True)
+class Phase:
+    """A moment of the run (prefill, decode, ...) and the transient terms live only then."""
+
+    name: str
+    transient: tuple[Term, ...]
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.bytes for t in self.transient)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Estimate:
+    """Per-GPU memory: persistent terms plus the transients of whichever phase peaks.
+
+    ``peak_bytes`` is the max over phases of (persistent + that phase's transients): never the sum of the
+    phases' maxima. ``terms`` lists exactly what is live at the peak, so the table adds up to the total.
+    """
+
+    persistent: tuple[Term, ...]
+    phases: tuple[Phase, ...] = ()
+    missing: tuple[str, ...] = ()  # terms that could not be computed, with the reason
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def peak_phase(self) -> Phase | None:
+        return max(self.phases, key=lambda p: p.bytes) if self.phases else None
+
+    @property
+    def terms(self) -> tuple[Term, ...]:
+        phase = self.peak_phase
+        return self.persistent + (phase.transient if phase else ())
+
+    @property
+    def peak_bytes(self) -> int:
+        return sum(t.bytes for t in self.terms)
+
+    def term(self, name: str) -> Term:
+        """The term called ``name`` among those live at the peak or in any phase."""
+        for t in self.persistent + tuple(t for p in self.phases for t in p.transient):
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def bytes_of(self, prefix: str) -> int:
+        """Sum of the live-at-peak terms whose name is ``prefix`` or starts with ``prefix/``."""
+        return sum(t.bytes for t in self.terms if t.name == prefix or t.name.startswith(prefix + "/"))

@@ -1,0 +1,73 @@
+"""Inference activation workspace: the largest set of tensors live inside one layer during a forward.
+
+No autograd state is kept at inference, so only one layer's temporaries exist at a time. The live sets
+below follow the HF/vLLM forward of a pre-norm decoder (T = tokens in the forward, c = compute bytes):
+  attention: hidden + residual (2·T·h·c), q/k/v and their rotary copies (2·T·(a + 2·n_kv)·d·c / t),
+             the attention output (T·a·d·c / t), and for eager attention only the scores:
+             QKᵀ in c bytes, its fp32 softmax and the cast back (b·(a/t)·s_q·s_kv·(2c + 4));
+             SDPA/flash kernels never materialise the s² matrix.
+  MLP:       hidden + residual (2·T·h·c) and, gated, act(gate), up and their product (3·T·i·c / t);
+             plain, the up projection and its activation (2·T·i·c / t). MoE: the top-k routed copies.
+Not yet calibrated against a traced prefill (the verify issue does that); treat as an estimate.
+"""
+
+from __future__ import annotations
+
+from vramwise.estimate.sharding import kv_heads_per_gpu
+from vramwise.estimate.term import Term
+from vramwise.spec.model import ModelSpec
+from vramwise.workload import AttentionImpl
+
+
+def _attention_live(spec: ModelSpec, tokens: int, c: int, tp: int) -> tuple[int, str]:
+    att, h = spec.attention, spec.hidden_size
+    heads = att.num_heads // tp
+    if att.kind == "mla" and att.mla:
+        m = att.mla
+        # Prefill decompresses the latent: per head q and k of nope+rope dims, v of v_head_dim.
+        qkv = heads * (2 * (m.qk_nope_head_dim + m.qk_rope_head_dim) + m.v_head_dim)
+        out = heads * m.v_head_dim
+    else:
+        qkv = (heads + 2 * kv_heads_per_gpu(spec, tp)) * att.head_dim
+        out = heads * att.head_dim
+    n = tokens * c * (2 * h + 2 * qkv + out)
+    return n, f"T {tokens} x c {c} x (2·h {2 * h} + 2·qkv {2 * qkv} + out {out})"
+
+
+def _mlp_live(spec: ModelSpec, tokens: int, c: int, tp: int) -> tuple[int, str]:
+    h, mlp, moe = spec.hidden_size, spec.mlp, spec.moe
+    per_i = 3 if mlp.gated else 2
+    widths = []
+    if spec.dense_layers:
+        widths.append(("dense", per_i * mlp.intermediate_size // tp))
+    if moe and moe.moe_layers:
+        routed = moe.top_k * per_i * moe.expert_intermediate_size // tp
+        shared = per_i * moe.shared_intermediate_size // tp
+        widths.append(("moe", routed + shared + moe.top_k * h))  # + the permuted top-k copies of the input
+    kind, width = max(widths, key=lambda w: w[1])
+    n = tokens * c * (2 * h + width)
+    return n, f"T {tokens} x c {c} x (2·h {2 * h} + {kind} intermediates {width})"
+
+
+def _scores(spec: ModelSpec, batch: int, q_len: int, kv_len: int, c: int, tp: int) -> int:
+    return batch * (spec.attention.num_heads // tp) * q_len * kv_len * (2 * c + 4)
+
+
+def prefill_workspace_term(
+    spec: ModelSpec, *, batch: int, chunk: int, kv_len: int, c: int, attention: AttentionImpl, tp: int
+) -> Term:
+    """Largest one-layer live set for a prefill forward of ``chunk`` tokens per sequence."""
+    tokens = batch * chunk
+    att_n, att_f = _attention_live(spec, tokens, c, tp)
+    if attention == "eager":
+        s2 = _scores(spec, batch, chunk, kv_len, c, tp)
+        att_n += s2
+        att_f += f" + scores b·(a/t)·s_q·s_kv·(2c+4) = {s2:,}"
+    mlp_n, mlp_f = _mlp_live(spec, tokens, c, tp)
+    n, f, where = (att_n, att_f, "attention") if att_n >= mlp_n else (mlp_n, mlp_f, "MLP")
+    return Term(
+        name="activations/prefill_workspace",
+        bytes=n,
+        formula=f"max(attention, MLP) = {where}: {f}",
+        source="one layer's live tensors in an HF/vLLM forward (module docstring); eager attention adds s²",
+    )

@@ -1,0 +1,243 @@
+"""Weight storage formats and their real byte cost, including scales, zeros and block headers.
+
+A format quantizes some tensors (usually the linear weights inside the layers) and leaves the rest in a
+high-precision dtype (embeddings, lm_head, norms, biases, MoE routers), as the real quantizers do.
+Sources for each layout are in ``FORMAT_SOURCES`` and in every term's ``--explain`` text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vramwise.errors import InvalidWorkloadError
+from vramwise.spec.model import ModelSpec
+from vramwise.spec.params import ParamGroup
+
+DTYPE_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "fp8-e4m3": 1, "fp8-e5m2": 1, "int8": 1}
+
+# bits per weight of llama.cpp blocks: (bytes per block * 8) / elements per block (ggml-common.h).
+GGUF_TYPE_BITS: dict[str, float] = {
+    "Q4_0": 18 * 8 / 32,
+    "Q4_1": 20 * 8 / 32,
+    "Q5_0": 22 * 8 / 32,
+    "Q8_0": 34 * 8 / 32,
+    "Q2_K": 84 * 8 / 256,
+    "Q3_K": 110 * 8 / 256,
+    "Q4_K": 144 * 8 / 256,
+    "Q5_K": 176 * 8 / 256,
+    "Q6_K": 210 * 8 / 256,
+    "F16": 16,
+    "F32": 32,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TensorBytes:
+    """Bytes of one parameter group in a format, with the formula that produced them."""
+
+    group: str
+    bytes: int
+    formula: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageFormat:
+    """How a format stores each kind of tensor."""
+
+    name: str
+    summary: str
+    source: str
+    tensor_bytes: Callable[[ParamGroup, ModelSpec, int], TensorBytes]  # (group, spec, high-precision bytes)
+
+
+def _kept(group: ParamGroup, hp_bytes: int) -> TensorBytes:
+    return TensorBytes(group=group.name, bytes=group.count * hp_bytes, formula=f"{group.count:,} x {hp_bytes} B")
+
+
+def _bits(group: ParamGroup, bits: float, extra_bytes: int = 0, why: str = "") -> TensorBytes:
+    n = group.count * bits / 8 + extra_bytes
+    extra = f" + {extra_bytes:,} B" if extra_bytes else ""
+    return TensorBytes(group=group.name, bytes=int(round(n)), formula=f"{group.count:,} x {bits:g} bit / 8{extra}{why}")
+
+
+def _out_features(group: ParamGroup) -> int:
+    return group.count // (group.tensors * group.in_features)
+
+
+def _uniform(dtype_bytes: int) -> Callable[[ParamGroup, ModelSpec, int], TensorBytes]:
+    # A plain dtype stores every tensor at that width (norms too: model.to(dtype) casts everything).
+    def rule(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
+        return _kept(group, dtype_bytes)
+
+    return rule
+
+
+def _linear_only(bits_of: Callable[[ParamGroup], tuple[float, int, str]]):
+    """Quantize linear weights inside the layers; keep embeddings, head, norms, biases, routers."""
+
+    def rule(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
+        if group.kind != "linear" or group.category in ("embeddings", "head", "other"):
+            return _kept(group, hp_bytes)
+        bits, extra, why = bits_of(group)
+        return _bits(group, bits, extra, why)
+
+    return rule
+
+
+def _fp8_block(group: ParamGroup) -> tuple[float, int, str]:
+    # DeepSeek-V3 style: one fp32 scale per 128x128 block.
+    out, n_in = _out_features(group), group.in_features
+    scales = group.tensors * -(-out // 128) * -(-n_in // 128) * 4
+    return 8, scales, " (+ fp32 scale per 128x128 block)"
+
+
+def _fp8_tensor(group: ParamGroup) -> tuple[float, int, str]:
+    return 8, group.tensors * 4, " (+ one fp32 scale per tensor)"
+
+
+def _int8_rowwise(group: ParamGroup) -> tuple[float, int, str]:
+    # bitsandbytes LLM.int8(): int8 weight plus one fp32 scale (SCB) per output row.
+    return 8, group.tensors * _out_features(group) * 4, " (+ fp32 scale per output row)"
+
+
+def _nf4(double_quant: bool) -> Callable[[ParamGroup], tuple[float, int, str]]:
+    # bitsandbytes 4-bit: blocks of 64 with an fp32 absmax; double quantization stores the absmax in
+    # 8 bit with one fp32 constant per 256 blocks.
+    bits = 4 + (8 / 64 + 32 / (64 * 256) if double_quant else 32 / 64)
+    why = " (absmax 8 bit per 64 + fp32 per 256 blocks)" if double_quant else " (fp32 absmax per 64)"
+    return lambda group: (bits, 0, why)
+
+
+def _grouped(bits: int, group_size: int, g_idx: bool) -> Callable[[ParamGroup], tuple[float, int, str]]:
+    # GPTQ/AWQ: packed weights, an fp16 scale and a packed `bits`-wide zero per group per output column;
+    # GPTQ also stores g_idx, one int32 per input feature.
+    def of(group: ParamGroup) -> tuple[float, int, str]:
+        extra = group.tensors * group.in_features * 4 if g_idx else 0
+        why = f" (fp16 scale + {bits}-bit zero per {group_size} weights{', int32 g_idx per input' if g_idx else ''})"
+        return bits + (16 + bits) / group_size, extra, why
+
+    return of
+
+
+def _use_more_bits(i: int, n: int) -> bool:
+    # llama.cpp (src/llama-quant.cpp): first and last eighth of layers, and every third one in between.
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def _gguf(base: str, bumped: str | None) -> Callable[[ParamGroup, ModelSpec, int], TensorBytes]:
+    """llama.cpp file types. ``bumped``: type given to attn_v and ffn_down on use_more_bits layers (_M mixes)."""
+    base_bits = GGUF_TYPE_BITS[base]
+
+    def rule(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
+        if group.kind in ("norm", "bias", "router", "other") or group.name in (
+            "embeddings.positions", "embeddings.token_types",
+        ):
+            return TensorBytes(group=group.name, bytes=group.count * 4, formula=f"{group.count:,} x 4 B (F32, not quantized)")
+        if group.name == "head.lm_head" or (group.name == "embeddings.tokens" and spec.tied_embeddings):
+            kind = "Q8_0" if base == "Q8_0" else "Q6_K"  # output.weight gets 6 bits in every k-quant mix
+            return _bits(group, GGUF_TYPE_BITS[kind], 0, f" ({kind} output tensor)")
+        if bumped and group.name in ("attention.v", "mlp.down", "experts.down", "experts_shared.down"):
+            n = group.tensors if group.name == "attention.v" else spec.num_layers
+            more = sum(_use_more_bits(i, n) for i in range(n)) / n
+            bits = more * GGUF_TYPE_BITS[bumped] + (1 - more) * base_bits
+            return _bits(group, bits, 0, f" ({more:.0%} of layers in {bumped}, rest {base})")
+        return _bits(group, base_bits, 0, f" ({base})")
+
+    return rule
+
+
+def _mxfp4(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
+    # gpt-oss: only the routed expert matrices are MXFP4 (32 E2M1 values + one E8M0 scale byte per block).
+    if group.per_expert and group.kind == "linear":
+        return _bits(group, 4.25, 0, " (MXFP4: 4-bit E2M1 + 8-bit scale per 32)")
+    return _kept(group, hp_bytes)
+
+
+_BNB = "bitsandbytes (functional.py quantize_4bit / int8); transformers BitsAndBytesConfig"
+FORMATS: dict[str, StorageFormat] = {
+    f.name: f
+    for f in (
+        StorageFormat(name="fp32", summary="float32, every tensor", source="IEEE 754", tensor_bytes=_uniform(4)),
+        StorageFormat(name="fp16", summary="float16, every tensor", source="IEEE 754", tensor_bytes=_uniform(2)),
+        StorageFormat(name="bf16", summary="bfloat16, every tensor", source="bfloat16", tensor_bytes=_uniform(2)),
+        StorageFormat(
+            name="fp8-e4m3", summary="fp8 E4M3 linear weights, per-tensor fp32 scale (vLLM fp8)",
+            source="vLLM fp8 / NVIDIA Transformer Engine", tensor_bytes=_linear_only(_fp8_tensor),
+        ),
+        StorageFormat(
+            name="fp8-e5m2", summary="fp8 E5M2 linear weights, per-tensor fp32 scale",
+            source="vLLM fp8 / NVIDIA Transformer Engine", tensor_bytes=_linear_only(_fp8_tensor),
+        ),
+        StorageFormat(
+            name="fp8-block", summary="fp8 E4M3 linear weights, fp32 scale per 128x128 block (DeepSeek-V3)",
+            source="DeepSeek-V3 config quantization_config weight_block_size [128, 128]",
+            tensor_bytes=_linear_only(_fp8_block),
+        ),
+        StorageFormat(
+            name="int8", summary="LLM.int8(): int8 linear weights + fp32 scale per row",
+            source=_BNB, tensor_bytes=_linear_only(_int8_rowwise),
+        ),
+        StorageFormat(
+            name="int4", summary="plain 4-bit linear weights, no scales (the seeds' 0.5 byte)",
+            source="seed 000 dtype table", tensor_bytes=_linear_only(lambda g: (4, 0, "")),
+        ),
+        StorageFormat(
+            name="nf4", summary="bitsandbytes NF4, blocks of 64 with fp32 absmax", source=_BNB,
+            tensor_bytes=_linear_only(_nf4(False)),
+        ),
+        StorageFormat(
+            name="nf4-dq", summary="bitsandbytes NF4 with double quantization (QLoRA)", source=_BNB,
+            tensor_bytes=_linear_only(_nf4(True)),
+        ),
+        StorageFormat(
+            name="mxfp4", summary="MXFP4 routed experts, the rest in bf16 (gpt-oss)",
+            source="OCP Microscaling spec v1.0; gpt-oss quantization_config", tensor_bytes=_mxfp4,
+        ),
+        *(
+            StorageFormat(
+                name=name.lower(), summary=summary, source="llama.cpp ggml-common.h block layouts, src/llama-quant.cpp",
+                tensor_bytes=_gguf(base, bumped),
+            )
+            for name, base, bumped, summary in (
+                ("Q4_0", "Q4_0", None, "GGUF Q4_0: 32-weight blocks, fp16 scale (4.5 bpw)"),
+                ("Q8_0", "Q8_0", None, "GGUF Q8_0: 32-weight blocks, fp16 scale (8.5 bpw)"),
+                ("Q4_K_M", "Q4_K", "Q6_K", "GGUF Q4_K_M: Q4_K, half of attn_v/ffn_down in Q6_K, output Q6_K"),
+                ("Q5_K_M", "Q5_K", "Q6_K", "GGUF Q5_K_M: Q5_K, half of attn_v/ffn_down in Q6_K, output Q6_K"),
+                ("Q6_K", "Q6_K", None, "GGUF Q6_K: 256-weight super-blocks (6.5625 bpw)"),
+            )
+        ),
+    )
+}
+
+_GROUPED = re.compile(r"^(gptq|awq)-(\d)bit(?:-g(\d+))?$")
+
+
+def get_format(name: str) -> StorageFormat:
+    """A format by name; GPTQ/AWQ take bits and group size: ``gptq-4bit-g128``, ``awq-4bit-g64``."""
+    key = name.lower()
+    if key in FORMATS:
+        return FORMATS[key]
+    m = _GROUPED.match(key)
+    if m:
+        kind, bits, group = m.group(1), int(m.group(2)), int(m.group(3) or 128)
+        if bits not in (2, 3, 4, 8) or group <= 0:
+            raise InvalidWorkloadError(f"format '{name}': bits must be 2, 3, 4 or 8 and the group size positive")
+        return StorageFormat(
+            name=key,
+            summary=f"{kind.upper()} {bits}-bit, group size {group}",
+            source="AutoGPTQ/GPTQModel packed format" if kind == "gptq" else "AutoAWQ GEMM packed format",
+            tensor_bytes=_linear_only(_grouped(bits, group, g_idx=kind == "gptq")),
+        )
+    allowed = ", ".join([*FORMATS, "gptq-<bits>bit-g<group>", "awq-<bits>bit-g<group>"])
+    raise InvalidWorkloadError(f"unknown weight format '{name}'; allowed: {allowed}")
+
+
+def default_format(spec: ModelSpec) -> str:
+    """The checkpoint's own format: fp8/mxfp4 when pre-quantized, else its 16-bit dtype (fp32 served as bf16)."""
+    if spec.stored_format == "fp8":
+        return "fp8-block"
+    if spec.stored_format:
+        return spec.stored_format
+    return spec.stored_dtype if spec.stored_dtype in ("fp16", "bf16") else "bf16"

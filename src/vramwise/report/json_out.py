@@ -1,0 +1,81 @@
+"""The JSON contract (schema ``vramwise/estimate``, version 1; see docs/json-schema.md). Bytes are ints."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from vramwise.estimate.serving import Capacity
+from vramwise.estimate.term import Estimate
+from vramwise.report.verdict import Verdict
+from vramwise.spec.load import Model
+from vramwise.spec.model import ModelSpec
+from vramwise.spec.params import active_params, total_params
+
+SCHEMA = "vramwise/estimate"
+VERSION = 1
+
+
+def _model(model: Model) -> dict[str, Any]:
+    if isinstance(model, ModelSpec):
+        return {
+            "name": model.name,
+            "source": model.source,
+            "model_type": model.model_type,
+            "params": total_params(model),
+            "active_params": active_params(model),
+        }
+    return {"name": model.name, "source": "bare size", "model_type": None, "params": model.params, "active_params": None}
+
+
+def to_dict(
+    estimate: Estimate,
+    *,
+    kind: str,
+    model: Model,
+    setup: Any,
+    verdict: Verdict | None = None,
+    capacity: Capacity | None = None,
+) -> dict[str, Any]:
+    peak = estimate.peak_phase
+    terms = [{**asdict(t), "phase": "persistent"} for t in estimate.persistent]
+    if peak:
+        terms += [{**asdict(t), "phase": peak.name} for t in peak.transient]
+    persistent = sum(t.bytes for t in estimate.persistent)
+    return {
+        "schema": SCHEMA,
+        "version": VERSION,
+        "kind": kind,
+        "mode": getattr(setup, "mode", "accurate"),
+        "model": _model(model),
+        "setup": asdict(setup),
+        "terms": terms,
+        "peak": {"bytes": estimate.peak_bytes, "phase": peak.name if peak else None},
+        "phases": [{"name": p.name, "bytes": persistent + p.bytes} for p in estimate.phases],
+        "missing": list(estimate.missing),
+        "notes": list(estimate.notes),
+        "gpu": None
+        if verdict is None
+        else {
+            "name": verdict.gpu.name,
+            "label": verdict.gpu.label,
+            "memory_bytes": verdict.gpu.memory_bytes,
+            "fits": verdict.fits,
+            "headroom_bytes": verdict.headroom_bytes,
+        },
+        "capacity": None
+        if capacity is None
+        else {
+            "kv_budget_bytes": capacity.budget.bytes,
+            "kv_budget_formula": capacity.budget.formula,
+            "kv_bytes_per_token": capacity.kv_bytes_per_token,
+            "kv_tokens": capacity.kv_tokens,
+            "sequence_tokens": capacity.sequence_tokens,
+            "max_sequences": capacity.max_sequences,
+        },
+    }
+
+
+def render_json(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, indent=2, ensure_ascii=False)

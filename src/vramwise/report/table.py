@@ -1,0 +1,56 @@
+"""Plain-text table of an estimate: one row per term, the total, phases, verdict and capacity."""
+
+from __future__ import annotations
+
+from vramwise.estimate.serving import Capacity
+from vramwise.estimate.term import Estimate
+from vramwise.report.verdict import Verdict
+from vramwise.units import Unit, fmt, to_unit, unit_label
+
+
+def render_table(
+    estimate: Estimate,
+    *,
+    title: str,
+    unit: Unit = "gib",
+    explain: bool = False,
+    verdict: Verdict | None = None,
+    capacity: Capacity | None = None,
+) -> str:
+    label = unit_label(unit)
+    total = estimate.peak_bytes
+    width = max([len(t.name) for t in estimate.terms] + [len("total (peak)")])
+    lines = [title, f"{'term':<{width}}  {'bytes':>17}  {label:>9}  {'share':>6}"]
+    lines.append("-" * len(lines[-1]))
+    for t in estimate.terms:
+        share = t.bytes / total if total else 0.0
+        lines.append(f"{t.name:<{width}}  {t.bytes:>17,}  {to_unit(t.bytes, unit):>9.2f}  {share:>6.1%}")
+        if explain:
+            lines.append(f"{'':<{width}}    = {t.formula}")
+            lines.append(f"{'':<{width}}    source: {t.source}")
+    lines.append("-" * len(lines[1]))
+    lines.append(f"{'total (peak)':<{width}}  {total:>17,}  {to_unit(total, unit):>9.2f}  {1:>6.1%}")
+    if estimate.phases:
+        persistent = sum(t.bytes for t in estimate.persistent)
+        peak = estimate.peak_phase
+        parts = [f"{p.name} {fmt(persistent + p.bytes, unit)}{' <- peak' if p is peak else ''}" for p in estimate.phases]
+        lines.append("phases: " + "; ".join(parts))
+    lines += [f"not computed: {m}" for m in estimate.missing]
+    lines += [f"note: {n}" for n in estimate.notes]
+    if verdict:
+        word = "FITS" if verdict.fits else "DOES NOT FIT"
+        lines.append(
+            f"{verdict.gpu.label} ({fmt(verdict.gpu.memory_bytes, unit)}): {word}, "
+            f"headroom {fmt(verdict.headroom_bytes, unit)}"
+        )
+    if capacity:
+        lines.append(
+            f"serving: KV budget {fmt(capacity.budget.bytes, unit)} = {capacity.kv_tokens:,} tokens of KV "
+            f"({capacity.kv_bytes_per_token:,} B/token); {capacity.max_sequences:,} concurrent sequences of "
+            f"{capacity.sequence_tokens:,} tokens"
+        )
+        if explain:
+            lines.append(f"    = {capacity.budget.formula}")
+            lines.append(f"    source: {capacity.budget.source}")
+    lines.append(f"(units: 1 {label} = {'2^30' if unit == 'gib' else '10^9'} bytes)")
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""Adapters for LayerNorm-era models with biases: gpt2, gpt_neox, opt, bert, phi, falcon."""
+
+from __future__ import annotations
+
+from vramwise.errors import ConfigError
+from vramwise.spec.adapters.config import RawConfig
+from vramwise.spec.adapters.decoders import stored_dtype
+from vramwise.spec.model import AttentionSpec, EmbeddingSpec, MlpSpec, ModelSpec, NormSpec
+
+
+def _mha(cfg: RawConfig, h: int, heads_key: str, kv: int | None = None, *, bias: bool = True) -> AttentionSpec:
+    heads = cfg.pos_int(heads_key)
+    return AttentionSpec(
+        num_heads=heads,
+        num_kv_heads=kv or heads,
+        head_dim=cfg.divides(heads_key, h, "hidden_size"),
+        qkv_bias=bias,
+        out_bias=bias,
+    )
+
+
+def gpt2(cfg: RawConfig, name: str) -> ModelSpec:
+    h = cfg.pos_int("n_embd")
+    return ModelSpec(
+        name=name,
+        model_type="gpt2",
+        hidden_size=h,
+        num_layers=cfg.pos_int("n_layer"),
+        embedding=EmbeddingSpec(vocab_size=cfg.pos_int("vocab_size"), learned_positions=cfg.pos_int("n_positions")),
+        attention=_mha(cfg, h, "n_head"),
+        mlp=MlpSpec(gated=False, intermediate_size=cfg.pos_int("n_inner", 4 * h), bias=True, activation="gelu"),
+        norm=NormSpec(kind="layer", bias=True),
+        tied_embeddings=cfg.flag("tie_word_embeddings", True),
+        max_position_embeddings=cfg.pos_int("n_positions"),
+        stored_dtype=stored_dtype(cfg),
+        source=cfg.source,
+    )
+
+
+def gpt_neox(cfg: RawConfig, name: str) -> ModelSpec:
+    h = cfg.pos_int("hidden_size")
+    return ModelSpec(
+        name=name,
+        model_type="gpt_neox",
+        hidden_size=h,
+        num_layers=cfg.pos_int("num_hidden_layers"),
+        embedding=EmbeddingSpec(vocab_size=cfg.pos_int("vocab_size")),
+        attention=_mha(cfg, h, "num_attention_heads", bias=cfg.flag("attention_bias", True)),
+        mlp=MlpSpec(gated=False, intermediate_size=cfg.pos_int("intermediate_size"), bias=True, activation="gelu"),
+        norm=NormSpec(kind="layer", bias=True),
+        tied_embeddings=cfg.flag("tie_word_embeddings", False),
+        parallel_block=cfg.flag("use_parallel_residual", True),
+        max_position_embeddings=cfg.data.get("max_position_embeddings"),
+        stored_dtype=stored_dtype(cfg),
+        source=cfg.source,
+    )
+
+
+def opt(cfg: RawConfig, name: str) -> ModelSpec:
+    h = cfg.pos_int("hidden_size")
+    proj = cfg.pos_int("word_embed_proj_dim", h)
+    bias = cfg.flag("enable_bias", True)
+    pre_norm = cfg.flag("do_layer_norm_before", True)
+    if not cfg.flag("layer_norm_elementwise_affine", True):
+        raise ConfigError(f"{cfg.source}: field 'layer_norm_elementwise_affine' = false is not supported (allowed: true)")
+    max_pos = cfg.pos_int("max_position_embeddings")
+    return ModelSpec(
+        name=name,
+        model_type="opt",
+        hidden_size=h,
+        num_layers=cfg.pos_int("num_hidden_layers"),
+        # OPT's learned positions start at an offset of 2 (a fairseq legacy): the table has max_pos + 2 rows.
+        embedding=EmbeddingSpec(
+            vocab_size=cfg.pos_int("vocab_size"), learned_positions=max_pos + 2, proj_dim=proj if proj != h else None
+        ),
+        attention=_mha(cfg, h, "num_attention_heads", bias=bias),
+        mlp=MlpSpec(gated=False, intermediate_size=cfg.pos_int("ffn_dim"), bias=bias, activation="relu"),
+        # OPT-350m normalises after each block and has no final norm.
+        norm=NormSpec(
+            kind="layer", bias=True, final=pre_norm and not cfg.flag("_remove_final_layer_norm", False)
+        ),
+        tied_embeddings=cfg.flag("tie_word_embeddings", True),
+        max_position_embeddings=max_pos,
+        stored_dtype=stored_dtype(cfg),
+        source=cfg.source,
+    )
+
+
+def bert(cfg: RawConfig, name: str) -> ModelSpec:
+    """BERT as ``BertModel`` (encoder plus pooler), the count model cards publish; no LM head."""
+    h = cfg.pos_int("hidden_size")
+    return ModelSpec(
+        name=name,
+        model_type="bert",
+        hidden_size=h,
+        num_layers=cfg.pos_int("num_hidden_layers"),
+        embedding=EmbeddingSpec(
+            vocab_size=cfg.pos_int("vocab_size"),
+            learned_positions=cfg.pos_int("max_position_embeddings", 512),
+            token_types=cfg.pos_int("type_vocab_size", 2),
+            norm=True,
+        ),
+        attention=_mha(cfg, h, "num_attention_heads"),
+        mlp=MlpSpec(gated=False, intermediate_size=cfg.pos_int("intermediate_size"), bias=True, activation="gelu"),
+        norm=NormSpec(kind="layer", bias=True, final=False),
+        tied_embeddings=True,
+        lm_head=False,
+        pooler=True,
+        max_position_embeddings=cfg.pos_int("max_position_embeddings", 512),
+        stored_dtype=stored_dtype(cfg),
+        source=cfg.source,
+    )
+
+
+def phi(cfg: RawConfig, name: str) -> ModelSpec:
+    h = cfg.pos_int("hidden_size")
+    heads = cfg.pos_int("num_attention_heads")
+    kv = cfg.pos_int("num_key_value_heads", heads)
+    att = AttentionSpec(
+        num_heads=heads,
+        num_kv_heads=kv,
+        head_dim=cfg.divides("num_attention_heads", h, "hidden_size"),
+        qkv_bias=True,
+        out_bias=True,
+        qk_norm="layer" if cfg.flag("qk_layernorm", False) else "none",
+    )
+    return ModelSpec(
+        name=name,
+        model_type="phi",
+        hidden_size=h,
+        num_layers=cfg.pos_int("num_hidden_layers"),
+        embedding=EmbeddingSpec(vocab_size=cfg.pos_int("vocab_size")),
+        attention=att,
+        mlp=MlpSpec(gated=False, intermediate_size=cfg.pos_int("intermediate_size"), bias=True, activation="gelu"),
+        # Phi-2 runs attention and MLP in parallel off one LayerNorm.
+        norm=NormSpec(kind="layer", bias=True, per_layer=1),
+        tied_embeddings=cfg.flag("tie_word_embeddings", False),
+        head_bias=True,
+        parallel_block=True,
+        max_position_embeddings=cfg.data.get("max_position_embeddings"),
+        stored_dtype=stored_dtype(cfg),
+        source=cfg.source,
+    )
+
+
+def falcon(cfg: RawConfig, name: str) -> ModelSpec:
+    """Falcon in both formats: the in-library ``falcon`` keys and the original RefinedWeb(Model) keys.
+
+    The RW format (falcon-7b/40b as first published) names layers ``n_layer``, heads ``n_head`` and the
+    KV heads of the new decoder architecture ``n_head_kv``; it is read here as data, never as remote code.
+    """
+    h = cfg.pos_int("hidden_size")
+    layers = cfg.pos_int("num_hidden_layers") if cfg.has("num_hidden_layers") else cfg.pos_int("n_layer")
+    heads_key = "num_attention_heads" if cfg.has("num_attention_heads") else "n_head"
+    heads = cfg.pos_int(heads_key)
+    new_arch = cfg.flag("new_decoder_architecture", cfg.text("model_type") == "RefinedWeb")
+    parallel = cfg.flag("parallel_attn", True)
+    if new_arch:
+        kv_key = "num_kv_heads" if cfg.has("num_kv_heads") else "n_head_kv"
+        kv = cfg.pos_int(kv_key, heads)
+    else:
+        kv = 1 if cfg.flag("multi_query", True) else heads
+    if parallel:
+        per_layer = cfg.pos_int("num_ln_in_parallel_attn", 2 if new_arch else 1)
+    else:
+        per_layer = 2
+    bias = cfg.flag("bias", False)
+    return ModelSpec(
+        name=name,
+        model_type="falcon",
+        hidden_size=h,
+        num_layers=layers,
+        embedding=EmbeddingSpec(vocab_size=cfg.pos_int("vocab_size")),
+        attention=AttentionSpec(
+            num_heads=heads,
+            num_kv_heads=kv,
+            head_dim=cfg.divides(heads_key, h, "hidden_size"),
+            qkv_bias=bias,
+            out_bias=bias,
+        ),
+        mlp=MlpSpec(gated=False, intermediate_size=cfg.pos_int("ffn_hidden_size", 4 * h), bias=bias, activation="gelu"),
+        norm=NormSpec(kind="layer", bias=True, per_layer=per_layer),
+        tied_embeddings=cfg.flag("tie_word_embeddings", True),
+        parallel_block=parallel,
+        stored_dtype=stored_dtype(cfg),
+        source=cfg.source,
+    )

@@ -1,0 +1,257 @@
+"""Adapters for Llama-style decoders: RMSNorm, rotary positions, (gated) MLP, optional MoE.
+
+llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, phi3, gemma, gemma2, gemma3_text, gpt_oss.
+Defaults for absent keys follow the transformers config class of each family.
+"""
+
+from __future__ import annotations
+
+from vramwise.errors import ConfigError
+from vramwise.spec.adapters.config import RawConfig
+from vramwise.spec.model import (
+    AttentionSpec,
+    EmbeddingSpec,
+    LayerAttention,
+    MlpSpec,
+    MoeSpec,
+    ModelSpec,
+    NormSpec,
+)
+
+_LAYER_TYPE = {"full_attention": "full", "sliding_attention": "sliding", "chunked_attention": "full"}
+
+
+def layer_types(cfg: RawConfig, num_layers: int) -> tuple[LayerAttention, ...]:
+    """Per-layer attention kinds from ``layer_types`` when the config lists them."""
+    raw = cfg.data.get("layer_types")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or len(raw) != num_layers or any(t not in _LAYER_TYPE for t in raw):
+        raise ConfigError(
+            f"{cfg.source}: field 'layer_types' must list {num_layers} entries from {sorted(_LAYER_TYPE)}"
+        )
+    return tuple(_LAYER_TYPE[t] for t in raw)  # type: ignore[misc]
+
+
+# Defaults of each transformers config class for keys a config.json may omit: KV heads (None: one per
+# attention head) and head_dim (None: hidden / heads). E.g. Qwen2Config says 32 KV heads, GemmaConfig
+# head_dim 256, whatever the other sizes are.
+_KV_DEFAULT = {"mistral": 8, "mixtral": 8, "qwen2": 32, "qwen2_moe": 16, "qwen3": 32, "qwen3_moe": 4, "gemma": 16,
+               "gemma2": 4, "gemma3_text": 4, "gpt_oss": 8}
+_HEAD_DIM_DEFAULT = {"gemma": 256, "gemma2": 256, "gemma3_text": 256, "qwen3": 128, "gpt_oss": 64}
+
+
+def _attention(cfg: RawConfig, h: int, *, qkv_bias: bool, out_bias: bool, **extra) -> AttentionSpec:
+    heads = cfg.pos_int("num_attention_heads")
+    model_type = cfg.text("model_type")
+    kv = cfg.pos_int("num_key_value_heads", _KV_DEFAULT.get(model_type, heads))
+    # An explicit head_dim (Gemma 256, Mistral-Nemo 128, Qwen3 128) need not equal hidden / heads.
+    head_dim = cfg.pos_int("head_dim", _HEAD_DIM_DEFAULT.get(model_type, 0)) or cfg.divides(
+        "num_attention_heads", h, "hidden_size"
+    )
+    if heads % kv:
+        raise ConfigError(
+            f"{cfg.source}: 'num_attention_heads' ({heads}) must be a multiple of 'num_key_value_heads' ({kv})"
+        )
+    return AttentionSpec(
+        num_heads=heads, num_kv_heads=kv, head_dim=head_dim, qkv_bias=qkv_bias, out_bias=out_bias, **extra
+    )
+
+
+def _decoder(
+    cfg: RawConfig,
+    name: str,
+    *,
+    attention: AttentionSpec,
+    tied_default: bool,
+    norms_per_layer: int = 2,
+    moe: MoeSpec | None = None,
+    mlp_bias: bool = False,
+    stored_format: str | None = None,
+) -> ModelSpec:
+    h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
+    return ModelSpec(
+        name=name,
+        model_type=cfg.text("model_type"),
+        hidden_size=h,
+        num_layers=L,
+        embedding=EmbeddingSpec(vocab_size=cfg.pos_int("vocab_size")),
+        attention=attention,
+        mlp=MlpSpec(
+            gated=True,
+            intermediate_size=cfg.pos_int("intermediate_size"),
+            bias=mlp_bias,
+            activation=str(cfg.data.get("hidden_act") or cfg.data.get("hidden_activation") or "silu"),
+        ),
+        norm=NormSpec(kind="rms", per_layer=norms_per_layer),
+        moe=moe,
+        tied_embeddings=cfg.flag("tie_word_embeddings", tied_default),
+        max_position_embeddings=cfg.data.get("max_position_embeddings"),
+        stored_dtype=stored_dtype(cfg),
+        stored_format=stored_format or quant_method(cfg),
+        source=cfg.source,
+    )
+
+
+def stored_dtype(cfg: RawConfig) -> str:
+    """The checkpoint's dtype (``torch_dtype``, or ``dtype`` in newer configs), as a short name."""
+    raw = cfg.data.get("torch_dtype") or cfg.data.get("dtype") or "float32"
+    return {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(str(raw), "bf16")
+
+
+def quant_method(cfg: RawConfig) -> str | None:
+    """Pre-quantized checkpoints (DeepSeek-V3 fp8, gpt-oss mxfp4) declare it in quantization_config."""
+    q = cfg.data.get("quantization_config")
+    if not isinstance(q, dict):
+        return None
+    method = str(q.get("quant_method", "")).lower()
+    return {"fp8": "fp8", "mxfp4": "mxfp4"}.get(method)
+
+
+def _sliding(cfg: RawConfig, L: int, absent: int | None = None) -> dict:
+    """A window on every layer (Mistral v0.1) unless layer_types says which; ``absent``: the class default."""
+    return {"sliding_window": cfg.optional_int("sliding_window", absent), "layer_types": layer_types(cfg, L)}
+
+
+def llama(cfg: RawConfig, name: str) -> ModelSpec:
+    h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
+    bias = cfg.flag("attention_bias", False)  # Llama's attention_bias applies to q, k, v and o alike
+    att = _attention(cfg, h, qkv_bias=bias, out_bias=bias)
+    return _decoder(cfg, name, attention=att, tied_default=False, mlp_bias=cfg.flag("mlp_bias", False))
+
+
+def mistral(cfg: RawConfig, name: str) -> ModelSpec:
+    h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
+    # MistralConfig defaults sliding_window to 4096 when the key is absent; an explicit null disables it.
+    att = _attention(cfg, h, qkv_bias=False, out_bias=False, **_sliding(cfg, L, absent=4096))
+    return _decoder(cfg, name, attention=att, tied_default=False)
+
+
+def mixtral(cfg: RawConfig, name: str) -> ModelSpec:
+    h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
+    att = _attention(cfg, h, qkv_bias=False, out_bias=False, **_sliding(cfg, L))
+    moe = MoeSpec(
+        num_experts=cfg.pos_int("num_local_experts"),
+        top_k=cfg.pos_int("num_experts_per_tok"),
+        expert_intermediate_size=cfg.pos_int("intermediate_size"),
+        moe_layers=tuple(range(L)),
+    )
+    return _decoder(cfg, name, attention=att, tied_default=False, moe=moe)
+
+
+def _qwen_sliding(cfg: RawConfig, L: int) -> dict:
+    # Qwen2 only slides when use_sliding_window is set, and then only on layers >= max_window_layers.
+    if cfg.has("layer_types"):
+        return _sliding(cfg, L)
+    if not cfg.flag("use_sliding_window", False) or not cfg.has("sliding_window"):
+        return {}
+    first = cfg.nonneg_int("max_window_layers", 28)
+    types = tuple("sliding" if i >= first else "full" for i in range(L))
+    return {"sliding_window": cfg.pos_int("sliding_window"), "layer_types": types}
+
+
+def _qwen_moe_layers(cfg: RawConfig, L: int) -> tuple[int, ...]:
+    step = cfg.pos_int("decoder_sparse_step", 1)
+    dense = set(cfg.int_list("mlp_only_layers"))
+    return tuple(i for i in range(L) if i not in dense and (i + 1) % step == 0)
+
+
+def qwen2(cfg: RawConfig, name: str) -> ModelSpec:
+    h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
+    att = _attention(cfg, h, qkv_bias=True, out_bias=False, **_qwen_sliding(cfg, L))  # q/k/v bias, o none
+    return _decoder(cfg, name, attention=att, tied_default=False)
+
+
+def qwen2_moe(cfg: RawConfig, name: str) -> ModelSpec:
+    h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
+    att = _attention(cfg, h, qkv_bias=cfg.flag("qkv_bias", True), out_bias=False, **_qwen_sliding(cfg, L))
+    moe = MoeSpec(
+        num_experts=cfg.pos_int("num_experts"),
+        top_k=cfg.pos_int("num_experts_per_tok"),
+        expert_intermediate_size=cfg.pos_int("moe_intermediate_size"),
+        moe_layers=_qwen_moe_layers(cfg, L),
+        shared_intermediate_size=cfg.nonneg_int("shared_expert_intermediate_size", 0),
+        shared_expert_gate=cfg.nonneg_int("shared_expert_intermediate_size", 0) > 0,
+    )
+    return _decoder(cfg, name, attention=att, tied_default=False, moe=moe)
+
+
+def qwen3(cfg: RawConfig, name: str) -> ModelSpec:
+    h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
+    bias = cfg.flag("attention_bias", False)
+    att = _attention(cfg, h, qkv_bias=bias, out_bias=bias, qk_norm="rms", **_qwen_sliding(cfg, L))
+    return _decoder(cfg, name, attention=att, tied_default=False)
+
+
+def qwen3_moe(cfg: RawConfig, name: str) -> ModelSpec:
+    h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
+    bias = cfg.flag("attention_bias", False)
+    att = _attention(cfg, h, qkv_bias=bias, out_bias=bias, qk_norm="rms", **_qwen_sliding(cfg, L))
+    moe = MoeSpec(
+        num_experts=cfg.pos_int("num_experts"),
+        top_k=cfg.pos_int("num_experts_per_tok"),
+        expert_intermediate_size=cfg.pos_int("moe_intermediate_size"),
+        moe_layers=_qwen_moe_layers(cfg, L),
+    )
+    return _decoder(cfg, name, attention=att, tied_default=False, moe=moe)
+
+
+def phi3(cfg: RawConfig, name: str) -> ModelSpec:
+    h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
+    # Phi-3 fuses qkv and gate/up into single matrices; the parameter count is the same as separate ones.
+    att = _attention(cfg, h, qkv_bias=False, out_bias=False, **_sliding(cfg, L))
+    return _decoder(cfg, name, attention=att, tied_default=False)
+
+
+def gemma(cfg: RawConfig, name: str) -> ModelSpec:
+    h = cfg.pos_int("hidden_size")
+    bias = cfg.flag("attention_bias", False)
+    att = _attention(cfg, h, qkv_bias=bias, out_bias=bias)
+    return _decoder(cfg, name, attention=att, tied_default=True)
+
+
+def _alternating(cfg: RawConfig, L: int, pattern: int) -> tuple[LayerAttention, ...]:
+    # Every `pattern`-th layer is global, the rest slide (Gemma2 and gpt-oss: 2, Gemma3: 6), as transformers
+    # derives it when layer_types is absent.
+    return layer_types(cfg, L) or tuple("sliding" if (i + 1) % pattern else "full" for i in range(L))
+
+
+def gemma2(cfg: RawConfig, name: str) -> ModelSpec:
+    h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
+    bias = cfg.flag("attention_bias", False)
+    att = _attention(
+        cfg, h, qkv_bias=bias, out_bias=bias,
+        sliding_window=cfg.pos_int("sliding_window", 4096), layer_types=_alternating(cfg, L, 2),
+    )
+    # Gemma2/3 norm both before and after attention and MLP: four norms per layer.
+    return _decoder(cfg, name, attention=att, tied_default=True, norms_per_layer=4)
+
+
+def gemma3_text(cfg: RawConfig, name: str) -> ModelSpec:
+    h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
+    bias = cfg.flag("attention_bias", False)
+    pattern = cfg.pos_int("sliding_window_pattern", 6)
+    att = _attention(
+        cfg, h, qkv_bias=bias, out_bias=bias, qk_norm="rms",
+        sliding_window=cfg.pos_int("sliding_window", 4096), layer_types=_alternating(cfg, L, pattern),
+    )
+    return _decoder(cfg, name, attention=att, tied_default=True, norms_per_layer=4)
+
+
+def gpt_oss(cfg: RawConfig, name: str) -> ModelSpec:
+    h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
+    bias = cfg.flag("attention_bias", True)
+    att = _attention(
+        cfg, h, qkv_bias=bias, out_bias=bias, sinks=True,
+        sliding_window=cfg.pos_int("sliding_window", 128), layer_types=_alternating(cfg, L, 2),
+    )
+    moe = MoeSpec(
+        num_experts=cfg.pos_int("num_local_experts"),
+        top_k=cfg.pos_int("num_experts_per_tok"),
+        expert_intermediate_size=cfg.pos_int("intermediate_size"),
+        moe_layers=tuple(range(L)),
+        router_bias=True,
+        expert_bias=True,
+    )
+    return _decoder(cfg, name, attention=att, tied_default=False, moe=moe)
+

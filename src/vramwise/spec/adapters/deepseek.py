@@ -1,0 +1,68 @@
+"""DeepSeek-V2/V3: multi-head latent attention and fine-grained MoE with shared experts."""
+
+from __future__ import annotations
+
+from vramwise.spec.adapters.config import RawConfig
+from vramwise.spec.adapters.decoders import quant_method, stored_dtype
+from vramwise.spec.model import AttentionSpec, EmbeddingSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec
+
+
+def _q_lora_rank(cfg: RawConfig) -> int | None:
+    # An explicit null means a plain q_proj (V2-Lite); an absent key takes transformers' default of 1536.
+    if "q_lora_rank" in cfg.data and cfg.data["q_lora_rank"] is None:
+        return None
+    return cfg.pos_int("q_lora_rank", 1536)
+
+
+def deepseek(cfg: RawConfig, name: str) -> ModelSpec:
+    h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
+    heads = cfg.pos_int("num_attention_heads")
+    mla = MlaSpec(
+        q_lora_rank=_q_lora_rank(cfg),
+        kv_lora_rank=cfg.pos_int("kv_lora_rank"),
+        qk_nope_head_dim=cfg.pos_int("qk_nope_head_dim"),
+        qk_rope_head_dim=cfg.pos_int("qk_rope_head_dim"),
+        v_head_dim=cfg.pos_int("v_head_dim"),
+    )
+    bias = cfg.flag("attention_bias", False)
+    attention = AttentionSpec(
+        kind="mla",
+        num_heads=heads,
+        # MLA caches one latent shared by all heads; num_kv_heads is kept for reference only.
+        num_kv_heads=cfg.pos_int("num_key_value_heads", heads),
+        head_dim=mla.qk_nope_head_dim + mla.qk_rope_head_dim,
+        qkv_bias=bias,
+        out_bias=bias,
+        mla=mla,
+    )
+    experts = cfg.nonneg_int("n_routed_experts", 0)
+    moe = None
+    if experts:
+        # transformers makes every layer from first_k_dense_replace on an MoE layer (moe_layer_freq is 1 in
+        # every published DeepSeek-V2/V3 config).
+        first_dense = cfg.nonneg_int("first_k_dense_replace", 0)
+        moe = MoeSpec(
+            num_experts=experts,
+            top_k=cfg.pos_int("num_experts_per_tok"),
+            expert_intermediate_size=cfg.pos_int("moe_intermediate_size"),
+            moe_layers=tuple(range(first_dense, L)),
+            shared_intermediate_size=cfg.pos_int("moe_intermediate_size") * cfg.nonneg_int("n_shared_experts", 0),
+            shared_bias=cfg.flag("mlp_bias", False),
+        )
+    return ModelSpec(
+        name=name,
+        model_type=cfg.text("model_type"),
+        hidden_size=h,
+        num_layers=L,
+        embedding=EmbeddingSpec(vocab_size=cfg.pos_int("vocab_size")),
+        attention=attention,
+        mlp=MlpSpec(gated=True, intermediate_size=cfg.pos_int("intermediate_size"), bias=cfg.flag("mlp_bias", False)),
+        norm=NormSpec(kind="rms"),
+        moe=moe,
+        tied_embeddings=cfg.flag("tie_word_embeddings", False),
+        max_position_embeddings=cfg.data.get("max_position_embeddings"),
+        mtp_layers=cfg.nonneg_int("num_nextn_predict_layers", 0),
+        stored_dtype=stored_dtype(cfg),
+        stored_format=quant_method(cfg),
+        source=cfg.source,
+    )

@@ -1,0 +1,136 @@
+"""ModelSpec: the exact architecture of a transformer, independent of any framework.
+
+Adapters (``spec/adapters``) build it from a Hugging Face ``config.json``; nothing downstream reads
+raw config keys. Every field is something that changes a parameter count, a KV cache or an activation.
+
+Glossary of symbols used in formulas across the package:
+    b batch, s sequence (prompt) length, n new tokens, h hidden size, L layers, a attention heads,
+    n_kv key/value heads, d head dim, i MLP intermediate size, V vocabulary, E experts, k top-k,
+    t tensor-parallel degree, p pipeline-parallel degree, N data-parallel degree, Φ parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+AttentionKind = Literal["mha", "mla"]
+LayerAttention = Literal["full", "sliding"]
+NormKind = Literal["rms", "layer"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MlaSpec:
+    """Multi-head latent attention (DeepSeek-V2/V3): low-rank q and a shared compressed KV latent."""
+
+    q_lora_rank: int | None  # None: a plain q_proj (V2-Lite)
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttentionSpec:
+    """Self-attention of one layer. MQA is ``num_kv_heads == 1``, GQA ``1 < num_kv_heads < num_heads``."""
+
+    kind: AttentionKind = "mha"
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    qkv_bias: bool = False
+    out_bias: bool = False
+    qk_norm: Literal["none", "rms", "layer"] = "none"  # per-head norm of q and k (Qwen3, Gemma3, Phi)
+    sinks: bool = False  # learned per-head attention-sink logits (gpt-oss)
+    mla: MlaSpec | None = None
+    sliding_window: int | None = None
+    layer_types: tuple[LayerAttention, ...] = ()  # one per layer; empty means all "full"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MlpSpec:
+    """A dense feed-forward block: gated (SwiGLU/GeGLU: gate, up, down) or plain (up, down)."""
+
+    gated: bool
+    intermediate_size: int
+    bias: bool = False
+    activation: str = "silu"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoeSpec:
+    """Mixture of experts replacing the dense MLP on ``moe_layers``."""
+
+    num_experts: int
+    top_k: int
+    expert_intermediate_size: int
+    moe_layers: tuple[int, ...]  # indices of layers whose MLP is the MoE block
+    shared_intermediate_size: int = 0  # all shared experts together, as one gated MLP
+    shared_bias: bool = False  # DeepSeek-V2's shared experts reuse the dense MLP class, biases included
+    shared_expert_gate: bool = False  # Qwen2-MoE scales the shared expert by sigmoid(Linear(h, 1))
+    router_bias: bool = False
+    expert_bias: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class NormSpec:
+    """Normalisation layers: kind, whether they carry a bias, how many per layer, and a final norm."""
+
+    kind: NormKind
+    bias: bool = False
+    per_layer: int = 2
+    final: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingSpec:
+    """Input embeddings: tokens, learned positions, token types, an embedding norm or projection."""
+
+    vocab_size: int
+    learned_positions: int = 0  # rows of a learned position table (OPT adds an offset of 2)
+    token_types: int = 0  # BERT's segment embeddings
+    norm: bool = False  # BERT's embedding LayerNorm
+    proj_dim: int | None = None  # OPT-350m: tokens embedded in proj_dim, projected in and out
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """Exact description of a transformer, enough to count every parameter and size every activation."""
+
+    name: str
+    model_type: str
+    hidden_size: int
+    num_layers: int
+    embedding: EmbeddingSpec
+    attention: AttentionSpec
+    mlp: MlpSpec  # the dense MLP (used on every layer that is not an MoE layer)
+    norm: NormSpec
+    moe: MoeSpec | None = None
+    tied_embeddings: bool = False
+    lm_head: bool = True  # False for encoders (BERT)
+    head_bias: bool = False  # Phi-2's lm_head has a bias
+    pooler: bool = False  # BERT's pooler: Linear(h, h) with bias
+    parallel_block: bool = False  # attention and MLP read the same input (GPT-J, Phi-2, Falcon)
+    max_position_embeddings: int | None = None
+    mtp_layers: int = 0  # DeepSeek-V3 multi-token-prediction layers: in the checkpoint, not in transformers
+    stored_dtype: str = "bf16"  # dtype of the published checkpoint
+    stored_format: str | None = None  # quantized checkpoint format (fp8, mxfp4, ...), if any
+    source: str = field(default="", compare=False)  # where the spec came from (path or catalog)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.embedding.vocab_size
+
+    @property
+    def dense_layers(self) -> int:
+        """Layers whose MLP is dense."""
+        return self.num_layers - self.moe_layer_count
+
+    @property
+    def moe_layer_count(self) -> int:
+        return len(self.moe.moe_layers) if self.moe else 0
+
+    def layer_attention(self, index: int) -> LayerAttention:
+        """Whether layer ``index`` attends to all previous tokens or to a sliding window."""
+        types = self.attention.layer_types
+        return types[index] if types else ("sliding" if self.attention.sliding_window else "full")

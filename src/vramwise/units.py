@@ -1,0 +1,29 @@
+"""Units live here and only here: bytes internally, GiB (2^30) shown by default, GB (10^9) on request."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Unit = Literal["gib", "gb"]
+
+GIB = 2**30
+MIB = 2**20
+GB = 10**9
+
+_DIVISOR: dict[str, int] = {"gib": GIB, "gb": GB}
+_LABEL: dict[str, str] = {"gib": "GiB", "gb": "GB"}
+
+
+def unit_label(unit: Unit) -> str:
+    """Header label for a unit, e.g. ``GiB``."""
+    return _LABEL[unit]
+
+
+def to_unit(n_bytes: float, unit: Unit) -> float:
+    """Bytes expressed in ``unit`` (GiB = 2^30 bytes, GB = 10^9 bytes)."""
+    return n_bytes / _DIVISOR[unit]
+
+
+def fmt(n_bytes: float, unit: Unit = "gib", digits: int = 2) -> str:
+    """``n_bytes`` as a number with its unit label, e.g. ``12.55 GiB``."""
+    return f"{to_unit(n_bytes, unit):,.{digits}f} {_LABEL[unit]}"

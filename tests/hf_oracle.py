@@ -1,0 +1,40 @@
+"""The independent oracle for parameter counts: the real transformers model built on the meta device."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SHARED_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "configs"
+
+# RW-format falcon keys, renamed to what FalconConfig reads (the remote-code config class is never run).
+_RW_KEYS = {"n_layer": "num_hidden_layers", "n_head": "num_attention_heads", "n_head_kv": "num_kv_heads"}
+
+
+def shared_config(name: str) -> dict[str, Any]:
+    path = SHARED_CONFIGS / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"{path} not present (shared configs live beside the repository)")
+    return json.loads(path.read_text())
+
+
+def hf_param_count(config: dict[str, Any]) -> int:
+    """Unique parameters of the transformers model for ``config``, built on the meta device."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    data = dict(config)
+    data.pop("auto_map", None)
+    data.pop("quantization_config", None)  # quantizers are irrelevant to the parameter count
+    model_type = data.pop("model_type")
+    if model_type in ("RefinedWebModel", "RefinedWeb"):
+        data = {_RW_KEYS.get(k, k): v for k, v in data.items()}
+        data.setdefault("new_decoder_architecture", model_type == "RefinedWeb")
+        model_type = "falcon"
+    hf_config = transformers.AutoConfig.for_model(model_type, **data)
+    auto = transformers.AutoModel if model_type == "bert" else transformers.AutoModelForCausalLM
+    with torch.device("meta"):
+        model = auto.from_config(hf_config)
+    return sum(p.numel() for p in model.parameters())
