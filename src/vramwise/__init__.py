@@ -1,10 +1,10 @@
 """vramwise: how much GPU memory a transformer needs, per GPU, per term, with the formula behind every number.
 
-    >>> import vramwise
-    >>> spec = vramwise.resolve_model("llama-2-7b")
-    >>> est = vramwise.estimate_inference(spec, vramwise.InferSetup(context=4096))
-    >>> est.term("kv_cache").bytes == 2 * 2**30
-    True
+>>> import vramwise
+>>> spec = vramwise.resolve_model("llama-2-7b")
+>>> est = vramwise.estimate_inference(spec, vramwise.InferSetup(context=4096))
+>>> est.term("kv_cache").bytes == 2 * 2**30
+True
 """
 
 from vramwise.errors import VramwiseError

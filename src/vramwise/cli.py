@@ -101,7 +101,9 @@ def _infer(args: argparse.Namespace) -> int:
     if args.json:
         print(render_json(to_dict(est, kind="inference", model=model, setup=setup, verdict=ver, capacity=cap)))
         return 0
-    print(render_table(est, title=_title(model, setup), unit=args.units, explain=args.explain, verdict=ver, capacity=cap))
+    print(
+        render_table(est, title=_title(model, setup), unit=args.units, explain=args.explain, verdict=ver, capacity=cap)
+    )
     return 0
 
 

@@ -59,7 +59,7 @@ def _kept(group: ParamGroup, hp_bytes: int) -> TensorBytes:
 def _bits(group: ParamGroup, bits: float, extra_bytes: int = 0, why: str = "") -> TensorBytes:
     n = group.count * bits / 8 + extra_bytes
     extra = f" + {extra_bytes:,} B" if extra_bytes else ""
-    return TensorBytes(group=group.name, bytes=int(round(n)), formula=f"{group.count:,} x {bits:g} bit / 8{extra}{why}")
+    return TensorBytes(group=group.name, bytes=round(n), formula=f"{group.count:,} x {bits:g} bit / 8{extra}{why}")
 
 
 def _out_features(group: ParamGroup) -> int:
@@ -132,9 +132,12 @@ def _gguf(base: str, bumped: str | None) -> Callable[[ParamGroup, ModelSpec, int
 
     def rule(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
         if group.kind in ("norm", "bias", "router", "other") or group.name in (
-            "embeddings.positions", "embeddings.token_types",
+            "embeddings.positions",
+            "embeddings.token_types",
         ):
-            return TensorBytes(group=group.name, bytes=group.count * 4, formula=f"{group.count:,} x 4 B (F32, not quantized)")
+            return TensorBytes(
+                group=group.name, bytes=group.count * 4, formula=f"{group.count:,} x 4 B (F32, not quantized)"
+            )
         if group.name == "head.lm_head" or (group.name == "embeddings.tokens" and spec.tied_embeddings):
             kind = "Q8_0" if base == "Q8_0" else "Q6_K"  # output.weight gets 6 bits in every k-quant mix
             return _bits(group, GGUF_TYPE_BITS[kind], 0, f" ({kind} output tensor)")
@@ -163,41 +166,58 @@ FORMATS: dict[str, StorageFormat] = {
         StorageFormat(name="fp16", summary="float16, every tensor", source="IEEE 754", tensor_bytes=_uniform(2)),
         StorageFormat(name="bf16", summary="bfloat16, every tensor", source="bfloat16", tensor_bytes=_uniform(2)),
         StorageFormat(
-            name="fp8-e4m3", summary="fp8 E4M3 linear weights, per-tensor fp32 scale (vLLM fp8)",
-            source="vLLM fp8 / NVIDIA Transformer Engine", tensor_bytes=_linear_only(_fp8_tensor),
+            name="fp8-e4m3",
+            summary="fp8 E4M3 linear weights, per-tensor fp32 scale (vLLM fp8)",
+            source="vLLM fp8 / NVIDIA Transformer Engine",
+            tensor_bytes=_linear_only(_fp8_tensor),
         ),
         StorageFormat(
-            name="fp8-e5m2", summary="fp8 E5M2 linear weights, per-tensor fp32 scale",
-            source="vLLM fp8 / NVIDIA Transformer Engine", tensor_bytes=_linear_only(_fp8_tensor),
+            name="fp8-e5m2",
+            summary="fp8 E5M2 linear weights, per-tensor fp32 scale",
+            source="vLLM fp8 / NVIDIA Transformer Engine",
+            tensor_bytes=_linear_only(_fp8_tensor),
         ),
         StorageFormat(
-            name="fp8-block", summary="fp8 E4M3 linear weights, fp32 scale per 128x128 block (DeepSeek-V3)",
+            name="fp8-block",
+            summary="fp8 E4M3 linear weights, fp32 scale per 128x128 block (DeepSeek-V3)",
             source="DeepSeek-V3 config quantization_config weight_block_size [128, 128]",
             tensor_bytes=_linear_only(_fp8_block),
         ),
         StorageFormat(
-            name="int8", summary="LLM.int8(): int8 linear weights + fp32 scale per row",
-            source=_BNB, tensor_bytes=_linear_only(_int8_rowwise),
+            name="int8",
+            summary="LLM.int8(): int8 linear weights + fp32 scale per row",
+            source=_BNB,
+            tensor_bytes=_linear_only(_int8_rowwise),
         ),
         StorageFormat(
-            name="int4", summary="plain 4-bit linear weights, no scales (the seeds' 0.5 byte)",
-            source="seed 000 dtype table", tensor_bytes=_linear_only(lambda g: (4, 0, "")),
+            name="int4",
+            summary="plain 4-bit linear weights, no scales (the seeds' 0.5 byte)",
+            source="seed 000 dtype table",
+            tensor_bytes=_linear_only(lambda g: (4, 0, "")),
         ),
         StorageFormat(
-            name="nf4", summary="bitsandbytes NF4, blocks of 64 with fp32 absmax", source=_BNB,
+            name="nf4",
+            summary="bitsandbytes NF4, blocks of 64 with fp32 absmax",
+            source=_BNB,
             tensor_bytes=_linear_only(_nf4(False)),
         ),
         StorageFormat(
-            name="nf4-dq", summary="bitsandbytes NF4 with double quantization (QLoRA)", source=_BNB,
+            name="nf4-dq",
+            summary="bitsandbytes NF4 with double quantization (QLoRA)",
+            source=_BNB,
             tensor_bytes=_linear_only(_nf4(True)),
         ),
         StorageFormat(
-            name="mxfp4", summary="MXFP4 routed experts, the rest in bf16 (gpt-oss)",
-            source="OCP Microscaling spec v1.0; gpt-oss quantization_config", tensor_bytes=_mxfp4,
+            name="mxfp4",
+            summary="MXFP4 routed experts, the rest in bf16 (gpt-oss)",
+            source="OCP Microscaling spec v1.0; gpt-oss quantization_config",
+            tensor_bytes=_mxfp4,
         ),
         *(
             StorageFormat(
-                name=name.lower(), summary=summary, source="llama.cpp ggml-common.h block layouts, src/llama-quant.cpp",
+                name=name.lower(),
+                summary=summary,
+                source="llama.cpp ggml-common.h block layouts, src/llama-quant.cpp",
                 tensor_bytes=_gguf(base, bumped),
             )
             for name, base, bumped, summary in (

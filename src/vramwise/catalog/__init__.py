@@ -67,6 +67,4 @@ def get_gpu(name: str) -> Gpu:
     table = gpus()
     if key in table:
         return table[key]
-    raise UnknownGpuError(
-        f"unknown GPU '{name}'{close_matches(key, list(table))}; allowed: {', '.join(table)}"
-    )
+    raise UnknownGpuError(f"unknown GPU '{name}'{close_matches(key, list(table))}; allowed: {', '.join(table)}")

@@ -63,8 +63,13 @@ def estimate_inference(model: Model, setup: InferSetup) -> Estimate:
     persistent = (
         *weight_terms(spec, fmt, hp_bytes=c, tp=setup.tp),
         kv_cache_term(
-            spec, batch=setup.batch, tokens=setup.tokens, dtype=kv_name, dtype_bytes=kv_bytes,
-            tp=setup.tp, block=setup.kv_block,
+            spec,
+            batch=setup.batch,
+            tokens=setup.tokens,
+            dtype=kv_name,
+            dtype_bytes=kv_bytes,
+            tp=setup.tp,
+            block=setup.kv_block,
         ),
         cuda_context_term(setup.cuda_context_mib),
     )
@@ -80,7 +85,9 @@ def _bare_inference(model: BareModel, setup: InferSetup) -> Estimate:
     bits = {"fp32": 32, "fp16": 16, "bf16": 16, "fp8-e4m3": 8, "fp8-e5m2": 8, "int8": 8, "int4": 4}.get(fmt_name)
     if bits is None:
         get_format(fmt_name)  # unknown names raise the usual error; known ones need the tensor inventory
-        raise NeedsArchitectureError(f"weight format '{fmt_name}' {_NEEDS_ARCH}; with a bare size use fp32, fp16, bf16, fp8-e4m3, int8 or int4")
+        raise NeedsArchitectureError(
+            f"weight format '{fmt_name}' {_NEEDS_ARCH}; with a bare size use fp32, fp16, bf16, fp8-e4m3, int8 or int4"
+        )
     weights = Term(
         name="weights/all",
         bytes=int(model.params * bits / 8 / setup.tp),
@@ -89,5 +96,7 @@ def _bare_inference(model: BareModel, setup: InferSetup) -> Estimate:
     )
     return Estimate(
         persistent=(weights, cuda_context_term(setup.cuda_context_mib)),
-        missing=tuple(f"{name} {_NEEDS_ARCH}" for name in ("kv_cache", "activations/prefill_workspace", "activations/logits")),
+        missing=tuple(
+            f"{name} {_NEEDS_ARCH}" for name in ("kv_cache", "activations/prefill_workspace", "activations/logits")
+        ),
     )

@@ -33,7 +33,9 @@ def kv_cache_bytes(spec: ModelSpec, *, batch: int, tokens: int, dtype_bytes: flo
     return int(batch * per_token * kept * dtype_bytes)
 
 
-def kv_cache_term(spec: ModelSpec, *, batch: int, tokens: int, dtype: str, dtype_bytes: float, tp: int, block: int) -> Term:
+def kv_cache_term(
+    spec: ModelSpec, *, batch: int, tokens: int, dtype: str, dtype_bytes: float, tp: int, block: int
+) -> Term:
     att, L = spec.attention, spec.num_layers
     n = kv_cache_bytes(spec, batch=batch, tokens=tokens, dtype_bytes=dtype_bytes, tp=tp, block=block)
     if att.kind == "mla" and att.mla:

@@ -33,7 +33,9 @@ class Capacity:
     max_sequences: int  # concurrent sequences of sequence_tokens that fit
 
 
-def serving_capacity(spec: ModelSpec, setup: InferSetup, gpu_bytes: int, max_batched_tokens: int | None = None) -> Capacity:
+def serving_capacity(
+    spec: ModelSpec, setup: InferSetup, gpu_bytes: int, max_batched_tokens: int | None = None
+) -> Capacity:
     fmt = get_format(setup.weight_format or default_format(spec))
     c = compute_bytes(fmt.name)
     _, kv_b = kv_dtype(setup, fmt.name)

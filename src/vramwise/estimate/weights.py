@@ -15,7 +15,7 @@ def weight_terms(spec: ModelSpec, fmt: StorageFormat, *, hp_bytes: int, tp: int 
     for group in parameter_groups(spec):
         tb = fmt.tensor_bytes(group, spec, hp_bytes)
         share = shard_fraction(group, spec, tp)
-        n = int(round(tb.bytes * share))
+        n = round(tb.bytes * share)
         formula = f"{group.name}: {tb.formula}" + (f" x {share:.6g} (tp shard)" if share != 1 else "")
         cat = "experts" if group.category == "experts_shared" else group.category
         by_category.setdefault(cat, []).append((n, formula))

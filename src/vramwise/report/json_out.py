@@ -26,7 +26,13 @@ def _model(model: Model) -> dict[str, Any]:
             "params": total_params(model),
             "active_params": active_params(model),
         }
-    return {"name": model.name, "source": "bare size", "model_type": None, "params": model.params, "active_params": None}
+    return {
+        "name": model.name,
+        "source": "bare size",
+        "model_type": None,
+        "params": model.params,
+        "active_params": None,
+    }
 
 
 def to_dict(

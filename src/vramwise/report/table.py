@@ -33,7 +33,9 @@ def render_table(
     if estimate.phases:
         persistent = sum(t.bytes for t in estimate.persistent)
         peak = estimate.peak_phase
-        parts = [f"{p.name} {fmt(persistent + p.bytes, unit)}{' <- peak' if p is peak else ''}" for p in estimate.phases]
+        parts = [
+            f"{p.name} {fmt(persistent + p.bytes, unit)}{' <- peak' if p is peak else ''}" for p in estimate.phases
+        ]
         lines.append("phases: " + "; ".join(parts))
     lines += [f"not computed: {m}" for m in estimate.missing]
     lines += [f"note: {n}" for n in estimate.notes]

@@ -33,7 +33,7 @@ def parse_size(text: str) -> int | None:
     if not m:
         return None
     value = float(m.group(1)) * _SCALE[m.group(2).lower()]
-    return int(round(value)) if value >= 1 else None
+    return round(value) if value >= 1 else None
 
 
 def load_config_file(path: Path) -> ModelSpec:

@@ -100,7 +100,10 @@ def _mlp_groups(prefix: str, h: int, i: int, layers: int, *, gated: bool, bias: 
         size = (2 * i if gated else i) + h
         groups.append(
             ParamGroup(
-                name=f"{prefix}.bias", count=size * layers * copies, kind="bias", tensors=layers * copies,
+                name=f"{prefix}.bias",
+                count=size * layers * copies,
+                kind="bias",
+                tensors=layers * copies,
                 per_expert=per_expert,
             )
         )
@@ -116,7 +119,12 @@ def _ffn_groups(spec: ModelSpec) -> list[ParamGroup]:
     if moe and moe.moe_layers:
         n = len(moe.moe_layers)
         groups += _mlp_groups(
-            "experts", h, moe.expert_intermediate_size, n, gated=mlp.gated, bias=moe.expert_bias,
+            "experts",
+            h,
+            moe.expert_intermediate_size,
+            n,
+            gated=mlp.gated,
+            bias=moe.expert_bias,
             copies=moe.num_experts,
         )
         groups.append(
@@ -176,8 +184,7 @@ def _head_groups(spec: ModelSpec) -> list[ParamGroup]:
 def parameter_groups(spec: ModelSpec) -> tuple[ParamGroup, ...]:
     """Every parameter of the model, grouped by tensor kind; tied weights are counted once."""
     return tuple(
-        _embedding_groups(spec) + _attention_groups(spec) + _ffn_groups(spec) + _norm_groups(spec)
-        + _head_groups(spec)
+        _embedding_groups(spec) + _attention_groups(spec) + _ffn_groups(spec) + _norm_groups(spec) + _head_groups(spec)
     )
 
 

@@ -62,7 +62,9 @@ def opt(cfg: RawConfig, name: str) -> ModelSpec:
     bias = cfg.flag("enable_bias", True)
     pre_norm = cfg.flag("do_layer_norm_before", True)
     if not cfg.flag("layer_norm_elementwise_affine", True):
-        raise ConfigError(f"{cfg.source}: field 'layer_norm_elementwise_affine' = false is not supported (allowed: true)")
+        raise ConfigError(
+            f"{cfg.source}: field 'layer_norm_elementwise_affine' = false is not supported (allowed: true)"
+        )
     max_pos = cfg.pos_int("max_position_embeddings")
     return ModelSpec(
         name=name,
@@ -76,9 +78,7 @@ def opt(cfg: RawConfig, name: str) -> ModelSpec:
         attention=_mha(cfg, h, "num_attention_heads", bias=bias),
         mlp=MlpSpec(gated=False, intermediate_size=cfg.pos_int("ffn_dim"), bias=bias, activation="relu"),
         # OPT-350m normalises after each block and has no final norm.
-        norm=NormSpec(
-            kind="layer", bias=True, final=pre_norm and not cfg.flag("_remove_final_layer_norm", False)
-        ),
+        norm=NormSpec(kind="layer", bias=True, final=pre_norm and not cfg.flag("_remove_final_layer_norm", False)),
         tied_embeddings=cfg.flag("tie_word_embeddings", True),
         max_position_embeddings=max_pos,
         stored_dtype=stored_dtype(cfg),
@@ -160,10 +160,8 @@ def falcon(cfg: RawConfig, name: str) -> ModelSpec:
         kv = cfg.pos_int(kv_key, heads)
     else:
         kv = 1 if cfg.flag("multi_query", True) else heads
-    if parallel:
-        per_layer = cfg.pos_int("num_ln_in_parallel_attn", 2 if new_arch else 1)
-    else:
-        per_layer = 2
+    # Sequential blocks norm twice; parallel ones once (falcon-7b) or once per branch (new architecture).
+    per_layer = cfg.pos_int("num_ln_in_parallel_attn", 2 if new_arch else 1) if parallel else 2
     bias = cfg.flag("bias", False)
     return ModelSpec(
         name=name,

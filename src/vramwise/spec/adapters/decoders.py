@@ -13,8 +13,8 @@ from vramwise.spec.model import (
     EmbeddingSpec,
     LayerAttention,
     MlpSpec,
-    MoeSpec,
     ModelSpec,
+    MoeSpec,
     NormSpec,
 )
 
@@ -36,8 +36,18 @@ def layer_types(cfg: RawConfig, num_layers: int) -> tuple[LayerAttention, ...]:
 # Defaults of each transformers config class for keys a config.json may omit: KV heads (None: one per
 # attention head) and head_dim (None: hidden / heads). E.g. Qwen2Config says 32 KV heads, GemmaConfig
 # head_dim 256, whatever the other sizes are.
-_KV_DEFAULT = {"mistral": 8, "mixtral": 8, "qwen2": 32, "qwen2_moe": 16, "qwen3": 32, "qwen3_moe": 4, "gemma": 16,
-               "gemma2": 4, "gemma3_text": 4, "gpt_oss": 8}
+_KV_DEFAULT = {
+    "mistral": 8,
+    "mixtral": 8,
+    "qwen2": 32,
+    "qwen2_moe": 16,
+    "qwen3": 32,
+    "qwen3_moe": 4,
+    "gemma": 16,
+    "gemma2": 4,
+    "gemma3_text": 4,
+    "gpt_oss": 8,
+}
 _HEAD_DIM_DEFAULT = {"gemma": 256, "gemma2": 256, "gemma3_text": 256, "qwen3": 128, "gpt_oss": 64}
 
 
@@ -114,7 +124,7 @@ def _sliding(cfg: RawConfig, L: int, absent: int | None = None) -> dict:
 
 
 def llama(cfg: RawConfig, name: str) -> ModelSpec:
-    h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
+    h = cfg.pos_int("hidden_size")
     bias = cfg.flag("attention_bias", False)  # Llama's attention_bias applies to q, k, v and o alike
     att = _attention(cfg, h, qkv_bias=bias, out_bias=bias)
     return _decoder(cfg, name, attention=att, tied_default=False, mlp_bias=cfg.flag("mlp_bias", False))
@@ -220,8 +230,12 @@ def gemma2(cfg: RawConfig, name: str) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     bias = cfg.flag("attention_bias", False)
     att = _attention(
-        cfg, h, qkv_bias=bias, out_bias=bias,
-        sliding_window=cfg.pos_int("sliding_window", 4096), layer_types=_alternating(cfg, L, 2),
+        cfg,
+        h,
+        qkv_bias=bias,
+        out_bias=bias,
+        sliding_window=cfg.pos_int("sliding_window", 4096),
+        layer_types=_alternating(cfg, L, 2),
     )
     # Gemma2/3 norm both before and after attention and MLP: four norms per layer.
     return _decoder(cfg, name, attention=att, tied_default=True, norms_per_layer=4)
@@ -232,8 +246,13 @@ def gemma3_text(cfg: RawConfig, name: str) -> ModelSpec:
     bias = cfg.flag("attention_bias", False)
     pattern = cfg.pos_int("sliding_window_pattern", 6)
     att = _attention(
-        cfg, h, qkv_bias=bias, out_bias=bias, qk_norm="rms",
-        sliding_window=cfg.pos_int("sliding_window", 4096), layer_types=_alternating(cfg, L, pattern),
+        cfg,
+        h,
+        qkv_bias=bias,
+        out_bias=bias,
+        qk_norm="rms",
+        sliding_window=cfg.pos_int("sliding_window", 4096),
+        layer_types=_alternating(cfg, L, pattern),
     )
     return _decoder(cfg, name, attention=att, tied_default=True, norms_per_layer=4)
 
@@ -242,8 +261,13 @@ def gpt_oss(cfg: RawConfig, name: str) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     bias = cfg.flag("attention_bias", True)
     att = _attention(
-        cfg, h, qkv_bias=bias, out_bias=bias, sinks=True,
-        sliding_window=cfg.pos_int("sliding_window", 128), layer_types=_alternating(cfg, L, 2),
+        cfg,
+        h,
+        qkv_bias=bias,
+        out_bias=bias,
+        sinks=True,
+        sliding_window=cfg.pos_int("sliding_window", 128),
+        layer_types=_alternating(cfg, L, 2),
     )
     moe = MoeSpec(
         num_experts=cfg.pos_int("num_local_experts"),
@@ -254,4 +278,3 @@ def gpt_oss(cfg: RawConfig, name: str) -> ModelSpec:
         expert_bias=True,
     )
     return _decoder(cfg, name, attention=att, tied_default=False, moe=moe)
-

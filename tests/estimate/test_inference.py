@@ -1,0 +1,79 @@
+"""Inference composition: peak = max over phases, transients by hand, textbook and serving arithmetic."""
+
+from __future__ import annotations
+
+from vramwise.catalog import get_gpu
+from vramwise.estimate.inference import estimate_inference
+from vramwise.estimate.serving import serving_capacity
+from vramwise.estimate.textbook import seed_param_formula, textbook_inference
+from vramwise.spec.load import resolve_model
+from vramwise.workload import InferSetup
+
+MIB = 2**20
+
+
+def test_peak_is_max_over_phases_and_terms_add_up() -> None:
+    est = estimate_inference(resolve_model("llama-3-8b"), InferSetup(batch=4, context=4096, new_tokens=128))
+    persistent = sum(t.bytes for t in est.persistent)
+    assert est.peak_bytes == persistent + max(p.bytes for p in est.phases)
+    assert est.peak_bytes == sum(t.bytes for t in est.terms)
+    assert est.peak_bytes < persistent + sum(p.bytes for p in est.phases)  # never the sum of phase maxima
+
+
+def test_eager_attention_adds_the_s_squared_scores() -> None:
+    spec = resolve_model("llama-2-7b")
+    kw = {"context": 2048, "batch": 2}
+    sdpa = estimate_inference(spec, InferSetup(attention="sdpa", **kw))
+    eager = estimate_inference(spec, InferSetup(attention="eager", **kw))
+    # b · a · s² · (fp16 QKᵀ 2 + fp32 softmax 4 + cast back 2) = 2 · 32 · 2048² · 8
+    scores = 2 * 32 * 2048 * 2048 * 8
+    attn_sdpa = 2 * 2048 * 2 * (2 * 4096 + 2 * 3 * 4096 + 4096)  # T·c·(2h + 2·qkv + out)
+    assert eager.term("activations/prefill_workspace").bytes == attn_sdpa + scores
+    mlp = 2 * 2048 * 2 * (2 * 4096 + 3 * 11008)  # T·c·(2h + 3i): act(gate), up, product
+    assert sdpa.term("activations/prefill_workspace").bytes == max(attn_sdpa, mlp)
+
+
+def test_logits_last_position_or_all_positions() -> None:
+    spec = resolve_model("llama-3-8b")
+    last = estimate_inference(spec, InferSetup(batch=2, context=1024)).term("activations/logits").bytes
+    full = estimate_inference(spec, InferSetup(batch=2, context=1024, all_logits=True)).term("activations/logits")
+    hidden = 2 * 1024 * 4096 * 2
+    assert last == 2 * 128256 * (2 + 4) + hidden  # bf16 logits + fp32 copy for sampling
+    assert full.bytes == 2 * 1024 * 128256 * 2 + hidden
+
+
+def test_overheads_are_explicit_and_overridable() -> None:
+    spec = resolve_model("llama-2-7b")
+    est = estimate_inference(spec, InferSetup(cuda_context_mib=300, allocator_fraction=0.0))
+    assert est.term("overhead/cuda_context").bytes == 300 * MIB
+    assert est.term("overhead/allocator").bytes == 0
+
+
+def test_textbook_is_the_seeds_formulas() -> None:
+    spec = resolve_model("llama-2-70b")
+    est = textbook_inference(spec, InferSetup(batch=2, context=1000, new_tokens=24, weight_format="fp16"))
+    # seed 002: 4·b·l·h·(s+n) bytes, GQA scales by n_kv / a = 8 / 64
+    assert est.term("kv_cache").bytes == 4 * 2 * 80 * 8192 * 1024 * 8 // 64
+    w = 68_976_648_192 * 2
+    assert est.term("weights/all").bytes == w
+    assert est.peak_bytes == w + int(0.2 * w) + est.term("kv_cache").bytes  # 1.2 x weights, plus the KV
+    assert seed_param_formula(32000, 4096, 32) == 32000 * 4096 + 32 * (12 * 4096**2 + 13 * 4096)
+
+
+def test_bare_size_says_which_terms_need_the_architecture() -> None:
+    est = estimate_inference(resolve_model("7.5e9"), InferSetup())
+    assert est.term("weights/all").bytes == 15 * 10**9
+    assert any(m.startswith("kv_cache needs the architecture") for m in est.missing)
+
+
+def test_serving_capacity_by_hand() -> None:
+    spec, gpu = resolve_model("llama-3-8b"), get_gpu("a100-80gb")
+    setup = InferSetup(context=8000, new_tokens=192)
+    cap = serving_capacity(spec, setup, gpu.memory_bytes, max_batched_tokens=8192)
+    weights = 8_030_261_248 * 2
+    profile = 8192 * 2 * (2 * 4096 + 3 * 14336)  # MLP live set of the 8192-token profiling forward
+    budget = int(81920 * MIB * 0.9) - weights - profile - 512 * MIB
+    assert cap.budget.bytes == budget
+    per_token = 32 * 2 * 8 * 128 * 2
+    assert cap.kv_tokens == budget // (per_token * 16) * 16
+    assert cap.max_sequences == budget // (8192 * per_token)  # 8192 = 8000 + 192, already whole blocks

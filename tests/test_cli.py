@@ -1,0 +1,126 @@
+"""The command line: output that adds up, the JSON contract, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vramwise.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # argparse exits for usage errors
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_infer_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "infer", "llama-2-7b", "--context", "4096", "--gpu", "rtx-4090", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert (data["schema"], data["version"], data["kind"]) == ("vramwise/estimate", 1, "inference")
+    assert data["model"]["params"] == 6_738_415_616
+    assert sum(t["bytes"] for t in data["terms"]) == data["peak"]["bytes"]
+    assert max(p["bytes"] for p in data["phases"]) == data["peak"]["bytes"]
+    kv = next(t for t in data["terms"] if t["name"] == "kv_cache")
+    assert kv["bytes"] == 2 * 2**30 and kv["formula"] and kv["source"]
+    assert data["gpu"]["memory_bytes"] == 24564 * 2**20
+    assert data["gpu"]["headroom_bytes"] == data["gpu"]["memory_bytes"] - data["peak"]["bytes"]
+
+
+def test_table_rows_add_up_to_the_total(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "infer", "mixtral-8x7b", "--tp", "2", "-b", "4", "--units", "gb")
+    assert code == 0
+    rows = [re.match(r"^(\S[^ ]*(?: \(peak\))?)\s{2,}([\d,]+)\s", line) for line in out.splitlines()]
+    byte_rows = {m.group(1): int(m.group(2).replace(",", "")) for m in rows if m}
+    total = byte_rows.pop("total (peak)")
+    assert len(byte_rows) >= 6
+    assert sum(byte_rows.values()) == total
+    assert "(units: 1 GB = 10^9 bytes)" in out
+
+
+def test_explain_prints_formula_and_source(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "infer", "deepseek-v3", "--explain", "--context", "1024")
+    assert "kv_lora_rank 512 + rope 64" in out
+    assert out.count("source:") >= 5
+
+
+def test_serve_reports_capacity(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "infer", "qwen2-7b", "--context", "8192", "--gpu", "a100-80gb", "--serve", "--json")
+    cap = json.loads(out)["capacity"]
+    assert code == 0 and cap["max_sequences"] > 0
+    assert cap["kv_bytes_per_token"] == 28 * 2 * 4 * 128 * 2
+
+
+def test_models_lists_the_catalog(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "models", "--json")
+    names = {m["name"]: m for m in json.loads(out)["models"]}
+    assert code == 0 and len(names) >= 25
+    assert names["llama-2-7b"]["params"] == 6_738_415_616
+    # Mixtral: 12.9B of 46.7B parameters active per token (Mistral AI's announcement)
+    assert round(names["mixtral-8x7b"]["active_params"] / 1e9, 1) == 12.9
+
+
+def _bad_configs(tmp: Path) -> dict[str, list[str]]:
+    (tmp / "malformed.json").write_text("{ not json")
+    (tmp / "no_type.json").write_text(json.dumps({"hidden_size": 64}))
+    (tmp / "unknown_type.json").write_text(json.dumps({"model_type": "mamba2"}))
+    (tmp / "bad_field.json").write_text(json.dumps({"model_type": "llama", "hidden_size": -4096}))
+    (tmp / "missing_field.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    return {
+        "missing config file": ["infer", str(tmp / "nope.json")],
+        "malformed config": ["infer", str(tmp / "malformed.json")],
+        "config without model_type": ["infer", str(tmp / "no_type.json")],
+        "unknown model_type": ["infer", str(tmp / "unknown_type.json")],
+        "negative config field": ["infer", str(tmp / "bad_field.json")],
+        "missing config field": ["infer", str(tmp / "missing_field.json")],
+        "unknown model name": ["infer", "llama-9-7b"],
+        "zero batch": ["infer", "llama-2-7b", "--batch", "0"],
+        "negative context": ["infer", "llama-2-7b", "--context", "-5"],
+        "non-integer context": ["infer", "llama-2-7b", "--context", "lots"],
+        "tp not dividing heads": ["infer", "llama-2-7b", "--tp", "3"],
+        "tp not dividing kv heads": ["infer", "qwen2-7b", "--tp", "7"],
+        "unknown format": ["infer", "llama-2-7b", "--format", "int3"],
+        "unknown gpu": ["infer", "llama-2-7b", "--gpu", "h1000"],
+        "unknown mode": ["infer", "llama-2-7b", "--mode", "guess"],
+        "unknown kv dtype": ["infer", "llama-2-7b", "--kv-dtype", "int2"],
+        "textbook with a quantized format": ["infer", "llama-2-7b", "--mode", "textbook", "--format", "nf4"],
+        "serve without gpu": ["infer", "llama-2-7b", "--serve"],
+        "bare size with a block format": ["infer", "14b", "--format", "q4_k_m"],
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_configs(Path("/tmp"))))
+def test_bad_input_is_one_line_and_exit_2(case: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run(capsys, *_bad_configs(tmp_path)[case])
+    assert code == 2, (case, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vramwise: error:"), err
+    assert "Traceback" not in err and out == ""
+
+
+def test_error_names_the_field(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    cases = _bad_configs(tmp_path)
+    assert "'hidden_size'" in run(capsys, *cases["negative config field"])[2]
+    assert "batch" in run(capsys, *cases["zero batch"])[2]
+    assert "num_attention_heads (32)" in run(capsys, *cases["tp not dividing heads"])[2]
+    assert "did you mean" in run(capsys, *cases["unknown gpu"])[2]
+    assert "supported:" in run(capsys, *cases["unknown model_type"])[2]
+
+
+def test_console_script_runs_without_torch() -> None:
+    code = (
+        "import sys; from vramwise.cli import main; rc = main(['infer', 'llama-2-7b']); "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules; sys.exit(rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "total (peak)" in proc.stdout
