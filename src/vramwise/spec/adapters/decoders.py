@@ -68,7 +68,7 @@ def _attention(cfg: RawConfig, h: int, *, qkv_bias: bool, out_bias: bool, **extr
     )
 
 
-def _decoder(
+def decoder_spec(
     cfg: RawConfig,
     name: str,
     *,
@@ -77,7 +77,7 @@ def _decoder(
     norms_per_layer: int = 2,
     moe: MoeSpec | None = None,
     mlp_bias: bool = False,
-    stored_format: str | None = None,
+    **extra: int,
 ) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     return ModelSpec(
@@ -98,8 +98,9 @@ def _decoder(
         tied_embeddings=cfg.flag("tie_word_embeddings", tied_default),
         max_position_embeddings=cfg.data.get("max_position_embeddings"),
         stored_dtype=stored_dtype(cfg),
-        stored_format=stored_format or quant_method(cfg),
+        stored_format=quant_method(cfg),
         source=cfg.source,
+        **extra,
     )
 
 
@@ -127,14 +128,14 @@ def llama(cfg: RawConfig, name: str) -> ModelSpec:
     h = cfg.pos_int("hidden_size")
     bias = cfg.flag("attention_bias", False)  # Llama's attention_bias applies to q, k, v and o alike
     att = _attention(cfg, h, qkv_bias=bias, out_bias=bias)
-    return _decoder(cfg, name, attention=att, tied_default=False, mlp_bias=cfg.flag("mlp_bias", False))
+    return decoder_spec(cfg, name, attention=att, tied_default=False, mlp_bias=cfg.flag("mlp_bias", False))
 
 
 def mistral(cfg: RawConfig, name: str) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     # MistralConfig defaults sliding_window to 4096 when the key is absent; an explicit null disables it.
     att = _attention(cfg, h, qkv_bias=False, out_bias=False, **_sliding(cfg, L, absent=4096))
-    return _decoder(cfg, name, attention=att, tied_default=False)
+    return decoder_spec(cfg, name, attention=att, tied_default=False)
 
 
 def mixtral(cfg: RawConfig, name: str) -> ModelSpec:
@@ -146,7 +147,7 @@ def mixtral(cfg: RawConfig, name: str) -> ModelSpec:
         expert_intermediate_size=cfg.pos_int("intermediate_size"),
         moe_layers=tuple(range(L)),
     )
-    return _decoder(cfg, name, attention=att, tied_default=False, moe=moe)
+    return decoder_spec(cfg, name, attention=att, tied_default=False, moe=moe)
 
 
 def _qwen_sliding(cfg: RawConfig, L: int) -> dict:
@@ -169,7 +170,7 @@ def _qwen_moe_layers(cfg: RawConfig, L: int) -> tuple[int, ...]:
 def qwen2(cfg: RawConfig, name: str) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     att = _attention(cfg, h, qkv_bias=True, out_bias=False, **_qwen_sliding(cfg, L))  # q/k/v bias, o none
-    return _decoder(cfg, name, attention=att, tied_default=False)
+    return decoder_spec(cfg, name, attention=att, tied_default=False)
 
 
 def qwen2_moe(cfg: RawConfig, name: str) -> ModelSpec:
@@ -183,14 +184,14 @@ def qwen2_moe(cfg: RawConfig, name: str) -> ModelSpec:
         shared_intermediate_size=cfg.nonneg_int("shared_expert_intermediate_size", 0),
         shared_expert_gate=cfg.nonneg_int("shared_expert_intermediate_size", 0) > 0,
     )
-    return _decoder(cfg, name, attention=att, tied_default=False, moe=moe)
+    return decoder_spec(cfg, name, attention=att, tied_default=False, moe=moe)
 
 
 def qwen3(cfg: RawConfig, name: str) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     bias = cfg.flag("attention_bias", False)
     att = _attention(cfg, h, qkv_bias=bias, out_bias=bias, qk_norm="rms", **_qwen_sliding(cfg, L))
-    return _decoder(cfg, name, attention=att, tied_default=False)
+    return decoder_spec(cfg, name, attention=att, tied_default=False)
 
 
 def qwen3_moe(cfg: RawConfig, name: str) -> ModelSpec:
@@ -203,21 +204,21 @@ def qwen3_moe(cfg: RawConfig, name: str) -> ModelSpec:
         expert_intermediate_size=cfg.pos_int("moe_intermediate_size"),
         moe_layers=_qwen_moe_layers(cfg, L),
     )
-    return _decoder(cfg, name, attention=att, tied_default=False, moe=moe)
+    return decoder_spec(cfg, name, attention=att, tied_default=False, moe=moe)
 
 
 def phi3(cfg: RawConfig, name: str) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     # Phi-3 fuses qkv and gate/up into single matrices; the parameter count is the same as separate ones.
     att = _attention(cfg, h, qkv_bias=False, out_bias=False, **_sliding(cfg, L))
-    return _decoder(cfg, name, attention=att, tied_default=False)
+    return decoder_spec(cfg, name, attention=att, tied_default=False)
 
 
 def gemma(cfg: RawConfig, name: str) -> ModelSpec:
     h = cfg.pos_int("hidden_size")
     bias = cfg.flag("attention_bias", False)
     att = _attention(cfg, h, qkv_bias=bias, out_bias=bias)
-    return _decoder(cfg, name, attention=att, tied_default=True)
+    return decoder_spec(cfg, name, attention=att, tied_default=True)
 
 
 def _alternating(cfg: RawConfig, L: int, pattern: int) -> tuple[LayerAttention, ...]:
@@ -226,7 +227,7 @@ def _alternating(cfg: RawConfig, L: int, pattern: int) -> tuple[LayerAttention, 
     return layer_types(cfg, L) or tuple("sliding" if (i + 1) % pattern else "full" for i in range(L))
 
 
-def gemma2(cfg: RawConfig, name: str) -> ModelSpec:
+def _gemma_local_global(cfg: RawConfig, name: str, *, pattern: int, qk_norm: bool) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     bias = cfg.flag("attention_bias", False)
     att = _attention(
@@ -234,27 +235,20 @@ def gemma2(cfg: RawConfig, name: str) -> ModelSpec:
         h,
         qkv_bias=bias,
         out_bias=bias,
-        sliding_window=cfg.pos_int("sliding_window", 4096),
-        layer_types=_alternating(cfg, L, 2),
-    )
-    # Gemma2/3 norm both before and after attention and MLP: four norms per layer.
-    return _decoder(cfg, name, attention=att, tied_default=True, norms_per_layer=4)
-
-
-def gemma3_text(cfg: RawConfig, name: str) -> ModelSpec:
-    h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
-    bias = cfg.flag("attention_bias", False)
-    pattern = cfg.pos_int("sliding_window_pattern", 6)
-    att = _attention(
-        cfg,
-        h,
-        qkv_bias=bias,
-        out_bias=bias,
-        qk_norm="rms",
+        qk_norm="rms" if qk_norm else "none",
         sliding_window=cfg.pos_int("sliding_window", 4096),
         layer_types=_alternating(cfg, L, pattern),
     )
-    return _decoder(cfg, name, attention=att, tied_default=True, norms_per_layer=4)
+    # Gemma2/3 norm both before and after attention and MLP: four norms per layer.
+    return decoder_spec(cfg, name, attention=att, tied_default=True, norms_per_layer=4)
+
+
+def gemma2(cfg: RawConfig, name: str) -> ModelSpec:
+    return _gemma_local_global(cfg, name, pattern=2, qk_norm=False)
+
+
+def gemma3_text(cfg: RawConfig, name: str) -> ModelSpec:
+    return _gemma_local_global(cfg, name, pattern=cfg.pos_int("sliding_window_pattern", 6), qk_norm=True)
 
 
 def gpt_oss(cfg: RawConfig, name: str) -> ModelSpec:
@@ -277,4 +271,4 @@ def gpt_oss(cfg: RawConfig, name: str) -> ModelSpec:
         router_bias=True,
         expert_bias=True,
     )
-    return _decoder(cfg, name, attention=att, tied_default=False, moe=moe)
+    return decoder_spec(cfg, name, attention=att, tied_default=False, moe=moe)

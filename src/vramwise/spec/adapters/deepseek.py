@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from vramwise.spec.adapters.config import RawConfig
-from vramwise.spec.adapters.decoders import quant_method, stored_dtype
-from vramwise.spec.model import AttentionSpec, EmbeddingSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec
+from vramwise.spec.adapters.decoders import decoder_spec
+from vramwise.spec.model import AttentionSpec, MlaSpec, ModelSpec, MoeSpec
 
 
 def _q_lora_rank(cfg: RawConfig) -> int | None:
@@ -15,7 +15,7 @@ def _q_lora_rank(cfg: RawConfig) -> int | None:
 
 
 def deepseek(cfg: RawConfig, name: str) -> ModelSpec:
-    h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
+    L = cfg.pos_int("num_hidden_layers")
     heads = cfg.pos_int("num_attention_heads")
     mla = MlaSpec(
         q_lora_rank=_q_lora_rank(cfg),
@@ -49,20 +49,12 @@ def deepseek(cfg: RawConfig, name: str) -> ModelSpec:
             shared_intermediate_size=cfg.pos_int("moe_intermediate_size") * cfg.nonneg_int("n_shared_experts", 0),
             shared_bias=cfg.flag("mlp_bias", False),
         )
-    return ModelSpec(
-        name=name,
-        model_type=cfg.text("model_type"),
-        hidden_size=h,
-        num_layers=L,
-        embedding=EmbeddingSpec(vocab_size=cfg.pos_int("vocab_size")),
+    return decoder_spec(
+        cfg,
+        name,
         attention=attention,
-        mlp=MlpSpec(gated=True, intermediate_size=cfg.pos_int("intermediate_size"), bias=cfg.flag("mlp_bias", False)),
-        norm=NormSpec(kind="rms"),
+        tied_default=False,
         moe=moe,
-        tied_embeddings=cfg.flag("tie_word_embeddings", False),
-        max_position_embeddings=cfg.data.get("max_position_embeddings"),
+        mlp_bias=cfg.flag("mlp_bias", False),
         mtp_layers=cfg.nonneg_int("num_nextn_predict_layers", 0),
-        stored_dtype=stored_dtype(cfg),
-        stored_format=quant_method(cfg),
-        source=cfg.source,
     )
