@@ -69,12 +69,17 @@ def test_models_lists_the_catalog(capsys: pytest.CaptureFixture[str]) -> None:
     assert round(names["mixtral-8x7b"]["active_params"] / 1e9, 1) == 12.9
 
 
-def _bad_configs(tmp: Path) -> dict[str, list[str]]:
+def _write_bad_configs(tmp: Path) -> None:
     (tmp / "malformed.json").write_text("{ not json")
     (tmp / "no_type.json").write_text(json.dumps({"hidden_size": 64}))
     (tmp / "unknown_type.json").write_text(json.dumps({"model_type": "mamba2"}))
     (tmp / "bad_field.json").write_text(json.dumps({"model_type": "llama", "hidden_size": -4096}))
     (tmp / "missing_field.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+
+
+def _bad_configs(tmp: Path, write: bool = True) -> dict[str, list[str]]:
+    if write:
+        _write_bad_configs(tmp)
     return {
         "missing config file": ["infer", str(tmp / "nope.json")],
         "malformed config": ["infer", str(tmp / "malformed.json")],
@@ -98,7 +103,7 @@ def _bad_configs(tmp: Path) -> dict[str, list[str]]:
     }
 
 
-@pytest.mark.parametrize("case", list(_bad_configs(Path("/tmp"))))
+@pytest.mark.parametrize("case", list(_bad_configs(Path("unused"), write=False)))
 def test_bad_input_is_one_line_and_exit_2(case: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, err = run(capsys, *_bad_configs(tmp_path)[case])
     assert code == 2, (case, out, err)

@@ -82,7 +82,7 @@ def estimate_inference(model: Model, setup: InferSetup) -> Estimate:
 def _bare_inference(model: BareModel, setup: InferSetup) -> Estimate:
     """Only a parameter count: weights at a uniform width; every architecture-dependent term is missing."""
     fmt_name = setup.weight_format or "bf16"
-    bits = {"fp32": 32, "fp16": 16, "bf16": 16, "fp8-e4m3": 8, "fp8-e5m2": 8, "int8": 8, "int4": 4}.get(fmt_name)
+    bits = 4 if fmt_name == "int4" else DTYPE_BYTES[fmt_name] * 8 if fmt_name in DTYPE_BYTES else None
     if bits is None:
         get_format(fmt_name)  # unknown names raise the usual error; known ones need the tensor inventory
         raise NeedsArchitectureError(
