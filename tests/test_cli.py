@@ -99,6 +99,8 @@ def _bad_configs(tmp: Path, write: bool = True) -> dict[str, list[str]]:
         "unknown kv dtype": ["infer", "llama-2-7b", "--kv-dtype", "int2"],
         "textbook with a quantized format": ["infer", "llama-2-7b", "--mode", "textbook", "--format", "nf4"],
         "serve without gpu": ["infer", "llama-2-7b", "--serve"],
+        "serve in textbook mode": ["infer", "llama-2-7b", "--serve", "--gpu", "h100-80gb", "--mode", "textbook"],
+        "tp in textbook mode": ["infer", "llama-2-7b", "--tp", "2", "--mode", "textbook"],
         "bare size with a block format": ["infer", "14b", "--format", "q4_k_m"],
     }
 

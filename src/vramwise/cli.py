@@ -93,6 +93,8 @@ def _infer(args: argparse.Namespace) -> int:
     gpu = get_gpu(args.gpu) if args.gpu else None
     if args.serve and gpu is None:
         raise InvalidWorkloadError("--serve needs --gpu (the GPU whose memory the KV cache fills)")
+    if args.serve and setup.mode == "textbook":
+        raise InvalidWorkloadError("--serve uses vLLM's budget rule, which is accurate mode only; drop --mode textbook")
     if args.serve and not isinstance(model, ModelSpec):
         raise InvalidWorkloadError("--serve needs the architecture: name a catalog model or a config.json")
     est = textbook_inference(model, setup) if setup.mode == "textbook" else estimate_inference(model, setup)

@@ -32,6 +32,12 @@ def seed_bytes(fmt: str) -> float:
 
 
 def textbook_inference(model: Model, setup: InferSetup) -> Estimate:
+    if setup.tp > 1:
+        # The seeds give no tensor-parallel inference formula; dividing silently would invent one.
+        raise InvalidWorkloadError(
+            f"tp ({setup.tp}) is not allowed in textbook mode (the seeds' inference formulas are single-GPU); "
+            "use --mode accurate"
+        )
     fmt = setup.weight_format or "fp16"
     per = seed_bytes(fmt)
     params = model.params if isinstance(model, BareModel) else total_params(model)
