@@ -5,7 +5,7 @@ from __future__ import annotations
 from vramwise.errors import NeedsArchitectureError
 from vramwise.estimate.kv_cache import kv_cache_term
 from vramwise.estimate.logits import logits_term
-from vramwise.estimate.overheads import allocator_term, cuda_context_term
+from vramwise.estimate.overheads import cuda_context_term, with_allocator
 from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.term import Estimate, Phase, Term
 from vramwise.estimate.weights import weight_terms
@@ -30,24 +30,19 @@ def kv_dtype(setup: InferSetup, fmt_name: str) -> tuple[str, float]:
     return name, DTYPE_BYTES[name]
 
 
-def _with_allocator(persistent: tuple[Term, ...], name: str, transient: list[Term], fraction: float | None) -> Phase:
-    tensors = sum(t.bytes for t in persistent if not t.name.startswith("overhead/")) + sum(t.bytes for t in transient)
-    return Phase(name=name, transient=(*transient, allocator_term(tensors, fraction)))
-
-
 def _phases(spec: ModelSpec, setup: InferSetup, c: int, persistent: tuple[Term, ...]) -> tuple[Phase, ...]:
     chunk = min(setup.prefill_chunk or setup.context, setup.context)
     kw = {"batch": setup.batch, "c": c, "attention": setup.attention, "tp": setup.tp}
     prefill = prefill_workspace_term(spec, chunk=chunk, kv_len=setup.context, **kw)
     logits = logits_term(spec, batch=setup.batch, positions=chunk, c=c, last_only=not setup.all_logits)
     phases = [
-        _with_allocator(persistent, "prefill (inside a layer)", [prefill], setup.allocator_fraction),
-        _with_allocator(persistent, "prefill (logits)", [logits], setup.allocator_fraction),
+        with_allocator(persistent, "prefill (inside a layer)", [prefill], setup.allocator_fraction),
+        with_allocator(persistent, "prefill (logits)", [logits], setup.allocator_fraction),
     ]
     if setup.new_tokens:
         step = prefill_workspace_term(spec, chunk=1, kv_len=setup.tokens, **kw)
         step_logits = logits_term(spec, batch=setup.batch, positions=1, c=c, last_only=True)
-        phases.append(_with_allocator(persistent, "decode step", [step, step_logits], setup.allocator_fraction))
+        phases.append(with_allocator(persistent, "decode step", [step, step_logits], setup.allocator_fraction))
     return tuple(phases)
 
 

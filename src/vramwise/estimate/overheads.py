@@ -10,7 +10,7 @@ Neither can be traced without a GPU. The defaults are stated assumptions, overri
 
 from __future__ import annotations
 
-from vramwise.estimate.term import Term
+from vramwise.estimate.term import Phase, Term
 from vramwise.units import MIB
 
 DEFAULT_CUDA_CONTEXT_MIB = 512
@@ -35,3 +35,9 @@ def allocator_term(tensor_bytes: int, fraction: float | None) -> Term:
         formula=f"{fraction:g} x tensor bytes {tensor_bytes:,} (--allocator-fraction to override)",
         source="assumed: PyTorch caching allocator reserve and fragmentation (reserved − allocated)",
     )
+
+
+def with_allocator(persistent: tuple[Term, ...], name: str, transient: list[Term], fraction: float | None) -> Phase:
+    """A phase whose transients include the allocator reserve on everything live then."""
+    tensors = sum(t.bytes for t in persistent if not t.name.startswith("overhead/")) + sum(t.bytes for t in transient)
+    return Phase(name=name, transient=(*transient, allocator_term(tensors, fraction)))

@@ -42,6 +42,7 @@ class Estimate:
     persistent: tuple[Term, ...]
     phases: tuple[Phase, ...] = ()
     missing: tuple[str, ...] = ()  # terms that could not be computed, with the reason
+    host: tuple[Term, ...] = ()  # host RAM per GPU's process (offloaded states), not part of the GPU peak
     notes: tuple[str, ...] = field(default=())
 
     @property

@@ -112,6 +112,8 @@ class ModelSpec:
     pooler: bool = False  # BERT's pooler: Linear(h, h) with bias
     parallel_block: bool = False  # attention and MLP read the same input (GPT-J, Phi-2, Falcon)
     max_position_embeddings: int | None = None
+    dropout: float = 0.0  # residual and embedding dropout in training (GPT-2 0.1, OPT 0.1; modern LLMs 0)
+    attention_dropout: float = 0.0  # dropout on the attention probabilities in training
     mtp_layers: int = 0  # DeepSeek-V3 multi-token-prediction layers: in the checkpoint, not in transformers
     stored_dtype: str = "bf16"  # dtype of the published checkpoint
     stored_format: str | None = None  # quantized checkpoint format (fp8, mxfp4, ...), if any

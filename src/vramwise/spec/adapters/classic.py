@@ -28,10 +28,18 @@ def gpt2(cfg: RawConfig, name: str) -> ModelSpec:
         num_layers=cfg.pos_int("n_layer"),
         embedding=EmbeddingSpec(vocab_size=cfg.pos_int("vocab_size"), learned_positions=cfg.pos_int("n_positions")),
         attention=_mha(cfg, h, "n_head"),
-        mlp=MlpSpec(gated=False, intermediate_size=cfg.pos_int("n_inner", 4 * h), bias=True, activation="gelu"),
+        mlp=MlpSpec(
+            gated=False,
+            intermediate_size=cfg.pos_int("n_inner", 4 * h),
+            bias=True,
+            activation=cfg.text("activation_function", "gelu_new"),
+        ),
         norm=NormSpec(kind="layer", bias=True),
         tied_embeddings=cfg.flag("tie_word_embeddings", True),
         max_position_embeddings=cfg.pos_int("n_positions"),
+        # GPT2Config defaults: 0.1 for all three; the embedding and residual sites share one probability here.
+        dropout=max(cfg.probability("resid_pdrop", 0.1), cfg.probability("embd_pdrop", 0.1)),
+        attention_dropout=cfg.probability("attn_pdrop", 0.1),
         stored_dtype=stored_dtype(cfg),
         source=cfg.source,
     )
@@ -81,6 +89,8 @@ def opt(cfg: RawConfig, name: str) -> ModelSpec:
         norm=NormSpec(kind="layer", bias=True, final=pre_norm and not cfg.flag("_remove_final_layer_norm", False)),
         tied_embeddings=cfg.flag("tie_word_embeddings", True),
         max_position_embeddings=max_pos,
+        dropout=cfg.probability("dropout", 0.1),
+        attention_dropout=cfg.probability("attention_dropout", 0.0),
         stored_dtype=stored_dtype(cfg),
         source=cfg.source,
     )

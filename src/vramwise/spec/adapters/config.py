@@ -56,6 +56,12 @@ class RawConfig:
             raise ConfigError(f"{self.source}: field '{key}' must be true or false, got {value!r}")
         return value
 
+    def probability(self, key: str, default: float) -> float:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+            raise ConfigError(f"{self.source}: field '{key}' must be a probability in [0, 1), got {value!r}")
+        return float(value)
+
     def text(self, key: str, default: Any = _MISSING) -> str:
         value = self._get(key, default)
         if not isinstance(value, str):

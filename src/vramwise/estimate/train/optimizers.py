@@ -1,0 +1,78 @@
+"""Optimizer states per trainable tensor, and the step's transient buffers.
+
+States (elements per parameter, in the recipe's state dtype unless 8-bit):
+  sgd 0; sgd-momentum 1; adam/adamw 2 (exp_avg, exp_avg_sq); lion 1 (exp_avg);
+  adafactor (torch.optim.Adafactor, no first moment): a matrix keeps a row and a column vector, a vector
+  keeps a full variance; adamw-8bit (bitsandbytes): 2 x 1 byte plus one fp32 absmax per 256-element
+  block and state, for tensors of at least 4096 elements (smaller ones keep fp32 states); paged variants hold
+  the same bytes in unified memory that the driver may evict to host RAM; lomo: no states and no stored
+  gradients (the update is fused into backward, one gradient alive at a time).
+Transients at the step (torch.optim implementations): foreach Adam/AdamW makes one state-sized copy of
+every trainable tensor (``_foreach_sqrt(exp_avg_sq)``, measured: +4 B/param in fp32); the for-loop
+implementation two copies of the largest tensor; fused none. SGD updates in place. Lion's reference
+implementation clones the momentum per tensor (two copies of the largest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BNB_BLOCK = 256  # bitsandbytes blockwise quantization of optimizer states
+BNB_MIN_SIZE = 4096  # bitsandbytes min_8bit_size: smaller tensors keep 32-bit states
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tensor:
+    """One trainable tensor shape: ``rows x cols`` (cols 1 for a vector), repeated ``copies`` times."""
+
+    rows: int
+    cols: int
+    copies: int
+
+    @property
+    def numel(self) -> int:
+        return self.rows * self.cols
+
+
+def state_bytes(optimizer: str, tensors: list[Tensor], state: int) -> tuple[int, str]:
+    """Bytes of optimizer states for ``tensors`` with ``state`` bytes per element, and the formula."""
+    n = sum(t.numel * t.copies for t in tensors)
+    base = optimizer.removeprefix("paged-")
+    if base in ("sgd", "lomo"):
+        return 0, f"{optimizer}: no states"
+    if base in ("sgd-momentum", "lion"):
+        return n * state, f"1 state x {n:,} x {state} B"
+    if base in ("adam", "adamw"):
+        return 2 * n * state, f"2 states x {n:,} x {state} B"
+    if base == "adafactor":
+        total = sum((t.rows + t.cols if t.cols > 1 else t.rows) * t.copies for t in tensors)
+        return total * state, f"factored: rows + cols per matrix, full per vector = {total:,} x {state} B"
+    if base == "adamw-8bit":
+        big = sum(t.numel * t.copies for t in tensors if t.numel >= BNB_MIN_SIZE)
+        blocks = sum(-(-t.numel // BNB_BLOCK) * t.copies for t in tensors if t.numel >= BNB_MIN_SIZE)
+        small = n - big
+        total = 2 * big + 2 * 4 * blocks + 2 * 4 * small
+        return total, (
+            f"2 x ({big:,} x 1 B + {blocks:,} blocks x 4 B absmax) + 2 x {small:,} small-tensor elements x 4 B"
+        )
+    raise AssertionError(optimizer)  # TrainSetup validated the name
+
+
+def step_transient(optimizer: str, impl: str, tensors: list[Tensor], state: int) -> tuple[int, str]:
+    """Extra bytes the optimizer step allocates on top of params, grads and states."""
+    if not tensors:
+        return 0, "nothing to update"
+    base = optimizer.removeprefix("paged-")
+    largest = max(t.numel for t in tensors)
+    if base in ("adam", "adamw"):
+        if impl == "fused":
+            return 0, "fused kernel: in place"
+        if impl == "foreach":
+            n = sum(t.numel * t.copies for t in tensors)
+            return n * state, f"foreach: sqrt(exp_avg_sq) copy of {n:,} x {state} B"
+        return 2 * largest * state, f"for-loop: 2 x largest tensor {largest:,} x {state} B"
+    if base == "lion":
+        return 2 * largest * state, f"per tensor: 2 x largest tensor {largest:,} x {state} B"
+    if base == "adafactor":
+        return 2 * largest * state, f"per tensor: grad² and update of the largest tensor {largest:,} x 2 x {state} B"
+    return 0, f"{optimizer}: updates in place"

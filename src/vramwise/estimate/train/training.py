@@ -1,0 +1,494 @@
+"""Training memory per GPU in accurate mode: every term of one pipeline stage, by phase.
+
+Persistent: weights (by category, in the recipe's storage; QLoRA's base in NF4), LoRA adapters, the fp32
+master copy, optimizer states, gradients when they outlive a backward (accumulation, ZeRO-2/3 partitions,
+DDP buckets), the CUDA context. Phases, each with what is live only then:
+  forward end       activations of every in-flight micro-batch, the saved loss, autocast's weight copies,
+                    ZeRO-3/FSDP gathered parameters;
+  backward (loss)   the same plus the loss backward's fp32 gradients (last stage);
+  backward (layer)  with full recompute: the checkpoints plus one layer rebuilt;
+  backward end      all gradients (unless persistent) plus reduce buckets;
+  optimizer step    gradients plus the step's transients (foreach copies, fp32 gradient copies).
+The peak is the largest phase; ``estimate_stages`` returns every stage, ``estimate_training`` the worst.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
+from vramwise.estimate.overheads import cuda_context_term, with_allocator
+from vramwise.estimate.term import Estimate, Term
+from vramwise.estimate.train.activations import Grads, layer_saved
+from vramwise.estimate.train.layout import (
+    Stage,
+    check_layout,
+    in_layer,
+    partitioned,
+    shard_group,
+    stage_share,
+    stages,
+)
+from vramwise.estimate.train.lora import LoraModule, lora_targets
+from vramwise.estimate.train.loss import loss_terms
+from vramwise.estimate.train.optimizers import Tensor, state_bytes, step_transient
+from vramwise.estimate.train.recipe import Recipe, recipe_for
+from vramwise.formats import get_format
+from vramwise.spec.load import BareModel, Model
+from vramwise.spec.model import ModelSpec
+from vramwise.spec.params import CATEGORIES, ParamGroup, parameter_groups
+from vramwise.workload import TrainSetup
+
+LORA_BYTES = 4  # peft keeps adapters in fp32 (autocast_adapter_dtype=True), whatever the base dtype
+QLORA_FORMAT = "nf4-dq"  # bitsandbytes 4-bit with double quantization, the QLoRA paper's recipe
+SRC_STATES = "ZeRO paper §3 (Rajbhandari et al. 2020); torch.optim; measured in notes §2"
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Trainable:
+    """Elements that train on this GPU (before ZeRO) and their tensor shapes, for states and transients."""
+
+    count: float
+    tensors: list[Tensor]
+    bytes_per_param: int  # of the trainable weights themselves (fp32 adapters, or the recipe's weight)
+
+
+def _shape(group: ParamGroup, spec: ModelSpec) -> tuple[int, int]:
+    per_tensor = group.count // max(1, group.tensors)
+    if group.kind in ("linear", "router", "head") and group.in_features:
+        return per_tensor // group.in_features, group.in_features
+    if group.kind == "embedding":
+        width = spec.embedding.proj_dim or spec.hidden_size
+        return per_tensor // width, width
+    return per_tensor, 1
+
+
+def _trainable_stage(stage: Stage, setup: TrainSetup) -> Stage:
+    return Stage(
+        index=stage.index, count=stage.count, layers=tuple(i for i in stage.layers if i >= setup.freeze_layers)
+    )
+
+
+def _trainable(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, lora: list[LoraModule]) -> _Trainable:
+    if setup.peft != "none":
+        share = len(stage.layers) / spec.num_layers
+        tensors = []
+        for m in lora:
+            copies = m.layers * share
+            rank = setup.lora_r * m.rank_mult
+            tensors += [Tensor(rows=rank, cols=m.in_features, copies=copies)]
+            tensors += [Tensor(rows=m.out_features, cols=rank, copies=copies)]
+        return _Trainable(count=sum(t.numel * t.copies for t in tensors), tensors=tensors, bytes_per_param=LORA_BYTES)
+    live = _trainable_stage(stage, setup)
+    tensors = []
+    for g in parameter_groups(spec):
+        if not in_layer(g) and setup.freeze_layers and g.category == "embeddings":
+            continue  # freezing the bottom layers freezes the embeddings below them
+        share = stage_share(g, spec, live if in_layer(g) else stage, setup)
+        if share:
+            rows, cols = _shape(g, spec)
+            tensors.append(Tensor(rows=rows, cols=cols, copies=g.tensors * share))
+    count = sum(t.numel * t.copies for t in tensors)
+    return _Trainable(count=count, tensors=tensors, bytes_per_param=recipe.weight)
+
+
+def _weights(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, divisor: int) -> list[Term]:
+    qlora = get_format(QLORA_FORMAT) if setup.peft == "qlora" else None
+    by_cat: dict[str, list[tuple[float, str]]] = {}
+    for g in parameter_groups(spec):
+        share = stage_share(g, spec, stage, setup)
+        if not share:
+            continue
+        if qlora and in_layer(g) and g.kind == "linear":
+            tb = qlora.tensor_bytes(g, spec, 4)
+            n, f = tb.bytes * share, f"{g.name}: {tb.formula}"
+        elif qlora:
+            # prepare_model_for_kbit_training casts every non-quantized parameter to fp32
+            n, f = g.count * share * 4, f"{g.name}: {g.count * share:,.0f} x 4 B (fp32 after k-bit preparation)"
+        else:
+            n, f = g.count * share * recipe.weight, f"{g.name}: {g.count * share:,.0f} x {recipe.weight} B"
+        cat = "experts" if g.category == "experts_shared" else g.category
+        by_cat.setdefault(cat, []).append(
+            (n / divisor, f + (f" / {divisor} (ZeRO-3/FSDP shard)" if divisor > 1 else ""))
+        )
+    return [
+        Term(
+            name=f"weights/{cat}",
+            bytes=round(sum(n for n, _ in by_cat[cat])),
+            formula="; ".join(f for _, f in by_cat[cat]),
+            source=f"precision recipe {recipe.name}" + (f"; QLoRA base {QLORA_FORMAT}" if qlora else ""),
+        )
+        for cat in CATEGORIES
+        if cat in by_cat
+    ]
+
+
+def _in_flight(stage: Stage, setup: TrainSetup) -> float:
+    """Micro-batches whose activations a stage holds at once under 1F1B (interleaved: in stage-layer units)."""
+    p, v, m, k = setup.pp, setup.interleave, setup.grad_accum, stage.index
+    if p == 1:
+        return 1.0
+    if v == 1:
+        return float(min(p - k, m))
+    # Megatron's interleaved schedule: (p - k - 1)·2 + (v - 1)·p warm-up chunks, plus one, of L/(p·v) layers
+    return min(((p - k - 1) * 2 + (v - 1) * p + 1) / v, float(m))
+
+
+def _layer_grads(setup: TrainSetup, lora: list[LoraModule]) -> Grads:
+    return Grads(
+        base=setup.peft == "none",
+        lora=tuple(lora),
+        lora_r=setup.lora_r,
+        lora_dropout=setup.lora_dropout > 0,
+    )
+
+
+def _activations(
+    spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, lora: list[LoraModule]
+) -> tuple[list[Term], int]:
+    """Terms saved until backward on this stage, and the largest single layer's full saved set (bytes)."""
+    c, tokens = recipe.compute, setup.batch * setup.seq // setup.cp
+    grads = _layer_grads(setup, lora)
+    flight = _in_flight(stage, setup)
+    recording = [i for i in stage.layers if setup.peft != "none" or i >= setup.freeze_layers]
+    kw = {
+        "c": c,
+        "grads": grads,
+        "attention": setup.attention,
+        "recompute": setup.recompute,
+        "seq": setup.seq,
+        "tp": setup.tp,
+        "sp": setup.sp,
+        "amp": recipe.autocast_cache,
+    }
+    per_layer = {i: layer_saved(spec, layer=i, **kw) for i in recording}
+    largest = round(max((s.total for s in per_layer.values()), default=0) * tokens)
+    terms: list[Term] = []
+    flight_f = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
+    if setup.recompute == "full":
+        rep = setup.tp if setup.sp else 1
+        n = len(recording) * c * spec.hidden_size * tokens / rep * flight
+        terms.append(
+            Term(
+                name="activations/checkpoints",
+                bytes=round(n),
+                formula=f"{len(recording)} layers x layer input T {tokens} x h {spec.hidden_size} x {c} B{flight_f}",
+                source="full recompute: each layer keeps only its input (torch.utils.checkpoint)",
+            )
+        )
+    elif recording:
+        names: dict[str, float] = {}
+        for saved in per_layer.values():
+            for k, v in saved.items.items():
+                names[k] = names.get(k, 0) + v
+        for k, v in names.items():
+            terms.append(
+                Term(
+                    name=f"activations/{k}",
+                    bytes=round(v * tokens * flight),
+                    formula=f"{v / len(recording):,.1f} B/token/layer x {len(recording)} layers x T {tokens}{flight_f}",
+                    source="saved tensors of the transformers layer (estimate/train/activations.py)",
+                )
+            )
+    terms += _outside_layers(spec, stage, setup, recipe, tokens, flight)
+    return terms, largest
+
+
+def _outside_layers(
+    spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, tokens: int, flight: float
+) -> list[Term]:
+    c, h, out = recipe.compute, spec.hidden_size, []
+    if spec.attention.kind == "mla" or spec.model_type not in ("gpt2", "opt"):
+        d = spec.attention.head_dim
+        out.append(
+            Term(
+                name="activations/rotary",
+                bytes=round(2 * tokens * d * c * flight),
+                formula=f"cos and sin: 2 x T {tokens} x head_dim {d} x {c} B",
+                source="transformers rotary embedding, shared by every layer",
+            )
+        )
+    if stage.first:
+        n = 16 * setup.batch * setup.seq + (tokens * h if spec.dropout else 0)
+        out.append(
+            Term(
+                name="activations/inputs",
+                bytes=round(n * flight),
+                formula="input ids and labels: 2 x b x s x 8 B"
+                + (" + embedding dropout mask T x h" if spec.dropout else ""),
+                source="int64 token ids",
+            )
+        )
+    if stage.last and spec.norm.final:
+        full = setup.peft == "none"
+        gemma = spec.model_type.startswith("gemma")
+        per = c * h + 2 * c if spec.norm.kind == "layer" else 4 * h + 4 + ((4 if gemma else c) * h if full else 0)
+        per += c * h if full else 0  # lm_head's input, for the head's gradient
+        out.append(
+            Term(
+                name="activations/final_norm",
+                bytes=round(per * tokens * flight),
+                formula=f"{per:,} B/token x T {tokens}",
+                source="final norm and lm_head input (estimate/train/activations.py rules)",
+            )
+        )
+    return out
+
+
+def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, tokens: int, flight: float) -> tuple[Term, Term]:
+    vocab = spec.vocab_size if setup.tp == 1 else -(-spec.vocab_size // setup.tp)
+    saved, temp = loss_terms(
+        tokens=tokens, vocab=vocab, h=spec.hidden_size, c=recipe.compute, loss=setup.loss, chunk=setup.loss_chunk
+    )
+    if flight != 1:
+        saved = Term(
+            name=saved.name,
+            bytes=round(saved.bytes * flight),
+            formula=saved.formula + f" x {flight:g} micro-batches",
+            source=saved.source,
+        )
+    return saved, temp
+
+
+def _layer_params(spec: ModelSpec) -> int:
+    return sum(g.count for g in parameter_groups(spec) if in_layer(g)) // spec.num_layers
+
+
+def _outer_params(spec: ModelSpec) -> int:
+    return sum(g.count for g in parameter_groups(spec) if not in_layer(g))
+
+
+def _gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> Term | None:
+    """ZeRO-3 / FSDP full shard: the parameters all-gathered for the module running now, and the prefetch."""
+    part = partitioned(setup)
+    if part["stage"] < 3:
+        return None
+    layer = _layer_params(spec) // setup.tp
+    w = recipe.weight
+    if setup.fsdp != "none":
+        outer = _outer_params(spec)
+        n = (outer + 2 * layer) * w
+        f = f"root unit (embeddings, head) {outer:,} + 2 layers (current + prefetch) x {layer:,}, x {w} B"
+        src = "FSDP: one unit unsharded plus the next prefetched; the root unit stays unsharded (notes §2c)"
+    else:
+        prefetch = min(setup.prefetch_bucket, layer)
+        n = (max(layer, _outer_params(spec)) + prefetch) * w
+        f = f"(largest module max(layer {layer:,}, embeddings+head) + prefetch {prefetch:,}) x {w} B"
+        src = "DeepSpeed ZeRO-3: gathered module + stage3_prefetch_bucket_size"
+    return Term(name="zero/gathered_params", bytes=n, formula=f, source=src)
+
+
+def _states(
+    setup: TrainSetup, recipe: Recipe, tr: _Trainable
+) -> tuple[list[Term], list[Term], Term | None, list[Term], list[Term]]:
+    """(persistent, host, gradients (full size), backward-end extras, step extras)."""
+    part = partitioned(setup)
+    lora = setup.peft != "none"
+    n_opt, n_grad = part["optimizer"], part["gradients"]
+    state_el = LORA_BYTES if lora else recipe.state
+    persistent: list[Term] = []
+    host: list[Term] = []
+    offload = setup.offload != "none"
+    if recipe.master and not lora:
+        master = Term(
+            name="optimizer/master_weights",
+            bytes=round(tr.count * recipe.master / n_opt),
+            formula=f"{tr.count:,.0f} trainable x {recipe.master} B fp32" + (f" / {n_opt}" if n_opt > 1 else ""),
+            source=SRC_STATES,
+        )
+        (host if offload else persistent).append(master)
+    n, f = state_bytes(setup.optimizer, tr.tensors, state_el)
+    if n:
+        states = Term(
+            name="optimizer/states",
+            bytes=round(n / n_opt),
+            formula=f + (f" / {n_opt} (ZeRO/FSDP shard)" if n_opt > 1 else ""),
+            source=SRC_STATES + ("; bitsandbytes blockwise 8-bit" if "8bit" in setup.optimizer else ""),
+        )
+        (host if offload else persistent).append(states)
+    grad_b = LORA_BYTES if lora else recipe.grad
+    grads = None
+    if setup.optimizer != "lomo":
+        grads = Term(
+            name="gradients",
+            bytes=round(tr.count * grad_b / n_grad),
+            formula=f"{tr.count:,.0f} trainable x {grad_b} B" + (f" / {n_grad} (ZeRO-2/3 shard)" if n_grad > 1 else ""),
+            source=SRC_STATES,
+        )
+    backward_extra: list[Term] = []
+    step_extra: list[Term] = []
+    if setup.optimizer == "lomo":
+        largest = max((t.numel for t in tr.tensors), default=0)
+        backward_extra.append(
+            Term(
+                name="optimizer/lomo_gradient",
+                bytes=largest * recipe.grad,
+                formula=f"one gradient at a time: largest tensor {largest:,} x {recipe.grad} B",
+                source="LOMO (Lv et al. 2023): the update is fused into backward",
+            )
+        )
+    if n_grad > 1 and grads is not None:
+        bucket = min(setup.reduce_bucket, round(tr.count))
+        backward_extra.append(
+            Term(
+                name="zero/reduce_bucket",
+                bytes=bucket * grad_b,
+                formula=f"min(reduce_bucket {setup.reduce_bucket:,}, trainable) x {grad_b} B",
+                source="DeepSpeed reduce_bucket_size / FSDP reduce-scatter of one unit",
+            )
+        )
+    elif setup.dp > 1 and part["stage"] == 0 and grads is not None:
+        persistent.append(
+            Term(
+                name="ddp/buckets",
+                bytes=round(tr.count * grad_b),
+                formula=f"{tr.count:,.0f} x {grad_b} B (gradient_as_bucket_view=False, DDP's default)",
+                source="torch DistributedDataParallel allreduce buckets hold a second copy of the gradients",
+            )
+        )
+    if offload:
+        host.append(
+            Term(
+                name="optimizer/fp32_gradients",
+                bytes=round(tr.count * 4 / n_opt),
+                formula=f"{tr.count:,.0f} x 4 B / {n_opt}",
+                source="ZeRO-Offload: fp32 gradient partition on the host for the CPU optimizer",
+            )
+        )
+        return persistent, host, grads, backward_extra, step_extra
+    t, tf = step_transient(setup.optimizer, setup.optimizer_impl, tr.tensors, state_el)
+    if t:
+        step_extra.append(
+            Term(name="optimizer/step_transient", bytes=round(t / n_opt), formula=tf, source="torch.optim, notes §6")
+        )
+    if recipe.master and not lora and recipe.grad == 2:
+        step_extra.append(
+            Term(
+                name="optimizer/fp32_gradients",
+                bytes=round(tr.count * 4 / n_opt),
+                formula=f"half gradients copied to fp32 for the master update: {tr.count:,.0f} x 4 B"
+                + (f" / {n_opt}" if n_opt > 1 else ""),
+                source="DeepSpeed/Megatron mixed-precision optimizer",
+            )
+        )
+    return persistent, host, grads, backward_extra, step_extra
+
+
+def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> Term:
+    n = sum(
+        g.count * stage_share(g, spec, stage, setup)
+        for g in parameter_groups(spec)
+        if g.kind == "linear" or g.category == "head" or (spec.tied_embeddings and g.name == "embeddings.tokens")
+    )
+    return Term(
+        name="autocast/weight_copies",
+        bytes=round(2 * n),
+        formula=f"16-bit copy of {n:,.0f} matmul weights x 2 B, kept for their backward",
+        source="torch.autocast casts fp32 weights per op and caches the casts for the forward",
+    )
+
+
+def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimate:
+    recipe = recipe_for(setup)
+    lora = lora_targets(spec, setup.lora_targets) if setup.peft != "none" else []
+    part = partitioned(setup)
+    offload_params = setup.offload == "params"
+    tr = _trainable(spec, stage, setup, recipe, lora)
+    persistent: list[Term] = []
+    host: list[Term] = []
+    weights = _weights(spec, stage, setup, recipe, part["weights"])
+    (host if offload_params else persistent).extend(weights)
+    if lora:
+        persistent.append(
+            Term(
+                name="weights/lora",
+                bytes=round(tr.count * LORA_BYTES),
+                formula=f"r {setup.lora_r} x (in + out) per module: {tr.count:,.0f} x {LORA_BYTES} B fp32",
+                source="peft LoRA (Hu et al. 2021), adapters upcast to fp32",
+            )
+        )
+    st_persistent, st_host, grads, backward_extra, step_extra = _states(setup, recipe, tr)
+    persistent += st_persistent
+    host += st_host
+    grads_persist = grads is not None and (setup.grad_accum > 1 or part["gradients"] > 1)
+    if grads_persist and grads is not None:
+        persistent.append(grads)
+    persistent.append(cuda_context_term(setup.cuda_context_mib))
+    pers = tuple(persistent)
+
+    tokens = setup.batch * setup.seq // setup.cp
+    flight = _in_flight(stage, setup)
+    acts, largest_layer = _activations(spec, stage, setup, recipe, lora)
+    forward = list(acts)
+    loss_temp = None
+    if stage.last:
+        saved, loss_temp = _loss(spec, setup, recipe, tokens, flight)
+        forward.append(saved)
+    if recipe.autocast_cache:
+        forward.append(_autocast_cache(spec, stage, setup))
+    gathered = _gathered(spec, setup, recipe)
+    if gathered:
+        forward.append(gathered)
+    if setup.peft == "qlora":
+        forward.append(_dequantized(spec))
+    fa = setup.allocator_fraction
+    phases = [with_allocator(pers, "forward end", forward, fa)]
+    if loss_temp is not None:
+        phases.append(with_allocator(pers, "backward (loss)", [*forward, loss_temp], fa))
+    if setup.recompute == "full" and largest_layer:
+        rebuilt = Term(
+            name="activations/recomputed_layer",
+            bytes=largest_layer,
+            formula=f"one layer's saved tensors, rebuilt for its backward: T {tokens}",
+            source="full recompute re-runs one layer's forward during backward",
+        )
+        phases.append(with_allocator(pers, "backward (recompute)", [*forward, rebuilt], fa))
+    end = [*backward_extra, *([gathered] if gathered else [])]
+    if grads is not None and not grads_persist:
+        end.insert(0, grads)
+    phases.append(with_allocator(pers, "backward end", end, fa))
+    step = [*([grads] if grads is not None and not grads_persist else []), *step_extra]
+    phases.append(with_allocator(pers, "optimizer step", step, fa))
+
+    notes = [
+        f"precision {recipe.name}: weights {recipe.weight} B, gradients {recipe.grad} B, compute {recipe.compute} B"
+    ]
+    if setup.pp > 1:
+        notes.append(f"pipeline stage {stage.index} of {setup.pp}: layers {stage.layers[0]}-{stage.layers[-1]}")
+    if setup.optimizer.startswith("paged-"):
+        notes.append("paged optimizer: states live in unified memory and may be evicted to host RAM under pressure")
+    if part["stage"]:
+        notes.append(f"model states partitioned over {shard_group(setup)} data-parallel GPUs (stage {part['stage']})")
+    if setup.recompute == "selective" and setup.attention != "eager":
+        notes.append("selective recompute drops the attention scores, which sdpa/flash never keep: no change here")
+    if spec.attention.kind == "mla" or spec.moe:
+        notes.append("MLA and MoE activations follow the Mixtral/Llama rules and are less tightly traced")
+    return Estimate(persistent=pers, phases=tuple(phases), notes=tuple(notes), host=tuple(host))
+
+
+def _dequantized(spec: ModelSpec) -> Term:
+    largest = max(g.count // g.tensors for g in parameter_groups(spec) if in_layer(g) and g.kind == "linear")
+    return Term(
+        name="qlora/dequantized_weight",
+        bytes=largest * 2,
+        formula=f"largest layer weight {largest:,} x 2 B, dequantized for its matmul",
+        source="bitsandbytes 4-bit matmul dequantizes one weight at a time",
+    )
+
+
+def estimate_stages(model: Model, setup: TrainSetup) -> list[Estimate]:
+    """One estimate per pipeline stage (a single one without pipelining)."""
+    if isinstance(model, BareModel):
+        raise NeedsArchitectureError(
+            "training estimates need the architecture (layers, heads, hidden size, vocabulary): "
+            "name a catalog model or a config.json, or use --mode textbook with a bare size"
+        )
+    if not model.lm_head:
+        raise InvalidWorkloadError(f"{model.name} has no language-model head: training covers causal LMs")
+    check_layout(model, setup)
+    return [_stage_estimate(model, setup, s) for s in stages(model, setup.pp)]
+
+
+def estimate_training(model: Model, setup: TrainSetup) -> Estimate:
+    """The worst GPU: the pipeline stage with the highest peak."""
+    return max(estimate_stages(model, setup), key=lambda e: e.peak_bytes)

@@ -1,0 +1,1 @@
+"""The PyTorch twin: build the real transformers model and measure it. Needs the ``verify`` extra (torch)."""

@@ -1,0 +1,173 @@
+"""Trace a real training step of the transformers model under FakeTensorMode: no weights, no GPU, exact bytes.
+
+The model is built from its config inside ``FakeTensorMode`` on the CPU, so every tensor has a shape and a
+dtype but no storage. ``LiveStorages`` counts what autograd and the optimizer keep alive. The step mirrors
+Hugging Face's Trainer: forward with labels, keep only the loss, backward, optimizer step, ``zero_grad`` with
+``set_to_none``; two iterations so the optimizer states exist during the second forward.
+
+Findings this relies on are in the project notes (cpu-memory-measurement.md): fake equals real to the byte on
+CPU; transformers must be told positions are never packed, or under fake tensors it builds a 4-D mask that a
+real run skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from vramwise.verify.live import LiveStorages
+
+
+@dataclass(frozen=True, kw_only=True)
+class TraceRecipe:
+    """What to run: a subset of TrainSetup that the twin can reproduce exactly on the CPU."""
+
+    batch: int = 1
+    seq: int = 128
+    precision: str = "bf16"  # fp32 | bf16 (pure) | amp (fp32 weights, bf16 autocast)
+    attention: str = "sdpa"  # sdpa | eager
+    recompute: str = "none"  # none | full
+    optimizer: str = "adamw"  # adamw | adam | sgd | sgd-momentum | adafactor
+    optimizer_impl: str = "foreach"  # foreach | for-loop | fused
+    lora_r: int = 0
+    lora_targets: tuple[str, ...] = ()
+    steps: int = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trace:
+    peak: int  # bytes, 512-rounded, over the traced iterations
+    peak_phase: str
+    params: int  # exact bytes of the parameters
+    grads: int  # exact bytes of the gradients right after backward
+    optimizer_states: int  # exact bytes of the optimizer states after a step (without 'step' counters)
+    trainable: int  # trainable parameter count
+    marks: dict[str, int] = field(default_factory=dict)  # live bytes at forward_end / backward_end / step_end
+
+
+def _hf_config(config: dict[str, Any], attention: str) -> Any:
+    import transformers
+
+    data = {k: v for k, v in config.items() if k not in ("auto_map", "quantization_config", "architectures")}
+    model_type = data.pop("model_type")
+    hf = transformers.AutoConfig.for_model(model_type, **data)
+    hf._attn_implementation = attention
+    return hf
+
+
+@contextlib.contextmanager
+def _never_packed() -> Iterator[None]:
+    import transformers.masking_utils as mu
+
+    original = mu.find_packed_sequence_indices
+    mu.find_packed_sequence_indices = lambda position_ids: None
+    try:
+        yield
+    finally:
+        mu.find_packed_sequence_indices = original
+
+
+@contextlib.contextmanager
+def _adapters_stay_put() -> Iterator[None]:
+    """peft moves each new adapter to its base layer's device and dtype with ``.to()``, which cannot swap
+    FakeTensor parameters. Everything already lives on the one fake device, and peft upcasts adapters to
+    fp32 afterwards (autocast_adapter_dtype), which is the dtype they are created in: skipping the moves
+    leaves the adapters exactly as a real run ends up."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    original_move = BaseTunerLayer._move_adapter_to_device_of_base_layer
+    original_to = torch.nn.Module.to
+    BaseTunerLayer._move_adapter_to_device_of_base_layer = lambda self, adapter_name, device=None: None
+    torch.nn.Module.to = lambda self, *args, **kwargs: self
+    try:
+        yield
+    finally:
+        BaseTunerLayer._move_adapter_to_device_of_base_layer = original_move
+        torch.nn.Module.to = original_to
+
+
+def _optimizer(params: list[torch.nn.Parameter], recipe: TraceRecipe) -> torch.optim.Optimizer:
+    impl = {"foreach": {"foreach": True}, "for-loop": {"foreach": False}, "fused": {"fused": True}}[
+        recipe.optimizer_impl
+    ]
+    if recipe.optimizer in ("adamw", "adam"):
+        cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+        return cls(params, lr=1e-4, **impl)
+    if recipe.optimizer in ("sgd", "sgd-momentum"):
+        return torch.optim.SGD(params, lr=1e-3, momentum=0.9 if recipe.optimizer == "sgd-momentum" else 0.0, **impl)
+    if recipe.optimizer == "adafactor":
+        return torch.optim.Adafactor(params, lr=1e-3, foreach=recipe.optimizer_impl == "foreach")
+    raise ValueError(f"the trace cannot run optimizer {recipe.optimizer!r}")
+
+
+def _state_bytes(opt: torch.optim.Optimizer) -> int:
+    return sum(
+        v.numel() * v.element_size()
+        for state in opt.state.values()
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor) and k != "step"
+    )
+
+
+def trace_training(config: dict[str, Any], recipe: TraceRecipe) -> Trace:
+    """Run ``recipe.steps`` training iterations of the model described by ``config`` and measure them."""
+    import transformers
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    if (config.get("num_local_experts") or config.get("num_experts")) and recipe.precision != "bf16":
+        # the per-expert loop indexes tokens with nonzero(), a data-dependent shape fake tensors cannot take
+        raise ValueError("mixture-of-experts traces run in bf16 only (transformers' grouped_mm path)")
+    hf = _hf_config(config, recipe.attention)
+    tracker = LiveStorages()
+    with _never_packed(), FakeTensorMode(), tracker:
+        torch.manual_seed(0)
+        # Built in its final dtype: FakeTensor parameters cannot be swapped by a later .to().
+        dtype = torch.bfloat16 if recipe.precision == "bf16" else torch.float32
+        model = transformers.AutoModelForCausalLM.from_config(hf, dtype=dtype)
+        model.train()
+        if recipe.recompute == "full":
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if recipe.lora_r:
+            import peft
+
+            targets = "all-linear" if recipe.lora_targets == ("all-linear",) else list(recipe.lora_targets)
+            lora = peft.LoraConfig(r=recipe.lora_r, lora_alpha=2 * recipe.lora_r, target_modules=targets)
+            with _adapters_stay_put():
+                model = peft.get_peft_model(model, lora)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        opt = _optimizer(trainable, recipe)
+        ids = torch.randint(0, hf.vocab_size, (recipe.batch, recipe.seq))
+        autocast = (
+            torch.autocast("cpu", dtype=torch.bfloat16) if recipe.precision == "amp" else contextlib.nullcontext()
+        )
+        tracker.reset_peak()
+        grads = states = 0
+        for _ in range(recipe.steps):
+            tracker.phase("forward")
+            with autocast:
+                loss = model(input_ids=ids, labels=ids).loss
+            tracker.mark("forward_end")
+            tracker.phase("backward")
+            loss.backward()
+            del loss
+            tracker.mark("backward_end")
+            grads = sum(p.grad.numel() * p.grad.element_size() for p in trainable if p.grad is not None)
+            tracker.phase("optimizer step")
+            opt.step()
+            tracker.mark("step_end")
+            states = _state_bytes(opt)
+            opt.zero_grad(set_to_none=True)
+        params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return Trace(
+        peak=tracker.peak,
+        peak_phase=tracker.peak_at,
+        params=params,
+        grads=grads,
+        optimizer_states=states,
+        trainable=sum(p.numel() for p in trainable),
+        marks=dict(tracker.marks),
+    )
