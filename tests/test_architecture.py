@@ -18,7 +18,7 @@ ROOT = SRC.parents[1]
 # A stage may import from stages to its left only: config -> spec -> workload/formats -> estimate -> report -> cli.
 FORBIDDEN = {
     "spec": ("vramwise.estimate", "vramwise.report", "vramwise.cli", "vramwise.workload"),
-    "estimate": ("vramwise.report", "vramwise.cli"),
+    "estimate": ("vramwise.report", "vramwise.cli", "vramwise.verify"),
     "report": ("vramwise.cli",),
 }
 

@@ -12,6 +12,8 @@ from vramwise.errors import InvalidWorkloadError, VramwiseError
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.serving import serving_capacity
 from vramwise.estimate.textbook import textbook_inference
+from vramwise.estimate.train.textbook import textbook_training
+from vramwise.estimate.train.training import estimate_stages
 from vramwise.formats import FORMATS
 from vramwise.report.json_out import render_json, to_dict
 from vramwise.report.table import render_table
@@ -19,7 +21,18 @@ from vramwise.report.verdict import verdict
 from vramwise.spec.load import BareModel, catalog_spec, resolve_model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import active_params, total_params
-from vramwise.workload import ATTENTION_IMPLS, KV_DTYPES, InferSetup
+from vramwise.workload import (
+    ATTENTION_IMPLS,
+    FSDP_MODES,
+    KV_DTYPES,
+    OFFLOAD,
+    OPTIMIZER_IMPLS,
+    OPTIMIZERS,
+    PRECISIONS,
+    RECOMPUTE,
+    InferSetup,
+    TrainSetup,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,11 +78,136 @@ def _build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--mode", default="accurate", help="accurate (default) or textbook (the seeds' formulas)")
     _add_output(infer)
 
+    _add_train(sub)
+
     lst = sub.add_parser("models", help="list the built-in model catalog")
     lst.add_argument("--json", action="store_true")
     sub.add_parser("gpus", help="list the built-in GPU catalog")
     sub.add_parser("formats", help="list weight storage formats")
     return parser
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="memory to train or fine-tune a model, per GPU")
+    t.add_argument("model", help="catalog name (see `vramwise models`), path to a config.json, or a size like 7b")
+    t.add_argument("-b", "--batch", type=int, default=1, help="micro-batch per data-parallel GPU (default 1)")
+    t.add_argument("-s", "--seq", type=int, default=2048, help="tokens per sequence (default 2048)")
+    t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (pipeline micro-batches)")
+    t.add_argument("--precision", default="bf16-mixed", help=f"{', '.join(PRECISIONS)} (default bf16-mixed)")
+    t.add_argument("--grad-dtype", default="auto", help="mixed recipes: auto/half (DeepSpeed) or fp32 (Megatron)")
+    t.add_argument("--optimizer", default="adamw", help=f"{', '.join(OPTIMIZERS)} (default adamw)")
+    t.add_argument("--optimizer-impl", default="auto", help=f"{', '.join(OPTIMIZER_IMPLS)} (auto: fused for *-mixed)")
+    t.add_argument("--peft", default="none", help="none, lora or qlora (default none: full fine-tuning)")
+    t.add_argument("--lora-r", type=int, default=16, help="LoRA rank (default 16)")
+    t.add_argument("--lora-targets", help="comma-separated peft module names or all-linear (default: peft's)")
+    t.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout (default 0)")
+    t.add_argument("--freeze-layers", type=int, default=0, help="freeze the embeddings and the first N layers")
+    t.add_argument("--recompute", default="none", help=f"activation recompute: {', '.join(RECOMPUTE)}")
+    t.add_argument("--attention", default="sdpa", help=f"attention implementation: {', '.join(ATTENTION_IMPLS)}")
+    t.add_argument("--loss", default="full", help="full cross entropy, or chunked (fused linear cross entropy)")
+    t.add_argument("--loss-chunk", type=int, default=1024, help="tokens per chunk for --loss chunked")
+    t.add_argument("--dp", type=int, default=1, help="data-parallel GPUs (default 1)")
+    t.add_argument("--zero", type=int, default=0, help="DeepSpeed ZeRO stage 0-3 (default 0)")
+    t.add_argument("--fsdp", default="none", help=f"FSDP sharding: {', '.join(FSDP_MODES)}")
+    t.add_argument("--fsdp-shard", type=int, help="GPUs per shard group for --fsdp hybrid (default dp)")
+    t.add_argument("--offload", default="none", help=f"offload to host RAM: {', '.join(OFFLOAD)}")
+    t.add_argument("--tp", type=int, default=1, help="tensor-parallel GPUs (default 1)")
+    t.add_argument("--sp", action="store_true", help="sequence parallelism inside the tensor-parallel group")
+    t.add_argument("--pp", type=int, default=1, help="pipeline stages (default 1)")
+    t.add_argument("--interleave", type=int, default=1, help="virtual pipeline stages per GPU (default 1)")
+    t.add_argument("--cp", type=int, default=1, help="context-parallel GPUs (default 1)")
+    t.add_argument("--ep", type=int, default=1, help="expert-parallel GPUs (default 1)")
+    t.add_argument("--per-stage", action="store_true", help="show every pipeline stage, not only the worst")
+    t.add_argument("--gpu", help="GPU to check the fit against (see `vramwise gpus`)")
+    t.add_argument("--cuda-context", type=int, help="CUDA context and workspaces in MiB (default 512)")
+    t.add_argument("--allocator-fraction", type=float, help="allocator reserve as a fraction (default 0.03)")
+    t.add_argument("--mode", default="accurate", help="accurate (default) or textbook (the seeds' formulas)")
+    t.add_argument("--seed", default="002", help="textbook mode: seed 000 (one GPU, LoRA) or 002 (ZeRO, TP, PP)")
+    t.add_argument("--lora-fraction", type=float, default=0.02, help="textbook seed 000: LoRA share of Φ")
+    _add_output(t)
+
+
+def _train(args: argparse.Namespace) -> int:
+    model = resolve_model(args.model)
+    targets = tuple(x.strip() for x in args.lora_targets.split(",") if x.strip()) if args.lora_targets else ()
+    setup = TrainSetup(
+        batch=args.batch,
+        seq=args.seq,
+        grad_accum=args.grad_accum,
+        precision=args.precision,
+        grad_dtype=args.grad_dtype,
+        optimizer=args.optimizer,
+        optimizer_impl=args.optimizer_impl,
+        peft=args.peft,
+        lora_r=args.lora_r,
+        lora_targets=targets,
+        lora_dropout=args.lora_dropout,
+        freeze_layers=args.freeze_layers,
+        recompute=args.recompute,
+        attention=args.attention,
+        loss=args.loss,
+        loss_chunk=args.loss_chunk,
+        dp=args.dp,
+        zero=args.zero,
+        fsdp=args.fsdp,
+        fsdp_shard=args.fsdp_shard,
+        offload=args.offload,
+        tp=args.tp,
+        sp=args.sp,
+        pp=args.pp,
+        interleave=args.interleave,
+        cp=args.cp,
+        ep=args.ep,
+        cuda_context_mib=args.cuda_context,
+        allocator_fraction=args.allocator_fraction,
+        mode=args.mode,
+        seed=args.seed,
+        lora_fraction=args.lora_fraction,
+    )
+    gpu = get_gpu(args.gpu) if args.gpu else None
+    if setup.mode == "textbook":
+        if args.per_stage:
+            raise InvalidWorkloadError("--per-stage is accurate mode only: seed 002 gives the first stage's formula")
+        estimates = [textbook_training(model, setup)]
+    else:
+        estimates = estimate_stages(model, setup)
+    worst = max(estimates, key=lambda e: e.peak_bytes)
+    shown = estimates if args.per_stage else [worst]
+    if args.json:
+        docs = [
+            to_dict(e, kind="training", model=model, setup=setup, verdict=verdict(e, gpu) if gpu else None)
+            for e in shown
+        ]
+        print(render_json({"stages": docs} if args.per_stage else docs[0]))
+        return 0
+    blocks = []
+    for e in shown:
+        stage = f", stage {estimates.index(e)} of {setup.pp}" if setup.pp > 1 else ""
+        title = _train_title(model, setup) + stage
+        ver = verdict(e, gpu) if gpu else None
+        blocks.append(render_table(e, title=title, unit=args.units, explain=args.explain, verdict=ver))
+    print("\n\n".join(blocks))
+    return 0
+
+
+def _train_title(model: ModelSpec | BareModel, setup: TrainSetup) -> str:
+    if isinstance(model, BareModel):
+        what = f"{model.name} ({model.params:,} parameters, bare size)"
+    else:
+        what = f"{model.name} [{model.model_type}, {total_params(model):,} parameters]"
+    layout = [f"{k}={v}" for k, v in (("dp", setup.dp), ("tp", setup.tp), ("pp", setup.pp), ("cp", setup.cp)) if v > 1]
+    if setup.zero:
+        layout.append(f"zero={setup.zero}")
+    if setup.fsdp != "none":
+        layout.append(f"fsdp={setup.fsdp}")
+    peft = f", {setup.peft} r={setup.lora_r}" if setup.peft != "none" else ""
+    mode = f"textbook mode (seed {setup.seed})" if setup.mode == "textbook" else "accurate mode"
+    return (
+        f"vramwise train {what}: micro-batch {setup.batch} x {setup.seq} tokens, {setup.precision}, "
+        f"{setup.optimizer}{peft}, recompute {setup.recompute}"
+        + (f", per GPU of {' '.join(layout)}" if layout else "")
+        + f", {mode}"
+    )
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -152,7 +290,7 @@ def _formats(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    handler = {"infer": _infer, "models": _models, "gpus": _gpus, "formats": _formats}[args.command]
+    handler = {"infer": _infer, "train": _train, "models": _models, "gpus": _gpus, "formats": _formats}[args.command]
     try:
         return handler(args)
     except VramwiseError as err:

@@ -84,7 +84,7 @@ OPTIMIZERS = (
     "paged-adamw-8bit",
     "lomo",
 )
-OPTIMIZER_IMPLS = ("foreach", "fused", "for-loop")
+OPTIMIZER_IMPLS = ("auto", "foreach", "fused", "for-loop")
 PEFT_METHODS = ("none", "lora", "qlora")
 RECOMPUTE = ("none", "selective", "full")
 LOSS_IMPLS = ("full", "chunked")
@@ -102,7 +102,7 @@ class TrainSetup:
     precision: str = "bf16-mixed"
     grad_dtype: str = "auto"  # mixed recipes: fp32 or half gradients (auto: half, as DeepSpeed and ZeRO count)
     optimizer: str = "adamw"
-    optimizer_impl: str = "foreach"  # PyTorch's default on GPU
+    optimizer_impl: str = "auto"  # auto: fused for the mixed recipes (DeepSpeed/Megatron), else torch's foreach
     peft: str = "none"
     lora_r: int = 16
     lora_targets: tuple[str, ...] = ()  # peft module names or "all-linear"; () = peft's default for the model
@@ -128,8 +128,13 @@ class TrainSetup:
     cuda_context_mib: int | None = None
     allocator_fraction: float | None = None
     mode: Mode = "accurate"
+    seed: str = "002"  # textbook mode: which seed's formulas (000: one GPU, LoRA; 002: ZeRO, TP/SP/PP)
+    lora_fraction: float = 0.02  # textbook seed 000: LoRA's trainable parameters as a fraction of Φ
 
     def __post_init__(self) -> None:
+        _choice("seed", self.seed, ("000", "002"))
+        if not 0 < self.lora_fraction < 1:
+            raise InvalidWorkloadError(f"lora_fraction must be in (0, 1), got {self.lora_fraction}")
         for name in ("batch", "seq", "grad_accum", "lora_r", "loss_chunk", "dp", "tp", "pp", "interleave", "cp"):
             _positive(name, getattr(self, name))
         _positive("ep", self.ep)
@@ -186,6 +191,13 @@ class TrainSetup:
             raise InvalidWorkloadError(
                 "optimizer lomo fuses the update into backward of full fine-tuning; use peft=none"
             )
+
+    @property
+    def step_impl(self) -> str:
+        """The optimizer implementation: DeepSpeed and Megatron ship fused Adam; torch.optim defaults to foreach."""
+        if self.optimizer_impl != "auto":
+            return self.optimizer_impl
+        return "fused" if self.precision in ("bf16-mixed", "fp16-mixed") else "foreach"
 
     @property
     def gpus(self) -> int:

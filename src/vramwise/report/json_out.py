@@ -59,6 +59,7 @@ def to_dict(
         "terms": terms,
         "peak": {"bytes": estimate.peak_bytes, "phase": peak.name if peak else None},
         "phases": [{"name": p.name, "bytes": persistent + p.bytes} for p in estimate.phases],
+        "host": [asdict(t) for t in estimate.host],
         "missing": list(estimate.missing),
         "notes": list(estimate.notes),
         "gpu": None

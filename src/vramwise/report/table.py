@@ -37,6 +37,8 @@ def render_table(
             f"{p.name} {fmt(persistent + p.bytes, unit)}{' <- peak' if p is peak else ''}" for p in estimate.phases
         ]
         lines.append("phases: " + "; ".join(parts))
+    for t in estimate.host:
+        lines.append(f"host RAM: {t.name} {fmt(t.bytes, unit)}" + (f" = {t.formula}" if explain else ""))
     lines += [f"not computed: {m}" for m in estimate.missing]
     lines += [f"note: {n}" for n in estimate.notes]
     if verdict:

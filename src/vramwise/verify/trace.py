@@ -113,8 +113,12 @@ def _state_bytes(opt: torch.optim.Optimizer) -> int:
     )
 
 
-def trace_training(config: dict[str, Any], recipe: TraceRecipe) -> Trace:
-    """Run ``recipe.steps`` training iterations of the model described by ``config`` and measure them."""
+def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = True) -> Trace:
+    """Run ``recipe.steps`` training iterations of the model described by ``config`` and measure them.
+
+    ``fake=False`` runs real CPU tensors instead (small models only): the check that the fake run counts
+    exactly what a real one allocates.
+    """
     import transformers
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -123,7 +127,7 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe) -> Trace:
         raise ValueError("mixture-of-experts traces run in bf16 only (transformers' grouped_mm path)")
     hf = _hf_config(config, recipe.attention)
     tracker = LiveStorages()
-    with _never_packed(), FakeTensorMode(), tracker:
+    with _never_packed(), FakeTensorMode() if fake else contextlib.nullcontext(), tracker:
         torch.manual_seed(0)
         # Built in its final dtype: FakeTensor parameters cannot be swapped by a later .to().
         dtype = torch.bfloat16 if recipe.precision == "bf16" else torch.float32

@@ -27,7 +27,8 @@ class Tensor:
 
     rows: int
     cols: int
-    copies: int
+    copies: float  # tensors of this shape on this GPU (fractional when pipeline stages split a group)
+    expert: bool = False  # a routed expert's tensor: its data-parallel replicas are dp / ep, not dp
 
     @property
     def numel(self) -> int:
@@ -36,7 +37,7 @@ class Tensor:
 
 def state_bytes(optimizer: str, tensors: list[Tensor], state: int) -> tuple[int, str]:
     """Bytes of optimizer states for ``tensors`` with ``state`` bytes per element, and the formula."""
-    n = sum(t.numel * t.copies for t in tensors)
+    n = round(sum(t.numel * t.copies for t in tensors))
     base = optimizer.removeprefix("paged-")
     if base in ("sgd", "lomo"):
         return 0, f"{optimizer}: no states"
@@ -45,11 +46,11 @@ def state_bytes(optimizer: str, tensors: list[Tensor], state: int) -> tuple[int,
     if base in ("adam", "adamw"):
         return 2 * n * state, f"2 states x {n:,} x {state} B"
     if base == "adafactor":
-        total = sum((t.rows + t.cols if t.cols > 1 else t.rows) * t.copies for t in tensors)
+        total = round(sum((t.rows + t.cols if t.cols > 1 else t.rows) * t.copies for t in tensors))
         return total * state, f"factored: rows + cols per matrix, full per vector = {total:,} x {state} B"
     if base == "adamw-8bit":
-        big = sum(t.numel * t.copies for t in tensors if t.numel >= BNB_MIN_SIZE)
-        blocks = sum(-(-t.numel // BNB_BLOCK) * t.copies for t in tensors if t.numel >= BNB_MIN_SIZE)
+        big = round(sum(t.numel * t.copies for t in tensors if t.numel >= BNB_MIN_SIZE))
+        blocks = round(sum(-(-t.numel // BNB_BLOCK) * t.copies for t in tensors if t.numel >= BNB_MIN_SIZE))
         small = n - big
         total = 2 * big + 2 * 4 * blocks + 2 * 4 * small
         return total, (
@@ -68,7 +69,7 @@ def step_transient(optimizer: str, impl: str, tensors: list[Tensor], state: int)
         if impl == "fused":
             return 0, "fused kernel: in place"
         if impl == "foreach":
-            n = sum(t.numel * t.copies for t in tensors)
+            n = round(sum(t.numel * t.copies for t in tensors))
             return n * state, f"foreach: sqrt(exp_avg_sq) copy of {n:,} x {state} B"
         return 2 * largest * state, f"for-loop: 2 x largest tensor {largest:,} x {state} B"
     if base == "lion":

@@ -14,6 +14,7 @@ The peak is the largest phase; ``estimate_stages`` returns every stage, ``estima
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
@@ -87,7 +88,7 @@ def _trainable(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe,
         share = stage_share(g, spec, live if in_layer(g) else stage, setup)
         if share:
             rows, cols = _shape(g, spec)
-            tensors.append(Tensor(rows=rows, cols=cols, copies=g.tensors * share))
+            tensors.append(Tensor(rows=rows, cols=cols, copies=g.tensors * share, expert=g.per_expert))
     count = sum(t.numel * t.copies for t in tensors)
     return _Trainable(count=count, tensors=tensors, bytes_per_param=recipe.weight)
 
@@ -278,22 +279,44 @@ def _gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> Term | None
     return Term(name="zero/gathered_params", bytes=n, formula=f, source=src)
 
 
+def _numel(tensors: list[Tensor]) -> int:
+    return round(sum(t.numel * t.copies for t in tensors))
+
+
+def _per_gpu(tensors: list[Tensor], divisor: int, ep: int, bytes_of: Callable[[list[Tensor]], int]) -> int:
+    """Bytes on one GPU when ZeRO/FSDP partitions over ``divisor`` GPUs: routed experts have only dp / ep
+    data-parallel replicas to partition over."""
+    dense = [t for t in tensors if not t.expert]
+    experts = [t for t in tensors if t.expert]
+    return round(bytes_of(dense) / divisor + (bytes_of(experts) / max(1, divisor // ep) if experts else 0))
+
+
+def _shard_note(divisor: int, ep: int, what: str) -> str:
+    if divisor == 1:
+        return ""
+    experts = f"; experts / {max(1, divisor // ep)}" if ep > 1 else ""
+    return f" / {divisor} ({what}{experts})"
+
+
 def _states(
     setup: TrainSetup, recipe: Recipe, tr: _Trainable
 ) -> tuple[list[Term], list[Term], Term | None, list[Term], list[Term]]:
     """(persistent, host, gradients (full size), backward-end extras, step extras)."""
     part = partitioned(setup)
     lora = setup.peft != "none"
-    n_opt, n_grad = part["optimizer"], part["gradients"]
+    n_opt, n_grad, ep = part["optimizer"], part["gradients"], setup.ep
     state_el = LORA_BYTES if lora else recipe.state
+    grad_b = LORA_BYTES if lora else recipe.grad
+    count = _numel(tr.tensors)
+    opt_note = _shard_note(n_opt, ep, "ZeRO/FSDP shard")
     persistent: list[Term] = []
     host: list[Term] = []
     offload = setup.offload != "none"
     if recipe.master and not lora:
         master = Term(
             name="optimizer/master_weights",
-            bytes=round(tr.count * recipe.master / n_opt),
-            formula=f"{tr.count:,.0f} trainable x {recipe.master} B fp32" + (f" / {n_opt}" if n_opt > 1 else ""),
+            bytes=_per_gpu(tr.tensors, n_opt, ep, lambda ts: _numel(ts) * recipe.master),
+            formula=f"{count:,} trainable x {recipe.master} B fp32{opt_note}",
             source=SRC_STATES,
         )
         (host if offload else persistent).append(master)
@@ -301,18 +324,17 @@ def _states(
     if n:
         states = Term(
             name="optimizer/states",
-            bytes=round(n / n_opt),
-            formula=f + (f" / {n_opt} (ZeRO/FSDP shard)" if n_opt > 1 else ""),
+            bytes=_per_gpu(tr.tensors, n_opt, ep, lambda ts: state_bytes(setup.optimizer, ts, state_el)[0]),
+            formula=f + opt_note,
             source=SRC_STATES + ("; bitsandbytes blockwise 8-bit" if "8bit" in setup.optimizer else ""),
         )
         (host if offload else persistent).append(states)
-    grad_b = LORA_BYTES if lora else recipe.grad
     grads = None
     if setup.optimizer != "lomo":
         grads = Term(
             name="gradients",
-            bytes=round(tr.count * grad_b / n_grad),
-            formula=f"{tr.count:,.0f} trainable x {grad_b} B" + (f" / {n_grad} (ZeRO-2/3 shard)" if n_grad > 1 else ""),
+            bytes=_per_gpu(tr.tensors, n_grad, ep, lambda ts: _numel(ts) * grad_b),
+            formula=f"{count:,} trainable x {grad_b} B{_shard_note(n_grad, ep, 'ZeRO-2/3 shard')}",
             source=SRC_STATES,
         )
     backward_extra: list[Term] = []
@@ -328,7 +350,7 @@ def _states(
             )
         )
     if n_grad > 1 and grads is not None:
-        bucket = min(setup.reduce_bucket, round(tr.count))
+        bucket = min(setup.reduce_bucket, count)
         backward_extra.append(
             Term(
                 name="zero/reduce_bucket",
@@ -341,33 +363,41 @@ def _states(
         persistent.append(
             Term(
                 name="ddp/buckets",
-                bytes=round(tr.count * grad_b),
-                formula=f"{tr.count:,.0f} x {grad_b} B (gradient_as_bucket_view=False, DDP's default)",
+                bytes=count * grad_b,
+                formula=f"{count:,} x {grad_b} B (gradient_as_bucket_view=False, DDP's default)",
                 source="torch DistributedDataParallel allreduce buckets hold a second copy of the gradients",
             )
         )
+    fp32_grads = _per_gpu(tr.tensors, n_opt, ep, lambda ts: _numel(ts) * 4)
     if offload:
         host.append(
             Term(
                 name="optimizer/fp32_gradients",
-                bytes=round(tr.count * 4 / n_opt),
-                formula=f"{tr.count:,.0f} x 4 B / {n_opt}",
+                bytes=fp32_grads,
+                formula=f"{count:,} x 4 B{opt_note}",
                 source="ZeRO-Offload: fp32 gradient partition on the host for the CPU optimizer",
             )
         )
         return persistent, host, grads, backward_extra, step_extra
-    t, tf = step_transient(setup.optimizer, setup.optimizer_impl, tr.tensors, state_el)
+    impl = setup.step_impl
+    t, tf = step_transient(setup.optimizer, impl, tr.tensors, state_el)
     if t:
         step_extra.append(
-            Term(name="optimizer/step_transient", bytes=round(t / n_opt), formula=tf, source="torch.optim, notes §6")
+            Term(
+                name="optimizer/step_transient",
+                bytes=_per_gpu(
+                    tr.tensors, n_opt, ep, lambda ts: step_transient(setup.optimizer, impl, ts, state_el)[0]
+                ),
+                formula=tf + opt_note,
+                source="torch.optim implementations, measured in notes §6",
+            )
         )
     if recipe.master and not lora and recipe.grad == 2:
         step_extra.append(
             Term(
                 name="optimizer/fp32_gradients",
-                bytes=round(tr.count * 4 / n_opt),
-                formula=f"half gradients copied to fp32 for the master update: {tr.count:,.0f} x 4 B"
-                + (f" / {n_opt}" if n_opt > 1 else ""),
+                bytes=fp32_grads,
+                formula=f"half gradients copied to fp32 for the master update: {count:,} x 4 B{opt_note}",
                 source="DeepSpeed/Megatron mixed-precision optimizer",
             )
         )

@@ -1,0 +1,113 @@
+"""Textbook training: the seeds' formulas (estimate/textbook_train.py) applied to a model and a TrainSetup.
+
+Seed 000 covers one GPU with full fine-tuning or LoRA (a trainable fraction of Φ); seed 002 covers full
+training with ZeRO, tensor/sequence/pipeline parallelism and Korthikanti's activations. A setup either seed
+cannot express is an error rather than a silently different formula.
+"""
+
+from __future__ import annotations
+
+from vramwise.errors import InvalidWorkloadError
+from vramwise.estimate.term import Estimate, Term
+from vramwise.estimate.textbook import seed_param_formula
+from vramwise.estimate.textbook_train import (
+    SEED_000_CAVEATS,
+    SEED_002,
+    korthikanti_activations,
+    seed000_training_terms,
+    seed002_model_states,
+)
+from vramwise.estimate.train.layout import padded_vocab
+from vramwise.spec.load import BareModel, Model
+from vramwise.spec.params import total_params
+from vramwise.workload import TrainSetup
+
+_SEED_000_OPTIMIZER = {"adam": "adam", "adamw": "adam", "sgd": "sgd", "sgd-momentum": "sgd-momentum"}
+_SEED_002_OPTIMIZER = {
+    "adam": "adamw",
+    "adamw": "adamw",
+    "sgd-momentum": "sgd-momentum",
+    "adamw-8bit": "adamw-8bit",
+    "lomo": "lomo",
+}
+_NEEDS_ARCH = "activations need the architecture (hidden size, layers, heads): name a catalog model or a config.json"
+
+
+def _seed_optimizer(setup: TrainSetup, table: dict[str, str]) -> str:
+    if setup.optimizer not in table:
+        raise InvalidWorkloadError(
+            f"optimizer '{setup.optimizer}' has no seed {setup.seed} formula; allowed: {', '.join(table)}"
+        )
+    return table[setup.optimizer]
+
+
+def _seed000(model: Model, setup: TrainSetup) -> Estimate:
+    if setup.gpus > 1 or setup.zero:
+        raise InvalidWorkloadError("seed 000's formulas are for one GPU: use --seed 002 for ZeRO, tp or pp")
+    optimizer = _seed_optimizer(setup, _SEED_000_OPTIMIZER)
+    params = model.params if isinstance(model, BareModel) else total_params(model)
+    fraction = setup.lora_fraction if setup.peft != "none" else 1.0
+    if isinstance(model, BareModel):
+        terms = seed000_training_terms(
+            params=params, trainable_fraction=fraction, tokens=1, hidden=0, layers=0, optimizer=optimizer
+        )
+        return Estimate(
+            persistent=tuple(t for t in terms if t.name != "activations"),
+            missing=(_NEEDS_ARCH,),
+            notes=SEED_000_CAVEATS,
+        )
+    terms = seed000_training_terms(
+        params=params,
+        trainable_fraction=fraction,
+        tokens=setup.batch * setup.seq,
+        hidden=model.hidden_size,
+        layers=model.num_layers,
+        optimizer=optimizer,
+    )
+    notes = list(SEED_000_CAVEATS)
+    if setup.recompute != "full":
+        notes.append("seed 000's activation term assumes gradient checkpointing (2·t·h·L) whatever --recompute says")
+    return Estimate(persistent=terms, notes=tuple(notes))
+
+
+def _seed002(model: Model, setup: TrainSetup) -> Estimate:
+    if setup.peft != "none":
+        raise InvalidWorkloadError("seed 002 has no LoRA formula: use --seed 000 for LoRA in textbook mode")
+    optimizer = _seed_optimizer(setup, _SEED_002_OPTIMIZER)
+    if isinstance(model, BareModel):
+        if setup.tp > 1 or setup.pp > 1:
+            raise InvalidWorkloadError("seed 002's tp/pp parameter split needs the architecture, not a bare size")
+        states = seed002_model_states(params=model.params, optimizer=optimizer, zero=setup.zero, dp=setup.dp)
+        return Estimate(persistent=(states,), missing=(_NEEDS_ARCH,))
+    h, L, V = model.hidden_size, model.num_layers, model.vocab_size
+    t, p = setup.tp, setup.pp
+    if t > 1 or p > 1:
+        vp = padded_vocab(V, t)
+        params = vp * h / t + (12 * h * h + 13 * h) * L / (t * p)
+        pf = f"V' {vp} x h {h} / t {t} + (12h² + 13h) x L {L} / (t {t} x p {p})"
+    else:
+        params = seed_param_formula(V, h, L)
+        pf = f"Vh + L(12h² + 13h) with V {V}, h {h}, L {L}"
+    states = seed002_model_states(params=params, optimizer=optimizer, zero=setup.zero, dp=setup.dp)
+    states = Term(name=states.name, bytes=states.bytes, formula=f"{states.formula}; Φ = {pf}", source=states.source)
+    acts = korthikanti_activations(
+        s=setup.seq,
+        b=setup.batch,
+        h=h,
+        a=model.attention.num_heads,
+        layers=L,
+        recompute=setup.recompute,  # type: ignore[arg-type]
+        tp=t,
+        sequence_parallel=setup.sp,
+        pp=p,
+        interleave=setup.interleave,
+    )
+    notes = (
+        f"parameters by seed 002's formula: {params:,.0f} (exact count {total_params(model):,})",
+        f"{SEED_002}: mixed-precision 16-bit weights and gradients, fp32 optimizer states",
+    )
+    return Estimate(persistent=(states, acts), notes=notes)
+
+
+def textbook_training(model: Model, setup: TrainSetup) -> Estimate:
+    return _seed000(model, setup) if setup.seed == "000" else _seed002(model, setup)
