@@ -45,6 +45,7 @@ class AttentionSpec:
     mla: MlaSpec | None = None
     sliding_window: int | None = None
     layer_types: tuple[LayerAttention, ...] = ()  # one per layer; empty means all "full"
+    logit_softcap: bool = False  # tanh soft-capping of the attention scores (Gemma 2)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +113,7 @@ class ModelSpec:
     pooler: bool = False  # BERT's pooler: Linear(h, h) with bias
     parallel_block: bool = False  # attention and MLP read the same input (GPT-J, Phi-2, Falcon)
     max_position_embeddings: int | None = None
+    final_logit_softcap: bool = False  # tanh soft-capping of the output logits (Gemma 2)
     dropout: float = 0.0  # residual and embedding dropout in training (GPT-2 0.1, OPT 0.1; modern LLMs 0)
     attention_dropout: float = 0.0  # dropout on the attention probabilities in training
     mtp_layers: int = 0  # DeepSeek-V3 multi-token-prediction layers: in the checkpoint, not in transformers

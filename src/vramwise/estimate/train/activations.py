@@ -6,8 +6,9 @@ Each entry is a tensor the backward of some op keeps (c = compute bytes, 4 for t
   LayerNorm:        its input (c·h), mean and rstd (c each).
   linear input:     kept by the linear when its weight trains; a LoRA adapter keeps its own fp32 cast of it
                     (peft runs adapters in fp32) and the rank-r product x·A (4r), dropout adds mask + copy.
-  attention (sdpa/flash): q and k after rotary, v, the output (c each) and the fp32 log-sum-exp (4 per head);
-                    fused qkv projections keep the whole fused output alive through the v view.
+  attention (sdpa/flash): q after rotary, k and v as the KV cache's copies (transformers fills a cache in
+                    training too), the output (c each) and the fp32 log-sum-exp (4 per head); without rotary,
+                    a fused qkv projection stays alive through the q view.
   eager attention:  the fp32 softmax (4·s per head) and its cast back (c·s), k/v repeated for GQA.
   gated MLP:        gate, up, act(gate) (c·i each) and their product when down's weight trains.
   plain MLP:        the up output (kept by GELU/SiLU; ReLU keeps its output instead); GPT-2's gelu_new is
@@ -27,7 +28,16 @@ from vramwise.estimate.sharding import kv_heads_per_gpu
 from vramwise.estimate.train.lora import LoraModule
 from vramwise.spec.model import ModelSpec
 
-_SOFTMAX_IN_COMPUTE_DTYPE = frozenset({"gpt2"})
+_SOFTMAX_IN_COMPUTE_DTYPE = frozenset({"gpt2", "falcon", "gpt_oss"})
+# Norms that multiply the weight in fp32, so the tensor kept for the weight's gradient is fp32
+_FP32_NORMALISED = frozenset({"gemma", "gemma2", "gemma3_text", "gpt_oss"})
+# Tensors an expert's activation keeps per routed token, in units of its intermediate size, besides the
+# product fed to down_proj: gate_up (2) and act(gate) (1); gpt-oss's clamped, alpha-scaled GLU keeps more.
+_EXPERT_INTERMEDIATES = {"gpt_oss": 7}
+# Partial rotary (and Phi-3's rotary, written the same way) concatenates the rotated and passed-through
+# halves: q comes out contiguous in (batch, heads, seq, dim) order, so the kernel's output is too, and o_proj
+# needs a transposed copy.
+_PARTIAL_ROTARY = frozenset({"phi", "phi3", "gpt_neox"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,10 +89,10 @@ def _norm(out: Saved, spec: ModelSpec, s: Shape, g: Grads, name: str) -> None:
         width = 4 if s.amp else s.c  # autocast runs layer_norm in fp32
         out.add(name, (width * s.h + 2 * width) / rep)  # input, mean and rstd
         return
-    gemma = spec.model_type.startswith("gemma")
+    fp32 = spec.model_type in _FP32_NORMALISED or s.amp
     out.add(name, (4 * s.h + 4) / rep)  # fp32 input copy (pow, mul) and rsqrt
     if g.base:
-        out.add(name, (4 if gemma or s.amp else s.c) * s.h / rep)  # normalised, for the weight's gradient
+        out.add(name, (4 if fp32 else s.c) * s.h / rep)  # normalised, for the weight's gradient
 
 
 def _linear_input(
@@ -126,31 +136,73 @@ def _attention(out: Saved, spec: ModelSpec, s: Shape, g: Grads, attention: str, 
         out, s, g, "attention/input", s.h, ("attention.q", "attention.k", "attention.v"), rep, readers=readers
     )
     if att.qk_norm != "none":
-        out.add("attention/qk_norm", (4 + (c if g.base else 0)) * (q + kv) + 4 * (s.heads + s.kv_heads))
-    if fused:
-        # The fused projection's output stays alive (v is a view of it); rotary makes new q and k.
-        out.add("attention/qkv", c * (q + 2 * kv) + (c * (q + kv) if rotary else 0))
-    else:
-        out.add("attention/qkv", c * (q + 2 * kv))
+        # fp32 input copy and rsqrt per head; the normalised tensor for the weight (fp32 in Gemma's norm)
+        normalised = (4 if spec.model_type in _FP32_NORMALISED else c) if g.base else 0
+        out.add("attention/qk_norm", (4 + normalised) * (q + kv) + 4 * (s.heads + s.kv_heads))
+    # In training transformers still fills a DynamicCache (use_cache defaults to true without checkpointing):
+    # its torch.cat hands attention fresh copies of k and v. q is rotary's new tensor, or, without rotary, a
+    # view that keeps the whole fused projection output alive.
+    if spec.model_type == "falcon":
+        kv = q  # Falcon broadcasts its KV heads to every query head before calling the kernel
+    out.add("attention/qkv", c * ((q + 2 * kv) if fused and not rotary else q) + c * 2 * kv)
     if attention == "eager":
         rep_kv = 2 * (q - kv) if s.heads != s.kv_heads else 0  # repeat_kv copies for GQA
         out.add("attention/qkv", c * rep_kv)
-        if recompute != "selective":
-            probs = s.heads * s.kv_len
-            # Llama-style eager attention takes the softmax in fp32 and casts back; GPT-2 stays in c.
-            fp32_softmax = spec.model_type not in _SOFTMAX_IN_COMPUTE_DTYPE
-            cast = c if c != 4 and fp32_softmax else 0
-            soft = 4 if fp32_softmax else c
-            if spec.attention_dropout:
-                out.add("attention/scores", probs * (soft + 1 + c))  # softmax, mask, dropped copy
-            else:
-                out.add("attention/scores", probs * (soft + cast))  # softmax and its cast back
+        _scores(out, spec, s, recompute)
         out.add("attention/output", c * q)  # transpose(1, 2).contiguous() copy, read by o_proj
     else:
         out.add("attention/output", c * q + 4 * s.heads)  # kernel output + fp32 log-sum-exp
+        if spec.model_type in _PARTIAL_ROTARY:
+            out.add("attention/output", c * q)
     _linear_input(out, s, g, "attention/o_input", q, ("attention.o",), 1, kept=True)
     if spec.dropout:
         out.add("dropout", s.h / rep)
+
+
+def _scores(out: Saved, spec: ModelSpec, s: Shape, recompute: str) -> None:
+    """Eager attention's s² tensors: the softmax (fp32 for Llama-style code) and its cast back to c."""
+    if recompute == "selective":
+        return
+    probs = s.heads * (s.kv_len + (1 if spec.attention.sinks else 0))  # a sink is one more column
+    if spec.attention.sinks:
+        out.add("attention/scores", 8 * s.heads)  # int64 argmax of the max-subtraction, per query
+    if spec.attention.logit_softcap:
+        out.add("attention/scores", probs * s.c)  # tanh(scores / cap), kept for its backward
+    fp32_softmax = spec.model_type not in _SOFTMAX_IN_COMPUTE_DTYPE
+    soft = 4 if fp32_softmax else s.c
+    cast = s.c if s.c != 4 and fp32_softmax else 0
+    if spec.attention_dropout:
+        out.add("attention/scores", probs * (soft + 1 + s.c))  # softmax, mask, dropped copy
+    else:
+        out.add("attention/scores", probs * (soft + cast))
+
+
+def _mla_attention(out: Saved, spec: ModelSpec, s: Shape, g: Grads, attention: str, recompute: str) -> None:
+    """DeepSeek's multi-head latent attention as transformers runs it in training (the latent is decompressed).
+
+    q and k come out of ``torch.cat`` (nope and rotary parts), v is the KV cache's copy of kv_b's output; the
+    latent norms keep their fp32 inputs. Different q/k and v head dims rule out flash: on CUDA sdpa takes the
+    memory-efficient kernel (q, k, v, output, log-sum-exp); the CPU falls back to its math path instead.
+    """
+    m, c, a = spec.attention.mla, s.c, s.heads
+    assert m is not None
+    qk, vd = m.qk_nope_head_dim + m.qk_rope_head_dim, m.v_head_dim
+    rep = s.tp if s.sp else 1
+    first = ("attention.q_a", "attention.q", "attention.kv_a")
+    _linear_input(out, s, g, "attention/input", s.h, first, rep, readers=2)
+    if m.q_lora_rank:
+        out.add("attention/latent_norms", 4 * m.q_lora_rank + 4 + (c * m.q_lora_rank if g.base else 0))
+        _linear_input(out, s, g, "attention/latent_norms", m.q_lora_rank, ("attention.q_b",), 1)
+    out.add("attention/latent_norms", 4 * m.kv_lora_rank + 4 + (c * m.kv_lora_rank if g.base else 0))
+    _linear_input(out, s, g, "attention/latent_norms", m.kv_lora_rank, ("attention.kv_b",), 1)
+    out.add("attention/qkv", c * a * (2 * qk + vd))
+    if attention == "eager":
+        _scores(out, spec, s, recompute)
+        out.add("attention/output", c * a * vd)  # transpose(1, 2).contiguous() copy, read by o_proj
+    else:
+        # kernel output + fp32 log-sum-exp; q from cat is (b, a, s, d)-contiguous, so o_proj needs a copy
+        out.add("attention/output", 2 * c * a * vd + 4 * a)
+    _linear_input(out, s, g, "attention/o_input", a * vd, ("attention.o",), 1, kept=True)
 
 
 def _mlp(out: Saved, spec: ModelSpec, s: Shape, g: Grads) -> None:
@@ -158,7 +210,9 @@ def _mlp(out: Saved, spec: ModelSpec, s: Shape, g: Grads) -> None:
     i = mlp.intermediate_size / s.tp
     rep = s.tp if s.sp else 1
     readers = 2 if mlp.gated and spec.model_type != "phi3" else 1
-    _linear_input(out, s, g, "mlp/input", s.h, ("mlp.gate", "mlp.up"), rep, readers=readers)
+    # A parallel block with a single norm feeds attention and MLP the same tensor, already kept there.
+    shared = spec.parallel_block and spec.norm.per_layer == 1
+    _linear_input(out, s, g, "mlp/input", s.h, ("mlp.gate", "mlp.up"), rep, readers=readers, kept=shared)
     if mlp.gated:
         out.add("mlp/intermediate", 3 * c * i)  # gate, up, act(gate)
         _linear_input(out, s, g, "mlp/intermediate", i, ("mlp.down",), 1)
@@ -178,8 +232,11 @@ def _moe(out: Saved, spec: ModelSpec, s: Shape, g: Grads) -> None:
     rep = s.tp if s.sp else 1
     _linear_input(out, s, g, "experts/input", s.h, ("experts_shared.gate", "experts_shared.up"), rep)
     out.add("experts/router", 4 * e + 4 * k + 8 * k + 4)  # fp32 softmax, top-k values and indices, their sum
+    if spec.model_type.startswith("deepseek"):
+        out.add("experts/router", 4 * s.h)  # DeepSeek routes in fp32: a copy of the input
     i = moe.expert_intermediate_size / s.tp
-    per_copy = (c * s.h if g.base else 0) + 3 * c * i + (c * i if g.base else 0) + c * s.h + 4
+    kept = _EXPERT_INTERMEDIATES.get(spec.model_type, 3)
+    per_copy = (c * s.h if g.base else 0) + kept * c * i + (c * i if g.base else 0) + c * s.h + 4
     out.add("experts/routed", k * per_copy)
     if moe.shared_intermediate_size:
         si = moe.shared_intermediate_size / s.tp
@@ -203,7 +260,6 @@ def layer_saved(
 ) -> Saved:
     """Bytes per token that layer ``layer`` keeps from its forward until its backward."""
     att = spec.attention
-    window = att.sliding_window if spec.layer_attention(layer) == "sliding" else None
     if att.kind == "mla" and att.mla:
         m = att.mla
         heads, kv_heads, head_dim = att.num_heads // tp, att.num_heads // tp, m.qk_nope_head_dim + m.qk_rope_head_dim
@@ -217,13 +273,22 @@ def layer_saved(
         head_dim=head_dim,
         tp=tp,
         sp=sp,
-        kv_len=min(seq, window) if window else seq,
+        # transformers masks a sliding window in training rather than skipping keys: eager keeps all of them
+        kv_len=seq,
         amp=amp,
     )
     out = Saved()
-    for _ in range(spec.norm.per_layer):
-        _norm(out, spec, shape, grads, "norms")
-    _attention(out, spec, shape, grads, attention, recompute)
+    for n in range(spec.norm.per_layer):
+        if n == 1 and spec.parallel_block and spec.norm.kind == "layer":
+            # GPT-NeoX / Falcon: both norms read the same input, so the second adds only its mean and rstd
+            width = 4 if shape.amp else c
+            out.add("norms", 2 * width / (tp if sp else 1))
+        else:
+            _norm(out, spec, shape, grads, "norms")
+    if att.kind == "mla":
+        _mla_attention(out, spec, shape, grads, attention, recompute)
+    else:
+        _attention(out, spec, shape, grads, attention, recompute)
     is_moe = spec.moe is not None and layer in spec.moe.moe_layers
     if is_moe:
         _moe(out, spec, shape, grads)

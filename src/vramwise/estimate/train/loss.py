@@ -15,7 +15,9 @@ from vramwise.estimate.term import Term
 SOURCE = "transformers ForCausalLMLoss (fp32 upcast + cross_entropy); traced, notes §2"
 
 
-def loss_terms(*, tokens: int, vocab: int, h: int, c: int, loss: str, chunk: int) -> tuple[Term, Term]:
+def loss_terms(
+    *, tokens: int, vocab: int, h: int, c: int, loss: str, chunk: int, softcap: bool = False
+) -> tuple[Term, Term]:
     """(saved until backward, extra during the loss backward) for ``tokens`` tokens on this GPU."""
     if loss == "chunked":
         n = min(chunk, tokens)
@@ -32,11 +34,13 @@ def loss_terms(*, tokens: int, vocab: int, h: int, c: int, loss: str, chunk: int
             source="chunked / fused linear cross entropy (Liger-style)",
         )
         return saved, temp
+    per = 4 + (c if softcap else 0)
     saved = Term(
         name="activations/loss",
-        bytes=4 * tokens * vocab,
-        formula=f"fp32 log-softmax: T {tokens} x V {vocab} x 4 B",
-        source=SOURCE,
+        bytes=per * tokens * vocab,
+        formula=f"fp32 log-softmax: T {tokens} x V {vocab} x 4 B"
+        + (f" + tanh of the soft-capped logits x {c} B" if softcap else ""),
+        source=SOURCE + ("; Gemma 2 final_logit_softcapping" if softcap else ""),
     )
     temp = Term(
         name="loss/backward",

@@ -209,6 +209,18 @@ def _outside_layers(
                 source="transformers rotary embedding, shared by every layer",
             )
         )
+    sliding = any(spec.layer_attention(i) == "sliding" for i in stage.layers)
+    if sliding and setup.attention == "sdpa":
+        # A sliding window rules out is_causal: transformers builds a (b, 1, s, s) mask that sdpa keeps
+        n = setup.batch * setup.seq * setup.seq * c
+        out.append(
+            Term(
+                name="activations/attention_mask",
+                bytes=round(n * flight),
+                formula=f"sliding-window mask b {setup.batch} x s {setup.seq} x s {setup.seq} x {c} B",
+                source="transformers masking_utils for sdpa; flash-attention takes the window as an argument",
+            )
+        )
     if stage.first:
         n = 16 * setup.batch * setup.seq + (tokens * h if spec.dropout else 0)
         out.append(
@@ -239,7 +251,13 @@ def _outside_layers(
 def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, tokens: int, flight: float) -> tuple[Term, Term]:
     vocab = spec.vocab_size if setup.tp == 1 else -(-spec.vocab_size // setup.tp)
     saved, temp = loss_terms(
-        tokens=tokens, vocab=vocab, h=spec.hidden_size, c=recipe.compute, loss=setup.loss, chunk=setup.loss_chunk
+        tokens=tokens,
+        vocab=vocab,
+        h=spec.hidden_size,
+        c=recipe.compute,
+        loss=setup.loss,
+        chunk=setup.loss_chunk,
+        softcap=spec.final_logit_softcap,
     )
     if flight != 1:
         saved = Term(
@@ -440,7 +458,10 @@ def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimat
     st_persistent, st_host, grads, backward_extra, step_extra = _states(setup, recipe, tr)
     persistent += st_persistent
     host += st_host
-    grads_persist = grads is not None and (setup.grad_accum > 1 or part["gradients"] > 1)
+    # Gradients outlive a backward when they accumulate, or in DeepSpeed's preallocated ZeRO-2/3 partition;
+    # FSDP allocates each sharded gradient at its reduce-scatter, so the loss backward sees none.
+    zero_buffer = part["gradients"] > 1 and setup.fsdp == "none"
+    grads_persist = grads is not None and (setup.grad_accum > 1 or zero_buffer)
     if grads_persist and grads is not None:
         persistent.append(grads)
     persistent.append(cuda_context_term(setup.cuda_context_mib))

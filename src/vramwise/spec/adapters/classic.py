@@ -73,7 +73,7 @@ def opt(cfg: RawConfig, name: str) -> ModelSpec:
         raise ConfigError(
             f"{cfg.source}: field 'layer_norm_elementwise_affine' = false is not supported (allowed: true)"
         )
-    max_pos = cfg.pos_int("max_position_embeddings")
+    max_pos = cfg.pos_int("max_position_embeddings", 2048)  # OPTConfig's default
     return ModelSpec(
         name=name,
         model_type="opt",
@@ -141,7 +141,12 @@ def phi(cfg: RawConfig, name: str) -> ModelSpec:
         num_layers=cfg.pos_int("num_hidden_layers"),
         embedding=EmbeddingSpec(vocab_size=cfg.pos_int("vocab_size")),
         attention=att,
-        mlp=MlpSpec(gated=False, intermediate_size=cfg.pos_int("intermediate_size"), bias=True, activation="gelu"),
+        mlp=MlpSpec(
+            gated=False,
+            intermediate_size=cfg.pos_int("intermediate_size"),
+            bias=True,
+            activation=cfg.text("hidden_act", "gelu_new"),
+        ),
         # Phi-2 runs attention and MLP in parallel off one LayerNorm.
         norm=NormSpec(kind="layer", bias=True, per_layer=1),
         tied_embeddings=cfg.flag("tie_word_embeddings", False),

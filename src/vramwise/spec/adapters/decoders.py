@@ -77,7 +77,7 @@ def decoder_spec(
     norms_per_layer: int = 2,
     moe: MoeSpec | None = None,
     mlp_bias: bool = False,
-    **extra: int,
+    **extra: int | bool,
 ) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     return ModelSpec(
@@ -227,9 +227,14 @@ def _alternating(cfg: RawConfig, L: int, pattern: int) -> tuple[LayerAttention, 
     return layer_types(cfg, L) or tuple("sliding" if (i + 1) % pattern else "full" for i in range(L))
 
 
-def _gemma_local_global(cfg: RawConfig, name: str, *, pattern: int, qk_norm: bool) -> ModelSpec:
+def _gemma_local_global(
+    cfg: RawConfig, name: str, *, pattern: int, qk_norm: bool, softcaps: tuple[float | None, float | None]
+) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     bias = cfg.flag("attention_bias", False)
+    # Soft-capping changes what training keeps (a tanh output per score and per logit), not the parameters.
+    attn_cap = cfg.data.get("attn_logit_softcapping", softcaps[0])
+    final_cap = cfg.data.get("final_logit_softcapping", softcaps[1])
     att = _attention(
         cfg,
         h,
@@ -238,17 +243,21 @@ def _gemma_local_global(cfg: RawConfig, name: str, *, pattern: int, qk_norm: boo
         qk_norm="rms" if qk_norm else "none",
         sliding_window=cfg.pos_int("sliding_window", 4096),
         layer_types=_alternating(cfg, L, pattern),
+        logit_softcap=attn_cap is not None,
     )
     # Gemma2/3 norm both before and after attention and MLP: four norms per layer.
-    return decoder_spec(cfg, name, attention=att, tied_default=True, norms_per_layer=4)
+    return decoder_spec(
+        cfg, name, attention=att, tied_default=True, norms_per_layer=4, final_logit_softcap=final_cap is not None
+    )
 
 
 def gemma2(cfg: RawConfig, name: str) -> ModelSpec:
-    return _gemma_local_global(cfg, name, pattern=2, qk_norm=False)
+    return _gemma_local_global(cfg, name, pattern=2, qk_norm=False, softcaps=(50.0, 30.0))  # Gemma2Config defaults
 
 
 def gemma3_text(cfg: RawConfig, name: str) -> ModelSpec:
-    return _gemma_local_global(cfg, name, pattern=cfg.pos_int("sliding_window_pattern", 6), qk_norm=True)
+    pattern = cfg.pos_int("sliding_window_pattern", 6)
+    return _gemma_local_global(cfg, name, pattern=pattern, qk_norm=True, softcaps=(None, None))
 
 
 def gpt_oss(cfg: RawConfig, name: str) -> ModelSpec:
