@@ -99,6 +99,38 @@ def _bad_configs(tmp: Path, write: bool = True) -> dict[str, list[str]]:
         "unknown kv dtype": ["infer", "llama-2-7b", "--kv-dtype", "int2"],
         "textbook with a quantized format": ["infer", "llama-2-7b", "--mode", "textbook", "--format", "nf4"],
         "serve without gpu": ["infer", "llama-2-7b", "--serve"],
+        "train: tp not dividing heads": ["train", "llama-2-7b", "--tp", "3"],
+        "train: tp not dividing kv heads": ["train", "qwen2-7b", "--tp", "7"],
+        "train: pp greater than layers": ["train", "llama-2-7b", "--pp", "64"],
+        "train: zero with a single GPU": ["train", "llama-2-7b", "--zero", "2"],
+        "train: fsdp with a single GPU": ["train", "llama-2-7b", "--fsdp", "full"],
+        "train: zero and fsdp together": ["train", "llama-2-7b", "--dp", "8", "--zero", "3", "--fsdp", "full"],
+        "train: lora target the model lacks": ["train", "llama-2-7b", "--peft", "lora", "--lora-targets", "c_attn"],
+        "train: unknown optimizer": ["train", "llama-2-7b", "--optimizer", "adamm"],
+        "train: unknown precision": ["train", "llama-2-7b", "--precision", "fp8"],
+        "train: unknown recompute": ["train", "llama-2-7b", "--recompute", "some"],
+        "train: negative batch": ["train", "llama-2-7b", "--batch", "-1"],
+        "train: sequence parallel without tp": ["train", "llama-2-7b", "--sp"],
+        "train: expert parallel on a dense model": ["train", "llama-2-7b", "--dp", "4", "--ep", "2"],
+        "train: ep not dividing experts": ["train", "mixtral-8x7b", "--dp", "16", "--ep", "16"],
+        "train: offload without sharding": ["train", "llama-2-7b", "--offload", "optimizer"],
+        "train: bare size in accurate mode": ["train", "7b"],
+        "train: encoder model": ["train", "bert-base-uncased"],
+        "train: lora with lomo": ["train", "llama-2-7b", "--peft", "lora", "--optimizer", "lomo"],
+        "train: textbook seed 002 with lora": ["train", "llama-2-7b", "--mode", "textbook", "--peft", "lora"],
+        "train: textbook seed 000 with zero": [
+            "train",
+            "llama-2-7b",
+            "--mode",
+            "textbook",
+            "--seed",
+            "000",
+            "--dp",
+            "8",
+            "--zero",
+            "1",
+        ],
+        "train: unknown seed": ["train", "llama-2-7b", "--mode", "textbook", "--seed", "001"],
         "serve in textbook mode": ["infer", "llama-2-7b", "--serve", "--gpu", "h100-80gb", "--mode", "textbook"],
         "tp in textbook mode": ["infer", "llama-2-7b", "--tp", "2", "--mode", "textbook"],
         "bare size with a block format": ["infer", "14b", "--format", "q4_k_m"],
@@ -131,3 +163,52 @@ def test_console_script_runs_without_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "total (peak)" in proc.stdout
+
+
+def test_train_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "train", "llama-2-7b", "--peft", "lora", "--recompute", "full", "--gpu", "l4", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert (data["kind"], data["mode"], data["setup"]["peft"]) == ("training", "accurate", "lora")
+    assert sum(t["bytes"] for t in data["terms"]) == data["peak"]["bytes"]
+    assert max(p["bytes"] for p in data["phases"]) == data["peak"]["bytes"]
+    assert {p["name"] for p in data["phases"]} >= {"forward end", "backward end", "optimizer step"}
+    lora = next(t for t in data["terms"] if t["name"] == "weights/lora")
+    assert lora["bytes"] == 4 * 32 * 2 * 16 * (4096 + 4096)  # fp32 adapters on q_proj and v_proj, r = 16
+    assert data["gpu"]["headroom_bytes"] == data["gpu"]["memory_bytes"] - data["peak"]["bytes"]
+
+
+def test_train_per_stage_shows_every_pipeline_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "train", "llama-2-70b", "--tp", "8", "--pp", "4", "--grad-accum", "8", "--per-stage")
+    assert code == 0
+    assert [f"stage {k} of 4" in out for k in range(4)] == [True] * 4
+    code, out, _ = run(capsys, "train", "llama-2-70b", "--tp", "8", "--pp", "4", "--per-stage", "--json")
+    stages = json.loads(out)["stages"]
+    assert len(stages) == 4 and all(s["kind"] == "training" for s in stages)
+
+
+def test_train_offload_reports_host_ram(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "train", "llama-2-7b", "--dp", "8", "--zero", "3", "--offload", "params", "--json")
+    host = {t["name"]: t["bytes"] for t in json.loads(out)["host"]}
+    assert code == 0 and host["optimizer/states"] == 8 * 6_738_415_616 // 8
+
+
+def test_train_textbook_seed_002_bare_size(capsys: pytest.CaptureFixture[str]) -> None:
+    # seed 002, ZeRO-1 on 8 GPUs with AdamW: (2 + 2 + 12/8) x 7e9 bytes
+    code, out, _ = run(capsys, "train", "7b", "--mode", "textbook", "--dp", "8", "--zero", "1", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["peak"]["bytes"] == round(5.5 * 7e9)
+    assert data["missing"] and "activations" in data["missing"][0]
+
+
+def test_train_textbook_seed_000_reproduces_its_terms_for_a_catalog_model(capsys: pytest.CaptureFixture[str]) -> None:
+    phi = 7_721_324_544  # Qwen1.5-7B, exact (the seed rounds it to 7.7e9)
+    code, out, _ = run(capsys, "train", "qwen1.5-7b", "--mode", "textbook", "--seed", "000", "--peft", "lora", "--json")
+    terms = {t["name"]: t["bytes"] for t in json.loads(out)["terms"]}
+    assert code == 0
+    assert terms == {
+        "model": round(phi * 1.02 * 6),
+        "activations": 2 * 2048 * 4096 * 32,
+        "gradients": round(phi * 0.02 * 4),
+        "optimizer": round(phi * 0.02 * 12),
+    }

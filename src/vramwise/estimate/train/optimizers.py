@@ -8,8 +8,9 @@ States (elements per parameter, in the recipe's state dtype unless 8-bit):
   the same bytes in unified memory that the driver may evict to host RAM; lomo: no states and no stored
   gradients (the update is fused into backward, one gradient alive at a time).
 Transients at the step (torch.optim implementations): foreach Adam/AdamW makes one state-sized copy of
-every trainable tensor (``_foreach_sqrt(exp_avg_sq)``, measured: +4 B/param in fp32); the for-loop
-implementation two copies of the largest tensor; fused none. SGD updates in place. Lion's reference
+every trainable tensor (``_foreach_sqrt(exp_avg_sq)``, measured: +4 B/param in fp32), and so does foreach
+Adafactor (traced); the for-loop implementations two copies of the largest tensor (Adafactor one); fused
+none. SGD updates in place. Lion's reference
 implementation clones the momentum per tensor (two copies of the largest).
 """
 
@@ -75,5 +76,8 @@ def step_transient(optimizer: str, impl: str, tensors: list[Tensor], state: int)
     if base == "lion":
         return 2 * largest * state, f"per tensor: 2 x largest tensor {largest:,} x {state} B"
     if base == "adafactor":
-        return 2 * largest * state, f"per tensor: grad² and update of the largest tensor {largest:,} x 2 x {state} B"
+        if impl == "foreach":
+            n = round(sum(t.numel * t.copies for t in tensors))
+            return n * state, f"foreach: one update-sized copy of {n:,} x {state} B"
+        return largest * state, f"per tensor: the update of the largest tensor {largest:,} x {state} B"
     return 0, f"{optimizer}: updates in place"
