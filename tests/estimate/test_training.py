@@ -17,7 +17,7 @@ from vramwise.spec.params import parameter_groups
 from vramwise.workload import TrainSetup
 
 PHI_7B = 6_738_415_616
-H, L, V, I = 4096, 32, 32000, 11008  # Llama-2-7B
+H, L, V, FFN = 4096, 32, 32000, 11008  # Llama-2-7B
 NO_OVERHEAD = {"cuda_context_mib": 0, "allocator_fraction": 0.0}
 
 
@@ -90,7 +90,7 @@ def test_lora_adapters_by_hand() -> None:
 
 def test_all_linear_lora_counts_every_projection() -> None:
     est = _train(peft="lora", lora_r=8, lora_targets=("all-linear",))
-    per_layer = 8 * ((H + H) * 4 + (H + I) * 2 + (I + H))  # q, k, v, o; gate, up; down
+    per_layer = 8 * ((H + H) * 4 + (H + FFN) * 2 + (FFN + H))  # q, k, v, o; gate, up; down
     assert _bytes(est, "weights/lora") == 4 * L * per_layer
 
 
@@ -105,14 +105,14 @@ def test_qlora_base_is_nf4_with_fp32_embeddings_and_head() -> None:
         get_format("nf4-dq").tensor_bytes(g, spec, 4).bytes for g in parameter_groups(spec) if g.category == "mlp"
     )
     assert _bytes(est, "weights/mlp") == nf4
-    assert nf4 == pytest.approx(3 * L * H * I * (0.5 + 1 / 64 + 4 / (64 * 256)), rel=1e-3)
-    assert _bytes(est, "qlora/dequantized_weight") == H * I * 2  # the largest layer matrix in bf16
+    assert nf4 == pytest.approx(3 * L * H * FFN * (0.5 + 1 / 64 + 4 / (64 * 256)), rel=1e-3)
+    assert _bytes(est, "qlora/dequantized_weight") == H * FFN * 2  # the largest layer matrix in bf16
 
 
 def test_adamw_8bit_states_by_hand() -> None:
     est = _train(precision="bf16-mixed", optimizer="adamw-8bit")
     big = PHI_7B - (2 * L + 1) * H  # every matrix has >= 4096 elements; the norm vectors (4096) too
-    blocks = sum(-(-n // 256) * k for n, k in ((V * H, 2), (H * H, 4 * L), (H * I, 3 * L), (H, 2 * L + 1)))
+    blocks = sum(-(-n // 256) * k for n, k in ((V * H, 2), (H * H, 4 * L), (H * FFN, 3 * L), (H, 2 * L + 1)))
     assert big + (2 * L + 1) * H == PHI_7B
     assert _bytes(est, "optimizer/states") == 2 * PHI_7B + 2 * 4 * blocks
 
