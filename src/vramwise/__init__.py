@@ -12,10 +12,12 @@ from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.serving import serving_capacity
 from vramwise.estimate.term import Estimate, Phase, Term
 from vramwise.estimate.textbook import textbook_inference
+from vramwise.estimate.train.textbook import textbook_training
+from vramwise.estimate.train.training import estimate_stages, estimate_training
 from vramwise.spec.load import BareModel, resolve_model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import active_params, parameter_groups, total_params
-from vramwise.workload import InferSetup
+from vramwise.workload import InferSetup, TrainSetup
 
 __all__ = [
     "BareModel",
@@ -24,13 +26,17 @@ __all__ = [
     "ModelSpec",
     "Phase",
     "Term",
+    "TrainSetup",
     "VramwiseError",
     "active_params",
     "estimate_inference",
+    "estimate_stages",
+    "estimate_training",
     "parameter_groups",
     "resolve_model",
     "serving_capacity",
     "textbook_inference",
+    "textbook_training",
     "total_params",
 ]
 __version__ = "0.1.0"
