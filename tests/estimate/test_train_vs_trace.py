@@ -228,6 +228,8 @@ CASES = [
     ("mixtral", TraceRecipe(batch=2, seq=256, lora_r=8, lora_targets=QV)),
     ("mixtral", TraceRecipe(batch=2, seq=256, lora_r=4, lora_targets=("all-linear",), recompute="full")),
     ("llama", TraceRecipe(batch=2, seq=256, optimizer="sgd-momentum", optimizer_impl="for-loop")),
+    ("llama", TraceRecipe(batch=2, seq=256, freeze_layers=2)),
+    ("qwen2", TraceRecipe(batch=2, seq=256, precision="fp32", freeze_layers=1)),
     ("qwen3", TraceRecipe(batch=2, seq=256, optimizer="adamw", optimizer_impl="fused")),
     ("gemma", TraceRecipe(batch=2, seq=256, precision="fp32", optimizer="adam", optimizer_impl="for-loop")),
     ("llama", TraceRecipe(batch=2, seq=256, precision="fp32", optimizer="sgd")),
@@ -247,6 +249,7 @@ def _estimate(family: str, recipe: TraceRecipe) -> Estimate:
         peft="lora" if recipe.lora_r else "none",
         lora_r=recipe.lora_r or 16,
         lora_targets=recipe.lora_targets,
+        freeze_layers=recipe.freeze_layers,
         cuda_context_mib=0,
         allocator_fraction=0.0,
     )

@@ -35,6 +35,7 @@ class TraceRecipe:
     optimizer_impl: str = "foreach"  # foreach | for-loop | fused
     lora_r: int = 0
     lora_targets: tuple[str, ...] = ()
+    freeze_layers: int = 0  # the embeddings and the first N decoder layers get requires_grad=False
     steps: int = 2
 
 
@@ -90,6 +91,18 @@ def _adapters_stay_put() -> Iterator[None]:
         torch.nn.Module.to = original_to
 
 
+def _freeze_bottom(model: torch.nn.Module, layers: int) -> None:
+    """Freeze the input embeddings and the first ``layers`` decoder layers (the common "freeze the bottom")."""
+    model.get_input_embeddings().requires_grad_(False)
+    decoder = model.get_decoder()
+    stack = next(m for name, m in decoder.named_children() if isinstance(m, torch.nn.ModuleList))
+    for layer in list(stack)[:layers]:
+        layer.requires_grad_(False)
+    for name, module in decoder.named_children():
+        if name in ("embed_positions", "wpe"):  # learned positions sit below the layers too
+            module.requires_grad_(False)
+
+
 def _optimizer(params: list[torch.nn.Parameter], recipe: TraceRecipe) -> torch.optim.Optimizer:
     impl = {"foreach": {"foreach": True}, "for-loop": {"foreach": False}, "fused": {"fused": True}}[
         recipe.optimizer_impl
@@ -142,6 +155,8 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
             lora = peft.LoraConfig(r=recipe.lora_r, lora_alpha=2 * recipe.lora_r, target_modules=targets)
             with _adapters_stay_put():
                 model = peft.get_peft_model(model, lora)
+        if recipe.freeze_layers:
+            _freeze_bottom(model, recipe.freeze_layers)
         trainable = [p for p in model.parameters() if p.requires_grad]
         opt = _optimizer(trainable, recipe)
         ids = torch.randint(0, hf.vocab_size, (recipe.batch, recipe.seq))

@@ -234,9 +234,10 @@ def _outside_layers(
         )
     if stage.last and spec.norm.final:
         full = setup.peft == "none"
-        gemma = spec.model_type.startswith("gemma")
-        per = c * h + 2 * c if spec.norm.kind == "layer" else 4 * h + 4 + ((4 if gemma else c) * h if full else 0)
-        per += c * h if full else 0  # lm_head's input, for the head's gradient
+        head_trains = full and not (spec.tied_embeddings and setup.freeze_layers)  # a tied head freezes too
+        fp32 = spec.model_type.startswith("gemma") or spec.model_type == "gpt_oss"  # fp32 weight multiply
+        per = c * h + 2 * c if spec.norm.kind == "layer" else 4 * h + 4 + ((4 if fp32 else c) * h if full else 0)
+        per += c * h if head_trains else 0  # lm_head's input, for the head's gradient
         out.append(
             Term(
                 name="activations/final_norm",
