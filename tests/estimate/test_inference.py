@@ -27,9 +27,10 @@ def test_eager_attention_adds_the_s_squared_scores() -> None:
     eager = estimate_inference(spec, InferSetup(attention="eager", **kw))
     # b · a · s² · (fp16 QKᵀ 2 + fp32 softmax 4 + cast back 2) = 2 · 32 · 2048² · 8
     scores = 2 * 32 * 2048 * 2048 * 8
-    attn_sdpa = 2 * 2048 * 2 * (2 * 4096 + 2 * 3 * 4096 + 4096)  # T·c·(2h + 2·qkv + out)
+    # embeddings, layer input, norm output; q/k/v and rotary copies; the output: T·c·(3h + 2·qkv + out)
+    attn_sdpa = 2 * 2048 * 2 * (3 * 4096 + 2 * 3 * 4096 + 4096)
     assert eager.term("activations/prefill_workspace").bytes == attn_sdpa + scores
-    mlp = 2 * 2048 * 2 * (2 * 4096 + 3 * 11008)  # T·c·(2h + 3i): act(gate), up, product
+    mlp = 2 * 2048 * 2 * (4 * 4096 + 3 * 11008)  # T·c·(4h + 3i): + residual; act(gate), up, product
     assert sdpa.term("activations/prefill_workspace").bytes == max(attn_sdpa, mlp)
 
 

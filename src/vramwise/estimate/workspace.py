@@ -1,14 +1,17 @@
 """Inference activation workspace: the largest set of tensors live inside one layer during a forward.
 
 No autograd state is kept at inference, so only one layer's temporaries exist at a time. The live sets
-below follow the HF/vLLM forward of a pre-norm decoder (T = tokens in the forward, c = compute bytes):
-  attention: hidden + residual (2·T·h·c), q/k/v and their rotary copies (2·T·(a + 2·n_kv)·d·c / t),
-             the attention output (T·a·d·c / t), and for eager attention only the scores:
-             QKᵀ in c bytes, its fp32 softmax and the cast back (b·(a/t)·s_q·s_kv·(2c + 4));
+below follow the transformers forward of a pre-norm decoder (T = tokens in the forward, c = compute bytes);
+besides the layer's own tensors, the model keeps its input embeddings and the caller keeps the layer's
+input alive for the whole layer:
+  attention: embeddings, layer input, norm output (3·T·h·c), q/k/v and their rotary copies
+             (2·T·(a + 2·n_kv)·d·c / t), the attention output (T·a·d·c / t), and for eager attention only
+             the scores: QKᵀ in c bytes, its fp32 softmax and the cast back (b·(a/t)·s_q·s_kv·(2c + 4));
              SDPA/flash kernels never materialise the s² matrix.
-  MLP:       hidden + residual (2·T·h·c) and, gated, act(gate), up and their product (3·T·i·c / t);
-             plain, the up projection and its activation (2·T·i·c / t). MoE: the top-k routed copies.
-Not yet calibrated against a traced prefill (the verify issue does that); treat as an estimate.
+  MLP:       embeddings, layer input, residual, norm output (4·T·h·c) and, gated, act(gate), up and their
+             product (3·T·i·c / t); plain, the up projection and its activation (2·T·i·c / t; GPT-2's
+             composite gelu_new holds four). MoE: the top-k routed copies.
+Checked against traced prefills (tests/estimate/test_infer_vs_trace.py).
 """
 
 from __future__ import annotations
@@ -30,23 +33,25 @@ def _attention_live(spec: ModelSpec, tokens: int, c: int, tp: int) -> tuple[int,
     else:
         qkv = (heads + 2 * kv_heads_per_gpu(spec, tp)) * att.head_dim
         out = heads * att.head_dim
-    n = tokens * c * (2 * h + 2 * qkv + out)
-    return n, f"T {tokens} x c {c} x (2·h {2 * h} + 2·qkv {2 * qkv} + out {out})"
+    n = tokens * c * (3 * h + 2 * qkv + out)
+    return n, f"T {tokens} x c {c} x (3·h {3 * h} + 2·qkv {2 * qkv} + out {out})"
 
 
 def _mlp_live(spec: ModelSpec, tokens: int, c: int, tp: int) -> tuple[int, str]:
     h, mlp, moe = spec.hidden_size, spec.mlp, spec.moe
-    per_i = 3 if mlp.gated else 2
+    per_i = 3 if mlp.gated else 4 if mlp.activation == "gelu_new" else 2
     widths = []
     if spec.dense_layers:
         widths.append(("dense", per_i * mlp.intermediate_size // tp))
     if moe and moe.moe_layers:
-        routed = moe.top_k * per_i * moe.expert_intermediate_size // tp
+        # transformers' grouped_mm experts compute gate and up as one fused output: 2i + act + product per copy
+        per_copy = per_i + 1 if mlp.gated else per_i
+        routed = moe.top_k * per_copy * moe.expert_intermediate_size // tp
         shared = per_i * moe.shared_intermediate_size // tp
         widths.append(("moe", routed + shared + moe.top_k * h))  # + the permuted top-k copies of the input
     kind, width = max(widths, key=lambda w: w[1])
-    n = tokens * c * (2 * h + width)
-    return n, f"T {tokens} x c {c} x (2·h {2 * h} + {kind} intermediates {width})"
+    n = tokens * c * (4 * h + width)
+    return n, f"T {tokens} x c {c} x (4·h {4 * h} + {kind} intermediates {width})"
 
 
 def _scores(spec: ModelSpec, batch: int, q_len: int, kv_len: int, c: int, tp: int) -> int:

@@ -31,6 +31,7 @@ class LiveStorages(TorchDispatchMode):
         self.current = 0
         self.peak = 0
         self.marks: dict[str, int] = {}
+        self.phase_peaks: dict[str, int] = {}  # the highest live total seen during each named phase
         self.peak_at = ""
         self._phase = "setup"
 
@@ -48,15 +49,19 @@ class LiveStorages(TorchDispatchMode):
         weakref.finalize(storage, self._free, size)
         if self.current > self.peak:
             self.peak, self.peak_at = self.current, self._phase
+        if self.current > self.phase_peaks.get(self._phase, 0):
+            self.phase_peaks[self._phase] = self.current
 
     def _free(self, size: int) -> None:
         self.current -= size
 
     def phase(self, name: str) -> None:
         self._phase = name
+        self.phase_peaks[name] = max(self.phase_peaks.get(name, 0), self.current)
 
     def reset_peak(self) -> None:
         self.peak, self.peak_at = self.current, self._phase
+        self.phase_peaks = {self._phase: self.current}
 
     def mark(self, name: str) -> None:
         self.marks[name] = self.current

@@ -28,7 +28,7 @@ class TraceRecipe:
 
     batch: int = 1
     seq: int = 128
-    precision: str = "bf16"  # fp32 | bf16 (pure) | amp (fp32 weights, bf16 autocast)
+    precision: str = "bf16"  # fp32 | bf16 (pure) | amp (fp32 weights, bf16 autocast) | bf16-mixed | fp16-mixed
     attention: str = "sdpa"  # sdpa | eager
     recompute: str = "none"  # none | full
     optimizer: str = "adamw"  # adamw | adam | sgd | sgd-momentum | adafactor
@@ -39,6 +39,9 @@ class TraceRecipe:
     steps: int = 2
 
 
+_MODEL_DTYPE = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Trace:
     peak: int  # bytes, 512-rounded, over the traced iterations
@@ -47,7 +50,9 @@ class Trace:
     grads: int  # exact bytes of the gradients right after backward
     optimizer_states: int  # exact bytes of the optimizer states after a step (without 'step' counters)
     trainable: int  # trainable parameter count
+    master_weights: int = 0  # exact bytes of fp32 master copies (mixed-precision recipes)
     marks: dict[str, int] = field(default_factory=dict)  # live bytes at forward_end / backward_end / step_end
+    phase_peaks: dict[str, int] = field(default_factory=dict)  # highest live bytes in forward / backward / step
 
 
 def _hf_config(config: dict[str, Any], attention: str) -> Any:
@@ -103,7 +108,13 @@ def _freeze_bottom(model: torch.nn.Module, layers: int) -> None:
             module.requires_grad_(False)
 
 
-def _optimizer(params: list[torch.nn.Parameter], recipe: TraceRecipe) -> torch.optim.Optimizer:
+def _optimizer(params: list[torch.nn.Parameter], recipe: TraceRecipe) -> Any:
+    if recipe.precision in ("bf16-mixed", "fp16-mixed"):
+        return _MasterWeights(params, lambda masters: _torch_optimizer(masters, recipe))
+    return _torch_optimizer(params, recipe)
+
+
+def _torch_optimizer(params: list[torch.nn.Parameter], recipe: TraceRecipe) -> torch.optim.Optimizer:
     impl = {"foreach": {"foreach": True}, "for-loop": {"foreach": False}, "fused": {"fused": True}}[
         recipe.optimizer_impl
     ]
@@ -117,7 +128,34 @@ def _optimizer(params: list[torch.nn.Parameter], recipe: TraceRecipe) -> torch.o
     raise ValueError(f"the trace cannot run optimizer {recipe.optimizer!r}")
 
 
-def _state_bytes(opt: torch.optim.Optimizer) -> int:
+class _MasterWeights:
+    """DeepSpeed/Megatron mixed precision: 16-bit model, fp32 master copies that the optimizer updates.
+
+    At the step the half gradients are copied to fp32 for the masters, the masters are updated and copied
+    back into the 16-bit weights, and the fp32 gradients are released.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter], make: Any) -> None:
+        self.params = params
+        self.masters = [p.detach().float().requires_grad_(True) for p in params]
+        self.inner = make(self.masters)
+        self.state = self.inner.state
+
+    def step(self) -> None:
+        for p, m in zip(self.params, self.masters, strict=True):
+            m.grad = None if p.grad is None else p.grad.float()
+        self.inner.step()
+        with torch.no_grad():
+            for p, m in zip(self.params, self.masters, strict=True):
+                p.copy_(m)
+                m.grad = None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+def _state_bytes(opt: Any) -> int:
     return sum(
         v.numel() * v.element_size()
         for state in opt.state.values()
@@ -143,7 +181,7 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
     with _never_packed(), FakeTensorMode() if fake else contextlib.nullcontext(), tracker:
         torch.manual_seed(0)
         # Built in its final dtype: FakeTensor parameters cannot be swapped by a later .to().
-        dtype = torch.bfloat16 if recipe.precision == "bf16" else torch.float32
+        dtype = _MODEL_DTYPE.get(recipe.precision, torch.float32)
         model = transformers.AutoModelForCausalLM.from_config(hf, dtype=dtype)
         model.train()
         if recipe.recompute == "full":
@@ -188,5 +226,77 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         grads=grads,
         optimizer_states=states,
         trainable=sum(p.numel() for p in trainable),
+        master_weights=sum(m.numel() * 4 for m in getattr(opt, "masters", [])),
         marks=dict(tracker.marks),
+        phase_peaks={k: v for k, v in tracker.phase_peaks.items() if k != "setup"},
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferRecipe:
+    """A prefill of ``context`` tokens, then ``new_tokens`` decode steps with the KV cache."""
+
+    batch: int = 1
+    context: int = 128
+    new_tokens: int = 0
+    precision: str = "bf16"  # fp32 | bf16 | fp16
+    attention: str = "sdpa"
+    all_logits: bool = False  # a plain forward returns every position's logits; generate() keeps the last
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferTrace:
+    peak: int
+    peak_phase: str
+    params: int
+    kv_cache: int  # exact bytes of the cache's keys and values at the end
+    phase_peaks: dict[str, int] = field(default_factory=dict)
+
+
+def _cache_bytes(cache: Any) -> int:
+    total = 0
+    for layer in getattr(cache, "layers", []):
+        for name in ("keys", "values"):
+            t = getattr(layer, name, None)
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+    return total
+
+
+def trace_inference(config: dict[str, Any], recipe: InferRecipe, *, fake: bool = True) -> InferTrace:
+    """Prefill then decode step by step, as ``generate()`` does, counting live storages throughout.
+
+    generate() itself cannot run on fake tensors (its stopping checks read values), so the loop feeds a fixed
+    next token: memory does not depend on which token it is.
+    """
+    import transformers
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    hf = _hf_config(config, recipe.attention)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16}.get(recipe.precision, torch.bfloat16)
+    tracker = LiveStorages()
+    with _never_packed(), FakeTensorMode() if fake else contextlib.nullcontext(), tracker, torch.no_grad():
+        model = transformers.AutoModelForCausalLM.from_config(hf, dtype=dtype)
+        model.eval()
+        ids = torch.zeros((recipe.batch, recipe.context), dtype=torch.long)
+        params = sum(p.numel() * p.element_size() for p in model.parameters())
+        tracker.reset_peak()
+        tracker.phase("prefill")
+        keep = 0 if recipe.all_logits else 1  # logits_to_keep: 0 means every position
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=keep)
+        cache = out.past_key_values
+        del out
+        tracker.phase("decode")
+        step = torch.zeros((recipe.batch, 1), dtype=torch.long)
+        for _ in range(max(0, recipe.new_tokens - 1)):  # the prefill produced the first new token
+            out = model(input_ids=step, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache = out.past_key_values
+            del out
+        kv = _cache_bytes(cache)
+    return InferTrace(
+        peak=tracker.peak,
+        peak_phase=tracker.peak_at,
+        params=params,
+        kv_cache=kv,
+        phase_peaks={k: v for k, v in tracker.phase_peaks.items() if k != "setup"},
     )
