@@ -72,7 +72,7 @@ def test_serving_capacity_by_hand() -> None:
     setup = InferSetup(context=8000, new_tokens=192)
     cap = serving_capacity(spec, setup, gpu.memory_bytes, max_batched_tokens=8192)
     weights = 8_030_261_248 * 2
-    profile = 8192 * 2 * (2 * 4096 + 3 * 14336)  # MLP live set of the 8192-token profiling forward
+    profile = 8192 * 2 * (4 * 4096 + 3 * 14336)  # MLP live set of the 8192-token profiling forward
     budget = int(81920 * MIB * 0.9) - weights - profile - 512 * MIB
     assert cap.budget.bytes == budget
     per_token = 32 * 2 * 8 * 128 * 2
