@@ -79,6 +79,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_output(infer)
 
     _add_train(sub)
+    _add_verify(sub)
 
     lst = sub.add_parser("models", help="list the built-in model catalog")
     lst.add_argument("--json", action="store_true")
@@ -90,6 +91,29 @@ def _build_parser() -> argparse.ArgumentParser:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="memory to train or fine-tune a model, per GPU")
     t.add_argument("model", help="catalog name (see `vramwise models`), path to a config.json, or a size like 7b")
+    _add_train_args(t)
+    t.add_argument("--per-stage", action="store_true", help="show every pipeline stage, not only the worst")
+    t.add_argument("--gpu", help="GPU to check the fit against (see `vramwise gpus`)")
+    t.add_argument("--mode", default="accurate", help="accurate (default) or textbook (the seeds' formulas)")
+    t.add_argument("--seed", default="002", help="textbook mode: seed 000 (one GPU, LoRA) or 002 (ZeRO, TP, PP)")
+    t.add_argument("--lora-fraction", type=float, default=0.02, help="textbook seed 000: LoRA share of Φ")
+    _add_output(t)
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    v = sub.add_parser("verify", help="trace the real transformers model and compare with the estimate")
+    v.add_argument("model", help="catalog name (see `vramwise models`) or path to a config.json")
+    _add_train_args(v)
+    v.add_argument("--infer", action="store_true", help="verify inference (prefill of --seq tokens, then decode)")
+    v.add_argument("-n", "--new-tokens", type=int, default=0, help="--infer: generated tokens per sequence")
+    v.add_argument("-f", "--format", dest="weight_format", help="--infer: fp32, fp16 or bf16 (default bf16)")
+    v.add_argument("--all-logits", action="store_true", help="--infer: logits for every position")
+    v.add_argument("--layers", type=int, help="trace N and N+1 layers and extrapolate (fast for 70B)")
+    v.add_argument("--json", action="store_true", help="print the comparison as JSON (schema vramwise/verify v1)")
+    v.add_argument("--units", choices=("gib", "gb"), default="gib", help="GiB = 2^30 bytes (default) or GB = 10^9")
+
+
+def _add_train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("-b", "--batch", type=int, default=1, help="micro-batch per data-parallel GPU (default 1)")
     t.add_argument("-s", "--seq", type=int, default=2048, help="tokens per sequence (default 2048)")
     t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (pipeline micro-batches)")
@@ -117,20 +141,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--interleave", type=int, default=1, help="virtual pipeline stages per GPU (default 1)")
     t.add_argument("--cp", type=int, default=1, help="context-parallel GPUs (default 1)")
     t.add_argument("--ep", type=int, default=1, help="expert-parallel GPUs (default 1)")
-    t.add_argument("--per-stage", action="store_true", help="show every pipeline stage, not only the worst")
-    t.add_argument("--gpu", help="GPU to check the fit against (see `vramwise gpus`)")
     t.add_argument("--cuda-context", type=int, help="CUDA context and workspaces in MiB (default 512)")
     t.add_argument("--allocator-fraction", type=float, help="allocator reserve as a fraction (default 0.03)")
-    t.add_argument("--mode", default="accurate", help="accurate (default) or textbook (the seeds' formulas)")
-    t.add_argument("--seed", default="002", help="textbook mode: seed 000 (one GPU, LoRA) or 002 (ZeRO, TP, PP)")
-    t.add_argument("--lora-fraction", type=float, default=0.02, help="textbook seed 000: LoRA share of Φ")
-    _add_output(t)
 
 
-def _train(args: argparse.Namespace) -> int:
-    model = resolve_model(args.model)
+def _train_setup(args: argparse.Namespace) -> TrainSetup:
     targets = tuple(x.strip() for x in args.lora_targets.split(",") if x.strip()) if args.lora_targets else ()
-    setup = TrainSetup(
+    return TrainSetup(
         batch=args.batch,
         seq=args.seq,
         grad_accum=args.grad_accum,
@@ -160,10 +177,15 @@ def _train(args: argparse.Namespace) -> int:
         ep=args.ep,
         cuda_context_mib=args.cuda_context,
         allocator_fraction=args.allocator_fraction,
-        mode=args.mode,
-        seed=args.seed,
-        lora_fraction=args.lora_fraction,
+        mode=getattr(args, "mode", "accurate"),
+        seed=getattr(args, "seed", "002"),
+        lora_fraction=getattr(args, "lora_fraction", 0.02),
     )
+
+
+def _train(args: argparse.Namespace) -> int:
+    model = resolve_model(args.model)
+    setup = _train_setup(args)
     gpu = get_gpu(args.gpu) if args.gpu else None
     if setup.mode == "textbook":
         if args.per_stage:
@@ -187,6 +209,39 @@ def _train(args: argparse.Namespace) -> int:
         ver = verdict(e, gpu) if gpu else None
         blocks.append(render_table(e, title=title, unit=args.units, explain=args.explain, verdict=ver))
     print("\n\n".join(blocks))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from vramwise.report.verify_out import comparison_dict, render_comparison
+    from vramwise.verify.twin import verify_inference, verify_training
+
+    model = resolve_model(args.model)
+    if args.layers is not None and args.layers < 1:
+        raise InvalidWorkloadError(f"layers must be a positive integer, got {args.layers}")
+    if args.infer:
+        setup: InferSetup | TrainSetup = InferSetup(
+            batch=args.batch,
+            context=args.seq,
+            new_tokens=args.new_tokens,
+            weight_format=args.weight_format,
+            attention=args.attention,
+            all_logits=args.all_logits,
+            cuda_context_mib=args.cuda_context,
+            allocator_fraction=args.allocator_fraction,
+        )
+        comparison = verify_inference(args.model, model, setup)
+        title = (
+            f"vramwise verify {model.name}: inference, batch {args.batch}, context {args.seq}, new {args.new_tokens}"
+        )
+    else:
+        setup = _train_setup(args)
+        comparison = verify_training(args.model, model, setup, layers=args.layers)
+        title = "vramwise verify " + _train_title(model, setup).removeprefix("vramwise train ")
+    if args.json:
+        print(render_json(comparison_dict(comparison, model=model.name, setup=setup)))
+    else:
+        print(render_comparison(comparison, title=title, unit=args.units))
     return 0
 
 
@@ -290,7 +345,14 @@ def _formats(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    handler = {"infer": _infer, "train": _train, "models": _models, "gpus": _gpus, "formats": _formats}[args.command]
+    handler = {
+        "infer": _infer,
+        "train": _train,
+        "verify": _verify,
+        "models": _models,
+        "gpus": _gpus,
+        "formats": _formats,
+    }[args.command]
     try:
         return handler(args)
     except VramwiseError as err:

@@ -1,0 +1,49 @@
+"""Estimate beside measurement: the table and the JSON of ``vramwise verify`` (schema ``vramwise/verify`` v1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vramwise.units import Unit, fmt, to_unit, unit_label
+from vramwise.verify.twin import Comparison
+
+
+def render_comparison(c: Comparison, *, title: str, unit: Unit = "gib") -> str:
+    label = unit_label(unit)
+    lines = [
+        title,
+        f"{'quantity':<18} {'estimate':>17} {'measured':>17} {label + ' est':>9} {label + ' meas':>9} {'error':>8}",
+    ]
+    lines.append("-" * len(lines[-1]))
+    for r in c.rows:
+        err = "" if r.error is None else f"{r.error:+.2%}"
+        lines.append(
+            f"{r.name:<18} {r.estimate:>17,} {r.measured:>17,} {to_unit(r.estimate, unit):>9.2f} "
+            f"{to_unit(r.measured, unit):>9.2f} {err:>8}"
+        )
+    lines.append(f"measured on: {c.semantics}")
+    if c.layers_traced:
+        lines.append(f"traced at {c.layers_traced} and {c.layers_traced + 1} layers, extrapolated to the full depth")
+    lines.append(
+        f"not measurable on a CPU: CUDA context and allocator reserve, {fmt(c.overheads, unit)} in the estimate "
+        f"(left out above); trace took {c.seconds:.1f} s"
+    )
+    lines.append(f"(units: 1 {label} = {'2^30' if unit == 'gib' else '10^9'} bytes)")
+    return "\n".join(lines)
+
+
+def comparison_dict(c: Comparison, *, model: str, setup: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {
+        "schema": "vramwise/verify",
+        "version": 1,
+        "kind": c.kind,
+        "model": model,
+        "setup": asdict(setup),
+        "semantics": c.semantics,
+        "layers_traced": c.layers_traced,
+        "rows": [{"name": r.name, "estimate": r.estimate, "measured": r.measured, "error": r.error} for r in c.rows],
+        "overheads_not_measured": c.overheads,
+        "seconds": round(c.seconds, 3),
+    }

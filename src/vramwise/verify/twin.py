@@ -1,0 +1,259 @@
+"""The PyTorch twin of an estimate: the same model and setup, traced, side by side with the estimate.
+
+What the trace can reproduce on one CPU: fp32 / bf16 / amp (CPU autocast policy) / bf16- and fp16-mixed
+(fp32 master weights as DeepSpeed and Megatron keep them), SGD / momentum / Adam / AdamW (foreach, for-loop,
+fused), LoRA, full recompute, freezing the bottom layers, sdpa and eager attention, and inference prefill
+plus decode. Everything else (bitsandbytes optimizers and QLoRA, which need CUDA; parallel layouts) is an
+error naming what is not reproducible, never a silently different run.
+
+Semantics: fake CPU tensors with CUDA's 512-byte rounding. CPU SDPA takes a flash kernel that saves what
+CUDA's flash kernel saves (output and log-sum-exp) for equal q/k/v head dims; it takes its math path when
+they differ (DeepSeek MLA) or with 3-D inputs (old Falcon), where CUDA would use the memory-efficient kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from vramwise.catalog import models
+from vramwise.errors import VramwiseError
+from vramwise.estimate.inference import estimate_inference
+from vramwise.estimate.term import Estimate
+from vramwise.estimate.train.training import estimate_training
+from vramwise.spec.load import BareModel, Model
+from vramwise.workload import InferSetup, TrainSetup
+
+SEMANTICS = (
+    "fake CPU tensors (FakeTensorMode), 512-byte rounding as CUDA's allocator, CPU SDPA kernels (flash: output + "
+    "log-sum-exp, as CUDA's flash), CPU autocast policy for amp"
+)
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+_TRACE_OPTIMIZERS = ("adamw", "adam", "sgd", "sgd-momentum", "adafactor")
+_TRACE_PRECISIONS = ("fp32", "bf16", "amp", "bf16-mixed", "fp16-mixed")
+
+
+class VerifyUnsupportedError(VramwiseError):
+    """The twin cannot reproduce this setup on this machine."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    name: str
+    estimate: int
+    measured: int
+
+    @property
+    def error(self) -> float | None:
+        return None if not self.measured else self.estimate / self.measured - 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison:
+    kind: str  # training | inference
+    rows: tuple[Row, ...]
+    semantics: str
+    layers_traced: int | None  # --layers: the truncated depth, extrapolated to the full model
+    overheads: int  # estimate bytes a CPU trace cannot see (CUDA context, allocator reserve)
+    seconds: float
+
+
+def raw_config(text: str, model: Model) -> dict[str, Any]:
+    """The Hugging Face config behind ``model``: the catalog entry's keys or the file's JSON."""
+    import json
+    from pathlib import Path
+
+    if isinstance(model, BareModel):
+        raise VerifyUnsupportedError("verify needs the architecture: name a catalog model or a config.json")
+    key = text.strip().lower()
+    if key in models():
+        data = dict(models()[key].config)
+    else:
+        path = Path(text).expanduser()
+        data = json.loads((path / "config.json" if path.is_dir() else path).read_text(encoding="utf-8"))
+    if "text_config" in data and isinstance(data["text_config"], dict):
+        data = {**data["text_config"], "model_type": data["text_config"].get("model_type", "")}
+    data.pop("quantization_config", None)  # the twin runs the architecture in the recipe's dtype
+    return data
+
+
+def _check_torch() -> None:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as err:
+        raise VerifyUnsupportedError(
+            f"verify needs the verify extra ({err.name} is missing): pip install 'vramwise[verify]' "
+            "(on a CPU-only machine first: pip install torch==2.13.0)"
+        ) from None
+
+
+def train_recipe(setup: TrainSetup) -> Any:
+    from vramwise.verify.trace import TraceRecipe
+
+    unsupported = [
+        (
+            setup.precision not in _TRACE_PRECISIONS,
+            f"precision {setup.precision} (traceable: amp, fp32, bf16, *-mixed)",
+        ),
+        (setup.optimizer not in _TRACE_OPTIMIZERS, f"optimizer {setup.optimizer} (needs bitsandbytes or LOMO)"),
+        (setup.peft == "qlora", "peft qlora (bitsandbytes 4-bit needs CUDA)"),
+        (setup.recompute == "selective", "recompute selective (transformers has none; use none or full)"),
+        (setup.loss == "chunked", "loss chunked (transformers computes the full cross entropy)"),
+        (setup.lora_dropout > 0, "lora_dropout > 0 (the CPU dropout kernel keeps a wider mask than CUDA's)"),
+        (setup.gpus > 1 or setup.zero > 0 or setup.fsdp != "none", "parallel layouts (the twin traces one GPU)"),
+        (setup.grad_accum > 1, "grad_accum > 1"),
+    ]
+    for bad, what in unsupported:
+        if bad:
+            raise VerifyUnsupportedError(f"verify cannot reproduce {what}")
+    impl = setup.step_impl
+    return TraceRecipe(
+        batch=setup.batch,
+        seq=setup.seq,
+        precision=setup.precision.replace("amp-fp16", "amp"),
+        attention="sdpa" if setup.attention == "flash" else setup.attention,
+        recompute=setup.recompute,
+        optimizer=setup.optimizer,
+        optimizer_impl=impl,
+        lora_r=setup.lora_r if setup.peft == "lora" else 0,
+        lora_targets=setup.lora_targets,
+        freeze_layers=setup.freeze_layers,
+    )
+
+
+def _truncated(config: dict[str, Any], layers: int) -> dict[str, Any]:
+    key = next((k for k in _LAYER_KEYS if k in config), None)
+    if key is None:
+        raise VerifyUnsupportedError("--layers: the config names no layer count (num_hidden_layers / n_layer)")
+    out = {**config, key: layers}
+    for per_layer in ("layer_types", "mlp_only_layers"):
+        if isinstance(out.get(per_layer), list):
+            out[per_layer] = out[per_layer][:layers]
+    return out
+
+
+def _layers_of(config: dict[str, Any]) -> int:
+    return next(int(config[k]) for k in _LAYER_KEYS if k in config)
+
+
+def _traced_training(config: dict[str, Any], recipe: Any, layers: int | None) -> dict[str, int]:
+    """Measured quantities; with ``layers``, traced at N and N + 1 layers and extrapolated linearly."""
+    from vramwise.verify.trace import trace_training
+
+    def measure(cfg: dict[str, Any]) -> dict[str, int]:
+        t = trace_training(cfg, recipe)
+        return {
+            "weights": t.params,
+            "master_weights": t.master_weights,
+            "gradients": t.grads,
+            "optimizer_states": t.optimizer_states,
+            "forward_end": t.marks.get("forward_end", 0),
+            "backward_peak": t.phase_peaks.get("backward", 0),
+            "step_peak": t.phase_peaks.get("optimizer step", 0),
+            "peak": t.peak,
+        }
+
+    total = _layers_of(config)
+    if not layers or layers >= total:
+        return measure(config)
+    lo, hi = measure(_truncated(config, layers)), measure(_truncated(config, layers + 1))
+    out = {k: lo[k] + (hi[k] - lo[k]) * (total - layers) for k in lo if k != "peak"}
+    out["peak"] = max(out["forward_end"], out["backward_peak"], out["step_peak"])
+    return out
+
+
+def _phase(est: Estimate, *names: str) -> int:
+    persistent = sum(t.bytes for t in est.persistent)
+    return max((persistent + p.bytes for p in est.phases if p.name in names), default=0)
+
+
+def _named(est: Estimate, name: str) -> int:
+    for t in est.persistent + tuple(t for p in est.phases for t in p.transient):
+        if t.name == name:
+            return t.bytes
+    return 0
+
+
+def verify_training(text: str, model: Model, setup: TrainSetup, *, layers: int | None = None) -> Comparison:
+    import time
+
+    _check_torch()
+    config = raw_config(text, model)
+    recipe = train_recipe(setup)
+    bare = replace(setup, cuda_context_mib=0, allocator_fraction=0.0)
+    est = estimate_training(model, bare)
+    full = estimate_training(model, setup)
+    start = time.perf_counter()
+    try:
+        measured = _traced_training(config, recipe, layers)
+    except (ValueError, KeyError, NotImplementedError) as err:
+        raise VerifyUnsupportedError(f"transformers cannot build or run this model here: {err}") from None
+    estimated = {
+        "weights": sum(t.bytes for t in est.persistent if t.name.startswith("weights/")),
+        "master_weights": _named(est, "optimizer/master_weights"),
+        "gradients": _named(est, "gradients"),
+        "optimizer_states": _named(est, "optimizer/states"),
+        "forward_end": _phase(est, "forward end"),
+        "backward_peak": _phase(est, "backward (loss)", "backward (recompute)", "backward end"),
+        "step_peak": _phase(est, "optimizer step"),
+        "peak": est.peak_bytes,
+    }
+    rows = tuple(Row(name=k, estimate=estimated[k], measured=measured[k]) for k in estimated)
+    return Comparison(
+        kind="training",
+        rows=rows,
+        semantics=SEMANTICS,
+        layers_traced=layers,
+        overheads=full.peak_bytes - est.peak_bytes,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def verify_inference(text: str, model: Model, setup: InferSetup) -> Comparison:
+    import time
+
+    from vramwise.verify.trace import InferRecipe, trace_inference
+
+    _check_torch()
+    config = raw_config(text, model)
+    if setup.tp > 1:
+        raise VerifyUnsupportedError("verify cannot reproduce tp > 1 (the twin traces one GPU)")
+    fmt = setup.weight_format or "bf16"
+    if fmt not in ("fp32", "fp16", "bf16"):
+        raise VerifyUnsupportedError(f"verify cannot reproduce weight format {fmt} (traceable: fp32, fp16, bf16)")
+    bare = replace(setup, cuda_context_mib=0, allocator_fraction=0.0, kv_block=1)
+    est = estimate_inference(model, bare)
+    full = estimate_inference(model, setup)
+    recipe = InferRecipe(
+        batch=setup.batch,
+        context=setup.context,
+        new_tokens=setup.new_tokens,
+        precision=fmt,
+        attention="sdpa" if setup.attention == "flash" else setup.attention,
+        all_logits=setup.all_logits,
+    )
+    start = time.perf_counter()
+    try:
+        t = trace_inference(config, recipe)
+    except (ValueError, KeyError, NotImplementedError) as err:
+        raise VerifyUnsupportedError(f"transformers cannot build or run this model here: {err}") from None
+    weights = sum(x.bytes for x in est.persistent if x.name.startswith("weights/"))
+    prefill = _phase(est, "prefill (inside a layer)", "prefill (logits)")
+    rows = [
+        Row(name="weights", estimate=weights, measured=t.params),
+        # generate() never writes back the last new token's keys and values; the estimate reserves its slot
+        Row(name="kv_cache", estimate=_named(est, "kv_cache"), measured=t.kv_cache),
+        Row(name="prefill_peak", estimate=prefill, measured=t.phase_peaks.get("prefill", 0)),
+    ]
+    if setup.new_tokens > 1:
+        rows.append(Row(name="decode_peak", estimate=_phase(est, "decode step"), measured=t.phase_peaks["decode"]))
+    rows.append(Row(name="peak", estimate=est.peak_bytes, measured=t.peak))
+    return Comparison(
+        kind="inference",
+        rows=tuple(rows),
+        semantics=SEMANTICS,
+        layers_traced=None,
+        overheads=full.peak_bytes - est.peak_bytes,
+        seconds=time.perf_counter() - start,
+    )

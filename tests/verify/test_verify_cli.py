@@ -1,0 +1,89 @@
+"""`vramwise verify`: estimate beside a traced run, and one-line refusals for what the twin cannot run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from vramwise.cli import main
+
+TINY = {
+    "model_type": "qwen2",
+    "hidden_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 344,
+    "vocab_size": 4000,
+}
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> str:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(TINY))
+    return str(path)
+
+
+def test_verify_training_rows_match_the_trace(capsys: pytest.CaptureFixture[str], tiny: str) -> None:
+    code, out, _ = _run(capsys, "verify", tiny, "--seq", "128", "--batch", "2", "--json")
+    assert code == 0
+    data = json.loads(out)
+    rows = {r["name"]: r for r in data["rows"]}
+    assert (data["schema"], data["kind"]) == ("vramwise/verify", "training")
+    for exact in ("weights", "master_weights", "gradients", "optimizer_states"):
+        assert rows[exact]["estimate"] == rows[exact]["measured"], exact
+    assert abs(rows["peak"]["error"]) < 0.05
+
+
+def test_verify_layers_extrapolates_close_to_the_full_trace(capsys: pytest.CaptureFixture[str], tiny: str) -> None:
+    _, full, _ = _run(capsys, "verify", tiny, "--seq", "128", "--json")
+    _, part, _ = _run(capsys, "verify", tiny, "--seq", "128", "--json", "--layers", "1")
+    measured = {r["name"]: r["measured"] for r in json.loads(full)["rows"]}
+    extrapolated = {r["name"]: r["measured"] for r in json.loads(part)["rows"]}
+    assert extrapolated["weights"] == measured["weights"]  # parameters are linear in the depth
+    assert extrapolated["peak"] == pytest.approx(measured["peak"], rel=0.02)
+
+
+def test_verify_inference_table(capsys: pytest.CaptureFixture[str], tiny: str) -> None:
+    code, out, _ = _run(capsys, "verify", tiny, "--infer", "--seq", "256", "-n", "4")
+    assert code == 0
+    assert "kv_cache" in out and "decode_peak" in out and "measured on: fake CPU tensors" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--peft", "qlora"],
+        ["--optimizer", "adamw-8bit"],
+        ["--dp", "8", "--zero", "3"],
+        ["--loss", "chunked"],
+        ["--infer", "--format", "nf4"],
+        ["--layers", "0"],
+    ],
+)
+def test_verify_refuses_what_it_cannot_reproduce(
+    argv: list[str], capsys: pytest.CaptureFixture[str], tiny: str
+) -> None:
+    code, out, err = _run(capsys, "verify", tiny, *argv)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("vramwise: error:")
+
+
+def test_verify_needs_an_architecture(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "verify", "7b")
+    assert code == 2 and "needs the architecture" in err
