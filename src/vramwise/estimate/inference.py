@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vramwise.errors import NeedsArchitectureError
-from vramwise.estimate.kv_cache import kv_cache_term
+from vramwise.estimate.kv_cache import kv_cache_term, sliding_prefill_views_term
 from vramwise.estimate.logits import logits_term
 from vramwise.estimate.overheads import cuda_context_term, with_allocator
 from vramwise.estimate.sharding import check_tp
@@ -30,19 +30,27 @@ def kv_dtype(setup: InferSetup, fmt_name: str) -> tuple[str, float]:
     return name, DTYPE_BYTES[name]
 
 
-def _phases(spec: ModelSpec, setup: InferSetup, c: int, persistent: tuple[Term, ...]) -> tuple[Phase, ...]:
+def _phases(
+    spec: ModelSpec, setup: InferSetup, c: int, persistent: tuple[Term, ...], kv_bytes: float
+) -> tuple[Phase, ...]:
     chunk = min(setup.prefill_chunk or setup.context, setup.context)
+    views = None
+    if setup.kv_block == 1:
+        kw_views = {"batch": setup.batch, "context": setup.context, "dtype_bytes": kv_bytes, "tp": setup.tp}
+        views = sliding_prefill_views_term(spec, **kw_views)
+    held = [views] if views else []
     kw = {"batch": setup.batch, "c": c, "attention": setup.attention, "tp": setup.tp}
     prefill = prefill_workspace_term(spec, chunk=chunk, kv_len=setup.context, **kw)
     logits = logits_term(spec, batch=setup.batch, positions=chunk, c=c, last_only=not setup.all_logits)
     phases = [
-        with_allocator(persistent, "prefill (inside a layer)", [prefill], setup.allocator_fraction),
-        with_allocator(persistent, "prefill (logits)", [logits], setup.allocator_fraction),
+        with_allocator(persistent, "prefill (inside a layer)", [prefill, *held], setup.allocator_fraction),
+        with_allocator(persistent, "prefill (logits)", [logits, *held], setup.allocator_fraction),
     ]
     if setup.new_tokens:
         step = prefill_workspace_term(spec, chunk=1, kv_len=setup.tokens, **kw)
         step_logits = logits_term(spec, batch=setup.batch, positions=1, c=c, last_only=True)
-        phases.append(with_allocator(persistent, "decode step", [step, step_logits], setup.allocator_fraction))
+        decode = [step, step_logits, *held]  # the first step still holds the prefill's views
+        phases.append(with_allocator(persistent, "decode step", decode, setup.allocator_fraction))
     return tuple(phases)
 
 
@@ -71,7 +79,8 @@ def estimate_inference(model: Model, setup: InferSetup) -> Estimate:
     notes = [f"weights stored as {fmt.name}: {fmt.summary}"]
     if setup.tp > 1:
         notes.append(f"per GPU of tp={setup.tp}: linear weights, heads and vocabulary split; norms replicated")
-    return Estimate(persistent=persistent, phases=_phases(spec, setup, c, persistent), notes=tuple(notes))
+    phases = _phases(spec, setup, c, persistent, kv_bytes)
+    return Estimate(persistent=persistent, phases=phases, notes=tuple(notes))
 
 
 def _bare_inference(model: BareModel, setup: InferSetup) -> Estimate:

@@ -51,3 +51,24 @@ def kv_cache_term(
         formula=f"b {batch} x {per} x {dtype} {dtype_bytes:g} B x tokens {tokens} x L {L}{window}{blocks}",
         source="K and V per layer per token (vLLM paged KV; MLA latent cache per DeepSeek-V2 paper §2.1)",
     )
+
+
+def sliding_prefill_views_term(
+    spec: ModelSpec, *, batch: int, context: int, dtype_bytes: float, tp: int
+) -> Term | None:
+    """transformers' sliding-window cache keeps the window as a view of the whole prefill's K/V, so each sliding
+    layer holds ``context`` tokens until its first decode step replaces them (traced: verify). A paged engine
+    copies the window out instead; this term applies to the contiguous (kv_block 1) cache only."""
+    window = spec.attention.sliding_window
+    if not window or context <= window:
+        return None
+    sliding = sum(spec.layer_attention(i) == "sliding" for i in range(spec.num_layers))
+    if not sliding:
+        return None
+    extra = int(batch * kv_elements_per_token(spec, tp) * sliding * (context - window) * dtype_bytes)
+    return Term(
+        name="kv_cache/prefill_views",
+        bytes=extra,
+        formula=f"b {batch} x {sliding} sliding layers x (context {context} - window {window}) x K/V per token",
+        source="transformers DynamicSlidingWindowLayer slices the prefill's keys and values (a view, not a copy)",
+    )

@@ -9,8 +9,9 @@ input alive for the whole layer:
              the scores: QKᵀ in c bytes, its fp32 softmax and the cast back (b·(a/t)·s_q·s_kv·(2c + 4));
              SDPA/flash kernels never materialise the s² matrix.
   MLP:       embeddings, layer input, residual, norm output (4·T·h·c) and, gated, act(gate), up and their
-             product (3·T·i·c / t); plain, the up projection and its activation (2·T·i·c / t; GPT-2's
-             composite gelu_new holds four). MoE: the top-k routed copies.
+             product (3·T·i·c / t; Phi-3's fused gate_up four); plain, the up projection and its activation
+             (2·T·i·c / t; GPT-2's composite gelu_new holds four). MoE: the top-k routed copies.
+  mask:      with a sliding window shorter than the keys (and no flash-attention), a boolean b·s_q·s_kv mask.
 Checked against traced prefills (tests/estimate/test_infer_vs_trace.py).
 """
 
@@ -40,6 +41,8 @@ def _attention_live(spec: ModelSpec, tokens: int, c: int, tp: int) -> tuple[int,
 def _mlp_live(spec: ModelSpec, tokens: int, c: int, tp: int) -> tuple[int, str]:
     h, mlp, moe = spec.hidden_size, spec.mlp, spec.moe
     per_i = 3 if mlp.gated else 4 if mlp.activation == "gelu_new" else 2
+    if mlp.gated and spec.model_type == "phi3":
+        per_i = 4  # one fused gate_up output (2i) stays alive beside act(gate) and the product
     widths = []
     if spec.dense_layers:
         widths.append(("dense", per_i * mlp.intermediate_size // tp))
@@ -70,6 +73,13 @@ def prefill_workspace_term(
         att_f += f" + scores b·(a/t)·s_q·s_kv·(2c+4) = {s2:,}"
     mlp_n, mlp_f = _mlp_live(spec, tokens, c, tp)
     n, f, where = (att_n, att_f, "attention") if att_n >= mlp_n else (mlp_n, mlp_f, "MLP")
+    window = spec.attention.sliding_window
+    sliding = window and kv_len > window and any(spec.layer_attention(i) == "sliding" for i in range(spec.num_layers))
+    if sliding and attention != "flash":
+        # a window shorter than the keys rules out is_causal: transformers builds a boolean (b, 1, s, s) mask
+        mask = batch * chunk * kv_len
+        n += mask
+        f += f" + sliding-window mask b·s_q·s_kv x 1 B = {mask:,}"
     return Term(
         name="activations/prefill_workspace",
         bytes=n,

@@ -11,7 +11,7 @@ import weakref
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, is_traceable_wrapper_subclass
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
@@ -34,26 +34,35 @@ class LiveStorages(TorchDispatchMode):
         self.phase_peaks: dict[str, int] = {}  # the highest live total seen during each named phase
         self.peak_at = ""
         self._phase = "setup"
+        self.paused = 0  # > 0 while metadata-only work runs (DTensor sharding propagation on global shapes)
 
     def track(self, tensors: Any) -> None:
         for t in tree_flatten(tensors)[0]:
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+                continue
+            if is_traceable_wrapper_subclass(t):
+                # A wrapper (DTensor) holds no memory itself: what this rank holds is its local tensors, made
+                # one dispatch level down where this mode does not see them.
+                attrs, _ = t.__tensor_flatten__()
+                self.track([getattr(t, a) for a in attrs])
+            else:
                 self._add(t.untyped_storage())
 
     def _add(self, storage: torch.UntypedStorage) -> None:
         if storage in self._sizes:
             return
         size = rounded(storage.nbytes())
-        self._sizes[storage] = size
+        cell = [size]  # mutable: resize_ changes what the storage holds, and so what its death frees
+        self._sizes[storage] = cell
         self.current += size
-        weakref.finalize(storage, self._free, size)
+        weakref.finalize(storage, self._free, cell)
         if self.current > self.peak:
             self.peak, self.peak_at = self.current, self._phase
         if self.current > self.phase_peaks.get(self._phase, 0):
             self.phase_peaks[self._phase] = self.current
 
-    def _free(self, size: int) -> None:
-        self.current -= size
+    def _free(self, cell: list[int]) -> None:
+        self.current -= cell[0]
 
     def phase(self, name: str) -> None:
         self._phase = name
@@ -66,7 +75,21 @@ class LiveStorages(TorchDispatchMode):
     def mark(self, name: str) -> None:
         self.marks[name] = self.current
 
+    def resized(self, storage: torch.UntypedStorage, nbytes: int) -> None:
+        """FSDP2 frees and re-allocates unsharded parameters with ``storage.resize_``."""
+        cell = self._sizes.get(storage)
+        if cell is None:
+            return
+        new = rounded(nbytes)
+        self.current += new - cell[0]
+        cell[0] = new
+        if self.current > self.peak:
+            self.peak, self.peak_at = self.current, self._phase
+        if self.current > self.phase_peaks.get(self._phase, 0):
+            self.phase_peaks[self._phase] = self.current
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        self.track(out)
+        if not self.paused:
+            self.track(out)
         return out

@@ -36,6 +36,7 @@ class TraceRecipe:
     lora_r: int = 0
     lora_targets: tuple[str, ...] = ()
     freeze_layers: int = 0  # the embeddings and the first N decoder layers get requires_grad=False
+    fsdp: int = 0  # > 1: FSDP2 fully_shard per decoder layer and the root, over a fake world of this size
     steps: int = 2
 
 
@@ -108,8 +109,61 @@ def _freeze_bottom(model: torch.nn.Module, layers: int) -> None:
             module.requires_grad_(False)
 
 
+@contextlib.contextmanager
+def _fsdp_accounting(tracker: LiveStorages) -> Iterator[None]:
+    """Count FSDP2's storage resizes, and skip DTensor's sharding propagation: it runs ops on global shapes
+    inside the fake mode and caches their results, which are metadata, not memory (notes §2c)."""
+    from torch.distributed.tensor._sharding_prop import ShardingPropagator
+
+    original_resize = torch.UntypedStorage.resize_
+    original_meta = ShardingPropagator.propagate
+
+    def resize(storage: torch.UntypedStorage, nbytes: int) -> Any:
+        out = original_resize(storage, nbytes)
+        tracker.resized(storage, nbytes)
+        return out
+
+    def meta(self: Any, *args: Any, **kwargs: Any) -> Any:
+        tracker.paused += 1
+        try:
+            return original_meta(self, *args, **kwargs)
+        finally:
+            tracker.paused -= 1
+
+    torch.UntypedStorage.resize_ = resize  # type: ignore[method-assign]
+    ShardingPropagator.propagate = meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.UntypedStorage.resize_ = original_resize  # type: ignore[method-assign]
+        ShardingPropagator.propagate = original_meta  # type: ignore[method-assign]
+
+
+def _fake_world(size: int) -> Any:
+    """A process group of ``size`` ranks in this one process (torch's fake backend): collectives do nothing."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    dist.init_process_group("fake", rank=0, world_size=size, store=FakeStore())
+    return init_device_mesh("cpu", (size,))
+
+
+def _shard(model: torch.nn.Module, mesh: Any) -> None:
+    from torch.distributed.fsdp import fully_shard
+
+    decoder = model.get_decoder()
+    stack = next(m for _, m in decoder.named_children() if isinstance(m, torch.nn.ModuleList))
+    for layer in stack:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
 def _optimizer(params: list[torch.nn.Parameter], recipe: TraceRecipe) -> Any:
-    if recipe.precision in ("bf16-mixed", "fp16-mixed"):
+    if recipe.precision in ("bf16-mixed", "fp16-mixed") and not recipe.lora_r:
+        # LoRA adapters are fp32 already (peft upcasts them): they are their own master copy
         return _MasterWeights(params, lambda masters: _torch_optimizer(masters, recipe))
     return _torch_optimizer(params, recipe)
 
@@ -122,6 +176,9 @@ def _torch_optimizer(params: list[torch.nn.Parameter], recipe: TraceRecipe) -> t
         cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
         return cls(params, lr=1e-4, **impl)
     if recipe.optimizer in ("sgd", "sgd-momentum"):
+        # SGD updates in place in every implementation; the fused CPU kernel allocates real memory under
+        # fake tensors (gigabytes for a 7B model), so the trace runs the equivalent foreach one.
+        impl = {"foreach": True} if recipe.optimizer_impl == "fused" else impl
         return torch.optim.SGD(params, lr=1e-3, momentum=0.9 if recipe.optimizer == "sgd-momentum" else 0.0, **impl)
     if recipe.optimizer == "adafactor":
         return torch.optim.Adafactor(params, lr=1e-3, foreach=recipe.optimizer_impl == "foreach")
@@ -155,9 +212,29 @@ class _MasterWeights:
             p.grad = None
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """What this rank holds: a DTensor's local shard, or the tensor itself."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _local_bytes(t: torch.Tensor) -> int:
+    local = _local(t)
+    return local.numel() * local.element_size()
+
+
+def _step(model: torch.nn.Module, opt: Any, ids: torch.Tensor, autocast: Any) -> None:
+    """One untracked training iteration (the FSDP warm-up)."""
+    with autocast:
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    del loss
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def _state_bytes(opt: Any) -> int:
     return sum(
-        v.numel() * v.element_size()
+        _local_bytes(v)
         for state in opt.state.values()
         for k, v in state.items()
         if isinstance(v, torch.Tensor) and k != "step"
@@ -178,7 +255,17 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         raise ValueError("mixture-of-experts traces run in bf16 only (transformers' grouped_mm path)")
     hf = _hf_config(config, recipe.attention)
     tracker = LiveStorages()
-    with _never_packed(), FakeTensorMode() if fake else contextlib.nullcontext(), tracker:
+    mesh = _fake_world(recipe.fsdp) if recipe.fsdp > 1 else None
+    fsdp = _fsdp_accounting(tracker) if mesh is not None else contextlib.nullcontext()
+    # With FSDP the count starts after sharding and one warm-up step: the unsharded originals and DTensor's
+    # cached global-shape metadata are not memory a rank holds in steady state (notes §2c).
+    late = mesh is not None
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_never_packed())
+        stack.enter_context(fsdp)
+        stack.enter_context(FakeTensorMode() if fake else contextlib.nullcontext())
+        if not late:
+            stack.enter_context(tracker)
         torch.manual_seed(0)
         # Built in its final dtype: FakeTensor parameters cannot be swapped by a later .to().
         dtype = _MODEL_DTYPE.get(recipe.precision, torch.float32)
@@ -195,12 +282,21 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
                 model = peft.get_peft_model(model, lora)
         if recipe.freeze_layers:
             _freeze_bottom(model, recipe.freeze_layers)
+        if mesh is not None:
+            _shard(model, mesh)
         trainable = [p for p in model.parameters() if p.requires_grad]
         opt = _optimizer(trainable, recipe)
         ids = torch.randint(0, hf.vocab_size, (recipe.batch, recipe.seq))
         autocast = (
             torch.autocast("cpu", dtype=torch.bfloat16) if recipe.precision == "amp" else contextlib.nullcontext()
         )
+        if late:
+            _step(model, opt, ids, autocast)
+            stack.enter_context(tracker)
+            tracker.track([_local(t) for t in model.parameters()])
+            tracker.track([_local(t) for t in model.buffers()])
+            tracker.track([_local(v) for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)])
+            tracker.track(ids)
         tracker.reset_peak()
         grads = states = 0
         for _ in range(recipe.steps):
@@ -212,13 +308,13 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
             loss.backward()
             del loss
             tracker.mark("backward_end")
-            grads = sum(p.grad.numel() * p.grad.element_size() for p in trainable if p.grad is not None)
+            grads = sum(_local_bytes(p.grad) for p in trainable if p.grad is not None)
             tracker.phase("optimizer step")
             opt.step()
             tracker.mark("step_end")
             states = _state_bytes(opt)
             opt.zero_grad(set_to_none=True)
-        params = sum(p.numel() * p.element_size() for p in model.parameters())
+        params = sum(_local_bytes(p) for p in model.parameters())
     return Trace(
         peak=tracker.peak,
         peak_phase=tracker.peak_at,

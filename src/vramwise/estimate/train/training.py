@@ -278,24 +278,40 @@ def _outer_params(spec: ModelSpec) -> int:
     return sum(g.count for g in parameter_groups(spec) if not in_layer(g))
 
 
-def _gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> Term | None:
-    """ZeRO-3 / FSDP full shard: the parameters all-gathered for the module running now, and the prefetch."""
-    part = partitioned(setup)
-    if part["stage"] < 3:
-        return None
+def _gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[Term], list[Term]]:
+    """Parameters (and gradients) unsharded on the fly under ZeRO-3 / FSDP full shard: (forward end, backward).
+
+    FSDP2 keeps the root unit (embeddings, final norm, head) unsharded from forward to backward and reshards
+    each layer after its forward; in backward the current layer and the prefetched next one are gathered,
+    and one layer's unsharded gradients wait for their reduce-scatter (traced: notes §2c, verify).
+    DeepSpeed ZeRO-3 gathers the module running now plus the prefetch bucket, in forward and backward alike.
+    """
+    if partitioned(setup)["stage"] < 3:
+        return [], []
     layer = _layer_params(spec) // setup.tp
+    outer = _outer_params(spec)
     w = recipe.weight
     if setup.fsdp != "none":
-        outer = _outer_params(spec)
-        n = (outer + 2 * layer) * w
-        f = f"root unit (embeddings, head) {outer:,} + 2 layers (current + prefetch) x {layer:,}, x {w} B"
-        src = "FSDP: one unit unsharded plus the next prefetched; the root unit stays unsharded (notes §2c)"
-    else:
-        prefetch = min(setup.prefetch_bucket, layer)
-        n = (max(layer, _outer_params(spec)) + prefetch) * w
-        f = f"(largest module max(layer {layer:,}, embeddings+head) + prefetch {prefetch:,}) x {w} B"
-        src = "DeepSpeed ZeRO-3: gathered module + stage3_prefetch_bucket_size"
-    return Term(name="zero/gathered_params", bytes=n, formula=f, source=src)
+        src = "FSDP2: root unit kept, layers resharded after forward, current + prefetched layer in backward"
+        root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B", source=src)
+        layers = Term(name="fsdp/layer_units", bytes=2 * layer * w, formula=f"2 x {layer:,} x {w} B", source=src)
+        g = LORA_BYTES if setup.peft != "none" else recipe.grad
+        grads = Term(
+            name="fsdp/unsharded_grads",
+            bytes=layer * g if setup.peft == "none" else 0,
+            formula=f"one layer's gradients before reduce-scatter: {layer:,} x {g} B",
+            source=src,
+        )
+        return [root], [root, layers, grads]
+    prefetch = min(setup.prefetch_bucket, layer)
+    n = (max(layer, outer) + prefetch) * w
+    term = Term(
+        name="zero/gathered_params",
+        bytes=n,
+        formula=f"(largest module max(layer {layer:,}, embeddings+head) + prefetch {prefetch:,}) x {w} B",
+        source="DeepSpeed ZeRO-3: gathered module + stage3_prefetch_bucket_size",
+    )
+    return [term], [term]
 
 
 def _numel(tensors: list[Tensor]) -> int:
@@ -478,9 +494,8 @@ def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimat
         forward.append(saved)
     if recipe.autocast_cache:
         forward.append(_autocast_cache(spec, stage, setup))
-    gathered = _gathered(spec, setup, recipe)
-    if gathered:
-        forward.append(gathered)
+    gathered_fwd, gathered_bwd = _gathered(spec, setup, recipe)
+    forward += gathered_fwd
     if setup.peft == "qlora":
         forward.append(_dequantized(spec))
     fa = setup.allocator_fraction
@@ -495,7 +510,11 @@ def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimat
             source="full recompute re-runs one layer's forward during backward",
         )
         phases.append(with_allocator(pers, "backward (recompute)", [*forward, rebuilt], fa))
-    end = [*backward_extra, *([gathered] if gathered else [])]
+    if setup.fsdp != "none" and gathered_bwd:
+        # the last layer's backward: activations still held, the loss's tensors gone, units gathered
+        in_layers = [t for t in forward if t not in gathered_fwd and t.name != "activations/loss"]
+        phases.append(with_allocator(pers, "backward (layer)", [*in_layers, *gathered_bwd], fa))
+    end = [*backward_extra, *gathered_bwd]
     if grads is not None and not grads_persist:
         end.insert(0, grads)
     phases.append(with_allocator(pers, "backward end", end, fa))
