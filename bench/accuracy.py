@@ -8,6 +8,7 @@ Each peer answers only the cases it can express; the others are "n/a".
 
     python bench/accuracy.py                 # the whole matrix (about 10 minutes on 2 CPU cores)
     python bench/accuracy.py --only llama    # cases whose id contains "llama"
+    python bench/accuracy.py --device cuda   # on a GPU machine: real runs, plus the allocator's figures
 
 Writes bench/results/accuracy-<env>.md and .json (env: cpu-trace, or cuda when a GPU runs the cases for real).
 """
@@ -148,14 +149,20 @@ class Result:
     peers: dict[str, int | None] = field(default_factory=dict)
     seconds: float = 0.0
     error: str = ""
+    cuda: dict[str, int] = field(default_factory=dict)
 
     @property
     def peak_error(self) -> float | None:
         return self.estimate / self.measured - 1 if self.measured else None
 
 
+DEVICE = "cpu"  # --device cuda runs every case for real on the GPU (random weights)
+
+
 def _run_train(spec: ModelSpec, config: dict[str, Any], setup: TrainSetup, res: Result) -> None:
-    trace = trace_training(config, train_recipe(setup))
+    recipe = train_recipe(setup)
+    trace = trace_training(config, recipe, device=DEVICE if not recipe.fsdp else "cpu")
+    res.cuda = trace.cuda
     est = estimate_training(spec, setup)
     res.measured, res.estimate = trace.peak, est.peak_bytes
     named = {t.name: t.bytes for t in est.persistent + tuple(t for p in est.phases for t in p.transient)}
@@ -172,7 +179,8 @@ def _run_infer(spec: ModelSpec, config: dict[str, Any], setup: InferSetup, res: 
     recipe = InferRecipe(
         batch=setup.batch, context=setup.context, new_tokens=setup.new_tokens, all_logits=setup.all_logits
     )
-    trace = trace_inference(config, recipe)
+    trace = trace_inference(config, recipe, device=DEVICE)
+    res.cuda = trace.cuda
     est = estimate_inference(spec, replace(setup, weight_format="bf16"))
     res.measured, res.estimate = trace.peak, est.peak_bytes
     weights = sum(t.bytes for t in est.persistent if t.name.startswith("weights/"))
@@ -361,6 +369,7 @@ def write(results: list[Result], env_name: str) -> tuple[Path, Path]:
                 "error": r.error,
                 "note": r.case.note,
                 "overrides": dict(r.case.overrides),
+                "cuda": r.cuda or None,
             }
         )
     js = RESULTS / f"accuracy-{env_name}.json"
@@ -404,8 +413,12 @@ def write(results: list[Result], env_name: str) -> tuple[Path, Path]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="run the cases whose id contains this text")
-    parser.add_argument("--env", default="cpu-trace", help="name of the results file (default cpu-trace)")
+    parser.add_argument("--env", help="name of the results file (default cpu-trace, or cuda with --device cuda)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: run for real on the GPU")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
+    args.env = args.env or ("cuda" if args.device == "cuda" else "cpu-trace")
     cases = [c for c in CASES if not args.only or args.only in c.id]
     missing = [c.model for c in cases if c.model not in models()]
     if missing:

@@ -229,6 +229,8 @@ CASES = [
     ("mixtral", TraceRecipe(batch=2, seq=256, lora_r=4, lora_targets=("all-linear",), recompute="full")),
     ("llama", TraceRecipe(batch=2, seq=256, optimizer="sgd-momentum", optimizer_impl="for-loop")),
     ("llama", TraceRecipe(batch=2, seq=256, freeze_layers=2)),
+    ("llama", TraceRecipe(batch=2, seq=256, fsdp=4)),
+    ("qwen2", TraceRecipe(batch=2, seq=256, precision="fp32", fsdp=2)),
     ("qwen2", TraceRecipe(batch=2, seq=256, precision="fp32", freeze_layers=1)),
     ("qwen3", TraceRecipe(batch=2, seq=256, optimizer="adamw", optimizer_impl="fused")),
     ("gemma", TraceRecipe(batch=2, seq=256, precision="fp32", optimizer="adam", optimizer_impl="for-loop")),
@@ -250,6 +252,8 @@ def _estimate(family: str, recipe: TraceRecipe) -> Estimate:
         lora_r=recipe.lora_r or 16,
         lora_targets=recipe.lora_targets,
         freeze_layers=recipe.freeze_layers,
+        dp=recipe.fsdp or 1,
+        fsdp="full" if recipe.fsdp else "none",
         cuda_context_mib=0,
         allocator_fraction=0.0,
     )

@@ -22,6 +22,12 @@ def render_comparison(c: Comparison, *, title: str, unit: Unit = "gib") -> str:
             f"{to_unit(r.measured, unit):>9.2f} {err:>8}"
         )
     lines.append(f"measured on: {c.semantics}")
+    if c.cuda:
+        lines.append(
+            f"CUDA: max allocated {fmt(c.cuda['max_memory_allocated'], unit)}, max reserved "
+            f"{fmt(c.cuda['max_memory_reserved'], unit)}, device used {fmt(c.cuda['device_used'], unit)} "
+            f"(estimate with context and reserve: {fmt(c.full_estimate, unit)})"
+        )
     if c.layers_traced:
         lines.append(f"traced at {c.layers_traced} and {c.layers_traced + 1} layers, extrapolated to the full depth")
     lines.append(
@@ -45,5 +51,7 @@ def comparison_dict(c: Comparison, *, model: str, setup: Any) -> dict[str, Any]:
         "layers_traced": c.layers_traced,
         "rows": [{"name": r.name, "estimate": r.estimate, "measured": r.measured, "error": r.error} for r in c.rows],
         "overheads_not_measured": c.overheads,
+        "cuda": c.cuda or None,
+        "estimate_with_overheads": c.full_estimate,
         "seconds": round(c.seconds, 3),
     }

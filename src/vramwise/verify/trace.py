@@ -52,6 +52,7 @@ class Trace:
     optimizer_states: int  # exact bytes of the optimizer states after a step (without 'step' counters)
     trainable: int  # trainable parameter count
     master_weights: int = 0  # exact bytes of fp32 master copies (mixed-precision recipes)
+    cuda: dict[str, int] = field(default_factory=dict)  # real GPU runs: allocator and device figures
     marks: dict[str, int] = field(default_factory=dict)  # live bytes at forward_end / backward_end / step_end
     phase_peaks: dict[str, int] = field(default_factory=dict)  # highest live bytes in forward / backward / step
 
@@ -222,6 +223,17 @@ def _local_bytes(t: torch.Tensor) -> int:
     return local.numel() * local.element_size()
 
 
+def _cuda_stats() -> dict[str, int]:
+    torch.cuda.synchronize()
+    free, total = torch.cuda.mem_get_info()
+    return {
+        "max_memory_allocated": torch.cuda.max_memory_allocated(),
+        "max_memory_reserved": torch.cuda.max_memory_reserved(),
+        "device_used": total - free,  # the process's context and reserve plus other processes, as nvidia-smi
+        "device_total": total,
+    }
+
+
 def _step(model: torch.nn.Module, opt: Any, ids: torch.Tensor, autocast: Any) -> None:
     """One untracked training iteration (the FSDP warm-up)."""
     with autocast:
@@ -241,16 +253,21 @@ def _state_bytes(opt: Any) -> int:
     )
 
 
-def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = True) -> Trace:
+def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = True, device: str = "cpu") -> Trace:
     """Run ``recipe.steps`` training iterations of the model described by ``config`` and measure them.
 
     ``fake=False`` runs real CPU tensors instead (small models only): the check that the fake run counts
-    exactly what a real one allocates.
+    exactly what a real one allocates. ``device="cuda"`` runs for real on the GPU with random weights and
+    also records the CUDA allocator's view (max allocated and reserved) and the device's used memory, which
+    calibrate the context and reserve terms. Not yet run on a GPU by this project: no GPU was available.
     """
+    if device == "cuda":
+        fake = False
     import transformers
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    if (config.get("num_local_experts") or config.get("num_experts")) and recipe.precision != "bf16":
+    moe = config.get("num_local_experts") or config.get("num_experts") or config.get("n_routed_experts")
+    if moe and fake and _MODEL_DTYPE.get(recipe.precision) != torch.bfloat16:
         # the per-expert loop indexes tokens with nonzero(), a data-dependent shape fake tensors cannot take
         raise ValueError("mixture-of-experts traces run in bf16 only (transformers' grouped_mm path)")
     hf = _hf_config(config, recipe.attention)
@@ -264,6 +281,8 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         stack.enter_context(_never_packed())
         stack.enter_context(fsdp)
         stack.enter_context(FakeTensorMode() if fake else contextlib.nullcontext())
+        if device == "cuda":
+            stack.enter_context(torch.device("cuda"))
         if not late:
             stack.enter_context(tracker)
         torch.manual_seed(0)
@@ -288,7 +307,7 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         opt = _optimizer(trainable, recipe)
         ids = torch.randint(0, hf.vocab_size, (recipe.batch, recipe.seq))
         autocast = (
-            torch.autocast("cpu", dtype=torch.bfloat16) if recipe.precision == "amp" else contextlib.nullcontext()
+            torch.autocast(device, dtype=torch.bfloat16) if recipe.precision == "amp" else contextlib.nullcontext()
         )
         if late:
             _step(model, opt, ids, autocast)
@@ -298,6 +317,9 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
             tracker.track([_local(v) for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)])
             tracker.track(ids)
         tracker.reset_peak()
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         grads = states = 0
         for _ in range(recipe.steps):
             tracker.phase("forward")
@@ -315,6 +337,7 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
             states = _state_bytes(opt)
             opt.zero_grad(set_to_none=True)
         params = sum(_local_bytes(p) for p in model.parameters())
+        cuda = _cuda_stats() if device == "cuda" else {}
     return Trace(
         peak=tracker.peak,
         peak_phase=tracker.peak_at,
@@ -323,6 +346,7 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         optimizer_states=states,
         trainable=sum(p.numel() for p in trainable),
         master_weights=sum(m.numel() * 4 for m in getattr(opt, "masters", [])),
+        cuda=cuda,
         marks=dict(tracker.marks),
         phase_peaks={k: v for k, v in tracker.phase_peaks.items() if k != "setup"},
     )
@@ -347,6 +371,7 @@ class InferTrace:
     params: int
     kv_cache: int  # exact bytes of the cache's keys and values at the end
     phase_peaks: dict[str, int] = field(default_factory=dict)
+    cuda: dict[str, int] = field(default_factory=dict)
 
 
 def _cache_bytes(cache: Any) -> int:
@@ -359,7 +384,9 @@ def _cache_bytes(cache: Any) -> int:
     return total
 
 
-def trace_inference(config: dict[str, Any], recipe: InferRecipe, *, fake: bool = True) -> InferTrace:
+def trace_inference(
+    config: dict[str, Any], recipe: InferRecipe, *, fake: bool = True, device: str = "cpu"
+) -> InferTrace:
     """Prefill then decode step by step, as ``generate()`` does, counting live storages throughout.
 
     generate() itself cannot run on fake tensors (its stopping checks read values), so the loop feeds a fixed
@@ -371,7 +398,9 @@ def trace_inference(config: dict[str, Any], recipe: InferRecipe, *, fake: bool =
     hf = _hf_config(config, recipe.attention)
     dtype = {"fp32": torch.float32, "fp16": torch.float16}.get(recipe.precision, torch.bfloat16)
     tracker = LiveStorages()
-    with _never_packed(), FakeTensorMode() if fake else contextlib.nullcontext(), tracker, torch.no_grad():
+    fake = fake and device == "cpu"
+    place = torch.device(device) if device != "cpu" else contextlib.nullcontext()
+    with _never_packed(), FakeTensorMode() if fake else contextlib.nullcontext(), place, tracker, torch.no_grad():
         model = transformers.AutoModelForCausalLM.from_config(hf, dtype=dtype)
         model.eval()
         ids = torch.zeros((recipe.batch, recipe.context), dtype=torch.long)
@@ -389,10 +418,12 @@ def trace_inference(config: dict[str, Any], recipe: InferRecipe, *, fake: bool =
             cache = out.past_key_values
             del out
         kv = _cache_bytes(cache)
+        cuda = _cuda_stats() if device == "cuda" else {}
     return InferTrace(
         peak=tracker.peak,
         peak_phase=tracker.peak_at,
         params=params,
         kv_cache=kv,
         phase_peaks={k: v for k, v in tracker.phase_peaks.items() if k != "setup"},
+        cuda=cuda,
     )

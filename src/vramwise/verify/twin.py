@@ -14,7 +14,7 @@ they differ (DeepSeek MLA) or with 3-D inputs (old Falcon), where CUDA would use
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vramwise.catalog import models
@@ -25,6 +25,7 @@ from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.load import BareModel, Model
 from vramwise.workload import InferSetup, TrainSetup
 
+CUDA_SEMANTICS = "real CUDA tensors with random weights; torch.cuda allocator statistics and device memory"
 SEMANTICS = (
     "fake CPU tensors (FakeTensorMode), 512-byte rounding as CUDA's allocator, CPU SDPA kernels (flash: output + "
     "log-sum-exp, as CUDA's flash), CPU autocast policy for amp"
@@ -57,6 +58,8 @@ class Comparison:
     layers_traced: int | None  # --layers: the truncated depth, extrapolated to the full model
     overheads: int  # estimate bytes a CPU trace cannot see (CUDA context, allocator reserve)
     seconds: float
+    cuda: dict[str, int] = field(default_factory=dict)  # on a GPU: max allocated / reserved, device used
+    full_estimate: int = 0  # the estimate with the overhead terms, to set beside device_used
 
 
 def raw_config(text: str, model: Model) -> dict[str, Any]:
@@ -152,12 +155,21 @@ def _layers_of(config: dict[str, Any]) -> int:
     return next(int(config[k]) for k in _LAYER_KEYS if k in config)
 
 
-def _traced_training(config: dict[str, Any], recipe: Any, layers: int | None) -> dict[str, int]:
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _traced_training(config: dict[str, Any], recipe: Any, layers: int | None, cuda: dict[str, int]) -> dict[str, int]:
     """Measured quantities; with ``layers``, traced at N and N + 1 layers and extrapolated linearly."""
     from vramwise.verify.trace import trace_training
 
+    device = "cuda" if recipe.fsdp <= 1 and _device() == "cuda" else "cpu"
+
     def measure(cfg: dict[str, Any]) -> dict[str, int]:
-        t = trace_training(cfg, recipe)
+        t = trace_training(cfg, recipe, device=device)
+        cuda.update(t.cuda)
         return {
             "weights": t.params,
             "master_weights": t.master_weights,
@@ -200,8 +212,9 @@ def verify_training(text: str, model: Model, setup: TrainSetup, *, layers: int |
     est = estimate_training(model, bare)
     full = estimate_training(model, setup)
     start = time.perf_counter()
+    cuda: dict[str, int] = {}
     try:
-        measured = _traced_training(config, recipe, layers)
+        measured = _traced_training(config, recipe, None if _device() == "cuda" else layers, cuda)
     except Exception as err:  # any failure of the twin is one line, never a traceback
         raise VerifyUnsupportedError(f"the traced run failed: {type(err).__name__}: {str(err)[:200]}") from None
     estimated = {
@@ -218,10 +231,12 @@ def verify_training(text: str, model: Model, setup: TrainSetup, *, layers: int |
     return Comparison(
         kind="training",
         rows=rows,
-        semantics=SEMANTICS,
-        layers_traced=layers,
+        semantics=CUDA_SEMANTICS if cuda else SEMANTICS,
+        layers_traced=None if cuda else layers,
         overheads=full.peak_bytes - est.peak_bytes,
         seconds=time.perf_counter() - start,
+        cuda=cuda,
+        full_estimate=full.peak_bytes,
     )
 
 
