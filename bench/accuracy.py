@@ -216,6 +216,7 @@ def _llm_analysis(spec: ModelSpec, case: Case) -> int | None:
             s = case.train
             if (
                 s.peft != "none"
+                or s.gpus > 1
                 or s.precision not in ("bf16-mixed", "fp16-mixed")
                 or s.optimizer not in ("adam", "adamw")
             ):
@@ -259,8 +260,8 @@ def _accelerate(config: dict[str, Any], case: Case) -> int | None:
         return total // 2  # bf16 weights: accelerate reports the model size only
     s = case.train
     assert s is not None
-    if s.peft != "none":
-        return None  # accelerate estimates full training only
+    if s.peft != "none" or s.gpus > 1:
+        return None  # accelerate estimates full training on one GPU only
     dtype = "float32" if s.precision == "fp32" else "bfloat16"
     return max(estimate_training_usage(total, dtype).values())  # what `accelerate estimate-memory` prints
 

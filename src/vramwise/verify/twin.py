@@ -223,7 +223,9 @@ def verify_training(text: str, model: Model, setup: TrainSetup, *, layers: int |
         "gradients": _named(est, "gradients"),
         "optimizer_states": _named(est, "optimizer/states"),
         "forward_end": _phase(est, "forward end"),
-        "backward_peak": _phase(est, "backward (loss)", "backward (recompute)", "backward (layer)", "backward end"),
+        "backward_peak": _phase(
+            est, "backward (loss)", "backward (recompute)", "backward (layer)", "backward (head)", "backward end"
+        ),
         "step_peak": _phase(est, "optimizer step"),
         "peak": est.peak_bytes,
     }
