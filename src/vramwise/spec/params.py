@@ -7,6 +7,7 @@ parallelism can find the matrices they act on.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -181,8 +182,12 @@ def _head_groups(spec: ModelSpec) -> list[ParamGroup]:
     return groups
 
 
+@functools.lru_cache(maxsize=256)
 def parameter_groups(spec: ModelSpec) -> tuple[ParamGroup, ...]:
-    """Every parameter of the model, grouped by tensor kind; tied weights are counted once."""
+    """Every parameter of the model, grouped by tensor kind; tied weights are counted once.
+
+    Cached: specs are frozen, and the solvers ask for the same model's groups thousands of times.
+    """
     return tuple(
         _embedding_groups(spec) + _attention_groups(spec) + _ffn_groups(spec) + _norm_groups(spec) + _head_groups(spec)
     )

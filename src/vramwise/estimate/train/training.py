@@ -162,7 +162,13 @@ def _activations(
         "sp": setup.sp,
         "amp": recipe.autocast_cache,
     }
-    per_layer = {i: layer_saved(spec, layer=i, **kw) for i in recording}
+    # Layers differ only in whether their MLP is a mixture of experts: compute each kind once.
+    moe_layers = set(spec.moe.moe_layers) if spec.moe else set()
+    kinds = {
+        kind: layer_saved(spec, layer=next(i for i in recording if (i in moe_layers) == kind), **kw)
+        for kind in {i in moe_layers for i in recording}
+    }
+    per_layer = {i: kinds[i in moe_layers] for i in recording}
     largest = round(max((s.total for s in per_layer.values()), default=0) * tokens)
     terms: list[Term] = []
     flight_f = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
@@ -588,5 +594,15 @@ def estimate_stages(model: Model, setup: TrainSetup) -> list[Estimate]:
 
 
 def estimate_training(model: Model, setup: TrainSetup) -> Estimate:
-    """The worst GPU: the pipeline stage with the highest peak."""
-    return max(estimate_stages(model, setup), key=lambda e: e.peak_bytes)
+    """The worst GPU: the pipeline stage with the highest peak.
+
+    Only the first and the last stage can be the worst: a middle stage holds no more layers than the first
+    (earlier stages take the remainder), no more micro-batches in flight, and neither embeddings nor the loss.
+    """
+    if isinstance(model, BareModel) or setup.pp <= 2:
+        return max(estimate_stages(model, setup), key=lambda e: e.peak_bytes)
+    if not model.lm_head:
+        raise InvalidWorkloadError(f"{model.name} has no language-model head: training covers causal LMs")
+    check_layout(model, setup)
+    split = stages(model, setup.pp)
+    return max((_stage_estimate(model, setup, s) for s in (split[0], split[-1])), key=lambda e: e.peak_bytes)

@@ -1,0 +1,180 @@
+"""Inverse questions: the largest setting that fits a memory budget, the smallest that does, the best format.
+
+Every search relies on one property of the estimate: memory never decreases as the batch, the sequence or the
+context grows, and never increases as data-parallel sharding grows. So each answer comes with the estimate at
+the answer and at the next step beyond it, which is how a user sees the boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from vramwise.errors import VramwiseError
+from vramwise.estimate.inference import estimate_inference
+from vramwise.estimate.serving import Capacity, serving_capacity
+from vramwise.estimate.term import Estimate
+from vramwise.estimate.train.training import estimate_training
+from vramwise.formats import get_format
+from vramwise.spec.model import ModelSpec
+from vramwise.units import fmt
+from vramwise.workload import InferSetup, TrainSetup
+
+SEARCH_CAP = 1 << 22  # 4M: no batch, sequence or GPU count beyond this is a sensible answer
+
+# From the most to the least faithful to the checkpoint; the first that fits is the answer.
+FORMATS_BY_QUALITY = ("bf16", "fp8-e4m3", "int8", "q8_0", "q6_k", "q5_k_m", "awq-4bit-g128", "q4_k_m", "nf4", "q4_0")
+
+
+class DoesNotFitError(VramwiseError):
+    """Even the smallest setting exceeds the budget."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Answer:
+    question: str  # e.g. "max batch"
+    value: int | str
+    at: Estimate  # the estimate at the answer
+    next_value: int | str | None  # one step beyond the answer (None: the search cap, or nothing beyond)
+    beyond: Estimate | None
+    budget: int
+
+
+def _largest(fn: Callable[[int], Estimate], budget: int, lo: int, what: str) -> tuple[int, Estimate, Estimate | None]:
+    """Largest n >= lo with fn(n).peak_bytes <= budget (fn non-decreasing in n)."""
+    first = fn(lo)
+    if first.peak_bytes > budget:
+        raise DoesNotFitError(
+            f"{what} {lo} already needs {fmt(first.peak_bytes)} > budget {fmt(budget)}: nothing to grow"
+        )
+    good, good_est = lo, first
+    step = lo
+    bad, bad_est = None, None
+    while good < SEARCH_CAP:  # double until it no longer fits
+        trial = min(good + step, SEARCH_CAP)
+        est = fn(trial)
+        if est.peak_bytes > budget:
+            bad, bad_est = trial, est
+            break
+        good, good_est, step = trial, est, step * 2
+    if bad is None:
+        return good, good_est, None
+    while bad - good > 1:  # bisect between the last fit and the first miss
+        mid = (good + bad) // 2
+        est = fn(mid)
+        if est.peak_bytes <= budget:
+            good, good_est = mid, est
+        else:
+            bad, bad_est = mid, est
+    return good, good_est, fn(good + 1) if bad_est is None else bad_est
+
+
+def max_train(spec: ModelSpec, setup: TrainSetup, budget: int, field: str) -> Answer:
+    """Largest micro-batch (``batch``) or sequence length (``seq``) whose training step fits ``budget``."""
+    if field not in ("batch", "seq"):
+        raise ValueError(field)
+    step = setup.cp if field == "seq" else 1  # context parallelism splits the sequence evenly
+
+    def at(n: int) -> Estimate:
+        return estimate_training(spec, replace(setup, **{field: n * step}))
+
+    n, est, beyond = _largest(at, budget, 1, f"training with {field}")
+    return Answer(
+        question=f"max {field}",
+        value=n * step,
+        at=est,
+        next_value=(n + 1) * step if beyond else None,
+        beyond=beyond,
+        budget=budget,
+    )
+
+
+def max_infer(spec: ModelSpec, setup: InferSetup, budget: int, field: str) -> Answer:
+    """Largest batch (concurrent sequences) or context that fits ``budget`` for inference."""
+    if field not in ("batch", "context"):
+        raise ValueError(field)
+
+    def at(n: int) -> Estimate:
+        return estimate_inference(spec, replace(setup, **{field: n}))
+
+    n, est, beyond = _largest(at, budget, 1, f"inference with {field}")
+    return Answer(
+        question=f"max {field}", value=n, at=est, next_value=n + 1 if beyond else None, beyond=beyond, budget=budget
+    )
+
+
+def min_gpus(spec: ModelSpec, setup: TrainSetup, budget: int) -> Answer:
+    """Fewest data-parallel GPUs for the training step under ZeRO-3 (or FSDP full shard when asked).
+
+    One GPU means no sharding at all; from two on the states are partitioned, so memory falls as GPUs grow.
+    """
+    sharded = setup.fsdp if setup.fsdp != "none" else None
+
+    def at(n: int) -> Estimate:
+        if n == 1:
+            return estimate_training(spec, replace(setup, dp=1, zero=0, fsdp="none", offload="none"))
+        if sharded:
+            return estimate_training(spec, replace(setup, dp=n, zero=0, fsdp=sharded))
+        return estimate_training(spec, replace(setup, dp=n, zero=3, fsdp="none"))
+
+    ests: dict[int, Estimate] = {}
+
+    def fits(n: int) -> bool:
+        ests[n] = ests.get(n) or at(n)
+        return ests[n].peak_bytes <= budget
+
+    if fits(1):
+        return Answer(question="min GPUs", value=1, at=ests[1], next_value=None, beyond=None, budget=budget)
+    lo, hi = 1, 2
+    while not fits(hi):
+        lo, hi = hi, hi * 2
+        if hi > SEARCH_CAP:
+            floor = at(SEARCH_CAP)
+            raise DoesNotFitError(
+                f"no number of GPUs fits: even {SEARCH_CAP:,} ZeRO-3 GPUs need {fmt(floor.peak_bytes)} each "
+                f"(> {fmt(budget)}): the activations do not shrink with data parallelism; try --recompute full, "
+                "a smaller micro-batch, tp or pp"
+            )
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return Answer(question="min GPUs", value=hi, at=ests[hi], next_value=lo, beyond=ests[lo], budget=budget)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FormatRow:
+    format: str
+    estimate: Estimate
+    fits: bool
+    capacity: Capacity | None
+
+
+def best_format(spec: ModelSpec, setup: InferSetup, budget: int, gpu_bytes: int) -> tuple[Answer, list[FormatRow]]:
+    """The most faithful weight format whose inference fits, and every candidate with its serving capacity."""
+    rows = []
+    for name in FORMATS_BY_QUALITY:
+        get_format(name)
+        est = estimate_inference(spec, replace(setup, weight_format=name))
+        fits = est.peak_bytes <= budget
+        try:
+            cap = serving_capacity(spec, replace(setup, weight_format=name), gpu_bytes, None)
+        except VramwiseError:
+            cap = None
+        rows.append(FormatRow(format=name, estimate=est, fits=fits, capacity=cap))
+    best = next((i for i, r in enumerate(rows) if r.fits), None)
+    if best is None:
+        smallest = min(rows, key=lambda r: r.estimate.peak_bytes)
+        raise DoesNotFitError(
+            f"no weight format fits {fmt(budget)}: the smallest, {smallest.format}, needs "
+            f"{fmt(smallest.estimate.peak_bytes)}; use tensor parallelism (--tp) or a shorter context"
+        )
+    beyond = rows[best - 1] if best > 0 else None
+    answer = Answer(
+        question="best format",
+        value=rows[best].format,
+        at=rows[best].estimate,
+        next_value=beyond.format if beyond else None,
+        beyond=beyond.estimate if beyond else None,
+        budget=budget,
+    )
+    return answer, rows
