@@ -80,6 +80,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_train(sub)
     _add_verify(sub)
+    _add_fit(sub)
 
     lst = sub.add_parser("models", help="list the built-in model catalog")
     lst.add_argument("--json", action="store_true")
@@ -98,6 +99,76 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", default="002", help="textbook mode: seed 000 (one GPU, LoRA) or 002 (ZeRO, TP, PP)")
     t.add_argument("--lora-fraction", type=float, default=0.02, help="textbook seed 000: LoRA share of Φ")
     _add_output(t)
+
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    f = sub.add_parser("fit", help="what fits a GPU: largest batch or context, fewest GPUs, best format, layouts")
+    f.add_argument("model", help="catalog name (see `vramwise models`) or path to a config.json")
+    f.add_argument("--gpu", required=True, help="the GPU whose memory is the budget (see `vramwise gpus`)")
+    _add_train_args(f)
+    f.add_argument("--infer", action="store_true", help="inference instead of training (--seq is the context)")
+    f.add_argument("-n", "--new-tokens", type=int, default=0, help="--infer: generated tokens per sequence")
+    f.add_argument("-f", "--format", dest="weight_format", help="--infer: weight format")
+    what = f.add_mutually_exclusive_group(required=True)
+    what.add_argument("--max", choices=("batch", "seq"), help="the largest micro-batch or sequence/context that fits")
+    what.add_argument("--min-gpus", action="store_true", help="training: fewest ZeRO-3 (or --fsdp) GPUs that fit")
+    what.add_argument("--best-format", action="store_true", help="inference: the most faithful format that fits")
+    what.add_argument("--layouts", type=int, metavar="GPUS", help="training: parallel layouts of GPUS GPUs, ranked")
+    f.add_argument("--top", type=int, default=10, help="--layouts: how many to show (default 10)")
+    f.add_argument("--units", choices=("gib", "gb"), default="gib", help="GiB = 2^30 bytes (default) or GB = 10^9")
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from vramwise.fit.layouts import rank_layouts
+    from vramwise.fit.solve import best_format, max_infer, max_train, min_gpus
+    from vramwise.report.fit_out import render_answer, render_formats, render_layouts
+
+    model = resolve_model(args.model)
+    if not isinstance(model, ModelSpec):
+        raise InvalidWorkloadError("fit needs the architecture: name a catalog model or a config.json")
+    gpu = get_gpu(args.gpu)
+    budget = gpu.memory_bytes
+    infer = (
+        InferSetup(
+            batch=args.batch,
+            context=args.seq,
+            new_tokens=args.new_tokens,
+            weight_format=args.weight_format,
+            attention=args.attention,
+            tp=args.tp,
+            cuda_context_mib=args.cuda_context,
+            allocator_fraction=args.allocator_fraction,
+        )
+        if args.infer
+        else None
+    )
+    unit = args.units
+    if args.best_format:
+        if infer is None:
+            raise InvalidWorkloadError("--best-format is an inference question: add --infer")
+        answer, rows = best_format(model, infer, budget, gpu.memory_bytes)
+        print(render_answer(answer, gpu, unit))
+        print(render_formats(rows, unit))
+        return 0
+    if args.layouts is not None:
+        if infer is not None:
+            raise InvalidWorkloadError("--layouts ranks training layouts: drop --infer")
+        if args.layouts < 1:
+            raise InvalidWorkloadError(f"layouts must be a positive GPU count, got {args.layouts}")
+        fitting, rejected = rank_layouts(model, _train_setup(args), args.layouts, budget)
+        print(render_layouts(fitting, rejected, gpu, args.layouts, args.top, unit))
+        return 0
+    if args.min_gpus:
+        if infer is not None:
+            raise InvalidWorkloadError("--min-gpus is a training question: drop --infer")
+        print(render_answer(min_gpus(model, _train_setup(args), budget), gpu, unit))
+        return 0
+    if infer is not None:
+        field = "context" if args.max == "seq" else "batch"
+        print(render_answer(max_infer(model, infer, budget, field), gpu, unit))
+    else:
+        print(render_answer(max_train(model, _train_setup(args), budget, args.max), gpu, unit))
+    return 0
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
@@ -349,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "infer": _infer,
         "train": _train,
         "verify": _verify,
+        "fit": _fit,
         "models": _models,
         "gpus": _gpus,
         "formats": _formats,

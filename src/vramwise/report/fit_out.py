@@ -1,0 +1,56 @@
+"""Answers of ``vramwise fit``: the value, and the estimate at it and one step beyond it."""
+
+from __future__ import annotations
+
+from vramwise.catalog import Gpu
+from vramwise.fit.layouts import Layout, Rejected
+from vramwise.fit.solve import Answer, FormatRow
+from vramwise.units import Unit, fmt, unit_label
+
+
+def _units(unit: Unit) -> str:
+    return f"(units: 1 {unit_label(unit)} = {'2^30' if unit == 'gib' else '10^9'} bytes)"
+
+
+def render_answer(a: Answer, gpu: Gpu, unit: Unit = "gib") -> str:
+    phase = a.at.peak_phase.name if a.at.peak_phase else "peak"
+    room = a.budget - a.at.peak_bytes
+    lines = [
+        f"{a.question} on {gpu.label} ({fmt(a.budget, unit)} budget): {a.value}",
+        f"  at {a.value}: {fmt(a.at.peak_bytes, unit)} (peak in {phase}), headroom {fmt(room, unit)} ({room:,} B)",
+    ]
+    if a.beyond is not None:
+        over = a.beyond.peak_bytes - a.budget
+        lines.append(f"  at {a.next_value}: {fmt(a.beyond.peak_bytes, unit)}, over by {fmt(over, unit)} ({over:,} B)")
+    else:
+        lines.append("  nothing beyond it to compare (the search cap or the last option)")
+    lines.append(_units(unit))
+    return "\n".join(lines)
+
+
+def render_formats(rows: list[FormatRow], unit: Unit = "gib") -> str:
+    lines = [f"{'format':<14} {'peak':>12}  fits  serving capacity (vLLM rule)"]
+    for r in rows:
+        cap = "no KV budget left"
+        if r.capacity and r.capacity.kv_tokens > 0:
+            cap = f"{r.capacity.kv_tokens:,} KV tokens, {r.capacity.max_sequences:,} sequences"
+        lines.append(f"{r.format:<14} {fmt(r.estimate.peak_bytes, unit):>12}  {'yes' if r.fits else 'no ':<4}  {cap}")
+    return "\n".join(lines)
+
+
+def render_layouts(
+    fitting: list[Layout], rejected: list[Rejected], gpu: Gpu, gpus: int, top: int, unit: Unit = "gib"
+) -> str:
+    budget = gpu.memory_bytes
+    lines = [f"{len(fitting)} layouts of {gpus} x {gpu.label} fit ({fmt(budget, unit)} each), best first:"]
+    for x in fitting[:top]:
+        room = fmt(budget - x.peak, unit)
+        lines.append(f"  {x.label:<44} {fmt(x.peak, unit):>12}  headroom {room:>11}  throughput {x.throughput:.2f}")
+    for r in rejected:
+        smallest = fmt(r.smallest_peak, unit)
+        lines.append(f"  rejected tp={r.tp} pp={r.pp}: at least {smallest} > {fmt(budget, unit)} ({r.reason})")
+    if not fitting:
+        lines.append("nothing fits: see the smallest peaks above; try a smaller micro-batch, offload or more GPUs")
+    lines.append("throughput proxy: recompute x0.75, tp x0.92 per doubling in a node, bubble m/(m+p-1), ZeRO-3 x0.9")
+    lines.append(_units(unit))
+    return "\n".join(lines)

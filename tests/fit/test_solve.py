@@ -1,0 +1,105 @@
+"""Solvers: each answer fits and the next step beyond it does not, checked by re-estimating both here."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from vramwise.catalog import get_gpu
+from vramwise.cli import main
+from vramwise.estimate.inference import estimate_inference
+from vramwise.estimate.train.training import estimate_training
+from vramwise.fit.layouts import rank_layouts
+from vramwise.fit.solve import FORMATS_BY_QUALITY, DoesNotFitError, best_format, max_infer, max_train, min_gpus
+from vramwise.spec.adapters import spec_from_config
+from vramwise.spec.load import catalog_spec
+from vramwise.spec.model import ModelSpec
+from vramwise.workload import InferSetup, TrainSetup
+
+GPT3 = {"model_type": "gpt2", "n_embd": 12288, "n_layer": 96, "n_head": 96, "vocab_size": 50257, "n_positions": 2048}
+
+
+@pytest.mark.parametrize(
+    ("model", "gpu", "setup", "field"),
+    [
+        ("llama-3-8b", "rtx-4090", TrainSetup(peft="lora", recompute="full"), "batch"),
+        ("llama-3-8b", "rtx-4090", TrainSetup(peft="lora", recompute="full"), "seq"),
+        ("qwen2-7b", "a100-80gb", TrainSetup(precision="bf16", recompute="full", seq=4096), "batch"),
+        ("mistral-7b", "h100-80gb", TrainSetup(dp=8, zero=3, batch=2), "seq"),
+        ("llama-2-70b", "h100-80gb", TrainSetup(tp=8, pp=4, grad_accum=16, recompute="full"), "batch"),
+    ],
+)
+def test_largest_training_setting_is_the_boundary(model: str, gpu: str, setup: TrainSetup, field: str) -> None:
+    spec, budget = catalog_spec(model), get_gpu(gpu).memory_bytes
+    answer = max_train(spec, setup, budget, field)
+    n = int(answer.value)
+    assert estimate_training(spec, replace(setup, **{field: n})).peak_bytes <= budget
+    assert estimate_training(spec, replace(setup, **{field: n + 1})).peak_bytes > budget
+
+
+@pytest.mark.parametrize(
+    ("model", "gpu", "setup", "field"),
+    [
+        ("llama-3-8b", "a100-80gb", InferSetup(context=4096), "batch"),
+        ("llama-3-8b", "rtx-4090", InferSetup(batch=1), "context"),
+        ("mixtral-8x7b", "h100-80gb", InferSetup(tp=2, context=8192, weight_format="awq-4bit-g128"), "batch"),
+    ],
+)
+def test_largest_inference_setting_is_the_boundary(model: str, gpu: str, setup: InferSetup, field: str) -> None:
+    spec, budget = catalog_spec(model), get_gpu(gpu).memory_bytes
+    n = int(max_infer(spec, setup, budget, field).value)
+    assert estimate_inference(spec, replace(setup, **{field: n})).peak_bytes <= budget
+    assert estimate_inference(spec, replace(setup, **{field: n + 1})).peak_bytes > budget
+
+
+@pytest.mark.parametrize(("model", "gpu"), [("llama-2-70b", "h100-80gb"), ("llama-3-8b", "rtx-4090")])
+def test_fewest_gpus_is_the_boundary(model: str, gpu: str) -> None:
+    spec, budget = catalog_spec(model), get_gpu(gpu).memory_bytes
+    setup = TrainSetup(recompute="full")
+    n = int(min_gpus(spec, setup, budget).value)
+    assert n > 1
+    assert estimate_training(spec, replace(setup, dp=n, zero=3)).peak_bytes <= budget
+    fewer = replace(setup, dp=n - 1, zero=3) if n - 1 > 1 else setup
+    assert estimate_training(spec, fewer).peak_bytes > budget
+
+
+def test_best_format_is_the_first_that_fits_in_quality_order() -> None:
+    spec, gpu = catalog_spec("llama-3-70b"), get_gpu("a100-80gb")
+    setup = InferSetup(context=8192)
+    answer, _rows = best_format(spec, setup, gpu.memory_bytes, gpu.memory_bytes)
+    chosen = FORMATS_BY_QUALITY.index(str(answer.value))
+    assert chosen > 0  # 70B does not fit in bf16 on 80 GB
+    for name in FORMATS_BY_QUALITY[: chosen + 1]:
+        peak = estimate_inference(spec, replace(setup, weight_format=name)).peak_bytes
+        assert (peak <= gpu.memory_bytes) == (name == answer.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "gpus", "gpu", "setup"),
+    [
+        (catalog_spec("llama-2-70b"), 64, "h100-80gb", TrainSetup(seq=4096)),
+        (spec_from_config(GPT3, name="gpt3-175b", source="test"), 1024, "a100-80gb", TrainSetup(grad_accum=64)),
+        (catalog_spec("llama-2-70b"), 8, "h100-80gb", TrainSetup(seq=4096, batch=2)),
+    ],
+)
+def test_layouts_returned_fit_and_rejected_families_do_not(spec, gpus: int, gpu: str, setup: TrainSetup) -> None:
+    budget = get_gpu(gpu).memory_bytes
+    fitting, rejected = rank_layouts(spec, setup, gpus, budget)
+    for x in fitting:
+        trial = replace(setup, tp=x.tp, pp=x.pp, dp=x.dp, zero=x.zero, recompute=x.recompute)
+        trial = replace(trial, grad_accum=max(setup.grad_accum, x.pp) if x.pp > 1 else setup.grad_accum)
+        assert estimate_training(spec, trial).peak_bytes <= budget
+        assert x.tp * x.pp * x.dp == gpus
+    for r in rejected:
+        assert r.smallest_peak > budget and r.reason
+    assert [x.throughput for x in fitting] == sorted((x.throughput for x in fitting), reverse=True)
+    assert fitting or rejected
+
+
+def test_nothing_fits_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(DoesNotFitError, match="nothing to grow"):
+        max_train(catalog_spec("llama-2-70b"), TrainSetup(), get_gpu("rtx-4090").memory_bytes, "batch")
+    code = main(["fit", "llama-3.1-405b", "--gpu", "t4", "--infer", "--best-format"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "smallest" in err
