@@ -83,7 +83,9 @@ def test_best_format_is_the_first_that_fits_in_quality_order() -> None:
         (catalog_spec("llama-2-70b"), 8, "h100-80gb", TrainSetup(seq=4096, batch=2)),
     ],
 )
-def test_layouts_returned_fit_and_rejected_families_do_not(spec, gpus: int, gpu: str, setup: TrainSetup) -> None:
+def test_layouts_returned_fit_and_rejected_families_do_not(
+    spec: ModelSpec, gpus: int, gpu: str, setup: TrainSetup
+) -> None:
     budget = get_gpu(gpu).memory_bytes
     fitting, rejected = rank_layouts(spec, setup, gpus, budget)
     for x in fitting:
