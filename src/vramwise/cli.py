@@ -11,9 +11,10 @@ from vramwise.catalog import get_gpu, gpus, models
 from vramwise.errors import InvalidWorkloadError, VramwiseError
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.serving import serving_capacity
+from vramwise.estimate.term import Estimate
 from vramwise.estimate.textbook import textbook_inference
 from vramwise.estimate.train.textbook import textbook_training
-from vramwise.estimate.train.training import estimate_stages
+from vramwise.estimate.train.training import estimate_stages, estimate_training
 from vramwise.formats import FORMATS
 from vramwise.report.json_out import render_json, to_dict
 from vramwise.report.table import render_table
@@ -81,6 +82,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_verify(sub)
     _add_fit(sub)
+    _add_plot(sub)
 
     lst = sub.add_parser("models", help="list the built-in model catalog")
     lst.add_argument("--json", action="store_true")
@@ -168,6 +170,68 @@ def _fit(args: argparse.Namespace) -> int:
         print(render_answer(max_infer(model, infer, budget, field), gpu, unit))
     else:
         print(render_answer(max_train(model, _train_setup(args), budget, args.max), gpu, unit))
+    return 0
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="chart memory against sequence length or batch (needs the plot extra)")
+    p.add_argument("model", help="catalog name (see `vramwise models`) or path to a config.json")
+    _add_train_args(p)
+    p.add_argument("--infer", action="store_true", help="inference instead of training (--seq is the context)")
+    p.add_argument("-n", "--new-tokens", type=int, default=0, help="--infer: generated tokens per sequence")
+    p.add_argument("-f", "--format", dest="weight_format", help="--infer: weight format")
+    p.add_argument("--vs", choices=("seq", "batch"), default="seq", help="the x axis (default seq)")
+    p.add_argument("--points", default="", help="comma-separated x values (default: powers of two)")
+    p.add_argument("--gpu", help="draw this GPU's capacity line")
+    p.add_argument("-o", "--output", default="vramwise.png", help="output file, .png or .svg (default vramwise.png)")
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from vramwise.report.plot import plot_sweep
+
+    model = resolve_model(args.model)
+    if not isinstance(model, ModelSpec):
+        raise InvalidWorkloadError("plot needs the architecture: name a catalog model or a config.json")
+    try:
+        xs = [int(x) for x in args.points.split(",") if x.strip()]
+    except ValueError:
+        raise InvalidWorkloadError(f"points must be comma-separated integers, got '{args.points}'") from None
+    if not xs:
+        xs = [512 * 2**k for k in range(7)] if args.vs == "seq" else [2**k for k in range(7)]
+    if any(x <= 0 for x in xs):
+        raise InvalidWorkloadError(f"points must be positive, got {xs}")
+    gpu = get_gpu(args.gpu) if args.gpu else None
+    if args.infer:
+        base = InferSetup(
+            batch=args.batch, context=args.seq, new_tokens=args.new_tokens, weight_format=args.weight_format, tp=args.tp
+        )
+        field = "context" if args.vs == "seq" else "batch"
+        estimate_inference(model, base)  # bad input fails here, in one line, before any drawing
+
+        def at(x: int) -> Estimate:
+            return estimate_inference(model, replace(base, **{field: x}))
+
+    else:
+        train = _train_setup(args)
+        estimate_stages(model, train)
+
+        def at(x: int) -> Estimate:
+            return estimate_training(model, replace(train, **{args.vs: x}))
+
+    kind = "inference" if args.infer else "training"
+    out = plot_sweep(
+        xs,
+        at,
+        xlabel="sequence length (tokens)" if args.vs == "seq" else "batch (sequences)",
+        title=f"{model.name}: {kind} memory per GPU vs {args.vs}",
+        capacity=gpu.memory_bytes if gpu else None,
+        capacity_label=gpu.label if gpu else "",
+        out=Path(args.output),
+    )
+    print(f"wrote {out}")
     return 0
 
 
@@ -421,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": _train,
         "verify": _verify,
         "fit": _fit,
+        "plot": _plot,
         "models": _models,
         "gpus": _gpus,
         "formats": _formats,
