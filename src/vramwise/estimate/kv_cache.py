@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from vramwise.estimate.sharding import kv_heads_per_gpu
 from vramwise.estimate.term import Term
 from vramwise.spec.model import ModelSpec
@@ -27,10 +29,14 @@ def cached_tokens(spec: ModelSpec, layer: int, tokens: int, block: int) -> int:
     return -(-kept // block) * block
 
 
+@functools.lru_cache(maxsize=4096)
+def _kept(spec: ModelSpec, tokens: int, block: int) -> int:
+    return sum(cached_tokens(spec, i, tokens, block) for i in range(spec.num_layers))
+
+
 def kv_cache_bytes(spec: ModelSpec, *, batch: int, tokens: int, dtype_bytes: float, tp: int = 1, block: int = 1) -> int:
     per_token = kv_elements_per_token(spec, tp)
-    kept = sum(cached_tokens(spec, i, tokens, block) for i in range(spec.num_layers))
-    return int(batch * per_token * kept * dtype_bytes)
+    return int(batch * per_token * _kept(spec, tokens, block) * dtype_bytes)
 
 
 def kv_cache_term(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from vramwise.estimate.sharding import shard_fraction
 from vramwise.estimate.term import Term
 from vramwise.formats import StorageFormat
@@ -9,8 +11,12 @@ from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import CATEGORIES, parameter_groups
 
 
+@functools.lru_cache(maxsize=1024)
 def weight_terms(spec: ModelSpec, fmt: StorageFormat, *, hp_bytes: int, tp: int = 1) -> tuple[Term, ...]:
-    """One term per category (``weights/attention``, ...), each listing its groups' arithmetic."""
+    """One term per category (``weights/attention``, ...), each listing its groups' arithmetic.
+
+    Cached: the solvers ask for the same weights at every batch and context they try.
+    """
     by_category: dict[str, list[tuple[int, str]]] = {}
     for group in parameter_groups(spec):
         tb = fmt.tensor_bytes(group, spec, hp_bytes)

@@ -11,7 +11,7 @@ Glossary of symbols used in formulas across the package:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 AttentionKind = Literal["mha", "mla"]
@@ -133,6 +133,14 @@ class ModelSpec:
     @property
     def moe_layer_count(self) -> int:
         return len(self.moe.moe_layers) if self.moe else 0
+
+    def __hash__(self) -> int:
+        # Specs key the estimators' caches; hashing the nested fields on every lookup costs more than the lookup.
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     def layer_attention(self, index: int) -> LayerAttention:
         """Whether layer ``index`` attends to all previous tokens or to a sliding window."""

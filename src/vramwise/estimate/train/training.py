@@ -14,6 +14,7 @@ The peak is the largest phase; ``estimate_stages`` returns every stage, ``estima
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -164,12 +165,14 @@ def _activations(
     }
     # Layers differ only in whether their MLP is a mixture of experts: compute each kind once.
     moe_layers = set(spec.moe.moe_layers) if spec.moe else set()
-    kinds = {
-        kind: layer_saved(spec, layer=next(i for i in recording if (i in moe_layers) == kind), **kw)
-        for kind in {i in moe_layers for i in recording}
-    }
-    per_layer = {i: kinds[i in moe_layers] for i in recording}
-    largest = round(max((s.total for s in per_layer.values()), default=0) * tokens)
+    counts: dict[bool, int] = {}
+    first: dict[bool, int] = {}
+    for i in recording:
+        kind = i in moe_layers
+        counts[kind] = counts.get(kind, 0) + 1
+        first.setdefault(kind, i)
+    kinds = {kind: layer_saved(spec, layer=first[kind], **kw) for kind in counts}
+    largest = round(max((s.total for s in kinds.values()), default=0) * tokens)
     terms: list[Term] = []
     flight_f = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
     if setup.recompute == "full":
@@ -185,9 +188,9 @@ def _activations(
         )
     elif recording:
         names: dict[str, float] = {}
-        for saved in per_layer.values():
+        for kind, saved in kinds.items():
             for k, v in saved.items.items():
-                names[k] = names.get(k, 0) + v
+                names[k] = names.get(k, 0) + v * counts[kind]
         for k, v in names.items():
             terms.append(
                 Term(
@@ -199,6 +202,11 @@ def _activations(
             )
     terms += _outside_layers(spec, stage, setup, recipe, tokens, flight)
     return terms, largest
+
+
+@functools.lru_cache(maxsize=1024)
+def _any_sliding(spec: ModelSpec, layers: tuple[int, ...]) -> bool:
+    return any(spec.layer_attention(i) == "sliding" for i in layers)
 
 
 def _outside_layers(
@@ -215,7 +223,7 @@ def _outside_layers(
                 source="transformers rotary embedding, shared by every layer",
             )
         )
-    sliding = any(spec.layer_attention(i) == "sliding" for i in stage.layers)
+    sliding = _any_sliding(spec, stage.layers)
     if sliding and setup.attention == "sdpa":
         # A sliding window rules out is_causal: transformers builds a (b, 1, s, s) mask that sdpa keeps
         n = setup.batch * setup.seq * setup.seq * c
@@ -276,10 +284,12 @@ def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, tokens: int, fligh
     return saved, temp
 
 
+@functools.lru_cache(maxsize=256)
 def _layer_params(spec: ModelSpec) -> int:
     return sum(g.count for g in parameter_groups(spec) if in_layer(g)) // spec.num_layers
 
 
+@functools.lru_cache(maxsize=256)
 def _outer_params(spec: ModelSpec) -> int:
     return sum(g.count for g in parameter_groups(spec) if not in_layer(g))
 
@@ -459,16 +469,38 @@ def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> Term:
     )
 
 
-def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimate:
+# Model states do not depend on the batch, the sequence, recompute, attention or the loss: sweeps over those
+# (the fit solvers) reuse one computation. The key lists every field the states do depend on.
+_STATE_FIELDS = (
+    "precision", "grad_dtype", "optimizer", "optimizer_impl", "peft", "lora_r", "lora_targets", "freeze_layers",
+    "dp", "zero", "fsdp", "fsdp_shard", "offload", "tp", "sp", "pp", "interleave", "cp", "ep", "reduce_bucket",
+)  # fmt: skip
+_STATES_CACHE: dict[tuple, tuple] = {}
+
+
+def _cached_states(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> tuple:
+    key = (spec, stage, *(getattr(setup, f) for f in _STATE_FIELDS))
+    hit = _STATES_CACHE.get(key)
+    if hit is None:
+        if len(_STATES_CACHE) > 4096:
+            _STATES_CACHE.clear()
+        hit = _STATES_CACHE[key] = _model_states(spec, stage, setup)
+    return hit
+
+
+def _model_states(
+    spec: ModelSpec, stage: Stage, setup: TrainSetup
+) -> tuple[tuple[Term, ...], tuple[Term, ...], Term | None, tuple[Term, ...], tuple[Term, ...]]:
+    """(persistent, host, gradients, backward-end extras, step extras) of one stage: weights, adapters, master
+    copy, optimizer states; independent of the batch and the sequence (see ``_STATE_FIELDS``)."""
     recipe = recipe_for(setup)
     lora = lora_targets(spec, setup.lora_targets) if setup.peft != "none" else []
     part = partitioned(setup)
-    offload_params = setup.offload == "params"
     tr = _trainable(spec, stage, setup, recipe, lora)
     persistent: list[Term] = []
     host: list[Term] = []
     weights = _weights(spec, stage, setup, recipe, part["weights"])
-    (host if offload_params else persistent).extend(weights)
+    (host if setup.offload == "params" else persistent).extend(weights)
     if lora:
         persistent.append(
             Term(
@@ -481,6 +513,16 @@ def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimat
     st_persistent, st_host, grads, backward_extra, step_extra = _states(setup, recipe, tr)
     persistent += st_persistent
     host += st_host
+    return tuple(persistent), tuple(host), grads, tuple(backward_extra), tuple(step_extra)
+
+
+def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimate:
+    recipe = recipe_for(setup)
+    lora = lora_targets(spec, setup.lora_targets) if setup.peft != "none" else []
+    part = partitioned(setup)
+    states = _cached_states(spec, stage, setup)
+    persistent, host = list(states[0]), list(states[1])
+    grads, backward_extra, step_extra = states[2], states[3], states[4]
     # Gradients outlive a backward when they accumulate, or in DeepSpeed's preallocated ZeRO-2/3 partition;
     # FSDP allocates each sharded gradient at its reduce-scatter, so the loss backward sees none.
     zero_buffer = part["gradients"] > 1 and setup.fsdp == "none"
