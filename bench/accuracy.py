@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import platform
 import statistics
 import sys
@@ -25,6 +24,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import peers
 
 from vramwise.catalog import models
 from vramwise.estimate.inference import estimate_inference
@@ -189,28 +190,13 @@ def _run_infer(spec: ModelSpec, config: dict[str, Any], setup: InferSetup, res: 
 
 def _llm_analysis(spec: ModelSpec, case: Case) -> int | None:
     """llm-analysis (Li et al.) with its A100-80GB config; it models mixed precision with Adam only."""
-    try:
-        import llm_analysis.analysis as la
-        import llm_analysis.config as lc
-    except ImportError:
+    setup = case.train or case.infer
+    assert setup is not None
+    llm = peers.llm_analysis(spec, setup.seq if case.train else setup.context)  # type: ignore[union-attr]
+    if llm is None:
         return None
-    logging.disable(logging.CRITICAL)
-    moe = spec.moe
-    ffn = moe.expert_intermediate_size if moe else spec.mlp.intermediate_size
-    model = lc.ModelConfig(
-        name=spec.name,
-        num_layers=spec.num_layers,
-        n_head=spec.attention.num_heads,
-        hidden_dim=spec.hidden_size,
-        vocab_size=spec.vocab_size,
-        max_seq_len=max(8192, (case.train or case.infer).seq if case.train else case.infer.context),  # type: ignore[union-attr]
-        num_key_value_heads=spec.attention.num_kv_heads,
-        ffn_embed_dim=ffn,
-        expansion_ratio=ffn / spec.hidden_size,
-        moe_num_experts=moe.num_experts if moe else 1,
-        moe_top_k=moe.top_k if moe else 1,
-    )
-    llm = la.LLMAnalysis(model, lc.get_gpu_config_by_name("a100-sxm-80gb"), lc.get_dtype_config_by_name("w16a16e16"))
+    import llm_analysis.analysis as la
+
     try:
         if case.train:
             s = case.train

@@ -9,7 +9,6 @@ printed beside each figure with whether they are met; they are not all met yet (
 from __future__ import annotations
 
 import json
-import logging
 import platform
 import statistics
 import subprocess
@@ -18,6 +17,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import peers
 
 from vramwise.catalog import get_gpu
 from vramwise.estimate.inference import estimate_inference
@@ -52,30 +53,12 @@ def _fresh_process() -> float:
 
 
 def _llm_analysis(spec: Any) -> float | None:
-    try:
-        import llm_analysis.analysis as la
-        import llm_analysis.config as lc
-    except ImportError:
+    llm = peers.llm_analysis(spec, 2048)
+    if llm is None:
         return None
-    logging.disable(logging.CRITICAL)
-    model = lc.ModelConfig(
-        name=spec.name,
-        num_layers=spec.num_layers,
-        n_head=spec.attention.num_heads,
-        hidden_dim=spec.hidden_size,
-        vocab_size=spec.vocab_size,
-        max_seq_len=4096,
-        num_key_value_heads=spec.attention.num_kv_heads,
-        ffn_embed_dim=spec.mlp.intermediate_size,
-        expansion_ratio=spec.mlp.intermediate_size / spec.hidden_size,
-    )
-    gpu = lc.get_gpu_config_by_name("a100-sxm-80gb")
-    dtype = lc.get_dtype_config_by_name("w16a16e16")
 
     def one(i: int) -> None:
-        la.LLMAnalysis(model, gpu, dtype).training(
-            batch_size_per_gpu=1 + i % 4, seq_len=2048, mlp_gated_linear_units=True
-        )
+        peers.llm_analysis(spec, 2048).training(batch_size_per_gpu=1 + i % 4, seq_len=2048, mlp_gated_linear_units=True)
 
     return _per_call(one, 20)
 

@@ -108,9 +108,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     f.add_argument("model", help="catalog name (see `vramwise models`) or path to a config.json")
     f.add_argument("--gpu", required=True, help="the GPU whose memory is the budget (see `vramwise gpus`)")
     _add_train_args(f)
-    f.add_argument("--infer", action="store_true", help="inference instead of training (--seq is the context)")
-    f.add_argument("-n", "--new-tokens", type=int, default=0, help="--infer: generated tokens per sequence")
-    f.add_argument("-f", "--format", dest="weight_format", help="--infer: weight format")
+    _add_infer_args(f)
     what = f.add_mutually_exclusive_group(required=True)
     what.add_argument("--max", choices=("batch", "seq"), help="the largest micro-batch or sequence/context that fits")
     what.add_argument("--min-gpus", action="store_true", help="training: fewest ZeRO-3 (or --fsdp) GPUs that fit")
@@ -130,20 +128,7 @@ def _fit(args: argparse.Namespace) -> int:
         raise InvalidWorkloadError("fit needs the architecture: name a catalog model or a config.json")
     gpu = get_gpu(args.gpu)
     budget = gpu.memory_bytes
-    infer = (
-        InferSetup(
-            batch=args.batch,
-            context=args.seq,
-            new_tokens=args.new_tokens,
-            weight_format=args.weight_format,
-            attention=args.attention,
-            tp=args.tp,
-            cuda_context_mib=args.cuda_context,
-            allocator_fraction=args.allocator_fraction,
-        )
-        if args.infer
-        else None
-    )
+    infer = _infer_setup(args) if args.infer else None
     unit = args.units
     if args.best_format:
         if infer is None:
@@ -177,9 +162,7 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="chart memory against sequence length or batch (needs the plot extra)")
     p.add_argument("model", help="catalog name (see `vramwise models`) or path to a config.json")
     _add_train_args(p)
-    p.add_argument("--infer", action="store_true", help="inference instead of training (--seq is the context)")
-    p.add_argument("-n", "--new-tokens", type=int, default=0, help="--infer: generated tokens per sequence")
-    p.add_argument("-f", "--format", dest="weight_format", help="--infer: weight format")
+    _add_infer_args(p)
     p.add_argument("--vs", choices=("seq", "batch"), default="seq", help="the x axis (default seq)")
     p.add_argument("--points", default="", help="comma-separated x values (default: powers of two)")
     p.add_argument("--gpu", help="draw this GPU's capacity line")
@@ -205,9 +188,7 @@ def _plot(args: argparse.Namespace) -> int:
         raise InvalidWorkloadError(f"points must be positive, got {xs}")
     gpu = get_gpu(args.gpu) if args.gpu else None
     if args.infer:
-        base = InferSetup(
-            batch=args.batch, context=args.seq, new_tokens=args.new_tokens, weight_format=args.weight_format, tp=args.tp
-        )
+        base = _infer_setup(args)
         field = "context" if args.vs == "seq" else "batch"
         estimate_inference(model, base)  # bad input fails here, in one line, before any drawing
 
@@ -239,10 +220,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser("verify", help="trace the real transformers model and compare with the estimate")
     v.add_argument("model", help="catalog name (see `vramwise models`) or path to a config.json")
     _add_train_args(v)
-    v.add_argument("--infer", action="store_true", help="verify inference (prefill of --seq tokens, then decode)")
-    v.add_argument("-n", "--new-tokens", type=int, default=0, help="--infer: generated tokens per sequence")
-    v.add_argument("-f", "--format", dest="weight_format", help="--infer: fp32, fp16 or bf16 (default bf16)")
-    v.add_argument("--all-logits", action="store_true", help="--infer: logits for every position")
+    _add_infer_args(v, formats="fp32, fp16 or bf16 (default bf16)")
     v.add_argument("--layers", type=int, help="trace N and N+1 layers and extrapolate (fast for 70B)")
     v.add_argument("--json", action="store_true", help="print the comparison as JSON (schema vramwise/verify v1)")
     v.add_argument("--units", choices=("gib", "gb"), default="gib", help="GiB = 2^30 bytes (default) or GB = 10^9")
@@ -278,6 +256,28 @@ def _add_train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--ep", type=int, default=1, help="expert-parallel GPUs (default 1)")
     t.add_argument("--cuda-context", type=int, help="CUDA context and workspaces in MiB (default 512)")
     t.add_argument("--allocator-fraction", type=float, help="allocator reserve as a fraction (default 0.03)")
+
+
+def _add_infer_args(p: argparse.ArgumentParser, *, formats: str = "weight format") -> None:
+    """The inference options of fit, plot and verify, which take --seq as the context."""
+    p.add_argument("--infer", action="store_true", help="inference instead of training (--seq is the context)")
+    p.add_argument("-n", "--new-tokens", type=int, default=0, help="--infer: generated tokens per sequence")
+    p.add_argument("-f", "--format", dest="weight_format", help=f"--infer: {formats}")
+    p.add_argument("--all-logits", action="store_true", help="--infer: logits for every position")
+
+
+def _infer_setup(args: argparse.Namespace) -> InferSetup:
+    return InferSetup(
+        batch=args.batch,
+        context=args.seq,
+        new_tokens=args.new_tokens,
+        weight_format=args.weight_format,
+        attention=args.attention,
+        tp=args.tp,
+        all_logits=args.all_logits,
+        cuda_context_mib=args.cuda_context,
+        allocator_fraction=args.allocator_fraction,
+    )
 
 
 def _train_setup(args: argparse.Namespace) -> TrainSetup:
@@ -355,16 +355,7 @@ def _verify(args: argparse.Namespace) -> int:
     if args.layers is not None and args.layers < 1:
         raise InvalidWorkloadError(f"layers must be a positive integer, got {args.layers}")
     if args.infer:
-        setup: InferSetup | TrainSetup = InferSetup(
-            batch=args.batch,
-            context=args.seq,
-            new_tokens=args.new_tokens,
-            weight_format=args.weight_format,
-            attention=args.attention,
-            all_logits=args.all_logits,
-            cuda_context_mib=args.cuda_context,
-            allocator_fraction=args.allocator_fraction,
-        )
+        setup: InferSetup | TrainSetup = _infer_setup(args)
         comparison = verify_inference(args.model, model, setup)
         title = (
             f"vramwise verify {model.name}: inference, batch {args.batch}, context {args.seq}, new {args.new_tokens}"

@@ -17,6 +17,8 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "accuracy.py"
 
 
 def _bench() -> ModuleType:
+    if str(BENCH.parent) not in sys.path:
+        sys.path.insert(0, str(BENCH.parent))  # bench/peers.py sits beside it
     spec = importlib.util.spec_from_file_location("bench_accuracy", BENCH)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

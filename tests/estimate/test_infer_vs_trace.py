@@ -9,56 +9,19 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from tiny_configs import FAMILIES, MISTRAL_WINDOW
+
 from vramwise.estimate.inference import estimate_inference
 from vramwise.spec.adapters import spec_from_config
 from vramwise.verify.trace import InferRecipe, trace_inference
 from vramwise.workload import InferSetup
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "llama": {
-        "model_type": "llama",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 2,
-        "intermediate_size": 688,
-        "vocab_size": 8000,
-        "tie_word_embeddings": False,
-    },
-    "mistral": {  # a 64-token window: the cache keeps the window, the prefill's views and a boolean mask
-        "model_type": "mistral",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 2,
-        "intermediate_size": 688,
-        "vocab_size": 8000,
-        "sliding_window": 64,
-    },
-    "phi3": {
-        "model_type": "phi3",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 8,
-        "intermediate_size": 688,
-        "vocab_size": 8000,
-        "pad_token_id": 0,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-    },
-    "gpt2": {"model_type": "gpt2", "n_embd": 256, "n_layer": 3, "n_head": 8, "vocab_size": 8000, "n_positions": 1024},
-    "mixtral": {
-        "model_type": "mixtral",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 2,
-        "intermediate_size": 512,
-        "num_local_experts": 4,
-        "num_experts_per_tok": 2,
-        "vocab_size": 8000,
-    },
+    "llama": FAMILIES["llama"],
+    "mistral": MISTRAL_WINDOW,
+    "phi3": FAMILIES["phi3"],
+    "gpt2": FAMILIES["gpt2"],
+    "mixtral": FAMILIES["mixtral"],
 }
 CASES = [
     (name, InferRecipe(batch=b, context=s, new_tokens=n, all_logits=all_logits))

@@ -8,13 +8,13 @@ The estimate runs without the CUDA context and allocator reserve, which a CPU tr
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
+
+from tiny_configs import FAMILIES
 
 from vramwise.estimate.term import Estimate
 from vramwise.estimate.train.training import estimate_training
@@ -22,189 +22,6 @@ from vramwise.spec.adapters import spec_from_config
 from vramwise.verify.trace import TraceRecipe, trace_training
 from vramwise.workload import TrainSetup
 
-FAMILIES: dict[str, dict[str, Any]] = {
-    "llama": {
-        "model_type": "llama",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 2,
-        "intermediate_size": 688,
-        "vocab_size": 8000,
-        "tie_word_embeddings": False,
-    },
-    "qwen2": {  # q/k/v biases, tied embeddings
-        "model_type": "qwen2",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 2,
-        "intermediate_size": 688,
-        "vocab_size": 8000,
-        "tie_word_embeddings": True,
-    },
-    "gemma": {  # fp32 norms with (1 + w), GeGLU, head_dim 64 with 4 heads, MQA
-        "model_type": "gemma",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 1,
-        "head_dim": 64,
-        "intermediate_size": 688,
-        "vocab_size": 8000,
-    },
-    "phi3": {  # fused qkv_proj and gate_up_proj
-        "model_type": "phi3",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 4,
-        "intermediate_size": 688,
-        "vocab_size": 8000,
-        "pad_token_id": 0,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-    },
-    "gpt2": {  # LayerNorm, gelu_new, Conv1D, learned positions; dropout off (the CPU kernel's masks differ)
-        "model_type": "gpt2",
-        "n_embd": 256,
-        "n_layer": 3,
-        "n_head": 8,
-        "vocab_size": 8000,
-        "n_positions": 1024,
-        "attn_pdrop": 0.0,
-        "resid_pdrop": 0.0,
-        "embd_pdrop": 0.0,
-        "bos_token_id": 0,
-        "eos_token_id": 0,
-    },
-    "mixtral": {  # routed experts, fp32 router softmax
-        "model_type": "mixtral",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 2,
-        "intermediate_size": 512,
-        "num_local_experts": 4,
-        "num_experts_per_tok": 2,
-        "vocab_size": 8000,
-        "tie_word_embeddings": False,
-    },
-    "qwen3": {  # per-head q/k RMSNorm
-        "model_type": "qwen3",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 2,
-        "head_dim": 32,
-        "intermediate_size": 688,
-        "vocab_size": 8000,
-    },
-    "qwen2_moe": {  # shared expert with its sigmoid gate
-        "model_type": "qwen2_moe",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 2,
-        "intermediate_size": 688,
-        "moe_intermediate_size": 256,
-        "shared_expert_intermediate_size": 512,
-        "num_experts": 4,
-        "num_experts_per_tok": 2,
-        "vocab_size": 8000,
-    },
-    "gemma2": {  # four norms a layer, attention and final-logit soft-capping; eager or flash only
-        "model_type": "gemma2",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 64,
-        "intermediate_size": 688,
-        "vocab_size": 8000,
-        "sliding_window": 128,
-    },
-    "gemma3": {
-        "model_type": "gemma3_text",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 64,
-        "intermediate_size": 688,
-        "vocab_size": 8000,
-        "sliding_window": 128,
-    },
-    "gpt_neox": {  # parallel residual with two LayerNorms, partial rotary, fused qkv
-        "model_type": "gpt_neox",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 8,
-        "intermediate_size": 1024,
-        "vocab_size": 8000,
-    },
-    "phi": {  # one LayerNorm feeding attention and MLP, partial rotary, gelu_new
-        "model_type": "phi",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 8,
-        "intermediate_size": 1024,
-        "vocab_size": 8000,
-    },
-    "opt": {  # ReLU MLP, learned positions with OPT's offset
-        "model_type": "opt",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 8,
-        "ffn_dim": 1024,
-        "vocab_size": 8000,
-        "word_embed_proj_dim": 256,
-        "dropout": 0.0,
-    },
-    "falcon": {  # new decoder architecture: KV heads broadcast to all query heads
-        "model_type": "falcon",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 8,
-        "vocab_size": 8000,
-        "new_decoder_architecture": True,
-        "num_kv_heads": 2,
-    },
-    "deepseek_v3": {  # MLA (sdpa takes the CPU math path, so eager here), dense first layer, shared expert
-        "model_type": "deepseek_v3",
-        "hidden_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 8,
-        "intermediate_size": 688,
-        "moe_intermediate_size": 128,
-        "n_routed_experts": 4,
-        "num_experts_per_tok": 2,
-        "n_shared_experts": 1,
-        "first_k_dense_replace": 1,
-        "q_lora_rank": 64,
-        "kv_lora_rank": 32,
-        "qk_nope_head_dim": 32,
-        "qk_rope_head_dim": 16,
-        "v_head_dim": 32,
-        "vocab_size": 8000,
-        "n_group": 1,
-        "topk_group": 1,
-    },
-    "gpt_oss": {  # attention sinks, clamped GLU experts with biases; eager or flash only
-        "model_type": "gpt_oss",
-        "hidden_size": 256,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 2,
-        "head_dim": 32,
-        "intermediate_size": 256,
-        "num_local_experts": 4,
-        "num_experts_per_tok": 2,
-        "vocab_size": 8000,
-        "sliding_window": 128,
-    },
-}
 EAGER_ONLY = ("gemma2", "deepseek_v3", "gpt_oss")
 
 QV = ("q_proj", "v_proj")
