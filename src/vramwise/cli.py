@@ -115,11 +115,12 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--best-format", action="store_true", help="inference: the most faithful format that fits")
     what.add_argument("--layouts", type=int, metavar="GPUS", help="training: parallel layouts of GPUS GPUs, ranked")
     f.add_argument("--top", type=int, default=10, help="--layouts: how many to show (default 10)")
+    f.add_argument("--max-batch", type=int, help="--layouts: try every micro-batch from 1 to this (default --batch)")
     f.add_argument("--units", choices=("gib", "gb"), default="gib", help="GiB = 2^30 bytes (default) or GB = 10^9")
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from vramwise.fit.layouts import rank_layouts
+    from vramwise.fit.layouts import search_layouts
     from vramwise.fit.solve import best_format, max_infer, max_train, min_gpus
     from vramwise.report.fit_out import render_answer, render_formats, render_layouts
 
@@ -142,8 +143,14 @@ def _fit(args: argparse.Namespace) -> int:
             raise InvalidWorkloadError("--layouts ranks training layouts: drop --infer")
         if args.layouts < 1:
             raise InvalidWorkloadError(f"layouts must be a positive GPU count, got {args.layouts}")
-        fitting, rejected = rank_layouts(model, _train_setup(args), args.layouts, budget)
-        print(render_layouts(fitting, rejected, gpu, args.layouts, args.top, unit))
+        setup = _train_setup(args)
+        top = args.max_batch or setup.batch
+        if top < 1:
+            raise InvalidWorkloadError(f"max_batch must be a positive integer, got {top}")
+        batches = tuple(range(1, top + 1)) if args.max_batch else (setup.batch,)
+        found = search_layouts(model, setup, args.layouts, budget, batches=batches)
+        print(render_layouts(found.fitting, found.rejected, gpu, args.layouts, args.top, unit))
+        print(f"({found.candidates:,} layouts considered from {found.estimates:,} full estimates)")
         return 0
     if args.min_gpus:
         if infer is not None:

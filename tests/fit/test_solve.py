@@ -10,7 +10,7 @@ from vramwise.catalog import get_gpu
 from vramwise.cli import main
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.train.training import estimate_training
-from vramwise.fit.layouts import rank_layouts
+from vramwise.fit.layouts import rank_layouts, search_layouts
 from vramwise.fit.solve import FORMATS_BY_QUALITY, DoesNotFitError, best_format, max_infer, max_train, min_gpus
 from vramwise.spec.adapters import spec_from_config
 from vramwise.spec.load import catalog_spec
@@ -89,7 +89,9 @@ def test_layouts_returned_fit_and_rejected_families_do_not(
     budget = get_gpu(gpu).memory_bytes
     fitting, rejected = rank_layouts(spec, setup, gpus, budget)
     for x in fitting:
-        trial = replace(setup, tp=x.tp, pp=x.pp, dp=x.dp, zero=x.zero, recompute=x.recompute)
+        trial = replace(
+            setup, tp=x.tp, pp=x.pp, dp=x.dp, zero=x.zero, recompute=x.recompute, offload=x.offload, batch=x.batch
+        )
         trial = replace(trial, grad_accum=max(setup.grad_accum, x.pp) if x.pp > 1 else setup.grad_accum)
         assert estimate_training(spec, trial).peak_bytes <= budget
         assert x.tp * x.pp * x.dp == gpus
@@ -105,3 +107,19 @@ def test_nothing_fits_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> N
     code = main(["fit", "llama-3.1-405b", "--gpu", "t4", "--infer", "--best-format"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "smallest" in err
+
+
+def test_layout_search_over_micro_batches_matches_full_estimates() -> None:
+    # The search extrapolates each layout's phases from micro-batches 1 and 2; every verdict must agree with a
+    # full estimate at that micro-batch.
+    spec, budget = catalog_spec("llama-2-7b"), get_gpu("a100-40gb").memory_bytes
+    setup = TrainSetup(seq=2048)
+    found = search_layouts(spec, setup, 8, budget, batches=(1, 3, 6, 11))
+    assert found.candidates > len(found.fitting) > 0
+    checked = 0
+    for x in found.fitting[:40]:
+        trial = replace(setup, tp=x.tp, pp=x.pp, dp=x.dp, zero=x.zero, recompute=x.recompute, offload=x.offload)
+        trial = replace(trial, batch=x.batch, grad_accum=max(setup.grad_accum, x.pp) if x.pp > 1 else 1)
+        assert abs(estimate_training(spec, trial).peak_bytes - x.peak) <= 64  # whole-byte rounding per term
+        checked += 1
+    assert checked

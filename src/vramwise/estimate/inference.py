@@ -5,7 +5,7 @@ from __future__ import annotations
 from vramwise.errors import NeedsArchitectureError
 from vramwise.estimate.kv_cache import kv_cache_term, sliding_prefill_views_term
 from vramwise.estimate.logits import logits_term
-from vramwise.estimate.overheads import cuda_context_term, with_allocator
+from vramwise.estimate.overheads import cuda_context_term, tensor_bytes, with_allocator
 from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.term import Estimate, Phase, Term
 from vramwise.estimate.weights import weight_terms
@@ -34,6 +34,7 @@ def _phases(
     spec: ModelSpec, setup: InferSetup, c: int, persistent: tuple[Term, ...], kv_bytes: float
 ) -> tuple[Phase, ...]:
     chunk = min(setup.prefill_chunk or setup.context, setup.context)
+    base = tensor_bytes(persistent)
     views = None
     if setup.kv_block == 1:
         kw_views = {"batch": setup.batch, "context": setup.context, "dtype_bytes": kv_bytes, "tp": setup.tp}
@@ -43,14 +44,14 @@ def _phases(
     prefill = prefill_workspace_term(spec, chunk=chunk, kv_len=setup.context, **kw)
     logits = logits_term(spec, batch=setup.batch, positions=chunk, c=c, last_only=not setup.all_logits)
     phases = [
-        with_allocator(persistent, "prefill (inside a layer)", [prefill, *held], setup.allocator_fraction),
-        with_allocator(persistent, "prefill (logits)", [logits, *held], setup.allocator_fraction),
+        with_allocator(base, "prefill (inside a layer)", [prefill, *held], setup.allocator_fraction),
+        with_allocator(base, "prefill (logits)", [logits, *held], setup.allocator_fraction),
     ]
     if setup.new_tokens:
         step = prefill_workspace_term(spec, chunk=1, kv_len=setup.tokens, **kw)
         step_logits = logits_term(spec, batch=setup.batch, positions=1, c=c, last_only=True)
         decode = [step, step_logits, *held]  # the first step still holds the prefill's views
-        phases.append(with_allocator(persistent, "decode step", decode, setup.allocator_fraction))
+        phases.append(with_allocator(base, "decode step", decode, setup.allocator_fraction))
     return tuple(phases)
 
 

@@ -27,17 +27,23 @@ def cuda_context_term(mib: int | None) -> Term:
     )
 
 
-def allocator_term(tensor_bytes: int, fraction: float | None) -> Term:
+def allocator_term(tensors: int, fraction: float | None) -> Term:
     fraction = DEFAULT_ALLOCATOR_FRACTION if fraction is None else fraction
     return Term(
         name="overhead/allocator",
-        bytes=int(tensor_bytes * fraction),
-        formula=f"{fraction:g} x tensor bytes {tensor_bytes:,} (--allocator-fraction to override)",
+        bytes=int(tensors * fraction),
+        formula=f"{fraction:g} x tensor bytes {tensors:,} (--allocator-fraction to override)",
         source="assumed: PyTorch caching allocator reserve and fragmentation (reserved − allocated)",
     )
 
 
-def with_allocator(persistent: tuple[Term, ...], name: str, transient: list[Term], fraction: float | None) -> Phase:
-    """A phase whose transients include the allocator reserve on everything live then."""
-    tensors = sum(t.bytes for t in persistent if not t.name.startswith("overhead/")) + sum(t.bytes for t in transient)
+def tensor_bytes(terms: tuple[Term, ...]) -> int:
+    """Bytes of tensors among ``terms``: everything but the overheads themselves."""
+    return sum(t.bytes for t in terms if not t.name.startswith("overhead/"))
+
+
+def with_allocator(persistent_tensors: int, name: str, transient: list[Term], fraction: float | None) -> Phase:
+    """A phase whose transients include the allocator reserve on everything live then (``persistent_tensors``
+    is ``tensor_bytes`` of the persistent terms, computed once per estimate)."""
+    tensors = persistent_tensors + sum(t.bytes for t in transient)
     return Phase(name=name, transient=(*transient, allocator_term(tensors, fraction)))

@@ -1,13 +1,19 @@
-"""Parallel layouts for a GPU count: every (tp, pp, dp, ZeRO stage, recompute) that fits, ranked.
+"""Parallel layouts for a GPU count: every (tp, pp, dp, ZeRO stage, recompute, offload, micro-batch) that fits,
+ranked.
 
-Ranking: layouts that fit first, ordered by a throughput proxy (higher is better), then by headroom. The proxy
-is deliberately simple and stated: each factor is the fraction of ideal throughput a layout keeps.
+Ranking: layouts that fit, ordered by a throughput proxy (higher is better), then by headroom. The proxy is
+deliberately simple and stated: each factor is the fraction of ideal throughput a layout keeps.
   recompute full      x 0.75   (one more forward per step: 4 passes' work instead of 3)
   tensor parallel     x 0.92^log2(t) inside a node (t <= 8), x 0.5^log2(t/8) beyond
   pipeline (1F1B)     x m / (m + p - 1)   (the bubble; m = micro-batches per step)
-  ZeRO-3 / FSDP       x 0.9   (parameters all-gathered twice a step); ZeRO-1/2 x 0.98
-Rejected families (a tp x pp pair with no fitting stage / recompute choice) are reported with the smallest
-peak they reach, so the user sees why they fail.
+  ZeRO-3              x 0.9   (parameters all-gathered twice a step); ZeRO-1/2 x 0.98
+  offload             x 0.7 (optimizer on the CPU), x 0.5 (parameters too)
+  micro-batch b       x b / (b + 1)   (small matmuls use the GPU poorly)
+Rejected families (a tp x pp pair where nothing fits) are reported with the smallest peak they reach.
+
+Speed: every phase of a training estimate grows linearly with the micro-batch, so two estimates per layout
+(micro-batch 1 and 2) give its peak at every micro-batch; answers within 4 KiB of the budget are confirmed
+with a full estimate, since the estimate rounds each term to whole bytes.
 """
 
 from __future__ import annotations
@@ -16,11 +22,12 @@ import math
 from dataclasses import dataclass, replace
 
 from vramwise.errors import VramwiseError
-from vramwise.estimate.train.training import estimate_training
+from vramwise.estimate.train.training import estimate_training, phase_totals
 from vramwise.spec.model import ModelSpec
 from vramwise.workload import TrainSetup
 
 GPUS_PER_NODE = 8
+BOUNDARY = 4096  # bytes: closer than this to the budget, a full estimate decides
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +37,9 @@ class Layout:
     dp: int
     zero: int
     recompute: str
+    offload: str
+    batch: int
+    grad_accum: int
     peak: int
     fits: bool
     throughput: float
@@ -37,7 +47,23 @@ class Layout:
     @property
     def label(self) -> str:
         zero = f" zero={self.zero}" if self.zero else ""
-        return f"tp={self.tp} pp={self.pp} dp={self.dp}{zero} recompute={self.recompute}"
+        offload = f" offload={self.offload}" if self.offload != "none" else ""
+        return f"tp={self.tp} pp={self.pp} dp={self.dp}{zero} recompute={self.recompute} b={self.batch}{offload}"
+
+    def setup(self, base: TrainSetup) -> TrainSetup:
+        return replace(
+            base,
+            tp=self.tp,
+            pp=self.pp,
+            dp=self.dp,
+            zero=self.zero,
+            fsdp="none",
+            recompute=self.recompute,
+            offload=self.offload,
+            batch=self.batch,
+            grad_accum=self.grad_accum,
+            sp=base.sp and self.tp > 1,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,28 +74,47 @@ class Rejected:
     reason: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class Search:
+    fitting: list[Layout]
+    rejected: list[Rejected]
+    candidates: int  # layouts considered (every micro-batch counts)
+    estimates: int  # full estimates computed
+
+
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def throughput_proxy(tp: int, pp: int, zero: int, recompute: str, micro_batches: int) -> float:
+def throughput_proxy(
+    tp: int, pp: int, zero: int, recompute: str, micro_batches: int, offload: str, batch: int
+) -> float:
     score = 0.75 if recompute == "full" else 1.0
     inside, beyond = min(tp, GPUS_PER_NODE), max(1, tp // GPUS_PER_NODE)
     score *= 0.92 ** math.log2(inside) * 0.5 ** math.log2(beyond)
     score *= micro_batches / (micro_batches + pp - 1)
     score *= 0.9 if zero == 3 else 0.98 if zero else 1.0
-    return score
+    score *= {"none": 1.0, "optimizer": 0.7, "params": 0.5}[offload]
+    return score * batch / (batch + 1)
 
 
-def rank_layouts(
-    spec: ModelSpec, setup: TrainSetup, gpus: int, budget: int, *, max_tp: int = 64, max_pp: int = 64
-) -> tuple[list[Layout], list[Rejected]]:
-    """Every layout of ``gpus`` GPUs (tp x pp x dp), ZeRO 0-3 and recompute none/full, for ``setup``'s
-    micro-batch, sequence, precision and optimizer. Returns (layouts ranked, families rejected)."""
+def search_layouts(
+    spec: ModelSpec,
+    setup: TrainSetup,
+    gpus: int,
+    budget: int,
+    *,
+    batches: tuple[int, ...] | None = None,
+    max_tp: int = 64,
+    max_pp: int = 64,
+) -> Search:
+    """Every layout of ``gpus`` GPUs for ``setup``'s sequence, precision and optimizer, at each micro-batch in
+    ``batches`` (default: ``setup.batch`` only)."""
     heads, kv, layers = spec.attention.num_heads, spec.attention.num_kv_heads, spec.num_layers
-    layouts: list[Layout] = []
+    batches = batches or (setup.batch,)
+    fitting: list[Layout] = []
     rejected: list[Rejected] = []
-    m = max(setup.grad_accum, 1)
+    candidates = estimates = 0
     for tp in _divisors(gpus):
         if tp > max_tp or heads % tp or (kv % tp and tp % kv):
             continue
@@ -77,47 +122,59 @@ def rank_layouts(
             if pp > max_pp or pp > layers:
                 continue
             dp = gpus // (tp * pp)
-            family: list[Layout] = []
+            accum = max(setup.grad_accum, pp) if pp > 1 else setup.grad_accum
+            smallest: tuple[int, str] | None = None
+            family_fits = False
             for zero in (0, 1, 2, 3) if dp > 1 else (0,):
-                for recompute in ("none", "full"):
-                    trial = replace(
-                        setup,
-                        tp=tp,
-                        pp=pp,
-                        dp=dp,
-                        zero=zero,
-                        fsdp="none",
-                        recompute=recompute,
-                        sp=setup.sp and tp > 1,
-                        grad_accum=max(m, pp) if pp > 1 else setup.grad_accum,
-                    )
-                    try:
-                        peak = estimate_training(spec, trial).peak_bytes
-                    except VramwiseError:
+                for offload in ("none", "optimizer", "params") if zero else ("none",):
+                    if offload == "params" and zero != 3:
                         continue
-                    proxy = throughput_proxy(tp, pp, zero, recompute, trial.grad_accum)
-                    family.append(
-                        Layout(
-                            tp=tp,
-                            pp=pp,
-                            dp=dp,
-                            zero=zero,
-                            recompute=recompute,
-                            peak=peak,
-                            fits=peak <= budget,
-                            throughput=proxy,
-                        )
-                    )
-            layouts += family
-            if family and not any(f.fits for f in family):
-                best = min(family, key=lambda f: f.peak)
+                    for recompute in ("none", "full"):
+                        base = replace(
+                            setup, tp=tp, pp=pp, dp=dp, zero=zero, fsdp="none", recompute=recompute,
+                            offload=offload, sp=setup.sp and tp > 1, grad_accum=accum,
+                        )  # fmt: skip
+                        try:
+                            one, two = (
+                                phase_totals(spec, replace(base, batch=1)),
+                                phase_totals(spec, replace(base, batch=2)),
+                            )
+                        except VramwiseError:
+                            continue
+                        estimates += 2
+                        lines = [(a, b - a) for a, b in zip(one, two, strict=True)]
+                        for b in batches:
+                            candidates += 1
+                            peak = max(a + d * (b - 1) for a, d in lines)
+                            if abs(peak - budget) <= BOUNDARY:
+                                peak = estimate_training(spec, replace(base, batch=b)).peak_bytes
+                                estimates += 1
+                            layout = Layout(
+                                tp=tp, pp=pp, dp=dp, zero=zero, recompute=recompute, offload=offload, batch=b,
+                                grad_accum=accum, peak=peak, fits=peak <= budget,
+                                throughput=throughput_proxy(tp, pp, zero, recompute, accum, offload, b),
+                            )  # fmt: skip
+                            if layout.fits:
+                                fitting.append(layout)
+                                family_fits = True
+                            elif smallest is None or peak < smallest[0]:
+                                smallest = (peak, layout.label)
+            if not family_fits and smallest is not None:
                 rejected.append(
                     Rejected(
                         tp=tp,
                         pp=pp,
-                        smallest_peak=best.peak,
-                        reason=f"even {best.label} needs more than the budget per GPU",
+                        smallest_peak=smallest[0],
+                        reason=f"even {smallest[1]} needs more than the budget per GPU",
                     )
                 )
-    fitting = sorted((x for x in layouts if x.fits), key=lambda x: (-x.throughput, x.peak))
-    return fitting, rejected
+    fitting.sort(key=lambda x: (-x.throughput, x.peak))
+    return Search(fitting=fitting, rejected=rejected, candidates=candidates, estimates=estimates)
+
+
+def rank_layouts(
+    spec: ModelSpec, setup: TrainSetup, gpus: int, budget: int, *, max_tp: int = 64, max_pp: int = 64
+) -> tuple[list[Layout], list[Rejected]]:
+    """Layouts at ``setup``'s micro-batch: (those that fit, ranked; families where nothing fits)."""
+    found = search_layouts(spec, setup, gpus, budget, max_tp=max_tp, max_pp=max_pp)
+    return found.fitting, found.rejected

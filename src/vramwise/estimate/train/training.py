@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
-from vramwise.estimate.overheads import cuda_context_term, with_allocator
+from vramwise.estimate.overheads import cuda_context_term, tensor_bytes, with_allocator
 from vramwise.estimate.term import Estimate, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.layout import (
@@ -531,6 +531,7 @@ def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimat
         persistent.append(grads)
     persistent.append(cuda_context_term(setup.cuda_context_mib))
     pers = tuple(persistent)
+    base = tensor_bytes(pers)
 
     tokens = setup.batch * setup.seq // setup.cp
     flight = _in_flight(stage, setup)
@@ -547,9 +548,9 @@ def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimat
     if setup.peft == "qlora":
         forward.append(_dequantized(spec))
     fa = setup.allocator_fraction
-    phases = [with_allocator(pers, "forward end", forward, fa)]
+    phases = [with_allocator(base, "forward end", forward, fa)]
     if loss_temp is not None:
-        phases.append(with_allocator(pers, "backward (loss)", [*forward, loss_temp], fa))
+        phases.append(with_allocator(base, "backward (loss)", [*forward, loss_temp], fa))
     if setup.recompute == "full" and largest_layer:
         rebuilt = Term(
             name="activations/recomputed_layer",
@@ -557,22 +558,22 @@ def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimat
             formula=f"one layer's saved tensors, rebuilt for its backward: T {tokens}",
             source="full recompute re-runs one layer's forward during backward",
         )
-        phases.append(with_allocator(pers, "backward (recompute)", [*forward, rebuilt], fa))
+        phases.append(with_allocator(base, "backward (recompute)", [*forward, rebuilt], fa))
     if setup.fsdp != "none" and gathered_bwd:
         # the last layer's backward: activations still held, the loss's tensors gone, units gathered
         in_layers = [t for t in forward if t not in gathered_fwd and t.name != "activations/loss"]
-        phases.append(with_allocator(pers, "backward (layer)", [*in_layers, *gathered_bwd], fa))
+        phases.append(with_allocator(base, "backward (layer)", [*in_layers, *gathered_bwd], fa))
         if stage.last and setup.peft == "none":
             # the head's backward: the last two layer units are already being gathered (prefetch)
             units = [t for t in gathered_bwd if t.name != "fsdp/unsharded_grads"]
             head = [*in_layers, *units, *_head_grads(spec, setup, recipe, tokens)]
-            phases.append(with_allocator(pers, "backward (head)", head, fa))
+            phases.append(with_allocator(base, "backward (head)", head, fa))
     end = [*backward_extra, *gathered_bwd]
     if grads is not None and not grads_persist:
         end.insert(0, grads)
-    phases.append(with_allocator(pers, "backward end", end, fa))
+    phases.append(with_allocator(base, "backward end", end, fa))
     step = [*([grads] if grads is not None and not grads_persist else []), *step_extra]
-    phases.append(with_allocator(pers, "optimizer step", step, fa))
+    phases.append(with_allocator(base, "optimizer step", step, fa))
 
     notes = [
         f"precision {recipe.name}: weights {recipe.weight} B, gradients {recipe.grad} B, compute {recipe.compute} B"
@@ -648,3 +649,19 @@ def estimate_training(model: Model, setup: TrainSetup) -> Estimate:
     check_layout(model, setup)
     split = stages(model, setup.pp)
     return max((_stage_estimate(model, setup, s) for s in (split[0], split[-1])), key=lambda e: e.peak_bytes)
+
+
+def phase_totals(model: ModelSpec, setup: TrainSetup) -> list[int]:
+    """Per-GPU bytes of every phase of the stages that can be the worst (the first and the last).
+
+    The fit solvers use these at two micro-batch sizes: each phase grows linearly with the micro-batch, so
+    the peak at any micro-batch is the largest of these lines there.
+    """
+    check_layout(model, setup)
+    split = stages(model, setup.pp)
+    out = []
+    for stage in split[:1] + split[1:][-1:]:
+        est = _stage_estimate(model, setup, stage)
+        persistent = sum(t.bytes for t in est.persistent)
+        out += [persistent + p.bytes for p in est.phases]
+    return out
