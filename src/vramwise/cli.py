@@ -15,6 +15,7 @@ from vramwise.estimate.term import Estimate
 from vramwise.estimate.textbook import textbook_inference
 from vramwise.estimate.train.textbook import textbook_training
 from vramwise.estimate.train.training import estimate_stages, estimate_training
+from vramwise.fit.solve import DoesNotFitError
 from vramwise.formats import FORMATS
 from vramwise.report.json_out import render_json, to_dict
 from vramwise.report.table import render_table
@@ -22,6 +23,7 @@ from vramwise.report.verdict import verdict
 from vramwise.spec.load import BareModel, catalog_spec, resolve_model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import active_params, total_params
+from vramwise.units import fmt
 from vramwise.workload import (
     ATTENTION_IMPLS,
     FSDP_MODES,
@@ -149,6 +151,11 @@ def _fit(args: argparse.Namespace) -> int:
             raise InvalidWorkloadError(f"max_batch must be a positive integer, got {top}")
         batches = tuple(range(1, top + 1)) if args.max_batch else (setup.batch,)
         found = search_layouts(model, setup, args.layouts, budget, batches=batches)
+        if not found.fitting:
+            best = min(found.rejected, key=lambda r: r.smallest_peak, default=None)
+            fewest = _smallest_that_fits(model, setup, budget)
+            floor = f"the smallest peak is {fmt(best.smallest_peak, unit)} ({best.reason[5:]})" if best else ""
+            raise DoesNotFitError(f"no layout of {args.layouts} x {gpu.name} fits: {floor}; {fewest}")
         print(render_layouts(found.fitting, found.rejected, gpu, args.layouts, args.top, unit))
         print(f"({found.candidates:,} layouts considered from {found.estimates:,} full estimates)")
         return 0
@@ -157,12 +164,43 @@ def _fit(args: argparse.Namespace) -> int:
             raise InvalidWorkloadError("--min-gpus is a training question: drop --infer")
         print(render_answer(min_gpus(model, _train_setup(args), budget), gpu, unit))
         return 0
-    if infer is not None:
-        field = "context" if args.max == "seq" else "batch"
-        print(render_answer(max_infer(model, infer, budget, field), gpu, unit))
-    else:
-        print(render_answer(max_train(model, _train_setup(args), budget, args.max), gpu, unit))
+    try:
+        if infer is not None:
+            field = "context" if args.max == "seq" else "batch"
+            print(render_answer(max_infer(model, infer, budget, field), gpu, unit))
+        else:
+            print(render_answer(max_train(model, _train_setup(args), budget, args.max), gpu, unit))
+    except DoesNotFitError as err:
+        hint = (
+            _smallest_format(model, infer, budget) if infer else _smallest_that_fits(model, _train_setup(args), budget)
+        )
+        raise DoesNotFitError(f"{err}; {hint}") from None
     return 0
+
+
+def _smallest_that_fits(model: ModelSpec, setup: TrainSetup, budget: int) -> str:
+    """The fewest ZeRO-3 GPUs with full recompute and micro-batch 1: a setup that fits, or why none does."""
+    from dataclasses import replace
+
+    from vramwise.fit.solve import min_gpus
+
+    try:
+        answer = min_gpus(model, replace(setup, batch=1, recompute="full"), budget)
+    except DoesNotFitError:
+        return "no data-parallel count fits either, even with full recompute and micro-batch 1"
+    return f"smallest that fits: --batch 1 --recompute full --dp {answer.value} --zero 3"
+
+
+def _smallest_format(model: ModelSpec, setup: InferSetup, budget: int) -> str:
+    from dataclasses import replace
+
+    from vramwise.fit.solve import best_format
+
+    try:
+        answer, _ = best_format(model, replace(setup, batch=1), budget, budget)
+    except DoesNotFitError as err:
+        return str(err)
+    return f"smallest that fits: batch 1 with --format {answer.value}"
 
 
 def _add_plot(sub: argparse._SubParsersAction) -> None:

@@ -123,3 +123,18 @@ def test_layout_search_over_micro_batches_matches_full_estimates() -> None:
         assert abs(estimate_training(spec, trial).peak_bytes - x.peak) <= 64  # whole-byte rounding per term
         checked += 1
     assert checked
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["fit", "llama-2-7b", "--gpu", "t4", "--max", "batch"],
+        ["fit", "llama-3.1-405b", "--gpu", "t4", "--infer", "--max", "batch"],
+        ["fit", "llama-2-70b", "--gpu", "t4", "--layouts", "8"],
+    ],
+)
+def test_a_target_that_cannot_fit_names_the_smallest_setup(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "smallest" in err and "Traceback" not in err
