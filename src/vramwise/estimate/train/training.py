@@ -145,25 +145,26 @@ def _layer_grads(setup: TrainSetup, lora: list[LoraModule]) -> Grads:
     )
 
 
-def _activations(
-    spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, lora: list[LoraModule]
-) -> tuple[list[Term], int]:
-    """Terms saved until backward on this stage, and the largest single layer's full saved set (bytes)."""
-    c, tokens = recipe.compute, setup.batch * setup.seq // setup.cp
-    grads = _layer_grads(setup, lora)
-    flight = _in_flight(stage, setup)
-    recording = [i for i in stage.layers if setup.peft != "none" or i >= setup.freeze_layers]
-    kw = {
-        "c": c,
-        "grads": grads,
-        "attention": setup.attention,
-        "recompute": setup.recompute,
-        "seq": setup.seq,
-        "tp": setup.tp,
-        "sp": setup.sp,
-        "amp": recipe.autocast_cache,
-    }
-    # Layers differ only in whether their MLP is a mixture of experts: compute each kind once.
+@functools.lru_cache(maxsize=4096)
+def _saved_per_token(
+    spec: ModelSpec,
+    stage: Stage,
+    c: int,
+    grads: Grads,
+    attention: str,
+    recompute: str,
+    seq: int,  # only eager attention's s² depends on it; 0 otherwise, so sweeps over seq hit the cache
+    tp: int,
+    sp: bool,
+    amp: bool,
+    peft: bool,
+    freeze_layers: int,
+) -> tuple[int, tuple[tuple[str, float], ...], float]:
+    """(layers that record, per-token bytes by name summed over them, the largest single layer's per-token bytes).
+
+    Layers differ only in whether their MLP is a mixture of experts: each kind is computed once.
+    """
+    recording = [i for i in stage.layers if peft or i >= freeze_layers]
     moe_layers = set(spec.moe.moe_layers) if spec.moe else set()
     counts: dict[bool, int] = {}
     first: dict[bool, int] = {}
@@ -171,32 +172,58 @@ def _activations(
         kind = i in moe_layers
         counts[kind] = counts.get(kind, 0) + 1
         first.setdefault(kind, i)
-    kinds = {kind: layer_saved(spec, layer=first[kind], **kw) for kind in counts}
-    largest = round(max((s.total for s in kinds.values()), default=0) * tokens)
+    kw = {"c": c, "grads": grads, "attention": attention, "recompute": recompute, "seq": seq, "tp": tp, "sp": sp}
+    kinds = {kind: layer_saved(spec, layer=first[kind], amp=amp, **kw) for kind in counts}
+    names: dict[str, float] = {}
+    for kind, saved in kinds.items():
+        for k, v in saved.items.items():
+            names[k] = names.get(k, 0) + v * counts[kind]
+    largest = max((saved.total for saved in kinds.values()), default=0)
+    return len(recording), tuple(names.items()), largest
+
+
+def _activations(
+    spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, lora: list[LoraModule]
+) -> tuple[list[Term], int]:
+    """Terms saved until backward on this stage, and the largest single layer's full saved set (bytes)."""
+    c, tokens = recipe.compute, setup.batch * setup.seq // setup.cp
+    grads = _layer_grads(setup, lora)
+    flight = _in_flight(stage, setup)
+    recording, per_token, per_layer_max = _saved_per_token(
+        spec,
+        stage,
+        c,
+        grads,
+        setup.attention,
+        setup.recompute,
+        setup.seq if setup.attention == "eager" else 0,
+        setup.tp,
+        setup.sp,
+        recipe.autocast_cache,
+        setup.peft != "none",
+        setup.freeze_layers,
+    )
+    largest = round(per_layer_max * tokens)
     terms: list[Term] = []
     flight_f = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
     if setup.recompute == "full":
         rep = setup.tp if setup.sp else 1
-        n = len(recording) * c * spec.hidden_size * tokens / rep * flight
+        n = recording * c * spec.hidden_size * tokens / rep * flight
         terms.append(
             Term(
                 name="activations/checkpoints",
                 bytes=round(n),
-                formula=f"{len(recording)} layers x layer input T {tokens} x h {spec.hidden_size} x {c} B{flight_f}",
+                formula=f"{recording} layers x layer input T {tokens} x h {spec.hidden_size} x {c} B{flight_f}",
                 source="full recompute: each layer keeps only its input (torch.utils.checkpoint)",
             )
         )
     elif recording:
-        names: dict[str, float] = {}
-        for kind, saved in kinds.items():
-            for k, v in saved.items.items():
-                names[k] = names.get(k, 0) + v * counts[kind]
-        for k, v in names.items():
+        for k, v in per_token:
             terms.append(
                 Term(
                     name=f"activations/{k}",
                     bytes=round(v * tokens * flight),
-                    formula=f"{v / len(recording):,.1f} B/token/layer x {len(recording)} layers x T {tokens}{flight_f}",
+                    formula=f"{v / recording:,.1f} B/token/layer x {recording} layers x T {tokens}{flight_f}",
                     source="saved tensors of the transformers layer (estimate/train/activations.py)",
                 )
             )
