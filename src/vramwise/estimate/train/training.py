@@ -10,13 +10,13 @@ DDP buckets), the CUDA context. Phases, each with what is live only then:
   backward end      all gradients (unless persistent) plus reduce buckets;
   optimizer step    gradients plus the step's transients (foreach copies, fp32 gradient copies).
 The peak is the largest phase; ``estimate_stages`` returns every stage, ``estimate_training`` the worst.
+Model states come from ``states.py``, ZeRO-3/FSDP's gathered parameters from ``sharded.py``, the saved
+tensors per layer from ``activations.py``, the loss region from ``loss.py``.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate.overheads import cuda_context_term, tensor_bytes, with_allocator
@@ -33,96 +33,13 @@ from vramwise.estimate.train.layout import (
 )
 from vramwise.estimate.train.lora import LoraModule, lora_targets
 from vramwise.estimate.train.loss import loss_terms
-from vramwise.estimate.train.optimizers import Tensor, state_bytes, step_transient
 from vramwise.estimate.train.recipe import Recipe, recipe_for
-from vramwise.formats import get_format
+from vramwise.estimate.train.sharded import gathered, head_grads
+from vramwise.estimate.train.states import model_states
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
-from vramwise.spec.params import CATEGORIES, ParamGroup, parameter_groups
+from vramwise.spec.params import parameter_groups
 from vramwise.workload import TrainSetup
-
-LORA_BYTES = 4  # peft keeps adapters in fp32 (autocast_adapter_dtype=True), whatever the base dtype
-QLORA_FORMAT = "nf4-dq"  # bitsandbytes 4-bit with double quantization, the QLoRA paper's recipe
-SRC_STATES = "ZeRO paper §3 (Rajbhandari et al. 2020); torch.optim; measured in notes §2"
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Trainable:
-    """Elements that train on this GPU (before ZeRO) and their tensor shapes, for states and transients."""
-
-    count: float
-    tensors: list[Tensor]
-    bytes_per_param: int  # of the trainable weights themselves (fp32 adapters, or the recipe's weight)
-
-
-def _shape(group: ParamGroup, spec: ModelSpec) -> tuple[int, int]:
-    per_tensor = group.count // max(1, group.tensors)
-    if group.kind in ("linear", "router", "head") and group.in_features:
-        return per_tensor // group.in_features, group.in_features
-    if group.kind == "embedding":
-        width = spec.embedding.proj_dim or spec.hidden_size
-        return per_tensor // width, width
-    return per_tensor, 1
-
-
-def _trainable_stage(stage: Stage, setup: TrainSetup) -> Stage:
-    return Stage(
-        index=stage.index, count=stage.count, layers=tuple(i for i in stage.layers if i >= setup.freeze_layers)
-    )
-
-
-def _trainable(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, lora: list[LoraModule]) -> _Trainable:
-    if setup.peft != "none":
-        share = len(stage.layers) / spec.num_layers
-        tensors = []
-        for m in lora:
-            copies = m.layers * share
-            rank = setup.lora_r * m.rank_mult
-            tensors += [Tensor(rows=rank, cols=m.in_features, copies=copies)]
-            tensors += [Tensor(rows=m.out_features, cols=rank, copies=copies)]
-        return _Trainable(count=sum(t.numel * t.copies for t in tensors), tensors=tensors, bytes_per_param=LORA_BYTES)
-    live = _trainable_stage(stage, setup)
-    tensors = []
-    for g in parameter_groups(spec):
-        if not in_layer(g) and setup.freeze_layers and g.category == "embeddings":
-            continue  # freezing the bottom layers freezes the embeddings below them
-        share = stage_share(g, spec, live if in_layer(g) else stage, setup)
-        if share:
-            rows, cols = _shape(g, spec)
-            tensors.append(Tensor(rows=rows, cols=cols, copies=g.tensors * share, expert=g.per_expert))
-    count = sum(t.numel * t.copies for t in tensors)
-    return _Trainable(count=count, tensors=tensors, bytes_per_param=recipe.weight)
-
-
-def _weights(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, divisor: int) -> list[Term]:
-    qlora = get_format(QLORA_FORMAT) if setup.peft == "qlora" else None
-    by_cat: dict[str, list[tuple[float, str]]] = {}
-    for g in parameter_groups(spec):
-        share = stage_share(g, spec, stage, setup)
-        if not share:
-            continue
-        if qlora and in_layer(g) and g.kind == "linear":
-            tb = qlora.tensor_bytes(g, spec, 4)
-            n, f = tb.bytes * share, f"{g.name}: {tb.formula}"
-        elif qlora:
-            # prepare_model_for_kbit_training casts every non-quantized parameter to fp32
-            n, f = g.count * share * 4, f"{g.name}: {g.count * share:,.0f} x 4 B (fp32 after k-bit preparation)"
-        else:
-            n, f = g.count * share * recipe.weight, f"{g.name}: {g.count * share:,.0f} x {recipe.weight} B"
-        cat = "experts" if g.category == "experts_shared" else g.category
-        by_cat.setdefault(cat, []).append(
-            (n / divisor, f + (f" / {divisor} (ZeRO-3/FSDP shard)" if divisor > 1 else ""))
-        )
-    return [
-        Term(
-            name=f"weights/{cat}",
-            bytes=round(sum(n for n, _ in by_cat[cat])),
-            formula="; ".join(f for _, f in by_cat[cat]),
-            source=f"precision recipe {recipe.name}" + (f"; QLoRA base {QLORA_FORMAT}" if qlora else ""),
-        )
-        for cat in CATEGORIES
-        if cat in by_cat
-    ]
 
 
 def _in_flight(stage: Stage, setup: TrainSetup) -> float:
@@ -311,177 +228,6 @@ def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, tokens: int, fligh
     return saved, temp
 
 
-@functools.lru_cache(maxsize=256)
-def _layer_params(spec: ModelSpec) -> int:
-    return sum(g.count for g in parameter_groups(spec) if in_layer(g)) // spec.num_layers
-
-
-@functools.lru_cache(maxsize=256)
-def _outer_params(spec: ModelSpec) -> int:
-    return sum(g.count for g in parameter_groups(spec) if not in_layer(g))
-
-
-def _gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[Term], list[Term]]:
-    """Parameters (and gradients) unsharded on the fly under ZeRO-3 / FSDP full shard: (forward end, backward).
-
-    FSDP2 keeps the root unit (embeddings, final norm, head) unsharded from forward to backward and reshards
-    each layer after its forward; in backward the current layer and the prefetched next one are gathered,
-    and one layer's unsharded gradients wait for their reduce-scatter (traced: notes §2c, verify).
-    DeepSpeed ZeRO-3 gathers the module running now plus the prefetch bucket, in forward and backward alike.
-    """
-    if partitioned(setup)["stage"] < 3:
-        return [], []
-    layer = _layer_params(spec) // setup.tp
-    outer = _outer_params(spec)
-    w = recipe.weight
-    if setup.fsdp != "none":
-        src = "FSDP2: root unit kept, layers resharded after forward, current + prefetched layer in backward"
-        root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B", source=src)
-        layers = Term(name="fsdp/layer_units", bytes=2 * layer * w, formula=f"2 x {layer:,} x {w} B", source=src)
-        g = LORA_BYTES if setup.peft != "none" else recipe.grad
-        grads = Term(
-            name="fsdp/unsharded_grads",
-            bytes=layer * g if setup.peft == "none" else 0,
-            formula=f"one layer's gradients before reduce-scatter: {layer:,} x {g} B",
-            source=src,
-        )
-        return [root], [root, layers, grads]
-    prefetch = min(setup.prefetch_bucket, layer)
-    n = (max(layer, outer) + prefetch) * w
-    term = Term(
-        name="zero/gathered_params",
-        bytes=n,
-        formula=f"(largest module max(layer {layer:,}, embeddings+head) + prefetch {prefetch:,}) x {w} B",
-        source="DeepSpeed ZeRO-3: gathered module + stage3_prefetch_bucket_size",
-    )
-    return [term], [term]
-
-
-def _numel(tensors: list[Tensor]) -> int:
-    return round(sum(t.numel * t.copies for t in tensors))
-
-
-def _per_gpu(tensors: list[Tensor], divisor: int, ep: int, bytes_of: Callable[[list[Tensor]], int]) -> int:
-    """Bytes on one GPU when ZeRO/FSDP partitions over ``divisor`` GPUs: routed experts have only dp / ep
-    data-parallel replicas to partition over."""
-    dense = [t for t in tensors if not t.expert]
-    experts = [t for t in tensors if t.expert]
-    return round(bytes_of(dense) / divisor + (bytes_of(experts) / max(1, divisor // ep) if experts else 0))
-
-
-def _shard_note(divisor: int, ep: int, what: str) -> str:
-    if divisor == 1:
-        return ""
-    experts = f"; experts / {max(1, divisor // ep)}" if ep > 1 else ""
-    return f" / {divisor} ({what}{experts})"
-
-
-def _states(
-    setup: TrainSetup, recipe: Recipe, tr: _Trainable
-) -> tuple[list[Term], list[Term], Term | None, list[Term], list[Term]]:
-    """(persistent, host, gradients (full size), backward-end extras, step extras)."""
-    part = partitioned(setup)
-    lora = setup.peft != "none"
-    n_opt, n_grad, ep = part["optimizer"], part["gradients"], setup.ep
-    state_el = LORA_BYTES if lora else recipe.state
-    grad_b = LORA_BYTES if lora else recipe.grad
-    count = _numel(tr.tensors)
-    opt_note = _shard_note(n_opt, ep, "ZeRO/FSDP shard")
-    persistent: list[Term] = []
-    host: list[Term] = []
-    offload = setup.offload != "none"
-    if recipe.master and not lora:
-        master = Term(
-            name="optimizer/master_weights",
-            bytes=_per_gpu(tr.tensors, n_opt, ep, lambda ts: _numel(ts) * recipe.master),
-            formula=f"{count:,} trainable x {recipe.master} B fp32{opt_note}",
-            source=SRC_STATES,
-        )
-        (host if offload else persistent).append(master)
-    n, f = state_bytes(setup.optimizer, tr.tensors, state_el)
-    if n:
-        states = Term(
-            name="optimizer/states",
-            bytes=_per_gpu(tr.tensors, n_opt, ep, lambda ts: state_bytes(setup.optimizer, ts, state_el)[0]),
-            formula=f + opt_note,
-            source=SRC_STATES + ("; bitsandbytes blockwise 8-bit" if "8bit" in setup.optimizer else ""),
-        )
-        (host if offload else persistent).append(states)
-    grads = None
-    if setup.optimizer != "lomo":
-        grads = Term(
-            name="gradients",
-            bytes=_per_gpu(tr.tensors, n_grad, ep, lambda ts: _numel(ts) * grad_b),
-            formula=f"{count:,} trainable x {grad_b} B{_shard_note(n_grad, ep, 'ZeRO-2/3 shard')}",
-            source=SRC_STATES,
-        )
-    backward_extra: list[Term] = []
-    step_extra: list[Term] = []
-    if setup.optimizer == "lomo":
-        largest = max((t.numel for t in tr.tensors), default=0)
-        backward_extra.append(
-            Term(
-                name="optimizer/lomo_gradient",
-                bytes=largest * recipe.grad,
-                formula=f"one gradient at a time: largest tensor {largest:,} x {recipe.grad} B",
-                source="LOMO (Lv et al. 2023): the update is fused into backward",
-            )
-        )
-    if n_grad > 1 and grads is not None:
-        bucket = min(setup.reduce_bucket, count)
-        backward_extra.append(
-            Term(
-                name="zero/reduce_bucket",
-                bytes=bucket * grad_b,
-                formula=f"min(reduce_bucket {setup.reduce_bucket:,}, trainable) x {grad_b} B",
-                source="DeepSpeed reduce_bucket_size / FSDP reduce-scatter of one unit",
-            )
-        )
-    elif setup.dp > 1 and part["stage"] == 0 and grads is not None:
-        persistent.append(
-            Term(
-                name="ddp/buckets",
-                bytes=count * grad_b,
-                formula=f"{count:,} x {grad_b} B (gradient_as_bucket_view=False, DDP's default)",
-                source="torch DistributedDataParallel allreduce buckets hold a second copy of the gradients",
-            )
-        )
-    fp32_grads = _per_gpu(tr.tensors, n_opt, ep, lambda ts: _numel(ts) * 4)
-    if offload:
-        host.append(
-            Term(
-                name="optimizer/fp32_gradients",
-                bytes=fp32_grads,
-                formula=f"{count:,} x 4 B{opt_note}",
-                source="ZeRO-Offload: fp32 gradient partition on the host for the CPU optimizer",
-            )
-        )
-        return persistent, host, grads, backward_extra, step_extra
-    impl = setup.step_impl
-    t, tf = step_transient(setup.optimizer, impl, tr.tensors, state_el)
-    if t:
-        step_extra.append(
-            Term(
-                name="optimizer/step_transient",
-                bytes=_per_gpu(
-                    tr.tensors, n_opt, ep, lambda ts: step_transient(setup.optimizer, impl, ts, state_el)[0]
-                ),
-                formula=tf + opt_note,
-                source="torch.optim implementations, measured in notes §6",
-            )
-        )
-    if recipe.master and not lora and recipe.grad == 2:
-        step_extra.append(
-            Term(
-                name="optimizer/fp32_gradients",
-                bytes=fp32_grads,
-                formula=f"half gradients copied to fp32 for the master update: {count:,} x 4 B{opt_note}",
-                source="DeepSpeed/Megatron mixed-precision optimizer",
-            )
-        )
-    return persistent, host, grads, backward_extra, step_extra
-
-
 def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> Term:
     n = sum(
         g.count * stage_share(g, spec, stage, setup)
@@ -496,58 +242,11 @@ def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> Term:
     )
 
 
-# Model states do not depend on the batch, the sequence, recompute, attention or the loss: sweeps over those
-# (the fit solvers) reuse one computation. The key lists every field the states do depend on.
-_STATE_FIELDS = (
-    "precision", "grad_dtype", "optimizer", "optimizer_impl", "peft", "lora_r", "lora_targets", "freeze_layers",
-    "dp", "zero", "fsdp", "fsdp_shard", "offload", "tp", "sp", "pp", "interleave", "cp", "ep", "reduce_bucket",
-)  # fmt: skip
-_STATES_CACHE: dict[tuple, tuple] = {}
-
-
-def _cached_states(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> tuple:
-    key = (spec, stage, *(getattr(setup, f) for f in _STATE_FIELDS))
-    hit = _STATES_CACHE.get(key)
-    if hit is None:
-        if len(_STATES_CACHE) > 4096:
-            _STATES_CACHE.clear()
-        hit = _STATES_CACHE[key] = _model_states(spec, stage, setup)
-    return hit
-
-
-def _model_states(
-    spec: ModelSpec, stage: Stage, setup: TrainSetup
-) -> tuple[tuple[Term, ...], tuple[Term, ...], Term | None, tuple[Term, ...], tuple[Term, ...]]:
-    """(persistent, host, gradients, backward-end extras, step extras) of one stage: weights, adapters, master
-    copy, optimizer states; independent of the batch and the sequence (see ``_STATE_FIELDS``)."""
-    recipe = recipe_for(setup)
-    lora = lora_targets(spec, setup.lora_targets) if setup.peft != "none" else []
-    part = partitioned(setup)
-    tr = _trainable(spec, stage, setup, recipe, lora)
-    persistent: list[Term] = []
-    host: list[Term] = []
-    weights = _weights(spec, stage, setup, recipe, part["weights"])
-    (host if setup.offload == "params" else persistent).extend(weights)
-    if lora:
-        persistent.append(
-            Term(
-                name="weights/lora",
-                bytes=round(tr.count * LORA_BYTES),
-                formula=f"r {setup.lora_r} x (in + out) per module: {tr.count:,.0f} x {LORA_BYTES} B fp32",
-                source="peft LoRA (Hu et al. 2021), adapters upcast to fp32",
-            )
-        )
-    st_persistent, st_host, grads, backward_extra, step_extra = _states(setup, recipe, tr)
-    persistent += st_persistent
-    host += st_host
-    return tuple(persistent), tuple(host), grads, tuple(backward_extra), tuple(step_extra)
-
-
 def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimate:
     recipe = recipe_for(setup)
     lora = lora_targets(spec, setup.lora_targets) if setup.peft != "none" else []
     part = partitioned(setup)
-    states = _cached_states(spec, stage, setup)
+    states = model_states(spec, stage, setup)
     persistent, host = list(states[0]), list(states[1])
     grads, backward_extra, step_extra = states[2], states[3], states[4]
     # Gradients outlive a backward when they accumulate, or in DeepSpeed's preallocated ZeRO-2/3 partition;
@@ -570,7 +269,7 @@ def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimat
         forward.append(saved)
     if recipe.autocast_cache:
         forward.append(_autocast_cache(spec, stage, setup))
-    gathered_fwd, gathered_bwd = _gathered(spec, setup, recipe)
+    gathered_fwd, gathered_bwd = gathered(spec, setup, recipe)
     forward += gathered_fwd
     if setup.peft == "qlora":
         forward.append(_dequantized(spec))
@@ -593,7 +292,7 @@ def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimat
         if stage.last and setup.peft == "none":
             # the head's backward: the last two layer units are already being gathered (prefetch)
             units = [t for t in gathered_bwd if t.name != "fsdp/unsharded_grads"]
-            head = [*in_layers, *units, *_head_grads(spec, setup, recipe, tokens)]
+            head = [*in_layers, *units, *head_grads(spec, setup, recipe, tokens)]
             phases.append(with_allocator(base, "backward (head)", head, fa))
     end = [*backward_extra, *gathered_bwd]
     if grads is not None and not grads_persist:
@@ -616,28 +315,6 @@ def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimat
     if spec.attention.kind == "mla" or spec.moe:
         notes.append("MLA and MoE activations follow the Mixtral/Llama rules and are less tightly traced")
     return Estimate(persistent=pers, phases=tuple(phases), notes=tuple(notes), host=tuple(host))
-
-
-def _head_grads(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, tokens: int) -> list[Term]:
-    """FSDP's root unit during the head's backward: the logits' gradient and the head's unsharded gradient,
-    which waits for the root's reduce-scatter (traced: 2.1 GB for Llama-3-8B in fp32)."""
-    vocab, h = spec.vocab_size, spec.hidden_size
-    head = vocab * (spec.embedding.proj_dim or h)
-    src = "FSDP2 root unit: gradients are reduce-scattered after the whole unit's backward"
-    return [
-        Term(
-            name="loss/logits_grad",
-            bytes=tokens * vocab * recipe.compute,
-            formula=f"T {tokens} x V {vocab} x {recipe.compute} B",
-            source=src,
-        ),
-        Term(
-            name="fsdp/head_grad",
-            bytes=head * recipe.grad,
-            formula=f"V {vocab} x h {h} x {recipe.grad} B",
-            source=src,
-        ),
-    ]
 
 
 def _dequantized(spec: ModelSpec) -> Term:

@@ -1,0 +1,81 @@
+"""Parameters and gradients unsharded on the fly under ZeRO-3 and FSDP full sharding."""
+
+from __future__ import annotations
+
+import functools
+
+from vramwise.estimate.term import Term
+from vramwise.estimate.train.layout import in_layer, partitioned
+from vramwise.estimate.train.recipe import Recipe
+from vramwise.estimate.train.states import LORA_BYTES
+from vramwise.spec.model import ModelSpec
+from vramwise.spec.params import parameter_groups
+from vramwise.workload import TrainSetup
+
+
+@functools.lru_cache(maxsize=256)
+def _layer_params(spec: ModelSpec) -> int:
+    return sum(g.count for g in parameter_groups(spec) if in_layer(g)) // spec.num_layers
+
+
+@functools.lru_cache(maxsize=256)
+def _outer_params(spec: ModelSpec) -> int:
+    return sum(g.count for g in parameter_groups(spec) if not in_layer(g))
+
+
+def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[Term], list[Term]]:
+    """Parameters (and gradients) unsharded on the fly under ZeRO-3 / FSDP full shard: (forward end, backward).
+
+    FSDP2 keeps the root unit (embeddings, final norm, head) unsharded from forward to backward and reshards
+    each layer after its forward; in backward the current layer and the prefetched next one are gathered,
+    and one layer's unsharded gradients wait for their reduce-scatter (traced: notes §2c, verify).
+    DeepSpeed ZeRO-3 gathers the module running now plus the prefetch bucket, in forward and backward alike.
+    """
+    if partitioned(setup)["stage"] < 3:
+        return [], []
+    layer = _layer_params(spec) // setup.tp
+    outer = _outer_params(spec)
+    w = recipe.weight
+    if setup.fsdp != "none":
+        src = "FSDP2: root unit kept, layers resharded after forward, current + prefetched layer in backward"
+        root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B", source=src)
+        layers = Term(name="fsdp/layer_units", bytes=2 * layer * w, formula=f"2 x {layer:,} x {w} B", source=src)
+        g = LORA_BYTES if setup.peft != "none" else recipe.grad
+        grads = Term(
+            name="fsdp/unsharded_grads",
+            bytes=layer * g if setup.peft == "none" else 0,
+            formula=f"one layer's gradients before reduce-scatter: {layer:,} x {g} B",
+            source=src,
+        )
+        return [root], [root, layers, grads]
+    prefetch = min(setup.prefetch_bucket, layer)
+    n = (max(layer, outer) + prefetch) * w
+    term = Term(
+        name="zero/gathered_params",
+        bytes=n,
+        formula=f"(largest module max(layer {layer:,}, embeddings+head) + prefetch {prefetch:,}) x {w} B",
+        source="DeepSpeed ZeRO-3: gathered module + stage3_prefetch_bucket_size",
+    )
+    return [term], [term]
+
+
+def head_grads(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, tokens: int) -> list[Term]:
+    """FSDP's root unit during the head's backward: the logits' gradient and the head's unsharded gradient,
+    which waits for the root's reduce-scatter (traced: 2.1 GB for Llama-3-8B in fp32)."""
+    vocab, h = spec.vocab_size, spec.hidden_size
+    head = vocab * (spec.embedding.proj_dim or h)
+    src = "FSDP2 root unit: gradients are reduce-scattered after the whole unit's backward"
+    return [
+        Term(
+            name="loss/logits_grad",
+            bytes=tokens * vocab * recipe.compute,
+            formula=f"T {tokens} x V {vocab} x {recipe.compute} B",
+            source=src,
+        ),
+        Term(
+            name="fsdp/head_grad",
+            bytes=head * recipe.grad,
+            formula=f"V {vocab} x h {h} x {recipe.grad} B",
+            source=src,
+        ),
+    ]
