@@ -6,7 +6,8 @@ DDP buckets), the CUDA context. Phases, each with what is live only then:
   forward end       activations of every in-flight micro-batch, the saved loss, autocast's weight copies,
                     ZeRO-3/FSDP gathered parameters;
   backward (loss)   the same plus the loss backward's fp32 gradients (last stage);
-  backward (layer)  with full recompute: the checkpoints plus one layer rebuilt;
+  backward (recompute)  with full recompute: the checkpoints plus one layer rebuilt;
+  backward (layer), backward (head)  FSDP: units gathered in backward, the root unit's head gradient;
   backward end      all gradients (unless persistent) plus reduce buckets;
   optimizer step    gradients plus the step's transients (foreach copies, fp32 gradient copies).
 The peak is the largest phase; ``estimate_stages`` returns every stage, ``estimate_training`` the worst.
