@@ -103,7 +103,7 @@ def _seed002(model: Model, setup: TrainSetup) -> Estimate:
         interleave=setup.interleave,
     )
     notes = (
-        f"parameters by seed 002's formula: {params:,.0f} (exact count {total_params(model):,})",
+        f"Φ per GPU by seed 002's formula: {params:,.0f} (the model's exact total: {total_params(model):,})",
         f"{SEED_002}: mixed-precision 16-bit weights and gradients, fp32 optimizer states",
     )
     return Estimate(persistent=(states, acts), notes=notes)
