@@ -417,10 +417,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _train_title(model: ModelSpec | BareModel, setup: TrainSetup) -> str:
-    if isinstance(model, BareModel):
-        what = f"{model.name} ({model.params:,} parameters, bare size)"
-    else:
-        what = f"{model.name} [{model.model_type}, {total_params(model):,} parameters]"
+    what = _model_label(model)
     layout = [f"{k}={v}" for k, v in (("dp", setup.dp), ("tp", setup.tp), ("pp", setup.pp), ("cp", setup.cp)) if v > 1]
     if setup.zero:
         layout.append(f"zero={setup.zero}")
@@ -473,11 +470,14 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _title(model: ModelSpec | BareModel, setup: InferSetup) -> str:
+def _model_label(model: ModelSpec | BareModel) -> str:
     if isinstance(model, BareModel):
-        what = f"{model.name} ({model.params:,} parameters, bare size)"
-    else:
-        what = f"{model.name} [{model.model_type}, {total_params(model):,} parameters]"
+        return f"{model.name} ({model.params:,} parameters, bare size)"
+    return f"{model.name} [{model.model_type}, {total_params(model):,} parameters]"
+
+
+def _title(model: ModelSpec | BareModel, setup: InferSetup) -> str:
+    what = _model_label(model)
     tp = f", per GPU of tp={setup.tp}" if setup.tp > 1 else ""
     return (
         f"vramwise infer {what}: batch {setup.batch}, context {setup.context}, new tokens {setup.new_tokens}"

@@ -129,6 +129,7 @@ def test_tensor_parallel_pads_the_vocabulary_to_128_t() -> None:
     assert _bytes(est, "weights/embeddings") == padded // 8 * H * 2
     assert _bytes(est, "weights/attention") == 4 * H * H * L // 8 * 2
     assert _bytes(est, "weights/norms") == (2 * L + 1) * H * 2  # replicated
+    assert _bytes(est, "loss/backward") == 8 * 2048 * (padded // 8)  # vocab-parallel cross entropy, T = 2048
 
 
 def test_pipeline_stages_hold_p_minus_k_micro_batches_and_interleaving_adds_korthikanti_factor() -> None:

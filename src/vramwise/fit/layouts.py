@@ -50,21 +50,6 @@ class Layout:
         offload = f" offload={self.offload}" if self.offload != "none" else ""
         return f"tp={self.tp} pp={self.pp} dp={self.dp}{zero} recompute={self.recompute} b={self.batch}{offload}"
 
-    def setup(self, base: TrainSetup) -> TrainSetup:
-        return replace(
-            base,
-            tp=self.tp,
-            pp=self.pp,
-            dp=self.dp,
-            zero=self.zero,
-            fsdp="none",
-            recompute=self.recompute,
-            offload=self.offload,
-            batch=self.batch,
-            grad_accum=self.grad_accum,
-            sp=base.sp and self.tp > 1,
-        )
-
 
 @dataclass(frozen=True, kw_only=True)
 class Rejected:

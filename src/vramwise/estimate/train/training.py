@@ -27,6 +27,7 @@ from vramwise.estimate.train.layout import (
     Stage,
     check_layout,
     in_layer,
+    padded_vocab,
     partitioned,
     shard_group,
     stage_share,
@@ -209,7 +210,8 @@ def _outside_layers(
 
 
 def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, tokens: int, flight: float) -> tuple[Term, Term]:
-    vocab = spec.vocab_size if setup.tp == 1 else -(-spec.vocab_size // setup.tp)
+    # vocab-parallel cross entropy: each rank holds its share of the padded vocabulary, as the head does
+    vocab = spec.vocab_size if setup.tp == 1 else padded_vocab(spec.vocab_size, setup.tp) // setup.tp
     saved, temp = loss_terms(
         tokens=tokens,
         vocab=vocab,
