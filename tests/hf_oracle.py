@@ -23,6 +23,14 @@ def shared_config(name: str) -> dict[str, Any]:
 
 def hf_param_count(config: dict[str, Any]) -> int:
     """Unique parameters of the transformers model for ``config``, built on the meta device."""
+    return hf_params(config)[0]
+
+
+def hf_params(config: dict[str, Any]) -> tuple[int, int]:
+    """(unique parameters, their bytes when loaded in bf16) of the transformers model, on the meta device.
+
+    The bytes count what transformers keeps in fp32 whatever the requested dtype (_keep_in_fp32_modules).
+    """
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     data = dict(config)
@@ -36,5 +44,6 @@ def hf_param_count(config: dict[str, Any]) -> int:
     hf_config = transformers.AutoConfig.for_model(model_type, **data)
     auto = transformers.AutoModel if model_type == "bert" else transformers.AutoModelForCausalLM
     with torch.device("meta"):
-        model = auto.from_config(hf_config)
-    return sum(p.numel() for p in model.parameters())
+        model = auto.from_config(hf_config, dtype=torch.bfloat16)
+    params = list(model.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() * p.element_size() for p in params)

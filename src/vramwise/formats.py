@@ -53,7 +53,9 @@ class StorageFormat:
 
 
 def _kept(group: ParamGroup, hp_bytes: int) -> TensorBytes:
-    return TensorBytes(group=group.name, bytes=group.count * hp_bytes, formula=f"{group.count:,} x {hp_bytes} B")
+    width = group.width(hp_bytes)
+    why = " (kept in fp32)" if width != hp_bytes else ""
+    return TensorBytes(group=group.name, bytes=group.count * width, formula=f"{group.count:,} x {width} B{why}")
 
 
 def _bits(group: ParamGroup, bits: float, extra_bytes: int = 0, why: str = "") -> TensorBytes:

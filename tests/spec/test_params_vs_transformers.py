@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from hf_oracle import SHARED_CONFIGS, hf_param_count, shared_config
+from hf_oracle import SHARED_CONFIGS, hf_param_count, hf_params, shared_config
 
 from vramwise.catalog import models
+from vramwise.estimate.weights import weight_terms
+from vramwise.formats import get_format
 from vramwise.spec.adapters import spec_from_config
+from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import total_params
 
 SHARED = sorted(p.stem for p in SHARED_CONFIGS.glob("*.json")) if SHARED_CONFIGS.exists() else []
@@ -217,13 +220,20 @@ EXTRA = {
 @pytest.mark.parametrize("name", SHARED)
 def test_shared_configs_match_transformers(name: str) -> None:
     config = shared_config(name)
-    assert total_params(spec_from_config(config, name=name, source=name)) == hf_param_count(config)
+    spec = spec_from_config(config, name=name, source=name)
+    assert (total_params(spec), _bf16_bytes(spec)) == hf_params(config)
+
+
+def _bf16_bytes(spec: ModelSpec) -> int:
+    return sum(t.bytes for t in weight_terms(spec, get_format("bf16"), hp_bytes=2))
 
 
 @pytest.mark.parametrize("name", sorted(EXTRA))
 def test_extra_family_configs_match_transformers(name: str) -> None:
+    # Counts and bf16 bytes: the bytes catch tensors transformers keeps in fp32 (DeepSeek's routers).
     config = EXTRA[name]
-    assert total_params(spec_from_config(config, name=name, source=name)) == hf_param_count(config)
+    spec = spec_from_config(config, name=name, source=name)
+    assert (total_params(spec), _bf16_bytes(spec)) == hf_params(config)
 
 
 @pytest.mark.parametrize("name", list(models()))

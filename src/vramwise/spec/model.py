@@ -71,6 +71,9 @@ class MoeSpec:
     shared_expert_gate: bool = False  # Qwen2-MoE scales the shared expert by sigmoid(Linear(h, 1))
     router_bias: bool = False
     expert_bias: bool = False
+    # transformers >= 5.24 keeps DeepSeek-V2/V3 router weights in fp32 whatever the load dtype
+    # (_keep_in_fp32_modules_strict = ["gate.weight"]).
+    router_fp32: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

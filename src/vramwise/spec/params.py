@@ -27,6 +27,11 @@ class ParamGroup:
     tensors: int  # number of separate tensors (matters for per-tensor overheads and block rounding)
     in_features: int = 0  # for linear weights: the reduction dimension (quantization groups run along it)
     per_expert: bool = False  # routed expert weights: only top_k of num_experts are active per token
+    fp32: bool = False  # the framework keeps these in fp32 whatever the model's dtype
+
+    def width(self, nominal: int) -> int:
+        """Bytes per element when the model's dtype is ``nominal`` bytes wide."""
+        return 4 if self.fp32 and nominal < 4 else nominal
 
     @property
     def category(self) -> str:
@@ -129,7 +134,14 @@ def _ffn_groups(spec: ModelSpec) -> list[ParamGroup]:
             copies=moe.num_experts,
         )
         groups.append(
-            ParamGroup(name="experts.router", count=h * moe.num_experts * n, kind="router", tensors=n, in_features=h)
+            ParamGroup(
+                name="experts.router",
+                count=h * moe.num_experts * n,
+                kind="router",
+                tensors=n,
+                in_features=h,
+                fp32=moe.router_fp32,
+            )
         )
         if moe.router_bias:
             groups.append(_vec("experts.router_bias", moe.num_experts, n, "router"))

@@ -30,10 +30,24 @@ class Tensor:
     cols: int
     copies: float  # tensors of this shape on this GPU (fractional when pipeline stages split a group)
     expert: bool = False  # a routed expert's tensor: its data-parallel replicas are dp / ep, not dp
+    fp32: bool = False  # kept in fp32 by the framework: its gradient and states follow the parameter's dtype
 
     @property
     def numel(self) -> int:
         return self.rows * self.cols
+
+    def width(self, nominal: int) -> int:
+        return 4 if self.fp32 and nominal < 4 else nominal
+
+
+def tensor_bytes(tensors: list[Tensor], nominal: int) -> int:
+    """Bytes of ``tensors`` at ``nominal`` bytes per element (fp32-kept tensors at 4)."""
+    return round(sum(t.numel * t.copies * t.width(nominal) for t in tensors))
+
+
+def fp32_note(tensors: list[Tensor], nominal: int) -> str:
+    kept = round(sum(t.numel * t.copies for t in tensors if t.width(nominal) != nominal))
+    return f" (of which {kept:,} kept in fp32 at 4 B)" if kept else ""
 
 
 def state_bytes(optimizer: str, tensors: list[Tensor], state: int) -> tuple[int, str]:
@@ -42,13 +56,15 @@ def state_bytes(optimizer: str, tensors: list[Tensor], state: int) -> tuple[int,
     base = optimizer.removeprefix("paged-")
     if base in ("sgd", "lomo"):
         return 0, f"{optimizer}: no states"
+    kept = fp32_note(tensors, state)
     if base in ("sgd-momentum", "lion"):
-        return n * state, f"1 state x {n:,} x {state} B"
+        return tensor_bytes(tensors, state), f"1 state x {n:,} x {state} B{kept}"
     if base in ("adam", "adamw"):
-        return 2 * n * state, f"2 states x {n:,} x {state} B"
+        return 2 * tensor_bytes(tensors, state), f"2 states x {n:,} x {state} B{kept}"
     if base == "adafactor":
-        total = round(sum((t.rows + t.cols if t.cols > 1 else t.rows) * t.copies for t in tensors))
-        return total * state, f"factored: rows + cols per matrix, full per vector = {total:,} x {state} B"
+        total = sum((t.rows + t.cols if t.cols > 1 else t.rows) * t.copies * t.width(state) for t in tensors)
+        n = round(sum((t.rows + t.cols if t.cols > 1 else t.rows) * t.copies for t in tensors))
+        return round(total), f"factored: rows + cols per matrix, full per vector = {n:,} x {state} B{kept}"
     if base == "adamw-8bit":
         big = round(sum(t.numel * t.copies for t in tensors if t.numel >= BNB_MIN_SIZE))
         blocks = round(sum(-(-t.numel // BNB_BLOCK) * t.copies for t in tensors if t.numel >= BNB_MIN_SIZE))
@@ -71,13 +87,15 @@ def step_transient(optimizer: str, impl: str, tensors: list[Tensor], state: int)
             return 0, "fused kernel: in place"
         if impl == "foreach":
             n = round(sum(t.numel * t.copies for t in tensors))
-            return n * state, f"foreach: sqrt(exp_avg_sq) copy of {n:,} x {state} B"
+            kept = fp32_note(tensors, state)
+            return tensor_bytes(tensors, state), f"foreach: sqrt(exp_avg_sq) copy of {n:,} x {state} B{kept}"
         return 2 * largest * state, f"for-loop: 2 x largest tensor {largest:,} x {state} B"
     if base == "lion":
         return 2 * largest * state, f"per tensor: 2 x largest tensor {largest:,} x {state} B"
     if base == "adafactor":
         if impl == "foreach":
             n = round(sum(t.numel * t.copies for t in tensors))
-            return n * state, f"foreach: one update-sized copy of {n:,} x {state} B"
+            kept = fp32_note(tensors, state)
+            return tensor_bytes(tensors, state), f"foreach: one update-sized copy of {n:,} x {state} B{kept}"
         return largest * state, f"per tensor: the update of the largest tensor {largest:,} x {state} B"
     return 0, f"{optimizer}: updates in place"

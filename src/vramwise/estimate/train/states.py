@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import Stage, in_layer, partitioned, stage_share
 from vramwise.estimate.train.lora import LoraModule, lora_targets
-from vramwise.estimate.train.optimizers import Tensor, state_bytes, step_transient
+from vramwise.estimate.train.optimizers import Tensor, fp32_note, state_bytes, step_transient, tensor_bytes
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
@@ -69,7 +69,7 @@ def _trainable(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe,
         share = stage_share(g, spec, live if in_layer(g) else stage, setup)
         if share:
             rows, cols = _shape(g, spec)
-            tensors.append(Tensor(rows=rows, cols=cols, copies=g.tensors * share, expert=g.per_expert))
+            tensors.append(Tensor(rows=rows, cols=cols, copies=g.tensors * share, expert=g.per_expert, fp32=g.fp32))
     count = sum(t.numel * t.copies for t in tensors)
     return _Trainable(count=count, tensors=tensors, bytes_per_param=recipe.weight)
 
@@ -88,7 +88,9 @@ def _weights(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, d
             # prepare_model_for_kbit_training casts every non-quantized parameter to fp32
             n, f = g.count * share * 4, f"{g.name}: {g.count * share:,.0f} x 4 B (fp32 after k-bit preparation)"
         else:
-            n, f = g.count * share * recipe.weight, f"{g.name}: {g.count * share:,.0f} x {recipe.weight} B"
+            width = g.width(recipe.weight)
+            kept = " (kept in fp32)" if width != recipe.weight else ""
+            n, f = g.count * share * width, f"{g.name}: {g.count * share:,.0f} x {width} B{kept}"
         cat = "experts" if g.category == "experts_shared" else g.category
         by_cat.setdefault(cat, []).append(
             (n / divisor, f + (f" / {divisor} (ZeRO-3/FSDP shard)" if divisor > 1 else ""))
@@ -159,8 +161,9 @@ def _states(
     if setup.optimizer != "lomo":
         grads = Term(
             name="gradients",
-            bytes=_per_gpu(tr.tensors, n_grad, ep, lambda ts: _numel(ts) * grad_b),
-            formula=f"{count:,} trainable x {grad_b} B{_shard_note(n_grad, ep, 'ZeRO-2/3 shard')}",
+            bytes=_per_gpu(tr.tensors, n_grad, ep, lambda ts: tensor_bytes(ts, grad_b)),
+            formula=f"{count:,} trainable x {grad_b} B{fp32_note(tr.tensors, grad_b)}"
+            f"{_shard_note(n_grad, ep, 'ZeRO-2/3 shard')}",
             source=SRC_STATES,
         )
     backward_extra: list[Term] = []
@@ -189,8 +192,9 @@ def _states(
         persistent.append(
             Term(
                 name="ddp/buckets",
-                bytes=count * grad_b,
-                formula=f"{count:,} x {grad_b} B (gradient_as_bucket_view=False, DDP's default)",
+                bytes=tensor_bytes(tr.tensors, grad_b),
+                formula=f"{count:,} x {grad_b} B{fp32_note(tr.tensors, grad_b)} (gradient_as_bucket_view=False, "
+                "DDP's default)",
                 source="torch DistributedDataParallel allreduce buckets hold a second copy of the gradients",
             )
         )

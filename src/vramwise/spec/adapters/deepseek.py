@@ -48,6 +48,7 @@ def deepseek(cfg: RawConfig, name: str) -> ModelSpec:
             moe_layers=tuple(range(first_dense, L)),
             shared_intermediate_size=cfg.pos_int("moe_intermediate_size") * cfg.nonneg_int("n_shared_experts", 0),
             shared_bias=cfg.flag("mlp_bias", False),
+            router_fp32=True,
         )
     return decoder_spec(
         cfg,
