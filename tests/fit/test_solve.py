@@ -109,20 +109,35 @@ def test_nothing_fits_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> N
     assert code == 2 and len(err.strip().splitlines()) == 1 and "smallest" in err
 
 
-def test_layout_search_over_micro_batches_matches_full_estimates() -> None:
-    # The search extrapolates each layout's phases from micro-batches 1 and 2; every verdict must agree with a
-    # full estimate at that micro-batch.
+@pytest.mark.parametrize("loss", ["full", "chunked"])
+def test_layout_search_over_micro_batches_matches_full_estimates(loss: str) -> None:
+    # The search extrapolates each layout's phases from micro-batches 1 and 2 (a chunked loss: exact at every
+    # micro-batch) and stops at a family's first miss; every verdict must agree with a full estimate, and the
+    # micro-batch just beyond each family's largest fit must really miss.
     spec, budget = catalog_spec("llama-2-7b"), get_gpu("a100-40gb").memory_bytes
-    setup = TrainSetup(seq=2048)
-    found = search_layouts(spec, setup, 8, budget, batches=(1, 3, 6, 11))
+    setup = TrainSetup(seq=2048, loss=loss, loss_chunk=4096)
+    batches = (1, 3, 6, 11)
+    found = search_layouts(spec, setup, 8, budget, batches=batches)
     assert found.candidates > len(found.fitting) > 0
-    checked = 0
-    for x in found.fitting[:40]:
+    largest: dict[tuple, int] = {}
+    for x in found.fitting:
         trial = replace(setup, tp=x.tp, pp=x.pp, dp=x.dp, zero=x.zero, recompute=x.recompute, offload=x.offload)
         trial = replace(trial, batch=x.batch, grad_accum=max(setup.grad_accum, x.pp) if x.pp > 1 else 1)
         assert abs(estimate_training(spec, trial).peak_bytes - x.peak) <= 64  # whole-byte rounding per term
-        checked += 1
-    assert checked
+        family = (trial.tp, trial.pp, trial.dp, trial.zero, trial.recompute, trial.offload, trial.grad_accum)
+        largest[family] = max(largest.get(family, 0), x.batch)
+    beyond = 0
+    for (tp, pp, dp, zero, recompute, offload, accum), b in largest.items():
+        if b == batches[-1]:
+            continue
+        nxt = batches[batches.index(b) + 1]
+        trial = TrainSetup(
+            seq=2048, loss=loss, loss_chunk=4096, tp=tp, pp=pp, dp=dp, zero=zero, recompute=recompute,
+            offload=offload, grad_accum=accum, batch=nxt,
+        )  # fmt: skip
+        assert estimate_training(spec, trial).peak_bytes > budget
+        beyond += 1
+    assert beyond
 
 
 @pytest.mark.parametrize(

@@ -27,11 +27,15 @@ def cuda_context_term(mib: int | None) -> Term:
     )
 
 
+def allocator_bytes(tensors: int, fraction: float | None) -> int:
+    return int(tensors * (DEFAULT_ALLOCATOR_FRACTION if fraction is None else fraction))
+
+
 def allocator_term(tensors: int, fraction: float | None) -> Term:
     fraction = DEFAULT_ALLOCATOR_FRACTION if fraction is None else fraction
     return Term(
         name="overhead/allocator",
-        bytes=int(tensors * fraction),
+        bytes=allocator_bytes(tensors, fraction),
         formula=f"{fraction:g} x tensor bytes {tensors:,} (--allocator-fraction to override)",
         source="assumed: PyTorch caching allocator reserve and fragmentation (reserved − allocated)",
     )

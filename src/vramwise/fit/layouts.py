@@ -13,7 +13,8 @@ Rejected families (a tp x pp pair where nothing fits) are reported with the smal
 
 Speed: every phase of a training estimate grows linearly with the micro-batch, so two estimates per layout
 (micro-batch 1 and 2) give its peak at every micro-batch; answers within 4 KiB of the budget are confirmed
-with a full estimate, since the estimate rounds each term to whole bytes.
+with an exact peak, since the estimate rounds each term to whole bytes. A chunked loss is the exception (its
+chunk stops growing once the micro-batch holds a chunk's tokens): there every micro-batch is exact.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import math
 from dataclasses import dataclass, replace
 
 from vramwise.errors import VramwiseError
-from vramwise.estimate.train.training import estimate_training, phase_totals
+from vramwise.estimate.train.training import phase_totals, training_peak
 from vramwise.spec.model import ModelSpec
 from vramwise.workload import TrainSetup
 
@@ -96,7 +97,7 @@ def search_layouts(
     """Every layout of ``gpus`` GPUs for ``setup``'s sequence, precision and optimizer, at each micro-batch in
     ``batches`` (default: ``setup.batch`` only)."""
     heads, kv, layers = spec.attention.num_heads, spec.attention.num_kv_heads, spec.num_layers
-    batches = batches or (setup.batch,)
+    batches = tuple(sorted(batches or (setup.batch,)))
     fitting: list[Layout] = []
     rejected: list[Rejected] = []
     candidates = estimates = 0
@@ -129,11 +130,15 @@ def search_layouts(
                         estimates += 2
                         lines = [(a, b - a) for a, b in zip(one, two, strict=True)]
                         for b in batches:
-                            candidates += 1
-                            peak = max(a + d * (b - 1) for a, d in lines)
-                            if abs(peak - budget) <= BOUNDARY:
-                                peak = estimate_training(spec, replace(base, batch=b)).peak_bytes
+                            # a chunked loss's chunk stops growing with the batch: no line, every batch exact
+                            if setup.loss == "chunked":
+                                peak = training_peak(spec, replace(base, batch=b))
                                 estimates += 1
+                            else:
+                                peak = max(a + d * (b - 1) for a, d in lines)
+                                if abs(peak - budget) <= BOUNDARY:
+                                    peak = training_peak(spec, replace(base, batch=b))
+                                    estimates += 1
                             layout = Layout(
                                 tp=tp, pp=pp, dp=dp, zero=zero, recompute=recompute, offload=offload, batch=b,
                                 grad_accum=accum, peak=peak, fits=peak <= budget,
@@ -142,8 +147,11 @@ def search_layouts(
                             if layout.fits:
                                 fitting.append(layout)
                                 family_fits = True
-                            elif smallest is None or peak < smallest[0]:
+                                continue
+                            if smallest is None or peak < smallest[0]:
                                 smallest = (peak, layout.label)
+                            break  # peaks grow with the micro-batch: the larger ones miss too
+                        candidates += len(batches)  # each one decided, directly or by that bound
             if not family_fits and smallest is not None:
                 rejected.append(
                     Rejected(

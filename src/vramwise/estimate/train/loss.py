@@ -10,42 +10,47 @@ the gradient of the hidden states chunk by chunk during forward: only ``chunk`` 
 
 from __future__ import annotations
 
-from vramwise.estimate.term import Term
+from vramwise.estimate.train.plan import LOSS_CHUNK, TOKENS, Rule
 
 SOURCE = "transformers ForCausalLMLoss (fp32 upcast + cross_entropy); traced, notes §2"
+CHUNKED = "chunked / fused linear cross entropy (Liger-style)"
 
 
-def loss_terms(
-    *, tokens: int, vocab: int, h: int, c: int, loss: str, chunk: int, softcap: bool = False
-) -> tuple[Term, Term]:
-    """(saved until backward, extra during the loss backward) for ``tokens`` tokens on this GPU."""
+def loss_rules(*, vocab: int, h: int, c: int, loss: str, flight: float, softcap: bool = False) -> tuple[Rule, Rule]:
+    """(saved until backward, extra during the loss backward) per token on this GPU; the saved part for every
+    micro-batch in flight."""
+    many = f" x {flight:g} micro-batches" if flight != 1 else ""
     if loss == "chunked":
-        n = min(chunk, tokens)
-        saved = Term(
+        saved = Rule(
             name="activations/loss",
-            bytes=tokens * h * c,
-            formula=f"gradient of the hidden states computed in forward: T {tokens} x h {h} x {c} B",
-            source="chunked / fused linear cross entropy (Liger-style)",
+            coef=h * c * flight,
+            var=TOKENS,
+            formula=f"gradient of the hidden states computed in forward: T {{T}} x h {h} x {c} B{many}",
+            source=CHUNKED,
         )
-        temp = Term(
+        temp = Rule(
             name="loss/backward",
-            bytes=12 * n * vocab,
-            formula=f"one chunk: 12 B x {n} tokens x V {vocab} (fp32 logits, log-softmax, gradient)",
-            source="chunked / fused linear cross entropy (Liger-style)",
+            coef=12 * vocab,
+            var=LOSS_CHUNK,
+            formula=f"one chunk: 12 B x {{chunk}} tokens x V {vocab} (fp32 logits, log-softmax, gradient)",
+            source=CHUNKED,
         )
         return saved, temp
     per = 4 + (c if softcap else 0)
-    saved = Term(
+    saved = Rule(
         name="activations/loss",
-        bytes=per * tokens * vocab,
-        formula=f"fp32 log-softmax: T {tokens} x V {vocab} x 4 B"
-        + (f" + tanh of the soft-capped logits x {c} B" if softcap else ""),
+        coef=per * vocab * flight,
+        var=TOKENS,
+        formula=f"fp32 log-softmax: T {{T}} x V {vocab} x 4 B"
+        + (f" + tanh of the soft-capped logits x {c} B" if softcap else "")
+        + many,
         source=SOURCE + ("; Gemma 2 final_logit_softcapping" if softcap else ""),
     )
-    temp = Term(
+    temp = Rule(
         name="loss/backward",
-        bytes=8 * tokens * vocab,
-        formula=f"incoming and outgoing fp32 gradients of log-softmax: 2 x T {tokens} x V {vocab} x 4 B",
+        coef=8 * vocab,
+        var=TOKENS,
+        formula=f"incoming and outgoing fp32 gradients of log-softmax: 2 x T {{T}} x V {vocab} x 4 B",
         source=SOURCE,
     )
     return saved, temp

@@ -6,6 +6,7 @@ import functools
 
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import in_layer, partitioned
+from vramwise.estimate.train.plan import ONE, TOKENS, Rule
 from vramwise.estimate.train.recipe import Recipe
 from vramwise.estimate.train.states import LORA_BYTES
 from vramwise.spec.model import ModelSpec
@@ -59,22 +60,24 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
     return [term], [term]
 
 
-def head_grads(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, tokens: int) -> list[Term]:
+def head_grads(spec: ModelSpec, recipe: Recipe) -> list[Rule]:
     """FSDP's root unit during the head's backward: the logits' gradient and the head's unsharded gradient,
     which waits for the root's reduce-scatter (traced: 2.1 GB for Llama-3-8B in fp32)."""
     vocab, h = spec.vocab_size, spec.hidden_size
     head = vocab * (spec.embedding.proj_dim or h)
     src = "FSDP2 root unit: gradients are reduce-scattered after the whole unit's backward"
     return [
-        Term(
+        Rule(
             name="loss/logits_grad",
-            bytes=tokens * vocab * recipe.compute,
-            formula=f"T {tokens} x V {vocab} x {recipe.compute} B",
+            coef=vocab * recipe.compute,
+            var=TOKENS,
+            formula=f"T {{T}} x V {vocab} x {recipe.compute} B",
             source=src,
         ),
-        Term(
+        Rule(
             name="fsdp/head_grad",
-            bytes=head * recipe.grad,
+            coef=head * recipe.grad,
+            var=ONE,
             formula=f"V {vocab} x h {h} x {recipe.grad} B",
             source=src,
         ),

@@ -17,10 +17,11 @@ tensors per layer from ``activations.py``, the loss region from ``loss.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
-from vramwise.estimate.overheads import cuda_context_term, tensor_bytes, with_allocator
+from vramwise.estimate.overheads import cuda_context_term, tensor_bytes
 from vramwise.estimate.term import Estimate, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.layout import (
@@ -34,7 +35,8 @@ from vramwise.estimate.train.layout import (
     stages,
 )
 from vramwise.estimate.train.lora import LoraModule, lora_targets
-from vramwise.estimate.train.loss import loss_terms
+from vramwise.estimate.train.loss import loss_rules
+from vramwise.estimate.train.plan import BATCH_SEQ_SEQ, TOKENS, Rule, StagePlan, constant, workload_vars
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import gathered, head_grads
 from vramwise.estimate.train.states import model_states
@@ -102,17 +104,15 @@ def _saved_per_token(
 
 
 def _activations(
-    spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, lora: list[LoraModule]
-) -> tuple[list[Term], int]:
-    """Terms saved until backward on this stage, and the largest single layer's full saved set (bytes)."""
-    c, tokens = recipe.compute, setup.batch * setup.seq // setup.cp
-    grads = _layer_grads(setup, lora)
-    flight = _in_flight(stage, setup)
+    spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, lora: list[LoraModule], flight: float
+) -> tuple[list[Rule], float]:
+    """Rules for what is saved until backward on this stage, and the largest single layer's bytes per token."""
+    c = recipe.compute
     recording, per_token, per_layer_max = _saved_per_token(
         spec,
         stage,
         c,
-        grads,
+        _layer_grads(setup, lora),
         setup.attention,
         setup.recompute,
         setup.seq if setup.attention == "eager" else 0,
@@ -122,32 +122,32 @@ def _activations(
         setup.peft != "none",
         setup.freeze_layers,
     )
-    largest = round(per_layer_max * tokens)
-    terms: list[Term] = []
+    rules: list[Rule] = []
     flight_f = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
     if setup.recompute == "full":
         rep = setup.tp if setup.sp else 1
-        n = recording * c * spec.hidden_size * tokens / rep * flight
-        terms.append(
-            Term(
+        rules.append(
+            Rule(
                 name="activations/checkpoints",
-                bytes=round(n),
-                formula=f"{recording} layers x layer input T {tokens} x h {spec.hidden_size} x {c} B{flight_f}",
+                coef=recording * c * spec.hidden_size / rep * flight,
+                var=TOKENS,
+                formula=f"{recording} layers x layer input T {{T}} x h {spec.hidden_size} x {c} B{flight_f}",
                 source="full recompute: each layer keeps only its input (torch.utils.checkpoint)",
             )
         )
     elif recording:
         for k, v in per_token:
-            terms.append(
-                Term(
+            rules.append(
+                Rule(
                     name=f"activations/{k}",
-                    bytes=round(v * tokens * flight),
-                    formula=f"{v / recording:,.1f} B/token/layer x {recording} layers x T {tokens}{flight_f}",
+                    coef=v * flight,
+                    var=TOKENS,
+                    formula=f"{v / recording:,.1f} B/token/layer x {recording} layers x T {{T}}{flight_f}",
                     source="saved tensors of the transformers layer (estimate/train/activations.py)",
                 )
             )
-    terms += _outside_layers(spec, stage, setup, recipe, tokens, flight)
-    return terms, largest
+    rules += _outside_layers(spec, stage, setup, recipe, flight)
+    return rules, per_layer_max
 
 
 @functools.lru_cache(maxsize=1024)
@@ -155,43 +155,52 @@ def _any_sliding(spec: ModelSpec, layers: tuple[int, ...]) -> bool:
     return any(spec.layer_attention(i) == "sliding" for i in layers)
 
 
-def _outside_layers(
-    spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, tokens: int, flight: float
-) -> list[Term]:
+def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, flight: float) -> list[Rule]:
     c, h, out = recipe.compute, spec.hidden_size, []
     if spec.attention.kind == "mla" or spec.model_type not in ("gpt2", "opt"):
         d = spec.attention.head_dim
         out.append(
-            Term(
+            Rule(
                 name="activations/rotary",
-                bytes=round(2 * tokens * d * c * flight),
-                formula=f"cos and sin: 2 x T {tokens} x head_dim {d} x {c} B",
+                coef=2 * d * c * flight,
+                var=TOKENS,
+                formula=f"cos and sin: 2 x T {{T}} x head_dim {d} x {c} B",
                 source="transformers rotary embedding, shared by every layer",
             )
         )
     sliding = _any_sliding(spec, stage.layers)
     if sliding and setup.attention == "sdpa":
         # A sliding window rules out is_causal: transformers builds a (b, 1, s, s) mask that sdpa keeps
-        n = setup.batch * setup.seq * setup.seq * c
         out.append(
-            Term(
+            Rule(
                 name="activations/attention_mask",
-                bytes=round(n * flight),
-                formula=f"sliding-window mask b {setup.batch} x s {setup.seq} x s {setup.seq} x {c} B",
+                coef=c * flight,
+                var=BATCH_SEQ_SEQ,
+                formula=f"sliding-window mask b {{b}} x s {{s}} x s {{s}} x {c} B",
                 source="transformers masking_utils for sdpa; flash-attention takes the window as an argument",
             )
         )
     if stage.first:
-        n = 16 * setup.batch * setup.seq + (tokens * h if spec.dropout else 0)
+        # int64 ids and labels; seq is a multiple of cp, so b·s = cp·T
         out.append(
-            Term(
+            Rule(
                 name="activations/inputs",
-                bytes=round(n * flight),
-                formula="input ids and labels: 2 x b x s x 8 B"
-                + (" + embedding dropout mask T x h" if spec.dropout else ""),
+                coef=16 * setup.cp * flight,
+                var=TOKENS,
+                formula="input ids and labels: 2 x b {b} x s {s} x 8 B",
                 source="int64 token ids",
             )
         )
+        if spec.dropout:
+            out.append(
+                Rule(
+                    name="activations/embedding_dropout",
+                    coef=h * flight,
+                    var=TOKENS,
+                    formula=f"1-byte mask: T {{T}} x h {h}",
+                    source="dropout after the embeddings",
+                )
+            )
     if stage.last and spec.norm.final:
         full = setup.peft == "none"
         head_trains = full and not (spec.tied_embeddings and setup.freeze_layers)  # a tied head freezes too
@@ -199,36 +208,28 @@ def _outside_layers(
         per = c * h + 2 * c if spec.norm.kind == "layer" else 4 * h + 4 + ((4 if fp32 else c) * h if full else 0)
         per += c * h if head_trains else 0  # lm_head's input, for the head's gradient
         out.append(
-            Term(
+            Rule(
                 name="activations/final_norm",
-                bytes=round(per * tokens * flight),
-                formula=f"{per:,} B/token x T {tokens}",
+                coef=per * flight,
+                var=TOKENS,
+                formula=f"{per:,} B/token x T {{T}}",
                 source="final norm and lm_head input (estimate/train/activations.py rules)",
             )
         )
     return out
 
 
-def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, tokens: int, flight: float) -> tuple[Term, Term]:
+def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> tuple[Rule, Rule]:
     # vocab-parallel cross entropy: each rank holds its share of the padded vocabulary, as the head does
     vocab = spec.vocab_size if setup.tp == 1 else padded_vocab(spec.vocab_size, setup.tp) // setup.tp
-    saved, temp = loss_terms(
-        tokens=tokens,
+    return loss_rules(
         vocab=vocab,
         h=spec.hidden_size,
         c=recipe.compute,
         loss=setup.loss,
-        chunk=setup.loss_chunk,
+        flight=flight,
         softcap=spec.final_logit_softcap,
     )
-    if flight != 1:
-        saved = Term(
-            name=saved.name,
-            bytes=round(saved.bytes * flight),
-            formula=saved.formula + f" x {flight:g} micro-batches",
-            source=saved.source,
-        )
-    return saved, temp
 
 
 def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> Term:
@@ -245,7 +246,7 @@ def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> Term:
     )
 
 
-def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimate:
+def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> StagePlan:
     recipe = recipe_for(setup)
     lora = lora_targets(spec, setup.lora_targets) if setup.peft != "none" else []
     part = partitioned(setup)
@@ -260,49 +261,60 @@ def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimat
         persistent.append(grads)
     persistent.append(cuda_context_term(setup.cuda_context_mib))
     pers = tuple(persistent)
-    base = tensor_bytes(pers)
 
-    tokens = setup.batch * setup.seq // setup.cp
+    rules: list[Rule] = []
+
+    def add(*items: Rule | Term) -> list[int]:
+        start = len(rules)
+        rules.extend(r if isinstance(r, Rule) else constant(r) for r in items)
+        return list(range(start, len(rules)))
+
     flight = _in_flight(stage, setup)
-    acts, largest_layer = _activations(spec, stage, setup, recipe, lora)
-    forward = list(acts)
-    loss_temp = None
+    acts, largest_layer = _activations(spec, stage, setup, recipe, lora, flight)
+    in_layers = add(*acts)
+    forward = list(in_layers)
+    loss_temp: list[int] = []
     if stage.last:
-        saved, loss_temp = _loss(spec, setup, recipe, tokens, flight)
-        forward.append(saved)
+        saved, temp = _loss(spec, setup, recipe, flight)
+        forward += add(saved)
+        loss_temp = add(temp)
     if recipe.autocast_cache:
-        forward.append(_autocast_cache(spec, stage, setup))
+        autocast = add(_autocast_cache(spec, stage, setup))
+        forward += autocast
+        in_layers += autocast
     gathered_fwd, gathered_bwd = gathered(spec, setup, recipe)
-    forward += gathered_fwd
+    forward += add(*gathered_fwd)
     if setup.peft == "qlora":
-        forward.append(_dequantized(spec))
-    fa = setup.allocator_fraction
-    phases = [with_allocator(base, "forward end", forward, fa)]
-    if loss_temp is not None:
-        phases.append(with_allocator(base, "backward (loss)", [*forward, loss_temp], fa))
+        dequantized = add(_dequantized(spec))
+        forward += dequantized
+        in_layers += dequantized
+    phases = [("forward end", forward)]
+    if loss_temp:
+        phases.append(("backward (loss)", forward + loss_temp))
     if setup.recompute == "full" and largest_layer:
-        rebuilt = Term(
+        rebuilt = Rule(
             name="activations/recomputed_layer",
-            bytes=largest_layer,
-            formula=f"one layer's saved tensors, rebuilt for its backward: T {tokens}",
+            coef=largest_layer,
+            var=TOKENS,
+            formula="one layer's saved tensors, rebuilt for its backward: T {T}",
             source="full recompute re-runs one layer's forward during backward",
         )
-        phases.append(with_allocator(base, "backward (recompute)", [*forward, rebuilt], fa))
+        phases.append(("backward (recompute)", forward + add(rebuilt)))
     if setup.fsdp != "none" and gathered_bwd:
         # the last layer's backward: activations still held, the loss's tensors gone, units gathered
-        in_layers = [t for t in forward if t not in gathered_fwd and t.name != "activations/loss"]
-        phases.append(with_allocator(base, "backward (layer)", [*in_layers, *gathered_bwd], fa))
+        bwd = add(*gathered_bwd)
+        phases.append(("backward (layer)", in_layers + bwd))
         if stage.last and setup.peft == "none":
             # the head's backward: the last two layer units are already being gathered (prefetch)
-            units = [t for t in gathered_bwd if t.name != "fsdp/unsharded_grads"]
-            head = [*in_layers, *units, *head_grads(spec, setup, recipe, tokens)]
-            phases.append(with_allocator(base, "backward (head)", head, fa))
-    end = [*backward_extra, *gathered_bwd]
+            units = [j for j in bwd if rules[j].name != "fsdp/unsharded_grads"]
+            phases.append(("backward (head)", in_layers + units + add(*head_grads(spec, recipe))))
+    end = add(*backward_extra, *gathered_bwd)
+    step = add(*step_extra)
     if grads is not None and not grads_persist:
-        end.insert(0, grads)
-    phases.append(with_allocator(base, "backward end", end, fa))
-    step = [*([grads] if grads is not None and not grads_persist else []), *step_extra]
-    phases.append(with_allocator(base, "optimizer step", step, fa))
+        released = add(grads)
+        end, step = released + end, released + step
+    phases.append(("backward end", end))
+    phases.append(("optimizer step", step))
 
     notes = [
         f"precision {recipe.name}: weights {recipe.weight} B, gradients {recipe.grad} B, compute {recipe.compute} B"
@@ -317,7 +329,15 @@ def _stage_estimate(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Estimat
         notes.append("selective recompute drops the attention scores, which sdpa/flash never keep: no change here")
     if spec.attention.kind == "mla" or spec.moe:
         notes.append("MLA and MoE activations follow the Mixtral/Llama rules and are less tightly traced")
-    return Estimate(persistent=pers, phases=tuple(phases), notes=tuple(notes), host=tuple(host))
+    return StagePlan(
+        persistent=pers,
+        persistent_tensors=tensor_bytes(pers),
+        host=tuple(host),
+        rules=tuple(rules),
+        phases=tuple((name, tuple(members)) for name, members in phases),
+        allocator_fraction=setup.allocator_fraction,
+        notes=tuple(notes),
+    )
 
 
 def _dequantized(spec: ModelSpec) -> Term:
@@ -330,8 +350,7 @@ def _dequantized(spec: ModelSpec) -> Term:
     )
 
 
-def estimate_stages(model: Model, setup: TrainSetup) -> list[Estimate]:
-    """One estimate per pipeline stage (a single one without pipelining)."""
+def _check(model: Model, setup: TrainSetup) -> ModelSpec:
     if isinstance(model, BareModel):
         raise NeedsArchitectureError(
             "training estimates need the architecture (layers, heads, hidden size, vocabulary): "
@@ -340,35 +359,67 @@ def estimate_stages(model: Model, setup: TrainSetup) -> list[Estimate]:
     if not model.lm_head:
         raise InvalidWorkloadError(f"{model.name} has no language-model head: training covers causal LMs")
     check_layout(model, setup)
-    return [_stage_estimate(model, setup, s) for s in stages(model, setup.pp)]
+    return model
+
+
+# Plans are shared by setups that differ only in the micro-batch and, except under eager attention (whose
+# scores grow with it), the sequence: the key is every other field of the setup.
+_FIELDS = tuple(f.name for f in dataclasses.fields(TrainSetup))
+_BATCH, _SEQ = _FIELDS.index("batch"), _FIELDS.index("seq")
+_PLANS: dict[tuple, tuple[StagePlan, ...]] = {}
+
+
+def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[StagePlan, ...]:
+    """Plans of the stages that can be the worst GPU: the first and the last.
+
+    A middle stage holds no more layers than the first (earlier stages take the remainder), no more
+    micro-batches in flight, and neither the embeddings nor the loss.
+    """
+    values = list(setup.__dict__.values())
+    values[_BATCH] = 0
+    if setup.attention != "eager":
+        values[_SEQ] = 0
+    key = (model, *values)
+    hit = _PLANS.get(key)
+    if hit is None:
+        spec = _check(model, setup)
+        split = stages(spec, setup.pp)
+        hit = tuple(_stage_plan(spec, setup, s) for s in split[:1] + split[1:][-1:])
+        if len(_PLANS) > 4096:
+            _PLANS.clear()
+        _PLANS[key] = hit
+    return hit
+
+
+def _vars(setup: TrainSetup) -> tuple[int, ...]:
+    return workload_vars(setup.batch, setup.seq, setup.cp, setup.loss_chunk)
+
+
+def training_peak(model: Model, setup: TrainSetup) -> int:
+    """Peak bytes of the worst GPU, without rendering terms: the number ``estimate_training`` reports."""
+    v = _vars(setup)
+    return max(max(plan.phase_bytes(v)) for plan in _worst_candidates(model, setup))
+
+
+def estimate_stages(model: Model, setup: TrainSetup) -> list[Estimate]:
+    """One estimate per pipeline stage (a single one without pipelining)."""
+    spec = _check(model, setup)
+    v = _vars(setup)
+    return [_stage_plan(spec, setup, s).render(v, setup.seq) for s in stages(spec, setup.pp)]
 
 
 def estimate_training(model: Model, setup: TrainSetup) -> Estimate:
-    """The worst GPU: the pipeline stage with the highest peak.
-
-    Only the first and the last stage can be the worst: a middle stage holds no more layers than the first
-    (earlier stages take the remainder), no more micro-batches in flight, and neither embeddings nor the loss.
-    """
-    if isinstance(model, BareModel) or setup.pp <= 2:
-        return max(estimate_stages(model, setup), key=lambda e: e.peak_bytes)
-    if not model.lm_head:
-        raise InvalidWorkloadError(f"{model.name} has no language-model head: training covers causal LMs")
-    check_layout(model, setup)
-    split = stages(model, setup.pp)
-    return max((_stage_estimate(model, setup, s) for s in (split[0], split[-1])), key=lambda e: e.peak_bytes)
+    """The worst GPU: the pipeline stage with the highest peak, every term rendered with its formula."""
+    v = _vars(setup)
+    plan = max(_worst_candidates(model, setup), key=lambda p: max(p.phase_bytes(v)))
+    return plan.render(v, setup.seq)
 
 
 def phase_totals(model: ModelSpec, setup: TrainSetup) -> list[int]:
     """Per-GPU bytes of every phase of the stages that can be the worst (the first and the last).
 
-    The fit solvers use these at two micro-batch sizes: each phase grows linearly with the micro-batch, so
-    the peak at any micro-batch is the largest of these lines there.
+    The layout search uses these at two micro-batch sizes: each phase grows linearly with the micro-batch
+    (but for rounding and the loss chunk), so the peak at any micro-batch is about the largest of these lines.
     """
-    check_layout(model, setup)
-    split = stages(model, setup.pp)
-    out = []
-    for stage in split[:1] + split[1:][-1:]:
-        est = _stage_estimate(model, setup, stage)
-        persistent = sum(t.bytes for t in est.persistent)
-        out += [persistent + p.bytes for p in est.phases]
-    return out
+    v = _vars(setup)
+    return [n for plan in _worst_candidates(model, setup) for n in plan.phase_bytes(v)]

@@ -1,0 +1,64 @@
+"""The training plan: a cached plan must answer exactly as one built from scratch, and the fast peak must be the
+rendered estimate's peak.
+
+The numbers themselves are checked elsewhere (hand arithmetic in test_training.py, traced steps in
+test_train_vs_trace.py); these tests guard the cache and the bytes-only path that the solvers use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from vramwise.estimate.train import training
+from vramwise.estimate.train.training import estimate_training, phase_totals, training_peak
+from vramwise.spec.load import catalog_spec
+from vramwise.workload import TrainSetup
+
+# Setups that exercise every rule kind: eager s², sliding-window masks, chunked loss, pipelines with micro-
+# batches in flight, FSDP's backward phases, LoRA, QLoRA, recompute, context parallelism, autocast.
+SETUPS = [
+    ("llama-2-7b", TrainSetup(seq=2048)),
+    ("llama-2-7b", TrainSetup(seq=1024, attention="eager")),
+    ("gemma-2-9b", TrainSetup(seq=1024, attention="eager", recompute="selective")),
+    ("llama-2-7b", TrainSetup(seq=4096, loss="chunked", loss_chunk=1024, dp=8, zero=3)),
+    ("llama-2-70b", TrainSetup(seq=4096, tp=8, pp=4, grad_accum=8, sp=True, recompute="full")),
+    ("llama-2-70b", TrainSetup(seq=4096, tp=4, pp=4, interleave=2, grad_accum=16)),
+    ("llama-3-8b", TrainSetup(seq=8192, dp=8, fsdp="full", precision="bf16")),
+    ("llama-3-8b", TrainSetup(seq=2048, peft="lora", lora_r=64, precision="bf16")),
+    ("llama-3-8b", TrainSetup(seq=2048, peft="qlora", precision="bf16", recompute="full")),
+    ("llama-3-8b", TrainSetup(seq=8192, cp=2, dp=4, zero=1)),
+    ("mistral-7b", TrainSetup(seq=8192)),
+    ("llama-3.2-1b", TrainSetup(seq=2048, precision="amp", optimizer="adamw", optimizer_impl="foreach")),
+    ("mixtral-8x7b", TrainSetup(seq=2048, dp=8, ep=8, zero=3)),
+]
+
+
+def _fresh_phases(model: str, setup: TrainSetup) -> list[int]:
+    training._PLANS.clear()
+    return phase_totals(catalog_spec(model), setup)
+
+
+@pytest.mark.parametrize(("model", "setup"), SETUPS, ids=[f"{m}-{i}" for i, (m, _) in enumerate(SETUPS)])
+def test_fast_peak_is_the_rendered_estimates_peak(model: str, setup: TrainSetup) -> None:
+    spec = catalog_spec(model)
+    for batch in (1, 3, 8):
+        trial = replace(setup, batch=batch)
+        est = estimate_training(spec, trial)
+        assert training_peak(spec, trial) == est.peak_bytes == sum(t.bytes for t in est.terms)
+
+
+@pytest.mark.parametrize(("model", "setup"), SETUPS, ids=[f"{m}-{i}" for i, (m, _) in enumerate(SETUPS)])
+def test_a_cached_plan_answers_as_a_fresh_one(model: str, setup: TrainSetup) -> None:
+    # Sweep the fields the plan is shared over (micro-batch, sequence) and a few it is keyed on, on a warm
+    # cache; every phase's bytes must equal those computed after clearing it.
+    spec = catalog_spec(model)
+    trials = [replace(setup, batch=b) for b in (1, 2, 5)]
+    trials += [replace(setup, seq=setup.seq * k) for k in (2, 4)]
+    trials += [replace(setup, grad_accum=setup.grad_accum * 2), replace(setup, loss_chunk=512)]
+    warm = [phase_totals(spec, t) for t in trials]
+    assert warm == [_fresh_phases(model, t) for t in trials]
+    # and the sweep really moves every phase that holds activations (so the comparison above could fail)
+    forward = [phases[0] for phases in warm]
+    assert len(set(forward[:3])) == 3 and forward[3] != forward[0]
