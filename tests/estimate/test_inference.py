@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from vramwise.catalog import get_gpu
-from vramwise.estimate.inference import estimate_inference
+from vramwise.estimate.inference import estimate_inference, inference_peak
 from vramwise.estimate.serving import serving_capacity
 from vramwise.estimate.textbook import seed_param_formula, textbook_inference
 from vramwise.spec.load import resolve_model
@@ -78,3 +80,29 @@ def test_serving_capacity_by_hand() -> None:
     per_token = 32 * 2 * 8 * 128 * 2
     assert cap.kv_tokens == budget // (per_token * 16) * 16
     assert cap.max_sequences == budget // (8192 * per_token)  # 8192 = 8000 + 192, already whole blocks
+
+
+# Every phase kind: eager scores, sliding-window masks and prefill views, chunked prefill, decode, all-position
+# logits, paged blocks, tp, quantized formats, fp8 KV, a fp32 model, MLA, MoE, and a bare size.
+_PEAK_CASES = [
+    ("llama-2-7b", {"context": 4096}),
+    ("llama-2-7b", {"batch": 3, "context": 2048, "new_tokens": 256, "attention": "eager"}),
+    ("llama-3-8b", {"batch": 8, "context": 8192, "prefill_chunk": 512, "new_tokens": 64, "tp": 2}),
+    ("llama-3-8b", {"batch": 2, "context": 1024, "all_logits": True, "weight_format": "nf4", "kv_dtype": "fp8"}),
+    ("mistral-7b", {"batch": 2, "context": 16384, "new_tokens": 16}),
+    ("mistral-7b", {"batch": 2, "context": 16384, "kv_block": 16, "attention": "flash"}),
+    ("gemma-2-9b", {"context": 8192, "new_tokens": 8, "weight_format": "q4_k_m"}),
+    ("deepseek-v3", {"batch": 4, "context": 4096, "tp": 8}),
+    ("mixtral-8x7b", {"batch": 16, "context": 2048, "weight_format": "gptq-4bit-g128"}),
+    ("gpt2", {"batch": 4, "context": 1024, "weight_format": "fp32", "allocator_fraction": 0.1}),
+    ("7.5e9", {"context": 4096}),
+]
+
+
+@pytest.mark.parametrize(("model", "kw"), _PEAK_CASES, ids=[m for m, _ in _PEAK_CASES])
+def test_fast_inference_peak_is_the_rendered_estimates_peak(model: str, kw: dict) -> None:
+    spec = resolve_model(model)
+    for batch in (1, 5):
+        setup = InferSetup(**{**kw, "batch": kw.get("batch", 1) * batch})
+        est = estimate_inference(spec, setup)
+        assert inference_peak(spec, setup) == est.peak_bytes == sum(t.bytes for t in est.terms)

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import functools
+
 from vramwise.errors import NeedsArchitectureError
-from vramwise.estimate.kv_cache import kv_cache_term, sliding_prefill_views_term
-from vramwise.estimate.logits import logits_term
-from vramwise.estimate.overheads import cuda_context_term, tensor_bytes, with_allocator
+from vramwise.estimate.kv_cache import (
+    kv_cache_bytes,
+    kv_cache_term,
+    sliding_prefill_views_bytes,
+    sliding_prefill_views_term,
+)
+from vramwise.estimate.logits import logits_bytes, logits_term
+from vramwise.estimate.overheads import (
+    allocator_bytes,
+    cuda_context_bytes,
+    cuda_context_term,
+    tensor_bytes,
+    with_allocator,
+)
 from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.term import Estimate, Phase, Term
 from vramwise.estimate.weights import weight_terms
-from vramwise.estimate.workspace import prefill_workspace_term
-from vramwise.formats import DTYPE_BYTES, default_format, get_format
+from vramwise.estimate.workspace import prefill_workspace_bytes, prefill_workspace_term
+from vramwise.formats import DTYPE_BYTES, StorageFormat, default_format, get_format
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.workload import InferSetup
@@ -53,6 +66,40 @@ def _phases(
         decode = [step, step_logits, *held]  # the first step still holds the prefill's views
         phases.append(with_allocator(base, "decode step", decode, setup.allocator_fraction))
     return tuple(phases)
+
+
+@functools.lru_cache(maxsize=1024)
+def _weights_bytes(spec: ModelSpec, fmt: StorageFormat, c: int, tp: int) -> int:
+    return sum(t.bytes for t in weight_terms(spec, fmt, hp_bytes=c, tp=tp))
+
+
+def inference_peak(model: Model, setup: InferSetup) -> int:
+    """Peak bytes per GPU without rendering terms: the number ``estimate_inference`` reports (the solvers'
+    path; tests/estimate/test_inference.py holds the two equal)."""
+    if isinstance(model, BareModel):
+        return _bare_inference(model, setup).peak_bytes
+    spec = model
+    check_tp(spec, setup.tp)
+    fmt = get_format(setup.weight_format or default_format(spec))
+    c = compute_bytes(fmt.name)
+    kv_bytes = kv_dtype(setup, fmt.name)[1]
+    b, tp = setup.batch, setup.tp
+    kv = kv_cache_bytes(spec, batch=b, tokens=setup.tokens, dtype_bytes=kv_bytes, tp=tp, block=setup.kv_block)
+    tensors = _weights_bytes(spec, fmt, c, tp) + kv
+    views = 0
+    if setup.kv_block == 1:
+        views = sliding_prefill_views_bytes(spec, batch=b, context=setup.context, dtype_bytes=kv_bytes, tp=tp)
+    chunk = min(setup.prefill_chunk or setup.context, setup.context)
+    kw = {"batch": b, "c": c, "attention": setup.attention, "tp": tp}
+    phases = [
+        prefill_workspace_bytes(spec, chunk=chunk, kv_len=setup.context, **kw) + views,
+        logits_bytes(spec, batch=b, positions=chunk, c=c, last_only=not setup.all_logits) + views,
+    ]
+    if setup.new_tokens:
+        step = prefill_workspace_bytes(spec, chunk=1, kv_len=setup.tokens, **kw)
+        phases.append(step + logits_bytes(spec, batch=b, positions=1, c=c, last_only=True) + views)
+    worst = max(n + allocator_bytes(tensors + n, setup.allocator_fraction) for n in phases)
+    return tensors + cuda_context_bytes(setup.cuda_context_mib) + worst
 
 
 def estimate_inference(model: Model, setup: InferSetup) -> Estimate:

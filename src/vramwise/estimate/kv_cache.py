@@ -59,19 +59,28 @@ def kv_cache_term(
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _sliding_layers(spec: ModelSpec) -> int:
+    return sum(spec.layer_attention(i) == "sliding" for i in range(spec.num_layers))
+
+
+def sliding_prefill_views_bytes(spec: ModelSpec, *, batch: int, context: int, dtype_bytes: float, tp: int) -> int:
+    window = spec.attention.sliding_window
+    if not window or context <= window:
+        return 0
+    return int(batch * kv_elements_per_token(spec, tp) * _sliding_layers(spec) * (context - window) * dtype_bytes)
+
+
 def sliding_prefill_views_term(
     spec: ModelSpec, *, batch: int, context: int, dtype_bytes: float, tp: int
 ) -> Term | None:
     """transformers' sliding-window cache keeps the window as a view of the whole prefill's K/V, so each sliding
     layer holds ``context`` tokens until its first decode step replaces them (traced: verify). A paged engine
     copies the window out instead; this term applies to the contiguous (kv_block 1) cache only."""
-    window = spec.attention.sliding_window
-    if not window or context <= window:
+    extra = sliding_prefill_views_bytes(spec, batch=batch, context=context, dtype_bytes=dtype_bytes, tp=tp)
+    if not extra:
         return None
-    sliding = sum(spec.layer_attention(i) == "sliding" for i in range(spec.num_layers))
-    if not sliding:
-        return None
-    extra = int(batch * kv_elements_per_token(spec, tp) * sliding * (context - window) * dtype_bytes)
+    window, sliding = spec.attention.sliding_window, _sliding_layers(spec)
     return Term(
         name="kv_cache/prefill_views",
         bytes=extra,

@@ -6,6 +6,12 @@ from vramwise.estimate.term import Term
 from vramwise.spec.model import ModelSpec
 
 
+def logits_bytes(spec: ModelSpec, *, batch: int, positions: int, c: int, last_only: bool) -> int:
+    V = spec.vocab_size
+    logits = batch * V * (c + 4) if last_only else batch * positions * V * c
+    return logits + batch * positions * spec.hidden_size * c
+
+
 def logits_term(spec: ModelSpec, *, batch: int, positions: int, c: int, last_only: bool) -> Term:
     """Logits at the end of a forward, with the final hidden states they are computed from.
 
@@ -15,13 +21,10 @@ def logits_term(spec: ModelSpec, *, batch: int, positions: int, c: int, last_onl
     """
     V, h = spec.vocab_size, spec.hidden_size
     hidden = batch * positions * h * c
-    if last_only:
-        logits, f = batch * V * (c + 4), f"b {batch} x V {V} x (c {c} + fp32 4)"
-    else:
-        logits, f = batch * positions * V * c, f"b {batch} x s {positions} x V {V} x c {c}"
+    f = f"b {batch} x V {V} x (c {c} + fp32 4)" if last_only else f"b {batch} x s {positions} x V {V} x c {c}"
     return Term(
         name="activations/logits",
-        bytes=logits + hidden,
+        bytes=logits_bytes(spec, batch=batch, positions=positions, c=c, last_only=last_only),
         formula=f"{f} + final hidden b·s·h·c = {hidden:,}",
         source="transformers generate() keeps last-position logits and upcasts to fp32; vLLM sampler likewise",
     )

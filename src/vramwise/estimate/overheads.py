@@ -17,11 +17,15 @@ DEFAULT_CUDA_CONTEXT_MIB = 512
 DEFAULT_ALLOCATOR_FRACTION = 0.03
 
 
+def cuda_context_bytes(mib: int | None) -> int:
+    return (DEFAULT_CUDA_CONTEXT_MIB if mib is None else mib) * MIB
+
+
 def cuda_context_term(mib: int | None) -> Term:
     mib = DEFAULT_CUDA_CONTEXT_MIB if mib is None else mib
     return Term(
         name="overhead/cuda_context",
-        bytes=mib * MIB,
+        bytes=cuda_context_bytes(mib),
         formula=f"{mib} MiB (--cuda-context to override)",
         source="assumed: CUDA context + cuBLAS/cuDNN workspaces (overheads.py docstring)",
     )

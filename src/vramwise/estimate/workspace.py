@@ -17,6 +17,8 @@ Checked against traced prefills (tests/estimate/test_infer_vs_trace.py).
 
 from __future__ import annotations
 
+import functools
+
 from vramwise.estimate.sharding import kv_heads_per_gpu
 from vramwise.estimate.term import Term
 from vramwise.spec.model import ModelSpec
@@ -61,10 +63,34 @@ def _scores(spec: ModelSpec, batch: int, q_len: int, kv_len: int, c: int, tp: in
     return batch * (spec.attention.num_heads // tp) * q_len * kv_len * (2 * c + 4)
 
 
+def _sliding_mask(spec: ModelSpec, batch: int, chunk: int, kv_len: int, attention: AttentionImpl) -> int:
+    # a window shorter than the keys rules out is_causal: transformers builds a boolean (b, 1, s, s) mask
+    window = spec.attention.sliding_window
+    if not window or kv_len <= window or attention == "flash" or not _any_sliding(spec):
+        return 0
+    return batch * chunk * kv_len
+
+
+@functools.lru_cache(maxsize=256)
+def _any_sliding(spec: ModelSpec) -> bool:
+    return any(spec.layer_attention(i) == "sliding" for i in range(spec.num_layers))
+
+
+def prefill_workspace_bytes(
+    spec: ModelSpec, *, batch: int, chunk: int, kv_len: int, c: int, attention: AttentionImpl, tp: int
+) -> int:
+    """Largest one-layer live set for a prefill forward of ``chunk`` tokens per sequence (bytes only)."""
+    tokens = batch * chunk
+    att = _attention_live(spec, tokens, c, tp)[0]
+    if attention == "eager":
+        att += _scores(spec, batch, chunk, kv_len, c, tp)
+    return max(att, _mlp_live(spec, tokens, c, tp)[0]) + _sliding_mask(spec, batch, chunk, kv_len, attention)
+
+
 def prefill_workspace_term(
     spec: ModelSpec, *, batch: int, chunk: int, kv_len: int, c: int, attention: AttentionImpl, tp: int
 ) -> Term:
-    """Largest one-layer live set for a prefill forward of ``chunk`` tokens per sequence."""
+    """``prefill_workspace_bytes`` with the arithmetic behind it."""
     tokens = batch * chunk
     att_n, att_f = _attention_live(spec, tokens, c, tp)
     if attention == "eager":
@@ -73,11 +99,8 @@ def prefill_workspace_term(
         att_f += f" + scores b·(a/t)·s_q·s_kv·(2c+4) = {s2:,}"
     mlp_n, mlp_f = _mlp_live(spec, tokens, c, tp)
     n, f, where = (att_n, att_f, "attention") if att_n >= mlp_n else (mlp_n, mlp_f, "MLP")
-    window = spec.attention.sliding_window
-    sliding = window and kv_len > window and any(spec.layer_attention(i) == "sliding" for i in range(spec.num_layers))
-    if sliding and attention != "flash":
-        # a window shorter than the keys rules out is_causal: transformers builds a boolean (b, 1, s, s) mask
-        mask = batch * chunk * kv_len
+    mask = _sliding_mask(spec, batch, chunk, kv_len, attention)
+    if mask:
         n += mask
         f += f" + sliding-window mask b·s_q·s_kv x 1 B = {mask:,}"
     return Term(
