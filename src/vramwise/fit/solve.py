@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from vramwise.errors import VramwiseError
-from vramwise.estimate.inference import estimate_inference
+from vramwise.estimate.inference import estimate_inference, inference_peak
 from vramwise.estimate.serving import Capacity, serving_capacity
 from vramwise.estimate.term import Estimate
-from vramwise.estimate.train.training import estimate_training
+from vramwise.estimate.train.training import estimate_training, training_peak
 from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
 from vramwise.units import fmt
@@ -40,33 +40,25 @@ class Answer:
     budget: int
 
 
-def _largest(fn: Callable[[int], Estimate], budget: int, lo: int, what: str) -> tuple[int, Estimate, Estimate | None]:
-    """Largest n >= lo with fn(n).peak_bytes <= budget (fn non-decreasing in n)."""
-    first = fn(lo)
-    if first.peak_bytes > budget:
-        raise DoesNotFitError(
-            f"{what} {lo} already needs {fmt(first.peak_bytes)} > budget {fmt(budget)}: nothing to grow"
-        )
-    good, good_est = lo, first
-    step = lo
-    bad, bad_est = None, None
+def _largest(peak: Callable[[int], int], budget: int, lo: int, what: str) -> tuple[int, bool]:
+    """(largest n >= lo with peak(n) <= budget, whether n + 1 was within the search cap); peak non-decreasing."""
+    first = peak(lo)
+    if first > budget:
+        raise DoesNotFitError(f"{what} {lo} already needs {fmt(first)} > budget {fmt(budget)}: nothing to grow")
+    good, step = lo, lo
+    bad = None
     while good < SEARCH_CAP:  # double until it no longer fits
         trial = min(good + step, SEARCH_CAP)
-        est = fn(trial)
-        if est.peak_bytes > budget:
-            bad, bad_est = trial, est
+        if peak(trial) > budget:
+            bad = trial
             break
-        good, good_est, step = trial, est, step * 2
+        good, step = trial, step * 2
     if bad is None:
-        return good, good_est, None
+        return good, False
     while bad - good > 1:  # bisect between the last fit and the first miss
         mid = (good + bad) // 2
-        est = fn(mid)
-        if est.peak_bytes <= budget:
-            good, good_est = mid, est
-        else:
-            bad, bad_est = mid, est
-    return good, good_est, fn(good + 1) if bad_est is None else bad_est
+        good, bad = (mid, bad) if peak(mid) <= budget else (good, mid)
+    return good, True
 
 
 def max_train(spec: ModelSpec, setup: TrainSetup, budget: int, field: str) -> Answer:
@@ -75,16 +67,16 @@ def max_train(spec: ModelSpec, setup: TrainSetup, budget: int, field: str) -> An
         raise ValueError(field)
     step = setup.cp if field == "seq" else 1  # context parallelism splits the sequence evenly
 
-    def at(n: int) -> Estimate:
-        return estimate_training(spec, replace(setup, **{field: n * step}))
+    def at(n: int) -> TrainSetup:
+        return replace(setup, **{field: n * step})
 
-    n, est, beyond = _largest(at, budget, 1, f"training with {field}")
+    n, beyond = _largest(lambda n: training_peak(spec, at(n)), budget, 1, f"training with {field}")
     return Answer(
         question=f"max {field}",
         value=n * step,
-        at=est,
+        at=estimate_training(spec, at(n)),
         next_value=(n + 1) * step if beyond else None,
-        beyond=beyond,
+        beyond=estimate_training(spec, at(n + 1)) if beyond else None,
         budget=budget,
     )
 
@@ -94,12 +86,17 @@ def max_infer(spec: ModelSpec, setup: InferSetup, budget: int, field: str) -> An
     if field not in ("batch", "context"):
         raise ValueError(field)
 
-    def at(n: int) -> Estimate:
-        return estimate_inference(spec, replace(setup, **{field: n}))
+    def at(n: int) -> InferSetup:
+        return replace(setup, **{field: n})
 
-    n, est, beyond = _largest(at, budget, 1, f"inference with {field}")
+    n, beyond = _largest(lambda n: inference_peak(spec, at(n)), budget, 1, f"inference with {field}")
     return Answer(
-        question=f"max {field}", value=n, at=est, next_value=n + 1 if beyond else None, beyond=beyond, budget=budget
+        question=f"max {field}",
+        value=n,
+        at=estimate_inference(spec, at(n)),
+        next_value=n + 1 if beyond else None,
+        beyond=estimate_inference(spec, at(n + 1)) if beyond else None,
+        budget=budget,
     )
 
 
