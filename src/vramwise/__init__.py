@@ -8,12 +8,12 @@ True
 """
 
 from vramwise.errors import VramwiseError
-from vramwise.estimate.inference import estimate_inference
+from vramwise.estimate.inference import estimate_inference, inference_peak
 from vramwise.estimate.serving import serving_capacity
 from vramwise.estimate.term import Estimate, Phase, Term
 from vramwise.estimate.textbook import textbook_inference
 from vramwise.estimate.train.textbook import textbook_training
-from vramwise.estimate.train.training import estimate_stages, estimate_training
+from vramwise.estimate.train.training import estimate_stages, estimate_training, training_peak
 from vramwise.spec.load import BareModel, resolve_model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import active_params, parameter_groups, total_params
@@ -32,11 +32,13 @@ __all__ = [
     "estimate_inference",
     "estimate_stages",
     "estimate_training",
+    "inference_peak",
     "parameter_groups",
     "resolve_model",
     "serving_capacity",
     "textbook_inference",
     "textbook_training",
     "total_params",
+    "training_peak",
 ]
 __version__ = "0.1.0"
