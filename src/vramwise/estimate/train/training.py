@@ -157,6 +157,7 @@ def _any_sliding(spec: ModelSpec, layers: tuple[int, ...]) -> bool:
 
 def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, flight: float) -> list[Rule]:
     c, h, out = recipe.compute, spec.hidden_size, []
+    many = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
     if spec.attention.kind == "mla" or spec.model_type not in ("gpt2", "opt"):
         d = spec.attention.head_dim
         out.append(
@@ -164,7 +165,7 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
                 name="activations/rotary",
                 coef=2 * d * c * flight,
                 var=TOKENS,
-                formula=f"cos and sin: 2 x T {{T}} x head_dim {d} x {c} B",
+                formula=f"cos and sin: 2 x T {{T}} x head_dim {d} x {c} B{many}",
                 source="transformers rotary embedding, shared by every layer",
             )
         )
@@ -176,7 +177,7 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
                 name="activations/attention_mask",
                 coef=c * flight,
                 var=BATCH_SEQ_SEQ,
-                formula=f"sliding-window mask b {{b}} x s {{s}} x s {{s}} x {c} B",
+                formula=f"sliding-window mask b {{b}} x s {{s}} x s {{s}} x {c} B{many}",
                 source="transformers masking_utils for sdpa; flash-attention takes the window as an argument",
             )
         )
@@ -187,7 +188,7 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
                 name="activations/inputs",
                 coef=16 * setup.cp * flight,
                 var=TOKENS,
-                formula="input ids and labels: 2 x b {b} x s {s} x 8 B",
+                formula="input ids and labels: 2 x b {b} x s {s} x 8 B" + many,
                 source="int64 token ids",
             )
         )
@@ -197,7 +198,7 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
                     name="activations/embedding_dropout",
                     coef=h * flight,
                     var=TOKENS,
-                    formula=f"1-byte mask: T {{T}} x h {h}",
+                    formula=f"1-byte mask: T {{T}} x h {h}{many}",
                     source="dropout after the embeddings",
                 )
             )
@@ -212,7 +213,7 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
                 name="activations/final_norm",
                 coef=per * flight,
                 var=TOKENS,
-                formula=f"{per:,} B/token x T {{T}}",
+                formula=f"{per:,} B/token x T {{T}}{many}",
                 source="final norm and lm_head input (estimate/train/activations.py rules)",
             )
         )
