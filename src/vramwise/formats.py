@@ -7,6 +7,7 @@ Sources for each layout are in ``FORMAT_SOURCES`` and in every term's ``--explai
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -236,6 +237,7 @@ FORMATS: dict[str, StorageFormat] = {
 _GROUPED = re.compile(r"^(gptq|awq)-(\d)bit(?:-g(\d+))?$")
 
 
+@functools.lru_cache(maxsize=256)  # one object per name, so the weight caches keyed on it hit for GPTQ/AWQ too
 def get_format(name: str) -> StorageFormat:
     """A format by name; GPTQ/AWQ take bits and group size: ``gptq-4bit-g128``, ``awq-4bit-g64``."""
     key = name.lower()

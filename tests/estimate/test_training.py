@@ -7,7 +7,9 @@ tests/spec). Every expected value below is computed in the test from shapes, not
 from __future__ import annotations
 
 import pytest
+from hf_oracle import hf_param_count
 
+from vramwise.catalog import models
 from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
 from vramwise.estimate.term import Estimate
 from vramwise.estimate.train.training import estimate_stages, estimate_training
@@ -211,3 +213,16 @@ def test_tp_must_divide_kv_heads_or_be_divided_by_them() -> None:
     # Qwen2-7B: 28 query heads, 4 KV heads; tp 7 divides 28 but neither divides 4 nor is divided by it
     with pytest.raises(InvalidLayoutError, match=r"tp \(7\) and num_key_value_heads \(4\)"):
         _train("qwen2-7b", tp=7)
+
+
+def test_deepseek_routers_stay_fp32_under_a_bf16_load_and_not_under_a_blanket_cast() -> None:
+    # DeepSeek-V2-Lite: 64 routed experts, h 2048, 27 layers of which the first is dense: 26 routers of 64 x 2048.
+    router = 64 * 2048 * 26
+    bf16 = _train("deepseek-v2-lite", precision="bf16", seq=256)  # transformers keeps gate.weight in fp32
+    mixed = _train("deepseek-v2-lite", precision="bf16-mixed", seq=256)  # DeepSpeed casts the module to bf16
+    assert _bytes(bf16, "weights/experts") - _bytes(mixed, "weights/experts") == router * (4 - 2)
+    trainable = hf_param_count(dict(models()["deepseek-v2-lite"].config))  # transformers on the meta device
+    assert _bytes(bf16, "gradients") == 2 * trainable + 2 * router  # fp32 gradients for the fp32 routers
+    assert _bytes(bf16, "optimizer/states") == 2 * (2 * trainable + 2 * router)  # AdamW states follow the param
+    assert _bytes(mixed, "gradients") == 2 * trainable
+    assert _bytes(mixed, "optimizer/master_weights") == 4 * trainable

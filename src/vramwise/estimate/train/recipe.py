@@ -5,7 +5,10 @@ amp         fp32 weights under torch.autocast: weights 4, grads 4, states fp32, 
             also keeps a 16-bit copy of every weight a matmul reads until its backward (the cast cache).
 bf16-mixed  16-bit weights + fp32 master copy of the trainable ones (Megatron, DeepSpeed):
 fp16-mixed  weights 2, master 4, states fp32, grads 2 (DeepSpeed, the ZeRO paper) or 4 (Megatron main_grad).
-bf16        everything in bf16 (model.to(bfloat16)): weights 2, grads 2, states bf16.
+bf16        everything in bf16 (loaded with dtype=bfloat16): weights 2, grads 2, states bf16.
+Modules transformers keeps in fp32 at load (DeepSeek's routers) stay fp32 under bf16, with fp32 gradients and
+states; the mixed recipes cast the whole module to 16 bit (DeepSpeed's engine calls module.bfloat16()/.half()),
+so there they are 16-bit like every other weight.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class Recipe:
     state: int  # bytes per optimizer-state element (before 8-bit quantization)
     compute: int  # bytes of activations
     autocast_cache: bool
+    keeps_fp32_modules: bool = False  # the framework's fp32-kept modules survive (no blanket cast)
 
 
 def recipe_for(setup: TrainSetup) -> Recipe:
@@ -33,6 +37,8 @@ def recipe_for(setup: TrainSetup) -> Recipe:
     if p in ("amp", "amp-fp16"):
         return Recipe(name=p, weight=4, grad=4, master=0, state=4, compute=2, autocast_cache=True)
     if p == "bf16":
-        return Recipe(name=p, weight=2, grad=2, master=0, state=2, compute=2, autocast_cache=False)
+        return Recipe(
+            name=p, weight=2, grad=2, master=0, state=2, compute=2, autocast_cache=False, keeps_fp32_modules=True
+        )
     grad = 4 if setup.grad_dtype == "fp32" else 2
     return Recipe(name=p, weight=2, grad=grad, master=4, state=4, compute=2, autocast_cache=False)

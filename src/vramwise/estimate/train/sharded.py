@@ -20,6 +20,11 @@ def _layer_params(spec: ModelSpec) -> int:
 
 
 @functools.lru_cache(maxsize=256)
+def _fp32_kept_per_layer(spec: ModelSpec) -> int:
+    return sum(g.count for g in parameter_groups(spec) if in_layer(g) and g.fp32) // spec.num_layers
+
+
+@functools.lru_cache(maxsize=256)
 def _outer_params(spec: ModelSpec) -> int:
     return sum(g.count for g in parameter_groups(spec) if not in_layer(g))
 
@@ -37,24 +42,34 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
     layer = _layer_params(spec) // setup.tp
     outer = _outer_params(spec)
     w = recipe.weight
+    # fp32-kept parameters (DeepSeek's routers under a bf16 load) and their gradients take 4 B, not w
+    kept = _fp32_kept_per_layer(spec) // setup.tp if recipe.keeps_fp32_modules and w < 4 else 0
+    extra, extra_f = kept * (4 - w), f" + {kept:,} kept in fp32 x {4 - w} B" if kept else ""
     if setup.fsdp != "none":
         src = "FSDP2: root unit kept, layers resharded after forward, current + prefetched layer in backward"
         root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B", source=src)
-        layers = Term(name="fsdp/layer_units", bytes=2 * layer * w, formula=f"2 x {layer:,} x {w} B", source=src)
+        layers = Term(
+            name="fsdp/layer_units",
+            bytes=2 * (layer * w + extra),
+            formula=f"2 x ({layer:,} x {w} B{extra_f})",
+            source=src,
+        )
         g = LORA_BYTES if setup.peft != "none" else recipe.grad
         grads = Term(
             name="fsdp/unsharded_grads",
-            bytes=layer * g if setup.peft == "none" else 0,
-            formula=f"one layer's gradients before reduce-scatter: {layer:,} x {g} B",
+            bytes=layer * g + (kept * (4 - g) if g < 4 else 0) if setup.peft == "none" else 0,
+            formula=f"one layer's gradients before reduce-scatter: {layer:,} x {g} B"
+            + (f" + {kept:,} kept in fp32 x {4 - g} B" if kept and g < 4 else ""),
             source=src,
         )
         return [root], [root, layers, grads]
     prefetch = min(setup.prefetch_bucket, layer)
-    n = (max(layer, outer) + prefetch) * w
+    n = (max(layer, outer) + prefetch) * w + (extra if layer >= outer else 0)
     term = Term(
         name="zero/gathered_params",
         bytes=n,
-        formula=f"(largest module max(layer {layer:,}, embeddings+head) + prefetch {prefetch:,}) x {w} B",
+        formula=f"(largest module max(layer {layer:,}, embeddings+head) + prefetch {prefetch:,}) x {w} B"
+        + (extra_f if layer >= outer else ""),
         source="DeepSpeed ZeRO-3: gathered module + stage3_prefetch_bucket_size",
     )
     return [term], [term]

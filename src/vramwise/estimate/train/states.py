@@ -69,7 +69,8 @@ def _trainable(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe,
         share = stage_share(g, spec, live if in_layer(g) else stage, setup)
         if share:
             rows, cols = _shape(g, spec)
-            tensors.append(Tensor(rows=rows, cols=cols, copies=g.tensors * share, expert=g.per_expert, fp32=g.fp32))
+            fp32 = g.fp32 and recipe.keeps_fp32_modules
+            tensors.append(Tensor(rows=rows, cols=cols, copies=g.tensors * share, expert=g.per_expert, fp32=fp32))
     count = sum(t.numel * t.copies for t in tensors)
     return _Trainable(count=count, tensors=tensors, bytes_per_param=recipe.weight)
 
@@ -88,7 +89,7 @@ def _weights(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, d
             # prepare_model_for_kbit_training casts every non-quantized parameter to fp32
             n, f = g.count * share * 4, f"{g.name}: {g.count * share:,.0f} x 4 B (fp32 after k-bit preparation)"
         else:
-            width = g.width(recipe.weight)
+            width = g.width(recipe.weight) if recipe.keeps_fp32_modules else recipe.weight
             kept = " (kept in fp32)" if width != recipe.weight else ""
             n, f = g.count * share * width, f"{g.name}: {g.count * share:,.0f} x {width} B{kept}"
         cat = "experts" if g.category == "experts_shared" else g.category
