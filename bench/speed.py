@@ -53,24 +53,48 @@ def _cold(spec: Any, setup: TrainSetup) -> int:
     return training_peak(spec, setup)
 
 
-def _fresh_process() -> float:
+def _median_seconds(cmd: list[str]) -> float:
     runs = []
     for _ in range(5):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "vramwise", "infer", "llama-2-7b"], check=True, capture_output=True)
+        subprocess.run(cmd, check=True, capture_output=True)
         runs.append(time.perf_counter() - start)
     return statistics.median(runs)
 
 
-def _llm_analysis(spec: Any) -> float | None:
+def _fresh_process() -> float:
+    return _median_seconds([sys.executable, "-m", "vramwise", "infer", "llama-2-7b"])
+
+
+# The same operations through llm-analysis, on the same cases. It returns a full summary dict per call, so its
+# calls compare with the rendered estimates (every term and formula), not with the bytes-only peaks.
+LLM_ANALYSIS_LLAMA2 = "NousResearch_Llama-2-7b-hf"  # its own bundled config: no network
+
+
+def _llm_analysis_training(spec: Any) -> float | None:
     llm = peers.llm_analysis(spec, 2048)
     if llm is None:
         return None
+    return _per_call(
+        lambda i: llm.training(batch_size_per_gpu=1 + i % 4, seq_len=2048, mlp_gated_linear_units=True), 20
+    )
 
-    def one(i: int) -> None:
-        peers.llm_analysis(spec, 2048).training(batch_size_per_gpu=1 + i % 4, seq_len=2048, mlp_gated_linear_units=True)
 
-    return _per_call(one, 20)
+def _llm_analysis_inference(spec: Any) -> float | None:
+    llm = peers.llm_analysis(spec, 4096)
+    if llm is None:
+        return None
+    return _per_call(lambda i: llm.inference(batch_size_per_gpu=1 + i % 8, seq_len=4096, num_tokens_to_generate=1), 20)
+
+
+def _llm_analysis_process() -> float | None:
+    if peers.llm_analysis(catalog_spec("llama-2-7b"), 4096) is None:
+        return None
+    return _median_seconds(
+        [sys.executable, "-m", "llm_analysis.analysis", "infer", "--model_name", LLM_ANALYSIS_LLAMA2,
+         "--gpu_name", peers.LLM_ANALYSIS_GPU, "--seq_len", "4096", "--num_tokens_to_generate", "1",
+         "--log_level", "ERROR"]
+    )  # fmt: skip
 
 
 def main() -> int:
@@ -107,8 +131,20 @@ def main() -> int:
     figures["training estimate, Llama-3.2-1B on 1 GPU (s)"] = _per_call(
         lambda i: estimate_training(small, small_setups[i % 4]), 200
     )
-    peer = _llm_analysis(small)
-    figures["llm-analysis training estimate, same case (s)"] = peer
+    peers_row = {
+        "training estimate, Llama-3.2-1B on 1 GPU, seq 2048": (
+            figures["training estimate, Llama-3.2-1B on 1 GPU (s)"],
+            _llm_analysis_training(small),
+        ),
+        "inference estimate, Llama-2-7B, context 4096": (
+            figures["inference estimate: every term and formula rendered (s)"],
+            _llm_analysis_inference(spec),
+        ),
+        "fresh process: inference estimate of Llama-2-7B": (
+            figures["fresh `vramwise infer llama-2-7b` (s)"],
+            _llm_analysis_process(),
+        ),
+    }
     targets = {
         "inference estimate: peak per GPU (s)": 20e-6,
         "training estimate: peak per GPU (s)": 20e-6,
@@ -129,10 +165,17 @@ def main() -> int:
         shown = "n/a" if value is None else f"{value:.6g}"
         met = "" if target is None or value is None else ("yes" if value <= target else "no")
         lines.append(f"| {name} | {shown} | {'' if target is None else f'{target:g}'} | {met} |")
-    if peer:
-        ratio = peer / figures["training estimate, Llama-3.2-1B on 1 GPU (s)"]
-        lines.append("")
-        lines.append(f"llm-analysis takes {ratio:.1f}x as long as vramwise per training estimate (Llama-3.2-1B).")
+    lines += [
+        "",
+        "The same operations through llm-analysis (0.2.2, offline) in this run; it evaluates one given layout and",
+        "has no layout search. Its calls return a full summary, so they compare with the rendered estimates.",
+        "",
+        "| operation | vramwise (s) | llm-analysis (s) | llm-analysis / vramwise |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, (ours, theirs) in peers_row.items():
+        ratio = f"{theirs / ours:.1f}x" if theirs else "n/a"
+        lines.append(f"| {name} | {ours:.6g} | {'n/a' if theirs is None else f'{theirs:.6g}'} | {ratio} |")
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)

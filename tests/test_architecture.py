@@ -49,6 +49,27 @@ def test_core_imports_no_torch() -> None:
         assert not heavy, f"{path.relative_to(SRC)} imports {heavy}"
 
 
+def test_public_names_load_and_infer_imports_no_training_code() -> None:
+    import subprocess
+    import sys
+
+    import vramwise
+
+    assert sorted(vramwise.__all__) == sorted(vramwise._EXPORTS)
+    for name in vramwise.__all__:
+        assert getattr(vramwise, name) is not None
+    # A fresh `vramwise infer` loads the inference estimator only (its start-up time is a fit-issue target).
+    probe = (
+        "import contextlib, io, sys\n"
+        "from vramwise.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()): main(['infer', 'llama-2-7b'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('vramwise.estimate.train', 'vramwise.fit', "
+        "'vramwise.verify', 'torch'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_model_catalog_schema() -> None:
     raw = tomllib.loads(resources.files("vramwise.catalog").joinpath("models.toml").read_text())
     assert len(raw) >= 25

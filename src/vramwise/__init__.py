@@ -7,18 +7,35 @@
 True
 """
 
-from vramwise.errors import VramwiseError
-from vramwise.estimate.inference import estimate_inference, inference_peak
-from vramwise.estimate.serving import serving_capacity
-from vramwise.estimate.term import Estimate, Phase, Term
-from vramwise.estimate.textbook import textbook_inference
-from vramwise.estimate.train.textbook import textbook_training
-from vramwise.estimate.train.training import estimate_stages, estimate_training, training_peak
-from vramwise.spec.load import BareModel, resolve_model
-from vramwise.spec.model import ModelSpec
-from vramwise.spec.params import active_params, parameter_groups, total_params
-from vramwise.workload import InferSetup, TrainSetup
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The public names, loaded on first use: `vramwise infer` in a fresh process then imports the inference
+# estimator only, not training, fitting or verification.
+_EXPORTS = {
+    "VramwiseError": "vramwise.errors",
+    "estimate_inference": "vramwise.estimate.inference",
+    "inference_peak": "vramwise.estimate.inference",
+    "serving_capacity": "vramwise.estimate.serving",
+    "Estimate": "vramwise.estimate.term",
+    "Phase": "vramwise.estimate.term",
+    "Term": "vramwise.estimate.term",
+    "textbook_inference": "vramwise.estimate.textbook",
+    "textbook_training": "vramwise.estimate.train.textbook",
+    "estimate_stages": "vramwise.estimate.train.training",
+    "estimate_training": "vramwise.estimate.train.training",
+    "training_peak": "vramwise.estimate.train.training",
+    "BareModel": "vramwise.spec.load",
+    "resolve_model": "vramwise.spec.load",
+    "ModelSpec": "vramwise.spec.model",
+    "active_params": "vramwise.spec.params",
+    "parameter_groups": "vramwise.spec.params",
+    "total_params": "vramwise.spec.params",
+    "InferSetup": "vramwise.workload",
+    "TrainSetup": "vramwise.workload",
+}
 __all__ = [
     "BareModel",
     "Estimate",
@@ -40,5 +57,31 @@ __all__ = [
     "textbook_training",
     "total_params",
     "training_peak",
-]
+]  # the keys of _EXPORTS (tests/test_architecture.py)
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from vramwise.errors import VramwiseError
+    from vramwise.estimate.inference import estimate_inference, inference_peak
+    from vramwise.estimate.serving import serving_capacity
+    from vramwise.estimate.term import Estimate, Phase, Term
+    from vramwise.estimate.textbook import textbook_inference
+    from vramwise.estimate.train.textbook import textbook_training
+    from vramwise.estimate.train.training import estimate_stages, estimate_training, training_peak
+    from vramwise.spec.load import BareModel, resolve_model
+    from vramwise.spec.model import ModelSpec
+    from vramwise.spec.params import active_params, parameter_groups, total_params
+    from vramwise.workload import InferSetup, TrainSetup
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vramwise' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return [*globals(), *__all__]

@@ -13,9 +13,6 @@ from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.serving import serving_capacity
 from vramwise.estimate.term import Estimate
 from vramwise.estimate.textbook import textbook_inference
-from vramwise.estimate.train.textbook import textbook_training
-from vramwise.estimate.train.training import estimate_stages, estimate_training
-from vramwise.fit.solve import DoesNotFitError
 from vramwise.formats import FORMATS
 from vramwise.report.json_out import render_json, to_dict
 from vramwise.report.table import render_table
@@ -123,7 +120,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
 
 def _fit(args: argparse.Namespace) -> int:
     from vramwise.fit.layouts import search_layouts
-    from vramwise.fit.solve import best_format, max_infer, max_train, min_gpus
+    from vramwise.fit.solve import DoesNotFitError, best_format, max_infer, max_train, min_gpus
     from vramwise.report.fit_out import render_answer, render_formats, render_layouts
 
     model = resolve_model(args.model)
@@ -157,7 +154,7 @@ def _fit(args: argparse.Namespace) -> int:
             floor = f"the smallest peak is {fmt(best.smallest_peak, unit)} ({best.reason[5:]})" if best else ""
             raise DoesNotFitError(f"no layout of {args.layouts} x {gpu.name} fits: {floor}; {fewest}")
         print(render_layouts(found.fitting, found.rejected, gpu, args.layouts, args.top, unit))
-        print(f"({found.candidates:,} layouts considered from {found.estimates:,} full estimates)")
+        print(f"({found.candidates:,} layouts considered from {found.estimates:,} estimates)")
         return 0
     if args.min_gpus:
         if infer is not None:
@@ -182,7 +179,7 @@ def _smallest_that_fits(model: ModelSpec, setup: TrainSetup, budget: int) -> str
     """The fewest ZeRO-3 GPUs with full recompute and micro-batch 1: a setup that fits, or why none does."""
     from dataclasses import replace
 
-    from vramwise.fit.solve import min_gpus
+    from vramwise.fit.solve import DoesNotFitError, min_gpus
 
     try:
         answer = min_gpus(model, replace(setup, batch=1, recompute="full"), budget)
@@ -194,7 +191,7 @@ def _smallest_that_fits(model: ModelSpec, setup: TrainSetup, budget: int) -> str
 def _smallest_format(model: ModelSpec, setup: InferSetup, budget: int) -> str:
     from dataclasses import replace
 
-    from vramwise.fit.solve import best_format
+    from vramwise.fit.solve import DoesNotFitError, best_format
 
     try:
         answer, _ = best_format(model, replace(setup, batch=1), budget, budget)
@@ -241,6 +238,8 @@ def _plot(args: argparse.Namespace) -> int:
             return estimate_inference(model, replace(base, **{field: x}))
 
     else:
+        from vramwise.estimate.train.training import estimate_stages, estimate_training
+
         train = _train_setup(args)
         estimate_stages(model, train)
 
@@ -364,6 +363,10 @@ def _train_setup(args: argparse.Namespace) -> TrainSetup:
 
 
 def _train(args: argparse.Namespace) -> int:
+    # imported here so that `vramwise infer` never loads the training estimator (a fresh process stays fast)
+    from vramwise.estimate.train.textbook import textbook_training
+    from vramwise.estimate.train.training import estimate_stages
+
     model = resolve_model(args.model)
     setup = _train_setup(args)
     gpu = get_gpu(args.gpu) if args.gpu else None
