@@ -9,6 +9,7 @@ a report asks for them; ``peak`` and ``render`` read the same rules, so the two 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from vramwise.estimate.overheads import allocator_bytes, with_allocator
@@ -59,14 +60,18 @@ class StagePlan:
     allocator_fraction: float | None
     notes: tuple[str, ...]
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_persistent_bytes", sum(t.bytes for t in self.persistent))
-        object.__setattr__(self, "_pairs", tuple((r.coef, r.var) for r in self.rules))
+    @functools.cached_property
+    def persistent_bytes(self) -> int:
+        return sum(t.bytes for t in self.persistent)
+
+    @functools.cached_property
+    def _pairs(self) -> tuple[tuple[float, int], ...]:
+        return tuple((r.coef, r.var) for r in self.rules)
 
     def phase_bytes(self, v: tuple[int, ...]) -> list[int]:
         """Per-GPU bytes at each phase: persistent terms, the phase's transients and the allocator reserve."""
-        values = [round(c * v[i]) for c, i in self._pairs]  # type: ignore[attr-defined]
-        fraction, base, persistent = self.allocator_fraction, self.persistent_tensors, self._persistent_bytes  # type: ignore[attr-defined]
+        values = [round(c * v[i]) for c, i in self._pairs]
+        fraction, base, persistent = self.allocator_fraction, self.persistent_tensors, self.persistent_bytes
         out = []
         for _, members in self.phases:
             transient = sum([values[j] for j in members])
