@@ -48,7 +48,7 @@ def kv_cache_term(
         per = f"(kv_lora_rank {att.mla.kv_lora_rank} + rope {att.mla.qk_rope_head_dim})"
     else:
         per = f"2 x n_kv {kv_heads_per_gpu(spec, tp)} x d {att.head_dim}"
-    sliding = sum(spec.layer_attention(i) == "sliding" for i in range(L)) if att.sliding_window else 0
+    sliding = sliding_layers(spec) if att.sliding_window else 0
     window = f"; {sliding} of {L} layers keep min(tokens, window {att.sliding_window})" if sliding else ""
     blocks = f", tokens rounded up to blocks of {block}" if block > 1 else ""
     return Term(
@@ -60,7 +60,8 @@ def kv_cache_term(
 
 
 @functools.lru_cache(maxsize=256)
-def _sliding_layers(spec: ModelSpec) -> int:
+def sliding_layers(spec: ModelSpec) -> int:
+    """How many layers attend through a sliding window."""
     return sum(spec.layer_attention(i) == "sliding" for i in range(spec.num_layers))
 
 
@@ -68,7 +69,7 @@ def sliding_prefill_views_bytes(spec: ModelSpec, *, batch: int, context: int, dt
     window = spec.attention.sliding_window
     if not window or context <= window:
         return 0
-    return int(batch * kv_elements_per_token(spec, tp) * _sliding_layers(spec) * (context - window) * dtype_bytes)
+    return int(batch * kv_elements_per_token(spec, tp) * sliding_layers(spec) * (context - window) * dtype_bytes)
 
 
 def sliding_prefill_views_term(
@@ -80,7 +81,7 @@ def sliding_prefill_views_term(
     extra = sliding_prefill_views_bytes(spec, batch=batch, context=context, dtype_bytes=dtype_bytes, tp=tp)
     if not extra:
         return None
-    window, sliding = spec.attention.sliding_window, _sliding_layers(spec)
+    window, sliding = spec.attention.sliding_window, sliding_layers(spec)
     return Term(
         name="kv_cache/prefill_views",
         bytes=extra,

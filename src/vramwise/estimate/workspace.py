@@ -17,8 +17,7 @@ Checked against traced prefills (tests/estimate/test_infer_vs_trace.py).
 
 from __future__ import annotations
 
-import functools
-
+from vramwise.estimate.kv_cache import sliding_layers
 from vramwise.estimate.sharding import kv_heads_per_gpu
 from vramwise.estimate.term import Term
 from vramwise.spec.model import ModelSpec
@@ -66,14 +65,9 @@ def _scores(spec: ModelSpec, batch: int, q_len: int, kv_len: int, c: int, tp: in
 def _sliding_mask(spec: ModelSpec, batch: int, chunk: int, kv_len: int, attention: AttentionImpl) -> int:
     # a window shorter than the keys rules out is_causal: transformers builds a boolean (b, 1, s, s) mask
     window = spec.attention.sliding_window
-    if not window or kv_len <= window or attention == "flash" or not _any_sliding(spec):
+    if not window or kv_len <= window or attention == "flash" or not sliding_layers(spec):
         return 0
     return batch * chunk * kv_len
-
-
-@functools.lru_cache(maxsize=256)
-def _any_sliding(spec: ModelSpec) -> bool:
-    return any(spec.layer_attention(i) == "sliding" for i in range(spec.num_layers))
 
 
 def prefill_workspace_bytes(
