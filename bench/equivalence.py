@@ -1,0 +1,245 @@
+"""Same numbers before and after a refactor: thousands of random setups through the CLI, compared byte for byte.
+
+    python bench/equivalence.py record OUT.jsonl            # run every case with the vramwise on sys.path
+    python bench/equivalence.py compare OLD.jsonl NEW.jsonl # every case must print the same bytes
+
+To compare against an older commit, record it from a worktree of that commit:
+
+    git worktree add /tmp/old <commit>
+    PYTHONPATH=/tmp/old/src python bench/equivalence.py record /tmp/old.jsonl
+    PYTHONPATH=src python bench/equivalence.py record /tmp/new.jsonl
+    python bench/equivalence.py compare /tmp/old.jsonl /tmp/new.jsonl --summary bench/results/equivalence.md
+
+Cases are drawn from a seeded generator over the command-line options (the one interface that a refactor of
+the package's insides keeps), so both runs see the same cases. Each case records the exit status and, for an
+estimate, every byte the JSON document holds: persistent and peak terms, every phase's total, host terms and
+the serving capacity. ``fit`` answers are recorded as their text. A case the CLI refuses is recorded with its
+exit status only (the wording of a refusal may improve; the decision to refuse may not change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+MODELS = [
+    "llama-2-7b", "llama-3-8b", "llama-3.1-70b", "mistral-7b", "mixtral-8x7b", "qwen2-7b", "qwen3-8b",
+    "qwen3-30b-a3b", "gemma-2b", "gemma-2-9b", "gemma-3-1b", "phi-2", "gpt2", "gpt2-xl", "falcon-7b",
+    "deepseek-v2-lite", "deepseek-v3", "gpt-oss-20b", "opt-1.3b", "phi-3-mini", "qwen1.5-moe-a2.7b",
+    "bert-base-cased", "pythia-160m", "gpt-neox-20b", "14b", "7b",
+]  # fmt: skip
+FORMATS = ["bf16", "fp16", "fp32", "fp8-e4m3", "int8", "int4", "nf4", "gptq-4bit-g128", "awq-4bit-g128", "q4_k_m"]
+GPUS = ["rtx-4090", "a100-80gb", "h100-80gb", "a100-40gb", "l4"]
+
+
+def _pick(rng: random.Random, *options: Any) -> Any:
+    return rng.choice(options)
+
+
+def _infer_case(rng: random.Random) -> list[str]:
+    args = ["infer", rng.choice(MODELS), "-b", str(_pick(rng, 1, 2, 4, 8, 32)), "-s", str(_pick(rng, 128, 2048, 8192, 32768))]
+    if rng.random() < 0.5:
+        args += ["-n", str(_pick(rng, 1, 64, 1024))]
+    if rng.random() < 0.4:
+        args += ["-f", rng.choice(FORMATS)]
+    if rng.random() < 0.3:
+        args += ["--kv-dtype", _pick(rng, "fp8", "fp16", "bf16", "fp32")]
+    if rng.random() < 0.3:
+        args += ["--attention", _pick(rng, "eager", "flash", "sdpa")]
+    if rng.random() < 0.3:
+        args += ["--tp", str(_pick(rng, 2, 4, 8))]
+    if rng.random() < 0.2:
+        args += ["--kv-block", "1"]
+    if rng.random() < 0.2:
+        args += ["--prefill-chunk", str(_pick(rng, 256, 2048))]
+    if rng.random() < 0.15:
+        args += ["--all-logits"]
+    if rng.random() < 0.15:
+        args += ["--cuda-context", str(_pick(rng, 0, 300, 1024))]
+    if rng.random() < 0.15:
+        args += ["--allocator-fraction", str(_pick(rng, 0.0, 0.05, 0.1))]
+    if rng.random() < 0.4:
+        args += ["--gpu", rng.choice(GPUS)]
+        if rng.random() < 0.5:
+            args += ["--serve", "--gpu-util", str(_pick(rng, 0.9, 0.8))]
+    if rng.random() < 0.1:
+        args += ["--mode", "textbook"]
+    return args
+
+
+def _train_options(rng: random.Random) -> list[str]:
+    args = ["-b", str(_pick(rng, 1, 2, 4, 8)), "-s", str(_pick(rng, 512, 2048, 4096))]
+    if rng.random() < 0.4:
+        args += ["--precision", _pick(rng, "fp32", "amp", "amp-fp16", "bf16-mixed", "fp16-mixed", "bf16")]
+    if rng.random() < 0.2:
+        args += ["--grad-dtype", _pick(rng, "fp32", "half")]
+    if rng.random() < 0.4:
+        args += [
+            "--optimizer",
+            _pick(rng, "adam", "sgd", "sgd-momentum", "lion", "adafactor", "adamw-8bit", "paged-adamw", "lomo"),
+        ]
+    if rng.random() < 0.15:
+        args += ["--optimizer-impl", _pick(rng, "foreach", "fused", "for-loop")]
+    peft = rng.random()
+    if peft < 0.3:
+        args += ["--peft", "lora", "--lora-r", str(_pick(rng, 8, 16, 64))]
+        if rng.random() < 0.4:
+            args += ["--lora-targets", "all-linear"]
+    elif peft < 0.4:
+        args += ["--peft", "qlora"]
+    if rng.random() < 0.4:
+        args += ["--recompute", _pick(rng, "selective", "full")]
+    if rng.random() < 0.2:
+        args += ["--attention", _pick(rng, "eager", "flash")]
+    if rng.random() < 0.2:
+        args += ["--loss", "chunked"]
+    layout = rng.random()
+    if layout < 0.25:
+        args += ["--dp", str(_pick(rng, 2, 8)), "--zero", str(_pick(rng, 1, 2, 3))]
+        if rng.random() < 0.3:
+            args += ["--offload", _pick(rng, "optimizer", "params")]
+    elif layout < 0.4:
+        args += ["--dp", str(_pick(rng, 2, 8)), "--fsdp", _pick(rng, "full", "grad-op", "hybrid")]
+    elif layout < 0.5:
+        args += ["--dp", str(_pick(rng, 2, 4))]
+    if rng.random() < 0.25:
+        args += ["--tp", str(_pick(rng, 2, 4))]
+        if rng.random() < 0.5:
+            args += ["--sp"]
+    if rng.random() < 0.2:
+        args += ["--pp", str(_pick(rng, 2, 4)), "--grad-accum", str(_pick(rng, 4, 8))]
+        if rng.random() < 0.3:
+            args += ["--interleave", "2"]
+    if rng.random() < 0.1:
+        args += ["--cp", "2"]
+    if rng.random() < 0.1:
+        args += ["--ep", "2"]
+    if rng.random() < 0.1:
+        args += ["--freeze-layers", "4"]
+    return args
+
+
+def _train_case(rng: random.Random) -> list[str]:
+    args = ["train", rng.choice(MODELS), *_train_options(rng)]
+    if rng.random() < 0.15:
+        args += ["--mode", "textbook", "--seed", _pick(rng, "000", "002")]
+    if rng.random() < 0.3:
+        args += ["--gpu", rng.choice(GPUS)]
+    return args
+
+
+def _fit_case(rng: random.Random) -> list[str]:
+    model = rng.choice(MODELS[:-2])
+    gpu = rng.choice(GPUS)
+    kind = rng.random()
+    if kind < 0.3:
+        return ["fit", model, "--gpu", gpu, "--max", _pick(rng, "batch", "seq"), *_train_options(rng)]
+    if kind < 0.5:
+        return ["fit", model, "--gpu", gpu, "--infer", "--max", _pick(rng, "batch", "seq")]
+    if kind < 0.7:
+        return ["fit", model, "--gpu", gpu, "--min-gpus", "--recompute", "full"]
+    if kind < 0.85:
+        return ["fit", model, "--gpu", gpu, "--infer", "--best-format"]
+    return ["fit", model, "--gpu", gpu, "--layouts", str(_pick(rng, 8, 16)), "--top", "3"]
+
+
+def cases(n_infer: int, n_train: int, n_fit: int, seed: int = 20261201) -> list[list[str]]:
+    rng = random.Random(seed)
+    out = [_infer_case(rng) for _ in range(n_infer)]
+    out += [_train_case(rng) for _ in range(n_train)]
+    out += [_fit_case(rng) for _ in range(n_fit)]
+    return out
+
+
+def _numbers(doc: dict[str, Any]) -> dict[str, Any]:
+    """Every byte of an estimate document, keyed by name (formulas and notes are wording, not numbers)."""
+    return {
+        "terms": [[t["phase"], t["name"], t["bytes"]] for t in doc["terms"]],
+        "peak": doc["peak"],
+        "phases": [[p["name"], p["bytes"]] for p in doc["phases"]],
+        "host": [[t["name"], t["bytes"]] for t in doc["host"]],
+        "missing": len(doc["missing"]),
+        "gpu": doc["gpu"] and [doc["gpu"]["fits"], doc["gpu"]["headroom_bytes"]],
+        "capacity": doc["capacity"] and [doc["capacity"][k] for k in ("kv_budget_bytes", "kv_tokens", "max_sequences")],
+    }
+
+
+def run(args: list[str]) -> dict[str, Any]:
+    from vramwise.cli import main
+
+    json_out = args[0] != "fit"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([*args, "--json"] if json_out else args)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 2
+    record: dict[str, Any] = {"args": args, "exit": code}
+    if code == 0:
+        record["result"] = _numbers(json.loads(out.getvalue())) if json_out else out.getvalue()
+    return record
+
+
+def record(path: Path, n_infer: int, n_train: int, n_fit: int) -> None:
+    with path.open("w") as f:
+        for args in cases(n_infer, n_train, n_fit):
+            f.write(json.dumps(run(args)) + "\n")
+
+
+def compare(old: Path, new: Path, summary: Path | None) -> int:
+    a = [json.loads(line) for line in old.read_text().splitlines()]
+    b = [json.loads(line) for line in new.read_text().splitlines()]
+    assert [r["args"] for r in a] == [r["args"] for r in b], "the two runs hold different cases"
+    counts: dict[str, dict[str, int]] = {}
+    diffs = []
+    for ra, rb in zip(a, b, strict=True):
+        c = counts.setdefault(ra["args"][0], {"cases": 0, "estimated": 0, "refused": 0, "differ": 0})
+        c["cases"] += 1
+        c["estimated" if ra["exit"] == 0 else "refused"] += 1
+        if ra["exit"] != rb["exit"] or ra.get("result") != rb.get("result"):
+            c["differ"] += 1
+            diffs.append((ra, rb))
+    lines = ["| command | cases | estimated | refused (same exit status) | differ |", "|---|---|---|---|---|"]
+    lines += [f"| {k} | {v['cases']} | {v['estimated']} | {v['refused']} | {v['differ']} |" for k, v in counts.items()]
+    text = "\n".join(lines)
+    print(text)
+    for ra, rb in diffs[:20]:
+        print("DIFFERS:", " ".join(ra["args"]), "\n  old:", ra, "\n  new:", rb)
+    if summary:
+        summary.write_text(
+            "# Equivalence: the same bytes before and after a refactor\n\n"
+            f"`python bench/equivalence.py compare {old.name} {new.name}` over the seeded cases of "
+            "`bench/equivalence.py` (every byte of each estimate's JSON document: persistent and peak terms, "
+            "every phase's total, host terms, the verdict's headroom, the serving capacity; `fit` answers as "
+            "their printed text).\n\n" + text + "\n"
+        )
+    return 1 if diffs else 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("record")
+    r.add_argument("out", type=Path)
+    r.add_argument("--infer", type=int, default=2000)
+    r.add_argument("--train", type=int, default=2000)
+    r.add_argument("--fit", type=int, default=150)
+    c = sub.add_parser("compare")
+    c.add_argument("old", type=Path)
+    c.add_argument("new", type=Path)
+    c.add_argument("--summary", type=Path)
+    ns = p.parse_args()
+    if ns.cmd == "record":
+        record(ns.out, ns.infer, ns.train, ns.fit)
+        return 0
+    return compare(ns.old, ns.new, ns.summary)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
