@@ -43,7 +43,8 @@ def _pick(rng: random.Random, *options: Any) -> Any:
 
 
 def _infer_case(rng: random.Random) -> list[str]:
-    args = ["infer", rng.choice(MODELS), "-b", str(_pick(rng, 1, 2, 4, 8, 32)), "-s", str(_pick(rng, 128, 2048, 8192, 32768))]
+    args = ["infer", rng.choice(MODELS), "-b", str(_pick(rng, 1, 2, 4, 8, 32))]
+    args += ["-s", str(_pick(rng, 128, 2048, 8192, 32768))]
     if rng.random() < 0.5:
         args += ["-n", str(_pick(rng, 1, 64, 1024))]
     if rng.random() < 0.4:
