@@ -1,0 +1,170 @@
+"""docs/json-schema.md documents every term and phase name the estimators emit, and schema v1's ``setup`` keys.
+
+The names are collected by running a broad set of estimates through the public API (every phase's transient terms,
+not only those live at the peak, which is all the JSON shows). Setups are built from flat field names, the
+vocabulary of the CLI and of the JSON ``setup`` object, so the test does not depend on how the setup dataclasses
+group their fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import vramwise
+from vramwise.cli import main
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "json-schema.md"
+
+FAMILIES = (
+    "llama-2-7b", "mistral-7b", "mixtral-8x7b", "qwen2-7b", "qwen3-30b-a3b", "qwen1.5-moe-a2.7b", "gemma-2-2b",
+    "gemma-3-1b", "phi-2", "phi-3-mini", "gpt2", "falcon-7b", "opt-125m", "pythia-160m", "deepseek-v2-lite",
+    "deepseek-v3", "gpt-oss-20b",
+)  # causal LMs of every adapter family (bert, an encoder, is inference only)
+INFER = (
+    {},
+    {"new_tokens": 128, "attention": "eager", "all_logits": True},
+    {"weight_format": "nf4", "kv_dtype": "fp8", "tp": 2},
+    {"weight_format": "q4_k_m", "prefill_chunk": 512, "kv_block": 1},
+    {"mode": "textbook", "new_tokens": 64},
+)
+TRAIN = (
+    {},
+    {"peft": "lora", "lora_targets": ("all-linear",), "recompute": "full", "seq": 4096},
+    {"peft": "qlora", "lora_targets": ("all-linear",), "recompute": "selective", "lora_dropout": 0.1},
+    {"recompute": "full", "attention": "eager", "loss": "chunked"},
+    {"dp": 2, "attention": "eager"},
+    {"optimizer": "lomo", "precision": "bf16"},
+    {"dp": 8, "zero": 1, "precision": "fp16-mixed"},
+    {"dp": 8, "zero": 2, "optimizer": "adamw-8bit", "precision": "amp"},
+    {"dp": 8, "zero": 3, "offload": "params"},
+    {"dp": 8, "fsdp": "full", "offload": "optimizer"},
+    {"dp": 8, "fsdp": "grad-op", "optimizer": "adafactor", "precision": "fp32"},
+    {"dp": 8, "fsdp": "hybrid", "fsdp_shard": 4, "optimizer": "lion", "optimizer_impl": "foreach"},
+    {"tp": 2, "sp": True, "cp": 2, "optimizer": "sgd-momentum", "precision": "amp-fp16"},
+    {"pp": 2, "interleave": 2, "grad_accum": 4, "freeze_layers": 2, "optimizer": "paged-adamw-8bit"},
+    {"mode": "textbook", "seed": "000", "peft": "lora"},
+    {"mode": "textbook", "seed": "002", "dp": 2, "zero": 3, "tp": 2, "sp": True, "pp": 2, "grad_accum": 2},
+)
+# Families whose peft has no default targets, and the models that cannot take a given layout.
+_NEEDS_TARGETS = ("gemma-3-1b", "deepseek-v2-lite", "deepseek-v3", "gpt-oss-20b")
+
+
+def _setup(cls: type, flat: dict[str, Any]) -> Any:
+    # `from_flat` is how a grouped setup is built from schema v1's flat names; a flat setup takes them directly.
+    return getattr(cls, "from_flat", cls)(**flat)
+
+
+def _train_cases() -> Iterator[tuple[str, dict[str, Any]]]:
+    for name in FAMILIES:
+        for flat in TRAIN:
+            if name == "falcon-7b" and flat.get("tp", 1) > 1:
+                continue  # 71 heads: tp 2 cannot split them
+            if name in _NEEDS_TARGETS and flat.get("peft", "none") != "none" and "lora_targets" not in flat:
+                flat = {**flat, "lora_targets": ("all-linear",)}
+            yield name, flat
+    for name in ("mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v2-lite"):
+        yield name, {"dp": 4, "ep": 2, "zero": 1}
+        yield name, {"dp": 8, "ep": 4, "fsdp": "full"}
+
+
+def _estimates() -> Iterator[vramwise.Estimate]:
+    for name in (*FAMILIES, "bert-base-cased"):
+        spec = vramwise.resolve_model(name)
+        for flat in INFER:
+            if name == "falcon-7b" and flat.get("tp", 1) > 1:
+                continue
+            setup = _setup(vramwise.InferSetup, flat)
+            textbook = flat.get("mode") == "textbook"
+            yield (vramwise.textbook_inference if textbook else vramwise.estimate_inference)(spec, setup)
+    yield vramwise.textbook_inference(vramwise.resolve_model("14b"), _setup(vramwise.InferSetup, {"mode": "textbook"}))
+    for name, flat in _train_cases():
+        spec = vramwise.resolve_model(name)
+        setup = _setup(vramwise.TrainSetup, flat)
+        if flat.get("mode") == "textbook":
+            yield vramwise.textbook_training(spec, setup)
+        else:
+            yield from vramwise.estimate_stages(spec, setup)  # every pipeline stage, not only the worst
+
+
+@cache
+def _emitted() -> tuple[frozenset[str], frozenset[str]]:
+    terms: set[str] = set()
+    phases: set[str] = set()
+    for est in _estimates():
+        terms.update(t.name for t in (*est.persistent, *est.host))
+        for phase in est.phases:
+            phases.add(phase.name)
+            terms.update(t.name for t in phase.transient)
+    return frozenset(terms), frozenset(phases)
+
+
+def _documented() -> set[str]:
+    # Every `code span` of the document; a name is documented when it appears as one, exactly.
+    return set(re.findall(r"`([^`\n]+)`", DOC.read_text()))
+
+
+def test_the_collected_names_are_many_and_include_the_rare_ones() -> None:
+    # Vacuity guard: if the cases stopped exercising the estimators, the documentation check would pass on nothing.
+    terms, phases = _emitted()
+    assert len(terms) >= 50, sorted(terms)
+    assert len(phases) >= 10, sorted(phases)
+    rare = {
+        "fsdp/root_unit", "fsdp/layer_units", "fsdp/unsharded_grads", "fsdp/head_grad", "loss/logits_grad",
+        "optimizer/lomo_gradient", "kv_cache/prefill_views", "zero/gathered_params", "qlora/dequantized_weight",
+        "activations/recomputed_layer", "activations/attention/scores", "ddp/buckets", "weights/all", "model_states", "model",
+    }
+    assert rare <= terms, sorted(rare - terms)
+    assert {"backward (layer)", "backward (head)", "decode step", "prefill (logits)"} <= phases, sorted(phases)
+
+
+def test_every_emitted_term_name_is_documented() -> None:
+    terms, _ = _emitted()
+    missing = sorted(terms - _documented())
+    assert not missing, f"term names missing from {DOC.name}: {missing}"
+
+
+def test_every_emitted_phase_name_is_documented() -> None:
+    _, phases = _emitted()
+    missing = sorted(phases - _documented())
+    assert not missing, f"phase names missing from {DOC.name}: {missing}"
+
+
+def _setup_keys(*argv: str) -> list[str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*argv, "--json"]) == 0
+    return list(json.loads(out.getvalue())["setup"])
+
+
+# Schema v1's flat `setup` object, key for key and in order. Regrouping the setup dataclasses must not move it:
+# a change here is a schema change (a new version and a changelog in docs/json-schema.md), not a refactor.
+INFER_SETUP_KEYS = [
+    "batch", "context", "new_tokens", "weight_format", "kv_dtype", "attention", "tp", "kv_block", "prefill_chunk",
+    "all_logits", "cuda_context_mib", "allocator_fraction", "gpu_utilization", "mode",
+]
+TRAIN_SETUP_KEYS = [
+    "batch", "seq", "grad_accum", "precision", "grad_dtype", "optimizer", "optimizer_impl", "peft", "lora_r",
+    "lora_targets", "lora_dropout", "freeze_layers", "recompute", "attention", "loss", "loss_chunk", "dp", "zero",
+    "fsdp", "fsdp_shard", "offload", "tp", "sp", "pp", "interleave", "cp", "ep", "reduce_bucket", "prefetch_bucket",
+    "cuda_context_mib", "allocator_fraction", "mode", "seed", "lora_fraction",
+]
+
+
+def test_json_setup_keys_are_schema_v1() -> None:
+    assert _setup_keys("infer", "llama-2-7b") == INFER_SETUP_KEYS
+    assert _setup_keys("infer", "7b", "--mode", "textbook") == INFER_SETUP_KEYS
+    assert _setup_keys("train", "llama-2-7b", "--dp", "2", "--zero", "3") == TRAIN_SETUP_KEYS
+    assert _setup_keys("train", "7b", "--mode", "textbook", "--seed", "000") == TRAIN_SETUP_KEYS
+
+
+def test_json_setup_keys_are_documented() -> None:
+    documented = _documented()
+    missing = sorted(set(INFER_SETUP_KEYS + TRAIN_SETUP_KEYS) - documented)
+    assert not missing, f"setup keys missing from {DOC.name}: {missing}"
