@@ -88,8 +88,9 @@ def test_readme_example_prints_what_the_readme_shows(command: str, expected: lis
 
 def test_the_matcher_catches_the_serve_drift() -> None:
     # The README once showed the first line below while the code printed the second: the matcher must tell them apart.
-    drifted = "serving: KV budget 56.34 GiB = 1,054,896 tokens of KV (57,344 B/token); 128 concurrent sequences of 8,192 tokens"
-    printed = "serving: KV budget 56.23 GiB = 1,052,848 tokens of KV (57,344 B/token); 128 concurrent sequences of 8,192 tokens"
+    rest = " tokens of KV (57,344 B/token); 128 concurrent sequences of 8,192 tokens"
+    drifted = "serving: KV budget 56.34 GiB = 1,054,896" + rest
+    printed = "serving: KV budget 56.23 GiB = 1,052,848" + rest
     output = f"title\n{printed}\n(units: 1 GiB = 2^30 bytes)\n"
     assert _matches(["...", printed, "..."], output)
     assert not _matches(["...", drifted, "..."], output)

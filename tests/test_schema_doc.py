@@ -118,7 +118,8 @@ def test_the_collected_names_are_many_and_include_the_rare_ones() -> None:
     rare = {
         "fsdp/root_unit", "fsdp/layer_units", "fsdp/unsharded_grads", "fsdp/head_grad", "loss/logits_grad",
         "optimizer/lomo_gradient", "kv_cache/prefill_views", "zero/gathered_params", "qlora/dequantized_weight",
-        "activations/recomputed_layer", "activations/attention/scores", "ddp/buckets", "weights/all", "model_states", "model",
+        "activations/recomputed_layer", "activations/attention/scores", "ddp/buckets", "weights/all", "model_states",
+        "model",
     }
     assert rare <= terms, sorted(rare - terms)
     assert {"backward (layer)", "backward (head)", "decode step", "prefill (logits)"} <= phases, sorted(phases)

@@ -51,7 +51,9 @@ CASES: dict[str, tuple[str, ...]] = {
         "train", "llama-2-70b", "--mode", "textbook", "--seed", "002", "--dp", "4", "--zero", "1",
         "--tp", "8", "--sp", "--pp", "2", "--grad-accum", "8", "--explain",
     ),
-    "fit_max_batch": ("fit", "llama-3-8b", "--gpu", "rtx-4090", "--peft", "lora", "--recompute", "full", "--max", "batch"),
+    "fit_max_batch": (
+        "fit", "llama-3-8b", "--gpu", "rtx-4090", "--peft", "lora", "--recompute", "full", "--max", "batch",
+    ),
     "fit_max_seq": ("fit", "llama-2-7b", "--gpu", "a100-80gb", "--peft", "lora", "--max", "seq"),
     "fit_infer_max_batch": ("fit", "llama-3-8b", "--gpu", "rtx-4090", "--infer", "--seq", "8192", "--max", "batch"),
     "fit_infer_max_seq": ("fit", "llama-2-7b", "--gpu", "l4", "--infer", "--max", "seq"),
