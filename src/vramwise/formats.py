@@ -2,7 +2,7 @@
 
 A format quantizes some tensors (usually the linear weights inside the layers) and leaves the rest in a
 high-precision dtype (embeddings, lm_head, norms, biases, MoE routers), as the real quantizers do.
-Sources for each layout are in ``FORMAT_SOURCES`` and in every term's ``--explain`` text.
+Each format names its source in ``StorageFormat.source``, which every weight term's ``--explain`` text cites.
 """
 
 from __future__ import annotations
