@@ -12,7 +12,11 @@ from vramwise.spec.adapters import spec_from_config
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import total_params
 
-SHARED = sorted(p.stem for p in SHARED_CONFIGS.glob("*.json")) if SHARED_CONFIGS.exists() else []
+# The shared configs stay outside the repository (their README asks not to copy them in): without them, one
+# named skip says what did not run, instead of pytest's anonymous "got empty parameter set".
+SHARED = sorted(p.stem for p in SHARED_CONFIGS.glob("*.json")) or [
+    pytest.param("absent", marks=pytest.mark.skip(reason=f"{SHARED_CONFIGS} absent: shared-config oracles not run"))
+]
 
 # At least one more config per adapter family, each exercising a key the shared configs leave at its default.
 _SMALL = {"vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4}
