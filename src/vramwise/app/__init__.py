@@ -11,75 +11,57 @@ fresh ``vramwise infer`` loads the inference estimator only.
 
 from __future__ import annotations
 
-from vramwise.app.fit import DEFAULT_TOP, MAX_TARGETS, FitRequest, FitResult, Question, fit
-from vramwise.app.listings import FormatRow, ModelRow, list_formats, list_gpus, list_models
-from vramwise.app.run import (
-    InferRequest,
-    InferResult,
-    StageResult,
-    TrainRequest,
-    TrainResult,
-    architecture,
-    infer,
-    train,
-)
-from vramwise.app.setups import (
-    INFER_FIELDS,
-    INFERENCE_ONLY,
-    TRAIN_FIELDS,
-    TRAINING_ONLY,
-    infer_default,
-    infer_setup,
-    train_default,
-    train_setup,
-)
-from vramwise.app.sweep import (
-    DEFAULT_AXIS,
-    SWEEP_AXES,
-    PlotData,
-    PlotRequest,
-    VerifyRequest,
-    VerifyResult,
-    default_points,
-    plot_data,
-    verify,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "DEFAULT_AXIS",
-    "DEFAULT_TOP",
-    "INFERENCE_ONLY",
-    "INFER_FIELDS",
-    "MAX_TARGETS",
-    "SWEEP_AXES",
-    "TRAINING_ONLY",
-    "TRAIN_FIELDS",
-    "FitRequest",
-    "FitResult",
-    "FormatRow",
-    "InferRequest",
-    "InferResult",
-    "ModelRow",
-    "PlotData",
-    "PlotRequest",
-    "Question",
-    "StageResult",
-    "TrainRequest",
-    "TrainResult",
-    "VerifyRequest",
-    "VerifyResult",
-    "architecture",
-    "default_points",
-    "fit",
-    "infer",
-    "infer_default",
-    "infer_setup",
-    "list_formats",
-    "list_gpus",
-    "list_models",
-    "plot_data",
-    "train",
-    "train_default",
-    "train_setup",
-    "verify",
-]
+# loaded on first use, so that importing one question does not import them all
+_EXPORTS = {
+    "DEFAULT_TOP": "vramwise.app.fitting",
+    "MAX_TARGETS": "vramwise.app.fitting",
+    "FitRequest": "vramwise.app.fitting",
+    "FitResult": "vramwise.app.fitting",
+    "Question": "vramwise.app.fitting",
+    "fit": "vramwise.app.fitting",
+    "list_formats": "vramwise.app.listings",
+    "list_gpus": "vramwise.app.listings",
+    "list_models": "vramwise.app.listings",
+    "InferRequest": "vramwise.app.run",
+    "InferResult": "vramwise.app.run",
+    "StageResult": "vramwise.app.run",
+    "TrainRequest": "vramwise.app.run",
+    "TrainResult": "vramwise.app.run",
+    "architecture": "vramwise.app.run",
+    "infer": "vramwise.app.run",
+    "train": "vramwise.app.run",
+    "INFER_FIELDS": "vramwise.app.setups",
+    "INFERENCE_ONLY": "vramwise.app.setups",
+    "TRAIN_FIELDS": "vramwise.app.setups",
+    "TRAINING_ONLY": "vramwise.app.setups",
+    "infer_default": "vramwise.app.setups",
+    "infer_setup": "vramwise.app.setups",
+    "train_default": "vramwise.app.setups",
+    "train_setup": "vramwise.app.setups",
+    "DEFAULT_AXIS": "vramwise.app.sweep",
+    "SWEEP_AXES": "vramwise.app.sweep",
+    "PlotData": "vramwise.app.sweep",
+    "PlotRequest": "vramwise.app.sweep",
+    "VerifyRequest": "vramwise.app.sweep",
+    "VerifyResult": "vramwise.app.sweep",
+    "default_points": "vramwise.app.sweep",
+    "plot_data": "vramwise.app.sweep",
+    "verify": "vramwise.app.sweep",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vramwise.app' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return [*globals(), *__all__]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vramwise.app.fit import FitRequest, Question, fit
+from vramwise.app.fitting import FitRequest, Question, fit
 from vramwise.cli.options import setup_values
 from vramwise.report.fit_out import render_answer, render_formats, render_layouts
 
