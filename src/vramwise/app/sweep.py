@@ -94,15 +94,17 @@ def plot_data(req: PlotRequest) -> PlotData:
         from vramwise.estimate.inference import estimate_inference
 
         base = infer_setup(req.options)
-        field_ = "context" if req.vs == "seq" else "batch"
         estimate_inference(model, base)
-        ests = tuple(estimate_inference(model, replace(base, **{field_: x})) for x in xs)
+        seq = req.vs == "seq"  # with --infer, the sequence is the context
+        ests = tuple(estimate_inference(model, replace(base, context=x) if seq else replace(base, batch=x)) for x in xs)
     else:
         from vramwise.estimate.train.training import estimate_stages, estimate_training
 
         train = train_setup(req.options)
         estimate_stages(model, train)
-        ests = tuple(estimate_training(model, replace(train, **{req.vs: x})) for x in xs)
+        ests = tuple(
+            estimate_training(model, replace(train, seq=x) if req.vs == "seq" else replace(train, batch=x)) for x in xs
+        )
     return PlotData(model=model, infer=req.infer, vs=req.vs, xs=xs, estimates=ests, gpu=gpu)
 
 
@@ -135,8 +137,9 @@ def verify(req: VerifyRequest) -> VerifyResult:
             raise InapplicableOptionError(
                 "--layers applies to training (the inference twin traces every layer)", field="layers"
             )
-        setup: InferSetup | TrainSetup = infer_setup(req.options)
-        comparison = verify_inference(req.model, model, setup)
+        inference = infer_setup(req.options)
+        setup: InferSetup | TrainSetup = inference
+        comparison = verify_inference(req.model, model, inference)
     else:
         setup = train_setup(req.options)
         comparison = verify_training(req.model, model, setup, layers=req.layers)
