@@ -1,6 +1,21 @@
 """One error hierarchy. The CLI turns any of these into a single line on stderr and exit status 2.
 
 Anything else that escapes is a bug and keeps its traceback.
+
+    VramwiseError                      anything the user can cause with their input
+    ├── ConfigError                    a config.json or catalog entry is missing, malformed or invalid
+    ├── UnknownModelError              not a catalog name, a path or a bare size
+    ├── UnsupportedArchitectureError   a model_type with no adapter
+    ├── InvalidWorkloadError           a setting out of range
+    │   └── InapplicableOptionError    an option given that cannot apply to the question asked
+    ├── InvalidLayoutError             a parallel layout that cannot be built
+    ├── UnknownGpuError                a GPU not in the catalog
+    ├── NeedsArchitectureError         a term needs the architecture, only a parameter count was given
+    ├── DoesNotFitError                fit: even the smallest setting exceeds the budget
+    └── VerifyUnsupportedError         verify: the twin cannot reproduce this setup here
+
+Every error may name the input ``field`` it is about and what is ``allowed`` there (a form can then mark the
+field); the message alone stays the one line the CLI prints.
 """
 
 from __future__ import annotations
@@ -8,6 +23,11 @@ from __future__ import annotations
 
 class VramwiseError(Exception):
     """Base of every error the user can cause with their input."""
+
+    def __init__(self, message: str = "", *, field: str | None = None, allowed: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field  # the input the error is about (an option name such as "kv_dtype"), when known
+        self.allowed = allowed  # what that input may be, in words, when known
 
 
 class ConfigError(VramwiseError):
@@ -26,6 +46,10 @@ class InvalidWorkloadError(VramwiseError):
     """A batch, context, dtype, format or other setting is out of range."""
 
 
+class InapplicableOptionError(InvalidWorkloadError):
+    """An option was given that cannot apply to the question asked (refused rather than silently ignored)."""
+
+
 class InvalidLayoutError(VramwiseError):
     """A parallel layout that cannot be built (tp not dividing heads, ...)."""
 
@@ -36,3 +60,11 @@ class UnknownGpuError(VramwiseError):
 
 class NeedsArchitectureError(VramwiseError):
     """A term needs the architecture but only a bare parameter count was given."""
+
+
+class DoesNotFitError(VramwiseError):
+    """Even the smallest setting exceeds the budget."""
+
+
+class VerifyUnsupportedError(VramwiseError):
+    """The twin cannot reproduce this setup on this machine."""

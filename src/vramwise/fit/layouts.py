@@ -57,7 +57,11 @@ class Rejected:
     tp: int
     pp: int
     smallest_peak: int
-    reason: str
+    smallest_label: str  # the layout of this family that reached smallest_peak
+
+    @property
+    def reason(self) -> str:
+        return f"even {self.smallest_label} needs more than the budget per GPU"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,7 +162,7 @@ def search_layouts(
                         tp=tp,
                         pp=pp,
                         smallest_peak=smallest[0],
-                        reason=f"even {smallest[1]} needs more than the budget per GPU",
+                        smallest_label=smallest[1],
                     )
                 )
     fitting.sort(key=lambda x: (-x.throughput, x.peak))

@@ -10,24 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from vramwise.errors import VramwiseError
+from vramwise.errors import DoesNotFitError, VramwiseError
 from vramwise.estimate.inference import estimate_inference, inference_peak
 from vramwise.estimate.serving import Capacity, serving_capacity
 from vramwise.estimate.term import Estimate
 from vramwise.estimate.train.training import estimate_training, training_peak
 from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
-from vramwise.units import fmt
+from vramwise.units import Unit, fmt
 from vramwise.workload import InferSetup, TrainSetup
 
 SEARCH_CAP = 1 << 22  # 4M: no batch, sequence or GPU count beyond this is a sensible answer
 
 # From the most to the least faithful to the checkpoint; the first that fits is the answer.
 FORMATS_BY_QUALITY = ("bf16", "fp8-e4m3", "int8", "q8_0", "q6_k", "q5_k_m", "awq-4bit-g128", "q4_k_m", "nf4", "q4_0")
-
-
-class DoesNotFitError(VramwiseError):
-    """Even the smallest setting exceeds the budget."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,11 +36,13 @@ class Answer:
     budget: int
 
 
-def _largest(peak: Callable[[int], int], budget: int, lo: int, what: str) -> tuple[int, bool]:
+def _largest(peak: Callable[[int], int], budget: int, lo: int, what: str, unit: Unit) -> tuple[int, bool]:
     """(largest n >= lo with peak(n) <= budget, whether n + 1 was within the search cap); peak non-decreasing."""
     first = peak(lo)
     if first > budget:
-        raise DoesNotFitError(f"{what} {lo} already needs {fmt(first)} > budget {fmt(budget)}: nothing to grow")
+        raise DoesNotFitError(
+            f"{what} {lo} already needs {fmt(first, unit)} > budget {fmt(budget, unit)}: nothing to grow"
+        )
     good, step = lo, lo
     bad = None
     while good < SEARCH_CAP:  # double until it no longer fits
@@ -61,7 +59,7 @@ def _largest(peak: Callable[[int], int], budget: int, lo: int, what: str) -> tup
     return good, True
 
 
-def max_train(spec: ModelSpec, setup: TrainSetup, budget: int, field: str) -> Answer:
+def max_train(spec: ModelSpec, setup: TrainSetup, budget: int, field: str, unit: Unit = "gib") -> Answer:
     """Largest micro-batch (``batch``) or sequence length (``seq``) whose training step fits ``budget``."""
     if field not in ("batch", "seq"):
         raise ValueError(field)
@@ -70,7 +68,7 @@ def max_train(spec: ModelSpec, setup: TrainSetup, budget: int, field: str) -> An
     def at(n: int) -> TrainSetup:
         return replace(setup, **{field: n * step})
 
-    n, beyond = _largest(lambda n: training_peak(spec, at(n)), budget, 1, f"training with {field}")
+    n, beyond = _largest(lambda n: training_peak(spec, at(n)), budget, 1, f"training with {field}", unit)
     return Answer(
         question=f"max {field}",
         value=n * step,
@@ -81,7 +79,7 @@ def max_train(spec: ModelSpec, setup: TrainSetup, budget: int, field: str) -> An
     )
 
 
-def max_infer(spec: ModelSpec, setup: InferSetup, budget: int, field: str) -> Answer:
+def max_infer(spec: ModelSpec, setup: InferSetup, budget: int, field: str, unit: Unit = "gib") -> Answer:
     """Largest batch (concurrent sequences) or context that fits ``budget`` for inference."""
     if field not in ("batch", "context"):
         raise ValueError(field)
@@ -89,7 +87,7 @@ def max_infer(spec: ModelSpec, setup: InferSetup, budget: int, field: str) -> An
     def at(n: int) -> InferSetup:
         return replace(setup, **{field: n})
 
-    n, beyond = _largest(lambda n: inference_peak(spec, at(n)), budget, 1, f"inference with {field}")
+    n, beyond = _largest(lambda n: inference_peak(spec, at(n)), budget, 1, f"inference with {field}", unit)
     return Answer(
         question=f"max {field}",
         value=n,
@@ -100,7 +98,7 @@ def max_infer(spec: ModelSpec, setup: InferSetup, budget: int, field: str) -> An
     )
 
 
-def min_gpus(spec: ModelSpec, setup: TrainSetup, budget: int) -> Answer:
+def min_gpus(spec: ModelSpec, setup: TrainSetup, budget: int, unit: Unit = "gib") -> Answer:
     """Fewest data-parallel GPUs for the training step under ZeRO-3 (or FSDP full shard when asked).
 
     One GPU means no sharding at all; from two on the states are partitioned, so memory falls as GPUs grow.
@@ -128,8 +126,8 @@ def min_gpus(spec: ModelSpec, setup: TrainSetup, budget: int) -> Answer:
         if hi > SEARCH_CAP:
             floor = at(SEARCH_CAP)
             raise DoesNotFitError(
-                f"no number of GPUs fits: even {SEARCH_CAP:,} ZeRO-3 GPUs need {fmt(floor.peak_bytes)} each "
-                f"(> {fmt(budget)}): the activations do not shrink with data parallelism; try --recompute full, "
+                f"no number of GPUs fits: even {SEARCH_CAP:,} ZeRO-3 GPUs need {fmt(floor.peak_bytes, unit)} each "
+                f"(> {fmt(budget, unit)}): the activations do not shrink with data parallelism; try --recompute full, "
                 "a smaller micro-batch, tp or pp"
             )
     while hi - lo > 1:
@@ -146,7 +144,9 @@ class FormatRow:
     capacity: Capacity | None
 
 
-def best_format(spec: ModelSpec, setup: InferSetup, budget: int, gpu_bytes: int) -> tuple[Answer, list[FormatRow]]:
+def best_format(
+    spec: ModelSpec, setup: InferSetup, budget: int, gpu_bytes: int, unit: Unit = "gib"
+) -> tuple[Answer, list[FormatRow]]:
     """The most faithful weight format whose inference fits, and every candidate with its serving capacity."""
     rows = []
     for name in FORMATS_BY_QUALITY:
@@ -162,8 +162,8 @@ def best_format(spec: ModelSpec, setup: InferSetup, budget: int, gpu_bytes: int)
     if best is None:
         smallest = min(rows, key=lambda r: r.estimate.peak_bytes)
         raise DoesNotFitError(
-            f"no weight format fits {fmt(budget)}: the smallest, {smallest.format}, needs "
-            f"{fmt(smallest.estimate.peak_bytes)}; use tensor parallelism (--tp) or a shorter context"
+            f"no weight format fits {fmt(budget, unit)}: the smallest, {smallest.format}, needs "
+            f"{fmt(smallest.estimate.peak_bytes, unit)}; use tensor parallelism (--tp) or a shorter context"
         )
     beyond = rows[best - 1] if best > 0 else None
     answer = Answer(

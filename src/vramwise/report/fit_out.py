@@ -5,11 +5,7 @@ from __future__ import annotations
 from vramwise.catalog import Gpu
 from vramwise.fit.layouts import Layout, Rejected
 from vramwise.fit.solve import Answer, FormatRow
-from vramwise.units import Unit, fmt, unit_label
-
-
-def _units(unit: Unit) -> str:
-    return f"(units: 1 {unit_label(unit)} = {'2^30' if unit == 'gib' else '10^9'} bytes)"
+from vramwise.units import Unit, fmt, footer
 
 
 def render_answer(a: Answer, gpu: Gpu, unit: Unit = "gib") -> str:
@@ -24,7 +20,7 @@ def render_answer(a: Answer, gpu: Gpu, unit: Unit = "gib") -> str:
         lines.append(f"  at {a.next_value}: {fmt(a.beyond.peak_bytes, unit)}, over by {fmt(over, unit)} ({over:,} B)")
     else:
         lines.append("  nothing beyond it to compare (the search cap or the last option)")
-    lines.append(_units(unit))
+    lines.append(footer(unit))
     return "\n".join(lines)
 
 
@@ -52,5 +48,5 @@ def render_layouts(
     if not fitting:
         lines.append("nothing fits: see the smallest peaks above; try a smaller micro-batch, offload or more GPUs")
     lines.append("throughput proxy: recompute x0.75, tp x0.92 per doubling in a node, bubble m/(m+p-1), ZeRO-3 x0.9")
-    lines.append(_units(unit))
+    lines.append(footer(unit))
     return "\n".join(lines)

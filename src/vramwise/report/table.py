@@ -5,7 +5,7 @@ from __future__ import annotations
 from vramwise.estimate.serving import Capacity
 from vramwise.estimate.term import Estimate
 from vramwise.report.verdict import Verdict
-from vramwise.units import Unit, fmt, to_unit, unit_label
+from vramwise.units import Unit, fmt, footer, to_unit, unit_label
 
 
 def render_table(
@@ -56,5 +56,5 @@ def render_table(
         if explain:
             lines.append(f"    = {capacity.budget.formula}")
             lines.append(f"    source: {capacity.budget.source}")
-    lines.append(f"(units: 1 {label} = {'2^30' if unit == 'gib' else '10^9'} bytes)")
+    lines.append(footer(unit))
     return "\n".join(lines)

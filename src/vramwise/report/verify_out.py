@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vramwise.units import Unit, fmt, to_unit, unit_label
+from vramwise.units import Unit, fmt, footer, to_unit, unit_label
 from vramwise.verify.twin import Comparison
 
 
@@ -34,7 +34,7 @@ def render_comparison(c: Comparison, *, title: str, unit: Unit = "gib") -> str:
         f"not measurable on a CPU: CUDA context and allocator reserve, {fmt(c.overheads, unit)} in the estimate "
         f"(left out above); trace took {c.seconds:.1f} s"
     )
-    lines.append(f"(units: 1 {label} = {'2^30' if unit == 'gib' else '10^9'} bytes)")
+    lines.append(footer(unit))
     return "\n".join(lines)
 
 

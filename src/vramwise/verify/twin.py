@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vramwise.catalog import models
-from vramwise.errors import VramwiseError
+from vramwise.errors import VerifyUnsupportedError
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.term import Estimate
 from vramwise.estimate.train.training import estimate_training
@@ -33,10 +33,6 @@ SEMANTICS = (
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 _TRACE_OPTIMIZERS = ("adamw", "adam", "sgd", "sgd-momentum")
 _TRACE_PRECISIONS = ("fp32", "bf16", "amp", "bf16-mixed", "fp16-mixed")
-
-
-class VerifyUnsupportedError(VramwiseError):
-    """The twin cannot reproduce this setup on this machine."""
 
 
 @dataclass(frozen=True, kw_only=True)

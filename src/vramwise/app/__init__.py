@@ -1,0 +1,67 @@
+"""The application layer: one function per question, a request in and a result out, for every front end.
+
+The CLI (``vramwise.cli``) and a later web page both call these; they parse input and render results, and
+hold no rules of their own. Option values travel as a mapping from option name to value (``None`` or absent:
+not given, so the setup's own default applies); a question refuses, in one line, an option that cannot apply
+to it. Every error raised here is a ``VramwiseError``.
+
+Heavy parts (training, fit, verify, plotting) are imported inside the functions that need them, so that a
+fresh ``vramwise infer`` loads the inference estimator only.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# loaded on first use, so that importing one question does not import them all
+_EXPORTS = {
+    "DEFAULT_TOP": "vramwise.app.fitting",
+    "MAX_TARGETS": "vramwise.app.fitting",
+    "FitRequest": "vramwise.app.fitting",
+    "FitResult": "vramwise.app.fitting",
+    "Question": "vramwise.app.fitting",
+    "fit": "vramwise.app.fitting",
+    "list_formats": "vramwise.app.listings",
+    "list_gpus": "vramwise.app.listings",
+    "list_models": "vramwise.app.listings",
+    "InferRequest": "vramwise.app.run",
+    "InferResult": "vramwise.app.run",
+    "StageResult": "vramwise.app.run",
+    "TrainRequest": "vramwise.app.run",
+    "TrainResult": "vramwise.app.run",
+    "architecture": "vramwise.app.run",
+    "infer": "vramwise.app.run",
+    "train": "vramwise.app.run",
+    "INFER_FIELDS": "vramwise.app.setups",
+    "INFERENCE_ONLY": "vramwise.app.setups",
+    "TRAIN_FIELDS": "vramwise.app.setups",
+    "TRAINING_ONLY": "vramwise.app.setups",
+    "infer_default": "vramwise.app.setups",
+    "infer_setup": "vramwise.app.setups",
+    "train_default": "vramwise.app.setups",
+    "train_setup": "vramwise.app.setups",
+    "DEFAULT_AXIS": "vramwise.app.sweep",
+    "SWEEP_AXES": "vramwise.app.sweep",
+    "PlotData": "vramwise.app.sweep",
+    "PlotRequest": "vramwise.app.sweep",
+    "VerifyRequest": "vramwise.app.sweep",
+    "VerifyResult": "vramwise.app.sweep",
+    "default_points": "vramwise.app.sweep",
+    "plot_data": "vramwise.app.sweep",
+    "verify": "vramwise.app.sweep",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vramwise.app' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return [*globals(), *__all__]

@@ -1,0 +1,175 @@
+"""The inverse questions of ``fit``: the largest batch or context, the fewest GPUs, the best format, the layouts.
+
+When the target cannot fit, the error says so in one line and adds advice: the smallest setup that does fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from vramwise.app.run import architecture
+from vramwise.app.setups import INFERENCE_ONLY, TRAINING_ONLY, infer_setup, refuse, train_setup
+from vramwise.catalog import Gpu, get_gpu
+from vramwise.errors import DoesNotFitError, InapplicableOptionError, InvalidWorkloadError
+from vramwise.units import Unit, fmt
+
+if TYPE_CHECKING:
+    from vramwise.fit.layouts import Search
+    from vramwise.fit.solve import Answer, FormatRow
+    from vramwise.spec.model import ModelSpec
+    from vramwise.workload import InferSetup, TrainSetup
+
+DEFAULT_TOP = 10  # --layouts: how many layouts to show
+
+
+class Question(StrEnum):
+    MAX = "max"  # the largest target (batch, seq or context)
+    MIN_GPUS = "min_gpus"  # training: the fewest data-parallel GPUs under ZeRO-3 or FSDP
+    BEST_FORMAT = "best_format"  # inference: the most faithful weight format
+    LAYOUTS = "layouts"  # training: every parallel layout of N GPUs, ranked
+
+
+MAX_TARGETS = ("batch", "seq", "context")  # context: inference only; seq with --infer means the context
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitRequest:
+    model: str
+    gpu: str  # the GPU whose memory is the budget
+    question: Question
+    target: str | None = None  # MAX: one of MAX_TARGETS
+    gpus: int | None = None  # LAYOUTS: the GPU count
+    infer: bool = False  # inference instead of training
+    options: Mapping[str, Any] = field(default_factory=dict)  # the setup's options by name
+    top: int | None = None  # LAYOUTS: how many to show (None: DEFAULT_TOP)
+    max_batch: int | None = None  # LAYOUTS: try every micro-batch from 1 to this (None: the setup's batch)
+    unit: Unit = "gib"  # of the numbers in error messages
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitResult:
+    question: Question
+    gpu: Gpu
+    answer: Answer | None = None  # MAX, MIN_GPUS, BEST_FORMAT
+    formats: tuple[FormatRow, ...] = ()  # BEST_FORMAT: every candidate, most faithful first
+    layouts: Search | None = None  # LAYOUTS
+    gpus: int | None = None  # LAYOUTS: the GPU count
+    top: int = DEFAULT_TOP  # LAYOUTS: how many to show
+
+
+def fit(req: FitRequest) -> FitResult:
+    """Answer one fit question, or raise DoesNotFitError with the smallest setup that does fit."""
+    _check(req)
+    model = architecture(req.model, "fit")
+    gpu = get_gpu(req.gpu)
+    budget = gpu.memory_bytes
+    if req.infer:
+        return _fit_inference(req, model, gpu, infer_setup(req.options))
+    setup = train_setup(req.options)
+    if req.question is Question.LAYOUTS:
+        return _layouts(req, model, gpu, setup)
+    from vramwise.fit.solve import max_train, min_gpus
+
+    if req.question is Question.MIN_GPUS:
+        return FitResult(question=req.question, gpu=gpu, answer=min_gpus(model, setup, budget, req.unit))
+    try:
+        answer = max_train(model, setup, budget, str(req.target), req.unit)
+    except DoesNotFitError as err:
+        raise DoesNotFitError(f"{err}; {smallest_that_fits(model, setup, budget)}") from None
+    return FitResult(question=req.question, gpu=gpu, answer=answer)
+
+
+def _check(req: FitRequest) -> None:
+    """The cross-option rules: which question takes which options."""
+    if req.options.get("mode") not in (None, "accurate"):
+        raise InapplicableOptionError("fit answers in accurate mode only: drop --mode textbook", field="mode")
+    refuse(req.options, ("seed", "lora_fraction"), "applies to --mode textbook (the seeds' formulas)")
+    if req.infer:
+        refuse(req.options, TRAINING_ONLY, "is a training option: drop it, or drop --infer")
+        if req.question is not Question.BEST_FORMAT:
+            refuse(req.options, ("gpu_util",), "applies to --best-format (its serving-capacity column)")
+    else:
+        refuse(req.options, INFERENCE_ONLY, "is an inference option: add --infer")
+    if req.question is not Question.LAYOUTS:
+        refuse({"top": req.top, "max_batch": req.max_batch}, ("top", "max_batch"), "applies to --layouts")
+    if req.question is Question.MAX and req.target not in MAX_TARGETS:
+        raise InvalidWorkloadError(
+            f"max '{req.target}' is not allowed; allowed: {', '.join(MAX_TARGETS)}",
+            field="max",
+            allowed=", ".join(MAX_TARGETS),
+        )
+    if req.question is Question.MAX and req.target == "context" and not req.infer:
+        raise InapplicableOptionError(
+            "--max context is an inference question: add --infer (training: --max seq)", field="max"
+        )
+    if req.question is Question.BEST_FORMAT and not req.infer:
+        raise InapplicableOptionError("--best-format is an inference question: add --infer", field="best_format")
+    if req.question is Question.LAYOUTS and req.infer:
+        raise InapplicableOptionError("--layouts ranks training layouts: drop --infer", field="layouts")
+    if req.question is Question.MIN_GPUS and req.infer:
+        raise InapplicableOptionError("--min-gpus is a training question: drop --infer", field="min_gpus")
+
+
+def _fit_inference(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: InferSetup) -> FitResult:
+    from vramwise.fit.solve import best_format, max_infer
+
+    budget = gpu.memory_bytes
+    if req.question is Question.BEST_FORMAT:
+        answer, rows = best_format(model, setup, budget, gpu.memory_bytes, req.unit)
+        return FitResult(question=req.question, gpu=gpu, answer=answer, formats=tuple(rows))
+    target = "batch" if req.target == "batch" else "context"
+    try:
+        answer = max_infer(model, setup, budget, target, req.unit)
+    except DoesNotFitError as err:
+        raise DoesNotFitError(f"{err}; {smallest_format(model, setup, budget, req.unit)}") from None
+    return FitResult(question=req.question, gpu=gpu, answer=answer)
+
+
+def _layouts(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: TrainSetup) -> FitResult:
+    from vramwise.fit.layouts import search_layouts
+
+    gpus = int(req.gpus or 0)
+    if gpus < 1:
+        raise InvalidWorkloadError(f"layouts must be a positive GPU count, got {req.gpus}", field="layouts")
+    top = req.max_batch or setup.batch
+    if top < 1:
+        raise InvalidWorkloadError(f"max_batch must be a positive integer, got {top}", field="max_batch")
+    batches = tuple(range(1, top + 1)) if req.max_batch else (setup.batch,)
+    found = search_layouts(model, setup, gpus, gpu.memory_bytes, batches=batches)
+    if not found.fitting:
+        best = min(found.rejected, key=lambda r: r.smallest_peak, default=None)
+        fewest = smallest_that_fits(model, setup, gpu.memory_bytes)
+        floor = (
+            f"the smallest peak is {fmt(best.smallest_peak, req.unit)} ({best.smallest_label} needs more than the "
+            "budget per GPU)"
+            if best
+            else ""
+        )
+        raise DoesNotFitError(f"no layout of {gpus} x {gpu.name} fits: {floor}; {fewest}")
+    top_shown = DEFAULT_TOP if req.top is None else req.top
+    return FitResult(question=req.question, gpu=gpu, layouts=found, gpus=gpus, top=top_shown)
+
+
+def smallest_that_fits(model: ModelSpec, setup: TrainSetup, budget: int) -> str:
+    """Advice: the fewest ZeRO-3 GPUs with full recompute and micro-batch 1, or why none does."""
+    from vramwise.fit.solve import min_gpus
+
+    try:
+        answer = min_gpus(model, replace(setup, batch=1, recompute="full"), budget)
+    except DoesNotFitError:
+        return "no data-parallel count fits either, even with full recompute and micro-batch 1"
+    return f"smallest that fits: --batch 1 --recompute full --dp {answer.value} --zero 3"
+
+
+def smallest_format(model: ModelSpec, setup: InferSetup, budget: int, unit: Unit = "gib") -> str:
+    """Advice: the most faithful format that fits at batch 1, or why none does."""
+    from vramwise.fit.solve import best_format
+
+    try:
+        answer, _ = best_format(model, replace(setup, batch=1), budget, budget, unit)
+    except DoesNotFitError as err:
+        return str(err)
+    return f"smallest that fits: batch 1 with --format {answer.value}"

@@ -1,0 +1,146 @@
+"""``plot`` and ``verify``: a sweep of estimates to draw, and an estimate beside a traced run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from vramwise.app.setups import INFERENCE_ONLY, TRAINING_ONLY, infer_setup, refuse, train_setup
+from vramwise.catalog import Gpu, get_gpu
+from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
+from vramwise.spec.load import resolve_model
+
+if TYPE_CHECKING:
+    from vramwise.estimate.term import Estimate
+    from vramwise.spec.load import Model
+    from vramwise.spec.model import ModelSpec
+    from vramwise.verify.twin import Comparison
+    from vramwise.workload import InferSetup, TrainSetup
+
+SWEEP_AXES = ("seq", "batch")
+DEFAULT_AXIS = "seq"
+
+
+def default_points(vs: str) -> tuple[int, ...]:
+    """Seven powers of two: sequences from 512 to 32768 tokens, batches from 1 to 64."""
+    return tuple(512 * 2**k for k in range(7)) if vs == "seq" else tuple(2**k for k in range(7))
+
+
+def _accurate_only(options: Mapping[str, Any], command: str) -> None:
+    if options.get("mode") not in (None, "accurate"):
+        raise InapplicableOptionError(f"{command} uses accurate mode only: drop --mode textbook", field="mode")
+    refuse(options, ("seed", "lora_fraction"), "applies to --mode textbook (the seeds' formulas)")
+
+
+def _modes(options: Mapping[str, Any], infer: bool) -> None:
+    """Options of the other mode (training vs inference) cannot apply: refused, not ignored."""
+    if infer:
+        refuse(options, TRAINING_ONLY, "is a training option: drop it, or drop --infer")
+    else:
+        refuse(options, INFERENCE_ONLY, "is an inference option: add --infer")
+    refuse(options, ("gpu_util",), "applies to serving capacity (infer --serve, fit --best-format)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlotRequest:
+    model: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    infer: bool = False
+    vs: str = DEFAULT_AXIS  # the x axis: seq (the context with infer) or batch
+    points: str | Sequence[int] = ()  # x values, or comma-separated text; empty: default_points(vs)
+    gpu: str | None = None  # draw this GPU's capacity line
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlotData:
+    model: ModelSpec
+    infer: bool
+    vs: str
+    xs: tuple[int, ...]
+    estimates: tuple[Estimate, ...]  # one per x
+    gpu: Gpu | None
+
+
+def _points(points: str | Sequence[int], vs: str) -> tuple[int, ...]:
+    if isinstance(points, str):
+        try:
+            xs = [int(x) for x in points.split(",") if x.strip()]
+        except ValueError:
+            raise InvalidWorkloadError(
+                f"points must be comma-separated integers, got '{points}'", field="points"
+            ) from None
+    else:
+        xs = list(points)
+    if not xs:
+        xs = list(default_points(vs))
+    if any(x <= 0 for x in xs):
+        raise InvalidWorkloadError(f"points must be positive, got {xs}", field="points")
+    return tuple(xs)
+
+
+def plot_data(req: PlotRequest) -> PlotData:
+    """The estimate at every x of the sweep (bad input fails here, in one line, before any drawing)."""
+    from vramwise.app.run import architecture
+
+    _accurate_only(req.options, "plot")
+    _modes(req.options, req.infer)
+    if req.vs not in SWEEP_AXES:
+        raise InvalidWorkloadError(f"vs '{req.vs}' is not allowed; allowed: {', '.join(SWEEP_AXES)}", field="vs")
+    model = architecture(req.model, "plot")
+    xs = _points(req.points, req.vs)
+    gpu = get_gpu(req.gpu) if req.gpu else None
+    if req.infer:
+        from vramwise.estimate.inference import estimate_inference
+
+        base = infer_setup(req.options)
+        estimate_inference(model, base)
+        seq = req.vs == "seq"  # with --infer, the sequence is the context
+        ests = tuple(estimate_inference(model, replace(base, context=x) if seq else replace(base, batch=x)) for x in xs)
+    else:
+        from vramwise.estimate.train.training import estimate_stages, estimate_training
+
+        train = train_setup(req.options)
+        estimate_stages(model, train)
+        ests = tuple(
+            estimate_training(model, replace(train, seq=x) if req.vs == "seq" else replace(train, batch=x)) for x in xs
+        )
+    return PlotData(model=model, infer=req.infer, vs=req.vs, xs=xs, estimates=ests, gpu=gpu)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyRequest:
+    model: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    infer: bool = False
+    layers: int | None = None  # training: trace N and N+1 layers and extrapolate
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyResult:
+    model: Model
+    setup: InferSetup | TrainSetup
+    comparison: Comparison
+
+
+def verify(req: VerifyRequest) -> VerifyResult:
+    """Trace the real model (the verify extra) and put the measurement beside the estimate."""
+    from vramwise.verify.twin import verify_inference, verify_training
+
+    _accurate_only(req.options, "verify")
+    _modes(req.options, req.infer)
+    model = resolve_model(req.model)
+    if req.layers is not None and req.layers < 1:
+        raise InvalidWorkloadError(f"layers must be a positive integer, got {req.layers}", field="layers")
+    if req.infer:
+        if req.layers is not None:
+            raise InapplicableOptionError(
+                "--layers applies to training (the inference twin traces every layer)", field="layers"
+            )
+        inference = infer_setup(req.options)
+        setup: InferSetup | TrainSetup = inference
+        comparison = verify_inference(req.model, model, inference)
+    else:
+        setup = train_setup(req.options)
+        comparison = verify_training(req.model, model, setup, layers=req.layers)
+    return VerifyResult(model=model, setup=setup, comparison=comparison)

@@ -1,0 +1,275 @@
+"""The one option table of the command line: every option once, with its flags, type, help and commands.
+
+argparse is built from it (``build_parser``), the tests read it (every option of ``infer`` is accepted by
+``fit``, ``plot`` and ``verify``), and a later web form can be too. Defaults are not written here: a setup
+option's default is its field's in ``workload.py`` (the help text reads it from there), a question's is the
+application layer's; argparse leaves every option it did not see as None, which means "not given".
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, NoReturn
+
+from vramwise.app.fitting import DEFAULT_TOP, MAX_TARGETS
+from vramwise.app.setups import infer_default, train_default
+from vramwise.app.sweep import DEFAULT_AXIS, SWEEP_AXES
+from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION, DEFAULT_CUDA_CONTEXT_MIB
+from vramwise.estimate.serving import DEFAULT_MAX_BATCHED_TOKENS
+from vramwise.units import DEFAULT_UNIT, UNITS
+from vramwise.workload import (
+    ATTENTION_IMPLS,
+    FSDP_MODES,
+    GRAD_DTYPES,
+    KV_DTYPES,
+    LOSS_IMPLS,
+    OFFLOAD,
+    OPTIMIZER_IMPLS,
+    OPTIMIZERS,
+    PEFT_METHODS,
+    PRECISIONS,
+    RECOMPUTE,
+)
+
+
+class Group(Enum):
+    SETUP = "setup"  # a field of InferSetup or TrainSetup: goes to the application as an option value
+    QUESTION = "question"  # what to ask (--gpu, --serve, --max, ...): a field of the request
+    OUTPUT = "output"  # how to show the answer (--json, --units, ...): the renderer's
+
+
+INFER, TRAIN, FIT, PLOT, VERIFY = "infer", "train", "fit", "plot", "verify"
+MODELS, GPUS, FORMATS = "models", "gpus", "formats"
+COMMANDS = {  # in the order `vramwise --help` lists them
+    INFER: "memory to serve or generate with a model",
+    TRAIN: "memory to train or fine-tune a model, per GPU",
+    VERIFY: "trace the real transformers model and compare with the estimate",
+    FIT: "what fits a GPU: largest batch or context, fewest GPUs, best format, layouts",
+    PLOT: "chart memory against sequence length or batch (needs the plot extra)",
+    MODELS: "list the built-in model catalog",
+    GPUS: "list the built-in GPU catalog",
+    FORMATS: "list weight storage formats",
+}
+WRAPPERS = (FIT, PLOT, VERIFY)  # each takes every setup option of infer (with --infer) and of train
+INF = (INFER, *WRAPPERS)
+TRN = (TRAIN, *WRAPPERS)
+BOTH = (INFER, TRAIN, *WRAPPERS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Option:
+    name: str  # the key of its value (argparse dest, app option name)
+    flags: tuple[str, ...]  # a positional argument has one flag without dashes
+    help: str
+    commands: tuple[str, ...]
+    group: Group = Group.SETUP
+    type: Callable[[str], Any] | None = None  # None: a switch (present or not)
+    choices: tuple[str, ...] | None = None  # checked by argparse (setup choices are checked by the setup)
+    default: Any = None  # None: not given; only output options have one here
+    short_in: tuple[str, ...] | None = None  # the commands where the one-letter flag applies (None: all)
+    help_in: Mapping[str, str] = field(default_factory=dict)  # a command's own help text
+    exclusive: str | None = None  # a required one-of group of the command
+    metavar: str | None = None
+    required_in: tuple[str, ...] = ()  # the commands that cannot do without it
+
+    def flags_in(self, command: str) -> tuple[str, ...]:
+        if self.short_in is None or command in self.short_in:
+            return self.flags
+        return tuple(f for f in self.flags if f.startswith("--"))
+
+
+def _one_of(names: tuple[str, ...]) -> str:
+    return ", ".join(names)
+
+
+_MODEL_HELP = "catalog name (see `vramwise models`), path to a config.json, or a size like 14b"
+_ARCH_HELP = "catalog name (see `vramwise models`) or path to a config.json"
+
+OPTIONS: tuple[Option, ...] = (
+    Option(name="model", flags=("model",), group=Group.QUESTION, commands=(INFER, TRAIN, VERIFY, FIT, PLOT),
+           help=_MODEL_HELP, help_in={FIT: _ARCH_HELP, PLOT: _ARCH_HELP, VERIFY: _ARCH_HELP}),
+    # --- the workload: both setups
+    Option(name="batch", flags=("-b", "--batch"), type=int, commands=BOTH,
+           help=f"sequences in the batch; training: the micro-batch per data-parallel GPU "
+                f"(default {infer_default('batch')})"),
+    Option(name="context", flags=("-s", "--context"), type=int, commands=INF, short_in=(INFER,),
+           help=f"prompt tokens per sequence (default {infer_default('context')})"),
+    Option(name="seq", flags=("-s", "--seq"), type=int, commands=TRN,
+           help=f"tokens per sequence (default {train_default('seq')}); with --infer, the context (same as --context)"),
+    Option(name="new_tokens", flags=("-n", "--new-tokens"), type=int, commands=INF,
+           help=f"generated tokens per sequence (default {infer_default('new_tokens')})"),
+    Option(name="format", flags=("-f", "--format"), type=str, commands=INF,
+           help="weight format (see `vramwise formats`; default: the checkpoint's)",
+           help_in={VERIFY: "weight format: fp32, fp16 or bf16 (default: the checkpoint's)"}),
+    Option(name="kv_dtype", flags=("--kv-dtype",), type=str, commands=INF,
+           help=f"KV cache dtype: {_one_of(KV_DTYPES)} (default {infer_default('kv_dtype')}: the compute dtype)"),
+    Option(name="attention", flags=("--attention",), type=str, commands=BOTH,
+           help=f"attention implementation: {_one_of(ATTENTION_IMPLS)} (default {infer_default('attention')})"),
+    Option(name="tp", flags=("--tp",), type=int, commands=BOTH,
+           help=f"tensor-parallel GPUs (default {infer_default('tp')})"),
+    Option(name="kv_block", flags=("--kv-block",), type=int, commands=INF,
+           help=f"paged KV block in tokens (default {infer_default('kv_block')}; 1 = contiguous)"),
+    Option(name="prefill_chunk", flags=("--prefill-chunk",), type=int, commands=INF,
+           help="tokens per prefill forward (chunked prefill; default: the whole prompt)"),
+    Option(name="all_logits", flags=("--all-logits",), commands=INF,
+           help="logits for every position (a plain forward; default: the last, as generate)"),
+    Option(name="gpu_util", flags=("--gpu-util",), type=float, commands=INF,
+           help=f"fraction of the GPU for --serve and fit --best-format (default {infer_default('gpu_util')})"),
+    # --- training only
+    Option(name="grad_accum", flags=("--grad-accum",), type=int, commands=TRN,
+           help=f"micro-batches per step (pipeline micro-batches; default {train_default('grad_accum')})"),
+    Option(name="precision", flags=("--precision",), type=str, commands=TRN,
+           help=f"{_one_of(PRECISIONS)} (default {train_default('precision')})"),
+    Option(name="grad_dtype", flags=("--grad-dtype",), type=str, commands=TRN,
+           help=f"mixed recipes: {_one_of(GRAD_DTYPES)}; auto/half as DeepSpeed, fp32 as Megatron "
+                f"(default {train_default('grad_dtype')})"),
+    Option(name="optimizer", flags=("--optimizer",), type=str, commands=TRN,
+           help=f"{_one_of(OPTIMIZERS)} (default {train_default('optimizer')})"),
+    Option(name="optimizer_impl", flags=("--optimizer-impl",), type=str, commands=TRN,
+           help=f"{_one_of(OPTIMIZER_IMPLS)} (default {train_default('optimizer_impl')}: fused for *-mixed)"),
+    Option(name="peft", flags=("--peft",), type=str, commands=TRN,
+           help=f"{_one_of(PEFT_METHODS)} (default {train_default('peft')}: full fine-tuning)"),
+    Option(name="lora_r", flags=("--lora-r",), type=int, commands=TRN,
+           help=f"LoRA rank (default {train_default('lora_r')})"),
+    Option(name="lora_targets", flags=("--lora-targets",), type=str, commands=TRN,
+           help="comma-separated peft module names or all-linear (default: peft's)"),
+    Option(name="lora_dropout", flags=("--lora-dropout",), type=float, commands=TRN,
+           help=f"LoRA dropout (default {train_default('lora_dropout'):g})"),
+    Option(name="freeze_layers", flags=("--freeze-layers",), type=int, commands=TRN,
+           help=f"freeze the embeddings and the first N layers (default {train_default('freeze_layers')})"),
+    Option(name="recompute", flags=("--recompute",), type=str, commands=TRN,
+           help=f"activation recompute: {_one_of(RECOMPUTE)} (default {train_default('recompute')})"),
+    Option(name="loss", flags=("--loss",), type=str, commands=TRN,
+           help=f"{_one_of(LOSS_IMPLS)}: full cross entropy, or chunked (fused linear cross entropy) "
+                f"(default {train_default('loss')})"),
+    Option(name="loss_chunk", flags=("--loss-chunk",), type=int, commands=TRN,
+           help=f"tokens per chunk for --loss chunked (default {train_default('loss_chunk')})"),
+    Option(name="dp", flags=("--dp",), type=int, commands=TRN,
+           help=f"data-parallel GPUs (default {train_default('dp')})"),
+    Option(name="zero", flags=("--zero",), type=int, commands=TRN,
+           help=f"DeepSpeed ZeRO stage 0-3 (default {train_default('zero')})"),
+    Option(name="fsdp", flags=("--fsdp",), type=str, commands=TRN,
+           help=f"FSDP sharding: {_one_of(FSDP_MODES)} (default {train_default('fsdp')})"),
+    Option(name="fsdp_shard", flags=("--fsdp-shard",), type=int, commands=TRN,
+           help="GPUs per shard group for --fsdp hybrid (default: dp)"),
+    Option(name="offload", flags=("--offload",), type=str, commands=TRN,
+           help=f"offload to host RAM: {_one_of(OFFLOAD)} (default {train_default('offload')})"),
+    Option(name="sp", flags=("--sp",), commands=TRN, help="sequence parallelism inside the tensor-parallel group"),
+    Option(name="pp", flags=("--pp",), type=int, commands=TRN,
+           help=f"pipeline stages (default {train_default('pp')})"),
+    Option(name="interleave", flags=("--interleave",), type=int, commands=TRN,
+           help=f"virtual pipeline stages per GPU (default {train_default('interleave')})"),
+    Option(name="cp", flags=("--cp",), type=int, commands=TRN,
+           help=f"context-parallel GPUs (default {train_default('cp')})"),
+    Option(name="ep", flags=("--ep",), type=int, commands=TRN,
+           help=f"expert-parallel GPUs (default {train_default('ep')})"),
+    # --- both setups: overheads and mode
+    Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
+           help=f"CUDA context and workspaces in MiB (default {DEFAULT_CUDA_CONTEXT_MIB})"),
+    Option(name="allocator_fraction", flags=("--allocator-fraction",), type=float, commands=BOTH,
+           help=f"allocator reserve as a fraction (default {DEFAULT_ALLOCATOR_FRACTION})"),
+    Option(name="mode", flags=("--mode",), type=str, commands=BOTH,
+           help=f"accurate (default {infer_default('mode')}) or textbook (the seeds' formulas; infer and train)"),
+    Option(name="seed", flags=("--seed",), type=str, commands=TRN,
+           help=f"textbook mode: seed 000 (one GPU, LoRA) or 002 (ZeRO, TP, PP) (default {train_default('seed')})"),
+    Option(name="lora_fraction", flags=("--lora-fraction",), type=float, commands=TRN,
+           help=f"textbook seed 000: LoRA share of Φ (default {train_default('lora_fraction')})"),
+    # --- the question
+    Option(name="infer", flags=("--infer",), group=Group.QUESTION, commands=WRAPPERS,
+           help="inference instead of training (--context, or --seq, is the context)"),
+    Option(name="gpu", flags=("--gpu",), type=str, group=Group.QUESTION, commands=(INFER, TRAIN, FIT, PLOT),
+           required_in=(FIT,),
+           help="GPU to check the fit against (see `vramwise gpus`)",
+           help_in={FIT: "the GPU whose memory is the budget (see `vramwise gpus`)",
+                    PLOT: "draw this GPU's capacity line"}),
+    Option(name="serve", flags=("--serve",), group=Group.QUESTION, commands=(INFER,),
+           help="serving capacity on --gpu (vLLM's budget rule)"),
+    Option(name="max_batched_tokens", flags=("--max-batched-tokens",), type=int, group=Group.QUESTION,
+           commands=(INFER,), help=f"vLLM profiling tokens for --serve (default {DEFAULT_MAX_BATCHED_TOKENS})"),
+    Option(name="per_stage", flags=("--per-stage",), group=Group.QUESTION, commands=(TRAIN,),
+           help="show every pipeline stage, not only the worst"),
+    Option(name="max", flags=("--max",), type=str, choices=MAX_TARGETS, group=Group.QUESTION, commands=(FIT,),
+           exclusive="question", help="the largest micro-batch, sequence (seq) or inference context that fits"),
+    Option(name="min_gpus", flags=("--min-gpus",), group=Group.QUESTION, commands=(FIT,), exclusive="question",
+           help="training: fewest ZeRO-3 (or --fsdp) GPUs that fit"),
+    Option(name="best_format", flags=("--best-format",), group=Group.QUESTION, commands=(FIT,),
+           exclusive="question", help="inference: the most faithful format that fits"),
+    Option(name="layouts", flags=("--layouts",), type=int, metavar="GPUS", group=Group.QUESTION, commands=(FIT,),
+           exclusive="question", help="training: parallel layouts of GPUS GPUs, ranked"),
+    Option(name="top", flags=("--top",), type=int, group=Group.QUESTION, commands=(FIT,),
+           help=f"--layouts: how many to show (default {DEFAULT_TOP})"),
+    Option(name="max_batch", flags=("--max-batch",), type=int, group=Group.QUESTION, commands=(FIT,),
+           help="--layouts: try every micro-batch from 1 to this (default --batch)"),
+    Option(name="vs", flags=("--vs",), type=str, choices=SWEEP_AXES, group=Group.QUESTION, commands=(PLOT,),
+           help=f"the x axis (default {DEFAULT_AXIS}; with --infer, seq is the context)"),
+    Option(name="points", flags=("--points",), type=str, group=Group.QUESTION, commands=(PLOT,),
+           help="comma-separated x values (default: powers of two)"),
+    Option(name="layers", flags=("--layers",), type=int, group=Group.QUESTION, commands=(VERIFY,),
+           help="trace N and N+1 layers and extrapolate (fast for 70B)"),
+    # --- the output
+    Option(name="output", flags=("-o", "--output"), type=str, group=Group.OUTPUT, commands=(PLOT,),
+           default="vramwise.png", help="output file, .png or .svg (default vramwise.png)"),
+    Option(name="json", flags=("--json",), group=Group.OUTPUT, commands=(INFER, TRAIN, VERIFY, MODELS),
+           help="print the estimate as JSON (schema vramwise/estimate v1)",
+           help_in={VERIFY: "print the comparison as JSON (schema vramwise/verify v1)",
+                    MODELS: "print the catalog as JSON"}),
+    Option(name="explain", flags=("--explain",), group=Group.OUTPUT, commands=(INFER, TRAIN),
+           help="show each term's formula and source"),
+    Option(name="units", flags=("--units",), type=str, choices=UNITS, group=Group.OUTPUT, default=DEFAULT_UNIT,
+           commands=(INFER, TRAIN, VERIFY, FIT, GPUS),
+           help=f"GiB = 2^30 bytes (default {DEFAULT_UNIT}) or GB = 10^9"),
+)  # fmt: skip
+
+
+def options_of(command: str) -> tuple[Option, ...]:
+    return tuple(o for o in OPTIONS if command in o.commands)
+
+
+def setup_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The setup options given (not None), by name: what the application layer builds a setup from."""
+    return {o.name: values[o.name] for o in OPTIONS if o.group is Group.SETUP and values.get(o.name) is not None}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"vramwise: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add(parser: argparse.ArgumentParser | Any, option: Option, command: str) -> None:
+    kw: dict[str, Any] = {"help": option.help_in.get(command, option.help)}
+    flags = option.flags_in(command)
+    if not flags[0].startswith("-"):
+        parser.add_argument(*flags, **kw)
+        return
+    kw["dest"] = option.name
+    kw["default"] = option.default
+    if option.type is None:
+        kw["action"] = "store_true"
+    else:
+        kw["type"] = option.type
+        for key in ("choices", "metavar"):
+            if getattr(option, key) is not None:
+                kw[key] = getattr(option, key)
+    if command in option.required_in:
+        kw["required"] = True
+    parser.add_argument(*flags, **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vramwise", description="GPU memory for transformers, per GPU, per term, with formulas.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for command, summary in COMMANDS.items():
+        p = sub.add_parser(command, help=summary)
+        groups: dict[str, Any] = {}
+        for option in options_of(command):
+            target: Any = p
+            if option.exclusive:
+                target = groups.get(option.exclusive) or p.add_mutually_exclusive_group(required=True)
+                groups[option.exclusive] = target
+            _add(target, option, command)
+    return parser

@@ -1,0 +1,51 @@
+"""The catalog listings of ``vramwise models``, ``gpus`` and ``formats``, as text or JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from vramwise.catalog import Gpu
+from vramwise.report.json_out import render_json
+from vramwise.units import Unit, to_unit, unit_label
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRow:
+    name: str
+    model_type: str
+    params: int
+    active_params: int  # per token (MoE: the routed experts only)
+    hf_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FormatRow:
+    name: str
+    summary: str
+
+
+# how to spell the formats that take any bit width and group size (not in the named table)
+GROUPED_FORMATS = "gptq-<b>bit-g<g>, awq-<b>bit-g<g>  GPTQ/AWQ with b bits and group size g (e.g. gptq-4bit-g128)"
+
+
+def render_models(rows: Sequence[ModelRow]) -> str:
+    lines = [f"{'name':<20} {'model_type':<12} {'parameters':>17} {'active/token':>17}  hf_id"]
+    lines += [f"{r.name:<20} {r.model_type:<12} {r.params:>17,} {r.active_params:>17,}  {r.hf_id}" for r in rows]
+    return "\n".join(lines)
+
+
+def models_json(rows: Sequence[ModelRow]) -> str:
+    return render_json({"models": [asdict(r) for r in rows]})
+
+
+def render_gpus(rows: Sequence[Gpu], unit: Unit = "gib") -> str:
+    lines = []
+    for g in rows:
+        note = "" if g.confirmed else "  (nominal, unconfirmed)"
+        lines.append(f"{g.name:<12} {to_unit(g.memory_bytes, unit):>8.2f} {unit_label(unit):<3}  {g.label}{note}")
+    return "\n".join(lines)
+
+
+def render_formats(rows: Sequence[FormatRow]) -> str:
+    return "\n".join([*(f"{f.name:<10} {f.summary}" for f in rows), GROUPED_FORMATS])

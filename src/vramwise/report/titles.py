@@ -1,0 +1,60 @@
+"""Titles: the model label and the first line of every table, built from the model and the setup."""
+
+from __future__ import annotations
+
+from vramwise.spec.load import BareModel, Model
+from vramwise.spec.params import total_params
+from vramwise.workload import InferSetup, TrainSetup
+
+
+def model_label(model: Model) -> str:
+    """``llama-2-7b [llama, 6,738,415,616 parameters]``, or a bare size's count."""
+    if isinstance(model, BareModel):
+        return f"{model.name} ({model.params:,} parameters, bare size)"
+    return f"{model.name} [{model.model_type}, {total_params(model):,} parameters]"
+
+
+def infer_title(model: Model, setup: InferSetup) -> str:
+    tp = f", per GPU of tp={setup.tp}" if setup.tp > 1 else ""
+    return (
+        f"vramwise infer {model_label(model)}: batch {setup.batch}, context {setup.context}, "
+        f"new tokens {setup.new_tokens}{tp}, {setup.mode} mode"
+    )
+
+
+def _train_what(model: Model, setup: TrainSetup) -> str:
+    layout = [f"{k}={v}" for k, v in (("dp", setup.dp), ("tp", setup.tp), ("pp", setup.pp), ("cp", setup.cp)) if v > 1]
+    if setup.zero:
+        layout.append(f"zero={setup.zero}")
+    if setup.fsdp != "none":
+        layout.append(f"fsdp={setup.fsdp}")
+    peft = f", {setup.peft} r={setup.lora_r}" if setup.peft != "none" else ""
+    mode = f"textbook mode (seed {setup.seed})" if setup.mode == "textbook" else "accurate mode"
+    return (
+        f"{model_label(model)}: micro-batch {setup.batch} x {setup.seq} tokens, {setup.precision}, "
+        f"{setup.optimizer}{peft}, recompute {setup.recompute}"
+        + (f", per GPU of {' '.join(layout)}" if layout else "")
+        + f", {mode}"
+    )
+
+
+def train_title(model: Model, setup: TrainSetup, stage: int | None = None) -> str:
+    """The training title; ``stage`` names the pipeline stage shown (only when there is a pipeline)."""
+    title = f"vramwise train {_train_what(model, setup)}"
+    return title + (f", stage {stage} of {setup.pp}" if stage is not None and setup.pp > 1 else "")
+
+
+def verify_title(model: Model, setup: InferSetup | TrainSetup) -> str:
+    if isinstance(setup, InferSetup):
+        return (
+            f"vramwise verify {model.name}: inference, batch {setup.batch}, context {setup.context}, "
+            f"new {setup.new_tokens}"
+        )
+    return f"vramwise verify {_train_what(model, setup)}"
+
+
+def plot_labels(model_name: str, infer: bool, vs: str) -> tuple[str, str]:
+    """(x-axis label, chart title) of a sweep."""
+    xlabel = "sequence length (tokens)" if vs == "seq" else "batch (sequences)"
+    kind = "inference" if infer else "training"
+    return xlabel, f"{model_name}: {kind} memory per GPU vs {vs}"

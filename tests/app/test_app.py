@@ -1,0 +1,221 @@
+"""The application layer called directly, and the option table the CLI is built from.
+
+Oracles: the solvers and estimators called by hand with the same setup (the app must add nothing to their
+numbers), the option table itself (every inference option must reach fit, plot and verify), and a pinned
+flag list (a new option is added to this test on purpose).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vramwise.app import (
+    FitRequest,
+    InferRequest,
+    PlotRequest,
+    Question,
+    TrainRequest,
+    VerifyRequest,
+    fit,
+    infer,
+    infer_setup,
+    plot_data,
+    train,
+    train_setup,
+)
+from vramwise.catalog import get_gpu
+from vramwise.cli import main
+from vramwise.cli.options import INFER, OPTIONS, TRAIN, WRAPPERS, Group, build_parser, options_of
+from vramwise.errors import InapplicableOptionError, VramwiseError
+from vramwise.estimate.inference import estimate_inference
+from vramwise.estimate.serving import serving_capacity
+from vramwise.fit.solve import best_format, max_infer, max_train
+from vramwise.spec.load import catalog_spec
+from vramwise.workload import InferSetup, TrainSetup
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def test_infer_result_carries_estimate_verdict_and_capacity() -> None:
+    r = infer(InferRequest(model="qwen2-7b", options={"context": 8192}, gpu="a100-80gb", serve=True))
+    spec, gpu = catalog_spec("qwen2-7b"), get_gpu("a100-80gb")
+    setup = InferSetup(context=8192)
+    assert r.setup == setup and r.gpu == gpu
+    assert r.estimate == estimate_inference(spec, setup)
+    assert r.verdict is not None and r.verdict.headroom_bytes == gpu.memory_bytes - r.estimate.peak_bytes
+    assert r.capacity == serving_capacity(spec, setup, gpu.memory_bytes)
+
+
+def test_one_builder_per_setup_takes_every_option() -> None:
+    values = {"batch": 2, "context": 512, "kv_dtype": "fp8", "kv_block": 1, "prefill_chunk": 256, "gpu_util": 0.8}
+    assert infer_setup(values) == InferSetup(
+        batch=2, context=512, kv_dtype="fp8", kv_block=1, prefill_chunk=256, gpu_utilization=0.8
+    )
+    assert infer_setup({"seq": 512}) == InferSetup(context=512)  # --seq: the context's other spelling
+    assert infer_setup({"context": None}) == InferSetup()  # None: not given, the dataclass default
+    assert train_setup({"lora_targets": "q_proj, v_proj", "peft": "lora", "cuda_context": 300}) == TrainSetup(
+        peft="lora", lora_targets=("q_proj", "v_proj"), cuda_context_mib=300
+    )
+
+
+def test_fit_answers_equal_the_solvers() -> None:
+    spec, budget = catalog_spec("llama-3-8b"), get_gpu("rtx-4090").memory_bytes
+    opts = {"peft": "lora", "recompute": "full"}
+    r = fit(FitRequest(model="llama-3-8b", gpu="rtx-4090", question=Question.MAX, target="batch", options=opts))
+    assert r.answer == max_train(spec, TrainSetup(peft="lora", recompute="full"), budget, "batch")
+    r = fit(
+        FitRequest(
+            model="llama-3-8b",
+            gpu="rtx-4090",
+            question=Question.MAX,
+            target="context",
+            infer=True,
+            options={"kv_dtype": "fp8"},
+        )
+    )
+    assert r.answer == max_infer(spec, InferSetup(kv_dtype="fp8"), budget, "context")
+    r = fit(FitRequest(model="llama-3-8b", gpu="rtx-4090", question=Question.BEST_FORMAT, infer=True))
+    answer, rows = best_format(spec, InferSetup(), budget, budget)
+    assert (r.answer, list(r.formats)) == (answer, rows)
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda: infer(InferRequest(model="llama-2-7b", options={"gpu_util": 0.5})), "gpu_util"),
+        (lambda: infer(InferRequest(model="llama-2-7b", max_batched_tokens=4096)), "max_batched_tokens"),
+        (lambda: train(TrainRequest(model="llama-2-7b", options={"seed": "000"})), "seed"),
+        (
+            lambda: fit(
+                FitRequest(
+                    model="llama-2-7b", gpu="l4", question=Question.MAX, target="batch", options={"kv_dtype": "fp8"}
+                )
+            ),
+            "kv_dtype",
+        ),
+        (
+            lambda: fit(
+                FitRequest(
+                    model="llama-2-7b",
+                    gpu="l4",
+                    question=Question.MAX,
+                    target="batch",
+                    infer=True,
+                    options={"peft": "lora"},
+                )
+            ),
+            "peft",
+        ),
+        (lambda: fit(FitRequest(model="llama-2-7b", gpu="l4", question=Question.MAX, target="batch", top=3)), "top"),
+        (lambda: fit(FitRequest(model="llama-2-7b", gpu="l4", question=Question.MAX, target="context")), "max"),
+        (lambda: fit(FitRequest(model="llama-2-7b", gpu="l4", question=Question.BEST_FORMAT)), "best_format"),
+        (lambda: fit(FitRequest(model="llama-2-7b", gpu="l4", question=Question.MIN_GPUS, infer=True)), "min_gpus"),
+        (
+            lambda: fit(
+                FitRequest(
+                    model="llama-2-7b", gpu="l4", question=Question.MAX, target="batch", options={"mode": "textbook"}
+                )
+            ),
+            "mode",
+        ),
+        (lambda: plot_data(PlotRequest(model="llama-2-7b", options={"new_tokens": 4})), "new_tokens"),
+        (lambda: verify(VerifyRequest(model="llama-2-7b", infer=True, layers=2)), "layers"),
+        (lambda: infer_setup({"seq": 512, "context": 1024}), "seq"),
+    ],
+)
+def test_an_option_that_cannot_apply_is_refused_in_one_line(call, field: str) -> None:
+    with pytest.raises(InapplicableOptionError) as err:
+        call()
+    assert err.value.field == field and "\n" not in str(err.value)
+
+
+def verify(req: VerifyRequest):  # the refusals come before the twin imports torch
+    from vramwise.app import verify as app_verify
+
+    return app_verify(req)
+
+
+def _sample(option) -> list[str]:
+    flag = option.flags_in(WRAPPERS[0])[-1]
+    if option.type is None:
+        return [flag]
+    return [flag, "1" if option.type is int else "0.5" if option.type is float else "x"]
+
+
+@pytest.mark.parametrize("wrapper", WRAPPERS)
+@pytest.mark.parametrize("wrapped", [INFER, TRAIN])
+def test_every_setup_option_of_a_wrapped_command_is_accepted(wrapper: str, wrapped: str) -> None:
+    parser = build_parser()
+    question = ["--gpu", "l4", "--max", "batch"] if wrapper == "fit" else []
+    mode = ["--infer"] if wrapped == INFER else []
+    for option in options_of(wrapped):
+        if option.group is not Group.SETUP:
+            continue
+        args = parser.parse_args([wrapper, "llama-2-7b", *question, *mode, *_sample(option)])
+        assert getattr(args, option.name) is not None, (wrapper, option.name)
+
+
+def test_fit_infer_takes_the_kv_options() -> None:
+    code = main(
+        ["fit", "llama-2-7b", "--gpu", "l4", "--infer", "--kv-dtype", "fp8", "--context", "4096", "--max", "batch"]
+    )
+    assert code == 0
+
+
+FROZEN = {
+    "infer": "--all-logits --allocator-fraction --attention --batch --context --cuda-context --explain --format "
+    "--gpu --gpu-util --json --kv-block --kv-dtype --max-batched-tokens --mode --new-tokens --prefill-chunk "
+    "--serve --tp --units -b -f -n -s model",
+    "train": "--allocator-fraction --attention --batch --cp --cuda-context --dp --ep --explain --freeze-layers "
+    "--fsdp --fsdp-shard --gpu --grad-accum --grad-dtype --interleave --json --lora-dropout --lora-fraction "
+    "--lora-r --lora-targets --loss --loss-chunk --mode --offload --optimizer --optimizer-impl --peft --per-stage "
+    "--pp --precision --recompute --seed --seq --sp --tp --units --zero -b -s model",
+}
+_SETUPS = (
+    "--all-logits --allocator-fraction --attention --batch --context --cp --cuda-context --dp --ep --format "
+    "--freeze-layers --fsdp --fsdp-shard --gpu-util --grad-accum --grad-dtype --infer --interleave --kv-block "
+    "--kv-dtype --lora-dropout --lora-fraction --lora-r --lora-targets --loss --loss-chunk --mode --new-tokens "
+    "--offload --optimizer --optimizer-impl --peft --pp --precision --prefill-chunk --recompute --seed --seq --sp "
+    "--tp --zero -b -f -n -s model"
+)
+FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units"
+FROZEN["plot"] = _SETUPS + " --gpu --output --points --vs -o"
+FROZEN["verify"] = _SETUPS + " --json --layers --units"
+FROZEN |= {"models": "--json", "gpus": "--units", "formats": ""}
+
+
+def test_cli_options_frozen() -> None:
+    """The full flag set of every command; a new option must be added here on purpose."""
+    for command, pinned in FROZEN.items():
+        flags = {f for o in options_of(command) for f in o.flags_in(command)}
+        assert flags == set(pinned.split()), (command, sorted(flags ^ set(pinned.split())))
+    assert len({o.name for o in OPTIONS}) == len(OPTIONS)  # one row per option
+
+
+def test_setup_defaults_are_not_written_in_the_table() -> None:
+    assert all(o.default is None for o in OPTIONS if o.group is not Group.OUTPUT)
+    help_of = {o.name: o.help for o in OPTIONS}
+    assert f"default {InferSetup().kv_block}" in help_of["kv_block"]
+    assert f"default {TrainSetup().loss_chunk}" in help_of["loss_chunk"]
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vramwise", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert proc.stdout and proc.stderr
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_app_errors_are_vramwise_errors() -> None:
+    with pytest.raises(VramwiseError):
+        infer(InferRequest(model="llama-2-7b", serve=True))
