@@ -19,7 +19,7 @@ from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.term import BatchTerm, Estimate, PhaseKind, Term, fixed
 from vramwise.estimate.weights import weight_terms
 from vramwise.estimate.workspace import prefill_workspace
-from vramwise.formats import DTYPE_BYTES, default_format, get_format
+from vramwise.formats import DTYPE_BYTES, StorageFormat, default_format, get_format
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.workload import InferSetup
@@ -49,9 +49,9 @@ class InferPlan:
     def peak(self, batch: int) -> int:
         """Per-GPU peak bytes at ``batch``: persistent terms plus the largest phase with its allocator reserve."""
         (p0, p1), (t0, t1), phases = self._sums
-        tensors, fraction = t0 + t1 * batch, self.allocator_fraction
-        transients = (f + s * batch for f, s in phases)
-        return p0 + p1 * batch + max(n + allocator_bytes(tensors + n, fraction) for n in transients)
+        # the reserve grows with the transients, so the phase with the most transient bytes is the peak
+        n = max([f + s * batch for f, s in phases])
+        return p0 + p1 * batch + n + allocator_bytes(t0 + t1 * batch + n, self.allocator_fraction)
 
     def render(self, batch: int) -> Estimate:
         persistent = tuple(t.term(batch) for t in self.persistent)
@@ -62,6 +62,16 @@ class InferPlan:
         return Estimate(persistent=persistent, phases=phases, notes=self.notes)
 
 
+@functools.lru_cache(maxsize=1024)
+def _weights(spec: ModelSpec, fmt: StorageFormat, c: int, tp: int) -> tuple[BatchTerm, ...]:
+    return tuple(fixed(t) for t in weight_terms(spec, fmt, hp_bytes=c, tp=tp))
+
+
+@functools.lru_cache(maxsize=64)
+def _cuda_context(mib: int | None) -> BatchTerm:
+    return fixed(cuda_context_term(mib))
+
+
 def _plan(spec: ModelSpec, setup: InferSetup) -> InferPlan:
     """The estimate's terms and phases; it never reads ``setup.batch`` (the plan serves every batch)."""
     check_tp(spec, setup.tp)
@@ -69,8 +79,7 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> InferPlan:
     c, tp = compute_bytes(fmt.name), setup.tp
     kv_name, kv_bytes = kv_dtype(setup, fmt.name)
     kv = kv_cache(spec, tokens=setup.tokens, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp, block=setup.kv_block)
-    weights = tuple(fixed(t) for t in weight_terms(spec, fmt, hp_bytes=c, tp=tp))
-    persistent = (*weights, kv, fixed(cuda_context_term(setup.cuda_context_mib)))
+    persistent = (*_weights(spec, fmt, c, tp), kv, _cuda_context(setup.cuda_context_mib))
 
     # a paged cache (kv_block > 1) copies the window out of the prefill's keys and values
     views = sliding_prefill_views(spec, context=setup.context, dtype_bytes=kv_bytes, tp=tp)
@@ -98,9 +107,7 @@ _PLANS: dict[tuple, InferPlan] = {}
 
 def _plan_for(spec: ModelSpec, setup: InferSetup) -> InferPlan:
     """The plan of every setup that differs from ``setup`` only in the batch: a solver's sweep builds one."""
-    static = dict(vars(setup))
-    del static["batch"]
-    key = (spec, *static.values())
+    key = (spec, *[v for k, v in vars(setup).items() if k != "batch"])
     plan = _PLANS.get(key)
     if plan is None:
         if len(_PLANS) > 4096:

@@ -17,6 +17,8 @@ Checked against traced prefills (tests/estimate/test_infer_vs_trace.py).
 
 from __future__ import annotations
 
+import functools
+
 from vramwise.estimate.kv_cache import sliding_layers
 from vramwise.estimate.sharding import kv_heads_per_gpu
 from vramwise.estimate.term import BatchTerm
@@ -24,6 +26,7 @@ from vramwise.spec.model import ModelSpec
 from vramwise.workload import AttentionImpl
 
 
+@functools.lru_cache(maxsize=1024)
 def _attention_live(spec: ModelSpec, tp: int) -> tuple[int, str]:
     """Elements live per token inside attention, and their breakdown."""
     att, h = spec.attention, spec.hidden_size
@@ -39,6 +42,7 @@ def _attention_live(spec: ModelSpec, tp: int) -> tuple[int, str]:
     return 3 * h + 2 * qkv + out, f"3·h {3 * h} + 2·qkv {2 * qkv} + out {out}"
 
 
+@functools.lru_cache(maxsize=1024)
 def _mlp_live(spec: ModelSpec, tp: int) -> tuple[int, str]:
     """Elements live per token inside the MLP, and their breakdown."""
     h, mlp, moe = spec.hidden_size, spec.mlp, spec.moe

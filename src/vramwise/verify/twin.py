@@ -33,6 +33,10 @@ SEMANTICS = (
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 _TRACE_OPTIMIZERS = ("adamw", "adam", "sgd", "sgd-momentum")
 _TRACE_PRECISIONS = ("fp32", "bf16", "amp", "bf16-mixed", "fp16-mixed")
+# Rows that compare the estimate's peak over every phase of one step with the trace's peak in that step:
+# phases are matched by their kind's step, so a new backward phase counts in backward_peak by construction.
+TRAINING_PEAKS = {"forward_end": Step.FORWARD, "backward_peak": Step.BACKWARD, "step_peak": Step.OPTIMIZER}
+INFERENCE_STEPS = (Step.PREFILL, Step.DECODE)  # the prefill_peak and decode_peak rows
 
 
 class VerifyUnsupportedError(VramwiseError):
@@ -222,9 +226,7 @@ def verify_training(text: str, model: Model, setup: TrainSetup, *, layers: int |
         "master_weights": _named(est, "optimizer/master_weights"),
         "gradients": _named(est, "gradients"),
         "optimizer_states": _named(est, "optimizer/states"),
-        "forward_end": step_peak(est, Step.FORWARD),
-        "backward_peak": step_peak(est, Step.BACKWARD),
-        "step_peak": step_peak(est, Step.OPTIMIZER),
+        **{row: step_peak(est, step) for row, step in TRAINING_PEAKS.items()},
         "peak": est.peak_bytes,
     }
     rows = tuple(Row(name=k, estimate=estimated[k], measured=measured[k]) for k in estimated)
