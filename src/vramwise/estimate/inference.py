@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from vramwise.errors import NeedsArchitectureError
 from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
 from vramwise.estimate.logits import logits
-from vramwise.estimate.overheads import allocator_bytes, cuda_context_term, tensor_bytes, with_allocator
+from vramwise.estimate.overheads import allocator_bytes, cuda_context_term, is_tensor, tensor_bytes, with_allocator
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.term import BatchTerm, Estimate, PhaseKind, Term, fixed
@@ -43,7 +43,7 @@ class InferPlan:
         def total(terms: tuple[BatchTerm, ...]) -> tuple[int, int]:
             return sum(t.fixed for t in terms), sum(t.per_seq for t in terms)
 
-        tensors = tuple(t for t in self.persistent if not t.name.startswith("overhead/"))  # as tensor_bytes
+        tensors = tuple(t for t in self.persistent if is_tensor(t.name))
         return total(self.persistent), total(tensors), tuple(total(terms) for _, terms in self.phases)
 
     def peak(self, batch: int) -> int:

@@ -31,9 +31,14 @@ def allocator_bytes(tensors: int, fraction: float | None) -> int:
     return int(tensors * (DEFAULT_ALLOCATOR_FRACTION if fraction is None else fraction))
 
 
+def is_tensor(name: str) -> bool:
+    """Whether the term called ``name`` is tensors, which the allocator reserve grows with (not an overhead)."""
+    return not name.startswith("overhead/")
+
+
 def tensor_bytes(terms: tuple[Term, ...]) -> int:
     """Bytes of tensors among ``terms``: everything but the overheads themselves."""
-    return sum(t.bytes for t in terms if not t.name.startswith("overhead/"))
+    return sum(t.bytes for t in terms if is_tensor(t.name))
 
 
 def with_allocator(persistent_tensors: int, kind: PhaseKind, transient: list[Term], fraction: float | None) -> Phase:
