@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from vramwise.catalog import get_gpu
 from vramwise.estimate.inference import estimate_inference, inference_peak
 from vramwise.estimate.serving import serving_capacity
+from vramwise.estimate.term import PhaseKind
 from vramwise.estimate.textbook import seed_param_formula, textbook_inference
 from vramwise.spec.load import resolve_model
 from vramwise.workload import InferSetup
@@ -106,3 +109,48 @@ def test_fast_inference_peak_is_the_rendered_estimates_peak(model: str, kw: dict
         setup = InferSetup(**{**kw, "batch": kw.get("batch", 1) * batch})
         est = estimate_inference(spec, setup)
         assert inference_peak(spec, setup) == est.peak_bytes == sum(t.bytes for t in est.terms)
+
+
+def test_peak_is_the_rendered_peak_over_random_setups() -> None:
+    """Oracle: the rendered estimate's terms summed at its peak phase; both read one plan, at any batch."""
+    rng = random.Random(10)
+    models = ["llama-3-8b", "mistral-7b", "gemma-2-9b", "gemma-3-1b", "mixtral-8x7b", "deepseek-v2-lite", "gpt2"]
+    kinds: set[PhaseKind] = set()
+    names: set[str] = set()
+    checked = 0
+    for _ in range(300):
+        spec = resolve_model(rng.choice(models))
+        setup = InferSetup(
+            batch=rng.choice([1, 2, 3, 16]),
+            context=rng.choice([17, 1000, 5000, 16384]),
+            new_tokens=rng.choice([0, 1, 100]),
+            weight_format=rng.choice([None, "fp32", "fp16", "int8", "nf4", "q4_k_m"]),
+            kv_dtype=rng.choice(["auto", "fp8", "fp32"]),
+            attention=rng.choice(["sdpa", "flash", "eager"]),
+            tp=rng.choice([1, 2]),
+            kv_block=rng.choice([1, 16]),
+            prefill_chunk=rng.choice([None, 512]),
+            all_logits=rng.random() < 0.3,
+            allocator_fraction=rng.choice([None, 0.0, 0.1]),
+        )
+        est = estimate_inference(spec, setup)
+        assert inference_peak(spec, setup) == est.peak_bytes == sum(t.bytes for t in est.terms)
+        assert est.peak_bytes == max(est.phase_total(p) for p in est.phases)
+        kinds |= {p.kind for p in est.phases}
+        names |= {t.name for p in est.phases for t in p.transient}
+        checked += 1
+    # not vacuous: every setup estimated, every phase kind and every optional transient term reached
+    assert checked == 300
+    assert kinds == {PhaseKind.PREFILL_LAYER, PhaseKind.PREFILL_LOGITS, PhaseKind.DECODE}
+    assert "kv_cache/prefill_views" in names
+
+
+def test_peak_follows_the_batch_through_one_plan() -> None:
+    """A sweep over the batch reuses one plan: each batch's peak is still that batch's rendered peak."""
+    spec = resolve_model("mistral-7b")
+    peaks = []
+    for batch in (7, 1, 3, 7, 64):
+        setup = InferSetup(batch=batch, context=9000, new_tokens=10, kv_block=1, attention="eager")
+        peaks.append(inference_peak(spec, setup))
+        assert peaks[-1] == estimate_inference(spec, setup).peak_bytes
+    assert peaks[0] == peaks[3] and len(set(peaks)) == 4

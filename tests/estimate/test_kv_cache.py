@@ -6,7 +6,7 @@ import pytest
 
 from vramwise.errors import InvalidLayoutError
 from vramwise.estimate.inference import estimate_inference
-from vramwise.estimate.kv_cache import kv_cache_bytes
+from vramwise.estimate.kv_cache import kv_cache
 from vramwise.spec.load import resolve_model
 from vramwise.workload import InferSetup
 
@@ -62,10 +62,15 @@ def test_paged_blocks_round_each_sequence_up() -> None:
 
 def test_tensor_parallel_splits_or_replicates_kv_heads() -> None:
     spec = resolve_model("llama-2-70b")
-    one = kv_cache_bytes(spec, batch=1, tokens=1, dtype_bytes=2)
-    assert kv_cache_bytes(spec, batch=1, tokens=1, dtype_bytes=2, tp=4) == one // 4
-    assert kv_cache_bytes(spec, batch=1, tokens=1, dtype_bytes=2, tp=8) == one // 8
-    assert kv_cache_bytes(spec, batch=1, tokens=1, dtype_bytes=2, tp=16) == one // 8  # 8 KV heads replicated
+
+    def per_seq(tp: int) -> int:
+        return kv_cache(spec, tokens=1, dtype="bf16", dtype_bytes=2, tp=tp, block=1).per_seq
+
+    one = per_seq(1)
+    assert one == 80 * 2 * 8 * 128 * 2  # L x K and V x n_kv x d x 2 B
+    assert per_seq(4) == one // 4
+    assert per_seq(8) == one // 8
+    assert per_seq(16) == one // 8  # 8 KV heads replicated
 
 
 @pytest.mark.parametrize(("model", "tp"), [("llama-2-7b", 3), ("qwen2-7b", 8)])

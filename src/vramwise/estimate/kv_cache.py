@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 
 from vramwise.estimate.sharding import kv_heads_per_gpu
-from vramwise.estimate.term import Term
+from vramwise.estimate.term import BatchTerm
 from vramwise.spec.model import ModelSpec
 
 
@@ -34,16 +34,9 @@ def _kept(spec: ModelSpec, tokens: int, block: int) -> int:
     return sum(cached_tokens(spec, i, tokens, block) for i in range(spec.num_layers))
 
 
-def kv_cache_bytes(spec: ModelSpec, *, batch: int, tokens: int, dtype_bytes: float, tp: int = 1, block: int = 1) -> int:
-    per_token = kv_elements_per_token(spec, tp)
-    return int(batch * per_token * _kept(spec, tokens, block) * dtype_bytes)
-
-
-def kv_cache_term(
-    spec: ModelSpec, *, batch: int, tokens: int, dtype: str, dtype_bytes: float, tp: int, block: int
-) -> Term:
+def kv_cache(spec: ModelSpec, *, tokens: int, dtype: str, dtype_bytes: int, tp: int, block: int) -> BatchTerm:
+    """K and V of ``tokens`` per sequence in every layer (``per_seq``: one sequence's bytes)."""
     att, L = spec.attention, spec.num_layers
-    n = kv_cache_bytes(spec, batch=batch, tokens=tokens, dtype_bytes=dtype_bytes, tp=tp, block=block)
     if att.kind == "mla" and att.mla:
         per = f"(kv_lora_rank {att.mla.kv_lora_rank} + rope {att.mla.qk_rope_head_dim})"
     else:
@@ -51,10 +44,10 @@ def kv_cache_term(
     sliding = sliding_layers(spec) if att.sliding_window else 0
     window = f"; {sliding} of {L} layers keep min(tokens, window {att.sliding_window})" if sliding else ""
     blocks = f", tokens rounded up to blocks of {block}" if block > 1 else ""
-    return Term(
+    return BatchTerm(
         name="kv_cache",
-        bytes=n,
-        formula=f"b {batch} x {per} x {dtype} {dtype_bytes:g} B x tokens {tokens} x L {L}{window}{blocks}",
+        per_seq=kv_elements_per_token(spec, tp) * _kept(spec, tokens, block) * dtype_bytes,
+        formula=lambda b: f"b {b} x {per} x {dtype} {dtype_bytes:g} B x tokens {tokens} x L {L}{window}{blocks}",
         source="K and V per layer per token (vLLM paged KV; MLA latent cache per DeepSeek-V2 paper §2.1)",
     )
 
@@ -65,26 +58,20 @@ def sliding_layers(spec: ModelSpec) -> int:
     return sum(spec.layer_attention(i) == "sliding" for i in range(spec.num_layers))
 
 
-def sliding_prefill_views_bytes(spec: ModelSpec, *, batch: int, context: int, dtype_bytes: float, tp: int) -> int:
-    window = spec.attention.sliding_window
-    if not window or context <= window:
-        return 0
-    return int(batch * kv_elements_per_token(spec, tp) * sliding_layers(spec) * (context - window) * dtype_bytes)
-
-
-def sliding_prefill_views_term(
-    spec: ModelSpec, *, batch: int, context: int, dtype_bytes: float, tp: int
-) -> Term | None:
+def sliding_prefill_views(spec: ModelSpec, *, context: int, dtype_bytes: int, tp: int) -> BatchTerm | None:
     """transformers' sliding-window cache keeps the window as a view of the whole prefill's K/V, so each sliding
     layer holds ``context`` tokens until its first decode step replaces them (traced: verify). A paged engine
     copies the window out instead; this term applies to the contiguous (kv_block 1) cache only."""
-    extra = sliding_prefill_views_bytes(spec, batch=batch, context=context, dtype_bytes=dtype_bytes, tp=tp)
-    if not extra:
+    window = spec.attention.sliding_window
+    if not window or context <= window:
         return None
-    window, sliding = spec.attention.sliding_window, sliding_layers(spec)
-    return Term(
+    sliding = sliding_layers(spec)
+    per_seq = kv_elements_per_token(spec, tp) * sliding * (context - window) * dtype_bytes
+    if not per_seq:
+        return None
+    return BatchTerm(
         name="kv_cache/prefill_views",
-        bytes=extra,
-        formula=f"b {batch} x {sliding} sliding layers x (context {context} - window {window}) x K/V per token",
+        per_seq=per_seq,
+        formula=lambda b: f"b {b} x {sliding} sliding layers x (context {context} - window {window}) x K/V per token",
         source="transformers DynamicSlidingWindowLayer slices the prefill's keys and values (a view, not a copy)",
     )

@@ -10,22 +10,18 @@ Neither can be traced without a GPU. The defaults are stated assumptions, overri
 
 from __future__ import annotations
 
-from vramwise.estimate.term import Phase, Term
+from vramwise.estimate.term import Phase, PhaseKind, Term
 from vramwise.units import MIB
 
 DEFAULT_CUDA_CONTEXT_MIB = 512
 DEFAULT_ALLOCATOR_FRACTION = 0.03
 
 
-def cuda_context_bytes(mib: int | None) -> int:
-    return (DEFAULT_CUDA_CONTEXT_MIB if mib is None else mib) * MIB
-
-
 def cuda_context_term(mib: int | None) -> Term:
     mib = DEFAULT_CUDA_CONTEXT_MIB if mib is None else mib
     return Term(
         name="overhead/cuda_context",
-        bytes=cuda_context_bytes(mib),
+        bytes=mib * MIB,
         formula=f"{mib} MiB (--cuda-context to override)",
         source="assumed: CUDA context + cuBLAS/cuDNN workspaces (overheads.py docstring)",
     )
@@ -35,23 +31,25 @@ def allocator_bytes(tensors: int, fraction: float | None) -> int:
     return int(tensors * (DEFAULT_ALLOCATOR_FRACTION if fraction is None else fraction))
 
 
-def allocator_term(tensors: int, fraction: float | None) -> Term:
+def is_tensor(name: str) -> bool:
+    """Whether the term called ``name`` is tensors, which the allocator reserve grows with (not an overhead)."""
+    return not name.startswith("overhead/")
+
+
+def tensor_bytes(terms: tuple[Term, ...]) -> int:
+    """Bytes of tensors among ``terms``: everything but the overheads themselves."""
+    return sum(t.bytes for t in terms if is_tensor(t.name))
+
+
+def with_allocator(persistent_tensors: int, kind: PhaseKind, transient: list[Term], fraction: float | None) -> Phase:
+    """A phase whose transients include the allocator reserve on everything live then (``persistent_tensors``
+    is ``tensor_bytes`` of the persistent terms, computed once per estimate)."""
+    tensors = persistent_tensors + sum(t.bytes for t in transient)
     fraction = DEFAULT_ALLOCATOR_FRACTION if fraction is None else fraction
-    return Term(
+    reserve = Term(
         name="overhead/allocator",
         bytes=allocator_bytes(tensors, fraction),
         formula=f"{fraction:g} x tensor bytes {tensors:,} (--allocator-fraction to override)",
         source="assumed: PyTorch caching allocator reserve and fragmentation (reserved − allocated)",
     )
-
-
-def tensor_bytes(terms: tuple[Term, ...]) -> int:
-    """Bytes of tensors among ``terms``: everything but the overheads themselves."""
-    return sum(t.bytes for t in terms if not t.name.startswith("overhead/"))
-
-
-def with_allocator(persistent_tensors: int, name: str, transient: list[Term], fraction: float | None) -> Phase:
-    """A phase whose transients include the allocator reserve on everything live then (``persistent_tensors``
-    is ``tensor_bytes`` of the persistent terms, computed once per estimate)."""
-    tensors = persistent_tensors + sum(t.bytes for t in transient)
-    return Phase(name=name, transient=(*transient, allocator_term(tensors, fraction)))
+    return Phase(kind=kind, transient=(*transient, reserve))

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vramwise.estimate.inference import compute_bytes, kv_dtype
-from vramwise.estimate.kv_cache import kv_cache_bytes, kv_elements_per_token
+from vramwise.estimate.kv_cache import kv_cache, kv_elements_per_token
 from vramwise.estimate.overheads import cuda_context_term
+from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.term import Term
 from vramwise.estimate.weights import weight_terms
-from vramwise.estimate.workspace import prefill_workspace_term
+from vramwise.estimate.workspace import prefill_workspace
 from vramwise.formats import default_format, get_format
 from vramwise.spec.model import ModelSpec
 from vramwise.workload import InferSetup
@@ -38,17 +38,18 @@ def serving_capacity(
 ) -> Capacity:
     fmt = get_format(setup.weight_format or default_format(spec))
     c = compute_bytes(fmt.name)
-    _, kv_b = kv_dtype(setup, fmt.name)
+    kv_name, kv_b = kv_dtype(setup, fmt.name)
     weights = sum(t.bytes for t in weight_terms(spec, fmt, hp_bytes=c, tp=setup.tp))
     profile_tokens = max_batched_tokens or DEFAULT_MAX_BATCHED_TOKENS
-    activation = prefill_workspace_term(
-        spec, batch=1, chunk=profile_tokens, kv_len=profile_tokens, c=c, attention=setup.attention, tp=setup.tp
-    ).bytes
+    activation = prefill_workspace(
+        spec, chunk=profile_tokens, kv_len=profile_tokens, c=c, attention=setup.attention, tp=setup.tp
+    ).per_seq  # one sequence of profile_tokens
     non_torch = cuda_context_term(setup.cuda_context_mib).bytes
     usable = int(gpu_bytes * setup.gpu_utilization)
     budget = max(0, usable - weights - activation - non_torch)
     per_token = int(kv_elements_per_token(spec, setup.tp) * spec.num_layers * kv_b)
-    per_seq = kv_cache_bytes(spec, batch=1, tokens=setup.tokens, dtype_bytes=kv_b, tp=setup.tp, block=setup.kv_block)
+    kv = kv_cache(spec, tokens=setup.tokens, dtype=kv_name, dtype_bytes=kv_b, tp=setup.tp, block=setup.kv_block)
+    per_seq = kv.per_seq
     block_bytes = per_token * setup.kv_block
     return Capacity(
         budget=Term(

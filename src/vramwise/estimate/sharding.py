@@ -15,7 +15,7 @@ def check_tp(spec: ModelSpec, tp: int) -> None:
     if att.num_heads % tp:
         raise InvalidLayoutError(
             f"tp ({tp}) must divide num_attention_heads ({att.num_heads}); "
-            f"allowed tp: {', '.join(str(d) for d in _divisors(att.num_heads))}"
+            f"allowed tp: {', '.join(str(d) for d in divisors(att.num_heads))}"
         )
     kv = att.num_kv_heads
     if att.kind == "mha" and kv % tp and tp % kv:
@@ -25,7 +25,8 @@ def check_tp(spec: ModelSpec, tp: int) -> None:
         )
 
 
-def _divisors(n: int) -> list[int]:
+def divisors(n: int) -> list[int]:
+    """Every d that divides n, ascending: the tensor-parallel sizes a count of heads (or GPUs) allows."""
     return [d for d in range(1, n + 1) if n % d == 0]
 
 

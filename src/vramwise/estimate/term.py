@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import enum
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -19,12 +22,86 @@ class Term:
             raise ValueError(f"term {self.name} has negative bytes ({self.bytes})")  # a bug, not user input
 
 
+@dataclass(frozen=True, slots=True)
+class BatchTerm:
+    """A term at any batch: ``fixed + per_seq x batch`` bytes, its formula rendered only when a report asks.
+
+    Every inference tensor either has a batch dimension or none, so one description serves every batch: the
+    solvers' peaks read ``bytes`` (a multiplication), reports read ``term``; the two cannot disagree.
+    """
+
+    name: str
+    source: str
+    formula: Callable[[int], str]  # the batch -> the arithmetic with the user's numbers substituted
+    per_seq: int = 0
+    fixed: int = 0
+
+    def bytes(self, batch: int) -> int:
+        return self.fixed + self.per_seq * batch
+
+    def term(self, batch: int) -> Term:
+        return Term(name=self.name, bytes=self.bytes(batch), formula=self.formula(batch), source=self.source)
+
+
+def fixed(term: Term) -> BatchTerm:
+    """A term that does not grow with the batch (weights, the CUDA context)."""
+    return BatchTerm(name=term.name, source=term.source, formula=lambda _: term.formula, fixed=term.bytes)
+
+
+class Step(enum.StrEnum):
+    """The part of a run a phase falls in, named as a traced run splits it (``verify/trace.py`` phase peaks)."""
+
+    PREFILL = "prefill"
+    DECODE = "decode"
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    OPTIMIZER = "optimizer step"
+
+
+class PhaseKind(enum.StrEnum):
+    """Which moment of a run a phase is; the value is the name reports show (and JSON's ``phases[].name``)."""
+
+    PREFILL_LAYER = "prefill (inside a layer)"
+    PREFILL_LOGITS = "prefill (logits)"
+    DECODE = "decode step"
+    FORWARD_END = "forward end"
+    BACKWARD_LOSS = "backward (loss)"
+    BACKWARD_RECOMPUTE = "backward (recompute)"
+    BACKWARD_LAYER = "backward (layer)"
+    BACKWARD_HEAD = "backward (head)"
+    BACKWARD_END = "backward end"
+    OPTIMIZER_STEP = "optimizer step"
+
+    @property
+    def step(self) -> Step:
+        """The part of the run this moment belongs to: verify compares each part's peak with the trace's."""
+        return _STEPS[self]
+
+
+_STEPS = {
+    PhaseKind.PREFILL_LAYER: Step.PREFILL,
+    PhaseKind.PREFILL_LOGITS: Step.PREFILL,
+    PhaseKind.DECODE: Step.DECODE,
+    PhaseKind.FORWARD_END: Step.FORWARD,
+    PhaseKind.BACKWARD_LOSS: Step.BACKWARD,
+    PhaseKind.BACKWARD_RECOMPUTE: Step.BACKWARD,
+    PhaseKind.BACKWARD_LAYER: Step.BACKWARD,
+    PhaseKind.BACKWARD_HEAD: Step.BACKWARD,
+    PhaseKind.BACKWARD_END: Step.BACKWARD,
+    PhaseKind.OPTIMIZER_STEP: Step.OPTIMIZER,
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Phase:
     """A moment of the run (prefill, decode, ...) and the transient terms live only then."""
 
-    name: str
+    kind: PhaseKind
     transient: tuple[Term, ...]
+
+    @property
+    def name(self) -> str:
+        return self.kind.value
 
     @property
     def bytes(self) -> int:
@@ -44,6 +121,15 @@ class Estimate:
     missing: tuple[str, ...] = ()  # terms that could not be computed, with the reason
     host: tuple[Term, ...] = ()  # host RAM per GPU's process (offloaded states), not part of the GPU peak
     notes: tuple[str, ...] = field(default=())
+
+    @functools.cached_property
+    def persistent_bytes(self) -> int:
+        """Bytes live through the whole run, whichever phase it is in."""
+        return sum(t.bytes for t in self.persistent)
+
+    def phase_total(self, phase: Phase) -> int:
+        """Per-GPU bytes during ``phase``: the persistent terms plus its transients."""
+        return self.persistent_bytes + phase.bytes
 
     @property
     def peak_phase(self) -> Phase | None:

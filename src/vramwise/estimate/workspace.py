@@ -17,14 +17,18 @@ Checked against traced prefills (tests/estimate/test_infer_vs_trace.py).
 
 from __future__ import annotations
 
+import functools
+
 from vramwise.estimate.kv_cache import sliding_layers
 from vramwise.estimate.sharding import kv_heads_per_gpu
-from vramwise.estimate.term import Term
+from vramwise.estimate.term import BatchTerm
 from vramwise.spec.model import ModelSpec
 from vramwise.workload import AttentionImpl
 
 
-def _attention_live(spec: ModelSpec, tokens: int, c: int, tp: int) -> tuple[int, str]:
+@functools.lru_cache(maxsize=1024)
+def _attention_live(spec: ModelSpec, tp: int) -> tuple[int, str]:
+    """Elements live per token inside attention, and their breakdown."""
     att, h = spec.attention, spec.hidden_size
     heads = att.num_heads // tp
     if att.kind == "mla" and att.mla:
@@ -35,11 +39,12 @@ def _attention_live(spec: ModelSpec, tokens: int, c: int, tp: int) -> tuple[int,
     else:
         qkv = (heads + 2 * kv_heads_per_gpu(spec, tp)) * att.head_dim
         out = heads * att.head_dim
-    n = tokens * c * (3 * h + 2 * qkv + out)
-    return n, f"T {tokens} x c {c} x (3·h {3 * h} + 2·qkv {2 * qkv} + out {out})"
+    return 3 * h + 2 * qkv + out, f"3·h {3 * h} + 2·qkv {2 * qkv} + out {out}"
 
 
-def _mlp_live(spec: ModelSpec, tokens: int, c: int, tp: int) -> tuple[int, str]:
+@functools.lru_cache(maxsize=1024)
+def _mlp_live(spec: ModelSpec, tp: int) -> tuple[int, str]:
+    """Elements live per token inside the MLP, and their breakdown."""
     h, mlp, moe = spec.hidden_size, spec.mlp, spec.moe
     per_i = 3 if mlp.gated else 4 if mlp.activation == "gelu_new" else 2
     if mlp.gated and spec.model_type == "phi3":
@@ -54,52 +59,46 @@ def _mlp_live(spec: ModelSpec, tokens: int, c: int, tp: int) -> tuple[int, str]:
         shared = per_i * moe.shared_intermediate_size // tp
         widths.append(("moe", routed + shared + moe.top_k * h))  # + the permuted top-k copies of the input
     kind, width = max(widths, key=lambda w: w[1])
-    n = tokens * c * (4 * h + width)
-    return n, f"T {tokens} x c {c} x (4·h {4 * h} + {kind} intermediates {width})"
+    return 4 * h + width, f"4·h {4 * h} + {kind} intermediates {width}"
 
 
-def _scores(spec: ModelSpec, batch: int, q_len: int, kv_len: int, c: int, tp: int) -> int:
-    return batch * (spec.attention.num_heads // tp) * q_len * kv_len * (2 * c + 4)
+def _scores(spec: ModelSpec, q_len: int, kv_len: int, c: int, tp: int) -> int:
+    """Eager attention's scores of one sequence: QKᵀ in c bytes, its fp32 softmax and the cast back."""
+    return (spec.attention.num_heads // tp) * q_len * kv_len * (2 * c + 4)
 
 
-def _sliding_mask(spec: ModelSpec, batch: int, chunk: int, kv_len: int, attention: AttentionImpl) -> int:
+def _sliding_mask(spec: ModelSpec, chunk: int, kv_len: int, attention: AttentionImpl) -> int:
     # a window shorter than the keys rules out is_causal: transformers builds a boolean (b, 1, s, s) mask
     window = spec.attention.sliding_window
     if not window or kv_len <= window or attention == "flash" or not sliding_layers(spec):
         return 0
-    return batch * chunk * kv_len
+    return chunk * kv_len
 
 
-def prefill_workspace_bytes(
-    spec: ModelSpec, *, batch: int, chunk: int, kv_len: int, c: int, attention: AttentionImpl, tp: int
-) -> int:
-    """Largest one-layer live set for a prefill forward of ``chunk`` tokens per sequence (bytes only)."""
-    tokens = batch * chunk
-    att = _attention_live(spec, tokens, c, tp)[0]
-    if attention == "eager":
-        att += _scores(spec, batch, chunk, kv_len, c, tp)
-    return max(att, _mlp_live(spec, tokens, c, tp)[0]) + _sliding_mask(spec, batch, chunk, kv_len, attention)
+def prefill_workspace(
+    spec: ModelSpec, *, chunk: int, kv_len: int, c: int, attention: AttentionImpl, tp: int
+) -> BatchTerm:
+    """Largest one-layer live set for a forward of ``chunk`` tokens per sequence against ``kv_len`` keys."""
+    att_w, att_f = _attention_live(spec, tp)
+    att = chunk * c * att_w
+    scores = _scores(spec, chunk, kv_len, c, tp) if attention == "eager" else 0
+    mlp_w, mlp_f = _mlp_live(spec, tp)
+    mlp = chunk * c * mlp_w
+    # which live set is larger does not depend on the batch: every size above is per sequence
+    in_attention = att + scores >= mlp
+    mask = _sliding_mask(spec, chunk, kv_len, attention)
 
+    def formula(b: int) -> str:
+        f = f"T {b * chunk} x c {c} x ({att_f if in_attention else mlp_f})"
+        if in_attention and attention == "eager":
+            f += f" + scores b·(a/t)·s_q·s_kv·(2c+4) = {b * scores:,}"
+        if mask:
+            f += f" + sliding-window mask b·s_q·s_kv x 1 B = {b * mask:,}"
+        return f"max(attention, MLP) = {'attention' if in_attention else 'MLP'}: {f}"
 
-def prefill_workspace_term(
-    spec: ModelSpec, *, batch: int, chunk: int, kv_len: int, c: int, attention: AttentionImpl, tp: int
-) -> Term:
-    """``prefill_workspace_bytes`` with the arithmetic behind it."""
-    tokens = batch * chunk
-    att_n, att_f = _attention_live(spec, tokens, c, tp)
-    if attention == "eager":
-        s2 = _scores(spec, batch, chunk, kv_len, c, tp)
-        att_n += s2
-        att_f += f" + scores b·(a/t)·s_q·s_kv·(2c+4) = {s2:,}"
-    mlp_n, mlp_f = _mlp_live(spec, tokens, c, tp)
-    n, f, where = (att_n, att_f, "attention") if att_n >= mlp_n else (mlp_n, mlp_f, "MLP")
-    mask = _sliding_mask(spec, batch, chunk, kv_len, attention)
-    if mask:
-        n += mask
-        f += f" + sliding-window mask b·s_q·s_kv x 1 B = {mask:,}"
-    return Term(
+    return BatchTerm(
         name="activations/prefill_workspace",
-        bytes=n,
-        formula=f"max(attention, MLP) = {where}: {f}",
+        per_seq=max(att + scores, mlp) + mask,
+        formula=formula,
         source="one layer's live tensors in an HF/vLLM forward (module docstring); eager attention adds s²",
     )

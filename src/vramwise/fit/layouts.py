@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, replace
 
 from vramwise.errors import VramwiseError
+from vramwise.estimate.sharding import divisors as _divisors
 from vramwise.estimate.train.training import phase_totals, training_peak
 from vramwise.spec.model import ModelSpec
 from vramwise.workload import TrainSetup
@@ -70,10 +71,6 @@ class Search:
     rejected: list[Rejected]
     candidates: int  # layouts considered (every micro-batch counts)
     estimates: int  # full estimates computed
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def throughput_proxy(

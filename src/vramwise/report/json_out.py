@@ -48,7 +48,6 @@ def to_dict(
     terms = [{**asdict(t), "phase": "persistent"} for t in estimate.persistent]
     if peak:
         terms += [{**asdict(t), "phase": peak.name} for t in peak.transient]
-    persistent = sum(t.bytes for t in estimate.persistent)
     return {
         "schema": SCHEMA,
         "version": VERSION,
@@ -58,7 +57,7 @@ def to_dict(
         "setup": asdict(setup),
         "terms": terms,
         "peak": {"bytes": estimate.peak_bytes, "phase": peak.name if peak else None},
-        "phases": [{"name": p.name, "bytes": persistent + p.bytes} for p in estimate.phases],
+        "phases": [{"name": p.name, "bytes": estimate.phase_total(p)} for p in estimate.phases],
         "host": [asdict(t) for t in estimate.host],
         "missing": list(estimate.missing),
         "notes": list(estimate.notes),

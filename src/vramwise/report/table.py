@@ -31,10 +31,9 @@ def render_table(
     lines.append("-" * len(lines[1]))
     lines.append(f"{'total (peak)':<{width}}  {total:>17,}  {to_unit(total, unit):>9.2f}  {1:>6.1%}")
     if estimate.phases:
-        persistent = sum(t.bytes for t in estimate.persistent)
         peak = estimate.peak_phase
         parts = [
-            f"{p.name} {fmt(persistent + p.bytes, unit)}{' <- peak' if p is peak else ''}" for p in estimate.phases
+            f"{p.name} {fmt(estimate.phase_total(p), unit)}{' <- peak' if p is peak else ''}" for p in estimate.phases
         ]
         lines.append("phases: " + "; ".join(parts))
     for t in estimate.host:

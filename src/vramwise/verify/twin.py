@@ -20,7 +20,7 @@ from typing import Any
 from vramwise.catalog import models
 from vramwise.errors import VerifyUnsupportedError
 from vramwise.estimate.inference import estimate_inference
-from vramwise.estimate.term import Estimate
+from vramwise.estimate.term import Estimate, Step
 from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.load import BareModel, Model
 from vramwise.workload import InferSetup, TrainSetup
@@ -33,6 +33,10 @@ SEMANTICS = (
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 _TRACE_OPTIMIZERS = ("adamw", "adam", "sgd", "sgd-momentum")
 _TRACE_PRECISIONS = ("fp32", "bf16", "amp", "bf16-mixed", "fp16-mixed")
+# Rows that compare the estimate's peak over every phase of one step with the trace's peak in that step:
+# phases are matched by their kind's step, so a new backward phase counts in backward_peak by construction.
+TRAINING_PEAKS = {"forward_end": Step.FORWARD, "backward_peak": Step.BACKWARD, "step_peak": Step.OPTIMIZER}
+INFERENCE_STEPS = (Step.PREFILL, Step.DECODE)  # the prefill_peak and decode_peak rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,8 +176,8 @@ def _traced_training(config: dict[str, Any], recipe: Any, layers: int | None, cu
             "gradients": t.grads,
             "optimizer_states": t.optimizer_states,
             "forward_end": t.marks.get("forward_end", 0),
-            "backward_peak": t.phase_peaks.get("backward", 0),
-            "step_peak": t.phase_peaks.get("optimizer step", 0),
+            "backward_peak": t.phase_peaks.get(Step.BACKWARD, 0),
+            "step_peak": t.phase_peaks.get(Step.OPTIMIZER, 0),
             "peak": t.peak,
         }
 
@@ -186,9 +190,9 @@ def _traced_training(config: dict[str, Any], recipe: Any, layers: int | None, cu
     return out
 
 
-def _phase(est: Estimate, *names: str) -> int:
-    persistent = sum(t.bytes for t in est.persistent)
-    return max((persistent + p.bytes for p in est.phases if p.name in names), default=0)
+def step_peak(est: Estimate, step: Step) -> int:
+    """The estimate's highest per-GPU bytes over its phases in ``step`` (every backward phase, say)."""
+    return max((est.phase_total(p) for p in est.phases if p.kind.step is step), default=0)
 
 
 def _named(est: Estimate, name: str) -> int:
@@ -218,11 +222,7 @@ def verify_training(text: str, model: Model, setup: TrainSetup, *, layers: int |
         "master_weights": _named(est, "optimizer/master_weights"),
         "gradients": _named(est, "gradients"),
         "optimizer_states": _named(est, "optimizer/states"),
-        "forward_end": _phase(est, "forward end"),
-        "backward_peak": _phase(
-            est, "backward (loss)", "backward (recompute)", "backward (layer)", "backward (head)", "backward end"
-        ),
-        "step_peak": _phase(est, "optimizer step"),
+        **{row: step_peak(est, step) for row, step in TRAINING_PEAKS.items()},
         "peak": est.peak_bytes,
     }
     rows = tuple(Row(name=k, estimate=estimated[k], measured=measured[k]) for k in estimated)
@@ -267,15 +267,16 @@ def verify_inference(text: str, model: Model, setup: InferSetup) -> Comparison:
     except Exception as err:  # any failure of the twin is one line, never a traceback
         raise VerifyUnsupportedError(f"the traced run failed: {type(err).__name__}: {str(err)[:200]}") from None
     weights = sum(x.bytes for x in est.persistent if x.name.startswith("weights/"))
-    prefill = _phase(est, "prefill (inside a layer)", "prefill (logits)")
+    prefill = step_peak(est, Step.PREFILL)
     rows = [
         Row(name="weights", estimate=weights, measured=t.params),
         # generate() never writes back the last new token's keys and values; the estimate reserves its slot
         Row(name="kv_cache", estimate=_named(est, "kv_cache"), measured=t.kv_cache),
-        Row(name="prefill_peak", estimate=prefill, measured=t.phase_peaks.get("prefill", 0)),
+        Row(name="prefill_peak", estimate=prefill, measured=t.phase_peaks.get(Step.PREFILL, 0)),
     ]
     if setup.new_tokens > 1:
-        rows.append(Row(name="decode_peak", estimate=_phase(est, "decode step"), measured=t.phase_peaks["decode"]))
+        decode = step_peak(est, Step.DECODE)
+        rows.append(Row(name="decode_peak", estimate=decode, measured=t.phase_peaks[Step.DECODE]))
     rows.append(Row(name="peak", estimate=est.peak_bytes, measured=t.peak))
     return Comparison(
         kind="inference",

@@ -13,7 +13,7 @@ import functools
 from dataclasses import dataclass
 
 from vramwise.estimate.overheads import allocator_bytes, with_allocator
-from vramwise.estimate.term import Estimate, Term
+from vramwise.estimate.term import Estimate, PhaseKind, Term
 
 # The workload variables a rule's bytes scale with, as indices into ``workload_vars``.
 ONE, BATCH, TOKENS, BATCH_SEQ_SEQ, LOSS_CHUNK = range(5)
@@ -56,7 +56,7 @@ class StagePlan:
     persistent_tensors: int  # bytes of tensors among them: the allocator reserve's base
     host: tuple[Term, ...]
     rules: tuple[Rule, ...]
-    phases: tuple[tuple[str, tuple[int, ...]], ...]
+    phases: tuple[tuple[PhaseKind, tuple[int, ...]], ...]
     allocator_fraction: float | None
     notes: tuple[str, ...]
 
@@ -81,7 +81,7 @@ class StagePlan:
     def render(self, v: tuple[int, ...], seq: int) -> Estimate:
         terms = [r.term(v, seq) for r in self.rules]
         phases = tuple(
-            with_allocator(self.persistent_tensors, name, [terms[j] for j in members], self.allocator_fraction)
-            for name, members in self.phases
+            with_allocator(self.persistent_tensors, kind, [terms[j] for j in members], self.allocator_fraction)
+            for kind, members in self.phases
         )
         return Estimate(persistent=self.persistent, phases=phases, notes=self.notes, host=self.host)

@@ -22,7 +22,7 @@ import functools
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate.overheads import cuda_context_term, tensor_bytes
-from vramwise.estimate.term import Estimate, Term
+from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.layout import (
     Stage,
@@ -289,9 +289,9 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> StagePlan:
         dequantized = add(_dequantized(spec))
         forward += dequantized
         in_layers += dequantized
-    phases = [("forward end", forward)]
+    phases = [(PhaseKind.FORWARD_END, forward)]
     if loss_temp:
-        phases.append(("backward (loss)", forward + loss_temp))
+        phases.append((PhaseKind.BACKWARD_LOSS, forward + loss_temp))
     if setup.recompute == "full" and largest_layer:
         rebuilt = Rule(
             name="activations/recomputed_layer",
@@ -300,22 +300,22 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> StagePlan:
             formula="one layer's saved tensors, rebuilt for its backward: T {T}",
             source="full recompute re-runs one layer's forward during backward",
         )
-        phases.append(("backward (recompute)", forward + add(rebuilt)))
+        phases.append((PhaseKind.BACKWARD_RECOMPUTE, forward + add(rebuilt)))
     if setup.fsdp != "none" and gathered_bwd:
         # the last layer's backward: activations still held, the loss's tensors gone, units gathered
         bwd = add(*gathered_bwd)
-        phases.append(("backward (layer)", in_layers + bwd))
+        phases.append((PhaseKind.BACKWARD_LAYER, in_layers + bwd))
         if stage.last and setup.peft == "none":
             # the head's backward: the last two layer units are already being gathered (prefetch)
             units = [j for j in bwd if rules[j].name != "fsdp/unsharded_grads"]
-            phases.append(("backward (head)", in_layers + units + add(*head_grads(spec, recipe))))
+            phases.append((PhaseKind.BACKWARD_HEAD, in_layers + units + add(*head_grads(spec, recipe))))
     end = add(*backward_extra, *gathered_bwd)
     step = add(*step_extra)
     if grads is not None and not grads_persist:
         released = add(grads)
         end, step = released + end, released + step
-    phases.append(("backward end", end))
-    phases.append(("optimizer step", step))
+    phases.append((PhaseKind.BACKWARD_END, end))
+    phases.append((PhaseKind.OPTIMIZER_STEP, step))
 
     notes = [
         f"precision {recipe.name}: weights {recipe.weight} B, gradients {recipe.grad} B, compute {recipe.compute} B"
@@ -335,7 +335,7 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> StagePlan:
         persistent_tensors=tensor_bytes(pers),
         host=tuple(host),
         rules=tuple(rules),
-        phases=tuple((name, tuple(members)) for name, members in phases),
+        phases=tuple((kind, tuple(members)) for kind, members in phases),
         allocator_fraction=setup.allocator_fraction,
         notes=tuple(notes),
     )
