@@ -59,7 +59,7 @@ DROPOUT_NOTE = "dropout off: the CPU kernels keep what CUDA's do not"
 
 
 def _t(model: str, tag: str, note: str = "", overrides: tuple[tuple[str, Any], ...] = (), **kw: Any) -> Case:
-    train = TrainSetup(**{**NO_OVERHEAD, **kw})
+    train = TrainSetup.from_flat(**{**NO_OVERHEAD, **kw})
     return Case(id=f"{model}/{tag}", model=model, train=train, note=note, overrides=overrides)
 
 
@@ -343,7 +343,7 @@ def write(results: list[Result], env_name: str) -> tuple[Path, Path]:
                 "model": r.case.model,
                 "model_type": catalog_spec(r.case.model).model_type,
                 "kind": "training" if r.case.train else "inference",
-                "setup": {k: v for k, v in (r.case.train or r.case.infer).__dict__.items() if k not in NO_OVERHEAD},  # type: ignore[union-attr]
+                "setup": {k: v for k, v in (r.case.train or r.case.infer).to_flat().items() if k not in NO_OVERHEAD},  # type: ignore[union-attr]
                 "measured_peak": r.measured,
                 "vramwise_peak": r.estimate,
                 "vramwise_error": r.peak_error,

@@ -244,7 +244,7 @@ def _plot(args: argparse.Namespace) -> int:
         estimate_stages(model, train)
 
         def at(x: int) -> Estimate:
-            return estimate_training(model, replace(train, **{args.vs: x}))
+            return estimate_training(model, train.with_flat(**{args.vs: x}))
 
     kind = "inference" if args.infer else "training"
     out = plot_sweep(
@@ -326,7 +326,7 @@ def _infer_setup(args: argparse.Namespace) -> InferSetup:
 
 def _train_setup(args: argparse.Namespace) -> TrainSetup:
     targets = tuple(x.strip() for x in args.lora_targets.split(",") if x.strip()) if args.lora_targets else ()
-    return TrainSetup(
+    return TrainSetup.from_flat(
         batch=args.batch,
         seq=args.seq,
         grad_accum=args.grad_accum,
@@ -387,7 +387,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     blocks = []
     for e in shown:
-        stage = f", stage {estimates.index(e)} of {setup.pp}" if setup.pp > 1 else ""
+        stage = f", stage {estimates.index(e)} of {setup.parallel.pp}" if setup.parallel.pp > 1 else ""
         title = _train_title(model, setup) + stage
         ver = verdict(e, gpu) if gpu else None
         blocks.append(render_table(e, title=title, unit=args.units, explain=args.explain, verdict=ver))
@@ -421,16 +421,17 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _train_title(model: ModelSpec | BareModel, setup: TrainSetup) -> str:
     what = _model_label(model)
-    layout = [f"{k}={v}" for k, v in (("dp", setup.dp), ("tp", setup.tp), ("pp", setup.pp), ("cp", setup.cp)) if v > 1]
-    if setup.zero:
-        layout.append(f"zero={setup.zero}")
-    if setup.fsdp != "none":
-        layout.append(f"fsdp={setup.fsdp}")
-    peft = f", {setup.peft} r={setup.lora_r}" if setup.peft != "none" else ""
-    mode = f"textbook mode (seed {setup.seed})" if setup.mode == "textbook" else "accurate mode"
+    par = setup.parallel
+    layout = [f"{k}={v}" for k, v in (("dp", par.dp), ("tp", par.tp), ("pp", par.pp), ("cp", par.cp)) if v > 1]
+    if par.zero:
+        layout.append(f"zero={par.zero}")
+    if par.fsdp != "none":
+        layout.append(f"fsdp={par.fsdp}")
+    peft = f", {setup.peft.method} r={setup.peft.lora_r}" if setup.peft.adapters else ""
+    mode = f"textbook mode (seed {setup.textbook.seed})" if setup.mode == "textbook" else "accurate mode"
     return (
-        f"vramwise train {what}: micro-batch {setup.batch} x {setup.seq} tokens, {setup.precision}, "
-        f"{setup.optimizer}{peft}, recompute {setup.recompute}"
+        f"vramwise train {what}: micro-batch {setup.batch} x {setup.seq} tokens, {setup.precision.recipe}, "
+        f"{setup.optimizer.name}{peft}, recompute {setup.recompute}"
         + (f", per GPU of {' '.join(layout)}" if layout else "")
         + f", {mode}"
     )
