@@ -201,10 +201,10 @@ def _llm_analysis(spec: ModelSpec, case: Case) -> int | None:
         if case.train:
             s = case.train
             if (
-                s.peft != "none"
+                s.peft.adapters
                 or s.gpus > 1
-                or s.precision not in ("bf16-mixed", "fp16-mixed")
-                or s.optimizer not in ("adam", "adamw")
+                or s.precision.recipe not in ("bf16-mixed", "fp16-mixed")
+                or s.optimizer.name not in ("adam", "adamw")
             ):
                 return None  # llm-analysis has no LoRA, fp32, pure-bf16 or non-Adam recipes
             recompute = la.ActivationRecomputation.FULL if s.recompute == "full" else la.ActivationRecomputation.NONE
@@ -246,9 +246,9 @@ def _accelerate(config: dict[str, Any], case: Case) -> int | None:
         return total // 2  # bf16 weights: accelerate reports the model size only
     s = case.train
     assert s is not None
-    if s.peft != "none" or s.gpus > 1:
+    if s.peft.adapters or s.gpus > 1:
         return None  # accelerate estimates full training on one GPU only
-    dtype = "float32" if s.precision == "fp32" else "bfloat16"
+    dtype = "float32" if s.precision.recipe == "fp32" else "bfloat16"
     return max(estimate_training_usage(total, dtype).values())  # what `accelerate estimate-memory` prints
 
 

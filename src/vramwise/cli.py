@@ -177,12 +177,10 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _smallest_that_fits(model: ModelSpec, setup: TrainSetup, budget: int) -> str:
     """The fewest ZeRO-3 GPUs with full recompute and micro-batch 1: a setup that fits, or why none does."""
-    from dataclasses import replace
-
     from vramwise.fit.solve import DoesNotFitError, min_gpus
 
     try:
-        answer = min_gpus(model, replace(setup, batch=1, recompute="full"), budget)
+        answer = min_gpus(model, setup.with_flat(batch=1, recompute="full"), budget)
     except DoesNotFitError:
         return "no data-parallel count fits either, even with full recompute and micro-batch 1"
     return f"smallest that fits: --batch 1 --recompute full --dp {answer.value} --zero 3"

@@ -79,7 +79,12 @@ def test_best_format_is_the_first_that_fits_in_quality_order() -> None:
     ("spec", "gpus", "gpu", "setup"),
     [
         (catalog_spec("llama-2-70b"), 64, "h100-80gb", TrainSetup.from_flat(seq=4096)),
-        (spec_from_config(GPT3, name="gpt3-175b", source="test"), 1024, "a100-80gb", TrainSetup.from_flat(grad_accum=64)),
+        (
+            spec_from_config(GPT3, name="gpt3-175b", source="test"),
+            1024,
+            "a100-80gb",
+            TrainSetup.from_flat(grad_accum=64),
+        ),
         (catalog_spec("llama-2-70b"), 8, "h100-80gb", TrainSetup.from_flat(seq=4096, batch=2)),
     ],
 )

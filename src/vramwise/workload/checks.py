@@ -25,9 +25,7 @@ def choice(field: str, value: str, allowed: type[E]) -> E:
     try:
         return allowed(value)
     except ValueError:
-        raise InvalidWorkloadError(
-            f"{field} '{value}' is not allowed; allowed: {', '.join(allowed)}"
-        ) from None
+        raise InvalidWorkloadError(f"{field} '{value}' is not allowed; allowed: {', '.join(allowed)}") from None
 
 
 def coerce(obj: object, field: str, allowed: type[StrEnum], name: str | None = None) -> None:

@@ -187,6 +187,7 @@ def _split(flat: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, An
             top[attr] = value
     return top, groups
 
+
 _GROUP_TYPES: dict[str, type] = {
     "precision": PrecisionConfig,
     "optimizer": OptimizerConfig,
@@ -226,4 +227,3 @@ _FLAT: dict[str, tuple[str, str]] = {
     "seed": ("textbook", "seed"),
     "lora_fraction": ("textbook", "lora_fraction"),
 }
-

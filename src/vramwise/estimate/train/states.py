@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import Stage, in_layer, stage_share
-from vramwise.estimate.train.lora import LoraModule, lora_targets
+from vramwise.estimate.train.lora import LoraModule
 from vramwise.estimate.train.optimizers import Tensor, fp32_note, state_bytes, step_transient, tensor_bytes
 from vramwise.estimate.train.recipe import Recipe
 from vramwise.formats import get_format
@@ -306,9 +306,7 @@ def model_states(
     return hit
 
 
-def _model_states(
-    spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe, lora: list[LoraModule]
-) -> ModelStates:
+def _model_states(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe, lora: list[LoraModule]) -> ModelStates:
     """Weights, adapters, master copy, optimizer states and gradients of one stage; independent of the batch
     and the sequence."""
     tr = _trainable(spec, stage, s, recipe, lora)

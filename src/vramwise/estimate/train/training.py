@@ -337,7 +337,8 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> StagePlan:
         f"precision {recipe.name}: weights {recipe.weight} B, gradients {recipe.grad} B, compute {recipe.compute} B"
     ]
     if setup.parallel.pp > 1:
-        notes.append(f"pipeline stage {stage.index} of {setup.parallel.pp}: layers {stage.layers[0]}-{stage.layers[-1]}")
+        span = f"layers {stage.layers[0]}-{stage.layers[-1]}"
+        notes.append(f"pipeline stage {stage.index} of {setup.parallel.pp}: {span}")
     if setup.optimizer.name in (Optimizer.PAGED_ADAMW, Optimizer.PAGED_ADAMW_8BIT):
         notes.append("paged optimizer: states live in unified memory and may be evicted to host RAM under pressure")
     if sharding.stage:
