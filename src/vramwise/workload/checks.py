@@ -22,6 +22,8 @@ def non_negative(field: str, value: int) -> None:
 
 def choice(field: str, value: str, allowed: type[E]) -> E:
     """The member of ``allowed`` that ``value`` names (a plain string from the CLI or JSON is accepted)."""
+    if isinstance(value, allowed):
+        return value  # already checked: replace() on a setup re-runs the checks on unchanged fields
     try:
         return allowed(value)
     except ValueError:

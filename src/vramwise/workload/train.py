@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,7 +137,7 @@ class TrainSetup:
 
         Read from ``fields()``, so a field added later joins every key built on it.
         """
-        return tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _PER_STEP)
+        return _HashedTuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _PER_STEP)
 
     @classmethod
     def from_flat(cls, **flat: Any) -> TrainSetup:
@@ -170,6 +171,20 @@ def step_impl(precision: PrecisionConfig, optimizer: OptimizerConfig) -> Optimiz
 
 
 _PER_STEP = ("batch", "seq")
+
+
+class _HashedTuple(tuple[Any, ...]):
+    """A tuple that hashes its (nested, frozen) items once: plan caches look it up on every estimate."""
+
+    _hash: int
+
+    def __new__(cls, items: Iterable[Any]) -> _HashedTuple:
+        self = super().__new__(cls, items)
+        self._hash = tuple.__hash__(self)
+        return self
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 def _split(flat: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
