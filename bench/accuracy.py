@@ -59,7 +59,7 @@ DROPOUT_NOTE = "dropout off: the CPU kernels keep what CUDA's do not"
 
 
 def _t(model: str, tag: str, note: str = "", overrides: tuple[tuple[str, Any], ...] = (), **kw: Any) -> Case:
-    train = TrainSetup(**{**NO_OVERHEAD, **kw})
+    train = TrainSetup.from_flat(**{**NO_OVERHEAD, **kw})
     return Case(id=f"{model}/{tag}", model=model, train=train, note=note, overrides=overrides)
 
 
@@ -201,10 +201,10 @@ def _llm_analysis(spec: ModelSpec, case: Case) -> int | None:
         if case.train:
             s = case.train
             if (
-                s.peft != "none"
+                s.peft.adapters
                 or s.gpus > 1
-                or s.precision not in ("bf16-mixed", "fp16-mixed")
-                or s.optimizer not in ("adam", "adamw")
+                or s.precision.recipe not in ("bf16-mixed", "fp16-mixed")
+                or s.optimizer.name not in ("adam", "adamw")
             ):
                 return None  # llm-analysis has no LoRA, fp32, pure-bf16 or non-Adam recipes
             recompute = la.ActivationRecomputation.FULL if s.recompute == "full" else la.ActivationRecomputation.NONE
@@ -246,9 +246,9 @@ def _accelerate(config: dict[str, Any], case: Case) -> int | None:
         return total // 2  # bf16 weights: accelerate reports the model size only
     s = case.train
     assert s is not None
-    if s.peft != "none" or s.gpus > 1:
+    if s.peft.adapters or s.gpus > 1:
         return None  # accelerate estimates full training on one GPU only
-    dtype = "float32" if s.precision == "fp32" else "bfloat16"
+    dtype = "float32" if s.precision.recipe == "fp32" else "bfloat16"
     return max(estimate_training_usage(total, dtype).values())  # what `accelerate estimate-memory` prints
 
 
@@ -343,7 +343,7 @@ def write(results: list[Result], env_name: str) -> tuple[Path, Path]:
                 "model": r.case.model,
                 "model_type": catalog_spec(r.case.model).model_type,
                 "kind": "training" if r.case.train else "inference",
-                "setup": {k: v for k, v in (r.case.train or r.case.infer).__dict__.items() if k not in NO_OVERHEAD},  # type: ignore[union-attr]
+                "setup": {k: v for k, v in (r.case.train or r.case.infer).to_flat().items() if k not in NO_OVERHEAD},  # type: ignore[union-attr]
                 "measured_peak": r.measured,
                 "vramwise_peak": r.estimate,
                 "vramwise_error": r.peak_error,

@@ -100,7 +100,7 @@ def _llm_analysis_process() -> float | None:
 def main() -> int:
     spec = catalog_spec("llama-2-7b")
     infer = InferSetup(context=4096)
-    train = TrainSetup(seq=2048, dp=8, zero=3)
+    train = TrainSetup.from_flat(seq=2048, dp=8, zero=3)
     figures: dict[str, Any] = {}
     # setups are built beforehand: the figure is the estimate, not the dataclass construction
     infers = [replace(infer, batch=b) for b in range(1, 9)]
@@ -119,7 +119,7 @@ def main() -> int:
     budget = get_gpu("h100-80gb").memory_bytes
     start = time.perf_counter()
     llama70 = catalog_spec("llama-2-70b")
-    found = search_layouts(llama70, TrainSetup(grad_accum=64), 1024, budget, batches=tuple(range(1, 161)))
+    found = search_layouts(llama70, TrainSetup.from_flat(grad_accum=64), 1024, budget, batches=tuple(range(1, 161)))
     search = time.perf_counter() - start
     figures["Llama-2-70B layout search on 1024 GPUs, micro-batch 1-160 (s)"] = search
     figures["layout candidates considered"] = found.candidates
@@ -127,7 +127,7 @@ def main() -> int:
     figures["layouts that fit"] = len(found.fitting)
     figures["seconds per layout candidate"] = search / max(1, found.candidates)
     small = catalog_spec("llama-3.2-1b")  # llm-analysis refuses setups that do not fit its GPU
-    small_setups = [TrainSetup(seq=2048, batch=b) for b in range(1, 5)]
+    small_setups = [TrainSetup.from_flat(seq=2048, batch=b) for b in range(1, 5)]
     figures["training estimate, Llama-3.2-1B on 1 GPU (s)"] = _per_call(
         lambda i: estimate_training(small, small_setups[i % 4]), 200
     )

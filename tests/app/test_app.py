@@ -58,7 +58,7 @@ def test_one_builder_per_setup_takes_every_option() -> None:
     )
     assert infer_setup({"seq": 512}) == InferSetup(context=512)  # --seq: the context's other spelling
     assert infer_setup({"context": None}) == InferSetup()  # None: not given, the dataclass default
-    assert train_setup({"lora_targets": "q_proj, v_proj", "peft": "lora", "cuda_context": 300}) == TrainSetup(
+    assert train_setup({"lora_targets": "q_proj, v_proj", "peft": "lora", "cuda_context": 300}) == TrainSetup.from_flat(
         peft="lora", lora_targets=("q_proj", "v_proj"), cuda_context_mib=300
     )
 
@@ -67,7 +67,7 @@ def test_fit_answers_equal_the_solvers() -> None:
     spec, budget = catalog_spec("llama-3-8b"), get_gpu("rtx-4090").memory_bytes
     opts = {"peft": "lora", "recompute": "full"}
     r = fit(FitRequest(model="llama-3-8b", gpu="rtx-4090", question=Question.MAX, target="batch", options=opts))
-    assert r.answer == max_train(spec, TrainSetup(peft="lora", recompute="full"), budget, "batch")
+    assert r.answer == max_train(spec, TrainSetup.from_flat(peft="lora", recompute="full"), budget, "batch")
     r = fit(
         FitRequest(
             model="llama-3-8b",

@@ -33,7 +33,7 @@ def test_the_matrix_spans_the_required_breadth() -> None:
 
     assert len(bench.CASES) >= 40
     assert len({catalog_spec(c.model).model_type for c in bench.CASES}) >= 8
-    assert any(c.infer for c in bench.CASES) and any(c.train and c.train.peft == "lora" for c in bench.CASES)
+    assert any(c.infer for c in bench.CASES) and any(c.train and c.train.peft.method == "lora" for c in bench.CASES)
 
 
 def test_small_cases_within_tolerance_and_states_exact() -> None:

@@ -57,7 +57,7 @@ CASES = [
 
 def _estimate(family: str, recipe: TraceRecipe) -> Estimate:
     spec = spec_from_config(FAMILIES[family], name=family, source="test")
-    setup = TrainSetup(
+    setup = TrainSetup.from_flat(
         batch=recipe.batch,
         seq=recipe.seq,
         precision=recipe.precision,
@@ -100,7 +100,9 @@ def test_adafactor_factored_states_and_step_on_real_tensors(impl: str) -> None:
     recipe = TraceRecipe(batch=1, seq=8, precision="fp32", optimizer="adafactor", optimizer_impl=impl)
     traced = trace_training(config, recipe, fake=False)
     spec = spec_from_config(config, name="tiny", source="test")
-    setup = TrainSetup(batch=1, seq=8, precision="fp32", optimizer="adafactor", optimizer_impl=impl, **NO_OVERHEAD)
+    setup = TrainSetup.from_flat(
+        batch=1, seq=8, precision="fp32", optimizer="adafactor", optimizer_impl=impl, **NO_OVERHEAD
+    )
     est = estimate_training(spec, setup)
     assert est.term("optimizer/states").bytes == traced.optimizer_states
     assert est.peak_bytes == pytest.approx(traced.peak, rel=0.05)

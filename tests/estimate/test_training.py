@@ -38,7 +38,7 @@ def _states(est: Estimate) -> int:
 
 
 def _train(model: str = "llama-2-7b", **kw: object) -> Estimate:
-    return estimate_training(catalog_spec(model), TrainSetup(**{**NO_OVERHEAD, **kw}))  # type: ignore[arg-type]
+    return estimate_training(catalog_spec(model), TrainSetup.from_flat(**{**NO_OVERHEAD, **kw}))
 
 
 def test_mixed_precision_adamw_holds_16_bytes_per_parameter_and_peaks_at_the_step() -> None:
@@ -136,14 +136,14 @@ def test_tensor_parallel_pads_the_vocabulary_to_128_t() -> None:
 
 def test_pipeline_stages_hold_p_minus_k_micro_batches_and_interleaving_adds_korthikanti_factor() -> None:
     spec = catalog_spec("llama-2-70b")
-    base = TrainSetup(pp=4, grad_accum=8, tp=8, **NO_OVERHEAD)  # type: ignore[arg-type]
+    base = TrainSetup.from_flat(pp=4, grad_accum=8, tp=8, **NO_OVERHEAD)
     stages = estimate_stages(spec, base)
     acts = [_bytes(e, "activations/mlp/intermediate") for e in stages]  # 80 layers -> 20 a stage
     assert [a * 4 // acts[0] for a in acts] == [4, 3, 2, 1]  # stage k keeps p - k micro-batches
     assert _bytes(stages[0], "weights/embeddings") > 0 and _bytes(stages[-1], "weights/embeddings") == 0
     assert _bytes(stages[-1], "weights/head") > 0 and _bytes(stages[0], "weights/head") == 0
     assert _bytes(stages[-1], "loss/backward") > 0 and _bytes(stages[0], "loss/backward") == 0
-    inter = estimate_stages(spec, TrainSetup(pp=4, grad_accum=8, tp=8, interleave=2, **NO_OVERHEAD))  # type: ignore[arg-type]
+    inter = estimate_stages(spec, TrainSetup.from_flat(pp=4, grad_accum=8, tp=8, interleave=2, **NO_OVERHEAD))
     ratio = _bytes(inter[0], "activations/mlp/intermediate") / acts[0]
     assert ratio == pytest.approx(1 + (4 - 1) / (4 * 2))  # Korthikanti et al. 2022, eq. (5)
 
@@ -177,7 +177,7 @@ def test_offload_moves_optimizer_states_to_host() -> None:
 
 def test_expert_parallel_states_partition_over_their_own_replicas() -> None:
     spec = catalog_spec("mixtral-8x7b")
-    est = estimate_training(spec, TrainSetup(dp=8, ep=8, zero=1, **NO_OVERHEAD))  # type: ignore[arg-type]
+    est = estimate_training(spec, TrainSetup.from_flat(dp=8, ep=8, zero=1, **NO_OVERHEAD))
     experts = sum(g.count for g in parameter_groups(spec) if g.per_expert)
     dense = sum(g.count for g in parameter_groups(spec)) - experts
     # dense states shard over 8 data-parallel ranks; each expert lives on one rank of 8, so it has 1 replica

@@ -19,19 +19,19 @@ from vramwise.workload import TrainSetup
 # Setups that exercise every rule kind: eager s², sliding-window masks, chunked loss, pipelines with micro-
 # batches in flight, FSDP's backward phases, LoRA, QLoRA, recompute, context parallelism, autocast.
 SETUPS = [
-    ("llama-2-7b", TrainSetup(seq=2048)),
-    ("llama-2-7b", TrainSetup(seq=1024, attention="eager")),
-    ("gemma-2-9b", TrainSetup(seq=1024, attention="eager", recompute="selective")),
-    ("llama-2-7b", TrainSetup(seq=4096, loss="chunked", loss_chunk=1024, dp=8, zero=3)),
-    ("llama-2-70b", TrainSetup(seq=4096, tp=8, pp=4, grad_accum=8, sp=True, recompute="full")),
-    ("llama-2-70b", TrainSetup(seq=4096, tp=4, pp=4, interleave=2, grad_accum=16)),
-    ("llama-3-8b", TrainSetup(seq=8192, dp=8, fsdp="full", precision="bf16")),
-    ("llama-3-8b", TrainSetup(seq=2048, peft="lora", lora_r=64, precision="bf16")),
-    ("llama-3-8b", TrainSetup(seq=2048, peft="qlora", precision="bf16", recompute="full")),
-    ("llama-3-8b", TrainSetup(seq=8192, cp=2, dp=4, zero=1)),
-    ("mistral-7b", TrainSetup(seq=8192)),
-    ("llama-3.2-1b", TrainSetup(seq=2048, precision="amp", optimizer="adamw", optimizer_impl="foreach")),
-    ("mixtral-8x7b", TrainSetup(seq=2048, dp=8, ep=8, zero=3)),
+    ("llama-2-7b", TrainSetup.from_flat(seq=2048)),
+    ("llama-2-7b", TrainSetup.from_flat(seq=1024, attention="eager")),
+    ("gemma-2-9b", TrainSetup.from_flat(seq=1024, attention="eager", recompute="selective")),
+    ("llama-2-7b", TrainSetup.from_flat(seq=4096, loss="chunked", loss_chunk=1024, dp=8, zero=3)),
+    ("llama-2-70b", TrainSetup.from_flat(seq=4096, tp=8, pp=4, grad_accum=8, sp=True, recompute="full")),
+    ("llama-2-70b", TrainSetup.from_flat(seq=4096, tp=4, pp=4, interleave=2, grad_accum=16)),
+    ("llama-3-8b", TrainSetup.from_flat(seq=8192, dp=8, fsdp="full", precision="bf16")),
+    ("llama-3-8b", TrainSetup.from_flat(seq=2048, peft="lora", lora_r=64, precision="bf16")),
+    ("llama-3-8b", TrainSetup.from_flat(seq=2048, peft="qlora", precision="bf16", recompute="full")),
+    ("llama-3-8b", TrainSetup.from_flat(seq=8192, cp=2, dp=4, zero=1)),
+    ("mistral-7b", TrainSetup.from_flat(seq=8192)),
+    ("llama-3.2-1b", TrainSetup.from_flat(seq=2048, precision="amp", optimizer="adamw", optimizer_impl="foreach")),
+    ("mixtral-8x7b", TrainSetup.from_flat(seq=2048, dp=8, ep=8, zero=3)),
 ]
 
 

@@ -23,19 +23,19 @@ GPT3 = {"model_type": "gpt2", "n_embd": 12288, "n_layer": 96, "n_head": 96, "voc
 @pytest.mark.parametrize(
     ("model", "gpu", "setup", "field"),
     [
-        ("llama-3-8b", "rtx-4090", TrainSetup(peft="lora", recompute="full"), "batch"),
-        ("llama-3-8b", "rtx-4090", TrainSetup(peft="lora", recompute="full"), "seq"),
-        ("qwen2-7b", "a100-80gb", TrainSetup(precision="bf16", recompute="full", seq=4096), "batch"),
-        ("mistral-7b", "h100-80gb", TrainSetup(dp=8, zero=3, batch=2), "seq"),
-        ("llama-2-70b", "h100-80gb", TrainSetup(tp=8, pp=4, grad_accum=16, recompute="full"), "batch"),
+        ("llama-3-8b", "rtx-4090", TrainSetup.from_flat(peft="lora", recompute="full"), "batch"),
+        ("llama-3-8b", "rtx-4090", TrainSetup.from_flat(peft="lora", recompute="full"), "seq"),
+        ("qwen2-7b", "a100-80gb", TrainSetup.from_flat(precision="bf16", recompute="full", seq=4096), "batch"),
+        ("mistral-7b", "h100-80gb", TrainSetup.from_flat(dp=8, zero=3, batch=2), "seq"),
+        ("llama-2-70b", "h100-80gb", TrainSetup.from_flat(tp=8, pp=4, grad_accum=16, recompute="full"), "batch"),
     ],
 )
 def test_largest_training_setting_is_the_boundary(model: str, gpu: str, setup: TrainSetup, field: str) -> None:
     spec, budget = catalog_spec(model), get_gpu(gpu).memory_bytes
     answer = max_train(spec, setup, budget, field)
     n = int(answer.value)
-    assert estimate_training(spec, replace(setup, **{field: n})).peak_bytes <= budget
-    assert estimate_training(spec, replace(setup, **{field: n + 1})).peak_bytes > budget
+    assert estimate_training(spec, setup.with_flat(**{field: n})).peak_bytes <= budget
+    assert estimate_training(spec, setup.with_flat(**{field: n + 1})).peak_bytes > budget
 
 
 @pytest.mark.parametrize(
@@ -56,11 +56,11 @@ def test_largest_inference_setting_is_the_boundary(model: str, gpu: str, setup: 
 @pytest.mark.parametrize(("model", "gpu"), [("llama-2-70b", "h100-80gb"), ("llama-3-8b", "rtx-4090")])
 def test_fewest_gpus_is_the_boundary(model: str, gpu: str) -> None:
     spec, budget = catalog_spec(model), get_gpu(gpu).memory_bytes
-    setup = TrainSetup(recompute="full")
+    setup = TrainSetup.from_flat(recompute="full")
     n = int(min_gpus(spec, setup, budget).value)
     assert n > 1
-    assert estimate_training(spec, replace(setup, dp=n, zero=3)).peak_bytes <= budget
-    fewer = replace(setup, dp=n - 1, zero=3) if n - 1 > 1 else setup
+    assert estimate_training(spec, setup.with_flat(dp=n, zero=3)).peak_bytes <= budget
+    fewer = setup.with_flat(dp=n - 1, zero=3) if n - 1 > 1 else setup
     assert estimate_training(spec, fewer).peak_bytes > budget
 
 
@@ -78,9 +78,14 @@ def test_best_format_is_the_first_that_fits_in_quality_order() -> None:
 @pytest.mark.parametrize(
     ("spec", "gpus", "gpu", "setup"),
     [
-        (catalog_spec("llama-2-70b"), 64, "h100-80gb", TrainSetup(seq=4096)),
-        (spec_from_config(GPT3, name="gpt3-175b", source="test"), 1024, "a100-80gb", TrainSetup(grad_accum=64)),
-        (catalog_spec("llama-2-70b"), 8, "h100-80gb", TrainSetup(seq=4096, batch=2)),
+        (catalog_spec("llama-2-70b"), 64, "h100-80gb", TrainSetup.from_flat(seq=4096)),
+        (
+            spec_from_config(GPT3, name="gpt3-175b", source="test"),
+            1024,
+            "a100-80gb",
+            TrainSetup.from_flat(grad_accum=64),
+        ),
+        (catalog_spec("llama-2-70b"), 8, "h100-80gb", TrainSetup.from_flat(seq=4096, batch=2)),
     ],
 )
 def test_layouts_returned_fit_and_rejected_families_do_not(
@@ -89,8 +94,8 @@ def test_layouts_returned_fit_and_rejected_families_do_not(
     budget = get_gpu(gpu).memory_bytes
     fitting, rejected = rank_layouts(spec, setup, gpus, budget)
     for x in fitting:
-        trial = replace(
-            setup, tp=x.tp, pp=x.pp, dp=x.dp, zero=x.zero, recompute=x.recompute, offload=x.offload, batch=x.batch
+        trial = setup.with_flat(
+            tp=x.tp, pp=x.pp, dp=x.dp, zero=x.zero, recompute=x.recompute, offload=x.offload, batch=x.batch
         )
         trial = replace(trial, grad_accum=max(setup.grad_accum, x.pp) if x.pp > 1 else setup.grad_accum)
         assert estimate_training(spec, trial).peak_bytes <= budget
@@ -103,7 +108,7 @@ def test_layouts_returned_fit_and_rejected_families_do_not(
 
 def test_nothing_fits_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(DoesNotFitError, match="nothing to grow"):
-        max_train(catalog_spec("llama-2-70b"), TrainSetup(), get_gpu("rtx-4090").memory_bytes, "batch")
+        max_train(catalog_spec("llama-2-70b"), TrainSetup.from_flat(), get_gpu("rtx-4090").memory_bytes, "batch")
     code = main(["fit", "llama-3.1-405b", "--gpu", "t4", "--infer", "--best-format"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "smallest" in err
@@ -115,23 +120,24 @@ def test_layout_search_over_micro_batches_matches_full_estimates(loss: str) -> N
     # micro-batch) and stops at a family's first miss; every verdict must agree with a full estimate, and the
     # micro-batch just beyond each family's largest fit must really miss.
     spec, budget = catalog_spec("llama-2-7b"), get_gpu("a100-40gb").memory_bytes
-    setup = TrainSetup(seq=2048, loss=loss, loss_chunk=4096)
+    setup = TrainSetup.from_flat(seq=2048, loss=loss, loss_chunk=4096)
     batches = (1, 3, 6, 11)
     found = search_layouts(spec, setup, 8, budget, batches=batches)
     assert found.candidates > len(found.fitting) > 0
     largest: dict[tuple, int] = {}
     for x in found.fitting:
-        trial = replace(setup, tp=x.tp, pp=x.pp, dp=x.dp, zero=x.zero, recompute=x.recompute, offload=x.offload)
+        trial = setup.with_flat(tp=x.tp, pp=x.pp, dp=x.dp, zero=x.zero, recompute=x.recompute, offload=x.offload)
         trial = replace(trial, batch=x.batch, grad_accum=max(setup.grad_accum, x.pp) if x.pp > 1 else 1)
         assert abs(estimate_training(spec, trial).peak_bytes - x.peak) <= 64  # whole-byte rounding per term
-        family = (trial.tp, trial.pp, trial.dp, trial.zero, trial.recompute, trial.offload, trial.grad_accum)
+        par = trial.parallel
+        family = (par.tp, par.pp, par.dp, par.zero, trial.recompute, par.offload, trial.grad_accum)
         largest[family] = max(largest.get(family, 0), x.batch)
     beyond = 0
     for (tp, pp, dp, zero, recompute, offload, accum), b in largest.items():
         if b == batches[-1]:
             continue
         nxt = batches[batches.index(b) + 1]
-        trial = TrainSetup(
+        trial = TrainSetup.from_flat(
             seq=2048, loss=loss, loss_chunk=4096, tp=tp, pp=pp, dp=dp, zero=zero, recompute=recompute,
             offload=offload, grad_accum=accum, batch=nxt,
         )  # fmt: skip

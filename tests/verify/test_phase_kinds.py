@@ -46,7 +46,7 @@ def test_every_backward_kind_counts_in_backward_peak() -> None:
 def test_every_phase_built_has_a_kind_that_verify_compares() -> None:
     seen: set[PhaseKind] = set()
     for model, kw in _TRAIN:
-        for est in estimate_stages(resolve_model(model), TrainSetup(**kw)):
+        for est in estimate_stages(resolve_model(model), TrainSetup.from_flat(**kw)):
             for p in est.phases:
                 assert isinstance(p.kind, PhaseKind) and p.name == p.kind.value
                 assert p.kind.step in twin.TRAINING_PEAKS.values()

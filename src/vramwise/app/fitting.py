@@ -15,6 +15,7 @@ from vramwise.app.setups import INFERENCE_ONLY, TRAINING_ONLY, infer_setup, refu
 from vramwise.catalog import Gpu, get_gpu
 from vramwise.errors import DoesNotFitError, InapplicableOptionError, InvalidWorkloadError
 from vramwise.units import Unit, fmt
+from vramwise.workload import Recompute
 
 if TYPE_CHECKING:
     from vramwise.fit.layouts import Search
@@ -158,7 +159,7 @@ def smallest_that_fits(model: ModelSpec, setup: TrainSetup, budget: int) -> str:
     from vramwise.fit.solve import min_gpus
 
     try:
-        answer = min_gpus(model, replace(setup, batch=1, recompute="full"), budget)
+        answer = min_gpus(model, replace(setup, batch=1, recompute=Recompute.FULL), budget)
     except DoesNotFitError:
         return "no data-parallel count fits either, even with full recompute and micro-batch 1"
     return f"smallest that fits: --batch 1 --recompute full --dp {answer.value} --zero 3"

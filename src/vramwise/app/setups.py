@@ -8,7 +8,6 @@ absent or None value means "not given", so the setup dataclass's own default app
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import MISSING, fields
 from typing import Any
 
 from vramwise.errors import InapplicableOptionError
@@ -87,19 +86,14 @@ def refuse(values: Mapping[str, Any], names: Iterable[str], why: str) -> None:
             raise InapplicableOptionError(f"{flag(name)} {why}", field=name)
 
 
-def _default(cls: type, field: str) -> Any:
-    f = next(f for f in fields(cls) if f.name == field)
-    return None if f.default is MISSING else f.default
-
-
 def infer_default(name: str) -> Any:
     """The default of an inference option: InferSetup's (the help text shows it, it is written nowhere else)."""
-    return _default(InferSetup, INFER_FIELDS[name])
+    return InferSetup().to_flat()[INFER_FIELDS[name]]
 
 
 def train_default(name: str) -> Any:
-    """The default of a training option: TrainSetup's."""
-    return _default(TrainSetup, TRAIN_FIELDS[name])
+    """The default of a training option: TrainSetup's, by its flat (schema v1) name."""
+    return TrainSetup().to_flat()[TRAIN_FIELDS[name]]
 
 
 def _kwargs(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
@@ -113,7 +107,7 @@ def infer_setup(values: Mapping[str, Any]) -> InferSetup:
             raise InapplicableOptionError("give the context once: --context or its other spelling --seq", field="seq")
         values = {**values, "context": values["seq"]}
     kw = _kwargs(values, INFER_FIELDS)
-    return InferSetup(**kw)
+    return InferSetup.from_flat(**kw)
 
 
 def train_setup(values: Mapping[str, Any]) -> TrainSetup:
@@ -122,4 +116,4 @@ def train_setup(values: Mapping[str, Any]) -> TrainSetup:
     if isinstance(targets, str):
         values = {**values, "lora_targets": tuple(x.strip() for x in targets.split(",") if x.strip()) or None}
     kw = _kwargs(values, TRAIN_FIELDS)
-    return TrainSetup(**kw)
+    return TrainSetup.from_flat(**kw)

@@ -13,10 +13,9 @@ framework allocates instead. The accurate training estimator is a separate (not 
 
 from __future__ import annotations
 
-from typing import Literal
-
 from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
 from vramwise.estimate.term import Term
+from vramwise.workload import Recompute
 
 SEED_000 = "seed 000 (Transformer 模型的記憶體使用量估算, 2024)"
 SEED_002 = "seed 002 (Zhihu p/648924115, after Korthikanti et al. 2022 and ZeRO, Rajbhandari et al. 2020)"
@@ -31,8 +30,6 @@ SEED_000_CAVEATS = (
     "seed 000 truncates each term to two decimals of GiB and adds the truncated values "
     "(46.67 and 158.25 GiB; exact bytes give 46.68 and 158.27)",
 )
-
-Recompute = Literal["none", "selective", "full"]
 
 
 def seed000_training_terms(
@@ -110,7 +107,7 @@ def korthikanti_activations(
     h: int,
     a: int,
     layers: int,
-    recompute: Recompute = "none",
+    recompute: Recompute = Recompute.NONE,
     tp: int = 1,
     sequence_parallel: bool = False,
     pp: int = 1,

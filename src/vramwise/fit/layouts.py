@@ -26,7 +26,7 @@ from vramwise.errors import VramwiseError
 from vramwise.estimate.sharding import divisors as _divisors
 from vramwise.estimate.train.training import phase_totals, training_peak
 from vramwise.spec.model import ModelSpec
-from vramwise.workload import TrainSetup
+from vramwise.workload import LossImpl, TrainSetup
 
 GPUS_PER_NODE = 8
 BOUNDARY = 4096  # bytes: closer than this to the budget, a full estimate decides
@@ -117,9 +117,9 @@ def search_layouts(
                     if offload == "params" and zero != 3:
                         continue
                     for recompute in ("none", "full"):
-                        base = replace(
-                            setup, tp=tp, pp=pp, dp=dp, zero=zero, fsdp="none", recompute=recompute,
-                            offload=offload, sp=setup.sp and tp > 1, grad_accum=accum,
+                        base = setup.with_flat(
+                            tp=tp, pp=pp, dp=dp, zero=zero, fsdp="none", recompute=recompute,
+                            offload=offload, sp=setup.parallel.sp and tp > 1, grad_accum=accum,
                         )  # fmt: skip
                         try:
                             one, two = (
@@ -132,7 +132,7 @@ def search_layouts(
                         lines = [(a, b - a) for a, b in zip(one, two, strict=True)]
                         for b in batches:
                             # a chunked loss's chunk stops growing with the batch: no line, every batch exact
-                            if setup.loss == "chunked":
+                            if setup.loss == LossImpl.CHUNKED:
                                 peak = training_peak(spec, replace(base, batch=b))
                                 estimates += 1
                             else:

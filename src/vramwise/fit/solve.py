@@ -18,7 +18,7 @@ from vramwise.estimate.train.training import estimate_training, training_peak
 from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
 from vramwise.units import Unit, fmt
-from vramwise.workload import InferSetup, TrainSetup
+from vramwise.workload import FsdpMode, InferSetup, Offload, TrainSetup
 
 SEARCH_CAP = 1 << 22  # 4M: no batch, sequence or GPU count beyond this is a sensible answer
 
@@ -63,10 +63,10 @@ def max_train(spec: ModelSpec, setup: TrainSetup, budget: int, field: str, unit:
     """Largest micro-batch (``batch``) or sequence length (``seq``) whose training step fits ``budget``."""
     if field not in ("batch", "seq"):
         raise ValueError(field)
-    step = setup.cp if field == "seq" else 1  # context parallelism splits the sequence evenly
+    step = setup.parallel.cp if field == "seq" else 1  # context parallelism splits the sequence evenly
 
     def at(n: int) -> TrainSetup:
-        return replace(setup, **{field: n * step})
+        return replace(setup, batch=n) if field == "batch" else replace(setup, seq=n * step)
 
     n, beyond = _largest(lambda n: training_peak(spec, at(n)), budget, 1, f"training with {field}", unit)
     return Answer(
@@ -85,7 +85,7 @@ def max_infer(spec: ModelSpec, setup: InferSetup, budget: int, field: str, unit:
         raise ValueError(field)
 
     def at(n: int) -> InferSetup:
-        return replace(setup, **{field: n})
+        return replace(setup, batch=n) if field == "batch" else replace(setup, context=n)
 
     n, beyond = _largest(lambda n: inference_peak(spec, at(n)), budget, 1, f"inference with {field}", unit)
     return Answer(
@@ -103,14 +103,14 @@ def min_gpus(spec: ModelSpec, setup: TrainSetup, budget: int, unit: Unit = "gib"
 
     One GPU means no sharding at all; from two on the states are partitioned, so memory falls as GPUs grow.
     """
-    sharded = setup.fsdp if setup.fsdp != "none" else None
+    sharded = setup.parallel.fsdp if setup.parallel.fsdp != FsdpMode.NONE else None
 
     def at(n: int) -> Estimate:
         if n == 1:
-            return estimate_training(spec, replace(setup, dp=1, zero=0, fsdp="none", offload="none"))
+            return estimate_training(spec, setup.with_flat(dp=1, zero=0, fsdp=FsdpMode.NONE, offload=Offload.NONE))
         if sharded:
-            return estimate_training(spec, replace(setup, dp=n, zero=0, fsdp=sharded))
-        return estimate_training(spec, replace(setup, dp=n, zero=3, fsdp="none"))
+            return estimate_training(spec, setup.with_flat(dp=n, zero=0, fsdp=sharded))
+        return estimate_training(spec, setup.with_flat(dp=n, zero=3, fsdp=FsdpMode.NONE))
 
     ests: dict[int, Estimate] = {}
 

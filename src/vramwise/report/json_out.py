@@ -12,6 +12,7 @@ from vramwise.report.verdict import Verdict
 from vramwise.spec.load import Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import active_params, total_params
+from vramwise.workload import InferSetup, TrainSetup, setup_to_flat
 
 SCHEMA = "vramwise/estimate"
 VERSION = 1
@@ -40,7 +41,7 @@ def to_dict(
     *,
     kind: str,
     model: Model,
-    setup: Any,
+    setup: InferSetup | TrainSetup,
     verdict: Verdict | None = None,
     capacity: Capacity | None = None,
 ) -> dict[str, Any]:
@@ -52,9 +53,9 @@ def to_dict(
         "schema": SCHEMA,
         "version": VERSION,
         "kind": kind,
-        "mode": getattr(setup, "mode", "accurate"),
+        "mode": str(setup.mode),
         "model": _model(model),
-        "setup": asdict(setup),
+        "setup": setup_to_flat(setup),
         "terms": terms,
         "peak": {"bytes": estimate.peak_bytes, "phase": peak.name if peak else None},
         "phases": [{"name": p.name, "bytes": estimate.phase_total(p)} for p in estimate.phases],

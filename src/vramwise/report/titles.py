@@ -23,16 +23,17 @@ def infer_title(model: Model, setup: InferSetup) -> str:
 
 
 def _train_what(model: Model, setup: TrainSetup) -> str:
-    layout = [f"{k}={v}" for k, v in (("dp", setup.dp), ("tp", setup.tp), ("pp", setup.pp), ("cp", setup.cp)) if v > 1]
-    if setup.zero:
-        layout.append(f"zero={setup.zero}")
-    if setup.fsdp != "none":
-        layout.append(f"fsdp={setup.fsdp}")
-    peft = f", {setup.peft} r={setup.lora_r}" if setup.peft != "none" else ""
-    mode = f"textbook mode (seed {setup.seed})" if setup.mode == "textbook" else "accurate mode"
+    par, peft = setup.parallel, setup.peft
+    layout = [f"{k}={v}" for k, v in (("dp", par.dp), ("tp", par.tp), ("pp", par.pp), ("cp", par.cp)) if v > 1]
+    if par.zero:
+        layout.append(f"zero={par.zero}")
+    if par.fsdp != "none":
+        layout.append(f"fsdp={par.fsdp}")
+    adapters = f", {peft.method} r={peft.lora_r}" if peft.adapters else ""
+    mode = f"textbook mode (seed {setup.textbook.seed})" if setup.mode == "textbook" else "accurate mode"
     return (
-        f"{model_label(model)}: micro-batch {setup.batch} x {setup.seq} tokens, {setup.precision}, "
-        f"{setup.optimizer}{peft}, recompute {setup.recompute}"
+        f"{model_label(model)}: micro-batch {setup.batch} x {setup.seq} tokens, {setup.precision.recipe}, "
+        f"{setup.optimizer.name}{adapters}, recompute {setup.recompute}"
         + (f", per GPU of {' '.join(layout)}" if layout else "")
         + f", {mode}"
     )
@@ -41,7 +42,7 @@ def _train_what(model: Model, setup: TrainSetup) -> str:
 def train_title(model: Model, setup: TrainSetup, stage: int | None = None) -> str:
     """The training title; ``stage`` names the pipeline stage shown (only when there is a pipeline)."""
     title = f"vramwise train {_train_what(model, setup)}"
-    return title + (f", stage {stage} of {setup.pp}" if stage is not None and setup.pp > 1 else "")
+    return title + (f", stage {stage} of {setup.parallel.pp}" if stage is not None and setup.parallel.pp > 1 else "")
 
 
 def verify_title(model: Model, setup: InferSetup | TrainSetup) -> str:

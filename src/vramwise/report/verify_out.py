@@ -6,6 +6,7 @@ from typing import Any
 
 from vramwise.units import Unit, fmt, footer, to_unit, unit_label
 from vramwise.verify.twin import Comparison
+from vramwise.workload import InferSetup, TrainSetup, setup_to_flat
 
 
 def render_comparison(c: Comparison, *, title: str, unit: Unit = "gib") -> str:
@@ -38,15 +39,13 @@ def render_comparison(c: Comparison, *, title: str, unit: Unit = "gib") -> str:
     return "\n".join(lines)
 
 
-def comparison_dict(c: Comparison, *, model: str, setup: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
+def comparison_dict(c: Comparison, *, model: str, setup: InferSetup | TrainSetup) -> dict[str, Any]:
     return {
         "schema": "vramwise/verify",
         "version": 1,
         "kind": c.kind,
         "model": model,
-        "setup": asdict(setup),
+        "setup": setup_to_flat(setup),
         "semantics": c.semantics,
         "layers_traced": c.layers_traced,
         "rows": [{"name": r.name, "estimate": r.estimate, "measured": r.measured, "error": r.error} for r in c.rows],

@@ -23,7 +23,17 @@ from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.term import Estimate, Step
 from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.load import BareModel, Model
-from vramwise.workload import InferSetup, TrainSetup
+from vramwise.workload import (
+    AttentionImpl,
+    FsdpMode,
+    InferSetup,
+    LossImpl,
+    Overheads,
+    PeftMethod,
+    Precision,
+    Recompute,
+    TrainSetup,
+)
 
 CUDA_SEMANTICS = "real CUDA tensors with random weights; torch.cuda allocator statistics and device memory"
 SEMANTICS = (
@@ -95,28 +105,29 @@ def _check_torch() -> None:
 def train_recipe(setup: TrainSetup) -> Any:
     from vramwise.verify.trace import TraceRecipe
 
+    precision, optimizer, peft, par = setup.precision.recipe, setup.optimizer.name, setup.peft, setup.parallel
     unsupported = [
         (
-            setup.precision not in _TRACE_PRECISIONS,
-            f"precision {setup.precision} (traceable: amp, fp32, bf16, *-mixed)",
+            precision not in _TRACE_PRECISIONS,
+            f"precision {precision} (traceable: amp, fp32, bf16, *-mixed)",
         ),
         (
-            setup.optimizer not in _TRACE_OPTIMIZERS,
-            f"optimizer {setup.optimizer} (traceable: {', '.join(_TRACE_OPTIMIZERS)}; bitsandbytes needs CUDA, "
+            optimizer not in _TRACE_OPTIMIZERS,
+            f"optimizer {optimizer} (traceable: {', '.join(_TRACE_OPTIMIZERS)}; bitsandbytes needs CUDA, "
             "Adafactor reads values that fake tensors do not have)",
         ),
-        (setup.peft == "qlora", "peft qlora (bitsandbytes 4-bit needs CUDA)"),
-        (setup.recompute == "selective", "recompute selective (transformers has none; use none or full)"),
-        (setup.loss == "chunked", "loss chunked (transformers computes the full cross entropy)"),
-        (setup.lora_dropout > 0, "lora_dropout > 0 (the CPU dropout kernel keeps a wider mask than CUDA's)"),
+        (peft.method == PeftMethod.QLORA, "peft qlora (bitsandbytes 4-bit needs CUDA)"),
+        (setup.recompute == Recompute.SELECTIVE, "recompute selective (transformers has none; use none or full)"),
+        (setup.loss == LossImpl.CHUNKED, "loss chunked (transformers computes the full cross entropy)"),
+        (peft.lora_dropout > 0, "lora_dropout > 0 (the CPU dropout kernel keeps a wider mask than CUDA's)"),
         (
-            setup.tp * setup.pp * setup.cp > 1 or setup.zero > 0 or setup.fsdp not in ("none", "full"),
+            par.tp * par.pp * par.cp > 1 or par.zero > 0 or par.fsdp not in (FsdpMode.NONE, FsdpMode.FULL),
             "tp, pp, cp or ZeRO layouts (the twin traces one GPU, or FSDP2 full sharding over a fake world)",
         ),
-        (setup.dp > 1 and setup.fsdp == "none", "plain data parallelism (DDP buckets): use --fsdp full or dp 1"),
-        (setup.peft != "none" and setup.fsdp != "none", "LoRA under FSDP"),
+        (par.dp > 1 and par.fsdp == FsdpMode.NONE, "plain data parallelism (DDP buckets): use --fsdp full or dp 1"),
+        (peft.adapters and par.fsdp != FsdpMode.NONE, "LoRA under FSDP"),
         (
-            setup.fsdp != "none" and setup.precision not in ("bf16", "fp32"),
+            par.fsdp != FsdpMode.NONE and precision not in (Precision.BF16, Precision.FP32),
             "FSDP with mixed precision (traceable FSDP recipes: bf16, fp32)",
         ),
         (setup.grad_accum > 1, "grad_accum > 1"),
@@ -124,19 +135,18 @@ def train_recipe(setup: TrainSetup) -> Any:
     for bad, what in unsupported:
         if bad:
             raise VerifyUnsupportedError(f"verify cannot reproduce {what}")
-    impl = setup.step_impl
     return TraceRecipe(
         batch=setup.batch,
         seq=setup.seq,
-        precision=setup.precision.replace("amp-fp16", "amp"),
-        attention="sdpa" if setup.attention == "flash" else setup.attention,
-        recompute=setup.recompute,
-        optimizer=setup.optimizer,
-        optimizer_impl=impl,
-        lora_r=setup.lora_r if setup.peft == "lora" else 0,
-        lora_targets=setup.lora_targets,
-        freeze_layers=setup.freeze_layers,
-        fsdp=setup.dp if setup.fsdp == "full" else 0,
+        precision=str(Precision.AMP if precision == Precision.AMP_FP16 else precision),
+        attention=str(AttentionImpl.SDPA if setup.attention == AttentionImpl.FLASH else setup.attention),
+        recompute=str(setup.recompute),
+        optimizer=str(optimizer),
+        optimizer_impl=str(setup.step_impl),
+        lora_r=peft.lora_r if peft.method == PeftMethod.LORA else 0,
+        lora_targets=peft.lora_targets,
+        freeze_layers=peft.freeze_layers,
+        fsdp=par.dp if par.fsdp == FsdpMode.FULL else 0,
     )
 
 
@@ -208,7 +218,7 @@ def verify_training(text: str, model: Model, setup: TrainSetup, *, layers: int |
     _check_torch()
     config = raw_config(text, model)
     recipe = train_recipe(setup)
-    bare = replace(setup, cuda_context_mib=0, allocator_fraction=0.0)
+    bare = replace(setup, overheads=Overheads(cuda_context_mib=0, allocator_fraction=0.0))
     est = estimate_training(model, bare)
     full = estimate_training(model, setup)
     start = time.perf_counter()

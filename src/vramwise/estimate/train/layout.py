@@ -1,4 +1,7 @@
-"""Which share of each parameter group one GPU holds: pipeline stage, tensor, expert and ZeRO/FSDP shards."""
+"""Which share of each parameter group one GPU holds: pipeline stage, tensor and expert shards.
+
+ZeRO/FSDP's divisors are derived once per layout: ``setup.parallel.sharding`` (``workload/layout.py``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from vramwise.errors import InvalidLayoutError
 from vramwise.estimate.sharding import check_tp
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import ParamGroup
-from vramwise.workload import TrainSetup
+from vramwise.workload import ParallelConfig, TrainSetup
 
 MEGATRON_VOCAB_PAD = 128  # Megatron pads the vocabulary to a multiple of 128 x tp (make-vocab-size-divisible-by)
 
@@ -31,21 +34,23 @@ class Stage:
 
 
 def check_layout(spec: ModelSpec, setup: TrainSetup) -> None:
-    check_tp(spec, setup.tp)
-    if setup.pp > spec.num_layers:
-        raise InvalidLayoutError(f"pp ({setup.pp}) cannot exceed the number of layers ({spec.num_layers})")
-    if setup.pp * setup.interleave > spec.num_layers:
+    """The layout rules that need the model (the others are checked when the setup is built)."""
+    p = setup.parallel
+    check_tp(spec, p.tp)
+    if p.pp > spec.num_layers:
+        raise InvalidLayoutError(f"pp ({p.pp}) cannot exceed the number of layers ({spec.num_layers})")
+    if p.pp * p.interleave > spec.num_layers:
         raise InvalidLayoutError(
-            f"pp x interleave ({setup.pp * setup.interleave}) cannot exceed the number of layers ({spec.num_layers})"
+            f"pp x interleave ({p.pp * p.interleave}) cannot exceed the number of layers ({spec.num_layers})"
         )
-    if setup.ep > 1:
+    if p.ep > 1:
         if not spec.moe:
-            raise InvalidLayoutError(f"ep ({setup.ep}) needs a mixture-of-experts model; {spec.name} is dense")
-        if spec.moe.num_experts % setup.ep:
-            raise InvalidLayoutError(f"ep ({setup.ep}) must divide the number of experts ({spec.moe.num_experts})")
-    if setup.freeze_layers > spec.num_layers:
+            raise InvalidLayoutError(f"ep ({p.ep}) needs a mixture-of-experts model; {spec.name} is dense")
+        if spec.moe.num_experts % p.ep:
+            raise InvalidLayoutError(f"ep ({p.ep}) must divide the number of experts ({spec.moe.num_experts})")
+    if setup.peft.freeze_layers > spec.num_layers:
         raise InvalidLayoutError(
-            f"freeze_layers ({setup.freeze_layers}) cannot exceed the number of layers ({spec.num_layers})"
+            f"freeze_layers ({setup.peft.freeze_layers}) cannot exceed the number of layers ({spec.num_layers})"
         )
 
 
@@ -69,7 +74,7 @@ def padded_vocab(vocab: int, tp: int) -> int:
     return -(-vocab // unit) * unit
 
 
-def stage_share(group: ParamGroup, spec: ModelSpec, stage: Stage, setup: TrainSetup) -> float:
+def stage_share(group: ParamGroup, spec: ModelSpec, stage: Stage, parallel: ParallelConfig) -> float:
     """Fraction of ``group`` (summed over the whole model) that one GPU of ``stage`` holds, before ZeRO."""
     if in_layer(group):
         share = len(stage.layers) / spec.num_layers
@@ -77,32 +82,13 @@ def stage_share(group: ParamGroup, spec: ModelSpec, stage: Stage, setup: TrainSe
             moe = spec.moe
             share = sum(1 for i in stage.layers if i in moe.moe_layers) / max(1, len(moe.moe_layers))
             if group.per_expert:
-                share /= setup.ep
+                share /= parallel.ep
     else:
         head = group.category == "head" or group.name == "norms.final"
         tied_head = spec.tied_embeddings and group.name == "embeddings.tokens" and stage.last
         share = 1.0 if (stage.last if head else stage.first) or tied_head else 0.0
-    if setup.tp == 1 or group.kind in ("norm", "router") or group.name in ("embeddings.positions",):
+    if parallel.tp == 1 or group.kind in ("norm", "router") or group.name in ("embeddings.positions",):
         return share
     if group.name in ("embeddings.tokens", "head.lm_head", "head.bias"):
-        return share * padded_vocab(spec.vocab_size, setup.tp) / setup.tp / spec.vocab_size
-    return share / setup.tp
-
-
-def shard_group(setup: TrainSetup) -> int:
-    """GPUs the ZeRO/FSDP states are partitioned over."""
-    if setup.fsdp == "hybrid":
-        return setup.fsdp_shard or setup.dp
-    return setup.dp
-
-
-def partitioned(setup: TrainSetup) -> dict[str, int]:
-    """Divisor of each model state under ZeRO (DeepSpeed stages) or FSDP (full = 3, grad-op = 2, hybrid = 3)."""
-    n = shard_group(setup)
-    stage = setup.zero or {"none": 0, "grad-op": 2, "full": 3, "hybrid": 3}[setup.fsdp]
-    return {
-        "optimizer": n if stage >= 1 else 1,
-        "gradients": n if stage >= 2 else 1,
-        "weights": n if stage >= 3 else 1,
-        "stage": stage,
-    }
+        return share * padded_vocab(spec.vocab_size, parallel.tp) / parallel.tp / spec.vocab_size
+    return share / parallel.tp

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vramwise.workload import TrainSetup
+from vramwise.workload import GradDtype, Precision, PrecisionConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,15 +30,15 @@ class Recipe:
     keeps_fp32_modules: bool = False  # the framework's fp32-kept modules survive (no blanket cast)
 
 
-def recipe_for(setup: TrainSetup) -> Recipe:
-    p = setup.precision
-    if p == "fp32":
+def recipe_for(precision: PrecisionConfig) -> Recipe:
+    p = precision.recipe
+    if p == Precision.FP32:
         return Recipe(name=p, weight=4, grad=4, master=0, state=4, compute=4, autocast_cache=False)
-    if p in ("amp", "amp-fp16"):
+    if p in (Precision.AMP, Precision.AMP_FP16):
         return Recipe(name=p, weight=4, grad=4, master=0, state=4, compute=2, autocast_cache=True)
-    if p == "bf16":
+    if p == Precision.BF16:
         return Recipe(
             name=p, weight=2, grad=2, master=0, state=2, compute=2, autocast_cache=False, keeps_fp32_modules=True
         )
-    grad = 4 if setup.grad_dtype == "fp32" else 2
+    grad = 4 if precision.grad_dtype == GradDtype.FP32 else 2
     return Recipe(name=p, weight=2, grad=grad, master=4, state=4, compute=2, autocast_cache=False)

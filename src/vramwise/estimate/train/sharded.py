@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 
 from vramwise.estimate.term import Term
-from vramwise.estimate.train.layout import in_layer, partitioned
+from vramwise.estimate.train.layout import in_layer
 from vramwise.estimate.train.plan import ONE, TOKENS, Rule
 from vramwise.estimate.train.recipe import Recipe
 from vramwise.estimate.train.states import LORA_BYTES
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
-from vramwise.workload import TrainSetup
+from vramwise.workload import FsdpMode, TrainSetup
 
 
 @functools.lru_cache(maxsize=256)
@@ -37,15 +37,16 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
     and one layer's unsharded gradients wait for their reduce-scatter (traced: notes §2c, verify).
     DeepSpeed ZeRO-3 gathers the module running now plus the prefetch bucket, in forward and backward alike.
     """
-    if partitioned(setup)["stage"] < 3:
+    p = setup.parallel
+    if p.sharding.stage < 3:
         return [], []
-    layer = _layer_params(spec) // setup.tp
+    layer = _layer_params(spec) // p.tp
     outer = _outer_params(spec)
     w = recipe.weight
     # fp32-kept parameters (DeepSeek's routers under a bf16 load) and their gradients take 4 B, not w
-    kept = _fp32_kept_per_layer(spec) // setup.tp if recipe.keeps_fp32_modules and w < 4 else 0
+    kept = _fp32_kept_per_layer(spec) // p.tp if recipe.keeps_fp32_modules and w < 4 else 0
     extra, extra_f = kept * (4 - w), f" + {kept:,} kept in fp32 x {4 - w} B" if kept else ""
-    if setup.fsdp != "none":
+    if p.fsdp != FsdpMode.NONE:
         src = "FSDP2: root unit kept, layers resharded after forward, current + prefetched layer in backward"
         root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B", source=src)
         layers = Term(
@@ -54,16 +55,16 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
             formula=f"2 x ({layer:,} x {w} B{extra_f})",
             source=src,
         )
-        g = LORA_BYTES if setup.peft != "none" else recipe.grad
+        g = LORA_BYTES if setup.peft.adapters else recipe.grad
         grads = Term(
             name="fsdp/unsharded_grads",
-            bytes=layer * g + (kept * (4 - g) if g < 4 else 0) if setup.peft == "none" else 0,
+            bytes=layer * g + (kept * (4 - g) if g < 4 else 0) if not setup.peft.adapters else 0,
             formula=f"one layer's gradients before reduce-scatter: {layer:,} x {g} B"
             + (f" + {kept:,} kept in fp32 x {4 - g} B" if kept and g < 4 else ""),
             source=src,
         )
         return [root], [root, layers, grads]
-    prefetch = min(setup.prefetch_bucket, layer)
+    prefetch = min(p.prefetch_bucket, layer)
     n = (max(layer, outer) + prefetch) * w + (extra if layer >= outer else 0)
     term = Term(
         name="zero/gathered_params",

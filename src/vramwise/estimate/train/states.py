@@ -2,8 +2,9 @@
 
 They depend on the model, the precision recipe, the optimizer, peft and the parallel layout, never on the
 batch or the sequence: ``model_states`` caches them so that the fit solvers' sweeps compute them once.
-Sharding follows DeepSpeed's ZeRO stages and FSDP (see ``layout.partitioned``); routed experts shard over
-their own dp / ep replicas.
+Sharding follows DeepSpeed's ZeRO stages and FSDP (``ParallelConfig.sharding``); routed experts shard over
+their own dp / ep replicas. The cache keys on ``StatesSetup``, the four groups of the setup the states read:
+the functions here see only those, so a field they start to read is in the key by construction.
 """
 
 from __future__ import annotations
@@ -12,18 +13,57 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vramwise.estimate.term import Term
-from vramwise.estimate.train.layout import Stage, in_layer, partitioned, stage_share
-from vramwise.estimate.train.lora import LoraModule, lora_targets
+from vramwise.estimate.train.layout import Stage, in_layer, stage_share
+from vramwise.estimate.train.lora import LoraModule
 from vramwise.estimate.train.optimizers import Tensor, fp32_note, state_bytes, step_transient, tensor_bytes
-from vramwise.estimate.train.recipe import Recipe, recipe_for
+from vramwise.estimate.train.recipe import Recipe
 from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import CATEGORIES, ParamGroup, parameter_groups
-from vramwise.workload import TrainSetup
+from vramwise.workload import (
+    Offload,
+    Optimizer,
+    OptimizerConfig,
+    ParallelConfig,
+    PeftConfig,
+    PeftMethod,
+    PrecisionConfig,
+    TrainSetup,
+)
+from vramwise.workload.train import step_impl
 
 LORA_BYTES = 4  # peft keeps adapters in fp32 (autocast_adapter_dtype=True), whatever the base dtype
 QLORA_FORMAT = "nf4-dq"  # bitsandbytes 4-bit with double quantization, the QLoRA paper's recipe
 SRC_STATES = "ZeRO paper §3 (Rajbhandari et al. 2020); torch.optim; measured in notes §2"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatesSetup:
+    """The part of a ``TrainSetup`` the model states depend on, and the key of their cache.
+
+    Not the batch, the sequence, recompute, attention, the loss, the overheads or textbook mode: sweeps over
+    those (the fit solvers) reuse one computation.
+    """
+
+    precision: PrecisionConfig
+    optimizer: OptimizerConfig
+    peft: PeftConfig
+    parallel: ParallelConfig
+
+    @classmethod
+    def of(cls, setup: TrainSetup) -> StatesSetup:
+        return cls(precision=setup.precision, optimizer=setup.optimizer, peft=setup.peft, parallel=setup.parallel)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelStates:
+    """The model states of one pipeline stage, by when they are live."""
+
+    persistent: tuple[Term, ...]  # weights, adapters, master copy, optimizer states, DDP buckets
+    host: tuple[Term, ...]  # offloaded to host RAM
+    gradients: Term | None  # full size (None under LOMO); whether they persist depends on the schedule
+    backward_extra: tuple[Term, ...]  # live at backward end only (reduce bucket, LOMO's one gradient)
+    step_extra: tuple[Term, ...]  # live during the optimizer step only
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,7 +72,6 @@ class _Trainable:
 
     count: float
     tensors: list[Tensor]
-    bytes_per_param: int  # of the trainable weights themselves (fp32 adapters, or the recipe's weight)
 
 
 def _shape(group: ParamGroup, spec: ModelSpec) -> tuple[int, int]:
@@ -45,41 +84,40 @@ def _shape(group: ParamGroup, spec: ModelSpec) -> tuple[int, int]:
     return per_tensor, 1
 
 
-def _trainable_stage(stage: Stage, setup: TrainSetup) -> Stage:
-    return Stage(
-        index=stage.index, count=stage.count, layers=tuple(i for i in stage.layers if i >= setup.freeze_layers)
-    )
+def _trainable_stage(stage: Stage, freeze_layers: int) -> Stage:
+    return Stage(index=stage.index, count=stage.count, layers=tuple(i for i in stage.layers if i >= freeze_layers))
 
 
-def _trainable(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, lora: list[LoraModule]) -> _Trainable:
-    if setup.peft != "none":
+def _trainable(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe, lora: list[LoraModule]) -> _Trainable:
+    if s.peft.adapters:
         share = len(stage.layers) / spec.num_layers
         tensors = []
         for m in lora:
             copies = m.layers * share
-            rank = setup.lora_r * m.rank_mult
+            rank = s.peft.lora_r * m.rank_mult
             tensors += [Tensor(rows=rank, cols=m.in_features, copies=copies)]
             tensors += [Tensor(rows=m.out_features, cols=rank, copies=copies)]
-        return _Trainable(count=sum(t.numel * t.copies for t in tensors), tensors=tensors, bytes_per_param=LORA_BYTES)
-    live = _trainable_stage(stage, setup)
+        return _Trainable(count=sum(t.numel * t.copies for t in tensors), tensors=tensors)
+    live = _trainable_stage(stage, s.peft.freeze_layers)
     tensors = []
     for g in parameter_groups(spec):
-        if not in_layer(g) and setup.freeze_layers and g.category == "embeddings":
+        if not in_layer(g) and s.peft.freeze_layers and g.category == "embeddings":
             continue  # freezing the bottom layers freezes the embeddings below them
-        share = stage_share(g, spec, live if in_layer(g) else stage, setup)
+        share = stage_share(g, spec, live if in_layer(g) else stage, s.parallel)
         if share:
             rows, cols = _shape(g, spec)
             fp32 = g.fp32 and recipe.keeps_fp32_modules
             tensors.append(Tensor(rows=rows, cols=cols, copies=g.tensors * share, expert=g.per_expert, fp32=fp32))
     count = sum(t.numel * t.copies for t in tensors)
-    return _Trainable(count=count, tensors=tensors, bytes_per_param=recipe.weight)
+    return _Trainable(count=count, tensors=tensors)
 
 
-def _weights(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, divisor: int) -> list[Term]:
-    qlora = get_format(QLORA_FORMAT) if setup.peft == "qlora" else None
+def _weights(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe) -> list[Term]:
+    divisor = s.parallel.sharding.weights
+    qlora = get_format(QLORA_FORMAT) if s.peft.method == PeftMethod.QLORA else None
     by_cat: dict[str, list[tuple[float, str]]] = {}
     for g in parameter_groups(spec):
-        share = stage_share(g, spec, stage, setup)
+        share = stage_share(g, spec, stage, s.parallel)
         if not share:
             continue
         if qlora and in_layer(g) and g.kind == "linear":
@@ -127,51 +165,53 @@ def _shard_note(divisor: int, ep: int, what: str) -> str:
     return f" / {divisor} ({what}{experts})"
 
 
-def _states(
-    setup: TrainSetup, recipe: Recipe, tr: _Trainable
-) -> tuple[list[Term], list[Term], Term | None, list[Term], list[Term]]:
-    """(persistent, host, gradients (full size), backward-end extras, step extras)."""
-    part = partitioned(setup)
-    lora = setup.peft != "none"
-    n_opt, n_grad, ep = part["optimizer"], part["gradients"], setup.ep
+@dataclass
+class _Built:
+    """Terms of ``_model_states`` as they are collected."""
+
+    persistent: list[Term]
+    host: list[Term]
+    backward_extra: list[Term]
+    step_extra: list[Term]
+
+
+def _master_and_states(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> None:
+    """The fp32 master copy and the optimizer states: on the GPU, or on the host when offloaded."""
+    lora, n_opt, ep, opt = s.peft.adapters, s.parallel.sharding.optimizer, s.parallel.ep, s.optimizer.name
     state_el = LORA_BYTES if lora else recipe.state
+    opt_note = _shard_note(n_opt, ep, "ZeRO/FSDP shard")
+    where = out.host if s.parallel.offload != Offload.NONE else out.persistent
+    if recipe.master and not lora:
+        where.append(
+            Term(
+                name="optimizer/master_weights",
+                bytes=_per_gpu(tr.tensors, n_opt, ep, lambda ts: _numel(ts) * recipe.master),
+                formula=f"{_numel(tr.tensors):,} trainable x {recipe.master} B fp32{opt_note}",
+                source=SRC_STATES,
+            )
+        )
+    n, f = state_bytes(opt, tr.tensors, state_el)
+    if n:
+        where.append(
+            Term(
+                name="optimizer/states",
+                bytes=_per_gpu(tr.tensors, n_opt, ep, lambda ts: state_bytes(opt, ts, state_el)[0]),
+                formula=f + opt_note,
+                source=SRC_STATES + ("; bitsandbytes blockwise 8-bit" if "8bit" in opt else ""),
+            )
+        )
+
+
+def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> Term | None:
+    """The gradients (full size, None under LOMO), and what backward adds: LOMO's one gradient, the
+    ZeRO reduce bucket or DDP's allreduce buckets."""
+    lora, sharding, ep = s.peft.adapters, s.parallel.sharding, s.parallel.ep
+    n_grad = sharding.gradients
     grad_b = LORA_BYTES if lora else recipe.grad
     count = _numel(tr.tensors)
-    opt_note = _shard_note(n_opt, ep, "ZeRO/FSDP shard")
-    persistent: list[Term] = []
-    host: list[Term] = []
-    offload = setup.offload != "none"
-    if recipe.master and not lora:
-        master = Term(
-            name="optimizer/master_weights",
-            bytes=_per_gpu(tr.tensors, n_opt, ep, lambda ts: _numel(ts) * recipe.master),
-            formula=f"{count:,} trainable x {recipe.master} B fp32{opt_note}",
-            source=SRC_STATES,
-        )
-        (host if offload else persistent).append(master)
-    n, f = state_bytes(setup.optimizer, tr.tensors, state_el)
-    if n:
-        states = Term(
-            name="optimizer/states",
-            bytes=_per_gpu(tr.tensors, n_opt, ep, lambda ts: state_bytes(setup.optimizer, ts, state_el)[0]),
-            formula=f + opt_note,
-            source=SRC_STATES + ("; bitsandbytes blockwise 8-bit" if "8bit" in setup.optimizer else ""),
-        )
-        (host if offload else persistent).append(states)
-    grads = None
-    if setup.optimizer != "lomo":
-        grads = Term(
-            name="gradients",
-            bytes=_per_gpu(tr.tensors, n_grad, ep, lambda ts: tensor_bytes(ts, grad_b)),
-            formula=f"{count:,} trainable x {grad_b} B{fp32_note(tr.tensors, grad_b)}"
-            f"{_shard_note(n_grad, ep, 'ZeRO-2/3 shard')}",
-            source=SRC_STATES,
-        )
-    backward_extra: list[Term] = []
-    step_extra: list[Term] = []
-    if setup.optimizer == "lomo":
+    if s.optimizer.name == Optimizer.LOMO:
         largest = max((t.numel for t in tr.tensors), default=0)
-        backward_extra.append(
+        out.backward_extra.append(
             Term(
                 name="optimizer/lomo_gradient",
                 bytes=largest * recipe.grad,
@@ -179,18 +219,26 @@ def _states(
                 source="LOMO (Lv et al. 2023): the update is fused into backward",
             )
         )
-    if n_grad > 1 and grads is not None:
-        bucket = min(setup.reduce_bucket, count)
-        backward_extra.append(
+        return None
+    grads = Term(
+        name="gradients",
+        bytes=_per_gpu(tr.tensors, n_grad, ep, lambda ts: tensor_bytes(ts, grad_b)),
+        formula=f"{count:,} trainable x {grad_b} B{fp32_note(tr.tensors, grad_b)}"
+        f"{_shard_note(n_grad, ep, 'ZeRO-2/3 shard')}",
+        source=SRC_STATES,
+    )
+    if n_grad > 1:
+        bucket = min(s.parallel.reduce_bucket, count)
+        out.backward_extra.append(
             Term(
                 name="zero/reduce_bucket",
                 bytes=bucket * grad_b,
-                formula=f"min(reduce_bucket {setup.reduce_bucket:,}, trainable) x {grad_b} B",
+                formula=f"min(reduce_bucket {s.parallel.reduce_bucket:,}, trainable) x {grad_b} B",
                 source="DeepSpeed reduce_bucket_size / FSDP reduce-scatter of one unit",
             )
         )
-    elif setup.dp > 1 and part["stage"] == 0 and grads is not None:
-        persistent.append(
+    elif s.parallel.dp > 1 and sharding.stage == 0:
+        out.persistent.append(
             Term(
                 name="ddp/buckets",
                 bytes=tensor_bytes(tr.tensors, grad_b),
@@ -199,9 +247,18 @@ def _states(
                 source="torch DistributedDataParallel allreduce buckets hold a second copy of the gradients",
             )
         )
+    return grads
+
+
+def _step(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> None:
+    """The optimizer step's transients, or (offloaded) the fp32 gradient partition on the host."""
+    lora, n_opt, ep, opt = s.peft.adapters, s.parallel.sharding.optimizer, s.parallel.ep, s.optimizer.name
+    state_el = LORA_BYTES if lora else recipe.state
+    count = _numel(tr.tensors)
+    opt_note = _shard_note(n_opt, ep, "ZeRO/FSDP shard")
     fp32_grads = _per_gpu(tr.tensors, n_opt, ep, lambda ts: _numel(ts) * 4)
-    if offload:
-        host.append(
+    if s.parallel.offload != Offload.NONE:
+        out.host.append(
             Term(
                 name="optimizer/fp32_gradients",
                 bytes=fp32_grads,
@@ -209,22 +266,20 @@ def _states(
                 source="ZeRO-Offload: fp32 gradient partition on the host for the CPU optimizer",
             )
         )
-        return persistent, host, grads, backward_extra, step_extra
-    impl = setup.step_impl
-    t, tf = step_transient(setup.optimizer, impl, tr.tensors, state_el)
+        return
+    impl = step_impl(s.precision, s.optimizer)
+    t, tf = step_transient(opt, impl, tr.tensors, state_el)
     if t:
-        step_extra.append(
+        out.step_extra.append(
             Term(
                 name="optimizer/step_transient",
-                bytes=_per_gpu(
-                    tr.tensors, n_opt, ep, lambda ts: step_transient(setup.optimizer, impl, ts, state_el)[0]
-                ),
+                bytes=_per_gpu(tr.tensors, n_opt, ep, lambda ts: step_transient(opt, impl, ts, state_el)[0]),
                 formula=tf + opt_note,
                 source="torch.optim implementations, measured in notes §6",
             )
         )
     if recipe.master and not lora and recipe.grad == 2:
-        step_extra.append(
+        out.step_extra.append(
             Term(
                 name="optimizer/fp32_gradients",
                 bytes=fp32_grads,
@@ -232,51 +287,48 @@ def _states(
                 source="DeepSpeed/Megatron mixed-precision optimizer",
             )
         )
-    return persistent, host, grads, backward_extra, step_extra
 
 
-# Model states do not depend on the batch, the sequence, recompute, attention or the loss: sweeps over those
-# (the fit solvers) reuse one computation. The key lists every field the states do depend on.
-_STATE_FIELDS = (
-    "precision", "grad_dtype", "optimizer", "optimizer_impl", "peft", "lora_r", "lora_targets", "freeze_layers",
-    "dp", "zero", "fsdp", "fsdp_shard", "offload", "tp", "sp", "pp", "interleave", "cp", "ep", "reduce_bucket",
-)  # fmt: skip
-_STATES_CACHE: dict[tuple, tuple] = {}
+_STATES_CACHE: dict[tuple[ModelSpec, Stage, StatesSetup], ModelStates] = {}
 
 
-def model_states(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> tuple:
-    key = (spec, stage, *(getattr(setup, f) for f in _STATE_FIELDS))
+def model_states(
+    spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, lora: list[LoraModule]
+) -> ModelStates:
+    """The model states of ``stage``, cached on ``StatesSetup`` (``recipe`` and ``lora`` derive from it)."""
+    s = StatesSetup.of(setup)
+    key = (spec, stage, s)
     hit = _STATES_CACHE.get(key)
     if hit is None:
         if len(_STATES_CACHE) > 4096:
             _STATES_CACHE.clear()
-        hit = _STATES_CACHE[key] = _model_states(spec, stage, setup)
+        hit = _STATES_CACHE[key] = _model_states(spec, stage, s, recipe, lora)
     return hit
 
 
-def _model_states(
-    spec: ModelSpec, stage: Stage, setup: TrainSetup
-) -> tuple[tuple[Term, ...], tuple[Term, ...], Term | None, tuple[Term, ...], tuple[Term, ...]]:
-    """(persistent, host, gradients, backward-end extras, step extras) of one stage: weights, adapters, master
-    copy, optimizer states; independent of the batch and the sequence (see ``_STATE_FIELDS``)."""
-    recipe = recipe_for(setup)
-    lora = lora_targets(spec, setup.lora_targets) if setup.peft != "none" else []
-    part = partitioned(setup)
-    tr = _trainable(spec, stage, setup, recipe, lora)
-    persistent: list[Term] = []
-    host: list[Term] = []
-    weights = _weights(spec, stage, setup, recipe, part["weights"])
-    (host if setup.offload == "params" else persistent).extend(weights)
+def _model_states(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe, lora: list[LoraModule]) -> ModelStates:
+    """Weights, adapters, master copy, optimizer states and gradients of one stage; independent of the batch
+    and the sequence."""
+    tr = _trainable(spec, stage, s, recipe, lora)
+    out = _Built(persistent=[], host=[], backward_extra=[], step_extra=[])
+    weights = _weights(spec, stage, s, recipe)
+    (out.host if s.parallel.offload == Offload.PARAMS else out.persistent).extend(weights)
     if lora:
-        persistent.append(
+        out.persistent.append(
             Term(
                 name="weights/lora",
                 bytes=round(tr.count * LORA_BYTES),
-                formula=f"r {setup.lora_r} x (in + out) per module: {tr.count:,.0f} x {LORA_BYTES} B fp32",
+                formula=f"r {s.peft.lora_r} x (in + out) per module: {tr.count:,.0f} x {LORA_BYTES} B fp32",
                 source="peft LoRA (Hu et al. 2021), adapters upcast to fp32",
             )
         )
-    st_persistent, st_host, grads, backward_extra, step_extra = _states(setup, recipe, tr)
-    persistent += st_persistent
-    host += st_host
-    return tuple(persistent), tuple(host), grads, tuple(backward_extra), tuple(step_extra)
+    _master_and_states(s, recipe, tr, out)
+    grads = _gradients(s, recipe, tr, out)
+    _step(s, recipe, tr, out)
+    return ModelStates(
+        persistent=tuple(out.persistent),
+        host=tuple(out.host),
+        gradients=grads,
+        backward_extra=tuple(out.backward_extra),
+        step_extra=tuple(out.step_extra),
+    )

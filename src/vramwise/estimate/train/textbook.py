@@ -20,7 +20,7 @@ from vramwise.estimate.textbook_train import (
 from vramwise.estimate.train.layout import padded_vocab
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.params import total_params
-from vramwise.workload import TrainSetup
+from vramwise.workload import PeftMethod, Recompute, Seed, TrainSetup
 
 _SEED_000_OPTIMIZER = {"adam": "adam", "adamw": "adam", "sgd": "sgd", "sgd-momentum": "sgd-momentum"}
 _SEED_002_OPTIMIZER = {
@@ -34,19 +34,20 @@ _NEEDS_ARCH = "activations need the architecture (hidden size, layers, heads): n
 
 
 def _seed_optimizer(setup: TrainSetup, table: dict[str, str]) -> str:
-    if setup.optimizer not in table:
+    name = setup.optimizer.name
+    if name not in table:
         raise InvalidWorkloadError(
-            f"optimizer '{setup.optimizer}' has no seed {setup.seed} formula; allowed: {', '.join(table)}"
+            f"optimizer '{name}' has no seed {setup.textbook.seed} formula; allowed: {', '.join(table)}"
         )
-    return table[setup.optimizer]
+    return table[name]
 
 
 def _seed000(model: Model, setup: TrainSetup) -> Estimate:
-    if setup.gpus > 1 or setup.zero:
+    if setup.gpus > 1 or setup.parallel.zero:
         raise InvalidWorkloadError("seed 000's formulas are for one GPU: use --seed 002 for ZeRO, tp or pp")
     optimizer = _seed_optimizer(setup, _SEED_000_OPTIMIZER)
     params = model.params if isinstance(model, BareModel) else total_params(model)
-    fraction = setup.lora_fraction if setup.peft != "none" else 1.0
+    fraction = setup.textbook.lora_fraction if setup.peft.adapters else 1.0
     if isinstance(model, BareModel):
         terms = seed000_training_terms(
             params=params, trainable_fraction=fraction, tokens=1, hidden=0, layers=0, optimizer=optimizer
@@ -65,22 +66,23 @@ def _seed000(model: Model, setup: TrainSetup) -> Estimate:
         optimizer=optimizer,
     )
     notes = list(SEED_000_CAVEATS)
-    if setup.recompute != "full":
+    if setup.recompute != Recompute.FULL:
         notes.append("seed 000's activation term assumes gradient checkpointing (2·t·h·L) whatever --recompute says")
     return Estimate(persistent=terms, notes=tuple(notes))
 
 
 def _seed002(model: Model, setup: TrainSetup) -> Estimate:
-    if setup.peft != "none":
+    if setup.peft.method != PeftMethod.NONE:
         raise InvalidWorkloadError("seed 002 has no LoRA formula: use --seed 000 for LoRA in textbook mode")
     optimizer = _seed_optimizer(setup, _SEED_002_OPTIMIZER)
+    par = setup.parallel
     if isinstance(model, BareModel):
-        if setup.tp > 1 or setup.pp > 1:
+        if par.tp > 1 or par.pp > 1:
             raise InvalidWorkloadError("seed 002's tp/pp parameter split needs the architecture, not a bare size")
-        states = seed002_model_states(params=model.params, optimizer=optimizer, zero=setup.zero, dp=setup.dp)
+        states = seed002_model_states(params=model.params, optimizer=optimizer, zero=par.zero, dp=par.dp)
         return Estimate(persistent=(states,), missing=(_NEEDS_ARCH,))
     h, L, V = model.hidden_size, model.num_layers, model.vocab_size
-    t, p = setup.tp, setup.pp
+    t, p = par.tp, par.pp
     if t > 1 or p > 1:
         vp = padded_vocab(V, t)
         params = vp * h / t + (12 * h * h + 13 * h) * L / (t * p)
@@ -88,7 +90,7 @@ def _seed002(model: Model, setup: TrainSetup) -> Estimate:
     else:
         params = seed_param_formula(V, h, L)
         pf = f"Vh + L(12h² + 13h) with V {V}, h {h}, L {L}"
-    states = seed002_model_states(params=params, optimizer=optimizer, zero=setup.zero, dp=setup.dp)
+    states = seed002_model_states(params=params, optimizer=optimizer, zero=par.zero, dp=par.dp)
     states = Term(name=states.name, bytes=states.bytes, formula=f"{states.formula}; Φ = {pf}", source=states.source)
     acts = korthikanti_activations(
         s=setup.seq,
@@ -96,11 +98,11 @@ def _seed002(model: Model, setup: TrainSetup) -> Estimate:
         h=h,
         a=model.attention.num_heads,
         layers=L,
-        recompute=setup.recompute,  # type: ignore[arg-type]
+        recompute=setup.recompute,
         tp=t,
-        sequence_parallel=setup.sp,
+        sequence_parallel=par.sp,
         pp=p,
-        interleave=setup.interleave,
+        interleave=par.interleave,
     )
     notes = (
         f"Φ per GPU by seed 002's formula: {params:,.0f} (the model's exact total: {total_params(model):,})",
@@ -110,4 +112,4 @@ def _seed002(model: Model, setup: TrainSetup) -> Estimate:
 
 
 def textbook_training(model: Model, setup: TrainSetup) -> Estimate:
-    return _seed000(model, setup) if setup.seed == "000" else _seed002(model, setup)
+    return _seed000(model, setup) if setup.textbook.seed == Seed.SEED_000 else _seed002(model, setup)

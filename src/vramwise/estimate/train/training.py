@@ -17,8 +17,8 @@ tensors per layer from ``activations.py``, the loss region from ``loss.py``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+from dataclasses import dataclass
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate.overheads import cuda_context_term, tensor_bytes
@@ -29,8 +29,6 @@ from vramwise.estimate.train.layout import (
     check_layout,
     in_layer,
     padded_vocab,
-    partitioned,
-    shard_group,
     stage_share,
     stages,
 )
@@ -43,12 +41,12 @@ from vramwise.estimate.train.states import model_states
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
-from vramwise.workload import TrainSetup
+from vramwise.workload import AttentionImpl, FsdpMode, Optimizer, PeftMethod, Recompute, TrainSetup
 
 
 def _in_flight(stage: Stage, setup: TrainSetup) -> float:
     """Micro-batches whose activations a stage holds at once under 1F1B (interleaved: in stage-layer units)."""
-    p, v, m, k = setup.pp, setup.interleave, setup.grad_accum, stage.index
+    p, v, m, k = setup.parallel.pp, setup.parallel.interleave, setup.grad_accum, stage.index
     if p == 1:
         return 1.0
     if v == 1:
@@ -59,33 +57,37 @@ def _in_flight(stage: Stage, setup: TrainSetup) -> float:
 
 def _layer_grads(setup: TrainSetup, lora: list[LoraModule]) -> Grads:
     return Grads(
-        base=setup.peft == "none",
+        base=not setup.peft.adapters,
         lora=tuple(lora),
-        lora_r=setup.lora_r,
-        lora_dropout=setup.lora_dropout > 0,
+        lora_r=setup.peft.lora_r,
+        lora_dropout=setup.peft.lora_dropout > 0,
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class _LayerQuery:
+    """What the saved bytes per token of a stage's layers depend on: the key of ``_saved_per_token``'s cache."""
+
+    stage: Stage
+    c: int
+    grads: Grads
+    attention: AttentionImpl
+    recompute: Recompute
+    seq: int  # only eager attention's s² depends on it; 0 otherwise, so sweeps over seq hit the cache
+    tp: int
+    sp: bool
+    amp: bool
+    peft: bool
+    freeze_layers: int
+
+
 @functools.lru_cache(maxsize=4096)
-def _saved_per_token(
-    spec: ModelSpec,
-    stage: Stage,
-    c: int,
-    grads: Grads,
-    attention: str,
-    recompute: str,
-    seq: int,  # only eager attention's s² depends on it; 0 otherwise, so sweeps over seq hit the cache
-    tp: int,
-    sp: bool,
-    amp: bool,
-    peft: bool,
-    freeze_layers: int,
-) -> tuple[int, tuple[tuple[str, float], ...], float]:
+def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[str, float], ...], float]:
     """(layers that record, per-token bytes by name summed over them, the largest single layer's per-token bytes).
 
     Layers differ only in whether their MLP is a mixture of experts: each kind is computed once.
     """
-    recording = [i for i in stage.layers if peft or i >= freeze_layers]
+    recording = [i for i in q.stage.layers if q.peft or i >= q.freeze_layers]
     moe_layers = set(spec.moe.moe_layers) if spec.moe else set()
     counts: dict[bool, int] = {}
     first: dict[bool, int] = {}
@@ -93,8 +95,21 @@ def _saved_per_token(
         kind = i in moe_layers
         counts[kind] = counts.get(kind, 0) + 1
         first.setdefault(kind, i)
-    kw = {"c": c, "grads": grads, "attention": attention, "recompute": recompute, "seq": seq, "tp": tp, "sp": sp}
-    kinds = {kind: layer_saved(spec, layer=first[kind], amp=amp, **kw) for kind in counts}
+    kinds = {
+        kind: layer_saved(
+            spec,
+            layer=first[kind],
+            c=q.c,
+            grads=q.grads,
+            attention=q.attention,
+            recompute=q.recompute,
+            seq=q.seq,
+            tp=q.tp,
+            sp=q.sp,
+            amp=q.amp,
+        )
+        for kind in counts
+    }
     names: dict[str, float] = {}
     for kind, saved in kinds.items():
         for k, v in saved.items.items():
@@ -108,24 +123,24 @@ def _activations(
 ) -> tuple[list[Rule], float]:
     """Rules for what is saved until backward on this stage, and the largest single layer's bytes per token."""
     c = recipe.compute
-    recording, per_token, per_layer_max = _saved_per_token(
-        spec,
-        stage,
-        c,
-        _layer_grads(setup, lora),
-        setup.attention,
-        setup.recompute,
-        setup.seq if setup.attention == "eager" else 0,
-        setup.tp,
-        setup.sp,
-        recipe.autocast_cache,
-        setup.peft != "none",
-        setup.freeze_layers,
+    query = _LayerQuery(
+        stage=stage,
+        c=c,
+        grads=_layer_grads(setup, lora),
+        attention=setup.attention,
+        recompute=setup.recompute,
+        seq=setup.seq if setup.attention == AttentionImpl.EAGER else 0,
+        tp=setup.parallel.tp,
+        sp=setup.parallel.sp,
+        amp=recipe.autocast_cache,
+        peft=setup.peft.adapters,
+        freeze_layers=setup.peft.freeze_layers,
     )
+    recording, per_token, per_layer_max = _saved_per_token(spec, query)
     rules: list[Rule] = []
     flight_f = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
-    if setup.recompute == "full":
-        rep = setup.tp if setup.sp else 1
+    if setup.recompute == Recompute.FULL:
+        rep = setup.parallel.tp if setup.parallel.sp else 1
         rules.append(
             Rule(
                 name="activations/checkpoints",
@@ -170,7 +185,7 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
             )
         )
     sliding = _any_sliding(spec, stage.layers)
-    if sliding and setup.attention == "sdpa":
+    if sliding and setup.attention == AttentionImpl.SDPA:
         # A sliding window rules out is_causal: transformers builds a (b, 1, s, s) mask that sdpa keeps
         out.append(
             Rule(
@@ -186,7 +201,7 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
         out.append(
             Rule(
                 name="activations/inputs",
-                coef=16 * setup.cp * flight,
+                coef=16 * setup.parallel.cp * flight,
                 var=TOKENS,
                 formula="input ids and labels: 2 x b {b} x s {s} x 8 B" + many,
                 source="int64 token ids",
@@ -203,8 +218,8 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
                 )
             )
     if stage.last and spec.norm.final:
-        full = setup.peft == "none"
-        head_trains = full and not (spec.tied_embeddings and setup.freeze_layers)  # a tied head freezes too
+        full = not setup.peft.adapters
+        head_trains = full and not (spec.tied_embeddings and setup.peft.freeze_layers)  # a tied head freezes too
         fp32 = spec.model_type.startswith("gemma") or spec.model_type == "gpt_oss"  # fp32 weight multiply
         per = c * h + 2 * c if spec.norm.kind == "layer" else 4 * h + 4 + ((4 if fp32 else c) * h if full else 0)
         per += c * h if head_trains else 0  # lm_head's input, for the head's gradient
@@ -222,7 +237,8 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
 
 def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> tuple[Rule, Rule]:
     # vocab-parallel cross entropy: each rank holds its share of the padded vocabulary, as the head does
-    vocab = spec.vocab_size if setup.tp == 1 else padded_vocab(spec.vocab_size, setup.tp) // setup.tp
+    tp = setup.parallel.tp
+    vocab = spec.vocab_size if tp == 1 else padded_vocab(spec.vocab_size, tp) // tp
     return loss_rules(
         vocab=vocab,
         h=spec.hidden_size,
@@ -235,7 +251,7 @@ def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> 
 
 def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> Term:
     n = sum(
-        g.count * stage_share(g, spec, stage, setup)
+        g.count * stage_share(g, spec, stage, setup.parallel)
         for g in parameter_groups(spec)
         if g.kind == "linear" or g.category == "head" or (spec.tied_embeddings and g.name == "embeddings.tokens")
     )
@@ -248,19 +264,19 @@ def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> Term:
 
 
 def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> StagePlan:
-    recipe = recipe_for(setup)
-    lora = lora_targets(spec, setup.lora_targets) if setup.peft != "none" else []
-    part = partitioned(setup)
-    states = model_states(spec, stage, setup)
-    persistent, host = list(states[0]), list(states[1])
-    grads, backward_extra, step_extra = states[2], states[3], states[4]
+    recipe = recipe_for(setup.precision)
+    lora = lora_targets(spec, setup.peft.lora_targets) if setup.peft.adapters else []
+    sharding = setup.parallel.sharding
+    states = model_states(spec, stage, setup, recipe, lora)
+    persistent, host = list(states.persistent), list(states.host)
+    grads, backward_extra, step_extra = states.gradients, states.backward_extra, states.step_extra
     # Gradients outlive a backward when they accumulate, or in DeepSpeed's preallocated ZeRO-2/3 partition;
     # FSDP allocates each sharded gradient at its reduce-scatter, so the loss backward sees none.
-    zero_buffer = part["gradients"] > 1 and setup.fsdp == "none"
+    zero_buffer = sharding.gradients > 1 and setup.parallel.fsdp == FsdpMode.NONE
     grads_persist = grads is not None and (setup.grad_accum > 1 or zero_buffer)
     if grads_persist and grads is not None:
         persistent.append(grads)
-    persistent.append(cuda_context_term(setup.cuda_context_mib))
+    persistent.append(cuda_context_term(setup.overheads.cuda_context_mib))
     pers = tuple(persistent)
 
     rules: list[Rule] = []
@@ -285,14 +301,14 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> StagePlan:
         in_layers += autocast
     gathered_fwd, gathered_bwd = gathered(spec, setup, recipe)
     forward += add(*gathered_fwd)
-    if setup.peft == "qlora":
+    if setup.peft.method == PeftMethod.QLORA:
         dequantized = add(_dequantized(spec))
         forward += dequantized
         in_layers += dequantized
     phases = [(PhaseKind.FORWARD_END, forward)]
     if loss_temp:
         phases.append((PhaseKind.BACKWARD_LOSS, forward + loss_temp))
-    if setup.recompute == "full" and largest_layer:
+    if setup.recompute == Recompute.FULL and largest_layer:
         rebuilt = Rule(
             name="activations/recomputed_layer",
             coef=largest_layer,
@@ -301,11 +317,11 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> StagePlan:
             source="full recompute re-runs one layer's forward during backward",
         )
         phases.append((PhaseKind.BACKWARD_RECOMPUTE, forward + add(rebuilt)))
-    if setup.fsdp != "none" and gathered_bwd:
+    if setup.parallel.fsdp != FsdpMode.NONE and gathered_bwd:
         # the last layer's backward: activations still held, the loss's tensors gone, units gathered
         bwd = add(*gathered_bwd)
         phases.append((PhaseKind.BACKWARD_LAYER, in_layers + bwd))
-        if stage.last and setup.peft == "none":
+        if stage.last and not setup.peft.adapters:
             # the head's backward: the last two layer units are already being gathered (prefetch)
             units = [j for j in bwd if rules[j].name != "fsdp/unsharded_grads"]
             phases.append((PhaseKind.BACKWARD_HEAD, in_layers + units + add(*head_grads(spec, recipe))))
@@ -320,13 +336,14 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> StagePlan:
     notes = [
         f"precision {recipe.name}: weights {recipe.weight} B, gradients {recipe.grad} B, compute {recipe.compute} B"
     ]
-    if setup.pp > 1:
-        notes.append(f"pipeline stage {stage.index} of {setup.pp}: layers {stage.layers[0]}-{stage.layers[-1]}")
-    if setup.optimizer.startswith("paged-"):
+    if setup.parallel.pp > 1:
+        span = f"layers {stage.layers[0]}-{stage.layers[-1]}"
+        notes.append(f"pipeline stage {stage.index} of {setup.parallel.pp}: {span}")
+    if setup.optimizer.name in (Optimizer.PAGED_ADAMW, Optimizer.PAGED_ADAMW_8BIT):
         notes.append("paged optimizer: states live in unified memory and may be evicted to host RAM under pressure")
-    if part["stage"]:
-        notes.append(f"model states partitioned over {shard_group(setup)} data-parallel GPUs (stage {part['stage']})")
-    if setup.recompute == "selective" and setup.attention != "eager":
+    if sharding.stage:
+        notes.append(f"model states partitioned over {sharding.group} data-parallel GPUs (stage {sharding.stage})")
+    if setup.recompute == Recompute.SELECTIVE and setup.attention != AttentionImpl.EAGER:
         notes.append("selective recompute drops the attention scores, which sdpa/flash never keep: no change here")
     if spec.attention.kind == "mla" or spec.moe:
         notes.append("MLA and MoE activations follow the Mixtral/Llama rules and are less tightly traced")
@@ -336,7 +353,7 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> StagePlan:
         host=tuple(host),
         rules=tuple(rules),
         phases=tuple((kind, tuple(members)) for kind, members in phases),
-        allocator_fraction=setup.allocator_fraction,
+        allocator_fraction=setup.overheads.allocator_fraction,
         notes=tuple(notes),
     )
 
@@ -364,9 +381,7 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
 
 
 # Plans are shared by setups that differ only in the micro-batch and, except under eager attention (whose
-# scores grow with it), the sequence: the key is every other field of the setup.
-_FIELDS = tuple(f.name for f in dataclasses.fields(TrainSetup))
-_BATCH, _SEQ = _FIELDS.index("batch"), _FIELDS.index("seq")
+# scores grow with it), the sequence: the key is every other field (``TrainSetup.static``).
 _PLANS: dict[tuple, tuple[StagePlan, ...]] = {}
 
 
@@ -376,15 +391,11 @@ def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[StagePlan, ...]:
     A middle stage holds no more layers than the first (earlier stages take the remainder), no more
     micro-batches in flight, and neither the embeddings nor the loss.
     """
-    values = list(setup.__dict__.values())
-    values[_BATCH] = 0
-    if setup.attention != "eager":
-        values[_SEQ] = 0
-    key = (model, *values)
+    key = (model, setup.static, setup.seq if setup.attention == AttentionImpl.EAGER else 0)
     hit = _PLANS.get(key)
     if hit is None:
         spec = _check(model, setup)
-        split = stages(spec, setup.pp)
+        split = stages(spec, setup.parallel.pp)
         hit = tuple(_stage_plan(spec, setup, s) for s in split[:1] + split[1:][-1:])
         if len(_PLANS) > 4096:
             _PLANS.clear()
@@ -393,7 +404,7 @@ def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[StagePlan, ...]:
 
 
 def _vars(setup: TrainSetup) -> tuple[int, ...]:
-    return workload_vars(setup.batch, setup.seq, setup.cp, setup.loss_chunk)
+    return workload_vars(setup.batch, setup.seq, setup.parallel.cp, setup.loss_chunk)
 
 
 def training_peak(model: Model, setup: TrainSetup) -> int:
@@ -406,7 +417,7 @@ def estimate_stages(model: Model, setup: TrainSetup) -> list[Estimate]:
     """One estimate per pipeline stage (a single one without pipelining)."""
     spec = _check(model, setup)
     v = _vars(setup)
-    return [_stage_plan(spec, setup, s).render(v, setup.seq) for s in stages(spec, setup.pp)]
+    return [_stage_plan(spec, setup, s).render(v, setup.seq) for s in stages(spec, setup.parallel.pp)]
 
 
 def estimate_training(model: Model, setup: TrainSetup) -> Estimate:

@@ -1,0 +1,92 @@
+"""Workloads: what the user wants to run, validated once, frozen.
+
+Validation errors name the field and what is allowed; nothing downstream re-checks user input.
+
+    options.py    a StrEnum for every choice, and the tuples of allowed values
+    infer.py      InferSetup (flat: every field is an inference knob)
+    train.py      TrainSetup and its groups: precision, optimizer, peft, parallel, overheads, textbook
+    layout.py     ParallelConfig and the shards it implies (Sharding)
+    overheads.py  the CUDA context and allocator reserve, shared by both setups
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vramwise.workload.infer import InferSetup
+from vramwise.workload.layout import ParallelConfig, Sharding
+from vramwise.workload.options import (
+    ATTENTION_IMPLS,
+    FSDP_MODES,
+    GRAD_DTYPES,
+    KV_DTYPES,
+    LOSS_IMPLS,
+    MODES,
+    OFFLOAD,
+    OPTIMIZER_IMPLS,
+    OPTIMIZERS,
+    PEFT_METHODS,
+    PRECISIONS,
+    RECOMPUTE,
+    SEEDS,
+    AttentionImpl,
+    FsdpMode,
+    GradDtype,
+    KvDtype,
+    LossImpl,
+    Mode,
+    Offload,
+    Optimizer,
+    OptimizerImpl,
+    PeftMethod,
+    Precision,
+    Recompute,
+    Seed,
+)
+from vramwise.workload.overheads import Overheads
+from vramwise.workload.train import OptimizerConfig, PeftConfig, PrecisionConfig, TextbookConfig, TrainSetup
+
+
+def setup_to_flat(setup: InferSetup | TrainSetup) -> dict[str, Any]:
+    """The flat ``setup`` object of JSON schema v1 (field names and values as the CLI spells them)."""
+    return setup.to_flat()
+
+
+__all__ = [
+    "ATTENTION_IMPLS",
+    "FSDP_MODES",
+    "GRAD_DTYPES",
+    "KV_DTYPES",
+    "LOSS_IMPLS",
+    "MODES",
+    "OFFLOAD",
+    "OPTIMIZERS",
+    "OPTIMIZER_IMPLS",
+    "PEFT_METHODS",
+    "PRECISIONS",
+    "RECOMPUTE",
+    "SEEDS",
+    "AttentionImpl",
+    "FsdpMode",
+    "GradDtype",
+    "InferSetup",
+    "KvDtype",
+    "LossImpl",
+    "Mode",
+    "Offload",
+    "Optimizer",
+    "OptimizerConfig",
+    "OptimizerImpl",
+    "Overheads",
+    "ParallelConfig",
+    "PeftConfig",
+    "PeftMethod",
+    "Precision",
+    "PrecisionConfig",
+    "Recompute",
+    "Seed",
+    "Sharding",
+    "TextbookConfig",
+    "TrainSetup",
+    "setup_to_flat",
+]

@@ -1,0 +1,244 @@
+"""The training workload: one step of one GPU, grouped by concern.
+
+``TrainSetup`` keeps the per-step knobs (micro-batch, sequence, accumulation, recompute, attention, loss, mode)
+and groups the rest: ``precision``, ``optimizer``, ``peft``, ``parallel``, ``overheads`` and ``textbook``. Each
+group is frozen and hashable, so caches key on the groups they read and cannot miss a field added later.
+The CLI, the JSON report and the benches speak flat names (``dp``, ``lora_r``): ``TrainSetup.from_flat`` and
+``TrainSetup.to_flat`` are the one bridge (schema v1's ``setup`` object is ``to_flat()``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
+from vramwise.workload.checks import coerce, non_negative, positive
+from vramwise.workload.layout import ParallelConfig
+from vramwise.workload.options import (
+    AttentionImpl,
+    GradDtype,
+    LossImpl,
+    Mode,
+    Optimizer,
+    OptimizerImpl,
+    PeftMethod,
+    Precision,
+    Recompute,
+    Seed,
+)
+from vramwise.workload.overheads import Overheads
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrecisionConfig:
+    recipe: Precision = Precision.BF16_MIXED
+    grad_dtype: GradDtype = GradDtype.AUTO  # mixed recipes: fp32 or half gradients
+
+    def __post_init__(self) -> None:
+        coerce(self, "recipe", Precision, "precision")
+        coerce(self, "grad_dtype", GradDtype)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizerConfig:
+    name: Optimizer = Optimizer.ADAMW
+    impl: OptimizerImpl = OptimizerImpl.AUTO  # auto: fused for the mixed recipes, else torch's foreach
+
+    def __post_init__(self) -> None:
+        coerce(self, "name", Optimizer, "optimizer")
+        coerce(self, "impl", OptimizerImpl, "optimizer_impl")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeftConfig:
+    """Which parameters train: all, LoRA/QLoRA adapters, or all but the first ``freeze_layers`` layers."""
+
+    method: PeftMethod = PeftMethod.NONE
+    lora_r: int = 16
+    lora_targets: tuple[str, ...] = ()  # peft module names or "all-linear"; () = peft's default for the model
+    lora_dropout: float = 0.0
+    freeze_layers: int = 0  # the first N decoder layers get no gradients
+
+    def __post_init__(self) -> None:
+        coerce(self, "method", PeftMethod, "peft")
+        positive("lora_r", self.lora_r)
+        non_negative("freeze_layers", self.freeze_layers)
+        if not 0 <= self.lora_dropout < 1:
+            raise InvalidWorkloadError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+    @property
+    def adapters(self) -> bool:
+        """LoRA or QLoRA: only adapters train."""
+        return self.method != PeftMethod.NONE
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextbookConfig:
+    """Knobs of textbook mode only."""
+
+    seed: Seed = Seed.SEED_002  # which seed's formulas (000: one GPU, LoRA; 002: ZeRO, TP/SP/PP)
+    lora_fraction: float = 0.02  # seed 000: LoRA's trainable parameters as a fraction of Φ
+
+    def __post_init__(self) -> None:
+        coerce(self, "seed", Seed)
+        if not 0 < self.lora_fraction < 1:
+            raise InvalidWorkloadError(f"lora_fraction must be in (0, 1), got {self.lora_fraction}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSetup:
+    """One training step per GPU: a micro-batch of ``batch`` sequences of ``seq`` tokens, and the layout."""
+
+    batch: int = 1  # micro-batch per data-parallel rank
+    seq: int = 2048
+    grad_accum: int = 1  # micro-batches per optimizer step (also the pipeline's micro-batches)
+    recompute: Recompute = Recompute.NONE
+    attention: AttentionImpl = AttentionImpl.SDPA
+    loss: LossImpl = LossImpl.FULL
+    loss_chunk: int = 1024  # tokens per chunk of the chunked cross entropy
+    mode: Mode = Mode.ACCURATE
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    overheads: Overheads = field(default_factory=Overheads)
+    textbook: TextbookConfig = field(default_factory=TextbookConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "seq", "grad_accum", "loss_chunk"):
+            positive(name, getattr(self, name))
+        coerce(self, "recompute", Recompute)
+        coerce(self, "attention", AttentionImpl)
+        coerce(self, "loss", LossImpl)
+        coerce(self, "mode", Mode)
+        if self.seq % self.parallel.cp:
+            raise InvalidLayoutError(f"cp ({self.parallel.cp}) must divide seq ({self.seq})")
+        if self.peft.adapters and self.optimizer.name == Optimizer.LOMO:
+            raise InvalidWorkloadError(
+                "optimizer lomo fuses the update into backward of full fine-tuning; use peft=none"
+            )
+
+    @property
+    def step_impl(self) -> OptimizerImpl:
+        """The optimizer implementation: DeepSpeed and Megatron ship fused Adam; torch.optim defaults to foreach."""
+        return step_impl(self.precision, self.optimizer)
+
+    @property
+    def gpus(self) -> int:
+        return self.parallel.gpus
+
+    @functools.cached_property
+    def static(self) -> tuple[Any, ...]:
+        """Every field but the micro-batch and the sequence, for caches shared by sweeps over those two.
+
+        Read from ``fields()``, so a field added later joins every key built on it.
+        """
+        return _HashedTuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _PER_STEP)
+
+    @classmethod
+    def from_flat(cls, **flat: Any) -> TrainSetup:
+        """The setup from flat field names (``dp=8, zero=3, recompute="full"``): the CLI's and schema v1's."""
+        top, groups = _split(flat)
+        made = {group: _GROUP_TYPES[group](**kw) for group, kw in groups.items()}
+        return cls(**top, **made)
+
+    def to_flat(self) -> dict[str, Any]:
+        """JSON schema v1's ``setup`` object: today's flat field names and order, enums as their strings."""
+        out: dict[str, Any] = {}
+        for name, (group, attr) in _FLAT.items():
+            value = getattr(getattr(self, group), attr) if group else getattr(self, attr)
+            out[name] = str(value) if isinstance(value, str) else value
+        return out
+
+    def with_flat(self, **flat: Any) -> TrainSetup:
+        """A copy with some fields changed, by their flat names; untouched groups are shared, not rebuilt."""
+        top, groups = _split(flat)
+        for group, kw in groups.items():
+            top[group] = dataclasses.replace(getattr(self, group), **kw)
+        return dataclasses.replace(self, **top)
+
+
+def step_impl(precision: PrecisionConfig, optimizer: OptimizerConfig) -> OptimizerImpl:
+    """The optimizer implementation: DeepSpeed and Megatron ship fused Adam; torch.optim defaults to foreach."""
+    if optimizer.impl != OptimizerImpl.AUTO:
+        return optimizer.impl
+    mixed = precision.recipe in (Precision.BF16_MIXED, Precision.FP16_MIXED)
+    return OptimizerImpl.FUSED if mixed else OptimizerImpl.FOREACH
+
+
+_PER_STEP = ("batch", "seq")
+
+
+class _HashedTuple(tuple[Any, ...]):
+    """A tuple that hashes its (nested, frozen) items once: plan caches look it up on every estimate."""
+
+    _hash: int
+
+    def __new__(cls, items: Iterable[Any]) -> _HashedTuple:
+        self = super().__new__(cls, items)
+        self._hash = tuple.__hash__(self)
+        return self
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+def _split(flat: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Flat names sorted into (TrainSetup's own fields, {group: its fields})."""
+    top: dict[str, Any] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    for name, value in flat.items():
+        where = _FLAT.get(name)
+        if where is None:
+            raise TypeError(f"TrainSetup has no field {name!r}; fields: {', '.join(_FLAT)}")
+        group, attr = where
+        if group:
+            groups.setdefault(group, {})[attr] = value
+        else:
+            top[attr] = value
+    return top, groups
+
+
+_GROUP_TYPES: dict[str, type] = {
+    "precision": PrecisionConfig,
+    "optimizer": OptimizerConfig,
+    "peft": PeftConfig,
+    "parallel": ParallelConfig,
+    "overheads": Overheads,
+    "textbook": TextbookConfig,
+}
+
+# Flat name -> (group, attribute), in schema v1's order ('' = a field of TrainSetup itself).
+_FLAT: dict[str, tuple[str, str]] = {
+    "batch": ("", "batch"),
+    "seq": ("", "seq"),
+    "grad_accum": ("", "grad_accum"),
+    "precision": ("precision", "recipe"),
+    "grad_dtype": ("precision", "grad_dtype"),
+    "optimizer": ("optimizer", "name"),
+    "optimizer_impl": ("optimizer", "impl"),
+    "peft": ("peft", "method"),
+    "lora_r": ("peft", "lora_r"),
+    "lora_targets": ("peft", "lora_targets"),
+    "lora_dropout": ("peft", "lora_dropout"),
+    "freeze_layers": ("peft", "freeze_layers"),
+    "recompute": ("", "recompute"),
+    "attention": ("", "attention"),
+    "loss": ("", "loss"),
+    "loss_chunk": ("", "loss_chunk"),
+    **{
+        name: ("parallel", name)
+        for name in ("dp", "zero", "fsdp", "fsdp_shard", "offload", "tp", "sp", "pp", "interleave", "cp", "ep")
+    },
+    "reduce_bucket": ("parallel", "reduce_bucket"),
+    "prefetch_bucket": ("parallel", "prefetch_bucket"),
+    "cuda_context_mib": ("overheads", "cuda_context_mib"),
+    "allocator_fraction": ("overheads", "allocator_fraction"),
+    "mode": ("", "mode"),
+    "seed": ("textbook", "seed"),
+    "lora_fraction": ("textbook", "lora_fraction"),
+}

@@ -1,0 +1,165 @@
+"""The workload's typed setups: schema v1's flat ``setup`` object, the flat constructor, the cache keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+
+from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
+from vramwise.workload import (
+    OPTIMIZERS,
+    PRECISIONS,
+    FsdpMode,
+    InferSetup,
+    Precision,
+    Sharding,
+    TrainSetup,
+    setup_to_flat,
+)
+
+# JSON schema v1's ``setup`` object, as ``asdict`` wrote it before the setups were grouped (docs/json-schema.md):
+# the keys, their order and the defaults' values. Renaming or regrouping a field must not move these.
+V1_TRAIN_DEFAULTS: dict[str, Any] = {
+    "batch": 1, "seq": 2048, "grad_accum": 1, "precision": "bf16-mixed", "grad_dtype": "auto",
+    "optimizer": "adamw", "optimizer_impl": "auto", "peft": "none", "lora_r": 16, "lora_targets": (),
+    "lora_dropout": 0.0, "freeze_layers": 0, "recompute": "none", "attention": "sdpa", "loss": "full",
+    "loss_chunk": 1024, "dp": 1, "zero": 0, "fsdp": "none", "fsdp_shard": None, "offload": "none", "tp": 1,
+    "sp": False, "pp": 1, "interleave": 1, "cp": 1, "ep": 1, "reduce_bucket": 500_000_000,
+    "prefetch_bucket": 50_000_000, "cuda_context_mib": None, "allocator_fraction": None, "mode": "accurate",
+    "seed": "002", "lora_fraction": 0.02,
+}  # fmt: skip
+V1_INFER_DEFAULTS: dict[str, Any] = {
+    "batch": 1, "context": 2048, "new_tokens": 0, "weight_format": None, "kv_dtype": "auto", "attention": "sdpa",
+    "tp": 1, "kv_block": 16, "prefill_chunk": None, "all_logits": False, "cuda_context_mib": None,
+    "allocator_fraction": None, "gpu_utilization": 0.9, "mode": "accurate",
+}  # fmt: skip
+
+# A non-default value for every flat training field (each one valid together with the rest at their defaults,
+# or with the few companions named in _NEEDS).
+OTHER: dict[str, Any] = {
+    "batch": 3, "seq": 4096, "grad_accum": 4, "precision": "fp32", "grad_dtype": "fp32", "optimizer": "sgd",
+    "optimizer_impl": "fused", "peft": "lora", "lora_r": 8, "lora_targets": ("q_proj",), "lora_dropout": 0.1,
+    "freeze_layers": 2, "recompute": "full", "attention": "eager", "loss": "chunked", "loss_chunk": 512, "dp": 2,
+    "zero": 1, "fsdp": "hybrid", "fsdp_shard": 2, "offload": "optimizer", "tp": 2, "sp": True, "pp": 2,
+    "interleave": 2, "cp": 2, "ep": 2, "reduce_bucket": 1000, "prefetch_bucket": 1000, "cuda_context_mib": 0,
+    "allocator_fraction": 0.0, "mode": "textbook", "seed": "000", "lora_fraction": 0.1,
+}  # fmt: skip
+_NEEDS: dict[str, dict[str, Any]] = {
+    "zero": {"dp": 2},
+    "fsdp": {"dp": 2},
+    "fsdp_shard": {"dp": 2, "fsdp": "hybrid"},
+    "offload": {"dp": 2, "zero": 2},
+    "sp": {"tp": 2},
+    "interleave": {"pp": 2},
+    "ep": {"dp": 2},
+}
+
+
+def test_v1_setup_keys_and_values_do_not_move() -> None:
+    assert list(setup_to_flat(TrainSetup()).items()) == list(V1_TRAIN_DEFAULTS.items())
+    assert list(setup_to_flat(InferSetup()).items()) == list(V1_INFER_DEFAULTS.items())
+    assert set(OTHER) == set(V1_TRAIN_DEFAULTS)
+
+
+def test_flat_values_are_plain_json_strings() -> None:
+    flat = setup_to_flat(TrainSetup.from_flat(precision="fp32", fsdp="full", dp=2))
+    assert type(flat["precision"]) is str and type(flat["fsdp"]) is str and type(flat["seed"]) is str
+    assert json.loads(json.dumps(flat))["fsdp"] == "full"
+
+
+@pytest.mark.parametrize("name", list(OTHER))
+def test_every_flat_field_round_trips(name: str) -> None:
+    kw = {**_NEEDS.get(name, {}), name: OTHER[name]}
+    setup = TrainSetup.from_flat(**kw)
+    flat = setup.to_flat()
+    assert flat == {**V1_TRAIN_DEFAULTS, **kw}
+    assert TrainSetup.from_flat(**flat) == setup
+    assert TrainSetup().with_flat(**kw) == setup
+
+
+def test_every_group_attribute_has_one_flat_name() -> None:
+    """A field added to a group without a flat name would silently drop out of the JSON and the CLI."""
+    setup = TrainSetup()
+    attributes = 0
+    for f in dataclasses.fields(TrainSetup):
+        value = getattr(setup, f.name)
+        attributes += len(dataclasses.fields(value)) if dataclasses.is_dataclass(value) else 1
+    assert attributes == len(V1_TRAIN_DEFAULTS)
+
+
+@pytest.mark.parametrize("name", [n for n in OTHER if n not in ("batch", "seq")])
+def test_the_static_key_sees_every_field_but_batch_and_seq(name: str) -> None:
+    """Plans are cached on ``static``: a field it missed would hand one setup another's cached plan."""
+    kw = _NEEDS.get(name, {})
+    assert TrainSetup.from_flat(**kw).static != TrainSetup.from_flat(**kw, **{name: OTHER[name]}).static
+
+
+def test_static_ignores_batch_and_seq() -> None:
+    assert TrainSetup.from_flat(batch=1, seq=1024).static == TrainSetup.from_flat(batch=8, seq=4096).static
+
+
+def test_with_flat_shares_the_groups_it_does_not_touch() -> None:
+    base = TrainSetup.from_flat(dp=8, zero=3)
+    changed = base.with_flat(batch=4, tp=2)
+    assert changed.precision is base.precision and changed.peft is base.peft
+    assert (changed.batch, changed.parallel.tp, changed.parallel.zero) == (4, 2, 3)
+
+
+def test_enums_read_as_their_strings() -> None:
+    setup = TrainSetup.from_flat(precision="fp32")
+    assert setup.precision.recipe is Precision.FP32 and setup.precision.recipe == "fp32"
+    assert f"{setup.precision.recipe}" == "fp32"
+    assert ", ".join(PRECISIONS) == "fp32, amp, amp-fp16, bf16-mixed, fp16-mixed, bf16"
+    assert "paged-adamw-8bit" in OPTIMIZERS
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "message"),
+    [
+        ({"precision": "fp64"}, InvalidWorkloadError, "precision 'fp64' is not allowed; allowed: fp32, amp,"),
+        ({"optimizer_impl": "x"}, InvalidWorkloadError, "optimizer_impl 'x' is not allowed"),
+        ({"peft": "ia3"}, InvalidWorkloadError, "peft 'ia3' is not allowed; allowed: none, lora, qlora"),
+        ({"lora_r": 0}, InvalidWorkloadError, "lora_r must be a positive integer, got 0"),
+        ({"dp": 8, "fsdp_shard": 3, "fsdp": "hybrid"}, InvalidLayoutError, r"fsdp_shard \(3\) .* must divide dp \(8\)"),
+        ({"cp": 3}, InvalidLayoutError, r"cp \(3\) must divide seq \(2048\)"),
+        ({"peft": "lora", "optimizer": "lomo"}, InvalidWorkloadError, "optimizer lomo fuses"),
+        ({"cuda_context_mib": -1}, InvalidWorkloadError, "cuda_context_mib must be >= 0, got -1"),
+    ],
+)
+def test_bad_flat_input_names_the_field(kw: dict[str, Any], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        TrainSetup.from_flat(**kw)
+
+
+def test_an_unknown_flat_name_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="no field 'dpp'"):
+        TrainSetup.from_flat(dpp=2)
+
+
+@pytest.mark.parametrize(
+    ("kw", "expected"),
+    [
+        # ZeRO paper §5: stage 1 partitions optimizer states, 2 adds gradients, 3 adds parameters
+        ({}, Sharding(stage=0, group=1, optimizer=1, gradients=1, weights=1)),
+        ({"dp": 8}, Sharding(stage=0, group=8, optimizer=1, gradients=1, weights=1)),
+        ({"dp": 8, "zero": 1}, Sharding(stage=1, group=8, optimizer=8, gradients=1, weights=1)),
+        ({"dp": 8, "zero": 2}, Sharding(stage=2, group=8, optimizer=8, gradients=8, weights=1)),
+        ({"dp": 8, "zero": 3}, Sharding(stage=3, group=8, optimizer=8, gradients=8, weights=8)),
+        # FSDP: SHARD_GRAD_OP is ZeRO-2, FULL_SHARD ZeRO-3; HYBRID_SHARD fully shards inside a shard group
+        ({"dp": 8, "fsdp": "grad-op"}, Sharding(stage=2, group=8, optimizer=8, gradients=8, weights=1)),
+        ({"dp": 8, "fsdp": "full"}, Sharding(stage=3, group=8, optimizer=8, gradients=8, weights=8)),
+        ({"dp": 8, "fsdp": "hybrid", "fsdp_shard": 4}, Sharding(stage=3, group=4, optimizer=4, gradients=4, weights=4)),
+        ({"dp": 8, "fsdp": FsdpMode.HYBRID}, Sharding(stage=3, group=8, optimizer=8, gradients=8, weights=8)),
+    ],
+)
+def test_sharding_follows_the_zero_stages(kw: dict[str, Any], expected: Sharding) -> None:
+    assert TrainSetup.from_flat(**kw).parallel.sharding == expected
+
+
+def test_infer_setup_from_flat_is_its_constructor() -> None:
+    setup = InferSetup.from_flat(batch=4, context=1024, kv_dtype="fp8")
+    assert setup == InferSetup(batch=4, context=1024, kv_dtype="fp8")  # type: ignore[arg-type]
+    assert InferSetup.from_flat(**setup.to_flat()) == setup
