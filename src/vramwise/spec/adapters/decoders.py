@@ -52,8 +52,9 @@ _KV_DEFAULT = {
 _HEAD_DIM_DEFAULT = {"gemma": 256, "gemma2": 256, "gemma3_text": 256, "qwen3": 128, "gpt_oss": 64}
 
 # Family traits (spec/traits.py says what each changes). Llama, Mistral, Mixtral, Qwen2/3 (and their MoE)
-# run Llama's code: LLAMA_QV. vramwise gives Qwen2-MoE and Qwen3-MoE peft's q/v default although peft 0.21
-# lists none for them, and none to gemma3_text although peft lists q/v (tests/spec/test_traits.py).
+# run Llama's code: LLAMA_QV. Where vramwise's LoRA default differs from peft 0.21's mapping (Qwen2-MoE,
+# Qwen3-MoE and Phi-3 get one peft lacks, gemma3_text none where peft has q/v), tests/spec/test_traits.py
+# lists it; changing it changes which setups are refused.
 _PHI3 = ImplTraits(
     fused_qkv=True,  # Phi3Attention.qkv_proj
     fused_gate_up=True,  # Phi3MLP.gate_up_proj
