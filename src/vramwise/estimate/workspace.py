@@ -47,7 +47,7 @@ def _mlp_live(spec: ModelSpec, tp: int) -> tuple[int, str]:
     """Elements live per token inside the MLP, and their breakdown."""
     h, mlp, moe = spec.hidden_size, spec.mlp, spec.moe
     per_i = 3 if mlp.gated else 4 if mlp.activation == "gelu_new" else 2
-    if mlp.gated and spec.model_type == "phi3":
+    if mlp.gated and spec.traits.fused_gate_up:
         per_i = 4  # one fused gate_up output (2i) stays alive beside act(gate) and the product
     widths = []
     if spec.dense_layers:

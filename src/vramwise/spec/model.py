@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
+from vramwise.spec.traits import HeadKind, ImplTraits
+
 AttentionKind = Literal["mha", "mla"]
 LayerAttention = Literal["full", "sliding"]
 NormKind = Literal["rms", "layer"]
@@ -109,9 +111,9 @@ class ModelSpec:
     attention: AttentionSpec
     mlp: MlpSpec  # the dense MLP (used on every layer that is not an MoE layer)
     norm: NormSpec
+    traits: ImplTraits  # how the family's transformers code runs; no default: each adapter states them
     moe: MoeSpec | None = None
     tied_embeddings: bool = False
-    lm_head: bool = True  # False for encoders (BERT)
     head_bias: bool = False  # Phi-2's lm_head has a bias
     pooler: bool = False  # BERT's pooler: Linear(h, h) with bias
     parallel_block: bool = False  # attention and MLP read the same input (GPT-J, Phi-2, Falcon)
@@ -127,6 +129,11 @@ class ModelSpec:
     @property
     def vocab_size(self) -> int:
         return self.embedding.vocab_size
+
+    @property
+    def lm_head(self) -> bool:
+        """An LM head over the vocabulary (tied or not); encoders (BERT) have none."""
+        return self.traits.head is HeadKind.CAUSAL_LM
 
     @property
     def dense_layers(self) -> int:

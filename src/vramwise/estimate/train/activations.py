@@ -28,16 +28,8 @@ from vramwise.estimate.sharding import kv_heads_per_gpu
 from vramwise.estimate.train.lora import LoraModule
 from vramwise.spec.model import ModelSpec
 
-_SOFTMAX_IN_COMPUTE_DTYPE = frozenset({"gpt2", "falcon", "gpt_oss"})
-# Norms that multiply the weight in fp32, so the tensor kept for the weight's gradient is fp32
-_FP32_NORMALISED = frozenset({"gemma", "gemma2", "gemma3_text", "gpt_oss"})
-# Tensors an expert's activation keeps per routed token, in units of its intermediate size, besides the
-# product fed to down_proj: gate_up (2) and act(gate) (1); gpt-oss's clamped, alpha-scaled GLU keeps more.
-_EXPERT_INTERMEDIATES = {"gpt_oss": 7}
-# Partial rotary (and Phi-3's rotary, written the same way) concatenates the rotated and passed-through
-# halves: q comes out contiguous in (batch, heads, seq, dim) order, so the kernel's output is too, and o_proj
-# needs a transposed copy.
-_PARTIAL_ROTARY = frozenset({"phi", "phi3", "gpt_neox"})
+# Family behaviour (fused projections, fp32 norm multiply, softmax dtype, ...) comes from spec.traits,
+# which the adapters set and spec/traits.py documents with its transformers sources.
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,7 +81,7 @@ def _norm(out: Saved, spec: ModelSpec, s: Shape, g: Grads, name: str) -> None:
         width = 4 if s.amp else s.c  # autocast runs layer_norm in fp32
         out.add(name, (width * s.h + 2 * width) / rep)  # input, mean and rstd
         return
-    fp32 = spec.model_type in _FP32_NORMALISED or s.amp
+    fp32 = spec.traits.norm_weight_fp32 or s.amp
     out.add(name, (4 * s.h + 4) / rep)  # fp32 input copy (pow, mul) and rsqrt
     if g.base:
         out.add(name, (4 if fp32 else s.c) * s.h / rep)  # normalised, for the weight's gradient
@@ -128,8 +120,7 @@ def _linear_input(
 def _attention(out: Saved, spec: ModelSpec, s: Shape, g: Grads, attention: str, recompute: str) -> None:
     att, c, d = spec.attention, s.c, s.head_dim
     q, kv = s.heads * d, s.kv_heads * d
-    fused = spec.model_type in ("phi3", "gpt2", "gpt_neox", "falcon")
-    rotary = spec.model_type not in ("gpt2", "opt")
+    fused, rotary = spec.traits.fused_qkv, spec.traits.rotary
     rep = s.tp if s.sp else 1
     readers = 1 if fused else 2 if att.kind == "mla" else 3
     _linear_input(
@@ -137,12 +128,12 @@ def _attention(out: Saved, spec: ModelSpec, s: Shape, g: Grads, attention: str, 
     )
     if att.qk_norm != "none":
         # fp32 input copy and rsqrt per head; the normalised tensor for the weight (fp32 in Gemma's norm)
-        normalised = (4 if spec.model_type in _FP32_NORMALISED else c) if g.base else 0
+        normalised = (4 if spec.traits.norm_weight_fp32 else c) if g.base else 0
         out.add("attention/qk_norm", (4 + normalised) * (q + kv) + 4 * (s.heads + s.kv_heads))
     # In training transformers still fills a DynamicCache (use_cache defaults to true without checkpointing):
     # its torch.cat hands attention fresh copies of k and v. q is rotary's new tensor, or, without rotary, a
     # view that keeps the whole fused projection output alive.
-    if spec.model_type == "falcon":
+    if spec.traits.kv_broadcast:
         kv = q  # Falcon broadcasts its KV heads to every query head before calling the kernel
     out.add("attention/qkv", c * ((q + 2 * kv) if fused and not rotary else q) + c * 2 * kv)
     if attention == "eager":
@@ -152,8 +143,8 @@ def _attention(out: Saved, spec: ModelSpec, s: Shape, g: Grads, attention: str, 
         out.add("attention/output", c * q)  # transpose(1, 2).contiguous() copy, read by o_proj
     else:
         out.add("attention/output", c * q + 4 * s.heads)  # kernel output + fp32 log-sum-exp
-        if spec.model_type in _PARTIAL_ROTARY:
-            out.add("attention/output", c * q)
+        if spec.traits.rotary_cat_copy:
+            out.add("attention/output", c * q)  # q from torch.cat is (b, a, s, d)-contiguous: o_proj's copy
     _linear_input(out, s, g, "attention/o_input", q, ("attention.o",), 1, kept=True)
     if spec.dropout:
         out.add("dropout", s.h / rep)
@@ -168,7 +159,7 @@ def _scores(out: Saved, spec: ModelSpec, s: Shape, recompute: str) -> None:
         out.add("attention/scores", 8 * s.heads)  # int64 argmax of the max-subtraction, per query
     if spec.attention.logit_softcap:
         out.add("attention/scores", probs * s.c)  # tanh(scores / cap), kept for its backward
-    fp32_softmax = spec.model_type not in _SOFTMAX_IN_COMPUTE_DTYPE
+    fp32_softmax = not spec.traits.softmax_in_compute_dtype
     soft = 4 if fp32_softmax else s.c
     cast = s.c if s.c != 4 and fp32_softmax else 0
     if spec.attention_dropout:
@@ -209,7 +200,7 @@ def _mlp(out: Saved, spec: ModelSpec, s: Shape, g: Grads) -> None:
     c, mlp = s.c, spec.mlp
     i = mlp.intermediate_size / s.tp
     rep = s.tp if s.sp else 1
-    readers = 2 if mlp.gated and spec.model_type != "phi3" else 1
+    readers = 2 if mlp.gated and not spec.traits.fused_gate_up else 1
     # A parallel block with a single norm feeds attention and MLP the same tensor, already kept there.
     shared = spec.parallel_block and spec.norm.per_layer == 1
     _linear_input(out, s, g, "mlp/input", s.h, ("mlp.gate", "mlp.up"), rep, readers=readers, kept=shared)
@@ -232,10 +223,10 @@ def _moe(out: Saved, spec: ModelSpec, s: Shape, g: Grads) -> None:
     rep = s.tp if s.sp else 1
     _linear_input(out, s, g, "experts/input", s.h, ("experts_shared.gate", "experts_shared.up"), rep)
     out.add("experts/router", 4 * e + 4 * k + 8 * k + 4)  # fp32 softmax, top-k values and indices, their sum
-    if spec.model_type.startswith("deepseek"):
+    if spec.traits.router_input_fp32:
         out.add("experts/router", 4 * s.h)  # DeepSeek routes in fp32: a copy of the input
     i = moe.expert_intermediate_size / s.tp
-    kept = _EXPERT_INTERMEDIATES.get(spec.model_type, 3)
+    kept = spec.traits.expert_intermediates
     per_copy = (c * s.h if g.base else 0) + kept * c * i + (c * i if g.base else 0) + c * s.h + 4
     out.add("experts/routed", k * per_copy)
     if moe.shared_intermediate_size:

@@ -15,6 +15,8 @@ from vramwise.errors import InvalidWorkloadError
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 
+# transformers' Llama names, one module per parameter group: the names of every family whose
+# spec.traits.peft_modules is None (the adapters state the others, fused or renamed).
 _SEPARATE = {
     "attention.q": "q_proj",
     "attention.k": "k_proj",
@@ -31,50 +33,6 @@ _SEPARATE = {
     "experts_shared.up": "up_proj",
     "experts_shared.down": "down_proj",
 }
-# Families whose modules fuse several of our groups, or name them differently: module -> groups it holds.
-_FAMILY: dict[str, dict[str, tuple[str, ...]]] = {
-    "phi3": {
-        "qkv_proj": ("attention.q", "attention.k", "attention.v"),
-        "o_proj": ("attention.o",),
-        "gate_up_proj": ("mlp.gate", "mlp.up"),
-        "down_proj": ("mlp.down",),
-    },
-    "gpt2": {"c_attn": ("attention.q", "attention.k", "attention.v"), "c_proj": ("attention.o",), "c_fc": ("mlp.up",)},
-    "gpt_neox": {
-        "query_key_value": ("attention.q", "attention.k", "attention.v"),
-        "dense": ("attention.o",),
-        "dense_h_to_4h": ("mlp.up",),
-        "dense_4h_to_h": ("mlp.down",),
-    },
-    "opt": {
-        "q_proj": ("attention.q",),
-        "k_proj": ("attention.k",),
-        "v_proj": ("attention.v",),
-        "out_proj": ("attention.o",),
-        "fc1": ("mlp.up",),
-        "fc2": ("mlp.down",),
-    },
-    "phi": {
-        "q_proj": ("attention.q",),
-        "k_proj": ("attention.k",),
-        "v_proj": ("attention.v",),
-        "dense": ("attention.o",),
-        "fc1": ("mlp.up",),
-        "fc2": ("mlp.down",),
-    },
-}
-_FAMILY["falcon"] = _FAMILY["gpt_neox"]
-_GPT2_MLP_OUT = ("c_proj", ("mlp.down",))  # gpt2 names both output projections c_proj
-
-# peft's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING for the families it lists
-_PEFT_DEFAULT = {
-    "phi3": ("qkv_proj",),
-    "gpt2": ("c_attn",),
-    "gpt_neox": ("query_key_value",),
-    "falcon": ("query_key_value",),
-    "phi": ("q_proj", "v_proj", "fc1", "fc2"),
-}
-_PEFT_DEFAULT_QV = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "opt")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,10 +56,8 @@ def linear_modules(spec: ModelSpec) -> list[LoraModule]:
     for g in parameter_groups(spec):
         if g.kind == "linear" and not g.per_expert and g.category in ("attention", "mlp", "experts_shared"):
             shapes[g.name] = (g.in_features, g.count // g.tensors // g.in_features, g.tensors)
-    family = _FAMILY.get(spec.model_type)
-    entries = list(family.items()) if family else [(_SEPARATE[n], (n,)) for n in shapes if n in _SEPARATE]
-    if spec.model_type == "gpt2":
-        entries.append(_GPT2_MLP_OUT)
+    named = spec.traits.peft_modules
+    entries = named if named is not None else [(_SEPARATE[n], (n,)) for n in shapes if n in _SEPARATE]
     experts = _expert_modules(spec)
     out = []
     for name, groups in entries:
@@ -146,13 +102,10 @@ def lora_targets(spec: ModelSpec, targets: tuple[str, ...]) -> list[LoraModule]:
     modules = linear_modules(spec)
     names = sorted({m.name for m in modules})
     if not targets:
-        if spec.model_type in _PEFT_DEFAULT:
-            targets = _PEFT_DEFAULT[spec.model_type]
-        elif spec.model_type in _PEFT_DEFAULT_QV:
-            targets = ("q_proj", "v_proj")
-        else:
+        targets = spec.traits.peft_default_targets
+        if not targets:
             raise InvalidWorkloadError(
-                f"lora_targets: peft has no default for model_type '{spec.model_type}'; "
+                f"lora_targets: peft has no default for {spec.name}; "
                 f"name them (allowed: {', '.join(names)}, all-linear)"
             )
     if "all-linear" in targets:
@@ -160,7 +113,6 @@ def lora_targets(spec: ModelSpec, targets: tuple[str, ...]) -> list[LoraModule]:
     unknown = [t for t in targets if t not in names]
     if unknown:
         raise InvalidWorkloadError(
-            f"lora_targets: {', '.join(unknown)} not in {spec.name} ({spec.model_type}); "
-            f"allowed: {', '.join(names)}, all-linear"
+            f"lora_targets: {', '.join(unknown)} not in {spec.name}; allowed: {', '.join(names)}, all-linear"
         )
     return [m for m in modules if m.name in targets]

@@ -173,7 +173,7 @@ def _any_sliding(spec: ModelSpec, layers: tuple[int, ...]) -> bool:
 def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, flight: float) -> list[Rule]:
     c, h, out = recipe.compute, spec.hidden_size, []
     many = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
-    if spec.attention.kind == "mla" or spec.model_type not in ("gpt2", "opt"):
+    if spec.traits.rotary:
         d = spec.attention.head_dim
         out.append(
             Rule(
@@ -220,7 +220,7 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
     if stage.last and spec.norm.final:
         full = not setup.peft.adapters
         head_trains = full and not (spec.tied_embeddings and setup.peft.freeze_layers)  # a tied head freezes too
-        fp32 = spec.model_type.startswith("gemma") or spec.model_type == "gpt_oss"  # fp32 weight multiply
+        fp32 = spec.traits.norm_weight_fp32  # fp32 weight multiply
         per = c * h + 2 * c if spec.norm.kind == "layer" else 4 * h + 4 + ((4 if fp32 else c) * h if full else 0)
         per += c * h if head_trains else 0  # lm_head's input, for the head's gradient
         out.append(

@@ -6,6 +6,68 @@ from vramwise.errors import ConfigError
 from vramwise.spec.adapters.config import RawConfig
 from vramwise.spec.adapters.decoders import stored_dtype
 from vramwise.spec.model import AttentionSpec, EmbeddingSpec, MlpSpec, ModelSpec, NormSpec
+from vramwise.spec.traits import HeadKind, ImplTraits, Positions
+
+_QKV = ("attention.q", "attention.k", "attention.v")
+# GPT-2: Conv1D c_attn (fused qkv), both output projections named c_proj; learned positions (wpe); eager
+# softmax in the compute dtype (modeling_gpt2.eager_attention_forward).
+_GPT2 = ImplTraits(
+    positions=Positions.LEARNED,
+    fused_qkv=True,
+    softmax_in_compute_dtype=True,
+    peft_modules=(("c_attn", _QKV), ("c_proj", ("attention.o",)), ("c_fc", ("mlp.up",)), ("c_proj", ("mlp.down",))),
+    peft_default_targets=("c_attn",),
+)
+# GPT-NeoX and Falcon name their linears alike (query_key_value, dense, dense_h_to_4h, dense_4h_to_h).
+_NEOX_MODULES = (
+    ("query_key_value", _QKV),
+    ("dense", ("attention.o",)),
+    ("dense_h_to_4h", ("mlp.up",)),
+    ("dense_4h_to_h", ("mlp.down",)),
+)
+# GPT-NeoX: fused qkv; partial rotary written as torch.cat (modeling_gpt_neox.apply_rotary_pos_emb).
+_NEOX = ImplTraits(
+    fused_qkv=True, rotary_cat_copy=True, peft_modules=_NEOX_MODULES, peft_default_targets=("query_key_value",)
+)
+# Falcon: fused qkv; softmax in hidden_states.dtype; KV heads broadcast to the query heads before the kernel
+# (FalconAttention: torch.broadcast_to(key, query.shape)). Rotary: configs with alibi=true (falcon-rw) use
+# ALiBi instead in transformers; the adapter does not model them and counts them as rotary.
+_FALCON = ImplTraits(
+    fused_qkv=True,
+    softmax_in_compute_dtype=True,
+    kv_broadcast=True,
+    peft_modules=_NEOX_MODULES,
+    peft_default_targets=("query_key_value",),
+)
+# OPT: separate q/k/v/out_proj and fc1/fc2; learned positions (OPTLearnedPositionalEmbedding).
+_OPT = ImplTraits(
+    positions=Positions.LEARNED,
+    peft_modules=(
+        ("q_proj", ("attention.q",)),
+        ("k_proj", ("attention.k",)),
+        ("v_proj", ("attention.v",)),
+        ("out_proj", ("attention.o",)),
+        ("fc1", ("mlp.up",)),
+        ("fc2", ("mlp.down",)),
+    ),
+    peft_default_targets=("q_proj", "v_proj"),
+)
+# Phi-2: separate q/k/v, dense, fc1/fc2; partial rotary written as torch.cat (modeling_phi.apply_rotary_pos_emb).
+_PHI = ImplTraits(
+    rotary_cat_copy=True,
+    peft_modules=(
+        ("q_proj", ("attention.q",)),
+        ("k_proj", ("attention.k",)),
+        ("v_proj", ("attention.v",)),
+        ("dense", ("attention.o",)),
+        ("fc1", ("mlp.up",)),
+        ("fc2", ("mlp.down",)),
+    ),
+    peft_default_targets=("q_proj", "v_proj", "fc1", "fc2"),
+)
+# BERT: learned positions, an encoder (BertModel, no LM head). Training covers causal LMs only, so its peft
+# names (query, key, value, dense) are never asked for; they are left at the default.
+_BERT = ImplTraits(positions=Positions.LEARNED, head=HeadKind.ENCODER)
 
 
 def _mha(cfg: RawConfig, h: int, heads_key: str, kv: int | None = None, *, bias: bool = True) -> AttentionSpec:
@@ -24,6 +86,7 @@ def gpt2(cfg: RawConfig, name: str) -> ModelSpec:
     return ModelSpec(
         name=name,
         model_type="gpt2",
+        traits=_GPT2,
         hidden_size=h,
         num_layers=cfg.pos_int("n_layer"),
         embedding=EmbeddingSpec(vocab_size=cfg.pos_int("vocab_size"), learned_positions=cfg.pos_int("n_positions")),
@@ -50,6 +113,7 @@ def gpt_neox(cfg: RawConfig, name: str) -> ModelSpec:
     return ModelSpec(
         name=name,
         model_type="gpt_neox",
+        traits=_NEOX,
         hidden_size=h,
         num_layers=cfg.pos_int("num_hidden_layers"),
         embedding=EmbeddingSpec(vocab_size=cfg.pos_int("vocab_size")),
@@ -77,6 +141,7 @@ def opt(cfg: RawConfig, name: str) -> ModelSpec:
     return ModelSpec(
         name=name,
         model_type="opt",
+        traits=_OPT,
         hidden_size=h,
         num_layers=cfg.pos_int("num_hidden_layers"),
         # OPT's learned positions start at an offset of 2 (a fairseq legacy): the table has max_pos + 2 rows.
@@ -102,6 +167,7 @@ def bert(cfg: RawConfig, name: str) -> ModelSpec:
     return ModelSpec(
         name=name,
         model_type="bert",
+        traits=_BERT,
         hidden_size=h,
         num_layers=cfg.pos_int("num_hidden_layers"),
         embedding=EmbeddingSpec(
@@ -114,7 +180,6 @@ def bert(cfg: RawConfig, name: str) -> ModelSpec:
         mlp=MlpSpec(gated=False, intermediate_size=cfg.pos_int("intermediate_size"), bias=True, activation="gelu"),
         norm=NormSpec(kind="layer", bias=True, final=False),
         tied_embeddings=True,
-        lm_head=False,
         pooler=True,
         max_position_embeddings=cfg.pos_int("max_position_embeddings", 512),
         stored_dtype=stored_dtype(cfg),
@@ -137,6 +202,7 @@ def phi(cfg: RawConfig, name: str) -> ModelSpec:
     return ModelSpec(
         name=name,
         model_type="phi",
+        traits=_PHI,
         hidden_size=h,
         num_layers=cfg.pos_int("num_hidden_layers"),
         embedding=EmbeddingSpec(vocab_size=cfg.pos_int("vocab_size")),
@@ -181,6 +247,7 @@ def falcon(cfg: RawConfig, name: str) -> ModelSpec:
     return ModelSpec(
         name=name,
         model_type="falcon",
+        traits=_FALCON,
         hidden_size=h,
         num_layers=layers,
         embedding=EmbeddingSpec(vocab_size=cfg.pos_int("vocab_size")),

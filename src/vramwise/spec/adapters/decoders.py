@@ -17,6 +17,7 @@ from vramwise.spec.model import (
     MoeSpec,
     NormSpec,
 )
+from vramwise.spec.traits import LLAMA_QV, ImplTraits
 
 _LAYER_TYPE = {"full_attention": "full", "sliding_attention": "sliding", "chunked_attention": "full"}
 
@@ -50,6 +51,30 @@ _KV_DEFAULT = {
 }
 _HEAD_DIM_DEFAULT = {"gemma": 256, "gemma2": 256, "gemma3_text": 256, "qwen3": 128, "gpt_oss": 64}
 
+# Family traits (spec/traits.py says what each changes). Llama, Mistral, Mixtral, Qwen2/3 (and their MoE)
+# run Llama's code: LLAMA_QV. Where vramwise's LoRA default differs from peft 0.21's mapping (Qwen2-MoE,
+# Qwen3-MoE and Phi-3 get one peft lacks, gemma3_text none where peft has q/v), tests/spec/test_traits.py
+# lists it; changing it changes which setups are refused.
+_PHI3 = ImplTraits(
+    fused_qkv=True,  # Phi3Attention.qkv_proj
+    fused_gate_up=True,  # Phi3MLP.gate_up_proj
+    rotary_cat_copy=True,  # modeling_phi3.apply_rotary_pos_emb concatenates q_rot and q_pass
+    peft_modules=(
+        ("qkv_proj", ("attention.q", "attention.k", "attention.v")),
+        ("o_proj", ("attention.o",)),
+        ("gate_up_proj", ("mlp.gate", "mlp.up")),
+        ("down_proj", ("mlp.down",)),
+    ),
+    peft_default_targets=("qkv_proj",),
+)
+_GEMMA = ImplTraits(norm_weight_fp32=True, peft_default_targets=("q_proj", "v_proj"))  # GemmaRMSNorm, Gemma2RMSNorm
+_GEMMA3 = ImplTraits(norm_weight_fp32=True)  # Gemma3RMSNorm
+_GPT_OSS = ImplTraits(
+    norm_weight_fp32=True,  # GptOssRMSNorm multiplies the bf16 weight by the fp32 normalised tensor
+    softmax_in_compute_dtype=True,  # modeling_gpt_oss.eager_attention_forward
+    expert_intermediates=7,  # GptOssExperts._apply_gate (see ImplTraits.expert_intermediates)
+)
+
 
 def _attention(cfg: RawConfig, h: int, *, qkv_bias: bool, out_bias: bool, **extra) -> AttentionSpec:
     heads = cfg.pos_int("num_attention_heads")
@@ -73,6 +98,7 @@ def decoder_spec(
     name: str,
     *,
     attention: AttentionSpec,
+    traits: ImplTraits,
     tied_default: bool,
     norms_per_layer: int = 2,
     moe: MoeSpec | None = None,
@@ -94,6 +120,7 @@ def decoder_spec(
             activation=str(cfg.data.get("hidden_act") or cfg.data.get("hidden_activation") or "silu"),
         ),
         norm=NormSpec(kind="rms", per_layer=norms_per_layer),
+        traits=traits,
         moe=moe,
         tied_embeddings=cfg.flag("tie_word_embeddings", tied_default),
         max_position_embeddings=cfg.data.get("max_position_embeddings"),
@@ -128,14 +155,16 @@ def llama(cfg: RawConfig, name: str) -> ModelSpec:
     h = cfg.pos_int("hidden_size")
     bias = cfg.flag("attention_bias", False)  # Llama's attention_bias applies to q, k, v and o alike
     att = _attention(cfg, h, qkv_bias=bias, out_bias=bias)
-    return decoder_spec(cfg, name, attention=att, tied_default=False, mlp_bias=cfg.flag("mlp_bias", False))
+    return decoder_spec(
+        cfg, name, attention=att, traits=LLAMA_QV, tied_default=False, mlp_bias=cfg.flag("mlp_bias", False)
+    )
 
 
 def mistral(cfg: RawConfig, name: str) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     # MistralConfig defaults sliding_window to 4096 when the key is absent; an explicit null disables it.
     att = _attention(cfg, h, qkv_bias=False, out_bias=False, **_sliding(cfg, L, absent=4096))
-    return decoder_spec(cfg, name, attention=att, tied_default=False)
+    return decoder_spec(cfg, name, attention=att, traits=LLAMA_QV, tied_default=False)
 
 
 def mixtral(cfg: RawConfig, name: str) -> ModelSpec:
@@ -147,7 +176,7 @@ def mixtral(cfg: RawConfig, name: str) -> ModelSpec:
         expert_intermediate_size=cfg.pos_int("intermediate_size"),
         moe_layers=tuple(range(L)),
     )
-    return decoder_spec(cfg, name, attention=att, tied_default=False, moe=moe)
+    return decoder_spec(cfg, name, attention=att, traits=LLAMA_QV, tied_default=False, moe=moe)
 
 
 def _qwen_sliding(cfg: RawConfig, L: int) -> dict:
@@ -170,7 +199,7 @@ def _qwen_moe_layers(cfg: RawConfig, L: int) -> tuple[int, ...]:
 def qwen2(cfg: RawConfig, name: str) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     att = _attention(cfg, h, qkv_bias=True, out_bias=False, **_qwen_sliding(cfg, L))  # q/k/v bias, o none
-    return decoder_spec(cfg, name, attention=att, tied_default=False)
+    return decoder_spec(cfg, name, attention=att, traits=LLAMA_QV, tied_default=False)
 
 
 def qwen2_moe(cfg: RawConfig, name: str) -> ModelSpec:
@@ -184,14 +213,14 @@ def qwen2_moe(cfg: RawConfig, name: str) -> ModelSpec:
         shared_intermediate_size=cfg.nonneg_int("shared_expert_intermediate_size", 0),
         shared_expert_gate=cfg.nonneg_int("shared_expert_intermediate_size", 0) > 0,
     )
-    return decoder_spec(cfg, name, attention=att, tied_default=False, moe=moe)
+    return decoder_spec(cfg, name, attention=att, traits=LLAMA_QV, tied_default=False, moe=moe)
 
 
 def qwen3(cfg: RawConfig, name: str) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     bias = cfg.flag("attention_bias", False)
     att = _attention(cfg, h, qkv_bias=bias, out_bias=bias, qk_norm="rms", **_qwen_sliding(cfg, L))
-    return decoder_spec(cfg, name, attention=att, tied_default=False)
+    return decoder_spec(cfg, name, attention=att, traits=LLAMA_QV, tied_default=False)
 
 
 def qwen3_moe(cfg: RawConfig, name: str) -> ModelSpec:
@@ -204,21 +233,21 @@ def qwen3_moe(cfg: RawConfig, name: str) -> ModelSpec:
         expert_intermediate_size=cfg.pos_int("moe_intermediate_size"),
         moe_layers=_qwen_moe_layers(cfg, L),
     )
-    return decoder_spec(cfg, name, attention=att, tied_default=False, moe=moe)
+    return decoder_spec(cfg, name, attention=att, traits=LLAMA_QV, tied_default=False, moe=moe)
 
 
 def phi3(cfg: RawConfig, name: str) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     # Phi-3 fuses qkv and gate/up into single matrices; the parameter count is the same as separate ones.
     att = _attention(cfg, h, qkv_bias=False, out_bias=False, **_sliding(cfg, L))
-    return decoder_spec(cfg, name, attention=att, tied_default=False)
+    return decoder_spec(cfg, name, attention=att, traits=_PHI3, tied_default=False)
 
 
 def gemma(cfg: RawConfig, name: str) -> ModelSpec:
     h = cfg.pos_int("hidden_size")
     bias = cfg.flag("attention_bias", False)
     att = _attention(cfg, h, qkv_bias=bias, out_bias=bias)
-    return decoder_spec(cfg, name, attention=att, tied_default=True)
+    return decoder_spec(cfg, name, attention=att, traits=_GEMMA, tied_default=True)
 
 
 def _alternating(cfg: RawConfig, L: int, pattern: int) -> tuple[LayerAttention, ...]:
@@ -228,7 +257,13 @@ def _alternating(cfg: RawConfig, L: int, pattern: int) -> tuple[LayerAttention, 
 
 
 def _gemma_local_global(
-    cfg: RawConfig, name: str, *, pattern: int, qk_norm: bool, softcaps: tuple[float | None, float | None]
+    cfg: RawConfig,
+    name: str,
+    *,
+    pattern: int,
+    qk_norm: bool,
+    softcaps: tuple[float | None, float | None],
+    traits: ImplTraits,
 ) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     bias = cfg.flag("attention_bias", False)
@@ -247,17 +282,24 @@ def _gemma_local_global(
     )
     # Gemma2/3 norm both before and after attention and MLP: four norms per layer.
     return decoder_spec(
-        cfg, name, attention=att, tied_default=True, norms_per_layer=4, final_logit_softcap=final_cap is not None
+        cfg,
+        name,
+        attention=att,
+        traits=traits,
+        tied_default=True,
+        norms_per_layer=4,
+        final_logit_softcap=final_cap is not None,
     )
 
 
 def gemma2(cfg: RawConfig, name: str) -> ModelSpec:
-    return _gemma_local_global(cfg, name, pattern=2, qk_norm=False, softcaps=(50.0, 30.0))  # Gemma2Config defaults
+    # Gemma2Config defaults for the soft-caps
+    return _gemma_local_global(cfg, name, pattern=2, qk_norm=False, softcaps=(50.0, 30.0), traits=_GEMMA)
 
 
 def gemma3_text(cfg: RawConfig, name: str) -> ModelSpec:
     pattern = cfg.pos_int("sliding_window_pattern", 6)
-    return _gemma_local_global(cfg, name, pattern=pattern, qk_norm=True, softcaps=(None, None))
+    return _gemma_local_global(cfg, name, pattern=pattern, qk_norm=True, softcaps=(None, None), traits=_GEMMA3)
 
 
 def gpt_oss(cfg: RawConfig, name: str) -> ModelSpec:
@@ -280,4 +322,4 @@ def gpt_oss(cfg: RawConfig, name: str) -> ModelSpec:
         router_bias=True,
         expert_bias=True,
     )
-    return decoder_spec(cfg, name, attention=att, tied_default=False, moe=moe)
+    return decoder_spec(cfg, name, attention=att, traits=_GPT_OSS, tied_default=False, moe=moe)

@@ -5,6 +5,11 @@ from __future__ import annotations
 from vramwise.spec.adapters.config import RawConfig
 from vramwise.spec.adapters.decoders import decoder_spec
 from vramwise.spec.model import AttentionSpec, MlaSpec, ModelSpec, MoeSpec
+from vramwise.spec.traits import ImplTraits
+
+# DeepseekV2/V3TopkRouter route in fp32: F.linear(hidden_states.type(torch.float32), ...). Rotary on the
+# qk_rope_head_dim part of q and k; peft 0.21 lists no default LoRA targets for deepseek_v2/v3.
+_TRAITS = ImplTraits(router_input_fp32=True)
 
 
 def _q_lora_rank(cfg: RawConfig) -> int | None:
@@ -54,6 +59,7 @@ def deepseek(cfg: RawConfig, name: str) -> ModelSpec:
         cfg,
         name,
         attention=attention,
+        traits=_TRAITS,
         tied_default=False,
         moe=moe,
         mlp_bias=cfg.flag("mlp_bias", False),
