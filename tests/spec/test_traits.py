@@ -34,7 +34,9 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "vramwise"
 
 # Modules outside spec/ that may name the model_type, and why. A label is printed, never branched on.
 ALLOWED = {
-    "cli": "the title and `vramwise models` print the model_type (cli.py, or the cli/ package)",
+    "report/titles.py": "the model label in every title prints the model_type",
+    "app/listings.py": "`vramwise models` lists each entry's model_type",
+    "report/listings.py": "`vramwise models` prints the model_type column",
     "report/json_out.py": "the JSON document's model.model_type label",
     "verify/trace.py": "builds the transformers model: AutoConfig.for_model(model_type)",
     "verify/twin.py": "unwraps text_config of the raw config (review §1.3: spec/load should hand it over)",

@@ -89,16 +89,16 @@ def _adapters_stay_put() -> Iterator[None]:
 
     original_move = BaseTunerLayer._move_adapter_to_device_of_base_layer
     original_to = torch.nn.Module.to
-    BaseTunerLayer._move_adapter_to_device_of_base_layer = lambda self, adapter_name, device=None: None
-    torch.nn.Module.to = lambda self, *args, **kwargs: self
+    BaseTunerLayer._move_adapter_to_device_of_base_layer = lambda self, adapter_name, device=None: None  # type: ignore[method-assign]
+    torch.nn.Module.to = lambda self, *args, **kwargs: self  # type: ignore[method-assign]
     try:
         yield
     finally:
-        BaseTunerLayer._move_adapter_to_device_of_base_layer = original_move
-        torch.nn.Module.to = original_to
+        BaseTunerLayer._move_adapter_to_device_of_base_layer = original_move  # type: ignore[method-assign]
+        torch.nn.Module.to = original_to  # type: ignore[method-assign]
 
 
-def _freeze_bottom(model: torch.nn.Module, layers: int) -> None:
+def _freeze_bottom(model: Any, layers: int) -> None:  # a PreTrainedModel: torch types Module attributes as Tensor
     """Freeze the input embeddings and the first ``layers`` decoder layers (the common "freeze the bottom")."""
     model.get_input_embeddings().requires_grad_(False)
     decoder = model.get_decoder()
@@ -131,7 +131,7 @@ def _fsdp_accounting(tracker: LiveStorages) -> Iterator[None]:
         finally:
             tracker.paused -= 1
 
-    torch.UntypedStorage.resize_ = resize  # type: ignore[method-assign]
+    torch.UntypedStorage.resize_ = resize  # type: ignore[method-assign,assignment]
     ShardingPropagator.propagate = meta  # type: ignore[method-assign]
     try:
         yield
@@ -152,7 +152,7 @@ def _fake_world(size: int) -> Any:
     return init_device_mesh("cpu", (size,))
 
 
-def _shard(model: torch.nn.Module, mesh: Any) -> None:
+def _shard(model: Any, mesh: Any) -> None:  # a PreTrainedModel, as in _freeze_bottom
     from torch.distributed.fsdp import fully_shard
 
     decoder = model.get_decoder()
@@ -170,7 +170,7 @@ def _optimizer(params: list[torch.nn.Parameter], recipe: TraceRecipe) -> Any:
 
 
 def _torch_optimizer(params: list[torch.nn.Parameter], recipe: TraceRecipe) -> torch.optim.Optimizer:
-    impl = {"foreach": {"foreach": True}, "for-loop": {"foreach": False}, "fused": {"fused": True}}[
+    impl: dict[str, Any] = {"foreach": {"foreach": True}, "for-loop": {"foreach": False}, "fused": {"fused": True}}[
         recipe.optimizer_impl
     ]
     if recipe.optimizer in ("adamw", "adam"):

@@ -6,6 +6,8 @@ Defaults for absent keys follow the transformers config class of each family.
 
 from __future__ import annotations
 
+from typing import Any
+
 from vramwise.errors import ConfigError
 from vramwise.spec.adapters.config import RawConfig
 from vramwise.spec.model import (
@@ -103,7 +105,7 @@ def decoder_spec(
     norms_per_layer: int = 2,
     moe: MoeSpec | None = None,
     mlp_bias: bool = False,
-    **extra: int | bool,
+    **extra: Any,
 ) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     return ModelSpec(
