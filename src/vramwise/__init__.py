@@ -9,8 +9,9 @@ True
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vramwise._lazy import lazy_exports
 
 # The public names, loaded on first use: `vramwise infer` in a fresh process then imports the inference
 # estimator only, not training, fitting or verification.
@@ -74,14 +75,4 @@ if TYPE_CHECKING:
     from vramwise.workload import InferSetup, TrainSetup
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vramwise' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return [*globals(), *__all__]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -11,8 +11,7 @@ fresh ``vramwise infer`` loads the inference estimator only.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from vramwise._lazy import lazy_exports
 
 # loaded on first use, so that importing one question does not import them all
 _EXPORTS = {
@@ -54,14 +53,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vramwise.app' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return [*globals(), *__all__]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
