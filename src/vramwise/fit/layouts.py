@@ -165,10 +165,3 @@ def search_layouts(
     fitting.sort(key=lambda x: (-x.throughput, x.peak))
     return Search(fitting=fitting, rejected=rejected, candidates=candidates, estimates=estimates)
 
-
-def rank_layouts(
-    spec: ModelSpec, setup: TrainSetup, gpus: int, budget: int, *, max_tp: int = 64, max_pp: int = 64
-) -> tuple[list[Layout], list[Rejected]]:
-    """Layouts at ``setup``'s micro-batch: (those that fit, ranked; families where nothing fits)."""
-    found = search_layouts(spec, setup, gpus, budget, max_tp=max_tp, max_pp=max_pp)
-    return found.fitting, found.rejected

@@ -218,11 +218,3 @@ def active_params(spec: ModelSpec) -> int:
     routed = sum(g.count for g in parameter_groups(spec) if g.per_expert)
     return total - routed * (spec.moe.num_experts - spec.moe.top_k) // spec.moe.num_experts
 
-
-def params_by_category(spec: ModelSpec) -> dict[str, int]:
-    """Totals per category (embeddings, attention, mlp, experts, norms, head, other), in display order."""
-    out = dict.fromkeys(CATEGORIES, 0)
-    for g in parameter_groups(spec):
-        cat = "experts" if g.category == "experts_shared" else g.category
-        out[cat] += g.count
-    return {k: v for k, v in out.items() if v}
