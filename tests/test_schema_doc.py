@@ -131,6 +131,16 @@ def test_every_emitted_term_name_is_documented() -> None:
     assert not missing, f"term names missing from {DOC.name}: {missing}"
 
 
+def test_every_phase_kind_is_emitted_and_documented() -> None:
+    # PhaseKind is the one list of moments (verify and the reports read it): each is reachable and documented
+    from vramwise.estimate.term import PhaseKind
+
+    _, phases = _emitted()
+    kinds = {k.value for k in PhaseKind}
+    assert kinds == set(phases), f"kinds never emitted: {sorted(kinds - phases)}; unknown: {sorted(phases - kinds)}"
+    assert not sorted(kinds - _documented())
+
+
 def test_every_emitted_phase_name_is_documented() -> None:
     _, phases = _emitted()
     missing = sorted(phases - _documented())
