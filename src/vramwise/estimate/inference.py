@@ -128,7 +128,7 @@ def inference_peak(model: Model, setup: InferSetup) -> int:
 
 
 def estimate_inference(model: Model, setup: InferSetup) -> Estimate:
-    """Per-GPU inference memory in accurate mode (textbook mode lives in ``estimate/textbook.py``)."""
+    """Per-GPU inference memory in accurate mode (textbook mode lives in ``estimate/textbook/``)."""
     if isinstance(model, BareModel):
         return _bare_inference(model, setup)
     return _plan_for(model, setup).render(setup.batch)
