@@ -64,7 +64,7 @@ def _t(model: str, tag: str, note: str = "", overrides: tuple[tuple[str, Any], .
 
 
 def _i(model: str, tag: str, **kw: Any) -> Case:
-    return Case(id=f"{model}/{tag}", model=model, infer=InferSetup(**{**NO_OVERHEAD, "kv_block": 1, **kw}))
+    return Case(id=f"{model}/{tag}", model=model, infer=InferSetup.from_flat(**{**NO_OVERHEAD, "kv_block": 1, **kw}))
 
 
 def _spec_and_config(case: Case) -> tuple[ModelSpec, dict[str, Any]]:

@@ -24,7 +24,7 @@ _EXPORTS = {
     "Phase": "vramwise.estimate.term",
     "Term": "vramwise.estimate.term",
     "textbook_inference": "vramwise.estimate.textbook",
-    "textbook_training": "vramwise.estimate.train.textbook",
+    "textbook_training": "vramwise.estimate.train.textbook_mode",
     "estimate_stages": "vramwise.estimate.train.training",
     "estimate_training": "vramwise.estimate.train.training",
     "training_peak": "vramwise.estimate.train.training",
@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from vramwise.estimate.serving import serving_capacity
     from vramwise.estimate.term import Estimate, Phase, Term
     from vramwise.estimate.textbook import textbook_inference
-    from vramwise.estimate.train.textbook import textbook_training
+    from vramwise.estimate.train.textbook_mode import textbook_training
     from vramwise.estimate.train.training import estimate_stages, estimate_training, training_peak
     from vramwise.spec.load import BareModel, resolve_model
     from vramwise.spec.model import ModelSpec

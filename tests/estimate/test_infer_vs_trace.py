@@ -14,7 +14,7 @@ from tiny_configs import FAMILIES, MISTRAL_WINDOW
 from vramwise.estimate.inference import estimate_inference
 from vramwise.spec.adapters import spec_from_config
 from vramwise.verify.trace import InferRecipe, trace_inference
-from vramwise.workload import InferSetup
+from vramwise.workload import NO_OVERHEADS, InferSetup
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "llama": FAMILIES["llama"],
@@ -40,8 +40,7 @@ def test_inference_estimate_matches_traced_generation(name: str, recipe: InferRe
         new_tokens=recipe.new_tokens,
         all_logits=recipe.all_logits,
         kv_block=1,  # transformers' DynamicCache grows token by token
-        cuda_context_mib=0,
-        allocator_fraction=0.0,
+        overheads=NO_OVERHEADS,
     )
     est = estimate_inference(spec, setup)
     assert sum(t.bytes for t in est.persistent if t.name.startswith("weights/")) == traced.params

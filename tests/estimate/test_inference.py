@@ -50,7 +50,7 @@ def test_logits_last_position_or_all_positions() -> None:
 
 def test_overheads_are_explicit_and_overridable() -> None:
     spec = resolve_model("llama-2-7b")
-    est = estimate_inference(spec, InferSetup(cuda_context_mib=300, allocator_fraction=0.0))
+    est = estimate_inference(spec, InferSetup.from_flat(cuda_context_mib=300, allocator_fraction=0.0))
     assert est.term("overhead/cuda_context").bytes == 300 * MIB
     assert est.term("overhead/allocator").bytes == 0
 
@@ -106,7 +106,7 @@ _PEAK_CASES = [
 def test_fast_inference_peak_is_the_rendered_estimates_peak(model: str, kw: dict) -> None:
     spec = resolve_model(model)
     for batch in (1, 5):
-        setup = InferSetup(**{**kw, "batch": kw.get("batch", 1) * batch})
+        setup = InferSetup.from_flat(**{**kw, "batch": kw.get("batch", 1) * batch})
         est = estimate_inference(spec, setup)
         assert inference_peak(spec, setup) == est.peak_bytes == sum(t.bytes for t in est.terms)
 
@@ -120,7 +120,7 @@ def test_peak_is_the_rendered_peak_over_random_setups() -> None:
     checked = 0
     for _ in range(300):
         spec = resolve_model(rng.choice(models))
-        setup = InferSetup(
+        setup = InferSetup.from_flat(
             batch=rng.choice([1, 2, 3, 16]),
             context=rng.choice([17, 1000, 5000, 16384]),
             new_tokens=rng.choice([0, 1, 100]),

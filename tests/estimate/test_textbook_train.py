@@ -8,7 +8,7 @@ import pytest
 
 from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
 from vramwise.estimate.textbook import seed_param_formula
-from vramwise.estimate.textbook_train import (
+from vramwise.estimate.textbook.training import (
     korthikanti_activations,
     seed000_training_terms,
     seed002_model_states,

@@ -14,6 +14,8 @@ from vramwise.workload import (
     PRECISIONS,
     FsdpMode,
     InferSetup,
+    KvDtype,
+    Overheads,
     Precision,
     Sharding,
     TrainSetup,
@@ -80,14 +82,14 @@ def test_every_flat_field_round_trips(name: str) -> None:
     assert TrainSetup().with_flat(**kw) == setup
 
 
-def test_every_group_attribute_has_one_flat_name() -> None:
+@pytest.mark.parametrize(("setup", "v1"), [(TrainSetup(), V1_TRAIN_DEFAULTS), (InferSetup(), V1_INFER_DEFAULTS)])
+def test_every_group_attribute_has_one_flat_name(setup: TrainSetup | InferSetup, v1: dict[str, Any]) -> None:
     """A field added to a group without a flat name would silently drop out of the JSON and the CLI."""
-    setup = TrainSetup()
     attributes = 0
-    for f in dataclasses.fields(TrainSetup):
+    for f in dataclasses.fields(setup):
         value = getattr(setup, f.name)
         attributes += len(dataclasses.fields(value)) if dataclasses.is_dataclass(value) else 1
-    assert attributes == len(V1_TRAIN_DEFAULTS)
+    assert attributes == len(v1)
 
 
 @pytest.mark.parametrize("name", [n for n in OTHER if n not in ("batch", "seq")])
@@ -159,7 +161,40 @@ def test_sharding_follows_the_zero_stages(kw: dict[str, Any], expected: Sharding
     assert TrainSetup.from_flat(**kw).parallel.sharding == expected
 
 
-def test_infer_setup_from_flat_is_its_constructor() -> None:
-    setup = InferSetup.from_flat(batch=4, context=1024, kv_dtype="fp8")
-    assert setup == InferSetup(batch=4, context=1024, kv_dtype="fp8")  # type: ignore[arg-type]
+# A non-default value for every flat inference field.
+OTHER_INFER: dict[str, Any] = {
+    "batch": 4, "context": 1024, "new_tokens": 16, "weight_format": "fp8", "kv_dtype": "fp8", "attention": "eager",
+    "tp": 2, "kv_block": 1, "prefill_chunk": 512, "all_logits": True, "cuda_context_mib": 300,
+    "allocator_fraction": 0.0, "gpu_utilization": 0.5, "mode": "textbook",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(OTHER_INFER))
+def test_every_flat_inference_field_round_trips(name: str) -> None:
+    setup = InferSetup.from_flat(**{name: OTHER_INFER[name]})
+    assert setup.to_flat() == {**V1_INFER_DEFAULTS, name: OTHER_INFER[name]}
     assert InferSetup.from_flat(**setup.to_flat()) == setup
+    assert InferSetup().with_flat(**{name: OTHER_INFER[name]}) == setup
+
+
+def test_inference_overheads_are_the_training_group() -> None:
+    setup = InferSetup.from_flat(context=1024, kv_dtype="fp8", cuda_context_mib=300)
+    assert setup == InferSetup(context=1024, kv_dtype=KvDtype.FP8, overheads=Overheads(cuda_context_mib=300))
+    assert setup.overheads == TrainSetup.from_flat(cuda_context_mib=300).overheads
+    assert setup.with_flat(batch=2).overheads is setup.overheads  # untouched groups are shared
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"cuda_context_mib": -1}, "cuda_context_mib must be >= 0, got -1"),
+        ({"allocator_fraction": 1.0}, r"allocator_fraction must be in \[0, 1\), got 1.0"),
+        ({"gpu_utilization": 0}, r"gpu_utilization must be in \(0, 1\], got 0"),
+        ({"kv_dtype": "int3"}, "kv_dtype 'int3' is not allowed; allowed: auto,"),
+    ],
+)
+def test_bad_flat_inference_input_names_the_field(kw: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidWorkloadError, match=message):
+        InferSetup.from_flat(**kw)
+    with pytest.raises(TypeError, match="InferSetup has no field 'seq'"):
+        InferSetup.from_flat(seq=1024)

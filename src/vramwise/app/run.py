@@ -98,7 +98,7 @@ class TrainResult:
 def train(req: TrainRequest) -> TrainResult:
     """Estimate one training step per GPU: the worst pipeline stage, or every stage."""
     # imported here so that `vramwise infer` never loads the training estimator (a fresh process stays fast)
-    from vramwise.estimate.train.textbook import textbook_training
+    from vramwise.estimate.train.textbook_mode import textbook_training
     from vramwise.estimate.train.training import estimate_stages
 
     model = resolve_model(req.model)

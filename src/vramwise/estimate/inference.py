@@ -79,7 +79,7 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> InferPlan:
     c, tp = compute_bytes(fmt.name), setup.tp
     kv_name, kv_bytes = kv_dtype(setup, fmt.name)
     kv = kv_cache(spec, tokens=setup.tokens, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp, block=setup.kv_block)
-    persistent = (*_weights(spec, fmt, c, tp), kv, _cuda_context(setup.cuda_context_mib))
+    persistent = (*_weights(spec, fmt, c, tp), kv, _cuda_context(setup.overheads.cuda_context_mib))
 
     # a paged cache (kv_block > 1) copies the window out of the prefill's keys and values
     views = sliding_prefill_views(spec, context=setup.context, dtype_bytes=kv_bytes, tp=tp)
@@ -98,7 +98,10 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> InferPlan:
     if tp > 1:
         notes.append(f"per GPU of tp={tp}: linear weights, heads and vocabulary split; norms replicated")
     return InferPlan(
-        persistent=persistent, phases=tuple(phases), allocator_fraction=setup.allocator_fraction, notes=tuple(notes)
+        persistent=persistent,
+        phases=tuple(phases),
+        allocator_fraction=setup.overheads.allocator_fraction,
+        notes=tuple(notes),
     )
 
 
@@ -125,7 +128,7 @@ def inference_peak(model: Model, setup: InferSetup) -> int:
 
 
 def estimate_inference(model: Model, setup: InferSetup) -> Estimate:
-    """Per-GPU inference memory in accurate mode (textbook mode lives in ``estimate/textbook.py``)."""
+    """Per-GPU inference memory in accurate mode (textbook mode lives in ``estimate/textbook/``)."""
     if isinstance(model, BareModel):
         return _bare_inference(model, setup)
     return _plan_for(model, setup).render(setup.batch)
@@ -147,7 +150,7 @@ def _bare_inference(model: BareModel, setup: InferSetup) -> Estimate:
         source="seed 000: memory = parameters x bytes per parameter",
     )
     return Estimate(
-        persistent=(weights, cuda_context_term(setup.cuda_context_mib)),
+        persistent=(weights, cuda_context_term(setup.overheads.cuda_context_mib)),
         missing=tuple(
             f"{name} {_NEEDS_ARCH}" for name in ("kv_cache", "activations/prefill_workspace", "activations/logits")
         ),

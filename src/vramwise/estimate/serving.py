@@ -44,7 +44,7 @@ def serving_capacity(
     activation = prefill_workspace(
         spec, chunk=profile_tokens, kv_len=profile_tokens, c=c, attention=setup.attention, tp=setup.tp
     ).per_seq  # one sequence of profile_tokens
-    non_torch = cuda_context_term(setup.cuda_context_mib).bytes
+    non_torch = cuda_context_term(setup.overheads.cuda_context_mib).bytes
     usable = int(gpu_bytes * setup.gpu_utilization)
     budget = max(0, usable - weights - activation - non_torch)
     per_token = int(kv_elements_per_token(spec, setup.tp) * spec.num_layers * kv_b)

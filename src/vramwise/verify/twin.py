@@ -24,11 +24,11 @@ from vramwise.estimate.term import Estimate, Step
 from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.load import BareModel, Model
 from vramwise.workload import (
+    NO_OVERHEADS,
     AttentionImpl,
     FsdpMode,
     InferSetup,
     LossImpl,
-    Overheads,
     PeftMethod,
     Precision,
     Recompute,
@@ -218,7 +218,7 @@ def verify_training(text: str, model: Model, setup: TrainSetup, *, layers: int |
     _check_torch()
     config = raw_config(text, model)
     recipe = train_recipe(setup)
-    bare = replace(setup, overheads=Overheads(cuda_context_mib=0, allocator_fraction=0.0))
+    bare = replace(setup, overheads=NO_OVERHEADS)
     est = estimate_training(model, bare)
     full = estimate_training(model, setup)
     start = time.perf_counter()
@@ -260,7 +260,7 @@ def verify_inference(text: str, model: Model, setup: InferSetup) -> Comparison:
     fmt = setup.weight_format or "bf16"
     if fmt not in ("fp32", "fp16", "bf16"):
         raise VerifyUnsupportedError(f"verify cannot reproduce weight format {fmt} (traceable: fp32, fp16, bf16)")
-    bare = replace(setup, cuda_context_mib=0, allocator_fraction=0.0, kv_block=1)
+    bare = replace(setup, overheads=NO_OVERHEADS, kv_block=1)
     est = estimate_inference(model, bare)
     full = estimate_inference(model, setup)
     recipe = InferRecipe(

@@ -3,10 +3,11 @@
 Validation errors name the field and what is allowed; nothing downstream re-checks user input.
 
     options.py    a StrEnum for every choice, and the tuples of allowed values
-    infer.py      InferSetup (flat: every field is an inference knob)
+    infer.py      InferSetup: the inference knobs, and the overheads group
     train.py      TrainSetup and its groups: precision, optimizer, peft, parallel, overheads, textbook
     layout.py     ParallelConfig and the shards it implies (Sharding)
-    overheads.py  the CUDA context and allocator reserve, shared by both setups
+    overheads.py  the CUDA context and allocator reserve, shared by both setups (NO_OVERHEADS: neither)
+    flat.py       the bridge to schema v1's flat names, shared by both setups
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from vramwise.workload.options import (
     Recompute,
     Seed,
 )
-from vramwise.workload.overheads import Overheads
+from vramwise.workload.overheads import NO_OVERHEADS, Overheads
 from vramwise.workload.train import OptimizerConfig, PeftConfig, PrecisionConfig, TextbookConfig, TrainSetup
 
 
@@ -59,6 +60,7 @@ __all__ = [
     "KV_DTYPES",
     "LOSS_IMPLS",
     "MODES",
+    "NO_OVERHEADS",
     "OFFLOAD",
     "OPTIMIZERS",
     "OPTIMIZER_IMPLS",

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
 
 from vramwise.errors import InvalidWorkloadError
 from vramwise.workload.checks import coerce, non_negative, positive
+from vramwise.workload.flat import FlatNames
 from vramwise.workload.options import AttentionImpl, KvDtype, Mode
-from vramwise.workload.overheads import check_overheads
+from vramwise.workload.overheads import Overheads
 
 
 @dataclass(frozen=True, kw_only=True)
 class InferSetup:
     """Serving or generation: ``batch`` sequences of ``context`` prompt tokens plus ``new_tokens`` generated.
 
-    Flat on purpose: every field is an inference knob read by the inference estimators, and the two overheads
-    are the same fields (and the same checks) as ``workload.overheads.Overheads``.
+    The process overheads are the group training has too (``overheads``); every other field is an inference
+    knob read directly by the inference estimators. The CLI and schema v1 speak flat names
+    (``cuda_context_mib``): ``from_flat``, ``to_flat`` and ``with_flat`` are the bridge.
     """
 
     batch: int = 1
@@ -29,10 +32,9 @@ class InferSetup:
     kv_block: int = 16  # paged-KV block in tokens (vLLM's default); 1 for a contiguous cache
     prefill_chunk: int | None = None  # tokens per prefill forward (chunked prefill); None: the whole prompt
     all_logits: bool = False  # a plain forward returns logits for every position; generate() keeps the last
-    cuda_context_mib: int | None = None  # None: the default in overheads.py
-    allocator_fraction: float | None = None  # None: the default in overheads.py
     gpu_utilization: float = 0.9  # fraction of the GPU an engine may use (vLLM gpu_memory_utilization)
     mode: Mode = Mode.ACCURATE
+    overheads: Overheads = field(default_factory=Overheads)
 
     def __post_init__(self) -> None:
         positive("batch", self.batch)
@@ -45,7 +47,6 @@ class InferSetup:
         coerce(self, "kv_dtype", KvDtype)
         coerce(self, "attention", AttentionImpl)
         coerce(self, "mode", Mode)
-        check_overheads(self.cuda_context_mib, self.allocator_fraction)
         if not 0 < self.gpu_utilization <= 1:
             raise InvalidWorkloadError(f"gpu_utilization must be in (0, 1], got {self.gpu_utilization}")
 
@@ -57,8 +58,35 @@ class InferSetup:
     @classmethod
     def from_flat(cls, **flat: Any) -> InferSetup:
         """The setup from flat field names (the CLI's and the JSON ``setup`` object's)."""
-        return cls(**flat)
+        return cls(**_FLAT.build(flat))
 
     def to_flat(self) -> dict[str, Any]:
-        """JSON schema v1's ``setup`` object: every field by name, enums as their strings."""
-        return {k: str(v) if isinstance(v, (KvDtype, AttentionImpl, Mode)) else v for k, v in asdict(self).items()}
+        """JSON schema v1's ``setup`` object: every flat name in order, enums as their strings."""
+        return _FLAT.flatten(self)
+
+    def with_flat(self, **flat: Any) -> InferSetup:
+        """A copy with some fields changed, by their flat names; the overheads are shared unless named."""
+        return dataclasses.replace(self, **_FLAT.changes(self, flat))
+
+
+# Flat name -> (group, attribute), in schema v1's order ('' = a field of InferSetup itself).
+_FLAT = FlatNames(
+    owner="InferSetup",
+    groups={"overheads": Overheads},
+    names={
+        "batch": ("", "batch"),
+        "context": ("", "context"),
+        "new_tokens": ("", "new_tokens"),
+        "weight_format": ("", "weight_format"),
+        "kv_dtype": ("", "kv_dtype"),
+        "attention": ("", "attention"),
+        "tp": ("", "tp"),
+        "kv_block": ("", "kv_block"),
+        "prefill_chunk": ("", "prefill_chunk"),
+        "all_logits": ("", "all_logits"),
+        "cuda_context_mib": ("overheads", "cuda_context_mib"),
+        "allocator_fraction": ("overheads", "allocator_fraction"),
+        "gpu_utilization": ("", "gpu_utilization"),
+        "mode": ("", "mode"),
+    },
+)

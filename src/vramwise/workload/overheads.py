@@ -15,11 +15,11 @@ class Overheads:
     allocator_fraction: float | None = None  # None: the default in estimate/overheads.py
 
     def __post_init__(self) -> None:
-        check_overheads(self.cuda_context_mib, self.allocator_fraction)
+        if self.cuda_context_mib is not None and self.cuda_context_mib < 0:
+            raise InvalidWorkloadError(f"cuda_context_mib must be >= 0, got {self.cuda_context_mib}")
+        if self.allocator_fraction is not None and not 0 <= self.allocator_fraction < 1:
+            raise InvalidWorkloadError(f"allocator_fraction must be in [0, 1), got {self.allocator_fraction}")
 
 
-def check_overheads(cuda_context_mib: int | None, allocator_fraction: float | None) -> None:
-    if cuda_context_mib is not None and cuda_context_mib < 0:
-        raise InvalidWorkloadError(f"cuda_context_mib must be >= 0, got {cuda_context_mib}")
-    if allocator_fraction is not None and not 0 <= allocator_fraction < 1:
-        raise InvalidWorkloadError(f"allocator_fraction must be in [0, 1), got {allocator_fraction}")
+# Neither a CUDA context nor an allocator reserve: what a traced step measures (verify, the accuracy bench).
+NO_OVERHEADS = Overheads(cuda_context_mib=0, allocator_fraction=0.0)

@@ -17,6 +17,7 @@ from typing import Any
 
 from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
 from vramwise.workload.checks import coerce, non_negative, positive
+from vramwise.workload.flat import FlatNames
 from vramwise.workload.layout import ParallelConfig
 from vramwise.workload.options import (
     AttentionImpl,
@@ -142,24 +143,15 @@ class TrainSetup:
     @classmethod
     def from_flat(cls, **flat: Any) -> TrainSetup:
         """The setup from flat field names (``dp=8, zero=3, recompute="full"``): the CLI's and schema v1's."""
-        top, groups = _split(flat)
-        made = {group: _GROUP_TYPES[group](**kw) for group, kw in groups.items()}
-        return cls(**top, **made)
+        return cls(**_FLAT.build(flat))
 
     def to_flat(self) -> dict[str, Any]:
         """JSON schema v1's ``setup`` object: today's flat field names and order, enums as their strings."""
-        out: dict[str, Any] = {}
-        for name, (group, attr) in _FLAT.items():
-            value = getattr(getattr(self, group), attr) if group else getattr(self, attr)
-            out[name] = str(value) if isinstance(value, str) else value
-        return out
+        return _FLAT.flatten(self)
 
     def with_flat(self, **flat: Any) -> TrainSetup:
         """A copy with some fields changed, by their flat names; untouched groups are shared, not rebuilt."""
-        top, groups = _split(flat)
-        for group, kw in groups.items():
-            top[group] = dataclasses.replace(getattr(self, group), **kw)
-        return dataclasses.replace(self, **top)
+        return dataclasses.replace(self, **_FLAT.changes(self, flat))
 
 
 def step_impl(precision: PrecisionConfig, optimizer: OptimizerConfig) -> OptimizerImpl:
@@ -187,58 +179,44 @@ class _HashedTuple(tuple[Any, ...]):
         return self._hash
 
 
-def _split(flat: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Flat names sorted into (TrainSetup's own fields, {group: its fields})."""
-    top: dict[str, Any] = {}
-    groups: dict[str, dict[str, Any]] = {}
-    for name, value in flat.items():
-        where = _FLAT.get(name)
-        if where is None:
-            raise TypeError(f"TrainSetup has no field {name!r}; fields: {', '.join(_FLAT)}")
-        group, attr = where
-        if group:
-            groups.setdefault(group, {})[attr] = value
-        else:
-            top[attr] = value
-    return top, groups
-
-
-_GROUP_TYPES: dict[str, type] = {
-    "precision": PrecisionConfig,
-    "optimizer": OptimizerConfig,
-    "peft": PeftConfig,
-    "parallel": ParallelConfig,
-    "overheads": Overheads,
-    "textbook": TextbookConfig,
-}
-
 # Flat name -> (group, attribute), in schema v1's order ('' = a field of TrainSetup itself).
-_FLAT: dict[str, tuple[str, str]] = {
-    "batch": ("", "batch"),
-    "seq": ("", "seq"),
-    "grad_accum": ("", "grad_accum"),
-    "precision": ("precision", "recipe"),
-    "grad_dtype": ("precision", "grad_dtype"),
-    "optimizer": ("optimizer", "name"),
-    "optimizer_impl": ("optimizer", "impl"),
-    "peft": ("peft", "method"),
-    "lora_r": ("peft", "lora_r"),
-    "lora_targets": ("peft", "lora_targets"),
-    "lora_dropout": ("peft", "lora_dropout"),
-    "freeze_layers": ("peft", "freeze_layers"),
-    "recompute": ("", "recompute"),
-    "attention": ("", "attention"),
-    "loss": ("", "loss"),
-    "loss_chunk": ("", "loss_chunk"),
-    **{
-        name: ("parallel", name)
-        for name in ("dp", "zero", "fsdp", "fsdp_shard", "offload", "tp", "sp", "pp", "interleave", "cp", "ep")
+_FLAT = FlatNames(
+    owner="TrainSetup",
+    groups={
+        "precision": PrecisionConfig,
+        "optimizer": OptimizerConfig,
+        "peft": PeftConfig,
+        "parallel": ParallelConfig,
+        "overheads": Overheads,
+        "textbook": TextbookConfig,
     },
-    "reduce_bucket": ("parallel", "reduce_bucket"),
-    "prefetch_bucket": ("parallel", "prefetch_bucket"),
-    "cuda_context_mib": ("overheads", "cuda_context_mib"),
-    "allocator_fraction": ("overheads", "allocator_fraction"),
-    "mode": ("", "mode"),
-    "seed": ("textbook", "seed"),
-    "lora_fraction": ("textbook", "lora_fraction"),
-}
+    names={
+        "batch": ("", "batch"),
+        "seq": ("", "seq"),
+        "grad_accum": ("", "grad_accum"),
+        "precision": ("precision", "recipe"),
+        "grad_dtype": ("precision", "grad_dtype"),
+        "optimizer": ("optimizer", "name"),
+        "optimizer_impl": ("optimizer", "impl"),
+        "peft": ("peft", "method"),
+        "lora_r": ("peft", "lora_r"),
+        "lora_targets": ("peft", "lora_targets"),
+        "lora_dropout": ("peft", "lora_dropout"),
+        "freeze_layers": ("peft", "freeze_layers"),
+        "recompute": ("", "recompute"),
+        "attention": ("", "attention"),
+        "loss": ("", "loss"),
+        "loss_chunk": ("", "loss_chunk"),
+        **{
+            name: ("parallel", name)
+            for name in ("dp", "zero", "fsdp", "fsdp_shard", "offload", "tp", "sp", "pp", "interleave", "cp", "ep")
+        },
+        "reduce_bucket": ("parallel", "reduce_bucket"),
+        "prefetch_bucket": ("parallel", "prefetch_bucket"),
+        "cuda_context_mib": ("overheads", "cuda_context_mib"),
+        "allocator_fraction": ("overheads", "allocator_fraction"),
+        "mode": ("", "mode"),
+        "seed": ("textbook", "seed"),
+        "lora_fraction": ("textbook", "lora_fraction"),
+    },
+)

@@ -1,4 +1,5 @@
-"""Textbook training: the seeds' formulas (estimate/textbook_train.py) applied to a model and a TrainSetup.
+"""Textbook mode for training: the seeds' formulas (``estimate/textbook/training.py``) applied to a model and
+a TrainSetup.
 
 Seed 000 covers one GPU with full fine-tuning or LoRA (a trainable fraction of Φ); seed 002 covers full
 training with ZeRO, tensor/sequence/pipeline parallelism and Korthikanti's activations. A setup either seed
@@ -10,7 +11,7 @@ from __future__ import annotations
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.term import Estimate, Term
 from vramwise.estimate.textbook import seed_param_formula
-from vramwise.estimate.textbook_train import (
+from vramwise.estimate.textbook.training import (
     SEED_000_CAVEATS,
     SEED_002,
     korthikanti_activations,

@@ -1,4 +1,4 @@
-"""The seeds' formulas exactly as written, so users can reproduce the literature to the cent.
+"""Textbook mode for inference: the seeds' formulas exactly as written.
 
 Seed 000 (2024, "Transformer 模型的記憶體使用量估算"): bytes per parameter fp32 4, fp16/bf16 2, int8 1,
 int4 0.5; inference ≈ weights (× 1.2 as the usual rule of thumb). Seed 002 (Zhihu p/648924115): KV cache

@@ -8,7 +8,8 @@ Seed 002 (Zhihu p/648924115): model states ``(2 + 2 + K)Φ`` with K = 12 (AdamW)
 2022, arXiv:2205.05198) and their recompute / TP / SP / PP variants.
 
 Where the seeds double count, this module still reproduces them; ``SEED_000_CAVEATS`` says what a real
-framework allocates instead. The accurate training estimator is a separate (not yet built) module.
+framework allocates instead (the accurate training estimator is ``estimate/train/training.py``). The functions take
+plain numbers; ``estimate/train/textbook_mode.py`` applies them to a model and a TrainSetup.
 """
 
 from __future__ import annotations
