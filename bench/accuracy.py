@@ -31,10 +31,10 @@ from vramwise.catalog import models
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.adapters import spec_from_config
-from vramwise.spec.load import catalog_spec
+from vramwise.spec.load import catalog_spec, resolve_model_with_config
 from vramwise.spec.model import ModelSpec
 from vramwise.verify.trace import InferRecipe, trace_inference, trace_training
-from vramwise.verify.twin import raw_config, train_recipe
+from vramwise.verify.twin import train_recipe
 from vramwise.workload import InferSetup, TrainSetup
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -68,8 +68,8 @@ def _i(model: str, tag: str, **kw: Any) -> Case:
 
 
 def _spec_and_config(case: Case) -> tuple[ModelSpec, dict[str, Any]]:
-    config = raw_config(case.model, catalog_spec(case.model))
-    config.update(dict(case.overrides))
+    config = {**(resolve_model_with_config(case.model).raw_config or {}), **dict(case.overrides)}
+    config.pop("quantization_config", None)  # the twin runs the architecture in the recipe's dtype
     return spec_from_config(config, name=case.model, source=f"catalog:{case.model}"), config
 
 

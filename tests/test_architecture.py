@@ -39,6 +39,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "app": ("cli",),
     "cli": (),  # the top floor: listed so that a rename or an empty cli/ still fails the existence check
 }
+# Narrower than the floors: a part that may import another may reach only these of its modules. report renders
+# verify's result types (verify/compare.py, torch-free), never the orchestration that drives torch (twin, trace, live).
+ONLY_THROUGH: dict[tuple[str, str], tuple[str, ...]] = {("report", "verify"): ("verify.compare",)}
 
 
 def _imports(path: Path) -> set[str]:
@@ -83,6 +86,18 @@ def test_lower_stages_never_import_higher_ones(part: str) -> None:
     for path in files:
         bad = {m for m in _imports(path) if _hits(m, FORBIDDEN[part])}
         assert not bad, f"{path.relative_to(SRC)} ({part}) imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize(("part", "other"), sorted(ONLY_THROUGH))
+def test_parts_reach_others_only_through_their_named_modules(part: str, other: str) -> None:
+    allowed = ONLY_THROUGH[(part, other)]
+    for name in allowed:  # no vacuous pass: the named modules exist
+        assert SRC.joinpath(*name.split(".")).with_suffix(".py").is_file(), f"{name} is missing"
+    files = _part_files(part)
+    assert files, f"src/vramwise/{part.replace('.', '/')}(.py|/) is missing or has no .py file"
+    for path in files:
+        bad = {m for m in _imports(path) if _hits(m, (other,)) and not _hits(m, allowed)}
+        assert not bad, f"{path.relative_to(SRC)} ({part}) imports {sorted(bad)}: only {', '.join(allowed)}"
 
 
 def test_every_part_of_the_package_has_a_layering_rule() -> None:

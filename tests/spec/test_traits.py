@@ -39,7 +39,6 @@ ALLOWED = {
     "report/listings.py": "`vramwise models` prints the model_type column",
     "report/json_out.py": "the JSON document's model.model_type label",
     "verify/trace.py": "builds the transformers model: AutoConfig.for_model(model_type)",
-    "verify/twin.py": "unwraps text_config of the raw config (review §1.3: spec/load should hand it over)",
 }
 
 

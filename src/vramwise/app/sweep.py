@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 from vramwise.app.setups import INFERENCE_ONLY, TRAINING_ONLY, infer_setup, refuse, train_setup
 from vramwise.catalog import Gpu, get_gpu
 from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
-from vramwise.spec.load import resolve_model
+from vramwise.spec.load import resolve_model_with_config
 
 if TYPE_CHECKING:
     from vramwise.estimate.term import Estimate
     from vramwise.spec.load import Model
     from vramwise.spec.model import ModelSpec
-    from vramwise.verify.twin import Comparison
+    from vramwise.verify.compare import Comparison
     from vramwise.workload import InferSetup, TrainSetup
 
 SWEEP_AXES = ("seq", "batch")
@@ -129,7 +129,7 @@ def verify(req: VerifyRequest) -> VerifyResult:
 
     _accurate_only(req.options, "verify")
     _modes(req.options, req.infer)
-    model = resolve_model(req.model)
+    resolved = resolve_model_with_config(req.model)  # the twin builds the real model from the same config
     if req.layers is not None and req.layers < 1:
         raise InvalidWorkloadError(f"layers must be a positive integer, got {req.layers}", field="layers")
     if req.infer:
@@ -139,8 +139,8 @@ def verify(req: VerifyRequest) -> VerifyResult:
             )
         inference = infer_setup(req.options)
         setup: InferSetup | TrainSetup = inference
-        comparison = verify_inference(req.model, model, inference)
+        comparison = verify_inference(resolved, inference)
     else:
         setup = train_setup(req.options)
-        comparison = verify_training(req.model, model, setup, layers=req.layers)
-    return VerifyResult(model=model, setup=setup, comparison=comparison)
+        comparison = verify_training(resolved, setup, layers=req.layers)
+    return VerifyResult(model=resolved.spec, setup=setup, comparison=comparison)

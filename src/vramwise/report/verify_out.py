@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vramwise.units import Unit, fmt, footer, to_unit, unit_label
-from vramwise.verify.twin import Comparison
+from vramwise.verify.compare import Comparison
 from vramwise.workload import InferSetup, TrainSetup, setup_to_flat
 
 

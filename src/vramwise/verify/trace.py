@@ -90,6 +90,11 @@ def _adapters_stay_put() -> Iterator[None]:
     original_move = BaseTunerLayer._move_adapter_to_device_of_base_layer
     original_to = torch.nn.Module.to
     BaseTunerLayer._move_adapter_to_device_of_base_layer = lambda self, adapter_name, device=None: None  # type: ignore[method-assign]
+    # !!! GLOBAL PATCH: this turns `.to()` into a no-op for EVERY nn.Module in the process, not only peft's. !!!
+    # Safe because it is scoped: it lives only inside this context manager, which wraps peft's get_peft_model
+    # alone (no other module is moved meanwhile), and the finally below restores the original even when peft
+    # raises. What would break it: another thread calling `.to()` while it is active (its move silently does
+    # nothing), or a caller holding the context open across more than the wrapping of the adapters.
     torch.nn.Module.to = lambda self, *args, **kwargs: self  # type: ignore[method-assign]
     try:
         yield

@@ -14,15 +14,18 @@ they differ (DeepSeek MLA) or with 3-D inputs (old Falcon), where CUDA would use
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
-from vramwise.catalog import models
 from vramwise.errors import VerifyUnsupportedError
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.term import Estimate, Step
 from vramwise.estimate.train.training import estimate_training
-from vramwise.spec.load import BareModel, Model
+from vramwise.spec.load import ResolvedModel
+from vramwise.verify.compare import Comparison, Row
 from vramwise.workload import (
     NO_OVERHEADS,
     AttentionImpl,
@@ -49,46 +52,24 @@ TRAINING_PEAKS = {"forward_end": Step.FORWARD, "backward_peak": Step.BACKWARD, "
 INFERENCE_STEPS = (Step.PREFILL, Step.DECODE)  # the prefill_peak and decode_peak rows
 
 
-@dataclass(frozen=True, kw_only=True)
-class Row:
-    name: str
-    estimate: int
-    measured: int
-
-    @property
-    def error(self) -> float | None:
-        return None if not self.measured else self.estimate / self.measured - 1
-
-
-@dataclass(frozen=True, kw_only=True)
-class Comparison:
-    kind: str  # training | inference
-    rows: tuple[Row, ...]
-    semantics: str
-    layers_traced: int | None  # --layers: the truncated depth, extrapolated to the full model
-    overheads: int  # estimate bytes a CPU trace cannot see (CUDA context, allocator reserve)
-    seconds: float
-    cuda: dict[str, int] = field(default_factory=dict)  # on a GPU: max allocated / reserved, device used
-    full_estimate: int = 0  # the estimate with the overhead terms, to set beside device_used
-
-
-def raw_config(text: str, model: Model) -> dict[str, Any]:
-    """The Hugging Face config behind ``model``: the catalog entry's keys or the file's JSON."""
-    import json
-    from pathlib import Path
-
-    if isinstance(model, BareModel):
+def _twin_config(resolved: ResolvedModel) -> dict[str, Any]:
+    """The config the real model is built from: the keys the spec was parsed from (spec/load hands them over)."""
+    if resolved.raw_config is None:
         raise VerifyUnsupportedError("verify needs the architecture: name a catalog model or a config.json")
-    key = text.strip().lower()
-    if key in models():
-        data = dict(models()[key].config)
-    else:
-        path = Path(text).expanduser()
-        data = json.loads((path / "config.json" if path.is_dir() else path).read_text(encoding="utf-8"))
-    if "text_config" in data and isinstance(data["text_config"], dict):
-        data = {**data["text_config"], "model_type": data["text_config"].get("model_type", "")}
-    data.pop("quantization_config", None)  # the twin runs the architecture in the recipe's dtype
-    return data
+    return dict(resolved.raw_config)
+
+
+@contextmanager
+def _one_line_failure() -> Iterator[None]:
+    """Any failure of the traced run is one line, never a traceback: the twin runs third-party code (torch,
+    transformers, peft) on configs it was never tested with. That also hides a bug in the twin itself, so
+    VRAMWISE_DEBUG=1 re-raises the original exception with its traceback."""
+    try:
+        yield
+    except Exception as err:
+        if os.environ.get("VRAMWISE_DEBUG", "") not in ("", "0"):
+            raise
+        raise VerifyUnsupportedError(f"the traced run failed: {type(err).__name__}: {str(err)[:200]}") from None
 
 
 def _check_torch() -> None:
@@ -212,21 +193,19 @@ def _named(est: Estimate, name: str) -> int:
     return 0
 
 
-def verify_training(text: str, model: Model, setup: TrainSetup, *, layers: int | None = None) -> Comparison:
+def verify_training(resolved: ResolvedModel, setup: TrainSetup, *, layers: int | None = None) -> Comparison:
     import time
 
     _check_torch()
-    config = raw_config(text, model)
+    model, config = resolved.spec, _twin_config(resolved)
     recipe = train_recipe(setup)
     bare = replace(setup, overheads=NO_OVERHEADS)
     est = estimate_training(model, bare)
     full = estimate_training(model, setup)
     start = time.perf_counter()
     cuda: dict[str, int] = {}
-    try:
+    with _one_line_failure():
         measured = _traced_training(config, recipe, None if _device() == "cuda" else layers, cuda)
-    except Exception as err:  # any failure of the twin is one line, never a traceback
-        raise VerifyUnsupportedError(f"the traced run failed: {type(err).__name__}: {str(err)[:200]}") from None
     estimated = {
         "weights": sum(t.bytes for t in est.persistent if t.name.startswith("weights/")),
         "master_weights": _named(est, "optimizer/master_weights"),
@@ -248,13 +227,13 @@ def verify_training(text: str, model: Model, setup: TrainSetup, *, layers: int |
     )
 
 
-def verify_inference(text: str, model: Model, setup: InferSetup) -> Comparison:
+def verify_inference(resolved: ResolvedModel, setup: InferSetup) -> Comparison:
     import time
 
     from vramwise.verify.trace import InferRecipe, trace_inference
 
     _check_torch()
-    config = raw_config(text, model)
+    model, config = resolved.spec, _twin_config(resolved)
     if setup.tp > 1:
         raise VerifyUnsupportedError("verify cannot reproduce tp > 1 (the twin traces one GPU)")
     fmt = setup.weight_format or "bf16"
@@ -272,10 +251,8 @@ def verify_inference(text: str, model: Model, setup: InferSetup) -> Comparison:
         all_logits=setup.all_logits,
     )
     start = time.perf_counter()
-    try:
+    with _one_line_failure():
         t = trace_inference(config, recipe)
-    except Exception as err:  # any failure of the twin is one line, never a traceback
-        raise VerifyUnsupportedError(f"the traced run failed: {type(err).__name__}: {str(err)[:200]}") from None
     weights = sum(x.bytes for x in est.persistent if x.name.startswith("weights/"))
     prefill = step_peak(est, Step.PREFILL)
     rows = [

@@ -40,13 +40,22 @@ ADAPTERS: dict[str, Adapter] = {
 SUPPORTED_MODEL_TYPES = tuple(sorted(k for k in ADAPTERS if k.islower()))
 
 
+def language_config(data: dict[str, Any]) -> dict[str, Any]:
+    """The language model's keys: the one rule for unwrapping ``text_config``, shared by the spec and the twin.
+
+    Multimodal wrappers (Gemma3ForConditionalGeneration, ...) keep the language model in text_config; a
+    top-level model_type that has an adapter is read as it stands."""
+    text = data.get("text_config")
+    if isinstance(text, dict) and data.get("model_type") not in ADAPTERS:
+        return {**text, "model_type": text.get("model_type", "")}
+    return data
+
+
 def spec_from_config(data: Any, *, name: str, source: str) -> ModelSpec:
     """Build a ModelSpec from the parsed JSON of a config.json."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config must be a JSON object, got {type(data).__name__}")
-    # Multimodal wrappers (Gemma3ForConditionalGeneration, ...) keep the language model in text_config.
-    if "text_config" in data and isinstance(data["text_config"], dict) and data.get("model_type") not in ADAPTERS:
-        data = {**data["text_config"], "model_type": data["text_config"].get("model_type", "")}
+    data = language_config(data)
     model_type = data.get("model_type")
     if not isinstance(model_type, str) or not model_type:
         raise ConfigError(f"{source}: field 'model_type' is missing; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
