@@ -64,7 +64,7 @@ def test_tensor_parallel_splits_or_replicates_kv_heads() -> None:
     spec = resolve_model("llama-2-70b")
 
     def per_seq(tp: int) -> int:
-        return kv_cache(spec, tokens=1, dtype="bf16", dtype_bytes=2, tp=tp, block=1).per_seq
+        return kv_cache(spec, tokens=1, dtype="bf16", dtype_bytes=2, tp=tp, block=1).coef  # bytes of one sequence
 
     one = per_seq(1)
     assert one == 80 * 2 * 8 * 128 * 2  # L x K and V x n_kv x d x 2 B

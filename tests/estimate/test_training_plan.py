@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 
+from vramwise.estimate.plan import BATCH, BATCH_SEQ_SEQ, LOSS_CHUNK, ONE, TOKENS, Vars
 from vramwise.estimate.train import training
 from vramwise.estimate.train.training import estimate_training, phase_totals, training_peak
 from vramwise.spec.load import catalog_spec
@@ -62,3 +63,21 @@ def test_a_cached_plan_answers_as_a_fresh_one(model: str, setup: TrainSetup) -> 
     # and the sweep really moves every phase that holds activations (so the comparison above could fail)
     forward = [phases[0] for phases in warm]
     assert len(set(forward[:3])) == 3 and forward[3] != forward[0]
+
+
+def test_rule_variables_index_the_named_fields() -> None:
+    v = Vars.training(batch=3, seq=1024, cp=2, loss_chunk=512)
+    assert (v[ONE], v[BATCH], v[TOKENS], v[BATCH_SEQ_SEQ], v[LOSS_CHUNK]) == (v.one, v.b, v.T, v.bss, v.chunk)
+    assert tuple(v) == (1, 3, 3 * 1024 // 2, 3 * 1024 * 1024, 512, 1024)
+
+
+@pytest.mark.parametrize(("model", "setup"), SETUPS, ids=[f"{m}-{i}" for i, (m, _) in enumerate(SETUPS)])
+def test_peak_is_the_largest_phase(model: str, setup: TrainSetup) -> None:
+    # ``peak`` adds the allocator reserve once, to the phase with the most transient bytes; it must be the
+    # largest of every phase's bytes, each with its own reserve
+    spec = catalog_spec(model)
+    for batch in (1, 4):
+        trial = replace(setup, batch=batch)
+        v = Vars.training(batch, trial.seq, trial.parallel.cp, trial.loss_chunk)
+        for plan in training._worst_candidates(spec, trial):
+            assert plan.peak(v) == max(plan.phase_bytes(v))

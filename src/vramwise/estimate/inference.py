@@ -1,22 +1,23 @@
 """Inference memory per GPU: weights + KV cache + the larger of the prefill and logits transients + overheads.
 
-One plan describes an estimate for every batch: each term is a ``BatchTerm`` (bytes per sequence, formula
-rendered on demand), the phases list which terms each holds. ``inference_peak`` evaluates the plan's bytes,
-``estimate_inference`` renders the same terms, so the solvers' number is the report's number.
+One plan (``estimate/plan.py``) describes an estimate for every batch: each term is a constant or bytes per
+sequence times the batch, its formula rendered on demand, and the phases list which transients each holds.
+``inference_peak`` evaluates the plan's bytes, ``estimate_inference`` renders the same rules, so the solvers'
+number is the report's number.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 from vramwise.errors import NeedsArchitectureError
 from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
 from vramwise.estimate.logits import logits
-from vramwise.estimate.overheads import allocator_bytes, cuda_context_term, is_tensor, tensor_bytes, with_allocator
+from vramwise.estimate.overheads import cuda_context_term
+from vramwise.estimate.plan import Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.sharding import check_tp
-from vramwise.estimate.term import BatchTerm, Estimate, PhaseKind, Term, fixed
+from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.weights import weight_terms
 from vramwise.estimate.workspace import prefill_workspace
 from vramwise.formats import DTYPE_BYTES, StorageFormat, default_format, get_format
@@ -27,52 +28,17 @@ from vramwise.workload import InferSetup
 _NEEDS_ARCH = "needs the architecture (layers, heads, hidden size): name a catalog model or a config.json"
 
 
-@dataclass(frozen=True, kw_only=True)
-class InferPlan:
-    """An inference estimate at any batch: persistent terms, and the transient terms of each phase."""
-
-    persistent: tuple[BatchTerm, ...]
-    phases: tuple[tuple[PhaseKind, tuple[BatchTerm, ...]], ...]
-    allocator_fraction: float | None
-    notes: tuple[str, ...]
-
-    @functools.cached_property
-    def _sums(self) -> tuple[tuple[int, int], tuple[int, int], tuple[tuple[int, int], ...]]:
-        """(fixed, per-sequence) bytes of: the persistent terms, the tensors among them, each phase."""
-
-        def total(terms: tuple[BatchTerm, ...]) -> tuple[int, int]:
-            return sum(t.fixed for t in terms), sum(t.per_seq for t in terms)
-
-        tensors = tuple(t for t in self.persistent if is_tensor(t.name))
-        return total(self.persistent), total(tensors), tuple(total(terms) for _, terms in self.phases)
-
-    def peak(self, batch: int) -> int:
-        """Per-GPU peak bytes at ``batch``: persistent terms plus the largest phase with its allocator reserve."""
-        (p0, p1), (t0, t1), phases = self._sums
-        # the reserve grows with the transients, so the phase with the most transient bytes is the peak
-        n = max([f + s * batch for f, s in phases])
-        return p0 + p1 * batch + n + allocator_bytes(t0 + t1 * batch + n, self.allocator_fraction)
-
-    def render(self, batch: int) -> Estimate:
-        persistent = tuple(t.term(batch) for t in self.persistent)
-        base, fraction = tensor_bytes(persistent), self.allocator_fraction
-        phases = tuple(
-            with_allocator(base, kind, [t.term(batch) for t in terms], fraction) for kind, terms in self.phases
-        )
-        return Estimate(persistent=persistent, phases=phases, notes=self.notes)
-
-
 @functools.lru_cache(maxsize=1024)
-def _weights(spec: ModelSpec, fmt: StorageFormat, c: int, tp: int) -> tuple[BatchTerm, ...]:
-    return tuple(fixed(t) for t in weight_terms(spec, fmt, hp_bytes=c, tp=tp))
+def _weights(spec: ModelSpec, fmt: StorageFormat, c: int, tp: int) -> tuple[Rule, ...]:
+    return tuple(constant(t) for t in weight_terms(spec, fmt, hp_bytes=c, tp=tp))
 
 
 @functools.lru_cache(maxsize=64)
-def _cuda_context(mib: int | None) -> BatchTerm:
-    return fixed(cuda_context_term(mib))
+def _cuda_context(mib: int | None) -> Rule:
+    return constant(cuda_context_term(mib))
 
 
-def _plan(spec: ModelSpec, setup: InferSetup) -> InferPlan:
+def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     """The estimate's terms and phases; it never reads ``setup.batch`` (the plan serves every batch)."""
     check_tp(spec, setup.tp)
     fmt = get_format(setup.weight_format or default_format(spec))
@@ -87,28 +53,29 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> InferPlan:
     chunk = min(setup.prefill_chunk or setup.context, setup.context)
     prefill = prefill_workspace(spec, chunk=chunk, kv_len=setup.context, c=c, attention=setup.attention, tp=tp)
     last = logits(spec, positions=chunk, c=c, last_only=not setup.all_logits)
-    phases = [(PhaseKind.PREFILL_LAYER, (prefill, *held)), (PhaseKind.PREFILL_LOGITS, (last, *held))]
+    out = Transients()
+    views_held = out.add(*held)
+    phases = [
+        (PhaseKind.PREFILL_LAYER, out.add(prefill) + views_held),
+        (PhaseKind.PREFILL_LOGITS, out.add(last) + views_held),
+    ]
     if setup.new_tokens:
         step = prefill_workspace(spec, chunk=1, kv_len=setup.tokens, c=c, attention=setup.attention, tp=tp)
         step_logits = logits(spec, positions=1, c=c, last_only=True)
         # the first step still holds the prefill's views
-        phases.append((PhaseKind.DECODE, (step, step_logits, *held)))
+        phases.append((PhaseKind.DECODE, out.add(step, step_logits) + views_held))
 
     notes = [f"weights stored as {fmt.name}: {fmt.summary}"]
     if tp > 1:
         notes.append(f"per GPU of tp={tp}: linear weights, heads and vocabulary split; norms replicated")
-    return InferPlan(
-        persistent=persistent,
-        phases=tuple(phases),
-        allocator_fraction=setup.overheads.allocator_fraction,
-        notes=tuple(notes),
-    )
+    fraction = setup.overheads.allocator_fraction
+    return out.plan(persistent=persistent, phases=phases, allocator_fraction=fraction, notes=notes)
 
 
-_PLANS: dict[tuple, InferPlan] = {}
+_PLANS: dict[tuple, Plan] = {}
 
 
-def _plan_for(spec: ModelSpec, setup: InferSetup) -> InferPlan:
+def _plan_for(spec: ModelSpec, setup: InferSetup) -> Plan:
     """The plan of every setup that differs from ``setup`` only in the batch: a solver's sweep builds one."""
     key = (spec, *[v for k, v in vars(setup).items() if k != "batch"])
     plan = _PLANS.get(key)
@@ -124,14 +91,14 @@ def inference_peak(model: Model, setup: InferSetup) -> int:
     path; both read one plan)."""
     if isinstance(model, BareModel):
         return _bare_inference(model, setup).peak_bytes
-    return _plan_for(model, setup).peak(setup.batch)
+    return _plan_for(model, setup).peak(Vars.inference(setup.batch))
 
 
 def estimate_inference(model: Model, setup: InferSetup) -> Estimate:
     """Per-GPU inference memory in accurate mode (textbook mode lives in ``estimate/textbook/``)."""
     if isinstance(model, BareModel):
         return _bare_inference(model, setup)
-    return _plan_for(model, setup).render(setup.batch)
+    return _plan_for(model, setup).render(Vars.inference(setup.batch))
 
 
 def _bare_inference(model: BareModel, setup: InferSetup) -> Estimate:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 
+from vramwise.estimate.plan import BATCH, Rule
 from vramwise.estimate.sharding import kv_heads_per_gpu
-from vramwise.estimate.term import BatchTerm
 from vramwise.spec.model import ModelSpec
 
 
@@ -34,8 +34,8 @@ def _kept(spec: ModelSpec, tokens: int, block: int) -> int:
     return sum(cached_tokens(spec, i, tokens, block) for i in range(spec.num_layers))
 
 
-def kv_cache(spec: ModelSpec, *, tokens: int, dtype: str, dtype_bytes: int, tp: int, block: int) -> BatchTerm:
-    """K and V of ``tokens`` per sequence in every layer (``per_seq``: one sequence's bytes)."""
+def kv_cache(spec: ModelSpec, *, tokens: int, dtype: str, dtype_bytes: int, tp: int, block: int) -> Rule:
+    """K and V of ``tokens`` per sequence in every layer (``coef``: one sequence's bytes)."""
     att, L = spec.attention, spec.num_layers
     if att.kind == "mla" and att.mla:
         per = f"(kv_lora_rank {att.mla.kv_lora_rank} + rope {att.mla.qk_rope_head_dim})"
@@ -44,10 +44,11 @@ def kv_cache(spec: ModelSpec, *, tokens: int, dtype: str, dtype_bytes: int, tp: 
     sliding = sliding_layers(spec) if att.sliding_window else 0
     window = f"; {sliding} of {L} layers keep min(tokens, window {att.sliding_window})" if sliding else ""
     blocks = f", tokens rounded up to blocks of {block}" if block > 1 else ""
-    return BatchTerm(
+    return Rule(
         name="kv_cache",
-        per_seq=kv_elements_per_token(spec, tp) * _kept(spec, tokens, block) * dtype_bytes,
-        formula=lambda b: f"b {b} x {per} x {dtype} {dtype_bytes:g} B x tokens {tokens} x L {L}{window}{blocks}",
+        coef=kv_elements_per_token(spec, tp) * _kept(spec, tokens, block) * dtype_bytes,
+        var=BATCH,
+        formula=lambda v: f"b {v.b} x {per} x {dtype} {dtype_bytes:g} B x tokens {tokens} x L {L}{window}{blocks}",
         source="K and V per layer per token (vLLM paged KV; MLA latent cache per DeepSeek-V2 paper §2.1)",
     )
 
@@ -58,7 +59,7 @@ def sliding_layers(spec: ModelSpec) -> int:
     return sum(spec.layer_attention(i) == "sliding" for i in range(spec.num_layers))
 
 
-def sliding_prefill_views(spec: ModelSpec, *, context: int, dtype_bytes: int, tp: int) -> BatchTerm | None:
+def sliding_prefill_views(spec: ModelSpec, *, context: int, dtype_bytes: int, tp: int) -> Rule | None:
     """transformers' sliding-window cache keeps the window as a view of the whole prefill's K/V, so each sliding
     layer holds ``context`` tokens until its first decode step replaces them (traced: verify). A paged engine
     copies the window out instead; this term applies to the contiguous (kv_block 1) cache only."""
@@ -69,9 +70,10 @@ def sliding_prefill_views(spec: ModelSpec, *, context: int, dtype_bytes: int, tp
     per_seq = kv_elements_per_token(spec, tp) * sliding * (context - window) * dtype_bytes
     if not per_seq:
         return None
-    return BatchTerm(
+    return Rule(
         name="kv_cache/prefill_views",
-        per_seq=per_seq,
-        formula=lambda b: f"b {b} x {sliding} sliding layers x (context {context} - window {window}) x K/V per token",
+        coef=per_seq,
+        var=BATCH,
+        formula=lambda v: f"b {v.b} x {sliding} sliding layers x (context {context} - window {window}) x K/V per token",
         source="transformers DynamicSlidingWindowLayer slices the prefill's keys and values (a view, not a copy)",
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from vramwise.estimate.term import BatchTerm
+from vramwise.estimate.plan import BATCH, Rule, Vars
 from vramwise.spec.model import ModelSpec
 
 
-def logits(spec: ModelSpec, *, positions: int, c: int, last_only: bool) -> BatchTerm:
+def logits(spec: ModelSpec, *, positions: int, c: int, last_only: bool) -> Rule:
     """Logits at the end of a forward, with the final hidden states they are computed from.
 
     ``last_only`` (generate(), vLLM): ``b·V·(c + 4)``: last-position logits and their fp32 upcast for
@@ -16,13 +16,15 @@ def logits(spec: ModelSpec, *, positions: int, c: int, last_only: bool) -> Batch
     V, h = spec.vocab_size, spec.hidden_size
     hidden = positions * h * c
 
-    def formula(b: int) -> str:
+    def formula(v: Vars) -> str:
+        b = v.b
         f = f"b {b} x V {V} x (c {c} + fp32 4)" if last_only else f"b {b} x s {positions} x V {V} x c {c}"
         return f"{f} + final hidden b·s·h·c = {b * hidden:,}"
 
-    return BatchTerm(
+    return Rule(
         name="activations/logits",
-        per_seq=(V * (c + 4) if last_only else positions * V * c) + hidden,
+        coef=(V * (c + 4) if last_only else positions * V * c) + hidden,
+        var=BATCH,
         formula=formula,
         source="transformers generate() keeps last-position logits and upcasts to fp32; vLLM sampler likewise",
     )

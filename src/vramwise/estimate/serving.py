@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from vramwise.estimate.kv_cache import kv_cache, kv_elements_per_token
 from vramwise.estimate.overheads import cuda_context_term
+from vramwise.estimate.plan import Vars
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.term import Term
 from vramwise.estimate.weights import weight_terms
@@ -41,15 +42,16 @@ def serving_capacity(
     kv_name, kv_b = kv_dtype(setup, fmt.name)
     weights = sum(t.bytes for t in weight_terms(spec, fmt, hp_bytes=c, tp=setup.tp))
     profile_tokens = max_batched_tokens or DEFAULT_MAX_BATCHED_TOKENS
+    one = Vars.inference(batch=1)
     activation = prefill_workspace(
         spec, chunk=profile_tokens, kv_len=profile_tokens, c=c, attention=setup.attention, tp=setup.tp
-    ).per_seq  # one sequence of profile_tokens
+    ).bytes(one)  # one sequence of profile_tokens
     non_torch = cuda_context_term(setup.overheads.cuda_context_mib).bytes
     usable = int(gpu_bytes * setup.gpu_utilization)
     budget = max(0, usable - weights - activation - non_torch)
     per_token = int(kv_elements_per_token(spec, setup.tp) * spec.num_layers * kv_b)
     kv = kv_cache(spec, tokens=setup.tokens, dtype=kv_name, dtype_bytes=kv_b, tp=setup.tp, block=setup.kv_block)
-    per_seq = kv.per_seq
+    per_seq = kv.bytes(one)
     block_bytes = per_token * setup.kv_block
     return Capacity(
         budget=Term(

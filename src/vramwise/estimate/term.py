@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -20,32 +19,6 @@ class Term:
     def __post_init__(self) -> None:
         if self.bytes < 0:
             raise ValueError(f"term {self.name} has negative bytes ({self.bytes})")  # a bug, not user input
-
-
-@dataclass(frozen=True, slots=True)
-class BatchTerm:
-    """A term at any batch: ``fixed + per_seq x batch`` bytes, its formula rendered only when a report asks.
-
-    Every inference tensor either has a batch dimension or none, so one description serves every batch: the
-    solvers' peaks read ``bytes`` (a multiplication), reports read ``term``; the two cannot disagree.
-    """
-
-    name: str
-    source: str
-    formula: Callable[[int], str]  # the batch -> the arithmetic with the user's numbers substituted
-    per_seq: int = 0
-    fixed: int = 0
-
-    def bytes(self, batch: int) -> int:
-        return self.fixed + self.per_seq * batch
-
-    def term(self, batch: int) -> Term:
-        return Term(name=self.name, bytes=self.bytes(batch), formula=self.formula(batch), source=self.source)
-
-
-def fixed(term: Term) -> BatchTerm:
-    """A term that does not grow with the batch (weights, the CUDA context)."""
-    return BatchTerm(name=term.name, source=term.source, formula=lambda _: term.formula, fixed=term.bytes)
 
 
 class Step(enum.StrEnum):

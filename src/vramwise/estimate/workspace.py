@@ -20,8 +20,8 @@ from __future__ import annotations
 import functools
 
 from vramwise.estimate.kv_cache import sliding_layers
+from vramwise.estimate.plan import BATCH, Rule, Vars
 from vramwise.estimate.sharding import kv_heads_per_gpu
-from vramwise.estimate.term import BatchTerm
 from vramwise.spec.model import ModelSpec
 from vramwise.workload import AttentionImpl
 
@@ -75,9 +75,7 @@ def _sliding_mask(spec: ModelSpec, chunk: int, kv_len: int, attention: Attention
     return chunk * kv_len
 
 
-def prefill_workspace(
-    spec: ModelSpec, *, chunk: int, kv_len: int, c: int, attention: AttentionImpl, tp: int
-) -> BatchTerm:
+def prefill_workspace(spec: ModelSpec, *, chunk: int, kv_len: int, c: int, attention: AttentionImpl, tp: int) -> Rule:
     """Largest one-layer live set for a forward of ``chunk`` tokens per sequence against ``kv_len`` keys."""
     att_w, att_f = _attention_live(spec, tp)
     att = chunk * c * att_w
@@ -88,7 +86,8 @@ def prefill_workspace(
     in_attention = att + scores >= mlp
     mask = _sliding_mask(spec, chunk, kv_len, attention)
 
-    def formula(b: int) -> str:
+    def formula(v: Vars) -> str:
+        b = v.b
         f = f"T {b * chunk} x c {c} x ({att_f if in_attention else mlp_f})"
         if in_attention and attention == "eager":
             f += f" + scores b·(a/t)·s_q·s_kv·(2c+4) = {b * scores:,}"
@@ -96,9 +95,10 @@ def prefill_workspace(
             f += f" + sliding-window mask b·s_q·s_kv x 1 B = {b * mask:,}"
         return f"max(attention, MLP) = {'attention' if in_attention else 'MLP'}: {f}"
 
-    return BatchTerm(
+    return Rule(
         name="activations/prefill_workspace",
-        per_seq=max(att + scores, mlp) + mask,
+        coef=max(att + scores, mlp) + mask,
+        var=BATCH,
         formula=formula,
         source="one layer's live tensors in an HF/vLLM forward (module docstring); eager attention adds s²",
     )

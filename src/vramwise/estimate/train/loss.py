@@ -10,7 +10,7 @@ the gradient of the hidden states chunk by chunk during forward: only ``chunk`` 
 
 from __future__ import annotations
 
-from vramwise.estimate.train.plan import LOSS_CHUNK, TOKENS, Rule
+from vramwise.estimate.plan import LOSS_CHUNK, TOKENS, Rule
 
 SOURCE = "transformers ForCausalLMLoss (fp32 upcast + cross_entropy); traced, notes §2"
 CHUNKED = "chunked / fused linear cross entropy (Liger-style)"
@@ -25,32 +25,31 @@ def loss_rules(*, vocab: int, h: int, c: int, loss: str, flight: float, softcap:
             name="activations/loss",
             coef=h * c * flight,
             var=TOKENS,
-            formula=f"gradient of the hidden states computed in forward: T {{T}} x h {h} x {c} B{many}",
+            formula=lambda v: f"gradient of the hidden states computed in forward: T {v.T} x h {h} x {c} B{many}",
             source=CHUNKED,
         )
         temp = Rule(
             name="loss/backward",
             coef=12 * vocab,
             var=LOSS_CHUNK,
-            formula=f"one chunk: 12 B x {{chunk}} tokens x V {vocab} (fp32 logits, log-softmax, gradient)",
+            formula=lambda v: f"one chunk: 12 B x {v.chunk} tokens x V {vocab} (fp32 logits, log-softmax, gradient)",
             source=CHUNKED,
         )
         return saved, temp
     per = 4 + (c if softcap else 0)
+    capped = f" + tanh of the soft-capped logits x {c} B" if softcap else ""
     saved = Rule(
         name="activations/loss",
         coef=per * vocab * flight,
         var=TOKENS,
-        formula=f"fp32 log-softmax: T {{T}} x V {vocab} x 4 B"
-        + (f" + tanh of the soft-capped logits x {c} B" if softcap else "")
-        + many,
+        formula=lambda v: f"fp32 log-softmax: T {v.T} x V {vocab} x 4 B{capped}{many}",
         source=SOURCE + ("; Gemma 2 final_logit_softcapping" if softcap else ""),
     )
     temp = Rule(
         name="loss/backward",
         coef=8 * vocab,
         var=TOKENS,
-        formula=f"incoming and outgoing fp32 gradients of log-softmax: 2 x T {{T}} x V {vocab} x 4 B",
+        formula=lambda v: f"incoming and outgoing fp32 gradients of log-softmax: 2 x T {v.T} x V {vocab} x 4 B",
         source=SOURCE,
     )
     return saved, temp

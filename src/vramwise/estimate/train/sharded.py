@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 
+from vramwise.estimate.plan import ONE, TOKENS, Rule
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import in_layer
-from vramwise.estimate.train.plan import ONE, TOKENS, Rule
 from vramwise.estimate.train.recipe import Recipe
 from vramwise.estimate.train.states import LORA_BYTES
 from vramwise.spec.model import ModelSpec
@@ -87,14 +87,14 @@ def head_grads(spec: ModelSpec, recipe: Recipe) -> list[Rule]:
             name="loss/logits_grad",
             coef=vocab * recipe.compute,
             var=TOKENS,
-            formula=f"T {{T}} x V {vocab} x {recipe.compute} B",
+            formula=lambda v: f"T {v.T} x V {vocab} x {recipe.compute} B",
             source=src,
         ),
         Rule(
             name="fsdp/head_grad",
             coef=head * recipe.grad,
             var=ONE,
-            formula=f"V {vocab} x h {h} x {recipe.grad} B",
+            formula=lambda _: f"V {vocab} x h {h} x {recipe.grad} B",
             source=src,
         ),
     ]

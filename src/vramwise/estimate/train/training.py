@@ -21,7 +21,8 @@ import functools
 from dataclasses import dataclass
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
-from vramwise.estimate.overheads import cuda_context_term, tensor_bytes
+from vramwise.estimate.overheads import cuda_context_term
+from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.layout import (
@@ -34,10 +35,9 @@ from vramwise.estimate.train.layout import (
 )
 from vramwise.estimate.train.lora import LoraModule, lora_targets
 from vramwise.estimate.train.loss import loss_rules
-from vramwise.estimate.train.plan import BATCH_SEQ_SEQ, TOKENS, Rule, StagePlan, constant, workload_vars
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import gathered, head_grads
-from vramwise.estimate.train.states import model_states
+from vramwise.estimate.train.states import ModelStates, model_states
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
@@ -146,23 +146,26 @@ def _activations(
                 name="activations/checkpoints",
                 coef=recording * c * spec.hidden_size / rep * flight,
                 var=TOKENS,
-                formula=f"{recording} layers x layer input T {{T}} x h {spec.hidden_size} x {c} B{flight_f}",
+                formula=lambda v: f"{recording} layers x layer input T {v.T} x h {spec.hidden_size} x {c} B{flight_f}",
                 source="full recompute: each layer keeps only its input (torch.utils.checkpoint)",
             )
         )
     elif recording:
-        for k, v in per_token:
-            rules.append(
-                Rule(
-                    name=f"activations/{k}",
-                    coef=v * flight,
-                    var=TOKENS,
-                    formula=f"{v / recording:,.1f} B/token/layer x {recording} layers x T {{T}}{flight_f}",
-                    source="saved tensors of the transformers layer (estimate/train/activations.py)",
-                )
-            )
+        rules += [_saved(name, per, recording, flight) for name, per in per_token]
     rules += _outside_layers(spec, stage, setup, recipe, flight)
     return rules, per_layer_max
+
+
+def _saved(name: str, per_token: float, recording: int, flight: float) -> Rule:
+    """What the recording layers save of one kind (``per_token``: bytes per token summed over the layers)."""
+    many = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
+    return Rule(
+        name=f"activations/{name}",
+        coef=per_token * flight,
+        var=TOKENS,
+        formula=lambda v: f"{per_token / recording:,.1f} B/token/layer x {recording} layers x T {v.T}{many}",
+        source="saved tensors of the transformers layer (estimate/train/activations.py)",
+    )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -180,7 +183,7 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
                 name="activations/rotary",
                 coef=2 * d * c * flight,
                 var=TOKENS,
-                formula=f"cos and sin: 2 x T {{T}} x head_dim {d} x {c} B{many}",
+                formula=lambda v: f"cos and sin: 2 x T {v.T} x head_dim {d} x {c} B{many}",
                 source="transformers rotary embedding, shared by every layer",
             )
         )
@@ -192,7 +195,7 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
                 name="activations/attention_mask",
                 coef=c * flight,
                 var=BATCH_SEQ_SEQ,
-                formula=f"sliding-window mask b {{b}} x s {{s}} x s {{s}} x {c} B{many}",
+                formula=lambda v: f"sliding-window mask b {v.b} x s {v.s} x s {v.s} x {c} B{many}",
                 source="transformers masking_utils for sdpa; flash-attention takes the window as an argument",
             )
         )
@@ -203,7 +206,7 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
                 name="activations/inputs",
                 coef=16 * setup.parallel.cp * flight,
                 var=TOKENS,
-                formula="input ids and labels: 2 x b {b} x s {s} x 8 B" + many,
+                formula=lambda v: f"input ids and labels: 2 x b {v.b} x s {v.s} x 8 B{many}",
                 source="int64 token ids",
             )
         )
@@ -213,7 +216,7 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
                     name="activations/embedding_dropout",
                     coef=h * flight,
                     var=TOKENS,
-                    formula=f"1-byte mask: T {{T}} x h {h}{many}",
+                    formula=lambda v: f"1-byte mask: T {v.T} x h {h}{many}",
                     source="dropout after the embeddings",
                 )
             )
@@ -228,7 +231,7 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
                 name="activations/final_norm",
                 coef=per * flight,
                 var=TOKENS,
-                formula=f"{per:,} B/token x T {{T}}{many}",
+                formula=lambda v: f"{per:,} B/token x T {v.T}{many}",
                 source="final norm and lm_head input (estimate/train/activations.py rules)",
             )
         )
@@ -263,76 +266,104 @@ def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> Term:
     )
 
 
-def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> StagePlan:
-    recipe = recipe_for(setup.precision)
-    lora = lora_targets(spec, setup.peft.lora_targets) if setup.peft.adapters else []
-    sharding = setup.parallel.sharding
-    states = model_states(spec, stage, setup, recipe, lora)
-    persistent, host = list(states.persistent), list(states.host)
-    grads, backward_extra, step_extra = states.gradients, states.backward_extra, states.step_extra
+def _persistent(setup: TrainSetup, states: ModelStates) -> tuple[tuple[Term, ...], Term | None]:
+    """The stage's persistent terms, and its gradients when they live only from backward to the step."""
+    grads = states.gradients
     # Gradients outlive a backward when they accumulate, or in DeepSpeed's preallocated ZeRO-2/3 partition;
     # FSDP allocates each sharded gradient at its reduce-scatter, so the loss backward sees none.
-    zero_buffer = sharding.gradients > 1 and setup.parallel.fsdp == FsdpMode.NONE
+    zero_buffer = setup.parallel.sharding.gradients > 1 and setup.parallel.fsdp == FsdpMode.NONE
     grads_persist = grads is not None and (setup.grad_accum > 1 or zero_buffer)
-    if grads_persist and grads is not None:
-        persistent.append(grads)
-    persistent.append(cuda_context_term(setup.overheads.cuda_context_mib))
-    pers = tuple(persistent)
+    kept = (grads,) if grads is not None and grads_persist else ()
+    context = cuda_context_term(setup.overheads.cuda_context_mib)
+    return (*states.persistent, *kept, context), None if grads_persist else grads
 
-    rules: list[Rule] = []
 
-    def add(*items: Rule | Term) -> list[int]:
-        start = len(rules)
-        rules.extend(r if isinstance(r, Rule) else constant(r) for r in items)
-        return list(range(start, len(rules)))
+@dataclass(frozen=True, kw_only=True)
+class _Forward:
+    """Indices of the forward's transients: all of them, those still live in the last layer's backward (the
+    activations, autocast's copies, QLoRA's dequantized weight), and the loss backward's extra."""
 
+    held: list[int]
+    in_layers: list[int]
+    loss_backward: list[int]
+    largest_layer: float  # the largest single layer's saved bytes per token (full recompute rebuilds one)
+    gathered_backward: list[Term]  # ZeRO-3/FSDP units gathered during backward
+
+
+def _forward(
+    spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recipe, lora: list[LoraModule], out: Transients
+) -> _Forward:
     flight = _in_flight(stage, setup)
     acts, largest_layer = _activations(spec, stage, setup, recipe, lora, flight)
-    in_layers = add(*acts)
-    forward = list(in_layers)
-    loss_temp: list[int] = []
+    in_layers = out.add(*acts)
+    held = list(in_layers)
+    loss_backward: list[int] = []
     if stage.last:
         saved, temp = _loss(spec, setup, recipe, flight)
-        forward += add(saved)
-        loss_temp = add(temp)
+        held += out.add(saved)
+        loss_backward = out.add(temp)
     if recipe.autocast_cache:
-        autocast = add(_autocast_cache(spec, stage, setup))
-        forward += autocast
+        autocast = out.add(_autocast_cache(spec, stage, setup))
+        held += autocast
         in_layers += autocast
     gathered_fwd, gathered_bwd = gathered(spec, setup, recipe)
-    forward += add(*gathered_fwd)
+    held += out.add(*gathered_fwd)
     if setup.peft.method == PeftMethod.QLORA:
-        dequantized = add(_dequantized(spec))
-        forward += dequantized
+        dequantized = out.add(_dequantized(spec))
+        held += dequantized
         in_layers += dequantized
-    phases = [(PhaseKind.FORWARD_END, forward)]
-    if loss_temp:
-        phases.append((PhaseKind.BACKWARD_LOSS, forward + loss_temp))
-    if setup.recompute == Recompute.FULL and largest_layer:
+    return _Forward(
+        held=held,
+        in_layers=in_layers,
+        loss_backward=loss_backward,
+        largest_layer=largest_layer,
+        gathered_backward=gathered_bwd,
+    )
+
+
+def _backward_phases(
+    spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recipe, fwd: _Forward, out: Transients
+) -> list[tuple[PhaseKind, list[int]]]:
+    """The phases while the forward's tensors are still held: forward end, and the moments of backward that
+    add to them (the loss backward, a rebuilt layer, FSDP's gathered units and the head's gradients)."""
+    phases = [(PhaseKind.FORWARD_END, fwd.held)]
+    if fwd.loss_backward:
+        phases.append((PhaseKind.BACKWARD_LOSS, fwd.held + fwd.loss_backward))
+    if setup.recompute == Recompute.FULL and fwd.largest_layer:
         rebuilt = Rule(
             name="activations/recomputed_layer",
-            coef=largest_layer,
+            coef=fwd.largest_layer,
             var=TOKENS,
-            formula="one layer's saved tensors, rebuilt for its backward: T {T}",
+            formula=lambda v: f"one layer's saved tensors, rebuilt for its backward: T {v.T}",
             source="full recompute re-runs one layer's forward during backward",
         )
-        phases.append((PhaseKind.BACKWARD_RECOMPUTE, forward + add(rebuilt)))
-    if setup.parallel.fsdp != FsdpMode.NONE and gathered_bwd:
+        phases.append((PhaseKind.BACKWARD_RECOMPUTE, fwd.held + out.add(rebuilt)))
+    if setup.parallel.fsdp != FsdpMode.NONE and fwd.gathered_backward:
         # the last layer's backward: activations still held, the loss's tensors gone, units gathered
-        bwd = add(*gathered_bwd)
-        phases.append((PhaseKind.BACKWARD_LAYER, in_layers + bwd))
+        bwd = out.add(*fwd.gathered_backward)
+        phases.append((PhaseKind.BACKWARD_LAYER, fwd.in_layers + bwd))
         if stage.last and not setup.peft.adapters:
             # the head's backward: the last two layer units are already being gathered (prefetch)
-            units = [j for j in bwd if rules[j].name != "fsdp/unsharded_grads"]
-            phases.append((PhaseKind.BACKWARD_HEAD, in_layers + units + add(*head_grads(spec, recipe))))
-    end = add(*backward_extra, *gathered_bwd)
-    step = add(*step_extra)
-    if grads is not None and not grads_persist:
-        released = add(grads)
-        end, step = released + end, released + step
-    phases.append((PhaseKind.BACKWARD_END, end))
-    phases.append((PhaseKind.OPTIMIZER_STEP, step))
+            units = [j for j in bwd if out.rules[j].name != "fsdp/unsharded_grads"]
+            phases.append((PhaseKind.BACKWARD_HEAD, fwd.in_layers + units + out.add(*head_grads(spec, recipe))))
+    return phases
 
+
+def _release_phases(
+    states: ModelStates, grads: Term | None, gathered_backward: list[Term], out: Transients
+) -> list[tuple[PhaseKind, list[int]]]:
+    """Backward end and the optimizer step: the activations are gone; ``grads``, the gradients that are not
+    persistent, live in both."""
+    end = out.add(*states.backward_extra, *gathered_backward)
+    step = out.add(*states.step_extra)
+    if grads is not None:
+        released = out.add(grads)
+        end, step = released + end, released + step
+    return [(PhaseKind.BACKWARD_END, end), (PhaseKind.OPTIMIZER_STEP, step)]
+
+
+def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recipe) -> list[str]:
+    sharding = setup.parallel.sharding
     notes = [
         f"precision {recipe.name}: weights {recipe.weight} B, gradients {recipe.grad} B, compute {recipe.compute} B"
     ]
@@ -347,14 +378,25 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> StagePlan:
         notes.append("selective recompute drops the attention scores, which sdpa/flash never keep: no change here")
     if spec.attention.kind == "mla" or spec.moe:
         notes.append("MLA and MoE activations follow the Mixtral/Llama rules and are less tightly traced")
-    return StagePlan(
-        persistent=pers,
-        persistent_tensors=tensor_bytes(pers),
-        host=tuple(host),
-        rules=tuple(rules),
-        phases=tuple((kind, tuple(members)) for kind, members in phases),
+    return notes
+
+
+def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
+    """One pipeline stage's plan: its persistent terms, and the transients of each phase."""
+    recipe = recipe_for(setup.precision)
+    lora = lora_targets(spec, setup.peft.lora_targets) if setup.peft.adapters else []
+    states = model_states(spec, stage, setup, recipe, lora)
+    persistent, released_grads = _persistent(setup, states)
+    out = Transients()
+    fwd = _forward(spec, setup, stage, recipe, lora, out)
+    phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
+    phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
+    return out.plan(
+        persistent=[constant(t) for t in persistent],
+        host=states.host,
+        phases=phases,
         allocator_fraction=setup.overheads.allocator_fraction,
-        notes=tuple(notes),
+        notes=_stage_notes(spec, setup, stage, recipe),
     )
 
 
@@ -382,10 +424,10 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
 
 # Plans are shared by setups that differ only in the micro-batch and, except under eager attention (whose
 # scores grow with it), the sequence: the key is every other field (``TrainSetup.static``).
-_PLANS: dict[tuple, tuple[StagePlan, ...]] = {}
+_PLANS: dict[tuple, tuple[Plan, ...]] = {}
 
 
-def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[StagePlan, ...]:
+def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[Plan, ...]:
     """Plans of the stages that can be the worst GPU: the first and the last.
 
     A middle stage holds no more layers than the first (earlier stages take the remainder), no more
@@ -403,28 +445,28 @@ def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[StagePlan, ...]:
     return hit
 
 
-def _vars(setup: TrainSetup) -> tuple[int, ...]:
-    return workload_vars(setup.batch, setup.seq, setup.parallel.cp, setup.loss_chunk)
+def _vars(setup: TrainSetup) -> Vars:
+    return Vars.training(setup.batch, setup.seq, setup.parallel.cp, setup.loss_chunk)
 
 
 def training_peak(model: Model, setup: TrainSetup) -> int:
     """Peak bytes of the worst GPU, without rendering terms: the number ``estimate_training`` reports."""
     v = _vars(setup)
-    return max(max(plan.phase_bytes(v)) for plan in _worst_candidates(model, setup))
+    return max(plan.peak(v) for plan in _worst_candidates(model, setup))
 
 
 def estimate_stages(model: Model, setup: TrainSetup) -> list[Estimate]:
     """One estimate per pipeline stage (a single one without pipelining)."""
     spec = _check(model, setup)
     v = _vars(setup)
-    return [_stage_plan(spec, setup, s).render(v, setup.seq) for s in stages(spec, setup.parallel.pp)]
+    return [_stage_plan(spec, setup, s).render(v) for s in stages(spec, setup.parallel.pp)]
 
 
 def estimate_training(model: Model, setup: TrainSetup) -> Estimate:
     """The worst GPU: the pipeline stage with the highest peak, every term rendered with its formula."""
     v = _vars(setup)
-    plan = max(_worst_candidates(model, setup), key=lambda p: max(p.phase_bytes(v)))
-    return plan.render(v, setup.seq)
+    plan = max(_worst_candidates(model, setup), key=lambda p: p.peak(v))
+    return plan.render(v)
 
 
 def phase_totals(model: ModelSpec, setup: TrainSetup) -> list[int]:
