@@ -38,6 +38,9 @@ FORMATS = ["bf16", "fp16", "fp32", "fp8-e4m3", "int8", "int4", "nf4", "gptq-4bit
 GPUS = ["rtx-4090", "a100-80gb", "h100-80gb", "a100-40gb", "l4"]
 
 
+OLD_LABEL, NEW_LABEL = "the old checkout", "the new checkout"
+
+
 def _pick(rng: random.Random, *options: Any) -> Any:
     return rng.choice(options)
 
@@ -193,7 +196,7 @@ def record(path: Path, n_infer: int, n_train: int, n_fit: int) -> None:
             f.write(json.dumps(run(args)) + "\n")
 
 
-def compare(old: Path, new: Path, summary: Path | None) -> int:
+def compare(old: Path, new: Path, summary: Path | None, labels: tuple[str, str]) -> int:
     a = [json.loads(line) for line in old.read_text().splitlines()]
     b = [json.loads(line) for line in new.read_text().splitlines()]
     assert [r["args"] for r in a] == [r["args"] for r in b], "the two runs hold different cases"
@@ -215,6 +218,7 @@ def compare(old: Path, new: Path, summary: Path | None) -> int:
     if summary:
         summary.write_text(
             "# Equivalence: the same bytes before and after a refactor\n\n"
+            f"Old: {labels[0]}. New: {labels[1]}.\n\n"
             f"`python bench/equivalence.py compare {old.name} {new.name}` over the seeded cases of "
             "`bench/equivalence.py` (every byte of each estimate's JSON document: persistent and peak terms, "
             "every phase's total, host terms, the verdict's headroom, the serving capacity; `fit` answers as "
@@ -235,11 +239,12 @@ def main() -> int:
     c.add_argument("old", type=Path)
     c.add_argument("new", type=Path)
     c.add_argument("--summary", type=Path)
+    c.add_argument("--labels", nargs=2, default=(OLD_LABEL, NEW_LABEL), help="what the two runs were (for --summary)")
     ns = p.parse_args()
     if ns.cmd == "record":
         record(ns.out, ns.infer, ns.train, ns.fit)
         return 0
-    return compare(ns.old, ns.new, ns.summary)
+    return compare(ns.old, ns.new, ns.summary, tuple(ns.labels))
 
 
 if __name__ == "__main__":
