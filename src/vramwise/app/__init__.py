@@ -15,8 +15,8 @@ from vramwise._lazy import lazy_exports
 
 # loaded on first use, so that importing one question does not import them all
 _EXPORTS = {
-    "DEFAULT_TOP": "vramwise.app.fitting",
-    "MAX_TARGETS": "vramwise.app.fitting",
+    "DEFAULT_TOP": "vramwise.app.choices",
+    "MAX_TARGETS": "vramwise.app.choices",
     "FitRequest": "vramwise.app.fitting",
     "FitResult": "vramwise.app.fitting",
     "Question": "vramwise.app.fitting",
@@ -40,8 +40,8 @@ _EXPORTS = {
     "infer_setup": "vramwise.app.setups",
     "train_default": "vramwise.app.setups",
     "train_setup": "vramwise.app.setups",
-    "DEFAULT_AXIS": "vramwise.app.sweep",
-    "SWEEP_AXES": "vramwise.app.sweep",
+    "DEFAULT_AXIS": "vramwise.app.choices",
+    "SWEEP_AXES": "vramwise.app.choices",
     "PlotData": "vramwise.app.sweep",
     "PlotRequest": "vramwise.app.sweep",
     "VerifyRequest": "vramwise.app.sweep",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from vramwise.app.choices import DEFAULT_TOP, MAX_TARGETS
 from vramwise.app.run import architecture
 from vramwise.app.setups import INFERENCE_ONLY, TRAINING_ONLY, infer_setup, refuse, train_setup
 from vramwise.catalog import Gpu, get_gpu
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from vramwise.spec.model import ModelSpec
     from vramwise.workload import InferSetup, TrainSetup
 
-DEFAULT_TOP = 10  # --layouts: how many layouts to show
 
 
 class Question(StrEnum):
@@ -33,7 +33,6 @@ class Question(StrEnum):
     LAYOUTS = "layouts"  # training: every parallel layout of N GPUs, ranked
 
 
-MAX_TARGETS = ("batch", "seq", "context")  # context: inference only; seq with --infer means the context
 
 
 @dataclass(frozen=True, kw_only=True)

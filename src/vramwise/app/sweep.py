@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from vramwise.app.choices import DEFAULT_AXIS, SWEEP_AXES
 from vramwise.app.setups import INFERENCE_ONLY, TRAINING_ONLY, infer_setup, refuse, train_setup
 from vramwise.catalog import Gpu, get_gpu
 from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
@@ -18,8 +19,6 @@ if TYPE_CHECKING:
     from vramwise.verify.compare import Comparison
     from vramwise.workload import InferSetup, TrainSetup
 
-SWEEP_AXES = ("seq", "batch")
-DEFAULT_AXIS = "seq"
 
 
 def default_points(vs: str) -> tuple[int, ...]:

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, NoReturn
 
-from vramwise.app.fitting import DEFAULT_TOP, MAX_TARGETS
+from vramwise.app.choices import DEFAULT_AXIS, DEFAULT_TOP, MAX_TARGETS, SWEEP_AXES
 from vramwise.app.setups import infer_default, train_default
-from vramwise.app.sweep import DEFAULT_AXIS, SWEEP_AXES
 from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION, DEFAULT_CUDA_CONTEXT_MIB
 from vramwise.estimate.serving import DEFAULT_MAX_BATCHED_TOKENS
 from vramwise.units import DEFAULT_UNIT, UNITS
