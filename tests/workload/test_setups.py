@@ -103,6 +103,24 @@ def test_static_ignores_batch_and_seq() -> None:
     assert TrainSetup.from_flat(batch=1, seq=1024).static == TrainSetup.from_flat(batch=8, seq=4096).static
 
 
+INFER_OTHER: dict[str, Any] = {
+    "context": 4096, "new_tokens": 7, "weight_format": "int8", "kv_dtype": "fp8", "attention": "eager", "tp": 2,
+    "kv_block": 1, "prefill_chunk": 512, "all_logits": True, "cuda_context_mib": 300, "allocator_fraction": 0.1,
+    "gpu_utilization": 0.8, "mode": "textbook",
+}  # fmt: skip
+
+
+def test_infer_other_values_cover_every_flat_field_but_batch() -> None:
+    assert set(INFER_OTHER) == set(V1_INFER_DEFAULTS) - {"batch"}
+
+
+@pytest.mark.parametrize("name", sorted(INFER_OTHER))
+def test_the_inference_static_key_sees_every_field_but_batch(name: str) -> None:
+    """The inference plan is cached on ``static``: a field it missed would share a plan across setups."""
+    assert InferSetup().static != InferSetup.from_flat(**{name: INFER_OTHER[name]}).static
+    assert InferSetup(batch=1).static == InferSetup(batch=9).static
+
+
 def test_with_flat_shares_the_groups_it_does_not_touch() -> None:
     base = TrainSetup.from_flat(dp=8, zero=3)
     changed = base.with_flat(batch=4, tp=2)

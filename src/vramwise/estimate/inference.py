@@ -77,7 +77,7 @@ _PLANS: dict[tuple, Plan] = {}
 
 def _plan_for(spec: ModelSpec, setup: InferSetup) -> Plan:
     """The plan of every setup that differs from ``setup`` only in the batch: a solver's sweep builds one."""
-    key = (spec, *[v for k, v in vars(setup).items() if k != "batch"])
+    key = (spec, setup.static)
     plan = _PLANS.get(key)
     if plan is None:
         if len(_PLANS) > 4096:

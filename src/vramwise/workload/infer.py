@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ from vramwise.workload.checks import coerce, non_negative, positive
 from vramwise.workload.flat import FlatNames
 from vramwise.workload.options import AttentionImpl, KvDtype, Mode
 from vramwise.workload.overheads import Overheads
+from vramwise.workload.static import static_key
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +56,11 @@ class InferSetup:
     def tokens(self) -> int:
         """Tokens each sequence holds in the KV cache at the end: s + n."""
         return self.context + self.new_tokens
+
+    @functools.cached_property
+    def static(self) -> tuple[Any, ...]:
+        """Every field but the batch: the key of the inference plan a sweep over the batch shares."""
+        return static_key(self, ("batch",))
 
     @classmethod
     def from_flat(cls, **flat: Any) -> InferSetup:

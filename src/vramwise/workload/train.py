@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +31,7 @@ from vramwise.workload.options import (
     Seed,
 )
 from vramwise.workload.overheads import Overheads
+from vramwise.workload.static import static_key
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,7 +138,7 @@ class TrainSetup:
 
         Read from ``fields()``, so a field added later joins every key built on it.
         """
-        return _HashedTuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _PER_STEP)
+        return static_key(self, _PER_STEP)
 
     @classmethod
     def from_flat(cls, **flat: Any) -> TrainSetup:
@@ -165,18 +165,6 @@ def step_impl(precision: PrecisionConfig, optimizer: OptimizerConfig) -> Optimiz
 _PER_STEP = ("batch", "seq")
 
 
-class _HashedTuple(tuple[Any, ...]):
-    """A tuple that hashes its (nested, frozen) items once: plan caches look it up on every estimate."""
-
-    _hash: int
-
-    def __new__(cls, items: Iterable[Any]) -> _HashedTuple:
-        self = super().__new__(cls, items)
-        self._hash = tuple.__hash__(self)
-        return self
-
-    def __hash__(self) -> int:
-        return self._hash
 
 
 # Flat name -> (group, attribute), in schema v1's order ('' = a field of TrainSetup itself).
