@@ -137,7 +137,8 @@ def test_public_names_load_and_infer_imports_no_training_code() -> None:
         "from vramwise.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()): main(['infer', 'llama-2-7b'])\n"
         "print(sorted(m for m in sys.modules if m.startswith(('vramwise.estimate.train', 'vramwise.fit', "
-        "'vramwise.verify', 'torch'))))"
+        "'vramwise.verify', 'vramwise.workload.train', 'vramwise.estimate.textbook', 'vramwise.app.fitting', "
+        "'vramwise.app.sweep', 'torch'))))"
     )
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"

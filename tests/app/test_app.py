@@ -7,6 +7,8 @@ flag list (a new option is added to this test on purpose).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -199,9 +201,17 @@ def test_cli_options_frozen() -> None:
 
 def test_setup_defaults_are_not_written_in_the_table() -> None:
     assert all(o.default is None for o in OPTIONS if o.group is not Group.OUTPUT)
-    help_of = {o.name: o.help for o in OPTIONS}
-    assert f"default {InferSetup().kv_block}" in help_of["kv_block"]
-    assert f"default {TrainSetup().loss_chunk}" in help_of["loss_chunk"]
+    shown = {command: _help_text(command) for command in ("infer", "train", "fit")}
+    assert f"(default {InferSetup().kv_block}; 1 = contiguous)" in " ".join(shown["infer"].split())
+    assert f"(default {TrainSetup().loss_chunk})" in " ".join(shown["train"].split())
+    assert not any("{infer." in text or "{train." in text for text in shown.values())  # every default filled
+
+
+def _help_text(command: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        build_parser(command).parse_args([command, "--help"])
+    return out.getvalue()
 
 
 def test_a_closed_pipe_ends_quietly() -> None:

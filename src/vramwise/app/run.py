@@ -12,12 +12,12 @@ from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
 from vramwise.report.verdict import Verdict, verdict
 from vramwise.spec.load import resolve_model
 from vramwise.spec.model import ModelSpec
-from vramwise.workload import InferSetup, TrainSetup
 
 if TYPE_CHECKING:
     from vramwise.estimate.serving import Capacity
     from vramwise.estimate.term import Estimate
     from vramwise.spec.load import Model
+    from vramwise.workload import InferSetup, TrainSetup
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,8 +42,6 @@ class InferResult:
 def infer(req: InferRequest) -> InferResult:
     """Estimate one inference setup; with ``serve``, also its serving capacity on ``gpu``."""
     from vramwise.estimate.inference import estimate_inference
-    from vramwise.estimate.serving import serving_capacity
-    from vramwise.estimate.textbook import textbook_inference
 
     if not req.serve:
         refuse(
@@ -62,9 +60,16 @@ def infer(req: InferRequest) -> InferResult:
         )
     if req.serve and not isinstance(model, ModelSpec):
         raise InvalidWorkloadError("--serve needs the architecture: name a catalog model or a config.json")
-    est = textbook_inference(model, setup) if setup.mode == "textbook" else estimate_inference(model, setup)
+    if setup.mode == "textbook":
+        from vramwise.estimate.textbook import textbook_inference
+
+        est = textbook_inference(model, setup)
+    else:
+        est = estimate_inference(model, setup)
     cap = None
     if req.serve and gpu and isinstance(model, ModelSpec):
+        from vramwise.estimate.serving import serving_capacity
+
         cap = serving_capacity(model, setup, gpu.memory_bytes, req.max_batched_tokens)
     return InferResult(
         model=model, setup=setup, estimate=est, gpu=gpu, verdict=verdict(est, gpu) if gpu else None, capacity=cap

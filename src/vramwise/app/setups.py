@@ -7,11 +7,15 @@ absent or None value means "not given", so the setup dataclass's own default app
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vramwise.errors import InapplicableOptionError
-from vramwise.workload import InferSetup, TrainSetup
+from vramwise.workload import InferSetup
+
+if TYPE_CHECKING:
+    from vramwise.workload import TrainSetup
 
 # option name -> InferSetup field
 INFER_FIELDS = {
@@ -86,14 +90,24 @@ def refuse(values: Mapping[str, Any], names: Iterable[str], why: str) -> None:
             raise InapplicableOptionError(f"{flag(name)} {why}", field=name)
 
 
+@functools.cache
+def _defaults(kind: str) -> dict[str, Any]:
+    """Every flat field's default of one setup; the training setup is imported only when a default is asked."""
+    if kind == "infer":
+        return InferSetup().to_flat()
+    from vramwise.workload import TrainSetup
+
+    return TrainSetup().to_flat()
+
+
 def infer_default(name: str) -> Any:
     """The default of an inference option: InferSetup's (the help text shows it, it is written nowhere else)."""
-    return InferSetup().to_flat()[INFER_FIELDS[name]]
+    return _defaults("infer")[INFER_FIELDS[name]]
 
 
 def train_default(name: str) -> Any:
     """The default of a training option: TrainSetup's, by its flat (schema v1) name."""
-    return TrainSetup().to_flat()[TRAIN_FIELDS[name]]
+    return _defaults("train")[TRAIN_FIELDS[name]]
 
 
 def _kwargs(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
@@ -115,5 +129,7 @@ def train_setup(values: Mapping[str, Any]) -> TrainSetup:
     targets = values.get("lora_targets")
     if isinstance(targets, str):
         values = {**values, "lora_targets": tuple(x.strip() for x in targets.split(",") if x.strip()) or None}
+    from vramwise.workload import TrainSetup  # not on the inference path (a fresh `vramwise infer` stays light)
+
     kw = _kwargs(values, TRAIN_FIELDS)
     return TrainSetup.from_flat(**kw)

@@ -34,7 +34,10 @@ def _fail(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from vramwise.cli.options import build_parser
 
-    values = vars(build_parser().parse_args(argv))
+    args = sys.argv[1:] if argv is None else list(argv)
+    # build only the command being run; anything else (no command, --help, a typo) gets the whole parser
+    first = args[0] if args else None
+    values = vars(build_parser(first if first in _MODULES else None).parse_args(args))
     command = values.pop("command")
     module = importlib.import_module(f"vramwise.cli.{_MODULES[command]}")
     try:

@@ -92,90 +92,90 @@ OPTIONS: tuple[Option, ...] = (
            help=_MODEL_HELP, help_in={FIT: _ARCH_HELP, PLOT: _ARCH_HELP, VERIFY: _ARCH_HELP}),
     # --- the workload: both setups
     Option(name="batch", flags=("-b", "--batch"), type=int, commands=BOTH,
-           help=f"sequences in the batch; training: the micro-batch per data-parallel GPU "
-                f"(default {infer_default('batch')})"),
+           help="sequences in the batch; training: the micro-batch per data-parallel GPU "
+                "(default {infer.batch})"),
     Option(name="context", flags=("-s", "--context"), type=int, commands=INF, short_in=(INFER,),
-           help=f"prompt tokens per sequence (default {infer_default('context')})"),
+           help="prompt tokens per sequence (default {infer.context})"),
     Option(name="seq", flags=("-s", "--seq"), type=int, commands=TRN,
-           help=f"tokens per sequence (default {train_default('seq')}); with --infer, the context (same as --context)"),
+           help="tokens per sequence (default {train.seq}); with --infer, the context (same as --context)"),
     Option(name="new_tokens", flags=("-n", "--new-tokens"), type=int, commands=INF,
-           help=f"generated tokens per sequence (default {infer_default('new_tokens')})"),
+           help="generated tokens per sequence (default {infer.new_tokens})"),
     Option(name="format", flags=("-f", "--format"), type=str, commands=INF,
            help="weight format (see `vramwise formats`; default: the checkpoint's)",
            help_in={VERIFY: "weight format: fp32, fp16 or bf16 (default: the checkpoint's)"}),
     Option(name="kv_dtype", flags=("--kv-dtype",), type=str, commands=INF,
-           help=f"KV cache dtype: {_one_of(KV_DTYPES)} (default {infer_default('kv_dtype')}: the compute dtype)"),
+           help=f"KV cache dtype: {_one_of(KV_DTYPES)} (default {{infer.kv_dtype}}: the compute dtype)"),
     Option(name="attention", flags=("--attention",), type=str, commands=BOTH,
-           help=f"attention implementation: {_one_of(ATTENTION_IMPLS)} (default {infer_default('attention')})"),
+           help=f"attention implementation: {_one_of(ATTENTION_IMPLS)} (default {{infer.attention}})"),
     Option(name="tp", flags=("--tp",), type=int, commands=BOTH,
-           help=f"tensor-parallel GPUs (default {infer_default('tp')})"),
+           help="tensor-parallel GPUs (default {infer.tp})"),
     Option(name="kv_block", flags=("--kv-block",), type=int, commands=INF,
-           help=f"paged KV block in tokens (default {infer_default('kv_block')}; 1 = contiguous)"),
+           help="paged KV block in tokens (default {infer.kv_block}; 1 = contiguous)"),
     Option(name="prefill_chunk", flags=("--prefill-chunk",), type=int, commands=INF,
            help="tokens per prefill forward (chunked prefill; default: the whole prompt)"),
     Option(name="all_logits", flags=("--all-logits",), commands=INF,
            help="logits for every position (a plain forward; default: the last, as generate)"),
     Option(name="gpu_util", flags=("--gpu-util",), type=float, commands=INF,
-           help=f"fraction of the GPU for --serve and fit --best-format (default {infer_default('gpu_util')})"),
+           help="fraction of the GPU for --serve and fit --best-format (default {infer.gpu_util})"),
     # --- training only
     Option(name="grad_accum", flags=("--grad-accum",), type=int, commands=TRN,
-           help=f"micro-batches per step (pipeline micro-batches; default {train_default('grad_accum')})"),
+           help="micro-batches per step (pipeline micro-batches; default {train.grad_accum})"),
     Option(name="precision", flags=("--precision",), type=str, commands=TRN,
-           help=f"{_one_of(PRECISIONS)} (default {train_default('precision')})"),
+           help=f"{_one_of(PRECISIONS)} (default {{train.precision}})"),
     Option(name="grad_dtype", flags=("--grad-dtype",), type=str, commands=TRN,
            help=f"mixed recipes: {_one_of(GRAD_DTYPES)}; auto/half as DeepSpeed, fp32 as Megatron "
-                f"(default {train_default('grad_dtype')})"),
+                f"(default {{train.grad_dtype}})"),
     Option(name="optimizer", flags=("--optimizer",), type=str, commands=TRN,
-           help=f"{_one_of(OPTIMIZERS)} (default {train_default('optimizer')})"),
+           help=f"{_one_of(OPTIMIZERS)} (default {{train.optimizer}})"),
     Option(name="optimizer_impl", flags=("--optimizer-impl",), type=str, commands=TRN,
-           help=f"{_one_of(OPTIMIZER_IMPLS)} (default {train_default('optimizer_impl')}: fused for *-mixed)"),
+           help=f"{_one_of(OPTIMIZER_IMPLS)} (default {{train.optimizer_impl}}: fused for *-mixed)"),
     Option(name="peft", flags=("--peft",), type=str, commands=TRN,
-           help=f"{_one_of(PEFT_METHODS)} (default {train_default('peft')}: full fine-tuning)"),
+           help=f"{_one_of(PEFT_METHODS)} (default {{train.peft}}: full fine-tuning)"),
     Option(name="lora_r", flags=("--lora-r",), type=int, commands=TRN,
-           help=f"LoRA rank (default {train_default('lora_r')})"),
+           help="LoRA rank (default {train.lora_r})"),
     Option(name="lora_targets", flags=("--lora-targets",), type=str, commands=TRN,
            help="comma-separated peft module names or all-linear (default: peft's)"),
     Option(name="lora_dropout", flags=("--lora-dropout",), type=float, commands=TRN,
-           help=f"LoRA dropout (default {train_default('lora_dropout'):g})"),
+           help="LoRA dropout (default {train.lora_dropout:g})"),
     Option(name="freeze_layers", flags=("--freeze-layers",), type=int, commands=TRN,
-           help=f"freeze the embeddings and the first N layers (default {train_default('freeze_layers')})"),
+           help="freeze the embeddings and the first N layers (default {train.freeze_layers})"),
     Option(name="recompute", flags=("--recompute",), type=str, commands=TRN,
-           help=f"activation recompute: {_one_of(RECOMPUTE)} (default {train_default('recompute')})"),
+           help=f"activation recompute: {_one_of(RECOMPUTE)} (default {{train.recompute}})"),
     Option(name="loss", flags=("--loss",), type=str, commands=TRN,
            help=f"{_one_of(LOSS_IMPLS)}: full cross entropy, or chunked (fused linear cross entropy) "
-                f"(default {train_default('loss')})"),
+                f"(default {{train.loss}})"),
     Option(name="loss_chunk", flags=("--loss-chunk",), type=int, commands=TRN,
-           help=f"tokens per chunk for --loss chunked (default {train_default('loss_chunk')})"),
+           help="tokens per chunk for --loss chunked (default {train.loss_chunk})"),
     Option(name="dp", flags=("--dp",), type=int, commands=TRN,
-           help=f"data-parallel GPUs (default {train_default('dp')})"),
+           help="data-parallel GPUs (default {train.dp})"),
     Option(name="zero", flags=("--zero",), type=int, commands=TRN,
-           help=f"DeepSpeed ZeRO stage 0-3 (default {train_default('zero')})"),
+           help="DeepSpeed ZeRO stage 0-3 (default {train.zero})"),
     Option(name="fsdp", flags=("--fsdp",), type=str, commands=TRN,
-           help=f"FSDP sharding: {_one_of(FSDP_MODES)} (default {train_default('fsdp')})"),
+           help=f"FSDP sharding: {_one_of(FSDP_MODES)} (default {{train.fsdp}})"),
     Option(name="fsdp_shard", flags=("--fsdp-shard",), type=int, commands=TRN,
            help="GPUs per shard group for --fsdp hybrid (default: dp)"),
     Option(name="offload", flags=("--offload",), type=str, commands=TRN,
-           help=f"offload to host RAM: {_one_of(OFFLOAD)} (default {train_default('offload')})"),
+           help=f"offload to host RAM: {_one_of(OFFLOAD)} (default {{train.offload}})"),
     Option(name="sp", flags=("--sp",), commands=TRN, help="sequence parallelism inside the tensor-parallel group"),
     Option(name="pp", flags=("--pp",), type=int, commands=TRN,
-           help=f"pipeline stages (default {train_default('pp')})"),
+           help="pipeline stages (default {train.pp})"),
     Option(name="interleave", flags=("--interleave",), type=int, commands=TRN,
-           help=f"virtual pipeline stages per GPU (default {train_default('interleave')})"),
+           help="virtual pipeline stages per GPU (default {train.interleave})"),
     Option(name="cp", flags=("--cp",), type=int, commands=TRN,
-           help=f"context-parallel GPUs (default {train_default('cp')})"),
+           help="context-parallel GPUs (default {train.cp})"),
     Option(name="ep", flags=("--ep",), type=int, commands=TRN,
-           help=f"expert-parallel GPUs (default {train_default('ep')})"),
+           help="expert-parallel GPUs (default {train.ep})"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
            help=f"CUDA context and workspaces in MiB (default {DEFAULT_CUDA_CONTEXT_MIB})"),
     Option(name="allocator_fraction", flags=("--allocator-fraction",), type=float, commands=BOTH,
            help=f"allocator reserve as a fraction (default {DEFAULT_ALLOCATOR_FRACTION})"),
     Option(name="mode", flags=("--mode",), type=str, commands=BOTH,
-           help=f"accurate (default {infer_default('mode')}) or textbook (the seeds' formulas; infer and train)"),
+           help="accurate (default {infer.mode}) or textbook (the seeds' formulas; infer and train)"),
     Option(name="seed", flags=("--seed",), type=str, commands=TRN,
-           help=f"textbook mode: seed 000 (one GPU, LoRA) or 002 (ZeRO, TP, PP) (default {train_default('seed')})"),
+           help="textbook mode: seed 000 (one GPU, LoRA) or 002 (ZeRO, TP, PP) (default {train.seed})"),
     Option(name="lora_fraction", flags=("--lora-fraction",), type=float, commands=TRN,
-           help=f"textbook seed 000: LoRA share of Φ (default {train_default('lora_fraction')})"),
+           help="textbook seed 000: LoRA share of Φ (default {train.lora_fraction})"),
     # --- the question
     Option(name="infer", flags=("--infer",), group=Group.QUESTION, commands=WRAPPERS,
            help="inference instead of training (--context, or --seq, is the context)"),
@@ -239,8 +239,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"vramwise: error: {message} (see '{self.prog} --help')\n")
 
 
+class _Defaults:
+    """``{infer.batch}`` and ``{train.seq}`` in help text: a setup's default, read only when a parser shows it
+    (a fresh ``vramwise infer`` then never builds, or imports, the training setup)."""
+
+    def __init__(self, of: Callable[[str], Any]) -> None:
+        self._of = of
+
+    def __getattr__(self, name: str) -> Any:
+        return self._of(name)
+
+
+_HELP_DEFAULTS = {"infer": _Defaults(infer_default), "train": _Defaults(train_default)}
+
+
 def _add(parser: argparse.ArgumentParser | Any, option: Option, command: str) -> None:
-    kw: dict[str, Any] = {"help": option.help_in.get(command, option.help)}
+    kw: dict[str, Any] = {"help": option.help_in.get(command, option.help).format(**_HELP_DEFAULTS)}
     flags = option.flags_in(command)
     if not flags[0].startswith("-"):
         parser.add_argument(*flags, **kw)
@@ -259,16 +273,20 @@ def _add(parser: argparse.ArgumentParser | Any, option: Option, command: str) ->
     parser.add_argument(*flags, **kw)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with ``command`` that one's options only (the others keep their line in
+    ``vramwise --help``): a command line builds what it runs."""
     parser = _Parser(prog="vramwise", description="GPU memory for transformers, per GPU, per term, with formulas.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for command, summary in COMMANDS.items():
-        p = sub.add_parser(command, help=summary)
+    for name, summary in COMMANDS.items():
+        p = sub.add_parser(name, help=summary)
+        if command not in (None, name):
+            continue
         groups: dict[str, Any] = {}
-        for option in options_of(command):
+        for option in options_of(name):
             target: Any = p
             if option.exclusive:
                 target = groups.get(option.exclusive) or p.add_mutually_exclusive_group(required=True)
                 groups[option.exclusive] = target
-            _add(target, option, command)
+            _add(target, option, name)
     return parser

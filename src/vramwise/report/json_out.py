@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vramwise.estimate.serving import Capacity
 from vramwise.estimate.term import Estimate
@@ -12,7 +12,10 @@ from vramwise.report.verdict import Verdict
 from vramwise.spec.load import Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import active_params, total_params
-from vramwise.workload import InferSetup, TrainSetup, setup_to_flat
+from vramwise.workload import setup_to_flat
+
+if TYPE_CHECKING:
+    from vramwise.workload import InferSetup, TrainSetup
 
 SCHEMA = "vramwise/estimate"
 VERSION = 1

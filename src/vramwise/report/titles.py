@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.params import total_params
-from vramwise.workload import InferSetup, TrainSetup
+from vramwise.workload import InferSetup
+
+if TYPE_CHECKING:
+    from vramwise.workload import TrainSetup
 
 
 def model_label(model: Model) -> str:
