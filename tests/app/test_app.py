@@ -172,7 +172,7 @@ def test_fit_infer_takes_the_kv_options() -> None:
 FROZEN = {
     "infer": "--all-logits --allocator-fraction --attention --batch --context --cuda-context --explain --format "
     "--gpu --gpu-util --json --kv-block --kv-dtype --max-batched-tokens --mode --new-tokens --prefill-chunk "
-    "--serve --tp --units -b -f -n -s model",
+    "--serve --seq --tp --units -b -f -n -s model",
     "train": "--allocator-fraction --attention --batch --cp --cuda-context --dp --ep --explain --freeze-layers "
     "--fsdp --fsdp-shard --gpu --grad-accum --grad-dtype --interleave --json --lora-dropout --lora-fraction "
     "--lora-r --lora-targets --loss --loss-chunk --mode --offload --optimizer --optimizer-impl --peft --per-stage "
