@@ -62,7 +62,9 @@ class Rule:
     name: str
     coef: float  # bytes per unit of the variable (an int where exact: the product then stays exact)
     var: int  # which of ``Vars``' fields: ONE, BATCH, TOKENS, BATCH_SEQ_SEQ or LOSS_CHUNK
-    formula: Callable[[Vars], str]  # the arithmetic with the user's numbers substituted
+    # the arithmetic with the user's numbers substituted; a constant's (var ONE) does not read its Vars, so a
+    # plan renders it once
+    formula: Callable[[Vars], str]
     source: str
 
     def bytes(self, v: Vars) -> int:
@@ -127,10 +129,19 @@ class Plan:
         n = max(transients)
         return persistent + n + allocator_bytes(tensors + n, self.allocator_fraction)
 
+    @functools.cached_property
+    def _constant_terms(self) -> tuple[tuple[Term | None, ...], tuple[Term | None, ...]]:
+        """The persistent and transient terms that no variable changes, rendered once per plan."""
+        return (
+            tuple(r.term(_CONSTANT) if r.var == ONE else None for r in self.persistent),
+            tuple(r.term(_CONSTANT) if r.var == ONE else None for r in self.transient),
+        )
+
     def render(self, v: Vars) -> Estimate:
         """Every term with its formula, each phase with its allocator reserve."""
-        persistent = tuple(r.term(v) for r in self.persistent)
-        transient = [r.term(v) for r in self.transient]
+        fixed_persistent, fixed_transient = self._constant_terms
+        persistent = tuple(t or r.term(v) for t, r in zip(fixed_persistent, self.persistent, strict=True))
+        transient = [t or r.term(v) for t, r in zip(fixed_transient, self.transient, strict=True)]
         base, fraction = tensor_bytes(persistent), self.allocator_fraction
         phases = tuple(
             with_allocator(base, kind, [transient[j] for j in members], fraction) for kind, members in self.phases
