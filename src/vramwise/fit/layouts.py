@@ -20,9 +20,11 @@ chunk stops growing once the micro-batch holds a chunk's tokens): there every mi
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from vramwise.errors import VramwiseError
+from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.sharding import divisors as _divisors
 from vramwise.estimate.train.training import phase_totals, training_peak
 from vramwise.spec.model import ModelSpec
@@ -97,71 +99,83 @@ def search_layouts(
 ) -> Search:
     """Every layout of ``gpus`` GPUs for ``setup``'s sequence, precision and optimizer, at each micro-batch in
     ``batches`` (default: ``setup.batch`` only)."""
-    heads, kv, layers = spec.attention.num_heads, spec.attention.num_kv_heads, spec.num_layers
     batches = tuple(sorted(batches or (setup.batch,)))
+    count = _Count()
     fitting: list[Layout] = []
     rejected: list[Rejected] = []
-    candidates = estimates = 0
+    for tp, pp in _splits(spec, gpus, max_tp, max_pp):
+        family = [_family_layouts(spec, setup, base, budget, batches, count) for base in _bases(setup, gpus, tp, pp)]
+        found = [layout for layouts in family for layout in layouts]
+        fitting += [x for x in found if x.fits]
+        misses = [x for x in found if not x.fits]
+        if misses and len(misses) == len(found):  # nothing of this tp x pp family fits: say how close it came
+            smallest = min(misses, key=lambda x: x.peak)  # the first of equal peaks, as the search met them
+            rejected.append(Rejected(tp=tp, pp=pp, smallest_peak=smallest.peak, smallest_label=smallest.label))
+    fitting.sort(key=lambda x: (-x.throughput, x.peak))
+    return Search(fitting=fitting, rejected=rejected, candidates=count.candidates, estimates=count.estimates)
+
+
+@dataclass
+class _Count:
+    candidates: int = 0  # layouts decided (every micro-batch counts, including those a miss rules out)
+    estimates: int = 0  # phase totals and exact peaks computed
+
+
+def _splits(spec: ModelSpec, gpus: int, max_tp: int, max_pp: int) -> Iterator[tuple[int, int]]:
+    """(tp, pp) pairs of ``gpus``: tp splits the heads as inference and training require, pp fits the layers."""
     for tp in _divisors(gpus):
-        if tp > max_tp or heads % tp or (kv % tp and tp % kv):
+        if tp > max_tp:
+            continue
+        try:
+            check_tp(spec, tp)
+        except VramwiseError:
             continue
         for pp in _divisors(gpus // tp):
-            if pp > max_pp or pp > layers:
-                continue
-            dp = gpus // (tp * pp)
-            accum = max(setup.grad_accum, pp) if pp > 1 else setup.grad_accum
-            smallest: tuple[int, str] | None = None
-            family_fits = False
-            for zero in (0, 1, 2, 3) if dp > 1 else (0,):
-                for offload in ("none", "optimizer", "params") if zero else ("none",):
-                    if offload == "params" and zero != 3:
-                        continue
-                    for recompute in ("none", "full"):
-                        base = setup.with_flat(
-                            tp=tp, pp=pp, dp=dp, zero=zero, fsdp="none", recompute=recompute,
-                            offload=offload, sp=setup.parallel.sp and tp > 1, grad_accum=accum,
-                        )  # fmt: skip
-                        try:
-                            one, two = (
-                                phase_totals(spec, replace(base, batch=1)),
-                                phase_totals(spec, replace(base, batch=2)),
-                            )
-                        except VramwiseError:
-                            continue
-                        estimates += 2
-                        lines = [(a, b - a) for a, b in zip(one, two, strict=True)]
-                        for b in batches:
-                            # a chunked loss's chunk stops growing with the batch: no line, every batch exact
-                            if setup.loss == LossImpl.CHUNKED:
-                                peak = training_peak(spec, replace(base, batch=b))
-                                estimates += 1
-                            else:
-                                peak = max(a + d * (b - 1) for a, d in lines)
-                                if abs(peak - budget) <= BOUNDARY:
-                                    peak = training_peak(spec, replace(base, batch=b))
-                                    estimates += 1
-                            layout = Layout(
-                                tp=tp, pp=pp, dp=dp, zero=zero, recompute=recompute, offload=offload, batch=b,
-                                grad_accum=accum, peak=peak, fits=peak <= budget,
-                                throughput=throughput_proxy(tp, pp, zero, recompute, accum, offload, b),
-                            )  # fmt: skip
-                            if layout.fits:
-                                fitting.append(layout)
-                                family_fits = True
-                                continue
-                            if smallest is None or peak < smallest[0]:
-                                smallest = (peak, layout.label)
-                            break  # peaks grow with the micro-batch: the larger ones miss too
-                        candidates += len(batches)  # each one decided, directly or by that bound
-            if not family_fits and smallest is not None:
-                rejected.append(
-                    Rejected(
-                        tp=tp,
-                        pp=pp,
-                        smallest_peak=smallest[0],
-                        smallest_label=smallest[1],
-                    )
-                )
-    fitting.sort(key=lambda x: (-x.throughput, x.peak))
-    return Search(fitting=fitting, rejected=rejected, candidates=candidates, estimates=estimates)
+            if pp <= max_pp and pp <= spec.num_layers:
+                yield tp, pp
 
+
+def _bases(setup: TrainSetup, gpus: int, tp: int, pp: int) -> Iterator[TrainSetup]:
+    """The setups of one tp x pp family: each ZeRO stage, offload and recompute choice (micro-batch still open)."""
+    dp = gpus // (tp * pp)
+    accum = max(setup.grad_accum, pp) if pp > 1 else setup.grad_accum  # 1F1B needs at least pp micro-batches
+    for zero in (0, 1, 2, 3) if dp > 1 else (0,):
+        for offload in ("none", "optimizer", "params") if zero else ("none",):
+            if offload == "params" and zero != 3:
+                continue
+            for recompute in ("none", "full"):
+                yield setup.with_flat(
+                    tp=tp, pp=pp, dp=dp, zero=zero, fsdp="none", recompute=recompute,
+                    offload=offload, sp=setup.parallel.sp and tp > 1, grad_accum=accum,
+                )  # fmt: skip
+
+
+def _family_layouts(
+    spec: ModelSpec, setup: TrainSetup, base: TrainSetup, budget: int, batches: tuple[int, ...], count: _Count
+) -> list[Layout]:
+    """``base`` at each micro-batch, up to and including the first that misses (peaks grow with the batch, so
+    the larger ones miss too); none when the estimator refuses the layout."""
+    try:
+        one, two = phase_totals(spec, replace(base, batch=1)), phase_totals(spec, replace(base, batch=2))
+    except VramwiseError:
+        return []
+    count.estimates += 2
+    count.candidates += len(batches)  # each one decided, directly or by the bound
+    lines = [(a, b - a) for a, b in zip(one, two, strict=True)]
+    par = base.parallel
+    exact = setup.loss == LossImpl.CHUNKED  # a chunked loss's chunk stops growing with the batch: no line
+    out = []
+    for b in batches:
+        peak = 0 if exact else max(a + d * (b - 1) for a, d in lines)
+        if exact or abs(peak - budget) <= BOUNDARY:
+            peak = training_peak(spec, replace(base, batch=b))
+            count.estimates += 1
+        layout = Layout(
+            tp=par.tp, pp=par.pp, dp=par.dp, zero=par.zero, recompute=base.recompute, offload=par.offload, batch=b,
+            grad_accum=base.grad_accum, peak=peak, fits=peak <= budget,
+            throughput=throughput_proxy(par.tp, par.pp, par.zero, base.recompute, base.grad_accum, par.offload, b),
+        )  # fmt: skip
+        out.append(layout)
+        if not layout.fits:
+            break
+    return out
