@@ -25,6 +25,7 @@ import io
 import json
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,88 +46,87 @@ def _pick(rng: random.Random, *options: Any) -> Any:
     return rng.choice(options)
 
 
+Draw = Callable[[random.Random], list[str]]
+
+
+def _maybe(p: float, make: Draw) -> Draw:
+    """Options drawn with probability ``p`` (one ``random()`` call, then ``make``'s own)."""
+    return lambda rng: make(rng) if rng.random() < p else []
+
+
+def _drawn(rng: random.Random, draws: tuple[Draw, ...]) -> list[str]:
+    return [arg for draw in draws for arg in draw(rng)]
+
+
+_INFER_DRAWS: tuple[Draw, ...] = (
+    _maybe(0.5, lambda r: ["-n", str(_pick(r, 1, 64, 1024))]),
+    _maybe(0.4, lambda r: ["-f", r.choice(FORMATS)]),
+    _maybe(0.3, lambda r: ["--kv-dtype", _pick(r, "fp8", "fp16", "bf16", "fp32")]),
+    _maybe(0.3, lambda r: ["--attention", _pick(r, "eager", "flash", "sdpa")]),
+    _maybe(0.3, lambda r: ["--tp", str(_pick(r, 2, 4, 8))]),
+    _maybe(0.2, lambda r: ["--kv-block", "1"]),
+    _maybe(0.2, lambda r: ["--prefill-chunk", str(_pick(r, 256, 2048))]),
+    _maybe(0.15, lambda r: ["--all-logits"]),
+    _maybe(0.15, lambda r: ["--cuda-context", str(_pick(r, 0, 300, 1024))]),
+    _maybe(0.15, lambda r: ["--allocator-fraction", str(_pick(r, 0.0, 0.05, 0.1))]),
+    _maybe(0.4, lambda r: ["--gpu", r.choice(GPUS), *_maybe(0.5, _serve)(r)]),
+    _maybe(0.1, lambda r: ["--mode", "textbook"]),
+)
+
+
+def _serve(rng: random.Random) -> list[str]:
+    return ["--serve", "--gpu-util", str(_pick(rng, 0.9, 0.8))]
+
+
 def _infer_case(rng: random.Random) -> list[str]:
     args = ["infer", rng.choice(MODELS), "-b", str(_pick(rng, 1, 2, 4, 8, 32))]
     args += ["-s", str(_pick(rng, 128, 2048, 8192, 32768))]
-    if rng.random() < 0.5:
-        args += ["-n", str(_pick(rng, 1, 64, 1024))]
-    if rng.random() < 0.4:
-        args += ["-f", rng.choice(FORMATS)]
-    if rng.random() < 0.3:
-        args += ["--kv-dtype", _pick(rng, "fp8", "fp16", "bf16", "fp32")]
-    if rng.random() < 0.3:
-        args += ["--attention", _pick(rng, "eager", "flash", "sdpa")]
-    if rng.random() < 0.3:
-        args += ["--tp", str(_pick(rng, 2, 4, 8))]
-    if rng.random() < 0.2:
-        args += ["--kv-block", "1"]
-    if rng.random() < 0.2:
-        args += ["--prefill-chunk", str(_pick(rng, 256, 2048))]
-    if rng.random() < 0.15:
-        args += ["--all-logits"]
-    if rng.random() < 0.15:
-        args += ["--cuda-context", str(_pick(rng, 0, 300, 1024))]
-    if rng.random() < 0.15:
-        args += ["--allocator-fraction", str(_pick(rng, 0.0, 0.05, 0.1))]
-    if rng.random() < 0.4:
-        args += ["--gpu", rng.choice(GPUS)]
-        if rng.random() < 0.5:
-            args += ["--serve", "--gpu-util", str(_pick(rng, 0.9, 0.8))]
-    if rng.random() < 0.1:
-        args += ["--mode", "textbook"]
-    return args
+    return args + _drawn(rng, _INFER_DRAWS)
+
+
+def _peft(rng: random.Random) -> list[str]:
+    u = rng.random()
+    if u < 0.3:
+        lora = ["--peft", "lora", "--lora-r", str(_pick(rng, 8, 16, 64))]
+        return lora + _maybe(0.4, lambda r: ["--lora-targets", "all-linear"])(rng)
+    return ["--peft", "qlora"] if u < 0.4 else []
+
+
+def _data_parallel(rng: random.Random) -> list[str]:
+    u = rng.random()
+    if u < 0.25:
+        zero = ["--dp", str(_pick(rng, 2, 8)), "--zero", str(_pick(rng, 1, 2, 3))]
+        return zero + _maybe(0.3, lambda r: ["--offload", _pick(r, "optimizer", "params")])(rng)
+    if u < 0.4:
+        return ["--dp", str(_pick(rng, 2, 8)), "--fsdp", _pick(rng, "full", "grad-op", "hybrid")]
+    return ["--dp", str(_pick(rng, 2, 4))] if u < 0.5 else []
+
+
+_OPTIMIZERS = ("adam", "sgd", "sgd-momentum", "lion", "adafactor", "adamw-8bit", "paged-adamw", "lomo")
+_TRAIN_DRAWS: tuple[Draw, ...] = (
+    _maybe(0.4, lambda r: ["--precision", _pick(r, "fp32", "amp", "amp-fp16", "bf16-mixed", "fp16-mixed", "bf16")]),
+    _maybe(0.2, lambda r: ["--grad-dtype", _pick(r, "fp32", "half")]),
+    _maybe(0.4, lambda r: ["--optimizer", _pick(r, *_OPTIMIZERS)]),
+    _maybe(0.15, lambda r: ["--optimizer-impl", _pick(r, "foreach", "fused", "for-loop")]),
+    _peft,
+    _maybe(0.4, lambda r: ["--recompute", _pick(r, "selective", "full")]),
+    _maybe(0.2, lambda r: ["--attention", _pick(r, "eager", "flash")]),
+    _maybe(0.2, lambda r: ["--loss", "chunked"]),
+    _data_parallel,
+    _maybe(0.25, lambda r: ["--tp", str(_pick(r, 2, 4)), *_maybe(0.5, lambda q: ["--sp"])(r)]),
+    _maybe(0.2, lambda r: [
+        "--pp", str(_pick(r, 2, 4)), "--grad-accum", str(_pick(r, 4, 8)),
+        *_maybe(0.3, lambda q: ["--interleave", "2"])(r),
+    ]),
+    _maybe(0.1, lambda r: ["--cp", "2"]),
+    _maybe(0.1, lambda r: ["--ep", "2"]),
+    _maybe(0.1, lambda r: ["--freeze-layers", "4"]),
+)  # fmt: skip
 
 
 def _train_options(rng: random.Random) -> list[str]:
     args = ["-b", str(_pick(rng, 1, 2, 4, 8)), "-s", str(_pick(rng, 512, 2048, 4096))]
-    if rng.random() < 0.4:
-        args += ["--precision", _pick(rng, "fp32", "amp", "amp-fp16", "bf16-mixed", "fp16-mixed", "bf16")]
-    if rng.random() < 0.2:
-        args += ["--grad-dtype", _pick(rng, "fp32", "half")]
-    if rng.random() < 0.4:
-        args += [
-            "--optimizer",
-            _pick(rng, "adam", "sgd", "sgd-momentum", "lion", "adafactor", "adamw-8bit", "paged-adamw", "lomo"),
-        ]
-    if rng.random() < 0.15:
-        args += ["--optimizer-impl", _pick(rng, "foreach", "fused", "for-loop")]
-    peft = rng.random()
-    if peft < 0.3:
-        args += ["--peft", "lora", "--lora-r", str(_pick(rng, 8, 16, 64))]
-        if rng.random() < 0.4:
-            args += ["--lora-targets", "all-linear"]
-    elif peft < 0.4:
-        args += ["--peft", "qlora"]
-    if rng.random() < 0.4:
-        args += ["--recompute", _pick(rng, "selective", "full")]
-    if rng.random() < 0.2:
-        args += ["--attention", _pick(rng, "eager", "flash")]
-    if rng.random() < 0.2:
-        args += ["--loss", "chunked"]
-    layout = rng.random()
-    if layout < 0.25:
-        args += ["--dp", str(_pick(rng, 2, 8)), "--zero", str(_pick(rng, 1, 2, 3))]
-        if rng.random() < 0.3:
-            args += ["--offload", _pick(rng, "optimizer", "params")]
-    elif layout < 0.4:
-        args += ["--dp", str(_pick(rng, 2, 8)), "--fsdp", _pick(rng, "full", "grad-op", "hybrid")]
-    elif layout < 0.5:
-        args += ["--dp", str(_pick(rng, 2, 4))]
-    if rng.random() < 0.25:
-        args += ["--tp", str(_pick(rng, 2, 4))]
-        if rng.random() < 0.5:
-            args += ["--sp"]
-    if rng.random() < 0.2:
-        args += ["--pp", str(_pick(rng, 2, 4)), "--grad-accum", str(_pick(rng, 4, 8))]
-        if rng.random() < 0.3:
-            args += ["--interleave", "2"]
-    if rng.random() < 0.1:
-        args += ["--cp", "2"]
-    if rng.random() < 0.1:
-        args += ["--ep", "2"]
-    if rng.random() < 0.1:
-        args += ["--freeze-layers", "4"]
-    return args
+    return args + _drawn(rng, _TRAIN_DRAWS)
 
 
 def _train_case(rng: random.Random) -> list[str]:
