@@ -15,7 +15,6 @@ from vramwise.estimate.inference import estimate_inference, inference_peak
 from vramwise.estimate.serving import Capacity, serving_capacity
 from vramwise.estimate.term import Estimate
 from vramwise.estimate.train.training import estimate_training, training_peak
-from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
 from vramwise.units import Unit, fmt
 from vramwise.workload import FsdpMode, InferSetup, Offload, TrainSetup
@@ -150,7 +149,6 @@ def best_format(
     """The most faithful weight format whose inference fits, and every candidate with its serving capacity."""
     rows = []
     for name in FORMATS_BY_QUALITY:
-        get_format(name)
         est = estimate_inference(spec, replace(setup, weight_format=name))
         fits = est.peak_bytes <= budget
         try:

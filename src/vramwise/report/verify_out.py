@@ -8,6 +8,9 @@ from vramwise.units import Unit, fmt, footer, to_unit, unit_label
 from vramwise.verify.compare import Comparison
 from vramwise.workload import InferSetup, TrainSetup, setup_to_flat
 
+SCHEMA = "vramwise/verify"  # docs/json-schema.md
+VERSION = 1
+
 
 def render_comparison(c: Comparison, *, title: str, unit: Unit = "gib") -> str:
     label = unit_label(unit)
@@ -41,8 +44,8 @@ def render_comparison(c: Comparison, *, title: str, unit: Unit = "gib") -> str:
 
 def comparison_dict(c: Comparison, *, model: str, setup: InferSetup | TrainSetup) -> dict[str, Any]:
     return {
-        "schema": "vramwise/verify",
-        "version": 1,
+        "schema": SCHEMA,
+        "version": VERSION,
         "kind": c.kind,
         "model": model,
         "setup": setup_to_flat(setup),
