@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vramwise.errors import InvalidWorkloadError
+from vramwise.errors import ConfigError, InvalidWorkloadError
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import ParamGroup
 
@@ -259,7 +259,19 @@ def get_format(name: str) -> StorageFormat:
 
 
 def default_format(spec: ModelSpec) -> str:
-    """The checkpoint's own format: fp8/mxfp4 when pre-quantized, else its 16-bit dtype (fp32 served as bf16)."""
+    """The checkpoint's own format: the quantized one its quantization_config declares (fp8, mxfp4, GPTQ, AWQ,
+    bitsandbytes: spec/adapters/storage.py), else its 16-bit dtype (fp32 served as bf16).
+
+    A quantization no format here expresses is refused rather than estimated at 16 bit (3.5x a 4-bit
+    checkpoint's bytes); ``--format`` (``weight_format``) overrides it and never reaches this function."""
+    if spec.unread_quantization:
+        key, value = spec.unread_quantization
+        raise ConfigError(
+            f"{spec.source}: {key} {value} is not read yet; pass --format (e.g. int8, nf4, gptq-4bit-g128) "
+            "to say how the checkpoint stores its weights",
+            field=key,
+            allowed="--format with one of the weight formats (`vramwise formats`)",
+        )
     if spec.stored_format == "fp8":
         return "fp8-block"
     if spec.stored_format:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from vramwise.errors import InvalidWorkloadError
+from vramwise.catalog import models
+from vramwise.errors import ConfigError, InvalidWorkloadError
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.textbook import textbook_inference
 from vramwise.estimate.weights import weight_terms
-from vramwise.formats import get_format
+from vramwise.formats import default_format, get_format
+from vramwise.spec.adapters import spec_from_config
 from vramwise.spec.load import resolve_model
+from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.workload import InferSetup
 
@@ -92,3 +95,97 @@ def test_tp_shards_linear_weights_and_replicates_norms() -> None:
 def test_unknown_format_is_rejected() -> None:
     with pytest.raises(InvalidWorkloadError, match="allowed"):
         get_format("q3_xyz")
+
+
+# -- W5: a pre-quantized checkpoint's quantization_config sets the default format ----------------------------
+# Oracle: the format arithmetic above (already checked by hand against the AutoGPTQ/AutoAWQ/bitsandbytes
+# layouts); the checkpoint's quantization_config must select the same format that -f selects by name.
+
+_GPTQ = {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False, "sym": True}
+_AWQ = {"quant_method": "awq", "bits": 4, "group_size": 64, "version": "gemm", "zero_point": True}
+_BNB4 = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
+
+
+def _llama2_with(quantization: object) -> ModelSpec:
+    config = {**models()["llama-2-7b"].config, "quantization_config": quantization}
+    return spec_from_config(config, name="llama-2-7b-q", source="test")
+
+
+def _weight_bytes(spec: ModelSpec, fmt: str | None) -> int:
+    estimate = estimate_inference(spec, InferSetup(weight_format=fmt))
+    return sum(t.bytes for t in estimate.persistent if t.name.startswith("weights/"))
+
+
+def _default_weights(spec: ModelSpec) -> int:
+    return _weight_bytes(spec, None)
+
+
+def _named_weights(fmt: str) -> int:
+    return _weight_bytes(resolve_model("llama-2-7b"), fmt)
+
+
+@pytest.mark.parametrize(
+    ("quantization", "fmt"),
+    [
+        (_GPTQ, "gptq-4bit-g128"),
+        ({**_GPTQ, "bits": 8, "group_size": 32}, "gptq-8bit-g32"),
+        (_AWQ, "awq-4bit-g64"),
+        ({"quant_method": "awq", "w_bit": 4, "q_group_size": 128}, "awq-4bit-g128"),  # AutoAWQ's own spelling
+        (_BNB4, "nf4"),
+        ({**_BNB4, "bnb_4bit_use_double_quant": True}, "nf4-dq"),
+        ({"quant_method": "bitsandbytes", "load_in_8bit": True}, "int8"),
+    ],
+)
+def test_quantization_config_selects_the_same_weights_as_the_format_option(quantization: dict, fmt: str) -> None:
+    spec = _llama2_with(quantization)
+    assert default_format(spec) == fmt
+    assert _default_weights(spec) == _named_weights(fmt)
+    assert _default_weights(spec) < _named_weights("fp16")  # no longer the 16-bit bytes (W5)
+
+
+def test_gptq_checkpoint_is_about_a_quarter_of_fp16() -> None:
+    # 4 bit + (16 + 4) / 128 bit per linear weight vs 16: under 30% for the linears; embeddings stay fp16.
+    assert _default_weights(_llama2_with(_GPTQ)) / _named_weights("fp16") < 0.3
+
+
+@pytest.mark.parametrize(
+    ("quantization", "field"),
+    [
+        ({"quant_method": "compressed-tensors", "format": "pack-quantized"}, "quantization_config.quant_method"),
+        ({"quant_method": "hqq"}, "quantization_config.quant_method"),
+        ({**_GPTQ, "group_size": -1}, "quantization_config.group_size"),
+        ({**_BNB4, "bnb_4bit_quant_type": "fp4"}, "quantization_config.bnb_4bit_quant_type"),
+        ({"quant_method": "bitsandbytes"}, "quantization_config.load_in_4bit"),
+        ({"quant_method": "fp8", "weight_block_size": [64, 64]}, "quantization_config.weight_block_size"),
+    ],
+)
+def test_unread_quantization_is_refused_until_a_format_is_given(quantization: dict, field: str) -> None:
+    spec = _llama2_with(quantization)
+    with pytest.raises(ConfigError) as info:
+        _default_weights(spec)
+    message = str(info.value)
+    assert "\n" not in message and field in message and "--format" in message and info.value.field == field
+    assert _weight_bytes(spec, "int8") == _named_weights("int8")  # --format overrides the unread quantization
+
+
+@pytest.mark.parametrize(
+    ("quantization", "field"),
+    [
+        ("gptq", "quantization_config"),
+        ({"quant_method": 4}, "quantization_config.quant_method"),
+        ({**_GPTQ, "bits": 5}, "quantization_config.bits"),
+        ({**_GPTQ, "bits": True}, "quantization_config.bits"),
+        ({**_GPTQ, "group_size": 0}, "quantization_config.group_size"),
+        ({**_AWQ, "group_size": "128"}, "quantization_config.group_size"),
+    ],
+)
+def test_malformed_quantization_config_is_refused(quantization: object, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _llama2_with(quantization)
+    assert "\n" not in str(info.value) and field in str(info.value) and info.value.field == field
+
+
+def test_published_fp8_and_mxfp4_checkpoints_keep_their_formats() -> None:
+    assert default_format(resolve_model("deepseek-v3")) == "fp8-block"
+    assert default_format(resolve_model("gpt-oss-20b")) == "mxfp4"
+    assert default_format(_llama2_with({"quant_method": "fp8", "weight_block_size": [128, 128]})) == "fp8-block"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from vramwise.errors import InvalidLayoutError
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import ParamGroup
@@ -26,8 +28,11 @@ def check_tp(spec: ModelSpec, tp: int) -> None:
 
 
 def divisors(n: int) -> list[int]:
-    """Every d that divides n, ascending: the tensor-parallel sizes a count of heads (or GPUs) allows."""
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """Every d that divides n, ascending: the tensor-parallel sizes a count of heads (or GPUs) allows.
+
+    O(sqrt n): divisors come in pairs (d, n // d) with d <= sqrt(n)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
 
 
 def kv_heads_per_gpu(spec: ModelSpec, tp: int) -> int:

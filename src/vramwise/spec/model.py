@@ -123,7 +123,10 @@ class ModelSpec:
     attention_dropout: float = 0.0  # dropout on the attention probabilities in training
     mtp_layers: int = 0  # DeepSeek-V3 multi-token-prediction layers: in the checkpoint, not in transformers
     stored_dtype: str = "bf16"  # dtype of the published checkpoint
-    stored_format: str | None = None  # quantized checkpoint format (fp8, mxfp4, ...), if any
+    stored_format: str | None = None  # quantized checkpoint format (fp8, mxfp4, gptq-4bit-g128, nf4...), if any
+    # A quantization_config no format expresses (compressed-tensors, GPTQ without groups...): the (field, value)
+    # formats.default_format names when it refuses to guess the checkpoint's weight bytes.
+    unread_quantization: tuple[str, str] | None = None
     source: str = field(default="", compare=False)  # where the spec came from (path or catalog)
 
     @property

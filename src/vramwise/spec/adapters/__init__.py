@@ -7,8 +7,9 @@ from typing import Any
 
 from vramwise.errors import ConfigError, UnsupportedArchitectureError
 from vramwise.spec.adapters import classic, decoders, deepseek
-from vramwise.spec.adapters.config import RawConfig
+from vramwise.spec.adapters.config import RawConfig, shown
 from vramwise.spec.model import ModelSpec
+from vramwise.spec.params import total_params
 
 Adapter = Callable[[RawConfig, str], ModelSpec]
 
@@ -39,6 +40,12 @@ ADAPTERS: dict[str, Adapter] = {
 
 SUPPORTED_MODEL_TYPES = tuple(sorted(k for k in ADAPTERS if k.islower()))
 
+# Every size a config gives is bounded on its own (config.SIZE_BOUNDS); their product is bounded here. The
+# largest published model has 1.6e12 parameters (Switch-C); 2^48 (2.8e14) is ~175x that, and keeps 16 bytes
+# per parameter (mixed-precision Adam: weights, gradients, two moments, fp32 master) below 2^52 bytes, so
+# every byte count the estimates add up stays an exact integer even where it passes through a float.
+MAX_PARAMS = 2**48
+
 
 def language_config(data: dict[str, Any]) -> dict[str, Any]:
     """The language model's keys: the one rule for unwrapping ``text_config``, shared by the spec and the twin.
@@ -46,7 +53,8 @@ def language_config(data: dict[str, Any]) -> dict[str, Any]:
     Multimodal wrappers (Gemma3ForConditionalGeneration, ...) keep the language model in text_config; a
     top-level model_type that has an adapter is read as it stands."""
     text = data.get("text_config")
-    if isinstance(text, dict) and data.get("model_type") not in ADAPTERS:
+    model_type = data.get("model_type")
+    if isinstance(text, dict) and not (isinstance(model_type, str) and model_type in ADAPTERS):
         return {**text, "model_type": text.get("model_type", "")}
     return data
 
@@ -57,11 +65,30 @@ def spec_from_config(data: Any, *, name: str, source: str) -> ModelSpec:
         raise ConfigError(f"{source}: a config must be a JSON object, got {type(data).__name__}")
     data = language_config(data)
     model_type = data.get("model_type")
-    if not isinstance(model_type, str) or not model_type:
-        raise ConfigError(f"{source}: field 'model_type' is missing; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    supported = ", ".join(SUPPORTED_MODEL_TYPES)
+    if model_type is None or model_type == "":
+        raise ConfigError(f"{source}: field 'model_type' is missing; supported: {supported}", field="model_type")
+    if not isinstance(model_type, str):
+        raise ConfigError(
+            f"{source}: field 'model_type' must be a string naming the architecture, got {shown(model_type)}; "
+            f"supported: {supported}",
+            field="model_type",
+            allowed=supported,
+        )
     adapter = ADAPTERS.get(model_type)
     if adapter is None:
         raise UnsupportedArchitectureError(
-            f"{source}: model_type '{model_type}' is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+            f"{source}: model_type {shown(model_type)} is not supported; supported: {supported}",
+            field="model_type",
+            allowed=supported,
         )
-    return adapter(RawConfig(data, source), name)
+    spec = adapter(RawConfig(data, source), name)
+    params = total_params(spec)
+    if params > MAX_PARAMS:
+        raise ConfigError(
+            f"{source}: the sizes in the config (layers, hidden_size, intermediate_size, vocab_size, experts) "
+            f"give {params:.3g} parameters; at most {MAX_PARAMS:.3g} are accepted (the largest published model "
+            "has 1.6e12)",
+            allowed=f"sizes giving at most {MAX_PARAMS:,} parameters",
+        )
+    return spec

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from vramwise.errors import ConfigError
 from vramwise.spec.adapters.config import RawConfig
-from vramwise.spec.adapters.decoders import stored_dtype
+from vramwise.spec.adapters.decoders import check_kv_heads
+from vramwise.spec.adapters.storage import storage
 from vramwise.spec.model import AttentionSpec, EmbeddingSpec, MlpSpec, ModelSpec, NormSpec
 from vramwise.spec.traits import HeadKind, ImplTraits, Positions
 
@@ -103,7 +103,7 @@ def gpt2(cfg: RawConfig, name: str) -> ModelSpec:
         # GPT2Config defaults: 0.1 for all three; the embedding and residual sites share one probability here.
         dropout=max(cfg.probability("resid_pdrop", 0.1), cfg.probability("embd_pdrop", 0.1)),
         attention_dropout=cfg.probability("attn_pdrop", 0.1),
-        stored_dtype=stored_dtype(cfg),
+        **storage(cfg),
         source=cfg.source,
     )
 
@@ -122,8 +122,8 @@ def gpt_neox(cfg: RawConfig, name: str) -> ModelSpec:
         norm=NormSpec(kind="layer", bias=True),
         tied_embeddings=cfg.flag("tie_word_embeddings", False),
         parallel_block=cfg.flag("use_parallel_residual", True),
-        max_position_embeddings=cfg.data.get("max_position_embeddings"),
-        stored_dtype=stored_dtype(cfg),
+        max_position_embeddings=cfg.optional_int("max_position_embeddings", None),
+        **storage(cfg),
         source=cfg.source,
     )
 
@@ -134,8 +134,10 @@ def opt(cfg: RawConfig, name: str) -> ModelSpec:
     bias = cfg.flag("enable_bias", True)
     pre_norm = cfg.flag("do_layer_norm_before", True)
     if not cfg.flag("layer_norm_elementwise_affine", True):
-        raise ConfigError(
-            f"{cfg.source}: field 'layer_norm_elementwise_affine' = false is not supported (allowed: true)"
+        raise cfg.error(
+            "layer_norm_elementwise_affine",
+            "field 'layer_norm_elementwise_affine' = false is not supported (allowed: true)",
+            "true",
         )
     max_pos = cfg.pos_int("max_position_embeddings", 2048)  # OPTConfig's default
     return ModelSpec(
@@ -156,7 +158,7 @@ def opt(cfg: RawConfig, name: str) -> ModelSpec:
         max_position_embeddings=max_pos,
         dropout=cfg.probability("dropout", 0.1),
         attention_dropout=cfg.probability("attention_dropout", 0.0),
-        stored_dtype=stored_dtype(cfg),
+        **storage(cfg),
         source=cfg.source,
     )
 
@@ -182,7 +184,7 @@ def bert(cfg: RawConfig, name: str) -> ModelSpec:
         tied_embeddings=True,
         pooler=True,
         max_position_embeddings=cfg.pos_int("max_position_embeddings", 512),
-        stored_dtype=stored_dtype(cfg),
+        **storage(cfg),
         source=cfg.source,
     )
 
@@ -191,6 +193,7 @@ def phi(cfg: RawConfig, name: str) -> ModelSpec:
     h = cfg.pos_int("hidden_size")
     heads = cfg.pos_int("num_attention_heads")
     kv = cfg.pos_int("num_key_value_heads", heads)
+    check_kv_heads(cfg, heads, kv, "num_key_value_heads")
     att = AttentionSpec(
         num_heads=heads,
         num_kv_heads=kv,
@@ -218,8 +221,8 @@ def phi(cfg: RawConfig, name: str) -> ModelSpec:
         tied_embeddings=cfg.flag("tie_word_embeddings", False),
         head_bias=True,
         parallel_block=True,
-        max_position_embeddings=cfg.data.get("max_position_embeddings"),
-        stored_dtype=stored_dtype(cfg),
+        max_position_embeddings=cfg.optional_int("max_position_embeddings", None),
+        **storage(cfg),
         source=cfg.source,
     )
 
@@ -239,6 +242,7 @@ def falcon(cfg: RawConfig, name: str) -> ModelSpec:
     if new_arch:
         kv_key = "num_kv_heads" if cfg.has("num_kv_heads") else "n_head_kv"
         kv = cfg.pos_int(kv_key, heads)
+        check_kv_heads(cfg, heads, kv, kv_key)
     else:
         kv = 1 if cfg.flag("multi_query", True) else heads
     # Sequential blocks norm twice; parallel ones once (falcon-7b) or once per branch (new architecture).
@@ -262,6 +266,6 @@ def falcon(cfg: RawConfig, name: str) -> ModelSpec:
         norm=NormSpec(kind="layer", bias=True, per_layer=per_layer),
         tied_embeddings=cfg.flag("tie_word_embeddings", True),
         parallel_block=parallel,
-        stored_dtype=stored_dtype(cfg),
+        **storage(cfg),
         source=cfg.source,
     )

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vramwise.errors import ConfigError
 from vramwise.spec.adapters.config import RawConfig
+from vramwise.spec.adapters.storage import storage
 from vramwise.spec.model import (
     AttentionSpec,
     EmbeddingSpec,
@@ -29,9 +29,15 @@ def layer_types(cfg: RawConfig, num_layers: int) -> tuple[LayerAttention, ...]:
     raw = cfg.data.get("layer_types")
     if raw is None:
         return ()
-    if not isinstance(raw, list) or len(raw) != num_layers or any(t not in _LAYER_TYPE for t in raw):
-        raise ConfigError(
-            f"{cfg.source}: field 'layer_types' must list {num_layers} entries from {sorted(_LAYER_TYPE)}"
+    if (
+        not isinstance(raw, list)
+        or len(raw) != num_layers
+        or any(not isinstance(t, str) or t not in _LAYER_TYPE for t in raw)
+    ):
+        raise cfg.error(
+            "layer_types",
+            f"field 'layer_types' must list {num_layers} entries from {sorted(_LAYER_TYPE)}",
+            ", ".join(sorted(_LAYER_TYPE)),
         )
     return tuple(_LAYER_TYPE[t] for t in raw)  # type: ignore[misc]
 
@@ -86,10 +92,7 @@ def _attention(cfg: RawConfig, h: int, *, qkv_bias: bool, out_bias: bool, **extr
     head_dim = cfg.pos_int("head_dim", _HEAD_DIM_DEFAULT.get(model_type, 0)) or cfg.divides(
         "num_attention_heads", h, "hidden_size"
     )
-    if heads % kv:
-        raise ConfigError(
-            f"{cfg.source}: 'num_attention_heads' ({heads}) must be a multiple of 'num_key_value_heads' ({kv})"
-        )
+    check_kv_heads(cfg, heads, kv, "num_key_value_heads")
     return AttentionSpec(
         num_heads=heads, num_kv_heads=kv, head_dim=head_dim, qkv_bias=qkv_bias, out_bias=out_bias, **extra
     )
@@ -119,33 +122,39 @@ def decoder_spec(
             gated=True,
             intermediate_size=cfg.pos_int("intermediate_size"),
             bias=mlp_bias,
-            activation=str(cfg.data.get("hidden_act") or cfg.data.get("hidden_activation") or "silu"),
+            activation=activation(cfg, "silu"),
         ),
         norm=NormSpec(kind="rms", per_layer=norms_per_layer),
         traits=traits,
         moe=moe,
         tied_embeddings=cfg.flag("tie_word_embeddings", tied_default),
-        max_position_embeddings=cfg.data.get("max_position_embeddings"),
-        stored_dtype=stored_dtype(cfg),
-        stored_format=quant_method(cfg),
+        max_position_embeddings=cfg.optional_int("max_position_embeddings", None),
+        **storage(cfg),
         source=cfg.source,
         **extra,
     )
 
 
-def stored_dtype(cfg: RawConfig) -> str:
-    """The checkpoint's dtype (``torch_dtype``, or ``dtype`` in newer configs), as a short name."""
-    raw = cfg.data.get("torch_dtype") or cfg.data.get("dtype") or "float32"
-    return {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(str(raw), "bf16")
+def check_kv_heads(cfg: RawConfig, heads: int, kv: int, kv_key: str) -> None:
+    """Grouped-query attention shares each KV head among heads / kv query heads: kv must divide heads."""
+    if heads % kv:
+        raise cfg.error(
+            kv_key,
+            f"'num_attention_heads' ({heads}) must be a multiple of '{kv_key}' ({kv})",
+            f"a divisor of {heads}",
+        )
 
 
-def quant_method(cfg: RawConfig) -> str | None:
-    """Pre-quantized checkpoints (DeepSeek-V3 fp8, gpt-oss mxfp4) declare it in quantization_config."""
-    q = cfg.data.get("quantization_config")
-    if not isinstance(q, dict):
-        return None
-    method = str(q.get("quant_method", "")).lower()
-    return {"fp8": "fp8", "mxfp4": "mxfp4"}.get(method)
+def activation(cfg: RawConfig, default: str) -> str:
+    """The MLP's activation name (``hidden_act``; Gemma configs may say ``hidden_activation``)."""
+    key = "hidden_act" if cfg.has("hidden_act") or not cfg.has("hidden_activation") else "hidden_activation"
+    return cfg.text(key, default)
+
+
+def experts_top_k(cfg: RawConfig, experts: int, experts_key: str) -> int:
+    """Experts each token is routed to: at least 1, at most the experts there are (transformers' topk
+    refuses k > experts: "k not in range for dimension")."""
+    return cfg.at_most("num_experts_per_tok", experts, experts_key)
 
 
 def _sliding(cfg: RawConfig, L: int, absent: int | None = None) -> dict:
@@ -174,7 +183,7 @@ def mixtral(cfg: RawConfig, name: str) -> ModelSpec:
     att = _attention(cfg, h, qkv_bias=False, out_bias=False, **_sliding(cfg, L))
     moe = MoeSpec(
         num_experts=cfg.pos_int("num_local_experts"),
-        top_k=cfg.pos_int("num_experts_per_tok"),
+        top_k=experts_top_k(cfg, cfg.pos_int("num_local_experts"), "num_local_experts"),
         expert_intermediate_size=cfg.pos_int("intermediate_size"),
         moe_layers=tuple(range(L)),
     )
@@ -209,7 +218,7 @@ def qwen2_moe(cfg: RawConfig, name: str) -> ModelSpec:
     att = _attention(cfg, h, qkv_bias=cfg.flag("qkv_bias", True), out_bias=False, **_qwen_sliding(cfg, L))
     moe = MoeSpec(
         num_experts=cfg.pos_int("num_experts"),
-        top_k=cfg.pos_int("num_experts_per_tok"),
+        top_k=experts_top_k(cfg, cfg.pos_int("num_experts"), "num_experts"),
         expert_intermediate_size=cfg.pos_int("moe_intermediate_size"),
         moe_layers=_qwen_moe_layers(cfg, L),
         shared_intermediate_size=cfg.nonneg_int("shared_expert_intermediate_size", 0),
@@ -231,7 +240,7 @@ def qwen3_moe(cfg: RawConfig, name: str) -> ModelSpec:
     att = _attention(cfg, h, qkv_bias=bias, out_bias=bias, qk_norm="rms", **_qwen_sliding(cfg, L))
     moe = MoeSpec(
         num_experts=cfg.pos_int("num_experts"),
-        top_k=cfg.pos_int("num_experts_per_tok"),
+        top_k=experts_top_k(cfg, cfg.pos_int("num_experts"), "num_experts"),
         expert_intermediate_size=cfg.pos_int("moe_intermediate_size"),
         moe_layers=_qwen_moe_layers(cfg, L),
     )
@@ -318,7 +327,7 @@ def gpt_oss(cfg: RawConfig, name: str) -> ModelSpec:
     )
     moe = MoeSpec(
         num_experts=cfg.pos_int("num_local_experts"),
-        top_k=cfg.pos_int("num_experts_per_tok"),
+        top_k=experts_top_k(cfg, cfg.pos_int("num_local_experts"), "num_local_experts"),
         expert_intermediate_size=cfg.pos_int("intermediate_size"),
         moe_layers=tuple(range(L)),
         router_bias=True,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vramwise.spec.adapters.config import RawConfig
-from vramwise.spec.adapters.decoders import decoder_spec
+from vramwise.spec.adapters.decoders import decoder_spec, experts_top_k
 from vramwise.spec.model import AttentionSpec, MlaSpec, ModelSpec, MoeSpec
 from vramwise.spec.traits import ImplTraits
 
@@ -48,7 +48,7 @@ def deepseek(cfg: RawConfig, name: str) -> ModelSpec:
         first_dense = cfg.nonneg_int("first_k_dense_replace", 0)
         moe = MoeSpec(
             num_experts=experts,
-            top_k=cfg.pos_int("num_experts_per_tok"),
+            top_k=experts_top_k(cfg, experts, "n_routed_experts"),
             expert_intermediate_size=cfg.pos_int("moe_intermediate_size"),
             moe_layers=tuple(range(first_dense, L)),
             shared_intermediate_size=cfg.pos_int("moe_intermediate_size") * cfg.nonneg_int("n_shared_experts", 0),
