@@ -12,11 +12,25 @@ if TYPE_CHECKING:
     from vramwise.workload import TrainSetup
 
 
+def _file_source(model: Model) -> str:
+    """The config file the spec was read from (``x/config.json``); "" for a catalog model or a bare size.
+
+    MODEL may name a local file or a catalog model (spec.load's rule), so the title says which one was read; the
+    catalog's titles stay as they were (the README and the goldens show them)."""
+    source = getattr(model, "source", "")
+    if not source or source.startswith("catalog:"):
+        return ""
+    return source if source.isprintable() else ascii(source)[1:-1]
+
+
 def model_label(model: Model) -> str:
-    """``llama-2-7b [llama, 6,738,415,616 parameters]``, or a bare size's count."""
+    """``llama-2-7b [llama, 6,738,415,616 parameters]``, a file's ``x [llama, ..., from x/config.json]``, or a bare
+    size's count."""
     if isinstance(model, BareModel):
         return f"{model.name} ({model.params:,} parameters, bare size)"
-    return f"{model.name} [{model.model_type}, {total_params(model):,} parameters]"
+    source = _file_source(model)
+    origin = f", from {source}" if source else ""
+    return f"{model.name} [{model.model_type}, {total_params(model):,} parameters{origin}]"
 
 
 def infer_title(model: Model, setup: InferSetup) -> str:
@@ -52,8 +66,10 @@ def train_title(model: Model, setup: TrainSetup, stage: int | None = None) -> st
 
 def verify_title(model: Model, setup: InferSetup | TrainSetup) -> str:
     if isinstance(setup, InferSetup):
+        source = _file_source(model)
+        origin = f" (from {source})" if source else ""
         return (
-            f"vramwise verify {model.name}: inference, batch {setup.batch}, context {setup.context}, "
+            f"vramwise verify {model.name}{origin}: inference, batch {setup.batch}, context {setup.context}, "
             f"new {setup.new_tokens}"
         )
     return f"vramwise verify {_train_what(model, setup)}"
