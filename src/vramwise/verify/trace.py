@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,15 +90,18 @@ class _DropMessage(logging.Filter):
 
 @contextlib.contextmanager
 def _quiet_cache_rename() -> Iterator[None]:
-    """transformers 5 renamed ``past_key_values`` to ``cache`` and logs "`past_key_values`/`cache_params` are
+    """transformers 5 renamed ``past_key_values`` to ``cache``: it logs "`past_key_values`/`cache_params` are
     deprecated" once per process (transformers/utils/generic.py, ``logger.warning_once`` in the kwarg shim and the
-    output property); the trace keeps the old name, which every supported version accepts, so that one line is
-    dropped from stderr (K6). Nothing else is silenced."""
+    output property) and a model's forward warns once more (a FutureWarning). The trace keeps the old name, which
+    every supported version accepts, so those lines are dropped from stderr (K6). Nothing else is silenced."""
     log = logging.getLogger("transformers.utils.generic")
     drop = _DropMessage("`past_key_values`/`cache_params` are deprecated")
     log.addFilter(drop)
     try:
-        yield
+        with warnings.catch_warnings():
+            # the per-model forward's deprecate_kwarg decorator warns too (FutureWarning, e.g. Qwen2ForCausalLM)
+            warnings.filterwarnings("ignore", message="`past_key_values` is deprecated", category=FutureWarning)
+            yield
     finally:
         log.removeFilter(drop)
 
