@@ -188,7 +188,7 @@ _SETUPS = (
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units"
 FROZEN["plot"] = _SETUPS + " --gpu --output --points --vs -o"
 FROZEN["verify"] = _SETUPS + " --json --layers --units"
-FROZEN |= {"models": "--json", "gpus": "--units", "formats": ""}
+FROZEN |= {"models": "--json", "gpus": "--json --units", "formats": "--json"}
 
 
 def test_cli_options_frozen() -> None:

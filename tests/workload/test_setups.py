@@ -146,7 +146,7 @@ def test_enums_read_as_their_strings() -> None:
         ({"dp": 8, "fsdp_shard": 3, "fsdp": "hybrid"}, InvalidLayoutError, r"fsdp_shard \(3\) .* must divide dp \(8\)"),
         ({"cp": 3}, InvalidLayoutError, r"cp \(3\) must divide seq \(2048\)"),
         ({"peft": "lora", "optimizer": "lomo"}, InvalidWorkloadError, "optimizer lomo fuses"),
-        ({"cuda_context_mib": -1}, InvalidWorkloadError, "cuda_context_mib must be >= 0, got -1"),
+        ({"cuda_context_mib": -1}, InvalidWorkloadError, "cuda_context_mib must be a non-negative integer, got -1"),
     ],
 )
 def test_bad_flat_input_names_the_field(kw: dict[str, Any], error: type[Exception], message: str) -> None:
@@ -205,7 +205,7 @@ def test_inference_overheads_are_the_training_group() -> None:
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"cuda_context_mib": -1}, "cuda_context_mib must be >= 0, got -1"),
+        ({"cuda_context_mib": -1}, "cuda_context_mib must be a non-negative integer, got -1"),
         ({"allocator_fraction": 1.0}, r"allocator_fraction must be in \[0, 1\), got 1.0"),
         ({"gpu_utilization": 0}, r"gpu_utilization must be in \(0, 1\], got 0"),
         ({"kv_dtype": "int3"}, "kv_dtype 'int3' is not allowed; allowed: auto,"),

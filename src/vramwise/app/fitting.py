@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from vramwise.app.choices import DEFAULT_TOP, MAX_TARGETS
 from vramwise.app.run import architecture
-from vramwise.app.setups import INFERENCE_ONLY, TRAINING_ONLY, infer_setup, refuse, train_setup
+from vramwise.app.setups import INFERENCE_ONLY, TRAINING_ONLY, check_format, infer_setup, refuse, train_setup
 from vramwise.catalog import Gpu, get_gpu
 from vramwise.errors import DoesNotFitError, InapplicableOptionError, InvalidWorkloadError
 from vramwise.units import Unit, fmt
 from vramwise.workload import Recompute
+from vramwise.workload.checks import positive
 
 if TYPE_CHECKING:
     from vramwise.fit.layouts import Search
@@ -25,14 +26,11 @@ if TYPE_CHECKING:
     from vramwise.workload import InferSetup, TrainSetup
 
 
-
 class Question(StrEnum):
     MAX = "max"  # the largest target (batch, seq or context)
     MIN_GPUS = "min_gpus"  # training: the fewest data-parallel GPUs under ZeRO-3 or FSDP
     BEST_FORMAT = "best_format"  # inference: the most faithful weight format
     LAYOUTS = "layouts"  # training: every parallel layout of N GPUs, ranked
-
-
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +93,7 @@ def _check(req: FitRequest) -> None:
         refuse(req.options, INFERENCE_ONLY, "is an inference option: add --infer")
     if req.question is not Question.LAYOUTS:
         refuse({"top": req.top, "max_batch": req.max_batch}, ("top", "max_batch"), "applies to --layouts")
+    _check_numbers(req)
     if req.question is Question.MAX and req.target not in MAX_TARGETS:
         raise InvalidWorkloadError(
             f"max '{req.target}' is not allowed; allowed: {', '.join(MAX_TARGETS)}",
@@ -113,6 +112,20 @@ def _check(req: FitRequest) -> None:
         raise InapplicableOptionError("--min-gpus is a training question: drop --infer", field="min_gpus")
 
 
+def _check_numbers(req: FitRequest) -> None:
+    """The question's own numbers, and the options that make --min-gpus impossible."""
+    for name in ("top", "max_batch"):  # 0 and -1 used to be ignored or to cut the table (K1, K2)
+        if getattr(req, name) is not None:
+            positive(name, getattr(req, name))
+    if req.question is Question.MIN_GPUS:
+        # the search tries every dp from 1 up: an option that must divide dp rules out dp=1 and so the question (U1)
+        fixed = {
+            "ep": req.options.get("ep") if req.options.get("ep") != 1 else None,
+            "fsdp_shard": req.options.get("fsdp_shard"),
+        }
+        refuse(fixed, ("ep", "fsdp_shard"), "must divide dp, which --min-gpus searches from 1 up: drop it")
+
+
 def _fit_inference(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: InferSetup) -> FitResult:
     from vramwise.fit.solve import best_format, max_infer
 
@@ -120,6 +133,7 @@ def _fit_inference(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: InferSetu
     if req.question is Question.BEST_FORMAT:
         answer, rows = best_format(model, setup, budget, gpu.memory_bytes, req.unit)
         return FitResult(question=req.question, gpu=gpu, answer=answer, formats=tuple(rows))
+    check_format(model, setup)
     target = "batch" if req.target == "batch" else "context"
     try:
         answer = max_infer(model, setup, budget, target, req.unit)
@@ -131,12 +145,9 @@ def _fit_inference(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: InferSetu
 def _layouts(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: TrainSetup) -> FitResult:
     from vramwise.fit.layouts import search_layouts
 
+    positive("layouts", req.gpus)
     gpus = int(req.gpus or 0)
-    if gpus < 1:
-        raise InvalidWorkloadError(f"layouts must be a positive GPU count, got {req.gpus}", field="layouts")
     top = req.max_batch or setup.batch
-    if top < 1:
-        raise InvalidWorkloadError(f"max_batch must be a positive integer, got {top}", field="max_batch")
     batches = tuple(range(1, top + 1)) if req.max_batch else (setup.batch,)
     found = search_layouts(model, setup, gpus, gpu.memory_bytes, batches=batches)
     if not found.fitting:

@@ -6,12 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vramwise.app.setups import infer_setup, refuse, train_setup
+from vramwise.app.setups import check_format, infer_setup, refuse, train_setup
 from vramwise.catalog import Gpu, get_gpu
 from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
 from vramwise.report.verdict import Verdict, verdict
 from vramwise.spec.load import resolve_model
 from vramwise.spec.model import ModelSpec
+from vramwise.workload.checks import positive
 
 if TYPE_CHECKING:
     from vramwise.estimate.serving import Capacity
@@ -49,8 +50,11 @@ def infer(req: InferRequest) -> InferResult:
             ("gpu_util", "max_batched_tokens"),
             "applies to --serve (the serving capacity)",
         )
+    if req.max_batched_tokens is not None:  # 0 used to mean the default in silence, -1 crashed (C9, U11)
+        positive("max_batched_tokens", req.max_batched_tokens)
     model = resolve_model(req.model)
     setup = infer_setup(req.options)
+    check_format(model, setup)
     gpu = get_gpu(req.gpu) if req.gpu else None
     if req.serve and gpu is None:
         raise InvalidWorkloadError("--serve needs --gpu (the GPU whose memory the KV cache fills)", field="gpu")

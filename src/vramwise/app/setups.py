@@ -11,8 +11,9 @@ import functools
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from vramwise.errors import InapplicableOptionError
+from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
 from vramwise.workload import InferSetup
+from vramwise.workload.checks import show
 
 if TYPE_CHECKING:
     from vramwise.workload import TrainSetup
@@ -124,11 +125,39 @@ def infer_setup(values: Mapping[str, Any]) -> InferSetup:
     return InferSetup.from_flat(**kw)
 
 
+def check_format(model: object, setup: InferSetup) -> None:
+    """Refuse a weight format that quantizes no tensor this model has: ``-f mxfp4`` on a dense model would print
+    bf16's numbers under the label mxfp4 (U13). A model known only by its size has no tensors to ask about."""
+    from vramwise.spec.model import ModelSpec
+
+    if setup.weight_format is None or not isinstance(model, ModelSpec):
+        return
+    from vramwise.formats import FORMATS, get_format
+    from vramwise.spec.params import parameter_groups
+
+    fmt, bf16 = get_format(setup.weight_format), FORMATS["bf16"]
+    if fmt.name in ("fp32", "fp16", "bf16"):
+        return  # a plain dtype quantizes nothing by design
+    groups = parameter_groups(model)
+    if all(fmt.tensor_bytes(g, model, 2).bytes == bf16.tensor_bytes(g, model, 2).bytes for g in groups):
+        raise InvalidWorkloadError(
+            f"format {fmt.name} quantizes no tensor of {model.name} ({fmt.summary}): its numbers would be bf16's; "
+            "choose another (see `vramwise formats`)",
+            field="format",
+        )
+
+
 def train_setup(values: Mapping[str, Any]) -> TrainSetup:
     """The TrainSetup of these option values; ``lora_targets`` may be a comma-separated string."""
     targets = values.get("lora_targets")
     if isinstance(targets, str):
-        values = {**values, "lora_targets": tuple(x.strip() for x in targets.split(",") if x.strip()) or None}
+        names = tuple(x.strip() for x in targets.split(",") if x.strip())
+        if not names:  # `--lora-targets ,` names nothing: refused, not peft's default in silence (K3)
+            raise InvalidWorkloadError(
+                f"lora_targets {show(targets)} names no module; give names such as q_proj,v_proj or all-linear",
+                field="lora_targets",
+            )
+        values = {**values, "lora_targets": names}
     from vramwise.workload import TrainSetup  # not on the inference path (a fresh `vramwise infer` stays light)
 
     kw = _kwargs(values, TRAIN_FIELDS)

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from vramwise.app.choices import DEFAULT_AXIS, SWEEP_AXES
-from vramwise.app.setups import INFERENCE_ONLY, TRAINING_ONLY, infer_setup, refuse, train_setup
+from vramwise.app.setups import INFERENCE_ONLY, TRAINING_ONLY, check_format, infer_setup, refuse, train_setup
 from vramwise.catalog import Gpu, get_gpu
-from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
+from vramwise.errors import InapplicableOptionError, InvalidWorkloadError, VerifyUnsupportedError
 from vramwise.spec.load import resolve_model_with_config
+from vramwise.workload.checks import BOUNDS, positive, show
 
 if TYPE_CHECKING:
     from vramwise.estimate.term import Estimate
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from vramwise.verify.compare import Comparison
     from vramwise.workload import InferSetup, TrainSetup
 
+
+# A chart 9 inches wide (report/plot.py) shows at most about this many labelled bars.
+MAX_POINTS = 64
 
 
 def default_points(vs: str) -> tuple[int, ...]:
@@ -67,14 +71,22 @@ def _points(points: str | Sequence[int], vs: str) -> tuple[int, ...]:
             xs = [int(x) for x in points.split(",") if x.strip()]
         except ValueError:
             raise InvalidWorkloadError(
-                f"points must be comma-separated integers, got '{points}'", field="points"
+                f"points must be comma-separated integers, got {show(points)}", field="points"
             ) from None
     else:
         xs = list(points)
     if not xs:
         xs = list(default_points(vs))
     if any(x <= 0 for x in xs):
-        raise InvalidWorkloadError(f"points must be positive, got {xs}", field="points")
+        raise InvalidWorkloadError(f"points must be positive, got {show(xs)}", field="points")
+    # each point becomes the setup's batch or sequence: the same bound as --batch or --seq (K7)
+    high, why = BOUNDS["seq" if vs == "seq" else "batch"]
+    if any(x > high for x in xs):
+        raise InvalidWorkloadError(
+            f"points on the {vs} axis must be at most {high:,} ({why}), got {show(max(xs))}", field="points"
+        )
+    if len(xs) > MAX_POINTS:
+        raise InvalidWorkloadError(f"points: at most {MAX_POINTS} bars fit a chart, got {len(xs)}", field="points")
     return tuple(xs)
 
 
@@ -93,6 +105,7 @@ def plot_data(req: PlotRequest) -> PlotData:
         from vramwise.estimate.inference import estimate_inference
 
         base = infer_setup(req.options)
+        check_format(model, base)
         estimate_inference(model, base)
         seq = req.vs == "seq"  # with --infer, the sequence is the context
         ests = tuple(estimate_inference(model, replace(base, context=x) if seq else replace(base, batch=x)) for x in xs)
@@ -124,13 +137,18 @@ class VerifyResult:
 
 def verify(req: VerifyRequest) -> VerifyResult:
     """Trace the real model (the verify extra) and put the measurement beside the estimate."""
-    from vramwise.verify.twin import verify_inference, verify_training
-
     _accurate_only(req.options, "verify")
     _modes(req.options, req.infer)
     resolved = resolve_model_with_config(req.model)  # the twin builds the real model from the same config
-    if req.layers is not None and req.layers < 1:
-        raise InvalidWorkloadError(f"layers must be a positive integer, got {req.layers}", field="layers")
+    if resolved.raw_config is None:  # a bare size: refused before torch loads (U10)
+        raise VerifyUnsupportedError(
+            "verify needs the architecture: name a catalog model or a config.json", field="model"
+        )
+    if req.layers is not None:
+        positive("layers", req.layers)
+    # torch and transformers load only now: a bare size or a bad option is refused without them (U10)
+    from vramwise.verify.twin import verify_inference, verify_training
+
     if req.infer:
         if req.layers is not None:
             raise InapplicableOptionError(

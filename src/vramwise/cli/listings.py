@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from vramwise.app.listings import list_formats, list_gpus, list_models
-from vramwise.report.listings import models_json, render_formats, render_gpus, render_models
+from vramwise.report.listings import (
+    formats_json,
+    gpus_json,
+    models_json,
+    render_formats,
+    render_gpus,
+    render_models,
+)
 
 
 def run(command: str, values: dict[str, Any]) -> int:
@@ -13,7 +20,7 @@ def run(command: str, values: dict[str, Any]) -> int:
         rows = list_models()
         print(models_json(rows) if values["json"] else render_models(rows))
     elif command == "gpus":
-        print(render_gpus(list_gpus(), values["units"]))
+        print(gpus_json(list_gpus()) if values["json"] else render_gpus(list_gpus(), values["units"]))
     else:
-        print(render_formats(list_formats()))
+        print(formats_json(list_formats()) if values["json"] else render_formats(list_formats()))
     return 0

@@ -212,10 +212,11 @@ OPTIONS: tuple[Option, ...] = (
     # --- the output
     Option(name="output", flags=("-o", "--output"), type=str, group=Group.OUTPUT, commands=(PLOT,),
            default="vramwise.png", help="output file, .png or .svg (default vramwise.png)"),
-    Option(name="json", flags=("--json",), group=Group.OUTPUT, commands=(INFER, TRAIN, VERIFY, MODELS),
+    Option(name="json", flags=("--json",), group=Group.OUTPUT, commands=(INFER, TRAIN, VERIFY, MODELS, GPUS, FORMATS),
            help="print the estimate as JSON (schema vramwise/estimate v1)",
            help_in={VERIFY: "print the comparison as JSON (schema vramwise/verify v1)",
-                    MODELS: "print the catalog as JSON"}),
+                    MODELS: "print the catalog as JSON", GPUS: "print the catalog as JSON (memory in bytes)",
+                    FORMATS: "print the formats as JSON"}),
     Option(name="explain", flags=("--explain",), group=Group.OUTPUT, commands=(INFER, TRAIN),
            help="show each term's formula and source"),
     Option(name="units", flags=("--units",), type=str, choices=UNITS, group=Group.OUTPUT, default=DEFAULT_UNIT,

@@ -11,8 +11,9 @@ from vramwise.report.titles import plot_labels
 
 
 def run(command: str, values: dict[str, Any]) -> int:
-    from vramwise.report.plot import plot_sweep
+    from vramwise.report.plot import check_output, plot_sweep
 
+    check_output(Path(values["output"]))
     given = {k: values[k] for k in ("vs", "points", "gpu") if values[k] is not None}
     data = plot_data(
         PlotRequest(model=values["model"], options=setup_values(values), infer=bool(values["infer"]), **given)

@@ -35,12 +35,16 @@ class Answer:
     budget: int
 
 
-def _largest(peak: Callable[[int], int], budget: int, lo: int, what: str, unit: Unit) -> tuple[int, bool]:
-    """(largest n >= lo with peak(n) <= budget, whether n + 1 was within the search cap); peak non-decreasing."""
+def _largest(
+    peak: Callable[[int], int], budget: int, lo: int, what: str, unit: Unit, scale: int = 1
+) -> tuple[int, bool]:
+    """(largest n >= lo with peak(n) <= budget, whether n + 1 was within the search cap); peak non-decreasing.
+
+    ``scale``: the value n stands for is n x scale (the sequence under context parallelism), for the message."""
     first = peak(lo)
     if first > budget:
         raise DoesNotFitError(
-            f"{what} {lo} already needs {fmt(first, unit)} > budget {fmt(budget, unit)}: nothing to grow"
+            f"{what} {lo * scale} already needs {fmt(first, unit)} > budget {fmt(budget, unit)}: nothing to grow"
         )
     good, step = lo, lo
     bad = None
@@ -67,7 +71,7 @@ def max_train(spec: ModelSpec, setup: TrainSetup, budget: int, field: str, unit:
     def at(n: int) -> TrainSetup:
         return replace(setup, batch=n) if field == "batch" else replace(setup, seq=n * step)
 
-    n, beyond = _largest(lambda n: training_peak(spec, at(n)), budget, 1, f"training with {field}", unit)
+    n, beyond = _largest(lambda n: training_peak(spec, at(n)), budget, 1, f"training with {field}", unit, step)
     return Answer(
         question=f"max {field}",
         value=n * step,

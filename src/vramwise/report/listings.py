@@ -47,5 +47,15 @@ def render_gpus(rows: Sequence[Gpu], unit: Unit = "gib") -> str:
     return "\n".join(lines)
 
 
+def gpus_json(rows: Sequence[Gpu]) -> str:
+    """Every GPU with its memory in bytes (the unit-free number; the table converts it)."""
+    return render_json({"gpus": [asdict(g) for g in rows]})
+
+
+def formats_json(rows: Sequence[FormatRow]) -> str:
+    """The named formats; ``grouped`` spells the GPTQ/AWQ names that take any bit width and group size."""
+    return render_json({"formats": [asdict(r) for r in rows], "grouped": ["gptq-<b>bit-g<g>", "awq-<b>bit-g<g>"]})
+
+
 def render_formats(rows: Sequence[FormatRow]) -> str:
     return "\n".join([*(f"{f.name:<10} {f.summary}" for f in rows), GROUPED_FORMATS])

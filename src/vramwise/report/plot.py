@@ -22,6 +22,24 @@ def _groups(est: Estimate) -> dict[str, int]:
     return out
 
 
+def check_output(out: Path) -> None:
+    """The output is a .png or .svg file in a folder that exists; no folder is created (K4). Checked before any
+    estimate, so a bad path costs nothing."""
+    if out.suffix.lower() not in (".png", ".svg"):
+        raise VramwiseError(f"plot output must end in .png or .svg, got {out.name!r}", field="output")
+    try:
+        is_dir, parent_ok = out.is_dir(), out.parent.is_dir()
+    except OSError as err:  # a name too long, a loop of links
+        raise VramwiseError(f"plot output {str(out)!r}: {err.strerror or err}", field="output") from None
+    if is_dir:
+        raise VramwiseError(f"plot output {str(out)!r} is a folder; name a .png or .svg file", field="output")
+    if not parent_ok:
+        raise VramwiseError(
+            f"plot output folder {str(out.parent)!r} does not exist or is not a folder (plot creates no folders)",
+            field="output",
+        )
+
+
 def plot_sweep(
     xs: Sequence[int],
     estimate_at: Callable[[int], Estimate],
@@ -40,8 +58,7 @@ def plot_sweep(
         import matplotlib.pyplot as plt
     except ImportError:
         raise VramwiseError("plot needs matplotlib: pip install 'vramwise[plot]'") from None
-    if out.suffix.lower() not in (".png", ".svg"):
-        raise VramwiseError(f"plot output must end in .png or .svg, got '{out.name}'")
+    check_output(out)
     stacks = [_groups(estimate_at(x)) for x in xs]
     names = sorted({k for s in stacks for k in s}, key=lambda k: -max(s.get(k, 0) for s in stacks))
     fig, ax = plt.subplots(figsize=(9, 5))
@@ -58,7 +75,10 @@ def plot_sweep(
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=110)
+    except OSError as err:  # a read-only folder, a full disk, /proc: one line, not a traceback (C11)
+        raise VramwiseError(f"cannot write plot output {str(out)!r}: {err.strerror or err}", field="output") from None
+    finally:
+        plt.close(fig)
     return out

@@ -13,6 +13,8 @@ real run skips.
 from __future__ import annotations
 
 import contextlib
+import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,9 +64,46 @@ def _hf_config(config: dict[str, Any], attention: str) -> Any:
 
     data = {k: v for k, v in config.items() if k not in ("auto_map", "quantization_config", "architectures")}
     model_type = data.pop("model_type")
+    if model_type not in transformers.CONFIG_MAPPING:  # e.g. falcon's old RefinedWebModel, a remote-code type (U2)
+        from vramwise.errors import VerifyUnsupportedError
+
+        raise VerifyUnsupportedError(
+            f"transformers {transformers.__version__} has no model type {str(model_type)[:60]!r}, so verify cannot "
+            "build the model (infer and train estimate it from the config alone)",
+            field="model",
+        )
     hf = transformers.AutoConfig.for_model(model_type, **data)
     hf._attn_implementation = attention
     return hf
+
+
+class _DropMessage(logging.Filter):
+    """Drops one log message (by its start) and lets every other through."""
+
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.start)
+
+
+@contextlib.contextmanager
+def _quiet_cache_rename() -> Iterator[None]:
+    """transformers 5 renamed ``past_key_values`` to ``cache``: it logs "`past_key_values`/`cache_params` are
+    deprecated" once per process (transformers/utils/generic.py, ``logger.warning_once`` in the kwarg shim and the
+    output property) and a model's forward warns once more (a FutureWarning). The trace keeps the old name, which
+    every supported version accepts, so those lines are dropped from stderr (K6). Nothing else is silenced."""
+    log = logging.getLogger("transformers.utils.generic")
+    drop = _DropMessage("`past_key_values`/`cache_params` are deprecated")
+    log.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            # the per-model forward's deprecate_kwarg decorator warns too (FutureWarning, e.g. Qwen2ForCausalLM)
+            warnings.filterwarnings("ignore", message="`past_key_values` is deprecated", category=FutureWarning)
+            yield
+    finally:
+        log.removeFilter(drop)
 
 
 @contextlib.contextmanager
@@ -405,7 +444,15 @@ def trace_inference(
     tracker = LiveStorages()
     fake = fake and device == "cpu"
     place = torch.device(device) if device != "cpu" else contextlib.nullcontext()
-    with _never_packed(), FakeTensorMode() if fake else contextlib.nullcontext(), place, tracker, torch.no_grad():
+    quiet = _quiet_cache_rename()
+    with (
+        quiet,
+        _never_packed(),
+        FakeTensorMode() if fake else contextlib.nullcontext(),
+        place,
+        tracker,
+        torch.no_grad(),
+    ):
         model = transformers.AutoModelForCausalLM.from_config(hf, dtype=dtype)
         model.eval()
         ids = torch.zeros((recipe.batch, recipe.context), dtype=torch.long)

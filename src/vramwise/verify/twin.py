@@ -14,13 +14,14 @@ they differ (DeepSeek MLA) or with 3-D inputs (old Falcon), where CUDA would use
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from vramwise.errors import VerifyUnsupportedError
+from vramwise.errors import VerifyUnsupportedError, VramwiseError
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.term import Estimate, Step
 from vramwise.estimate.train.training import estimate_training
@@ -64,12 +65,21 @@ def _one_line_failure() -> Iterator[None]:
     """Any failure of the traced run is one line, never a traceback: the twin runs third-party code (torch,
     transformers, peft) on configs it was never tested with. That also hides a bug in the twin itself, so
     VRAMWISE_DEBUG=1 re-raises the original exception with its traceback."""
+    fake_log = logging.getLogger("torch._subclasses.fake_tensor")
+    level = fake_log.level
+    # torch logs the whole traceback of a failed meta kernel before re-raising it (fake_tensor.py, _dispatch_impl:
+    # log.exception("failed while attempting to run meta for %s", func)): the error below is the one line (U3)
+    fake_log.setLevel(logging.CRITICAL)
     try:
         yield
+    except VramwiseError:
+        raise  # already one line that names what verify cannot do
     except Exception as err:
         if os.environ.get("VRAMWISE_DEBUG", "") not in ("", "0"):
             raise
         raise VerifyUnsupportedError(f"the traced run failed: {type(err).__name__}: {str(err)[:200]}") from None
+    finally:
+        fake_log.setLevel(level)
 
 
 def _check_torch() -> None:

@@ -1,7 +1,15 @@
-"""Validators shared by the setups: each error names the field, the value and what is allowed."""
+"""Validators shared by the setups: each error names the field, the value and what is allowed.
+
+Every integer a user gives has a plausibility bound (``BOUNDS``): a number past it is a typo or garbage, and
+left unchecked it reaches the byte arithmetic as an astronomically large table, a float overflow (a 300-digit
+batch) or a search that never ends. Each bound says why it is that; all sit well above the real world and at or
+above ``fit``'s search cap (``fit/solve.py`` SEARCH_CAP = 2^22), so every setup a fit search builds is valid.
+Integers must be ``int`` (not ``bool``, not ``2.0``); fractions must be finite real numbers.
+"""
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import TypeVar
 
@@ -9,15 +17,99 @@ from vramwise.errors import InvalidWorkloadError
 
 E = TypeVar("E", bound=StrEnum)
 
+# GPUs in one parallel degree (dp, tp, pp, cp, ep, an FSDP shard group, fit --layouts): 2^22 = 4,194,304 is 20x
+# the largest published cluster (xAI's Colossus, 200,000 GPUs) and fit's search cap for --min-gpus.
+MAX_GPUS = 1 << 22
+_GPUS_WHY = "more GPUs than any cluster: the largest published has 200,000"
+# Tokens per sequence (context, seq, new tokens, a prefill chunk, a loss chunk, vLLM's batched tokens):
+# 2^30 = 1,073,741,824 is 100x the longest published context window (Llama 4 Scout: 10M tokens), and room for
+# fit --max seq's search cap (2^22) times a context-parallel degree up to 256.
+MAX_TOKENS = 1 << 30
+_TOKENS_WHY = "100x the longest published context window, Llama 4 Scout's 10M tokens"
+# Sequences in a batch: 2^24 = 16,777,216 is 65,536x vLLM's default max_num_seqs (256) and 4x fit's search cap.
+MAX_BATCH = 1 << 24
+_BATCH_WHY = "65,536x vLLM's default of 256 concurrent sequences"
+# Decoder layers (freeze_layers, interleave, verify --layers): 2^16 = 65,536, the deepest published LMs have about
+# a hundred (PaLM 540B: 118; GPT-3 175B: 96).
+MAX_LAYERS = 1 << 16
+_LAYERS_WHY = "the deepest published LMs have about 100 layers (PaLM 540B: 118)"
 
-def positive(field: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidWorkloadError(f"{field} must be a positive integer, got {value!r}")
+BOUNDS: dict[str, tuple[int, str]] = {
+    "batch": (MAX_BATCH, _BATCH_WHY),
+    "context": (MAX_TOKENS, _TOKENS_WHY),
+    "seq": (MAX_TOKENS, _TOKENS_WHY),
+    "new_tokens": (MAX_TOKENS, _TOKENS_WHY),
+    "prefill_chunk": (MAX_TOKENS, _TOKENS_WHY),
+    "loss_chunk": (MAX_TOKENS, _TOKENS_WHY),
+    "max_batched_tokens": (MAX_TOKENS, _TOKENS_WHY),
+    # vLLM's --block-size choices end at 128 (vllm/config/cache.py, BlockSize = Literal[1, 8, 16, 32, 64, 128])
+    "kv_block": (1 << 16, "512x vLLM's largest block size, 128 tokens"),
+    "tp": (MAX_GPUS, _GPUS_WHY),
+    "dp": (MAX_GPUS, _GPUS_WHY),
+    "pp": (MAX_GPUS, _GPUS_WHY),
+    "cp": (MAX_GPUS, _GPUS_WHY),
+    "ep": (MAX_GPUS, _GPUS_WHY),
+    "fsdp_shard": (MAX_GPUS, _GPUS_WHY),
+    "layouts": (MAX_GPUS, _GPUS_WHY),
+    # a pipeline needs at least pp micro-batches per step, so accumulation is bounded like a GPU count
+    "grad_accum": (MAX_GPUS, "micro-batches per step, bounded like a GPU count (a pipeline needs pp of them)"),
+    "interleave": (MAX_LAYERS, _LAYERS_WHY),
+    "freeze_layers": (MAX_LAYERS, _LAYERS_WHY),
+    "layers": (MAX_LAYERS, _LAYERS_WHY),
+    # past the hidden size an adapter is no longer low rank; the widest published is PaLM 540B's 18,432
+    "lora_r": (1 << 16, "wider than any published hidden size, PaLM 540B's 18,432"),
+    # DeepSpeed's defaults are 5e8 and 5e7 elements (deepspeed/runtime/zero/config.py); 2^43 = 8.8 trillion
+    "reduce_bucket": (1 << 43, "more elements than any published model has parameters (Kimi K2: 1.04 trillion)"),
+    "prefetch_bucket": (1 << 43, "more elements than any published model has parameters (Kimi K2: 1.04 trillion)"),
+    # 2^20 MiB = 1 TiB: more than any GPU's memory (the largest in the catalog, B300, has 288 GB)
+    "cuda_context_mib": (1 << 20, "1 TiB, more than any GPU's memory"),
+    # fit --layouts tries every micro-batch from 1 to this for every layout family: 4,096 keeps that search short
+    # and is above any published per-GPU micro-batch
+    "max_batch": (1 << 12, "every micro-batch up to it is tried for each layout; none published is larger"),
+    "top": (MAX_GPUS, "more rows than any layout search lists"),
+}
 
 
-def non_negative(field: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidWorkloadError(f"{field} must be a non-negative integer, got {value!r}")
+def show(value: object) -> str:
+    """The value for a message, short: a huge integer as its digit count, a long text cut (U8)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {int(value.bit_length() * math.log10(2)) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def integer(field: str, value: object, low: int) -> None:
+    """``value`` is an int (not a bool) from ``low`` to the field's bound in ``BOUNDS``."""
+    high, why = BOUNDS[field]
+    allowed = f"an integer from {low} to {high:,}"
+    kind = "a positive integer" if low == 1 else "a non-negative integer"
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InvalidWorkloadError(f"{field} must be {kind}, got {show(value)}", field=field, allowed=allowed)
+    if value > high:
+        raise InvalidWorkloadError(
+            f"{field} must be at most {high:,} ({why}), got {show(value)}", field=field, allowed=allowed
+        )
+
+
+def positive(field: str, value: object) -> None:
+    integer(field, value, 1)
+
+
+def non_negative(field: str, value: object) -> None:
+    integer(field, value, 0)
+
+
+def real(
+    field: str, value: object, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
+    """``value`` is a finite real number (not a bool) from ``low`` to ``high``, each end open or closed."""
+    allowed = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        assert isinstance(value, (int, float))
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        raise InvalidWorkloadError(f"{field} must be in {allowed}, got {show(value)}", field=field, allowed=allowed)
 
 
 def choice(field: str, value: str, allowed: type[E]) -> E:
@@ -26,8 +118,10 @@ def choice(field: str, value: str, allowed: type[E]) -> E:
         return value  # already checked: replace() on a setup re-runs the checks on unchanged fields
     try:
         return allowed(value)
-    except ValueError:
-        raise InvalidWorkloadError(f"{field} '{value}' is not allowed; allowed: {', '.join(allowed)}") from None
+    except (ValueError, TypeError):
+        raise InvalidWorkloadError(
+            f"{field} {show(value)} is not allowed; allowed: {', '.join(allowed)}", field=field
+        ) from None
 
 
 def coerce(obj: object, field: str, allowed: type[StrEnum], name: str | None = None) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vramwise.errors import InvalidWorkloadError
-from vramwise.workload.checks import coerce, non_negative, positive
+from vramwise.workload.checks import coerce, non_negative, positive, real, show
 from vramwise.workload.flat import FlatNames
 from vramwise.workload.options import AttentionImpl, KvDtype, Mode
 from vramwise.workload.overheads import Overheads
@@ -49,8 +49,11 @@ class InferSetup:
         coerce(self, "kv_dtype", KvDtype)
         coerce(self, "attention", AttentionImpl)
         coerce(self, "mode", Mode)
-        if not 0 < self.gpu_utilization <= 1:
-            raise InvalidWorkloadError(f"gpu_utilization must be in (0, 1], got {self.gpu_utilization}")
+        if not isinstance(self.all_logits, bool):
+            raise InvalidWorkloadError(
+                f"all_logits must be True or False, got {show(self.all_logits)}", field="all_logits"
+            )
+        real("gpu_utilization", self.gpu_utilization, 0, 1, low_open=True)
 
     @property
     def tokens(self) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vramwise.errors import InvalidWorkloadError
+from vramwise.workload.checks import non_negative, real
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -15,10 +15,10 @@ class Overheads:
     allocator_fraction: float | None = None  # None: the default in estimate/overheads.py
 
     def __post_init__(self) -> None:
-        if self.cuda_context_mib is not None and self.cuda_context_mib < 0:
-            raise InvalidWorkloadError(f"cuda_context_mib must be >= 0, got {self.cuda_context_mib}")
-        if self.allocator_fraction is not None and not 0 <= self.allocator_fraction < 1:
-            raise InvalidWorkloadError(f"allocator_fraction must be in [0, 1), got {self.allocator_fraction}")
+        if self.cuda_context_mib is not None:
+            non_negative("cuda_context_mib", self.cuda_context_mib)
+        if self.allocator_fraction is not None:
+            real("allocator_fraction", self.allocator_fraction, 0, 1, high_open=True)
 
 
 # Neither a CUDA context nor an allocator reserve: what a traced step measures (verify, the accuracy bench).

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
-from vramwise.workload.checks import coerce, non_negative, positive
+from vramwise.workload.checks import coerce, non_negative, positive, real, show
 from vramwise.workload.flat import FlatNames
 from vramwise.workload.layout import ParallelConfig
 from vramwise.workload.options import (
@@ -68,8 +68,8 @@ class PeftConfig:
         coerce(self, "method", PeftMethod, "peft")
         positive("lora_r", self.lora_r)
         non_negative("freeze_layers", self.freeze_layers)
-        if not 0 <= self.lora_dropout < 1:
-            raise InvalidWorkloadError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        real("lora_dropout", self.lora_dropout, 0, 1, high_open=True)
+        _targets(self.lora_targets)
 
     @property
     def adapters(self) -> bool:
@@ -86,8 +86,7 @@ class TextbookConfig:
 
     def __post_init__(self) -> None:
         coerce(self, "seed", Seed)
-        if not 0 < self.lora_fraction < 1:
-            raise InvalidWorkloadError(f"lora_fraction must be in (0, 1), got {self.lora_fraction}")
+        real("lora_fraction", self.lora_fraction, 0, 1, low_open=True, high_open=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,6 +153,15 @@ class TrainSetup:
         return dataclasses.replace(self, **_FLAT.changes(self, flat))
 
 
+def _targets(targets: object) -> None:
+    """LoRA targets: a tuple of non-empty module names (empty: peft's default for the model)."""
+    if not isinstance(targets, tuple) or not all(isinstance(t, str) and t.strip() for t in targets):
+        raise InvalidWorkloadError(
+            f"lora_targets must be module names (such as q_proj,v_proj) or all-linear, got {show(targets)}",
+            field="lora_targets",
+        )
+
+
 def step_impl(precision: PrecisionConfig, optimizer: OptimizerConfig) -> OptimizerImpl:
     """The optimizer implementation: DeepSpeed and Megatron ship fused Adam; torch.optim defaults to foreach."""
     if optimizer.impl != OptimizerImpl.AUTO:
@@ -163,8 +171,6 @@ def step_impl(precision: PrecisionConfig, optimizer: OptimizerConfig) -> Optimiz
 
 
 _PER_STEP = ("batch", "seq")
-
-
 
 
 # Flat name -> (group, attribute), in schema v1's order ('' = a field of TrainSetup itself).
