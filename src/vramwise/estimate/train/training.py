@@ -427,18 +427,53 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
 _PLANS: dict[tuple, tuple[Plan, ...]] = {}
 
 
-def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[Plan, ...]:
-    """Plans of the stages that can be the worst GPU: the first and the last.
+def _composition(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> tuple[bool, bool, dict[tuple, int]]:
+    """What a stage's plan depends on besides its micro-batches in flight: its first/last role and how many of
+    its layers are of each kind (MoE or dense, trainable or frozen, sliding or full attention).
 
-    A middle stage holds no more layers than the first (earlier stages take the remainder), no more
-    micro-batches in flight, and neither the embeddings nor the loss.
+    Every per-layer quantity of the plan reads only these: ``_saved_per_token`` (MoE or dense, recording),
+    ``_any_sliding`` (the sliding mask), ``stage_share`` and ``states._trainable`` (layer, MoE and trainable
+    counts).
     """
+    moe = set(spec.moe.moe_layers) if spec.moe else set()
+    freeze = setup.peft.freeze_layers
+    kinds: dict[tuple, int] = {}
+    for i in stage.layers:
+        kind = (i in moe, i >= freeze, spec.layer_attention(i) == "sliding")
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return stage.first, stage.last, kinds
+
+
+def _candidate_stages(spec: ModelSpec, setup: TrainSetup) -> list[Stage]:
+    """The stages that can be the worst GPU, in stage order.
+
+    A middle stage can exceed the first and the last: DeepSeek's dense first layers
+    (``first_k_dense_replace``) leave the first stage fewer experts than a middle one, and frozen bottom
+    layers leave the first stages fewer gradients. A stage is left out only when an earlier stage of the same
+    role (first, last or middle) has at least as many layers of every kind: every term a layer brings is
+    non-negative, and the micro-batches in flight (by which the activations grow) never grow with the stage
+    index (``_in_flight``), so that earlier stage's every phase is at least as large. A uniform model keeps
+    at most three (first, the longest middle, last).
+    """
+    kept: list[tuple[Stage, tuple[bool, bool, dict[tuple, int]]]] = []
+    for s in stages(spec, setup.parallel.pp):
+        first, last, kinds = _composition(spec, setup, s)
+        dominated = any(
+            role == (first, last) and all(held.get(kind, 0) >= n for kind, n in kinds.items())
+            for _, (*role, held) in kept
+        )
+        if not dominated:
+            kept.append((s, (first, last, kinds)))
+    return [s for s, _ in kept]
+
+
+def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[Plan, ...]:
+    """Plans of the stages that can be the worst GPU (``_candidate_stages``), in stage order."""
     key = (model, setup.static, setup.seq if setup.attention == AttentionImpl.EAGER else 0)
     hit = _PLANS.get(key)
     if hit is None:
         spec = _check(model, setup)
-        split = stages(spec, setup.parallel.pp)
-        hit = tuple(_stage_plan(spec, setup, s) for s in split[:1] + split[1:][-1:])
+        hit = tuple(_stage_plan(spec, setup, s) for s in _candidate_stages(spec, setup))
         if len(_PLANS) > 4096:
             _PLANS.clear()
         _PLANS[key] = hit
@@ -470,7 +505,7 @@ def estimate_training(model: Model, setup: TrainSetup) -> Estimate:
 
 
 def phase_totals(model: ModelSpec, setup: TrainSetup) -> list[int]:
-    """Per-GPU bytes of every phase of the stages that can be the worst (the first and the last).
+    """Per-GPU bytes of every phase of the stages that can be the worst (``_candidate_stages``).
 
     The layout search uses these at two micro-batch sizes: each phase grows linearly with the micro-batch
     (but for rounding and the loss chunk), so the peak at any micro-batch is about the largest of these lines.
