@@ -78,6 +78,25 @@ def test_fsdp_matches_the_traced_fsdp2_run_within_two_percent() -> None:
     assert _bytes(est, "optimizer/states") == 4 * PHI_7B // 8
 
 
+@pytest.mark.parametrize("fsdp", ["full", "hybrid"])
+def test_fsdp_head_backward_holds_one_loss_chunk_of_logits_gradient(fsdp: str) -> None:
+    # W3: the head's backward holds the logits' gradient; a chunked loss builds logits one chunk at a time,
+    # so it holds one chunk's (min(chunk, T) tokens), the full loss all T. Llama-2-7B, bf16-mixed: compute
+    # 2 B; b 4 x s 8192 = T 32,768 tokens.
+    kw = {"dp": 8, "fsdp": fsdp, "batch": 4, "seq": 8192, "recompute": "full"}
+    if fsdp == "hybrid":
+        kw["fsdp_shard"] = 4
+    T = 4 * 8192
+    full = next(p for p in _train(**kw).phases if p.name == "backward (head)")
+    assert next(t for t in full.transient if t.name == "loss/logits_grad").bytes == T * V * 2
+    for chunk in (1024, 8192, 65536):
+        est = _train(loss="chunked", loss_chunk=chunk, **kw)
+        head = next(p for p in est.phases if p.name == "backward (head)")
+        grad = next(t for t in head.transient if t.name == "loss/logits_grad")
+        assert grad.bytes == min(chunk, T) * V * 2
+        assert head.bytes - grad.bytes == full.bytes - T * V * 2  # nothing else in the phase moves
+
+
 def test_lora_adapters_by_hand() -> None:
     est = _train(precision="bf16-mixed", peft="lora", lora_r=16, lora_targets=("q_proj", "v_proj"))
     adapters = L * 2 * 16 * (H + H)  # q_proj and v_proj: r x (in + out) in every layer

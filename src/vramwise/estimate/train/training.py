@@ -345,7 +345,8 @@ def _backward_phases(
         if stage.last and not setup.peft.adapters:
             # the head's backward: the last two layer units are already being gathered (prefetch)
             units = [j for j in bwd if out.rules[j].name != "fsdp/unsharded_grads"]
-            phases.append((PhaseKind.BACKWARD_HEAD, fwd.in_layers + units + out.add(*head_grads(spec, recipe))))
+            head = out.add(*head_grads(spec, recipe, setup.loss))
+            phases.append((PhaseKind.BACKWARD_HEAD, fwd.in_layers + units + head))
     return phases
 
 
