@@ -71,6 +71,41 @@ def test_zero_stages_partition_model_states_as_the_zero_paper(zero: int, expecte
     assert _states(est) == pytest.approx(expected * PHI_7B, rel=1e-6)
 
 
+def _phase_terms(est: Estimate, phase: str) -> dict[str, int]:
+    return {t.name: t.bytes for t in next(p for p in est.phases if p.name == phase).transient}
+
+
+def test_zero_1_and_2_gradients_live_as_deepspeed_allocates_them() -> None:
+    # W4. DeepSpeed stage_1_and_2.py (commit 38327e07): ZeRO-2 allocates its gradient partition during
+    # backward (copy_grads_in_partition) and frees it in step(); ZeRO-1 keeps the full .grad until the
+    # reduction at backward end, then only its partition (averaged_gradients) for the step; both allocate an
+    # ipg_buffer of reduce_bucket_size (5e8) elements in backward(). stage3.py preallocates its partition once.
+    # Llama-2-7B, bf16-mixed (2 B gradients), dp 4, one micro-batch per step.
+    bucket = min(500_000_000, PHI_7B) * 2
+    one, two, three = (_train(precision="bf16-mixed", dp=4, zero=z) for z in (1, 2, 3))
+    for est in (one, two):
+        assert "gradients" not in [t.name for t in est.persistent]  # nothing of them during the forward
+        assert _phase_terms(est, "optimizer step")["gradients"] == 2 * PHI_7B // 4
+        assert _phase_terms(est, "backward end")["zero/reduce_bucket"] == bucket
+    assert _phase_terms(one, "backward end")["gradients"] == 2 * PHI_7B  # before the epilogue frees them
+    assert _phase_terms(two, "backward end")["gradients"] == 2 * PHI_7B // 4
+    assert next(t for t in three.persistent if t.name == "gradients").bytes == 2 * PHI_7B // 4
+    forward = [next(p for p in e.phases if p.name == "forward end") for e in (one, two)]
+    assert one.phase_total(forward[0]) == two.phase_total(forward[1])
+    assert three.peak_bytes <= two.peak_bytes <= one.peak_bytes
+    # accumulating over micro-batches, ZeRO-2's averaged_gradients outlive each backward
+    accumulating = _train(precision="bf16-mixed", dp=4, zero=2, grad_accum=4)
+    assert next(t for t in accumulating.persistent if t.name == "gradients").bytes == 2 * PHI_7B // 4
+
+
+def test_zero_2_never_above_zero_1_in_the_reported_recipe() -> None:
+    # the finding's reproducer: ZeRO-2 was estimated 7.7 GiB above ZeRO-1 (its partition held through the
+    # forward); under DeepSpeed's allocation both peak in the loss backward with the same tensors live
+    kw = {"model": "llama-3.1-8b", "seq": 4096, "precision": "amp", "optimizer": "adafactor", "dp": 4}
+    one, two = _train(zero=1, **kw), _train(zero=2, **kw)
+    assert two.peak_bytes <= one.peak_bytes
+
+
 def test_fsdp_matches_the_traced_fsdp2_run_within_two_percent() -> None:
     # notes §2c: FSDP2, 8 ranks, bf16, Llama-2-7B, b=1, s=2048, after a warm-up step: 19,188,161,172 B.
     est = _train(precision="bf16", dp=8, fsdp="full", batch=1, seq=2048)

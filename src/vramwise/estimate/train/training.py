@@ -1,7 +1,7 @@
 """Training memory per GPU in accurate mode: every term of one pipeline stage, by phase.
 
 Persistent: weights (by category, in the recipe's storage; QLoRA's base in NF4), LoRA adapters, the fp32
-master copy, optimizer states, gradients when they outlive a backward (accumulation, ZeRO-2/3 partitions,
+master copy, optimizer states, gradients when they outlive a backward (accumulation, ZeRO-3 partitions,
 DDP buckets), the CUDA context. Phases, each with what is live only then:
   forward end       activations of every in-flight micro-batch, the saved loss, autocast's weight copies,
                     ZeRO-3/FSDP gathered parameters;
@@ -269,9 +269,11 @@ def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> Term:
 def _persistent(setup: TrainSetup, states: ModelStates) -> tuple[tuple[Term, ...], Term | None]:
     """The stage's persistent terms, and its gradients when they live only from backward to the step."""
     grads = states.gradients
-    # Gradients outlive a backward when they accumulate, or in DeepSpeed's preallocated ZeRO-2/3 partition;
-    # FSDP allocates each sharded gradient at its reduce-scatter, so the loss backward sees none.
-    zero_buffer = setup.parallel.sharding.gradients > 1 and setup.parallel.fsdp == FsdpMode.NONE
+    # Gradients outlive a backward when they accumulate, or in DeepSpeed ZeRO-3's partition, preallocated
+    # once (stage3.py _setup_for_real_optimizer: grad_partitions_flat_buffer). ZeRO-2 allocates its partition
+    # during backward and frees it after the step (stage_1_and_2.py copy_grads_in_partition, step); FSDP
+    # allocates each sharded gradient at its reduce-scatter: the loss backward sees none of either.
+    zero_buffer = setup.parallel.sharding.stage == 3 and setup.parallel.fsdp == FsdpMode.NONE
     grads_persist = grads is not None and (setup.grad_accum > 1 or zero_buffer)
     kept = (grads,) if grads is not None and grads_persist else ()
     context = cuda_context_term(setup.overheads.cuda_context_mib)
@@ -354,12 +356,12 @@ def _release_phases(
     states: ModelStates, grads: Term | None, gathered_backward: list[Term], out: Transients
 ) -> list[tuple[PhaseKind, list[int]]]:
     """Backward end and the optimizer step: the activations are gone; ``grads``, the gradients that are not
-    persistent, live in both."""
+    persistent, live at backward end, and in the step what of them it still holds (ZeRO-1: its partition)."""
     end = out.add(*states.backward_extra, *gathered_backward)
     step = out.add(*states.step_extra)
     if grads is not None:
-        released = out.add(grads)
-        end, step = released + end, released + step
+        end = out.add(grads) + end
+        step = out.add(states.step_gradients or grads) + step
     return [(PhaseKind.BACKWARD_END, end), (PhaseKind.OPTIMIZER_STEP, step)]
 
 
