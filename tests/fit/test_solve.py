@@ -8,6 +8,7 @@ import pytest
 
 from vramwise.catalog import get_gpu
 from vramwise.cli import main
+from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.train.training import estimate_stages, estimate_training
 from vramwise.fit.layouts import search_layouts
@@ -157,6 +158,21 @@ def test_layouts_of_a_deepseek_pipeline_fit_every_stage() -> None:
             tp=x.tp, pp=x.pp, dp=x.dp, zero=x.zero, recompute=x.recompute, offload=x.offload, batch=x.batch
         )
         assert _worst_stage(spec, replace(trial, grad_accum=max(16, x.pp))) <= budget
+
+
+@pytest.mark.parametrize("infer", [True, False])
+def test_largest_context_of_a_learned_position_table_stops_at_the_table(infer: bool) -> None:
+    # W7: GPT-2 has 1,024 learned positions (n_positions); the memory alone would allow millions of tokens on
+    # an H200. The solver answers within the table or refuses; it never answers beyond it.
+    spec, budget = catalog_spec("gpt2"), get_gpu("h200").memory_bytes
+    try:
+        answer = (
+            max_infer(spec, InferSetup(), budget, "context") if infer else max_train(spec, TrainSetup(), budget, "seq")
+        )
+    except InvalidWorkloadError as err:
+        assert "1,024" in str(err)
+    else:
+        assert int(answer.value) <= 1024
 
 
 def test_nothing_fits_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,11 +18,12 @@ tensors per layer from ``activations.py``, the loss region from ``loss.py``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
+from vramwise.estimate.positions import training_positions
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.layout import (
@@ -487,24 +488,39 @@ def _vars(setup: TrainSetup) -> Vars:
     return Vars.training(setup.batch, setup.seq, setup.parallel.cp, setup.loss_chunk)
 
 
+def _positions(model: Model, setup: TrainSetup) -> str | None:
+    """The sequence against the model's positions (``estimate/positions.py``): outside the plans' cache,
+    which the sequence does not key."""
+    return None if isinstance(model, BareModel) else training_positions(model, setup)
+
+
+def _noted(est: Estimate, note: str | None) -> Estimate:
+    return replace(est, notes=(*est.notes, note)) if note else est
+
+
 def training_peak(model: Model, setup: TrainSetup) -> int:
     """Peak bytes of the worst GPU, without rendering terms: the number ``estimate_training`` reports."""
+    plans = _worst_candidates(model, setup)
+    _positions(model, setup)
     v = _vars(setup)
-    return max(plan.peak(v) for plan in _worst_candidates(model, setup))
+    return max(plan.peak(v) for plan in plans)
 
 
 def estimate_stages(model: Model, setup: TrainSetup) -> list[Estimate]:
     """One estimate per pipeline stage (a single one without pipelining)."""
     spec = _check(model, setup)
+    note = _positions(spec, setup)
     v = _vars(setup)
-    return [_stage_plan(spec, setup, s).render(v) for s in stages(spec, setup.parallel.pp)]
+    return [_noted(_stage_plan(spec, setup, s).render(v), note) for s in stages(spec, setup.parallel.pp)]
 
 
 def estimate_training(model: Model, setup: TrainSetup) -> Estimate:
     """The worst GPU: the pipeline stage with the highest peak, every term rendered with its formula."""
+    plans = _worst_candidates(model, setup)
+    note = _positions(model, setup)
     v = _vars(setup)
-    plan = max(_worst_candidates(model, setup), key=lambda p: p.peak(v))
-    return plan.render(v)
+    plan = max(plans, key=lambda p: p.peak(v))
+    return _noted(plan.render(v), note)
 
 
 def phase_totals(model: ModelSpec, setup: TrainSetup) -> list[int]:
@@ -513,5 +529,7 @@ def phase_totals(model: ModelSpec, setup: TrainSetup) -> list[int]:
     The layout search uses these at two micro-batch sizes: each phase grows linearly with the micro-batch
     (but for rounding and the loss chunk), so the peak at any micro-batch is about the largest of these lines.
     """
+    plans = _worst_candidates(model, setup)
+    _positions(model, setup)
     v = _vars(setup)
-    return [n for plan in _worst_candidates(model, setup) for n in plan.phase_bytes(v)]
+    return [n for plan in plans for n in plan.phase_bytes(v)]
