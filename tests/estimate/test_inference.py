@@ -120,10 +120,13 @@ def test_peak_is_the_rendered_peak_over_random_setups() -> None:
     checked = 0
     for _ in range(300):
         spec = resolve_model(rng.choice(models))
+        context, new_tokens = rng.choice([17, 1000, 5000, 16384]), rng.choice([0, 1, 100])
+        if spec.name == "gpt2":
+            context = min(context, 1024 - new_tokens)  # its learned position table has 1,024 rows
         setup = InferSetup.from_flat(
             batch=rng.choice([1, 2, 3, 16]),
-            context=rng.choice([17, 1000, 5000, 16384]),
-            new_tokens=rng.choice([0, 1, 100]),
+            context=context,
+            new_tokens=new_tokens,
             weight_format=rng.choice([None, "fp32", "fp16", "int8", "nf4", "q4_k_m"]),
             kv_dtype=rng.choice(["auto", "fp8", "fp32"]),
             attention=rng.choice(["sdpa", "flash", "eager"]),

@@ -71,11 +71,65 @@ def test_zero_stages_partition_model_states_as_the_zero_paper(zero: int, expecte
     assert _states(est) == pytest.approx(expected * PHI_7B, rel=1e-6)
 
 
+def _phase_terms(est: Estimate, phase: str) -> dict[str, int]:
+    return {t.name: t.bytes for t in next(p for p in est.phases if p.name == phase).transient}
+
+
+def test_zero_1_and_2_gradients_live_as_deepspeed_allocates_them() -> None:
+    # W4. DeepSpeed stage_1_and_2.py (commit 38327e07): ZeRO-2 allocates its gradient partition during
+    # backward (copy_grads_in_partition) and frees it in step(); ZeRO-1 keeps the full .grad until the
+    # reduction at backward end, then only its partition (averaged_gradients) for the step; both allocate an
+    # ipg_buffer of reduce_bucket_size (5e8) elements in backward(). stage3.py preallocates its partition once.
+    # Llama-2-7B, bf16-mixed (2 B gradients), dp 4, one micro-batch per step.
+    bucket = min(500_000_000, PHI_7B) * 2
+    one, two, three = (_train(precision="bf16-mixed", dp=4, zero=z) for z in (1, 2, 3))
+    for est in (one, two):
+        assert "gradients" not in [t.name for t in est.persistent]  # nothing of them during the forward
+        assert _phase_terms(est, "optimizer step")["gradients"] == 2 * PHI_7B // 4
+        assert _phase_terms(est, "backward end")["zero/reduce_bucket"] == bucket
+    assert _phase_terms(one, "backward end")["gradients"] == 2 * PHI_7B  # before the epilogue frees them
+    assert _phase_terms(two, "backward end")["gradients"] == 2 * PHI_7B // 4
+    assert next(t for t in three.persistent if t.name == "gradients").bytes == 2 * PHI_7B // 4
+    forward = [next(p for p in e.phases if p.name == "forward end") for e in (one, two)]
+    assert one.phase_total(forward[0]) == two.phase_total(forward[1])
+    assert three.peak_bytes <= two.peak_bytes <= one.peak_bytes
+    # accumulating over micro-batches, ZeRO-2's averaged_gradients outlive each backward
+    accumulating = _train(precision="bf16-mixed", dp=4, zero=2, grad_accum=4)
+    assert next(t for t in accumulating.persistent if t.name == "gradients").bytes == 2 * PHI_7B // 4
+
+
+def test_zero_2_never_above_zero_1_in_the_reported_recipe() -> None:
+    # the finding's reproducer: ZeRO-2 was estimated 7.7 GiB above ZeRO-1 (its partition held through the
+    # forward); under DeepSpeed's allocation both peak in the loss backward with the same tensors live
+    kw = {"model": "llama-3.1-8b", "seq": 4096, "precision": "amp", "optimizer": "adafactor", "dp": 4}
+    one, two = _train(zero=1, **kw), _train(zero=2, **kw)
+    assert two.peak_bytes <= one.peak_bytes
+
+
 def test_fsdp_matches_the_traced_fsdp2_run_within_two_percent() -> None:
     # notes §2c: FSDP2, 8 ranks, bf16, Llama-2-7B, b=1, s=2048, after a warm-up step: 19,188,161,172 B.
     est = _train(precision="bf16", dp=8, fsdp="full", batch=1, seq=2048)
     assert est.peak_bytes == pytest.approx(19_188_161_172, rel=0.02)
     assert _bytes(est, "optimizer/states") == 4 * PHI_7B // 8
+
+
+@pytest.mark.parametrize("fsdp", ["full", "hybrid"])
+def test_fsdp_head_backward_holds_one_loss_chunk_of_logits_gradient(fsdp: str) -> None:
+    # W3: the head's backward holds the logits' gradient; a chunked loss builds logits one chunk at a time,
+    # so it holds one chunk's (min(chunk, T) tokens), the full loss all T. Llama-2-7B, bf16-mixed: compute
+    # 2 B; b 4 x s 8192 = T 32,768 tokens.
+    kw = {"dp": 8, "fsdp": fsdp, "batch": 4, "seq": 8192, "recompute": "full"}
+    if fsdp == "hybrid":
+        kw["fsdp_shard"] = 4
+    T = 4 * 8192
+    full = next(p for p in _train(**kw).phases if p.name == "backward (head)")
+    assert next(t for t in full.transient if t.name == "loss/logits_grad").bytes == T * V * 2
+    for chunk in (1024, 8192, 65536):
+        est = _train(loss="chunked", loss_chunk=chunk, **kw)
+        head = next(p for p in est.phases if p.name == "backward (head)")
+        grad = next(t for t in head.transient if t.name == "loss/logits_grad")
+        assert grad.bytes == min(chunk, T) * V * 2
+        assert head.bytes - grad.bytes == full.bytes - T * V * 2  # nothing else in the phase moves
 
 
 def test_lora_adapters_by_hand() -> None:

@@ -8,8 +8,9 @@ import pytest
 
 from vramwise.catalog import get_gpu
 from vramwise.cli import main
+from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.inference import estimate_inference
-from vramwise.estimate.train.training import estimate_training
+from vramwise.estimate.train.training import estimate_stages, estimate_training
 from vramwise.fit.layouts import search_layouts
 from vramwise.fit.solve import FORMATS_BY_QUALITY, DoesNotFitError, best_format, max_infer, max_train, min_gpus
 from vramwise.spec.adapters import spec_from_config
@@ -106,6 +107,72 @@ def test_layouts_returned_fit_and_rejected_families_do_not(
         assert r.smallest_peak > budget and r.reason
     assert [x.throughput for x in fitting] == sorted((x.throughput for x in fitting), reverse=True)
     assert fitting or rejected
+
+
+def _worst_stage(spec: ModelSpec, setup: TrainSetup) -> int:
+    """The oracle for a pipeline: every stage's own estimate (what ``vramwise train`` renders), the worst of them."""
+    return max(e.peak_bytes for e in estimate_stages(spec, setup))
+
+
+@pytest.mark.parametrize(
+    ("model", "gpu", "setup"),
+    [
+        # DeepSeek's dense first layers leave stage 0 fewer experts than stage 1, which is the worst GPU here
+        ("deepseek-v2-lite", "a100-40gb", TrainSetup.from_flat(pp=8, grad_accum=16, dp=8, zero=1, seq=4096)),
+        (
+            "deepseek-v3",
+            "h100-80gb",
+            TrainSetup.from_flat(pp=16, tp=8, ep=8, dp=8, zero=1, grad_accum=32, recompute="full"),
+        ),
+        # frozen bottom layers: stage 2 trains all its layers, stages 0 and 1 freeze some
+        (
+            "mixtral-8x7b",
+            "h100-80gb",
+            TrainSetup.from_flat(pp=8, tp=2, grad_accum=16, freeze_layers=5, recompute="full"),
+        ),
+    ],
+)
+def test_largest_batch_of_a_pipeline_fits_every_stage(model: str, gpu: str, setup: TrainSetup) -> None:
+    spec, budget = catalog_spec(model), get_gpu(gpu).memory_bytes
+    n = int(max_train(spec, setup, budget, "batch").value)
+    assert _worst_stage(spec, setup.with_flat(batch=n)) <= budget < _worst_stage(spec, setup.with_flat(batch=n + 1))
+
+
+def test_first_reported_deepseek_pipeline_no_longer_fits() -> None:
+    # the finding's reproducer: stage 1 of 8 needs more than an A100-40GB even at micro-batch 1
+    spec, budget = catalog_spec("deepseek-v2-lite"), get_gpu("a100-40gb").memory_bytes
+    setup = TrainSetup.from_flat(pp=8, grad_accum=16, recompute="full")
+    assert _worst_stage(spec, setup) > budget
+    with pytest.raises(DoesNotFitError):
+        max_train(spec, setup, budget, "batch")
+
+
+def test_layouts_of_a_deepseek_pipeline_fit_every_stage() -> None:
+    spec, budget = catalog_spec("deepseek-v2-lite"), get_gpu("a100-40gb").memory_bytes
+    setup = TrainSetup.from_flat(seq=4096, grad_accum=16)
+    found = search_layouts(spec, setup, 16, budget)
+    piped = [x for x in found.fitting if x.pp > 2]
+    assert piped  # the check below is not vacuous
+    for x in found.fitting:
+        trial = setup.with_flat(
+            tp=x.tp, pp=x.pp, dp=x.dp, zero=x.zero, recompute=x.recompute, offload=x.offload, batch=x.batch
+        )
+        assert _worst_stage(spec, replace(trial, grad_accum=max(16, x.pp))) <= budget
+
+
+@pytest.mark.parametrize("infer", [True, False])
+def test_largest_context_of_a_learned_position_table_stops_at_the_table(infer: bool) -> None:
+    # W7: GPT-2 has 1,024 learned positions (n_positions); the memory alone would allow millions of tokens on
+    # an H200. The solver answers within the table or refuses; it never answers beyond it.
+    spec, budget = catalog_spec("gpt2"), get_gpu("h200").memory_bytes
+    try:
+        answer = (
+            max_infer(spec, InferSetup(), budget, "context") if infer else max_train(spec, TrainSetup(), budget, "seq")
+        )
+    except InvalidWorkloadError as err:
+        assert "1,024" in str(err)
+    else:
+        assert int(answer.value) <= 1024
 
 
 def test_nothing_fits_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:

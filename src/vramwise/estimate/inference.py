@@ -15,6 +15,7 @@ from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
 from vramwise.estimate.logits import logits
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import Plan, Rule, Transients, Vars, constant
+from vramwise.estimate.positions import inference_positions
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.term import Estimate, PhaseKind, Term
@@ -41,6 +42,7 @@ def _cuda_context(mib: int | None) -> Rule:
 def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     """The estimate's terms and phases; it never reads ``setup.batch`` (the plan serves every batch)."""
     check_tp(spec, setup.tp)
+    beyond = inference_positions(spec, setup)
     fmt = get_format(setup.weight_format or default_format(spec))
     c, tp = compute_bytes(fmt.name), setup.tp
     kv_name, kv_bytes = kv_dtype(setup, fmt.name)
@@ -66,6 +68,8 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         phases.append((PhaseKind.DECODE, out.add(step, step_logits) + views_held))
 
     notes = [f"weights stored as {fmt.name}: {fmt.summary}"]
+    if beyond:
+        notes.append(beyond)
     if tp > 1:
         notes.append(f"per GPU of tp={tp}: linear weights, heads and vocabulary split; norms replicated")
     fraction = setup.overheads.allocator_fraction

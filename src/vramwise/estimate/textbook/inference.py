@@ -8,6 +8,7 @@ int4 0.5; inference ≈ weights (× 1.2 as the usual rule of thumb). Seed 002 (Z
 from __future__ import annotations
 
 from vramwise.errors import InvalidWorkloadError
+from vramwise.estimate.positions import inference_positions
 from vramwise.estimate.term import Estimate, Term
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.params import total_params
@@ -56,6 +57,8 @@ def textbook_inference(model: Model, setup: InferSetup) -> Estimate:
     if isinstance(model, BareModel):
         missing = ("kv_cache needs the architecture (layers, hidden, heads): name a catalog model or a config.json",)
     else:
+        beyond = inference_positions(model, setup)
+        notes += [beyond] if beyond else []
         b, L, h, s, n = setup.batch, model.num_layers, model.hidden_size, setup.context, setup.new_tokens
         a, kv = model.attention.num_heads, model.attention.num_kv_heads
         terms.append(

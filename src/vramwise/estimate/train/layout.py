@@ -78,9 +78,15 @@ def stage_share(group: ParamGroup, spec: ModelSpec, stage: Stage, parallel: Para
     """Fraction of ``group`` (summed over the whole model) that one GPU of ``stage`` holds, before ZeRO."""
     if in_layer(group):
         share = len(stage.layers) / spec.num_layers
-        if group.category == "experts" and spec.moe:
+        if spec.moe and group.category in ("mlp", "experts", "experts_shared"):
+            # An MoE model's dense MLP lives only on its dense layers (DeepSeek's first_k_dense_replace), its
+            # routed and shared experts only on the MoE layers: the stage holds its share of those layers
             moe = spec.moe
-            share = sum(1 for i in stage.layers if i in moe.moe_layers) / max(1, len(moe.moe_layers))
+            on_moe = sum(1 for i in stage.layers if i in moe.moe_layers)
+            if group.category == "mlp":
+                share = (len(stage.layers) - on_moe) / max(1, spec.num_layers - len(moe.moe_layers))
+            else:
+                share = on_moe / max(1, len(moe.moe_layers))
             if group.per_expert:
                 share /= parallel.ep
     else:

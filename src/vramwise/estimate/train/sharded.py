@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import functools
 
-from vramwise.estimate.plan import ONE, TOKENS, Rule
+from vramwise.estimate.plan import LOSS_CHUNK, ONE, TOKENS, Rule
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import in_layer
+from vramwise.estimate.train.loss import CHUNKED
 from vramwise.estimate.train.recipe import Recipe
 from vramwise.estimate.train.states import LORA_BYTES
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
-from vramwise.workload import FsdpMode, TrainSetup
+from vramwise.workload import FsdpMode, LossImpl, TrainSetup
 
 
 @functools.lru_cache(maxsize=256)
@@ -76,20 +77,34 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
     return [term], [term]
 
 
-def head_grads(spec: ModelSpec, recipe: Recipe) -> list[Rule]:
+def head_grads(spec: ModelSpec, recipe: Recipe, loss: str) -> list[Rule]:
     """FSDP's root unit during the head's backward: the logits' gradient and the head's unsharded gradient,
-    which waits for the root's reduce-scatter (traced: 2.1 GB for Llama-3-8B in fp32)."""
+    which waits for the root's reduce-scatter (traced: 2.1 GB for Llama-3-8B in fp32).
+
+    A chunked loss never builds the whole logits: the head's backward holds one chunk's logits gradient,
+    ``min(chunk, T)`` tokens (the chunk ``loss.py`` sizes its loss backward by, ``LOSS_CHUNK``)."""
     vocab, h = spec.vocab_size, spec.hidden_size
     head = vocab * (spec.embedding.proj_dim or h)
     src = "FSDP2 root unit: gradients are reduce-scattered after the whole unit's backward"
-    return [
-        Rule(
+    c = recipe.compute
+    if loss == LossImpl.CHUNKED:
+        logits = Rule(
             name="loss/logits_grad",
-            coef=vocab * recipe.compute,
+            coef=vocab * c,
+            var=LOSS_CHUNK,
+            formula=lambda v: f"one chunk: {v.chunk} tokens x V {vocab} x {c} B",
+            source=f"{src}; {CHUNKED}: the logits exist one chunk at a time",
+        )
+    else:
+        logits = Rule(
+            name="loss/logits_grad",
+            coef=vocab * c,
             var=TOKENS,
-            formula=lambda v: f"T {v.T} x V {vocab} x {recipe.compute} B",
+            formula=lambda v: f"T {v.T} x V {vocab} x {c} B",
             source=src,
-        ),
+        )
+    return [
+        logits,
         Rule(
             name="fsdp/head_grad",
             coef=head * recipe.grad,

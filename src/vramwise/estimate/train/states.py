@@ -21,6 +21,7 @@ from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import CATEGORIES, ParamGroup, parameter_groups
 from vramwise.workload import (
+    FsdpMode,
     Offload,
     Optimizer,
     OptimizerConfig,
@@ -35,6 +36,15 @@ from vramwise.workload.train import step_impl
 LORA_BYTES = 4  # peft keeps adapters in fp32 (autocast_adapter_dtype=True), whatever the base dtype
 QLORA_FORMAT = "nf4-dq"  # bitsandbytes 4-bit with double quantization, the QLoRA paper's recipe
 SRC_STATES = "ZeRO paper §3 (Rajbhandari et al. 2020); torch.optim; measured in notes §2"
+# DeepSpeed 0.16 (commit 38327e07, Feb 2025), deepspeed/runtime/zero/stage_1_and_2.py, for ZeRO-1 and -2:
+# backward() allocates ipg_buffer (reduce_bucket_size elements) when contiguous_gradients (the default);
+# copy_grads_in_partition allocates grads_in_partition (this rank's partition) lazily, at the first bucket
+# reduced in backward; independent_gradient_partition_epilogue keeps only averaged_gradients (views of that
+# partition) and zero_grad(set_to_none) frees every full .grad; step() frees averaged_gradients. ZeRO-1
+# (no hooks; overlap_comm defaults off below stage 3) reduces at the accumulation boundary, in
+# reduce_gradients, so its full .grad live until the epilogue. stage3.py preallocates instead:
+# _setup_for_real_optimizer allocates grad_partitions_flat_buffer once, kept across steps.
+SRC_DEEPSPEED_GRADS = "DeepSpeed stage_1_and_2.py: reduce_gradients, copy_grads_in_partition, step"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +72,9 @@ class ModelStates:
     persistent: tuple[Term, ...]  # weights, adapters, master copy, optimizer states, DDP buckets
     host: tuple[Term, ...]  # offloaded to host RAM
     gradients: Term | None  # full size (None under LOMO); whether they persist depends on the schedule
+    # What of ``gradients`` the optimizer step still holds when they do not persist; None: all of them.
+    # DeepSpeed ZeRO-1 reduces the full gradients at backward end and keeps only its partition for the step.
+    step_gradients: Term | None = None
     backward_extra: tuple[Term, ...]  # live at backward end only (reduce bucket, LOMO's one gradient)
     step_extra: tuple[Term, ...]  # live during the optimizer step only
 
@@ -202,9 +215,9 @@ def _master_and_states(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Bui
         )
 
 
-def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> Term | None:
-    """The gradients (full size, None under LOMO), and what backward adds: LOMO's one gradient, the
-    ZeRO reduce bucket or DDP's allreduce buckets."""
+def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> tuple[Term | None, Term | None]:
+    """The gradients (full size, None under LOMO) and what of them the step holds (None: all of them), and
+    what backward adds: LOMO's one gradient, the ZeRO reduce bucket or DDP's allreduce buckets."""
     lora, sharding, ep = s.peft.adapters, s.parallel.sharding, s.parallel.ep
     n_grad = sharding.gradients
     grad_b = LORA_BYTES if lora else recipe.grad
@@ -219,7 +232,7 @@ def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> T
                 source="LOMO (Lv et al. 2023): the update is fused into backward",
             )
         )
-        return None
+        return None, None
     grads = Term(
         name="gradients",
         bytes=_per_gpu(tr.tensors, n_grad, ep, lambda ts: tensor_bytes(ts, grad_b)),
@@ -227,7 +240,8 @@ def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> T
         f"{_shard_note(n_grad, ep, 'ZeRO-2/3 shard')}",
         source=SRC_STATES,
     )
-    if n_grad > 1:
+    zero1 = sharding.stage == 1 and s.parallel.fsdp == FsdpMode.NONE
+    if n_grad > 1 or zero1:
         bucket = min(s.parallel.reduce_bucket, count)
         out.backward_extra.append(
             Term(
@@ -247,7 +261,19 @@ def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> T
                 source="torch DistributedDataParallel allreduce buckets hold a second copy of the gradients",
             )
         )
-    return grads
+    if not zero1:
+        return grads, None
+    # ZeRO-1: the full gradients live until the epilogue's reduction; the step holds this rank's partition
+    n_opt = sharding.optimizer
+    kept = _per_gpu(tr.tensors, n_opt, ep, lambda ts: tensor_bytes(ts, grad_b))
+    partition = Term(
+        name="gradients",
+        bytes=kept,
+        formula=f"{count:,} trainable x {grad_b} B{fp32_note(tr.tensors, grad_b)}"
+        f"{_shard_note(n_opt, ep, 'ZeRO-1: the reduced partition, averaged_gradients')}",
+        source=SRC_DEEPSPEED_GRADS,
+    )
+    return grads, partition
 
 
 def _step(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> None:
@@ -323,12 +349,13 @@ def _model_states(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe,
             )
         )
     _master_and_states(s, recipe, tr, out)
-    grads = _gradients(s, recipe, tr, out)
+    grads, step_grads = _gradients(s, recipe, tr, out)
     _step(s, recipe, tr, out)
     return ModelStates(
         persistent=tuple(out.persistent),
         host=tuple(out.host),
         gradients=grads,
+        step_gradients=step_grads,
         backward_extra=tuple(out.backward_extra),
         step_extra=tuple(out.step_extra),
     )

@@ -8,7 +8,10 @@ cannot express is an error rather than a silently different formula.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from vramwise.errors import InvalidWorkloadError
+from vramwise.estimate.positions import training_positions
 from vramwise.estimate.term import Estimate, Term
 from vramwise.estimate.textbook import seed_param_formula
 from vramwise.estimate.textbook.training import (
@@ -113,4 +116,6 @@ def _seed002(model: Model, setup: TrainSetup) -> Estimate:
 
 
 def textbook_training(model: Model, setup: TrainSetup) -> Estimate:
-    return _seed000(model, setup) if setup.textbook.seed == Seed.SEED_000 else _seed002(model, setup)
+    est = _seed000(model, setup) if setup.textbook.seed == Seed.SEED_000 else _seed002(model, setup)
+    note = None if isinstance(model, BareModel) else training_positions(model, setup)
+    return replace(est, notes=(*est.notes, note)) if note else est

@@ -1,7 +1,7 @@
 """Training memory per GPU in accurate mode: every term of one pipeline stage, by phase.
 
 Persistent: weights (by category, in the recipe's storage; QLoRA's base in NF4), LoRA adapters, the fp32
-master copy, optimizer states, gradients when they outlive a backward (accumulation, ZeRO-2/3 partitions,
+master copy, optimizer states, gradients when they outlive a backward (accumulation, ZeRO-3 partitions,
 DDP buckets), the CUDA context. Phases, each with what is live only then:
   forward end       activations of every in-flight micro-batch, the saved loss, autocast's weight copies,
                     ZeRO-3/FSDP gathered parameters;
@@ -18,11 +18,12 @@ tensors per layer from ``activations.py``, the loss region from ``loss.py``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
+from vramwise.estimate.positions import training_positions
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.layout import (
@@ -269,9 +270,11 @@ def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> Term:
 def _persistent(setup: TrainSetup, states: ModelStates) -> tuple[tuple[Term, ...], Term | None]:
     """The stage's persistent terms, and its gradients when they live only from backward to the step."""
     grads = states.gradients
-    # Gradients outlive a backward when they accumulate, or in DeepSpeed's preallocated ZeRO-2/3 partition;
-    # FSDP allocates each sharded gradient at its reduce-scatter, so the loss backward sees none.
-    zero_buffer = setup.parallel.sharding.gradients > 1 and setup.parallel.fsdp == FsdpMode.NONE
+    # Gradients outlive a backward when they accumulate, or in DeepSpeed ZeRO-3's partition, preallocated
+    # once (stage3.py _setup_for_real_optimizer: grad_partitions_flat_buffer). ZeRO-2 allocates its partition
+    # during backward and frees it after the step (stage_1_and_2.py copy_grads_in_partition, step); FSDP
+    # allocates each sharded gradient at its reduce-scatter: the loss backward sees none of either.
+    zero_buffer = setup.parallel.sharding.stage == 3 and setup.parallel.fsdp == FsdpMode.NONE
     grads_persist = grads is not None and (setup.grad_accum > 1 or zero_buffer)
     kept = (grads,) if grads is not None and grads_persist else ()
     context = cuda_context_term(setup.overheads.cuda_context_mib)
@@ -345,7 +348,8 @@ def _backward_phases(
         if stage.last and not setup.peft.adapters:
             # the head's backward: the last two layer units are already being gathered (prefetch)
             units = [j for j in bwd if out.rules[j].name != "fsdp/unsharded_grads"]
-            phases.append((PhaseKind.BACKWARD_HEAD, fwd.in_layers + units + out.add(*head_grads(spec, recipe))))
+            head = out.add(*head_grads(spec, recipe, setup.loss))
+            phases.append((PhaseKind.BACKWARD_HEAD, fwd.in_layers + units + head))
     return phases
 
 
@@ -353,12 +357,12 @@ def _release_phases(
     states: ModelStates, grads: Term | None, gathered_backward: list[Term], out: Transients
 ) -> list[tuple[PhaseKind, list[int]]]:
     """Backward end and the optimizer step: the activations are gone; ``grads``, the gradients that are not
-    persistent, live in both."""
+    persistent, live at backward end, and in the step what of them it still holds (ZeRO-1: its partition)."""
     end = out.add(*states.backward_extra, *gathered_backward)
     step = out.add(*states.step_extra)
     if grads is not None:
-        released = out.add(grads)
-        end, step = released + end, released + step
+        end = out.add(grads) + end
+        step = out.add(states.step_gradients or grads) + step
     return [(PhaseKind.BACKWARD_END, end), (PhaseKind.OPTIMIZER_STEP, step)]
 
 
@@ -427,18 +431,53 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
 _PLANS: dict[tuple, tuple[Plan, ...]] = {}
 
 
-def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[Plan, ...]:
-    """Plans of the stages that can be the worst GPU: the first and the last.
+def _composition(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> tuple[bool, bool, dict[tuple, int]]:
+    """What a stage's plan depends on besides its micro-batches in flight: its first/last role and how many of
+    its layers are of each kind (MoE or dense, trainable or frozen, sliding or full attention).
 
-    A middle stage holds no more layers than the first (earlier stages take the remainder), no more
-    micro-batches in flight, and neither the embeddings nor the loss.
+    Every per-layer quantity of the plan reads only these: ``_saved_per_token`` (MoE or dense, recording),
+    ``_any_sliding`` (the sliding mask), ``stage_share`` and ``states._trainable`` (layer, MoE and trainable
+    counts).
     """
+    moe = set(spec.moe.moe_layers) if spec.moe else set()
+    freeze = setup.peft.freeze_layers
+    kinds: dict[tuple, int] = {}
+    for i in stage.layers:
+        kind = (i in moe, i >= freeze, spec.layer_attention(i) == "sliding")
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return stage.first, stage.last, kinds
+
+
+def _candidate_stages(spec: ModelSpec, setup: TrainSetup) -> list[Stage]:
+    """The stages that can be the worst GPU, in stage order.
+
+    A middle stage can exceed the first and the last: DeepSeek's dense first layers
+    (``first_k_dense_replace``) leave the first stage fewer experts than a middle one, and frozen bottom
+    layers leave the first stages fewer gradients. A stage is left out only when an earlier stage of the same
+    role (first, last or middle) has at least as many layers of every kind: every term a layer brings is
+    non-negative, and the micro-batches in flight (by which the activations grow) never grow with the stage
+    index (``_in_flight``), so that earlier stage's every phase is at least as large. A uniform model keeps
+    at most three (first, the longest middle, last).
+    """
+    kept: list[tuple[Stage, tuple[bool, bool, dict[tuple, int]]]] = []
+    for s in stages(spec, setup.parallel.pp):
+        first, last, kinds = _composition(spec, setup, s)
+        dominated = any(
+            role == (first, last) and all(held.get(kind, 0) >= n for kind, n in kinds.items())
+            for _, (*role, held) in kept
+        )
+        if not dominated:
+            kept.append((s, (first, last, kinds)))
+    return [s for s, _ in kept]
+
+
+def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[Plan, ...]:
+    """Plans of the stages that can be the worst GPU (``_candidate_stages``), in stage order."""
     key = (model, setup.static, setup.seq if setup.attention == AttentionImpl.EAGER else 0)
     hit = _PLANS.get(key)
     if hit is None:
         spec = _check(model, setup)
-        split = stages(spec, setup.parallel.pp)
-        hit = tuple(_stage_plan(spec, setup, s) for s in split[:1] + split[1:][-1:])
+        hit = tuple(_stage_plan(spec, setup, s) for s in _candidate_stages(spec, setup))
         if len(_PLANS) > 4096:
             _PLANS.clear()
         _PLANS[key] = hit
@@ -449,31 +488,48 @@ def _vars(setup: TrainSetup) -> Vars:
     return Vars.training(setup.batch, setup.seq, setup.parallel.cp, setup.loss_chunk)
 
 
+def _positions(model: Model, setup: TrainSetup) -> str | None:
+    """The sequence against the model's positions (``estimate/positions.py``): outside the plans' cache,
+    which the sequence does not key."""
+    return None if isinstance(model, BareModel) else training_positions(model, setup)
+
+
+def _noted(est: Estimate, note: str | None) -> Estimate:
+    return replace(est, notes=(*est.notes, note)) if note else est
+
+
 def training_peak(model: Model, setup: TrainSetup) -> int:
     """Peak bytes of the worst GPU, without rendering terms: the number ``estimate_training`` reports."""
+    plans = _worst_candidates(model, setup)
+    _positions(model, setup)
     v = _vars(setup)
-    return max(plan.peak(v) for plan in _worst_candidates(model, setup))
+    return max(plan.peak(v) for plan in plans)
 
 
 def estimate_stages(model: Model, setup: TrainSetup) -> list[Estimate]:
     """One estimate per pipeline stage (a single one without pipelining)."""
     spec = _check(model, setup)
+    note = _positions(spec, setup)
     v = _vars(setup)
-    return [_stage_plan(spec, setup, s).render(v) for s in stages(spec, setup.parallel.pp)]
+    return [_noted(_stage_plan(spec, setup, s).render(v), note) for s in stages(spec, setup.parallel.pp)]
 
 
 def estimate_training(model: Model, setup: TrainSetup) -> Estimate:
     """The worst GPU: the pipeline stage with the highest peak, every term rendered with its formula."""
+    plans = _worst_candidates(model, setup)
+    note = _positions(model, setup)
     v = _vars(setup)
-    plan = max(_worst_candidates(model, setup), key=lambda p: p.peak(v))
-    return plan.render(v)
+    plan = max(plans, key=lambda p: p.peak(v))
+    return _noted(plan.render(v), note)
 
 
 def phase_totals(model: ModelSpec, setup: TrainSetup) -> list[int]:
-    """Per-GPU bytes of every phase of the stages that can be the worst (the first and the last).
+    """Per-GPU bytes of every phase of the stages that can be the worst (``_candidate_stages``).
 
     The layout search uses these at two micro-batch sizes: each phase grows linearly with the micro-batch
     (but for rounding and the loss chunk), so the peak at any micro-batch is about the largest of these lines.
     """
+    plans = _worst_candidates(model, setup)
+    _positions(model, setup)
     v = _vars(setup)
-    return [n for plan in _worst_candidates(model, setup) for n in plan.phase_bytes(v)]
+    return [n for plan in plans for n in plan.phase_bytes(v)]
