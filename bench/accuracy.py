@@ -136,7 +136,7 @@ CASES: list[Case] = [
     _i("qwen2-7b", "infer-b8-s2048-n8", batch=8, context=2048, new_tokens=8),
     _i("mixtral-8x7b", "infer-b2-s4096-n8", batch=2, context=4096, new_tokens=8),
     _i("gemma-7b", "infer-b1-s8192-n8", batch=1, context=8192, new_tokens=8),
-    _i("gpt2", "infer-b8-s1024-n16", batch=8, context=1024, new_tokens=16),
+    _i("gpt2", "infer-b8-s1008-n16", batch=8, context=1008, new_tokens=16),
     _i("phi-3-mini", "infer-b1-s4096-n32", batch=1, context=4096, new_tokens=32),
 ]
 

@@ -61,6 +61,18 @@ def _setup(cls: type, flat: dict[str, Any]) -> Any:
     return getattr(cls, "from_flat", cls)(**flat)
 
 
+def _within_table(spec: Any, flat: dict[str, Any], key: str) -> dict[str, Any]:
+    """GPT-2, OPT and BERT look positions up in a learned table: the default 2,048 (or 4,096) would be refused."""
+    from vramwise.estimate.positions import position_limit
+    from vramwise.spec.traits import Positions
+
+    limit = position_limit(spec)
+    if spec.traits.positions is not Positions.LEARNED or limit is None:
+        return flat
+    length = min(flat.get(key, 2048), limit - flat.get("new_tokens", 0))
+    return {**flat, key: length}
+
+
 def _train_cases() -> Iterator[tuple[str, dict[str, Any]]]:
     for name in FAMILIES:
         for flat in TRAIN:
@@ -80,13 +92,13 @@ def _estimates() -> Iterator[vramwise.Estimate]:
         for flat in INFER:
             if name == "falcon-7b" and flat.get("tp", 1) > 1:
                 continue
-            setup = _setup(vramwise.InferSetup, flat)
+            setup = _setup(vramwise.InferSetup, _within_table(spec, flat, "context"))
             textbook = flat.get("mode") == "textbook"
             yield (vramwise.textbook_inference if textbook else vramwise.estimate_inference)(spec, setup)
     yield vramwise.textbook_inference(vramwise.resolve_model("14b"), _setup(vramwise.InferSetup, {"mode": "textbook"}))
     for name, flat in _train_cases():
         spec = vramwise.resolve_model(name)
-        setup = _setup(vramwise.TrainSetup, flat)
+        setup = _setup(vramwise.TrainSetup, _within_table(spec, flat, "seq"))
         if flat.get("mode") == "textbook":
             yield vramwise.textbook_training(spec, setup)
         else:

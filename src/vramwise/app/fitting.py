@@ -65,8 +65,8 @@ def fit(req: FitRequest) -> FitResult:
     gpu = get_gpu(req.gpu)
     budget = gpu.memory_bytes
     if req.infer:
-        return _fit_inference(req, model, gpu, infer_setup(req.options))
-    setup = train_setup(req.options)
+        return _fit_inference(req, model, gpu, infer_setup(req.options, model))
+    setup = train_setup(req.options, model)
     if req.question is Question.LAYOUTS:
         return _layouts(req, model, gpu, setup)
     from vramwise.fit.solve import max_train, min_gpus

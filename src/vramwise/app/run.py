@@ -53,7 +53,7 @@ def infer(req: InferRequest) -> InferResult:
     if req.max_batched_tokens is not None:  # 0 used to mean the default in silence, -1 crashed (C9, U11)
         positive("max_batched_tokens", req.max_batched_tokens)
     model = resolve_model(req.model)
-    setup = infer_setup(req.options)
+    setup = infer_setup(req.options, model)
     check_format(model, setup)
     gpu = get_gpu(req.gpu) if req.gpu else None
     if req.serve and gpu is None:
@@ -111,7 +111,7 @@ def train(req: TrainRequest) -> TrainResult:
     from vramwise.estimate.train.training import estimate_stages
 
     model = resolve_model(req.model)
-    setup = train_setup(req.options)
+    setup = train_setup(req.options, model)
     if setup.mode != "textbook":
         refuse(req.options, ("seed", "lora_fraction"), "applies to --mode textbook (the seeds' formulas)")
     gpu = get_gpu(req.gpu) if req.gpu else None

@@ -115,14 +115,33 @@ def _kwargs(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, An
     return {field: values[name] for name, field in names.items() if given(values, name)}
 
 
-def infer_setup(values: Mapping[str, Any]) -> InferSetup:
-    """The InferSetup of these option values; ``seq`` is accepted as the context's other spelling."""
+def infer_setup(values: Mapping[str, Any], model: object = None) -> InferSetup:
+    """The InferSetup of these option values; ``seq`` is accepted as the context's other spelling. With the
+    ``model``, a context the user did not give fits its learned position table (``table_length``)."""
     if given(values, "seq"):
         if given(values, "context"):
             raise InapplicableOptionError("give the context once: --context or its other spelling --seq", field="seq")
         values = {**values, "context": values["seq"]}
     kw = _kwargs(values, INFER_FIELDS)
+    table = table_length(model)
+    if table is not None and "context" not in kw:
+        room = table - kw.get("new_tokens", 0)  # the prompt and the generated tokens share the table
+        kw["context"] = min(infer_default("context"), room) if room > 0 else infer_default("context")
     return InferSetup.from_flat(**kw)
+
+
+def table_length(model: object) -> int | None:
+    """Rows of the model's learned position table, when it has one (GPT-2 1,024, OPT 2,048): the default context
+    or sequence (2,048) would index past it, so a length the user did not give is that many at most. Rotary
+    models have no table (a longer context needs rope scaling and gets a note, not a smaller default)."""
+    from vramwise.spec.model import ModelSpec
+
+    if not isinstance(model, ModelSpec):
+        return None
+    from vramwise.estimate.positions import position_limit
+    from vramwise.spec.traits import Positions
+
+    return position_limit(model) if model.traits.positions is Positions.LEARNED else None
 
 
 def check_format(model: object, setup: InferSetup) -> None:
@@ -147,8 +166,9 @@ def check_format(model: object, setup: InferSetup) -> None:
         )
 
 
-def train_setup(values: Mapping[str, Any]) -> TrainSetup:
-    """The TrainSetup of these option values; ``lora_targets`` may be a comma-separated string."""
+def train_setup(values: Mapping[str, Any], model: object = None) -> TrainSetup:
+    """The TrainSetup of these option values; ``lora_targets`` may be a comma-separated string. With the
+    ``model``, a sequence the user did not give fits its learned position table."""
     targets = values.get("lora_targets")
     if isinstance(targets, str):
         names = tuple(x.strip() for x in targets.split(",") if x.strip())
@@ -161,4 +181,7 @@ def train_setup(values: Mapping[str, Any]) -> TrainSetup:
     from vramwise.workload import TrainSetup  # not on the inference path (a fresh `vramwise infer` stays light)
 
     kw = _kwargs(values, TRAIN_FIELDS)
+    table = table_length(model)
+    if table is not None and "seq" not in kw:
+        kw["seq"] = min(train_default("seq"), table)
     return TrainSetup.from_flat(**kw)

@@ -7,7 +7,15 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from vramwise.app.choices import DEFAULT_AXIS, SWEEP_AXES
-from vramwise.app.setups import INFERENCE_ONLY, TRAINING_ONLY, check_format, infer_setup, refuse, train_setup
+from vramwise.app.setups import (
+    INFERENCE_ONLY,
+    TRAINING_ONLY,
+    check_format,
+    infer_setup,
+    refuse,
+    table_length,
+    train_setup,
+)
 from vramwise.catalog import Gpu, get_gpu
 from vramwise.errors import InapplicableOptionError, InvalidWorkloadError, VerifyUnsupportedError
 from vramwise.spec.load import resolve_model_with_config
@@ -65,7 +73,7 @@ class PlotData:
     gpu: Gpu | None
 
 
-def _points(points: str | Sequence[int], vs: str) -> tuple[int, ...]:
+def _points(points: str | Sequence[int], vs: str, table: int | None = None) -> tuple[int, ...]:
     if isinstance(points, str):
         try:
             xs = [int(x) for x in points.split(",") if x.strip()]
@@ -75,8 +83,8 @@ def _points(points: str | Sequence[int], vs: str) -> tuple[int, ...]:
             ) from None
     else:
         xs = list(points)
-    if not xs:
-        xs = list(default_points(vs))
+    if not xs:  # the defaults stop at a learned position table (GPT-2: 512, 1024), which no run can pass
+        xs = [x for x in default_points(vs) if vs != "seq" or table is None or x <= table] or [table or 1]
     if any(x <= 0 for x in xs):
         raise InvalidWorkloadError(f"points must be positive, got {show(xs)}", field="points")
     # each point becomes the setup's batch or sequence: the same bound as --batch or --seq (K7)
@@ -99,12 +107,12 @@ def plot_data(req: PlotRequest) -> PlotData:
     if req.vs not in SWEEP_AXES:
         raise InvalidWorkloadError(f"vs '{req.vs}' is not allowed; allowed: {', '.join(SWEEP_AXES)}", field="vs")
     model = architecture(req.model, "plot")
-    xs = _points(req.points, req.vs)
+    xs = _points(req.points, req.vs, table_length(model))
     gpu = get_gpu(req.gpu) if req.gpu else None
     if req.infer:
         from vramwise.estimate.inference import estimate_inference
 
-        base = infer_setup(req.options)
+        base = infer_setup(req.options, model)
         check_format(model, base)
         estimate_inference(model, base)
         seq = req.vs == "seq"  # with --infer, the sequence is the context
@@ -112,7 +120,7 @@ def plot_data(req: PlotRequest) -> PlotData:
     else:
         from vramwise.estimate.train.training import estimate_stages, estimate_training
 
-        train = train_setup(req.options)
+        train = train_setup(req.options, model)
         estimate_stages(model, train)
         ests = tuple(
             estimate_training(model, replace(train, seq=x) if req.vs == "seq" else replace(train, batch=x)) for x in xs
@@ -154,10 +162,10 @@ def verify(req: VerifyRequest) -> VerifyResult:
             raise InapplicableOptionError(
                 "--layers applies to training (the inference twin traces every layer)", field="layers"
             )
-        inference = infer_setup(req.options)
+        inference = infer_setup(req.options, resolved.spec)
         setup: InferSetup | TrainSetup = inference
         comparison = verify_inference(resolved, inference)
     else:
-        setup = train_setup(req.options)
+        setup = train_setup(req.options, resolved.spec)
         comparison = verify_training(resolved, setup, layers=req.layers)
     return VerifyResult(model=resolved.spec, setup=setup, comparison=comparison)

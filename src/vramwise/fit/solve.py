@@ -16,6 +16,7 @@ from vramwise.estimate.serving import Capacity, serving_capacity
 from vramwise.estimate.term import Estimate
 from vramwise.estimate.train.training import estimate_training, training_peak
 from vramwise.spec.model import ModelSpec
+from vramwise.spec.traits import Positions
 from vramwise.units import Unit, fmt
 from vramwise.workload import FsdpMode, InferSetup, Offload, TrainSetup
 
@@ -33,14 +34,16 @@ class Answer:
     next_value: int | str | None  # one step beyond the answer (None: the search cap, or nothing beyond)
     beyond: Estimate | None
     budget: int
+    stopped_by: str | None = None  # why nothing beyond the answer was tried, when not the budget
 
 
 def _largest(
-    peak: Callable[[int], int], budget: int, lo: int, what: str, unit: Unit, scale: int = 1
+    peak: Callable[[int], int], budget: int, lo: int, what: str, unit: Unit, scale: int = 1, cap: int = SEARCH_CAP
 ) -> tuple[int, bool]:
     """(largest n >= lo with peak(n) <= budget, whether n + 1 was within the search cap); peak non-decreasing.
 
-    ``scale``: the value n stands for is n x scale (the sequence under context parallelism), for the message."""
+    ``scale``: the value n stands for is n x scale (the sequence under context parallelism), for the message.
+    ``cap``: the largest n the model can run at all (a learned position table), at most SEARCH_CAP."""
     first = peak(lo)
     if first > budget:
         raise DoesNotFitError(
@@ -48,8 +51,8 @@ def _largest(
         )
     good, step = lo, lo
     bad = None
-    while good < SEARCH_CAP:  # double until it no longer fits
-        trial = min(good + step, SEARCH_CAP)
+    while good < cap:  # double until it no longer fits
+        trial = min(good + step, cap)
         if peak(trial) > budget:
             bad = trial
             break
@@ -71,7 +74,10 @@ def max_train(spec: ModelSpec, setup: TrainSetup, budget: int, field: str, unit:
     def at(n: int) -> TrainSetup:
         return replace(setup, batch=n) if field == "batch" else replace(setup, seq=n * step)
 
-    n, beyond = _largest(lambda n: training_peak(spec, at(n)), budget, 1, f"training with {field}", unit, step)
+    table = _table(spec) if field == "seq" else None
+    cap = min(SEARCH_CAP, table // step) if table else SEARCH_CAP
+    what = f"training with {field}"
+    n, beyond = _largest(lambda n: training_peak(spec, at(n)), budget, 1, what, unit, step, cap)
     return Answer(
         question=f"max {field}",
         value=n * step,
@@ -79,6 +85,7 @@ def max_train(spec: ModelSpec, setup: TrainSetup, budget: int, field: str, unit:
         next_value=(n + 1) * step if beyond else None,
         beyond=estimate_training(spec, at(n + 1)) if beyond else None,
         budget=budget,
+        stopped_by=_table_note(table) if table and n == cap else None,
     )
 
 
@@ -90,7 +97,9 @@ def max_infer(spec: ModelSpec, setup: InferSetup, budget: int, field: str, unit:
     def at(n: int) -> InferSetup:
         return replace(setup, batch=n) if field == "batch" else replace(setup, context=n)
 
-    n, beyond = _largest(lambda n: inference_peak(spec, at(n)), budget, 1, f"inference with {field}", unit)
+    table = _table(spec) if field == "context" else None
+    cap = min(SEARCH_CAP, max(1, table - setup.new_tokens)) if table else SEARCH_CAP  # prompt + generated
+    n, beyond = _largest(lambda n: inference_peak(spec, at(n)), budget, 1, f"inference with {field}", unit, 1, cap)
     return Answer(
         question=f"max {field}",
         value=n,
@@ -98,7 +107,19 @@ def max_infer(spec: ModelSpec, setup: InferSetup, budget: int, field: str, unit:
         next_value=n + 1 if beyond else None,
         beyond=estimate_inference(spec, at(n + 1)) if beyond else None,
         budget=budget,
+        stopped_by=_table_note(table) if table and n == cap else None,
     )
+
+
+def _table(spec: ModelSpec) -> int | None:
+    """Rows of a learned position table: no longer sequence can run, whatever the memory (W7)."""
+    from vramwise.estimate.positions import position_limit
+
+    return position_limit(spec) if spec.traits.positions is Positions.LEARNED else None
+
+
+def _table_note(table: int) -> str:
+    return f"the model's learned position table holds {table:,} positions"
 
 
 def min_gpus(spec: ModelSpec, setup: TrainSetup, budget: int, unit: Unit = "gib") -> Answer:

@@ -19,7 +19,8 @@ def render_answer(a: Answer, gpu: Gpu, unit: Unit = "gib") -> str:
         over = a.beyond.peak_bytes - a.budget
         lines.append(f"  at {a.next_value}: {fmt(a.beyond.peak_bytes, unit)}, over by {fmt(over, unit)} ({over:,} B)")
     else:
-        lines.append("  nothing beyond it to compare (the search cap or the last option)")
+        why = a.stopped_by or "to compare (the search cap or the last option)"
+        lines.append(f"  nothing beyond it{': ' if a.stopped_by else ' '}{why}")
     lines.append(footer(unit))
     return "\n".join(lines)
 
