@@ -93,7 +93,7 @@ PIPELINE_SETUPS = [
     {"grad_accum": 4, "seq": 1024},
     {"grad_accum": 840, "interleave": 2, "recompute": "full"},  # 840: a multiple of every pp 2-8
     {"grad_accum": 16, "recompute": "full", "freeze_layers": 5, "dp": 2, "zero": 1},
-    {"grad_accum": 32, "peft": "lora", "lora_targets": "all-linear", "attention": "eager", "seq": 512},
+    {"grad_accum": 32, "peft": "lora", "lora_targets": ("all-linear",), "attention": "eager", "seq": 512},
 ]
 
 
