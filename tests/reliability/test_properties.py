@@ -172,7 +172,6 @@ def test_zero_1_never_above_zero_0(name: str, flat: dict) -> None:
     assert train_peak(name, zero=1, **flat) <= train_peak(name, zero=0, **flat)
 
 
-@pytest.mark.xfail(strict=False, reason="W4: ZeRO-2 vs ZeRO-1 under investigation in another branch")
 @settings(FAST, max_examples=40)
 @given(st.sampled_from(BIG_MODELS), layout)
 def test_zero_2_never_above_zero_1(name: str, flat: dict) -> None:
@@ -181,10 +180,13 @@ def test_zero_2_never_above_zero_1(name: str, flat: dict) -> None:
 
 
 @FAST
-@given(st.sampled_from(BIG_MODELS), layout)
+@given(st.sampled_from(BIG_MODELS), layout.filter(lambda flat: flat["dp"] >= 4))
 def test_zero_3_never_above_zero_2(name: str, flat: dict) -> None:
-    """ZeRO-3 also partitions the weights; on models of billions of parameters the 1/dp weights it saves exceed the
-    prefetch and gather buffers it adds (pythia-160m at dp=2 is the one published exception, +0.2%)."""
+    """ZeRO-3 also partitions the weights; on models of billions of parameters the weights it saves exceed the
+    prefetch and gather buffers it adds. Not at dp=2: stage 3 preallocates its gradient partition for the whole
+    step (stage3.py _setup_for_real_optimizer, grad_partitions_flat_buffer), while stage 2 allocates its own only
+    in backward (stage_1_and_2.py copy_grads_in_partition); at dp=2 that partition equals the half of the weights
+    stage 3 saves, so the gather buffers decide, and DeepSpeed guarantees no order there."""
     assert total_params(spec(name)) > 10**9
     assert train_peak(name, zero=3, **flat) <= train_peak(name, zero=2, **flat)
 
@@ -238,7 +240,6 @@ def check_terms(est: object) -> None:
         assert max(est.phase_total(p) for p in est.phases) == est.peak_bytes  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(strict=False, reason="fixed by W1 in another branch")
 @settings(FAST, max_examples=30)
 @given(
     st.sampled_from(["deepseek-v2-lite", "deepseek-v2", "llama-2-7b", "mixtral-8x7b", "qwen1.5-moe-a2.7b"]),

@@ -5,6 +5,7 @@ ZeRO/FSDP's divisors are derived once per layout: ``setup.parallel.sharding`` (`
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from vramwise.errors import InvalidLayoutError
@@ -82,7 +83,7 @@ def stage_share(group: ParamGroup, spec: ModelSpec, stage: Stage, parallel: Para
             # An MoE model's dense MLP lives only on its dense layers (DeepSeek's first_k_dense_replace), its
             # routed and shared experts only on the MoE layers: the stage holds its share of those layers
             moe = spec.moe
-            on_moe = sum(1 for i in stage.layers if i in moe.moe_layers)
+            on_moe = _moe_layers_in(stage.layers, moe.moe_layers)
             if group.category == "mlp":
                 share = (len(stage.layers) - on_moe) / max(1, spec.num_layers - len(moe.moe_layers))
             else:
@@ -98,3 +99,10 @@ def stage_share(group: ParamGroup, spec: ModelSpec, stage: Stage, parallel: Para
     if group.name in ("embeddings.tokens", "head.lm_head", "head.bias"):
         return share * padded_vocab(spec.vocab_size, parallel.tp) / parallel.tp / spec.vocab_size
     return share / parallel.tp
+
+
+@functools.lru_cache(maxsize=4096)
+def _moe_layers_in(layers: tuple[int, ...], moe_layers: tuple[int, ...]) -> int:
+    """How many of a stage's layers are MoE layers: a set lookup, so the count stays linear in the layers (a
+    scan of the tuple per layer made a 10,000-layer MoE config take seconds)."""
+    return len(frozenset(moe_layers).intersection(layers))
