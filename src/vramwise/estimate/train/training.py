@@ -459,16 +459,16 @@ def _candidate_stages(spec: ModelSpec, setup: TrainSetup) -> list[Stage]:
     index (``_in_flight``), so that earlier stage's every phase is at least as large. A uniform model keeps
     at most three (first, the longest middle, last).
     """
-    kept: list[tuple[Stage, tuple[bool, bool, dict[tuple, int]]]] = []
+    kept: list[tuple[Stage, tuple[bool, bool], dict[tuple, int]]] = []
     for s in stages(spec, setup.parallel.pp):
         first, last, kinds = _composition(spec, setup, s)
         dominated = any(
             role == (first, last) and all(held.get(kind, 0) >= n for kind, n in kinds.items())
-            for _, (*role, held) in kept
+            for _, role, held in kept
         )
         if not dominated:
-            kept.append((s, (first, last, kinds)))
-    return [s for s, _ in kept]
+            kept.append((s, (first, last), kinds))
+    return [s for s, _, _ in kept]
 
 
 def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[Plan, ...]:
