@@ -431,7 +431,7 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
 _PLANS: dict[tuple, tuple[Plan, ...]] = {}
 
 
-def _composition(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> tuple[bool, bool, dict[tuple, int]]:
+def _composition(spec: ModelSpec, freeze: int, stage: Stage) -> tuple[bool, bool, dict[tuple, int]]:
     """What a stage's plan depends on besides its micro-batches in flight: its first/last role and how many of
     its layers are of each kind (MoE or dense, trainable or frozen, sliding or full attention).
 
@@ -440,7 +440,6 @@ def _composition(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> tuple[bool
     counts).
     """
     moe = set(spec.moe.moe_layers) if spec.moe else set()
-    freeze = setup.peft.freeze_layers
     kinds: dict[tuple, int] = {}
     for i in stage.layers:
         kind = (i in moe, i >= freeze, spec.layer_attention(i) == "sliding")
@@ -449,6 +448,12 @@ def _composition(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> tuple[bool
 
 
 def _candidate_stages(spec: ModelSpec, setup: TrainSetup) -> list[Stage]:
+    """The stages that can be the worst GPU, in stage order (``_candidates``)."""
+    return list(_candidates(spec, setup.parallel.pp, setup.peft.freeze_layers))
+
+
+@functools.lru_cache(maxsize=1024)
+def _candidates(spec: ModelSpec, pp: int, freeze: int) -> tuple[Stage, ...]:
     """The stages that can be the worst GPU, in stage order.
 
     A middle stage can exceed the first and the last: DeepSeek's dense first layers
@@ -460,15 +465,15 @@ def _candidate_stages(spec: ModelSpec, setup: TrainSetup) -> list[Stage]:
     at most three (first, the longest middle, last).
     """
     kept: list[tuple[Stage, tuple[bool, bool], dict[tuple, int]]] = []
-    for s in stages(spec, setup.parallel.pp):
-        first, last, kinds = _composition(spec, setup, s)
+    for s in stages(spec, pp):
+        first, last, kinds = _composition(spec, freeze, s)
         dominated = any(
             role == (first, last) and all(held.get(kind, 0) >= n for kind, n in kinds.items())
             for _, role, held in kept
         )
         if not dominated:
             kept.append((s, (first, last), kinds))
-    return [s for s, _, _ in kept]
+    return tuple(s for s, _, _ in kept)
 
 
 def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[Plan, ...]:
