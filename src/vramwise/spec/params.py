@@ -33,8 +33,9 @@ class ParamGroup:
         """Bytes per element when the model's dtype is ``nominal`` bytes wide."""
         return 4 if self.fp32 and nominal < 4 else nominal
 
-    @property
+    @functools.cached_property
     def category(self) -> str:
+        # cached: the training plans ask every group's category for every stage and layout they build
         return self.name.split(".", 1)[0]
 
 
