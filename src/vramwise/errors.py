@@ -20,6 +20,39 @@ field); the message alone stays the one line the CLI prints.
 
 from __future__ import annotations
 
+import math
+import reprlib
+
+SHOWN_CHARS = 80  # a user's value echoed in an error is cut to about this many characters (U8)
+
+
+def shown(value: object, limit: int = SHOWN_CHARS, *, quote: bool = True) -> str:
+    """A user's value as a one-line error may quote it: control characters and terminal escapes escaped (U7),
+    cut to ``limit`` characters (a 10 MB string stays one short line, U8), and an integer too long to print
+    (Python refuses past 4,300 digits) described by its size. ``quote=False`` leaves printable text (a path)
+    without quotes."""
+    if isinstance(value, str):
+        text = value if not quote and value.isprintable() else repr(value)[0 if quote else 1 : None if quote else -1]
+    else:
+        text = _SHOWN.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _huge(x: int) -> str:
+    digits = int(x.bit_length() * math.log10(2)) + 1
+    return f"{'a negative' if x < 0 else 'an'} integer of {digits:,} digits (about 10^{digits - 1})"
+
+
+class _Shown(reprlib.Repr):
+    """reprlib for containers, but an integer past 64 bits is described by its digits, not printed."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        return _huge(x) if x.bit_length() > 64 else super().repr_int(x, level)
+
+
+_SHOWN = _Shown()
+_SHOWN.maxstring = _SHOWN.maxother = SHOWN_CHARS
+
 
 class VramwiseError(Exception):
     """Base of every error the user can cause with their input."""

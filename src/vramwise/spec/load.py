@@ -38,7 +38,7 @@ from types import MappingProxyType
 from typing import Any
 
 from vramwise.catalog import close_matches, models
-from vramwise.errors import ConfigError, UnknownModelError
+from vramwise.errors import ConfigError, UnknownModelError, shown
 from vramwise.spec.adapters import language_config, spec_from_config
 from vramwise.spec.model import ModelSpec
 
@@ -131,14 +131,9 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # UTF-32 LE's BOM starts with UTF-16 LE's
 
 
-def _shown(text: str, limit: int = 80) -> str:
-    """A user's text as a message quotes it: one line (escapes for control characters), at most ``limit`` chars."""
-    shown = text if text.isprintable() else ascii(text)[1:-1]
-    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
-
-
 def _config_error(path: Path | str, what: str) -> ConfigError:
-    return ConfigError(f"{_shown(str(path), 200)}: {what}", field=_FIELD, allowed="a UTF-8 JSON config.json file")
+    where = shown(str(path), 200, quote=False)
+    return ConfigError(f"{where}: {what}", field=_FIELD, allowed="a UTF-8 JSON config.json file")
 
 
 class _JsonRefused(ValueError):
@@ -152,7 +147,7 @@ def _refuse_constant(name: str) -> Any:
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _JsonRefused(f"the number {_shown(text, 40)} overflows a float")
+        raise _JsonRefused(f"the number {shown(text, 40, quote=False)} overflows a float")
     return value
 
 
@@ -183,7 +178,8 @@ def _read_bytes(path: Path) -> tuple[Path, bytes]:
             st = os.stat(path)
         except FileNotFoundError:
             raise ConfigError(
-                f"folder '{_shown(str(folder), 200)}' has no config.json; give a config.json or the folder holding one",
+                f"folder '{shown(str(folder), 200, quote=False)}' has no config.json; "
+                "give a config.json or the folder holding one",
                 field=_FIELD,
                 allowed="a UTF-8 JSON config.json file",
             ) from None
@@ -247,8 +243,8 @@ def _config_file(path: Path) -> tuple[ModelSpec, Mapping[str, Any]]:
     """A config.json (or a directory holding one), parsed as data: never runs code from the model repo."""
     path, data = _load_json(path)
     name = path.parent.name if path.name == "config.json" else path.stem
-    name = _shown(name or path.resolve().parent.name or str(path), 200)
-    return _parsed(data, name=name, source=_shown(str(path), 200))
+    name = shown(name or path.resolve().parent.name or str(path), 200, quote=False)
+    return _parsed(data, name=name, source=shown(str(path), 200, quote=False))
 
 
 def _parsed(data: Any, *, name: str, source: str) -> tuple[ModelSpec, Mapping[str, Any]]:
@@ -291,7 +287,8 @@ def _expanded(text: str) -> Path:
         return Path(text).expanduser()
     except RuntimeError:  # "~nosuchuser": Python cannot find that user's home
         user = text[1:].split("/", 1)[0]
-        raise _config_error(text, f"no user '{_shown(user, 40)}' to expand '~{_shown(user, 40)}' for") from None
+        who = shown(user, 40, quote=False)
+        raise _config_error(text, f"no user '{who}' to expand '~{who}' for") from None
 
 
 def _from_path(text: str) -> ResolvedModel:
@@ -328,7 +325,7 @@ def resolve_model_with_config(text: str) -> ResolvedModel:
         return ResolvedModel(spec=spec, raw_config=config)
     size = parse_size(stripped)
     if size is not None:
-        return ResolvedModel(spec=BareModel(name=_shown(stripped), params=size), raw_config=None)
+        return ResolvedModel(spec=BareModel(name=shown(stripped, quote=False), params=size), raw_config=None)
     if _exists(Path(text)):
         spec, config = _config_file(Path(text))
         return ResolvedModel(spec=spec, raw_config=config)
@@ -336,7 +333,8 @@ def resolve_model_with_config(text: str) -> ResolvedModel:
     if any(ch.isdigit() and not ch.isascii() for ch in stripped):
         hint = "; a bare size is written in ASCII digits 0-9"
     raise UnknownModelError(
-        f"unknown model '{_shown(stripped)}'{close_matches(key[:80], list(models()))}{hint}; give {_ALLOWED}",
+        f"unknown model '{shown(stripped, quote=False)}'{close_matches(key[:80], list(models()))}{hint}; "
+        f"give {_ALLOWED}",
         field=_FIELD,
         allowed=_ALLOWED,
     )

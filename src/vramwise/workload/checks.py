@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from vramwise.errors import InvalidWorkloadError
+from vramwise.errors import shown as show
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -68,14 +69,6 @@ BOUNDS: dict[str, tuple[int, str]] = {
     "max_batch": (1 << 12, "every micro-batch up to it is tried for each layout; none published is larger"),
     "top": (MAX_GPUS, "more rows than any layout search lists"),
 }
-
-
-def show(value: object) -> str:
-    """The value for a message, short: a huge integer as its digit count, a long text cut (U8)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        return f"an integer of {int(value.bit_length() * math.log10(2)) + 1} digits"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def integer(field: str, value: object, low: int) -> None:

@@ -8,10 +8,9 @@ model) so that no real checkpoint meets them; each names the published extreme i
 
 from __future__ import annotations
 
-import reprlib
 from typing import Any
 
-from vramwise.errors import ConfigError
+from vramwise.errors import ConfigError, shown
 
 _MISSING = object()
 
@@ -75,30 +74,6 @@ SIZE_BOUNDS: dict[str, int] = {
     ),
     **dict.fromkeys(("max_position_embeddings", "n_positions", "sliding_window"), MAX_POSITIONS),
 }
-
-SHOWN_CHARS = 80  # a value echoed in an error is cut to this many characters
-
-
-class _Repr(reprlib.Repr):
-    """reprlib, but an int too long to print (Python refuses over 4,300 digits) is described, not printed."""
-
-    def repr_int(self, x: int, level: int) -> str:
-        if x.bit_length() > 256:
-            return f"{'-' if x < 0 else ''}an integer of about 10^{int(x.bit_length() * 0.30103)}"
-        return super().repr_int(x, level)
-
-
-_REPR = _Repr()
-_REPR.maxstring = SHOWN_CHARS
-_REPR.maxother = SHOWN_CHARS
-
-
-def shown(value: Any) -> str:
-    """A config value as it may appear in a one-line error: escaped (``repr``: no newline or terminal escape
-    reaches the screen raw) and cut to about SHOWN_CHARS characters (a 10 MB string stays one short line)."""
-    text = _REPR.repr(value)
-    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
-
 
 def _int_like(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
