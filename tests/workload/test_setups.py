@@ -216,3 +216,12 @@ def test_bad_flat_inference_input_names_the_field(kw: dict[str, Any], message: s
         InferSetup.from_flat(**kw)
     with pytest.raises(TypeError, match="InferSetup has no field 'seq'"):
         InferSetup.from_flat(seq=1024)
+
+
+def test_layer_options_are_bounded_like_a_configs_layers() -> None:
+    # freeze_layers, interleave and verify --layers count a model's layers: no looser than a config may have
+    from vramwise.spec.adapters import config
+    from vramwise.workload import checks
+
+    assert checks.MAX_LAYERS == config.MAX_LAYERS
+    assert all(checks.BOUNDS[name][0] == config.MAX_LAYERS for name in ("freeze_layers", "interleave", "layers"))

@@ -30,10 +30,11 @@ _TOKENS_WHY = "100x the longest published context window, Llama 4 Scout's 10M to
 # Sequences in a batch: 2^24 = 16,777,216 is 65,536x vLLM's default max_num_seqs (256) and 4x fit's search cap.
 MAX_BATCH = 1 << 24
 _BATCH_WHY = "65,536x vLLM's default of 256 concurrent sequences"
-# Decoder layers (freeze_layers, interleave, verify --layers): 2^16 = 65,536, the deepest published LMs have about
-# a hundred (PaLM 540B: 118; GPT-3 175B: 96).
-MAX_LAYERS = 1 << 16
-_LAYERS_WHY = "the deepest published LMs have about 100 layers (PaLM 540B: 118)"
+# Decoder layers (freeze_layers, interleave, verify --layers): the bound a config's num_hidden_layers has
+# (spec/adapters/config.py MAX_LAYERS, 10x DeepNet's 1,000 layers), so an option never allows more layers than a
+# model may have. Written twice because workload sits below spec; tests/workload checks the two agree.
+MAX_LAYERS = 10_000
+_LAYERS_WHY = "10x the deepest published transformer, DeepNet's 1,000 layers"
 
 BOUNDS: dict[str, tuple[int, str]] = {
     "batch": (MAX_BATCH, _BATCH_WHY),
