@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
+from vramwise.spec.checkpoint import CheckpointBytes
 from vramwise.spec.traits import HeadKind, ImplTraits
 
 AttentionKind = Literal["mha", "mla"]
@@ -127,6 +128,9 @@ class ModelSpec:
     # A quantization_config no format expresses (compressed-tensors, GPTQ without groups...): the (field, value)
     # formats.default_format names when it refuses to guess the checkpoint's weight bytes.
     unread_quantization: tuple[str, str] | None = None
+    # The checkpoint's own bytes per category, from its safetensors headers or GGUF tensor infos (None for a
+    # config.json alone or a catalog entry): the weights term reads these when the format is the checkpoint's.
+    checkpoint: CheckpointBytes | None = None
     source: str = field(default="", compare=False)  # where the spec came from (path or catalog)
 
     @property

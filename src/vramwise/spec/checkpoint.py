@@ -1,0 +1,38 @@
+"""What a checkpoint's own files say it stores: bytes per category, read from headers, never from the weights.
+
+Readers fill one ``CheckpointBytes`` from whatever the user gave: the safetensors headers of a local folder or a
+hub repo (``spec/safetensors_headers.py``), the tensor infos of a GGUF file (``spec/gguf_file.py``). The weights
+term reads these bytes exactly when the user keeps the checkpoint's own format; the config arithmetic stays
+the oracle for everything else (activations, KV, LoRA targets), and a note says where the two disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class CategoryBytes:
+    """The tensors of one weight category (``embeddings``, ``attention``, ``mlp``, ``experts``, ``norms``,
+    ``head``, ``other``, and for multimodal models ``vision`` and ``projector``) as stored."""
+
+    category: str
+    bytes: int  # exactly as stored: packed integers, scales, zeros and g_idx included
+    elements: int  # stored elements (a GPTQ int32 holds 8 4-bit weights: it counts 1 here)
+    tensors: int
+    dtypes: tuple[tuple[str, int], ...]  # (stored dtype or ggml type, bytes), largest first
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointBytes:
+    """Every tensor of a checkpoint, grouped by category, from its headers."""
+
+    source: str  # "safetensors headers of org/name@rev (4 files)", "GGUF tensor infos of model.gguf"
+    categories: tuple[CategoryBytes, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(c.bytes for c in self.categories)
+
+    def bytes_of(self, category: str) -> int:
+        return sum(c.bytes for c in self.categories if c.category == category)
