@@ -43,7 +43,11 @@ def hf_params(config: dict[str, Any]) -> tuple[int, int]:
         model_type = "falcon"
     hf_config = transformers.AutoConfig.for_model(model_type, **data)
     auto = transformers.AutoModel if model_type == "bert" else transformers.AutoModelForCausalLM
+    arch = (data.get("architectures") or [""])[0]
     with torch.device("meta"):
-        model = auto.from_config(hf_config, dtype=torch.bfloat16)
+        if arch.endswith("ForConditionalGeneration"):  # a vision-language model: the class architectures[0] names
+            model = getattr(transformers, arch)._from_config(hf_config, dtype=torch.bfloat16)
+        else:
+            model = auto.from_config(hf_config, dtype=torch.bfloat16)
     params = list(model.parameters())
     return sum(p.numel() for p in params), sum(p.numel() * p.element_size() for p in params)

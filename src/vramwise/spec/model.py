@@ -132,6 +132,7 @@ class ModelSpec:
     # config.json alone or a catalog entry): the weights term reads these when the format is the checkpoint's.
     checkpoint: CheckpointBytes | None = None
     source: str = field(default="", compare=False)  # where the spec came from (path or catalog)
+    vision: VisionSpec | None = None  # a vision-language model's vision tower and projector (None: text only)
 
     @property
     def vocab_size(self) -> int:
@@ -163,3 +164,29 @@ class ModelSpec:
         """Whether layer ``index`` attends to all previous tokens or to a sliding window."""
         types = self.attention.layer_types
         return types[index] if types else ("sliding" if self.attention.sliding_window else "full")
+
+
+@dataclass(frozen=True, kw_only=True)
+class VisionSpec:
+    """The vision tower and projector of a vision-language model, and how images enter the language model.
+
+    Built by ``spec/adapters/vision.py`` from the config's ``vision_config`` and projector keys. ``groups`` holds
+    the tower's and projector's tensors as (name, count, kind, tensors, in_features), named ``vision.*`` and
+    ``projector.*``, so the parameter inventory (``spec/params.py``) counts them like any other group.
+    """
+
+    family: str  # the tower's design, for labels and notes: clip, siglip, qwen2_vl, qwen2_5_vl, mllama
+    groups: tuple[tuple[str, int, str, int, int], ...]
+    hidden_size: int  # the tower's width (hv)
+    intermediate_size: int  # its MLP width (iv)
+    num_heads: int
+    num_layers: int  # every transformer layer the tower runs (mllama: local + global)
+    gated_mlp: bool = False  # Qwen2.5-VL's vision blocks use SwiGLU (gate, up, down)
+    # Per image: how many sequences the tower encodes (idefics3's splits + the global image) and the patches each
+    # attends over (CLIP's class token included; mllama's tiles concatenated and padded to a multiple of 8).
+    sequences_per_image: int = 1
+    patches_per_sequence: int
+    tokens_per_image: int  # tokens each image adds to the text context (placeholders the features replace)
+    cross_layers: tuple[int, ...] = ()  # mllama: text layers that cross-attend to the image instead of self-attending
+    cross_tokens_per_image: int = 0  # mllama: vision tokens each cross-attention layer keeps K and V of
+    assumption: str = ""  # what the image count rests on (a processor default), said in the report's notes

@@ -14,7 +14,7 @@ from typing import Literal
 from vramwise.spec.model import ModelSpec
 
 ParamKind = Literal["linear", "bias", "norm", "embedding", "head", "router", "other"]
-CATEGORIES = ("embeddings", "attention", "mlp", "experts", "norms", "head", "other")
+CATEGORIES = ("embeddings", "attention", "mlp", "experts", "norms", "head", "other", "vision", "projector")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,8 +202,24 @@ def parameter_groups(spec: ModelSpec) -> tuple[ParamGroup, ...]:
     Cached: specs are frozen, and the solvers ask for the same model's groups thousands of times.
     """
     return tuple(
-        _embedding_groups(spec) + _attention_groups(spec) + _ffn_groups(spec) + _norm_groups(spec) + _head_groups(spec)
+        _embedding_groups(spec)
+        + _attention_groups(spec)
+        + _ffn_groups(spec)
+        + _norm_groups(spec)
+        + _head_groups(spec)
+        + _vision_groups(spec)
     )
+
+
+def _vision_groups(spec: ModelSpec) -> list[ParamGroup]:
+    """A vision-language model's tower and projector (and mllama's cross-attention extras), as its adapter
+    counted them (spec/adapters/vision.py)."""
+    if spec.vision is None:
+        return []
+    return [
+        ParamGroup(name=name, count=count, kind=kind, tensors=tensors, in_features=n_in)  # type: ignore[arg-type]
+        for name, count, kind, tensors, n_in in spec.vision.groups
+    ]
 
 
 def total_params(spec: ModelSpec) -> int:

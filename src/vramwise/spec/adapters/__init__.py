@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vramwise.errors import ConfigError, UnsupportedArchitectureError
-from vramwise.spec.adapters import classic, decoders, deepseek
+from vramwise.spec.adapters import classic, decoders, deepseek, vision
 from vramwise.spec.adapters.config import RawConfig, shown
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import total_params
@@ -38,7 +38,7 @@ ADAPTERS: dict[str, Adapter] = {
     "gpt_oss": decoders.gpt_oss,
 }
 
-SUPPORTED_MODEL_TYPES = tuple(sorted(k for k in ADAPTERS if k.islower()))
+SUPPORTED_MODEL_TYPES = tuple(sorted(k for k in (*ADAPTERS, *vision.MULTIMODAL) if k.islower()))
 
 # Every size a config gives is bounded on its own (config.SIZE_BOUNDS); their product is bounded here. The
 # largest published model has 1.6e12 parameters (Switch-C); 2^48 (2.8e14) is ~175x that, and keeps 16 bytes
@@ -63,6 +63,10 @@ def spec_from_config(data: Any, *, name: str, source: str) -> ModelSpec:
     """Build a ModelSpec from the parsed JSON of a config.json."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config must be a JSON object, got {type(data).__name__}")
+    if isinstance(data.get("model_type"), str) and data["model_type"] in vision.MULTIMODAL:
+        # a vision-language model: its language model by that model's adapter, and the vision tower
+        spec = vision.multimodal_spec(data, name=name, source=source, adapters=ADAPTERS)
+        return _bounded(spec, source)
     data = language_config(data)
     model_type = data.get("model_type")
     supported = ", ".join(SUPPORTED_MODEL_TYPES)
@@ -82,7 +86,10 @@ def spec_from_config(data: Any, *, name: str, source: str) -> ModelSpec:
             field="model_type",
             allowed=supported,
         )
-    spec = adapter(RawConfig(data, source), name)
+    return _bounded(adapter(RawConfig(data, source), name), source)
+
+
+def _bounded(spec: ModelSpec, source: str) -> ModelSpec:
     params = total_params(spec)
     if params > MAX_PARAMS:
         raise ConfigError(

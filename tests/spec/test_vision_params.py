@@ -1,0 +1,140 @@
+"""Vision-language models: parameter counts against transformers on the meta device (the *ForConditionalGeneration
+class architectures[0] names), image tokens per image by hand from the config."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from hf_oracle import hf_params
+from tiny_configs import VLM
+
+from vramwise.errors import ConfigError
+from vramwise.estimate.weights import weight_terms
+from vramwise.formats import get_format
+from vramwise.spec.adapters import spec_from_config
+from vramwise.spec.model import ModelSpec
+from vramwise.spec.params import parameter_groups, total_params
+
+
+def _bf16_bytes(spec: ModelSpec) -> int:
+    return sum(t.bytes for t in weight_terms(spec, get_format("bf16"), hp_bytes=2))
+
+
+# Variants exercising keys the tiny configs leave at one value.
+_VARIANTS = {
+    "llava-siglip-full": {
+        **VLM["llava"],
+        "vision_feature_select_strategy": "full",
+        "multimodal_projector_bias": False,
+        "vision_config": {**VLM["llava"]["vision_config"], "model_type": "siglip_vision_model"},
+    },
+    "gemma3-siglip-head": {
+        **VLM["gemma3"],
+        "vision_config": {**VLM["gemma3"]["vision_config"], "vision_use_head": True},
+    },
+}
+CASES = {**VLM, **_VARIANTS}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_vlm_counts_match_transformers(name: str) -> None:
+    config = copy.deepcopy(CASES[name])
+    spec = spec_from_config(config, name=name, source=name)
+    assert (total_params(spec), _bf16_bytes(spec)) == hf_params(config)
+
+
+@pytest.mark.parametrize("name", sorted(VLM))
+def test_vision_and_projector_are_categories(name: str) -> None:
+    categories = {g.category for g in parameter_groups(spec_from_config(VLM[name], name=name, source=name))}
+    assert {"vision", "projector"} <= categories
+
+
+def _tokens(name: str) -> int:
+    spec = spec_from_config(VLM[name], name=name, source=name)
+    assert spec.vision is not None
+    return spec.vision.tokens_per_image
+
+
+def test_image_tokens_by_hand() -> None:
+    # llava: (image_size / patch_size)^2 = (56 / 14)^2 = 16; "default" drops CLS (modeling_llava [:, 1:])
+    assert _tokens("llava") == (56 // 14) ** 2 == 16
+    # gemma3: mm_tokens_per_image as the config says
+    assert _tokens("gemma3") == 16
+    # idefics3: per split ((64 / 8)^2) / 2^2 = 16 tokens; 4 x 4 tiles + the global image = 17 splits
+    assert _tokens("idefics3") == 17 * (64 // 8) ** 2 // 2**2 == 272
+    # smolvlm: scale_factor 4: 64 / 16 = 4 per split
+    assert _tokens("smolvlm") == 17 * 4
+    # qwen2_vl: max_pixels 28·28·1280 / (patch 14 · merge 2)^2 = 1280 tokens
+    assert _tokens("qwen2_vl") == 28 * 28 * 1280 // (14 * 2) ** 2 == 1280
+    # mllama: one <|image|> token in the text; cross-attention over max_num_tiles x ((56 / 14)^2 + 1) vision tokens
+    spec = spec_from_config(VLM["mllama"], name="mllama", source="mllama")
+    assert spec.vision is not None
+    assert (spec.vision.tokens_per_image, spec.vision.cross_tokens_per_image) == (1, 2 * ((56 // 14) ** 2 + 1))
+    assert spec.vision.cross_layers == (1, 3)
+    # its tower attends over both tiles, each of 17 patches padded to 24 (a multiple of 8)
+    assert spec.vision.patches_per_sequence == 2 * 24
+
+
+def test_llava_full_strategy_keeps_cls() -> None:
+    spec = spec_from_config(_VARIANTS["llava-siglip-full"], name="x", source="x")
+    assert spec.vision is not None and spec.vision.tokens_per_image == 16  # SigLIP has no CLS token to keep
+    clip_full = {**VLM["llava"], "vision_feature_select_strategy": "full"}
+    spec = spec_from_config(clip_full, name="x", source="x")
+    assert spec.vision is not None and spec.vision.tokens_per_image == 17
+
+
+# gemma-3-4b-it's config.json as published (hub, Dec 2025): the text_config omits vocab_size, heads and head_dim,
+# which Gemma3TextConfig supplies; the top level holds torch_dtype.
+GEMMA3_4B = {
+    "architectures": ["Gemma3ForConditionalGeneration"],
+    "boi_token_index": 255999,
+    "eoi_token_index": 256000,
+    "eos_token_id": [1, 106],
+    "image_token_index": 262144,
+    "initializer_range": 0.02,
+    "mm_tokens_per_image": 256,
+    "model_type": "gemma3",
+    "text_config": {
+        "hidden_size": 2560,
+        "intermediate_size": 10240,
+        "model_type": "gemma3_text",
+        "num_hidden_layers": 34,
+        "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+        "sliding_window": 1024,
+    },
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.50.0.dev0",
+    "vision_config": {
+        "hidden_size": 1152,
+        "image_size": 896,
+        "intermediate_size": 4304,
+        "model_type": "siglip_vision_model",
+        "num_attention_heads": 16,
+        "num_hidden_layers": 27,
+        "patch_size": 14,
+        "vision_use_head": False,
+    },
+}
+
+
+def test_gemma3_published_config_loads() -> None:
+    spec = spec_from_config(copy.deepcopy(GEMMA3_4B), name="gemma-3-4b-it", source="gemma-3-4b-it")
+    assert spec.stored_dtype == "bf16" and spec.vocab_size == 262208
+    assert spec.vision is not None and spec.vision.patches_per_sequence == (896 // 14) ** 2
+    assert (total_params(spec), _bf16_bytes(spec)) == hf_params(GEMMA3_4B)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"vision_config": [1]}, "vision_config"),
+        ({"text_config": "x"}, "text_config"),
+        ({"scale_factor": 3}, "scale_factor"),
+        ({"vision_config": {"hidden_size": -1}}, "hidden_size"),
+    ],
+)
+def test_bad_vision_keys_name_the_field(change: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        spec_from_config({**VLM["idefics3"], **change}, name="x", source="x")
+    assert err.value.field == field
