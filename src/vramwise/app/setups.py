@@ -34,6 +34,7 @@ INFER_FIELDS = {
     "allocator_fraction": "allocator_fraction",
     "gpu_util": "gpu_utilization",
     "mode": "mode",
+    "images": "images",
 }
 # option name -> TrainSetup field
 TRAIN_FIELDS = {

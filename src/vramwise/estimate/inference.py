@@ -8,9 +8,10 @@ number is the report's number.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
-from vramwise.errors import NeedsArchitectureError
+from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
 from vramwise.estimate.logits import logits
 from vramwise.estimate.overheads import cuda_context_term
@@ -19,6 +20,7 @@ from vramwise.estimate.positions import inference_positions
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.term import Estimate, PhaseKind, Term
+from vramwise.estimate.vision import cross_kv_cache, image_notes, image_tokens, vision_activations
 from vramwise.estimate.weights import weight_terms
 from vramwise.estimate.workspace import prefill_workspace
 from vramwise.formats import DTYPE_BYTES, StorageFormat, default_format, get_format
@@ -42,12 +44,21 @@ def _cuda_context(mib: int | None) -> Rule:
 def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     """The estimate's terms and phases; it never reads ``setup.batch`` (the plan serves every batch)."""
     check_tp(spec, setup.tp)
+    text_context = setup.context
+    if extra := image_tokens(spec, setup.images):  # the images' tokens join each prompt
+        setup = dataclasses.replace(setup, context=setup.context + extra)
     beyond = inference_positions(spec, setup)
     fmt = get_format(setup.weight_format or default_format(spec))
     c, tp = compute_bytes(fmt.name), setup.tp
     kv_name, kv_bytes = kv_dtype(setup, fmt.name)
     kv = kv_cache(spec, tokens=setup.tokens, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp, block=setup.kv_block)
-    persistent = (*_weights(spec, fmt, c, tp), kv, _cuda_context(setup.overheads.cuda_context_mib))
+    cross = cross_kv_cache(spec, images=setup.images, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp)
+    persistent = (
+        *_weights(spec, fmt, c, tp),
+        kv,
+        *((cross,) if cross else ()),
+        _cuda_context(setup.overheads.cuda_context_mib),
+    )
 
     # a paged cache (kv_block > 1) copies the window out of the prefill's keys and values
     views = sliding_prefill_views(spec, context=setup.context, dtype_bytes=kv_bytes, tp=tp)
@@ -61,13 +72,16 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         (PhaseKind.PREFILL_LAYER, out.add(prefill) + views_held),
         (PhaseKind.PREFILL_LOGITS, out.add(last) + views_held),
     ]
+    tower = vision_activations(spec, images=setup.images, c=c, attention=setup.attention, tp=tp)
+    if tower:  # the vision tower runs before the text layers; its temporaries are gone when they start
+        phases.insert(0, (PhaseKind.PREFILL_VISION, out.add(tower)))
     if setup.new_tokens:
         step = prefill_workspace(spec, chunk=1, kv_len=setup.tokens, c=c, attention=setup.attention, tp=tp)
         step_logits = logits(spec, positions=1, c=c, last_only=True)
         # the first step still holds the prefill's views
         phases.append((PhaseKind.DECODE, out.add(step, step_logits) + views_held))
 
-    notes = [f"weights stored as {fmt.name}: {fmt.summary}"]
+    notes = [f"weights stored as {fmt.name}: {fmt.summary}", *image_notes(spec, setup.images, text_context)]
     if beyond:
         notes.append(beyond)
     if tp > 1:
@@ -107,6 +121,10 @@ def estimate_inference(model: Model, setup: InferSetup) -> Estimate:
 
 def _bare_inference(model: BareModel, setup: InferSetup) -> Estimate:
     """Only a parameter count: weights at a uniform width; every architecture-dependent term is missing."""
+    if setup.images:
+        raise InvalidWorkloadError(
+            f"--images ({setup.images}) {_NEEDS_ARCH} of a vision-language model", field="images", allowed="0"
+        )
     fmt_name = setup.weight_format or "bf16"
     bits = 4 if fmt_name == "int4" else DTYPE_BYTES[fmt_name] * 8 if fmt_name in DTYPE_BYTES else None
     if bits is None:

@@ -23,6 +23,8 @@ def kv_elements_per_token(spec: ModelSpec, tp: int = 1) -> int:
 
 def cached_tokens(spec: ModelSpec, layer: int, tokens: int, block: int) -> int:
     """Tokens layer ``layer`` keeps for one sequence of ``tokens``: sliding layers keep the window only."""
+    if spec.vision and layer in spec.vision.cross_layers:
+        return 0  # mllama: a cross-attention layer caches the image's K/V (estimate/vision.py), not the text's
     kept = tokens
     if spec.layer_attention(layer) == "sliding" and spec.attention.sliding_window:
         kept = min(tokens, spec.attention.sliding_window)

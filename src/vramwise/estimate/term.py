@@ -44,6 +44,7 @@ class PhaseKind(enum.StrEnum):
     BACKWARD_HEAD = "backward (head)"
     BACKWARD_END = "backward end"
     OPTIMIZER_STEP = "optimizer step"
+    PREFILL_VISION = "prefill (vision encoder)"  # a vision-language model's tower over the images, before the text
 
     @property
     def step(self) -> Step:
@@ -62,6 +63,7 @@ _STEPS = {
     PhaseKind.BACKWARD_HEAD: Step.BACKWARD,
     PhaseKind.BACKWARD_END: Step.BACKWARD,
     PhaseKind.OPTIMIZER_STEP: Step.OPTIMIZER,
+    PhaseKind.PREFILL_VISION: Step.PREFILL,
 }
 
 

@@ -42,6 +42,9 @@ BOUNDS: dict[str, tuple[int, str]] = {
     "seq": (MAX_TOKENS, _TOKENS_WHY),
     "new_tokens": (MAX_TOKENS, _TOKENS_WHY),
     "prefill_chunk": (MAX_TOKENS, _TOKENS_WHY),
+    # every image takes tokens of the context (or, mllama, of a cross-attention cache): 2^20 images of even 10
+    # tokens each pass the longest published context window, Llama 4 Scout's 10M tokens
+    "images": (1 << 20, "images of 10 tokens each past the longest published context window (10M tokens)"),
     "loss_chunk": (MAX_TOKENS, _TOKENS_WHY),
     "max_batched_tokens": (MAX_TOKENS, _TOKENS_WHY),
     # vLLM's --block-size choices end at 128 (vllm/config/cache.py, BlockSize = Literal[1, 8, 16, 32, 64, 128])

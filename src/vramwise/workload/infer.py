@@ -37,6 +37,7 @@ class InferSetup:
     gpu_utilization: float = 0.9  # fraction of the GPU an engine may use (vLLM gpu_memory_utilization)
     mode: Mode = Mode.ACCURATE
     overheads: Overheads = field(default_factory=Overheads)
+    images: int = 0  # images per sequence (vision-language models): their tokens join the context
 
     def __post_init__(self) -> None:
         positive("batch", self.batch)
@@ -54,6 +55,7 @@ class InferSetup:
                 f"all_logits must be True or False, got {show(self.all_logits)}", field="all_logits"
             )
         real("gpu_utilization", self.gpu_utilization, 0, 1, low_open=True)
+        non_negative("images", self.images)
 
     @property
     def tokens(self) -> int:
@@ -98,5 +100,6 @@ _FLAT = FlatNames(
         "allocator_fraction": ("overheads", "allocator_fraction"),
         "gpu_utilization": ("", "gpu_utilization"),
         "mode": ("", "mode"),
+        "images": ("", "images"),
     },
 )

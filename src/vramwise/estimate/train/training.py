@@ -382,6 +382,11 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
         notes.append("selective recompute drops the attention scores, which sdpa/flash never keep: no change here")
     if spec.attention.kind == "mla" or spec.moe:
         notes.append("MLA and MoE activations follow the Mixtral/Llama rules and are less tightly traced")
+    if spec.vision is not None:
+        notes.append(
+            "text-only fine-tuning: the vision tower and projector are frozen (weights held, no gradients or "
+            "optimizer states); training with images is not modelled"
+        )
     return notes
 
 

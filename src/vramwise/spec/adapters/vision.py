@@ -474,5 +474,5 @@ def multimodal_spec(
             f"the language model's model_type '{inner_type}' is not supported; supported: {supported}",
             supported,
         )
-    spec = dataclasses.replace(spec, model_type=model_type)
+    spec = dataclasses.replace(spec, model_type=model_type, source=source)
     return MULTIMODAL[model_type][1](data, spec, source)

@@ -1,0 +1,114 @@
+"""Images at inference: the tokens they add to the context, mllama's cross-attention cache, the vision tower's
+activations at prefill.
+
+Symbols: N images per sequence, q tower sequences per image (idefics3's splits), S patches per sequence, hv the
+tower's width, iv its MLP width, av its heads, c compute bytes, t the tensor-parallel degree.
+
+The tower encodes every image of the batch in one forward before the language model's prefill, one layer's
+temporaries at a time, as the text workspace (``estimate/workspace.py``) models a layer:
+  attention: layer input, norm output, residual (3·hv) + q, k, v and their copies (2·3·hv) + output (hv), per
+             patch; eager attention adds the scores q·(av/t)·S²·(2c + 4) per image (QKᵀ, its fp32 softmax, the
+             cast back); SDPA never materialises them.
+  MLP:       4·hv + 2·iv per patch (fc1 and its activation; Qwen2.5-VL's SwiGLU 3·iv).
+  mask:      mllama builds a (S x S) attention mask over the tiles of each image in the compute dtype
+             (modeling_mllama._prepare_aspect_ratio_attention_mask), with SDPA too.
+The image features (N·tokens·h·c per sequence) that replace the placeholders outlive the tower but are smaller
+than one layer's activations of the text prefill; they are not a term.
+"""
+
+from __future__ import annotations
+
+from vramwise.errors import InvalidWorkloadError
+from vramwise.estimate.kv_cache import kv_elements_per_token
+from vramwise.estimate.plan import BATCH, Rule, Vars
+from vramwise.spec.model import ModelSpec, VisionSpec
+from vramwise.workload import AttentionImpl
+
+
+def _vision(spec: ModelSpec, images: int) -> VisionSpec | None:
+    """The model's vision tower when images are asked for; refuses images on a text-only model."""
+    if images and spec.vision is None:
+        raise InvalidWorkloadError(
+            f"--images ({images}): {spec.name} has no vision tower (a text-only model); images apply to "
+            "vision-language models (llava, gemma3, idefics3, smolvlm, qwen2_vl, qwen2_5_vl, mllama)",
+            field="images",
+            allowed="0 for a text-only model",
+        )
+    return spec.vision if images else None
+
+
+def image_tokens(spec: ModelSpec, images: int) -> int:
+    """Tokens ``images`` images add to each sequence's text context (0 without images)."""
+    vision = _vision(spec, images)
+    return images * vision.tokens_per_image if vision else 0
+
+
+def image_notes(spec: ModelSpec, images: int, context: int) -> list[str]:
+    """What the image terms assume, for the report."""
+    vision = _vision(spec, images)
+    if vision is None:
+        return []
+    per = vision.tokens_per_image
+    notes = [
+        f"{images} image(s) per sequence, {per:,} token(s) each, join the context: {context:,} text + "
+        f"{images * per:,} image tokens (the KV cache and the prefill count them)"
+    ]
+    if vision.assumption:
+        notes.append(vision.assumption)
+    return notes
+
+
+def cross_kv_cache(spec: ModelSpec, *, images: int, dtype: str, dtype_bytes: int, tp: int) -> Rule | None:
+    """mllama: each cross-attention layer keeps K and V of every image's vision tokens (computed once at
+    prefill, modeling_mllama.MllamaTextCrossAttention stores them in the cache at its layer index)."""
+    vision = _vision(spec, images)
+    if vision is None or not vision.cross_layers:
+        return None
+    layers, per_image = len(vision.cross_layers), vision.cross_tokens_per_image
+    per = kv_elements_per_token(spec, tp)
+    return Rule(
+        name="kv_cache/cross",
+        coef=layers * images * per_image * per * dtype_bytes,
+        var=BATCH,
+        formula=lambda v: (
+            f"b {v.b} x cross layers {layers} x images {images} x vision tokens {per_image:,} x K/V {per} x "
+            f"{dtype} {dtype_bytes:g} B"
+        ),
+        source="modeling_mllama: cross-attention K/V over max_num_tiles x ((image_size/patch)^2 + 1) vision tokens "
+        "per image, one per cross_attention_layers entry",
+    )
+
+
+def vision_activations(spec: ModelSpec, *, images: int, c: int, attention: AttentionImpl, tp: int) -> Rule | None:
+    """The vision tower's largest one-layer live set at prefill, for every image of the batch."""
+    vision = _vision(spec, images)
+    if vision is None:
+        return None
+    hv, q, S = vision.hidden_size, vision.sequences_per_image, vision.patches_per_sequence
+    heads, iv = max(1, vision.num_heads // tp), vision.intermediate_size // tp
+    qkv = 3 * hv // tp
+    att_w = 3 * hv + 2 * qkv + hv // tp
+    scores = q * heads * S * S * (2 * c + 4) if attention == "eager" else 0
+    mlp_w = 4 * hv + (3 if vision.gated_mlp else 2) * iv
+    mask = q * S * S * c if vision.family == "mllama" else 0
+    att = q * S * c * att_w + scores
+    mlp = q * S * c * mlp_w
+    per_image = max(att, mlp) + mask
+    which = "attention" if att >= mlp else "MLP"
+    width = f"3·hv + 2·qkv + out = {att_w}" if att >= mlp else f"4·hv + MLP = {mlp_w}"
+
+    def formula(v: Vars) -> str:
+        f = f"b {v.b} x images {images} x ({which}: patches {q} x {S:,} x c {c} x ({width})"
+        if scores and att >= mlp:
+            f += f" + eager scores q·(av/t)·S²·(2c+4) = {scores:,}"
+        if mask:
+            f += f" + aspect-ratio mask S²·c = {mask:,}"
+        return f + ")"
+
+    return Rule(
+        name="activations/vision",
+        coef=images * per_image,
+        var=BATCH,
+        formula=formula,
+        source="one vision-tower layer's live tensors over every image of the batch (estimate/vision.py docstring)",
+    )
