@@ -96,6 +96,7 @@ def _estimates() -> Iterator[vramwise.Estimate]:
             textbook = flat.get("mode") == "textbook"
             yield (vramwise.textbook_inference if textbook else vramwise.estimate_inference)(spec, setup)
     yield vramwise.textbook_inference(vramwise.resolve_model("14b"), _setup(vramwise.InferSetup, {"mode": "textbook"}))
+    yield from _vision_estimates()
     for name, flat in _train_cases():
         spec = vramwise.resolve_model(name)
         setup = _setup(vramwise.TrainSetup, _within_table(spec, flat, "seq"))
@@ -103,6 +104,18 @@ def _estimates() -> Iterator[vramwise.Estimate]:
             yield vramwise.textbook_training(spec, setup)
         else:
             yield from vramwise.estimate_stages(spec, setup)  # every pipeline stage, not only the worst
+
+
+def _vision_estimates() -> Iterator[vramwise.Estimate]:
+    # vision-language models (none in the catalog): their tiny configs, with images and text-only training
+    from tiny_configs import VLM
+
+    from vramwise.spec.adapters import spec_from_config
+
+    for name, config in VLM.items():
+        spec = spec_from_config(config, name=name, source=name)
+        yield vramwise.estimate_inference(spec, _setup(vramwise.InferSetup, {"images": 2, "attention": "eager"}))
+        yield from vramwise.estimate_stages(spec, _setup(vramwise.TrainSetup, {"seq": 256}))
 
 
 @cache
@@ -170,7 +183,7 @@ def _setup_keys(*argv: str) -> list[str]:
 # a change here is a schema change (a new version and a changelog in docs/json-schema.md), not a refactor.
 INFER_SETUP_KEYS = [
     "batch", "context", "new_tokens", "weight_format", "kv_dtype", "attention", "tp", "kv_block", "prefill_chunk",
-    "all_logits", "cuda_context_mib", "allocator_fraction", "gpu_utilization", "mode",
+    "all_logits", "cuda_context_mib", "allocator_fraction", "gpu_utilization", "mode", "images",
 ]
 TRAIN_SETUP_KEYS = [
     "batch", "seq", "grad_accum", "precision", "grad_dtype", "optimizer", "optimizer_impl", "peft", "lora_r",

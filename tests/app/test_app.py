@@ -171,7 +171,7 @@ def test_fit_infer_takes_the_kv_options() -> None:
 
 FROZEN = {
     "infer": "--all-logits --allocator-fraction --attention --batch --context --cuda-context --explain --format "
-    "--gpu --gpu-util --json --kv-block --kv-dtype --max-batched-tokens --mode --new-tokens --prefill-chunk "
+    "--gpu --gpu-util --images --json --kv-block --kv-dtype --max-batched-tokens --mode --new-tokens --prefill-chunk "
     "--serve --seq --tp --units -b -f -n -s model",
     "train": "--allocator-fraction --attention --batch --cp --cuda-context --dp --ep --explain --freeze-layers "
     "--fsdp --fsdp-shard --gpu --grad-accum --grad-dtype --interleave --json --lora-dropout --lora-fraction "
@@ -180,7 +180,7 @@ FROZEN = {
 }
 _SETUPS = (
     "--all-logits --allocator-fraction --attention --batch --context --cp --cuda-context --dp --ep --format "
-    "--freeze-layers --fsdp --fsdp-shard --gpu-util --grad-accum --grad-dtype --infer --interleave --kv-block "
+    "--freeze-layers --fsdp --fsdp-shard --gpu-util --grad-accum --grad-dtype --images --infer --interleave --kv-block "
     "--kv-dtype --lora-dropout --lora-fraction --lora-r --lora-targets --loss --loss-chunk --mode --new-tokens "
     "--offload --optimizer --optimizer-impl --peft --pp --precision --prefill-chunk --recompute --seed --seq --sp "
     "--tp --zero -b -f -n -s model"

@@ -1,0 +1,130 @@
+"""Images at inference: tokens in the context, mllama's cross-attention cache, the vision tower's activations.
+
+Oracles: arithmetic written out here from the tiny configs (tests/tiny_configs.py VLM) and the rules the module
+cites; the CLI on those configs in tmp_path (exit 0, vision terms in the JSON; one line and exit 2 when refused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+from tiny_configs import VLM
+
+from vramwise.cli import main
+from vramwise.estimate.inference import estimate_inference
+from vramwise.estimate.term import PhaseKind
+from vramwise.spec.adapters import spec_from_config
+from vramwise.workload import InferSetup
+
+
+def _spec(name: str):
+    return spec_from_config(VLM[name], name=name, source=name)
+
+
+def _terms(est) -> dict[str, int]:
+    out = {t.name: t.bytes for t in est.persistent}
+    for phase in est.phases:
+        out.update({t.name: t.bytes for t in phase.transient})
+    return out
+
+
+def test_image_tokens_join_the_kv_cache() -> None:
+    # llava: 16 tokens per image (4 x 4 patches, CLS dropped); 2 images -> context 100 + 32 = 132 tokens.
+    # KV per token: 2 layers x 2 (K, V) x 2 KV heads x head_dim 16 x 2 B = 256 B; paged in blocks of 16: 144 tokens.
+    spec = _spec("llava")
+    with_images = _terms(estimate_inference(spec, InferSetup(context=100, images=2)))
+    assert with_images["kv_cache"] == 144 * 2 * 2 * 2 * 16 * 2
+    text = _terms(estimate_inference(spec, InferSetup(context=132)))
+    assert text["kv_cache"] == with_images["kv_cache"]
+
+
+def test_mllama_cross_kv_and_no_text_kv_in_cross_layers() -> None:
+    # mllama tiny: 4 text layers, 1 and 3 cross-attend. Vision tokens per image: 2 tiles x ((56/14)^2 + 1) = 34.
+    # cross K/V: 2 layers x 3 images x 34 tokens x (2 x 2 KV heads x 16) x 2 B
+    spec = _spec("mllama")
+    terms = _terms(estimate_inference(spec, InferSetup(context=64, images=3, kv_block=1)))
+    assert terms["kv_cache/cross"] == 2 * 3 * 34 * (2 * 2 * 16) * 2
+    # the text cache: 64 + 3 <|image|> tokens in the 2 self-attention layers only
+    assert terms["kv_cache"] == 2 * 67 * (2 * 2 * 16) * 2
+
+
+def test_vision_activations_by_hand() -> None:
+    # llava tiny CLIP tower: hv 32, iv 48, 2 heads, S = 16 patches + CLS = 17 per image, c = 2 (bf16), eager.
+    # attention: S·c·(3hv + 2·3hv + hv) + heads·S²·(2c+4) = 17·2·320 + 2·289·8 = 10,880 + 4,624 = 15,504
+    # MLP:       S·c·(4hv + 2iv) = 17·2·224 = 7,616; the larger per image, times 3 images and batch 2
+    spec = _spec("llava")
+    est = estimate_inference(spec, InferSetup(context=64, images=3, batch=2, attention="eager"))
+    vision = next(p for p in est.phases if p.kind is PhaseKind.PREFILL_VISION)
+    assert {t.name: t.bytes for t in vision.transient}["activations/vision"] == 2 * 3 * 15_504
+
+
+def test_mllama_tower_adds_its_tile_mask() -> None:
+    # mllama tiny: S = 2 tiles x 24 (17 patches padded to a multiple of 8) = 48; hv 32, iv 48; sdpa (no scores)
+    # attention 48·2·(10·32) = 30,720 > MLP 48·2·(4·32 + 2·48) = 21,504; mask S²·c = 48²·2 = 4,608
+    est = estimate_inference(_spec("mllama"), InferSetup(context=64, images=1))
+    vision = next(p for p in est.phases if p.kind is PhaseKind.PREFILL_VISION)
+    assert {t.name: t.bytes for t in vision.transient}["activations/vision"] == 30_720 + 4_608
+
+
+def test_no_images_no_vision_phase() -> None:
+    est = estimate_inference(_spec("gemma3"), InferSetup(context=64))
+    assert PhaseKind.PREFILL_VISION not in {p.kind for p in est.phases}
+    assert {"weights/vision", "weights/projector"} <= {t.name for t in est.persistent}
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("name", sorted(VLM))
+def test_cli_on_every_family(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(VLM[name]))
+    code, out, _ = _cli(["infer", str(path), "--images", "2", "-s", "128", "--json"], capsys)
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["setup"]["images"] == 2
+    names = {t["name"] for t in doc["terms"]}
+    assert {"weights/vision", "weights/projector"} <= names
+    assert "prefill (vision encoder)" in {p["name"] for p in doc["phases"]}
+    assert any("image" in n for n in doc["notes"])
+    code, out, _ = _cli(["train", str(path), "-s", "128", "--json"], capsys)
+    assert code == 0 and any("frozen" in n for n in json.loads(out)["notes"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["infer", "llama-2-7b", "--images", "1"], "--images (1): llama-2-7b has no vision tower"),
+        (["infer", "7b", "--images", "1"], "--images (1) needs the architecture"),
+        (["infer", "llama-2-7b", "--images", "-1"], "images"),
+        (["fit", "llama-2-7b", "--gpu", "A100-80GB", "--max", "batch", "--images", "1"], "--images is an inference"),
+    ],
+)
+def test_images_refused_in_one_line(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(argv, capsys)
+    assert code == 2
+    assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_images_with_serve_or_textbook_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(VLM["llava"]))
+    for extra in (["--mode", "textbook"], ["--serve", "--gpu", "A100-80GB"]):
+        code, _, err = _cli(["infer", str(path), "--images", "1", *extra], capsys)
+        assert code == 2 and "--images is not modelled" in err and len(err.strip().splitlines()) == 1
+
+
+def test_verify_refuses_vision_language_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(VLM["gemma3"]))
+    with contextlib.redirect_stdout(io.StringIO()):
+        code, _, err = _cli(["verify", str(path), "--infer"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "vision-language model" in err or "torch" in err  # without the verify extra, that refusal comes first
