@@ -132,6 +132,8 @@ def test_gemma3_published_config_loads() -> None:
         ({"text_config": "x"}, "text_config"),
         ({"scale_factor": 3}, "scale_factor"),
         ({"vision_config": {"hidden_size": -1}}, "hidden_size"),
+        ({"vision_config": {"image_size": 10**30}}, "image_size"),  # bounded (config.SIZE_BOUNDS), never computed
+        ({"scale_factor": 2**40}, "scale_factor"),
     ],
 )
 def test_bad_vision_keys_name_the_field(change: dict, field: str) -> None:
