@@ -140,3 +140,129 @@ def test_bad_vision_keys_name_the_field(change: dict, field: str) -> None:
     with pytest.raises(ConfigError) as err:
         spec_from_config({**VLM["idefics3"], **change}, name="x", source="x")
     assert err.value.field == field
+
+
+# Published configs (hub config.json files, abridged to the keys that size the model): the hub's own omissions
+# (llava-1.5's text_config names only the vocabulary; Qwen2-VL's text keys sit at the top level beside an old
+# "in_chans"; mllama's nested text and vision configs) are what the adapters must fill as transformers does.
+LLAVA_1_5_7B = {
+    "architectures": ["LlavaForConditionalGeneration"],
+    "image_token_index": 32000,
+    "model_type": "llava",
+    "pad_token_id": 32001,
+    "projector_hidden_act": "gelu",
+    "text_config": {
+        "architectures": ["LlamaForCausalLM"],
+        "max_position_embeddings": 4096,
+        "model_type": "llama",
+        "rms_norm_eps": 1e-05,
+        "torch_dtype": "float16",
+        "vocab_size": 32064,
+    },
+    "tie_word_embeddings": False,
+    "torch_dtype": "float16",
+    "vision_config": {
+        "hidden_size": 1024,
+        "image_size": 336,
+        "intermediate_size": 4096,
+        "model_type": "clip_vision_model",
+        "num_attention_heads": 16,
+        "num_hidden_layers": 24,
+        "patch_size": 14,
+        "projection_dim": 768,
+        "vocab_size": 32000,
+    },
+    "vision_feature_layer": -2,
+    "vision_feature_select_strategy": "default",
+    "vocab_size": 32064,
+}
+QWEN2_VL_7B = {
+    "architectures": ["Qwen2VLForConditionalGeneration"],
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+    "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653,
+    "image_token_id": 151655,
+    "video_token_id": 151656,
+    "hidden_act": "silu",
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "max_position_embeddings": 32768,
+    "max_window_layers": 28,
+    "model_type": "qwen2_vl",
+    "num_attention_heads": 28,
+    "num_hidden_layers": 28,
+    "num_key_value_heads": 4,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0,
+    "sliding_window": 32768,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "use_sliding_window": False,
+    "vision_config": {
+        "depth": 32,
+        "embed_dim": 1280,
+        "mlp_ratio": 4,
+        "num_heads": 16,
+        "in_chans": 3,
+        "hidden_size": 3584,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "spatial_patch_size": 14,
+        "temporal_patch_size": 2,
+    },
+    "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+    "vocab_size": 152064,
+}
+LLAMA_3_2_11B_VISION = {
+    "architectures": ["MllamaForConditionalGeneration"],
+    "image_token_index": 128256,
+    "model_type": "mllama",
+    "torch_dtype": "bfloat16",
+    "text_config": {
+        "cross_attention_layers": [3, 8, 13, 18, 23, 28, 33, 38],
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "max_position_embeddings": 131072,
+        "model_type": "mllama_text_model",
+        "num_attention_heads": 32,
+        "num_hidden_layers": 40,
+        "num_key_value_heads": 8,
+        "pad_token_id": 128004,
+        "rope_theta": 500000.0,
+        "vocab_size": 128256,
+        "tie_word_embeddings": False,
+    },
+    "vision_config": {
+        "attention_heads": 16,
+        "hidden_size": 1280,
+        "image_size": 560,
+        "intermediate_layers_indices": [3, 7, 15, 23, 30],
+        "intermediate_size": 5120,
+        "max_num_tiles": 4,
+        "model_type": "mllama_vision_model",
+        "num_channels": 3,
+        "num_global_layers": 8,
+        "num_hidden_layers": 32,
+        "patch_size": 14,
+        "supported_aspect_ratios": [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]],
+        "vision_output_dim": 7680,
+    },
+}
+PUBLISHED = {"llava-1.5-7b": LLAVA_1_5_7B, "qwen2-vl-7b": QWEN2_VL_7B, "llama-3.2-11b-vision": LLAMA_3_2_11B_VISION}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_vlm_configs_match_transformers(name: str) -> None:
+    config = copy.deepcopy(PUBLISHED[name])
+    spec = spec_from_config(config, name=name, source=name)
+    assert (total_params(spec), _bf16_bytes(spec)) == hf_params(config)
+
+
+def test_published_image_tokens_by_hand() -> None:
+    llava = spec_from_config(copy.deepcopy(LLAVA_1_5_7B), name="l", source="l")
+    assert llava.vision is not None and llava.vision.tokens_per_image == (336 // 14) ** 2 == 576
+    mllama = spec_from_config(copy.deepcopy(LLAMA_3_2_11B_VISION), name="m", source="m")
+    # 4 tiles x (40^2 + 1) = 6,404 vision tokens per image in each of the 8 cross-attention layers
+    assert mllama.vision is not None and mllama.vision.cross_tokens_per_image == 4 * ((560 // 14) ** 2 + 1) == 6404
+    assert len(mllama.vision.cross_layers) == 8
