@@ -20,7 +20,7 @@ from vramwise.estimate.positions import inference_positions
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.term import Estimate, PhaseKind, Term
-from vramwise.estimate.vision import cross_kv_cache, image_notes, image_tokens, vision_activations
+from vramwise.estimate.vision import cross_kv_cache, format_note, image_notes, image_tokens, vision_activations
 from vramwise.estimate.weights import weight_terms
 from vramwise.estimate.workspace import prefill_workspace
 from vramwise.formats import DTYPE_BYTES, StorageFormat, default_format, get_format
@@ -81,7 +81,11 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         # the first step still holds the prefill's views
         phases.append((PhaseKind.DECODE, out.add(step, step_logits) + views_held))
 
-    notes = [f"weights stored as {fmt.name}: {fmt.summary}", *image_notes(spec, setup.images, text_context)]
+    notes = [
+        f"weights stored as {fmt.name}: {fmt.summary}",
+        *format_note(spec, fmt.name),
+        *image_notes(spec, setup.images, text_context),
+    ]
     if beyond:
         notes.append(beyond)
     if tp > 1:

@@ -58,6 +58,17 @@ def image_notes(spec: ModelSpec, images: int, context: int) -> list[str]:
     return notes
 
 
+def format_note(spec: ModelSpec, fmt_name: str) -> list[str]:
+    """Quantizers disagree on the vision tower; the estimate quantizes it like the language model and says so."""
+    if spec.vision is None or fmt_name in ("fp32", "fp16", "bf16"):
+        return []
+    return [
+        f"{fmt_name}: the vision tower's and projector's linear weights are counted in {fmt_name} like the language "
+        "model's (bitsandbytes and vLLM's fp8 quantize them; GPTQ/AWQ checkpoints and llama.cpp's mmproj file "
+        "usually keep them in 16 bit)"
+    ]
+
+
 def cross_kv_cache(spec: ModelSpec, *, images: int, dtype: str, dtype_bytes: int, tp: int) -> Rule | None:
     """mllama: each cross-attention layer keeps K and V of every image's vision tokens (computed once at
     prefill, modeling_mllama.MllamaTextCrossAttention stores them in the cache at its layer index)."""
