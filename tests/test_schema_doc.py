@@ -115,6 +115,7 @@ def _vision_estimates() -> Iterator[vramwise.Estimate]:
     for name, config in VLM.items():
         spec = spec_from_config(config, name=name, source=name)
         yield vramwise.estimate_inference(spec, _setup(vramwise.InferSetup, {"images": 2, "attention": "eager"}))
+        yield vramwise.estimate_inference(spec, _setup(vramwise.InferSetup, {"images": 1, "image_size": "640x480"}))
         yield from vramwise.estimate_stages(spec, _setup(vramwise.TrainSetup, {"seq": 256}))
 
 
@@ -184,6 +185,7 @@ def _setup_keys(*argv: str) -> list[str]:
 INFER_SETUP_KEYS = [
     "batch", "context", "new_tokens", "weight_format", "kv_dtype", "attention", "tp", "kv_block", "prefill_chunk",
     "all_logits", "cuda_context_mib", "allocator_fraction", "gpu_utilization", "mode", "images",
+    "image_size",
 ]
 TRAIN_SETUP_KEYS = [
     "batch", "seq", "grad_accum", "precision", "grad_dtype", "optimizer", "optimizer_impl", "peft", "lora_r",

@@ -128,3 +128,60 @@ def test_verify_refuses_vision_language_models(tmp_path: Path, capsys: pytest.Ca
         code, _, err = _cli(["verify", str(path), "--infer"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "vision-language model" in err or "torch" in err  # without the verify extra, that refusal comes first
+
+
+# Oracle: transformers' own image processors (no network: they are built from their defaults), on blank images of
+# each size. Qwen2VLImageProcessor's image_grid_thw gives the patches; the merged tokens are a quarter of them.
+# Idefics3ImageProcessor, with the tiny tower's 64-pixel tile (max_image_size) and 4 x 64 longest edge, gives the
+# tiles it splits the image into (the global image included) as pixel_values' second dimension.
+SIZES = [(448, 448), (1920, 1080), (100, 100), (3000, 200), (64, 64), (333, 1001)]
+
+
+@pytest.mark.parametrize(("width", "height"), SIZES)
+def test_image_size_follows_the_image_processors(width: int, height: int) -> None:
+    np = pytest.importorskip("numpy")
+    transformers = pytest.importorskip("transformers")
+    from vramwise.estimate.vision import image_shape
+
+    blank = np.zeros((height, width, 3), dtype=np.uint8)
+    try:
+        grid = transformers.Qwen2VLImageProcessor()(images=[blank], return_tensors="np")["image_grid_thw"][0]
+        idefics = transformers.Idefics3ImageProcessor(size={"longest_edge": 256}, max_image_size={"longest_edge": 64})
+        tiles = idefics(images=[[blank]], return_tensors="np")["pixel_values"].shape[1]
+    except ImportError as err:  # a torchvision-less install: the processors' backend is missing
+        pytest.skip(str(err))
+    qwen, smol = _spec("qwen2_vl").vision, _spec("idefics3").vision
+    assert qwen is not None and smol is not None
+    assert image_shape(qwen, (width, height)).tokens == int(grid[1] * grid[2]) // 4
+    assert image_shape(qwen, (width, height)).patches == int(grid[1] * grid[2])
+    assert image_shape(smol, (width, height)) == (tiles * 16, tiles, 64)
+
+
+def test_image_size_by_hand() -> None:
+    # Qwen2-VL, 448x448: multiples of 28 already, 448·448 < max_pixels: (448/28)^2 = 256 tokens, 1,024 patches.
+    est = estimate_inference(_spec("qwen2_vl"), InferSetup(context=100, images=1, image_size="448x448", kv_block=1))
+    # KV: (100 + 256) tokens x 2 layers x 2 (K, V) x 2 KV heads x 16 x 2 B
+    assert _terms(est)["kv_cache"] == 356 * 2 * 2 * 2 * 16 * 2
+    assert any("256 token(s) each" in n for n in est.notes)
+    # llava resizes every image: the size changes nothing, and a note says so
+    fixed = estimate_inference(_spec("llava"), InferSetup(context=100, images=1, image_size="4000x3000"))
+    assert _terms(fixed) == _terms(estimate_inference(_spec("llava"), InferSetup(context=100, images=1)))
+    assert any("does not change" in n for n in fixed.notes)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--image-size", "640x480"], "--image-size applies with --images"),
+        (["--images", "1", "--image-size", "640"], "image_size must be WIDTHxHEIGHT"),
+        (["--images", "1", "--image-size", "0x10"], "image_size must be WIDTHxHEIGHT"),
+        (["--images", "1", "--image-size", "10000x10"], "aspect ratio above 200"),
+    ],
+)
+def test_image_size_refused_in_one_line(
+    argv: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(VLM["qwen2_vl"]))
+    code, _, err = _cli(["infer", str(path), *argv], capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1

@@ -45,7 +45,7 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     """The estimate's terms and phases; it never reads ``setup.batch`` (the plan serves every batch)."""
     check_tp(spec, setup.tp)
     text_context = setup.context
-    if extra := image_tokens(spec, setup.images):  # the images' tokens join each prompt
+    if extra := image_tokens(spec, setup.images, setup.image_pixels):  # the images' tokens join each prompt
         setup = dataclasses.replace(setup, context=setup.context + extra)
     beyond = inference_positions(spec, setup)
     fmt = get_format(setup.weight_format or default_format(spec))
@@ -72,7 +72,8 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         (PhaseKind.PREFILL_LAYER, out.add(prefill) + views_held),
         (PhaseKind.PREFILL_LOGITS, out.add(last) + views_held),
     ]
-    tower = vision_activations(spec, images=setup.images, c=c, attention=setup.attention, tp=tp)
+    pixels = setup.image_pixels
+    tower = vision_activations(spec, images=setup.images, c=c, attention=setup.attention, tp=tp, pixels=pixels)
     if tower:  # the vision tower runs before the text layers; its temporaries are gone when they start
         phases.insert(0, (PhaseKind.PREFILL_VISION, out.add(tower)))
     if setup.new_tokens:
@@ -84,7 +85,7 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     notes = [
         f"weights stored as {fmt.name}: {fmt.summary}",
         *format_note(spec, fmt.name),
-        *image_notes(spec, setup.images, text_context),
+        *image_notes(spec, setup.images, text_context, setup.image_pixels),
     ]
     if beyond:
         notes.append(beyond)

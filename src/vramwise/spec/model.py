@@ -190,3 +190,9 @@ class VisionSpec:
     cross_layers: tuple[int, ...] = ()  # mllama: text layers that cross-attend to the image instead of self-attending
     cross_tokens_per_image: int = 0  # mllama: vision tokens each cross-attention layer keeps K and V of
     assumption: str = ""  # what the image count rests on (a processor default), said in the report's notes
+    # How an image's resolution sets its tokens (estimate/vision.py): "fixed" (the processor resizes every image to
+    # one size: llava, gemma3, mllama), "qwen2_vl" (smart_resize to multiples of patch x merge), "idefics3" (tiles).
+    resolution: str = "fixed"
+    patch_size: int = 0  # qwen2_vl: a patch's side in pixels; idefics3: a tile's side (the tower's image_size)
+    merge_size: int = 1  # qwen2_vl: spatial_merge_size (merge x merge patches become one token)
+    tokens_per_tile: int = 0  # idefics3: image_seq_len, the tokens of one tile after the pixel shuffle

@@ -233,7 +233,7 @@ def gemma3(data: Mapping[str, Any], text: ModelSpec, source: str) -> ModelSpec:
 
 # Idefics3ImageProcessor / SmolVLMImageProcessor defaults: size longest_edge 4 x 364, max_image_size 364, splitting
 # on: a large image becomes 4 x 4 tiles plus the global image, 17 sequences through the tower.
-_SPLITS_PER_SIDE = 4
+SPLITS_PER_SIDE = 4
 
 
 def idefics3(data: Mapping[str, Any], text: ModelSpec, source: str) -> ModelSpec:
@@ -251,7 +251,7 @@ def idefics3(data: Mapping[str, Any], text: ModelSpec, source: str) -> ModelSpec
     groups.append(_lin("projector.modality_projection", h * scale * scale, text.hidden_size))
     # processing_idefics3: image_seq_len = ((image_size // patch_size) ** 2) / (scale_factor ** 2) per split
     per_split = side * side // (scale * scale)
-    splits = _SPLITS_PER_SIDE * _SPLITS_PER_SIDE + 1
+    splits = SPLITS_PER_SIDE * SPLITS_PER_SIDE + 1
     return _spec(
         text,
         family="siglip",
@@ -263,14 +263,20 @@ def idefics3(data: Mapping[str, Any], text: ModelSpec, source: str) -> ModelSpec
         sequences_per_image=splits,
         patches_per_sequence=side * side,
         tokens_per_image=splits * per_split,
-        assumption=f"{text.model_type}: an image split as the image processor's defaults allow at most (4 x 4 tiles + "
-        f"the global image = {splits} splits of {per_split} tokens; the row/column marker tokens are not counted)",
+        resolution="idefics3",
+        patch_size=cfg.pos_int("image_size"),
+        tokens_per_tile=per_split,
+        assumption=f"{text.model_type}: without --image-size, an image split as far as the image processor's defaults "
+        f"allow (4 x 4 tiles + the global image = {splits} splits of {per_split} tokens); the row/column marker "
+        "tokens are not counted",
     )
 
 
 # Qwen2VLImageProcessor's default size: longest_edge (max_pixels) 28 x 28 x 1280, so an image is resized to at
-# most 1280 merged tokens (28 = patch 14 x merge 2); smaller images use fewer.
-_QWEN_MAX_PIXELS = 28 * 28 * 1280
+# most 1280 merged tokens (28 = patch 14 x merge 2); smaller images use fewer, down to shortest_edge (min_pixels)
+# 56 x 56.
+QWEN_MAX_PIXELS = 28 * 28 * 1280
+QWEN_MIN_PIXELS = 56 * 56
 
 
 def qwen2_vl(data: Mapping[str, Any], text: ModelSpec, source: str) -> ModelSpec:
@@ -302,7 +308,7 @@ def qwen2_vl(data: Mapping[str, Any], text: ModelSpec, source: str) -> ModelSpec
         _lin("projector.mlp.2", wide, out),
         _vec("projector.bias", wide + out, 1, "bias"),
     ]
-    tokens = _QWEN_MAX_PIXELS // (patch * merge) ** 2
+    tokens = QWEN_MAX_PIXELS // (patch * merge) ** 2
     return _spec(
         text,
         family="qwen2_5_vl" if v2_5 else "qwen2_vl",
@@ -314,8 +320,11 @@ def qwen2_vl(data: Mapping[str, Any], text: ModelSpec, source: str) -> ModelSpec
         gated_mlp=v2_5,
         patches_per_sequence=tokens * merge * merge,
         tokens_per_image=tokens,
-        assumption=f"{text.model_type}: each image at the image processor's default max_pixels "
-        f"({_QWEN_MAX_PIXELS:,} pixels: {tokens:,} tokens); smaller images use fewer",
+        resolution="qwen2_vl",
+        patch_size=patch,
+        merge_size=merge,
+        assumption=f"{text.model_type}: without --image-size, each image at the image processor's default max_pixels "
+        f"({QWEN_MAX_PIXELS:,} pixels: {tokens:,} tokens); smaller images use fewer",
     )
 
 
