@@ -185,3 +185,19 @@ def test_image_size_refused_in_one_line(
     path.write_text(json.dumps(VLM["qwen2_vl"]))
     code, _, err = _cli(["infer", str(path), *argv], capsys)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_text_only_fine_tuning_freezes_the_tower() -> None:
+    # bf16-mixed AdamW: fp32 master weights and two fp32 moments of the trainable parameters only, i.e. the whole
+    # model less the tower and projector (whose counts equal transformers' submodules: tests/spec/test_vision_params)
+    import vramwise
+    from vramwise.spec.params import parameter_groups, total_params
+
+    spec = _spec("llava")
+    frozen = sum(g.count for g in parameter_groups(spec) if g.category in ("vision", "projector"))
+    est = vramwise.estimate_training(spec, vramwise.TrainSetup.from_flat(seq=128))
+    terms = _terms(est)
+    assert terms["optimizer/master_weights"] == 4 * (total_params(spec) - frozen)
+    assert terms["optimizer/states"] == 2 * 4 * (total_params(spec) - frozen)
+    assert terms["weights/vision"] + terms["weights/projector"] == 2 * frozen  # still held, in bf16
+    assert any("frozen" in n for n in est.notes)

@@ -266,3 +266,26 @@ def test_published_image_tokens_by_hand() -> None:
     # 4 tiles x (40^2 + 1) = 6,404 vision tokens per image in each of the 8 cross-attention layers
     assert mllama.vision is not None and mllama.vision.cross_tokens_per_image == 4 * ((560 // 14) ** 2 + 1) == 6404
     assert len(mllama.vision.cross_layers) == 8
+
+
+# Which transformers submodules are the tower and which the projector, per family.
+_PROJECTOR = ("multi_modal_projector", "connector", "visual.merger")
+_TOWER = ("vision_tower", "vision_model", "visual.")
+
+
+@pytest.mark.parametrize("name", sorted(VLM))
+def test_vision_and_projector_equal_the_transformers_submodules(name: str) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    data = copy.deepcopy(VLM[name])
+    hf_config = transformers.AutoConfig.for_model(data.pop("model_type"), **data)
+    with torch.device("meta"):
+        model = getattr(transformers, data["architectures"][0])._from_config(hf_config)
+    params = dict(model.named_parameters())
+    projector = sum(p.numel() for n, p in params.items() if any(k in n for k in _PROJECTOR))
+    tower = sum(
+        p.numel() for n, p in params.items() if any(k in n for k in _TOWER) and not any(k in n for k in _PROJECTOR)
+    )
+    groups = parameter_groups(spec_from_config(VLM[name], name=name, source=name))
+    assert sum(g.count for g in groups if g.category == "vision") == tower
+    assert sum(g.count for g in groups if g.category == "projector") == projector

@@ -387,6 +387,17 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
             "text-only fine-tuning: the vision tower and projector are frozen (weights held, no gradients or "
             "optimizer states); training with images is not modelled"
         )
+        if setup.peft.adapters:
+            notes.append(
+                "LoRA adapters are counted on the language model's linears only; peft's name-based targets (q_proj, "
+                "all-linear) also match the vision tower's modules unless target_modules names the language model"
+            )
+        if spec.vision.cross_layers:
+            notes.append(
+                f"the {len(spec.vision.cross_layers)} cross-attention layers are counted like the others, although a "
+                "text-only forward skips them (MllamaTextModel.forward): activations, gradients and optimizer states "
+                "are overestimated by their share"
+            )
     return notes
 
 
