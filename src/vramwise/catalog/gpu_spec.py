@@ -40,6 +40,8 @@ ALLOWED = (
 # NVIDIA: bf16 arithmetic needs compute capability 8.0 (Ampere); torch.cuda.is_bf16_supported checks
 # `major >= 8` (torch/cuda/__init__.py), and HF Trainer refuses --bf16 below it.
 BF16_MIN_CC = 8.0
+_PUBLISHED = "the published visible total"
+_NOMINAL = "the reported total (no visible one published)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,7 +163,7 @@ def _entry(name: str, e: dict[str, Any]) -> Gpu:
         smi_bytes=smi,
         bf16=bf16,
         confirmed=bool(e.get("confirmed", visible is not None)),
-        basis=e.get("basis", "published" if visible else "nominal: the reported total (the visible one unpublished)"),
+        basis=e.get("basis", _PUBLISHED if visible else _NOMINAL),
         source=e["source"],
         segment=e["segment"],
         compute_capability=cc,
