@@ -118,3 +118,19 @@ def test_json_verdict_shows_both_totals(capsys: pytest.CaptureFixture[str]) -> N
     gpu = json.loads(capsys.readouterr().out)["gpu"]
     assert (gpu["memory_bytes"], gpu["smi_bytes"], gpu["count"]) == (84_943_715_696, 85_520_809_984, 2)
     assert gpu["source"].startswith("https://") and gpu["bf16"] is True
+
+
+@pytest.mark.parametrize(
+    ("gpu", "says"),
+    [
+        ("t4", "(14.75 GiB visible to CUDA; nvidia-smi 15.00 GiB): DOES NOT FIT"),
+        ("h200", "(140.40 GiB = nvidia-smi's total, CUDA's own unpublished: unconfirmed)"),
+        ("h100-pcie", "(80.00 GiB nominal, no total published: unconfirmed)"),
+        ("m3-max", "(96.00 GiB Metal working set, derived: unconfirmed; unified RAM 128.00 GiB)"),
+        ("2x4090", "2 x NVIDIA GeForce RTX 4090 24GB (per GPU 23.64 GiB visible to CUDA; nvidia-smi 23.99 GiB)"),
+        ("20GB", "a 20GB GPU (18.63 GiB, the size given)"),  # 20 x 10^9 / 2^30 = 18.626...
+    ],
+)
+def test_verdict_line_says_what_the_budget_is(gpu: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["infer", MODEL, "--gpu", gpu]) == 0
+    assert says in capsys.readouterr().out

@@ -41,7 +41,8 @@ ALLOWED = (
 # `major >= 8` (torch/cuda/__init__.py), and HF Trainer refuses --bf16 below it.
 BF16_MIN_CC = 8.0
 _PUBLISHED = "the published visible total"
-_NOMINAL = "the reported total (no visible one published)"
+_REPORTED = "the vendor tool's total (CUDA's own total is not published for it)"
+_NOMINAL = "the nominal capacity (neither total is published for it)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +55,7 @@ class Gpu:
     smi_bytes: int | None = None  # nvidia-smi / rocm-smi total (Apple: the unified RAM); None for a custom size
     bf16: bool = True  # native bf16 arithmetic (NVIDIA: compute capability >= 8.0)
     confirmed: bool = True  # memory_bytes seen in a published output; False: nominal or derived (see ``basis``)
+    nominal: bool = False  # smi_bytes is the vendor's nominal capacity (no vendor-tool total published)
     basis: str = ""  # how memory_bytes was obtained, in words
     source: str = ""  # URL where memory_bytes (or, unconfirmed, the nominal figure) was published
     segment: str = "custom"  # datacenter, workstation, consumer, laptop, amd, apple, custom
@@ -163,7 +165,8 @@ def _entry(name: str, e: dict[str, Any]) -> Gpu:
         smi_bytes=smi,
         bf16=bf16,
         confirmed=bool(e.get("confirmed", visible is not None)),
-        basis=e.get("basis", _PUBLISHED if visible else _NOMINAL),
+        nominal=bool(e.get("nominal", False)),
+        basis=e.get("basis", _PUBLISHED if visible else _NOMINAL if e.get("nominal") else _REPORTED),
         source=e["source"],
         segment=e["segment"],
         compute_capability=cc,

@@ -42,8 +42,9 @@ def models_json(rows: Sequence[ModelRow]) -> str:
 GPUS_FOOTER = (
     "budget: the memory the framework sees (CUDA's total = torch total_memory; Apple: Metal's "
     "recommendedMaxWorkingSetSize), which --gpu checks against; reported: nvidia-smi / rocm-smi total (Apple: "
-    "RAM).\nunconfirmed (*): no published CUDA total; the budget is the reported or nominal figure, or derived "
-    "(Apple: 3/4 of RAM). --json lists each entry's source URL. A size (--gpu 24GiB) is its own budget."
+    "RAM).\nunconfirmed (*): no published CUDA total; the budget is the reported figure, or derived (Apple: 3/4 "
+    "of RAM). nominal (~): no published vendor-tool total either; the vendor's size in GiB. --json lists each "
+    "entry's source URL. A size (--gpu 24GiB) is its own budget."
 )
 
 
@@ -53,8 +54,9 @@ def render_gpus(rows: Sequence[Gpu], unit: Unit = "gib") -> str:
     for g in rows:
         flag = " " if g.confirmed else "*"
         smi = to_unit(g.smi_bytes, unit) if g.smi_bytes is not None else 0.0
+        approx = "~" if g.nominal else " "
         lines.append(
-            f"{g.name:<18} {g.segment:<11} {to_unit(g.memory_bytes, unit):>10.2f}{flag} {smi:>9.2f}  "
+            f"{g.name:<18} {g.segment:<11} {to_unit(g.memory_bytes, unit):>10.2f}{flag} {smi:>8.2f}{approx}  "
             f"{'yes' if g.bf16 else 'no ':<4}  {g.label}" + (f"  [{', '.join(g.aliases)}]" if g.aliases else "")
         )
     lines.append(GPUS_FOOTER)

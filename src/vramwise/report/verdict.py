@@ -47,8 +47,14 @@ def budget_words(gpu: Gpu, unit: Unit = "gib", count: int = 1) -> str:
     if gpu.smi_bytes is None:
         return f"{fmt(gpu.memory_bytes, unit)}, the size given"
     per = "per GPU " if count > 1 else ""
-    flag = "" if gpu.confirmed else ", unconfirmed"
-    return f"{per}{fmt(gpu.memory_bytes, unit)} {_seen_by(gpu)}; {_reporter(gpu)} {fmt(gpu.smi_bytes, unit)}{flag}"
+    budget = f"{per}{fmt(gpu.memory_bytes, unit)}"
+    if gpu.confirmed or gpu.memory_bytes != gpu.smi_bytes:  # published, or derived (Apple) from the RAM
+        derived = "" if gpu.confirmed else ", derived: unconfirmed"
+        nominal = " nominal" if gpu.nominal else ""
+        return f"{budget} {_seen_by(gpu)}{derived}; {_reporter(gpu)}{nominal} {fmt(gpu.smi_bytes, unit)}"
+    if gpu.nominal:
+        return f"{budget} nominal, no total published: unconfirmed"
+    return f"{budget} = {_reporter(gpu)}'s total, CUDA's own unpublished: unconfirmed"
 
 
 def gpu_title(gpu: Gpu, count: int = 1) -> str:
