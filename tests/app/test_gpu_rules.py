@@ -134,3 +134,11 @@ def test_json_verdict_shows_both_totals(capsys: pytest.CaptureFixture[str]) -> N
 def test_verdict_line_says_what_the_budget_is(gpu: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["infer", MODEL, "--gpu", gpu]) == 0
     assert says in capsys.readouterr().out
+
+
+def test_best_format_names_fp16_on_a_gpu_without_bf16() -> None:
+    r = fit(FitRequest(model=MODEL, gpu="v100", question=Question.BEST_FORMAT, infer=True))
+    assert r.answer is not None and r.answer.value == "fp16"
+    assert "bf16" not in {row.format for row in r.formats} and "fp16" in {row.format for row in r.formats}
+    a100 = fit(FitRequest(model=MODEL, gpu="a100", question=Question.BEST_FORMAT, infer=True)).answer
+    assert a100 is not None and a100.value == "bf16"

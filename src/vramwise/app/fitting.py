@@ -160,6 +160,8 @@ def _fit_inference(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: InferSetu
     budget = gpu.memory_bytes
     if req.question is Question.BEST_FORMAT:
         answer, rows = best_format(model, setup, budget, gpu.memory_bytes, req.unit)
+        if not gpu.bf16:  # the 16-bit candidate runs as fp16 there (same bytes: gpu_rules.py), so say fp16
+            answer, rows = _as_fp16(answer), [replace(r, format="fp16") if r.format == "bf16" else r for r in rows]
         return FitResult(question=req.question, gpu=gpu, answer=answer, formats=tuple(rows))
     check_format(model, setup)
     target = "batch" if req.target == "batch" else "context"
@@ -190,6 +192,16 @@ def _layouts(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: TrainSetup) -> 
         raise DoesNotFitError(f"no layout of {gpus} x {gpu.name} fits: {floor}; {fewest}")
     top_shown = DEFAULT_TOP if req.top is None else req.top
     return FitResult(question=req.question, gpu=gpu, layouts=found, gpus=gpus, top=top_shown)
+
+
+def _as_fp16(answer: Answer) -> Answer:
+    """The best-format answer with its bf16 candidate named fp16, for a GPU without bf16."""
+    def rename(v: int | str | None) -> int | str | None:
+        return "fp16" if v == "bf16" else v
+
+    value = rename(answer.value)
+    assert value is not None  # an answer always has a value
+    return replace(answer, value=value, next_value=rename(answer.next_value))
 
 
 def smallest_that_fits(model: ModelSpec, setup: TrainSetup, budget: int) -> str:
