@@ -67,6 +67,7 @@ INVALID = [
     ("0x4090", "count must be 1"),
     ("100001xH100", "count must be 1"),
     ("4x24", "no unit"),
+    ("2x", "a count needs a GPU after it"),
     ("h1000", "did you mean: h100-80gb"),
     ("rtx-4900", "did you mean"),
     ("", "empty"),

@@ -94,7 +94,7 @@ def _fail(message: str) -> UnknownGpuError:
     return UnknownGpuError(message, field="gpu", allowed=ALLOWED)
 
 
-def parse_size(text: str, *, what: str = "gpu") -> int:
+def parse_size(text: str, *, what: str = "--gpu") -> int:
     """Bytes of ``24GiB`` / ``24 GB`` / ``1.5TiB``; a number without a unit or with an ambiguous one is refused."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
     if not m:
@@ -135,6 +135,8 @@ def parse_gpu(text: str) -> GpuChoice:
     if not isinstance(text, str) or not text.strip():
         raise _fail(f"--gpu {shown(text)} is empty; {ALLOWED}")
     body, count = text.strip(), 1
+    if re.fullmatch(r"\d+\s*[x×*]", body, re.IGNORECASE):
+        raise _fail(f"--gpu {shown(text)}: a count needs a GPU after it, e.g. {body}4090 or {body}24GiB")
     m = re.fullmatch(r"(\d+)\s*[x×*]\s*(.+)", body, re.IGNORECASE)
     if m:
         count, body = int(m.group(1)), m.group(2)
