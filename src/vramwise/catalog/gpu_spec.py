@@ -11,6 +11,8 @@ The budget of a catalog GPU is the memory the framework sees (``Gpu.memory_bytes
 what the driver reserves for itself (NVML ``nvmlMemory_v2_t.reserved``: "Device memory (in bytes) reserved for
 system use (driver or firmware)", https://docs.nvidia.com/deploy/nvml-api/structnvmlMemory__v2__t.html); on
 Apple silicon it is Metal's ``recommendedMaxWorkingSetSize``. A size the user gives is taken as that budget.
+vLLM's serving budget starts from the same total (``torch.cuda.mem_get_info()[1]``, vllm/worker/worker.py
+``determine_num_available_blocks``), so ``--serve`` reads it too.
 """
 
 from __future__ import annotations
@@ -79,10 +81,6 @@ class GpuChoice:
     def counted(self) -> bool:
         """Whether the user gave a count (``1xH100`` counts too: it pins the layout to one GPU)."""
         return bool(re.match(r"^\s*\d+\s*[x×*]", self.text, re.IGNORECASE))
-
-    @property
-    def title(self) -> str:
-        return f"{self.count} x {self.gpu.label}" if self.count > 1 else self.gpu.label
 
 
 def _key(text: str) -> str:
