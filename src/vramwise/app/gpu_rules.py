@@ -60,10 +60,8 @@ def infer_options(choice: GpuChoice | None, options: Mapping[str, Any], default_
         tp = opts.get("tp")
         if tp is None:
             opts["tp"] = choice.count
-            notes.append(
-                f"--gpu {choice.text}: tensor-parallel over all {choice.count} GPUs (tp = {choice.count}); "
-                "the memory shown is per GPU"
-            )
+            spread = f"tensor-parallel over all {choice.count} GPUs" if choice.count > 1 else "one GPU"
+            notes.append(f"--gpu {choice.text}: {spread} (tp = {choice.count}); the memory shown is per GPU")
         elif tp != choice.count:
             raise InvalidLayoutError(
                 f"tp({tp}) != gpus({choice.count}) of --gpu {choice.text}: inference runs one tensor-parallel group "
