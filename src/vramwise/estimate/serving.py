@@ -15,11 +15,13 @@ from vramwise.estimate.kv_cache import kv_cache, kv_elements_per_token
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import Vars
 from vramwise.estimate.precision import compute_bytes, kv_dtype
+from vramwise.estimate.ssm_state import check_inference, state_bytes_per_sequence
 from vramwise.estimate.term import Term
 from vramwise.estimate.weights import weight_terms
 from vramwise.estimate.workspace import prefill_workspace
 from vramwise.formats import default_format, get_format
 from vramwise.spec.model import ModelSpec
+from vramwise.spec.ssm import attention_layer_count
 from vramwise.workload import InferSetup
 
 DEFAULT_MAX_BATCHED_TOKENS = 8192  # vLLM's default for the OpenAI server on >= 70 GiB GPUs (2048 below)
@@ -32,6 +34,9 @@ class Capacity:
     kv_tokens: int  # tokens of KV that fit, as vLLM logs "GPU KV cache size"
     sequence_tokens: int  # s + n of the requested workload
     max_sequences: int  # concurrent sequences of sequence_tokens that fit
+    # a hybrid's Mamba layers: their fixed state per sequence, held beside the attention layers' KV blocks
+    # (0 for a transformer); max_sequences counts it, kv_tokens does not
+    state_bytes_per_sequence: int = 0
 
 
 def serving_capacity(
@@ -49,9 +54,12 @@ def serving_capacity(
     non_torch = cuda_context_term(setup.overheads.cuda_context_mib).bytes
     usable = int(gpu_bytes * setup.gpu_utilization)
     budget = max(0, usable - weights - activation - non_torch)
-    per_token = int(kv_elements_per_token(spec, setup.tp) * spec.num_layers * kv_b)
+    # only attention layers cache K and V; a Mamba layer holds a fixed state per sequence (estimate/ssm_state.py)
+    check_inference(spec, setup.tp)
+    per_token = int(kv_elements_per_token(spec, setup.tp) * attention_layer_count(spec) * kv_b)
     kv = kv_cache(spec, tokens=setup.tokens, dtype=kv_name, dtype_bytes=kv_b, tp=setup.tp, block=setup.kv_block)
-    per_seq = kv.bytes(one)
+    state = state_bytes_per_sequence(spec, c=c)
+    per_seq = kv.bytes(one) + state
     block_bytes = per_token * setup.kv_block
     return Capacity(
         budget=Term(
@@ -60,6 +68,12 @@ def serving_capacity(
             formula=(
                 f"{setup.gpu_utilization:g} x {gpu_bytes:,} - weights {weights:,} - profile activation "
                 f"({profile_tokens} tokens) {activation:,} - non-torch {non_torch:,}"
+                + (
+                    f"; each sequence also holds its Mamba layers' state, {state:,} B (conv in the compute dtype, "
+                    "SSM state fp32, as transformers' cache allocates them)"
+                    if state
+                    else ""
+                )
             ),
             source="vLLM v1 gpu_worker.determine_available_memory",
         ),
@@ -67,4 +81,5 @@ def serving_capacity(
         kv_tokens=budget // block_bytes * setup.kv_block if block_bytes else 0,
         sequence_tokens=setup.tokens,
         max_sequences=budget // per_seq if per_seq else 0,
+        state_bytes_per_sequence=state,
     )
