@@ -244,7 +244,7 @@ def verify_inference(resolved: ResolvedModel, setup: InferSetup) -> Comparison:
 
     _check_torch()
     model, config = resolved.spec, _twin_config(resolved)
-    if model.ssm:
+    if getattr(model, "ssm", None):  # a bare size has no layers, hence none of them Mamba
         # the twin's transformers has no mamba-ssm kernels: it would trace the PyTorch scan the estimate does not
         # model (estimate/ssm_state.py)
         raise VerifyUnsupportedError(

@@ -1,0 +1,196 @@
+"""A state-space hybrid (Jamba) at inference: KV on attention layers only, a fixed state per Mamba layer.
+
+Oracles: the cache transformers 5.24 allocates for a tiny JambaForCausalLM run on the CPU (its conv and recurrent
+state tensors and its keys and values), JambaConfig's own layer pattern, transformers on the meta device for the
+parameter counts, and arithmetic written out below (symbols of spec/ssm.py: D = d_inner, N = d_state, K = d_conv).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from hf_oracle import hf_params
+from tiny_configs import JAMBA
+
+from vramwise.catalog import get_gpu
+from vramwise.cli import main
+from vramwise.estimate.inference import estimate_inference
+from vramwise.estimate.serving import serving_capacity
+from vramwise.estimate.term import PhaseKind
+from vramwise.spec.adapters import spec_from_config
+from vramwise.spec.params import total_params
+from vramwise.units import MIB
+from vramwise.workload import InferSetup
+
+SPEC = spec_from_config(JAMBA, name="jamba-tiny", source="test")
+# JAMBA: h 64, D = 2 x 64 = 128, N 8, K 3; layers 0 and 2 Mamba, 1 and 3 attention (2 KV heads of 64 / 4 = 16)
+H, D, N, K, MAMBA, ATTENTION, KV_HEADS, HEAD_DIM = 64, 128, 8, 3, 2, 2, 2, 16
+
+
+def _est(spec=SPEC, **setup):  # type: ignore[no-untyped-def]
+    return estimate_inference(spec, InferSetup(**setup))
+
+
+def test_layer_pattern_is_jambas() -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.JambaConfig(**{k: v for k, v in JAMBA.items() if k != "model_type"})
+    assert SPEC.ssm is not None and SPEC.moe is not None
+    assert SPEC.ssm.layers == tuple(i for i, t in enumerate(config.layers_block_type) if t == "mamba") == (0, 2)
+    assert SPEC.moe.moe_layers == tuple(i for i, e in enumerate(config.layers_num_experts) if e > 1) == (0, 2)
+    assert (SPEC.ssm.d_inner, SPEC.ssm.d_state, SPEC.ssm.d_conv, SPEC.ssm.dt_rank) == (D, N, K, 4)  # ceil(64 / 16)
+
+
+def test_state_bytes_by_hand() -> None:
+    est = _est(batch=3, context=100)
+    assert est.term("ssm_state/conv").bytes == 3 * MAMBA * D * K * 2  # bf16 conv window
+    assert est.term("ssm_state/ssm").bytes == 3 * MAMBA * D * N * 4  # fp32 recurrent state
+
+
+def test_kv_only_on_attention_layers() -> None:
+    est = _est(batch=3, context=1000, kv_block=1)
+    assert est.term("kv_cache").bytes == 3 * 2 * KV_HEADS * HEAD_DIM * 2 * 1000 * ATTENTION  # not x 4 layers
+
+
+def test_context_grows_the_attention_kv_only() -> None:
+    short, long = _est(batch=2, context=1024), _est(batch=2, context=4096)
+    assert long.term("kv_cache").bytes == 4 * short.term("kv_cache").bytes
+    for name in ("ssm_state/conv", "ssm_state/ssm", "weights/ssm", "weights/attention"):
+        assert long.term(name).bytes == short.term(name).bytes
+
+
+def test_state_and_kv_equal_the_cache_transformers_allocates() -> None:
+    """A bf16 forward of the tiny model on the CPU with use_cache: the DynamicCache's tensors, layer by layer."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.JambaConfig(**{k: v for k, v in JAMBA.items() if k != "model_type"})
+    torch.manual_seed(0)
+    model = transformers.JambaForCausalLM(config).to(torch.bfloat16).eval()
+    batch, tokens = 2, 7
+    with torch.no_grad():
+        cache = model(input_ids=torch.randint(0, 1000, (batch, tokens)), use_cache=True).cache
+
+    def nbytes(tensors) -> int:  # type: ignore[no-untyped-def]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+    conv = nbytes(t for layer in cache.layers for t in getattr(layer, "conv_states", {}).values())
+    ssm = nbytes(t for layer in cache.layers for t in getattr(layer, "recurrent_states", {}).values())
+    kv = nbytes(t for layer in cache.layers for t in (getattr(layer, "keys", None), getattr(layer, "values", None)))
+    est = _est(batch=batch, context=tokens, kv_block=1)
+    assert (conv, ssm, kv) == (
+        est.term("ssm_state/conv").bytes,
+        est.term("ssm_state/ssm").bytes,
+        est.term("kv_cache").bytes,
+    )
+    assert kv == batch * 2 * KV_HEADS * HEAD_DIM * 2 * tokens * ATTENTION
+
+
+def _wide() -> object:
+    """Mamba's expansion 4 (D = 256): the Mamba layer's live set outgrows the MoE layer's."""
+    return spec_from_config({**JAMBA, "mamba_expand": 4}, name="jamba-wide", source="test")
+
+
+def test_mamba_prefill_workspace_by_hand() -> None:
+    spec, b, s, d = _wide(), 2, 4096, 256
+    moe = s * 2 * (4 * H + 2 * 4 * 96 + 2 * H)  # 4h + top-2 x (fused gate/up 2i + act + product) + 2 input copies
+    mamba = s * 2 * (3 * H + 7 * d + 4 * N) + d * 2 * 2 * N * 4  # + chunk states: ceil(4096 / 2048) = 2 chunks
+    assert mamba > moe
+    est = _est(spec, batch=b, context=s)
+    assert est.term("activations/prefill_workspace").bytes == b * mamba
+    # the PyTorch scan's discrete A, discrete B and deltaB_u, (D, s, N) fp32 each, named in a note
+    assert any(f"{3 * d * s * N * 4:,} B more per sequence" in n for n in est.notes)
+
+
+def test_mamba_decode_workspace_by_hand() -> None:
+    spec, b, d = _wide(), 3, 256
+    est = _est(spec, batch=b, context=64, new_tokens=8)
+    decode = next(p for p in est.phases if p.kind is PhaseKind.DECODE)
+    workspace = next(t for t in decode.transient if t.name == "activations/prefill_workspace")
+    assert workspace.bytes == b * 1 * 2 * (3 * H + 5 * d + 2 * N)  # one token: state-update kernels, no copies
+
+
+def test_moe_layer_wins_when_it_is_larger() -> None:
+    s = 4096
+    moe = s * 2 * (4 * H + 2 * 4 * 96 + 2 * H)
+    assert moe > s * 2 * (3 * H + 7 * D + 4 * N) + D * 2 * 2 * N * 4
+    assert _est(context=s).term("activations/prefill_workspace").bytes == moe
+
+
+def test_serving_counts_the_state_per_sequence() -> None:
+    gpu = get_gpu("a100-80gb")
+    setup = InferSetup(context=1000, new_tokens=24)  # 1024 tokens, whole blocks of 16
+    cap = serving_capacity(SPEC, setup, gpu.memory_bytes, max_batched_tokens=8192)
+    weights = 396_904 * 2  # total parameters (transformers on the meta device, tests/spec) in bf16
+    profile = 8192 * 2 * (4 * H + 2 * 4 * 96 + 2 * H)  # the MoE layer's live set at 8192 tokens
+    budget = int(81920 * MIB * 0.9) - weights - profile - 512 * MIB
+    assert cap.budget.bytes == budget
+    per_token = 2 * KV_HEADS * HEAD_DIM * 2 * ATTENTION
+    state = MAMBA * D * K * 2 + MAMBA * D * N * 4
+    assert (cap.kv_bytes_per_token, cap.state_bytes_per_sequence) == (per_token, state)
+    assert cap.max_sequences == budget // (1024 * per_token + state)
+
+
+def test_an_all_mamba_config_has_no_kv_and_counts_like_transformers() -> None:
+    config = {**JAMBA, "attn_layer_period": 8, "attn_layer_offset": 4}  # 4 layers: none is index 4 mod 8
+    spec = spec_from_config(config, name="mamba-only", source="test")
+    assert spec.ssm is not None and spec.ssm.layers == (0, 1, 2, 3)
+    assert total_params(spec) == hf_params(config)[0]
+    est = _est(spec, batch=2, context=512)
+    assert est.term("kv_cache").bytes == 0
+    assert est.term("ssm_state/ssm").bytes == 2 * 4 * D * N * 4
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _config(tmp_path: Path, **changes: object) -> str:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**JAMBA, **changes}))
+    return str(path)
+
+
+def test_cli_json_shows_the_state_terms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _cli(capsys, "infer", _config(tmp_path), "--context", "512", "-b", "2", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    terms = {t["name"]: t["bytes"] for t in data["terms"]}
+    assert terms["ssm_state/conv"] == 2 * MAMBA * D * K * 2 and terms["ssm_state/ssm"] == 2 * MAMBA * D * N * 4
+    assert "weights/ssm" in terms and sum(terms.values()) == data["peak"]["bytes"]
+    assert data["model"]["params"] == 396_904
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (("train",), "training estimates do not cover state-space"),
+        (("train", "--mode", "textbook"), "training estimates do not cover state-space"),
+        (("infer", "--mode", "textbook"), "Mamba layers"),
+        (("infer", "--tp", "2"), "tp (2)"),
+        (("verify", "--infer"), "verify cannot reproduce"),
+    ],
+)
+def test_unmodelled_questions_are_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], field: str
+) -> None:
+    code, out, err = _cli(capsys, argv[0], _config(tmp_path), *argv[1:])
+    assert code == 2 and not out
+    assert len(err.strip().splitlines()) == 1 and field in err
+
+
+def test_a_bad_layer_pattern_names_its_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(capsys, "infer", _config(tmp_path, attn_layer_offset=2))
+    assert code == 2 and "'attn_layer_offset' (2) must be smaller than 'attn_layer_period' (2)" in err
+
+
+def test_transformer_specs_have_no_state() -> None:
+    llama = dataclasses.replace(SPEC, ssm=None, moe=None)
+    names = {t.name for t in estimate_inference(llama, InferSetup()).persistent}
+    assert not {"ssm_state/conv", "ssm_state/ssm", "weights/ssm"} & names
