@@ -194,3 +194,11 @@ def test_transformer_specs_have_no_state() -> None:
     llama = dataclasses.replace(SPEC, ssm=None, moe=None)
     names = {t.name for t in estimate_inference(llama, InferSetup()).persistent}
     assert not {"ssm_state/conv", "ssm_state/ssm", "weights/ssm"} & names
+
+
+def test_every_term_the_hybrid_emits_is_documented() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "json-schema.md").read_text()
+    est = _est(batch=2, context=4096, new_tokens=4)
+    names = {t.name for t in est.persistent} | {t.name for p in est.phases for t in p.transient}
+    assert {"ssm_state/conv", "ssm_state/ssm", "weights/ssm"} <= names
+    assert all(f"`{name}`" in doc for name in names), sorted(n for n in names if f"`{n}`" not in doc)
