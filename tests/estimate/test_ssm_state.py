@@ -22,6 +22,7 @@ from vramwise.estimate.serving import serving_capacity
 from vramwise.estimate.term import PhaseKind
 from vramwise.spec.adapters import spec_from_config
 from vramwise.spec.params import total_params
+from vramwise.spec.traits import Positions
 from vramwise.units import MIB
 from vramwise.workload import InferSetup
 
@@ -202,3 +203,19 @@ def test_every_term_the_hybrid_emits_is_documented() -> None:
     names = {t.name for t in est.persistent} | {t.name for p in est.phases for t in p.transient}
     assert {"ssm_state/conv", "ssm_state/ssm", "weights/ssm"} <= names
     assert all(f"`{name}`" in doc for name in names), sorted(n for n in names if f"`{n}`" not in doc)
+
+
+def test_jamba_has_no_position_encoding() -> None:
+    """No rotary module and no position table in the model; past the trained length the note asks no rope scaling."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.JambaConfig(**{k: v for k, v in JAMBA.items() if k != "model_type"})
+    with torch.device("meta"):
+        model = transformers.JambaForCausalLM(config)
+    assert not any("Rotary" in type(m).__name__ for m in model.modules())
+    assert [m for m in model.modules() if isinstance(m, torch.nn.Embedding)] == [model.get_input_embeddings()]
+    assert SPEC.traits.positions is Positions.NONE and not SPEC.traits.rotary
+    spec = spec_from_config({**JAMBA, "max_position_embeddings": 1024}, name="jamba-1k", source="test")
+    notes = _est(spec, context=2048).notes
+    assert any("exceeds the 1,024 positions the model was trained on" in n for n in notes)
+    assert not any("rope" in n for n in notes)

@@ -25,11 +25,11 @@ from vramwise.spec.adapters.config import RawConfig
 from vramwise.spec.adapters.decoders import check_kv_heads, decoder_spec, experts_top_k
 from vramwise.spec.model import AttentionSpec, ModelSpec, MoeSpec
 from vramwise.spec.ssm import SsmSpec
-from vramwise.spec.traits import ImplTraits
+from vramwise.spec.traits import ImplTraits, Positions
 
 # Training is refused for hybrids (estimate/ssm_state.py), so no training trait is read; peft 0.21 lists no
 # default LoRA targets for jamba (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING has no entry).
-_JAMBA = ImplTraits()
+_JAMBA = ImplTraits(positions=Positions.NONE)
 
 
 def _period(cfg: RawConfig, period_key: str, offset_key: str, period: int, offset: int) -> tuple[int, int]:
