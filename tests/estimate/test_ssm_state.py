@@ -119,18 +119,24 @@ def test_moe_layer_wins_when_it_is_larger() -> None:
     assert _est(context=s).term("activations/prefill_workspace").bytes == moe
 
 
-def test_serving_counts_the_state_per_sequence() -> None:
+def test_serving_counts_the_state_pages_per_sequence() -> None:
+    """vLLM's hybrid rule (HybridAttentionMambaModelConfig, no prefix caching), written out for the tiny model."""
     gpu = get_gpu("a100-80gb")
-    setup = InferSetup(context=1000, new_tokens=24)  # 1024 tokens, whole blocks of 16
+    setup = InferSetup(context=1000, new_tokens=24)  # 1024 tokens
     cap = serving_capacity(SPEC, setup, gpu.memory_bytes, max_batched_tokens=8192)
     weights = 396_904 * 2  # total parameters (transformers on the meta device, tests/spec) in bf16
     profile = 8192 * 2 * (4 * H + 2 * 4 * 96 + 2 * H)  # the MoE layer's live set at 8192 tokens
     budget = int(81920 * MIB * 0.9) - weights - profile - 512 * MIB
     assert cap.budget.bytes == budget
-    per_token = 2 * KV_HEADS * HEAD_DIM * 2 * ATTENTION
-    state = MAMBA * D * K * 2 + MAMBA * D * N * 4
-    assert (cap.kv_bytes_per_token, cap.state_bytes_per_sequence) == (per_token, state)
-    assert cap.max_sequences == budget // (1024 * per_token + state)
+    layer_token = 2 * KV_HEADS * HEAD_DIM * 2  # 128 B of K and V per token per attention layer
+    mamba_page = ((K - 1) * D + D * N) * 2  # vLLM: conv (d_conv - 1, D) and (D, N), both bf16: 2,560 B
+    block = 16 * -(-mamba_page // (16 * layer_token))  # 32 tokens: the smallest multiple of 16 holding a state
+    page = block * layer_token  # the Mamba page padded to one attention page: 4,096 B
+    assert (block, page) == (32, 4096)
+    assert (cap.kv_bytes_per_token, cap.state_bytes_per_sequence) == (layer_token * ATTENTION, MAMBA * page)
+    assert cap.kv_tokens == budget // (layer_token * ATTENTION * block) * block
+    assert cap.max_sequences == budget // (ATTENTION * 1024 * layer_token + MAMBA * page)  # 1024 = 32 blocks
+    assert "attention blocks of 32 tokens" in cap.budget.formula
 
 
 def test_an_all_mamba_config_has_no_kv_and_counts_like_transformers() -> None:

@@ -81,9 +81,31 @@ def state_rules(spec: ModelSpec, *, c: int) -> tuple[Rule, ...]:
     )
 
 
-def state_bytes_per_sequence(spec: ModelSpec, *, c: int) -> int:
-    """Bytes of every Mamba layer's state for one sequence, whatever its length."""
-    return sum(int(r.coef) for r in state_rules(spec, c=c))
+# vLLM (v1) keeps a hybrid's Mamba state in the KV pool, one page per Mamba layer per sequence, and makes the
+# attention page at least as large (vllm/model_executor/models/config.py HybridAttentionMambaModelConfig.
+# verify_and_update_config, mamba_cache_mode "none", i.e. without prefix caching): the attention block becomes
+# the smallest multiple of 16 tokens (kernel_block_alignment_size) whose page holds a Mamba state, unless the
+# user's block is larger, and the Mamba page is padded to the attention page.
+VLLM_BLOCK_ALIGNMENT = 16
+
+
+def vllm_state_page(spec: ModelSpec, *, c: int) -> int:
+    """One Mamba layer's state for one sequence as vLLM stores it: conv (d_conv - 1, D) and temporal (D, N), both
+    in the model dtype when mamba_cache_dtype and mamba_ssm_cache_dtype are "auto" (vllm/model_executor/layers/
+    mamba/mamba_utils.py MambaStateShapeCalculator.mamba1_state_shape, MambaStateDtypeCalculator._mamba_state_dtype)."""
+    ssm = _ssm(spec)
+    return ((ssm.d_conv - 1) * ssm.d_inner + ssm.d_inner * ssm.d_state) * c
+
+
+def vllm_block(spec: ModelSpec, *, attention_page_per_token: int, c: int, block: int) -> tuple[int, int]:
+    """(the attention block in tokens, the padded Mamba page in bytes) under vLLM's hybrid page rule."""
+    mamba_page = vllm_state_page(spec, c=c)
+    if not attention_page_per_token:  # no attention layer: nothing to align with
+        return block, mamba_page
+    align = VLLM_BLOCK_ALIGNMENT
+    needed = align * -(-mamba_page // (align * attention_page_per_token))
+    block = max(block, needed)
+    return block, block * attention_page_per_token
 
 
 @functools.lru_cache(maxsize=1024)
