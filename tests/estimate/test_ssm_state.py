@@ -225,3 +225,21 @@ def test_jamba_has_no_position_encoding() -> None:
     notes = _est(spec, context=2048).notes
     assert any("exceeds the 1,024 positions the model was trained on" in n for n in notes)
     assert not any("rope" in n for n in notes)
+
+
+def test_the_pytorch_scan_note_matches_a_traced_prefill() -> None:
+    """Oracle for the note (not for the kernel path, which needs mamba-ssm on CUDA): a traced bf16 prefill of
+    transformers' PyTorch scan peaks at the kernel-path estimate plus the note's 3 x D x s x N fp32 tensors."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from vramwise.estimate.term import Step
+    from vramwise.verify.trace import InferRecipe, trace_inference
+    from vramwise.verify.twin import NO_OVERHEADS, step_peak
+
+    config, b, s, n = {**JAMBA, "mamba_d_state": 64}, 2, 256, 64  # a wide state: the scan's tensors dominate
+    spec = spec_from_config(config, name="jamba-n64", source="test")
+    est = estimate_inference(spec, InferSetup(batch=b, context=s, kv_block=1, overheads=NO_OVERHEADS))
+    extra = 3 * D * s * n * 4  # discrete_A, discrete_B, deltaB_u per sequence (modeling_jamba.py lines 375-377)
+    assert any(f"{extra:,} B more per sequence" in note for note in est.notes)
+    traced = trace_inference(config, InferRecipe(batch=b, context=s)).phase_peaks["prefill"]
+    assert traced == pytest.approx(step_peak(est, Step.PREFILL) + b * extra, rel=0.03)

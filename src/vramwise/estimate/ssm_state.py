@@ -34,7 +34,9 @@ Live inside a Mamba layer while the kernel scans (per token, elements of c bytes
   2·D   the kernel's ``out`` and ``out_z`` (selective_scan.cpp: ``empty_like(delta)``, ``empty_like(z)``);
   4·N   B and C after their RMSNorms (lines 572-573) and their contiguous (b, N, T) copies in the kernel;
   and per sequence the kernel's chunk states, D·ceil(T / 2048)·2N fp32 (selective_scan.cpp n_chunks).
-x_proj's output is freed once dt, B and C are rebound to their norms (lines 564-573). A decode step runs
+x_proj's output is freed once dt, B and C are rebound to their norms (lines 564-573). No kernel-path trace exists
+(mamba-ssm needs CUDA); a traced CPU prefill of the PyTorch path peaks within 3% of this estimate plus the note's
+three fp32 tensors (tests/estimate/test_ssm_state.py). A decode step runs
 ``causal_conv1d_update`` and ``selective_state_update`` instead (lines 535-542, 584-596): in_proj (2·D), the
 convolution's output (D), dt (D), the update's output (D) and B, C (2·N), no copies and no chunk states.
 """
