@@ -21,7 +21,7 @@ from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.serving import serving_capacity
 from vramwise.estimate.term import PhaseKind
 from vramwise.spec.adapters import spec_from_config
-from vramwise.spec.params import total_params
+from vramwise.spec.params import active_params, total_params
 from vramwise.spec.traits import Positions
 from vramwise.units import MIB
 from vramwise.workload import InferSetup
@@ -243,3 +243,27 @@ def test_the_pytorch_scan_note_matches_a_traced_prefill() -> None:
     assert any(f"{extra:,} B more per sequence" in note for note in est.notes)
     traced = trace_inference(config, InferRecipe(batch=b, context=s)).phase_peaks["prefill"]
     assert traced == pytest.approx(step_peak(est, Step.PREFILL) + b * extra, rel=0.03)
+
+
+# ai21labs/Jamba-v0.1's config.json: JambaConfig's defaults, which were taken from it (configuration_jamba.py)
+JAMBA_V01 = {
+    "model_type": "jamba",
+    "vocab_size": 65536,
+    "hidden_size": 4096,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "intermediate_size": 14336,
+    "num_experts": 16,
+    "num_experts_per_tok": 2,
+    "mamba_dt_rank": 256,
+}
+
+
+def test_jamba_v01_matches_the_papers_table() -> None:
+    """Lieber et al. 2024, "Jamba: A Hybrid Transformer-Mamba Language Model" (arXiv 2403.19887), Table 1:
+    52B available and 12B active parameters, a 4GB KV cache for a 256K context in 16 bit."""
+    spec = spec_from_config(JAMBA_V01, name="jamba-v0.1", source="test")
+    assert round(total_params(spec) / 1e9) == 52 and round(active_params(spec) / 1e9) == 12
+    kv = _est(spec, context=256 * 1024, kv_block=1).term("kv_cache").bytes
+    assert kv == 4 * 2 * 8 * 128 * 2 * 256 * 1024 == 4 * 2**30  # 4 attention layers of 32: exactly 4 GiB
