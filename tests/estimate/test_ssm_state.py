@@ -96,7 +96,7 @@ def _wide() -> object:
 def test_mamba_prefill_workspace_by_hand() -> None:
     spec, b, s, d = _wide(), 2, 4096, 256
     moe = s * 2 * (4 * H + 2 * 4 * 96 + 2 * H)  # 4h + top-2 x (fused gate/up 2i + act + product) + 2 input copies
-    mamba = s * 2 * (3 * H + 7 * d + 4 * N) + d * 2 * 2 * N * 4  # + chunk states: ceil(4096 / 2048) = 2 chunks
+    mamba = s * 2 * (3 * H + 8 * d + 4 * N) + d * 2 * 2 * N * 4  # + chunk states: ceil(4096 / 2048) = 2 chunks
     assert mamba > moe
     est = _est(spec, batch=b, context=s)
     assert est.term("activations/prefill_workspace").bytes == b * mamba
@@ -112,11 +112,12 @@ def test_mamba_decode_workspace_by_hand() -> None:
     assert workspace.bytes == b * 1 * 2 * (3 * H + 5 * d + 2 * N)  # one token: state-update kernels, no copies
 
 
-def test_moe_layer_wins_when_it_is_larger() -> None:
-    s = 4096
-    moe = s * 2 * (4 * H + 2 * 4 * 96 + 2 * H)
-    assert moe > s * 2 * (3 * H + 7 * D + 4 * N) + D * 2 * 2 * N * 4
-    assert _est(context=s).term("activations/prefill_workspace").bytes == moe
+def test_the_moe_layer_wins_when_it_is_larger() -> None:
+    spec, s = spec_from_config({**JAMBA, "intermediate_size": 192}, name="jamba-wide-ffn", source="test"), 4096
+    moe = s * 2 * (4 * H + 2 * 4 * 192 + 2 * H)  # 4h + top-2 x (fused gate/up 2i + act + product) + 2 input copies
+    assert moe > s * 2 * (3 * H + 8 * D + 4 * N) + D * 2 * 2 * N * 4
+    workspace = _est(spec, context=s).term("activations/prefill_workspace")
+    assert workspace.bytes == moe and "a Mamba layer's" in workspace.formula
 
 
 def test_serving_counts_the_state_pages_per_sequence() -> None:
@@ -125,7 +126,8 @@ def test_serving_counts_the_state_pages_per_sequence() -> None:
     setup = InferSetup(context=1000, new_tokens=24)  # 1024 tokens
     cap = serving_capacity(SPEC, setup, gpu.memory_bytes, max_batched_tokens=8192)
     weights = 396_904 * 2  # total parameters (transformers on the meta device, tests/spec) in bf16
-    profile = 8192 * 2 * (4 * H + 2 * 4 * 96 + 2 * H)  # the MoE layer's live set at 8192 tokens
+    profile = 8192 * 2 * (3 * H + 8 * D + 4 * N) + D * 4 * 2 * N * 4  # a Mamba layer's live set at 8192 tokens
+    assert profile > 8192 * 2 * (4 * H + 2 * 4 * 96 + 2 * H)  # larger than the MoE layer's
     budget = int(81920 * MIB * 0.9) - weights - profile - 512 * MIB
     assert cap.budget.bytes == budget
     layer_token = 2 * KV_HEADS * HEAD_DIM * 2  # 128 B of K and V per token per attention layer

@@ -27,10 +27,11 @@ Live inside a Mamba layer while the kernel scans (per token, elements of c bytes
   3·h   the model's embeddings, the layer input (residual) and input_layernorm's output (as for attention,
         estimate/workspace.py);
   2·D   in_proj's output ``projected_states`` (line 526); its two halves are views;
-  D     the causal convolution's output (lines 551-557);
+  D     the causal convolution's output (lines 551-557); causal-conv1d allocates it with ``torch::empty_like`` of
+        its channel-last input (the first half of in_proj's transposed output), so it is channel-last too;
   D     dt_proj's output ``time_step`` (line 580), contiguous (b, D, T);
-  D     a contiguous copy of the gate z, a strided view of in_proj's output (SelectiveScanFn.forward:
-        ``if z.stride(-1) != 1: z = z.contiguous()``);
+  2·D   contiguous copies of u (the channel-last convolution output) and of the gate z (a strided view of
+        in_proj's output): SelectiveScanFn.forward, ``if u.stride(-1) != 1: u = u.contiguous()``, same for z;
   2·D   the kernel's ``out`` and ``out_z`` (selective_scan.cpp: ``empty_like(delta)``, ``empty_like(z)``);
   4·N   B and C after their RMSNorms (lines 572-573) and their contiguous (b, N, T) copies in the kernel;
   and per sequence the kernel's chunk states, D·ceil(T / 2048)·2N fp32 (selective_scan.cpp n_chunks).
@@ -120,11 +121,11 @@ def mamba_live(spec: ModelSpec, *, chunk: int, decode: bool, c: int) -> tuple[in
     if decode:
         width = 3 * h + 5 * D + 2 * N
         return chunk * c * width, f"T {chunk} x c {c} x (3·h {3 * h} + 5·D {5 * D} + 2·N {2 * N}) (state update)"
-    width = 3 * h + 7 * D + 4 * N
+    width = 3 * h + 8 * D + 4 * N
     states = D * -(-chunk // SCAN_CHUNK) * 2 * N * 4
     return (
         chunk * c * width + states,
-        f"T {chunk} x c {c} x (3·h {3 * h} + 7·D {7 * D} + 4·N {4 * N}) + chunk states "
+        f"T {chunk} x c {c} x (3·h {3 * h} + 8·D {8 * D} + 4·N {4 * N}) + chunk states "
         f"D·ceil(T/{SCAN_CHUNK})·2N x fp32 4 B {states:,}",
     )
 
