@@ -12,6 +12,7 @@ import dataclasses
 import functools
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
+from vramwise.estimate import ssm_state
 from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
 from vramwise.estimate.logits import logits
 from vramwise.estimate.overheads import cuda_context_term
@@ -44,6 +45,7 @@ def _cuda_context(mib: int | None) -> Rule:
 def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     """The estimate's terms and phases; it never reads ``setup.batch`` (the plan serves every batch)."""
     check_tp(spec, setup.tp)
+    ssm_state.check_inference(spec, setup.tp)
     text_context = setup.context
     if extra := image_tokens(spec, setup.images, setup.image_pixels):  # the images' tokens join each prompt
         setup = dataclasses.replace(setup, context=setup.context + extra)
@@ -52,11 +54,14 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     c, tp = compute_bytes(fmt.name), setup.tp
     kv_name, kv_bytes = kv_dtype(setup, fmt.name)
     kv = kv_cache(spec, tokens=setup.tokens, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp, block=setup.kv_block)
+    # a hybrid's Mamba layers: a fixed state per sequence beside the attention layers' KV (estimate/ssm_state.py)
+    states = ssm_state.state_rules(spec, c=c) if spec.ssm else ()
     cross = cross_kv_cache(spec, images=setup.images, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp)
     persistent = (
         *_weights(spec, fmt, c, tp),
         kv,
         *((cross,) if cross else ()),
+        *states,
         _cuda_context(setup.overheads.cuda_context_mib),
     )
 
@@ -89,6 +94,9 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     ]
     if beyond:
         notes.append(beyond)
+    scan = ssm_state.pytorch_scan_note(spec, chunk=chunk) if spec.ssm else None
+    if scan:
+        notes.append(scan)
     if tp > 1:
         notes.append(f"per GPU of tp={tp}: linear weights, heads and vocabulary split; norms replicated")
     fraction = setup.overheads.allocator_fraction
