@@ -133,10 +133,10 @@ def image_notes(spec: ModelSpec, images: int, context: int, pixels: tuple[int, i
         f"{images * shape.tokens:,} image tokens (the KV cache and the prefill count them)"
     ]
     if pixels is not None and vision.resolution == "fixed":
-        notes.append(f"--image-size does not change {spec.model_type}'s tokens: its processor resizes every image")
+        notes.append(f"--image-size does not change {spec.name}'s tokens: its processor resizes every image")
     if pixels is not None and vision.resolution == "idefics3":
         notes.append(
-            f"{spec.model_type}: a {pixels[0]}x{pixels[1]} image becomes {shape.sequences} tile(s) of "
+            f"{spec.name}: a {pixels[0]}x{pixels[1]} image becomes {shape.sequences} tile(s) of "
             f"{vision.tokens_per_tile} tokens (the image processor's defaults: longest edge 4 tiles, splitting on); "
             "the row/column marker tokens are not counted"
         )
