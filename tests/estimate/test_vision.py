@@ -54,20 +54,21 @@ def test_mllama_cross_kv_and_no_text_kv_in_cross_layers() -> None:
 
 def test_vision_activations_by_hand() -> None:
     # llava tiny CLIP tower: hv 32, iv 48, 2 heads, S = 16 patches + CLS = 17 per image, c = 2 (bf16), eager.
-    # attention: S·c·(3hv + 2·3hv + hv) + heads·S²·(2c+4) = 17·2·320 + 2·289·8 = 10,880 + 4,624 = 15,504
-    # MLP:       S·c·(4hv + 2iv) = 17·2·224 = 7,616; the larger per image, times 3 images and batch 2
+    # attention: S·c·(4hv + 4hv) + heads·S²·(c+8) = 17·2·256 + 2·289·10 = 8,704 + 5,780 = 14,484
+    # MLP (quick_gelu, 3 intermediates): S·c·(4hv + 3iv) = 17·2·272 = 9,248; the larger, x 3 images x batch 2
     spec = _spec("llava")
     est = estimate_inference(spec, InferSetup(context=64, images=3, batch=2, attention="eager"))
     vision = next(p for p in est.phases if p.kind is PhaseKind.PREFILL_VISION)
-    assert {t.name: t.bytes for t in vision.transient}["activations/vision"] == 2 * 3 * 15_504
+    assert {t.name: t.bytes for t in vision.transient}["activations/vision"] == 2 * 3 * 14_484
 
 
-def test_mllama_tower_adds_its_tile_mask() -> None:
-    # mllama tiny: S = 2 tiles x 24 (17 patches padded to a multiple of 8) = 48; hv 32, iv 48; sdpa (no scores)
-    # attention 48·2·(10·32) = 30,720 > MLP 48·2·(4·32 + 2·48) = 21,504; mask S²·c = 48²·2 = 4,608
+def test_mllama_tower_holds_its_mask_and_local_outputs() -> None:
+    # mllama tiny: S = 2 tiles x 24 (17 patches padded to a multiple of 8) = 48; hv 32, iv 48, gelu; sdpa.
+    # attention 48·2·(8·32) = 24,576 > MLP 48·2·(4·32 + 2·48) = 21,504; held: the S² mask and the patch embeddings
+    # (2 tiles x 16 patches x 32) in c bytes, (2,304 + 1,024)·2 = 6,656, and the 2 local layers' outputs 2·48·32·2
     est = estimate_inference(_spec("mllama"), InferSetup(context=64, images=1))
     vision = next(p for p in est.phases if p.kind is PhaseKind.PREFILL_VISION)
-    assert {t.name: t.bytes for t in vision.transient}["activations/vision"] == 30_720 + 4_608
+    assert {t.name: t.bytes for t in vision.transient}["activations/vision"] == 24_576 + 6_656 + 6_144
 
 
 def test_no_images_no_vision_phase() -> None:

@@ -80,7 +80,7 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     pixels = setup.image_pixels
     tower = vision_activations(spec, images=setup.images, c=c, attention=setup.attention, tp=tp, pixels=pixels)
     if tower:  # the vision tower runs before the text layers; its temporaries are gone when they start
-        phases.insert(0, (PhaseKind.PREFILL_VISION, out.add(tower)))
+        phases.insert(0, (PhaseKind.PREFILL_VISION, out.add(*tower)))
     if setup.new_tokens:
         step = prefill_workspace(spec, chunk=1, kv_len=setup.tokens, c=c, attention=setup.attention, tp=tp)
         step_logits = logits(spec, positions=1, c=c, last_only=True)

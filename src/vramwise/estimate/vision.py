@@ -5,13 +5,17 @@ Symbols: N images per sequence, q tower sequences per image (idefics3's splits),
 tower's width, iv its MLP width, av its heads, c compute bytes, t the tensor-parallel degree.
 
 The tower encodes every image of the batch in one forward before the language model's prefill, one layer's
-temporaries at a time, as the text workspace (``estimate/workspace.py``) models a layer:
-  attention: layer input, norm output, residual (3·hv) + q, k, v and their copies (2·3·hv) + output (hv), per
-             patch; eager attention adds the scores q·(av/t)·S²·(2c + 4) per image (QKᵀ, its fp32 softmax, the
-             cast back); SDPA never materialises them.
-  MLP:       4·hv + 2·iv per patch (fc1 and its activation; Qwen2.5-VL's SwiGLU 3·iv).
-  mask:      mllama builds a (S x S) attention mask over the tiles of each image in the compute dtype
-             (modeling_mllama._prepare_aspect_ratio_attention_mask), with SDPA too.
+temporaries at a time (as ``estimate/workspace.py`` models a text layer), measured on traced forwards
+(tests/estimate/test_vision_trace.py):
+  attention: layer input, norm output, residual, q, k, v, the attention output and o_proj's (8·hv per patch);
+             Qwen2-VL's rotary works on fp32 copies (apply_rotary_pos_emb_vision: q.float(), k.float()), six fp32
+             hv-wide tensors at its peak. Eager attention adds the scores (av/t)·S²·(c + 8) per sequence: QKᵀ in c
+             bytes, its fp32 copy and the fp32 softmax (aten softmax converts a bf16 input before _softmax); SDPA
+             never materialises them. Qwen2-VL's eager attention runs image by image (one image's scores).
+  MLP:       layer input, norm output, residual, the MLP output (4·hv) and fc1 with its activation (2·iv;
+             quick_gelu keeps 1.702·x and its sigmoid too, SwiGLU act, up and product: 3·iv).
+  held:      mllama keeps every local layer's output (its intermediate layers feed the projector), its S x S
+             aspect-ratio mask and the patch embeddings; idefics3 a copy of the pixels and of their boolean mask.
 The image features (N·tokens·h·c per sequence) that replace the placeholders outlive the tower but are smaller
 than one layer's activations of the text prefill; they are not a term.
 """
@@ -23,7 +27,7 @@ from typing import NamedTuple
 
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.kv_cache import kv_elements_per_token
-from vramwise.estimate.plan import BATCH, Rule, Vars
+from vramwise.estimate.plan import BATCH, ONE, Rule, Vars
 from vramwise.spec.adapters.vision import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, SPLITS_PER_SIDE
 from vramwise.spec.model import ModelSpec, VisionSpec
 from vramwise.workload import AttentionImpl
@@ -177,39 +181,78 @@ def cross_kv_cache(spec: ModelSpec, *, images: int, dtype: str, dtype_bytes: int
     )
 
 
+def _attention_bytes(vision: VisionSpec, c: int, tp: int) -> tuple[int, str]:
+    """Bytes live per patch inside a tower layer's attention (scores aside), and their breakdown."""
+    hv = vision.hidden_size
+    if vision.rotary_fp32:
+        # layer input and norm output, the fused qkv output, then apply_rotary_pos_emb_vision's fp32 tensors while
+        # it builds k_embed: q and k upcast, q_embed, k·cos, rotate_half(k), rotate_half(k)·sin; cos and sin (fp32)
+        d = hv // vision.num_heads
+        n = c * (2 * hv + 3 * hv // tp) + 4 * 6 * hv // tp + 4 * 2 * d
+        return n, f"c·(2·hv + 3·hv/t) + 4 B·6·hv/t (fp32 rotary) + 4 B·2·d = {n}"
+    # layer input, norm output, residual, q, k, v, the attention output and o_proj's
+    n = c * (4 * hv + 4 * hv // tp)
+    return n, f"c·(4·hv + 4·hv/t) = {n}"
+
+
 def vision_activations(
     spec: ModelSpec, *, images: int, c: int, attention: AttentionImpl, tp: int, pixels: tuple[int, int] | None = None
-) -> Rule | None:
-    """The vision tower's largest one-layer live set at prefill, for every image of the batch."""
+) -> tuple[Rule, ...]:
+    """The vision tower's largest one-layer live set at prefill over every image of the batch, with what its
+    forward holds beside it; Qwen2-VL's eager scores, one image at a time, as a rule of their own."""
     vision = _vision(spec, images)
     if vision is None:
-        return None
+        return ()
     shape = image_shape(vision, pixels)
     hv, q, S = vision.hidden_size, shape.sequences, shape.patches
     heads, iv = max(1, vision.num_heads // tp), vision.intermediate_size // tp
-    qkv = 3 * hv // tp
-    att_w = 3 * hv + 2 * qkv + hv // tp
-    scores = q * heads * S * S * (2 * c + 4) if attention == "eager" else 0
-    mlp_w = 4 * hv + (3 if vision.gated_mlp else 2) * iv
-    mask = q * S * S * c if vision.family == "mllama" else 0
-    att = q * S * c * att_w + scores
-    mlp = q * S * c * mlp_w
-    per_image = max(att, mlp) + mask
-    which = "attention" if att >= mlp else "MLP"
-    width = f"3·hv + 2·qkv + out = {att_w}" if att >= mlp else f"4·hv + MLP = {mlp_w}"
+    att_b, att_f = _attention_bytes(vision, c, tp)
+    # eager: QKᵀ (c), its fp32 copy and fp32 softmax (aten softmax converts a bf16 input before _softmax)
+    scores = heads * S * S * (c + 8) if attention == "eager" else 0
+    per_seq_scores = 0 if vision.scores_one_image else scores
+    mlp_b = c * (4 * hv + vision.mlp_copies * iv)
+    att, mlp = S * att_b + per_seq_scores, S * mlp_b
+    held = vision.held_elements * c + vision.held_bytes + vision.retained_layers * S * hv * c
+    per_image = q * (max(att, mlp) + held)
+    which = f"attention S·({att_f})" if att >= mlp else f"MLP S·c·(4·hv + {vision.mlp_copies}·iv/t) = S·{mlp_b}"
 
     def formula(v: Vars) -> str:
-        f = f"b {v.b} x images {images} x ({which}: patches {q} x {S:,} x c {c} x ({width})"
-        if scores and att >= mlp:
-            f += f" + eager scores q·(av/t)·S²·(2c+4) = {scores:,}"
-        if mask:
-            f += f" + aspect-ratio mask S²·c = {mask:,}"
+        f = f"b {v.b} x images {images} x sequences {q} x ({which}, S = {S:,}"
+        if per_seq_scores and att >= mlp:
+            f += f" + eager scores (av/t)·S²·(c+8) = {per_seq_scores:,}"
+        if held:
+            f += f" + held beside the layer {held:,}"
         return f + ")"
 
-    return Rule(
-        name="activations/vision",
-        coef=images * per_image,
-        var=BATCH,
-        formula=formula,
-        source="one vision-tower layer's live tensors over every image of the batch (estimate/vision.py docstring)",
-    )
+    rules = [
+        Rule(
+            name="activations/vision",
+            coef=images * per_image,
+            var=BATCH,
+            formula=formula,
+            source="one vision-tower layer's live tensors over every image of the batch, and what the forward "
+            "holds beside them (estimate/vision.py docstring; traced: tests/estimate/test_vision_trace.py)",
+        )
+    ]
+    if scores and vision.scores_one_image:
+        # The peak is the larger of the layer's widest moment over every patch and, while one image's scores live,
+        # the attention's own tensors (c·(4·hv + 4·hv/t) per patch) over every patch plus those scores. The first
+        # rule counts the widest moment for every patch; this one adds the scores less what that already counts
+        # beyond the attention's tensors for the image's patches: an upper bound, exact for a single image.
+        widest = max(att, mlp) // S
+        plain = c * (4 * hv + 4 * hv // tp)
+        extra = max(0, scores - q * (widest - plain) * S)
+        rules.append(
+            Rule(
+                name="activations/vision/scores",
+                coef=extra,
+                var=ONE,
+                formula=lambda _: (
+                    f"one image's eager scores (av/t {heads})·S² {S:,}²·(c+8) {c + 8} B = {scores:,}, less the "
+                    f"layer's widest moment beyond attention's tensors for its patches ({widest} - {plain}) x {S:,}"
+                ),
+                source="modeling_qwen2_vl VisionAttention: without flash attention, images attend one at a time "
+                "(torch.split by cu_seqlens)",
+            )
+        )
+    return tuple(rules)

@@ -200,3 +200,11 @@ class VisionSpec:
     patch_size: int = 0  # qwen2_vl: a patch's side in pixels; idefics3: a tile's side (the tower's image_size)
     merge_size: int = 1  # qwen2_vl: spatial_merge_size (merge x merge patches become one token)
     tokens_per_tile: int = 0  # idefics3: image_seq_len, the tokens of one tile after the pixel shuffle
+    # What the tower's forward keeps beside one layer's temporaries (estimate/vision.py; traced in
+    # tests/estimate/test_vision_trace.py):
+    mlp_copies: int = 2  # MLP intermediates at its peak: fc1 and its activation; 3 for quick_gelu and SwiGLU
+    rotary_fp32: bool = False  # Qwen2-VL's apply_rotary_pos_emb_vision works on fp32 copies of q and k
+    scores_one_image: bool = False  # Qwen2-VL's non-flash attention runs image by image (split by cu_seqlens)
+    retained_layers: int = 0  # mllama: the local encoder keeps every layer's output (for its intermediate layers)
+    held_elements: int = 0  # per sequence, in the compute dtype: pixel copies, masks, the patch embeddings
+    held_bytes: int = 0  # per sequence, raw bytes: idefics3's boolean pixel mask

@@ -23,6 +23,7 @@ _STORAGE_KEYS = ("torch_dtype", "dtype", "quantization_config")
 
 # --- config-class defaults (transformers 5.x) ---------------------------------------------------------------------
 _CLIP = {  # CLIPVisionConfig
+    "hidden_act": "quick_gelu",
     "hidden_size": 768,
     "intermediate_size": 3072,
     "num_hidden_layers": 12,
@@ -31,10 +32,12 @@ _CLIP = {  # CLIPVisionConfig
     "image_size": 224,
     "patch_size": 32,
 }
-_SIGLIP = {**_CLIP, "patch_size": 16, "vision_use_head": True}  # SiglipVisionConfig
-_IDEFICS3 = {**_CLIP, "hidden_size": 1152, "num_attention_heads": 16}  # Idefics3VisionConfig, SmolVLMVisionConfig
+_SIGLIP = {**_CLIP, "hidden_act": "gelu_pytorch_tanh", "patch_size": 16, "vision_use_head": True}  # SiglipVisionConfig
+# Idefics3VisionConfig, SmolVLMVisionConfig
+_IDEFICS3 = {**_CLIP, "hidden_act": "gelu_pytorch_tanh", "hidden_size": 1152, "num_attention_heads": 16}
 _QWEN2_VL = {  # Qwen2VLVisionConfig (hidden_size: the merger's output, the language model's width)
     "depth": 32,
+    "hidden_act": "quick_gelu",
     "embed_dim": 1280,
     "hidden_size": 3584,
     "mlp_ratio": 4,
@@ -164,6 +167,12 @@ def _vit(cfg: RawConfig, *, clip: bool) -> tuple[list[Group], int, int]:
     return groups, side, h
 
 
+def _mlp_copies(cfg: RawConfig) -> int:
+    """Intermediates a plain vision MLP holds at its peak: fc1's output and its activation, and for quick_gelu
+    (activations.QuickGELUActivation: x·sigmoid(1.702·x)) the scaled input and its sigmoid too."""
+    return 3 if cfg.text("hidden_act") == "quick_gelu" else 2
+
+
 def _vision_raw(data: Mapping[str, Any], defaults: dict[str, Any], source: str) -> RawConfig:
     raw = data.get("vision_config")
     if raw is not None and not isinstance(raw, dict):
@@ -206,6 +215,7 @@ def llava(data: Mapping[str, Any], text: ModelSpec, source: str) -> ModelSpec:
         num_layers=cfg.pos_int("num_hidden_layers"),
         patches_per_sequence=side * side + cls,
         tokens_per_image=tokens,
+        mlp_copies=_mlp_copies(cfg),
     )
 
 
@@ -226,6 +236,7 @@ def gemma3(data: Mapping[str, Any], text: ModelSpec, source: str) -> ModelSpec:
         num_layers=cfg.pos_int("num_hidden_layers"),
         patches_per_sequence=side * side,
         tokens_per_image=top.pos_int("mm_tokens_per_image", 256),  # Gemma3Config default
+        mlp_copies=_mlp_copies(cfg),
         assumption="gemma3: mm_tokens_per_image per image (Gemma3ImageProcessor's pan-and-scan crops, off by default, "
         "are not counted)",
     )
@@ -266,6 +277,11 @@ def idefics3(data: Mapping[str, Any], text: ModelSpec, source: str) -> ModelSpec
         resolution="idefics3",
         patch_size=cfg.pos_int("image_size"),
         tokens_per_tile=per_split,
+        mlp_copies=_mlp_copies(cfg),
+        # get_image_features copies the real images' pixels (pixel_values[real_images_inds]) and their boolean
+        # mask, both held while the tower runs
+        held_elements=3 * cfg.pos_int("image_size") ** 2,
+        held_bytes=cfg.pos_int("image_size") ** 2,
         assumption=f"{text.model_type}: without --image-size, an image split as far as the image processor's defaults "
         f"allow (4 x 4 tiles + the global image = {splits} splits of {per_split} tokens); the row/column marker "
         "tokens are not counted",
@@ -323,6 +339,9 @@ def qwen2_vl(data: Mapping[str, Any], text: ModelSpec, source: str) -> ModelSpec
         resolution="qwen2_vl",
         patch_size=patch,
         merge_size=merge,
+        mlp_copies=3 if v2_5 else _mlp_copies(cfg),  # SwiGLU: act(gate), up and their product
+        rotary_fp32=True,
+        scores_one_image=True,
         assumption=f"{text.model_type}: without --image-size, each image at the image processor's default max_pixels "
         f"({QWEN_MAX_PIXELS:,} pixels: {tokens:,} tokens); smaller images use fewer",
     )
@@ -387,6 +406,9 @@ def mllama(data: Mapping[str, Any], text: ModelSpec, source: str) -> ModelSpec:
         tokens_per_image=1,
         cross_layers=cross,
         cross_tokens_per_image=tiles * patches,
+        retained_layers=local,
+        # the (S x S) aspect-ratio attention mask in the compute dtype and the patch embeddings (the conv output)
+        held_elements=(tiles * padded) ** 2 + tiles * side * side * h,
         assumption=f"mllama: every image padded to max_num_tiles {tiles} (the image processor pads to the maximum)",
     )
 
