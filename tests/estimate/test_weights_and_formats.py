@@ -134,6 +134,10 @@ def _named_weights(fmt: str) -> int:
         (_BNB4, "nf4"),
         ({**_BNB4, "bnb_4bit_use_double_quant": True}, "nf4-dq"),
         ({"quant_method": "bitsandbytes", "load_in_8bit": True}, "int8"),
+        ({**_GPTQ, "group_size": -1, "desc_act": True}, "gptq-4bit-g-1"),
+        ({**_BNB4, "bnb_4bit_quant_type": "fp4"}, "fp4"),
+        ({"quant_method": "fp8", "weight_block_size": [64, 64]}, "fp8-block64x64"),
+        ({"quant_method": "hqq"}, "hqq-4bit-g64"),  # HqqConfig's defaults: nbits 4, group_size 64
     ],
 )
 def test_quantization_config_selects_the_same_weights_as_the_format_option(quantization: dict, fmt: str) -> None:
@@ -151,12 +155,13 @@ def test_gptq_checkpoint_is_about_a_quarter_of_fp16() -> None:
 @pytest.mark.parametrize(
     ("quantization", "field"),
     [
-        ({"quant_method": "compressed-tensors", "format": "pack-quantized"}, "quantization_config.quant_method"),
-        ({"quant_method": "hqq"}, "quantization_config.quant_method"),
-        ({**_GPTQ, "group_size": -1}, "quantization_config.group_size"),
-        ({**_BNB4, "bnb_4bit_quant_type": "fp4"}, "quantization_config.bnb_4bit_quant_type"),
+        ({"quant_method": "compressed-tensors", "format": "pack-quantized"}, "quantization_config.config_groups"),
+        ({"quant_method": "aqlm"}, "quantization_config.quant_method"),
+        ({"quant_method": "no-such-method"}, "quantization_config.quant_method"),
+        ({**_GPTQ, "lm_head": True}, "quantization_config.lm_head"),
+        ({**_AWQ, "group_size": 128, "version": "gemv"}, "quantization_config.version"),
         ({"quant_method": "bitsandbytes"}, "quantization_config.load_in_4bit"),
-        ({"quant_method": "fp8", "weight_block_size": [64, 64]}, "quantization_config.weight_block_size"),
+        ({"quant_method": "fp8", "expert_dtype": "fp4"}, "quantization_config.expert_dtype"),
     ],
 )
 def test_unread_quantization_is_refused_until_a_format_is_given(quantization: dict, field: str) -> None:
@@ -177,6 +182,8 @@ def test_unread_quantization_is_refused_until_a_format_is_given(quantization: di
         ({**_GPTQ, "bits": True}, "quantization_config.bits"),
         ({**_GPTQ, "group_size": 0}, "quantization_config.group_size"),
         ({**_AWQ, "group_size": "128"}, "quantization_config.group_size"),
+        ({**_BNB4, "bnb_4bit_quant_type": "int3"}, "quantization_config.bnb_4bit_quant_type"),
+        ({"quant_method": "fp8", "weight_block_size": [0, 128]}, "quantization_config.weight_block_size"),
     ],
 )
 def test_malformed_quantization_config_is_refused(quantization: object, field: str) -> None:

@@ -8,11 +8,12 @@ Each format names its source in ``StorageFormat.source``, which every weight ter
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vramwise.errors import ConfigError, InvalidWorkloadError
+from vramwise.errors import ConfigError, InvalidWorkloadError, shown
+from vramwise.formats import quantized
+from vramwise.formats.quantized import Layout
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import ParamGroup
 
@@ -106,11 +107,31 @@ def _int8_rowwise(group: ParamGroup) -> tuple[float, int, str]:
 
 
 def _nf4(double_quant: bool) -> Callable[[ParamGroup], tuple[float, int, str]]:
-    # bitsandbytes 4-bit: blocks of 64 with an fp32 absmax; double quantization stores the absmax in
-    # 8 bit with one fp32 constant per 256 blocks.
+    # bitsandbytes 4-bit (NF4 and FP4 alike: functional.quantize_4bit, blocksize 64 in Params4bit): the codes two
+    # per uint8, an fp32 absmax per 64; double quantization (compress_statistics) stores the absmax in 8 bit
+    # with one fp32 constant per 256 blocks.
     bits = 4 + (8 / 64 + 32 / (64 * 256) if double_quant else 32 / 64)
     why = " (absmax 8 bit per 64 + fp32 per 256 blocks)" if double_quant else " (fp32 absmax per 64)"
     return lambda group: (bits, 0, why)
+
+
+def _packed(layout: Layout) -> Callable[[ParamGroup, ModelSpec, int], TensorBytes]:
+    """A quantized layout (formats/quantized.py) on the linear weights inside the layers; the rest kept."""
+    packing = layout.packing
+
+    def rule(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
+        if group.kind != "linear" or group.category in ("embeddings", "head", "other"):
+            return _kept(group, hp_bytes)
+        out, n_in = _out_features(group), group.in_features
+        one = packing.tensor_bytes(out, n_in, hp_bytes)
+        formula = f"{group.tensors:,} x {one:,} B ({out:,} x {n_in:,} as {layout.name})"
+        return TensorBytes(group=group.name, bytes=group.tensors * one, formula=formula)
+
+    return rule
+
+
+def _layout_format(layout: Layout) -> StorageFormat:
+    return StorageFormat(name=layout.name, summary=layout.summary, source=layout.source, tensor_bytes=_packed(layout))
 
 
 def _grouped(bits: int, group_size: int, g_idx: bool) -> Callable[[ParamGroup], tuple[float, int, str]]:
@@ -211,6 +232,19 @@ FORMATS: dict[str, StorageFormat] = {
             tensor_bytes=_linear_only(_nf4(True)),
         ),
         StorageFormat(
+            name="fp4",
+            summary="bitsandbytes FP4, blocks of 64 with fp32 absmax",
+            source=_BNB,
+            tensor_bytes=_linear_only(_nf4(False)),
+        ),
+        StorageFormat(
+            name="fp4-dq",
+            summary="bitsandbytes FP4 with double quantization",
+            source=_BNB,
+            tensor_bytes=_linear_only(_nf4(True)),
+        ),
+        *(_layout_format(layout) for layout in quantized.FIXED),
+        StorageFormat(
             name="mxfp4",
             summary="MXFP4 routed experts, the rest in bf16 (gpt-oss)",
             source="OCP Microscaling spec v1.0; gpt-oss quantization_config",
@@ -234,45 +268,40 @@ FORMATS: dict[str, StorageFormat] = {
     )
 }
 
-_GROUPED = re.compile(r"^(gptq|awq)-(\d)bit(?:-g(\d+))?$")
-
-
 @functools.lru_cache(maxsize=256)  # one object per name, so the weight caches keyed on it hit for GPTQ/AWQ too
 def get_format(name: str) -> StorageFormat:
-    """A format by name; GPTQ/AWQ take bits and group size: ``gptq-4bit-g128``, ``awq-4bit-g64``."""
+    """A format by name; the parametric ones (formats/quantized.py TEMPLATES) take bits, groups and blocks:
+    ``gptq-4bit-g128``, ``awq-4bit-g64``, ``fp8-block1x128``, ``ct-pack4-g128``, ``hqq-4bit-g64``."""
     key = name.lower()
     if key in FORMATS:
         return FORMATS[key]
-    m = _GROUPED.match(key)
-    if m:
-        kind, bits, group = m.group(1), int(m.group(2)), int(m.group(3) or 128)
-        if bits not in (2, 3, 4, 8) or group <= 0:
-            raise InvalidWorkloadError(f"format '{name}': bits must be 2, 3, 4 or 8 and the group size positive")
-        return StorageFormat(
-            name=key,
-            summary=f"{kind.upper()} {bits}-bit, group size {group}",
-            source="AutoGPTQ/GPTQModel packed format" if kind == "gptq" else "AutoAWQ GEMM packed format",
-            tensor_bytes=_linear_only(_grouped(bits, group, g_idx=kind == "gptq")),
-        )
-    allowed = ", ".join([*FORMATS, "gptq-<bits>bit-g<group>", "awq-<bits>bit-g<group>"])
-    raise InvalidWorkloadError(f"unknown weight format '{name}'; allowed: {allowed}")
+    try:
+        layout = quantized.parse(key)
+    except ValueError as e:
+        raise InvalidWorkloadError(f"format {shown(name)}: {e}", field="format") from None
+    if layout is not None:
+        return _layout_format(layout)
+    allowed = ", ".join([*FORMATS, *quantized.TEMPLATES])
+    raise InvalidWorkloadError(
+        f"unknown weight format {shown(name)}; allowed: {allowed}", field="format", allowed=allowed
+    )
 
 
 def default_format(spec: ModelSpec) -> str:
-    """The checkpoint's own format: the quantized one its quantization_config declares (fp8, mxfp4, GPTQ, AWQ,
-    bitsandbytes: spec/adapters/storage.py), else its 16-bit dtype (fp32 served as bf16).
+    """The checkpoint's own format: the quantized one its quantization_config declares
+    (spec/adapters/quant_config.py), else its 16-bit dtype (fp32 served as bf16).
 
     A quantization no format here expresses is refused rather than estimated at 16 bit (3.5x a 4-bit
     checkpoint's bytes); ``--format`` (``weight_format``) overrides it and never reaches this function."""
     if spec.unread_quantization:
         key, value = spec.unread_quantization
         raise ConfigError(
-            f"{spec.source}: {key} {value} is not read yet; pass --format (e.g. int8, nf4, gptq-4bit-g128) "
+            f"{spec.source}: {key} {value}; pass --format (e.g. int8, nf4, gptq-4bit-g128; `vramwise formats`) "
             "to say how the checkpoint stores its weights",
             field=key,
             allowed="--format with one of the weight formats (`vramwise formats`)",
         )
-    if spec.stored_format == "fp8":
+    if spec.stored_format == "fp8":  # the name older specs carry for DeepSeek-V3's 128x128 blocks
         return "fp8-block"
     if spec.stored_format:
         return spec.stored_format

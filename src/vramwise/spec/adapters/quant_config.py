@@ -1,0 +1,274 @@
+"""``quantization_config``: which stored layout a pre-quantized checkpoint's linear weights have.
+
+Each reader returns the name of a format (formats.py / formats/quantized.py parse it; spec may not import them),
+or an ``Unread`` (field, value and why) when the bytes do not follow from the config alone; formats.default_format
+then refuses in one line that says what the user can do, instead of estimating 16-bit weights for a 4-bit
+checkpoint. The methods are those of transformers 5.24's AUTO_QUANTIZER_MAPPING (quantizers/auto.py); every
+default below is the one of the method's config class in transformers utils/quantization_config.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vramwise.spec.adapters.config import MAX_FFN, RawConfig, shown
+
+Q = "quantization_config"
+Result = tuple[str | None, tuple[str, str] | None]  # (format, or None: 16-bit) and what was not read
+
+
+def _unread(field: str, value: object, why: str) -> Result:
+    """Not read: formats.default_format refuses with ``<source>: <field> <value>; pass --format ...``."""
+    return None, (f"{Q}.{field}", f"{shown(value)} is not read ({why})")
+
+
+def _group_token(cfg: RawConfig, q: dict[str, Any], key: str, default: int) -> str:
+    """``g<size>`` or ``g-1`` (one group per output column: transformers' per-channel spelling)."""
+    group = q.get(key, default)
+    if group == -1:
+        return "g-1"
+    # A group never spans more than one input row, so MAX_FFN (the widest input) bounds it.
+    if isinstance(group, bool) or not isinstance(group, int) or not 0 < group <= MAX_FFN:
+        raise cfg.error(
+            f"{Q}.group_size",
+            f"field '{Q}.group_size' must be a positive integer or -1, got {shown(group)}",
+            "a positive integer or -1",
+        )
+    return f"g{group}"
+
+
+def _bits(cfg: RawConfig, q: dict[str, Any], method: str, allowed: tuple[int, ...], key: str = "bits") -> int:
+    bits = q.get(key, q.get("w_bit"))
+    if isinstance(bits, bool) or bits not in allowed:
+        text = ", ".join(map(str, allowed[:-1])) + f" or {allowed[-1]}"
+        raise cfg.error(f"{Q}.{key}", f"field '{Q}.{key}' of a {method} checkpoint must be {text}, got {shown(bits)}",
+                        text)
+    return int(bits)
+
+
+def _gptq(cfg: RawConfig, q: dict[str, Any]) -> Result:
+    # GPTQConfig: group_size 128, desc_act False; g_idx is stored whatever desc_act (QuantLinear registers it).
+    # lm_head True (GPTQModel) quantizes the head too: not expressed by the layer-only layout.
+    bits = _bits(cfg, q, "gptq", (2, 3, 4, 8))
+    if q.get("lm_head") is True:
+        return _unread("lm_head", True, "a quantized lm_head is not modelled")
+    return f"gptq-{bits}bit-{_group_token(cfg, q, 'group_size', 128)}", None
+
+
+def _awq(cfg: RawConfig, q: dict[str, Any]) -> Result:
+    # AwqConfig: bits 4, group_size 128, zero_point True, format (legacy key: version) gemm. The exllama and
+    # ipex backends load GEMM-packed checkpoints; GEMV and Marlin pack differently.
+    bits = _bits(cfg, q, "awq", (2, 3, 4, 8))
+    version = str(q.get("version", q.get("format", "gemm"))).lower()
+    if bits != 4:
+        return _unread("bits", bits, "AutoAWQ packs 4-bit weights only")
+    if version not in ("gemm", "exllama", "ipex"):
+        return _unread("version", version, "only the GEMM packing is read")
+    token = _group_token(cfg, {"group_size": q.get("group_size", q.get("q_group_size", 128))}, "group_size", 128)
+    return f"awq-4bit-{token}" + ("" if q.get("zero_point", True) else "-nozp"), None
+
+
+def _bitsandbytes(cfg: RawConfig, q: dict[str, Any]) -> Result:
+    # BitsAndBytesConfig: bnb_4bit_quant_type fp4, bnb_4bit_use_double_quant False.
+    if q.get("load_in_4bit") is True:
+        kind = q.get("bnb_4bit_quant_type", "fp4")
+        if kind not in ("nf4", "fp4"):
+            raise cfg.error(f"{Q}.bnb_4bit_quant_type",
+                            f"field '{Q}.bnb_4bit_quant_type' must be nf4 or fp4, got {shown(kind)}", "nf4 or fp4")
+        return kind + ("-dq" if q.get("bnb_4bit_use_double_quant") is True else ""), None
+    if q.get("load_in_8bit") is True:
+        return "int8", None
+    return _unread("load_in_4bit", "neither load_in_4bit nor load_in_8bit set", "no bitsandbytes mode given")
+
+
+def _fp8(cfg: RawConfig, q: dict[str, Any], method: str) -> Result:
+    # FineGrainedFP8Config: weight_block_size (128, 128), null for one scale per tensor; scale_fmt "float"
+    # (fp32) or "ue8m0" (1 byte); MXFP8 is this quantizer with [1, 32] blocks and E8M0 scales (quantizers/auto.py).
+    # dequantize True loads the weights in 16 bit.
+    if q.get("dequantize") is True:
+        return None, None
+    if q.get("expert_dtype", "fp8") != "fp8":
+        return _unread("expert_dtype", q.get("expert_dtype"), "FP4-packed experts are not modelled")
+    mx = method == "mxfp8"
+    block = q.get("weight_block_size", [1, 32] if mx else [128, 128])
+    e8m0 = mx or q.get("scale_fmt") == "ue8m0"
+    if block is None:
+        return "fp8-e4m3", None  # FP8Linear: one fp32 weight_scale_inv per tensor
+    if not (isinstance(block, list | tuple) and len(block) == 2 and all(type(b) is int and b > 0 for b in block)):
+        raise cfg.error(f"{Q}.weight_block_size",
+                        f"field '{Q}.weight_block_size' must be two positive integers or null, got {shown(block)}",
+                        "two positive integers or null")
+    if list(block) == [128, 128] and not e8m0:
+        return "fp8-block", None
+    return f"fp8-block{block[0]}x{block[1]}" + ("-e8m0" if e8m0 else ""), None
+
+
+def _mxfp4(cfg: RawConfig, q: dict[str, Any]) -> Result:
+    # Mxfp4Config(dequantize=False); dequantize True (or a GPU without the triton kernels) loads bf16 experts.
+    return (None if q.get("dequantize") is True else "mxfp4"), None
+
+
+def _hqq(cfg: RawConfig, q: dict[str, Any]) -> Result:
+    # HqqConfig.to_dict writes quant_config = hqq's BaseQuantizeConfig: weight_quant_params {nbits, group_size};
+    # with dynamic_config it is one such dict per layer tag (several layouts: not one format).
+    params = q.get("quant_config")
+    weights = params.get("weight_quant_params") if isinstance(params, dict) else q  # none: the constructor's keys
+    if not isinstance(weights, dict):
+        return _unread("quant_config", "per-layer settings", "HQQ dynamic_config mixes layouts")
+    nbits = weights.get("nbits", 4)
+    group = weights.get("group_size", 64)
+    if nbits not in (1, 2, 4, 8) or isinstance(nbits, bool):
+        return _unread("quant_config.weight_quant_params.nbits", nbits, "HQQ packs 8/4/2/1 bits in uint8 here")
+    if isinstance(params, dict) and (params.get("scale_quant_params") or params.get("zero_quant_params")):
+        return _unread("quant_config.scale_quant_params", "set", "quantized HQQ scales/zeros are not modelled")
+    if isinstance(group, bool) or not isinstance(group, int) or not 0 < group <= MAX_FFN:
+        return _unread("quant_config.weight_quant_params.group_size", group, "HQQ needs a positive group size")
+    return f"hqq-{nbits}bit-g{group}", None
+
+
+def _torchao(cfg: RawConfig, q: dict[str, Any]) -> Result:
+    # TorchAoConfig.to_dict: quant_type {"default": {"_type": "<Config class>", "_data": {...}}}.
+    qt = q.get("quant_type")
+    inner = qt.get("default") if isinstance(qt, dict) else None
+    kind = inner.get("_type") if isinstance(inner, dict) else qt
+    data = inner.get("_data", {}) if isinstance(inner, dict) else q.get("quant_type_kwargs", {})
+    data = data if isinstance(data, dict) else {}
+    if kind in ("Int4WeightOnlyConfig", "int4_weight_only"):
+        group = data.get("group_size", 128)  # Int4WeightOnlyConfig's default
+        if isinstance(group, bool) or not isinstance(group, int) or group <= 0:
+            return _unread("quant_type.group_size", group, "a positive group size is needed")
+        return f"torchao-int4-g{group}", None
+    if kind in ("Int8WeightOnlyConfig", "int8_weight_only") and data.get("group_size") is None:
+        return "torchao-int8", None
+    if kind in ("Float8WeightOnlyConfig", "float8_weight_only"):
+        return "fp8-channel", None  # torchao quantize_float8: Float8Tensor, PerRow fp32 scale
+    return _unread("quant_type", kind, "this torchao config is not read")
+
+
+def _bitnet(cfg: RawConfig, q: dict[str, Any]) -> Result:
+    # BitNetQuantConfig: quantization_mode offline stores packed ternary weights (BitLinear); online
+    # (AutoBitLinear, QAT) keeps the 16-bit weights and quantizes them in the forward.
+    return (None if q.get("quantization_mode") == "online" else "bitnet"), None
+
+
+_CT_FORMATS = {"pack-quantized": "pack", "int-quantized": "int", "float-quantized": "fp", "naive-quantized": ""}
+_CT_READ = ", ".join([*_CT_FORMATS, "nvfp4-pack-quantized", "dense"])
+
+
+def _ct_strategy(w: dict[str, Any]) -> str | None:
+    strategy = w.get("strategy", "tensor")
+    if strategy in ("tensor", "channel"):
+        return str(strategy)
+    if strategy == "group" and type(w.get("group_size")) is int and w["group_size"] > 0:
+        return f"g{w['group_size']}"
+    block = w.get("block_structure")
+    if isinstance(block, str) and "x" in block:  # older releases wrote "128x128"
+        block = block.split("x")
+    if strategy == "block" and isinstance(block, list | tuple) and len(block) == 2:
+        rows, cols = (int(b) for b in block)
+        return f"b{rows}x{cols}" if rows > 0 and cols > 0 else None
+    return None
+
+
+def _compressed_tensors(cfg: RawConfig, q: dict[str, Any]) -> Result:
+    # CompressedTensorsConfig (transformers) wraps compressed_tensors.QuantizationConfig: config_groups, each
+    # {targets, weights: QuantizationArgs, input_activations, format}, a global format, ignore, kv_cache_scheme.
+    if q.get("sparsity_config") and (q["sparsity_config"].get("format") not in (None, "dense")):
+        return _unread("sparsity_config.format", q["sparsity_config"].get("format"), "sparse formats are not read")
+    groups = q.get("config_groups")
+    if not isinstance(groups, dict) or not groups:
+        return _unread("config_groups", groups, "no quantization scheme given")
+    names = set()
+    for group in groups.values():
+        w = group.get("weights") if isinstance(group, dict) else None
+        if not isinstance(w, dict):
+            return _unread("config_groups", "a scheme without weights", "activation-only schemes are not read")
+        fmt = (group.get("format") or q.get("format") or "dense").lower()
+        if fmt == "dense":
+            return None, None  # saved decompressed: 16-bit weights
+        if fmt == "nvfp4-pack-quantized":
+            names.add("nvfp4")
+            continue
+        if fmt not in _CT_FORMATS:
+            return _unread("format", fmt, f"compressed-tensors formats read: {_CT_READ}")
+        bits, kind, strategy = w.get("num_bits", 8), w.get("type", "int"), _ct_strategy(w)
+        store = _CT_FORMATS[fmt] or ("fp" if kind == "float" else "int")
+        if strategy is None or not isinstance(bits, int) or (store != "pack" and bits != 8) or not 0 < bits <= 8:
+            return _unread("config_groups.weights", {k: w.get(k) for k in ("num_bits", "type", "strategy")},
+                           "this weight scheme is not read")
+        asym = "-asym" if w.get("symmetric", True) is False else ""
+        gidx = "-gidx" if w.get("actorder") in ("group", True) else ""
+        names.add(f"ct-{store}{bits}-{strategy}{asym}{gidx}")
+    if len(names) != 1:
+        return _unread("config_groups", sorted(names), "several weight schemes in one checkpoint")
+    return names.pop(), None
+
+
+def _auto_round(cfg: RawConfig, q: dict[str, Any]) -> Result:
+    # AutoRoundConfig: bits 4, group_size 128, sym True, packing_format "auto_round:gptq"; from_dict keeps a GPTQ
+    # or AWQ checkpoint's packing ("auto_round:gptq" / "auto_round:awq"). Both are read as those layouts.
+    packing = str(q.get("packing_format", "auto_round:gptq")).lower()
+    if packing in ("auto_round", "auto_round:gptq", "auto_round:auto_gptq"):
+        return _gptq(cfg, {"bits": q.get("bits", 4), "group_size": q.get("group_size", 128)})
+    if packing in ("auto_round:awq", "auto_round:auto_awq"):
+        return _awq(cfg, {"bits": q.get("bits", 4), "group_size": q.get("group_size", 128), "zero_point": True})
+    return _unread("packing_format", packing, "only the GPTQ and AWQ packings are read")
+
+
+def _not_read(why: str) -> Callable[[RawConfig, dict[str, Any]], Result]:
+    return lambda cfg, q: _unread("quant_method", q.get("quant_method"), why)
+
+
+READERS: dict[str, Callable[[RawConfig, dict[str, Any]], Result]] = {
+    "gptq": _gptq,
+    "awq": _awq,
+    "bitsandbytes": _bitsandbytes,
+    "fp8": lambda cfg, q: _fp8(cfg, q, "fp8"),
+    "mxfp8": lambda cfg, q: _fp8(cfg, q, "mxfp8"),
+    "fbgemm_fp8": lambda cfg, q: ("fp8-channel", None),  # FbgemmFp8Linear: fp8 weight, fp32 scale per row
+    "mxfp4": _mxfp4,
+    "compressed-tensors": _compressed_tensors,
+    "hqq": _hqq,
+    "torchao": _torchao,
+    "eetq": lambda cfg, q: ("eetq-int8", None),  # EetqConfig accepts weights "int8" only
+    "bitnet": _bitnet,
+    "auto-round": _auto_round,
+}
+# Methods transformers lists whose bytes do not follow from the config (codebooks, outliers, Hadamard
+# rotations) or which it cannot load from a saved checkpoint (is_serializable False).
+NOT_READ = {
+    "aqlm": "AQLM codebooks: the bytes depend on the codebook count and size per layer",
+    "vptq": "VPTQ vector codebooks per layer",
+    "spqr": "SpQR sparse outliers: their count is only in the weights",
+    "higgs": "HIGGS Hadamard-rotated lattice codes",
+    "fp_quant": "FP-Quant (Hadamard-rotated MXFP4/NVFP4)",
+    "quark": "AMD Quark: per-layer schemes",
+    "fouroversix": "FourOverSix",
+    "quanto": "transformers cannot load a saved quanto checkpoint (QuantoHfQuantizer.is_serializable is False)",
+    "nvfp4": "transformers NVFP4Config quantizes at load and cannot be saved (is_serializable False)",
+    "gguf": "a GGUF file: pass the .gguf itself",
+    "metal": "the Metal quantizer",
+    "sinq": "SINQ",
+    "gemma": "the Gemma quantizer",
+}
+READERS.update({method: _not_read(why) for method, why in NOT_READ.items()})
+METHODS_READ = ", ".join(m for m in READERS if m not in NOT_READ)
+
+
+def quantization(cfg: RawConfig) -> Result:
+    """(format, unread): the checkpoint's quantized format, or the (field, why) no format here expresses."""
+    q = cfg.data.get(Q)
+    if q is None:
+        return None, None
+    if not isinstance(q, dict):
+        raise cfg.error(Q, f"field '{Q}' must be an object, got {shown(q)}", "an object")
+    raw = q.get("quant_method")
+    if not isinstance(raw, str):
+        raise cfg.error(f"{Q}.quant_method", f"field '{Q}.quant_method' must be a string, got {shown(raw)}",
+                        METHODS_READ)
+    method = raw.lower()
+    reader = READERS.get(method)
+    if reader is None:
+        return None, (f"{Q}.quant_method", f"{shown(raw)} is not a method read here (read: {METHODS_READ})")
+    return reader(cfg, q)
