@@ -36,13 +36,14 @@ from vramwise.estimate.train.layout import (
 )
 from vramwise.estimate.train.lora import LoraModule, lora_targets
 from vramwise.estimate.train.loss import loss_rules
+from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import gathered, head_grads
 from vramwise.estimate.train.states import ModelStates, model_states
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
-from vramwise.workload import AttentionImpl, FsdpMode, Optimizer, PeftMethod, Recompute, TrainSetup
+from vramwise.workload import AttentionImpl, FsdpMode, Optimizer, Recompute, TrainSetup
 
 
 def _in_flight(stage: Stage, setup: TrainSetup) -> float:
@@ -311,8 +312,9 @@ def _forward(
         in_layers += autocast
     gathered_fwd, gathered_bwd = gathered(spec, setup, recipe)
     held += out.add(*gathered_fwd)
-    if setup.peft.method == PeftMethod.QLORA:
-        dequantized = out.add(_dequantized(spec))
+    base = training_base(spec, setup.peft).fmt
+    if base:
+        dequantized = out.add(_dequantized(spec, base))
         held += dequantized
         in_layers += dequantized
     return _Forward(
@@ -371,6 +373,9 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
     notes = [
         f"precision {recipe.name}: weights {recipe.weight} B, gradients {recipe.grad} B, compute {recipe.compute} B"
     ]
+    base_note = training_base(spec, setup.peft).note
+    if base_note:
+        notes.append(base_note)
     if setup.parallel.pp > 1:
         span = f"layers {stage.layers[0]}-{stage.layers[-1]}"
         notes.append(f"pipeline stage {stage.index} of {setup.parallel.pp}: {span}")
@@ -404,13 +409,16 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     )
 
 
-def _dequantized(spec: ModelSpec) -> Term:
+def _dequantized(spec: ModelSpec, base: str) -> Term:
     largest = max(g.count // g.tensors for g in parameter_groups(spec) if in_layer(g) and g.kind == "linear")
     return Term(
         name="qlora/dequantized_weight",
         bytes=largest * 2,
-        formula=f"largest layer weight {largest:,} x 2 B, dequantized for its matmul",
-        source="bitsandbytes 4-bit matmul dequantizes one weight at a time",
+        formula=f"largest layer weight {largest:,} x 2 B, dequantized from {base} for its matmul",
+        # bitsandbytes MatMul4Bit.forward/backward: dequantize_4bit(B) then a 16-bit matmul; transformers
+        # FP8Linear backward: _dequantize_fp8_weight to the gradient's dtype; GPTQ/AWQ torch kernels dequantize
+        source="a quantized base dequantizes one weight at a time for its matmul (bitsandbytes MatMul4Bit, "
+        "transformers FP8Linear backward)",
     )
 
 
@@ -423,6 +431,7 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
     if not model.lm_head:
         raise InvalidWorkloadError(f"{model.name} has no language-model head: training covers causal LMs")
     check_layout(model, setup)
+    training_base(model, setup.peft)  # refuses what transformers cannot train, in one line, before any term
     return model
 
 

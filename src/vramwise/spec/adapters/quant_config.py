@@ -272,3 +272,28 @@ def quantization(cfg: RawConfig) -> Result:
     if reader is None:
         return None, (f"{Q}.quant_method", f"{shown(raw)} is not a method read here (read: {METHODS_READ})")
     return reader(cfg, q)
+
+
+# --- training ----------------------------------------------------------------------------------------------------
+# transformers trainer_utils.validate_quantization_for_training: a quantized model trains only with adapters
+# attached (unless its quantizer is_qat_trainable), and only when its quantizer's is_trainable is True. Methods
+# whose config can load the weights dequantized (FineGrainedFP8Config / Mxfp4Config ``dequantize=True``) can
+# instead be trained as a 16-bit model.
+NOT_TRAINABLE = {
+    "fbgemm_fp8": "FbgemmFp8HfQuantizer.is_trainable is False",
+    "auto-round": "AutoRoundQuantizer.is_trainable is False",
+    "mxfp4": "Mxfp4HfQuantizer.is_trainable is False",
+}
+DEQUANTIZE = {
+    "fp8": "FineGrainedFP8Config(dequantize=True)",
+    "mxfp8": "FineGrainedFP8Config(dequantize=True)",
+    "mxfp4": "Mxfp4Config(dequantize=True)",
+}
+
+
+def not_trainable(method: str, fmt: str) -> str | None:
+    """Why transformers refuses adapters on this quantized base, or None when it trains them."""
+    if fmt.startswith("torchao-int4"):
+        # TorchAoHfQuantizer.is_trainable: only the 8-bit configs (the digit before "weight" in the class name)
+        return "TorchAoHfQuantizer.is_trainable is False for Int4WeightOnlyConfig"
+    return NOT_TRAINABLE.get(method)

@@ -33,4 +33,6 @@ def stored_dtype(cfg: RawConfig) -> str:
 def storage(cfg: RawConfig) -> dict[str, Any]:
     """The ModelSpec fields saying how the checkpoint stores its weights."""
     fmt, unread = quantization(cfg)
-    return {"stored_dtype": stored_dtype(cfg), "stored_format": fmt, "unread_quantization": unread}
+    method = cfg.data["quantization_config"]["quant_method"].lower() if fmt else None
+    dtype = stored_dtype(cfg)
+    return {"stored_dtype": dtype, "stored_format": fmt, "unread_quantization": unread, "quant_method": method}
