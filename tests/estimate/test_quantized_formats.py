@@ -301,3 +301,19 @@ def test_methods_transformers_cannot_train_are_refused_or_dequantized() -> None:
     plain = estimate_training(spec_from_config(LLAMA, name="tiny", source="test"), TrainSetup(seq=64))
     assert est.bytes_of("weights") == plain.bytes_of("weights")
     assert any("dequantize=True" in n for n in est.notes)
+
+
+# -- the dequantization workspace -----------------------------------------------------------------------------------
+def test_bnb_4bit_prefill_dequantizes_one_weight_and_decode_does_not() -> None:
+    from vramwise.estimate.inference import estimate_inference
+    from vramwise.estimate.term import PhaseKind
+    from vramwise.workload import InferSetup
+
+    spec = _spec({**BNB4, "bnb_4bit_quant_type": "nf4"})
+    est = estimate_inference(spec, InferSetup(context=64, new_tokens=8))
+    # bitsandbytes MatMul4Bit.forward: F.dequantize_4bit(B).to(A.dtype), the largest (gate/up 512 x 256) in bf16
+    phases = {p.kind: {t.name: t.bytes for t in p.transient} for p in est.phases}
+    assert phases[PhaseKind.PREFILL_LAYER]["activations/dequantized_weight"] == FFN * H * 2
+    assert "activations/dequantized_weight" not in phases[PhaseKind.DECODE]  # one token: the fused gemv_4bit
+    gptq = estimate_inference(_spec(GPTQ), InferSetup(context=64, new_tokens=8))  # fused kernels: no copy
+    assert all("activations/dequantized_weight" not in {t.name for t in p.transient} for p in gptq.phases)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 from vramwise.errors import NeedsArchitectureError
+from vramwise.estimate.dequant import dequantized_weight
 from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
 from vramwise.estimate.logits import logits
 from vramwise.estimate.overheads import cuda_context_term
@@ -57,17 +58,21 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     last = logits(spec, positions=chunk, c=c, last_only=not setup.all_logits)
     out = Transients()
     views_held = out.add(*held)
+    dequant = dequantized_weight(spec, fmt, c=c, tp=tp)  # inside a layer's forward, beside its live tensors
+    dequantizes = dequant is not None and (chunk > 1 or fmt.dequant == "always")
+    in_prefill = out.add(dequant) if dequant is not None and dequantizes else []
     phases = [
-        (PhaseKind.PREFILL_LAYER, out.add(prefill) + views_held),
+        (PhaseKind.PREFILL_LAYER, out.add(prefill) + views_held + in_prefill),
         (PhaseKind.PREFILL_LOGITS, out.add(last) + views_held),
     ]
     if setup.new_tokens:
         step = prefill_workspace(spec, chunk=1, kv_len=setup.tokens, c=c, attention=setup.attention, tp=tp)
         step_logits = logits(spec, positions=1, c=c, last_only=True)
+        in_step = in_prefill if fmt.dequant == "always" else []
         # the first step still holds the prefill's views
-        phases.append((PhaseKind.DECODE, out.add(step, step_logits) + views_held))
+        phases.append((PhaseKind.DECODE, out.add(step, step_logits) + views_held + in_step))
 
-    notes = [f"weights stored as {fmt.name}: {fmt.summary}"]
+    notes = [f"weights stored as {fmt.name}: {fmt.summary}"] + ([fmt.note] if fmt.note else [])
     if beyond:
         notes.append(beyond)
     if tp > 1:

@@ -52,6 +52,10 @@ class StorageFormat:
     summary: str
     source: str
     tensor_bytes: Callable[[ParamGroup, ModelSpec, int], TensorBytes]  # (group, spec, high-precision bytes)
+    # Forwards in which transformers' layer dequantizes one whole weight to the compute dtype before a 16-bit
+    # matmul: "" never (fused kernels), "prefill" (more than one token), "always".
+    dequant: str = ""
+    note: str = ""  # what the runtime does with these bytes that the weights term alone does not say
 
 
 def _kept(group: ParamGroup, hp_bytes: int) -> TensorBytes:
@@ -131,7 +135,14 @@ def _packed(layout: Layout) -> Callable[[ParamGroup, ModelSpec, int], TensorByte
 
 
 def _layout_format(layout: Layout) -> StorageFormat:
-    return StorageFormat(name=layout.name, summary=layout.summary, source=layout.source, tensor_bytes=_packed(layout))
+    return StorageFormat(
+        name=layout.name,
+        summary=layout.summary,
+        source=layout.source,
+        tensor_bytes=_packed(layout),
+        dequant=layout.dequant,
+        note=layout.note,
+    )
 
 
 def _grouped(bits: int, group_size: int, g_idx: bool) -> Callable[[ParamGroup], tuple[float, int, str]]:
@@ -183,6 +194,9 @@ def _mxfp4(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
 
 
 _BNB = "bitsandbytes (functional.py quantize_4bit / int8); transformers BitsAndBytesConfig"
+# bitsandbytes autograd/_functions.py matmul_4bit: one token without grad takes gemv_4bit (fused); more tokens
+# take MatMul4Bit.forward, F.linear(A, F.dequantize_4bit(B, quant_state).to(A.dtype).t()): a whole 16-bit weight.
+_BNB_DEQUANT = "prefill"
 FORMATS: dict[str, StorageFormat] = {
     f.name: f
     for f in (
@@ -224,24 +238,28 @@ FORMATS: dict[str, StorageFormat] = {
             summary="bitsandbytes NF4, blocks of 64 with fp32 absmax",
             source=_BNB,
             tensor_bytes=_linear_only(_nf4(False)),
+            dequant=_BNB_DEQUANT,
         ),
         StorageFormat(
             name="nf4-dq",
             summary="bitsandbytes NF4 with double quantization (QLoRA)",
             source=_BNB,
             tensor_bytes=_linear_only(_nf4(True)),
+            dequant=_BNB_DEQUANT,
         ),
         StorageFormat(
             name="fp4",
             summary="bitsandbytes FP4, blocks of 64 with fp32 absmax",
             source=_BNB,
             tensor_bytes=_linear_only(_nf4(False)),
+            dequant=_BNB_DEQUANT,
         ),
         StorageFormat(
             name="fp4-dq",
             summary="bitsandbytes FP4 with double quantization",
             source=_BNB,
             tensor_bytes=_linear_only(_nf4(True)),
+            dequant=_BNB_DEQUANT,
         ),
         *(_layout_format(layout) for layout in quantized.FIXED),
         StorageFormat(
@@ -249,6 +267,10 @@ FORMATS: dict[str, StorageFormat] = {
             summary="MXFP4 routed experts, the rest in bf16 (gpt-oss)",
             source="OCP Microscaling spec v1.0; gpt-oss quantization_config",
             tensor_bytes=_mxfp4,
+            # quantizers/quantizer_mxfp4.py validate_environment: without the triton kernels (and a GPU of compute
+            # capability 7.5+), transformers loads the experts dequantized to bf16
+            note="transformers keeps MXFP4 only with the triton kernels; without them it dequantizes to bf16 "
+            "(Mxfp4HfQuantizer.validate_environment)",
         ),
         *(
             StorageFormat(

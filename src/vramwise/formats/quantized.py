@@ -67,7 +67,8 @@ class Layout:
     packing: Packing
     summary: str
     source: str
-    experts_only: bool = False  # MXFP4 in transformers replaces only the routed experts (gpt-oss)
+    dequant: str = ""  # StorageFormat.dequant: forwards that dequantize a whole weight
+    note: str = ""
 
 
 def _block(token: str) -> tuple[int, int] | None:
@@ -109,6 +110,11 @@ _CT_SRC = (
     "(out, ceil(in/(32//bits))), weight_shape int32 (2,), asymmetric group/channel weight_zero_point int32 "
     "(ceil(out/(32//bits)), groups); BaseQuantizationCompressor.compress: naive formats keep weight and "
     "weight_scale (model dtype), zero points only when asymmetric, g_idx only with activation ordering"
+)
+# transformers quantizers/quantizer_compressed_tensors.py (class docstring)
+_CT_NOTE = (
+    "these are the compressed bytes (vLLM's); transformers' compressed-tensors path decompresses the weights to "
+    "16 bit on the first forward unless use_optimized_inference keeps fp8"
 )
 _HQQ_SRC = (
     "hqq core/quantize.py Quantizer.quantize + bitpack: W_q uint8 packed (8/4/2/1 bits), scale and zero one "
@@ -188,7 +194,7 @@ def _ct(m: re.Match[str]) -> Layout:
     extra = (", asymmetric" if asym else "") + (", g_idx" if gidx else "")
     return Layout(
         name=m.group(0), packing=packing, summary=f"compressed-tensors {kind}, {_strategy_text(token)}{extra}",
-        source=_CT_SRC,
+        source=_CT_SRC, note=_CT_NOTE,
     )
 
 
@@ -196,7 +202,11 @@ def _hqq(m: re.Match[str]) -> Layout:
     bits, block = int(m.group(1)), _block(f"g{m.group(2)}")
     packing = Packing(bits=bits, block=block, zero="hp")
     group = m.group(2)
-    return Layout(name=m.group(0), packing=packing, summary=f"HQQ {bits}-bit, group size {group}", source=_HQQ_SRC)
+    # hqq core/quantize.py HQQLinear.forward_pytorch: matmul(x, self.dequantize().t()), every forward
+    return Layout(
+        name=m.group(0), packing=packing, summary=f"HQQ {bits}-bit, group size {group}", source=_HQQ_SRC,
+        dequant="always",
+    )
 
 
 def _torchao(m: re.Match[str]) -> Layout:
@@ -252,7 +262,8 @@ FIXED: tuple[Layout, ...] = (
         name="nvfp4",
         packing=Packing(bits=4, block=(1, 16), scale_bytes=1, per_tensor=4),
         summary="NVFP4 (compressed-tensors nvfp4-pack-quantized): E2M1 codes, fp8 scale per 16, fp32 global scale",
-        source="compressed-tensors NVFP4PackedCompressor.compression_param_info: weight_packed uint8 (out, in/2), "
+        source="compressed-tensors NVFP4PackedCompressor.compress_weight: weight_packed uint8 (out, in/2), "
         "weight_scale fp8 (out, in/16), weight_global_scale fp32 (1,)",
+        note=_CT_NOTE,
     ),
 )
