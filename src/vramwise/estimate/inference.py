@@ -72,9 +72,11 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         # the first step still holds the prefill's views
         phases.append((PhaseKind.DECODE, out.add(step, step_logits) + views_held + in_step))
 
-    notes = [f"weights stored as {fmt.name}: {fmt.summary}"] + ([fmt.note] if fmt.note else [])
+    notes = [f"weights stored as {fmt.name}: {fmt.summary}"]
     if beyond:
         notes.append(beyond)
+    if fmt.note:
+        notes.append(fmt.note)
     if tp > 1:
         notes.append(f"per GPU of tp={tp}: linear weights, heads and vocabulary split; norms replicated")
     fraction = setup.overheads.allocator_fraction
