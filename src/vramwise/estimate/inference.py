@@ -75,10 +75,10 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     notes = [f"weights stored as {fmt.name}: {fmt.summary}"]
     if beyond:
         notes.append(beyond)
-    if fmt.note:
-        notes.append(fmt.note)
     if tp > 1:
         notes.append(f"per GPU of tp={tp}: linear weights, heads and vocabulary split; norms replicated")
+    if fmt.note:
+        notes.append(fmt.note)
     fraction = setup.overheads.allocator_fraction
     return out.plan(persistent=persistent, phases=phases, allocator_fraction=fraction, notes=notes)
 

@@ -131,10 +131,10 @@ class ModelSpec:
     # The checkpoint's own bytes per category, from its safetensors headers or GGUF tensor infos (None for a
     # config.json alone or a catalog entry): the weights term reads these when the format is the checkpoint's.
     checkpoint: CheckpointBytes | None = None
-    source: str = field(default="", compare=False)  # where the spec came from (path or catalog)
     # quantization_config.quant_method (lowercase) when stored_format was read from it: training follows the
     # method's transformers quantizer (is_trainable, a dequantize option): spec/adapters/quant_config.py
     quant_method: str | None = None
+    source: str = field(default="", compare=False)  # where the spec came from (path or catalog)
 
     @property
     def vocab_size(self) -> int:
