@@ -55,13 +55,16 @@ def _ceil(a: int, b: int) -> int:
 
 # -- one rule per method, as its packing code lays the tensors out -------------------------------------------------
 def _nf4(out: int, n_in: int) -> int:
-    # bitsandbytes functional.quantize_4bit, blocksize 64: codes two per uint8, one fp32 absmax per 64 elements
-    return out * n_in // 2 + out * n_in // 64 * 4
+    # bitsandbytes functional.quantize_4bit, blocksize 64: codes two per uint8, one fp32 absmax per 64 elements,
+    # and the QuantState's code, the 16-value fp32 map (get_4bit_type)
+    return out * n_in // 2 + out * n_in // 64 * 4 + 16 * 4
 
 
-def _nf4_dq(out: int, n_in: int) -> float:
-    # compress_statistics: the absmax in uint8, one fp32 absmax per 256 of them
-    return out * n_in / 2 + out * n_in / 64 + out * n_in / 64 / 256 * 4
+def _nf4_dq(out: int, n_in: int) -> int:
+    # compress_statistics: absmax - offset quantized by quantize_blockwise (blocksize 256): uint8 per block of
+    # 64, an fp32 absmax per 256 of those, the 256-value fp32 dynamic map, the fp32 offset; and the 4-bit code
+    blocks = out * n_in // 64
+    return out * n_in // 2 + blocks + _ceil(blocks, 256) * 4 + 256 * 4 + 4 + 16 * 4
 
 
 def _llm_int8(out: int, n_in: int) -> int:

@@ -49,9 +49,13 @@ def test_nf4_double_quant_bits_per_weight_by_hand() -> None:
     spec = resolve_model("llama-2-7b")
     linear = sum(g.count for g in parameter_groups(spec) if g.kind == "linear" and g.category in ("attention", "mlp"))
     kept = sum(g.count for g in parameter_groups(spec)) - linear  # embeddings, head, norms in bf16
+    layers = [g for g in parameter_groups(spec) if g.kind == "linear" and g.category in ("attention", "mlp")]
+    tensors = sum(g.tensors for g in layers)
     bits = 4 + 8 / 64 + 32 / (64 * 256)  # 4-bit codes + 8-bit absmax per 64 + fp32 per 256 blocks
-    assert _weights("llama-2-7b", "nf4-dq") == pytest.approx(linear * bits / 8 + kept * 2, abs=16)
-    assert _weights("llama-2-7b", "nf4") == pytest.approx(linear * 4.5 / 8 + kept * 2, abs=16)
+    # per tensor: the 16-value fp32 4-bit code; with double quantization the 256-value fp32 map and the offset
+    dq_state, state = (16 + 256 + 1) * 4, 16 * 4
+    assert _weights("llama-2-7b", "nf4-dq") == pytest.approx(linear * bits / 8 + tensors * dq_state + kept * 2, abs=16)
+    assert _weights("llama-2-7b", "nf4") == pytest.approx(linear * 4.5 / 8 + tensors * state + kept * 2, abs=16)
 
 
 def test_gptq_group_overheads_by_hand() -> None:

@@ -110,13 +110,26 @@ def _int8_rowwise(group: ParamGroup) -> tuple[float, int, str]:
     return 8, group.tensors * _out_features(group) * 4, " (+ fp32 scale per output row)"
 
 
-def _nf4(double_quant: bool) -> Callable[[ParamGroup], tuple[float, int, str]]:
-    # bitsandbytes 4-bit (NF4 and FP4 alike: functional.quantize_4bit, blocksize 64 in Params4bit): the codes two
-    # per uint8, an fp32 absmax per 64; double quantization (compress_statistics) stores the absmax in 8 bit
-    # with one fp32 constant per 256 blocks.
-    bits = 4 + (8 / 64 + 32 / (64 * 256) if double_quant else 32 / 64)
-    why = " (absmax 8 bit per 64 + fp32 per 256 blocks)" if double_quant else " (fp32 absmax per 64)"
-    return lambda group: (bits, 0, why)
+def _bnb4(double_quant: bool) -> Callable[[ParamGroup, ModelSpec, int], TensorBytes]:
+    """bitsandbytes 4-bit, NF4 and FP4 alike (functional.quantize_4bit, blocksize 64 in Params4bit), per tensor:
+    the codes two per uint8, an fp32 absmax per 64 elements, and the QuantState's code (the 16-value map, fp32).
+    Double quantization (compress_statistics) stores the absmax as uint8 blocks of 256 (quantize_blockwise): an
+    fp32 absmax per 256 of them, their 256-value fp32 code and the fp32 offset subtracted before."""
+
+    def one(numel: int) -> int:
+        blocks = -(-numel // 64)
+        stats = blocks + -(-blocks // 256) * 4 + 256 * 4 + 4 if double_quant else blocks * 4
+        return -(-numel // 2) + stats + 16 * 4
+
+    def rule(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
+        if group.kind != "linear" or group.category in ("embeddings", "head", "other"):
+            return _kept(group, hp_bytes)
+        per = group.count // group.tensors
+        why = "absmax uint8 per 64, fp32 per 256 blocks, codes" if double_quant else "fp32 absmax per 64, code"
+        formula = f"{group.tensors:,} x {one(per):,} B ({per:,} x 4 bit + {why})"
+        return TensorBytes(group=group.name, bytes=group.tensors * one(per), formula=formula)
+
+    return rule
 
 
 def _packed(layout: Layout) -> Callable[[ParamGroup, ModelSpec, int], TensorBytes]:
@@ -237,28 +250,28 @@ FORMATS: dict[str, StorageFormat] = {
             name="nf4",
             summary="bitsandbytes NF4, blocks of 64 with fp32 absmax",
             source=_BNB,
-            tensor_bytes=_linear_only(_nf4(False)),
+            tensor_bytes=_bnb4(False),
             dequant=_BNB_DEQUANT,
         ),
         StorageFormat(
             name="nf4-dq",
             summary="bitsandbytes NF4 with double quantization (QLoRA)",
             source=_BNB,
-            tensor_bytes=_linear_only(_nf4(True)),
+            tensor_bytes=_bnb4(True),
             dequant=_BNB_DEQUANT,
         ),
         StorageFormat(
             name="fp4",
             summary="bitsandbytes FP4, blocks of 64 with fp32 absmax",
             source=_BNB,
-            tensor_bytes=_linear_only(_nf4(False)),
+            tensor_bytes=_bnb4(False),
             dequant=_BNB_DEQUANT,
         ),
         StorageFormat(
             name="fp4-dq",
             summary="bitsandbytes FP4 with double quantization",
             source=_BNB,
-            tensor_bytes=_linear_only(_nf4(True)),
+            tensor_bytes=_bnb4(True),
             dequant=_BNB_DEQUANT,
         ),
         *(_layout_format(layout) for layout in quantized.FIXED),
