@@ -320,3 +320,16 @@ def test_bnb_4bit_prefill_dequantizes_one_weight_and_decode_does_not() -> None:
     assert "activations/dequantized_weight" not in phases[PhaseKind.DECODE]  # one token: the fused gemv_4bit
     gptq = estimate_inference(_spec(GPTQ), InferSetup(context=64, new_tokens=8))  # fused kernels: no copy
     assert all("activations/dequantized_weight" not in {t.name for t in p.transient} for p in gptq.phases)
+
+
+def test_in_layer_modules_kept_unquantized_are_named_in_a_note() -> None:
+    from vramwise.estimate.inference import estimate_inference
+    from vramwise.workload import InferSetup
+
+    # Llama-4-style fp8: attention kept in bf16 by name; routers, lm_head and vision towers are kept anyway
+    skips = ["lm_head", "re:.*mlp.gate$", "vision_model", "model.layers.0.self_attn.q_proj"]
+    spec = _spec({"quant_method": "fp8", "modules_to_not_convert": skips})
+    assert spec.quant_kept == ("model.layers.0.self_attn.q_proj",)
+    notes = estimate_inference(spec, InferSetup(context=64)).notes
+    assert any("model.layers.0.self_attn.q_proj" in n and "headers" in n for n in notes)
+    assert _spec({"quant_method": "fp8", "modules_to_not_convert": skips[:3]}).quant_kept == ()

@@ -22,7 +22,7 @@ from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.weights import weight_terms
 from vramwise.estimate.workspace import prefill_workspace
-from vramwise.formats import DTYPE_BYTES, StorageFormat, default_format, get_format
+from vramwise.formats import DTYPE_BYTES, StorageFormat, default_format, get_format, kept_note
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.workload import InferSetup
@@ -79,6 +79,9 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         notes.append(f"per GPU of tp={tp}: linear weights, heads and vocabulary split; norms replicated")
     if fmt.note:
         notes.append(fmt.note)
+    kept = kept_note(spec) if setup.weight_format is None else None
+    if kept:
+        notes.append(kept)
     fraction = setup.overheads.allocator_fraction
     return out.plan(persistent=persistent, phases=phases, allocator_fraction=fraction, notes=notes)
 

@@ -322,6 +322,18 @@ def get_format(name: str) -> StorageFormat:
     )
 
 
+def kept_note(spec: ModelSpec) -> str | None:
+    """The report's note when the checkpoint's quantization_config keeps projections inside the layers in high
+    precision (``ModelSpec.quant_kept``): the layouts here count them quantized."""
+    if not spec.quant_kept:
+        return None
+    first = shown(spec.quant_kept[0], 80)
+    return (
+        f"quantization_config keeps {len(spec.quant_kept)} in-layer module pattern(s) unquantized (e.g. {first}); "
+        "the weights term counts them quantized: the checkpoint's safetensors headers give the exact bytes"
+    )
+
+
 def default_format(spec: ModelSpec) -> str:
     """The checkpoint's own format: the quantized one its quantization_config declares
     (spec/adapters/quant_config.py), else its 16-bit dtype (fp32 served as bf16).

@@ -134,6 +134,9 @@ class ModelSpec:
     # quantization_config.quant_method (lowercase) when stored_format was read from it: training follows the
     # method's transformers quantizer (is_trainable, a dequantize option): spec/adapters/quant_config.py
     quant_method: str | None = None
+    # quantization_config skip-list entries naming projections inside the layers (kept in high precision there):
+    # the layouts count them quantized, so the report says so (spec/adapters/quant_config.py kept_in_layers)
+    quant_kept: tuple[str, ...] = ()
     source: str = field(default="", compare=False)  # where the spec came from (path or catalog)
 
     @property

@@ -9,6 +9,7 @@ default below is the one of the method's config class in transformers utils/quan
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -272,6 +273,25 @@ def quantization(cfg: RawConfig) -> Result:
     if reader is None:
         return None, (f"{Q}.quant_method", f"{shown(raw)} is not a method read here (read: {METHODS_READ})")
     return reader(cfg, q)
+
+
+# --- modules kept in high precision ---------------------------------------------------------------------------
+# The skip lists of the config classes: modules_to_not_convert (most), ignore (compressed-tensors), ignored_layers
+# (MiniMax fp8), llm_int8_skip_modules (bitsandbytes), skip_modules (HQQ). Embeddings, lm_head, norms, routers
+# and vision towers are kept by every layout here already; an entry naming a projection inside the decoder layers
+# is not expressed by a format, and the report says so.
+_SKIP_KEYS = ("modules_to_not_convert", "ignore", "ignored_layers", "llm_int8_skip_modules", "skip_modules")
+_IN_LAYER = re.compile(r"self_attn|attention|attn|[qkvo]_proj|qkv|mlp|gate_proj|up_proj|down_proj|experts?\b|fc[12]")
+_ALREADY_KEPT = re.compile(r"(^|\.)(gate|router|shared_expert_gate)\$?$|lm_head|embed|norm|vision|visual|multi_modal")
+
+
+def kept_in_layers(cfg: RawConfig) -> tuple[str, ...]:
+    """Skip-list entries naming a quantizable module inside the layers (the layouts count them quantized)."""
+    q = cfg.data.get(Q)
+    if not isinstance(q, dict):
+        return ()
+    entries = [e for key in _SKIP_KEYS if isinstance(q.get(key), list) for e in q[key] if isinstance(e, str)]
+    return tuple(e for e in entries if _IN_LAYER.search(e) and not _ALREADY_KEPT.search(e.removeprefix("re:")))
 
 
 # --- training ----------------------------------------------------------------------------------------------------

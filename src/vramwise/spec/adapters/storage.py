@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from vramwise.spec.adapters.config import RawConfig, shown
-from vramwise.spec.adapters.quant_config import quantization
+from vramwise.spec.adapters.quant_config import kept_in_layers, quantization
 
 # What transformers writes: PretrainedConfig.to_dict stores str(torch_dtype).split(".")[1] ("float16"); a
 # config written by hand may keep the "torch." prefix. Absent or null: transformers loads float32.
@@ -35,4 +35,11 @@ def storage(cfg: RawConfig) -> dict[str, Any]:
     fmt, unread = quantization(cfg)
     method = cfg.data["quantization_config"]["quant_method"].lower() if fmt else None
     dtype = stored_dtype(cfg)
-    return {"stored_dtype": dtype, "stored_format": fmt, "unread_quantization": unread, "quant_method": method}
+    kept = kept_in_layers(cfg) if fmt else ()
+    return {
+        "stored_dtype": dtype,
+        "stored_format": fmt,
+        "unread_quantization": unread,
+        "quant_method": method,
+        "quant_kept": kept,
+    }
