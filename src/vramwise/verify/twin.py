@@ -25,7 +25,9 @@ from vramwise.errors import VerifyUnsupportedError, VramwiseError
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.term import Estimate, Step
 from vramwise.estimate.train.training import estimate_training
+from vramwise.formats import default_format
 from vramwise.spec.load import ResolvedModel
+from vramwise.spec.model import ModelSpec
 from vramwise.verify.compare import Comparison, Row
 from vramwise.workload import (
     NO_OVERHEADS,
@@ -246,7 +248,8 @@ def verify_inference(resolved: ResolvedModel, setup: InferSetup) -> Comparison:
     model, config = resolved.spec, _twin_config(resolved)
     if setup.tp > 1:
         raise VerifyUnsupportedError("verify cannot reproduce tp > 1 (the twin traces one GPU)")
-    fmt = setup.weight_format or "bf16"
+    # the checkpoint's own format when none is given, as the estimate reads it: a GPTQ config is not traced in bf16
+    fmt = setup.weight_format or (default_format(model) if isinstance(model, ModelSpec) else "bf16")
     if fmt not in ("fp32", "fp16", "bf16"):
         raise VerifyUnsupportedError(f"verify cannot reproduce weight format {fmt} (traceable: fp32, fp16, bf16)")
     bare = replace(setup, overheads=NO_OVERHEADS, kv_block=1)
