@@ -125,6 +125,7 @@ def _eetq(out: int, n_in: int) -> int:
     return out * n_in + out * 2  # EetqLinear: int8 (in, out), fp16 weight_scales (out,)
 
 
+GPTQ_CFG = {"quant_method": "gptq", "bits": 4, "group_size": 128}
 CT_INT4 = {"weights": {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 128, "symmetric": True}}
 CT_W8A8 = {
     "weights": {"num_bits": 8, "type": "int", "strategy": "channel", "symmetric": True},
@@ -252,12 +253,34 @@ def test_fbgemm_and_eetq_linears_on_meta() -> None:
          "quantization_config.quant_config.weight_quant_params.nbits"),
         ({"quant_method": "torchao", "quant_type": {"default": {"_type": "Int8DynamicActivationInt4WeightConfig"}}},
          "quantization_config.quant_type"),
+        ({**GPTQ_CFG, "dynamic": {"+:.*down_proj": {"bits": 8}}}, "quantization_config.dynamic"),
+        ({**GPTQ_CFG, "checkpoint_format": "marlin"}, "quantization_config.checkpoint_format"),
+        ({**GPTQ_CFG, "lm_head": True}, "quantization_config.lm_head"),
+        ({"quant_method": "compressed-tensors", "format": "pack-quantized",
+          "config_groups": {"a": {**CT_INT4, "targets": ["re:.*mlp.*"]}}}, "quantization_config.config_groups.targets"),
+        ({"quant_method": "awq", "bits": 4, "version": "gemv"}, "quantization_config.version"),
     ],
 )  # fmt: skip
 def test_methods_not_read_are_refused_naming_the_field(q: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as info:
         default_format(_spec(q))
     assert info.value.field == field and "\n" not in str(info.value) and "--format" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "q",
+    [
+        {"quant_method": "bitsandbytes", "load_in_8bit": True, "llm_int8_has_fp16_weight": True},
+        {"quant_method": "fp8", "dequantize": True},
+        {"quant_method": "mxfp4", "dequantize": True},
+        {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"},
+        _ct("dense", CT_INT4),
+    ],
+    ids=["int8-fp16-weights", "fp8-dequantize", "mxfp4-dequantize", "bitnet-online", "ct-dense"],
+)
+def test_configs_that_keep_16_bit_weights_read_as_16_bit(q: dict[str, Any]) -> None:
+    # each config class documents these as loading (or keeping) the 16-bit weights
+    assert default_format(_spec(q)) == "bf16"
 
 
 def test_unknown_quant_method_exits_2_naming_the_field_and_the_methods_read(

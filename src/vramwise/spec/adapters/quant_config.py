@@ -54,6 +54,13 @@ def _gptq(cfg: RawConfig, q: dict[str, Any]) -> Result:
     bits = _bits(cfg, q, "gptq", (2, 3, 4, 8))
     if q.get("lm_head") is True:
         return _unread("lm_head", True, "a quantized lm_head is not modelled")
+    if q.get("dynamic"):  # GPTQModel per-module overrides ("+:.*down_proj": {"bits": 8}, "-:..." skipped)
+        return _unread("dynamic", "per-module overrides", "the bits and groups vary by module")
+    for key in ("checkpoint_format", "format"):
+        # GPTQConfig.format "gptq" (v1); GPTQModel also writes "gptq_v2" (the same tensors, zero points
+        # stored without the v1 offset); Marlin and BitBLAS repack them
+        if str(q.get(key, "gptq")).lower() not in ("gptq", "gptq_v2"):
+            return _unread(key, q.get(key), "only the GPTQ v1/v2 packing is read")
     return f"gptq-{bits}bit-{_group_token(cfg, q, 'group_size', 128)}", None
 
 
@@ -79,7 +86,8 @@ def _bitsandbytes(cfg: RawConfig, q: dict[str, Any]) -> Result:
                             f"field '{Q}.bnb_4bit_quant_type' must be nf4 or fp4, got {shown(kind)}", "nf4 or fp4")
         return kind + ("-dq" if q.get("bnb_4bit_use_double_quant") is True else ""), None
     if q.get("load_in_8bit") is True:
-        return "int8", None
+        # llm_int8_has_fp16_weight keeps the 16-bit weights (Int8Params(has_fp16_weights=True)): nothing stored in 8 bit
+        return (None if q.get("llm_int8_has_fp16_weight") is True else "int8"), None
     return _unread("load_in_4bit", "neither load_in_4bit nor load_in_8bit set", "no bitsandbytes mode given")
 
 
@@ -185,6 +193,9 @@ def _compressed_tensors(cfg: RawConfig, q: dict[str, Any]) -> Result:
         w = group.get("weights") if isinstance(group, dict) else None
         if not isinstance(w, dict):
             return _unread("config_groups", "a scheme without weights", "activation-only schemes are not read")
+        targets = group.get("targets", ["Linear"])
+        if targets != ["Linear"]:  # module names or regexes: only some layers carry this scheme
+            return _unread("config_groups.targets", targets, "a scheme on some modules only")
         fmt = (group.get("format") or q.get("format") or "dense").lower()
         if fmt == "dense":
             return None, None  # saved decompressed: 16-bit weights
