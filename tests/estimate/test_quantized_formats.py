@@ -356,3 +356,19 @@ def test_in_layer_modules_kept_unquantized_are_named_in_a_note() -> None:
     notes = estimate_inference(spec, InferSetup(context=64)).notes
     assert any("model.layers.0.self_attn.q_proj" in n and "headers" in n for n in notes)
     assert _spec({"quant_method": "fp8", "modules_to_not_convert": skips[:3]}).quant_kept == ()
+
+
+def test_a_multimodal_wrapper_passes_its_quantization_config_to_the_language_model() -> None:
+    # Gemma-3 / Qwen2.5-VL GPTQ and AWQ repos keep quantization_config and the dtype beside text_config
+    text = {**{k: v for k, v in LLAMA.items() if k != "torch_dtype"}, "model_type": "gemma3_text", "head_dim": 64}
+    wrapper = {"model_type": "gemma3", "text_config": text, "torch_dtype": "bfloat16", "quantization_config": GPTQ}
+    spec = spec_from_config(wrapper, name="mm", source="test")
+    assert (default_format(spec), spec.stored_dtype) == ("gptq-4bit-g128", "bf16")
+
+
+def test_a_gptq_folder_is_estimated_in_its_format_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # newcomer trial #22: a GPTQ folder was estimated as fp16
+    (tmp_path / "config.json").write_text(json.dumps({**LLAMA, "quantization_config": GPTQ}))
+    assert main(["infer", str(tmp_path), "--json"]) == 0
+    terms = {t["name"]: t["bytes"] for t in json.loads(capsys.readouterr().out)["terms"]}
+    assert terms["weights/mlp"] == L * sum(_gptq(4, 128)(o, i) for o, i in LINEARS[4:])
