@@ -182,8 +182,9 @@ def test_weights_equal_the_packing_code_by_hand(q: dict[str, Any], fmt: str, rul
 
 
 def test_mxfp4_stores_only_the_routed_experts() -> None:
-    # transformers integrations/mxfp4.py Mxfp4GptOssExperts: gate_up_proj uint8 (E, 2i, h/32, 16) blocks and
-    # (E, 2i, h/32) E8M0 scales, down_proj likewise; attention, router, embeddings and head stay bf16.
+    # transformers integrations/mxfp4.py Mxfp4GptOssExperts: gate_up_proj uint8 (E, 2i, h/2), two E2M1 codes per
+    # byte, plus the checkpoint's (E, 2i, h/32) E8M0 scales (gate_up_proj_scales, handed to the triton kernels);
+    # down_proj likewise; attention, router, embeddings and head stay bf16.
     oss = {
         "model_type": "gpt_oss", "vocab_size": V, "hidden_size": H, "intermediate_size": FFN, "num_hidden_layers": L,
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "num_local_experts": 4,
@@ -194,7 +195,8 @@ def test_mxfp4_stores_only_the_routed_experts() -> None:
     packed = sum(t.bytes for t in weight_terms(spec, get_format(default_format(spec)), hp_bytes=2))
     plain = sum(t.bytes for t in weight_terms(spec, get_format("bf16"), hp_bytes=2))
     experts = L * 4 * (2 * FFN * H + H * FFN)  # gate_up (2i x h) and down (h x i) per expert
-    assert packed == plain - experts * 2 + experts // 2 + experts // 32
+    biases = L * 4 * (2 * FFN + H)  # Mxfp4GptOssExperts.__init__: gate_up_proj_bias, down_proj_bias in fp32
+    assert packed == plain - experts * 2 + experts // 2 + experts // 32 + biases * 2
 
 
 def _meta_bytes(module: Any) -> int:

@@ -203,6 +203,9 @@ def _mxfp4(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
     # gpt-oss: only the routed expert matrices are MXFP4 (32 E2M1 values + one E8M0 scale byte per block).
     if group.per_expert and group.kind == "linear":
         return _bits(group, 4.25, 0, " (MXFP4: 4-bit E2M1 + 8-bit scale per 32)")
+    if group.per_expert and group.kind == "bias":
+        # transformers integrations/mxfp4.py Mxfp4GptOssExperts.__init__: gate_up_proj_bias, down_proj_bias fp32
+        return TensorBytes(group=group.name, bytes=group.count * 4, formula=f"{group.count:,} x 4 B (fp32 biases)")
     return _kept(group, hp_bytes)
 
 
