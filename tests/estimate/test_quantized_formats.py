@@ -374,3 +374,12 @@ def test_a_gptq_folder_is_estimated_in_its_format_from_the_cli(tmp_path: Path, c
     assert main(["infer", str(tmp_path), "--json"]) == 0
     terms = {t["name"]: t["bytes"] for t in json.loads(capsys.readouterr().out)["terms"]}
     assert terms["weights/mlp"] == L * sum(_gptq(4, 128)(o, i) for o, i in LINEARS[4:])
+
+
+def test_verify_refuses_a_quantized_base(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("torch")
+    (tmp_path / "config.json").write_text(json.dumps({**LLAMA, "quantization_config": GPTQ}))
+    for argv in (["verify", str(tmp_path), "--peft", "lora"], ["verify", str(tmp_path), "--infer"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "gptq-4bit-g128" in err

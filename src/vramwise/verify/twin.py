@@ -24,6 +24,7 @@ from typing import Any
 from vramwise.errors import VerifyUnsupportedError, VramwiseError
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.term import Estimate, Step
+from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.training import estimate_training
 from vramwise.formats import default_format
 from vramwise.spec.load import ResolvedModel
@@ -211,6 +212,9 @@ def verify_training(resolved: ResolvedModel, setup: TrainSetup, *, layers: int |
     _check_torch()
     model, config = resolved.spec, _twin_config(resolved)
     recipe = train_recipe(setup)
+    if isinstance(model, ModelSpec) and model.stored_format and training_base(model, setup.peft).fmt:
+        # the twin builds the 16-bit model: its quantized base (GPTQ, AWQ, fp8...) needs the method's kernels
+        raise VerifyUnsupportedError(f"verify cannot reproduce a {model.stored_format} base (the twin traces 16 bit)")
     bare = replace(setup, overheads=NO_OVERHEADS)
     est = estimate_training(model, bare)
     full = estimate_training(model, setup)
