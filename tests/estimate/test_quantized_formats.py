@@ -337,11 +337,16 @@ def test_bnb_4bit_prefill_dequantizes_one_weight_and_decode_does_not() -> None:
     from vramwise.estimate.term import PhaseKind
     from vramwise.workload import InferSetup
 
-    spec = _spec({**BNB4, "bnb_4bit_quant_type": "nf4"})
+    spec = _spec({**BNB4, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "bfloat16"})
     est = estimate_inference(spec, InferSetup(context=64, new_tokens=8))
     # bitsandbytes MatMul4Bit.forward: F.dequantize_4bit(B).to(A.dtype), the largest (gate/up 512 x 256) in bf16
     phases = {p.kind: {t.name: t.bytes for t in p.transient} for p in est.phases}
     assert phases[PhaseKind.PREFILL_LAYER]["activations/dequantized_weight"] == FFN * H * 2
+    # compute dtype float32 (BitsAndBytesConfig's default when the config omits it): the bf16 dequantized weight
+    # and its fp32 copy (.to(A.dtype)) are both alive during the cast; the note names the fp32 input/output copies
+    fp32 = estimate_inference(_spec({**BNB4, "bnb_4bit_quant_type": "nf4"}), InferSetup(context=64))
+    assert fp32.term("activations/dequantized_weight").bytes == FFN * H * (2 + 4)
+    assert any("bnb_4bit_compute_dtype float32" in n for n in fp32.notes)
     assert "activations/dequantized_weight" not in phases[PhaseKind.DECODE]  # one token: the fused gemv_4bit
     gptq = estimate_inference(_spec(GPTQ), InferSetup(context=64, new_tokens=8))  # fused kernels: no copy
     assert all("activations/dequantized_weight" not in {t.name for t in p.transient} for p in gptq.phases)

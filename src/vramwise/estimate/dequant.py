@@ -20,10 +20,14 @@ from vramwise.spec.params import parameter_groups
 
 
 @functools.lru_cache(maxsize=256)
-def dequantized_weight(spec: ModelSpec, fmt: StorageFormat, *, c: int, tp: int) -> Rule | None:
-    """One weight in the compute dtype (``c`` bytes), or None when the format's kernels never dequantize one."""
+def dequantized_weight(spec: ModelSpec, fmt: StorageFormat, *, c: int, tp: int) -> tuple[Rule | None, str | None]:
+    """One weight dequantized for its matmul (None when the format's kernels never dequantize one), and a note.
+
+    bitsandbytes dequantizes to the weight's own 16-bit dtype (QuantState.dtype), then ``.to(A.dtype)``: with
+    ``bnb_4bit_compute_dtype`` float32 (the config's default) Linear4bit.forward has cast the input to fp32, so a
+    4-byte copy joins the 2-byte one during the cast."""
     if not fmt.dequant:
-        return None
+        return None, None
     largest, name = 0, ""
     for g in parameter_groups(spec):
         quantized = fmt.tensor_bytes(g, spec, c).bytes < g.count * c  # what the format stores below 16 bit
@@ -32,12 +36,21 @@ def dequantized_weight(spec: ModelSpec, fmt: StorageFormat, *, c: int, tp: int) 
             if one > largest:
                 largest, name = one, g.name
     if not largest:
-        return None
-    return constant(
+        return None, None
+    fp32 = spec.stored_format == fmt.name and spec.quant_compute_dtype == "fp32" and c < 4
+    width, why = (c + 4, f"{c} B dequantized + 4 B fp32 copy") if fp32 else (c, f"{c} B")
+    note = (
+        "bnb_4bit_compute_dtype float32: each 4-bit matmul also casts its input and output to fp32 "
+        "(Linear4bit.forward), not counted in the prefill workspace"
+        if fp32
+        else None
+    )
+    rule = constant(
         Term(
             name="activations/dequantized_weight",
-            bytes=largest * c,
-            formula=f"largest quantized weight {name}: {largest:,} x {c} B, dequantized for its matmul",
+            bytes=largest * width,
+            formula=f"largest quantized weight {name}: {largest:,} x ({why}), dequantized for its matmul",
             source=f"{fmt.name}: the layer dequantizes its weight before a 16-bit matmul (estimate/dequant.py)",
         )
     )
+    return rule, note

@@ -58,7 +58,7 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     last = logits(spec, positions=chunk, c=c, last_only=not setup.all_logits)
     out = Transients()
     views_held = out.add(*held)
-    dequant = dequantized_weight(spec, fmt, c=c, tp=tp)  # inside a layer's forward, beside its live tensors
+    dequant, dequant_note = dequantized_weight(spec, fmt, c=c, tp=tp)  # inside a layer, beside its live tensors
     dequantizes = dequant is not None and (chunk > 1 or fmt.dequant == "always")
     in_prefill = out.add(dequant) if dequant is not None and dequantizes else []
     phases = [
@@ -79,6 +79,8 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         notes.append(f"per GPU of tp={tp}: linear weights, heads and vocabulary split; norms replicated")
     if fmt.note:
         notes.append(fmt.note)
+    if dequant_note and dequantizes:
+        notes.append(dequant_note)
     kept = kept_note(spec) if setup.weight_format is None else None
     if kept:
         notes.append(kept)

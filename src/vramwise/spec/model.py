@@ -137,6 +137,9 @@ class ModelSpec:
     # quantization_config skip-list entries naming projections inside the layers (kept in high precision there):
     # the layouts count them quantized, so the report says so (spec/adapters/quant_config.py kept_in_layers)
     quant_kept: tuple[str, ...] = ()
+    # bitsandbytes 4-bit: bnb_4bit_compute_dtype ("fp32" when the config omits it, BitsAndBytesConfig's default),
+    # the dtype Linear4bit casts its input to and dequantizes the weight to (estimate/dequant.py)
+    quant_compute_dtype: str | None = None
     source: str = field(default="", compare=False)  # where the spec came from (path or catalog)
 
     @property

@@ -286,6 +286,23 @@ def quantization(cfg: RawConfig) -> Result:
     return reader(cfg, q)
 
 
+_COMPUTE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def compute_dtype(cfg: RawConfig) -> str | None:
+    """bitsandbytes 4-bit's compute dtype: bnb_4bit_compute_dtype, float32 when absent (BitsAndBytesConfig)."""
+    q = cfg.data.get(Q)
+    if not isinstance(q, dict) or q.get("quant_method") != "bitsandbytes" or q.get("load_in_4bit") is not True:
+        return None
+    raw = q.get("bnb_4bit_compute_dtype") or "float32"
+    name = _COMPUTE.get(raw.removeprefix("torch.")) if isinstance(raw, str) else None
+    if name is None:
+        raise cfg.error(f"{Q}.bnb_4bit_compute_dtype",
+                        f"field '{Q}.bnb_4bit_compute_dtype' must be float32, float16 or bfloat16, got {shown(raw)}",
+                        "float32, float16 or bfloat16")
+    return name
+
+
 # --- modules kept in high precision ---------------------------------------------------------------------------
 # The skip lists of the config classes: modules_to_not_convert (most), ignore (compressed-tensors), ignored_layers
 # (MiniMax fp8), llm_int8_skip_modules (bitsandbytes), skip_modules (HQQ). Embeddings, lm_head, norms, routers

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from vramwise.spec.adapters.config import RawConfig, shown
-from vramwise.spec.adapters.quant_config import kept_in_layers, quantization
+from vramwise.spec.adapters.quant_config import compute_dtype, kept_in_layers, quantization
 
 # What transformers writes: PretrainedConfig.to_dict stores str(torch_dtype).split(".")[1] ("float16"); a
 # config written by hand may keep the "torch." prefix. Absent or null: transformers loads float32.
@@ -42,4 +42,5 @@ def storage(cfg: RawConfig) -> dict[str, Any]:
         "unread_quantization": unread,
         "quant_method": method,
         "quant_kept": kept,
+        "quant_compute_dtype": compute_dtype(cfg) if fmt else None,
     }
