@@ -261,6 +261,7 @@ def test_fbgemm_and_eetq_linears_on_meta() -> None:
         ({"quant_method": "compressed-tensors", "format": "pack-quantized",
           "config_groups": {"a": {**CT_INT4, "targets": ["re:.*mlp.*"]}}}, "quantization_config.config_groups.targets"),
         ({"quant_method": "awq", "bits": 4, "version": "gemv"}, "quantization_config.version"),
+        ({**_ct("pack-quantized", CT_INT4), "ignore": []}, "quantization_config.ignore"),
     ],
 )  # fmt: skip
 def test_methods_not_read_are_refused_naming_the_field(q: dict[str, Any], field: str) -> None:

@@ -214,6 +214,10 @@ def _compressed_tensors(cfg: RawConfig, q: dict[str, Any]) -> Result:
         names.add(f"ct-{store}{bits}-{strategy}{asym}{gidx}")
     if len(names) != 1:
         return _unread("config_groups", sorted(names), "several weight schemes in one checkpoint")
+    ignore = q.get("ignore") or []
+    if not any(isinstance(e, str) and "lm_head" in e for e in ignore):
+        # targets "Linear" reach lm_head too unless ignored (llm-compressor's recipes all pass ignore=["lm_head"])
+        return _unread("ignore", ignore, "lm_head is quantized too; the layouts keep it in 16 bit")
     return names.pop(), None
 
 
