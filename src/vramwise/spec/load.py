@@ -317,6 +317,11 @@ def resolve_model_with_config(text: str) -> ResolvedModel:
     stripped = text.strip()
     if not stripped:
         raise UnknownModelError(f"MODEL is empty; give {_ALLOWED}", field=_FIELD, allowed=_ALLOWED)
+    if stripped.lower().endswith(".gguf"):  # a GGUF file or split set: only its header is read
+        from vramwise.spec.gguf_file import gguf_model  # lazy: the gguf package (and numpy) for a GGUF only
+
+        spec, config = gguf_model(_expanded(stripped))
+        return ResolvedModel(spec=spec, raw_config=config)
     if _is_explicit_path(stripped):
         return _from_path(text)
     key = stripped.lower()
