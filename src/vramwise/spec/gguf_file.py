@@ -91,7 +91,7 @@ def _read_parts(path: Path) -> list[tuple[str, GgufHeader]]:
             f"split GGUF part {parts.index(missing[0]) + 1} of {len(parts)} is missing; download every part of "
             "the set into one folder",
         )
-    return [(p.name, _read_local(p)) for p in parts]
+    return [(shown(str(p), 200, quote=False), _read_local(p)) for p in parts]
 
 
 # --- tensors: exact bytes and categories --------------------------------------------------------------------------

@@ -185,10 +185,10 @@ def _value(cur: _Cursor, vtype: int, key: str, depth: int = 0) -> object:
             for _ in range(n):
                 _value(cur, _ARRAY, key, depth + 1)
             return ArrayValue(item, n, None)
-        raise cur.error(f"metadata '{shown(key, 60)}' has an array of unknown GGUF value type {item}")
+        raise cur.error(f"metadata '{shown(key, 60, quote=False)}' has an array of unknown GGUF value type {item}")
     if vtype == _ARRAY:
-        raise cur.error(f"metadata '{shown(key, 60)}' nests arrays more than {_MAX_NESTING} deep")
-    raise cur.error(f"metadata '{shown(key, 60)}' has unknown GGUF value type {vtype} (known: 0-12)")
+        raise cur.error(f"metadata '{shown(key, 60, quote=False)}' nests arrays more than {_MAX_NESTING} deep")
+    raise cur.error(f"metadata '{shown(key, 60, quote=False)}' has unknown GGUF value type {vtype} (known: 0-12)")
 
 
 def _version(cur: _Cursor) -> int:
@@ -211,12 +211,13 @@ def _version(cur: _Cursor) -> int:
 
 def _tensor(cur: _Cursor, index: int) -> TensorInfo:
     name = cur.string(f"the name of tensor {index}")
-    dims = cur.u32(f"the dimension count of '{shown(name, 60)}'")
+    label = f"'{shown(name, 60, quote=False)}'"
+    dims = cur.u32(f"the dimension count of {label}")
     if dims > MAX_DIMS:
-        raise cur.error(f"tensor '{shown(name, 60)}' has {dims} dimensions; ggml allows at most {MAX_DIMS}")
-    shape = tuple(cur.u64(f"the shape of '{shown(name, 60)}'") for _ in range(dims))
-    ggml_type = cur.u32(f"the type of '{shown(name, 60)}'")
-    offset = cur.u64(f"the offset of '{shown(name, 60)}'")
+        raise cur.error(f"tensor {label} has {dims} dimensions; ggml allows at most {MAX_DIMS}")
+    shape = tuple(cur.u64(f"the shape of {label}") for _ in range(dims))
+    ggml_type = cur.u32(f"the type of {label}")
+    offset = cur.u64(f"the offset of {label}")
     return TensorInfo(name=name, shape=shape, ggml_type=ggml_type, offset=offset)
 
 
@@ -231,8 +232,8 @@ def read_header(fetch: Fetch, size: int, where: str) -> GgufHeader:
     for _ in range(n_kv):
         key = cur.string("a metadata key")
         if key in metadata:
-            raise cur.error(f"metadata key '{shown(key, 60)}' appears twice")
-        metadata[key] = _value(cur, cur.u32(f"the type of '{shown(key, 60)}'"), key)
+            raise cur.error(f"metadata key '{shown(key, 60, quote=False)}' appears twice")
+        metadata[key] = _value(cur, cur.u32(f"the type of '{shown(key, 60, quote=False)}'"), key)
     tensors = tuple(_tensor(cur, i) for i in range(n_tensors))
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
     if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0 or alignment & (alignment - 1):
