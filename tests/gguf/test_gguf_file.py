@@ -105,9 +105,9 @@ def test_parameters_equal_the_file_elements(tiny_llama: Path) -> None:
 
 
 def test_header_reader_agrees_with_gguf_reader(tiny_llama: Path) -> None:
-    from vramwise.spec.gguf_file import _read_local
+    from vramwise.spec.gguf_file import read_local
 
-    header = _read_local(tiny_llama)
+    header = read_local(tiny_llama)
     reader = gguf.GGUFReader(tiny_llama)
     assert header.data_start == reader.data_offset
     assert [(t.name, list(t.shape), t.ggml_type) for t in header.tensors] == [

@@ -48,7 +48,7 @@ def _error(where: str, what: str, allowed: str = _ALLOWED) -> ConfigError:
 # --- reading the files --------------------------------------------------------------------------------------------
 
 
-def _read_local(path: Path) -> GgufHeader:
+def read_local(path: Path) -> GgufHeader:
     where = shown(str(path), 200, quote=False)
     try:
         st = os.stat(path)
@@ -91,7 +91,7 @@ def _read_parts(path: Path) -> list[tuple[str, GgufHeader]]:
             f"split GGUF part {parts.index(missing[0]) + 1} of {len(parts)} is missing; download every part of "
             "the set into one folder",
         )
-    return [(shown(str(p), 200, quote=False), _read_local(p)) for p in parts]
+    return [(shown(str(p), 200, quote=False), read_local(p)) for p in parts]
 
 
 # --- tensors: exact bytes and categories --------------------------------------------------------------------------
@@ -196,8 +196,29 @@ def _checkpoint(tensors: list[_Tensor], source: str) -> CheckpointBytes:
 # --- the public entry point ---------------------------------------------------------------------------------------
 
 
-def is_gguf_path(text: str) -> bool:
-    return text.strip().lower().endswith(".gguf")
+def _local(text: str) -> Path | None:
+    """The local path ``text`` names when something is there (or it can only be local: absolute, ./, ~)."""
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # "~nosuchuser"
+        return Path(text)
+    if text.startswith(("/", "./", "../", "~", ".\\")) or os.path.lexists(path):
+        return path
+    return None
+
+
+def gguf_from_text(text: str) -> tuple[ModelSpec, Mapping[str, Any]]:
+    """MODEL naming a GGUF: a local file or split set when one is there, else a hub reference
+    (``org/name[@rev]:TAG``, ``org/name[@rev]/path/file.gguf``: spec/gguf_hub.py), else "no such file"."""
+    path = _local(text)
+    if path is None:
+        from vramwise.spec.gguf_hub import hub_gguf_model, parse_ref
+
+        ref = parse_ref(text)
+        if ref is not None:
+            return hub_gguf_model(ref)
+        path = Path(text)
+    return gguf_model(path)
 
 
 def gguf_model(path: Path) -> tuple[ModelSpec, Mapping[str, Any]]:
