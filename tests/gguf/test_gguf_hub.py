@@ -104,7 +104,7 @@ def test_path_in_repo(gguf_hub: GgufHub, tmp_path: Path) -> None:
     [
         ("org/tiny-GGUF:Q4_K", r"tag 'Q4_K' matches several GGUF files: tiny-Q4_K_M.gguf, tiny-Q4_K_S.gguf; give"),
         ("org/tiny-GGUF:IQ2_XXS", r"tag 'IQ2_XXS' matches no GGUF file: Q6_K/tiny-Q6_K-00001-of-0000\d.gguf, tiny"),
-        ("org/tiny-GGUF/nope.gguf", r"no file 'nope.gguf' in the repo; its GGUF files: "),
+        ("org/tiny-GGUF/nope.gguf", r"no such local file; as a hub file: .*no file 'nope.gguf' in the repo; its GGUF"),
         ("org/absent:Q4_K_M", r"^hf:org/absent:Q4_K_M: no such repo on the hub \(or it is private: set HF_TOKEN"),
     ],
 )
@@ -147,3 +147,9 @@ def test_cli_estimate_from_the_hub(gguf_hub: GgufHub, tmp_path: Path, capsys: py
     assert main(["infer", "org/tiny-GGUF:Q9"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "matches no GGUF file" in err
+
+
+def test_an_unreachable_hub(gguf_hub: GgufHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens on loopback
+    with pytest.raises(ConfigError, match=r"cannot reach the hub \(\w+\); check the network or HF_ENDPOINT, or set"):
+        resolve_model("org/tiny-GGUF:Q4_K_M")

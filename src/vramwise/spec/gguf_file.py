@@ -215,8 +215,13 @@ def gguf_from_text(text: str) -> tuple[ModelSpec, Mapping[str, Any]]:
         from vramwise.spec.gguf_hub import hub_gguf_model, parse_ref
 
         ref = parse_ref(text)
-        if ref is not None:
+        if ref is not None and ref.path is None:
             return hub_gguf_model(ref)
+        if ref is not None:  # org/name/file.gguf: not here, so a file in a hub repo, or a mistyped local path
+            try:
+                return hub_gguf_model(ref)
+            except ConfigError as err:
+                raise _error(shown(text, 200, quote=False), f"no such local file; as a hub file: {err}") from None
         path = Path(text)
     return gguf_model(path)
 

@@ -33,6 +33,8 @@ _PATHED = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w.-]+))
 # llama.cpp's -hf picks Q4_K_M when no tag is given (common/arg.cpp, "default to Q4_K_M").
 DEFAULT_TAG = "Q4_K_M"
 _TIMEOUT_S = 10.0  # huggingface_hub's own default for metadata requests (constants.HF_HUB_ETAG_TIMEOUT)
+# The tree API pages its listing; 100 pages bound the loop (a repo of GGUF files lists tens of files).
+_MAX_PAGES = 100
 
 
 @dataclass(frozen=True)
@@ -149,39 +151,61 @@ class _Hub:
     """The requests to one hub (``HF_ENDPOINT``), with the token huggingface_hub would send."""
 
     def __init__(self) -> None:
-        from huggingface_hub import HfApi
+        from huggingface_hub import get_session
+        from huggingface_hub.utils import build_hf_headers
 
         self.endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-        self.api = HfApi(endpoint=self.endpoint)
+        self.session, self.headers = get_session(), build_hf_headers()
         self.fetched = 0  # bytes of file content received, for the tests' "header only" check
 
     def files(self, ref: HubRef) -> dict[str, int]:
-        from huggingface_hub.hf_api import RepoFile
+        """Every file of the repo with its size: the hub's tree API (what HfApi.list_repo_tree reads), asked once
+        per page. HfApi retries a refused connection five times with backoff (23 s here, offline); one try and
+        one line are better for a user without network."""
+        from urllib.parse import quote
 
-        entries = self.api.list_repo_tree(ref.repo, revision=ref.revision, recursive=True)
-        return {e.path: e.size for e in entries if isinstance(e, RepoFile)}
+        from huggingface_hub.utils import hf_raise_for_status
+
+        url: str | None = f"{self.endpoint}/api/models/{ref.repo}/tree/{quote(ref.revision or 'main', safe='')}"
+        params: dict[str, str] | None = {"recursive": "true"}
+        out: dict[str, int] = {}
+        for _ in range(_MAX_PAGES):
+            if url is None:
+                return out
+            r = self.session.get(url, params=params, headers=self.headers, timeout=_TIMEOUT_S, follow_redirects=True)
+            hf_raise_for_status(r)
+            entries = r.json()
+            if not isinstance(entries, list):
+                raise _error(ref, "the hub's file listing is not a list; is HF_ENDPOINT a Hugging Face hub?")
+            for e in entries:
+                if isinstance(e, dict) and e.get("type") == "file" and isinstance(e.get("size"), int):
+                    out[str(e.get("path"))] = e["size"]
+            url, params = r.links.get("next", {}).get("url"), None
+        raise _error(ref, f"the repo lists more than {_MAX_PAGES} pages of files; give the file's path")
 
     def header(self, ref: HubRef, path: str, size: int) -> GgufHeader:
-        from huggingface_hub import get_session, hf_hub_url
-        from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import hf_raise_for_status
 
         url = hf_hub_url(ref.repo, path, revision=ref.revision, endpoint=self.endpoint)
-        headers = build_hf_headers()
-        session = get_session()
+        headers, session = self.headers, self.session
 
         def fetch(offset: int, length: int) -> bytes:
-            r = session.get(
-                url,
-                headers={**headers, "Range": f"bytes={offset}-{offset + length - 1}"},
-                follow_redirects=True,
-                timeout=_TIMEOUT_S,
-            )
-            hf_raise_for_status(r)
-            if r.status_code != 206 and offset:  # a server that ignores Range would send the whole file
-                raise _error(ref, f"the hub answered {r.status_code} to a ranged read of {path}; it must answer 206")
-            data = r.content[:length]
-            self.fetched += len(data)
-            return data
+            # Streamed and cut at ``length``: a server that ignores Range (200, the whole file) costs no more.
+            wanted = {**headers, "Range": f"bytes={offset}-{offset + length - 1}"}
+            with session.stream("GET", url, headers=wanted, follow_redirects=True, timeout=_TIMEOUT_S) as r:
+                if r.status_code >= 400:
+                    r.read()  # the error body (small) names the hub's reason
+                    hf_raise_for_status(r)
+                if r.status_code != 206 and offset:  # the whole file from byte 0: not the bytes asked for
+                    raise _error(ref, f"the hub answered {r.status_code} to a ranged read of {path}, not 206")
+                data = bytearray()
+                for chunk in r.iter_bytes():
+                    data += chunk
+                    if len(data) >= length:
+                        break
+            self.fetched += min(len(data), length)
+            return bytes(data[:length])
 
         return read_header(fetch, size, f"hf:{ref.repo}/{path}")
 
