@@ -9,7 +9,7 @@ from pathlib import Path
 
 import gguf
 import pytest
-from gguf_build import kv_str, kv_u32, raw, tensor_info
+from gguf_build import gguf_string, kv_str, kv_u32, raw, tensor_info
 
 from vramwise.cli import main
 from vramwise.errors import ConfigError, UnsupportedArchitectureError
@@ -54,6 +54,11 @@ def _refused(path: Path, pattern: str, error: type[Exception] = ConfigError) -> 
         # an array of 2^40 uint32 values
         (raw([b"\x03\0\0\0\0\0\0\0abc" + struct.pack("<IIQ", 9, 4, 2**40)]), r"claims 1,099,511,627,776 elements of"),
         (raw([b"\x03\0\0\0\0\0\0\0abc" + struct.pack("<I", 13)]), r"metadata 'abc' has unknown GGUF value type 13"),
+        # a string array whose second string claims 2^60 bytes
+        (
+            raw([gguf_string("toks") + struct.pack("<IIQ", 9, 8, 2) + gguf_string("a") + struct.pack("<Q", 2**60)]),
+            r"claims 1,152,921,504,606,846,976 bytes in the array 'toks'",
+        ),
         (raw([*_LLAMA_KVS, _LLAMA_KVS[1]]), r"metadata key 'llama.block_count' appears twice"),
         (raw(_LLAMA_KVS, [tensor_info("t", [32] * 5, 0)]), r"tensor 't' has 5 dimensions; ggml allows at most 4"),
         (raw([*_LLAMA_KVS, kv_u32("general.alignment", 3)]), r"general.alignment must be a power of two"),

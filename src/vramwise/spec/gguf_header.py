@@ -152,9 +152,19 @@ class _Cursor:
         return self.raw_string(what).decode("utf-8", errors="replace")
 
     def skip_strings(self, n: int, what: str) -> None:
+        """Skip ``n`` strings (a vocabulary: 150k-260k, and as many merges), each a uint64 length and its bytes.
+        The common case stays in this loop; ``need`` runs only to grow the prefix or to refuse."""
+        unpack = struct.Struct(self.order + "Q").unpack_from
         for _ in range(n):
-            length = self.count(f"bytes in {what}", 1)
-            self.need(length, what)
+            if self.pos + 8 > len(self.buf):
+                self.need(8, what)
+            (length,) = unpack(self.buf, self.pos)
+            self.pos += 8
+            if self.pos + length > len(self.buf):
+                if length > self.size:
+                    self.pos -= 8
+                    self.count(f"bytes in {what}", 1)  # refuses, naming the claimed length
+                self.need(length, what)
             self.pos += length
 
 
