@@ -306,6 +306,9 @@ def _gpt_oss(m: _Meta) -> dict[str, Any]:
 ARCHITECTURES: dict[str, Callable[[_Meta], dict[str, Any]]] = {
     "llama": _llama,
     "qwen2": _qwen2,
+    # Qwen2-VL's language model is Qwen2's (Qwen2VLModel writes the same keys plus rope.dimension_sections for
+    # M-RoPE, which has no parameters); the vision tower is a separate mmproj GGUF, not read here.
+    "qwen2vl": _qwen2,
     "qwen2moe": _qwen2moe,
     "qwen3": _qwen3,
     "qwen3moe": _qwen3moe,
