@@ -7,8 +7,8 @@ from pathlib import Path
 
 import gguf
 import pytest
-from conftest import TOKEN, GgufHub
 from gguf_build import Q, write
+from gguf_hub_server import TOKEN, GgufHub
 
 from vramwise.cli import main
 from vramwise.errors import ConfigError
