@@ -38,9 +38,8 @@ _FIELD = "model"
 _ALLOWED = "a GGUF file written by llama.cpp's convert_hf_to_gguf.py or llama-quantize"
 # llama.cpp's split files (examples/gguf-split, llama_split_path): "%s-%05d-of-%05d.gguf".
 SPLIT_NAME = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
-# Not weights of the transformers model: llama3-style rope scaling factors (LlamaModel.generate_extra_tensors),
-# Phi-3's long/short rope factors. Counted in the checkpoint's bytes ("other"), not in its parameters.
-NOT_PARAMETERS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
+
+
 def _error(where: str, what: str, allowed: str = _ALLOWED) -> ConfigError:
     return ConfigError(f"{where}: {what}", field=_FIELD, allowed=allowed)
 
@@ -110,7 +109,7 @@ def category(name: str) -> str:
     if name.startswith("output."):
         return "head"
     m = re.match(r"^blk\.\d+\.(.*)$", name)
-    if not m:
+    if not m:  # e.g. rope_freqs, llama3-style rope factors (LlamaModel.generate_extra_tensors): no parameter
         return "other"
     rest = m.group(1)
     if _LAYER_NORMS.match(rest):
