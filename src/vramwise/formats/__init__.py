@@ -345,6 +345,7 @@ def default_format(spec: ModelSpec) -> str:
     checkpoint's bytes); ``--format`` (``weight_format``) overrides it and never reaches this function."""
     if spec.unread_quantization:
         key, value = spec.unread_quantization
+        value = value if " is not " in value else f"{value} is not read"  # readers may say why themselves
         raise ConfigError(
             f"{spec.source}: {key} {value}; pass --format (e.g. int8, nf4, gptq-4bit-g128; `vramwise formats`) "
             "to say how the checkpoint stores its weights",
