@@ -389,3 +389,21 @@ def test_verify_refuses_a_quantized_base(tmp_path: Path, capsys: pytest.CaptureF
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "gptq-4bit-g128" in err
+
+
+MIXTRAL = {**LLAMA, "model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2}
+
+
+def test_bitsandbytes_leaves_fused_moe_experts_in_16_bit() -> None:
+    # transformers integrations/bitsandbytes.py replace_with_bnb_linear replaces `type(module) is nn.Linear` (and
+    # Conv1D) only; MixtralExperts holds gate_up_proj (E, 2i, h) and down_proj (E, h, i) as nn.Parameter
+    from vramwise.estimate.inference import estimate_inference
+    from vramwise.workload import InferSetup
+
+    spec = _spec({**BNB4, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "bfloat16"}, MIXTRAL)
+    est = estimate_inference(spec, InferSetup(context=64))
+    assert est.bytes_of("weights/experts") == L * 4 * 3 * FFN * H * 2 + L * 4 * H * 2  # experts + router, bf16
+    assert est.bytes_of("weights/attention") == L * sum(_nf4(o, i) for o, i in LINEARS[:4])
+    assert any("fused MoE experts stay 16-bit" in n for n in est.notes)
+    dense = estimate_inference(_spec({**BNB4, "bnb_4bit_quant_type": "nf4"}), InferSetup(context=64))
+    assert not any("fused MoE" in n for n in dense.notes)

@@ -86,6 +86,8 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         notes.append(f"per GPU of tp={tp}: linear weights, heads and vocabulary split; norms replicated")
     if fmt.note:
         notes.append(fmt.note)
+    if fmt.moe_note and spec.moe:
+        notes.append(fmt.moe_note)
     if dequant_note and dequantizes:
         notes.append(dequant_note)
     kept = kept_note(spec) if setup.weight_format is None else None

@@ -56,6 +56,7 @@ class StorageFormat:
     # matmul: "" never (fused kernels), "prefill" (more than one token), "always".
     dequant: str = ""
     note: str = ""  # what the runtime does with these bytes that the weights term alone does not say
+    moe_note: str = ""  # the same, for models with routed experts only
 
 
 def _kept(group: ParamGroup, hp_bytes: int) -> TensorBytes:
@@ -108,6 +109,29 @@ def _fp8_tensor(group: ParamGroup) -> tuple[float, int, str]:
 def _int8_rowwise(group: ParamGroup) -> tuple[float, int, str]:
     # bitsandbytes LLM.int8(): int8 weight plus one fp32 scale (SCB) per output row.
     return 8, group.tensors * _out_features(group) * 4, " (+ fp32 scale per output row)"
+
+
+def _nn_linear_only(rule: Callable[[ParamGroup, ModelSpec, int], TensorBytes]):
+    """bitsandbytes in transformers replaces ``nn.Linear`` (and GPT-2's Conv1D) modules only
+    (integrations/bitsandbytes.py replace_with_bnb_linear; Bnb4BitHfQuantizer.param_needs_quantization asks for a
+    Linear4bit): the routed experts of transformers 5's MoE layers are fused 3-D parameters (MixtralExperts,
+    Qwen3MoeExperts, DeepseekV3NaiveMoe...), so they stay in the load dtype. vLLM's bitsandbytes MoE method
+    quantizes them; the format's note says so."""
+
+    def kept_experts(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
+        if group.per_expert and group.kind == "linear":
+            kept = _kept(group, hp_bytes)
+            formula = kept.formula + " (fused experts: no nn.Linear)"
+            return TensorBytes(group=group.name, bytes=kept.bytes, formula=formula)
+        return rule(group, spec, hp_bytes)
+
+    return kept_experts
+
+
+_BNB_NOTE = (
+    "bitsandbytes in transformers quantizes nn.Linear modules only: fused MoE experts stay 16-bit "
+    "(vLLM's bitsandbytes MoE method quantizes them)"
+)
 
 
 def _bnb4(double_quant: bool) -> Callable[[ParamGroup, ModelSpec, int], TensorBytes]:
@@ -241,7 +265,8 @@ FORMATS: dict[str, StorageFormat] = {
             name="int8",
             summary="LLM.int8(): int8 linear weights + fp32 scale per row",
             source=_BNB,
-            tensor_bytes=_linear_only(_int8_rowwise),
+            tensor_bytes=_nn_linear_only(_linear_only(_int8_rowwise)),
+            moe_note=_BNB_NOTE,
         ),
         StorageFormat(
             name="int4",
@@ -253,29 +278,33 @@ FORMATS: dict[str, StorageFormat] = {
             name="nf4",
             summary="bitsandbytes NF4, blocks of 64 with fp32 absmax",
             source=_BNB,
-            tensor_bytes=_bnb4(False),
+            tensor_bytes=_nn_linear_only(_bnb4(False)),
             dequant=_BNB_DEQUANT,
+            moe_note=_BNB_NOTE,
         ),
         StorageFormat(
             name="nf4-dq",
             summary="bitsandbytes NF4 with double quantization (QLoRA)",
             source=_BNB,
-            tensor_bytes=_bnb4(True),
+            tensor_bytes=_nn_linear_only(_bnb4(True)),
             dequant=_BNB_DEQUANT,
+            moe_note=_BNB_NOTE,
         ),
         StorageFormat(
             name="fp4",
             summary="bitsandbytes FP4, blocks of 64 with fp32 absmax",
             source=_BNB,
-            tensor_bytes=_bnb4(False),
+            tensor_bytes=_nn_linear_only(_bnb4(False)),
             dequant=_BNB_DEQUANT,
+            moe_note=_BNB_NOTE,
         ),
         StorageFormat(
             name="fp4-dq",
             summary="bitsandbytes FP4 with double quantization",
             source=_BNB,
-            tensor_bytes=_bnb4(True),
+            tensor_bytes=_nn_linear_only(_bnb4(True)),
             dequant=_BNB_DEQUANT,
+            moe_note=_BNB_NOTE,
         ),
         *(_layout_format(layout) for layout in quantized.FIXED),
         StorageFormat(
