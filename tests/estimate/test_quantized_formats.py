@@ -407,3 +407,12 @@ def test_bitsandbytes_leaves_fused_moe_experts_in_16_bit() -> None:
     assert any("fused MoE experts stay 16-bit" in n for n in est.notes)
     dense = estimate_inference(_spec({**BNB4, "bnb_4bit_quant_type": "nf4"}), InferSetup(context=64))
     assert not any("fused MoE" in n for n in dense.notes)
+
+
+def test_qlora_on_a_moe_casts_the_unquantized_fused_experts_to_fp32() -> None:
+    # bitsandbytes leaves the fused experts alone (above); peft prepare_model_for_kbit_training then casts every
+    # fp16/bf16 parameter to fp32 (peft utils/other.py)
+    spec = spec_from_config(MIXTRAL, name="tiny-moe", source="test")
+    est = estimate_training(spec, TrainSetup.from_flat(seq=64, peft="qlora"))
+    assert est.bytes_of("weights/experts") == (L * 4 * 3 * FFN * H + L * 4 * H) * 4  # experts and router in fp32
+    assert any("k-bit preparation casts them to fp32" in n for n in est.notes)

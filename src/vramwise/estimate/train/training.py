@@ -41,11 +41,11 @@ from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import gathered, head_grads
 from vramwise.estimate.train.states import ModelStates, model_states
-from vramwise.formats import kept_note
+from vramwise.formats import get_format, kept_note
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
-from vramwise.workload import AttentionImpl, FsdpMode, Optimizer, Recompute, TrainSetup
+from vramwise.workload import AttentionImpl, FsdpMode, Optimizer, PeftMethod, Recompute, TrainSetup
 
 
 def _in_flight(stage: Stage, setup: TrainSetup) -> float:
@@ -377,6 +377,13 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
     ]
     base = training_base(spec, setup.peft)
     notes += [n for n in (base.note, kept_note(spec) if base.fmt == spec.stored_format else None) if n]
+    if base.fmt and spec.moe and get_format(base.fmt).moe_note:
+        cast = setup.peft.method == PeftMethod.QLORA  # peft prepare_model_for_kbit_training: 16-bit params to fp32
+        notes.append(
+            "fused MoE experts are not nn.Linear: bitsandbytes leaves them unquantized"
+            + (" and QLoRA's k-bit preparation casts them to fp32" if cast else "")
+            + " (transformers replace_with_bnb_linear)"
+        )
     if setup.parallel.pp > 1:
         span = f"layers {stage.layers[0]}-{stage.layers[-1]}"
         notes.append(f"pipeline stage {stage.index} of {setup.parallel.pp}: {span}")
