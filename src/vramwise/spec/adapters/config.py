@@ -74,6 +74,16 @@ SIZE_BOUNDS: dict[str, int] = {
     ),
     **dict.fromkeys(("max_position_embeddings", "n_positions", "sliding_window"), MAX_POSITIONS),
 }
+# T5 / mT5 (T5Config) name their sizes their own way; the same published extremes bound them.
+SIZE_BOUNDS.update(
+    {
+        **dict.fromkeys(("num_layers", "num_decoder_layers"), MAX_LAYERS),
+        "d_model": MAX_HIDDEN,
+        "d_ff": MAX_FFN,
+        "num_heads": MAX_HEADS,
+        "d_kv": MAX_HEAD_DIM,
+    }
+)
 
 def _int_like(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
