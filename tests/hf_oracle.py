@@ -11,6 +11,10 @@ import pytest
 SHARED_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "configs"
 
 # RW-format falcon keys, renamed to what FalconConfig reads (the remote-code config class is never run).
+# Encoder-decoder families, built as *ForConditionalGeneration. transformers >= 5 builds their head tied whatever
+# tie_word_embeddings says (T5Config forces True); tests/estimate/test_encoder_decoder.py checks the untied count
+# of a checkpoint that holds its own lm_head.weight through a real save and from_pretrained.
+SEQ2SEQ = ("t5", "mt5")
 _RW_KEYS = {"n_layer": "num_hidden_layers", "n_head": "num_attention_heads", "n_head_kv": "num_kv_heads"}
 
 
@@ -43,6 +47,8 @@ def hf_params(config: dict[str, Any]) -> tuple[int, int]:
         model_type = "falcon"
     hf_config = transformers.AutoConfig.for_model(model_type, **data)
     auto = transformers.AutoModel if model_type == "bert" else transformers.AutoModelForCausalLM
+    if model_type in SEQ2SEQ:
+        auto = transformers.AutoModelForSeq2SeqLM  # T5ForConditionalGeneration, MT5ForConditionalGeneration
     with torch.device("meta"):
         model = auto.from_config(hf_config, dtype=torch.bfloat16)
     params = list(model.parameters())

@@ -29,7 +29,7 @@ Transients (T = b x s encoder tokens; c compute bytes; a heads, d_kv head width,
 
 from __future__ import annotations
 
-from vramwise.errors import InvalidWorkloadError
+from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import BATCH, ONE, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.precision import compute_bytes, kv_dtype
@@ -47,8 +47,8 @@ def refuse(spec: ModelSpec, what: str) -> None:
     """One line for a question the encoder-decoder estimate does not model (training, serving, textbook...)."""
     if spec.encoder_decoder is not None:
         raise InvalidWorkloadError(
-            f"{spec.name} is an encoder-decoder model (model_type {spec.model_type}): {what} is not modelled for "
-            "encoder-decoder models yet; `vramwise infer` estimates its generation",
+            f"{spec.name} is an encoder-decoder model ({spec.model_type}): {what} is not modelled for "
+            "encoder-decoder models yet; `vramwise infer` (accurate mode) estimates its generation",
             field="model",
             allowed="a decoder-only model, or `vramwise infer` for an encoder-decoder model",
         )
@@ -56,7 +56,7 @@ def refuse(spec: ModelSpec, what: str) -> None:
 
 def _check(setup: InferSetup) -> None:
     if setup.tp > 1:
-        raise InvalidWorkloadError(
+        raise InvalidLayoutError(
             f"tp ({setup.tp}): encoder-decoder models are estimated on one GPU (transformers' T5 has no "
             "tensor-parallel plan and vLLM does not serve T5); use tp 1",
             field="tp",
@@ -157,6 +157,12 @@ def _logits(spec: ModelSpec, positions: int, c: int, last_only: bool) -> Rule:
     )
 
 
+def _first_logits(spec: ModelSpec, setup: InferSetup, decoded: int, c: int) -> Rule:
+    if setup.all_logits:
+        return _logits(spec, decoded, c, last_only=False)
+    return _logits(spec, 1, c, last_only=True)
+
+
 def _fp16_wo(spec: ModelSpec, fmt_name: str) -> list[Rule]:
     """fp16 loads keep every wo in fp32 (T5PreTrainedModel._keep_in_fp32_modules = ["wo"]; transformers applies
     it to fp16 only: modeling_utils, "_keep_in_fp32_modules will upcast to fp32 only if the requested dtype is
@@ -202,7 +208,8 @@ def encoder_decoder_plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     held = out.add(*caches)
     phases = [
         (PhaseKind.PREFILL_LAYER, out.add(encoder, _position_bias(spec, s, c, sdpa=not eager))),
-        (PhaseKind.PREFILL_LOGITS, held + out.add(_logits(spec, decoded, c, last_only=not setup.all_logits))),
+        # generate()'s first decoder step reads one token (its start token); a plain forward, every decoder position
+        (PhaseKind.PREFILL_LOGITS, held + out.add(_first_logits(spec, setup, decoded, c))),
     ]
     if setup.new_tokens > 1:
         step = _layer(spec, tokens=1, keys=max(s, decoded), c=c, eager=eager, name="activations/prefill_workspace")

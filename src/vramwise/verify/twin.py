@@ -26,6 +26,7 @@ from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.term import Estimate, Step
 from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.load import ResolvedModel
+from vramwise.spec.model import ModelSpec
 from vramwise.verify.compare import Comparison, Row
 from vramwise.workload import (
     NO_OVERHEADS,
@@ -57,6 +58,12 @@ def _twin_config(resolved: ResolvedModel) -> dict[str, Any]:
     """The config the real model is built from: the keys the spec was parsed from (spec/load hands them over)."""
     if resolved.raw_config is None:
         raise VerifyUnsupportedError("verify needs the architecture: name a catalog model or a config.json")
+    if isinstance(resolved.spec, ModelSpec) and resolved.spec.encoder_decoder is not None:
+        # the twin builds AutoModelForCausalLM and drives a decoder-only prefill and decode loop
+        raise VerifyUnsupportedError(
+            f"verify cannot trace encoder-decoder models ({resolved.spec.name}): the twin builds decoder-only "
+            "models; infer estimates it from the config alone"
+        )
     return dict(resolved.raw_config)
 
 
