@@ -47,7 +47,7 @@ def refuse(spec: ModelSpec, what: str) -> None:
     """One line for a question the encoder-decoder estimate does not model (training, serving, textbook...)."""
     if spec.encoder_decoder is not None:
         raise InvalidWorkloadError(
-            f"{spec.name} is an encoder-decoder model ({spec.model_type}): {what} is not modelled for "
+            f"{spec.name} is an encoder-decoder model (T5-style): {what} is not modelled for "
             "encoder-decoder models yet; `vramwise infer` (accurate mode) estimates its generation",
             field="model",
             allowed="a decoder-only model, or `vramwise infer` for an encoder-decoder model",
