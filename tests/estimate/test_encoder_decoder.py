@@ -129,11 +129,29 @@ def test_self_and_cross_kv_by_hand() -> None:
     assert (fp8["kv_cache/self"], fp8["kv_cache/cross"]) == (2 * 2 * 2 * 4 * 8 * 10, 2 * 2 * 2 * 4 * 8 * 50)
 
 
+def _phase(spec: ModelSpec, kind: PhaseKind, **setup: Any) -> dict[str, int]:
+    est = estimate_inference(spec, InferSetup(weight_format="bf16", overheads=NO_OVERHEADS, **setup))
+    return {t.name: t.bytes for t in next(p for p in est.phases if p.kind is kind).transient}
+
+
 def test_eager_keeps_one_position_bias_and_two_score_tensors() -> None:
-    terms = _terms(_spec("t5"), batch=2, context=256, attention="eager")
-    assert terms["activations/position_bias"] == 6 * 256 * 256 * 2
-    # encoder block, attention side: T x c x (3h + 5·a·d_kv) + 2 x b·a·s²·c
-    assert terms["activations/prefill_workspace"] == 2 * 256 * 2 * (3 * 64 + 5 * 96) + 2 * 2 * 6 * 256 * 256 * 2
+    layer = _phase(_spec("t5"), PhaseKind.PREFILL_LAYER, batch=2, context=256, attention="eager")
+    assert layer["activations/position_bias"] == 6 * 256 * 256 * 2
+    # encoder block while eager builds its scores: T x c x (3h + 3·a·d_kv) + 2 x b·a·s²·c (matmul, + bias, softmax)
+    # is more than afterwards, T x c x (3h + 5·a·d_kv) + b·a·s²·c (probabilities, output, its copy)
+    assert layer["activations/prefill_workspace"] == 2 * 256 * 2 * (3 * 64 + 3 * 96) + 2 * (2 * 6 * 256 * 256 * 2)
+
+
+def test_block_0_buckets_relative_positions_by_hand() -> None:
+    phase = _phase(_spec("t5"), PhaseKind.PREFILL_POSITION_BIAS, batch=3, context=300)
+    # six int64 (s, s) tensors and a bool one at _relative_position_bucket's torch.min: 49 B a pair (a·c = 12 < 33)
+    assert phase["activations/position_buckets"] == 49 * 300 * 300
+    assert phase["activations/prefill_workspace"] == 3 * 300 * 2 * (3 * 64 + 3 * 96)  # q, k, v exist already
+    # 40 heads x 2 B: the lookup's output beside relative_position and the buckets (16 B) is the larger
+    wide = spec_from_config({**ENCODER_DECODER["t5"], "num_heads": 40}, name="wide", source="test")
+    assert _phase(wide, PhaseKind.PREFILL_POSITION_BIAS, context=300)["activations/position_buckets"] == (
+        (16 + 40 * 2) * 300 * 300
+    )
 
 
 def _prefill_logits(spec: ModelSpec, **setup: Any) -> int:
@@ -158,7 +176,7 @@ def test_every_term_name_is_documented() -> None:
         for name in ENCODER_DECODER:
             est = estimate_inference(_spec(name), InferSetup(context=64, **setup))
             names |= {t.name for t in (*est.persistent, *(t for p in est.phases for t in p.transient))}
-    assert {"kv_cache/self", "kv_cache/cross", "weights/mlp_fp32_upcast"} <= names
+    assert {"kv_cache/self", "kv_cache/cross", "weights/mlp_fp32_upcast", "activations/position_buckets"} <= names
     assert not names - documented, sorted(names - documented)
 
 
@@ -199,10 +217,19 @@ def test_what_is_not_modelled_is_refused_in_one_line(
     assert err.count("\n") == 1 and field in err, err
 
 
-def test_verify_refuses_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("argv", [("--seq", "64"), ("--infer", "--all-logits")])
+def test_verify_refuses_what_it_cannot_trace_in_one_line(
+    argv: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("torch")
-    code, _, err = _run(capsys, "verify", _config_dir(tmp_path, "mt5"), "--infer")
+    code, _, err = _run(capsys, "verify", _config_dir(tmp_path, "mt5"), *argv)
     assert code == 2 and err.count("\n") == 1 and "encoder-decoder" in err, err
+
+
+def test_verify_traces_generation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    code, out, err = _run(capsys, "verify", _config_dir(tmp_path, "mt5"), "--infer", "--context", "64", "-n", "4")
+    assert (code, err) == (0, "") and "kv_cache" in out and "decode_peak" in out
 
 
 def test_bad_feed_forward_proj_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,8 +13,9 @@ the decoding loop), so b sequences hold (modeling_t5.py, cache_utils.EncoderDeco
 Transients (T = b x s encoder tokens; c compute bytes; a heads, d_kv head width, i = d_ff):
   prefill (inside a layer): one encoder block, no cache yet. Attention: the stack's input embeddings, the
       block's input and its norm output (3h), q, k, v (3·a·d_kv), the kernel's output and its transposed copy
-      (2·a·d_kv) per token; eager attention adds two b·a·s² score tensors (matmul, then + position_bias, then
-      softmax: each step keeps the previous one until it returns; softmax in the compute dtype). The MLP: 3h
+      (2·a·d_kv) per token; eager attention holds two b·a·s² score tensors while it builds them (matmul, then
+      + position_bias, then softmax: each step keeps the previous one until it returns; softmax in the compute
+      dtype) beside q, k, v only, then the probabilities beside the output and its copy. The MLP: 3h
       and its intermediates (relu: wi and its activation, 2i; gated: act(wi_0), wi_1 and their product, 3i;
       gelu_new's composite formula holds four i-wide tensors at once).
   activations/position_bias: T5 adds a (1, a, s, s) relative position bias to every layer's scores; block 0
@@ -22,6 +23,13 @@ Transients (T = b x s encoder tokens; c compute bytes; a heads, d_kv head width,
       becomes the kernel's float mask, copied contiguous in each layer (sdpa_attention_forward ->
       create_position_bias_mask(...).contiguous()): two. It is why T5 cannot use flash attention in
       transformers (T5PreTrainedModel._supports_flash_attn = False: "Using position bias API for attention").
+      When the MLP's live set is the larger, the copy is already freed: the term then counts one bias more
+      than that moment holds (an upper bound by a·s²·c).
+  prefill (position bias): block 0 buckets the relative position of every (query, key) pair after its q, k
+      and v exist (T = b·s tokens: 3h + 3·a·d_kv each). _relative_position_bucket (bidirectional) at its
+      torch.min holds the caller's relative_position, relative_buckets, abs(relative_position),
+      relative_position_if_large, full_like and min's result (int64, 8 B each) and is_small (bool, 1 B):
+      49 B per pair; after it, relative_position and the buckets (16 B) beside the looked-up bias (a·c).
   prefill (logits) / decode step: the caches above, the decoder block's live set for one token (with eager,
       the scores against max(s, n) keys) and the logits of the decoder's last position (every decoder
       position with all_logits), T5 v1.0's d_model^-0.5 rescaled hidden state included.
@@ -102,15 +110,21 @@ def _layer(spec: ModelSpec, *, tokens: int, keys: int, c: int, eager: bool, name
     """One block's largest live set for ``tokens`` queries per sequence against ``keys`` keys."""
     att, h, i = spec.attention, spec.hidden_size, spec.mlp.intermediate_size
     inner = att.num_heads * att.head_dim
-    scores = 2 * att.num_heads * tokens * keys * c if eager else 0
-    attention = tokens * c * (3 * h + 5 * inner) + scores
+    # eager: while the scores are built, q, k, v and two score tensors; after, the probabilities (returned as
+    # attn_weights, alive to the block's end) beside the output and its transposed copy
+    scores = att.num_heads * tokens * keys * c if eager else 0
+    attention = max(tokens * c * (3 * h + 3 * inner) + 2 * scores, tokens * c * (3 * h + 5 * inner) + scores)
+    building = eager and tokens * c * 2 * inner < scores  # the first of the two moments is the larger
     mlp = tokens * c * (3 * h + _mlp_width(spec) * i)
     in_attention = attention >= mlp
 
     def formula(v: Vars) -> str:
+        if in_attention and building:
+            f = f"attention: T {v.b * tokens} x c {c} x (3·h {3 * h} + 3·a·d_kv {3 * inner})"
+            return f + f" + eager scores 2 x b·a·s_q·s_k·c = {2 * v.b * scores:,}"
         if in_attention:
             f = f"attention: T {v.b * tokens} x c {c} x (3·h {3 * h} + 5·a·d_kv {5 * inner})"
-            return f + (f" + eager scores 2·b·a·s_q·s_k·c = {v.b * scores:,}" if eager else "")
+            return f + (f" + eager probabilities b·a·s_q·s_k·c = {v.b * scores:,}" if eager else "")
         return f"MLP: T {v.b * tokens} x c {c} x (3·h {3 * h} + {_mlp_width(spec)}·d_ff {_mlp_width(spec) * i})"
 
     return Rule(
@@ -134,6 +148,33 @@ def _position_bias(spec: ModelSpec, s: int, c: int, sdpa: bool) -> Rule:
         source="modeling_t5.T5Attention.compute_bias (1, heads, s, s), shared by every block of the stack; "
         "integrations/sdpa_attention.create_position_bias_mask",
     )
+
+
+# _relative_position_bucket(bidirectional=True) at torch.min: six int64 (s, s) tensors and one bool (docstring)
+_BUCKET_BYTES = 6 * 8 + 1
+_LOOKUP_BYTES = 2 * 8  # relative_position and the buckets, beside the embedding lookup's (s, s, a) output
+
+
+def _bucketing(spec: ModelSpec, s: int, c: int) -> tuple[Rule, Rule]:
+    """Encoder block 0 while compute_bias runs: q, k, v and the layer's inputs, and the (s, s) temporaries."""
+    att, h = spec.attention, spec.hidden_size
+    inner = att.num_heads * att.head_dim
+    per_pair = max(_BUCKET_BYTES, _LOOKUP_BYTES + att.num_heads * c)
+    live = Rule(
+        name="activations/prefill_workspace",
+        coef=s * c * (3 * h + 3 * inner),
+        var=BATCH,
+        formula=lambda v: f"block 0 before attention: T {v.b * s} x c {c} x (3·h {3 * h} + 3·a·d_kv {3 * inner})",
+        source="modeling_t5.T5Attention.forward: q, k, v exist when compute_bias runs",
+    )
+    buckets = Rule(
+        name="activations/position_buckets",
+        coef=per_pair * s * s,
+        var=ONE,
+        formula=lambda _: f"s {s} x s {s} x max(49 B at torch.min, 16 B + a·c {att.num_heads * c} B at the lookup)",
+        source="modeling_t5.T5Attention._relative_position_bucket and compute_bias: int64 (s, s) temporaries",
+    )
+    return live, buckets
 
 
 def _logits(spec: ModelSpec, positions: int, c: int, last_only: bool) -> Rule:
@@ -207,6 +248,7 @@ def encoder_decoder_plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     encoder = _layer(spec, tokens=s, keys=s, c=c, eager=eager, name="activations/prefill_workspace")
     held = out.add(*caches)
     phases = [
+        (PhaseKind.PREFILL_POSITION_BIAS, out.add(*_bucketing(spec, s, c))),
         (PhaseKind.PREFILL_LAYER, out.add(encoder, _position_bias(spec, s, c, sdpa=not eager))),
         # generate()'s first decoder step reads one token (its start token); a plain forward, every decoder position
         (PhaseKind.PREFILL_LOGITS, held + out.add(_first_logits(spec, setup, decoded, c))),

@@ -35,9 +35,7 @@ def encoder_decoder_groups(spec: ModelSpec) -> list[ParamGroup]:
         ]
     # one table per stack (the decoder's cross-attention has none: has_relative_attention_bias=False)
     groups.append(_vec("attention.relative_bias", ed.relative_buckets * att.num_heads, 2, "other"))
-    groups += _mlp_groups(
-        "mlp.encoder", h, mlp.intermediate_size, ed.encoder_layers, gated=mlp.gated, bias=False
-    )
+    groups += _mlp_groups("mlp.encoder", h, mlp.intermediate_size, ed.encoder_layers, gated=mlp.gated, bias=False)
     # two norms per encoder block (before attention, before the MLP) and the encoder's final_layer_norm
     groups.append(_vec("norms.encoder", h, 2 * ed.encoder_layers + 1, "norm"))
     return groups
