@@ -259,10 +259,17 @@ def encoder_decoder_plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     notes = [
         f"weights stored as {fmt.name}: {fmt.summary}",
         f"encoder-decoder: the encoder reads the context ({s} tokens) once; the decoder generates new_tokens "
-        f"({setup.new_tokens}) from its start token, keeping self-attention K/V for {decoded} tokens and "
+        f"({setup.new_tokens}) from its start token, keeping self-attention K/V for {decoded} decoder token(s) and "
         f"cross-attention K/V for the {s} encoder tokens (transformers generate())",
         "kv_block not applied: transformers' EncoderDecoderCache grows token by token (no paged engine serves T5)",
     ]
+    if not eager:
+        # masking_utils.create_bidirectional_mask returns None for an all-ones mask under sdpa; with padding,
+        # create_position_bias_mask writes torch.where(mask, position_bias, min) at (b, heads, s, s) per layer
+        notes.append(
+            "prompts without padding: with padded encoder inputs, sdpa merges the padding mask into the position "
+            "bias, one (b, heads, s, s) tensor per layer more"
+        )
     if fmt.name == "fp16":
         notes.append(
             "fp16: transformers keeps wo in fp32, so each MLP's output and the residual stream after it are fp32; "
