@@ -111,7 +111,8 @@ def test_lora_modules_match_peft(targets: tuple[str, ...], name: str) -> None:
 
 
 def _terms(spec: ModelSpec, **setup: Any) -> dict[str, int]:
-    est = estimate_inference(spec, InferSetup(weight_format="bf16", overheads=NO_OVERHEADS, **setup))
+    setup = {"weight_format": "bf16", **setup}
+    est = estimate_inference(spec, InferSetup(overheads=NO_OVERHEADS, **setup))
     return {t.name: t.bytes for t in (*est.persistent, *(t for p in est.phases for t in p.transient))}
 
 
@@ -124,9 +125,9 @@ def test_self_and_cross_kv_by_hand() -> None:
     assert terms["activations/position_bias"] == 2 * 6 * 100 * 100 * 2  # sdpa: the bias and its contiguous copy
     # the first decoder step runs even with no new token: one self-attention slot
     assert _terms(_spec("t5"), batch=1, context=100)["kv_cache/self"] == 3 * 2 * 6 * 16 * 1 * 2
-    # an fp8 cache: one byte per element; mt5 tiny: 2 decoder layers (num_decoder_layers absent), 4 heads x d_kv 8
-    fp8 = _terms(_spec("mt5"), batch=2, context=50, new_tokens=10, kv_dtype="fp8")
-    assert (fp8["kv_cache/self"], fp8["kv_cache/cross"]) == (2 * 2 * 2 * 4 * 8 * 10, 2 * 2 * 2 * 4 * 8 * 50)
+    # mt5 tiny: 2 decoder layers (num_decoder_layers absent: the encoder's 2), 4 heads x d_kv 8, in fp32 weights
+    fp32 = _terms(_spec("mt5"), batch=2, context=50, new_tokens=10, weight_format="fp32")
+    assert (fp32["kv_cache/self"], fp32["kv_cache/cross"]) == (2 * 2 * 2 * 4 * 8 * 10 * 4, 2 * 2 * 2 * 4 * 8 * 50 * 4)
 
 
 def _phase(spec: ModelSpec, kind: PhaseKind, **setup: Any) -> dict[str, int]:
@@ -206,6 +207,7 @@ def test_cli_table_and_json_with_the_cross_attention_cache(tmp_path: Path, capsy
         (("infer", "--tp", "2"), "tp (2)"),
         (("infer", "--attention", "flash"), "_supports_flash_attn = False"),
         (("infer", "--prefill-chunk", "32"), "prefill_chunk"),
+        (("infer", "--kv-dtype", "fp8"), "compute dtype"),
         (("infer", "--serve", "--gpu", "h100-80gb"), "--serve"),
     ],
 )

@@ -226,6 +226,15 @@ def encoder_decoder_plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     fmt = get_format(setup.weight_format or default_format(spec))
     c = compute_bytes(fmt.name)
     kv_name, kv_b = kv_dtype(setup, fmt.name)
+    computed = "fp32" if c == 4 else "fp16" if fmt.name == "fp16" else "bf16"
+    if kv_name != computed:
+        # T5Attention.forward stores its k and v projections' outputs as they are (cache.update)
+        raise InvalidWorkloadError(
+            f"kv_dtype {kv_name}: transformers' EncoderDecoderCache keeps keys and values in the compute dtype "
+            f"({computed} with {fmt.name} weights); use auto",
+            field="kv_dtype",
+            allowed=f"auto or {computed}",
+        )
     s, decoded = setup.context, max(setup.new_tokens, 1)
     eager = setup.attention == "eager"
     weights = tuple(constant(t) for t in weight_terms(spec, fmt, hp_bytes=c, tp=1))
