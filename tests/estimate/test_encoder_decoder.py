@@ -122,7 +122,9 @@ def test_self_and_cross_kv_by_hand() -> None:
     assert terms["kv_cache/self"] == 4 * 3 * 2 * 6 * 16 * 30 * 2  # b x L_dec x K,V x a x d_kv x n x 2 B
     assert terms["kv_cache/cross"] == 4 * 3 * 2 * 6 * 16 * 100 * 2  # ... x encoder tokens s
     assert terms["activations/encoder_output"] == 4 * 100 * 64 * 2  # b x s x d_model x 2 B
-    assert terms["activations/position_bias"] == 2 * 6 * 100 * 100 * 2  # sdpa: the bias and its contiguous copy
+    # sdpa: the bias, its contiguous copy, and (100 % 8 = 4) CUDA's 8-aligned copy of 104 columns
+    assert terms["activations/position_bias"] == 2 * 6 * 100 * 100 * 2 + 6 * 100 * 104 * 2
+    assert _terms(_spec("t5"), context=128)["activations/position_bias"] == 2 * 6 * 128 * 128 * 2
     # the first decoder step runs even with no new token: one self-attention slot
     assert _terms(_spec("t5"), batch=1, context=100)["kv_cache/self"] == 3 * 2 * 6 * 16 * 1 * 2
     # mt5 tiny: 2 decoder layers (num_decoder_layers absent: the encoder's 2), 4 heads x d_kv 8, in fp32 weights

@@ -21,7 +21,8 @@ Transients (T = b x s encoder tokens; c compute bytes; a heads, d_kv head width,
   activations/position_bias: T5 adds a (1, a, s, s) relative position bias to every layer's scores; block 0
       computes it (T5Attention.compute_bias) and the stack passes it to every block, batch 1. Under sdpa it
       becomes the kernel's float mask, copied contiguous in each layer (sdpa_attention_forward ->
-      create_position_bias_mask(...).contiguous()): two. It is why T5 cannot use flash attention in
+      create_position_bias_mask(...).contiguous()): two; CUDA's memory-efficient kernel pads a mask whose rows
+      are not 8-element aligned (s % 8 != 0) to a third, (1, a, s, s rounded up to 8). It is why T5 cannot use flash attention in
       transformers (T5PreTrainedModel._supports_flash_attn = False: "Using position bias API for attention").
       When the MLP's live set is the larger, the copy is already freed: the term then counts one bias more
       than that moment holds (an upper bound by a·s²·c).
@@ -136,17 +137,27 @@ def _layer(spec: ModelSpec, *, tokens: int, keys: int, c: int, eager: bool, name
     )
 
 
+# CUDA's memory-efficient kernel wants the mask's rows 8-element aligned; a (1, a, s, s) mask with s % 8 != 0 is
+# padded to a copy first (aten/src/ATen/native/transformers/attention.cpp: preprocess_mask, mem_eff_alignment = 8)
+_MASK_ALIGNMENT = 8
+
+
 def _position_bias(spec: ModelSpec, s: int, c: int, sdpa: bool) -> Rule:
     a = spec.attention.num_heads
     copies = 2 if sdpa else 1
     why = " x 2 (sdpa's contiguous mask copy)" if sdpa else ""
+    padded = 0
+    if sdpa and s % _MASK_ALIGNMENT:
+        width = s + _MASK_ALIGNMENT - s % _MASK_ALIGNMENT
+        padded = a * s * width * c
+        why += f" + the kernel's aligned copy a·s·{width}·c {padded:,}"
     return Rule(
         name="activations/position_bias",
-        coef=copies * a * s * s * c,
+        coef=copies * a * s * s * c + padded,
         var=ONE,
         formula=lambda _: f"1 x a {a} x s {s} x s {s} x c {c}{why}",
         source="modeling_t5.T5Attention.compute_bias (1, heads, s, s), shared by every block of the stack; "
-        "integrations/sdpa_attention.create_position_bias_mask",
+        "integrations/sdpa_attention.create_position_bias_mask; ATen preprocess_mask (CUDA memory-efficient)",
     )
 
 
