@@ -22,8 +22,9 @@ Transients (T = b x s encoder tokens; c compute bytes; a heads, d_kv head width,
       computes it (T5Attention.compute_bias) and the stack passes it to every block, batch 1. Under sdpa it
       becomes the kernel's float mask, copied contiguous in each layer (sdpa_attention_forward ->
       create_position_bias_mask(...).contiguous()): two; CUDA's memory-efficient kernel pads a mask whose rows
-      are not 8-element aligned (s % 8 != 0) to a third, (1, a, s, s rounded up to 8). It is why T5 cannot use flash attention in
-      transformers (T5PreTrainedModel._supports_flash_attn = False: "Using position bias API for attention").
+      are not 8-element aligned (s % 8 != 0) to a third, (1, a, s, s rounded up to 8). It is why T5 cannot use
+      flash attention in transformers (T5PreTrainedModel._supports_flash_attn = False: "Using position bias
+      API for attention").
       When the MLP's live set is the larger, the copy is already freed: the term then counts one bias more
       than that moment holds (an upper bound by a·s²·c).
   prefill (position bias): block 0 buckets the relative position of every (query, key) pair after its q, k
