@@ -236,6 +236,18 @@ def test_verify_traces_generation(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert (code, err) == (0, "") and "kv_cache" in out and "decode_peak" in out
 
 
+@pytest.mark.parametrize("architectures", [["T5EncoderModel"], ["T5ForSequenceClassification"], "T5Model", [3]])
+def test_other_t5_classes_are_refused_in_one_line(
+    architectures: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({**ENCODER_DECODER["t5"], "architectures": architectures}))
+    code, _, err = _run(capsys, "infer", str(tmp_path))
+    assert code == 2 and err.count("\n") == 1 and "architectures" in err, err
+    ok = {**ENCODER_DECODER["mt5"], "architectures": ["MT5ForConditionalGeneration"]}
+    (tmp_path / "config.json").write_text(json.dumps(ok))
+    assert _run(capsys, "infer", str(tmp_path))[0] == 0
+
+
 def test_bad_feed_forward_proj_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "config.json").write_text(json.dumps({**ENCODER_DECODER["t5"], "feed_forward_proj": "gelu-gated"}))
     code, _, err = _run(capsys, "infer", str(tmp_path))

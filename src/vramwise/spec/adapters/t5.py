@@ -7,13 +7,16 @@ cross-attention (spec/encoder_decoder.py, spec/seq2seq_params.py). What each key
 
 from __future__ import annotations
 
-from vramwise.spec.adapters.config import RawConfig
+from vramwise.spec.adapters.config import RawConfig, shown
 from vramwise.spec.adapters.storage import storage
 from vramwise.spec.encoder_decoder import EncoderDecoderSpec
 from vramwise.spec.model import AttentionSpec, EmbeddingSpec, MlpSpec, ModelSpec, NormSpec
 from vramwise.spec.traits import HeadKind, ImplTraits, PeftModules, Positions
 
 _FFN_ALLOWED = "'<act>' or 'gated-<act>' (relu, gated-gelu, gated-silu, ...)"
+# The classes whose parameters this adapter counts: the encoder, the decoder and the LM head. T5EncoderModel
+# (diffusion pipelines' text encoders), T5Model and the classification heads hold other parameters.
+_ARCHITECTURES = ("T5ForConditionalGeneration", "MT5ForConditionalGeneration")
 
 
 def _peft_modules(gated: bool) -> PeftModules:
@@ -54,8 +57,24 @@ def _feed_forward(cfg: RawConfig) -> tuple[bool, str]:
     return parts[0] == "gated" and len(parts) == 2, activation
 
 
+def _check_architecture(cfg: RawConfig) -> None:
+    """Refuse a checkpoint of another T5 class rather than count the seq2seq model's parameters for it."""
+    value = cfg.data.get("architectures")
+    if value is None:
+        return  # a hand-written config: the LM, as T5's own examples build it
+    first = value[0] if isinstance(value, list) and value else value
+    if first not in _ARCHITECTURES:
+        allowed = ", ".join(_ARCHITECTURES)
+        raise cfg.error(
+            "architectures",
+            f"field 'architectures' names {shown(first)}: only the encoder-decoder LM ({allowed}) is modelled",
+            allowed,
+        )
+
+
 def t5(cfg: RawConfig, name: str) -> ModelSpec:
     """t5 v1.0 (ReLU, tied head scaled by d_model^-0.5), v1.1 / flan-t5 / mt5 (gated-gelu, separate lm_head)."""
+    _check_architecture(cfg)
     h = cfg.pos_int("d_model", 512)
     heads = cfg.pos_int("num_heads", 8)
     encoder_layers = cfg.pos_int("num_layers", 6)
