@@ -26,6 +26,9 @@ class Positions(StrEnum):
     # a learned bias per (bucketed) relative distance and head, added to the attention scores (T5's
     # relative_attention_bias, modeling_t5.T5Attention.compute_bias): no table to run past, no rotary
     RELATIVE = "relative"
+    # no position encoding at all: order comes from the recurrent layers (Jamba: JambaAttention applies no rotary,
+    # modeling_jamba.py lines 173-207, and there is no position table)
+    NONE = "none"
 
 
 class HeadKind(StrEnum):

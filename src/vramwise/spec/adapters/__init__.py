@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vramwise.errors import ConfigError, UnsupportedArchitectureError
-from vramwise.spec.adapters import classic, decoders, deepseek, t5
+from vramwise.spec.adapters import classic, decoders, deepseek, hybrid, t5
 from vramwise.spec.adapters.config import RawConfig, shown
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import total_params
@@ -38,6 +38,7 @@ ADAPTERS: dict[str, Adapter] = {
     "gpt_oss": decoders.gpt_oss,
     "t5": t5.t5,
     "mt5": t5.t5,
+    "jamba": hybrid.jamba,
 }
 
 SUPPORTED_MODEL_TYPES = tuple(sorted(k for k in ADAPTERS if k.islower()))
