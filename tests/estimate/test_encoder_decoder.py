@@ -166,6 +166,9 @@ def _prefill_logits(spec: ModelSpec, **setup: Any) -> int:
 def test_logits_cover_decoder_positions_only() -> None:
     # t5-v1.1 tiny: V 1000, no rescaling (untied); generate(): the last position and its fp32 copy
     assert _prefill_logits(_spec("t5-v1.1"), batch=3, context=500, new_tokens=20) == 3 * 1000 * (2 + 4) + 3 * 64 * 2
+    # mT5 never rescales, tied or not (modeling_mt5.py)
+    mt5 = spec_from_config({**ENCODER_DECODER["mt5"], "tie_word_embeddings": True}, name="mt5", source="test")
+    assert _prefill_logits(mt5, batch=3, context=500) == 3 * 1200 * (2 + 4) + 3 * 48 * 2
     # every decoder position (20), never the 500 encoder tokens; T5 v1.0 also keeps its d_model^-0.5 copy
     assert _prefill_logits(_spec("t5"), batch=3, context=500, new_tokens=20, all_logits=True) == (
         3 * 20 * 1000 * 2 + 2 * 3 * 20 * 64 * 2

@@ -103,7 +103,9 @@ def t5(cfg: RawConfig, name: str) -> ModelSpec:
         encoder_decoder=EncoderDecoderSpec(
             encoder_layers=encoder_layers,
             relative_buckets=cfg.pos_int("relative_attention_num_buckets", 32),
-            scale_decoder_outputs=tied,
+            # T5ForConditionalGeneration scales when the config's flag was not false; MT5ForConditionalGeneration
+            # never does (modeling_mt5.py: lm_head(sequence_output) as it comes)
+            scale_decoder_outputs=tied and cfg.text("model_type") == "t5",
         ),
         **storage(cfg),
         source=cfg.source,
