@@ -97,6 +97,7 @@ def _estimates() -> Iterator[vramwise.Estimate]:
             yield (vramwise.textbook_inference if textbook else vramwise.estimate_inference)(spec, setup)
     yield vramwise.textbook_inference(vramwise.resolve_model("14b"), _setup(vramwise.InferSetup, {"mode": "textbook"}))
     yield from _vision_estimates()
+    yield from _encoder_decoder_estimates()
     for name, flat in _train_cases():
         spec = vramwise.resolve_model(name)
         setup = _setup(vramwise.TrainSetup, _within_table(spec, flat, "seq"))
@@ -117,6 +118,16 @@ def _vision_estimates() -> Iterator[vramwise.Estimate]:
         yield vramwise.estimate_inference(spec, _setup(vramwise.InferSetup, {"images": 2, "attention": "eager"}))
         yield vramwise.estimate_inference(spec, _setup(vramwise.InferSetup, {"images": 1, "image_size": "640x480"}))
         yield from vramwise.estimate_stages(spec, _setup(vramwise.TrainSetup, {"seq": 256}))
+def _encoder_decoder_estimates() -> Iterator[vramwise.Estimate]:
+    """T5 and mT5 (tests/tiny_configs.py): inference in accurate mode, the only question they take."""
+    from tiny_configs import ENCODER_DECODER
+
+    from vramwise.spec.adapters import spec_from_config
+
+    for name, config in ENCODER_DECODER.items():
+        spec = spec_from_config(config, name=name, source="test")
+        for flat in ({}, {"new_tokens": 128, "attention": "eager", "all_logits": True}, {"weight_format": "fp16"}):
+            yield vramwise.estimate_inference(spec, _setup(vramwise.InferSetup, flat))
 
 
 @cache

@@ -13,6 +13,7 @@ import functools
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate import ssm_state
+from vramwise.estimate.dequant import dequantized_weight
 from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
 from vramwise.estimate.logits import logits
 from vramwise.estimate.overheads import cuda_context_term
@@ -24,7 +25,7 @@ from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.vision import cross_kv_cache, format_note, image_notes, image_tokens, vision_activations
 from vramwise.estimate.weights import weight_terms
 from vramwise.estimate.workspace import prefill_workspace
-from vramwise.formats import DTYPE_BYTES, StorageFormat, default_format, get_format
+from vramwise.formats import DTYPE_BYTES, StorageFormat, default_format, get_format, kept_note
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.workload import InferSetup
@@ -44,6 +45,10 @@ def _cuda_context(mib: int | None) -> Rule:
 
 def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     """The estimate's terms and phases; it never reads ``setup.batch`` (the plan serves every batch)."""
+    if spec.encoder_decoder is not None:  # T5/mT5: encoder once, decoder generating (estimate/encoder_decoder.py)
+        from vramwise.estimate.encoder_decoder import encoder_decoder_plan
+
+        return encoder_decoder_plan(spec, setup)
     check_tp(spec, setup.tp)
     ssm_state.check_inference(spec, setup.tp)
     text_context = setup.context
@@ -73,8 +78,11 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     last = logits(spec, positions=chunk, c=c, last_only=not setup.all_logits)
     out = Transients()
     views_held = out.add(*held)
+    dequant, dequant_note = dequantized_weight(spec, fmt, c=c, tp=tp)  # inside a layer, beside its live tensors
+    dequantizes = dequant is not None and (chunk > 1 or fmt.dequant == "always")
+    in_prefill = out.add(dequant) if dequant is not None and dequantizes else []
     phases = [
-        (PhaseKind.PREFILL_LAYER, out.add(prefill) + views_held),
+        (PhaseKind.PREFILL_LAYER, out.add(prefill) + views_held + in_prefill),
         (PhaseKind.PREFILL_LOGITS, out.add(last) + views_held),
     ]
     pixels = setup.image_pixels
@@ -84,8 +92,9 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     if setup.new_tokens:
         step = prefill_workspace(spec, chunk=1, kv_len=setup.tokens, c=c, attention=setup.attention, tp=tp)
         step_logits = logits(spec, positions=1, c=c, last_only=True)
+        in_step = in_prefill if fmt.dequant == "always" else []
         # the first step still holds the prefill's views
-        phases.append((PhaseKind.DECODE, out.add(step, step_logits) + views_held))
+        phases.append((PhaseKind.DECODE, out.add(step, step_logits) + views_held + in_step))
 
     notes = [
         f"weights stored as {fmt.name}: {fmt.summary}",
@@ -99,6 +108,15 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         notes.append(scan)
     if tp > 1:
         notes.append(f"per GPU of tp={tp}: linear weights, heads and vocabulary split; norms replicated")
+    if fmt.note:
+        notes.append(fmt.note)
+    if fmt.moe_note and spec.moe:
+        notes.append(fmt.moe_note)
+    if dequant_note and dequantizes:
+        notes.append(dequant_note)
+    kept = kept_note(spec) if setup.weight_format is None else None
+    if kept:
+        notes.append(kept)
     fraction = setup.overheads.allocator_fraction
     return out.plan(persistent=persistent, phases=phases, allocator_fraction=fraction, notes=notes)
 

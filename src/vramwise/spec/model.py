@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from vramwise.spec.checkpoint import CheckpointBytes
+from vramwise.spec.encoder_decoder import EncoderDecoderSpec
 from vramwise.spec.ssm import SsmSpec
 from vramwise.spec.traits import HeadKind, ImplTraits
 
@@ -135,8 +136,20 @@ class ModelSpec:
     # Hybrid state-space models (Jamba): the Mamba layers, which have no attention and keep a fixed state per
     # sequence instead of a KV cache (spec/ssm.py). None: attention on every layer.
     ssm: SsmSpec | None = None
+    # quantization_config.quant_method (lowercase) when stored_format was read from it: training follows the
+    # method's transformers quantizer (is_trainable, a dequantize option): spec/adapters/quant_config.py
+    quant_method: str | None = None
+    # quantization_config skip-list entries naming projections inside the layers (kept in high precision there):
+    # the layouts count them quantized, so the report says so (spec/adapters/quant_config.py kept_in_layers)
+    quant_kept: tuple[str, ...] = ()
+    # bitsandbytes 4-bit: bnb_4bit_compute_dtype ("fp32" when the config omits it, BitsAndBytesConfig's default),
+    # the dtype Linear4bit casts its input to and dequantizes the weight to (estimate/dequant.py)
+    quant_compute_dtype: str | None = None
     source: str = field(default="", compare=False)  # where the spec came from (path or catalog)
     vision: VisionSpec | None = None  # a vision-language model's vision tower and projector (None: text only)
+    # T5/mT5: the encoder stack and the decoder's cross-attention (spec/encoder_decoder.py); the fields above
+    # then describe the decoder stack. None for every decoder-only or encoder-only model.
+    encoder_decoder: EncoderDecoderSpec | None = None
 
     @property
     def vocab_size(self) -> int:

@@ -18,9 +18,6 @@ from vramwise.spec.model import ModelSpec, VisionSpec
 Group = tuple[str, int, str, int, int]  # (name, count, kind, tensors, in_features): spec/params.ParamGroup's fields
 TextAdapter = Callable[[RawConfig, str], ModelSpec]
 
-# Keys of the language model the wrapper's top level holds for the whole checkpoint (storage.py reads them).
-_STORAGE_KEYS = ("torch_dtype", "dtype", "quantization_config")
-
 # --- config-class defaults (transformers 5.x) ---------------------------------------------------------------------
 _CLIP = {  # CLIPVisionConfig
     "hidden_act": "quick_gelu",
@@ -478,9 +475,12 @@ def text_config(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     if model_type.startswith("qwen2"):
         inner_type = "qwen2"  # Qwen2VLTextModel's layers are Qwen2's (q/k/v biases); only the rotary differs
     text = {**_TEXT_DEFAULTS.get(inner_type, {}), **inner, "model_type": inner_type}
-    for key in _STORAGE_KEYS:
-        if key in data and key not in text:
-            text[key] = data[key]
+    # as spec/adapters/__init__.py's _with_wrapper_storage: the wrapper's quantization_config, and its dtype when
+    # text_config names none
+    if "quantization_config" in data and "quantization_config" not in text:
+        text["quantization_config"] = data["quantization_config"]
+    if not ({"torch_dtype", "dtype"} & text.keys()):
+        text |= {k: data[k] for k in ("torch_dtype", "dtype") if k in data}
     tied = data.get("tie_word_embeddings", inner.get("tie_word_embeddings", _TIED_DEFAULT.get(model_type, False)))
     text["tie_word_embeddings"] = tied
     return text
