@@ -202,3 +202,34 @@ def test_text_only_fine_tuning_freezes_the_tower() -> None:
     assert terms["optimizer/states"] == 2 * 4 * (total_params(spec) - frozen)
     assert terms["weights/vision"] + terms["weights/projector"] == 2 * frozen  # still held, in bf16
     assert any("frozen" in n for n in est.notes)
+
+
+@pytest.mark.parametrize(
+    ("quant", "kept"),
+    [
+        (
+            {
+                "quant_method": "awq",
+                "bits": 4,
+                "group_size": 128,
+                "version": "gemm",
+                "modules_to_not_convert": ["visual"],
+            },
+            True,
+        ),
+        ({"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False}, True),
+        ({"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemm"}, False),
+    ],
+)
+def test_quantized_checkpoints_keep_the_tower_as_they_say(quant: dict, kept: bool) -> None:
+    # AutoAWQ's VLM checkpoints name the tower in modules_to_not_convert; optimum's GPTQ quantizes only the blocks
+    # of block_name_to_quantize (the language model's layers). Kept: 2 bytes (bf16) per vision and projector weight.
+    from vramwise.estimate.weights import weight_terms
+    from vramwise.formats import default_format, get_format
+    from vramwise.spec.params import parameter_groups
+
+    spec = spec_from_config({**VLM["qwen2_vl"], "quantization_config": quant}, name="q", source="q")
+    terms = {t.name: t.bytes for t in weight_terms(spec, get_format(default_format(spec)), hp_bytes=2)}
+    counts = {c: sum(g.count for g in parameter_groups(spec) if g.category == c) for c in ("vision", "projector")}
+    assert (terms["weights/vision"] == 2 * counts["vision"]) is kept
+    assert (terms["weights/projector"] == 2 * counts["projector"]) is kept

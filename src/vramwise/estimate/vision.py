@@ -153,6 +153,8 @@ def format_note(spec: ModelSpec, fmt_name: str) -> list[str]:
     """Quantizers disagree on the vision tower; the estimate quantizes it like the language model and says so."""
     if spec.vision is None or fmt_name in ("fp32", "fp16", "bf16"):
         return []
+    if not spec.vision.quantized:
+        return [f"{fmt_name}: the checkpoint's quantization leaves the vision tower and projector in 16 bit"]
     return [
         f"{fmt_name}: the vision tower's and projector's linear weights are counted in {fmt_name} like the language "
         "model's (bitsandbytes and vLLM's fp8 quantize them; GPTQ/AWQ checkpoints and llama.cpp's mmproj file "

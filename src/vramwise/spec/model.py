@@ -221,3 +221,7 @@ class VisionSpec:
     retained_layers: int = 0  # mllama: the local encoder keeps every layer's output (for its intermediate layers)
     held_elements: int = 0  # per sequence, in the compute dtype: pixel copies, masks, the patch embeddings
     held_bytes: int = 0  # per sequence, raw bytes: idefics3's boolean pixel mask
+    # Whether the checkpoint's quantized format reaches the tower and projector: False when its quantization_config
+    # skips them (AWQ's modules_to_not_convert ["visual"], llm-compressor's ignore) or quantizes only the language
+    # model's blocks (GPTQ's block_name_to_quantize); formats then keep them in 16 bit.
+    quantized: bool = True

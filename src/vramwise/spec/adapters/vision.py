@@ -9,6 +9,7 @@ the transformers config class named beside each table below.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -486,6 +487,23 @@ def text_config(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     return text
 
 
+# The skip-list keys transformers' quantization configs use (spec/adapters/quant_config.py _SKIP_KEYS), and the
+# module names of the towers and projectors of the families above.
+_SKIP_KEYS = ("modules_to_not_convert", "ignore", "ignored_layers", "llm_int8_skip_modules", "skip_modules")
+_TOWER = re.compile(r"vision|visual|multi_modal|connector|merger")
+
+
+def _tower_quantized(data: Mapping[str, Any]) -> bool:
+    """Whether the checkpoint's quantization reaches the vision tower (see VisionSpec.quantized)."""
+    q = data.get("quantization_config")
+    if not isinstance(q, dict):
+        return True  # 16-bit, or a format the user picks: bitsandbytes and fp8 quantize every nn.Linear
+    if q.get("quant_method") == "gptq":
+        return False  # optimum's GPTQ quantizes the blocks of block_name_to_quantize: the language model's layers
+    skipped = [e for key in _SKIP_KEYS if isinstance(q.get(key), list) for e in q[key] if isinstance(e, str)]
+    return not any(_TOWER.search(e) for e in skipped)
+
+
 def multimodal_spec(
     data: Mapping[str, Any], *, name: str, source: str, adapters: Mapping[str, TextAdapter]
 ) -> ModelSpec:
@@ -506,4 +524,7 @@ def multimodal_spec(
             supported,
         )
     spec = dataclasses.replace(spec, model_type=model_type, source=source)
-    return MULTIMODAL[model_type][1](data, spec, source)
+    spec = MULTIMODAL[model_type][1](data, spec, source)
+    if spec.vision is not None and not _tower_quantized(data):
+        spec = dataclasses.replace(spec, vision=dataclasses.replace(spec.vision, quantized=False))
+    return spec
