@@ -523,7 +523,10 @@ def multimodal_spec(
             f"the language model's model_type '{inner_type}' is not supported; supported: {supported}",
             supported,
         )
-    spec = dataclasses.replace(spec, model_type=model_type, source=source)
+    # peft's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING has no entry for these wrappers (peft 0.21): LoRA on
+    # them needs target_modules, so there is no default to assume
+    traits = dataclasses.replace(spec.traits, peft_default_targets=())
+    spec = dataclasses.replace(spec, model_type=model_type, source=source, traits=traits)
     spec = MULTIMODAL[model_type][1](data, spec, source)
     if spec.vision is not None and not _tower_quantized(data):
         spec = dataclasses.replace(spec, vision=dataclasses.replace(spec.vision, quantized=False))
