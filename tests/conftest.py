@@ -17,3 +17,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
+
+
+# The loopback hub (tests/hub_server.py) as a fixture for every test file: ``def test_x(hub_server): ...``.
+from hub_server import hub_server  # noqa: E402, F401
