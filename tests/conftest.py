@@ -21,3 +21,18 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
 
 # The loopback hub (tests/hub_server.py) as a fixture for every test file: ``def test_x(hub_server): ...``.
 from hub_server import hub_server  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def _empty_hf_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("empty-hf-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _no_internet(monkeypatch: pytest.MonkeyPatch, _empty_hf_cache: str) -> None:
+    """No test reaches the real Hugging Face hub or reads the machine's cache: a hub id is looked up in an empty
+    cache, offline, unless the test starts the loopback hub (the ``hub_server`` fixture clears the offline flag
+    and points HF_ENDPOINT at 127.0.0.1 and HF_HUB_CACHE into its tmp_path)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", _empty_hf_cache)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once if ever asked

@@ -8,6 +8,7 @@ responses huggingface_hub 2.4 reads (``huggingface_hub/file_download.py: get_hf_
 - ``HEAD|GET /{repo}/resolve/{revision}/{path}``: ``X-Repo-Commit``, ``ETag``, ``Content-Length``; ``Range:
   bytes=a-b`` answered 206 with ``Content-Range`` (416 past the end);
 - ``GET /api/models/{repo}[/revision/{revision}]``: ``{"id", "sha", "siblings": [{"rfilename"}], "gated"}``;
+- ``GET /api/models/{repo}/tree/{revision}``: every file as ``{"type", "oid", "size", "path"}`` (snapshot_download);
 - errors as the hub sends them: a repo that does not exist or is private without its token: 401 with
   ``X-Error-Code: RepoNotFound``; a gated repo without the token: 401 with ``X-Error-Code: GatedRepo``; an
   unknown revision: 404 ``RevisionNotFound``; a missing file: 404 ``EntryNotFound`` (with ``X-Repo-Commit``).
@@ -105,6 +106,7 @@ class HubServer:
 
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 _API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
+_TREE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/.*)?$")
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 # huggingface_hub fetches this once a day to name the agent in its user agent; an empty one turns detection off.
 _EMPTY_REGISTRY = {"standardEnvVars": [], "harnesses": {}}
@@ -129,6 +131,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(self.path.split("?", 1)[0])
         if m := _RESOLVE.match(path):
             self._resolve(m.group("repo"), m.group("rev"), m.group("path"), head=head)
+        elif m := _TREE.match(path):
+            self._tree(m.group("repo"), m.group("rev"), head=head)
         elif m := _API.match(path):
             self._api(m.group("repo"), m.group("rev"), head=head)
         elif path == "/api/agent-harnesses":  # huggingface_hub's user-agent registry (utils/_detect_agent.py)
@@ -167,6 +171,17 @@ class _Handler(BaseHTTPRequestHandler):
             "siblings": [{"rfilename": name} for name in sorted(repo.files)],
         }
         self._send(200, json.dumps(info).encode(), head=head, content_type="application/json")
+
+    def _tree(self, repo_id: str, rev: str, *, head: bool) -> None:
+        """The file listing snapshot_download reads (hf_api.py: list_repo_tree), in one page."""
+        repo = self._repo(repo_id, rev, head=head)
+        if repo is None:
+            return
+        entries = [
+            {"type": "file", "oid": hashlib.sha1(data).hexdigest(), "size": len(data), "path": name}
+            for name, data in sorted(repo.files.items())
+        ]
+        self._send(200, json.dumps(entries).encode(), head=head, content_type="application/json")
 
     def _resolve(self, repo_id: str, rev: str, name: str, *, head: bool) -> None:
         repo = self._repo(repo_id, rev, head=head)

@@ -19,7 +19,7 @@ from vramwise.estimate.positions import inference_positions
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.term import Estimate, PhaseKind, Term
-from vramwise.estimate.weights import weight_terms
+from vramwise.estimate.weights import checkpoint_note, weight_terms
 from vramwise.estimate.workspace import prefill_workspace
 from vramwise.formats import DTYPE_BYTES, StorageFormat, default_format, get_format
 from vramwise.spec.load import BareModel, Model
@@ -30,8 +30,8 @@ _NEEDS_ARCH = "needs the architecture (layers, heads, hidden size): name a catal
 
 
 @functools.lru_cache(maxsize=1024)
-def _weights(spec: ModelSpec, fmt: StorageFormat, c: int, tp: int) -> tuple[Rule, ...]:
-    return tuple(constant(t) for t in weight_terms(spec, fmt, hp_bytes=c, tp=tp))
+def _weights(spec: ModelSpec, fmt: StorageFormat, c: int, tp: int, own: bool) -> tuple[Rule, ...]:
+    return tuple(constant(t) for t in weight_terms(spec, fmt, hp_bytes=c, tp=tp, own_format=own))
 
 
 @functools.lru_cache(maxsize=64)
@@ -47,7 +47,8 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     c, tp = compute_bytes(fmt.name), setup.tp
     kv_name, kv_bytes = kv_dtype(setup, fmt.name)
     kv = kv_cache(spec, tokens=setup.tokens, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp, block=setup.kv_block)
-    persistent = (*_weights(spec, fmt, c, tp), kv, _cuda_context(setup.overheads.cuda_context_mib))
+    own = setup.weight_format is None  # the checkpoint's own format: its header bytes, when read
+    persistent = (*_weights(spec, fmt, c, tp, own), kv, _cuda_context(setup.overheads.cuda_context_mib))
 
     # a paged cache (kv_block > 1) copies the window out of the prefill's keys and values
     views = sliding_prefill_views(spec, context=setup.context, dtype_bytes=kv_bytes, tp=tp)
@@ -68,6 +69,12 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         phases.append((PhaseKind.DECODE, out.add(step, step_logits) + views_held))
 
     notes = [f"weights stored as {fmt.name}: {fmt.summary}"]
+    if spec.checkpoint is not None:
+        where = spec.checkpoint.source if own else f"--format {fmt.name}, not the checkpoint's headers"
+        notes.append(f"weights from {where}")
+        disagree = checkpoint_note(spec, fmt, hp_bytes=c)
+        if disagree and own:
+            notes.append(disagree)
     if beyond:
         notes.append(beyond)
     if tp > 1:

@@ -40,7 +40,8 @@ def serving_capacity(
     fmt = get_format(setup.weight_format or default_format(spec))
     c = compute_bytes(fmt.name)
     kv_name, kv_b = kv_dtype(setup, fmt.name)
-    weights = sum(t.bytes for t in weight_terms(spec, fmt, hp_bytes=c, tp=setup.tp))
+    own = setup.weight_format is None  # the checkpoint's header bytes when it was read with the model
+    weights = sum(t.bytes for t in weight_terms(spec, fmt, hp_bytes=c, tp=setup.tp, own_format=own))
     profile_tokens = max_batched_tokens or DEFAULT_MAX_BATCHED_TOKENS
     one = Vars.inference(batch=1)
     activation = prefill_workspace(

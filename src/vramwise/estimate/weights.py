@@ -1,37 +1,125 @@
-"""Weights: every parameter group in its storage format, per GPU."""
+"""Weights: every parameter group in its storage format, per GPU.
+
+Two sources for the bytes of a category: the config arithmetic (every parameter group in a storage format,
+``formats.py``), or, when the model came with its checkpoint's headers (``ModelSpec.checkpoint``) and the user
+keeps the checkpoint's own format, the bytes the headers list, exact to the byte. Tensor parallelism splits a
+header category by the share the config arithmetic gives that category on one rank (``estimate/sharding.py``).
+"""
 
 from __future__ import annotations
 
 import functools
 
+from vramwise.errors import VramwiseError
+from vramwise.estimate.precision import compute_bytes
 from vramwise.estimate.sharding import shard_fraction
 from vramwise.estimate.term import Term
-from vramwise.formats import StorageFormat
+from vramwise.formats import StorageFormat, default_format, get_format
+from vramwise.spec.checkpoint import CategoryBytes, CheckpointBytes
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import CATEGORIES, parameter_groups
 
+# Header categories and config categories disagree past this share before a note says so: 1% is above any
+# rounding (the config arithmetic is exact per tensor) and below one missing layer of a 100-layer model.
+DISAGREEMENT = 0.01
+_GIB = 2**30
 
-@functools.lru_cache(maxsize=1024)
-def weight_terms(spec: ModelSpec, fmt: StorageFormat, *, hp_bytes: int, tp: int = 1) -> tuple[Term, ...]:
-    """One term per category (``weights/attention``, ...), each listing its groups' arithmetic.
 
-    Cached: the solvers ask for the same weights at every batch and context they try.
-    """
-    by_category: dict[str, list[tuple[int, str]]] = {}
+def _arithmetic(spec: ModelSpec, fmt: StorageFormat, hp_bytes: int, tp: int) -> dict[str, list[tuple[int, int, str]]]:
+    """Per category: (bytes of one group, the share one rank holds of it, its formula), from the config."""
+    by_category: dict[str, list[tuple[int, int, str]]] = {}
     for group in parameter_groups(spec):
         tb = fmt.tensor_bytes(group, spec, hp_bytes)
         share = shard_fraction(group, spec, tp)
         n = round(tb.bytes * share)
         formula = f"{group.name}: {tb.formula}" + (f" x {share:.6g} (tp shard)" if share != 1 else "")
         cat = "experts" if group.category == "experts_shared" else group.category
-        by_category.setdefault(cat, []).append((n, formula))
+        by_category.setdefault(cat, []).append((tb.bytes, n, formula))
+    return by_category
+
+
+@functools.lru_cache(maxsize=1024)
+def weight_terms(
+    spec: ModelSpec, fmt: StorageFormat, *, hp_bytes: int, tp: int = 1, own_format: bool = False
+) -> tuple[Term, ...]:
+    """One term per category (``weights/attention``, ...), each listing its groups' arithmetic.
+
+    ``own_format``: the user keeps the checkpoint's own format (no ``--format``), so a checkpoint read with the
+    model (``spec.checkpoint``) gives the bytes instead (``checkpoint_terms``).
+    Cached: the solvers ask for the same weights at every batch and context they try.
+    """
+    if own_format and spec.checkpoint is not None:
+        return checkpoint_terms(spec, spec.checkpoint, fmt, hp_bytes=hp_bytes, tp=tp)
+    by_category = _arithmetic(spec, fmt, hp_bytes, tp)
     return tuple(
         Term(
             name=f"weights/{cat}",
-            bytes=sum(n for n, _ in by_category[cat]),
-            formula="; ".join(f for _, f in by_category[cat]),
+            bytes=sum(n for _, n, _ in by_category[cat]),
+            formula="; ".join(f for _, _, f in by_category[cat]),
             source=f"{fmt.name}: {fmt.summary} [{fmt.source}]",
         )
         for cat in CATEGORIES
         if cat in by_category
     )
+
+
+def _dtypes(cat: CategoryBytes) -> str:
+    return ", ".join(f"{dtype} {n:,} B" for dtype, n in cat.dtypes)
+
+
+def checkpoint_terms(
+    spec: ModelSpec, ckpt: CheckpointBytes, fmt: StorageFormat, *, hp_bytes: int, tp: int = 1
+) -> tuple[Term, ...]:
+    """One term per checkpoint category, its bytes as the headers list them; with tensor parallelism, times the
+    share of that category one rank holds in the config arithmetic (1 for a category the config does not count,
+    such as a vision tower: replicated)."""
+    arithmetic = _arithmetic(spec, fmt, hp_bytes, tp) if tp > 1 else {}
+    terms = []
+    for cat in ckpt.categories:
+        rows = arithmetic.get(cat.category)
+        full = sum(b for b, _, _ in rows) if rows else 0
+        share = sum(n for _, n, _ in rows) / full if rows and full else 1.0
+        formula = f"{cat.tensors:,} tensors, {cat.elements:,} elements: {_dtypes(cat)}"
+        if tp > 1:
+            why = "the config arithmetic's tp shard of this category" if rows and full else "replicated on every rank"
+            formula += f" x {share:.6g} ({why})"
+        terms.append(
+            Term(name=f"weights/{cat.category}", bytes=round(cat.bytes * share), formula=formula, source=ckpt.source)
+        )
+    return tuple(terms)
+
+
+def checkpoint_note(spec: ModelSpec, fmt: StorageFormat, *, hp_bytes: int) -> str | None:
+    """A note when the checkpoint's header bytes and the config arithmetic (in ``fmt``) differ by more than 1%
+    in total or in a category: a multi-token-prediction layer, a vision tower, an untied head, another format."""
+    ckpt = spec.checkpoint
+    if ckpt is None:
+        return None
+    config = {cat: sum(b for b, _, _ in rows) for cat, rows in _arithmetic(spec, fmt, hp_bytes, 1).items()}
+    header = {c.category: c.bytes for c in ckpt.categories}
+    differs = []
+    for cat in [*CATEGORIES, *(c for c in header if c not in CATEGORIES)]:
+        h, c = header.get(cat, 0), config.get(cat, 0)
+        if abs(h - c) > DISAGREEMENT * max(h, c):
+            differs.append(f"{cat} {h / _GIB:.3f} vs {c / _GIB:.3f}")
+    total_h, total_c = ckpt.total_bytes, sum(config.values())
+    if not differs and abs(total_h - total_c) <= DISAGREEMENT * max(total_h, total_c):
+        return None
+    per = f"; per category, headers vs config (GiB): {', '.join(differs)}" if differs else ""
+    return (
+        f"checkpoint headers hold {total_h / _GIB:.3f} GiB, the config arithmetic ({fmt.name}) "
+        f"{total_c / _GIB:.3f} GiB{per}"
+    )
+
+
+def training_checkpoint_note(spec: ModelSpec) -> str | None:
+    """Training keeps the config arithmetic for its model states (they are built in the training precision, not
+    loaded as stored); this says where the checkpoint's headers disagree with that arithmetic in its own format."""
+    if spec.checkpoint is None:
+        return None
+    try:
+        fmt = get_format(default_format(spec))
+    except VramwiseError:  # a quantization no format reads: there is no arithmetic to compare
+        return None
+    note = checkpoint_note(spec, fmt, hp_bytes=compute_bytes(fmt.name))
+    return f"{note} (training states follow the config arithmetic)" if note else None

@@ -39,6 +39,7 @@ from vramwise.estimate.train.loss import loss_rules
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import gathered, head_grads
 from vramwise.estimate.train.states import ModelStates, model_states
+from vramwise.estimate.weights import training_checkpoint_note
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
@@ -382,6 +383,8 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
         notes.append("selective recompute drops the attention scores, which sdpa/flash never keep: no change here")
     if spec.attention.kind == "mla" or spec.moe:
         notes.append("MLA and MoE activations follow the Mixtral/Llama rules and are less tightly traced")
+    if (checkpoint := training_checkpoint_note(spec)) is not None:
+        notes.append(checkpoint)
     return notes
 
 
