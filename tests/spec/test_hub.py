@@ -283,3 +283,21 @@ def test_existing_local_path_wins_over_the_hub(
     monkeypatch.chdir(tmp_path)
     assert resolve_model("org/tiny").source.endswith("config.json")
     assert hub_server.log == []
+
+
+def test_fp32_checkpoint_is_counted_at_its_16_bit_load(hub_server: HubServer) -> None:
+    """An fp32 checkpoint is served in bf16 (formats.default_format): each F32 element counts 2 bytes."""
+    tensors = {k: v.astype(np.float32) for k, v in fp16_tensors().items()}
+    hub_server.repos["org/fp32"] = repo(tensors, dict(CONFIG, torch_dtype="float32"))
+    assert weights("org/fp32") == {k: v // 2 for k, v in by_category(tensors).items()}
+
+
+def test_training_keeps_the_arithmetic_and_notes_the_headers(hub_server: HubServer) -> None:
+    from vramwise.estimate.train.training import estimate_training
+    from vramwise.workload import TrainSetup
+
+    tensors = fp16_tensors()
+    tensors["model.layers.2.eh_proj.weight"] = np.zeros((H, 2 * H), np.float16)  # not in the config
+    hub_server.repos["org/mtp"] = repo(tensors)
+    est = estimate_training(resolve_model("org/mtp"), TrainSetup())
+    assert any("checkpoint headers hold" in n and "training states follow the config" in n for n in est.notes)

@@ -63,28 +63,47 @@ def weight_terms(
     )
 
 
-def _dtypes(cat: CategoryBytes) -> str:
-    return ", ".join(f"{dtype} {n:,} B" for dtype, n in cat.dtypes)
+# A 16-bit load casts every floating tensor stored wider to the load dtype: transformers' from_pretrained(dtype=...)
+# (modeling_utils.py: _load_state_dict_into_meta_model casts floating params to the dtype), vLLM's model_config
+# dtype "auto" (fp32 checkpoints served in 16 bit). Widths from safetensors/src/tensor.rs (Dtype::bitsize).
+_WIDE_FLOATS = {"F32": 4, "F64": 8}
+_SIXTEEN_BIT = ("fp16", "bf16")
+
+
+def _loaded(cat: CategoryBytes, fmt: StorageFormat) -> tuple[int, str]:
+    """A category's bytes once loaded in ``fmt``, and how: as stored, except wide floats cast to a 16-bit load."""
+    total, parts = 0, []
+    for dtype, n in cat.dtypes:
+        width = _WIDE_FLOATS.get(dtype) if fmt.name in _SIXTEEN_BIT else None
+        if width is None:
+            total += n
+            parts.append(f"{dtype} {n:,} B")
+        else:
+            total += n // width * 2
+            parts.append(f"{dtype} {n:,} B / {width} x 2 (cast to {fmt.name})")
+    return total, ", ".join(parts)
 
 
 def checkpoint_terms(
     spec: ModelSpec, ckpt: CheckpointBytes, fmt: StorageFormat, *, hp_bytes: int, tp: int = 1
 ) -> tuple[Term, ...]:
-    """One term per checkpoint category, its bytes as the headers list them; with tensor parallelism, times the
-    share of that category one rank holds in the config arithmetic (1 for a category the config does not count,
-    such as a vision tower: replicated)."""
+    """One term per checkpoint category, its bytes as the headers list them (floats stored wider than a 16-bit
+    load cast to it: an fp32 checkpoint is served in 16 bit, ``formats.default_format``); with tensor
+    parallelism, times the share of that category one rank holds in the config arithmetic (1 for a category the
+    config does not count, such as a vision tower: replicated)."""
     arithmetic = _arithmetic(spec, fmt, hp_bytes, tp) if tp > 1 else {}
     terms = []
     for cat in ckpt.categories:
         rows = arithmetic.get(cat.category)
         full = sum(b for b, _, _ in rows) if rows else 0
         share = sum(n for _, n, _ in rows) / full if rows and full else 1.0
-        formula = f"{cat.tensors:,} tensors, {cat.elements:,} elements: {_dtypes(cat)}"
+        loaded, how = _loaded(cat, fmt)
+        formula = f"{cat.tensors:,} tensors, {cat.elements:,} elements: {how}"
         if tp > 1:
             why = "the config arithmetic's tp shard of this category" if rows and full else "replicated on every rank"
             formula += f" x {share:.6g} ({why})"
         terms.append(
-            Term(name=f"weights/{cat.category}", bytes=round(cat.bytes * share), formula=formula, source=ckpt.source)
+            Term(name=f"weights/{cat.category}", bytes=round(loaded * share), formula=formula, source=ckpt.source)
         )
     return tuple(terms)
 
@@ -96,13 +115,13 @@ def checkpoint_note(spec: ModelSpec, fmt: StorageFormat, *, hp_bytes: int) -> st
     if ckpt is None:
         return None
     config = {cat: sum(b for b, _, _ in rows) for cat, rows in _arithmetic(spec, fmt, hp_bytes, 1).items()}
-    header = {c.category: c.bytes for c in ckpt.categories}
+    header = {c.category: _loaded(c, fmt)[0] for c in ckpt.categories}
     differs = []
     for cat in [*CATEGORIES, *(c for c in header if c not in CATEGORIES)]:
         h, c = header.get(cat, 0), config.get(cat, 0)
         if abs(h - c) > DISAGREEMENT * max(h, c):
             differs.append(f"{cat} {h / _GIB:.3f} vs {c / _GIB:.3f}")
-    total_h, total_c = ckpt.total_bytes, sum(config.values())
+    total_h, total_c = sum(header.values()), sum(config.values())
     if not differs and abs(total_h - total_c) <= DISAGREEMENT * max(total_h, total_c):
         return None
     per = f"; per category, headers vs config (GiB): {', '.join(differs)}" if differs else ""
