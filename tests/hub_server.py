@@ -36,11 +36,56 @@ from urllib.parse import unquote
 import pytest
 
 
+@dataclass(frozen=True)
+class SparseFile:
+    """A large file served without holding it: ``prefix`` (a safetensors header, say), then zeros to ``size``.
+
+    Lets a test or benchmark serve a checkpoint the size of a real one (16 GB) from a few KB of memory."""
+
+    prefix: bytes
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, part: slice) -> bytes:
+        start, stop, _ = part.indices(self.size)
+        head = self.prefix[start:stop]
+        return head + bytes(max(0, stop - max(start, len(self.prefix))))
+
+
+# bytes per element of the dtypes sparse_safetensors writes (safetensors/src/tensor.rs, Dtype::bitsize / 8)
+_WIDTH = {"F32": 4, "F16": 2, "BF16": 2, "I32": 4, "I8": 1, "U8": 1, "F8_E4M3": 1}
+
+
+def sparse_safetensors(tensors: dict[str, tuple[str, tuple[int, ...]]]) -> SparseFile:
+    """A safetensors file of the given (dtype, shape) per tensor, its data all zeros and never held: the header
+    as the format writes it (8-byte little-endian length, JSON with data_offsets in order), then ``size``."""
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, (dtype, shape) in tensors.items():
+        n = _WIDTH[dtype]
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # safetensors pads the header with spaces to 8-byte alignment
+    prefix = len(raw).to_bytes(8, "little") + raw
+    return SparseFile(prefix=prefix, size=len(prefix) + offset)
+
+
+def _digest(data: bytes | SparseFile) -> bytes:
+    if isinstance(data, SparseFile):
+        return hashlib.sha256(data.prefix + data.size.to_bytes(8, "little")).digest()
+    return hashlib.sha256(data).digest()
+
+
 @dataclass
 class Repo:
     """One model repo: its files (path -> bytes) at one commit, and who may read it."""
 
-    files: dict[str, bytes]
+    files: dict[str, bytes | SparseFile]
     gated: bool = False  # 401 GatedRepo unless the request carries ``token``
     private: bool = False  # 401 RepoNotFound unless the request carries ``token`` (the hub hides private repos)
     token: str = "hf_test_token"
@@ -51,7 +96,7 @@ class Repo:
     def commit(self) -> str:
         h = hashlib.sha1()
         for name in sorted(self.files):
-            h.update(name.encode() + b"\0" + hashlib.sha256(self.files[name]).digest())
+            h.update(name.encode() + b"\0" + _digest(self.files[name]))
         return h.hexdigest()
 
 
@@ -178,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
         if repo is None:
             return
         entries = [
-            {"type": "file", "oid": hashlib.sha1(data).hexdigest(), "size": len(data), "path": name}
+            {"type": "file", "oid": _digest(data).hex()[:40], "size": len(data), "path": name}
             for name, data in sorted(repo.files.items())
         ]
         self._send(200, json.dumps(entries).encode(), head=head, content_type="application/json")
@@ -192,12 +237,13 @@ class _Handler(BaseHTTPRequestHandler):
         if data is None:
             self._send(404, b"Entry not found", head=head, error="EntryNotFound", headers=extra)
             return
-        extra["ETag"] = '"' + hashlib.sha256(data).hexdigest() + '"'
+        extra["ETag"] = '"' + _digest(data).hex() + '"'
         extra["Accept-Ranges"] = "bytes"
         spec = self.headers.get("range")
         m = _RANGE.match(spec.strip()) if spec else None
         if m is None or (not m.group(1) and not m.group(2)):
-            self._send(200, data, head=head, headers=extra, range_=spec)
+            body = b"" if head else data[0 : len(data)]  # a HEAD never builds a sparse file's body
+            self._send(200, body, head=head, headers=extra, range_=spec, length=len(data))
             return
         size = len(data)
         if m.group(1):
@@ -222,10 +268,11 @@ class _Handler(BaseHTTPRequestHandler):
         headers: dict[str, str] | None = None,
         content_type: str = "application/octet-stream",
         range_: str | None = None,
+        length: int | None = None,
     ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(body) if length is None else length))
         if error is not None:
             self.send_header("X-Error-Code", error)
             self.send_header("X-Error-Message", body.decode())

@@ -301,3 +301,50 @@ def test_training_keeps_the_arithmetic_and_notes_the_headers(hub_server: HubServ
     hub_server.repos["org/mtp"] = repo(tensors)
     est = estimate_training(resolve_model("org/mtp"), TrainSetup())
     assert any("checkpoint headers hold" in n and "training states follow the config" in n for n in est.notes)
+
+
+def llama3_8b_tensors() -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Meta-Llama-3-8B's tensors as its model.safetensors.index.json names them (bf16; h 4096, 32 layers, 8 KV
+    heads of 128, intermediate 14336, vocabulary 128256, untied head)."""
+    h, i, v, kv = 4096, 14336, 128256, 1024
+    t = {"model.embed_tokens.weight": ("BF16", (v, h)), "lm_head.weight": ("BF16", (v, h))}
+    t["model.norm.weight"] = ("BF16", (h,))
+    for n in range(32):
+        p = f"model.layers.{n}"
+        t |= {f"{p}.self_attn.{x}_proj.weight": ("BF16", (h, h)) for x in "qo"}
+        t |= {f"{p}.self_attn.{x}_proj.weight": ("BF16", (kv, h)) for x in "kv"}
+        t |= {f"{p}.mlp.{x}_proj.weight": ("BF16", (i, h)) for x in ("gate", "up")}
+        t[f"{p}.mlp.down_proj.weight"] = ("BF16", (h, i))
+        t |= {f"{p}.{x}.weight": ("BF16", (h,)) for x in ("input_layernorm", "post_attention_layernorm")}
+    return t
+
+
+def llama3_8b_repo() -> Repo:
+    """The real checkpoint's layout: four shards and an index, the data never held (SparseFile)."""
+    from hub_server import sparse_safetensors
+
+    from vramwise.catalog import models
+
+    tensors = llama3_8b_tensors()
+    names = list(tensors)
+    files: dict[str, Any] = {"config.json": json.dumps(dict(models()["llama-3-8b"].config)).encode()}
+    weight_map = {}
+    for k in range(4):
+        shard = f"model-0000{k + 1}-of-00004.safetensors"
+        part = names[k::4]
+        files[shard] = sparse_safetensors({n: tensors[n] for n in part})
+        weight_map.update(dict.fromkeys(part, shard))
+    files["model.safetensors.index.json"] = json.dumps({"weight_map": weight_map}).encode()
+    return Repo(files=files)
+
+
+def test_a_real_size_checkpoint_matches_the_config_arithmetic(hub_server: HubServer) -> None:
+    """Meta-Llama-3-8B: 8,030,261,248 parameters (transformers on the meta device; the model card's 8.03B) x 2 B,
+    read from 4 shard headers of 15 GiB of weights, fetching a few KB; the headers and the catalog config agree,
+    so no disagreement note."""
+    hub_server.repos["meta-llama/Meta-Llama-3-8B"] = llama3_8b_repo()
+    est = estimate_inference(resolve_model("meta-llama/Meta-Llama-3-8B"), InferSetup())
+    got = sum(t.bytes for t in est.persistent if t.name.startswith("weights/"))
+    assert got == 8_030_261_248 * 2
+    assert not any("checkpoint headers hold" in n for n in est.notes)
+    assert hub_server.bytes_served(".safetensors") < 200_000
