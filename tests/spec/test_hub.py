@@ -348,3 +348,12 @@ def test_a_real_size_checkpoint_matches_the_config_arithmetic(hub_server: HubSer
     assert got == 8_030_261_248 * 2
     assert not any("checkpoint headers hold" in n for n in est.notes)
     assert hub_server.bytes_served(".safetensors") < 200_000
+
+
+def test_a_stalled_hub_times_out_in_one_line(
+    hub_server: HubServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub_server.repos["org/slow"] = repo(fp16_tensors(), delay_s=1.0)
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "0.2")
+    err = fails(capsys, "org/slow")
+    assert "did not answer in time" in err and "HF_HUB_OFFLINE=1" in err

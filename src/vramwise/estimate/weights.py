@@ -98,7 +98,7 @@ def checkpoint_terms(
         full = sum(b for b, _, _ in rows) if rows else 0
         share = sum(n for _, n, _ in rows) / full if rows and full else 1.0
         loaded, how = _loaded(cat, fmt)
-        formula = f"{cat.tensors:,} tensors, {cat.elements:,} elements: {how}"
+        formula = f"{cat.tensors:,} tensor{'' if cat.tensors == 1 else 's'}, {cat.elements:,} elements: {how}"
         if tp > 1:
             why = "the config arithmetic's tp shard of this category" if rows and full else "replicated on every rank"
             formula += f" x {share:.6g} ({why})"

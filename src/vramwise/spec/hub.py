@@ -97,6 +97,16 @@ def _endpoint() -> str | None:
     return (os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
 
 
+def _timeout(name: str) -> float:
+    """huggingface_hub's timeouts, read at each call: HF_HUB_ETAG_TIMEOUT for a file's metadata (HEAD),
+    HF_HUB_DOWNLOAD_TIMEOUT for a download or a ranged read; both 10 s by default (constants.py)."""
+    try:
+        value = float(os.environ.get(name) or 10)
+    except ValueError:
+        return 10.0
+    return value if value > 0 else 10.0
+
+
 def _catalog_hint(ref: HubRef) -> str:
     known = {m.hf_id.lower(): m.name for m in models().values()}.get(ref.repo_id.lower())
     return f"; the catalog has this model: `vramwise infer {known}` uses its stored config" if known else ""
@@ -109,14 +119,22 @@ def _error(ref: HubRef, what: str) -> ConfigError:
 
 
 def _unreachable(ref: HubRef, err: BaseException) -> ConfigError:
-    where = _endpoint() or "https://huggingface.co"
-    why = shown(type(err).__name__, 40, quote=False)
-    return _error(
-        ref,
-        f"cannot reach the hub at {shown(where, 80, quote=False)} ({why}) and it is not in the Hugging Face cache; "
-        "connect, or download it where you can (`hf download` it) and set HF_HUB_OFFLINE=1, "
-        "or pass a local config.json",
+    import httpx2
+
+    where = shown(_endpoint() or "https://huggingface.co", 80, quote=False)
+    fix = (
+        "; connect, or download it where you can (`hf download` it) and set HF_HUB_OFFLINE=1, "
+        "or pass a local config.json"
     )
+    cause = err.__cause__ if isinstance(err.__cause__, httpx2.HTTPError) else err
+    if isinstance(cause, httpx2.TimeoutException):
+        return _error(
+            ref,
+            f"the hub at {where} did not answer in time (HF_HUB_ETAG_TIMEOUT, HF_HUB_DOWNLOAD_TIMEOUT: "
+            f"{_timeout('HF_HUB_ETAG_TIMEOUT'):g} s, {_timeout('HF_HUB_DOWNLOAD_TIMEOUT'):g} s){fix}",
+        )
+    why = shown(type(cause).__name__, 40, quote=False)
+    return _error(ref, f"cannot reach the hub at {where} ({why}) and it is not in the Hugging Face cache{fix}")
 
 
 def _hub_error(ref: HubRef, err: Exception, filename: str) -> ConfigError:
@@ -197,8 +215,15 @@ def hub_config(ref: HubRef) -> HubConfig:
         # One HEAD without retries first: hf_hub_download retries a refused connection five times (23 s of
         # backoff, file_download.py: _ETAG_RETRY_TIMEOUT) before it gives up, printing a warning each time.
         url = hf_hub_url(ref.repo_id, "config.json", revision=ref.revision, endpoint=_endpoint())
-        commit = get_hf_file_metadata(url, retry_on_errors=False).commit_hash or ref.revision
-        got = hf_hub_download(ref.repo_id, "config.json", revision=commit, cache_dir=_cache_dir(), endpoint=_endpoint())
+        meta = get_hf_file_metadata(url, timeout=_timeout("HF_HUB_ETAG_TIMEOUT"), retry_on_errors=False)
+        got = hf_hub_download(
+            ref.repo_id,
+            "config.json",
+            revision=meta.commit_hash or ref.revision,
+            cache_dir=_cache_dir(),
+            endpoint=_endpoint(),
+            etag_timeout=_timeout("HF_HUB_ETAG_TIMEOUT"),
+        )
     except _hub_errors() as err:
         raise _hub_error(ref, err, "config.json") from None
     path = Path(got)
@@ -235,7 +260,9 @@ def _ranged(url: str, headers: dict[str, str], start: int, end: int) -> tuple[by
     from huggingface_hub.utils import get_session, hf_raise_for_status
 
     want = end - start + 1
-    with get_session().stream("GET", url, headers={**headers, "Range": f"bytes={start}-{end}"}) as response:
+    ranged = {**headers, "Range": f"bytes={start}-{end}"}
+    timeout = _timeout("HF_HUB_DOWNLOAD_TIMEOUT")
+    with get_session().stream("GET", url, headers=ranged, timeout=timeout) as response:
         if response.status_code == 416:  # the range starts past the end of the file
             return b"", int(response.headers.get("Content-Range", "*/0").rsplit("/", 1)[-1] or 0)
         hf_raise_for_status(response)
