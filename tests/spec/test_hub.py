@@ -357,3 +357,22 @@ def test_a_stalled_hub_times_out_in_one_line(
     monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "0.2")
     err = fails(capsys, "org/slow")
     assert "did not answer in time" in err and "HF_HUB_OFFLINE=1" in err
+
+
+def test_older_gptq_file_names_are_found(hub_server: HubServer) -> None:
+    """No model.safetensors and no index: the repo's listing names gptq_model-4bit-128g.safetensors."""
+    tensors = gptq_tensors()
+    config = dict(CONFIG, quantization_config={"quant_method": "gptq", "bits": 4, "group_size": 128})
+    files = {"config.json": json.dumps(config).encode(), "gptq_model-4bit-128g.safetensors": save(tensors)}
+    hub_server.repos["org/old-gptq"] = Repo(files=files)
+    assert weights("org/old-gptq") == by_category(tensors)
+
+
+def test_a_local_folder_reads_the_shards_its_index_names(tmp_path: Path) -> None:
+    """A Mistral download holds consolidated.safetensors (the same weights, Mistral's names) beside the sharded
+    checkpoint: the index says which files are the model, so nothing is counted twice."""
+    tensors = fp16_tensors()
+    for name, data in sharded(tensors).files.items():
+        (tmp_path / name).write_bytes(data if isinstance(data, bytes) else b"")
+    (tmp_path / "consolidated.safetensors").write_bytes(save(tensors))
+    assert weights(str(tmp_path)) == by_category(tensors)

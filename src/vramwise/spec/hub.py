@@ -27,11 +27,14 @@ from vramwise.catalog import models
 from vramwise.errors import ConfigError, shown
 from vramwise.spec.checkpoint import CheckpointBytes
 from vramwise.spec.safetensors_headers import (
-    MAX_FILES,
+    INDEX,
     MAX_HEADER_BYTES,
+    SINGLE,
     TensorHeader,
+    checkpoint_files,
     checkpoint_from_tensors,
     header_error,
+    index_shards,
     parse_header,
     read_header,
 )
@@ -43,7 +46,6 @@ HUB_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?:@(?P<rev>[\w./-]+)
 _FIELD = "model"
 _ALLOWED = "a hub id org/name[@revision] whose repo holds a config.json, a local path, or a catalog name"
 _LOGIN = "accept the licence on the model page and set HF_TOKEN or run `hf auth login`"
-_SINGLE, _INDEX = "model.safetensors", "model.safetensors.index.json"
 # huggingface_hub's truthy values for HF_HUB_OFFLINE (constants.py: _is_true).
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
@@ -235,15 +237,15 @@ _Tensors = tuple[list[TensorHeader], int, str]  # the tensors, how many files, w
 
 def _cached_tensors(ref: HubRef, commit: str) -> _Tensors | None:
     """The tensors of the safetensors files the cache holds for ``commit``; None unless it holds all of them."""
-    single = _cached(ref, _SINGLE, commit)
+    single = _cached(ref, SINGLE, commit)
     if single is not None:
         return list(read_header(single)), 1, "the cache"
-    index = _cached(ref, _INDEX, commit)
+    index = _cached(ref, INDEX, commit)
     if index is None:
         return None
     shards = _shards(ref, index)
     paths = [_cached(ref, s, commit) for s in shards]
-    if not shards or any(p is None for p in paths):
+    if any(p is None for p in paths):
         return None
     return [t for p in paths if p is not None for t in read_header(p)], len(paths), "the cache"
 
@@ -299,20 +301,33 @@ def _remote_file(ref: HubRef, commit: str, filename: str) -> list[TensorHeader]:
 
 
 def _remote_tensors(ref: HubRef, commit: str) -> _Tensors | None:
-    """The tensors of the repo's safetensors headers, read with ranged requests; None when it has none."""
+    """The tensors of the repo's safetensors headers, read with ranged requests; None when it has none:
+    ``model.safetensors``, else the shards of ``model.safetensors.index.json``, else the repo's other top-level
+    ``.safetensors`` files (``checkpoint_files``: older GPTQ names)."""
+    from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
     try:
-        return _remote_file(ref, commit, _SINGLE), 1, "ranged reads"
+        return _remote_file(ref, commit, SINGLE), 1, "ranged reads"
     except RemoteEntryNotFoundError:
         pass
-    from huggingface_hub import hf_hub_download
-
     try:
-        index = hf_hub_download(ref.repo_id, _INDEX, revision=commit, cache_dir=_cache_dir(), endpoint=_endpoint())
+        index = hf_hub_download(
+            ref.repo_id,
+            INDEX,
+            revision=commit,
+            cache_dir=_cache_dir(),
+            endpoint=_endpoint(),
+            etag_timeout=_timeout("HF_HUB_ETAG_TIMEOUT"),
+        )
+        shards = _shards(ref, Path(index))
     except RemoteEntryNotFoundError:
+        info = HfApi(endpoint=_endpoint()).model_info(
+            ref.repo_id, revision=commit, timeout=_timeout("HF_HUB_ETAG_TIMEOUT")
+        )
+        shards = checkpoint_files([s.rfilename for s in info.siblings or []]) or []
+    if not shards:
         return None
-    shards = _shards(ref, Path(index))
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=min(_THREADS, len(shards))) as pool:
@@ -321,20 +336,13 @@ def _remote_tensors(ref: HubRef, commit: str) -> _Tensors | None:
 
 
 def _shards(ref: HubRef, index: Path) -> list[str]:
-    """The shard files a ``model.safetensors.index.json`` names (its ``weight_map`` values)."""
-    import json
-
-    where = f"{ref.repo_id}/{_INDEX}"
+    """The shard files a cached or downloaded ``model.safetensors.index.json`` names."""
+    where = f"{ref.repo_id}/{INDEX}"
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
-    except (OSError, ValueError, AttributeError) as err:
-        raise header_error(where, f"the index is not a JSON object ({shown(str(err), 80, quote=False)})") from None
-    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
-        raise header_error(where, "the index has no weight_map of tensor names to shard files")
-    shards = sorted(set(weight_map.values()))
-    if len(shards) > MAX_FILES or any("/" in s and ".." in s.split("/") for s in shards):
-        raise header_error(where, f"the index names {len(shards):,} shards or a path outside the repo")
-    return shards
+        text = index.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise header_error(where, f"cannot read the index ({getattr(err, 'strerror', None) or err})") from None
+    return index_shards(where, text)
 
 
 def hub_checkpoint(config: HubConfig, num_layers: int | None = None) -> CheckpointBytes | None:

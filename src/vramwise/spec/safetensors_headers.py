@@ -233,23 +233,63 @@ def _category_order(cat: str) -> int:
     return _ORDER.index(cat) if cat in _ORDER else len(_ORDER)
 
 
-def local_checkpoint(folder: Path, num_layers: int | None = None) -> CheckpointBytes | None:
-    """The headers of every ``*.safetensors`` file in ``folder`` (not its subfolders), or None when it has none.
+SINGLE, INDEX = "model.safetensors", "model.safetensors.index.json"  # transformers' names (utils/constants)
 
-    A sharded checkpoint's index (``model.safetensors.index.json``) names the same files; reading them all is
-    what the index would give, without trusting a second file to agree with the first."""
+
+def index_shards(where: str, text: str) -> list[str]:
+    """The shard files a ``model.safetensors.index.json`` names (its ``weight_map`` values), checked."""
     try:
-        names = sorted(e.name for e in os.scandir(folder) if e.name.endswith(".safetensors") and e.is_file())
+        weight_map = json.loads(text).get("weight_map")
+    except (ValueError, AttributeError, RecursionError) as err:
+        raise header_error(where, f"the index is not a JSON object ({shown(str(err), 80, quote=False)})") from None
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+        raise header_error(where, "the index has no weight_map of tensor names to shard files")
+    shards = sorted(set(weight_map.values()))
+    if len(shards) > MAX_FILES:
+        raise header_error(where, f"the index names {len(shards):,} shards; at most {MAX_FILES:,} are read")
+    if any(not s.endswith(".safetensors") or s.startswith("/") or ".." in s.split("/") for s in shards):
+        raise header_error(where, "the index names a shard that is not a .safetensors file in the repo")
+    return shards
+
+
+def checkpoint_files(names: list[str]) -> list[str] | None:
+    """Which ``.safetensors`` files of a folder or repo (top-level names) hold the model: ``model.safetensors``
+    when there is one, else every one (older GPTQ names such as ``gptq_model-4bit-128g.safetensors``). A sharded
+    checkpoint is read through its index instead (``index_shards``): a Mistral repo also holds
+    ``consolidated.safetensors``, the same weights again, which the index does not name. None: no safetensors."""
+    if SINGLE in names:
+        return [SINGLE]
+    found = sorted(n for n in names if n.endswith(".safetensors") and "/" not in n)
+    return found or None
+
+
+def local_checkpoint(folder: Path, num_layers: int | None = None) -> CheckpointBytes | None:
+    """The headers of the checkpoint in ``folder`` (not its subfolders), or None when it holds no safetensors:
+    the shards its ``model.safetensors.index.json`` names, else ``checkpoint_files``."""
+    try:
+        names = sorted(e.name for e in os.scandir(folder) if e.is_file())
     except OSError:
         return None
-    if not names:
+    if INDEX in names:
+        where = str(folder / INDEX)
+        try:
+            text = (folder / INDEX).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise header_error(where, f"cannot read the index ({getattr(err, 'strerror', None) or err})") from None
+        chosen: list[str] | None = index_shards(where, text)
+        missing = [n for n in chosen or [] if n not in names]
+        if missing:
+            raise header_error(where, f"the index names {shown(missing[0], 80)}, which the folder lacks")
+    else:
+        chosen = checkpoint_files(names)
+    if not chosen:
         return None
-    if len(names) > MAX_FILES:
-        raise header_error(str(folder), f"{len(names):,} .safetensors files; at most {MAX_FILES:,} are read")
-    tensors = [t for n in names for t in read_header(folder / n)]
+    if len(chosen) > MAX_FILES:
+        raise header_error(str(folder), f"{len(chosen):,} .safetensors files; at most {MAX_FILES:,} are read")
+    tensors = [t for n in chosen for t in read_header(folder / n)]
     where = shown(str(folder), 200, quote=False)
-    source = f"safetensors headers of {where} ({_files(len(names))})"
-    return checkpoint_from_tensors(tensors, source=source, files=len(names), num_layers=num_layers)
+    source = f"safetensors headers of {where} ({_files(len(chosen))})"
+    return checkpoint_from_tensors(tensors, source=source, files=len(chosen), num_layers=num_layers)
 
 
 def _files(n: int) -> str:
