@@ -198,7 +198,8 @@ def test_cli_title_and_json(hub_server: HubServer, capsys: pytest.CaptureFixture
     assert "from hub org/tiny@main (commit" in out and "safetensors headers: 1 file" in out
     assert main(["infer", "org/tiny", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert "weights" in json.dumps(doc)
+    assert doc["model"]["checkpoint"]["bytes"] == sum(by_category(fp16_tensors()).values())
+    assert doc["model"]["checkpoint"]["files"] == 1 and doc["model"]["source"].startswith("hub org/tiny@main")
 
 
 # --- errors: one line, exit 2 ------------------------------------------------------------------------------------
