@@ -169,6 +169,11 @@ def _hub_error(ref: HubRef, err: Exception, filename: str) -> ConfigError:
     if isinstance(err, e.HfHubHTTPError):
         answer = status or "an error"
         return _error(ref, f"the hub answered {answer} for {filename}; try again later, or pass a local config.json")
+    if isinstance(err, OSError) and not isinstance(err, (e.LocalEntryNotFoundError, ConnectionError)):
+        cache = shown(_cache_dir() or "~/.cache/huggingface/hub", 120, quote=False)
+        why = shown(err.strerror or str(err), 80, quote=False)
+        fix = "set HF_HUB_CACHE to a writable folder"
+        return _error(ref, f"cannot use the Hugging Face cache at {cache} ({why}); {fix}")
     return _unreachable(ref, err)
 
 
