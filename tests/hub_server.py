@@ -278,13 +278,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("X-Error-Message", body.decode())
         for key, value in (headers or {}).items():
             self.send_header(key, value)
+        # logged before the body goes out: once the client has the answer, the test can read the log
+        path = self.path.split("?", 1)[0]
+        self.server_hub.log.append(Served(self.command, path, range_, status, 0 if head else len(body)))
         self.end_headers()
-        sent = 0
         if not head:
             self.wfile.write(body)
-            sent = len(body)
-        path = self.path.split("?", 1)[0]
-        self.server_hub.log.append(Served(self.command, path, range_, status, sent))
 
 
 @pytest.fixture

@@ -201,7 +201,8 @@ def category_of(name: str, num_layers: int | None = None) -> str:
 def checkpoint_from_tensors(
     tensors: Iterable[TensorHeader], *, source: str, files: int, num_layers: int | None = None
 ) -> CheckpointBytes:
-    """Every tensor's bytes summed per category; ``source`` says where the headers were read."""
+    """Every tensor's bytes summed per category; ``source`` says where the headers were read. Headers that list
+    no tensor at all are refused: a weights term of 0 bytes would be a silent wrong number."""
     bytes_: dict[str, int] = {}
     elements: dict[str, int] = {}
     count: dict[str, int] = {}
@@ -213,6 +214,8 @@ def checkpoint_from_tensors(
         count[cat] = count.get(cat, 0) + 1
         per = dtypes.setdefault(cat, {})
         per[t.dtype] = per.get(t.dtype, 0) + t.bytes
+    if not bytes_:
+        raise header_error(source, "the headers list no tensors; pass the config.json alone to estimate from it")
     categories = tuple(
         CategoryBytes(
             category=cat,
