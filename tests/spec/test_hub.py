@@ -384,3 +384,17 @@ def test_a_local_folder_reads_the_shards_its_index_names(tmp_path: Path) -> None
         (tmp_path / name).write_bytes(data if isinstance(data, bytes) else b"")
     (tmp_path / "consolidated.safetensors").write_bytes(save(tensors))
     assert weights(str(tmp_path)) == by_category(tensors)
+
+
+def test_vision_tower_and_projector_are_named(hub_server: HubServer) -> None:
+    """Tensors of a multimodal tower get their own terms, whole on every tensor-parallel rank, and a note (the
+    config arithmetic here counts the language model only)."""
+    tensors = fp16_tensors()
+    tensors["model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight"] = np.zeros((H, H), np.float16)
+    tensors["model.multi_modal_projector.linear_1.weight"] = np.zeros((H, H), np.float16)
+    hub_server.repos["org/vlm"] = repo(tensors)
+    est = estimate_inference(resolve_model("org/vlm"), InferSetup(tp=2))
+    terms = {t.name: t for t in est.persistent}
+    assert terms["weights/vision"].bytes == terms["weights/projector"].bytes == H * H * 2
+    assert "replicated" in terms["weights/vision"].formula
+    assert any(f"vision {H * H * 2:,} B vs 0 B" in n for n in est.notes if "headers hold" in n)

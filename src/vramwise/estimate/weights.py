@@ -120,15 +120,17 @@ def checkpoint_note(spec: ModelSpec, fmt: StorageFormat, *, hp_bytes: int) -> st
     for cat in [*CATEGORIES, *(c for c in header if c not in CATEGORIES)]:
         h, c = header.get(cat, 0), config.get(cat, 0)
         if abs(h - c) > DISAGREEMENT * max(h, c):
-            differs.append(f"{cat} {h / _GIB:.3f} vs {c / _GIB:.3f}")
+            differs.append(f"{cat} {_size(h)} vs {_size(c)}")
     total_h, total_c = sum(header.values()), sum(config.values())
     if not differs and abs(total_h - total_c) <= DISAGREEMENT * max(total_h, total_c):
         return None
-    per = f"; per category, headers vs config (GiB): {', '.join(differs)}" if differs else ""
-    return (
-        f"checkpoint headers hold {total_h / _GIB:.3f} GiB, the config arithmetic ({fmt.name}) "
-        f"{total_c / _GIB:.3f} GiB{per}"
-    )
+    per = f"; per category, headers vs config: {', '.join(differs)}" if differs else ""
+    return f"checkpoint headers hold {_size(total_h)}, the config arithmetic ({fmt.name}) {_size(total_c)}{per}"
+
+
+def _size(n: int) -> str:
+    """GiB for a model's sizes; exact bytes below 0.01 GiB, where two decimals of GiB would hide the difference."""
+    return f"{n / _GIB:.2f} GiB" if n >= _GIB // 100 else f"{n:,} B"
 
 
 def training_checkpoint_note(spec: ModelSpec) -> str | None:
