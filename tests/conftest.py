@@ -35,4 +35,3 @@ def _no_internet(monkeypatch: pytest.MonkeyPatch, _empty_hf_cache: str) -> None:
     and points HF_ENDPOINT at 127.0.0.1 and HF_HUB_CACHE into its tmp_path)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", _empty_hf_cache)
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once if ever asked

@@ -297,6 +297,16 @@ def hub_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubS
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no stored login from the machine running tests
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
+    # huggingface_hub reads HF_HUB_OFFLINE and HF_ENDPOINT once, when first imported (constants.py), and blocks
+    # every request when it was offline then (utils/_http.py: hf_request_event_hook): tests/conftest.py makes
+    # every test offline, so its constants are set here to what this test's environment says.
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", server.url)
+    # hf_hub_url swaps huggingface.co for its endpoint argument in this template, built from HF_ENDPOINT at import
+    template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
     try:
         yield server
     finally:
