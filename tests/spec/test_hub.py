@@ -222,6 +222,7 @@ def test_gated_repo_needs_a_token(
     ("model", "says"),
     [
         ("org/missing", "no such repo"),
+        ("org/private", "private or gated repo looks the same without a token"),
         ("org/tiny@v9", "no revision 'v9'"),
         ("org/noconfig", "has no config.json"),
         ("org/badheader", "not UTF-8 JSON"),
@@ -233,6 +234,7 @@ def test_gated_repo_needs_a_token(
 def test_bad_repos(hub_server: HubServer, capsys: pytest.CaptureFixture[str], model: str, says: str) -> None:
     hub_server.repos["org/tiny"] = repo(fp16_tensors())
     hub_server.repos["org/noconfig"] = Repo(files={"README.md": b"weights elsewhere"})
+    hub_server.repos["org/private"] = repo(fp16_tensors(), private=True)
     bad = bytearray(save(fp16_tensors()))
     bad[8:9] = b"!"  # the header's first byte: not JSON any more
     config = json.dumps(CONFIG).encode()
@@ -398,3 +400,18 @@ def test_vision_tower_and_projector_are_named(hub_server: HubServer) -> None:
     assert terms["weights/vision"].bytes == terms["weights/projector"].bytes == H * H * 2
     assert "replicated" in terms["weights/vision"].formula
     assert any(f"vision {H * H * 2:,} B vs 0 B" in n for n in est.notes if "headers hold" in n)
+
+
+def test_offline_with_the_config_alone_uses_the_config_arithmetic(
+    hub_server: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hf download org/tiny config.json` then offline: the spec is read, no headers, weights from the config."""
+    from huggingface_hub import hf_hub_download
+
+    hub_server.repos["org/tiny"] = repo(fp16_tensors())
+    hf_hub_download("org/tiny", "config.json", cache_dir=os.environ["HF_HUB_CACHE"], endpoint=hub_server.url)
+    hub_server.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = resolve_model("org/tiny")
+    assert model.checkpoint is None and "from the cache" in model.source
+    assert weights("org/tiny")["mlp"] == L * 3 * H * FF * 2  # fp16 (torch_dtype), from the config arithmetic

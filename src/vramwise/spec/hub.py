@@ -257,8 +257,6 @@ def _cached_tensors(ref: HubRef, commit: str) -> _Tensors | None:
 
 # Shards read at once: a 163-shard checkpoint (DeepSeek-V3) takes 2 x 163 small requests.
 _THREADS = 8
-# Header bytes read for one checkpoint at most: far above any real one (DeepSeek-V3's 163 headers are ~2 MB).
-_MAX_TOTAL_HEADER_BYTES = 1 << 30
 
 
 def _ranged(url: str, headers: dict[str, str], start: int, end: int) -> tuple[bytes, int]:
