@@ -195,3 +195,23 @@ MISTRAL_WINDOW = {  # a 64-token window: the cache keeps the window, the prefill
     "model_type": "mistral",
     "sliding_window": 64,
 }
+# A state-space hybrid (Jamba): Mamba layers 0 and 2, attention layers 1 and 3 (attn_layer_offset 1 of period 2),
+# MoE on layers 0 and 2. Kept out of FAMILIES: the trait tests there read attention and MLP modules every layer has.
+JAMBA = {
+    "model_type": "jamba",
+    "vocab_size": 1000,
+    "hidden_size": 64,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 96,
+    "num_experts": 4,
+    "num_experts_per_tok": 2,
+    "attn_layer_period": 2,
+    "attn_layer_offset": 1,
+    "expert_layer_period": 2,
+    "expert_layer_offset": 0,
+    "mamba_d_state": 8,
+    "mamba_d_conv": 3,
+    "mamba_expand": 2,
+}

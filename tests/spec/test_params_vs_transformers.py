@@ -218,6 +218,37 @@ EXTRA = {
         "num_experts_per_tok": 2,
         "sliding_window": 8,
     },
+    # Jamba (spec/adapters/hybrid.py): Mamba layers without attention, MoE on a layer pattern of its own
+    "jamba-hybrid-moe": {
+        **_SMALL,
+        "num_hidden_layers": 4,
+        "model_type": "jamba",
+        "intermediate_size": 96,
+        "num_key_value_heads": 2,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "attn_layer_period": 2,
+        "attn_layer_offset": 1,
+        "expert_layer_period": 2,
+        "expert_layer_offset": 0,
+        "mamba_d_state": 8,
+        "mamba_d_conv": 3,
+    },
+    "jamba-dense-tied-bias-dtrank": {  # one expert: every MLP dense; projection biases, no conv bias
+        **_SMALL,
+        "num_hidden_layers": 5,
+        "model_type": "jamba",
+        "hidden_size": 48,
+        "intermediate_size": 80,
+        "num_key_value_heads": 1,
+        "num_experts": 1,
+        "mamba_dt_rank": 5,
+        "mamba_conv_bias": False,
+        "mamba_proj_bias": True,
+        "tie_word_embeddings": True,
+        "attn_layer_period": 3,
+        "attn_layer_offset": 2,
+    },
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 from vramwise.errors import NeedsArchitectureError
+from vramwise.estimate import ssm_state
 from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
 from vramwise.estimate.logits import logits
 from vramwise.estimate.overheads import cuda_context_term
@@ -42,13 +43,16 @@ def _cuda_context(mib: int | None) -> Rule:
 def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     """The estimate's terms and phases; it never reads ``setup.batch`` (the plan serves every batch)."""
     check_tp(spec, setup.tp)
+    ssm_state.check_inference(spec, setup.tp)
     beyond = inference_positions(spec, setup)
     fmt = get_format(setup.weight_format or default_format(spec))
     c, tp = compute_bytes(fmt.name), setup.tp
     kv_name, kv_bytes = kv_dtype(setup, fmt.name)
     kv = kv_cache(spec, tokens=setup.tokens, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp, block=setup.kv_block)
     own = setup.weight_format is None  # the checkpoint's own format: its header bytes, when read
-    persistent = (*_weights(spec, fmt, c, tp, own), kv, _cuda_context(setup.overheads.cuda_context_mib))
+    # a hybrid's Mamba layers: a fixed state per sequence beside the attention layers' KV (estimate/ssm_state.py)
+    states = ssm_state.state_rules(spec, c=c) if spec.ssm else ()
+    persistent = (*_weights(spec, fmt, c, tp, own), kv, *states, _cuda_context(setup.overheads.cuda_context_mib))
 
     # a paged cache (kv_block > 1) copies the window out of the prefill's keys and values
     views = sliding_prefill_views(spec, context=setup.context, dtype_bytes=kv_bytes, tp=tp)
@@ -77,6 +81,9 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
             notes.append(disagree)
     if beyond:
         notes.append(beyond)
+    scan = ssm_state.pytorch_scan_note(spec, chunk=chunk) if spec.ssm else None
+    if scan:
+        notes.append(scan)
     if tp > 1:
         notes.append(f"per GPU of tp={tp}: linear weights, heads and vocabulary split; norms replicated")
     fraction = setup.overheads.allocator_fraction

@@ -39,16 +39,32 @@ def models_json(rows: Sequence[ModelRow]) -> str:
     return render_json({"models": [asdict(r) for r in rows]})
 
 
+GPUS_FOOTER = (
+    "budget: the memory the framework sees (CUDA's total = torch total_memory; Apple: Metal's "
+    "recommendedMaxWorkingSetSize), which --gpu checks against; reported: nvidia-smi / rocm-smi total (Apple: "
+    "RAM).\nunconfirmed (*): no published CUDA total; the budget is the reported figure, or derived (Apple: 3/4 "
+    "of RAM). nominal (~): no published vendor-tool total either; the vendor's size in GiB. --json lists each "
+    "entry's source URL. A size (--gpu 24GiB) is its own budget."
+)
+
+
 def render_gpus(rows: Sequence[Gpu], unit: Unit = "gib") -> str:
-    lines = []
+    label = unit_label(unit)
+    lines = [f"{'name':<18} {'segment':<11} {'budget ' + label:>11} {'reported':>9}  bf16  label"]
     for g in rows:
-        note = "" if g.confirmed else "  (nominal, unconfirmed)"
-        lines.append(f"{g.name:<12} {to_unit(g.memory_bytes, unit):>8.2f} {unit_label(unit):<3}  {g.label}{note}")
+        flag = " " if g.confirmed else "*"
+        smi = to_unit(g.smi_bytes, unit) if g.smi_bytes is not None else 0.0
+        approx = "~" if g.nominal else " "
+        lines.append(
+            f"{g.name:<18} {g.segment:<11} {to_unit(g.memory_bytes, unit):>10.2f}{flag} {smi:>8.2f}{approx}  "
+            f"{'yes' if g.bf16 else 'no ':<4}  {g.label}" + (f"  [{', '.join(g.aliases)}]" if g.aliases else "")
+        )
+    lines.append(GPUS_FOOTER)
     return "\n".join(lines)
 
 
 def gpus_json(rows: Sequence[Gpu]) -> str:
-    """Every GPU with its memory in bytes (the unit-free number; the table converts it)."""
+    """Every GPU with both totals in bytes (``memory_bytes`` is the budget; the table converts them)."""
     return render_json({"gpus": [asdict(g) for g in rows]})
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from vramwise.spec.checkpoint import CheckpointBytes
+from vramwise.spec.ssm import SsmSpec
 from vramwise.spec.traits import HeadKind, ImplTraits
 
 AttentionKind = Literal["mha", "mla"]
@@ -131,6 +132,9 @@ class ModelSpec:
     # The checkpoint's own bytes per category, from its safetensors headers or GGUF tensor infos (None for a
     # config.json alone or a catalog entry): the weights term reads these when the format is the checkpoint's.
     checkpoint: CheckpointBytes | None = None
+    # Hybrid state-space models (Jamba): the Mamba layers, which have no attention and keep a fixed state per
+    # sequence instead of a KV cache (spec/ssm.py). None: attention on every layer.
+    ssm: SsmSpec | None = None
     source: str = field(default="", compare=False)  # where the spec came from (path or catalog)
 
     @property

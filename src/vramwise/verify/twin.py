@@ -244,6 +244,13 @@ def verify_inference(resolved: ResolvedModel, setup: InferSetup) -> Comparison:
 
     _check_torch()
     model, config = resolved.spec, _twin_config(resolved)
+    if getattr(model, "ssm", None):  # a bare size has no layers, hence none of them Mamba
+        # the twin's transformers has no mamba-ssm kernels: it would trace the PyTorch scan the estimate does not
+        # model (estimate/ssm_state.py)
+        raise VerifyUnsupportedError(
+            f"verify cannot reproduce {model.name}'s Mamba layers: the twin runs transformers' PyTorch scan "
+            "(no mamba-ssm kernels), while the estimate models the CUDA kernels"
+        )
     if setup.tp > 1:
         raise VerifyUnsupportedError("verify cannot reproduce tp > 1 (the twin traces one GPU)")
     fmt = setup.weight_format or "bf16"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.positions import inference_positions
+from vramwise.estimate.ssm_state import refuse_textbook
 from vramwise.estimate.term import Estimate, Term
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.params import total_params
@@ -57,6 +58,7 @@ def textbook_inference(model: Model, setup: InferSetup) -> Estimate:
     if isinstance(model, BareModel):
         missing = ("kv_cache needs the architecture (layers, hidden, heads): name a catalog model or a config.json",)
     else:
+        refuse_textbook(model)  # state-space hybrids (estimate/ssm_state.py)
         beyond = inference_positions(model, setup)
         notes += [beyond] if beyond else []
         b, L, h, s, n = setup.batch, model.num_layers, model.hidden_size, setup.context, setup.new_tokens

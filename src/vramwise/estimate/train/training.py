@@ -24,6 +24,7 @@ from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import training_positions
+from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.layout import (
@@ -425,6 +426,7 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
         )
     if not model.lm_head:
         raise InvalidWorkloadError(f"{model.name} has no language-model head: training covers causal LMs")
+    refuse_training(model)  # state-space hybrids (estimate/ssm_state.py)
     check_layout(model, setup)
     return model
 
