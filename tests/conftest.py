@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+# huggingface_hub reads HF_HUB_OFFLINE and HF_ENDPOINT once, when first imported (constants.py), and then blocks
+# every request if it was offline. Imported here, before ``_no_internet`` sets the flag for a test, so that the
+# flag (which vramwise reads at each call) never leaves huggingface_hub offline for the hub tests after it.
+import huggingface_hub.constants  # noqa: F401
 import pytest
+
+# The loopback hub (tests/hub_server.py) as a fixture for every test file: ``def test_x(hub_server): ...``.
+from hub_server import hub_server  # noqa: F401
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -17,10 +24,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
-
-
-# The loopback hub (tests/hub_server.py) as a fixture for every test file: ``def test_x(hub_server): ...``.
-from hub_server import hub_server  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")

@@ -20,9 +20,9 @@ from vramwise.estimate.positions import inference_positions
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.term import Estimate, PhaseKind, Term
-from vramwise.estimate.weights import checkpoint_note, weight_terms
+from vramwise.estimate.weights import checkpoint_note, own_format, weight_terms
 from vramwise.estimate.workspace import prefill_workspace
-from vramwise.formats import DTYPE_BYTES, StorageFormat, default_format, get_format
+from vramwise.formats import DTYPE_BYTES, StorageFormat, get_format
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.workload import InferSetup
@@ -45,7 +45,7 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     check_tp(spec, setup.tp)
     ssm_state.check_inference(spec, setup.tp)
     beyond = inference_positions(spec, setup)
-    fmt = get_format(setup.weight_format or default_format(spec))
+    fmt = get_format(setup.weight_format or own_format(spec))
     c, tp = compute_bytes(fmt.name), setup.tp
     kv_name, kv_bytes = kv_dtype(setup, fmt.name)
     kv = kv_cache(spec, tokens=setup.tokens, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp, block=setup.kv_block)
@@ -73,6 +73,9 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         phases.append((PhaseKind.DECODE, out.add(step, step_logits) + views_held))
 
     notes = [f"weights stored as {fmt.name}: {fmt.summary}"]
+    if own and spec.checkpoint is not None and spec.unread_quantization is not None:
+        key, value = spec.unread_quantization
+        notes[0] = f"weights stored as {key} {value}, which no format rule reads: computed in {fmt.name}"
     if spec.checkpoint is not None:
         where = spec.checkpoint.source if own else f"--format {fmt.name}, not the checkpoint's headers"
         notes.append(f"weights from {where}")

@@ -18,9 +18,9 @@ from vramwise.estimate.plan import Vars
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.ssm_state import check_inference, vllm_block
 from vramwise.estimate.term import Term
-from vramwise.estimate.weights import weight_terms
+from vramwise.estimate.weights import own_format, weight_terms
 from vramwise.estimate.workspace import prefill_workspace
-from vramwise.formats import default_format, get_format
+from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.ssm import attention_layer_count, ssm_layer_count
 from vramwise.workload import InferSetup
@@ -43,7 +43,7 @@ class Capacity:
 def serving_capacity(
     spec: ModelSpec, setup: InferSetup, gpu_bytes: int, max_batched_tokens: int | None = None
 ) -> Capacity:
-    fmt = get_format(setup.weight_format or default_format(spec))
+    fmt = get_format(setup.weight_format or own_format(spec))
     c = compute_bytes(fmt.name)
     kv_name, kv_b = kv_dtype(setup, fmt.name)
     own = setup.weight_format is None  # the checkpoint's header bytes when it was read with the model

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 
-from vramwise.errors import VramwiseError
+from vramwise.errors import ConfigError, VramwiseError
 from vramwise.estimate.precision import compute_bytes
 from vramwise.estimate.sharding import shard_fraction
 from vramwise.estimate.term import Term
@@ -70,11 +70,13 @@ _WIDE_FLOATS = {"F32": 4, "F64": 8}
 _SIXTEEN_BIT = ("fp16", "bf16")
 
 
-def _loaded(cat: CategoryBytes, fmt: StorageFormat) -> tuple[int, str]:
-    """A category's bytes once loaded in ``fmt``, and how: as stored, except wide floats cast to a 16-bit load."""
+def _loaded(ckpt: CheckpointBytes, cat: CategoryBytes, fmt: StorageFormat) -> tuple[int, str]:
+    """A category's bytes once loaded in ``fmt``, and how: as stored, except wide floats cast to a 16-bit load
+    where the runtime casts them (``CheckpointBytes.cast_on_load``)."""
     total, parts = 0, []
+    cast = ckpt.cast_on_load and fmt.name in _SIXTEEN_BIT
     for dtype, n in cat.dtypes:
-        width = _WIDE_FLOATS.get(dtype) if fmt.name in _SIXTEEN_BIT else None
+        width = _WIDE_FLOATS.get(dtype) if cast else None
         if width is None:
             total += n
             parts.append(f"{dtype} {n:,} B")
@@ -82,6 +84,30 @@ def _loaded(cat: CategoryBytes, fmt: StorageFormat) -> tuple[int, str]:
             total += n // width * 2
             parts.append(f"{dtype} {n:,} B / {width} x 2 (cast to {fmt.name})")
     return total, ", ".join(parts)
+
+
+def _merged(categories: tuple[CategoryBytes, ...]) -> list[CategoryBytes]:
+    """Categories as the weights terms name them: shared experts count with the experts (as ``weight_terms``
+    does), whatever a reader called them."""
+    by: dict[str, list[CategoryBytes]] = {}
+    for c in categories:
+        by.setdefault("experts" if c.category == "experts_shared" else c.category, []).append(c)
+    out = []
+    for name, parts in by.items():
+        dtypes: dict[str, int] = {}
+        for p in parts:
+            for dtype, n in p.dtypes:
+                dtypes[dtype] = dtypes.get(dtype, 0) + n
+        out.append(
+            CategoryBytes(
+                category=name,
+                bytes=sum(p.bytes for p in parts),
+                elements=sum(p.elements for p in parts),
+                tensors=sum(p.tensors for p in parts),
+                dtypes=tuple(sorted(dtypes.items(), key=lambda kv: (-kv[1], kv[0]))),
+            )
+        )
+    return out
 
 
 def checkpoint_terms(
@@ -93,11 +119,11 @@ def checkpoint_terms(
     config does not count, such as a vision tower: replicated)."""
     arithmetic = _arithmetic(spec, fmt, hp_bytes, tp) if tp > 1 else {}
     terms = []
-    for cat in ckpt.categories:
+    for cat in _merged(ckpt.categories):
         rows = arithmetic.get(cat.category)
         full = sum(b for b, _, _ in rows) if rows else 0
         share = sum(n for _, n, _ in rows) / full if rows and full else 1.0
-        loaded, how = _loaded(cat, fmt)
+        loaded, how = _loaded(ckpt, cat, fmt)
         formula = f"{cat.tensors:,} tensor{'' if cat.tensors == 1 else 's'}, {cat.elements:,} elements: {how}"
         if tp > 1:
             why = "the config arithmetic's tp shard of this category" if rows and full else "replicated on every rank"
@@ -112,10 +138,10 @@ def checkpoint_note(spec: ModelSpec, fmt: StorageFormat, *, hp_bytes: int) -> st
     """A note when the checkpoint's header bytes and the config arithmetic (in ``fmt``) differ by more than 1%
     in total or in a category: a multi-token-prediction layer, a vision tower, an untied head, another format."""
     ckpt = spec.checkpoint
-    if ckpt is None:
+    if ckpt is None or spec.unread_quantization is not None:  # no format rule: no arithmetic to compare with
         return None
     config = {cat: sum(b for b, _, _ in rows) for cat, rows in _arithmetic(spec, fmt, hp_bytes, 1).items()}
-    header = {c.category: _loaded(c, fmt)[0] for c in ckpt.categories}
+    header = {c.category: _loaded(ckpt, c, fmt)[0] for c in _merged(ckpt.categories)}
     differs = []
     for cat in [*CATEGORIES, *(c for c in header if c not in CATEGORIES)]:
         h, c = header.get(cat, 0), config.get(cat, 0)
@@ -144,3 +170,16 @@ def training_checkpoint_note(spec: ModelSpec) -> str | None:
         return None
     note = checkpoint_note(spec, fmt, hp_bytes=compute_bytes(fmt.name))
     return f"{note} (training states follow the config arithmetic)" if note else None
+
+
+def own_format(spec: ModelSpec) -> str:
+    """The format name of the checkpoint's own weights (``formats.default_format``). A quantization no format
+    expresses (an IQ4_XS GGUF, compressed-tensors) is refused there; when the checkpoint's headers were read, its
+    bytes are known exactly, so this answers the 16-bit dtype it computes in instead, and the weights terms read
+    the headers (``weight_terms(own_format=True)``)."""
+    try:
+        return default_format(spec)
+    except ConfigError:
+        if spec.checkpoint is None or spec.unread_quantization is None:
+            raise
+        return spec.stored_dtype if spec.stored_dtype in ("fp16", "bf16") else "bf16"

@@ -226,7 +226,7 @@ def checkpoint_from_tensors(
         )
         for cat in sorted(bytes_, key=_category_order)
     )
-    return CheckpointBytes(source=source, categories=categories, files=files)
+    return CheckpointBytes(source=source, categories=categories, files=files, cast_on_load=True)
 
 
 _ORDER = ("embeddings", "attention", "mlp", "experts", "norms", "head", "other", "vision", "projector")
