@@ -215,3 +215,45 @@ JAMBA = {
     "mamba_d_conv": 3,
     "mamba_expand": 2,
 }
+
+# Encoder-decoder families (T5ForConditionalGeneration / MT5ForConditionalGeneration), kept apart from FAMILIES
+# (whose tests build causal LMs and train them). Each has d_kv x num_heads != d_model and its own decoder depth.
+ENCODER_DECODER: dict[str, dict[str, Any]] = {
+    "t5": {  # v1.0: ReLU MLP (wi, wo), head tied to the shared embedding and scaled by d_model^-0.5
+        "model_type": "t5",
+        "vocab_size": 1000,
+        "d_model": 64,
+        "d_kv": 16,
+        "d_ff": 128,
+        "num_layers": 2,
+        "num_decoder_layers": 3,
+        "num_heads": 6,
+        "dropout_rate": 0.0,
+    },
+    "t5-v1.1": {  # v1.1 / flan-t5: gated-gelu (wi_0, wi_1, wo), a separate lm_head
+        "model_type": "t5",
+        "vocab_size": 1000,
+        "d_model": 64,
+        "d_kv": 24,
+        "d_ff": 96,
+        "num_layers": 3,
+        "num_decoder_layers": 2,
+        "num_heads": 4,
+        "feed_forward_proj": "gated-gelu",
+        "tie_word_embeddings": False,
+        "relative_attention_num_buckets": 16,
+        "dropout_rate": 0.0,
+    },
+    "mt5": {  # mT5: T5 v1.1's blocks, a separate lm_head
+        "model_type": "mt5",
+        "vocab_size": 1200,
+        "d_model": 48,
+        "d_kv": 8,
+        "d_ff": 80,
+        "num_layers": 2,
+        "num_heads": 4,
+        "feed_forward_proj": "gated-gelu",
+        "tie_word_embeddings": False,
+        "dropout_rate": 0.0,
+    },
+}

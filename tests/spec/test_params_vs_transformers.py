@@ -208,6 +208,42 @@ EXTRA = {
         "n_group": 2,
         "topk_group": 1,
     },
+    # d_kv x num_heads (96) != d_model (64), more decoder than encoder layers; the head tied (T5 v1.0)
+    "t5-v1.0-asymmetric": {
+        "model_type": "t5",
+        "vocab_size": 1000,
+        "d_model": 64,
+        "d_kv": 16,
+        "d_ff": 128,
+        "num_layers": 2,
+        "num_decoder_layers": 3,
+        "num_heads": 6,
+        "relative_attention_num_buckets": 8,
+    },
+    # v1.1 / flan-t5: gated-gelu, its own lm_head (hf_params unties it as from_pretrained does)
+    "t5-v1.1-untied": {
+        "model_type": "t5",
+        "vocab_size": 1000,
+        "d_model": 64,
+        "d_kv": 24,
+        "d_ff": 96,
+        "num_layers": 3,
+        "num_decoder_layers": 2,
+        "num_heads": 4,
+        "feed_forward_proj": "gated-gelu",
+        "tie_word_embeddings": False,
+    },
+    # gated-gelu (wi_0, wi_1, wo); tie_word_embeddings left at MT5Config's default (true)
+    "mt5-gated-tied": {
+        "model_type": "mt5",
+        "vocab_size": 1200,
+        "d_model": 48,
+        "d_kv": 8,
+        "d_ff": 80,
+        "num_layers": 2,
+        "num_heads": 4,
+        "feed_forward_proj": "gated-gelu",
+    },
     "gpt-oss-small": {
         **_SMALL,
         "model_type": "gpt_oss",

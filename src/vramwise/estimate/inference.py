@@ -42,6 +42,10 @@ def _cuda_context(mib: int | None) -> Rule:
 
 def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     """The estimate's terms and phases; it never reads ``setup.batch`` (the plan serves every batch)."""
+    if spec.encoder_decoder is not None:  # T5/mT5: encoder once, decoder generating (estimate/encoder_decoder.py)
+        from vramwise.estimate.encoder_decoder import encoder_decoder_plan
+
+        return encoder_decoder_plan(spec, setup)
     check_tp(spec, setup.tp)
     ssm_state.check_inference(spec, setup.tp)
     beyond = inference_positions(spec, setup)

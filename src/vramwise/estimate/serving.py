@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vramwise.estimate.encoder_decoder import refuse
 from vramwise.estimate.kv_cache import kv_cache, kv_elements_per_token
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import Vars
@@ -43,6 +44,7 @@ class Capacity:
 def serving_capacity(
     spec: ModelSpec, setup: InferSetup, gpu_bytes: int, max_batched_tokens: int | None = None
 ) -> Capacity:
+    refuse(spec, "--serve (vLLM's budget rule; vLLM does not serve T5)")
     fmt = get_format(setup.weight_format or own_format(spec))
     c = compute_bytes(fmt.name)
     kv_name, kv_b = kv_dtype(setup, fmt.name)

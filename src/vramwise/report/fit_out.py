@@ -32,7 +32,8 @@ def render_answer(
 def render_formats(rows: list[FormatRow], unit: Unit = "gib") -> str:
     lines = [f"{'format':<14} {'peak':>12}  fits  serving capacity (vLLM rule)"]
     for r in rows:
-        cap = "no KV budget left"
+        # no capacity at all: vLLM's rule does not apply to the model (an encoder-decoder), not an empty budget
+        cap = "no KV budget left" if r.capacity is not None else "not modelled (vLLM's rule does not apply)"
         if r.capacity and r.capacity.kv_tokens > 0:
             cap = f"{r.capacity.kv_tokens:,} KV tokens, {r.capacity.max_sequences:,} sequences"
         lines.append(f"{r.format:<14} {fmt(r.estimate.peak_bytes, unit):>12}  {'yes' if r.fits else 'no ':<4}  {cap}")

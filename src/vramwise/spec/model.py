@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from vramwise.spec.checkpoint import CheckpointBytes
+from vramwise.spec.encoder_decoder import EncoderDecoderSpec
 from vramwise.spec.ssm import SsmSpec
 from vramwise.spec.traits import HeadKind, ImplTraits
 
@@ -136,6 +137,9 @@ class ModelSpec:
     # sequence instead of a KV cache (spec/ssm.py). None: attention on every layer.
     ssm: SsmSpec | None = None
     source: str = field(default="", compare=False)  # where the spec came from (path or catalog)
+    # T5/mT5: the encoder stack and the decoder's cross-attention (spec/encoder_decoder.py); the fields above
+    # then describe the decoder stack. None for every decoder-only or encoder-only model.
+    encoder_decoder: EncoderDecoderSpec | None = None
 
     @property
     def vocab_size(self) -> int:

@@ -203,14 +203,12 @@ def parameter_groups(spec: ModelSpec) -> tuple[ParamGroup, ...]:
 
     Cached: specs are frozen, and the solvers ask for the same model's groups thousands of times.
     """
-    return tuple(
-        _embedding_groups(spec)
-        + _attention_groups(spec)
-        + _ffn_groups(spec)
-        + _norm_groups(spec)
-        + _head_groups(spec)
-        + ssm_groups(spec)
-    )
+    groups = _embedding_groups(spec) + _attention_groups(spec) + _ffn_groups(spec) + _norm_groups(spec)
+    if spec.encoder_decoder is not None:
+        from vramwise.spec.seq2seq_params import encoder_decoder_groups  # imports this module: read on first use
+
+        groups += encoder_decoder_groups(spec)
+    return tuple(groups + _head_groups(spec) + ssm_groups(spec))
 
 
 def total_params(spec: ModelSpec) -> int:

@@ -26,6 +26,7 @@ from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.term import Estimate, Step
 from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.load import ResolvedModel
+from vramwise.spec.model import ModelSpec
 from vramwise.verify.compare import Comparison, Row
 from vramwise.workload import (
     NO_OVERHEADS,
@@ -50,6 +51,7 @@ _TRACE_PRECISIONS = ("fp32", "bf16", "amp", "bf16-mixed", "fp16-mixed")
 # Rows that compare the estimate's peak over every phase of one step with the trace's peak in that step:
 # phases are matched by their kind's step, so a new backward phase counts in backward_peak by construction.
 TRAINING_PEAKS = {"forward_end": Step.FORWARD, "backward_peak": Step.BACKWARD, "step_peak": Step.OPTIMIZER}
+_KV_TERMS = ("kv_cache", "kv_cache/self", "kv_cache/cross")
 INFERENCE_STEPS = (Step.PREFILL, Step.DECODE)  # the prefill_peak and decode_peak rows
 
 
@@ -208,6 +210,12 @@ def verify_training(resolved: ResolvedModel, setup: TrainSetup, *, layers: int |
 
     _check_torch()
     model, config = resolved.spec, _twin_config(resolved)
+    if isinstance(model, ModelSpec) and model.encoder_decoder is not None:
+        # the training estimate refuses them too (not modelled yet); the trace builds causal LMs
+        raise VerifyUnsupportedError(
+            f"verify cannot trace training of encoder-decoder models ({model.name}); `verify --infer` traces "
+            "their generation"
+        )
     recipe = train_recipe(setup)
     bare = replace(setup, overheads=NO_OVERHEADS)
     est = estimate_training(model, bare)
@@ -275,7 +283,8 @@ def verify_inference(resolved: ResolvedModel, setup: InferSetup) -> Comparison:
     rows = [
         Row(name="weights", estimate=weights, measured=t.params),
         # generate() never writes back the last new token's keys and values; the estimate reserves its slot
-        Row(name="kv_cache", estimate=_named(est, "kv_cache"), measured=t.kv_cache),
+        # encoder-decoder models hold two caches (decoder self-attention, cross-attention)
+        Row(name="kv_cache", estimate=sum(_named(est, n) for n in _KV_TERMS), measured=t.kv_cache),
         Row(name="prefill_peak", estimate=prefill, measured=t.phase_peaks.get(Step.PREFILL, 0)),
     ]
     if setup.new_tokens > 1:

@@ -34,6 +34,10 @@ def seed_bytes(fmt: str) -> float:
 
 
 def textbook_inference(model: Model, setup: InferSetup) -> Estimate:
+    if not isinstance(model, BareModel):
+        from vramwise.estimate.encoder_decoder import refuse
+
+        refuse(model, "textbook mode (the seeds' formulas are for decoder-only models)")
     if setup.tp > 1:
         # The seeds give no tensor-parallel inference formula; dividing silently would invent one.
         raise InvalidWorkloadError(

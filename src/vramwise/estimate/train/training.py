@@ -21,6 +21,7 @@ import functools
 from dataclasses import dataclass, replace
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
+from vramwise.estimate.encoder_decoder import refuse as refuse_encoder_decoder
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import training_positions
@@ -424,6 +425,7 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
             "training estimates need the architecture (layers, heads, hidden size, vocabulary): "
             "name a catalog model or a config.json, or use --mode textbook with a bare size"
         )
+    refuse_encoder_decoder(model, "training (seq2seq fine-tuning of both stacks)")
     if not model.lm_head:
         raise InvalidWorkloadError(f"{model.name} has no language-model head: training covers causal LMs")
     refuse_training(model)  # state-space hybrids (estimate/ssm_state.py)

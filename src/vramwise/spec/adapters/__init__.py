@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vramwise.errors import ConfigError, UnsupportedArchitectureError
-from vramwise.spec.adapters import classic, decoders, deepseek, hybrid
+from vramwise.spec.adapters import classic, decoders, deepseek, hybrid, t5
 from vramwise.spec.adapters.config import RawConfig, shown
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import total_params
@@ -36,6 +36,8 @@ ADAPTERS: dict[str, Adapter] = {
     "deepseek_v2": deepseek.deepseek,
     "deepseek_v3": deepseek.deepseek,
     "gpt_oss": decoders.gpt_oss,
+    "t5": t5.t5,
+    "mt5": t5.t5,
     "jamba": hybrid.jamba,
 }
 

@@ -88,6 +88,16 @@ SIZE_BOUNDS: dict[str, int] = {
     "mamba_d_state": MAX_SSM_STATE,
     **dict.fromkeys(("mamba_d_conv", "mamba_expand"), MAX_SSM_SMALL),
 }
+# T5 / mT5 (T5Config) name their sizes their own way; the same published extremes bound them.
+SIZE_BOUNDS.update(
+    {
+        **dict.fromkeys(("num_layers", "num_decoder_layers"), MAX_LAYERS),
+        "d_model": MAX_HIDDEN,
+        "d_ff": MAX_FFN,
+        "num_heads": MAX_HEADS,
+        "d_kv": MAX_HEAD_DIM,
+    }
+)
 
 def _int_like(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
