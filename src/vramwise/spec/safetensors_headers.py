@@ -158,11 +158,16 @@ _PROJECTOR = re.compile(r"(^|\.)(multi_modal_projector|mm_projector|connector|me
 _VISION = re.compile(r"(^|\.)(vision_tower|vision_model|visual|vision_encoder|image_encoder|vision)(\.|$)")
 _LAYER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.")
 _HEAD = {"lm_head", "embed_out", "score", "classifier", "qa_outputs"}
-_EMBED = re.compile(r"(^|\.)(embed_tokens|embed_positions|embeddings|wte|wpe|word_embeddings|tok_embeddings|embed_in)")
+# T5 keeps its (tied) token table as "shared.weight" (modeling_t5.py: T5ForConditionalGeneration.shared)
+_EMBED = re.compile(
+    r"(^|\.)(embed_tokens|embed_positions|embeddings|wte|wpe|word_embeddings|tok_embeddings|embed_in|shared\.weight$)"
+)
 _EXPERTS = re.compile(r"(^|\.)(experts|shared_experts?|shared_expert_gate|router|gate|block_sparse_moe|moe)(\.|$)")
-_ATTENTION = re.compile(r"attn|attention")
+_ATTENTION = re.compile(r"attn|attention", re.IGNORECASE)  # T5: SelfAttention, EncDecAttention
 _NORM = re.compile(r"(^|\.)([\w]*norm[\w]*|ln_\w+|ln\d*)(\.|$)", re.IGNORECASE)
-_MLP = re.compile(r"(^|\.)(mlp|feed_forward|ffn|fc1|fc2|c_fc|dense_h_to_4h|dense_4h_to_h|intermediate|output)(\.|$)")
+_MLP = re.compile(
+    r"(^|\.)(mlp|feed_forward|ffn|fc1|fc2|c_fc|dense_h_to_4h|dense_4h_to_h|intermediate|output|DenseReluDense)(\.|$)"
+)
 
 
 def category_of(name: str, num_layers: int | None = None) -> str:
