@@ -415,3 +415,12 @@ def test_offline_with_the_config_alone_uses_the_config_arithmetic(
     model = resolve_model("org/tiny")
     assert model.checkpoint is None and "from the cache" in model.source
     assert weights("org/tiny")["mlp"] == L * 3 * H * FF * 2  # fp16 (torch_dtype), from the config arithmetic
+
+
+def test_the_model_page_address_names_the_repo(hub_server: HubServer) -> None:
+    """What a user copies from the browser: https://huggingface.co/org/name[/tree/revision]."""
+    tensors = fp16_tensors()
+    hub_server.repos["org/tiny"] = repo(tensors)
+    assert weights("https://huggingface.co/org/tiny") == by_category(tensors)
+    commit = hub_server.repos["org/tiny"].commit
+    assert resolve_model(f"https://huggingface.co/org/tiny/tree/{commit}").source.startswith(f"hub org/tiny@{commit}")

@@ -77,9 +77,17 @@ class HubConfig:
         return f"hub {self.ref.shown} (commit {self.commit[:12]}{how})"
 
 
+# The model page's address, as a user copies it from the browser: https://huggingface.co/org/name[/tree/revision]
+_PAGE = re.compile(r"https?://(?:www\.)?(?:huggingface\.co|hf\.co)/(?P<id>[^/@?#]+/[^/@?#]+)(?:/tree/(?P<rev>[^?#]+?))?/?")
+
+
 def parse_hub_id(text: str) -> HubRef | None:
-    """``org/name`` or ``org/name@revision`` as a HubRef; None for text of another shape (``./x``, ``a/b/c``,
+    """``org/name`` or ``org/name@revision`` as a HubRef (or the model page's address,
+    ``https://huggingface.co/org/name[/tree/revision]``); None for text of another shape (``./x``, ``a/b/c``,
     ``x.json``)."""
+    page = _PAGE.fullmatch(text.strip())
+    if page is not None:
+        text = page.group("id") + (f"@{page.group('rev')}" if page.group("rev") else "")
     m = HUB_ID.fullmatch(text.strip())
     if m is None or m.group("repo").endswith(".json"):
         return None
@@ -155,7 +163,11 @@ def _hub_error(ref: HubRef, err: Exception, filename: str) -> ConfigError:
     if isinstance(err, e.RevisionNotFoundError):
         return _error(ref, f"no revision {shown(ref.revision or 'main')}; give a branch, tag or commit that exists")
     if isinstance(err, e.RemoteEntryNotFoundError):
-        return _error(ref, f"the repo has no {filename}; vramwise reads transformers checkpoints (config.json)")
+        return _error(
+            ref,
+            f"the repo has no {filename}; vramwise reads transformers checkpoints (config.json), or a GGUF named "
+            f"by its tag ({shown(ref.repo_id, 100, quote=False)}:Q4_K_M) or path (org/name/file.gguf)",
+        )
     if isinstance(err, e.HfHubHTTPError) and status in (401, 403):
         return _error(ref, f"the hub refused access ({status}); {_LOGIN}")
     if isinstance(err, e.HFValidationError):

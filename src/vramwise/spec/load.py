@@ -2,11 +2,14 @@
 
 The rule, in order (the README's "MODEL" paragraph says the same):
 
+0. A GGUF first: text ending in ``.gguf``, or a GGUF in a hub repo named as llama.cpp's ``-hf`` does,
+   ``org/name[@revision]:TAG`` (``spec/gguf_file.py``, ``spec/gguf_hub.py``: the header only).
 1. An explicit path is a path: the text contains a path separator (``./x``, ``dir/config.json``, an absolute
    path), starts with ``~``, is ``.`` or ``..``, or ends in ``.json``. A file is read as a config.json; a folder
    must hold one. A path that exists always stays a path.
-2. Text shaped like a Hugging Face hub id (``org/name`` or ``org/name@revision``) that is not an existing local
-   path names a hub repo (``spec/hub.py``): its config.json from the Hugging Face cache when it is there, else
+2. Text shaped like a Hugging Face hub id (``org/name`` or ``org/name@revision``, or the model page's address
+   ``https://huggingface.co/org/name[/tree/revision]``) that is not an existing local path names a hub repo
+   (``spec/hub.py``): its config.json from the Hugging Face cache when it is there, else
    from the hub (``HF_ENDPOINT``; never with ``HF_HUB_OFFLINE=1``), and its safetensors headers the same way. Any
    other explicit path that does not exist is an error, never a fall-through to a name or a size.
 3. Otherwise a catalog name (``vramwise models``), case-insensitive.
