@@ -22,6 +22,7 @@ stopped after the test; ``HF_ENDPOINT`` is set for the test, and ``HF_HUB_CACHE`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -92,8 +93,9 @@ class Repo:
     branches: tuple[str, ...] = ("main",)  # revisions that name the commit, besides the commit hash itself
     delay_s: float = 0.0  # wait this long before answering (a stalled connection, for timeout tests)
 
-    @property
+    @functools.cached_property
     def commit(self) -> str:
+        """A 40-hex commit id from the files (computed once: give a Repo its files before serving it)."""
         h = hashlib.sha1()
         for name in sorted(self.files):
             h.update(name.encode() + b"\0" + _digest(self.files[name]))
