@@ -162,6 +162,9 @@ _EMPTY_REGISTRY = {"standardEnvVars": [], "harnesses": {}}
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as httpx expects; every answer carries Content-Length
+    # headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm holds the body until the
+    # client's delayed ACK (~40 ms a request on Linux loopback), which a real hub's server does not add
+    disable_nagle_algorithm = True
     server_hub: HubServer
 
     def log_message(self, format: str, *args: object) -> None:

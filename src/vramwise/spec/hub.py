@@ -319,7 +319,7 @@ def _remote_tensors(ref: HubRef, commit: str) -> _Tensors | None:
     """The tensors of the repo's safetensors headers, read with ranged requests; None when it has none:
     ``model.safetensors``, else the shards of ``model.safetensors.index.json``, else the repo's other top-level
     ``.safetensors`` files (``checkpoint_files``: older GPTQ names)."""
-    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
     try:
@@ -337,6 +337,8 @@ def _remote_tensors(ref: HubRef, commit: str) -> _Tensors | None:
         )
         shards = _shards(ref, Path(index))
     except RemoteEntryNotFoundError:
+        from huggingface_hub import HfApi  # only here: hf_api imports most of huggingface_hub (~0.1 s)
+
         info = HfApi(endpoint=_endpoint()).model_info(
             ref.repo_id, revision=commit, timeout=_timeout("HF_HUB_ETAG_TIMEOUT")
         )
