@@ -12,8 +12,11 @@ served by tests/hub_server.py on 127.0.0.1 with the data never held (``SparseFil
   holds no shard: the weights were never downloaded);
 - catalog: `vramwise infer llama-3-8b`, which imports no huggingface_hub.
 
-Loopback has no network latency: a real hub adds its round trips (about 8 requests cold, 8 warm, 4 of them in
-parallel). The target is 0.5 s end to end (issue 12). Writes bench/results/hub-speed.md.
+Loopback has no network latency: a real hub adds its round trips (14 requests cold: a HEAD of config.json, then
+huggingface_hub's own HEAD and GET into the cache, model.safetensors' 404, the index's HEAD and GET, two ranged
+reads per shard, the shards four at a time; 9 with config and index cached). A breakdown (importing
+huggingface_hub, resolving the model) is timed in a fresh process too. The target is 0.5 s end to end (issue 12).
+Writes bench/results/hub-speed.md.
 """
 
 from __future__ import annotations
@@ -46,6 +49,32 @@ def _run(argv: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
+_BREAKDOWN = """
+import time; t0 = time.perf_counter()
+import httpx2, huggingface_hub.errors, huggingface_hub.file_download, huggingface_hub.utils
+t1 = time.perf_counter()
+from vramwise.spec.load import resolve_model
+t2 = time.perf_counter()
+resolve_model("meta-llama/Meta-Llama-3-8B")
+print(t1 - t0, time.perf_counter() - t2)
+"""
+
+
+def _breakdown(env: dict[str, str], home: str) -> tuple[float, float]:
+    """Median seconds of importing huggingface_hub, and of resolving the hub id once imported (empty cache)."""
+    runs = []
+    for k in range(RUNS):
+        out = subprocess.run(
+            [sys.executable, "-c", _BREAKDOWN],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**env, "HF_HUB_CACHE": os.path.join(home, f"breakdown-{k}")},
+        ).stdout.split()
+        runs.append((float(out[0]), float(out[1])))
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
 def main() -> None:
     server = HubServer().start()
     server.repos["meta-llama/Meta-Llama-3-8B"] = llama3_8b_repo()
@@ -63,6 +92,7 @@ def main() -> None:
     warm_env = {**env, "HF_HUB_CACHE": os.path.join(home, "cold-0")}
     warm = [_run(hub, warm_env) for _ in range(RUNS)]
     catalog = [_run(["infer", "llama-3-8b"], env) for _ in range(RUNS)]
+    imports, resolve = _breakdown(env, home)
     server.stop()
     rows = [
         ("hub id, empty cache", statistics.median(cold)),
@@ -81,6 +111,10 @@ def main() -> None:
         "",
         f"One cold hub run: {len(requests)} requests, {served:,} bytes served (the 4 shard headers and the",
         "config and index), of a 15 GiB checkpoint.",
+        "",
+        f"Of a cold hub run: importing huggingface_hub and httpx2 {imports:.3f} s, resolving the model once they",
+        f"are imported (config, index and 4 headers over loopback, the spec built) {resolve:.3f} s; the rest is",
+        "Python's start, vramwise's imports and the estimate, as for the catalog name.",
     ]
     text = "\n".join(lines) + "\n"
     print(text)
