@@ -92,6 +92,7 @@ class Repo:
     token: str = "hf_test_token"
     branches: tuple[str, ...] = ("main",)  # revisions that name the commit, besides the commit hash itself
     delay_s: float = 0.0  # wait this long before answering (a stalled connection, for timeout tests)
+    ranges: bool = True  # False: answer every Range request with the whole file (200), as some mirrors do
 
     @functools.cached_property
     def commit(self) -> str:
@@ -247,7 +248,7 @@ class _Handler(BaseHTTPRequestHandler):
         extra["Accept-Ranges"] = "bytes"
         spec = self.headers.get("range")
         m = _RANGE.match(spec.strip()) if spec else None
-        if m is None or (not m.group(1) and not m.group(2)):
+        if m is None or (not m.group(1) and not m.group(2)) or not repo.ranges:
             body = b"" if head else data[0 : len(data)]  # a HEAD never builds a sparse file's body
             self._send(200, body, head=head, headers=extra, range_=spec, length=len(data))
             return

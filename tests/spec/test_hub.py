@@ -424,3 +424,10 @@ def test_the_model_page_address_names_the_repo(hub_server: HubServer) -> None:
     assert weights("https://huggingface.co/org/tiny") == by_category(tensors)
     commit = hub_server.repos["org/tiny"].commit
     assert resolve_model(f"https://huggingface.co/org/tiny/tree/{commit}").source.startswith(f"hub org/tiny@{commit}")
+
+
+def test_a_server_ignoring_range_still_gives_the_header(hub_server: HubServer) -> None:
+    """A mirror that answers Range with the whole file (200): the reader skips to the bytes it asked for."""
+    tensors = fp16_tensors()
+    hub_server.repos["org/tiny"] = repo(tensors, ranges=False)
+    assert weights("org/tiny") == by_category(tensors)

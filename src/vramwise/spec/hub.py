@@ -285,12 +285,13 @@ def _ranged(url: str, headers: dict[str, str], start: int, end: int) -> tuple[by
         hf_raise_for_status(response)
         total = response.headers.get("Content-Range", "").rsplit("/", 1)[-1]
         size = int(total) if response.status_code == 206 and total.isdigit() else -1
+        skip = start if response.status_code == 200 else 0  # a server ignoring Range sends from byte 0
         data = bytearray()
         for chunk in response.iter_bytes():
             data += chunk
-            if len(data) >= want:
+            if len(data) >= skip + want:
                 break
-    return bytes(data[:want]), size
+    return bytes(data[skip : skip + want]), size
 
 
 def _remote_file(ref: HubRef, commit: str, filename: str) -> list[TensorHeader]:

@@ -84,7 +84,8 @@ class TensorHeader:
 
 def header_error(where: str, what: str) -> ConfigError:
     return ConfigError(
-        f"{shown(where, 200, quote=False)}: not a safetensors header vramwise reads ({what})",
+        f"{shown(where, 200, quote=False)}: not a safetensors header vramwise reads ({what}); download the file "
+        "again, or give the config.json alone to estimate from the config",
         field=_FIELD,
         allowed=_ALLOWED,
     )
