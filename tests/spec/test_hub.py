@@ -431,3 +431,12 @@ def test_a_server_ignoring_range_still_gives_the_header(hub_server: HubServer) -
     tensors = fp16_tensors()
     hub_server.repos["org/tiny"] = repo(tensors, ranges=False)
     assert weights("org/tiny") == by_category(tensors)
+
+
+def test_a_16_bit_format_over_a_16_bit_checkpoint_keeps_the_headers(hub_server: HubServer) -> None:
+    """--format bf16 (or a T4's fp16 rule) over an fp16 checkpoint casts at the same width: the headers still
+    give the bytes, the MTP layer the config does not describe included."""
+    tensors = fp16_tensors()
+    tensors["model.layers.2.eh_proj.weight"] = np.zeros((H, 2 * H), np.float16)
+    hub_server.repos["org/mtp"] = repo(tensors)
+    assert weights("org/mtp", weight_format="bf16") == by_category(tensors)

@@ -20,7 +20,7 @@ from vramwise.estimate.positions import inference_positions
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.term import Estimate, PhaseKind, Term
-from vramwise.estimate.weights import checkpoint_note, own_format, weight_terms
+from vramwise.estimate.weights import checkpoint_note, own_format, reads_headers, weight_terms
 from vramwise.estimate.workspace import prefill_workspace
 from vramwise.formats import DTYPE_BYTES, StorageFormat, get_format
 from vramwise.spec.load import BareModel, Model
@@ -53,7 +53,7 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     c, tp = compute_bytes(fmt.name), setup.tp
     kv_name, kv_bytes = kv_dtype(setup, fmt.name)
     kv = kv_cache(spec, tokens=setup.tokens, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp, block=setup.kv_block)
-    own = setup.weight_format is None  # the checkpoint's own format: its header bytes, when read
+    own = reads_headers(spec, setup.weight_format)  # the checkpoint's own bytes, when its headers were read
     # a hybrid's Mamba layers: a fixed state per sequence beside the attention layers' KV (estimate/ssm_state.py)
     states = ssm_state.state_rules(spec, c=c) if spec.ssm else ()
     persistent = (*_weights(spec, fmt, c, tp, own), kv, *states, _cuda_context(setup.overheads.cuda_context_mib))
@@ -81,7 +81,7 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         key, value = spec.unread_quantization
         notes[0] = f"weights stored as {key} {value}, which no format rule reads: computed in {fmt.name}"
     if spec.checkpoint is not None:
-        where = spec.checkpoint.source if own else f"--format {fmt.name}, not the checkpoint's headers"
+        where = spec.checkpoint.source if own else f"the config arithmetic in {fmt.name}, not the checkpoint's headers"
         notes.append(f"weights from {where}")
         disagree = checkpoint_note(spec, fmt, hp_bytes=c)
         if disagree and own:

@@ -44,8 +44,8 @@ def weight_terms(
 ) -> tuple[Term, ...]:
     """One term per category (``weights/attention``, ...), each listing its groups' arithmetic.
 
-    ``own_format``: the user keeps the checkpoint's own format (no ``--format``), so a checkpoint read with the
-    model (``spec.checkpoint``) gives the bytes instead (``checkpoint_terms``).
+    ``own_format``: the checkpoint read with the model (``spec.checkpoint``) gives the bytes instead
+    (``checkpoint_terms``), as ``reads_headers`` decides: its own format kept, or a 16-bit cast of a 16-bit one.
     Cached: the solvers ask for the same weights at every batch and context they try.
     """
     if own_format and spec.checkpoint is not None:
@@ -183,3 +183,16 @@ def own_format(spec: ModelSpec) -> str:
         if spec.checkpoint is None or spec.unread_quantization is None:
             raise
         return spec.stored_dtype if spec.stored_dtype in ("fp16", "bf16") else "bf16"
+
+
+def reads_headers(spec: ModelSpec, weight_format: str | None) -> bool:
+    """Whether the weights terms read the checkpoint's headers for this ``--format``: with the checkpoint's own
+    format (None), or a 16-bit format over an unquantized checkpoint the runtime casts on load (bf16 to fp16 keeps
+    every width: a T4's fp16 rule, ``--format fp16``)."""
+    ckpt = spec.checkpoint
+    if ckpt is None:
+        return False
+    if weight_format is None:
+        return True
+    unquantized = spec.stored_format is None and spec.unread_quantization is None
+    return ckpt.cast_on_load and unquantized and weight_format in _SIXTEEN_BIT
