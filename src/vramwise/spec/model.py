@@ -131,6 +131,9 @@ class ModelSpec:
     # The checkpoint's own bytes per category, from its safetensors headers or GGUF tensor infos (None for a
     # config.json alone or a catalog entry): the weights term reads these when the format is the checkpoint's.
     checkpoint: CheckpointBytes | None = None
+    # The classifier's outputs (sequence or token classification heads; 0 for any other head): len(id2label),
+    # else num_labels, else PretrainedConfig's default 2. Set by spec/heads.py from architectures[0].
+    num_labels: int = 0
     source: str = field(default="", compare=False)  # where the spec came from (path or catalog)
 
     @property
@@ -139,8 +142,13 @@ class ModelSpec:
 
     @property
     def lm_head(self) -> bool:
-        """An LM head over the vocabulary (tied or not); encoders (BERT) have none."""
-        return self.traits.head is HeadKind.CAUSAL_LM
+        """An LM head over the vocabulary (tied or not): causal or masked LM; bare models and classifiers have none."""
+        return self.traits.head in (HeadKind.CAUSAL_LM, HeadKind.MASKED_LM)
+
+    @property
+    def head(self) -> HeadKind:
+        """What sits on top of the layers (``architectures[0]``, or the family's default)."""
+        return self.traits.head
 
     @property
     def dense_layers(self) -> int:

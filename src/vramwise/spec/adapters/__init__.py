@@ -6,8 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from vramwise.errors import ConfigError, UnsupportedArchitectureError
-from vramwise.spec.adapters import classic, decoders, deepseek
+from vramwise.spec.adapters import bigcode_bloom, classic, decoders, deepseek
 from vramwise.spec.adapters.config import RawConfig, shown
+from vramwise.spec.heads import apply_head
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import total_params
 
@@ -36,6 +37,8 @@ ADAPTERS: dict[str, Adapter] = {
     "deepseek_v2": deepseek.deepseek,
     "deepseek_v3": deepseek.deepseek,
     "gpt_oss": decoders.gpt_oss,
+    "gpt_bigcode": bigcode_bloom.gpt_bigcode,
+    "bloom": bigcode_bloom.bloom,
 }
 
 SUPPORTED_MODEL_TYPES = tuple(sorted(k for k in ADAPTERS if k.islower()))
@@ -82,7 +85,8 @@ def spec_from_config(data: Any, *, name: str, source: str) -> ModelSpec:
             field="model_type",
             allowed=supported,
         )
-    spec = adapter(RawConfig(data, source), name)
+    raw = RawConfig(data, source)
+    spec = apply_head(adapter(raw, name), raw)  # architectures[0]: the head on top of any family's layers
     params = total_params(spec)
     if params > MAX_PARAMS:
         raise ConfigError(
