@@ -12,7 +12,7 @@ import functools
 
 from vramwise.errors import NeedsArchitectureError
 from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
-from vramwise.estimate.logits import logits
+from vramwise.estimate.logits import check_generates, logits
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import inference_positions
@@ -57,13 +57,14 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     last = logits(spec, positions=chunk, c=c, last_only=not setup.all_logits)
     out = Transients()
     views_held = out.add(*held)
-    phases = [
-        (PhaseKind.PREFILL_LAYER, out.add(prefill) + views_held),
-        (PhaseKind.PREFILL_LOGITS, out.add(last) + views_held),
-    ]
+    phases = [(PhaseKind.PREFILL_LAYER, out.add(prefill) + views_held)]
+    if last is not None:  # a bare model (*Model) returns the final hidden states: no logits phase
+        phases.append((PhaseKind.PREFILL_LOGITS, out.add(last) + views_held))
     if setup.new_tokens:
+        check_generates(spec)
         step = prefill_workspace(spec, chunk=1, kv_len=setup.tokens, c=c, attention=setup.attention, tp=tp)
         step_logits = logits(spec, positions=1, c=c, last_only=True)
+        assert step_logits is not None  # a causal LM's head
         # the first step still holds the prefill's views
         phases.append((PhaseKind.DECODE, out.add(step, step_logits) + views_held))
 

@@ -23,6 +23,7 @@ from vramwise.estimate.kv_cache import sliding_layers
 from vramwise.estimate.plan import BATCH, Rule, Vars
 from vramwise.estimate.sharding import kv_heads_per_gpu
 from vramwise.spec.model import ModelSpec
+from vramwise.spec.traits import Positions
 from vramwise.workload import AttentionImpl
 
 
@@ -63,8 +64,15 @@ def _mlp_live(spec: ModelSpec, tp: int) -> tuple[int, str]:
 
 
 def _scores(spec: ModelSpec, q_len: int, kv_len: int, c: int, tp: int) -> int:
-    """Eager attention's scores of one sequence: QKᵀ in c bytes, its fp32 softmax and the cast back."""
-    return (spec.attention.num_heads // tp) * q_len * kv_len * (2 * c + 4)
+    """Eager attention's scores of one sequence: QKᵀ in c bytes, its fp32 softmax and the cast back.
+
+    ALiBi (BloomAttention.forward): the baddbmm scores stay referenced (attention_scores) beside the masked
+    copy, the fp32 softmax and its cast, one c more per score, and the (b·a, 1, s_kv) alibi tensor
+    (modeling_bloom.build_alibi_tensor, in the compute dtype) lives through the whole forward."""
+    heads = spec.attention.num_heads // tp
+    if spec.traits.positions is Positions.ALIBI:
+        return heads * q_len * kv_len * (3 * c + 4) + heads * kv_len * c
+    return heads * q_len * kv_len * (2 * c + 4)
 
 
 def _sliding_mask(spec: ModelSpec, chunk: int, kv_len: int, attention: AttentionImpl) -> int:
@@ -77,6 +85,8 @@ def _sliding_mask(spec: ModelSpec, chunk: int, kv_len: int, attention: Attention
 
 def prefill_workspace(spec: ModelSpec, *, chunk: int, kv_len: int, c: int, attention: AttentionImpl, tp: int) -> Rule:
     """Largest one-layer live set for a forward of ``chunk`` tokens per sequence against ``kv_len`` keys."""
+    if spec.traits.eager_only:
+        attention = AttentionImpl.EAGER  # the family's own attention code materialises its scores (traits.py)
     att_w, att_f = _attention_live(spec, tp)
     att = chunk * c * att_w
     scores = _scores(spec, chunk, kv_len, c, tp) if attention == "eager" else 0

@@ -122,6 +122,10 @@ class ImplTraits:
     # Source: models/auto/modeling_auto.py MODEL_FOR_*_MAPPING_NAMES; BertForSequenceClassification.
     heads: tuple[HeadKind, ...] = DECODER_HEADS
     pooled_classifier: bool = False
+    # The family's attention has one path, its own eager code, whatever implementation is asked for: the
+    # scores are materialised (estimate/workspace.py). Source: BloomAttention.forward (alibi.baddbmm, then
+    # softmax); BloomPreTrainedModel declares neither _supports_sdpa nor _supports_flash_attn.
+    eager_only: bool = False
 
     @property
     def rotary(self) -> bool:

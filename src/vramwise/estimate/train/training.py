@@ -21,6 +21,7 @@ import functools
 from dataclasses import dataclass, replace
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
+from vramwise.estimate.logits import head_words
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import training_positions
@@ -42,6 +43,7 @@ from vramwise.estimate.train.states import ModelStates, model_states
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
+from vramwise.spec.traits import HeadKind, Positions
 from vramwise.workload import AttentionImpl, FsdpMode, Optimizer, PeftMethod, Recompute, TrainSetup
 
 
@@ -420,8 +422,20 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
             "training estimates need the architecture (layers, heads, hidden size, vocabulary): "
             "name a catalog model or a config.json, or use --mode textbook with a bare size"
         )
-    if not model.lm_head:
-        raise InvalidWorkloadError(f"{model.name} has no language-model head: training covers causal LMs")
+    if model.head is not HeadKind.CAUSAL_LM:
+        # a bare model has no loss; the masked-LM and classifier losses are not modelled (spec/heads.py)
+        raise InvalidWorkloadError(
+            f"{model.name} has {head_words(model)} (architectures[0]): training covers causal LMs "
+            "(*ForCausalLM, *LMHeadModel)",
+            field="model",
+            allowed="a model with a causal LM head",
+        )
+    if model.traits.positions is Positions.ALIBI:
+        raise InvalidWorkloadError(
+            f"{model.name}: training with ALiBi attention (BLOOM) is not modelled; infer estimates it",
+            field="model",
+            allowed="a model with rotary or learned positions",
+        )
     check_layout(model, setup)
     return model
 

@@ -33,6 +33,7 @@ _BIGCODE = ImplTraits(
 _BLOOM = ImplTraits(
     positions=Positions.ALIBI,
     fused_qkv=True,
+    eager_only=True,
     peft_modules=(
         ("query_key_value", _QKV),
         ("dense", ("attention.o",)),
