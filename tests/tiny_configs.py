@@ -217,14 +217,16 @@ BLOOM = {  # ALiBi, embedding LayerNorm, fused query_key_value; the published ch
 }
 # One config per head architectures[0] can name (spec/heads.py), on families that have it in transformers.
 HEADS: dict[str, dict[str, Any]] = {
-    "llama-seq-cls": {**FAMILIES["llama"], "architectures": ["LlamaForSequenceClassification"], "num_labels": 3},
+    "llama-seq-cls": {**FAMILIES["llama"], "architectures": ["LlamaForSequenceClassification"], "num_labels": 3,
+        "pad_token_id": 0,  # batches of more than one sequence need it to find each one's last token
+    },
     "llama-token-cls": {
         **FAMILIES["llama"],
         "architectures": ["LlamaForTokenClassification"],
         "id2label": {"0": "O", "1": "B-PER", "2": "I-PER", "3": "B-LOC", "4": "I-LOC"},
     },
     "llama-bare": {**FAMILIES["llama"], "architectures": ["LlamaModel"]},
-    "gpt2-seq-cls": {**FAMILIES["gpt2"], "architectures": ["GPT2ForSequenceClassification"]},
+    "gpt2-seq-cls": {**FAMILIES["gpt2"], "architectures": ["GPT2ForSequenceClassification"], "pad_token_id": 0},
     "gpt2-lm-head": {**FAMILIES["gpt2"], "architectures": ["GPT2LMHeadModel"]},
     "bert-mlm": {
         "model_type": "bert",
@@ -263,6 +265,6 @@ HEADS: dict[str, dict[str, Any]] = {
         "vocab_size": 8000,
         "architectures": ["BertModel"],
     },
-    "bigcode-seq-cls": {**GPT_BIGCODE, "architectures": ["GPTBigCodeForSequenceClassification"]},
+    "bigcode-seq-cls": {**GPT_BIGCODE, "architectures": ["GPTBigCodeForSequenceClassification"], "pad_token_id": 0},
     "bloom-token-cls": {**BLOOM, "architectures": ["BloomForTokenClassification"], "num_labels": 7},
 }

@@ -12,6 +12,7 @@ import functools
 
 from vramwise.errors import NeedsArchitectureError
 from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
+from vramwise.estimate.weights import buffers
 from vramwise.estimate.logits import check_generates, logits
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import Plan, Rule, Transients, Vars, constant
@@ -47,7 +48,7 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     c, tp = compute_bytes(fmt.name), setup.tp
     kv_name, kv_bytes = kv_dtype(setup, fmt.name)
     kv = kv_cache(spec, tokens=setup.tokens, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp, block=setup.kv_block)
-    persistent = (*_weights(spec, fmt, c, tp), kv, _cuda_context(setup.overheads.cuda_context_mib))
+    persistent = (*_weights(spec, fmt, c, tp), *buffers(spec), kv, _cuda_context(setup.overheads.cuda_context_mib))
 
     # a paged cache (kv_block > 1) copies the window out of the prefill's keys and values
     views = sliding_prefill_views(spec, context=setup.context, dtype_bytes=kv_bytes, tp=tp)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 from vramwise.estimate.sharding import shard_fraction
+from vramwise.estimate.plan import Rule, constant
 from vramwise.estimate.term import Term
 from vramwise.formats import StorageFormat
 from vramwise.spec.model import ModelSpec
@@ -35,3 +36,17 @@ def weight_terms(spec: ModelSpec, fmt: StorageFormat, *, hp_bytes: int, tp: int 
         for cat in CATEGORIES
         if cat in by_category
     )
+
+
+@functools.lru_cache(maxsize=256)
+def buffers(spec: ModelSpec) -> tuple[Rule, ...]:
+    """Device buffers that are not parameters (``ModelSpec.buffer_bytes``): replicated on every GPU."""
+    if not spec.buffer_bytes:
+        return ()
+    term = Term(
+        name="buffers",
+        bytes=spec.buffer_bytes,
+        formula=f"{spec.buffer_bytes:,} B of non-parameter buffers",
+        source="GPTBigCodeModel.bias: tril((n_positions, n_positions), bool), nn.Buffer(persistent=False)",
+    )
+    return (constant(term),)

@@ -134,6 +134,9 @@ class ModelSpec:
     # The classifier's outputs (sequence or token classification heads; 0 for any other head): len(id2label),
     # else num_labels, else PretrainedConfig's default 2. Set by spec/heads.py from architectures[0].
     num_labels: int = 0
+    # Buffers the model allocates on the device besides its parameters (bytes): GPTBigCodeModel.bias, a
+    # (n_positions, n_positions) bool causal mask registered with nn.Buffer(persistent=False) and never read.
+    buffer_bytes: int = 0
     source: str = field(default="", compare=False)  # where the spec came from (path or catalog)
 
     @property

@@ -75,6 +75,7 @@ def gpt_bigcode(cfg: RawConfig, name: str) -> ModelSpec:
         norm=NormSpec(kind="layer", bias=True),
         tied_embeddings=cfg.flag("tie_word_embeddings", True),
         max_position_embeddings=positions,
+        buffer_bytes=positions * positions,  # GPTBigCodeModel.__init__: torch.tril(torch.ones((p, p), dtype=bool))
         # GPTBigCodeConfig defaults: 0.1 each; embedding and residual dropout share one probability here (GPT-2's)
         dropout=max(cfg.probability("resid_pdrop", 0.1), cfg.probability("embd_pdrop", 0.1)),
         attention_dropout=cfg.probability("attn_pdrop", 0.1),
