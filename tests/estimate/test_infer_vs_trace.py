@@ -26,7 +26,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "gpt_bigcode": GPT_BIGCODE,
 }
 # heads architectures[0] names (spec/heads.py): the twin builds the same class; none of them generates
-HEAD_CONFIGS = {name: HEADS[name] for name in ("llama-seq-cls", "llama-bare", "gpt2-seq-cls")}
+HEAD_CONFIGS = {name: HEADS[name] for name in ("llama-seq-cls", "llama-bare")}
 CONFIGS.update(HEAD_CONFIGS)
 CASES = [
     (name, InferRecipe(batch=b, context=s, new_tokens=n, all_logits=all_logits))
