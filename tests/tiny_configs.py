@@ -217,7 +217,10 @@ BLOOM = {  # ALiBi, embedding LayerNorm, fused query_key_value; the published ch
 }
 # One config per head architectures[0] can name (spec/heads.py), on families that have it in transformers.
 HEADS: dict[str, dict[str, Any]] = {
-    "llama-seq-cls": {**FAMILIES["llama"], "architectures": ["LlamaForSequenceClassification"], "num_labels": 3,
+    "llama-seq-cls": {
+        **FAMILIES["llama"],
+        "architectures": ["LlamaForSequenceClassification"],
+        "num_labels": 3,
         "pad_token_id": 0,  # batches of more than one sequence need it to find each one's last token
     },
     "llama-token-cls": {

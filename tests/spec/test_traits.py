@@ -183,7 +183,10 @@ def test_softmax_dtype_matches_the_eager_code(family: str) -> None:
 
 
 # MLA (DeepSeek) concatenates its nope and rope parts too; activations._mla_attention counts that copy itself.
-@pytest.mark.parametrize("family", [f for f in TRAIT_FAMILIES if _spec(f).traits.rotary and _spec(f).attention.mla is None])
+ROTARY = [f for f in TRAIT_FAMILIES if _spec(f).traits.rotary and _spec(f).attention.mla is None]
+
+
+@pytest.mark.parametrize("family", ROTARY)
 def test_rotary_cat_copy_matches_the_rotary_code(family: str) -> None:
     """Rotated and passed-through parts of q joined by torch.cat (in apply_rotary_pos_emb or the attention)."""
     code = inspect.getsource(_modeling(family))

@@ -12,7 +12,6 @@ import functools
 
 from vramwise.errors import NeedsArchitectureError
 from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
-from vramwise.estimate.weights import buffers
 from vramwise.estimate.logits import check_generates, logits
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import Plan, Rule, Transients, Vars, constant
@@ -20,7 +19,7 @@ from vramwise.estimate.positions import inference_positions
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.term import Estimate, PhaseKind, Term
-from vramwise.estimate.weights import weight_terms
+from vramwise.estimate.weights import buffers, weight_terms
 from vramwise.estimate.workspace import prefill_workspace
 from vramwise.formats import DTYPE_BYTES, StorageFormat, default_format, get_format
 from vramwise.spec.load import BareModel, Model

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 
-from vramwise.estimate.sharding import shard_fraction
 from vramwise.estimate.plan import Rule, constant
+from vramwise.estimate.sharding import shard_fraction
 from vramwise.estimate.term import Term
 from vramwise.formats import StorageFormat
 from vramwise.spec.model import ModelSpec

@@ -236,4 +236,3 @@ def active_params(spec: ModelSpec) -> int:
         return total
     routed = sum(g.count for g in parameter_groups(spec) if g.per_expert)
     return total - routed * (spec.moe.num_experts - spec.moe.top_k) // spec.moe.num_experts
-

@@ -332,7 +332,6 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
     """
     if device == "cuda":
         fake = False
-    import transformers
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     moe = config.get("num_local_experts") or config.get("num_experts") or config.get("n_routed_experts")
@@ -461,7 +460,6 @@ def trace_inference(
     generate() itself cannot run on fake tensors (its stopping checks read values), so the loop feeds a fixed
     next token: memory does not depend on which token it is.
     """
-    import transformers
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     hf = _hf_config(config, recipe.attention)

@@ -77,9 +77,7 @@ _PHI3 = ImplTraits(
 )
 _GEMMA = ImplTraits(norm_weight_fp32=True, peft_default_targets=("q_proj", "v_proj"))  # GemmaRMSNorm, Gemma2RMSNorm
 # Gemma3RMSNorm; transformers has no Gemma3 token classifier (models/auto/modeling_auto.py)
-_GEMMA3 = ImplTraits(
-    norm_weight_fp32=True, heads=(HeadKind.CAUSAL_LM, HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.BARE)
-)
+_GEMMA3 = ImplTraits(norm_weight_fp32=True, heads=(HeadKind.CAUSAL_LM, HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.BARE))
 _GPT_OSS = ImplTraits(
     norm_weight_fp32=True,  # GptOssRMSNorm multiplies the bf16 weight by the fp32 normalised tensor
     softmax_in_compute_dtype=True,  # modeling_gpt_oss.eager_attention_forward
