@@ -482,7 +482,8 @@ def _candidates(spec: ModelSpec, pp: int, freeze: int) -> tuple[Stage, ...]:
     for s in stages(spec, pp):
         first, last, kinds = _composition(spec, freeze, s)
         dominated = any(
-            role == (first, last) and all(held.get(kind, 0) >= n for kind, n in kinds.items()) for _, role, held in kept
+            role == (first, last) and all(held.get(kind, 0) >= n for kind, n in kinds.items())
+            for _, role, held in kept
         )
         if not dominated:
             kept.append((s, (first, last), kinds))

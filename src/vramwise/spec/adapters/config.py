@@ -79,7 +79,6 @@ SIZE_BOUNDS: dict[str, int] = {
     **dict.fromkeys(("max_position_embeddings", "n_positions", "sliding_window"), MAX_POSITIONS),
 }
 
-
 def _int_like(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
