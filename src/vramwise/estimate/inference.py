@@ -12,7 +12,7 @@ import functools
 
 from vramwise.errors import NeedsArchitectureError
 from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
-from vramwise.estimate.logits import check_generates, logits
+from vramwise.estimate.logits import logits
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import inference_positions
@@ -61,12 +61,12 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     if last is not None:  # a bare model (*Model) returns the final hidden states: no logits phase
         phases.append((PhaseKind.PREFILL_LOGITS, out.add(last) + views_held))
     if setup.new_tokens:
-        check_generates(spec)
         step = prefill_workspace(spec, chunk=1, kv_len=setup.tokens, c=c, attention=setup.attention, tp=tp)
+        # one forward per new token with the cache, each ending in the head's output for that position (none
+        # for a bare model); only a causal LM's is sampled, the others are cached forwards of one token
         step_logits = logits(spec, positions=1, c=c, last_only=True)
-        assert step_logits is not None  # a causal LM's head
         # the first step still holds the prefill's views
-        phases.append((PhaseKind.DECODE, out.add(step, step_logits) + views_held))
+        phases.append((PhaseKind.DECODE, out.add(step, *(() if step_logits is None else (step_logits,))) + views_held))
 
     notes = [f"weights stored as {fmt.name}: {fmt.summary}"]
     if beyond:

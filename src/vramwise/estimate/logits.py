@@ -56,19 +56,6 @@ def logits(spec: ModelSpec, *, positions: int, c: int, last_only: bool) -> Rule 
     return Rule(name="activations/logits", coef=coef + hidden, var=BATCH, formula=formula, source=source)
 
 
-def check_generates(spec: ModelSpec) -> None:
-    """Generation needs a causal LM head: refuse new tokens for any other in one line."""
-    if spec.head is not HeadKind.CAUSAL_LM:
-        from vramwise.errors import InvalidWorkloadError
-
-        raise InvalidWorkloadError(
-            f"new tokens: {spec.name} has {head_words(spec)}, not a causal LM head, and does not generate; use "
-            "--new-tokens 0, or a *ForCausalLM config",
-            field="new_tokens",
-            allowed="0 for a model without a causal LM head",
-        )
-
-
 def head_words(spec: ModelSpec) -> str:
     """The head in words for a message: "no head", "a masked lm head"..."""
     return "no head" if spec.head is HeadKind.BARE else f"a {spec.head.value.replace('_', ' ')} head"
