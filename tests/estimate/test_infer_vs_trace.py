@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tiny_configs import FAMILIES, GPT_BIGCODE, HEADS, MISTRAL_WINDOW
+from tiny_configs import BLOOM, FAMILIES, GPT_BIGCODE, HEADS, MISTRAL_WINDOW
 
 from vramwise.estimate.inference import estimate_inference
 from vramwise.spec.adapters import spec_from_config
@@ -24,6 +24,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "mixtral": FAMILIES["mixtral"],
     # multi-query attention and the unused n_positions² causal-mask buffer (the estimate's "buffers" term)
     "gpt_bigcode": GPT_BIGCODE,
+    # ALiBi through BloomAttention's own scores whatever attention is asked for (the twin builds it eager)
+    "bloom": BLOOM,
 }
 # heads architectures[0] names (spec/heads.py): the twin builds the same class; none of them generates
 HEAD_CONFIGS = {name: HEADS[name] for name in ("llama-seq-cls", "llama-bare")}

@@ -92,6 +92,12 @@ def model_class(config: dict[str, Any]) -> Any:
 
 def _build(config: dict[str, Any], hf: Any, dtype: Any) -> Any:
     cls = model_class(config)
+    concrete = cls._model_mapping[type(hf)] if cls.__name__.startswith("Auto") else cls
+    supported = {"sdpa": concrete._supports_sdpa, "eager": True}.get(hf._attn_implementation, True)
+    if not supported:
+        # a family with only its own attention code (BLOOM): transformers refuses sdpa; the estimate models
+        # the eager path for it whatever is asked (ImplTraits.eager_only), and so does the twin
+        hf._attn_implementation = "eager"
     if cls.__name__.startswith("Auto"):
         return cls.from_config(hf, dtype=dtype)
     return cls._from_config(hf, dtype=dtype)
