@@ -265,6 +265,7 @@ def test_default_traits_are_llamas_code_without_a_lora_default() -> None:
         heads=(HeadKind.CAUSAL_LM, HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION, HeadKind.BARE),
         pooled_classifier=False,
         eager_only=False,
+        mlp_sees_attention_output=False,
     )
     assert _spec("llama").traits == dataclasses.replace(ImplTraits(), peft_default_targets=("q_proj", "v_proj"))
 

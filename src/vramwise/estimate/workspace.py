@@ -68,6 +68,8 @@ def _mlp_live(spec: ModelSpec, tp: int) -> tuple[int, str]:
         shared = per_i * moe.shared_intermediate_size // tp
         widths.append(("moe", routed + shared + moe.top_k * h))  # + the permuted top-k copies of the input
     kind, width = max(widths, key=lambda w: w[1])
+    if spec.traits.mlp_sees_attention_output:
+        return 5 * h + width, f"5·h {5 * h} (attention output kept) + {kind} intermediates {width}"
     return 4 * h + width, f"4·h {4 * h} + {kind} intermediates {width}"
 
 

@@ -126,6 +126,10 @@ class ImplTraits:
     # scores are materialised (estimate/workspace.py). Source: BloomAttention.forward (alibi.baddbmm, then
     # softmax); BloomPreTrainedModel declares neither _supports_sdpa nor _supports_flash_attn.
     eager_only: bool = False
+    # The attention's output projection stays referenced through the MLP (one more h per token in the MLP's
+    # live set, estimate/workspace.py). Source: GPTBigCodeBlock.forward keeps ``attn_output`` as a local
+    # after ``hidden_states = attn_output + residual`` (traced: tests/estimate/test_infer_vs_trace.py).
+    mlp_sees_attention_output: bool = False
 
     @property
     def rotary(self) -> bool:

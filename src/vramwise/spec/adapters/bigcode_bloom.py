@@ -25,6 +25,7 @@ _QKV = ("attention.q", "attention.k", "attention.v")
 _BIGCODE = ImplTraits(
     positions=Positions.LEARNED,
     fused_qkv=True,
+    mlp_sees_attention_output=True,
     peft_modules=(("c_attn", _QKV), ("c_proj", ("attention.o",)), ("c_fc", ("mlp.up",)), ("c_proj", ("mlp.down",))),
     peft_default_targets=("c_attn",),
 )
