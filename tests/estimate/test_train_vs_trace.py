@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from tiny_configs import FAMILIES
+from tiny_configs import FAMILIES, GPT_BIGCODE
 
 from vramwise.estimate.term import Estimate
 from vramwise.estimate.train.training import estimate_training
@@ -52,11 +52,22 @@ CASES = [
     ("qwen3", TraceRecipe(batch=2, seq=256, optimizer="adamw", optimizer_impl="fused")),
     ("gemma", TraceRecipe(batch=2, seq=256, precision="fp32", optimizer="adam", optimizer_impl="for-loop")),
     ("llama", TraceRecipe(batch=2, seq=256, precision="fp32", optimizer="sgd")),
+    # multi-query attention, learned positions, the causal-mask buffer on the first stage
+    *[
+        ("gpt_bigcode", r)
+        for r in (
+            TraceRecipe(batch=2, seq=256, precision="bf16"),
+            TraceRecipe(batch=2, seq=256, precision="fp32"),
+            TraceRecipe(batch=1, seq=512, attention="eager"),
+            TraceRecipe(batch=2, seq=256, recompute="full"),
+        )
+    ],
 ]
+CONFIGS = {**FAMILIES, "gpt_bigcode": GPT_BIGCODE}
 
 
 def _estimate(family: str, recipe: TraceRecipe) -> Estimate:
-    spec = spec_from_config(FAMILIES[family], name=family, source="test")
+    spec = spec_from_config(CONFIGS[family], name=family, source="test")
     setup = TrainSetup.from_flat(
         batch=recipe.batch,
         seq=recipe.seq,
@@ -79,7 +90,7 @@ def _estimate(family: str, recipe: TraceRecipe) -> Estimate:
 
 @pytest.mark.parametrize(("family", "recipe"), CASES, ids=[f"{f}-{i}" for i, (f, _) in enumerate(CASES)])
 def test_training_estimate_matches_traced_step(family: str, recipe: TraceRecipe) -> None:
-    traced = trace_training(FAMILIES[family], recipe)
+    traced = trace_training(CONFIGS[family], recipe)
     est = _estimate(family, recipe)
     weights = sum(t.bytes for t in est.persistent if t.name.startswith("weights/"))
     assert weights == traced.params

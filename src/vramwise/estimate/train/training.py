@@ -40,6 +40,7 @@ from vramwise.estimate.train.loss import loss_rules
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import gathered, head_grads
 from vramwise.estimate.train.states import ModelStates, model_states
+from vramwise.estimate.weights import buffers
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
@@ -397,8 +398,9 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     fwd = _forward(spec, setup, stage, recipe, lora, out)
     phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
     phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
+    # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
-        persistent=[constant(t) for t in persistent],
+        persistent=[constant(t) for t in persistent] + (list(buffers(spec)) if stage.first else []),
         host=states.host,
         phases=phases,
         allocator_fraction=setup.overheads.allocator_fraction,
