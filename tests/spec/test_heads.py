@@ -71,12 +71,38 @@ def test_logits_follow_the_head() -> None:
     assert logits(_spec(HEADS["llama-bare"]), positions=s, c=c, last_only=True) is None
 
 
-def test_a_bare_model_has_no_logits_phase_and_nothing_but_a_causal_lm_trains() -> None:
+def test_a_bare_model_has_no_logits_phase() -> None:
     for new in (0, 4):
         setup = InferSetup(context=64, new_tokens=new, overheads=NO_OVERHEADS)
         est = estimate_inference(_spec(HEADS["llama-bare"]), setup)
         assert all(t.name != "activations/logits" for phase in est.phases for t in phase.transient)
-    with pytest.raises(InvalidWorkloadError, match="sequence classification head"):
-        estimate_training(_spec(HEADS["llama-seq-cls"]), TrainSetup(batch=1, seq=64))
+
+
+@pytest.mark.parametrize(
+    ("name", "flat", "words"),
+    [
+        ("llama-bare", {}, "has no head"),
+        ("bert-mlm", {}, "masked lm head"),
+        ("bert-seq-cls", {}, "sequence classification head"),  # BERT's encoder training is not modelled
+        ("llama-seq-cls", {"peft": "lora", "lora_targets": ("q_proj",)}, "peft: "),
+        ("llama-token-cls", {"loss": "chunked"}, "loss: "),
+        ("llama-seq-cls", {"tp": 2}, "tp: "),
+    ],
+)
+def test_training_refuses_what_it_does_not_model_in_one_line(name: str, flat: dict, words: str) -> None:
+    with pytest.raises(InvalidWorkloadError, match=words) as err:
+        estimate_training(_spec(HEADS[name]), TrainSetup.from_flat(batch=1, seq=64, **flat))
+    assert len(str(err.value).splitlines()) == 1
     with pytest.raises(InvalidWorkloadError, match="ALiBi"):
         estimate_training(_spec(BLOOM), TrainSetup(batch=1, seq=64))
+
+
+def test_a_decoder_classifier_trains_with_a_labels_wide_loss() -> None:
+    # hand arithmetic: fp32 log-softmax over 3 labels, one row per sequence (sequence classification) or per
+    # token (token classification, 5 labels), and its backward's two fp32 gradients
+    b, s = 2, 64
+    seq = estimate_training(_spec(HEADS["llama-seq-cls"]), TrainSetup.from_flat(batch=b, seq=s))
+    assert seq.term("activations/loss").bytes == b * 3 * 4
+    tok = estimate_training(_spec(HEADS["llama-token-cls"]), TrainSetup.from_flat(batch=b, seq=s))
+    assert tok.term("activations/loss").bytes == b * s * 5 * 4
+    assert any("not modelled" in n for n in tok.notes)

@@ -309,10 +309,20 @@ def _cuda_stats() -> dict[str, int]:
     }
 
 
+def _labels(model: Any, ids: torch.Tensor) -> torch.Tensor:
+    """Labels of the head's shape: one class per sequence or per token for a classifier, else the ids."""
+    name = type(getattr(model, "get_base_model", lambda: model)()).__name__
+    if name.endswith("ForSequenceClassification"):
+        return torch.zeros(ids.shape[0], dtype=torch.long)
+    if name.endswith("ForTokenClassification"):
+        return torch.zeros_like(ids)
+    return ids
+
+
 def _step(model: torch.nn.Module, opt: Any, ids: torch.Tensor, autocast: Any) -> None:
     """One untracked training iteration (the FSDP warm-up)."""
     with autocast:
-        loss = model(input_ids=ids, labels=ids).loss
+        loss = model(input_ids=ids, labels=_labels(model, ids)).loss
     loss.backward()
     del loss
     opt.step()
@@ -398,7 +408,7 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         for _ in range(recipe.steps):
             tracker.phase("forward")
             with autocast:
-                loss = model(input_ids=ids, labels=ids).loss
+                loss = model(input_ids=ids, labels=_labels(model, ids)).loss
             tracker.mark("forward_end")
             tracker.phase("backward")
             loss.backward()

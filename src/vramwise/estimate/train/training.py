@@ -36,7 +36,7 @@ from vramwise.estimate.train.layout import (
     stages,
 )
 from vramwise.estimate.train.lora import LoraModule, lora_targets
-from vramwise.estimate.train.loss import loss_rules
+from vramwise.estimate.train.loss import classifier_loss_rules, loss_rules
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import gathered, head_grads
 from vramwise.estimate.train.states import ModelStates, model_states
@@ -45,7 +45,7 @@ from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.spec.traits import HeadKind, Positions
-from vramwise.workload import AttentionImpl, FsdpMode, Optimizer, PeftMethod, Recompute, TrainSetup
+from vramwise.workload import AttentionImpl, FsdpMode, LossImpl, Optimizer, PeftMethod, Recompute, TrainSetup
 
 
 def _in_flight(stage: Stage, setup: TrainSetup) -> float:
@@ -243,6 +243,9 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
 
 
 def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> tuple[Rule, Rule]:
+    if spec.head is not HeadKind.CAUSAL_LM:  # a decoder classifier (_check refuses every other head)
+        per_sequence = spec.head is HeadKind.SEQUENCE_CLASSIFICATION
+        return classifier_loss_rules(labels=spec.num_labels, per_sequence=per_sequence, flight=flight)
     # vocab-parallel cross entropy: each rank holds its share of the padded vocabulary, as the head does
     tp = setup.parallel.tp
     vocab = spec.vocab_size if tp == 1 else padded_vocab(spec.vocab_size, tp) // tp
@@ -385,6 +388,13 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
         notes.append("selective recompute drops the attention scores, which sdpa/flash never keep: no change here")
     if spec.attention.kind == "mla" or spec.moe:
         notes.append("MLA and MoE activations follow the Mixtral/Llama rules and are less tightly traced")
+    if stage.last and spec.head is not HeadKind.CAUSAL_LM:
+        # traced (tests/estimate/test_train_vs_trace.py): the peak moves to the final norm's backward (its fp32
+        # temporaries) or, with eager attention, a layer's attention backward; neither is a phase here
+        notes.append(
+            f"{head_words(spec)}: a {spec.num_labels}-label loss is small, so the peak can fall in a layer's "
+            "backward, which is not modelled: traced 5% under with sdpa, 10% under with eager attention"
+        )
     return notes
 
 
@@ -418,6 +428,33 @@ def _dequantized(spec: ModelSpec) -> Term:
     )
 
 
+_TRAINED_HEADS = (
+    "a causal LM (*ForCausalLM, *LMHeadModel) or a decoder's *ForSequenceClassification / *ForTokenClassification"
+)
+
+
+def _check_classifier(model: ModelSpec, setup: TrainSetup) -> None:
+    """A decoder's classifier trains like its causal LM with a num_labels-wide head; the rest is refused: a bare
+    model has no loss, BERT's heads (masked LM, pooled classifier) sit on an encoder whose training is not
+    modelled, and peft's classifier tasks train the score fully (modules_to_save), which the LoRA states omit."""
+    classifier = model.head in (HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION)
+    if not classifier or model.traits.pooled_classifier:
+        raise InvalidWorkloadError(
+            f"{model.name} has {head_words(model)} (architectures[0]): training covers {_TRAINED_HEADS}",
+            field="model",
+            allowed=_TRAINED_HEADS,
+        )
+    for option, value, allowed in (
+        ("peft", setup.peft.adapters, "none for a classifier (peft trains its score head fully)"),
+        ("loss", setup.loss == LossImpl.CHUNKED, "full for a classifier (a chunked loss is over a vocabulary)"),
+        ("tp", setup.parallel.tp > 1, "1 for a classifier (its score head has no tensor-parallel plan)"),
+    ):
+        if value:
+            raise InvalidWorkloadError(
+                f"{option}: {model.name} has {head_words(model)}; allowed: {allowed}", field=option, allowed=allowed
+            )
+
+
 def _check(model: Model, setup: TrainSetup) -> ModelSpec:
     if isinstance(model, BareModel):
         raise NeedsArchitectureError(
@@ -425,13 +462,7 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
             "name a catalog model or a config.json, or use --mode textbook with a bare size"
         )
     if model.head is not HeadKind.CAUSAL_LM:
-        # a bare model has no loss; the masked-LM and classifier losses are not modelled (spec/heads.py)
-        raise InvalidWorkloadError(
-            f"{model.name} has {head_words(model)} (architectures[0]): training covers causal LMs "
-            "(*ForCausalLM, *LMHeadModel)",
-            field="model",
-            allowed="a model with a causal LM head",
-        )
+        _check_classifier(model, setup)
     if model.traits.positions is Positions.ALIBI:
         raise InvalidWorkloadError(
             f"{model.name}: training with ALiBi attention (BLOOM) is not modelled; infer estimates it",
