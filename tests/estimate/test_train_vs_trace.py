@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from tiny_configs import FAMILIES, GPT_BIGCODE, HEADS
+from tiny_configs import BLOOM, FAMILIES, GPT_BIGCODE, HEADS
 
 from vramwise.estimate.term import Estimate
 from vramwise.estimate.train.training import estimate_training
@@ -62,6 +62,16 @@ CASES = [
             TraceRecipe(batch=2, seq=256, recompute="full"),
         )
     ],
+    # ALiBi: BloomAttention's own eager scores whatever attention is asked for (the twin builds it eager too)
+    *[
+        ("bloom", r)
+        for r in (
+            TraceRecipe(batch=2, seq=256, precision="bf16"),
+            TraceRecipe(batch=2, seq=256, precision="fp32"),
+            TraceRecipe(batch=1, seq=512, attention="eager"),
+            TraceRecipe(batch=2, seq=256, recompute="full"),
+        )
+    ],
 ]
 # Decoder classifiers: a num_labels-wide loss (estimate/train/loss.py classifier_loss_rules). Without a vocabulary-
 # sized loss the traced peak moves to a layer's backward (sdpa, fp32) or the optimizer step (full recompute);
@@ -71,7 +81,7 @@ CLASSIFIER_CASES = [
     for name in ("llama-seq-cls", "llama-token-cls")
     for r in (TraceRecipe(batch=2, seq=256, precision="fp32"), TraceRecipe(batch=2, seq=256, recompute="full"))
 ]
-CONFIGS = {**FAMILIES, "gpt_bigcode": GPT_BIGCODE, **HEADS}
+CONFIGS = {**FAMILIES, "gpt_bigcode": GPT_BIGCODE, "bloom": BLOOM, **HEADS}
 
 
 def _estimate(family: str, recipe: TraceRecipe) -> Estimate:

@@ -71,6 +71,8 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     notes = [f"weights stored as {fmt.name}: {fmt.summary}"]
     if beyond:
         notes.append(beyond)
+    if spec.traits.eager_only:
+        notes.append(f"{spec.name} has only its own eager attention (BloomAttention): its scores are counted")
     if tp > 1:
         notes.append(f"per GPU of tp={tp}: linear weights, heads and vocabulary split; norms replicated")
     fraction = setup.overheads.allocator_fraction

@@ -44,7 +44,7 @@ from vramwise.estimate.weights import buffers
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
-from vramwise.spec.traits import HeadKind, Positions
+from vramwise.spec.traits import HeadKind
 from vramwise.workload import AttentionImpl, FsdpMode, LossImpl, Optimizer, PeftMethod, Recompute, TrainSetup
 
 
@@ -388,6 +388,8 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
         notes.append("selective recompute drops the attention scores, which sdpa/flash never keep: no change here")
     if spec.attention.kind == "mla" or spec.moe:
         notes.append("MLA and MoE activations follow the Mixtral/Llama rules and are less tightly traced")
+    if spec.traits.eager_only:
+        notes.append(f"{spec.name} has only its own eager attention (BloomAttention): its scores are counted")
     if stage.last and spec.head is not HeadKind.CAUSAL_LM:
         # traced (tests/estimate/test_train_vs_trace.py): the peak moves to the final norm's backward (its fp32
         # temporaries) or, with eager attention, a layer's attention backward; neither is a phase here
@@ -463,12 +465,6 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
         )
     if model.head is not HeadKind.CAUSAL_LM:
         _check_classifier(model, setup)
-    if model.traits.positions is Positions.ALIBI:
-        raise InvalidWorkloadError(
-            f"{model.name}: training with ALiBi attention (BLOOM) is not modelled; infer estimates it",
-            field="model",
-            allowed="a model with rotary or learned positions",
-        )
     check_layout(model, setup)
     return model
 
@@ -523,8 +519,17 @@ def _candidates(spec: ModelSpec, pp: int, freeze: int) -> tuple[Stage, ...]:
     return tuple(s for s, _, _ in kept)
 
 
+def _as_run(model: Model, setup: TrainSetup) -> TrainSetup:
+    """The setup as the family runs it: one with only its own eager attention code (BLOOM, ImplTraits.eager_only)
+    materialises its scores whatever --attention says, as transformers builds it eager."""
+    if isinstance(model, ModelSpec) and model.traits.eager_only and setup.attention != AttentionImpl.EAGER:
+        return replace(setup, attention=AttentionImpl.EAGER)
+    return setup
+
+
 def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[Plan, ...]:
     """Plans of the stages that can be the worst GPU (``_candidate_stages``), in stage order."""
+    setup = _as_run(model, setup)
     key = (model, setup.static, setup.seq if setup.attention == AttentionImpl.EAGER else 0)
     hit = _PLANS.get(key)
     if hit is None:
@@ -554,12 +559,13 @@ def training_peak(model: Model, setup: TrainSetup) -> int:
     """Peak bytes of the worst GPU, without rendering terms: the number ``estimate_training`` reports."""
     plans = _worst_candidates(model, setup)
     _positions(model, setup)
-    v = _vars(setup)
+    v = _vars(_as_run(model, setup))
     return max(plan.peak(v) for plan in plans)
 
 
 def estimate_stages(model: Model, setup: TrainSetup) -> list[Estimate]:
     """One estimate per pipeline stage (a single one without pipelining)."""
+    setup = _as_run(model, setup)
     spec = _check(model, setup)
     note = _positions(spec, setup)
     v = _vars(setup)
