@@ -34,6 +34,9 @@ def test_absent_architectures_keep_each_family_default() -> None:
     bert = {k: v for k, v in HEADS["bert-bare"].items() if k != "architectures"}
     assert _spec(bert).head is HeadKind.BARE and _spec(bert).pooler
     assert _spec({**FAMILIES["llama"], "architectures": []}).head is HeadKind.CAUSAL_LM
+    # a wrapper (multimodal, encoder-decoder) leaves the head to the family's adapter
+    wrapped = {**FAMILIES["llama"], "architectures": ["LlavaForConditionalGeneration"]}
+    assert _spec(wrapped).head is HeadKind.CAUSAL_LM
 
 
 def test_suffixes_name_the_heads() -> None:
