@@ -85,7 +85,7 @@ def test_a_bare_model_has_no_logits_phase() -> None:
     ("name", "flat", "words"),
     [
         ("llama-bare", {}, "has no head"),
-        ("bert-mlm", {}, "masked lm head"),
+        ("bert-mlm", {}, "masked LM head"),
         ("bert-seq-cls", {}, "sequence classification head"),  # BERT's encoder training is not modelled
         ("llama-seq-cls", {"peft": "lora", "lora_targets": ("q_proj",)}, "peft: "),
         ("llama-token-cls", {"loss": "chunked"}, "loss: "),

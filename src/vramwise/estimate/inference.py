@@ -12,7 +12,7 @@ import functools
 
 from vramwise.errors import NeedsArchitectureError
 from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
-from vramwise.estimate.logits import logits
+from vramwise.estimate.logits import head_words, logits
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import inference_positions
@@ -24,6 +24,7 @@ from vramwise.estimate.workspace import prefill_workspace
 from vramwise.formats import DTYPE_BYTES, StorageFormat, default_format, get_format
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
+from vramwise.spec.traits import HeadKind
 from vramwise.workload import InferSetup
 
 _NEEDS_ARCH = "needs the architecture (layers, heads, hidden size): name a catalog model or a config.json"
@@ -73,6 +74,10 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         notes.append(beyond)
     if spec.traits.eager_only:
         notes.append(f"{spec.name} has only its own eager attention (BloomAttention): its scores are counted")
+    if spec.head is not HeadKind.CAUSAL_LM:
+        labels = f" over {spec.num_labels} labels" if spec.num_labels else ""
+        output = "no logits: the output is the final hidden states" if last is None else "its output is the logits"
+        notes.append(f"{spec.name} has {head_words(spec)}{labels}: {output}")
     if tp > 1:
         notes.append(f"per GPU of tp={tp}: linear weights, heads and vocabulary split; norms replicated")
     fraction = setup.overheads.allocator_fraction

@@ -57,5 +57,6 @@ def logits(spec: ModelSpec, *, positions: int, c: int, last_only: bool) -> Rule 
 
 
 def head_words(spec: ModelSpec) -> str:
-    """The head in words for a message: "no head", "a masked lm head"..."""
-    return "no head" if spec.head is HeadKind.BARE else f"a {spec.head.value.replace('_', ' ')} head"
+    """The head in words for a message: "no head", "a masked LM head"..."""
+    words = spec.head.value.replace("_", " ").replace(" lm", " LM")
+    return "no head" if spec.head is HeadKind.BARE else f"a {words} head"
