@@ -11,6 +11,10 @@ import pytest
 SHARED_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "configs"
 
 # RW-format falcon keys, renamed to what FalconConfig reads (the remote-code config class is never run).
+# Encoder-decoder families, built as *ForConditionalGeneration. transformers >= 5 builds their head tied whatever
+# tie_word_embeddings says (T5Config forces True) and from_pretrained unties it when the checkpoint holds its own
+# lm_head.weight (v1.1, flan-t5, mT5: tie_word_embeddings false); hf_params does the same.
+SEQ2SEQ = ("t5", "mt5")
 _RW_KEYS = {"n_layer": "num_hidden_layers", "n_head": "num_attention_heads", "n_head_kv": "num_kv_heads"}
 
 
@@ -61,7 +65,14 @@ def hf_params(config: dict[str, Any]) -> tuple[int, int]:
         data.setdefault("new_decoder_architecture", model_type == "RefinedWeb")
         model_type = "falcon"
     hf_config = transformers.AutoConfig.for_model(model_type, **data)
+    auto = hf_model_class(transformers, config)
+    if model_type in SEQ2SEQ:
+        auto = transformers.AutoModelForSeq2SeqLM  # T5ForConditionalGeneration, MT5ForConditionalGeneration
     with torch.device("meta"):
-        model = hf_model_class(transformers, config).from_config(hf_config, dtype=torch.bfloat16)
+        model = auto.from_config(hf_config, dtype=torch.bfloat16)
+        if model_type in SEQ2SEQ and data.get("tie_word_embeddings") is False:
+            # what from_pretrained does with a checkpoint holding its own lm_head.weight (checked for real in
+            # tests/estimate/test_encoder_decoder.py): the head is not tied to the shared embedding
+            model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.shared.weight))
     params = list(model.parameters())
     return sum(p.numel() for p in params), sum(p.numel() * p.element_size() for p in params)

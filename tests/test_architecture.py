@@ -176,7 +176,8 @@ def test_gpu_catalog_schema() -> None:
     ):
         assert required in table
     for gpu in table.values():
-        assert 8 * 2**30 < gpu.memory_bytes < 256 * 2**30 and gpu.label
+        # from an 8 GB laptop GPU to a 512 GB Mac's Metal working set
+        assert 4 * 2**30 < gpu.memory_bytes <= 512 * 2**30 and gpu.label
 
 
 def test_ci_runs_the_readme_test_command() -> None:

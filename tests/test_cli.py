@@ -32,7 +32,8 @@ def test_infer_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
     assert max(p["bytes"] for p in data["phases"]) == data["peak"]["bytes"]
     kv = next(t for t in data["terms"] if t["name"] == "kv_cache")
     assert kv["bytes"] == 2 * 2**30 and kv["formula"] and kv["source"]
-    assert data["gpu"]["memory_bytes"] == 24564 * 2**20
+    # the budget is CUDA's total (torch: 23.64 GiB = 25,383,256,719 B), not nvidia-smi's 24,564 MiB
+    assert data["gpu"]["memory_bytes"] == 25_383_256_719 and data["gpu"]["smi_bytes"] == 24564 * 2**20
     assert data["gpu"]["headroom_bytes"] == data["gpu"]["memory_bytes"] - data["peak"]["bytes"]
 
 

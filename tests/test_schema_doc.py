@@ -96,6 +96,7 @@ def _estimates() -> Iterator[vramwise.Estimate]:
             textbook = flat.get("mode") == "textbook"
             yield (vramwise.textbook_inference if textbook else vramwise.estimate_inference)(spec, setup)
     yield vramwise.textbook_inference(vramwise.resolve_model("14b"), _setup(vramwise.InferSetup, {"mode": "textbook"}))
+    yield from _encoder_decoder_estimates()
     from tiny_configs import GPT_BIGCODE  # its causal-mask buffer ("buffers"); no catalog entry yet
 
     bigcode = vramwise.spec.adapters.spec_from_config(GPT_BIGCODE, name="gpt_bigcode", source="test")
@@ -107,6 +108,18 @@ def _estimates() -> Iterator[vramwise.Estimate]:
             yield vramwise.textbook_training(spec, setup)
         else:
             yield from vramwise.estimate_stages(spec, setup)  # every pipeline stage, not only the worst
+
+
+def _encoder_decoder_estimates() -> Iterator[vramwise.Estimate]:
+    """T5 and mT5 (tests/tiny_configs.py): inference in accurate mode, the only question they take."""
+    from tiny_configs import ENCODER_DECODER
+
+    from vramwise.spec.adapters import spec_from_config
+
+    for name, config in ENCODER_DECODER.items():
+        spec = spec_from_config(config, name=name, source="test")
+        for flat in ({}, {"new_tokens": 128, "attention": "eager", "all_logits": True}, {"weight_format": "fp16"}):
+            yield vramwise.estimate_inference(spec, _setup(vramwise.InferSetup, flat))
 
 
 @cache

@@ -195,6 +195,68 @@ MISTRAL_WINDOW = {  # a 64-token window: the cache keeps the window, the prefill
     "model_type": "mistral",
     "sliding_window": 64,
 }
+# A state-space hybrid (Jamba): Mamba layers 0 and 2, attention layers 1 and 3 (attn_layer_offset 1 of period 2),
+# MoE on layers 0 and 2. Kept out of FAMILIES: the trait tests there read attention and MLP modules every layer has.
+JAMBA = {
+    "model_type": "jamba",
+    "vocab_size": 1000,
+    "hidden_size": 64,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 96,
+    "num_experts": 4,
+    "num_experts_per_tok": 2,
+    "attn_layer_period": 2,
+    "attn_layer_offset": 1,
+    "expert_layer_period": 2,
+    "expert_layer_offset": 0,
+    "mamba_d_state": 8,
+    "mamba_d_conv": 3,
+    "mamba_expand": 2,
+}
+
+# Encoder-decoder families (T5ForConditionalGeneration / MT5ForConditionalGeneration), kept apart from FAMILIES
+# (whose tests build causal LMs and train them). Each has d_kv x num_heads != d_model and its own decoder depth.
+ENCODER_DECODER: dict[str, dict[str, Any]] = {
+    "t5": {  # v1.0: ReLU MLP (wi, wo), head tied to the shared embedding and scaled by d_model^-0.5
+        "model_type": "t5",
+        "vocab_size": 1000,
+        "d_model": 64,
+        "d_kv": 16,
+        "d_ff": 128,
+        "num_layers": 2,
+        "num_decoder_layers": 3,
+        "num_heads": 6,
+        "dropout_rate": 0.0,
+    },
+    "t5-v1.1": {  # v1.1 / flan-t5: gated-gelu (wi_0, wi_1, wo), a separate lm_head
+        "model_type": "t5",
+        "vocab_size": 1000,
+        "d_model": 64,
+        "d_kv": 24,
+        "d_ff": 96,
+        "num_layers": 3,
+        "num_decoder_layers": 2,
+        "num_heads": 4,
+        "feed_forward_proj": "gated-gelu",
+        "tie_word_embeddings": False,
+        "relative_attention_num_buckets": 16,
+        "dropout_rate": 0.0,
+    },
+    "mt5": {  # mT5: T5 v1.1's blocks, a separate lm_head
+        "model_type": "mt5",
+        "vocab_size": 1200,
+        "d_model": 48,
+        "d_kv": 8,
+        "d_ff": 80,
+        "num_layers": 2,
+        "num_heads": 4,
+        "feed_forward_proj": "gated-gelu",
+        "tie_word_embeddings": False,
+        "dropout_rate": 0.0,
+    },
+}
 GPT_BIGCODE = {  # StarCoder's layout: multi-query attention (c_attn outputs h + 2·head_dim), learned positions
     "model_type": "gpt_bigcode",
     "n_embd": 256,

@@ -152,7 +152,10 @@ def test_gpus_and_formats_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["gpus", "--json"]) == 0
     gpus = {g["name"]: g for g in json.loads(capsys.readouterr().out)["gpus"]}
     assert set(gpus) == set(toml)
-    assert gpus["h100-80gb"]["memory_bytes"] == toml["h100-80gb"]["memory_mib"] * 2**20  # MiB, as nvidia-smi
+    # the budget is the CUDA-visible total as published: 79.11 GiB = 79.11 x 1,073,741,824 = 84,943,715,696.64 B
+    assert toml["h100-80gb"]["visible"] == "79.11 GiB"
+    assert gpus["h100-80gb"]["memory_bytes"] == 84_943_715_696
+    assert gpus["h100-80gb"]["smi_bytes"] == 81559 * 2**20  # nvidia-smi's MiB
     assert main(["formats", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     names = {f["name"] for f in data["formats"]}

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tiny_configs import BLOOM, FAMILIES, GPT_BIGCODE, HEADS, MISTRAL_WINDOW
+from tiny_configs import BLOOM, ENCODER_DECODER, FAMILIES, GPT_BIGCODE, HEADS, MISTRAL_WINDOW
 
 from vramwise.estimate.inference import estimate_inference
 from vramwise.spec.adapters import spec_from_config
@@ -57,4 +57,39 @@ def test_inference_estimate_matches_traced_generation(name: str, recipe: InferRe
     kv = est.term("kv_cache").bytes
     kept = min(setup.tokens, spec.attention.sliding_window or setup.tokens)
     assert kv >= traced.kv_cache and kv - traced.kv_cache <= kv / kept
+    assert est.peak_bytes == pytest.approx(traced.peak, rel=0.03)
+
+
+# Encoder-decoder (T5, mT5): the trace runs the encoder once, then the decoder from its start token with its
+# EncoderDecoderCache (verify/trace.py _seq2seq_generation), as generate() does.
+SEQ2SEQ_CASES = [
+    (name, InferRecipe(batch=b, context=s, new_tokens=n, attention=attention))
+    for name in ENCODER_DECODER
+    for b, s, n, attention in [(2, 256, 0, "sdpa"), (4, 128, 16, "sdpa"), (2, 256, 8, "eager"), (1, 512, 4, "sdpa")]
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "recipe"), SEQ2SEQ_CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(SEQ2SEQ_CASES)]
+)
+def test_encoder_decoder_estimate_matches_traced_generation(name: str, recipe: InferRecipe) -> None:
+    config = {**ENCODER_DECODER[name], "torch_dtype": "bfloat16"}
+    traced = trace_inference(config, recipe)
+    spec = spec_from_config(config, name=name, source="test")
+    setup = InferSetup(
+        batch=recipe.batch,
+        context=recipe.context,
+        new_tokens=recipe.new_tokens,
+        attention=recipe.attention,
+        overheads=NO_OVERHEADS,
+    )
+    est = estimate_inference(spec, setup)
+    assert sum(t.bytes for t in est.persistent if t.name.startswith("weights/")) == traced.params
+    # the decoder's self-attention slots (its start token and every new token but the last) and the cross cache
+    assert est.term("kv_cache/self").bytes + est.term("kv_cache/cross").bytes == traced.kv_cache
+    for step, peak in traced.phase_peaks.items():
+        if step == "decode" and recipe.new_tokens <= 1:
+            continue  # the trace names the phase, but no decode step ran
+        estimated = max(est.phase_total(p) for p in est.phases if p.kind.step == step)
+        assert estimated == pytest.approx(peak, rel=0.03), step
     assert est.peak_bytes == pytest.approx(traced.peak, rel=0.03)

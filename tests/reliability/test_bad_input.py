@@ -153,6 +153,11 @@ CLI_CASES = [
     case("infer-kv-dtype-int4", "infer llama-2-7b --kv-dtype int4", "kv_dtype"),
     case("infer-attention-bogus", "infer llama-2-7b --attention paged", "attention"),
     case("infer-gpu-bogus", "infer llama-2-7b --gpu h300", "h300"),
+    case("infer-gpu-bare-number", "infer llama-2-7b --gpu 24", "24GiB"),  # a unit is never guessed
+    case("infer-gpu-ambiguous-unit", "infer llama-2-7b --gpu 80G", "80GiB"),
+    case("infer-gpu-count-vs-tp", "infer llama-2-7b --gpu 4xh100 --tp 2", "tp"),
+    case("train-gpu-count-vs-layout", "train llama-2-7b --gpu 8xh100 --dp 3", "gpus(8)"),
+    case("train-no-bf16", "train llama-2-7b --gpu t4 --precision bf16-mixed", "fp16-mixed"),
     case("infer-serve-no-gpu", "infer llama-2-7b --serve", "gpu"),
     case("infer-serve-textbook", "infer llama-2-7b --serve --gpu a100-80gb --mode textbook", "textbook"),
     case("infer-serve-bare", "infer 7b --serve --gpu a100-80gb", "architecture"),
@@ -251,7 +256,7 @@ CLI_CASES = [
     case("fit-max-batch--1", "fit llama-2-7b --gpu a100-80gb --layouts 8 --max-batch -1", "max_batch"),
     case("fit-min-gpus-infer", "fit llama-2-7b --gpu a100-80gb --min-gpus --infer", "--min-gpus"),
     case("fit-gpu-bogus", "fit llama-2-7b --gpu x100 --max batch", "x100"),
-    case("fit-gpu-unknown", "fit deepseek-v3 --gpu rtx-3060 --max batch", "rtx-3060"),
+    case("fit-gpu-unknown", "fit deepseek-v3 --gpu gtx-1080 --max batch", "gtx-1080"),  # rtx-3060 joined the catalog
     case("fit-max-bogus", "fit llama-2-7b --gpu a100-80gb --max tp", "--max"),
     case("fit-min-gpus-ep2", "fit mixtral-8x7b --gpu a100-80gb --min-gpus --dp 2 --ep 2", "ep"),
     case("fit-min-gpus-fsdp-shard", "fit llama-2-7b --gpu a100-80gb --min-gpus --dp 4 --fsdp hybrid --fsdp-shard 2",

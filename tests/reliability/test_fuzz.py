@@ -46,16 +46,19 @@ KEYS = [  # keys real configs carry, for mutations that add one
     "num_local_experts", "num_experts", "num_experts_per_tok", "moe_intermediate_size", "n_routed_experts",
     "first_k_dense_replace", "sliding_window", "layer_types", "rope_scaling", "quantization_config", "text_config",
     "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "n_layer", "n_head", "n_embd", "ffn_dim", "word_embed_proj_dim",
+    "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads", "feed_forward_proj",
+    "relative_attention_num_buckets",
 ]  # fmt: skip
 
 
 def base_configs() -> list[tuple[str, dict[str, Any]]]:
-    from tiny_configs import FAMILIES
+    from tiny_configs import ENCODER_DECODER, FAMILIES
 
     from vramwise.catalog import models
 
     real = [(f"catalog:{name}", json.loads(json.dumps(dict(e.config)))) for name, e in models().items()]
-    return real + [(f"tiny:{name}", dict(cfg)) for name, cfg in FAMILIES.items()]
+    tiny = {**FAMILIES, **ENCODER_DECODER}
+    return real + [(f"tiny:{name}", dict(cfg)) for name, cfg in tiny.items()]
 
 
 def _value(rng: random.Random) -> Any:
@@ -82,7 +85,8 @@ def mutate_structured(rng: random.Random, cfg: dict[str, Any]) -> tuple[dict[str
             done.append(f"delete {key}")
             continue
         old = target.get(key)
-        if op == "swap" and isinstance(old, (int, float)) and not isinstance(old, bool):
+        # (a first mutation may have set a 10^400 that float() cannot take: such a value is changed instead)
+        if op == "swap" and isinstance(old, (int, float)) and not isinstance(old, bool) and abs(old) < 1e308:
             new: Any = rng.choice([str(old), [old], {"v": old}, float(old), bool(old), None])
         else:
             new = _value(rng)

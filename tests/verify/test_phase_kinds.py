@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from tiny_configs import ENCODER_DECODER
 
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.term import Estimate, Phase, PhaseKind, Step, Term
 from vramwise.estimate.train.training import estimate_stages
+from vramwise.spec.adapters import spec_from_config
 from vramwise.spec.load import resolve_model
 from vramwise.verify import twin
 from vramwise.workload import InferSetup, TrainSetup
@@ -51,10 +53,14 @@ def test_every_phase_built_has_a_kind_that_verify_compares() -> None:
                 assert isinstance(p.kind, PhaseKind) and p.name == p.kind.value
                 assert p.kind.step in twin.TRAINING_PEAKS.values()
                 seen.add(p.kind)
-    est = estimate_inference(resolve_model("mistral-7b"), InferSetup(context=8192, new_tokens=4))
-    for p in est.phases:
-        assert isinstance(p.kind, PhaseKind) and p.kind.step in twin.INFERENCE_STEPS
-        seen.add(p.kind)
+    t5 = spec_from_config(ENCODER_DECODER["t5"], name="t5", source="test")  # T5 buckets its relative positions
+    for est in (
+        estimate_inference(resolve_model("mistral-7b"), InferSetup(context=8192, new_tokens=4)),
+        estimate_inference(t5, InferSetup(context=512, new_tokens=4)),
+    ):
+        for p in est.phases:
+            assert isinstance(p.kind, PhaseKind) and p.kind.step in twin.INFERENCE_STEPS
+            seen.add(p.kind)
     assert seen == set(PhaseKind)  # not vacuous: the setups above build every kind there is
 
 
@@ -70,4 +76,5 @@ def test_display_names_are_unchanged() -> None:
         "backward (head)",
         "backward end",
         "optimizer step",
+        "prefill (position bias)",
     ]

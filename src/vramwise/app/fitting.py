@@ -11,10 +11,11 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from vramwise.app.choices import DEFAULT_TOP, MAX_TARGETS
+from vramwise.app.gpu_rules import infer_options, native_format, train_options, uncounted
 from vramwise.app.run import architecture
 from vramwise.app.setups import INFERENCE_ONLY, TRAINING_ONLY, check_format, infer_setup, refuse, train_setup
-from vramwise.catalog import Gpu, get_gpu
-from vramwise.errors import DoesNotFitError, InapplicableOptionError, InvalidWorkloadError
+from vramwise.catalog import Gpu, GpuChoice, parse_gpu
+from vramwise.errors import DoesNotFitError, InapplicableOptionError, InvalidLayoutError, InvalidWorkloadError
 from vramwise.units import Unit, fmt
 from vramwise.workload import Recompute
 from vramwise.workload.checks import positive
@@ -36,7 +37,7 @@ class Question(StrEnum):
 @dataclass(frozen=True, kw_only=True)
 class FitRequest:
     model: str
-    gpu: str  # the GPU whose memory is the budget
+    gpu: str  # the GPU whose memory is the budget: a name, a size (24GiB), a count (8xH100)
     question: Question
     target: str | None = None  # MAX: one of MAX_TARGETS
     gpus: int | None = None  # LAYOUTS: the GPU count
@@ -56,28 +57,55 @@ class FitResult:
     layouts: Search | None = None  # LAYOUTS
     gpus: int | None = None  # LAYOUTS: the GPU count
     top: int = DEFAULT_TOP  # LAYOUTS: how many to show
+    count: int = 1  # GPUs of this kind given with --gpu (NxNAME); the answers are per GPU
+    notes: tuple[str, ...] = ()  # what --gpu changed (tp or dp from the count, fp16 rules) and the budget's basis
 
 
 def fit(req: FitRequest) -> FitResult:
     """Answer one fit question, or raise DoesNotFitError with the smallest setup that does fit."""
     _check(req)
     model = architecture(req.model, "fit")
-    gpu = get_gpu(req.gpu)
+    choice = _gpu(req)
+    gpu = choice.gpu
     budget = gpu.memory_bytes
     if req.infer:
-        return _fit_inference(req, model, gpu, infer_setup(req.options, model))
-    setup = train_setup(req.options, model)
+        options, notes = infer_options(choice, req.options, native_format(model, choice, req.options))
+        found = _fit_inference(req, model, gpu, infer_setup(options, model))
+        return replace(found, count=choice.count, notes=notes)
     if req.question is Question.LAYOUTS:
-        return _layouts(req, model, gpu, setup)
+        options, notes = train_options(uncounted(choice), req.options)
+        gpus = choice.count if req.gpus is None and choice.counted else req.gpus
+        found = _layouts(replace(req, gpus=gpus), model, gpu, train_setup(options, model))
+        return replace(found, notes=notes)
+    options, notes = train_options(choice, req.options)
+    setup = train_setup(options, model)
     from vramwise.fit.solve import max_train, min_gpus
 
     if req.question is Question.MIN_GPUS:
-        return FitResult(question=req.question, gpu=gpu, answer=min_gpus(model, setup, budget, req.unit))
+        answer = min_gpus(model, setup, budget, req.unit)
+        return FitResult(question=req.question, gpu=gpu, answer=answer, notes=notes)
     try:
         answer = max_train(model, setup, budget, str(req.target), req.unit)
     except DoesNotFitError as err:
         raise DoesNotFitError(f"{err}; {smallest_that_fits(model, setup, budget)}") from None
-    return FitResult(question=req.question, gpu=gpu, answer=answer)
+    return FitResult(question=req.question, gpu=gpu, answer=answer, count=choice.count, notes=notes)
+
+
+def _gpu(req: FitRequest) -> GpuChoice:
+    """The --gpu of a fit question, with its count checked against the question's own count."""
+    choice = parse_gpu(req.gpu)
+    if not choice.counted:
+        return choice
+    if req.question is Question.MIN_GPUS:
+        raise InapplicableOptionError(
+            f"--min-gpus searches the number of GPUs: give --gpu {choice.gpu.name} without a count", field="gpu"
+        )
+    if req.question is Question.LAYOUTS and req.gpus is not None and req.gpus != choice.count:
+        raise InvalidLayoutError(
+            f"--layouts {req.gpus} and --gpu {choice.text} give two GPU counts; give one (they must agree)",
+            field="layouts",
+        )
+    return choice
 
 
 def _check(req: FitRequest) -> None:
@@ -132,6 +160,8 @@ def _fit_inference(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: InferSetu
     budget = gpu.memory_bytes
     if req.question is Question.BEST_FORMAT:
         answer, rows = best_format(model, setup, budget, gpu.memory_bytes, req.unit)
+        if not gpu.bf16:  # the 16-bit candidate runs as fp16 there (same bytes: gpu_rules.py), so say fp16
+            answer, rows = _as_fp16(answer), [replace(r, format="fp16") if r.format == "bf16" else r for r in rows]
         return FitResult(question=req.question, gpu=gpu, answer=answer, formats=tuple(rows))
     check_format(model, setup)
     target = "batch" if req.target == "batch" else "context"
@@ -162,6 +192,16 @@ def _layouts(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: TrainSetup) -> 
         raise DoesNotFitError(f"no layout of {gpus} x {gpu.name} fits: {floor}; {fewest}")
     top_shown = DEFAULT_TOP if req.top is None else req.top
     return FitResult(question=req.question, gpu=gpu, layouts=found, gpus=gpus, top=top_shown)
+
+
+def _as_fp16(answer: Answer) -> Answer:
+    """The best-format answer with its bf16 candidate named fp16, for a GPU without bf16."""
+    def rename(v: int | str | None) -> int | str | None:
+        return "fp16" if v == "bf16" else v
+
+    value = rename(answer.value)
+    assert value is not None  # an answer always has a value
+    return replace(answer, value=value, next_value=rename(answer.next_value))
 
 
 def smallest_that_fits(model: ModelSpec, setup: TrainSetup, budget: int) -> str:

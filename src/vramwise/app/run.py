@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from vramwise.app.gpu_rules import infer_options, native_format, train_options
 from vramwise.app.setups import check_format, infer_setup, refuse, train_setup
-from vramwise.catalog import Gpu, get_gpu
+from vramwise.catalog import Gpu, GpuChoice, parse_gpu
 from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
 from vramwise.report.verdict import Verdict, verdict
 from vramwise.spec.load import resolve_model
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 class InferRequest:
     model: str  # catalog name, path to a config.json, or a bare size such as 14b
     options: Mapping[str, Any] = field(default_factory=dict)  # inference options by name; absent: the default
-    gpu: str | None = None  # check the fit against this GPU
+    gpu: str | None = None  # check the fit against this GPU: a name, a size (24GiB), a count (2x4090)
     serve: bool = False  # serving capacity on the GPU (vLLM's budget rule)
     max_batched_tokens: int | None = None  # --serve: vLLM's profiling tokens (None: serving.py's default)
 
@@ -53,9 +54,11 @@ def infer(req: InferRequest) -> InferResult:
     if req.max_batched_tokens is not None:  # 0 used to mean the default in silence, -1 crashed (C9, U11)
         positive("max_batched_tokens", req.max_batched_tokens)
     model = resolve_model(req.model)
-    setup = infer_setup(req.options, model)
+    choice = parse_gpu(req.gpu) if req.gpu else None
+    options, gpu_notes = infer_options(choice, req.options, native_format(model, choice, req.options))
+    setup = infer_setup(options, model)
     check_format(model, setup)
-    gpu = get_gpu(req.gpu) if req.gpu else None
+    gpu = choice.gpu if choice else None
     if req.serve and gpu is None:
         raise InvalidWorkloadError("--serve needs --gpu (the GPU whose memory the KV cache fills)", field="gpu")
     if req.serve and setup.mode == "textbook":
@@ -70,14 +73,19 @@ def infer(req: InferRequest) -> InferResult:
         est = textbook_inference(model, setup)
     else:
         est = estimate_inference(model, setup)
+    est = replace(est, notes=est.notes + gpu_notes) if gpu_notes else est
     cap = None
     if req.serve and gpu and isinstance(model, ModelSpec):
         from vramwise.estimate.serving import serving_capacity
 
         cap = serving_capacity(model, setup, gpu.memory_bytes, req.max_batched_tokens)
     return InferResult(
-        model=model, setup=setup, estimate=est, gpu=gpu, verdict=verdict(est, gpu) if gpu else None, capacity=cap
+        model=model, setup=setup, estimate=est, gpu=gpu, verdict=_verdict(est, choice), capacity=cap
     )
+
+
+def _verdict(est: Estimate, choice: GpuChoice | None) -> Verdict | None:
+    return verdict(est, choice.gpu, choice.count) if choice else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,10 +119,12 @@ def train(req: TrainRequest) -> TrainResult:
     from vramwise.estimate.train.training import estimate_stages
 
     model = resolve_model(req.model)
-    setup = train_setup(req.options, model)
+    choice = parse_gpu(req.gpu) if req.gpu else None
+    options, gpu_notes = train_options(choice, req.options)
+    setup = train_setup(options, model)
     if setup.mode != "textbook":
         refuse(req.options, ("seed", "lora_fraction"), "applies to --mode textbook (the seeds' formulas)")
-    gpu = get_gpu(req.gpu) if req.gpu else None
+    gpu = choice.gpu if choice else None
     if setup.mode == "textbook":
         if req.per_stage:
             raise InapplicableOptionError(
@@ -123,9 +133,10 @@ def train(req: TrainRequest) -> TrainResult:
         estimates = [textbook_training(model, setup)]
     else:
         estimates = estimate_stages(model, setup)
+    estimates = [replace(e, notes=e.notes + gpu_notes) for e in estimates] if gpu_notes else estimates
     worst = max(estimates, key=lambda e: e.peak_bytes)
     shown = [(i, e) for i, e in enumerate(estimates) if req.per_stage or e is worst]
-    stages = tuple(StageResult(index=i, estimate=e, verdict=verdict(e, gpu) if gpu else None) for i, e in shown)
+    stages = tuple(StageResult(index=i, estimate=e, verdict=_verdict(e, choice)) for i, e in shown)
     return TrainResult(model=model, setup=setup, gpu=gpu, stages=stages, per_stage=req.per_stage)
 
 

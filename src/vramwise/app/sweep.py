@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from vramwise.app.choices import DEFAULT_AXIS, SWEEP_AXES
+from vramwise.app.gpu_rules import single
 from vramwise.app.setups import (
     INFERENCE_ONLY,
     TRAINING_ONLY,
@@ -16,7 +17,7 @@ from vramwise.app.setups import (
     table_length,
     train_setup,
 )
-from vramwise.catalog import Gpu, get_gpu
+from vramwise.catalog import Gpu
 from vramwise.errors import InapplicableOptionError, InvalidWorkloadError, VerifyUnsupportedError
 from vramwise.spec.load import resolve_model_with_config
 from vramwise.workload.checks import BOUNDS, positive, show
@@ -108,7 +109,7 @@ def plot_data(req: PlotRequest) -> PlotData:
         raise InvalidWorkloadError(f"vs '{req.vs}' is not allowed; allowed: {', '.join(SWEEP_AXES)}", field="vs")
     model = architecture(req.model, "plot")
     xs = _points(req.points, req.vs, table_length(model))
-    gpu = get_gpu(req.gpu) if req.gpu else None
+    gpu = single(req.gpu, "plot draws one GPU's budget line").gpu if req.gpu else None
     if req.infer:
         from vramwise.estimate.inference import estimate_inference
 

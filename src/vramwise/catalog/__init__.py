@@ -1,4 +1,7 @@
-"""Built-in catalogs: models by short name and GPUs by name, stored as small TOML data files."""
+"""Built-in catalogs: models by short name and GPUs by name, stored as small TOML data files.
+
+The GPU part (the catalog, and what `--gpu` accepts) lives in ``gpu_spec.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,19 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from vramwise.errors import UnknownGpuError
-from vramwise.units import MIB
+from vramwise.catalog.gpu_spec import Gpu, GpuChoice, get_gpu, gpus, parse_gpu, parse_size
+
+__all__ = [
+    "CatalogModel",
+    "Gpu",
+    "GpuChoice",
+    "close_matches",
+    "get_gpu",
+    "gpus",
+    "models",
+    "parse_gpu",
+    "parse_size",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,14 +34,6 @@ class CatalogModel:
     name: str
     hf_id: str
     config: dict[str, Any]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Gpu:
-    name: str
-    label: str
-    memory_bytes: int
-    confirmed: bool = True
 
 
 def _load(filename: str) -> dict[str, Any]:
@@ -48,23 +54,7 @@ def models() -> dict[str, CatalogModel]:
     return out
 
 
-@cache
-def gpus() -> dict[str, Gpu]:
-    return {
-        name: Gpu(name=name, label=e["label"], memory_bytes=e["memory_mib"] * MIB, confirmed=e.get("confirmed", True))
-        for name, e in _load("gpus.toml").items()
-    }
-
-
 def close_matches(word: str, names: list[str]) -> str:
     """' (did you mean: a, b?)' for a misspelt name, or ''."""
     near = difflib.get_close_matches(word.lower(), names, n=3, cutoff=0.6)
     return f" (did you mean: {', '.join(near)}?)" if near else ""
-
-
-def get_gpu(name: str) -> Gpu:
-    key = name.lower()
-    table = gpus()
-    if key in table:
-        return table[key]
-    raise UnknownGpuError(f"unknown GPU '{name}'{close_matches(key, list(table))}; allowed: {', '.join(table)}")

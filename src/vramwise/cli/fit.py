@@ -35,11 +35,15 @@ def run(command: str, values: dict[str, Any]) -> int:
     )
     r = fit(req)
     if r.layouts is not None:
-        print(render_layouts(r.layouts.fitting, r.layouts.rejected, r.gpu, int(r.gpus or 0), r.top, unit))
+        print(
+            render_layouts(
+                r.layouts.fitting, r.layouts.rejected, r.gpu, int(r.gpus or 0), r.top, unit, notes=r.notes
+            )
+        )
         print(f"({r.layouts.candidates:,} layouts considered from {r.layouts.estimates:,} estimates)")
         return 0
     assert r.answer is not None  # every other question has an answer
-    print(render_answer(r.answer, r.gpu, unit))
+    print(render_answer(r.answer, r.gpu, unit, count=r.count, notes=r.notes))
     if r.question is Question.BEST_FORMAT:
         print(render_formats(list(r.formats), unit))
     return 0

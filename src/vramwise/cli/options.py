@@ -182,9 +182,11 @@ OPTIONS: tuple[Option, ...] = (
            help="inference instead of training (--context, or --seq, is the context)"),
     Option(name="gpu", flags=("--gpu",), type=str, group=Group.QUESTION, commands=(INFER, TRAIN, FIT, PLOT),
            required_in=(FIT,),
-           help="GPU to check the fit against (see `vramwise gpus`)",
-           help_in={FIT: "the GPU whose memory is the budget (see `vramwise gpus`)",
-                    PLOT: "draw this GPU's capacity line"}),
+           help="GPU to check the fit against: a name or alias (`vramwise gpus`), a size (24GiB = 2^30 bytes each, "
+                "24GB = 10^9), optionally a count (2x4090: inference tp = count, training dp x tp x pp x cp = count)",
+           help_in={FIT: "the GPU whose memory is the budget: a name (`vramwise gpus`), a size (24GiB, 24GB), "
+                         "optionally a count (8xH100)",
+                    PLOT: "draw this GPU's capacity line (a name or a size; no count)"}),
     Option(name="serve", flags=("--serve",), group=Group.QUESTION, commands=(INFER,),
            help="serving capacity on --gpu (vLLM's budget rule)"),
     Option(name="max_batched_tokens", flags=("--max-batched-tokens",), type=int, group=Group.QUESTION,

@@ -7,6 +7,7 @@ import functools
 from vramwise.estimate.plan import BATCH, Rule
 from vramwise.estimate.sharding import kv_heads_per_gpu
 from vramwise.spec.model import ModelSpec
+from vramwise.spec.ssm import attention_layer_count, is_ssm_layer
 
 
 def kv_elements_per_token(spec: ModelSpec, tp: int = 1) -> int:
@@ -31,12 +32,13 @@ def cached_tokens(spec: ModelSpec, layer: int, tokens: int, block: int) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def _kept(spec: ModelSpec, tokens: int, block: int) -> int:
-    return sum(cached_tokens(spec, i, tokens, block) for i in range(spec.num_layers))
+    # a hybrid's Mamba layers keep a fixed state instead (estimate/ssm_state.py)
+    return sum(cached_tokens(spec, i, tokens, block) for i in range(spec.num_layers) if not is_ssm_layer(spec, i))
 
 
 def kv_cache(spec: ModelSpec, *, tokens: int, dtype: str, dtype_bytes: int, tp: int, block: int) -> Rule:
     """K and V of ``tokens`` per sequence in every layer (``coef``: one sequence's bytes)."""
-    att, L = spec.attention, spec.num_layers
+    att, L = spec.attention, attention_layer_count(spec)
     if att.kind == "mla" and att.mla:
         per = f"(kv_lora_rank {att.mla.kv_lora_rank} + rope {att.mla.qk_rope_head_dim})"
     else:
@@ -44,11 +46,12 @@ def kv_cache(spec: ModelSpec, *, tokens: int, dtype: str, dtype_bytes: int, tp: 
     sliding = sliding_layers(spec) if att.sliding_window else 0
     window = f"; {sliding} of {L} layers keep min(tokens, window {att.sliding_window})" if sliding else ""
     blocks = f", tokens rounded up to blocks of {block}" if block > 1 else ""
+    layers = f"attention layers {L} of {spec.num_layers}" if spec.ssm else f"L {L}"
     return Rule(
         name="kv_cache",
         coef=kv_elements_per_token(spec, tp) * _kept(spec, tokens, block) * dtype_bytes,
         var=BATCH,
-        formula=lambda v: f"b {v.b} x {per} x {dtype} {dtype_bytes:g} B x tokens {tokens} x L {L}{window}{blocks}",
+        formula=lambda v: f"b {v.b} x {per} x {dtype} {dtype_bytes:g} B x tokens {tokens} x {layers}{window}{blocks}",
         source="K and V per layer per token (vLLM paged KV; MLA latent cache per DeepSeek-V2 paper §2.1)",
     )
 
@@ -56,7 +59,7 @@ def kv_cache(spec: ModelSpec, *, tokens: int, dtype: str, dtype_bytes: int, tp: 
 @functools.lru_cache(maxsize=256)
 def sliding_layers(spec: ModelSpec) -> int:
     """How many layers attend through a sliding window."""
-    return sum(spec.layer_attention(i) == "sliding" for i in range(spec.num_layers))
+    return sum(spec.layer_attention(i) == "sliding" for i in range(spec.num_layers) if not is_ssm_layer(spec, i))
 
 
 def sliding_prefill_views(spec: ModelSpec, *, context: int, dtype_bytes: int, tp: int) -> Rule | None:

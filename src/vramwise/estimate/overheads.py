@@ -4,6 +4,11 @@ Neither can be traced without a GPU. The defaults are stated assumptions, overri
 - CUDA context: 512 MiB. PyTorch with CUDA 12 lazy module loading measured about 287 MB of context
   (pytorch/pytorch lazy-loading PR); cuBLAS/cuDNN handles and workspaces (32 MiB cuBLAS workspace on
   Hopper) and NCCL for tp > 1 add to it. Calibrate with `vramwise verify` on a CUDA machine.
+  The context is spent inside the total CUDA reports (cudaMemGetInfo's free drops by it), and that total is
+  already nvidia-smi's less the driver's own reserve (NVML nvmlMemory_v2_t.reserved). The GPU budgets are that
+  CUDA-visible total (catalog/gpu_spec.py), so the reserve is not in this term and the context is not in the
+  budget: neither is counted twice. (Until issue 12 the budgets were nvidia-smi's totals, and the catalog's
+  comment let this term stand for the gap too; it never did: 512 MiB is the context, measured or assumed.)
 - Allocator reserve: 3% of tensor bytes for the caching allocator's block rounding and fragmentation
   (reserved − allocated); vLLM pre-allocates its KV cache in one tensor, so serving sits near the low end.
 """

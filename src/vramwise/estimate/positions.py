@@ -45,6 +45,10 @@ def check_positions(spec: ModelSpec, tokens: int, field: str) -> str | None:
             field=field.split()[0],
             allowed=f"at most {limit:,} positions in all (the learned position table)",
         )
+    if spec.traits.positions is Positions.NONE:  # nothing to scale: the trained length is all the config says
+        return (
+            f"{field} {tokens:,} exceeds the {limit:,} positions the model was trained on; memory is estimated as asked"
+        )
     return (
         f"{field} {tokens:,} exceeds max_position_embeddings {limit:,}: the model needs rope scaling "
         "(rope_scaling) to run it; memory is estimated as asked"

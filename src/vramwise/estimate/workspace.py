@@ -22,7 +22,9 @@ import functools
 from vramwise.estimate.kv_cache import sliding_layers
 from vramwise.estimate.plan import BATCH, Rule, Vars
 from vramwise.estimate.sharding import kv_heads_per_gpu
+from vramwise.estimate.ssm_state import with_mamba
 from vramwise.spec.model import ModelSpec
+from vramwise.spec.ssm import attention_layer_count
 from vramwise.spec.traits import Positions
 from vramwise.workload import AttentionImpl
 
@@ -107,8 +109,9 @@ def prefill_workspace(spec: ModelSpec, *, chunk: int, kv_len: int, c: int, atten
     if spec.traits.eager_only:
         attention = AttentionImpl.EAGER  # the family's own attention code materialises its scores (traits.py)
     att_w, att_f = _attention_live(spec, tp)
-    att = chunk * c * att_w
-    scores = _scores(spec, chunk, kv_len, c, tp) if attention == "eager" else 0
+    has_attention = attention_layer_count(spec) > 0  # a hybrid's Mamba layers have none (spec/ssm.py)
+    att = chunk * c * att_w if has_attention else 0
+    scores = _scores(spec, chunk, kv_len, c, tp) if attention == "eager" and has_attention else 0
     mlp_w, mlp_f = _mlp_live(spec, tp)
     mlp = chunk * c * mlp_w
     # which live set is larger does not depend on the batch: every size above is per sequence
@@ -126,10 +129,11 @@ def prefill_workspace(spec: ModelSpec, *, chunk: int, kv_len: int, c: int, atten
             f += f" + sliding-window mask b·s_q·s_kv x 1 B = {b * mask:,}"
         return f"max(attention, MLP) = {'attention' if in_attention else 'MLP'}: {f}"
 
-    return Rule(
+    rule = Rule(
         name="activations/prefill_workspace",
         coef=max(att + scores, mlp) + mask,
         var=BATCH,
         formula=formula,
         source="one layer's live tensors in an HF/vLLM forward (module docstring); eager attention adds s²",
     )
+    return with_mamba(rule, spec, chunk=chunk, kv_len=kv_len, c=c) if spec.ssm else rule

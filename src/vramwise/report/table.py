@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vramwise.estimate.serving import Capacity
 from vramwise.estimate.term import Estimate
-from vramwise.report.verdict import Verdict
+from vramwise.report.verdict import Verdict, budget_words, gpu_title
 from vramwise.units import Unit, fmt, footer, to_unit, unit_label
 
 
@@ -43,9 +43,11 @@ def render_table(
     if verdict:
         word = "FITS" if verdict.fits else "DOES NOT FIT"
         lines.append(
-            f"{verdict.gpu.label} ({fmt(verdict.gpu.memory_bytes, unit)}): {word}, "
+            f"{gpu_title(verdict.gpu, verdict.count)} ({budget_words(verdict.gpu, unit, verdict.count)}): {word}, "
             f"headroom {fmt(verdict.headroom_bytes, unit)}"
         )
+        if explain and verdict.gpu.source:
+            lines.append(f"    budget: {verdict.gpu.basis}; source: {verdict.gpu.source}")
     if capacity:
         lines.append(
             f"serving: KV budget {fmt(capacity.budget.bytes, unit)} = {capacity.kv_tokens:,} tokens of KV "

@@ -6,12 +6,17 @@ from dataclasses import dataclass
 
 from vramwise.catalog import Gpu
 from vramwise.estimate.term import Estimate
+from vramwise.units import Unit, fmt
 
 
 @dataclass(frozen=True, kw_only=True)
 class Verdict:
+    """The per-GPU peak against one GPU's budget: the memory the framework sees (``Gpu.memory_bytes``, the
+    CUDA-visible total, not nvidia-smi's; see catalog/gpu_spec.py). With a count, every GPU holds that peak."""
+
     gpu: Gpu
     peak_bytes: int
+    count: int = 1  # GPUs of this kind (``--gpu 2x4090``); the estimate is per GPU
 
     @property
     def fits(self) -> bool:
@@ -23,5 +28,34 @@ class Verdict:
         return self.gpu.memory_bytes - self.peak_bytes
 
 
-def verdict(estimate: Estimate, gpu: Gpu) -> Verdict:
-    return Verdict(gpu=gpu, peak_bytes=estimate.peak_bytes)
+def verdict(estimate: Estimate, gpu: Gpu, count: int = 1) -> Verdict:
+    return Verdict(gpu=gpu, peak_bytes=estimate.peak_bytes, count=count)
+
+
+def _seen_by(gpu: Gpu) -> str:
+    """Who sees the budget: Metal's working set on Apple silicon, ROCm on AMD, CUDA elsewhere."""
+    return {"apple": "Metal working set", "amd": "visible to ROCm"}.get(gpu.segment, "visible to CUDA")
+
+
+def _reporter(gpu: Gpu) -> str:
+    return {"apple": "unified RAM", "amd": "rocm-smi"}.get(gpu.segment, "nvidia-smi")
+
+
+def budget_words(gpu: Gpu, unit: Unit = "gib", count: int = 1) -> str:
+    """The budget and the vendor tool's total, as the verdict line says them:
+    ``23.64 GiB visible to CUDA; nvidia-smi 23.99 GiB``."""
+    if gpu.smi_bytes is None:
+        return f"{fmt(gpu.memory_bytes, unit)}, the size given"
+    per = "per GPU " if count > 1 else ""
+    budget = f"{per}{fmt(gpu.memory_bytes, unit)}"
+    if gpu.confirmed or gpu.memory_bytes != gpu.smi_bytes:  # published, or derived (Apple) from the RAM
+        derived = "" if gpu.confirmed else ", derived: unconfirmed"
+        nominal = " nominal" if gpu.nominal else ""
+        return f"{budget} {_seen_by(gpu)}{derived}; {_reporter(gpu)}{nominal} {fmt(gpu.smi_bytes, unit)}"
+    if gpu.nominal:
+        return f"{budget} nominal, no total published: unconfirmed"
+    return f"{budget} = {_reporter(gpu)}'s total, CUDA's own unpublished: unconfirmed"
+
+
+def gpu_title(gpu: Gpu, count: int = 1) -> str:
+    return f"{count} x {gpu.label}" if count > 1 else gpu.label

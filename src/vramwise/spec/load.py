@@ -267,6 +267,8 @@ def catalog_spec(name: str) -> ModelSpec:
 _SEPARATORS = tuple(s for s in (os.sep, os.altsep, "/") if s)
 # A Hugging Face hub id: "org/name" (huggingface_hub's repo-id rule: letters, digits, "-", "_", ".").
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+", re.ASCII)
+# A GGUF in a hub repo named as llama.cpp's -hf does: org/name[@revision]:TAG (spec/gguf_hub.py).
+_GGUF_TAG = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(?:@[\w./-]+?)?:[\w.-]+", re.ASCII)
 
 
 def _is_explicit_path(text: str) -> bool:
@@ -317,6 +319,11 @@ def resolve_model_with_config(text: str) -> ResolvedModel:
     stripped = text.strip()
     if not stripped:
         raise UnknownModelError(f"MODEL is empty; give {_ALLOWED}", field=_FIELD, allowed=_ALLOWED)
+    if stripped.lower().endswith(".gguf") or _GGUF_TAG.fullmatch(stripped):  # a GGUF: its header only is read
+        from vramwise.spec.gguf_file import gguf_from_text  # lazy: gguf (and numpy) only for a GGUF
+
+        spec, config = gguf_from_text(stripped)
+        return ResolvedModel(spec=spec, raw_config=config)
     if _is_explicit_path(stripped):
         return _from_path(text)
     key = stripped.lower()

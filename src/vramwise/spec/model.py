@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from vramwise.spec.checkpoint import CheckpointBytes
+from vramwise.spec.encoder_decoder import EncoderDecoderSpec
+from vramwise.spec.ssm import SsmSpec
 from vramwise.spec.traits import HeadKind, ImplTraits
 
 AttentionKind = Literal["mha", "mla"]
@@ -131,6 +133,18 @@ class ModelSpec:
     # The checkpoint's own bytes per category, from its safetensors headers or GGUF tensor infos (None for a
     # config.json alone or a catalog entry): the weights term reads these when the format is the checkpoint's.
     checkpoint: CheckpointBytes | None = None
+    # Hybrid state-space models (Jamba): the Mamba layers, which have no attention and keep a fixed state per
+    # sequence instead of a KV cache (spec/ssm.py). None: attention on every layer.
+    ssm: SsmSpec | None = None
+    # quantization_config.quant_method (lowercase) when stored_format was read from it: training follows the
+    # method's transformers quantizer (is_trainable, a dequantize option): spec/adapters/quant_config.py
+    quant_method: str | None = None
+    # quantization_config skip-list entries naming projections inside the layers (kept in high precision there):
+    # the layouts count them quantized, so the report says so (spec/adapters/quant_config.py kept_in_layers)
+    quant_kept: tuple[str, ...] = ()
+    # bitsandbytes 4-bit: bnb_4bit_compute_dtype ("fp32" when the config omits it, BitsAndBytesConfig's default),
+    # the dtype Linear4bit casts its input to and dequantizes the weight to (estimate/dequant.py)
+    quant_compute_dtype: str | None = None
     # The classifier's outputs (sequence or token classification heads; 0 for any other head): len(id2label),
     # else num_labels, else PretrainedConfig's default 2. Set by spec/heads.py from architectures[0].
     num_labels: int = 0
@@ -138,6 +152,9 @@ class ModelSpec:
     # (n_positions, n_positions) bool causal mask registered with nn.Buffer(persistent=False) and never read.
     buffer_bytes: int = 0
     source: str = field(default="", compare=False)  # where the spec came from (path or catalog)
+    # T5/mT5: the encoder stack and the decoder's cross-attention (spec/encoder_decoder.py); the fields above
+    # then describe the decoder stack. None for every decoder-only or encoder-only model.
+    encoder_decoder: EncoderDecoderSpec | None = None
 
     @property
     def vocab_size(self) -> int:

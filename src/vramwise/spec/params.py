@@ -12,10 +12,11 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from vramwise.spec.model import ModelSpec
+from vramwise.spec.ssm import attention_layer_count, ssm_groups
 from vramwise.spec.traits import HeadKind
 
 ParamKind = Literal["linear", "bias", "norm", "embedding", "head", "router", "other"]
-CATEGORIES = ("embeddings", "attention", "mlp", "experts", "norms", "head", "other")
+CATEGORIES = ("embeddings", "attention", "mlp", "experts", "norms", "head", "other", "ssm")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,7 +52,8 @@ def _vec(name: str, size: int, tensors: int, kind: ParamKind) -> ParamGroup:
 
 
 def _attention_groups(spec: ModelSpec) -> list[ParamGroup]:
-    att, h, L = spec.attention, spec.hidden_size, spec.num_layers
+    # a hybrid's Mamba layers have no attention (spec/ssm.py)
+    att, h, L = spec.attention, spec.hidden_size, attention_layer_count(spec)
     groups: list[ParamGroup] = []
     if att.kind == "mla":
         mla = att.mla
@@ -219,9 +221,12 @@ def parameter_groups(spec: ModelSpec) -> tuple[ParamGroup, ...]:
 
     Cached: specs are frozen, and the solvers ask for the same model's groups thousands of times.
     """
-    return tuple(
-        _embedding_groups(spec) + _attention_groups(spec) + _ffn_groups(spec) + _norm_groups(spec) + _head_groups(spec)
-    )
+    groups = _embedding_groups(spec) + _attention_groups(spec) + _ffn_groups(spec) + _norm_groups(spec)
+    if spec.encoder_decoder is not None:
+        from vramwise.spec.seq2seq_params import encoder_decoder_groups  # imports this module: read on first use
+
+        groups += encoder_decoder_groups(spec)
+    return tuple(groups + _head_groups(spec) + ssm_groups(spec))
 
 
 def total_params(spec: ModelSpec) -> int:

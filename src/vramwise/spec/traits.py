@@ -23,6 +23,12 @@ class Positions(StrEnum):
 
     ROTARY = "rotary"  # cos/sin tables applied to q and k in every layer (Llama, NeoX, Falcon, DeepSeek, ...)
     LEARNED = "learned"  # a learned position table added to the embeddings (GPT-2, OPT, BERT)
+    # a learned bias per (bucketed) relative distance and head, added to the attention scores (T5's
+    # relative_attention_bias, modeling_t5.T5Attention.compute_bias): no table to run past, no rotary
+    RELATIVE = "relative"
+    # no position encoding at all: order comes from the recurrent layers (Jamba: JambaAttention applies no rotary,
+    # modeling_jamba.py lines 173-207, and there is no position table)
+    NONE = "none"
     # a per-head linear bias added to the attention scores, no table and no rotation (BLOOM:
     # modeling_bloom.build_alibi_tensor, a (b·a, 1, s) tensor fed to alibi.baddbmm in BloomAttention.forward)
     ALIBI = "alibi"

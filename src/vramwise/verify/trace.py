@@ -459,6 +459,10 @@ class InferTrace:
 
 
 def _cache_bytes(cache: Any) -> int:
+    # an EncoderDecoderCache holds two caches (decoder self-attention, cross-attention), each with its layers
+    parts = [getattr(cache, name, None) for name in ("self_attention_cache", "cross_attention_cache")]
+    if any(p is not None for p in parts):
+        return sum(_cache_bytes(p) for p in parts if p is not None)
     total = 0
     for layer in getattr(cache, "layers", []):
         for name in ("keys", "values"):
@@ -476,6 +480,7 @@ def trace_inference(
     generate() itself cannot run on fake tensors (its stopping checks read values), so the loop feeds a fixed
     next token: memory does not depend on which token it is.
     """
+    import transformers
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     hf = _hf_config(config, recipe.attention)
@@ -492,6 +497,36 @@ def trace_inference(
         tracker,
         torch.no_grad(),
     ):
+        if getattr(hf, "is_encoder_decoder", False):
+            model = transformers.AutoModelForSeq2SeqLM.from_config(hf, dtype=dtype)
+            if recipe.all_logits:
+                from vramwise.errors import VerifyUnsupportedError
+
+                raise VerifyUnsupportedError(
+                    "verify traces generate() for encoder-decoder models (the last position's logits); "
+                    "drop --all-logits"
+                )
+            if dtype == torch.float16:  # from_pretrained keeps wo in fp32 for fp16 (_keep_in_fp32_modules = ["wo"])
+                for name, module in model.named_modules():
+                    if name.endswith(".wo"):  # module.float() cannot swap fake parameters in place
+                        module.weight = torch.nn.Parameter(module.weight.float())
+            if config.get("tie_word_embeddings") is False:
+                # T5Config ties the head whatever the config says; from_pretrained unties it when the checkpoint
+                # holds its own lm_head.weight, as v1.1, flan-t5 and mT5 checkpoints do (modeling_utils.tie_weights)
+                model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.shared.weight))
+            model.eval()
+            params = sum(p.numel() * p.element_size() for p in model.parameters())
+            tracker.reset_peak()
+            kv = _seq2seq_generation(model, recipe, tracker)
+            cuda = _cuda_stats() if device == "cuda" else {}
+            return InferTrace(
+                peak=tracker.peak,
+                peak_phase=tracker.peak_at,
+                params=params,
+                kv_cache=kv,
+                phase_peaks={k: v for k, v in tracker.phase_peaks.items() if k != "setup"},
+                cuda=cuda,
+            )
         model = _build(config, hf, dtype)
         model.eval()
         ids = torch.zeros((recipe.batch, recipe.context), dtype=torch.long)
@@ -520,3 +555,24 @@ def trace_inference(
         phase_peaks={k: v for k, v in tracker.phase_peaks.items() if k != "setup"},
         cuda=cuda,
     )
+
+
+def _seq2seq_generation(model: Any, recipe: InferRecipe, tracker: LiveStorages) -> int:
+    """generate() of an encoder-decoder (T5): the encoder once over the context, then the decoder from its start
+    token, one token a step, reading the encoder's output (kept throughout, as generate() keeps encoder_outputs)
+    and its EncoderDecoderCache. The input ids avoid the pad id, so no padding mask is built (as for a prompt
+    without padding). Returns the cache's bytes at the end."""
+    tracker.phase("prefill")
+    ids = torch.ones((recipe.batch, recipe.context), dtype=torch.long)
+    encoder_outputs = model.get_encoder()(input_ids=ids)
+    start = torch.zeros((recipe.batch, 1), dtype=torch.long)  # decoder_start_token_id (T5: the pad id, 0)
+    out = model(encoder_outputs=encoder_outputs, decoder_input_ids=start, use_cache=True)
+    cache = out.past_key_values
+    del out
+    tracker.phase("decode")
+    step = torch.ones((recipe.batch, 1), dtype=torch.long)
+    for _ in range(max(0, recipe.new_tokens - 1)):  # the first step produced the first new token
+        out = model(encoder_outputs=encoder_outputs, decoder_input_ids=step, past_key_values=cache, use_cache=True)
+        cache = out.past_key_values
+        del out
+    return _cache_bytes(cache)

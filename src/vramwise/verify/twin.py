@@ -24,8 +24,11 @@ from typing import Any
 from vramwise.errors import VerifyUnsupportedError, VramwiseError
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.term import Estimate, Step
+from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.training import estimate_training
+from vramwise.formats import default_format
 from vramwise.spec.load import ResolvedModel
+from vramwise.spec.model import ModelSpec
 from vramwise.verify.compare import Comparison, Row
 from vramwise.workload import (
     NO_OVERHEADS,
@@ -50,6 +53,7 @@ _TRACE_PRECISIONS = ("fp32", "bf16", "amp", "bf16-mixed", "fp16-mixed")
 # Rows that compare the estimate's peak over every phase of one step with the trace's peak in that step:
 # phases are matched by their kind's step, so a new backward phase counts in backward_peak by construction.
 TRAINING_PEAKS = {"forward_end": Step.FORWARD, "backward_peak": Step.BACKWARD, "step_peak": Step.OPTIMIZER}
+_KV_TERMS = ("kv_cache", "kv_cache/self", "kv_cache/cross")
 INFERENCE_STEPS = (Step.PREFILL, Step.DECODE)  # the prefill_peak and decode_peak rows
 
 
@@ -208,7 +212,16 @@ def verify_training(resolved: ResolvedModel, setup: TrainSetup, *, layers: int |
 
     _check_torch()
     model, config = resolved.spec, _twin_config(resolved)
+    if isinstance(model, ModelSpec) and model.encoder_decoder is not None:
+        # the training estimate refuses them too (not modelled yet); the trace builds causal LMs
+        raise VerifyUnsupportedError(
+            f"verify cannot trace training of encoder-decoder models ({model.name}); `verify --infer` traces "
+            "their generation"
+        )
     recipe = train_recipe(setup)
+    if isinstance(model, ModelSpec) and model.stored_format and training_base(model, setup.peft).fmt:
+        # the twin builds the 16-bit model: its quantized base (GPTQ, AWQ, fp8...) needs the method's kernels
+        raise VerifyUnsupportedError(f"verify cannot reproduce a {model.stored_format} base (the twin traces 16 bit)")
     bare = replace(setup, overheads=NO_OVERHEADS)
     est = estimate_training(model, bare)
     full = estimate_training(model, setup)
@@ -244,9 +257,17 @@ def verify_inference(resolved: ResolvedModel, setup: InferSetup) -> Comparison:
 
     _check_torch()
     model, config = resolved.spec, _twin_config(resolved)
+    if getattr(model, "ssm", None):  # a bare size has no layers, hence none of them Mamba
+        # the twin's transformers has no mamba-ssm kernels: it would trace the PyTorch scan the estimate does not
+        # model (estimate/ssm_state.py)
+        raise VerifyUnsupportedError(
+            f"verify cannot reproduce {model.name}'s Mamba layers: the twin runs transformers' PyTorch scan "
+            "(no mamba-ssm kernels), while the estimate models the CUDA kernels"
+        )
     if setup.tp > 1:
         raise VerifyUnsupportedError("verify cannot reproduce tp > 1 (the twin traces one GPU)")
-    fmt = setup.weight_format or "bf16"
+    # the checkpoint's own format when none is given, as the estimate reads it: a GPTQ config is not traced in bf16
+    fmt = setup.weight_format or (default_format(model) if isinstance(model, ModelSpec) else "bf16")
     if fmt not in ("fp32", "fp16", "bf16"):
         raise VerifyUnsupportedError(f"verify cannot reproduce weight format {fmt} (traceable: fp32, fp16, bf16)")
     bare = replace(setup, overheads=NO_OVERHEADS, kv_block=1)
@@ -268,7 +289,8 @@ def verify_inference(resolved: ResolvedModel, setup: InferSetup) -> Comparison:
     rows = [
         Row(name="weights", estimate=weights, measured=t.params),
         # generate() never writes back the last new token's keys and values; the estimate reserves its slot
-        Row(name="kv_cache", estimate=_named(est, "kv_cache"), measured=t.kv_cache),
+        # encoder-decoder models hold two caches (decoder self-attention, cross-attention)
+        Row(name="kv_cache", estimate=sum(_named(est, n) for n in _KV_TERMS), measured=t.kv_cache),
         Row(name="prefill_peak", estimate=prefill, measured=t.phase_peaks.get(Step.PREFILL, 0)),
     ]
     if setup.new_tokens > 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.positions import inference_positions
+from vramwise.estimate.ssm_state import refuse_textbook
 from vramwise.estimate.term import Estimate, Term
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.params import total_params
@@ -33,6 +34,10 @@ def seed_bytes(fmt: str) -> float:
 
 
 def textbook_inference(model: Model, setup: InferSetup) -> Estimate:
+    if not isinstance(model, BareModel):
+        from vramwise.estimate.encoder_decoder import refuse
+
+        refuse(model, "textbook mode (the seeds' formulas are for decoder-only models)")
     if setup.tp > 1:
         # The seeds give no tensor-parallel inference formula; dividing silently would invent one.
         raise InvalidWorkloadError(
@@ -57,8 +62,13 @@ def textbook_inference(model: Model, setup: InferSetup) -> Estimate:
     if isinstance(model, BareModel):
         missing = ("kv_cache needs the architecture (layers, hidden, heads): name a catalog model or a config.json",)
     else:
+        refuse_textbook(model)  # state-space hybrids (estimate/ssm_state.py)
         beyond = inference_positions(model, setup)
         notes += [beyond] if beyond else []
+        if setup.weight_format is None and (model.stored_format or model.unread_quantization):
+            # the seeds know dtypes only: say that a quantized checkpoint is counted at their fp16 width
+            notes.append("the checkpoint is quantized (quantization_config); textbook mode counts fp16 weights: "
+                         "use --mode accurate for its stored layout")
         b, L, h, s, n = setup.batch, model.num_layers, model.hidden_size, setup.context, setup.new_tokens
         a, kv = model.attention.num_heads, model.attention.num_kv_heads
         terms.append(

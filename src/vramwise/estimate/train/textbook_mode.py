@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from vramwise.errors import InvalidWorkloadError
+from vramwise.estimate.encoder_decoder import refuse as refuse_encoder_decoder
 from vramwise.estimate.positions import training_positions
+from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, Term
 from vramwise.estimate.textbook import seed_param_formula
 from vramwise.estimate.textbook.training import (
@@ -116,6 +118,9 @@ def _seed002(model: Model, setup: TrainSetup) -> Estimate:
 
 
 def textbook_training(model: Model, setup: TrainSetup) -> Estimate:
+    if not isinstance(model, BareModel):
+        refuse_encoder_decoder(model, "textbook training (the seeds' formulas are for decoder-only models)")
+        refuse_training(model)  # state-space hybrids (estimate/ssm_state.py)
     est = _seed000(model, setup) if setup.textbook.seed == Seed.SEED_000 else _seed002(model, setup)
     note = None if isinstance(model, BareModel) else training_positions(model, setup)
     return replace(est, notes=(*est.notes, note)) if note else est

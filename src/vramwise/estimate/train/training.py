@@ -21,10 +21,12 @@ import functools
 from dataclasses import dataclass, replace
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
+from vramwise.estimate.encoder_decoder import refuse as refuse_encoder_decoder
 from vramwise.estimate.logits import head_words
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import training_positions
+from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.layout import (
@@ -37,10 +39,12 @@ from vramwise.estimate.train.layout import (
 )
 from vramwise.estimate.train.lora import LoraModule, lora_targets
 from vramwise.estimate.train.loss import classifier_loss_rules, loss_rules
+from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import gathered, head_grads
 from vramwise.estimate.train.states import ModelStates, model_states
 from vramwise.estimate.weights import buffers
+from vramwise.formats import get_format, kept_note
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
@@ -317,8 +321,9 @@ def _forward(
         in_layers += autocast
     gathered_fwd, gathered_bwd = gathered(spec, setup, recipe)
     held += out.add(*gathered_fwd)
-    if setup.peft.method == PeftMethod.QLORA:
-        dequantized = out.add(_dequantized(spec))
+    base = training_base(spec, setup.peft).fmt
+    if base:
+        dequantized = out.add(_dequantized(spec, base))
         held += dequantized
         in_layers += dequantized
     return _Forward(
@@ -377,6 +382,15 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
     notes = [
         f"precision {recipe.name}: weights {recipe.weight} B, gradients {recipe.grad} B, compute {recipe.compute} B"
     ]
+    base = training_base(spec, setup.peft)
+    notes += [n for n in (base.note, kept_note(spec) if base.fmt == spec.stored_format else None) if n]
+    if base.fmt and spec.moe and get_format(base.fmt).moe_note:
+        cast = setup.peft.method == PeftMethod.QLORA  # peft prepare_model_for_kbit_training: 16-bit params to fp32
+        notes.append(
+            "fused MoE experts are not nn.Linear: bitsandbytes leaves them unquantized"
+            + (" and QLoRA's k-bit preparation casts them to fp32" if cast else "")
+            + " (transformers replace_with_bnb_linear)"
+        )
     if setup.parallel.pp > 1:
         span = f"layers {stage.layers[0]}-{stage.layers[-1]}"
         notes.append(f"pipeline stage {stage.index} of {setup.parallel.pp}: {span}")
@@ -420,13 +434,16 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     )
 
 
-def _dequantized(spec: ModelSpec) -> Term:
+def _dequantized(spec: ModelSpec, base: str) -> Term:
     largest = max(g.count // g.tensors for g in parameter_groups(spec) if in_layer(g) and g.kind == "linear")
     return Term(
         name="qlora/dequantized_weight",
         bytes=largest * 2,
-        formula=f"largest layer weight {largest:,} x 2 B, dequantized for its matmul",
-        source="bitsandbytes 4-bit matmul dequantizes one weight at a time",
+        formula=f"largest layer weight {largest:,} x 2 B, dequantized from {base} for its matmul",
+        # bitsandbytes MatMul4Bit.forward/backward: dequantize_4bit(B) then a 16-bit matmul; transformers
+        # FP8Linear backward: _dequantize_fp8_weight to the gradient's dtype; GPTQ/AWQ torch kernels dequantize
+        source="a quantized base dequantizes one weight at a time for its matmul (bitsandbytes MatMul4Bit, "
+        "transformers FP8Linear backward)",
     )
 
 
@@ -463,9 +480,12 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
             "training estimates need the architecture (layers, heads, hidden size, vocabulary): "
             "name a catalog model or a config.json, or use --mode textbook with a bare size"
         )
+    refuse_encoder_decoder(model, "training (seq2seq fine-tuning of both stacks)")
     if model.head is not HeadKind.CAUSAL_LM:
         _check_classifier(model, setup)
+    refuse_training(model)  # state-space hybrids (estimate/ssm_state.py)
     check_layout(model, setup)
+    training_base(model, setup.peft)  # refuses what transformers cannot train, in one line, before any term
     return model
 
 

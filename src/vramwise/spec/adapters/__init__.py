@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vramwise.errors import ConfigError, UnsupportedArchitectureError
-from vramwise.spec.adapters import bigcode_bloom, classic, decoders, deepseek
+from vramwise.spec.adapters import bigcode_bloom, classic, decoders, deepseek, hybrid, t5
 from vramwise.spec.adapters.config import RawConfig, shown
 from vramwise.spec.heads import apply_head
 from vramwise.spec.model import ModelSpec
@@ -37,6 +37,9 @@ ADAPTERS: dict[str, Adapter] = {
     "deepseek_v2": deepseek.deepseek,
     "deepseek_v3": deepseek.deepseek,
     "gpt_oss": decoders.gpt_oss,
+    "t5": t5.t5,
+    "mt5": t5.t5,
+    "jamba": hybrid.jamba,
     "gpt_bigcode": bigcode_bloom.gpt_bigcode,
     "bloom": bigcode_bloom.bloom,
 }
@@ -62,11 +65,23 @@ def language_config(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _with_wrapper_storage(text: dict[str, Any], outer: dict[str, Any]) -> dict[str, Any]:
+    """A multimodal wrapper keeps ``quantization_config`` and the dtype at its top level, beside text_config (a
+    Gemma-3 or Qwen2.5-VL GPTQ/AWQ repo): the language model's weights are stored that way too, so the spec
+    reads them from there when text_config has none (else a 4-bit checkpoint would be estimated at 16 bit)."""
+    if text is outer:
+        return text
+    carried = {k: outer[k] for k in ("quantization_config",) if k in outer and k not in text}
+    if not ({"torch_dtype", "dtype"} & text.keys()):
+        carried |= {k: outer[k] for k in ("torch_dtype", "dtype") if k in outer}
+    return {**text, **carried} if carried else text
+
+
 def spec_from_config(data: Any, *, name: str, source: str) -> ModelSpec:
     """Build a ModelSpec from the parsed JSON of a config.json."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config must be a JSON object, got {type(data).__name__}")
-    data = language_config(data)
+    data = _with_wrapper_storage(language_config(data), data)
     model_type = data.get("model_type")
     supported = ", ".join(SUPPORTED_MODEL_TYPES)
     if model_type is None or model_type == "":

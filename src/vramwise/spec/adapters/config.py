@@ -36,6 +36,12 @@ MAX_HEAD_DIM = 2**16
 MAX_EXPERTS = 2**16
 # The longest published context: 10,485,760 tokens (Llama 4 Scout, max_position_embeddings). 2^32 is ~400x.
 MAX_POSITIONS = 2**32
+# The largest published SSM state per channel: 256 (Falcon-H1's mamba_d_state default, transformers
+# FalconH1Config; Mamba-2 128, Jamba 16). 2^16 is 256x.
+MAX_SSM_STATE = 2**16
+# Mamba's convolution width and expansion factor: 4 and 2 in every published config (JambaConfig, FalconH1Config,
+# Mamba2Config defaults). 2^10 is 256x the width.
+MAX_SSM_SMALL = 2**10
 # A key not named below (e.g. num_ln_in_parallel_attn, a small count): a 32-bit count, far past any
 # meaningful value, and the total-parameter bound (adapters/__init__.py) still holds the products.
 MAX_OTHER = 2**32
@@ -77,7 +83,25 @@ SIZE_BOUNDS: dict[str, int] = {
         MAX_EXPERTS,
     ),
     **dict.fromkeys(("max_position_embeddings", "n_positions", "sliding_window"), MAX_POSITIONS),
+    # State-space hybrids (spec/adapters/hybrid.py): layer patterns are layer indices; the dt rank is at most a
+    # hidden size (Jamba's "auto" is ceil(h / 16)).
+    **dict.fromkeys(
+        ("attn_layer_period", "attn_layer_offset", "expert_layer_period", "expert_layer_offset"), MAX_LAYERS
+    ),
+    "mamba_dt_rank": MAX_HIDDEN,
+    "mamba_d_state": MAX_SSM_STATE,
+    **dict.fromkeys(("mamba_d_conv", "mamba_expand"), MAX_SSM_SMALL),
 }
+# T5 / mT5 (T5Config) name their sizes their own way; the same published extremes bound them.
+SIZE_BOUNDS.update(
+    {
+        **dict.fromkeys(("num_layers", "num_decoder_layers"), MAX_LAYERS),
+        "d_model": MAX_HIDDEN,
+        "d_ff": MAX_FFN,
+        "num_heads": MAX_HEADS,
+        "d_kv": MAX_HEAD_DIM,
+    }
+)
 
 def _int_like(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,156 @@
+"""What ``--gpu`` does to a setup: the count fills the layout, a GPU without bf16 gets fp16 rules, and notes.
+
+Count semantics (``--gpu 8xH100``: the user has that many GPUs, and every estimate stays per GPU):
+- inference: tensor-parallel over all of them (``tp = count``, as vLLM users run ``--tensor-parallel-size`` =
+  the GPUs they have); an explicit ``--tp`` must equal the count.
+- training: ``dp x tp x pp x cp`` must equal the count; ``dp`` defaults to ``count / (tp x pp x cp)``.
+- ``fit --layouts N``: the count is N (both given must agree); ``fit --min-gpus`` searches the count itself,
+  so a count is refused there.
+
+No bf16 (NVIDIA below compute capability 8.0, Apple M1): an option left to its default takes the fp16 form
+(inference weights fp16, as vLLM casts a bf16 checkpoint on such GPUs: vllm/config.py ``_check_valid_dtype``;
+training ``fp16-mixed`` instead of ``bf16-mixed``, ``amp-fp16`` instead of ``amp``); an explicit bf16 choice is
+refused, as HF Trainer refuses ``--bf16`` there ("Your setup doesn't support bf16/gpu", transformers
+training_args.py). The bytes of the fp16 and bf16 forms are equal; the names and the warning are what change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from vramwise.catalog import GpuChoice
+from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
+from vramwise.spec.model import ModelSpec
+from vramwise.units import fmt
+
+# training precisions that need bf16, and their fp16 counterpart
+_BF16_PRECISIONS = {"bf16-mixed": "fp16-mixed", "amp": "amp-fp16", "bf16": "fp16-mixed"}
+
+
+def _no_bf16(choice: GpuChoice) -> str:
+    g = choice.gpu
+    why = f"compute capability {g.compute_capability} < 8.0" if g.compute_capability else "no native bf16"
+    return f"{g.label} has no bf16 ({why})"
+
+
+def budget_notes(choice: GpuChoice) -> tuple[str, ...]:
+    """What the budget is, when it is not a published CUDA-visible total."""
+    g = choice.gpu
+    if g.custom:
+        return (
+            f"budget: the {g.name} given, all of it (a size has no nvidia-smi or CUDA figure; a real GPU shows "
+            "CUDA a few hundred MiB less than its nominal size)",
+        )
+    if not g.confirmed:
+        return (f"budget: {fmt(g.memory_bytes)} for {g.label} is {g.basis}; unconfirmed (`vramwise gpus`)",)
+    return ()
+
+
+def infer_options(choice: GpuChoice | None, options: Mapping[str, Any], default_format: str | None) -> tuple[
+    dict[str, Any], tuple[str, ...]
+]:
+    """The inference options with the GPU's rules applied, and the notes saying so. ``default_format`` is the
+    checkpoint's own format (None: a model known only by its size, served as bf16 by default)."""
+    opts = dict(options)
+    if choice is None:
+        return opts, ()
+    notes: list[str] = []
+    if choice.counted:
+        tp = opts.get("tp")
+        if tp is None:
+            opts["tp"] = choice.count
+            spread = f"tensor-parallel over all {choice.count} GPUs" if choice.count > 1 else "one GPU"
+            notes.append(f"--gpu {choice.text}: {spread} (tp = {choice.count}); the memory shown is per GPU")
+        elif tp != choice.count:
+            raise InvalidLayoutError(
+                f"tp({tp}) != gpus({choice.count}) of --gpu {choice.text}: inference runs one tensor-parallel group "
+                f"over the GPUs; give --tp {choice.count}, or --gpu {tp}x{choice.gpu.name}",
+                field="tp",
+                allowed=f"--tp {choice.count} (the count), or no --tp",
+            )
+    if not choice.gpu.bf16:
+        for name in ("format", "kv_dtype"):
+            if opts.get(name) == "bf16":
+                raise InvalidWorkloadError(
+                    f"--{name.replace('_', '-')} bf16: {_no_bf16(choice)}; use fp16", field=name, allowed="fp16"
+                )
+        if opts.get("format") is None and (default_format or "bf16") == "bf16":
+            opts["format"] = "fp16"
+        notes.append(f"WARNING: {_no_bf16(choice)}: estimated with fp16 weights and compute (vLLM casts bf16 to fp16)")
+    return opts, (*notes, *budget_notes(choice))
+
+
+def train_options(choice: GpuChoice | None, options: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The training options with the GPU's rules applied, and the notes saying so."""
+    opts = dict(options)
+    if choice is None:
+        return opts, ()
+    notes: list[str] = []
+    if choice.counted:
+        notes.append(_train_count(choice, opts))
+    if not choice.gpu.bf16:
+        asked = opts.get("precision")
+        if asked in _BF16_PRECISIONS:
+            raise InvalidWorkloadError(
+                f"--precision {asked} needs bf16: {_no_bf16(choice)}; use {_BF16_PRECISIONS[asked]}",
+                field="precision",
+                allowed="fp32, amp-fp16, fp16-mixed",
+            )
+        if asked is None:
+            opts["precision"] = "fp16-mixed"
+            notes.append(
+                f"WARNING: {_no_bf16(choice)}: precision fp16-mixed (fp16 AMP with loss scaling) instead of the "
+                "default bf16-mixed"
+            )
+    return opts, (*notes, *budget_notes(choice))
+
+
+def _train_count(choice: GpuChoice, opts: dict[str, Any]) -> str:
+    """Fill dp from the count, or check the layout's product against it; the note saying which."""
+    sizes = {name: int(opts.get(name) or 1) for name in ("tp", "pp", "cp")}
+    per_replica = sizes["tp"] * sizes["pp"] * sizes["cp"]
+    shown = " * ".join(f"{k}({v})" for k, v in sizes.items())
+    dp = opts.get("dp")
+    if dp is None:
+        if choice.count % per_replica:
+            raise InvalidLayoutError(
+                f"{shown} = {per_replica} does not divide gpus({choice.count}) of --gpu {choice.text}",
+                field="gpu",
+                allowed="a count that tp * pp * cp divides",
+            )
+        opts["dp"] = choice.count // per_replica
+        return f"--gpu {choice.text}: dp = {choice.count} / ({shown}) = {opts['dp']}; the memory shown is per GPU"
+    if dp * per_replica != choice.count:
+        raise InvalidLayoutError(
+            f"dp({dp}) * {shown} = {dp * per_replica} != gpus({choice.count}) of --gpu {choice.text}",
+            field="gpu",
+            allowed="dp * tp * pp * cp equal to the count, or no --dp (then dp = count / (tp * pp * cp))",
+        )
+    return f"--gpu {choice.text}: dp({dp}) * {shown} = {choice.count} GPUs; the memory shown is per GPU"
+
+
+def native_format(model: object, choice: GpuChoice | None, options: Mapping[str, Any]) -> str | None:
+    """The checkpoint's own format, asked only where a GPU without bf16 must replace a bf16 default."""
+    if choice is None or choice.gpu.bf16 or options.get("format") is not None or not isinstance(model, ModelSpec):
+        return None
+    from vramwise.formats import default_format
+
+    return default_format(model)
+
+
+def uncounted(choice: GpuChoice) -> GpuChoice:
+    """The same GPU without its count: its bf16 and budget rules only (``fit --layouts`` searches the layout)."""
+    return GpuChoice(gpu=choice.gpu, count=1, text=choice.gpu.name)
+
+
+def single(text: str, why: str) -> GpuChoice:
+    """A ``--gpu`` without a count, for questions about one GPU (``why`` says which)."""
+    from vramwise.catalog import parse_gpu
+
+    choice = parse_gpu(text)
+    if choice.counted and choice.count != 1:
+        raise InvalidWorkloadError(
+            f"--gpu {choice.text}: {why}; drop the count ({choice.count}x)", field="gpu", allowed="one GPU: no count"
+        )
+    return choice
