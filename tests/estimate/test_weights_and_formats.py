@@ -49,9 +49,13 @@ def test_nf4_double_quant_bits_per_weight_by_hand() -> None:
     spec = resolve_model("llama-2-7b")
     linear = sum(g.count for g in parameter_groups(spec) if g.kind == "linear" and g.category in ("attention", "mlp"))
     kept = sum(g.count for g in parameter_groups(spec)) - linear  # embeddings, head, norms in bf16
+    layers = [g for g in parameter_groups(spec) if g.kind == "linear" and g.category in ("attention", "mlp")]
+    tensors = sum(g.tensors for g in layers)
     bits = 4 + 8 / 64 + 32 / (64 * 256)  # 4-bit codes + 8-bit absmax per 64 + fp32 per 256 blocks
-    assert _weights("llama-2-7b", "nf4-dq") == pytest.approx(linear * bits / 8 + kept * 2, abs=16)
-    assert _weights("llama-2-7b", "nf4") == pytest.approx(linear * 4.5 / 8 + kept * 2, abs=16)
+    # per tensor: the 16-value fp32 4-bit code; with double quantization the 256-value fp32 map and the offset
+    dq_state, state = (16 + 256 + 1) * 4, 16 * 4
+    assert _weights("llama-2-7b", "nf4-dq") == pytest.approx(linear * bits / 8 + tensors * dq_state + kept * 2, abs=16)
+    assert _weights("llama-2-7b", "nf4") == pytest.approx(linear * 4.5 / 8 + tensors * state + kept * 2, abs=16)
 
 
 def test_gptq_group_overheads_by_hand() -> None:
@@ -77,8 +81,10 @@ def test_gguf_sizes_match_llama_cpp_table(fmt: str, published_gib: float) -> Non
 def test_mxfp4_quantizes_only_gpt_oss_experts() -> None:
     spec = resolve_model("gpt-oss-20b")
     experts = sum(g.count for g in parameter_groups(spec) if g.per_expert and g.kind == "linear")
-    rest = sum(g.count for g in parameter_groups(spec)) - experts
-    assert _weights("gpt-oss-20b", "mxfp4") == pytest.approx(experts * 4.25 / 8 + rest * 2, abs=16)
+    # transformers Mxfp4GptOssExperts keeps the experts' biases in fp32
+    biases = sum(g.count for g in parameter_groups(spec) if g.per_expert and g.kind == "bias")
+    rest = sum(g.count for g in parameter_groups(spec)) - experts - biases
+    assert _weights("gpt-oss-20b", "mxfp4") == pytest.approx(experts * 4.25 / 8 + biases * 4 + rest * 2, abs=16)
     # the default format of a pre-quantized checkpoint is its own
     assert estimate_inference(spec, InferSetup()).bytes_of("weights") == _weights("gpt-oss-20b", "mxfp4")
 
@@ -134,6 +140,10 @@ def _named_weights(fmt: str) -> int:
         (_BNB4, "nf4"),
         ({**_BNB4, "bnb_4bit_use_double_quant": True}, "nf4-dq"),
         ({"quant_method": "bitsandbytes", "load_in_8bit": True}, "int8"),
+        ({**_GPTQ, "group_size": -1, "desc_act": True}, "gptq-4bit-g-1"),
+        ({**_BNB4, "bnb_4bit_quant_type": "fp4"}, "fp4"),
+        ({"quant_method": "fp8", "weight_block_size": [64, 64]}, "fp8-block64x64"),
+        ({"quant_method": "hqq"}, "hqq-4bit-g64"),  # HqqConfig's defaults: nbits 4, group_size 64
     ],
 )
 def test_quantization_config_selects_the_same_weights_as_the_format_option(quantization: dict, fmt: str) -> None:
@@ -151,12 +161,13 @@ def test_gptq_checkpoint_is_about_a_quarter_of_fp16() -> None:
 @pytest.mark.parametrize(
     ("quantization", "field"),
     [
-        ({"quant_method": "compressed-tensors", "format": "pack-quantized"}, "quantization_config.quant_method"),
-        ({"quant_method": "hqq"}, "quantization_config.quant_method"),
-        ({**_GPTQ, "group_size": -1}, "quantization_config.group_size"),
-        ({**_BNB4, "bnb_4bit_quant_type": "fp4"}, "quantization_config.bnb_4bit_quant_type"),
+        ({"quant_method": "compressed-tensors", "format": "pack-quantized"}, "quantization_config.config_groups"),
+        ({"quant_method": "aqlm"}, "quantization_config.quant_method"),
+        ({"quant_method": "no-such-method"}, "quantization_config.quant_method"),
+        ({**_GPTQ, "lm_head": True}, "quantization_config.lm_head"),
+        ({**_AWQ, "group_size": 128, "version": "gemv"}, "quantization_config.version"),
         ({"quant_method": "bitsandbytes"}, "quantization_config.load_in_4bit"),
-        ({"quant_method": "fp8", "weight_block_size": [64, 64]}, "quantization_config.weight_block_size"),
+        ({"quant_method": "fp8", "expert_dtype": "fp4"}, "quantization_config.expert_dtype"),
     ],
 )
 def test_unread_quantization_is_refused_until_a_format_is_given(quantization: dict, field: str) -> None:
@@ -177,6 +188,8 @@ def test_unread_quantization_is_refused_until_a_format_is_given(quantization: di
         ({**_GPTQ, "bits": True}, "quantization_config.bits"),
         ({**_GPTQ, "group_size": 0}, "quantization_config.group_size"),
         ({**_AWQ, "group_size": "128"}, "quantization_config.group_size"),
+        ({**_BNB4, "bnb_4bit_quant_type": "int3"}, "quantization_config.bnb_4bit_quant_type"),
+        ({"quant_method": "fp8", "weight_block_size": [0, 128]}, "quantization_config.weight_block_size"),
     ],
 )
 def test_malformed_quantization_config_is_refused(quantization: object, field: str) -> None:

@@ -12,19 +12,21 @@ import functools
 
 from vramwise.errors import NeedsArchitectureError
 from vramwise.estimate import ssm_state
+from vramwise.estimate.dequant import dequantized_weight
 from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
-from vramwise.estimate.logits import logits
+from vramwise.estimate.logits import head_words, logits
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import inference_positions
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.term import Estimate, PhaseKind, Term
-from vramwise.estimate.weights import checkpoint_note, own_format, reads_headers, weight_terms
+from vramwise.estimate.weights import buffers, own_format, reads_headers, weight_notes, weight_terms
 from vramwise.estimate.workspace import prefill_workspace
-from vramwise.formats import DTYPE_BYTES, StorageFormat, get_format
+from vramwise.formats import DTYPE_BYTES, StorageFormat, get_format, kept_note
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
+from vramwise.spec.traits import HeadKind
 from vramwise.workload import InferSetup
 
 _NEEDS_ARCH = "needs the architecture (layers, heads, hidden size): name a catalog model or a config.json"
@@ -56,7 +58,13 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     own = reads_headers(spec, setup.weight_format)  # the checkpoint's own bytes, when its headers were read
     # a hybrid's Mamba layers: a fixed state per sequence beside the attention layers' KV (estimate/ssm_state.py)
     states = ssm_state.state_rules(spec, c=c) if spec.ssm else ()
-    persistent = (*_weights(spec, fmt, c, tp, own), kv, *states, _cuda_context(setup.overheads.cuda_context_mib))
+    persistent = (
+        *_weights(spec, fmt, c, tp, own),
+        *buffers(spec),
+        kv,
+        *states,
+        _cuda_context(setup.overheads.cuda_context_mib),
+    )
 
     # a paged cache (kv_block > 1) copies the window out of the prefill's keys and values
     views = sliding_prefill_views(spec, context=setup.context, dtype_bytes=kv_bytes, tp=tp)
@@ -66,35 +74,55 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     last = logits(spec, positions=chunk, c=c, last_only=not setup.all_logits)
     out = Transients()
     views_held = out.add(*held)
-    phases = [
-        (PhaseKind.PREFILL_LAYER, out.add(prefill) + views_held),
-        (PhaseKind.PREFILL_LOGITS, out.add(last) + views_held),
-    ]
+    dequant, dequant_note = dequantized_weight(spec, fmt, c=c, tp=tp)  # inside a layer, beside its live tensors
+    dequantizes = dequant is not None and (chunk > 1 or fmt.dequant == "always")
+    in_prefill = out.add(dequant) if dequant is not None and dequantizes else []
+    phases = [(PhaseKind.PREFILL_LAYER, out.add(prefill) + views_held + in_prefill)]
+    if last is not None:  # a bare model (*Model) returns the final hidden states: no logits phase
+        phases.append((PhaseKind.PREFILL_LOGITS, out.add(last) + views_held))
     if setup.new_tokens:
         step = prefill_workspace(spec, chunk=1, kv_len=setup.tokens, c=c, attention=setup.attention, tp=tp)
+        # one forward per new token with the cache, each ending in the head's output for that position (none
+        # for a bare model); only a causal LM's is sampled, the others are cached forwards of one token
         step_logits = logits(spec, positions=1, c=c, last_only=True)
+        in_step = in_prefill if fmt.dequant == "always" else []
         # the first step still holds the prefill's views
-        phases.append((PhaseKind.DECODE, out.add(step, step_logits) + views_held))
+        phases.append(
+            (PhaseKind.DECODE, out.add(step, *(() if step_logits is None else (step_logits,))) + views_held + in_step)
+        )
 
-    notes = [f"weights stored as {fmt.name}: {fmt.summary}"]
-    if own and spec.checkpoint is not None and spec.unread_quantization is not None:
-        key, value = spec.unread_quantization
-        notes[0] = f"weights stored as {key} {value}, which no format rule reads: computed in {fmt.name}"
-    if spec.checkpoint is not None:
-        where = spec.checkpoint.source if own else f"the config arithmetic in {fmt.name}, not the checkpoint's headers"
-        notes.append(f"weights from {where}")
-        disagree = checkpoint_note(spec, fmt, hp_bytes=c)
-        if disagree and own:
-            notes.append(disagree)
+    notes = weight_notes(spec, fmt, hp_bytes=c, own=own)
     if beyond:
         notes.append(beyond)
     scan = ssm_state.pytorch_scan_note(spec, chunk=chunk) if spec.ssm else None
     if scan:
         notes.append(scan)
+    notes += _head_notes(spec, has_logits=last is not None)
     if tp > 1:
         notes.append(f"per GPU of tp={tp}: linear weights, heads and vocabulary split; norms replicated")
+    if fmt.note:
+        notes.append(fmt.note)
+    if fmt.moe_note and spec.moe:
+        notes.append(fmt.moe_note)
+    if dequant_note and dequantizes:
+        notes.append(dequant_note)
+    kept = kept_note(spec) if setup.weight_format is None else None
+    if kept:
+        notes.append(kept)
     fraction = setup.overheads.allocator_fraction
     return out.plan(persistent=persistent, phases=phases, allocator_fraction=fraction, notes=notes)
+
+
+def _head_notes(spec: ModelSpec, *, has_logits: bool) -> list[str]:
+    """What the family's attention and the head architectures[0] names change in the estimate."""
+    notes = []
+    if spec.traits.eager_only:
+        notes.append(f"{spec.name} has only its own eager attention (BloomAttention): its scores are counted")
+    if spec.head is not HeadKind.CAUSAL_LM:
+        labels = f" over {spec.num_labels} labels" if spec.num_labels else ""
+        output = "its output is the logits" if has_logits else "no logits: the output is the final hidden states"
+        notes.append(f"{spec.name} has {head_words(spec)}{labels}: {output}")
+    return notes
 
 
 _PLANS: dict[tuple, Plan] = {}

@@ -16,4 +16,6 @@ def kv_dtype(setup: InferSetup, fmt_name: str) -> tuple[str, int]:
     if setup.kv_dtype != "auto":
         return setup.kv_dtype, DTYPE_BYTES[setup.kv_dtype]
     name = {"fp32": "fp32", "fp16": "fp16"}.get(fmt_name, "bf16")
+    if fmt_name.startswith("awq-"):
+        name = "fp16"  # transformers quantizer_awq.py update_dtype casts bf16 to fp16 for the CUDA kernels
     return name, DTYPE_BYTES[name]

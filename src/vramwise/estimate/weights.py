@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 from vramwise.errors import ConfigError, VramwiseError
+from vramwise.estimate.plan import Rule, constant
 from vramwise.estimate.precision import compute_bytes
 from vramwise.estimate.sharding import shard_fraction
 from vramwise.estimate.term import Term
@@ -61,6 +62,20 @@ def weight_terms(
         for cat in CATEGORIES
         if cat in by_category
     )
+
+
+@functools.lru_cache(maxsize=256)
+def buffers(spec: ModelSpec) -> tuple[Rule, ...]:
+    """Device buffers that are not parameters (``ModelSpec.buffer_bytes``): replicated on every GPU."""
+    if not spec.buffer_bytes:
+        return ()
+    term = Term(
+        name="buffers",
+        bytes=spec.buffer_bytes,
+        formula=f"{spec.buffer_bytes:,} B of non-parameter buffers",
+        source="GPTBigCodeModel.bias: tril((n_positions, n_positions), bool), nn.Buffer(persistent=False)",
+    )
+    return (constant(term),)
 
 
 # A 16-bit load casts every floating tensor stored wider to the load dtype: transformers' from_pretrained(dtype=...)
@@ -196,3 +211,19 @@ def reads_headers(spec: ModelSpec, weight_format: str | None) -> bool:
         return True
     unquantized = spec.stored_format is None and spec.unread_quantization is None
     return ckpt.cast_on_load and unquantized and weight_format in _SIXTEEN_BIT
+
+
+def weight_notes(spec: ModelSpec, fmt: StorageFormat, *, hp_bytes: int, own: bool) -> list[str]:
+    """Where the weights terms came from: the format, and for a checkpoint read with the model, its headers (with
+    a note where they disagree with the config arithmetic) or, when ``own`` is False, the arithmetic instead."""
+    notes = [f"weights stored as {fmt.name}: {fmt.summary}"]
+    ckpt = spec.checkpoint
+    if ckpt is None:
+        return notes
+    if own and spec.unread_quantization is not None:
+        key, value = spec.unread_quantization
+        notes[0] = f"weights stored as {key} {value}, which no format rule reads: computed in {fmt.name}"
+    where = ckpt.source if own else f"the config arithmetic in {fmt.name}, not the checkpoint's headers"
+    notes.append(f"weights from {where}")
+    disagree = checkpoint_note(spec, fmt, hp_bytes=hp_bytes) if own else None
+    return notes + ([disagree] if disagree else [])

@@ -25,8 +25,14 @@ class FormatRow:
     summary: str
 
 
-# how to spell the formats that take any bit width and group size (not in the named table)
+# how to spell the formats that take any bit width, group or block size (not in the named table)
 GROUPED_FORMATS = "gptq-<b>bit-g<g>, awq-<b>bit-g<g>  GPTQ/AWQ with b bits and group size g (e.g. gptq-4bit-g128)"
+
+
+def _templates() -> tuple[str, ...]:
+    from vramwise.formats.quantized import TEMPLATES  # the parametric names, spelled where they are parsed
+
+    return TEMPLATES
 
 
 def render_models(rows: Sequence[ModelRow]) -> str:
@@ -70,8 +76,9 @@ def gpus_json(rows: Sequence[Gpu]) -> str:
 
 def formats_json(rows: Sequence[FormatRow]) -> str:
     """The named formats; ``grouped`` spells the GPTQ/AWQ names that take any bit width and group size."""
-    return render_json({"formats": [asdict(r) for r in rows], "grouped": ["gptq-<b>bit-g<g>", "awq-<b>bit-g<g>"]})
+    return render_json({"formats": [asdict(r) for r in rows], "grouped": list(_templates())})
 
 
 def render_formats(rows: Sequence[FormatRow]) -> str:
-    return "\n".join([*(f"{f.name:<10} {f.summary}" for f in rows), GROUPED_FORMATS])
+    templates = "parametric (the quantization_config of a checkpoint names one): " + ", ".join(_templates())
+    return "\n".join([*(f"{f.name:<12} {f.summary}" for f in rows), GROUPED_FORMATS, templates])

@@ -24,7 +24,9 @@ from typing import Any
 from vramwise.errors import VerifyUnsupportedError, VramwiseError
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.term import Estimate, Step
+from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.training import estimate_training
+from vramwise.formats import default_format
 from vramwise.spec.load import ResolvedModel
 from vramwise.spec.model import ModelSpec
 from vramwise.verify.compare import Comparison, Row
@@ -217,6 +219,9 @@ def verify_training(resolved: ResolvedModel, setup: TrainSetup, *, layers: int |
             "their generation"
         )
     recipe = train_recipe(setup)
+    if isinstance(model, ModelSpec) and model.stored_format and training_base(model, setup.peft).fmt:
+        # the twin builds the 16-bit model: its quantized base (GPTQ, AWQ, fp8...) needs the method's kernels
+        raise VerifyUnsupportedError(f"verify cannot reproduce a {model.stored_format} base (the twin traces 16 bit)")
     bare = replace(setup, overheads=NO_OVERHEADS)
     est = estimate_training(model, bare)
     full = estimate_training(model, setup)
@@ -261,7 +266,8 @@ def verify_inference(resolved: ResolvedModel, setup: InferSetup) -> Comparison:
         )
     if setup.tp > 1:
         raise VerifyUnsupportedError("verify cannot reproduce tp > 1 (the twin traces one GPU)")
-    fmt = setup.weight_format or "bf16"
+    # the checkpoint's own format when none is given, as the estimate reads it: a GPTQ config is not traced in bf16
+    fmt = setup.weight_format or (default_format(model) if isinstance(model, ModelSpec) else "bf16")
     if fmt not in ("fp32", "fp16", "bf16"):
         raise VerifyUnsupportedError(f"verify cannot reproduce weight format {fmt} (traceable: fp32, fp16, bf16)")
     bare = replace(setup, overheads=NO_OVERHEADS, kv_block=1)

@@ -65,6 +65,10 @@ def textbook_inference(model: Model, setup: InferSetup) -> Estimate:
         refuse_textbook(model)  # state-space hybrids (estimate/ssm_state.py)
         beyond = inference_positions(model, setup)
         notes += [beyond] if beyond else []
+        if setup.weight_format is None and (model.stored_format or model.unread_quantization):
+            # the seeds know dtypes only: say that a quantized checkpoint is counted at their fp16 width
+            notes.append("the checkpoint is quantized (quantization_config); textbook mode counts fp16 weights: "
+                         "use --mode accurate for its stored layout")
         b, L, h, s, n = setup.batch, model.num_layers, model.hidden_size, setup.context, setup.new_tokens
         a, kv = model.attention.num_heads, model.attention.num_kv_heads
         terms.append(

@@ -16,6 +16,7 @@ from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import Stage, in_layer, stage_share
 from vramwise.estimate.train.lora import LoraModule
 from vramwise.estimate.train.optimizers import Tensor, fp32_note, state_bytes, step_transient, tensor_bytes
+from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe
 from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
@@ -34,7 +35,6 @@ from vramwise.workload import (
 from vramwise.workload.train import step_impl
 
 LORA_BYTES = 4  # peft keeps adapters in fp32 (autocast_adapter_dtype=True), whatever the base dtype
-QLORA_FORMAT = "nf4-dq"  # bitsandbytes 4-bit with double quantization, the QLoRA paper's recipe
 SRC_STATES = "ZeRO paper §3 (Rajbhandari et al. 2020); torch.optim; measured in notes §2"
 # DeepSpeed 0.16 (commit 38327e07, Feb 2025), deepspeed/runtime/zero/stage_1_and_2.py, for ZeRO-1 and -2:
 # backward() allocates ipg_buffer (reduce_bucket_size elements) when contiguous_gradients (the default);
@@ -127,14 +127,19 @@ def _trainable(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe, lo
 
 def _weights(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe) -> list[Term]:
     divisor = s.parallel.sharding.weights
-    qlora = get_format(QLORA_FORMAT) if s.peft.method == PeftMethod.QLORA else None
+    base_name = training_base(spec, s.peft).fmt
+    base = get_format(base_name) if base_name else None
+    # QLoRA runs peft's prepare_model_for_kbit_training, which casts every 16-bit parameter to fp32, except on a
+    # GPTQ, AQLM, EETQ, HQQ or torchao model (peft utils/other.py, the is_*_quantized checks)
+    qlora = s.peft.method == PeftMethod.QLORA and spec.quant_method not in ("gptq", "aqlm", "eetq", "hqq", "torchao")
+    hp = 4 if qlora else recipe.weight  # what a stored layout keeps, or scales, in the model dtype
     by_cat: dict[str, list[tuple[float, str]]] = {}
     for g in parameter_groups(spec):
         share = stage_share(g, spec, stage, s.parallel)
         if not share:
             continue
-        if qlora and in_layer(g) and g.kind == "linear":
-            tb = qlora.tensor_bytes(g, spec, 4)
+        if base and in_layer(g) and g.kind == "linear":
+            tb = base.tensor_bytes(g, spec, hp)
             n, f = tb.bytes * share, f"{g.name}: {tb.formula}"
         elif qlora:
             # prepare_model_for_kbit_training casts every non-quantized parameter to fp32
@@ -152,7 +157,7 @@ def _weights(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe) -> l
             name=f"weights/{cat}",
             bytes=round(sum(n for n, _ in by_cat[cat])),
             formula="; ".join(f for _, f in by_cat[cat]),
-            source=f"precision recipe {recipe.name}" + (f"; QLoRA base {QLORA_FORMAT}" if qlora else ""),
+            source=f"precision recipe {recipe.name}" + (f"; frozen base {base.name}" if base else ""),
         )
         for cat in CATEGORIES
         if cat in by_cat

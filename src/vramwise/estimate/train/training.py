@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate.encoder_decoder import refuse as refuse_encoder_decoder
+from vramwise.estimate.logits import head_words
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import training_positions
@@ -37,15 +38,18 @@ from vramwise.estimate.train.layout import (
     stages,
 )
 from vramwise.estimate.train.lora import LoraModule, lora_targets
-from vramwise.estimate.train.loss import loss_rules
+from vramwise.estimate.train.loss import classifier_loss_rules, loss_rules
+from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import gathered, head_grads
 from vramwise.estimate.train.states import ModelStates, model_states
-from vramwise.estimate.weights import training_checkpoint_note
+from vramwise.estimate.weights import buffers, training_checkpoint_note
+from vramwise.formats import get_format, kept_note
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
-from vramwise.workload import AttentionImpl, FsdpMode, Optimizer, PeftMethod, Recompute, TrainSetup
+from vramwise.spec.traits import HeadKind
+from vramwise.workload import AttentionImpl, FsdpMode, LossImpl, Optimizer, PeftMethod, Recompute, TrainSetup
 
 
 def _in_flight(stage: Stage, setup: TrainSetup) -> float:
@@ -243,6 +247,9 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
 
 
 def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> tuple[Rule, Rule]:
+    if spec.head is not HeadKind.CAUSAL_LM:  # a decoder classifier (_check refuses every other head)
+        per_sequence = spec.head is HeadKind.SEQUENCE_CLASSIFICATION
+        return classifier_loss_rules(labels=spec.num_labels, per_sequence=per_sequence, flight=flight)
     # vocab-parallel cross entropy: each rank holds its share of the padded vocabulary, as the head does
     tp = setup.parallel.tp
     vocab = spec.vocab_size if tp == 1 else padded_vocab(spec.vocab_size, tp) // tp
@@ -314,8 +321,9 @@ def _forward(
         in_layers += autocast
     gathered_fwd, gathered_bwd = gathered(spec, setup, recipe)
     held += out.add(*gathered_fwd)
-    if setup.peft.method == PeftMethod.QLORA:
-        dequantized = out.add(_dequantized(spec))
+    base = training_base(spec, setup.peft).fmt
+    if base:
+        dequantized = out.add(_dequantized(spec, base))
         held += dequantized
         in_layers += dequantized
     return _Forward(
@@ -374,6 +382,15 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
     notes = [
         f"precision {recipe.name}: weights {recipe.weight} B, gradients {recipe.grad} B, compute {recipe.compute} B"
     ]
+    base = training_base(spec, setup.peft)
+    notes += [n for n in (base.note, kept_note(spec) if base.fmt == spec.stored_format else None) if n]
+    if base.fmt and spec.moe and get_format(base.fmt).moe_note:
+        cast = setup.peft.method == PeftMethod.QLORA  # peft prepare_model_for_kbit_training: 16-bit params to fp32
+        notes.append(
+            "fused MoE experts are not nn.Linear: bitsandbytes leaves them unquantized"
+            + (" and QLoRA's k-bit preparation casts them to fp32" if cast else "")
+            + " (transformers replace_with_bnb_linear)"
+        )
     if setup.parallel.pp > 1:
         span = f"layers {stage.layers[0]}-{stage.layers[-1]}"
         notes.append(f"pipeline stage {stage.index} of {setup.parallel.pp}: {span}")
@@ -387,6 +404,15 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
         notes.append("MLA and MoE activations follow the Mixtral/Llama rules and are less tightly traced")
     if (checkpoint := training_checkpoint_note(spec)) is not None:
         notes.append(checkpoint)
+    if spec.traits.eager_only:
+        notes.append(f"{spec.name} has only its own eager attention (BloomAttention): its scores are counted")
+    if stage.last and spec.head is not HeadKind.CAUSAL_LM:
+        # traced (tests/estimate/test_train_vs_trace.py): the peak moves to the final norm's backward (its fp32
+        # temporaries) or, with eager attention, a layer's attention backward; neither is a phase here
+        notes.append(
+            f"{head_words(spec)}: a {spec.num_labels}-label loss is small, so the peak can fall in a layer's "
+            "backward, which is not modelled: traced 5% under with sdpa, 10% under with eager attention"
+        )
     return notes
 
 
@@ -400,8 +426,9 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     fwd = _forward(spec, setup, stage, recipe, lora, out)
     phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
     phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
+    # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
-        persistent=[constant(t) for t in persistent],
+        persistent=[constant(t) for t in persistent] + (list(buffers(spec)) if stage.first else []),
         host=states.host,
         phases=phases,
         allocator_fraction=setup.overheads.allocator_fraction,
@@ -409,14 +436,44 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     )
 
 
-def _dequantized(spec: ModelSpec) -> Term:
+def _dequantized(spec: ModelSpec, base: str) -> Term:
     largest = max(g.count // g.tensors for g in parameter_groups(spec) if in_layer(g) and g.kind == "linear")
     return Term(
         name="qlora/dequantized_weight",
         bytes=largest * 2,
-        formula=f"largest layer weight {largest:,} x 2 B, dequantized for its matmul",
-        source="bitsandbytes 4-bit matmul dequantizes one weight at a time",
+        formula=f"largest layer weight {largest:,} x 2 B, dequantized from {base} for its matmul",
+        # bitsandbytes MatMul4Bit.forward/backward: dequantize_4bit(B) then a 16-bit matmul; transformers
+        # FP8Linear backward: _dequantize_fp8_weight to the gradient's dtype; GPTQ/AWQ torch kernels dequantize
+        source="a quantized base dequantizes one weight at a time for its matmul (bitsandbytes MatMul4Bit, "
+        "transformers FP8Linear backward)",
     )
+
+
+_TRAINED_HEADS = (
+    "a causal LM (*ForCausalLM, *LMHeadModel) or a decoder's *ForSequenceClassification / *ForTokenClassification"
+)
+
+
+def _check_classifier(model: ModelSpec, setup: TrainSetup) -> None:
+    """A decoder's classifier trains like its causal LM with a num_labels-wide head; the rest is refused: a bare
+    model has no loss, BERT's heads (masked LM, pooled classifier) sit on an encoder whose training is not
+    modelled, and peft's classifier tasks train the score fully (modules_to_save), which the LoRA states omit."""
+    classifier = model.head in (HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION)
+    if not classifier or model.traits.pooled_classifier:
+        raise InvalidWorkloadError(
+            f"{model.name} has {head_words(model)} (architectures[0]): training covers {_TRAINED_HEADS}",
+            field="model",
+            allowed=_TRAINED_HEADS,
+        )
+    for option, value, allowed in (
+        ("peft", setup.peft.adapters, "none for a classifier (peft trains its score head fully)"),
+        ("loss", setup.loss == LossImpl.CHUNKED, "full for a classifier (a chunked loss is over a vocabulary)"),
+        ("tp", setup.parallel.tp > 1, "1 for a classifier (its score head has no tensor-parallel plan)"),
+    ):
+        if value:
+            raise InvalidWorkloadError(
+                f"{option}: {model.name} has {head_words(model)}; allowed: {allowed}", field=option, allowed=allowed
+            )
 
 
 def _check(model: Model, setup: TrainSetup) -> ModelSpec:
@@ -426,10 +483,11 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
             "name a catalog model or a config.json, or use --mode textbook with a bare size"
         )
     refuse_encoder_decoder(model, "training (seq2seq fine-tuning of both stacks)")
-    if not model.lm_head:
-        raise InvalidWorkloadError(f"{model.name} has no language-model head: training covers causal LMs")
+    if model.head is not HeadKind.CAUSAL_LM:
+        _check_classifier(model, setup)
     refuse_training(model)  # state-space hybrids (estimate/ssm_state.py)
     check_layout(model, setup)
+    training_base(model, setup.peft)  # refuses what transformers cannot train, in one line, before any term
     return model
 
 
@@ -483,8 +541,17 @@ def _candidates(spec: ModelSpec, pp: int, freeze: int) -> tuple[Stage, ...]:
     return tuple(s for s, _, _ in kept)
 
 
+def _as_run(model: Model, setup: TrainSetup) -> TrainSetup:
+    """The setup as the family runs it: one with only its own eager attention code (BLOOM, ImplTraits.eager_only)
+    materialises its scores whatever --attention says, as transformers builds it eager."""
+    if isinstance(model, ModelSpec) and model.traits.eager_only and setup.attention != AttentionImpl.EAGER:
+        return replace(setup, attention=AttentionImpl.EAGER)
+    return setup
+
+
 def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[Plan, ...]:
     """Plans of the stages that can be the worst GPU (``_candidate_stages``), in stage order."""
+    setup = _as_run(model, setup)
     key = (model, setup.static, setup.seq if setup.attention == AttentionImpl.EAGER else 0)
     hit = _PLANS.get(key)
     if hit is None:
@@ -514,12 +581,13 @@ def training_peak(model: Model, setup: TrainSetup) -> int:
     """Peak bytes of the worst GPU, without rendering terms: the number ``estimate_training`` reports."""
     plans = _worst_candidates(model, setup)
     _positions(model, setup)
-    v = _vars(setup)
+    v = _vars(_as_run(model, setup))
     return max(plan.peak(v) for plan in plans)
 
 
 def estimate_stages(model: Model, setup: TrainSetup) -> list[Estimate]:
     """One estimate per pipeline stage (a single one without pipelining)."""
+    setup = _as_run(model, setup)
     spec = _check(model, setup)
     note = _positions(spec, setup)
     v = _vars(setup)

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from vramwise.errors import ConfigError, UnsupportedArchitectureError
-from vramwise.spec.adapters import classic, decoders, deepseek, hybrid, t5
+from vramwise.spec.adapters import bigcode_bloom, classic, decoders, deepseek, hybrid, t5
 from vramwise.spec.adapters.config import RawConfig, shown
+from vramwise.spec.heads import apply_head
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import total_params
 
@@ -39,6 +40,8 @@ ADAPTERS: dict[str, Adapter] = {
     "t5": t5.t5,
     "mt5": t5.t5,
     "jamba": hybrid.jamba,
+    "gpt_bigcode": bigcode_bloom.gpt_bigcode,
+    "bloom": bigcode_bloom.bloom,
 }
 
 SUPPORTED_MODEL_TYPES = tuple(sorted(k for k in ADAPTERS if k.islower()))
@@ -62,11 +65,23 @@ def language_config(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _with_wrapper_storage(text: dict[str, Any], outer: dict[str, Any]) -> dict[str, Any]:
+    """A multimodal wrapper keeps ``quantization_config`` and the dtype at its top level, beside text_config (a
+    Gemma-3 or Qwen2.5-VL GPTQ/AWQ repo): the language model's weights are stored that way too, so the spec
+    reads them from there when text_config has none (else a 4-bit checkpoint would be estimated at 16 bit)."""
+    if text is outer:
+        return text
+    carried = {k: outer[k] for k in ("quantization_config",) if k in outer and k not in text}
+    if not ({"torch_dtype", "dtype"} & text.keys()):
+        carried |= {k: outer[k] for k in ("torch_dtype", "dtype") if k in outer}
+    return {**text, **carried} if carried else text
+
+
 def spec_from_config(data: Any, *, name: str, source: str) -> ModelSpec:
     """Build a ModelSpec from the parsed JSON of a config.json."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config must be a JSON object, got {type(data).__name__}")
-    data = language_config(data)
+    data = _with_wrapper_storage(language_config(data), data)
     model_type = data.get("model_type")
     supported = ", ".join(SUPPORTED_MODEL_TYPES)
     if model_type is None or model_type == "":
@@ -85,7 +100,8 @@ def spec_from_config(data: Any, *, name: str, source: str) -> ModelSpec:
             field="model_type",
             allowed=supported,
         )
-    spec = adapter(RawConfig(data, source), name)
+    raw = RawConfig(data, source)
+    spec = apply_head(adapter(raw, name), raw)  # architectures[0]: the head on top of any family's layers
     params = total_params(spec)
     if params > MAX_PARAMS:
         raise ConfigError(

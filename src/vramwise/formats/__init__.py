@@ -8,11 +8,12 @@ Each format names its source in ``StorageFormat.source``, which every weight ter
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vramwise.errors import ConfigError, InvalidWorkloadError
+from vramwise.errors import ConfigError, InvalidWorkloadError, shown
+from vramwise.formats import quantized
+from vramwise.formats.quantized import Layout
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import ParamGroup
 
@@ -51,6 +52,11 @@ class StorageFormat:
     summary: str
     source: str
     tensor_bytes: Callable[[ParamGroup, ModelSpec, int], TensorBytes]  # (group, spec, high-precision bytes)
+    # Forwards in which transformers' layer dequantizes one whole weight to the compute dtype before a 16-bit
+    # matmul: "" never (fused kernels), "prefill" (more than one token), "always".
+    dequant: str = ""
+    note: str = ""  # what the runtime does with these bytes that the weights term alone does not say
+    moe_note: str = ""  # the same, for models with routed experts only
 
 
 def _kept(group: ParamGroup, hp_bytes: int) -> TensorBytes:
@@ -105,12 +111,75 @@ def _int8_rowwise(group: ParamGroup) -> tuple[float, int, str]:
     return 8, group.tensors * _out_features(group) * 4, " (+ fp32 scale per output row)"
 
 
-def _nf4(double_quant: bool) -> Callable[[ParamGroup], tuple[float, int, str]]:
-    # bitsandbytes 4-bit: blocks of 64 with an fp32 absmax; double quantization stores the absmax in
-    # 8 bit with one fp32 constant per 256 blocks.
-    bits = 4 + (8 / 64 + 32 / (64 * 256) if double_quant else 32 / 64)
-    why = " (absmax 8 bit per 64 + fp32 per 256 blocks)" if double_quant else " (fp32 absmax per 64)"
-    return lambda group: (bits, 0, why)
+def _nn_linear_only(rule: Callable[[ParamGroup, ModelSpec, int], TensorBytes]):
+    """bitsandbytes in transformers replaces ``nn.Linear`` (and GPT-2's Conv1D) modules only
+    (integrations/bitsandbytes.py replace_with_bnb_linear; Bnb4BitHfQuantizer.param_needs_quantization asks for a
+    Linear4bit): the routed experts of transformers 5's MoE layers are fused 3-D parameters (MixtralExperts,
+    Qwen3MoeExperts, DeepseekV3NaiveMoe...), so they stay in the load dtype. vLLM's bitsandbytes MoE method
+    quantizes them; the format's note says so."""
+
+    def kept_experts(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
+        if group.per_expert and group.kind == "linear":
+            kept = _kept(group, hp_bytes)
+            formula = kept.formula + " (fused experts: no nn.Linear)"
+            return TensorBytes(group=group.name, bytes=kept.bytes, formula=formula)
+        return rule(group, spec, hp_bytes)
+
+    return kept_experts
+
+
+_BNB_NOTE = (
+    "bitsandbytes in transformers quantizes nn.Linear modules only: fused MoE experts stay 16-bit "
+    "(vLLM's bitsandbytes MoE method quantizes them)"
+)
+
+
+def _bnb4(double_quant: bool) -> Callable[[ParamGroup, ModelSpec, int], TensorBytes]:
+    """bitsandbytes 4-bit, NF4 and FP4 alike (functional.quantize_4bit, blocksize 64 in Params4bit), per tensor:
+    the codes two per uint8, an fp32 absmax per 64 elements, and the QuantState's code (the 16-value map, fp32).
+    Double quantization (compress_statistics) stores the absmax as uint8 blocks of 256 (quantize_blockwise): an
+    fp32 absmax per 256 of them, their 256-value fp32 code and the fp32 offset subtracted before."""
+
+    def one(numel: int) -> int:
+        blocks = -(-numel // 64)
+        stats = blocks + -(-blocks // 256) * 4 + 256 * 4 + 4 if double_quant else blocks * 4
+        return -(-numel // 2) + stats + 16 * 4
+
+    def rule(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
+        if group.kind != "linear" or group.category in ("embeddings", "head", "other"):
+            return _kept(group, hp_bytes)
+        per = group.count // group.tensors
+        why = "absmax uint8 per 64, fp32 per 256 blocks, codes" if double_quant else "fp32 absmax per 64, code"
+        formula = f"{group.tensors:,} x {one(per):,} B ({per:,} x 4 bit + {why})"
+        return TensorBytes(group=group.name, bytes=group.tensors * one(per), formula=formula)
+
+    return rule
+
+
+def _packed(layout: Layout) -> Callable[[ParamGroup, ModelSpec, int], TensorBytes]:
+    """A quantized layout (formats/quantized.py) on the linear weights inside the layers; the rest kept."""
+    packing = layout.packing
+
+    def rule(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
+        if group.kind != "linear" or group.category in ("embeddings", "head", "other"):
+            return _kept(group, hp_bytes)
+        out, n_in = _out_features(group), group.in_features
+        one = packing.tensor_bytes(out, n_in, hp_bytes)
+        formula = f"{group.tensors:,} x {one:,} B ({out:,} x {n_in:,} as {layout.name})"
+        return TensorBytes(group=group.name, bytes=group.tensors * one, formula=formula)
+
+    return rule
+
+
+def _layout_format(layout: Layout) -> StorageFormat:
+    return StorageFormat(
+        name=layout.name,
+        summary=layout.summary,
+        source=layout.source,
+        tensor_bytes=_packed(layout),
+        dequant=layout.dequant,
+        note=layout.note,
+    )
 
 
 def _grouped(bits: int, group_size: int, g_idx: bool) -> Callable[[ParamGroup], tuple[float, int, str]]:
@@ -158,10 +227,16 @@ def _mxfp4(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
     # gpt-oss: only the routed expert matrices are MXFP4 (32 E2M1 values + one E8M0 scale byte per block).
     if group.per_expert and group.kind == "linear":
         return _bits(group, 4.25, 0, " (MXFP4: 4-bit E2M1 + 8-bit scale per 32)")
+    if group.per_expert and group.kind == "bias":
+        # transformers integrations/mxfp4.py Mxfp4GptOssExperts.__init__: gate_up_proj_bias, down_proj_bias fp32
+        return TensorBytes(group=group.name, bytes=group.count * 4, formula=f"{group.count:,} x 4 B (fp32 biases)")
     return _kept(group, hp_bytes)
 
 
 _BNB = "bitsandbytes (functional.py quantize_4bit / int8); transformers BitsAndBytesConfig"
+# bitsandbytes autograd/_functions.py matmul_4bit: one token without grad takes gemv_4bit (fused); more tokens
+# take MatMul4Bit.forward, F.linear(A, F.dequantize_4bit(B, quant_state).to(A.dtype).t()): a whole 16-bit weight.
+_BNB_DEQUANT = "prefill"
 FORMATS: dict[str, StorageFormat] = {
     f.name: f
     for f in (
@@ -190,7 +265,8 @@ FORMATS: dict[str, StorageFormat] = {
             name="int8",
             summary="LLM.int8(): int8 linear weights + fp32 scale per row",
             source=_BNB,
-            tensor_bytes=_linear_only(_int8_rowwise),
+            tensor_bytes=_nn_linear_only(_linear_only(_int8_rowwise)),
+            moe_note=_BNB_NOTE,
         ),
         StorageFormat(
             name="int4",
@@ -202,19 +278,44 @@ FORMATS: dict[str, StorageFormat] = {
             name="nf4",
             summary="bitsandbytes NF4, blocks of 64 with fp32 absmax",
             source=_BNB,
-            tensor_bytes=_linear_only(_nf4(False)),
+            tensor_bytes=_nn_linear_only(_bnb4(False)),
+            dequant=_BNB_DEQUANT,
+            moe_note=_BNB_NOTE,
         ),
         StorageFormat(
             name="nf4-dq",
             summary="bitsandbytes NF4 with double quantization (QLoRA)",
             source=_BNB,
-            tensor_bytes=_linear_only(_nf4(True)),
+            tensor_bytes=_nn_linear_only(_bnb4(True)),
+            dequant=_BNB_DEQUANT,
+            moe_note=_BNB_NOTE,
         ),
+        StorageFormat(
+            name="fp4",
+            summary="bitsandbytes FP4, blocks of 64 with fp32 absmax",
+            source=_BNB,
+            tensor_bytes=_nn_linear_only(_bnb4(False)),
+            dequant=_BNB_DEQUANT,
+            moe_note=_BNB_NOTE,
+        ),
+        StorageFormat(
+            name="fp4-dq",
+            summary="bitsandbytes FP4 with double quantization",
+            source=_BNB,
+            tensor_bytes=_nn_linear_only(_bnb4(True)),
+            dequant=_BNB_DEQUANT,
+            moe_note=_BNB_NOTE,
+        ),
+        *(_layout_format(layout) for layout in quantized.FIXED),
         StorageFormat(
             name="mxfp4",
             summary="MXFP4 routed experts, the rest in bf16 (gpt-oss)",
             source="OCP Microscaling spec v1.0; gpt-oss quantization_config",
             tensor_bytes=_mxfp4,
+            # quantizers/quantizer_mxfp4.py validate_environment: without the triton kernels (and a GPU of compute
+            # capability 7.5+), transformers loads the experts dequantized to bf16
+            note="transformers keeps MXFP4 only with the triton kernels; without them it dequantizes to bf16 "
+            "(Mxfp4HfQuantizer.validate_environment)",
         ),
         *(
             StorageFormat(
@@ -234,45 +335,53 @@ FORMATS: dict[str, StorageFormat] = {
     )
 }
 
-_GROUPED = re.compile(r"^(gptq|awq)-(\d)bit(?:-g(\d+))?$")
-
-
 @functools.lru_cache(maxsize=256)  # one object per name, so the weight caches keyed on it hit for GPTQ/AWQ too
 def get_format(name: str) -> StorageFormat:
-    """A format by name; GPTQ/AWQ take bits and group size: ``gptq-4bit-g128``, ``awq-4bit-g64``."""
+    """A format by name; the parametric ones (formats/quantized.py TEMPLATES) take bits, groups and blocks:
+    ``gptq-4bit-g128``, ``awq-4bit-g64``, ``fp8-block1x128``, ``ct-pack4-g128``, ``hqq-4bit-g64``."""
     key = name.lower()
     if key in FORMATS:
         return FORMATS[key]
-    m = _GROUPED.match(key)
-    if m:
-        kind, bits, group = m.group(1), int(m.group(2)), int(m.group(3) or 128)
-        if bits not in (2, 3, 4, 8) or group <= 0:
-            raise InvalidWorkloadError(f"format '{name}': bits must be 2, 3, 4 or 8 and the group size positive")
-        return StorageFormat(
-            name=key,
-            summary=f"{kind.upper()} {bits}-bit, group size {group}",
-            source="AutoGPTQ/GPTQModel packed format" if kind == "gptq" else "AutoAWQ GEMM packed format",
-            tensor_bytes=_linear_only(_grouped(bits, group, g_idx=kind == "gptq")),
-        )
-    allowed = ", ".join([*FORMATS, "gptq-<bits>bit-g<group>", "awq-<bits>bit-g<group>"])
-    raise InvalidWorkloadError(f"unknown weight format '{name}'; allowed: {allowed}")
+    try:
+        layout = quantized.parse(key)
+    except ValueError as e:
+        raise InvalidWorkloadError(f"format {shown(name)}: {e}", field="format") from None
+    if layout is not None:
+        return _layout_format(layout)
+    allowed = ", ".join([*FORMATS, *quantized.TEMPLATES])
+    raise InvalidWorkloadError(
+        f"unknown weight format {shown(name)}; allowed: {allowed}", field="format", allowed=allowed
+    )
+
+
+def kept_note(spec: ModelSpec) -> str | None:
+    """The report's note when the checkpoint's quantization_config keeps projections inside the layers in high
+    precision (``ModelSpec.quant_kept``): the layouts here count them quantized."""
+    if not spec.quant_kept:
+        return None
+    first = shown(spec.quant_kept[0], 80)
+    return (
+        f"quantization_config keeps {len(spec.quant_kept)} in-layer module pattern(s) unquantized (e.g. {first}); "
+        "the weights term counts them quantized: the checkpoint's safetensors headers give the exact bytes"
+    )
 
 
 def default_format(spec: ModelSpec) -> str:
-    """The checkpoint's own format: the quantized one its quantization_config declares (fp8, mxfp4, GPTQ, AWQ,
-    bitsandbytes: spec/adapters/storage.py), else its 16-bit dtype (fp32 served as bf16).
+    """The checkpoint's own format: the quantized one its quantization_config declares
+    (spec/adapters/quant_config.py), else its 16-bit dtype (fp32 served as bf16).
 
     A quantization no format here expresses is refused rather than estimated at 16 bit (3.5x a 4-bit
     checkpoint's bytes); ``--format`` (``weight_format``) overrides it and never reaches this function."""
     if spec.unread_quantization:
         key, value = spec.unread_quantization
+        value = value if " is not " in value else f"{value} is not read"  # readers may say why themselves
         raise ConfigError(
-            f"{spec.source}: {key} {value} is not read yet; pass --format (e.g. int8, nf4, gptq-4bit-g128) "
+            f"{spec.source}: {key} {value}; pass --format (e.g. int8, nf4, gptq-4bit-g128; `vramwise formats`) "
             "to say how the checkpoint stores its weights",
             field=key,
             allowed="--format with one of the weight formats (`vramwise formats`)",
         )
-    if spec.stored_format == "fp8":
+    if spec.stored_format == "fp8":  # the name older specs carry for DeepSeek-V3's 128x128 blocks
         return "fp8-block"
     if spec.stored_format:
         return spec.stored_format
