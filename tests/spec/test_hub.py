@@ -414,6 +414,7 @@ def test_offline_with_the_config_alone_uses_the_config_arithmetic(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = resolve_model("org/tiny")
     assert model.checkpoint is None and "from the cache" in model.source
+    assert "no safetensors headers in the cache (HF_HUB_OFFLINE)" in model.source  # the title says so
     assert weights("org/tiny")["mlp"] == L * 3 * H * FF * 2  # fp16 (torch_dtype), from the config arithmetic
 
 
@@ -440,3 +441,10 @@ def test_a_16_bit_format_over_a_16_bit_checkpoint_keeps_the_headers(hub_server: 
     tensors["model.layers.2.eh_proj.weight"] = np.zeros((H, 2 * H), np.float16)
     hub_server.repos["org/mtp"] = repo(tensors)
     assert weights("org/mtp", weight_format="bf16") == by_category(tensors)
+
+
+def test_a_repo_without_safetensors_says_so_in_the_title(hub_server: HubServer) -> None:
+    hub_server.repos["org/bin"] = Repo(files={"config.json": json.dumps(CONFIG).encode(), "pytorch_model.bin": b"x"})
+    model = resolve_model("org/bin")
+    assert model.checkpoint is None
+    assert model.source.endswith("no safetensors files in the repo: weights from the config")

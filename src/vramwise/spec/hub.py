@@ -363,19 +363,21 @@ def _shards(ref: HubRef, index: Path) -> list[str]:
     return index_shards(where, text)
 
 
-def hub_checkpoint(config: HubConfig, num_layers: int | None = None) -> CheckpointBytes | None:
+def hub_checkpoint(config: HubConfig, num_layers: int | None = None) -> tuple[CheckpointBytes | None, str]:
     """The checkpoint's bytes from its safetensors headers (cache first, then ranged reads), pinned to the
-    config's commit; None when the repo has no ``model.safetensors`` or index, or when offline and the cache does
-    not hold them (the weights then come from the config arithmetic, as for a config.json alone)."""
+    config's commit, or None and why not (the title says it): the repo has no safetensors files, or it is offline
+    and the cache does not hold them. The weights then come from the config arithmetic, as for a config.json."""
     ref = config.ref
     try:
         got = _cached_tensors(ref, config.commit)
-        if got is None and not _offline():
+        if got is None and _offline():
+            return None, "no safetensors headers in the cache (HF_HUB_OFFLINE): weights from the config"
+        if got is None:
             got = _remote_tensors(ref, config.commit)
     except _hub_errors() as err:
         raise _hub_error(ref, err, "safetensors headers") from None
     if got is None:
-        return None
+        return None, "no safetensors files in the repo: weights from the config"
     tensors, files, where = got
     source = f"safetensors headers of {ref.shown} ({files} file{'' if files == 1 else 's'}, {where})"
-    return checkpoint_from_tensors(tensors, source=source, files=files, num_layers=num_layers)
+    return checkpoint_from_tensors(tensors, source=source, files=files, num_layers=num_layers), ""

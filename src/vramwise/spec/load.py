@@ -270,8 +270,10 @@ def _from_hub(ref: HubRef) -> ResolvedModel:
     found = hub_config(ref)
     _, data = _load_json(found.path)
     spec, config = _parsed(data, name=shown(ref.repo_id, 200, quote=False), source=found.source)
-    checkpoint = hub_checkpoint(found, spec.num_layers)
-    return ResolvedModel(spec=replace(spec, checkpoint=checkpoint) if checkpoint else spec, raw_config=config)
+    checkpoint, missing = hub_checkpoint(found, spec.num_layers)
+    if checkpoint is None:  # the title says why the weights come from the config arithmetic
+        return ResolvedModel(spec=replace(spec, source=f"{found.source}; {missing}"), raw_config=config)
+    return ResolvedModel(spec=replace(spec, checkpoint=checkpoint), raw_config=config)
 
 
 def _parsed(data: Any, *, name: str, source: str) -> tuple[ModelSpec, Mapping[str, Any]]:
