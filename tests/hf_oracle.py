@@ -30,6 +30,25 @@ def hf_param_count(config: dict[str, Any]) -> int:
     return hf_params(config)[0]
 
 
+def hf_model_class(transformers: Any, config: dict[str, Any]) -> Any:
+    """The Auto class of the head architectures[0] names, by its suffix, as vramwise reads it (spec/heads.py);
+    without one, the family's default (BertModel for bert, the causal LM for every decoder). The class is
+    then looked up in transformers' own mapping for the model_type, so a head it lacks fails here too."""
+    names = config.get("architectures") or []
+    name = names[0] if names else ""
+    for suffix, auto in (
+        ("ForSequenceClassification", transformers.AutoModelForSequenceClassification),
+        ("ForTokenClassification", transformers.AutoModelForTokenClassification),
+        ("ForMaskedLM", transformers.AutoModelForMaskedLM),
+        ("ForCausalLM", transformers.AutoModelForCausalLM),
+        ("LMHeadModel", transformers.AutoModelForCausalLM),
+        ("Model", transformers.AutoModel),
+    ):
+        if name.endswith(suffix):
+            return auto
+    return transformers.AutoModel if config.get("model_type") == "bert" else transformers.AutoModelForCausalLM
+
+
 def hf_params(config: dict[str, Any]) -> tuple[int, int]:
     """(unique parameters, their bytes when loaded in bf16) of the transformers model, on the meta device.
 
@@ -46,7 +65,7 @@ def hf_params(config: dict[str, Any]) -> tuple[int, int]:
         data.setdefault("new_decoder_architecture", model_type == "RefinedWeb")
         model_type = "falcon"
     hf_config = transformers.AutoConfig.for_model(model_type, **data)
-    auto = transformers.AutoModel if model_type == "bert" else transformers.AutoModelForCausalLM
+    auto = hf_model_class(transformers, config)
     if model_type in SEQ2SEQ:
         auto = transformers.AutoModelForSeq2SeqLM  # T5ForConditionalGeneration, MT5ForConditionalGeneration
     arch = (data.get("architectures") or [""])[0]

@@ -131,14 +131,15 @@ def test_public_names_load_and_infer_imports_no_training_code() -> None:
     assert sorted(vramwise.__all__) == sorted(vramwise._EXPORTS)
     for name in vramwise.__all__:
         assert getattr(vramwise, name) is not None
-    # A fresh `vramwise infer` loads the inference estimator only (its start-up time is a fit-issue target).
+    # A fresh `vramwise infer` loads the inference estimator only (its start-up time is a fit-issue target), and
+    # none of the readers of hub ids, safetensors or GGUF files (imported inside the functions that need them).
     probe = (
         "import contextlib, io, sys\n"
         "from vramwise.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()): main(['infer', 'llama-2-7b'])\n"
         "print(sorted(m for m in sys.modules if m.startswith(('vramwise.estimate.train', 'vramwise.fit', "
         "'vramwise.verify', 'vramwise.workload.train', 'vramwise.estimate.textbook', 'vramwise.app.fitting', "
-        "'vramwise.app.sweep', 'torch'))))"
+        "'vramwise.app.sweep', 'torch', 'huggingface_hub', 'safetensors', 'gguf', 'httpx', 'numpy'))))"
     )
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"

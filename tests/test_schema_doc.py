@@ -98,6 +98,10 @@ def _estimates() -> Iterator[vramwise.Estimate]:
     yield vramwise.textbook_inference(vramwise.resolve_model("14b"), _setup(vramwise.InferSetup, {"mode": "textbook"}))
     yield from _vision_estimates()
     yield from _encoder_decoder_estimates()
+    from tiny_configs import GPT_BIGCODE  # its causal-mask buffer ("buffers"); no catalog entry yet
+
+    bigcode = vramwise.spec.adapters.spec_from_config(GPT_BIGCODE, name="gpt_bigcode", source="test")
+    yield vramwise.estimate_inference(bigcode, _setup(vramwise.InferSetup, {"context": 512}))
     for name, flat in _train_cases():
         spec = vramwise.resolve_model(name)
         setup = _setup(vramwise.TrainSetup, _within_table(spec, flat, "seq"))

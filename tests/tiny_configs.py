@@ -257,6 +257,82 @@ ENCODER_DECODER: dict[str, dict[str, Any]] = {
         "dropout_rate": 0.0,
     },
 }
+GPT_BIGCODE = {  # StarCoder's layout: multi-query attention (c_attn outputs h + 2·head_dim), learned positions
+    "model_type": "gpt_bigcode",
+    "n_embd": 256,
+    "n_layer": 3,
+    "n_head": 8,
+    "n_inner": 1024,
+    "n_positions": 1024,
+    "vocab_size": 8000,
+    "multi_query": True,
+    "attn_pdrop": 0.0,
+    "resid_pdrop": 0.0,
+    "embd_pdrop": 0.0,
+}
+BLOOM = {  # ALiBi, embedding LayerNorm, fused query_key_value; the published checkpoints spell hidden_size n_embed
+    "model_type": "bloom",
+    "n_embed": 256,
+    "n_layer": 3,
+    "n_head": 8,
+    "vocab_size": 8000,
+}
+# One config per head architectures[0] can name (spec/heads.py), on families that have it in transformers.
+HEADS: dict[str, dict[str, Any]] = {
+    "llama-seq-cls": {
+        **FAMILIES["llama"],
+        "architectures": ["LlamaForSequenceClassification"],
+        "num_labels": 3,
+        "pad_token_id": 0,  # batches of more than one sequence need it to find each one's last token
+    },
+    "llama-token-cls": {
+        **FAMILIES["llama"],
+        "architectures": ["LlamaForTokenClassification"],
+        "id2label": {"0": "O", "1": "B-PER", "2": "I-PER", "3": "B-LOC", "4": "I-LOC"},
+    },
+    "llama-bare": {**FAMILIES["llama"], "architectures": ["LlamaModel"]},
+    "gpt2-seq-cls": {**FAMILIES["gpt2"], "architectures": ["GPT2ForSequenceClassification"], "pad_token_id": 0},
+    "gpt2-lm-head": {**FAMILIES["gpt2"], "architectures": ["GPT2LMHeadModel"]},
+    "bert-mlm": {
+        "model_type": "bert",
+        "hidden_size": 256,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 8,
+        "intermediate_size": 1024,
+        "vocab_size": 8000,
+        "architectures": ["BertForMaskedLM"],
+    },
+    "bert-seq-cls": {
+        "model_type": "bert",
+        "hidden_size": 256,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 8,
+        "intermediate_size": 1024,
+        "vocab_size": 8000,
+        "architectures": ["BertForSequenceClassification"],
+        "num_labels": 4,
+    },
+    "bert-token-cls": {
+        "model_type": "bert",
+        "hidden_size": 256,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 8,
+        "intermediate_size": 1024,
+        "vocab_size": 8000,
+        "architectures": ["BertForTokenClassification"],
+    },
+    "bert-bare": {
+        "model_type": "bert",
+        "hidden_size": 256,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 8,
+        "intermediate_size": 1024,
+        "vocab_size": 8000,
+        "architectures": ["BertModel"],
+    },
+    "bigcode-seq-cls": {**GPT_BIGCODE, "architectures": ["GPTBigCodeForSequenceClassification"], "pad_token_id": 0},
+    "bloom-token-cls": {**BLOOM, "architectures": ["BloomForTokenClassification"], "num_labels": 7},
+}
 
 # Vision-language models: a tiny language model with a tiny vision tower and projector, each family's
 # *ForConditionalGeneration (architectures[0]). Hub-shaped: keys the hub configs omit are omitted here too where

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tiny_configs import ENCODER_DECODER, FAMILIES, MISTRAL_WINDOW
+from tiny_configs import BLOOM, ENCODER_DECODER, FAMILIES, GPT_BIGCODE, HEADS, MISTRAL_WINDOW
 
 from vramwise.estimate.inference import estimate_inference
 from vramwise.spec.adapters import spec_from_config
@@ -22,11 +22,19 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "phi3": FAMILIES["phi3"],
     "gpt2": FAMILIES["gpt2"],
     "mixtral": FAMILIES["mixtral"],
+    # multi-query attention and the unused n_positions² causal-mask buffer (the estimate's "buffers" term)
+    "gpt_bigcode": GPT_BIGCODE,
+    # ALiBi through BloomAttention's own scores whatever attention is asked for (the twin builds it eager)
+    "bloom": BLOOM,
 }
+# heads architectures[0] names (spec/heads.py): the twin builds the same class; none of them generates
+HEAD_CONFIGS = {name: HEADS[name] for name in ("llama-seq-cls", "llama-bare")}
+CONFIGS.update(HEAD_CONFIGS)
 CASES = [
     (name, InferRecipe(batch=b, context=s, new_tokens=n, all_logits=all_logits))
     for name in CONFIGS
     for b, s, n, all_logits in [(2, 256, 0, False), (4, 128, 16, False), (1, 512, 0, True)]
+    if not (n and name in HEAD_CONFIGS)
 ]
 
 

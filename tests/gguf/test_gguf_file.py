@@ -252,11 +252,6 @@ def test_split_set_missing_part(tmp_path: Path) -> None:
 # --- the weights term -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="needs estimate/weights.py to read spec.checkpoint when the user keeps the checkpoint's format "
-    "(the wt-hub branch); until then an IQ4_XS file is refused (no formats.py rule) and Q4_K_M is priced by rule",
-)
 @pytest.mark.parametrize("file_type", ["Q4_K_M", "IQ4_XS"])
 def test_weights_are_the_files_bytes(tmp_path: Path, file_type: str) -> None:
     from vramwise.estimate.inference import estimate_inference

@@ -311,15 +311,16 @@ def test_an_explicit_path_that_does_not_exist_is_an_error_not_a_name(
 # --- U9: hub ids ---------------------------------------------------------------------------------------------------
 
 
-def test_a_hub_id_says_hub_ids_are_not_fetched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    _refused("some-org/some-model", ConfigError, "some-org/some-model", "hub ids are not fetched", "config.json")
+def test_a_hub_id_not_on_the_hub_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_server: object) -> None:
+    monkeypatch.chdir(tmp_path)  # the loopback hub (tests/hub_server.py) holds no repos
+    _refused("some-org/some-model", ConfigError, "some-org/some-model", "no such repo", "HF_TOKEN")
 
 
 def test_a_hub_id_the_catalog_holds_names_the_catalog_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # offline (tests/conftest.py) with an empty cache
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     entry = next(m for m in models().values() if "/" in m.hf_id)
-    _refused(entry.hf_id, ConfigError, "hub ids are not fetched", f"catalog name '{entry.name}'")
+    _refused(entry.hf_id, ConfigError, "HF_HUB_OFFLINE", f"vramwise infer {entry.name}")
 
 
 def test_a_downloaded_hub_folder_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -374,7 +375,7 @@ def test_cli_refusals_are_one_line_and_exit_2(
         ("infer", "1.4"): "1.4",
         ("infer", "a" * 300): "unknown model",
         ("infer", "./nocfg"): "nocfg",
-        ("infer", "meta-llama/Llama-3-8B"): "hub ids are not fetched",
+        ("infer", "meta-llama/Llama-3-8B"): "HF_HUB_OFFLINE is set",
         ("infer", "c1.json", "--json"): "c1.json",
     }
     for argv, needle in cases.items():

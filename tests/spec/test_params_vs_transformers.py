@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hf_oracle import SHARED_CONFIGS, hf_param_count, hf_params, shared_config
+from tiny_configs import BLOOM, GPT_BIGCODE, HEADS
 
 from vramwise.catalog import models
 from vramwise.estimate.weights import weight_terms
@@ -285,6 +286,25 @@ EXTRA = {
         "attn_layer_period": 3,
         "attn_layer_offset": 2,
     },
+    "gpt-bigcode-mqa": {**GPT_BIGCODE, "n_layer": 2, "vocab_size": 1000},
+    "gpt-bigcode-mha-untied": {
+        **GPT_BIGCODE,
+        "vocab_size": 1000,
+        "multi_query": False,
+        "n_inner": None,
+        "tie_word_embeddings": False,
+    },
+    "bloom-n-embed": {**BLOOM, "vocab_size": 1000},
+    "bloom-hidden-size-untied": {
+        "model_type": "bloom",
+        "hidden_size": 64,
+        "n_layer": 2,
+        "n_head": 4,
+        "vocab_size": 1000,
+        "tie_word_embeddings": False,
+    },
+    # architectures[0] picks the head (spec/heads.py); the oracle builds the same class (hf_oracle.hf_model_class)
+    **{f"head-{name}": config for name, config in HEADS.items()},
 }
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tiny_configs import FAMILIES
+from tiny_configs import BLOOM, FAMILIES, GPT_BIGCODE, HEADS, MISTRAL_WINDOW
 
 from vramwise.catalog import models
 from vramwise.errors import InvalidWorkloadError, UnsupportedArchitectureError
@@ -29,6 +29,9 @@ from vramwise.spec.adapters.decoders import decoder_spec
 from vramwise.spec.load import catalog_spec
 from vramwise.spec.model import AttentionSpec, EmbeddingSpec, MlpSpec, ModelSpec, NormSpec
 from vramwise.spec.traits import HeadKind, ImplTraits, Positions
+
+# the traced families plus those traced for inference only or not yet (gpt_bigcode, bloom)
+TRAIT_FAMILIES = {**FAMILIES, "gpt_bigcode": GPT_BIGCODE, "bloom": BLOOM}
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "vramwise"
 
@@ -79,14 +82,14 @@ def test_the_scan_sees_both_forms() -> None:
 
 
 def _spec(family: str) -> ModelSpec:
-    return spec_from_config(FAMILIES[family], name=family, source="test")
+    return spec_from_config(TRAIT_FAMILIES[family], name=family, source="test")
 
 
 @functools.cache
 def _hf(family: str) -> Any:
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    data = dict(FAMILIES[family])
+    data = dict(TRAIT_FAMILIES[family])
     hf_config = transformers.AutoConfig.for_model(data.pop("model_type"), **data)
     with torch.device("meta"):
         return transformers.AutoModelForCausalLM.from_config(hf_config)
@@ -115,10 +118,10 @@ def _modeling(family: str) -> Any:
     return sys.modules[type(_hf(family)).__module__]
 
 
-DENSE = [f for f in FAMILIES if _spec(f).moe is None]
+DENSE = [f for f in TRAIT_FAMILIES if _spec(f).moe is None]
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", list(TRAIT_FAMILIES))
 def test_positions_match_the_model(family: str) -> None:
     torch = pytest.importorskip("torch")
     spec, model = _spec(family), _hf(family)
@@ -132,7 +135,7 @@ def test_positions_match_the_model(family: str) -> None:
     if spec.traits.positions is Positions.LEARNED:
         # the table's rows (OPT's include its offset of 2) and the limit, both from the config
         assert [t.num_embeddings for t in tables] == [spec.embedding.learned_positions]
-        limit = FAMILIES[family].get("n_positions", FAMILIES[family].get("max_position_embeddings"))
+        limit = TRAIT_FAMILIES[family].get("n_positions", TRAIT_FAMILIES[family].get("max_position_embeddings"))
         assert spec.max_position_embeddings == (limit or model.config.max_position_embeddings)
     else:
         assert tables == [] and spec.embedding.learned_positions == 0
@@ -155,11 +158,11 @@ def test_fused_qkv_families(family: str) -> None:
     assert _spec(family).traits.fused_qkv
 
 
-@pytest.mark.parametrize("family", [f for f in FAMILIES if _spec(f).norm.kind == "rms"])
+@pytest.mark.parametrize("family", [f for f in TRAIT_FAMILIES if _spec(f).norm.kind == "rms"])
 def test_norm_weight_fp32_matches_what_autograd_keeps(family: str) -> None:
     """A bf16 step of the family's RMSNorm: Llama keeps a bf16 normalised tensor for the weight, Gemma fp32."""
     torch = pytest.importorskip("torch")
-    h = FAMILIES[family]["hidden_size"]
+    h = TRAIT_FAMILIES[family]["hidden_size"]
     norm_class = next(type(m) for m in _layer0(_hf(family)).modules() if type(m).__name__.endswith("RMSNorm"))
     norm = norm_class(h).to(torch.bfloat16)
     x = torch.randn(4, h, dtype=torch.bfloat16, requires_grad=True)
@@ -170,7 +173,7 @@ def test_norm_weight_fp32_matches_what_autograd_keeps(family: str) -> None:
     assert _spec(family).traits.norm_weight_fp32 == (not half_normalised)
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", list(TRAIT_FAMILIES))
 def test_softmax_dtype_matches_the_eager_code(family: str) -> None:
     module = _modeling(family)
     attention = type(getattr(_layer0(_hf(family)), next(a for a in _ATTENTION if hasattr(_layer0(_hf(family)), a))))
@@ -180,7 +183,10 @@ def test_softmax_dtype_matches_the_eager_code(family: str) -> None:
 
 
 # MLA (DeepSeek) concatenates its nope and rope parts too; activations._mla_attention counts that copy itself.
-@pytest.mark.parametrize("family", [f for f in FAMILIES if _spec(f).traits.rotary and _spec(f).attention.mla is None])
+ROTARY = [f for f in TRAIT_FAMILIES if _spec(f).traits.rotary and _spec(f).attention.mla is None]
+
+
+@pytest.mark.parametrize("family", ROTARY)
 def test_rotary_cat_copy_matches_the_rotary_code(family: str) -> None:
     """Rotated and passed-through parts of q joined by torch.cat (in apply_rotary_pos_emb or the attention)."""
     code = inspect.getsource(_modeling(family))
@@ -194,13 +200,13 @@ def test_rotary_cat_copy_matches_the_rotary_code(family: str) -> None:
     assert _spec(family).traits.rotary_cat_copy == cat
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", list(TRAIT_FAMILIES))
 def test_kv_broadcast_matches_the_attention_code(family: str) -> None:
     code = inspect.getsource(_modeling(family))
     assert _spec(family).traits.kv_broadcast == ("torch.broadcast_to(key" in code)
 
 
-@pytest.mark.parametrize("family", [f for f in FAMILIES if _spec(f).moe is not None])
+@pytest.mark.parametrize("family", [f for f in TRAIT_FAMILIES if _spec(f).moe is not None])
 def test_router_input_dtype_matches_the_router_code(family: str) -> None:
     moe = _spec(family).moe
     assert moe is not None
@@ -224,7 +230,7 @@ PEFT_DIVERGENCES = {
 def test_peft_default_targets_match_peft(name: str) -> None:
     peft = pytest.importorskip("peft.utils.constants")
     spec = catalog_spec(name)
-    if spec.traits.head is HeadKind.ENCODER:
+    if spec.traits.head is HeadKind.BARE:
         return  # training covers causal LMs: no LoRA defaults are ever asked for
     expected = tuple(peft.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(spec.model_type) or ())
     assert spec.traits.peft_default_targets == PEFT_DIVERGENCES.get(spec.model_type, expected)
@@ -234,8 +240,8 @@ def test_peft_default_targets_match_peft(name: str) -> None:
 def test_traits_agree_with_the_shapes(name: str) -> None:
     spec = catalog_spec(name)
     assert (spec.traits.positions is Positions.LEARNED) == (spec.embedding.learned_positions > 0)
-    assert spec.lm_head == (spec.traits.head is HeadKind.CAUSAL_LM)
-    assert spec.traits.head is (HeadKind.ENCODER if spec.pooler else HeadKind.CAUSAL_LM)
+    assert spec.lm_head == (spec.traits.head in (HeadKind.CAUSAL_LM, HeadKind.MASKED_LM))
+    assert spec.traits.head is (HeadKind.BARE if spec.pooler else HeadKind.CAUSAL_LM)
 
 
 # --- a new family gets explicit, documented defaults ----------------------------------------------------
@@ -256,6 +262,10 @@ def test_default_traits_are_llamas_code_without_a_lora_default() -> None:
         router_input_fp32=False,
         peft_modules=None,
         peft_default_targets=(),
+        heads=(HeadKind.CAUSAL_LM, HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION, HeadKind.BARE),
+        pooled_classifier=False,
+        eager_only=False,
+        mlp_sees_attention_output=False,
     )
     assert _spec("llama").traits == dataclasses.replace(ImplTraits(), peft_default_targets=("q_proj", "v_proj"))
 
@@ -286,3 +296,40 @@ def test_a_new_family_through_the_generic_decoder_is_not_silently_llama() -> Non
     # and a config of an unknown model_type is refused, never parsed as Llama
     with pytest.raises(UnsupportedArchitectureError, match="newfamily"):
         spec_from_config({**FAMILIES["llama"], "model_type": "newfamily"}, name="new", source="test")
+
+
+# --- heads (spec/heads.py) against transformers' Auto mappings ------------------------------------------
+
+_HEAD_MAPPINGS = {
+    HeadKind.CAUSAL_LM: "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
+    HeadKind.MASKED_LM: "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
+    HeadKind.SEQUENCE_CLASSIFICATION: "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+    HeadKind.TOKEN_CLASSIFICATION: "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+    HeadKind.BARE: "MODEL_MAPPING_NAMES",
+}
+_ONE_PER_TYPE = {
+    **{c["model_type"]: c for c in TRAIT_FAMILIES.values()},
+    "mistral": MISTRAL_WINDOW,
+    "bert": HEADS["bert-bare"],
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(_ONE_PER_TYPE))
+def test_each_family_offers_the_heads_transformers_builds(model_type: str) -> None:
+    """A head is accepted exactly when transformers has its class (BertLMHeadModel, a causal BERT, is not
+    modelled: its head is the masked LM's, and no published checkpoint names it)."""
+    auto = pytest.importorskip("transformers.models.auto.modeling_auto")
+    spec = spec_from_config(_ONE_PER_TYPE[model_type], name=model_type, source="test")
+    offered = {kind for kind, mapping in _HEAD_MAPPINGS.items() if model_type in getattr(auto, mapping)}
+    if model_type == "bert":
+        offered.discard(HeadKind.CAUSAL_LM)
+    assert set(spec.traits.heads) == offered
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_the_head_is_the_class_transformers_builds(name: str) -> None:
+    """Its class name's suffix, as transformers' Auto mapping of the config's model_type names it."""
+    auto = pytest.importorskip("transformers.models.auto.modeling_auto")
+    config = HEADS[name]
+    spec = spec_from_config(config, name=name, source="test")
+    assert getattr(auto, _HEAD_MAPPINGS[spec.head])[config["model_type"]] == config["architectures"][0]

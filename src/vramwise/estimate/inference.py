@@ -8,34 +8,34 @@ number is the report's number.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate import ssm_state
 from vramwise.estimate.dequant import dequantized_weight
 from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
-from vramwise.estimate.logits import logits
+from vramwise.estimate.logits import head_words, logits
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import inference_positions
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.term import Estimate, PhaseKind, Term
-from vramwise.estimate.vision import cross_kv_cache, format_note, image_notes, image_tokens, vision_activations
-from vramwise.estimate.weights import weight_terms
+from vramwise.estimate.vision import cross_kv_cache, format_note, image_notes, vision_phases, with_image_tokens
+from vramwise.estimate.weights import buffers, own_format, reads_headers, weight_notes, weight_terms
 from vramwise.estimate.workspace import prefill_workspace
-from vramwise.formats import DTYPE_BYTES, StorageFormat, default_format, get_format, kept_note
+from vramwise.formats import DTYPE_BYTES, StorageFormat, get_format, kept_note
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
+from vramwise.spec.traits import HeadKind
 from vramwise.workload import InferSetup
 
 _NEEDS_ARCH = "needs the architecture (layers, heads, hidden size): name a catalog model or a config.json"
 
 
 @functools.lru_cache(maxsize=1024)
-def _weights(spec: ModelSpec, fmt: StorageFormat, c: int, tp: int) -> tuple[Rule, ...]:
-    return tuple(constant(t) for t in weight_terms(spec, fmt, hp_bytes=c, tp=tp))
+def _weights(spec: ModelSpec, fmt: StorageFormat, c: int, tp: int, own: bool) -> tuple[Rule, ...]:
+    return tuple(constant(t) for t in weight_terms(spec, fmt, hp_bytes=c, tp=tp, own_format=own))
 
 
 @functools.lru_cache(maxsize=64)
@@ -51,21 +51,20 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         return encoder_decoder_plan(spec, setup)
     check_tp(spec, setup.tp)
     ssm_state.check_inference(spec, setup.tp)
-    text_context = setup.context
-    if extra := image_tokens(spec, setup.images, setup.image_pixels):  # the images' tokens join each prompt
-        setup = dataclasses.replace(setup, context=setup.context + extra)
+    asked, setup = setup, with_image_tokens(spec, setup)  # the images' tokens join each prompt
     beyond = inference_positions(spec, setup)
-    fmt = get_format(setup.weight_format or default_format(spec))
+    fmt = get_format(setup.weight_format or own_format(spec))
     c, tp = compute_bytes(fmt.name), setup.tp
     kv_name, kv_bytes = kv_dtype(setup, fmt.name)
     kv = kv_cache(spec, tokens=setup.tokens, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp, block=setup.kv_block)
+    own = reads_headers(spec, setup.weight_format)  # the checkpoint's own bytes, when its headers were read
     # a hybrid's Mamba layers: a fixed state per sequence beside the attention layers' KV (estimate/ssm_state.py)
     states = ssm_state.state_rules(spec, c=c) if spec.ssm else ()
-    cross = cross_kv_cache(spec, images=setup.images, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp)
     persistent = (
-        *_weights(spec, fmt, c, tp),
+        *_weights(spec, fmt, c, tp, own),
+        *buffers(spec),
         kv,
-        *((cross,) if cross else ()),
+        *cross_kv_cache(spec, images=setup.images, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp),
         *states,
         _cuda_context(setup.overheads.cuda_context_mib),
     )
@@ -81,31 +80,32 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     dequant, dequant_note = dequantized_weight(spec, fmt, c=c, tp=tp)  # inside a layer, beside its live tensors
     dequantizes = dequant is not None and (chunk > 1 or fmt.dequant == "always")
     in_prefill = out.add(dequant) if dequant is not None and dequantizes else []
+    # a vision-language model's tower runs first; its temporaries are gone when the text layers start
     phases = [
+        *vision_phases(spec, setup, out, c=c),
         (PhaseKind.PREFILL_LAYER, out.add(prefill) + views_held + in_prefill),
-        (PhaseKind.PREFILL_LOGITS, out.add(last) + views_held),
     ]
-    pixels = setup.image_pixels
-    tower = vision_activations(spec, images=setup.images, c=c, attention=setup.attention, tp=tp, pixels=pixels)
-    if tower:  # the vision tower runs before the text layers; its temporaries are gone when they start
-        phases.insert(0, (PhaseKind.PREFILL_VISION, out.add(*tower)))
+    if last is not None:  # a bare model (*Model) returns the final hidden states: no logits phase
+        phases.append((PhaseKind.PREFILL_LOGITS, out.add(last) + views_held))
     if setup.new_tokens:
         step = prefill_workspace(spec, chunk=1, kv_len=setup.tokens, c=c, attention=setup.attention, tp=tp)
+        # one forward per new token with the cache, each ending in the head's output for that position (none
+        # for a bare model); only a causal LM's is sampled, the others are cached forwards of one token
         step_logits = logits(spec, positions=1, c=c, last_only=True)
         in_step = in_prefill if fmt.dequant == "always" else []
         # the first step still holds the prefill's views
-        phases.append((PhaseKind.DECODE, out.add(step, step_logits) + views_held + in_step))
+        phases.append(
+            (PhaseKind.DECODE, out.add(step, *(() if step_logits is None else (step_logits,))) + views_held + in_step)
+        )
 
-    notes = [
-        f"weights stored as {fmt.name}: {fmt.summary}",
-        *format_note(spec, fmt.name),
-        *image_notes(spec, setup.images, text_context, setup.image_pixels),
-    ]
+    notes = weight_notes(spec, fmt, hp_bytes=c, own=own)
+    notes += [*format_note(spec, fmt.name), *image_notes(spec, asked.images, asked.context, asked.image_pixels)]
     if beyond:
         notes.append(beyond)
     scan = ssm_state.pytorch_scan_note(spec, chunk=chunk) if spec.ssm else None
     if scan:
         notes.append(scan)
+    notes += _head_notes(spec, has_logits=last is not None)
     if tp > 1:
         notes.append(f"per GPU of tp={tp}: linear weights, heads and vocabulary split; norms replicated")
     if fmt.note:
@@ -119,6 +119,18 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         notes.append(kept)
     fraction = setup.overheads.allocator_fraction
     return out.plan(persistent=persistent, phases=phases, allocator_fraction=fraction, notes=notes)
+
+
+def _head_notes(spec: ModelSpec, *, has_logits: bool) -> list[str]:
+    """What the family's attention and the head architectures[0] names change in the estimate."""
+    notes = []
+    if spec.traits.eager_only:
+        notes.append(f"{spec.name} has only its own eager attention (BloomAttention): its scores are counted")
+    if spec.head is not HeadKind.CAUSAL_LM:
+        labels = f" over {spec.num_labels} labels" if spec.num_labels else ""
+        output = "its output is the logits" if has_logits else "no logits: the output is the final hidden states"
+        notes.append(f"{spec.name} has {head_words(spec)}{labels}: {output}")
+    return notes
 
 
 _PLANS: dict[tuple, Plan] = {}

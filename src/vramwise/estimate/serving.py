@@ -19,9 +19,9 @@ from vramwise.estimate.plan import Vars
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.ssm_state import check_inference, vllm_block
 from vramwise.estimate.term import Term
-from vramwise.estimate.weights import weight_terms
+from vramwise.estimate.weights import own_format, reads_headers, weight_terms
 from vramwise.estimate.workspace import prefill_workspace
-from vramwise.formats import default_format, get_format
+from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.ssm import attention_layer_count, ssm_layer_count
 from vramwise.workload import InferSetup
@@ -45,10 +45,11 @@ def serving_capacity(
     spec: ModelSpec, setup: InferSetup, gpu_bytes: int, max_batched_tokens: int | None = None
 ) -> Capacity:
     refuse(spec, "--serve (vLLM's budget rule; vLLM does not serve T5)")
-    fmt = get_format(setup.weight_format or default_format(spec))
+    fmt = get_format(setup.weight_format or own_format(spec))
     c = compute_bytes(fmt.name)
     kv_name, kv_b = kv_dtype(setup, fmt.name)
-    weights = sum(t.bytes for t in weight_terms(spec, fmt, hp_bytes=c, tp=setup.tp))
+    own = reads_headers(spec, setup.weight_format)  # the checkpoint's own bytes, when its headers were read
+    weights = sum(t.bytes for t in weight_terms(spec, fmt, hp_bytes=c, tp=setup.tp, own_format=own))
     profile_tokens = max_batched_tokens or DEFAULT_MAX_BATCHED_TOKENS
     one = Vars.inference(batch=1)
     activation = prefill_workspace(

@@ -22,15 +22,17 @@ than one layer's activations of the text prefill; they are not a term.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import NamedTuple
 
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.kv_cache import kv_elements_per_token
-from vramwise.estimate.plan import BATCH, ONE, Rule, Vars
+from vramwise.estimate.plan import BATCH, ONE, Rule, Transients, Vars
+from vramwise.estimate.term import PhaseKind
 from vramwise.spec.adapters.vision import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, SPLITS_PER_SIDE
 from vramwise.spec.model import ModelSpec, VisionSpec
-from vramwise.workload import AttentionImpl
+from vramwise.workload import AttentionImpl, InferSetup
 
 
 def _vision(spec: ModelSpec, images: int) -> VisionSpec | None:
@@ -162,24 +164,39 @@ def format_note(spec: ModelSpec, fmt_name: str) -> list[str]:
     ]
 
 
-def cross_kv_cache(spec: ModelSpec, *, images: int, dtype: str, dtype_bytes: int, tp: int) -> Rule | None:
+def with_image_tokens(spec: ModelSpec, setup: InferSetup) -> InferSetup:
+    """``setup`` with each prompt lengthened by its images' tokens (itself without images)."""
+    extra = image_tokens(spec, setup.images, setup.image_pixels)
+    return dataclasses.replace(setup, context=setup.context + extra) if extra else setup
+
+
+def vision_phases(spec: ModelSpec, setup: InferSetup, out: Transients, *, c: int) -> list[tuple[PhaseKind, list[int]]]:
+    """The tower's prefill phase, before the text layers' (none without images)."""
+    pixels = setup.image_pixels
+    tower = vision_activations(spec, images=setup.images, c=c, attention=setup.attention, tp=setup.tp, pixels=pixels)
+    return [(PhaseKind.PREFILL_VISION, out.add(*tower))] if tower else []
+
+
+def cross_kv_cache(spec: ModelSpec, *, images: int, dtype: str, dtype_bytes: int, tp: int) -> tuple[Rule, ...]:
     """mllama: each cross-attention layer keeps K and V of every image's vision tokens (computed once at
     prefill, modeling_mllama.MllamaTextCrossAttention stores them in the cache at its layer index)."""
     vision = _vision(spec, images)
     if vision is None or not vision.cross_layers:
-        return None
+        return ()
     layers, per_image = len(vision.cross_layers), vision.cross_tokens_per_image
     per = kv_elements_per_token(spec, tp)
-    return Rule(
-        name="kv_cache/cross",
-        coef=layers * images * per_image * per * dtype_bytes,
-        var=BATCH,
-        formula=lambda v: (
-            f"b {v.b} x cross layers {layers} x images {images} x vision tokens {per_image:,} x K/V {per} x "
-            f"{dtype} {dtype_bytes:g} B"
+    return (
+        Rule(
+            name="kv_cache/cross",
+            coef=layers * images * per_image * per * dtype_bytes,
+            var=BATCH,
+            formula=lambda v: (
+                f"b {v.b} x cross layers {layers} x images {images} x vision tokens {per_image:,} x K/V {per} x "
+                f"{dtype} {dtype_bytes:g} B"
+            ),
+            source="modeling_mllama: cross-attention K/V over max_num_tiles x ((image_size/patch)^2 + 1) vision tokens "
+            "per image, one per cross_attention_layers entry",
         ),
-        source="modeling_mllama: cross-attention K/V over max_num_tiles x ((image_size/patch)^2 + 1) vision tokens "
-        "per image, one per cross_attention_layers entry",
     )
 
 
@@ -258,3 +275,25 @@ def vision_activations(
             )
         )
     return tuple(rules)
+
+
+def vision_training_notes(spec: ModelSpec, *, adapters: bool) -> list[str]:
+    """What training a vision-language model on text assumes (training takes no images)."""
+    if spec.vision is None:
+        return []
+    notes = [
+        "text-only fine-tuning: the vision tower and projector are frozen (weights held, no gradients or optimizer "
+        "states); training with images is not modelled"
+    ]
+    if adapters:
+        notes.append(
+            "LoRA adapters are counted on the language model's linears only; peft's name-based targets (q_proj, "
+            "all-linear) also match the vision tower's modules unless target_modules names the language model"
+        )
+    if spec.vision.cross_layers:
+        notes.append(
+            f"the {len(spec.vision.cross_layers)} cross-attention layers are counted like the others, although a "
+            "text-only forward skips them (MllamaTextModel.forward): activations, gradients and optimizer states "
+            "are overestimated by their share"
+        )
+    return notes

@@ -25,6 +25,7 @@ from vramwise.estimate.sharding import kv_heads_per_gpu
 from vramwise.estimate.ssm_state import with_mamba
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.ssm import attention_layer_count
+from vramwise.spec.traits import Positions
 from vramwise.workload import AttentionImpl
 
 
@@ -41,6 +42,10 @@ def _attention_live(spec: ModelSpec, tp: int) -> tuple[int, str]:
     else:
         qkv = (heads + 2 * kv_heads_per_gpu(spec, tp)) * att.head_dim
         out = heads * att.head_dim
+    if spec.traits.positions is Positions.ALIBI:
+        # BloomAttention: q, k and v are views of the fused output; k and v enter the cache, q is reshaped to
+        # (b·a, s, d), a copy for b > 1 (counted whatever b); the context is made once the scores are freed
+        return 3 * h + qkv + out, f"3·h {3 * h} + fused qkv {qkv} + q copy {out}"
     return 3 * h + 2 * qkv + out, f"3·h {3 * h} + 2·qkv {2 * qkv} + out {out}"
 
 
@@ -51,6 +56,10 @@ def _mlp_live(spec: ModelSpec, tp: int) -> tuple[int, str]:
     per_i = 3 if mlp.gated else 4 if mlp.activation == "gelu_new" else 2
     if mlp.gated and spec.traits.fused_gate_up:
         per_i = 4  # one fused gate_up output (2i) stays alive beside act(gate) and the product
+    if mlp.activation == "bloom_gelu":
+        # modeling_bloom.bloom_gelu_forward: x * 0.5 * (1.0 + tanh(0.79788456 * x * (1 + 0.044715 * x * x)));
+        # when 0.044715 * x * x is formed, x, x * 0.5, 0.79788456 * x, 0.044715 * x and the product are live
+        per_i = 5
     widths = []
     if spec.dense_layers:
         widths.append(("dense", per_i * mlp.intermediate_size // tp))
@@ -61,12 +70,30 @@ def _mlp_live(spec: ModelSpec, tp: int) -> tuple[int, str]:
         shared = per_i * moe.shared_intermediate_size // tp
         widths.append(("moe", routed + shared + moe.top_k * h))  # + the permuted top-k copies of the input
     kind, width = max(widths, key=lambda w: w[1])
+    if spec.traits.mlp_sees_attention_output:
+        return 5 * h + width, f"5·h {5 * h} (attention output kept) + {kind} intermediates {width}"
     return 4 * h + width, f"4·h {4 * h} + {kind} intermediates {width}"
 
 
 def _scores(spec: ModelSpec, q_len: int, kv_len: int, c: int, tp: int) -> int:
-    """Eager attention's scores of one sequence: QKᵀ in c bytes, its fp32 softmax and the cast back."""
-    return (spec.attention.num_heads // tp) * q_len * kv_len * (2 * c + 4)
+    """Eager attention's scores of one sequence: QKᵀ in c bytes, its fp32 softmax and the cast back.
+
+    ALiBi (BloomAttention.forward): the baddbmm scores stay referenced (attention_scores) beside their masked
+    sum (attn_weights) through the softmax; F.softmax(dtype=torch.float32) converts a 16-bit input to an fp32
+    copy before computing its fp32 output (aten SoftMax.cpp softmax(): input_.toType(dtype); only CUDA fp16
+    takes the half_to_float path without the copy, counted here all the same), then the output is cast
+    back: 2c + 4 + max(copy 4, cast c) per score, 2c + 4 in fp32 (no copy, no cast). The previous layer's
+    probabilities (c per score) are still alive: BloomAttention returns them, and BloomModel.forward's
+    ``outputs = block(...)`` holds that layer's result until the next block returns. The (b·a, 1, s_kv) alibi
+    tensor (modeling_bloom.build_alibi_tensor, in the compute dtype) and the eager (b, 1, s_q, s_kv) causal mask
+    in the compute dtype (masking_utils.create_causal_mask) live through the whole forward.
+    Checked against traced prefills (tests/estimate/test_infer_vs_trace.py)."""
+    heads = spec.attention.num_heads // tp
+    if spec.traits.positions is Positions.ALIBI:
+        previous = c if spec.num_layers > 1 else 0
+        per_score = 2 * c + 4 + (max(4, c) if c < 4 else 0) + previous
+        return heads * q_len * kv_len * per_score + heads * kv_len * c + q_len * kv_len * c
+    return heads * q_len * kv_len * (2 * c + 4)
 
 
 def _sliding_mask(spec: ModelSpec, chunk: int, kv_len: int, attention: AttentionImpl) -> int:
@@ -79,6 +106,8 @@ def _sliding_mask(spec: ModelSpec, chunk: int, kv_len: int, attention: Attention
 
 def prefill_workspace(spec: ModelSpec, *, chunk: int, kv_len: int, c: int, attention: AttentionImpl, tp: int) -> Rule:
     """Largest one-layer live set for a forward of ``chunk`` tokens per sequence against ``kv_len`` keys."""
+    if spec.traits.eager_only:
+        attention = AttentionImpl.EAGER  # the family's own attention code materialises its scores (traits.py)
     att_w, att_f = _attention_live(spec, tp)
     has_attention = attention_layer_count(spec) > 0  # a hybrid's Mamba layers have none (spec/ssm.py)
     att = chunk * c * att_w if has_attention else 0
@@ -92,7 +121,9 @@ def prefill_workspace(spec: ModelSpec, *, chunk: int, kv_len: int, c: int, atten
     def formula(v: Vars) -> str:
         b = v.b
         f = f"T {b * chunk} x c {c} x ({att_f if in_attention else mlp_f})"
-        if in_attention and attention == "eager":
+        if in_attention and attention == "eager" and spec.traits.positions is Positions.ALIBI:
+            f += f" + scores, probabilities, alibi and mask (BloomAttention) = {b * scores:,}"
+        elif in_attention and attention == "eager":
             f += f" + scores b·(a/t)·s_q·s_kv·(2c+4) = {b * scores:,}"
         if mask:
             f += f" + sliding-window mask b·s_q·s_kv x 1 B = {b * mask:,}"

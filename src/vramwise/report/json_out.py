@@ -23,13 +23,22 @@ VERSION = 1
 
 def _model(model: Model) -> dict[str, Any]:
     if isinstance(model, ModelSpec):
-        return {
+        out: dict[str, Any] = {
             "name": model.name,
             "source": model.source,
             "model_type": model.model_type,
             "params": total_params(model),
             "active_params": active_params(model),
         }
+        if model.checkpoint is not None:  # only when headers were read, so schema v1's documents stay as they were
+            ckpt = model.checkpoint
+            out["checkpoint"] = {
+                "source": ckpt.source,
+                "files": ckpt.files,
+                "bytes": ckpt.total_bytes,
+                "categories": {c.category: c.bytes for c in ckpt.categories},
+            }
+        return out
     return {
         "name": model.name,
         "source": "bare size",

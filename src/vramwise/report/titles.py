@@ -30,6 +30,10 @@ def model_label(model: Model) -> str:
         return f"{model.name} ({model.params:,} parameters, bare size)"
     source = _file_source(model)
     origin = f", from {source}" if source else ""
+    ckpt = model.checkpoint
+    if ckpt is not None:  # the checkpoint's own bytes were read: say from how many files, and their size
+        files = f"{ckpt.files} file" + ("" if ckpt.files == 1 else "s")
+        origin += f"; {ckpt.kind}: {files}, {ckpt.total_bytes / 2**30:.2f} GiB"
     return f"{model.name} [{model.model_type}, {total_params(model):,} parameters{origin}]"
 
 

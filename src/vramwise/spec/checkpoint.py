@@ -29,6 +29,15 @@ class CheckpointBytes:
 
     source: str  # "safetensors headers of org/name@rev (4 files)", "GGUF tensor infos of model.gguf"
     categories: tuple[CategoryBytes, ...]
+    files: int = 1  # how many files the headers came from (a sharded checkpoint's shards)
+    # A 16-bit load casts floats stored wider (fp32) to 16 bits: transformers and vLLM do (safetensors); llama.cpp
+    # keeps every tensor as stored (GGUF: its F32 norms stay F32).
+    cast_on_load: bool = False
+
+    @property
+    def kind(self) -> str:
+        """What was read, the source's words before " of " ("safetensors headers", "GGUF tensor infos")."""
+        return self.source.split(" of ", 1)[0]
 
     @property
     def total_bytes(self) -> int:

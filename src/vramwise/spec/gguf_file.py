@@ -168,7 +168,7 @@ def _exact(part: str, header: GgufHeader, t: TensorInfo, sizes: dict, names: dic
     return _Tensor(t.name, t.shape, names[t.ggml_type], t.elements, nbytes)
 
 
-def _checkpoint(tensors: list[_Tensor], source: str) -> CheckpointBytes:
+def _checkpoint(tensors: list[_Tensor], source: str, files: int = 1) -> CheckpointBytes:
     acc: dict[str, dict[str, Any]] = defaultdict(lambda: {"bytes": 0, "elements": 0, "tensors": 0, "dtypes": {}})
     for t in tensors:
         c = acc[category(t.name)]
@@ -179,6 +179,7 @@ def _checkpoint(tensors: list[_Tensor], source: str) -> CheckpointBytes:
     order = ("embeddings", "attention", "mlp", "experts", "experts_shared", "norms", "head", "other")
     return CheckpointBytes(
         source=source,
+        files=files,  # the title says how many files were read
         categories=tuple(
             CategoryBytes(
                 category=name,
@@ -256,7 +257,7 @@ def model_from_headers(
     config = config_from_metadata(first.metadata, shapes, source)
     spec = spec_from_config(config, name=name, source=source)
     files = f" ({len(parts)} files)" if len(parts) > 1 else ""
-    checkpoint = _checkpoint(tensors, f"GGUF tensor infos of {source}{files}")
+    checkpoint = _checkpoint(tensors, f"GGUF tensor infos of {source}{files}", len(parts))
     matrices = [t.type_name for t in tensors if len(t.shape) >= 2]
     spec = replace(spec, checkpoint=checkpoint, **storage_from_file_type(first.metadata, matrices, source))
     return spec, MappingProxyType(config)

@@ -1,25 +1,36 @@
-"""Resolve what the user typed as MODEL: a catalog name, a path to a config.json, or a bare size.
+"""Resolve what the user typed as MODEL: a catalog name, a local path, a Hugging Face hub id, or a bare size.
 
 The rule, in order (the README's "MODEL" paragraph says the same):
 
+0. A GGUF first: text ending in ``.gguf``, or a GGUF in a hub repo named as llama.cpp's ``-hf`` does,
+   ``org/name[@revision]:TAG`` (``spec/gguf_file.py``, ``spec/gguf_hub.py``: the header only).
 1. An explicit path is a path: the text contains a path separator (``./x``, ``dir/config.json``, an absolute
    path), starts with ``~``, is ``.`` or ``..``, or ends in ``.json``. A file is read as a config.json; a folder
-   must hold one. A path that does not exist is an error, never a fall-through to a name or a size; one shaped
-   like a Hugging Face hub id (``org/name``) says that hub ids are not fetched and how to pass a downloaded
-   config.json.
-2. Otherwise a catalog name (``vramwise models``), case-insensitive.
-3. Otherwise a bare size: ASCII digits with an optional fraction and exponent, and an optional k/m/b/t suffix
+   must hold one. A path that exists always stays a path.
+2. Text shaped like a Hugging Face hub id (``org/name`` or ``org/name@revision``, or the model page's address
+   ``https://huggingface.co/org/name[/tree/revision]``) that is not an existing local path names a hub repo
+   (``spec/hub.py``): its config.json from the Hugging Face cache when it is there, else
+   from the hub (``HF_ENDPOINT``; never with ``HF_HUB_OFFLINE=1``), and its safetensors headers the same way. Any
+   other explicit path that does not exist is an error, never a fall-through to a name or a size.
+3. Otherwise a catalog name (``vramwise models``), case-insensitive.
+4. Otherwise a bare size: ASCII digits with an optional fraction and exponent, and an optional k/m/b/t suffix
    (``14b``, ``7.5e9``, ``350m``), naming a whole number of parameters from 1 to ``MAX_BARE_PARAMS``.
-4. Otherwise an existing local file or folder of that name (``mymodel`` for ``./mymodel``).
+5. Otherwise an existing local file or folder of that name (``mymodel`` for ``./mymodel``).
 
 So a folder ``./gpt2`` or ``./7b`` in the working directory never hides the catalog model or the size of the same
-name; write ``./gpt2`` to read the folder. The table title shows where a config was read from when it is not the
-catalog (``report.titles.model_label``).
+name; write ``./gpt2`` to read the folder; and a folder ``meta-llama/Meta-Llama-3-8B`` under the working directory
+is read rather than the hub repo of that name. The table title shows where a config was read from when it is not
+the catalog (``report.titles.model_label``).
+
+Beside a config.json (a local folder, or a hub repo), the checkpoint's ``*.safetensors`` headers are read, never
+their data (``spec/safetensors_headers.py``), and fill ``ModelSpec.checkpoint``: the weights term then reads the
+checkpoint's own bytes.
 
 A config file is read as data, never run: regular files only (checked with ``os.stat`` before opening, so a FIFO or
 ``/dev/stdin`` cannot block), at most ``MAX_CONFIG_BYTES``, UTF-8 (a byte-order mark is allowed), one JSON object
 whose numbers are finite and whose integers Python can read. Every refusal is one line: a ``ConfigError`` for a
-file that cannot be used, an ``UnknownModelError`` for a MODEL that names nothing; both with ``field="model"``.
+file or repo that cannot be used, an ``UnknownModelError`` for a MODEL that names nothing; both with
+``field="model"``.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ import re
 import stat
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
@@ -40,7 +51,9 @@ from typing import Any
 from vramwise.catalog import close_matches, models
 from vramwise.errors import ConfigError, UnknownModelError, shown
 from vramwise.spec.adapters import language_config, spec_from_config
+from vramwise.spec.hub import HubRef, hub_checkpoint, hub_config, parse_hub_id
 from vramwise.spec.model import ModelSpec
+from vramwise.spec.safetensors_headers import local_checkpoint
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,7 +80,10 @@ class ResolvedModel:
 
 
 _FIELD = "model"
-_ALLOWED = "a catalog name (`vramwise models`), a path to a config.json or its folder, or a size such as 14b or 7.5e9"
+_ALLOWED = (
+    "a catalog name (`vramwise models`), a path to a config.json or its folder, a hub id org/name[@revision], "
+    "or a size such as 14b or 7.5e9"
+)
 
 # --- bare sizes ---------------------------------------------------------------------------------------------------
 
@@ -245,7 +261,20 @@ def _config_file(path: Path) -> tuple[ModelSpec, Mapping[str, Any]]:
     path, data = _load_json(path)
     name = path.parent.name if path.name == "config.json" else path.stem
     name = shown(name or path.resolve().parent.name or str(path), 200, quote=False)
-    return _parsed(data, name=name, source=shown(str(path), 200, quote=False))
+    spec, config = _parsed(data, name=name, source=shown(str(path), 200, quote=False))
+    checkpoint = local_checkpoint(path.parent, spec.num_layers)
+    return (replace(spec, checkpoint=checkpoint) if checkpoint else spec), config
+
+
+def _from_hub(ref: HubRef) -> ResolvedModel:
+    """A hub repo's config.json and safetensors headers (``spec/hub.py``: cache first, never the weights)."""
+    found = hub_config(ref)
+    _, data = _load_json(found.path)
+    spec, config = _parsed(data, name=shown(ref.repo_id, 200, quote=False), source=found.source)
+    checkpoint, missing = hub_checkpoint(found, spec.num_layers)
+    if checkpoint is None:  # the title says why the weights come from the config arithmetic
+        return ResolvedModel(spec=replace(spec, source=f"{found.source}; {missing}"), raw_config=config)
+    return ResolvedModel(spec=replace(spec, checkpoint=checkpoint), raw_config=config)
 
 
 def _parsed(data: Any, *, name: str, source: str) -> tuple[ModelSpec, Mapping[str, Any]]:
@@ -300,15 +329,10 @@ def _from_path(text: str) -> ResolvedModel:
     try:
         os.stat(path)
     except FileNotFoundError:
-        hub = ""
-        if _HUB_ID.fullmatch(text) and not text.endswith(".json"):
-            known = {m.hf_id.lower(): m.name for m in models().values()}.get(text.lower())
-            hub = (
-                "; Hugging Face hub ids are not fetched yet: download the model's config.json (huggingface-cli "
-                f"download {text} config.json) and pass its path"
-                + (f", or use the catalog name '{known}'" if known else "")
-            )
-        raise _config_error(text, f"no such file or folder{hub}") from None
+        ref = parse_hub_id(text)
+        if ref is not None:
+            return _from_hub(ref)
+        raise _config_error(text, "no such file or folder") from None
     except (OSError, ValueError):
         pass  # too long, a loop, no permission...: reading it below names the reason
     spec, config = _config_file(path)

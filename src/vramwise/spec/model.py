@@ -145,6 +145,12 @@ class ModelSpec:
     # bitsandbytes 4-bit: bnb_4bit_compute_dtype ("fp32" when the config omits it, BitsAndBytesConfig's default),
     # the dtype Linear4bit casts its input to and dequantizes the weight to (estimate/dequant.py)
     quant_compute_dtype: str | None = None
+    # The classifier's outputs (sequence or token classification heads; 0 for any other head): len(id2label),
+    # else num_labels, else PretrainedConfig's default 2. Set by spec/heads.py from architectures[0].
+    num_labels: int = 0
+    # Buffers the model allocates on the device besides its parameters (bytes): GPTBigCodeModel.bias, a
+    # (n_positions, n_positions) bool causal mask registered with nn.Buffer(persistent=False) and never read.
+    buffer_bytes: int = 0
     source: str = field(default="", compare=False)  # where the spec came from (path or catalog)
     vision: VisionSpec | None = None  # a vision-language model's vision tower and projector (None: text only)
     # T5/mT5: the encoder stack and the decoder's cross-attention (spec/encoder_decoder.py); the fields above
@@ -157,8 +163,13 @@ class ModelSpec:
 
     @property
     def lm_head(self) -> bool:
-        """An LM head over the vocabulary (tied or not); encoders (BERT) have none."""
-        return self.traits.head is HeadKind.CAUSAL_LM
+        """An LM head over the vocabulary (tied or not): causal or masked LM; bare models and classifiers have none."""
+        return self.traits.head in (HeadKind.CAUSAL_LM, HeadKind.MASKED_LM)
+
+    @property
+    def head(self) -> HeadKind:
+        """What sits on top of the layers (``architectures[0]``, or the family's default)."""
+        return self.traits.head
 
     @property
     def dense_layers(self) -> int:

@@ -13,6 +13,7 @@ from typing import Literal
 
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.ssm import attention_layer_count, ssm_groups
+from vramwise.spec.traits import HeadKind
 
 ParamKind = Literal["linear", "bias", "norm", "embedding", "head", "router", "other"]
 CATEGORIES = ("embeddings", "attention", "mlp", "experts", "norms", "head", "other", "ssm", "vision", "projector")
@@ -194,7 +195,24 @@ def _head_groups(spec: ModelSpec) -> list[ParamGroup]:
     if spec.pooler:
         groups.append(_linear("other.pooler", h, h, 1))
         groups.append(_vec("other.pooler_bias", h, 1, "bias"))
-    return groups
+    return groups + _task_head_groups(spec)
+
+
+def _task_head_groups(spec: ModelSpec) -> list[ParamGroup]:
+    """Masked-LM transform and classifiers (spec/traits.py HeadKind says which transformers class each is)."""
+    h, head = spec.hidden_size, spec.traits.head
+    if head is HeadKind.MASKED_LM:  # BertPredictionHeadTransform: dense h x h with bias, then a LayerNorm
+        return [
+            _linear("head.transform", h, h, 1),
+            _vec("head.transform_bias", h, 1, "bias"),
+            _vec("head.transform_norm", 2 * h, 1, "norm"),
+        ]
+    if head in (HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION):
+        groups = [_linear("head.classifier", h, spec.num_labels, 1)]
+        if head is HeadKind.TOKEN_CLASSIFICATION or spec.traits.pooled_classifier:
+            groups.append(_vec("head.classifier_bias", spec.num_labels, 1, "bias"))
+        return groups
+    return []
 
 
 @functools.lru_cache(maxsize=256)
@@ -234,4 +252,3 @@ def active_params(spec: ModelSpec) -> int:
         return total
     routed = sum(g.count for g in parameter_groups(spec) if g.per_expert)
     return total - routed * (spec.moe.num_experts - spec.moe.top_k) // spec.moe.num_experts
-

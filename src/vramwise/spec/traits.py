@@ -29,13 +29,37 @@ class Positions(StrEnum):
     # no position encoding at all: order comes from the recurrent layers (Jamba: JambaAttention applies no rotary,
     # modeling_jamba.py lines 173-207, and there is no position table)
     NONE = "none"
+    # a per-head linear bias added to the attention scores, no table and no rotation (BLOOM:
+    # modeling_bloom.build_alibi_tensor, a (b·a, 1, s) tensor fed to alibi.baddbmm in BloomAttention.forward)
+    ALIBI = "alibi"
 
 
 class HeadKind(StrEnum):
-    """What sits on top of the layers."""
+    """What sits on top of the layers: the class ``architectures[0]`` names (spec/heads.py reads it)."""
 
-    CAUSAL_LM = "causal_lm"  # an lm_head over the vocabulary (tied or not): *ForCausalLM
-    ENCODER = "encoder"  # no LM head, a pooler instead: BertModel, the count model cards publish
+    CAUSAL_LM = "causal_lm"  # an lm_head over the vocabulary (tied or not): *ForCausalLM, *LMHeadModel
+    # BertOnlyMLMHead: a dense h x h with bias, the activation and a LayerNorm, then a decoder tied to the
+    # token embeddings with its own bias over V; logits at every position (modeling_bert.BertLMPredictionHead)
+    MASKED_LM = "masked_lm"
+    # Linear(h, num_labels): decoders score every position without bias and keep the last non-pad token's row
+    # (GenericForSequenceClassification.score); BERT pools the first token and classifies with a bias
+    # (BertForSequenceClassification.classifier)
+    SEQUENCE_CLASSIFICATION = "sequence_classification"
+    # Linear(h, num_labels) with bias on every position (GenericForTokenClassification.score,
+    # BertForTokenClassification.classifier, GPT2ForTokenClassification.classifier)
+    TOKEN_CLASSIFICATION = "token_classification"
+    BARE = "bare"  # *Model: the final hidden states, no head (BertModel keeps its pooler)
+    ENCODER = "bare"  # the name BertModel's head had before architectures[0] was read (an alias of BARE)
+
+
+# Heads transformers builds for a decoder family (its AutoModelFor* mappings in models/auto/modeling_auto.py);
+# tests/spec/test_traits.py compares every family's list with those mappings.
+DECODER_HEADS = (
+    HeadKind.CAUSAL_LM,
+    HeadKind.SEQUENCE_CLASSIFICATION,
+    HeadKind.TOKEN_CLASSIFICATION,
+    HeadKind.BARE,
+)
 
 
 # peft module names of a family: (module name, the parameter groups it holds), in peft's order. One name
@@ -98,6 +122,20 @@ class ImplTraits:
     # LoRA targets when the user names none: peft's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
     # (peft/utils/constants.py); empty when peft lists no default, which makes it the user's choice.
     peft_default_targets: tuple[str, ...] = ()
+    # The heads transformers has a class for (architectures[0] naming another is refused in one line), and
+    # whether sequence classification pools the first token through a pooler and classifies with a bias
+    # (BERT) rather than scoring the last non-pad token without one (every decoder).
+    # Source: models/auto/modeling_auto.py MODEL_FOR_*_MAPPING_NAMES; BertForSequenceClassification.
+    heads: tuple[HeadKind, ...] = DECODER_HEADS
+    pooled_classifier: bool = False
+    # The family's attention has one path, its own eager code, whatever implementation is asked for: the
+    # scores are materialised (estimate/workspace.py). Source: BloomAttention.forward (alibi.baddbmm, then
+    # softmax); BloomPreTrainedModel declares neither _supports_sdpa nor _supports_flash_attn.
+    eager_only: bool = False
+    # The attention's output projection stays referenced through the MLP (one more h per token in the MLP's
+    # live set, estimate/workspace.py). Source: GPTBigCodeBlock.forward keeps ``attn_output`` as a local
+    # after ``hidden_states = attn_output + residual`` (traced: tests/estimate/test_infer_vs_trace.py).
+    mlp_sees_attention_output: bool = False
 
     @property
     def rotary(self) -> bool:

@@ -77,6 +77,37 @@ def _hf_config(config: dict[str, Any], attention: str) -> Any:
     return hf
 
 
+def model_class(config: dict[str, Any]) -> Any:
+    """The transformers class ``architectures[0]`` names (the head the estimate reads, spec/heads.py), or the
+    causal LM when the config names none or a class transformers lacks (RWForCausalLM, a wrapper)."""
+    import transformers
+
+    names = config.get("architectures")
+    name = names[0] if isinstance(names, list) and names and isinstance(names[0], str) else ""
+    cls = getattr(transformers, name, None) if name.isidentifier() else None
+    if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
+        return cls
+    return transformers.AutoModelForCausalLM
+
+
+def _build(config: dict[str, Any], hf: Any, dtype: Any) -> Any:
+    cls = model_class(config)
+    concrete = cls._model_mapping[type(hf)] if cls.__name__.startswith("Auto") else cls
+    supported = {"sdpa": concrete._supports_sdpa, "eager": True}.get(hf._attn_implementation, True)
+    if not supported:
+        # a family with only its own attention code (BLOOM): transformers refuses sdpa; the estimate models
+        # the eager path for it whatever is asked (ImplTraits.eager_only), and so does the twin
+        hf._attn_implementation = "eager"
+    if cls.__name__.startswith("Auto"):
+        return cls.from_config(hf, dtype=dtype)
+    return cls._from_config(hf, dtype=dtype)
+
+
+def generates(model: Any) -> bool:
+    """Whether the built model has a causal-LM head (generate() and logits_to_keep apply)."""
+    return bool(model.can_generate())
+
+
 class _DropMessage(logging.Filter):
     """Drops one log message (by its start) and lets every other through."""
 
@@ -278,10 +309,20 @@ def _cuda_stats() -> dict[str, int]:
     }
 
 
+def _labels(model: Any, ids: torch.Tensor) -> torch.Tensor:
+    """Labels of the head's shape: one class per sequence or per token for a classifier, else the ids."""
+    name = type(getattr(model, "get_base_model", lambda: model)()).__name__
+    if name.endswith("ForSequenceClassification"):
+        return torch.zeros(ids.shape[0], dtype=torch.long)
+    if name.endswith("ForTokenClassification"):
+        return torch.zeros_like(ids)
+    return ids
+
+
 def _step(model: torch.nn.Module, opt: Any, ids: torch.Tensor, autocast: Any) -> None:
     """One untracked training iteration (the FSDP warm-up)."""
     with autocast:
-        loss = model(input_ids=ids, labels=ids).loss
+        loss = model(input_ids=ids, labels=_labels(model, ids)).loss
     loss.backward()
     del loss
     opt.step()
@@ -307,7 +348,6 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
     """
     if device == "cuda":
         fake = False
-    import transformers
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     moe = config.get("num_local_experts") or config.get("num_experts") or config.get("n_routed_experts")
@@ -332,7 +372,7 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         torch.manual_seed(0)
         # Built in its final dtype: FakeTensor parameters cannot be swapped by a later .to().
         dtype = _MODEL_DTYPE.get(recipe.precision, torch.float32)
-        model = transformers.AutoModelForCausalLM.from_config(hf, dtype=dtype)
+        model = _build(config, hf, dtype)
         model.train()
         if recipe.recompute == "full":
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -368,7 +408,7 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         for _ in range(recipe.steps):
             tracker.phase("forward")
             with autocast:
-                loss = model(input_ids=ids, labels=ids).loss
+                loss = model(input_ids=ids, labels=_labels(model, ids)).loss
             tracker.mark("forward_end")
             tracker.phase("backward")
             loss.backward()
@@ -487,19 +527,21 @@ def trace_inference(
                 phase_peaks={k: v for k, v in tracker.phase_peaks.items() if k != "setup"},
                 cuda=cuda,
             )
-        model = transformers.AutoModelForCausalLM.from_config(hf, dtype=dtype)
+        model = _build(config, hf, dtype)
         model.eval()
         ids = torch.zeros((recipe.batch, recipe.context), dtype=torch.long)
         params = sum(p.numel() * p.element_size() for p in model.parameters())
         tracker.reset_peak()
         tracker.phase("prefill")
         keep = 0 if recipe.all_logits else 1  # logits_to_keep: 0 means every position
-        out = model(input_ids=ids, use_cache=True, logits_to_keep=keep)
-        cache = out.past_key_values
+        # a classifier, masked LM or bare model takes no logits_to_keep and never generates
+        causal = generates(model)
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=keep) if causal else model(input_ids=ids)
+        cache = getattr(out, "past_key_values", None)
         del out
         tracker.phase("decode")
         step = torch.zeros((recipe.batch, 1), dtype=torch.long)
-        for _ in range(max(0, recipe.new_tokens - 1)):  # the prefill produced the first new token
+        for _ in range(max(0, recipe.new_tokens - 1) if causal else 0):  # the prefill produced the first token
             out = model(input_ids=step, past_key_values=cache, use_cache=True, logits_to_keep=1)
             cache = out.past_key_values
             del out

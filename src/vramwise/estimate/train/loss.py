@@ -10,7 +10,7 @@ the gradient of the hidden states chunk by chunk during forward: only ``chunk`` 
 
 from __future__ import annotations
 
-from vramwise.estimate.plan import LOSS_CHUNK, TOKENS, Rule
+from vramwise.estimate.plan import BATCH, LOSS_CHUNK, TOKENS, Rule
 
 SOURCE = "transformers ForCausalLMLoss (fp32 upcast + cross_entropy); traced, notes §2"
 CHUNKED = "chunked / fused linear cross entropy (Liger-style)"
@@ -51,5 +51,38 @@ def loss_rules(*, vocab: int, h: int, c: int, loss: str, flight: float, softcap:
         var=TOKENS,
         formula=lambda v: f"incoming and outgoing fp32 gradients of log-softmax: 2 x T {v.T} x V {vocab} x 4 B",
         source=SOURCE,
+    )
+    return saved, temp
+
+
+CLASSIFIER = (
+    "transformers loss_utils: ForTokenClassification (.float() then cross_entropy) and "
+    "ForSequenceClassificationLoss (cross_entropy of the pooled (b, num_labels) logits)"
+)
+
+
+def classifier_loss_rules(*, labels: int, per_sequence: bool, flight: float) -> tuple[Rule, Rule]:
+    """A classifier's loss: the log-softmax over ``labels`` outputs saved until backward, and its backward's two
+    gradients, per token (token classification) or per sequence (sequence classification: only the pooled row
+    enters the loss). fp32 throughout: ForTokenClassification upcasts; the pooled logits of a sequence
+    classifier enter cross_entropy in the compute dtype, which autocast runs in fp32 (4 B counted either way:
+    at most 2 B per label and sequence above a pure 16-bit run)."""
+    many = f" x {flight:g} micro-batches" if flight != 1 else ""
+    var, rows = (BATCH, "b") if per_sequence else (TOKENS, "T")
+    saved = Rule(
+        name="activations/loss",
+        coef=4 * labels * flight,
+        var=var,
+        formula=lambda v: f"fp32 log-softmax: {rows} {v.b if per_sequence else v.T} x labels {labels} x 4 B{many}",
+        source=CLASSIFIER,
+    )
+    temp = Rule(
+        name="loss/backward",
+        coef=8 * labels,
+        var=var,
+        formula=lambda v: (
+            f"incoming and outgoing fp32 gradients: 2 x {rows} {v.b if per_sequence else v.T} x labels {labels} x 4 B"
+        ),
+        source=CLASSIFIER,
     )
     return saved, temp

@@ -84,6 +84,8 @@ def head_grads(spec: ModelSpec, recipe: Recipe, loss: str) -> list[Rule]:
     A chunked loss never builds the whole logits: the head's backward holds one chunk's logits gradient,
     ``min(chunk, T)`` tokens (the chunk ``loss.py`` sizes its loss backward by, ``LOSS_CHUNK``)."""
     vocab, h = spec.vocab_size, spec.hidden_size
+    if not spec.lm_head:  # a decoder classifier: its score over num_labels at every position
+        vocab = spec.num_labels
     head = vocab * (spec.embedding.proj_dim or h)
     src = "FSDP2 root unit: gradients are reduce-scattered after the whole unit's backward"
     c = recipe.compute

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate.encoder_decoder import refuse as refuse_encoder_decoder
+from vramwise.estimate.logits import head_words
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import training_positions
@@ -37,16 +38,19 @@ from vramwise.estimate.train.layout import (
     stages,
 )
 from vramwise.estimate.train.lora import LoraModule, lora_targets
-from vramwise.estimate.train.loss import loss_rules
+from vramwise.estimate.train.loss import classifier_loss_rules, loss_rules
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import gathered, head_grads
 from vramwise.estimate.train.states import ModelStates, model_states
+from vramwise.estimate.vision import vision_training_notes
+from vramwise.estimate.weights import buffers, training_checkpoint_note
 from vramwise.formats import get_format, kept_note
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
-from vramwise.workload import AttentionImpl, FsdpMode, Optimizer, PeftMethod, Recompute, TrainSetup
+from vramwise.spec.traits import HeadKind
+from vramwise.workload import AttentionImpl, FsdpMode, LossImpl, Optimizer, PeftMethod, Recompute, TrainSetup
 
 
 def _in_flight(stage: Stage, setup: TrainSetup) -> float:
@@ -244,6 +248,9 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
 
 
 def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> tuple[Rule, Rule]:
+    if spec.head is not HeadKind.CAUSAL_LM:  # a decoder classifier (_check refuses every other head)
+        per_sequence = spec.head is HeadKind.SEQUENCE_CLASSIFICATION
+        return classifier_loss_rules(labels=spec.num_labels, per_sequence=per_sequence, flight=flight)
     # vocab-parallel cross entropy: each rank holds its share of the padded vocabulary, as the head does
     tp = setup.parallel.tp
     vocab = spec.vocab_size if tp == 1 else padded_vocab(spec.vocab_size, tp) // tp
@@ -396,22 +403,18 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
         notes.append("selective recompute drops the attention scores, which sdpa/flash never keep: no change here")
     if spec.attention.kind == "mla" or spec.moe:
         notes.append("MLA and MoE activations follow the Mixtral/Llama rules and are less tightly traced")
-    if spec.vision is not None:
+    notes += vision_training_notes(spec, adapters=setup.peft.adapters)
+    if (checkpoint := training_checkpoint_note(spec)) is not None:
+        notes.append(checkpoint)
+    if spec.traits.eager_only:
+        notes.append(f"{spec.name} has only its own eager attention (BloomAttention): its scores are counted")
+    if stage.last and spec.head is not HeadKind.CAUSAL_LM:
+        # traced (tests/estimate/test_train_vs_trace.py): the peak moves to the final norm's backward (its fp32
+        # temporaries) or, with eager attention, a layer's attention backward; neither is a phase here
         notes.append(
-            "text-only fine-tuning: the vision tower and projector are frozen (weights held, no gradients or "
-            "optimizer states); training with images is not modelled"
+            f"{head_words(spec)}: a {spec.num_labels}-label loss is small, so the peak can fall in a layer's "
+            "backward, which is not modelled: traced 5% under with sdpa, 10% under with eager attention"
         )
-        if setup.peft.adapters:
-            notes.append(
-                "LoRA adapters are counted on the language model's linears only; peft's name-based targets (q_proj, "
-                "all-linear) also match the vision tower's modules unless target_modules names the language model"
-            )
-        if spec.vision.cross_layers:
-            notes.append(
-                f"the {len(spec.vision.cross_layers)} cross-attention layers are counted like the others, although a "
-                "text-only forward skips them (MllamaTextModel.forward): activations, gradients and optimizer states "
-                "are overestimated by their share"
-            )
     return notes
 
 
@@ -425,8 +428,9 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     fwd = _forward(spec, setup, stage, recipe, lora, out)
     phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
     phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
+    # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
-        persistent=[constant(t) for t in persistent],
+        persistent=[constant(t) for t in persistent] + (list(buffers(spec)) if stage.first else []),
         host=states.host,
         phases=phases,
         allocator_fraction=setup.overheads.allocator_fraction,
@@ -447,6 +451,33 @@ def _dequantized(spec: ModelSpec, base: str) -> Term:
     )
 
 
+_TRAINED_HEADS = (
+    "a causal LM (*ForCausalLM, *LMHeadModel) or a decoder's *ForSequenceClassification / *ForTokenClassification"
+)
+
+
+def _check_classifier(model: ModelSpec, setup: TrainSetup) -> None:
+    """A decoder's classifier trains like its causal LM with a num_labels-wide head; the rest is refused: a bare
+    model has no loss, BERT's heads (masked LM, pooled classifier) sit on an encoder whose training is not
+    modelled, and peft's classifier tasks train the score fully (modules_to_save), which the LoRA states omit."""
+    classifier = model.head in (HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION)
+    if not classifier or model.traits.pooled_classifier:
+        raise InvalidWorkloadError(
+            f"{model.name} has {head_words(model)} (architectures[0]): training covers {_TRAINED_HEADS}",
+            field="model",
+            allowed=_TRAINED_HEADS,
+        )
+    for option, value, allowed in (
+        ("peft", setup.peft.adapters, "none for a classifier (peft trains its score head fully)"),
+        ("loss", setup.loss == LossImpl.CHUNKED, "full for a classifier (a chunked loss is over a vocabulary)"),
+        ("tp", setup.parallel.tp > 1, "1 for a classifier (its score head has no tensor-parallel plan)"),
+    ):
+        if value:
+            raise InvalidWorkloadError(
+                f"{option}: {model.name} has {head_words(model)}; allowed: {allowed}", field=option, allowed=allowed
+            )
+
+
 def _check(model: Model, setup: TrainSetup) -> ModelSpec:
     if isinstance(model, BareModel):
         raise NeedsArchitectureError(
@@ -454,8 +485,8 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
             "name a catalog model or a config.json, or use --mode textbook with a bare size"
         )
     refuse_encoder_decoder(model, "training (seq2seq fine-tuning of both stacks)")
-    if not model.lm_head:
-        raise InvalidWorkloadError(f"{model.name} has no language-model head: training covers causal LMs")
+    if model.head is not HeadKind.CAUSAL_LM:
+        _check_classifier(model, setup)
     refuse_training(model)  # state-space hybrids (estimate/ssm_state.py)
     check_layout(model, setup)
     training_base(model, setup.peft)  # refuses what transformers cannot train, in one line, before any term
@@ -504,16 +535,24 @@ def _candidates(spec: ModelSpec, pp: int, freeze: int) -> tuple[Stage, ...]:
     for s in stages(spec, pp):
         first, last, kinds = _composition(spec, freeze, s)
         dominated = any(
-            role == (first, last) and all(held.get(kind, 0) >= n for kind, n in kinds.items())
-            for _, role, held in kept
+            role == (first, last) and all(held.get(kind, 0) >= n for kind, n in kinds.items()) for _, role, held in kept
         )
         if not dominated:
             kept.append((s, (first, last), kinds))
     return tuple(s for s, _, _ in kept)
 
 
+def _as_run(model: Model, setup: TrainSetup) -> TrainSetup:
+    """The setup as the family runs it: one with only its own eager attention code (BLOOM, ImplTraits.eager_only)
+    materialises its scores whatever --attention says, as transformers builds it eager."""
+    if isinstance(model, ModelSpec) and model.traits.eager_only and setup.attention != AttentionImpl.EAGER:
+        return replace(setup, attention=AttentionImpl.EAGER)
+    return setup
+
+
 def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[Plan, ...]:
     """Plans of the stages that can be the worst GPU (``_candidate_stages``), in stage order."""
+    setup = _as_run(model, setup)
     key = (model, setup.static, setup.seq if setup.attention == AttentionImpl.EAGER else 0)
     hit = _PLANS.get(key)
     if hit is None:
@@ -543,12 +582,13 @@ def training_peak(model: Model, setup: TrainSetup) -> int:
     """Peak bytes of the worst GPU, without rendering terms: the number ``estimate_training`` reports."""
     plans = _worst_candidates(model, setup)
     _positions(model, setup)
-    v = _vars(setup)
+    v = _vars(_as_run(model, setup))
     return max(plan.peak(v) for plan in plans)
 
 
 def estimate_stages(model: Model, setup: TrainSetup) -> list[Estimate]:
     """One estimate per pipeline stage (a single one without pipelining)."""
+    setup = _as_run(model, setup)
     spec = _check(model, setup)
     note = _positions(spec, setup)
     v = _vars(setup)

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from vramwise.errors import ConfigError, UnsupportedArchitectureError
-from vramwise.spec.adapters import classic, decoders, deepseek, hybrid, t5, vision
+from vramwise.spec.adapters import bigcode_bloom, classic, decoders, deepseek, hybrid, t5, vision
 from vramwise.spec.adapters.config import RawConfig, shown
+from vramwise.spec.heads import apply_head
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import total_params
 
@@ -39,6 +40,8 @@ ADAPTERS: dict[str, Adapter] = {
     "t5": t5.t5,
     "mt5": t5.t5,
     "jamba": hybrid.jamba,
+    "gpt_bigcode": bigcode_bloom.gpt_bigcode,
+    "bloom": bigcode_bloom.bloom,
 }
 
 SUPPORTED_MODEL_TYPES = tuple(sorted(k for k in (*ADAPTERS, *vision.MULTIMODAL) if k.islower()))
@@ -101,7 +104,9 @@ def spec_from_config(data: Any, *, name: str, source: str) -> ModelSpec:
             field="model_type",
             allowed=supported,
         )
-    return _bounded(adapter(RawConfig(data, source), name), source)
+    raw = RawConfig(data, source)
+    spec = apply_head(adapter(raw, name), raw)  # architectures[0]: the head on top of any family's layers
+    return _bounded(spec, source)
 
 
 def _bounded(spec: ModelSpec, source: str) -> ModelSpec:

@@ -51,6 +51,7 @@ _OPT = ImplTraits(
         ("fc2", ("mlp.down",)),
     ),
     peft_default_targets=("q_proj", "v_proj"),
+    heads=(HeadKind.CAUSAL_LM, HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.BARE),  # no OPTForTokenClassification
 )
 # Phi-2: separate q/k/v, dense, fc1/fc2; partial rotary written as torch.cat (modeling_phi.apply_rotary_pos_emb).
 _PHI = ImplTraits(
@@ -65,9 +66,15 @@ _PHI = ImplTraits(
     ),
     peft_default_targets=("q_proj", "v_proj", "fc1", "fc2"),
 )
-# BERT: learned positions, an encoder (BertModel, no LM head). Training covers causal LMs only, so its peft
-# names (query, key, value, dense) are never asked for; they are left at the default.
-_BERT = ImplTraits(positions=Positions.LEARNED, head=HeadKind.ENCODER)
+# BERT: learned positions; BertModel (no LM head, a pooler) unless architectures[0] names a head
+# (spec/heads.py). Training covers causal LMs only, so its peft names (query, key, value, dense) are never
+# asked for; they are left at the default.
+_BERT = ImplTraits(
+    positions=Positions.LEARNED,
+    head=HeadKind.BARE,
+    heads=(HeadKind.MASKED_LM, HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION, HeadKind.BARE),
+    pooled_classifier=True,
+)
 
 
 def _mha(cfg: RawConfig, h: int, heads_key: str, kv: int | None = None, *, bias: bool = True) -> AttentionSpec:

@@ -60,6 +60,10 @@ SIZE_BOUNDS: dict[str, int] = {
         MAX_LAYERS,
     ),
     **dict.fromkeys(("hidden_size", "n_embd", "word_embed_proj_dim", "q_lora_rank", "kv_lora_rank"), MAX_HIDDEN),
+    "n_embed": MAX_HIDDEN,  # BLOOM's name for hidden_size
+    # A classifier's outputs: no published classifier has more classes than the largest vocabulary (a token
+    # classifier over a vocabulary is that vocabulary), so MAX_VOCAB bounds them too.
+    "num_labels": MAX_VOCAB,
     **dict.fromkeys(
         (
             "intermediate_size",

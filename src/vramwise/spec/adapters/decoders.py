@@ -19,7 +19,7 @@ from vramwise.spec.model import (
     MoeSpec,
     NormSpec,
 )
-from vramwise.spec.traits import LLAMA_QV, ImplTraits
+from vramwise.spec.traits import LLAMA_QV, HeadKind, ImplTraits
 
 _LAYER_TYPE = {"full_attention": "full", "sliding_attention": "sliding", "chunked_attention": "full"}
 
@@ -76,7 +76,8 @@ _PHI3 = ImplTraits(
     peft_default_targets=("qkv_proj",),
 )
 _GEMMA = ImplTraits(norm_weight_fp32=True, peft_default_targets=("q_proj", "v_proj"))  # GemmaRMSNorm, Gemma2RMSNorm
-_GEMMA3 = ImplTraits(norm_weight_fp32=True)  # Gemma3RMSNorm
+# Gemma3RMSNorm; transformers has no Gemma3 token classifier (models/auto/modeling_auto.py)
+_GEMMA3 = ImplTraits(norm_weight_fp32=True, heads=(HeadKind.CAUSAL_LM, HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.BARE))
 _GPT_OSS = ImplTraits(
     norm_weight_fp32=True,  # GptOssRMSNorm multiplies the bf16 weight by the fp32 normalised tensor
     softmax_in_compute_dtype=True,  # modeling_gpt_oss.eager_attention_forward

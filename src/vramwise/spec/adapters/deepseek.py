@@ -5,11 +5,15 @@ from __future__ import annotations
 from vramwise.spec.adapters.config import RawConfig
 from vramwise.spec.adapters.decoders import decoder_spec, experts_top_k
 from vramwise.spec.model import AttentionSpec, MlaSpec, ModelSpec, MoeSpec
-from vramwise.spec.traits import ImplTraits
+from vramwise.spec.traits import HeadKind, ImplTraits
 
 # DeepseekV2/V3TopkRouter route in fp32: F.linear(hidden_states.type(torch.float32), ...). Rotary on the
 # qk_rope_head_dim part of q and k; peft 0.21 lists no default LoRA targets for deepseek_v2/v3.
 _TRAITS = ImplTraits(router_input_fp32=True)
+# transformers has no DeepseekV2ForTokenClassification (models/auto/modeling_auto.py); V3 has one.
+_V2_TRAITS = ImplTraits(
+    router_input_fp32=True, heads=(HeadKind.CAUSAL_LM, HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.BARE)
+)
 
 
 def _q_lora_rank(cfg: RawConfig) -> int | None:
@@ -59,7 +63,7 @@ def deepseek(cfg: RawConfig, name: str) -> ModelSpec:
         cfg,
         name,
         attention=attention,
-        traits=_TRAITS,
+        traits=_V2_TRAITS if cfg.text("model_type") == "deepseek_v2" else _TRAITS,
         tied_default=False,
         moe=moe,
         mlp_bias=cfg.flag("mlp_bias", False),

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vramwise.spec.adapters.config import RawConfig
+from vramwise.spec.adapters.config import RawConfig, shown
 from vramwise.spec.model import ModelSpec, VisionSpec
 
 Group = tuple[str, int, str, int, int]  # (name, count, kind, tensors, in_features): spec/params.ParamGroup's fields
@@ -473,6 +473,10 @@ def text_config(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     else:
         inner = dict(raw)
     inner_type = inner.get("model_type") or default_type
+    if not isinstance(inner_type, str):
+        raise RawConfig(inner, f"{source} (text_config)").error(
+            "model_type", f"the language model's model_type must be a string, got {shown(inner_type)}", "a string"
+        )
     if model_type.startswith("qwen2"):
         inner_type = "qwen2"  # Qwen2VLTextModel's layers are Qwen2's (q/k/v biases); only the rotary differs
     text = {**_TEXT_DEFAULTS.get(inner_type, {}), **inner, "model_type": inner_type}
