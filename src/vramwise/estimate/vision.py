@@ -30,7 +30,7 @@ from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.kv_cache import kv_elements_per_token
 from vramwise.estimate.plan import BATCH, ONE, Rule, Transients, Vars
 from vramwise.estimate.term import PhaseKind
-from vramwise.spec.adapters.vision import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, SPLITS_PER_SIDE
+from vramwise.spec.adapters.vision_defaults import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, SPLITS_PER_SIDE
 from vramwise.spec.model import ModelSpec, VisionSpec
 from vramwise.workload import AttentionImpl, InferSetup
 
