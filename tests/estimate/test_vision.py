@@ -233,3 +233,15 @@ def test_quantized_checkpoints_keep_the_tower_as_they_say(quant: dict, kept: boo
     counts = {c: sum(g.count for g in parameter_groups(spec) if g.category == c) for c in ("vision", "projector")}
     assert (terms["weights/vision"] == 2 * counts["vision"]) is kept
     assert (terms["weights/projector"] == 2 * counts["projector"]) is kept
+
+
+def test_fit_counts_the_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the largest batch with two images per sequence is no larger than without them (their tokens and the tower)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(VLM["qwen2_vl"]))
+    answers = []
+    for extra in ([], ["--images", "2"]):
+        code, out, _ = _cli(["fit", str(path), "--infer", "--gpu", "l4", "--max", "batch", "-s", "512", *extra], capsys)
+        assert code == 0
+        answers.append(int(out.split(": ", 1)[1].split()[0]))
+    assert answers[1] < answers[0]
