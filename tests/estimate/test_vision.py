@@ -243,5 +243,5 @@ def test_fit_counts_the_images(tmp_path: Path, capsys: pytest.CaptureFixture[str
     for extra in ([], ["--images", "2"]):
         code, out, _ = _cli(["fit", str(path), "--infer", "--gpu", "l4", "--max", "batch", "-s", "512", *extra], capsys)
         assert code == 0
-        answers.append(int(out.split(": ", 1)[1].split()[0]))
+        answers.append(int(out.splitlines()[0].rsplit(": ", 1)[1]))  # "max batch on GPU (...): N"
     assert answers[1] < answers[0]
