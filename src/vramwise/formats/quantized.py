@@ -125,12 +125,14 @@ _TORCHAO_SRC = (
     "(in/group, out, 2) (TensorCoreTiledLayout)"
 )
 
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"(gptq|awq)-(\d+)bit(?:-(g\d+|g-1))?(-nozp)?"), "grouped"),
-    (re.compile(r"fp8-block(\d+)x(\d+)(-e8m0)?"), "fp8"),
-    (re.compile(r"ct-(pack|int|fp)(\d)-(tensor|channel|g\d+|b\d+x\d+)(-asym)?(-gidx)?"), "ct"),
-    (re.compile(r"hqq-([1248])bit-g(\d+)"), "hqq"),
-    (re.compile(r"torchao-int4-g(\d+)"), "torchao"),
+# Pattern text, compiled by re's own cache on the first parametric name: a catalog estimate of a 16-bit checkpoint
+# never compiles them (the fresh-process time of `vramwise infer`, bench/speed.py).
+_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"(gptq|awq)-(\d+)bit(?:-(g\d+|g-1))?(-nozp)?", "grouped"),
+    (r"fp8-block(\d+)x(\d+)(-e8m0)?", "fp8"),
+    (r"ct-(pack|int|fp)(\d)-(tensor|channel|g\d+|b\d+x\d+)(-asym)?(-gidx)?", "ct"),
+    (r"hqq-([1248])bit-g(\d+)", "hqq"),
+    (r"torchao-int4-g(\d+)", "torchao"),
 )
 TEMPLATES = (
     "gptq-<b>bit-g<g>",
@@ -223,7 +225,7 @@ _BUILDERS = {"grouped": _grouped, "fp8": _fp8, "ct": _ct, "hqq": _hqq, "torchao"
 def parse(name: str) -> Layout | None:
     """The layout a parametric format name spells, or None when it spells none (ValueError: it does, wrongly)."""
     for pattern, kind in _PATTERNS:
-        m = pattern.fullmatch(name)
+        m = re.fullmatch(pattern, name)
         if m:
             return _BUILDERS[kind](m)
     return None

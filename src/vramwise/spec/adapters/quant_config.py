@@ -313,8 +313,9 @@ def compute_dtype(cfg: RawConfig) -> str | None:
 # and vision towers are kept by every layout here already; an entry naming a projection inside the decoder layers
 # is not expressed by a format, and the report says so.
 _SKIP_KEYS = ("modules_to_not_convert", "ignore", "ignored_layers", "llm_int8_skip_modules", "skip_modules")
-_IN_LAYER = re.compile(r"self_attn|attention|attn|[qkvo]_proj|qkv|mlp|gate_proj|up_proj|down_proj|experts?\b|fc[12]")
-_ALREADY_KEPT = re.compile(r"(^|\.)(gate|router|shared_expert_gate)\$?$|lm_head|embed|norm|vision|visual|multi_modal")
+# Pattern text (compiled by re's cache when a config names modules to skip; most configs name none).
+_IN_LAYER = r"self_attn|attention|attn|[qkvo]_proj|qkv|mlp|gate_proj|up_proj|down_proj|experts?\b|fc[12]"
+_ALREADY_KEPT = r"(^|\.)(gate|router|shared_expert_gate)\$?$|lm_head|embed|norm|vision|visual|multi_modal"
 
 
 def kept_in_layers(cfg: RawConfig) -> tuple[str, ...]:
@@ -323,7 +324,7 @@ def kept_in_layers(cfg: RawConfig) -> tuple[str, ...]:
     if not isinstance(q, dict):
         return ()
     entries = [e for key in _SKIP_KEYS if isinstance(q.get(key), list) for e in q[key] if isinstance(e, str)]
-    return tuple(e for e in entries if _IN_LAYER.search(e) and not _ALREADY_KEPT.search(e.removeprefix("re:")))
+    return tuple(e for e in entries if re.search(_IN_LAYER, e) and not re.search(_ALREADY_KEPT, e.removeprefix("re:")))
 
 
 # --- training ----------------------------------------------------------------------------------------------------

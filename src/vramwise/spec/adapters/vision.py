@@ -72,7 +72,7 @@ def text_config(data: Mapping[str, Any], source: str) -> dict[str, Any]:
 # The skip-list keys transformers' quantization configs use (spec/adapters/quant_config.py _SKIP_KEYS), and the
 # module names of the towers and projectors of the families above.
 _SKIP_KEYS = ("modules_to_not_convert", "ignore", "ignored_layers", "llm_int8_skip_modules", "skip_modules")
-_TOWER = re.compile(r"vision|visual|multi_modal|connector|merger")
+_TOWER = r"vision|visual|multi_modal|connector|merger"  # compiled by re's cache when a skip list is read
 
 
 def _tower_quantized(data: Mapping[str, Any]) -> bool:
@@ -83,7 +83,7 @@ def _tower_quantized(data: Mapping[str, Any]) -> bool:
     if q.get("quant_method") == "gptq":
         return False  # optimum's GPTQ quantizes the blocks of block_name_to_quantize: the language model's layers
     skipped = [e for key in _SKIP_KEYS if isinstance(q.get(key), list) for e in q[key] if isinstance(e, str)]
-    return not any(_TOWER.search(e) for e in skipped)
+    return not any(re.search(_TOWER, e) for e in skipped)
 
 
 def multimodal_spec(
