@@ -1,7 +1,7 @@
 """A stand-in for the Hugging Face hub on 127.0.0.1, for tests that must never touch the internet.
 
 Point ``HF_ENDPOINT`` at ``HubServer.url`` and huggingface_hub talks to this server instead of huggingface.co.
-It serves whatever files a test gives it, per repo (config.json, safetensors, GGUF, anything), with the
+It serves whatever files a test gives it, per repo (config.json, safetensors, GGUF files, anything), with the
 responses huggingface_hub 2.4 reads (``huggingface_hub/file_download.py: get_hf_file_metadata``,
 ``hf_api.py: parse_safetensors_file_metadata``, ``utils/_http.py: hf_raise_for_status``):
 
@@ -151,6 +151,15 @@ class HubServer:
 
     def requests_for(self, suffix: str) -> list[Served]:
         return [s for s in self.log if s.path.endswith(suffix)]
+
+    def files_served(self) -> dict[str, int]:
+        """Body bytes sent per file (its path in the repo), for the files whose content was sent at all."""
+        out: dict[str, int] = {}
+        for s in self.log:
+            m = _RESOLVE.match(unquote(s.path))
+            if m is not None and s.body_bytes:
+                out[m.group("path")] = out.get(m.group("path"), 0) + s.body_bytes
+        return out
 
 
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")

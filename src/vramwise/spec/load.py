@@ -51,7 +51,7 @@ from typing import Any
 from vramwise.catalog import close_matches, models
 from vramwise.errors import ConfigError, UnknownModelError, shown
 from vramwise.spec.adapters import language_config, spec_from_config
-from vramwise.spec.hub import HubRef, hub_checkpoint, hub_config, parse_hub_id
+from vramwise.spec.hub import GgufOnlyRepo, HubRef, hub_checkpoint, hub_config, parse_hub_id
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.safetensors_headers import local_checkpoint
 
@@ -266,8 +266,15 @@ def _config_file(path: Path) -> tuple[ModelSpec, Mapping[str, Any]]:
 
 
 def _from_hub(ref: HubRef) -> ResolvedModel:
-    """A hub repo's config.json and safetensors headers (``spec/hub.py``: cache first, never the weights)."""
-    found = hub_config(ref)
+    """A hub repo's config.json and safetensors headers (``spec/hub.py``: cache first, never the weights); a repo
+    with GGUF files and no config.json, its GGUF with llama.cpp's default tag (``spec/gguf_hub.py``)."""
+    try:
+        found = hub_config(ref)
+    except GgufOnlyRepo as only:
+        from vramwise.spec.gguf_hub import GgufRef, hub_gguf_model  # lazy: gguf (and numpy) only for a GGUF
+
+        gguf_spec, gguf_config = hub_gguf_model(GgufRef(ref.repo_id, ref.revision, None, None), only.files)
+        return ResolvedModel(spec=gguf_spec, raw_config=gguf_config)
     _, data = _load_json(found.path)
     spec, config = _parsed(data, name=shown(ref.repo_id, 200, quote=False), source=found.source)
     checkpoint, missing = hub_checkpoint(found, spec.num_layers)

@@ -20,7 +20,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +127,27 @@ def parse_header(where: str, raw: bytes, data_bytes: int | None = None) -> tuple
     return tuple(tensor_from_entry(where, k, v, data_bytes) for k, v in obj.items() if k != "__metadata__")
 
 
+# (start, end) inclusive -> those bytes (fewer at the end of the file) and the file's size, -1 when unknown
+RangeRead = Callable[[int, int], tuple[bytes, int]]
+
+
+def read_header_with(where: str, read: RangeRead) -> tuple[TensorHeader, ...]:
+    """The tensors of one safetensors file read through ``read`` (a local file or ranged requests): two bounded
+    reads, the 8-byte length, then the header itself, each checked against the file's size."""
+    head, size = read(0, 7)
+    if len(head) < 8:
+        raise header_error(where, f"{len(head)} bytes; a safetensors file starts with an 8-byte length")
+    n = int.from_bytes(head, "little")
+    if n > MAX_HEADER_BYTES:
+        raise header_error(where, f"header length {n:,} bytes, above safetensors' limit of 100,000,000")
+    if size >= 0 and 8 + n > size:
+        raise header_error(where, f"header length {n:,} bytes runs past the end of the {size:,}-B file")
+    raw = read(8, 7 + n)[0] if n else b""
+    if len(raw) < n:
+        raise header_error(where, f"header length {n:,} bytes, but the file ends after {8 + len(raw):,}")
+    return parse_header(where, raw, data_bytes=size - 8 - n if size >= 0 else None)
+
+
 def read_header(path: Path) -> tuple[TensorHeader, ...]:
     """The tensors of a local ``.safetensors`` file, reading its header only (8 + N bytes)."""
     where = str(path)
@@ -135,18 +156,14 @@ def read_header(path: Path) -> tuple[TensorHeader, ...]:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise header_error(where, "not a regular file")
-            head = f.read(8)
-            if len(head) < 8:
-                raise header_error(where, f"{len(head)} bytes; a safetensors file starts with an 8-byte length")
-            n = int.from_bytes(head, "little")
-            if n > MAX_HEADER_BYTES:
-                raise header_error(where, f"header length {n:,} bytes, above safetensors' limit of 100,000,000")
-            if 8 + n > st.st_size:
-                raise header_error(where, f"header length {n:,} bytes runs past the end of the {st.st_size:,}-B file")
-            raw = f.read(n)
+
+            def read(start: int, end: int) -> tuple[bytes, int]:
+                f.seek(start)
+                return f.read(end - start + 1), st.st_size
+
+            return read_header_with(where, read)
     except OSError as err:
         raise header_error(where, f"cannot read it: {err.strerror or err}") from None
-    return parse_header(where, raw, data_bytes=st.st_size - 8 - n)
 
 
 # --- categories ---------------------------------------------------------------------------------------------------
