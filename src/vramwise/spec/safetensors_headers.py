@@ -174,8 +174,13 @@ def read_header(path: Path) -> tuple[TensorHeader, ...]:
 # tower's name (qwen2_vl's visual.merger).
 _PROJECTOR = re.compile(r"(^|\.)(multi_modal_projector|mm_projector|connector|merger|vision_proj)(\.|$)")
 _VISION = re.compile(r"(^|\.)(vision_tower|vision_model|visual|vision_encoder|image_encoder|vision)(\.|$)")
-_LAYER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.")
-_HEAD = {"lm_head", "embed_out", "score", "classifier", "qa_outputs"}
+# the first numbered stack in the name: T5's "block.N" comes before its sublayer index "layer.K"
+_LAYER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks|block)\.(\d+)\.")
+# Mamba mixers of a hybrid (Jamba: model.layers.N.mamba.*, its dt/b/c layernorms included): spec/ssm.py counts
+# them all in "ssm"
+_SSM = re.compile(r"(^|\.)mamba(\.|$)")
+# BERT's masked-LM head is "cls.predictions.*" (its transform dense + LayerNorm and the decoder bias)
+_HEAD = {"lm_head", "embed_out", "score", "classifier", "qa_outputs", "cls"}
 # T5 keeps its (tied) token table as "shared.weight" (modeling_t5.py: T5ForConditionalGeneration.shared)
 _EMBED = re.compile(
     r"(^|\.)(embed_tokens|embed_positions|embeddings|wte|wpe|word_embeddings|tok_embeddings|embed_in|shared\.weight$)"
@@ -183,13 +188,18 @@ _EMBED = re.compile(
 _EXPERTS = re.compile(r"(^|\.)(experts|shared_experts?|shared_expert_gate|router|gate|block_sparse_moe|moe)(\.|$)")
 _ATTENTION = re.compile(r"attn|attention", re.IGNORECASE)  # T5: SelfAttention, EncDecAttention
 _NORM = re.compile(r"(^|\.)([\w]*norm[\w]*|ln_\w+|ln\d*)(\.|$)", re.IGNORECASE)
+_QK_NORM = re.compile(r"(q|k|kv|q_a|kv_a)_(norm|layernorm)", re.IGNORECASE)
 _MLP = re.compile(
     r"(^|\.)(mlp|feed_forward|ffn|fc1|fc2|c_fc|dense_h_to_4h|dense_4h_to_h|intermediate|output|DenseReluDense)(\.|$)"
 )
 
 
+# whole-model parts, tested in this order before a layer's own modules
+_BY_NAME = ((_EMBED, "embeddings"), (_EXPERTS, "experts"), (_SSM, "ssm"))
+
+
 def category_of(name: str, num_layers: int | None = None) -> str:
-    """The weight category of a tensor, by its name: ``embeddings``, ``attention``, ``mlp``, ``experts``,
+    """The weight category of a tensor, by its name: ``embeddings``, ``attention``, ``mlp``, ``experts``, ``ssm``,
     ``norms``, ``head``, ``other``, ``vision`` or ``projector``.
 
     A layer numbered ``num_layers`` or above is ``other``: it is in the checkpoint but not in the model
@@ -199,19 +209,28 @@ def category_of(name: str, num_layers: int | None = None) -> str:
     if _VISION.search(name):
         return "vision"
     layer = _LAYER.search(name)
-    if layer is not None and num_layers is not None and int(layer.group(1)) >= num_layers:
+    # the encoder of an encoder-decoder has its own depth (T5's num_layers vs num_decoder_layers)
+    beyond = layer is not None and num_layers is not None and int(layer.group(1)) >= num_layers
+    if beyond and not name.startswith(("encoder.", "model.encoder.")):
         return "other"
     parts = name.split(".")
     if any(p in _HEAD for p in parts):
         return "head"
     if layer is None and parts[-2:-1] == ["output"]:  # Llama's original checkpoints: output.weight
         return "head"
-    if _EMBED.search(name):
-        return "embeddings"
-    if _EXPERTS.search(name):
-        return "experts"
-    # a module named for attention, not a norm named after it (post_attention_layernorm is a layer norm; q_norm
-    # inside self_attn counts with attention, as spec/params.py counts it)
+    for pattern, category in _BY_NAME:
+        if pattern.search(name):
+            return category
+    return _in_layer(parts, name)
+
+
+def _in_layer(parts: list[str], name: str) -> str:
+    """A tensor of a layer's own modules: norms, attention or MLP."""
+    # a norm module is a norm wherever it sits (BERT's attention.output.LayerNorm, Falcon's ln_attn), except the
+    # per-head q/k norms inside attention, which spec/params.py counts with attention (Qwen3's q_norm, k_norm)
+    if len(parts) >= 2 and _NORM.fullmatch(parts[-2]) and not _QK_NORM.fullmatch(parts[-2]):
+        return "norms"
+    # a module named for attention, not a norm named after it (post_attention_layernorm is a layer norm)
     if any(_ATTENTION.search(p) and "norm" not in p.lower() for p in parts[:-1]):
         return "attention"
     if _NORM.search(name):
@@ -252,7 +271,7 @@ def checkpoint_from_tensors(
     return CheckpointBytes(source=source, categories=categories, files=files, cast_on_load=True)
 
 
-_ORDER = ("embeddings", "attention", "mlp", "experts", "norms", "head", "other", "vision", "projector")
+_ORDER = ("embeddings", "attention", "mlp", "experts", "ssm", "norms", "head", "other", "vision", "projector")
 
 
 def _category_order(cat: str) -> int:
