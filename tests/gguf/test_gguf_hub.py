@@ -13,7 +13,8 @@ from hub_server import HubServer, Repo
 from vramwise.cli import main
 from vramwise.errors import ConfigError
 from vramwise.spec.gguf_file import gguf_model, read_local
-from vramwise.spec.load import resolve_model
+from vramwise.spec.load import Model, resolve_model
+from vramwise.spec.model import ModelSpec
 
 H, FF, L, V = 256, 1024, 2, 64
 MiB = 2**20
@@ -55,12 +56,17 @@ def _repo(hub: HubServer, tmp_path: Path, repo: str = "org/tiny-GGUF") -> dict[s
     return files
 
 
+def _same_as_local(spec: Model, path: Path) -> None:
+    """The hub read gives the same tensors as the same file read locally."""
+    local = gguf_model(path)[0]
+    assert isinstance(spec, ModelSpec) and spec.checkpoint is not None and local.checkpoint is not None
+    assert spec.checkpoint.categories == local.checkpoint.categories and spec.name == local.name
+
+
 def test_tag_picks_the_file_and_reads_only_its_header(hub_server: HubServer, tmp_path: Path) -> None:
     files = _repo(hub_server, tmp_path)
     spec = resolve_model("org/tiny-GGUF:q4_k_m")
-    local = gguf_model(files["tiny-Q4_K_M.gguf"])[0]
-    assert spec.checkpoint is not None and local.checkpoint is not None
-    assert spec.checkpoint.categories == local.checkpoint.categories and spec.name == "tiny-Q4_K_M"
+    _same_as_local(spec, files["tiny-Q4_K_M.gguf"])
     assert spec.source == "hf:org/tiny-GGUF:q4_k_m"
     size = len(hub_server.repos["org/tiny-GGUF"].files["tiny-Q4_K_M.gguf"])
     assert size > 3 * MiB
@@ -162,9 +168,7 @@ def test_plain_id_of_a_gguf_repo_reads_the_default_tag(hub_server: HubServer, tm
     """llama.cpp's -hf without a tag reads Q4_K_M; the source says which file was read."""
     files = _repo(hub_server, tmp_path)
     spec = resolve_model("org/tiny-GGUF")
-    local = gguf_model(files["tiny-Q4_K_M.gguf"])[0]
-    assert spec.checkpoint is not None and local.checkpoint is not None
-    assert spec.checkpoint.categories == local.checkpoint.categories and spec.name == "tiny-Q4_K_M"
+    _same_as_local(spec, files["tiny-Q4_K_M.gguf"])
     assert spec.source == "hf:org/tiny-GGUF (tiny-Q4_K_M.gguf: no config.json, llama.cpp's default tag Q4_K_M)"
     assert set(hub_server.files_served()) == {"tiny-Q4_K_M.gguf"}  # the missing config.json sent no body
 

@@ -17,6 +17,7 @@ Nothing here imports safetensors, numpy or torch: the header is JSON.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -76,10 +77,7 @@ class TensorHeader:
 
     @property
     def elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 def header_error(where: str, what: str) -> ConfigError:
