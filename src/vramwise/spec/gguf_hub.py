@@ -8,7 +8,9 @@ infos are in (``spec/gguf_header.py``), so what is fetched stays within twice th
 
 The local cache comes first (``HF_HUB_CACHE``, or ``~/.cache/huggingface/hub``): a file downloaded there is read
 from disk. ``HF_HUB_OFFLINE=1`` reads the cache only; ``HF_ENDPOINT`` points at another hub; gated and private
-repos use ``HF_TOKEN`` or the stored login. ``huggingface_hub`` is imported here only, for such a MODEL.
+repos use ``HF_TOKEN`` or the stored login. The requests, the cache lookup and the error lines are the one hub
+client's (``spec/hub_client.py``, which imports huggingface_hub only when called). A plain ``org/name`` whose repo
+has GGUF files and no config.json comes here from ``spec/load.py`` with no tag: ``DEFAULT_TAG``.
 """
 
 from __future__ import annotations

@@ -1,15 +1,13 @@
 """Hugging Face hub ids (``org/name[@revision]``): a repo's config.json and safetensors headers, never its weights.
 
-huggingface_hub is imported here only, inside the functions, so that a catalog estimate never loads it
-(``tests/test_architecture.py``). The environment is read at each call, with huggingface_hub's names and rules
-(``huggingface_hub/constants.py``): ``HF_ENDPOINT`` (the hub's address), ``HF_HUB_CACHE`` (the cache folder;
-otherwise ``~/.cache/huggingface/hub``), ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` (cache only); the token is
-``HF_TOKEN`` or the stored login, which huggingface_hub finds itself.
+The environment, the cache lookup, ranged reads, the file listing and the error lines are the one hub client's
+(``spec/hub_client.py``); huggingface_hub is imported only inside functions, so that a catalog estimate never
+loads it (``tests/test_architecture.py``).
 
 The cache comes first: a config.json (and safetensors files) the cache holds for the revision is read with no
 network call at all, so a model the user has downloaded works offline and starts fast. Otherwise config.json is
 downloaded into the cache (a few KB) and the safetensors headers are read with ranged requests
-(``HfApi.get_safetensors_metadata``: ``model.safetensors``, or every shard named by
+(two bounded reads a file, ``hub_client.ranged``: ``model.safetensors``, or every shard named by
 ``model.safetensors.index.json``), pinned to the commit the config came from.
 
 Every failure is one ``ConfigError`` line with the fix (``field="model"``); a hub id the catalog also knows names

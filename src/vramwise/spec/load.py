@@ -10,8 +10,10 @@ The rule, in order (the README's "MODEL" paragraph says the same):
 2. Text shaped like a Hugging Face hub id (``org/name`` or ``org/name@revision``, or the model page's address
    ``https://huggingface.co/org/name[/tree/revision]``) that is not an existing local path names a hub repo
    (``spec/hub.py``): its config.json from the Hugging Face cache when it is there, else
-   from the hub (``HF_ENDPOINT``; never with ``HF_HUB_OFFLINE=1``), and its safetensors headers the same way. Any
-   other explicit path that does not exist is an error, never a fall-through to a name or a size.
+   from the hub (``HF_ENDPOINT``; never with ``HF_HUB_OFFLINE=1``), and its safetensors headers the same way. A
+   repo with no config.json but GGUF files (a ``-GGUF`` repo) is read as ``org/name:Q4_K_M``, llama.cpp's
+   default tag, and the title names the file read. Any other explicit path that does not exist is an error,
+   never a fall-through to a name or a size.
 3. Otherwise a catalog name (``vramwise models``), case-insensitive.
 4. Otherwise a bare size: ASCII digits with an optional fraction and exponent, and an optional k/m/b/t suffix
    (``14b``, ``7.5e9``, ``350m``), naming a whole number of parameters from 1 to ``MAX_BARE_PARAMS``.
