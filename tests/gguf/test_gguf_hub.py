@@ -164,13 +164,17 @@ def test_an_unreachable_hub(hub_server: HubServer, monkeypatch: pytest.MonkeyPat
 # --- a plain org/name whose repo holds GGUF files and no config.json -----------------------------------------------
 
 
-def test_plain_id_of_a_gguf_repo_reads_the_default_tag(hub_server: HubServer, tmp_path: Path) -> None:
+def test_plain_id_of_a_gguf_repo_reads_the_default_tag(
+    hub_server: HubServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """llama.cpp's -hf without a tag reads Q4_K_M; the source says which file was read."""
     files = _repo(hub_server, tmp_path)
     spec = resolve_model("org/tiny-GGUF")
     _same_as_local(spec, files["tiny-Q4_K_M.gguf"])
     assert spec.source == "hf:org/tiny-GGUF (tiny-Q4_K_M.gguf: no config.json, llama.cpp's default tag Q4_K_M)"
     assert set(hub_server.files_served()) == {"tiny-Q4_K_M.gguf"}  # the missing config.json sent no body
+    assert main(["infer", "org/tiny-GGUF", "--context", "1024"]) == 0
+    assert "tiny-Q4_K_M.gguf: no config.json, llama.cpp's default tag Q4_K_M" in capsys.readouterr().out
 
 
 def test_plain_id_without_the_default_tag_lists_the_tags(

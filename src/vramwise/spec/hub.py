@@ -132,14 +132,16 @@ def hub_config(ref: HubRef) -> HubConfig:
     A repo without config.json whose files include GGUFs raises ``GgufOnlyRepo``."""
     try:
         path = _cached_file(ref, "config.json", ref.revision)
-        snapshot = None if path is not None else client.cached_snapshot(ref.repo_id, ref.revision)
     except client.hub_errors() as err:  # a malformed id is refused here, before any request
         raise _hub_error(ref, err, "config.json") from None
     if path is not None:
         return HubConfig(ref=ref, path=path, commit=path.parent.name, from_cache=True)
-    if snapshot is not None and any(_is_gguf(p.name) for p in snapshot.rglob("*") if p.is_file()):
-        raise GgufOnlyRepo(ref, None)
     if client.offline():
+        # offline, the cache decides what the repo is; online, the hub does (a repo holding config.json and a
+        # downloaded GGUF reads its config.json)
+        snapshot = client.cached_snapshot(ref.repo_id, ref.revision)
+        if snapshot is not None and next(snapshot.rglob("*.[gG][gG][uU][fF]"), None) is not None:
+            raise GgufOnlyRepo(ref, None)
         raise _error(ref, client.offline_miss("config.json", "pass a local config.json"))
     from huggingface_hub import get_hf_file_metadata, hf_hub_download
 
