@@ -143,25 +143,17 @@ def hub_config(ref: HubRef) -> HubConfig:
         if snapshot is not None and next(snapshot.rglob("*.[gG][gG][uU][fF]"), None) is not None:
             raise GgufOnlyRepo(ref, None)
         raise _error(ref, client.offline_miss("config.json", "pass a local config.json"))
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download
+    from huggingface_hub import get_hf_file_metadata
 
     try:
         # One HEAD without retries first: hf_hub_download retries a refused connection five times (23 s of
         # backoff, file_download.py: _ETAG_RETRY_TIMEOUT) before it gives up, printing a warning each time.
         url = client.file_url(ref.repo_id, "config.json", ref.revision)
         meta = get_hf_file_metadata(url, timeout=client.timeout("HF_HUB_ETAG_TIMEOUT"), retry_on_errors=False)
-        got = hf_hub_download(
-            ref.repo_id,
-            "config.json",
-            revision=meta.commit_hash or ref.revision,
-            cache_dir=client.cache_dir(),
-            endpoint=client.endpoint(),
-            etag_timeout=client.timeout("HF_HUB_ETAG_TIMEOUT"),
-        )
+        path = client.download(ref.repo_id, "config.json", meta.commit_hash or ref.revision)
     except client.hub_errors() as err:
         _gguf_instead(ref, err)
         raise _hub_error(ref, err, "config.json") from None
-    path = Path(got)
     return HubConfig(ref=ref, path=path, commit=path.parent.name, from_cache=False)
 
 
@@ -218,7 +210,6 @@ def _remote_tensors(ref: HubRef, commit: str) -> _Tensors | None:
     """The tensors of the repo's safetensors headers, read with ranged requests; None when it has none:
     ``model.safetensors``, else the shards of ``model.safetensors.index.json``, else the repo's other top-level
     ``.safetensors`` files (``checkpoint_files``: older GPTQ names)."""
-    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
     try:
@@ -226,15 +217,7 @@ def _remote_tensors(ref: HubRef, commit: str) -> _Tensors | None:
     except RemoteEntryNotFoundError:
         pass
     try:
-        index = hf_hub_download(
-            ref.repo_id,
-            INDEX,
-            revision=commit,
-            cache_dir=client.cache_dir(),
-            endpoint=client.endpoint(),
-            etag_timeout=client.timeout("HF_HUB_ETAG_TIMEOUT"),
-        )
-        shards = _shards(ref, Path(index))
+        shards = _shards(ref, client.download(ref.repo_id, INDEX, commit))
     except RemoteEntryNotFoundError:
         shards = checkpoint_files(list(client.list_files(ref.repo_id, commit))) or []
     if not shards:

@@ -91,6 +91,21 @@ def file_url(repo_id: str, filename: str, revision: str | None) -> str:
     return hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint())
 
 
+def download(repo_id: str, filename: str, revision: str | None) -> Path:
+    """A small file (config.json, an index) downloaded into the cache, or found there; its path."""
+    from huggingface_hub import hf_hub_download
+
+    got = hf_hub_download(
+        repo_id,
+        filename,
+        revision=revision,
+        cache_dir=cache_dir(),
+        endpoint=endpoint(),
+        etag_timeout=timeout("HF_HUB_ETAG_TIMEOUT"),
+    )
+    return Path(got)
+
+
 def auth_headers() -> dict[str, str]:
     """The headers huggingface_hub would send: the token (HF_TOKEN or the stored login) and its user agent."""
     from huggingface_hub.utils import build_hf_headers
