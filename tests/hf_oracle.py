@@ -68,8 +68,13 @@ def hf_params(config: dict[str, Any]) -> tuple[int, int]:
     auto = hf_model_class(transformers, config)
     if model_type in SEQ2SEQ:
         auto = transformers.AutoModelForSeq2SeqLM  # T5ForConditionalGeneration, MT5ForConditionalGeneration
+    arch = (data.get("architectures") or [""])[0]
     with torch.device("meta"):
-        model = auto.from_config(hf_config, dtype=torch.bfloat16)
+        if arch.endswith("ForConditionalGeneration") and model_type not in SEQ2SEQ:
+            # a vision-language model: the class architectures[0] names
+            model = getattr(transformers, arch)._from_config(hf_config, dtype=torch.bfloat16)
+        else:
+            model = auto.from_config(hf_config, dtype=torch.bfloat16)
         if model_type in SEQ2SEQ and data.get("tie_word_embeddings") is False:
             # what from_pretrained does with a checkpoint holding its own lm_head.weight (checked for real in
             # tests/estimate/test_encoder_decoder.py): the head is not tied to the shared embedding

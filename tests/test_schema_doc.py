@@ -96,6 +96,7 @@ def _estimates() -> Iterator[vramwise.Estimate]:
             textbook = flat.get("mode") == "textbook"
             yield (vramwise.textbook_inference if textbook else vramwise.estimate_inference)(spec, setup)
     yield vramwise.textbook_inference(vramwise.resolve_model("14b"), _setup(vramwise.InferSetup, {"mode": "textbook"}))
+    yield from _vision_estimates()
     yield from _encoder_decoder_estimates()
     from tiny_configs import GPT_BIGCODE  # its causal-mask buffer ("buffers"); no catalog entry yet
 
@@ -110,6 +111,17 @@ def _estimates() -> Iterator[vramwise.Estimate]:
             yield from vramwise.estimate_stages(spec, setup)  # every pipeline stage, not only the worst
 
 
+def _vision_estimates() -> Iterator[vramwise.Estimate]:
+    # vision-language models (none in the catalog): their tiny configs, with images and text-only training
+    from tiny_configs import VLM
+
+    from vramwise.spec.adapters import spec_from_config
+
+    for name, config in VLM.items():
+        spec = spec_from_config(config, name=name, source=name)
+        yield vramwise.estimate_inference(spec, _setup(vramwise.InferSetup, {"images": 2, "attention": "eager"}))
+        yield vramwise.estimate_inference(spec, _setup(vramwise.InferSetup, {"images": 1, "image_size": "640x480"}))
+        yield from vramwise.estimate_stages(spec, _setup(vramwise.TrainSetup, {"seq": 256}))
 def _encoder_decoder_estimates() -> Iterator[vramwise.Estimate]:
     """T5 and mT5 (tests/tiny_configs.py): inference in accurate mode, the only question they take."""
     from tiny_configs import ENCODER_DECODER
@@ -187,7 +199,8 @@ def _setup_keys(*argv: str) -> list[str]:
 # a change here is a schema change (a new version and a changelog in docs/json-schema.md), not a refactor.
 INFER_SETUP_KEYS = [
     "batch", "context", "new_tokens", "weight_format", "kv_dtype", "attention", "tp", "kv_block", "prefill_chunk",
-    "all_logits", "cuda_context_mib", "allocator_fraction", "gpu_utilization", "mode",
+    "all_logits", "cuda_context_mib", "allocator_fraction", "gpu_utilization", "mode", "images",
+    "image_size",
 ]
 TRAIN_SETUP_KEYS = [
     "batch", "seq", "grad_accum", "precision", "grad_dtype", "optimizer", "optimizer_impl", "peft", "lora_r",

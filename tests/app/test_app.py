@@ -171,8 +171,8 @@ def test_fit_infer_takes_the_kv_options() -> None:
 
 FROZEN = {
     "infer": "--all-logits --allocator-fraction --attention --batch --context --cuda-context --explain --format "
-    "--gpu --gpu-util --json --kv-block --kv-dtype --max-batched-tokens --mode --new-tokens --prefill-chunk "
-    "--serve --seq --tp --units -b -f -n -s model",
+    "--gpu --gpu-util --image-size --images --json --kv-block --kv-dtype --max-batched-tokens --mode --new-tokens "
+    "--prefill-chunk --serve --seq --tp --units -b -f -n -s model",
     "train": "--allocator-fraction --attention --batch --cp --cuda-context --dp --ep --explain --freeze-layers "
     "--fsdp --fsdp-shard --gpu --grad-accum --grad-dtype --interleave --json --lora-dropout --lora-fraction "
     "--lora-r --lora-targets --loss --loss-chunk --mode --offload --optimizer --optimizer-impl --peft --per-stage "
@@ -180,10 +180,10 @@ FROZEN = {
 }
 _SETUPS = (
     "--all-logits --allocator-fraction --attention --batch --context --cp --cuda-context --dp --ep --format "
-    "--freeze-layers --fsdp --fsdp-shard --gpu-util --grad-accum --grad-dtype --infer --interleave --kv-block "
-    "--kv-dtype --lora-dropout --lora-fraction --lora-r --lora-targets --loss --loss-chunk --mode --new-tokens "
-    "--offload --optimizer --optimizer-impl --peft --pp --precision --prefill-chunk --recompute --seed --seq --sp "
-    "--tp --zero -b -f -n -s model"
+    "--freeze-layers --fsdp --fsdp-shard --gpu-util --grad-accum --grad-dtype --image-size --images --infer "
+    "--interleave --kv-block --kv-dtype --lora-dropout --lora-fraction --lora-r --lora-targets --loss "
+    "--loss-chunk --mode --new-tokens --offload --optimizer --optimizer-impl --peft --pp --precision "
+    "--prefill-chunk --recompute --seed --seq --sp --tp --zero -b -f -n -s model"
 )
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units"
 FROZEN["plot"] = _SETUPS + " --gpu --output --points --vs -o"

@@ -209,7 +209,7 @@ def test_train_setup_refuses(name: str, value: Any) -> None:
     assert err.value.field == name and "\n" not in str(err.value)
 
 
-INFER_INTS = ["batch", "context", "new_tokens", "tp", "kv_block", "prefill_chunk", "cuda_context_mib"]
+INFER_INTS = ["batch", "context", "new_tokens", "tp", "kv_block", "prefill_chunk", "cuda_context_mib", "images"]
 TRAIN_INTS = [
     "batch", "seq", "grad_accum", "lora_r", "freeze_layers", "loss_chunk", "dp", "tp", "pp", "interleave", "cp", "ep",
     "reduce_bucket", "prefetch_bucket", "cuda_context_mib",

@@ -334,7 +334,9 @@ def test_catalog_entries_match_transformers(name: str) -> None:
 
 
 def test_every_adapter_family_is_exercised() -> None:
+    from tiny_configs import VLM  # vision-language models: tests/spec/test_vision_params.py
+
     from vramwise.spec.adapters import SUPPORTED_MODEL_TYPES
 
-    seen = {c["model_type"] for c in EXTRA.values()}
+    seen = {c["model_type"] for c in (*EXTRA.values(), *VLM.values())}
     assert set(SUPPORTED_MODEL_TYPES) <= seen

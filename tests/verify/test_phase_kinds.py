@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tiny_configs import ENCODER_DECODER
+from tiny_configs import ENCODER_DECODER, VLM
 
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.term import Estimate, Phase, PhaseKind, Step, Term
@@ -54,9 +54,11 @@ def test_every_phase_built_has_a_kind_that_verify_compares() -> None:
                 assert p.kind.step in twin.TRAINING_PEAKS.values()
                 seen.add(p.kind)
     t5 = spec_from_config(ENCODER_DECODER["t5"], name="t5", source="test")  # T5 buckets its relative positions
+    llava = spec_from_config(VLM["llava"], name="llava", source="test")  # its vision tower runs before the text
     for est in (
         estimate_inference(resolve_model("mistral-7b"), InferSetup(context=8192, new_tokens=4)),
         estimate_inference(t5, InferSetup(context=512, new_tokens=4)),
+        estimate_inference(llava, InferSetup(context=512, new_tokens=4, images=1)),
     ):
         for p in est.phases:
             assert isinstance(p.kind, PhaseKind) and p.kind.step in twin.INFERENCE_STEPS
@@ -76,5 +78,6 @@ def test_display_names_are_unchanged() -> None:
         "backward (head)",
         "backward end",
         "optimizer step",
+        "prefill (vision encoder)",
         "prefill (position bias)",
     ]

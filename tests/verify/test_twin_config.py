@@ -41,12 +41,16 @@ def test_the_twin_gets_the_keys_the_spec_was_built_from(name: str) -> None:
     assert _rebuilt(resolved) == resolved.spec
 
 
-def test_a_multimodal_wrapper_hands_over_its_language_model(tmp_path: Path) -> None:
+def test_a_multimodal_wrapper_is_a_vision_language_model(tmp_path: Path) -> None:
+    # Gemma3ForConditionalGeneration builds its SigLIP tower (from SiglipVisionConfig's defaults when vision_config
+    # is absent): the spec counts it, keeps the whole config, and the twin, which traces text models, refuses it
     text = FAMILIES["gemma3"]
     wrapped = {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"], "text_config": text}
     resolved = resolve_model_with_config(_write(tmp_path, wrapped))
-    assert dict(resolved.raw_config or {}) == text
-    assert _rebuilt(resolved) == resolved.spec
+    assert dict(resolved.raw_config or {}) == wrapped
+    assert _rebuilt(resolved) == resolved.spec and resolved.spec.vision is not None
+    with pytest.raises(VerifyUnsupportedError, match="vision-language model"):
+        twin._twin_config(resolved)
 
 
 def test_a_supported_top_level_is_read_as_it_stands(tmp_path: Path) -> None:

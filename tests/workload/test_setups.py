@@ -36,7 +36,8 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
 V1_INFER_DEFAULTS: dict[str, Any] = {
     "batch": 1, "context": 2048, "new_tokens": 0, "weight_format": None, "kv_dtype": "auto", "attention": "sdpa",
     "tp": 1, "kv_block": 16, "prefill_chunk": None, "all_logits": False, "cuda_context_mib": None,
-    "allocator_fraction": None, "gpu_utilization": 0.9, "mode": "accurate",
+    "allocator_fraction": None, "gpu_utilization": 0.9, "mode": "accurate", "images": 0,
+    "image_size": None,
 }  # fmt: skip
 
 # A non-default value for every flat training field (each one valid together with the rest at their defaults,
@@ -106,7 +107,7 @@ def test_static_ignores_batch_and_seq() -> None:
 INFER_OTHER: dict[str, Any] = {
     "context": 4096, "new_tokens": 7, "weight_format": "int8", "kv_dtype": "fp8", "attention": "eager", "tp": 2,
     "kv_block": 1, "prefill_chunk": 512, "all_logits": True, "cuda_context_mib": 300, "allocator_fraction": 0.1,
-    "gpu_utilization": 0.8, "mode": "textbook",
+    "gpu_utilization": 0.8, "mode": "textbook", "images": 3, "image_size": "640x480",
 }  # fmt: skip
 
 
@@ -183,7 +184,8 @@ def test_sharding_follows_the_zero_stages(kw: dict[str, Any], expected: Sharding
 OTHER_INFER: dict[str, Any] = {
     "batch": 4, "context": 1024, "new_tokens": 16, "weight_format": "fp8", "kv_dtype": "fp8", "attention": "eager",
     "tp": 2, "kv_block": 1, "prefill_chunk": 512, "all_logits": True, "cuda_context_mib": 300,
-    "allocator_fraction": 0.0, "gpu_utilization": 0.5, "mode": "textbook",
+    "allocator_fraction": 0.0, "gpu_utilization": 0.5, "mode": "textbook", "images": 2,
+    "image_size": "1024x768",
 }  # fmt: skip
 
 

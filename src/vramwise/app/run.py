@@ -65,6 +65,9 @@ def infer(req: InferRequest) -> InferResult:
         raise InvalidWorkloadError(
             "--serve uses vLLM's budget rule, which is accurate mode only; drop --mode textbook", field="mode"
         )
+    if setup.images and (req.serve or setup.mode == "textbook"):
+        what = "--serve's vLLM budget" if req.serve else "--mode textbook (the seeds' formulas)"
+        raise InvalidWorkloadError(f"--images is not modelled by {what}; drop --images or use infer", field="images")
     if req.serve and not isinstance(model, ModelSpec):
         raise InvalidWorkloadError("--serve needs the architecture: name a catalog model or a config.json")
     if setup.mode == "textbook":

@@ -34,6 +34,8 @@ INFER_FIELDS = {
     "allocator_fraction": "allocator_fraction",
     "gpu_util": "gpu_utilization",
     "mode": "mode",
+    "images": "images",
+    "image_size": "image_size",
 }
 # option name -> TrainSetup field
 TRAIN_FIELDS = {
@@ -127,7 +129,10 @@ def infer_setup(values: Mapping[str, Any], model: object = None) -> InferSetup:
     if table is not None and "context" not in kw:
         room = table - kw.get("new_tokens", 0)  # the prompt and the generated tokens share the table
         kw["context"] = min(infer_default("context"), room) if room > 0 else infer_default("context")
-    return InferSetup.from_flat(**kw)
+    setup = InferSetup.from_flat(**kw)
+    if setup.image_size is not None and not setup.images:
+        raise InapplicableOptionError("--image-size applies with --images (the size of each image)", field="image_size")
+    return setup
 
 
 def table_length(model: object) -> int | None:

@@ -116,6 +116,12 @@ OPTIONS: tuple[Option, ...] = (
            help="tokens per prefill forward (chunked prefill; default: the whole prompt)"),
     Option(name="all_logits", flags=("--all-logits",), commands=INF,
            help="logits for every position (a plain forward; default: the last, as generate)"),
+    Option(name="images", flags=("--images",), type=int, commands=INF,
+           help="images per sequence, for vision-language models: their tokens join the context, the vision "
+           "tower's activations join the prefill (default {infer.images})"),
+    Option(name="image_size", flags=("--image-size",), type=str, commands=INF, metavar="WxH",
+           help="each image's width x height in pixels, for models whose tokens follow the resolution (Qwen2-VL, "
+           "idefics3, smolvlm; default: the image processor's largest)"),
     Option(name="gpu_util", flags=("--gpu-util",), type=float, commands=INF,
            help="fraction of the GPU for --serve and fit --best-format (default {infer.gpu_util})"),
     # --- training only

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 
-from vramwise.errors import NeedsArchitectureError
+from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate import ssm_state
 from vramwise.estimate.dequant import dequantized_weight
 from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
@@ -21,6 +21,7 @@ from vramwise.estimate.positions import inference_positions
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.sharding import check_tp
 from vramwise.estimate.term import Estimate, PhaseKind, Term
+from vramwise.estimate.vision import cross_kv_cache, format_note, image_notes, vision_phases, with_image_tokens
 from vramwise.estimate.weights import buffers, own_format, reads_headers, weight_notes, weight_terms
 from vramwise.estimate.workspace import prefill_workspace
 from vramwise.formats import DTYPE_BYTES, StorageFormat, get_format, kept_note
@@ -50,6 +51,7 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         return encoder_decoder_plan(spec, setup)
     check_tp(spec, setup.tp)
     ssm_state.check_inference(spec, setup.tp)
+    asked, setup = setup, with_image_tokens(spec, setup)  # the images' tokens join each prompt
     beyond = inference_positions(spec, setup)
     fmt = get_format(setup.weight_format or own_format(spec))
     c, tp = compute_bytes(fmt.name), setup.tp
@@ -62,6 +64,7 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         *_weights(spec, fmt, c, tp, own),
         *buffers(spec),
         kv,
+        *cross_kv_cache(spec, images=setup.images, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp),
         *states,
         _cuda_context(setup.overheads.cuda_context_mib),
     )
@@ -77,7 +80,11 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     dequant, dequant_note = dequantized_weight(spec, fmt, c=c, tp=tp)  # inside a layer, beside its live tensors
     dequantizes = dequant is not None and (chunk > 1 or fmt.dequant == "always")
     in_prefill = out.add(dequant) if dequant is not None and dequantizes else []
-    phases = [(PhaseKind.PREFILL_LAYER, out.add(prefill) + views_held + in_prefill)]
+    # a vision-language model's tower runs first; its temporaries are gone when the text layers start
+    phases = [
+        *vision_phases(spec, setup, out, c=c),
+        (PhaseKind.PREFILL_LAYER, out.add(prefill) + views_held + in_prefill),
+    ]
     if last is not None:  # a bare model (*Model) returns the final hidden states: no logits phase
         phases.append((PhaseKind.PREFILL_LOGITS, out.add(last) + views_held))
     if setup.new_tokens:
@@ -92,6 +99,7 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         )
 
     notes = weight_notes(spec, fmt, hp_bytes=c, own=own)
+    notes += [*format_note(spec, fmt.name), *image_notes(spec, asked.images, asked.context, asked.image_pixels)]
     if beyond:
         notes.append(beyond)
     scan = ssm_state.pytorch_scan_note(spec, chunk=chunk) if spec.ssm else None
@@ -156,6 +164,10 @@ def estimate_inference(model: Model, setup: InferSetup) -> Estimate:
 
 def _bare_inference(model: BareModel, setup: InferSetup) -> Estimate:
     """Only a parameter count: weights at a uniform width; every architecture-dependent term is missing."""
+    if setup.images:
+        raise InvalidWorkloadError(
+            f"--images ({setup.images}) {_NEEDS_ARCH} of a vision-language model", field="images", allowed="0"
+        )
     fmt_name = setup.weight_format or "bf16"
     bits = 4 if fmt_name == "int4" else DTYPE_BYTES[fmt_name] * 8 if fmt_name in DTYPE_BYTES else None
     if bits is None:

@@ -24,6 +24,8 @@ def kv_elements_per_token(spec: ModelSpec, tp: int = 1) -> int:
 
 def cached_tokens(spec: ModelSpec, layer: int, tokens: int, block: int) -> int:
     """Tokens layer ``layer`` keeps for one sequence of ``tokens``: sliding layers keep the window only."""
+    if spec.vision and layer in spec.vision.cross_layers:
+        return 0  # mllama: a cross-attention layer caches the image's K/V (estimate/vision.py), not the text's
     kept = tokens
     if spec.layer_attention(layer) == "sliding" and spec.attention.sliding_window:
         kept = min(tokens, spec.attention.sliding_window)
@@ -47,6 +49,8 @@ def kv_cache(spec: ModelSpec, *, tokens: int, dtype: str, dtype_bytes: int, tp: 
     window = f"; {sliding} of {L} layers keep min(tokens, window {att.sliding_window})" if sliding else ""
     blocks = f", tokens rounded up to blocks of {block}" if block > 1 else ""
     layers = f"attention layers {L} of {spec.num_layers}" if spec.ssm else f"L {L}"
+    if spec.vision and spec.vision.cross_layers:  # mllama: those layers cache the image instead (kv_cache/cross)
+        layers = f"self-attention layers {L - len(spec.vision.cross_layers)} of {L}"
     return Rule(
         name="kv_cache",
         coef=kv_elements_per_token(spec, tp) * _kept(spec, tokens, block) * dtype_bytes,

@@ -44,6 +44,7 @@ class PhaseKind(enum.StrEnum):
     BACKWARD_HEAD = "backward (head)"
     BACKWARD_END = "backward end"
     OPTIMIZER_STEP = "optimizer step"
+    PREFILL_VISION = "prefill (vision encoder)"  # a vision-language model's tower over the images, before the text
     # T5's encoder block 0 buckets the relative positions of every (query, key) pair before its attention
     # (modeling_t5.T5Attention.compute_bias): int64 (s, s) temporaries no other moment holds
     PREFILL_POSITION_BIAS = "prefill (position bias)"
@@ -65,6 +66,7 @@ _STEPS = {
     PhaseKind.BACKWARD_HEAD: Step.BACKWARD,
     PhaseKind.BACKWARD_END: Step.BACKWARD,
     PhaseKind.OPTIMIZER_STEP: Step.OPTIMIZER,
+    PhaseKind.PREFILL_VISION: Step.PREFILL,
     PhaseKind.PREFILL_POSITION_BIAS: Step.PREFILL,
 }
 

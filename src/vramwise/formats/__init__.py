@@ -83,11 +83,17 @@ def _uniform(dtype_bytes: int) -> Callable[[ParamGroup, ModelSpec, int], TensorB
     return rule
 
 
+def _tower_kept(group: ParamGroup, spec: ModelSpec) -> bool:
+    """A vision-language model's tower and projector, when the checkpoint's quantization leaves them in 16 bit
+    (``VisionSpec.quantized``)."""
+    return spec.vision is not None and not spec.vision.quantized and group.category in ("vision", "projector")
+
+
 def _linear_only(bits_of: Callable[[ParamGroup], tuple[float, int, str]]):
     """Quantize linear weights inside the layers; keep embeddings, head, norms, biases, routers."""
 
     def rule(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
-        if group.kind != "linear" or group.category in ("embeddings", "head", "other"):
+        if group.kind != "linear" or group.category in ("embeddings", "head", "other") or _tower_kept(group, spec):
             return _kept(group, hp_bytes)
         bits, extra, why = bits_of(group)
         return _bits(group, bits, extra, why)
@@ -146,7 +152,7 @@ def _bnb4(double_quant: bool) -> Callable[[ParamGroup, ModelSpec, int], TensorBy
         return -(-numel // 2) + stats + 16 * 4
 
     def rule(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
-        if group.kind != "linear" or group.category in ("embeddings", "head", "other"):
+        if group.kind != "linear" or group.category in ("embeddings", "head", "other") or _tower_kept(group, spec):
             return _kept(group, hp_bytes)
         per = group.count // group.tensors
         why = "absmax uint8 per 64, fp32 per 256 blocks, codes" if double_quant else "fp32 absmax per 64, code"
@@ -161,7 +167,7 @@ def _packed(layout: Layout) -> Callable[[ParamGroup, ModelSpec, int], TensorByte
     packing = layout.packing
 
     def rule(group: ParamGroup, spec: ModelSpec, hp_bytes: int) -> TensorBytes:
-        if group.kind != "linear" or group.category in ("embeddings", "head", "other"):
+        if group.kind != "linear" or group.category in ("embeddings", "head", "other") or _tower_kept(group, spec):
             return _kept(group, hp_bytes)
         out, n_in = _out_features(group), group.in_features
         one = packing.tensor_bytes(out, n_in, hp_bytes)

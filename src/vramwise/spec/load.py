@@ -74,7 +74,8 @@ class ResolvedModel:
     """What MODEL named, with the config keys its spec was parsed from, read once.
 
     The twin (verify) builds the real transformers model from ``raw_config``: the very keys the adapter read,
-    with ``text_config`` unwrapped by the same rule (``language_config``), so the two cannot disagree."""
+    with ``text_config`` unwrapped by the same rule (``language_config``), so the two cannot disagree. A
+    vision-language model keeps its whole config (the twin refuses it: it traces text models)."""
 
     spec: Model
     raw_config: Mapping[str, Any] | None  # None for a bare size: there is no architecture behind it
@@ -288,7 +289,8 @@ def _from_hub(ref: HubRef) -> ResolvedModel:
 def _parsed(data: Any, *, name: str, source: str) -> tuple[ModelSpec, Mapping[str, Any]]:
     """The spec, and the keys it was built from: the language model's, unwrapped by the adapters' one rule."""
     spec = spec_from_config(data, name=name, source=source)
-    return spec, MappingProxyType(language_config(data))
+    # a vision-language model keeps its whole config: the spec needs the vision keys too (the twin refuses it)
+    return spec, MappingProxyType(data if spec.vision is not None else language_config(data))
 
 
 def _catalog(name: str) -> tuple[ModelSpec, Mapping[str, Any]]:

@@ -152,6 +152,7 @@ class ModelSpec:
     # (n_positions, n_positions) bool causal mask registered with nn.Buffer(persistent=False) and never read.
     buffer_bytes: int = 0
     source: str = field(default="", compare=False)  # where the spec came from (path or catalog)
+    vision: VisionSpec | None = None  # a vision-language model's vision tower and projector (None: text only)
     # T5/mT5: the encoder stack and the decoder's cross-attention (spec/encoder_decoder.py); the fields above
     # then describe the decoder stack. None for every decoder-only or encoder-only model.
     encoder_decoder: EncoderDecoderSpec | None = None
@@ -191,3 +192,47 @@ class ModelSpec:
         """Whether layer ``index`` attends to all previous tokens or to a sliding window."""
         types = self.attention.layer_types
         return types[index] if types else ("sliding" if self.attention.sliding_window else "full")
+
+
+@dataclass(frozen=True, kw_only=True)
+class VisionSpec:
+    """The vision tower and projector of a vision-language model, and how images enter the language model.
+
+    Built by ``spec/adapters/vision.py`` from the config's ``vision_config`` and projector keys. ``groups`` holds
+    the tower's and projector's tensors as (name, count, kind, tensors, in_features), named ``vision.*`` and
+    ``projector.*``, so the parameter inventory (``spec/params.py``) counts them like any other group.
+    """
+
+    family: str  # the tower's design, for labels and notes: clip, siglip, qwen2_vl, qwen2_5_vl, mllama
+    groups: tuple[tuple[str, int, str, int, int], ...]
+    hidden_size: int  # the tower's width (hv)
+    intermediate_size: int  # its MLP width (iv)
+    num_heads: int
+    num_layers: int  # every transformer layer the tower runs (mllama: local + global)
+    gated_mlp: bool = False  # Qwen2.5-VL's vision blocks use SwiGLU (gate, up, down)
+    # Per image: how many sequences the tower encodes (idefics3's splits + the global image) and the patches each
+    # attends over (CLIP's class token included; mllama's tiles concatenated and padded to a multiple of 8).
+    sequences_per_image: int = 1
+    patches_per_sequence: int
+    tokens_per_image: int  # tokens each image adds to the text context (placeholders the features replace)
+    cross_layers: tuple[int, ...] = ()  # mllama: text layers that cross-attend to the image instead of self-attending
+    cross_tokens_per_image: int = 0  # mllama: vision tokens each cross-attention layer keeps K and V of
+    assumption: str = ""  # what the image count rests on (a processor default), said in the report's notes
+    # How an image's resolution sets its tokens (estimate/vision.py): "fixed" (the processor resizes every image to
+    # one size: llava, gemma3, mllama), "qwen2_vl" (smart_resize to multiples of patch x merge), "idefics3" (tiles).
+    resolution: str = "fixed"
+    patch_size: int = 0  # qwen2_vl: a patch's side in pixels; idefics3: a tile's side (the tower's image_size)
+    merge_size: int = 1  # qwen2_vl: spatial_merge_size (merge x merge patches become one token)
+    tokens_per_tile: int = 0  # idefics3: image_seq_len, the tokens of one tile after the pixel shuffle
+    # What the tower's forward keeps beside one layer's temporaries (estimate/vision.py; traced in
+    # tests/estimate/test_vision_trace.py):
+    mlp_copies: int = 2  # MLP intermediates at its peak: fc1 and its activation; 3 for quick_gelu and SwiGLU
+    rotary_fp32: bool = False  # Qwen2-VL's apply_rotary_pos_emb_vision works on fp32 copies of q and k
+    scores_one_image: bool = False  # Qwen2-VL's non-flash attention runs image by image (split by cu_seqlens)
+    retained_layers: int = 0  # mllama: the local encoder keeps every layer's output (for its intermediate layers)
+    held_elements: int = 0  # per sequence, in the compute dtype: pixel copies, masks, the patch embeddings
+    held_bytes: int = 0  # per sequence, raw bytes: idefics3's boolean pixel mask
+    # Whether the checkpoint's quantized format reaches the tower and projector: False when its quantization_config
+    # skips them (AWQ's modules_to_not_convert ["visual"], llm-compressor's ignore) or quantizes only the language
+    # model's blocks (GPTQ's block_name_to_quantize); formats then keep them in 16 bit.
+    quantized: bool = True

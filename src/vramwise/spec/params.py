@@ -16,7 +16,7 @@ from vramwise.spec.ssm import attention_layer_count, ssm_groups
 from vramwise.spec.traits import HeadKind
 
 ParamKind = Literal["linear", "bias", "norm", "embedding", "head", "router", "other"]
-CATEGORIES = ("embeddings", "attention", "mlp", "experts", "norms", "head", "other", "ssm")
+CATEGORIES = ("embeddings", "attention", "mlp", "experts", "norms", "head", "other", "ssm", "vision", "projector")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,7 +226,18 @@ def parameter_groups(spec: ModelSpec) -> tuple[ParamGroup, ...]:
         from vramwise.spec.seq2seq_params import encoder_decoder_groups  # imports this module: read on first use
 
         groups += encoder_decoder_groups(spec)
-    return tuple(groups + _head_groups(spec) + ssm_groups(spec))
+    return tuple(groups + _head_groups(spec) + ssm_groups(spec) + _vision_groups(spec))
+
+
+def _vision_groups(spec: ModelSpec) -> list[ParamGroup]:
+    """A vision-language model's tower and projector (and mllama's cross-attention extras), as its adapter
+    counted them (spec/adapters/vision.py)."""
+    if spec.vision is None:
+        return []
+    return [
+        ParamGroup(name=name, count=count, kind=kind, tensors=tensors, in_features=n_in)  # type: ignore[arg-type]
+        for name, count, kind, tensors, n_in in spec.vision.groups
+    ]
 
 
 def total_params(spec: ModelSpec) -> int:

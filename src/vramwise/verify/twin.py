@@ -61,6 +61,13 @@ def _twin_config(resolved: ResolvedModel) -> dict[str, Any]:
     """The config the real model is built from: the keys the spec was parsed from (spec/load hands them over)."""
     if resolved.raw_config is None:
         raise VerifyUnsupportedError("verify needs the architecture: name a catalog model or a config.json")
+    if getattr(resolved.spec, "vision", None) is not None:
+        # the twin builds AutoModelForCausalLM from the language model's keys: no vision tower, no projector, no
+        # images, so its trace could not be compared with an estimate that counts them
+        raise VerifyUnsupportedError(
+            f"verify traces text-only models; {resolved.spec.name} is a vision-language model (its vision tower, "
+            "projector and images are estimated by infer and train, not traced)"
+        )
     return dict(resolved.raw_config)
 
 

@@ -42,6 +42,9 @@ BOUNDS: dict[str, tuple[int, str]] = {
     "seq": (MAX_TOKENS, _TOKENS_WHY),
     "new_tokens": (MAX_TOKENS, _TOKENS_WHY),
     "prefill_chunk": (MAX_TOKENS, _TOKENS_WHY),
+    # every image takes tokens of the context (or, mllama, of a cross-attention cache): 2^20 images of even 10
+    # tokens each pass the longest published context window, Llama 4 Scout's 10M tokens
+    "images": (1 << 20, "images of 10 tokens each past the longest published context window (10M tokens)"),
     "loss_chunk": (MAX_TOKENS, _TOKENS_WHY),
     "max_batched_tokens": (MAX_TOKENS, _TOKENS_WHY),
     # vLLM's --block-size choices end at 128 (vllm/config/cache.py, BlockSize = Literal[1, 8, 16, 32, 64, 128])
@@ -121,3 +124,22 @@ def choice(field: str, value: str, allowed: type[E]) -> E:
 def coerce(obj: object, field: str, allowed: type[StrEnum], name: str | None = None) -> None:
     """Validate ``obj.field`` against ``allowed`` and store the enum member (frozen dataclasses only)."""
     object.__setattr__(obj, field, choice(name or field, getattr(obj, field), allowed))
+
+
+# An image side in pixels: transformers' largest processing cap is 4,096 (Idefics3ImageProcessor MAX_IMAGE_SIZE, "4k
+# resolution as absolute maximum"); 2^16 = 65,536 is 16x that, past any camera sensor's side (a 200 MP sensor:
+# 16,320 px).
+MAX_IMAGE_SIDE = 1 << 16
+_IMAGE_ALLOWED = f"WIDTHxHEIGHT in pixels, each side from 1 to {MAX_IMAGE_SIDE:,}, e.g. 1024x768"
+
+
+def pixels_text(field: str, value: object) -> str:
+    """``WIDTHxHEIGHT`` (``1024x768``), normalised to that spelling; each side a whole number of pixels."""
+    text = value.strip().lower() if isinstance(value, str) else None
+    parts = text.split("x") if text else []
+    ok = len(parts) == 2 and all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts)
+    if not ok or not all(1 <= int(p) <= MAX_IMAGE_SIDE for p in parts):
+        raise InvalidWorkloadError(
+            f"{field} must be {_IMAGE_ALLOWED}, got {show(value)}", field=field, allowed=_IMAGE_ALLOWED
+        )
+    return f"{int(parts[0])}x{int(parts[1])}"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vramwise.errors import InvalidWorkloadError
-from vramwise.workload.checks import coerce, non_negative, positive, real, show
+from vramwise.workload.checks import coerce, non_negative, pixels_text, positive, real, show
 from vramwise.workload.flat import FlatNames
 from vramwise.workload.options import AttentionImpl, KvDtype, Mode
 from vramwise.workload.overheads import Overheads
@@ -37,6 +37,8 @@ class InferSetup:
     gpu_utilization: float = 0.9  # fraction of the GPU an engine may use (vLLM gpu_memory_utilization)
     mode: Mode = Mode.ACCURATE
     overheads: Overheads = field(default_factory=Overheads)
+    images: int = 0  # images per sequence (vision-language models): their tokens join the context
+    image_size: str | None = None  # WIDTHxHEIGHT of each image in pixels; None: each family's stated default
 
     def __post_init__(self) -> None:
         positive("batch", self.batch)
@@ -54,11 +56,22 @@ class InferSetup:
                 f"all_logits must be True or False, got {show(self.all_logits)}", field="all_logits"
             )
         real("gpu_utilization", self.gpu_utilization, 0, 1, low_open=True)
+        non_negative("images", self.images)
+        if self.image_size is not None:
+            object.__setattr__(self, "image_size", pixels_text("image_size", self.image_size))
 
     @property
     def tokens(self) -> int:
         """Tokens each sequence holds in the KV cache at the end: s + n."""
         return self.context + self.new_tokens
+
+    @property
+    def image_pixels(self) -> tuple[int, int] | None:
+        """``image_size`` as (width, height), or None."""
+        if self.image_size is None:
+            return None
+        width, height = self.image_size.split("x")
+        return int(width), int(height)
 
     @functools.cached_property
     def static(self) -> tuple[Any, ...]:
@@ -98,5 +111,7 @@ _FLAT = FlatNames(
         "allocator_fraction": ("overheads", "allocator_fraction"),
         "gpu_utilization": ("", "gpu_utilization"),
         "mode": ("", "mode"),
+        "images": ("", "images"),
+        "image_size": ("", "image_size"),
     },
 )

@@ -101,6 +101,11 @@ def _trainable_stage(stage: Stage, freeze_layers: int) -> Stage:
     return Stage(index=stage.index, count=stage.count, layers=tuple(i for i in stage.layers if i >= freeze_layers))
 
 
+# A vision-language model fine-tuned on text (training takes no images): the tower and projector are not in the
+# forward, so they get no gradient and no optimizer state; their weights are still held (weights/vision, ...).
+FROZEN_CATEGORIES = ("vision", "projector")
+
+
 def _trainable(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe, lora: list[LoraModule]) -> _Trainable:
     if s.peft.adapters:
         share = len(stage.layers) / spec.num_layers
@@ -116,6 +121,8 @@ def _trainable(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe, lo
     for g in parameter_groups(spec):
         if not in_layer(g) and s.peft.freeze_layers and g.category == "embeddings":
             continue  # freezing the bottom layers freezes the embeddings below them
+        if g.category in FROZEN_CATEGORIES:
+            continue  # text-only fine-tuning of a vision-language model: the vision tower never sees a gradient
         share = stage_share(g, spec, live if in_layer(g) else stage, s.parallel)
         if share:
             rows, cols = _shape(g, spec)

@@ -43,6 +43,7 @@ from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import gathered, head_grads
 from vramwise.estimate.train.states import ModelStates, model_states
+from vramwise.estimate.vision import vision_training_notes
 from vramwise.estimate.weights import buffers, training_checkpoint_note
 from vramwise.formats import get_format, kept_note
 from vramwise.spec.load import BareModel, Model
@@ -402,6 +403,7 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
         notes.append("selective recompute drops the attention scores, which sdpa/flash never keep: no change here")
     if spec.attention.kind == "mla" or spec.moe:
         notes.append("MLA and MoE activations follow the Mixtral/Llama rules and are less tightly traced")
+    notes += vision_training_notes(spec, adapters=setup.peft.adapters)
     if (checkpoint := training_checkpoint_note(spec)) is not None:
         notes.append(checkpoint)
     if spec.traits.eager_only:
@@ -533,8 +535,7 @@ def _candidates(spec: ModelSpec, pp: int, freeze: int) -> tuple[Stage, ...]:
     for s in stages(spec, pp):
         first, last, kinds = _composition(spec, freeze, s)
         dominated = any(
-            role == (first, last) and all(held.get(kind, 0) >= n for kind, n in kinds.items())
-            for _, role, held in kept
+            role == (first, last) and all(held.get(kind, 0) >= n for kind, n in kinds.items()) for _, role, held in kept
         )
         if not dominated:
             kept.append((s, (first, last), kinds))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vramwise.errors import ConfigError, UnsupportedArchitectureError
-from vramwise.spec.adapters import bigcode_bloom, classic, decoders, deepseek, hybrid, t5
+from vramwise.spec.adapters import bigcode_bloom, classic, decoders, deepseek, hybrid, t5, vision
 from vramwise.spec.adapters.config import RawConfig, shown
 from vramwise.spec.heads import apply_head
 from vramwise.spec.model import ModelSpec
@@ -44,7 +44,7 @@ ADAPTERS: dict[str, Adapter] = {
     "bloom": bigcode_bloom.bloom,
 }
 
-SUPPORTED_MODEL_TYPES = tuple(sorted(k for k in ADAPTERS if k.islower()))
+SUPPORTED_MODEL_TYPES = tuple(sorted(k for k in (*ADAPTERS, *vision.MULTIMODAL) if k.islower()))
 
 # Every size a config gives is bounded on its own (config.SIZE_BOUNDS); their product is bounded here. The
 # largest published model has 1.6e12 parameters (Switch-C); 2^48 (2.8e14) is ~175x that, and keeps 16 bytes
@@ -81,6 +81,10 @@ def spec_from_config(data: Any, *, name: str, source: str) -> ModelSpec:
     """Build a ModelSpec from the parsed JSON of a config.json."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config must be a JSON object, got {type(data).__name__}")
+    if isinstance(data.get("model_type"), str) and data["model_type"] in vision.MULTIMODAL:
+        # a vision-language model: its language model by that model's adapter, and the vision tower
+        spec = vision.multimodal_spec(data, name=name, source=source, adapters=ADAPTERS)
+        return _bounded(spec, source)
     data = _with_wrapper_storage(language_config(data), data)
     model_type = data.get("model_type")
     supported = ", ".join(SUPPORTED_MODEL_TYPES)
@@ -102,6 +106,10 @@ def spec_from_config(data: Any, *, name: str, source: str) -> ModelSpec:
         )
     raw = RawConfig(data, source)
     spec = apply_head(adapter(raw, name), raw)  # architectures[0]: the head on top of any family's layers
+    return _bounded(spec, source)
+
+
+def _bounded(spec: ModelSpec, source: str) -> ModelSpec:
     params = total_params(spec)
     if params > MAX_PARAMS:
         raise ConfigError(

@@ -103,6 +103,36 @@ SIZE_BOUNDS.update(
     }
 )
 
+# Vision towers (spec/adapters/vision.py). The largest published tower input is Gemma 3's 896 pixels (SigLIP;
+# mllama 560, idefics3 364); 2^16 is 73x. Patches are 14 to 32 pixels wide, merges and pixel shuffles 2 to 4,
+# Qwen2-VL's temporal patch 2, mllama's tiles 4, an MLP ratio 4, 3 colour channels: 2^10 is 32x the largest.
+# Gemma 3 gives an image 256 tokens; 2^20 is 4,096x. The widths, depths and heads take the text model's bounds.
+MAX_IMAGE_SIZE = 2**16
+MAX_VISION_FACTOR = 2**10
+SIZE_BOUNDS.update(
+    {
+        "image_size": MAX_IMAGE_SIZE,
+        "mm_tokens_per_image": 2**20,
+        **dict.fromkeys(
+            (
+                "patch_size",
+                "spatial_merge_size",
+                "temporal_patch_size",
+                "scale_factor",
+                "max_num_tiles",
+                "mlp_ratio",
+                "num_channels",
+                "in_channels",
+            ),
+            MAX_VISION_FACTOR,
+        ),
+        **dict.fromkeys(("depth", "num_global_layers"), MAX_LAYERS),
+        **dict.fromkeys(("embed_dim", "out_hidden_size", "vision_output_dim"), MAX_HIDDEN),
+        **dict.fromkeys(("num_heads", "attention_heads"), MAX_HEADS),
+    }
+)
+
+
 def _int_like(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
