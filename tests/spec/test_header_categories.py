@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from hf_oracle import SEQ2SEQ, hf_model_class
-from tiny_configs import BLOOM, ENCODER_DECODER, FAMILIES, GPT_BIGCODE, HEADS, JAMBA, MISTRAL_WINDOW
+from tiny_configs import BLOOM, ENCODER_DECODER, FAMILIES, GPT_BIGCODE, HEADS, JAMBA, MISTRAL_WINDOW, VLM
 
 from vramwise.estimate.weights import checkpoint_note
 from vramwise.formats import get_format
@@ -27,6 +27,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "gpt_bigcode": GPT_BIGCODE,
     "bloom": BLOOM,
     **{f"head-{name}": config for name, config in HEADS.items()},
+    **{f"vlm-{name}": config for name, config in VLM.items()},
 }
 _DTYPE = {2: "BF16", 4: "F32"}  # element size -> the safetensors dtype save_pretrained writes
 
@@ -38,8 +39,13 @@ def _tensors(config: dict[str, Any]) -> list[TensorHeader]:
     data = dict(config)
     model_type = data.pop("model_type")
     auto = transformers.AutoModelForSeq2SeqLM if model_type in SEQ2SEQ else hf_model_class(transformers, config)
+    arch = (data.get("architectures") or [""])[0]
+    hf_config = transformers.AutoConfig.for_model(model_type, **data)
     with torch.device("meta"):
-        model = auto.from_config(transformers.AutoConfig.for_model(model_type, **data), dtype=torch.bfloat16)
+        if arch.endswith("ForConditionalGeneration") and model_type not in SEQ2SEQ:  # a vision-language model
+            model = getattr(transformers, arch)._from_config(hf_config, dtype=torch.bfloat16)
+        else:
+            model = auto.from_config(hf_config, dtype=torch.bfloat16)
     out = []
     for name, p in model.named_parameters():  # one name per tensor, tied ones once (as save_pretrained writes)
         shape = tuple(p.shape)

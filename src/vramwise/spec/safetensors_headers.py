@@ -228,8 +228,10 @@ def _in_layer(parts: list[str], name: str) -> str:
     # per-head q/k norms inside attention, which spec/params.py counts with attention (Qwen3's q_norm, k_norm)
     if len(parts) >= 2 and _NORM.fullmatch(parts[-2]) and not _QK_NORM.fullmatch(parts[-2]):
         return "norms"
-    # a module named for attention, not a norm named after it (post_attention_layernorm is a layer norm)
-    if any(_ATTENTION.search(p) and "norm" not in p.lower() for p in parts[:-1]):
+    # a module named for attention, not a norm named after it (post_attention_layernorm is a layer norm); Mllama's
+    # cross-attention layers hold their two scalar gates (cross_attn_attn_gate, cross_attn_mlp_gate) as bare
+    # parameters, which its adapter counts with attention (spec/adapters/vision_towers.py)
+    if any(_ATTENTION.search(p) and "norm" not in p.lower() for p in parts[:-1]) or parts[-1].startswith("cross_attn"):
         return "attention"
     if _NORM.search(name):
         return "norms"
