@@ -158,7 +158,7 @@ def _remote_header(ref: GgufRef, path: str, size: int) -> GgufHeader:
 def _fail(ref: GgufRef, err: Exception) -> ConfigError:
     """One line with the fix for each way the hub refuses (``hub_client.describe``)."""
     local = "the .gguf file's path once downloaded"
-    return _error(ref, client.describe(err, revision=ref.revision, filename="file", local=local))
+    return _error(ref, client.describe(err, revision=ref.revision, filename="GGUF file", local=local))
 
 
 def hub_gguf_model(ref: GgufRef, sizes: Mapping[str, int] | None = None) -> tuple[ModelSpec, Mapping[str, Any]]:
