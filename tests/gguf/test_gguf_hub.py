@@ -210,3 +210,12 @@ def test_plain_id_of_a_repo_without_config_or_gguf(hub_server: HubServer, capsys
     hub_server.repos["org/readme"] = Repo(files={"README.md": b"weights elsewhere"})
     assert main(["infer", "org/readme"]) == 2
     assert "the repo has no config.json" in capsys.readouterr().err
+
+
+def test_a_hub_that_ignores_range(hub_server: HubServer, tmp_path: Path) -> None:
+    """A mirror answering every Range with the whole file (200): the one hub client reads only the bytes it asked
+    for, from the stream's start, and the header is the same."""
+    files = _repo(hub_server, tmp_path)
+    hub_server.repos["org/tiny-GGUF"].ranges = False
+    _same_as_local(resolve_model("org/tiny-GGUF:Q8_0"), files["tiny-Q8_0.gguf"])
+    assert {s.status for s in hub_server.requests_for("tiny-Q8_0.gguf")} == {200}
