@@ -1,7 +1,7 @@
 """A stand-in for the Hugging Face hub on 127.0.0.1, for tests that must never touch the internet.
 
 Point ``HF_ENDPOINT`` at ``HubServer.url`` and huggingface_hub talks to this server instead of huggingface.co.
-It serves whatever files a test gives it, per repo (config.json, safetensors, GGUF, anything), with the
+It serves whatever files a test gives it, per repo (config.json, safetensors, GGUF files, anything), with the
 responses huggingface_hub 2.4 reads (``huggingface_hub/file_download.py: get_hf_file_metadata``,
 ``hf_api.py: parse_safetensors_file_metadata``, ``utils/_http.py: hf_raise_for_status``):
 
@@ -130,7 +130,7 @@ class HubServer:
         class Handler(_Handler):
             server_hub = hub
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         host, port = self._server.server_address[:2]
         self.url = f"http://{host!s}:{port}"
@@ -151,6 +151,25 @@ class HubServer:
 
     def requests_for(self, suffix: str) -> list[Served]:
         return [s for s in self.log if s.path.endswith(suffix)]
+
+    def files_served(self) -> dict[str, int]:
+        """Body bytes sent per file (its path in the repo), for the files whose content was sent at all."""
+        out: dict[str, int] = {}
+        for s in self.log:
+            m = _RESOLVE.match(unquote(s.path))
+            if m is not None and s.body_bytes:
+                out[m.group("path")] = out.get(m.group("path"), 0) + s.body_bytes
+        return out
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that stops reading once it has the bytes it wants (a ranged read of a server ignoring Range,
+        a test stopping the server) is how the readers work, not a server error: no traceback for it."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")

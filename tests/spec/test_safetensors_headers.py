@@ -47,6 +47,22 @@ from vramwise.spec.safetensors_headers import category_of, parse_header, read_he
         ("visual.blocks.0.attn.qkv.weight", "vision"),  # qwen2-vl
         ("visual.merger.mlp.0.weight", "projector"),
         ("model.connector.modality_projection.proj.weight", "projector"),  # idefics3
+        # families merged with issue 12, as their published checkpoints name them (test_header_categories.py checks
+        # transformers' own names against the config arithmetic, family by family)
+        ("model.layers.0.mamba.in_proj.weight", "ssm"),  # jamba
+        ("model.layers.0.mamba.dt_layernorm.weight", "ssm"),  # the mixer's own norms count with it (spec/ssm.py)
+        ("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", "attention"),  # t5
+        ("encoder.block.5.layer.0.layer_norm.weight", "norms"),  # the encoder's depth is its own
+        ("decoder.final_layer_norm.weight", "norms"),
+        ("transformer.h.0.attn.c_attn.weight", "attention"),  # gpt_bigcode
+        ("transformer.h.0.self_attention.query_key_value.weight", "attention"),  # bloom, falcon
+        ("transformer.word_embeddings_layernorm.weight", "embeddings"),  # bloom: params.py counts it there
+        ("transformer.h.0.ln_attn.weight", "norms"),  # falcon's new decoder: a norm, not attention
+        ("encoder.layer.0.attention.output.LayerNorm.weight", "norms"),  # bert
+        ("cls.predictions.transform.dense.weight", "head"),  # bert's masked-LM head
+        ("language_model.model.layers.0.self_attn.q_proj.weight", "attention"),  # llava-hf's published names
+        ("language_model.lm_head.weight", "head"),
+        ("model.language_model.layers.3.cross_attn_attn_gate", "attention"),  # mllama's scalar gates
     ],
 )
 def test_category_of(name: str, category: str) -> None:

@@ -8,12 +8,13 @@ infos are in (``spec/gguf_header.py``), so what is fetched stays within twice th
 
 The local cache comes first (``HF_HUB_CACHE``, or ``~/.cache/huggingface/hub``): a file downloaded there is read
 from disk. ``HF_HUB_OFFLINE=1`` reads the cache only; ``HF_ENDPOINT`` points at another hub; gated and private
-repos use ``HF_TOKEN`` or the stored login. ``huggingface_hub`` is imported here only, for such a MODEL.
+repos use ``HF_TOKEN`` or the stored login. The requests, the cache lookup and the error lines are the one hub
+client's (``spec/hub_client.py``, which imports huggingface_hub only when called). A plain ``org/name`` whose repo
+has GGUF files and no config.json comes here from ``spec/load.py`` with no tag: ``DEFAULT_TAG``.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vramwise.errors import ConfigError, shown
+from vramwise.spec import hub_client as client
 from vramwise.spec.gguf_file import SPLIT_NAME, model_from_headers, read_local
 from vramwise.spec.gguf_header import GgufHeader, read_header
 from vramwise.spec.model import ModelSpec
@@ -32,38 +34,33 @@ _TAGGED = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+?
 _PATHED = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w.-]+))?/(?P<path>.+\.gguf)", re.ASCII | re.I)
 # llama.cpp's -hf picks Q4_K_M when no tag is given (common/arg.cpp, "default to Q4_K_M").
 DEFAULT_TAG = "Q4_K_M"
-_TIMEOUT_S = 10.0  # huggingface_hub's own default for metadata requests (constants.HF_HUB_ETAG_TIMEOUT)
-# The tree API pages its listing; 100 pages bound the loop (a repo of GGUF files lists tens of files).
-_MAX_PAGES = 100
 
 
 @dataclass(frozen=True)
-class HubRef:
+class GgufRef:
     repo: str
     revision: str | None
     tag: str | None  # org/name:TAG
-    path: str | None  # org/name/path/file.gguf
+    path: str | None  # org/name/path/file.gguf (neither: a plain org/name, llama.cpp's default tag)
 
     @property
     def label(self) -> str:
         rev = f"@{self.revision}" if self.revision else ""
-        return f"{self.repo}{rev}:{self.tag}" if self.tag else f"{self.repo}{rev}/{self.path}"
+        if self.tag or self.path is None:  # a plain org/name: a GGUF-only repo read with the default tag
+            return f"{self.repo}{rev}" + (f":{self.tag}" if self.tag else "")
+        return f"{self.repo}{rev}/{self.path}"
 
 
-def parse_ref(text: str) -> HubRef | None:
-    """``org/name[@rev]:TAG`` or ``org/name[@rev]/path.gguf`` as a HubRef; None for anything else."""
+def parse_ref(text: str) -> GgufRef | None:
+    """``org/name[@rev]:TAG`` or ``org/name[@rev]/path.gguf`` as a GgufRef; None for anything else."""
     if m := _TAGGED.fullmatch(text):
-        return HubRef(m.group("repo"), m.group("rev"), m.group("tag"), None)
+        return GgufRef(m.group("repo"), m.group("rev"), m.group("tag"), None)
     if m := _PATHED.fullmatch(text):
-        return HubRef(m.group("repo"), m.group("rev"), None, m.group("path"))
+        return GgufRef(m.group("repo"), m.group("rev"), None, m.group("path"))
     return None
 
 
-def _truthy(name: str) -> bool:  # huggingface_hub constants._is_true, read when asked (tests set it per test)
-    return os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")
-
-
-def _error(ref: HubRef, what: str, allowed: str = _ALLOWED) -> ConfigError:
+def _error(ref: GgufRef, what: str, allowed: str = _ALLOWED) -> ConfigError:
     return ConfigError(f"hf:{shown(ref.label, 200, quote=False)}: {what}", field=_FIELD, allowed=allowed)
 
 
@@ -89,7 +86,7 @@ def _models(files: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def choose(ref: HubRef, files: list[str]) -> list[str]:
+def choose(ref: GgufRef, files: list[str]) -> list[str]:
     """The files (every part of a split set) that ``ref`` names among a repo's ``files``."""
     models = _models(files)
     if ref.path is not None:
@@ -110,8 +107,26 @@ def choose(ref: HubRef, files: list[str]) -> list[str]:
     return _refuse_choice(ref, what, found or list(models))
 
 
-def _refuse_choice(ref: HubRef, what: str, names: list[str]) -> list[str]:
+# A quantization tag in a file name, as llama.cpp's quantize names them (tools/quantize/quantize.cpp, QUANT_OPTIONS):
+# Q4_K_M, IQ2_XXS, TQ1_0, F16, BF16, F32, MXFP4_MOE; the last one in the name counts ("model-v2-Q4_K_M").
+_TAG_IN_NAME = re.compile(r"(?:^|[-._])((?:I?Q|TQ)\d[A-Za-z0-9_]*|B?F16|F32|MXFP4(?:_MOE)?)(?=[-.]|$)", re.I)
+
+
+def _tags(names: list[str]) -> str:
+    """The tags the GGUF models in ``names`` can be named by, in order, each once."""
+    tags: dict[str, None] = {}
+    for n in names:
+        found = _TAG_IN_NAME.findall(n.rsplit("/", 1)[-1])
+        tags[found[-1].upper() if found else n] = None
+    return _listing(tags)
+
+
+def _refuse_choice(ref: GgufRef, what: str, names: list[str]) -> list[str]:
     tag = ref.tag or DEFAULT_TAG
+    if ref.tag is None and what.endswith("no GGUF file"):  # a plain org/name: say which tags the repo offers
+        repo = shown(ref.repo, 100, quote=False)
+        raise _error(ref, f"no config.json, and no GGUF file with llama.cpp's default tag {DEFAULT_TAG}; its tags: "
+                     f"{_tags(names)}; name one ({repo}:TAG)")
     raise _error(ref, f"tag '{shown(tag, 40, quote=False)}' {what}: {_listing(dict.fromkeys(names))}; give a tag "
                  "that names one, or the file's path (org/name/path/file.gguf)")
 
@@ -125,124 +140,32 @@ def _listing(models: Mapping[str, object]) -> str:
 # --- reading ---------------------------------------------------------------------------------------------------------
 
 
-def _cache_dir() -> Path:
-    cache = os.environ.get("HF_HUB_CACHE")
-    if cache:
-        return Path(cache).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
-def _snapshot(ref: HubRef) -> Path | None:
-    """The cached snapshot of the repo at the revision (huggingface_hub's cache layout), if any."""
-    repo_dir = _cache_dir() / ("models--" + ref.repo.replace("/", "--"))
-    rev = ref.revision or "main"
-    ref_file = repo_dir / "refs" / rev
-    commit = ref_file.read_text().strip() if ref_file.is_file() else rev
-    snap = repo_dir / "snapshots" / commit
-    return snap if snap.is_dir() else None
-
-
 def _cached_files(snap: Path) -> list[str]:
     return sorted(str(p.relative_to(snap)) for p in snap.rglob("*.gguf"))
 
 
-class _Hub:
-    """The requests to one hub (``HF_ENDPOINT``), with the token huggingface_hub would send."""
+def _remote_header(ref: GgufRef, path: str, size: int) -> GgufHeader:
+    """One file's header through ranged reads (``hub_client.ranged``: a server ignoring Range costs no more)."""
+    url = client.file_url(ref.repo, path, ref.revision)
+    headers = client.auth_headers()
 
-    def __init__(self) -> None:
-        from huggingface_hub import get_session
-        from huggingface_hub.utils import build_hf_headers
+    def fetch(offset: int, length: int) -> bytes:
+        return client.ranged(url, headers, offset, offset + length - 1)[0]
 
-        self.endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-        self.session, self.headers = get_session(), build_hf_headers()
-        self.fetched = 0  # bytes of file content received, for the tests' "header only" check
-
-    def files(self, ref: HubRef) -> dict[str, int]:
-        """Every file of the repo with its size: the hub's tree API (what HfApi.list_repo_tree reads), asked once
-        per page. HfApi retries a refused connection five times with backoff (23 s here, offline); one try and
-        one line are better for a user without network."""
-        from urllib.parse import quote
-
-        from huggingface_hub.utils import hf_raise_for_status
-
-        url: str | None = f"{self.endpoint}/api/models/{ref.repo}/tree/{quote(ref.revision or 'main', safe='')}"
-        params: dict[str, str] | None = {"recursive": "true"}
-        out: dict[str, int] = {}
-        for _ in range(_MAX_PAGES):
-            if url is None:
-                return out
-            r = self.session.get(url, params=params, headers=self.headers, timeout=_TIMEOUT_S, follow_redirects=True)
-            hf_raise_for_status(r)
-            entries = r.json()
-            if not isinstance(entries, list):
-                raise _error(ref, "the hub's file listing is not a list; is HF_ENDPOINT a Hugging Face hub?")
-            for e in entries:
-                if isinstance(e, dict) and e.get("type") == "file" and isinstance(e.get("size"), int):
-                    out[str(e.get("path"))] = e["size"]
-            url, params = r.links.get("next", {}).get("url"), None
-        raise _error(ref, f"the repo lists more than {_MAX_PAGES} pages of files; give the file's path")
-
-    def header(self, ref: HubRef, path: str, size: int) -> GgufHeader:
-        from huggingface_hub import hf_hub_url
-        from huggingface_hub.utils import hf_raise_for_status
-
-        url = hf_hub_url(ref.repo, path, revision=ref.revision, endpoint=self.endpoint)
-        headers, session = self.headers, self.session
-
-        def fetch(offset: int, length: int) -> bytes:
-            # Streamed and cut at ``length``: a server that ignores Range (200, the whole file) costs no more.
-            wanted = {**headers, "Range": f"bytes={offset}-{offset + length - 1}"}
-            with session.stream("GET", url, headers=wanted, follow_redirects=True, timeout=_TIMEOUT_S) as r:
-                if r.status_code >= 400:
-                    r.read()  # the error body (small) names the hub's reason
-                    hf_raise_for_status(r)
-                if r.status_code != 206 and offset:  # the whole file from byte 0: not the bytes asked for
-                    raise _error(ref, f"the hub answered {r.status_code} to a ranged read of {path}, not 206")
-                data = bytearray()
-                for chunk in r.iter_bytes():
-                    data += chunk
-                    if len(data) >= length:
-                        break
-            self.fetched += min(len(data), length)
-            return bytes(data[:length])
-
-        return read_header(fetch, size, f"hf:{ref.repo}/{path}")
+    return read_header(fetch, size, f"hf:{ref.repo}/{path}")
 
 
-def _fail(ref: HubRef, err: Exception) -> ConfigError:
-    """One line with the fix for each way the hub refuses (huggingface_hub.errors)."""
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    if isinstance(err, GatedRepoError):
-        return _error(ref, "the repo is gated: accept its terms on the hub page, then set HF_TOKEN (or `hf auth "
-                      "login`) with a token that may read it")
-    if isinstance(err, RepositoryNotFoundError):
-        return _error(ref, "no such repo on the hub (or it is private: set HF_TOKEN, or `hf auth login`)")
-    if isinstance(err, RevisionNotFoundError):
-        return _error(ref, f"no revision '{shown(ref.revision, 60, quote=False)}' in the repo")
-    if isinstance(err, EntryNotFoundError):
-        return _error(ref, "the file is not in the repo")
-    if isinstance(err, OfflineModeIsEnabled):
-        return _error(ref, "not in the local cache, and HF_HUB_OFFLINE is set: unset it to read the hub")
-    if isinstance(err, HfHubHTTPError):
-        status = err.response.status_code if err.response is not None else "no answer"
-        return _error(ref, f"the hub answered {status}; try again, or download the file and pass its path")
-    return _error(ref, f"cannot reach the hub ({type(err).__name__}); check the network or HF_ENDPOINT, or set "
-                  "HF_HUB_OFFLINE=1 to read the local cache")
+def _fail(ref: GgufRef, err: Exception) -> ConfigError:
+    """One line with the fix for each way the hub refuses (``hub_client.describe``)."""
+    local = "the .gguf file's path once downloaded"
+    return _error(ref, client.describe(err, revision=ref.revision, filename="GGUF file", local=local))
 
 
-def hub_gguf_model(ref: HubRef) -> tuple[ModelSpec, Mapping[str, Any]]:
-    """The spec of a GGUF in a hub repo (cache first), from the header(s) only."""
-    snap = _snapshot(ref)
-    offline = _truthy("HF_HUB_OFFLINE")
+def hub_gguf_model(ref: GgufRef, sizes: Mapping[str, int] | None = None) -> tuple[ModelSpec, Mapping[str, Any]]:
+    """The spec of a GGUF in a hub repo (cache first), from the header(s) only; ``sizes``: the repo's listing when
+    the caller already has it."""
+    snap = client.cached_snapshot(ref.repo, ref.revision)
+    offline = client.offline()
     if snap is not None:
         cached = _cached_files(snap)
         try:
@@ -254,26 +177,34 @@ def hub_gguf_model(ref: HubRef) -> tuple[ModelSpec, Mapping[str, Any]]:
             if all((snap / p).is_file() for p in parts):
                 return _model(ref, [(f"{ref.repo}/{p}", read_local(snap / p)) for p in parts], parts)
     if offline:
-        raise _error(ref, "not in the local cache, and HF_HUB_OFFLINE is set: unset it to read the hub, or "
-                     f"download the file (hf download {ref.repo} <file>.gguf)")
-    import httpx2
+        fix = f"download the file (hf download {ref.repo} <file>.gguf)"
+        raise _error(ref, client.offline_miss("GGUF file", fix))
+    if sizes is None:
+        try:
+            sizes = client.list_files(ref.repo, ref.revision)
+        except client.hub_errors() as err:
+            raise _fail(ref, err) from None
+    return remote_gguf_model(ref, sizes)
 
+
+def remote_gguf_model(ref: GgufRef, sizes: Mapping[str, int]) -> tuple[ModelSpec, Mapping[str, Any]]:
+    """The GGUF ``ref`` names among a repo's files (``sizes``: path -> bytes, from the listing), its headers
+    read with ranged requests."""
+    parts = choose(ref, list(sizes))
+    missing = [p for p in parts if p not in sizes]
+    if missing:
+        raise _error(ref, f"split GGUF part '{shown(missing[0], 120, quote=False)}' is missing from the repo")
     try:
-        hub = _Hub()
-        sizes = hub.files(ref)
-        parts = choose(ref, list(sizes))
-        missing = [p for p in parts if p not in sizes]
-        if missing:
-            raise _error(ref, f"split GGUF part '{shown(missing[0], 120, quote=False)}' is missing from the repo")
-        headers = [(f"hf:{ref.repo}/{p}", hub.header(ref, p, sizes[p])) for p in parts]
-    except (httpx2.HTTPError, OSError) as err:  # HfHubHTTPError is an OSError
+        headers = [(f"hf:{ref.repo}/{p}", _remote_header(ref, p, sizes[p])) for p in parts]
+    except client.hub_errors() as err:
         raise _fail(ref, err) from None
     return _model(ref, headers, parts)
 
 
-def _model(ref: HubRef, headers: list[tuple[str, GgufHeader]], parts: list[str]) -> tuple[ModelSpec, Mapping]:
+def _model(ref: GgufRef, headers: list[tuple[str, GgufHeader]], parts: list[str]) -> tuple[ModelSpec, Mapping]:
     base = parts[0].rsplit("/", 1)[-1]
     m = SPLIT_NAME.match(base)
     name = m.group("stem") if m else base.removesuffix(".gguf").removesuffix(".GGUF")
-    return model_from_headers(headers, name=shown(name, 200, quote=False), source=f"hf:{ref.label}")
-
+    default = f" ({shown(parts[0], 120, quote=False)}: no config.json, llama.cpp's default tag {DEFAULT_TAG})"
+    source = f"hf:{ref.label}" + ("" if ref.tag or ref.path else default)
+    return model_from_headers(headers, name=shown(name, 200, quote=False), source=source)

@@ -10,8 +10,10 @@ The rule, in order (the README's "MODEL" paragraph says the same):
 2. Text shaped like a Hugging Face hub id (``org/name`` or ``org/name@revision``, or the model page's address
    ``https://huggingface.co/org/name[/tree/revision]``) that is not an existing local path names a hub repo
    (``spec/hub.py``): its config.json from the Hugging Face cache when it is there, else
-   from the hub (``HF_ENDPOINT``; never with ``HF_HUB_OFFLINE=1``), and its safetensors headers the same way. Any
-   other explicit path that does not exist is an error, never a fall-through to a name or a size.
+   from the hub (``HF_ENDPOINT``; never with ``HF_HUB_OFFLINE=1``), and its safetensors headers the same way. A
+   repo with no config.json but GGUF files (a ``-GGUF`` repo) is read as ``org/name:Q4_K_M``, llama.cpp's
+   default tag, and the title names the file read. Any other explicit path that does not exist is an error,
+   never a fall-through to a name or a size.
 3. Otherwise a catalog name (``vramwise models``), case-insensitive.
 4. Otherwise a bare size: ASCII digits with an optional fraction and exponent, and an optional k/m/b/t suffix
    (``14b``, ``7.5e9``, ``350m``), naming a whole number of parameters from 1 to ``MAX_BARE_PARAMS``.
@@ -51,7 +53,7 @@ from typing import Any
 from vramwise.catalog import close_matches, models
 from vramwise.errors import ConfigError, UnknownModelError, shown
 from vramwise.spec.adapters import language_config, spec_from_config
-from vramwise.spec.hub import HubRef, hub_checkpoint, hub_config, parse_hub_id
+from vramwise.spec.hub import GgufOnlyRepo, HubRef, hub_checkpoint, hub_config, parse_hub_id
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.safetensors_headers import local_checkpoint
 
@@ -267,8 +269,15 @@ def _config_file(path: Path) -> tuple[ModelSpec, Mapping[str, Any]]:
 
 
 def _from_hub(ref: HubRef) -> ResolvedModel:
-    """A hub repo's config.json and safetensors headers (``spec/hub.py``: cache first, never the weights)."""
-    found = hub_config(ref)
+    """A hub repo's config.json and safetensors headers (``spec/hub.py``: cache first, never the weights); a repo
+    with GGUF files and no config.json, its GGUF with llama.cpp's default tag (``spec/gguf_hub.py``)."""
+    try:
+        found = hub_config(ref)
+    except GgufOnlyRepo as only:
+        from vramwise.spec.gguf_hub import GgufRef, hub_gguf_model  # lazy: gguf (and numpy) only for a GGUF
+
+        gguf_spec, gguf_config = hub_gguf_model(GgufRef(ref.repo_id, ref.revision, None, None), only.files)
+        return ResolvedModel(spec=gguf_spec, raw_config=gguf_config)
     _, data = _load_json(found.path)
     spec, config = _parsed(data, name=shown(ref.repo_id, 200, quote=False), source=found.source)
     checkpoint, missing = hub_checkpoint(found, spec.num_layers)

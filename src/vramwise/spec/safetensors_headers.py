@@ -17,10 +17,11 @@ Nothing here imports safetensors, numpy or torch: the header is JSON.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,10 +77,7 @@ class TensorHeader:
 
     @property
     def elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 def header_error(where: str, what: str) -> ConfigError:
@@ -127,6 +125,27 @@ def parse_header(where: str, raw: bytes, data_bytes: int | None = None) -> tuple
     return tuple(tensor_from_entry(where, k, v, data_bytes) for k, v in obj.items() if k != "__metadata__")
 
 
+# (start, end) inclusive -> those bytes (fewer at the end of the file) and the file's size, -1 when unknown
+RangeRead = Callable[[int, int], tuple[bytes, int]]
+
+
+def read_header_with(where: str, read: RangeRead) -> tuple[TensorHeader, ...]:
+    """The tensors of one safetensors file read through ``read`` (a local file or ranged requests): two bounded
+    reads, the 8-byte length, then the header itself, each checked against the file's size."""
+    head, size = read(0, 7)
+    if len(head) < 8:
+        raise header_error(where, f"{len(head)} bytes; a safetensors file starts with an 8-byte length")
+    n = int.from_bytes(head, "little")
+    if n > MAX_HEADER_BYTES:
+        raise header_error(where, f"header length {n:,} bytes, above safetensors' limit of 100,000,000")
+    if size >= 0 and 8 + n > size:
+        raise header_error(where, f"header length {n:,} bytes runs past the end of the {size:,}-B file")
+    raw = read(8, 7 + n)[0] if n else b""
+    if len(raw) < n:
+        raise header_error(where, f"header length {n:,} bytes, but the file ends after {8 + len(raw):,}")
+    return parse_header(where, raw, data_bytes=size - 8 - n if size >= 0 else None)
+
+
 def read_header(path: Path) -> tuple[TensorHeader, ...]:
     """The tensors of a local ``.safetensors`` file, reading its header only (8 + N bytes)."""
     where = str(path)
@@ -135,18 +154,14 @@ def read_header(path: Path) -> tuple[TensorHeader, ...]:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise header_error(where, "not a regular file")
-            head = f.read(8)
-            if len(head) < 8:
-                raise header_error(where, f"{len(head)} bytes; a safetensors file starts with an 8-byte length")
-            n = int.from_bytes(head, "little")
-            if n > MAX_HEADER_BYTES:
-                raise header_error(where, f"header length {n:,} bytes, above safetensors' limit of 100,000,000")
-            if 8 + n > st.st_size:
-                raise header_error(where, f"header length {n:,} bytes runs past the end of the {st.st_size:,}-B file")
-            raw = f.read(n)
+
+            def read(start: int, end: int) -> tuple[bytes, int]:
+                f.seek(start)
+                return f.read(end - start + 1), st.st_size
+
+            return read_header_with(where, read)
     except OSError as err:
         raise header_error(where, f"cannot read it: {err.strerror or err}") from None
-    return parse_header(where, raw, data_bytes=st.st_size - 8 - n)
 
 
 # --- categories ---------------------------------------------------------------------------------------------------
@@ -157,8 +172,13 @@ def read_header(path: Path) -> tuple[TensorHeader, ...]:
 # tower's name (qwen2_vl's visual.merger).
 _PROJECTOR = re.compile(r"(^|\.)(multi_modal_projector|mm_projector|connector|merger|vision_proj)(\.|$)")
 _VISION = re.compile(r"(^|\.)(vision_tower|vision_model|visual|vision_encoder|image_encoder|vision)(\.|$)")
-_LAYER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.")
-_HEAD = {"lm_head", "embed_out", "score", "classifier", "qa_outputs"}
+# the first numbered stack in the name: T5's "block.N" comes before its sublayer index "layer.K"
+_LAYER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks|block)\.(\d+)\.")
+# Mamba mixers of a hybrid (Jamba: model.layers.N.mamba.*, its dt/b/c layernorms included): spec/ssm.py counts
+# them all in "ssm"
+_SSM = re.compile(r"(^|\.)mamba(\.|$)")
+# BERT's masked-LM head is "cls.predictions.*" (its transform dense + LayerNorm and the decoder bias)
+_HEAD = {"lm_head", "embed_out", "score", "classifier", "qa_outputs", "cls"}
 # T5 keeps its (tied) token table as "shared.weight" (modeling_t5.py: T5ForConditionalGeneration.shared)
 _EMBED = re.compile(
     r"(^|\.)(embed_tokens|embed_positions|embeddings|wte|wpe|word_embeddings|tok_embeddings|embed_in|shared\.weight$)"
@@ -166,13 +186,18 @@ _EMBED = re.compile(
 _EXPERTS = re.compile(r"(^|\.)(experts|shared_experts?|shared_expert_gate|router|gate|block_sparse_moe|moe)(\.|$)")
 _ATTENTION = re.compile(r"attn|attention", re.IGNORECASE)  # T5: SelfAttention, EncDecAttention
 _NORM = re.compile(r"(^|\.)([\w]*norm[\w]*|ln_\w+|ln\d*)(\.|$)", re.IGNORECASE)
+_QK_NORM = re.compile(r"(q|k|kv|q_a|kv_a)_(norm|layernorm)", re.IGNORECASE)
 _MLP = re.compile(
     r"(^|\.)(mlp|feed_forward|ffn|fc1|fc2|c_fc|dense_h_to_4h|dense_4h_to_h|intermediate|output|DenseReluDense)(\.|$)"
 )
 
 
+# whole-model parts, tested in this order before a layer's own modules
+_BY_NAME = ((_EMBED, "embeddings"), (_EXPERTS, "experts"), (_SSM, "ssm"))
+
+
 def category_of(name: str, num_layers: int | None = None) -> str:
-    """The weight category of a tensor, by its name: ``embeddings``, ``attention``, ``mlp``, ``experts``,
+    """The weight category of a tensor, by its name: ``embeddings``, ``attention``, ``mlp``, ``experts``, ``ssm``,
     ``norms``, ``head``, ``other``, ``vision`` or ``projector``.
 
     A layer numbered ``num_layers`` or above is ``other``: it is in the checkpoint but not in the model
@@ -182,20 +207,31 @@ def category_of(name: str, num_layers: int | None = None) -> str:
     if _VISION.search(name):
         return "vision"
     layer = _LAYER.search(name)
-    if layer is not None and num_layers is not None and int(layer.group(1)) >= num_layers:
+    # the encoder of an encoder-decoder has its own depth (T5's num_layers vs num_decoder_layers)
+    beyond = layer is not None and num_layers is not None and int(layer.group(1)) >= num_layers
+    if beyond and not name.startswith(("encoder.", "model.encoder.")):
         return "other"
     parts = name.split(".")
     if any(p in _HEAD for p in parts):
         return "head"
     if layer is None and parts[-2:-1] == ["output"]:  # Llama's original checkpoints: output.weight
         return "head"
-    if _EMBED.search(name):
-        return "embeddings"
-    if _EXPERTS.search(name):
-        return "experts"
-    # a module named for attention, not a norm named after it (post_attention_layernorm is a layer norm; q_norm
-    # inside self_attn counts with attention, as spec/params.py counts it)
-    if any(_ATTENTION.search(p) and "norm" not in p.lower() for p in parts[:-1]):
+    for pattern, category in _BY_NAME:
+        if pattern.search(name):
+            return category
+    return _in_layer(parts, name)
+
+
+def _in_layer(parts: list[str], name: str) -> str:
+    """A tensor of a layer's own modules: norms, attention or MLP."""
+    # a norm module is a norm wherever it sits (BERT's attention.output.LayerNorm, Falcon's ln_attn), except the
+    # per-head q/k norms inside attention, which spec/params.py counts with attention (Qwen3's q_norm, k_norm)
+    if len(parts) >= 2 and _NORM.fullmatch(parts[-2]) and not _QK_NORM.fullmatch(parts[-2]):
+        return "norms"
+    # a module named for attention, not a norm named after it (post_attention_layernorm is a layer norm); Mllama's
+    # cross-attention layers hold their two scalar gates (cross_attn_attn_gate, cross_attn_mlp_gate) as bare
+    # parameters, which its adapter counts with attention (spec/adapters/vision_towers.py)
+    if any(_ATTENTION.search(p) and "norm" not in p.lower() for p in parts[:-1]) or parts[-1].startswith("cross_attn"):
         return "attention"
     if _NORM.search(name):
         return "norms"
@@ -235,7 +271,7 @@ def checkpoint_from_tensors(
     return CheckpointBytes(source=source, categories=categories, files=files, cast_on_load=True)
 
 
-_ORDER = ("embeddings", "attention", "mlp", "experts", "norms", "head", "other", "vision", "projector")
+_ORDER = ("embeddings", "attention", "mlp", "experts", "ssm", "norms", "head", "other", "vision", "projector")
 
 
 def _category_order(cat: str) -> int:
