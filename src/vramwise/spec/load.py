@@ -48,14 +48,18 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vramwise.catalog import close_matches, models
 from vramwise.errors import ConfigError, UnknownModelError, shown
 from vramwise.spec.adapters import language_config, spec_from_config
-from vramwise.spec.hub import GgufOnlyRepo, HubRef, hub_checkpoint, hub_config, parse_hub_id
 from vramwise.spec.model import ModelSpec
-from vramwise.spec.safetensors_headers import local_checkpoint
+
+if TYPE_CHECKING:
+    from vramwise.spec.hub import HubRef
+
+# The hub and header readers are imported where a path or a hub id needs them, not here: a catalog estimate (the
+# fresh-process time of `vramwise infer llama-3-8b`, bench/speed.py) loads neither, nor their patterns.
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -264,6 +268,8 @@ def _config_file(path: Path) -> tuple[ModelSpec, Mapping[str, Any]]:
     name = path.parent.name if path.name == "config.json" else path.stem
     name = shown(name or path.resolve().parent.name or str(path), 200, quote=False)
     spec, config = _parsed(data, name=name, source=shown(str(path), 200, quote=False))
+    from vramwise.spec.safetensors_headers import local_checkpoint
+
     checkpoint = local_checkpoint(path.parent, spec.num_layers)
     return (replace(spec, checkpoint=checkpoint) if checkpoint else spec), config
 
@@ -271,6 +277,8 @@ def _config_file(path: Path) -> tuple[ModelSpec, Mapping[str, Any]]:
 def _from_hub(ref: HubRef) -> ResolvedModel:
     """A hub repo's config.json and safetensors headers (``spec/hub.py``: cache first, never the weights); a repo
     with GGUF files and no config.json, its GGUF with llama.cpp's default tag (``spec/gguf_hub.py``)."""
+    from vramwise.spec.hub import GgufOnlyRepo, hub_checkpoint, hub_config
+
     try:
         found = hub_config(ref)
     except GgufOnlyRepo as only:
@@ -338,6 +346,8 @@ def _from_path(text: str) -> ResolvedModel:
     try:
         os.stat(path)
     except FileNotFoundError:
+        from vramwise.spec.hub import parse_hub_id
+
         ref = parse_hub_id(text)
         if ref is not None:
             return _from_hub(ref)
