@@ -17,11 +17,12 @@ ROOT = SRC.parents[1]
 
 # Floors, ground up: _lazy, errors, units < catalog, workload < spec < formats < estimate (inference) < estimate.train
 # < engines (serving as vLLM, SGLang, llama.cpp run it: inference only) < fit, verify < report < app < cli. A part
-# never imports a part on its floor or above (fit and verify are siblings; estimate's inference side never reaches training). A part is a module (`x.py`) or a package (`x/`),
-# whichever exists: the rules survive turning one into the other. Every part of src/vramwise must be listed.
+# never imports a part on its floor or above (fit and verify are siblings; estimate's inference side never reaches
+# training). A part is a module (`x.py`) or a package (`x/`), whichever exists: the rules survive turning one into
+# the other. Every part of src/vramwise must be listed.
 _ALL = (
-    "_lazy", "errors", "units", "catalog", "workload", "spec", "formats", "estimate", "estimate.train", "engines", "fit",
-    "verify", "report", "app", "cli",
+    "_lazy", "errors", "units", "catalog", "workload", "spec", "formats", "estimate", "estimate.train", "engines",
+    "fit", "verify", "report", "app", "cli",
 )
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "_lazy": tuple(p for p in _ALL if p != "_lazy"),  # the PEP 562 loader of the facades: imports nothing of ours
