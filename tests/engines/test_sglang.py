@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import pytest
-
 from tiny_configs import FAMILIES
+
 from vramwise.catalog.gpu_spec import get_gpu, parse_gpu
 from vramwise.engines import sglang
 from vramwise.errors import InvalidWorkloadError, UnsupportedArchitectureError, VramwiseError

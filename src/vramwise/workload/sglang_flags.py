@@ -41,10 +41,8 @@ class SglangFlags:
     def __post_init__(self) -> None:
         if self.mem_fraction_static is not None:
             real("mem_fraction_static", self.mem_fraction_static, 0, 1, low_open=True)
-        if self.chunked_prefill_size != -1:  # -1 turns chunking off (server_args.py --chunked-prefill-size help)
-            optional = ("chunked_prefill_size",)
-        else:
-            optional = ()
+        # -1 turns chunking off (server_args.py --chunked-prefill-size help)
+        optional = ("chunked_prefill_size",) if self.chunked_prefill_size != -1 else ()
         for name in (*optional, "cuda_graph_max_bs", "max_running_requests", "max_total_tokens", "context_length"):
             value = getattr(self, name)
             if value is not None:
