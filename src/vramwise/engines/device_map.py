@@ -25,6 +25,7 @@ layer); a few bytes, which move a layer only if a cap falls within them.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from vramwise.spec.model import ModelSpec
@@ -170,7 +171,7 @@ def balanced_memory(
 
 
 def infer_device_map(
-    root: Node, caps: dict[Device, float] | dict[Device, float | None], tie_groups: tuple[tuple[str, ...], ...]
+    root: Node, caps: Mapping[Device, float], tie_groups: tuple[tuple[str, ...], ...]
 ) -> dict[str, Device]:
     """transformers ``infer_auto_device_map`` over ``root``'s modules: module name -> device."""
     devices: list[Device] = [*caps, "disk"] if "disk" not in caps else list(caps)
@@ -216,7 +217,7 @@ def infer_device_map(
     return placed
 
 
-def placement(spec: ModelSpec, c: int, caps: dict[Device, float | None]) -> Placement:
+def placement(spec: ModelSpec, c: int, caps: Mapping[Device, float]) -> Placement:
     """Run the placement and say where each decoder layer and each top-level part went."""
     root = module_tree(spec, c)
     placed = infer_device_map(root, caps, ties(spec))
@@ -237,5 +238,5 @@ def placement(spec: ModelSpec, c: int, caps: dict[Device, float | None]) -> Plac
         layers=tuple(where(f"model.layers.{i}") for i in range(spec.num_layers)),
         parts=parts,
         bytes=sizes,
-        max_memory={d: m for d, m in caps.items() if m is not None},
+        max_memory=dict(caps),
     )

@@ -26,3 +26,6 @@ class EngineEstimate:
     max_context: int | None = None  # the largest context (max_model_len) one sequence can have
     host_bytes: int = 0  # host RAM the engine uses for this model (llama.cpp -ngl offload, mmap)
     notes: tuple[str, ...] = ()
+    # every GPU's own estimate where the GPUs differ (hf device_map: whole layers per GPU); ``estimate`` is then
+    # the one that peaks highest, which decides the verdict. Empty where every GPU holds the same (tp ranks).
+    per_gpu: tuple[Estimate, ...] = ()
