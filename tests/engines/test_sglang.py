@@ -146,3 +146,28 @@ def test_refusals_are_one_line() -> None:
         assert "\n" not in str(err.value)
     with pytest.raises(VramwiseError):
         sglang.plan(_spec("llama"), InferSetup(tp=2), SglangFlags(), get_gpu("h100"), gpu_count=1)
+
+
+@pytest.mark.parametrize(
+    ("gpu_mem", "tp", "expected"),
+    [
+        (24564, 1, (2048, 8, 0.88)),  # below 25,000 MiB: small chunks, few graphs
+        (24564, 4, (2048, 80, 0.85)),
+        (81559, 2, (8192, 160, 0.87)),
+        (81559, 8, (8192, 160, 0.81)),
+        (81559, 16, (8192, 160, 0.79)),
+    ],
+)
+def test_version_04_defaults(gpu_mem: int, tp: int, expected: tuple[int, int, float]) -> None:
+    assert sglang.defaults_v04(gpu_mem, tp) == expected
+
+
+def test_version_04_plan_uses_its_fraction() -> None:
+    spec, gpu = _spec("llama"), get_gpu("h100")
+    got = sglang.plan(spec, InferSetup(context=512), SglangFlags(version="0.4"), gpu)
+    free = gpu.memory_bytes - 512 * MIB
+    assert got.budget == int(0.88 * free) and got.version == "0.4"
+    assert got.estimate.term("cuda_graphs").bytes == 160 * 2 * MIB
+    with pytest.raises(InvalidWorkloadError) as err:
+        SglangFlags(version="0.3")
+    assert err.value.field == "version"

@@ -17,6 +17,11 @@
    map is (max_num_reqs + 1) x (context_len + 4) int32 (mem_cache/memory_pool.py ``ReqToTokenPool``).
 Everything else (activations of a chunked prefill, CUDA graphs, the request map) lives in the
 (1 - mem_fraction_static) share the pool leaves.
+
+SGLang 0.4 (``version="0.4"``) set the defaults in ``ServerArgs.__post_init__`` instead: mem_fraction_static by tp
+alone (0.88; 0.87 at tp >= 2, 0.85 at >= 4, 0.81 at >= 8, 0.79 at >= 16), chunked_prefill_size 2048 below
+25,000 MiB else 8192, cuda_graph_max_bs 8 (80 at tp >= 4) below 25,000 MiB else 160. Its pool and request
+rules are the ones above.
 """
 
 from __future__ import annotations
@@ -85,6 +90,19 @@ def mem_fraction_static(gpu_mem: float, *, chunk: int, max_prefill_tokens: int, 
     return round((gpu_mem - reserved) / gpu_mem, 3)
 
 
+# SGLang 0.4 ServerArgs.__post_init__: (smallest tp, mem_fraction_static), largest first
+_V04_FRACTIONS = ((16, 0.79), (8, 0.81), (4, 0.85), (2, 0.87), (1, 0.88))
+_V04_SMALL_GPU_MIB = 25_000  # "gpu_mem < 25_000": chunked prefill 2048 and few CUDA graphs below it
+
+
+def defaults_v04(gpu_mem: float, tp: int) -> tuple[int, int, float]:
+    """(chunked_prefill_size, cuda_graph_max_bs, mem_fraction_static) SGLang 0.4 picks."""
+    fraction = next(f for least, f in _V04_FRACTIONS if tp >= least)
+    if gpu_mem < _V04_SMALL_GPU_MIB:
+        return 2048, 8 if tp < 4 else 80, fraction
+    return 8192, 160, fraction
+
+
 def cell_size(spec: ModelSpec, tp: int, kv_bytes: int) -> int:
     """KV bytes of one token over every attention layer on one tp rank (MLA: the latent and rope key)."""
     return kv_elements_per_token(spec, tp) * attention_layer_count(spec) * kv_bytes
@@ -123,14 +141,7 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
         )
     check_tp(spec, tp)
     mem = gpu_mem_mib(gpu)
-    chunk_default, graph_default = memory_defaults(mem, tp)
-    chunk = flags.chunked_prefill_size if flags.chunked_prefill_size is not None else chunk_default
-    graph_bs = flags.cuda_graph_max_bs if flags.cuda_graph_max_bs is not None else graph_default
-    fraction = flags.mem_fraction_static
-    if fraction is None:
-        fraction = mem_fraction_static(
-            mem, chunk=chunk, max_prefill_tokens=flags.max_prefill_tokens, graph_bs=graph_bs, tp=tp
-        )
+    chunk, graph_bs, fraction = _settings(flags, mem, tp)
 
     fmt = get_format(setup.weight_format or own_format(spec))
     c = compute_bytes(fmt.name)
@@ -175,7 +186,7 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
     notes = _notes(spec, fraction, tokens, rest, setup, context_len, kv_name, tp)
     return EngineEstimate(
         engine="sglang",
-        version=VERSION,
+        version=flags.version,
         estimate=Estimate(persistent=persistent, phases=tuple(phases), notes=tuple(notes)),
         budget=budget,
         kv_pool=pool,
@@ -187,6 +198,23 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
             f"max_running_requests {running:,}, context_len {context_len:,} (gpu_mem {mem:,.0f} MiB)",
         ),
     )
+
+
+def _settings(flags: SglangFlags, mem: float, tp: int) -> tuple[int, int, float]:
+    """chunked_prefill_size, cuda_graph_max_bs and mem_fraction_static: as given, else the release's defaults."""
+    if flags.version == "0.4":
+        chunk_default, graph_default, fraction_default = defaults_v04(mem, tp)
+    else:
+        chunk_default, graph_default = memory_defaults(mem, tp)
+        fraction_default = None
+    chunk = flags.chunked_prefill_size if flags.chunked_prefill_size is not None else chunk_default
+    graph_bs = flags.cuda_graph_max_bs if flags.cuda_graph_max_bs is not None else graph_default
+    fraction = flags.mem_fraction_static or fraction_default
+    if fraction is None:  # 0.5: from what the chunk and the graphs are expected to take
+        fraction = mem_fraction_static(
+            mem, chunk=chunk, max_prefill_tokens=flags.max_prefill_tokens, graph_bs=graph_bs, tp=tp
+        )
+    return chunk, graph_bs, fraction
 
 
 def _prefill_phase(spec: ModelSpec, setup: InferSetup, chunk: int, c: int) -> Phase:
@@ -210,7 +238,7 @@ def _graph_term(graph_bs: int, disabled: bool) -> Term | None:
 def _notes(
     spec: ModelSpec, fraction: float, tokens: int, rest: int, setup: InferSetup, context_len: int, kv: str, tp: int
 ) -> list[str]:
-    notes = [f"SGLang {VERSION}: weights and the KV pool take mem_fraction_static {fraction:g} of the free memory"]
+    notes = [f"SGLang: weights and the KV pool take mem_fraction_static {fraction:g} of the free memory"]
     if tokens <= 0:
         notes.append(
             f"SGLang stops at startup: 'Not enough memory. Please try to increase --mem-fraction-static.' "

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from vramwise.errors import InvalidWorkloadError
 from vramwise.workload.checks import MAX_BATCH, MAX_TOKENS, real, show
 
+# The releases whose defaults engines/sglang.py models: 0.5 derives them from the GPU's memory, 0.4 from tp.
+VERSIONS = ("0.5", "0.4")
+
 # Each count's plausibility bound (workload/checks.py explains the two): tokens, or requests in one batch.
 _TOKENS = ("chunked_prefill_size", "max_total_tokens", "context_length", "page_size", "max_prefill_tokens")
 _REQUESTS = ("cuda_graph_max_bs", "max_running_requests")
@@ -37,6 +40,7 @@ class SglangFlags:
     page_size: int = 1  # --page-size: tokens per KV page (the pool is rounded down to pages)
     disable_cuda_graph: bool = False  # --disable-cuda-graph
     max_prefill_tokens: int = 16384  # --max-prefill-tokens (used when chunked prefill is off)
+    version: str = "0.5"  # the release whose defaults apply: 0.5 (by GPU memory) or 0.4 (by tp)
 
     def __post_init__(self) -> None:
         if self.mem_fraction_static is not None:
@@ -49,6 +53,10 @@ class SglangFlags:
                 count(name, value)
         count("page_size", self.page_size)
         count("max_prefill_tokens", self.max_prefill_tokens)
+        if self.version not in VERSIONS:
+            allowed = ", ".join(VERSIONS)
+            message = f"SGLang version {show(self.version)} is not modelled; allowed: {allowed}"
+            raise InvalidWorkloadError(message, field="version", allowed=allowed)
         if not isinstance(self.disable_cuda_graph, bool):
             raise InvalidWorkloadError(
                 f"disable_cuda_graph must be True or False, got {show(self.disable_cuda_graph)}",
