@@ -119,3 +119,9 @@ def test_refusals_are_one_line() -> None:
 
     with pytest.raises(NeedsArchitectureError):
         hf.plan(resolve_model("7b"), InferSetup(), HfFlags(device_map="auto"), gpu)
+
+
+def test_max_memory_text_and_the_dispatch_entry() -> None:
+    assert HfFlags(device_map="auto", max_memory="1GiB,2GiB").max_memory == (2**30, 2 * 2**30)
+    spec = _spec()
+    assert hf.hf_plan(spec, InferSetup(), get_gpu("h100")).estimate == estimate_inference(spec, InferSetup())

@@ -171,3 +171,8 @@ def test_version_04_plan_uses_its_fraction() -> None:
     with pytest.raises(InvalidWorkloadError) as err:
         SglangFlags(version="0.3")
     assert err.value.field == "version"
+
+
+def test_dispatch_entry_uses_the_defaults() -> None:
+    spec, gpu = _spec("llama"), get_gpu("h100")
+    assert sglang.sglang_plan(spec, InferSetup(), gpu) == sglang.plan(spec, InferSetup(), SglangFlags(), gpu)

@@ -72,6 +72,12 @@ def plan(model: Model, setup: InferSetup, flags: HfFlags, gpu: Gpu, gpu_count: i
     )
 
 
+def hf_plan(model: Model, setup: InferSetup, gpu: Gpu, count: int = 1) -> EngineEstimate:
+    """The dispatch table's entry (app/engines.py PLANS): the flags from the setup's ``hf`` group."""
+    flags = getattr(setup, "hf", None) or HfFlags()  # the group lands with the --engine plumbing
+    return plan(model, setup, flags, gpu, count)
+
+
 def _refuse(spec: ModelSpec, setup: InferSetup, flags: HfFlags, gpu_count: int) -> None:
     allowed = "a decoder-only language model in fp32, fp16 or bf16, tp 1"
     why = None

@@ -49,11 +49,13 @@ class HfFlags:
     """How ``from_pretrained`` places the model: ``device_map`` and ``max_memory`` (bytes per GPU index)."""
 
     device_map: DeviceMap | None = None
-    max_memory: tuple[int, ...] | None = None
+    max_memory: tuple[int, ...] | None = None  # also taken as the CLI's text, "20GiB,30GiB"
 
     def __post_init__(self) -> None:
         if self.device_map is not None:
             coerce(self, "device_map", DeviceMap)
+        if isinstance(self.max_memory, str):
+            object.__setattr__(self, "max_memory", parse_max_memory(self.max_memory))
         if self.max_memory is not None:
             if self.device_map is None:
                 raise InvalidWorkloadError(
