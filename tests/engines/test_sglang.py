@@ -176,3 +176,11 @@ def test_version_04_plan_uses_its_fraction() -> None:
 def test_dispatch_entry_uses_the_defaults() -> None:
     spec, gpu = _spec("llama"), get_gpu("h100")
     assert sglang.sglang_plan(spec, InferSetup(), gpu) == sglang.plan(spec, InferSetup(), SglangFlags(), gpu)
+
+
+def test_vision_language_default_fraction_is_named_as_not_modelled() -> None:
+    from tiny_configs import VLM
+
+    spec = spec_from_config(VLM["llava"], name="llava", source="test")
+    got = sglang.plan(spec, InferSetup(), SglangFlags(), get_gpu("h100"))
+    assert any("adjust_mem_fraction_for_vlm" in n for n in got.estimate.notes)

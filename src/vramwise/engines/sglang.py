@@ -184,6 +184,12 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
     persistent = (*weights, pool, req_map, *((graphs,) if graphs else ()), context)
     phases = [_prefill_phase(spec, setup, chunk if chunk > 0 else flags.max_prefill_tokens, c)]
     notes = _notes(spec, fraction, tokens, rest, setup, context_len, kv_name, tp)
+    if spec.vision is not None and flags.mem_fraction_static is None:
+        # server_args.py: "Multimodal models need more memory for the image processing" (adjust_mem_fraction_for_vlm)
+        notes.append(
+            "SGLang lowers the default mem_fraction_static for a vision-language model (adjust_mem_fraction_for_vlm); "
+            "that adjustment is not modelled: give --mem-fraction-static"
+        )
     return EngineEstimate(
         engine="sglang",
         version=flags.version,
