@@ -231,3 +231,17 @@ def test_other_commands_refuse_an_engine() -> None:
 def test_hf_output_is_unchanged_by_the_engine_plumbing() -> None:
     code, out = _cli("infer", "llama-3-8b", "--context", "8192", "--gpu", "rtx-4090")
     assert code == 0 and "engine" not in out.splitlines()[0] and "serving" not in out
+
+
+def test_a_hybrid_models_groups_share_one_block_pool() -> None:
+    # gpt-oss: 24 layers, half sliding (window 128), half full: 2 groups of 12 layers; get_num_blocks:
+    # available // page // 12, and g = 12 pool tensors of num_blocks pages, each shared by one layer of each group
+    p = _plan("gpt-oss-20b", gpu=L4)
+    page = 16 * 2 * 8 * 64 * 2
+    pool = p.estimate.term("kv_cache/pool").bytes
+    blocks = pool // (page * 12)
+    assert pool == blocks * page * 12 and pool <= p.budget  # type: ignore[operator]
+    assert p.kv_tokens == blocks // 2 * 16  # "GPU KV cache size": num_blocks // groups x block_size
+    # get_max_concurrency_for_kv_cache_config: a 131,072-token request takes cdiv(131072, 16) blocks in the full
+    # group and cdiv(min(128 - 1 + 2048, 131072), 16) + 1 in the sliding group
+    assert p.concurrency == pytest.approx(blocks / (8192 + 136 + 1))

@@ -105,7 +105,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="format", flags=("-f", "--format"), type=str, commands=INF,
            help="weight format (see `vramwise formats`; default: the checkpoint's)",
            help_in={VERIFY: "weight format: fp32, fp16 or bf16 (default: the checkpoint's)"}),
-    Option(name="kv_dtype", flags=("--kv-dtype",), type=str, commands=INF,
+    Option(name="kv_dtype", flags=("--kv-dtype", "--kv-cache-dtype"), type=str, commands=INF,
            help=f"KV cache dtype: {_one_of(KV_DTYPES)} (default {{infer.kv_dtype}}: the compute dtype)"),
     Option(name="attention", flags=("--attention",), type=str, commands=BOTH,
            help=f"attention implementation: {_one_of(ATTENTION_IMPLS)} (default {{infer.attention}})"),

@@ -86,20 +86,22 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         how = (f"gpu_memory_utilization {setup.gpu_utilization:g} x CUDA total {gpu.memory_bytes:,} = {requested:,} - "
                f"weights {w_bytes:,} - profile peak {peak:,} - non-torch {nt_bytes:,} = {available:,}")
     num_blocks = layout.blocks(available)
-    pool_bytes = num_blocks * layout.page * layout.group * layout.groups
+    # g pool tensors of num_blocks pages, each shared by one layer of every group: the groups draw their blocks
+    # from one block pool (kv_cache_utils._get_kv_cache_config_uniform_page_size, get_num_blocks)
+    pool_bytes = num_blocks * layout.page * layout.group
     kv_tokens = layout.tokens(num_blocks)
     pool = Term(
         name="kv_cache/pool",
         bytes=pool_bytes,
         formula=f"{how}; {num_blocks:,} blocks of {layout.block} tokens x {layout.page:,} B/layer x {layout.group} "
-                f"layers x {layout.groups} group(s), {kv_name}",
+                f"layers, shared by {layout.groups} group(s) of layers, {kv_name}",
         source=f"{_WORKER} determine_available_memory; {_KV_UTILS} get_kv_cache_config (v{VLLM_VERSION})",
     )
     graphs = () if flags.enforce_eager else (
         cuda_graph_term(spec, sizes=capture_sizes(S, T), c=c, tp=tp),
     )
     persistent = (*weights, activation, *non_torch, pool, *graphs, context)
-    est = Estimate(persistent=persistent, notes=_notes(setup, pp, flags.enforce_eager))
+    est = Estimate(persistent=persistent, notes=_notes(spec, setup, T))
     refusal, message = _refusal(setup, gpu, context.bytes, requested, available, layout, max_len)
     per_token = layout.page // layout.block * (layout.full + layout.sliding)
     fits = refusal is None
@@ -211,16 +213,25 @@ def _refusal(
     return None, None
 
 
-def _notes(setup: InferSetup, pp: int, eager: bool) -> tuple[str, ...]:
+def _notes(spec: ModelSpec, setup: InferSetup, batched: int) -> tuple[str, ...]:
+    pp, eager = setup.vllm.pipeline_parallel_size, setup.vllm.enforce_eager
     notes = [
         f"vLLM {VLLM_VERSION} (V1, `vllm serve` defaults): the CUDA context is outside gpu_memory_utilization's "
         "budget (it exists before vLLM's first memory snapshot), and so are the CUDA graphs (captured after the KV "
         "pool)",
+        f"V1 always chunks prefill at max_num_batched_tokens ({batched:,}): a longer prompt runs in steps of that "
+        "many tokens, so the profile run's peak bounds every step's activations",
         "not modelled: the small non-torch growth at tp 1 (kernel modules loaded on first use), NCCL's NVLS buffers on "
         "NVSwitch systems, the model runner's persistent input buffers (torch memory vLLM's profile does not count)",
     ]
     if not eager:
         notes.append("CUDA graphs: only their shared memory pool is modelled; vLLM itself only measures the rest")
+    if spec.moe and setup.weight_format not in (None, "bf16", "fp16", "fp32"):
+        notes.append("MoE workspace modelled as vLLM's fused_experts (Triton); a quantized checkpoint's MoE kernel "
+                     "(Marlin, FlashInfer, triton_kernels for mxfp4) allocates its own")
+    elif spec.moe and spec.checkpoint is not None:
+        notes.append("MoE workspace modelled as vLLM's fused_experts (Triton); a quantized checkpoint's own MoE "
+                     "kernel may allocate differently")
     if pp > 1:
         notes.append(
             f"pp {pp}: the last stage is shown (head, sampler, L // pp layers); the others' pools differ and vLLM "

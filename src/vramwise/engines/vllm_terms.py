@@ -116,7 +116,9 @@ def non_torch_terms(*, tp: int, pp: int) -> tuple[Term, ...]:
             formula=f"{len(groups)} communicator(s) ({', '.join(f'{g} group of {n}' for g, n in groups)}) x "
                     f"{NCCL_CHANNELS} channels x (SIMPLE 4 MiB + LL 512 KiB + LL128 4,915,200 B)",
             source="vllm/distributed/device_communicators/pynccl.py PyNcclCommunicator per group of > 1 GPU; "
-                   "NVIDIA/nccl src/init.cc computeBuffSizes, src/include/device.h MAXCHANNELS",
+                   "NVIDIA/nccl src/init.cc computeBuffSizes, src/include/device.h MAXCHANNELS; NCCL connects a "
+                   "channel's buffers on first use (NCCL_RUNTIME_CONNECT), in the profile run, so vLLM counts them "
+                   "as non-torch growth",
         ))
     if tp in CUSTOM_AR_SIZES:
         terms.append(Term(
