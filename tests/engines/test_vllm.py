@@ -245,3 +245,37 @@ def test_a_hybrid_models_groups_share_one_block_pool() -> None:
     # get_max_concurrency_for_kv_cache_config: a 131,072-token request takes cdiv(131072, 16) blocks in the full
     # group and cdiv(min(128 - 1 + 2048, 131072), 16) + 1 in the sliding group
     assert p.concurrency == pytest.approx(blocks / (8192 + 136 + 1))
+
+
+def test_mla_caches_the_latent_on_every_rank() -> None:
+    # MLAAttentionSpec: one latent of kv_lora_rank 512 + rope 64 per token and layer, replicated on every tp rank
+    one, two = _plan("deepseek-v2-lite"), _plan("deepseek-v2-lite", tp=2)
+    assert one.kv_bytes_per_token == two.kv_bytes_per_token == (512 + 64) * 2 * 27
+    # profile forward (DeepseekV2MLAAttention): q of 16 heads x (128 + 64), the latent 512 + 64, out 16 x 128;
+    # the MoE layer (fused_experts): 64 experts, top 6 of i 1408, a shared expert
+    h, att = 2048, 2 * 2048 + 16 * (128 + 64) + 512 + 64 + 16 * 128
+    moe = 2 * h + 64 + 6 * (max(2 * 1408, h) + 1408) + h + h
+    assert att < moe  # the MLP (MoE) layer is the larger live set
+    forward = 8192 * 2 * moe
+    sampler = 1024 * 102_400 * (2 + 26) + 8192 * h * 2
+    assert one.estimate.term("activations/profile_peak").bytes == max(forward, sampler)
+
+
+def test_moe_forward_live_set_by_hand() -> None:
+    from vramwise.engines.vllm_terms import forward_live
+
+    # Mixtral: h 4096, 8 experts, top 2 of i 14,336: 2h + E + top_k x (max(2i, h) + i) + out h elements a token
+    width = 2 * 4096 + 8 + 2 * (max(2 * 14336, 4096) + 14336) + 4096
+    assert forward_live(catalog_spec("mixtral-8x7b"), tokens=8192, c=2, tp=1)[0] == 8192 * 2 * width
+    # tp 2 halves the experts' intermediate (tp shards each expert without expert parallelism)
+    width_tp2 = 2 * 4096 + 8 + 2 * (max(14336, 4096) + 7168) + 4096
+    assert forward_live(catalog_spec("mixtral-8x7b"), tokens=8192, c=2, tp=2)[0] == 8192 * 2 * width_tp2
+
+
+def test_the_last_pipeline_stage() -> None:
+    # get_pp_indices: L // pp layers on the last stage; it holds the head (untied in llama-2), not the embeddings
+    full, last = _plan("llama-2-7b"), _plan("llama-2-7b", pp=2)
+    names = {t.name for t in last.estimate.persistent}
+    assert "weights/embeddings" not in names and "weights/head" in names
+    assert last.estimate.term("weights/attention").bytes == full.estimate.term("weights/attention").bytes * 16 // 32
+    assert last.kv_bytes_per_token == full.kv_bytes_per_token // 2  # 16 of 32 layers' KV on this stage
