@@ -279,3 +279,13 @@ def test_the_last_pipeline_stage() -> None:
     assert "weights/embeddings" not in names and "weights/head" in names
     assert last.estimate.term("weights/attention").bytes == full.estimate.term("weights/attention").bytes * 16 // 32
     assert last.kv_bytes_per_token == full.kv_bytes_per_token // 2  # 16 of 32 layers' KV on this stage
+
+
+def test_figures_as_vllm_logs_them() -> None:
+    from vramwise.engines.vllm import vllm_figures
+
+    p = _plan("llama-3-8b", tp=2)
+    f = vllm_figures(p)
+    assert f["weights"] + f["activation_peak"] + f["non_torch"] + f["available_kv_cache"] == p.budget
+    assert f["non_torch"] == 32 * 9_633_792 + 24 * MIB and f["kv_tokens"] == p.kv_tokens
+    assert vllm_figures(_plan("llama-3-8b", enforce_eager=True))["cuda_graphs"] == 0

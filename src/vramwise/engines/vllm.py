@@ -238,3 +238,24 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int) -> tuple[str, ...]:
             "takes the smallest"
         )
     return tuple(notes)
+
+
+def vllm_figures(plan: EngineEstimate) -> dict[str, float]:
+    """The plan's numbers under the names vLLM's startup log prints them, for ``verify --log``: "Model loading took
+    X GiB" (weights), memory_profiling's "non_torch_memory takes", "PyTorch activation peak memory takes", "Available
+    KV cache memory: X GiB", "GPU KV cache size: N tokens", "Maximum concurrency for L tokens per request: Yx" and
+    "Graph capturing finished in S secs, took X GiB" (0 with --enforce-eager). Bytes, tokens and a ratio."""
+    terms = {t.name: t.bytes for t in plan.estimate.persistent}
+    weights = sum(b for n, b in terms.items() if n.startswith("weights/"))
+    non_torch = terms.get("overhead/nccl", 0) + terms.get("overhead/custom_all_reduce", 0)
+    peak = terms["activations/profile_peak"]
+    available = plan.budget - weights - peak - non_torch if plan.budget is not None else terms["kv_cache/pool"]
+    return {
+        "weights": weights,
+        "non_torch": non_torch,
+        "activation_peak": peak,
+        "available_kv_cache": available,
+        "kv_tokens": plan.kv_tokens or 0,
+        "concurrency": plan.concurrency or 0.0,
+        "cuda_graphs": terms.get("cuda_graphs", 0),
+    }
