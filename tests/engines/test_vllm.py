@@ -17,7 +17,7 @@ from vramwise.catalog import get_gpu
 from vramwise.cli import main
 from vramwise.engines.vllm import vllm_plan
 from vramwise.engines.vllm_terms import capture_sizes
-from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
+from vramwise.errors import InapplicableOptionError, InvalidLayoutError, InvalidWorkloadError
 from vramwise.spec.load import catalog_spec
 from vramwise.workload import InferSetup
 from vramwise.workload.engines import VllmFlags, vllm_batch_defaults
@@ -289,3 +289,10 @@ def test_figures_as_vllm_logs_them() -> None:
     assert f["weights"] + f["activation_peak"] + f["non_torch"] + f["available_kv_cache"] == p.budget
     assert f["non_torch"] == 32 * 9_633_792 + 24 * MIB and f["kv_tokens"] == p.kv_tokens
     assert vllm_figures(_plan("llama-3-8b", enforce_eager=True))["cuda_graphs"] == 0
+
+
+def test_a_gpu_count_is_tp_times_pp() -> None:
+    r = infer(InferRequest(model="llama-3-8b", gpu="4xh100", options={"engine": "vllm", "pp": 2}))
+    assert (r.setup.tp, r.setup.vllm.pipeline_parallel_size) == (2, 2)
+    with pytest.raises(InvalidLayoutError, match=r"tp\(1\) x pp\(3\) != gpus\(4\)"):
+        infer(InferRequest(model="llama-3-8b", gpu="4xh100", options={"engine": "vllm", "pp": 3, "tp": 1}))
