@@ -296,3 +296,12 @@ def test_a_gpu_count_is_tp_times_pp() -> None:
     assert (r.setup.tp, r.setup.vllm.pipeline_parallel_size) == (2, 2)
     with pytest.raises(InvalidLayoutError, match=r"tp\(1\) x pp\(3\) != gpus\(4\)"):
         infer(InferRequest(model="llama-3-8b", gpu="4xh100", options={"engine": "vllm", "pp": 3, "tp": 1}))
+
+
+def test_cache_flags_vllm_rejects() -> None:
+    # vllm/config/cache.py: BlockSize 1, 8, 16, 32, 64, 128; CacheDType has no fp32 or fp16 beside "auto"
+    with pytest.raises(InvalidWorkloadError, match="vLLM refuses --block-size 5"):
+        _plan("llama-2-7b", kv_block=5)
+    with pytest.raises(InvalidWorkloadError, match="vLLM has no --kv-cache-dtype fp32"):
+        _plan("llama-2-7b", kv_dtype="fp32")
+    assert _plan("llama-2-7b", kv_block=32).kv_tokens % 32 == 0

@@ -53,6 +53,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
             f"vLLM refuses: max_num_batched_tokens ({T}) must be greater than or equal to max_num_seqs ({S})",
             field="max_num_batched_tokens",
         )
+    _check_cache_flags(setup)
     if pp > spec.num_layers:
         raise InvalidWorkloadError(f"pp {pp} is more than the model's {spec.num_layers} layers", field="pp")
     fmt = get_format(setup.weight_format or own_format(spec))
@@ -122,6 +123,30 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         concurrency=layout.concurrency(num_blocks, max_len) if fits else 0.0,
         notes=est.notes,
     )
+
+
+# vllm/config/cache.py at v0.11.0: BlockSize = Literal[1, 8, 16, 32, 64, 128]; CacheDType = Literal["auto",
+# "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla"] (vramwise's fp8 stands for the fp8 ones)
+VLLM_BLOCK_SIZES = (1, 8, 16, 32, 64, 128)
+VLLM_KV_DTYPES = ("auto", "bf16", "fp8")
+
+
+def _check_cache_flags(setup: InferSetup) -> None:
+    """Refuse what vLLM's CacheConfig rejects, in one line, rather than model a setup vLLM cannot start."""
+    if setup.kv_block not in VLLM_BLOCK_SIZES:
+        allowed = ", ".join(map(str, VLLM_BLOCK_SIZES))
+        raise InvalidWorkloadError(
+            f"vLLM refuses --block-size {setup.kv_block}; allowed: {allowed} (vllm/config/cache.py BlockSize)",
+            field="kv_block",
+            allowed=allowed,
+        )
+    if setup.kv_dtype not in VLLM_KV_DTYPES:
+        allowed = ", ".join(VLLM_KV_DTYPES)
+        raise InvalidWorkloadError(
+            f"vLLM has no --kv-cache-dtype {setup.kv_dtype}; allowed here: {allowed} (vllm/config/cache.py CacheDType)",
+            field="kv_dtype",
+            allowed=allowed,
+        )
 
 
 def _max_model_len(spec: ModelSpec, setup: InferSetup) -> int:
