@@ -88,8 +88,20 @@ def foreign_flag(setup: object, engine: Engine) -> tuple[str, Engine] | None:
         if owner is engine:
             continue
         flags = getattr(setup, group)
-        default = type(flags)()
+        default = _default(type(flags))
+        if flags == default:  # the common case, checked on every setup a sweep builds
+            continue
         for f in dataclasses.fields(flags):
             if getattr(flags, f.name) != getattr(default, f.name):
                 return f.name, owner
     return None
+
+
+_DEFAULTS: dict[type, object] = {}
+
+
+def _default(kind: type) -> object:
+    """Each flags group's default instance, built once."""
+    if kind not in _DEFAULTS:
+        _DEFAULTS[kind] = kind()
+    return _DEFAULTS[kind]
