@@ -240,10 +240,10 @@ def _refusal(
 
 def _notes(spec: ModelSpec, setup: InferSetup, batched: int) -> tuple[str, ...]:
     pp, eager = setup.vllm.pipeline_parallel_size, setup.vllm.enforce_eager
+    graphs = "" if eager else ", and so are the CUDA graphs (captured after the KV pool)"
     notes = [
         f"vLLM {VLLM_VERSION} (V1, `vllm serve` defaults): the CUDA context is outside gpu_memory_utilization's "
-        "budget (it exists before vLLM's first memory snapshot), and so are the CUDA graphs (captured after the KV "
-        "pool)",
+        f"budget (it exists before vLLM's first memory snapshot){graphs}",
         f"V1 always chunks prefill at max_num_batched_tokens ({batched:,}): a longer prompt runs in steps of that "
         "many tokens, so the profile run's peak bounds every step's activations",
         "not modelled: the small non-torch growth at tp 1 (kernel modules loaded on first use), NCCL's NVLS buffers on "
