@@ -305,3 +305,22 @@ def test_cache_flags_vllm_rejects() -> None:
     with pytest.raises(InvalidWorkloadError, match="vLLM has no --kv-cache-dtype fp32"):
         _plan("llama-2-7b", kv_dtype="fp32")
     assert _plan("llama-2-7b", kv_block=32).kv_tokens % 32 == 0
+
+
+def test_the_v0_engines_words_for_the_same_refusal() -> None:
+    # vllm/worker/worker.py raise_if_cache_size_invalid (V0): num_gpu_blocks x block_size tokens, every layer in
+    # one pool of full length: gemma-2-9b's 42 layers of 16-token pages of 2 x 8 x 256 x 2 B
+    p = _plan("gemma-2-9b", gpu=L4)
+    available = vllm_figures_available(p)
+    tokens = available // (16 * 2 * 8 * 256 * 2 * 42) * 16
+    assert p.refusal_message is not None
+    assert (
+        "The model's max seq len (8192) is larger than the maximum number of tokens that can be stored in KV cache "
+        f"({tokens})." in p.refusal_message
+    )
+
+
+def vllm_figures_available(p) -> int:  # type: ignore[no-untyped-def]
+    from vramwise.engines.vllm import vllm_figures
+
+    return int(vllm_figures(p)["available_kv_cache"])

@@ -233,9 +233,21 @@ def _refusal(
             f"To serve at least one request with the models's max seq len ({max_len}), ({_gib(needed)} GiB KV "
             f"cache is needed, which is larger than the available KV cache memory ({_gib(available)} GiB). "
             f"{estimated}Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the "
-            f"engine. [{_KV_UTILS} check_enough_kv_cache_memory]"
+            f"engine. [{_KV_UTILS} check_enough_kv_cache_memory] {_v0_words(layout, available, max_len)}"
         )
     return None, None
+
+
+def _v0_words(layout: KvLayout, available: int, max_len: int) -> str:
+    """The same refusal as the V0 engine (vLLM before 0.10) words it, every layer's blocks in one pool of full
+    length (vllm/worker/worker.py raise_if_cache_size_invalid: num_gpu_blocks x block_size tokens)."""
+    layers = layout.full + layout.sliding + layout.mamba
+    tokens = max(0, available) // (layout.page * layers) * layout.block if layers else 0
+    return (
+        f"[V0 engine, vLLM < 0.10: The model's max seq len ({max_len}) is larger than the maximum number of tokens "
+        f"that can be stored in KV cache ({tokens}). Try increasing `gpu_memory_utilization` or decreasing "
+        "`max_model_len` when initializing the engine. (vllm/worker/worker.py raise_if_cache_size_invalid)]"
+    )
 
 
 def _notes(spec: ModelSpec, setup: InferSetup, batched: int) -> tuple[str, ...]:
