@@ -259,7 +259,8 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int) -> tuple[str, ...]:
         f"V1 always chunks prefill at max_num_batched_tokens ({batched:,}): a longer prompt runs in steps of that "
         "many tokens, so the profile run's peak bounds every step's activations",
         "not modelled: the small non-torch growth at tp 1 (kernel modules loaded on first use), NCCL's NVLS buffers on "
-        "NVSwitch systems, the model runner's persistent input buffers (torch memory vLLM's profile does not count)",
+        "NVSwitch systems, torch's own NCCL communicator and symmetric-memory all-reduce buffers at tp > 1, the model "
+        "runner's persistent input buffers (torch memory vLLM's profile does not count)",
     ]
     if not eager:
         notes.append("CUDA graphs: only their shared memory pool is modelled; vLLM itself only measures the rest")
