@@ -214,7 +214,9 @@ INFER_SETUP_KEYS = [
     "batch", "context", "new_tokens", "weight_format", "kv_dtype", "attention", "tp", "kv_block", "prefill_chunk",
     "all_logits", "cuda_context_mib", "allocator_fraction", "gpu_utilization", "mode", "images",
     "image_size", "engine", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "enforce_eager",
-    "kv_cache_memory_bytes", "pp",
+    "kv_cache_memory_bytes", "pp", "mem_fraction_static", "chunked_prefill_size", "cuda_graph_max_bs",
+    "max_running_requests", "max_total_tokens", "context_length", "page_size", "disable_cuda_graph",
+    "max_prefill_tokens", "sglang_version", "device_map", "max_memory",
 ]
 TRAIN_SETUP_KEYS = [
     "batch", "seq", "grad_accum", "precision", "grad_dtype", "optimizer", "optimizer_impl", "peft", "lora_r",

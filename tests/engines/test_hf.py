@@ -72,7 +72,8 @@ def test_two_gpus_split_layers_kv_and_logits() -> None:
     assert g0.term("kv_cache").bytes * 7 == g1.term("kv_cache").bytes  # 1 layer and 7 layers
     assert all(not t.name.startswith("activations/logits") for p in g0.phases for t in p.transient)
     assert any(t.name.startswith("activations/logits") for p in g1.phases for t in p.transient)
-    assert got.estimate == max(got.per_gpu, key=lambda e: e.peak_bytes)
+    worst = max(got.per_gpu, key=lambda e: e.peak_bytes)
+    assert got.estimate.terms == worst.terms and got.estimate.phases == worst.phases  # the notes add the split
     assert got.notes[1].startswith("GPU 0: embed_tokens, layer 0;") and got.host_bytes == 0
 
 

@@ -23,10 +23,14 @@ if TYPE_CHECKING:
 # engine -> "module:function" of its plan: f(spec, setup, gpu) -> EngineEstimate. One line per engine.
 PLANS: dict[Engine, str] = {
     Engine.VLLM: "vramwise.engines.vllm:vllm_plan",
+    Engine.SGLANG: "vramwise.engines.sglang:sglang_plan",
+    Engine.HF: "vramwise.engines.hf:hf_plan",  # with --device-map; plain hf is the inference estimate
 }
+# Plans that need how many GPUs there are (accelerate spreads layers over them; SGLang checks tp against them).
+_COUNTED = (Engine.SGLANG, Engine.HF)
 
 
-def engine_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
+def engine_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu, count: int = 1) -> EngineEstimate:
     """The memory plan of ``setup.engine`` for this model on one GPU of this kind (one tp/pp rank)."""
     target = PLANS.get(setup.engine)
     if target is None:
@@ -36,7 +40,7 @@ def engine_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         )
     module, function = target.split(":")
     plan = getattr(importlib.import_module(module), function)
-    result: EngineEstimate = plan(spec, setup, gpu)
+    result: EngineEstimate = plan(spec, setup, gpu, count) if setup.engine in _COUNTED else plan(spec, setup, gpu)
     return result
 
 
@@ -51,4 +55,9 @@ def hf_only(setup: InferSetup, command: str) -> None:
         raise InapplicableOptionError(
             f"--engine {setup.engine} applies to `vramwise infer`; {command} models transformers (--engine hf)",
             field="engine",
+        )
+    if setup.hf.device_map is not None:
+        raise InapplicableOptionError(
+            f"--device-map applies to `vramwise infer`; {command} models the whole model on each GPU",
+            field="device_map",
         )

@@ -57,7 +57,16 @@ def infer_options(choice: GpuChoice | None, options: Mapping[str, Any], default_
         return opts, ()
     notes: list[str] = []
     pp = opts.get("pp") or 1  # vLLM's pipeline stages (--engine vllm): the GPUs are tp x pp
-    if choice.counted and pp > 1:
+    if choice.counted and opts.get("device_map") is not None:
+        # accelerate spreads whole layers over the GPUs (engines/hf.py): one model, no tensor parallelism
+        if (opts.get("tp") or 1) != 1:
+            raise InvalidLayoutError(
+                f"--device-map splits whole layers over the {choice.count} GPUs; --tp {opts['tp']} cannot join it",
+                field="tp",
+                allowed="no --tp with --device-map",
+            )
+        notes.append(f"--gpu {choice.text}: --device-map {opts['device_map']} places whole layers on each GPU")
+    elif choice.counted and pp > 1:
         _check_tp_pp(choice, opts, pp)
     elif choice.counted:
         tp = opts.get("tp")

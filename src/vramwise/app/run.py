@@ -67,7 +67,7 @@ def infer(req: InferRequest) -> InferResult:
     setup = infer_setup(options, model)
     check_format(model, setup)
     gpu = choice.gpu if choice else None
-    if setup.engine != "hf":
+    if setup.engine != "hf" or setup.hf.device_map is not None:  # a device_map is the hf engine's own plan
         return _serve(model, setup, choice, gpu_notes)
     if setup.images and setup.mode == "textbook":
         raise InvalidWorkloadError(
@@ -100,7 +100,7 @@ def _serve(model: Model, setup: InferSetup, choice: GpuChoice | None, gpu_notes:
                                    field="images")
     if not isinstance(model, ModelSpec):
         raise InvalidWorkloadError(f"{flag} needs the architecture: name a catalog model or a config.json")
-    plan = engine_plan(model, setup, choice.gpu)
+    plan = engine_plan(model, setup, choice.gpu, choice.count)
     est = replace(plan.estimate, notes=plan.estimate.notes + gpu_notes) if gpu_notes else plan.estimate
     plan = replace(plan, estimate=est)
     return InferResult(
@@ -109,7 +109,7 @@ def _serve(model: Model, setup: InferSetup, choice: GpuChoice | None, gpu_notes:
         estimate=est,
         gpu=choice.gpu,
         verdict=engine_verdict(plan, choice.gpu, choice.count),
-        capacity=_capacity(plan),
+        capacity=None if plan.engine == "hf" else _capacity(plan),  # hf has no pool: no capacity line
         engine=plan,
     )
 

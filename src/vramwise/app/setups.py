@@ -43,6 +43,18 @@ INFER_FIELDS = {
     "enforce_eager": "enforce_eager",
     "kv_cache_memory": "kv_cache_memory_bytes",
     "pp": "pp",
+    "mem_fraction_static": "mem_fraction_static",
+    "chunked_prefill_size": "chunked_prefill_size",
+    "cuda_graph_max_bs": "cuda_graph_max_bs",
+    "max_running_requests": "max_running_requests",
+    "max_total_tokens": "max_total_tokens",
+    "context_length": "context_length",
+    "page_size": "page_size",
+    "disable_cuda_graph": "disable_cuda_graph",
+    "max_prefill_tokens": "max_prefill_tokens",
+    "sglang_version": "sglang_version",
+    "device_map": "device_map",
+    "max_memory": "max_memory",
 }
 # option name -> TrainSetup field
 TRAIN_FIELDS = {

@@ -11,6 +11,8 @@ head's GPU. The worst GPU decides the verdict; every GPU's estimate is in ``per_
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from vramwise.catalog.gpu_spec import Gpu
 from vramwise.engines.device_map import Device, Placement, balanced_memory, module_tree, placement
 from vramwise.engines.result import EngineEstimate
@@ -62,13 +64,16 @@ def plan(model: Model, setup: InferSetup, flags: HfFlags, gpu: Gpu, gpu_count: i
     if off:
         where = ", ".join(sorted({str(d) for d in placed.layers + tuple(placed.parts.values()) if isinstance(d, str)}))
         notes.append(f"{off:,} B of weights do not fit the GPUs' caps: accelerate offloads them to {where}")
+    notes = [f"device_map={flags.device_map.value}: GPU {gpus[worst]} peaks highest (its terms are shown)", *notes]
+    shown = replace(per_gpu[worst], notes=(*per_gpu[worst].notes, *notes))
     return EngineEstimate(
         engine="hf",
         version=VERSION,
-        estimate=per_gpu[worst],
+        estimate=shown,
         host_bytes=off,
-        notes=(f"device_map={flags.device_map.value}: GPU {gpus[worst]} peaks highest", *notes),
+        notes=tuple(notes),
         per_gpu=per_gpu,
+        sequence_tokens=setup.tokens,
     )
 
 

@@ -49,6 +49,7 @@ _ARGS = "sglang python/sglang/srt/server_args.py ServerArgs._handle_gpu_memory_s
 _PROFILE = "sglang python/sglang/srt/model_executor/model_runner.py ModelRunner.profile_max_num_token"
 _POOL = "sglang python/sglang/srt/model_executor/model_runner.py ModelRunner.init_memory_pool"
 _GIB_MIB = 1024
+_NOT_ENOUGH = "Not enough memory. Please try to increase --mem-fraction-static."  # init_memory_pool's RuntimeError
 
 # (gpu_mem below, in MiB; chunked_prefill_size; cuda_graph_max_bs at tp < 4; at tp >= 4), CUDA branch of
 # _handle_gpu_memory_settings: T4/4080, A10/4090/5090, A100-40G/L40, H100/A100-80G, H20/H200; above: B200/MI300.
@@ -183,7 +184,12 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
     graphs = _graph_term(graph_bs, flags.disable_cuda_graph)  # captured graphs keep their memory pool
     persistent = (*weights, pool, req_map, *((graphs,) if graphs else ()), context)
     phases = [_prefill_phase(spec, setup, chunk if chunk > 0 else flags.max_prefill_tokens, c)]
-    notes = _notes(spec, fraction, tokens, rest, setup, context_len, kv_name, tp)
+    notes = [
+        f"SGLang {flags.version} settings: mem_fraction_static {fraction:g}, chunked_prefill_size {chunk}, "
+        f"cuda_graph_max_bs {graph_bs}, max_running_requests {running:,}, context_len {context_len:,} "
+        f"(gpu_mem {mem:,.0f} MiB, nvidia-smi's total)",
+        *_notes(spec, fraction, tokens, rest, setup, context_len, kv_name, tp),
+    ]
     if spec.vision is not None and flags.mem_fraction_static is None:
         # server_args.py: "Multimodal models need more memory for the image processing" (adjust_mem_fraction_for_vlm)
         notes.append(
@@ -199,10 +205,13 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
         kv_tokens=tokens,
         max_sequences=sequences,
         max_context=min(context_len, tokens),
-        notes=(
-            f"mem_fraction_static {fraction:g}, chunked_prefill_size {chunk}, cuda_graph_max_bs {graph_bs}, "
-            f"max_running_requests {running:,}, context_len {context_len:,} (gpu_mem {mem:,.0f} MiB)",
-        ),
+        kv_bytes_per_token=cell,
+        sequence_tokens=setup.tokens,
+        context_len=context_len,
+        concurrency=tokens / context_len,
+        refusal=None if tokens > 0 else "KV pool negative",
+        refusal_message=None if tokens > 0 else _NOT_ENOUGH + f" [{_POOL}]",
+        notes=tuple(notes),
     )
 
 
@@ -252,10 +261,7 @@ def _notes(
 ) -> list[str]:
     notes = [f"SGLang: weights and the KV pool take mem_fraction_static {fraction:g} of the free memory"]
     if tokens <= 0:
-        notes.append(
-            f"SGLang stops at startup: 'Not enough memory. Please try to increase --mem-fraction-static.' "
-            f"(the static share less the weights is {rest:,} B)"
-        )
+        notes.append(f"SGLang stops at startup: '{_NOT_ENOUGH}' (the static share less the weights is {rest:,} B)")
     if setup.tokens > context_len:
         notes.append(f"a sequence of {setup.tokens:,} tokens is longer than context_len {context_len:,}")
     if spec.attention.sliding_window and sliding_layers(spec):
