@@ -48,3 +48,10 @@ def test_fit_refuses_a_device_map() -> None:
 
     with pytest.raises(InapplicableOptionError, match="--device-map applies to `vramwise infer`"):
         hf_only(InferSetup(hf=HfFlags(device_map="auto")), "fit")
+
+
+def test_device_map_needs_a_gpu() -> None:
+    from vramwise.errors import InvalidWorkloadError
+
+    with pytest.raises(InvalidWorkloadError, match="--device-map needs --gpu"):
+        infer(InferRequest(model="llama-3.1-8b", options={"device_map": "auto"}))

@@ -89,6 +89,9 @@ def _serve(model: Model, setup: InferSetup, choice: GpuChoice | None, gpu_notes:
     from vramwise.app.engines import engine_plan, engine_verdict
 
     flag = f"--engine {setup.engine}"
+    if choice is None and setup.engine == "hf":  # the hf engine's plan is the device_map split
+        raise InvalidWorkloadError("--device-map needs --gpu (the GPUs accelerate spreads the layers over)",
+                                   field="gpu")
     if choice is None:
         raise InvalidWorkloadError(f"{flag} needs --gpu (the GPU whose memory the engine sizes its KV pool from)",
                                    field="gpu")
