@@ -126,3 +126,9 @@ def test_max_memory_text_and_the_dispatch_entry() -> None:
     assert HfFlags(device_map="auto", max_memory="1GiB,2GiB").max_memory == (2**30, 2 * 2**30)
     spec = _spec()
     assert hf.hf_plan(spec, InferSetup(), get_gpu("h100")).estimate == estimate_inference(spec, InferSetup())
+
+
+def test_a_non_llama_tree_is_named() -> None:
+    spec = spec_from_config(FAMILIES["gpt2"], name="gpt2", source="test")  # wpe: learned positions
+    got = hf.plan(spec, InferSetup(context=128), HfFlags(device_map="auto"), get_gpu("h100"), 2)
+    assert any("modelled as Llama's" in n for n in got.notes)

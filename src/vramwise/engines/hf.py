@@ -61,6 +61,12 @@ def plan(model: Model, setup: InferSetup, flags: HfFlags, gpu: Gpu, gpu_count: i
     worst = max(range(len(per_gpu)), key=lambda i: per_gpu[i].peak_bytes)
     off = sum(b for d, b in placed.bytes.items() if not isinstance(d, int))
     notes = [_gpu_line(model, placed, g, e) for g, e in zip(gpus, per_gpu, strict=True)]
+    emb = model.embedding
+    if emb.learned_positions or emb.token_types or emb.norm or emb.proj_dim:
+        notes.append(
+            f"the module tree is modelled as Llama's (embeddings, layers, final norm, head): {model.name}'s extra "
+            "embedding modules (learned positions, embedding norm or projections) are placed with the embedding"
+        )
     if off:
         where = ", ".join(sorted({str(d) for d in placed.layers + tuple(placed.parts.values()) if isinstance(d, str)}))
         notes.append(f"{off:,} B of weights do not fit the GPUs' caps: accelerate offloads them to {where}")
