@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 MB = 10**6
-FAMILY_NAMES = ("llama", "qwen2", "mixtral", "qwen3", "phi3", "deepseek_v3")
+FAMILY_NAMES = ("llama", "qwen2", "mixtral", "qwen3", "phi3", "deepseek_v3", "gemma", "qwen2_moe")
 CAPS = (
     {0: 30 * MB, 1: 30 * MB},  # everything fits on GPU 0
     {0: 8 * MB, 1: 8 * MB, 2: 8 * MB},
