@@ -184,3 +184,25 @@ def test_vision_language_default_fraction_is_named_as_not_modelled() -> None:
     spec = spec_from_config(VLM["llava"], name="llava", source="test")
     got = sglang.plan(spec, InferSetup(), SglangFlags(), get_gpu("h100"))
     assert any("adjust_mem_fraction_for_vlm" in n for n in got.estimate.notes)
+
+
+def test_hybrid_swa_pool_by_hand() -> None:
+    # gpt-oss (GptOssForCausalLM is in SGLang's is_hybrid_swa_model list): layers alternate sliding and full;
+    # tiny: 4 layers, 2 sliding, 2 KV heads of 32 dims, bf16: 2 x 2 x 32 x 2 B = 256 B per token per layer
+    spec = spec_from_config({**FAMILIES["gpt_oss"], "num_hidden_layers": 4}, name="gpt_oss", source="test")
+    assert spec.traits.sglang_hybrid_swa
+    gpu = get_gpu("h100")
+    got = sglang.plan(spec, InferSetup(context=1000), SglangFlags(mem_fraction_static=0.5), gpu)
+    weights = got.estimate.bytes_of("weights")
+    profiled = (int(0.5 * (gpu.memory_bytes - 512 * MIB)) - weights) // (256 * 4)
+    # set_num_token_hybrid: profiled x 4 token-layers = full x 2 + 0.8 x full x 2
+    full = int(profiled * 4 / (0.8 * 2 + 2))
+    swa = int(full * 0.8)
+    assert got.kv_tokens == full
+    assert got.kv_pool is not None and got.kv_pool.bytes == 256 * (full * 2 + swa * 2)
+    # a sequence of 1000 tokens takes 1000 slots of the full pool and the window's 128 of the sliding one
+    context_len = got.context_len or 0
+    reqs = min(max(int(profiled / context_len * 512), 2048), 4096)  # from the pool before the split
+    assert got.max_sequences == min(reqs, full // 2, full // 1000, swa // 128)
+    plain = sglang.plan(_spec("llama"), InferSetup(context=1000), SglangFlags(mem_fraction_static=0.5), gpu)
+    assert sglang.hybrid_swa_tokens(_spec("llama"), 1000) is None and plain.kv_pool is not None

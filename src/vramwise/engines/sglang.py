@@ -11,7 +11,9 @@
    KV bytes of one token over every layer (MHA/GQA: kv_heads/tp x head_dim x 2 x L x dtype; MLA:
    (kv_lora_rank + qk_rope_head_dim) x L x dtype). Then ``--max-total-tokens`` caps it and it is rounded down to
    ``--page-size`` (``ModelRunner.init_memory_pool``); zero or less raises "Not enough memory. Please try to
-   increase --mem-fraction-static."
+   increase --mem-fraction-static." A hybrid sliding-window architecture (gpt-oss) then splits those
+   token-layers into a full pool and a sliding-window pool of 0.8 x its tokens (``set_num_token_hybrid``);
+   max_total_num_tokens is the full pool's.
 3. Requests (``init_memory_pool``): max_num_reqs = min(max(int(tokens / context_len x 512), 2048), 4096) unless
    ``--max-running-requests`` is given; the scheduler runs at most min(that, tokens // 2). The request-to-token
    map is (max_num_reqs + 1) x (context_len + 4) int32 (mem_cache/memory_pool.py ``ReqToTokenPool``).
@@ -104,6 +106,22 @@ def defaults_v04(gpu_mem: float, tp: int) -> tuple[int, int, float]:
     return 8192, 160, fraction
 
 
+# server_args.py --swa-full-tokens-ratio: the sliding-window layers' tokens per full layer's token (default 0.8)
+SWA_FULL_TOKENS_RATIO = 0.8
+
+
+def hybrid_swa_tokens(spec: ModelSpec, tokens: int) -> tuple[int, int] | None:
+    """(full, swa) tokens of a hybrid sliding-window model's two pools (model_runner.py
+    ``ModelRunner.set_num_token_hybrid``): the profiled pool's token-layers, tokens x L, shared out as
+    full x full_layers + swa x swa_layers with swa = ratio x full. None where SGLang keeps one pool."""
+    swa_layers = sliding_layers(spec)
+    if not spec.traits.sglang_hybrid_swa or not swa_layers:
+        return None
+    layers = attention_layer_count(spec)
+    full = int(tokens * layers / (SWA_FULL_TOKENS_RATIO * swa_layers + layers - swa_layers))
+    return full, int(full * SWA_FULL_TOKENS_RATIO)
+
+
 def cell_size(spec: ModelSpec, tp: int, kv_bytes: int) -> int:
     """KV bytes of one token over every attention layer on one tp rank (MLA: the latent and rope key)."""
     return kv_elements_per_token(spec, tp) * attention_layer_count(spec) * kv_bytes
@@ -160,21 +178,30 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
     tokens = tokens // flags.page_size * flags.page_size
     context_len = flags.context_length or spec.max_position_embeddings or setup.tokens
     reqs = max_num_reqs(tokens, context_len, flags.max_running_requests)
-    running = min(reqs, tokens // 2)
-    per_seq = -(-setup.tokens // flags.page_size) * flags.page_size
-    sequences = min(running, tokens // per_seq) if setup.tokens <= context_len else 0
-
-    pool = Term(
-        name="kv_cache",
-        bytes=tokens * cell,
-        formula=(
-            f"max_total_num_tokens {tokens:,} x cell_size {cell:,} B; tokens = (mem_fraction_static {fraction:g} x "
-            f"free {free:,} - weights {weight_bytes:,}) // cell_size"
-            + (f", capped at --max-total-tokens {flags.max_total_tokens:,}" if flags.max_total_tokens else "")
-            + (f", rounded down to pages of {flags.page_size}" if flags.page_size > 1 else "")
-        ),
-        source=_PROFILE,
+    pool_bytes, split = tokens * cell, hybrid_swa_tokens(spec, tokens)
+    formula = (
+        f"max_total_num_tokens {tokens:,} x cell_size {cell:,} B; tokens = (mem_fraction_static {fraction:g} x "
+        f"free {free:,} - weights {weight_bytes:,}) // cell_size"
+        + (f", capped at --max-total-tokens {flags.max_total_tokens:,}" if flags.max_total_tokens else "")
+        + (f", rounded down to pages of {flags.page_size}" if flags.page_size > 1 else "")
     )
+    per_seq = -(-setup.tokens // flags.page_size) * flags.page_size
+    fit = tokens // per_seq
+    if split is not None:  # the sliding-window layers get a pool of their own (set_num_token_hybrid)
+        (full, swa), swa_layers = split, sliding_layers(spec)
+        layer_cell = cell // attention_layer_count(spec)
+        full_layers = attention_layer_count(spec) - swa_layers
+        pool_bytes = layer_cell * (full * full_layers + swa * swa_layers)
+        formula += (
+            f"; hybrid SWA: {tokens:,} x {attention_layer_count(spec)} layers = full {full:,} x {full_layers} + "
+            f"swa {swa:,} x {swa_layers} (swa = {SWA_FULL_TOKENS_RATIO} x full), {layer_cell:,} B per token per layer"
+        )
+        window = min(setup.tokens, spec.attention.sliding_window or setup.tokens)
+        tokens, fit = full, min(full // per_seq, swa // (-(-window // flags.page_size) * flags.page_size))
+    running = min(reqs, tokens // 2)
+    sequences = min(running, fit) if setup.tokens <= context_len else 0
+
+    pool = Term(name="kv_cache", bytes=pool_bytes, formula=formula, source=_PROFILE)
     req_map = Term(
         name="sglang/req_to_token",
         bytes=(reqs + 1) * (context_len + 4) * 4,
@@ -264,8 +291,9 @@ def _notes(
         notes.append(f"SGLang stops at startup: '{_NOT_ENOUGH}' (the static share less the weights is {rest:,} B)")
     if setup.tokens > context_len:
         notes.append(f"a sequence of {setup.tokens:,} tokens is longer than context_len {context_len:,}")
-    if spec.attention.sliding_window and sliding_layers(spec):
-        notes.append("sliding-window layers get full-length pool slots (SGLang's hybrid SWA pool is not modelled)")
+    if spec.attention.sliding_window and sliding_layers(spec) and not spec.traits.sglang_hybrid_swa:
+        notes.append("sliding-window layers get full-length pool slots: SGLang splits the pool only for the "
+                     "architectures in its is_hybrid_swa_model list")
     if tp > 1:
         notes.append(f"per GPU of tp={tp}; NCCL and custom all-reduce buffers are not modelled beyond the context")
     if kv != "bf16":
