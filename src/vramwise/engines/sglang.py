@@ -232,7 +232,8 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
         kv_tokens=tokens,
         max_sequences=sequences,
         max_context=min(context_len, tokens),
-        kv_bytes_per_token=cell,
+        # a hybrid SWA pool: bytes per full-pool token, its sliding layers' 0.8 share included
+        kv_bytes_per_token=pool_bytes // tokens if split is not None and tokens else cell,
         sequence_tokens=setup.tokens,
         context_len=context_len,
         concurrency=tokens / context_len,
