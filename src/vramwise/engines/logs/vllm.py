@@ -1,0 +1,181 @@
+"""vLLM startup logs, V0 (0.5-0.10) and V1 (0.8 on): version, config, and every memory figure the worker prints.
+
+Format strings read in vllm-project/vllm (the commits are those stored by the reference index; the wording is
+quoted in each pattern's comment and in tests/engines/test_logs.py):
+
+- vllm/worker/model_runner.py, GPUModelRunnerBase.load_model (V0): "Loading model weights took %.4f GB" (<= 0.6.x),
+  then "Model loading took %.4f GiB and %.6f seconds"; vllm/v1/worker/gpu_model_runner.py, GPUModelRunner
+  .load_model (V1, 4e17906): the same "Model loading took %.4f GiB and %.6f seconds"; newer releases print
+  "Model loading took %.4f GiB memory and %.6f seconds".
+- vllm/worker/worker.py, Worker.determine_num_available_blocks (V0, 6ae5229): 0.6.2-0.6.4 "Memory profiling results:
+  total_gpu_memory=%.2fGiB initial_memory_usage=%.2fGiB peak_torch_memory=%.2fGiB memory_usage_post_profile=%.2fGib
+  non_torch_memory=%.2fGiB kv_cache_size=%.2fGiB gpu_memory_utilization=%.2f"; 0.6.5 on "Memory profiling takes
+  %.2f seconds\\nthe current vLLM instance can use total_gpu_memory (%.2fGiB) x gpu_memory_utilization (%.2f) =
+  %.2fGiB\\nmodel weights take %.2fGiB; non_torch_memory takes %.2fGiB; PyTorch activation peak memory takes
+  %.2fGiB; the rest of the memory reserved for KV Cache is %.2fGiB." (V1's gpu_worker.py printed the same until
+  it moved to "Available KV cache memory: %.2f GiB", Worker.determine_available_memory at 35d5cda).
+- vllm/v1/worker/gpu_worker.py, Worker.compile_or_warm_up_model (35d5cda): "Free memory on device (F/T GiB) on
+  startup. Desired GPU memory utilization is (U, B GiB). Actual usage is W GiB for weight, A GiB for peak
+  activation, N GiB for non-torch memory, and G GiB for CUDAGraph memory." with round(x, 2), so at least two
+  decimals of precision whatever Python prints ("14.0").
+- vllm/executor/executor_base.py, initialize_cache (V0): "# %s blocks: %d, # CPU blocks: %d" (device name "GPU",
+  "CUDA" or "cuda") and "Maximum concurrency for %s tokens per request: %.2fx"; vllm/v1/core/kv_cache_utils.py
+  (bbf906a): "# GPU blocks: %d" (0.8.0), then "GPU KV cache size: %s tokens" and "Maximum concurrency for %s
+  tokens per request: %.2fx" with thousands separators, later merged onto one line.
+- vllm/worker/model_runner.py and vllm/v1/worker/gpu_model_runner.py, capture_model: "Graph capturing finished in
+  %.0f secs, took %.2f GiB".
+- vllm/engine/llm_engine.py (V0) "Initializing an LLM engine (v%s) with config: model=%r, ...", vllm/v1/engine/
+  core.py EngineCore.__init__ "Initializing a V1 LLM engine (v%s) with config: %s"; vllm/entrypoints/openai/
+  api_server.py "vLLM API server version %s"; vllm/entrypoints/utils.py log_non_default_args "non-default args: %s".
+"""
+
+from __future__ import annotations
+
+import re
+from types import MappingProxyType
+
+from vramwise.engines.logs.lines import Line
+from vramwise.engines.logs.pairs import literal_dict, split_pairs
+from vramwise.engines.logs.parsed import Figure, ParsedLog, count, memory, ratio
+
+ENGINE = "vllm"
+EXPECTED = '"Model loading took X GiB" or "GPU KV cache size: N tokens" (vLLM)'
+MARKERS = re.compile(
+    r"Initializing an? (?:V1 )?LLM engine|vLLM API server version|Model loading took|Loading model weights took"
+    r"|the current vLLM instance can use|Memory profiling results:|GPU KV cache size:|Available KV cache memory:"
+    r"|# (?:GPU|CUDA|cuda|gpu) blocks:"
+)
+
+_N = r"(\d+(?:\.\d+)?)"
+_WEIGHTS = re.compile(rf"(?:Model loading|Loading model weights) took {_N} ?(GiB|GB)\b")
+_BUDGET = re.compile(rf"total_gpu_memory \({_N} ?GiB\) x gpu_memory_utilization \({_N}\) = {_N} ?GiB")
+_PROFILE = (
+    ("weights", re.compile(rf"model weights take {_N} ?GiB")),
+    ("non_torch", re.compile(rf"non_torch_memory takes {_N} ?GiB")),
+    ("activation_peak", re.compile(rf"PyTorch activation peak memory takes {_N} ?GiB")),
+    ("kv_cache", re.compile(rf"the rest of the memory reserved for KV Cache is {_N} ?GiB")),
+)
+_RESULTS = re.compile(r"Memory profiling results:")
+_RESULT_FIELD = re.compile(rf"(\w+)={_N} ?Gi[Bb]")
+_RESULT_NAMES = {  # 0.6.2-0.6.4 field -> the engine-neutral name
+    "total_gpu_memory": "gpu_total",
+    "initial_memory_usage": "initial_usage",
+    "peak_torch_memory": "torch_peak",
+    "memory_usage_post_profile": "post_profile_usage",
+    "non_torch_memory": "non_torch",
+    "kv_cache_size": "kv_cache",
+}
+_AVAILABLE_KV = re.compile(rf"Available KV cache memory: {_N} ?GiB")
+_FREE_ON_START = re.compile(rf"Free memory on device \({_N}/{_N} GiB\) on startup")
+_ACTUAL = (
+    ("weights", re.compile(rf"Actual usage is {_N} GiB for weight")),
+    ("activation_peak", re.compile(rf"{_N} GiB for peak activation")),
+    ("non_torch", re.compile(rf"{_N} GiB for non-torch memory")),
+    ("cuda_graphs", re.compile(rf"{_N} GiB for CUDAGraph memory")),
+)
+_BLOCKS = re.compile(r"# (?:GPU|CUDA|cuda|gpu) blocks: ([\d,]+)(?:, # CPU blocks: ([\d,]+))?")
+_TOKENS = re.compile(r"GPU KV cache size: ([\d,]+) tokens")
+_CONCURRENCY = re.compile(rf"Maximum concurrency for ([\d,]+) tokens per request: {_N}x")
+_GRAPHS = re.compile(rf"Graph capturing finished in \d+ secs?, took {_N} ?GiB")
+_ENGINE_CONFIG = re.compile(r"Initializing an? (?:V1 )?LLM engine \(v([^)\s]+)\) with config: (.*)$")
+_SERVER_VERSION = re.compile(r"vLLM API server version ([\w.+\-]+)")
+_NON_DEFAULT = re.compile(r"non-default args: (\{.*\})\s*$")
+_CHUNKED = re.compile(r"Chunked prefill is enabled with max_num_batched_tokens=(\d+)")
+_LOADING = re.compile(r"Starting to load model (\S+?)(?:\.\.\.)?\s*$")
+
+
+def _profile_figures(text: str, r: str, n: int) -> list[Figure]:
+    """The weights and the memory profile, in the wordings of 0.5 to 0.9 (V0 and early V1)."""
+    out: list[Figure] = []
+    if m := _WEIGHTS.search(text):
+        out.append(memory("weights", m.group(1), m.group(2), rank=r, line=n))
+    if m := _BUDGET.search(text):
+        out.append(memory("gpu_total", m.group(1), "GiB", rank=r, line=n))
+        out.append(memory("budget", m.group(3), "GiB", rank=r, line=n))
+    for name, pattern in _PROFILE:
+        if m := pattern.search(text):
+            out.append(memory(name, m.group(1), "GiB", rank=r, line=n))
+    if _RESULTS.search(text):
+        for m in _RESULT_FIELD.finditer(text):
+            if m.group(1) in _RESULT_NAMES:
+                out.append(memory(_RESULT_NAMES[m.group(1)], m.group(2), "GiB", rank=r, line=n))
+    return out
+
+
+def _v1_figures(text: str, r: str, n: int) -> list[Figure]:
+    """The KV budget and the usage report of later V1 releases (values printed by round(x, 2))."""
+    out: list[Figure] = []
+    if m := _AVAILABLE_KV.search(text):
+        out.append(memory("kv_cache", m.group(1), "GiB", rank=r, line=n))
+    if m := _FREE_ON_START.search(text):
+        out.append(memory("gpu_free", m.group(1), "GiB", rank=r, line=n, decimals=2))
+        out.append(memory("gpu_total", m.group(2), "GiB", rank=r, line=n, decimals=2))
+    if "Actual usage is" in text:
+        for name, pattern in _ACTUAL:
+            if m := pattern.search(text):
+                out.append(memory(name, m.group(1), "GiB", rank=r, line=n, decimals=2))
+    return out
+
+
+def _capacity_figures(text: str, r: str, n: int) -> list[Figure]:
+    """KV blocks or tokens, the maximum concurrency, and the CUDA graphs' memory."""
+    out: list[Figure] = []
+    if m := _BLOCKS.search(text):
+        out.append(count("kv_blocks", m.group(1), "blocks", rank=r, line=n))
+        if m.group(2) is not None:
+            out.append(count("cpu_kv_blocks", m.group(2), "blocks", rank=r, line=n))
+    if m := _TOKENS.search(text):
+        out.append(count("kv_tokens", m.group(1), "tokens", rank=r, line=n))
+    if m := _CONCURRENCY.search(text):
+        out.append(ratio("max_concurrency", m.group(2), rank=r, line=n))
+    if m := _GRAPHS.search(text):
+        out.append(memory("cuda_graphs", m.group(1), "GiB", rank=r, line=n))
+    return out
+
+
+def _memory_figures(line: Line) -> list[Figure]:
+    """Every memory, block, token and concurrency figure on one line, in the order the patterns are listed."""
+    args = (line.text, line.rank, line.number)
+    return [*_profile_figures(*args), *_v1_figures(*args), *_capacity_figures(*args)]
+
+
+def _facts(lines: list[Line]) -> tuple[str | None, dict[str, str], dict[str, str]]:
+    """The version, the flags (engine config and non-default args, as logged) and extras."""
+    version: str | None = None
+    flags: dict[str, str] = {}
+    extras: dict[str, str] = {}
+    for line in lines:
+        text = line.text
+        if m := _ENGINE_CONFIG.search(text):
+            version = version or m.group(1)
+            for key, value in split_pairs(m.group(2)).items():
+                flags.setdefault(key, value)
+        elif m := _SERVER_VERSION.search(text):
+            version = version or m.group(1)
+        elif m := _NON_DEFAULT.search(text):
+            for key, value in literal_dict(m.group(1)).items():
+                flags.setdefault(key, value)
+        elif m := _CHUNKED.search(text):
+            flags.setdefault("max_num_batched_tokens", m.group(1))
+        elif (m := _LOADING.search(text)) and "model_loading" not in extras:
+            extras["model_loading"] = m.group(1)
+        if m := _BUDGET.search(text):
+            flags.setdefault("gpu_memory_utilization", m.group(2))
+        if m := _CONCURRENCY.search(text):
+            extras.setdefault("max_concurrency_tokens", m.group(1).replace(",", ""))
+    return version, flags, extras
+
+
+def parse(lines: list[Line]) -> ParsedLog:
+    """A vLLM startup log's version, model, flags and figures (per rank, in log order)."""
+    version, flags, extras = _facts(lines)
+    figures = tuple(f for line in lines for f in _memory_figures(line))
+    model = flags.get("model") or flags.get("model_tag") or extras.get("model_loading")
+    return ParsedLog(
+        engine=ENGINE,
+        version=version,
+        model=model,
+        flags=MappingProxyType(flags),
+        figures=figures,
+        extras=MappingProxyType(extras),
+    )
