@@ -36,11 +36,11 @@ MARKERS = re.compile(
 
 _N = r"(\d+(?:\.\d+)?)"
 _BUFFERS = (  # "<device> <kind> buffer size = X MiB" -> figure name; the device is the figure's rank
-    ("weights", re.compile(rf"(?:llm_)?load_tensors:\s+(\S+) (?:model )?buffer size\s*=\s*{_N} MiB")),
-    ("kv_cache", re.compile(rf"(\S+) KV buffer size\s*=\s*{_N} MiB")),
-    ("recurrent_state", re.compile(rf"(\S+) RS buffer size\s*=\s*{_N} MiB")),
-    ("compute_buffer", re.compile(rf"(\S+) compute buffer size\s*=\s*{_N} MiB")),
-    ("output_buffer", re.compile(rf"(\S+) output buffer size\s*=\s*{_N} MiB")),
+    ("weights", re.compile(rf"(?:llm_)?load_tensors:\s+(\S+)\s+(?:model )?buffer size\s*=\s*{_N} MiB")),
+    ("kv_cache", re.compile(rf"(\S+)\s+KV buffer size\s*=\s*{_N} MiB")),
+    ("recurrent_state", re.compile(rf"(\S+)\s+RS buffer size\s*=\s*{_N} MiB")),
+    ("compute_buffer", re.compile(rf"(\S+)\s+compute buffer size\s*=\s*{_N} MiB")),
+    ("output_buffer", re.compile(rf"(\S+)\s+output buffer size\s*=\s*{_N} MiB")),
 )
 _KV_SUMMARY = re.compile(
     rf"size =\s*{_N} MiB \(\s*(\d+) cells,\s*(\d+) layers,\s*(\d+)/\s*(\d+) seqs\), "

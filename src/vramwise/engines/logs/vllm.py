@@ -47,6 +47,7 @@ MARKERS = re.compile(
 )
 
 _N = r"(\d+(?:\.\d+)?)"
+_COUNT = r"(\d{1,3}(?:,\d{3})+|\d+)"  # 293,280 or 5095
 _WEIGHTS = re.compile(rf"(?:Model loading|Loading model weights) took {_N} ?(GiB|GB)\b")
 _BUDGET = re.compile(rf"total_gpu_memory \({_N} ?GiB\) x gpu_memory_utilization \({_N}\) = {_N} ?GiB")
 _PROFILE = (
@@ -73,9 +74,9 @@ _ACTUAL = (
     ("non_torch", re.compile(rf"{_N} GiB for non-torch memory")),
     ("cuda_graphs", re.compile(rf"{_N} GiB for CUDAGraph memory")),
 )
-_BLOCKS = re.compile(r"# (?:GPU|CUDA|cuda|gpu) blocks: ([\d,]+)(?:, # CPU blocks: ([\d,]+))?")
-_TOKENS = re.compile(r"GPU KV cache size: ([\d,]+) tokens")
-_CONCURRENCY = re.compile(rf"Maximum concurrency for ([\d,]+) tokens per request: {_N}x")
+_BLOCKS = re.compile(rf"# (?:GPU|CUDA|cuda|gpu) blocks: {_COUNT}(?:, # CPU blocks: {_COUNT})?")
+_TOKENS = re.compile(rf"GPU KV cache size: {_COUNT} tokens")
+_CONCURRENCY = re.compile(rf"Maximum concurrency for {_COUNT} tokens per request: {_N}x")
 _GRAPHS = re.compile(rf"Graph capturing finished in \d+ secs?, took {_N} ?GiB")
 _ENGINE_CONFIG = re.compile(r"Initializing an? (?:V1 )?LLM engine \(v([^)\s]+)\) with config: (.*)$")
 _SERVER_VERSION = re.compile(r"vLLM API server version ([\w.+\-]+)")
