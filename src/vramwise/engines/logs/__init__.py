@@ -46,9 +46,9 @@ def parse_log(text: str) -> ParsedLog:
         )
     engine = _ENGINES[best]
     parsed = engine.parse(lines)
-    if not any(f.is_bytes for f in parsed.figures):
+    if not parsed.figures:
         raise ConfigError(
-            f"log: a {engine.ENGINE} log without any memory figure (did the server finish starting?); "
+            f"log: a {engine.ENGINE} log without any memory figure or KV capacity (did the server start?); "
             f"expected a line such as {engine.EXPECTED}",
             field=_FIELD,
             allowed=_ALLOWED,

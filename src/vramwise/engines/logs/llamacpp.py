@@ -25,6 +25,7 @@ import re
 from types import MappingProxyType
 
 from vramwise.engines.logs.lines import Line
+from vramwise.engines.logs.pairs import command_flags
 from vramwise.engines.logs.parsed import Figure, ParsedLog, count, memory
 
 ENGINE = "llama.cpp"
@@ -42,6 +43,21 @@ _BUFFERS = (  # "<device> <kind> buffer size = X MiB" -> figure name; the device
     ("compute_buffer", re.compile(rf"(\S+)\s+compute buffer size\s*=\s*{_N} MiB")),
     ("output_buffer", re.compile(rf"(\S+)\s+output buffer size\s*=\s*{_N} MiB")),
 )
+# mid-2023 llama.cpp (llama.cpp, llama_new_context_with_model and llama_kv_cache_init) printed "MB" for bytes /
+# 1024.0 / 1024.0: "kv self size  = %7.2f MB", "VRAM kv self = %.2f MB", "compute buffer total size = %7.2f MB",
+# "VRAM scratch buffer: %.2f MB", "total VRAM used: %.2f MB (model: %.2f MB, context: %.2f MB)".
+_OLD_MB = (
+    ("kv_cache_total", re.compile(rf"kv self size\s*=\s*{_N} MB")),
+    ("kv_cache", re.compile(rf"VRAM kv self\s*=\s*{_N} MB")),
+    ("compute_buffer", re.compile(rf"compute buffer total size\s*=\s*{_N} MB")),
+    ("scratch_buffer", re.compile(rf"VRAM scratch buffer:\s*{_N} MB")),
+    ("vram_total", re.compile(rf"total VRAM used:\s*{_N} MB")),
+    ("weights", re.compile(rf"total VRAM used:.*\(model:\s*{_N} MB")),
+    ("context", re.compile(rf"total VRAM used:.*context:\s*{_N} MB\)")),
+)
+# ggml/src/ggml-alloc.c, ggml_gallocr_reserve_n: "failed to allocate %s buffer of size %zu" (exact bytes).
+_FAILED = re.compile(r"failed to allocate (\S+) buffer of size (\d+)")
+_COMMAND = re.compile(r"(?:^|\$ ?)((?:\S*/)?(?:llama-server|llama-cli|main|server)(?: .*)?)$")
 _KV_SUMMARY = re.compile(
     rf"size =\s*{_N} MiB \(\s*(\d+) cells,\s*(\d+) layers,\s*(\d+)/\s*(\d+) seqs\), "
     rf"K \((\w+)\):\s*{_N} MiB, V \((\w+)\):\s*{_N} MiB"
@@ -85,6 +101,18 @@ def _facts(text: str, extras: dict[str, str]) -> None:
         extras.setdefault("model_path", m.group(1))
     elif m := _BUILD.search(text):
         extras.setdefault("build", f"{m.group(1)} ({m.group(2)})")
+    elif m := _COMMAND.search(text.strip()):
+        typed = command_flags(m.group(1))[1]
+        extras.update({f"command{key}": value for key, value in typed.items()})
+
+
+def _old_and_failed(text: str, n: int) -> list[Figure]:
+    """The 2023 "MB" lines, and the exact size of a buffer that failed to allocate."""
+    out = [memory(name, m.group(1), "MB", line=n) for name, pattern in _OLD_MB if (m := pattern.search(text))]
+    if m := _FAILED.search(text):
+        out.append(Figure(name="failed_allocation", value=int(m.group(2)), unit="B", printed=m.group(2), tolerance=0,
+                          rank=m.group(1), line=n))
+    return out
 
 
 def _line(line: Line, extras: dict[str, str], flags: dict[str, str]) -> list[Figure]:
@@ -95,6 +123,8 @@ def _line(line: Line, extras: dict[str, str], flags: dict[str, str]) -> list[Fig
         if m := pattern.search(text):
             out.append(memory(name, m.group(2), "MiB", rank=m.group(1), line=n))
             return out
+    if out := _old_and_failed(text, n):
+        return out
     figures, facts = _kv_summary(text, n)
     if figures:
         extras.update(facts)

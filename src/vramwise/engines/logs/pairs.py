@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
 
 _KEY = re.compile(r"\s*([A-Za-z_][\w.]*)=")
 _OPEN, _CLOSE = "([{", ")]}"
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")  # "-1" after -ngl is a value, not a flag
 
 
 def split_pairs(text: str) -> dict[str, str]:
@@ -49,3 +51,29 @@ def literal_dict(text: str) -> dict[str, str]:
     if not isinstance(value, dict):
         return {}
     return {str(k): str(v) for k, v in value.items()}
+
+
+def command_flags(command: str) -> tuple[list[str], dict[str, str]]:
+    """The positional words and the ``--flag value`` / ``--flag=value`` / ``-f value`` options of a command line as
+    a log quotes it (``vllm serve Qwen/Qwen3-8B --tensor-parallel-size 2 --enforce-eager``), flags spelled with
+    their dashes as typed, a bare flag as "true". Split like a shell would (``shlex``), never run."""
+    try:
+        words = shlex.split(command)
+    except ValueError:  # an unbalanced quote: plain whitespace is the best reading left
+        words = command.split()
+    # "python3 -m vllm.entrypoints.openai.api_server ...": the interpreter and its module are the command's name
+    i = 3 if len(words) >= 3 and words[0].startswith("python") and words[1] == "-m" else 0
+    positional: list[str] = words[:i]
+    flags: dict[str, str] = {}
+    while i < len(words):
+        word = words[i]
+        if word.startswith("-") and not _NUMBER.fullmatch(word):
+            key, eq, val = word.partition("=")
+            if not eq and i + 1 < len(words) and not (words[i + 1].startswith("-") and not _NUMBER.fullmatch(
+                    words[i + 1])):
+                val, i = words[i + 1], i + 1
+            flags.setdefault(key, val if (eq or val) else "true")
+        else:
+            positional.append(word)
+        i += 1
+    return positional, flags

@@ -32,7 +32,7 @@ class Figure:
 
     name: str  # engine-neutral: "weights", "activation_peak", "non_torch", "cuda_graphs", "kv_cache", "kv_tokens"...
     value: int | float  # bytes (int) for a memory figure; a count, or a ratio such as max_concurrency (float)
-    unit: str  # as printed: "GiB", "GB" (2^30 in every engine here), "MiB", "tokens", "blocks", "layers", "x"
+    unit: str  # as printed: "GiB", "GB" and "MB" (2^30 and 2^20 in every engine here), "MiB", "B", "tokens", "x"...
     printed: str  # the number exactly as the log printed it, e.g. "14.25"
     tolerance: int | float  # in the same units as value (bytes for a memory figure)
     rank: str = ""  # the worker or device it is for, as logged ("rank=1", "TP1", "CUDA0"); "" for the one process
@@ -44,7 +44,8 @@ class Figure:
         return self.unit in _UNIT_BYTES
 
 
-_UNIT_BYTES: dict[str, int] = {"GiB": GIB, "GB": BINARY_GB, "MiB": MIB}
+# "MB" is llama.cpp's 2023 spelling of bytes / 1024.0 / 1024.0 (see llamacpp.py); "B" an exact byte count.
+_UNIT_BYTES: dict[str, int] = {"GiB": GIB, "GB": BINARY_GB, "MiB": MIB, "MB": MIB, "B": 1}
 
 
 def memory(

@@ -24,14 +24,14 @@ import re
 from types import MappingProxyType
 
 from vramwise.engines.logs.lines import Line
-from vramwise.engines.logs.pairs import split_pairs
+from vramwise.engines.logs.pairs import command_flags, split_pairs
 from vramwise.engines.logs.parsed import Figure, ParsedLog, count, memory
 
 ENGINE = "sglang"
 EXPECTED = '"Load weight end. ... avail mem=X GB" or "KV Cache is allocated. #tokens: N" (SGLang)'
 MARKERS = re.compile(
     r"Load weight (?:begin|end)\.|KV Cache is allocated\.|Memory pool end\.|Capture cuda graph (?:begin|end)\."
-    r"|max_total_num_tokens=|server_args[=:] ?ServerArgs\("
+    r"|max_total_num_tokens=|server_args[=:] ?ServerArgs\(|-m sglang\.launch_server"
 )
 
 _N = r"(\d+(?:\.\d+)?)"
@@ -47,6 +47,7 @@ _GRAPH_END = re.compile(
 _SCHEDULER = re.compile(r"max_total_num_tokens=(\d+)(.*)$")
 _SCHEDULER_FIELD = re.compile(r"(\w+)=([^,\s]+)")
 _AVAILABLE_AFTER = re.compile(rf"available_gpu_mem={_N} GB")
+_COMMAND = re.compile(r"(?:^|\$ ?)(python3? -m sglang\.launch_server(?: .*)?)$")
 _SERVER_ARGS = re.compile(r"server_args[=:] ?ServerArgs\((.*)\)\s*$")
 
 
@@ -102,6 +103,9 @@ def parse(lines: list[Line]) -> ParsedLog:
             for key, value in _SCHEDULER_FIELD.findall(m.group(2)):
                 if key != "available_gpu_mem":
                     flags.setdefault(key, value)
+        elif m := _COMMAND.search(line.text.strip()):
+            for key, value in command_flags(m.group(1))[1].items():
+                flags.setdefault(key, value)
         elif m := _LOAD_END.search(line.text):
             extras.setdefault("model_class", m.group(1))
             extras.setdefault("dtype", m.group(2))
@@ -109,7 +113,7 @@ def parse(lines: list[Line]) -> ParsedLog:
     return ParsedLog(
         engine=ENGINE,
         version=None,  # SGLang does not print its version at startup
-        model=flags.get("model_path"),
+        model=flags.get("model_path") or flags.get("--model-path") or flags.get("--model"),
         flags=MappingProxyType(flags),
         figures=figures,
         extras=MappingProxyType(extras),

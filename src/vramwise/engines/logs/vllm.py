@@ -35,7 +35,7 @@ import re
 from types import MappingProxyType
 
 from vramwise.engines.logs.lines import Line
-from vramwise.engines.logs.pairs import literal_dict, split_pairs
+from vramwise.engines.logs.pairs import command_flags, literal_dict, split_pairs
 from vramwise.engines.logs.parsed import Figure, ParsedLog, count, memory, ratio
 
 ENGINE = "vllm"
@@ -43,19 +43,22 @@ EXPECTED = '"Model loading took X GiB" or "GPU KV cache size: N tokens" (vLLM)'
 MARKERS = re.compile(
     r"Initializing an? (?:V1 )?LLM engine|vLLM API server version|Model loading took|Loading model weights took"
     r"|the current vLLM instance can use|Memory profiling results:|GPU KV cache size:|Available KV cache memory:"
-    r"|# (?:GPU|CUDA|cuda|gpu) blocks:"
+    r"|# (?:GPU|CUDA|cuda|gpu) blocks:|vllm serve |-m vllm\.entrypoints|The model's max seq len|models?'s max seq len"
 )
 
 _N = r"(\d+(?:\.\d+)?)"
 _COUNT = r"(\d{1,3}(?:,\d{3})+|\d+)"  # 293,280 or 5095
 _WEIGHTS = re.compile(rf"(?:Model loading|Loading model weights) took {_N} ?(GiB|GB)\b")
 _BUDGET = re.compile(rf"total_gpu_memory \({_N} ?GiB\) x gpu_memory_utilization \({_N}\) = {_N} ?GiB")
-_PROFILE = (
-    ("weights", re.compile(rf"model weights take {_N} ?GiB")),
-    ("non_torch", re.compile(rf"non_torch_memory takes {_N} ?GiB")),
-    ("activation_peak", re.compile(rf"PyTorch activation peak memory takes {_N} ?GiB")),
-    ("kv_cache", re.compile(rf"the rest of the memory reserved for KV Cache is {_N} ?GiB")),
+_PROFILE = (  # the one-line report (0.6.5-0.9) and the table of "Memory profiling results:" (PR #10511's branch)
+    ("weights", re.compile(rf"model weights take\s+{_N} ?GiB")),
+    ("non_torch", re.compile(rf"non_torch_memory(?: takes)?\s+{_N} ?GiB")),
+    ("activation_peak", re.compile(rf"PyTorch activation peak memory(?: takes)?\s+{_N} ?GiB")),
+    ("kv_cache", re.compile(rf"(?:reserved for KV Cache is|available_kv_cache_memory)\s+{_N} ?GiB")),
+    ("gpu_total", re.compile(rf"total_gpu_memory\s+{_N} ?GiB")),
+    ("budget", re.compile(rf"the current vLLM instance can use\s+{_N} ?GiB")),
 )
+_UTILIZATION = re.compile(r"gpu_memory_utilization(?:\s+|\s*\(|=)(\d\.\d+)")
 _RESULTS = re.compile(r"Memory profiling results:")
 _RESULT_FIELD = re.compile(rf"(\w+)={_N} ?Gi[Bb]")
 _RESULT_NAMES = {  # 0.6.2-0.6.4 field -> the engine-neutral name
@@ -78,6 +81,20 @@ _BLOCKS = re.compile(rf"# (?:GPU|CUDA|cuda|gpu) blocks: {_COUNT}(?:, # CPU block
 _TOKENS = re.compile(rf"GPU KV cache size: {_COUNT} tokens")
 _CONCURRENCY = re.compile(rf"Maximum concurrency for {_COUNT} tokens per request: {_N}x")
 _GRAPHS = re.compile(rf"Graph capturing finished in \d+ secs?, took {_N} ?GiB")
+# The refusals that end a start too small for max_model_len: V0 (vllm/worker/worker.py, raise_if_cache_size_invalid)
+# "The model's max seq len (%d) is larger than the maximum number of tokens that can be stored in KV cache (%d)";
+# V1 (vllm/v1/core/kv_cache_utils.py, check_enough_kv_cache_memory) "... max seq len (%d), (%.2f GiB KV cache is
+# needed, which is larger than the available KV cache memory (%.2f GiB). Based on the available memory, the
+# estimated maximum model length is %d."
+_TOO_SMALL_V0 = re.compile(r"stored in KV cache \((\d+)\)")
+# (matched across line breaks: quoted logs wrap it; the sizes come from round(x, 2), so "0.9" is known to 0.005)
+_TOO_SMALL_V1 = re.compile(
+    rf"\(\s*{_N}\s+GiB\s+KV\s+cache\s+is\s+needed,\s+which\s+is\s+larger\s+than\s+the\s+available\s+KV\s+cache"
+    rf"\s+memory\s+\(\s*{_N}\s+GiB\)"
+)
+_ESTIMATED_LEN = re.compile(r"estimated\s+maximum\s+model\s+length\s+is\s+(\d+)")
+_MAX_SEQ_LEN = re.compile(r"max seq len \((\d+)\)")
+_COMMAND = re.compile(r"(?:^|\$ ?)((?:vllm serve|python3? -m vllm\.entrypoints\.\S+)(?: .*)?)$")
 _ENGINE_CONFIG = re.compile(r"Initializing an? (?:V1 )?LLM engine \(v([^)\s]+)\) with config: (.*)$")
 _SERVER_VERSION = re.compile(r"vLLM API server version ([\w.+\-]+)")
 _NON_DEFAULT = re.compile(r"non-default args: (\{.*\})\s*$")
@@ -131,6 +148,22 @@ def _capacity_figures(text: str, r: str, n: int) -> list[Figure]:
         out.append(ratio("max_concurrency", m.group(2), rank=r, line=n))
     if m := _GRAPHS.search(text):
         out.append(memory("cuda_graphs", m.group(1), "GiB", rank=r, line=n))
+    if m := _TOO_SMALL_V0.search(text):
+        out.append(count("kv_tokens", m.group(1), "tokens", rank=r, line=n))
+    return out
+
+
+def _wrapped_figures(lines: list[Line]) -> list[Figure]:
+    """V1's refusal when max_model_len does not fit, wherever its words were broken over lines."""
+    text = "\n".join(line.text for line in lines)
+    out: list[Figure] = []
+    for m in _TOO_SMALL_V1.finditer(text):
+        line = lines[text.count("\n", 0, m.start())]
+        out.append(memory("kv_needed", m.group(1), "GiB", rank=line.rank, line=line.number, decimals=2))
+        out.append(memory("kv_cache", m.group(2), "GiB", rank=line.rank, line=line.number, decimals=2))
+    for m in _ESTIMATED_LEN.finditer(text):
+        line = lines[text.count("\n", 0, m.start())]
+        out.append(count("max_model_len_fits", m.group(1), "tokens", rank=line.rank, line=line.number))
     return out
 
 
@@ -138,6 +171,29 @@ def _memory_figures(line: Line) -> list[Figure]:
     """Every memory, block, token and concurrency figure on one line, in the order the patterns are listed."""
     args = (line.text, line.rank, line.number)
     return [*_profile_figures(*args), *_v1_figures(*args), *_capacity_figures(*args)]
+
+
+def _command(command: str, flags: dict[str, str], extras: dict[str, str]) -> None:
+    """The launch command a log quotes: its flags as typed ("--tensor-parallel-size": "2"), the model it serves."""
+    positional, typed = command_flags(command)
+    for key, value in typed.items():
+        flags.setdefault(key, value)
+    if positional[:2] == ["vllm", "serve"] and len(positional) > 2:
+        extras.setdefault("model_command", positional[2])
+    elif "--model" in typed:
+        extras.setdefault("model_command", typed["--model"])
+
+
+def _side_facts(text: str, flags: dict[str, str], extras: dict[str, str]) -> None:
+    """Flags a line states in passing: the utilization in the memory report, the launch command, max seq len."""
+    if m := _UTILIZATION.search(text):
+        flags.setdefault("gpu_memory_utilization", m.group(1))
+    if m := _MAX_SEQ_LEN.search(text):
+        flags.setdefault("max_seq_len", m.group(1))
+    if m := _COMMAND.search(text.strip()):
+        _command(m.group(1), flags, extras)
+    if m := _CONCURRENCY.search(text):
+        extras.setdefault("max_concurrency_tokens", m.group(1).replace(",", ""))
 
 
 def _facts(lines: list[Line]) -> tuple[str | None, dict[str, str], dict[str, str]]:
@@ -160,18 +216,16 @@ def _facts(lines: list[Line]) -> tuple[str | None, dict[str, str], dict[str, str
             flags.setdefault("max_num_batched_tokens", m.group(1))
         elif (m := _LOADING.search(text)) and "model_loading" not in extras:
             extras["model_loading"] = m.group(1)
-        if m := _BUDGET.search(text):
-            flags.setdefault("gpu_memory_utilization", m.group(2))
-        if m := _CONCURRENCY.search(text):
-            extras.setdefault("max_concurrency_tokens", m.group(1).replace(",", ""))
+        _side_facts(text, flags, extras)
     return version, flags, extras
 
 
 def parse(lines: list[Line]) -> ParsedLog:
     """A vLLM startup log's version, model, flags and figures (per rank, in log order)."""
     version, flags, extras = _facts(lines)
-    figures = tuple(f for line in lines for f in _memory_figures(line))
-    model = flags.get("model") or flags.get("model_tag") or extras.get("model_loading")
+    figures = tuple(sorted((*(f for line in lines for f in _memory_figures(line)), *_wrapped_figures(lines)),
+                           key=lambda f: f.line))
+    model = flags.get("model") or flags.get("model_tag") or extras.get("model_loading") or extras.get("model_command")
     return ParsedLog(
         engine=ENGINE,
         version=version,
