@@ -232,6 +232,58 @@ def test_vllm_v0_5_config_excerpt() -> None:
     assert value(log, "weights") == units(657409, 4, GIB)
 
 
+def test_vllm_table_report_of_pr_10511_and_the_command_line() -> None:
+    # https://github.com/vllm-project/vllm/pull/10511 (comment of 2024-12-14): the table form of "Memory profiling
+    # results:" that lived on that branch, tab-separated, under the command that started it.
+    text = (
+        "$ vllm serve meta-llama/Meta-Llama-3-8B -tp 2\n"
+        "INFO 12-13 19:55:25 worker.py:243] Memory profiling results:\n"
+        "INFO 12-13 19:55:25 worker.py:243] duration     3.49 seconds\n"
+        "INFO 12-13 19:55:25 worker.py:243] total_gpu_memory     79.22GiB\n"
+        "INFO 12-13 19:55:25 worker.py:243] gpu_memory_utilization       0.90\n"
+        "INFO 12-13 19:55:25 worker.py:243] the current vLLM instance can use    71.29GiB\n"
+        "INFO 12-13 19:55:25 worker.py:243] model weights take   7.48GiB\n"
+        "INFO 12-13 19:55:25 worker.py:243] non_torch_memory     3.58GiB\n"
+        "INFO 12-13 19:55:25 worker.py:243] PyTorch activation peak memory       1.26GiB\n"
+        "INFO 12-13 19:55:25 worker.py:243] available_kv_cache_memory    58.97GiB\n"
+    )
+    log = parse_log(text)
+    assert log.model == "meta-llama/Meta-Llama-3-8B" and log.flags["-tp"] == "2"
+    assert log.flags["gpu_memory_utilization"] == "0.90"
+    assert value(log, "gpu_total") == units(7922, 2, GIB)
+    assert value(log, "budget") == units(7129, 2, GIB)
+    assert value(log, "weights") == units(748, 2, GIB)
+    assert value(log, "non_torch") == units(358, 2, GIB)
+    assert value(log, "activation_peak") == units(126, 2, GIB)
+    assert value(log, "kv_cache") == units(5897, 2, GIB)
+
+
+def test_vllm_refusals_when_max_model_len_does_not_fit() -> None:
+    # V0 (vllm/worker/worker.py, raise_if_cache_size_invalid), excerpt of
+    # https://github.com/vllm-project/vllm/issues/6156 with its command line.
+    v0 = parse_log(
+        "python3 -m vllm.entrypoints.openai.api_server --dtype float16 --trust-remote-code --model "
+        "DeepSeek-Coder-V2-Lite-Instruct --port 9000 --host 0.0.0.0    --tensor-parallel-size 2\n"
+        "[rank0]: ValueError: The model's max seq len (163840) is larger than the maximum number of tokens that can "
+        "be stored in KV cache (63040). Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when "
+        "initializing the engine.\n"
+    )
+    assert (v0.model, v0.flags["--tensor-parallel-size"], v0.flags["--trust-remote-code"]) == (
+        "DeepSeek-Coder-V2-Lite-Instruct", "2", "true")
+    assert v0.flags["max_seq_len"] == "163840" and value(v0, "kv_tokens") == 63_040
+    # V1 (vllm/v1/core/kv_cache_utils.py, check_enough_kv_cache_memory), wrapped over lines as quoted in
+    # https://github.com/SemiAnalysisAI/InferenceX/issues/1587; round(x, 2) printed "0.9".
+    v1 = parse_log(
+        "ValueError: To serve at least one request with the model's max seq len (262144),\n"
+        "(8.58 GiB KV cache is needed, which is larger than the available KV cache memory\n"
+        "(0.9 GiB). Based on the available memory, the estimated maximum model length is 27392.\n"
+    )
+    kv = v1.best("kv_cache")
+    assert kv is not None and kv.value == units(90, 2, GIB) and kv.tolerance == half_digit(2, GIB) and kv.line == 2
+    assert value(v1, "kv_needed") == units(858, 2, GIB)
+    assert value(v1, "max_model_len_fits") == 27_392 and v1.flags["max_seq_len"] == "262144"
+
+
 # --- SGLang ---------------------------------------------------------------------------------------------------------
 
 # python/sglang/srt/model_executor/model_runner.py (load_model, init_memory_pool, init_device_graphs),
@@ -377,6 +429,40 @@ llama_new_context_with_model:      CUDA0 compute buffer size =   672.01 MiB
     assert log.flags["n_batch"] == "2048" and log.extras["cuda.1"] == "NVIDIA GeForce RTX 3090 Ti"
 
 
+def test_llamacpp_2023_mb_is_mib_and_failed_allocations() -> None:
+    # https://huggingface.co/TheBloke/CausalLM-14B-GGUF/discussions/3: mid-2023 "MB" = bytes / 1024.0 / 1024.0
+    # (llama.cpp, llama_new_context_with_model: "kv self size  = %7.2f MB").
+    old = parse_log(
+        "llama_new_context_with_model: n_ctx      = 4096\n"
+        "llama_kv_cache_init: VRAM kv self = 3200.00 MB\n"
+        "llama_new_context_with_model: kv self size  = 3200.00 MB\n"
+        "llama_new_context_with_model: compute buffer total size = 364.13 MB\n"
+        "llama_new_context_with_model: total VRAM used: 17125.05 MB (model: 13567.05 MB, context: 3558.00 MB)\n"
+    )
+    assert value(old, "kv_cache") == 3200 * MIB and value(old, "kv_cache_total") == 3200 * MIB
+    assert value(old, "compute_buffer") == units(36413, 2, MIB)
+    assert value(old, "weights") == units(1356705, 2, MIB) and value(old, "context") == 3558 * MIB
+    assert value(old, "vram_total") == units(1712505, 2, MIB) and old.flags["n_ctx"] == "4096"
+    # https://huggingface.co/MaziyarPanahi/Mixtral-8x22B-Instruct-v0.1-GGUF/discussions/32: the compute buffer that
+    # did not fit, in exact bytes (ggml/src/ggml-alloc.c, ggml_gallocr_reserve_n: "failed to allocate %s buffer of
+    # size %zu").
+    failed = parse_log(
+        "llama_kv_cache_init: CUDA0 KV buffer size = 1875.00 MiB\n"
+        "ggml_gallocr_reserve_n: failed to allocate CUDA0 buffer of size 3529547776\n"
+    )
+    figure = failed.best("failed_allocation", "CUDA0")
+    assert figure is not None and (figure.value, figure.tolerance, figure.unit) == (3_529_547_776, 0, "B")
+
+
+def test_llamacpp_command_line() -> None:
+    log = parse_log(
+        "$ ./llama-server -m /models/q.gguf -ngl 99 -c 8192 --flash-attn -ctk q8_0\n"
+        "llama_kv_cache:      CUDA0 KV buffer size =   576.00 MiB\n"
+    )
+    assert log.model == "/models/q.gguf" and log.flags["-ngl"] == "99" and log.flags["-c"] == "8192"
+    assert log.flags["--flash-attn"] == "true" and log.flags["-ctk"] == "q8_0"
+
+
 # --- refusals and bounds --------------------------------------------------------------------------------------------
 
 
@@ -403,6 +489,24 @@ def test_engine_log_without_figures_is_refused() -> None:
 def test_too_large_is_refused_before_reading() -> None:
     with pytest.raises(ConfigError, match=r"^log: 33,554,433 characters; a startup log is at most a few MB"):
         parse_log("x" * (MAX_LOG_CHARS + 1))
+
+
+def test_logfmt_lines_and_the_sglang_command() -> None:
+    # vLLM under a JSON/logfmt logger (https://github.com/alvarobartt/hf-mem/pull/61): the message sits in msg="...".
+    vllm = parse_log(
+        '(EngineCore pid=118) level=INFO name=vllm.v1.worker.gpu_worker msg="Available KV cache memory: 24.54 GiB"\n'
+        '(EngineCore pid=118) level=INFO name=vllm.v1.core.kv_cache_utils msg="GPU KV cache size: 26,800 tokens"\n'
+    )
+    assert value(vllm, "kv_cache", "") == units(2454, 2, GIB) and value(vllm, "kv_tokens") == 26_800
+    # https://github.com/vllm-project/vllm/issues/21348: SGLang's command and pool line, no rank prefix.
+    sglang = parse_log(
+        "python3 -m sglang.launch_server --model /path/to/Qwen3-235B-A22B-FP8 --tp 4 --trust-remote-code --host "
+        "0.0.0.0 --port 8000 --mem-fraction-static 0.93\n"
+        "KV Cache is allocated. #tokens: 367404, K size: 8.23 GB, V size: 8.23 GB\n"
+    )
+    assert (sglang.engine, sglang.model, sglang.flags["--tp"]) == ("sglang", "/path/to/Qwen3-235B-A22B-FP8", "4")
+    assert sglang.flags["--mem-fraction-static"] == "0.93" and "-m" not in sglang.flags
+    assert value(sglang, "kv_tokens") == 367_404 and value(sglang, "kv_cache") == 2 * units(823, 2, GIB)
 
 
 def test_split_pairs_keeps_nested_values() -> None:

@@ -90,8 +90,9 @@ def _kv_summary(text: str, n: int) -> tuple[list[Figure], dict[str, str]]:
     return [], {}
 
 
-def _facts(text: str, extras: dict[str, str]) -> None:
-    """The CUDA devices, the model path and the build a line states, into ``extras``."""
+def _facts(text: str, extras: dict[str, str], flags: dict[str, str]) -> None:
+    """The CUDA devices, the model path and the build a line states, into ``extras``; a launch command's options,
+    as typed ("-ngl": "99"), into ``flags``."""
     if m := _CUDA_COUNT.search(text):
         extras.setdefault("cuda_devices", m.group(1))
     elif m := _CUDA_DEVICE.search(text):
@@ -102,8 +103,8 @@ def _facts(text: str, extras: dict[str, str]) -> None:
     elif m := _BUILD.search(text):
         extras.setdefault("build", f"{m.group(1)} ({m.group(2)})")
     elif m := _COMMAND.search(text.strip()):
-        typed = command_flags(m.group(1))[1]
-        extras.update({f"command{key}": value for key, value in typed.items()})
+        for key, value in command_flags(m.group(1))[1].items():
+            flags.setdefault(key, value)
 
 
 def _old_and_failed(text: str, n: int) -> list[Figure]:
@@ -143,7 +144,7 @@ def _line(line: Line, extras: dict[str, str], flags: dict[str, str]) -> list[Fig
     elif m := _CONTEXT.search(text):
         flags.setdefault(m.group(1), m.group(2))
     else:
-        _facts(text, extras)
+        _facts(text, extras, flags)
     return out
 
 
@@ -155,7 +156,7 @@ def parse(lines: list[Line]) -> ParsedLog:
     return ParsedLog(
         engine=ENGINE,
         version=extras.get("build"),
-        model=extras.get("model_path") or extras.get("general.name"),
+        model=extras.get("model_path") or flags.get("-m") or flags.get("--model") or extras.get("general.name"),
         flags=MappingProxyType(flags),
         figures=figures,
         extras=MappingProxyType(extras),
