@@ -215,6 +215,34 @@ def test_vllm_v1_late_wording() -> None:
     assert value(log, "gpu_free", "TP0") == units(7852, 2, GIB)
 
 
+def test_vllm_newest_reports_rounded_to_two_places() -> None:
+    # vllm/utils/mem_utils.py MemoryProfilingResult.__repr__ and format_gib = round(b / GiB, 2) (a6d5c39); the
+    # usage line's "consumed memory" wording and the graph pool line of later gpu_worker.py / gpu_model_runner.py.
+    text = (
+        "(Worker_TP0 pid=7) DEBUG 01-05 10:00:00 [gpu_worker.py:290] Memory profiling takes 9.31 seconds. Total non KV "
+        "cache memory: 18.5GiB; torch peak memory increase: 2.76GiB; non-torch forward increase memory: 0.24GiB; "
+        "weights memory: 15.5GiB.\n"
+        "(Worker_TP0 pid=7) INFO 01-05 10:00:40 [gpu_model_runner.py:4000] CUDA graph pool memory: 0.19 GiB (actual), "
+        "0.64 GiB (estimated), difference: 0.45 GiB (244.2%).\n"
+        "(Worker_TP0 pid=7) INFO 01-05 10:00:40 [gpu_worker.py:440] Free memory on device (93.83/95.01 GiB) on "
+        "startup. Desired GPU memory utilization is (0.9, 85.51 GiB). Actual usage is 16.24 GiB for consumed memory "
+        "(weights + non-torch), 2.76 GiB for peak activation, and 0.19 GiB for CUDAGraph memory. Current kv cache "
+        "memory in use is 66.26 GiB.\n"
+    )
+    log = parse_log(text)
+    weights = log.best("weights", "TP0")
+    assert weights is not None and weights.value == units(1550, 2, GIB) and weights.tolerance == half_digit(2, GIB)
+    assert value(log, "non_kv", "TP0") == units(1850, 2, GIB)
+    assert [f.value for f in log.named("activation_peak")] == [units(276, 2, GIB)] * 2
+    assert value(log, "non_torch", "TP0") == units(24, 2, GIB)
+    assert value(log, "consumed", "TP0") == units(1624, 2, GIB)
+    assert [f.value for f in log.named("cuda_graphs")] == [units(19, 2, GIB)] * 2
+    assert value(log, "cuda_graphs_estimated", "TP0") == units(64, 2, GIB)
+    assert value(log, "kv_cache", "TP0") == units(6626, 2, GIB)
+    assert value(log, "gpu_total", "TP0") == units(9501, 2, GIB)
+    assert value(log, "budget", "TP0") == units(8551, 2, GIB) and log.flags["gpu_memory_utilization"] == "0.9"
+
+
 def test_vllm_v0_5_config_excerpt() -> None:
     # https://github.com/vllm-project/vllm/issues/10517 (the V0 0.5.4 config line), with a weights line to finish it.
     text = (

@@ -43,6 +43,7 @@ EXPECTED = '"Model loading took X GiB" or "GPU KV cache size: N tokens" (vLLM)'
 MARKERS = re.compile(
     r"Initializing an? (?:V1 )?LLM engine|vLLM API server version|Model loading took|Loading model weights took"
     r"|the current vLLM instance can use|Memory profiling results:|GPU KV cache size:|Available KV cache memory:"
+    r"|Memory profiling takes|Actual usage is|CUDA graph pool memory:"
     r"|# (?:GPU|CUDA|cuda|gpu) blocks:|vllm serve |-m vllm\.entrypoints|The model's max seq len|models?'s max seq len"
 )
 
@@ -58,7 +59,7 @@ _PROFILE = (  # the one-line report (0.6.5-0.9) and the table of "Memory profili
     ("gpu_total", re.compile(rf"total_gpu_memory\s+{_N} ?GiB")),
     ("budget", re.compile(rf"the current vLLM instance can use\s+{_N} ?GiB")),
 )
-_UTILIZATION = re.compile(r"gpu_memory_utilization(?:\s+|\s*\(|=)(\d\.\d+)")
+_UTILIZATION = re.compile(r"(?:gpu_memory_utilization(?:\s+|\s*\(|=)|GPU memory utilization is \()(\d(?:\.\d+)?)")
 _RESULTS = re.compile(r"Memory profiling results:")
 _RESULT_FIELD = re.compile(rf"(\w+)={_N} ?Gi[Bb]")
 _RESULT_NAMES = {  # 0.6.2-0.6.4 field -> the engine-neutral name
@@ -71,11 +72,24 @@ _RESULT_NAMES = {  # 0.6.2-0.6.4 field -> the engine-neutral name
 }
 _AVAILABLE_KV = re.compile(rf"Available KV cache memory: {_N} ?GiB")
 _FREE_ON_START = re.compile(rf"Free memory on device \({_N}/{_N} GiB\) on startup")
-_ACTUAL = (
+# Later V1 reports whose sizes come from round(x, 2) (vllm/utils/mem_utils.py format_gib at a6d5c39): the usage
+# line of compile_or_warm_up_model (gpu_worker.py), MemoryProfilingResult.__repr__ (logged at DEBUG by
+# determine_available_memory) and capture_model's "CUDA graph pool memory: X GiB (actual), Y GiB (estimated)".
+_ROUNDED = (
     ("weights", re.compile(rf"Actual usage is {_N} GiB for weight")),
+    ("consumed", re.compile(rf"Actual usage is {_N} GiB for consumed memory")),
     ("activation_peak", re.compile(rf"{_N} GiB for peak activation")),
     ("non_torch", re.compile(rf"{_N} GiB for non-torch memory")),
     ("cuda_graphs", re.compile(rf"{_N} GiB for CUDAGraph memory")),
+    ("kv_cache", re.compile(rf"Current kv cache memory in use is {_N} GiB")),
+    ("budget", re.compile(rf"Desired GPU memory utilization is \(\d+(?:\.\d+)?, {_N} GiB\)")),
+    ("non_kv", re.compile(rf"Total non KV cache memory: {_N} ?GiB")),
+    ("activation_peak", re.compile(rf"torch peak memory increase: {_N} ?GiB")),
+    ("non_torch", re.compile(rf"non-torch forward increase memory: {_N} ?GiB")),
+    ("consumed", re.compile(rf"total consumed \(from mem_get_info\): {_N} ?GiB")),
+    ("weights", re.compile(rf"; weights memory: {_N} ?GiB")),
+    ("cuda_graphs", re.compile(rf"CUDA graph pool memory: {_N} GiB \(actual\)")),
+    ("cuda_graphs_estimated", re.compile(rf"{_N} GiB \(estimated\)")),
 )
 _BLOCKS = re.compile(rf"# (?:GPU|CUDA|cuda|gpu) blocks: {_COUNT}(?:, # CPU blocks: {_COUNT})?")
 _TOKENS = re.compile(rf"GPU KV cache size: {_COUNT} tokens")
@@ -128,8 +142,8 @@ def _v1_figures(text: str, r: str, n: int) -> list[Figure]:
     if m := _FREE_ON_START.search(text):
         out.append(memory("gpu_free", m.group(1), "GiB", rank=r, line=n, decimals=2))
         out.append(memory("gpu_total", m.group(2), "GiB", rank=r, line=n, decimals=2))
-    if "Actual usage is" in text:
-        for name, pattern in _ACTUAL:
+    if "GiB" in text:
+        for name, pattern in _ROUNDED:
             if m := pattern.search(text):
                 out.append(memory(name, m.group(1), "GiB", rank=r, line=n, decimals=2))
     return out
