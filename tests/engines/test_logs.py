@@ -540,3 +540,19 @@ def test_logfmt_lines_and_the_sglang_command() -> None:
 def test_split_pairs_keeps_nested_values() -> None:
     pairs = split_pairs("a='x, y', b={\"c\": [1, 2], \"d\": (3, 4)}, e=None, f=\"q\"")
     assert pairs == {"a": "x, y", "b": '{"c": [1, 2], "d": (3, 4)}', "e": "None", "f": "q"}
+
+
+@pytest.mark.parametrize("engine_line", [
+    "INFO 01-01 00:00:00 [x.py:1] Model loading took 1.0000 GiB and 1 seconds",
+    "[2025-01-01 00:00:00 TP0] Memory pool end. avail mem=1.00 GB",
+    "llama_kv_cache:      CUDA0 KV buffer size =     1.00 MiB",
+])
+def test_hostile_lines_stay_linear(engine_line: str) -> None:
+    # Lines built to make a backtracking pattern quadratic (long runs of digits, words, brackets, repeated prefixes):
+    # every pattern bounds its repeats, so each of these parses in milliseconds instead of minutes.
+    n = 20_000
+    hostile = ["1" * n + " GiB", "a" * n, "x" * n + " KV buffer size", "print_info:" * (n // 11), "a=" * (n // 2),
+               "max_total_num_tokens=1, " + "a" * n, "Memory profiling results: " + "a" * n, "(" * n,
+               "1 GiB for peak activation " * (n // 26)]
+    log = parse_log("\n".join([engine_line, *hostile]))
+    assert len(log.figures) >= 1

@@ -35,13 +35,13 @@ MARKERS = re.compile(
     r"|print_info:|llm_load_print_meta:|llama_kv_cache|llama_model_load"
 )
 
-_N = r"(\d+(?:\.\d+)?)"
+_N = r"(\d{1,15}(?:\.\d{1,12})?)"  # bounded: a run of digits costs O(1) per start, never O(n)
 _BUFFERS = (  # "<device> <kind> buffer size = X MiB" -> figure name; the device is the figure's rank
-    ("weights", re.compile(rf"(?:llm_)?load_tensors:\s+(\S+)\s+(?:model )?buffer size\s*=\s*{_N} MiB")),
-    ("kv_cache", re.compile(rf"(\S+)\s+KV buffer size\s*=\s*{_N} MiB")),
-    ("recurrent_state", re.compile(rf"(\S+)\s+RS buffer size\s*=\s*{_N} MiB")),
-    ("compute_buffer", re.compile(rf"(\S+)\s+compute buffer size\s*=\s*{_N} MiB")),
-    ("output_buffer", re.compile(rf"(\S+)\s+output buffer size\s*=\s*{_N} MiB")),
+    ("weights", re.compile(rf"(?:llm_)?load_tensors:\s+(\S{{1,64}})\s+(?:model )?buffer size\s*=\s*{_N} MiB")),
+    ("kv_cache", re.compile(rf"(\S{{1,64}})\s+KV buffer size\s*=\s*{_N} MiB")),
+    ("recurrent_state", re.compile(rf"(\S{{1,64}})\s+RS buffer size\s*=\s*{_N} MiB")),
+    ("compute_buffer", re.compile(rf"(\S{{1,64}})\s+compute buffer size\s*=\s*{_N} MiB")),
+    ("output_buffer", re.compile(rf"(\S{{1,64}})\s+output buffer size\s*=\s*{_N} MiB")),
 )
 # mid-2023 llama.cpp (llama.cpp, llama_new_context_with_model and llama_kv_cache_init) printed "MB" for bytes /
 # 1024.0 / 1024.0: "kv self size  = %7.2f MB", "VRAM kv self = %.2f MB", "compute buffer total size = %7.2f MB",
@@ -56,23 +56,23 @@ _OLD_MB = (
     ("context", re.compile(rf"total VRAM used:.*context:\s*{_N} MB\)")),
 )
 # ggml/src/ggml-alloc.c, ggml_gallocr_reserve_n: "failed to allocate %s buffer of size %zu" (exact bytes).
-_FAILED = re.compile(r"failed to allocate (\S+) buffer of size (\d+)")
+_FAILED = re.compile(r"failed to allocate (\S{1,64}) buffer of size (\d+)")
 _COMMAND = re.compile(r"(?:^|\$ ?)((?:\S*/)?(?:llama-server|llama-cli|main|server)(?: .*)?)$")
 _KV_SUMMARY = re.compile(
     rf"size =\s*{_N} MiB \(\s*(\d+) cells,\s*(\d+) layers,\s*(\d+)/\s*(\d+) seqs\), "
     rf"K \((\w+)\):\s*{_N} MiB, V \((\w+)\):\s*{_N} MiB"
 )
 _KV_SELF = re.compile(rf"KV self size\s*=\s*{_N} MiB, K \((\w+)\):\s*{_N} MiB, V \((\w+)\):\s*{_N} MiB")
-_DEVICE_FREE = re.compile(r"using device (\S+) \((.*)\) - (\d+) MiB free")
+_DEVICE_FREE = re.compile(r"using device (\S{1,64}) \((.*)\) - (\d+) MiB free")
 _OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
 _CUDA_COUNT = re.compile(r"ggml_cuda_init: found (\d+) CUDA devices")
 _CUDA_DEVICE = re.compile(r"^\s*Device (\d+): (.+?), compute capability (\d+\.\d+)")
 _BUILD = re.compile(r"build: (\d+) \((\w+)\)")
 _MODEL_PATH = re.compile(r"llama_model_loader: loaded meta data with \d+ key-value pairs and \d+ tensors from (.+?)"
                          r" \(version")
-_META = re.compile(r"(?:print_info|llm_load_print_meta):\s+(\S[^=]*?)\s*= (.*?)\s*$")
+_META = re.compile(r"(?:print_info|llm_load_print_meta):\s+(\S[^=]{0,80}?)\s*= (.*)$")
 _FILE_SIZE = re.compile(rf"^{_N} (GiB|MiB)")
-_CONTEXT = re.compile(r"(?:llama_context|llama_new_context_with_model):\s+(\w+)\s*=\s*(\S+)\s*$")
+_CONTEXT = re.compile(r"(?:llama_context|llama_new_context_with_model):\s+(\w{1,64})\s*=\s*(\S{1,256})\s*$")
 
 
 def _kv_summary(text: str, n: int) -> tuple[list[Figure], dict[str, str]]:
@@ -137,7 +137,7 @@ def _line(line: Line, extras: dict[str, str], flags: dict[str, str]) -> list[Fig
         extras.setdefault("n_layer_offloadable", m.group(2))
         return [count("offloaded_layers", m.group(1), "layers", line=n)]
     if m := _META.search(text):
-        key, value = m.group(1), m.group(2)
+        key, value = m.group(1), m.group(2).strip()
         extras.setdefault(key, value)
         if key == "file size" and (s := _FILE_SIZE.search(value)):
             out.append(memory("file_size", s.group(1), s.group(2), line=n))

@@ -34,9 +34,11 @@ MARKERS = re.compile(
     r"|max_total_num_tokens=|server_args[=:] ?ServerArgs\(|-m sglang\.launch_server"
 )
 
-_N = r"(\d+(?:\.\d+)?)"
+_N = r"(\d{1,15}(?:\.\d{1,12})?)"  # bounded: a run of digits costs O(1) per start, never O(n)
 _LOAD_BEGIN = re.compile(rf"Load weight begin\. avail mem={_N} GB")
-_LOAD_END = re.compile(rf"Load weight end\. type=(\w+), dtype=([\w.]+), avail mem={_N} GB(?:, mem usage={_N} GB)?")
+_LOAD_END = re.compile(
+    rf"Load weight end\. type=(\w{{1,128}}), dtype=([\w.]{{1,64}}), avail mem={_N} GB(?:, mem usage={_N} GB)?"
+)
 _KV_SPLIT = re.compile(rf"KV Cache is allocated\. #tokens: (\d+), K size: {_N} GB, V size: {_N} GB")
 _KV_JOINT = re.compile(rf"KV Cache is allocated\. #tokens: (\d+), KV size: {_N} GB")
 _POOL_END = re.compile(rf"Memory pool end\. avail mem={_N} GB")
@@ -45,7 +47,7 @@ _GRAPH_END = re.compile(
     rf"Capture cuda graph end\. Time elapsed: [\d.]+ s\.?(?: mem usage={_N} GB\.)?(?: avail mem={_N} GB)?"
 )
 _SCHEDULER = re.compile(r"max_total_num_tokens=(\d+)(.*)$")
-_SCHEDULER_FIELD = re.compile(r"(\w+)=([^,\s]+)")
+_SCHEDULER_FIELD = re.compile(r"(\w{1,64})=([^,\s]+)")
 _AVAILABLE_AFTER = re.compile(rf"available_gpu_mem={_N} GB")
 _COMMAND = re.compile(r"(?:^|\$ ?)(python3? -m sglang\.launch_server(?: .*)?)$")
 _SERVER_ARGS = re.compile(r"server_args[=:] ?ServerArgs\((.*)\)\s*$")

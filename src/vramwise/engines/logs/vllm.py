@@ -47,7 +47,7 @@ MARKERS = re.compile(
     r"|# (?:GPU|CUDA|cuda|gpu) blocks:|vllm serve |-m vllm\.entrypoints|The model's max seq len|models?'s max seq len"
 )
 
-_N = r"(\d+(?:\.\d+)?)"
+_N = r"(\d{1,15}(?:\.\d{1,12})?)"  # bounded: a run of digits costs O(1) per start, never O(n)
 _COUNT = r"(\d{1,3}(?:,\d{3})+|\d+)"  # 293,280 or 5095
 _WEIGHTS = re.compile(rf"(?:Model loading|Loading model weights) took {_N} ?(GiB|GB)\b")
 _BUDGET = re.compile(rf"total_gpu_memory \({_N} ?GiB\) x gpu_memory_utilization \({_N}\) = {_N} ?GiB")
@@ -61,7 +61,7 @@ _PROFILE = (  # the one-line report (0.6.5-0.9) and the table of "Memory profili
 )
 _UTILIZATION = re.compile(r"(?:gpu_memory_utilization(?:\s+|\s*\(|=)|GPU memory utilization is \()(\d(?:\.\d+)?)")
 _RESULTS = re.compile(r"Memory profiling results:")
-_RESULT_FIELD = re.compile(rf"(\w+)={_N} ?Gi[Bb]")
+_RESULT_FIELD = re.compile(rf"(\w{{1,64}})={_N} ?Gi[Bb]")
 _RESULT_NAMES = {  # 0.6.2-0.6.4 field -> the engine-neutral name
     "total_gpu_memory": "gpu_total",
     "initial_memory_usage": "initial_usage",
@@ -113,7 +113,7 @@ _ENGINE_CONFIG = re.compile(r"Initializing an? (?:V1 )?LLM engine \(v([^)\s]+)\)
 _SERVER_VERSION = re.compile(r"vLLM API server version ([\w.+\-]+)")
 _NON_DEFAULT = re.compile(r"non-default args: (\{.*\})\s*$")
 _CHUNKED = re.compile(r"Chunked prefill is enabled with max_num_batched_tokens=(\d+)")
-_LOADING = re.compile(r"Starting to load model (\S+?)(?:\.\.\.)?\s*$")
+_LOADING = re.compile(r"Starting to load model (\S{1,512}?)(?:\.\.\.)?\s*$")
 
 
 def _profile_figures(text: str, r: str, n: int) -> list[Figure]:
