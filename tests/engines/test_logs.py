@@ -4,9 +4,12 @@ expected byte count is the printed number times its unit, worked out here by han
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from vramwise.engines.logs import MAX_LOG_CHARS, ParsedLog, parse_log
+from vramwise.engines.logs import MAX_LOG_BYTES, MAX_LOG_CHARS, ParsedLog, load_log, parse_log
 from vramwise.engines.logs.pairs import split_pairs
 from vramwise.errors import ConfigError
 
@@ -556,3 +559,28 @@ def test_hostile_lines_stay_linear(engine_line: str) -> None:
                "1 GiB for peak activation " * (n // 26)]
     log = parse_log("\n".join([engine_line, *hostile]))
     assert len(log.figures) >= 1
+
+
+def test_load_log_reads_text_files_only(tmp_path: Path) -> None:
+    log = tmp_path / "vllm.log"
+    log.write_bytes(b"INFO 01-01 00:00:00 [x.py:1] Model loading took 1.5000 GiB and 2.0 seconds \xff\n")
+    assert value(load_log(log), "weights") == units(15000, 4, GIB)  # the stray byte is replaced, not fatal
+    cases = {
+        tmp_path / "missing.log": "cannot read it",
+        tmp_path: "not a regular file",
+    }
+    binary = tmp_path / "model.gguf"
+    binary.write_bytes(b"GGUF\x03\x00\x00\x00")
+    cases[binary] = "a binary file (a NUL byte at offset 5"
+    big = tmp_path / "big.log"
+    with big.open("wb") as f:
+        f.truncate(MAX_LOG_BYTES + 1)  # sparse: no disk used
+    cases[big] = "33,554,433 bytes; a startup log is at most a few MB"
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        cases[fifo] = "not a regular file"
+    for path, expected in cases.items():
+        with pytest.raises(ConfigError) as err:
+            load_log(path)
+        assert expected in str(err.value) and err.value.field == "log" and "\n" not in str(err.value)

@@ -8,12 +8,15 @@ naming the lines each engine's log should contain. Nothing here estimates: ``vra
 
 from __future__ import annotations
 
+import os
+
 from vramwise.engines.logs import llamacpp, sglang, vllm
 from vramwise.engines.logs.lines import MAX_LOG_CHARS, split_lines
 from vramwise.engines.logs.parsed import Figure, ParsedLog
+from vramwise.engines.logs.read import MAX_LOG_BYTES, read_log
 from vramwise.errors import ConfigError, shown
 
-__all__ = ["MAX_LOG_CHARS", "Figure", "ParsedLog", "parse_log"]
+__all__ = ["MAX_LOG_BYTES", "MAX_LOG_CHARS", "Figure", "ParsedLog", "load_log", "parse_log", "read_log"]
 
 _FIELD = "log"
 _ENGINES = (vllm, sglang, llamacpp)  # ties go to the first: its markers are the most specific
@@ -54,3 +57,8 @@ def parse_log(text: str) -> ParsedLog:
             allowed=_ALLOWED,
         )
     return parsed
+
+
+def load_log(path: str | os.PathLike[str]) -> ParsedLog:
+    """``parse_log`` of a log file, read with ``read_log`` (bounded, text only, never blocking)."""
+    return parse_log(read_log(path))
