@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vramwise.engines.logs import MAX_LOG_BYTES, MAX_LOG_CHARS, ParsedLog, load_log, parse_log
 from vramwise.engines.logs.pairs import split_pairs
@@ -244,6 +246,17 @@ def test_vllm_newest_reports_rounded_to_two_places() -> None:
     assert value(log, "kv_cache", "TP0") == units(6626, 2, GIB)
     assert value(log, "gpu_total", "TP0") == units(9501, 2, GIB)
     assert value(log, "budget", "TP0") == units(8551, 2, GIB) and log.flags["gpu_memory_utilization"] == "0.9"
+
+
+def test_vllm_data_parallel_engines_keep_their_figures_apart() -> None:
+    # With --data-parallel-size 2 and tp 1 each engine core runs its own worker (vllm/v1/engine/core.py).
+    text = (
+        "(EngineCore_DP0 pid=10) INFO 01-05 10:00:00 [gpu_worker.py:298] Available KV cache memory: 60.10 GiB\n"
+        "(EngineCore_DP1 pid=11) INFO 01-05 10:00:00 [gpu_worker.py:298] Available KV cache memory: 59.90 GiB\n"
+    )
+    log = parse_log(text)
+    assert log.ranks == ("", "DP1")
+    assert value(log, "kv_cache", "DP1") == units(5990, 2, GIB)
 
 
 def test_vllm_v0_5_config_excerpt() -> None:
@@ -584,3 +597,26 @@ def test_load_log_reads_text_files_only(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as err:
             load_log(path)
         assert expected in str(err.value) and err.value.field == "log" and "\n" not in str(err.value)
+
+
+_FRAGMENTS = [
+    "Model loading took ", "GiB", " GB", " MiB", " MB", "1.5", "12,345", "(", ")", "[", "]", "{", "}", "'", '"', "=",
+    ", ", "\n", "\x1b[1;36m", "(VllmWorker rank=1 pid=3) ", "[2025-01-01 00:00:00 TP1] ", "KV Cache is allocated. ",
+    "#tokens: ", "K size: ", "V size: ", "llama_kv_cache: ", "CUDA0", " KV buffer size = ", "size = ", " cells, ",
+    "print_info: ", "non-default args: ", "Initializing an LLM engine (v0.6.3) with config: ", "model=",
+    "$ vllm serve ",
+    "--tp", " -ngl ", "GPU KV cache size: ", " tokens", "Maximum concurrency for ", "x", "total_gpu_memory (",
+    "Memory profiling results: ", "kv_cache_size=", "max_total_num_tokens=", "server_args=ServerArgs(", "-",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_FRAGMENTS), st.text(max_size=6)), max_size=40))
+def test_any_text_parses_or_is_refused_in_one_line(parts: list[str]) -> None:
+    # Whatever the text, the parser returns figures or raises its one ConfigError: never another exception.
+    try:
+        log = parse_log("".join(parts))
+    except ConfigError as err:
+        assert "\n" not in str(err) and err.field == "log"
+    else:
+        assert log.figures and all(isinstance(f.value, int | float) for f in log.figures)

@@ -17,6 +17,7 @@ _ANSI = re.compile(r"(?:\x1b|#033)\[[0-9;?]*[A-Za-z]")
 # "(Worker_TP1 pid=7)", "(Worker_PP1_TP0 pid=7)", "(EngineCore_DP0 pid=3)", "(APIServer pid=1)".
 _PROCESS = re.compile(r"\((?P<who>[A-Za-z][\w]*)(?P<rest>(?: [\w.]+=[^\s,)]+,?)*)\)")
 _RANK_IN_TAG = re.compile(r"rank=(\d+)")
+_DP_IN_NAME = re.compile(r"_DP(\d+)$")
 _TP_IN_NAME = re.compile(r"_((?:DP\d+_)?(?:PP\d+_)?TP\d+)$")
 # Processes that are not a GPU worker: their lines describe the engine, not one rank.
 _NOT_WORKER = ("EngineCore", "APIServer", "LLMEngine", "AsyncLLM", "MainProcess")
@@ -48,7 +49,9 @@ def _rank(text: str) -> str | None:
         if "pid=" not in rest and "rank=" not in rest:
             continue  # "(v0.9.1)" or "(NVIDIA H100)" is not a process tag
         if who.startswith(_NOT_WORKER):
-            return ""
+            # a data-parallel engine past the first ("EngineCore_DP1") holds its own workers: keep them apart
+            dp = _DP_IN_NAME.search(who)
+            return f"DP{dp.group(1)}" if dp and dp.group(1) != "0" else ""
         if r := _RANK_IN_TAG.search(rest):
             return f"rank={r.group(1)}"
         if t := _TP_IN_NAME.search(who):
