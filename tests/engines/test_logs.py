@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vramwise.engines.logs import MAX_LOG_BYTES, MAX_LOG_CHARS, ParsedLog, load_log, parse_log
+from vramwise.engines.logs import FIGURE_NAMES, MAX_LOG_BYTES, MAX_LOG_CHARS, ParsedLog, load_log, parse_log
 from vramwise.engines.logs.pairs import split_pairs
 from vramwise.errors import ConfigError
 
@@ -30,6 +30,7 @@ def half_digit(places: int, unit: int) -> int:
 
 
 def value(log: ParsedLog, name: str, rank: str | None = None) -> int | float:
+    assert all(f.name in FIGURE_NAMES for f in log.figures), [f.name for f in log.figures]
     figure = log.best(name, rank)
     assert figure is not None, f"no {name} for rank {rank!r} in {log.figures}"
     return figure.value
@@ -619,4 +620,4 @@ def test_any_text_parses_or_is_refused_in_one_line(parts: list[str]) -> None:
     except ConfigError as err:
         assert "\n" not in str(err) and err.field == "log"
     else:
-        assert log.figures and all(isinstance(f.value, int | float) for f in log.figures)
+        assert log.figures and all(isinstance(f.value, int | float) and f.name in FIGURE_NAMES for f in log.figures)

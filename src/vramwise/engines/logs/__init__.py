@@ -12,11 +12,11 @@ import os
 
 from vramwise.engines.logs import llamacpp, sglang, vllm
 from vramwise.engines.logs.lines import MAX_LOG_CHARS, split_lines
-from vramwise.engines.logs.parsed import Figure, ParsedLog
+from vramwise.engines.logs.parsed import FIGURE_NAMES, Figure, ParsedLog
 from vramwise.engines.logs.read import MAX_LOG_BYTES, read_log
 from vramwise.errors import ConfigError, shown
 
-__all__ = ["MAX_LOG_BYTES", "MAX_LOG_CHARS", "Figure", "ParsedLog", "load_log", "parse_log", "read_log"]
+__all__ = ["FIGURE_NAMES", "MAX_LOG_BYTES", "MAX_LOG_CHARS", "Figure", "ParsedLog", "load_log", "parse_log", "read_log"]
 
 _FIELD = "log"
 _ENGINES = (vllm, sglang, llamacpp)  # ties go to the first: its markers are the most specific

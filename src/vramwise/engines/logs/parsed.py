@@ -17,6 +17,50 @@ MIB = 2**20
 BINARY_GB = 2**30
 
 
+# Every figure name a parser may emit, with what it is: one vocabulary across engines, so a comparison can put
+# "weights" or "kv_cache" of any engine beside the estimate's term of the same meaning.
+FIGURE_NAMES: Mapping[str, str] = MappingProxyType({
+    "weights": "memory the model's weights took on this rank or device buffer",
+    "activation_peak": "vLLM: the profile run's PyTorch activation peak (torch peak increase)",
+    "non_torch": "vLLM: memory outside PyTorch's allocator (CUDA context, NCCL, custom all-reduce buffers)",
+    "non_kv": "vLLM: everything but the KV cache (weights + activation peak + non-torch)",
+    "consumed": "vLLM: weights + non-torch, as the usage report sums them",
+    "torch_peak": "vLLM 0.6.2-0.6.4: PyTorch's peak during profiling, weights included",
+    "initial_usage": "vLLM 0.6.2-0.6.4: GPU memory in use before profiling",
+    "post_profile_usage": "vLLM 0.6.2-0.6.4: GPU memory in use after profiling",
+    "cuda_graphs": "memory the CUDA graph capture took",
+    "cuda_graphs_estimated": "vLLM: its own estimate of the CUDA graph pool before capturing",
+    "kv_cache": "the KV cache: vLLM's budget for it, SGLang's K + V pool, llama.cpp's KV buffer per device",
+    "kv_cache_k": "the K half of the KV cache (SGLang per rank, llama.cpp over all devices)",
+    "kv_cache_v": "the V half of the KV cache",
+    "kv_cache_total": "llama.cpp: the KV cache over all devices",
+    "kv_needed": "vLLM: KV memory one max_model_len request needs, when it does not fit",
+    "kv_tokens": "tokens the KV cache holds (vLLM GPU KV cache size, SGLang #tokens / max_total_num_tokens)",
+    "kv_blocks": "vLLM: KV cache blocks on the GPU (tokens = blocks x block_size)",
+    "cpu_kv_blocks": "vLLM V0: swap blocks in host memory",
+    "max_concurrency": "vLLM: requests of max_model_len tokens the KV cache holds at once (a ratio)",
+    "max_model_len_fits": "vLLM: the largest max_model_len the KV memory allows, when the asked one does not fit",
+    "gpu_total": "the GPU's total memory as CUDA reports it",
+    "gpu_free": "free GPU memory when the engine started (llama.cpp: per device)",
+    "budget": "vLLM: gpu_memory_utilization x the CUDA total",
+    "avail_before_load": "SGLang: free memory before loading the weights",
+    "avail_after_load": "SGLang: free memory after loading the weights",
+    "avail_after_pool": "SGLang: free memory after allocating the KV pool",
+    "avail_before_graphs": "SGLang: free memory before capturing CUDA graphs",
+    "avail_after_graphs": "SGLang: free memory after capturing CUDA graphs",
+    "avail_after_startup": "SGLang: free memory the scheduler reports once started",
+    "compute_buffer": "llama.cpp: the compute (graph scratch) buffer per backend",
+    "output_buffer": "llama.cpp: the logits / embeddings output buffer",
+    "recurrent_state": "llama.cpp: the recurrent state buffer of Mamba-like layers",
+    "scratch_buffer": "llama.cpp 2023: the VRAM scratch buffer",
+    "context": "llama.cpp 2023: the context's VRAM (KV + scratch)",
+    "vram_total": "llama.cpp 2023: the total VRAM it used",
+    "file_size": "llama.cpp: the GGUF file's size",
+    "failed_allocation": "llama.cpp: the exact size of a buffer that failed to allocate",
+    "offloaded_layers": "llama.cpp: layers offloaded to the GPU (-ngl)",
+})
+
+
 def _empty() -> Mapping[str, str]:
     return MappingProxyType({})
 
@@ -30,7 +74,7 @@ class Figure:
     last printed digit for a rounded number (``%.2f`` GiB: 0.005 GiB = 5,368,709 bytes), a whole unit for a
     truncated one (llama.cpp's ``%zu MiB free``), 0 for an exact count."""
 
-    name: str  # engine-neutral: "weights", "activation_peak", "non_torch", "cuda_graphs", "kv_cache", "kv_tokens"...
+    name: str  # engine-neutral, one of FIGURE_NAMES: "weights", "activation_peak", "kv_cache", "kv_tokens"...
     value: int | float  # bytes (int) for a memory figure; a count, or a ratio such as max_concurrency (float)
     unit: str  # as printed: "GiB", "GB" and "MB" (2^30 and 2^20 in every engine here), "MiB", "B", "tokens", "x"...
     printed: str  # the number exactly as the log printed it, e.g. "14.25"
