@@ -3,10 +3,11 @@
 Format strings read in vllm-project/vllm (the commits are those stored by the reference index; the wording is
 quoted in each pattern's comment and in tests/engines/test_logs.py):
 
-- vllm/worker/model_runner.py, GPUModelRunnerBase.load_model (V0): "Loading model weights took %.4f GB" (<= 0.6.x),
-  then "Model loading took %.4f GiB and %.6f seconds"; vllm/v1/worker/gpu_model_runner.py, GPUModelRunner
-  .load_model (V1, 4e17906): the same "Model loading took %.4f GiB and %.6f seconds"; newer releases print
-  "Model loading took %.4f GiB memory and %.6f seconds".
+- vllm/worker/model_runner.py, GPUModelRunnerBase.load_model (V0): "Loading model weights took %.4f GB" (to 0.7.x;
+  the "GB" is float(2**30) bytes), in 0.8's V0 "Model loading took %.4f GB and %.6f seconds";
+  vllm/v1/worker/gpu_model_runner.py, GPUModelRunner.load_model (V1, 4e17906): "Model loading took %.4f GiB and
+  %.6f seconds"; later releases "Model loading took %.4f GiB memory and %.6f seconds" (all as public logs quote
+  them in tests/engines/test_logs.py).
 - vllm/worker/worker.py, Worker.determine_num_available_blocks (V0, 6ae5229): 0.6.2-0.6.4 "Memory profiling results:
   total_gpu_memory=%.2fGiB initial_memory_usage=%.2fGiB peak_torch_memory=%.2fGiB memory_usage_post_profile=%.2fGib
   non_torch_memory=%.2fGiB kv_cache_size=%.2fGiB gpu_memory_utilization=%.2f"; 0.6.5 on "Memory profiling takes
@@ -17,7 +18,12 @@ quoted in each pattern's comment and in tests/engines/test_logs.py):
 - vllm/v1/worker/gpu_worker.py, Worker.compile_or_warm_up_model (35d5cda): "Free memory on device (F/T GiB) on
   startup. Desired GPU memory utilization is (U, B GiB). Actual usage is W GiB for weight, A GiB for peak
   activation, N GiB for non-torch memory, and G GiB for CUDAGraph memory." with round(x, 2), so at least two
-  decimals of precision whatever Python prints ("14.0").
+  decimals of precision whatever Python prints ("14.0"); later "Actual usage is W GiB for consumed memory (weights
+  + non-torch), ..., Current kv cache memory in use is K GiB."; vllm/utils/mem_utils.py (a6d5c39)
+  MemoryProfilingResult.__repr__ "Memory profiling takes %.2f seconds. Total non KV cache memory: XGiB; torch peak
+  memory increase: XGiB; non-torch forward increase memory: XGiB; weights memory: XGiB." (format_gib = round(x, 2)).
+- vllm-project/vllm PR #10511's branch (before 0.6.5) printed "Memory profiling results:" as a table, one
+  "name<TAB>value" per line; the corpus keeps one, so its labels are read too.
 - vllm/executor/executor_base.py, initialize_cache (V0): "# %s blocks: %d, # CPU blocks: %d" (device name "GPU",
   "CUDA" or "cuda") and "Maximum concurrency for %s tokens per request: %.2fx"; vllm/v1/core/kv_cache_utils.py
   (bbf906a): "# GPU blocks: %d" (0.8.0), then "GPU KV cache size: %s tokens" and "Maximum concurrency for %s
