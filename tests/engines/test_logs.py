@@ -333,11 +333,14 @@ def test_vllm_refusals_when_max_model_len_does_not_fit() -> None:
 
 # python/sglang/srt/model_executor/model_runner.py (load_model, init_memory_pool, init_device_graphs),
 # mem_cache/memory_pool.py (MHATokenToKVPool), managers/scheduler.py (Scheduler.__init__), server_args.py. The
-# "[... TP1]" lines around the pool are from https://github.com/sgl-project/sglang/pull/15909.
+# "[... TP1]" lines around the pool are from https://github.com/sgl-project/sglang/pull/15909, the distributed
+# init ones from https://github.com/sgl-project/sglang/pull/11716.
 SGLANG_TP2 = """\
 [2025-12-28 10:39:01] server_args=ServerArgs(model_path='Qwen/Qwen3-Omni-30B-A3B-Instruct', tokenizer_path=\
 'Qwen/Qwen3-Omni-30B-A3B-Instruct', mem_fraction_static=0.871, tp_size=2, kv_cache_dtype='auto', chunked_prefill_size=\
 8192, cuda_graph_max_bs=512, disable_cuda_graph=False)
+[2025-12-28 10:39:19 TP0] Init torch distributed ends. mem usage=1.96 GB
+[2025-12-28 10:39:19 TP1] Init torch distributed ends. mem usage=2.01 GB
 [2025-12-28 10:39:20 TP0] Load weight begin. avail mem=78.68 GB
 [2025-12-28 10:39:20 TP1] Load weight begin. avail mem=78.68 GB
 [2025-12-28 10:40:05 TP0] Load weight end. type=Qwen3OmniMoeForConditionalGeneration, dtype=torch.bfloat16, avail \
@@ -365,6 +368,7 @@ def test_sglang_per_rank_and_binary_gb() -> None:
     assert value(log, "weights", "TP0") == units(1829, 2, GIB)
     assert value(log, "weights", "TP1") == units(1831, 2, GIB)
     assert value(log, "avail_before_load", "TP1") == units(7868, 2, GIB)
+    assert value(log, "distributed_init", "TP1") == units(201, 2, GIB)  # as https://github.com/sgl-project/sglang/pull/11716
     assert value(log, "kv_tokens", "TP0") == 2_090_351
     kv = log.best("kv_cache", "TP1")
     # K + V = 23.92 + 23.92 GB; each rounded to 0.005 GB, so the sum is known to 0.01 GB.

@@ -43,6 +43,7 @@ FIGURE_NAMES: Mapping[str, str] = MappingProxyType({
     "gpu_total": "the GPU's total memory as CUDA reports it",
     "gpu_free": "free GPU memory when the engine started (llama.cpp: per device)",
     "budget": "vLLM: gpu_memory_utilization x the CUDA total",
+    "distributed_init": "SGLang: memory torch.distributed's init took (CUDA context, NCCL, custom all-reduce)",
     "avail_before_load": "SGLang: free memory before loading the weights",
     "avail_after_load": "SGLang: free memory after loading the weights",
     "avail_after_pool": "SGLang: free memory after allocating the KV pool",

@@ -3,8 +3,10 @@
 Format strings read in sgl-project/sglang (python/sglang/srt/, the model runner at 01cc04e, the memory pool at
 14c3fee; the wording is quoted in tests/engines/test_logs.py):
 
-- model_executor/model_runner.py, ModelRunner.load_model: "Load weight begin. avail mem=%.2f GB", then "Load weight
-  end. type=T, dtype=D, avail mem=%.2f GB, mem usage=%.2f GB." (the mem usage part is absent in some releases).
+- model_executor/model_runner.py, ModelRunner.init_torch_distributed: "Init torch distributed ends. mem usage=%.2f
+  GB" (the CUDA context, NCCL and custom all-reduce buffers); ModelRunner.load_model: "Load weight begin. avail
+  mem=%.2f GB", then "Load weight end. type=T, dtype=D, avail mem=%.2f GB, mem usage=%.2f GB." (the mem usage
+  part is absent in some releases).
 - mem_cache/memory_pool.py, MHATokenToKVPool: "KV Cache is allocated. #tokens: N, K size: %.2f GB, V size: %.2f GB";
   the MLA pool prints "KV size: %.2f GB" instead.
 - model_executor/model_runner.py, init_memory_pool: "Memory pool end. avail mem=%.2f GB"; init_device_graphs:
@@ -30,11 +32,12 @@ from vramwise.engines.logs.parsed import Figure, ParsedLog, count, memory
 ENGINE = "sglang"
 EXPECTED = '"Load weight end. ... avail mem=X GB" or "KV Cache is allocated. #tokens: N" (SGLang)'
 MARKERS = re.compile(
-    r"Load weight (?:begin|end)\.|KV Cache is allocated\.|Memory pool end\.|Capture cuda graph (?:begin|end)\."
-    r"|max_total_num_tokens=|server_args[=:] ?ServerArgs\(|-m sglang\.launch_server"
+    r"Init torch distributed ends\.|Load weight (?:begin|end)\.|KV Cache is allocated\.|Memory pool end\."
+    r"|Capture cuda graph (?:begin|end)\.|max_total_num_tokens=|server_args[=:] ?ServerArgs\(|-m sglang\.launch_server"
 )
 
 _N = r"(\d{1,15}(?:\.\d{1,12})?)"  # bounded: a run of digits costs O(1) per start, never O(n)
+_DIST_END = re.compile(rf"Init torch distributed ends\. mem usage={_N} GB")
 _LOAD_BEGIN = re.compile(rf"Load weight begin\. avail mem={_N} GB")
 _LOAD_END = re.compile(
     rf"Load weight end\. type=(\w{{1,128}}), dtype=([\w.]{{1,64}}), avail mem={_N} GB(?:, mem usage={_N} GB)?"
@@ -70,6 +73,8 @@ def _kv(text: str, r: str, n: int) -> list[Figure]:
 def _figures(line: Line) -> list[Figure]:
     text, r, n = line.text, line.rank, line.number
     out: list[Figure] = []
+    if m := _DIST_END.search(text):
+        out.append(memory("distributed_init", m.group(1), "GB", rank=r, line=n))
     if m := _LOAD_BEGIN.search(text):
         out.append(memory("avail_before_load", m.group(1), "GB", rank=r, line=n))
     if m := _LOAD_END.search(text):
