@@ -209,7 +209,7 @@ _SETUPS = (
 )
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units"
 FROZEN["plot"] = _SETUPS + " --gpu --output --points --vs -o"
-FROZEN["verify"] = _SETUPS + " --json --layers --units"
+FROZEN["verify"] = _SETUPS + " --gpu --json --layers --log --model --units"
 FROZEN |= {"models": "--json", "gpus": "--json --units", "formats": "--json"}
 
 

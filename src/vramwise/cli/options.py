@@ -74,6 +74,7 @@ class Option:
     exclusive: str | None = None  # a required one-of group of the command
     metavar: str | None = None
     required_in: tuple[str, ...] = ()  # the commands that cannot do without it
+    optional_in: tuple[str, ...] = ()  # a positional argument that these commands can do without
 
     def flags_in(self, command: str) -> tuple[str, ...]:
         if self.short_in is None or command in self.short_in:
@@ -90,7 +91,8 @@ _ARCH_HELP = "catalog name (see `vramwise models`) or path to a config.json"
 
 OPTIONS: tuple[Option, ...] = (
     Option(name="model", flags=("model",), group=Group.QUESTION, commands=(INFER, TRAIN, VERIFY, FIT, PLOT),
-           help=_MODEL_HELP, help_in={FIT: _ARCH_HELP, PLOT: _ARCH_HELP, VERIFY: _ARCH_HELP}),
+           help=_MODEL_HELP, optional_in=(VERIFY,),
+           help_in={FIT: _ARCH_HELP, PLOT: _ARCH_HELP, VERIFY: _ARCH_HELP + " (not with --log)"}),
     # --- the workload: both setups
     Option(name="batch", flags=("-b", "--batch"), type=int, commands=BOTH,
            help="sequences in the batch; training: the micro-batch per data-parallel GPU "
@@ -230,13 +232,14 @@ OPTIONS: tuple[Option, ...] = (
     # --- the question
     Option(name="infer", flags=("--infer",), group=Group.QUESTION, commands=WRAPPERS,
            help="inference instead of training (--context, or --seq, is the context)"),
-    Option(name="gpu", flags=("--gpu",), type=str, group=Group.QUESTION, commands=(INFER, TRAIN, FIT, PLOT),
+    Option(name="gpu", flags=("--gpu",), type=str, group=Group.QUESTION, commands=(INFER, TRAIN, FIT, PLOT, VERIFY),
            required_in=(FIT,),
            help="GPU to check the fit against: a name or alias (`vramwise gpus`), a size (24GiB = 2^30 bytes each, "
                 "24GB = 10^9), optionally a count (2x4090: inference tp = count, training dp x tp x pp x cp = count)",
            help_in={FIT: "the GPU whose memory is the budget: a name (`vramwise gpus`), a size (24GiB, 24GB), "
                          "optionally a count (8xH100)",
-                    PLOT: "draw this GPU's capacity line (a name or a size; no count)"}),
+                    PLOT: "draw this GPU's capacity line (a name or a size; no count)",
+                    VERIFY: "with --log: the GPU instead of one of the CUDA total the log reports (a name or a size)"}),
     Option(name="serve", flags=("--serve",), group=Group.QUESTION, commands=(INFER,),
            help="serving capacity on --gpu: the same as --engine vllm (vLLM's memory plan, verdict and capacity)"),
     Option(name="per_stage", flags=("--per-stage",), group=Group.QUESTION, commands=(TRAIN,),
@@ -259,6 +262,11 @@ OPTIONS: tuple[Option, ...] = (
            help="comma-separated x values (default: powers of two)"),
     Option(name="layers", flags=("--layers",), type=int, group=Group.QUESTION, commands=(VERIFY,),
            help="trace N and N+1 layers and extrapolate (fast for 70B)"),
+    Option(name="log", flags=("--log",), type=str, metavar="FILE", group=Group.QUESTION, commands=(VERIFY,),
+           help="a vLLM or SGLang startup log: every figure it printed beside the engine plan of the same setup "
+                "(model, flags and GPU total read from the log; options given override them; no torch)"),
+    Option(name="log_model", flags=("--model",), type=str, group=Group.QUESTION, commands=(VERIFY,),
+           help="with --log: the model to estimate instead of the logged one (a catalog name or a config.json)"),
     # --- the output
     Option(name="output", flags=("-o", "--output"), type=str, group=Group.OUTPUT, commands=(PLOT,),
            default="vramwise.png", help="output file, .png or .svg (default vramwise.png)"),
@@ -313,6 +321,8 @@ def _add(parser: argparse.ArgumentParser | Any, option: Option, command: str) ->
     kw: dict[str, Any] = {"help": option.help_in.get(command, option.help).format(**_HELP_DEFAULTS)}
     flags = option.flags_in(command)
     if not flags[0].startswith("-"):
+        if command in option.optional_in:
+            kw["nargs"] = "?"
         parser.add_argument(*flags, **kw)
         return
     kw["dest"] = option.name

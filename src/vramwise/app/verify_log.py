@@ -1,0 +1,231 @@
+"""``vramwise verify --log FILE``: a serving engine's startup log beside the plan built from the same setup.
+
+The log is parsed (engines/logs), its model, flags and GPU total become an ``infer`` request for that engine
+(``app.run.infer``, so the plan, its checks and its notes are exactly those of ``vramwise infer --engine``), and
+every figure the log printed is set beside the plan's number of the same meaning (engines/log_figures.py,
+engines/compare.py). Nothing here imports torch: the PyTorch twin is ``verify MODEL``'s, not ``--log``'s.
+
+Choices made here, each said in the result's notes: the model is ``--model`` when given, else the catalog entry
+whose hub id the log names (the hub id itself when no entry has it); the GPU is ``--gpu`` when given, else a GPU of
+exactly the CUDA total the log reports; the logged flags are mapped to vramwise's options (``_VLLM``, ``_SGLANG``)
+and options given on the command line override them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from vramwise.engines.compare import LogComparison, figure_rows
+from vramwise.engines.logs import ParsedLog, load_log
+from vramwise.errors import InvalidWorkloadError, UnknownModelError, shown
+
+# logged flag (dashes and case normalised) -> vramwise option name. vLLM's names: vllm/engine/arg_utils.py
+# EngineArgs (the command line) and the config repr "Initializing ... with config:" (vllm/config ModelConfig,
+# ParallelConfig, CacheConfig, SchedulerConfig fields); max_seq_len is the config repr's name for max_model_len.
+_VLLM: dict[str, str] = {
+    "tensor_parallel_size": "tp",
+    "tp": "tp",
+    "pipeline_parallel_size": "pp",
+    "pp": "pp",
+    "max_model_len": "max_model_len",
+    "max_seq_len": "max_model_len",
+    "gpu_memory_utilization": "gpu_util",
+    "max_num_seqs": "max_num_seqs",
+    "max_num_batched_tokens": "max_num_batched_tokens",
+    "kv_cache_dtype": "kv_dtype",
+    "enforce_eager": "enforce_eager",
+    "block_size": "kv_block",
+    "kv_cache_memory_bytes": "kv_cache_memory",
+}
+# SGLang's names: python/sglang/srt/server_args.py ServerArgs fields (tp_size is --tp's field).
+_SGLANG: dict[str, str] = {
+    "tp_size": "tp",
+    "tp": "tp",
+    "tensor_parallel_size": "tp",
+    "mem_fraction_static": "mem_fraction_static",
+    "context_length": "context_length",
+    "chunked_prefill_size": "chunked_prefill_size",
+    "cuda_graph_max_bs": "cuda_graph_max_bs",
+    "max_running_requests": "max_running_requests",
+    "max_total_tokens": "max_total_tokens",
+    "page_size": "page_size",
+    "disable_cuda_graph": "disable_cuda_graph",
+    "max_prefill_tokens": "max_prefill_tokens",
+    "kv_cache_dtype": "kv_dtype",
+}
+_FLAGS = {"vllm": _VLLM, "sglang": _SGLANG}
+_INTEGER = {"tp", "pp", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "kv_block", "kv_cache_memory",
+            "context_length", "chunked_prefill_size", "cuda_graph_max_bs", "max_running_requests", "max_total_tokens",
+            "page_size", "max_prefill_tokens"}
+_REAL = {"gpu_util", "mem_fraction_static"}
+_SWITCH = {"enforce_eager", "disable_cuda_graph"}
+# the engines' kv_cache_dtype spellings -> vramwise's KV dtypes; "auto" and "None" are the defaults
+_KV_DTYPES = {"float16": "fp16", "half": "fp16", "bfloat16": "bf16", "fp8": "fp8", "fp8_e4m3": "fp8",
+              "fp8_e5m2": "fp8"}
+# flags that name the weights' or compute dtype: the weights keep the checkpoint's own format (its
+# quantization_config), which is what the engine loads; --format overrides it. Said in a note, never guessed.
+_SET_ASIDE = ("dtype", "quantization")
+_DEFAULT_VALUES = {"auto", "none", "null", ""}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogRequest:
+    path: str | os.PathLike[str]
+    model: str | None = None  # --model: a catalog name or config path instead of the logged model
+    gpu: str | None = None  # --gpu: instead of a GPU of the logged CUDA total
+    options: Mapping[str, Any] = field(default_factory=dict)  # setup options given; they override the log's
+
+
+def verify_log(req: LogRequest) -> LogComparison:
+    """Parse the log, build the same setup, run the engine's plan, and set every logged figure beside it."""
+    return compare_parsed(load_log(req.path), model=req.model, gpu=req.gpu, options=req.options)
+
+
+def compare_parsed(
+    parsed: ParsedLog, *, model: str | None = None, gpu: str | None = None, options: Mapping[str, Any] | None = None
+) -> LogComparison:
+    """``verify_log`` of an already parsed log (``bench/engines.py`` calls this with the manifest's model/GPU)."""
+    from vramwise.app.engines import PLANS
+    from vramwise.app.run import InferRequest, infer
+    from vramwise.engines.log_figures import plan_figures
+    from vramwise.workload.engines import Engine
+
+    engine = Engine(parsed.engine)
+    if engine not in PLANS:
+        built = ", ".join(e.value for e in PLANS if e is not Engine.HF)
+        raise InvalidWorkloadError(
+            f"log: a {parsed.engine} log, whose memory plan is not built yet; verify --log compares {built} logs",
+            field="log",
+            allowed=built,
+        )
+    asked = (options or {}).get("engine")
+    if asked not in (None, engine.value):
+        raise InvalidWorkloadError(
+            f"--engine {asked}: the log is {engine.value}'s; verify --log follows the logged engine",
+            field="engine",
+            allowed=engine.value,
+        )
+    name, model_note = _model(parsed, model)
+    gpu_text, gpu_words = _gpu(parsed, gpu)
+    mapped, flag_notes = logged_options(parsed)
+    opts: dict[str, Any] = {**mapped, **(options or {}), "engine": engine.value}
+    opts.setdefault("batch", 1)
+    # the comparison reads the engine's own sizes (the pool, max_model_len), not one request: keep the request short
+    opts.setdefault("context", 1)
+    opts.setdefault("new_tokens", 1)
+    result = infer(InferRequest(model=name, options=opts, gpu=gpu_text))
+    plan = result.engine
+    if plan is None or result.gpu is None:  # pragma: no cover - an engine other than hf always returns its plan
+        raise InvalidWorkloadError(f"--engine {engine.value} gave no plan", field="engine")
+    modelled = plan_figures(plan, gpu_bytes=result.gpu.memory_bytes, block=result.setup.kv_block)
+    notes = [model_note, *flag_notes, *_version_notes(parsed, plan.version)]
+    return LogComparison(
+        engine=parsed.engine,
+        logged_version=parsed.version,
+        modelled_version=plan.version,
+        logged_model=parsed.model,
+        model=name,
+        gpu_bytes=result.gpu.memory_bytes,
+        gpu=gpu_words,
+        options={k: v for k, v in opts.items() if k not in ("batch", "context", "new_tokens")},
+        rows=figure_rows(parsed, modelled),
+        notes=tuple(notes) + result.estimate.notes,
+    )
+
+
+def _model(parsed: ParsedLog, given: str | None) -> tuple[str, str]:
+    """The model to estimate and a note saying how it was chosen."""
+    if given:
+        logged = f" (the log names {shown(parsed.model)})" if parsed.model else ""
+        return given, f"model: {given}, as given with --model{logged}"
+    if not parsed.model:
+        raise UnknownModelError(
+            "log: the log does not name its model; give it with --model (a catalog name or a config.json)",
+            field="model",
+        )
+    from vramwise.catalog import models
+
+    logged = parsed.model.strip().rstrip("/")
+    for key, entry in models().items():
+        if entry.hf_id.lower() == logged.lower():
+            return key, f"model: catalog {key}, whose hub id is the logged {logged}"
+    return logged, f"model: {logged}, as logged (not in the catalog; --model overrides it)"
+
+
+def _gpu(parsed: ParsedLog, given: str | None) -> tuple[str, str]:
+    """The --gpu text for the request, and where its total came from."""
+    if given:
+        return given, f"--gpu {given}"
+    total = parsed.best("gpu_total")
+    if total is None:
+        raise InvalidWorkloadError(
+            "log: the log does not print the GPU's total memory; give the GPU with --gpu (a name or a size)",
+            field="gpu",
+        )
+    # the printed total is rounded (%.2f GiB): the plan's budget inherits that rounding, inside its tolerance
+    return f"{int(total.value)}B", f"the log's CUDA total {total.printed} {total.unit}"
+
+
+def logged_options(parsed: ParsedLog) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The logged flags as vramwise options, and a note for each flag read or set aside."""
+    table = _FLAGS.get(parsed.engine, {})
+    out: dict[str, Any] = {}
+    read: list[str] = []
+    aside: list[str] = []
+    for key, raw in parsed.flags.items():
+        norm = key.lstrip("-").replace("-", "_").lower()
+        if norm in _SET_ASIDE and raw.strip("'\"").lower() not in _DEFAULT_VALUES:
+            aside.append(f"{key}={raw}")
+        option = table.get(norm)
+        if option is None or option in out:
+            continue
+        value = _value(option, raw.strip())
+        if value is None:
+            continue
+        out[option] = value
+        read.append(f"{key}={raw}")
+    notes = [f"flags read from the log: {', '.join(read)}" if read else "the log prints no flag the plan reads"]
+    if aside:
+        notes.append(f"{', '.join(aside)}: the weights are estimated in the checkpoint's own format (give --format to "
+                     "override)")
+    return out, tuple(notes)
+
+
+def _value(option: str, raw: str) -> Any:
+    text = raw.strip("'\"")
+    if text.lower() in _DEFAULT_VALUES:
+        return None
+    try:
+        if option in _SWITCH:
+            return True if text.lower() in ("true", "1") else None
+        if option in _INTEGER:
+            return int(text)
+        if option in _REAL:
+            return float(text)
+    except ValueError:
+        raise InvalidWorkloadError(
+            f"log: flag value {shown(raw)} for {option} is not a number", field=option
+        ) from None
+    if option == "kv_dtype":
+        mapped = _KV_DTYPES.get(text.lower())
+        if mapped is None:
+            allowed = ", ".join(sorted(_KV_DTYPES))
+            raise InvalidWorkloadError(
+                f"log: kv_cache_dtype {shown(raw)} is not one the plan models; allowed: auto, {allowed}",
+                field="kv_dtype",
+                allowed=allowed,
+            )
+        return mapped
+    return text
+
+
+def _version_notes(parsed: ParsedLog, modelled: str) -> tuple[str, ...]:
+    if parsed.version is None:
+        return (f"the log does not print its {parsed.engine} version; the plan follows {parsed.engine} {modelled}",)
+    if parsed.version.split(".")[:2] != modelled.split(".")[:2]:
+        return (f"the log is {parsed.engine} {parsed.version}; the plan follows {parsed.engine} {modelled}: figures "
+                "whose rule changed between the two differ for that reason",)
+    return ()
