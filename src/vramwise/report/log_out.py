@@ -39,7 +39,7 @@ def _cells(row: LogRow) -> tuple[str, ...]:
     d = _decimals(row)
     est = f"{_in_unit(row.estimate, row):,.{d}f}{unit}"
     err = row.error or 0
-    rel = "" if row.relative is None else f"{row.relative:+.1%}"
+    rel = "" if row.relative is None else f"{row.relative:+.2%}"
     tol = f"{_in_unit(row.tolerance, row):,.{d}f}"
     return (row.name, row.rank, logged, est, f"{_in_unit(err, row):+,.{d}f}", rel, tol,
             "yes" if row.within else "no")

@@ -1,0 +1,163 @@
+"""``vramwise verify --log``: a startup log's figures beside the engine plan built from the log's own setup.
+
+Oracles: arithmetic written out here (Meta-Llama-3-8B's published parameter count, its KV bytes per token from
+its config, the log's digits times 2^30), and vLLM's own printing rules for the tolerance (half a unit of the last
+printed digit). The logs are small fixtures in vLLM 0.11's wording (tests/engines/test_logs.py quotes the source).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vramwise.cli import main
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+CORPUS = Path(__file__).resolve().parents[2] / "bench" / "data" / "engine_logs"
+GIB = 2**30
+
+# vLLM 0.11 (V1) wording: vllm/v1/engine/core.py "Initializing a V1 LLM engine (v%s) with config: %s";
+# gpu_model_runner.py "Model loading took %.4f GiB memory and %.6f seconds"; gpu_worker.py "Available KV cache
+# memory: %.2f GiB" and the usage report; kv_cache_utils.py "GPU KV cache size: %s tokens, Maximum concurrency ...".
+LOG = """\
+INFO 11-02 08:00:01 [core.py:93] Initializing a V1 LLM engine (v0.11.0) with config: \
+model='meta-llama/Meta-Llama-3-8B', dtype=torch.bfloat16, max_seq_len=8192, tensor_parallel_size=1, \
+quantization=None, enforce_eager=False, kv_cache_dtype=auto
+INFO 11-02 08:01:10 [gpu_model_runner.py:2653] Model loading took 14.9595 GiB memory and 20.1 seconds
+INFO 11-02 08:01:31 [gpu_worker.py:298] Available KV cache memory: 1.00 GiB
+INFO 11-02 08:01:32 [kv_cache_utils.py:1087] GPU KV cache size: 8,192 tokens, Maximum concurrency for 8,192 \
+tokens per request: 1.00x
+DEBUG 11-02 08:01:50 [gpu_worker.py:420] Free memory on device (78.52/79.19 GiB) on startup. Desired GPU memory \
+utilization is (0.9, 71.27 GiB). Actual usage is 14.96 GiB for weight, 1.2 GiB for peak activation, 0.1 GiB for \
+non-torch memory, and 0.6 GiB for CUDAGraph memory.
+"""
+# --kv-cache-memory-bytes 1 GiB fixes the pool, so the KV rows are hand arithmetic: Llama-3-8B (config: 32 layers,
+# 8 KV heads, head_dim 128) holds K and V in bf16: 32 x 8 x 128 x 2 x 2 B = 131,072 B per token; vLLM's block of
+# 16 tokens is 2 MiB over all layers, so 1 GiB is 512 blocks = 8,192 tokens, one request of max_model_len 8,192.
+KV_ARGS = ["--kv-cache-memory-bytes", str(GIB)]
+
+
+def _log(tmp_path: Path, text: str = LOG, name: str = "vllm.log") -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def _json(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    assert main(["verify", "--log", _log(tmp_path), *KV_ARGS, "--json", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_table_lists_every_logged_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", "--log", _log(tmp_path), *KV_ARGS]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()[3:] if line and not line.startswith(("note", "("))}
+    logged = {"weights", "kv_cache", "kv_tokens", "max_concurrency", "gpu_total", "gpu_free", "activation_peak",
+              "non_torch", "cuda_graphs"}
+    assert logged <= set(rows)
+    assert "not modelled" in rows["gpu_free"]  # free memory at startup depends on the machine, not the plan
+    assert "14.9595 GiB" in rows["weights"] and "14.95753 GiB" in rows["weights"]  # 16,060,522,496 / 2^30
+    assert "8,192 tokens" in rows["kv_tokens"] and "yes" in rows["kv_tokens"]
+    assert "model: catalog llama-3-8b, whose hub id is the logged meta-llama/Meta-Llama-3-8B" in out
+    assert "GPU the log's CUDA total 79.19 GiB" in out
+
+
+def test_errors_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = {r["name"]: r for r in _json(tmp_path, capsys)["rows"]}
+    w = rows["weights"]
+    # Meta-Llama-3-8B: 8,030,261,248 parameters (its safetensors index), bf16: 2 B each
+    assert w["estimate"] == 8_030_261_248 * 2 == 16_060_522_496
+    assert w["logged"] == 16_062_640_816  # 14.9595 x 2^30 = 15,032,385,536 + 1,030,255,280.128
+    assert w["error"] == 16_060_522_496 - 16_062_640_816 == -2_118_320
+    assert w["relative_error"] == pytest.approx(-2_118_320 / 16_062_640_816)
+    assert w["tolerance"] == 53_688  # %.4f: half of 0.0001 GiB = 53,687.09 B, rounded up
+    assert w["within_tolerance"] is False
+    assert rows["kv_tokens"]["estimate"] == 8192 and rows["kv_tokens"]["error"] == 0
+    assert rows["kv_cache"]["estimate"] == GIB and rows["kv_cache"]["logged"] == GIB
+    assert rows["max_concurrency"]["estimate"] == pytest.approx(1.0)
+    # 79.19 x 2^30 = 84,825,604,096 + 204,010,946.56: the plan's GPU is the log's total to the byte
+    assert rows["gpu_total"]["estimate"] == rows["gpu_total"]["logged"] == 85_029_615_043
+    assert rows["gpu_free"]["modelled"] is False and rows["gpu_free"]["estimate"] is None
+
+
+def test_logged_flags_become_options_and_the_command_line_overrides_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _json(tmp_path, capsys)
+    assert out["options"]["max_model_len"] == 8192 and out["options"]["tp"] == 1
+    assert out["options"]["gpu_util"] == 0.9  # "Desired GPU memory utilization is (0.9, ...)"
+    assert out["logged_version"] == "0.11.0" and out["modelled_version"] == "0.11.0"
+    over = _json(tmp_path, capsys, "--max-model-len", "4096")
+    assert over["options"]["max_model_len"] == 4096
+    assert {r["name"]: r for r in over["rows"]}["max_concurrency"]["estimate"] == pytest.approx(2.0)  # 512 / 256
+
+
+def test_model_override_and_gpu_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _json(tmp_path, capsys, "--model", "llama-3.1-8b", "--gpu", "H100")
+    assert out["model"] == "llama-3.1-8b" and out["gpu"] == "--gpu H100"
+    assert any("as given with --model" in n for n in out["notes"])
+
+
+def _one_line_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], words: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("vramwise: error: ") and words in err, err
+
+
+def test_unknown_log_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _log(tmp_path, "hello\nthis is not an engine log\n", "x.log")
+    _one_line_exit_2(capsys, ["verify", "--log", path], "not a startup log of vLLM, SGLang or llama.cpp")
+
+
+def test_a_log_without_its_model_or_gpu_asks_for_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    no_model = LOG.replace("model='meta-llama/Meta-Llama-3-8B', ", "")
+    _one_line_exit_2(capsys, ["verify", "--log", _log(tmp_path, no_model)], "give it with --model")
+    no_gpu = "\n".join(line for line in LOG.replace(" \\\n", " ").splitlines() if "Free memory" not in line)
+    path = _log(tmp_path, no_gpu, "g.log")
+    _one_line_exit_2(capsys, ["verify", "--log", path], "give the GPU with --gpu")
+
+
+def test_a_model_outside_the_catalog_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _one_line_exit_2(capsys, ["verify", "--log", _log(tmp_path), "--model", "no-such-model"], "unknown model")
+
+
+def test_log_options_are_refused_without_log(capsys: pytest.CaptureFixture[str]) -> None:
+    _one_line_exit_2(capsys, ["verify", "llama-3-8b", "--model", "llama-3-8b"], "--model applies to verify --log")
+    _one_line_exit_2(capsys, ["verify"], "verify needs MODEL")
+
+
+def test_an_engine_without_a_plan_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from vramwise.app.engines import PLANS
+    from vramwise.workload.engines import Engine
+
+    if Engine.LLAMA_CPP in PLANS:
+        pytest.skip("llama.cpp's plan has landed")
+    path = str(CORPUS / "llamacpp-mixtral-8x22b-q4km-4xunnamed-tp1-1.log")
+    _one_line_exit_2(capsys, ["verify", "--log", path], "memory plan is not built yet")
+
+
+def test_sglang_corpus_log(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(CORPUS / "sglang-qwen3-235b-a22b-fp8-h100-tp4-1.log")
+    # the log names a local path and no GPU total: a catalog model and GPU stand in, said in the notes
+    assert main(["verify", "--log", path, "--model", "qwen3-30b-a3b", "--gpu", "4xH100", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    names = {r["name"] for r in out["rows"]}
+    assert {"kv_tokens", "kv_cache"} <= names and out["options"]["mem_fraction_static"] == 0.93
+
+
+def test_verify_log_imports_no_torch(tmp_path: Path) -> None:
+    path = _log(tmp_path)
+    code = (
+        "import sys; from vramwise.cli import main; "
+        f"rc = main(['verify', '--log', {path!r}, '--kv-cache-memory-bytes', '{GIB}']); "
+        "heavy = sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules); "
+        "print('HEAVY', heavy, rc)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "HEAVY [] 0" in out.stdout, out.stdout + out.stderr
