@@ -1,0 +1,479 @@
+"""llama.cpp's memory plan (and Ollama's, which runs it): weights per device, the KV cache, the compute buffers.
+
+Modelled from ggml-org/llama.cpp at commit 7049736b (the tree ollama v0.12.10 vendors in ``llama/llama.cpp``;
+ollama's patches there change no size read here). Each rule cites its function:
+
+- Devices (``src/llama-model.cpp`` ``llama_model::load_tensors``): ``-ngl n`` puts the last ``n`` repeating layers
+  on the GPUs (``i_gpu_start = max(n_layer - n, 0)``), and the output layer (``output``, ``output_norm``) too when
+  ``n > n_layer`` (``act_gpu_layers = min(n, n_layer + 1)``: the output counts as layer ``n_layer``). The input
+  layer (``token_embd``) always stays on the CPU ("very little benefit to offloading the input layer"). With
+  several GPUs (split mode layer) layer ``il`` goes to the first GPU whose cumulative share of ``--tensor-split``
+  exceeds ``(il - i_gpu_start) / act_gpu_layers`` (``std::upper_bound`` over the normalised cumulative splits);
+  without ``--tensor-split`` the shares are each GPU's free memory, equal for identical idle GPUs.
+  A model without ``output.weight`` (tied embeddings) loads ``token_embd`` a second time as the output
+  (``TENSOR_DUPLICATED``), on the output's device.
+- Weights: a GGUF's bytes exactly, per layer (``CheckpointBytes.layer_bytes``); otherwise the storage format's
+  bytes (``formats/``), split evenly over the layers.
+- KV cache (``src/llama-kv-cache.cpp`` ``llama_kv_cache::llama_kv_cache``): per attention layer one K tensor
+  ``[n_embd_k_gqa, kv_size, n_stream]`` in ``type_k`` and one V ``[n_embd_v_gqa, kv_size, n_stream]`` in
+  ``type_v``; bytes by ``ggml_row_size`` (block types: q8_0 34 B per 32 values, q4_0 18 B per 32). The cells
+  (``llama_model::create_memory``): ``kv_size = GGML_PAD(ceil(n_ctx / n_seq_max), pad)`` per stream, one stream
+  per sequence unless ``--kv-unified``, ``pad`` 256 when flash attention is not off, 32 when it is
+  (``llama_kv_cache::get_padding``; AUTO counts as on, since the cache is made before AUTO is resolved).
+  Sliding-window layers (``src/llama-kv-cache-iswa.cpp``) keep ``min(kv_size, GGML_PAD(n_swa x (unified ?
+  n_seq_max : 1) + n_ubatch, pad))`` cells unless ``--swa-full``. On the layer's device, or in host RAM with
+  ``--no-kv-offload``.
+- Compute buffers (``src/llama-context.cpp`` ``llama_context::llama_context``): the scheduler reserves the
+  prompt graph of ``n_tokens = min(n_ctx, n_ubatch)`` tokens with every token an output (``graph_reserve(n_tokens,
+  n_seqs, n_tokens)``), so each device's buffer is the largest set of tensors its part of that graph holds at
+  once. ggml-alloc's exact schedule is not derived here: the dominant tensors are, per device, the larger of (a
+  layer: the attention scores ``n_kv x n_tokens x n_head`` f32 without flash attention (``build_attn_mha``:
+  ``ggml_mul_mat(k, q)``, softmax in place), the feed-forward's intermediates, plus two ``n_embd x n_tokens`` f32
+  hidden states) and (the output: logits ``n_vocab x n_tokens`` f32 and the normed hidden state), plus the
+  attention masks (``llm_graph_input_attn_kv``: f32 ``n_kv x GGML_PAD(n_tokens / n_stream, GGML_KQ_MASK_PAD = 64)``
+  per stream, and its f16 copy with flash attention).
+- Host: the output buffer ``n_vocab x n_seq_max`` f32 (``llama_context::output_reserve``, a pinned host buffer),
+  CPU-side weights (page cache with mmap, allocated with ``--no-mmap``), CPU-side KV.
+- Refused as llama.cpp refuses (``llama_init_from_model``): a quantized V cache with ``-fa off`` ("V cache
+  quantization requires flash_attn"), and a quantized K or V type whose block does not divide the head size.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from vramwise.catalog.gpu_spec import Gpu
+from vramwise.engines.result import EngineEstimate
+from vramwise.errors import InvalidWorkloadError, UnsupportedArchitectureError
+from vramwise.estimate.overheads import cuda_context_term
+from vramwise.estimate.precision import compute_bytes
+from vramwise.estimate.term import Estimate, Phase, PhaseKind, Term
+from vramwise.estimate.weights import own_format, reads_headers, weight_terms
+from vramwise.formats import get_format
+from vramwise.spec.model import ModelSpec
+from vramwise.workload.infer import InferSetup
+from vramwise.workload.llamacpp_flags import CACHE_TYPES, LlamaCppFlags, is_quantized, row_bytes
+
+VERSION = "7049736b"  # llama.cpp commit (as vendored by ollama v0.12.10)
+SRC = f"llama.cpp@{VERSION}"
+KQ_MASK_PAD = 64  # ggml/include/ggml.h GGML_KQ_MASK_PAD
+F32 = 4
+
+
+def _pad(x: int, n: int) -> int:
+    """GGML_PAD: ``x`` rounded up to a multiple of ``n``."""
+    return (x + n - 1) // n * n
+
+
+@dataclass(frozen=True)
+class _Context:
+    """The context parameters llama.cpp derives from the flags (llama_context ctor, create_memory)."""
+
+    n_ctx: int  # cells over all streams, padded
+    cells: int  # cells per stream (non-SWA layers)
+    swa_cells: int  # cells per stream of sliding-window layers
+    n_stream: int
+    n_tokens: int  # tokens of the reserved graph: min(n_ctx, n_ubatch)
+    flash: bool  # flash attention in the graph (-fa on, or auto resolved on a GPU that supports it)
+
+
+def _context(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags) -> _Context:
+    n_seq = flags.parallel
+    if flags.ctx_size is None:
+        requested = setup.tokens * n_seq
+    elif flags.ctx_size == 0:  # llama_context: n_ctx 0 = hparams.n_ctx_train
+        requested = spec.max_position_embeddings or setup.tokens * n_seq
+    else:
+        requested = flags.ctx_size
+    pad = 32 if flags.flash_attn == "off" else 256  # llama_kv_cache::get_padding (cparams.flash_attn before AUTO)
+    n_stream = 1 if flags.kv_unified else n_seq
+    cells = _pad(requested if flags.kv_unified else -(-requested // n_seq), pad)
+    # n_batch = min(n_ctx, -b) from the unpadded n_ctx, at least GGML_KQ_MASK_PAD; n_ubatch = min(n_batch, -ub)
+    n_batch = max(min(requested, flags.batch_size), KQ_MASK_PAD)
+    n_ubatch = min(n_batch, flags.ubatch_size)
+    n_ctx = cells * n_stream
+    window = spec.attention.sliding_window or 0
+    swa = cells if flags.swa_full else min(cells, _pad(window * (n_seq if flags.kv_unified else 1) + n_ubatch, pad))
+    # -fa auto resolves to on when every FA node sits on its layer's device: true on CUDA GPUs for the head
+    # sizes llama.cpp ships kernels for; a layer left on the CPU runs the CPU's FA kernel, also supported.
+    return _Context(n_ctx, cells, swa, n_stream, min(n_ctx, n_ubatch), flags.flash_attn != "off")
+
+
+def _kv_rows(spec: ModelSpec) -> tuple[int, int]:
+    """Values per token per layer of K and V (n_embd_k_gqa, n_embd_v_gqa)."""
+    att = spec.attention
+    if att.mla is not None:
+        # llama-model.cpp LLM_ARCH_DEEPSEEK2 with MLA: the cache holds the compressed latent, one KV head,
+        # K = kv_lora_rank + n_rot (the rope part), V = kv_lora_rank
+        return att.mla.kv_lora_rank + att.mla.qk_rope_head_dim, att.mla.kv_lora_rank
+    return att.num_kv_heads * att.head_dim, att.num_kv_heads * att.head_dim
+
+
+def _refuse(spec: ModelSpec, flags: LlamaCppFlags, gpu_count: int) -> None:
+    if spec.ssm is not None or spec.encoder_decoder is not None:
+        what = "state-space (Mamba) layers" if spec.ssm is not None else "an encoder-decoder"
+        raise UnsupportedArchitectureError(
+            f"{spec.name}: {what} under llama.cpp is not modelled (llama_memory_recurrent / hybrid caches)",
+            field="engine",
+            allowed="decoder-only attention models",
+        )
+    if is_quantized(flags.cache_type_v) and flags.flash_attn == "off":
+        # llama_init_from_model: LLAMA_LOG_ERROR("V cache quantization requires flash_attn")
+        raise InvalidWorkloadError(
+            f"-ctv {flags.cache_type_v} with -fa off: V cache quantization requires flash_attn (llama.cpp refuses "
+            "it); use -fa on or -ctv f16",
+            field="cache_type_v",
+            allowed="f16, f32, bf16 with -fa off; any type with -fa on/auto",
+        )
+    k_row, v_row = _kv_rows(spec)
+    heads = spec.attention.head_dim
+    for name, ctype, row in (("K", flags.cache_type_k, k_row), ("V", flags.cache_type_v, v_row)):
+        block = CACHE_TYPES[ctype][0]
+        if heads % block or row % block:  # llama_init_from_model: "... does not divide n_embd_head_k"
+            raise InvalidWorkloadError(
+                f"{name} cache type {ctype} with block size {block} does not divide n_embd_head={heads}",
+                field=f"cache_type_{name.lower()}",
+                allowed="f16, bf16, f32, or a type whose block divides the head size",
+            )
+    if flags.split_mode == "row":
+        raise InvalidWorkloadError(
+            "-sm row splits every matrix by rows over the GPUs; its buffers are not modelled: use -sm layer",
+            field="split_mode",
+            allowed="layer, none",
+        )
+    if flags.tensor_split and len(flags.tensor_split) != gpu_count:
+        raise InvalidWorkloadError(
+            f"--tensor-split has {len(flags.tensor_split)} shares for {gpu_count} GPUs: give one share per GPU",
+            field="tensor_split",
+            allowed=f"{gpu_count} comma-separated shares",
+        )
+
+
+def _devices(n_layer: int, flags: LlamaCppFlags, gpu_count: int) -> list[int | None]:
+    """The device of each layer 0..n_layer-1 and of the output (index n_layer): a GPU index, or None (CPU)."""
+    n_gpus = 1 if flags.split_mode == "none" else gpu_count
+    shares = list(flags.tensor_split[:n_gpus]) if flags.tensor_split and n_gpus > 1 else [1.0] * n_gpus
+    total = sum(shares)
+    splits = [sum(shares[: i + 1]) / total for i in range(n_gpus)]
+    ngl = flags.gpu_layers
+    start = max(n_layer - ngl, 0)
+    act = min(ngl, n_layer + 1)
+    out: list[int | None] = []
+    for il in range(n_layer + 1):
+        if il < start or il - start >= act:
+            out.append(None)
+        else:
+            out.append(min(bisect.bisect_right(splits, (il - start) / act), n_gpus - 1))
+    return out
+
+
+@dataclass(frozen=True)
+class _Weights:
+    layers: tuple[int, ...]  # bytes of each repeating layer
+    input: int  # token_embd (always on the CPU)
+    output: int  # output.weight + output_norm (+ the duplicated token_embd when tied)
+    source: str
+
+
+def _weights(spec: ModelSpec, setup: InferSetup) -> _Weights:
+    ckpt = spec.checkpoint
+    n = spec.num_layers
+    own = reads_headers(spec, setup.weight_format)
+    if own and ckpt is not None and len(ckpt.layer_bytes) == n:
+        inp = ckpt.bytes_of("embeddings")
+        out = ckpt.total_bytes - inp - sum(ckpt.layer_bytes)
+        if not ckpt.bytes_of("head"):  # no output.weight: token_embd duplicated as the output
+            out += inp
+        return _Weights(ckpt.layer_bytes, inp, out, ckpt.source)
+    fmt = get_format(setup.weight_format or own_format(spec))
+    terms = weight_terms(spec, fmt, hp_bytes=compute_bytes(fmt.name), own_format=own)
+    by = {t.name.removeprefix("weights/"): t.bytes for t in terms}
+    inp, head = by.get("embeddings", 0), by.get("head", 0)
+    rest = sum(by.values()) - inp - head
+    out = head or (inp if spec.lm_head else 0)
+    per = rest // n
+    layers = tuple(per + (1 if i < rest - per * n else 0) for i in range(n))
+    return _Weights(layers, inp, out, f"{fmt.name} ({fmt.source}); layers assumed equal, final norm with them")
+
+
+def _kv_layer_bytes(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, il: int) -> tuple[int, int]:
+    """K and V bytes of layer ``il`` (llama_kv_cache ctor: ggml_new_tensor_3d(type, n_embd_gqa, kv_size, n_stream))."""
+    k_row, v_row = _kv_rows(spec)
+    cells = ctx.swa_cells if _sliding(spec, il) else ctx.cells
+    k = row_bytes(flags.cache_type_k, k_row) * cells * ctx.n_stream
+    v = row_bytes(flags.cache_type_v, v_row) * cells * ctx.n_stream
+    return k, v
+
+
+def _sliding(spec: ModelSpec, il: int) -> bool:
+    # Only models whose config interleaves sliding and full layers (Gemma 2/3, gpt-oss, Cohere2) are converted to
+    # llama.cpp architectures with an iSWA cache; a uniform sliding_window (Mistral v0.1) is a full cache there.
+    return bool(spec.attention.layer_types) and spec.layer_attention(il) == "sliding"
+
+
+def _ffn_bytes(spec: ModelSpec, n_tokens: int) -> tuple[int, str]:
+    """The feed-forward's intermediates live together, f32: gate, up and their product (ggml_swiglu_split makes a
+    new tensor while both inputs are live), or up and its activation for a plain MLP; MoE: the same over the
+    n_expert_used experts each token visits (ggml_mul_mat_id outputs [n_ff_exp, n_expert_used, n_tokens])."""
+    if spec.moe is not None:
+        k, i = spec.moe.top_k, spec.moe.expert_intermediate_size
+        b = 3 * k * i * n_tokens * F32
+        return b, f"3 x top_k {k} x n_ff_exp {i:,} x {n_tokens} tokens x 4 B"
+    copies = 3 if spec.mlp.gated else 2
+    i = spec.mlp.intermediate_size
+    return copies * i * n_tokens * F32, f"{copies} x n_ff {i:,} x {n_tokens} tokens x 4 B"
+
+
+def _layer_phase(spec: ModelSpec, ctx: _Context, masks: list[Term]) -> Phase:
+    h, t, heads = spec.hidden_size, ctx.n_tokens, spec.attention.num_heads
+    ffn, ffn_formula = _ffn_bytes(spec, t)
+    terms: list[Term] = []
+    if not ctx.flash:
+        kq = ctx.cells * t * heads * F32
+        if kq >= ffn:
+            terms.append(
+                Term(
+                    name="compute/attention_scores",
+                    bytes=kq,
+                    formula=f"n_kv {ctx.cells:,} x {t} tokens x {heads} heads x 4 B (f32 KQ, softmax in place)",
+                    source=f"{SRC} src/llama-graph.cpp build_attn_mha (no flash attention)",
+                )
+            )
+    if not terms:
+        terms.append(
+            Term(name="compute/ffn", bytes=ffn, formula=ffn_formula, source=f"{SRC} src/llama-graph.cpp build_ffn")
+        )
+    terms.append(
+        Term(
+            name="compute/hidden",
+            bytes=2 * h * t * F32,
+            formula=f"2 x n_embd {h:,} x {t} tokens x 4 B (residual and normed input)",
+            source=f"{SRC} src/llama-model.cpp llm_build_* (inpSA, cur)",
+        )
+    )
+    return Phase(kind=PhaseKind.PREFILL_LAYER, transient=(*terms, *masks))
+
+
+def _output_phase(spec: ModelSpec, ctx: _Context, masks: list[Term]) -> Phase:
+    v, h, t = spec.vocab_size, spec.hidden_size, ctx.n_tokens
+    logits = Term(
+        name="compute/logits",
+        bytes=v * t * F32,
+        formula=f"n_vocab {v:,} x {t} outputs x 4 B (the reserved graph outputs every token)",
+        source=f"{SRC} src/llama-context.cpp graph_reserve(n_tokens, n_seqs, n_tokens)",
+    )
+    hidden = Term(
+        name="compute/hidden",
+        bytes=h * t * F32,
+        formula=f"n_embd {h:,} x {t} tokens x 4 B (result_norm)",
+        source=f"{SRC} src/llama-model.cpp llm_build_* (output norm)",
+    )
+    return Phase(kind=PhaseKind.PREFILL_LOGITS, transient=(logits, hidden, *masks))
+
+
+def _masks(spec: ModelSpec, ctx: _Context) -> list[Term]:
+    """The KQ masks, f32, one per cache (the SWA cache has its own), with an f16 copy for flash attention."""
+    rows = _pad(ctx.n_tokens // ctx.n_stream, KQ_MASK_PAD) * ctx.n_stream
+    width = F32 + (2 if ctx.flash else 0)
+    sizes = [ctx.cells]
+    if any(_sliding(spec, il) for il in range(spec.num_layers)):
+        sizes.append(ctx.swa_cells)
+    return [
+        Term(
+            name="compute/kq_mask",
+            bytes=sum(n * rows * width for n in sizes),
+            formula=" + ".join(f"n_kv {n:,} x {rows} rows x {width} B" for n in sizes)
+            + (" (f32 and its f16 copy)" if ctx.flash else " (f32)"),
+            source=f"{SRC} src/llama-graph.cpp build_attn_inp_kv (GGML_PAD(n_tokens, GGML_KQ_MASK_PAD))",
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class _Device:
+    """What one device holds."""
+
+    layers: tuple[int, ...]
+    output: bool
+    weights: int  # the repeating layers' (and on the CPU, token_embd's)
+    output_weights: int
+    k: int
+    v: int
+
+
+def _empty() -> dict:
+    return {"layers": [], "output": False, "weights": 0, "out_w": 0, "k": 0, "v": 0}
+
+
+def _place(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, w: _Weights, devs: list[int | None]) -> dict:
+    n = spec.num_layers
+    acc: dict[int | None, dict] = {}
+    for il in range(n + 1):
+        d = acc.setdefault(devs[il], _empty())
+        if il == n:
+            d["output"] = True
+            d["out_w"] = w.output
+            continue
+        d["layers"].append(il)
+        d["weights"] += w.layers[il]
+        k, v = _kv_layer_bytes(spec, ctx, flags, il)
+        kv_dev = acc.setdefault(devs[il] if flags.kv_offload else None, _empty())
+        kv_dev["k"] += k
+        kv_dev["v"] += v
+    cpu = acc.setdefault(None, _empty())
+    cpu["weights"] += w.input
+    return {
+        d: _Device(tuple(a["layers"]), a["output"], a["weights"], a["out_w"], a["k"], a["v"]) for d, a in acc.items()
+    }
+
+
+def _span(layers: tuple[int, ...]) -> str:
+    return f"layers {layers[0]}-{layers[-1]}" if layers else "no layers"
+
+
+def _gpu_estimate(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, dev: _Device, cuda_mib: int | None) -> Estimate:
+    persistent = [
+        Term(
+            name="weights/layers",
+            bytes=dev.weights,
+            formula=f"{len(dev.layers)} repeating {_span(dev.layers)}",
+            source=f"{SRC} src/llama-model.cpp load_tensors (-ngl {flags.n_gpu_layers})",
+        ),
+        Term(
+            name="weights/output",
+            bytes=dev.output_weights,
+            formula="output + output_norm (token_embd duplicated when the model ties them)",
+            source=f"{SRC} src/llama-model.cpp load_tensors (dev_output; TENSOR_DUPLICATED)",
+        ),
+        *_kv_terms(ctx, flags, dev),
+        cuda_context_term(cuda_mib),
+    ]
+    masks = _masks(spec, ctx) if dev.layers else []
+    phases = []
+    if dev.layers:
+        phases.append(_layer_phase(spec, ctx, masks))
+    if dev.output:
+        phases.append(_output_phase(spec, ctx, masks))
+    return Estimate(persistent=tuple(t for t in persistent if t.bytes or t.name.startswith("overhead")),
+                    phases=tuple(phases))
+
+
+def _kv_terms(ctx: _Context, flags: LlamaCppFlags, dev: _Device) -> list[Term]:
+    src = f"{SRC} src/llama-kv-cache.cpp llama_kv_cache ctor (ggml_row_size)"
+    cells = f"{ctx.cells:,} cells x {ctx.n_stream} stream(s)"
+    return [
+        Term(name="kv_cache/k", bytes=dev.k, formula=f"{flags.cache_type_k}: {cells}, {_span(dev.layers)}", source=src),
+        Term(name="kv_cache/v", bytes=dev.v, formula=f"{flags.cache_type_v}: {cells}, {_span(dev.layers)}", source=src),
+    ]
+
+
+def _host_terms(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, cpu: _Device) -> tuple[Term, ...]:
+    where = "page cache (mmap)" if flags.mmap else "allocated (--no-mmap)"
+    terms = [
+        Term(
+            name="host/weights",
+            bytes=cpu.weights + cpu.output_weights,
+            formula="token_embd"
+            + (f" + {len(cpu.layers)} {_span(cpu.layers)}" if cpu.layers else "")
+            + (" + the output layer" if cpu.output else "")
+            + f", {where}",
+            source=f"{SRC} src/llama-model.cpp load_tensors (dev_input is always the CPU)",
+        ),
+        Term(
+            name="host/output_buffer",
+            bytes=spec.vocab_size * flags.parallel * F32,
+            formula=f"n_vocab {spec.vocab_size:,} x n_seq_max {flags.parallel} x 4 B",
+            source=f"{SRC} src/llama-context.cpp output_reserve (pinned host buffer)",
+        ),
+    ]
+    if cpu.k or cpu.v:
+        terms.append(
+            Term(
+                name="host/kv_cache",
+                bytes=cpu.k + cpu.v,
+                formula=f"K and V of {len(cpu.layers) if flags.kv_offload else spec.num_layers} layers in host RAM",
+                source=f"{SRC} src/llama-kv-cache.cpp (offload false or layer on the CPU: CPU buffer type)",
+            )
+        )
+    return tuple(t for t in terms if t.bytes)
+
+
+def plan(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu: Gpu, gpu_count: int = 1) -> EngineEstimate:
+    """llama.cpp's plan for ``spec`` on ``gpu_count`` x ``gpu``: the fullest GPU's terms, host RAM, capacity."""
+    if gpu_count < 1:
+        raise InvalidWorkloadError(f"gpu_count {gpu_count}: at least 1", field="gpu", allowed="1 or more GPUs")
+    _refuse(spec, flags, gpu_count)
+    ctx = _context(spec, setup, flags)
+    w = _weights(spec, setup)
+    devs = _devices(spec.num_layers, flags, gpu_count)
+    placed = _place(spec, ctx, flags, w, devs)
+    gpus = {d: dev for d, dev in placed.items() if d is not None}
+    estimates = {d: _gpu_estimate(spec, ctx, flags, dev, setup.overheads.cuda_context_mib) for d, dev in gpus.items()}
+    cpu = placed[None]
+    host = _host_terms(spec, ctx, flags, cpu)
+    notes = _notes(spec, ctx, flags, w, gpus, estimates, cpu, gpu_count)
+    if estimates:
+        fullest = max(estimates, key=lambda d: estimates[d].peak_bytes)
+        est = estimates[fullest]
+    else:  # -ngl 0: nothing on the GPU but the context
+        est = Estimate(persistent=(cuda_context_term(setup.overheads.cuda_context_mib),))
+    est = Estimate(persistent=est.persistent, phases=est.phases, host=host, notes=tuple(notes))
+    kv_total = sum(d.k + d.v for d in placed.values())
+    kv_pool = Term(
+        name="kv_cache",
+        bytes=kv_total,
+        formula=f"{ctx.n_ctx:,} cells ({flags.cache_type_k}/{flags.cache_type_v}) over every device",
+        source=f"{SRC} src/llama-model.cpp create_memory",
+    )
+    fits_one = setup.tokens <= ctx.cells
+    return EngineEstimate(
+        engine="llama.cpp",
+        version=VERSION,
+        estimate=est,
+        budget=gpu.memory_bytes,
+        kv_pool=kv_pool,
+        kv_tokens=ctx.n_ctx,
+        max_sequences=flags.parallel if fits_one else 0,
+        max_context=ctx.cells,
+        host_bytes=sum(t.bytes for t in host),
+        notes=tuple(notes),
+    )
+
+
+def _notes(
+    spec: ModelSpec,
+    ctx: _Context,
+    flags: LlamaCppFlags,
+    w: _Weights,
+    gpus: dict[int, _Device],
+    estimates: dict[int, Estimate],
+    cpu: _Device,
+    gpu_count: int,
+) -> list[str]:
+    notes = [
+        f"llama.cpp {VERSION}: n_ctx {ctx.n_ctx:,} ({ctx.cells:,} cells x {ctx.n_stream} stream(s)), n_ubatch "
+        f"{ctx.n_tokens}, flash attention {'on' if ctx.flash else 'off'} (-fa {flags.flash_attn}), "
+        f"KV {flags.cache_type_k}/{flags.cache_type_v}",
+        f"weights from {w.source}",
+    ]
+    if gpu_count > 1 or len(gpus) > 1:
+        per = ", ".join(
+            f"GPU{d}: {len(dev.layers)} layers{' + output' if dev.output else ''}, "
+            f"{estimates[d].peak_bytes / 2**30:.2f} GiB"
+            for d, dev in sorted(gpus.items())
+        )
+        notes.append(f"split mode {flags.split_mode}: {per}; the table shows the fullest GPU")
+    if cpu.layers or cpu.output:
+        notes.append(
+            f"-ngl {flags.n_gpu_layers}: {len(cpu.layers)} layers{' and the output' if cpu.output else ''} run on "
+            "the CPU; ggml's op offload may copy their weights to the GPU per batch (not modelled)"
+        )
+    notes.append(
+        "compute buffers: the dominant tensors of the reserved prompt graph (attention scores or feed-forward, "
+        "hidden states, logits, masks); ggml-alloc's exact reuse, the CUDA backend's pool (cuBLAS dequantization "
+        "temporaries) and pipeline-parallel copies with several GPUs are not modelled"
+    )
+    if spec.vision is not None:
+        notes.append("the vision projector (mmproj GGUF) is a separate file and not counted")
+    return notes
