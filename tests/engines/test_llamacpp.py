@@ -1,0 +1,242 @@
+"""llama.cpp's memory plan (engines/llamacpp.py) against hand arithmetic from llama.cpp's source at 7049736b.
+
+Oracles, each written out below with the function it follows:
+- ggml block layouts (ggml/src/ggml-common.h): q8_0 = a fp16 scale + 32 int8 = 34 B per 32 values; q4_0 = a fp16
+  scale + 16 B of nibbles = 18 B per 32; f16 2 B per value.
+- KV cells (src/llama-model.cpp create_memory, src/llama-kv-cache.cpp get_padding): per stream
+  GGML_PAD(ceil(n_ctx / n_seq_max), 256 with flash attention not off, else 32); K and V per layer
+  ggml_new_tensor_3d(type, n_embd_k_gqa, kv_size, n_stream) (llama_kv_cache ctor).
+- Devices (src/llama-model.cpp load_tensors): -ngl n puts layers max(n_layer - n, 0).. on the GPU and the output
+  when n > n_layer; token_embd stays on the CPU; --tensor-split by std::upper_bound over cumulative shares.
+- llama_init_from_model refuses a quantized V cache with flash attention disabled.
+The tiny GGUF files are written with the gguf package's GGUFWriter (tests/gguf/gguf_build.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gguf"))
+
+from gguf_build import Q, write
+
+from vramwise.catalog.gpu_spec import get_gpu
+from vramwise.engines.llamacpp import plan
+from vramwise.errors import InvalidWorkloadError
+from vramwise.spec.gguf_file import gguf_model
+from vramwise.spec.load import resolve_model
+from vramwise.workload.infer import InferSetup
+from vramwise.workload.llamacpp_flags import LlamaCppFlags, ollama_flags
+
+H, HEADS, KV, D, FF, V, L = 256, 4, 2, 64, 512, 96, 2
+H100 = get_gpu("H100")
+Q8_0, Q4_0 = 34, 18  # bytes per block of 32 values
+Q4K, Q6K = 144, 210  # bytes per block of 256 weights
+
+
+def _tensors(tied: bool = False) -> list:
+    t = [("token_embd.weight", (V, H), Q.Q8_0), ("output_norm.weight", (H,), Q.F32)]
+    if not tied:
+        t.append(("output.weight", (V, H), Q.Q6_K))
+    for i in range(L):
+        v_type = Q.Q6_K if i == 0 else Q.Q4_K  # a Q4_K_M-like mix: layers differ in bytes
+        t += [
+            (f"blk.{i}.attn_norm.weight", (H,), Q.F32),
+            (f"blk.{i}.ffn_norm.weight", (H,), Q.F32),
+            (f"blk.{i}.attn_q.weight", (HEADS * D, H), Q.Q4_K),
+            (f"blk.{i}.attn_k.weight", (KV * D, H), Q.Q4_K),
+            (f"blk.{i}.attn_v.weight", (KV * D, H), v_type),
+            (f"blk.{i}.attn_output.weight", (H, HEADS * D), Q.Q4_K),
+            (f"blk.{i}.ffn_gate.weight", (FF, H), Q.Q4_K),
+            (f"blk.{i}.ffn_up.weight", (FF, H), Q.Q4_K),
+            (f"blk.{i}.ffn_down.weight", (H, FF), Q.Q4_K),
+        ]
+    return t
+
+
+def _meta() -> dict:
+    return {
+        "llama.block_count": L,
+        "llama.context_length": 4096,
+        "llama.embedding_length": H,
+        "llama.feed_forward_length": FF,
+        "llama.attention.head_count": HEADS,
+        "llama.attention.head_count_kv": KV,
+        "llama.rope.freq_base": 500000.0,
+        "general.file_type": 15,  # MOSTLY_Q4_K_M
+        "tokenizer.ggml.tokens": [f"t{i}" for i in range(V)],
+    }
+
+
+# Hand arithmetic of the tensors above (elements / block x bytes per block)
+NORM = H * 4  # F32
+LAYER_COMMON = 2 * NORM + (256 * 256 + 128 * 256 + 256 * 256 + 3 * 512 * 256) // 256 * Q4K
+LAYER0 = LAYER_COMMON + 128 * 256 // 256 * Q6K
+LAYER1 = LAYER_COMMON + 128 * 256 // 256 * Q4K
+EMBD = V * H // 32 * Q8_0
+OUTPUT = V * H // 256 * Q6K
+
+
+@pytest.fixture
+def tiny(tmp_path: Path):
+    path = tmp_path / "tiny-Q4_K_M.gguf"
+    write(path, "llama", _meta(), _tensors())
+    return gguf_model(path)[0]
+
+
+def _plan(spec, flags: LlamaCppFlags, gpus: int = 1, setup: InferSetup | None = None):
+    return plan(spec, setup or InferSetup(), flags, H100, gpus)
+
+
+def test_layer_bytes_read_from_the_gguf(tiny) -> None:
+    assert tiny.checkpoint.layer_bytes == (LAYER0, LAYER1)
+    assert tiny.checkpoint.total_bytes == EMBD + NORM + OUTPUT + LAYER0 + LAYER1
+
+
+@pytest.mark.parametrize(
+    ("ctk", "ctv", "row_k", "row_v"),
+    [
+        ("f16", "f16", KV * D * 2, KV * D * 2),
+        ("q8_0", "q8_0", KV * D // 32 * Q8_0, KV * D // 32 * Q8_0),
+        ("q4_0", "q4_0", KV * D // 32 * Q4_0, KV * D // 32 * Q4_0),
+        ("q8_0", "f16", KV * D // 32 * Q8_0, KV * D * 2),
+    ],
+)
+def test_kv_bytes_by_cache_type(tiny, ctk: str, ctv: str, row_k: int, row_v: int) -> None:
+    # -c 1000, -fa auto: padded to 256 -> 1024 cells; one stream; n_embd_k_gqa = 2 heads x 64 = 128 values
+    est = _plan(tiny, LlamaCppFlags(ctx_size=1000, cache_type_k=ctk, cache_type_v=ctv))
+    assert est.kv_tokens == 1024
+    assert est.estimate.term("kv_cache/k").bytes == L * row_k * 1024
+    assert est.estimate.term("kv_cache/v").bytes == L * row_v * 1024
+    assert est.kv_pool is not None and est.kv_pool.bytes == L * (row_k + row_v) * 1024
+
+
+def test_padding_follows_flash_attention_and_streams(tiny) -> None:
+    assert _plan(tiny, LlamaCppFlags(ctx_size=1100)).kv_tokens == 1280  # GGML_PAD(1100, 256)
+    assert _plan(tiny, LlamaCppFlags(ctx_size=1100, flash_attn="off")).kv_tokens == 1120  # GGML_PAD(1100, 32)
+    # -np 4: ceil(1100 / 4) = 275 -> 512 cells per stream, 4 streams
+    est = _plan(tiny, LlamaCppFlags(ctx_size=1100, parallel=4))
+    assert (est.kv_tokens, est.max_context) == (2048, 512)
+    assert est.estimate.term("kv_cache/k").bytes == L * KV * D * 2 * 512 * 4
+    unified = _plan(tiny, LlamaCppFlags(ctx_size=1100, parallel=4, kv_unified=True))
+    assert (unified.kv_tokens, unified.max_context) == (1280, 1280)
+
+
+def test_quantized_v_without_flash_attention_is_refused(tiny) -> None:
+    with pytest.raises(InvalidWorkloadError, match="V cache quantization requires flash_attn") as err:
+        _plan(tiny, LlamaCppFlags(cache_type_v="q8_0", flash_attn="off"))
+    assert err.value.field == "cache_type_v" and "\n" not in str(err.value)
+    # a quantized K alone is allowed without flash attention (llama_init_from_model checks V only)
+    assert _plan(tiny, LlamaCppFlags(cache_type_k="q8_0", flash_attn="off")).kv_tokens
+
+
+def test_full_offload_keeps_token_embd_on_the_host(tiny) -> None:
+    est = _plan(tiny, LlamaCppFlags(ctx_size=1024))  # -ngl default 999: both layers and the output
+    assert est.estimate.term("weights/layers").bytes == LAYER0 + LAYER1
+    assert est.estimate.term("weights/output").bytes == OUTPUT + NORM
+    host = {t.name: t.bytes for t in est.estimate.host}
+    assert host["host/weights"] == EMBD
+    assert host["host/output_buffer"] == V * 1 * 4  # n_vocab x n_seq_max floats
+
+
+@pytest.mark.parametrize(
+    ("ngl", "gpu_weights", "output_on_gpu"),
+    [(0, 0, False), (1, LAYER1, False), (2, LAYER0 + LAYER1, False), (3, LAYER0 + LAYER1 + OUTPUT + NORM, True)],
+)
+def test_partial_offload_gpu_plus_host_is_the_file(tiny, ngl: int, gpu_weights: int, output_on_gpu: bool) -> None:
+    # i_gpu_start = max(2 - ngl, 0): -ngl 1 keeps the LAST layer (1) on the GPU; the output needs ngl > n_layer
+    est = _plan(tiny, LlamaCppFlags(ctx_size=1024, n_gpu_layers=ngl))
+    weights = est.estimate.bytes_of("weights")
+    assert weights == gpu_weights
+    host = {t.name: t.bytes for t in est.estimate.host}
+    assert weights + host["host/weights"] == tiny.checkpoint.total_bytes
+    # KV follows its layer: the CPU layers' K and V are in host RAM
+    kv_layer = 2 * KV * D * 2 * 1024
+    on_gpu = min(ngl, L)
+    assert est.estimate.bytes_of("kv_cache") == on_gpu * kv_layer
+    assert host.get("host/kv_cache", 0) == (L - on_gpu) * kv_layer
+    assert any(p.kind.value == "prefill (logits)" for p in est.estimate.phases) == output_on_gpu
+
+
+def test_no_kv_offload_keeps_the_cache_in_host_ram(tiny) -> None:
+    est = _plan(tiny, LlamaCppFlags(ctx_size=1024, kv_offload=False))
+    assert est.estimate.bytes_of("kv_cache") == 0
+    assert {t.name: t.bytes for t in est.estimate.host}["host/kv_cache"] == L * 2 * KV * D * 2 * 1024
+
+
+def test_tied_output_duplicates_token_embd(tmp_path: Path) -> None:
+    path = tmp_path / "tied.gguf"
+    write(path, "llama", _meta(), _tensors(tied=True))
+    est = _plan(gguf_model(path)[0], LlamaCppFlags(ctx_size=1024))
+    # no output.weight: load_tensors creates token_embd again as the output (TENSOR_DUPLICATED) on the GPU
+    assert est.estimate.term("weights/output").bytes == EMBD + NORM
+    assert {t.name: t.bytes for t in est.estimate.host}["host/weights"] == EMBD
+
+
+def test_tensor_split_over_two_gpus() -> None:
+    spec = resolve_model("llama-2-7b")  # 32 layers; -ngl 999 -> act_gpu_layers = 33 (the output counts)
+    setup = InferSetup(weight_format="q8_0")
+    even = plan(spec, setup, LlamaCppFlags(ctx_size=4096), H100, 2)
+    # upper_bound([0.5, 1.0], il / 33): GPU0 takes il / 33 < 0.5 -> layers 0..16 (17), GPU1 15 layers + output
+    assert "GPU0: 17 layers, " in " ".join(even.notes) and "GPU1: 15 layers + output" in " ".join(even.notes)
+    skew = plan(spec, setup, LlamaCppFlags(ctx_size=4096, tensor_split=(3, 1)), H100, 2)
+    # [0.75, 1.0]: il / 33 < 0.75 -> layers 0..24 (25) on GPU0, the fuller one the table shows
+    assert "GPU0: 25 layers, " in " ".join(skew.notes)
+    one_layer = (skew.estimate.term("weights/layers").bytes) // 25
+    kv = skew.estimate.bytes_of("kv_cache")
+    assert kv == 25 * 2 * 4096 * 4096 * 2  # 25 layers x K and V x 4096 cells x n_embd_k_gqa 4096 x f16
+    assert one_layer > 0
+    with pytest.raises(InvalidWorkloadError, match="--tensor-split has 3 shares for 2 GPUs"):
+        plan(spec, setup, LlamaCppFlags(tensor_split=(1, 1, 1)), H100, 2)
+
+
+def test_compute_buffer_terms_by_hand() -> None:
+    spec = resolve_model("llama-2-7b")  # 32 heads, n_embd 4096, n_ff 11008, n_vocab 32000
+    setup = InferSetup(weight_format="q4_0")
+    est = plan(spec, setup, LlamaCppFlags(ctx_size=4096, flash_attn="off"), H100).estimate
+    # n_tokens = min(n_ctx, n_ubatch 512); KQ f32 [n_kv, n_tokens, n_head]
+    assert est.term("compute/attention_scores").bytes == 4096 * 512 * 32 * 4
+    assert est.term("compute/logits").bytes == 32000 * 512 * 4  # every token an output in the reserved graph
+    assert est.term("compute/kq_mask").bytes == 4096 * 512 * 4  # f32, rows GGML_PAD(512, 64)
+    fa = plan(spec, setup, LlamaCppFlags(ctx_size=4096), H100).estimate
+    assert fa.term("compute/ffn").bytes == 3 * 11008 * 512 * 4  # gate, up, their product
+    assert fa.term("compute/kq_mask").bytes == 4096 * 512 * (4 + 2)  # and its f16 copy for flash attention
+
+
+def test_sliding_window_layers_keep_a_smaller_cache() -> None:
+    spec = resolve_model("gemma-2-2b")  # 26 layers alternating sliding (4096) / full; 4 KV heads of 256
+    est = plan(spec, InferSetup(), LlamaCppFlags(ctx_size=8192), H100)
+    row = 4 * 256 * 2  # f16
+    swa = min(8192, (4096 + 512 + 255) // 256 * 256)  # GGML_PAD(n_swa + n_ubatch, 256) = 4608
+    assert est.estimate.term("kv_cache/k").bytes == 13 * row * 8192 + 13 * row * swa
+    full = plan(spec, InferSetup(), LlamaCppFlags(ctx_size=8192, swa_full=True), H100)
+    assert full.estimate.term("kv_cache/k").bytes == 26 * row * 8192
+
+
+def test_ollama_preset() -> None:
+    flags = ollama_flags(num_parallel=2, kv_cache_type="q8_0")
+    # KvSize = num_ctx x numParallel; batch min(512, num_ctx); without OLLAMA_FLASH_ATTENTION the KV stays f16
+    assert (flags.ctx_size, flags.batch_size, flags.parallel) == (8192, 512, 2)
+    assert (flags.flash_attn, flags.cache_type_k, flags.cache_type_v) == ("off", "f16", "f16")
+    fa = ollama_flags(flash_attention=True, kv_cache_type="Q4_0")
+    assert (fa.flash_attn, fa.cache_type_v) == ("on", "q4_0")
+
+
+def test_requested_context_must_fit_a_sequence(tiny) -> None:
+    est = _plan(tiny, LlamaCppFlags(ctx_size=2048, parallel=4), setup=InferSetup(context=1000))
+    assert (est.max_context, est.max_sequences) == (512, 0)  # 1000 tokens > 512 cells per stream
+    ok = _plan(tiny, LlamaCppFlags(ctx_size=4096, parallel=4), setup=InferSetup(context=1000))
+    assert (ok.max_context, ok.max_sequences) == (1024, 4)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("cache_type_k", "q3_k"), ("flash_attn", "yes"), ("n_gpu_layers", -2), ("parallel", 0), ("split_mode", "x")],
+)
+def test_bad_flags_name_their_field(field: str, value: object) -> None:
+    with pytest.raises(InvalidWorkloadError) as err:
+        LlamaCppFlags(**{field: value})
+    assert err.value.field == field and "\n" not in str(err.value)
