@@ -240,3 +240,19 @@ def test_bad_flags_name_their_field(field: str, value: object) -> None:
     with pytest.raises(InvalidWorkloadError) as err:
         LlamaCppFlags(**{field: value})
     assert err.value.field == field and "\n" not in str(err.value)
+
+
+def test_ollama_num_gpu_fits_the_most_layers(tiny) -> None:
+    from vramwise.catalog.gpu_spec import Gpu
+    from vramwise.workload.overheads import Overheads
+
+    setup = InferSetup(overheads=Overheads(cuda_context_mib=0))
+    flags = ollama_flags(num_ctx=1024)
+    assert flags.fit_gpu_layers
+    at_one = LlamaCppFlags(ctx_size=1024, flash_attn="off", n_gpu_layers=1, batch_size=512, ubatch_size=512)
+    one = plan(tiny, setup, at_one, H100).estimate.peak_bytes
+    # the solver's oracle is the plan itself at -ngl 1: a GPU of exactly that size fits one layer, a byte less none
+    for size, layers in ((one, 1), (one - 1, 0), (10 * 2**30, L + 1)):
+        gpu = Gpu(name="x", label="x", memory_bytes=size)
+        fitted = plan(tiny, setup, flags, gpu)
+        assert f"-ngl {layers} of {L + 1}" in " ".join(fitted.notes)

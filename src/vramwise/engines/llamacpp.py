@@ -41,7 +41,7 @@ ollama's patches there change no size read here). Each rule cites its function:
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vramwise.catalog.gpu_spec import Gpu
 from vramwise.engines.result import EngineEstimate
@@ -404,6 +404,35 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu: Gpu, gpu
     if gpu_count < 1:
         raise InvalidWorkloadError(f"gpu_count {gpu_count}: at least 1", field="gpu", allowed="1 or more GPUs")
     _refuse(spec, flags, gpu_count)
+    if flags.fit_gpu_layers:
+        return fit_gpu_layers(spec, setup, flags, gpu, gpu_count)
+    return _plan(spec, setup, flags, gpu, gpu_count)
+
+
+def fit_gpu_layers(
+    spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu: Gpu, gpu_count: int = 1
+) -> EngineEstimate:
+    """Ollama's ``num_gpu -1``: the largest -ngl (0 .. n_layer + 1, the output counting as one) whose plan fits
+    every GPU. Ollama fits with its own per-architecture graph estimate (fs/ggml/ggml.go GraphSize) and one
+    extra layer of headroom (llm/memory.go estimateGPULayers); this fits with the plan's own bytes, and says so."""
+    _refuse(spec, flags, gpu_count)
+    lo, hi = 0, spec.num_layers + 1  # more GPU layers never use less GPU memory: bisect on the fullest GPU
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _plan(spec, setup, replace(flags, n_gpu_layers=mid), gpu, gpu_count).estimate.peak_bytes <= gpu.memory_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    result = _plan(spec, setup, replace(flags, n_gpu_layers=lo), gpu, gpu_count)
+    note = (
+        f"-ngl {lo} of {spec.num_layers + 1}: the most layers that fit (Ollama's num_gpu -1; fitted with this "
+        "plan's bytes, not Ollama's GraphSize estimate)"
+    )
+    est = replace(result.estimate, notes=(*result.estimate.notes, note))
+    return replace(result, estimate=est, notes=(*result.notes, note))
+
+
+def _plan(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu: Gpu, gpu_count: int) -> EngineEstimate:
     ctx = _context(spec, setup, flags)
     w = _weights(spec, setup)
     devs = _devices(spec.num_layers, flags, gpu_count)

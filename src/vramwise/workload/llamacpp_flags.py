@@ -71,6 +71,9 @@ class LlamaCppFlags:
     kv_offload: bool = True  # --no-kv-offload sets False: the KV cache stays in host RAM
     kv_unified: bool = False  # -kvu: one KV stream shared by every sequence
     swa_full: bool = False  # --swa-full: full-size cache for sliding-window layers
+    # Ollama's num_gpu -1: the most layers that fit the GPU(s) (llm/memory.go estimateGPULayers), not llama.cpp's
+    # 999; the plan fits them with its own bytes (engines/llamacpp.py fit_gpu_layers)
+    fit_gpu_layers: bool = False
 
     def __post_init__(self) -> None:
         if self.ctx_size is not None:
@@ -98,7 +101,7 @@ class LlamaCppFlags:
                 field="tensor_split",
                 allowed="comma-separated non-negative numbers, e.g. 3,1",
             )
-        for name in ("mmap", "kv_offload", "kv_unified", "swa_full"):
+        for name in ("mmap", "kv_offload", "kv_unified", "swa_full", "fit_gpu_layers"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidWorkloadError(f"{name} must be True or False", field=name, allowed="true, false")
 
@@ -148,6 +151,7 @@ def ollama_flags(
         batch_size=batch,
         ubatch_size=batch,
         n_gpu_layers=num_gpu,
+        fit_gpu_layers=num_gpu < 0,
         cache_type_k=kv,
         cache_type_v=kv,
         flash_attn="on" if flash_attention else "off",
