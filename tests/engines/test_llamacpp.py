@@ -109,9 +109,13 @@ def test_kv_bytes_by_cache_type(tiny, ctk: str, ctv: str, row_k: int, row_v: int
     # -c 1000, -fa auto: padded to 256 -> 1024 cells; one stream; n_embd_k_gqa = 2 heads x 64 = 128 values
     est = _plan(tiny, LlamaCppFlags(ctx_size=1000, cache_type_k=ctk, cache_type_v=ctv))
     assert est.kv_tokens == 1024
-    assert est.estimate.term("kv_cache/k").bytes == L * row_k * 1024
-    assert est.estimate.term("kv_cache/v").bytes == L * row_v * 1024
-    assert est.kv_pool is not None and est.kv_pool.bytes == L * (row_k + row_v) * 1024
+    # a quantized tensor in a CUDA buffer whose rows (128) are not a multiple of 512 gets one row of
+    # 512 - 128 = 384 more values (ggml_backend_cuda_buffer_type_get_alloc_size): 384 / 32 blocks per tensor
+    pad_k = 384 // 32 * (row_k * 32 // (KV * D)) if ctk != "f16" else 0
+    pad_v = 384 // 32 * (row_v * 32 // (KV * D)) if ctv != "f16" else 0
+    assert est.estimate.term("kv_cache/k").bytes == L * (row_k * 1024 + pad_k)
+    assert est.estimate.term("kv_cache/v").bytes == L * (row_v * 1024 + pad_v)
+    assert est.kv_pool is not None and est.kv_pool.bytes == L * ((row_k + row_v) * 1024 + pad_k + pad_v)
 
 
 def test_padding_follows_flash_attention_and_streams(tiny) -> None:
@@ -256,3 +260,14 @@ def test_ollama_num_gpu_fits_the_most_layers(tiny) -> None:
         gpu = Gpu(name="x", label="x", memory_bytes=size)
         fitted = plan(tiny, setup, flags, gpu)
         assert f"-ngl {layers} of {L + 1}" in " ".join(fitted.notes)
+
+
+def test_quantized_kv_rows_are_padded_in_cuda_buffers() -> None:
+    # gemma-2-2b: n_embd_k_gqa = 4 x 256 = 1024, a multiple of MATRIX_ROW_PADDING 512: no padding;
+    # phi-2 (32 heads of 80 = 2560; 2560 % 512 = 0) neither. A 640-wide row (5 KV heads of 128) pads by
+    # ggml_row_size(q8_0, 512 - 640 % 512 = 384) = 384 / 32 x 34 = 408 B per tensor (ggml-cuda.cu get_alloc_size).
+    from vramwise.engines.llamacpp import _cuda_row_padding
+
+    assert _cuda_row_padding("q8_0", 1024) == 0
+    assert _cuda_row_padding("q8_0", 640) == 384 // 32 * Q8_0
+    assert _cuda_row_padding("f16", 640) == 0

@@ -197,12 +197,27 @@ def _weights(spec: ModelSpec, setup: InferSetup) -> _Weights:
     return _Weights(layers, inp, out, f"{fmt.name} ({fmt.source}); layers assumed equal, final norm with them")
 
 
-def _kv_layer_bytes(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, il: int) -> tuple[int, int]:
-    """K and V bytes of layer ``il`` (llama_kv_cache ctor: ggml_new_tensor_3d(type, n_embd_gqa, kv_size, n_stream))."""
+MATRIX_ROW_PADDING = 512  # ggml/src/ggml-cuda/common.cuh
+
+
+def _cuda_row_padding(cache_type: str, ne0: int) -> int:
+    """ggml_backend_cuda_buffer_type_get_alloc_size: a quantized tensor whose rows are not a multiple of
+    MATRIX_ROW_PADDING gets ggml_row_size(type, 512 - ne0 % 512) more bytes, once per tensor."""
+    if not is_quantized(cache_type) or ne0 % MATRIX_ROW_PADDING == 0:
+        return 0
+    return row_bytes(cache_type, MATRIX_ROW_PADDING - ne0 % MATRIX_ROW_PADDING)
+
+
+def _kv_layer_bytes(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, il: int, gpu: bool) -> tuple[int, int]:
+    """K and V bytes of layer ``il`` (llama_kv_cache ctor: ggml_new_tensor_3d(type, n_embd_gqa, kv_size, n_stream)),
+    with the CUDA buffer's row padding when the layer's cache is on a GPU."""
     k_row, v_row = _kv_rows(spec)
     cells = ctx.swa_cells if _sliding(spec, il) else ctx.cells
     k = row_bytes(flags.cache_type_k, k_row) * cells * ctx.n_stream
     v = row_bytes(flags.cache_type_v, v_row) * cells * ctx.n_stream
+    if gpu:
+        k += _cuda_row_padding(flags.cache_type_k, k_row)
+        v += _cuda_row_padding(flags.cache_type_v, v_row)
     return k, v
 
 
@@ -317,8 +332,9 @@ def _place(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, w: _Weights, de
             continue
         d["layers"].append(il)
         d["weights"] += w.layers[il]
-        k, v = _kv_layer_bytes(spec, ctx, flags, il)
-        kv_dev = acc.setdefault(devs[il] if flags.kv_offload else None, _empty())
+        kv_where = devs[il] if flags.kv_offload else None
+        k, v = _kv_layer_bytes(spec, ctx, flags, il, gpu=kv_where is not None)
+        kv_dev = acc.setdefault(kv_where, _empty())
         kv_dev["k"] += k
         kv_dev["v"] += v
     cpu = acc.setdefault(None, _empty())
