@@ -271,3 +271,11 @@ def test_quantized_kv_rows_are_padded_in_cuda_buffers() -> None:
     assert _cuda_row_padding("q8_0", 1024) == 0
     assert _cuda_row_padding("q8_0", 640) == 384 // 32 * Q8_0
     assert _cuda_row_padding("f16", 640) == 0
+
+
+def test_dispatch_entry_reads_batch_as_parallel(tiny) -> None:
+    from vramwise.engines.llamacpp import llamacpp_plan
+
+    est = llamacpp_plan(tiny, InferSetup(batch=4, context=1000), H100)
+    # -np 4 from --batch, -c from the setup: 4 x 1000 tokens -> ceil(4000 / 4) = 1000 -> 1024 cells per stream
+    assert (est.kv_tokens, est.max_context, est.max_sequences) == (4096, 1024, 4)

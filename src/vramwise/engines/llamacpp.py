@@ -522,3 +522,22 @@ def _notes(
     if spec.vision is not None:
         notes.append("the vision projector (mmproj GGUF) is a separate file and not counted")
     return notes
+
+
+def llamacpp_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu, count: int = 1) -> EngineEstimate:
+    """The dispatch entry (app/engines.py PLANS): the flags from ``setup.llamacpp`` (LlamaCppFlags; llama.cpp's
+    defaults when the setup has none), on ``count`` GPUs of this kind (``--gpu 2xH100``).
+
+    ``--batch`` is llama-server's ``-np`` (concurrent sequences, each with its own slice of ``-c``): a batch with
+    the default ``-np 1`` becomes ``-np batch``; a batch and an ``-np`` that disagree are refused, never ignored."""
+    flags: LlamaCppFlags = getattr(setup, "llamacpp", None) or LlamaCppFlags()
+    if setup.batch > 1:
+        if flags.parallel not in (1, setup.batch):
+            raise InvalidWorkloadError(
+                f"--batch {setup.batch} and -np {flags.parallel} disagree: with llama.cpp the batch is -np/--parallel "
+                "(sequences served together); give one of them",
+                field="parallel",
+                allowed=f"-np {setup.batch}, or --batch 1",
+            )
+        flags = replace(flags, parallel=setup.batch)
+    return plan(spec, setup, flags, gpu, count)
