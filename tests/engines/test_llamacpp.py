@@ -207,7 +207,26 @@ def test_compute_buffer_terms_by_hand() -> None:
     assert est.term("compute/kq_mask").bytes == 4096 * 512 * 4  # f32, rows GGML_PAD(512, 64)
     fa = plan(spec, setup, LlamaCppFlags(ctx_size=4096), H100).estimate
     assert fa.term("compute/ffn").bytes == 3 * 11008 * 512 * 4  # gate, up, their product
-    assert fa.term("compute/kq_mask").bytes == 4096 * 512 * (4 + 2)  # and its f16 copy for flash attention
+    # with flash attention the layers read the f16 copy; the f32 input is freed once cast (its only child)
+    assert fa.term("compute/kq_mask").bytes == 4096 * 512 * 2
+
+
+def test_compute_buffer_of_a_llama3_8b_by_hand() -> None:
+    """Llama-3 8B (n_embd 4096, 32 heads, n_vocab 128256), -c 512, -ub 512, no flash attention, all offloaded.
+
+    By hand from the mechanisms cited in engines/llamacpp.py: the output moment holds the logits
+    128256 x 512 x 4 B = 250.5 MiB and the normed hidden state 4096 x 512 x 4 B = 8 MiB, 258.5 MiB, more than a
+    layer's 512 x 512 x 32 x 4 B = 32 MiB of scores + 16 MiB hidden + 1 MiB mask. The host buffer holds inp_embd
+    (8 MiB) and the f32 mask (512 x 512 x 4 B = 1 MiB). Public llama.cpp logs of this model at these settings
+    print the same figures: "CUDA0 compute buffer size = 258.50 MiB" and "CUDA_Host compute buffer size = 9.01 MiB"
+    (the 0.01 MiB are token ids, positions and output ids, not modelled)."""
+    spec = resolve_model("llama-3-8b")
+    est = plan(spec, InferSetup(weight_format="q4_k_m"), LlamaCppFlags(ctx_size=512, flash_attn="off"), H100)
+    mib = 2**20
+    assert est.estimate.peak_phase is not None and est.estimate.peak_phase.bytes == int(258.5 * mib)
+    host = {t.name: t.bytes for t in est.estimate.host}
+    assert host["host/compute_buffer"] == 9 * mib
+    assert host["host/output_buffer"] == 128256 * 4  # 0.49 MiB in the same logs
 
 
 def test_sliding_window_layers_keep_a_smaller_cache() -> None:

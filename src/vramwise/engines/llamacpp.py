@@ -29,9 +29,10 @@ ollama's patches there change no size read here). Each rule cites its function:
   once. ggml-alloc's exact schedule is not derived here: the dominant tensors are, per device, the larger of (a
   layer: the attention scores ``n_kv x n_tokens x n_head`` f32 without flash attention (``build_attn_mha``:
   ``ggml_mul_mat(k, q)``, softmax in place), the feed-forward's intermediates, plus two ``n_embd x n_tokens`` f32
-  hidden states) and (the output: logits ``n_vocab x n_tokens`` f32 and the normed hidden state), plus the
-  attention masks (``llm_graph_input_attn_kv``: f32 ``n_kv x GGML_PAD(n_tokens / n_stream, GGML_KQ_MASK_PAD = 64)``
-  per stream, and its f16 copy with flash attention).
+  hidden states, plus the attention masks, ``llm_graph_input_attn_kv``: ``n_kv x GGML_PAD(n_tokens / n_stream,
+  GGML_KQ_MASK_PAD = 64)`` per stream, f32, or its f16 copy with flash attention) and (the output: logits
+  ``n_vocab x n_tokens`` f32 and the normed hidden state; ggml-alloc has freed the masks by then). Host: the
+  CPU backend's buffer holds the graph inputs (the token embeddings and the f32 masks).
 - Host: the output buffer ``n_vocab x n_seq_max`` f32 (``llama_context::output_reserve``, a pinned host buffer),
   CPU-side weights (page cache with mmap, allocated with ``--no-mmap``), CPU-side KV.
 - Refused as llama.cpp refuses (``llama_init_from_model``): a quantized V cache with ``-fa off`` ("V cache
@@ -270,7 +271,9 @@ def _layer_phase(spec: ModelSpec, ctx: _Context, masks: list[Term]) -> Phase:
     return Phase(kind=PhaseKind.PREFILL_LAYER, transient=(*terms, *masks))
 
 
-def _output_phase(spec: ModelSpec, ctx: _Context, masks: list[Term]) -> Phase:
+def _output_phase(spec: ModelSpec, ctx: _Context) -> Phase:
+    """The output layer: the masks are gone by then (ggml-alloc frees an input after its last child, the last
+    layer's attention: ggml_gallocr_alloc_graph_impl), so the logits and the normed hidden state are the set."""
     v, h, t = spec.vocab_size, spec.hidden_size, ctx.n_tokens
     logits = Term(
         name="compute/logits",
@@ -284,25 +287,47 @@ def _output_phase(spec: ModelSpec, ctx: _Context, masks: list[Term]) -> Phase:
         formula=f"n_embd {h:,} x {t} tokens x 4 B (result_norm)",
         source=f"{SRC} src/llama-model.cpp llm_build_* (output norm)",
     )
-    return Phase(kind=PhaseKind.PREFILL_LOGITS, transient=(logits, hidden, *masks))
+    return Phase(kind=PhaseKind.PREFILL_LOGITS, transient=(logits, hidden))
 
 
-def _masks(spec: ModelSpec, ctx: _Context) -> list[Term]:
-    """The KQ masks, f32, one per cache (the SWA cache has its own), with an f16 copy for flash attention."""
+def _mask_sizes(spec: ModelSpec, ctx: _Context) -> tuple[list[int], int]:
+    """n_kv of each KQ mask (one per cache: the SWA cache has its own) and the rows of each."""
     rows = _pad(ctx.n_tokens // ctx.n_stream, KQ_MASK_PAD) * ctx.n_stream
-    width = F32 + (2 if ctx.flash else 0)
     sizes = [ctx.cells]
     if any(_sliding(spec, il) for il in range(spec.num_layers)):
         sizes.append(ctx.swa_cells)
+    return sizes, rows
+
+
+def _masks(spec: ModelSpec, ctx: _Context) -> list[Term]:
+    """The KQ masks a GPU's layers read: f32 without flash attention; with it the f16 copy
+    (``ggml_cast(kq_mask, F16)``), the f32 input being freed once cast (its only child)."""
+    sizes, rows = _mask_sizes(spec, ctx)
+    width = 2 if ctx.flash else F32
     return [
         Term(
             name="compute/kq_mask",
             bytes=sum(n * rows * width for n in sizes),
             formula=" + ".join(f"n_kv {n:,} x {rows} rows x {width} B" for n in sizes)
-            + (" (f32 and its f16 copy)" if ctx.flash else " (f32)"),
+            + (" (the f16 copy flash attention reads)" if ctx.flash else " (f32)"),
             source=f"{SRC} src/llama-graph.cpp build_attn_inp_kv (GGML_PAD(n_tokens, GGML_KQ_MASK_PAD))",
         )
     ]
+
+
+def _host_compute(spec: ModelSpec, ctx: _Context) -> Term:
+    """The CPU backend's compute buffer (the host-pinned one, 'CUDA_Host compute buffer'): the graph's inputs live
+    there before each GPU split copies them: the token embeddings get_rows makes from token_embd (the input layer is
+    on the CPU) and the f32 masks."""
+    sizes, rows = _mask_sizes(spec, ctx)
+    h, t = spec.hidden_size, ctx.n_tokens
+    masks = sum(n * rows * F32 for n in sizes)
+    return Term(
+        name="host/compute_buffer",
+        bytes=h * t * F32 + masks,
+        formula=f"inp_embd n_embd {h:,} x {t} tokens x 4 B + f32 masks {masks:,} B",
+        source=f"{SRC} src/llama-context.cpp (backend_cpu with the device's host buffer type)",
+    )
 
 
 @dataclass(frozen=True)
@@ -370,7 +395,7 @@ def _gpu_estimate(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, dev: _De
     if dev.layers:
         phases.append(_layer_phase(spec, ctx, masks))
     if dev.output:
-        phases.append(_output_phase(spec, ctx, masks))
+        phases.append(_output_phase(spec, ctx))
     return Estimate(persistent=tuple(t for t in persistent if t.bytes or t.name.startswith("overhead")),
                     phases=tuple(phases))
 
@@ -403,6 +428,7 @@ def _host_terms(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, cpu: _Devi
             source=f"{SRC} src/llama-context.cpp output_reserve (pinned host buffer)",
         ),
     ]
+    terms.append(_host_compute(spec, ctx))
     if cpu.k or cpu.v:
         terms.append(
             Term(
@@ -512,7 +538,8 @@ def _notes(
     if cpu.layers or cpu.output:
         notes.append(
             f"-ngl {flags.n_gpu_layers}: {len(cpu.layers)} layers{' and the output' if cpu.output else ''} run on "
-            "the CPU; ggml's op offload may copy their weights to the GPU per batch (not modelled)"
+            "the CPU; ggml's op offload may copy their weights to the GPU per batch, and their attention scores are "
+            "computed in host RAM (neither is modelled)"
         )
     notes.append(
         "compute buffers: the dominant tensors of the reserved prompt graph (attention scores or feed-forward, "
