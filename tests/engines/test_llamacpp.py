@@ -298,3 +298,22 @@ def test_dispatch_entry_reads_batch_as_parallel(tiny) -> None:
     est = llamacpp_plan(tiny, InferSetup(batch=4, context=1000), H100)
     # -np 4 from --batch, -c from the setup: 4 x 1000 tokens -> ceil(4000 / 4) = 1000 -> 1024 cells per stream
     assert (est.kv_tokens, est.max_context, est.max_sequences) == (4096, 1024, 4)
+
+
+def test_pipeline_parallelism_keeps_four_copies_of_split_inputs() -> None:
+    """Two GPUs, every layer and the output offloaded, split mode layer: llama_context turns on pipeline
+    parallelism, and ggml_backend_sched_split_graph keeps GGML_SCHED_MAX_COPIES = 4 never-freed copies of each
+    split input: on each GPU the incoming hidden state and the f32 mask, on the host the f32 mask (the token
+    embeddings are not an input there: get_rows makes them). Public logs show it: DeepSeek-R1 (n_embd 7168) on
+    8 ROCm GPUs, n_ctx 8192, n_ubatch 512: "ROCm_Host compute buffer size = 78.02 MiB" = 7168 x 512 x 4 B (14 MiB)
+    + 4 x 8192 x 512 x 4 B (64 MiB)."""
+    spec = resolve_model("llama-2-7b")
+    setup = InferSetup(weight_format="q4_0")
+    two = plan(spec, setup, LlamaCppFlags(ctx_size=4096, flash_attn="off"), H100, 2).estimate
+    mib = 2**20
+    assert two.term("compute/pipeline_copies").bytes == 4 * (4096 * 512 * 4 + 4096 * 512 * 4)  # 4 x (8 + 8) MiB
+    assert {t.name: t.bytes for t in two.host}["host/compute_buffer"] == 8 * mib + 4 * 8 * mib
+    # -ngl 32 leaves the output on the CPU: no pipeline parallelism, one mask, no copies
+    partial = plan(spec, setup, LlamaCppFlags(ctx_size=4096, flash_attn="off", n_gpu_layers=32), H100, 2).estimate
+    assert all(t.name != "compute/pipeline_copies" for p in partial.phases for t in p.transient)
+    assert {t.name: t.bytes for t in partial.host}["host/compute_buffer"] == 8 * mib + 8 * mib

@@ -77,6 +77,7 @@ class _Context:
     n_stream: int
     n_tokens: int  # tokens of the reserved graph: min(n_ctx, n_ubatch)
     flash: bool  # flash attention in the graph (-fa on, or auto resolved on a GPU that supports it)
+    copies: int = 1  # the scheduler's copies of each split input: 4 with pipeline parallelism
 
 
 def _context(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags) -> _Context:
@@ -304,6 +305,8 @@ def _masks(spec: ModelSpec, ctx: _Context) -> list[Term]:
     (``ggml_cast(kq_mask, F16)``), the f32 input being freed once cast (its only child)."""
     sizes, rows = _mask_sizes(spec, ctx)
     width = 2 if ctx.flash else F32
+    if ctx.copies > 1 and not ctx.flash:
+        return []  # the layers read the f32 split-input copies (compute/pipeline_copies)
     return [
         Term(
             name="compute/kq_mask",
@@ -322,10 +325,11 @@ def _host_compute(spec: ModelSpec, ctx: _Context) -> Term:
     sizes, rows = _mask_sizes(spec, ctx)
     h, t = spec.hidden_size, ctx.n_tokens
     masks = sum(n * rows * F32 for n in sizes)
+    copies = f" x {ctx.copies} copies (pipeline parallelism)" if ctx.copies > 1 else ""
     return Term(
         name="host/compute_buffer",
-        bytes=h * t * F32 + masks,
-        formula=f"inp_embd n_embd {h:,} x {t} tokens x 4 B + f32 masks {masks:,} B",
+        bytes=h * t * F32 + masks * ctx.copies,
+        formula=f"inp_embd n_embd {h:,} x {t} tokens x 4 B + f32 masks {masks:,} B{copies}",
         source=f"{SRC} src/llama-context.cpp (backend_cpu with the device's host buffer type)",
     )
 
@@ -391,13 +395,41 @@ def _gpu_estimate(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, dev: _De
         cuda_context_term(cuda_mib),
     ]
     masks = _masks(spec, ctx) if dev.layers else []
+    kept = [_pipeline_copies(spec, ctx)] if ctx.copies > 1 and dev.layers else []
     phases = []
     if dev.layers:
-        phases.append(_layer_phase(spec, ctx, masks))
+        phases.append(_layer_phase(spec, ctx, [*masks, *kept]))
     if dev.output:
-        phases.append(_output_phase(spec, ctx))
-    return Estimate(persistent=tuple(t for t in persistent if t.bytes or t.name.startswith("overhead")),
-                    phases=tuple(phases))
+        out = _output_phase(spec, ctx)
+        phases.append(Phase(kind=out.kind, transient=(*out.transient, *kept)))
+    return Estimate(
+        persistent=tuple(t for t in persistent if t.bytes or t.name.startswith("overhead")), phases=tuple(phases)
+    )
+
+
+# ggml/src/ggml-backend.cpp GGML_SCHED_MAX_COPIES: the copies of each split input with pipeline parallelism
+SCHED_MAX_COPIES = 4
+
+
+def _pipeline(flags: LlamaCppFlags, n_layer: int, gpu_count: int) -> bool:
+    """llama_context ctor: pipeline parallelism when more than one device holds the model, every layer and the
+    output are offloaded (n_gpu_layers > n_layer), split mode layer and the KV cache offloaded."""
+    return gpu_count > 1 and flags.split_mode == "layer" and flags.gpu_layers > n_layer and flags.kv_offload
+
+
+def _pipeline_copies(spec: ModelSpec, ctx: _Context) -> Term:
+    """ggml_backend_sched_split_graph with n_copies > 1: every split input gets n_copies copies on the split's
+    device, flagged input and output so that ggml-alloc never frees them: the hidden state coming from the previous
+    device (the CPU's token embeddings on the first GPU) and the f32 masks."""
+    sizes, rows = _mask_sizes(spec, ctx)
+    h, t = spec.hidden_size, ctx.n_tokens
+    masks = sum(n * rows * F32 for n in sizes)
+    return Term(
+        name="compute/pipeline_copies",
+        bytes=ctx.copies * (h * t * F32 + masks),
+        formula=f"{ctx.copies} copies x (hidden n_embd {h:,} x {t} tokens x 4 B + f32 masks {masks:,} B)",
+        source=f"{SRC} ggml/src/ggml-backend.cpp ggml_backend_sched_split_graph (GGML_SCHED_MAX_COPIES)",
+    )
 
 
 def _kv_terms(ctx: _Context, flags: LlamaCppFlags, dev: _Device) -> list[Term]:
@@ -478,6 +510,8 @@ def _plan(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu: Gpu, gp
     ctx = _context(spec, setup, flags)
     w = _weights(spec, setup)
     devs = _devices(spec.num_layers, flags, gpu_count)
+    if _pipeline(flags, spec.num_layers, gpu_count):
+        ctx = replace(ctx, copies=SCHED_MAX_COPIES)
     placed = _place(spec, ctx, flags, w, devs)
     gpus = {d: dev for d, dev in placed.items() if d is not None}
     estimates = {d: _gpu_estimate(spec, ctx, flags, dev, setup.overheads.cuda_context_mib) for d, dev in gpus.items()}
@@ -543,8 +577,8 @@ def _notes(
         )
     notes.append(
         "compute buffers: the dominant tensors of the reserved prompt graph (attention scores or feed-forward, "
-        "hidden states, logits, masks); ggml-alloc's exact reuse, the CUDA backend's pool (cuBLAS dequantization "
-        "temporaries) and pipeline-parallel copies with several GPUs are not modelled"
+        "hidden states, logits, masks, pipeline-parallel input copies); ggml-alloc's exact placement and the CUDA "
+        "backend's pool (cuBLAS dequantization temporaries) are not modelled"
     )
     if spec.vision is not None:
         notes.append("the vision projector (mmproj GGUF) is a separate file and not counted")
