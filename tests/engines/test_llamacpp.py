@@ -317,3 +317,36 @@ def test_pipeline_parallelism_keeps_four_copies_of_split_inputs() -> None:
     partial = plan(spec, setup, LlamaCppFlags(ctx_size=4096, flash_attn="off", n_gpu_layers=32), H100, 2).estimate
     assert all(t.name != "compute/pipeline_copies" for p in partial.phases for t in p.transient)
     assert {t.name: t.bytes for t in partial.host}["host/compute_buffer"] == 8 * mib + 8 * mib
+
+
+def _mixtral_8x22b():
+    from vramwise.spec.adapters import spec_from_config
+
+    config = {  # mistralai/Mixtral-8x22B-v0.1 config.json
+        "model_type": "mixtral", "vocab_size": 32768, "hidden_size": 6144, "intermediate_size": 16384,
+        "num_hidden_layers": 56, "num_attention_heads": 48, "num_key_value_heads": 8, "tie_word_embeddings": False,
+        "max_position_embeddings": 65536, "torch_dtype": "bfloat16", "hidden_act": "silu", "num_local_experts": 8,
+        "num_experts_per_tok": 2, "architectures": ["MixtralForCausalLM"],
+    }
+    return spec_from_config(config, name="mixtral-8x22b", source="test")
+
+
+def test_four_gpu_layer_split_and_kv_per_gpu() -> None:
+    """Mixtral 8x22B on 4 equal GPUs, -c 32000, every layer offloaded: act_gpu_layers = 57 (56 + the output);
+    upper_bound over [0.25, 0.5, 0.75, 1] of il / 57 gives 15, 14, 14 and 13 layers (+ output on the last). KV per
+    layer: K and V x 8 KV heads x 128 x 32000 cells x 2 B = 125 MiB. The same split and sizes appear in the corpus
+    log bench/data/engine_logs/llamacpp-mixtral-8x22b-q4km-4xunnamed-tp1-1.log ("CUDA0 KV buffer size = 1875.00 MiB",
+    1750, 1750, 1625), from an older llama.cpp (its compute buffer, 3366.04 MiB on CUDA0, is 3000 MiB of KQ scores
+    32000 x 512 x 48 heads x 4 B plus the pipeline copies 4 x (12 + 62.5) MiB and hidden states)."""
+    spec = _mixtral_8x22b()
+    est = plan(spec, InferSetup(weight_format="q4_k_m"), LlamaCppFlags(ctx_size=32000, flash_attn="off"), H100, 4)
+    layer_kv = 2 * 8 * 128 * 32000 * 2
+    assert layer_kv == 125 * 2**20
+    assert est.kv_pool is not None and est.kv_pool.bytes == 56 * layer_kv  # 7000 MiB
+    notes = " ".join(est.notes)
+    for gpu, layers in ((0, 15), (1, 14), (2, 14)):
+        assert f"GPU{gpu}: {layers} layers, " in notes
+    assert "GPU3: 13 layers + output" in notes
+    assert est.estimate.bytes_of("kv_cache") == 15 * layer_kv  # the fullest GPU, GPU0: 1875 MiB
+    assert est.estimate.term("compute/attention_scores").bytes == 32000 * 512 * 48 * 4
+    assert est.estimate.term("compute/pipeline_copies").bytes == 4 * (6144 * 512 * 4 + 32000 * 512 * 4)
