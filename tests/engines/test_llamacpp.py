@@ -123,10 +123,11 @@ def test_padding_follows_flash_attention_and_streams(tiny) -> None:
     assert _plan(tiny, LlamaCppFlags(ctx_size=1100, flash_attn="off")).kv_tokens == 1120  # GGML_PAD(1100, 32)
     # -np 4: ceil(1100 / 4) = 275 -> 512 cells per stream, 4 streams
     est = _plan(tiny, LlamaCppFlags(ctx_size=1100, parallel=4))
-    assert (est.kv_tokens, est.max_context) == (2048, 512)
+    assert est.kv_tokens == 2048  # 4 streams of 512 cells
     assert est.estimate.term("kv_cache/k").bytes == L * KV * D * 2 * 512 * 4
     unified = _plan(tiny, LlamaCppFlags(ctx_size=1100, parallel=4, kv_unified=True))
-    assert (unified.kv_tokens, unified.max_context) == (1280, 1280)
+    assert unified.kv_tokens == 1280
+    assert unified.estimate.term("kv_cache/k").bytes == L * KV * D * 2 * 1280
 
 
 def test_quantized_v_without_flash_attention_is_refused(tiny) -> None:
@@ -250,9 +251,27 @@ def test_ollama_preset() -> None:
 
 def test_requested_context_must_fit_a_sequence(tiny) -> None:
     est = _plan(tiny, LlamaCppFlags(ctx_size=2048, parallel=4), setup=InferSetup(context=1000))
-    assert (est.max_context, est.max_sequences) == (512, 0)  # 1000 tokens > 512 cells per stream
+    assert est.max_sequences == 0  # 1000 tokens > 512 cells per stream
     ok = _plan(tiny, LlamaCppFlags(ctx_size=4096, parallel=4), setup=InferSetup(context=1000))
-    assert (ok.max_context, ok.max_sequences) == (1024, 4)
+    assert ok.max_sequences == 4  # 1024 cells per stream
+    # the largest context that fits an H100 is the model's own 4096 (n_ctx_train caps the search)
+    assert ok.max_context == 4096
+
+
+def test_largest_context_is_the_edge_of_fitting() -> None:
+    from vramwise.catalog.gpu_spec import Gpu
+
+    spec = resolve_model("llama-2-7b")
+    setup = InferSetup(weight_format="q4_0")
+    gpu = Gpu(name="6GiB", label="6GiB", memory_bytes=6 * 2**30)
+    flags = LlamaCppFlags(ctx_size=2048, flash_attn="off")
+    best = plan(spec, setup, flags, gpu).max_context
+    assert best is not None and 1024 < best < 4096
+    # the oracle is the definition: -c at the answer fits, one padding step (32 cells without FA) more does not
+    at = plan(spec, setup, LlamaCppFlags(ctx_size=best, flash_attn="off"), gpu)
+    assert at.estimate.peak_bytes <= gpu.memory_bytes
+    over = plan(spec, setup, LlamaCppFlags(ctx_size=best + 32, flash_attn="off"), gpu)
+    assert over.estimate.peak_bytes > gpu.memory_bytes and over.max_context == 0
 
 
 @pytest.mark.parametrize(
@@ -297,7 +316,7 @@ def test_dispatch_entry_reads_batch_as_parallel(tiny) -> None:
 
     est = llamacpp_plan(tiny, InferSetup(batch=4, context=1000), H100)
     # -np 4 from --batch, -c from the setup: 4 x 1000 tokens -> ceil(4000 / 4) = 1000 -> 1024 cells per stream
-    assert (est.kv_tokens, est.max_context, est.max_sequences) == (4096, 1024, 4)
+    assert (est.kv_tokens, est.max_sequences) == (4096, 4)
 
 
 def test_pipeline_parallelism_keeps_four_copies_of_split_inputs() -> None:

@@ -493,7 +493,8 @@ def fit_gpu_layers(
     lo, hi = 0, spec.num_layers + 1  # more GPU layers never use less GPU memory: bisect on the fullest GPU
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if _plan(spec, setup, replace(flags, n_gpu_layers=mid), gpu, gpu_count).estimate.peak_bytes <= gpu.memory_bytes:
+        trial = _plan(spec, setup, replace(flags, n_gpu_layers=mid), gpu, gpu_count, search=False)
+        if trial.estimate.peak_bytes <= gpu.memory_bytes:
             lo = mid
         else:
             hi = mid - 1
@@ -506,7 +507,11 @@ def fit_gpu_layers(
     return replace(result, estimate=est, notes=(*result.notes, note))
 
 
-def _plan(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu: Gpu, gpu_count: int) -> EngineEstimate:
+def _plan(
+    spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu: Gpu, gpu_count: int, *, search: bool = True
+) -> EngineEstimate:
+    """The plan at these exact flags; ``search`` also finds the largest context that fits (the solvers' own
+    trial plans skip it)."""
     ctx = _context(spec, setup, flags)
     w = _weights(spec, setup)
     devs = _devices(spec.num_layers, flags, gpu_count)
@@ -532,6 +537,7 @@ def _plan(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu: Gpu, gp
         source=f"{SRC} src/llama-model.cpp create_memory",
     )
     fits_one = setup.tokens <= ctx.cells
+    fits = est.peak_bytes <= gpu.memory_bytes
     return EngineEstimate(
         engine="llama.cpp",
         version=VERSION,
@@ -540,7 +546,7 @@ def _plan(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu: Gpu, gp
         kv_pool=kv_pool,
         kv_tokens=ctx.n_ctx,
         max_sequences=flags.parallel if fits_one else 0,
-        max_context=ctx.cells,
+        max_context=(largest_context(spec, setup, flags, gpu, gpu_count) if fits else 0) if search else None,
         host_bytes=sum(t.bytes for t in host),
         notes=tuple(notes),
     )
@@ -602,3 +608,26 @@ def llamacpp_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu, count: int = 1) 
             )
         flags = replace(flags, parallel=setup.batch)
     return plan(spec, setup, flags, gpu, count)
+
+
+def largest_context(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu: Gpu, gpu_count: int = 1) -> int:
+    """The most tokens one sequence can hold (cells per stream) with the largest -c whose plan still fits every GPU,
+    the other flags kept; up to the model's n_ctx_train (llama.cpp allows more, with a warning: "possible training
+    context overflow"), or the configured context when that is larger. 0 when even the smallest does not fit."""
+    n_seq = flags.parallel
+    top = max(spec.max_position_embeddings or 0, _context(spec, setup, flags).cells)
+
+    def fits(per_seq: int) -> bool:
+        trial = replace(flags, ctx_size=per_seq * n_seq, fit_gpu_layers=False)
+        return _plan(spec, setup, trial, gpu, gpu_count, search=False).estimate.peak_bytes <= gpu.memory_bytes
+
+    if not fits(1):
+        return 0
+    lo, hi = 1, top
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return _context(spec, setup, replace(flags, ctx_size=lo * n_seq)).cells
