@@ -304,7 +304,7 @@ def test_quantized_kv_rows_are_padded_in_cuda_buffers() -> None:
     # gemma-2-2b: n_embd_k_gqa = 4 x 256 = 1024, a multiple of MATRIX_ROW_PADDING 512: no padding;
     # phi-2 (32 heads of 80 = 2560; 2560 % 512 = 0) neither. A 640-wide row (5 KV heads of 128) pads by
     # ggml_row_size(q8_0, 512 - 640 % 512 = 384) = 384 / 32 x 34 = 408 B per tensor (ggml-cuda.cu get_alloc_size).
-    from vramwise.engines.llamacpp import _cuda_row_padding
+    from vramwise.engines.llamacpp_context import cuda_row_padding as _cuda_row_padding
 
     assert _cuda_row_padding("q8_0", 1024) == 0
     assert _cuda_row_padding("q8_0", 640) == 384 // 32 * Q8_0

@@ -41,75 +41,32 @@ ollama's patches there change no size read here). Each rule cites its function:
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, replace
 
 from vramwise.catalog.gpu_spec import Gpu
+from vramwise.engines.llamacpp_compute import host_compute, layer_phase, mask_terms, output_phase, pipeline_copies
+from vramwise.engines.llamacpp_context import (
+    F32,
+    SCHED_MAX_COPIES,
+    SRC,
+    VERSION,
+    Context,
+    context,
+    devices,
+    kv_layer_bytes,
+    kv_rows,
+    pipeline,
+)
 from vramwise.engines.result import EngineEstimate
 from vramwise.errors import InvalidWorkloadError, UnsupportedArchitectureError
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.precision import compute_bytes
-from vramwise.estimate.term import Estimate, Phase, PhaseKind, Term
+from vramwise.estimate.term import Estimate, Phase, Term
 from vramwise.estimate.weights import own_format, reads_headers, weight_terms
 from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
 from vramwise.workload.infer import InferSetup
-from vramwise.workload.llamacpp_flags import CACHE_TYPES, LlamaCppFlags, is_quantized, row_bytes
-
-VERSION = "7049736b"  # llama.cpp commit (as vendored by ollama v0.12.10)
-SRC = f"llama.cpp@{VERSION}"
-KQ_MASK_PAD = 64  # ggml/include/ggml.h GGML_KQ_MASK_PAD
-F32 = 4
-
-
-def _pad(x: int, n: int) -> int:
-    """GGML_PAD: ``x`` rounded up to a multiple of ``n``."""
-    return (x + n - 1) // n * n
-
-
-@dataclass(frozen=True)
-class _Context:
-    """The context parameters llama.cpp derives from the flags (llama_context ctor, create_memory)."""
-
-    n_ctx: int  # cells over all streams, padded
-    cells: int  # cells per stream (non-SWA layers)
-    swa_cells: int  # cells per stream of sliding-window layers
-    n_stream: int
-    n_tokens: int  # tokens of the reserved graph: min(n_ctx, n_ubatch)
-    flash: bool  # flash attention in the graph (-fa on, or auto resolved on a GPU that supports it)
-    copies: int = 1  # the scheduler's copies of each split input: 4 with pipeline parallelism
-
-
-def _context(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags) -> _Context:
-    n_seq = flags.parallel
-    if flags.ctx_size is None:
-        requested = setup.tokens * n_seq
-    elif flags.ctx_size == 0:  # llama_context: n_ctx 0 = hparams.n_ctx_train
-        requested = spec.max_position_embeddings or setup.tokens * n_seq
-    else:
-        requested = flags.ctx_size
-    pad = 32 if flags.flash_attn == "off" else 256  # llama_kv_cache::get_padding (cparams.flash_attn before AUTO)
-    n_stream = 1 if flags.kv_unified else n_seq
-    cells = _pad(requested if flags.kv_unified else -(-requested // n_seq), pad)
-    # n_batch = min(n_ctx, -b) from the unpadded n_ctx, at least GGML_KQ_MASK_PAD; n_ubatch = min(n_batch, -ub)
-    n_batch = max(min(requested, flags.batch_size), KQ_MASK_PAD)
-    n_ubatch = min(n_batch, flags.ubatch_size)
-    n_ctx = cells * n_stream
-    window = spec.attention.sliding_window or 0
-    swa = cells if flags.swa_full else min(cells, _pad(window * (n_seq if flags.kv_unified else 1) + n_ubatch, pad))
-    # -fa auto resolves to on when every FA node sits on its layer's device: true on CUDA GPUs for the head
-    # sizes llama.cpp ships kernels for; a layer left on the CPU runs the CPU's FA kernel, also supported.
-    return _Context(n_ctx, cells, swa, n_stream, min(n_ctx, n_ubatch), flags.flash_attn != "off")
-
-
-def _kv_rows(spec: ModelSpec) -> tuple[int, int]:
-    """Values per token per layer of K and V (n_embd_k_gqa, n_embd_v_gqa)."""
-    att = spec.attention
-    if att.mla is not None:
-        # llama-model.cpp LLM_ARCH_DEEPSEEK2 with MLA: the cache holds the compressed latent, one KV head,
-        # K = kv_lora_rank + n_rot (the rope part), V = kv_lora_rank
-        return att.mla.kv_lora_rank + att.mla.qk_rope_head_dim, att.mla.kv_lora_rank
-    return att.num_kv_heads * att.head_dim, att.num_kv_heads * att.head_dim
+from vramwise.workload.llamacpp_flags import CACHE_TYPES, LlamaCppFlags, is_quantized
 
 
 def _refuse(spec: ModelSpec, flags: LlamaCppFlags, gpu_count: int) -> None:
@@ -128,7 +85,7 @@ def _refuse(spec: ModelSpec, flags: LlamaCppFlags, gpu_count: int) -> None:
             field="cache_type_v",
             allowed="f16, f32, bf16 with -fa off; any type with -fa on/auto",
         )
-    k_row, v_row = _kv_rows(spec)
+    k_row, v_row = kv_rows(spec)
     heads = spec.attention.head_dim
     for name, ctype, row in (("K", flags.cache_type_k, k_row), ("V", flags.cache_type_v, v_row)):
         block = CACHE_TYPES[ctype][0]
@@ -150,24 +107,6 @@ def _refuse(spec: ModelSpec, flags: LlamaCppFlags, gpu_count: int) -> None:
             field="tensor_split",
             allowed=f"{gpu_count} comma-separated shares",
         )
-
-
-def _devices(n_layer: int, flags: LlamaCppFlags, gpu_count: int) -> list[int | None]:
-    """The device of each layer 0..n_layer-1 and of the output (index n_layer): a GPU index, or None (CPU)."""
-    n_gpus = 1 if flags.split_mode == "none" else gpu_count
-    shares = list(flags.tensor_split[:n_gpus]) if flags.tensor_split and n_gpus > 1 else [1.0] * n_gpus
-    total = sum(shares)
-    splits = [sum(shares[: i + 1]) / total for i in range(n_gpus)]
-    ngl = flags.gpu_layers
-    start = max(n_layer - ngl, 0)
-    act = min(ngl, n_layer + 1)
-    out: list[int | None] = []
-    for il in range(n_layer + 1):
-        if il < start or il - start >= act:
-            out.append(None)
-        else:
-            out.append(min(bisect.bisect_right(splits, (il - start) / act), n_gpus - 1))
-    return out
 
 
 @dataclass(frozen=True)
@@ -199,141 +138,6 @@ def _weights(spec: ModelSpec, setup: InferSetup) -> _Weights:
     return _Weights(layers, inp, out, f"{fmt.name} ({fmt.source}); layers assumed equal, final norm with them")
 
 
-MATRIX_ROW_PADDING = 512  # ggml/src/ggml-cuda/common.cuh
-
-
-def _cuda_row_padding(cache_type: str, ne0: int) -> int:
-    """ggml_backend_cuda_buffer_type_get_alloc_size: a quantized tensor whose rows are not a multiple of
-    MATRIX_ROW_PADDING gets ggml_row_size(type, 512 - ne0 % 512) more bytes, once per tensor."""
-    if not is_quantized(cache_type) or ne0 % MATRIX_ROW_PADDING == 0:
-        return 0
-    return row_bytes(cache_type, MATRIX_ROW_PADDING - ne0 % MATRIX_ROW_PADDING)
-
-
-def _kv_layer_bytes(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, il: int, gpu: bool) -> tuple[int, int]:
-    """K and V bytes of layer ``il`` (llama_kv_cache ctor: ggml_new_tensor_3d(type, n_embd_gqa, kv_size, n_stream)),
-    with the CUDA buffer's row padding when the layer's cache is on a GPU."""
-    k_row, v_row = _kv_rows(spec)
-    cells = ctx.swa_cells if _sliding(spec, il) else ctx.cells
-    k = row_bytes(flags.cache_type_k, k_row) * cells * ctx.n_stream
-    v = row_bytes(flags.cache_type_v, v_row) * cells * ctx.n_stream
-    if gpu:
-        k += _cuda_row_padding(flags.cache_type_k, k_row)
-        v += _cuda_row_padding(flags.cache_type_v, v_row)
-    return k, v
-
-
-def _sliding(spec: ModelSpec, il: int) -> bool:
-    # Only models whose config interleaves sliding and full layers (Gemma 2/3, gpt-oss, Cohere2) are converted to
-    # llama.cpp architectures with an iSWA cache; a uniform sliding_window (Mistral v0.1) is a full cache there.
-    return bool(spec.attention.layer_types) and spec.layer_attention(il) == "sliding"
-
-
-def _ffn_bytes(spec: ModelSpec, n_tokens: int) -> tuple[int, str]:
-    """The feed-forward's intermediates live together, f32: gate, up and their product (ggml_swiglu_split makes a
-    new tensor while both inputs are live), or up and its activation for a plain MLP; MoE: the same over the
-    n_expert_used experts each token visits (ggml_mul_mat_id outputs [n_ff_exp, n_expert_used, n_tokens])."""
-    if spec.moe is not None:
-        k, i = spec.moe.top_k, spec.moe.expert_intermediate_size
-        b = 3 * k * i * n_tokens * F32
-        return b, f"3 x top_k {k} x n_ff_exp {i:,} x {n_tokens} tokens x 4 B"
-    copies = 3 if spec.mlp.gated else 2
-    i = spec.mlp.intermediate_size
-    return copies * i * n_tokens * F32, f"{copies} x n_ff {i:,} x {n_tokens} tokens x 4 B"
-
-
-def _layer_phase(spec: ModelSpec, ctx: _Context, masks: list[Term]) -> Phase:
-    h, t, heads = spec.hidden_size, ctx.n_tokens, spec.attention.num_heads
-    ffn, ffn_formula = _ffn_bytes(spec, t)
-    terms: list[Term] = []
-    if not ctx.flash:
-        kq = ctx.cells * t * heads * F32
-        if kq >= ffn:
-            terms.append(
-                Term(
-                    name="compute/attention_scores",
-                    bytes=kq,
-                    formula=f"n_kv {ctx.cells:,} x {t} tokens x {heads} heads x 4 B (f32 KQ, softmax in place)",
-                    source=f"{SRC} src/llama-graph.cpp build_attn_mha (no flash attention)",
-                )
-            )
-    if not terms:
-        terms.append(
-            Term(name="compute/ffn", bytes=ffn, formula=ffn_formula, source=f"{SRC} src/llama-graph.cpp build_ffn")
-        )
-    terms.append(
-        Term(
-            name="compute/hidden",
-            bytes=2 * h * t * F32,
-            formula=f"2 x n_embd {h:,} x {t} tokens x 4 B (residual and normed input)",
-            source=f"{SRC} src/llama-model.cpp llm_build_* (inpSA, cur)",
-        )
-    )
-    return Phase(kind=PhaseKind.PREFILL_LAYER, transient=(*terms, *masks))
-
-
-def _output_phase(spec: ModelSpec, ctx: _Context) -> Phase:
-    """The output layer: the masks are gone by then (ggml-alloc frees an input after its last child, the last
-    layer's attention: ggml_gallocr_alloc_graph_impl), so the logits and the normed hidden state are the set."""
-    v, h, t = spec.vocab_size, spec.hidden_size, ctx.n_tokens
-    logits = Term(
-        name="compute/logits",
-        bytes=v * t * F32,
-        formula=f"n_vocab {v:,} x {t} outputs x 4 B (the reserved graph outputs every token)",
-        source=f"{SRC} src/llama-context.cpp graph_reserve(n_tokens, n_seqs, n_tokens)",
-    )
-    hidden = Term(
-        name="compute/hidden",
-        bytes=h * t * F32,
-        formula=f"n_embd {h:,} x {t} tokens x 4 B (result_norm)",
-        source=f"{SRC} src/llama-model.cpp llm_build_* (output norm)",
-    )
-    return Phase(kind=PhaseKind.PREFILL_LOGITS, transient=(logits, hidden))
-
-
-def _mask_sizes(spec: ModelSpec, ctx: _Context) -> tuple[list[int], int]:
-    """n_kv of each KQ mask (one per cache: the SWA cache has its own) and the rows of each."""
-    rows = _pad(ctx.n_tokens // ctx.n_stream, KQ_MASK_PAD) * ctx.n_stream
-    sizes = [ctx.cells]
-    if any(_sliding(spec, il) for il in range(spec.num_layers)):
-        sizes.append(ctx.swa_cells)
-    return sizes, rows
-
-
-def _masks(spec: ModelSpec, ctx: _Context) -> list[Term]:
-    """The KQ masks a GPU's layers read: f32 without flash attention; with it the f16 copy
-    (``ggml_cast(kq_mask, F16)``), the f32 input being freed once cast (its only child)."""
-    sizes, rows = _mask_sizes(spec, ctx)
-    width = 2 if ctx.flash else F32
-    if ctx.copies > 1 and not ctx.flash:
-        return []  # the layers read the f32 split-input copies (compute/pipeline_copies)
-    return [
-        Term(
-            name="compute/kq_mask",
-            bytes=sum(n * rows * width for n in sizes),
-            formula=" + ".join(f"n_kv {n:,} x {rows} rows x {width} B" for n in sizes)
-            + (" (the f16 copy flash attention reads)" if ctx.flash else " (f32)"),
-            source=f"{SRC} src/llama-graph.cpp build_attn_inp_kv (GGML_PAD(n_tokens, GGML_KQ_MASK_PAD))",
-        )
-    ]
-
-
-def _host_compute(spec: ModelSpec, ctx: _Context) -> Term:
-    """The CPU backend's compute buffer (the host-pinned one, 'CUDA_Host compute buffer'): the graph's inputs live
-    there before each GPU split copies them: the token embeddings get_rows makes from token_embd (the input layer is
-    on the CPU) and the f32 masks."""
-    sizes, rows = _mask_sizes(spec, ctx)
-    h, t = spec.hidden_size, ctx.n_tokens
-    masks = sum(n * rows * F32 for n in sizes)
-    copies = f" x {ctx.copies} copies (pipeline parallelism)" if ctx.copies > 1 else ""
-    return Term(
-        name="host/compute_buffer",
-        bytes=h * t * F32 + masks * ctx.copies,
-        formula=f"inp_embd n_embd {h:,} x {t} tokens x 4 B + f32 masks {masks:,} B{copies}",
-        source=f"{SRC} src/llama-context.cpp (backend_cpu with the device's host buffer type)",
-    )
-
-
 @dataclass(frozen=True)
 class _Device:
     """What one device holds."""
@@ -350,7 +154,7 @@ def _empty() -> dict:
     return {"layers": [], "output": False, "weights": 0, "out_w": 0, "k": 0, "v": 0}
 
 
-def _place(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, w: _Weights, devs: list[int | None]) -> dict:
+def _place(spec: ModelSpec, ctx: Context, flags: LlamaCppFlags, w: _Weights, devs: list[int | None]) -> dict:
     n = spec.num_layers
     acc: dict[int | None, dict] = {}
     for il in range(n + 1):
@@ -362,7 +166,7 @@ def _place(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, w: _Weights, de
         d["layers"].append(il)
         d["weights"] += w.layers[il]
         kv_where = devs[il] if flags.kv_offload else None
-        k, v = _kv_layer_bytes(spec, ctx, flags, il, gpu=kv_where is not None)
+        k, v = kv_layer_bytes(spec, ctx, flags, il, gpu=kv_where is not None)
         kv_dev = acc.setdefault(kv_where, _empty())
         kv_dev["k"] += k
         kv_dev["v"] += v
@@ -377,7 +181,7 @@ def _span(layers: tuple[int, ...]) -> str:
     return f"layers {layers[0]}-{layers[-1]}" if layers else "no layers"
 
 
-def _gpu_estimate(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, dev: _Device, cuda_mib: int | None) -> Estimate:
+def _gpu_estimate(spec: ModelSpec, ctx: Context, flags: LlamaCppFlags, dev: _Device, cuda_mib: int | None) -> Estimate:
     persistent = [
         Term(
             name="weights/layers",
@@ -394,45 +198,20 @@ def _gpu_estimate(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, dev: _De
         *_kv_terms(ctx, flags, dev),
         cuda_context_term(cuda_mib),
     ]
-    masks = _masks(spec, ctx) if dev.layers else []
-    kept = [_pipeline_copies(spec, ctx)] if ctx.copies > 1 and dev.layers else []
+    masks = mask_terms(spec, ctx) if dev.layers else []
+    kept = [pipeline_copies(spec, ctx)] if ctx.copies > 1 and dev.layers else []
     phases = []
     if dev.layers:
-        phases.append(_layer_phase(spec, ctx, [*masks, *kept]))
+        phases.append(layer_phase(spec, ctx, [*masks, *kept]))
     if dev.output:
-        out = _output_phase(spec, ctx)
+        out = output_phase(spec, ctx)
         phases.append(Phase(kind=out.kind, transient=(*out.transient, *kept)))
     return Estimate(
         persistent=tuple(t for t in persistent if t.bytes or t.name.startswith("overhead")), phases=tuple(phases)
     )
 
 
-# ggml/src/ggml-backend.cpp GGML_SCHED_MAX_COPIES: the copies of each split input with pipeline parallelism
-SCHED_MAX_COPIES = 4
-
-
-def _pipeline(flags: LlamaCppFlags, n_layer: int, gpu_count: int) -> bool:
-    """llama_context ctor: pipeline parallelism when more than one device holds the model, every layer and the
-    output are offloaded (n_gpu_layers > n_layer), split mode layer and the KV cache offloaded."""
-    return gpu_count > 1 and flags.split_mode == "layer" and flags.gpu_layers > n_layer and flags.kv_offload
-
-
-def _pipeline_copies(spec: ModelSpec, ctx: _Context) -> Term:
-    """ggml_backend_sched_split_graph with n_copies > 1: every split input gets n_copies copies on the split's
-    device, flagged input and output so that ggml-alloc never frees them: the hidden state coming from the previous
-    device (the CPU's token embeddings on the first GPU) and the f32 masks."""
-    sizes, rows = _mask_sizes(spec, ctx)
-    h, t = spec.hidden_size, ctx.n_tokens
-    masks = sum(n * rows * F32 for n in sizes)
-    return Term(
-        name="compute/pipeline_copies",
-        bytes=ctx.copies * (h * t * F32 + masks),
-        formula=f"{ctx.copies} copies x (hidden n_embd {h:,} x {t} tokens x 4 B + f32 masks {masks:,} B)",
-        source=f"{SRC} ggml/src/ggml-backend.cpp ggml_backend_sched_split_graph (GGML_SCHED_MAX_COPIES)",
-    )
-
-
-def _kv_terms(ctx: _Context, flags: LlamaCppFlags, dev: _Device) -> list[Term]:
+def _kv_terms(ctx: Context, flags: LlamaCppFlags, dev: _Device) -> list[Term]:
     src = f"{SRC} src/llama-kv-cache.cpp llama_kv_cache ctor (ggml_row_size)"
     cells = f"{ctx.cells:,} cells x {ctx.n_stream} stream(s)"
     return [
@@ -441,7 +220,7 @@ def _kv_terms(ctx: _Context, flags: LlamaCppFlags, dev: _Device) -> list[Term]:
     ]
 
 
-def _host_terms(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, cpu: _Device) -> tuple[Term, ...]:
+def _host_terms(spec: ModelSpec, ctx: Context, flags: LlamaCppFlags, cpu: _Device) -> tuple[Term, ...]:
     where = "page cache (mmap)" if flags.mmap else "allocated (--no-mmap)"
     terms = [
         Term(
@@ -460,7 +239,7 @@ def _host_terms(spec: ModelSpec, ctx: _Context, flags: LlamaCppFlags, cpu: _Devi
             source=f"{SRC} src/llama-context.cpp output_reserve (pinned host buffer)",
         ),
     ]
-    terms.append(_host_compute(spec, ctx))
+    terms.append(host_compute(spec, ctx))
     if cpu.k or cpu.v:
         terms.append(
             Term(
@@ -512,10 +291,10 @@ def _plan(
 ) -> EngineEstimate:
     """The plan at these exact flags; ``search`` also finds the largest context that fits (the solvers' own
     trial plans skip it)."""
-    ctx = _context(spec, setup, flags)
+    ctx = context(spec, setup, flags)
     w = _weights(spec, setup)
-    devs = _devices(spec.num_layers, flags, gpu_count)
-    if _pipeline(flags, spec.num_layers, gpu_count):
+    devs = devices(spec.num_layers, flags, gpu_count)
+    if pipeline(flags, spec.num_layers, gpu_count):
         ctx = replace(ctx, copies=SCHED_MAX_COPIES)
     placed = _place(spec, ctx, flags, w, devs)
     gpus = {d: dev for d, dev in placed.items() if d is not None}
@@ -554,7 +333,7 @@ def _plan(
 
 def _notes(
     spec: ModelSpec,
-    ctx: _Context,
+    ctx: Context,
     flags: LlamaCppFlags,
     w: _Weights,
     gpus: dict[int, _Device],
@@ -615,7 +394,7 @@ def largest_context(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gp
     the other flags kept; up to the model's n_ctx_train (llama.cpp allows more, with a warning: "possible training
     context overflow"), or the configured context when that is larger. 0 when even the smallest does not fit."""
     n_seq = flags.parallel
-    top = max(spec.max_position_embeddings or 0, _context(spec, setup, flags).cells)
+    top = max(spec.max_position_embeddings or 0, context(spec, setup, flags).cells)
 
     def fits(per_seq: int) -> bool:
         trial = replace(flags, ctx_size=per_seq * n_seq, fit_gpu_layers=False)
@@ -630,4 +409,4 @@ def largest_context(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gp
             lo = mid
         else:
             hi = mid - 1
-    return _context(spec, setup, replace(flags, ctx_size=lo * n_seq)).cells
+    return context(spec, setup, replace(flags, ctx_size=lo * n_seq)).cells
