@@ -369,3 +369,24 @@ def test_four_gpu_layer_split_and_kv_per_gpu() -> None:
     assert est.estimate.bytes_of("kv_cache") == 15 * layer_kv  # the fullest GPU, GPU0: 1875 MiB
     assert est.estimate.term("compute/attention_scores").bytes == 32000 * 512 * 48 * 4
     assert est.estimate.term("compute/pipeline_copies").bytes == 4 * (6144 * 512 * 4 + 32000 * 512 * 4)
+
+
+def test_tensor_split_weights_and_kv_add_up_over_gpus_and_host() -> None:
+    from vramwise.engines.llamacpp import per_gpu
+
+    spec = resolve_model("llama-2-7b")
+    setup = InferSetup(weight_format="q8_0")
+    flags = LlamaCppFlags(ctx_size=4096, tensor_split=(3, 1, 2))
+    gpus = per_gpu(spec, setup, flags, 3)
+    full = plan(spec, setup, flags, H100, 3)
+    host = {t.name: t.bytes for t in full.estimate.host}
+    weights = sum(e.bytes_of("weights") for e in gpus.values())
+    # every layer once and the output once on some GPU, token_embd on the host: their sum is the whole model
+    single = plan(spec, setup, LlamaCppFlags(ctx_size=4096), H100).estimate
+    assert weights == single.bytes_of("weights")
+    assert weights + host["host/weights"] == single.bytes_of("weights") + host["host/weights"]
+    # KV: 32 layers x K and V x 4096 cells x 4096 values x 2 B, however split
+    assert sum(e.bytes_of("kv_cache") for e in gpus.values()) == 32 * 2 * 4096 * 4096 * 2
+    # cumulative shares [0.5, 0.667, 1] of il / 33: GPU0 il <= 16 (17 layers), GPU1 il 17..21 (5), GPU2 the rest
+    layers = {d: e.term("weights/layers").formula.split(" ")[0] for d, e in gpus.items()}
+    assert layers == {0: "17", 1: "5", 2: "10"}

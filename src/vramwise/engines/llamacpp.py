@@ -154,7 +154,9 @@ def _empty() -> dict:
     return {"layers": [], "output": False, "weights": 0, "out_w": 0, "k": 0, "v": 0}
 
 
-def _place(spec: ModelSpec, ctx: Context, flags: LlamaCppFlags, w: _Weights, devs: list[int | None]) -> dict:
+def _place(
+    spec: ModelSpec, ctx: Context, flags: LlamaCppFlags, w: _Weights, devs: list[int | None]
+) -> dict[int | None, _Device]:
     n = spec.num_layers
     acc: dict[int | None, dict] = {}
     for il in range(n + 1):
@@ -286,19 +288,33 @@ def fit_gpu_layers(
     return replace(result, estimate=est, notes=(*result.notes, note))
 
 
-def _plan(
-    spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu: Gpu, gpu_count: int, *, search: bool = True
-) -> EngineEstimate:
-    """The plan at these exact flags; ``search`` also finds the largest context that fits (the solvers' own
-    trial plans skip it)."""
+def _devices_plan(
+    spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu_count: int
+) -> tuple[Context, _Weights, dict[int | None, _Device], dict[int, Estimate]]:
     ctx = context(spec, setup, flags)
     w = _weights(spec, setup)
     devs = devices(spec.num_layers, flags, gpu_count)
     if pipeline(flags, spec.num_layers, gpu_count):
         ctx = replace(ctx, copies=SCHED_MAX_COPIES)
     placed = _place(spec, ctx, flags, w, devs)
+    cuda_mib = setup.overheads.cuda_context_mib
+    estimates = {d: _gpu_estimate(spec, ctx, flags, dev, cuda_mib) for d, dev in placed.items() if d is not None}
+    return ctx, w, placed, estimates
+
+
+def per_gpu(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu_count: int = 1) -> dict[int, Estimate]:
+    """Every GPU's estimate (by index; a GPU holding nothing is absent): the table shows the fullest one."""
+    _refuse(spec, flags, gpu_count)
+    return _devices_plan(spec, setup, flags, gpu_count)[3]
+
+
+def _plan(
+    spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu: Gpu, gpu_count: int, *, search: bool = True
+) -> EngineEstimate:
+    """The plan at these exact flags; ``search`` also finds the largest context that fits (the solvers' own
+    trial plans skip it)."""
+    ctx, w, placed, estimates = _devices_plan(spec, setup, flags, gpu_count)
     gpus = {d: dev for d, dev in placed.items() if d is not None}
-    estimates = {d: _gpu_estimate(spec, ctx, flags, dev, setup.overheads.cuda_context_mib) for d, dev in gpus.items()}
     cpu = placed[None]
     host = _host_terms(spec, ctx, flags, cpu)
     notes = _notes(spec, ctx, flags, w, gpus, estimates, cpu, gpu_count)

@@ -4,6 +4,7 @@ the KV bytes of a layer. Sources: engines/llamacpp.py's docstring, each rule cit
 from __future__ import annotations
 
 import bisect
+import struct
 from dataclasses import dataclass
 
 from vramwise.spec.model import ModelSpec
@@ -67,12 +68,23 @@ def kv_rows(spec: ModelSpec) -> tuple[int, int]:
     return att.num_kv_heads * att.head_dim, att.num_kv_heads * att.head_dim
 
 
+def _f32(x: float) -> float:
+    """``x`` rounded to float32, as llama.cpp's ``float`` split arithmetic holds it (ties at a split point matter)."""
+    return float(struct.unpack("f", struct.pack("f", x))[0])
+
+
 def devices(n_layer: int, flags: LlamaCppFlags, gpu_count: int) -> list[int | None]:
-    """The device of each layer 0..n_layer-1 and of the output (index n_layer): a GPU index, or None (CPU)."""
+    """The device of each layer 0..n_layer-1 and of the output (index n_layer): a GPU index, or None (CPU).
+
+    load_tensors: cumulative shares, normalised (float32), and ``std::upper_bound(splits, float(il - i_gpu_start) /
+    act_gpu_layers)``: the first GPU whose cumulative share exceeds the layer's position."""
     n_gpus = 1 if flags.split_mode == "none" else gpu_count
     shares = list(flags.tensor_split[:n_gpus]) if flags.tensor_split and n_gpus > 1 else [1.0] * n_gpus
-    total = sum(shares)
-    splits = [sum(shares[: i + 1]) / total for i in range(n_gpus)]
+    splits, running = [], 0.0
+    for share in shares:
+        running = _f32(running + _f32(share))
+        splits.append(running)
+    splits = [_f32(x / running) for x in splits]
     ngl = flags.gpu_layers
     start = max(n_layer - ngl, 0)
     act = min(ngl, n_layer + 1)
@@ -81,7 +93,7 @@ def devices(n_layer: int, flags: LlamaCppFlags, gpu_count: int) -> list[int | No
         if il < start or il - start >= act:
             out.append(None)
         else:
-            out.append(min(bisect.bisect_right(splits, (il - start) / act), n_gpus - 1))
+            out.append(min(bisect.bisect_right(splits, _f32((il - start) / act)), n_gpus - 1))
     return out
 
 
