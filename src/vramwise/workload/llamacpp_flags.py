@@ -127,7 +127,9 @@ def _choice(name: str, value: object, allowed: tuple[str, ...], flag: str) -> No
 
 # Ollama v0.12.10's defaults (module docstring). num_gpu -1 fits the layers to the GPU; here that is the largest
 # -ngl whose plan fits (engines/llamacpp.py fit_layers), not ollama's own GraphSize estimate.
-OLLAMA_NUM_CTX = 4096  # envconfig.ContextLength default (OLLAMA_CONTEXT_LENGTH); 2048 before ollama v0.6.4
+OLLAMA_NUM_CTX = 4096  # envconfig.ContextLength default (OLLAMA_CONTEXT_LENGTH); 2048 up to ollama v0.6.6
+# OLLAMA_NUM_PARALLEL defaults to 1 from v0.10.0; before, 0 meant server/sched.go's defaultParallel 4 when the
+# model fit with it (else 1): pass num_parallel=4 for those versions.
 OLLAMA_NUM_BATCH = 512  # api.DefaultOptions NumBatch
 
 
