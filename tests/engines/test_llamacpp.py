@@ -247,6 +247,8 @@ def test_ollama_preset() -> None:
     assert (flags.flash_attn, flags.cache_type_k, flags.cache_type_v) == ("off", "f16", "f16")
     fa = ollama_flags(flash_attention=True, kv_cache_type="Q4_0")
     assert (fa.flash_attn, fa.cache_type_v) == ("on", "q4_0")
+    # llama_context_default_params (Ollama's starting point): swa_full true; NewContextParams sets embeddings
+    assert (flags.swa_full, flags.embeddings) == (True, True)
 
 
 def test_requested_context_must_fit_a_sequence(tiny) -> None:

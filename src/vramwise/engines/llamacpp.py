@@ -236,8 +236,10 @@ def _host_terms(spec: ModelSpec, ctx: Context, flags: LlamaCppFlags, cpu: _Devic
         ),
         Term(
             name="host/output_buffer",
-            bytes=spec.vocab_size * flags.parallel * F32,
-            formula=f"n_vocab {spec.vocab_size:,} x n_seq_max {flags.parallel} x 4 B",
+            bytes=(spec.vocab_size + (spec.hidden_size if flags.embeddings else 0)) * flags.parallel * F32,
+            formula=f"(n_vocab {spec.vocab_size:,}"
+            + (f" + n_embd {spec.hidden_size:,} (--embeddings)" if flags.embeddings else "")
+            + f") x n_seq_max {flags.parallel} x 4 B",
             source=f"{SRC} src/llama-context.cpp output_reserve (pinned host buffer)",
         ),
     ]

@@ -71,6 +71,7 @@ class LlamaCppFlags:
     kv_offload: bool = True  # --no-kv-offload sets False: the KV cache stays in host RAM
     kv_unified: bool = False  # -kvu: one KV stream shared by every sequence
     swa_full: bool = False  # --swa-full: full-size cache for sliding-window layers
+    embeddings: bool = False  # --embeddings: the output buffer also keeps n_embd floats per output
     # Ollama's num_gpu -1: the most layers that fit the GPU(s) (llm/memory.go estimateGPULayers), not llama.cpp's
     # 999; the plan fits them with its own bytes (engines/llamacpp.py fit_gpu_layers)
     fit_gpu_layers: bool = False
@@ -101,7 +102,7 @@ class LlamaCppFlags:
                 field="tensor_split",
                 allowed="comma-separated non-negative numbers, e.g. 3,1",
             )
-        for name in ("mmap", "kv_offload", "kv_unified", "swa_full", "fit_gpu_layers"):
+        for name in ("mmap", "kv_offload", "kv_unified", "swa_full", "embeddings", "fit_gpu_layers"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidWorkloadError(f"{name} must be True or False", field=name, allowed="true, false")
 
@@ -145,7 +146,10 @@ def ollama_flags(
     KvSize = num_ctx x num_parallel, n_batch = min(num_batch, num_ctx) (n_ubatch follows: llama.cpp's default 512
     capped by n_batch), flash attention on or off (never auto), the KV type only with flash attention (server.go
     warns "quantized kv cache requested but flash attention disabled" and keeps f16), mmap on (Linux, when the
-    model fits in free RAM)."""
+    model fits in free RAM). NewContextParams starts from llama_context_default_params, not llama-server's
+    common_params: swa_full is true there (full-size caches for sliding-window layers) and it sets embeddings.
+    Models Ollama runs on its own engine instead of llama.cpp (ollama/model: gemma3, gpt-oss, qwen3, ...) are
+    not planned by this preset."""
     batch = min(OLLAMA_NUM_BATCH, num_ctx)
     kv = kv_cache_type.lower() if flash_attention and kv_cache_type else "f16"
     return LlamaCppFlags(
@@ -158,4 +162,6 @@ def ollama_flags(
         cache_type_v=kv,
         flash_attn="on" if flash_attention else "off",
         parallel=num_parallel,
+        swa_full=True,
+        embeddings=True,
     )
