@@ -392,3 +392,25 @@ def test_tensor_split_weights_and_kv_add_up_over_gpus_and_host() -> None:
     # cumulative shares [0.5, 0.667, 1] of il / 33: GPU0 il <= 16 (17 layers), GPU1 il 17..21 (5), GPU2 the rest
     layers = {d: e.term("weights/layers").formula.split(" ")[0] for d, e in gpus.items()}
     assert layers == {0: "17", 1: "5", 2: "10"}
+
+
+def test_flash_attention_auto_follows_the_cuda_kernels() -> None:
+    """-fa auto is on when ggml-cuda's fattn.cu has a kernel: head sizes 40..256 with V equal, K and V of one type
+    among f16, q4_0, q8_0 (ggml_cuda_get_best_fattn_kernel, without GGML_CUDA_FA_ALL_QUANTS); otherwise llama_context
+    turns it off, and a quantized V then stops it ("quantized V cache was requested, but this requires Flash
+    Attention")."""
+    spec = resolve_model("llama-2-7b")  # head size 128
+    setup = InferSetup(weight_format="q4_0")
+
+    def phase_terms(flags: LlamaCppFlags) -> set[str]:
+        est = plan(spec, setup, flags, H100).estimate
+        return {t.name for p in est.phases for t in p.transient}
+
+    assert "compute/attention_scores" not in phase_terms(LlamaCppFlags(ctx_size=8192, cache_type_k="q8_0",
+                                                                       cache_type_v="q8_0"))
+    # K q8_0 with V f16: no kernel for mixed types, so the scores materialize (and the cache stays padded to 256)
+    mixed = LlamaCppFlags(ctx_size=8000, cache_type_k="q8_0")
+    assert "compute/attention_scores" in phase_terms(mixed)
+    assert plan(spec, setup, mixed, H100).kv_tokens == 8192
+    with pytest.raises(InvalidWorkloadError, match="quantized V cache was requested, but this requires Flash"):
+        plan(spec, setup, LlamaCppFlags(cache_type_k="q4_1", cache_type_v="q4_1"), H100)

@@ -52,6 +52,7 @@ from vramwise.engines.llamacpp_context import (
     VERSION,
     Context,
     context,
+    cuda_flash_attn,
     devices,
     kv_layer_bytes,
     kv_rows,
@@ -76,6 +77,15 @@ def _refuse(spec: ModelSpec, flags: LlamaCppFlags, gpu_count: int) -> None:
             f"{spec.name}: {what} under llama.cpp is not modelled (llama_memory_recurrent / hybrid caches)",
             field="engine",
             allowed="decoder-only attention models",
+        )
+    if is_quantized(flags.cache_type_v) and flags.flash_attn == "auto" and not cuda_flash_attn(spec, flags):
+        # llama_context ctor: auto resolves off when the FA node leaves its layer's device
+        raise InvalidWorkloadError(
+            f"-ctv {flags.cache_type_v} with -fa auto: CUDA has no flash-attention kernel for this model and cache "
+            "(head size, or K and V types), so llama.cpp disables it and stops: quantized V cache was requested, "
+            "but this requires Flash Attention",
+            field="cache_type_v",
+            allowed="-ctk and -ctv of one type among f16, q4_0, q8_0, or -ctv f16",
         )
     if is_quantized(flags.cache_type_v) and flags.flash_attn == "off":
         # llama_init_from_model: LLAMA_LOG_ERROR("V cache quantization requires flash_attn")

@@ -53,9 +53,29 @@ def context(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags) -> Context
     n_ctx = cells * n_stream
     window = spec.attention.sliding_window or 0
     swa = cells if flags.swa_full else min(cells, pad(window * (n_seq if flags.kv_unified else 1) + n_ubatch, step))
-    # -fa auto resolves to on when every FA node sits on its layer's device: true on CUDA GPUs for the head
-    # sizes llama.cpp ships kernels for; a layer left on the CPU runs the CPU's FA kernel, also supported.
-    return Context(n_ctx, cells, swa, n_stream, min(n_ctx, n_ubatch), flags.flash_attn != "off")
+    # -fa auto resolves to on when every FA node stays on its layer's device (llama_context ctor), i.e. when the
+    # CUDA backend has a kernel for it (cuda_flash_attn); the cache was padded for FA either way.
+    flash = flags.flash_attn == "on" or (flags.flash_attn == "auto" and cuda_flash_attn(spec, flags))
+    return Context(n_ctx, cells, swa, n_stream, min(n_ctx, n_ubatch), flash)
+
+
+CUDA_FA_HEADS = (40, 64, 80, 96, 112, 128, 256)  # ggml-cuda/fattn.cu: K head sizes with V of the same size
+CUDA_FA_TYPES = ("f16", "q4_0", "q8_0")  # without GGML_CUDA_FA_ALL_QUANTS, and K and V of one type
+
+
+def cuda_flash_attn(spec: ModelSpec, flags: LlamaCppFlags) -> bool:
+    """Whether ggml-cuda has a flash-attention kernel for this model and cache (fattn.cu
+    ggml_cuda_get_best_fattn_kernel): K head size 40..256 with an equal V, or MLA's 576/512 with a GQA ratio that is
+    a multiple of 16; K and V of one type among f16, q4_0, q8_0 (an f32 cache is cast to f16 first)."""
+    att = spec.attention
+    k_type = "f16" if flags.cache_type_k == "f32" else flags.cache_type_k
+    v_type = "f16" if flags.cache_type_v == "f32" else flags.cache_type_v
+    if k_type != v_type or k_type not in CUDA_FA_TYPES:
+        return False
+    if att.mla is not None:
+        k_row, v_row = kv_rows(spec)
+        return (k_row, v_row) == (576, 512) and att.num_heads % 16 == 0
+    return att.head_dim in CUDA_FA_HEADS
 
 
 def kv_rows(spec: ModelSpec) -> tuple[int, int]:
