@@ -32,11 +32,19 @@ ollama's patches there change no size read here). Each rule cites its function:
   hidden states, plus the attention masks, ``llm_graph_input_attn_kv``: ``n_kv x GGML_PAD(n_tokens / n_stream,
   GGML_KQ_MASK_PAD = 64)`` per stream, f32, or its f16 copy with flash attention) and (the output: logits
   ``n_vocab x n_tokens`` f32 and the normed hidden state; ggml-alloc has freed the masks by then). Host: the
-  CPU backend's buffer holds the graph inputs (the token embeddings and the f32 masks).
+  CPU backend's buffer holds the graph inputs (the token embeddings and the f32 masks). With several GPUs and
+  everything offloaded, pipeline parallelism keeps 4 copies of each split input (``ggml-backend.cpp``).
+- Flash attention (``-fa auto``) is on when ggml-cuda has a kernel for the model and cache (``fattn.cu``): see
+  ``llamacpp_context.cuda_flash_attn``.
 - Host: the output buffer ``n_vocab x n_seq_max`` f32 (``llama_context::output_reserve``, a pinned host buffer),
   CPU-side weights (page cache with mmap, allocated with ``--no-mmap``), CPU-side KV.
-- Refused as llama.cpp refuses (``llama_init_from_model``): a quantized V cache with ``-fa off`` ("V cache
-  quantization requires flash_attn"), and a quantized K or V type whose block does not divide the head size.
+- Refused as llama.cpp refuses (``llama_init_from_model``, the ``llama_context`` ctor): a quantized V cache with
+  ``-fa off`` ("V cache quantization requires flash_attn") or with ``-fa auto`` where CUDA has no kernel ("quantized
+  V cache was requested, but this requires Flash Attention"), and a block type that does not divide the head size.
+- Not modelled (said in the notes): ggml-alloc's exact placement (the compute buffer is its dominant tensors;
+  Llama-3 8B at -c 8192 without flash attention: 544 MiB here, 560 MiB in public logs), the CUDA backend's memory
+  pool (cuBLAS dequantization temporaries), op offload of CPU layers' weights, the 128-byte alignment and
+  MATRIX_ROW_PADDING of weight tensors, and the mmproj file of a vision model.
 """
 
 from __future__ import annotations
