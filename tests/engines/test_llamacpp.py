@@ -167,7 +167,7 @@ def test_partial_offload_gpu_plus_host_is_the_file(tiny, ngl: int, gpu_weights: 
 
 
 def test_no_kv_offload_keeps_the_cache_in_host_ram(tiny) -> None:
-    est = _plan(tiny, LlamaCppFlags(ctx_size=1024, kv_offload=False))
+    est = _plan(tiny, LlamaCppFlags(ctx_size=1024, no_kv_offload=True))
     assert est.estimate.bytes_of("kv_cache") == 0
     assert {t.name: t.bytes for t in est.estimate.host}["host/kv_cache"] == L * 2 * KV * D * 2 * 1024
 
@@ -414,3 +414,14 @@ def test_flash_attention_auto_follows_the_cuda_kernels() -> None:
     assert plan(spec, setup, mixed, H100).kv_tokens == 8192
     with pytest.raises(InvalidWorkloadError, match="quantized V cache was requested, but this requires Flash"):
         plan(spec, setup, LlamaCppFlags(cache_type_k="q4_1", cache_type_v="q4_1"), H100)
+
+
+def test_tensor_split_text() -> None:
+    from vramwise.workload.llamacpp_flags import parse_tensor_split
+
+    assert parse_tensor_split("3,1") == (3.0, 1.0)
+    assert parse_tensor_split("1/1/2") == (1.0, 1.0, 2.0)
+    with pytest.raises(InvalidWorkloadError, match="--tensor-split"):
+        parse_tensor_split("3,x")
+    with pytest.raises(InvalidWorkloadError, match="not all zero"):
+        LlamaCppFlags(tensor_split=parse_tensor_split("0,0"))

@@ -185,7 +185,7 @@ def _place(
             continue
         d["layers"].append(il)
         d["weights"] += w.layers[il]
-        kv_where = devs[il] if flags.kv_offload else None
+        kv_where = None if flags.no_kv_offload else devs[il]
         k, v = kv_layer_bytes(spec, ctx, flags, il, gpu=kv_where is not None)
         kv_dev = acc.setdefault(kv_where, _empty())
         kv_dev["k"] += k
@@ -241,7 +241,7 @@ def _kv_terms(ctx: Context, flags: LlamaCppFlags, dev: _Device) -> list[Term]:
 
 
 def _host_terms(spec: ModelSpec, ctx: Context, flags: LlamaCppFlags, cpu: _Device) -> tuple[Term, ...]:
-    where = "page cache (mmap)" if flags.mmap else "allocated (--no-mmap)"
+    where = "allocated (--no-mmap)" if flags.no_mmap else "page cache (mmap)"
     terms = [
         Term(
             name="host/weights",
@@ -267,7 +267,7 @@ def _host_terms(spec: ModelSpec, ctx: Context, flags: LlamaCppFlags, cpu: _Devic
             Term(
                 name="host/kv_cache",
                 bytes=cpu.k + cpu.v,
-                formula=f"K and V of {len(cpu.layers) if flags.kv_offload else spec.num_layers} layers in host RAM",
+                formula=f"K and V of {spec.num_layers if flags.no_kv_offload else len(cpu.layers)} layers in host RAM",
                 source=f"{SRC} src/llama-kv-cache.cpp (offload false or layer on the CPU: CPU buffer type)",
             )
         )

@@ -155,4 +155,4 @@ SCHED_MAX_COPIES = 4
 def pipeline(flags: LlamaCppFlags, n_layer: int, gpu_count: int) -> bool:
     """llama_context ctor: pipeline parallelism when more than one device holds the model, every layer and the
     output are offloaded (n_gpu_layers > n_layer), split mode layer and the KV cache offloaded."""
-    return gpu_count > 1 and flags.split_mode == "layer" and flags.gpu_layers > n_layer and flags.kv_offload
+    return gpu_count > 1 and flags.split_mode == "layer" and flags.gpu_layers > n_layer and not flags.no_kv_offload

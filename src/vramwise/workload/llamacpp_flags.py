@@ -67,8 +67,8 @@ class LlamaCppFlags:
     parallel: int = 1  # -np: sequences decoded together (each gets ctx_size / parallel cells)
     tensor_split: tuple[float, ...] = ()  # --tensor-split 3,1: share of layers per GPU; () = by free memory
     split_mode: str = "layer"  # -sm
-    mmap: bool = True  # --no-mmap sets False: host-side weights are read into RAM instead of mapped
-    kv_offload: bool = True  # --no-kv-offload sets False: the KV cache stays in host RAM
+    no_mmap: bool = False  # --no-mmap: host-side weights are read into RAM instead of mapped (use_mmap = false)
+    no_kv_offload: bool = False  # --no-kv-offload: the KV cache stays in host RAM
     kv_unified: bool = False  # -kvu: one KV stream shared by every sequence
     swa_full: bool = False  # --swa-full: full-size cache for sliding-window layers
     embeddings: bool = False  # --embeddings: the output buffer also keeps n_embd floats per output
@@ -102,7 +102,7 @@ class LlamaCppFlags:
                 field="tensor_split",
                 allowed="comma-separated non-negative numbers, e.g. 3,1",
             )
-        for name in ("mmap", "kv_offload", "kv_unified", "swa_full", "embeddings", "fit_gpu_layers"):
+        for name in ("no_mmap", "no_kv_offload", "kv_unified", "swa_full", "embeddings", "fit_gpu_layers"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidWorkloadError(f"{name} must be True or False", field=name, allowed="true, false")
 
@@ -165,3 +165,15 @@ def ollama_flags(
         swa_full=True,
         embeddings=True,
     )
+
+
+def parse_tensor_split(text: str) -> tuple[float, ...]:
+    """``--tensor-split 3,1`` as llama.cpp reads it (common/arg.cpp: comma- or slash-separated proportions)."""
+    parts = [p.strip() for p in text.replace("/", ",").split(",")]
+    try:
+        shares = tuple(float(p) for p in parts)
+    except ValueError:
+        raise InvalidWorkloadError(
+            f"--tensor-split {shown(text)}: proportions such as 3,1", field="tensor_split", allowed="e.g. 3,1"
+        ) from None
+    return shares
