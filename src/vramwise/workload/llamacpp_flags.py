@@ -7,6 +7,10 @@ Source: ggml-org/llama.cpp at commit 7049736b (the tree ollama v0.12.10 vendors,
 ``src/llama-model.cpp`` ``llama_model_default_params`` turns ``-ngl -1`` into 999 (every layer and the output);
 ``src/llama-context.cpp`` ``llama_context_default_params`` has ``flash_attn_type = AUTO``.
 
+Later llama-server builds changed defaults that these flags can still express: from ggml-org/llama.cpp PR #16736
+(Oct 2025; wording clarified in #17997) ``-np`` defaults to auto, which serves 4 slots over one unified cache of
+``-c`` cells (pass ``parallel=4, kv_unified=True``); its ``--fit`` auto-sizing is not modelled.
+
 ``ollama_flags`` is Ollama's preset over the same runtime (ollama v0.12.10): ``api/types.go`` ``DefaultOptions``
 (``num_ctx`` = ``OLLAMA_CONTEXT_LENGTH``, default 4096 in ``envconfig/config.go``; ``num_batch`` 512;
 ``num_gpu`` -1 = fitted by ``llm/memory.go`` ``estimateGPULayers``), ``llm/server.go`` ``NewLlamaServer``
