@@ -425,3 +425,21 @@ def test_tensor_split_text() -> None:
         parse_tensor_split("3,x")
     with pytest.raises(InvalidWorkloadError, match="not all zero"):
         LlamaCppFlags(tensor_split=parse_tensor_split("0,0"))
+
+
+def test_figures_under_the_log_names() -> None:
+    """The buffers llama.cpp's log prints, for Mixtral 8x22B on 4 GPUs at -c 32000 (the corpus log's setup):
+    CUDA0..3 KV buffers 1875, 1750, 1750, 1625 MiB; K and V 3500 MiB each; the output buffer n_vocab x 1 x 4 B
+    (0.12 MiB in that log). CUDA0's compute buffer by hand: 3000 MiB of scores + 24 MiB hidden + 4 copies of
+    (12 MiB hidden + 62.5 MiB mask) = 3322 MiB; that log's failed allocation asked 3366.04 MiB (-1.3%: ggml-alloc's
+    placement, not modelled)."""
+    from vramwise.engines.llamacpp_figures import llamacpp_figures
+
+    figures = llamacpp_figures(_mixtral_8x22b(), InferSetup(weight_format="q4_k_m"),
+                               LlamaCppFlags(ctx_size=32000, flash_attn="off"), 4)
+    mib = 2**20
+    assert [figures[f"gpu{i}/kv"] // mib for i in range(4)] == [1875, 1750, 1750, 1625]
+    assert figures["kv_k"] == figures["kv_v"] == 3500 * mib
+    assert figures["kv_cells"] == 32000
+    assert figures["host/output"] == 32768 * 4
+    assert figures["gpu0/compute"] == 32000 * 512 * 48 * 4 + 2 * 6144 * 512 * 4 + 4 * (6144 * 512 * 4 + 32000 * 512 * 4)

@@ -328,6 +328,13 @@ def per_gpu(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu_count:
     return _devices_plan(spec, setup, flags, gpu_count)[3]
 
 
+def kv_totals(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu_count: int = 1) -> tuple[int, int]:
+    """K and V bytes over every device, host included (llama_kv_cache's "K (f16): X MiB, V (f16): X MiB")."""
+    _refuse(spec, flags, gpu_count)
+    placed = _devices_plan(spec, setup, flags, gpu_count)[2]
+    return sum(d.k for d in placed.values()), sum(d.v for d in placed.values())
+
+
 def _plan(
     spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu: Gpu, gpu_count: int, *, search: bool = True
 ) -> EngineEstimate:
