@@ -443,3 +443,18 @@ def test_figures_under_the_log_names() -> None:
     assert figures["kv_cells"] == 32000
     assert figures["host/output"] == 32768 * 4
     assert figures["gpu0/compute"] == 32000 * 512 * 48 * 4 + 2 * 6144 * 512 * 4 + 4 * (6144 * 512 * 4 + 32000 * 512 * 4)
+
+
+def test_setup_fields_llama_cpp_does_not_read_are_refused(tiny) -> None:
+    from vramwise.engines.llamacpp import llamacpp_plan
+
+    with pytest.raises(InvalidWorkloadError, match=r"llama\.cpp has no tensor parallelism") as err:
+        llamacpp_plan(tiny, InferSetup(tp=2), H100, 2)
+    assert err.value.field == "tp"
+    with pytest.raises(InvalidWorkloadError, match="-ctk/--cache-type-k"):
+        llamacpp_plan(tiny, InferSetup(kv_dtype="fp8"), H100)
+    setup = InferSetup(batch=4)
+    # the flags group InferSetup carries once --engine is wired (InferSetup.llamacpp); set by hand until then
+    object.__setattr__(setup, "llamacpp", LlamaCppFlags(parallel=2))
+    with pytest.raises(InvalidWorkloadError, match="--batch 4 and -np 2 disagree"):
+        llamacpp_plan(tiny, setup, H100)

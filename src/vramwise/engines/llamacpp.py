@@ -420,6 +420,7 @@ def llamacpp_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu, count: int = 1) 
     ``--batch`` is llama-server's ``-np`` (concurrent sequences, each with its own slice of ``-c``): a batch with
     the default ``-np 1`` becomes ``-np batch``; a batch and an ``-np`` that disagree are refused, never ignored."""
     flags: LlamaCppFlags = getattr(setup, "llamacpp", None) or LlamaCppFlags()
+    _foreign_setup(setup)
     if setup.batch > 1:
         if flags.parallel not in (1, setup.batch):
             raise InvalidWorkloadError(
@@ -430,6 +431,33 @@ def llamacpp_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu, count: int = 1) 
             )
         flags = replace(flags, parallel=setup.batch)
     return plan(spec, setup, flags, gpu, count)
+
+
+# InferSetup fields llama.cpp has no use for, or spells as its own flag: set away from their default, refused in one
+# line naming what llama.cpp takes instead (never ignored).
+_NOT_LLAMACPP = {
+    "tp": "llama.cpp has no tensor parallelism: give --gpu Nx<GPU> (layers split with -sm layer, --tensor-split)",
+    "kv_dtype": "llama.cpp's cache types are -ctk/--cache-type-k and -ctv/--cache-type-v (f16, q8_0, q4_0, ...)",
+    "kv_block": "llama.cpp's cache has no paged blocks: its cells are padded to 256 (32 with -fa off)",
+    "prefill_chunk": "llama.cpp processes the prompt in -ub/--ubatch-size chunks",
+    "attention": "llama.cpp's attention is -fa/--flash-attn on|off|auto",
+    "gpu_utilization": "llama.cpp takes no memory fraction: it allocates what its buffers need",
+    "all_logits": "llama.cpp's reserved graph already outputs every token of a ubatch",
+    "images": "a vision model's mmproj GGUF is not modelled for llama.cpp",
+    "image_size": "a vision model's mmproj GGUF is not modelled for llama.cpp",
+    "mode": "llama.cpp's plan has no textbook mode",
+}
+
+
+def _foreign_setup(setup: InferSetup) -> None:
+    default = InferSetup()
+    for name, why in _NOT_LLAMACPP.items():
+        if getattr(setup, name) != getattr(default, name):
+            raise InvalidWorkloadError(
+                f"{name} {getattr(setup, name)} does not apply to --engine llama.cpp: {why}",
+                field=name,
+                allowed="its default with --engine llama.cpp",
+            )
 
 
 def largest_context(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu: Gpu, gpu_count: int = 1) -> int:
