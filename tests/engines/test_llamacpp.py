@@ -357,7 +357,8 @@ def test_four_gpu_layer_split_and_kv_per_gpu() -> None:
     upper_bound over [0.25, 0.5, 0.75, 1] of il / 57 gives 15, 14, 14 and 13 layers (+ output on the last). KV per
     layer: K and V x 8 KV heads x 128 x 32000 cells x 2 B = 125 MiB. The same split and sizes appear in the corpus
     log bench/data/engine_logs/llamacpp-mixtral-8x22b-q4km-4xunnamed-tp1-1.log ("CUDA0 KV buffer size = 1875.00 MiB",
-    1750, 1750, 1625), from an older llama.cpp (its compute buffer, 3366.04 MiB on CUDA0, is 3000 MiB of KQ scores
+    1750, 1750, 1625; source https://huggingface.co/MaziyarPanahi/Mixtral-8x22B-Instruct-v0.1-GGUF/discussions/32),
+    from an older llama.cpp (its compute buffer, 3366.04 MiB on CUDA0, is 3000 MiB of KQ scores
     32000 x 512 x 48 heads x 4 B plus the pipeline copies 4 x (12 + 62.5) MiB and hidden states)."""
     spec = _mixtral_8x22b()
     est = plan(spec, InferSetup(weight_format="q4_k_m"), LlamaCppFlags(ctx_size=32000, flash_attn="off"), H100, 4)
