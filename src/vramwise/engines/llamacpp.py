@@ -107,7 +107,9 @@ def _refuse(spec: ModelSpec, flags: LlamaCppFlags, gpu_count: int) -> None:
     heads = spec.attention.head_dim
     for name, ctype, row in (("K", flags.cache_type_k, k_row), ("V", flags.cache_type_v, v_row)):
         block = CACHE_TYPES[ctype][0]
-        if heads % block or row % block:  # llama_init_from_model: "... does not divide n_embd_head_k"
+        # llama_init_from_model checks the head size with -fa auto ("... does not divide n_embd_head_k"); a row
+        # (n_embd_gqa values) that is not whole blocks cannot be a ggml tensor of that type at all
+        if (flags.flash_attn == "auto" and heads % block) or row % block:
             raise InvalidWorkloadError(
                 f"{name} cache type {ctype} with block size {block} does not divide n_embd_head={heads}",
                 field=f"cache_type_{name.lower()}",
