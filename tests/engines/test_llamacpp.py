@@ -459,3 +459,14 @@ def test_setup_fields_llama_cpp_does_not_read_are_refused(tiny) -> None:
     object.__setattr__(setup, "llamacpp", LlamaCppFlags(parallel=2))
     with pytest.raises(InvalidWorkloadError, match="--batch 4 and -np 2 disagree"):
         llamacpp_plan(tiny, setup, H100)
+
+
+def test_block_types_must_divide_the_head_with_fa_auto() -> None:
+    # phi-2: 32 heads of 80; 80 % 32 = 16, so a q8_0 K with -fa auto is refused (llama_init_from_model), while
+    # -fa off stores whole rows of 32 x 80 = 2560 values, 80 blocks of 32
+    spec = resolve_model("phi-2")
+    with pytest.raises(InvalidWorkloadError, match="block size 32 does not divide n_embd_head=80"):
+        plan(spec, InferSetup(), LlamaCppFlags(cache_type_k="q8_0"), H100)
+    est = plan(spec, InferSetup(), LlamaCppFlags(ctx_size=1024, cache_type_k="q8_0", flash_attn="off"), H100)
+    # 32 layers x 2560 / 32 blocks x 34 B x 1024 cells; 2560 % 512 == 0, so no CUDA row padding
+    assert est.estimate.term("kv_cache/k").bytes == 32 * (2560 // 32 * Q8_0) * 1024
