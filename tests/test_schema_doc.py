@@ -98,6 +98,7 @@ def _estimates() -> Iterator[vramwise.Estimate]:
     yield vramwise.textbook_inference(vramwise.resolve_model("14b"), _setup(vramwise.InferSetup, {"mode": "textbook"}))
     yield from _vision_estimates()
     yield from _encoder_decoder_estimates()
+    yield from _engine_estimates()
     from tiny_configs import GPT_BIGCODE  # its causal-mask buffer ("buffers"); no catalog entry yet
 
     bigcode = vramwise.spec.adapters.spec_from_config(GPT_BIGCODE, name="gpt_bigcode", source="test")
@@ -122,6 +123,18 @@ def _vision_estimates() -> Iterator[vramwise.Estimate]:
         yield vramwise.estimate_inference(spec, _setup(vramwise.InferSetup, {"images": 2, "attention": "eager"}))
         yield vramwise.estimate_inference(spec, _setup(vramwise.InferSetup, {"images": 1, "image_size": "640x480"}))
         yield from vramwise.estimate_stages(spec, _setup(vramwise.TrainSetup, {"seq": 256}))
+def _engine_estimates() -> Iterator[vramwise.Estimate]:
+    """Serving engines' plans (--engine): their own terms (the profile peak, the pool, graphs, NCCL)."""
+    from vramwise.catalog import get_gpu
+    from vramwise.engines.vllm import vllm_plan
+
+    gpu = get_gpu("h100-80gb")
+    for name in ("llama-2-7b", "deepseek-v2-lite", "gemma-2-2b"):
+        spec = vramwise.resolve_model(name)
+        for flat in ({"engine": "vllm"}, {"engine": "vllm", "tp": 2, "pp": 2, "enforce_eager": True}):
+            yield vllm_plan(spec, _setup(vramwise.InferSetup, flat), gpu).estimate
+
+
 def _encoder_decoder_estimates() -> Iterator[vramwise.Estimate]:
     """T5 and mT5 (tests/tiny_configs.py): inference in accurate mode, the only question they take."""
     from tiny_configs import ENCODER_DECODER
@@ -200,7 +213,8 @@ def _setup_keys(*argv: str) -> list[str]:
 INFER_SETUP_KEYS = [
     "batch", "context", "new_tokens", "weight_format", "kv_dtype", "attention", "tp", "kv_block", "prefill_chunk",
     "all_logits", "cuda_context_mib", "allocator_fraction", "gpu_utilization", "mode", "images",
-    "image_size",
+    "image_size", "engine", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "enforce_eager",
+    "kv_cache_memory_bytes", "pp",
 ]
 TRAIN_SETUP_KEYS = [
     "batch", "seq", "grad_accum", "precision", "grad_dtype", "optimizer", "optimizer_impl", "peft", "lora_r",

@@ -35,7 +35,6 @@ from vramwise.cli import main
 from vramwise.cli.options import INFER, OPTIONS, TRAIN, WRAPPERS, Group, build_parser, options_of
 from vramwise.errors import InapplicableOptionError, VramwiseError
 from vramwise.estimate.inference import estimate_inference
-from vramwise.estimate.serving import serving_capacity
 from vramwise.fit.solve import best_format, max_infer, max_train
 from vramwise.spec.load import catalog_spec
 from vramwise.workload import InferSetup, TrainSetup
@@ -44,13 +43,26 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def test_infer_result_carries_estimate_verdict_and_capacity() -> None:
-    r = infer(InferRequest(model="qwen2-7b", options={"context": 8192}, gpu="a100-80gb", serve=True))
+    r = infer(InferRequest(model="qwen2-7b", options={"context": 8192}, gpu="a100-80gb"))
     spec, gpu = catalog_spec("qwen2-7b"), get_gpu("a100-80gb")
     setup = InferSetup(context=8192)
     assert r.setup == setup and r.gpu == gpu
     assert r.estimate == estimate_inference(spec, setup)
     assert r.verdict is not None and r.verdict.headroom_bytes == gpu.memory_bytes - r.estimate.peak_bytes
-    assert r.capacity == serving_capacity(spec, setup, gpu.memory_bytes)
+    assert r.capacity is None and r.engine is None
+
+
+def test_serve_is_the_vllm_plan_and_its_one_verdict() -> None:
+    from vramwise.engines.vllm import vllm_plan
+
+    r = infer(InferRequest(model="qwen2-7b", options={"context": 8192}, gpu="a100-80gb", serve=True))
+    spec, gpu = catalog_spec("qwen2-7b"), get_gpu("a100-80gb")
+    setup = InferSetup(context=8192, engine="vllm")
+    assert r.setup == setup and r.engine == vllm_plan(spec, setup, gpu)
+    assert r.estimate == r.engine.estimate  # the table's terms are the plan's
+    assert r.verdict is not None and r.verdict.fits and r.engine.max_sequences
+    same = infer(InferRequest(model="qwen2-7b", options={"context": 8192, "engine": "vllm"}, gpu="a100-80gb"))
+    assert same.engine == r.engine
 
 
 def test_one_builder_per_setup_takes_every_option() -> None:
@@ -90,7 +102,7 @@ def test_fit_answers_equal_the_solvers() -> None:
     ("call", "field"),
     [
         (lambda: infer(InferRequest(model="llama-2-7b", options={"gpu_util": 0.5})), "gpu_util"),
-        (lambda: infer(InferRequest(model="llama-2-7b", max_batched_tokens=4096)), "max_batched_tokens"),
+        (lambda: infer(InferRequest(model="llama-2-7b", options={"max_num_seqs": 8})), "max_num_seqs"),
         (lambda: train(TrainRequest(model="llama-2-7b", options={"seed": "000"})), "seed"),
         (
             lambda: fit(
@@ -172,7 +184,9 @@ def test_fit_infer_takes_the_kv_options() -> None:
 FROZEN = {
     "infer": "--all-logits --allocator-fraction --attention --batch --context --cuda-context --explain --format "
     "--gpu --gpu-util --image-size --images --json --kv-block --kv-dtype --max-batched-tokens --mode --new-tokens "
-    "--prefill-chunk --serve --seq --tp --units -b -f -n -s model",
+    "--prefill-chunk --serve --seq --tp --units -b -f -n -s model --gpu-memory-utilization --block-size --engine "
+    "--max-model-len --max-num-seqs --max-num-batched-tokens --enforce-eager --kv-cache-memory-bytes "
+    "--kv-cache-memory --pp --kv-cache-dtype",
     "train": "--allocator-fraction --attention --batch --cp --cuda-context --dp --ep --explain --freeze-layers "
     "--fsdp --fsdp-shard --gpu --grad-accum --grad-dtype --interleave --json --lora-dropout --lora-fraction "
     "--lora-r --lora-targets --loss --loss-chunk --mode --offload --optimizer --optimizer-impl --peft --per-stage "
@@ -183,7 +197,9 @@ _SETUPS = (
     "--freeze-layers --fsdp --fsdp-shard --gpu-util --grad-accum --grad-dtype --image-size --images --infer "
     "--interleave --kv-block --kv-dtype --lora-dropout --lora-fraction --lora-r --lora-targets --loss "
     "--loss-chunk --mode --new-tokens --offload --optimizer --optimizer-impl --peft --pp --precision "
-    "--prefill-chunk --recompute --seed --seq --sp --tp --zero -b -f -n -s model"
+    "--prefill-chunk --recompute --seed --seq --sp --tp --zero -b -f -n -s model --gpu-memory-utilization "
+    "--block-size --engine --max-model-len --max-num-seqs --max-num-batched-tokens --max-batched-tokens "
+    "--enforce-eager --kv-cache-memory-bytes --kv-cache-memory --kv-cache-dtype"
 )
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units"
 FROZEN["plot"] = _SETUPS + " --gpu --output --points --vs -o"

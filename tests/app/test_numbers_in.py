@@ -60,9 +60,9 @@ CLI_CASES = [
     (("train", "llama-2-7b", "--pp", "2", "--interleave", HUGE), ["interleave must be at most"]),
     (("train", "llama-2-7b", "--zero", HUGE, "--dp", "2"), ["zero must be 0, 1, 2 or 3", "301 digits"]),
     # C9, U11: -1 crashed on the internal negative-bytes guard, 0 silently meant the default
-    (("infer", "gpt2", "--serve", "--gpu", "l4", "--max-batched-tokens", "-1"), ["max_batched_tokens", "positive"]),
-    (("infer", "gpt2", "--serve", "--gpu", "l4", "--max-batched-tokens", "0"), ["max_batched_tokens", "positive"]),
-    (("infer", "gpt2", "--serve", "--gpu", "l4", "--max-batched-tokens", HUGE), ["max_batched_tokens", "at most"]),
+    (("infer", "gpt2", "--serve", "--gpu", "l4", "--max-batched-tokens", "-1"), ["max_num_batched_tokens", "positive"]),
+    (("infer", "gpt2", "--serve", "--gpu", "l4", "--max-batched-tokens", "0"), ["max_num_batched_tokens", "positive"]),
+    (("infer", "gpt2", "--serve", "--gpu", "l4", "--max-batched-tokens", HUGE), ["max_num_batched_tokens", "at most"]),
     # K1, K2: --top 0 printed a header, -1 cut the last row; --max-batch 0 was ignored
     (("fit", "llama-2-7b", "--gpu", "a100-80gb", "--layouts", "8", "--top", "0"), ["top must be a positive"]),
     (("fit", "llama-2-7b", "--gpu", "a100-80gb", "--layouts", "8", "--top", "-1"), ["top must be a positive"]),
@@ -257,8 +257,8 @@ def test_api_max_batched_tokens_and_fit_numbers() -> None:
     from vramwise.app.run import InferRequest, infer
 
     with pytest.raises(InvalidWorkloadError) as err:
-        infer(InferRequest(model="gpt2", gpu="l4", serve=True, max_batched_tokens=0))
-    assert err.value.field == "max_batched_tokens"
+        infer(InferRequest(model="gpt2", gpu="l4", serve=True, options={"max_num_batched_tokens": 0}))
+    assert err.value.field == "max_num_batched_tokens"
     with pytest.raises(VramwiseError) as fit_err:
         fit(FitRequest(model="gpt2", gpu="l4", question=Question.LAYOUTS, gpus=2, top=0))
     assert fit_err.value.field == "top"

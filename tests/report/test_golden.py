@@ -31,6 +31,8 @@ CASES: dict[str, tuple[str, ...]] = {
     "infer_json": ("infer", "qwen3-30b-a3b", "-b", "2", "--context", "4096", "--gpu", "a100-80gb", "--json"),
     "infer_serve": ("infer", "qwen2-7b", "--context", "8192", "--gpu", "a100-80gb", "--serve"),
     "infer_serve_json": ("infer", "llama-3-8b", "--gpu", "l40s", "--serve", "--json"),
+    "infer_engine_refused": ("infer", "gemma-2-9b", "--gpu", "l4", "--engine", "vllm", "--explain"),
+    "infer_engine_tp": ("infer", "mixtral-8x7b", "--gpu", "2xh100", "--engine", "vllm", "--enforce-eager"),
     "infer_textbook": ("infer", "14b", "--mode", "textbook", "--format", "fp32", "--units", "gb"),
     "infer_textbook_arch": ("infer", "llama-2-7b", "--mode", "textbook", "--context", "4096"),
     "train_table": (

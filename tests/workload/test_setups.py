@@ -38,6 +38,9 @@ V1_INFER_DEFAULTS: dict[str, Any] = {
     "tp": 1, "kv_block": 16, "prefill_chunk": None, "all_logits": False, "cuda_context_mib": None,
     "allocator_fraction": None, "gpu_utilization": 0.9, "mode": "accurate", "images": 0,
     "image_size": None,
+    # issue 13, added within version 1: the engine and vLLM's own flags (workload/engines.py)
+    "engine": "hf", "max_model_len": None, "max_num_seqs": None, "max_num_batched_tokens": None,
+    "enforce_eager": False, "kv_cache_memory_bytes": None, "pp": 1,
 }  # fmt: skip
 
 # A non-default value for every flat training field (each one valid together with the rest at their defaults,
@@ -107,7 +110,9 @@ def test_static_ignores_batch_and_seq() -> None:
 INFER_OTHER: dict[str, Any] = {
     "context": 4096, "new_tokens": 7, "weight_format": "int8", "kv_dtype": "fp8", "attention": "eager", "tp": 2,
     "kv_block": 1, "prefill_chunk": 512, "all_logits": True, "cuda_context_mib": 300, "allocator_fraction": 0.1,
-    "gpu_utilization": 0.8, "mode": "textbook", "images": 3, "image_size": "640x480",
+    "gpu_utilization": 0.8, "mode": "textbook", "images": 3, "image_size": "640x480", "engine": "vllm",
+    "max_model_len": 4096, "max_num_seqs": 8, "max_num_batched_tokens": 512, "enforce_eager": True,
+    "kv_cache_memory_bytes": 2**30, "pp": 2,
 }  # fmt: skip
 
 
@@ -118,8 +123,22 @@ def test_infer_other_values_cover_every_flat_field_but_batch() -> None:
 @pytest.mark.parametrize("name", sorted(INFER_OTHER))
 def test_the_inference_static_key_sees_every_field_but_batch(name: str) -> None:
     """The inference plan is cached on ``static``: a field it missed would share a plan across setups."""
-    assert InferSetup().static != InferSetup.from_flat(**{name: INFER_OTHER[name]}).static
+    # vLLM's flags apply with engine vllm only (an hf setup refuses them): compare within that engine
+    base = {"engine": "vllm"} if name in _VLLM_FLAGS else {}
+    assert InferSetup.from_flat(**base).static != InferSetup.from_flat(**base, **{name: INFER_OTHER[name]}).static
     assert InferSetup(batch=1).static == InferSetup(batch=9).static
+
+
+_VLLM_FLAGS = (
+    "max_model_len", "max_num_seqs", "max_num_batched_tokens", "enforce_eager", "kv_cache_memory_bytes", "pp",
+)
+
+
+def test_an_engine_flag_with_another_engine_is_refused() -> None:
+    for name in _VLLM_FLAGS:
+        with pytest.raises(InvalidWorkloadError, match=f"{name if name != 'pp' else 'pipeline_parallel_size'} is a "
+                           "flag of vllm, not of engine hf: add --engine vllm"):
+            InferSetup.from_flat(**{name: INFER_OTHER[name]})
 
 
 def test_with_flat_shares_the_groups_it_does_not_touch() -> None:

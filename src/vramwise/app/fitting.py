@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from vramwise.app.choices import DEFAULT_TOP, MAX_TARGETS
+from vramwise.app.engines import hf_only
 from vramwise.app.gpu_rules import infer_options, native_format, train_options, uncounted
 from vramwise.app.run import architecture
 from vramwise.app.setups import INFERENCE_ONLY, TRAINING_ONLY, check_format, infer_setup, refuse, train_setup
@@ -70,7 +71,9 @@ def fit(req: FitRequest) -> FitResult:
     budget = gpu.memory_bytes
     if req.infer:
         options, notes = infer_options(choice, req.options, native_format(model, choice, req.options))
-        found = _fit_inference(req, model, gpu, infer_setup(options, model))
+        inference = infer_setup(options, model)
+        hf_only(inference, "fit")
+        found = _fit_inference(req, model, gpu, inference)
         return replace(found, count=choice.count, notes=notes)
     if req.question is Question.LAYOUTS:
         options, notes = train_options(uncounted(choice), req.options)

@@ -56,7 +56,10 @@ def infer_options(choice: GpuChoice | None, options: Mapping[str, Any], default_
     if choice is None:
         return opts, ()
     notes: list[str] = []
-    if choice.counted:
+    pp = opts.get("pp") or 1  # vLLM's pipeline stages (--engine vllm): the GPUs are tp x pp
+    if choice.counted and pp > 1:
+        _check_tp_pp(choice, opts, pp)
+    elif choice.counted:
         tp = opts.get("tp")
         if tp is None:
             opts["tp"] = choice.count
@@ -79,6 +82,20 @@ def infer_options(choice: GpuChoice | None, options: Mapping[str, Any], default_
             opts["format"] = "fp16"
         notes.append(f"WARNING: {_no_bf16(choice)}: estimated with fp16 weights and compute (vLLM casts bf16 to fp16)")
     return opts, (*notes, *budget_notes(choice))
+
+
+def _check_tp_pp(choice: GpuChoice, opts: dict[str, Any], pp: int) -> None:
+    """With pipeline stages, the counted GPUs are tp x pp: tp fills what pp leaves, or must agree."""
+    tp = opts.get("tp")
+    if tp is None and choice.count % pp == 0:
+        opts["tp"] = choice.count // pp
+    elif (tp or 0) * pp != choice.count:
+        raise InvalidLayoutError(
+            f"tp({tp if tp is not None else '?'}) x pp({pp}) != gpus({choice.count}) of --gpu {choice.text}: give "
+            "--tp and --pp whose product is the count",
+            field="tp",
+            allowed=f"tp x pp = {choice.count}",
+        )
 
 
 def train_options(choice: GpuChoice | None, options: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:

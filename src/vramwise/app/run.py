@@ -13,9 +13,9 @@ from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
 from vramwise.report.verdict import Verdict, verdict
 from vramwise.spec.load import resolve_model
 from vramwise.spec.model import ModelSpec
-from vramwise.workload.checks import positive
 
 if TYPE_CHECKING:
+    from vramwise.engines.result import EngineEstimate
     from vramwise.estimate.serving import Capacity
     from vramwise.estimate.term import Estimate
     from vramwise.spec.load import Model
@@ -27,8 +27,7 @@ class InferRequest:
     model: str  # catalog name, path to a config.json, or a bare size such as 14b
     options: Mapping[str, Any] = field(default_factory=dict)  # inference options by name; absent: the default
     gpu: str | None = None  # check the fit against this GPU: a name, a size (24GiB), a count (2x4090)
-    serve: bool = False  # serving capacity on the GPU (vLLM's budget rule)
-    max_batched_tokens: int | None = None  # --serve: vLLM's profiling tokens (None: serving.py's default)
+    serve: bool = False  # serving capacity on the GPU: the same as the option engine="vllm"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,38 +37,43 @@ class InferResult:
     estimate: Estimate  # its notes say what was assumed
     gpu: Gpu | None
     verdict: Verdict | None  # None without a GPU
-    capacity: Capacity | None  # None without --serve
+    capacity: Capacity | None  # a serving engine's KV pool and concurrency (read from ``engine``); None with hf
+    engine: EngineEstimate | None = None  # the serving engine's plan (``--engine``); None with hf
+
+
+def _engine_options(req: InferRequest) -> Mapping[str, Any]:
+    """``--serve`` is ``--engine vllm``; with hf, vLLM's ``--gpu-memory-utilization`` cannot apply."""
+    options = req.options
+    if req.serve:
+        if options.get("engine") not in (None, "vllm"):
+            raise InapplicableOptionError(
+                f"--serve is --engine vllm; drop --serve to use --engine {options['engine']}", field="engine"
+            )
+        options = {**options, "engine": "vllm"}
+    if options.get("engine") in (None, "hf"):
+        refuse(options, ("gpu_util",), "applies to a serving engine (--engine vllm, --serve)")
+    return options
 
 
 def infer(req: InferRequest) -> InferResult:
-    """Estimate one inference setup; with ``serve``, also its serving capacity on ``gpu``."""
+    """Estimate one inference setup; with a serving engine (``--engine``, ``serve``), that engine's plan on
+    ``gpu``: its terms, its verdict and its capacity, all from the one plan."""
     from vramwise.estimate.inference import estimate_inference
 
-    if not req.serve:
-        refuse(
-            {**req.options, "max_batched_tokens": req.max_batched_tokens},
-            ("gpu_util", "max_batched_tokens"),
-            "applies to --serve (the serving capacity)",
-        )
-    if req.max_batched_tokens is not None:  # 0 used to mean the default in silence, -1 crashed (C9, U11)
-        positive("max_batched_tokens", req.max_batched_tokens)
     model = resolve_model(req.model)
     choice = parse_gpu(req.gpu) if req.gpu else None
-    options, gpu_notes = infer_options(choice, req.options, native_format(model, choice, req.options))
+    engine_options = _engine_options(req)
+    options, gpu_notes = infer_options(choice, engine_options, native_format(model, choice, engine_options))
     setup = infer_setup(options, model)
     check_format(model, setup)
     gpu = choice.gpu if choice else None
-    if req.serve and gpu is None:
-        raise InvalidWorkloadError("--serve needs --gpu (the GPU whose memory the KV cache fills)", field="gpu")
-    if req.serve and setup.mode == "textbook":
+    if setup.engine != "hf":
+        return _serve(model, setup, choice, gpu_notes)
+    if setup.images and setup.mode == "textbook":
         raise InvalidWorkloadError(
-            "--serve uses vLLM's budget rule, which is accurate mode only; drop --mode textbook", field="mode"
+            "--images is not modelled by --mode textbook (the seeds' formulas); drop --images or use infer",
+            field="images",
         )
-    if setup.images and (req.serve or setup.mode == "textbook"):
-        what = "--serve's vLLM budget" if req.serve else "--mode textbook (the seeds' formulas)"
-        raise InvalidWorkloadError(f"--images is not modelled by {what}; drop --images or use infer", field="images")
-    if req.serve and not isinstance(model, ModelSpec):
-        raise InvalidWorkloadError("--serve needs the architecture: name a catalog model or a config.json")
     if setup.mode == "textbook":
         from vramwise.estimate.textbook import textbook_inference
 
@@ -77,13 +81,51 @@ def infer(req: InferRequest) -> InferResult:
     else:
         est = estimate_inference(model, setup)
     est = replace(est, notes=est.notes + gpu_notes) if gpu_notes else est
-    cap = None
-    if req.serve and gpu and isinstance(model, ModelSpec):
-        from vramwise.estimate.serving import serving_capacity
+    return InferResult(model=model, setup=setup, estimate=est, gpu=gpu, verdict=_verdict(est, choice), capacity=None)
 
-        cap = serving_capacity(model, setup, gpu.memory_bytes, req.max_batched_tokens)
+
+def _serve(model: Model, setup: InferSetup, choice: GpuChoice | None, gpu_notes: tuple[str, ...]) -> InferResult:
+    """A serving engine's plan: the table's terms, the verdict and the capacity all read this one result."""
+    from vramwise.app.engines import engine_plan, engine_verdict
+
+    flag = f"--engine {setup.engine}"
+    if choice is None:
+        raise InvalidWorkloadError(f"{flag} needs --gpu (the GPU whose memory the engine sizes its KV pool from)",
+                                   field="gpu")
+    if setup.mode == "textbook":
+        raise InvalidWorkloadError(f"{flag} follows the engine's source, accurate mode only; drop --mode textbook",
+                                   field="mode")
+    if setup.images:
+        raise InvalidWorkloadError(f"--images is not modelled by {flag}; drop --images or use --engine hf",
+                                   field="images")
+    if not isinstance(model, ModelSpec):
+        raise InvalidWorkloadError(f"{flag} needs the architecture: name a catalog model or a config.json")
+    plan = engine_plan(model, setup, choice.gpu)
+    est = replace(plan.estimate, notes=plan.estimate.notes + gpu_notes) if gpu_notes else plan.estimate
+    plan = replace(plan, estimate=est)
     return InferResult(
-        model=model, setup=setup, estimate=est, gpu=gpu, verdict=_verdict(est, choice), capacity=cap
+        model=model,
+        setup=setup,
+        estimate=est,
+        gpu=choice.gpu,
+        verdict=engine_verdict(plan, choice.gpu, choice.count),
+        capacity=_capacity(plan),
+        engine=plan,
+    )
+
+
+def _capacity(plan: EngineEstimate) -> Capacity:
+    """The plan's pool as the serving capacity (the API's ``capacity``): the same numbers, never recomputed."""
+    from vramwise.estimate.serving import Capacity
+    from vramwise.estimate.term import Term
+
+    pool = plan.kv_pool or Term(name="kv_cache/pool", bytes=0, formula="", source="")
+    return Capacity(
+        budget=pool,
+        kv_bytes_per_token=plan.kv_bytes_per_token,
+        kv_tokens=plan.kv_tokens or 0,
+        sequence_tokens=plan.sequence_tokens,
+        max_sequences=plan.max_sequences or 0,
     )
 
 

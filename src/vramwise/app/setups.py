@@ -36,6 +36,13 @@ INFER_FIELDS = {
     "mode": "mode",
     "images": "images",
     "image_size": "image_size",
+    "engine": "engine",
+    "max_model_len": "max_model_len",
+    "max_num_seqs": "max_num_seqs",
+    "max_num_batched_tokens": "max_num_batched_tokens",
+    "enforce_eager": "enforce_eager",
+    "kv_cache_memory": "kv_cache_memory_bytes",
+    "pp": "pp",
 }
 # option name -> TrainSetup field
 TRAIN_FIELDS = {

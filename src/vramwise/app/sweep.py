@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from vramwise.app.choices import DEFAULT_AXIS, SWEEP_AXES
+from vramwise.app.engines import hf_only
 from vramwise.app.gpu_rules import single
 from vramwise.app.setups import (
     INFERENCE_ONLY,
@@ -114,6 +115,7 @@ def plot_data(req: PlotRequest) -> PlotData:
         from vramwise.estimate.inference import estimate_inference
 
         base = infer_setup(req.options, model)
+        hf_only(base, "plot")
         check_format(model, base)
         estimate_inference(model, base)
         seq = req.vs == "seq"  # with --infer, the sequence is the context
@@ -164,6 +166,7 @@ def verify(req: VerifyRequest) -> VerifyResult:
                 "--layers applies to training (the inference twin traces every layer)", field="layers"
             )
         inference = infer_setup(req.options, resolved.spec)
+        hf_only(inference, "verify")
         setup: InferSetup | TrainSetup = inference
         comparison = verify_inference(resolved, inference)
     else:

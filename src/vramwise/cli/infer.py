@@ -17,16 +17,21 @@ def run(command: str, values: dict[str, Any]) -> int:
         options=setup_values(values),
         gpu=values["gpu"],
         serve=bool(values["serve"]),
-        max_batched_tokens=values["max_batched_tokens"],
     )
     r = infer(req)
     if values["json"]:
         doc = to_dict(
-            r.estimate, kind="inference", model=r.model, setup=r.setup, verdict=r.verdict, capacity=r.capacity
+            r.estimate,
+            kind="inference",
+            model=r.model,
+            setup=r.setup,
+            verdict=r.verdict,
+            capacity=r.capacity,
+            engine=r.engine,
         )
         print(render_json(doc))
         return 0
-    title = infer_title(r.model, r.setup)
+    title = infer_title(r.model, r.setup, r.engine)
     print(
         render_table(
             r.estimate,
@@ -35,6 +40,7 @@ def run(command: str, values: dict[str, Any]) -> int:
             explain=bool(values["explain"]),
             verdict=r.verdict,
             capacity=r.capacity,
+            engine=r.engine,
         )
     )
     return 0

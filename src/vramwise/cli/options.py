@@ -17,10 +17,10 @@ from typing import Any, NoReturn
 from vramwise.app.choices import DEFAULT_AXIS, DEFAULT_TOP, MAX_TARGETS, SWEEP_AXES
 from vramwise.app.setups import infer_default, train_default
 from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION, DEFAULT_CUDA_CONTEXT_MIB
-from vramwise.estimate.serving import DEFAULT_MAX_BATCHED_TOKENS
 from vramwise.units import DEFAULT_UNIT, UNITS
 from vramwise.workload import (
     ATTENTION_IMPLS,
+    ENGINES,
     FSDP_MODES,
     GRAD_DTYPES,
     KV_DTYPES,
@@ -32,6 +32,7 @@ from vramwise.workload import (
     PRECISIONS,
     RECOMPUTE,
 )
+from vramwise.workload.engines import VLLM_VERSION
 
 
 class Group(Enum):
@@ -104,14 +105,14 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="format", flags=("-f", "--format"), type=str, commands=INF,
            help="weight format (see `vramwise formats`; default: the checkpoint's)",
            help_in={VERIFY: "weight format: fp32, fp16 or bf16 (default: the checkpoint's)"}),
-    Option(name="kv_dtype", flags=("--kv-dtype",), type=str, commands=INF,
+    Option(name="kv_dtype", flags=("--kv-dtype", "--kv-cache-dtype"), type=str, commands=INF,
            help=f"KV cache dtype: {_one_of(KV_DTYPES)} (default {{infer.kv_dtype}}: the compute dtype)"),
     Option(name="attention", flags=("--attention",), type=str, commands=BOTH,
            help=f"attention implementation: {_one_of(ATTENTION_IMPLS)} (default {{infer.attention}})"),
     Option(name="tp", flags=("--tp",), type=int, commands=BOTH,
            help="tensor-parallel GPUs (default {infer.tp})"),
-    Option(name="kv_block", flags=("--kv-block",), type=int, commands=INF,
-           help="paged KV block in tokens (default {infer.kv_block}; 1 = contiguous)"),
+    Option(name="kv_block", flags=("--kv-block", "--block-size"), type=int, commands=INF,
+           help="paged KV block in tokens, vLLM's --block-size (default {infer.kv_block}; 1 = contiguous)"),
     Option(name="prefill_chunk", flags=("--prefill-chunk",), type=int, commands=INF,
            help="tokens per prefill forward (chunked prefill; default: the whole prompt)"),
     Option(name="all_logits", flags=("--all-logits",), commands=INF,
@@ -122,8 +123,25 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="image_size", flags=("--image-size",), type=str, commands=INF, metavar="WxH",
            help="each image's width x height in pixels, for models whose tokens follow the resolution (Qwen2-VL, "
            "idefics3, smolvlm; default: the image processor's largest)"),
-    Option(name="gpu_util", flags=("--gpu-util",), type=float, commands=INF,
-           help="fraction of the GPU for --serve and fit --best-format (default {infer.gpu_util})"),
+    Option(name="gpu_util", flags=("--gpu-memory-utilization", "--gpu-util"), type=float, commands=INF,
+           help="fraction of the GPU vLLM gives itself (--engine vllm, --serve) and fit --best-format's "
+                "(default {infer.gpu_util})"),
+    # --- the serving engine and its own flags, spelled as the engine spells them
+    Option(name="engine", flags=("--engine",), type=str, commands=INF,
+           help=f"whose memory plan: {_one_of(ENGINES)} (default {{infer.engine}}: transformers generate; "
+                "vllm follows vLLM {vllm_version}'s `vllm serve`; --serve is --engine vllm)"),
+    Option(name="max_model_len", flags=("--max-model-len",), type=int, commands=INF,
+           help="vLLM: the longest sequence it must hold (default: the model's context)"),
+    Option(name="max_num_seqs", flags=("--max-num-seqs",), type=int, commands=INF,
+           help="vLLM: concurrent sequences, and the sampler warm-up's rows (default by GPU: 1024 on >= 70 GiB "
+                "non-A100, else 256)"),
+    Option(name="max_num_batched_tokens", flags=("--max-num-batched-tokens", "--max-batched-tokens"), type=int,
+           commands=INF, help="vLLM: tokens per step, the profile run's and each prefill chunk's (default by GPU: "
+                              "8192 on >= 70 GiB non-A100, else 2048)"),
+    Option(name="enforce_eager", flags=("--enforce-eager",), commands=INF,
+           help="vLLM: no CUDA graphs (their memory drops out)"),
+    Option(name="kv_cache_memory", flags=("--kv-cache-memory-bytes", "--kv-cache-memory"), type=int, commands=INF,
+           help="vLLM: the KV pool in bytes per GPU, instead of what --gpu-memory-utilization leaves"),
     # --- training only
     Option(name="grad_accum", flags=("--grad-accum",), type=int, commands=TRN,
            help="micro-batches per step (pipeline micro-batches; default {train.grad_accum})"),
@@ -164,8 +182,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="offload", flags=("--offload",), type=str, commands=TRN,
            help=f"offload to host RAM: {_one_of(OFFLOAD)} (default {{train.offload}})"),
     Option(name="sp", flags=("--sp",), commands=TRN, help="sequence parallelism inside the tensor-parallel group"),
-    Option(name="pp", flags=("--pp",), type=int, commands=TRN,
-           help="pipeline stages (default {train.pp})"),
+    Option(name="pp", flags=("--pp",), type=int, commands=BOTH,
+           help="pipeline stages (default {train.pp})",
+           help_in={INFER: "vLLM's --pipeline-parallel-size: pipeline stages (default 1)"}),
     Option(name="interleave", flags=("--interleave",), type=int, commands=TRN,
            help="virtual pipeline stages per GPU (default {train.interleave})"),
     Option(name="cp", flags=("--cp",), type=int, commands=TRN,
@@ -194,9 +213,7 @@ OPTIONS: tuple[Option, ...] = (
                          "optionally a count (8xH100)",
                     PLOT: "draw this GPU's capacity line (a name or a size; no count)"}),
     Option(name="serve", flags=("--serve",), group=Group.QUESTION, commands=(INFER,),
-           help="serving capacity on --gpu (vLLM's budget rule)"),
-    Option(name="max_batched_tokens", flags=("--max-batched-tokens",), type=int, group=Group.QUESTION,
-           commands=(INFER,), help=f"vLLM profiling tokens for --serve (default {DEFAULT_MAX_BATCHED_TOKENS})"),
+           help="serving capacity on --gpu: the same as --engine vllm (vLLM's memory plan, verdict and capacity)"),
     Option(name="per_stage", flags=("--per-stage",), group=Group.QUESTION, commands=(TRAIN,),
            help="show every pipeline stage, not only the worst"),
     Option(name="max", flags=("--max",), type=str, choices=MAX_TARGETS, group=Group.QUESTION, commands=(FIT,),
@@ -260,7 +277,11 @@ class _Defaults:
         return self._of(name)
 
 
-_HELP_DEFAULTS = {"infer": _Defaults(infer_default), "train": _Defaults(train_default)}
+_HELP_DEFAULTS: dict[str, Any] = {
+    "infer": _Defaults(infer_default),
+    "train": _Defaults(train_default),
+    "vllm_version": VLLM_VERSION,
+}
 
 
 def _add(parser: argparse.ArgumentParser | Any, option: Option, command: str) -> None:

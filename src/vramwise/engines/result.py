@@ -26,3 +26,11 @@ class EngineEstimate:
     max_context: int | None = None  # the largest context (max_model_len) one sequence can have
     host_bytes: int = 0  # host RAM the engine uses for this model (llama.cpp -ngl offload, mmap)
     notes: tuple[str, ...] = ()
+    # why the engine would refuse to start, in a few words (vLLM: "KV pool negative", "max_model_len larger than
+    # the KV cache"); None when it starts. The verdict reads it: DOES NOT FIT never sits beside a capacity.
+    refusal: str | None = None
+    refusal_message: str | None = None  # the engine's own error text for it, as its source words it
+    kv_bytes_per_token: int = 0  # all layers, one token (the pool's unit)
+    context_len: int | None = None  # the context the engine is set up for (vLLM max_model_len, llama.cpp n_ctx)
+    concurrency: float | None = None  # sequences of context_len the pool holds (vLLM: "Maximum concurrency")
+    sequence_tokens: int = 0  # tokens per sequence that max_sequences counts (s + n)

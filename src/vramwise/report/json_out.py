@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from vramwise.engines.result import EngineEstimate
 from vramwise.estimate.serving import Capacity
 from vramwise.estimate.term import Estimate
 from vramwise.report.verdict import Verdict
@@ -56,12 +57,13 @@ def to_dict(
     setup: InferSetup | TrainSetup,
     verdict: Verdict | None = None,
     capacity: Capacity | None = None,
+    engine: EngineEstimate | None = None,
 ) -> dict[str, Any]:
     peak = estimate.peak_phase
     terms = [{**asdict(t), "phase": "persistent"} for t in estimate.persistent]
     if peak:
         terms += [{**asdict(t), "phase": peak.name} for t in peak.transient]
-    return {
+    doc: dict[str, Any] = {
         "schema": SCHEMA,
         "version": VERSION,
         "kind": kind,
@@ -88,16 +90,53 @@ def to_dict(
             "fits": verdict.fits,
             "headroom_bytes": verdict.headroom_bytes,
         },
-        "capacity": None
-        if capacity is None
-        else {
-            "kv_budget_bytes": capacity.budget.bytes,
-            "kv_budget_formula": capacity.budget.formula,
-            "kv_bytes_per_token": capacity.kv_bytes_per_token,
-            "kv_tokens": capacity.kv_tokens,
-            "sequence_tokens": capacity.sequence_tokens,
-            "max_sequences": capacity.max_sequences,
-        },
+        "capacity": _capacity(capacity, engine),
+    }
+    if engine is not None:  # only then, so that transformers' (hf) documents stay as they were
+        doc["engine"] = _engine(engine)
+        if doc["gpu"] is not None:
+            doc["gpu"]["reason"] = verdict.reason if verdict and not verdict.fits else None
+    return doc
+
+
+def _capacity(capacity: Capacity | None, engine: EngineEstimate | None) -> dict[str, Any] | None:
+    """The serving capacity: a serving engine's plan's pool (the same numbers its table line shows)."""
+    if engine is not None:
+        pool = engine.kv_pool
+        return {
+            "kv_budget_bytes": pool.bytes if pool else 0,
+            "kv_budget_formula": pool.formula if pool else engine.refusal_message,
+            "kv_bytes_per_token": engine.kv_bytes_per_token,
+            "kv_tokens": engine.kv_tokens or 0,
+            "sequence_tokens": engine.sequence_tokens,
+            "max_sequences": engine.max_sequences or 0,
+        }
+    if capacity is None:
+        return None
+    return {
+        "kv_budget_bytes": capacity.budget.bytes,
+        "kv_budget_formula": capacity.budget.formula,
+        "kv_bytes_per_token": capacity.kv_bytes_per_token,
+        "kv_tokens": capacity.kv_tokens,
+        "sequence_tokens": capacity.sequence_tokens,
+        "max_sequences": capacity.max_sequences,
+    }
+
+
+def _engine(engine: EngineEstimate) -> dict[str, Any]:
+    return {
+        "name": engine.engine,
+        "version": engine.version,
+        "budget": engine.budget,
+        "kv_pool_bytes": engine.kv_pool.bytes if engine.kv_pool else None,
+        "kv_tokens": engine.kv_tokens,
+        "max_sequences": engine.max_sequences,
+        "sequence_tokens": engine.sequence_tokens,
+        "context_len": engine.context_len,
+        "concurrency": engine.concurrency,
+        "max_model_len_fit": engine.max_context,
+        "refusal": engine.refusal,
+        "refusal_message": engine.refusal_message,
     }
 
 

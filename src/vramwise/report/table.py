@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vramwise.engines.result import EngineEstimate
 from vramwise.estimate.serving import Capacity
 from vramwise.estimate.term import Estimate
 from vramwise.report.verdict import Verdict, budget_words, gpu_title
@@ -16,19 +17,23 @@ def render_table(
     explain: bool = False,
     verdict: Verdict | None = None,
     capacity: Capacity | None = None,
+    engine: EngineEstimate | None = None,
 ) -> str:
     label = unit_label(unit)
     total = estimate.peak_bytes
     width = max([len(t.name) for t in estimate.terms] + [len("total (peak)")])
-    lines = [title, f"{'term':<{width}}  {'bytes':>17}  {label:>9}  {'share':>6}"]
-    lines.append("-" * len(lines[-1]))
+    lines = [title]
+    if engine is not None and verdict is not None:  # a serving engine's verdict comes first, then its terms
+        lines += _verdict_lines(verdict, unit, explain)
+    header = f"{'term':<{width}}  {'bytes':>17}  {label:>9}  {'share':>6}"
+    lines += [header, "-" * len(header)]
     for t in estimate.terms:
         share = t.bytes / total if total else 0.0
         lines.append(f"{t.name:<{width}}  {t.bytes:>17,}  {to_unit(t.bytes, unit):>9.2f}  {share:>6.1%}")
         if explain:
             lines.append(f"{'':<{width}}    = {t.formula}")
             lines.append(f"{'':<{width}}    source: {t.source}")
-    lines.append("-" * len(lines[1]))
+    lines.append("-" * len(header))
     lines.append(f"{'total (peak)':<{width}}  {total:>17,}  {to_unit(total, unit):>9.2f}  {1:>6.1%}")
     if estimate.phases:
         peak = estimate.peak_phase
@@ -40,15 +45,11 @@ def render_table(
         lines.append(f"host RAM: {t.name} {fmt(t.bytes, unit)}" + (f" = {t.formula}" if explain else ""))
     lines += [f"not computed: {m}" for m in estimate.missing]
     lines += [f"note: {n}" for n in estimate.notes]
-    if verdict:
-        word = "FITS" if verdict.fits else "DOES NOT FIT"
-        lines.append(
-            f"{gpu_title(verdict.gpu, verdict.count)} ({budget_words(verdict.gpu, unit, verdict.count)}): {word}, "
-            f"headroom {fmt(verdict.headroom_bytes, unit)}"
-        )
-        if explain and verdict.gpu.source:
-            lines.append(f"    budget: {verdict.gpu.basis}; source: {verdict.gpu.source}")
-    if capacity:
+    if engine is not None:
+        lines += _engine_lines(engine, unit, explain)
+    elif verdict:
+        lines += _verdict_lines(verdict, unit, explain)
+    if capacity and engine is None:  # an engine's capacity is its plan's, said once by _engine_lines
         lines.append(
             f"serving: KV budget {fmt(capacity.budget.bytes, unit)} = {capacity.kv_tokens:,} tokens of KV "
             f"({capacity.kv_bytes_per_token:,} B/token); {capacity.max_sequences:,} concurrent sequences of "
@@ -59,3 +60,39 @@ def render_table(
             lines.append(f"    source: {capacity.budget.source}")
     lines.append(footer(unit))
     return "\n".join(lines)
+
+
+def _verdict_lines(verdict: Verdict, unit: Unit, explain: bool) -> list[str]:
+    word = "FITS" if verdict.fits else "DOES NOT FIT"
+    reason = f" ({verdict.reason})" if verdict.refusal else ""
+    lines = [
+        f"{gpu_title(verdict.gpu, verdict.count)} ({budget_words(verdict.gpu, unit, verdict.count)}): {word}{reason}, "
+        f"headroom {fmt(verdict.headroom_bytes, unit)}"
+    ]
+    if explain and verdict.gpu.source:
+        lines.append(f"    budget: {verdict.gpu.basis}; source: {verdict.gpu.source}")
+    return lines
+
+
+def _engine_lines(engine: EngineEstimate, unit: Unit, explain: bool) -> list[str]:
+    """The serving line of an engine's plan: its pool and concurrency, or the engine's own refusal (never both)."""
+    name = f"{engine.engine} {engine.version}"
+    if engine.refusal is not None:
+        lines = [f"serving ({name}): none, the engine refuses to start: {engine.refusal_message or engine.refusal}"]
+    else:
+        pool = engine.kv_pool.bytes if engine.kv_pool else 0
+        parts = [f"KV pool {fmt(pool, unit)} = {engine.kv_tokens or 0:,} tokens of KV"]
+        if engine.kv_bytes_per_token:
+            parts[0] += f" ({engine.kv_bytes_per_token:,} B/token)"
+        if engine.context_len is not None and engine.concurrency is not None:
+            per = f"{engine.context_len:,} tokens per request"
+            parts.append(f"maximum concurrency for {per}: {engine.concurrency:.2f}x")
+        if engine.max_sequences is not None:
+            parts.append(f"{engine.max_sequences:,} concurrent sequences of {engine.sequence_tokens:,} tokens")
+        lines = [f"serving ({name}): " + "; ".join(parts)]
+    if engine.max_context is not None:
+        lines.append(f"    largest context (max_model_len) that fits: {engine.max_context:,} tokens")
+    if explain and engine.kv_pool is not None:
+        lines.append(f"    = {engine.kv_pool.formula}")
+        lines.append(f"    source: {engine.kv_pool.source}")
+    return lines

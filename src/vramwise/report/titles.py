@@ -9,6 +9,7 @@ from vramwise.spec.params import total_params
 from vramwise.workload import InferSetup
 
 if TYPE_CHECKING:
+    from vramwise.engines.result import EngineEstimate
     from vramwise.workload import TrainSetup
 
 
@@ -37,7 +38,15 @@ def model_label(model: Model) -> str:
     return f"{model.name} [{model.model_type}, {total_params(model):,} parameters{origin}]"
 
 
-def infer_title(model: Model, setup: InferSetup) -> str:
+def infer_title(model: Model, setup: InferSetup, engine: EngineEstimate | None = None) -> str:
+    """The infer title; a serving engine's plan names the engine and the release its source was read at."""
+    if engine is not None:
+        layout = [f"{k}={v}" for k, v in (("tp", setup.tp), ("pp", setup.vllm.pipeline_parallel_size)) if v > 1]
+        per = f", per GPU of {' '.join(layout)}" if layout else ""
+        return (
+            f"vramwise infer {model_label(model)}: engine {engine.engine} {engine.version} (its memory plan), "
+            f"sequences of {setup.tokens} tokens{per}"
+        )
     tp = f", per GPU of tp={setup.tp}" if setup.tp > 1 else ""
     return (
         f"vramwise infer {model_label(model)}: batch {setup.batch}, context {setup.context}, "

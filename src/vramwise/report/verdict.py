@@ -17,10 +17,20 @@ class Verdict:
     gpu: Gpu
     peak_bytes: int
     count: int = 1  # GPUs of this kind (``--gpu 2x4090``); the estimate is per GPU
+    # a serving engine's own refusal to start (vLLM: "No available memory for the cache blocks", max_model_len
+    # larger than the KV cache), in a few words; None when it starts. The peak alone cannot say it.
+    refusal: str | None = None
 
     @property
     def fits(self) -> bool:
-        return self.peak_bytes <= self.gpu.memory_bytes
+        return self.refusal is None and self.peak_bytes <= self.gpu.memory_bytes
+
+    @property
+    def reason(self) -> str:
+        """Why it does not fit, in a few words ("" when it fits)."""
+        if self.refusal:
+            return self.refusal
+        return "" if self.fits else "the peak exceeds the GPU"
 
     @property
     def headroom_bytes(self) -> int:

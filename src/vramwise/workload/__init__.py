@@ -21,6 +21,9 @@ _EXPORTS = {
     "InferSetup": "vramwise.workload.infer",
     "ParallelConfig": "vramwise.workload.layout",
     "Sharding": "vramwise.workload.layout",
+    "ENGINES": "vramwise.workload.engines",
+    "Engine": "vramwise.workload.engines",
+    "VllmFlags": "vramwise.workload.engines",
     "ATTENTION_IMPLS": "vramwise.workload.options",
     "FSDP_MODES": "vramwise.workload.options",
     "GRAD_DTYPES": "vramwise.workload.options",
@@ -57,6 +60,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
+    from vramwise.workload.engines import ENGINES, Engine, VllmFlags
     from vramwise.workload.infer import InferSetup
     from vramwise.workload.layout import ParallelConfig, Sharding
     from vramwise.workload.options import (
@@ -98,6 +102,7 @@ def setup_to_flat(setup: InferSetup | TrainSetup) -> dict[str, Any]:
 
 __all__ = [
     "ATTENTION_IMPLS",
+    "ENGINES",
     "FSDP_MODES",
     "GRAD_DTYPES",
     "KV_DTYPES",
@@ -112,6 +117,7 @@ __all__ = [
     "RECOMPUTE",
     "SEEDS",
     "AttentionImpl",
+    "Engine",
     "FsdpMode",
     "GradDtype",
     "InferSetup",
@@ -133,6 +139,7 @@ __all__ = [
     "Sharding",
     "TextbookConfig",
     "TrainSetup",
+    "VllmFlags",
     "setup_to_flat",
 ]
 

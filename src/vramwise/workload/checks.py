@@ -47,6 +47,12 @@ BOUNDS: dict[str, tuple[int, str]] = {
     "images": (1 << 20, "images of 10 tokens each past the longest published context window (10M tokens)"),
     "loss_chunk": (MAX_TOKENS, _TOKENS_WHY),
     "max_batched_tokens": (MAX_TOKENS, _TOKENS_WHY),
+    # vLLM's flags (workload/engines.py VllmFlags): tokens like a context, sequences like a batch
+    "max_model_len": (MAX_TOKENS, _TOKENS_WHY),
+    "max_num_batched_tokens": (MAX_TOKENS, _TOKENS_WHY),
+    "max_num_seqs": (MAX_BATCH, _BATCH_WHY),
+    # 2^50 bytes = 1 PiB: more than any GPU's memory (the largest in the catalog, B300, has 288 GB)
+    "kv_cache_memory_bytes": (1 << 50, "1 PiB, more than any GPU's memory"),
     # vLLM's --block-size choices end at 128 (vllm/config/cache.py, BlockSize = Literal[1, 8, 16, 32, 64, 128])
     "kv_block": (1 << 16, "512x vLLM's largest block size, 128 tokens"),
     "tp": (MAX_GPUS, _GPUS_WHY),

@@ -7,8 +7,9 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from vramwise.errors import InvalidWorkloadError
+from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
 from vramwise.workload.checks import coerce, non_negative, pixels_text, positive, real, show
+from vramwise.workload.engines import Engine, VllmFlags, foreign_flag
 from vramwise.workload.flat import FlatNames
 from vramwise.workload.options import AttentionImpl, KvDtype, Mode
 from vramwise.workload.overheads import Overheads
@@ -39,6 +40,8 @@ class InferSetup:
     overheads: Overheads = field(default_factory=Overheads)
     images: int = 0  # images per sequence (vision-language models): their tokens join the context
     image_size: str | None = None  # WIDTHxHEIGHT of each image in pixels; None: each family's stated default
+    engine: Engine = Engine.HF  # whose memory plan: hf (transformers generate) or a serving engine (engines/)
+    vllm: VllmFlags = field(default_factory=VllmFlags)  # vLLM's own flags; refused with another engine
 
     def __post_init__(self) -> None:
         positive("batch", self.batch)
@@ -59,6 +62,13 @@ class InferSetup:
         non_negative("images", self.images)
         if self.image_size is not None:
             object.__setattr__(self, "image_size", pixels_text("image_size", self.image_size))
+        coerce(self, "engine", Engine)
+        foreign = foreign_flag(self, self.engine)
+        if foreign:  # an engine flag with another engine would be ignored in silence
+            name, owner = foreign
+            raise InapplicableOptionError(
+                f"{name} is a flag of {owner}, not of engine {self.engine}: add --engine {owner}", field=name
+            )
 
     @property
     def tokens(self) -> int:
@@ -95,7 +105,7 @@ class InferSetup:
 # Flat name -> (group, attribute), in schema v1's order ('' = a field of InferSetup itself).
 _FLAT = FlatNames(
     owner="InferSetup",
-    groups={"overheads": Overheads},
+    groups={"overheads": Overheads, "vllm": VllmFlags},
     names={
         "batch": ("", "batch"),
         "context": ("", "context"),
@@ -113,5 +123,12 @@ _FLAT = FlatNames(
         "mode": ("", "mode"),
         "images": ("", "images"),
         "image_size": ("", "image_size"),
+        "engine": ("", "engine"),
+        "max_model_len": ("vllm", "max_model_len"),
+        "max_num_seqs": ("vllm", "max_num_seqs"),
+        "max_num_batched_tokens": ("vllm", "max_num_batched_tokens"),
+        "enforce_eager": ("vllm", "enforce_eager"),
+        "kv_cache_memory_bytes": ("vllm", "kv_cache_memory_bytes"),
+        "pp": ("vllm", "pipeline_parallel_size"),
     },
 )

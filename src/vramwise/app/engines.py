@@ -1,0 +1,54 @@
+"""``--engine``: which engine's memory plan answers ``vramwise infer``, and what it needs from the request.
+
+``engine_plan`` dispatches on ``setup.engine`` through ``PLANS`` (engine -> "module:function", imported only
+when that engine is asked for, so a plain ``vramwise infer`` loads none of them). An engine whose module has not
+landed yet is refused in one line. Each engine module appends one line to ``PLANS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
+from vramwise.report.verdict import Verdict
+from vramwise.workload.engines import Engine
+
+if TYPE_CHECKING:
+    from vramwise.catalog import Gpu
+    from vramwise.engines.result import EngineEstimate
+    from vramwise.spec.model import ModelSpec
+    from vramwise.workload import InferSetup
+
+# engine -> "module:function" of its plan: f(spec, setup, gpu) -> EngineEstimate. One line per engine.
+PLANS: dict[Engine, str] = {
+    Engine.VLLM: "vramwise.engines.vllm:vllm_plan",
+}
+
+
+def engine_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
+    """The memory plan of ``setup.engine`` for this model on one GPU of this kind (one tp/pp rank)."""
+    target = PLANS.get(setup.engine)
+    if target is None:
+        built = ", ".join(["hf", *PLANS])
+        raise InvalidWorkloadError(
+            f"engine {setup.engine}'s memory plan is not built yet; built: {built}", field="engine", allowed=built
+        )
+    module, function = target.split(":")
+    plan = getattr(importlib.import_module(module), function)
+    result: EngineEstimate = plan(spec, setup, gpu)
+    return result
+
+
+def engine_verdict(plan: EngineEstimate, gpu: Gpu, count: int = 1) -> Verdict:
+    """The verdict of an engine's plan: its peak on the GPU, and the engine's own refusal to start."""
+    return Verdict(gpu=gpu, peak_bytes=plan.estimate.peak_bytes, count=count, refusal=plan.refusal)
+
+
+def hf_only(setup: InferSetup, command: str) -> None:
+    """fit, plot and verify model transformers (hf): a serving engine's plan is `vramwise infer --engine`'s."""
+    if setup.engine != Engine.HF:
+        raise InapplicableOptionError(
+            f"--engine {setup.engine} applies to `vramwise infer`; {command} models transformers (--engine hf)",
+            field="engine",
+        )

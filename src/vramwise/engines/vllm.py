@@ -1,0 +1,299 @@
+"""vLLM's memory plan at v0.11.0 (V1 engine, ``vllm serve``), for one GPU: one tensor-parallel rank of the last
+pipeline stage (the one that also holds the head and runs the sampler).
+
+The budget (vllm/v1/worker/gpu_worker.py ``Worker.init_device`` and ``determine_available_memory``):
+``requested = gpu_memory_utilization x total``, total being the CUDA-visible total (``Gpu.memory_bytes``;
+torch.cuda.mem_get_info's, not nvidia-smi's); startup refuses when the free memory is below it. The KV pool is
+``requested - weights - the profile run's torch peak - non-torch memory since the first snapshot``
+(``memory_profiling``: ``non_kv_cache_memory``), or ``--kv-cache-memory-bytes`` as given. The CUDA context exists
+before that first snapshot, so it sits outside the budget, and CUDA graphs are captured after the KV cache is
+allocated (``compile_or_warm_up_model``), in the memory left beside the budget: both count against the GPU, not
+against the pool. The startup checks quote vLLM's own errors (vllm/v1/core/kv_cache_utils.py
+``check_enough_kv_cache_memory``).
+"""
+
+from __future__ import annotations
+
+from vramwise.catalog import Gpu
+from vramwise.engines.result import EngineEstimate
+from vramwise.engines.vllm_kv import KvLayout, layer_kinds
+from vramwise.engines.vllm_terms import capture_sizes, cuda_graph_term, forward_live, non_torch_terms, sampler_warmup
+from vramwise.errors import InvalidWorkloadError
+from vramwise.estimate.encoder_decoder import refuse
+from vramwise.estimate.kv_cache import kv_elements_per_token
+from vramwise.estimate.overheads import cuda_context_term
+from vramwise.estimate.precision import compute_bytes, kv_dtype
+from vramwise.estimate.ssm_state import check_inference, vllm_block
+from vramwise.estimate.term import Estimate, Term
+from vramwise.estimate.weights import own_format, reads_headers, weight_terms
+from vramwise.formats import get_format
+from vramwise.spec.model import ModelSpec
+from vramwise.workload import InferSetup
+from vramwise.workload.engines import VLLM_VERSION, vllm_batch_defaults
+
+_GIB = 2**30
+_WORKER = "vllm/v1/worker/gpu_worker.py"
+_KV_UTILS = "vllm/v1/core/kv_cache_utils.py"
+# Categories of weights that live in the decoder layers, split over pipeline stages (vllm/distributed/utils.py
+# get_pp_indices: L // pp layers each, the remainder to the stages before the last).
+_LAYER_CATEGORIES = ("attention", "mlp", "experts", "norms", "ssm")
+
+
+def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
+    """vLLM v0.11.0's plan for ``spec`` on one ``gpu`` (per tp rank of the last pp stage)."""
+    refuse(spec, "--engine vllm and --serve (vLLM's decoder-only V1 plan)")
+    flags, tp, pp = setup.vllm, setup.tp, setup.vllm.pipeline_parallel_size
+    check_inference(spec, tp)
+    tokens_default, seqs_default = vllm_batch_defaults(gpu.memory_bytes, f"{gpu.name} {gpu.label}")
+    T = flags.max_num_batched_tokens or tokens_default
+    S = flags.max_num_seqs or seqs_default
+    max_len = _max_model_len(spec, setup)
+    if T < S:  # vllm/config/scheduler.py SchedulerConfig._verify_args
+        raise InvalidWorkloadError(
+            f"vLLM refuses: max_num_batched_tokens ({T}) must be greater than or equal to max_num_seqs ({S})",
+            field="max_num_batched_tokens",
+        )
+    _check_cache_flags(setup)
+    if pp > spec.num_layers:
+        raise InvalidWorkloadError(f"pp {pp} is more than the model's {spec.num_layers} layers", field="pp")
+    fmt = get_format(setup.weight_format or own_format(spec))
+    c = compute_bytes(fmt.name)
+    kv_name, kv_b = kv_dtype(setup, fmt.name)
+    last = range(spec.num_layers - spec.num_layers // pp, spec.num_layers)
+    weights = _weights(spec, setup, fmt_name=fmt.name, c=c, layers=len(last))
+    w_bytes = sum(t.bytes for t in weights)
+
+    fwd, fwd_f = forward_live(spec, tokens=T, c=c, tp=tp)
+    rows = min(S, T)
+    smp, smp_f = sampler_warmup(spec, rows=rows, tokens=T, c=c)
+    peak = max(fwd, smp)
+    activation = Term(
+        name="activations/profile_peak",
+        bytes=peak,
+        formula=f"max(forward of {T} tokens {fwd:,} = {fwd_f}; sampler warm-up over {rows} requests {smp:,} = {smp_f})",
+        source=f"vllm/v1/worker/gpu_model_runner.py profile_run, _dummy_run, _dummy_sampler_run (v{VLLM_VERSION})",
+    )
+    non_torch = non_torch_terms(tp=tp, pp=pp)
+    nt_bytes = sum(t.bytes for t in non_torch)
+    context = cuda_context_term(setup.overheads.cuda_context_mib)
+
+    layout = _layout(spec, setup, c=c, kv_b=kv_b, layers=last, batched=T)
+    requested = int(setup.gpu_utilization * gpu.memory_bytes)
+    if flags.kv_cache_memory_bytes is not None:
+        available = flags.kv_cache_memory_bytes
+        how = f"--kv-cache-memory-bytes {available:,}"
+    else:
+        available = requested - w_bytes - peak - nt_bytes
+        how = (f"gpu_memory_utilization {setup.gpu_utilization:g} x CUDA total {gpu.memory_bytes:,} = {requested:,} - "
+               f"weights {w_bytes:,} - profile peak {peak:,} - non-torch {nt_bytes:,} = {available:,}")
+    num_blocks = layout.blocks(available)
+    # g pool tensors of num_blocks pages, each shared by one layer of every group: the groups draw their blocks
+    # from one block pool (kv_cache_utils._get_kv_cache_config_uniform_page_size, get_num_blocks)
+    pool_bytes = num_blocks * layout.page * layout.group
+    kv_tokens = layout.tokens(num_blocks)
+    pool = Term(
+        name="kv_cache/pool",
+        bytes=pool_bytes,
+        formula=f"{how}; {num_blocks:,} blocks of {layout.block} tokens x {layout.page:,} B/layer x {layout.group} "
+                f"layers, shared by {layout.groups} group(s) of layers, {kv_name}",
+        source=f"{_WORKER} determine_available_memory; {_KV_UTILS} get_kv_cache_config (v{VLLM_VERSION})",
+    )
+    graphs = () if flags.enforce_eager else (
+        cuda_graph_term(spec, sizes=capture_sizes(S, T), c=c, tp=tp),
+    )
+    persistent = (*weights, activation, *non_torch, pool, *graphs, context)
+    est = Estimate(persistent=persistent, notes=_notes(spec, setup, T))
+    refusal, message = _refusal(setup, gpu, context.bytes, requested, available, layout, max_len)
+    per_token = layout.page // layout.block * (layout.full + layout.sliding)
+    fits = refusal is None
+    return EngineEstimate(
+        engine="vllm",
+        version=VLLM_VERSION,
+        estimate=est,
+        budget=requested if flags.kv_cache_memory_bytes is None else None,
+        kv_pool=pool,
+        kv_tokens=kv_tokens,
+        max_sequences=int(layout.concurrency(num_blocks, setup.tokens)) if fits else 0,
+        max_context=layout.largest_fit(available, max_len),
+        refusal=refusal,
+        refusal_message=message,
+        kv_bytes_per_token=per_token,
+        sequence_tokens=setup.tokens,
+        context_len=max_len,
+        concurrency=layout.concurrency(num_blocks, max_len) if fits else 0.0,
+        notes=est.notes,
+    )
+
+
+# vllm/config/cache.py at v0.11.0: BlockSize = Literal[1, 8, 16, 32, 64, 128]; CacheDType = Literal["auto",
+# "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla"] (vramwise's fp8 stands for the fp8 ones)
+VLLM_BLOCK_SIZES = (1, 8, 16, 32, 64, 128)
+VLLM_KV_DTYPES = ("auto", "bf16", "fp8")
+
+
+def _check_cache_flags(setup: InferSetup) -> None:
+    """Refuse what vLLM's CacheConfig rejects, in one line, rather than model a setup vLLM cannot start."""
+    if setup.kv_block not in VLLM_BLOCK_SIZES:
+        allowed = ", ".join(map(str, VLLM_BLOCK_SIZES))
+        raise InvalidWorkloadError(
+            f"vLLM refuses --block-size {setup.kv_block}; allowed: {allowed} (vllm/config/cache.py BlockSize)",
+            field="kv_block",
+            allowed=allowed,
+        )
+    if setup.kv_dtype not in VLLM_KV_DTYPES:
+        allowed = ", ".join(VLLM_KV_DTYPES)
+        raise InvalidWorkloadError(
+            f"vLLM has no --kv-cache-dtype {setup.kv_dtype}; allowed here: {allowed} (vllm/config/cache.py CacheDType)",
+            field="kv_dtype",
+            allowed=allowed,
+        )
+
+
+def _max_model_len(spec: ModelSpec, setup: InferSetup) -> int:
+    """--max-model-len, or the model's own context (vllm/config/model.py _get_and_verify_max_len: the config's
+    max_position_embeddings); the requested sequence must fit it, as vLLM rejects a longer request."""
+    max_len = setup.vllm.max_model_len or spec.max_position_embeddings
+    if not max_len:
+        raise InvalidWorkloadError(
+            f"{spec.name}'s config gives no max_position_embeddings: give --max-model-len", field="max_model_len"
+        )
+    if setup.tokens > max_len:
+        raise InvalidWorkloadError(
+            f"context + new tokens ({setup.tokens:,}) is more than max_model_len ({max_len:,}): vLLM rejects such a "
+            "request; give a shorter --context or a larger --max-model-len",
+            field="max_model_len",
+        )
+    return max_len
+
+
+def _weights(spec: ModelSpec, setup: InferSetup, *, fmt_name: str, c: int, layers: int) -> tuple[Term, ...]:
+    """The weights as loaded on this rank (the existing weight terms: checkpoint headers when read), the decoder
+    layers' share cut to this stage's layers under a pipeline."""
+    own = reads_headers(spec, setup.weight_format)
+    terms = weight_terms(spec, get_format(fmt_name), hp_bytes=c, tp=setup.tp, own_format=own)
+    pp = setup.vllm.pipeline_parallel_size
+    if pp == 1:
+        return terms
+    out = []
+    for t in terms:
+        category = t.name.split("/", 1)[1]
+        if category in _LAYER_CATEGORIES:
+            share = t.bytes * layers // spec.num_layers
+            out.append(Term(name=t.name, bytes=share, formula=f"{layers}/{spec.num_layers} layers of ({t.formula})",
+                            source=t.source))
+        elif category == "embeddings" and not any(x.name == "weights/head" for x in terms):
+            out.append(t)  # a tied head: the last stage loads its own copy of the embedding matrix as the head
+        elif category != "embeddings":
+            out.append(t)
+    return tuple(out)
+
+
+def _layout(spec: ModelSpec, setup: InferSetup, *, c: int, kv_b: int, layers: range, batched: int) -> KvLayout:
+    full, sliding, mamba = layer_kinds(spec, layers)
+    layer_token = int(kv_elements_per_token(spec, setup.tp) * kv_b)
+    block = setup.kv_block
+    if spec.ssm:  # vLLM's hybrid rule grows the attention block until its page holds a Mamba state (ssm_state.py)
+        block, _ = vllm_block(spec, attention_page_per_token=layer_token, c=c, block=setup.kv_block)
+    return KvLayout(
+        full=full,
+        sliding=sliding,
+        mamba=mamba,
+        window=spec.attention.sliding_window or 0 if sliding else 0,
+        block=block,
+        page=block * layer_token,
+        batched_tokens=batched,
+    )
+
+
+def _gib(n: int) -> str:
+    return f"{n / _GIB:.2f}"
+
+
+def _refusal(
+    setup: InferSetup, gpu: Gpu, context: int, requested: int, available: int, layout: KvLayout, max_len: int
+) -> tuple[str | None, str | None]:
+    """(reason in a few words, vLLM's own error text) when vLLM would refuse to start; (None, None) otherwise."""
+    if setup.vllm.kv_cache_memory_bytes is None and gpu.memory_bytes - context < requested:
+        util = setup.gpu_utilization
+        return "free memory below gpu_memory_utilization", (
+            f"Free memory on device ({_gib(gpu.memory_bytes - context)}/{_gib(gpu.memory_bytes)} GiB) on startup is "
+            f"less than desired GPU memory utilization ({util:g}, {_gib(requested)} GiB). Decrease GPU memory "
+            f"utilization or reduce GPU memory used by other processes. [{_WORKER} Worker.init_device]"
+        )
+    if available <= 0:
+        return "KV pool negative", (
+            f"No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing "
+            f"the engine. [{_KV_UTILS} check_enough_kv_cache_memory; available {_gib(available)} GiB]"
+        )
+    needed = layout.needed(max_len)
+    if needed > available:
+        fit = layout.largest_fit(available, max_len)
+        estimated = f"Based on the available memory, the estimated maximum model length is {fit}. " if fit else ""
+        return "max_model_len larger than the KV cache", (
+            f"To serve at least one request with the models's max seq len ({max_len}), ({_gib(needed)} GiB KV "
+            f"cache is needed, which is larger than the available KV cache memory ({_gib(available)} GiB). "
+            f"{estimated}Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the "
+            f"engine. [{_KV_UTILS} check_enough_kv_cache_memory] {_v0_words(layout, available, max_len)}"
+        )
+    return None, None
+
+
+def _v0_words(layout: KvLayout, available: int, max_len: int) -> str:
+    """The same refusal as the V0 engine (vLLM before 0.10) words it, every layer's blocks in one pool of full
+    length (vllm/worker/worker.py raise_if_cache_size_invalid: num_gpu_blocks x block_size tokens)."""
+    layers = layout.full + layout.sliding + layout.mamba
+    tokens = max(0, available) // (layout.page * layers) * layout.block if layers else 0
+    return (
+        f"[V0 engine, vLLM < 0.10: The model's max seq len ({max_len}) is larger than the maximum number of tokens "
+        f"that can be stored in KV cache ({tokens}). Try increasing `gpu_memory_utilization` or decreasing "
+        "`max_model_len` when initializing the engine. (vllm/worker/worker.py raise_if_cache_size_invalid)]"
+    )
+
+
+def _notes(spec: ModelSpec, setup: InferSetup, batched: int) -> tuple[str, ...]:
+    pp, eager = setup.vllm.pipeline_parallel_size, setup.vllm.enforce_eager
+    graphs = "" if eager else ", and so are the CUDA graphs (captured after the KV pool)"
+    notes = [
+        f"vLLM {VLLM_VERSION} (V1, `vllm serve` defaults): the CUDA context is outside gpu_memory_utilization's "
+        f"budget (it exists before vLLM's first memory snapshot){graphs}",
+        f"V1 always chunks prefill at max_num_batched_tokens ({batched:,}): a longer prompt runs in steps of that "
+        "many tokens, so the profile run's peak bounds every step's activations",
+        "not modelled: the small non-torch growth at tp 1 (kernel modules loaded on first use), NCCL's NVLS buffers on "
+        "NVSwitch systems, torch's own NCCL communicator and symmetric-memory all-reduce buffers at tp > 1, the model "
+        "runner's persistent input buffers (torch memory vLLM's profile does not count)",
+    ]
+    if not eager:
+        notes.append("CUDA graphs: only their shared memory pool is modelled; vLLM itself only measures the rest")
+    if spec.moe and setup.weight_format not in (None, "bf16", "fp16", "fp32"):
+        notes.append("MoE workspace modelled as vLLM's fused_experts (Triton); a quantized checkpoint's MoE kernel "
+                     "(Marlin, FlashInfer, triton_kernels for mxfp4) allocates its own")
+    elif spec.moe and spec.checkpoint is not None:
+        notes.append("MoE workspace modelled as vLLM's fused_experts (Triton); a quantized checkpoint's own MoE "
+                     "kernel may allocate differently")
+    if pp > 1:
+        notes.append(
+            f"pp {pp}: the last stage is shown (head, sampler, L // pp layers); the others' pools differ and vLLM "
+            "takes the smallest"
+        )
+    return tuple(notes)
+
+
+def vllm_figures(plan: EngineEstimate) -> dict[str, float]:
+    """The plan's numbers under the names vLLM's startup log prints them, for ``verify --log``: "Model loading took
+    X GiB" (weights), memory_profiling's "non_torch_memory takes", "PyTorch activation peak memory takes", "Available
+    KV cache memory: X GiB", "GPU KV cache size: N tokens", "Maximum concurrency for L tokens per request: Yx" and
+    "Graph capturing finished in S secs, took X GiB" (0 with --enforce-eager). Bytes, tokens and a ratio."""
+    terms = {t.name: t.bytes for t in plan.estimate.persistent}
+    weights = sum(b for n, b in terms.items() if n.startswith("weights/"))
+    non_torch = terms.get("overhead/nccl", 0) + terms.get("overhead/custom_all_reduce", 0)
+    peak = terms["activations/profile_peak"]
+    available = plan.budget - weights - peak - non_torch if plan.budget is not None else terms["kv_cache/pool"]
+    return {
+        "weights": weights,
+        "non_torch": non_torch,
+        "activation_peak": peak,
+        "available_kv_cache": available,
+        "kv_tokens": plan.kv_tokens or 0,
+        "concurrency": plan.concurrency or 0.0,
+        "cuda_graphs": terms.get("cuda_graphs", 0),
+    }

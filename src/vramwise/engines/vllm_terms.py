@@ -1,0 +1,153 @@
+"""vLLM v0.11.0's memory outside the weights and the KV pool: the profile run, non-torch memory, CUDA graphs.
+
+The profile run (vllm/v1/worker/gpu_model_runner.py ``GPUModelRunner.profile_run``) is one dummy forward of
+``max_num_batched_tokens`` tokens spread over min(max_num_seqs, tokens) requests (``_dummy_run``), then, on the
+last pipeline rank, the sampler over one row per request (``_dummy_sampler_run``). vLLM reserves the torch peak of
+that run inside its budget (vllm/utils ``memory_profiling``: ``torch_peak_increase``). The KV caches do not exist
+yet, so each attention layer returns its empty output without running attention (vllm/v1/attention/backends/
+flash_attn.py ``FlashAttentionImpl.forward``: "Profiling run." when attn_metadata is None): the live set of a layer
+is its projections, not an attention matrix.
+"""
+
+from __future__ import annotations
+
+from vramwise.estimate.sharding import kv_heads_per_gpu
+from vramwise.estimate.term import Term
+from vramwise.spec.model import ModelSpec
+from vramwise.units import MIB
+
+_RUNNER = "vllm/v1/worker/gpu_model_runner.py"
+
+
+def _attention_width(spec: ModelSpec, tp: int) -> tuple[int, str]:
+    """Elements per token live in an attention layer's forward: residual and normed input (2h), the qkv
+    projection's output and the attention output (vllm/model_executor/models/llama.py ``LlamaAttention.forward``:
+    qkv_proj, rotary in place, attn, o_proj; MLA, deepseek_v2.py ``DeepseekV2MLAAttention``: q of nope + rope dims
+    per head, the kv latent and rope key, the output of v dims per head)."""
+    att, h = spec.attention, spec.hidden_size
+    heads = att.num_heads // tp
+    if att.kind == "mla" and att.mla:
+        m = att.mla
+        qkv = heads * (m.qk_nope_head_dim + m.qk_rope_head_dim) + m.kv_lora_rank + m.qk_rope_head_dim
+        out = heads * m.v_head_dim
+    else:
+        qkv = (heads + 2 * kv_heads_per_gpu(spec, tp)) * att.head_dim
+        out = heads * att.head_dim
+    return 2 * h + qkv + out, f"2·h {2 * h} + qkv {qkv} + out {out}"
+
+
+def _mlp_width(spec: ModelSpec, tp: int) -> tuple[int, str]:
+    """Elements per token live in the MLP: residual and input (2h), then dense gated (llama.py ``LlamaMLP``:
+    gate_up 2i and act(gate)·up i, both live until act returns) or plain (up i and its activation i); MoE
+    (vllm/model_executor/layers/fused_moe/fused_moe.py ``fused_experts_impl``: router logits E, intermediate_cache1
+    and 3 sharing one buffer of top_k x max(2i, h), intermediate_cache2 top_k x i, the output h; a shared expert's
+    output h besides)."""
+    h, mlp, moe = spec.hidden_size, spec.mlp, spec.moe
+    widths = []
+    if spec.dense_layers:
+        i = mlp.intermediate_size // tp
+        dense = 3 * i if mlp.gated else 2 * i
+        widths.append((2 * h + dense, f"2·h {2 * h} + dense {'3·i' if mlp.gated else '2·i'} {dense}"))
+    if moe and moe.moe_layers:
+        i = moe.expert_intermediate_size // tp
+        routed = moe.top_k * (max(2 * i, h) + i)
+        shared = h if moe.shared_intermediate_size else 0
+        width = 2 * h + moe.num_experts + routed + h + shared
+        widths.append((width, f"2·h {2 * h} + router E {moe.num_experts} + top_k·(max(2i, h) + i) {routed} + out h"
+                       + (f" + shared out h {shared}" if shared else "")))
+    return max(widths) if widths else (2 * h, f"2·h {2 * h}")
+
+
+def forward_live(spec: ModelSpec, *, tokens: int, c: int, tp: int) -> tuple[int, str]:
+    """Bytes of the largest one-layer live set of a forward of ``tokens`` tokens, and its formula."""
+    att, att_f = _attention_width(spec, tp)
+    mlp, mlp_f = _mlp_width(spec, tp)
+    width, f = (att, f"attention: {att_f}") if att >= mlp else (mlp, f"MLP: {mlp_f}")
+    return tokens * c * width, f"T {tokens} x c {c} x ({f})"
+
+
+# vLLM pads the head's vocabulary to a multiple of 64 (vllm/model_executor/layers/vocab_parallel_embedding.py
+# DEFAULT_VOCAB_PADDING_SIZE); compute_logits gathers every rank's slice (LogitsProcessor._gather_logits), so each
+# rank holds the full padded row, then drops the padding.
+VOCAB_PADDING = 64
+# Bytes per logit the sampler warm-up holds at its peak (vllm/v1/sample/sampler.py ``Sampler.forward`` and
+# vllm/v1/sample/ops/topk_topp_sampler.py ``apply_top_k_top_p`` on the native path, FlashInfer sampling being opt-in
+# through VLLM_USE_FLASHINFER_SAMPLER): the fp32 copy (4), the ascending sort's values (4) and int64 indices (8), the
+# top-k mask (1), the softmax that cumsum overwrites (4), the top-p mask (1) and the scatter's result (4) = 26,
+# beside the logits in the model dtype.
+SAMPLER_BYTES_PER_LOGIT = 4 + 4 + 8 + 1 + 4 + 1 + 4
+
+
+def sampler_warmup(spec: ModelSpec, *, rows: int, tokens: int, c: int) -> tuple[int, str]:
+    """The sampler warm-up's peak over ``rows`` dummy requests, with the forward's hidden states still held."""
+    V, h = spec.vocab_size, spec.hidden_size
+    padded = -(-V // VOCAB_PADDING) * VOCAB_PADDING
+    logits = rows * padded * c + rows * V * SAMPLER_BYTES_PER_LOGIT
+    hidden = tokens * h * c
+    return logits + hidden, (
+        f"logits rows {rows} x V {padded} (padded to {VOCAB_PADDING}) x c {c} + rows x V {V} x "
+        f"{SAMPLER_BYTES_PER_LOGIT} B (fp32 copy, sort values and int64 indices, top-k mask, softmax, top-p mask, "
+        f"scatter) + hidden states T {tokens} x h {h} x c {c}"
+    )
+
+
+# NCCL allocates, per channel and connected peer, one buffer per protocol: SIMPLE 4 MiB (DEFAULT_BUFFSIZE, 1 << 22),
+# LL 8 lines x 512 threads x 8 steps x 16 B = 512 KiB (DEFAULT_LL_BUFFSIZE) and LL128 120 x 640 x 8 steps x 8 B =
+# 4,915,200 B (DEFAULT_LL128_BUFFSIZE), NVIDIA/nccl src/init.cc computeBuffSizes. How many channels NCCL opens
+# depends on the topology (ncclTopoCompute); counted here at MAXCHANNELS, 32 (src/include/device.h), its bound.
+NCCL_BUFFERS_PER_CHANNEL = (1 << 22) + 8 * 512 * 8 * 16 + 120 * 640 * 8 * 8
+NCCL_CHANNELS = 32
+# vLLM's custom all-reduce (vllm/distributed/device_communicators/custom_all_reduce.py ``CustomAllreduce``,
+# max_size 8192 x 1024): an IPC meta+signal buffer and an IPC data buffer of max_size each (cudaMalloc, outside
+# torch), and rank_data, 8 MiB of torch memory; only for tp of 2, 4, 6 or 8 (_SUPPORTED_WORLD_SIZES).
+CUSTOM_AR_BYTES = 3 * 8 * MIB
+CUSTOM_AR_SIZES = (2, 4, 6, 8)
+
+
+def non_torch_terms(*, tp: int, pp: int) -> tuple[Term, ...]:
+    """Memory vLLM's profile counts outside torch since its first snapshot (``non_torch_increase``)."""
+    terms = []
+    groups = [(name, n) for name, n in (("tp", tp), ("pp", pp)) if n > 1]
+    if groups:
+        per = NCCL_CHANNELS * NCCL_BUFFERS_PER_CHANNEL
+        terms.append(Term(
+            name="overhead/nccl",
+            bytes=len(groups) * per,
+            formula=f"{len(groups)} communicator(s) ({', '.join(f'{g} group of {n}' for g, n in groups)}) x "
+                    f"{NCCL_CHANNELS} channels x (SIMPLE 4 MiB + LL 512 KiB + LL128 4,915,200 B)",
+            source="vllm/distributed/device_communicators/pynccl.py PyNcclCommunicator per group of > 1 GPU; "
+                   "NVIDIA/nccl src/init.cc computeBuffSizes, src/include/device.h MAXCHANNELS; NCCL connects a "
+                   "channel's buffers on first use (NCCL_RUNTIME_CONNECT), in the profile run, so vLLM counts them "
+                   "as non-torch growth",
+        ))
+    if tp in CUSTOM_AR_SIZES:
+        terms.append(Term(
+            name="overhead/custom_all_reduce",
+            bytes=CUSTOM_AR_BYTES,
+            formula="IPC meta+signal 8 MiB + IPC buffer 8 MiB + rank_data 8 MiB (max_size 8192 x 1024)",
+            source="vllm/distributed/device_communicators/custom_all_reduce.py CustomAllreduce.__init__",
+        ))
+    return tuple(terms)
+
+
+def capture_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> tuple[int, ...]:
+    """The batch sizes vLLM captures CUDA graphs for by default: 1, 2, 4, then every 8 to 248, then every 16 up to
+    min(2 x max_num_seqs, 512), none above max_num_batched_tokens (vllm/config/__init__.py
+    ``VllmConfig._set_cudagraph_sizes``)."""
+    largest = min(2 * max_num_seqs, 512)
+    sizes = [1, 2, 4, *range(8, 256, 8), *range(256, largest + 1, 16)]
+    return tuple(s for s in sizes if s <= min(largest, max_num_batched_tokens))
+
+
+def cuda_graph_term(spec: ModelSpec, *, sizes: tuple[int, ...], c: int, tp: int) -> Term:
+    """The graphs' shared memory pool: captured from the largest size down, every graph reuses one pool, whose
+    size is the largest size's forward live set (``GPUModelRunner.capture_model``, torch.cuda.graph pool)."""
+    largest = max(sizes)
+    live, f = forward_live(spec, tokens=largest, c=c, tp=tp)
+    return Term(
+        name="cuda_graphs",
+        bytes=live,
+        formula=f"{len(sizes)} sizes, the pool sized by the largest ({largest} tokens): {f}; each graph's own "
+                "driver memory is not modelled (vLLM only measures it)",
+        source=f"{_RUNNER} capture_model; vllm/config/__init__.py _set_cudagraph_sizes (v0.11.0)",
+    )

@@ -1,0 +1,326 @@
+"""vLLM 0.11.0's memory plan (engines/vllm.py): every term by hand arithmetic, with the vLLM source it follows.
+
+Oracles: the arithmetic written out here, each step naming the vLLM (or NCCL) function it mirrors; parameter counts
+(llama-2-7b 6,738,415,616: Meta's model card, checked against transformers in tests/spec) for the weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+
+from vramwise.app.run import InferRequest, infer
+from vramwise.catalog import get_gpu
+from vramwise.cli import main
+from vramwise.engines.vllm import vllm_plan
+from vramwise.engines.vllm_terms import capture_sizes
+from vramwise.errors import InapplicableOptionError, InvalidLayoutError, InvalidWorkloadError
+from vramwise.spec.load import catalog_spec
+from vramwise.workload import InferSetup
+from vramwise.workload.engines import VllmFlags, vllm_batch_defaults
+
+MIB = 2**20
+H100 = get_gpu("h100-80gb")
+L4 = get_gpu("l4")
+
+
+def _plan(model: str, gpu=H100, **flat):  # type: ignore[no-untyped-def]
+    return vllm_plan(catalog_spec(model), InferSetup.from_flat(engine="vllm", **flat), gpu)
+
+
+def test_batch_defaults_follow_vllms_get_batch_defaults() -> None:
+    # vllm/engine/arg_utils.py EngineArgs.get_batch_defaults, OPENAI_API_SERVER: >= 70 GiB and not an A100:
+    # 8192 batched tokens, 1024 sequences; otherwise 2048 and 256
+    assert vllm_batch_defaults(H100.memory_bytes, "h100-80gb NVIDIA H100 80GB HBM3") == (8192, 1024)
+    a100 = get_gpu("a100-80gb")
+    assert vllm_batch_defaults(a100.memory_bytes, f"{a100.name} {a100.label}") == (2048, 256)
+    assert vllm_batch_defaults(L4.memory_bytes, "l4") == (2048, 256)
+
+
+def test_llama_2_7b_budget_term_by_term() -> None:
+    p = _plan("llama-2-7b")
+    terms = {t.name: t.bytes for t in p.estimate.persistent}
+    weights = 6_738_415_616 * 2  # bf16 parameters
+    assert sum(b for n, b in terms.items() if n.startswith("weights/")) == weights
+    # profile run (gpu_model_runner.profile_run), T = 8192 tokens, 1024 dummy requests:
+    # forward: one layer's live set, the MLP's 2h + gate_up 2i + act i = 2*4096 + 3*11008 = 41,216 elements a token
+    forward = 8192 * 2 * (2 * 4096 + 3 * 11008)
+    # sampler warm-up (_dummy_sampler_run): 1024 rows of V 32,000 logits in bf16 (2 B) plus 26 B a logit of fp32
+    # copy 4, sort values 4 and int64 indices 8, top-k mask 1, softmax 4, top-p mask 1, scatter 4
+    # (topk_topp_sampler.apply_top_k_top_p), beside the forward's hidden states 8192 x 4096 x 2 B
+    sampler = 1024 * 32_000 * (2 + 26) + 8192 * 4096 * 2
+    assert sampler > forward and terms["activations/profile_peak"] == sampler
+    # gpu_worker.determine_available_memory: 0.9 x the CUDA total - weights - peak - non-torch (0 at tp 1)
+    requested = int(0.9 * H100.memory_bytes)
+    available = requested - weights - sampler
+    assert p.budget == requested
+    # kv_cache_utils.get_kv_cache_config: page = 16 tokens x 2 x 32 heads x 128 x 2 B; 32 layers in one group
+    page = 16 * 2 * 32 * 128 * 2
+    blocks = available // (page * 32)
+    assert terms["kv_cache/pool"] == blocks * page * 32
+    assert p.kv_tokens == blocks * 16 and p.kv_bytes_per_token == 2 * 32 * 128 * 2 * 32
+    # Maximum concurrency for max_model_len 4,096 tokens: blocks / cdiv(4096, 16)
+    assert p.context_len == 4096 and p.concurrency == pytest.approx(blocks / 256)
+    assert p.max_sequences == blocks // (2048 // 16)  # sequences of the default 2,048 tokens
+    assert p.refusal is None and p.max_context == 4096
+    # outside the budget: the CUDA context (before vLLM's first snapshot) and the CUDA graphs (after the pool)
+    assert "overhead/cuda_context" in terms and "cuda_graphs" in terms
+
+
+def test_cuda_graph_sizes_and_pool() -> None:
+    # VllmConfig._set_cudagraph_sizes: 1, 2, 4, 8..248 by 8, 256..min(2 x max_num_seqs, 512) by 16
+    sizes = capture_sizes(256, 2048)
+    assert sizes[:4] == (1, 2, 4, 8) and sizes[-1] == 512 and len(sizes) == 3 + 31 + 17
+    assert capture_sizes(8, 2048) == (1, 2, 4, 8, 16)  # largest min(2 x 8, 512) = 16
+    assert max(capture_sizes(1024, 128)) == 128  # none above max_num_batched_tokens
+    p = _plan("llama-2-7b")
+    graphs = p.estimate.term("cuda_graphs").bytes
+    assert graphs == 512 * 2 * (2 * 4096 + 3 * 11008)  # the forward's live set at the largest size, 512 tokens
+
+
+def test_enforce_eager_removes_graph_memory_only() -> None:
+    graphs, eager = _plan("llama-2-7b"), _plan("llama-2-7b", enforce_eager=True)
+    assert "cuda_graphs" not in {t.name for t in eager.estimate.persistent}
+    g = graphs.estimate.term("cuda_graphs").bytes
+    assert eager.estimate.peak_bytes == graphs.estimate.peak_bytes - g
+    assert eager.kv_tokens == graphs.kv_tokens  # graphs are captured after the pool: they never shrink it
+
+
+def test_tp_adds_nccl_and_custom_all_reduce() -> None:
+    one, two, three = _plan("llama-3-8b"), _plan("llama-3-8b", tp=2), _plan("llama-3-8b", tp=3)
+    names = {t.name for t in one.estimate.persistent}
+    assert "overhead/nccl" not in names and "overhead/custom_all_reduce" not in names
+    # NCCL src/init.cc computeBuffSizes: SIMPLE 1 << 22, LL 8 x 512 x 8 x 16, LL128 120 x 640 x 8 x 8, per channel
+    per_channel = (1 << 22) + 8 * 512 * 8 * 16 + 120 * 640 * 8 * 8
+    assert per_channel == 9_633_792
+    assert two.estimate.term("overhead/nccl").bytes == 32 * per_channel  # one tp communicator, MAXCHANNELS 32
+    # custom_all_reduce.py CustomAllreduce: meta+signal and data IPC buffers of max_size 8 MiB, rank_data 8 MiB
+    assert two.estimate.term("overhead/custom_all_reduce").bytes == 24 * MIB
+    assert "overhead/custom_all_reduce" not in {t.name for t in three.estimate.persistent}  # _SUPPORTED_WORLD_SIZES
+    both = _plan("llama-3-8b", tp=2, pp=2)
+    assert both.estimate.term("overhead/nccl").bytes == 2 * 32 * per_channel  # tp and pp communicators
+
+
+def test_kv_cache_memory_bytes_replaces_the_budget_rule() -> None:
+    p = _plan("llama-2-7b", kv_cache_memory_bytes=4 * 2**30)
+    page = 16 * 2 * 32 * 128 * 2
+    assert p.budget is None and p.kv_tokens == 4 * 2**30 // (page * 32) * 16
+
+
+def test_fp8_kv_halves_the_page() -> None:
+    auto, fp8 = _plan("llama-2-7b"), _plan("llama-2-7b", kv_dtype="fp8")
+    assert fp8.kv_bytes_per_token * 2 == auto.kv_bytes_per_token
+    auto_blocks, fp8_blocks = auto.kv_tokens // 16, fp8.kv_tokens // 16  # same available memory, half the page
+    assert fp8_blocks in (2 * auto_blocks, 2 * auto_blocks + 1)
+
+
+def test_gemma_2_9b_on_an_l4_is_refused_with_vllms_own_words() -> None:
+    """The newcomer's case: FITS beside 0 concurrent sequences. Now one verdict: DOES NOT FIT, and why."""
+    spec = catalog_spec("gemma-2-9b")
+    p = _plan("gemma-2-9b", gpu=L4)
+    weights = sum(t.bytes for t in p.estimate.persistent if t.name.startswith("weights/"))
+    # L4 < 70 GiB: 2048 batched tokens, 256 requests; Gemma-2: 42 layers, 8 KV heads of 256, vocab 256,000, h 3584
+    forward = 2048 * 2 * max(2 * 3584 + (16 + 16) * 256 + 16 * 256, 2 * 3584 + 3 * 14336)
+    sampler = 256 * 256_000 * (2 + 26) + 2048 * 3584 * 2
+    available = int(0.9 * L4.memory_bytes) - weights - max(forward, sampler)
+    # SlidingWindowSpec / FullAttentionSpec.max_memory_usage_bytes for max_model_len 8192: 21 full layers of
+    # cdiv(8192, 16) blocks, 21 sliding of cdiv(min(4096 - 1 + 2048, 8192), 16) + 1 blocks; page 16 x 2 x 8 x 256 x 2
+    page = 16 * 2 * 8 * 256 * 2
+    needed = page * (21 * 512 + 21 * (-(-6143 // 16) + 1))
+    assert spec.max_position_embeddings == 8192 and 0 < available < needed
+    assert p.refusal == "max_model_len larger than the KV cache" and p.max_sequences == 0
+    # vllm/v1/core/kv_cache_utils.py check_enough_kv_cache_memory, its wording
+    assert p.refusal_message is not None
+    assert p.refusal_message.startswith(
+        f"To serve at least one request with the models's max seq len (8192), ({needed / 2**30:.2f} GiB KV cache is "
+        f"needed, which is larger than the available KV cache memory ({available / 2**30:.2f} GiB). Based on the "
+        f"available memory, the estimated maximum model length is {p.max_context}."
+    )
+    fit = p.max_context
+    assert fit is not None and 0 < fit < 8192
+    # estimate_max_model_len: the largest length whose one request fits, by the same rule
+    def need(n: int) -> int:
+        return page * (21 * -(-n // 16) + 21 * (-(-min(4095 + 2048, n) // 16) + 1))
+
+    assert need(fit) <= available < need(fit + 1)
+    # with --max-model-len at that length it starts, and its capacity is at least one sequence
+    ok = _plan("gemma-2-9b", gpu=L4, max_model_len=fit, context=min(fit, 2048))
+    assert ok.refusal is None and ok.max_sequences and ok.max_sequences >= 1
+
+
+def _cli(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(list(argv))
+    return code, out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("infer", "gpt-oss-120b", "--gpu", "h100", "--serve", "--context", "131072"),
+        ("infer", "gpt-oss-120b", "--gpu", "h100", "--engine", "vllm"),
+        ("infer", "gemma-2-9b", "--gpu", "l4", "--serve"),
+        ("infer", "gemma-2-9b", "--gpu", "l4", "--engine", "vllm", "--max-model-len", "2048"),
+    ],
+)
+def test_one_verdict_first_never_contradicted(argv: tuple[str, ...]) -> None:
+    """gpt-oss-120b on one H100 printed DOES NOT FIT beside "2 concurrent sequences of 131,072 tokens", gemma-2-9b
+    on an L4 FITS beside "0 concurrent sequences": the verdict now comes first, and the capacity line reads the
+    same plan."""
+    code, out = _cli(*argv)
+    lines = out.splitlines()
+    assert code == 0 and "engine vllm 0.11.0" in lines[0]
+    verdict, serving = lines[1], next(line for line in lines if line.startswith("serving ("))
+    fits = ": FITS" in verdict
+    assert fits != ("DOES NOT FIT" in verdict)
+    if fits:
+        sequences = int(serving.split(" concurrent sequences")[0].rsplit(" ", 1)[1].replace(",", ""))
+        assert sequences >= 1 and "refuses" not in serving
+    else:
+        assert "none, the engine refuses to start" in serving and "concurrent sequences" not in serving
+
+
+def test_gpt_oss_120b_on_one_h100_fits_with_its_context() -> None:
+    _, out = _cli("infer", "gpt-oss-120b", "--gpu", "h100", "--serve", "--context", "131072", "--json")
+    doc = json.loads(out)
+    assert doc["gpu"]["fits"] and doc["engine"]["refusal"] is None
+    assert doc["engine"]["max_sequences"] >= 1 and doc["capacity"]["max_sequences"] == doc["engine"]["max_sequences"]
+    assert doc["engine"]["name"] == "vllm" and doc["engine"]["version"] == "0.11.0"
+    assert set(doc["engine"]) >= {"name", "version", "budget", "kv_tokens", "max_sequences", "max_model_len_fit"}
+
+
+def test_free_memory_below_the_utilization_is_refused() -> None:
+    # gpu_worker.Worker.init_device: free memory at startup (the total less the CUDA context) below util x total
+    p = _plan("llama-2-7b", gpu=L4, gpu_utilization=0.99)
+    assert p.refusal == "free memory below gpu_memory_utilization" and p.max_sequences == 0
+    assert p.refusal_message and p.refusal_message.startswith("Free memory on device (")
+
+
+def test_a_kv_pool_below_zero_is_refused() -> None:
+    # 0.5 x 22.03 GiB is less than llama-2-7b's 12.55 GiB of bf16 weights: nothing is left for the pool
+    p = _plan("llama-2-7b", gpu=L4, gpu_utilization=0.5)
+    assert int(0.5 * L4.memory_bytes) < 6_738_415_616 * 2
+    assert p.refusal == "KV pool negative" and p.kv_tokens == 0 and p.max_sequences == 0
+    # kv_cache_utils.check_enough_kv_cache_memory: "No available memory for the cache blocks. ..."
+    assert p.refusal_message and p.refusal_message.startswith("No available memory for the cache blocks.")
+
+
+def test_flags_vllm_rejects_and_engines_not_built() -> None:
+    with pytest.raises(InvalidWorkloadError, match=r"max_num_batched_tokens \(512\) must be greater than or equal"):
+        _plan("llama-2-7b", max_num_batched_tokens=512, max_num_seqs=1024)
+    with pytest.raises(InvalidWorkloadError, match="more than max_model_len"):
+        _plan("llama-2-7b", context=8192)
+    with pytest.raises(InvalidWorkloadError, match="not built yet"):
+        infer(InferRequest(model="llama-2-7b", gpu="h100", options={"engine": "sglang"}))
+    with pytest.raises(InapplicableOptionError, match="max_num_seqs is a flag of vllm"):
+        infer(InferRequest(model="llama-2-7b", gpu="h100", options={"max_num_seqs": 8}))
+    with pytest.raises(InvalidWorkloadError, match="needs --gpu"):
+        infer(InferRequest(model="llama-2-7b", options={"engine": "vllm"}))
+    assert VllmFlags().pipeline_parallel_size == 1
+
+
+def test_other_commands_refuse_an_engine() -> None:
+    code = main(["fit", "llama-2-7b", "--gpu", "l4", "--infer", "--engine", "vllm", "--max", "batch"])
+    assert code == 2
+
+
+def test_hf_output_is_unchanged_by_the_engine_plumbing() -> None:
+    code, out = _cli("infer", "llama-3-8b", "--context", "8192", "--gpu", "rtx-4090")
+    assert code == 0 and "engine" not in out.splitlines()[0] and "serving" not in out
+
+
+def test_a_hybrid_models_groups_share_one_block_pool() -> None:
+    # gpt-oss: 24 layers, half sliding (window 128), half full: 2 groups of 12 layers; get_num_blocks:
+    # available // page // 12, and g = 12 pool tensors of num_blocks pages, each shared by one layer of each group
+    p = _plan("gpt-oss-20b", gpu=L4)
+    page = 16 * 2 * 8 * 64 * 2
+    pool = p.estimate.term("kv_cache/pool").bytes
+    blocks = pool // (page * 12)
+    assert pool == blocks * page * 12 and pool <= p.budget  # type: ignore[operator]
+    assert p.kv_tokens == blocks // 2 * 16  # "GPU KV cache size": num_blocks // groups x block_size
+    # get_max_concurrency_for_kv_cache_config: a 131,072-token request takes cdiv(131072, 16) blocks in the full
+    # group and cdiv(min(128 - 1 + 2048, 131072), 16) + 1 in the sliding group
+    assert p.concurrency == pytest.approx(blocks / (8192 + 136 + 1))
+
+
+def test_mla_caches_the_latent_on_every_rank() -> None:
+    # MLAAttentionSpec: one latent of kv_lora_rank 512 + rope 64 per token and layer, replicated on every tp rank
+    one, two = _plan("deepseek-v2-lite"), _plan("deepseek-v2-lite", tp=2)
+    assert one.kv_bytes_per_token == two.kv_bytes_per_token == (512 + 64) * 2 * 27
+    # profile forward (DeepseekV2MLAAttention): q of 16 heads x (128 + 64), the latent 512 + 64, out 16 x 128;
+    # the MoE layer (fused_experts): 64 experts, top 6 of i 1408, a shared expert
+    h, att = 2048, 2 * 2048 + 16 * (128 + 64) + 512 + 64 + 16 * 128
+    moe = 2 * h + 64 + 6 * (max(2 * 1408, h) + 1408) + h + h
+    assert att < moe  # the MLP (MoE) layer is the larger live set
+    forward = 8192 * 2 * moe
+    sampler = 1024 * 102_400 * (2 + 26) + 8192 * h * 2
+    assert one.estimate.term("activations/profile_peak").bytes == max(forward, sampler)
+
+
+def test_moe_forward_live_set_by_hand() -> None:
+    from vramwise.engines.vllm_terms import forward_live
+
+    # Mixtral: h 4096, 8 experts, top 2 of i 14,336: 2h + E + top_k x (max(2i, h) + i) + out h elements a token
+    width = 2 * 4096 + 8 + 2 * (max(2 * 14336, 4096) + 14336) + 4096
+    assert forward_live(catalog_spec("mixtral-8x7b"), tokens=8192, c=2, tp=1)[0] == 8192 * 2 * width
+    # tp 2 halves the experts' intermediate (tp shards each expert without expert parallelism)
+    width_tp2 = 2 * 4096 + 8 + 2 * (max(14336, 4096) + 7168) + 4096
+    assert forward_live(catalog_spec("mixtral-8x7b"), tokens=8192, c=2, tp=2)[0] == 8192 * 2 * width_tp2
+
+
+def test_the_last_pipeline_stage() -> None:
+    # get_pp_indices: L // pp layers on the last stage; it holds the head (untied in llama-2), not the embeddings
+    full, last = _plan("llama-2-7b"), _plan("llama-2-7b", pp=2)
+    names = {t.name for t in last.estimate.persistent}
+    assert "weights/embeddings" not in names and "weights/head" in names
+    assert last.estimate.term("weights/attention").bytes == full.estimate.term("weights/attention").bytes * 16 // 32
+    assert last.kv_bytes_per_token == full.kv_bytes_per_token // 2  # 16 of 32 layers' KV on this stage
+
+
+def test_figures_as_vllm_logs_them() -> None:
+    from vramwise.engines.vllm import vllm_figures
+
+    p = _plan("llama-3-8b", tp=2)
+    f = vllm_figures(p)
+    assert f["weights"] + f["activation_peak"] + f["non_torch"] + f["available_kv_cache"] == p.budget
+    assert f["non_torch"] == 32 * 9_633_792 + 24 * MIB and f["kv_tokens"] == p.kv_tokens
+    assert vllm_figures(_plan("llama-3-8b", enforce_eager=True))["cuda_graphs"] == 0
+
+
+def test_a_gpu_count_is_tp_times_pp() -> None:
+    r = infer(InferRequest(model="llama-3-8b", gpu="4xh100", options={"engine": "vllm", "pp": 2}))
+    assert (r.setup.tp, r.setup.vllm.pipeline_parallel_size) == (2, 2)
+    with pytest.raises(InvalidLayoutError, match=r"tp\(1\) x pp\(3\) != gpus\(4\)"):
+        infer(InferRequest(model="llama-3-8b", gpu="4xh100", options={"engine": "vllm", "pp": 3, "tp": 1}))
+
+
+def test_cache_flags_vllm_rejects() -> None:
+    # vllm/config/cache.py: BlockSize 1, 8, 16, 32, 64, 128; CacheDType has no fp32 or fp16 beside "auto"
+    with pytest.raises(InvalidWorkloadError, match="vLLM refuses --block-size 5"):
+        _plan("llama-2-7b", kv_block=5)
+    with pytest.raises(InvalidWorkloadError, match="vLLM has no --kv-cache-dtype fp32"):
+        _plan("llama-2-7b", kv_dtype="fp32")
+    assert _plan("llama-2-7b", kv_block=32).kv_tokens % 32 == 0
+
+
+def test_the_v0_engines_words_for_the_same_refusal() -> None:
+    # vllm/worker/worker.py raise_if_cache_size_invalid (V0): num_gpu_blocks x block_size tokens, every layer in
+    # one pool of full length: gemma-2-9b's 42 layers of 16-token pages of 2 x 8 x 256 x 2 B
+    p = _plan("gemma-2-9b", gpu=L4)
+    available = vllm_figures_available(p)
+    tokens = available // (16 * 2 * 8 * 256 * 2 * 42) * 16
+    assert p.refusal_message is not None
+    assert (
+        "The model's max seq len (8192) is larger than the maximum number of tokens that can be stored in KV cache "
+        f"({tokens})." in p.refusal_message
+    )
+
+
+def vllm_figures_available(p) -> int:  # type: ignore[no-untyped-def]
+    from vramwise.engines.vllm import vllm_figures
+
+    return int(vllm_figures(p)["available_kv_cache"])
