@@ -470,3 +470,38 @@ def test_block_types_must_divide_the_head_with_fa_auto() -> None:
     est = plan(spec, InferSetup(), LlamaCppFlags(ctx_size=1024, cache_type_k="q8_0", flash_attn="off"), H100)
     # 32 layers x 2560 / 32 blocks x 34 B x 1024 cells; 2560 % 512 == 0, so no CUDA row padding
     assert est.estimate.term("kv_cache/k").bytes == 32 * (2560 // 32 * Q8_0) * 1024
+
+
+def test_refusals_name_the_allocation_that_fails() -> None:
+    """llama.cpp allocates the model buffer (load_tensors), then the KV buffer (llama_kv_cache ctor), then the
+    compute buffers (llama_context ctor): the first that does not fit stops it, in its own words."""
+    from vramwise.catalog.gpu_spec import Gpu
+    from vramwise.workload.overheads import Overheads
+
+    spec = resolve_model("llama-2-7b")
+    setup = InferSetup(weight_format="q4_0", overheads=Overheads(cuda_context_mib=0))
+    flags = LlamaCppFlags(ctx_size=4096, flash_attn="off")
+    roomy = plan(spec, setup, flags, H100).estimate
+    weights, kv = roomy.bytes_of("weights"), roomy.bytes_of("kv_cache")
+
+    def refusal(size: int) -> str | None:
+        return plan(spec, setup, flags, Gpu(name="g", label="g", memory_bytes=size)).refusal_message
+
+    assert refusal(weights - 1) == "unable to allocate CUDA0 buffer"
+    assert refusal(weights + kv - 1) == "failed to allocate buffer for kv cache"
+    assert refusal(roomy.peak_bytes - 1) == "failed to allocate compute pp buffers"
+    assert refusal(roomy.peak_bytes) is None
+    # a request longer than a sequence's cells: llama-server's words
+    short = plan(spec, InferSetup(weight_format="q4_0", context=5000), flags, H100)
+    assert short.refusal_message == "the request exceeds the available context size, try increasing it"
+    assert short.max_sequences == 0
+
+
+def test_capacity_fields() -> None:
+    spec = resolve_model("llama-2-7b")  # 32 layers, n_embd_k_gqa 4096
+    est = plan(spec, InferSetup(weight_format="q4_0", context=1000), LlamaCppFlags(ctx_size=8192, parallel=4), H100)
+    assert est.kv_bytes_per_token == 32 * (4096 * 2 + 4096 * 2)  # one cell, K and V f16, every layer
+    assert (est.context_len, est.concurrency, est.sequence_tokens, est.max_sequences) == (2048, 4.0, 1000, 4)
+    unified = plan(spec, InferSetup(weight_format="q4_0", context=1000),
+                   LlamaCppFlags(ctx_size=8192, parallel=4, kv_unified=True), H100)
+    assert (unified.context_len, unified.max_sequences) == (8192, 4)  # 8192 // 1000 = 8, capped by -np 4

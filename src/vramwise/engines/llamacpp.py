@@ -75,7 +75,7 @@ from vramwise.estimate.weights import own_format, reads_headers, weight_terms
 from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
 from vramwise.workload.infer import InferSetup
-from vramwise.workload.llamacpp_flags import CACHE_TYPES, LlamaCppFlags, is_quantized
+from vramwise.workload.llamacpp_flags import CACHE_TYPES, LlamaCppFlags, is_quantized, row_bytes
 
 
 def _refuse(spec: ModelSpec, flags: LlamaCppFlags, gpu_count: int) -> None:
@@ -360,8 +360,12 @@ def _plan(
         formula=f"{ctx.n_ctx:,} cells ({flags.cache_type_k}/{flags.cache_type_v}) over every device",
         source=f"{SRC} src/llama-model.cpp create_memory",
     )
-    fits_one = setup.tokens <= ctx.cells
     fits = est.peak_bytes <= gpu.memory_bytes
+    refusal, message = _refusal(est, gpu, ctx, setup)
+    k_row, v_row = kv_rows(spec)
+    per_cell = spec.num_layers * (row_bytes(flags.cache_type_k, k_row) + row_bytes(flags.cache_type_v, v_row))
+    # one stream per sequence: each holds `cells`; a unified cache lets any sequence take what the others leave
+    sequences = ctx.n_ctx // setup.tokens if flags.kv_unified else (flags.parallel if setup.tokens <= ctx.cells else 0)
     return EngineEstimate(
         engine="llama.cpp",
         version=VERSION,
@@ -369,11 +373,39 @@ def _plan(
         budget=gpu.memory_bytes,
         kv_pool=kv_pool,
         kv_tokens=ctx.n_ctx,
-        max_sequences=flags.parallel if fits_one else 0,
+        max_sequences=min(sequences, flags.parallel),
         max_context=(largest_context(spec, setup, flags, gpu, gpu_count) if fits else 0) if search else None,
         host_bytes=sum(t.bytes for t in host),
         notes=tuple(notes),
+        refusal=refusal,
+        refusal_message=message,
+        kv_bytes_per_token=per_cell,
+        context_len=ctx.cells,  # llama.cpp's n_ctx_seq: the cells one sequence can fill
+        concurrency=ctx.n_ctx / ctx.cells,
+        sequence_tokens=setup.tokens,
     )
+
+
+def _refusal(est: Estimate, gpu: Gpu, ctx: Context, setup: InferSetup) -> tuple[str | None, str | None]:
+    """Why llama.cpp would stop, and its own words: the first of its allocations that does not fit the fullest GPU
+    (the model buffer in load_tensors, the KV buffer in the llama_kv_cache ctor, the compute buffers in the
+    llama_context ctor, each a cudaMalloc failing with "out of memory"), or a request longer than a sequence's
+    cells (llama-server refuses the request: "the request exceeds the available context size")."""
+    budget = gpu.memory_bytes
+    weights = est.bytes_of("weights") + est.bytes_of("overhead")
+    kv = est.bytes_of("kv_cache")
+    if weights > budget:
+        return "the weights exceed the GPU", "unable to allocate CUDA0 buffer"
+    if weights + kv > budget:
+        return "the KV cache exceeds the GPU", "failed to allocate buffer for kv cache"
+    if est.peak_bytes > budget:
+        return "the compute buffers exceed the GPU", "failed to allocate compute pp buffers"
+    if setup.tokens > ctx.cells:
+        return (
+            f"a sequence has {ctx.cells:,} cells (-c / -np), fewer than the {setup.tokens:,} tokens asked",
+            "the request exceeds the available context size, try increasing it",
+        )
+    return None, None
 
 
 def _notes(
