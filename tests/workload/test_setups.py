@@ -41,6 +41,11 @@ V1_INFER_DEFAULTS: dict[str, Any] = {
     # issue 13, added within version 1: the engine and vLLM's own flags (workload/engines.py)
     "engine": "hf", "max_model_len": None, "max_num_seqs": None, "max_num_batched_tokens": None,
     "enforce_eager": False, "kv_cache_memory_bytes": None, "pp": 1,
+    # and llama.cpp's (workload/llamacpp_flags.py)
+    "ctx_size": None, "batch_size": 2048, "ubatch_size": 512, "n_gpu_layers": -1, "cache_type_k": "f16",
+    "cache_type_v": "f16", "flash_attn": "auto", "parallel": 1, "tensor_split": (), "split_mode": "layer",
+    "no_mmap": False, "no_kv_offload": False, "kv_unified": False, "swa_full": False, "embeddings": False,
+    "fit_gpu_layers": False,
 }  # fmt: skip
 
 # A non-default value for every flat training field (each one valid together with the rest at their defaults,
@@ -112,7 +117,10 @@ INFER_OTHER: dict[str, Any] = {
     "kv_block": 1, "prefill_chunk": 512, "all_logits": True, "cuda_context_mib": 300, "allocator_fraction": 0.1,
     "gpu_utilization": 0.8, "mode": "textbook", "images": 3, "image_size": "640x480", "engine": "vllm",
     "max_model_len": 4096, "max_num_seqs": 8, "max_num_batched_tokens": 512, "enforce_eager": True,
-    "kv_cache_memory_bytes": 2**30, "pp": 2,
+    "kv_cache_memory_bytes": 2**30, "pp": 2, "ctx_size": 8192, "batch_size": 512, "ubatch_size": 256,
+    "n_gpu_layers": 20, "cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on", "parallel": 4,
+    "tensor_split": (3.0, 1.0), "split_mode": "none", "no_mmap": True, "no_kv_offload": True, "kv_unified": True,
+    "swa_full": True, "embeddings": True, "fit_gpu_layers": True,
 }  # fmt: skip
 
 
@@ -124,7 +132,7 @@ def test_infer_other_values_cover_every_flat_field_but_batch() -> None:
 def test_the_inference_static_key_sees_every_field_but_batch(name: str) -> None:
     """The inference plan is cached on ``static``: a field it missed would share a plan across setups."""
     # vLLM's flags apply with engine vllm only (an hf setup refuses them): compare within that engine
-    base = {"engine": "vllm"} if name in _VLLM_FLAGS else {}
+    base = {"engine": "vllm"} if name in _VLLM_FLAGS else {"engine": "llama.cpp"} if name in _LLAMACPP_FLAGS else {}
     assert InferSetup.from_flat(**base).static != InferSetup.from_flat(**base, **{name: INFER_OTHER[name]}).static
     assert InferSetup(batch=1).static == InferSetup(batch=9).static
 
@@ -132,6 +140,19 @@ def test_the_inference_static_key_sees_every_field_but_batch(name: str) -> None:
 _VLLM_FLAGS = (
     "max_model_len", "max_num_seqs", "max_num_batched_tokens", "enforce_eager", "kv_cache_memory_bytes", "pp",
 )
+
+
+_LLAMACPP_FLAGS = (
+    "ctx_size", "batch_size", "ubatch_size", "n_gpu_layers", "cache_type_k", "cache_type_v", "flash_attn", "parallel",
+    "tensor_split", "split_mode", "no_mmap", "no_kv_offload", "kv_unified", "swa_full", "embeddings",
+    "fit_gpu_layers",
+)  # fmt: skip
+
+
+def test_a_llamacpp_flag_with_another_engine_is_refused() -> None:
+    for name in _LLAMACPP_FLAGS:
+        with pytest.raises(InvalidWorkloadError, match=f"{name} is a flag of llama.cpp, not of engine hf"):
+            InferSetup.from_flat(**{name: INFER_OTHER[name]})
 
 
 def test_an_engine_flag_with_another_engine_is_refused() -> None:

@@ -23,11 +23,16 @@ if TYPE_CHECKING:
 # engine -> "module:function" of its plan: f(spec, setup, gpu) -> EngineEstimate. One line per engine.
 PLANS: dict[Engine, str] = {
     Engine.VLLM: "vramwise.engines.vllm:vllm_plan",
+    Engine.LLAMA_CPP: "vramwise.engines.llamacpp:llamacpp_plan",
 }
+# Engines that place the model over the counted GPUs themselves (llama.cpp's layer split, not tensor parallelism):
+# their plan also takes the --gpu count, f(spec, setup, gpu, count).
+OVER_GPUS: frozenset[Engine] = frozenset({Engine.LLAMA_CPP})
 
 
-def engine_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
-    """The memory plan of ``setup.engine`` for this model on one GPU of this kind (one tp/pp rank)."""
+def engine_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu, count: int = 1) -> EngineEstimate:
+    """The memory plan of ``setup.engine`` for this model on one GPU of this kind (one tp/pp rank); an engine in
+    ``OVER_GPUS`` plans all ``count`` GPUs and shows the fullest."""
     target = PLANS.get(setup.engine)
     if target is None:
         built = ", ".join(["hf", *PLANS])
@@ -36,7 +41,7 @@ def engine_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         )
     module, function = target.split(":")
     plan = getattr(importlib.import_module(module), function)
-    result: EngineEstimate = plan(spec, setup, gpu)
+    result: EngineEstimate = plan(spec, setup, gpu, count) if setup.engine in OVER_GPUS else plan(spec, setup, gpu)
     return result
 
 

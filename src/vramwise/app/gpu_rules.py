@@ -57,7 +57,11 @@ def infer_options(choice: GpuChoice | None, options: Mapping[str, Any], default_
         return opts, ()
     notes: list[str] = []
     pp = opts.get("pp") or 1  # vLLM's pipeline stages (--engine vllm): the GPUs are tp x pp
-    if choice.counted and pp > 1:
+    if choice.counted and opts.get("engine") == "llama.cpp":  # no tensor parallelism: layers split over the GPUs
+        if choice.count > 1:
+            notes.append(f"--gpu {choice.text}: llama.cpp splits the layers over the {choice.count} GPUs (-sm layer); "
+                         "the memory shown is the fullest GPU's")
+    elif choice.counted and pp > 1:
         _check_tp_pp(choice, opts, pp)
     elif choice.counted:
         tp = opts.get("tp")

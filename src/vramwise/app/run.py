@@ -100,7 +100,7 @@ def _serve(model: Model, setup: InferSetup, choice: GpuChoice | None, gpu_notes:
                                    field="images")
     if not isinstance(model, ModelSpec):
         raise InvalidWorkloadError(f"{flag} needs the architecture: name a catalog model or a config.json")
-    plan = engine_plan(model, setup, choice.gpu)
+    plan = engine_plan(model, setup, choice.gpu, choice.count)
     est = replace(plan.estimate, notes=plan.estimate.notes + gpu_notes) if gpu_notes else plan.estimate
     plan = replace(plan, estimate=est)
     return InferResult(

@@ -43,6 +43,21 @@ INFER_FIELDS = {
     "enforce_eager": "enforce_eager",
     "kv_cache_memory": "kv_cache_memory_bytes",
     "pp": "pp",
+    "ctx_size": "ctx_size",
+    "batch_size": "batch_size",
+    "ubatch_size": "ubatch_size",
+    "n_gpu_layers": "n_gpu_layers",
+    "cache_type_k": "cache_type_k",
+    "cache_type_v": "cache_type_v",
+    "flash_attn": "flash_attn",
+    "parallel": "parallel",
+    "tensor_split": "tensor_split",
+    "split_mode": "split_mode",
+    "no_mmap": "no_mmap",
+    "no_kv_offload": "no_kv_offload",
+    "kv_unified": "kv_unified",
+    "swa_full": "swa_full",
+    "embeddings": "embeddings",
 }
 # option name -> TrainSetup field
 TRAIN_FIELDS = {

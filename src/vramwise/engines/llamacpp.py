@@ -360,7 +360,6 @@ def _plan(
         formula=f"{ctx.n_ctx:,} cells ({flags.cache_type_k}/{flags.cache_type_v}) over every device",
         source=f"{SRC} src/llama-model.cpp create_memory",
     )
-    fits = est.peak_bytes <= gpu.memory_bytes
     refusal, message = _refusal(est, gpu, ctx, setup)
     k_row, v_row = kv_rows(spec)
     per_cell = spec.num_layers * (row_bytes(flags.cache_type_k, k_row) + row_bytes(flags.cache_type_v, v_row))
@@ -374,7 +373,7 @@ def _plan(
         kv_pool=kv_pool,
         kv_tokens=ctx.n_ctx,
         max_sequences=min(sequences, flags.parallel),
-        max_context=(largest_context(spec, setup, flags, gpu, gpu_count) if fits else 0) if search else None,
+        max_context=largest_context(spec, setup, flags, gpu, gpu_count) if search else None,
         host_bytes=sum(t.bytes for t in host),
         notes=tuple(notes),
         refusal=refusal,

@@ -11,6 +11,7 @@ from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
 from vramwise.workload.checks import coerce, non_negative, pixels_text, positive, real, show
 from vramwise.workload.engines import Engine, VllmFlags, foreign_flag
 from vramwise.workload.flat import FlatNames
+from vramwise.workload.llamacpp_flags import LlamaCppFlags
 from vramwise.workload.options import AttentionImpl, KvDtype, Mode
 from vramwise.workload.overheads import Overheads
 from vramwise.workload.static import static_key
@@ -42,6 +43,7 @@ class InferSetup:
     image_size: str | None = None  # WIDTHxHEIGHT of each image in pixels; None: each family's stated default
     engine: Engine = Engine.HF  # whose memory plan: hf (transformers generate) or a serving engine (engines/)
     vllm: VllmFlags = field(default_factory=VllmFlags)  # vLLM's own flags; refused with another engine
+    llamacpp: LlamaCppFlags = field(default_factory=LlamaCppFlags)  # llama.cpp's flags; refused elsewhere
 
     def __post_init__(self) -> None:
         positive("batch", self.batch)
@@ -105,7 +107,7 @@ class InferSetup:
 # Flat name -> (group, attribute), in schema v1's order ('' = a field of InferSetup itself).
 _FLAT = FlatNames(
     owner="InferSetup",
-    groups={"overheads": Overheads, "vllm": VllmFlags},
+    groups={"overheads": Overheads, "vllm": VllmFlags, "llamacpp": LlamaCppFlags},
     names={
         "batch": ("", "batch"),
         "context": ("", "context"),
@@ -130,5 +132,21 @@ _FLAT = FlatNames(
         "enforce_eager": ("vllm", "enforce_eager"),
         "kv_cache_memory_bytes": ("vllm", "kv_cache_memory_bytes"),
         "pp": ("vllm", "pipeline_parallel_size"),
+        "ctx_size": ("llamacpp", "ctx_size"),
+        "batch_size": ("llamacpp", "batch_size"),
+        "ubatch_size": ("llamacpp", "ubatch_size"),
+        "n_gpu_layers": ("llamacpp", "n_gpu_layers"),
+        "cache_type_k": ("llamacpp", "cache_type_k"),
+        "cache_type_v": ("llamacpp", "cache_type_v"),
+        "flash_attn": ("llamacpp", "flash_attn"),
+        "parallel": ("llamacpp", "parallel"),
+        "tensor_split": ("llamacpp", "tensor_split"),
+        "split_mode": ("llamacpp", "split_mode"),
+        "no_mmap": ("llamacpp", "no_mmap"),
+        "no_kv_offload": ("llamacpp", "no_kv_offload"),
+        "kv_unified": ("llamacpp", "kv_unified"),
+        "swa_full": ("llamacpp", "swa_full"),
+        "embeddings": ("llamacpp", "embeddings"),
+        "fit_gpu_layers": ("llamacpp", "fit_gpu_layers"),
     },
 )

@@ -98,6 +98,8 @@ class LlamaCppFlags:
                 )
         _choice("flash_attn", self.flash_attn, FLASH_ATTN, "-fa/--flash-attn")
         _choice("split_mode", self.split_mode, SPLIT_MODES, "-sm/--split-mode")
+        if isinstance(self.tensor_split, str):  # the command line's text, "3,1"
+            object.__setattr__(self, "tensor_split", parse_tensor_split(self.tensor_split))
         if any(not isinstance(x, int | float) or x < 0 for x in self.tensor_split) or (
             self.tensor_split and not sum(self.tensor_split) > 0
         ):
