@@ -216,7 +216,7 @@ INFER_SETUP_KEYS = [
     "image_size", "engine", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "enforce_eager",
     "kv_cache_memory_bytes", "pp", "ctx_size", "batch_size", "ubatch_size", "n_gpu_layers", "cache_type_k",
     "cache_type_v", "flash_attn", "parallel", "tensor_split", "split_mode", "no_mmap", "no_kv_offload", "kv_unified",
-    "swa_full", "embeddings", "fit_gpu_layers",
+    "swa_full", "embeddings", "fit_gpu_layers", "ollama",
 ]
 TRAIN_SETUP_KEYS = [
     "batch", "seq", "grad_accum", "precision", "grad_dtype", "optimizer", "optimizer_impl", "peft", "lora_r",

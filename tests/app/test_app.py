@@ -185,7 +185,7 @@ def test_fit_infer_takes_the_kv_options() -> None:
 LLAMA_CPP = (
     " -c --ctx-size --batch-size -ub --ubatch-size -ngl --n-gpu-layers --gpu-layers -ctk --cache-type-k"
     " -ctv --cache-type-v -fa --flash-attn -np --parallel -ts --tensor-split -sm --split-mode --no-mmap"
-    " -nkvo --no-kv-offload -kvu --kv-unified --swa-full --embeddings"
+    " -nkvo --no-kv-offload -kvu --kv-unified --swa-full --embeddings --ollama"
 )
 FROZEN = {
     "infer": "--all-logits --allocator-fraction --attention --batch --context --cuda-context --explain --format "

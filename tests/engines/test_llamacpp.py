@@ -505,3 +505,20 @@ def test_capacity_fields() -> None:
     unified = plan(spec, InferSetup(weight_format="q4_0", context=1000),
                    LlamaCppFlags(ctx_size=8192, parallel=4, kv_unified=True), H100)
     assert (unified.context_len, unified.max_sequences) == (8192, 4)  # 8192 // 1000 = 8, capped by -np 4
+
+
+def test_ollama_switch_derives_the_runner_flags() -> None:
+    """--ollama: -c per sequence becomes num_ctx x OLLAMA_NUM_PARALLEL, num_batch 512 (so -ub 512), -fa off unless
+    on (OLLAMA_FLASH_ATTENTION), the KV type only with flash attention, and the layers fitted (num_gpu -1)."""
+    from vramwise.catalog.gpu_spec import Gpu
+    from vramwise.engines.llamacpp import llamacpp_plan
+
+    spec = resolve_model("llama-3-8b")
+    setup = InferSetup(weight_format="q4_k_m", context=8192)
+    object.__setattr__(setup, "llamacpp", LlamaCppFlags(ollama=True, cache_type_k="q8_0"))
+    est = llamacpp_plan(spec, setup, Gpu(name="6GiB", label="6GiB", memory_bytes=6 * 2**30))
+    notes = " ".join(est.notes)
+    assert "num_ctx 8,192 x 1 parallel, num_batch 512, flash attention off, KV f16" in notes
+    assert est.kv_tokens == 8192  # GGML_PAD(8192, 32): -fa off pads to 32
+    layers = int(notes.split(" of 33: the most layers that fit")[0].rsplit("-ngl ", 1)[1])
+    assert 0 < layers < 33 and est.estimate.peak_bytes <= 6 * 2**30

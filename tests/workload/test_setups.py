@@ -45,7 +45,7 @@ V1_INFER_DEFAULTS: dict[str, Any] = {
     "ctx_size": None, "batch_size": 2048, "ubatch_size": 512, "n_gpu_layers": -1, "cache_type_k": "f16",
     "cache_type_v": "f16", "flash_attn": "auto", "parallel": 1, "tensor_split": (), "split_mode": "layer",
     "no_mmap": False, "no_kv_offload": False, "kv_unified": False, "swa_full": False, "embeddings": False,
-    "fit_gpu_layers": False,
+    "fit_gpu_layers": False, "ollama": False,
 }  # fmt: skip
 
 # A non-default value for every flat training field (each one valid together with the rest at their defaults,
@@ -120,7 +120,7 @@ INFER_OTHER: dict[str, Any] = {
     "kv_cache_memory_bytes": 2**30, "pp": 2, "ctx_size": 8192, "batch_size": 512, "ubatch_size": 256,
     "n_gpu_layers": 20, "cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on", "parallel": 4,
     "tensor_split": (3.0, 1.0), "split_mode": "none", "no_mmap": True, "no_kv_offload": True, "kv_unified": True,
-    "swa_full": True, "embeddings": True, "fit_gpu_layers": True,
+    "swa_full": True, "embeddings": True, "fit_gpu_layers": True, "ollama": True,
 }  # fmt: skip
 
 
@@ -145,7 +145,7 @@ _VLLM_FLAGS = (
 _LLAMACPP_FLAGS = (
     "ctx_size", "batch_size", "ubatch_size", "n_gpu_layers", "cache_type_k", "cache_type_v", "flash_attn", "parallel",
     "tensor_split", "split_mode", "no_mmap", "no_kv_offload", "kv_unified", "swa_full", "embeddings",
-    "fit_gpu_layers",
+    "fit_gpu_layers", "ollama",
 )  # fmt: skip
 
 

@@ -58,6 +58,7 @@ INFER_FIELDS = {
     "kv_unified": "kv_unified",
     "swa_full": "swa_full",
     "embeddings": "embeddings",
+    "ollama": "ollama",
 }
 # option name -> TrainSetup field
 TRAIN_FIELDS = {

@@ -174,6 +174,9 @@ OPTIONS: tuple[Option, ...] = (
            help="llama.cpp: full-size cache for sliding-window layers"),
     Option(name="embeddings", flags=("--embeddings",), commands=INF,
            help="llama.cpp: the output buffer keeps embeddings too"),
+    Option(name="ollama", flags=("--ollama",), commands=INF,
+           help="llama.cpp as Ollama 0.12.10 runs it: -c per sequence as num_ctx, num_batch 512, -fa off unless "
+                "given, the layers fitted to the GPU unless -ngl"),
     # --- training only
     Option(name="grad_accum", flags=("--grad-accum",), type=int, commands=TRN,
            help="micro-batches per step (pipeline micro-batches; default {train.grad_accum})"),

@@ -75,7 +75,7 @@ from vramwise.estimate.weights import own_format, reads_headers, weight_terms
 from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
 from vramwise.workload.infer import InferSetup
-from vramwise.workload.llamacpp_flags import CACHE_TYPES, LlamaCppFlags, is_quantized, row_bytes
+from vramwise.workload.llamacpp_flags import CACHE_TYPES, LlamaCppFlags, is_quantized, ollama_flags, row_bytes
 
 
 def _refuse(spec: ModelSpec, flags: LlamaCppFlags, gpu_count: int) -> None:
@@ -431,10 +431,11 @@ def _notes(
         )
         notes.append(f"split mode {flags.split_mode}: {per}; the table shows the fullest GPU")
     if cpu.layers or cpu.output:
+        on_cpu = [f"{len(cpu.layers)} layers"] if cpu.layers else []
+        on_cpu += ["the output layer"] if cpu.output else []
         notes.append(
-            f"-ngl {flags.n_gpu_layers}: {len(cpu.layers)} layers{' and the output' if cpu.output else ''} run on "
-            "the CPU; ggml's op offload may copy their weights to the GPU per batch, and their attention scores are "
-            "computed in host RAM (neither is modelled)"
+            f"-ngl {flags.n_gpu_layers}: {' and '.join(on_cpu)} on the CPU; ggml's op offload may copy their weights "
+            "to the GPU per batch, and the CPU computes their part of the graph in host RAM (neither is modelled)"
         )
     notes.append(
         "compute buffers: the dominant tensors of the reserved prompt graph (attention scores or feed-forward, "
@@ -463,7 +464,36 @@ def llamacpp_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu, count: int = 1) 
                 allowed=f"-np {setup.batch}, or --batch 1",
             )
         flags = replace(flags, parallel=setup.batch)
+    if flags.ollama:
+        return _as_ollama(spec, setup, flags, gpu, count)
     return plan(spec, setup, flags, gpu, count)
+
+
+def _as_ollama(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu: Gpu, count: int) -> EngineEstimate:
+    """``--ollama``: the flags Ollama 0.12.10's runner passes to llama.cpp for the same request (ollama_flags),
+    the layer count fitted as num_gpu -1 does unless -ngl is given."""
+    n_seq = flags.parallel
+    if flags.ctx_size == 0:
+        per_seq = spec.max_position_embeddings or setup.tokens
+    else:
+        per_seq = (flags.ctx_size or setup.tokens * n_seq) // n_seq
+    derived = ollama_flags(
+        num_ctx=per_seq,
+        num_parallel=n_seq,
+        flash_attention=flags.flash_attn == "on",
+        kv_cache_type=flags.cache_type_k,
+        num_gpu=flags.n_gpu_layers,
+    )
+    derived = replace(derived, tensor_split=flags.tensor_split, no_mmap=flags.no_mmap)
+    result = plan(spec, setup, derived, gpu, count)
+    note = (
+        f"--ollama: Ollama 0.12.10's runner flags: num_ctx {per_seq:,} x {n_seq} parallel, num_batch "
+        f"{derived.batch_size}, flash attention {derived.flash_attn}, KV {derived.cache_type_k} (llm/server.go "
+        "NewLlamaServer; a quantized KV type needs OLLAMA_FLASH_ATTENTION, -fa on), swa_full and embeddings on "
+        "(llama/llama.go NewContextParams)"
+    )
+    est = replace(result.estimate, notes=(*result.estimate.notes, note))
+    return replace(result, estimate=est, notes=(*result.notes, note))
 
 
 # InferSetup fields llama.cpp has no use for, or spells as its own flag: set away from their default, refused in one

@@ -148,5 +148,6 @@ _FLAT = FlatNames(
         "swa_full": ("llamacpp", "swa_full"),
         "embeddings": ("llamacpp", "embeddings"),
         "fit_gpu_layers": ("llamacpp", "fit_gpu_layers"),
+        "ollama": ("llamacpp", "ollama"),
     },
 )

@@ -79,6 +79,9 @@ class LlamaCppFlags:
     # Ollama's num_gpu -1: the most layers that fit the GPU(s) (llm/memory.go estimateGPULayers), not llama.cpp's
     # 999; the plan fits them with its own bytes (engines/llamacpp.py fit_gpu_layers)
     fit_gpu_layers: bool = False
+    # --ollama: the flags Ollama's runner derives from these (ollama_flags): -c per sequence as num_ctx, -np as
+    # OLLAMA_NUM_PARALLEL, -fa on as OLLAMA_FLASH_ATTENTION, -ctk as OLLAMA_KV_CACHE_TYPE, -ngl as num_gpu
+    ollama: bool = False
 
     def __post_init__(self) -> None:
         if self.ctx_size is not None:
@@ -108,7 +111,7 @@ class LlamaCppFlags:
                 field="tensor_split",
                 allowed="comma-separated non-negative numbers, e.g. 3,1",
             )
-        for name in ("no_mmap", "no_kv_offload", "kv_unified", "swa_full", "embeddings", "fit_gpu_layers"):
+        for name in ("no_mmap", "no_kv_offload", "kv_unified", "swa_full", "embeddings", "fit_gpu_layers", "ollama"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidWorkloadError(f"{name} must be True or False", field=name, allowed="true, false")
 
