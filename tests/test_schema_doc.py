@@ -214,7 +214,10 @@ INFER_SETUP_KEYS = [
     "batch", "context", "new_tokens", "weight_format", "kv_dtype", "attention", "tp", "kv_block", "prefill_chunk",
     "all_logits", "cuda_context_mib", "allocator_fraction", "gpu_utilization", "mode", "images",
     "image_size", "engine", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "enforce_eager",
-    "kv_cache_memory_bytes", "pp", "ctx_size", "batch_size", "ubatch_size", "n_gpu_layers", "cache_type_k",
+    "kv_cache_memory_bytes", "pp", "mem_fraction_static", "chunked_prefill_size", "cuda_graph_max_bs",
+    "max_running_requests", "max_total_tokens", "context_length", "page_size", "disable_cuda_graph",
+    "max_prefill_tokens", "sglang_version", "device_map", "max_memory",
+    "ctx_size", "batch_size", "ubatch_size", "n_gpu_layers", "cache_type_k",
     "cache_type_v", "flash_attn", "parallel", "tensor_split", "split_mode", "no_mmap", "no_kv_offload", "kv_unified",
     "swa_full", "embeddings", "fit_gpu_layers", "ollama",
 ]

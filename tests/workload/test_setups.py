@@ -41,6 +41,11 @@ V1_INFER_DEFAULTS: dict[str, Any] = {
     # issue 13, added within version 1: the engine and vLLM's own flags (workload/engines.py)
     "engine": "hf", "max_model_len": None, "max_num_seqs": None, "max_num_batched_tokens": None,
     "enforce_eager": False, "kv_cache_memory_bytes": None, "pp": 1,
+    # SGLang's server arguments and transformers' device_map (workload/sglang_flags.py, workload/hf_flags.py)
+    "mem_fraction_static": None, "chunked_prefill_size": None, "cuda_graph_max_bs": None,
+    "max_running_requests": None, "max_total_tokens": None, "context_length": None, "page_size": 1,
+    "disable_cuda_graph": False, "max_prefill_tokens": 16384, "sglang_version": "0.5", "device_map": None,
+    "max_memory": None,
     # and llama.cpp's (workload/llamacpp_flags.py)
     "ctx_size": None, "batch_size": 2048, "ubatch_size": 512, "n_gpu_layers": -1, "cache_type_k": "f16",
     "cache_type_v": "f16", "flash_attn": "auto", "parallel": 1, "tensor_split": (), "split_mode": "layer",
@@ -117,7 +122,11 @@ INFER_OTHER: dict[str, Any] = {
     "kv_block": 1, "prefill_chunk": 512, "all_logits": True, "cuda_context_mib": 300, "allocator_fraction": 0.1,
     "gpu_utilization": 0.8, "mode": "textbook", "images": 3, "image_size": "640x480", "engine": "vllm",
     "max_model_len": 4096, "max_num_seqs": 8, "max_num_batched_tokens": 512, "enforce_eager": True,
-    "kv_cache_memory_bytes": 2**30, "pp": 2, "ctx_size": 8192, "batch_size": 512, "ubatch_size": 256,
+    "kv_cache_memory_bytes": 2**30, "pp": 2, "mem_fraction_static": 0.8, "chunked_prefill_size": 4096,
+    "cuda_graph_max_bs": 64, "max_running_requests": 32, "max_total_tokens": 100_000, "context_length": 8192,
+    "page_size": 16, "disable_cuda_graph": True, "max_prefill_tokens": 8192, "sglang_version": "0.4",
+    "device_map": "balanced", "max_memory": (2**30, 2**31),
+    "ctx_size": 8192, "batch_size": 512, "ubatch_size": 256,
     "n_gpu_layers": 20, "cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on", "parallel": 4,
     "tensor_split": (3.0, 1.0), "split_mode": "none", "no_mmap": True, "no_kv_offload": True, "kv_unified": True,
     "swa_full": True, "embeddings": True, "fit_gpu_layers": True, "ollama": True,
@@ -132,11 +141,21 @@ def test_infer_other_values_cover_every_flat_field_but_batch() -> None:
 def test_the_inference_static_key_sees_every_field_but_batch(name: str) -> None:
     """The inference plan is cached on ``static``: a field it missed would share a plan across setups."""
     # vLLM's flags apply with engine vllm only (an hf setup refuses them): compare within that engine
-    base = {"engine": "vllm"} if name in _VLLM_FLAGS else {"engine": "llama.cpp"} if name in _LLAMACPP_FLAGS else {}
+    base: dict[str, Any] = {"engine": "vllm"} if name in _VLLM_FLAGS else {}
+    if name in _SGLANG_FLAGS:
+        base = {"engine": "sglang"}
+    if name == "max_memory":  # accelerate's caps need a device_map
+        base = {"device_map": "auto"}
+    if name in _LLAMACPP_FLAGS:
+        base = {"engine": "llama.cpp"}
     assert InferSetup.from_flat(**base).static != InferSetup.from_flat(**base, **{name: INFER_OTHER[name]}).static
     assert InferSetup(batch=1).static == InferSetup(batch=9).static
 
 
+_SGLANG_FLAGS = (
+    "mem_fraction_static", "chunked_prefill_size", "cuda_graph_max_bs", "max_running_requests", "max_total_tokens",
+    "context_length", "page_size", "disable_cuda_graph", "max_prefill_tokens", "sglang_version",
+)
 _VLLM_FLAGS = (
     "max_model_len", "max_num_seqs", "max_num_batched_tokens", "enforce_eager", "kv_cache_memory_bytes", "pp",
 )

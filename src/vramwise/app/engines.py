@@ -23,16 +23,17 @@ if TYPE_CHECKING:
 # engine -> "module:function" of its plan: f(spec, setup, gpu) -> EngineEstimate. One line per engine.
 PLANS: dict[Engine, str] = {
     Engine.VLLM: "vramwise.engines.vllm:vllm_plan",
+    Engine.SGLANG: "vramwise.engines.sglang:sglang_plan",
+    Engine.HF: "vramwise.engines.hf:hf_plan",  # with --device-map; plain hf is the inference estimate
     Engine.LLAMA_CPP: "vramwise.engines.llamacpp:llamacpp_plan",
 }
-# Engines that place the model over the counted GPUs themselves (llama.cpp's layer split, not tensor parallelism):
-# their plan also takes the --gpu count, f(spec, setup, gpu, count).
-OVER_GPUS: frozenset[Engine] = frozenset({Engine.LLAMA_CPP})
+# Plans that need how many GPUs there are (accelerate spreads layers over them; SGLang checks tp against them;
+# llama.cpp splits its layers over them, -sm layer).
+_COUNTED = (Engine.SGLANG, Engine.HF, Engine.LLAMA_CPP)
 
 
 def engine_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu, count: int = 1) -> EngineEstimate:
-    """The memory plan of ``setup.engine`` for this model on one GPU of this kind (one tp/pp rank); an engine in
-    ``OVER_GPUS`` plans all ``count`` GPUs and shows the fullest."""
+    """The memory plan of ``setup.engine`` for this model on one GPU of this kind (one tp/pp rank)."""
     target = PLANS.get(setup.engine)
     if target is None:
         built = ", ".join(["hf", *PLANS])
@@ -41,7 +42,7 @@ def engine_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu, count: int = 1) ->
         )
     module, function = target.split(":")
     plan = getattr(importlib.import_module(module), function)
-    result: EngineEstimate = plan(spec, setup, gpu, count) if setup.engine in OVER_GPUS else plan(spec, setup, gpu)
+    result: EngineEstimate = plan(spec, setup, gpu, count) if setup.engine in _COUNTED else plan(spec, setup, gpu)
     return result
 
 
@@ -56,4 +57,9 @@ def hf_only(setup: InferSetup, command: str) -> None:
         raise InapplicableOptionError(
             f"--engine {setup.engine} applies to `vramwise infer`; {command} models transformers (--engine hf)",
             field="engine",
+        )
+    if setup.hf.device_map is not None:
+        raise InapplicableOptionError(
+            f"--device-map applies to `vramwise infer`; {command} models the whole model on each GPU",
+            field="device_map",
         )

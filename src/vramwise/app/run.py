@@ -67,7 +67,7 @@ def infer(req: InferRequest) -> InferResult:
     setup = infer_setup(options, model)
     check_format(model, setup)
     gpu = choice.gpu if choice else None
-    if setup.engine != "hf":
+    if setup.engine != "hf" or setup.hf.device_map is not None:  # a device_map is the hf engine's own plan
         return _serve(model, setup, choice, gpu_notes)
     if setup.images and setup.mode == "textbook":
         raise InvalidWorkloadError(
@@ -89,6 +89,9 @@ def _serve(model: Model, setup: InferSetup, choice: GpuChoice | None, gpu_notes:
     from vramwise.app.engines import engine_plan, engine_verdict
 
     flag = f"--engine {setup.engine}"
+    if choice is None and setup.engine == "hf":  # the hf engine's plan is the device_map split
+        raise InvalidWorkloadError("--device-map needs --gpu (the GPUs accelerate spreads the layers over)",
+                                   field="gpu")
     if choice is None:
         raise InvalidWorkloadError(f"{flag} needs --gpu (the GPU whose memory the engine sizes its KV pool from)",
                                    field="gpu")
@@ -109,7 +112,7 @@ def _serve(model: Model, setup: InferSetup, choice: GpuChoice | None, gpu_notes:
         estimate=est,
         gpu=choice.gpu,
         verdict=engine_verdict(plan, choice.gpu, choice.count),
-        capacity=_capacity(plan),
+        capacity=None if plan.engine == "hf" else _capacity(plan),  # hf has no pool: no capacity line
         engine=plan,
     )
 

@@ -34,3 +34,6 @@ class EngineEstimate:
     context_len: int | None = None  # the context the engine is set up for (vLLM max_model_len, llama.cpp n_ctx)
     concurrency: float | None = None  # sequences of context_len the pool holds (vLLM: "Maximum concurrency")
     sequence_tokens: int = 0  # tokens per sequence that max_sequences counts (s + n)
+    # every GPU's own estimate where the GPUs differ (hf device_map: whole layers per GPU); ``estimate`` is then
+    # the one that peaks highest, which decides the verdict. Empty where every GPU holds the same (tp ranks).
+    per_gpu: tuple[Estimate, ...] = ()

@@ -101,6 +101,8 @@ def to_dict(
 
 def _capacity(capacity: Capacity | None, engine: EngineEstimate | None) -> dict[str, Any] | None:
     """The serving capacity: a serving engine's plan's pool (the same numbers its table line shows)."""
+    if engine is not None and engine.per_gpu and engine.kv_pool is None:
+        return None  # hf device_map: no pool, no capacity (engine.per_gpu_peak_bytes says what each GPU holds)
     if engine is not None:
         pool = engine.kv_pool
         return {
@@ -124,7 +126,8 @@ def _capacity(capacity: Capacity | None, engine: EngineEstimate | None) -> dict[
 
 
 def _engine(engine: EngineEstimate) -> dict[str, Any]:
-    return {
+    per_gpu = {"per_gpu_peak_bytes": [e.peak_bytes for e in engine.per_gpu]} if engine.per_gpu else {}
+    return per_gpu | {
         "name": engine.engine,
         "version": engine.version,
         "budget": engine.budget,

@@ -77,6 +77,9 @@ def _verdict_lines(verdict: Verdict, unit: Unit, explain: bool) -> list[str]:
 def _engine_lines(engine: EngineEstimate, unit: Unit, explain: bool) -> list[str]:
     """The serving line of an engine's plan: its pool and concurrency, or the engine's own refusal (never both)."""
     name = f"{engine.engine} {engine.version}"
+    if engine.kv_pool is None and engine.refusal is None and engine.per_gpu:  # hf device_map: no pool, per GPU
+        peaks = ", ".join(f"GPU {i} {fmt(e.peak_bytes, unit)}" for i, e in enumerate(engine.per_gpu))
+        return [f"engine ({name}): whole layers per GPU; peak per GPU: {peaks}"]
     if engine.refusal is not None:
         lines = [f"serving ({name}): none, the engine refuses to start: {engine.refusal_message or engine.refusal}"]
     else:

@@ -136,6 +136,10 @@ class ImplTraits:
     # live set, estimate/workspace.py). Source: GPTBigCodeBlock.forward keeps ``attn_output`` as a local
     # after ``hidden_states = attn_output + residual`` (traced: tests/estimate/test_infer_vs_trace.py).
     mlp_sees_attention_output: bool = False
+    # A serving engine keys this on the architecture, not on the config's numbers: SGLang gives the sliding-window
+    # layers a pool of their own, smaller than the full layers' (python/sglang/srt/configs/model_config.py
+    # is_hybrid_swa_model: GptOssForCausalLM, Llama4ForConditionalGeneration, MiMo-V2, Step3p5; engines/sglang.py).
+    sglang_hybrid_swa: bool = False
 
     @property
     def rotary(self) -> bool:

@@ -11,9 +11,11 @@ from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
 from vramwise.workload.checks import coerce, non_negative, pixels_text, positive, real, show
 from vramwise.workload.engines import Engine, VllmFlags, foreign_flag
 from vramwise.workload.flat import FlatNames
+from vramwise.workload.hf_flags import HfFlags
 from vramwise.workload.llamacpp_flags import LlamaCppFlags
 from vramwise.workload.options import AttentionImpl, KvDtype, Mode
 from vramwise.workload.overheads import Overheads
+from vramwise.workload.sglang_flags import SglangFlags
 from vramwise.workload.static import static_key
 
 
@@ -43,6 +45,8 @@ class InferSetup:
     image_size: str | None = None  # WIDTHxHEIGHT of each image in pixels; None: each family's stated default
     engine: Engine = Engine.HF  # whose memory plan: hf (transformers generate) or a serving engine (engines/)
     vllm: VllmFlags = field(default_factory=VllmFlags)  # vLLM's own flags; refused with another engine
+    sglang: SglangFlags = field(default_factory=SglangFlags)  # SGLang's server arguments (engines/sglang.py)
+    hf: HfFlags = field(default_factory=HfFlags)  # from_pretrained's device_map and max_memory (engines/hf.py)
     llamacpp: LlamaCppFlags = field(default_factory=LlamaCppFlags)  # llama.cpp's flags; refused elsewhere
 
     def __post_init__(self) -> None:
@@ -107,7 +111,7 @@ class InferSetup:
 # Flat name -> (group, attribute), in schema v1's order ('' = a field of InferSetup itself).
 _FLAT = FlatNames(
     owner="InferSetup",
-    groups={"overheads": Overheads, "vllm": VllmFlags, "llamacpp": LlamaCppFlags},
+    groups={"overheads": Overheads, "vllm": VllmFlags, "sglang": SglangFlags, "hf": HfFlags, "llamacpp": LlamaCppFlags},
     names={
         "batch": ("", "batch"),
         "context": ("", "context"),
@@ -132,6 +136,18 @@ _FLAT = FlatNames(
         "enforce_eager": ("vllm", "enforce_eager"),
         "kv_cache_memory_bytes": ("vllm", "kv_cache_memory_bytes"),
         "pp": ("vllm", "pipeline_parallel_size"),
+        "mem_fraction_static": ("sglang", "mem_fraction_static"),
+        "chunked_prefill_size": ("sglang", "chunked_prefill_size"),
+        "cuda_graph_max_bs": ("sglang", "cuda_graph_max_bs"),
+        "max_running_requests": ("sglang", "max_running_requests"),
+        "max_total_tokens": ("sglang", "max_total_tokens"),
+        "context_length": ("sglang", "context_length"),
+        "page_size": ("sglang", "page_size"),
+        "disable_cuda_graph": ("sglang", "disable_cuda_graph"),
+        "max_prefill_tokens": ("sglang", "max_prefill_tokens"),
+        "sglang_version": ("sglang", "version"),
+        "device_map": ("hf", "device_map"),
+        "max_memory": ("hf", "max_memory"),
         "ctx_size": ("llamacpp", "ctx_size"),
         "batch_size": ("llamacpp", "batch_size"),
         "ubatch_size": ("llamacpp", "ubatch_size"),

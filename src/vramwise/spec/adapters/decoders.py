@@ -82,6 +82,7 @@ _GPT_OSS = ImplTraits(
     norm_weight_fp32=True,  # GptOssRMSNorm multiplies the bf16 weight by the fp32 normalised tensor
     softmax_in_compute_dtype=True,  # modeling_gpt_oss.eager_attention_forward
     expert_intermediates=7,  # GptOssExperts._apply_gate (see ImplTraits.expert_intermediates)
+    sglang_hybrid_swa=True,  # GptOssForCausalLM is in SGLang's is_hybrid_swa_model list
 )
 
 
