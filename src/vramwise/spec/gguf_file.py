@@ -186,7 +186,10 @@ def _checkpoint(tensors: list[_Tensor], source: str, files: int = 1) -> Checkpoi
     return CheckpointBytes(
         source=source,
         files=files,  # the title says how many files were read
-        layer_bytes=tuple(layers.get(i, 0) for i in range(max(layers) + 1)) if layers else (),
+        # a layer index past the tensor count cannot be a real layer (a corrupt name): no per-layer bytes then
+        layer_bytes=tuple(layers.get(i, 0) for i in range(max(layers) + 1))
+        if layers and max(layers) < len(tensors)
+        else (),
         categories=tuple(
             CategoryBytes(
                 category=name,
