@@ -217,6 +217,9 @@ INFER_SETUP_KEYS = [
     "kv_cache_memory_bytes", "pp", "mem_fraction_static", "chunked_prefill_size", "cuda_graph_max_bs",
     "max_running_requests", "max_total_tokens", "context_length", "page_size", "disable_cuda_graph",
     "max_prefill_tokens", "sglang_version", "device_map", "max_memory",
+    "ctx_size", "batch_size", "ubatch_size", "n_gpu_layers", "cache_type_k",
+    "cache_type_v", "flash_attn", "parallel", "tensor_split", "split_mode", "no_mmap", "no_kv_offload", "kv_unified",
+    "swa_full", "embeddings", "fit_gpu_layers", "ollama",
 ]
 TRAIN_SETUP_KEYS = [
     "batch", "seq", "grad_accum", "precision", "grad_dtype", "optimizer", "optimizer_impl", "peft", "lora_r",

@@ -187,12 +187,18 @@ _ENGINE_FLAGS = (
     "--context-length --page-size --disable-cuda-graph --max-prefill-tokens --sglang-version --device-map "
     "--max-memory"
 )
+# llama.cpp's own flags (--engine llama.cpp), as llama-server spells them
+LLAMA_CPP = (
+    " -c --ctx-size --batch-size -ub --ubatch-size -ngl --n-gpu-layers --gpu-layers -ctk --cache-type-k"
+    " -ctv --cache-type-v -fa --flash-attn -np --parallel -ts --tensor-split -sm --split-mode --no-mmap"
+    " -nkvo --no-kv-offload -kvu --kv-unified --swa-full --embeddings --ollama"
+)
 FROZEN = {
     "infer": "--all-logits --allocator-fraction --attention --batch --context --cuda-context --explain --format "
     "--gpu --gpu-util --image-size --images --json --kv-block --kv-dtype --max-batched-tokens --mode --new-tokens "
     "--prefill-chunk --serve --seq --tp --units -b -f -n -s model --gpu-memory-utilization --block-size --engine "
     "--max-model-len --max-num-seqs --max-num-batched-tokens --enforce-eager --kv-cache-memory-bytes "
-    "--kv-cache-memory --pp --kv-cache-dtype " + _ENGINE_FLAGS,
+    "--kv-cache-memory --pp --kv-cache-dtype " + _ENGINE_FLAGS + LLAMA_CPP,
     "train": "--allocator-fraction --attention --batch --cp --cuda-context --dp --ep --explain --freeze-layers "
     "--fsdp --fsdp-shard --gpu --grad-accum --grad-dtype --interleave --json --lora-dropout --lora-fraction "
     "--lora-r --lora-targets --loss --loss-chunk --mode --offload --optimizer --optimizer-impl --peft --per-stage "
@@ -205,7 +211,7 @@ _SETUPS = (
     "--loss-chunk --mode --new-tokens --offload --optimizer --optimizer-impl --peft --pp --precision "
     "--prefill-chunk --recompute --seed --seq --sp --tp --zero -b -f -n -s model --gpu-memory-utilization "
     "--block-size --engine --max-model-len --max-num-seqs --max-num-batched-tokens --max-batched-tokens "
-    "--enforce-eager --kv-cache-memory-bytes --kv-cache-memory --kv-cache-dtype " + _ENGINE_FLAGS
+    "--enforce-eager --kv-cache-memory-bytes --kv-cache-memory --kv-cache-dtype " + _ENGINE_FLAGS + LLAMA_CPP
 )
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units"
 FROZEN["plot"] = _SETUPS + " --gpu --output --points --vs -o"

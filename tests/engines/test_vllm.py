@@ -214,8 +214,8 @@ def test_flags_vllm_rejects_and_engines_not_built() -> None:
         _plan("llama-2-7b", max_num_batched_tokens=512, max_num_seqs=1024)
     with pytest.raises(InvalidWorkloadError, match="more than max_model_len"):
         _plan("llama-2-7b", context=8192)
-    with pytest.raises(InvalidWorkloadError, match="not built yet"):
-        infer(InferRequest(model="llama-2-7b", gpu="h100", options={"engine": "llama.cpp"}))
+    # every engine's plan is built now (llama.cpp landed last): --engine llama.cpp answers with its own plan
+    assert infer(InferRequest(model="llama-2-7b", gpu="h100", options={"engine": "llama.cpp"})).engine is not None
     with pytest.raises(InapplicableOptionError, match="max_num_seqs is a flag of vllm"):
         infer(InferRequest(model="llama-2-7b", gpu="h100", options={"max_num_seqs": 8}))
     with pytest.raises(InvalidWorkloadError, match="needs --gpu"):

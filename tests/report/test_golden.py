@@ -33,6 +33,8 @@ CASES: dict[str, tuple[str, ...]] = {
     "infer_serve_json": ("infer", "llama-3-8b", "--gpu", "l40s", "--serve", "--json"),
     "infer_engine_refused": ("infer", "gemma-2-9b", "--gpu", "l4", "--engine", "vllm", "--explain"),
     "infer_engine_tp": ("infer", "mixtral-8x7b", "--gpu", "2xh100", "--engine", "vllm", "--enforce-eager"),
+    "infer_engine_llamacpp": ("infer", "llama-3-8b", "--gpu", "2x4090", "--engine", "llama.cpp", "-f", "q4_k_m",
+                              "-c", "16384", "-fa", "off", "-ts", "3,1", "--explain"),
     "infer_textbook": ("infer", "14b", "--mode", "textbook", "--format", "fp32", "--units", "gb"),
     "infer_textbook_arch": ("infer", "llama-2-7b", "--mode", "textbook", "--context", "4096"),
     "train_table": (

@@ -46,6 +46,11 @@ V1_INFER_DEFAULTS: dict[str, Any] = {
     "max_running_requests": None, "max_total_tokens": None, "context_length": None, "page_size": 1,
     "disable_cuda_graph": False, "max_prefill_tokens": 16384, "sglang_version": "0.5", "device_map": None,
     "max_memory": None,
+    # and llama.cpp's (workload/llamacpp_flags.py)
+    "ctx_size": None, "batch_size": 2048, "ubatch_size": 512, "n_gpu_layers": -1, "cache_type_k": "f16",
+    "cache_type_v": "f16", "flash_attn": "auto", "parallel": 1, "tensor_split": (), "split_mode": "layer",
+    "no_mmap": False, "no_kv_offload": False, "kv_unified": False, "swa_full": False, "embeddings": False,
+    "fit_gpu_layers": False, "ollama": False,
 }  # fmt: skip
 
 # A non-default value for every flat training field (each one valid together with the rest at their defaults,
@@ -121,6 +126,10 @@ INFER_OTHER: dict[str, Any] = {
     "cuda_graph_max_bs": 64, "max_running_requests": 32, "max_total_tokens": 100_000, "context_length": 8192,
     "page_size": 16, "disable_cuda_graph": True, "max_prefill_tokens": 8192, "sglang_version": "0.4",
     "device_map": "balanced", "max_memory": (2**30, 2**31),
+    "ctx_size": 8192, "batch_size": 512, "ubatch_size": 256,
+    "n_gpu_layers": 20, "cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on", "parallel": 4,
+    "tensor_split": (3.0, 1.0), "split_mode": "none", "no_mmap": True, "no_kv_offload": True, "kv_unified": True,
+    "swa_full": True, "embeddings": True, "fit_gpu_layers": True, "ollama": True,
 }  # fmt: skip
 
 
@@ -137,6 +146,8 @@ def test_the_inference_static_key_sees_every_field_but_batch(name: str) -> None:
         base = {"engine": "sglang"}
     if name == "max_memory":  # accelerate's caps need a device_map
         base = {"device_map": "auto"}
+    if name in _LLAMACPP_FLAGS:
+        base = {"engine": "llama.cpp"}
     assert InferSetup.from_flat(**base).static != InferSetup.from_flat(**base, **{name: INFER_OTHER[name]}).static
     assert InferSetup(batch=1).static == InferSetup(batch=9).static
 
@@ -148,6 +159,19 @@ _SGLANG_FLAGS = (
 _VLLM_FLAGS = (
     "max_model_len", "max_num_seqs", "max_num_batched_tokens", "enforce_eager", "kv_cache_memory_bytes", "pp",
 )
+
+
+_LLAMACPP_FLAGS = (
+    "ctx_size", "batch_size", "ubatch_size", "n_gpu_layers", "cache_type_k", "cache_type_v", "flash_attn", "parallel",
+    "tensor_split", "split_mode", "no_mmap", "no_kv_offload", "kv_unified", "swa_full", "embeddings",
+    "fit_gpu_layers", "ollama",
+)  # fmt: skip
+
+
+def test_a_llamacpp_flag_with_another_engine_is_refused() -> None:
+    for name in _LLAMACPP_FLAGS:
+        with pytest.raises(InvalidWorkloadError, match=f"{name} is a flag of llama.cpp, not of engine hf"):
+            InferSetup.from_flat(**{name: INFER_OTHER[name]})
 
 
 def test_an_engine_flag_with_another_engine_is_refused() -> None:

@@ -25,9 +25,11 @@ PLANS: dict[Engine, str] = {
     Engine.VLLM: "vramwise.engines.vllm:vllm_plan",
     Engine.SGLANG: "vramwise.engines.sglang:sglang_plan",
     Engine.HF: "vramwise.engines.hf:hf_plan",  # with --device-map; plain hf is the inference estimate
+    Engine.LLAMA_CPP: "vramwise.engines.llamacpp:llamacpp_plan",
 }
-# Plans that need how many GPUs there are (accelerate spreads layers over them; SGLang checks tp against them).
-_COUNTED = (Engine.SGLANG, Engine.HF)
+# Plans that need how many GPUs there are (accelerate spreads layers over them; SGLang checks tp against them;
+# llama.cpp splits its layers over them, -sm layer).
+_COUNTED = (Engine.SGLANG, Engine.HF, Engine.LLAMA_CPP)
 
 
 def engine_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu, count: int = 1) -> EngineEstimate:

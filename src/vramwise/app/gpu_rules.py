@@ -55,9 +55,25 @@ def infer_options(choice: GpuChoice | None, options: Mapping[str, Any], default_
     opts = dict(options)
     if choice is None:
         return opts, ()
+    notes: list[str] = _spread(choice, opts) if choice.counted else []
+    if not choice.gpu.bf16:
+        for name in ("format", "kv_dtype"):
+            if opts.get(name) == "bf16":
+                raise InvalidWorkloadError(
+                    f"--{name.replace('_', '-')} bf16: {_no_bf16(choice)}; use fp16", field=name, allowed="fp16"
+                )
+        if opts.get("format") is None and (default_format or "bf16") == "bf16":
+            opts["format"] = "fp16"
+        notes.append(f"WARNING: {_no_bf16(choice)}: estimated with fp16 weights and compute (vLLM casts bf16 to fp16)")
+    return opts, (*notes, *budget_notes(choice))
+
+
+def _spread(choice: GpuChoice, opts: dict[str, Any]) -> list[str]:
+    """How counted GPUs share the model (``opts`` updated in place), and the notes saying so: accelerate's
+    device_map and llama.cpp place whole layers; otherwise one tensor-parallel group (x pp stages for vLLM)."""
     notes: list[str] = []
     pp = opts.get("pp") or 1  # vLLM's pipeline stages (--engine vllm): the GPUs are tp x pp
-    if choice.counted and opts.get("device_map") is not None:
+    if opts.get("device_map") is not None:
         # accelerate spreads whole layers over the GPUs (engines/hf.py): one model, no tensor parallelism
         if (opts.get("tp") or 1) != 1:
             raise InvalidLayoutError(
@@ -66,9 +82,13 @@ def infer_options(choice: GpuChoice | None, options: Mapping[str, Any], default_
                 allowed="no --tp with --device-map",
             )
         notes.append(f"--gpu {choice.text}: --device-map {opts['device_map']} places whole layers on each GPU")
-    elif choice.counted and pp > 1:
+    elif opts.get("engine") == "llama.cpp":  # no tensor parallelism: layers split over GPUs
+        if choice.count > 1:
+            notes.append(f"--gpu {choice.text}: llama.cpp splits the layers over the {choice.count} GPUs (-sm layer); "
+                         "the memory shown is the fullest GPU's")
+    elif pp > 1:
         _check_tp_pp(choice, opts, pp)
-    elif choice.counted:
+    else:
         tp = opts.get("tp")
         if tp is None:
             opts["tp"] = choice.count
@@ -81,16 +101,7 @@ def infer_options(choice: GpuChoice | None, options: Mapping[str, Any], default_
                 field="tp",
                 allowed=f"--tp {choice.count} (the count), or no --tp",
             )
-    if not choice.gpu.bf16:
-        for name in ("format", "kv_dtype"):
-            if opts.get(name) == "bf16":
-                raise InvalidWorkloadError(
-                    f"--{name.replace('_', '-')} bf16: {_no_bf16(choice)}; use fp16", field=name, allowed="fp16"
-                )
-        if opts.get("format") is None and (default_format or "bf16") == "bf16":
-            opts["format"] = "fp16"
-        notes.append(f"WARNING: {_no_bf16(choice)}: estimated with fp16 weights and compute (vLLM casts bf16 to fp16)")
-    return opts, (*notes, *budget_notes(choice))
+    return notes
 
 
 def _check_tp_pp(choice: GpuChoice, opts: dict[str, Any], pp: int) -> None:

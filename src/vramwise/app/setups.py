@@ -55,6 +55,22 @@ INFER_FIELDS = {
     "sglang_version": "sglang_version",
     "device_map": "device_map",
     "max_memory": "max_memory",
+    "ctx_size": "ctx_size",
+    "batch_size": "batch_size",
+    "ubatch_size": "ubatch_size",
+    "n_gpu_layers": "n_gpu_layers",
+    "cache_type_k": "cache_type_k",
+    "cache_type_v": "cache_type_v",
+    "flash_attn": "flash_attn",
+    "parallel": "parallel",
+    "tensor_split": "tensor_split",
+    "split_mode": "split_mode",
+    "no_mmap": "no_mmap",
+    "no_kv_offload": "no_kv_offload",
+    "kv_unified": "kv_unified",
+    "swa_full": "swa_full",
+    "embeddings": "embeddings",
+    "ollama": "ollama",
 }
 # option name -> TrainSetup field
 TRAIN_FIELDS = {

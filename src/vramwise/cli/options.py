@@ -33,6 +33,7 @@ from vramwise.workload import (
     RECOMPUTE,
 )
 from vramwise.workload.engines import VLLM_VERSION
+from vramwise.workload.llamacpp_flags import CACHE_TYPES, FLASH_ATTN, SPLIT_MODES
 
 
 class Group(Enum):
@@ -169,6 +170,40 @@ OPTIONS: tuple[Option, ...] = (
                 "sequential (default: the whole model on each GPU)"),
     Option(name="max_memory", flags=("--max-memory",), type=str, commands=INF, metavar="SIZES",
            help="transformers with --device-map: each GPU's cap for weights, in index order (20GiB,30GiB)"),
+    # llama.cpp's own flags (--engine llama.cpp), as llama-server spells them (-b is vramwise's --batch: -np here)
+    Option(name="ctx_size", flags=("-c", "--ctx-size"), type=int, commands=INF,
+           help="llama.cpp: KV cells over all sequences (default: (context + new tokens) x -np; 0 = the model's)"),
+    Option(name="batch_size", flags=("--batch-size",), type=int, commands=INF,
+           help="llama.cpp: logical batch (default 2048)"),
+    Option(name="ubatch_size", flags=("-ub", "--ubatch-size"), type=int, commands=INF,
+           help="llama.cpp: physical batch its compute buffers are reserved for (default 512)"),
+    Option(name="n_gpu_layers", flags=("-ngl", "--n-gpu-layers", "--gpu-layers"), type=int, commands=INF,
+           help="llama.cpp: layers on the GPU(s), the output layer counting as one more (default -1: all)"),
+    Option(name="cache_type_k", flags=("-ctk", "--cache-type-k"), type=str, commands=INF,
+           help=f"llama.cpp: K cache type, {_one_of(tuple(CACHE_TYPES))} (default f16)"),
+    Option(name="cache_type_v", flags=("-ctv", "--cache-type-v"), type=str, commands=INF,
+           help="llama.cpp: V cache type, as -ctk; a quantized one needs flash attention (default f16)"),
+    Option(name="flash_attn", flags=("-fa", "--flash-attn"), type=str, commands=INF,
+           help=f"llama.cpp: flash attention, {_one_of(FLASH_ATTN)} (default auto)"),
+    Option(name="parallel", flags=("-np", "--parallel"), type=int, commands=INF,
+           help="llama.cpp: sequences served together, each with -c / -np cells (default: --batch)"),
+    Option(name="tensor_split", flags=("-ts", "--tensor-split"), type=str, commands=INF,
+           metavar="SHARES", help="llama.cpp: share of the layers per GPU of --gpu Nx..., e.g. 3,1 (default: equal)"),
+    Option(name="split_mode", flags=("-sm", "--split-mode"), type=str, commands=INF,
+           help=f"llama.cpp: {_one_of(SPLIT_MODES)} (default layer; row is not modelled)"),
+    Option(name="no_mmap", flags=("--no-mmap",), commands=INF,
+           help="llama.cpp: read the host-side weights into RAM instead of mapping the file"),
+    Option(name="no_kv_offload", flags=("-nkvo", "--no-kv-offload"), commands=INF,
+           help="llama.cpp: keep the KV cache in host RAM"),
+    Option(name="kv_unified", flags=("-kvu", "--kv-unified"), commands=INF,
+           help="llama.cpp: one KV buffer shared by every sequence"),
+    Option(name="swa_full", flags=("--swa-full",), commands=INF,
+           help="llama.cpp: full-size cache for sliding-window layers"),
+    Option(name="embeddings", flags=("--embeddings",), commands=INF,
+           help="llama.cpp: the output buffer keeps embeddings too"),
+    Option(name="ollama", flags=("--ollama",), commands=INF,
+           help="llama.cpp as Ollama 0.12.10 runs it: -c per sequence as num_ctx, num_batch 512, -fa off unless "
+                "given, the layers fitted to the GPU unless -ngl"),
     # --- training only
     Option(name="grad_accum", flags=("--grad-accum",), type=int, commands=TRN,
            help="micro-batches per step (pipeline micro-batches; default {train.grad_accum})"),

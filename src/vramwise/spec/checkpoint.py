@@ -33,6 +33,10 @@ class CheckpointBytes:
     # A 16-bit load casts floats stored wider (fp32) to 16 bits: transformers and vLLM do (safetensors); llama.cpp
     # keeps every tensor as stored (GGUF: its F32 norms stay F32).
     cast_on_load: bool = False
+    # Bytes of each repeating layer's tensors (GGUF ``blk.N.*``), by layer index; empty when not read per layer.
+    # llama.cpp places whole layers on devices (-ngl), and quantization mixes (Q4_K_M's Q6_K layers) make them
+    # differ, so its plan reads these rather than an average.
+    layer_bytes: tuple[int, ...] = ()
 
     @property
     def kind(self) -> str:

@@ -96,6 +96,7 @@ def _read_parts(path: Path) -> list[tuple[str, GgufHeader]]:
 # --- tensors: exact bytes and categories --------------------------------------------------------------------------
 
 # GGUF tensor names (gguf-py constants.py TENSOR_NAMES) -> the categories of spec/params.py (ParamGroup.category).
+_LAYER = re.compile(r"^blk\.(\d+)\.")
 _OLD_EXPERT = re.compile(r"^ffn_(gate|up|down)\.\d+\.")
 _LAYER_NORMS = re.compile(r"^(attn_norm(_2)?|ffn_norm|post_attention_norm|post_ffw_norm|layer_output_norm)\.")
 
@@ -177,9 +178,18 @@ def _checkpoint(tensors: list[_Tensor], source: str, files: int = 1) -> Checkpoi
         c["tensors"] += 1
         c["dtypes"][t.type_name] = c["dtypes"].get(t.type_name, 0) + t.bytes
     order = ("embeddings", "attention", "mlp", "experts", "experts_shared", "norms", "head", "other")
+    layers: dict[int, int] = defaultdict(int)
+    for t in tensors:
+        m = _LAYER.match(t.name)
+        if m:
+            layers[int(m.group(1))] += t.bytes
     return CheckpointBytes(
         source=source,
         files=files,  # the title says how many files were read
+        # a layer index past the tensor count cannot be a real layer (a corrupt name): no per-layer bytes then
+        layer_bytes=tuple(layers.get(i, 0) for i in range(max(layers) + 1))
+        if layers and max(layers) < len(tensors)
+        else (),
         categories=tuple(
             CategoryBytes(
                 category=name,

@@ -24,6 +24,7 @@ _EXPORTS = {
     "ENGINES": "vramwise.workload.engines",
     "Engine": "vramwise.workload.engines",
     "VllmFlags": "vramwise.workload.engines",
+    "LlamaCppFlags": "vramwise.workload.llamacpp_flags",
     "ATTENTION_IMPLS": "vramwise.workload.options",
     "FSDP_MODES": "vramwise.workload.options",
     "GRAD_DTYPES": "vramwise.workload.options",
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from vramwise.workload.engines import ENGINES, Engine, VllmFlags
     from vramwise.workload.infer import InferSetup
     from vramwise.workload.layout import ParallelConfig, Sharding
+    from vramwise.workload.llamacpp_flags import LlamaCppFlags
     from vramwise.workload.options import (
         ATTENTION_IMPLS,
         FSDP_MODES,
@@ -122,6 +124,7 @@ __all__ = [
     "GradDtype",
     "InferSetup",
     "KvDtype",
+    "LlamaCppFlags",
     "LossImpl",
     "Mode",
     "Offload",

@@ -79,7 +79,9 @@ def vllm_batch_defaults(gpu_bytes: int, gpu_name: str) -> tuple[int, int]:
 
 
 # Each engine's flags group on InferSetup (attribute name): the flags an engine owns. Other engines append theirs.
-ENGINE_GROUPS: dict[Engine, str] = {Engine.VLLM: "vllm", Engine.SGLANG: "sglang", Engine.HF: "hf"}
+ENGINE_GROUPS: dict[Engine, str] = {
+    Engine.VLLM: "vllm", Engine.SGLANG: "sglang", Engine.HF: "hf", Engine.LLAMA_CPP: "llamacpp"
+}
 
 
 def foreign_flag(setup: object, engine: Engine) -> tuple[str, Engine] | None:

@@ -12,6 +12,7 @@ from vramwise.workload.checks import coerce, non_negative, pixels_text, positive
 from vramwise.workload.engines import Engine, VllmFlags, foreign_flag
 from vramwise.workload.flat import FlatNames
 from vramwise.workload.hf_flags import HfFlags
+from vramwise.workload.llamacpp_flags import LlamaCppFlags
 from vramwise.workload.options import AttentionImpl, KvDtype, Mode
 from vramwise.workload.overheads import Overheads
 from vramwise.workload.sglang_flags import SglangFlags
@@ -46,6 +47,7 @@ class InferSetup:
     vllm: VllmFlags = field(default_factory=VllmFlags)  # vLLM's own flags; refused with another engine
     sglang: SglangFlags = field(default_factory=SglangFlags)  # SGLang's server arguments (engines/sglang.py)
     hf: HfFlags = field(default_factory=HfFlags)  # from_pretrained's device_map and max_memory (engines/hf.py)
+    llamacpp: LlamaCppFlags = field(default_factory=LlamaCppFlags)  # llama.cpp's flags; refused elsewhere
 
     def __post_init__(self) -> None:
         positive("batch", self.batch)
@@ -109,7 +111,7 @@ class InferSetup:
 # Flat name -> (group, attribute), in schema v1's order ('' = a field of InferSetup itself).
 _FLAT = FlatNames(
     owner="InferSetup",
-    groups={"overheads": Overheads, "vllm": VllmFlags, "sglang": SglangFlags, "hf": HfFlags},
+    groups={"overheads": Overheads, "vllm": VllmFlags, "sglang": SglangFlags, "hf": HfFlags, "llamacpp": LlamaCppFlags},
     names={
         "batch": ("", "batch"),
         "context": ("", "context"),
@@ -146,5 +148,22 @@ _FLAT = FlatNames(
         "sglang_version": ("sglang", "version"),
         "device_map": ("hf", "device_map"),
         "max_memory": ("hf", "max_memory"),
+        "ctx_size": ("llamacpp", "ctx_size"),
+        "batch_size": ("llamacpp", "batch_size"),
+        "ubatch_size": ("llamacpp", "ubatch_size"),
+        "n_gpu_layers": ("llamacpp", "n_gpu_layers"),
+        "cache_type_k": ("llamacpp", "cache_type_k"),
+        "cache_type_v": ("llamacpp", "cache_type_v"),
+        "flash_attn": ("llamacpp", "flash_attn"),
+        "parallel": ("llamacpp", "parallel"),
+        "tensor_split": ("llamacpp", "tensor_split"),
+        "split_mode": ("llamacpp", "split_mode"),
+        "no_mmap": ("llamacpp", "no_mmap"),
+        "no_kv_offload": ("llamacpp", "no_kv_offload"),
+        "kv_unified": ("llamacpp", "kv_unified"),
+        "swa_full": ("llamacpp", "swa_full"),
+        "embeddings": ("llamacpp", "embeddings"),
+        "fit_gpu_layers": ("llamacpp", "fit_gpu_layers"),
+        "ollama": ("llamacpp", "ollama"),
     },
 )
