@@ -56,8 +56,19 @@ _SGLANG: dict[str, str] = {
     "max_prefill_tokens": "max_prefill_tokens",
     "kv_cache_dtype": "kv_dtype",
 }
-_FLAGS = {"vllm": _VLLM, "sglang": _SGLANG}
-_INTEGER = {"tp", "pp", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "kv_block", "kv_cache_memory",
+# llama.cpp's names: the llama_context / llama_init_from_model lines (src/llama-context.cpp) print n_ctx, n_batch,
+# n_ubatch, flash_attn; llama_kv_cache prints type_k / type_v (kept in the parsed log's extras).
+_LLAMACPP: dict[str, str] = {
+    "n_ctx": "ctx_size",
+    "n_batch": "batch_size",
+    "n_ubatch": "ubatch_size",
+    "type_k": "cache_type_k",
+    "type_v": "cache_type_v",
+    "n_gpu_layers": "n_gpu_layers",
+}
+_FLAGS = {"vllm": _VLLM, "sglang": _SGLANG, "llama.cpp": _LLAMACPP}
+_INTEGER = {"ctx_size", "batch_size", "ubatch_size", "n_gpu_layers",
+            "tp", "pp", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "kv_block", "kv_cache_memory",
             "context_length", "chunked_prefill_size", "cuda_graph_max_bs", "max_running_requests", "max_total_tokens",
             "page_size", "max_prefill_tokens"}
 _REAL = {"gpu_util", "mem_fraction_static"}
@@ -175,7 +186,8 @@ def logged_options(parsed: ParsedLog) -> tuple[dict[str, Any], tuple[str, ...]]:
     out: dict[str, Any] = {}
     read: list[str] = []
     aside: list[str] = []
-    for key, raw in parsed.flags.items():
+    logged = {**parsed.flags, **{k: v for k, v in parsed.extras.items() if k in ("type_k", "type_v")}}
+    for key, raw in logged.items():
         norm = key.lstrip("-").replace("-", "_").lower()
         if norm in _SET_ASIDE and raw.strip("'\"").lower() not in _DEFAULT_VALUES:
             aside.append(f"{key}={raw}")

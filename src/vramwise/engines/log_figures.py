@@ -16,6 +16,8 @@ def plan_figures(plan: EngineEstimate, *, gpu_bytes: int, block: int) -> dict[st
         return _vllm(plan, gpu_bytes=gpu_bytes, block=block)
     if plan.engine == "sglang":
         return _sglang(plan, gpu_bytes=gpu_bytes)
+    if plan.engine == "llama.cpp":
+        return _llamacpp(plan)
     return {}
 
 
@@ -57,4 +59,25 @@ def _sglang(plan: EngineEstimate, *, gpu_bytes: int) -> dict[str, int | float]:
         "kv_cache_v": pool // 2,
         "kv_tokens": plan.kv_tokens or 0,
         "gpu_total": gpu_bytes,
+    }
+
+
+def _llamacpp(plan: EngineEstimate) -> dict[str, int | float]:
+    """llama.cpp logs per device buffer: the plan's fullest GPU (with -sm layer the first, CUDA0, which the split
+    gives the most layers; the first rank a log names) for the model, KV and compute buffers, and the KV cache over
+    every device (llama_kv_cache's "KV self size" line), split into K and V in the first GPU's proportion (the same
+    cache types on every device)."""
+    first = plan.per_gpu[0] if plan.per_gpu else plan.estimate
+    compute = max((first.phase_total(p) - first.persistent_bytes for p in first.phases), default=0)
+    k1, v1 = first.bytes_of("kv_cache/k"), first.bytes_of("kv_cache/v")
+    total = plan.kv_pool.bytes if plan.kv_pool is not None else k1 + v1
+    k = total * k1 // (k1 + v1) if k1 + v1 else 0
+    v = total - k
+    return {
+        "weights": first.bytes_of("weights"),
+        "kv_cache": first.bytes_of("kv_cache"),
+        "kv_cache_total": total,
+        "kv_cache_k": k,
+        "kv_cache_v": v,
+        "compute_buffer": compute,
     }
