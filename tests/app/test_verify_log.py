@@ -161,3 +161,23 @@ def test_verify_log_imports_no_torch(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert "HEAVY [] 0" in out.stdout, out.stdout + out.stderr
+
+
+def test_llamacpp_corpus_log_per_device(capsys: pytest.CaptureFixture[str]) -> None:
+    from vramwise.app.engines import PLANS
+    from vramwise.workload.engines import Engine
+
+    if Engine.LLAMA_CPP not in PLANS:
+        pytest.skip("llama.cpp's plan has not landed")
+    path = str(CORPUS / "llamacpp-mixtral-8x22b-q4km-4xunnamed-tp1-1.log")
+    # the log names no model file: a catalog model stands in (--model), its -c 32000 and f16 cache types as logged
+    argv = ["verify", "--log", path, "--model", "mixtral-8x7b", "--gpu", "4xH100", "-f", "q4_k_m", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in out["rows"]}
+    assert out["options"]["ctx_size"] == 32000 and out["options"]["cache_type_k"] == "f16"
+    assert rows["kv_cache"]["rank"] == "CUDA0" and rows["kv_cache"]["modelled"]
+    # Mixtral-8x7B (config: 32 layers, 8 KV heads x 128): f16 K and V, 32,000 cells, all layers over the 4 GPUs
+    assert rows["kv_cache_total"]["estimate"] == 32 * 32_000 * 8 * 128 * 2 * 2
+    assert rows["kv_cache_k"]["estimate"] == rows["kv_cache_v"]["estimate"] == 32 * 32_000 * 8 * 128 * 2
+    assert rows["failed_allocation"]["modelled"] is False

@@ -298,8 +298,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="layers", flags=("--layers",), type=int, group=Group.QUESTION, commands=(VERIFY,),
            help="trace N and N+1 layers and extrapolate (fast for 70B)"),
     Option(name="log", flags=("--log",), type=str, metavar="FILE", group=Group.QUESTION, commands=(VERIFY,),
-           help="a vLLM or SGLang startup log: every figure it printed beside the engine plan of the same setup "
-                "(model, flags and GPU total read from the log; options given override them; no torch)"),
+           help="a vLLM, SGLang or llama.cpp startup log: every figure it printed beside the engine plan of the same "
+                "setup (model, flags and GPU total read from the log; options given override them; no torch)"),
     Option(name="log_model", flags=("--model",), type=str, group=Group.QUESTION, commands=(VERIFY,),
            help="with --log: the model to estimate instead of the logged one (a catalog name or a config.json)"),
     # --- the output
