@@ -316,10 +316,10 @@ def render(entries: list[Entry], s: dict[str, dict[str, Any]]) -> str:
              "below). Each log is compared as `vramwise verify --log` does: catalog model, the log's CUDA total "
              "(else the manifest's GPU), its flags as logged. Errors are estimate / logged - 1; median of |error|, "
              "worst signed. No constant was changed for these numbers.", "",
-             "Read with the versions in mind: the plan follows vLLM 0.11.0 (V1) and SGLang 0.5; the logs compared "
-             "here are mostly vLLM 0.6.x (V0) and one 0.8.5 development build (each log's header gives the "
-             "manifest's version), so a term whose rule changed between releases (the profile run's size, what "
-             "non-torch memory counts) differs for that reason as well; a log whose model is not in the catalog, "
+             "Read with the versions in mind: as `verify --log` does, each vLLM log is compared with the plan of "
+             "its release: a V0 log (0.6.x) with `--vllm-version 0.6.4` (its one-line 'Memory profiling results') "
+             "or `0.6` (v0.6.5-v0.6.6, memory_profiling; the options below name it), any other with vLLM 0.11.0 "
+             "(V1); SGLang with 0.5. A log whose model is not in the catalog, "
              "or whose GPU is unknown, is listed with the reason and left out of the statistics. Peers: each "
              "figure as the peer outputs it (ridgepoint's totals divided by tp; llm-analysis's "
              "weight_memory_per_gpu + weight_memory_embedding_per_gpu).", "",

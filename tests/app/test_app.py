@@ -191,7 +191,7 @@ _ENGINE_FLAGS = (
 LLAMA_CPP = (
     " -c --ctx-size --batch-size -ub --ubatch-size -ngl --n-gpu-layers --gpu-layers -ctk --cache-type-k"
     " -ctv --cache-type-v -fa --flash-attn -np --parallel -ts --tensor-split -sm --split-mode --no-mmap"
-    " -nkvo --no-kv-offload -kvu --kv-unified --swa-full --embeddings --ollama"
+    " -nkvo --no-kv-offload -kvu --kv-unified --swa-full --embeddings --ollama --vllm-version"
 )
 FROZEN = {
     "infer": "--all-logits --allocator-fraction --attention --batch --context --cuda-context --explain --format "

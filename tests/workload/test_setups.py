@@ -51,6 +51,8 @@ V1_INFER_DEFAULTS: dict[str, Any] = {
     "cache_type_v": "f16", "flash_attn": "auto", "parallel": 1, "tensor_split": (), "split_mode": "layer",
     "no_mmap": False, "no_kv_offload": False, "kv_unified": False, "swa_full": False, "embeddings": False,
     "fit_gpu_layers": False, "ollama": False,
+    # vLLM's release (workload/engines.py VLLM_VERSIONS), appended after the other engines' flags
+    "vllm_version": "0.11",
 }  # fmt: skip
 
 # A non-default value for every flat training field (each one valid together with the rest at their defaults,
@@ -129,7 +131,7 @@ INFER_OTHER: dict[str, Any] = {
     "ctx_size": 8192, "batch_size": 512, "ubatch_size": 256,
     "n_gpu_layers": 20, "cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on", "parallel": 4,
     "tensor_split": (3.0, 1.0), "split_mode": "none", "no_mmap": True, "no_kv_offload": True, "kv_unified": True,
-    "swa_full": True, "embeddings": True, "fit_gpu_layers": True, "ollama": True,
+    "swa_full": True, "embeddings": True, "fit_gpu_layers": True, "ollama": True, "vllm_version": "0.6",
 }  # fmt: skip
 
 
@@ -158,6 +160,7 @@ _SGLANG_FLAGS = (
 )
 _VLLM_FLAGS = (
     "max_model_len", "max_num_seqs", "max_num_batched_tokens", "enforce_eager", "kv_cache_memory_bytes", "pp",
+    "vllm_version",
 )
 
 
@@ -176,8 +179,9 @@ def test_a_llamacpp_flag_with_another_engine_is_refused() -> None:
 
 def test_an_engine_flag_with_another_engine_is_refused() -> None:
     for name in _VLLM_FLAGS:
-        with pytest.raises(InvalidWorkloadError, match=f"{name if name != 'pp' else 'pipeline_parallel_size'} is a "
-                           "flag of vllm, not of engine hf: add --engine vllm"):
+        field = {"pp": "pipeline_parallel_size", "vllm_version": "version"}.get(name, name)
+        with pytest.raises(InvalidWorkloadError, match=f"{field} is a flag of vllm, not of engine hf: add --engine "
+                           "vllm"):
             InferSetup.from_flat(**{name: INFER_OTHER[name]})
 
 

@@ -71,6 +71,7 @@ INFER_FIELDS = {
     "swa_full": "swa_full",
     "embeddings": "embeddings",
     "ollama": "ollama",
+    "vllm_version": "vllm_version",
 }
 # option name -> TrainSetup field
 TRAIN_FIELDS = {

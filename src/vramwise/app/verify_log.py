@@ -14,6 +14,7 @@ and options given on the command line override them.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,6 +123,9 @@ def compare_parsed(
     name, model_note = _model(parsed, model)
     gpu_text, gpu_words = _gpu(parsed, gpu)
     mapped, flag_notes = logged_options(parsed)
+    release, release_note = vllm_release(parsed) if engine is Engine.VLLM else (None, None)
+    if release is not None:
+        mapped["vllm_version"] = release
     opts: dict[str, Any] = {**mapped, **(options or {}), "engine": engine.value}
     opts.setdefault("batch", 1)
     # the comparison reads the engine's own sizes (the pool, max_model_len), not one request: keep the request short
@@ -132,7 +136,8 @@ def compare_parsed(
     if plan is None or result.gpu is None:  # pragma: no cover - an engine other than hf always returns its plan
         raise InvalidWorkloadError(f"--engine {engine.value} gave no plan", field="engine")
     modelled = plan_figures(plan, gpu_bytes=result.gpu.memory_bytes, block=result.setup.kv_block)
-    notes = [model_note, *flag_notes, *_version_notes(parsed, plan.version)]
+    inferred = release_note is not None and opts.get("vllm_version") == release
+    notes = [model_note, *flag_notes, *((release_note,) if inferred else _version_notes(parsed, plan.version))]
     return LogComparison(
         engine=parsed.engine,
         logged_version=parsed.version,
@@ -199,6 +204,12 @@ def logged_options(parsed: ParsedLog) -> tuple[dict[str, Any], tuple[str, ...]]:
             continue
         out[option] = value
         read.append(f"{key}={raw}")
+    # vLLM prints max_model_len in "Maximum concurrency for %s tokens per request" (V0: vllm/executor/gpu_executor.py
+    # initialize_cache; V1: vllm/v1/core/kv_cache_utils.py, both model_config.max_model_len): read it when no flag did
+    tokens = parsed.extras.get("max_concurrency_tokens")
+    if parsed.engine == "vllm" and "max_model_len" not in out and tokens and tokens.isdigit():
+        out["max_model_len"] = int(tokens)
+        read.append(f"max_model_len={tokens} (the 'Maximum concurrency for {tokens} tokens per request' line)")
     notes = [f"flags read from the log: {', '.join(read)}" if read else "the log prints no flag the plan reads"]
     if aside:
         notes.append(f"{', '.join(aside)}: the weights are estimated in the checkpoint's own format (give --format to "
@@ -241,3 +252,34 @@ def _version_notes(parsed: ParsedLog, modelled: str) -> tuple[str, ...]:
         return (f"the log is {parsed.engine} {parsed.version}; the plan follows {parsed.engine} {modelled}: figures "
                 "whose rule changed between the two differ for that reason",)
     return ()
+
+
+_VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def vllm_release(parsed: ParsedLog) -> tuple[str | None, str | None]:
+    """The --vllm-version whose plan a vLLM log is compared with, and a note when the choice is not exact.
+
+    A 0.6.x log: v0.6.0-v0.6.4 follow the 0.6.4 plan, v0.6.5 on the 0.6 plan (memory_profiling); a log that prints no
+    version but only V0 wordings (logs/vllm.py ``_V0_WORDING``) is placed by its memory report: the one-line
+    "Memory profiling results: ... initial_memory_usage" of v0.6.2-v0.6.4 -> 0.6.4, memory_profiling's
+    "the current vLLM instance can use" (v0.6.5 on) -> 0.6. Any other log keeps the default plan (0.11)."""
+    if parsed.version is not None:
+        m = _VERSION.match(parsed.version.strip())
+        if m is None or (int(m.group(1)), int(m.group(2))) != (0, 6):
+            return None, None
+        patch = int(m.group(3) or 0)
+        release, exact = ("0.6.4", (4,)) if patch <= 4 else ("0.6", (5, 6))
+        if patch in exact:
+            return release, None
+        return release, (f"the log is vLLM {parsed.version}; compared with --vllm-version {release} (the rules read "
+                         f"at {'v0.6.4' if release == '0.6.4' else 'v0.6.5-v0.6.6'}), the nearest release modelled")
+    if parsed.extras.get("generation") != "V0":
+        return None, None
+    if parsed.best("initial_usage") is not None or parsed.best("torch_peak") is not None:
+        return "0.6.4", ("the log prints no version; its one-line 'Memory profiling results' report is "
+                         "v0.6.2-v0.6.4's: compared with --vllm-version 0.6.4")
+    if parsed.best("budget") is not None:
+        return "0.6", ("the log prints no version; its V0 wording and memory_profiling report ('the current vLLM "
+                       "instance can use') are v0.6.5 and later: compared with --vllm-version 0.6 (v0.6.5-v0.6.6)")
+    return None, None

@@ -204,6 +204,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="ollama", flags=("--ollama",), commands=INF,
            help="llama.cpp as Ollama 0.12.10 runs it: -c per sequence as num_ctx, num_batch 512, -fa off unless "
                 "given, the layers fitted to the GPU unless -ngl"),
+    Option(name="vllm_version", flags=("--vllm-version",), type=str, commands=INF,
+           help="vLLM: whose memory plan, 0.11 (V1), 0.6 (V0 of 0.6.5-0.6.6) or 0.6.4 (V0, the CUDA context "
+                "inside the budget) (default 0.11)"),
     # --- training only
     Option(name="grad_accum", flags=("--grad-accum",), type=int, commands=TRN,
            help="micro-batches per step (pipeline micro-batches; default {train.grad_accum})"),

@@ -37,10 +37,17 @@ def _vllm(plan: EngineEstimate, *, gpu_bytes: int, block: int) -> dict[str, int 
         "kv_cache": int(f["available_kv_cache"]),
         "kv_tokens": int(f["kv_tokens"]),
         "kv_blocks": int(f["kv_tokens"]) // block,
-        "max_concurrency": float(f["concurrency"]),
+        # V0 logs its concurrency before raise_if_cache_size_invalid refuses (executor initialize_cache, then the
+        # worker's check): the ratio stands even where the plan refuses
+        "max_concurrency": (float(f["concurrency"]) if not plan.version.startswith("0.6") or not plan.context_len
+                            else int(f["kv_tokens"]) / plan.context_len),
         "cuda_graphs": int(f["cuda_graphs"]),
         "gpu_total": gpu_bytes,
     }
+    if plan.version == "0.6.4":  # v0.6.4's report: used before the profile (context + weights) and after it
+        out["initial_usage"] = weights + sum(t.bytes for t in plan.estimate.persistent
+                                             if t.name == "overhead/cuda_context")
+        out["post_profile_usage"] = weights + non_torch
     if plan.budget is not None:
         out["budget"] = plan.budget
     if plan.refusal is not None and plan.max_context is not None:

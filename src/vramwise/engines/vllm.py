@@ -40,7 +40,12 @@ _LAYER_CATEGORIES = ("attention", "mlp", "experts", "norms", "ssm")
 
 
 def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
-    """vLLM v0.11.0's plan for ``spec`` on one ``gpu`` (per tp rank of the last pp stage)."""
+    """vLLM v0.11.0's plan for ``spec`` on one ``gpu`` (per tp rank of the last pp stage); the V0 engine's
+    (engines/vllm_v0.py) with ``--vllm-version 0.6`` or ``0.6.4``."""
+    if setup.vllm.version != "0.11":
+        from vramwise.engines.vllm_v0 import vllm_v0_plan
+
+        return vllm_v0_plan(spec, setup, gpu)
     refuse(spec, "--engine vllm and --serve (vLLM's decoder-only V1 plan)")
     flags, tp, pp = setup.vllm, setup.tp, setup.vllm.pipeline_parallel_size
     check_inference(spec, tp)
@@ -286,6 +291,8 @@ def vllm_figures(plan: EngineEstimate) -> dict[str, float]:
     terms = {t.name: t.bytes for t in plan.estimate.persistent}
     weights = sum(b for n, b in terms.items() if n.startswith("weights/"))
     non_torch = terms.get("overhead/nccl", 0) + terms.get("overhead/custom_all_reduce", 0)
+    if plan.version == "0.6.4":  # v0.6.4 counts every byte outside torch, the CUDA context too (vllm_v0.py)
+        non_torch += terms.get("overhead/cuda_context", 0)
     peak = terms["activations/profile_peak"]
     available = plan.budget - weights - peak - non_torch if plan.budget is not None else terms["kv_cache/pool"]
     return {

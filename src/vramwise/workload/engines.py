@@ -30,6 +30,10 @@ ENGINES = tuple(Engine)
 
 # The vLLM release whose source the vLLM plan and these defaults follow (engines/vllm.py cites its files).
 VLLM_VERSION = "0.11.0"
+# --vllm-version: which release's plan. "0.11" is VLLM_VERSION's (V1); "0.6" the V0 engine of v0.6.5-v0.6.6
+# (memory_profiling: the CUDA context outside the budget); "0.6.4" the V0 engine of v0.6.4 (its non-torch memory
+# counts everything outside torch, the CUDA context included). engines/vllm_v0.py cites the files of each.
+VLLM_VERSIONS = ("0.11", "0.6", "0.6.4")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +51,7 @@ class VllmFlags:
     enforce_eager: bool = False  # --enforce-eager: no CUDA graphs
     kv_cache_memory_bytes: int | None = None  # --kv-cache-memory-bytes: the KV pool's size, not the budget rule's
     pipeline_parallel_size: int = 1  # --pipeline-parallel-size (--pp)
+    version: str = "0.11"  # --vllm-version: whose memory plan (VLLM_VERSIONS)
 
     def __post_init__(self) -> None:
         for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
@@ -61,6 +66,15 @@ class VllmFlags:
                 f"enforce_eager must be True or False, got {shown(self.enforce_eager)}", field="enforce_eager"
             )
         positive("pp", self.pipeline_parallel_size)
+        if self.version not in VLLM_VERSIONS:
+            from vramwise.errors import InvalidWorkloadError, shown
+
+            allowed = ", ".join(VLLM_VERSIONS)
+            raise InvalidWorkloadError(
+                f"vLLM version {shown(self.version)} is not modelled; allowed: {allowed}",
+                field="vllm_version",
+                allowed=allowed,
+            )
 
 
 # vLLM's batch defaults for `vllm serve` (UsageContext.OPENAI_API_SERVER), vllm/engine/arg_utils.py

@@ -165,5 +165,6 @@ _FLAT = FlatNames(
         "embeddings": ("llamacpp", "embeddings"),
         "fit_gpu_layers": ("llamacpp", "fit_gpu_layers"),
         "ollama": ("llamacpp", "ollama"),
+        "vllm_version": ("vllm", "version"),
     },
 )

@@ -120,6 +120,18 @@ _SERVER_VERSION = re.compile(r"vLLM API server version ([\w.+\-]+)")
 _NON_DEFAULT = re.compile(r"non-default args: (\{.*\})\s*$")
 _CHUNKED = re.compile(r"Chunked prefill is enabled with max_num_batched_tokens=(\d+)")
 _LOADING = re.compile(r"Starting to load model (\S{1,512}?)(?:\.\.\.)?\s*$")
+# Wordings only one engine generation printed, for a log that does not print its version (extras["generation"]):
+# V0 "Initializing an LLM engine", "Loading model weights took X GB" / "Model loading took X GB" (GB: V0's
+# float(2**30)), "Memory profiling results:" (0.6.2-0.6.4 and PR #10511's branch), "# GPU blocks: N, # CPU blocks: M"
+# (V0's executors; V1's 0.8.0 line has no CPU blocks), raise_if_cache_size_invalid's "stored in KV cache (N)";
+# V1 "Initializing a V1 LLM engine", "Model loading took X GiB", "GPU KV cache size:", "Available KV cache memory:".
+_V0_WORDING = re.compile(
+    r"Initializing an LLM engine|(?:Loading model weights|Model loading) took \S+ ?GB\b|Memory profiling results:"
+    r"|blocks: \S+, # CPU blocks:|stored in KV cache \("
+)
+_V1_WORDING = re.compile(
+    r"Initializing a V1 LLM engine|Model loading took \S+ ?GiB|GPU KV cache size:|Available KV cache memory:"
+)
 
 
 def _profile_figures(text: str, r: str, n: int) -> list[Figure]:
@@ -237,6 +249,8 @@ def _facts(lines: list[Line]) -> tuple[str | None, dict[str, str], dict[str, str
         elif (m := _LOADING.search(text)) and "model_loading" not in extras:
             extras["model_loading"] = m.group(1)
         _side_facts(text, flags, extras)
+        if "generation" not in extras and (m := _V1_WORDING.search(text) or _V0_WORDING.search(text)):
+            extras["generation"] = "V1" if _V1_WORDING.search(m.group(0)) else "V0"
     return version, flags, extras
 
 

@@ -1,0 +1,112 @@
+"""vLLM's V0 engine (the 0.6 line) outside the weights: its batch defaults, the profile run, CUDA graphs.
+
+Files read (vllm-project/vllm): vllm/worker/worker.py at 6ae5229 (the 0.6.4 line); vllm/worker/model_runner.py of
+the 0.6 line (``GPUModelRunnerBase.profile_run``, ``_BATCH_SIZES_TO_CAPTURE``); vllm/model_executor/layers/
+sampler.py of the 0.6 line (``Sampler.forward``, ``_apply_top_k_top_p``); vllm/engine/arg_utils.py of the 0.6 line
+(``EngineArgs.create_engine_config``: chunked prefill by default above 32K); pytorch aten/src/ATen/cuda/
+CublasHandlePool.cpp ``parseChosenWorkspaceSize`` (torch 2.5.1, which vLLM 0.6.4-0.6.6 pin in requirements-cuda.txt).
+"""
+
+from __future__ import annotations
+
+from vramwise.engines.vllm_terms import VOCAB_PADDING, forward_live
+from vramwise.estimate.term import Term
+from vramwise.spec.model import ModelSpec
+
+_RUNNER = "vllm/worker/model_runner.py"
+# vllm/engine/arg_utils.py EngineArgs (0.6 line): --max-num-seqs defaults to 256.
+V0_MAX_NUM_SEQS = 256
+# vllm/config.py SchedulerConfig.__init__ (0.6 line): without chunked prefill max_num_batched_tokens is
+# max(max_model_len, 2048) ("use 2048 as the default value for higher throughput"); with it, 512.
+V0_MIN_BATCHED_TOKENS = 2048
+V0_CHUNKED_TOKENS = 512
+# vllm/engine/arg_utils.py create_engine_config (0.6 line): use_long_context = max_model_len > 32768 turns
+# chunked prefill on by default ("Chunked prefill is enabled by default for models with max_model_len > 32K"),
+# unless the model has a sliding window (or spec decode, LoRA, prefix caching, seqlen-agnostic layers).
+V0_LONG_CONTEXT = 32768
+# Bytes per logit at the sampler's peak, inside _apply_top_k_top_p (the profile run's SamplingParams(top_p=0.99,
+# top_k=vocab_size - 1) turns both on; FlashInfer sampling is opt-in through VLLM_USE_FLASHINFER_SAMPLER): the fp32
+# copy Sampler.forward makes "to apply temperature scaling" (4, held by the caller), the ascending sort's values
+# (4) and int64 indices (8), the top-k mask (1), probs_sort = softmax (4), probs_sum = cumsum, not in place (4), the
+# top-p mask (1) and logits_sort.scatter's out-of-place result (4) = 30; every one a local until the function
+# returns. After it, probs, logprobs and the sampling noise (4 each) beside the fp32 logits are less.
+V0_SAMPLER_BYTES_PER_LOGIT = 4 + 4 + 8 + 1 + 4 + 4 + 1 + 4
+# torch's cuBLAS workspace, allocated through the caching allocator at the first GEMM (the profile run), so it is
+# torch memory vLLM counts in the profile's peak: CUBLAS_WORKSPACE_CONFIG's default ":4096:2:16:8" = 2 x 4096 KiB +
+# 8 x 16 KiB, and ":4096:8" = 32 MiB on compute capability 9.0 (CublasHandlePool.cpp parseChosenWorkspaceSize).
+CUBLAS_WORKSPACE = 4096 * 1024 * 2 + 16 * 1024 * 8
+CUBLAS_WORKSPACE_SM90 = 4096 * 8 * 1024
+# model_runner.py (0.6 line): "Capture graphs for token size 1, 2, 4, 8, 16, 24, 32, 40, ..., 256"
+# (_BATCH_SIZES_TO_CAPTURE), up to max_num_seqs rounded up to 8 and at most 256 (_get_max_graph_batch_size).
+V0_CAPTURE_SIZES = (1, 2, 4, *range(8, 257, 8))
+
+
+def v0_batched_tokens(*, given: int | None, max_len: int, sliding: bool) -> tuple[int, bool]:
+    """(max_num_batched_tokens, whether prefill is chunked) as the 0.6 line's SchedulerConfig sets them. A given
+    value below max_model_len is only accepted by vLLM with chunked prefill on (SchedulerConfig._verify_args)."""
+    if given is not None:
+        return given, given < max_len
+    if max_len > V0_LONG_CONTEXT and not sliding:
+        return V0_CHUNKED_TOKENS, True
+    return max(max_len, V0_MIN_BATCHED_TOKENS), False
+
+
+def cublas_workspace(compute_capability: str | None) -> int:
+    return CUBLAS_WORKSPACE_SM90 if compute_capability == "9.0" else CUBLAS_WORKSPACE
+
+
+def v0_sampler(spec: ModelSpec, *, rows: int, tokens: int, c: int) -> tuple[int, str]:
+    """The V0 sampler's peak in the profile run: ``rows`` sequence groups each sample one token (the last of its
+    prompt: LogitsProcessor._prune_hidden_states keeps those rows), the forward's hidden states still held.
+    The driver rank gathers every rank's logits (tensor_model_parallel_gather), so it holds the full padded row."""
+    V, h = spec.vocab_size, spec.hidden_size
+    padded = -(-V // VOCAB_PADDING) * VOCAB_PADDING
+    total = tokens * h * c + rows * h * c + rows * padded * c + rows * V * V0_SAMPLER_BYTES_PER_LOGIT
+    return total, (
+        f"hidden states T {tokens} x h {h} x c {c} + pruned rows {rows} x h x c + logits rows x V {padded} (padded "
+        f"to {VOCAB_PADDING}) x c + rows x V {V} x {V0_SAMPLER_BYTES_PER_LOGIT} B (fp32 copy, sort values, int64 "
+        "indices, top-k mask, softmax, cumsum, top-p mask, scatter)"
+    )
+
+
+def v0_profile_peak(
+    spec: ModelSpec, *, tokens: int, seqs: int, c: int, tp: int, compute_capability: str | None
+) -> Term:
+    """The torch peak increase of V0's profile run: max(one layer's forward live set, the sampler) + the cuBLAS
+    workspace its first GEMM allocates."""
+    fwd, fwd_f = forward_live(spec, tokens=tokens, c=c, tp=tp)
+    rows = min(seqs, tokens)
+    smp, smp_f = v0_sampler(spec, rows=rows, tokens=tokens, c=c)
+    ws = cublas_workspace(compute_capability)
+    return Term(
+        name="activations/profile_peak",
+        bytes=max(fwd, smp) + ws,
+        formula=f"max(forward of {tokens} tokens {fwd:,} = {fwd_f}; sampler over {rows} sequence groups {smp:,} = "
+                f"{smp_f}) + cuBLAS workspace {ws:,} (compute capability {compute_capability or 'unknown'})",
+        source=f"{_RUNNER} GPUModelRunnerBase.profile_run (max_num_seqs dummy SequenceGroups sharing "
+               "max_num_batched_tokens); vllm/model_executor/layers/sampler.py Sampler.forward, _apply_top_k_top_p "
+               "(0.6 line); pytorch CublasHandlePool.cpp parseChosenWorkspaceSize (torch 2.5.1)",
+    )
+
+
+def v0_capture_sizes(max_num_seqs: int) -> tuple[int, ...]:
+    """The sizes captured: up to max_num_seqs padded as _get_graph_batch_size pads a batch (itself up to 2, 4 up to
+    4, else the next multiple of 8), at most 256 (_get_max_graph_batch_size)."""
+    S = max_num_seqs
+    padded = S if S <= 2 else 4 if S <= 4 else -(-S // 8) * 8
+    return tuple(s for s in V0_CAPTURE_SIZES if s <= min(padded, 256))
+
+
+def v0_cuda_graphs(spec: ModelSpec, *, max_num_seqs: int, c: int, tp: int) -> Term:
+    """The graphs' shared pool: captured after the KV cache (Worker.initialize_cache -> _warm_up_model), largest
+    batch first, one pool for all, sized by the largest batch's decode forward."""
+    sizes = v0_capture_sizes(max_num_seqs)
+    live, f = forward_live(spec, tokens=max(sizes), c=c, tp=tp)
+    return Term(
+        name="cuda_graphs",
+        bytes=live,
+        formula=f"{len(sizes)} batch sizes, the pool sized by the largest ({max(sizes)} tokens): {f}; each graph's "
+                "own driver memory is not modelled",
+        source=f"{_RUNNER} ModelRunner.capture_model, _BATCH_SIZES_TO_CAPTURE (0.6 line); vllm/worker/worker.py "
+               "Worker._warm_up_model",
+    )

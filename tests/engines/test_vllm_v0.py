@@ -1,0 +1,202 @@
+"""vLLM's V0 engine plan, the 0.6 line (engines/vllm_v0.py): every term by hand arithmetic, with the source it follows.
+
+Oracles: the arithmetic written out here, each step naming the vLLM (or torch) function it mirrors: vllm/worker/
+worker.py Worker.determine_num_available_blocks (v0.6.4 at 6ae5229; memory_profiling in v0.6.5-v0.6.6), vllm/worker/
+model_runner.py profile_run and _BATCH_SIZES_TO_CAPTURE, vllm/model_executor/layers/sampler.py _apply_top_k_top_p,
+vllm/config.py SchedulerConfig (max(max_model_len, 2048); 512 when chunked), pytorch CublasHandlePool.cpp
+parseChosenWorkspaceSize; Meta-Llama-3-8B's published parameter count (8,030,261,248) and config (32 layers, 8 KV
+heads, head_dim 128, h 4096, i 14336, V 128,256).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from vramwise.app.verify_log import compare_parsed, vllm_release
+from vramwise.catalog import get_gpu
+from vramwise.cli import main
+from vramwise.engines.logs import load_log, parse_log
+from vramwise.engines.vllm import vllm_figures, vllm_plan
+from vramwise.engines.vllm_v0_terms import v0_batched_tokens, v0_capture_sizes
+from vramwise.errors import InvalidWorkloadError
+from vramwise.spec.load import catalog_spec
+from vramwise.workload import InferSetup
+
+MIB = 2**20
+H100 = get_gpu("h100-80gb")  # compute capability 9.0: torch's 32 MiB cuBLAS workspace
+L4 = get_gpu("l4")
+CORPUS = Path(__file__).resolve().parents[2] / "bench" / "data" / "engine_logs"
+WEIGHTS = 8_030_261_248 * 2  # Meta-Llama-3-8B in bf16
+PER_TOKEN = 32 * 2 * 8 * 128 * 2  # 32 layers x K and V x 8 KV heads x 128 x 2 B = 131,072 B
+NCCL = 32 * ((1 << 22) + 8 * 512 * 8 * 16 + 120 * 640 * 8 * 8)  # engines/vllm_terms.py: 32 channels x 3 protocols
+
+
+def _plan(model: str, gpu=H100, **flat):  # type: ignore[no-untyped-def]
+    return vllm_plan(catalog_spec(model), InferSetup.from_flat(engine="vllm", **flat), gpu)
+
+
+def _terms(p) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    return {t.name: t.bytes for t in p.estimate.persistent}
+
+
+def test_batch_defaults_follow_the_0_6_scheduler_config() -> None:
+    # SchedulerConfig: max(max_model_len, 2048) without chunked prefill; create_engine_config turns chunked prefill
+    # on above 32K (not with a sliding window), at 512 tokens; a given value below max_model_len means chunked
+    assert v0_batched_tokens(given=None, max_len=8192, sliding=False) == (8192, False)
+    assert v0_batched_tokens(given=None, max_len=1024, sliding=False) == (2048, False)
+    assert v0_batched_tokens(given=None, max_len=131072, sliding=False) == (512, True)
+    assert v0_batched_tokens(given=None, max_len=131072, sliding=True) == (131072, False)
+    assert v0_batched_tokens(given=512, max_len=8192, sliding=False) == (512, True)
+
+
+def test_capture_sizes_follow_get_max_graph_batch_size() -> None:
+    # [1, 2, 4] + [8 i for i in 1..32], up to max_num_seqs padded (<= 2 itself, <= 4 -> 4, else up to 8), <= 256
+    assert v0_capture_sizes(256) == (1, 2, 4, *range(8, 257, 8)) and len(v0_capture_sizes(256)) == 35
+    assert v0_capture_sizes(3) == (1, 2, 4)
+    assert max(v0_capture_sizes(100)) == 104
+    assert max(v0_capture_sizes(1024)) == 256
+
+
+def test_llama_3_8b_on_h100_term_by_term() -> None:
+    p = _plan("llama-3-8b", vllm_version="0.6")
+    t = _terms(p)
+    assert p.version == "0.6.6"
+    assert sum(b for n, b in t.items() if n.startswith("weights/")) == WEIGHTS
+    # profile_run: T = max(8192, 2048) = 8192 tokens over max_num_seqs 256 dummy sequence groups
+    forward = 8192 * 2 * (2 * 4096 + 3 * 14336)  # one MLP's live set: 2h + gate_up 2i + act i, bf16
+    # sampler: hidden 8192 x h, the pruned rows 256 x h, the bf16 logits 256 x 128,256 (a multiple of 64), and
+    # 30 B a logit inside _apply_top_k_top_p (fp32 4, sort 4 + int64 8, masks 1 + 1, softmax 4, cumsum 4, scatter 4)
+    sampler = 8192 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 2 + 256 * 128256 * 30
+    assert sampler == 1_119_879_168 and sampler > forward
+    assert t["activations/profile_peak"] == sampler + 32 * MIB  # + the cuBLAS workspace on compute capability 9.0
+    # memory_profiling (v0.6.5-v0.6.6): the context is in the baseline, and tp 1 has no NCCL: non-torch 0
+    assert "overhead/nccl" not in t and vllm_figures(p)["non_torch"] == 0
+    budget = int(0.9 * H100.memory_bytes)
+    available = budget - WEIGHTS - (sampler + 32 * MIB)
+    assert p.budget == budget and vllm_figures(p)["available_kv_cache"] == available
+    # CacheEngine.get_cache_block_size: 16 tokens x 131,072 B; num_gpu_blocks = available // that
+    blocks = available // (16 * PER_TOKEN)
+    assert t["kv_cache/pool"] == blocks * 16 * PER_TOKEN and p.kv_tokens == blocks * 16
+    assert p.concurrency == blocks * 16 / 8192  # gpu_executor initialize_cache: blocks x block_size / max_model_len
+    # capture_model: the pool of the largest batch, 256 tokens of the same MLP live set
+    assert t["cuda_graphs"] == 256 * 2 * (2 * 4096 + 3 * 14336)
+    assert p.refusal is None
+
+
+def test_0_6_4_counts_the_cuda_context_inside_the_budget() -> None:
+    # v0.6.4 determine_num_available_blocks: peak_memory += every byte used outside torch (the context included)
+    p6, p4 = _plan("llama-3-8b", vllm_version="0.6"), _plan("llama-3-8b", vllm_version="0.6.4")
+    assert p4.version == "0.6.4"
+    assert vllm_figures(p4)["non_torch"] == 512 * MIB  # the project's CUDA context default (--cuda-context)
+    assert vllm_figures(p6)["available_kv_cache"] - vllm_figures(p4)["available_kv_cache"] == 512 * MIB
+    assert _plan("llama-3-8b", vllm_version="0.6.4", cuda_context_mib=300).kv_tokens >= p4.kv_tokens
+
+
+def test_tp_2_adds_nccl_and_custom_all_reduce_and_the_driver_samples_full_rows() -> None:
+    p = _plan("llama-3-8b", vllm_version="0.6", tp=2)
+    t = _terms(p)
+    assert t["overhead/nccl"] == NCCL and t["overhead/custom_all_reduce"] == 3 * 8 * MIB
+    # the driver gathers the whole vocabulary (tensor_model_parallel_gather): the sampler term does not shrink
+    sampler = 8192 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 32
+    assert t["activations/profile_peak"] == sampler + 32 * MIB
+    weights = sum(b for n, b in t.items() if n.startswith("weights/"))
+    available = int(0.9 * H100.memory_bytes) - weights - sampler - 32 * MIB - NCCL - 24 * MIB
+    assert p.kv_tokens == available // (16 * PER_TOKEN // 2) * 16  # 4 KV heads a rank: half the bytes a token
+
+
+def test_long_context_chunks_at_512_and_refuses_in_v0s_words() -> None:
+    # Llama-3.1-8B: max_model_len 131,072 > 32K -> chunked prefill at 512 tokens; on an L4 the pool is too small
+    p = _plan("llama-3.1-8b", gpu=L4, vllm_version="0.6")
+    forward = 512 * 2 * (2 * 4096 + 3 * 14336)
+    sampler = 512 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 32
+    ws = 4096 * 1024 * 2 + 16 * 1024 * 8  # CUBLAS_WORKSPACE_CONFIG ":4096:2:16:8" off Hopper (L4: 8.9)
+    assert _terms(p)["activations/profile_peak"] == max(forward, sampler) + ws
+    blocks = (int(0.9 * L4.memory_bytes) - WEIGHTS - sampler - ws) // (16 * PER_TOKEN)
+    assert p.refusal == "max_model_len larger than the KV cache" and p.refusal_message is not None
+    assert p.refusal_message.startswith(
+        f"The model's max seq len (131072) is larger than the maximum number of tokens that can be stored in KV "
+        f"cache ({blocks * 16})."
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "flat", "field"),
+    [
+        ("deepseek-v2-lite", {}, "vllm_version"),  # MLA: the 0.6 line cached full heads
+        ("llama-3-8b", {"kv_block": 1}, "kv_block"),
+        ("llama-3-8b", {"kv_cache_memory_bytes": 2**30}, "kv_cache_memory"),
+        ("llama-3-8b", {"kv_dtype": "bf16"}, "kv_dtype"),
+    ],
+)
+def test_what_0_6_cannot_do_is_one_line(model: str, flat: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidWorkloadError) as err:
+        _plan(model, vllm_version="0.6", **flat)
+    assert err.value.field == field and "\n" not in str(err.value)
+
+
+def _cli(argv: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, out.getvalue()
+
+
+def test_vllm_version_option_plumbing(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _cli(["infer", "llama-3-8b", "--gpu", "h100", "--engine", "vllm", "--vllm-version", "0.6", "--json"])
+    data = json.loads(out)
+    assert code == 0 and data["setup"]["vllm_version"] == "0.6"
+    assert _cli(["infer", "llama-3-8b", "--gpu", "h100", "--engine", "vllm", "--vllm-version", "0.7"])[0] == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "vLLM version '0.7' is not modelled; allowed: 0.11, 0.6, 0.6.4" in err
+    assert _cli(["infer", "llama-3-8b", "--gpu", "h100", "--vllm-version", "0.6"])[0] == 2  # not with --engine hf
+    assert "add --engine vllm" in capsys.readouterr().err
+
+
+def _parsed(text: str):  # type: ignore[no-untyped-def]
+    return parse_log(text)
+
+
+@pytest.mark.parametrize(
+    ("version", "release", "noted"),
+    [("0.6.4.post1", "0.6.4", False), ("0.6.3.post1", "0.6.4", True), ("0.6.5", "0.6", False),
+     ("0.6.6.post1", "0.6", False), ("0.6.1", "0.6.4", True), ("0.7.3", None, False), ("0.11.0", None, False)],
+)
+def test_verify_log_picks_the_release_from_the_logged_version(version: str, release: str | None, noted: bool) -> None:
+    # vllm/engine/llm_engine.py (V0): "Initializing an LLM engine (v%s) with config: ..."
+    parsed = _parsed(f"INFO llm_engine.py:249] Initializing an LLM engine (v{version}) with config: model='m'\n"
+                     "INFO gpu_executor.py:76] # GPU blocks: 5691, # CPU blocks: 2048")
+    chosen, note = vllm_release(parsed)
+    assert chosen == release and (note is not None) == noted
+
+
+def test_verify_log_places_an_unversioned_log_by_its_wording() -> None:
+    one_line = ("Loading model weights took 14.9888 GB\nMemory profiling results: total_gpu_memory=23.58GiB "
+                "initial_memory_usage=15.34GiB peak_torch_memory=17.06GiB memory_usage_post_profile=15.35GiB "
+                "non_torch_memory=0.35GiB kv_cache_size=3.81GiB gpu_memory_utilization=0.90")
+    assert vllm_release(_parsed(one_line))[0] == "0.6.4"
+    profiling = ("INFO model_runner.py:1099] Loading model weights took 14.9595 GB\nINFO worker.py:241] the current "
+                 "vLLM instance can use total_gpu_memory (39.50GiB) x gpu_memory_utilization (0.90) = 35.55GiB")
+    assert vllm_release(_parsed(profiling))[0] == "0.6"
+    v1 = ("INFO gpu_model_runner.py:1316] Model loading took 14.9889 GiB and 3.65 seconds\nINFO worker.py:241] the "
+          "current vLLM instance can use total_gpu_memory (39.50GiB) x gpu_memory_utilization (0.90) = 35.55GiB")
+    assert vllm_release(_parsed(v1)) == (None, None)
+
+
+def test_corpus_log_of_0_6_4_by_hand() -> None:
+    # bench/data/engine_logs/vllm-llama31-8b-rtx3090-tp1-1.log (vLLM issue #10517): the one-line 0.6.4 report;
+    # max_model_len 20000 from its "Maximum concurrency for 20000 tokens per request" line; GPU: its 23.58 GiB
+    c = compare_parsed(load_log(CORPUS / "vllm-llama31-8b-rtx3090-tp1-1.log"), model="llama-3.1-8b")
+    assert c.modelled_version == "0.6.4" and c.options["max_model_len"] == 20000
+    rows = {r.name: r.estimate for r in c.rows}
+    total = rows["gpu_total"]  # the log's 23.58 GiB in bytes (verify --log's GPU)
+    assert total is not None and abs(total - 23.58 * 2**30) < 1
+    forward = 20000 * 2 * (2 * 4096 + 3 * 14336)  # T = max(20000, 2048), below 32K: not chunked
+    ws = 4096 * 1024 * 2 + 16 * 1024 * 8  # a GPU given by its size has no compute capability: the default size
+    assert rows["torch_peak"] == WEIGHTS + forward + ws  # allocated_bytes.all.peak, the weights in it
+    assert rows["non_torch"] == 512 * MIB
+    assert rows["kv_cache"] == int(0.9 * int(total)) - WEIGHTS - forward - ws - 512 * MIB
