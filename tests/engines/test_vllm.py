@@ -178,10 +178,11 @@ def test_one_verdict_first_never_contradicted(argv: tuple[str, ...]) -> None:
     fits = ": FITS" in verdict
     assert fits != ("DOES NOT FIT" in verdict)
     if fits:
-        sequences = int(serving.split(" concurrent sequences")[0].rsplit(" ", 1)[1].replace(",", ""))
+        # "1 concurrent sequence", "2 concurrent sequences"
+        sequences = int(serving.split(" concurrent sequence")[0].rsplit(" ", 1)[1].replace(",", ""))
         assert sequences >= 1 and "refuses" not in serving
     else:
-        assert "none, the engine refuses to start" in serving and "concurrent sequences" not in serving
+        assert "none, the engine refuses to start" in serving and "concurrent sequence" not in serving
 
 
 def test_gpt_oss_120b_on_one_h100_fits_with_its_context() -> None:

@@ -52,7 +52,8 @@ def render_table(
     if capacity and engine is None:  # an engine's capacity is its plan's, said once by _engine_lines
         lines.append(
             f"serving: KV budget {fmt(capacity.budget.bytes, unit)} = {capacity.kv_tokens:,} tokens of KV "
-            f"({capacity.kv_bytes_per_token:,} B/token); {capacity.max_sequences:,} concurrent sequences of "
+            f"({capacity.kv_bytes_per_token:,} B/token); {capacity.max_sequences:,} concurrent "
+            f"{'sequence' if capacity.max_sequences == 1 else 'sequences'} of "
             f"{capacity.sequence_tokens:,} tokens"
         )
         if explain:
@@ -91,7 +92,8 @@ def _engine_lines(engine: EngineEstimate, unit: Unit, explain: bool) -> list[str
             per = f"{engine.context_len:,} tokens per request"
             parts.append(f"maximum concurrency for {per}: {engine.concurrency:.2f}x")
         if engine.max_sequences is not None:
-            parts.append(f"{engine.max_sequences:,} concurrent sequences of {engine.sequence_tokens:,} tokens")
+            noun = "sequence" if engine.max_sequences == 1 else "sequences"
+            parts.append(f"{engine.max_sequences:,} concurrent {noun} of {engine.sequence_tokens:,} tokens")
         lines = [f"serving ({name}): " + "; ".join(parts)]
     if engine.max_context is not None:
         lines.append(f"    largest context (max_model_len) that fits: {engine.max_context:,} tokens")
