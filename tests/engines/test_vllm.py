@@ -325,3 +325,12 @@ def vllm_figures_available(p) -> int:  # type: ignore[no-untyped-def]
     from vramwise.engines.vllm import vllm_figures
 
     return int(vllm_figures(p)["available_kv_cache"])
+
+
+def test_a_refusal_inside_the_budget_is_not_called_headroom() -> None:
+    """gemma-2-9b on an L4: vLLM refuses (max_model_len 8,192 needs more KV than its 0.9 share leaves) while the
+    GPU still has memory outside that share; "DOES NOT FIT ..., headroom 1.66 GiB" read as a fit."""
+    _, out = _cli("infer", "gemma-2-9b", "--gpu", "l4", "--engine", "vllm")
+    verdict = out.splitlines()[1]
+    assert "DOES NOT FIT (max_model_len larger than the KV cache)" in verdict
+    assert "headroom" not in verdict and "of the GPU left outside the engine's budget" in verdict

@@ -65,10 +65,15 @@ def render_table(
 
 def _verdict_lines(verdict: Verdict, unit: Unit, explain: bool) -> list[str]:
     word = "FITS" if verdict.fits else "DOES NOT FIT"
+    room = f"headroom {fmt(verdict.headroom_bytes, unit)}"
+    if verdict.refusal and verdict.headroom_bytes >= 0:
+        # the engine refuses inside its own budget (vLLM: gpu_memory_utilization): a positive "headroom" beside
+        # DOES NOT FIT read as a fit in the newcomer trial; say where that memory is
+        room = f"{fmt(verdict.headroom_bytes, unit)} of the GPU left outside the engine's budget"
     reason = f" ({verdict.reason})" if verdict.refusal else ""
     lines = [
         f"{gpu_title(verdict.gpu, verdict.count)} ({budget_words(verdict.gpu, unit, verdict.count)}): {word}{reason}, "
-        f"headroom {fmt(verdict.headroom_bytes, unit)}"
+        f"{room}"
     ]
     if explain and verdict.gpu.source:
         lines.append(f"    budget: {verdict.gpu.basis}; source: {verdict.gpu.source}")
