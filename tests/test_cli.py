@@ -213,3 +213,16 @@ def test_train_textbook_seed_000_reproduces_its_terms_for_a_catalog_model(capsys
         "gradients": round(phi * 0.02 * 4),
         "optimizer": round(phi * 0.02 * 12),
     }
+
+
+@pytest.mark.parametrize(("command", "question"), [("fit", ["--max", "batch"]), ("infer", []), ("train", [])])
+def test_an_option_the_command_lacks_points_at_that_commands_help(
+    command: str, question: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse reports an unknown option from the top parser; the hint used to be `vramwise --help`, which lists
+    the commands and none of their options (the newcomer trial's `fit ... --json`)."""
+    code, _out, err = run(capsys, command, "llama-3-8b", "--gpu", "h100", *question, "--no-such-option")
+    assert code == 2
+    assert err.strip() == (
+        f"vramwise: error: unrecognized arguments: --no-such-option (see 'vramwise {command} --help')"
+    )

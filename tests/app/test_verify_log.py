@@ -181,3 +181,29 @@ def test_llamacpp_corpus_log_per_device(capsys: pytest.CaptureFixture[str]) -> N
     assert rows["kv_cache_total"]["estimate"] == 32 * 32_000 * 8 * 128 * 2 * 2
     assert rows["kv_cache_k"]["estimate"] == rows["kv_cache_v"]["estimate"] == 32 * 32_000 * 8 * 128 * 2
     assert rows["failed_allocation"]["modelled"] is False
+
+
+def test_max_model_len_from_the_concurrency_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """vllm #10517's RTX 3090 log names no flag but prints "Maximum concurrency for 20000 tokens per request:
+    1.56x": vLLM prints model_config.max_model_len there, so the plan is set up for 20,000 tokens, not the model's
+    131,072 (which no KV pool of that GPU holds: the estimate used to read 0.00x, -100%)."""
+    log = str(CORPUS / "vllm-llama31-8b-rtx3090-tp1-1.log")
+    assert main(["verify", "--log", log, "--model", "llama-3.1-8b", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["options"]["max_model_len"] == 20000
+    rows = {r["name"]: r for r in out["rows"]}
+    kv_tokens = rows["kv_cache"]["estimate"] // 131_072  # Llama-3.1-8B: 32 x 8 x 128 x 2 x 2 B per token
+    assert rows["max_concurrency"]["estimate"] == pytest.approx(kv_tokens / 20000, abs=0.01)
+    assert rows["max_concurrency"]["estimate"] > 0
+    assert any("max_model_len=20000" in n and "Maximum concurrency" in n for n in out["notes"])
+
+
+def test_a_logged_cuda_total_is_not_called_a_bare_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The GPU taken from the log's own CUDA total: the note for a size typed by hand ("a real GPU shows CUDA a
+    few hundred MiB less") would contradict the header, which says the total is CUDA's."""
+    assert main(["verify", "--log", _log(tmp_path), *KV_ARGS]) == 0
+    out = capsys.readouterr().out
+    assert "GPU the log's CUDA total 79.19 GiB" in out
+    assert "a few hundred MiB less" not in out
+    assert main(["verify", "--log", _log(tmp_path), *KV_ARGS, "--gpu", "80GiB"]) == 0
+    assert "a few hundred MiB less" in capsys.readouterr().out  # a size the user gave keeps its note

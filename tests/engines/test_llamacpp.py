@@ -522,3 +522,14 @@ def test_ollama_switch_derives_the_runner_flags() -> None:
     assert est.kv_tokens == 8192  # GGML_PAD(8192, 32): -fa off pads to 32
     layers = int(notes.split(" of 33: the most layers that fit")[0].rsplit("-ngl ", 1)[1])
     assert 0 < layers < 33 and est.estimate.peak_bytes <= 6 * 2**30
+
+
+def test_one_sequence_and_one_layer_are_singular(capsys: pytest.CaptureFixture[str]) -> None:
+    """The newcomer trial read "1 concurrent sequences" and "-ngl 1: 1 layers ... on the CPU": a count of one
+    takes the singular (Llama-3.1-8B has 32 layers: -ngl 31 leaves one on the CPU)."""
+    from vramwise.cli import main
+
+    assert main(["infer", "llama-3.1-8b", "--engine", "llama.cpp", "--gpu", "4090", "-f", "q4_k_m", "-ngl", "31"]) == 0
+    out = capsys.readouterr().out
+    assert "1 concurrent sequence of 2,048 tokens" in out and "1 concurrent sequences" not in out
+    assert "-ngl 31: 1 layer and the output layer on the CPU" in out

@@ -178,10 +178,11 @@ def test_one_verdict_first_never_contradicted(argv: tuple[str, ...]) -> None:
     fits = ": FITS" in verdict
     assert fits != ("DOES NOT FIT" in verdict)
     if fits:
-        sequences = int(serving.split(" concurrent sequences")[0].rsplit(" ", 1)[1].replace(",", ""))
+        # "1 concurrent sequence", "2 concurrent sequences"
+        sequences = int(serving.split(" concurrent sequence")[0].rsplit(" ", 1)[1].replace(",", ""))
         assert sequences >= 1 and "refuses" not in serving
     else:
-        assert "none, the engine refuses to start" in serving and "concurrent sequences" not in serving
+        assert "none, the engine refuses to start" in serving and "concurrent sequence" not in serving
 
 
 def test_gpt_oss_120b_on_one_h100_fits_with_its_context() -> None:
@@ -324,3 +325,12 @@ def vllm_figures_available(p) -> int:  # type: ignore[no-untyped-def]
     from vramwise.engines.vllm import vllm_figures
 
     return int(vllm_figures(p)["available_kv_cache"])
+
+
+def test_a_refusal_inside_the_budget_is_not_called_headroom() -> None:
+    """gemma-2-9b on an L4: vLLM refuses (max_model_len 8,192 needs more KV than its 0.9 share leaves) while the
+    GPU still has memory outside that share; "DOES NOT FIT ..., headroom 1.66 GiB" read as a fit."""
+    _, out = _cli("infer", "gemma-2-9b", "--gpu", "l4", "--engine", "vllm")
+    verdict = out.splitlines()[1]
+    assert "DOES NOT FIT (max_model_len larger than the KV cache)" in verdict
+    assert "headroom" not in verdict and "of the GPU left outside the engine's budget" in verdict

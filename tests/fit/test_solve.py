@@ -228,3 +228,34 @@ def test_a_target_that_cannot_fit_names_the_smallest_setup(argv: list[str], caps
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "smallest" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "flat"),
+    [
+        (["--fsdp", "full"], {"fsdp": "full", "zero": 0}),
+        (["--zero", "3"], {"zero": 3}),
+        (["--zero", "2", "--recompute", "full", "--optimizer", "adamw-8bit"], {"zero": 2}),
+    ],
+)
+def test_min_gpus_takes_the_sharding_asked(
+    flags: list[str], flat: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fit --min-gpus --fsdp full` (or --zero) used to stop at "dp must be >= 2, got dp=1" before searching; the
+    answer is the boundary of the sharding asked, re-estimated here: n fits under it and n - 1 does not."""
+    spec, budget = catalog_spec("llama-3-8b"), get_gpu("rtx-4090").memory_bytes
+    assert main(["fit", "llama-3-8b", "--gpu", "rtx-4090", "--min-gpus", *flags]) == 0
+    n = int(capsys.readouterr().out.splitlines()[0].rsplit(": ", 1)[1])
+    rest = dict(zip(flags[::2], flags[1::2], strict=True))
+    base = TrainSetup.from_flat(**{k.lstrip("-"): v for k, v in rest.items() if k not in ("--fsdp", "--zero")})
+    assert n > 2
+    assert estimate_training(spec, base.with_flat(dp=n, **flat)).peak_bytes <= budget
+    assert estimate_training(spec, base.with_flat(dp=n - 1, **flat)).peak_bytes > budget
+
+
+def test_min_gpus_under_zero_2_names_what_does_not_shrink(capsys: pytest.CaptureFixture[str]) -> None:
+    """ZeRO-2 keeps the 16-bit weights whole on each GPU: Llama-3-70B's 141 GB never fit an 80 GB GPU, and the
+    refusal names ZeRO-2 and the weights, not ZeRO-3 and the activations."""
+    assert main(["fit", "llama-3-70b", "--gpu", "h100-80gb", "--min-gpus", "--zero", "2", "--recompute", "full"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "ZeRO-2 GPUs" in err and "the weights and the activations" in err

@@ -81,6 +81,10 @@ def fit(req: FitRequest) -> FitResult:
         found = _layouts(replace(req, gpus=gpus), model, gpu, train_setup(options, model))
         return replace(found, notes=notes)
     options, notes = train_options(choice, req.options)
+    if req.question is Question.MIN_GPUS and options.get("dp") is None and _shards(options):
+        # the search sets dp itself (1 unsharded, then 2, 4, ...): a sharded setup cannot be built at dp=1, the
+        # default, so it is built at the search's first sharded step; --fsdp full / --zero 3 used to be refused
+        options["dp"] = 2
     setup = train_setup(options, model)
     from vramwise.fit.solve import max_train, min_gpus
 
@@ -92,6 +96,11 @@ def fit(req: FitRequest) -> FitResult:
     except DoesNotFitError as err:
         raise DoesNotFitError(f"{err}; {smallest_that_fits(model, setup, budget)}") from None
     return FitResult(question=req.question, gpu=gpu, answer=answer, count=choice.count, notes=notes)
+
+
+def _shards(options: dict[str, Any]) -> bool:
+    """Whether the options ask for ZeRO or FSDP sharding, which needs dp >= 2 (workload/layout.py)."""
+    return bool(options.get("zero")) or str(options.get("fsdp") or "none") != "none"
 
 
 def _gpu(req: FitRequest) -> GpuChoice:

@@ -148,8 +148,14 @@ def compare_parsed(
         gpu=gpu_words,
         options={k: v for k, v in opts.items() if k not in ("batch", "context", "new_tokens")},
         rows=figure_rows(parsed, modelled),
-        notes=tuple(notes) + result.estimate.notes,
+        notes=tuple(notes) + tuple(n for n in result.estimate.notes if gpu is not None or not _size_note(n, gpu_text)),
     )
+
+
+def _size_note(note: str, gpu_text: str) -> bool:
+    """app/gpu_rules.py's note for a bare size ("a real GPU shows CUDA a few hundred MiB less"): wrong for the
+    log's own CUDA total, which is what CUDA reported, so it is dropped when the GPU came from the log."""
+    return note.startswith(f"budget: the {gpu_text} given")
 
 
 def _model(parsed: ParsedLog, given: str | None) -> tuple[str, str]:
@@ -192,6 +198,7 @@ def logged_options(parsed: ParsedLog) -> tuple[dict[str, Any], tuple[str, ...]]:
     read: list[str] = []
     aside: list[str] = []
     logged = {**parsed.flags, **{k: v for k, v in parsed.extras.items() if k in ("type_k", "type_v")}}
+    implied = _implied_max_model_len(parsed, logged)
     for key, raw in logged.items():
         norm = key.lstrip("-").replace("-", "_").lower()
         if norm in _SET_ASIDE and raw.strip("'\"").lower() not in _DEFAULT_VALUES:
@@ -204,17 +211,29 @@ def logged_options(parsed: ParsedLog) -> tuple[dict[str, Any], tuple[str, ...]]:
             continue
         out[option] = value
         read.append(f"{key}={raw}")
-    # vLLM prints max_model_len in "Maximum concurrency for %s tokens per request" (V0: vllm/executor/gpu_executor.py
-    # initialize_cache; V1: vllm/v1/core/kv_cache_utils.py, both model_config.max_model_len): read it when no flag did
-    tokens = parsed.extras.get("max_concurrency_tokens")
-    if parsed.engine == "vllm" and "max_model_len" not in out and tokens and tokens.isdigit():
-        out["max_model_len"] = int(tokens)
-        read.append(f"max_model_len={tokens} (the 'Maximum concurrency for {tokens} tokens per request' line)")
+    if implied is not None and "max_model_len" not in out:
+        out["max_model_len"] = implied
+        read.append(f"max_model_len={implied} (its 'Maximum concurrency for {implied:,} tokens per request' line)")
     notes = [f"flags read from the log: {', '.join(read)}" if read else "the log prints no flag the plan reads"]
     if aside:
         notes.append(f"{', '.join(aside)}: the weights are estimated in the checkpoint's own format (give --format to "
                      "override)")
     return out, tuple(notes)
+
+
+def _implied_max_model_len(parsed: ParsedLog, logged: Mapping[str, str]) -> int | None:
+    """vLLM's max_model_len where only its concurrency line states it: "Maximum concurrency for %s tokens per
+    request" prints model_config.max_model_len and divides the pool by it (V0 vllm/executor/executor_base.py
+    initialize_cache; V1 vllm/v1/core/kv_cache_utils.py, beside "GPU KV cache size"), so a log without the flag or
+    the config repr still says it.
+    Without this the plan would take the model's own context, and compare a different setup."""
+    if parsed.engine != "vllm":
+        return None
+    named = {k.lstrip("-").replace("-", "_").lower() for k in logged}
+    tokens = parsed.extras.get("max_concurrency_tokens", "")
+    if named & {"max_model_len", "max_seq_len"} or not tokens.isdigit():
+        return None
+    return int(tokens)
 
 
 def _value(option: str, raw: str) -> Any:

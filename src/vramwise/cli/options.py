@@ -336,6 +336,16 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"vramwise: error: {message} (see '{self.prog} --help')\n")
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # argparse reports an option the command does not take from the top parser, which does not know the
+        # command: name it, so the hint points at the help that lists the command's options
+        values, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(values, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            self.exit(2, f"vramwise: error: unrecognized arguments: {' '.join(extras)} (see '{prog} --help')\n")
+        return values
+
 
 class _Defaults:
     """``{infer.batch}`` and ``{train.seq}`` in help text: a setup's default, read only when a parser shows it

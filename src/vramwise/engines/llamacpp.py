@@ -431,7 +431,7 @@ def _notes(
         )
         notes.append(f"split mode {flags.split_mode}: {per}; the table shows the fullest GPU")
     if cpu.layers or cpu.output:
-        on_cpu = [f"{len(cpu.layers)} layers"] if cpu.layers else []
+        on_cpu = [f"{len(cpu.layers)} {'layer' if len(cpu.layers) == 1 else 'layers'}"] if cpu.layers else []
         on_cpu += ["the output layer"] if cpu.output else []
         notes.append(
             f"-ngl {flags.n_gpu_layers}: {' and '.join(on_cpu)} on the CPU; ggml's op offload may copy their weights "

@@ -123,18 +123,19 @@ def _table_note(table: int) -> str:
 
 
 def min_gpus(spec: ModelSpec, setup: TrainSetup, budget: int, unit: Unit = "gib") -> Answer:
-    """Fewest data-parallel GPUs for the training step under ZeRO-3 (or FSDP full shard when asked).
+    """Fewest data-parallel GPUs for the training step under ZeRO-3 (or the ZeRO stage or FSDP mode asked).
 
     One GPU means no sharding at all; from two on the states are partitioned, so memory falls as GPUs grow.
     """
     sharded = setup.parallel.fsdp if setup.parallel.fsdp != FsdpMode.NONE else None
+    stage = setup.parallel.zero or 3  # --zero 1 or 2 as asked; ZeRO-3 when no stage is given
 
     def at(n: int) -> Estimate:
         if n == 1:
             return estimate_training(spec, setup.with_flat(dp=1, zero=0, fsdp=FsdpMode.NONE, offload=Offload.NONE))
         if sharded:
             return estimate_training(spec, setup.with_flat(dp=n, zero=0, fsdp=sharded))
-        return estimate_training(spec, setup.with_flat(dp=n, zero=3, fsdp=FsdpMode.NONE))
+        return estimate_training(spec, setup.with_flat(dp=n, zero=stage, fsdp=FsdpMode.NONE))
 
     ests: dict[int, Estimate] = {}
 
@@ -149,10 +150,13 @@ def min_gpus(spec: ModelSpec, setup: TrainSetup, budget: int, unit: Unit = "gib"
         lo, hi = hi, hi * 2
         if hi > SEARCH_CAP:
             floor = at(SEARCH_CAP)
+            mode = f"FSDP {sharded}" if sharded else f"ZeRO-{stage}"
+            # ZeRO-1/2 shard the optimizer states (and gradients) only: the 16-bit weights stay whole on each GPU
+            kept = "the activations" if sharded or stage == 3 else "the weights and the activations"
             raise DoesNotFitError(
-                f"no number of GPUs fits: even {SEARCH_CAP:,} ZeRO-3 GPUs need {fmt(floor.peak_bytes, unit)} each "
-                f"(> {fmt(budget, unit)}): the activations do not shrink with data parallelism; try --recompute full, "
-                "a smaller micro-batch, tp or pp"
+                f"no number of GPUs fits: even {SEARCH_CAP:,} {mode} GPUs need {fmt(floor.peak_bytes, unit)} each "
+                f"(> {fmt(budget, unit)}): {kept} do not shrink with data parallelism; try --recompute full, "
+                "a smaller micro-batch, tp or pp" + ("" if kept == "the activations" else ", or ZeRO-3")
             )
     while hi - lo > 1:
         mid = (lo + hi) // 2

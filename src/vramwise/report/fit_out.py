@@ -35,7 +35,8 @@ def render_formats(rows: list[FormatRow], unit: Unit = "gib") -> str:
         # no capacity at all: vLLM's rule does not apply to the model (an encoder-decoder), not an empty budget
         cap = "no KV budget left" if r.capacity is not None else "not modelled (vLLM's rule does not apply)"
         if r.capacity and r.capacity.kv_tokens > 0:
-            cap = f"{r.capacity.kv_tokens:,} KV tokens, {r.capacity.max_sequences:,} sequences"
+            n = r.capacity.max_sequences
+            cap = f"{r.capacity.kv_tokens:,} KV tokens, {n:,} {'sequence' if n == 1 else 'sequences'}"
         lines.append(f"{r.format:<14} {fmt(r.estimate.peak_bytes, unit):>12}  {'yes' if r.fits else 'no ':<4}  {cap}")
     return "\n".join(lines)
 

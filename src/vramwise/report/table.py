@@ -52,7 +52,8 @@ def render_table(
     if capacity and engine is None:  # an engine's capacity is its plan's, said once by _engine_lines
         lines.append(
             f"serving: KV budget {fmt(capacity.budget.bytes, unit)} = {capacity.kv_tokens:,} tokens of KV "
-            f"({capacity.kv_bytes_per_token:,} B/token); {capacity.max_sequences:,} concurrent sequences of "
+            f"({capacity.kv_bytes_per_token:,} B/token); {capacity.max_sequences:,} concurrent "
+            f"{'sequence' if capacity.max_sequences == 1 else 'sequences'} of "
             f"{capacity.sequence_tokens:,} tokens"
         )
         if explain:
@@ -64,10 +65,15 @@ def render_table(
 
 def _verdict_lines(verdict: Verdict, unit: Unit, explain: bool) -> list[str]:
     word = "FITS" if verdict.fits else "DOES NOT FIT"
+    room = f"headroom {fmt(verdict.headroom_bytes, unit)}"
+    if verdict.refusal and verdict.headroom_bytes >= 0:
+        # the engine refuses inside its own budget (vLLM: gpu_memory_utilization): a positive "headroom" beside
+        # DOES NOT FIT read as a fit in the newcomer trial; say where that memory is
+        room = f"{fmt(verdict.headroom_bytes, unit)} of the GPU left outside the engine's budget"
     reason = f" ({verdict.reason})" if verdict.refusal else ""
     lines = [
         f"{gpu_title(verdict.gpu, verdict.count)} ({budget_words(verdict.gpu, unit, verdict.count)}): {word}{reason}, "
-        f"headroom {fmt(verdict.headroom_bytes, unit)}"
+        f"{room}"
     ]
     if explain and verdict.gpu.source:
         lines.append(f"    budget: {verdict.gpu.basis}; source: {verdict.gpu.source}")
@@ -91,7 +97,8 @@ def _engine_lines(engine: EngineEstimate, unit: Unit, explain: bool) -> list[str
             per = f"{engine.context_len:,} tokens per request"
             parts.append(f"maximum concurrency for {per}: {engine.concurrency:.2f}x")
         if engine.max_sequences is not None:
-            parts.append(f"{engine.max_sequences:,} concurrent sequences of {engine.sequence_tokens:,} tokens")
+            noun = "sequence" if engine.max_sequences == 1 else "sequences"
+            parts.append(f"{engine.max_sequences:,} concurrent {noun} of {engine.sequence_tokens:,} tokens")
         lines = [f"serving ({name}): " + "; ".join(parts)]
     if engine.max_context is not None:
         lines.append(f"    largest context (max_model_len) that fits: {engine.max_context:,} tokens")
