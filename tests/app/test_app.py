@@ -94,7 +94,7 @@ def test_fit_answers_equal_the_solvers() -> None:
     )
     assert r.answer == max_infer(spec, InferSetup(kv_dtype="fp8"), budget, "context")
     r = fit(FitRequest(model="llama-3-8b", gpu="rtx-4090", question=Question.BEST_FORMAT, infer=True))
-    answer, rows = best_format(spec, InferSetup(), budget, budget)
+    answer, rows = best_format(spec, InferSetup(), budget)
     assert (r.answer, list(r.formats)) == (answer, rows)
 
 
@@ -168,7 +168,7 @@ def test_every_setup_option_of_a_wrapped_command_is_accepted(wrapper: str, wrapp
     question = ["--gpu", "l4", "--max", "batch"] if wrapper == "fit" else []
     mode = ["--infer"] if wrapped == INFER else []
     for option in options_of(wrapped):
-        if option.group is not Group.SETUP:
+        if option.group is not Group.SETUP or wrapper not in option.commands:  # plot: no engine flags
             continue
         args = parser.parse_args([wrapper, "llama-2-7b", *question, *mode, *_sample(option)])
         assert getattr(args, option.name) is not None, (wrapper, option.name)
@@ -213,8 +213,12 @@ _SETUPS = (
     "--block-size --engine --max-model-len --max-num-seqs --max-num-batched-tokens --max-batched-tokens "
     "--enforce-eager --kv-cache-memory-bytes --kv-cache-memory --kv-cache-dtype " + _ENGINE_FLAGS + LLAMA_CPP
 )
-FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units"
-FROZEN["plot"] = _SETUPS + " --gpu --output --points --vs -o"
+FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units --serve"
+_ENGINE_ONLY = (
+    "--gpu-util --gpu-memory-utilization --engine --max-model-len --max-num-seqs --max-num-batched-tokens "
+    "--max-batched-tokens --enforce-eager --kv-cache-memory-bytes --kv-cache-memory " + _ENGINE_FLAGS + LLAMA_CPP
+)
+FROZEN["plot"] = " ".join(sorted(set(_SETUPS.split()) - set(_ENGINE_ONLY.split()))) + " --gpu --output --points --vs -o"
 FROZEN["verify"] = _SETUPS + " --gpu --json --layers --log --model --units"
 FROZEN |= {"models": "--json", "gpus": "--json --units", "formats": "--json"}
 

@@ -68,7 +68,7 @@ def test_fewest_gpus_is_the_boundary(model: str, gpu: str) -> None:
 def test_best_format_is_the_first_that_fits_in_quality_order() -> None:
     spec, gpu = catalog_spec("llama-3-70b"), get_gpu("a100-80gb")
     setup = InferSetup(context=8192)
-    answer, _rows = best_format(spec, setup, gpu.memory_bytes, gpu.memory_bytes)
+    answer, _rows = best_format(spec, setup, gpu.memory_bytes)
     chosen = FORMATS_BY_QUALITY.index(str(answer.value))
     assert chosen > 0  # 70B does not fit in bf16 on 80 GB
     for name in FORMATS_BY_QUALITY[: chosen + 1]:

@@ -20,8 +20,10 @@ from vramwise.errors import DoesNotFitError, InapplicableOptionError, InvalidLay
 from vramwise.units import Unit, fmt
 from vramwise.workload import Recompute
 from vramwise.workload.checks import positive
+from vramwise.workload.engines import Engine
 
 if TYPE_CHECKING:
+    from vramwise.engines.result import EngineEstimate
     from vramwise.fit.layouts import Search
     from vramwise.fit.solve import Answer, FormatRow
     from vramwise.spec.model import ModelSpec
@@ -47,6 +49,7 @@ class FitRequest:
     top: int | None = None  # LAYOUTS: how many to show (None: DEFAULT_TOP)
     max_batch: int | None = None  # LAYOUTS: try every micro-batch from 1 to this (None: the setup's batch)
     unit: Unit = "gib"  # of the numbers in error messages
+    serve: bool = False  # --serve: the same as the option engine="vllm" (as infer's)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,10 +73,15 @@ def fit(req: FitRequest) -> FitResult:
     gpu = choice.gpu
     budget = gpu.memory_bytes
     if req.infer:
-        options, notes = infer_options(choice, req.options, native_format(model, choice, req.options))
+        given = _engine_options(req)
+        options, notes = infer_options(choice, given, native_format(model, choice, given))
         inference = infer_setup(options, model)
-        hf_only(inference, "fit")
-        found = _fit_inference(req, model, gpu, inference)
+        if inference.hf.device_map is not None:
+            hf_only(inference, "fit")  # refuses: fit asks of the whole model on each GPU
+        if inference.engine != Engine.HF:
+            found = _fit_engine(req, model, choice, inference)
+        else:
+            found = _fit_inference(req, model, gpu, inference)
         return replace(found, count=choice.count, notes=notes)
     if req.question is Question.LAYOUTS:
         options, notes = train_options(uncounted(choice), req.options)
@@ -127,8 +135,8 @@ def _check(req: FitRequest) -> None:
     refuse(req.options, ("seed", "lora_fraction"), "applies to --mode textbook (the seeds' formulas)")
     if req.infer:
         refuse(req.options, TRAINING_ONLY, "is a training option: drop it, or drop --infer")
-        if req.question is not Question.BEST_FORMAT:
-            refuse(req.options, ("gpu_util",), "applies to --best-format (its serving-capacity column)")
+        if req.options.get("engine") in (None, "hf") and not req.serve:
+            refuse(req.options, ("gpu_util",), "applies to a serving engine (--engine vllm, --serve)")
     else:
         refuse(req.options, INFERENCE_ONLY, "is an inference option: add --infer")
     if req.question is not Question.LAYOUTS:
@@ -166,12 +174,75 @@ def _check_numbers(req: FitRequest) -> None:
         refuse(fixed, ("ep", "fsdp_shard"), "must divide dp, which --min-gpus searches from 1 up: drop it")
 
 
+def _engine_options(req: FitRequest) -> Mapping[str, Any]:
+    """``--serve`` is ``--engine vllm``, as in ``vramwise infer``."""
+    if not req.serve:
+        return req.options
+    if req.options.get("engine") not in (None, "vllm"):
+        raise InapplicableOptionError(
+            f"--serve is --engine vllm; drop --serve to use --engine {req.options['engine']}", field="engine"
+        )
+    return {**req.options, "engine": "vllm"}
+
+
+# what "max batch" and "max context" mean to each engine, the value read from its one plan (EngineEstimate)
+_ENGINE_MEANING = {
+    "batch": "concurrent sequences of {tokens:,} tokens its KV pool holds ({kv:,} KV tokens)",
+    "context": "the largest context it can be started with ({what})",
+}
+_CONTEXT_FLAG = {Engine.VLLM: "--max-model-len", Engine.LLAMA_CPP: "-c", Engine.SGLANG: "--context-length"}
+
+
+def _fit_engine(req: FitRequest, model: ModelSpec, choice: GpuChoice, setup: InferSetup) -> FitResult:
+    """fit's inference questions under a serving engine: every number read from that engine's one plan."""
+    from vramwise.app.engines import engine_plan
+    from vramwise.fit.solve import Answer, best_format
+
+    gpu, count = choice.gpu, choice.count
+    if setup.mode == "textbook" or setup.images:
+        raise InvalidWorkloadError(f"--engine {setup.engine} models text serving in accurate mode: drop --images")
+
+    def plan(at: InferSetup) -> EngineEstimate:
+        return engine_plan(model, at, gpu, count)
+
+    if req.question is Question.BEST_FORMAT:
+        answer, rows = best_format(model, setup, gpu.memory_bytes, req.unit, plan=plan)
+        return FitResult(question=req.question, gpu=gpu, answer=answer, formats=tuple(rows))
+    found = plan(setup)
+    flag = _CONTEXT_FLAG.get(Engine(setup.engine), "--context")
+    if req.target == "batch":
+        if found.refusal is not None or not found.max_sequences:
+            hint = f"; the largest context that fits is {found.max_context:,} ({flag})" if found.max_context else ""
+            why = found.refusal or "no sequence fits its KV pool"
+            raise DoesNotFitError(f"{setup.engine} {found.version} does not start or serve one sequence ({why}){hint}")
+        value = found.max_sequences
+        meaning = _ENGINE_MEANING["batch"].format(tokens=found.sequence_tokens, kv=found.kv_tokens or 0)
+    else:
+        if not found.max_context:
+            raise DoesNotFitError(f"{setup.engine} {found.version}: no context fits ({found.refusal or 'no KV pool'})")
+        value = found.max_context
+        if setup.engine == Engine.LLAMA_CPP:  # its memory grows with -c: show the plan at the answer, not the asked
+            found = plan(replace(setup, llamacpp=replace(setup.llamacpp, ctx_size=value)))
+        what = {Engine.VLLM: "max_model_len", Engine.LLAMA_CPP: "-c, KV cells", Engine.SGLANG: "its token pool"}
+        meaning = _ENGINE_MEANING["context"].format(what=f"{what.get(Engine(setup.engine), 'context')}; {flag} sets it")
+    answer = Answer(
+        question=f"max {req.target} ({setup.engine} {found.version})",
+        value=value,
+        at=found.estimate,
+        next_value=None,
+        beyond=None,
+        budget=gpu.memory_bytes,
+        stopped_by=meaning,
+    )
+    return FitResult(question=req.question, gpu=gpu, answer=answer)
+
+
 def _fit_inference(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: InferSetup) -> FitResult:
     from vramwise.fit.solve import best_format, max_infer
 
     budget = gpu.memory_bytes
     if req.question is Question.BEST_FORMAT:
-        answer, rows = best_format(model, setup, budget, gpu.memory_bytes, req.unit)
+        answer, rows = best_format(model, setup, budget, req.unit)
         if not gpu.bf16:  # the 16-bit candidate runs as fp16 there (same bytes: gpu_rules.py), so say fp16
             answer, rows = _as_fp16(answer), [replace(r, format="fp16") if r.format == "bf16" else r for r in rows]
         return FitResult(question=req.question, gpu=gpu, answer=answer, formats=tuple(rows))
@@ -232,7 +303,7 @@ def smallest_format(model: ModelSpec, setup: InferSetup, budget: int, unit: Unit
     from vramwise.fit.solve import best_format
 
     try:
-        answer, _ = best_format(model, replace(setup, batch=1), budget, budget, unit)
+        answer, _ = best_format(model, replace(setup, batch=1), budget, unit)
     except DoesNotFitError as err:
         return str(err)
     return f"smallest that fits: batch 1 with --format {answer.value}"

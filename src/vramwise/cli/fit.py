@@ -32,6 +32,7 @@ def run(command: str, values: dict[str, Any]) -> int:
         top=values["top"],
         max_batch=values["max_batch"],
         unit=unit,
+        serve=bool(values.get("serve")),
     )
     r = fit(req)
     if r.layouts is not None:

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from vramwise.errors import DoesNotFitError, VramwiseError
 from vramwise.estimate.inference import estimate_inference, inference_peak
-from vramwise.estimate.serving import Capacity, serving_capacity
 from vramwise.estimate.term import Estimate
 from vramwise.estimate.train.training import estimate_training, training_peak
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.traits import Positions
 from vramwise.units import Unit, fmt
 from vramwise.workload import FsdpMode, InferSetup, Offload, TrainSetup
+
+if TYPE_CHECKING:
+    from vramwise.engines.result import EngineEstimate
+
+# a serving engine's plan for one setup (app/engines.py engine_plan bound to the GPU): what fit asks under --engine
+EnginePlan = Callable[[InferSetup], "EngineEstimate"]
 
 SEARCH_CAP = 1 << 22  # 4M: no batch, sequence or GPU count beyond this is a sensible answer
 
@@ -166,39 +172,59 @@ def min_gpus(spec: ModelSpec, setup: TrainSetup, budget: int, unit: Unit = "gib"
 
 @dataclass(frozen=True, kw_only=True)
 class FormatRow:
+    """One candidate format. With a serving engine, ``fits`` and ``plan`` (its KV pool and concurrency) come from
+    the one engine plan, so the row cannot read "fits" beside an engine that refuses; with transformers
+    (``plan`` None) ``fits`` is generate's peak against the budget and there is no serving capacity."""
+
     format: str
     estimate: Estimate
     fits: bool
-    capacity: Capacity | None
+    plan: EngineEstimate | None = None  # the engine's plan at this format (None: transformers, or refused)
+    refused: str | None = None  # why the engine cannot run this format at all (one line), when it cannot
+
+
+def _row(name: str, setup: InferSetup, spec: ModelSpec, budget: int, plan: EnginePlan | None) -> FormatRow:
+    at = replace(setup, weight_format=name)
+    if plan is None:
+        est = estimate_inference(spec, at)
+        return FormatRow(format=name, estimate=est, fits=est.peak_bytes <= budget)
+    try:
+        found = plan(at)
+    except VramwiseError as err:  # the engine rejects this format or setup: no row can read "fits"
+        return FormatRow(format=name, estimate=Estimate(persistent=()), fits=False, refused=str(err))
+    fits = found.refusal is None and found.estimate.peak_bytes <= budget
+    return FormatRow(format=name, estimate=found.estimate, fits=fits, plan=found)
 
 
 def best_format(
-    spec: ModelSpec, setup: InferSetup, budget: int, gpu_bytes: int, unit: Unit = "gib"
+    spec: ModelSpec, setup: InferSetup, budget: int, unit: Unit = "gib", plan: EnginePlan | None = None
 ) -> tuple[Answer, list[FormatRow]]:
-    """The most faithful weight format whose inference fits, and every candidate with its serving capacity."""
-    rows = []
-    for name in FORMATS_BY_QUALITY:
-        est = estimate_inference(spec, replace(setup, weight_format=name))
-        fits = est.peak_bytes <= budget
-        try:
-            cap = serving_capacity(spec, replace(setup, weight_format=name), gpu_bytes, None)
-        except VramwiseError:
-            cap = None
-        rows.append(FormatRow(format=name, estimate=est, fits=fits, capacity=cap))
+    """The most faithful weight format whose inference fits, and every candidate; with ``plan`` (a serving
+    engine's), "fits" is that engine's verdict (it starts, and its peak is within the budget) and every row
+    carries the plan's capacity."""
+    rows = [_row(name, setup, spec, budget, plan) for name in FORMATS_BY_QUALITY]
     best = next((i for i, r in enumerate(rows) if r.fits), None)
     if best is None:
-        smallest = min(rows, key=lambda r: r.estimate.peak_bytes)
+        ran = [r for r in rows if r.refused is None]
+        smallest = min(ran or rows, key=lambda r: r.estimate.peak_bytes)
+        why = (
+            f"the engine refuses every format ({smallest.format}: {smallest.plan.refusal})"
+            if smallest.plan is not None and smallest.plan.refusal
+            else f"the smallest, {smallest.format}, needs {fmt(smallest.estimate.peak_bytes, unit)}"
+        )
         raise DoesNotFitError(
-            f"no weight format fits {fmt(budget, unit)}: the smallest, {smallest.format}, needs "
-            f"{fmt(smallest.estimate.peak_bytes, unit)}; use tensor parallelism (--tp) or a shorter context"
+            f"no weight format fits {fmt(budget, unit)}: {why}; use tensor parallelism (--tp) or a shorter context"
         )
     beyond = rows[best - 1] if best > 0 else None
+    # the engine refusing the next format is why it does not fit, not a peak over the budget: say that instead
+    refused = beyond and (beyond.refused or (beyond.plan.refusal if beyond.plan else None))
     answer = Answer(
         question="best format",
         value=rows[best].format,
         at=rows[best].estimate,
         next_value=beyond.format if beyond else None,
-        beyond=beyond.estimate if beyond else None,
+        beyond=beyond.estimate if beyond and not refused else None,
         budget=budget,
+        stopped_by=f"the engine refuses it ({refused})" if refused else None,
     )
     return answer, rows

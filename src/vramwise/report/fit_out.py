@@ -21,6 +21,8 @@ def render_answer(
     if a.beyond is not None:
         over = a.beyond.peak_bytes - a.budget
         lines.append(f"  at {a.next_value}: {fmt(a.beyond.peak_bytes, unit)}, over by {fmt(over, unit)} ({over:,} B)")
+    elif a.next_value is not None and a.stopped_by:  # the next candidate is refused by the engine, not too big
+        lines.append(f"  at {a.next_value}: {a.stopped_by}")
     else:
         why = a.stopped_by or "to compare (the search cap or the last option)"
         lines.append(f"  nothing beyond it{': ' if a.stopped_by else ' '}{why}")
@@ -30,15 +32,37 @@ def render_answer(
 
 
 def render_formats(rows: list[FormatRow], unit: Unit = "gib") -> str:
-    lines = [f"{'format':<14} {'peak':>12}  fits  serving capacity (vLLM rule)"]
+    """Every candidate format. Under a serving engine the fits and the capacity columns read the same plan; under
+    transformers (no plan) there is no serving capacity to show, and the header says which runtime answered."""
+    plans = [r.plan for r in rows if r.plan is not None]
+    if not plans and not any(r.refused for r in rows):
+        lines = [f"{'format':<14} {'peak':>12}  fits (transformers generate; serving capacity: add --engine)"]
+        for r in rows:
+            lines.append(f"{r.format:<14} {fmt(r.estimate.peak_bytes, unit):>12}  {'yes' if r.fits else 'no'}")
+        return "\n".join(lines)
+    name = f"{plans[0].engine} {plans[0].version}" if plans else "the engine"
+    lines = [f"{'format':<14} {'peak':>12}  fits  serving capacity (fits and capacity: {name}'s plan)"]
     for r in rows:
-        # no capacity at all: vLLM's rule does not apply to the model (an encoder-decoder), not an empty budget
-        cap = "no KV budget left" if r.capacity is not None else "not modelled (vLLM's rule does not apply)"
-        if r.capacity and r.capacity.kv_tokens > 0:
-            n = r.capacity.max_sequences
-            cap = f"{r.capacity.kv_tokens:,} KV tokens, {n:,} {'sequence' if n == 1 else 'sequences'}"
-        lines.append(f"{r.format:<14} {fmt(r.estimate.peak_bytes, unit):>12}  {'yes' if r.fits else 'no ':<4}  {cap}")
+        peak = fmt(r.estimate.peak_bytes, unit) if r.refused is None else "-"
+        lines.append(f"{r.format:<14} {peak:>12}  {'yes' if r.fits else 'no ':<4}  {_capacity(r)}")
     return "\n".join(lines)
+
+
+def _capacity(r: FormatRow) -> str:
+    if r.refused is not None:
+        return f"not run: {r.refused}"
+    plan = r.plan
+    assert plan is not None
+    if plan.refusal is not None:
+        hint = f"; largest max_model_len that fits {plan.max_context:,}" if plan.max_context else ""
+        return f"the engine refuses to start ({plan.refusal}){hint}"
+    if not r.fits:
+        return "over the budget"
+    n = plan.max_sequences or 0
+    return (
+        f"{plan.kv_tokens or 0:,} KV tokens, {n:,} {'sequence' if n == 1 else 'sequences'} of "
+        f"{plan.sequence_tokens:,} tokens"
+    )
 
 
 def render_layouts(
