@@ -224,9 +224,12 @@ def test_flags_vllm_rejects_and_engines_not_built() -> None:
     assert VllmFlags().pipeline_parallel_size == 1
 
 
-def test_other_commands_refuse_an_engine() -> None:
-    code = main(["fit", "llama-2-7b", "--gpu", "l4", "--infer", "--engine", "vllm", "--max", "batch"])
-    assert code == 2
+def test_fit_answers_with_the_engine_and_plot_refuses_it() -> None:
+    # fit --infer answers from the engine's plan (tests/fit/test_fit_engine.py); plot draws transformers' sweep only
+    assert main(["fit", "llama-2-7b", "--gpu", "l4", "--infer", "--engine", "vllm", "--max", "batch"]) == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["plot", "llama-2-7b", "--infer", "--engine", "vllm"])
+    assert exc.value.code == 2
 
 
 def test_hf_output_is_unchanged_by_the_engine_plumbing() -> None:

@@ -84,3 +84,15 @@ def test_plot_help_lists_no_engine_flag(capsys: pytest.CaptureFixture[str]) -> N
 def test_gpu_util_without_an_engine_is_refused_in_fit(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["fit", "llama-3-8b", "--gpu", "l4", "--infer", "--best-format", "--gpu-util", "0.8"])
     assert code == 2 and "serving engine" in capsys.readouterr().err
+
+
+def test_engine_title_names_the_served_length_and_the_refusal_says_what_to_pass(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["infer", "llama-3.1-8b", "--gpu", "rtx-3090", "--engine", "vllm", "--max-model-len", "16384"]) == 0
+    assert "max_model_len 16,384," in capsys.readouterr().out.splitlines()[0]
+    main(["infer", "llama-3.1-8b", "--gpu", "rtx-3090", "-s", "20000", "--serve"])
+    out = capsys.readouterr().out
+    largest = _plan("llama-3.1-8b", "rtx-3090", engine="vllm", context=20000).max_context
+    assert "max_model_len 131,072," in out.splitlines()[0]  # the model's max_position_embeddings, vLLM's default
+    assert f"--max-model-len {largest} or less" in out

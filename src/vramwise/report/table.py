@@ -101,7 +101,9 @@ def _engine_lines(engine: EngineEstimate, unit: Unit, explain: bool) -> list[str
             parts.append(f"{engine.max_sequences:,} concurrent {noun} of {engine.sequence_tokens:,} tokens")
         lines = [f"serving ({name}): " + "; ".join(parts)]
     if engine.max_context is not None:
-        lines.append(f"    largest context (max_model_len) that fits: {engine.max_context:,} tokens")
+        how = {"vllm": "--max-model-len", "llama.cpp": "-c", "sglang": "--context-length"}.get(engine.engine)
+        told = f" (start it with {how} {engine.max_context} or less)" if engine.refusal and how else ""
+        lines.append(f"    largest context (max_model_len) that fits: {engine.max_context:,} tokens{told}")
     if explain and engine.kv_pool is not None:
         lines.append(f"    = {engine.kv_pool.formula}")
         lines.append(f"    source: {engine.kv_pool.source}")

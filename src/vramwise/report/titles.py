@@ -45,13 +45,23 @@ def infer_title(model: Model, setup: InferSetup, engine: EngineEstimate | None =
         per = f", per GPU of {' '.join(layout)}" if layout else ""
         return (
             f"vramwise infer {model_label(model)}: engine {engine.engine} {engine.version} (its memory plan), "
-            f"sequences of {setup.tokens} tokens{per}"
+            f"{_served(engine)}sequences of {setup.tokens} tokens{per}"
         )
     tp = f", per GPU of tp={setup.tp}" if setup.tp > 1 else ""
     return (
         f"vramwise infer {model_label(model)}: batch {setup.batch}, context {setup.context}, "
         f"new tokens {setup.new_tokens}{tp}, {setup.mode} mode"
     )
+
+
+# the length each engine is started with, as the engine names it (the plan's context_len)
+_SERVED = {"vllm": "max_model_len", "sglang": "context_len", "llama.cpp": "n_ctx per sequence (-c / -np)"}
+
+
+def _served(engine: EngineEstimate) -> str:
+    """The served length the plan used (vLLM refuses when it exceeds the KV pool), before the request's length."""
+    name = _SERVED.get(engine.engine)
+    return f"{name} {engine.context_len:,}, " if name and engine.context_len else ""
 
 
 def _train_what(model: Model, setup: TrainSetup) -> str:
