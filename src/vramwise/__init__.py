@@ -19,7 +19,6 @@ _EXPORTS = {
     "VramwiseError": "vramwise.errors",
     "estimate_inference": "vramwise.estimate.inference",
     "inference_peak": "vramwise.estimate.inference",
-    "serving_capacity": "vramwise.estimate.serving",
     "Estimate": "vramwise.estimate.term",
     "Phase": "vramwise.estimate.term",
     "Term": "vramwise.estimate.term",
@@ -53,7 +52,6 @@ __all__ = [
     "inference_peak",
     "parameter_groups",
     "resolve_model",
-    "serving_capacity",
     "textbook_inference",
     "textbook_training",
     "total_params",
@@ -64,7 +62,6 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from vramwise.errors import VramwiseError
     from vramwise.estimate.inference import estimate_inference, inference_peak
-    from vramwise.estimate.serving import serving_capacity
     from vramwise.estimate.term import Estimate, Phase, Term
     from vramwise.estimate.textbook import textbook_inference
     from vramwise.estimate.train.textbook_mode import textbook_training

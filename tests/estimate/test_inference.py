@@ -6,9 +6,7 @@ import random
 
 import pytest
 
-from vramwise.catalog import get_gpu
 from vramwise.estimate.inference import estimate_inference, inference_peak
-from vramwise.estimate.serving import serving_capacity
 from vramwise.estimate.term import PhaseKind
 from vramwise.estimate.textbook import seed_param_formula, textbook_inference
 from vramwise.spec.load import resolve_model
@@ -70,20 +68,6 @@ def test_bare_size_says_which_terms_need_the_architecture() -> None:
     est = estimate_inference(resolve_model("7.5e9"), InferSetup())
     assert est.term("weights/all").bytes == 15 * 10**9
     assert any(m.startswith("kv_cache needs the architecture") for m in est.missing)
-
-
-def test_serving_capacity_by_hand() -> None:
-    spec, gpu = resolve_model("llama-3-8b"), get_gpu("a100-80gb")
-    setup = InferSetup(context=8000, new_tokens=192)
-    cap = serving_capacity(spec, setup, gpu.memory_bytes, max_batched_tokens=8192)
-    weights = 8_030_261_248 * 2
-    profile = 8192 * 2 * (4 * 4096 + 3 * 14336)  # MLP live set of the 8192-token profiling forward
-    # vLLM's total is torch.cuda.mem_get_info()[1], CUDA's total: 81,049 MiB on an A100 80GB (nvidia-smi: 81,920)
-    budget = int(81049 * MIB * 0.9) - weights - profile - 512 * MIB
-    assert cap.budget.bytes == budget
-    per_token = 32 * 2 * 8 * 128 * 2
-    assert cap.kv_tokens == budget // (per_token * 16) * 16
-    assert cap.max_sequences == budget // (8192 * per_token)  # 8192 = 8000 + 192, already whole blocks
 
 
 # Every phase kind: eager scores, sliding-window masks and prefill views, chunked prefill, decode, all-position

@@ -18,12 +18,10 @@ from tiny_configs import JAMBA
 from vramwise.catalog import get_gpu
 from vramwise.cli import main
 from vramwise.estimate.inference import estimate_inference
-from vramwise.estimate.serving import serving_capacity
 from vramwise.estimate.term import PhaseKind
 from vramwise.spec.adapters import spec_from_config
 from vramwise.spec.params import active_params, total_params
 from vramwise.spec.traits import Positions
-from vramwise.units import MIB
 from vramwise.workload import InferSetup
 
 SPEC = spec_from_config(JAMBA, name="jamba-tiny", source="test")
@@ -121,26 +119,25 @@ def test_the_moe_layer_wins_when_it_is_larger() -> None:
 
 
 def test_serving_counts_the_state_pages_per_sequence() -> None:
-    """vLLM's hybrid rule (HybridAttentionMambaModelConfig, no prefix caching), written out for the tiny model."""
-    gpu = get_gpu("a100-80gb")
-    setup = InferSetup(context=1000, new_tokens=24)  # 1024 tokens
-    cap = serving_capacity(SPEC, setup, gpu.memory_bytes, max_batched_tokens=8192)
-    weights = 396_904 * 2  # total parameters (transformers on the meta device, tests/spec) in bf16
-    profile = 8192 * 2 * (3 * H + 8 * D + 4 * N) + D * 4 * 2 * N * 4  # a Mamba layer's live set at 8192 tokens
-    assert profile > 8192 * 2 * (4 * H + 2 * 4 * 96 + 2 * H)  # larger than the MoE layer's
-    budget = int(gpu.memory_bytes * 0.9) - weights  # the CUDA-visible total (tests/catalog check the figure)
-    budget = budget - profile - 512 * MIB
-    assert cap.budget.bytes == budget
+    """vLLM's hybrid rule (HybridAttentionMambaModelConfig, no prefix caching), written out for the tiny model, in
+    the vLLM plan (engines/vllm.py; the old estimate/serving.py rule it duplicated is gone)."""
+    from vramwise.app.setups import infer_setup
+    from vramwise.engines.vllm import vllm_plan
+
+    setup = infer_setup({"context": 1000, "new_tokens": 24, "engine": "vllm", "max_model_len": 1024}, SPEC)
+    plan = vllm_plan(SPEC, setup, get_gpu("a100-80gb"))
     layer_token = 2 * KV_HEADS * HEAD_DIM * 2  # 128 B of K and V per token per attention layer
     mamba_page = ((K - 1) * D + D * N) * 2  # vLLM: conv (d_conv - 1, D) and (D, N), both bf16: 2,560 B
     block = 16 * -(-mamba_page // (16 * layer_token))  # 32 tokens: the smallest multiple of 16 holding a state
     page = block * layer_token  # the Mamba page padded to one attention page: 4,096 B
     assert (block, page) == (32, 4096)
-    assert (cap.kv_bytes_per_token, cap.state_bytes_per_sequence) == (layer_token * ATTENTION, MAMBA * page)
-    assert cap.kv_tokens == budget // (layer_token * ATTENTION * block) * block
-    assert cap.max_sequences == budget // (ATTENTION * 1024 * layer_token + MAMBA * page)  # 1024 = 32 blocks
-    assert "attention blocks of 32 tokens" in cap.budget.formula
-
+    assert plan.kv_bytes_per_token == layer_token * ATTENTION and plan.kv_pool is not None
+    # 2 groups (attention, Mamba) of g = 2 layers share one block pool: num_blocks pages of g layers
+    num_blocks = plan.kv_pool.bytes // (page * 2)
+    assert plan.kv_pool.bytes == num_blocks * page * 2
+    assert plan.kv_tokens == num_blocks // 2 * block
+    # a request of 1,024 tokens: 1024 / 32 = 32 attention blocks + one Mamba state page
+    assert plan.max_sequences == num_blocks // (1024 // block + 1)
 
 def test_an_all_mamba_config_has_no_kv_and_counts_like_transformers() -> None:
     config = {**JAMBA, "attn_layer_period": 8, "attn_layer_offset": 4}  # 4 layers: none is index 4 mod 8
