@@ -96,3 +96,18 @@ def test_engine_title_names_the_served_length_and_the_refusal_says_what_to_pass(
     largest = _plan("llama-3.1-8b", "rtx-3090", engine="vllm", context=20000).max_context
     assert "max_model_len 131,072," in out.splitlines()[0]  # the model's max_position_embeddings, vLLM's default
     assert f"--max-model-len {largest} or less" in out
+
+
+def test_best_format_row_is_what_infer_serve_prints_for_that_format() -> None:
+    """The trial's qwen2.5-72b awq tp2 32k: fit's row (329,296 KV tokens, the old rule) and infer --serve (331,392)
+    disagreed; both now read the one vLLM plan."""
+    from vramwise.app.run import InferRequest, infer
+
+    r = fit(FitRequest(model="qwen2.5-72b", gpu="2xh100", question=Question.BEST_FORMAT, infer=True,
+                       options={"context": 32768}, serve=True))
+    row = next(x for x in r.formats if x.format == "awq-4bit-g128")
+    served = infer(InferRequest(model="qwen2.5-72b", gpu="2xh100", serve=True,
+                                options={"context": 32768, "format": "awq-4bit-g128"}))
+    assert row.plan is not None and served.engine is not None and served.capacity is not None
+    assert (row.plan.kv_tokens, row.plan.max_sequences) == (served.engine.kv_tokens, served.engine.max_sequences)
+    assert row.plan.max_sequences == served.capacity.max_sequences and row.fits == served.verdict.fits

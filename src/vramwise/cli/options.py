@@ -130,8 +130,7 @@ OPTIONS: tuple[Option, ...] = (
            help="each image's width x height in pixels, for models whose tokens follow the resolution (Qwen2-VL, "
            "idefics3, smolvlm; default: the image processor's largest)"),
     Option(name="gpu_util", flags=("--gpu-memory-utilization", "--gpu-util"), type=float, commands=ENG,
-           help="fraction of the GPU vLLM gives itself (--engine vllm, --serve) and fit --best-format's "
-                "(default {infer.gpu_util})"),
+           help="fraction of the GPU vLLM gives itself (--engine vllm, --serve) (default {infer.gpu_util})"),
     # --- the serving engine and its own flags, spelled as the engine spells them
     Option(name="engine", flags=("--engine",), type=str, commands=ENG,
            help=f"whose memory plan: {_one_of(ENGINES)} (default {{infer.engine}}: transformers generate; "

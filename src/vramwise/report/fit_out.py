@@ -12,11 +12,12 @@ from vramwise.units import Unit, fmt, footer
 def render_answer(
     a: Answer, gpu: Gpu, unit: Unit = "gib", *, count: int = 1, notes: tuple[str, ...] = ()
 ) -> str:
-    phase = a.at.peak_phase.name if a.at.peak_phase else "peak"
+    # an engine's plan has no phases (everything it allocates is persistent): no "peak in peak"
+    where = f" (peak in {a.at.peak_phase.name})" if a.at.peak_phase else " (the engine's plan)"
     room = a.budget - a.at.peak_bytes
     lines = [
         f"{a.question} on {gpu_title(gpu, count)} (budget {budget_words(gpu, unit, count)}): {a.value}",
-        f"  at {a.value}: {fmt(a.at.peak_bytes, unit)} (peak in {phase}), headroom {fmt(room, unit)} ({room:,} B)",
+        f"  at {a.value}: {fmt(a.at.peak_bytes, unit)}{where}, headroom {fmt(room, unit)} ({room:,} B)",
     ]
     if a.beyond is not None:
         over = a.beyond.peak_bytes - a.budget
