@@ -199,8 +199,10 @@ def _fit_engine(req: FitRequest, model: ModelSpec, choice: GpuChoice, setup: Inf
     from vramwise.fit.solve import Answer, best_format
 
     gpu, count = choice.gpu, choice.count
-    if setup.mode == "textbook" or setup.images:
-        raise InvalidWorkloadError(f"--engine {setup.engine} models text serving in accurate mode: drop --images")
+    if setup.images:  # as infer --engine (app/run.py _serve)
+        raise InvalidWorkloadError(
+            f"--images is not modelled by --engine {setup.engine}; drop --images or use --engine hf", field="images"
+        )
 
     def plan(at: InferSetup) -> EngineEstimate:
         return engine_plan(model, at, gpu, count)
