@@ -105,7 +105,7 @@ def test_tp_2_adds_nccl_and_custom_all_reduce_and_the_driver_samples_full_rows()
     sampler = 8192 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 32
     assert t["activations/profile_peak"] == sampler + 32 * MIB
     weights = sum(b for n, b in t.items() if n.startswith("weights/"))
-    available = int(0.9 * H100.memory_bytes) - weights - sampler - 32 * MIB - NCCL - 24 * MIB
+    available = int(0.9 * H100.memory_bytes) - weights - sampler - 32 * MIB - 2 * NCCL - 24 * MIB  # + torch's comm
     assert p.kv_tokens == available // (16 * PER_TOKEN // 2) * 16  # 4 KV heads a rank: half the bytes a token
 
 
@@ -200,3 +200,25 @@ def test_corpus_log_of_0_6_4_by_hand() -> None:
     assert rows["torch_peak"] == WEIGHTS + forward + ws  # allocated_bytes.all.peak, the weights in it
     assert rows["non_torch"] == 512 * MIB
     assert rows["kv_cache"] == int(0.9 * int(total)) - WEIGHTS - forward - ws - 512 * MIB
+
+
+def test_tp_2_counts_torch_s_own_nccl_communicator_after_the_baseline() -> None:
+    # 0.6 line: PyNccl is disabled outside graph capture, so the profile run's 64 MiB all-reduces (8192 tokens x
+    # 4096 x 2 B, above custom all-reduce's 8 MiB) go to torch.distributed's device_group: a second communicator.
+    # NCCL v2.21.5-1 src/init.cc computeBuffSizes: 4 MiB + 8*512*8*16 + 120*640*8*8 per channel, 32 channels.
+    per = 32 * (4 * MIB + 524_288 + 4_915_200)
+    p = _plan("llama-3-8b", vllm_version="0.6", tp=2)
+    t = _terms(p)
+    assert t["overhead/nccl"] == per and t["overhead/nccl_torch"] == per
+    assert vllm_figures(p)["non_torch"] == 2 * per + 24 * MIB
+
+
+def test_nvls_buffers_per_communicator_from_nccl_2_21_5() -> None:
+    from vramwise.engines.vllm_terms import nvls_bytes
+
+    # src/transport/nvls.cc ncclNvlsSetup: 16 channels x 2 x (128 KiB x 8 steps + 2 MiB) x nHeads; off at <= 2 GPUs
+    assert nvls_bytes(2) == 0
+    assert nvls_bytes(4) == 16 * 2 * (1 * MIB + 2 * MIB) * 4 == 384 * MIB
+    assert nvls_bytes(8) == 768 * MIB
+    notes = " ".join(_plan("llama-3-8b", vllm_version="0.6", tp=4).notes)
+    assert f"{384 * MIB:,} B" in notes and "NVSwitch" in notes

@@ -290,7 +290,8 @@ def vllm_figures(plan: EngineEstimate) -> dict[str, float]:
     "Graph capturing finished in S secs, took X GiB" (0 with --enforce-eager). Bytes, tokens and a ratio."""
     terms = {t.name: t.bytes for t in plan.estimate.persistent}
     weights = sum(b for n, b in terms.items() if n.startswith("weights/"))
-    non_torch = terms.get("overhead/nccl", 0) + terms.get("overhead/custom_all_reduce", 0)
+    non_torch = sum(b for n, b in terms.items() if n.startswith("overhead/nccl")) + terms.get(
+        "overhead/custom_all_reduce", 0)
     if plan.version == "0.6.4":  # v0.6.4 counts every byte outside torch, the CUDA context too (vllm_v0.py)
         non_torch += terms.get("overhead/cuda_context", 0)
     peak = terms["activations/profile_peak"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from vramwise.catalog import Gpu
 from vramwise.engines.result import EngineEstimate
-from vramwise.engines.vllm_terms import non_torch_terms
+from vramwise.engines.vllm_terms import non_torch_terms, nvls_bytes
 from vramwise.engines.vllm_v0_terms import (
     V0_MAX_NUM_SEQS,
     v0_batched_tokens,
@@ -78,7 +78,7 @@ def vllm_v0_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate
     w_bytes = sum(t.bytes for t in weights)
     peak = v0_profile_peak(spec, tokens=T, seqs=S, c=c, tp=tp, compute_capability=gpu.compute_capability)
     context = cuda_context_term(setup.overheads.cuda_context_mib)
-    non_torch = non_torch_terms(tp=tp, pp=pp)
+    non_torch = non_torch_terms(tp=tp, pp=pp, torch_tp_group=True)
     inside = (*non_torch, context) if release == "0.6.4" else non_torch  # what the release subtracts
     nt_bytes = sum(t.bytes for t in inside)
 
@@ -192,9 +192,17 @@ def _notes(release: str, batched: int, chunked: bool, setup: InferSetup) -> tupl
         "the KV cache: every layer's blocks at full length (the 0.6 line's CacheEngine has no sliding-window "
         "saving); the refusal and concurrency follow max_model_len as vLLM 0.6 logs them",
         "not modelled: non-torch growth at tp 1 (CUDA kernel modules loaded lazily on first use, cuBLASLt and "
-        "FlashAttention's own buffers), NCCL's channel count (bounded at 32), the other tp ranks (which do not "
+        "FlashAttention's own buffers; cuBLAS/cuBLASLt workspaces are torch memory: pytorch aten/src/ATen/cuda/CublasHandlePool.cpp getNewWorkspace "
+        "allocates them from the caching allocator), "
+        "NCCL's channel count (bounded at 32) and its tree connections, the other tp ranks (which do not "
         "sample and hold smaller peaks), the largest max_model_len that fits under a smaller profile run",
     ]
+    if setup.tp > 2:
+        notes.append(
+            f"assumed: no NVSwitch (NVLS off). On an NVSwitch node (HGX H100/H200) NCCL 2.21.5 also allocates NVLS "
+            f"buffers of {nvls_bytes(setup.tp):,} B for each communicator of tp {setup.tp} "
+            "(16 channels x 2 x (1 MiB + 2 MiB) x tp; src/transport/nvls.cc ncclNvlsSetup), two communicators here; "
+            "set NCCL_NVLS_ENABLE=0 on such a node to match this plan")
     if setup.vllm.pipeline_parallel_size > 1:
         notes.append("pp > 1: the last stage is shown (head and sampler); vLLM takes the smallest pool over stages")
     return tuple(notes)
