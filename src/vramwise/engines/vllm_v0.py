@@ -191,12 +191,18 @@ def _notes(release: str, batched: int, chunked: bool, setup: InferSetup) -> tupl
         "the budget",
         "the KV cache: every layer's blocks at full length (the 0.6 line's CacheEngine has no sliding-window "
         "saving); the refusal and concurrency follow max_model_len as vLLM 0.6 logs them",
-        "not modelled: non-torch growth at tp 1 (CUDA kernel modules loaded lazily on first use, cuBLASLt and "
-        "FlashAttention's own buffers; cuBLAS/cuBLASLt workspaces are torch memory: pytorch aten/src/ATen/cuda/CublasHandlePool.cpp getNewWorkspace "
-        "allocates them from the caching allocator), "
-        "NCCL's channel count (bounded at 32) and its tree connections, the other tp ranks (which do not "
-        "sample and hold smaller peaks), the largest max_model_len that fits under a smaller profile run",
+        "not modelled: non-torch growth at tp 1 (CUDA kernel modules loaded lazily on first use; cuBLAS/cuBLASLt "
+        "workspaces are torch memory, from the caching allocator: pytorch aten/src/ATen/cuda/CublasHandlePool.cpp "
+        "getNewWorkspace), NCCL's own kernels and its channel count (bounded at 32), at tp > 2 NCCL's tree "
+        "connections to peers other than the ring's (v2.21.5-1 src/init.cc initTransportsRank connects rings and "
+        "trees at init; at tp 2 they are the same peers), the other tp ranks (which do not sample and hold smaller "
+        "peaks), the largest max_model_len that fits under a smaller profile run",
     ]
+    if release != "0.6.4":
+        notes.append(
+            "non_torch_memory as v0.6.5/v0.6.6 log it counts torch's cached-but-unallocated memory too: their "
+            "memory_profiling takes torch's memory as allocated_bytes.all.current, not memory_reserved() (fixed in "
+            "vllm-project/vllm PR #11809, vLLM 0.7.0); that allocator slack is not modelled here")
     if setup.tp > 2:
         notes.append(
             f"assumed: no NVSwitch (NVLS off). On an NVSwitch node (HGX H100/H200) NCCL 2.21.5 also allocates NVLS "
