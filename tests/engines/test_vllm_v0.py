@@ -105,7 +105,7 @@ def test_tp_2_adds_nccl_and_custom_all_reduce_and_the_driver_samples_full_rows()
     sampler = 8192 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 32
     assert t["activations/profile_peak"] == sampler + 32 * MIB
     weights = sum(b for n, b in t.items() if n.startswith("weights/"))
-    available = int(0.9 * H100.memory_bytes) - weights - sampler - 32 * MIB - 2 * NCCL - 24 * MIB  # + torch's comm
+    available = int(0.9 * H100.memory_bytes) - weights - sampler - 32 * MIB - NCCL - 24 * MIB
     assert p.kv_tokens == available // (16 * PER_TOKEN // 2) * 16  # 4 KV heads a rank: half the bytes a token
 
 
@@ -202,15 +202,17 @@ def test_corpus_log_of_0_6_4_by_hand() -> None:
     assert rows["kv_cache"] == int(0.9 * int(total)) - WEIGHTS - forward - ws - 512 * MIB
 
 
-def test_tp_2_counts_torch_s_own_nccl_communicator_after_the_baseline() -> None:
-    # 0.6 line: PyNccl is disabled outside graph capture, so the profile run's 64 MiB all-reduces (8192 tokens x
-    # 4096 x 2 B, above custom all-reduce's 8 MiB) go to torch.distributed's device_group: a second communicator.
+def test_tp_2_at_0_6_4_counts_torch_s_own_nccl_communicator() -> None:
+    # v0.6.4 pynccl.py: PyNcclCommunicator disabled outside graph capture, so the profile run's 64 MiB all-reduces
+    # (8192 tokens x 4096 x 2 B, above custom all-reduce's 8 MiB) go to torch.distributed's device_group: a second
+    # communicator. v0.6.5 enables PyNccl from the start: one communicator.
     # NCCL v2.21.5-1 src/init.cc computeBuffSizes: 4 MiB + 8*512*8*16 + 120*640*8*8 per channel, 32 channels.
     per = 32 * (4 * MIB + 524_288 + 4_915_200)
-    p = _plan("llama-3-8b", vllm_version="0.6", tp=2)
-    t = _terms(p)
-    assert t["overhead/nccl"] == per and t["overhead/nccl_torch"] == per
-    assert vllm_figures(p)["non_torch"] == 2 * per + 24 * MIB
+    old = _terms(_plan("llama-3-8b", vllm_version="0.6.4", tp=2))
+    assert old["overhead/nccl"] == per and old["overhead/nccl_torch"] == per
+    new = _plan("llama-3-8b", vllm_version="0.6", tp=2)
+    assert "overhead/nccl_torch" not in _terms(new)
+    assert vllm_figures(new)["non_torch"] == per + 24 * MIB
 
 
 def test_nvls_buffers_per_communicator_from_nccl_2_21_5() -> None:

@@ -121,13 +121,13 @@ def nvls_bytes(tp: int) -> int:
 def non_torch_terms(*, tp: int, pp: int, torch_tp_group: bool = False) -> tuple[Term, ...]:
     """Memory vLLM's profile counts outside torch since its first snapshot (``non_torch_increase``).
 
-    ``torch_tp_group``: the 0.6 line's eager all-reduce above custom all-reduce's 8 MiB goes to torch.distributed
-    (vllm/distributed/parallel_state.py ``GroupCoordinator.all_reduce``: PyNcclCommunicator stays ``disabled``
-    outside CUDA graph capture, vllm/distributed/device_communicators/pynccl.py ``__init__``), so torch's own
-    ProcessGroupNCCL for the tp group (``GroupCoordinator.device_group``, created by torch.distributed.new_group
-    with backend nccl) creates its NCCL communicator on the profile run's first large all-reduce (torch creates a
-    ProcessGroupNCCL's communicator lazily, on its first collective): a second communicator of the same size,
-    after the baseline."""
+    ``torch_tp_group`` (v0.6.4 only): PyNcclCommunicator stays ``disabled`` outside CUDA graph capture
+    (vllm/distributed/device_communicators/pynccl.py ``__init__`` at v0.6.4: "by default it is disabled, e.g. in
+    profiling models and prefill phase"), so an eager all-reduce that custom all-reduce declines (above its 8 MiB)
+    goes to torch.distributed on the tp group's ``device_group`` (vllm/distributed/parallel_state.py
+    ``GroupCoordinator._all_reduce_in_place``), whose ProcessGroupNCCL creates its own NCCL communicator on that
+    first collective, in the profile run: a second communicator of the same size. From v0.6.5 PyNccl is enabled
+    from the start (pynccl.py ``self.disabled = False``) and torch's communicator is not created."""
     terms = []
     groups = [(name, n) for name, n in (("tp", tp), ("pp", pp)) if n > 1]
     if groups:
@@ -149,9 +149,9 @@ def non_torch_terms(*, tp: int, pp: int, torch_tp_group: bool = False) -> tuple[
             bytes=per,
             formula=f"torch.distributed's ProcessGroupNCCL communicator for the tp group of {tp}: {NCCL_CHANNELS} "
                     "channels x (SIMPLE 4 MiB + LL 512 KiB + LL128 4,915,200 B)",
-            source="vllm/distributed/parallel_state.py GroupCoordinator.all_reduce (0.6 line: torch.distributed."
-                   "all_reduce on device_group when custom all-reduce declines and PyNccl is disabled outside graph "
-                   "capture); NVIDIA/nccl v2.21.5-1 src/init.cc computeBuffSizes",
+            source="vllm/distributed/parallel_state.py GroupCoordinator._all_reduce_in_place (v0.6.4: "
+                   "torch.distributed.all_reduce on device_group when custom all-reduce declines and PyNccl is "
+                   "disabled outside graph capture); NVIDIA/nccl v2.21.5-1 src/init.cc computeBuffSizes",
         ))
     if tp in CUSTOM_AR_SIZES:
         terms.append(Term(

@@ -78,7 +78,7 @@ def vllm_v0_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate
     w_bytes = sum(t.bytes for t in weights)
     peak = v0_profile_peak(spec, tokens=T, seqs=S, c=c, tp=tp, compute_capability=gpu.compute_capability)
     context = cuda_context_term(setup.overheads.cuda_context_mib)
-    non_torch = non_torch_terms(tp=tp, pp=pp, torch_tp_group=True)
+    non_torch = non_torch_terms(tp=tp, pp=pp, torch_tp_group=release == "0.6.4")
     inside = (*non_torch, context) if release == "0.6.4" else non_torch  # what the release subtracts
     nt_bytes = sum(t.bytes for t in inside)
 
@@ -207,7 +207,7 @@ def _notes(release: str, batched: int, chunked: bool, setup: InferSetup) -> tupl
         notes.append(
             f"assumed: no NVSwitch (NVLS off). On an NVSwitch node (HGX H100/H200) NCCL 2.21.5 also allocates NVLS "
             f"buffers of {nvls_bytes(setup.tp):,} B for each communicator of tp {setup.tp} "
-            "(16 channels x 2 x (1 MiB + 2 MiB) x tp; src/transport/nvls.cc ncclNvlsSetup), two communicators here; "
+            "(16 channels x 2 x (1 MiB + 2 MiB) x tp; src/transport/nvls.cc ncclNvlsSetup), for each tp communicator; "
             "set NCCL_NVLS_ENABLE=0 on such a node to match this plan")
     if setup.vllm.pipeline_parallel_size > 1:
         notes.append("pp > 1: the last stage is shown (head and sampler); vLLM takes the smallest pool over stages")
