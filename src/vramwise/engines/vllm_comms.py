@@ -56,8 +56,9 @@ def v1_comm_terms(*, tp: int, pp: int, compute_capability: str | None) -> tuple[
                     "vLLM's first snapshot: outside the budget",
             source="vllm/distributed/parallel_state.py initialize_model_parallel (tp, pp and ep = dp x tp groups), "
                    f"{_COMM}/cuda_communicator.py, pynccl.py warm-up all-reduce; vllm/v1/worker/gpu_worker.py "
-                   "init_device (v0.11.0); NVIDIA/nccl src/init.cc computeBuffSizes, src/include/device.h "
-                   "MAXCHANNELS",
+                   "init_device (v0.11.0); NVIDIA/nccl v2.27.3-1 (torch 2.8's) src/init.cc computeBuffSizes; "
+                   "assumed: 32 channels, one algorithm connected by the warm-up (NCCL_RUNTIME_CONNECT=1 connects on "
+                   "first use; MAXCHANNELS is 64 in 2.27, src/include/device.h)",
         ))
     cc = _cc(compute_capability)
     symm = SYMM_MEM_MAX_SIZES.get(cc or "", {}).get(tp, 0)

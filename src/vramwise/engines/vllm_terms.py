@@ -94,7 +94,8 @@ def sampler_warmup(spec: ModelSpec, *, rows: int, tokens: int, c: int) -> tuple[
 # NCCL allocates, per channel and connected peer, one buffer per protocol: SIMPLE 4 MiB (DEFAULT_BUFFSIZE, 1 << 22),
 # LL 8 lines x 512 threads x 8 steps x 16 B = 512 KiB (DEFAULT_LL_BUFFSIZE) and LL128 120 x 640 x 8 steps x 8 B =
 # 4,915,200 B (DEFAULT_LL128_BUFFSIZE), NVIDIA/nccl src/init.cc computeBuffSizes. How many channels NCCL opens
-# depends on the topology (ncclTopoCompute); counted here at MAXCHANNELS, 32 (src/include/device.h), its bound.
+# depends on the topology (ncclTopoCompute); counted here at MAXCHANNELS, 32 (src/include/device.h at v2.21.5-1,
+# the 0.6 line's NCCL; 2.27.3, vLLM 0.11's, raises MAXCHANNELS to 64 and keeps 32 as the assumption, vllm_comms.py).
 NCCL_BUFFERS_PER_CHANNEL = (1 << 22) + 8 * 512 * 8 * 16 + 120 * 640 * 8 * 8
 NCCL_CHANNELS = 32
 # vLLM's custom all-reduce (vllm/distributed/device_communicators/custom_all_reduce.py ``CustomAllreduce``,
