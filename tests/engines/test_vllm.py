@@ -89,19 +89,39 @@ def test_enforce_eager_removes_graph_memory_only() -> None:
     assert eager.kv_tokens == graphs.kv_tokens  # graphs are captured after the pool: they never shrink it
 
 
-def test_tp_adds_nccl_and_custom_all_reduce() -> None:
+def test_tp_adds_nccl_custom_all_reduce_and_symmetric_memory_outside_the_budget() -> None:
     one, two, three = _plan("llama-3-8b"), _plan("llama-3-8b", tp=2), _plan("llama-3-8b", tp=3)
     names = {t.name for t in one.estimate.persistent}
-    assert "overhead/nccl" not in names and "overhead/custom_all_reduce" not in names
+    assert not {"overhead/nccl", "overhead/custom_all_reduce", "overhead/symm_mem"} & names
     # NCCL src/init.cc computeBuffSizes: SIMPLE 1 << 22, LL 8 x 512 x 8 x 16, LL128 120 x 640 x 8 x 8, per channel
     per_channel = (1 << 22) + 8 * 512 * 8 * 16 + 120 * 640 * 8 * 8
     assert per_channel == 9_633_792
-    assert two.estimate.term("overhead/nccl").bytes == 32 * per_channel  # one tp communicator, MAXCHANNELS 32
+    # parallel_state.initialize_model_parallel: tp group of 2 and ep group of dp x tp = 2, one PyNccl each
+    assert two.estimate.term("overhead/nccl").bytes == 2 * 32 * per_channel
     # custom_all_reduce.py CustomAllreduce: meta+signal and data IPC buffers of max_size 8 MiB, rank_data 8 MiB
     assert two.estimate.term("overhead/custom_all_reduce").bytes == 24 * MIB
+    # all_reduce_utils.py SYMM_MEM_ALL_REDUCE_MAX_SIZES["9.0"][2] = 64 MiB (H100, sm 9.0)
+    assert two.estimate.term("overhead/symm_mem").bytes == 64 * MIB
     assert "overhead/custom_all_reduce" not in {t.name for t in three.estimate.persistent}  # _SUPPORTED_WORLD_SIZES
+    assert "overhead/symm_mem" not in {t.name for t in three.estimate.persistent}  # no tp 3 in the table
     both = _plan("llama-3-8b", tp=2, pp=2)
-    assert both.estimate.term("overhead/nccl").bytes == 2 * 32 * per_channel  # tp and pp communicators
+    assert both.estimate.term("overhead/nccl").bytes == 3 * 32 * per_channel  # tp, ep and pp communicators
+    # gpu_worker.init_device takes the first snapshot after them: the pool is the budget less weights and peak only
+    t = {x.name: x.bytes for x in two.estimate.persistent}
+    weights = sum(b for n, b in t.items() if n.startswith("weights/"))
+    assert two.budget is not None
+    assert t["kv_cache/pool"] <= two.budget - weights - t["activations/profile_peak"]
+    assert t["kv_cache/pool"] > two.budget - weights - t["activations/profile_peak"] - 16 * 65536  # one block
+
+
+def test_symmetric_memory_sizes_by_capability() -> None:
+    from vramwise.engines.vllm_comms import v1_comm_terms
+
+    def symm(tp: int, cc: str | None) -> int:
+        return sum(t.bytes for t in v1_comm_terms(tp=tp, pp=1, compute_capability=cc) if t.name == "overhead/symm_mem")
+
+    assert symm(4, "9.0") == 32 * MIB and symm(8, "9.0") == 64 * MIB  # SYMM_MEM_ALL_REDUCE_MAX_SIZES
+    assert symm(8, "10.0") == 128 * MIB and symm(2, "8.0") == 0 and symm(2, None) == 0
 
 
 def test_kv_cache_memory_bytes_replaces_the_budget_rule() -> None:
@@ -291,7 +311,8 @@ def test_figures_as_vllm_logs_them() -> None:
     p = _plan("llama-3-8b", tp=2)
     f = vllm_figures(p)
     assert f["weights"] + f["activation_peak"] + f["non_torch"] + f["available_kv_cache"] == p.budget
-    assert f["non_torch"] == 32 * 9_633_792 + 24 * MIB and f["kv_tokens"] == p.kv_tokens
+    # v0.11.0 takes its first snapshot after NCCL and custom all-reduce exist: its non_torch figure holds neither
+    assert f["non_torch"] == 0 and f["kv_tokens"] == p.kv_tokens
     assert vllm_figures(_plan("llama-3-8b", enforce_eager=True))["cuda_graphs"] == 0
 
 
@@ -337,3 +358,16 @@ def test_a_refusal_inside_the_budget_is_not_called_headroom() -> None:
     verdict = out.splitlines()[1]
     assert "DOES NOT FIT (max_model_len larger than the KV cache)" in verdict
     assert "headroom" not in verdict and "of the GPU left outside the engine's budget" in verdict
+
+
+def test_verify_log_names_the_snapshot_rule_for_a_v1_log_before_0_11() -> None:
+    from vramwise.app.verify_log import _version_notes
+    from vramwise.engines.logs import parse_log
+
+    parsed = parse_log("INFO api_server.py:1090] vLLM API server version 0.8.5\n"
+                       "INFO kv_cache_utils.py:634] GPU KV cache size: 158,656 tokens\n")
+    notes = " ".join(_version_notes(parsed, "0.11.0"))
+    assert "PR #25359" in notes
+    later = parse_log("INFO api_server.py:1090] vLLM API server version 0.11.0\n"
+                      "INFO kv_cache_utils.py:634] GPU KV cache size: 158,656 tokens\n")
+    assert _version_notes(later, "0.11.0") == ()

@@ -200,3 +200,27 @@ def test_corpus_log_of_0_6_4_by_hand() -> None:
     assert rows["torch_peak"] == WEIGHTS + forward + ws  # allocated_bytes.all.peak, the weights in it
     assert rows["non_torch"] == 512 * MIB
     assert rows["kv_cache"] == int(0.9 * int(total)) - WEIGHTS - forward - ws - 512 * MIB
+
+
+def test_tp_2_at_0_6_4_counts_torch_s_own_nccl_communicator() -> None:
+    # v0.6.4 pynccl.py: PyNcclCommunicator disabled outside graph capture, so the profile run's 64 MiB all-reduces
+    # (8192 tokens x 4096 x 2 B, above custom all-reduce's 8 MiB) go to torch.distributed's device_group: a second
+    # communicator. v0.6.5 enables PyNccl from the start: one communicator.
+    # NCCL v2.21.5-1 src/init.cc computeBuffSizes: 4 MiB + 8*512*8*16 + 120*640*8*8 per channel, 32 channels.
+    per = 32 * (4 * MIB + 524_288 + 4_915_200)
+    old = _terms(_plan("llama-3-8b", vllm_version="0.6.4", tp=2))
+    assert old["overhead/nccl"] == per and old["overhead/nccl_torch"] == per
+    new = _plan("llama-3-8b", vllm_version="0.6", tp=2)
+    assert "overhead/nccl_torch" not in _terms(new)
+    assert vllm_figures(new)["non_torch"] == per + 24 * MIB
+
+
+def test_nvls_buffers_per_communicator_from_nccl_2_21_5() -> None:
+    from vramwise.engines.vllm_terms import nvls_bytes
+
+    # src/transport/nvls.cc ncclNvlsSetup: 16 channels x 2 x (128 KiB x 8 steps + 2 MiB) x nHeads; off at <= 2 GPUs
+    assert nvls_bytes(2) == 0
+    assert nvls_bytes(4) == 16 * 2 * (1 * MIB + 2 * MIB) * 4 == 384 * MIB
+    assert nvls_bytes(8) == 768 * MIB
+    notes = " ".join(_plan("llama-3-8b", vllm_version="0.6", tp=4).notes)
+    assert f"{384 * MIB:,} B" in notes and "NVSwitch" in notes

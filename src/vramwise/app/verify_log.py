@@ -268,8 +268,15 @@ def _version_notes(parsed: ParsedLog, modelled: str) -> tuple[str, ...]:
     if parsed.version is None:
         return (f"the log does not print its {parsed.engine} version; the plan follows {parsed.engine} {modelled}",)
     if parsed.version.split(".")[:2] != modelled.split(".")[:2]:
-        return (f"the log is {parsed.engine} {parsed.version}; the plan follows {parsed.engine} {modelled}: figures "
-                "whose rule changed between the two differ for that reason",)
+        notes = [f"the log is {parsed.engine} {parsed.version}; the plan follows {parsed.engine} {modelled}: figures "
+                 "whose rule changed between the two differ for that reason"]
+        m = _VERSION.match(parsed.version.strip())
+        if modelled.startswith("0.11") and m and (0, 7) <= (int(m.group(1)), int(m.group(2))) < (0, 11):
+            notes.append("one such rule: vLLM before 0.11.0 took its first memory snapshot before NCCL and custom "
+                         "all-reduce were set up, so their buffers counted inside its budget and its KV pool is "
+                         "smaller by them than this plan's (vllm/v1/worker/gpu_worker.py init_device, reordered by "
+                         "vllm-project/vllm PR #25359)")
+        return tuple(notes)
     return ()
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from vramwise.catalog import Gpu
 from vramwise.engines.result import EngineEstimate
+from vramwise.engines.vllm_comms import v1_comm_terms
 from vramwise.engines.vllm_kv import KvLayout, layer_kinds
-from vramwise.engines.vllm_terms import capture_sizes, cuda_graph_term, forward_live, non_torch_terms, sampler_warmup
+from vramwise.engines.vllm_terms import capture_sizes, cuda_graph_term, forward_live, sampler_warmup
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.encoder_decoder import refuse
 from vramwise.estimate.kv_cache import kv_elements_per_token
@@ -78,7 +79,8 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         formula=f"max(forward of {T} tokens {fwd:,} = {fwd_f}; sampler warm-up over {rows} requests {smp:,} = {smp_f})",
         source=f"vllm/v1/worker/gpu_model_runner.py profile_run, _dummy_run, _dummy_sampler_run (v{VLLM_VERSION})",
     )
-    non_torch = non_torch_terms(tp=tp, pp=pp)
+    # set up in init_device before vLLM's first snapshot: outside the budget, beside the context (vllm_comms.py)
+    non_torch = v1_comm_terms(tp=tp, pp=pp, compute_capability=gpu.compute_capability)
     nt_bytes = sum(t.bytes for t in non_torch)
     context = cuda_context_term(setup.overheads.cuda_context_mib)
 
@@ -88,9 +90,9 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         available = flags.kv_cache_memory_bytes
         how = f"--kv-cache-memory-bytes {available:,}"
     else:
-        available = requested - w_bytes - peak - nt_bytes
+        available = requested - w_bytes - peak
         how = (f"gpu_memory_utilization {setup.gpu_utilization:g} x CUDA total {gpu.memory_bytes:,} = {requested:,} - "
-               f"weights {w_bytes:,} - profile peak {peak:,} - non-torch {nt_bytes:,} = {available:,}")
+               f"weights {w_bytes:,} - profile peak {peak:,} = {available:,}")
     num_blocks = layout.blocks(available)
     # g pool tensors of num_blocks pages, each shared by one layer of every group: the groups draw their blocks
     # from one block pool (kv_cache_utils._get_kv_cache_config_uniform_page_size, get_num_blocks)
@@ -108,7 +110,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     )
     persistent = (*weights, activation, *non_torch, pool, *graphs, context)
     est = Estimate(persistent=persistent, notes=_notes(spec, setup, T))
-    refusal, message = _refusal(setup, gpu, context.bytes, requested, available, layout, max_len)
+    refusal, message = _refusal(setup, gpu, context.bytes + nt_bytes, requested, available, layout, max_len)
     per_token = layout.page // layout.block * (layout.full + layout.sliding)
     fits = refusal is None
     return EngineEstimate(
@@ -259,13 +261,15 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int) -> tuple[str, ...]:
     pp, eager = setup.vllm.pipeline_parallel_size, setup.vllm.enforce_eager
     graphs = "" if eager else ", and so are the CUDA graphs (captured after the KV pool)"
     notes = [
-        f"vLLM {VLLM_VERSION} (V1, `vllm serve` defaults): the CUDA context is outside gpu_memory_utilization's "
-        f"budget (it exists before vLLM's first memory snapshot){graphs}",
+        f"vLLM {VLLM_VERSION} (V1, `vllm serve` defaults): the CUDA context and, at tp or pp > 1, the NCCL "
+        "communicators, custom all-reduce and symmetric-memory buffers are outside gpu_memory_utilization's budget "
+        f"(they exist before vLLM's first memory snapshot, gpu_worker.py init_device){graphs}",
         f"V1 always chunks prefill at max_num_batched_tokens ({batched:,}): a longer prompt runs in steps of that "
         "many tokens, so the profile run's peak bounds every step's activations",
-        "not modelled: the small non-torch growth at tp 1 (kernel modules loaded on first use), NCCL's NVLS buffers on "
-        "NVSwitch systems, torch's own NCCL communicator and symmetric-memory all-reduce buffers at tp > 1, the model "
-        "runner's persistent input buffers (torch memory vLLM's profile does not count)",
+        "not modelled: the small non-torch growth at tp 1 (kernel modules loaded on first use); NCCL 2.27's "
+        "runtime connect (torch 2.8's NCCL): an algorithm first used in the profile run connects its buffers there, "
+        "inside the budget; NCCL's NVLS buffers and the smaller custom all-reduce of NVSwitch systems (assumed: no "
+        "NVSwitch); the model runner's persistent input buffers (torch memory vLLM's profile does not count)",
     ]
     if not eager:
         notes.append("CUDA graphs: only their shared memory pool is modelled; vLLM itself only measures the rest")
@@ -290,7 +294,9 @@ def vllm_figures(plan: EngineEstimate) -> dict[str, float]:
     "Graph capturing finished in S secs, took X GiB" (0 with --enforce-eager). Bytes, tokens and a ratio."""
     terms = {t.name: t.bytes for t in plan.estimate.persistent}
     weights = sum(b for n, b in terms.items() if n.startswith("weights/"))
-    non_torch = terms.get("overhead/nccl", 0) + terms.get("overhead/custom_all_reduce", 0)
+    # v0.11.0 sets its communicators up before its first snapshot (vllm_comms.py): none of them is logged here
+    non_torch = 0 if plan.version == VLLM_VERSION else sum(
+        b for n, b in terms.items() if n.startswith("overhead/nccl")) + terms.get("overhead/custom_all_reduce", 0)
     if plan.version == "0.6.4":  # v0.6.4 counts every byte outside torch, the CUDA context too (vllm_v0.py)
         non_torch += terms.get("overhead/cuda_context", 0)
     peak = terms["activations/profile_peak"]

@@ -94,7 +94,8 @@ def sampler_warmup(spec: ModelSpec, *, rows: int, tokens: int, c: int) -> tuple[
 # NCCL allocates, per channel and connected peer, one buffer per protocol: SIMPLE 4 MiB (DEFAULT_BUFFSIZE, 1 << 22),
 # LL 8 lines x 512 threads x 8 steps x 16 B = 512 KiB (DEFAULT_LL_BUFFSIZE) and LL128 120 x 640 x 8 steps x 8 B =
 # 4,915,200 B (DEFAULT_LL128_BUFFSIZE), NVIDIA/nccl src/init.cc computeBuffSizes. How many channels NCCL opens
-# depends on the topology (ncclTopoCompute); counted here at MAXCHANNELS, 32 (src/include/device.h), its bound.
+# depends on the topology (ncclTopoCompute); counted here at MAXCHANNELS, 32 (src/include/device.h at v2.21.5-1,
+# the 0.6 line's NCCL; 2.27.3, vLLM 0.11's, raises MAXCHANNELS to 64 and keeps 32 as the assumption, vllm_comms.py).
 NCCL_BUFFERS_PER_CHANNEL = (1 << 22) + 8 * 512 * 8 * 16 + 120 * 640 * 8 * 8
 NCCL_CHANNELS = 32
 # vLLM's custom all-reduce (vllm/distributed/device_communicators/custom_all_reduce.py ``CustomAllreduce``,
@@ -104,8 +105,30 @@ CUSTOM_AR_BYTES = 3 * 8 * MIB
 CUSTOM_AR_SIZES = (2, 4, 6, 8)
 
 
-def non_torch_terms(*, tp: int, pp: int) -> tuple[Term, ...]:
-    """Memory vLLM's profile counts outside torch since its first snapshot (``non_torch_increase``)."""
+# The 0.6 line's vLLM (0.6.4-0.6.6) pins torch 2.5.1, whose CUDA 12 wheel pins nvidia-nccl-cu12 2.21.5: NCCL before
+# 2.22 has no NCCL_RUNTIME_CONNECT, so a communicator connects every channel's buffers when it is created. NVLS
+# (NVLink SHARP, NVSwitch systems only) adds, per communicator of more than 2 GPUs on one node, NVLS_NCHANNELS 16
+# channels x 2 x (NVLS_CHUNKSIZE 128 KiB x NCCL_STEPS 8 + NVLS_MEM_ALIGN_SIZE 2 MiB) x nHeads (one a GPU)
+# (NVIDIA/nccl v2.21.5-1 src/transport/nvls.cc ncclNvlsInit: off when gpuCount <= 2; ncclNvlsSetup: nvlsTotalSize).
+NVLS_CHANNELS = 16
+NVLS_PER_CHANNEL_HEAD = 2 * (128 * 1024 * 8 + (1 << 21))
+
+
+def nvls_bytes(tp: int) -> int:
+    """NCCL 2.21.5's NVLS buffers for one communicator of ``tp`` GPUs on an NVSwitch node (0 at 2 GPUs or fewer)."""
+    return NVLS_CHANNELS * NVLS_PER_CHANNEL_HEAD * tp if tp > 2 else 0
+
+
+def non_torch_terms(*, tp: int, pp: int, torch_tp_group: bool = False) -> tuple[Term, ...]:
+    """Memory vLLM's profile counts outside torch since its first snapshot (``non_torch_increase``).
+
+    ``torch_tp_group`` (v0.6.4 only): PyNcclCommunicator stays ``disabled`` outside CUDA graph capture
+    (vllm/distributed/device_communicators/pynccl.py ``__init__`` at v0.6.4: "by default it is disabled, e.g. in
+    profiling models and prefill phase"), so an eager all-reduce that custom all-reduce declines (above its 8 MiB)
+    goes to torch.distributed on the tp group's ``device_group`` (vllm/distributed/parallel_state.py
+    ``GroupCoordinator._all_reduce_in_place``), whose ProcessGroupNCCL creates its own NCCL communicator on that
+    first collective, in the profile run: a second communicator of the same size. From v0.6.5 PyNccl is enabled
+    from the start (pynccl.py ``self.disabled = False``) and torch's communicator is not created."""
     terms = []
     groups = [(name, n) for name, n in (("tp", tp), ("pp", pp)) if n > 1]
     if groups:
@@ -119,6 +142,17 @@ def non_torch_terms(*, tp: int, pp: int) -> tuple[Term, ...]:
                    "NVIDIA/nccl src/init.cc computeBuffSizes, src/include/device.h MAXCHANNELS; NCCL connects a "
                    "channel's buffers on first use (NCCL_RUNTIME_CONNECT), in the profile run, so vLLM counts them "
                    "as non-torch growth",
+        ))
+    if torch_tp_group and tp > 1:
+        per = NCCL_CHANNELS * NCCL_BUFFERS_PER_CHANNEL
+        terms.append(Term(
+            name="overhead/nccl_torch",
+            bytes=per,
+            formula=f"torch.distributed's ProcessGroupNCCL communicator for the tp group of {tp}: {NCCL_CHANNELS} "
+                    "channels x (SIMPLE 4 MiB + LL 512 KiB + LL128 4,915,200 B)",
+            source="vllm/distributed/parallel_state.py GroupCoordinator._all_reduce_in_place (v0.6.4: "
+                   "torch.distributed.all_reduce on device_group when custom all-reduce declines and PyNccl is "
+                   "disabled outside graph capture); NVIDIA/nccl v2.21.5-1 src/init.cc computeBuffSizes",
         ))
     if tp in CUSTOM_AR_SIZES:
         terms.append(Term(
