@@ -15,19 +15,20 @@ from vramwise.catalog import gpus, models
 SRC = Path(__file__).resolve().parents[1] / "src" / "vramwise"
 ROOT = SRC.parents[1]
 
-# Floors, ground up: _lazy, errors, units < catalog, workload < spec < formats < estimate (inference) < estimate.train
-# < engines (serving as vLLM, SGLang, llama.cpp run it: inference only) < fit, verify < report < app < cli. A part
-# never imports a part on its floor or above (fit and verify are siblings; estimate's inference side never reaches
-# training). A part is a module (`x.py`) or a package (`x/`), whichever exists: the rules survive turning one into
-# the other. Every part of src/vramwise must be listed.
+# Floors, ground up: _lazy, errors, units < files < catalog, workload < spec < formats < estimate (inference)
+# < estimate.train < engines (serving as vLLM, SGLang, llama.cpp run it: inference only) < fit, verify < report < app
+# < cli. A part never imports a part on its floor or above (fit and verify are siblings; estimate's inference side
+# never reaches training). A part is a module (`x.py`) or a package (`x/`), whichever exists: the rules survive
+# turning one into the other. Every part of src/vramwise must be listed.
 _ALL = (
-    "_lazy", "errors", "units", "catalog", "workload", "spec", "formats", "estimate", "estimate.train", "engines",
-    "fit", "verify", "report", "app", "cli",
+    "_lazy", "errors", "units", "files", "catalog", "workload", "spec", "formats", "estimate", "estimate.train",
+    "engines", "fit", "verify", "report", "app", "cli",
 )
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "_lazy": tuple(p for p in _ALL if p != "_lazy"),  # the PEP 562 loader of the facades: imports nothing of ours
     "errors": tuple(p for p in _ALL if p != "errors"),
     "units": tuple(p for p in _ALL if p != "units"),
+    "files": tuple(p for p in _ALL if p not in ("files", "errors")),  # a user's local file read safely
     "catalog": ("workload", "spec", "formats", "estimate", "engines", "fit", "verify", "report", "app", "cli"),
     "workload": ("catalog", "spec", "formats", "estimate", "engines", "fit", "verify", "report", "app", "cli"),
     "spec": ("workload", "formats", "estimate", "engines", "fit", "verify", "report", "app", "cli"),

@@ -9,17 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from vramwise.cli import main
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:  # argparse exits for usage errors
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_run import run
 
 
 def test_infer_json_contract(capsys: pytest.CaptureFixture[str]) -> None:

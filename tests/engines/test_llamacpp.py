@@ -23,11 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gguf"))
 
 from gguf_build import Q, write
 
-from vramwise.catalog.gpu_spec import get_gpu
-from vramwise.engines.llamacpp import plan
+from vramwise.catalog.gpu_spec import Gpu, get_gpu
+from vramwise.engines.llamacpp import kv_totals, per_gpu, plan
 from vramwise.errors import InvalidWorkloadError
 from vramwise.spec.gguf_file import gguf_model
 from vramwise.spec.load import resolve_model
+from vramwise.spec.model import ModelSpec
 from vramwise.workload.infer import InferSetup
 from vramwise.workload.llamacpp_flags import LlamaCppFlags, ollama_flags
 
@@ -428,16 +429,30 @@ def test_tensor_split_text() -> None:
         LlamaCppFlags(tensor_split=parse_tensor_split("0,0"))
 
 
+def _buffer_figures(spec: ModelSpec, setup: InferSetup, flags: LlamaCppFlags, gpu_count: int) -> dict[str, int]:
+    """The plan's numbers as llama.cpp's log prints its buffers, per device: "CUDA0 KV buffer size" (gpu{i}/kv),
+    "CUDA0 compute buffer size" (gpu{i}/compute), "CUDA_Host output buffer size" (host/output), and the KV summary
+    "size = X MiB (N cells, ...), K (f16): X MiB, V (f16): X MiB" (kv_cells, kv_k, kv_v)."""
+    # the budget plays no part in the buffers; a GPU the plan cannot overflow keeps fit_gpu_layers out of it
+    whole = plan(spec, setup, flags, Gpu(name="figures", label="figures", memory_bytes=2**62), gpu_count)
+    out: dict[str, int] = {}
+    for i, est in sorted(per_gpu(spec, setup, flags, gpu_count).items()):
+        out[f"gpu{i}/kv"] = sum(t.bytes for t in est.persistent if t.name.startswith("kv_cache/"))
+        out[f"gpu{i}/compute"] = max((p.bytes for p in est.phases), default=0)
+    out["host/output"] = {t.name: t.bytes for t in whole.estimate.host}.get("host/output_buffer", 0)
+    out["kv_cells"] = whole.kv_tokens or 0
+    out["kv_k"], out["kv_v"] = kv_totals(spec, setup, flags, gpu_count)
+    return out
+
+
 def test_figures_under_the_log_names() -> None:
     """The buffers llama.cpp's log prints, for Mixtral 8x22B on 4 GPUs at -c 32000 (the corpus log's setup):
     CUDA0..3 KV buffers 1875, 1750, 1750, 1625 MiB; K and V 3500 MiB each; the output buffer n_vocab x 1 x 4 B
     (0.12 MiB in that log). CUDA0's compute buffer by hand: 3000 MiB of scores + 24 MiB hidden + 4 copies of
     (12 MiB hidden + 62.5 MiB mask) = 3322 MiB; that log's failed allocation asked 3366.04 MiB (-1.3%: ggml-alloc's
     placement, not modelled)."""
-    from vramwise.engines.llamacpp_figures import llamacpp_figures
-
-    figures = llamacpp_figures(_mixtral_8x22b(), InferSetup(weight_format="q4_k_m"),
-                               LlamaCppFlags(ctx_size=32000, flash_attn="off"), 4)
+    figures = _buffer_figures(_mixtral_8x22b(), InferSetup(weight_format="q4_k_m"),
+                              LlamaCppFlags(ctx_size=32000, flash_attn="off"), 4)
     mib = 2**20
     assert [figures[f"gpu{i}/kv"] // mib for i in range(4)] == [1875, 1750, 1750, 1625]
     assert figures["kv_k"] == figures["kv_v"] == 3500 * mib

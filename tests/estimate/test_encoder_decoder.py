@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import run as _run
 from tiny_configs import ENCODER_DECODER
 
-from vramwise.cli import main
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.term import PhaseKind
 from vramwise.estimate.train.lora import lora_targets
@@ -29,15 +29,6 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "json-schema.md"
 
 def _spec(name: str) -> ModelSpec:
     return spec_from_config(ENCODER_DECODER[name], name=name, source="test")
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _config_dir(tmp_path: Path, name: str) -> str:

@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_run import run as _cli
 from hf_oracle import hf_params
 from tiny_configs import JAMBA
 
 from vramwise.catalog import get_gpu
-from vramwise.cli import main
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.term import PhaseKind
 from vramwise.spec.adapters import spec_from_config
@@ -147,15 +147,6 @@ def test_an_all_mamba_config_has_no_kv_and_counts_like_transformers() -> None:
     est = _est(spec, batch=2, context=512)
     assert est.term("kv_cache").bytes == 0
     assert est.term("ssm_state/ssm").bytes == 2 * 4 * D * N * 4
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _config(tmp_path: Path, **changes: object) -> str:

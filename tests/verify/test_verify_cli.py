@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from vramwise.cli import main
+from cli_run import run as _run
 
 TINY = {
     "model_type": "qwen2",
@@ -21,15 +21,6 @@ TINY = {
     "intermediate_size": 344,
     "vocab_size": 4000,
 }
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -85,8 +85,7 @@ def plan(model: Model, setup: InferSetup, flags: HfFlags, gpu: Gpu, gpu_count: i
 
 def hf_plan(model: Model, setup: InferSetup, gpu: Gpu, count: int = 1) -> EngineEstimate:
     """The dispatch table's entry (app/engines.py PLANS): the flags from the setup's ``hf`` group."""
-    flags = getattr(setup, "hf", None) or HfFlags()  # the group lands with the --engine plumbing
-    return plan(model, setup, flags, gpu, count)
+    return plan(model, setup, setup.hf, gpu, count)
 
 
 def _refuse(spec: ModelSpec, setup: InferSetup, flags: HfFlags, gpu_count: int) -> None:

@@ -448,12 +448,12 @@ def _notes(
 
 
 def llamacpp_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu, count: int = 1) -> EngineEstimate:
-    """The dispatch entry (app/engines.py PLANS): the flags from ``setup.llamacpp`` (LlamaCppFlags; llama.cpp's
-    defaults when the setup has none), on ``count`` GPUs of this kind (``--gpu 2xH100``).
+    """The dispatch entry (app/engines.py PLANS): the flags from ``setup.llamacpp`` (LlamaCppFlags), on ``count``
+    GPUs of this kind (``--gpu 2xH100``).
 
     ``--batch`` is llama-server's ``-np`` (concurrent sequences, each with its own slice of ``-c``): a batch with
     the default ``-np 1`` becomes ``-np batch``; a batch and an ``-np`` that disagree are refused, never ignored."""
-    flags: LlamaCppFlags = getattr(setup, "llamacpp", None) or LlamaCppFlags()
+    flags = setup.llamacpp
     _foreign_setup(setup)
     if setup.batch > 1:
         if flags.parallel not in (1, setup.batch):

@@ -245,8 +245,7 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
 
 def sglang_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu, count: int = 1) -> EngineEstimate:
     """The dispatch table's entry (app/engines.py PLANS): the flags from the setup's ``sglang`` group."""
-    flags = getattr(setup, "sglang", None) or SglangFlags()  # the group lands with the --engine plumbing
-    return plan(spec, setup, flags, gpu, max(count, setup.tp))
+    return plan(spec, setup, setup.sglang, gpu, max(count, setup.tp))
 
 
 def _settings(flags: SglangFlags, mem: float, tp: int) -> tuple[int, int, float]:

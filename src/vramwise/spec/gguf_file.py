@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Any
 
 from vramwise.errors import ConfigError, shown
+from vramwise.files import open_nonblocking
 from vramwise.spec.adapters import spec_from_config
 from vramwise.spec.checkpoint import CategoryBytes, CheckpointBytes
 from vramwise.spec.gguf_header import ArrayValue, GgufHeader, TensorInfo, read_header
@@ -58,10 +59,10 @@ def read_local(path: Path) -> GgufHeader:
     if not stat.S_ISREG(st.st_mode):
         raise _error(where, "not a regular file (a folder, FIFO, device or socket); give a .gguf file")
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        f = open_nonblocking(path)
     except OSError as err:
         raise _error(where, f"cannot read ({err.strerror or err})") from None
-    with os.fdopen(fd, "rb") as f:
+    with f:
 
         def fetch(offset: int, length: int) -> bytes:
             f.seek(offset)

@@ -46,12 +46,14 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from vramwise.catalog import close_matches, models
 from vramwise.errors import ConfigError, UnknownModelError, shown
+from vramwise.files import Bounded, read_regular, stat_or_refuse
 from vramwise.spec.adapters import language_config, spec_from_config
 from vramwise.spec.model import ModelSpec
 
@@ -147,6 +149,14 @@ def parse_size(text: str) -> int | None:
 # indent 2). 16 MiB leaves 8x room over that and bounds memory and parse time (9 MiB of JSON numbers parsed in
 # 0.8 s here) so that /dev/zero-like inputs or a weights file passed by mistake are refused at once.
 MAX_CONFIG_BYTES = 16 * 2**20
+_CONFIG_FILE = Bounded(
+    limit=MAX_CONFIG_BYTES,
+    limit_text="16 MiB",
+    over_text="16 MiB",
+    typical="a config.json is a few KB",
+    cannot="cannot read config",
+    not_regular="not a regular file (a FIFO, device or socket); give a config.json file",  # a folder: its config.json
+)
 # CPython refuses to read integers longer than this from text (sys.int_info.default_max_str_digits, 4,300, "integer
 # string conversion length limitation", Python 3.11); 0 there means unlimited, which we do not follow.
 _MAX_INT_DIGITS = sys.get_int_max_str_digits() or sys.int_info.default_max_str_digits
@@ -183,18 +193,11 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
-def _stat(path: Path) -> os.stat_result:
-    try:
-        return os.stat(path)
-    except (OSError, ValueError) as err:  # ValueError: a NUL in the name (only the API can pass one)
-        raise _config_error(path, f"cannot read config ({getattr(err, 'strerror', None) or err})") from None
-
-
 def _read_bytes(path: Path) -> tuple[Path, bytes]:
     """The file read (``path``, or ``path/config.json`` for a folder) and its bytes.
 
     A regular file of at most MAX_CONFIG_BYTES; never blocks (a FIFO is refused before it is opened)."""
-    st = _stat(path)
+    st = stat_or_refuse(path, _CONFIG_FILE, partial(_config_error, path))
     if stat.S_ISDIR(st.st_mode):
         folder, path = path, path / "config.json"
         try:
@@ -208,21 +211,7 @@ def _read_bytes(path: Path) -> tuple[Path, bytes]:
             ) from None
         except OSError as err:
             raise _config_error(path, f"cannot read config ({err.strerror or err})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise _config_error(path, "not a regular file (a FIFO, device or socket); give a config.json file")
-    if st.st_size > MAX_CONFIG_BYTES:
-        raise _config_error(path, f"{st.st_size:,} bytes; a config.json is a few KB (at most 16 MiB read)")
-    try:
-        # O_NONBLOCK: should the path have become a FIFO since the stat, opening it still does not wait for a writer.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as err:
-        raise _config_error(path, f"cannot read config ({err.strerror or err})") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise _config_error(path, "not a regular file (a FIFO, device or socket); give a config.json file")
-        data = f.read(MAX_CONFIG_BYTES + 1)
-    if len(data) > MAX_CONFIG_BYTES:  # it grew since the stat
-        raise _config_error(path, "more than 16 MiB; a config.json is a few KB")
+    data = read_regular(path, st, _CONFIG_FILE, partial(_config_error, path))
     return path, data
 
 

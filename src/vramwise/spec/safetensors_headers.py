@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vramwise.errors import ConfigError, shown
+from vramwise.files import open_nonblocking
 from vramwise.spec.checkpoint import CategoryBytes, CheckpointBytes
 
 # Bits per element of every dtype a safetensors header may name: safetensors/src/tensor.rs, ``Dtype::bitsize``
@@ -150,7 +151,8 @@ def read_header(path: Path) -> tuple[TensorHeader, ...]:
     """The tensors of a local ``.safetensors`` file, reading its header only (8 + N bytes)."""
     where = str(path)
     try:
-        with open(path, "rb") as f:
+        # a FIFO given by mistake is refused below instead of waiting for a writer
+        with open_nonblocking(path) as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise header_error(where, "not a regular file")

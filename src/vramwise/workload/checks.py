@@ -115,6 +115,21 @@ def real(
         raise InvalidWorkloadError(f"{field} must be in {allowed}, got {show(value)}", field=field, allowed=allowed)
 
 
+def boolean(field: str, value: object) -> None:
+    """``value`` is True or False (a flag set from JSON or the API may be anything)."""
+    if not isinstance(value, bool):
+        raise InvalidWorkloadError(f"{field} must be True or False, got {show(value)}", field=field)
+
+
+def version(engine: str, field: str, value: str, versions: tuple[str, ...]) -> None:
+    """``value`` is one of the engine's releases whose memory plan is modelled."""
+    if value not in versions:
+        allowed = ", ".join(versions)
+        raise InvalidWorkloadError(
+            f"{engine} version {show(value)} is not modelled; allowed: {allowed}", field=field, allowed=allowed
+        )
+
+
 def choice(field: str, value: str, allowed: type[E]) -> E:
     """The member of ``allowed`` that ``value`` names (a plain string from the CLI or JSON is accepted)."""
     if isinstance(value, allowed):

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 
-from vramwise.workload.checks import non_negative, positive
+from vramwise.workload.checks import boolean, non_negative, positive, version
 
 
 class Engine(StrEnum):
@@ -59,22 +59,9 @@ class VllmFlags:
                 positive(name, getattr(self, name))
         if self.kv_cache_memory_bytes is not None:
             non_negative("kv_cache_memory_bytes", self.kv_cache_memory_bytes)
-        if not isinstance(self.enforce_eager, bool):
-            from vramwise.errors import InvalidWorkloadError, shown
-
-            raise InvalidWorkloadError(
-                f"enforce_eager must be True or False, got {shown(self.enforce_eager)}", field="enforce_eager"
-            )
+        boolean("enforce_eager", self.enforce_eager)
         positive("pp", self.pipeline_parallel_size)
-        if self.version not in VLLM_VERSIONS:
-            from vramwise.errors import InvalidWorkloadError, shown
-
-            allowed = ", ".join(VLLM_VERSIONS)
-            raise InvalidWorkloadError(
-                f"vLLM version {shown(self.version)} is not modelled; allowed: {allowed}",
-                field="vllm_version",
-                allowed=allowed,
-            )
+        version("vLLM", "vllm_version", self.version, VLLM_VERSIONS)
 
 
 # vLLM's batch defaults for `vllm serve` (UsageContext.OPENAI_API_SERVER), vllm/engine/arg_utils.py

@@ -7,8 +7,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
-from vramwise.workload.checks import coerce, non_negative, pixels_text, positive, real, show
+from vramwise.errors import InapplicableOptionError
+from vramwise.workload.checks import boolean, coerce, non_negative, pixels_text, positive, real
 from vramwise.workload.engines import Engine, VllmFlags, foreign_flag
 from vramwise.workload.flat import FlatNames
 from vramwise.workload.hf_flags import HfFlags
@@ -60,10 +60,7 @@ class InferSetup:
         coerce(self, "kv_dtype", KvDtype)
         coerce(self, "attention", AttentionImpl)
         coerce(self, "mode", Mode)
-        if not isinstance(self.all_logits, bool):
-            raise InvalidWorkloadError(
-                f"all_logits must be True or False, got {show(self.all_logits)}", field="all_logits"
-            )
+        boolean("all_logits", self.all_logits)
         real("gpu_utilization", self.gpu_utilization, 0, 1, low_open=True)
         non_negative("images", self.images)
         if self.image_size is not None:

@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass
 
 from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
-from vramwise.workload.checks import coerce, positive, show
+from vramwise.workload.checks import boolean, coerce, positive, show
 from vramwise.workload.options import FsdpMode, Offload
 
 # The ZeRO stage each FSDP mode matches: what it partitions (1 optimizer states, 2 + gradients, 3 + weights).
@@ -56,8 +56,7 @@ class ParallelConfig:
             raise InvalidWorkloadError(
                 f"zero must be 0, 1, 2 or 3, got {show(self.zero)}", field="zero", allowed="0, 1, 2 or 3"
             )
-        if not isinstance(self.sp, bool):
-            raise InvalidWorkloadError(f"sp must be True or False, got {show(self.sp)}", field="sp")
+        boolean("sp", self.sp)
         self._check()
 
     def _check(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vramwise.errors import InvalidWorkloadError
-from vramwise.workload.checks import MAX_BATCH, MAX_TOKENS, real, show
+from vramwise.workload.checks import MAX_BATCH, MAX_TOKENS, boolean, real, show, version
 
 # The releases whose defaults engines/sglang.py models: 0.5 derives them from the GPU's memory, 0.4 from tp.
 VERSIONS = ("0.5", "0.4")
@@ -53,12 +53,5 @@ class SglangFlags:
                 count(name, value)
         count("page_size", self.page_size)
         count("max_prefill_tokens", self.max_prefill_tokens)
-        if self.version not in VERSIONS:
-            allowed = ", ".join(VERSIONS)
-            message = f"SGLang version {show(self.version)} is not modelled; allowed: {allowed}"
-            raise InvalidWorkloadError(message, field="version", allowed=allowed)
-        if not isinstance(self.disable_cuda_graph, bool):
-            raise InvalidWorkloadError(
-                f"disable_cuda_graph must be True or False, got {show(self.disable_cuda_graph)}",
-                field="disable_cuda_graph",
-            )
+        version("SGLang", "version", self.version, VERSIONS)
+        boolean("disable_cuda_graph", self.disable_cuda_graph)

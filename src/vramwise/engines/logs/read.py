@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import os
-import stat
+from functools import partial
 from pathlib import Path
 
 from vramwise.engines.logs.lines import MAX_LOG_CHARS
 from vramwise.errors import ConfigError, shown
+from vramwise.files import Bounded, read_regular, stat_or_refuse
 
 MAX_LOG_BYTES = MAX_LOG_CHARS  # UTF-8 never has fewer bytes than characters, so the text limit holds too
 _FIELD = "log"
 _ALLOWED = "a text file holding a vLLM, SGLang or llama.cpp startup log"
+_KIND = Bounded(
+    limit=MAX_LOG_BYTES,
+    limit_text=f"{MAX_LOG_BYTES:,}",
+    over_text=f"{MAX_LOG_BYTES:,} bytes",
+    typical="a startup log is at most a few MB",
+    cannot="cannot read it",
+    not_regular="not a regular file (a folder, FIFO, device or socket); give the log file",
+)
 
 
 def _error(path: Path, what: str) -> ConfigError:
@@ -24,25 +33,8 @@ def read_log(path: str | os.PathLike[str]) -> str:
     device, a missing or unreadable file, a file too large and a binary file (a NUL byte: a GGUF or safetensors
     given by mistake) raise one ConfigError (field "log")."""
     where = Path(path)
-    try:
-        st = os.stat(where)
-    except (OSError, ValueError) as err:  # ValueError: a NUL in the name
-        raise _error(where, f"cannot read it ({getattr(err, 'strerror', None) or err})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise _error(where, "not a regular file (a folder, FIFO, device or socket); give the log file")
-    if st.st_size > MAX_LOG_BYTES:
-        raise _error(where, f"{st.st_size:,} bytes; a startup log is at most a few MB (at most {MAX_LOG_BYTES:,} read)")
-    try:
-        # O_NONBLOCK: a path swapped for a FIFO since the stat still does not wait for a writer.
-        fd = os.open(where, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as err:
-        raise _error(where, f"cannot read it ({err.strerror or err})") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise _error(where, "not a regular file (a folder, FIFO, device or socket); give the log file")
-        data = f.read(MAX_LOG_BYTES + 1)
-    if len(data) > MAX_LOG_BYTES:  # it grew since the stat
-        raise _error(where, f"more than {MAX_LOG_BYTES:,} bytes; a startup log is at most a few MB")
+    refuse = partial(_error, where)
+    data = read_regular(where, stat_or_refuse(where, _KIND, refuse), _KIND, refuse)
     if (nul := data.find(b"\x00")) >= 0:
         raise _error(where, f"a binary file (a NUL byte at offset {nul:,}), not a text log")
     return data.decode("utf-8", errors="replace")
