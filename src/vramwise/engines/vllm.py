@@ -17,6 +17,7 @@ from __future__ import annotations
 from vramwise.catalog import Gpu
 from vramwise.engines.result import EngineEstimate
 from vramwise.engines.vllm_kv import KvLayout, layer_kinds
+from vramwise.engines.vllm_mxfp4 import experts_term
 from vramwise.engines.vllm_terms import capture_sizes, cuda_graph_term, forward_live, non_torch_terms, sampler_warmup
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.encoder_decoder import refuse
@@ -65,7 +66,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     c = compute_bytes(fmt.name)
     kv_name, kv_b = kv_dtype(setup, fmt.name)
     last = range(spec.num_layers - spec.num_layers // pp, spec.num_layers)
-    weights = _weights(spec, setup, fmt_name=fmt.name, c=c, layers=len(last))
+    weights = _weights(spec, setup, fmt_name=fmt.name, c=c, layers=len(last), gpu=gpu)
     w_bytes = sum(t.bytes for t in weights)
 
     fwd, fwd_f = forward_live(spec, tokens=T, c=c, tp=tp)
@@ -171,11 +172,18 @@ def _max_model_len(spec: ModelSpec, setup: InferSetup) -> int:
     return max_len
 
 
-def _weights(spec: ModelSpec, setup: InferSetup, *, fmt_name: str, c: int, layers: int) -> tuple[Term, ...]:
-    """The weights as loaded on this rank (the existing weight terms: checkpoint headers when read), the decoder
-    layers' share cut to this stage's layers under a pipeline."""
+def _weights(
+    spec: ModelSpec, setup: InferSetup, *, fmt_name: str, c: int, layers: int, gpu: Gpu
+) -> tuple[Term, ...]:
+    """The weights as loaded on this rank (the existing weight terms: checkpoint headers when read; MXFP4 experts
+    in the layout of vLLM's MoE backend for this GPU, engines/vllm_mxfp4.py), the decoder layers' share cut to this
+    stage's layers under a pipeline."""
     own = reads_headers(spec, setup.weight_format)
     terms = weight_terms(spec, get_format(fmt_name), hp_bytes=c, tp=setup.tp, own_format=own)
+    cc = gpu.compute_capability
+    experts = experts_term(spec, tp=setup.tp, compute_capability=cc) if fmt_name == "mxfp4" else None
+    if experts is not None:
+        terms = tuple(experts if t.name == "weights/experts" else t for t in terms)
     pp = setup.vllm.pipeline_parallel_size
     if pp == 1:
         return terms
