@@ -17,7 +17,7 @@ from __future__ import annotations
 from vramwise.catalog import Gpu
 from vramwise.engines.result import EngineEstimate
 from vramwise.engines.vllm_kv import KvLayout, layer_kinds
-from vramwise.engines.vllm_mxfp4 import experts_term
+from vramwise.engines.vllm_mxfp4 import backend_for, experts_term
 from vramwise.engines.vllm_terms import capture_sizes, cuda_graph_term, forward_live, non_torch_terms, sampler_warmup
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.encoder_decoder import refuse
@@ -108,7 +108,12 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         cuda_graph_term(spec, sizes=capture_sizes(S, T), c=c, tp=tp),
     )
     persistent = (*weights, activation, *non_torch, pool, *graphs, context)
-    est = Estimate(persistent=persistent, notes=_notes(spec, setup, T))
+    notes = _notes(spec, setup, T)
+    if fmt.name == "mxfp4" and spec.moe and backend_for(gpu.compute_capability) is None:
+        notes += ("MXFP4 experts: vLLM's MoE backend for this GPU is not modelled (no compute capability in the "
+                  "catalog); the checkpoint's layout is counted, without the backend's padding or second copy of "
+                  "the scales (engines/vllm_mxfp4.py)",)
+    est = Estimate(persistent=persistent, notes=notes)
     refusal, message = _refusal(setup, gpu, context.bytes, requested, available, layout, max_len)
     per_token = layout.page // layout.block * (layout.full + layout.sliding)
     fits = refusal is None
