@@ -60,3 +60,24 @@ def test_torch_sort_scratch_by_path() -> None:
     # 2..127 rows: segmented_sort_pairs_by_full_sort (two int2 buffers 8 + 8, keys_out 4, cub alternates 4 + 8)
     assert sort_scratch(127) == sort_scratch(2) == 32
     assert sort_scratch(1) == 0  # one segment: per-row scratch only
+
+
+def test_the_backend_can_be_chosen_and_is_read_from_the_log() -> None:
+    import pytest
+
+    from vramwise.engines.logs import parse_log
+    from vramwise.errors import InvalidWorkloadError
+    from vramwise.workload.engines import VllmFlags
+
+    # VLLM_MXFP4_USE_MARLIN=1 on a Hopper: the Marlin layout, whatever the compute capability says
+    chosen = experts_term(catalog_spec("gpt-oss-120b"), tp=1, compute_capability="9.0", chosen="marlin")
+    assert chosen == experts_term(catalog_spec("gpt-oss-120b"), tp=1, compute_capability="8.0")
+    with pytest.raises(InvalidWorkloadError, match="allowed: marlin, triton, flashinfer"):
+        VllmFlags(mxfp4_backend="cutlass")
+    # the lines vLLM prints when it picks a backend (mxfp4.py get_mxfp4_backend, marlin_utils_fp4.py)
+    loading = "INFO 01-27 00:31:59 [gpu_model_runner.py:3905] Model loading took 64.38 GiB memory and 14.38 seconds"
+    triton = parse_log("INFO 01-27 00:31:44 [mxfp4.py:165] Using Triton backend\n" + loading)
+    marlin = parse_log("WARNING 08-20 18:04:08 [marlin_utils_fp4.py:196] Your GPU does not have native support for "
+                       "FP4 computation but FP4 quantization is being used. Weight-only FP4 compression will be used "
+                       "leveraging the Marlin kernel.\n" + loading)
+    assert triton.flags["mxfp4_backend"] == "triton" and marlin.flags["mxfp4_backend"] == "marlin"

@@ -109,7 +109,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     )
     persistent = (*weights, activation, *non_torch, pool, *graphs, context)
     notes = _notes(spec, setup, T)
-    if fmt.name == "mxfp4" and spec.moe and backend_for(gpu.compute_capability) is None:
+    if fmt.name == "mxfp4" and spec.moe and backend_for(gpu.compute_capability, flags.mxfp4_backend) is None:
         notes += ("MXFP4 experts: vLLM's MoE backend for this GPU is not modelled (no compute capability in the "
                   "catalog); the checkpoint's layout is counted, without the backend's padding or second copy of "
                   "the scales (engines/vllm_mxfp4.py)",)
@@ -186,7 +186,8 @@ def _weights(
     own = reads_headers(spec, setup.weight_format)
     terms = weight_terms(spec, get_format(fmt_name), hp_bytes=c, tp=setup.tp, own_format=own)
     cc = gpu.compute_capability
-    experts = experts_term(spec, tp=setup.tp, compute_capability=cc) if fmt_name == "mxfp4" else None
+    chosen = setup.vllm.mxfp4_backend
+    experts = experts_term(spec, tp=setup.tp, compute_capability=cc, chosen=chosen) if fmt_name == "mxfp4" else None
     if experts is not None:
         terms = tuple(experts if t.name == "weights/experts" else t for t in terms)
     pp = setup.vllm.pipeline_parallel_size

@@ -74,8 +74,14 @@ def _up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
-def backend_for(compute_capability: str | None) -> Mxfp4Layout | None:
-    """``get_mxfp4_backend`` by compute capability (CUDA, no LoRA, no backend env override); None: not NVIDIA."""
+BY_NAME = {"marlin": MARLIN, "triton": TRITON, "flashinfer": FLASHINFER}
+
+
+def backend_for(compute_capability: str | None, chosen: str | None = None) -> Mxfp4Layout | None:
+    """``get_mxfp4_backend`` by compute capability (CUDA, no LoRA), or the backend ``chosen`` (--mxfp4-backend;
+    VLLM_MXFP4_USE_MARLIN=1 is "marlin"); None: not NVIDIA and none chosen."""
+    if chosen is not None:
+        return BY_NAME[chosen]
     if not compute_capability:
         return None
     major = int(compute_capability.split(".")[0])
@@ -86,10 +92,12 @@ def backend_for(compute_capability: str | None) -> Mxfp4Layout | None:
     return MARLIN
 
 
-def experts_term(spec: ModelSpec, *, tp: int, compute_capability: str | None) -> Term | None:
+def experts_term(
+    spec: ModelSpec, *, tp: int, compute_capability: str | None, chosen: str | None = None
+) -> Term | None:
     """The routed experts (and the bf16 router) as vLLM holds them on one tp rank; None when vLLM's backend is
     unknown for this GPU (the checkpoint layout is kept)."""
-    lay = backend_for(compute_capability)
+    lay = backend_for(compute_capability, chosen)
     moe = spec.moe
     if lay is None or moe is None or not moe.moe_layers:
         return None
