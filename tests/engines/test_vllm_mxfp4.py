@@ -81,3 +81,20 @@ def test_the_backend_can_be_chosen_and_is_read_from_the_log() -> None:
                        "FP4 computation but FP4 quantization is being used. Weight-only FP4 compression will be used "
                        "leveraging the Marlin kernel.\n" + loading)
     assert triton.flags["mxfp4_backend"] == "triton" and marlin.flags["mxfp4_backend"] == "marlin"
+
+
+def test_a_negative_kv_budget_is_read_signed_and_planned_by_hand() -> None:
+    from vramwise.catalog.gpu_spec import get_gpu
+    from vramwise.engines.logs import parse_log
+    from vramwise.engines.vllm import vllm_figures, vllm_plan
+    from vramwise.workload import InferSetup
+
+    # vllm-project/vllm issue 23278 (0.10.1, one H100, Marlin): "Available KV cache memory: -2.14 GiB"
+    parsed = parse_log("INFO 08-20 18:04:22 [gpu_worker.py:276] Available KV cache memory: -2.14 GiB")
+    assert [f.value for f in parsed.figures if f.name == "kv_cache"] == [round(-2.14 * 2**30)]
+    h100 = get_gpu("h100-80gb")
+    plan = vllm_plan(catalog_spec("gpt-oss-120b"), InferSetup.from_flat(engine="vllm", mxfp4_backend="marlin"), h100)
+    marlin = L * (E * ((3 * 2944 * 3072) // 2 + 3 * 2944 * 96 + (2 * 2944 + 3072) * 2) + ROUTER)
+    rest = 2 * 201_088 * 2880 * 2 + 1_911_610_368 + 420_480  # embedding, untied head, attention, norms (bf16)
+    peak = 1024 * 201_088 * 38 + 8192 * 2880 * 2  # sampler warm-up at torch.sort (test_vllm.py's llama-2-7b test)
+    assert vllm_figures(plan)["available_kv_cache"] == int(0.9 * h100.memory_bytes) - marlin - rest - peak < 0

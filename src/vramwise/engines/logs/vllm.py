@@ -76,7 +76,8 @@ _RESULT_NAMES = {  # 0.6.2-0.6.4 field -> the engine-neutral name
     "non_torch_memory": "non_torch",
     "kv_cache_size": "kv_cache",
 }
-_AVAILABLE_KV = re.compile(rf"Available KV cache memory: {_N} ?GiB")
+# signed: determine_available_memory logs a negative budget before check_enough_kv_cache_memory refuses to start
+_AVAILABLE_KV = re.compile(rf"Available KV cache memory: (-?{_N[1:-1]}) ?GiB")
 _FREE_ON_START = re.compile(rf"Free memory on device \({_N}/{_N} GiB\) on startup")
 # Later V1 reports whose sizes come from round(x, 2) (vllm/utils/mem_utils.py format_gib at a6d5c39): the usage
 # line of compile_or_warm_up_model (gpu_worker.py), MemoryProfilingResult.__repr__ (logged at DEBUG by
