@@ -72,6 +72,7 @@ INFER_FIELDS = {
     "embeddings": "embeddings",
     "ollama": "ollama",
     "vllm_version": "vllm_version",
+    "mxfp4_backend": "mxfp4_backend",
 }
 # option name -> TrainSetup field
 TRAIN_FIELDS = {

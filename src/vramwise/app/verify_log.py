@@ -40,6 +40,7 @@ _VLLM: dict[str, str] = {
     "enforce_eager": "enforce_eager",
     "block_size": "kv_block",
     "kv_cache_memory_bytes": "kv_cache_memory",
+    "mxfp4_backend": "mxfp4_backend",  # from the backend line the log prints (engines/logs/vllm.py)
 }
 # SGLang's names: python/sglang/srt/server_args.py ServerArgs fields (tp_size is --tp's field).
 _SGLANG: dict[str, str] = {

@@ -18,6 +18,7 @@ from vramwise.catalog import Gpu
 from vramwise.engines.result import EngineEstimate
 from vramwise.engines.vllm_comms import v1_comm_terms
 from vramwise.engines.vllm_kv import KvLayout, layer_kinds
+from vramwise.engines.vllm_mxfp4 import backend_for, experts_term
 from vramwise.engines.vllm_terms import capture_sizes, cuda_graph_term, forward_live, sampler_warmup
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.encoder_decoder import refuse
@@ -66,7 +67,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     c = compute_bytes(fmt.name)
     kv_name, kv_b = kv_dtype(setup, fmt.name)
     last = range(spec.num_layers - spec.num_layers // pp, spec.num_layers)
-    weights = _weights(spec, setup, fmt_name=fmt.name, c=c, layers=len(last))
+    weights = _weights(spec, setup, fmt_name=fmt.name, c=c, layers=len(last), gpu=gpu)
     w_bytes = sum(t.bytes for t in weights)
 
     fwd, fwd_f = forward_live(spec, tokens=T, c=c, tp=tp)
@@ -109,7 +110,12 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         cuda_graph_term(spec, sizes=capture_sizes(S, T), c=c, tp=tp),
     )
     persistent = (*weights, activation, *non_torch, pool, *graphs, context)
-    est = Estimate(persistent=persistent, notes=_notes(spec, setup, T))
+    notes = _notes(spec, setup, T)
+    if fmt.name == "mxfp4" and spec.moe and backend_for(gpu.compute_capability, flags.mxfp4_backend) is None:
+        notes += ("MXFP4 experts: vLLM's MoE backend for this GPU is not modelled (no compute capability in the "
+                  "catalog); the checkpoint's layout is counted, without the backend's padding or second copy of "
+                  "the scales (engines/vllm_mxfp4.py)",)
+    est = Estimate(persistent=persistent, notes=notes)
     refusal, message = _refusal(setup, gpu, context.bytes + nt_bytes, requested, available, layout, max_len)
     per_token = layout.page // layout.block * (layout.full + layout.sliding)
     fits = refusal is None
@@ -173,11 +179,19 @@ def _max_model_len(spec: ModelSpec, setup: InferSetup) -> int:
     return max_len
 
 
-def _weights(spec: ModelSpec, setup: InferSetup, *, fmt_name: str, c: int, layers: int) -> tuple[Term, ...]:
-    """The weights as loaded on this rank (the existing weight terms: checkpoint headers when read), the decoder
-    layers' share cut to this stage's layers under a pipeline."""
+def _weights(
+    spec: ModelSpec, setup: InferSetup, *, fmt_name: str, c: int, layers: int, gpu: Gpu
+) -> tuple[Term, ...]:
+    """The weights as loaded on this rank (the existing weight terms: checkpoint headers when read; MXFP4 experts
+    in the layout of vLLM's MoE backend for this GPU, engines/vllm_mxfp4.py), the decoder layers' share cut to this
+    stage's layers under a pipeline."""
     own = reads_headers(spec, setup.weight_format)
     terms = weight_terms(spec, get_format(fmt_name), hp_bytes=c, tp=setup.tp, own_format=own)
+    cc = gpu.compute_capability
+    chosen = setup.vllm.mxfp4_backend
+    experts = experts_term(spec, tp=setup.tp, compute_capability=cc, chosen=chosen) if fmt_name == "mxfp4" else None
+    if experts is not None:
+        terms = tuple(experts if t.name == "weights/experts" else t for t in terms)
     pp = setup.vllm.pipeline_parallel_size
     if pp == 1:
         return terms

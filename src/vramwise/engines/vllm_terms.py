@@ -78,16 +78,43 @@ VOCAB_PADDING = 64
 SAMPLER_BYTES_PER_LOGIT = 4 + 4 + 8 + 1 + 4 + 1 + 4
 
 
+# torch.sort of the [rows, V] fp32 logits (apply_top_k_top_p's ascending sort) allocates, beside its outputs, scratch
+# that lives only while it runs (pytorch aten/src/ATen/native/cuda/SortStable.cu ``launch_stable_sort_kernel``):
+# with rows >= 128 segments ``segmented_sort_pairs`` holds reverse_indices (int64, 8 B per element) and cub's
+# DeviceSegmentedRadixSort::SortPairs, called without DoubleBuffers (aten/src/ATen/cuda/cub.cuh), takes an alternate
+# key and value buffer as temp storage (4 + 8 B; cub dispatch_radix_sort.cuh allocation_sizes when not
+# is_overwrite_okay) = 20 B; with 2 to 127 rows ``segmented_sort_pairs_by_full_sort`` holds indices_and_segment and
+# its copy (int2, 8 + 8 B), the keys_out radix_sort_pairs allocates for its nullptr (4 B) and cub's alternate key and
+# int2 value buffers (4 + 8 B) = 32 B; one row sorts per segment (``segmented_sort_large_segments``), scratch of one
+# row only. At that moment the fp32 copy (4) and the sort's own values (4) and int64 indices (8) are live.
+SORT_SCRATCH_MANY_ROWS = 8 + 4 + 8
+SORT_SCRATCH_FEW_ROWS = 8 + 8 + 4 + 4 + 8
+SORT_MANY_ROWS = 128  # launch_stable_sort_kernel: nsegments < 128 takes the full-sort path
+SORT_LIVE_BYTES_PER_LOGIT = 4 + 4 + 8
+
+
+def sort_scratch(rows: int) -> int:
+    """Bytes per logit of torch.sort's scratch over ``rows`` rows (see SORT_SCRATCH_MANY_ROWS)."""
+    if rows >= SORT_MANY_ROWS:
+        return SORT_SCRATCH_MANY_ROWS
+    return SORT_SCRATCH_FEW_ROWS if rows > 1 else 0
+
+
 def sampler_warmup(spec: ModelSpec, *, rows: int, tokens: int, c: int) -> tuple[int, str]:
-    """The sampler warm-up's peak over ``rows`` dummy requests, with the forward's hidden states still held."""
+    """The sampler warm-up's peak over ``rows`` dummy requests, with the forward's hidden states still held: the
+    larger of the moment torch.sort runs (its outputs and scratch) and the moment the top-k/top-p scatter runs."""
     V, h = spec.vocab_size, spec.hidden_size
     padded = -(-V // VOCAB_PADDING) * VOCAB_PADDING
-    logits = rows * padded * c + rows * V * SAMPLER_BYTES_PER_LOGIT
+    at_sort = SORT_LIVE_BYTES_PER_LOGIT + sort_scratch(rows)
+    per_logit = max(SAMPLER_BYTES_PER_LOGIT, at_sort)
+    moment = (f"at the sort: fp32 copy, sort values and int64 indices {SORT_LIVE_BYTES_PER_LOGIT} + torch.sort "
+              f"scratch {sort_scratch(rows)} B" if at_sort >= SAMPLER_BYTES_PER_LOGIT else
+              "at the scatter: fp32 copy, sort values and int64 indices, top-k mask, softmax, top-p mask, scatter")
+    logits = rows * padded * c + rows * V * per_logit
     hidden = tokens * h * c
     return logits + hidden, (
-        f"logits rows {rows} x V {padded} (padded to {VOCAB_PADDING}) x c {c} + rows x V {V} x "
-        f"{SAMPLER_BYTES_PER_LOGIT} B (fp32 copy, sort values and int64 indices, top-k mask, softmax, top-p mask, "
-        f"scatter) + hidden states T {tokens} x h {h} x c {c}"
+        f"logits rows {rows} x V {padded} (padded to {VOCAB_PADDING}) x c {c} + rows x V {V} x {per_logit} B "
+        f"({moment}) + hidden states T {tokens} x h {h} x c {c}"
     )
 
 

@@ -74,7 +74,7 @@ def vllm_v0_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate
     c = compute_bytes(fmt.name)
     kv_name, kv_b = kv_dtype(setup, fmt.name)
     last = spec.num_layers // pp  # the last stage's layers, as the V1 plan counts them (get_pp_indices)
-    weights = _weights(spec, setup, fmt_name=fmt.name, c=c, layers=last)
+    weights = _weights(spec, setup, fmt_name=fmt.name, c=c, layers=last, gpu=gpu)
     w_bytes = sum(t.bytes for t in weights)
     peak = v0_profile_peak(spec, tokens=T, seqs=S, c=c, tp=tp, compute_capability=gpu.compute_capability)
     context = cuda_context_term(setup.overheads.cuda_context_mib)

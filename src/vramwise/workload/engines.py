@@ -34,6 +34,8 @@ VLLM_VERSION = "0.11.0"
 # (memory_profiling: the CUDA context outside the budget); "0.6.4" the V0 engine of v0.6.4 (its non-torch memory
 # counts everything outside torch, the CUDA context included). engines/vllm_v0.py cites the files of each.
 VLLM_VERSIONS = ("0.11", "0.6", "0.6.4")
+# vLLM's MXFP4 MoE backends on CUDA (vllm/model_executor/layers/quantization/mxfp4.py Mxfp4Backend)
+MXFP4_BACKENDS = ("marlin", "triton", "flashinfer")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +54,9 @@ class VllmFlags:
     kv_cache_memory_bytes: int | None = None  # --kv-cache-memory-bytes: the KV pool's size, not the budget rule's
     pipeline_parallel_size: int = 1  # --pipeline-parallel-size (--pp)
     version: str = "0.11"  # --vllm-version: whose memory plan (VLLM_VERSIONS)
+    # --mxfp4-backend: the MoE backend of an MXFP4 checkpoint (None: vLLM's choice by compute capability;
+    # engines/vllm_mxfp4.py); vLLM 0.10-0.14 spell "marlin" as the environment VLLM_MXFP4_USE_MARLIN=1
+    mxfp4_backend: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
@@ -61,6 +66,15 @@ class VllmFlags:
             non_negative("kv_cache_memory_bytes", self.kv_cache_memory_bytes)
         boolean("enforce_eager", self.enforce_eager)
         positive("pp", self.pipeline_parallel_size)
+        if self.mxfp4_backend is not None and self.mxfp4_backend not in MXFP4_BACKENDS:
+            from vramwise.errors import InvalidWorkloadError, shown
+
+            allowed = ", ".join(MXFP4_BACKENDS)
+            raise InvalidWorkloadError(
+                f"--mxfp4-backend {shown(self.mxfp4_backend)} is not one vLLM has; allowed: {allowed}",
+                field="mxfp4_backend",
+                allowed=allowed,
+            )
         version("vLLM", "vllm_version", self.version, VLLM_VERSIONS)
 
 

@@ -163,5 +163,6 @@ _FLAT = FlatNames(
         "fit_gpu_layers": ("llamacpp", "fit_gpu_layers"),
         "ollama": ("llamacpp", "ollama"),
         "vllm_version": ("vllm", "version"),
+        "mxfp4_backend": ("vllm", "mxfp4_backend"),
     },
 )

@@ -76,7 +76,8 @@ _RESULT_NAMES = {  # 0.6.2-0.6.4 field -> the engine-neutral name
     "non_torch_memory": "non_torch",
     "kv_cache_size": "kv_cache",
 }
-_AVAILABLE_KV = re.compile(rf"Available KV cache memory: {_N} ?GiB")
+# signed: determine_available_memory logs a negative budget before check_enough_kv_cache_memory refuses to start
+_AVAILABLE_KV = re.compile(rf"Available KV cache memory: (-?{_N[1:-1]}) ?GiB")
 _FREE_ON_START = re.compile(rf"Free memory on device \({_N}/{_N} GiB\) on startup")
 # Later V1 reports whose sizes come from round(x, 2) (vllm/utils/mem_utils.py format_gib at a6d5c39): the usage
 # line of compile_or_warm_up_model (gpu_worker.py), MemoryProfilingResult.__repr__ (logged at DEBUG by
@@ -99,6 +100,14 @@ _ROUNDED = (
 )
 _BLOCKS = re.compile(rf"# (?:GPU|CUDA|cuda|gpu) blocks: {_COUNT}(?:, # CPU blocks: {_COUNT})?")
 _TOKENS = re.compile(rf"GPU KV cache size: {_COUNT} tokens")
+# The MXFP4 MoE backend vLLM picked (vllm/model_executor/layers/quantization/mxfp4.py get_mxfp4_backend logs
+# "Using Triton backend" / "Using Marlin backend" / "Using FlashInfer MXFP4 ..."; utils/marlin_utils_fp4.py
+# prepare_moe_fp4_layer_for_marlin warns "... leveraging the Marlin kernel"), as vramwise's --mxfp4-backend.
+_MXFP4_BACKENDS = (
+    (re.compile(r"leveraging the Marlin kernel|mxfp4\.py:\d+\] Using Marlin backend"), "marlin"),
+    (re.compile(r"mxfp4\.py:\d+\] Using Triton backend"), "triton"),
+    (re.compile(r"Using FlashInfer MXFP4"), "flashinfer"),
+)
 _CONCURRENCY = re.compile(rf"Maximum concurrency for {_COUNT} tokens per request: {_N}x")
 _GRAPHS = re.compile(rf"Graph capturing finished in \d+ secs?, took {_N} ?GiB")
 # The refusals that end a start too small for max_model_len: V0 (vllm/worker/worker.py, raise_if_cache_size_invalid)
@@ -226,6 +235,9 @@ def _side_facts(text: str, flags: dict[str, str], extras: dict[str, str]) -> Non
         _command(m.group(1), flags, extras)
     if m := _CONCURRENCY.search(text):
         extras.setdefault("max_concurrency_tokens", m.group(1).replace(",", ""))
+    for pattern, backend in _MXFP4_BACKENDS:
+        if pattern.search(text):
+            flags.setdefault("mxfp4_backend", backend)
 
 
 def _facts(lines: list[Line]) -> tuple[str | None, dict[str, str], dict[str, str]]:
