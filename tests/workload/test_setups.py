@@ -53,6 +53,8 @@ V1_INFER_DEFAULTS: dict[str, Any] = {
     "fit_gpu_layers": False, "ollama": False,
     # vLLM's release (workload/engines.py VLLM_VERSIONS), appended after the other engines' flags
     "vllm_version": "0.11",
+    # vLLM's MXFP4 MoE backend (workload/engines.py MXFP4_BACKENDS; None: vLLM's choice by compute capability)
+    "mxfp4_backend": None,
 }  # fmt: skip
 
 # A non-default value for every flat training field (each one valid together with the rest at their defaults,
@@ -132,6 +134,7 @@ INFER_OTHER: dict[str, Any] = {
     "n_gpu_layers": 20, "cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on", "parallel": 4,
     "tensor_split": (3.0, 1.0), "split_mode": "none", "no_mmap": True, "no_kv_offload": True, "kv_unified": True,
     "swa_full": True, "embeddings": True, "fit_gpu_layers": True, "ollama": True, "vllm_version": "0.6",
+    "mxfp4_backend": "marlin",
 }  # fmt: skip
 
 
@@ -160,7 +163,7 @@ _SGLANG_FLAGS = (
 )
 _VLLM_FLAGS = (
     "max_model_len", "max_num_seqs", "max_num_batched_tokens", "enforce_eager", "kv_cache_memory_bytes", "pp",
-    "vllm_version",
+    "vllm_version", "mxfp4_backend",
 )
 
 
