@@ -9,6 +9,7 @@ header category by the share the config arithmetic gives that category on one ra
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 from vramwise.errors import ConfigError, VramwiseError
 from vramwise.estimate.plan import Rule, constant
@@ -16,9 +17,11 @@ from vramwise.estimate.precision import compute_bytes
 from vramwise.estimate.sharding import shard_fraction
 from vramwise.estimate.term import Term
 from vramwise.formats import StorageFormat, default_format, get_format
-from vramwise.spec.checkpoint import CategoryBytes, CheckpointBytes
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import CATEGORIES, parameter_groups
+
+if TYPE_CHECKING:  # the checkpoint's bytes exist only when headers were read: a catalog estimate never loads them
+    from vramwise.spec.checkpoint import CategoryBytes, CheckpointBytes
 
 # Header categories and config categories disagree past this share before a note says so: 1% is above any
 # rounding (the config arithmetic is exact per tensor) and below one missing layer of a 100-layer model.
@@ -104,6 +107,8 @@ def _loaded(ckpt: CheckpointBytes, cat: CategoryBytes, fmt: StorageFormat) -> tu
 def _merged(categories: tuple[CategoryBytes, ...]) -> list[CategoryBytes]:
     """Categories as the weights terms name them: shared experts count with the experts (as ``weight_terms``
     does), whatever a reader called them."""
+    from vramwise.spec.checkpoint import CategoryBytes
+
     by: dict[str, list[CategoryBytes]] = {}
     for c in categories:
         by.setdefault("experts" if c.category == "experts_shared" else c.category, []).append(c)

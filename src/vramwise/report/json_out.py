@@ -6,7 +6,6 @@ import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from vramwise.engines.result import EngineEstimate
 from vramwise.estimate.serving import Capacity
 from vramwise.estimate.term import Estimate
 from vramwise.report.verdict import Verdict
@@ -14,6 +13,9 @@ from vramwise.spec.load import Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import active_params, total_params
 from vramwise.workload import setup_to_flat
+
+if TYPE_CHECKING:  # a type here only: the hf path never builds an engine plan
+    from vramwise.engines.result import EngineEstimate
 
 if TYPE_CHECKING:
     from vramwise.workload import InferSetup, TrainSetup

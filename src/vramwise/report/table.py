@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from vramwise.engines.result import EngineEstimate
+from typing import TYPE_CHECKING
+
 from vramwise.estimate.serving import Capacity
 from vramwise.estimate.term import Estimate
 from vramwise.report.verdict import Verdict, budget_words, gpu_title
 from vramwise.units import Unit, fmt, footer, to_unit, unit_label
+
+if TYPE_CHECKING:  # a type here only: the hf path never builds an engine plan
+    from vramwise.engines.result import EngineEstimate
 
 
 def render_table(

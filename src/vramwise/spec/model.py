@@ -12,12 +12,14 @@ Glossary of symbols used in formulas across the package:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from vramwise.spec.checkpoint import CheckpointBytes
-from vramwise.spec.encoder_decoder import EncoderDecoderSpec
 from vramwise.spec.ssm import SsmSpec
 from vramwise.spec.traits import HeadKind, ImplTraits
+
+if TYPE_CHECKING:  # types of optional fields, imported where they are built: a plain decoder loads neither
+    from vramwise.spec.checkpoint import CheckpointBytes
+    from vramwise.spec.encoder_decoder import EncoderDecoderSpec
 
 AttentionKind = Literal["mha", "mla"]
 LayerAttention = Literal["full", "sliding"]
