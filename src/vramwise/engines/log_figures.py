@@ -66,6 +66,9 @@ def _sglang(plan: EngineEstimate, *, gpu_bytes: int) -> dict[str, int | float]:
         "kv_cache_v": pool // 2,
         "kv_tokens": plan.kv_tokens or 0,
         "gpu_total": gpu_bytes,
+        # "Init torch distributed ends. mem usage": free memory before (the CUDA context already made, model_runner.py
+        # init_torch_distributed) less after: the buffers engines/sglang_comms.py counts
+        "distributed_init": sum(b for n, b in terms.items() if n in ("overhead/nccl", "overhead/custom_all_reduce")),
     }
 
 

@@ -6,7 +6,8 @@
    round((gpu_mem - reserved) / gpu_mem, 3) with reserved (MiB) = 512 + 1.5 x max(chunked_prefill_size, 2048)
    + 2 x cuda_graph_max_bs + 1024 x tp x pp / 8, at least 10 GiB on GPUs over 60 GiB.
 2. The token pool (model_executor/model_runner.py ``ModelRunner.profile_max_num_token``): with ``total`` the free
-   memory after the distributed init (before the weights) and ``available`` the free memory after loading them,
+   memory after the distributed init (before the weights; at tp > 1 the init's NCCL and custom all-reduce buffers,
+   engines/sglang_comms.py, are gone from it) and ``available`` the free memory after loading them,
    rest = available - total x (1 - mem_fraction_static); max_total_num_tokens = rest // cell_size, cell_size =
    KV bytes of one token over every layer (MHA/GQA: kv_heads/tp x head_dim x 2 x L x dtype; MLA:
    (kv_lora_rank + qk_rope_head_dim) x L x dtype). Then ``--max-total-tokens`` caps it and it is rounded down to
@@ -17,8 +18,8 @@
 3. Requests (``init_memory_pool``): max_num_reqs = min(max(int(tokens / context_len x 512), 2048), 4096) unless
    ``--max-running-requests`` is given; the scheduler runs at most min(that, tokens // 2). The request-to-token
    map is (max_num_reqs + 1) x (context_len + 4) int32 (mem_cache/memory_pool.py ``ReqToTokenPool``).
-Everything else (activations of a chunked prefill, CUDA graphs, the request map) lives in the
-(1 - mem_fraction_static) share the pool leaves.
+Everything else (activations of a chunked prefill, CUDA graphs, the request map, torch's own NCCL communicator)
+lives in the (1 - mem_fraction_static) share the pool leaves.
 
 SGLang 0.4 (``version="0.4"``) set the defaults in ``ServerArgs.__post_init__`` instead: mem_fraction_static by tp
 alone (0.88; 0.87 at tp >= 2, 0.85 at >= 4, 0.81 at >= 8, 0.79 at >= 16), chunked_prefill_size 2048 below
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 from vramwise.catalog.gpu_spec import Gpu
 from vramwise.engines.result import EngineEstimate
+from vramwise.engines.sglang_comms import TOPOLOGY, distributed_init_terms, torch_group_term
 from vramwise.errors import InvalidWorkloadError, UnsupportedArchitectureError
 from vramwise.estimate.kv_cache import kv_elements_per_token, sliding_layers
 from vramwise.estimate.overheads import cuda_context_term
@@ -168,7 +170,9 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
     weights = weight_terms(spec, fmt, hp_bytes=c, tp=tp, own_format=reads_headers(spec, setup.weight_format))
     weight_bytes = sum(t.bytes for t in weights)
     context = cuda_context_term(setup.overheads.cuda_context_mib)
-    free = gpu.memory_bytes - context.bytes  # SGLang's total_gpu_memory: free after the distributed init
+    dist = distributed_init_terms(tp)  # allocated before min_per_gpu_memory is measured (sglang_comms.py)
+    dist_bytes = sum(t.bytes for t in dist)
+    free = gpu.memory_bytes - context.bytes - dist_bytes  # SGLang's total_gpu_memory: free after the distributed init
     budget = int(fraction * free)
     rest = budget - weight_bytes
     cell = cell_size(spec, tp, kv_b)
@@ -182,6 +186,7 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
     formula = (
         f"max_total_num_tokens {tokens:,} x cell_size {cell:,} B; tokens = (mem_fraction_static {fraction:g} x "
         f"free {free:,} - weights {weight_bytes:,}) // cell_size"
+        + (f" (free: CUDA total - context - distributed init {dist_bytes:,})" if dist_bytes else "")
         + (f", capped at --max-total-tokens {flags.max_total_tokens:,}" if flags.max_total_tokens else "")
         + (f", rounded down to pages of {flags.page_size}" if flags.page_size > 1 else "")
     )
@@ -209,7 +214,9 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
         source="sglang python/sglang/srt/mem_cache/memory_pool.py ReqToTokenPool (sized in " + _POOL + ")",
     )
     graphs = _graph_term(graph_bs, flags.disable_cuda_graph)  # captured graphs keep their memory pool
-    persistent = (*weights, pool, req_map, *((graphs,) if graphs else ()), context)
+    torch_nccl = torch_group_term(tp)  # created in the first prefill, in the share the pool leaves
+    persistent = (*weights, pool, req_map, *((graphs,) if graphs else ()), context, *dist,
+                  *((torch_nccl,) if torch_nccl else ()))
     phases = [_prefill_phase(spec, setup, chunk if chunk > 0 else flags.max_prefill_tokens, c)]
     notes = [
         f"SGLang {flags.version} settings: mem_fraction_static {fraction:g}, chunked_prefill_size {chunk}, "
@@ -295,7 +302,7 @@ def _notes(
         notes.append("sliding-window layers get full-length pool slots: SGLang splits the pool only for the "
                      "architectures in its is_hybrid_swa_model list")
     if tp > 1:
-        notes.append(f"per GPU of tp={tp}; NCCL and custom all-reduce buffers are not modelled beyond the context")
+        notes.append(f"per GPU of tp={tp}; " + TOPOLOGY.format(tp=tp))
     if kv != "bf16":
         notes.append(f"KV cache in {kv}")
     return notes
