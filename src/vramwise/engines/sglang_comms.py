@@ -29,6 +29,11 @@ collective on ``device_group``: ``GroupCoordinator._all_reduce_in_place`` sends 
 all-reduce declines (above 8 MiB) to ``torch.distributed.all_reduce`` while PyNccl stays ``disabled`` outside CUDA
 graph capture (pynccl.py "by default it is disabled, e.g. in profiling models and prefill phase"), which happens in
 the first prefill, after the pool is sized: held on the GPU, in the share the pool leaves.
+
+``--sglang-version 0.4`` gets the same terms: sglang 0.4.9 (torch 2.7.1) builds the same PyNccl communicator with its
+warm-up (pynccl.py lines 109-114; parallel_state.py line 1055, no moe_ep group yet) and the same three 8 MiB
+custom all-reduce buffers (custom_all_reduce.py lines 147-148, 275), measured the same way (model_runner.py lines
+547, 959); NCCL's default buffer sizes are the same in its 2.26 line.
 """
 
 from __future__ import annotations
