@@ -291,8 +291,9 @@ def vllm_release(parsed: ParsedLog) -> tuple[str | None, str | None]:
     version but only V0 wordings (logs/vllm.py ``_V0_WORDING``) is placed by its memory report: the one-line
     "Memory profiling results: ... initial_memory_usage" of v0.6.2-v0.6.4 -> 0.6.4, memory_profiling's
     "the current vLLM instance can use" (v0.6.5 on) -> 0.6. A 0.7.x-0.9.1 log without V0 wording -> 0.8 (the V1
-    rules read at v0.7.3 and v0.8.5; v0.9.0 keeps their budget rule). Any other log keeps the default plan (0.11): v0.9.2-v0.10.x
-    already take memory_profiling's snapshot as 0.11.0 does, with the communicators inside it (vllm_releases.py)."""
+    rules read at v0.7.3 and v0.8.5; v0.9.0 keeps their budget rule). Any other log keeps the default plan (0.11):
+    v0.9.2-v0.10.x already take memory_profiling's snapshot as 0.11.0 does, with the communicators inside it
+    (vllm_releases.py)."""
     if parsed.version is not None:
         m = _VERSION.match(parsed.version.strip())
         v1 = parsed.extras.get("generation") != "V0"  # 0.7.x ran V0 by default, V1 only with VLLM_USE_V1=1

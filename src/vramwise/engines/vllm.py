@@ -310,10 +310,11 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int, rules: V1Rules) -> 
         budget,
         f"V1 always chunks prefill at max_num_batched_tokens ({batched:,}): a longer prompt runs in steps of that "
         "many tokens, so the profile run's peak bounds every step's activations",
-        "not modelled: the small non-torch growth at tp 1 (kernel modules loaded on first use); " + (
-            "NCCL 2.27's runtime connect (torch 2.8's NCCL): an algorithm first used in the profile run connects its "
-            "buffers there, inside the budget; " if not rules.context_in_budget else "") + "NCCL's NVLS buffers and the "
-        "smaller custom all-reduce of NVSwitch systems (assumed: no NVSwitch); the model runner's persistent input buffers (torch memory vLLM's profile does not count)",
+        "not modelled: the small non-torch growth at tp 1 (kernel modules loaded on first use); "
+        + ("NCCL 2.27's runtime connect (torch 2.8's NCCL): an algorithm first used in the profile run connects its "
+           "buffers there, inside the budget; " if not rules.context_in_budget else "")
+        + "NCCL's NVLS buffers and the smaller custom all-reduce of NVSwitch systems (assumed: no NVSwitch); the "
+        "model runner's persistent input buffers (torch memory vLLM's profile does not count)",
     ]
     if not eager:
         notes.append("CUDA graphs: only their shared memory pool is modelled; vLLM itself only measures the rest")

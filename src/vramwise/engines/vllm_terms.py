@@ -202,11 +202,12 @@ def cuda_graph_term(spec: ModelSpec, *, sizes: tuple[int, ...], c: int, tp: int,
     """The graphs' shared memory pool: captured from the largest size down, every graph reuses one pool, whose
     size is the largest size's forward live set (``GPUModelRunner.capture_model``, torch.cuda.graph pool)."""
     largest = max(sizes)
+    config = "vllm/config/__init__.py" if release == "0.11.0" else "vllm/config.py"  # a package from 0.10.2
     live, f = forward_live(spec, tokens=largest, c=c, tp=tp)
     return Term(
         name="cuda_graphs",
         bytes=live,
         formula=f"{len(sizes)} sizes, the pool sized by the largest ({largest} tokens): {f}; each graph's own "
                 "driver memory is not modelled (vLLM only measures it)",
-        source=f"{_RUNNER} capture_model; vllm/config _set_cudagraph_sizes (v{release})",
+        source=f"{_RUNNER} capture_model; {config} _set_cudagraph_sizes (v{release})",
     )
