@@ -152,7 +152,7 @@ def test_vllm_version_option_plumbing(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0 and data["setup"]["vllm_version"] == "0.6"
     assert _cli(["infer", "llama-3-8b", "--gpu", "h100", "--engine", "vllm", "--vllm-version", "0.7"])[0] == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "vLLM version '0.7' is not modelled; allowed: 0.11, 0.6, 0.6.4" in err
+    assert len(err.splitlines()) == 1 and "vLLM version '0.7' is not modelled; allowed: 0.11, 0.8, 0.6, 0.6.4" in err
     assert _cli(["infer", "llama-3-8b", "--gpu", "h100", "--vllm-version", "0.6"])[0] == 2  # not with --engine hf
     assert "add --engine vllm" in capsys.readouterr().err
 

@@ -19,7 +19,8 @@ from vramwise.engines.result import EngineEstimate
 from vramwise.engines.vllm_comms import v1_comm_terms
 from vramwise.engines.vllm_kv import KvLayout, layer_kinds
 from vramwise.engines.vllm_mxfp4 import backend_for, experts_term
-from vramwise.engines.vllm_terms import capture_sizes, cuda_graph_term, forward_live, sampler_warmup
+from vramwise.engines.vllm_releases import V1_RULES, V1Rules
+from vramwise.engines.vllm_terms import cuda_graph_term, forward_live, non_torch_terms, sampler_warmup
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.encoder_decoder import refuse
 from vramwise.estimate.kv_cache import kv_elements_per_token
@@ -42,16 +43,23 @@ _LAYER_CATEGORIES = ("attention", "mlp", "experts", "norms", "ssm")
 
 
 def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
-    """vLLM v0.11.0's plan for ``spec`` on one ``gpu`` (per tp rank of the last pp stage); the V0 engine's
-    (engines/vllm_v0.py) with ``--vllm-version 0.6`` or ``0.6.4``."""
-    if setup.vllm.version != "0.11":
+    """vLLM v0.11.0's plan for ``spec`` on one ``gpu`` (per tp rank of the last pp stage); with ``--vllm-version
+    0.8`` the same plan under v0.8.5's rules (engines/vllm_releases.py); the V0 engine's (engines/vllm_v0.py) with
+    ``--vllm-version 0.6`` or ``0.6.4``."""
+    if setup.vllm.version not in V1_RULES:
         from vramwise.engines.vllm_v0 import vllm_v0_plan
 
         return vllm_v0_plan(spec, setup, gpu)
+    rules = V1_RULES[setup.vllm.version]
     refuse(spec, "--engine vllm and --serve (vLLM's decoder-only V1 plan)")
     flags, tp, pp = setup.vllm, setup.tp, setup.vllm.pipeline_parallel_size
     check_inference(spec, tp)
-    tokens_default, seqs_default = vllm_batch_defaults(gpu.memory_bytes, f"{gpu.name} {gpu.label}")
+    if spec.ssm and not rules.hybrid_groups:
+        raise InvalidWorkloadError(
+            f"vLLM {rules.release}'s V1 engine has no KV cache spec for Mamba layers (MambaSpec arrives in 0.9.2); "
+            "use --vllm-version 0.11", field="vllm_version", allowed="0.11")
+    gpu_name = f"{gpu.name} {gpu.label}" if rules.a100_exception else ""
+    tokens_default, seqs_default = vllm_batch_defaults(gpu.memory_bytes, gpu_name)
     T = flags.max_num_batched_tokens or tokens_default
     S = flags.max_num_seqs or seqs_default
     max_len = _max_model_len(spec, setup)
@@ -72,28 +80,34 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
 
     fwd, fwd_f = forward_live(spec, tokens=T, c=c, tp=tp)
     rows = min(S, T)
-    smp, smp_f = sampler_warmup(spec, rows=rows, tokens=T, c=c)
+    smp, smp_f = sampler_warmup(spec, rows=rows, tokens=T if rules.sampler_holds_all_tokens else rows, c=c)
     peak = max(fwd, smp)
     activation = Term(
         name="activations/profile_peak",
         bytes=peak,
         formula=f"max(forward of {T} tokens {fwd:,} = {fwd_f}; sampler warm-up over {rows} requests {smp:,} = {smp_f})",
-        source=f"vllm/v1/worker/gpu_model_runner.py profile_run, _dummy_run, _dummy_sampler_run (v{VLLM_VERSION})",
+        source=f"vllm/v1/worker/gpu_model_runner.py profile_run, _dummy_run, _dummy_sampler_run (v{rules.release})",
     )
-    # set up in init_device before vLLM's first snapshot: outside the budget, beside the context (vllm_comms.py)
-    non_torch = v1_comm_terms(tp=tp, pp=pp, compute_capability=gpu.compute_capability)
+    # 0.11: set up in init_device before vLLM's first snapshot: outside the budget, beside the context
+    # (vllm_comms.py); 0.8: counted inside it with every other byte outside torch (vllm_releases.py)
+    if rules.comms_in_budget:
+        non_torch = non_torch_terms(tp=tp, pp=pp)
+    else:
+        non_torch = v1_comm_terms(tp=tp, pp=pp, compute_capability=gpu.compute_capability)
     nt_bytes = sum(t.bytes for t in non_torch)
     context = cuda_context_term(setup.overheads.cuda_context_mib)
+    inside = (nt_bytes if rules.comms_in_budget else 0) + (context.bytes if rules.context_in_budget else 0)
 
-    layout = _layout(spec, setup, c=c, kv_b=kv_b, layers=last, batched=T)
+    layout = _layout(spec, setup, c=c, kv_b=kv_b, layers=last, batched=T, rules=rules)
     requested = int(setup.gpu_utilization * gpu.memory_bytes)
     if flags.kv_cache_memory_bytes is not None:
         available = flags.kv_cache_memory_bytes
         how = f"--kv-cache-memory-bytes {available:,}"
     else:
-        available = requested - w_bytes - peak
+        available = requested - w_bytes - peak - inside
+        outside = f" - context and communicators {inside:,}" if inside else ""
         how = (f"gpu_memory_utilization {setup.gpu_utilization:g} x CUDA total {gpu.memory_bytes:,} = {requested:,} - "
-               f"weights {w_bytes:,} - profile peak {peak:,} = {available:,}")
+               f"weights {w_bytes:,} - profile peak {peak:,}{outside} = {available:,}")
     num_blocks = layout.blocks(available)
     # g pool tensors of num_blocks pages, each shared by one layer of every group: the groups draw their blocks
     # from one block pool (kv_cache_utils._get_kv_cache_config_uniform_page_size, get_num_blocks)
@@ -104,24 +118,25 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         bytes=pool_bytes,
         formula=f"{how}; {num_blocks:,} blocks of {layout.block} tokens x {layout.page:,} B/layer x {layout.group} "
                 f"layers, shared by {layout.groups} group(s) of layers, {kv_name}",
-        source=f"{_WORKER} determine_available_memory; {_KV_UTILS} get_kv_cache_config (v{VLLM_VERSION})",
+        source=f"{_WORKER} determine_available_memory; {_KV_UTILS} get_kv_cache_config (v{rules.release})",
     )
     graphs = () if flags.enforce_eager else (
-        cuda_graph_term(spec, sizes=capture_sizes(S, T), c=c, tp=tp),
+        cuda_graph_term(spec, sizes=rules.capture_sizes(S, T), c=c, tp=tp, release=rules.release),
     )
     persistent = (*weights, activation, *non_torch, pool, *graphs, context)
-    notes = _notes(spec, setup, T)
+    notes = _notes(spec, setup, T, rules)
     if fmt.name == "mxfp4" and spec.moe and backend_for(gpu.compute_capability, flags.mxfp4_backend) is None:
         notes += ("MXFP4 experts: vLLM's MoE backend for this GPU is not modelled (no compute capability in the "
                   "catalog); the checkpoint's layout is counted, without the backend's padding or second copy of "
                   "the scales (engines/vllm_mxfp4.py)",)
     est = Estimate(persistent=persistent, notes=notes)
-    refusal, message = _refusal(setup, gpu, context.bytes + nt_bytes, requested, available, layout, max_len)
+    startup = context.bytes + nt_bytes if rules.free_memory_check else None
+    refusal, message = _refusal(setup, gpu, startup, requested, available, layout, max_len)
     per_token = layout.page // layout.block * (layout.full + layout.sliding)
     fits = refusal is None
     return EngineEstimate(
         engine="vllm",
-        version=VLLM_VERSION,
+        version=rules.release,
         estimate=est,
         budget=requested if flags.kv_cache_memory_bytes is None else None,
         kv_pool=pool,
@@ -133,7 +148,8 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         kv_bytes_per_token=per_token,
         sequence_tokens=setup.tokens,
         context_len=max_len,
-        concurrency=layout.concurrency(num_blocks, max_len) if fits else 0.0,
+        concurrency=(kv_tokens / max_len if rules.concurrency_by_tokens else layout.concurrency(num_blocks, max_len))
+        if fits else 0.0,
         notes=est.notes,
     )
 
@@ -209,8 +225,12 @@ def _weights(
     return tuple(out)
 
 
-def _layout(spec: ModelSpec, setup: InferSetup, *, c: int, kv_b: int, layers: range, batched: int) -> KvLayout:
+def _layout(
+    spec: ModelSpec, setup: InferSetup, *, c: int, kv_b: int, layers: range, batched: int, rules: V1Rules
+) -> KvLayout:
     full, sliding, mamba = layer_kinds(spec, layers)
+    if not rules.hybrid_groups and full and sliding:  # 0.8: unify_hybrid_kv_cache_specs, every layer at full length
+        full, sliding = full + sliding, 0
     layer_token = int(kv_elements_per_token(spec, setup.tp) * kv_b)
     block = setup.kv_block
     if spec.ssm:  # vLLM's hybrid rule grows the attention block until its page holds a Mamba state (ssm_state.py)
@@ -231,10 +251,11 @@ def _gib(n: int) -> str:
 
 
 def _refusal(
-    setup: InferSetup, gpu: Gpu, context: int, requested: int, available: int, layout: KvLayout, max_len: int
+    setup: InferSetup, gpu: Gpu, context: int | None, requested: int, available: int, layout: KvLayout, max_len: int
 ) -> tuple[str | None, str | None]:
-    """(reason in a few words, vLLM's own error text) when vLLM would refuse to start; (None, None) otherwise."""
-    if setup.vllm.kv_cache_memory_bytes is None and gpu.memory_bytes - context < requested:
+    """(reason in a few words, vLLM's own error text) when vLLM would refuse to start; (None, None) otherwise.
+    ``context``: the memory in use at the free-memory check, None where the release has no such check."""
+    if context is not None and setup.vllm.kv_cache_memory_bytes is None and gpu.memory_bytes - context < requested:
         util = setup.gpu_utilization
         return "free memory below gpu_memory_utilization", (
             f"Free memory on device ({_gib(gpu.memory_bytes - context)}/{_gib(gpu.memory_bytes)} GiB) on startup is "
@@ -271,19 +292,29 @@ def _v0_words(layout: KvLayout, available: int, max_len: int) -> str:
     )
 
 
-def _notes(spec: ModelSpec, setup: InferSetup, batched: int) -> tuple[str, ...]:
+def _notes(spec: ModelSpec, setup: InferSetup, batched: int, rules: V1Rules) -> tuple[str, ...]:
     pp, eager = setup.vllm.pipeline_parallel_size, setup.vllm.enforce_eager
     graphs = "" if eager else ", and so are the CUDA graphs (captured after the KV pool)"
-    notes = [
+    budget = (
         f"vLLM {VLLM_VERSION} (V1, `vllm serve` defaults): the CUDA context and, at tp or pp > 1, the NCCL "
         "communicators, custom all-reduce and symmetric-memory buffers are outside gpu_memory_utilization's budget "
-        f"(they exist before vLLM's first memory snapshot, gpu_worker.py init_device){graphs}",
+        f"(they exist before vLLM's first memory snapshot, gpu_worker.py init_device){graphs}"
+    ) if not rules.context_in_budget else (
+        f"vLLM {rules.release} (V1 of 0.7.x-0.8.x, `vllm serve` defaults): every byte outside torch after the profile "
+        "run, the CUDA context and at tp or pp > 1 the NCCL communicators and custom all-reduce, counts inside "
+        f"gpu_memory_utilization's budget (gpu_worker.py determine_available_memory){graphs}; the sampler warm-up "
+        "is modelled on torch's top-k/top-p path (pip's vLLM has no FlashInfer; with FlashInfer < 0.2.3 installed "
+        "vLLM samples with it and sorts nothing, topk_topp_sampler.py TopKTopPSampler.__init__)"
+    )
+    notes = [
+        budget,
         f"V1 always chunks prefill at max_num_batched_tokens ({batched:,}): a longer prompt runs in steps of that "
         "many tokens, so the profile run's peak bounds every step's activations",
-        "not modelled: the small non-torch growth at tp 1 (kernel modules loaded on first use); NCCL 2.27's "
-        "runtime connect (torch 2.8's NCCL): an algorithm first used in the profile run connects its buffers there, "
-        "inside the budget; NCCL's NVLS buffers and the smaller custom all-reduce of NVSwitch systems (assumed: no "
-        "NVSwitch); the model runner's persistent input buffers (torch memory vLLM's profile does not count)",
+        "not modelled: the small non-torch growth at tp 1 (kernel modules loaded on first use); "
+        + ("NCCL 2.27's runtime connect (torch 2.8's NCCL): an algorithm first used in the profile run connects its "
+           "buffers there, inside the budget; " if not rules.context_in_budget else "")
+        + "NCCL's NVLS buffers and the smaller custom all-reduce of NVSwitch systems (assumed: no NVSwitch); the "
+        "model runner's persistent input buffers (torch memory vLLM's profile does not count)",
     ]
     if not eager:
         notes.append("CUDA graphs: only their shared memory pool is modelled; vLLM itself only measures the rest")
@@ -311,7 +342,8 @@ def vllm_figures(plan: EngineEstimate) -> dict[str, float]:
     # v0.11.0 sets its communicators up before its first snapshot (vllm_comms.py): none of them is logged here
     non_torch = 0 if plan.version == VLLM_VERSION else sum(
         b for n, b in terms.items() if n.startswith("overhead/nccl")) + terms.get("overhead/custom_all_reduce", 0)
-    if plan.version == "0.6.4":  # v0.6.4 counts every byte outside torch, the CUDA context too (vllm_v0.py)
+    # v0.6.4 and the V1 of 0.7-0.8 count every byte outside torch, the CUDA context too (vllm_v0.py, vllm_releases.py)
+    if plan.version in ("0.6.4", "0.8.5"):
         non_torch += terms.get("overhead/cuda_context", 0)
     peak = terms["activations/profile_peak"]
     available = plan.budget - weights - peak - non_torch if plan.budget is not None else terms["kv_cache/pool"]

@@ -192,23 +192,22 @@ def non_torch_terms(*, tp: int, pp: int, torch_tp_group: bool = False) -> tuple[
 
 
 def capture_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> tuple[int, ...]:
-    """The batch sizes vLLM captures CUDA graphs for by default: 1, 2, 4, then every 8 to 248, then every 16 up to
-    min(2 x max_num_seqs, 512), none above max_num_batched_tokens (vllm/config/__init__.py
-    ``VllmConfig._set_cudagraph_sizes``)."""
-    largest = min(2 * max_num_seqs, 512)
-    sizes = [1, 2, 4, *range(8, 256, 8), *range(256, largest + 1, 16)]
-    return tuple(s for s in sizes if s <= min(largest, max_num_batched_tokens))
+    """v0.11.0's default capture sizes (engines/vllm_releases.py ``capture_sizes_v011``, which cites the rule)."""
+    from vramwise.engines.vllm_releases import capture_sizes_v011
+
+    return capture_sizes_v011(max_num_seqs, max_num_batched_tokens)
 
 
-def cuda_graph_term(spec: ModelSpec, *, sizes: tuple[int, ...], c: int, tp: int) -> Term:
+def cuda_graph_term(spec: ModelSpec, *, sizes: tuple[int, ...], c: int, tp: int, release: str = "0.11.0") -> Term:
     """The graphs' shared memory pool: captured from the largest size down, every graph reuses one pool, whose
     size is the largest size's forward live set (``GPUModelRunner.capture_model``, torch.cuda.graph pool)."""
     largest = max(sizes)
+    config = "vllm/config/__init__.py" if release == "0.11.0" else "vllm/config.py"  # a package from 0.10.2
     live, f = forward_live(spec, tokens=largest, c=c, tp=tp)
     return Term(
         name="cuda_graphs",
         bytes=live,
         formula=f"{len(sizes)} sizes, the pool sized by the largest ({largest} tokens): {f}; each graph's own "
                 "driver memory is not modelled (vLLM only measures it)",
-        source=f"{_RUNNER} capture_model; vllm/config/__init__.py _set_cudagraph_sizes (v0.11.0)",
+        source=f"{_RUNNER} capture_model; {config} _set_cudagraph_sizes (v{release})",
     )

@@ -1,0 +1,69 @@
+"""The rules that differ between the V1 releases vLLM's V1 plan (engines/vllm.py) follows, keyed by --vllm-version.
+
+``"0.11"`` is v0.11.0. ``"0.8"`` is the V1 engine before vLLM moved its first memory snapshot and adopted
+``memory_profiling`` in V1: read at v0.7.3 and v0.8.5 (the pip wheels' sources), the same rules in both, so it holds
+for 0.7.x-0.8.x. v0.9.0 keeps its budget rule (below) but already has the A100 batch-default exception and other
+capture sizes; v0.9.2 and v0.10.x take ``init_snapshot = MemorySnapshot()`` before the distributed init
+(vllm/v1/worker/gpu_worker.py v0.10.2 init_device lines 175-193, determine_available_memory's ``memory_profiling``
+line 259): the CUDA context outside the budget and NCCL inside, a third rule not modelled here.
+
+Each field says what vLLM 0.8.5 does differently from 0.11.0, with file and line at the v0.8.5 tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class V1Rules:
+    release: str  # the release the plan reports (EngineEstimate.version)
+    # v0.8.5 vllm/v1/worker/gpu_worker.py determine_available_memory lines 194-210: available = utilization x total
+    # - (torch's allocated peak + (mem_get_info used - torch allocated)): every byte outside torch counts inside the
+    # budget, the CUDA context and the NCCL / custom all-reduce buffers set up in init_device (line 135) too.
+    # v0.11.0: only the growth since init_snapshot, taken after the distributed init (vllm_comms.py).
+    context_in_budget: bool
+    comms_in_budget: bool
+    # v0.8.5 has no startup check of free memory against the budget (init_device lines 112-146 only records
+    # init_gpu_memory); v0.11.0 refuses below it (Worker.init_device).
+    free_memory_check: bool
+    # v0.8.5 vllm/v1/worker/gpu_model_runner.py _dummy_run line 1509 returns only hidden_states[logit_indices]: the
+    # sampler warm-up holds one hidden row per dummy request; v0.11.0 keeps all max_num_batched_tokens rows.
+    sampler_holds_all_tokens: bool
+    # v0.8.5 vllm/engine/arg_utils.py get_batch_defaults lines 1596-1609: 8192 tokens and 1024 sequences from 70 GiB,
+    # no A100 exception (added in v0.9.0, vLLM PR #17885).
+    a100_exception: bool
+    capture_sizes: Callable[[int, int], tuple[int, ...]]
+    # v0.8.5 vllm/v1/core/kv_cache_utils.py unify_hybrid_kv_cache_specs lines 657-681: a model mixing sliding-window
+    # and full layers caches every layer at full length (one group); no Mamba spec in V1 yet (MambaSpec arrives with
+    # the hybrid allocator, v0.9.2 vllm/v1/kv_cache_interface.py).
+    hybrid_groups: bool
+    # v0.8.5 kv_cache_utils.py _get_kv_cache_config_uniform_type line 636: concurrency = num_tokens / max_model_len
+    concurrency_by_tokens: bool
+
+
+def capture_sizes_v011(max_num_seqs: int, max_num_batched_tokens: int) -> tuple[int, ...]:
+    """v0.11.0: 1, 2, 4, every 8 to 248, every 16 up to min(2 x max_num_seqs, 512), none above
+    max_num_batched_tokens (vllm/config/__init__.py ``VllmConfig._set_cudagraph_sizes``)."""
+    largest = min(2 * max_num_seqs, 512)
+    sizes = [1, 2, 4, *range(8, 256, 8), *range(256, largest + 1, 16)]
+    return tuple(s for s in sizes if s <= min(largest, max_num_batched_tokens))
+
+
+def capture_sizes_v085(max_num_seqs: int, max_num_batched_tokens: int) -> tuple[int, ...]:
+    """v0.8.5 (V1): 1, 2, 4, then every 8 to 512, none above max_num_batched_tokens; max_num_seqs plays no part
+    (vllm/config.py ``VllmConfig._set_cudagraph_sizes`` lines 4035-4046)."""
+    del max_num_seqs
+    sizes = [1, 2, 4, *range(8, 513, 8)]
+    return tuple(s for s in sizes if s <= max_num_batched_tokens)
+
+
+V1_RULES: dict[str, V1Rules] = {
+    "0.11": V1Rules(release="0.11.0", context_in_budget=False, comms_in_budget=False, free_memory_check=True,
+                    sampler_holds_all_tokens=True, a100_exception=True, capture_sizes=capture_sizes_v011,
+                    hybrid_groups=True, concurrency_by_tokens=False),
+    "0.8": V1Rules(release="0.8.5", context_in_budget=True, comms_in_budget=True, free_memory_check=False,
+                   sampler_holds_all_tokens=False, a100_exception=False, capture_sizes=capture_sizes_v085,
+                   hybrid_groups=False, concurrency_by_tokens=True),
+}
