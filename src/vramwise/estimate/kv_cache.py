@@ -10,7 +10,6 @@ from vramwise.estimate.sharding import kv_heads_per_gpu
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.ssm import attention_layer_count, is_ssm_layer
 
-
 ENCODER_NOTE = "keeps no KV cache: an encoder's attention is bidirectional and runs once (BertModel: use_cache False)"
 
 
