@@ -92,6 +92,8 @@ def _estimates() -> Iterator[vramwise.Estimate]:
         for flat in INFER:
             if name == "falcon-7b" and flat.get("tp", 1) > 1:
                 continue
+            if not spec.traits.causal_kv_cache:  # an encoder (BERT) runs one forward: new tokens are refused
+                flat = {k: v for k, v in flat.items() if k != "new_tokens"}
             setup = _setup(vramwise.InferSetup, _within_table(spec, flat, "context"))
             textbook = flat.get("mode") == "textbook"
             yield (vramwise.textbook_inference if textbook else vramwise.estimate_inference)(spec, setup)

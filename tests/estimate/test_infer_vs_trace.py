@@ -29,6 +29,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 # heads architectures[0] names (spec/heads.py): the twin builds the same class; none of them generates
 HEAD_CONFIGS = {name: HEADS[name] for name in ("llama-seq-cls", "llama-bare")}
+# BERT's encoder (is_decoder false) keeps no cache: BertModel.forward sets use_cache False (ImplTraits.causal_kv_cache)
+HEAD_CONFIGS.update({name: HEADS[name] for name in ("bert-mlm", "bert-seq-cls", "bert-token-cls", "bert-bare")})
 CONFIGS.update(HEAD_CONFIGS)
 CASES = [
     (name, InferRecipe(batch=b, context=s, new_tokens=n, all_logits=all_logits))
@@ -54,6 +56,10 @@ def test_inference_estimate_matches_traced_generation(name: str, recipe: InferRe
     assert sum(t.bytes for t in est.persistent if t.name.startswith("weights/")) == traced.params
     # generate() never writes back the last new token, and a sliding window keeps window - 1 past tokens;
     # the estimate reserves both slots
+    if not spec.traits.causal_kv_cache:  # an encoder: nothing cached, and no term for it
+        assert traced.kv_cache == 0 and "kv_cache" not in {t.name for t in est.persistent}
+        assert est.peak_bytes == pytest.approx(traced.peak, rel=0.03)
+        return
     kv = est.term("kv_cache").bytes
     kept = min(setup.tokens, spec.attention.sliding_window or setup.tokens)
     assert kv >= traced.kv_cache and kv - traced.kv_cache <= kv / kept

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
+from vramwise.errors import InapplicableOptionError, InvalidWorkloadError, shown
 from vramwise.report.verdict import Verdict
 from vramwise.workload.engines import Engine
 
@@ -40,10 +40,25 @@ def engine_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu, count: int = 1) ->
         raise InvalidWorkloadError(
             f"engine {setup.engine}'s memory plan is not built yet; built: {built}", field="engine", allowed=built
         )
+    _refuse_encoder(spec, setup)
     module, function = target.split(":")
     plan = getattr(importlib.import_module(module), function)
     result: EngineEstimate = plan(spec, setup, gpu, count) if setup.engine in _COUNTED else plan(spec, setup, gpu)
     return result
+
+
+def _refuse_encoder(spec: ModelSpec, setup: InferSetup) -> None:
+    """A serving engine's plan is a KV pool for generation; an encoder (BERT) keeps none, so it is refused in one
+    line. vLLM does run BERT, as a pooling model with no KV cache (vllm/model_executor/models/bert.py at 002b4cf:
+    BertModel.is_pooling_model, BertSelfAttention's Attention(attn_type=AttentionType.ENCODER_ONLY)), but that
+    runner's memory is not modelled here; transformers' own forward (--engine hf, --device-map) is."""
+    if setup.engine != Engine.HF and not spec.traits.causal_kv_cache:
+        raise InvalidWorkloadError(
+            f"--engine {setup.engine}: {shown(spec.name)} is an encoder (no KV cache, no generation); serving it "
+            "(vLLM's pooling runner) is not modelled: use --engine hf",
+            field="engine",
+            allowed="hf",
+        )
 
 
 def engine_verdict(plan: EngineEstimate, gpu: Gpu, count: int = 1) -> Verdict:

@@ -140,7 +140,8 @@ def _gpu_estimate(
         f"{len(layers)} layers on this GPU",
         source="transformers DynamicCache: each layer's keys and values on that layer's device",
     )
-    persistent = (weights, kv, context)
+    # an encoder (ImplTraits.causal_kv_cache False) keeps no cache: no term, as in the inference estimate
+    persistent = (weights, kv, context) if spec.traits.causal_kv_cache else (weights, context)
     tensors = tensor_bytes(persistent)
     phases = []
     for phase in full.phases:

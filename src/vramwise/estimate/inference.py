@@ -13,7 +13,7 @@ import functools
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate import ssm_state
 from vramwise.estimate.dequant import dequantized_weight
-from vramwise.estimate.kv_cache import kv_cache, sliding_prefill_views
+from vramwise.estimate.kv_cache import ENCODER_NOTE, check_generates, kv_cache, sliding_prefill_views
 from vramwise.estimate.logits import head_words, logits
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import Plan, Rule, Transients, Vars, constant
@@ -50,20 +50,23 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
 
         return encoder_decoder_plan(spec, setup)
     check_tp(spec, setup.tp)
+    check_generates(spec, setup.new_tokens)
     ssm_state.check_inference(spec, setup.tp)
     asked, setup = setup, with_image_tokens(spec, setup)  # the images' tokens join each prompt
     beyond = inference_positions(spec, setup)
     fmt = get_format(setup.weight_format or own_format(spec))
     c, tp = compute_bytes(fmt.name), setup.tp
     kv_name, kv_bytes = kv_dtype(setup, fmt.name)
+    # an encoder (BERT) keeps no keys and values between forwards: no cache term at all
     kv = kv_cache(spec, tokens=setup.tokens, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp, block=setup.kv_block)
+    cache = (kv,) if spec.traits.causal_kv_cache else ()
     own = reads_headers(spec, setup.weight_format)  # the checkpoint's own bytes, when its headers were read
     # a hybrid's Mamba layers: a fixed state per sequence beside the attention layers' KV (estimate/ssm_state.py)
     states = ssm_state.state_rules(spec, c=c) if spec.ssm else ()
     persistent = (
         *_weights(spec, fmt, c, tp, own),
         *buffers(spec),
-        kv,
+        *cache,
         *cross_kv_cache(spec, images=setup.images, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp),
         *states,
         _cuda_context(setup.overheads.cuda_context_mib),
@@ -124,6 +127,8 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
 def _head_notes(spec: ModelSpec, *, has_logits: bool) -> list[str]:
     """What the family's attention and the head architectures[0] names change in the estimate."""
     notes = []
+    if not spec.traits.causal_kv_cache:
+        notes.append(f"{spec.name} {ENCODER_NOTE}")
     if spec.traits.eager_only:
         notes.append(f"{spec.name} has only its own eager attention (BloomAttention): its scores are counted")
     if spec.head is not HeadKind.CAUSAL_LM:

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import functools
 
+from vramwise.errors import InvalidWorkloadError, shown
 from vramwise.estimate.plan import BATCH, Rule
 from vramwise.estimate.sharding import kv_heads_per_gpu
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.ssm import attention_layer_count, is_ssm_layer
+
+ENCODER_NOTE = "keeps no KV cache: an encoder's attention is bidirectional and runs once (BertModel: use_cache False)"
+
+
+def check_generates(spec: ModelSpec, new_tokens: int) -> None:
+    """Refuse new tokens for an encoder (``ImplTraits.causal_kv_cache`` False): it has no cache to decode with."""
+    if new_tokens and not spec.traits.causal_kv_cache:
+        raise InvalidWorkloadError(
+            f"-n {new_tokens}: {shown(spec.name)} is an encoder (bidirectional attention, no KV cache) and runs one "
+            "forward; generating new tokens needs a decoder",
+            field="new_tokens",
+            allowed="0",
+        )
 
 
 def kv_elements_per_token(spec: ModelSpec, tp: int = 1) -> int:
@@ -15,7 +29,10 @@ def kv_elements_per_token(spec: ModelSpec, tp: int = 1) -> int:
 
     MHA/GQA/MQA: K and V, ``2 · n_kv · d`` (split over tp). MLA: one shared latent plus the decoupled
     rope key, ``kv_lora_rank + qk_rope_head_dim``, replicated on every tp rank (vLLM's MLA cache).
+    An encoder (``ImplTraits.causal_kv_cache`` False) caches nothing: 0.
     """
+    if not spec.traits.causal_kv_cache:
+        return 0
     att = spec.attention
     if att.kind == "mla" and att.mla:
         return att.mla.kv_lora_rank + att.mla.qk_rope_head_dim

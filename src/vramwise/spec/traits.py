@@ -140,6 +140,12 @@ class ImplTraits:
     # layers a pool of their own, smaller than the full layers' (python/sglang/srt/configs/model_config.py
     # is_hybrid_swa_model: GptOssForCausalLM, Llama4ForConditionalGeneration, MiMo-V2, Step3p5; engines/sglang.py).
     sglang_hybrid_swa: bool = False
+    # Causal self-attention that keeps its keys and values for later tokens (a KV cache), so the model can
+    # generate. False for an encoder: BERT's BertModel.forward sets use_cache = False unless config.is_decoder
+    # (modeling_bert.py, transformers 5.24: "if self.config.is_decoder: use_cache = ... else: use_cache = False"),
+    # and BertLayer builds BertAttention(config, is_causal=config.is_decoder): bidirectional, no cache. Such a
+    # model runs one forward: no KV cache term, no decode steps (estimate/kv_cache.py check_generates).
+    causal_kv_cache: bool = True
 
     @property
     def rotary(self) -> bool:

@@ -8,6 +8,7 @@ int4 0.5; inference ≈ weights (× 1.2 as the usual rule of thumb). Seed 002 (Z
 from __future__ import annotations
 
 from vramwise.errors import InvalidWorkloadError
+from vramwise.estimate.kv_cache import ENCODER_NOTE, check_generates
 from vramwise.estimate.positions import inference_positions
 from vramwise.estimate.ssm_state import refuse_textbook
 from vramwise.estimate.term import Estimate, Term
@@ -63,6 +64,7 @@ def textbook_inference(model: Model, setup: InferSetup) -> Estimate:
         missing = ("kv_cache needs the architecture (layers, hidden, heads): name a catalog model or a config.json",)
     else:
         refuse_textbook(model)  # state-space hybrids (estimate/ssm_state.py)
+        check_generates(model, setup.new_tokens)  # an encoder (BERT) runs one forward
         beyond = inference_positions(model, setup)
         notes += [beyond] if beyond else []
         if setup.weight_format is None and (model.stored_format or model.unread_quantization):
@@ -71,14 +73,17 @@ def textbook_inference(model: Model, setup: InferSetup) -> Estimate:
                          "use --mode accurate for its stored layout")
         b, L, h, s, n = setup.batch, model.num_layers, model.hidden_size, setup.context, setup.new_tokens
         a, kv = model.attention.num_heads, model.attention.num_kv_heads
-        terms.append(
-            Term(
-                name="kv_cache",
-                bytes=4 * b * L * h * (s + n) * kv // a,
-                formula=f"4 x b {b} x l {L} x h {h} x (s {s} + n {n}) x n_kv {kv} / a {a}",
-                source=SEED_002_KV,
+        if model.traits.causal_kv_cache:  # seed 002's cache is a decoder's; an encoder keeps none
+            terms.append(
+                Term(
+                    name="kv_cache",
+                    bytes=4 * b * L * h * (s + n) * kv // a,
+                    formula=f"4 x b {b} x l {L} x h {h} x (s {s} + n {n}) x n_kv {kv} / a {a}",
+                    source=SEED_002_KV,
+                )
             )
-        )
+        else:
+            notes.append(f"{model.name} {ENCODER_NOTE}")
         notes.append(
             f"seed 002 parameter formula Vh + L(12h² + 13h) = {seed_param_formula(model.vocab_size, h, L):,} "
             f"(exact count used above: {params:,})"

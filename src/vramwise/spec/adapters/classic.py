@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from vramwise.spec.adapters.config import RawConfig
 from vramwise.spec.adapters.decoders import check_kv_heads
 from vramwise.spec.adapters.storage import storage
@@ -74,6 +76,7 @@ _BERT = ImplTraits(
     head=HeadKind.BARE,
     heads=(HeadKind.MASKED_LM, HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION, HeadKind.BARE),
     pooled_classifier=True,
+    causal_kv_cache=False,  # BertModel.forward: use_cache = False unless config.is_decoder (the encoder default)
 )
 
 
@@ -176,7 +179,8 @@ def bert(cfg: RawConfig, name: str) -> ModelSpec:
     return ModelSpec(
         name=name,
         model_type="bert",
-        traits=_BERT,
+        # is_decoder true (BertLMHeadModel's setup): causal attention with a cache, use_cache from the config
+        traits=dataclasses.replace(_BERT, causal_kv_cache=True) if cfg.flag("is_decoder", False) else _BERT,
         hidden_size=h,
         num_layers=cfg.pos_int("num_hidden_layers"),
         embedding=EmbeddingSpec(
