@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hf_oracle import SHARED_CONFIGS, hf_param_count, hf_params, shared_config
-from tiny_configs import BLOOM, GPT_BIGCODE, HEADS
+from tiny_configs import BLOOM, ENCODER_DECODER, GPT_BIGCODE, HEADS
 
 from vramwise.catalog import models
 from vramwise.estimate.weights import weight_terms
@@ -221,19 +221,9 @@ EXTRA = {
         "num_heads": 6,
         "relative_attention_num_buckets": 8,
     },
-    # v1.1 / flan-t5: gated-gelu, its own lm_head (hf_params unties it as from_pretrained does)
-    "t5-v1.1-untied": {
-        "model_type": "t5",
-        "vocab_size": 1000,
-        "d_model": 64,
-        "d_kv": 24,
-        "d_ff": 96,
-        "num_layers": 3,
-        "num_decoder_layers": 2,
-        "num_heads": 4,
-        "feed_forward_proj": "gated-gelu",
-        "tie_word_embeddings": False,
-    },
+    # v1.1 / flan-t5 and mT5 (gated-gelu, their own lm_head: hf_params unties it as from_pretrained does), and
+    # v1.0 with its head tied: the tiny configs the encoder-decoder estimates are tested on
+    **{f"tiny-{name}": config for name, config in ENCODER_DECODER.items()},
     # gated-gelu (wi_0, wi_1, wo); tie_word_embeddings left at MT5Config's default (true)
     "mt5-gated-tied": {
         "model_type": "mt5",

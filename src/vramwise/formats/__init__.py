@@ -243,6 +243,21 @@ _BNB = "bitsandbytes (functional.py quantize_4bit / int8); transformers BitsAndB
 # bitsandbytes autograd/_functions.py matmul_4bit: one token without grad takes gemv_4bit (fused); more tokens
 # take MatMul4Bit.forward, F.linear(A, F.dequantize_4bit(B, quant_state).to(A.dtype).t()): a whole 16-bit weight.
 _BNB_DEQUANT = "prefill"
+
+
+def _bnb4_format(name: str, summary: str, double_quant: bool) -> StorageFormat:
+    """bitsandbytes 4-bit: NF4 and FP4 store the same bytes (a 4-bit code per weight, an absmax per block of 64),
+    so the four formats differ in their name and the double quantization of the absmax only."""
+    return StorageFormat(
+        name=name,
+        summary=summary,
+        source=_BNB,
+        tensor_bytes=_nn_linear_only(_bnb4(double_quant)),
+        dequant=_BNB_DEQUANT,
+        moe_note=_BNB_NOTE,
+    )
+
+
 FORMATS: dict[str, StorageFormat] = {
     f.name: f
     for f in (
@@ -280,37 +295,14 @@ FORMATS: dict[str, StorageFormat] = {
             source="seed 000 dtype table",
             tensor_bytes=_linear_only(lambda g: (4, 0, "")),
         ),
-        StorageFormat(
-            name="nf4",
-            summary="bitsandbytes NF4, blocks of 64 with fp32 absmax",
-            source=_BNB,
-            tensor_bytes=_nn_linear_only(_bnb4(False)),
-            dequant=_BNB_DEQUANT,
-            moe_note=_BNB_NOTE,
-        ),
-        StorageFormat(
-            name="nf4-dq",
-            summary="bitsandbytes NF4 with double quantization (QLoRA)",
-            source=_BNB,
-            tensor_bytes=_nn_linear_only(_bnb4(True)),
-            dequant=_BNB_DEQUANT,
-            moe_note=_BNB_NOTE,
-        ),
-        StorageFormat(
-            name="fp4",
-            summary="bitsandbytes FP4, blocks of 64 with fp32 absmax",
-            source=_BNB,
-            tensor_bytes=_nn_linear_only(_bnb4(False)),
-            dequant=_BNB_DEQUANT,
-            moe_note=_BNB_NOTE,
-        ),
-        StorageFormat(
-            name="fp4-dq",
-            summary="bitsandbytes FP4 with double quantization",
-            source=_BNB,
-            tensor_bytes=_nn_linear_only(_bnb4(True)),
-            dequant=_BNB_DEQUANT,
-            moe_note=_BNB_NOTE,
+        *(
+            _bnb4_format(name, summary, double_quant)
+            for name, summary, double_quant in (
+                ("nf4", "bitsandbytes NF4, blocks of 64 with fp32 absmax", False),
+                ("nf4-dq", "bitsandbytes NF4 with double quantization (QLoRA)", True),
+                ("fp4", "bitsandbytes FP4, blocks of 64 with fp32 absmax", False),
+                ("fp4-dq", "bitsandbytes FP4 with double quantization", True),
+            )
         ),
         *(_layout_format(layout) for layout in quantized.FIXED),
         StorageFormat(
