@@ -18,7 +18,8 @@ from vramwise.catalog import Gpu
 from vramwise.engines.result import EngineEstimate
 from vramwise.engines.vllm_comms import v1_comm_terms
 from vramwise.engines.vllm_kv import KvLayout, layer_kinds
-from vramwise.engines.vllm_mxfp4 import backend_for, experts_term
+from vramwise.engines.vllm_load import loaded_weights, max_model_len
+from vramwise.engines.vllm_mxfp4 import backend_for
 from vramwise.engines.vllm_releases import V1_RULES, V1Rules
 from vramwise.engines.vllm_terms import cuda_graph_term, forward_live, non_torch_terms, sampler_warmup
 from vramwise.errors import InvalidWorkloadError
@@ -28,7 +29,7 @@ from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.ssm_state import check_inference, vllm_block
 from vramwise.estimate.term import Estimate, Term
-from vramwise.estimate.weights import own_format, reads_headers, weight_terms
+from vramwise.estimate.weights import own_format
 from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
 from vramwise.workload import InferSetup
@@ -39,7 +40,6 @@ _WORKER = "vllm/v1/worker/gpu_worker.py"
 _KV_UTILS = "vllm/v1/core/kv_cache_utils.py"
 # Categories of weights that live in the decoder layers, split over pipeline stages (vllm/distributed/utils.py
 # get_pp_indices: L // pp layers each, the remainder to the stages before the last).
-_LAYER_CATEGORIES = ("attention", "mlp", "experts", "norms", "ssm")
 
 
 def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
@@ -62,7 +62,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     tokens_default, seqs_default = vllm_batch_defaults(gpu.memory_bytes, gpu_name)
     T = flags.max_num_batched_tokens or tokens_default
     S = flags.max_num_seqs or seqs_default
-    max_len = _max_model_len(spec, setup)
+    max_len = max_model_len(spec, setup)
     if T < S:  # vllm/config/scheduler.py SchedulerConfig._verify_args
         raise InvalidWorkloadError(
             f"vLLM refuses: max_num_batched_tokens ({T}) must be greater than or equal to max_num_seqs ({S})",
@@ -75,7 +75,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     c = compute_bytes(fmt.name)
     kv_name, kv_b = kv_dtype(setup, fmt.name)
     last = range(spec.num_layers - spec.num_layers // pp, spec.num_layers)
-    weights = _weights(spec, setup, fmt_name=fmt.name, c=c, layers=len(last), gpu=gpu)
+    weights = loaded_weights(spec, setup, fmt_name=fmt.name, c=c, layers=len(last), gpu=gpu)
     w_bytes = sum(t.bytes for t in weights)
 
     fwd, fwd_f = forward_live(spec, tokens=T, c=c, tp=tp)
@@ -176,53 +176,6 @@ def _check_cache_flags(setup: InferSetup) -> None:
             field="kv_dtype",
             allowed=allowed,
         )
-
-
-def _max_model_len(spec: ModelSpec, setup: InferSetup) -> int:
-    """--max-model-len, or the model's own context (vllm/config/model.py _get_and_verify_max_len: the config's
-    max_position_embeddings); the requested sequence must fit it, as vLLM rejects a longer request."""
-    max_len = setup.vllm.max_model_len or spec.max_position_embeddings
-    if not max_len:
-        raise InvalidWorkloadError(
-            f"{spec.name}'s config gives no max_position_embeddings: give --max-model-len", field="max_model_len"
-        )
-    if setup.tokens > max_len:
-        raise InvalidWorkloadError(
-            f"context + new tokens ({setup.tokens:,}) is more than max_model_len ({max_len:,}): vLLM rejects such a "
-            "request; give a shorter --context or a larger --max-model-len",
-            field="max_model_len",
-        )
-    return max_len
-
-
-def _weights(
-    spec: ModelSpec, setup: InferSetup, *, fmt_name: str, c: int, layers: int, gpu: Gpu
-) -> tuple[Term, ...]:
-    """The weights as loaded on this rank (the existing weight terms: checkpoint headers when read; MXFP4 experts
-    in the layout of vLLM's MoE backend for this GPU, engines/vllm_mxfp4.py), the decoder layers' share cut to this
-    stage's layers under a pipeline."""
-    own = reads_headers(spec, setup.weight_format)
-    terms = weight_terms(spec, get_format(fmt_name), hp_bytes=c, tp=setup.tp, own_format=own)
-    cc = gpu.compute_capability
-    chosen = setup.vllm.mxfp4_backend
-    experts = experts_term(spec, tp=setup.tp, compute_capability=cc, chosen=chosen) if fmt_name == "mxfp4" else None
-    if experts is not None:
-        terms = tuple(experts if t.name == "weights/experts" else t for t in terms)
-    pp = setup.vllm.pipeline_parallel_size
-    if pp == 1:
-        return terms
-    out = []
-    for t in terms:
-        category = t.name.split("/", 1)[1]
-        if category in _LAYER_CATEGORIES:
-            share = t.bytes * layers // spec.num_layers
-            out.append(Term(name=t.name, bytes=share, formula=f"{layers}/{spec.num_layers} layers of ({t.formula})",
-                            source=t.source))
-        elif category == "embeddings" and not any(x.name == "weights/head" for x in terms):
-            out.append(t)  # a tied head: the last stage loads its own copy of the embedding matrix as the head
-        elif category != "embeddings":
-            out.append(t)
-    return tuple(out)
 
 
 def _layout(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from vramwise.catalog import Gpu
 from vramwise.engines.result import EngineEstimate
+from vramwise.engines.vllm_load import loaded_weights, max_model_len
 from vramwise.engines.vllm_terms import non_torch_terms, nvls_bytes
 from vramwise.engines.vllm_v0_terms import (
     V0_MAX_NUM_SEQS,
@@ -53,15 +54,13 @@ V0_KV_DTYPES = ("auto", "fp8")
 
 def vllm_v0_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     """vLLM 0.6.x's (V0) plan for ``spec`` on one ``gpu``."""
-    from vramwise.engines.vllm import _max_model_len, _weights
-
     release = V0_RELEASES[setup.vllm.version]
     refuse(spec, f"--engine vllm --vllm-version {setup.vllm.version}")
     _refuse_unmodelled(spec, setup)
     flags, tp, pp = setup.vllm, setup.tp, setup.vllm.pipeline_parallel_size
     if pp > spec.num_layers:
         raise InvalidWorkloadError(f"pp {pp} is more than the model's {spec.num_layers} layers", field="pp")
-    max_len = _max_model_len(spec, setup)
+    max_len = max_model_len(spec, setup)
     S = flags.max_num_seqs or V0_MAX_NUM_SEQS
     sliding = bool(spec.attention.sliding_window)
     T, chunked = v0_batched_tokens(given=flags.max_num_batched_tokens, max_len=max_len, sliding=sliding)
@@ -74,7 +73,7 @@ def vllm_v0_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate
     c = compute_bytes(fmt.name)
     kv_name, kv_b = kv_dtype(setup, fmt.name)
     last = spec.num_layers // pp  # the last stage's layers, as the V1 plan counts them (get_pp_indices)
-    weights = _weights(spec, setup, fmt_name=fmt.name, c=c, layers=last, gpu=gpu)
+    weights = loaded_weights(spec, setup, fmt_name=fmt.name, c=c, layers=last, gpu=gpu)
     w_bytes = sum(t.bytes for t in weights)
     peak = v0_profile_peak(spec, tokens=T, seqs=S, c=c, tp=tp, compute_capability=gpu.compute_capability)
     context = cuda_context_term(setup.overheads.cuda_context_mib)
