@@ -98,3 +98,68 @@ def test_lora_8bit_base_is_llm_int8_and_keeps_its_inputs() -> None:
     assert _bytes(est, "activations/mlp/input") == L * T * 2 * H
     # its backward dequantizes the weight to 16 bit: CB.to(dtype_A).mul_(SCB / 127), the largest is gate/up
     assert _bytes(est, "qlora/dequantized_weight") == H * FFN * 2
+
+
+# --- loss implementations (estimate/train/loss.py), bf16, one sequence of 4096 tokens
+
+T = 4096
+BF16 = {"precision": "bf16", "batch": 1, "seq": T}
+
+
+def test_compute_dtype_loss_keeps_a_bf16_log_softmax() -> None:
+    est = _train(loss="compute-dtype", **BF16)
+    assert _bytes(est, "activations/loss") == 2 * V * T  # _log_softmax's result in bf16
+    assert _bytes(est, "loss/backward") == 2 * 2 * V * T  # nll_loss's gradient and log_softmax's, bf16
+    amp = _train(loss="compute-dtype", precision="amp", batch=1, seq=T)
+    assert _bytes(amp, "activations/loss") == 4 * V * T  # autocast runs log_softmax in fp32
+
+
+def test_torchtune_chunked_loss_by_hand() -> None:
+    est = _train(loss="torchtune-chunked", **BF16)
+    assert _bytes(est, "activations/loss") == 4 * V * T  # every chunk's fp32 log-softmax
+    assert _bytes(est, "loss/logits") == 2 * V * T + 4 * V * T // 8  # bf16 chunks + one chunk's fp32 upcast
+    assert _bytes(est, "loss/backward") == 8 * V * T // 8  # one chunk's two fp32 gradients
+    fwd, loss_bwd = _phase(est, "forward end"), _phase(est, "backward (loss)")
+    assert fwd - loss_bwd == (2 * V * T + 4 * V * T // 8) - 8 * V * T // 8  # the forward holds the logits
+
+
+def test_liger_chunk_rule_and_saved_gradients() -> None:
+    # chunk = next_power_of_2(ceil(BT / ceil(V / H))): ceil(32000 / 4096) = 8, 4096 / 8 = 512
+    est = _train(loss="liger", **BF16)
+    assert _bytes(est, "loss/logits") == 512 * V * 2
+    assert _bytes(est, "activations/loss") == (2 * H + 4) * T  # grad_input (bf16) + fp32 loss_1d
+    assert _bytes(est, "loss/head_grad") == V * H * 2  # zeros_like(weight), filled in forward
+    full = _train(**BF16)
+    # the head's input is no longer kept for its gradient (computed in forward)
+    assert _bytes(full, "activations/final_norm") - _bytes(est, "activations/final_norm") == 2 * H * T
+    lora = _train(loss="liger", peft="lora", lora_targets=QV, **BF16)
+    assert _bytes(lora, "loss/head_grad") == 0  # a frozen head: no grad_weight
+    # 3000 tokens: ceil(3000 / 8) = 375 -> 512; 100 tokens: 13 -> 16
+    assert _bytes(_train(loss="liger", precision="bf16", batch=1, seq=3000), "loss/logits") == 512 * V * 2
+    assert _bytes(_train(loss="liger", precision="bf16", batch=1, seq=100), "loss/logits") == 16 * V * 2
+
+
+def test_cut_cross_entropy_by_hand() -> None:
+    est = _train(loss="cce", **BF16)
+    assert _bytes(est, "activations/loss") == (4 + 4) * T  # fp32 lse + int32 valid index
+    assert _bytes(est, "loss/logit_avg") == 4 * V
+    assert _bytes(est, "loss/backward") == 2 * H * T  # de
+    assert _bytes(est, "loss/vocab_ordering") == 12 * V
+    assert _bytes(est, "loss/head_grad") == V * H * 2  # dc
+    lora = _train(loss="cce", peft="lora", lora_targets=QV, **BF16)
+    # e is saved even with a frozen head (a LoRA run keeps no head input otherwise)
+    plain = _train(peft="lora", lora_targets=QV, **BF16)
+    assert _bytes(lora, "activations/final_norm") - _bytes(plain, "activations/final_norm") == 2 * H * T
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"loss": "cce", "precision": "fp32"}, "cce's backward requires bf16/fp16"),
+        ({"loss": "liger", "tp": 2}, "liger has no vocabulary-parallel path"),
+        ({"compile": True}, "compile: what inductor saves"),
+    ],
+)
+def test_unsupported_knob_combinations_are_refused(kw: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidWorkloadError, match=message):
+        _train(**kw)
