@@ -163,3 +163,63 @@ def test_cut_cross_entropy_by_hand() -> None:
 def test_unsupported_knob_combinations_are_refused(kw: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidWorkloadError, match=message):
         _train(**kw)
+
+
+# --- recompute variants (estimate/train/training.py _checkpointed, knobs.py op_sac_saved)
+
+
+def test_layer_sac_checkpoints_every_nth_layer() -> None:
+    none, every2 = _train(**BF16), _train(recompute="layer-sac", recompute_every=2, **BF16)
+    # torchtitan: the k-th block (k from 1) is checkpointed when k % 2 == 0: 16 of 32 keep only their input
+    assert _bytes(every2, "activations/checkpoints") == 16 * 2 * H * T
+    assert _bytes(every2, "activations/norms") * 2 == _bytes(none, "activations/norms")
+    assert _bytes(every2, "activations/mlp/intermediate") * 2 == _bytes(none, "activations/mlp/intermediate")
+    every5 = _train(recompute="layer-sac", recompute_every=5, **BF16)
+    assert _bytes(every5, "activations/checkpoints") == 6 * 2 * H * T  # 5, 10, ..., 30
+    full = _train(recompute="full", **BF16)
+    assert _bytes(_train(recompute="layer-sac", recompute_every=1, **BF16), "activations/checkpoints") == _bytes(
+        full, "activations/checkpoints"
+    )
+
+
+def test_op_sac_saves_the_odd_matmuls_and_the_attention_output() -> None:
+    est = _train(recompute="op-sac", **BF16)
+    # mm order q, k, v, o, gate, up, down: the 1st, 3rd, 5th and 7th are saved (q, v, gate, down)
+    per = 2 * (H + (H + H + FFN + H) + H) + 4 * 32  # input + those outputs + sdpa output, bf16; fp32 lse per head
+    assert _bytes(est, "activations/checkpoints") == 32 * per * T
+    assert any(p.name == "backward (recompute)" for p in est.phases)
+
+
+def test_op_sac_refuses_what_it_does_not_model() -> None:
+    with pytest.raises(InvalidWorkloadError, match="op-sac counts torchtitan's dense layers"):
+        _train("mixtral-8x7b", recompute="op-sac")
+    with pytest.raises(InvalidWorkloadError, match="op-sac is torchtitan's policy"):
+        _train(recompute="op-sac", peft="lora", lora_targets=QV)
+
+
+# --- optimizer in backward (torchtune optimizer_in_bwd)
+
+
+def test_optimizer_in_backward_keeps_one_gradient() -> None:
+    est = _train(optimizer_in_backward=True, optimizer_impl="foreach", precision="bf16", batch=1, seq=16)
+    assert _bytes(est, "gradients") == 0
+    largest = V * H  # the embedding (and the untied head)
+    assert _bytes(est, "optimizer/in_backward_gradient") == largest * 2
+    assert _bytes(est, "optimizer/step_transient") == largest * 2  # foreach over one tensor: one bf16 copy
+    plain = _train(optimizer_impl="foreach", precision="bf16", batch=1, seq=16)
+    assert plain.peak_phase is not None and plain.peak_phase.name == "optimizer step"
+    assert est.peak_bytes < plain.peak_bytes
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"grad_accum": 2}, "gradient accumulation is not supported"),
+        ({"dp": 2, "zero": 2}, "modelled on one GPU"),
+        ({"precision": "bf16-mixed"}, "pure bf16 or fp32"),
+    ],
+)
+def test_optimizer_in_backward_refusals(kw: dict[str, object], message: str) -> None:
+    base = {"precision": "bf16", **kw}
+    with pytest.raises(InvalidWorkloadError, match=message):
+        _train(optimizer_in_backward=True, **base)

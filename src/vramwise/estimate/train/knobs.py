@@ -83,3 +83,33 @@ def _check_impl(spec: ModelSpec, setup: TrainSetup) -> None:
         _refuse("norm_impl", "fused is Liger's RMSNorm; this model uses LayerNorm", "composite")
     if impl.mlp_impl == KernelImpl.FUSED and not spec.mlp.gated:
         _refuse("mlp_impl", "fused is Liger's SwiGLU/GeGLU kernel (gated MLPs); this MLP is not gated", "composite")
+
+
+# torchtitan commit cfb93265, torchtitan/distributed/activation_checkpoint.py _apply_op_sac: inside each checkpointed
+# block, an op's output is saved when it is in the model's op_sac_save_list (llama3/infra/parallelize.py
+# _op_sac_save_list: aten.mm, the sdpa flash / efficient kernels, reduce_scatter, and abs/max for float8), except
+# every second mm (the mm count restarts per block and forward); everything else is recomputed in backward.
+SRC_OP_SAC = (
+    "torchtitan op-level SAC (commit cfb93265, distributed/activation_checkpoint.py _apply_op_sac): the block input, "
+    "every odd-numbered mm's output and the sdpa outputs are saved"
+)
+
+
+def op_sac_saved(spec: ModelSpec, c: int, tp: int, rep: int) -> tuple[float, str]:
+    """Bytes per token one op-SAC block keeps, and what: its input, the outputs of the 1st, 3rd, 5th, ... mm in
+    forward order (q, k, v or fused qkv; o; gate, up or fused gate_up; down), the attention output and its
+    fp32 log-sum-exp."""
+    att, mlp, h = spec.attention, spec.mlp, spec.hidden_size
+    q, kv = att.num_heads * att.head_dim / tp, max(1, att.num_kv_heads // tp) * att.head_dim
+    i = mlp.intermediate_size / tp
+    widths = [q + 2 * kv] if spec.traits.fused_qkv else [q, kv, kv]
+    widths.append(h / rep)  # o_proj's output (replicated, or split by sequence parallelism)
+    if mlp.gated:
+        widths += [2 * i] if spec.traits.fused_gate_up else [i, i]
+    else:
+        widths.append(i)
+    widths.append(h / rep)  # down_proj
+    kept = widths[0::2]
+    heads = att.num_heads / tp
+    per = c * (h / rep + sum(kept) + q) + 4 * heads
+    return per, f"input + mm outputs {' + '.join(f'{w:g}' for w in kept)} + attention output, x {c} B; fp32 lse"

@@ -233,6 +233,9 @@ def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> t
     n_grad = sharding.gradients
     grad_b = adapter_bytes(s.peft) if lora else recipe.grad
     count = _numel(tr.tensors)
+    if s.optimizer.in_backward:
+        _in_backward(s, recipe, tr, out, grad_b)
+        return None, None
     if s.optimizer.name == Optimizer.LOMO:
         largest = max((t.numel for t in tr.tensors), default=0)
         out.backward_extra.append(
@@ -287,9 +290,46 @@ def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> t
     return grads, partition
 
 
+# torchtune training/memory.py (create_optim_in_bwd_wrapper, register_optim_in_bwd_hooks): one optimizer per
+# parameter, stepped and zeroed in the parameter's post-accumulate-grad hook, so a gradient lives only until its
+# own step; the largest tensor's gradient and its step's temporaries bound what backward adds.
+SRC_IN_BACKWARD = "torchtune optimizer_in_bwd (training/memory.py register_optim_in_bwd_hooks)"
+
+
+def _in_backward(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built, grad_b: int) -> None:
+    largest = max(tr.tensors, key=lambda t: t.numel * t.width(grad_b), default=None)
+    if largest is None:
+        return
+    one = Tensor(rows=largest.rows, cols=largest.cols, copies=1, fp32=largest.fp32)
+    width = one.width(grad_b)
+    out.backward_extra.append(
+        Term(
+            name="optimizer/in_backward_gradient",
+            bytes=one.numel * width,
+            formula=f"the largest tensor's gradient, stepped in its hook: {one.numel:,} x {width} B (counted beside "
+            "the activations: a tied embedding's is stepped last, once they are freed, so this bounds it)",
+            source=SRC_IN_BACKWARD,
+        )
+    )
+    state_el = adapter_bytes(s.peft) if s.peft.adapters else recipe.state
+    impl = step_impl(s.precision, s.optimizer)
+    t, tf = step_transient(s.optimizer.name, impl, [one], state_el)
+    if t:
+        out.backward_extra.append(
+            Term(
+                name="optimizer/step_transient",
+                bytes=t,
+                formula=f"one parameter's step: {tf}",
+                source=f"{SRC_IN_BACKWARD}; torch.optim implementations, measured in notes §6",
+            )
+        )
+
+
 def _step(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> None:
     """The optimizer step's transients, or (offloaded) the fp32 gradient partition on the host."""
     lora, n_opt, ep, opt = s.peft.adapters, s.parallel.sharding.optimizer, s.parallel.ep, s.optimizer.name
+    if s.optimizer.in_backward:
+        return  # every step ran in backward (_in_backward)
     state_el = adapter_bytes(s.peft) if lora else recipe.state
     count = _numel(tr.tensors)
     opt_note = _shard_note(n_opt, ep, "ZeRO/FSDP shard")

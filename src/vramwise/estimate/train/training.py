@@ -29,7 +29,7 @@ from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
-from vramwise.estimate.train.knobs import check_knobs
+from vramwise.estimate.train.knobs import SRC_OP_SAC, check_knobs, op_sac_saved
 from vramwise.estimate.train.layout import (
     Stage,
     check_layout,
@@ -91,22 +91,37 @@ class _LayerQuery:
     amp: bool
     peft: bool
     freeze_layers: int
+    every: int = 0  # layer-sac: every N-th layer of the stage is checkpointed (0 otherwise)
+
+
+def _checkpointed(q: _LayerQuery, recording: list[int]) -> set[int]:
+    """The recording layers kept as a checkpoint (their input) rather than with every saved tensor: all of them
+    under full and op-sac; under layer-sac torchtitan's rule (llama3/infra/parallelize.py
+    _apply_ac_to_transformer_block: the k-th block wrapped, k from 1, is checkpointed when k % N == 0)."""
+    if q.recompute in (Recompute.FULL, Recompute.OP_SAC):
+        return set(recording)
+    if q.recompute == Recompute.LAYER_SAC:
+        return {i for k, i in enumerate(q.stage.layers, start=1) if k % q.every == 0 and i in recording}
+    return set()
 
 
 @functools.lru_cache(maxsize=4096)
-def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[str, float], ...], float]:
-    """(layers that record, per-token bytes by name summed over them, the largest single layer's per-token bytes).
+def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[str, float], ...], float, int]:
+    """(layers that record, per-token bytes by name summed over those not checkpointed, the largest single
+    layer's per-token bytes, how many are checkpointed).
 
     Layers differ only in whether their MLP is a mixture of experts: each kind is computed once.
     """
     recording = [i for i in q.stage.layers if q.peft or i >= q.freeze_layers]
+    ckpt = _checkpointed(q, recording)
     moe_layers = set(spec.moe.moe_layers) if spec.moe else set()
     counts: dict[bool, int] = {}
     first: dict[bool, int] = {}
     for i in recording:
         kind = i in moe_layers
-        counts[kind] = counts.get(kind, 0) + 1
         first.setdefault(kind, i)
+        if i not in ckpt:
+            counts[kind] = counts.get(kind, 0) + 1
     kinds = {
         kind: layer_saved(
             spec,
@@ -120,14 +135,14 @@ def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[
             sp=q.sp,
             amp=q.amp,
         )
-        for kind in counts
+        for kind in first
     }
     names: dict[str, float] = {}
-    for kind, saved in kinds.items():
-        for k, v in saved.items.items():
-            names[k] = names.get(k, 0) + v * counts[kind]
+    for kind, n in counts.items():
+        for k, v in kinds[kind].items.items():
+            names[k] = names.get(k, 0) + v * n
     largest = max((saved.total for saved in kinds.values()), default=0)
-    return len(recording), tuple(names.items()), largest
+    return len(recording), tuple(names.items()), largest, len(ckpt)
 
 
 def _activations(
@@ -147,25 +162,41 @@ def _activations(
         amp=recipe.autocast_cache,
         peft=setup.peft.adapters,
         freeze_layers=setup.peft.freeze_layers,
+        every=setup.recompute_every if setup.recompute == Recompute.LAYER_SAC else 0,
     )
-    recording, per_token, per_layer_max = _saved_per_token(spec, query)
+    recording, per_token, per_layer_max, ckpts = _saved_per_token(spec, query)
     rules: list[Rule] = []
-    flight_f = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
-    if setup.recompute == Recompute.FULL:
-        rep = setup.parallel.tp if setup.parallel.sp else 1
-        rules.append(
-            Rule(
-                name="activations/checkpoints",
-                coef=recording * c * spec.hidden_size / rep * flight,
-                var=TOKENS,
-                formula=lambda v: f"{recording} layers x layer input T {v.T} x h {spec.hidden_size} x {c} B{flight_f}",
-                source="full recompute: each layer keeps only its input (torch.utils.checkpoint)",
-            )
-        )
-    elif recording:
-        rules += [_saved(name, per, recording, flight) for name, per in per_token]
+    if ckpts:
+        rules.append(_checkpoints(spec, setup, c, ckpts, flight))
+    if recording > ckpts:
+        rules += [_saved(name, per, recording - ckpts, flight) for name, per in per_token]
     rules += _outside_layers(spec, stage, setup, recipe, flight)
     return rules, per_layer_max
+
+
+def _checkpoints(spec: ModelSpec, setup: TrainSetup, c: int, ckpts: int, flight: float) -> Rule:
+    """What the checkpointed layers keep: their input (full, layer-sac), plus op-sac's saved op outputs."""
+    flight_f = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
+    rep = setup.parallel.tp if setup.parallel.sp else 1
+    h = spec.hidden_size
+    if setup.recompute == Recompute.OP_SAC:
+        per, what = op_sac_saved(spec, c, setup.parallel.tp, rep)
+        return Rule(
+            name="activations/checkpoints",
+            coef=ckpts * per * flight,
+            var=TOKENS,
+            formula=lambda v: f"{ckpts} layers x {per:,.0f} B/token ({what}) x T {v.T}{flight_f}",
+            source=SRC_OP_SAC,
+        )
+    which = "every layer" if setup.recompute == Recompute.FULL else f"every {setup.recompute_every}th layer"
+    return Rule(
+        name="activations/checkpoints",
+        coef=ckpts * c * h / rep * flight,
+        var=TOKENS,
+        formula=lambda v: f"{ckpts} layers x layer input T {v.T} x h {h} x {c} B{flight_f}",
+        source=f"recompute {setup.recompute} ({which}): a checkpointed layer keeps only its input "
+        "(torch.utils.checkpoint)",
+    )
 
 
 def _saved(name: str, per_token: float, recording: int, flight: float) -> Rule:
@@ -362,7 +393,7 @@ def _backward_phases(
     phases = [(PhaseKind.FORWARD_END, fwd.held + fwd.loss_forward)]
     if fwd.loss_backward:
         phases.append((PhaseKind.BACKWARD_LOSS, fwd.held + fwd.loss_backward))
-    if setup.recompute == Recompute.FULL and fwd.largest_layer:
+    if setup.recompute in _RECOMPUTING and fwd.largest_layer:
         rebuilt = Rule(
             name="activations/recomputed_layer",
             coef=fwd.largest_layer,
@@ -381,6 +412,9 @@ def _backward_phases(
             head = out.add(*head_grads(spec, recipe, setup.loss))
             phases.append((PhaseKind.BACKWARD_HEAD, fwd.in_layers + units + head))
     return phases
+
+
+_RECOMPUTING = (Recompute.FULL, Recompute.OP_SAC, Recompute.LAYER_SAC)
 
 
 def _release_phases(
@@ -445,6 +479,9 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     out = Transients()
     fwd = _forward(spec, setup, stage, recipe, lora, out)
     phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
+    if setup.optimizer.in_backward:
+        # the head's gradient is stepped first, while every layer's activations are still held
+        phases.append((PhaseKind.BACKWARD_LAYER, fwd.in_layers + out.add(*states.backward_extra)))
     phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
