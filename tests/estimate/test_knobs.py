@@ -223,3 +223,31 @@ def test_optimizer_in_backward_refusals(kw: dict[str, object], message: str) -> 
     base = {"precision": "bf16", **kw}
     with pytest.raises(InvalidWorkloadError, match=message):
         _train(optimizer_in_backward=True, **base)
+
+
+# --- fused kernels (Liger) against transformers' composite modules
+
+
+def test_fused_rmsnorm_saves_its_input_and_rstd() -> None:
+    composite, fused = _train(**BF16), _train(norm_impl="fused", **BF16)
+    # transformers' LlamaRMSNorm: fp32 input copy (4h), rsqrt (4), the normalised tensor for the weight (2h)
+    assert _bytes(composite, "activations/norms") == L * T * 2 * (4 * H + 4 + 2 * H)
+    # LigerRMSNormFunction: save_for_backward(X, W, RSTD): bf16 input (2h) and an fp32 rstd (4)
+    assert _bytes(fused, "activations/norms") == L * T * 2 * (2 * H + 4)
+    # the final norm too (its output, the head's input, is kept for the head's gradient either way)
+    assert _bytes(fused, "activations/final_norm") == T * (2 * H + 4 + 2 * H)
+
+
+def test_fused_swiglu_saves_gate_and_up() -> None:
+    composite, fused = _train(**BF16), _train(mlp_impl="fused", **BF16)
+    # composite: gate, up, silu(gate) and their product (down_proj's input), bf16
+    assert _bytes(composite, "activations/mlp/intermediate") == L * T * 4 * 2 * FFN
+    # LigerSiLUMulFunction saves a and b; the product is still down_proj's input
+    assert _bytes(fused, "activations/mlp/intermediate") == L * T * 3 * 2 * FFN
+
+
+def test_fused_kernels_refuse_what_liger_has_no_kernel_for() -> None:
+    with pytest.raises(InvalidWorkloadError, match="norm_impl: fused is Liger's RMSNorm"):
+        _train("gpt2", norm_impl="fused")
+    with pytest.raises(InvalidWorkloadError, match="mlp_impl: fused is Liger's SwiGLU/GeGLU"):
+        _train("gpt2", mlp_impl="fused")

@@ -52,6 +52,7 @@ from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.spec.traits import HeadKind
 from vramwise.workload import AttentionImpl, FsdpMode, LossImpl, Optimizer, PeftMethod, Recompute, TrainSetup
+from vramwise.workload.options import KernelImpl
 
 
 def _in_flight(stage: Stage, setup: TrainSetup) -> float:
@@ -92,6 +93,8 @@ class _LayerQuery:
     peft: bool
     freeze_layers: int
     every: int = 0  # layer-sac: every N-th layer of the stage is checkpointed (0 otherwise)
+    fused_norm: bool = False
+    fused_mlp: bool = False
 
 
 def _checkpointed(q: _LayerQuery, recording: list[int]) -> set[int]:
@@ -134,6 +137,8 @@ def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[
             tp=q.tp,
             sp=q.sp,
             amp=q.amp,
+            fused_norm=q.fused_norm,
+            fused_mlp=q.fused_mlp,
         )
         for kind in first
     }
@@ -163,6 +168,8 @@ def _activations(
         peft=setup.peft.adapters,
         freeze_layers=setup.peft.freeze_layers,
         every=setup.recompute_every if setup.recompute == Recompute.LAYER_SAC else 0,
+        fused_norm=setup.impl.norm_impl == KernelImpl.FUSED,
+        fused_mlp=setup.impl.mlp_impl == KernelImpl.FUSED,
     )
     recording, per_token, per_layer_max, ckpts = _saved_per_token(spec, query)
     rules: list[Rule] = []
@@ -268,6 +275,8 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
         head_trains = full and not (spec.tied_embeddings and setup.peft.freeze_layers)  # a tied head freezes too
         fp32 = spec.traits.norm_weight_fp32  # fp32 weight multiply
         per = c * h + 2 * c if spec.norm.kind == "layer" else 4 * h + 4 + ((4 if fp32 else c) * h if full else 0)
+        if setup.impl.norm_impl == KernelImpl.FUSED:
+            per = c * h + 4  # Liger's RMSNorm: its input and the fp32 rstd
         # lm_head's input, for the head's gradient: Liger computes that gradient in forward and keeps none; Cut
         # Cross Entropy saves its input e whether or not the head trains
         keeps_input = (head_trains and setup.loss != LossImpl.LIGER) or setup.loss == LossImpl.CCE
