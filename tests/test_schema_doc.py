@@ -57,6 +57,7 @@ TRAIN = (
     {"loss": "torchtune-chunked", "peft": "qlora", "double_quant": True},
     {"loss": "compute-dtype", "peft": "lora-8bit"},
     {"recompute": "layer-sac", "recompute_every": 3, "precision": "bf16", "optimizer_in_backward": True},
+    {"activation_offload": True, "float8": True, "recompute": "full"},
 )
 # Families whose peft has no default targets, and the models that cannot take a given layout.
 _NEEDS_TARGETS = ("gemma-3-1b", "deepseek-v2-lite", "deepseek-v3", "gpt-oss-20b")

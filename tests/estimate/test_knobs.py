@@ -251,3 +251,27 @@ def test_fused_kernels_refuse_what_liger_has_no_kernel_for() -> None:
         _train("gpt2", norm_impl="fused")
     with pytest.raises(InvalidWorkloadError, match="mlp_impl: fused is Liger's SwiGLU/GeGLU"):
         _train("gpt2", mlp_impl="fused")
+
+
+# --- activation offloading (torchtune) and float8 (torchao)
+
+
+def test_activation_offload_keeps_one_layer_on_the_gpu() -> None:
+    none, off = _train(**BF16), _train(activation_offload=True, **BF16)
+    outside = {"rotary", "inputs", "final_norm", "loss", "embedding_dropout", "attention_mask"}
+    fwd = next(p for p in none.phases if p.name == "forward end")
+    layers = [t for t in fwd.transient if t.name.startswith("activations/") and t.name[12:] not in outside]
+    assert _bytes(off, "activations/offload_in_flight") == sum(t.bytes for t in layers) // L  # one of 32 layers
+    assert all(_bytes(off, t.name) == 0 for t in layers)
+    assert _bytes(off, "activations/loss") == _bytes(none, "activations/loss")  # the loss stays on the GPU
+    ckpt = _train(activation_offload=True, recompute="full", **BF16)
+    assert _bytes(ckpt, "activations/offload_in_flight") == 2 * H * T  # one layer's checkpoint
+
+
+def test_float8_keeps_the_16_bit_inputs_and_adds_one_matmuls_casts() -> None:
+    plain, f8 = _train(**BF16), _train(float8=True, **BF16)
+    assert _bytes(f8, "activations/mlp/intermediate") == _bytes(plain, "activations/mlp/intermediate")
+    assert _bytes(f8, "float8/casts") == 2 * T * FFN  # input and grad_output of the widest matmul, 1 B each
+    assert _bytes(f8, "float8/weight_cast") == H * FFN
+    with pytest.raises(InvalidWorkloadError, match="float8: torchao's Float8Linear swaps trainable"):
+        _train(float8=True, peft="lora", lora_targets=QV)

@@ -6,7 +6,10 @@ Each rule names the code that makes it one: the estimate models a knob only wher
 from __future__ import annotations
 
 from vramwise.errors import InvalidWorkloadError
+from vramwise.estimate.plan import ONE, TOKENS, Rule
+from vramwise.estimate.train.layout import in_layer
 from vramwise.spec.model import ModelSpec
+from vramwise.spec.params import parameter_groups
 from vramwise.workload import LossImpl, Optimizer, Precision, Recompute, TrainSetup
 from vramwise.workload.options import KernelImpl
 
@@ -81,6 +84,10 @@ def _check_impl(spec: ModelSpec, setup: TrainSetup) -> None:
         )
     if impl.norm_impl == KernelImpl.FUSED and spec.norm.kind != "rms":
         _refuse("norm_impl", "fused is Liger's RMSNorm; this model uses LayerNorm", "composite")
+    if impl.float8 and (setup.peft.adapters or spec.stored_format):
+        _refuse("float8", "torchao's Float8Linear swaps trainable nn.Linear layers; adapters are not", "peft none")
+    if impl.float8 and setup.precision.recipe in (Precision.FP32, Precision.AMP, Precision.AMP_FP16):
+        _refuse("float8", "float8 training runs 16-bit models (torchtitan: bf16 compute)", "precision bf16*")
     if impl.mlp_impl == KernelImpl.FUSED and not spec.mlp.gated:
         _refuse("mlp_impl", "fused is Liger's SwiGLU/GeGLU kernel (gated MLPs); this MLP is not gated", "composite")
 
@@ -113,3 +120,35 @@ def op_sac_saved(spec: ModelSpec, c: int, tp: int, rep: int) -> tuple[float, str
     heads = att.num_heads / tp
     per = c * (h / rep + sum(kept) + q) + 4 * heads
     return per, f"input + mm outputs {' + '.join(f'{w:g}' for w in kept)} + attention output, x {c} B; fp32 lse"
+
+
+# torchao float8 (torchao/float8/float8_linear.py matmul_with_hp_or_float8_args): forward saves input_hp and
+# weight_hp_t, the 16-bit tensors a plain linear saves, and casts both to float8 (1 B) for the matmul; backward
+# casts grad_output (e5m2) and recasts the input and the weight. Saved activations do not change; the casts of one
+# matmul are alive at a time. torchtitan converts every nn.Linear but the output head (filter_fqns ["output"]);
+# FSDP's float8 all-gather (enable_fsdp_float8_all_gather, off by default) is not modelled.
+SRC_FLOAT8 = "torchao Float8Linear (float8/float8_linear.py matmul_with_hp_or_float8_args): saves the 16-bit input"
+
+
+def float8_casts(spec: ModelSpec, tp: int) -> list[Rule]:
+    """One layer matmul's float8 casts: its widest input or output per token (input and grad_output), and the
+    largest weight."""
+    linears = [g for g in parameter_groups(spec) if in_layer(g) and g.kind == "linear" and g.in_features]
+    weight = max(g.count // g.tensors for g in linears) // tp
+    widest = max(max(g.in_features, g.count // g.tensors // g.in_features) for g in linears) // tp
+    return [
+        Rule(
+            name="float8/casts",
+            coef=2 * widest,
+            var=TOKENS,
+            formula=lambda v: f"one matmul's float8 input and grad_output: 2 x T {v.T} x {widest:,} x 1 B",
+            source=SRC_FLOAT8,
+        ),
+        Rule(
+            name="float8/weight_cast",
+            coef=weight,
+            var=ONE,
+            formula=lambda _: f"the largest weight in float8: {weight:,} x 1 B",
+            source=SRC_FLOAT8,
+        ),
+    ]

@@ -29,7 +29,7 @@ from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
-from vramwise.estimate.train.knobs import SRC_OP_SAC, check_knobs, op_sac_saved
+from vramwise.estimate.train.knobs import SRC_OP_SAC, check_knobs, float8_casts, op_sac_saved
 from vramwise.estimate.train.layout import (
     Stage,
     check_layout,
@@ -177,8 +177,33 @@ def _activations(
         rules.append(_checkpoints(spec, setup, c, ckpts, flight))
     if recording > ckpts:
         rules += [_saved(name, per, recording - ckpts, flight) for name, per in per_token]
+    if setup.impl.activation_offload and rules:
+        rules = [_offloaded(rules, per_layer_max, c * spec.hidden_size if ckpts == recording else 0)]
     rules += _outside_layers(spec, stage, setup, recipe, flight)
     return rules, per_layer_max
+
+
+# torchtune commit 05cda5e9, training/_activation_offloading.py OffloadActivations: every saved tensor of at least
+# min_offload_size (1,024 B) that is not a parameter is copied to pinned host memory in forward; with streams the
+# forward stash keeps the last max_fwd_stash_size (5) alive until their copies finish, and backward brings tensors
+# back one autograd node at a time. The recipes run only the model under it (the loss stays on the GPU) and opt
+# the output projection out (NoOpManager). On the GPU: at most one layer's saved tensors at a time.
+SRC_OFFLOAD = "torchtune OffloadActivations (training/_activation_offloading.py): saved tensors to pinned host memory"
+
+
+def _offloaded(rules: list[Rule], largest_layer: float, checkpoint: int) -> Rule:
+    """The layers' saved tensors once offloaded: only the layer in flight stays (its checkpoint under full
+    recompute, whose rebuilt layer is the recompute phase's)."""
+    per = checkpoint or largest_layer
+    total = sum(r.coef for r in rules)
+    return Rule(
+        name="activations/offload_in_flight",
+        coef=per,
+        var=TOKENS,
+        formula=lambda v: f"one layer's saved tensors on the GPU: {per:,.1f} B/token x T {v.T} (the layers' "
+        f"{total:,.0f} B/token go to pinned host memory)",
+        source=SRC_OFFLOAD,
+    )
 
 
 def _checkpoints(spec: ModelSpec, setup: TrainSetup, c: int, ckpts: int, flight: float) -> Rule:
@@ -379,6 +404,10 @@ def _forward(
         in_layers += autocast
     gathered_fwd, gathered_bwd = gathered(spec, setup, recipe)
     held += out.add(*gathered_fwd)
+    if setup.impl.float8:
+        casts = out.add(*float8_casts(spec, setup.parallel.tp))
+        held += casts
+        in_layers += casts
     base = training_base(spec, setup.peft).fmt
     if base:
         dequantized = out.add(_dequantized(spec, base))
