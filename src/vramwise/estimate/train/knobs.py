@@ -84,7 +84,7 @@ def _check_impl(spec: ModelSpec, setup: TrainSetup) -> None:
         )
     if impl.norm_impl == KernelImpl.FUSED and spec.norm.kind != "rms":
         _refuse("norm_impl", "fused is Liger's RMSNorm; this model uses LayerNorm", "composite")
-    if impl.float8 and (setup.peft.adapters or spec.stored_format):
+    if impl.float8 and setup.peft.adapters:
         _refuse("float8", "torchao's Float8Linear swaps trainable nn.Linear layers; adapters are not", "peft none")
     if impl.float8 and setup.precision.recipe in (Precision.FP32, Precision.AMP, Precision.AMP_FP16):
         _refuse("float8", "float8 training runs 16-bit models (torchtitan: bf16 compute)", "precision bf16*")
