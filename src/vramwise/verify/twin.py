@@ -171,7 +171,7 @@ def _untraceable_knobs(setup: TrainSetup) -> list[tuple[bool, str]]:
         (impl.mlp_impl == "fused" or impl.norm_impl == "fused", "fused MLP or norm kernels (Liger: Triton, CUDA)"),
         (impl.activation_offload, "activation_offload (torchtune's OffloadActivations uses CUDA streams)"),
         (impl.float8, "float8 (torchao's float8 matmuls need CUDA compute capability 8.9+)"),
-        (impl.compile, "compile (inductor's saved tensors are not measured)"),
+        (impl.compile, "compile (inductor cannot run on fake tensors; bench/compile_saved.py measures it for real)"),
     ]
 
 

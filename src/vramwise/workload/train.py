@@ -99,7 +99,7 @@ class ImplConfig:
     mlp_impl: KernelImpl = KernelImpl.COMPOSITE  # composite: transformers' eager MLP; fused: Liger's SwiGLU/GeGLU
     norm_impl: KernelImpl = KernelImpl.COMPOSITE  # composite: transformers' eager RMSNorm; fused: Liger's RMSNorm
     activation_offload: bool = False  # torchtune's OffloadActivations: saved tensors to pinned host memory
-    compile: bool = False  # torch.compile (refused: inductor's saved tensors are not measured)
+    compile: bool = False  # torch.compile per layer: inductor's saved tensors, measured (bench/compile_saved.py)
     float8: bool = False  # torchao float8 training of the linears (Float8Linear, tensorwise scaling)
 
     def __post_init__(self) -> None:

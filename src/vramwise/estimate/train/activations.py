@@ -66,6 +66,7 @@ class Shape:
     amp: bool  # fp32 weights under autocast: norms and the residual stream stay fp32, each matmul casts
     fused_norm: bool = False  # Liger's RMSNorm kernel: saves its input and the fp32 rstd only
     fused_mlp: bool = False  # Liger's SwiGLU/GeGLU kernel: saves gate and up only
+    compiled: bool = False  # torch.compile per layer: inductor recomputes layout copies (measured, see knobs.py)
 
 
 @dataclass
@@ -161,7 +162,7 @@ def _attention(out: Saved, spec: ModelSpec, s: Shape, g: Grads, attention: str, 
         out.add("attention/output", c * q)  # transpose(1, 2).contiguous() copy, read by o_proj
     else:
         out.add("attention/output", c * q + 4 * s.heads)  # kernel output + fp32 log-sum-exp
-        if spec.traits.rotary_cat_copy:
+        if spec.traits.rotary_cat_copy and not s.compiled:
             out.add("attention/output", c * q)  # q from torch.cat is (b, a, s, d)-contiguous: o_proj's copy
     _linear_input(out, s, g, "attention/o_input", q, ("attention.o",), 1, kept=True)
     if spec.dropout:
@@ -269,6 +270,7 @@ def layer_saved(
     amp: bool = False,
     fused_norm: bool = False,
     fused_mlp: bool = False,
+    compiled: bool = False,
 ) -> Saved:
     """Bytes per token that layer ``layer`` keeps from its forward until its backward (``fused_*``: Liger's
     kernels instead of transformers' eager modules)."""
@@ -289,8 +291,9 @@ def layer_saved(
         # transformers masks a sliding window in training rather than skipping keys: eager keeps all of them
         kv_len=seq,
         amp=amp,
-        fused_norm=fused_norm,
-        fused_mlp=fused_mlp,
+        fused_norm=fused_norm or compiled,
+        fused_mlp=fused_mlp or compiled,
+        compiled=compiled,
     )
     out = Saved()
     for n in range(spec.norm.per_layer):

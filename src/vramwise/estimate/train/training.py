@@ -95,6 +95,7 @@ class _LayerQuery:
     every: int = 0  # layer-sac: every N-th layer of the stage is checkpointed (0 otherwise)
     fused_norm: bool = False
     fused_mlp: bool = False
+    compiled: bool = False
 
 
 def _checkpointed(q: _LayerQuery, recording: list[int]) -> set[int]:
@@ -139,6 +140,7 @@ def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[
             amp=q.amp,
             fused_norm=q.fused_norm,
             fused_mlp=q.fused_mlp,
+            compiled=q.compiled,
         )
         for kind in first
     }
@@ -170,6 +172,7 @@ def _activations(
         every=setup.recompute_every if setup.recompute == Recompute.LAYER_SAC else 0,
         fused_norm=setup.impl.norm_impl == KernelImpl.FUSED,
         fused_mlp=setup.impl.mlp_impl == KernelImpl.FUSED,
+        compiled=setup.impl.compile,
     )
     recording, per_token, per_layer_max, ckpts = _saved_per_token(spec, query)
     rules: list[Rule] = []
