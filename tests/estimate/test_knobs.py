@@ -319,3 +319,13 @@ def test_fsdp_head_backward_follows_the_loss() -> None:
     assert head(_train(loss="torchtune-chunked", **kw))["loss/logits_grad"] == T * V * 2 // 8  # one chunk
     assert "loss/logits_grad" not in head(_train(loss="cce", **kw))  # no logits ever
     assert head(_train(loss="liger", **kw))["loss/logits_grad"] == 512 * V * 2  # Liger's chunk
+
+
+@pytest.mark.parametrize(
+    "kw", [{"float8": True}, {"recompute": "op-sac"}, {"loss": "liger"}, {"peft": "lora-8bit"}, {"compile": True}]
+)
+def test_textbook_mode_refuses_the_knobs(kw: dict[str, object]) -> None:
+    from vramwise.estimate.train.textbook_mode import textbook_training
+
+    with pytest.raises(InvalidWorkloadError, match="textbook seeds' formulas have no implementation knobs"):
+        textbook_training(catalog_spec("llama-2-7b"), TrainSetup.from_flat(mode="textbook", **kw))

@@ -82,6 +82,7 @@ _NEEDS: dict[str, dict[str, Any]] = {
     "interleave": {"pp": 2},
     "ep": {"dp": 2},
     "double_quant": {"peft": "qlora"},
+    "recompute_every": {"recompute": "layer-sac"},
 }
 
 

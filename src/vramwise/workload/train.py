@@ -139,7 +139,8 @@ class TrainSetup:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     overheads: Overheads = field(default_factory=Overheads)
     textbook: TextbookConfig = field(default_factory=TextbookConfig)
-    recompute_every: int = 2  # layer-sac: every N-th layer is checkpointed (torchtitan's selective_ac_option)
+    # layer-sac: every N-th layer is checkpointed (torchtitan config ActivationCheckpoint.selective_ac_option, "2")
+    recompute_every: int = 2
     impl: ImplConfig = field(default_factory=ImplConfig)
 
     def __post_init__(self) -> None:
@@ -149,6 +150,12 @@ class TrainSetup:
         coerce(self, "attention", AttentionImpl)
         coerce(self, "loss", LossImpl)
         coerce(self, "mode", Mode)
+        if self.recompute_every != 2 and self.recompute != Recompute.LAYER_SAC:
+            raise InvalidWorkloadError(
+                f"recompute_every applies to recompute layer-sac, got recompute {self.recompute}",
+                field="recompute_every",
+                allowed="--recompute layer-sac",
+            )
         if self.seq % self.parallel.cp:
             raise InvalidLayoutError(f"cp ({self.parallel.cp}) must divide seq ({self.seq})")
         if self.peft.adapters and self.optimizer.name == Optimizer.LOMO:

@@ -173,3 +173,24 @@ def float8_casts(spec: ModelSpec, tp: int) -> list[Rule]:
             source=SRC_FLOAT8,
         ),
     ]
+
+
+_KNOB_NAMES = (
+    "adapter_dtype", "double_quant", "mlp_impl", "norm_impl", "activation_offload", "compile", "optimizer_in_backward",
+    "float8",
+)  # fmt: skip
+
+
+def refuse_textbook_knobs(setup: TrainSetup) -> None:
+    """The seeds' closed formulas know none of issue 14's implementation knobs: refuse rather than ignore them."""
+    flat, defaults = setup.to_flat(), TrainSetup().to_flat()
+    given = [name for name in _KNOB_NAMES if flat[name] != defaults[name]]
+    given += ["recompute"] if setup.recompute in (Recompute.OP_SAC, Recompute.LAYER_SAC) else []
+    given += ["loss"] if setup.loss not in (LossImpl.FULL, LossImpl.CHUNKED) else []
+    given += ["peft"] if setup.peft.method.value == "lora-8bit" else []
+    if given:
+        _refuse(
+            given[0],
+            f"the textbook seeds' formulas have no implementation knobs (got {flat[given[0]]}); use --mode accurate",
+            "--mode accurate",
+        )
