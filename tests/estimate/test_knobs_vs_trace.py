@@ -37,6 +37,9 @@ CASES = [
     ("qwen2", BASE, {"loss": "torchtune-chunked"}),
     ("llama", BASE, {"recompute": "layer-sac", "recompute_every": 2}),
     ("gemma", BASE, {"recompute": "layer-sac", "recompute_every": 3}),
+    ("llama", BASE, {"recompute": "op-sac"}),
+    ("gemma", BASE, {"recompute": "op-sac"}),
+    ("qwen2", BASE, {"recompute": "op-sac"}),  # q/k/v biases: addmm, neither counted nor saved
     # a short sequence: the step's gradients, not the loss, set the peak without the knob
     ("llama", TraceRecipe(batch=1, seq=16), {"optimizer_in_backward": True}),
     ("phi3", TraceRecipe(batch=1, seq=16, optimizer_impl="for-loop"), {"optimizer_in_backward": True}),

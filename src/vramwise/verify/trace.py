@@ -359,11 +359,42 @@ TORCHTUNE_CHUNKS = 8
 
 
 def _checkpointing(model: Any, recipe: TraceRecipe) -> None:
-    """transformers' gradient checkpointing on every layer (full) or on every N-th (layer-sac)."""
+    """transformers' gradient checkpointing on every layer (full), on every N-th (layer-sac), or on every layer
+    with torchtitan's op-level policy (op-sac)."""
     if recipe.recompute in ("full", "layer-sac"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if recipe.recompute == "op-sac":
+        kwargs = {"use_reentrant": False, "context_fn": _op_sac_context}
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if recipe.recompute == "layer-sac":
         _every_nth_layer(model, recipe.recompute_every)
+
+
+def _op_sac_context() -> Any:
+    """torchtitan's op-level SAC policy (commit cfb93265, distributed/activation_checkpoint.py _apply_op_sac, with
+    llama3's _op_sac_save_list): save mm and sdpa outputs, except every second mm of the block; the CPU's own sdpa
+    kernel stands in for the CUDA flash / efficient ones."""
+    from collections import defaultdict
+
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    aten = torch.ops.aten
+    save = {
+        aten.mm.default,
+        aten._scaled_dot_product_flash_attention.default,
+        aten._scaled_dot_product_efficient_attention.default,
+        aten._scaled_dot_product_flash_attention_for_cpu.default,
+    }
+    meta: dict[str, int] = defaultdict(int)
+
+    def policy(ctx: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+        key = f"{'recompute' if ctx.is_recompute else 'forward'}_mm_count"
+        if func == aten.mm.default:
+            meta[key] += 1
+        keep = func in save and not (func == aten.mm.default and meta[key] % 2 == 0)
+        return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
 
 
 def _every_nth_layer(model: Any, every: int) -> None:

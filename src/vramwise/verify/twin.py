@@ -121,8 +121,8 @@ def train_recipe(setup: TrainSetup) -> Any:
         (peft.method == PeftMethod.QLORA, "peft qlora (bitsandbytes 4-bit needs CUDA)"),
         (peft.method == PeftMethod.LORA_8BIT, "peft lora-8bit (bitsandbytes LLM.int8() needs CUDA)"),
         (
-            setup.recompute in (Recompute.SELECTIVE, Recompute.OP_SAC),
-            f"recompute {setup.recompute} (traceable: none, full, layer-sac)",
+            setup.recompute == Recompute.SELECTIVE,
+            "recompute selective (Megatron's; transformers has none: traceable none, full, op-sac, layer-sac)",
         ),
         (
             setup.loss in (LossImpl.CHUNKED, LossImpl.LIGER, LossImpl.CCE),

@@ -130,13 +130,12 @@ def op_sac_saved(spec: ModelSpec, c: int, tp: int, rep: int) -> tuple[float, str
     att, mlp, h = spec.attention, spec.mlp, spec.hidden_size
     q, kv = att.num_heads * att.head_dim / tp, max(1, att.num_kv_heads // tp) * att.head_dim
     i = mlp.intermediate_size / tp
-    widths = [q + 2 * kv] if spec.traits.fused_qkv else [q, kv, kv]
-    widths.append(h / rep)  # o_proj's output (replicated, or split by sequence parallelism)
-    if mlp.gated:
-        widths += [2 * i] if spec.traits.fused_gate_up else [i, i]
-    else:
-        widths.append(i)
-    widths.append(h / rep)  # down_proj
+    # a linear with a bias runs aten.addmm, which the policy neither counts nor saves (torchtitan's have none)
+    qkv = [] if att.qkv_bias else [q + 2 * kv] if spec.traits.fused_qkv else [q, kv, kv]
+    widths = qkv + ([] if att.out_bias else [h / rep])  # o_proj's output (replicated, or split by sp)
+    if not mlp.bias:
+        widths += ([2 * i] if spec.traits.fused_gate_up else [i, i]) if mlp.gated else [i]
+        widths.append(h / rep)  # down_proj
     kept = widths[0::2]
     heads = att.num_heads / tp
     per = c * (h / rep + sum(kept) + q) + 4 * heads
