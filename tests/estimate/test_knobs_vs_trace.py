@@ -11,6 +11,7 @@ recipe without the knob, estimate against trace.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import pytest
 
@@ -23,7 +24,7 @@ from tiny_configs import FAMILIES
 from vramwise.estimate.term import Estimate
 from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.adapters import spec_from_config
-from vramwise.verify.trace import TraceRecipe, trace_training
+from vramwise.verify.trace import Trace, TraceRecipe, trace_training
 from vramwise.workload import TrainSetup
 
 QV = ("q_proj", "v_proj")
@@ -69,6 +70,12 @@ def _estimate(family: str, r: TraceRecipe) -> Estimate:
     return estimate_training(spec, setup)
 
 
+@functools.cache
+def _trace(family: str, recipe: TraceRecipe) -> Trace:
+    """Traced once per (family, recipe): the recipes without a knob are shared by several cases."""
+    return trace_training(FAMILIES[family], recipe)
+
+
 def _grads(est: Estimate) -> int:
     try:
         return est.term("gradients").bytes
@@ -85,10 +92,10 @@ def _states(est: Estimate) -> tuple[int, int]:
 @pytest.mark.parametrize(("family", "base", "knob"), CASES, ids=[f"{f}-{k}" for f, _, k in CASES])
 def test_knob_matches_traced_step(family: str, base: TraceRecipe, knob: dict[str, object]) -> None:
     recipe = dataclasses.replace(base, **knob)  # type: ignore[arg-type]
-    traced, est = trace_training(FAMILIES[family], recipe), _estimate(family, recipe)
+    traced, est = _trace(family, recipe), _estimate(family, recipe)
     assert _states(est) == (traced.params, traced.optimizer_states)
     assert _grads(est) == traced.grads
     assert est.peak_bytes == pytest.approx(traced.peak, rel=0.01)
     # the knob's effect on the peak, against the same recipe without it
-    off_trace, off_est = trace_training(FAMILIES[family], base), _estimate(family, base)
+    off_trace, off_est = _trace(family, base), _estimate(family, base)
     assert est.peak_bytes - off_est.peak_bytes == pytest.approx(traced.peak - off_trace.peak, rel=0.02, abs=4096)
