@@ -130,7 +130,8 @@ def test_liger_chunk_rule_and_saved_gradients() -> None:
     # chunk = next_power_of_2(ceil(BT / ceil(V / H))): ceil(32000 / 4096) = 8, 4096 / 8 = 512
     est = _train(loss="liger", **BF16)
     assert _bytes(est, "loss/logits") == 512 * V * 2
-    assert _bytes(est, "activations/loss") == (2 * H + 4) * T  # grad_input (bf16) + fp32 loss_1d
+    assert _bytes(est, "activations/loss") == 2 * H * T  # grad_input (bf16), saved for backward
+    assert _bytes(est, "loss/per_token_loss") == 4 * T  # fp32 loss_1d, a forward transient
     assert _bytes(est, "loss/head_grad") == V * H * 2  # zeros_like(weight), filled in forward
     full = _train(**BF16)
     # the head's input is no longer kept for its gradient (computed in forward)

@@ -20,8 +20,9 @@ The other implementations (``--loss``), each from its source:
   liger              Liger-Kernel LigerFusedLinearCrossEntropyFunction (ops/fused_linear_cross_entropy.py,
                      fused_linear_cross_entropy_forward): gradients computed in forward, chunk by chunk, with
                      chunk = next_power_of_2(ceil(BT / ceil(V / H))) (at most BT): one chunk's logits (c, the
-                     gradient written in place); grad_input (BT x H, c), loss_1d (fp32 per token) and grad_weight
-                     (zeros_like(weight), when the head trains) are kept for backward, which only scales them.
+                     gradient written in place) and loss_1d (fp32 per token) in forward; grad_input (BT x H, c) and
+                     grad_weight (zeros_like(weight), when the head trains) are saved for backward, which only
+                     scales them (LigerFusedLinearCrossEntropyFunction.forward: save_for_backward).
   cce                Apple's Cut Cross Entropy (cut_cross_entropy/cce.py LinearCrossEntropyFunction): no logits;
                      saves e (the head's input), the fp32 log-sum-exp, int32 valid indices (shift=1) and
                      logit_avg (fp32 per vocabulary entry, filter_eps "auto"); backward (cce_backward.py
@@ -144,9 +145,9 @@ def _liger(vocab: int, h: int, c: int, many: str, flight: float, head: int) -> L
     saved = [
         Rule(
             name="activations/loss",
-            coef=(c * h + 4) * flight,
+            coef=c * h * flight,
             var=TOKENS,
-            formula=lambda v: f"grad_input T {v.T} x h {h} x {c} B + fp32 loss_1d T x 4 B{many}",
+            formula=lambda v: f"grad_input, computed in forward: T {v.T} x h {h} x {c} B{many}",
             source=SRC_LIGER,
         )
     ]
@@ -168,7 +169,14 @@ def _liger(vocab: int, h: int, c: int, many: str, flight: float, head: int) -> L
         f"(next_power_of_2(ceil(T / ceil(V / h)))) x V {vocab} x {c} B",
         source=SRC_LIGER,
     )
-    return LossRules(saved=tuple(saved), backward=(), forward=(chunk,))
+    per_token = Rule(
+        name="loss/per_token_loss",
+        coef=4,
+        var=TOKENS,
+        formula=lambda v: f"fp32 loss_1d until its sum: T {v.T} x 4 B",
+        source=SRC_LIGER,
+    )
+    return LossRules(saved=tuple(saved), backward=(), forward=(chunk, per_token))
 
 
 def _cce(vocab: int, h: int, c: int, many: str, flight: float, head: int) -> LossRules:
