@@ -331,7 +331,7 @@ def _loss(model: Any, ids: torch.Tensor, loss: str) -> torch.Tensor:
     import torch.nn.functional as F
 
     if loss == "compute-dtype":
-        # torchtitan / plain PyTorch: cross_entropy on the logits in their own dtype; the logits are dropped
+        # plain PyTorch: cross_entropy on the logits in their own dtype; the logits are dropped
         logits = model(input_ids=ids).logits
         out = F.cross_entropy(logits.flatten(0, 1), ids.flatten())
         del logits

@@ -12,6 +12,8 @@ The other implementations (``--loss``), each from its source:
                      (derivatives.yaml: ``self: _log_softmax_backward_data(grad, result, dim, self.scalar_type())``)
                      in the input dtype, c·V; backward holds nll_loss's gradient and log_softmax's, c·V each.
                      Under autocast log_softmax runs in fp32 (autocast's fp32 op list), as the full loss.
+                     torchtitan is not this: components/loss.py cross_entropy_loss calls cross_entropy on
+                     pred.flatten(0, 1).float() (and its trainer deletes pred before backward): its loss is full.
   torchtune-chunked  torchtune CEWithChunkedOutputLoss (modules/loss/ce_chunked_output_loss.py, v0.6): the model
                      returns 8 chunks of 16-bit logits (TransformerDecoder.chunked_output), each upcast and
                      cross-entropied in turn: every chunk's fp32 log-softmax is saved (4·V per token, as the full
