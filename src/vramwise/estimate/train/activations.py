@@ -45,7 +45,10 @@ class Grads:
     lora_r: int = 0
     lora_dropout: bool = False
     adapter: int = 4  # bytes per adapter element: peft's fp32, or bf16 (--adapter-dtype)
-    inputs_kept: bool = False  # a frozen LLM.int8() base keeps its input (bitsandbytes MatMul8bitLt ctx.tensors)
+    # a frozen LLM.int8() base keeps its input A (bitsandbytes autograd/_functions.py MatMul8bitLt.forward:
+    # ctx.tensors = (CAt, subA, A) whenever A needs a gradient; CAt is None for a frozen weight; subA, the outlier
+    # columns above llm_int8_threshold (6.0), depends on the data and is not counted)
+    inputs_kept: bool = False
 
     def adapted(self, group: str) -> list[LoraModule]:
         return [m for m in self.lora if group in m.groups]
