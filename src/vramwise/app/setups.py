@@ -73,6 +73,8 @@ INFER_FIELDS = {
     "ollama": "ollama",
     "vllm_version": "vllm_version",
     "mxfp4_backend": "mxfp4_backend",
+    "cuda_version": "cuda_version",
+    "compute_capability": "compute_capability",  # from --gpu's catalog entry (app/gpu_rules.py), not a flag
 }
 # option name -> TrainSetup field
 TRAIN_FIELDS = {
@@ -108,6 +110,9 @@ TRAIN_FIELDS = {
     "mode": "mode",
     "seed": "seed",
     "lora_fraction": "lora_fraction",
+    "cuda_version": "cuda_version",
+    "compute_capability": "compute_capability",  # from --gpu's catalog entry (app/gpu_rules.py), not a flag
+    "loading": "loading",
 }
 # `--seq` is the inference context's other spelling in fit, plot and verify, so it is not training-only
 INFERENCE_ONLY = tuple(k for k in INFER_FIELDS if k not in TRAIN_FIELDS)

@@ -21,6 +21,7 @@ from vramwise.workload.layout import ParallelConfig
 from vramwise.workload.options import (
     AttentionImpl,
     GradDtype,
+    Loading,
     LossImpl,
     Mode,
     Optimizer,
@@ -107,10 +108,12 @@ class TrainSetup:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     overheads: Overheads = field(default_factory=Overheads)
     textbook: TextbookConfig = field(default_factory=TextbookConfig)
+    loading: Loading = Loading.AUTO  # how the checkpoint reaches the GPUs (estimate/train/loading.py)
 
     def __post_init__(self) -> None:
         for name in ("batch", "seq", "grad_accum", "loss_chunk"):
             positive(name, getattr(self, name))
+        coerce(self, "loading", Loading)
         coerce(self, "recompute", Recompute)
         coerce(self, "attention", AttentionImpl)
         coerce(self, "loss", LossImpl)
@@ -212,5 +215,8 @@ _FLAT = FlatNames(
         "mode": ("", "mode"),
         "seed": ("textbook", "seed"),
         "lora_fraction": ("textbook", "lora_fraction"),
+        "cuda_version": ("overheads", "cuda_version"),
+        "compute_capability": ("overheads", "compute_capability"),
+        "loading": ("", "loading"),
     },
 )

@@ -21,9 +21,9 @@ import functools
 from dataclasses import dataclass, replace
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
+from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.encoder_decoder import refuse as refuse_encoder_decoder
 from vramwise.estimate.logits import head_words
-from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
@@ -288,7 +288,7 @@ def _persistent(setup: TrainSetup, states: ModelStates) -> tuple[tuple[Term, ...
     zero_buffer = setup.parallel.sharding.stage == 3 and setup.parallel.fsdp == FsdpMode.NONE
     grads_persist = grads is not None and (setup.grad_accum > 1 or zero_buffer)
     kept = (grads,) if grads is not None and grads_persist else ()
-    context = cuda_context_term(setup.overheads.cuda_context_mib)
+    context = context_term(setup.overheads)
     return (*states.persistent, *kept, context), None if grads_persist else grads
 
 
