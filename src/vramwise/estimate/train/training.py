@@ -24,6 +24,7 @@ from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.encoder_decoder import refuse as refuse_encoder_decoder
 from vramwise.estimate.logits import head_words
+from vramwise.estimate.overheads import is_tensor
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
@@ -37,6 +38,7 @@ from vramwise.estimate.train.layout import (
     stage_share,
     stages,
 )
+from vramwise.estimate.train.loading import loading_term
 from vramwise.estimate.train.lora import LoraModule, lora_targets
 from vramwise.estimate.train.loss import classifier_loss_rules, loss_rules
 from vramwise.estimate.train.quantized import training_base
@@ -425,8 +427,13 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     states = model_states(spec, stage, setup, recipe, lora)
     persistent, released_grads = _persistent(setup, states)
     out = Transients()
+    # loading comes first: the checkpoint on the GPU before any model state the step adds (loading.py)
+    # (shown only when it holds more than the step's persistent states: otherwise it cannot be the peak, and its
+    # total would list optimizer states that do not exist yet)
+    load = loading_term(spec, setup, stage, tuple(t for t in persistent if is_tensor(t.name)), recipe.weight)
+    phases = [(PhaseKind.LOAD, out.add(load))] if load.bytes else []
     fwd = _forward(spec, setup, stage, recipe, lora, out)
-    phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
+    phases += _backward_phases(spec, setup, stage, recipe, fwd, out)
     phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
@@ -575,6 +582,13 @@ def _positions(model: Model, setup: TrainSetup) -> str | None:
 
 
 def _noted(est: Estimate, note: str | None) -> Estimate:
+    peak = est.peak_phase
+    if peak is not None and peak.kind is PhaseKind.LOAD:
+        path = peak.transient[0].name.removeprefix("loading/")
+        note = (f"{note}; " if note else "") + (
+            f"the peak is while loading the checkpoint ({path}), before the first step: a run that does not fit "
+            "dies while loading (--loading names the other paths)"
+        )
     return replace(est, notes=(*est.notes, note)) if note else est
 
 
