@@ -222,12 +222,14 @@ INFER_SETUP_KEYS = [
     "ctx_size", "batch_size", "ubatch_size", "n_gpu_layers", "cache_type_k",
     "cache_type_v", "flash_attn", "parallel", "tensor_split", "split_mode", "no_mmap", "no_kv_offload", "kv_unified",
     "swa_full", "embeddings", "fit_gpu_layers", "ollama", "vllm_version", "mxfp4_backend",
+    "cuda_version", "compute_capability",
 ]
 TRAIN_SETUP_KEYS = [
     "batch", "seq", "grad_accum", "precision", "grad_dtype", "optimizer", "optimizer_impl", "peft", "lora_r",
     "lora_targets", "lora_dropout", "freeze_layers", "recompute", "attention", "loss", "loss_chunk", "dp", "zero",
     "fsdp", "fsdp_shard", "offload", "tp", "sp", "pp", "interleave", "cp", "ep", "reduce_bucket", "prefetch_bucket",
     "cuda_context_mib", "allocator_fraction", "mode", "seed", "lora_fraction",
+    "cuda_version", "compute_capability", "loading",
 ]
 
 
