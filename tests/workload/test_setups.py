@@ -139,7 +139,7 @@ INFER_OTHER: dict[str, Any] = {
     "n_gpu_layers": 20, "cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on", "parallel": 4,
     "tensor_split": (3.0, 1.0), "split_mode": "none", "no_mmap": True, "no_kv_offload": True, "kv_unified": True,
     "swa_full": True, "embeddings": True, "fit_gpu_layers": True, "ollama": True, "vllm_version": "0.6",
-    "mxfp4_backend": "marlin",
+    "mxfp4_backend": "marlin", "cuda_version": "11.8", "compute_capability": "8.0",
 }  # fmt: skip
 
 
