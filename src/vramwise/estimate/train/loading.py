@@ -1,45 +1,59 @@
 """The loading phase: device memory while the checkpoint is loaded, quantized and sharded, before the first step.
 
-Per GPU, what is live at the loading peak (W: the model's weights as training keeps them, whole; n: the GPUs the
-weights are sharded over; t: the largest single tensor; u: the largest FSDP unit, a decoder layer or the
-embeddings + head + final norm that the root unit holds):
+Read at transformers 5.24.0, accelerate 1.15.0 and torch 2.13.0 (the versions the project's environment installs)
+and DeepSpeed v0.19.5-27-gedaa72212. Per GPU, what is live at the loading peak (W: the stage's weights as
+training keeps them, whole; n: the GPUs they are sharded over; t: the largest single tensor; u: the largest FSDP
+unit, a decoder layer or the embeddings + head + final norm of the root unit):
 
-  hf             W      transformers ``from_pretrained`` builds and fills the model on the host; the trainer then
-                        moves it to its GPU one parameter at a time (``Trainer._move_model_to_device`` ->
-                        ``nn.Module.to``): the GPU ends with the weights and never holds more.
-  hf-device-map  W + t  ``from_pretrained(device_map=...)`` reads each tensor straight onto its device and casts
-                        it there (modeling_utils ``_load_state_dict_into_meta_model``, v5: one checkpoint shard
-                        after another): the weights so far plus the tensor being cast.
-  fsdp-full      W + W/n  every rank builds the whole model and moves it to its GPU, then FSDP flattens and shards
-                        it (FSDP1 ``_init_param_handle_from_module`` after ``_move_module_to_device``): before the
-                        unsharded storage is freed the GPU holds the whole model and its shard. The issue's case:
-                        runs whose peak is loading were under by up to 75%.
-  fsdp-meta      W/n + t  FSDP2: the model built on the meta device, ``fully_shard``, ``to_empty`` on the shard,
-                        then the full state dict broadcast or distributed one tensor at a time
-                        (torch.distributed.checkpoint.state_dict ``set_model_state_dict`` with
-                        ``broadcast_from_rank0``: ``_broadcast_state_dict`` / ``_distribute_state_dict``). Lightning's
-                        FSDP strategy under ``init_module(empty_init=True)`` loads this way.
-  fsdp-sync      W/n + 2u  accelerate ``cpu_ram_efficient_loading``: rank 0 loads on the host, the others build on
-                        the meta device; FSDP1 with ``sync_module_states`` materialises each unit on the GPU,
-                        broadcasts it from rank 0, flattens it (a second copy) and shards it, unit by unit.
-  zero-init      W/n + t  DeepSpeed ``zero.Init`` partitions each parameter as its module is built
-                        (partition_parameters.py ``_post_init_method``); transformers then fills a ZeRO-3 model
-                        module by module, gathering only that module's own parameters (modeling_utils
-                        ``_load_state_dict_into_zero3_model``: ``GatheredParameters(named_parameters(recurse=False))``).
-  bnb-quantize   Wq + t16  bitsandbytes quantizes on load: each 16-bit weight reaches the GPU, is quantized, and
-                        the 16-bit copy is freed (transformers quantizer_bnb_4bit ``create_quantized_param`` ->
-                        ``bnb.nn.Params4bit.to``): the quantized weights so far plus one 16-bit tensor (its
-                        quantized copy is among the weights already).
+  hf             W       ``from_pretrained`` without a device map fills the model on the host
+                         (core_model_loading.py ``convert_and_load_state_dict_in_model``: ``device_map or
+                         {"": "cpu"}``); the Trainer then moves it with ``model.to(device)``
+                         (trainer.py ``_move_model_to_device``), one parameter at a time: the weights, no more.
+  hf-device-map  W + c   ``from_pretrained(device_map=...)`` reads each tensor and sends it to its device in the
+                         parameter's dtype (``_materialize_copy``: ``tensor.to(device=..., dtype=...)``) from up to
+                         ``GLOBAL_WORKERS = min(4, cpu_count)`` threads; when the checkpoint's dtype is cast to
+                         another width the source tensor is copied to the device first: c = 4 x t in the
+                         checkpoint's dtype, else 0. Refused with ZeRO-3 (integrations/accelerate.py ``check_and_set_device_map``: "DeepSpeed Zero-3 is not
+                         compatible with passing a `device_map`") and with FSDP (a model on the GPU before FSDP
+                         wraps it is fsdp-full).
+  fsdp-full      W + W/n  the model is on the GPU before FSDP shards it (``from_pretrained(device_map=local rank)``
+                         or ``model.to(device)`` first); accelerate's FSDP2 preparation keeps
+                         ``original_sd = model.state_dict()`` alive across ``fully_shard`` (utils/fsdp_utils.py
+                         ``fsdp2_prepare_model``), so every whole tensor stays beside its shard. (FSDP1 on such a
+                         model frees each unit as it shards it: at most W + u.) The issue's case: runs whose peak
+                         is loading were under by up to 75%.
+  fsdp-meta      W/n + t + t/n  the model built on the meta device and sharded there, then the full state dict
+                         sent one tensor at a time: accelerate FSDP2 with ``cpu_ram_efficient_loading``
+                         (``fsdp2_load_full_state_dict``: the whole tensor on the GPU, broadcast from rank 0,
+                         ``distribute_tensor`` into its shard), torchtune and torchtitan (meta init, ``to_empty``,
+                         ``set_model_state_dict``), Lightning's FSDP under ``init_module(empty_init=True)``.
+  fsdp-sync      W/n + 2u  FSDP1 unit by unit: with ``sync_module_states`` (accelerate FSDP1
+                         ``cpu_ram_efficient_loading``: rank 0 loads, the others build empty and receive the
+                         broadcast) or from a model on the host (``_move_module_to_device`` moves only the unit's
+                         own parameters): the unit on the GPU and its flattened copy (_flat_param.py
+                         ``flatten_tensors``: ``torch.cat``), then its shard. FSDP2 from a host model holds less
+                         (u + u/n: ``fully_shard`` moves the unit, then chunks it).
+  zero-init      W/n + t  DeepSpeed ``zero.Init`` partitions each module's own parameters right after the module
+                         is built (partition_parameters.py ``_post_init_method``), transformers turns it on for a
+                         ZeRO-3 config (modeling_utils ``needs_zero3_init``), then fills the model module by module,
+                         gathering only that module's own parameters (integrations/deepspeed.py
+                         ``_load_state_dict_into_zero3_model``: ``named_parameters(recurse=False)``).
+  bnb-quantize   Wq + t16  quantizing on load, transformers loads synchronously "to avoid worker threads loading
+                         full-precision tensors to GPU faster than the main thread can quantize them"
+                         (core_model_loading.py): the quantized weights so far and one 16-bit weight (its quantized
+                         copy is among the weights already).
 
-``auto`` picks from the layout: FSDP -> fsdp-full (what ``FSDP(model.to(device))`` and a Trainer without
-``cpu_ram_efficient_loading`` do), ZeRO-3 -> zero-init (transformers turns it on when the DeepSpeed config is
-stage 3: ``is_deepspeed_zero3_enabled``), a bitsandbytes base -> bnb-quantize, otherwise hf. Framework presets
-(``--framework``) choose theirs.
+``auto`` picks from the layout: FSDP -> fsdp-full (the larger of the FSDP paths, and the one the published runs
+that died loading took; a Trainer with FSDP and a host model is fsdp-sync, one with ``cpu_ram_efficient_loading``
+under FSDP2 fsdp-meta: ``--loading`` or a framework preset says so), ZeRO-3 -> zero-init, a bitsandbytes base ->
+bnb-quantize, otherwise hf.
 
 The phase shares the plan's persistent terms (the step's model states), which do not exist yet while loading
 (the optimizer states, master weights and gradients come after it). The phase's one term is therefore the
-loading bytes beyond them: ``max(0, loading - persistent model states)``, so that persistent + phase is the
-loading peak whenever it can be the run's peak, and no more than the step's own phases otherwise.
+loading bytes beyond them, ``max(0, loading - persistent model states)``: persistent + phase is the loading peak
+whenever loading can be the run's peak, and the phase is left out when the term is 0 (it cannot be the peak then).
+A fused tensor that transformers assembles from several checkpoint tensors (MoE experts merged by a
+``WeightConverter``) is counted as the one tensor it becomes.
 """
 
 from __future__ import annotations
@@ -50,11 +64,12 @@ from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import Stage, in_layer, stage_share
 from vramwise.estimate.train.quantized import training_base
+from vramwise.formats import DTYPE_BYTES
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.workload import FsdpMode, Loading, TrainSetup
 
-_SHARDED = (Loading.FSDP_FULL, Loading.FSDP_META, Loading.FSDP_SYNC)
+LOAD_WORKERS = 4  # transformers core_model_loading.GLOBAL_WORKERS = min(4, os.cpu_count()): training hosts have 4+
 
 
 def loading_path(spec: ModelSpec, setup: TrainSetup) -> Loading:
@@ -73,9 +88,9 @@ def loading_path(spec: ModelSpec, setup: TrainSetup) -> Loading:
         Loading.FSDP_SYNC: by_fsdp,
         Loading.ZERO_INIT: (zero3, "--zero 3 (zero.Init partitions for ZeRO stage 3)"),
         Loading.BNB_QUANTIZE: (bnb, "a bitsandbytes base (--peft qlora, or a bnb checkpoint)"),
-        # transformers Trainer: "You can't train a model that has been loaded with `device_map='auto'` in any
-        # distributed mode" (trainer.py __init__, is_model_parallel with a distributed run)
-        Loading.HF_DEVICE_MAP: (setup.parallel.gpus == 1, "one GPU (the Trainer refuses device_map when distributed)"),
+        # transformers refuses a device map under ZeRO-3 (integrations/accelerate.py check_and_set_device_map); a
+        # model on the GPU before FSDP wraps it is the fsdp-full path
+        Loading.HF_DEVICE_MAP: (not fsdp and not zero3, "no --fsdp (that is fsdp-full) and no --zero 3"),
         Loading.HF: (True, ""),
     }
     ok, needs = rules[Loading(chosen)]
@@ -88,32 +103,42 @@ def loading_path(spec: ModelSpec, setup: TrainSetup) -> Loading:
 class _Sizes:
     whole: int  # W: the stage's weights as training keeps them, unsharded
     shard: int  # W/n: this GPU's part of them
-    tensor: int  # t: the largest single tensor, at the weights' width (bnb: the checkpoint's 16 bits)
+    tensor: int  # t: the largest single tensor, at the weights' width (bnb: the checkpoint's dtype)
     unit: int  # u: the largest FSDP unit
+    cast: int  # c: the device map's in-flight source copies when the checkpoint's dtype is cast
 
 
 def _sizes(spec: ModelSpec, setup: TrainSetup, stage: Stage, weights: int, width: float, bnb: bool) -> _Sizes:
     n = setup.parallel.sharding.weights
     groups = [g for g in parameter_groups(spec) if stage_share(g, spec, stage, setup.parallel)]
     largest = max((g.count // g.tensors for g in groups if not bnb or (in_layer(g) and g.kind == "linear")), default=0)
+    # the checkpoint's own width (config.json's dtype): a cast to another width stages the source on the device,
+    # from up to LOAD_WORKERS threads at once
+    stored = DTYPE_BYTES.get(spec.stored_dtype, 2)
+    cast = LOAD_WORKERS * largest * stored if width != stored else 0
     layer = sum(g.count for g in parameter_groups(spec) if in_layer(g)) // spec.num_layers
     outer = sum(g.count for g in groups if not in_layer(g))
     return _Sizes(
         whole=weights * n,
         shard=weights,
-        tensor=round(largest * (2 if bnb else width)),
+        tensor=round(largest * (stored if bnb else width)),
         unit=round(max(layer, outer) * width),
+        cast=round(cast),
     )
 
 
 def _formula(path: Loading, s: _Sizes, n: int) -> tuple[int, str]:
     """(bytes live on the GPU at the loading peak, the arithmetic), per path."""
     if path == Loading.HF_DEVICE_MAP:
-        return s.whole + s.tensor, f"weights {s.whole:,} + the tensor being cast {s.tensor:,}"
+        return s.whole + s.cast, f"weights {s.whole:,} + {LOAD_WORKERS} source tensors being cast {s.cast:,}"
     if path == Loading.FSDP_FULL:
         return s.whole + s.shard, f"whole model {s.whole:,} + its shard {s.shard:,} (/{n})"
-    if path in (Loading.FSDP_META, Loading.ZERO_INIT):
-        return s.shard + s.tensor, f"shard {s.shard:,} (/{n}) + one whole tensor {s.tensor:,}"
+    if path == Loading.FSDP_META:
+        part = -(-s.tensor // n)
+        arithmetic = f"shard {s.shard:,} (/{n}) + one whole tensor {s.tensor:,} + its shard {part:,}"
+        return s.shard + s.tensor + part, arithmetic
+    if path == Loading.ZERO_INIT:
+        return s.shard + s.tensor, f"shard {s.shard:,} (/{n}) + one module's parameters gathered {s.tensor:,}"
     if path == Loading.FSDP_SYNC:
         return s.shard + 2 * s.unit, f"shard {s.shard:,} (/{n}) + one unit materialised and flattened 2 x {s.unit:,}"
     if path == Loading.BNB_QUANTIZE:
