@@ -13,9 +13,9 @@ unit, a decoder layer or the embeddings + head + final norm of the root unit):
                          parameter's dtype (``_materialize_copy``: ``tensor.to(device=..., dtype=...)``) from up to
                          ``GLOBAL_WORKERS = min(4, cpu_count)`` threads; when the checkpoint's dtype is cast to
                          another width the source tensor is copied to the device first: c = 4 x t in the
-                         checkpoint's dtype, else 0. Refused with ZeRO-3 (integrations/accelerate.py ``check_and_set_device_map``: "DeepSpeed Zero-3 is not
-                         compatible with passing a `device_map`") and with FSDP (a model on the GPU before FSDP
-                         wraps it is fsdp-full).
+                         checkpoint's dtype, else 0. Refused with ZeRO-3 (integrations/accelerate.py
+                         ``check_and_set_device_map``: "DeepSpeed Zero-3 is not compatible with passing a
+                         `device_map`") and with FSDP (a model on the GPU before FSDP wraps it is fsdp-full).
   fsdp-full      W + W/n  the model is on the GPU before FSDP shards it (``from_pretrained(device_map=local rank)``
                          or ``model.to(device)`` first); accelerate's FSDP2 preparation keeps
                          ``original_sd = model.state_dict()`` alive across ``fully_shard`` (utils/fsdp_utils.py
