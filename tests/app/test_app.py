@@ -93,7 +93,8 @@ def test_fit_answers_equal_the_solvers() -> None:
             options={"kv_dtype": "fp8"},
         )
     )
-    assert r.answer == max_infer(spec, InferSetup.from_flat(kv_dtype="fp8", compute_capability="8.9"), budget, "context")
+    fp8 = InferSetup.from_flat(kv_dtype="fp8", compute_capability="8.9")
+    assert r.answer == max_infer(spec, fp8, budget, "context")
     r = fit(FitRequest(model="llama-3-8b", gpu="rtx-4090", question=Question.BEST_FORMAT, infer=True))
     answer, rows = best_format(spec, InferSetup.from_flat(compute_capability="8.9"), budget)
     assert (r.answer, list(r.formats)) == (answer, rows)

@@ -69,6 +69,8 @@ from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.workload import FsdpMode, Loading, TrainSetup
 
+# the bitsandbytes formats (formats/__init__.py, the formats whose source is _BNB): LLM.int8() and the 4-bit ones
+BNB_FORMATS = ("int8", "nf4", "nf4-dq", "fp4", "fp4-dq")
 LOAD_WORKERS = 4  # transformers core_model_loading.GLOBAL_WORKERS = min(4, os.cpu_count()): training hosts have 4+
 
 
@@ -76,7 +78,9 @@ def loading_path(spec: ModelSpec, setup: TrainSetup) -> Loading:
     """The loading path of ``setup`` (``auto`` resolved from the layout); a path the layout cannot run is refused."""
     fsdp = setup.parallel.fsdp != FsdpMode.NONE
     zero3 = setup.parallel.sharding.stage == 3 and not fsdp
-    bnb = (training_base(spec, setup.peft).fmt or "").startswith("bnb")
+    base = training_base(spec, setup.peft).fmt
+    # quantized on load: a bitsandbytes base from a checkpoint that does not already store it
+    bnb = base in BNB_FORMATS and base != spec.stored_format
     chosen = setup.loading
     if chosen == Loading.AUTO:
         auto = ((fsdp, Loading.FSDP_FULL), (zero3, Loading.ZERO_INIT), (bnb, Loading.BNB_QUANTIZE))
@@ -87,7 +91,7 @@ def loading_path(spec: ModelSpec, setup: TrainSetup) -> Loading:
         Loading.FSDP_META: by_fsdp,
         Loading.FSDP_SYNC: by_fsdp,
         Loading.ZERO_INIT: (zero3, "--zero 3 (zero.Init partitions for ZeRO stage 3)"),
-        Loading.BNB_QUANTIZE: (bnb, "a bitsandbytes base (--peft qlora, or a bnb checkpoint)"),
+        Loading.BNB_QUANTIZE: (bnb, "a bitsandbytes base quantized on load (--peft qlora from a 16-bit checkpoint)"),
         # transformers refuses a device map under ZeRO-3 (integrations/accelerate.py check_and_set_device_map); a
         # model on the GPU before FSDP wraps it is the fsdp-full path
         Loading.HF_DEVICE_MAP: (not fsdp and not zero3, "no --fsdp (that is fsdp-full) and no --zero 3"),
