@@ -19,6 +19,7 @@ from vramwise.estimate.term import Estimate, Phase, PhaseKind
 from vramwise.estimate.train.loading import BNB_FORMATS
 from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.load import catalog_spec
+from vramwise.spec.model import ModelSpec
 from vramwise.verify.twin import _steps_only
 from vramwise.workload import TrainSetup
 
@@ -30,7 +31,7 @@ BARE = {"cuda_context_mib": 0, "allocator_fraction": 0.0}
 
 
 @pytest.fixture(scope="module")
-def llama() -> object:
+def llama() -> ModelSpec:
     return catalog_spec("llama-2-7b")
 
 
@@ -38,52 +39,52 @@ def _loading(est: Estimate) -> Phase | None:
     return next((p for p in est.phases if p.kind is PhaseKind.LOAD), None)
 
 
-def _load_total(spec: object, **flat: object) -> int:
-    est = estimate_training(spec, TrainSetup.from_flat(**BARE, **flat))  # type: ignore[arg-type]
+def _load_total(spec: ModelSpec, **flat: object) -> int:
+    est = estimate_training(spec, TrainSetup.from_flat(**BARE, **flat))
     phase = _loading(est)
     assert phase is not None, "the loading phase holds more than the model states here"
     return est.phase_total(phase)
 
 
-def test_the_parameter_count_the_arithmetic_starts_from(llama: object) -> None:
+def test_the_parameter_count_the_arithmetic_starts_from(llama: ModelSpec) -> None:
     assert W // 2 == 6_738_415_616 == 32 * 202_383_360 + 2 * 131_072_000 + 4_096
     assert SHARD == 1_684_603_904
 
 
-def test_fsdp_full_holds_the_whole_model_and_its_shard(llama: object) -> None:
+def test_fsdp_full_holds_the_whole_model_and_its_shard(llama: ModelSpec) -> None:
     # auto under FSDP is fsdp-full; LoRA's states are small, so loading is the run's peak
     total = _load_total(llama, peft="lora", dp=8, fsdp="full")
     assert total == W + SHARD == 15_161_435_136
-    est = estimate_training(llama, TrainSetup.from_flat(**BARE, peft="lora", dp=8, fsdp="full"))  # type: ignore[arg-type]
+    est = estimate_training(llama, TrainSetup.from_flat(**BARE, peft="lora", dp=8, fsdp="full"))
     assert est.peak_phase is not None and est.peak_phase.kind is PhaseKind.LOAD
     assert est.term("loading/fsdp-full").bytes == total - est.persistent_bytes
 
 
-def test_fsdp_meta_holds_the_shard_one_whole_tensor_and_its_shard(llama: object) -> None:
+def test_fsdp_meta_holds_the_shard_one_whole_tensor_and_its_shard(llama: ModelSpec) -> None:
     total = _load_total(llama, peft="lora", dp=8, fsdp="full", loading="fsdp-meta")
     assert total == SHARD + T + T // 8 == 1_684_603_904 + 262_144_000 + 32_768_000
 
 
-def test_fsdp_sync_holds_the_shard_and_one_unit_twice(llama: object) -> None:
+def test_fsdp_sync_holds_the_shard_and_one_unit_twice(llama: ModelSpec) -> None:
     total = _load_total(llama, peft="lora", dp=8, fsdp="full", loading="fsdp-sync")
     assert total == SHARD + 2 * U == 1_684_603_904 + 1_048_592_384
 
 
-def test_zero_init_holds_the_shard_and_one_gathered_module(llama: object) -> None:
+def test_zero_init_holds_the_shard_and_one_gathered_module(llama: ModelSpec) -> None:
     total = _load_total(llama, peft="lora", dp=8, zero=3)
     assert total == SHARD + T
 
 
-def test_a_device_map_cast_adds_four_source_tensors(llama: object) -> None:
+def test_a_device_map_cast_adds_four_source_tensors(llama: ModelSpec) -> None:
     # fp32 weights from an fp16 checkpoint: each tensor is staged in fp16 on the GPU, 4 threads at once
     total = _load_total(llama, peft="lora", precision="fp32", loading="hf-device-map")
     assert total == 6_738_415_616 * 4 + 4 * 131_072_000 * 2
 
 
-def test_bnb_quantize_adds_one_16_bit_weight(llama: object) -> None:
+def test_bnb_quantize_adds_one_16_bit_weight(llama: ModelSpec) -> None:
     # the largest quantized linear is an MLP projection: 4,096 x 11,008 in the checkpoint's fp16 (90,177,536 B);
     # rank 8 keeps the adapters' states (32 x 2 x 8 x 8,192 x 12 B = 50,331,648) below it
-    est = estimate_training(llama, TrainSetup.from_flat(**BARE, peft="qlora", lora_r=8))  # type: ignore[arg-type]
+    est = estimate_training(llama, TrainSetup.from_flat(**BARE, peft="qlora", lora_r=8))
     phase = _loading(est)
     assert phase is not None
     weights = sum(t.bytes for t in est.persistent if t.name.startswith("weights/") and t.name != "weights/lora")
@@ -98,8 +99,8 @@ def test_bnb_quantize_adds_one_16_bit_weight(llama: object) -> None:
         {"dp": 8, "fsdp": "full", "loading": "fsdp-meta"},  # full fine-tuning: the states outweigh loading
     ],
 )
-def test_no_loading_phase_when_the_states_outweigh_it(llama: object, flat: dict[str, object]) -> None:
-    assert _loading(estimate_training(llama, TrainSetup.from_flat(**BARE, **flat))) is None  # type: ignore[arg-type]
+def test_no_loading_phase_when_the_states_outweigh_it(llama: ModelSpec, flat: dict[str, object]) -> None:
+    assert _loading(estimate_training(llama, TrainSetup.from_flat(**BARE, **flat))) is None
 
 
 @pytest.mark.parametrize(
@@ -112,9 +113,9 @@ def test_no_loading_phase_when_the_states_outweigh_it(llama: object, flat: dict[
         ({"loading": "hf-device-map", "dp": 8, "fsdp": "full"}, "fsdp-full"),
     ],
 )
-def test_a_path_the_layout_cannot_run_is_refused(llama: object, flat: dict[str, object], needs: str) -> None:
+def test_a_path_the_layout_cannot_run_is_refused(llama: ModelSpec, flat: dict[str, object], needs: str) -> None:
     with pytest.raises(InvalidWorkloadError, match=needs) as err:
-        estimate_training(llama, TrainSetup.from_flat(**flat))  # type: ignore[arg-type]
+        estimate_training(llama, TrainSetup.from_flat(**flat))
     assert err.value.field == "loading"
 
 
@@ -133,8 +134,8 @@ def test_the_bitsandbytes_formats_are_those_whose_source_is_bitsandbytes() -> No
     assert {name for name, f in FORMATS.items() if f.source == _BNB} == set(BNB_FORMATS)
 
 
-def test_verify_leaves_the_untraced_loading_phase_out(llama: object) -> None:
-    est = estimate_training(llama, TrainSetup.from_flat(**BARE, peft="lora", dp=8, fsdp="full"))  # type: ignore[arg-type]
+def test_verify_leaves_the_untraced_loading_phase_out(llama: ModelSpec) -> None:
+    est = estimate_training(llama, TrainSetup.from_flat(**BARE, peft="lora", dp=8, fsdp="full"))
     steps = _steps_only(est)
     assert all(p.kind is not PhaseKind.LOAD for p in steps.phases)
     assert steps.peak_bytes == max(est.phase_total(p) for p in est.phases if p.kind is not PhaseKind.LOAD)

@@ -82,6 +82,11 @@ ROWS: tuple[ContextRow, ...] = (
         source="https://github.com/pytorch/pytorch/issues/55277",
     ),
     ContextRow(
+        compute_capability=None, gpu="not named", cuda="11.5", lazy=False, bytes=543 * MIB,
+        measured="torch 1.11 (NGC 21.11), a second rank's stray context on GPU 0, no tensors: nvidia-smi 543 MiB",
+        source="https://github.com/pytorch/pytorch/issues/81257",
+    ),
+    ContextRow(
         compute_capability=None, gpu="not named", cuda="11.7", lazy=True, bytes=287_047_680 - 20 * MIB,
         measured="torch 1.13, randn(20,16,50,100).cuda(), total - free = 287,047,680 B less the 6,400,000 B "
         "tensor's 20 MiB segment (666,632,192 B with CUDA_MODULE_LOADING=DEFAULT, then eager)",
