@@ -13,13 +13,15 @@ from vramwise.catalog import get_gpu
 from vramwise.engines.logs import parse_log
 from vramwise.engines.vllm import vllm_figures, vllm_plan
 from vramwise.engines.vllm_releases import capture_sizes_v085
+from vramwise.estimate.cuda_context import context_term
 from vramwise.spec.load import catalog_spec
-from vramwise.workload import InferSetup
+from vramwise.workload import InferSetup, Overheads
 
 MIB = 2**20
 H100 = get_gpu("h100-80gb")
 A100 = get_gpu("a100-80gb")
-CONTEXT = 512 * MIB  # vramwise's CUDA context default (estimate/overheads.py), counted inside v0.8.5's budget
+# vramwise's CUDA context without a GPU architecture (estimate/cuda_context.py), counted inside v0.8.5's budget
+CONTEXT = context_term(Overheads()).bytes
 NCCL_ONE = 32 * ((1 << 22) + 8 * 512 * 8 * 16 + 120 * 640 * 8 * 8)  # one communicator, NCCL 2.21.5 buffers
 CUSTOM_AR = 3 * 8 * MIB
 

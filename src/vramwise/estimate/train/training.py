@@ -427,14 +427,14 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     states = model_states(spec, stage, setup, recipe, lora)
     persistent, released_grads = _persistent(setup, states)
     out = Transients()
-    # loading comes first: the checkpoint on the GPU before any model state the step adds (loading.py)
-    # (shown only when it holds more than the step's persistent states: otherwise it cannot be the peak, and its
-    # total would list optimizer states that do not exist yet)
-    load = loading_term(spec, setup, stage, tuple(t for t in persistent if is_tensor(t.name)), recipe.weight)
-    phases = [(PhaseKind.LOAD, out.add(load))] if load.bytes else []
     fwd = _forward(spec, setup, stage, recipe, lora, out)
-    phases += _backward_phases(spec, setup, stage, recipe, fwd, out)
+    phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
     phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
+    # loading comes before the step but is listed last, so the step's phases keep their places (loading.py); it is
+    # shown only when it holds more than the step's persistent states: otherwise it cannot be the peak, and its
+    # total would list optimizer states that do not exist yet
+    load = loading_term(spec, setup, stage, tuple(t for t in persistent if is_tensor(t.name)), recipe.weight)
+    phases += [(PhaseKind.LOAD, out.add(load))] if load.bytes else []
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
         persistent=[constant(t) for t in persistent] + (list(buffers(spec)) if stage.first else []),
