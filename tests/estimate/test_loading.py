@@ -139,3 +139,17 @@ def test_verify_leaves_the_untraced_loading_phase_out(llama: ModelSpec) -> None:
     steps = _steps_only(est)
     assert all(p.kind is not PhaseKind.LOAD for p in steps.phases)
     assert steps.peak_bytes == max(est.phase_total(p) for p in est.phases if p.kind is not PhaseKind.LOAD)
+
+
+def test_fit_says_when_loading_is_what_no_gpu_count_fits() -> None:
+    from vramwise.catalog import get_gpu
+    from vramwise.errors import DoesNotFitError
+    from vramwise.fit.solve import min_gpus
+
+    spec, budget = catalog_spec("llama-3-70b"), get_gpu("h100").memory_bytes
+    # fsdp-full holds the whole 70B model (141 GB in bf16) on every GPU, whatever their number
+    with pytest.raises(DoesNotFitError, match=r"while loading the checkpoint \(fsdp-full\)"):
+        min_gpus(spec, TrainSetup.from_flat(peft="lora", dp=2, fsdp="full"), budget)
+    # loading a shard, some count fits (one GPU, which shards nothing, loads with hf)
+    answer = min_gpus(spec, TrainSetup.from_flat(peft="lora", dp=2, fsdp="full", loading="fsdp-meta"), budget)
+    assert answer.at is not None and answer.at.peak_bytes <= budget
