@@ -26,13 +26,15 @@ unit, a decoder layer or the embeddings + head + final norm of the root unit):
                          sent one tensor at a time: accelerate FSDP2 with ``cpu_ram_efficient_loading``
                          (``fsdp2_load_full_state_dict``: the whole tensor on the GPU, broadcast from rank 0,
                          ``distribute_tensor`` into its shard), torchtune and torchtitan (meta init, ``to_empty``,
-                         ``set_model_state_dict``), Lightning's FSDP under ``init_module(empty_init=True)``.
+                         ``set_model_state_dict``).
   fsdp-sync      W/n + 2u  FSDP1 unit by unit: with ``sync_module_states`` (accelerate FSDP1
                          ``cpu_ram_efficient_loading``: rank 0 loads, the others build empty and receive the
                          broadcast) or from a model on the host (``_move_module_to_device`` moves only the unit's
                          own parameters): the unit on the GPU and its flattened copy (_flat_param.py
-                         ``flatten_tensors``: ``torch.cat``), then its shard. FSDP2 from a host model holds less
-                         (u + u/n: ``fully_shard`` moves the unit, then chunks it).
+                         ``flatten_tensors``: ``torch.cat``), then its shard. Lightning's FSDP strategy under
+                         ``init_module(empty_init=True)`` is this path too: each unit materialised, reset and
+                         sharded, bottom up (Lightning-AI/lightning #18122 Fabric, #18385 Trainer, 2.1). FSDP2 from a
+                         host model holds less (u + u/n: ``fully_shard`` moves the unit, then chunks it).
   zero-init      W/n + t  DeepSpeed ``zero.Init`` partitions each module's own parameters right after the module
                          is built (partition_parameters.py ``_post_init_method``), transformers turns it on for a
                          ZeRO-3 config (modeling_utils ``needs_zero3_init``), then fills the model module by module,
