@@ -25,8 +25,9 @@ unit, a decoder layer or the embeddings + head + final norm of the root unit):
   fsdp-meta      W/n + t + t/n  the model built on the meta device and sharded there, then the full state dict
                          sent one tensor at a time: accelerate FSDP2 with ``cpu_ram_efficient_loading``
                          (``fsdp2_load_full_state_dict``: the whole tensor on the GPU, broadcast from rank 0,
-                         ``distribute_tensor`` into its shard), torchtune and torchtitan (meta init, ``to_empty``,
-                         ``set_model_state_dict``).
+                         ``distribute_tensor`` into its shard), torchtune (v0.6.0-rc1-220 training/_distributed.py
+                         ``load_from_full_model_state_dict``: each full tensor ``.to(device)``, chunked, copied into
+                         its shard). torchtitan's DCP load reads each rank's shard only (t ~ 0): an upper bound there.
   fsdp-sync      W/n + 2u  FSDP1 unit by unit: with ``sync_module_states`` (accelerate FSDP1
                          ``cpu_ram_efficient_loading``: rank 0 loads, the others build empty and receive the
                          broadcast) or from a model on the host (``_move_module_to_device`` moves only the unit's
