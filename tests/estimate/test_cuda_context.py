@@ -107,3 +107,11 @@ def test_the_serving_engines_read_the_table() -> None:
 
     r = infer(InferRequest(model="llama-3-8b", gpu="rtx-3090", options={"cuda_version": "12.8"}, serve=True))
     assert r.estimate.term("overhead/cuda_context").bytes == 256 * MIB
+
+
+def test_llama_cpp_refuses_a_cuda_version_rather_than_ignoring_it() -> None:
+    from vramwise.app import InferRequest, infer
+    from vramwise.errors import InapplicableOptionError
+
+    with pytest.raises(InapplicableOptionError, match="--cuda-version"):
+        infer(InferRequest(model="llama-3-8b", gpu="rtx-4090", options={"engine": "llama.cpp", "cuda_version": "12.4"}))

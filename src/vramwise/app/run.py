@@ -52,6 +52,9 @@ def _engine_options(req: InferRequest) -> Mapping[str, Any]:
         options = {**options, "engine": "vllm"}
     if options.get("engine") in (None, "hf"):
         refuse(options, ("gpu_util",), "applies to a serving engine (--engine vllm, --serve)")
+    if options.get("engine") == "llama.cpp":
+        # the table's rows are PyTorch processes; llama.cpp keeps a flat context (estimate/overheads.py)
+        refuse(options, ("cuda_version",), "sizes a PyTorch process's CUDA context; llama.cpp's is --cuda-context")
     return options
 
 
