@@ -53,7 +53,8 @@ def test_the_unnamed_gpus_rows() -> None:
     [
         ("9.0", "12.8", 426 * MIB),  # H100: no measurement; the largest lazy row (RTX 6000 Ada, CUDA 13.0)
         ("8.0", "12.4", 426 * MIB),  # A100
-        (None, None, 426 * MIB),  # no --gpu, the default CUDA
+        (None, None, 426 * MIB),  # no --gpu, the default CUDA (13.0)
+        ("8.6", None, 426 * MIB),  # an RTX 3090 at the default CUDA: its own row is at 12.8
         ("7.0", "11.3", 1685 * MIB),  # V100 on an older CUDA: the largest eager row (RTX 3090, CUDA 11.1)
         ("8.6", "12.4", 426 * MIB),  # a measured GPU at another release: not its own row
     ],
@@ -70,7 +71,7 @@ def test_lazy_loading_starts_at_cuda_11_7() -> None:
     # NVIDIA CUDA Programming Guide, Lazy Loading: runtime 11.7 or newer
     assert not context_row(None, "11.6").row.lazy
     assert context_row(None, "11.7").row.lazy
-    assert DEFAULT_CUDA_VERSION == "12.8" and context_row(None, None).row.lazy
+    assert DEFAULT_CUDA_VERSION == "13.0" and context_row(None, None).row.lazy  # torch 2.13's PyPI wheel
 
 
 def test_the_term_names_its_row_and_source() -> None:

@@ -34,10 +34,12 @@ from vramwise.estimate.term import Term
 from vramwise.units import MIB
 from vramwise.workload.overheads import Overheads, cuda_release
 
-# The CUDA release assumed when --cuda-version is not given: the one torch 2.13's own README (the wheel the
-# project's README pins, torch==2.13.0) builds against in its example (`export PATH=/usr/local/cuda-12.8/bin`),
-# and PyPI's default Linux torch wheels have been cu128 since torch 2.8. Any release from 11.7 reads the lazy rows.
-DEFAULT_CUDA_VERSION = "12.8"
+# The CUDA release assumed when --cuda-version is not given: that of the wheel the project's README pins
+# (torch==2.13.0 from PyPI). PyPI's torch wheels moved their CUDA from 12.8 to 13.0 (pytorch/pytorch#177975, "Move
+# cuda stable 12.8->13.0"); from torch 2.12 "CUDA 13 is now the default version installed for both x86_64 and ARM"
+# and the cu128 builds were removed (the release manager in googlecolab/colabtools#5982). Any release from 11.7
+# reads the lazy rows, so this choice moves only which row is exact.
+DEFAULT_CUDA_VERSION = "13.0"
 LAZY_FROM = (11, 7)  # NVIDIA CUDA Programming Guide, "Lazy Loading": runtime version requirement
 
 
