@@ -79,6 +79,12 @@ ROWS: tuple[ContextRow, ...] = (
         source="https://github.com/pytorch/pytorch/issues/49877",
     ),
     ContextRow(
+        compute_capability=None, gpu="not named", cuda="11.0", lazy=False, bytes=1105 * MIB,
+        measured="torch 1.7.1+cu110, ones(4000, 4000) fp32 then del and empty_cache: nvidia-smi 1105 MiB (1167 MiB "
+        "with the tensor: 1105 + its 64,000,000 B rounded to 31 x 2 MiB = 62 MiB)",
+        source="https://github.com/pytorch/pytorch/issues/60150",
+    ),
+    ContextRow(
         compute_capability="8.6", gpu="GeForce RTX 3090", cuda="11.1", lazy=False, bytes=(1687 - 2) * MIB,
         measured="torch 1.8.2+cu111, torch.Tensor(1).cuda(): nvidia-smi 1687 MiB less its 2 MiB small segment",
         source="https://github.com/pytorch/pytorch/issues/55277",
