@@ -111,6 +111,8 @@ def test_no_loading_phase_when_the_states_outweigh_it(llama: ModelSpec, flat: di
         ({"loading": "bnb-quantize", "peft": "lora"}, "bitsandbytes"),
         ({"loading": "hf-device-map", "dp": 8, "zero": 3}, "no --fsdp"),
         ({"loading": "hf-device-map", "dp": 8, "fsdp": "full"}, "fsdp-full"),
+        ({"loading": "hf", "dp": 8, "zero": 3}, "zero-init"),
+        ({"loading": "hf", "dp": 8, "fsdp": "full"}, "fsdp-"),
     ],
 )
 def test_a_path_the_layout_cannot_run_is_refused(llama: ModelSpec, flat: dict[str, object], needs: str) -> None:

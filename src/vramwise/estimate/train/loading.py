@@ -9,6 +9,7 @@ unit, a decoder layer or the embeddings + head + final norm of the root unit):
                          (core_model_loading.py ``convert_and_load_state_dict_in_model``: ``device_map or
                          {"": "cpu"}``); the Trainer then moves it with ``model.to(device)``
                          (trainer.py ``_move_model_to_device``), one parameter at a time: the weights, no more.
+                         Refused with ZeRO-3 (transformers then always builds with zero.Init) and FSDP.
   hf-device-map  W + c   ``from_pretrained(device_map=...)`` reads each tensor and sends it to its device in the
                          parameter's dtype (``_materialize_copy``: ``tensor.to(device=..., dtype=...)``) from up to
                          ``GLOBAL_WORKERS = min(4, cpu_count)`` threads; when the checkpoint's dtype is cast to
@@ -98,7 +99,9 @@ def loading_path(spec: ModelSpec, setup: TrainSetup) -> Loading:
         # transformers refuses a device map under ZeRO-3 (integrations/accelerate.py check_and_set_device_map); a
         # model on the GPU before FSDP wraps it is the fsdp-full path
         Loading.HF_DEVICE_MAP: (not fsdp and not zero3, "no --fsdp (that is fsdp-full) and no --zero 3"),
-        Loading.HF: (True, ""),
+        # a whole model moved to one GPU: under ZeRO-3 transformers always builds with zero.Init (modeling_utils
+        # needs_zero3_init), and FSDP from a host model shards unit by unit (fsdp-sync)
+        Loading.HF: (not fsdp and not zero3, "no --fsdp and no --zero 3 (their paths: fsdp-*, zero-init)"),
     }
     ok, needs = rules[Loading(chosen)]
     if not ok:
