@@ -47,6 +47,10 @@ unit, a decoder layer or the embeddings + head + final norm of the root unit):
                          (core_model_loading.py): the quantized weights so far and one 16-bit weight (its quantized
                          copy is among the weights already).
 
+transformers 5 has no ``low_cpu_mem_usage`` (``from_pretrained`` pops it as "Not used anymore": the model is always
+built on the meta device and filled), so the v4 distinction between it and a materialised model is gone; with and
+without ``device_map`` are the hf and hf-device-map paths.
+
 ``auto`` picks from the layout: FSDP -> fsdp-full (the larger of the FSDP paths, and the one the published runs
 that died loading took; a Trainer with FSDP and a host model is fsdp-sync, one with ``cpu_ram_efficient_loading``
 under FSDP2 fsdp-meta: ``--loading`` or a framework preset says so), ZeRO-3 -> zero-init, a bitsandbytes base ->
