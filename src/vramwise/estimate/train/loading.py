@@ -20,8 +20,10 @@ unit, a decoder layer or the embeddings + head + final norm of the root unit):
   fsdp-full      W + W/n  the model is on the GPU before FSDP shards it (``from_pretrained(device_map=local rank)``
                          or ``model.to(device)`` first); accelerate's FSDP2 preparation keeps
                          ``original_sd = model.state_dict()`` alive across ``fully_shard`` (utils/fsdp_utils.py
-                         ``fsdp2_prepare_model``), so every whole tensor stays beside its shard. (FSDP1 on such a
-                         model frees each unit as it shards it: at most W + u.) The issue's case: runs whose peak
+                         ``fsdp2_prepare_model``), so every whole tensor stays beside its shard; under mixed
+                         precision it first upcasts every trainable parameter to fp32 ("Upcast to fp32 master
+                         weights"), so W there counts them at 4 B. (FSDP1 on such a model frees each unit as it
+                         shards it: at most W + u.) The issue's case: runs whose peak
                          is loading were under by up to 75%.
   fsdp-meta      W/n + t + t/n  the model built on the meta device and sharded there, then the full state dict
                          sent one tensor at a time: accelerate FSDP2 with ``cpu_ram_efficient_loading``
@@ -51,10 +53,12 @@ transformers 5 has no ``low_cpu_mem_usage`` (``from_pretrained`` pops it as "Not
 built on the meta device and filled), so the v4 distinction between it and a materialised model is gone; with and
 without ``device_map`` are the hf and hf-device-map paths.
 
-``auto`` picks from the layout: FSDP -> fsdp-full (the larger of the FSDP paths, and the one the published runs
-that died loading took; a Trainer with FSDP and a host model is fsdp-sync, one with ``cpu_ram_efficient_loading``
-under FSDP2 fsdp-meta: ``--loading`` or a framework preset says so), ZeRO-3 -> zero-init, a bitsandbytes base ->
-bnb-quantize, otherwise hf.
+``auto`` picks from the layout: FSDP -> fsdp-full (the largest of the FSDP paths, and the one the published runs
+that died loading took), ZeRO-3 -> zero-init, a bitsandbytes base -> bnb-quantize, otherwise hf. The HF Trainer
+with FSDP (transformers 5.24 ``fsdp_config`` version 2 by default, training_args.py) keeps the model on the host
+(``place_model_on_device`` False under FSDP) and accelerate shards it unit by unit: fsdp-sync (FSDP2 holds u + u/n
+of a unit where this path counts 2u); with ``cpu_ram_efficient_loading`` it is fsdp-meta. ``--loading`` or a
+framework preset says which.
 
 The phase shares the plan's persistent terms (the step's model states), which do not exist yet while loading
 (the optimizer states, master weights and gradients come after it). The phase's one term is therefore the
@@ -120,10 +124,18 @@ class _Sizes:
     tensor: int  # t: the largest single tensor, at the weights' width (bnb: the checkpoint's dtype)
     unit: int  # u: the largest FSDP unit
     cast: int  # c: the device map's in-flight source copies when the checkpoint's dtype is cast
+    upcast: int  # accelerate FSDP2 under mixed precision: the trainable parameters' growth to fp32, whole
 
 
-def _sizes(spec: ModelSpec, setup: TrainSetup, stage: Stage, weights: int, width: float, bnb: bool) -> _Sizes:
+def _sizes(
+    spec: ModelSpec, setup: TrainSetup, stage: Stage, weights: int, width: float, bnb: bool, master: int
+) -> _Sizes:
     n = setup.parallel.sharding.weights
+    # accelerate fsdp2_prepare_model: "Upcast to fp32 master weights" for every trainable parameter not in fp32
+    # when mixed precision is on, before fully_shard; ``master`` (this GPU's fp32 master copy, on the GPU or the
+    # host) counts those parameters: master x optimizer shards / 4 of them
+    trainable = master * setup.parallel.sharding.optimizer // 4
+    upcast = round(trainable * (4 - width)) if width < 4 else 0
     groups = [g for g in parameter_groups(spec) if stage_share(g, spec, stage, setup.parallel)]
     largest = max((g.count // g.tensors for g in groups if not bnb or (in_layer(g) and g.kind == "linear")), default=0)
     # the checkpoint's own width (config.json's dtype): a cast to another width stages the source on the device,
@@ -138,6 +150,7 @@ def _sizes(spec: ModelSpec, setup: TrainSetup, stage: Stage, weights: int, width
         tensor=round(largest * (stored if bnb else width)),
         unit=round(max(layer, outer) * width),
         cast=round(cast),
+        upcast=upcast,
     )
 
 
@@ -146,7 +159,9 @@ def _formula(path: Loading, s: _Sizes, n: int) -> tuple[int, str]:
     if path == Loading.HF_DEVICE_MAP:
         return s.whole + s.cast, f"weights {s.whole:,} + {LOAD_WORKERS} source tensors being cast {s.cast:,}"
     if path == Loading.FSDP_FULL:
-        return s.whole + s.shard, f"whole model {s.whole:,} + its shard {s.shard:,} (/{n})"
+        whole, shard = s.whole + s.upcast, s.shard + s.upcast // n
+        upcast = f" (trainable parameters upcast to fp32: +{s.upcast:,})" if s.upcast else ""
+        return whole + shard, f"whole model {whole:,}{upcast} + its shard {shard:,} (/{n})"
     if path == Loading.FSDP_META:
         part = -(-s.tensor // n)
         arithmetic = f"shard {s.shard:,} (/{n}) + one whole tensor {s.tensor:,} + its shard {part:,}"
@@ -160,13 +175,16 @@ def _formula(path: Loading, s: _Sizes, n: int) -> tuple[int, str]:
     return s.whole, f"weights {s.whole:,}, moved to the GPU after loading on the host"
 
 
-def loading_term(spec: ModelSpec, setup: TrainSetup, stage: Stage, states: tuple[Term, ...], width: float) -> Term:
+def loading_term(
+    spec: ModelSpec, setup: TrainSetup, stage: Stage, states: tuple[Term, ...], width: float, master: int = 0
+) -> Term:
     """The loading phase's one term: what loading holds beyond the persistent model states ``states`` (every
-    persistent tensor term of the step but the context), ``width`` the weights' bytes per element."""
+    persistent tensor term of the step but the context), ``width`` the weights' bytes per element, ``master`` this
+    GPU's fp32 master copy (0: none; on the GPU or offloaded)."""
     path = loading_path(spec, setup)
     weights = sum(t.bytes for t in states if t.name.startswith("weights/") and t.name != "weights/lora")
     bnb = path == Loading.BNB_QUANTIZE
-    sizes = _sizes(spec, setup, stage, weights, width, bnb)
+    sizes = _sizes(spec, setup, stage, weights, width, bnb, master)
     live, arithmetic = _formula(path, sizes, setup.parallel.sharding.weights)
     held = sum(t.bytes for t in states)
     return Term(

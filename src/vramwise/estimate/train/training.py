@@ -433,7 +433,9 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     # loading comes before the step but is listed last, so the step's phases keep their places (loading.py); it is
     # shown only when it holds more than the step's persistent states: otherwise it cannot be the peak, and its
     # total would list optimizer states that do not exist yet
-    load = loading_term(spec, setup, stage, tuple(t for t in persistent if is_tensor(t.name)), recipe.weight)
+    master = sum(t.bytes for t in (*states.persistent, *states.host) if t.name == "optimizer/master_weights")
+    held = tuple(t for t in persistent if is_tensor(t.name))
+    load = loading_term(spec, setup, stage, held, recipe.weight, master)
     phases += [(PhaseKind.LOAD, out.add(load))] if load.bytes else []
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
