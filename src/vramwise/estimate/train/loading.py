@@ -20,10 +20,12 @@ unit, a decoder layer or the embeddings + head + final norm of the root unit):
   fsdp-full      W + W/n  the model is on the GPU before FSDP shards it (``from_pretrained(device_map=local rank)``
                          or ``model.to(device)`` first); accelerate's FSDP2 preparation keeps
                          ``original_sd = model.state_dict()`` alive across ``fully_shard`` (utils/fsdp_utils.py
-                         ``fsdp2_prepare_model``), so every whole tensor stays beside its shard; under mixed
-                         precision it first upcasts every trainable parameter to fp32 ("Upcast to fp32 master
-                         weights"), so W there counts them at 4 B. (FSDP1 on such a model frees each unit as it
-                         shards it: at most W + u.) The issue's case: runs whose peak
+                         ``fsdp2_prepare_model``), so every whole tensor stays beside its shard. Counted as torch's
+                         FSDP holds it, at the weights' width: accelerate under mixed precision first upcasts every
+                         trainable parameter to fp32 ("Upcast to fp32 master weights"), which would make W 4 B per
+                         trainable parameter; the term's formula names those bytes rather than add them, since
+                         nothing here says accelerate runs (a framework preset can). (FSDP1 on such a model frees
+                         each unit as it shards it: at most W + u.) The issue's case: runs whose peak
                          is loading were under by up to 75%.
   fsdp-meta      W/n + t + t/n  the model built on the meta device and sharded there, then the full state dict
                          sent one tensor at a time: accelerate FSDP2 with ``cpu_ram_efficient_loading``
@@ -124,7 +126,7 @@ class _Sizes:
     tensor: int  # t: the largest single tensor, at the weights' width (bnb: the checkpoint's dtype)
     unit: int  # u: the largest FSDP unit
     cast: int  # c: the device map's in-flight source copies when the checkpoint's dtype is cast
-    upcast: int  # accelerate FSDP2 under mixed precision: the trainable parameters' growth to fp32, whole
+    upcast: int  # accelerate FSDP2 under mixed precision: the trainable parameters' growth to fp32 (named only)
 
 
 def _sizes(
@@ -159,9 +161,13 @@ def _formula(path: Loading, s: _Sizes, n: int) -> tuple[int, str]:
     if path == Loading.HF_DEVICE_MAP:
         return s.whole + s.cast, f"weights {s.whole:,} + {LOAD_WORKERS} source tensors being cast {s.cast:,}"
     if path == Loading.FSDP_FULL:
-        whole, shard = s.whole + s.upcast, s.shard + s.upcast // n
-        upcast = f" (trainable parameters upcast to fp32: +{s.upcast:,})" if s.upcast else ""
-        return whole + shard, f"whole model {whole:,}{upcast} + its shard {shard:,} (/{n})"
+        upcast = (
+            f"; accelerate's FSDP2 would first upcast the trainable parameters to fp32, {s.upcast:,} more whole and "
+            f"{s.upcast // n:,} more in the shard: not counted (torch's FSDP does not upcast)"
+            if s.upcast
+            else ""
+        )
+        return s.whole + s.shard, f"whole model {s.whole:,} + its shard {s.shard:,} (/{n}){upcast}"
     if path == Loading.FSDP_META:
         part = -(-s.tensor // n)
         arithmetic = f"shard {s.shard:,} (/{n}) + one whole tensor {s.tensor:,} + its shard {part:,}"
