@@ -34,6 +34,7 @@ from vramwise.workload import (
 )
 from vramwise.workload.engines import VLLM_VERSION
 from vramwise.workload.llamacpp_flags import CACHE_TYPES, FLASH_ATTN, SPLIT_MODES
+from vramwise.workload.options import FRAMEWORKS
 
 
 class Group(Enum):
@@ -261,6 +262,9 @@ OPTIONS: tuple[Option, ...] = (
            help="context-parallel GPUs (default {train.cp})"),
     Option(name="ep", flags=("--ep",), type=int, commands=TRN,
            help="expert-parallel GPUs (default {train.ep})"),
+    Option(name="framework", flags=("--framework",), type=str, commands=TRN,
+           help=f"whose defaults fill the options not given: {_one_of(FRAMEWORKS)} (default {{train.framework}}: "
+                "vramwise's own); options given win, combinations the framework does not run are refused"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
            help=f"CUDA context and workspaces in MiB (default {DEFAULT_CUDA_CONTEXT_MIB})"),

@@ -112,6 +112,21 @@ class Seed(StrEnum):
     SEED_002 = "002"
 
 
+class Framework(StrEnum):
+    """Whose defaults fill the options not given (workload/frameworks.py: one table per framework and version)."""
+
+    NONE = "none"
+    HF_TRAINER = "hf-trainer"
+    ACCELERATE = "accelerate"
+    DEEPSPEED = "deepspeed"
+    TORCHTUNE = "torchtune"
+    TORCHTITAN = "torchtitan"
+    AXOLOTL = "axolotl"
+    UNSLOTH = "unsloth"
+    LLAMA_FACTORY = "llama-factory"
+    MEGATRON = "megatron"
+
+
 # The allowed values as tuples, in the order ``--help`` lists them.
 PRECISIONS = tuple(Precision)
 GRAD_DTYPES = tuple(GradDtype)
@@ -126,3 +141,4 @@ OFFLOAD = tuple(Offload)
 KV_DTYPES = tuple(KvDtype)
 MODES = tuple(Mode)
 SEEDS = tuple(Seed)
+FRAMEWORKS = tuple(Framework)

@@ -20,6 +20,7 @@ from vramwise.workload.flat import FlatNames
 from vramwise.workload.layout import ParallelConfig
 from vramwise.workload.options import (
     AttentionImpl,
+    Framework,
     GradDtype,
     LossImpl,
     Mode,
@@ -107,6 +108,7 @@ class TrainSetup:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     overheads: Overheads = field(default_factory=Overheads)
     textbook: TextbookConfig = field(default_factory=TextbookConfig)
+    framework: Framework = Framework.NONE  # whose defaults filled the options not given (workload/frameworks.py)
 
     def __post_init__(self) -> None:
         for name in ("batch", "seq", "grad_accum", "loss_chunk"):
@@ -121,6 +123,11 @@ class TrainSetup:
             raise InvalidWorkloadError(
                 "optimizer lomo fuses the update into backward of full fine-tuning; use peft=none"
             )
+        coerce(self, "framework", Framework)
+        if self.framework != Framework.NONE:
+            from vramwise.workload.frameworks import check_rules  # imported only when a framework is named
+
+            check_rules(self)
 
     @property
     def step_impl(self) -> OptimizerImpl:
@@ -212,5 +219,6 @@ _FLAT = FlatNames(
         "mode": ("", "mode"),
         "seed": ("textbook", "seed"),
         "lora_fraction": ("textbook", "lora_fraction"),
+        "framework": ("", "framework"),
     },
 )
