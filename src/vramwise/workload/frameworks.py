@@ -197,8 +197,8 @@ _DEEPSPEED = (
     Default(
         name="loading",
         value="zero-init",
-        source="transformers integrations/deepspeed.py is_deepspeed_zero3_enabled -> from_pretrained under "
-        "deepspeed.zero.Init (each rank materialises its partition only)",
+        source="transformers modeling_utils.py PreTrainedModel.get_init_context: with is_deepspeed_zero3_enabled, "
+        "from_pretrained builds under deepspeed.zero.Init (each rank materialises its partition only)",
         when=lambda v: int(_get(v, "zero", 0)) == 3,
         when_text="with zero=3",
     ),
@@ -430,6 +430,11 @@ _RULES: dict[Framework, tuple[Rule, ...]] = {
              broken=lambda v: bool(_get(v, "optimizer_in_backward", False)) and int(_get(v, "grad_accum", 1)) > 1,
              rule="torchtune's optimizer_in_bwd requires gradient_accumulation_steps=1 "
                   "(recipes/full_finetune_single_device.py)"),
+        Rule(field="activation_offload", allowed="false without recompute",
+             broken=lambda v: bool(_get(v, "activation_offload", False))
+             and str(_get(v, "recompute", "none")) == "none",
+             rule="torchtune's enable_activation_offloading requires enable_activation_checkpointing "
+                  "(recipes/full_finetune_single_device.py raises RuntimeError)"),
     ),
     Framework.TORCHTITAN: (
         Rule(field="peft", allowed="none or lora (components/lora.py LoRAConverter)",
