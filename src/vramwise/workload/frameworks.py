@@ -276,7 +276,8 @@ _TORCHTITAN = (
             source=_TITAN + "models/llama3/config_registry.py llama3_8b: no Float8LinearConverter"),
     Default(name="loss", value="chunked",
             source=_TITAN + "models/llama3/config_registry.py llama3_8b: ChunkedLossWrapper "
-            "(components/loss.py: lm_head + loss per chunk, backward per chunk)"),
+            "(components/loss.py: lm_head + loss per chunk, backward per chunk; cross_entropy_loss upcasts each "
+            "chunk's logits with pred.float())"),
     Default(name="loss_chunk", value=_eighth_of_tokens,
             source=_TITAN + "components/loss.py ChunkedLossWrapper.Config.num_chunks = 8: the tokens of the "
             "micro-batch in 8 chunks"),
@@ -284,6 +285,11 @@ _TORCHTITAN = (
             source=_TITAN + "config/configs.py ParallelismConfig.data_parallel_shard_degree = -1 (every GPU left "
             "after tp, pp and cp): FSDP2 fully_shard over the dp_shard x cp mesh",
             when=lambda v: _multi(v) and _unsharded(v), when_text="on more than one GPU"),
+    Default(name="fsdp_over_cp", value=True,
+            source=_TITAN + "distributed/parallel_dims.py ParallelDims: the fsdp mesh is dp_shard x cp ('when cp is "
+            "used, FSDP is also applied'), so context-parallel ranks hold shards of the weights even at dp 1",
+            when=lambda v: int(_get(v, "cp", 1)) > 1,
+            when_text="with cp > 1"),
     Default(name="loading", value="fsdp-meta",
             source=_TITAN + "trainer.py: the model is built on torch.device('meta'), sharded, then initialised or "
             "loaded from a DCP checkpoint per shard"),
@@ -338,6 +344,12 @@ _UNSLOTH = (
     Default(name="loss", value="chunked",
             source=_US + "llama.py CausalLM forward: unsloth_fused_ce_loss (fused linear cross entropy; its chunk "
             "size follows the free memory, estimated at --loss-chunk)"),
+    Default(name="mlp_impl", value="fused",
+            source="unsloth unsloth/kernels/fast_lora.py apply_lora_mlp_swiglu (set by models/llama.py "
+            "get_peft_model): gate, up, SwiGLU and down with their LoRA in one autograd function"),
+    Default(name="norm_impl", value="fused",
+            source=_US + "llama.py LlamaDecoderLayer_fast_forward -> kernels/rms_layernorm.py fast_rms_layernorm "
+            "(Triton, saves the input and the inverse RMS only)"),
     Default(name="adapter_dtype", value="fp32",
             source=_US + "llama.py get_peft_model calls peft.get_peft_model without autocast_adapter_dtype: "
             + _PEFT_FP32, when=_adapters, when_text="with LoRA/QLoRA"),
@@ -469,6 +481,8 @@ _NOTES: dict[Framework, tuple[str, ...]] = {
     Framework.TORCHTITAN: (
         "torchtitan: under FSDP2 the bf16 copy of a layer's weights is made at its all-gather, not by autocast; "
         "precision amp counts autocast's cast cache, which FSDP2 does not keep (not modelled yet)",
+        "torchtitan: the loss chunk is an eighth of the micro-batch given; fit --max and plot keep that chunk while "
+        "they vary the batch or the sequence",
     ),
 }
 
