@@ -35,8 +35,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     # peft utils/other.py prepare_model_for_kbit_training(use_gradient_checkpointing=True) and its fp32 cast of
     # every non-4-bit parameter; get_peft_model(autocast_adapter_dtype=True); transformers BitsAndBytesConfig
     # bnb_4bit_use_double_quant=False
-    ("hf-trainer", {"peft": "qlora"}, {"recompute": "full", "adapter_dtype": "fp32", "double_quant": False,
-                                       "kbit_fp32_upcast": True}),
+    ("hf-trainer", {"peft": "qlora"}, {"recompute": "full", "adapter_dtype": "fp32", "double_quant": False}),
     # accelerate state.py: ACCELERATE_MIXED_PRECISION 'no'; torch _default_to_fused_or_foreach: foreach on CUDA
     ("accelerate", {}, {"precision": "fp32", "optimizer_impl": "foreach"}),
     # DeepSpeed runtime/zero/config.py: reduce_bucket_size 5e8, stage3_prefetch_bucket_size 5e7,
@@ -54,7 +53,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
                                      "lora_targets": ("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                       "down_proj"),
                                      "adapter_dtype": "bf16", "activation_offload": False, "compile": False,
-                                     "loss": "torchtune-linear-ce"}),
+                                     "loss": "torchtune-chunked"}),
     # 8B_lora.yaml (distributed): enable_activation_checkpointing False; FSDP2 fully_shard; meta-device init
     ("torchtune", {"peft": "lora", "dp": 2}, {"recompute": "none", "fsdp": "full", "loading": "fsdp-meta"}),
     # 8B_full_single_device.yaml: PagedAdamW8bit, optimizer_in_bwd True, enable_activation_checkpointing True
@@ -71,8 +70,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     # axolotl 0.18.0 schemas: bf16 'auto', optimizer 'adamw_torch_fused', gradient_checkpointing False (passed to
     # prepare_model_for_kbit_training), activation_offloading False; loaders/model.py double quant True
     ("axolotl", {"peft": "qlora"}, {"precision": "bf16", "optimizer_impl": "fused", "recompute": "none",
-                                    "activation_offload": False, "adapter_dtype": "fp32", "double_quant": True,
-                                    "kbit_fp32_upcast": True}),
+                                    "activation_offload": False, "adapter_dtype": "fp32", "double_quant": True}),
     # unsloth 2026.8.19: from_pretrained(load_in_4bit=True), double quant True; get_peft_model(r=16, the seven
     # projections, lora_dropout=0.0, use_gradient_checkpointing='unsloth'), unsloth_fused_ce_loss
     ("unsloth", {}, {"peft": "qlora", "precision": "bf16", "lora_r": 16, "lora_targets": LLAMA_LINEAR,

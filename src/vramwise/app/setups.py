@@ -108,6 +108,15 @@ TRAIN_FIELDS = {
     "mode": "mode",
     "seed": "seed",
     "lora_fraction": "lora_fraction",
+    "adapter_dtype": "adapter_dtype",
+    "double_quant": "double_quant",
+    "recompute_every": "recompute_every",
+    "mlp_impl": "mlp_impl",
+    "norm_impl": "norm_impl",
+    "activation_offload": "activation_offload",
+    "compile": "compile",
+    "optimizer_in_backward": "optimizer_in_backward",
+    "float8": "float8",
     "framework": "framework",
 }
 # `--seq` is the inference context's other spelling in fit, plot and verify, so it is not training-only

@@ -131,11 +131,7 @@ _PEFT_FP32 = (
 )
 _PEFT_GC = (
     "peft utils/other.py prepare_model_for_kbit_training(use_gradient_checkpointing=True): the QLoRA recipe turns "
-    "gradient checkpointing on"
-)
-_PEFT_UPCAST = (
-    "peft utils/other.py prepare_model_for_kbit_training: every parameter that is not 4-bit (norms, embeddings, "
-    "head) is cast to fp32"
+    "gradient checkpointing on (and casts every non-4-bit weight to fp32, which vramwise's QLoRA counts)"
 )
 _BNB_DQ_OFF = "transformers utils/quantization_config.py BitsAndBytesConfig(bnb_4bit_use_double_quant=False)"
 _HF_AC_OFF = "transformers training_args.py TrainingArguments.activation_checkpointing: default None (off)"
@@ -150,7 +146,6 @@ _HF_TRAINER = (
     Default(name="loss", value="full", source=_HF_LOSS),
     Default(name="adapter_dtype", value="fp32", source=_PEFT_FP32, when=_adapters, when_text="with LoRA/QLoRA"),
     Default(name="double_quant", value=False, source=_BNB_DQ_OFF, when=_qlora, when_text="with peft=qlora"),
-    Default(name="kbit_fp32_upcast", value=True, source=_PEFT_UPCAST, when=_qlora, when_text="with peft=qlora"),
 )
 
 _TORCH_FOREACH = (
@@ -219,7 +214,8 @@ _TORCHTUNE = (
             when=lambda v: _full(v) and not _multi(v), when_text="full fine-tuning on one GPU"),
     Default(name="optimizer_in_backward", value=True,
             source=_TT + "8B_full_single_device.yaml: optimizer_in_bwd: True (needs gradient_accumulation_steps=1)",
-            when=lambda v: _full(v) and not _multi(v) and int(_get(v, "grad_accum", 1)) == 1,
+            when=lambda v: _full(v) and not _multi(v) and int(_get(v, "grad_accum", 1)) == 1
+            and str(_get(v, "precision", "")) in ("bf16", "fp32"),
             when_text="full fine-tuning on one GPU, grad_accum 1"),
     Default(name="recompute", value="full",
             source=_TT + "8B_lora_single_device.yaml, 8B_qlora_single_device.yaml, 8B_full*.yaml: "
@@ -244,7 +240,7 @@ _TORCHTUNE = (
             source="torchtune modules/low_precision/nf4_linear.py -> torchao to_nf4(block_size=64, "
             "scaler_block_size=256): the per-block scalers are quantized to 8 bits per 256", when=_qlora,
             when_text="with peft=qlora"),
-    Default(name="loss", value="torchtune-linear-ce",
+    Default(name="loss", value="torchtune-chunked",
             source="torchtune modules/loss/cross_entropy_loss.py LinearCrossEntropyLoss(num_output_chunks=8): the head "
             "runs per chunk, each chunk's logits upcast to fp32; autograd keeps every chunk's fp32 log-softmax"),
     Default(name="fsdp", value="full",
@@ -314,8 +310,6 @@ _AXOLOTL = (
             "else " + _PEFT_FP32, when=_adapters, when_text="with LoRA/QLoRA"),
     Default(name="double_quant", value=True,
             source=_AX + "loaders/model.py: qlora BitsAndBytesConfig bnb_4bit_use_double_quant True",
-            when=_qlora, when_text="with peft=qlora"),
-    Default(name="kbit_fp32_upcast", value=True, source=_PEFT_UPCAST + " (axolotl loaders/model.py calls it)",
             when=_qlora, when_text="with peft=qlora"),
 )  # fmt: skip
 
@@ -478,6 +472,11 @@ _RULES: dict[Framework, tuple[Rule, ...]] = {
 }  # fmt: skip
 
 _NOTES: dict[Framework, tuple[str, ...]] = {
+    Framework.TORCHTUNE: (
+        "torchtune: 0.7.0's LinearCrossEntropyLoss runs the head per chunk, so the forward holds one chunk's logits; "
+        "--loss torchtune-chunked (CEWithChunkedOutputLoss, v0.6) counts all 8 chunks until the forward ends: an "
+        "over-count at forward end only (the saved fp32 log-softmax and the backward per chunk are the same)",
+    ),
     Framework.TORCHTITAN: (
         "torchtitan: under FSDP2 the bf16 copy of a layer's weights is made at its all-gather, not by autocast; "
         "precision amp counts autocast's cast cache, which FSDP2 does not keep (not modelled yet)",
@@ -554,8 +553,29 @@ def preset(flat: Values) -> Applied:
         out[row.name] = value
         if value != defaults.get(row.name):
             notes.append(f"--framework {framework}: {row.name}={_shown(value)}{why} [{row.source}]")
+    notes += _yield_to_given(framework, out, given)
     head = f"--framework {framework}: defaults of {table.version}; options given on the command line win"
     return Applied(flat=out, notes=(head, *notes, *table.notes))
+
+
+def _yield_to_given(framework: Framework, out: dict[str, Any], given: Values) -> list[str]:
+    """A preset default that the options given rule out (a refusal naming it) is dropped, not the user's option:
+    the framework would not combine them either. ``out`` loses those defaults; the notes say which and why."""
+    from vramwise.workload.train import TrainSetup
+
+    notes: list[str] = []
+    for _ in range(len(out)):
+        try:
+            TrainSetup.from_flat(**out)
+        except VramwiseError as err:
+            if err.field is None or err.field in given or err.field not in out:
+                return notes  # the user's own combination: refused when the setup is built
+            value = out.pop(err.field)
+            shown = f"{err.field}={_shown(value)}"
+            notes.append(f"--framework {framework}: {shown} not applied with the options given ({err})")
+            continue
+        return notes
+    return notes
 
 
 def _set_by_preset(out: Values, given: Values) -> set[str]:
