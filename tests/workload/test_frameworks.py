@@ -16,6 +16,7 @@ from vramwise.app.fitting import Question, _framework_search
 from vramwise.app.setups import train_setup, train_setup_noted
 from vramwise.errors import InvalidWorkloadError, VramwiseError
 from vramwise.spec.load import resolve_model
+from vramwise.spec.model import ModelSpec
 from vramwise.workload import TrainSetup
 from vramwise.workload.frameworks import PRESETS, VERSIONS, Applied, preset
 from vramwise.workload.options import Framework
@@ -43,8 +44,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     # torch_adam, grad_accum_dtype None -> model dtype
     ("deepspeed", {"dp": 4, "zero": 3}, {"precision": "bf16-mixed", "grad_dtype": "half", "optimizer_impl": "fused",
                                          "reduce_bucket": 500_000_000, "prefetch_bucket": 50_000_000,
-                                         "max_live_params": 1_000_000_000, "param_persistence_threshold": 100_000,
-                                         "loading": "zero-init"}),
+                                         "max_live_params": 1_000_000_000, "param_persistence_threshold": 100_000}),
     # torchtune 0.7.0 recipes/configs/llama3_1/8B_lora_single_device.yaml: lora_rank 8, q/v/output_proj + MLP,
     # AdamW fused True, enable_activation_checkpointing True, enable_activation_offloading False, compile False,
     # dtype bf16, LinearCrossEntropyLoss
@@ -54,8 +54,8 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
                                                       "down_proj"),
                                      "adapter_dtype": "bf16", "activation_offload": False, "compile": False,
                                      "loss": "torchtune-chunked"}),
-    # 8B_lora.yaml (distributed): enable_activation_checkpointing False; FSDP2 fully_shard; meta-device init
-    ("torchtune", {"peft": "lora", "dp": 2}, {"recompute": "none", "fsdp": "full", "loading": "fsdp-meta"}),
+    # 8B_lora.yaml (distributed): enable_activation_checkpointing False; FSDP2 fully_shard
+    ("torchtune", {"peft": "lora", "dp": 2}, {"recompute": "none", "fsdp": "full"}),
     # 8B_full_single_device.yaml: PagedAdamW8bit, optimizer_in_bwd True, enable_activation_checkpointing True
     ("torchtune", {}, {"optimizer": "paged-adamw-8bit", "optimizer_in_backward": True, "recompute": "full"}),
     # torchao to_nf4(block_size=64, scaler_block_size=256): the scalers are themselves quantized
@@ -64,7 +64,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     # op), compile off, no float8 converter, ChunkedLossWrapper num_chunks 8, data_parallel_shard_degree -1
     ("torchtitan", {"dp": 8}, {"precision": "amp", "optimizer": "adamw", "optimizer_impl": "fused",
                                "recompute": "op-sac", "compile": False, "float8": False, "loss": "chunked",
-                               "loss_chunk": 2048 // 8, "fsdp": "full", "loading": "fsdp-meta"}),
+                               "loss_chunk": 2048 // 8, "fsdp": "full"}),
     # 8 chunks of the micro-batch's tokens on each context-parallel rank: 2 x 4096 / 2 / 8
     ("torchtitan", {"batch": 2, "seq": 4096, "dp": 2, "cp": 2}, {"loss_chunk": 2 * 4096 // 2 // 8}),
     # axolotl 0.18.0 schemas: bf16 'auto', optimizer 'adamw_torch_fused', gradient_checkpointing False (passed to
@@ -256,3 +256,19 @@ def test_the_model_is_not_needed_to_apply_a_preset() -> None:
     model = resolve_model("llama-3-8b")
     setup, notes = train_setup_noted({"framework": "unsloth"}, model)
     assert setup.peft.method == "qlora" and setup.peft.lora_targets == LLAMA_LINEAR and notes
+
+
+def test_under_fsdp_auto_loading_is_the_frameworks() -> None:
+    """torchtune and torchtitan build on the meta device and fill the shards (their sources, in the notes); the
+    rest load the whole model per rank before FSDP shards it (transformers' path, loading.py's auto)."""
+    from vramwise.estimate.train.loading import loading_path
+
+    model = resolve_model("llama-3-8b")
+    assert isinstance(model, ModelSpec)
+    for framework, path in (("torchtune", "fsdp-meta"), ("torchtitan", "fsdp-meta"), ("hf-trainer", "fsdp-full"),
+                            ("none", "fsdp-full")):  # fmt: skip
+        setup = train_setup({"framework": framework, "dp": 4, "fsdp": "full"}, model)
+        assert loading_path(model, setup) == path, framework
+    assert any("--loading auto is fsdp-meta" in n for n in _applied("torchtune", {}).notes)
+    setup = train_setup({"framework": "deepspeed", "dp": 4, "zero": 3}, model)
+    assert loading_path(model, setup) == "zero-init"  # auto's own choice: get_init_context's zero.Init

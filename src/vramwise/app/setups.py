@@ -73,6 +73,8 @@ INFER_FIELDS = {
     "ollama": "ollama",
     "vllm_version": "vllm_version",
     "mxfp4_backend": "mxfp4_backend",
+    "cuda_version": "cuda_version",
+    "compute_capability": "compute_capability",  # from --gpu's catalog entry (app/gpu_rules.py), not a flag
 }
 # option name -> TrainSetup field
 TRAIN_FIELDS = {
@@ -118,6 +120,9 @@ TRAIN_FIELDS = {
     "optimizer_in_backward": "optimizer_in_backward",
     "float8": "float8",
     "framework": "framework",
+    "cuda_version": "cuda_version",
+    "compute_capability": "compute_capability",  # from --gpu's catalog entry (app/gpu_rules.py), not a flag
+    "loading": "loading",
 }
 # `--seq` is the inference context's other spelling in fit, plot and verify, so it is not training-only
 INFERENCE_ONLY = tuple(k for k in INFER_FIELDS if k not in TRAIN_FIELDS)

@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 
 from vramwise.app.choices import DEFAULT_AXIS, DEFAULT_TOP, MAX_TARGETS, SWEEP_AXES
 from vramwise.app.setups import infer_default, train_default
-from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION, DEFAULT_CUDA_CONTEXT_MIB
+from vramwise.estimate.cuda_context import DEFAULT_CUDA_VERSION
+from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION
 from vramwise.units import DEFAULT_UNIT, UNITS
 from vramwise.workload import (
     ATTENTION_IMPLS,
@@ -24,6 +25,7 @@ from vramwise.workload import (
     FSDP_MODES,
     GRAD_DTYPES,
     KV_DTYPES,
+    LOADINGS,
     LOSS_IMPLS,
     OFFLOAD,
     OPTIMIZER_IMPLS,
@@ -291,9 +293,15 @@ OPTIONS: tuple[Option, ...] = (
                 "vramwise's own); options given win, combinations the framework does not run are refused"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
-           help=f"CUDA context and workspaces in MiB (default {DEFAULT_CUDA_CONTEXT_MIB})"),
+           help="CUDA context in MiB (default: the table by GPU architecture and --cuda-version)"),
+    Option(name="cuda_version", flags=("--cuda-version",), type=str, commands=BOTH,
+           help=f"the CUDA runtime of the torch wheel (torch.version.cuda), which sizes the CUDA context with the "
+                f"GPU's architecture (default {DEFAULT_CUDA_VERSION}; < 11.7: every kernel loaded eagerly)"),
     Option(name="allocator_fraction", flags=("--allocator-fraction",), type=float, commands=BOTH,
            help=f"allocator reserve as a fraction (default {DEFAULT_ALLOCATOR_FRACTION})"),
+    Option(name="loading", flags=("--loading",), type=str, commands=TRN,
+           help=f"how the checkpoint is loaded before the first step: {_one_of(LOADINGS)} (default {{train.loading}}: "
+                "FSDP fsdp-full, ZeRO-3 zero-init, a bitsandbytes base bnb-quantize, else hf)"),
     Option(name="mode", flags=("--mode",), type=str, commands=BOTH,
            help="accurate (default {infer.mode}) or textbook (the seeds' formulas; infer and train)"),
     Option(name="seed", flags=("--seed",), type=str, commands=TRN,

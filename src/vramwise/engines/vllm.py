@@ -23,9 +23,9 @@ from vramwise.engines.vllm_mxfp4 import backend_for
 from vramwise.engines.vllm_releases import V1_RULES, V1Rules
 from vramwise.engines.vllm_terms import cuda_graph_term, forward_live, non_torch_terms, sampler_warmup
 from vramwise.errors import InvalidWorkloadError
+from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.encoder_decoder import refuse
 from vramwise.estimate.kv_cache import kv_elements_per_token
-from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.ssm_state import check_inference, vllm_block
 from vramwise.estimate.term import Estimate, Term
@@ -95,7 +95,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     else:
         non_torch = v1_comm_terms(tp=tp, pp=pp, compute_capability=gpu.compute_capability)
     nt_bytes = sum(t.bytes for t in non_torch)
-    context = cuda_context_term(setup.overheads.cuda_context_mib)
+    context = context_term(setup.overheads)
     inside = (nt_bytes if rules.comms_in_budget else 0) + (context.bytes if rules.context_in_budget else 0)
 
     layout = _layout(spec, setup, c=c, kv_b=kv_b, layers=last, batched=T, rules=rules)

@@ -189,14 +189,6 @@ _DEEPSPEED = (
             source=_DS + "runtime/zero/config.py DeepSpeedZeroConfig.stage3_max_live_parameters = 1e9"),
     Default(name="param_persistence_threshold", value=100_000,
             source=_DS + "runtime/zero/config.py DeepSpeedZeroConfig.stage3_param_persistence_threshold = 1e5"),
-    Default(
-        name="loading",
-        value="zero-init",
-        source="transformers modeling_utils.py PreTrainedModel.get_init_context: with is_deepspeed_zero3_enabled, "
-        "from_pretrained builds under deepspeed.zero.Init (each rank materialises its partition only)",
-        when=lambda v: int(_get(v, "zero", 0)) == 3,
-        when_text="with zero=3",
-    ),
 )  # fmt: skip
 
 _TT = "torchtune recipes/configs/llama3_1/"
@@ -247,10 +239,6 @@ _TORCHTUNE = (
             source="torchtune recipes/lora_finetune_distributed.py, full_finetune_distributed.py: "
             "training.shard_model with FSDP2 fully_shard, reshard_after_forward True",
             when=lambda v: _multi(v) and _unsharded(v), when_text="on more than one GPU"),
-    Default(name="loading", value="fsdp-meta",
-            source="torchtune recipes/lora_finetune_distributed.py _setup_model: the model is built on "
-            "torch.device('meta'), then training.load_from_full_model_state_dict fills each shard",
-            when=_multi, when_text="on more than one GPU"),
 )  # fmt: skip
 
 _TITAN = "torchtitan "
@@ -286,9 +274,6 @@ _TORCHTITAN = (
             "used, FSDP is also applied'), so context-parallel ranks hold shards of the weights even at dp 1",
             when=lambda v: int(_get(v, "cp", 1)) > 1,
             when_text="with cp > 1"),
-    Default(name="loading", value="fsdp-meta",
-            source=_TITAN + "trainer.py: the model is built on torch.device('meta'), sharded, then initialised or "
-            "loaded from a DCP checkpoint per shard"),
 )  # fmt: skip
 
 _AX = "axolotl src/axolotl/"
@@ -471,6 +456,27 @@ _RULES: dict[Framework, tuple[Rule, ...]] = {
     ),
 }  # fmt: skip
 
+# How the checkpoint reaches FSDP's shards when --loading is auto (estimate/train/loading.py asks): a row would fix
+# the path for one layout, and fit's searches change the layout. ZeRO-3's zero.Init is auto's own choice already
+# (transformers modeling_utils.py PreTrainedModel.get_init_context wraps from_pretrained in deepspeed.zero.Init).
+_FSDP_LOADING = {
+    Framework.TORCHTUNE: (
+        "torchtune recipes/lora_finetune_distributed.py _setup_model: the model is built on torch.device('meta'), "
+        "sharded, then training.load_from_full_model_state_dict fills each shard"
+    ),
+    Framework.TORCHTITAN: (
+        "torchtitan trainer.py: the model is built on torch.device('meta'), sharded, then initialised or loaded "
+        "from a DCP checkpoint per shard"
+    ),
+}
+
+
+def fsdp_loading(framework: str) -> str:
+    """The loading path under FSDP when ``--loading`` is auto: fsdp-meta for the frameworks that build on the
+    meta device (torchtune, torchtitan), else transformers' fsdp-full."""
+    return "fsdp-meta" if framework in _FSDP_LOADING else "fsdp-full"
+
+
 _NOTES: dict[Framework, tuple[str, ...]] = {
     Framework.TORCHTUNE: (
         "torchtune: 0.7.0's LinearCrossEntropyLoss runs the head per chunk, so the forward holds one chunk's logits; "
@@ -485,8 +491,13 @@ _NOTES: dict[Framework, tuple[str, ...]] = {
     ),
 }
 
+def _notes(fw: Framework) -> tuple[str, ...]:
+    loading = (f"{fw}: under FSDP, --loading auto is fsdp-meta [{_FSDP_LOADING[fw]}]",) if fw in _FSDP_LOADING else ()
+    return (*_NOTES.get(fw, ()), *loading)
+
+
 PRESETS: dict[Framework, Preset] = {
-    fw: Preset(framework=fw, version=VERSIONS[fw], defaults=table, rules=_RULES.get(fw, ()), notes=_NOTES.get(fw, ()))
+    fw: Preset(framework=fw, version=VERSIONS[fw], defaults=table, rules=_RULES.get(fw, ()), notes=_notes(fw))
     for fw, table in (
         (Framework.HF_TRAINER, _HF_TRAINER),
         (Framework.ACCELERATE, _ACCELERATE),

@@ -24,6 +24,7 @@ from vramwise.workload.options import (
     Framework,
     GradDtype,
     KernelImpl,
+    Loading,
     LossImpl,
     Mode,
     Optimizer,
@@ -143,10 +144,12 @@ class TrainSetup:
     recompute_every: int = 2  # layer-sac: every N-th layer is checkpointed (torchtitan's selective_ac_option)
     impl: ImplConfig = field(default_factory=ImplConfig)
     framework: Framework = Framework.NONE  # whose defaults filled the options not given (workload/frameworks.py)
+    loading: Loading = Loading.AUTO  # how the checkpoint reaches the GPUs (estimate/train/loading.py)
 
     def __post_init__(self) -> None:
         for name in ("batch", "seq", "grad_accum", "loss_chunk", "recompute_every"):
             positive(name, getattr(self, name))
+        coerce(self, "loading", Loading)
         coerce(self, "recompute", Recompute)
         coerce(self, "attention", AttentionImpl)
         coerce(self, "loss", LossImpl)
@@ -270,5 +273,8 @@ _FLAT = FlatNames(
         "optimizer_in_backward": ("optimizer", "in_backward"),
         "float8": ("impl", "float8"),
         "framework": ("", "framework"),
+        "cuda_version": ("overheads", "cuda_version"),
+        "compute_capability": ("overheads", "compute_capability"),
+        "loading": ("", "loading"),
     },
 )
