@@ -60,9 +60,12 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("torchtune", {}, {"optimizer": "paged-adamw-8bit", "optimizer_in_backward": True, "recompute": "full"}),
     # torchao to_nf4(block_size=64, scaler_block_size=256): the scalers are themselves quantized
     ("torchtune", {"peft": "qlora"}, {"double_quant": True, "recompute": "full", "adapter_dtype": "bf16"}),
-    # torchtitan: mixed_precision_param bfloat16 over fp32 params, AdamW implementation 'fused', SelectiveAC (per
-    # op), compile off, no float8 converter, ChunkedLossWrapper num_chunks 8, data_parallel_shard_degree -1
-    ("torchtitan", {"dp": 8}, {"precision": "amp", "optimizer": "adamw", "optimizer_impl": "fused",
+    # torchtitan: mixed_precision_param bfloat16 over fp32 params (autocast alone, or FSDP2's MixedPrecisionPolicy
+    # with mixed_precision_reduce float32), AdamW implementation 'fused', SelectiveAC (per op), compile off, no
+    # float8 converter, ChunkedLossWrapper num_chunks 8, data_parallel_shard_degree -1
+    ("torchtitan", {}, {"precision": "amp", "fsdp": "none"}),  # one GPU: autocast over fp32 parameters
+    ("torchtitan", {"dp": 8}, {"precision": "bf16-mixed", "grad_dtype": "fp32", "optimizer": "adamw",
+                               "optimizer_impl": "fused",
                                "recompute": "op-sac", "compile": False, "float8": False, "loss": "chunked",
                                "loss_chunk": 2048 // 8, "fsdp": "full"}),
     # 8 chunks of the micro-batch's tokens on each context-parallel rank: 2 x 4096 / 2 / 8

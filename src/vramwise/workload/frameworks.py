@@ -242,11 +242,28 @@ _TORCHTUNE = (
 )  # fmt: skip
 
 _TITAN = "torchtitan "
+_TITAN_MP = (
+    _TITAN + "config/configs.py TrainingConfig.mixed_precision_param 'bfloat16', mixed_precision_reduce 'float32': "
+    "fp32 parameters and gradients"
+)
+
+
+def _fsdp(v: Values) -> bool:
+    return str(_get(v, "fsdp", "none")) != "none"
+
+
 _TORCHTITAN = (
-    Default(name="precision", value="amp",
-            source=_TITAN + "config/configs.py TrainingConfig.mixed_precision_param 'bfloat16', "
-            "mixed_precision_reduce 'float32': fp32 parameters (and gradients), bf16 compute through fully_shard's "
-            "MixedPrecisionPolicy (torch.autocast when not sharded)"),
+    Default(name="fsdp", value="full",
+            source=_TITAN + "config/configs.py ParallelismConfig.data_parallel_shard_degree = -1 (every GPU left "
+            "after tp, pp and cp): FSDP2 fully_shard over the dp_shard x cp mesh",
+            when=lambda v: _multi(v) and _unsharded(v), when_text="on more than one GPU"),
+    Default(name="precision", value="amp", source=_TITAN_MP + ", bf16 compute by torch.autocast when not sharded",
+            when=lambda v: not _fsdp(v), when_text="without FSDP"),
+    Default(name="precision", value="bf16-mixed",
+            source=_TITAN_MP + ": fully_shard's MixedPrecisionPolicy all-gathers bf16 copies of the fp32 shards "
+            "(fp32 master, no autocast cache)", when=_fsdp, when_text="under FSDP"),
+    Default(name="grad_dtype", value="fp32", source=_TITAN_MP + ": gradients reduce-scattered into fp32 shards",
+            when=_fsdp, when_text="under FSDP"),
     Default(name="optimizer", value="adamw",
             source=_TITAN + "models/llama3/config_registry.py llama3_8b: optimizer default_adamw"),
     Default(name="optimizer_impl", value="fused",
@@ -265,10 +282,6 @@ _TORCHTITAN = (
     Default(name="loss_chunk", value=_eighth_of_tokens,
             source=_TITAN + "components/loss.py ChunkedLossWrapper.Config.num_chunks = 8: the tokens of the "
             "micro-batch in 8 chunks"),
-    Default(name="fsdp", value="full",
-            source=_TITAN + "config/configs.py ParallelismConfig.data_parallel_shard_degree = -1 (every GPU left "
-            "after tp, pp and cp): FSDP2 fully_shard over the dp_shard x cp mesh",
-            when=lambda v: _multi(v) and _unsharded(v), when_text="on more than one GPU"),
     Default(name="fsdp_over_cp", value=True,
             source=_TITAN + "distributed/parallel_dims.py ParallelDims: the fsdp mesh is dp_shard x cp ('when cp is "
             "used, FSDP is also applied'), so context-parallel ranks hold shards of the weights even at dp 1",
@@ -484,8 +497,8 @@ _NOTES: dict[Framework, tuple[str, ...]] = {
         "over-count at forward end only (the saved fp32 log-softmax and the backward per chunk are the same)",
     ),
     Framework.TORCHTITAN: (
-        "torchtitan: under FSDP2 the bf16 copy of a layer's weights is made at its all-gather, not by autocast; "
-        "precision amp counts autocast's cast cache, which FSDP2 does not keep (not modelled yet)",
+        "torchtitan: under FSDP2 the parameters are fp32 shards and bf16 exists only while a layer is gathered; "
+        "bf16-mixed counts a bf16 shard beside the fp32 one (2 B per parameter / n too many, not modelled yet)",
         "torchtitan: the loss chunk is an eighth of the micro-batch given; fit --max and plot keep that chunk while "
         "they vary the batch or the sequence",
     ),
