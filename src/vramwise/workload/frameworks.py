@@ -292,8 +292,9 @@ _TORCHTITAN = (
 _AX = "axolotl src/axolotl/"
 _AXOLOTL = (
     Default(name="precision", value="bf16",
-            source=_AX + "utils/schemas/config.py bf16: default 'auto' (bf16 where the GPU has it); the model loads "
-            "in cfg.torch_dtype bf16 and trains without an fp32 master copy"),
+            source=_AX + "utils/schemas/config.py bf16: default 'auto' (bf16 where the GPU has it); "
+            "utils/config/__init__.py resolve_dtype: bf16 -> cfg.torch_dtype bfloat16, the model loads in it and "
+            "trains without an fp32 master copy"),
     Default(name="optimizer", value="adamw", source=_AX + "utils/schemas/training.py optimizer: 'adamw_torch_fused'"),
     Default(name="optimizer_impl", value="fused",
             source=_AX + "utils/schemas/training.py optimizer: 'adamw_torch_fused'"),
@@ -316,8 +317,8 @@ _UNSLOTH = (
     Default(name="peft", value="qlora",
             source=_US + "loader.py FastLanguageModel.from_pretrained(load_in_4bit=True)"),
     Default(name="precision", value="bf16",
-            source=_US + "llama.py from_pretrained: dtype None -> bf16 where the GPU has it (fp16 otherwise), the "
-            "base trains without an fp32 master copy"),
+            source=_US + "llama.py FastLlamaModel.from_pretrained: dtype None -> bfloat16 if SUPPORTS_BFLOAT16 "
+            "(float16 otherwise); the base trains without an fp32 master copy"),
     Default(name="optimizer", value="adamw", source="(unsloth trains through TRL/transformers) " + _HF_FUSED),
     Default(name="optimizer_impl", value="fused", source="(unsloth trains through TRL/transformers) " + _HF_FUSED),
     Default(name="lora_r", value=16, source=_US + "llama.py FastLlamaModel.get_peft_model(r=16)",
