@@ -14,7 +14,7 @@ from cli_run import run
 
 from vramwise.app.fitting import Question, _framework_search
 from vramwise.app.setups import train_setup, train_setup_noted
-from vramwise.errors import InvalidWorkloadError, VramwiseError
+from vramwise.errors import InvalidWorkloadError
 from vramwise.spec.load import resolve_model
 from vramwise.spec.model import ModelSpec
 from vramwise.workload import TrainSetup
@@ -97,17 +97,6 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
 ]  # fmt: skip
 
 
-def _modelled(name: str, value: Any) -> bool:
-    """Whether this checkout's TrainSetup has the option and accepts the value (issue 14's knobs arrive later)."""
-    if name not in TrainSetup().to_flat():
-        return False
-    try:
-        TrainSetup.from_flat(**{name: value})
-    except VramwiseError as err:
-        return err.field != name
-    return True
-
-
 def _applied(framework: str, given: dict[str, Any]) -> Applied:
     return preset({"framework": framework, **given})
 
@@ -115,9 +104,10 @@ def _applied(framework: str, given: dict[str, Any]) -> Applied:
 @pytest.mark.parametrize(("framework", "given", "expected"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_each_preset_sets_its_sources_values(framework: str, given: dict[str, Any], expected: dict[str, Any]) -> None:
     applied = _applied(framework, given)
+    defaults = TrainSetup().to_flat()
     for name, value in expected.items():
-        if _modelled(name, value):
-            assert applied.flat.get(name, TrainSetup().to_flat()[name]) == value, name
+        if name in defaults:  # an option this checkout has: the preset must set it (or leave it at that value)
+            assert applied.flat.get(name, defaults[name]) == value, name
         elif value is not False:
             assert any(f"{name}=" in n and "not modelled yet" in n for n in applied.notes), (name, applied.notes)
     TrainSetup.from_flat(**applied.flat)  # and the setup builds
@@ -275,3 +265,17 @@ def test_under_fsdp_auto_loading_is_the_frameworks() -> None:
     assert any("--loading auto is fsdp-meta" in n for n in _applied("torchtune", {}).notes)
     setup = train_setup({"framework": "deepspeed", "dp": 4, "zero": 3}, model)
     assert loading_path(model, setup) == "zero-init"  # auto's own choice: get_init_context's zero.Init
+
+
+def test_a_default_the_options_given_rule_out_yields() -> None:
+    """A preset default that a rule between options refuses with the options given (double quantization needs
+    QLoRA's 4-bit base) is dropped with a note, never the user's option."""
+    from vramwise.workload.frameworks import _yield_to_given
+
+    out = {"framework": "unsloth", "peft": "lora", "double_quant": True}
+    notes = _yield_to_given(Framework.UNSLOTH, out, {"framework": "unsloth", "peft": "lora"})
+    assert "double_quant" not in out and out["peft"] == "lora"
+    assert len(notes) == 1 and "double_quant=true not applied with the options given" in notes[0]
+    # torchtune's optimizer_in_bwd steps pure bf16 weights: its own condition skips it under bf16-mixed
+    setup = train_setup({"framework": "torchtune", "precision": "bf16-mixed"})
+    assert setup.precision.recipe == "bf16-mixed" and not setup.optimizer.in_backward

@@ -20,8 +20,10 @@ training rather than its literal default: DeepSpeed's and Megatron's defaults ar
 from __future__ import annotations
 
 import functools
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from vramwise.errors import InvalidWorkloadError, VramwiseError
@@ -625,16 +627,19 @@ def _defaults() -> dict[str, Any]:
 
 @functools.cache
 def _modelled(name: str, value: Any) -> bool:
-    """Whether TrainSetup has this flat option and accepts this value for it (an option or value a later
-    version adds makes its row count from then on)."""
-    if name not in _defaults():
-        return False
-    from vramwise.workload.train import TrainSetup
+    """Whether TrainSetup has this flat option and, for a choice, this value among its choices (an option or
+    value a later version adds makes its row count from then on). Rules between options are not asked here: a
+    default the options given rule out yields when the setup is built (``_yield_to_given``)."""
+    from vramwise.workload.train import FLAT_NAMES, TrainSetup
 
-    try:
-        TrainSetup.from_flat(**{name: value})
-    except VramwiseError as err:
-        return err.field != name  # a refusal about another option (fsdp needs dp >= 2) is no verdict on this one
+    where = FLAT_NAMES.names.get(name)
+    if where is None:
+        return False
+    group, attr = where
+    owner = FLAT_NAMES.groups[group] if group else TrainSetup
+    hint = typing.get_type_hints(owner).get(attr)
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        return value in {member.value for member in hint}
     return True
 
 

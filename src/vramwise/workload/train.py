@@ -278,3 +278,4 @@ _FLAT = FlatNames(
         "loading": ("", "loading"),
     },
 )
+FLAT_NAMES = _FLAT  # the flat names, for workload/frameworks.py (which option a preset row can set)
