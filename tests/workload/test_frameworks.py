@@ -279,3 +279,9 @@ def test_a_default_the_options_given_rule_out_yields() -> None:
     # torchtune's optimizer_in_bwd steps pure bf16 weights: its own condition skips it under bf16-mixed
     setup = train_setup({"framework": "torchtune", "precision": "bf16-mixed"})
     assert setup.precision.recipe == "bf16-mixed" and not setup.optimizer.in_backward
+
+
+def test_a_framework_is_a_training_option(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "fit", "llama-3-8b", "--gpu", "H100", "--infer", "--framework", "torchtune",
+                       "--max", "batch")  # fmt: skip
+    assert code == 2 and err == "vramwise: error: --framework is a training option: drop it, or drop --infer\n"
