@@ -13,8 +13,13 @@ training rather than its literal default: DeepSpeed's and Megatron's defaults ar
 ``--bf16``), which nobody trains a large model with; the note says so and ``--precision fp32`` gives the literal.
 
     preset(flat)       the flat options with the framework's defaults filled in, and one note per default that
-                       changed the setup (or could not be modelled)
+                       changed the setup (or is not modelled yet, or yields to a rule between the options given)
     check_rules(s)     the framework's refusals for a built TrainSetup (called by TrainSetup itself)
+    refusal(fw, flat)  the first rule these options break (fit asks it before a search varies the layout)
+    fsdp_loading(fw)   the loading path under FSDP when --loading is auto (estimate/train/loading.py asks it)
+
+A row is evaluated in table order against the options so far (the user's, then earlier rows', then TrainSetup's
+defaults), so a condition may read what an earlier row set (torchtitan's precision reads its fsdp row).
 """
 
 from __future__ import annotations
