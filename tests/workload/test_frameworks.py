@@ -175,6 +175,10 @@ REFUSALS = [
     (["--framework", "megatron", "--peft", "lora"], "peft=lora", "LoRA"),
     (["--framework", "megatron", "--dp", "2", "--zero", "2"], "zero=2", "distributed optimizer"),
     (["--framework", "deepspeed", "--dp", "2", "--fsdp", "full"], "fsdp=full", "ZeRO stages"),
+    (["--framework", "deepspeed", "--dp", "2", "--zero", "2", "--pp", "2", "--grad-accum", "2"], "zero=2",
+     "incompatible with pipeline parallelism"),
+    (["--framework", "llama-factory", "--peft", "none", "--precision", "bf16", "--dp", "2", "--zero", "3"],
+     "precision=bf16", "pure_bf16"),
 ]
 
 

@@ -431,6 +431,16 @@ _RULES: dict[Framework, tuple[Rule, ...]] = {
     Framework.DEEPSPEED: (
         Rule(field="fsdp", allowed="none (use --zero 1-3)", broken=lambda v: str(_get(v, "fsdp", "none")) != "none",
              rule="DeepSpeed shards with its ZeRO stages, not FSDP (runtime/zero/config.py stage 0-3)"),
+        Rule(field="zero", allowed="0 or 1 with pp > 1",
+             broken=lambda v: int(_get(v, "zero", 0)) >= 2 and int(_get(v, "pp", 1)) > 1,
+             rule="ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism (runtime/pipe/engine.py "
+                  "PipelineEngine.__init__)"),
+    ),
+    Framework.LLAMA_FACTORY: (
+        Rule(field="precision", allowed="bf16-mixed or amp for full fine-tuning under zero=3",
+             broken=lambda v: _full(v) and str(_get(v, "precision", "")) == "bf16" and int(_get(v, "zero", 0)) == 3,
+             rule="`pure_bf16` is incompatible with DeepSpeed ZeRO-3 (src/llamafactory/hparams/parser.py "
+                  "get_train_args)"),
     ),
     Framework.TORCHTUNE: (
         Rule(field="zero", allowed="0 (torchtune shards with --fsdp full)",
