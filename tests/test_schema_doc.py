@@ -51,6 +51,11 @@ TRAIN = (
     {"pp": 2, "interleave": 2, "grad_accum": 4, "freeze_layers": 2, "optimizer": "paged-adamw-8bit"},
     {"mode": "textbook", "seed": "000", "peft": "lora"},
     {"mode": "textbook", "seed": "002", "dp": 2, "zero": 3, "tp": 2, "sp": True, "pp": 2, "grad_accum": 2},
+    # issue 14's implementation knobs (estimate/train/loss.py, knobs.py)
+    {"loss": "liger", "precision": "bf16"},
+    {"loss": "cce", "peft": "lora", "adapter_dtype": "bf16"},
+    {"loss": "torchtune-chunked", "peft": "qlora", "double_quant": True},
+    {"loss": "compute-dtype", "peft": "lora-8bit"},
 )
 # Families whose peft has no default targets, and the models that cannot take a given layout.
 _NEEDS_TARGETS = ("gemma-3-1b", "deepseek-v2-lite", "deepseek-v3", "gpt-oss-20b")
@@ -229,6 +234,10 @@ TRAIN_SETUP_KEYS = [
     "lora_targets", "lora_dropout", "freeze_layers", "recompute", "attention", "loss", "loss_chunk", "dp", "zero",
     "fsdp", "fsdp_shard", "offload", "tp", "sp", "pp", "interleave", "cp", "ep", "reduce_bucket", "prefetch_bucket",
     "cuda_context_mib", "allocator_fraction", "mode", "seed", "lora_fraction",
+    # issue 14's implementation knobs
+    "adapter_dtype", "double_quant", "recompute_every", "mlp_impl", "norm_impl", "activation_offload", "compile",
+    "optimizer_in_backward", "float8",
+    "framework",  # issue 14, appended within version 1
     "cuda_version", "compute_capability", "loading",
 ]
 

@@ -195,6 +195,11 @@ LLAMA_CPP = (
     " -ctv --cache-type-v -fa --flash-attn -np --parallel -ts --tensor-split -sm --split-mode --no-mmap"
     " -nkvo --no-kv-offload -kvu --kv-unified --swa-full --embeddings --ollama --vllm-version"
 )
+# issue 14's implementation knobs (training only)
+_KNOBS = (
+    " --adapter-dtype --double-quant --recompute-every --mlp-impl --norm-impl --activation-offload --compile"
+    " --optimizer-in-backward --float8"
+)
 FROZEN = {
     "infer": "--all-logits --allocator-fraction --attention --batch --context --cuda-context --explain --format "
     "--gpu --gpu-util --image-size --images --json --kv-block --kv-dtype --max-batched-tokens --mode --new-tokens "
@@ -204,7 +209,9 @@ FROZEN = {
     "train": "--allocator-fraction --attention --batch --cp --cuda-context --dp --ep --explain --freeze-layers "
     "--fsdp --fsdp-shard --gpu --grad-accum --grad-dtype --interleave --json --lora-dropout --lora-fraction "
     "--lora-r --lora-targets --loss --loss-chunk --mode --offload --optimizer --optimizer-impl --peft --per-stage "
-    "--pp --precision --recompute --seed --seq --sp --tp --units --zero -b -s model --cuda-version --loading",
+    "--pp --precision --recompute --seed --seq --sp --tp --units --zero -b -s model --cuda-version --loading"
+    + _KNOBS
+    + " --framework",
 }
 _SETUPS = (
     "--all-logits --allocator-fraction --attention --batch --context --cp --cuda-context --dp --ep --format "
@@ -214,7 +221,10 @@ _SETUPS = (
     "--prefill-chunk --recompute --seed --seq --sp --tp --zero -b -f -n -s model --gpu-memory-utilization "
     "--block-size --engine --max-model-len --max-num-seqs --max-num-batched-tokens --max-batched-tokens "
     "--enforce-eager --kv-cache-memory-bytes --kv-cache-memory --kv-cache-dtype --cuda-version --loading "
-    + _ENGINE_FLAGS + LLAMA_CPP
+    + _ENGINE_FLAGS
+    + LLAMA_CPP
+    + _KNOBS
+    + " --framework"
 )
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units --serve"
 _ENGINE_ONLY = (

@@ -32,6 +32,12 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
     "sp": False, "pp": 1, "interleave": 1, "cp": 1, "ep": 1, "reduce_bucket": 500_000_000,
     "prefetch_bucket": 50_000_000, "cuda_context_mib": None, "allocator_fraction": None, "mode": "accurate",
     "seed": "002", "lora_fraction": 0.02,
+    # issue 14's implementation knobs
+    "adapter_dtype": "auto", "double_quant": False, "recompute_every": 2, "mlp_impl": "composite",
+    "norm_impl": "composite", "activation_offload": False, "compile": False, "optimizer_in_backward": False,
+    "float8": False,
+    # issue 14, added within version 1: whose defaults filled the options not given (workload/frameworks.py)
+    "framework": "none",
     # issue 14, added within version 1: the CUDA context's row and the loading path
     "cuda_version": None, "compute_capability": None, "loading": "auto",
 }  # fmt: skip
@@ -70,6 +76,9 @@ OTHER: dict[str, Any] = {
     "zero": 1, "fsdp": "hybrid", "fsdp_shard": 2, "offload": "optimizer", "tp": 2, "sp": True, "pp": 2,
     "interleave": 2, "cp": 2, "ep": 2, "reduce_bucket": 1000, "prefetch_bucket": 1000, "cuda_context_mib": 0,
     "allocator_fraction": 0.0, "mode": "textbook", "seed": "000", "lora_fraction": 0.1,
+    "adapter_dtype": "bf16", "double_quant": True, "recompute_every": 3, "mlp_impl": "fused", "norm_impl": "fused",
+    "activation_offload": True, "compile": True, "optimizer_in_backward": True, "float8": True,
+    "framework": "hf-trainer",
     "cuda_version": "11.8", "compute_capability": "8.0", "loading": "hf-device-map",
 }  # fmt: skip
 _NEEDS: dict[str, dict[str, Any]] = {
@@ -80,6 +89,7 @@ _NEEDS: dict[str, dict[str, Any]] = {
     "sp": {"tp": 2},
     "interleave": {"pp": 2},
     "ep": {"dp": 2},
+    "double_quant": {"peft": "qlora"},
 }
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from vramwise.app.gpu_rules import infer_options, native_format, train_options
-from vramwise.app.setups import check_format, infer_setup, refuse, train_setup
+from vramwise.app.setups import check_format, infer_setup, refuse, train_setup_noted
 from vramwise.catalog import Gpu, GpuChoice, parse_gpu
 from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
 from vramwise.report.verdict import Verdict, verdict
@@ -172,9 +172,12 @@ def train(req: TrainRequest) -> TrainResult:
     model = resolve_model(req.model)
     choice = parse_gpu(req.gpu) if req.gpu else None
     options, gpu_notes = train_options(choice, req.options)
-    setup = train_setup(options, model)
+    setup, preset_notes = train_setup_noted(options, model)
+    gpu_notes = (*gpu_notes, *preset_notes)
     if setup.mode != "textbook":
         refuse(req.options, ("seed", "lora_fraction"), "applies to --mode textbook (the seeds' formulas)")
+    else:
+        refuse(req.options, ("framework",), "applies to accurate mode (a framework's defaults, not the seeds')")
     gpu = choice.gpu if choice else None
     if setup.mode == "textbook":
         if req.per_stage:

@@ -36,6 +36,7 @@ from vramwise.workload import (
 )
 from vramwise.workload.engines import VLLM_VERSION
 from vramwise.workload.llamacpp_flags import CACHE_TYPES, FLASH_ATTN, SPLIT_MODES
+from vramwise.workload.options import ADAPTER_DTYPES, FRAMEWORKS, KERNEL_IMPLS
 
 
 class Group(Enum):
@@ -237,12 +238,36 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="freeze_layers", flags=("--freeze-layers",), type=int, commands=TRN,
            help="freeze the embeddings and the first N layers (default {train.freeze_layers})"),
     Option(name="recompute", flags=("--recompute",), type=str, commands=TRN,
-           help=f"activation recompute: {_one_of(RECOMPUTE)} (default {{train.recompute}})"),
+           help=f"activation recompute: {_one_of(RECOMPUTE)}; selective is Megatron's (drops the attention "
+                "scores: no change under sdpa/flash), op-sac torchtitan's op-level policy, layer-sac every "
+                "--recompute-every layers (default {train.recompute})"),
     Option(name="loss", flags=("--loss",), type=str, commands=TRN,
-           help=f"{_one_of(LOSS_IMPLS)}: full cross entropy, or chunked (fused linear cross entropy) "
-                f"(default {{train.loss}})"),
+           help=f"{_one_of(LOSS_IMPLS)}: full is transformers' fp32 upcast, compute-dtype F.cross_entropy on "
+                "16-bit logits, chunked a fused linear cross entropy of --loss-chunk tokens, liger Liger-Kernel's, "
+                "cce Cut Cross Entropy, torchtune-chunked torchtune's CEWithChunkedOutputLoss "
+                "(default {train.loss})"),
     Option(name="loss_chunk", flags=("--loss-chunk",), type=int, commands=TRN,
            help="tokens per chunk for --loss chunked (default {train.loss_chunk})"),
+    Option(name="adapter_dtype", flags=("--adapter-dtype",), type=str, commands=TRN,
+           help=f"LoRA adapters' dtype: {_one_of(ADAPTER_DTYPES)}; auto is peft's fp32, bf16 the model's 16-bit "
+                "dtype as torchtune keeps them (default {train.adapter_dtype})"),
+    Option(name="double_quant", flags=("--double-quant",), commands=TRN,
+           help="QLoRA: bitsandbytes double quantization of the 4-bit absmax (bnb_4bit_use_double_quant)"),
+    Option(name="recompute_every", flags=("--recompute-every",), type=int, commands=TRN,
+           help="--recompute layer-sac: checkpoint every N-th layer (default {train.recompute_every})"),
+    Option(name="mlp_impl", flags=("--mlp-impl",), type=str, commands=TRN,
+           help=f"MLP activation: {_one_of(KERNEL_IMPLS)}; fused is Liger's SwiGLU/GeGLU kernel "
+                "(default {train.mlp_impl})"),
+    Option(name="norm_impl", flags=("--norm-impl",), type=str, commands=TRN,
+           help=f"RMSNorm: {_one_of(KERNEL_IMPLS)}; fused is Liger's RMSNorm kernel (default {{train.norm_impl}})"),
+    Option(name="activation_offload", flags=("--activation-offload",), commands=TRN,
+           help="torchtune's activation offloading: saved tensors go to pinned host memory"),
+    Option(name="compile", flags=("--compile",), commands=TRN,
+           help="torch.compile of the model (refused: inductor's saved tensors are not modelled)"),
+    Option(name="optimizer_in_backward", flags=("--optimizer-in-backward",), commands=TRN,
+           help="torchtune's optimizer_in_bwd: each parameter steps in backward and frees its gradient"),
+    Option(name="float8", flags=("--float8",), commands=TRN,
+           help="torchao float8 training of the linears (Float8Linear, tensorwise scaling)"),
     Option(name="dp", flags=("--dp",), type=int, commands=TRN,
            help="data-parallel GPUs (default {train.dp})"),
     Option(name="zero", flags=("--zero",), type=int, commands=TRN,
@@ -263,6 +288,9 @@ OPTIONS: tuple[Option, ...] = (
            help="context-parallel GPUs (default {train.cp})"),
     Option(name="ep", flags=("--ep",), type=int, commands=TRN,
            help="expert-parallel GPUs (default {train.ep})"),
+    Option(name="framework", flags=("--framework",), type=str, commands=TRN,
+           help=f"whose defaults fill the options not given: {_one_of(FRAMEWORKS)} (default {{train.framework}}: "
+                "vramwise's own); options given win, combinations the framework does not run are refused"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
            help="CUDA context in MiB (default: the table by GPU architecture and --cuda-version)"),

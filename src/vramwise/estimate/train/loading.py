@@ -97,7 +97,10 @@ def loading_path(spec: ModelSpec, setup: TrainSetup) -> Loading:
     bnb = base in BNB_FORMATS and base != spec.stored_format
     chosen = setup.loading
     if chosen == Loading.AUTO:
-        auto = ((fsdp, Loading.FSDP_FULL), (zero3, Loading.ZERO_INIT), (bnb, Loading.BNB_QUANTIZE))
+        from vramwise.workload.frameworks import fsdp_loading  # torchtune and torchtitan build on the meta device
+
+        under_fsdp = Loading(fsdp_loading(setup.framework))
+        auto = ((fsdp, under_fsdp), (zero3, Loading.ZERO_INIT), (bnb, Loading.BNB_QUANTIZE))
         return next((path for applies, path in auto if applies), Loading.HF)
     by_fsdp = (fsdp, "--fsdp (FSDP shards the model it loads)")
     rules = {
