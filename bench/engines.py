@@ -83,13 +83,17 @@ class Entry:
     comparison: LogComparison | None = None
     skipped: str = ""
     catalog: str = ""
+    config: str = ""  # a committed config.json (configs/) the model is read from instead of the catalog
+    nominal_gpu: str = ""  # the GPU assumed for a log that names none (llama.cpp buffer sizes do not depend on it)
+    dropped: dict[str, str] = field(default_factory=dict)  # figure -> why it is not compared for this log
     peers: dict[str, dict[str, float]] = field(default_factory=dict)  # peer -> figure -> relative error
     peer_skips: dict[str, str] = field(default_factory=dict)
 
 
 def _catalog_name(hub_id: str) -> tuple[str | None, str]:
-    """The catalog entry for a hub id: the same id, or the base model of an ``-Instruct`` id (the same config.json
-    architecture; only the weights' values differ, which no memory figure reads)."""
+    """The catalog entry for a hub id: the same id, or the base model of an ``-Instruct`` id, or the ``-Instruct``
+    sibling of a base id (the same config.json architecture; only the weights' values differ, which no memory
+    figure reads)."""
     wanted = hub_id.split(" (")[0].strip().lower()
     for name, entry in models().items():
         if entry.hf_id.lower() == wanted:
@@ -97,6 +101,9 @@ def _catalog_name(hub_id: str) -> tuple[str | None, str]:
     for name, entry in models().items():
         if wanted.endswith("-instruct") and entry.hf_id.lower() == wanted.removesuffix("-instruct"):
             return name, f"{hub_id.split(' (')[0]} read as its base model {entry.hf_id} (same architecture)"
+        if entry.hf_id.lower() == wanted + "-instruct":
+            return name, f"{hub_id.split(' (')[0]} read as its instruction-tuned sibling {entry.hf_id} (same " \
+                         "architecture)"
     return None, ""
 
 
@@ -115,29 +122,52 @@ def _gpu_text(entry: Entry, logged_total: bool) -> str | None:
 
 def run_entry(raw: dict[str, Any]) -> Entry:
     entry = Entry(file=raw["file"], source=raw["source"], engine=raw["engine"], model=raw["model"], gpu=raw["gpu"],
-                  tp=int(raw.get("tp", 1)), version=raw.get("version", ""))
+                  tp=int(raw.get("tp", 1)), version=raw.get("version", ""), config=raw.get("config", ""),
+                  nominal_gpu=raw.get("nominal_gpu", ""), dropped=dict(raw.get("not_compared", {})))
     try:
         parsed = load_log(DATA / entry.file)
     except VramwiseError as err:
         entry.skipped = f"log not parsed: {err}"
         return entry
-    name, stand_in = _catalog_name(entry.model)
+    name, stand_in = _model_for(entry)
     if name is None:
         entry.skipped = f"model {entry.model.split(' (')[0]} is not in the catalog (the hub is not reached offline)"
         return entry
-    entry.catalog = name
-    gpu = _gpu_text(entry, parsed.best("gpu_total") is not None)
+    entry.catalog = name if not entry.config else ""
+    gpu = _gpu_text(entry, parsed.best("gpu_total") is not None) or entry.nominal_gpu or None
     if gpu is None and parsed.best("gpu_total") is None:
         entry.skipped = f"no CUDA total in the log and GPU {entry.gpu!r} is not in the catalog"
         return entry
+    # manifest `options`: flags the run used that the kept excerpt does not print (each says where it was read)
+    options = {"tp": entry.tp, **raw.get("options", {})}
     try:
-        entry.comparison = compare_parsed(parsed, model=name, gpu=gpu, options={"tp": entry.tp})
+        entry.comparison = compare_parsed(parsed, model=name, gpu=gpu, options=options)
     except VramwiseError as err:
         entry.skipped = f"refused: {err}"
         return entry
-    if stand_in:
-        entry.comparison = LogComparison(**{**entry.comparison.__dict__, "notes": (stand_in, *entry.comparison.notes)})
+    notes = [*([stand_in] if stand_in else []), *_nominal_note(entry, gpu, parsed.best("gpu_total") is not None)]
+    notes += [f"{fig} not compared: {why}" for fig, why in entry.dropped.items()]
+    rows = tuple(r for r in entry.comparison.rows if r.name not in entry.dropped)
+    entry.comparison = LogComparison(**{**entry.comparison.__dict__, "rows": rows,
+                                        "notes": (*notes, *entry.comparison.notes)})
     return entry
+
+
+def _model_for(entry: Entry) -> tuple[str | None, str]:
+    """A committed config.json (manifest ``config``, bench/data/engine_logs/configs/, each with its source in
+    configs/README.md) when the manifest names one, else the catalog entry of the logged hub id."""
+    if entry.config:
+        path = DATA / entry.config
+        return str(path), f"model read from {entry.config} (the published config.json; source in configs/README.md)"
+    return _catalog_name(entry.model)
+
+
+def _nominal_note(entry: Entry, gpu: str | None, logged_total: bool) -> list[str]:
+    if logged_total or not entry.nominal_gpu or gpu != entry.nominal_gpu:
+        return []
+    return [f"the log names no GPU: estimated on a nominal {entry.nominal_gpu}, large enough for the model; "
+            "llama.cpp's model, KV and compute buffer sizes do not depend on the GPU's total, so the compared "
+            "figures are the same on any GPU that holds them"]
 
 
 # --- peers -------------------------------------------------------------------------------------------------------
@@ -175,6 +205,9 @@ def _gpu_key(entry: Entry, table: dict[str, str]) -> str | None:
 def peers(entry: Entry, work: Path) -> None:
     c = entry.comparison
     if c is None or c.engine != "vllm":
+        return
+    if not entry.catalog:
+        entry.peer_skips["all"] = "model read from a committed config.json, not a catalog entry the peers were given"
         return
     if not PEERS_PY.exists():
         entry.peer_skips["all"] = f"{PEERS_PY} absent"

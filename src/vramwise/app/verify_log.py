@@ -67,6 +67,7 @@ _LLAMACPP: dict[str, str] = {
     "type_k": "cache_type_k",
     "type_v": "cache_type_v",
     "n_gpu_layers": "n_gpu_layers",
+    "flash_attn": "flash_attn",
 }
 _FLAGS = {"vllm": _VLLM, "sglang": _SGLANG, "llama.cpp": _LLAMACPP}
 _INTEGER = {"ctx_size", "batch_size", "ubatch_size", "n_gpu_layers",
@@ -76,6 +77,10 @@ _INTEGER = {"ctx_size", "batch_size", "ubatch_size", "n_gpu_layers",
 _REAL = {"gpu_util", "mem_fraction_static"}
 _SWITCH = {"enforce_eager", "disable_cuda_graph"}
 # the engines' kv_cache_dtype spellings -> vramwise's KV dtypes; "auto" and "None" are the defaults
+# llama.cpp's flash_attn line: "%d" of the bool cparams.flash_attn before the -fa auto change (b3640-era logs print
+# 0/1), then llama_flash_attn_type_name's "auto"/"enabled"/"disabled" (src/llama-context.cpp, llama_context ctor)
+_FLASH_ATTN = {"0": "off", "false": "off", "disabled": "off", "1": "on", "true": "on", "enabled": "on",
+               "auto": "auto"}
 _KV_DTYPES = {"float16": "fp16", "half": "fp16", "bfloat16": "bf16", "fp8": "fp8", "fp8_e4m3": "fp8",
               "fp8_e5m2": "fp8"}
 # flags that name the weights' or compute dtype: the weights keep the checkpoint's own format (its
@@ -252,6 +257,11 @@ def _value(option: str, raw: str) -> Any:
         raise InvalidWorkloadError(
             f"log: flag value {shown(raw)} for {option} is not a number", field=option
         ) from None
+    if option == "flash_attn":
+        if text.lower() not in _FLASH_ATTN:
+            raise InvalidWorkloadError(f"log: flash_attn {shown(raw)} is not one llama.cpp prints; allowed: "
+                                       f"{', '.join(_FLASH_ATTN)}", field="flash_attn", allowed=", ".join(_FLASH_ATTN))
+        return _FLASH_ATTN[text.lower()]
     if option == "kv_dtype":
         mapped = _KV_DTYPES.get(text.lower())
         if mapped is None:
