@@ -55,6 +55,7 @@ TERMS = {
     "compute_buffer": "llama.cpp compute buffer",
     "budget": "budget",
 }
+FROM_LOGGED_POOL = "(of the logged KV memory; no GPU named)"
 # The issue's targets (issue 13, "Targets"): (term, statistic, bound)
 TARGETS = (
     ("KV capacity", "median", 0.03),
@@ -86,6 +87,10 @@ class Entry:
     config: str = ""  # a committed config.json (configs/) the model is read from instead of the catalog
     nominal_gpu: str = ""  # the GPU assumed for a log that names none (llama.cpp buffer sizes do not depend on it)
     dropped: dict[str, str] = field(default_factory=dict)  # figure -> why it is not compared for this log
+    # manifest kv_from_log: a vLLM log that names no GPU: its logged KV memory is given to the plan as
+    # --kv-cache-memory-bytes, so only the tokens, blocks and concurrency that memory holds are checked (the KV bytes
+    # per token and the block rounding), never the budget: kept out of "KV capacity"
+    kv_from_log: bool = False
     peers: dict[str, dict[str, float]] = field(default_factory=dict)  # peer -> figure -> relative error
     peer_skips: dict[str, str] = field(default_factory=dict)
 
@@ -123,7 +128,8 @@ def _gpu_text(entry: Entry, logged_total: bool) -> str | None:
 def run_entry(raw: dict[str, Any]) -> Entry:
     entry = Entry(file=raw["file"], source=raw["source"], engine=raw["engine"], model=raw["model"], gpu=raw["gpu"],
                   tp=int(raw.get("tp", 1)), version=raw.get("version", ""), config=raw.get("config", ""),
-                  nominal_gpu=raw.get("nominal_gpu", ""), dropped=dict(raw.get("not_compared", {})))
+                  nominal_gpu=raw.get("nominal_gpu", ""), dropped=dict(raw.get("not_compared", {})),
+                  kv_from_log=bool(raw.get("kv_from_log", False)))
     try:
         parsed = load_log(DATA / entry.file)
     except VramwiseError as err:
@@ -140,6 +146,11 @@ def run_entry(raw: dict[str, Any]) -> Entry:
         return entry
     # manifest `options`: flags the run used that the kept excerpt does not print (each says where it was read)
     options = {"tp": entry.tp, **raw.get("options", {})}
+    kv = parsed.best("kv_cache")
+    if entry.kv_from_log and kv is not None:
+        options["kv_cache_memory"] = int(kv.value)
+        entry.dropped["kv_cache"] = ("given to the plan as --kv-cache-memory-bytes (the log names no GPU): the tokens, "
+                                     "blocks and concurrency that memory holds are checked, not the budget")
     try:
         entry.comparison = compare_parsed(parsed, model=name, gpu=gpu, options=options)
     except VramwiseError as err:
@@ -328,9 +339,10 @@ def stats(entries: list[Entry]) -> dict[str, dict[str, Any]]:
             continue
         for r in e.comparison.rows:
             if r.name in TERMS and r.relative is not None:
-                series.setdefault(TERMS[r.name], []).append((r.relative, e.file))
+                term = f"{TERMS[r.name]} {FROM_LOGGED_POOL}" if e.kv_from_log else TERMS[r.name]
+                series.setdefault(term, []).append((r.relative, e.file))
         cap = _capacity(e.comparison)
-        if cap is not None:
+        if cap is not None and not e.kv_from_log:
             series.setdefault("KV capacity", []).append((cap[1], e.file))
     for term, values in series.items():
         worst = max(values, key=lambda v: abs(v[0]))
@@ -365,7 +377,7 @@ def render(entries: list[Entry], s: dict[str, dict[str, Any]]) -> str:
                      f"(n={v.get('n', 0)}) | {met} |")
     lines += ["", "## Per term", "", "| term | logs | median abs error | worst | worst log |",
               "| --- | --- | --- | --- | --- |"]
-    for term in [*TERMS.values(), "KV capacity"]:
+    for term in [*TERMS.values(), "KV capacity", *(f"{t} {FROM_LOGGED_POOL}" for t in TERMS.values())]:
         if term in s:
             v = s[term]
             lines.append(f"| {term} | {v['n']} | {v['median']:.1%} | {_pct(v['worst'])} | {v['worst_log']} |")
