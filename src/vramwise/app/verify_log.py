@@ -217,6 +217,13 @@ def logged_options(parsed: ParsedLog) -> tuple[dict[str, Any], tuple[str, ...]]:
             continue
         out[option] = value
         read.append(f"{key}={raw}")
+    if parsed.engine == "llama.cpp" and "freq_base" in parsed.flags and "flash_attn" not in parsed.flags:
+        # llama_new_context_with_model prints flash_attn between n_ubatch and freq_base since flash attention came
+        # in (ggml-org/llama.cpp PR #5021, "ggml : add Flash Attention", April 2024); a context block without it is
+        # an older build, which has no flash attention
+        out.setdefault("flash_attn", "off")
+        read.append("flash_attn=off (the context lines print freq_base but no flash_attn: a build before flash "
+                    "attention)")
     if implied is not None and "max_model_len" not in out:
         out["max_model_len"] = implied
         read.append(f"max_model_len={implied} (its 'Maximum concurrency for {implied:,} tokens per request' line)")

@@ -129,6 +129,11 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         notes += ("MXFP4 experts: vLLM's MoE backend for this GPU is not modelled (no compute capability in the "
                   "catalog); the checkpoint's layout is counted, without the backend's padding or second copy of "
                   "the scales (engines/vllm_mxfp4.py)",)
+    elif fmt.name == "mxfp4" and spec.moe and flags.mxfp4_backend is None:
+        notes += ("MXFP4 experts in the Marlin backend's layout: vLLM 0.11.0 as pip installs it has neither "
+                  "FlashInfer nor triton_kernels, so get_mxfp4_backend picks Marlin on every NVIDIA GPU; where they "
+                  "are installed (vLLM's docker image) give --mxfp4-backend triton (Hopper) or flashinfer "
+                  "(Blackwell) (engines/vllm_mxfp4.py)",)
     est = Estimate(persistent=persistent, notes=notes)
     startup = context.bytes + nt_bytes if rules.free_memory_check else None
     refusal, message = _refusal(setup, gpu, startup, requested, available, layout, max_len)
