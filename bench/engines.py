@@ -363,8 +363,15 @@ def render(entries: list[Entry], s: dict[str, dict[str, Any]]) -> str:
              "worst signed. No constant was changed for these numbers.", "",
              "Read with the versions in mind: as `verify --log` does, each vLLM log is compared with the plan of "
              "its release: a V0 log (0.6.x) with `--vllm-version 0.6.4` (its one-line 'Memory profiling results') "
-             "or `0.6` (v0.6.5-v0.6.6, memory_profiling; the options below name it), any other with vLLM 0.11.0 "
-             "(V1); SGLang with 0.5. A log whose model is not in the catalog, "
+             "or `0.6` (v0.6.5-v0.6.6, memory_profiling; the options below name it), a V1 log of 0.7-0.9.1 with `0.8`, "
+             "of 0.9.2 with `0.9`, of 0.10.x with `0.10`, any other with vLLM 0.11.0 (V1); SGLang with 0.5. A log that "
+             "prints no version is compared with 0.11.0 unless its manifest entry names the release of its date "
+             "(`options`, said under the log). The model is the catalog entry of the logged hub id, or a committed "
+             "config.json (bench/data/engine_logs/configs/, each with its source in configs/README.md). A llama.cpp "
+             "log that names no GPU is estimated on a stated nominal GPU large enough for it (its model, KV and "
+             "compute buffers do not depend on the GPU's total); a vLLM log that names no GPU gets its logged KV "
+             "memory as --kv-cache-memory-bytes and checks only the tokens that memory holds, reported apart and "
+             "kept out of 'KV capacity'. A log whose model is not available offline, "
              "or whose GPU is unknown, is listed with the reason and left out of the statistics. Peers: each "
              "figure as the peer outputs it (ridgepoint's totals divided by tp; llm-analysis's "
              "weight_memory_per_gpu + weight_memory_embedding_per_gpu).", "",

@@ -308,13 +308,13 @@ def vllm_release(parsed: ParsedLog) -> tuple[str | None, str | None]:
     version but only V0 wordings (logs/vllm.py ``_V0_WORDING``) is placed by its memory report: the one-line
     "Memory profiling results: ... initial_memory_usage" of v0.6.2-v0.6.4 -> 0.6.4, memory_profiling's
     "the current vLLM instance can use" (v0.6.5 on) -> 0.6. A 0.7.x-0.9.1 log without V0 wording -> 0.8 (the V1
-    rules read at v0.7.3 and v0.8.5; v0.9.0 keeps their budget rule). Any other log keeps the default plan (0.11):
-    v0.9.2-v0.10.x already take memory_profiling's snapshot as 0.11.0 does, with the communicators inside it
-    (vllm_releases.py)."""
+    rules read at v0.7.3 and v0.8.5; v0.9.0 keeps their budget rule); v0.9.2-v0.9.x -> 0.9 and v0.10.x -> 0.10
+    (memory_profiling's snapshot taken before the distributed init: the communicators inside the budget,
+    vllm_releases.py). Any other log keeps the default plan (0.11)."""
     if parsed.version is not None:
         m = _VERSION.match(parsed.version.strip())
         v1 = parsed.extras.get("generation") != "V0"  # 0.7.x ran V0 by default, V1 only with VLLM_USE_V1=1
-        if v1 and m is not None and (0, 7) <= (int(m.group(1)), int(m.group(2))) < (0, 10):
+        if v1 and m is not None and (0, 7) <= (int(m.group(1)), int(m.group(2))) < (0, 11):
             return _v1_release(parsed.version, int(m.group(2)), int(m.group(3) or 0))
         if m is None or (int(m.group(1)), int(m.group(2))) != (0, 6):
             return None, None
@@ -336,13 +336,20 @@ def vllm_release(parsed: ParsedLog) -> tuple[str | None, str | None]:
 
 
 def _v1_release(logged: str, minor: int, patch: int) -> tuple[str | None, str | None]:
-    """A V1 log of 0.7-0.9: the 0.8 plan where its budget rule holds (v0.7.x-v0.9.1), else the default plan."""
+    """A V1 log of 0.7-0.10: the 0.8 plan where its budget rule holds (v0.7.x-v0.9.1), else the 0.9 (v0.9.2) or 0.10
+    (v0.10.0-v0.10.2) plan."""
+    if minor == 10:
+        if patch in (0, 2):
+            return "0.10", None
+        return "0.10", (f"the log is vLLM {logged}; compared with --vllm-version 0.10, whose rules read at v0.10.0 "
+                        "and v0.10.2 are the same (engines/vllm_releases.py)")
+    if minor == 9 and patch >= 2:
+        return "0.9", None if patch == 2 else (f"the log is vLLM {logged}; compared with --vllm-version 0.9 (the "
+                                               "rules read at v0.9.2)")
     if minor == 8:
         return "0.8", None
     if minor == 7:
         return "0.8", (f"the log is vLLM {logged}; compared with --vllm-version 0.8, whose rules read at v0.7.3 and "
                        "v0.8.5 are the same (engines/vllm_releases.py)")
-    if patch <= 1:
-        return "0.8", (f"the log is vLLM {logged}; compared with --vllm-version 0.8 (v0.8.5's rules): v0.9.0 keeps "
-                       "their budget rule, but its batch defaults exempt the A100 and its CUDA graph sizes differ")
-    return None, None
+    return "0.8", (f"the log is vLLM {logged}; compared with --vllm-version 0.8 (v0.8.5's rules): v0.9.0 keeps "
+                   "their budget rule, but its batch defaults exempt the A100 and its CUDA graph sizes differ")
