@@ -56,6 +56,7 @@ TERMS = {
     "budget": "budget",
 }
 FROM_LOGGED_POOL = "(of the logged KV memory; no GPU named)"
+LLAMACPP_KV = "llama.cpp KV (per device)"
 # The issue's targets (issue 13, "Targets"): (term, statistic, bound)
 TARGETS = (
     ("KV capacity", "median", 0.03),
@@ -337,12 +338,16 @@ def stats(entries: list[Entry]) -> dict[str, dict[str, Any]]:
     for e in entries:
         if e.comparison is None:
             continue
+        llamacpp = e.comparison.engine == "llama.cpp"
         for r in e.comparison.rows:
             if r.name in TERMS and r.relative is not None:
                 term = f"{TERMS[r.name]} {FROM_LOGGED_POOL}" if e.kv_from_log else TERMS[r.name]
+                term = LLAMACPP_KV if llamacpp and r.name == "kv_cache" else term
                 series.setdefault(term, []).append((r.relative, e.file))
+        # KV capacity is the pool an engine sizes from its budget (vLLM, SGLang); llama.cpp's KV buffers follow
+        # -c alone, and a log given its own KV memory checks only the tokens it holds: both reported apart
         cap = _capacity(e.comparison)
-        if cap is not None and not e.kv_from_log:
+        if cap is not None and not e.kv_from_log and not llamacpp:
             series.setdefault("KV capacity", []).append((cap[1], e.file))
     for term, values in series.items():
         worst = max(values, key=lambda v: abs(v[0]))
@@ -384,7 +389,7 @@ def render(entries: list[Entry], s: dict[str, dict[str, Any]]) -> str:
                      f"(n={v.get('n', 0)}) | {met} |")
     lines += ["", "## Per term", "", "| term | logs | median abs error | worst | worst log |",
               "| --- | --- | --- | --- | --- |"]
-    for term in [*TERMS.values(), "KV capacity", *(f"{t} {FROM_LOGGED_POOL}" for t in TERMS.values())]:
+    for term in [*TERMS.values(), "KV capacity", LLAMACPP_KV, *(f"{t} {FROM_LOGGED_POOL}" for t in TERMS.values())]:
         if term in s:
             v = s[term]
             lines.append(f"| {term} | {v['n']} | {v['median']:.1%} | {_pct(v['worst'])} | {v['worst_log']} |")
