@@ -92,6 +92,7 @@ class Entry:
     # --kv-cache-memory-bytes, so only the tokens, blocks and concurrency that memory holds are checked (the KV bytes
     # per token and the block rounding), never the budget: kept out of "KV capacity"
     kv_from_log: bool = False
+    bench_notes: list[str] = field(default_factory=list)  # how this benchmark set the log up (shown under it)
     peers: dict[str, dict[str, float]] = field(default_factory=dict)  # peer -> figure -> relative error
     peer_skips: dict[str, str] = field(default_factory=dict)
 
@@ -159,6 +160,8 @@ def run_entry(raw: dict[str, Any]) -> Entry:
         return entry
     notes = [*([stand_in] if stand_in else []), *_nominal_note(entry, gpu, parsed.best("gpu_total") is not None)]
     notes += [f"{fig} not compared: {why}" for fig, why in entry.dropped.items()]
+    notes += [f"manifest options: {raw['options']}"] if raw.get("options") else []
+    entry.bench_notes = notes
     rows = tuple(r for r in entry.comparison.rows if r.name not in entry.dropped)
     entry.comparison = LogComparison(**{**entry.comparison.__dict__, "rows": rows,
                                         "notes": (*notes, *entry.comparison.notes)})
@@ -169,8 +172,8 @@ def _model_for(entry: Entry) -> tuple[str | None, str]:
     """A committed config.json (manifest ``config``, bench/data/engine_logs/configs/, each with its source in
     configs/README.md) when the manifest names one, else the catalog entry of the logged hub id."""
     if entry.config:
-        path = DATA / entry.config
-        return str(path), f"model read from {entry.config} (the published config.json; source in configs/README.md)"
+        path = os.path.relpath(DATA / entry.config)  # relative: the results name the committed file, not this machine
+        return path, f"model read from {entry.config} (the published config.json; source in configs/README.md)"
     return _catalog_name(entry.model)
 
 
@@ -412,7 +415,8 @@ def render(entries: list[Entry], s: dict[str, dict[str, Any]]) -> str:
             lines += [f"skipped: {e.skipped}", ""]
             continue
         c = e.comparison
-        lines.append(f"estimated as: catalog {c.model}, {c.gpu}, options {dict(c.options)}")
+        lines.append(f"estimated as: {'catalog ' if e.catalog else ''}{c.model}, {c.gpu}, options {dict(c.options)}")
+        lines += [f"- {n}" for n in e.bench_notes]
         lines += ["", "| figure | rank | logged | estimate | error |", "| --- | --- | --- | --- | --- |"]
         for r in c.rows:
             est = "not modelled" if r.estimate is None else f"{r.estimate:,}" if r.is_bytes else f"{r.estimate:,.6g}"
