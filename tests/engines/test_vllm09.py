@@ -62,3 +62,17 @@ def test_tp2_counts_the_tp_and_ep_communicators_inside_the_budget() -> None:
         assert t["kv_cache/pool"] == available // (page * 32) * page * 32
         assert p.kv_tokens is not None and eleven.kv_tokens is not None and p.kv_tokens < eleven.kv_tokens
         assert any("PR #25359" in n for n in p.estimate.notes)
+
+
+def test_the_free_memory_check_sees_only_the_context() -> None:
+    # init_device (v0.9.2 lines 140-143): MemorySnapshot() and "Free memory on device ... is less than desired GPU
+    # memory utilization" come before init_worker_distributed_environment (line 158): the communicators are not
+    # there yet. A utilization that leaves the context and a bit more passes at 0.9.2; at 0.11.0 the tp 8
+    # communicators (tp and ep: two of them) are already allocated and it fails.
+    context = 512 * 2**20
+    nine, eleven = _plan("0.9", tp=8), _plan("0.11", tp=8)
+    comms = sum(b for n, b in _terms(eleven).items() if n.startswith("overhead/") and n != "overhead/cuda_context")
+    util = (H100.memory_bytes - context - comms // 2) / H100.memory_bytes
+    nine, eleven = _plan("0.9", tp=8, gpu_utilization=util), _plan("0.11", tp=8, gpu_utilization=util)
+    assert nine.refusal != "free memory below gpu_memory_utilization"
+    assert eleven.refusal == "free memory below gpu_memory_utilization"

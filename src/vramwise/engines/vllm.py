@@ -139,7 +139,8 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
                   "are installed (vLLM's docker image) give --mxfp4-backend triton (Hopper) or flashinfer "
                   "(Blackwell) (engines/vllm_mxfp4.py)",)
     est = Estimate(persistent=persistent, notes=notes)
-    startup = context.bytes + nt_bytes if rules.free_memory_check else None
+    # in use at the free-memory check: the context, and the communicators where they precede the snapshot (0.11)
+    startup = context.bytes + (0 if rules.comms_in_budget else nt_bytes) if rules.free_memory_check else None
     refusal, message = _refusal(setup, gpu, startup, requested, available, layout, max_len)
     per_token = layout.page // layout.block * (layout.full + layout.sliding)
     fits = refusal is None
