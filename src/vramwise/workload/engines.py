@@ -57,8 +57,8 @@ class VllmFlags:
     kv_cache_memory_bytes: int | None = None  # --kv-cache-memory-bytes: the KV pool's size, not the budget rule's
     pipeline_parallel_size: int = 1  # --pipeline-parallel-size (--pp)
     version: str = "0.11"  # --vllm-version: whose memory plan (VLLM_VERSIONS)
-    # --mxfp4-backend: the MoE backend of an MXFP4 checkpoint (None: vLLM's choice by compute capability;
-    # engines/vllm_mxfp4.py); vLLM 0.10-0.14 spell "marlin" as the environment VLLM_MXFP4_USE_MARLIN=1
+    # --mxfp4-backend: the MoE backend of an MXFP4 checkpoint (None: what pip's vLLM 0.11.0 picks without FlashInfer
+    # or triton_kernels, Marlin; engines/vllm_mxfp4.py); vLLM 0.10-0.14 spell "marlin" as VLLM_MXFP4_USE_MARLIN=1
     mxfp4_backend: str | None = None
 
     def __post_init__(self) -> None:
