@@ -81,7 +81,7 @@ def test_gemma_2_sliding_layers_cached_at_full_length() -> None:
 @pytest.mark.parametrize(
     ("version", "release", "noted"),
     [("0.8.5", "0.8", False), ("0.8.0", "0.8", False), ("0.7.3", "0.8", True), ("0.9.0", "0.8", True),
-     ("0.9.2", None, False), ("0.10.1", None, False)],
+     ("0.9.2", "0.9", False), ("0.10.1", "0.10", True), ("0.10.2", "0.10", False), ("0.11.0", None, False)],
 )
 def test_verify_log_picks_0_8_for_v1_logs_of_0_7_to_0_9_1(version: str, release: str | None, noted: bool) -> None:
     chosen, note = vllm_release(parse_log(f"INFO [api_server.py:1043] vLLM API server version {version}\n"

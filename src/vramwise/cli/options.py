@@ -210,11 +210,12 @@ OPTIONS: tuple[Option, ...] = (
            help="llama.cpp as Ollama 0.12.10 runs it: -c per sequence as num_ctx, num_batch 512, -fa off unless "
                 "given, the layers fitted to the GPU unless -ngl"),
     Option(name="vllm_version", flags=("--vllm-version",), type=str, commands=ENG,
-           help="vLLM: whose memory plan, 0.11 (V1), 0.8 (V1 of 0.7.x-0.8.x: context and NCCL inside the budget), "
-                "0.6 (V0 of 0.6.5-0.6.6) or 0.6.4 (V0, the CUDA context inside the budget) (default 0.11)"),
+           help="vLLM: whose memory plan, 0.11 (V1), 0.10 or 0.9 (V1 of 0.10.x / 0.9.2: NCCL inside the budget), 0.8 "
+                "(V1 of 0.7.x-0.8.x: context and NCCL inside the budget), 0.6 (V0 of 0.6.5-0.6.6) or 0.6.4 (V0, the "
+                "CUDA context inside the budget) (default 0.11)"),
     Option(name="mxfp4_backend", flags=("--mxfp4-backend",), type=str, commands=ENG,
-           help="vLLM: the MoE backend of an MXFP4 checkpoint, marlin, triton or flashinfer (default: vLLM's by "
-                "compute capability; marlin is VLLM_MXFP4_USE_MARLIN=1)"),
+           help="vLLM: the MoE backend of an MXFP4 checkpoint, marlin, triton or flashinfer (default: marlin, what "
+                "pip's vLLM 0.11.0 picks without FlashInfer or triton_kernels; marlin is VLLM_MXFP4_USE_MARLIN=1)"),
     # --- training only
     Option(name="grad_accum", flags=("--grad-accum",), type=int, commands=TRN,
            help="micro-batches per step (pipeline micro-batches; default {train.grad_accum})"),
