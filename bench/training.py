@@ -9,7 +9,8 @@ meaningfully once those options land. No constant of vramwise is touched here.
 The measured figure is compared with the estimate's figure of the same kind:
 - ``max_memory_allocated`` / ``active_peak`` (and ``unstated``, as its case says): the tensor peak, the worst
   phase's terms without the ``overhead/`` ones (context, allocator reserve, and any other non-tensor term);
-- ``max_memory_reserved``: the peak without the CUDA context (tensors plus the allocator's reserve);
+- ``max_memory_reserved``: tensors plus the allocator's reserve (``overhead/allocator``), without the CUDA context
+  or NCCL's buffers, which PyTorch's allocator does not hold;
 - ``nvidia-smi``: the whole per-GPU peak, context included.
 Errors are estimate / measured - 1. A published out-of-memory (``outcome = "oom"``) is checked on the case's
 GPU: predicted to fit or not. Peers (bench/data/training/PEERS.md) run offline as subprocesses: fitcheck-llm,
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,12 +145,20 @@ def case_gpu(case: dict[str, Any]) -> str | None:
     return None
 
 
+def _allocator(name: str) -> bool:
+    """The caching allocator's reserve: inside max_memory_reserved, unlike the context and NCCL's own buffers
+    (cudaMalloc outside PyTorch's allocator), which only the device total sees."""
+    return name == "overhead/allocator" or name.startswith("overhead/allocator/")
+
+
 def figures_of(est: Estimate) -> dict[str, int]:
-    """The three figures a run can publish, from one estimate (see the module docstring)."""
-    persistent = sum(t.bytes for t in est.persistent if is_tensor(t.name))
-    phases = [persistent + sum(t.bytes for t in p.transient if is_tensor(t.name)) for p in est.phases]
-    context = sum(t.bytes for t in est.terms if t.name.startswith("overhead/cuda_context"))
-    return {"allocated": max(phases, default=persistent), "reserved": est.peak_bytes - context,
+    """The three figures a run can publish, each the maximum over the estimate's phases (see the module
+    docstring): tensors; tensors and the allocator's reserve; everything."""
+    def peak(keep: Callable[[str], bool]) -> int:
+        base = sum(t.bytes for t in est.persistent if keep(t.name))
+        return max((base + sum(t.bytes for t in p.transient if keep(t.name)) for p in est.phases), default=base)
+
+    return {"allocated": peak(is_tensor), "reserved": peak(lambda n: is_tensor(n) or _allocator(n)),
             "device": est.peak_bytes}
 
 
@@ -169,6 +179,9 @@ def run_case(case: dict[str, Any]) -> Result:
                 result.not_applied.append(f"{name}={_show(options.pop(name))} (refused: {err})")
                 continue
             result.error = f"refused: {err}"
+            return result
+        except Exception as err:  # a bug on one case is reported with that case; the bench goes on
+            result.error = f"estimate raised {type(err).__name__}: {str(err)[:160]} (a bug: report it)"
             return result
         worst = out.stages[0]
         result.applied = dict(options)
@@ -413,7 +426,8 @@ def render(results: list[Result], s: dict[str, Any], commit: str, versions: dict
         f"({len(results)} cases, each with its source link). Each case's settings go to `vramwise train` by their "
         "flat option names; a setting this commit has no option for, or refuses, is listed under the case as "
         "not applied, and the estimate runs without it. Measured allocated/active peaks are compared with the "
-        "tensor peak (no context, no allocator reserve), reserved peaks with the peak less the CUDA context, "
+        "tensor peak (no context, no allocator reserve), reserved peaks with tensors plus the allocator's reserve "
+        "(no context, no NCCL buffers), "
         "nvidia-smi figures with the whole peak. Error = estimate / measured - 1. Read the errors with the "
         "'not applied' column: a refused value (peft=dora, recompute=op-sac) leaves that setting at its default, "
         "so such a case's error measures the missing option, not the model of the rest.",
