@@ -408,6 +408,16 @@ def stats(results: list[Result]) -> dict[str, Any]:
     return out
 
 
+def _by_source(results: list[Result]) -> list[str]:
+    """One row per source family (the id's first word: peft, torchtune, torchtitan, litgpt)."""
+    groups: dict[str, list[float]] = {}
+    for r in results:
+        if r.relative is not None:
+            groups.setdefault(r.id.split("-")[0], []).append(r.relative)
+    return [f"| {name} | {len(v)} | {statistics.median(abs(x) for x in v):.1%} | {_pct(max(v, key=abs))} |"
+            for name, v in groups.items()]
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:+.1%}"
 
@@ -446,6 +456,12 @@ def render(results: list[Result], s: dict[str, Any], commit: str, versions: dict
         "",
         f"Cases whose every setting was applied: {s['all_applied']['n']}, median |error| "
         f"{'n/a' if s['all_applied']['median'] is None else format(s['all_applied']['median'], '.1%')}.",
+        "",
+        "## By source",
+        "",
+        "| source | cases compared | median abs error | worst |",
+        "| --- | --- | --- | --- |",
+        *_by_source(results),
         "",
         "## Per case",
         "",
