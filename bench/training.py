@@ -162,7 +162,20 @@ def figures_of(est: Estimate) -> dict[str, int]:
             "device": est.peak_bytes}
 
 
-def run_case(case: dict[str, Any]) -> Result:
+def model_text(case: dict[str, Any], work: Path) -> str:
+    """What the bench estimates: the catalog name, or a config.json written from the catalog's keys and the case's
+    ``config_overrides`` (a head or a dropout the abbreviated catalog entry does not carry), as a user would."""
+    catalog = str(case["catalog"])
+    overrides = dict(case.get("config_overrides") or {})
+    if not overrides:
+        return catalog
+    folder = work / "configs" / str(case["id"])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({**models()[catalog].config, **overrides}))
+    return str(folder / "config.json")
+
+
+def run_case(case: dict[str, Any], work: Path) -> Result:
     result = Result(case=case)
     catalog = case.get("catalog") or ""
     if catalog not in models():
@@ -170,9 +183,10 @@ def run_case(case: dict[str, Any]) -> Result:
         return result
     options, result.not_applied = options_of(dict(case["settings"]))
     gpu = case_gpu(case) if case["outcome"] == "oom" else None
+    model = model_text(case, work)
     for _ in range(len(options) + 1):
         try:
-            out = train(TrainRequest(model=catalog, options=options, gpu=gpu))
+            out = train(TrainRequest(model=model, options=options, gpu=gpu))
         except VramwiseError as err:
             name = getattr(err, "field", None)
             if name in options:  # a value this commit refuses: left out, with the refusal
@@ -225,6 +239,8 @@ def _peer_limits(s: dict[str, Any], *, quant: bool = True, adam8: bool = True, r
         why.append("8-bit optimizers")
     if not recompute and s.get("recompute", "none") != "none":
         why.append("activation recomputation")
+    if str(s.get("optimizer", "adamw")) not in ("adamw", "adam", "adamw-8bit", "paged-adamw", "paged-adamw-8bit"):
+        why.append(f"optimizer {s['optimizer']}")
     if int(s.get("dp", 1)) > 1 or int(s.get("tp", 1)) > 1 or int(s.get("cp", 1)) > 1 or s.get("fsdp", "none") != "none":
         why.append("multi-GPU sharding (FSDP/TP/CP)")
     if s.get("peft", "none") not in ("none", "lora", "qlora"):
@@ -240,35 +256,41 @@ def run_peers(r: Result, work: Path) -> None:
     if not PEERS_PY.exists():
         r.peer_skips["all"] = f"{PEERS_PY} absent"
         return
-    folder = work / catalog
-    if not folder.exists():
-        folder.mkdir()
-        (folder / "config.json").write_text(json.dumps(dict(models()[catalog].config)))
-    _fitcheck(r, s, work, catalog)
+    config = {**models()[catalog].config, **dict(r.case.get("config_overrides") or {})}
+    folder = work / "peers" / r.id  # the case's own config.json (its overrides included)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    _fitcheck(r, s, work, folder)
     _vramcalc(r, s, folder)
     _llm_analysis(r, s, work, catalog)
     _hf_vram_calc(r, s, folder, work)
+
+
+def _compute_dtype(s: dict[str, Any]) -> str:
+    """The dtype the peers' --precision/--dtype flags mean: the compute dtype of the case's recipe."""
+    recipe = str(s.get("precision", "bf16-mixed"))
+    return "fp32" if recipe == "fp32" else "fp16" if recipe in ("amp-fp16", "fp16-mixed") else "bf16"
 
 
 def _targets(s: dict[str, Any]) -> str:
     return ",".join(s.get("lora_targets") or ["q_proj", "v_proj"])
 
 
-def _fitcheck(r: Result, s: dict[str, Any], work: Path, catalog: str) -> None:
+def _fitcheck(r: Result, s: dict[str, Any], work: Path, folder: Path) -> None:
     limits = _peer_limits(s)
     if limits:
         r.peer_skips["fitcheck-llm"] = f"cannot express {limits}"
         return
-    hub_id = models()[catalog].hf_id
-    snap = work / "hf" / "hub" / f"models--{hub_id.replace('/', '--')}"
-    if not snap.exists():
-        (snap / "snapshots" / "local").mkdir(parents=True)
-        (snap / "refs").mkdir()
-        (snap / "refs" / "main").write_text("local")
-        (snap / "snapshots" / "local" / "config.json").write_text(json.dumps(dict(models()[catalog].config)))
+    hub_id = models()[r.case["catalog"]].hf_id
+    home = work / "hf" / r.id  # one hub cache per case: the case's own config.json under the hub id
+    snap = home / "hub" / f"models--{hub_id.replace('/', '--')}"
+    (snap / "snapshots" / "local").mkdir(parents=True, exist_ok=True)
+    (snap / "refs").mkdir(exist_ok=True)
+    (snap / "refs" / "main").write_text("local")
+    (snap / "snapshots" / "local" / "config.json").write_text((folder / "config.json").read_text())
     args = [str(PEERS_PY.parent / "fitcheck"), hub_id, "--batch-size", str(s.get("batch", 1)), "--seq-len",
             str(s.get("seq", 2048)), "--vram-mib", "81920", "--json", "--no-color"]
-    args += ["--precision", "fp32" if s.get("precision") == "fp32" else "bf16"]
+    args += ["--precision", _compute_dtype(s)]
     if s.get("peft", "none") == "none":
         args.append("--no-lora")
     else:
@@ -283,7 +305,7 @@ def _fitcheck(r: Result, s: dict[str, Any], work: Path, catalog: str) -> None:
         args.append("--grad-checkpoint")
     if s.get("attention", "sdpa") in ("sdpa", "flash"):
         args.append("--flash-attn")
-    out, why = _run(args, env={"HF_HOME": str(work / "hf")})
+    out, why = _run(args, env={"HF_HOME": str(home)})
     if out is None:
         r.peer_skips["fitcheck-llm"] = why
         return
@@ -296,7 +318,7 @@ def _vramcalc(r: Result, s: dict[str, Any], folder: Path) -> None:
         r.peer_skips["vramcalc"] = f"cannot express {limits}"
         return
     args = [str(PEERS_PY.parent / "vramcalc"), "estimate", str(folder), "--train", "--batch", str(s.get("batch", 1)),
-            "--seq", str(s.get("seq", 2048)), "--dtype", "fp32" if s.get("precision") == "fp32" else "bf16",
+            "--seq", str(s.get("seq", 2048)), "--dtype", _compute_dtype(s),
             "--precision", "pure" if s.get("precision") in ("bf16", "fp32") else "amp",
             "--attn", {"flash": "flash", "eager": "eager"}.get(s.get("attention", "sdpa"), "sdpa"), "--json"]
     if s.get("peft", "none") == "lora":
@@ -312,6 +334,8 @@ def _vramcalc(r: Result, s: dict[str, Any], folder: Path) -> None:
 
 def _llm_analysis(r: Result, s: dict[str, Any], work: Path, catalog: str) -> None:
     limits = _peer_limits(s, adam8=False)
+    if s.get("precision") == "fp32":  # its dtype configs are all 16-bit weights or narrower (dtype_configs/)
+        limits = ", ".join(x for x in (limits, "fp32 training") if x)
     if s.get("peft", "none") != "none" or limits:
         r.peer_skips["llm-analysis"] = f"cannot express {limits or 'adapters'} (its train mode: full fine-tuning)"
         return
@@ -358,7 +382,7 @@ def _hf_vram_calc(r: Result, s: dict[str, Any], folder: Path, work: Path) -> Non
         (path / "hf_vram_calc").symlink_to(pkg)  # only this package: its torch/transformers are this venv's
     out_json = work / f"hfvc-{r.id}.json"
     argv = ["hf-vram-calc", "--model", models()[r.case["catalog"]].hf_id, "--model_path", str(folder), "--dtype",
-            "fp32" if s.get("precision") == "fp32" else "bf16", "--max_batch_size", str(s.get("batch", 1)),
+            _compute_dtype(s), "--max_batch_size", str(s.get("batch", 1)),
             "--max_seq_len", str(s.get("seq", 2048)), "--lora_rank", str(s.get("lora_r", 16)), "--output_json",
             str(out_json)]
     code = f"import sys; sys.argv={argv!r}; from hf_vram_calc.cli import main; main()"
@@ -486,7 +510,7 @@ def render(results: list[Result], s: dict[str, Any], commit: str, versions: dict
               "| case | measured GiB | vramwise | " + " | ".join(PEER_NAMES) + " |",
               "| --- | --- | --- | " + " | ".join("---" for _ in PEER_NAMES) + " |"]
     for r in results:
-        if r.case["outcome"] == "oom" or r.error:
+        if r.case["outcome"] == "oom":
             continue
         cells = [_pct(_rel(r.peers.get(p), r.case)) for p in PEER_NAMES]
         lines.append(f"| {r.id} | {_gib(measured_bytes(r.case))} | {_pct(r.relative)} | " + " | ".join(cells) + " |")
@@ -531,8 +555,8 @@ def _commit() -> str:
 
 def main() -> int:
     os.environ["HF_HUB_OFFLINE"] = "1"  # never the hub: a model outside the catalog is reported with the reason
-    results = [run_case(case) for case in load_manifest()]
     with tempfile.TemporaryDirectory() as tmp:
+        results = [run_case(case, Path(tmp)) for case in load_manifest()]
         for r in results:
             run_peers(r, Path(tmp))
     s = stats(results)

@@ -45,6 +45,7 @@ def test_case_fields(case: dict[str, object]) -> None:
     else:
         assert isinstance(case["value"], int | float) and case["value"] > 0
         assert case["figure"] != "oom"
+    assert isinstance(case.get("config_overrides", {}), dict)
     if case["figure"] == "unstated":  # the bench compares it with some figure: the case must say which and why
         assert any("figure" in a for a in case["assumed"])  # type: ignore[attr-defined]
 
