@@ -425,10 +425,13 @@ def stats(results: list[Result]) -> dict[str, Any]:
     out["all_applied"] = {"n": len(clean),
                           "median": statistics.median(abs(v) for v, _ in clean) if clean else None}
     for peer in PEER_NAMES:
-        vals = [_rel(r.peers.get(peer), r.case) for r in results]
-        got = [v for v in vals if v is not None]
+        pairs = [(_rel(r.peers.get(peer), r.case), r.relative) for r in results]
+        got = [v for v, _ in pairs if v is not None]
+        ours = [o for v, o in pairs if v is not None and o is not None]  # vramwise on the cases this peer answered
         out[peer] = {"n": len(got), "median": statistics.median(abs(v) for v in got) if got else None,
-                     "worst": max(got, key=abs) if got else None}
+                     "worst": max(got, key=abs) if got else None,
+                     "vramwise_same_cases": {"n": len(ours),
+                                             "median": statistics.median(abs(o) for o in ours) if ours else None}}
     return out
 
 
@@ -514,12 +517,15 @@ def render(results: list[Result], s: dict[str, Any], commit: str, versions: dict
             continue
         cells = [_pct(_rel(r.peers.get(p), r.case)) for p in PEER_NAMES]
         lines.append(f"| {r.id} | {_gib(measured_bytes(r.case))} | {_pct(r.relative)} | " + " | ".join(cells) + " |")
-    lines += ["", "| peer | cases expressed | median abs error | worst |", "| --- | --- | --- | --- |",
-              f"| vramwise | {s['n']} | {'n/a' if median is None else f'{median:.1%}'} | {_pct(worst)} |"]
+    lines += ["", "| peer | cases expressed | median abs error | worst | vramwise on the same cases (n, median) |",
+              "| --- | --- | --- | --- | --- |",
+              f"| vramwise | {s['n']} | {'n/a' if median is None else f'{median:.1%}'} | {_pct(worst)} | — |"]
     for p in PEER_NAMES:
         v = s[p]
         med = "n/a" if v["median"] is None else f"{v['median']:.1%}"
-        lines.append(f"| {p} | {v['n']} | {med} | {_pct(v['worst'])} |")
+        same = v["vramwise_same_cases"]
+        ours = "n/a" if same["median"] is None else f"{same['n']}, {same['median']:.1%}"
+        lines.append(f"| {p} | {v['n']} | {med} | {_pct(v['worst'])} | {ours} |")
     lines += ["", "Peers not run on a case:", ""]
     reasons: dict[str, set[str]] = {}
     for r in results:
