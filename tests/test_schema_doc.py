@@ -229,6 +229,7 @@ INFER_SETUP_KEYS = [
     "ctx_size", "batch_size", "ubatch_size", "n_gpu_layers", "cache_type_k",
     "cache_type_v", "flash_attn", "parallel", "tensor_split", "split_mode", "no_mmap", "no_kv_offload", "kv_unified",
     "swa_full", "embeddings", "fit_gpu_layers", "ollama", "vllm_version", "mxfp4_backend",
+    "cuda_version", "compute_capability",
 ]
 TRAIN_SETUP_KEYS = [
     "batch", "seq", "grad_accum", "precision", "grad_dtype", "optimizer", "optimizer_impl", "peft", "lora_r",
@@ -238,6 +239,8 @@ TRAIN_SETUP_KEYS = [
     # issue 14's implementation knobs
     "adapter_dtype", "double_quant", "recompute_every", "mlp_impl", "norm_impl", "activation_offload", "compile",
     "optimizer_in_backward", "float8",
+    "framework",  # issue 14, appended within version 1
+    "cuda_version", "compute_capability", "loading",
 ]
 
 

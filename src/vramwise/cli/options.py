@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 
 from vramwise.app.choices import DEFAULT_AXIS, DEFAULT_TOP, MAX_TARGETS, SWEEP_AXES
 from vramwise.app.setups import infer_default, train_default
-from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION, DEFAULT_CUDA_CONTEXT_MIB
+from vramwise.estimate.cuda_context import DEFAULT_CUDA_VERSION
+from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION
 from vramwise.units import DEFAULT_UNIT, UNITS
 from vramwise.workload import (
     ATTENTION_IMPLS,
@@ -24,6 +25,7 @@ from vramwise.workload import (
     FSDP_MODES,
     GRAD_DTYPES,
     KV_DTYPES,
+    LOADINGS,
     LOSS_IMPLS,
     OFFLOAD,
     OPTIMIZER_IMPLS,
@@ -34,7 +36,7 @@ from vramwise.workload import (
 )
 from vramwise.workload.engines import VLLM_VERSION
 from vramwise.workload.llamacpp_flags import CACHE_TYPES, FLASH_ATTN, SPLIT_MODES
-from vramwise.workload.options import ADAPTER_DTYPES, KERNEL_IMPLS
+from vramwise.workload.options import ADAPTER_DTYPES, FRAMEWORKS, KERNEL_IMPLS
 
 
 class Group(Enum):
@@ -208,11 +210,12 @@ OPTIONS: tuple[Option, ...] = (
            help="llama.cpp as Ollama 0.12.10 runs it: -c per sequence as num_ctx, num_batch 512, -fa off unless "
                 "given, the layers fitted to the GPU unless -ngl"),
     Option(name="vllm_version", flags=("--vllm-version",), type=str, commands=ENG,
-           help="vLLM: whose memory plan, 0.11 (V1), 0.8 (V1 of 0.7.x-0.8.x: context and NCCL inside the budget), "
-                "0.6 (V0 of 0.6.5-0.6.6) or 0.6.4 (V0, the CUDA context inside the budget) (default 0.11)"),
+           help="vLLM: whose memory plan, 0.11 (V1), 0.10 or 0.9 (V1 of 0.10.x / 0.9.2: NCCL inside the budget), 0.8 "
+                "(V1 of 0.7.x-0.8.x: context and NCCL inside the budget), 0.6 (V0 of 0.6.5-0.6.6) or 0.6.4 (V0, the "
+                "CUDA context inside the budget) (default 0.11)"),
     Option(name="mxfp4_backend", flags=("--mxfp4-backend",), type=str, commands=ENG,
-           help="vLLM: the MoE backend of an MXFP4 checkpoint, marlin, triton or flashinfer (default: vLLM's by "
-                "compute capability; marlin is VLLM_MXFP4_USE_MARLIN=1)"),
+           help="vLLM: the MoE backend of an MXFP4 checkpoint, marlin, triton or flashinfer (default: marlin, what "
+                "pip's vLLM 0.11.0 picks without FlashInfer or triton_kernels; marlin is VLLM_MXFP4_USE_MARLIN=1)"),
     # --- training only
     Option(name="grad_accum", flags=("--grad-accum",), type=int, commands=TRN,
            help="micro-batches per step (pipeline micro-batches; default {train.grad_accum})"),
@@ -287,11 +290,20 @@ OPTIONS: tuple[Option, ...] = (
            help="context-parallel GPUs (default {train.cp})"),
     Option(name="ep", flags=("--ep",), type=int, commands=TRN,
            help="expert-parallel GPUs (default {train.ep})"),
+    Option(name="framework", flags=("--framework",), type=str, commands=TRN,
+           help=f"whose defaults fill the options not given: {_one_of(FRAMEWORKS)} (default {{train.framework}}: "
+                "vramwise's own); options given win, combinations the framework does not run are refused"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
-           help=f"CUDA context and workspaces in MiB (default {DEFAULT_CUDA_CONTEXT_MIB})"),
+           help="CUDA context in MiB (default: the table by GPU architecture and --cuda-version)"),
+    Option(name="cuda_version", flags=("--cuda-version",), type=str, commands=BOTH,
+           help=f"the CUDA runtime of the torch wheel (torch.version.cuda), which sizes the CUDA context with the "
+                f"GPU's architecture (default {DEFAULT_CUDA_VERSION}; < 11.7: every kernel loaded eagerly)"),
     Option(name="allocator_fraction", flags=("--allocator-fraction",), type=float, commands=BOTH,
            help=f"allocator reserve as a fraction (default {DEFAULT_ALLOCATOR_FRACTION})"),
+    Option(name="loading", flags=("--loading",), type=str, commands=TRN,
+           help=f"how the checkpoint is loaded before the first step: {_one_of(LOADINGS)} (default {{train.loading}}: "
+                "FSDP fsdp-full, ZeRO-3 zero-init, a bitsandbytes base bnb-quantize, else hf)"),
     Option(name="mode", flags=("--mode",), type=str, commands=BOTH,
            help="accurate (default {infer.mode}) or textbook (the seeds' formulas; infer and train)"),
     Option(name="seed", flags=("--seed",), type=str, commands=TRN,

@@ -128,6 +128,19 @@ class KvDtype(StrEnum):
     FP8 = "fp8"
 
 
+class Loading(StrEnum):
+    """How the checkpoint reaches the GPUs before the first step (estimate/train/loading.py says what each holds)."""
+
+    AUTO = "auto"  # from the layout: FSDP -> fsdp-full, ZeRO-3 -> zero-init, a bitsandbytes base -> bnb-quantize
+    HF = "hf"  # transformers from_pretrained on the host, then the trainer moves the model to its GPU
+    HF_DEVICE_MAP = "hf-device-map"  # from_pretrained(device_map=...): tensors read straight onto the GPU
+    FSDP_FULL = "fsdp-full"  # every rank materialises the whole model on its GPU, then FSDP shards it
+    FSDP_META = "fsdp-meta"  # meta-device init, to_empty on the shard, then the (sharded) state dict
+    FSDP_SYNC = "fsdp-sync"  # accelerate cpu_ram_efficient_loading: rank 0 loads, sync_module_states broadcasts
+    ZERO_INIT = "zero-init"  # DeepSpeed zero.Init: parameters partitioned as each module is built
+    BNB_QUANTIZE = "bnb-quantize"  # bitsandbytes quantizes each 16-bit weight as it reaches the GPU
+
+
 class Mode(StrEnum):
     """accurate: what the frameworks allocate; textbook: a seed's closed formulas."""
 
@@ -142,6 +155,21 @@ class Seed(StrEnum):
     SEED_002 = "002"
 
 
+class Framework(StrEnum):
+    """Whose defaults fill the options not given (workload/frameworks.py: one table per framework and version)."""
+
+    NONE = "none"
+    HF_TRAINER = "hf-trainer"
+    ACCELERATE = "accelerate"
+    DEEPSPEED = "deepspeed"
+    TORCHTUNE = "torchtune"
+    TORCHTITAN = "torchtitan"
+    AXOLOTL = "axolotl"
+    UNSLOTH = "unsloth"
+    LLAMA_FACTORY = "llama-factory"
+    MEGATRON = "megatron"
+
+
 # The allowed values as tuples, in the order ``--help`` lists them.
 PRECISIONS = tuple(Precision)
 GRAD_DTYPES = tuple(GradDtype)
@@ -154,7 +182,9 @@ LOSS_IMPLS = tuple(LossImpl)
 ADAPTER_DTYPES = tuple(AdapterDtype)
 KERNEL_IMPLS = tuple(KernelImpl)
 FSDP_MODES = tuple(FsdpMode)
+LOADINGS = tuple(Loading)
 OFFLOAD = tuple(Offload)
 KV_DTYPES = tuple(KvDtype)
 MODES = tuple(Mode)
 SEEDS = tuple(Seed)
+FRAMEWORKS = tuple(Framework)

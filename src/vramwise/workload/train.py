@@ -21,8 +21,10 @@ from vramwise.workload.layout import ParallelConfig
 from vramwise.workload.options import (
     AdapterDtype,
     AttentionImpl,
+    Framework,
     GradDtype,
     KernelImpl,
+    Loading,
     LossImpl,
     Mode,
     Optimizer,
@@ -142,10 +144,13 @@ class TrainSetup:
     # layer-sac: every N-th layer is checkpointed (torchtitan config ActivationCheckpoint.selective_ac_option, "2")
     recompute_every: int = 2
     impl: ImplConfig = field(default_factory=ImplConfig)
+    framework: Framework = Framework.NONE  # whose defaults filled the options not given (workload/frameworks.py)
+    loading: Loading = Loading.AUTO  # how the checkpoint reaches the GPUs (estimate/train/loading.py)
 
     def __post_init__(self) -> None:
         for name in ("batch", "seq", "grad_accum", "loss_chunk", "recompute_every"):
             positive(name, getattr(self, name))
+        coerce(self, "loading", Loading)
         coerce(self, "recompute", Recompute)
         coerce(self, "attention", AttentionImpl)
         coerce(self, "loss", LossImpl)
@@ -162,6 +167,11 @@ class TrainSetup:
             raise InvalidWorkloadError(
                 "optimizer lomo fuses the update into backward of full fine-tuning; use peft=none"
             )
+        coerce(self, "framework", Framework)
+        if self.framework != Framework.NONE:
+            from vramwise.workload.frameworks import check_rules  # imported only when a framework is named
+
+            check_rules(self)
 
     @property
     def step_impl(self) -> OptimizerImpl:
@@ -269,5 +279,10 @@ _FLAT = FlatNames(
         "compile": ("impl", "compile"),
         "optimizer_in_backward": ("optimizer", "in_backward"),
         "float8": ("impl", "float8"),
+        "framework": ("", "framework"),
+        "cuda_version": ("overheads", "cuda_version"),
+        "compute_capability": ("overheads", "compute_capability"),
+        "loading": ("", "loading"),
     },
 )
+FLAT_NAMES = _FLAT  # the flat names, for workload/frameworks.py (which option a preset row can set)

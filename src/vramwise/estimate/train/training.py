@@ -21,9 +21,10 @@ import functools
 from dataclasses import dataclass, replace
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
+from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.encoder_decoder import refuse as refuse_encoder_decoder
 from vramwise.estimate.logits import head_words
-from vramwise.estimate.overheads import cuda_context_term
+from vramwise.estimate.overheads import is_tensor
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
@@ -38,6 +39,7 @@ from vramwise.estimate.train.layout import (
     stage_share,
     stages,
 )
+from vramwise.estimate.train.loading import loading_term
 from vramwise.estimate.train.lora import LoraModule, adapter_bytes, kbit_prepared, lora_targets
 from vramwise.estimate.train.loss import LossRules, classifier_loss_rules, implementation_rules, liger_chunk
 from vramwise.estimate.train.quantized import training_base
@@ -370,7 +372,7 @@ def _persistent(setup: TrainSetup, states: ModelStates) -> tuple[tuple[Term, ...
     zero_buffer = setup.parallel.sharding.stage == 3 and setup.parallel.fsdp == FsdpMode.NONE
     grads_persist = grads is not None and (setup.grad_accum > 1 or zero_buffer)
     kept = (grads,) if grads is not None and grads_persist else ()
-    context = cuda_context_term(setup.overheads.cuda_context_mib)
+    context = context_term(setup.overheads)
     return (*states.persistent, *kept, context), None if grads_persist else grads
 
 
@@ -524,6 +526,13 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
         # the head's gradient is stepped first, while every layer's activations are still held
         phases.append((PhaseKind.BACKWARD_LAYER, fwd.in_layers + out.add(*states.backward_extra)))
     phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
+    # loading comes before the step but is listed last, so the step's phases keep their places (loading.py); it is
+    # shown only when it holds more than the step's persistent states: otherwise it cannot be the peak, and its
+    # total would list optimizer states that do not exist yet
+    master = sum(t.bytes for t in (*states.persistent, *states.host) if t.name == "optimizer/master_weights")
+    held = tuple(t for t in persistent if is_tensor(t.name))
+    load = loading_term(spec, setup, stage, held, recipe.weight, master)
+    phases += [(PhaseKind.LOAD, out.add(load))] if load.bytes else []
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
         persistent=[constant(t) for t in persistent] + (list(buffers(spec)) if stage.first else []),
@@ -676,6 +685,13 @@ def _positions(model: Model, setup: TrainSetup) -> str | None:
 
 
 def _noted(est: Estimate, note: str | None) -> Estimate:
+    peak = est.peak_phase
+    if peak is not None and peak.kind is PhaseKind.LOAD:
+        path = peak.transient[0].name.removeprefix("loading/")
+        note = (f"{note}; " if note else "") + (
+            f"the peak is while loading the checkpoint ({path}), before the first step: a run that does not fit "
+            "dies while loading (--loading names the other paths)"
+        )
     return replace(est, notes=(*est.notes, note)) if note else est
 
 
