@@ -126,6 +126,18 @@ def test_torchtune_chunked_loss_by_hand() -> None:
     assert fwd - loss_bwd == (2 * V * T + 4 * V * T // 8) - 8 * V * T // 8  # the forward holds the logits
 
 
+def test_torchtune_linear_loss_by_hand() -> None:
+    est = _train(loss="torchtune-linear", **BF16)
+    assert _bytes(est, "activations/loss") == (4 * V + 1) * T  # every chunk's fp32 log-softmax + the bool mask
+    assert _bytes(est, "loss/logits") == (2 + 4) * V * T // 8  # one chunk's bf16 logits and fp32 upcast
+    assert _bytes(est, "loss/backward") == 8 * V * T // 8
+    assert _bytes(est, "loss/head_grad") == V * H * 2  # accumulating from the first chunk's backward
+    chunked = _train(loss="torchtune-chunked", **BF16)
+    assert _phase(chunked, "forward end") - _phase(est, "forward end") == (2 * V * T + 4 * V * T // 8) - (
+        6 * V * T // 8 + T
+    )
+
+
 def test_liger_chunk_rule_and_saved_gradients() -> None:
     # chunk = next_power_of_2(ceil(BT / ceil(V / H))): ceil(32000 / 4096) = 8, 4096 / 8 = 512
     est = _train(loss="liger", **BF16)

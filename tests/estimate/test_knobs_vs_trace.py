@@ -36,6 +36,8 @@ CASES = [
     ("gemma", BASE, {"loss": "compute-dtype"}),
     ("llama", BASE, {"loss": "torchtune-chunked"}),
     ("qwen2", BASE, {"loss": "torchtune-chunked"}),
+    ("llama", BASE, {"loss": "torchtune-linear"}),
+    ("qwen2", BASE, {"loss": "torchtune-linear"}),  # tied head: its gradient accumulates chunk by chunk
     ("llama", BASE, {"recompute": "layer-sac", "recompute_every": 2}),
     ("gemma", BASE, {"recompute": "layer-sac", "recompute_every": 3}),
     ("llama", BASE, {"recompute": "op-sac"}),

@@ -92,6 +92,7 @@ def test_verify_needs_an_architecture(capsys: pytest.CaptureFixture[str]) -> Non
     [
         ["--loss", "compute-dtype"],
         ["--loss", "torchtune-chunked"],
+        ["--loss", "torchtune-linear"],
         ["--recompute", "layer-sac", "--recompute-every", "2"],
         ["--recompute", "op-sac"],
         ["--optimizer-in-backward", "--precision", "bf16"],

@@ -245,8 +245,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="loss", flags=("--loss",), type=str, commands=TRN,
            help=f"{_one_of(LOSS_IMPLS)}: full is transformers' fp32 upcast, compute-dtype F.cross_entropy on "
                 "16-bit logits, chunked a fused linear cross entropy of --loss-chunk tokens, liger Liger-Kernel's, "
-                "cce Cut Cross Entropy, torchtune-chunked torchtune's CEWithChunkedOutputLoss "
-                "(default {train.loss})"),
+                "cce Cut Cross Entropy, torchtune-chunked torchtune's CEWithChunkedOutputLoss (0.6), torchtune-linear "
+                "its LinearCrossEntropyLoss (0.7) (default {train.loss})"),
     Option(name="loss_chunk", flags=("--loss-chunk",), type=int, commands=TRN,
            help="tokens per chunk for --loss chunked (default {train.loss_chunk})"),
     Option(name="adapter_dtype", flags=("--adapter-dtype",), type=str, commands=TRN,

@@ -42,7 +42,7 @@ class TraceRecipe:
     steps: int = 2
     # issue 14's knobs the CPU twin reproduces (estimate/train: lora.py, loss.py, training.py, states.py)
     adapter_dtype: str = "auto"  # auto | fp32: peft's fp32 adapters; bf16: built in bf16 (torchtune's LoRALinear)
-    loss: str = "full"  # full: transformers' loss; compute-dtype: F.cross_entropy on the logits; torchtune-chunked
+    loss: str = "full"  # full: transformers' | compute-dtype | torchtune-chunked | torchtune-linear
     recompute_every: int = 2  # recompute layer-sac: torchtitan's rule, layer k checkpointed when (k + 1) % N == 0
     optimizer_in_backward: bool = False  # torchtune's optimizer_in_bwd: one optimizer per parameter, stepped in a hook
 
@@ -350,7 +350,32 @@ def _loss(model: Any, ids: torch.Tensor, loss: str) -> torch.Tensor:
             total = total + F.cross_entropy(c.float().flatten(0, 1), y.flatten(), reduction="sum")
         del chunks
         return total / ids.numel()
+    if loss == "torchtune-linear":
+        return _torchtune_linear(model, ids)
     raise ValueError(f"the trace cannot compute loss {loss!r}")
+
+
+def _torchtune_linear(model: Any, ids: torch.Tensor) -> torch.Tensor:
+    """torchtune 0.7 LinearCrossEntropyLoss (modules/loss/cross_entropy_loss.py): the model without its head; per
+    chunk the hidden states are indexed by the label mask, the head runs on them and cross_entropy on the fp32
+    logits. Every label is valid here, and the mask's indexing is done with the equivalent (batch, position) index
+    tensors: fake tensors cannot take a boolean mask's data-dependent shape (they save 16 B per token where
+    torchtune's bool mask saves 1 B)."""
+    import torch.nn.functional as F
+
+    hidden = model.get_decoder()(input_ids=ids).last_hidden_state
+    head = model.get_output_embeddings()
+    total = torch.zeros(())
+    chunks = zip(hidden.tensor_split(TORCHTUNE_CHUNKS, dim=1), ids.tensor_split(TORCHTUNE_CHUNKS, dim=1), strict=True)
+    for h, y in chunks:
+        b, s = y.shape
+        rows = torch.arange(b).repeat_interleave(s)
+        cols = torch.arange(s).repeat(b)
+        logits = head(h[rows, cols])
+        total = total + F.cross_entropy(logits.float(), y[rows, cols], reduction="sum")
+        del logits
+    del hidden
+    return total / ids.numel()
 
 
 # torchtune/modules/transformer.py TransformerDecoder.set_num_output_chunks, called by the recipes with

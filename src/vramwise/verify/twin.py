@@ -126,7 +126,7 @@ def train_recipe(setup: TrainSetup) -> Any:
         ),
         (
             setup.loss in (LossImpl.CHUNKED, LossImpl.LIGER, LossImpl.CCE),
-            f"loss {setup.loss} (a Triton kernel; traceable: full, compute-dtype, torchtune-chunked)",
+            f"loss {setup.loss} (a Triton kernel; traceable: full, compute-dtype, torchtune-chunked, torchtune-linear)",
         ),
         *_untraceable_knobs(setup),
         (peft.lora_dropout > 0, "lora_dropout > 0 (the CPU dropout kernel keeps a wider mask than CUDA's)"),

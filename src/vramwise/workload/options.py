@@ -77,7 +77,8 @@ class AttentionImpl(StrEnum):
 class LossImpl(StrEnum):
     """full: transformers' fp32 upcast; chunked: a generic fused linear cross entropy of ``loss_chunk`` tokens;
     compute-dtype: F.cross_entropy on the 16-bit logits; liger: Liger-Kernel's fused linear cross entropy;
-    cce: Apple's Cut Cross Entropy; torchtune-chunked: torchtune's CEWithChunkedOutputLoss (8 chunks, fp32)."""
+    cce: Apple's Cut Cross Entropy; torchtune-chunked: torchtune's CEWithChunkedOutputLoss (8 chunks, fp32, v0.6);
+    torchtune-linear: torchtune's LinearCrossEntropyLoss (the head per chunk inside the loss, v0.7)."""
 
     FULL = "full"
     CHUNKED = "chunked"
@@ -85,6 +86,7 @@ class LossImpl(StrEnum):
     LIGER = "liger"
     CCE = "cce"
     TORCHTUNE_CHUNKED = "torchtune-chunked"
+    TORCHTUNE_LINEAR = "torchtune-linear"
 
 
 class AdapterDtype(StrEnum):

@@ -91,7 +91,7 @@ def head_grads(spec: ModelSpec, recipe: Recipe, loss: str) -> list[Rule]:
     c = recipe.compute
     if loss == LossImpl.CCE:  # Cut Cross Entropy never builds the logits, nor their gradient
         return [_head_grad(head, recipe, vocab, h, src)]
-    if loss == LossImpl.TORCHTUNE_CHUNKED:  # the head runs per chunk of T/8 tokens: one chunk's gradient
+    if loss in (LossImpl.TORCHTUNE_CHUNKED, LossImpl.TORCHTUNE_LINEAR):  # the head per chunk of T/8 tokens
         logits = Rule(
             name="loss/logits_grad",
             coef=vocab * c / TORCHTUNE_CHUNKS,
