@@ -39,7 +39,9 @@ custom all-reduce buffers (custom_all_reduce.py lines 147-148, 275), measured th
 
 from __future__ import annotations
 
-from vramwise.engines.vllm_terms import CUSTOM_AR_SIZES, NCCL_BUFFERS_PER_CHANNEL, NCCL_CHANNELS
+from vramwise.engines.vllm_terms import CUSTOM_AR_SIZES
+from vramwise.estimate.nccl import BUFFERS_PER_CHANNEL as NCCL_BUFFERS_PER_CHANNEL
+from vramwise.estimate.nccl import ENGINE_CHANNELS as NCCL_CHANNELS
 from vramwise.estimate.term import Term
 
 _SRT = "sglang python/sglang/srt"

@@ -25,7 +25,8 @@ from __future__ import annotations
 from vramwise.catalog import Gpu
 from vramwise.engines.result import EngineEstimate
 from vramwise.engines.vllm_load import loaded_weights, max_model_len
-from vramwise.engines.vllm_terms import non_torch_terms, nvls_bytes
+from vramwise.engines.vllm_terms import non_torch_terms
+from vramwise.estimate.nccl import nvls_bytes_v2_21 as nvls_bytes
 from vramwise.engines.vllm_v0_terms import (
     V0_MAX_NUM_SEQS,
     v0_batched_tokens,

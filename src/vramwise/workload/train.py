@@ -16,6 +16,7 @@ from typing import Any
 
 from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
 from vramwise.workload.checks import coerce, non_negative, positive, real, show
+from vramwise.workload.comms import CommsConfig
 from vramwise.workload.flat import FlatNames
 from vramwise.workload.layout import ParallelConfig
 from vramwise.workload.options import (
@@ -107,6 +108,7 @@ class TrainSetup:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     overheads: Overheads = field(default_factory=Overheads)
     textbook: TextbookConfig = field(default_factory=TextbookConfig)
+    comms: CommsConfig = field(default_factory=CommsConfig)
 
     def __post_init__(self) -> None:
         for name in ("batch", "seq", "grad_accum", "loss_chunk"):
@@ -183,6 +185,7 @@ _FLAT = FlatNames(
         "parallel": ParallelConfig,
         "overheads": Overheads,
         "textbook": TextbookConfig,
+        "comms": CommsConfig,
     },
     names={
         "batch": ("", "batch"),
@@ -212,5 +215,9 @@ _FLAT = FlatNames(
         "mode": ("", "mode"),
         "seed": ("textbook", "seed"),
         "lora_fraction": ("textbook", "lora_fraction"),
+        **{
+            name: ("comms", name)
+            for name in ("interconnect", "nccl_buffers", "max_live_params", "param_persistence_threshold")
+        },
     },
 )

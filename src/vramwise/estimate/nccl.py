@@ -1,0 +1,157 @@
+"""NCCL's device memory per communicator: the one NCCL model the engines and training share (pure, no torch).
+
+Read in NVIDIA/nccl at v2.27.3-1 (torch 2.8's CUDA 12 wheel pins nvidia-nccl-cu12 2.27.3) and v2.21.5-1 (torch
+2.5.1's, the vLLM 0.6 line's):
+
+- Buffers per connection, one per protocol (src/init.cc ``computeBuffSizes``, its defaults just above it):
+  SIMPLE ``DEFAULT_BUFFSIZE`` 1 << 22 = 4 MiB (``NCCL_BUFFSIZE``), LL ``DEFAULT_LL_BUFFSIZE`` =
+  NCCL_LL_LINES_PER_THREAD 8 x NCCL_LL_MAX_NTHREADS 512 x NCCL_STEPS 8 x sizeof(ncclLLFifoLine) 16 = 512 KiB
+  (``NCCL_LL_BUFFSIZE``), LL128 ``DEFAULT_LL128_BUFFSIZE`` = NCCL_LL128_ELEMS_PER_THREAD 120 x
+  NCCL_LL128_MAX_NTHREADS 640 x NCCL_STEPS 8 x 8 B = 4,915,200 B (``NCCL_LL128_BUFFSIZE``); the constants in
+  src/include/device.h.
+- Where they live (src/transport/p2p.cc ``p2pSendSetup``, ``p2pRecvSetup``): the receiver allocates every
+  protocol's buffer but SIMPLE under P2P read, which the sender then holds. A ring channel connects each rank to
+  one sender and one receiver, so each rank holds one full set per ring channel: channels x (SIMPLE + LL + LL128).
+- Channels (src/graph/connect.cc ``ncclTopoPostset``): the topology search's channels doubled (``min(MAXCHANNELS,
+  nChannels*2)``), then capped by ``NCCL_MAX_NCHANNELS`` and raised to ``NCCL_MIN_NCHANNELS`` (``ncclMaxNchannels``,
+  ``ncclMinNchannels``). MAXCHANNELS is 32 at 2.21.5 and 64 at 2.27.3 (src/include/device.h). The search itself
+  (src/graph/search.cc ``ncclTopoCompute``) depends on the machine; ``SEARCH_CHANNELS`` takes it from published
+  NCCL logs per interconnect.
+- NVLS (NVLink SHARP, NVSwitch systems with multicast: H100/H200/B200 HGX; src/transport/nvls.cc): off when the
+  communicator sees 2 GPUs or fewer, or ``NCCL_NVLS_ENABLE=0`` (``ncclNvlsInit``); ``ncclNvlsBufferSetup`` allocates
+  nvlsChannels x 2 x (NCCL_NVLS_CHUNKSIZE 128 KiB x NCCL_STEPS 8) x nHeads (one head a local GPU), with
+  NVLS_NCHANNELS_SM90 16 (24 on a single sm100 node). 2.21.5 also padded each buffer by NVLS_MEM_ALIGN_SIZE 2 MiB
+  (``nvls_bytes_v2_21``, the vLLM 0.6 line's).
+- NCCL_RUNTIME_CONNECT (src/init.cc, default 1 from 2.22): an algorithm's buffers are allocated when it is first
+  used, not at ``ncclCommInitRank``; host memory (proxy, pinned buffers) is not device memory and not counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from vramwise.errors import InvalidWorkloadError, shown
+from vramwise.workload.options import Interconnect
+
+NCCL_STEPS = 8  # src/include/device.h
+SIMPLE_BUFFSIZE = 1 << 22  # src/init.cc DEFAULT_BUFFSIZE (NCCL_BUFFSIZE)
+LL_BUFFSIZE = 8 * 512 * NCCL_STEPS * 16  # DEFAULT_LL_BUFFSIZE (NCCL_LL_BUFFSIZE)
+LL128_BUFFSIZE = 120 * 640 * NCCL_STEPS * 8  # DEFAULT_LL128_BUFFSIZE (NCCL_LL128_BUFFSIZE)
+# One ring channel's buffers on one rank: one connection's SIMPLE + LL + LL128 (p2p.cc, see the docstring)
+BUFFERS_PER_CHANNEL = SIMPLE_BUFFSIZE + LL_BUFFSIZE + LL128_BUFFSIZE
+MAXCHANNELS = 64  # src/include/device.h at v2.27.3-1 (32 at v2.21.5-1)
+
+# The serving engines' assumption (engines/vllm_comms.py, sglang_comms.py, vllm_terms.py): 32 channels, MAXCHANNELS
+# of 2.21.5, kept for 2.27.3; their plans and tests are pinned to it.
+ENGINE_CHANNELS = 32
+
+# The topology search's channels per interconnect, before ncclTopoPostset doubles them, from published NCCL logs:
+# NVSwitch H100 HGX: 16 search channels (Hopper's 18 NVLinks; "execution channels are typically 2x the search
+# channels", NVIDIA/nccl issue #1041), 32 coll channels. NVLink through A100's NVSwitch (no NVLS): "Channel 23/24",
+# 24 channels on an HGX A100 (NVIDIA/nccl-tests issue #100). PCIe: "Ring 00", "Ring 01", 2 channels on 8 RTX 4090
+# (NVIDIA/nccl-tests issue #307).
+SEARCH_CHANNELS = {Interconnect.NVSWITCH: 16, Interconnect.NVLINK: 12, Interconnect.PCIE: 1}
+CHANNEL_SOURCES = {
+    Interconnect.NVSWITCH: "https://github.com/NVIDIA/nccl/issues/1041 (H100: 2 x 16 search channels)",
+    Interconnect.NVLINK: "https://github.com/NVIDIA/nccl-tests/issues/100 (HGX A100: 24 channels)",
+    Interconnect.PCIE: "https://github.com/NVIDIA/nccl-tests/issues/307 (8 x RTX 4090: 2 rings)",
+}
+
+NVLS_CHANNELS_SM90 = 16  # src/transport/nvls.cc NVLS_NCHANNELS_SM90 (v2.21.5-1 and v2.27.3-1)
+NVLS_CHUNKSIZE = 128 * 1024  # src/transport/nvls.cc NCCL_NVLS_CHUNKSIZE default
+NVLS_MEM_ALIGN_V2_21 = 1 << 21  # v2.21.5-1 src/transport/nvls.cc NVLS_MEM_ALIGN_SIZE, added to each buffer
+NVLS_PER_CHANNEL_HEAD_V2_21 = 2 * (NVLS_CHUNKSIZE * NCCL_STEPS + NVLS_MEM_ALIGN_V2_21)
+GPUS_PER_NODE = 8  # assumed: an HGX/DGX node; NVLS counts the communicator's GPUs on one node
+
+
+def nvls_bytes_v2_21(gpus: int) -> int:
+    """NCCL 2.21.5's NVLS buffers for one communicator of ``gpus`` GPUs on an NVSwitch node (0 at 2 or fewer):
+    NVLS_NCHANNELS 16 x 2 x (NVLS_CHUNKSIZE 128 KiB x NCCL_STEPS 8 + NVLS_MEM_ALIGN_SIZE 2 MiB) x nHeads
+    (v2.21.5-1 src/transport/nvls.cc ncclNvlsInit: off when gpuCount <= 2; ncclNvlsSetup: nvlsTotalSize)."""
+    return NVLS_CHANNELS_SM90 * NVLS_PER_CHANNEL_HEAD_V2_21 * gpus if gpus > 2 else 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class NcclEnv:
+    """The NCCL environment variables that size its device buffers; None: NCCL's default."""
+
+    buffsize: int | None = None  # NCCL_BUFFSIZE
+    ll_buffsize: int | None = None  # NCCL_LL_BUFFSIZE
+    ll128_buffsize: int | None = None  # NCCL_LL128_BUFFSIZE
+    min_channels: int | None = None  # NCCL_MIN_NCHANNELS
+    max_channels: int | None = None  # NCCL_MAX_NCHANNELS
+    nvls_enable: bool = True  # NCCL_NVLS_ENABLE (default 2: on where multicast is supported)
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str]) -> NcclEnv:
+        """The variables read from ``env`` (a process environment), each a non-negative integer."""
+        names = {
+            "buffsize": "NCCL_BUFFSIZE",
+            "ll_buffsize": "NCCL_LL_BUFFSIZE",
+            "ll128_buffsize": "NCCL_LL128_BUFFSIZE",
+            "min_channels": "NCCL_MIN_NCHANNELS",
+            "max_channels": "NCCL_MAX_NCHANNELS",
+        }
+        values = {field: _int(var, env[var]) for field, var in names.items() if var in env}
+        nvls = _int("NCCL_NVLS_ENABLE", env["NCCL_NVLS_ENABLE"]) != 0 if "NCCL_NVLS_ENABLE" in env else True
+        return cls(**values, nvls_enable=nvls)
+
+    @property
+    def per_channel(self) -> int:
+        """One ring channel's buffers on one rank: SIMPLE + LL + LL128 (computeBuffSizes: env or default)."""
+        return _or(self.buffsize, SIMPLE_BUFFSIZE) + _or(self.ll_buffsize, LL_BUFFSIZE) + _or(
+            self.ll128_buffsize, LL128_BUFFSIZE
+        )
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def _int(var: str, text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise InvalidWorkloadError(
+            f"{var} must be a non-negative integer, got {shown(text)}", field=var, allowed="a non-negative integer"
+        )
+    return value
+
+
+def channels(interconnect: Interconnect, env: NcclEnv) -> int:
+    """Ring channels of one communicator: the search's channels doubled, capped at MAXCHANNELS and
+    NCCL_MAX_NCHANNELS, raised to NCCL_MIN_NCHANNELS (src/graph/connect.cc ncclTopoPostset)."""
+    n = min(MAXCHANNELS, 2 * SEARCH_CHANNELS[interconnect])
+    if env.max_channels is not None:
+        n = min(n, env.max_channels)
+    if env.min_channels is not None:
+        n = max(n, min(env.min_channels, MAXCHANNELS))
+    return max(1, n)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Communicator:
+    """One rank's NCCL device memory for one communicator."""
+
+    ranks: int
+    local: int  # the communicator's GPUs on this rank's node
+    channels: int
+    ring: int  # channels x (SIMPLE + LL + LL128)
+    nvls: int  # NVLS buffers (NVSwitch with multicast, more than 2 local GPUs)
+
+    @property
+    def bytes(self) -> int:
+        return self.ring + self.nvls
+
+
+def communicator(ranks: int, local: int, interconnect: Interconnect, env: NcclEnv) -> Communicator:
+    """Device memory of one rank of a communicator of ``ranks`` ranks, ``local`` of them on its node, once its
+    ring and (on an NVSwitch node) NVLS algorithms are connected (NCCL 2.27.3)."""
+    n = channels(interconnect, env)
+    nvls = 0
+    if interconnect == Interconnect.NVSWITCH and env.nvls_enable and local > 2:
+        nvls = NVLS_CHANNELS_SM90 * 2 * NVLS_CHUNKSIZE * NCCL_STEPS * local
+    return Communicator(ranks=ranks, local=local, channels=n, ring=n * env.per_channel, nvls=nvls)
