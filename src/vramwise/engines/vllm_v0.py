@@ -26,7 +26,6 @@ from vramwise.catalog import Gpu
 from vramwise.engines.result import EngineEstimate
 from vramwise.engines.vllm_load import loaded_weights, max_model_len
 from vramwise.engines.vllm_terms import non_torch_terms
-from vramwise.estimate.nccl import nvls_bytes_v2_21 as nvls_bytes
 from vramwise.engines.vllm_v0_terms import (
     V0_MAX_NUM_SEQS,
     v0_batched_tokens,
@@ -36,6 +35,7 @@ from vramwise.engines.vllm_v0_terms import (
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.encoder_decoder import refuse
 from vramwise.estimate.kv_cache import kv_elements_per_token
+from vramwise.estimate.nccl import nvls_bytes_v2_21 as nvls_bytes
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.term import Estimate, Term
