@@ -102,6 +102,7 @@ def _estimate(family: str, recipe: TraceRecipe) -> Estimate:
         fsdp="full" if recipe.fsdp else "none",
         cuda_context_mib=0,
         allocator_fraction=0.0,
+        nccl_buffers=False,  # the fake process group allocates no NCCL buffers
     )
     return estimate_training(spec, setup)
 

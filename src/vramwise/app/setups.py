@@ -108,6 +108,9 @@ TRAIN_FIELDS = {
     "mode": "mode",
     "seed": "seed",
     "lora_fraction": "lora_fraction",
+    "interconnect": "interconnect",
+    "max_live_params": "max_live_params",
+    "param_persistence_threshold": "param_persistence_threshold",
 }
 # `--seq` is the inference context's other spelling in fit, plot and verify, so it is not training-only
 INFERENCE_ONLY = tuple(k for k in INFER_FIELDS if k not in TRAIN_FIELDS)

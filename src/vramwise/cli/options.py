@@ -33,6 +33,7 @@ from vramwise.workload import (
     RECOMPUTE,
 )
 from vramwise.workload.engines import VLLM_VERSION
+from vramwise.workload.options import INTERCONNECTS
 from vramwise.workload.llamacpp_flags import CACHE_TYPES, FLASH_ATTN, SPLIT_MODES
 
 
@@ -261,6 +262,13 @@ OPTIONS: tuple[Option, ...] = (
            help="context-parallel GPUs (default {train.cp})"),
     Option(name="ep", flags=("--ep",), type=int, commands=TRN,
            help="expert-parallel GPUs (default {train.ep})"),
+    Option(name="interconnect", flags=("--interconnect",), type=str, commands=TRN,
+           help=f"how a node's GPUs talk, sizing NCCL's buffers: {_one_of(INTERCONNECTS)} (default "
+                "{train.interconnect}: from --gpu's form factor where the catalog says it, else nvswitch)"),
+    Option(name="max_live_params", flags=("--max-live-params",), type=int, commands=TRN,
+           help="DeepSpeed ZeRO-3 stage3_max_live_parameters (default {train.max_live_params})"),
+    Option(name="param_persistence_threshold", flags=("--param-persistence-threshold",), type=int, commands=TRN,
+           help="DeepSpeed ZeRO-3 stage3_param_persistence_threshold (default {train.param_persistence_threshold})"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
            help=f"CUDA context and workspaces in MiB (default {DEFAULT_CUDA_CONTEXT_MIB})"),

@@ -65,16 +65,71 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
             source=src,
         )
         return [root], [root, layers, grads]
-    prefetch = min(p.prefetch_bucket, layer)
-    n = (max(layer, outer) + prefetch) * w + (extra if layer >= outer else 0)
+    module = max(layer, outer)
+    prefetch = _zero3_prefetch(spec, setup, module)
+    n = (module + prefetch) * w + (extra if layer >= outer else 0)
     term = Term(
         name="zero/gathered_params",
         bytes=n,
         formula=f"(largest module max(layer {layer:,}, embeddings+head) + prefetch {prefetch:,}) x {w} B"
         + (extra_f if layer >= outer else ""),
-        source="DeepSpeed ZeRO-3: gathered module + stage3_prefetch_bucket_size",
+        source=f"{ZERO3_COORDINATOR}: the module being fetched + prefetch min(stage3_prefetch_bucket_size "
+        f"{p.prefetch_bucket:,}, stage3_max_live_parameters {setup.comms.max_live_params:,} - available, the "
+        "parameters after it)",
     )
     return [term], [term]
+
+
+# DeepSpeed v0.16.4 deepspeed/runtime/zero/partitioned_param_coordinator.py fetch_sub_module: prefetches queued
+# parameters while numel_prefetching < min(__max_n_available_params - __n_available_params, __prefetch_bucket_sz)
+ZERO3_COORDINATOR = "DeepSpeed v0.16.4 partitioned_param_coordinator.py fetch_sub_module"
+
+
+def _zero3_prefetch(spec: ModelSpec, setup: TrainSetup, module: int) -> int:
+    """Elements ZeRO-3 prefetches beyond the module it is fetching: the prefetch bucket, within
+    stage3_max_live_parameters of what is available, and no more than the rest of the model holds."""
+    p = setup.parallel
+    rest = max(0, (_layer_params(spec) * (spec.num_layers - 1)) // p.tp + _outer_params(spec) - module)
+    return max(0, min(p.prefetch_bucket, setup.comms.max_live_params - module, rest))
+
+
+@functools.lru_cache(maxsize=256)
+def _small_tensors(spec: ModelSpec, tp: int, threshold: int) -> tuple[int, int]:
+    """(tensors, elements) of the parameters of at most ``threshold`` elements on one tp rank (whole model)."""
+    count = elements = 0
+    for g in parameter_groups(spec):
+        unsplit = tp == 1 or g.kind in ("norm", "router") or g.name == "embeddings.positions"
+        per_tensor = g.count // max(1, g.tensors) // (1 if unsplit else tp)
+        if per_tensor <= threshold:
+            count += g.tensors
+            elements += per_tensor * g.tensors
+    return count, elements
+
+
+def persistent_params(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, share: float) -> list[Term]:
+    """DeepSpeed ZeRO-3 keeps every parameter of at most stage3_param_persistence_threshold elements unsharded
+    on every rank (ds_persist), beyond its shard: the bytes besides the shard ``weights/*`` count.
+
+    ``share``: the fraction of the model's layers this pipeline stage holds."""
+    p = setup.parallel
+    if p.sharding.stage < 3 or p.fsdp != FsdpMode.NONE or setup.peft.adapters:
+        return []
+    threshold = setup.comms.param_persistence_threshold
+    tensors, elements = _small_tensors(spec, p.tp, threshold)
+    n, w = p.sharding.weights, recipe.weight
+    kept = round(elements * share * (1 - 1 / n))
+    if not kept:
+        return []
+    return [
+        Term(
+            name="zero/persistent_params",
+            bytes=kept * w,
+            formula=f"{tensors:,} tensors of <= {threshold:,} elements ({elements:,} x stage share {share:g}) kept "
+            f"whole: x (1 - 1/{n}) beyond the shard x {w} B",
+            source="DeepSpeed v0.16.4 parameter_offload.py mark_persistent_parameters (param.ds_numel <= "
+            "stage3_param_persistence_threshold: ds_persist, never partitioned)",
+        )
+    ]
 
 
 def head_grads(spec: ModelSpec, recipe: Recipe, loss: str) -> list[Rule]:

@@ -29,6 +29,7 @@ from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
+from vramwise.estimate.train.comms import comms_notes, nccl_terms
 from vramwise.estimate.train.layout import (
     Stage,
     check_layout,
@@ -41,7 +42,7 @@ from vramwise.estimate.train.lora import LoraModule, lora_targets
 from vramwise.estimate.train.loss import classifier_loss_rules, loss_rules
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
-from vramwise.estimate.train.sharded import gathered, head_grads
+from vramwise.estimate.train.sharded import gathered, head_grads, persistent_params
 from vramwise.estimate.train.states import ModelStates, model_states
 from vramwise.estimate.vision import vision_training_notes
 from vramwise.estimate.weights import buffers, training_checkpoint_note
@@ -289,7 +290,8 @@ def _persistent(setup: TrainSetup, states: ModelStates) -> tuple[tuple[Term, ...
     grads_persist = grads is not None and (setup.grad_accum > 1 or zero_buffer)
     kept = (grads,) if grads is not None and grads_persist else ()
     context = cuda_context_term(setup.overheads.cuda_context_mib)
-    return (*states.persistent, *kept, context), None if grads_persist else grads
+    # NCCL's communicator buffers: persistent, outside the allocator (estimate/train/comms.py)
+    return (*states.persistent, *kept, context, *nccl_terms(setup)), None if grads_persist else grads
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -404,6 +406,7 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
     if spec.attention.kind == "mla" or spec.moe:
         notes.append("MLA and MoE activations follow the Mixtral/Llama rules and are less tightly traced")
     notes += vision_training_notes(spec, adapters=setup.peft.adapters)
+    notes += comms_notes(setup)
     if (checkpoint := training_checkpoint_note(spec)) is not None:
         notes.append(checkpoint)
     if spec.traits.eager_only:
@@ -424,6 +427,7 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     lora = lora_targets(spec, setup.peft.lora_targets) if setup.peft.adapters else []
     states = model_states(spec, stage, setup, recipe, lora)
     persistent, released_grads = _persistent(setup, states)
+    persistent += tuple(persistent_params(spec, setup, recipe, len(stage.layers) / spec.num_layers))
     out = Transients()
     fwd = _forward(spec, setup, stage, recipe, lora, out)
     phases = _backward_phases(spec, setup, stage, recipe, fwd, out)

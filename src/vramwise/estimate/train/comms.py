@@ -1,0 +1,130 @@
+"""The communicators a training layout creates on one GPU, and NCCL's device buffers for each.
+
+torch.distributed's ProcessGroupNCCL creates one NCCL communicator per process group (and device) the first time
+a collective runs on it (torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp ``getNCCLComm``). DDP, FSDP and DeepSpeed
+run their collectives on the data-parallel group (the default group when the layout is data parallel only);
+Megatron-style layouts add a group per dimension (megatron/core/parallel_state.py ``initialize_model_parallel``,
+rank order ``tp-cp-ep-dp-pp``): the tensor-parallel group (all-reduce / all-gather of activations), the pipeline
+group (send/recv between stages, batched on the group's communicator: ``batch_isend_irecv``), the context-parallel
+group, the expert-parallel group (all-to-all), and, with cp > 1, gradients reduced over dp x cp
+(``get_data_parallel_group(with_context_parallel=True)``). FSDP's hybrid shard reduces over a shard group and
+all-reduces over a replicate group: two communicators. Each communicator's buffers are NCCL's, outside PyTorch's
+caching allocator (cudaMalloc / cuMem in NCCL itself): they count on the device but not in the allocator's reserve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vramwise.estimate.nccl import (
+    CHANNEL_SOURCES,
+    GPUS_PER_NODE,
+    NVLS_CHANNELS_SM90,
+    Communicator,
+    NcclEnv,
+    communicator,
+)
+from vramwise.estimate.term import Term
+from vramwise.workload import FsdpMode, TrainSetup
+from vramwise.workload.options import Interconnect
+
+# Without --gpu naming a catalog GPU's form factor (app layer), the interconnect is taken as an HGX H100 node's
+AUTO_INTERCONNECT = Interconnect.NVSWITCH
+NCCL_SOURCE = (
+    "NVIDIA/nccl v2.27.3-1 (torch 2.8's): src/init.cc computeBuffSizes, src/transport/p2p.cc p2pSendSetup/"
+    "p2pRecvSetup, src/graph/connect.cc ncclTopoPostset, src/transport/nvls.cc ncclNvlsBufferSetup (estimate/nccl.py)"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Group:
+    """One process group this GPU belongs to: its size and the rank stride between its members."""
+
+    name: str
+    size: int
+    stride: int
+
+    @property
+    def local(self) -> int:
+        """Members on this GPU's node, with ranks laid out tp-innermost on nodes of GPUS_PER_NODE GPUs."""
+        return max(1, min(self.size, GPUS_PER_NODE // self.stride)) if self.stride < GPUS_PER_NODE else 1
+
+
+def groups(setup: TrainSetup) -> list[Group]:
+    """The process groups of more than one GPU that this GPU's training step runs collectives on."""
+    p = setup.parallel
+    tp, cp, dp, pp, ep = p.tp, p.cp, p.dp, p.pp, p.ep
+    out = [Group(name="tp", size=tp, stride=1)]
+    if cp > 1:
+        out += [Group(name="cp", size=cp, stride=tp), Group(name="dp x cp", size=dp * cp, stride=tp)]
+    elif p.fsdp == FsdpMode.HYBRID:
+        shard = p.sharding.group
+        out += [Group(name="fsdp shard", size=shard, stride=tp), Group(name="fsdp replicate", size=dp // shard,
+                                                                       stride=tp * shard)]
+    else:
+        out.append(Group(name="dp", size=dp, stride=tp * cp))
+    out += [Group(name="ep", size=ep, stride=tp * cp), Group(name="pp", size=pp, stride=tp * cp * dp)]
+    return [g for g in out if g.size > 1]
+
+
+def resolved(interconnect: Interconnect) -> Interconnect:
+    return AUTO_INTERCONNECT if interconnect == Interconnect.AUTO else interconnect
+
+
+def communicators(setup: TrainSetup, env: NcclEnv | None = None) -> list[tuple[Group, Communicator]]:
+    """Each group with its communicator's device memory on this GPU."""
+    env = env or NcclEnv()
+    link = resolved(setup.comms.interconnect)
+    return [(g, communicator(g.size, g.local, link, env)) for g in groups(setup)]
+
+
+def nccl_terms(setup: TrainSetup, env: NcclEnv | None = None) -> tuple[Term, ...]:
+    """NCCL's device buffers for every communicator of the layout (persistent, outside the allocator)."""
+    if not setup.comms.nccl_buffers:
+        return ()
+    comms = communicators(setup, env)
+    if not comms:
+        return ()
+    link = resolved(setup.comms.interconnect)
+    per = (env or NcclEnv()).per_channel
+    ring = " + ".join(f"{g.name} {g.size}: {c.channels} ch" for g, c in comms)
+    terms = [
+        Term(
+            name="overhead/nccl",
+            bytes=sum(c.ring for _, c in comms),
+            formula=f"{len(comms)} communicator(s) ({ring}) x {per:,} B per ring channel (SIMPLE 4 MiB + LL 512 KiB "
+            f"+ LL128 4,915,200 B); {link} channels: {CHANNEL_SOURCES[link]}",
+            source=NCCL_SOURCE,
+        )
+    ]
+    nvls = [(g, c) for g, c in comms if c.nvls]
+    if nvls:
+        terms.append(
+            Term(
+                name="overhead/nccl_nvls",
+                bytes=sum(c.nvls for _, c in nvls),
+                formula=" + ".join(
+                    f"{g.name}: {NVLS_CHANNELS_SM90} ch x 2 x 128 KiB x 8 steps x {c.local} GPUs" for g, c in nvls
+                ),
+                source=f"{NCCL_SOURCE}; NVLS_NCHANNELS_SM90 (set NCCL_NVLS_ENABLE=0 or --interconnect nvlink "
+                "where the node has no NVLS)",
+            )
+        )
+    return tuple(terms)
+
+
+def comms_notes(setup: TrainSetup) -> list[str]:
+    """What the communication terms assume, when the layout has any communicator."""
+    if not setup.comms.nccl_buffers or not groups(setup):
+        return []
+    link = setup.comms.interconnect
+    where = (
+        f"interconnect {AUTO_INTERCONNECT} assumed (an HGX H100/H200 node; --interconnect nvlink|pcie otherwise)"
+        if link == Interconnect.AUTO
+        else f"interconnect {link}"
+    )
+    return [
+        f"NCCL: {where}, {GPUS_PER_NODE} GPUs a node, ranks ordered tp-cp-ep-dp-pp; ring and NVLS buffers at NCCL "
+        "2.27's defaults (NCCL_BUFFSIZE etc. unset); not modelled: tree and CollNet connections, inter-node network "
+        "buffers beyond the ring's, the tied-embedding group of a pipeline's first and last stages"
+    ]
