@@ -32,6 +32,9 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
     "sp": False, "pp": 1, "interleave": 1, "cp": 1, "ep": 1, "reduce_bucket": 500_000_000,
     "prefetch_bucket": 50_000_000, "cuda_context_mib": None, "allocator_fraction": None, "mode": "accurate",
     "seed": "002", "lora_fraction": 0.02,
+    # issue 14, added within version 1: the interconnect and DeepSpeed ZeRO-3's knobs (workload/comms.py)
+    "interconnect": "auto", "nccl_buffers": True, "max_live_params": 1_000_000_000,
+    "param_persistence_threshold": 100_000,
 }  # fmt: skip
 V1_INFER_DEFAULTS: dict[str, Any] = {
     "batch": 1, "context": 2048, "new_tokens": 0, "weight_format": None, "kv_dtype": "auto", "attention": "sdpa",
@@ -66,6 +69,7 @@ OTHER: dict[str, Any] = {
     "zero": 1, "fsdp": "hybrid", "fsdp_shard": 2, "offload": "optimizer", "tp": 2, "sp": True, "pp": 2,
     "interleave": 2, "cp": 2, "ep": 2, "reduce_bucket": 1000, "prefetch_bucket": 1000, "cuda_context_mib": 0,
     "allocator_fraction": 0.0, "mode": "textbook", "seed": "000", "lora_fraction": 0.1,
+    "interconnect": "pcie", "nccl_buffers": False, "max_live_params": 1000, "param_persistence_threshold": 0,
 }  # fmt: skip
 _NEEDS: dict[str, dict[str, Any]] = {
     "zero": {"dp": 2},

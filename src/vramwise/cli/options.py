@@ -33,8 +33,8 @@ from vramwise.workload import (
     RECOMPUTE,
 )
 from vramwise.workload.engines import VLLM_VERSION
-from vramwise.workload.options import INTERCONNECTS
 from vramwise.workload.llamacpp_flags import CACHE_TYPES, FLASH_ATTN, SPLIT_MODES
+from vramwise.workload.options import INTERCONNECTS
 
 
 class Group(Enum):
