@@ -1,0 +1,108 @@
+"""Communication memory against NCCL's, PyTorch's and DeepSpeed's own rules, written out by hand.
+
+NCCL v2.27.3-1: src/init.cc DEFAULT_BUFFSIZE (1 << 22), DEFAULT_LL_BUFFSIZE (8 lines x 512 threads x 8 steps x
+16 B), DEFAULT_LL128_BUFFSIZE (120 x 640 x 8 steps x 8 B); src/graph/connect.cc ncclTopoPostset (search channels
+doubled, capped by NCCL_MAX_NCHANNELS, raised to NCCL_MIN_NCHANNELS); src/transport/nvls.cc ncclNvlsBufferSetup
+(16 channels x 2 x 128 KiB x 8 steps x heads). DeepSpeed v0.16.4: parameter_offload.py
+mark_persistent_parameters, partitioned_param_coordinator.py fetch_sub_module.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from vramwise.errors import InvalidWorkloadError
+from vramwise.estimate.nccl import NcclEnv, channels, communicator
+from vramwise.estimate.train.comms import groups, nccl_terms
+from vramwise.estimate.train.training import estimate_training
+from vramwise.spec.load import resolve_model
+from vramwise.workload import TrainSetup
+from vramwise.workload.options import Interconnect
+
+MIB = 1 << 20
+PER_CHANNEL = 4 * MIB + 512 * 1024 + 4_915_200  # SIMPLE + LL + LL128 = 9,633,792 B
+NVLS_8 = 16 * 2 * (128 * 1024 * 8) * 8  # 16 channels x 2 x 1 MiB x 8 heads = 256 MiB
+
+
+def test_buffers_per_channel_are_nccls_defaults() -> None:
+    assert NcclEnv().per_channel == PER_CHANNEL == 9_633_792
+    env = NcclEnv(buffsize=1 << 20)  # NCCL_BUFFSIZE=1048576 replaces SIMPLE only
+    assert env.per_channel == 1 * MIB + 512 * 1024 + 4_915_200
+
+
+def test_channels_by_interconnect_and_environment() -> None:
+    # search channels x 2 (ncclTopoPostset): NVSwitch H100 2 x 16, A100 NVLink 2 x 12, PCIe 2 x 1
+    assert channels(Interconnect.NVSWITCH, NcclEnv()) == 32
+    assert channels(Interconnect.NVLINK, NcclEnv()) == 24
+    assert channels(Interconnect.PCIE, NcclEnv()) == 2
+    assert channels(Interconnect.NVSWITCH, NcclEnv(max_channels=8)) == 8  # NCCL_MAX_NCHANNELS caps
+    assert channels(Interconnect.PCIE, NcclEnv(min_channels=4)) == 4  # NCCL_MIN_NCHANNELS raises
+    assert channels(Interconnect.PCIE, NcclEnv(min_channels=100)) == 64  # never past MAXCHANNELS 64
+
+
+def test_environment_is_read_and_bad_values_refused() -> None:
+    env = NcclEnv.from_environ({"NCCL_BUFFSIZE": "2097152", "NCCL_NVLS_ENABLE": "0", "NCCL_MAX_NCHANNELS": "16"})
+    assert env == NcclEnv(buffsize=2 * MIB, max_channels=16, nvls_enable=False)
+    with pytest.raises(InvalidWorkloadError, match="NCCL_BUFFSIZE"):
+        NcclEnv.from_environ({"NCCL_BUFFSIZE": "lots"})
+
+
+def test_nvls_only_on_nvswitch_above_two_local_gpus() -> None:
+    eight = communicator(8, 8, Interconnect.NVSWITCH, NcclEnv())
+    assert eight.ring == 32 * PER_CHANNEL and eight.nvls == NVLS_8 == 256 * MIB
+    assert communicator(2, 2, Interconnect.NVSWITCH, NcclEnv()).nvls == 0  # ncclNvlsInit: gpuCount <= 2
+    assert communicator(8, 8, Interconnect.NVLINK, NcclEnv()).nvls == 0
+    assert communicator(8, 8, Interconnect.NVSWITCH, NcclEnv(nvls_enable=False)).nvls == 0
+
+
+def test_groups_of_a_megatron_layout() -> None:
+    # 64 GPUs: tp 8 inside a node, pp 2, dp 4; ranks tp-cp-ep-dp-pp, 8 GPUs a node
+    setup = TrainSetup.from_flat(tp=8, pp=2, dp=4)
+    got = {g.name: (g.size, g.local) for g in groups(setup)}
+    assert got == {"tp": (8, 8), "dp": (4, 1), "pp": (2, 1)}
+    terms = {t.name: t.bytes for t in nccl_terms(setup)}
+    assert terms["overhead/nccl"] == 3 * 32 * PER_CHANNEL  # three communicators at 32 channels (nvswitch assumed)
+    assert terms["overhead/nccl_nvls"] == NVLS_8  # only the tp group has more than 2 GPUs on the node
+
+
+def test_context_parallel_reduces_over_dp_x_cp_and_hybrid_has_two_groups() -> None:
+    cp = {g.name: g.size for g in groups(TrainSetup.from_flat(dp=2, cp=2, seq=4096))}
+    assert cp == {"cp": 2, "dp x cp": 4}
+    hybrid = {g.name: g.size for g in groups(TrainSetup.from_flat(dp=16, fsdp="hybrid", fsdp_shard=8))}
+    assert hybrid == {"fsdp shard": 8, "fsdp replicate": 2}
+
+
+def test_no_communicator_on_one_gpu_and_none_when_switched_off() -> None:
+    assert nccl_terms(TrainSetup()) == ()
+    assert nccl_terms(TrainSetup.from_flat(dp=8, fsdp="full", nccl_buffers=False)) == ()
+
+
+def test_pcie_ddp_counts_two_channels_outside_the_allocator() -> None:
+    spec = resolve_model("llama-3-8b")
+    setup = TrainSetup.from_flat(dp=4, interconnect="pcie", peft="lora")
+    est = estimate_training(spec, setup)
+    assert est.term("overhead/nccl").bytes == 2 * PER_CHANNEL  # one dp communicator, 2 channels
+    bare = estimate_training(spec, TrainSetup.from_flat(dp=4, interconnect="pcie", peft="lora", nccl_buffers=False))
+    # NCCL's buffers are not tensors: the allocator's reserve does not grow with them
+    assert est.peak_bytes - bare.peak_bytes == 2 * PER_CHANNEL
+
+
+def test_zero3_persistent_small_parameters() -> None:
+    # Llama-3-8B: 65 RMSNorm weights of 4,096 elements are under 1e5 (mark_persistent_parameters); every linear and
+    # the embeddings are larger. Kept whole on each of 8 ranks: 65 x 4,096 x (1 - 1/8) x 2 B beyond the shard.
+    spec = resolve_model("llama-3-8b")
+    est = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=3))
+    assert est.term("zero/persistent_params").bytes == round(65 * 4096 * 7 / 8) * 2
+    none = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=3, param_persistence_threshold=0))
+    assert "zero/persistent_params" not in {t.name for t in none.persistent}
+
+
+def test_zero3_prefetch_is_bounded_by_max_live_parameters() -> None:
+    # fetch_sub_module: prefetch while numel < min(max_live - available, prefetch_bucket). Llama-3-8B's largest
+    # module is the embeddings + head, 2 x 128,256 x 4,096 = 1,050,673,152 > 1e9: nothing is prefetched by default.
+    spec = resolve_model("llama-3-8b")
+    outer = 2 * 128_256 * 4096 + 4096  # embeddings, head and the final norm
+    est = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=3))
+    assert est.term("zero/gathered_params").bytes == outer * 2
+    more = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=3, max_live_params=2_000_000_000))
+    assert more.term("zero/gathered_params").bytes == (outer + 50_000_000) * 2  # the prefetch bucket's 5e7
