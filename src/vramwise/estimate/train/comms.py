@@ -127,4 +127,10 @@ def comms_notes(setup: TrainSetup) -> list[str]:
         f"NCCL: {where}, {GPUS_PER_NODE} GPUs a node, ranks ordered tp-cp-ep-dp-pp; ring and NVLS buffers at NCCL "
         "2.27's defaults (NCCL_BUFFSIZE etc. unset); not modelled: tree and CollNet connections, inter-node network "
         "buffers beyond the ring's, the tied-embedding group of a pipeline's first and last stages"
-    ]
+    ] + (
+        ["FSDP2: the reduce-scatter input (one unit's gradients, torch/distributed/fsdp/_fully_shard/"
+         "_fsdp_collectives.py foreach_reduce) and the all-gather output beside the unsharded unit at copy-out "
+         "(foreach_all_gather_copy_out) are not separate terms yet"]
+        if setup.parallel.fsdp != FsdpMode.NONE
+        else []
+    )
