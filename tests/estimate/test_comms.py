@@ -106,3 +106,22 @@ def test_zero3_prefetch_is_bounded_by_max_live_parameters() -> None:
     assert est.term("zero/gathered_params").bytes == outer * 2
     more = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=3, max_live_params=2_000_000_000))
     assert more.term("zero/gathered_params").bytes == (outer + 50_000_000) * 2  # the prefetch bucket's 5e7
+
+
+def test_fsdp_reduce_scatter_input_is_one_layer_and_no_deepspeed_bucket() -> None:
+    # foreach_reduce: reduce_scatter_input = world x padded shard of one unit's gradients. Llama-3-8B's layer:
+    # q, o 4,096^2 each; k, v 4,096 x 1,024 each; gate, up, down 3 x 4,096 x 14,336; two norms of 4,096.
+    layer = 2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096
+    assert layer == 218_112_000
+    spec = resolve_model("llama-3-8b")
+    est = estimate_training(spec, TrainSetup.from_flat(dp=8, fsdp="full", precision="bf16"))
+    layer_phase = next(p for p in est.phases if p.name == "backward (layer)")
+    got = {t.name: t.bytes for t in layer_phase.transient}
+    assert got["fsdp/reduce_scatter_input"] == got["fsdp/unsharded_grads"] == layer * 2
+    names = {t.name for p in est.phases for t in p.transient}
+    assert "zero/reduce_bucket" not in names  # DeepSpeed's reduce_bucket_size is not FSDP's
+    head = next(p for p in est.phases if p.name == "backward (head)")
+    assert "fsdp/reduce_scatter_input" not in {t.name for t in head.transient}
+    grad_op = estimate_training(spec, TrainSetup.from_flat(dp=8, fsdp="grad-op", precision="bf16"))
+    end = next(p for p in grad_op.phases if p.name == "backward end")
+    assert {t.name: t.bytes for t in end.transient}["fsdp/reduce_scatter_input"] == layer * 2

@@ -149,3 +149,22 @@ def test_adafactor_factored_states_and_step_on_real_tensors(impl: str) -> None:
     est = estimate_training(spec, setup)
     assert est.term("optimizer/states").bytes == traced.optimizer_states
     assert est.peak_bytes == pytest.approx(traced.peak, rel=0.05)
+
+
+def test_fsdp_backward_units_match_the_fake_world_trace() -> None:
+    # A model whose layers outweigh its activations (b 1 x s 16), FSDP2 over a fake world of 4, bf16: the traced
+    # backward peak holds four layer units (current and prefetched parameters, the layer's gradients, the
+    # reduce-scatter input of foreach_reduce) beside the sharded states. The estimate's backward end also holds
+    # every layer's sharded gradients, where the traced peak (one layer earlier) holds all but about two: it is
+    # an upper bound by those two layers' shards (2 x 16,777,216 x 2 B / 4), never under.
+    config = {**FAMILIES["llama"], "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 4,
+              "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 512, "tie_word_embeddings": False}
+    recipe = TraceRecipe(batch=1, seq=16, precision="bf16", fsdp=4)
+    traced = trace_training(config, recipe)
+    spec = spec_from_config(config, name="llama-wide", source="test")
+    setup = TrainSetup.from_flat(batch=1, seq=16, precision="bf16", dp=4, fsdp="full", nccl_buffers=False,
+                                 **NO_OVERHEAD)
+    est = estimate_training(spec, setup)
+    layer = 4 * 1024 * 1024 + 3 * 1024 * 4096 + 2 * 1024
+    assert traced.peak_phase == "backward"
+    assert traced.peak <= est.peak_bytes <= traced.peak + 2 * layer * 2 // 4 + 1024**2

@@ -128,9 +128,10 @@ def comms_notes(setup: TrainSetup) -> list[str]:
         "2.27's defaults (NCCL_BUFFSIZE etc. unset); not modelled: tree and CollNet connections, inter-node network "
         "buffers beyond the ring's, the tied-embedding group of a pipeline's first and last stages"
     ] + (
-        ["FSDP2: the reduce-scatter input (one unit's gradients, torch/distributed/fsdp/_fully_shard/"
-         "_fsdp_collectives.py foreach_reduce) and the all-gather output beside the unsharded unit at copy-out "
-         "(foreach_all_gather_copy_out) are not separate terms yet"]
+        ["FSDP2: backward holds the current and prefetched layer, one layer's gradients and its reduce-scatter "
+         "input (traced on a fake world: four layer units); in forward the trace holds three layer units at once "
+         "(the all-gather output beside the unsharded layers), which no phase here models: forward is not the peak "
+         "unless activations are small next to one layer"]
         if setup.parallel.fsdp != FsdpMode.NONE
         else []
     )

@@ -39,6 +39,8 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
     DeepSpeed ZeRO-3 gathers the module running now plus the prefetch bucket, in forward and backward alike.
     """
     p = setup.parallel
+    if p.fsdp != FsdpMode.NONE and p.sharding.stage == 2:  # grad-op: parameters stay whole, gradients reduce
+        return [], _reduce_scatter_input(spec, setup, recipe)
     if p.sharding.stage < 3:
         return [], []
     layer = _layer_params(spec) // p.tp
@@ -64,7 +66,7 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
             + (f" + {kept:,} kept in fp32 x {4 - g} B" if kept and g < 4 else ""),
             source=src,
         )
-        return [root], [root, layers, grads]
+        return [root], [root, layers, grads, *_reduce_scatter_input(spec, setup, recipe)]
     module = max(layer, outer)
     prefetch = _zero3_prefetch(spec, setup, module)
     n = (module + prefetch) * w + (extra if layer >= outer else 0)
@@ -78,6 +80,29 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
         "parameters after it)",
     )
     return [term], [term]
+
+
+def _reduce_scatter_input(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> list[Term]:
+    """FSDP2's reduce-scatter input: one unit's gradients copied into a flat buffer of world x the padded shard
+    (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_reduce: torch.empty, then chunk_cat of the
+    unsharded gradients, which are still referenced), live beside the unit's unsharded gradients. Traced on a
+    fake world (verify): the backward's peak holds four layer units, the current and the prefetched layer's
+    parameters, the current layer's gradients and this buffer."""
+    if setup.peft.adapters:  # only the adapters' gradients are reduced: negligible
+        return []
+    layer = _layer_params(spec) // setup.parallel.tp
+    g = recipe.grad
+    kept = _fp32_kept_per_layer(spec) // setup.parallel.tp if recipe.keeps_fp32_modules and g < 4 else 0
+    return [
+        Term(
+            name="fsdp/reduce_scatter_input",
+            bytes=layer * g + kept * (4 - g),
+            formula=f"one layer's gradients, flattened for reduce-scatter: {layer:,} x {g} B"
+            + (f" + {kept:,} kept in fp32 x {4 - g} B" if kept else ""),
+            source="torch 2.13 torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_reduce "
+            "(reduce_scatter_input)",
+        )
+    ]
 
 
 # DeepSpeed v0.16.4 deepspeed/runtime/zero/partitioned_param_coordinator.py fetch_sub_module: prefetches queued

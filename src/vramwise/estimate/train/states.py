@@ -253,14 +253,15 @@ def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> t
         source=SRC_STATES,
     )
     zero1 = sharding.stage == 1 and s.parallel.fsdp == FsdpMode.NONE
-    if n_grad > 1 or zero1:
+    # FSDP reduce-scatters one unit at a time (fsdp/reduce_scatter_input, sharded.py), not in DeepSpeed's bucket
+    if (n_grad > 1 or zero1) and s.parallel.fsdp == FsdpMode.NONE:
         bucket = min(s.parallel.reduce_bucket, count)
         out.backward_extra.append(
             Term(
                 name="zero/reduce_bucket",
                 bytes=bucket * grad_b,
                 formula=f"min(reduce_bucket {s.parallel.reduce_bucket:,}, trainable) x {grad_b} B",
-                source="DeepSpeed reduce_bucket_size / FSDP reduce-scatter of one unit",
+                source="DeepSpeed reduce_bucket_size (stage_1_and_2.py ipg_buffer; stage3.py reduce bucket)",
             )
         )
     elif s.parallel.dp > 1 and sharding.stage == 0:

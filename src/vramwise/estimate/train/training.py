@@ -361,7 +361,8 @@ def _backward_phases(
         phases.append((PhaseKind.BACKWARD_LAYER, fwd.in_layers + bwd))
         if stage.last and not setup.peft.adapters:
             # the head's backward: the last two layer units are already being gathered (prefetch)
-            units = [j for j in bwd if out.rules[j].name != "fsdp/unsharded_grads"]
+            # the layers' gradients and their reduce-scatter buffer come after the head's backward
+            units = [j for j in bwd if out.rules[j].name not in ("fsdp/unsharded_grads", "fsdp/reduce_scatter_input")]
             head = out.add(*head_grads(spec, recipe, setup.loss))
             phases.append((PhaseKind.BACKWARD_HEAD, fwd.in_layers + units + head))
     return phases
