@@ -97,15 +97,34 @@ def test_zero3_persistent_small_parameters() -> None:
     assert "zero/persistent_params" not in {t.name for t in none.persistent}
 
 
-def test_zero3_prefetch_is_bounded_by_max_live_parameters() -> None:
-    # fetch_sub_module: prefetch while numel < min(max_live - available, prefetch_bucket). Llama-3-8B's largest
-    # module is the embeddings + head, 2 x 128,256 x 4,096 = 1,050,673,152 > 1e9: nothing is prefetched by default.
+def test_zero3_gathers_one_leaf_module_and_a_prefetch_bounded_by_max_live_parameters() -> None:
+    # fetch_sub_module gathers a module's own parameters (one Linear: Llama-3-8B's largest is lm_head, 128,256 x
+    # 4,096) and prefetches while numel < min(max_live - available, prefetch_bucket 5e7).
     spec = resolve_model("llama-3-8b")
-    outer = 2 * 128_256 * 4096 + 4096  # embeddings, head and the final norm
+    head = 128_256 * 4096
     est = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=3))
-    assert est.term("zero/gathered_params").bytes == outer * 2
-    more = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=3, max_live_params=2_000_000_000))
-    assert more.term("zero/gathered_params").bytes == (outer + 50_000_000) * 2  # the prefetch bucket's 5e7
+    assert est.term("zero/gathered_params").bytes == (head + 50_000_000) * 2
+    tight = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=3, max_live_params=500_000_000))
+    assert tight.term("zero/gathered_params").bytes == head * 2  # 5e8 - 525,336,576 available < 0: no prefetch
+
+
+def test_zero3_keeps_the_last_layers_for_their_reuse() -> None:
+    # __params_to_release keeps what reoccurs within stage3_max_reuse_distance (1e9) elements. Llama-2-7B's head
+    # side is lm_head 32,000 x 4,096 + the final norm's 4,096 = 131,076,096, traversed twice (forward, backward):
+    # (1e9 - 2 x 131,076,096) / 2 = 368,923,904 elements of the last layers stay gathered at the turn.
+    spec = resolve_model("llama-2-7b")
+    est = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=3))
+    kept = (1_000_000_000 - 2 * (32_000 * 4096 + 4096)) // 2
+    assert kept == 368_923_904
+    forward = next(p for p in est.phases if p.name == "forward end")
+    assert {t.name: t.bytes for t in forward.transient}["zero/reused_params"] == kept * 2
+    end = next(p for p in est.phases if p.name == "backward end")
+    assert "zero/reused_params" not in {t.name for t in end.transient}  # released after their backward
+    off = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=3, max_reuse_distance=0))
+    assert "zero/reused_params" not in {t.name for p in off.phases for t in p.transient}
+    # Llama-3-8B: 2 x 525,340,672 > 1e9 already: nothing kept
+    big = estimate_training(resolve_model("llama-3-8b"), TrainSetup.from_flat(dp=8, zero=3))
+    assert "zero/reused_params" not in {t.name for p in big.phases for t in p.transient}
 
 
 def test_fsdp_reduce_scatter_input_is_one_layer_and_no_deepspeed_bucket() -> None:

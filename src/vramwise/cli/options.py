@@ -269,6 +269,8 @@ OPTIONS: tuple[Option, ...] = (
            help="DeepSpeed ZeRO-3 stage3_max_live_parameters (default {train.max_live_params})"),
     Option(name="param_persistence_threshold", flags=("--param-persistence-threshold",), type=int, commands=TRN,
            help="DeepSpeed ZeRO-3 stage3_param_persistence_threshold (default {train.param_persistence_threshold})"),
+    Option(name="max_reuse_distance", flags=("--max-reuse-distance",), type=int, commands=TRN,
+           help="DeepSpeed ZeRO-3 stage3_max_reuse_distance (default {train.max_reuse_distance})"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
            help=f"CUDA context and workspaces in MiB (default {DEFAULT_CUDA_CONTEXT_MIB})"),

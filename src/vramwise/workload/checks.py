@@ -77,6 +77,7 @@ BOUNDS: dict[str, tuple[int, str]] = {
     "param_persistence_threshold": (
         1 << 43, "more elements than any published model has parameters (Kimi K2: 1.04 trillion)"
     ),
+    "max_reuse_distance": (1 << 43, "more elements than any published model has parameters (Kimi K2: 1.04 trillion)"),
     # 2^20 MiB = 1 TiB: more than any GPU's memory (the largest in the catalog, B300, has 288 GB)
     "cuda_context_mib": (1 << 20, "1 TiB, more than any GPU's memory"),
     # fit --layouts tries every micro-batch from 1 to this for every layout family: 4,096 keeps that search short

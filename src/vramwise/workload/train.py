@@ -217,7 +217,9 @@ _FLAT = FlatNames(
         "lora_fraction": ("textbook", "lora_fraction"),
         **{
             name: ("comms", name)
-            for name in ("interconnect", "nccl_buffers", "max_live_params", "param_persistence_threshold")
+            for name in (
+                "interconnect", "nccl_buffers", "max_live_params", "param_persistence_threshold", "max_reuse_distance"
+            )
         },
     },
 )

@@ -10,6 +10,7 @@ from vramwise.estimate.train.layout import in_layer
 from vramwise.estimate.train.loss import CHUNKED
 from vramwise.estimate.train.recipe import Recipe
 from vramwise.estimate.train.states import LORA_BYTES
+from vramwise.estimate.train.zero3 import zero3_gathered
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.workload import FsdpMode, LossImpl, TrainSetup
@@ -36,50 +37,38 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
     FSDP2 keeps the root unit (embeddings, final norm, head) unsharded from forward to backward and reshards
     each layer after its forward; in backward the current layer and the prefetched next one are gathered,
     and one layer's unsharded gradients wait for their reduce-scatter (traced: notes §2c, verify).
-    DeepSpeed ZeRO-3 gathers the module running now plus the prefetch bucket, in forward and backward alike.
+    DeepSpeed ZeRO-3: ``zero3.py``.
     """
     p = setup.parallel
     if p.fsdp != FsdpMode.NONE and p.sharding.stage == 2:  # grad-op: parameters stay whole, gradients reduce
         return [], _reduce_scatter_input(spec, setup, recipe)
     if p.sharding.stage < 3:
         return [], []
+    if p.fsdp == FsdpMode.NONE:
+        return zero3_gathered(spec, setup, recipe)
     layer = _layer_params(spec) // p.tp
     outer = _outer_params(spec)
     w = recipe.weight
     # fp32-kept parameters (DeepSeek's routers under a bf16 load) and their gradients take 4 B, not w
     kept = _fp32_kept_per_layer(spec) // p.tp if recipe.keeps_fp32_modules and w < 4 else 0
     extra, extra_f = kept * (4 - w), f" + {kept:,} kept in fp32 x {4 - w} B" if kept else ""
-    if p.fsdp != FsdpMode.NONE:
-        src = "FSDP2: root unit kept, layers resharded after forward, current + prefetched layer in backward"
-        root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B", source=src)
-        layers = Term(
-            name="fsdp/layer_units",
-            bytes=2 * (layer * w + extra),
-            formula=f"2 x ({layer:,} x {w} B{extra_f})",
-            source=src,
-        )
-        g = LORA_BYTES if setup.peft.adapters else recipe.grad
-        grads = Term(
-            name="fsdp/unsharded_grads",
-            bytes=layer * g + (kept * (4 - g) if g < 4 else 0) if not setup.peft.adapters else 0,
-            formula=f"one layer's gradients before reduce-scatter: {layer:,} x {g} B"
-            + (f" + {kept:,} kept in fp32 x {4 - g} B" if kept and g < 4 else ""),
-            source=src,
-        )
-        return [root], [root, layers, grads, *_reduce_scatter_input(spec, setup, recipe)]
-    module = max(layer, outer)
-    prefetch = _zero3_prefetch(spec, setup, module)
-    n = (module + prefetch) * w + (extra if layer >= outer else 0)
-    term = Term(
-        name="zero/gathered_params",
-        bytes=n,
-        formula=f"(largest module max(layer {layer:,}, embeddings+head) + prefetch {prefetch:,}) x {w} B"
-        + (extra_f if layer >= outer else ""),
-        source=f"{ZERO3_COORDINATOR}: the module being fetched + prefetch min(stage3_prefetch_bucket_size "
-        f"{p.prefetch_bucket:,}, stage3_max_live_parameters {setup.comms.max_live_params:,} - available, the "
-        "parameters after it)",
+    src = "FSDP2: root unit kept, layers resharded after forward, current + prefetched layer in backward"
+    root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B", source=src)
+    layers = Term(
+        name="fsdp/layer_units",
+        bytes=2 * (layer * w + extra),
+        formula=f"2 x ({layer:,} x {w} B{extra_f})",
+        source=src,
     )
-    return [term], [term]
+    g = LORA_BYTES if setup.peft.adapters else recipe.grad
+    grads = Term(
+        name="fsdp/unsharded_grads",
+        bytes=layer * g + (kept * (4 - g) if g < 4 else 0) if not setup.peft.adapters else 0,
+        formula=f"one layer's gradients before reduce-scatter: {layer:,} x {g} B"
+        + (f" + {kept:,} kept in fp32 x {4 - g} B" if kept and g < 4 else ""),
+        source=src,
+    )
+    return [root], [root, layers, grads, *_reduce_scatter_input(spec, setup, recipe)]
 
 
 def _reduce_scatter_input(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> list[Term]:
@@ -101,58 +90,6 @@ def _reduce_scatter_input(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) ->
             + (f" + {kept:,} kept in fp32 x {4 - g} B" if kept else ""),
             source="torch 2.13 torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_reduce "
             "(reduce_scatter_input)",
-        )
-    ]
-
-
-# DeepSpeed v0.16.4 deepspeed/runtime/zero/partitioned_param_coordinator.py fetch_sub_module: prefetches queued
-# parameters while numel_prefetching < min(__max_n_available_params - __n_available_params, __prefetch_bucket_sz)
-ZERO3_COORDINATOR = "DeepSpeed v0.16.4 partitioned_param_coordinator.py fetch_sub_module"
-
-
-def _zero3_prefetch(spec: ModelSpec, setup: TrainSetup, module: int) -> int:
-    """Elements ZeRO-3 prefetches beyond the module it is fetching: the prefetch bucket, within
-    stage3_max_live_parameters of what is available, and no more than the rest of the model holds."""
-    p = setup.parallel
-    rest = max(0, (_layer_params(spec) * (spec.num_layers - 1)) // p.tp + _outer_params(spec) - module)
-    return max(0, min(p.prefetch_bucket, setup.comms.max_live_params - module, rest))
-
-
-@functools.lru_cache(maxsize=256)
-def _small_tensors(spec: ModelSpec, tp: int, threshold: int) -> tuple[int, int]:
-    """(tensors, elements) of the parameters of at most ``threshold`` elements on one tp rank (whole model)."""
-    count = elements = 0
-    for g in parameter_groups(spec):
-        unsplit = tp == 1 or g.kind in ("norm", "router") or g.name == "embeddings.positions"
-        per_tensor = g.count // max(1, g.tensors) // (1 if unsplit else tp)
-        if per_tensor <= threshold:
-            count += g.tensors
-            elements += per_tensor * g.tensors
-    return count, elements
-
-
-def persistent_params(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, share: float) -> list[Term]:
-    """DeepSpeed ZeRO-3 keeps every parameter of at most stage3_param_persistence_threshold elements unsharded
-    on every rank (ds_persist), beyond its shard: the bytes besides the shard ``weights/*`` count.
-
-    ``share``: the fraction of the model's layers this pipeline stage holds."""
-    p = setup.parallel
-    if p.sharding.stage < 3 or p.fsdp != FsdpMode.NONE or setup.peft.adapters:
-        return []
-    threshold = setup.comms.param_persistence_threshold
-    tensors, elements = _small_tensors(spec, p.tp, threshold)
-    n, w = p.sharding.weights, recipe.weight
-    kept = round(elements * share * (1 - 1 / n))
-    if not kept:
-        return []
-    return [
-        Term(
-            name="zero/persistent_params",
-            bytes=kept * w,
-            formula=f"{tensors:,} tensors of <= {threshold:,} elements ({elements:,} x stage share {share:g}) kept "
-            f"whole: x (1 - 1/{n}) beyond the shard x {w} B",
-            source="DeepSpeed v0.16.4 parameter_offload.py mark_persistent_parameters (param.ds_numel <= "
-            "stage3_param_persistence_threshold: ds_persist, never partitioned)",
         )
     ]
 

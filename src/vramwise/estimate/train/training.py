@@ -42,8 +42,9 @@ from vramwise.estimate.train.lora import LoraModule, lora_targets
 from vramwise.estimate.train.loss import classifier_loss_rules, loss_rules
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
-from vramwise.estimate.train.sharded import gathered, head_grads, persistent_params
+from vramwise.estimate.train.sharded import gathered, head_grads
 from vramwise.estimate.train.states import ModelStates, model_states
+from vramwise.estimate.train.zero3 import persistent_params
 from vramwise.estimate.vision import vision_training_notes
 from vramwise.estimate.weights import buffers, training_checkpoint_note
 from vramwise.formats import get_format, kept_note
