@@ -144,3 +144,28 @@ def test_fsdp_reduce_scatter_input_is_one_layer_and_no_deepspeed_bucket() -> Non
     grad_op = estimate_training(spec, TrainSetup.from_flat(dp=8, fsdp="grad-op", precision="bf16"))
     end = next(p for p in grad_op.phases if p.name == "backward end")
     assert {t.name: t.bytes for t in end.transient}["fsdp/reduce_scatter_input"] == layer * 2
+
+
+def test_deepspeed_reduce_bucket_is_reduce_bucket_size_held_through_backward() -> None:
+    # stage_1_and_2.py backward: ipg_buffer = torch.empty(reduce_bucket_size 5e8) of the 16-bit dtype at every
+    # backward, released in its epilogue; stage3.py _setup_for_real_optimizer allocates it once and keeps it.
+    spec = resolve_model("llama-2-7b")
+    zero2 = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=2))
+    by_phase = {p.name: {t.name: t.bytes for t in p.transient} for p in zero2.phases}
+    assert by_phase["backward (loss)"]["zero/reduce_bucket"] == by_phase["backward end"]["zero/reduce_bucket"] == 10**9
+    assert "zero/reduce_bucket" not in by_phase["forward end"] and "zero/reduce_bucket" not in by_phase["optimizer step"]
+    zero3 = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=3))
+    assert zero3.term("zero/reduce_bucket").bytes == 10**9
+    assert "zero/reduce_bucket" in {t.name for t in zero3.persistent}
+
+
+def test_zero_offload_stages_gradients_through_one_gpu_buffer() -> None:
+    # stage_1_and_2.py __init__ (cpu_offload): temp_grad_buffer_for_gpu_offload of largest_param_numel, 16-bit;
+    # Llama-2-7B's largest parameters are the embeddings and the head, 32,000 x 4,096. No gradient partition on
+    # the GPU; stage 3 keeps its 16-bit partition (6,738,415,616 / 8 x 2 B) on the host (stage3.py self.device).
+    spec = resolve_model("llama-2-7b")
+    zero2 = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=2, offload="optimizer"))
+    assert zero2.term("zero/offload_grad_buffer").bytes == 32_000 * 4096 * 2
+    assert "gradients" not in {t.name for t in zero2.persistent} | {t.name for p in zero2.phases for t in p.transient}
+    zero3 = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=3, offload="optimizer"))
+    assert {t.name: t.bytes for t in zero3.host}["offload/gradients"] == 6_738_415_616 // 8 * 2

@@ -220,7 +220,9 @@ def test_layout_search_over_micro_batches_matches_full_estimates(loss: str) -> N
     [
         ["fit", "llama-2-7b", "--gpu", "t4", "--max", "batch"],
         ["fit", "llama-3.1-405b", "--gpu", "t4", "--infer", "--max", "batch"],
-        ["fit", "llama-2-70b", "--gpu", "t4", "--layouts", "8"],
+        # not llama-2-70b on 8: ZeRO-3 with offload keeps no gradient partition on the GPU (DeepSpeed stage3.py
+        # grad_partitions_flat_buffer on the CPU), so 70B fits a T4's memory with everything offloaded
+        ["fit", "llama-3.1-405b", "--gpu", "t4", "--layouts", "2"],
     ],
 )
 def test_a_target_that_cannot_fit_names_the_smallest_setup(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
