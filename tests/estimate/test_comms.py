@@ -169,3 +169,12 @@ def test_zero_offload_stages_gradients_through_one_gpu_buffer() -> None:
     assert "gradients" not in {t.name for t in zero2.persistent} | {t.name for p in zero2.phases for t in p.transient}
     zero3 = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=3, offload="optimizer"))
     assert {t.name: t.bytes for t in zero3.host}["offload/gradients"] == 6_738_415_616 // 8 * 2
+
+
+def test_ddp_buckets_hold_every_gradient_once_more() -> None:
+    # DistributedDataParallel: gradient_as_bucket_view=False (the default) copies each gradient into its bucket;
+    # "the saved memory size will be equal to the total gradients size" with views (torch/nn/parallel/distributed.py).
+    spec = resolve_model("llama-2-7b")
+    est = estimate_training(spec, TrainSetup.from_flat(dp=2, precision="bf16-mixed"))
+    assert est.term("ddp/buckets").bytes == 6_738_415_616 * 2
+    assert "ddp/buckets" in {t.name for t in est.persistent}  # allocated once, kept across steps

@@ -271,7 +271,10 @@ def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> t
                 bytes=tensor_bytes(tr.tensors, grad_b),
                 formula=f"{count:,} x {grad_b} B{fp32_note(tr.tensors, grad_b)} (gradient_as_bucket_view=False, "
                 "DDP's default)",
-                source="torch DistributedDataParallel allreduce buckets hold a second copy of the gradients",
+                # the buckets (bucket_cap_mb 25 MiB, the first one _DEFAULT_FIRST_BUCKET_BYTES 1 MiB) partition the
+                # gradients: their sizes split the copy, its total stays every gradient once
+                source="torch 2.13 torch/nn/parallel/distributed.py DistributedDataParallel docstring: "
+                "gradient_as_bucket_view=True saves 'the total gradients size' (the buckets' copy of every gradient)",
             )
         )
     if not zero1:
