@@ -61,8 +61,21 @@ def test_groups_of_a_megatron_layout() -> None:
     got = {g.name: (g.size, g.local) for g in groups(setup)}
     assert got == {"tp": (8, 8), "dp": (4, 1), "pp": (2, 1)}
     terms = {t.name: t.bytes for t in nccl_terms(setup)}
-    assert terms["overhead/nccl"] == 3 * 32 * PER_CHANNEL  # three communicators at 32 channels (nvswitch assumed)
+    assert terms["overhead/nccl"] == 2 * 32 * PER_CHANNEL  # tp and dp rings at 32 channels (nvswitch assumed)
     assert terms["overhead/nccl_nvls"] == NVLS_8  # only the tp group has more than 2 GPUs on the node
+    # pp: send/recv only, to one neighbour on another node: 2 channels per network peer (ncclTopoGetNchannels)
+    assert terms["overhead/nccl_p2p"] == 1 * 2 * PER_CHANNEL
+
+
+def test_pipeline_send_recv_channels_per_neighbour() -> None:
+    # pp 4 inside one node: a middle stage sends to and receives from two neighbours, over NVLink with
+    # p2pnChannelsPerPeer = pow2Up(32) channels each (ncclTopoComputeP2pChannels); over PCIe 2 channels each
+    inside = {t.name: t.bytes for t in nccl_terms(TrainSetup.from_flat(pp=4, grad_accum=4))}
+    assert inside == {"overhead/nccl_p2p": 2 * 32 * PER_CHANNEL}
+    pcie = {t.name: t.bytes for t in nccl_terms(TrainSetup.from_flat(pp=2, grad_accum=2, interconnect="pcie"))}
+    assert pcie == {"overhead/nccl_p2p": 1 * 2 * PER_CHANNEL}
+    a100 = {t.name: t.bytes for t in nccl_terms(TrainSetup.from_flat(pp=2, grad_accum=2, interconnect="nvlink"))}
+    assert a100 == {"overhead/nccl_p2p": 1 * 32 * PER_CHANNEL}  # 24 channels, rounded up to a power of 2
 
 
 def test_context_parallel_reduces_over_dp_x_cp_and_hybrid_has_two_groups() -> None:

@@ -22,6 +22,8 @@ Read in NVIDIA/nccl at v2.27.3-1 (torch 2.8's CUDA 12 wheel pins nvidia-nccl-cu1
   nvlsChannels x 2 x (NCCL_NVLS_CHUNKSIZE 128 KiB x NCCL_STEPS 8) x nHeads (one head a local GPU), with
   NVLS_NCHANNELS_SM90 16 (24 on a single sm100 node). 2.21.5 also padded each buffer by NVLS_MEM_ALIGN_SIZE 2 MiB
   (``nvls_bytes_v2_21``, the vLLM 0.6 line's).
+- Send/recv (src/graph/paths.cc ``ncclTopoComputeP2pChannels``): p2pnChannelsPerPeer channels to each peer, each
+  connection with the same buffers (``p2p_communicator``).
 - NCCL_RUNTIME_CONNECT (src/init.cc, default 1 from 2.22): an algorithm's buffers are allocated when it is first
   used, not at ``ncclCommInitRank``; host memory (proxy, pinned buffers) is not device memory and not counted.
 """
@@ -132,6 +134,20 @@ def channels(interconnect: Interconnect, env: NcclEnv) -> int:
     return max(1, n)
 
 
+def p2p_channels_per_peer(interconnect: Interconnect, same_node: bool, env: NcclEnv) -> int:
+    """Channels NCCL connects to one send/recv peer (src/graph/paths.cc ncclTopoComputeP2pChannels, v2.27.3-1):
+    over NVLink 2 x (the path's bandwidth / one NVLink's), over PCIe 2, through the network 2 per NIC
+    (ncclTopoGetNchannels), capped by the communicator's channels and rounded up to a power of 2."""
+    coll = channels(interconnect, env)
+    if not same_node or interconnect == Interconnect.PCIE:
+        return min(2, _pow2_up(coll))
+    return _pow2_up(coll)
+
+
+def _pow2_up(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Communicator:
     """One rank's NCCL device memory for one communicator."""
@@ -141,10 +157,24 @@ class Communicator:
     channels: int
     ring: int  # channels x (SIMPLE + LL + LL128)
     nvls: int  # NVLS buffers (NVSwitch with multicast, more than 2 local GPUs)
+    p2p: int = 0  # send/recv connections: peers x channels per peer x (SIMPLE + LL + LL128)
 
     @property
     def bytes(self) -> int:
-        return self.ring + self.nvls
+        return self.ring + self.nvls + self.p2p
+
+
+def p2p_communicator(ranks: int, local: int, interconnect: Interconnect, env: NcclEnv) -> Communicator:
+    """Device memory of one rank of a communicator used only for send/recv with its neighbours (a pipeline's
+    stages, a context-parallel ring): runtime connect builds no ring or NVLS for it. A rank sends to and
+    receives from each neighbour (1F1B: activations one way, gradients the other), so it holds one connection's
+    set per neighbour and channel (the sender's SIMPLE, the receiver's LL and LL128: p2p.cc p2pSendSetup,
+    p2pRecvSetup). Neighbours: 1 in a group of 2, else 2 (a middle stage)."""
+    peers = 1 if ranks == 2 else 2
+    per_peer = p2p_channels_per_peer(interconnect, local > 1, env)
+    return Communicator(
+        ranks=ranks, local=local, channels=per_peer, ring=0, nvls=0, p2p=peers * per_peer * env.per_channel
+    )
 
 
 def communicator(ranks: int, local: int, interconnect: Interconnect, env: NcclEnv) -> Communicator:

@@ -23,6 +23,7 @@ from vramwise.estimate.nccl import (
     Communicator,
     NcclEnv,
     communicator,
+    p2p_communicator,
 )
 from vramwise.estimate.term import Term
 from vramwise.workload import FsdpMode, TrainSetup
@@ -43,6 +44,7 @@ class Group:
     name: str
     size: int
     stride: int
+    p2p: bool = False  # send/recv with neighbours only (pipeline stages, a context-parallel ring)
 
     @property
     def local(self) -> int:
@@ -56,14 +58,14 @@ def groups(setup: TrainSetup) -> list[Group]:
     tp, cp, dp, pp, ep = p.tp, p.cp, p.dp, p.pp, p.ep
     out = [Group(name="tp", size=tp, stride=1)]
     if cp > 1:
-        out += [Group(name="cp", size=cp, stride=tp), Group(name="dp x cp", size=dp * cp, stride=tp)]
+        out += [Group(name="cp", size=cp, stride=tp, p2p=True), Group(name="dp x cp", size=dp * cp, stride=tp)]
     elif p.fsdp == FsdpMode.HYBRID:
         shard = p.sharding.group
         out += [Group(name="fsdp shard", size=shard, stride=tp), Group(name="fsdp replicate", size=dp // shard,
                                                                        stride=tp * shard)]
     else:
         out.append(Group(name="dp", size=dp, stride=tp * cp))
-    out += [Group(name="ep", size=ep, stride=tp * cp), Group(name="pp", size=pp, stride=tp * cp * dp)]
+    out += [Group(name="ep", size=ep, stride=tp * cp), Group(name="pp", size=pp, stride=tp * cp * dp, p2p=True)]
     return [g for g in out if g.size > 1]
 
 
@@ -75,7 +77,7 @@ def communicators(setup: TrainSetup, env: NcclEnv | None = None) -> list[tuple[G
     """Each group with its communicator's device memory on this GPU."""
     env = env or NcclEnv()
     link = resolved(setup.comms.interconnect)
-    return [(g, communicator(g.size, g.local, link, env)) for g in groups(setup)]
+    return [(g, (p2p_communicator if g.p2p else communicator)(g.size, g.local, link, env)) for g in groups(setup)]
 
 
 def nccl_terms(setup: TrainSetup, env: NcclEnv | None = None) -> tuple[Term, ...]:
@@ -87,16 +89,27 @@ def nccl_terms(setup: TrainSetup, env: NcclEnv | None = None) -> tuple[Term, ...
         return ()
     link = resolved(setup.comms.interconnect)
     per = (env or NcclEnv()).per_channel
-    ring = " + ".join(f"{g.name} {g.size}: {c.channels} ch" for g, c in comms)
-    terms = [
-        Term(
+    rings = [(g, c) for g, c in comms if c.ring]
+    terms = []
+    if rings:
+        ring = " + ".join(f"{g.name} {g.size}: {c.channels} ch" for g, c in rings)
+        terms.append(Term(
             name="overhead/nccl",
-            bytes=sum(c.ring for _, c in comms),
-            formula=f"{len(comms)} communicator(s) ({ring}) x {per:,} B per ring channel (SIMPLE 4 MiB + LL 512 KiB "
+            bytes=sum(c.ring for _, c in rings),
+            formula=f"{len(rings)} communicator(s) ({ring}) x {per:,} B per ring channel (SIMPLE 4 MiB + LL 512 KiB "
             f"+ LL128 4,915,200 B); {link} channels: {CHANNEL_SOURCES[link]}",
             source=NCCL_SOURCE,
-        )
-    ]
+        ))
+    p2p = [(g, c) for g, c in comms if c.p2p]
+    if p2p:
+        terms.append(Term(
+            name="overhead/nccl_p2p",
+            bytes=sum(c.p2p for _, c in p2p),
+            formula=" + ".join(
+                f"{g.name} {g.size}: {c.p2p // (c.channels * per)} neighbour(s) x {c.channels} ch" for g, c in p2p
+            ) + f" x {per:,} B (send/recv only: no ring connected)",
+            source=f"{NCCL_SOURCE}; src/graph/paths.cc ncclTopoComputeP2pChannels (channels per peer)",
+        ))
     nvls = [(g, c) for g, c in comms if c.nvls]
     if nvls:
         terms.append(
