@@ -13,7 +13,7 @@ import pytest
 
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.nccl import NcclEnv, channels, communicator
-from vramwise.estimate.train.comms import groups, nccl_terms
+from vramwise.estimate.train.comms import communicators, groups, nccl_terms
 from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.load import resolve_model
 from vramwise.workload import TrainSetup
@@ -21,13 +21,21 @@ from vramwise.workload.options import Interconnect
 
 MIB = 1 << 20
 PER_CHANNEL = 4 * MIB + 512 * 1024 + 4_915_200  # SIMPLE + LL + LL128 = 9,633,792 B
+# p2p.cc: the send side (ncclSendMem 4,096 B [+ SIMPLE under P2P read]) and the receive side (ncclRecvMem 4,096 B
+# + LL + LL128 [+ SIMPLE without read]) each rounded up to CUDA_IPC_MIN 2 MiB:
+# read (NVLink): 4,198,400 -> 6 MiB and 5,443,584 -> 6 MiB; write (PCIe): 4,096 -> 2 MiB and 9,637,888 -> 10 MiB
+CONN = 12 * MIB
 NVLS_8 = 16 * 2 * (128 * 1024 * 8) * 8  # 16 channels x 2 x 1 MiB x 8 heads = 256 MiB
 
 
 def test_buffers_per_channel_are_nccls_defaults() -> None:
     assert NcclEnv().per_channel == PER_CHANNEL == 9_633_792
+    assert NcclEnv().connection(read=True) == 6 * MIB + 6 * MIB == CONN
+    assert NcclEnv().connection(read=False) == 2 * MIB + 10 * MIB == CONN
     env = NcclEnv(buffsize=1 << 20)  # NCCL_BUFFSIZE=1048576 replaces SIMPLE only
     assert env.per_channel == 1 * MIB + 512 * 1024 + 4_915_200
+    # read: 4,096 + 1 MiB -> 2 MiB; 4,096 + 5,439,488 -> 6 MiB. write: 2 MiB; 4,096 + 6,488,064 -> 8 MiB
+    assert env.connection(read=True) == 8 * MIB and env.connection(read=False) == 10 * MIB
 
 
 def test_channels_by_interconnect_and_environment() -> None:
@@ -49,7 +57,7 @@ def test_environment_is_read_and_bad_values_refused() -> None:
 
 def test_nvls_only_on_nvswitch_above_two_local_gpus() -> None:
     eight = communicator(8, 8, Interconnect.NVSWITCH, NcclEnv())
-    assert eight.ring == 32 * PER_CHANNEL and eight.nvls == NVLS_8 == 256 * MIB
+    assert eight.ring == 32 * CONN and eight.nvls == NVLS_8 == 256 * MIB
     assert communicator(2, 2, Interconnect.NVSWITCH, NcclEnv()).nvls == 0  # ncclNvlsInit: gpuCount <= 2
     assert communicator(8, 8, Interconnect.NVLINK, NcclEnv()).nvls == 0
     assert communicator(8, 8, Interconnect.NVSWITCH, NcclEnv(nvls_enable=False)).nvls == 0
@@ -61,21 +69,21 @@ def test_groups_of_a_megatron_layout() -> None:
     got = {g.name: (g.size, g.local) for g in groups(setup)}
     assert got == {"tp": (8, 8), "dp": (4, 1), "pp": (2, 1)}
     terms = {t.name: t.bytes for t in nccl_terms(setup)}
-    assert terms["overhead/nccl"] == 2 * 32 * PER_CHANNEL  # tp and dp rings at 32 channels (nvswitch assumed)
+    assert terms["overhead/nccl"] == 2 * 32 * CONN  # tp and dp rings at 32 channels (nvswitch assumed)
     assert terms["overhead/nccl_nvls"] == NVLS_8  # only the tp group has more than 2 GPUs on the node
     # pp: send/recv only, to one neighbour on another node: 2 channels per network peer (ncclTopoGetNchannels)
-    assert terms["overhead/nccl_p2p"] == 1 * 2 * PER_CHANNEL
+    assert terms["overhead/nccl_p2p"] == 1 * 2 * CONN
 
 
 def test_pipeline_send_recv_channels_per_neighbour() -> None:
     # pp 4 inside one node: a middle stage sends to and receives from two neighbours, over NVLink with
     # p2pnChannelsPerPeer = pow2Up(32) channels each (ncclTopoComputeP2pChannels); over PCIe 2 channels each
     inside = {t.name: t.bytes for t in nccl_terms(TrainSetup.from_flat(pp=4, grad_accum=4))}
-    assert inside == {"overhead/nccl_p2p": 2 * 32 * PER_CHANNEL}
+    assert inside == {"overhead/nccl_p2p": 2 * 32 * CONN}
     pcie = {t.name: t.bytes for t in nccl_terms(TrainSetup.from_flat(pp=2, grad_accum=2, interconnect="pcie"))}
-    assert pcie == {"overhead/nccl_p2p": 1 * 2 * PER_CHANNEL}
+    assert pcie == {"overhead/nccl_p2p": 1 * 2 * CONN}
     a100 = {t.name: t.bytes for t in nccl_terms(TrainSetup.from_flat(pp=2, grad_accum=2, interconnect="nvlink"))}
-    assert a100 == {"overhead/nccl_p2p": 1 * 32 * PER_CHANNEL}  # 24 channels, rounded up to a power of 2
+    assert a100 == {"overhead/nccl_p2p": 1 * 32 * CONN}  # 24 channels, rounded up to a power of 2
 
 
 def test_context_parallel_reduces_over_dp_x_cp_and_hybrid_has_two_groups() -> None:
@@ -94,10 +102,10 @@ def test_pcie_ddp_counts_two_channels_outside_the_allocator() -> None:
     spec = resolve_model("llama-3-8b")
     setup = TrainSetup.from_flat(dp=4, interconnect="pcie", peft="lora")
     est = estimate_training(spec, setup)
-    assert est.term("overhead/nccl").bytes == 2 * PER_CHANNEL  # one dp communicator, 2 channels
+    assert est.term("overhead/nccl").bytes == 2 * CONN  # one dp communicator, 2 channels
     bare = estimate_training(spec, TrainSetup.from_flat(dp=4, interconnect="pcie", peft="lora", nccl_buffers=False))
     # NCCL's buffers are not tensors: the allocator's reserve does not grow with them
-    assert est.peak_bytes - bare.peak_bytes == 2 * PER_CHANNEL
+    assert est.peak_bytes - bare.peak_bytes == 2 * CONN
 
 
 def test_zero3_persistent_small_parameters() -> None:
@@ -191,3 +199,12 @@ def test_ddp_buckets_hold_every_gradient_once_more() -> None:
     est = estimate_training(spec, TrainSetup.from_flat(dp=2, precision="bf16-mixed"))
     assert est.term("ddp/buckets").bytes == 6_738_415_616 * 2
     assert "ddp/buckets" in {t.name for t in est.persistent}  # allocated once, kept across steps
+
+
+def test_expert_parallel_all_to_all_connects_every_peer() -> None:
+    # NVIDIA/nccl issue #1685: all-to-all on 8 H100s connects 32 channels to each of the 7 peers, allocating
+    # 10,485,760 B and 2,097,152 B per connection; after the first all_to_all_single the memory outside PyTorch
+    # went from 1.06 GB to 4.34 GB. Counted here: 7 peers x 32 channels x 12 MiB = 2,818,572,288 B (no fit to it).
+    setup = TrainSetup.from_flat(dp=8, ep=8, zero=1)
+    ep = next(c for g, c in communicators(setup) if g.name == "ep")
+    assert ep.p2p == 7 * 32 * CONN == 2_818_572_288

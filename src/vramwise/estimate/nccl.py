@@ -10,8 +10,10 @@ Read in NVIDIA/nccl at v2.27.3-1 (torch 2.8's CUDA 12 wheel pins nvidia-nccl-cu1
   NCCL_LL128_MAX_NTHREADS 640 x NCCL_STEPS 8 x 8 B = 4,915,200 B (``NCCL_LL128_BUFFSIZE``); the constants in
   src/include/device.h.
 - Where they live (src/transport/p2p.cc ``p2pSendSetup``, ``p2pRecvSetup``): the receiver allocates every
-  protocol's buffer but SIMPLE under P2P read, which the sender then holds. A ring channel connects each rank to
-  one sender and one receiver, so each rank holds one full set per ring channel: channels x (SIMPLE + LL + LL128).
+  protocol's buffer but SIMPLE under P2P read, which the sender then holds; each side's allocation is rounded up
+  to CUDA_IPC_MIN, 2 MiB (``NcclEnv.connection``). A ring channel connects each rank to one sender and one
+  receiver, so each rank holds one send and one receive side per ring channel: 12 MiB at the defaults. The
+  engines' plans count the unrounded SIMPLE + LL + LL128 (``BUFFERS_PER_CHANNEL``), which their tests pin.
 - Channels (src/graph/connect.cc ``ncclTopoPostset``): the topology search's channels doubled (``min(MAXCHANNELS,
   nChannels*2)``), then capped by ``NCCL_MAX_NCHANNELS`` and raised to ``NCCL_MIN_NCHANNELS`` (``ncclMaxNchannels``,
   ``ncclMinNchannels``). MAXCHANNELS is 32 at 2.21.5 and 64 at 2.27.3 (src/include/device.h). The search itself
@@ -43,6 +45,10 @@ LL128_BUFFSIZE = 120 * 640 * NCCL_STEPS * 8  # DEFAULT_LL128_BUFFSIZE (NCCL_LL12
 # One ring channel's buffers on one rank: one connection's SIMPLE + LL + LL128 (p2p.cc, see the docstring)
 BUFFERS_PER_CHANNEL = SIMPLE_BUFFSIZE + LL_BUFFSIZE + LL128_BUFFSIZE
 MAXCHANNELS = 64  # src/include/device.h at v2.27.3-1 (32 at v2.21.5-1)
+# p2p.cc p2pSendSetup / p2pRecvSetup: each side's allocation is its ncclSendMem / ncclRecvMem header (MEM_ALIGN,
+# 4096 B, src/include/comm.h) plus its buffers, rounded up with ALIGN_SIZE to CUDA_IPC_MIN (2 MiB, comm.h)
+CUDA_IPC_MIN = 2 * 1024 * 1024
+MEM_ALIGN = 4096
 
 # The serving engines' assumption (engines/vllm_comms.py, sglang_comms.py, vllm_terms.py): 32 channels, MAXCHANNELS
 # of 2.21.5, kept for 2.27.3; their plans and tests are pinned to it.
@@ -106,6 +112,22 @@ class NcclEnv:
             self.ll128_buffsize, LL128_BUFFSIZE
         )
 
+    def connection(self, read: bool) -> int:
+        """One rank's device memory for one send and one receive connection (a ring channel, or a send/recv
+        peer's channel), as p2p.cc allocates them: the sender's ncclSendMem (+ SIMPLE under P2P read, NVLink on
+        Ampere and later) and the receiver's ncclRecvMem + LL + LL128 (+ SIMPLE without read), each rounded up
+        to CUDA_IPC_MIN. At NCCL's defaults 2 + 10 MiB (write) or 6 + 6 MiB (read): 12 MiB either way, as the
+        10,485,760 B and 2,097,152 B allocations NCCL logs for P2P/CUMEM (NVIDIA/nccl issue #1685)."""
+        simple = _or(self.buffsize, SIMPLE_BUFFSIZE)
+        others = _or(self.ll_buffsize, LL_BUFFSIZE) + _or(self.ll128_buffsize, LL128_BUFFSIZE)
+        send = _align(MEM_ALIGN + (simple if read else 0))
+        recv = _align(MEM_ALIGN + others + (0 if read else simple))
+        return send + recv
+
+
+def _align(n: int) -> int:
+    return -(-n // CUDA_IPC_MIN) * CUDA_IPC_MIN
+
 
 def _or(value: int | None, default: int) -> int:
     return default if value is None else value
@@ -164,17 +186,20 @@ class Communicator:
         return self.ring + self.nvls + self.p2p
 
 
-def p2p_communicator(ranks: int, local: int, interconnect: Interconnect, env: NcclEnv) -> Communicator:
-    """Device memory of one rank of a communicator used only for send/recv with its neighbours (a pipeline's
-    stages, a context-parallel ring): runtime connect builds no ring or NVLS for it. A rank sends to and
-    receives from each neighbour (1F1B: activations one way, gradients the other), so it holds one connection's
-    set per neighbour and channel (the sender's SIMPLE, the receiver's LL and LL128: p2p.cc p2pSendSetup,
-    p2pRecvSetup). Neighbours: 1 in a group of 2, else 2 (a middle stage)."""
-    peers = 1 if ranks == 2 else 2
+def p2p_communicator(ranks: int, local: int, interconnect: Interconnect, env: NcclEnv, peers: int) -> Communicator:
+    """Device memory of one rank of a communicator used only for send/recv (runtime connect builds no ring or
+    NVLS for it): with ``peers`` peers, to each of which it sends and from each of which it receives
+    (a pipeline: activations one way, gradients the other; all-to-all: every other rank), one send and one
+    receive connection per peer and channel. All-to-all connects p2pnChannelsPerPeer channels to each peer (32
+    per pair of 8 H100s, NVIDIA/nccl issue #1685; enqueue.cc: nChannelsMax = p2pnChannelsPerPeer)."""
     per_peer = p2p_channels_per_peer(interconnect, local > 1, env)
-    return Communicator(
-        ranks=ranks, local=local, channels=per_peer, ring=0, nvls=0, p2p=peers * per_peer * env.per_channel
-    )
+    p2p = peers * per_peer * env.connection(_read(interconnect, local > 1))
+    return Communicator(ranks=ranks, local=local, channels=per_peer, ring=0, nvls=0, p2p=p2p)
+
+
+def _read(interconnect: Interconnect, same_node: bool) -> bool:
+    """P2P read: NVLink between Ampere-or-later GPUs (p2p.cc p2pGetInfo, ncclTopoCheckP2p)."""
+    return same_node and interconnect != Interconnect.PCIE
 
 
 def communicator(ranks: int, local: int, interconnect: Interconnect, env: NcclEnv) -> Communicator:
@@ -184,4 +209,5 @@ def communicator(ranks: int, local: int, interconnect: Interconnect, env: NcclEn
     nvls = 0
     if interconnect == Interconnect.NVSWITCH and env.nvls_enable and local > 2:
         nvls = NVLS_CHANNELS_SM90 * 2 * NVLS_CHUNKSIZE * NCCL_STEPS * local
-    return Communicator(ranks=ranks, local=local, channels=n, ring=n * env.per_channel, nvls=nvls)
+    ring = n * env.connection(_read(interconnect, local > 1))
+    return Communicator(ranks=ranks, local=local, channels=n, ring=ring, nvls=nvls)

@@ -44,7 +44,7 @@ class Group:
     name: str
     size: int
     stride: int
-    p2p: bool = False  # send/recv with neighbours only (pipeline stages, a context-parallel ring)
+    peers: int = 0  # > 0: send/recv only, with this many peers (pipeline neighbours, all-to-all's every other rank)
 
     @property
     def local(self) -> int:
@@ -58,15 +58,28 @@ def groups(setup: TrainSetup) -> list[Group]:
     tp, cp, dp, pp, ep = p.tp, p.cp, p.dp, p.pp, p.ep
     out = [Group(name="tp", size=tp, stride=1)]
     if cp > 1:
-        out += [Group(name="cp", size=cp, stride=tp, p2p=True), Group(name="dp x cp", size=dp * cp, stride=tp)]
+        out.append(Group(name="cp", size=cp, stride=tp, peers=_neighbours(cp)))  # ring attention: send/recv
+        out.append(Group(name="dp x cp", size=dp * cp, stride=tp))
     elif p.fsdp == FsdpMode.HYBRID:
         shard = p.sharding.group
-        out += [Group(name="fsdp shard", size=shard, stride=tp), Group(name="fsdp replicate", size=dp // shard,
-                                                                       stride=tp * shard)]
+        out.append(Group(name="fsdp shard", size=shard, stride=tp))
+        out.append(Group(name="fsdp replicate", size=dp // shard, stride=tp * shard))
     else:
         out.append(Group(name="dp", size=dp, stride=tp * cp))
-    out += [Group(name="ep", size=ep, stride=tp * cp), Group(name="pp", size=pp, stride=tp * cp * dp, p2p=True)]
+    out.append(Group(name="ep", size=ep, stride=tp * cp, peers=ep - 1))  # all-to-all: every other rank
+    out.append(Group(name="pp", size=pp, stride=tp * cp * dp, peers=_neighbours(pp)))
     return [g for g in out if g.size > 1]
+
+
+def _neighbours(size: int) -> int:
+    """Send/recv peers of a middle rank: the one other rank of a pair, else the previous and the next."""
+    return 1 if size == 2 else 2
+
+
+def _communicator(group: Group, link: Interconnect, env: NcclEnv) -> Communicator:
+    if group.peers:
+        return p2p_communicator(group.size, group.local, link, env, group.peers)
+    return communicator(group.size, group.local, link, env)
 
 
 def resolved(interconnect: Interconnect) -> Interconnect:
@@ -77,7 +90,7 @@ def communicators(setup: TrainSetup, env: NcclEnv | None = None) -> list[tuple[G
     """Each group with its communicator's device memory on this GPU."""
     env = env or NcclEnv()
     link = resolved(setup.comms.interconnect)
-    return [(g, (p2p_communicator if g.p2p else communicator)(g.size, g.local, link, env)) for g in groups(setup)]
+    return [(g, _communicator(g, link, env)) for g in groups(setup)]
 
 
 def nccl_terms(setup: TrainSetup, env: NcclEnv | None = None) -> tuple[Term, ...]:
@@ -88,7 +101,6 @@ def nccl_terms(setup: TrainSetup, env: NcclEnv | None = None) -> tuple[Term, ...
     if not comms:
         return ()
     link = resolved(setup.comms.interconnect)
-    per = (env or NcclEnv()).per_channel
     rings = [(g, c) for g, c in comms if c.ring]
     terms = []
     if rings:
@@ -96,8 +108,9 @@ def nccl_terms(setup: TrainSetup, env: NcclEnv | None = None) -> tuple[Term, ...
         terms.append(Term(
             name="overhead/nccl",
             bytes=sum(c.ring for _, c in rings),
-            formula=f"{len(rings)} communicator(s) ({ring}) x {per:,} B per ring channel (SIMPLE 4 MiB + LL 512 KiB "
-            f"+ LL128 4,915,200 B); {link} channels: {CHANNEL_SOURCES[link]}",
+            formula=f"{len(rings)} communicator(s) ({ring}) x one send + one receive side per channel (at the "
+            "defaults 12 MiB: SIMPLE 4 MiB + LL 512 KiB + LL128 4,915,200 B + headers, each side rounded up to 2 MiB); "
+            f"{link} channels: {CHANNEL_SOURCES[link]}",
             source=NCCL_SOURCE,
         ))
     p2p = [(g, c) for g, c in comms if c.p2p]
@@ -105,9 +118,8 @@ def nccl_terms(setup: TrainSetup, env: NcclEnv | None = None) -> tuple[Term, ...
         terms.append(Term(
             name="overhead/nccl_p2p",
             bytes=sum(c.p2p for _, c in p2p),
-            formula=" + ".join(
-                f"{g.name} {g.size}: {c.p2p // (c.channels * per)} neighbour(s) x {c.channels} ch" for g, c in p2p
-            ) + f" x {per:,} B (send/recv only: no ring connected)",
+            formula=" + ".join(f"{g.name} {g.size}: {g.peers} peer(s) x {c.channels} ch" for g, c in p2p)
+            + " x one send + one receive side per channel (12 MiB at the defaults); send/recv only: no ring",
             source=f"{NCCL_SOURCE}; src/graph/paths.cc ncclTopoComputeP2pChannels (channels per peer)",
         ))
     nvls = [(g, c) for g, c in comms if c.nvls]
