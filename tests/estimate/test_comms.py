@@ -25,7 +25,9 @@ PER_CHANNEL = 4 * MIB + 512 * 1024 + 4_915_200  # SIMPLE + LL + LL128 = 9,633,79
 # + LL + LL128 [+ SIMPLE without read]) each rounded up to CUDA_IPC_MIN 2 MiB:
 # read (NVLink): 4,198,400 -> 6 MiB and 5,443,584 -> 6 MiB; write (PCIe): 4,096 -> 2 MiB and 9,637,888 -> 10 MiB
 CONN = 12 * MIB
-NVLS_8 = 16 * 2 * (128 * 1024 * 8) * 8  # 16 channels x 2 x 1 MiB x 8 heads = 256 MiB
+# ncclNvlsBufferSetup: 16 channels x 2 x 1 MiB x 8 heads = 256 MiB; ncclNvlsSetup's credits 16 x 2 x 64 B x 8 =
+# 16 KiB, rounded up to the 2 MiB granularity
+NVLS_8 = 16 * 2 * (128 * 1024 * 8) * 8 + 2 * MIB
 
 
 def test_buffers_per_channel_are_nccls_defaults() -> None:
@@ -57,7 +59,7 @@ def test_environment_is_read_and_bad_values_refused() -> None:
 
 def test_nvls_only_on_nvswitch_above_two_local_gpus() -> None:
     eight = communicator(8, 8, Interconnect.NVSWITCH, NcclEnv())
-    assert eight.ring == 32 * CONN and eight.nvls == NVLS_8 == 256 * MIB
+    assert eight.ring == 32 * CONN and eight.nvls == NVLS_8 == 258 * MIB
     assert communicator(2, 2, Interconnect.NVSWITCH, NcclEnv()).nvls == 0  # ncclNvlsInit: gpuCount <= 2
     assert communicator(8, 8, Interconnect.NVLINK, NcclEnv()).nvls == 0
     assert communicator(8, 8, Interconnect.NVSWITCH, NcclEnv(nvls_enable=False)).nvls == 0

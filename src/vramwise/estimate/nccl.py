@@ -208,6 +208,9 @@ def communicator(ranks: int, local: int, interconnect: Interconnect, env: NcclEn
     n = channels(interconnect, env)
     nvls = 0
     if interconnect == Interconnect.NVSWITCH and env.nvls_enable and local > 2:
-        nvls = NVLS_CHANNELS_SM90 * 2 * NVLS_CHUNKSIZE * NCCL_STEPS * local
+        # ncclNvlsBufferSetup's buffers, and ncclNvlsSetup's credits (64 B per channel, direction and head),
+        # each a unicast allocation rounded up to the device's granularity (nvlsAllocateMem; 2 MiB assumed)
+        credits = _align(NVLS_CHANNELS_SM90 * 2 * 64 * local)
+        nvls = NVLS_CHANNELS_SM90 * 2 * NVLS_CHUNKSIZE * NCCL_STEPS * local + credits
     ring = n * env.connection(_read(interconnect, local > 1))
     return Communicator(ranks=ranks, local=local, channels=n, ring=ring, nvls=nvls)

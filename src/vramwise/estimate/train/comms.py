@@ -129,7 +129,8 @@ def nccl_terms(setup: TrainSetup, env: NcclEnv | None = None) -> tuple[Term, ...
                 name="overhead/nccl_nvls",
                 bytes=sum(c.nvls for _, c in nvls),
                 formula=" + ".join(
-                    f"{g.name}: {NVLS_CHANNELS_SM90} ch x 2 x 128 KiB x 8 steps x {c.local} GPUs" for g, c in nvls
+                    f"{g.name}: {NVLS_CHANNELS_SM90} ch x 2 x 128 KiB x 8 steps x {c.local} GPUs + 2 MiB of credits"
+                    for g, c in nvls
                 ),
                 source=f"{NCCL_SOURCE}; NVLS_NCHANNELS_SM90 (set NCCL_NVLS_ENABLE=0 or --interconnect nvlink "
                 "where the node has no NVLS)",
