@@ -69,9 +69,10 @@ def test_groups_of_a_megatron_layout() -> None:
     # 64 GPUs: tp 8 inside a node, pp 2, dp 4; ranks tp-cp-ep-dp-pp, 8 GPUs a node
     setup = TrainSetup.from_flat(tp=8, pp=2, dp=4)
     got = {g.name: (g.size, g.local) for g in groups(setup)}
-    assert got == {"tp": (8, 8), "dp": (4, 1), "pp": (2, 1)}
+    # the world's default group gets its own communicator (barriers) as no layout group spans the 64 GPUs
+    assert got == {"tp": (8, 8), "dp": (4, 1), "pp": (2, 1), "world": (64, 8)}
     terms = {t.name: t.bytes for t in nccl_terms(setup)}
-    assert terms["overhead/nccl"] == 2 * 32 * CONN  # tp and dp rings at 32 channels (nvswitch assumed)
+    assert terms["overhead/nccl"] == 3 * 32 * CONN  # tp, dp and world rings at 32 channels (nvswitch assumed)
     assert terms["overhead/nccl_nvls"] == NVLS_8  # only the tp group has more than 2 GPUs on the node
     # pp: send/recv only, to one neighbour on another node: 2 channels per network peer (ncclTopoGetNchannels)
     assert terms["overhead/nccl_p2p"] == 1 * 2 * CONN
@@ -92,7 +93,7 @@ def test_context_parallel_reduces_over_dp_x_cp_and_hybrid_has_two_groups() -> No
     cp = {g.name: g.size for g in groups(TrainSetup.from_flat(dp=2, cp=2, seq=4096))}
     assert cp == {"cp": 2, "dp x cp": 4}
     hybrid = {g.name: g.size for g in groups(TrainSetup.from_flat(dp=16, fsdp="hybrid", fsdp_shard=8))}
-    assert hybrid == {"fsdp shard": 8, "fsdp replicate": 2}
+    assert hybrid == {"fsdp shard": 8, "fsdp replicate": 2, "world": 16}
 
 
 def test_no_communicator_on_one_gpu_and_none_when_switched_off() -> None:

@@ -14,7 +14,7 @@ caching allocator (cudaMalloc / cuMem in NCCL itself): they count on the device 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vramwise.estimate.nccl import (
     CHANNEL_SOURCES,
@@ -45,6 +45,7 @@ class Group:
     size: int
     stride: int
     peers: int = 0  # > 0: send/recv only, with this many peers (pipeline neighbours, all-to-all's every other rank)
+    barrier_only: bool = False  # only tiny collectives (barriers): a ring, no NVLS
 
     @property
     def local(self) -> int:
@@ -68,6 +69,11 @@ def groups(setup: TrainSetup) -> list[Group]:
         out.append(Group(name="dp", size=dp, stride=tp * cp))
     out.append(Group(name="ep", size=ep, stride=tp * cp, peers=ep - 1))  # all-to-all: every other rank
     out.append(Group(name="pp", size=pp, stride=tp * cp * dp, peers=_neighbours(pp)))
+    world = p.gpus
+    if world > 1 and all(g.size != world for g in out):
+        # the default group: barriers (torch.distributed.barrier, accelerate's wait_for_everyone: an all-reduce of
+        # one element) get it a communicator of its own when no layout group spans every GPU
+        out.append(Group(name="world", size=world, stride=1, barrier_only=True))
     return [g for g in out if g.size > 1]
 
 
@@ -79,7 +85,8 @@ def _neighbours(size: int) -> int:
 def _communicator(group: Group, link: Interconnect, env: NcclEnv) -> Communicator:
     if group.peers:
         return p2p_communicator(group.size, group.local, link, env, group.peers)
-    return communicator(group.size, group.local, link, env)
+    comm = communicator(group.size, group.local, link, env)
+    return replace(comm, nvls=0) if group.barrier_only else comm
 
 
 def resolved(interconnect: Interconnect) -> Interconnect:
@@ -150,9 +157,11 @@ def comms_notes(setup: TrainSetup) -> list[str]:
         else f"interconnect {link}"
     )
     return [
-        f"NCCL: {where}, {GPUS_PER_NODE} GPUs a node, ranks ordered tp-cp-ep-dp-pp; ring and NVLS buffers at NCCL "
-        "2.27's defaults (NCCL_BUFFSIZE etc. unset); not modelled: tree and CollNet connections, inter-node network "
-        "buffers beyond the ring's, the tied-embedding group of a pipeline's first and last stages"
+        f"NCCL 2.27 (torch 2.8's) at its defaults (NCCL_BUFFSIZE etc. unset; runtime connect): {where}, "
+        f"{GPUS_PER_NODE} GPUs a node, ranks ordered tp-cp-ep-dp-pp; rings (and NVLS) for collectives, send/recv "
+        "channels for pp and cp neighbours and ep's all-to-all; not modelled: tree, NVLS-tree and CollNet "
+        "connections of multi-node collectives, network buffers beyond the ring's, the tied-embedding group of a "
+        "pipeline's first and last stages; GPUs without peer access (consumer cards) use host memory (SHM) instead"
     ] + (
         ["FSDP2: backward holds the current and prefetched layer, one layer's gradients and its reduce-scatter "
          "input (traced on a fake world: four layer units); in forward the trace holds three layer units at once "
