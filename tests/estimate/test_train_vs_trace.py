@@ -16,7 +16,7 @@ pytest.importorskip("peft")
 
 from tiny_configs import BLOOM, FAMILIES, GPT_BIGCODE, HEADS
 
-from vramwise.estimate.term import Estimate
+from vramwise.estimate.term import Estimate, PhaseKind
 from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.adapters import spec_from_config
 from vramwise.verify.trace import TraceRecipe, trace_training
@@ -168,3 +168,8 @@ def test_fsdp_backward_units_match_the_fake_world_trace() -> None:
     layer = 4 * 1024 * 1024 + 3 * 1024 * 4096 + 2 * 1024
     assert traced.peak_phase == "backward"
     assert traced.peak <= est.peak_bytes <= traced.peak + 2 * layer * 2 // 4 + 1024**2
+    # forward: at a layer's copy-out three layer units (the previous all-gather output, whose free wait_for_unshard
+    # defers to the next copy-out, this one's and the unsharded layer) beside the sharded states and the root
+    layer_phase = next(p for p in est.phases if p.kind is PhaseKind.FORWARD_LAYER)
+    forward = layer_phase.bytes + sum(t.bytes for t in est.persistent)
+    assert forward == pytest.approx(traced.phase_peaks["forward"], rel=0.01)

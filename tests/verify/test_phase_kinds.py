@@ -80,4 +80,5 @@ def test_display_names_are_unchanged() -> None:
         "optimizer step",
         "prefill (vision encoder)",
         "prefill (position bias)",
+        "forward (layer)",  # issue 14: FSDP2's forward at a layer's all-gather copy-out
     ]

@@ -48,6 +48,9 @@ class PhaseKind(enum.StrEnum):
     # T5's encoder block 0 buckets the relative positions of every (query, key) pair before its attention
     # (modeling_t5.T5Attention.compute_bias): int64 (s, s) temporaries no other moment holds
     PREFILL_POSITION_BIAS = "prefill (position bias)"
+    # FSDP2's forward at a layer's all-gather copy-out: the previous layer's all-gather output is still held
+    # (torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py wait_for_unshard: freed after the next copy-out)
+    FORWARD_LAYER = "forward (layer)"
 
     @property
     def step(self) -> Step:
@@ -68,6 +71,7 @@ _STEPS = {
     PhaseKind.OPTIMIZER_STEP: Step.OPTIMIZER,
     PhaseKind.PREFILL_VISION: Step.PREFILL,
     PhaseKind.PREFILL_POSITION_BIAS: Step.PREFILL,
+    PhaseKind.FORWARD_LAYER: Step.FORWARD,
 }
 
 

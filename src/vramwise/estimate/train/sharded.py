@@ -71,6 +71,30 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
     return [root], [root, layers, grads, *_reduce_scatter_input(spec, setup, recipe)]
 
 
+def forward_units(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> list[Term]:
+    """FSDP2 full sharding in forward, at a layer's all-gather copy-out: its all-gather output and its unsharded
+    parameters, and the previous layer's all-gather output, whose free wait_for_unshard defers to the next
+    copy-out (implicit forward prefetch; torch 2.13 torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py).
+    The previous layer's unsharded parameters are already resharded (post_forward). Traced on a fake world: three
+    layer units in forward."""
+    p = setup.parallel
+    if p.fsdp == FsdpMode.NONE or p.sharding.stage < 3:
+        return []
+    layer, w = _layer_params(spec) // p.tp, recipe.weight
+    kept = _fp32_kept_per_layer(spec) // p.tp if recipe.keeps_fp32_modules and w < 4 else 0
+    unit = layer * w + kept * (4 - w)
+    return [
+        Term(
+            name="fsdp/forward_units",
+            bytes=3 * unit,
+            formula=f"3 x one layer's unit {unit:,} B: the previous layer's all-gather output, this layer's "
+            "all-gather output and its unsharded parameters",
+            source="torch 2.13 torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py wait_for_unshard "
+            "(all_gather_state: free after the next copy-out), _fsdp_collectives.py foreach_all_gather_copy_out",
+        )
+    ]
+
+
 def _reduce_scatter_input(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> list[Term]:
     """FSDP2's reduce-scatter input: one unit's gradients copied into a flat buffer of world x the padded shard
     (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_reduce: torch.empty, then chunk_cat of the

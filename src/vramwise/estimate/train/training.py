@@ -42,7 +42,7 @@ from vramwise.estimate.train.lora import LoraModule, lora_targets
 from vramwise.estimate.train.loss import classifier_loss_rules, loss_rules
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
-from vramwise.estimate.train.sharded import gathered, head_grads
+from vramwise.estimate.train.sharded import forward_units, gathered, head_grads
 from vramwise.estimate.train.states import ModelStates, model_states
 from vramwise.estimate.train.zero3 import persistent_params
 from vramwise.estimate.vision import vision_training_notes
@@ -345,6 +345,11 @@ def _backward_phases(
     """The phases while the forward's tensors are still held: forward end, and the moments of backward that
     add to them (the loss backward, a rebuilt layer, FSDP's gathered units and the head's gradients)."""
     phases = [(PhaseKind.FORWARD_END, fwd.held)]
+    if units := forward_units(spec, setup, recipe):
+        # the last layer's copy-out: every earlier layer's activations (this layer's are counted too: a bound by
+        # one layer's), the root unit, three layer units
+        root = [t for t in fwd.gathered_backward if t.name == "fsdp/root_unit"]
+        phases.append((PhaseKind.FORWARD_LAYER, fwd.in_layers + out.add(*root, *units)))
     if fwd.loss_backward:
         phases.append((PhaseKind.BACKWARD_LOSS, fwd.held + fwd.loss_backward))
     if setup.recompute == Recompute.FULL and fwd.largest_layer:
