@@ -345,11 +345,11 @@ def _backward_phases(
     """The phases while the forward's tensors are still held: forward end, and the moments of backward that
     add to them (the loss backward, a rebuilt layer, FSDP's gathered units and the head's gradients)."""
     phases = [(PhaseKind.FORWARD_END, fwd.held)]
-    if units := forward_units(spec, setup, recipe):
+    if copy_out := forward_units(spec, setup, recipe):
         # the last layer's copy-out: every earlier layer's activations (this layer's are counted too: a bound by
         # one layer's), the root unit, three layer units
         root = [t for t in fwd.gathered_backward if t.name == "fsdp/root_unit"]
-        phases.append((PhaseKind.FORWARD_LAYER, fwd.in_layers + out.add(*root, *units)))
+        phases.append((PhaseKind.FORWARD_LAYER, fwd.in_layers + out.add(*root, *copy_out)))
     if fwd.loss_backward:
         phases.append((PhaseKind.BACKWARD_LOSS, fwd.held + fwd.loss_backward))
     if setup.recompute == Recompute.FULL and fwd.largest_layer:
