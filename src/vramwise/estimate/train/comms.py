@@ -163,10 +163,9 @@ def comms_notes(setup: TrainSetup) -> list[str]:
         "connections of multi-node collectives, network buffers beyond the ring's, the tied-embedding group of a "
         "pipeline's first and last stages; GPUs without peer access (consumer cards) use host memory (SHM) instead"
     ] + (
-        ["FSDP2: backward holds the current and prefetched layer, one layer's gradients and its reduce-scatter "
-         "input (traced on a fake world: four layer units); in forward the trace holds three layer units at once "
-         "(the all-gather output beside the unsharded layers), which no phase here models: forward is not the peak "
-         "unless activations are small next to one layer"]
+        ["FSDP2: forward holds three layer units at a copy-out, backward the current and prefetched layer, one "
+         "layer's gradients and its reduce-scatter input (four), as traced on a fake world; the all-gather and "
+         "reduce-scatter streams' caching-allocator pools are not modelled"]
         if setup.parallel.fsdp != FsdpMode.NONE
         else []
     )
