@@ -211,3 +211,14 @@ def test_expert_parallel_all_to_all_connects_every_peer() -> None:
     setup = TrainSetup.from_flat(dp=8, ep=8, zero=1)
     ep = next(c for g, c in communicators(setup) if g.name == "ep")
     assert ep.p2p == 7 * 32 * CONN == 2_818_572_288
+
+
+def test_the_jobs_nccl_environment_sizes_the_buffers() -> None:
+    # NCCL_BUFFSIZE=1 MiB: read connection 2 + 6 MiB (test_buffers_per_channel_are_nccls_defaults), 32 channels;
+    # NCCL_NVLS_ENABLE=0: no NVLS buffers
+    setup = TrainSetup.from_flat(dp=8, fsdp="full", nccl_env="NCCL_BUFFSIZE=1048576,NCCL_NVLS_ENABLE=0")
+    assert {t.name: t.bytes for t in nccl_terms(setup)} == {"overhead/nccl": 32 * 8 * MIB}
+    capped = TrainSetup.from_flat(dp=8, fsdp="full", nccl_env="NCCL_MAX_NCHANNELS=4")
+    assert {t.name: t.bytes for t in nccl_terms(capped)}["overhead/nccl"] == 4 * CONN
+    with pytest.raises(InvalidWorkloadError, match="nccl_env"):
+        TrainSetup.from_flat(nccl_env="NCCL_P2P_DISABLE=1")

@@ -112,6 +112,7 @@ TRAIN_FIELDS = {
     "max_live_params": "max_live_params",
     "param_persistence_threshold": "param_persistence_threshold",
     "max_reuse_distance": "max_reuse_distance",
+    "nccl_env": "nccl_env",
 }
 # `--seq` is the inference context's other spelling in fit, plot and verify, so it is not training-only
 INFERENCE_ONLY = tuple(k for k in INFER_FIELDS if k not in TRAIN_FIELDS)

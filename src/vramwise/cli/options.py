@@ -271,6 +271,9 @@ OPTIONS: tuple[Option, ...] = (
            help="DeepSpeed ZeRO-3 stage3_param_persistence_threshold (default {train.param_persistence_threshold})"),
     Option(name="max_reuse_distance", flags=("--max-reuse-distance",), type=int, commands=TRN,
            help="DeepSpeed ZeRO-3 stage3_max_reuse_distance (default {train.max_reuse_distance})"),
+    Option(name="nccl_env", flags=("--nccl-env",), type=str, commands=TRN,
+           help="NCCL's environment as the job sets it, e.g. NCCL_BUFFSIZE=1048576,NCCL_NVLS_ENABLE=0 "
+                "(default: none set)"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
            help=f"CUDA context and workspaces in MiB (default {DEFAULT_CUDA_CONTEXT_MIB})"),

@@ -218,7 +218,8 @@ _FLAT = FlatNames(
         **{
             name: ("comms", name)
             for name in (
-                "interconnect", "nccl_buffers", "max_live_params", "param_persistence_threshold", "max_reuse_distance"
+                "interconnect", "nccl_buffers", "max_live_params", "param_persistence_threshold", "max_reuse_distance",
+                "nccl_env",
             )
         },
     },

@@ -27,6 +27,7 @@ from vramwise.estimate.nccl import (
 )
 from vramwise.estimate.term import Term
 from vramwise.workload import FsdpMode, TrainSetup
+from vramwise.workload.comms import nccl_environment
 from vramwise.workload.options import Interconnect
 
 # Without --gpu naming a catalog GPU's form factor (app layer), the interconnect is taken as an HGX H100 node's
@@ -93,9 +94,14 @@ def resolved(interconnect: Interconnect) -> Interconnect:
     return AUTO_INTERCONNECT if interconnect == Interconnect.AUTO else interconnect
 
 
+def nccl_env(setup: TrainSetup) -> NcclEnv:
+    """The NCCL environment the setup names (``nccl_env``), NCCL's defaults for the rest."""
+    return NcclEnv.from_environ(nccl_environment(setup.comms.nccl_env))
+
+
 def communicators(setup: TrainSetup, env: NcclEnv | None = None) -> list[tuple[Group, Communicator]]:
     """Each group with its communicator's device memory on this GPU."""
-    env = env or NcclEnv()
+    env = env or nccl_env(setup)
     link = resolved(setup.comms.interconnect)
     return [(g, _communicator(g, link, env)) for g in groups(setup)]
 
@@ -157,7 +163,8 @@ def comms_notes(setup: TrainSetup) -> list[str]:
         else f"interconnect {link}"
     )
     return [
-        f"NCCL 2.27 (torch 2.8's) at its defaults (NCCL_BUFFSIZE etc. unset; runtime connect): {where}, "
+        f"NCCL 2.27 (torch 2.8's), {setup.comms.nccl_env or 'its defaults (no NCCL_* variable set)'}, runtime "
+        f"connect: {where}, "
         f"{GPUS_PER_NODE} GPUs a node, ranks ordered tp-cp-ep-dp-pp; rings (and NVLS) for collectives, send/recv "
         "channels for pp and cp neighbours and ep's all-to-all; not modelled: tree, NVLS-tree and CollNet "
         "connections of multi-node collectives, network buffers beyond the ring's, the tied-embedding group of a "
