@@ -222,3 +222,12 @@ def test_the_jobs_nccl_environment_sizes_the_buffers() -> None:
     assert {t.name: t.bytes for t in nccl_terms(capped)}["overhead/nccl"] == 4 * CONN
     with pytest.raises(InvalidWorkloadError, match="nccl_env"):
         TrainSetup.from_flat(nccl_env="NCCL_P2P_DISABLE=1")
+
+
+def test_fsdp_cpu_offload_keeps_the_gradient_shards_on_the_host() -> None:
+    # foreach_reduce: with offload_to_cpu each reduce-scattered shard is copied to the host. Mistral-7B's
+    # 7,241,732,096 parameters / 4 x 2 B (bf16-mixed gradients).
+    spec = resolve_model("mistral-7b")
+    est = estimate_training(spec, TrainSetup.from_flat(dp=4, fsdp="full", offload="params"))
+    assert {t.name: t.bytes for t in est.host}["offload/gradients"] == 7_241_732_096 // 4 * 2
+    assert "gradients" not in {t.name for p in est.phases for t in p.transient}

@@ -264,6 +264,11 @@ def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> t
             if sharding.stage == 3:
                 out.host.append(replace(grads, name="offload/gradients", source=SRC_DEEPSPEED_OFFLOAD))
             return None, None
+    elif s.parallel.fsdp != FsdpMode.NONE and s.parallel.offload != Offload.NONE:
+        # FSDP2's CPUOffloadPolicy copies each reduce-scattered gradient shard to the host (foreach_reduce:
+        # offload_to_cpu), where the optimizer steps: no sharded gradient stays on the GPU
+        out.host.append(replace(grads, name="offload/gradients", source=SRC_FSDP_OFFLOAD))
+        return None, None
     elif s.parallel.dp > 1 and sharding.stage == 0:
         out.persistent.append(
             Term(
@@ -299,6 +304,7 @@ def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> t
 # and keeps it. With offload_optimizer, stage_1_and_2.py __init__ keeps temp_grad_buffer_for_gpu_offload
 # (largest_param_numel, 16-bit) on the GPU to stage each gradient's copy to the host, and stage3.py puts its
 # gradient partition (grad_partitions_flat_buffer) on self.device, the CPU under offload (pinned with pin_memory).
+SRC_FSDP_OFFLOAD = "torch 2.13 torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_reduce (offload_to_cpu)"
 SRC_DEEPSPEED_BUCKET = "DeepSpeed v0.16.4 stage_1_and_2.py backward (ipg_buffer), stage3.py _setup_for_real_optimizer"
 SRC_DEEPSPEED_OFFLOAD = (
     "DeepSpeed v0.16.4 stage3.py _setup_for_real_optimizer (grad_partitions_flat_buffer on self.device: the CPU "
