@@ -1,15 +1,17 @@
 """The communicators a training layout creates on one GPU, and NCCL's device buffers for each.
 
-torch.distributed's ProcessGroupNCCL creates one NCCL communicator per process group (and device) the first time
-a collective runs on it (torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp ``getNCCLComm``). DDP, FSDP and DeepSpeed
-run their collectives on the data-parallel group (the default group when the layout is data parallel only);
-Megatron-style layouts add a group per dimension (megatron/core/parallel_state.py ``initialize_model_parallel``,
-rank order ``tp-cp-ep-dp-pp``): the tensor-parallel group (all-reduce / all-gather of activations), the pipeline
-group (send/recv between stages, batched on the group's communicator: ``batch_isend_irecv``), the context-parallel
-group, the expert-parallel group (all-to-all), and, with cp > 1, gradients reduced over dp x cp
-(``get_data_parallel_group(with_context_parallel=True)``). FSDP's hybrid shard reduces over a shard group and
-all-reduces over a replicate group: two communicators. Each communicator's buffers are NCCL's, outside PyTorch's
-caching allocator (cudaMalloc / cuMem in NCCL itself): they count on the device but not in the allocator's reserve.
+torch.distributed's ProcessGroupNCCL creates one NCCL communicator per process group and device the first time
+a collective runs on it (torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp ``initNCCLComm``, called lazily from
+``collective`` and ``pointToPoint``; batched send/recv, ``batch_isend_irecv``, coalesces onto the group's
+communicator). DDP, FSDP and DeepSpeed run their collectives on the data-parallel group (the default group when
+the layout is data parallel only); Megatron-style layouts add a group per dimension (megatron/core/
+parallel_state.py ``initialize_model_parallel``, rank order ``tp-cp-ep-dp-pp``): tensor parallel (all-reduce /
+all-gather of activations: a ring, NVLS on an NVSwitch node), pipeline (send/recv with the neighbouring stages),
+context parallel (ring attention's send/recv with the neighbours; gradients then reduce over dp x cp,
+``get_data_parallel_group(with_context_parallel=True)``), expert parallel (all-to-all: send/recv with every other
+rank). FSDP's hybrid shard reduces over a shard group and all-reduces over a replicate group. When no group spans
+every GPU, the default group gets a communicator of its own for barriers. The buffers are NCCL's own (cudaMalloc /
+cuMem), outside PyTorch's caching allocator: they count on the device but not in the allocator's reserve.
 """
 
 from __future__ import annotations
