@@ -158,9 +158,18 @@ def test_fsdp_reduce_scatter_input_is_one_layer_and_no_deepspeed_bucket() -> Non
     assert layer == 218_112_000
     spec = resolve_model("llama-3-8b")
     est = estimate_training(spec, TrainSetup.from_flat(dp=8, fsdp="full", precision="bf16"))
-    layer_phase = next(p for p in est.phases if p.name == "backward (layer)")
+    by_phase = {p.name: {t.name: t.bytes for t in p.transient} for p in est.phases}
+    # the first layer in backward holds no earlier layer's reduce-scatter input; with full recompute the next
+    # layer, which does, is the larger moment
+    assert "fsdp/reduce_scatter_input" not in by_phase["backward (layer)"]
+    recompute = estimate_training(spec, TrainSetup.from_flat(dp=8, fsdp="full", precision="bf16", recompute="full"))
+    layer_phase = next(p for p in recompute.phases if p.name == "backward (layer)")
     got = {t.name: t.bytes for t in layer_phase.transient}
     assert got["fsdp/reduce_scatter_input"] == got["fsdp/unsharded_grads"] == layer * 2
+    # backward end: the root's reduce-scatter (embeddings + head + norm, 1,050,677,248 elements x 2 B) outweighs a
+    # layer's moment (2 x 436,224,000 B of parameters + 436,224,000 of gradients + 436,224,000 of input)
+    end = by_phase["backward end"]
+    assert end["fsdp/root_reduce_scatter_input"] == (2 * 128_256 * 4096 + 4096) * 2 > 4 * layer * 2
     names = {t.name for p in est.phases for t in p.transient}
     assert "zero/reduce_bucket" not in names  # DeepSpeed's reduce_bucket_size is not FSDP's
     head = next(p for p in est.phases if p.name == "backward (head)")
@@ -231,3 +240,19 @@ def test_fsdp_cpu_offload_keeps_the_gradient_shards_on_the_host() -> None:
     est = estimate_training(spec, TrainSetup.from_flat(dp=4, fsdp="full", offload="params"))
     assert {t.name: t.bytes for t in est.host}["offload/gradients"] == 7_241_732_096 // 4 * 2
     assert "gradients" not in {t.name for p in est.phases for t in p.transient}
+
+
+def test_fsdp_root_gradients_wait_for_the_end_of_backward() -> None:
+    # FSDPParamGroup.post_backward fires for the root after the embeddings' backward: GPT-2's root (wte 50,257 x
+    # 768 tied with the head, wpe 1,024 x 768, ln_f 2 x 768) holds its unsharded gradients, then reshards and copies
+    # them into the reduce-scatter input. Its 39,385,344 elements outweigh a layer's 7,087,872 (and so its moment
+    # replaces the layers' at backward end); the head's gradient is held through every layer's backward.
+    spec = resolve_model("gpt2")
+    est = estimate_training(spec, TrainSetup.from_flat(dp=2, fsdp="full", precision="bf16", seq=128))
+    by_phase = {p.name: {t.name: t.bytes for t in p.transient} for p in est.phases}
+    outer = 50_257 * 768 + 1_024 * 768 + 2 * 768
+    assert outer == 39_385_344
+    end = by_phase["backward end"]
+    assert end["fsdp/root_grads"] == end["fsdp/root_reduce_scatter_input"] == outer * 2
+    assert "fsdp/layer_units" not in end
+    assert by_phase["backward (layer)"]["fsdp/head_grad"] == 50_257 * 768 * 2

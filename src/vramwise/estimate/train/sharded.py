@@ -31,8 +31,9 @@ def _outer_params(spec: ModelSpec) -> int:
     return sum(g.count for g in parameter_groups(spec) if not in_layer(g))
 
 
-def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[Term], list[Term]]:
-    """Parameters (and gradients) unsharded on the fly under ZeRO-3 / FSDP full shard: (forward end, backward).
+def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[Term], list[Term], list[Term]]:
+    """Parameters (and gradients) unsharded on the fly under ZeRO-3 / FSDP: (forward end, a layer's backward, the
+    end of backward).
 
     FSDP2 keeps the root unit (embeddings, final norm, head) unsharded from forward to backward and reshards
     each layer after its forward; in backward the current layer and the prefetched next one are gathered,
@@ -41,11 +42,13 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
     """
     p = setup.parallel
     if p.fsdp != FsdpMode.NONE and p.sharding.stage == 2:  # grad-op: parameters stay whole, gradients reduce
-        return [], _reduce_scatter_input(spec, setup, recipe)
+        rs = _reduce_scatter_input(spec, setup, recipe)
+        return [], rs, rs
     if p.sharding.stage < 3:
-        return [], []
+        return [], [], []
     if p.fsdp == FsdpMode.NONE:
-        return zero3_gathered(spec, setup, recipe)
+        fwd, bwd = zero3_gathered(spec, setup, recipe)
+        return fwd, bwd, bwd
     layer = _layer_params(spec) // p.tp
     outer = _outer_params(spec)
     w = recipe.weight
@@ -68,7 +71,34 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
         + (f" + {kept:,} kept in fp32 x {4 - g} B" if kept and g < 4 else ""),
         source=src,
     )
-    return [root], [root, layers, grads, *_reduce_scatter_input(spec, setup, recipe)]
+    layer_moment = [layers, grads, *_reduce_scatter_input(spec, setup, recipe)]
+    return [root], [root, *layer_moment], [root, *_end_of_backward(spec, setup, recipe, layer_moment)]
+
+
+def _end_of_backward(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, layer_moment: list[Term]) -> list[Term]:
+    """The root unit's gradients at the end of backward, and the larger of the last layer's moment and the
+    root's reduce-scatter. FSDP2 reduce-scatters a unit in its post_backward, which for the root fires after the
+    embeddings' backward: the head's and the embeddings' unsharded gradients wait until then; post_backward
+    reshards the root's parameters, then foreach_reduce copies its gradients into the reduce-scatter input
+    (torch 2.13 _fsdp_param_group.py FSDPParamGroup.post_backward, _fsdp_collectives.py foreach_reduce)."""
+    if setup.peft.adapters:
+        return layer_moment
+    outer, g = _outer_params(spec) // 1, LORA_BYTES if setup.peft.adapters else recipe.grad
+    src = "torch 2.13 _fsdp_param_group.py FSDPParamGroup.post_backward, _fsdp_collectives.py foreach_reduce"
+    root_grads = Term(
+        name="fsdp/root_grads",
+        bytes=outer * g,
+        formula=f"the root unit's unsharded gradients (embeddings, head, final norm): {outer:,} x {g} B",
+        source=src,
+    )
+    root_rs = Term(
+        name="fsdp/root_reduce_scatter_input",
+        bytes=outer * g,
+        formula=f"the root unit's gradients flattened for reduce-scatter: {outer:,} x {g} B",
+        source=src,
+    )
+    layers = sum(t.bytes for t in layer_moment)
+    return [root_grads, *(layer_moment if layers >= root_rs.bytes else [root_rs])]
 
 
 def forward_units(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> list[Term]:

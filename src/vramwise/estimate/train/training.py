@@ -305,6 +305,7 @@ class _Forward:
     loss_backward: list[int]
     largest_layer: float  # the largest single layer's saved bytes per token (full recompute rebuilds one)
     gathered_backward: list[Term]  # ZeRO-3/FSDP units gathered during backward
+    gathered_end: list[Term]  # what ZeRO-3/FSDP hold gathered at the end of backward
 
 
 def _forward(
@@ -323,7 +324,7 @@ def _forward(
         autocast = out.add(_autocast_cache(spec, stage, setup))
         held += autocast
         in_layers += autocast
-    gathered_fwd, gathered_bwd = gathered(spec, setup, recipe)
+    gathered_fwd, gathered_bwd, gathered_end = gathered(spec, setup, recipe)
     held += out.add(*gathered_fwd)
     base = training_base(spec, setup.peft).fmt
     if base:
@@ -336,6 +337,7 @@ def _forward(
         loss_backward=loss_backward,
         largest_layer=largest_layer,
         gathered_backward=gathered_bwd,
+        gathered_end=gathered_end,
     )
 
 
@@ -352,34 +354,58 @@ def _backward_phases(
         phases.append((PhaseKind.FORWARD_LAYER, fwd.in_layers + out.add(*root, *copy_out)))
     if fwd.loss_backward:
         phases.append((PhaseKind.BACKWARD_LOSS, fwd.held + fwd.loss_backward))
+    rebuilt: list[int] = []
     if setup.recompute == Recompute.FULL and fwd.largest_layer:
-        rebuilt = Rule(
-            name="activations/recomputed_layer",
-            coef=fwd.largest_layer,
-            var=TOKENS,
-            formula=lambda v: f"one layer's saved tensors, rebuilt for its backward: T {v.T}",
-            source="full recompute re-runs one layer's forward during backward",
+        rebuilt = out.add(
+            Rule(
+                name="activations/recomputed_layer",
+                coef=fwd.largest_layer,
+                var=TOKENS,
+                formula=lambda v: f"one layer's saved tensors, rebuilt for its backward: T {v.T}",
+                source="full recompute re-runs one layer's forward during backward",
+            )
         )
-        phases.append((PhaseKind.BACKWARD_RECOMPUTE, fwd.held + out.add(rebuilt)))
+        phases.append((PhaseKind.BACKWARD_RECOMPUTE, fwd.held + rebuilt))
     if setup.parallel.fsdp != FsdpMode.NONE and fwd.gathered_backward:
-        # the last layer's backward: activations still held, the loss's tensors gone, units gathered
-        bwd = out.add(*fwd.gathered_backward)
-        phases.append((PhaseKind.BACKWARD_LAYER, fwd.in_layers + bwd))
-        if stage.last and not setup.peft.adapters:
-            # the head's backward: the last two layer units are already being gathered (prefetch)
-            # the layers' gradients and their reduce-scatter buffer come after the head's backward
-            units = [j for j in bwd if out.rules[j].name not in ("fsdp/unsharded_grads", "fsdp/reduce_scatter_input")]
-            head = out.add(*head_grads(spec, recipe, setup.loss))
-            phases.append((PhaseKind.BACKWARD_HEAD, fwd.in_layers + units + head))
+        phases += _fsdp_backward(spec, setup, stage, recipe, fwd, out, rebuilt)
+    return phases
+
+
+def _fsdp_backward(
+    spec: ModelSpec,
+    setup: TrainSetup,
+    stage: Stage,
+    recipe: Recipe,
+    fwd: _Forward,
+    out: Transients,
+    rebuilt: list[int],
+) -> list[tuple[PhaseKind, list[int]]]:
+    """FSDP2's layer and head backward. A layer's backward holds the saved activations (and, with full recompute,
+    the rebuilt layer), the root unit, the current and the prefetched layer, the layer's gradients and the head's
+    gradient (which waits for the root's reduce-scatter, after every layer). The previous layer's reduce-scatter
+    input is still held too, except in the first layer's backward: without recompute that first layer, with every
+    activation still saved, is the larger moment (the next one has freed a layer's activations, more than the
+    buffer in the traced Llama-2-7B and Llama-3-8B runs); with full recompute the next one is."""
+    bwd = out.add(*fwd.gathered_backward)
+    head = out.add(*head_grads(spec, recipe, setup.loss)) if stage.last and not setup.peft.adapters else []
+    head_grad = [j for j in head if out.rules[j].name == "fsdp/head_grad"]
+    first = [j for j in bwd if out.rules[j].name != "fsdp/reduce_scatter_input"]
+    layer = bwd if rebuilt else first
+    phases = [(PhaseKind.BACKWARD_LAYER, fwd.in_layers + rebuilt + layer + head_grad)]
+    if head:
+        # the head's backward: the last two layer units are already being gathered (prefetch); the layers'
+        # gradients and their reduce-scatter buffer come after the head's backward
+        units = [j for j in bwd if out.rules[j].name not in ("fsdp/unsharded_grads", "fsdp/reduce_scatter_input")]
+        phases.append((PhaseKind.BACKWARD_HEAD, fwd.in_layers + units + head))
     return phases
 
 
 def _release_phases(
-    states: ModelStates, grads: Term | None, gathered_backward: list[Term], out: Transients
+    states: ModelStates, grads: Term | None, gathered_end: list[Term], out: Transients
 ) -> list[tuple[PhaseKind, list[int]]]:
     """Backward end and the optimizer step: the activations are gone; ``grads``, the gradients that are not
     persistent, live at backward end, and in the step what of them it still holds (ZeRO-1: its partition)."""
-    end = out.add(*states.backward_extra, *gathered_backward)
+    end = out.add(*states.backward_extra, *gathered_end)
     step = out.add(*states.step_extra)
     if grads is not None:
         end = out.add(grads) + end
@@ -440,7 +466,7 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     held = out.add(*states.backward_held)  # live through backward (DeepSpeed's ipg bucket)
     phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
     phases = [(kind, ix if kind == PhaseKind.FORWARD_END else ix + held) for kind, ix in phases]
-    phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
+    phases += _release_phases(states, released_grads, fwd.gathered_end, out)
     phases = [(kind, ix + held if kind == PhaseKind.BACKWARD_END else ix) for kind, ix in phases]
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
