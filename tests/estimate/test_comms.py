@@ -83,6 +83,8 @@ def test_pipeline_send_recv_channels_per_neighbour() -> None:
     # p2pnChannelsPerPeer = pow2Up(32) channels each (ncclTopoComputeP2pChannels); over PCIe 2 channels each
     inside = {t.name: t.bytes for t in nccl_terms(TrainSetup.from_flat(pp=4, grad_accum=4))}
     assert inside == {"overhead/nccl_p2p": 2 * 32 * CONN}
+    end = {t.name: t.bytes for t in nccl_terms(TrainSetup.from_flat(pp=4, grad_accum=4), pipeline_end=True)}
+    assert end == {"overhead/nccl_p2p": 1 * 32 * CONN}  # the first and the last stage have one neighbour
     pcie = {t.name: t.bytes for t in nccl_terms(TrainSetup.from_flat(pp=2, grad_accum=2, interconnect="pcie"))}
     assert pcie == {"overhead/nccl_p2p": 1 * 2 * CONN}
     a100 = {t.name: t.bytes for t in nccl_terms(TrainSetup.from_flat(pp=2, grad_accum=2, interconnect="nvlink"))}

@@ -56,8 +56,9 @@ class Group:
         return max(1, min(self.size, GPUS_PER_NODE // self.stride)) if self.stride < GPUS_PER_NODE else 1
 
 
-def groups(setup: TrainSetup) -> list[Group]:
-    """The process groups of more than one GPU that this GPU's training step runs collectives on."""
+def groups(setup: TrainSetup, *, pipeline_end: bool = False) -> list[Group]:
+    """The process groups of more than one GPU that this GPU's training step runs collectives on;
+    ``pipeline_end``: this GPU holds the first or the last pipeline stage (one pipeline neighbour)."""
     p = setup.parallel
     tp, cp, dp, pp, ep = p.tp, p.cp, p.dp, p.pp, p.ep
     out = [Group(name="tp", size=tp, stride=1)]
@@ -71,7 +72,7 @@ def groups(setup: TrainSetup) -> list[Group]:
     else:
         out.append(Group(name="dp", size=dp, stride=tp * cp))
     out.append(Group(name="ep", size=ep, stride=tp * cp, peers=ep - 1))  # all-to-all: every other rank
-    out.append(Group(name="pp", size=pp, stride=tp * cp * dp, peers=_neighbours(pp)))
+    out.append(Group(name="pp", size=pp, stride=tp * cp * dp, peers=1 if pipeline_end else _neighbours(pp)))
     world = p.gpus
     if world > 1 and all(g.size != world for g in out):
         # the default group: barriers (torch.distributed.barrier, accelerate's wait_for_everyone: an all-reduce of
@@ -101,18 +102,20 @@ def nccl_env(setup: TrainSetup) -> NcclEnv:
     return NcclEnv.from_environ(nccl_environment(setup.comms.nccl_env))
 
 
-def communicators(setup: TrainSetup, env: NcclEnv | None = None) -> list[tuple[Group, Communicator]]:
+def communicators(
+    setup: TrainSetup, env: NcclEnv | None = None, *, pipeline_end: bool = False
+) -> list[tuple[Group, Communicator]]:
     """Each group with its communicator's device memory on this GPU."""
     env = env or nccl_env(setup)
     link = resolved(setup.comms.interconnect)
-    return [(g, _communicator(g, link, env)) for g in groups(setup)]
+    return [(g, _communicator(g, link, env)) for g in groups(setup, pipeline_end=pipeline_end)]
 
 
-def nccl_terms(setup: TrainSetup, env: NcclEnv | None = None) -> tuple[Term, ...]:
+def nccl_terms(setup: TrainSetup, env: NcclEnv | None = None, *, pipeline_end: bool = False) -> tuple[Term, ...]:
     """NCCL's device buffers for every communicator of the layout (persistent, outside the allocator)."""
     if not setup.comms.nccl_buffers:
         return ()
-    comms = communicators(setup, env)
+    comms = communicators(setup, env, pipeline_end=pipeline_end)
     if not comms:
         return ()
     link = resolved(setup.comms.interconnect)

@@ -280,7 +280,7 @@ def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> Term:
     )
 
 
-def _persistent(setup: TrainSetup, states: ModelStates) -> tuple[tuple[Term, ...], Term | None]:
+def _persistent(setup: TrainSetup, states: ModelStates, stage: Stage) -> tuple[tuple[Term, ...], Term | None]:
     """The stage's persistent terms, and its gradients when they live only from backward to the step."""
     grads = states.gradients
     # Gradients outlive a backward when they accumulate, or in DeepSpeed ZeRO-3's partition, preallocated
@@ -292,7 +292,8 @@ def _persistent(setup: TrainSetup, states: ModelStates) -> tuple[tuple[Term, ...
     kept = (grads,) if grads is not None and grads_persist else ()
     context = cuda_context_term(setup.overheads.cuda_context_mib)
     # NCCL's communicator buffers: persistent, outside the allocator (estimate/train/comms.py)
-    return (*states.persistent, *kept, context, *nccl_terms(setup)), None if grads_persist else grads
+    comms = nccl_terms(setup, pipeline_end=stage.first or stage.last)
+    return (*states.persistent, *kept, context, *comms), None if grads_persist else grads
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -459,7 +460,7 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     recipe = recipe_for(setup.precision)
     lora = lora_targets(spec, setup.peft.lora_targets) if setup.peft.adapters else []
     states = model_states(spec, stage, setup, recipe, lora)
-    persistent, released_grads = _persistent(setup, states)
+    persistent, released_grads = _persistent(setup, states, stage)
     persistent += tuple(persistent_params(spec, setup, recipe, len(stage.layers) / spec.num_layers))
     out = Transients()
     fwd = _forward(spec, setup, stage, recipe, lora, out)
