@@ -229,7 +229,7 @@ TRAIN_SETUP_KEYS = [
     "fsdp", "fsdp_shard", "offload", "tp", "sp", "pp", "interleave", "cp", "ep", "reduce_bucket", "prefetch_bucket",
     "cuda_context_mib", "allocator_fraction", "mode", "seed", "lora_fraction",
     "interconnect", "nccl_buffers", "max_live_params", "param_persistence_threshold", "max_reuse_distance",
-    "nccl_env",
+    "nccl_env", "overlap_comm",
 ]
 
 

@@ -203,7 +203,7 @@ FROZEN = {
     "--fsdp --fsdp-shard --gpu --grad-accum --grad-dtype --interleave --json --lora-dropout --lora-fraction "
     "--lora-r --lora-targets --loss --loss-chunk --mode --offload --optimizer --optimizer-impl --peft --per-stage "
     "--pp --precision --recompute --seed --seq --sp --tp --units --zero -b -s model"
-    " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env",
+    " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm",
 }
 _SETUPS = (
     "--all-logits --allocator-fraction --attention --batch --context --cp --cuda-context --dp --ep --format "
@@ -213,7 +213,7 @@ _SETUPS = (
     "--prefill-chunk --recompute --seed --seq --sp --tp --zero -b -f -n -s model --gpu-memory-utilization "
     "--block-size --engine --max-model-len --max-num-seqs --max-num-batched-tokens --max-batched-tokens "
     "--enforce-eager --kv-cache-memory-bytes --kv-cache-memory --kv-cache-dtype " + _ENGINE_FLAGS + LLAMA_CPP
-    + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env"
+    + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
 )
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units --serve"
 _ENGINE_ONLY = (

@@ -258,3 +258,13 @@ def test_fsdp_root_gradients_wait_for_the_end_of_backward() -> None:
     assert end["fsdp/root_grads"] == end["fsdp/root_reduce_scatter_input"] == outer * 2
     assert "fsdp/layer_units" not in end
     assert by_phase["backward (layer)"]["fsdp/head_grad"] == 50_257 * 768 * 2
+
+
+def test_overlap_comm_doubles_the_stage_1_2_bucket_only() -> None:
+    # stage_1_and_2.py backward: with overlap_comm a second ipg buffer (buf_1); stage3.py keeps one flat buffer
+    spec = resolve_model("llama-2-7b")
+    two = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=2, overlap_comm=True))
+    loss = next(p for p in two.phases if p.name == "backward (loss)")
+    assert {t.name: t.bytes for t in loss.transient}["zero/reduce_bucket"] == 2 * 500_000_000 * 2
+    three = estimate_training(spec, TrainSetup.from_flat(dp=8, zero=3, overlap_comm=True))
+    assert three.term("zero/reduce_bucket").bytes == 500_000_000 * 2

@@ -35,7 +35,7 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
     # issue 14, added within version 1: the interconnect and DeepSpeed ZeRO-3's knobs (workload/comms.py)
     "interconnect": "auto", "nccl_buffers": True, "max_live_params": 1_000_000_000,
     "param_persistence_threshold": 100_000, "max_reuse_distance": 1_000_000_000,
-    "nccl_env": "",
+    "nccl_env": "", "overlap_comm": None,
 }  # fmt: skip
 V1_INFER_DEFAULTS: dict[str, Any] = {
     "batch": 1, "context": 2048, "new_tokens": 0, "weight_format": None, "kv_dtype": "auto", "attention": "sdpa",
@@ -71,7 +71,7 @@ OTHER: dict[str, Any] = {
     "interleave": 2, "cp": 2, "ep": 2, "reduce_bucket": 1000, "prefetch_bucket": 1000, "cuda_context_mib": 0,
     "allocator_fraction": 0.0, "mode": "textbook", "seed": "000", "lora_fraction": 0.1,
     "interconnect": "pcie", "nccl_buffers": False, "max_live_params": 1000, "param_persistence_threshold": 0,
-    "max_reuse_distance": 0, "nccl_env": "NCCL_BUFFSIZE=1048576",
+    "max_reuse_distance": 0, "nccl_env": "NCCL_BUFFSIZE=1048576", "overlap_comm": True,
 }  # fmt: skip
 _NEEDS: dict[str, dict[str, Any]] = {
     "zero": {"dp": 2},

@@ -274,6 +274,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="nccl_env", flags=("--nccl-env",), type=str, commands=TRN,
            help="NCCL's environment as the job sets it, e.g. NCCL_BUFFSIZE=1048576,NCCL_NVLS_ENABLE=0 "
                 "(default: none set)"),
+    Option(name="overlap_comm", flags=("--overlap-comm",), commands=TRN,
+           help="DeepSpeed overlap_comm at ZeRO 1-2: a second reduce bucket (default: DeepSpeed's, on at ZeRO-3 "
+                "only)"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
            help=f"CUDA context and workspaces in MiB (default {DEFAULT_CUDA_CONTEXT_MIB})"),

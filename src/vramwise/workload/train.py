@@ -222,5 +222,6 @@ _FLAT = FlatNames(
                 "nccl_env",
             )
         },
+        "overlap_comm": ("parallel", "overlap_comm"),
     },
 )

@@ -316,11 +316,13 @@ def _deepspeed_buffers(s: StatesSetup, tr: _Trainable, grad_b: int, out: _Built)
     """DeepSpeed's reduce bucket (held through backward at stages 1-2, kept at stage 3) and ZeRO-Offload's GPU
     staging buffer."""
     stage, bucket = s.parallel.sharding.stage, s.parallel.reduce_bucket
+    # stage 3 keeps one flat buffer whatever overlap_comm says; stages 1-2 allocate a second one with it
+    n = 2 if stage < 3 and s.parallel.overlap_comm else 1
     term = Term(
         name="zero/reduce_bucket",
-        bytes=bucket * grad_b,
-        formula=f"reduce_bucket_size {bucket:,} x {grad_b} B (contiguous_gradients; "
-        + ("kept from setup)" if stage == 3 else "allocated at each backward)"),
+        bytes=n * bucket * grad_b,
+        formula=(f"{n} x " if n > 1 else "") + f"reduce_bucket_size {bucket:,} x {grad_b} B (contiguous_gradients; "
+        + ("kept from setup)" if stage == 3 else "allocated at each backward" + ("; overlap_comm)" if n > 1 else ")")),
         source=SRC_DEEPSPEED_BUCKET,
     )
     (out.persistent if stage == 3 else out.backward_held).append(term)
