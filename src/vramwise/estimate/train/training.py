@@ -464,11 +464,12 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     persistent += tuple(persistent_params(spec, setup, recipe, len(stage.layers) / spec.num_layers))
     out = Transients()
     fwd = _forward(spec, setup, stage, recipe, lora, out)
-    held = out.add(*states.backward_held)  # live through backward (DeepSpeed's ipg bucket)
+    bwd_held = out.add(*states.backward_held)  # live through backward (DeepSpeed's ipg bucket)
     phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
-    phases = [(kind, ix if kind == PhaseKind.FORWARD_END else ix + held) for kind, ix in phases]
+    forward = (PhaseKind.FORWARD_END, PhaseKind.FORWARD_LAYER)
+    phases = [(kind, ix if kind in forward else ix + bwd_held) for kind, ix in phases]
     phases += _release_phases(states, released_grads, fwd.gathered_end, out)
-    phases = [(kind, ix + held if kind == PhaseKind.BACKWARD_END else ix) for kind, ix in phases]
+    phases = [(kind, ix + bwd_held if kind == PhaseKind.BACKWARD_END else ix) for kind, ix in phases]
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
         persistent=[constant(t) for t in persistent] + (list(buffers(spec)) if stage.first else []),
