@@ -83,7 +83,7 @@ def _end_of_backward(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, layer_m
     (torch 2.13 _fsdp_param_group.py FSDPParamGroup.post_backward, _fsdp_collectives.py foreach_reduce)."""
     if setup.peft.adapters:
         return layer_moment
-    outer, g = _outer_params(spec) // 1, adapter_bytes(setup.peft) if setup.peft.adapters else recipe.grad
+    outer, g = _outer_params(spec), recipe.grad
     src = "torch 2.13 _fsdp_param_group.py FSDPParamGroup.post_backward, _fsdp_collectives.py foreach_reduce"
     root_grads = Term(
         name="fsdp/root_grads",
