@@ -1,7 +1,8 @@
 """NCCL's device memory per communicator: the one NCCL model the engines and training share (pure, no torch).
 
 Read in NVIDIA/nccl at v2.27.3-1 (torch 2.8's CUDA 12 wheel pins nvidia-nccl-cu12 2.27.3) and v2.21.5-1 (torch
-2.5.1's, the vLLM 0.6 line's):
+2.5.1's, the vLLM 0.6 line's); v2.28.9-1 and v2.29.7-1 keep every rule below (the default sizes, MAXCHANNELS 64,
+the CUDA_IPC_MIN rounding in p2p.cc, the channel doubling in connect.cc, NVLS's sizes, runtime connect on):
 
 - Buffers per connection, one per protocol (src/init.cc ``computeBuffSizes``, its defaults just above it):
   SIMPLE ``DEFAULT_BUFFSIZE`` 1 << 22 = 4 MiB (``NCCL_BUFFSIZE``), LL ``DEFAULT_LL_BUFFSIZE`` =

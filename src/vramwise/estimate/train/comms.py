@@ -168,8 +168,8 @@ def comms_notes(setup: TrainSetup) -> list[str]:
         else f"interconnect {link}"
     )
     return [
-        f"NCCL 2.27 (torch 2.8's), {setup.comms.nccl_env or 'its defaults (no NCCL_* variable set)'}, runtime "
-        f"connect: {where}, {GPUS_PER_NODE} GPUs a node, ranks ordered tp-cp-ep-dp-pp; rings (and NVLS at "
+        f"NCCL 2.27-2.29 (torch 2.8's and later), {setup.comms.nccl_env or 'its defaults (no NCCL_* variable set)'}"
+        f", runtime connect: {where}, {GPUS_PER_NODE} GPUs a node, ranks ordered tp-cp-ep-dp-pp; rings (and NVLS at "
         "Hopper's 16 channels; a B200 node's 24 are not modelled) for collectives, send/recv channels for pp and cp "
         "neighbours and ep's all-to-all; not modelled: tree, NVLS-tree and CollNet "
         "connections of multi-node collectives, network buffers beyond the ring's, the tied-embedding group of a "
