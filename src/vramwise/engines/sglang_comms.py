@@ -18,7 +18,9 @@ Read in sglang 0.5.5 (the wheel, python/sglang/srt/; it pins torch 2.8.0, whose 
   so they get no communicator; the world group (``init_world_group``) and the attention-tp group
   (layers/dp_attention.py ``initialize_dp_attention``, SYNC_TOKEN_IDS_ACROSS_TP off) are built without PyNccl.
 - device_communicators/pynccl.py ``PyNcclCommunicator.__init__`` (line 113): ``ncclCommInitRank`` and a warm-up
-  all-reduce of one float, which connects one algorithm's buffers (NCCL_RUNTIME_CONNECT, NCCL >= 2.22).
+  all-reduce of one float. SGLang sets NCCL_CUMEM_ENABLE=0 (entrypoints/engine.py ``_set_envs_and_config``), which
+  turns NCCL's runtime connect off (src/init.cc initTransportsRank), so ``ncclCommInitRank`` itself connects every
+  channel's ring and tree (engines/nccl_comm.py, estimate/nccl.py ``engine_communicator``).
 - device_communicators/custom_all_reduce.py ``CustomAllreduce`` (``_MAX_CAR_SIZE`` 8192 x 1024, line 56; tp 2, 4,
   6 or 8, line 55): meta (signal + max_size) and buffer IPC allocations of max_size each (lines 172, 177,
   cudaMalloc outside torch) and ``rank_data`` of max_size (line 183, torch); disabled above 2 GPUs without full
@@ -51,7 +53,8 @@ MAX_CAR_SIZE = 8192 * 1024
 TOPOLOGY = (
     "SGLang's distributed init at tp={tp}: NCCL as sglang sets it (NCCL_CUMEM_ENABLE=0, so no runtime connect: "
     "rings and trees connected at init; NCCL_NVLS_ENABLE=0), no --enable-mscclpp / --enable-torch-symm-mem / "
-    "--enable-symm-mem"
+    "--enable-symm-mem; not modelled: the device code NCCL's warm-up all-reduce loads (CUDA lazy loading) and any "
+    "other growth the init's before/after free-memory measure sees"
 )
 
 

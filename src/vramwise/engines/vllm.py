@@ -294,10 +294,9 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int, rules: V1Rules) -> 
         f"V1 always chunks prefill at max_num_batched_tokens ({batched:,}): a longer prompt runs in steps of that "
         "many tokens, so the profile run's peak bounds every step's activations",
         "not modelled: the small non-torch growth at tp 1 (kernel modules loaded on first use); "
-        + ("NCCL 2.27's runtime connect (torch 2.8's NCCL): an algorithm first used in the profile run connects its "
-           "buffers there, inside the budget; " if not rules.comms_in_budget else
-           "NCCL 2.26's runtime connect (torch 2.7's NCCL): an algorithm first used in the profile run connects more "
-           "buffers than the warm-up's, inside the budget; " if not rules.context_in_budget else "")
+        + ("NCCL 2.27's runtime connect (torch 2.8's NCCL, cuMem on): an algorithm other than the warm-up's, first "
+           "used in the profile run, connects its buffers there, inside the budget; "
+           if VLLM_NCCL[rules.release].cumem else "")
         + "NCCL's own kernels (loaded on first use); the model runner's persistent input buffers (torch memory "
         "vLLM's profile does not count)",
     ]
