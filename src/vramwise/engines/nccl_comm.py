@@ -3,14 +3,17 @@ with the GPU's interconnect and the NCCL environment the engine sets.
 
 What differs per release (read in the engines' sources, the pip wheels):
 
-- The NCCL its torch pin brings: vLLM 0.6.x torch 2.5.1 and vLLM 0.8.5 torch 2.6.0 -> NCCL 2.21.5 (MAXCHANNELS 32,
+- The NCCL its torch pin brings (the wheels' ``Requires-Dist: torch==``, read for vLLM 0.6.6, 0.8.5, 0.9.2, 0.10.2,
+  0.11.0 and sglang 0.5.5; torch's own nvidia-nccl-cu12 pins taken from torch's wheel metadata, not re-read here):
+  vLLM 0.6.x torch 2.5.1 and vLLM 0.8.5 torch 2.6.0 -> NCCL 2.21.5 (MAXCHANNELS 32,
   no runtime connect, NVLS padded by 2 MiB: ``nvls_bytes_v2_21``); vLLM 0.9.2 torch 2.7.0 -> NCCL 2.26.2, sglang
   0.4.9 torch 2.7.1 -> 2.26.2 (not read: taken as 2.27.3's rules); vLLM 0.10.2, 0.11.0 and sglang 0.5.5 torch
   2.8.0 -> NCCL 2.27.3.
 - NCCL_CUMEM_ENABLE: vLLM sets it to 0 in every worker from 0.6.x to 0.10.1 (vllm/worker/worker_base.py
   ``WorkerWrapperBase.init_worker`` at v0.6.4/v0.6.6 "see https://github.com/NVIDIA/nccl/issues/1234";
   vllm/env_override.py at v0.8.5, v0.9.2 and v0.10.0, unless /dev/nvidia-caps-imex-channels exists); v0.10.2's
-  and v0.11.0's env_override.py no longer set it, so NCCL's default (auto: on with a CUDA 12 driver and VMM,
+  and v0.11.0's env_override.py no longer set it (``--vllm-version 0.10`` follows v0.10.2; a 0.10.0 or 0.10.1 log
+  ran with cuMem off, as 0.9.2 did), so NCCL's default (auto: on with a CUDA 12 driver and VMM,
   src/misc/cudawrap.cc ``ncclCuMemEnable``) holds. sglang sets NCCL_CUMEM_ENABLE=0 and NCCL_NVLS_ENABLE=0
   unless --enable-symm-mem / --enable-nccl-nvls (0.5.5 python/sglang/srt/entrypoints/engine.py
   ``_set_envs_and_config`` lines 679-688; 0.4.9 lines 623-624). vLLM leaves NVLS at NCCL's default.
