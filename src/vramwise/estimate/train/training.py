@@ -39,6 +39,7 @@ from vramwise.estimate.train.layout import (
     stage_share,
     stages,
 )
+from vramwise.estimate.train.litgpt_code import keeps_4bit_inputs, litgpt_lora_modules, runs_litgpt_code
 from vramwise.estimate.train.loading import loading_term
 from vramwise.estimate.train.lora import LoraModule, adapter_bytes, kbit_prepared, lora_targets
 from vramwise.estimate.train.loss import LossRules, classifier_loss_rules, implementation_rules, liger_chunk
@@ -75,7 +76,7 @@ def _layer_grads(setup: TrainSetup, lora: list[LoraModule]) -> Grads:
         lora_r=setup.peft.lora_r,
         lora_dropout=setup.peft.lora_dropout > 0,
         adapter=adapter_bytes(setup.peft),
-        inputs_kept=setup.peft.method == PeftMethod.LORA_8BIT,
+        inputs_kept=setup.peft.method == PeftMethod.LORA_8BIT or keeps_4bit_inputs(setup),
     )
 
 
@@ -98,6 +99,7 @@ class _LayerQuery:
     fused_norm: bool = False
     fused_mlp: bool = False
     compiled: bool = False
+    litgpt: bool = False  # LitGPT's own model code (litgpt_code.py), not transformers'
 
 
 def _checkpointed(q: _LayerQuery, recording: list[int]) -> set[int]:
@@ -143,6 +145,7 @@ def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[
             fused_norm=q.fused_norm,
             fused_mlp=q.fused_mlp,
             compiled=q.compiled,
+            litgpt=q.litgpt,
         )
         for kind in first
     }
@@ -175,6 +178,7 @@ def _activations(
         fused_norm=setup.impl.norm_impl == KernelImpl.FUSED,
         fused_mlp=setup.impl.mlp_impl == KernelImpl.FUSED,
         compiled=setup.impl.compile,
+        litgpt=runs_litgpt_code(setup),
     )
     recording, per_token, per_layer_max, ckpts = _saved_per_token(spec, query)
     rules: list[Rule] = []
@@ -516,7 +520,8 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
 def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     """One pipeline stage's plan: its persistent terms, and the transients of each phase."""
     recipe = recipe_for(setup.precision)
-    lora = lora_targets(spec, setup.peft.lora_targets) if setup.peft.adapters else []
+    targets = litgpt_lora_modules if runs_litgpt_code(setup) else lora_targets
+    lora = targets(spec, setup.peft.lora_targets) if setup.peft.adapters else []
     states = model_states(spec, stage, setup, recipe, lora)
     persistent, released_grads = _persistent(setup, states)
     out = Transients()
