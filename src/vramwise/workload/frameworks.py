@@ -121,8 +121,8 @@ VERSIONS: dict[Framework, str] = {
     Framework.UNSLOTH: f"unsloth 2026.8.19 (git 015bdef0) on {TRANSFORMERS}, {PEFT}",
     Framework.LLAMA_FACTORY: f"LLaMA-Factory 0.9.6.dev0 (git ff6d4d12) on {TRANSFORMERS}, {PEFT}",
     Framework.MEGATRON: "Megatron-LM core 0.20.0 (git d98e8a64)",
-    Framework.LITGPT: "lit-gpt 8641822 (finetune/lora.py, the commit of its tutorials/resource-tables.md) on Lightning "
-    "71aed751 (its requirements.txt), bitsandbytes 0.41.1",
+    Framework.LITGPT: "lit-gpt 0.1.0 (git 8641822, the commit of its tutorials/resource-tables.md) on Lightning "
+    "2.1.0rc0+ (git 71aed751, its requirements.txt), torch 2.1.0, bitsandbytes 0.41.1",
 }
 
 _HF_FUSED = (
