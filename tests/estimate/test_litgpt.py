@@ -92,7 +92,7 @@ def test_preset_fills_litgpts_defaults() -> None:
     assert flat["lora_targets"] == ("q_proj", "v_proj") and flat["lora_r"] == 8 and flat["lora_dropout"] == 0.05
     assert flat["loss"] == "compute-dtype" and flat["loss_chunk"] == 128 and flat["precision"] == "bf16"
     multi = preset({"framework": "litgpt", "peft": "lora", "dp": 2}).flat
-    assert (multi["fsdp"], multi["recompute"], multi["loading"]) == ("full", "full", "fsdp-sync")
+    assert (multi["fsdp"], multi["recompute"]) == ("full", "full") and "loading" not in multi
     assert preset({"framework": "litgpt", "peft": "lora"}).flat["optimizer"] == "adamw"
 
 
