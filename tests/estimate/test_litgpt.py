@@ -111,3 +111,15 @@ def test_refusals_name_their_field(kw: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidWorkloadError) as err:
         _train(**kw)
     assert err.value.field == field
+
+
+def test_lightning_quantizes_the_head_and_dequantizes_through_fp16() -> None:
+    # Lightning's BitsandbytesPrecision replaces every torch.nn.Linear built under init_module, lm_head included:
+    # 131,072,000 codes two per byte, an fp32 absmax per 64, the 16-value fp32 code
+    est = _train(peft="qlora", optimizer="paged-adamw")
+    head = 32000 * H
+    assert _bytes(est, "weights/head") == head // 2 + head // 64 * 4 + 16 * 4
+    # _quantize_weight quantized weight.to(torch.half): dequantize_4bit gives fp16, .to(bf16) a second copy; the
+    # head is the largest quantized weight
+    assert _bytes(est, "qlora/dequantized_weight") == head * (2 + 2)
+    assert _bytes(_train(), "weights/head") == head * 2  # LoRA on a bf16 base: the head stays bf16

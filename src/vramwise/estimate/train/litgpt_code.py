@@ -28,7 +28,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from vramwise.errors import InvalidWorkloadError
+from vramwise.estimate.term import Term
 from vramwise.estimate.train.activations import Grads, Saved, Shape, _linear_input, _mlp, _norm
+from vramwise.estimate.train.layout import in_layer
 from vramwise.estimate.train.lora import LoraModule, linear_modules
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
@@ -155,3 +157,33 @@ def litgpt_lora_modules(spec: ModelSpec, targets: tuple[str, ...]) -> list[LoraM
         )
     wanted = {name for t in targets for name in aliases.get(t, [t])}
     return [m for m in modules if m.name in wanted]
+
+
+# Lightning 71aed751 plugins/precision/bitsandbytes.py BitsandbytesPrecision.init_context: under fabric.init_module
+# every torch.nn.Linear is built as the quantized class (_ClassReplacementContextManager), lit-gpt's lm_head
+# (LoRALinear.linear) included; _Linear4bit._quantize_weight quantizes ``weight.to(dtype=torch.half)``.
+SRC_BNB = (
+    "Lightning 71aed751 plugins/precision/bitsandbytes.py (_ClassReplacementContextManager over torch.nn.Linear; "
+    "_Linear4bit._quantize_weight: quantize_4bit(weight.to(torch.half))), bitsandbytes 0.41.1 MatMul4Bit"
+)
+
+
+def quantizes_head(setup: TrainSetup) -> bool:
+    """LitGPT under BitsandbytesPrecision quantizes the output head too (transformers' bnb path skips it)."""
+    return runs_litgpt_code(setup) and setup.peft.method in (PeftMethod.QLORA, PeftMethod.LORA_8BIT)
+
+
+def litgpt_dequantized(spec: ModelSpec, setup: TrainSetup, compute: int) -> Term:
+    """The 4-bit matmul's transient: ``F.dequantize_4bit(B, state)`` in the quantized weight's original dtype
+    (fp16: Lightning quantized ``weight.to(torch.half)``), then ``.to(A.dtype)``, a second copy in the compute
+    dtype unless that is fp16; the largest quantized weight, the head included."""
+    quantized = [g for g in parameter_groups(spec) if g.kind == "linear" and (in_layer(g) or g.category == "head")]
+    largest = max(g.count // g.tensors for g in quantized)
+    cast = 0 if setup.precision.recipe == Precision.FP16_MIXED else compute
+    return Term(
+        name="qlora/dequantized_weight",
+        bytes=largest * (2 + cast),
+        formula=f"largest quantized weight (head included) {largest:,} x (2 B dequantized fp16 + {cast} B cast to "
+        "the compute dtype)",
+        source=SRC_BNB,
+    )

@@ -39,7 +39,12 @@ from vramwise.estimate.train.layout import (
     stage_share,
     stages,
 )
-from vramwise.estimate.train.litgpt_code import keeps_4bit_inputs, litgpt_lora_modules, runs_litgpt_code
+from vramwise.estimate.train.litgpt_code import (
+    keeps_4bit_inputs,
+    litgpt_dequantized,
+    litgpt_lora_modules,
+    runs_litgpt_code,
+)
 from vramwise.estimate.train.loading import loading_term
 from vramwise.estimate.train.lora import LoraModule, adapter_bytes, kbit_prepared, lora_targets
 from vramwise.estimate.train.loss import LossRules, classifier_loss_rules, implementation_rules, liger_chunk
@@ -419,7 +424,8 @@ def _forward(
         in_layers += casts
     base = training_base(spec, setup.peft).fmt
     if base:
-        dequantized = out.add(_dequantized(spec, base))
+        litgpt = runs_litgpt_code(setup)  # Lightning's bnb: fp16 dequantized + cast, the head quantized too
+        dequantized = out.add(litgpt_dequantized(spec, setup, recipe.compute) if litgpt else _dequantized(spec, base))
         held += dequantized
         in_layers += dequantized
     return _Forward(
