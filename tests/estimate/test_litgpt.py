@@ -123,3 +123,10 @@ def test_lightning_quantizes_the_head_and_dequantizes_through_fp16() -> None:
     # head is the largest quantized weight
     assert _bytes(est, "qlora/dequantized_weight") == head * (2 + 2)
     assert _bytes(_train(), "weights/head") == head * 2  # LoRA on a bf16 base: the head stays bf16
+
+
+def test_verify_refuses_litgpts_model_code() -> None:
+    from vramwise.verify.twin import _untraceable_knobs
+
+    setup = TrainSetup.from_flat(**{**NO_OVERHEAD, **LORA})
+    assert any(bad and "litgpt" in what for bad, what in _untraceable_knobs(setup))
