@@ -581,8 +581,9 @@ _NOTES: dict[Framework, tuple[str, ...]] = {
     ),
     Framework.LITGPT: (
         "litgpt: the step runs LitGPT's own model code (estimate/train/litgpt_code.py: fused qkv, RMSNorm without "
-        "fp32 upcast, LoRA on the fused qkv, bitsandbytes 0.41.1's 4-bit matmul keeping its input), not transformers'; a dense family lit-gpt 8641822 "
-        "has no config for (lit_gpt/config.py) is estimated as its GPT would run it",
+        "fp32 upcast, LoRA on the fused qkv, bitsandbytes 0.41.1's 4-bit matmul keeping its input), not "
+        "transformers'; a dense family lit-gpt 8641822 has no config for (lit_gpt/config.py) is estimated as its GPT "
+        "would run it",
         "litgpt: finetune/lora.py's micro_batch_size 4 and gradient_accumulation_iters 32 are not filled in (give "
         "--batch); the first batch holds the longest training sample (get_batch longest_seq_ix): give it as --seq",
         "litgpt: under FSDP --loading stays auto (fsdp-full, whole model + shard). LitGPT builds on the meta device "
