@@ -267,6 +267,11 @@ def _check_preset_targets(flat: Mapping[str, Any], model: object) -> None:
 
     if not isinstance(model, ModelSpec) or str(flat.get("peft") or "none") == "none":
         return
+    if str(flat.get("framework")) == "litgpt":  # LitGPT names the parts of a fused qkv (LoRAQKVLinear)
+        from vramwise.estimate.train.litgpt_code import litgpt_lora_modules
+
+        litgpt_lora_modules(model, tuple(flat["lora_targets"]))  # its own one-line refusal
+        return
     from vramwise.estimate.train.lora import linear_modules
 
     names = sorted({m.name for m in linear_modules(model)})
