@@ -83,9 +83,9 @@ _OFF = {Z + "zero_hpz_partition_size": (1,), Z + "mics_shard_size": (-1, 0)}  # 
 
 
 def is_deepspeed(data: dict[str, Any]) -> bool:
-    return any(k in data for k in ("zero_optimization", "train_micro_batch_size_per_gpu", "train_batch_size")) or (
-        "gradient_accumulation_steps" in data and ("bf16" in data or "fp16" in data)
-    )
+    """DeepSpeed's own keys, or its bf16/fp16 blocks (TrainingArguments' bf16/fp16 are booleans)."""
+    keys = ("zero_optimization", "train_micro_batch_size_per_gpu", "train_batch_size")
+    return any(k in data for k in keys) or any(isinstance(data.get(k), dict) for k in ("bf16", "fp16"))
 
 
 def read(data: dict[str, Any]) -> Imported:
