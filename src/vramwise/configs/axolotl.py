@@ -85,7 +85,8 @@ def read(
     optim = keys.choice("optimizer", OPTIMS)
     if optim is not None:
         opts["optimizer"] = optim[0]
-        opts["optimizer_impl"] = optim[1] or "auto"
+        if optim[1]:
+            opts["optimizer_impl"] = optim[1]
     _kernels(keys, opts)
     fsdp = keys.raw("fsdp")
     if fsdp:
