@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def load(source: str) -> Imported:
     """The options ``source`` (a file's path, or a command line pasted as one argument) sets."""
-    from vramwise.configs.load import load as _load
+    from vramwise.configs.reader import load as _load
 
     return _load(source)
 
