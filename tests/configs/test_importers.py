@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from vramwise.app.setups import infer_setup, train_setup
 from vramwise.configs import load
 
