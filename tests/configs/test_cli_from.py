@@ -118,3 +118,17 @@ def test_fit_emits_the_answer(capsys: pytest.CaptureFixture[str]) -> None:
     code, out2, _ = run(capsys, "fit", "llama-3.1-8b", "--gpu", "h100", "--max", "batch", "--framework", "axolotl",
                         "--peft", "qlora", "--seq", "1024")
     assert f"{batch}" in out2  # the answer fit printed is the batch written
+
+
+def test_deepspeed_auto_buckets_follow_the_hidden_size(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # transformers integrations/deepspeed.py trainer_config_finalize: hidden², int(0.9 hidden²), 10 hidden
+    ds = {"zero_optimization": {"stage": 3, "reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto",
+                                "stage3_param_persistence_threshold": "auto"}, "bf16": {"enabled": True},
+          "train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1}
+    path = _write(tmp_path, "ds.json", json.dumps(ds))
+    code, out, err = run(capsys, "train", "llama-3-8b", "--from", path, "--dp", "8", "--json")
+    assert code == 0, err
+    setup = json.loads(out)["setup"]
+    h = 4096  # Llama-3-8B hidden_size
+    assert setup["reduce_bucket"] == h * h and setup["prefetch_bucket"] == int(0.9 * h * h)
+    assert setup["param_persistence_threshold"] == 10 * h

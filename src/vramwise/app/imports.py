@@ -61,9 +61,31 @@ def with_source(
         notes.append(f"--from {label}: MODEL {model} given; the file names {imported.model}")
     elif named and named != imported.model:
         notes.append(f"--from {label}: {imported.model} is the catalog's {named}")
-    return Sourced(
-        model=chosen, options={**imported.options, **options}, infer=imported.command == "infer", notes=tuple(notes)
-    )
+    merged = {**imported.options, **options}
+    notes += _hidden_auto(imported.hidden_auto, chosen, merged, label)
+    return Sourced(model=chosen, options=merged, infer=imported.command == "infer", notes=tuple(notes))
+
+
+def _hidden_auto(names: tuple[str, ...], model: str, merged: dict[str, Any], label: str) -> list[str]:
+    """DeepSpeed "auto" bucket sizes as the HF Trainer fills them from the model's hidden size (transformers 5.24.0
+    integrations/deepspeed.py HfTrainerDeepSpeedConfig.trainer_config_finalize): reduce_bucket_size hidden²,
+    stage3_prefetch_bucket_size int(0.9 hidden²), stage3_param_persistence_threshold 10 hidden."""
+    todo = [n for n in names if merged.get(n) is None]
+    if not todo:
+        return []
+    from vramwise.configs.deepspeed import HIDDEN_AUTO
+    from vramwise.spec.load import resolve_model
+    from vramwise.spec.model import ModelSpec
+
+    spec = resolve_model(model)
+    if not isinstance(spec, ModelSpec):
+        return [f"--from {label}: \"auto\" {', '.join(todo)} needs the model's hidden size; DeepSpeed's defaults used"]
+    h = spec.hidden_size
+    for name in todo:
+        coef, power = HIDDEN_AUTO[name]
+        merged[name] = int(coef * h**power)
+    filled = ", ".join(f"{n}={merged[n]:,}" for n in todo)
+    return [f"--from {label}: \"auto\" from hidden size {h:,} (the HF Trainer's rule): {filled}"]
 
 
 def _catalog_name(model: str | None) -> str | None:

@@ -309,6 +309,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="overlap_comm", flags=("--overlap-comm",), commands=TRN,
            help="DeepSpeed overlap_comm at ZeRO 1-2: a second reduce bucket (default: DeepSpeed's, on at ZeRO-3 "
                 "only)"),
+    Option(name="reduce_bucket", flags=("--reduce-bucket",), type=int, commands=TRN,
+           help="DeepSpeed reduce_bucket_size in elements (default {train.reduce_bucket})"),
+    Option(name="prefetch_bucket", flags=("--prefetch-bucket",), type=int, commands=TRN,
+           help="DeepSpeed stage3_prefetch_bucket_size in elements (default {train.prefetch_bucket})"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
            help="CUDA context in MiB (default: the table by GPU architecture and --cuda-version)"),

@@ -106,7 +106,14 @@ def read(
     ignored = keys.finish(_HARMLESS, refused=_REFUSED)
     used = (*keys.used, *(f"deepspeed:{k}" for k in (ds.used if ds else ())))
     return Imported(
-        kind=KIND, command="train", options=opts, model=model, used=used, ignored=ignored, notes=tuple(notes)
+        kind=KIND,
+        command="train",
+        options=opts,
+        model=model,
+        used=used,
+        ignored=ignored,
+        notes=tuple(notes),
+        hidden_auto=ds.hidden_auto if ds else (),
     )
 
 

@@ -95,7 +95,8 @@ def read(data: dict[str, Any]) -> Imported:
     autos: list[str] = []
     _batch(keys, opts, autos)
     _precision(keys, opts, autos)
-    _zero(keys, opts, autos)
+    hidden: list[str] = []
+    _zero(keys, opts, autos, hidden)
     _optimizer(keys, opts)
     grad = keys.text("data_types.grad_accum_dtype")
     if grad is not None:
@@ -105,7 +106,13 @@ def read(data: dict[str, Any]) -> Imported:
     ignored = keys.finish(_HARMLESS, refused=_REFUSED, off=_OFF)
     notes = (f'"auto" for {", ".join(autos)}: the HF Trainer fills it (its arguments, or the model\'s hidden size)',)
     return Imported(
-        kind=KIND, command="train", options=opts, used=tuple(keys.used), ignored=ignored, notes=notes if autos else ()
+        kind=KIND,
+        command="train",
+        options=opts,
+        used=tuple(keys.used),
+        ignored=ignored,
+        notes=notes if autos else (),
+        hidden_auto=tuple(hidden),
     )
 
 
@@ -165,7 +172,7 @@ def _precision(keys: Keys, opts: dict[str, Any], autos: list[str]) -> None:
         opts["precision"] = "fp32"  # runtime/config.py: no bf16 or fp16 block enabled -> fp32 training
 
 
-def _zero(keys: Keys, opts: dict[str, Any], autos: list[str]) -> None:
+def _zero(keys: Keys, opts: dict[str, Any], autos: list[str], hidden: list[str]) -> None:
     stage = keys.integer(Z + "stage")
     if stage is not None:
         if stage > 3:
@@ -174,6 +181,9 @@ def _zero(keys: Keys, opts: dict[str, Any], autos: list[str]) -> None:
     _offload(keys, opts)
     for key, name in _COUNTS.items():
         if _auto(keys, key, autos):
+            # trainer_config_finalize fills the prefetch bucket and the persistence threshold at stage 3 only
+            if name == "reduce_bucket" or (name in HIDDEN_AUTO and stage == 3):
+                hidden.append(name)
             continue
         value = keys.integer(key)
         if value is not None:

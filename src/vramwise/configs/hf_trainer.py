@@ -259,6 +259,7 @@ def read(
         used=used,
         ignored=ignored,
         notes=tuple(notes),
+        hidden_auto=ds.hidden_auto if ds else (),
     )
 
 

@@ -17,6 +17,8 @@ class Imported:
     used: tuple[str, ...] = ()  # the file's keys that set an option
     ignored: tuple[str, ...] = ()  # the file's keys that do not change the memory (logging, data, schedule)
     notes: tuple[str, ...] = ()  # what the importer assumed (a default it applied, an "auto" it resolved)
+    # options a DeepSpeed "auto" leaves to the model's hidden size (deepspeed.py HIDDEN_AUTO), filled by app/imports.py
+    hidden_auto: tuple[str, ...] = ()
 
     def summary(self, source: str) -> tuple[str, ...]:
         """The lines that say what was read: the keys used, the keys ignored, then the importer's notes."""
