@@ -276,3 +276,55 @@ SYSTEM """You are Mario from super mario bros, acting as an assistant."""
     imp = load(_write(tmp_path, "Modelfile", text))
     assert imp.model == "llama3.2" and imp.options == {"engine": "llama.cpp", "ollama": True, "ctx_size": 4096}
     assert "PARAMETER temperature" in imp.ignored
+
+
+def test_llama_factory_lora_example(tmp_path: Path) -> None:
+    # LLaMA-Factory examples/train_lora/llama3_lora_sft.yaml (ff6d4d12)
+    text = """
+### model
+model_name_or_path: meta-llama/Meta-Llama-3-8B-Instruct
+trust_remote_code: true
+### method
+stage: sft
+do_train: true
+finetuning_type: lora
+lora_rank: 8
+lora_target: all
+### dataset
+dataset: identity,alpaca_en_demo
+template: llama3
+cutoff_len: 2048
+max_samples: 1000
+overwrite_cache: true
+preprocessing_num_workers: 16
+dataloader_num_workers: 4
+### output
+output_dir: saves/llama3-8b/lora/sft
+logging_steps: 10
+save_steps: 500
+plot_loss: true
+overwrite_output_dir: true
+save_only_model: false
+report_to: none
+### train
+per_device_train_batch_size: 1
+gradient_accumulation_steps: 8
+learning_rate: 1.0e-4
+num_train_epochs: 3.0
+lr_scheduler_type: cosine
+warmup_ratio: 0.1
+bf16: true
+ddp_timeout: 180000000
+resume_from_checkpoint: null
+"""
+    imp = load(_write(tmp_path, "llama3_lora_sft.yaml", text))
+    o = imp.options
+    assert imp.kind == "llama-factory" and imp.model == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert (o["lora_r"], o["lora_targets"], o["seq"], o["batch"], o["grad_accum"]) == (8, "all-linear", 2048, 1, 8)
+    assert o["framework"] == "llama-factory" and "precision" not in o  # the preset's: bf16 base, fp32 adapters
+    s = train_setup(o)
+    assert s.peft.method == "lora" and s.precision.recipe == "bf16" and s.recompute == "full"
+    full = load(_write(tmp_path, "full.yaml", text.replace("finetuning_type: lora", "finetuning_type: full")))
+    assert train_setup(full.options).peft.method == "none"
+    qlora = load(_write(tmp_path, "q.yaml", text + "quantization_bit: 4\n"))
+    assert qlora.options["peft"] == "qlora"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vramwise.configs import axolotl, deepspeed, hf_trainer, serve, torchtune
+from vramwise.configs import axolotl, deepspeed, hf_trainer, llama_factory, serve, torchtune
 from vramwise.configs.imported import Imported
 from vramwise.configs.source import parse, read_text, split_command
 from vramwise.errors import ConfigError, shown
@@ -36,6 +36,8 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Imported:
     base = path.parent if path is not None else None
     if torchtune.is_torchtune(data):
         return torchtune.read(data)
+    if llama_factory.is_llama_factory(data):
+        return llama_factory.read(data, base, _load_json)
     if axolotl.is_axolotl(data):
         return axolotl.read(data, base, _load_json)
     if deepspeed.is_deepspeed(data):
