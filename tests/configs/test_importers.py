@@ -328,3 +328,58 @@ resume_from_checkpoint: null
     assert train_setup(full.options).peft.method == "none"
     qlora = load(_write(tmp_path, "q.yaml", text + "quantization_bit: 4\n"))
     assert qlora.options["peft"] == "qlora"
+
+
+def test_torchtitan_toml(tmp_path: Path) -> None:
+    # torchtitan configs/llama3_8b-8xb200-8k.toml (25079f11), shortened to the memory keys and a few others
+    text = """
+[job]
+dump_folder = "./outputs"
+description = "Llama 3 8B training"
+
+[model]
+name = "llama3"
+flavor = "8B"
+hf_assets_path = "./assets/hf/Llama-3.1-8B"
+converters = []
+
+[training]
+local_batch_size = 3
+seq_len = 8192
+max_norm = 1.0  # grad norm clipping
+steps = 1000
+dataset = "c4"
+dtype = "bfloat16"
+mixed_precision_reduce = "bfloat16"
+
+[parallelism]
+data_parallel_replicate_degree = 1
+data_parallel_shard_degree = 8
+tensor_parallel_degree = 1
+pipeline_parallel_degree = 1
+context_parallel_degree = 1
+
+[activation_checkpoint]
+mode = "none"  # ["none", "selective", "full"]
+selective_ac_option = "op"
+
+[optimizer]
+name = "AdamW"
+lr = 3e-4
+eps = 1e-8
+implementation = "fused"
+early_step_in_backward = true
+
+[compile]
+enable = true
+components = ["model", "loss"]
+"""
+    imp = load(_write(tmp_path, "llama3_8b.toml", text))
+    o = imp.options
+    assert imp.kind == "torchtitan" and imp.model == "llama-3.1-8b"
+    assert (o["batch"], o["seq"], o["dp"], o["recompute"], o["precision"]) == (3, 8192, 8, "none", "bf16")
+    assert (o["grad_dtype"], o["optimizer_impl"], o["optimizer_in_backward"], o["compile"]) == ("half", "fused", True,
+                                                                                                True)
+    layer = load(_write(tmp_path, "sel.toml", text.replace('mode = "none"', 'mode = "selective"').replace(
+        'selective_ac_option = "op"', "selective_ac_option = '2'")))
+    assert (layer.options["recompute"], layer.options["recompute_every"]) == ("layer-sac", 2)

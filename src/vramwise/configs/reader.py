@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vramwise.configs import axolotl, deepspeed, hf_trainer, llama_factory, serve, torchtune
+from vramwise.configs import axolotl, deepspeed, hf_trainer, llama_factory, serve, torchtitan, torchtune
 from vramwise.configs.imported import Imported
 from vramwise.configs.source import parse, read_text, split_command
 from vramwise.errors import ConfigError, shown
@@ -34,6 +34,8 @@ def load(source: str) -> Imported:
 def from_mapping(data: dict[str, Any], path: Path | None = None) -> Imported:
     """A parsed JSON/YAML mapping, by what its keys say it is."""
     base = path.parent if path is not None else None
+    if torchtitan.is_torchtitan(data):
+        return torchtitan.read(data)
     if torchtune.is_torchtune(data):
         return torchtune.read(data)
     if llama_factory.is_llama_factory(data):
