@@ -383,3 +383,19 @@ components = ["model", "loss"]
     layer = load(_write(tmp_path, "sel.toml", text.replace('mode = "none"', 'mode = "selective"').replace(
         'selective_ac_option = "op"', "selective_ac_option = '2'")))
     assert (layer.options["recompute"], layer.options["recompute_every"]) == ("layer-sac", 2)
+
+
+def test_megatron_arguments() -> None:
+    # Megatron-LM examples/llama/train_llama3_8b_h100_fp8.sh's shape, with bf16 instead of fp8 (shortened)
+    imp = load("torchrun --nproc_per_node 8 --nnodes 2 pretrain_gpt.py --num-layers 32 --hidden-size 4096 "
+               "--ffn-hidden-size 14336 --num-attention-heads 32 --group-query-attention --num-query-groups 8 "
+               "--tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 --context-parallel-size 1 "
+               "--sequence-parallel --micro-batch-size 1 --global-batch-size 128 --seq-length 8192 --bf16 "
+               "--use-distributed-optimizer --recompute-granularity full --recompute-method uniform "
+               "--recompute-num-layers 1 --lr 3e-4 --train-iters 1000 --use-flash-attn")
+    o = imp.options
+    assert imp.kind == "megatron" and o["framework"] == "megatron"
+    assert (o["tp"], o["pp"], o["sp"], o["dp"]) == (2, 2, True, 16 // (2 * 2))  # 8 GPUs x 2 nodes / (tp x pp)
+    assert o["grad_accum"] == 128 // (1 * 4)  # global / (micro x dp)
+    assert (o["precision"], o["zero"], o["recompute"], o["seq"]) == ("bf16-mixed", 1, "full", 8192)
+    assert any("--num-layers" in n for n in imp.notes)  # the shape flags are named, not read

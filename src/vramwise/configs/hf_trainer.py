@@ -378,6 +378,11 @@ def from_arguments(words: list[str]) -> Imported:
     script = next((i for i, w in enumerate(words) if w.endswith(".py")), None)
     launcher, args = (words[:script], words[script + 1 :]) if script is not None else ([], words)
     dp = _launcher_gpus(launcher)
+    from vramwise.configs import megatron
+
+    if megatron.is_megatron(words):
+        nodes = _launcher_count(launcher, ("__nnodes",)) or 1
+        return megatron.from_arguments(args, dp * nodes if dp else None)
     return read(_argument_map(args), dp=dp)
 
 
@@ -405,9 +410,13 @@ def _argument_map(args: list[str]) -> dict[str, Any]:
 
 def _launcher_gpus(words: list[str]) -> int | None:
     """GPUs from torchrun --nproc_per_node, accelerate launch --num_processes or deepspeed --num_gpus."""
+    return _launcher_count(words, ("__nproc_per_node", "__num_processes", "__num_gpus"))
+
+
+def _launcher_count(words: list[str], names: tuple[str, ...]) -> int | None:
     for i, word in enumerate(words):
         name, eq, value = word.partition("=")
-        if name.replace("-", "_") in ("__nproc_per_node", "__num_processes", "__num_gpus"):
+        if name.replace("-", "_") in names:
             text = value if eq else (words[i + 1] if i + 1 < len(words) else "")
             if not text.isdigit() or int(text) < 1:
                 raise refuse(KIND, name.lstrip("-"), f"must be a number of GPUs, got {text!r}")

@@ -20,7 +20,7 @@ KINDS = (
 def load(source: str) -> Imported:
     """The options ``source`` sets: a file's path, or a command line pasted as one argument."""
     path = Path(source)
-    if not path.exists() and (" " in source.strip() or "\n" in source):
+    if not _exists(path) and (" " in source.strip() or "\n" in source):
         return from_command(split_command(source))
     text = read_text(path)
     if path.name.lower().startswith("modelfile") or _first_word(text) == "FROM":
@@ -52,6 +52,13 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Imported:
         field="from",
         allowed=KINDS,
     )
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a pasted command line longer than a file name may be, or with a NUL
+        return False
 
 
 def _load_json(path: Path) -> dict[str, Any]:
