@@ -83,3 +83,27 @@ def test_formats_cover_the_issue() -> None:
     covered = {f for f, _ in TRAIN_CASES} | {f for f, _ in INFER_CASES}
     assert covered == set(EMIT_FORMATS) == {"deepspeed", "trainer", "axolotl", "torchtune", "vllm", "sglang",
                                             "llama.cpp"}
+
+
+def test_every_option_an_importer_sets_is_one_the_setups_take() -> None:
+    # an option name outside TRAIN_FIELDS/INFER_FIELDS would be dropped in silence by the setup builders
+    import ast
+    from pathlib import Path as P
+
+    from vramwise.app.setups import INFER_FIELDS, TRAIN_FIELDS
+
+    src = P(__file__).resolve().parents[2] / "src" / "vramwise" / "configs"
+    names: set[str] = set()
+    for path in src.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            # opts["name"] = ..., and the option names in the serving flag tables
+            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in ("opts", "out"):
+                if isinstance(node.slice, ast.Constant) and isinstance(node.ctx, ast.Store) and path.name not in (
+                        "emit.py", "emit_train.py"):
+                    names.add(node.slice.value)
+    from vramwise.configs import serve
+
+    for table in (serve.VLLM, serve.SGLANG, serve.LLAMA):
+        names |= {name for name, _ in table.values() if name != "model"}
+    assert names and not names - set(TRAIN_FIELDS) - set(INFER_FIELDS), sorted(names - set(TRAIN_FIELDS) -
+                                                                               set(INFER_FIELDS))

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vramwise.errors import InapplicableOptionError, UnknownModelError
+from vramwise.errors import InapplicableOptionError, InvalidWorkloadError, UnknownModelError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +61,7 @@ def with_source(
         notes.append(f"--from {label}: MODEL {model} given; the file names {imported.model}")
     elif named and named != imported.model:
         notes.append(f"--from {label}: {imported.model} is the catalog's {named}")
+    _check_names(imported.options, label)
     merged = {**imported.options, **options}
     notes += _hidden_auto(imported.hidden_auto, chosen, merged, label)
     return Sourced(model=chosen, options=merged, infer=imported.command == "infer", notes=tuple(notes))
@@ -86,6 +87,16 @@ def _hidden_auto(names: tuple[str, ...], model: str, merged: dict[str, Any], lab
         merged[name] = int(coef * h**power)
     filled = ", ".join(f"{n}={merged[n]:,}" for n in todo)
     return [f"--from {label}: \"auto\" from hidden size {h:,} (the HF Trainer's rule): {filled}"]
+
+
+def _check_names(options: Mapping[str, Any], label: str) -> None:
+    """Every option an importer sets is one the setups take: a name they do not would be dropped in silence."""
+    from vramwise.app.setups import INFER_FIELDS, TRAIN_FIELDS
+
+    unknown = sorted(set(options) - set(TRAIN_FIELDS) - set(INFER_FIELDS))
+    if unknown:
+        raise InvalidWorkloadError(f"--from {label}: sets {', '.join(unknown)}, which vramwise cannot apply",
+                                   field="from")
 
 
 def _catalog_name(model: str | None) -> str | None:

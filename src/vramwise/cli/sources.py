@@ -32,6 +32,11 @@ def emitted(values: dict[str, Any], setup: Any, gpus: int = 1) -> bool:
     fmt = values.get("emit")
     if not fmt:
         return False
+    if values.get("json"):
+        from vramwise.errors import InapplicableOptionError
+
+        raise InapplicableOptionError("--emit prints the framework's config instead of the report: drop --json",
+                                      field="emit")
     from vramwise.configs.emit import emit
 
     text, notes = emit(fmt, values["model"], setup, gpus=gpus)
