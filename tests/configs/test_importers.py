@@ -399,3 +399,11 @@ def test_megatron_arguments() -> None:
     assert o["grad_accum"] == 128 // (1 * 4)  # global / (micro x dp)
     assert (o["precision"], o["zero"], o["recompute"], o["seq"]) == ("bf16-mixed", 1, "full", 8192)
     assert any("--num-layers" in n for n in imp.notes)  # the shape flags are named, not read
+
+
+def test_trainer_fp32_weights_make_bf16_an_autocast(tmp_path: Path) -> None:
+    # TRL ModelConfig.dtype float32: from_pretrained loads fp32 weights; bf16: true autocasts over them
+    imp = load(_write(tmp_path, "a.json", json.dumps({"output_dir": "o", "bf16": True, "dtype": "float32"})))
+    assert imp.options["precision"] == "amp"
+    imp = load(_write(tmp_path, "b.json", json.dumps({"output_dir": "o", "torch_dtype": "float32"})))
+    assert imp.options["precision"] == "fp32"

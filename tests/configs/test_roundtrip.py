@@ -29,6 +29,8 @@ TRAIN_CASES: list[tuple[str, dict[str, Any]]] = [
     ("trainer", {"framework": "hf-trainer", "batch": 1, "seq": 512, "precision": "amp-fp16", "loss": "liger",
                  "mlp_impl": "fused", "norm_impl": "fused", "peft": "lora", "lora_r": 8,
                  "lora_targets": "q_proj,v_proj"}),
+    ("trainer", {"framework": "hf-trainer", "batch": 2, "seq": 2048, "precision": "amp"}),
+    ("trainer", {"framework": "hf-trainer", "batch": 2, "seq": 2048, "precision": "fp32", "recompute": "full"}),
     ("axolotl", {"framework": "axolotl", "batch": 2, "grad_accum": 4, "seq": 4096, "peft": "qlora", "lora_r": 32,
                  "lora_dropout": 0.05, "lora_targets": "all-linear", "recompute": "full", "attention": "flash",
                  "optimizer": "paged-adamw"}),

@@ -120,10 +120,12 @@ def write_trainer(model: str, s: TrainSetup, notes: list[str]) -> str:
     if s.parallel.zero:
         out["deepspeed"] = deepspeed_config(s, fmt)
         out["bf16"], out["fp16"] = recipe == "bf16-mixed", recipe == "fp16-mixed"
-    elif recipe in ("bf16", "amp-fp16"):
-        out["bf16"], out["fp16"] = recipe == "bf16", recipe == "amp-fp16"
+    elif recipe in ("bf16", "amp-fp16", "amp", "fp32"):
+        out["bf16"], out["fp16"] = recipe in ("bf16", "amp"), recipe == "amp-fp16"
+        if recipe in ("amp", "amp-fp16", "fp32"):
+            out["dtype"] = "float32"  # TRL ModelConfig.dtype: fp32 weights, autocast (or none) over them
     else:
-        raise cannot(fmt, f"precision {recipe} without DeepSpeed", "bf16 (bf16 weights, autocast), amp-fp16")
+        raise cannot(fmt, f"precision {recipe} without DeepSpeed", "bf16, amp, amp-fp16, fp32")
     out["optim"] = _hf_optim(fmt, s)
     if s.parallel.fsdp != "none":
         mode = {"full": "full_shard", "grad-op": "shard_grad_op", "hybrid": "hybrid_shard"}[str(s.parallel.fsdp)]

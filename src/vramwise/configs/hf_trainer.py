@@ -309,7 +309,19 @@ def _precision(keys: Keys, opts: dict[str, Any], ds: Imported | None) -> None:
         ):
             raise refuse(KIND, "bf16" if bf16 else "fp16", f"contradicts the DeepSpeed config's {given}")
         return
-    if bf16:
+    # TRL ModelConfig.dtype (torch_dtype before): the weights' dtype from_pretrained loads (None/"auto": the
+    # checkpoint's, bf16); fp32 weights make bf16/fp16 an autocast over them
+    weights = None
+    for key in ("dtype", "torch_dtype"):
+        weights = keys.choice(key, {"auto": None, "bfloat16": None, "float32": "float32", "float16": "float16"}) or (
+            weights
+        )
+    if weights == "float32":
+        opts["precision"] = "amp" if bf16 else "amp-fp16" if fp16 else "fp32"
+    elif weights == "float16" and fp16:
+        raise refuse(KIND, "fp16", "fp16 weights with fp16 mixed precision: the GradScaler refuses fp16 gradients "
+                     "(load the model in float32)")  # fmt: skip
+    elif bf16:
         opts["precision"] = "bf16"  # autocast over the bf16 weights from_pretrained loads (the preset's source)
     elif fp16:
         opts["precision"] = "amp-fp16"  # GradScaler needs fp32 weights: autocast fp16 over fp32 weights
