@@ -39,6 +39,7 @@ _HARMLESS = prefixed(
     ),
 )  # fmt: skip
 _REFUSED = {
+    "torch_dtype": "a weight dtype other than bf16 is set with bf16/fp16 (utils/config/__init__.py resolve_dtype)",
     "lora_modules_to_save": "modules_to_save trains whole modules (embeddings, lm_head) beside the adapters: not "
     "modelled",
     "xformers_attention": "xformers attention is not modelled (flash_attention or sdp_attention)",
@@ -50,6 +51,9 @@ _REFUSED = {
     "tensor_parallel_size": "axolotl's tensor parallelism is not read (use --tp)",
     "context_parallel_size": "axolotl's context parallelism is not read (use --cp)",
 }
+
+
+_OFF = {"torch_dtype": ("bfloat16", "auto")}
 
 
 def is_axolotl(data: dict[str, Any]) -> bool:
@@ -103,7 +107,7 @@ def read(
         opts["fsdp"] = picked[0]
         if "offload" in words:
             opts["offload"] = "params"
-    ignored = keys.finish(_HARMLESS, refused=_REFUSED)
+    ignored = keys.finish(_HARMLESS, refused=_REFUSED, off=_OFF)
     used = (*keys.used, *(f"deepspeed:{k}" for k in (ds.used if ds else ())))
     return Imported(
         kind=KIND,
