@@ -407,3 +407,12 @@ def test_trainer_fp32_weights_make_bf16_an_autocast(tmp_path: Path) -> None:
     assert imp.options["precision"] == "amp"
     imp = load(_write(tmp_path, "b.json", json.dumps({"output_dir": "o", "torch_dtype": "float32"})))
     assert imp.options["precision"] == "fp32"
+
+
+def test_trl_command_line_with_a_list() -> None:
+    # trl/scripts/sft.py's documented launch (TRL docs sft_trainer.md): ModelConfig's nargs="+" target modules
+    imp = load("accelerate launch --num_processes 2 trl/scripts/sft.py --model_name_or_path Qwen/Qwen2.5-7B "
+               "--dataset_name trl-lib/Capybara --use_peft --lora_r 16 --lora_target_modules q_proj v_proj "
+               "--per_device_train_batch_size 2 --max_length 2048 --bf16 --output_dir out")
+    o = imp.options
+    assert (o["dp"], o["peft"], o["lora_r"], o["lora_targets"], o["seq"]) == (2, "lora", 16, "q_proj,v_proj", 2048)

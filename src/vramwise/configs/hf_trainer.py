@@ -399,6 +399,8 @@ def from_arguments(words: list[str]) -> Imported:
 
 
 def _argument_map(args: list[str]) -> dict[str, Any]:
+    """``--key value``, ``--key=value``, a bare ``--flag`` (true), and ``--key a b c`` (HfArgumentParser's nargs="+"
+    fields, TRL's ``--lora_target_modules q_proj v_proj``) as a list."""
     out: dict[str, Any] = {}
     i = 0
     while i < len(args):
@@ -407,16 +409,17 @@ def _argument_map(args: list[str]) -> dict[str, Any]:
             raise refuse(KIND, word, "not a --key value argument")
         key, eq, value = word[2:].partition("=")
         key = key.replace("-", "_")
-        if not eq:
-            if i + 1 < len(args) and not args[i + 1].startswith("--"):
-                value, i = args[i + 1], i + 1
-            else:
-                value = "true"
-        out[key] = value
         i += 1
-    for key in ("lora_target_modules",):  # nargs="+" in TRL's ModelConfig: the words up to the next --key
-        if key in out and "," in str(out[key]):
-            out[key] = str(out[key]).split(",")
+        if eq:
+            out[key] = value
+            continue
+        values = []
+        while i < len(args) and not args[i].startswith("--"):
+            values.append(args[i])
+            i += 1
+        out[key] = "true" if not values else values[0] if len(values) == 1 else values
+    if isinstance(out.get("lora_target_modules"), str) and "," in out["lora_target_modules"]:
+        out["lora_target_modules"] = out["lora_target_modules"].split(",")
     return out
 
 
