@@ -109,6 +109,7 @@ def read(
             opts["offload"] = "params"
     ignored = keys.finish(_HARMLESS, refused=_REFUSED, off=_OFF)
     used = (*keys.used, *(f"deepspeed:{k}" for k in (ds.used if ds else ())))
+    ignored = (*ignored, *(f"deepspeed:{k}" for k in (ds.ignored if ds else ())))
     return Imported(
         kind=KIND,
         command="train",

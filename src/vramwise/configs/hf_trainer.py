@@ -251,6 +251,7 @@ def read(
         opts["dp"] = dp
     ignored = keys.finish(_HARMLESS, refused=_REFUSED)
     used = (*keys.used, *(f"deepspeed:{k}" for k in (ds.used if ds else ())))
+    ignored = (*ignored, *(f"deepspeed:{k}" for k in (ds.ignored if ds else ())))
     return Imported(
         kind=KIND if ds is None else "trainer+deepspeed",
         command="train",
