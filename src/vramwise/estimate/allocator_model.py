@@ -137,7 +137,7 @@ def allocation_size(size: int) -> int:
 
 
 class _Block:
-    __slots__ = ("addr", "size", "small", "allocated", "mapped", "prev", "next", "expandable", "gc_base")
+    __slots__ = ("addr", "allocated", "expandable", "gc_base", "mapped", "next", "prev", "size", "small")
 
     def __init__(self, addr: int, size: int, small: bool, *, expandable: bool = False, mapped: bool = True) -> None:
         self.addr, self.size, self.small = addr, size, small
