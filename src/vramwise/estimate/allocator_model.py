@@ -192,12 +192,12 @@ class _Allocator:
         if block is None:
             if self.allowed is not None and self.cfg.garbage_collection_threshold > 0:
                 self._garbage_collect()
-            block = (
-                self._alloc_block(pool, size)
-                or (self._release_available(pool, size) and self._alloc_block(pool, size))
-                or (self.release_cached() and self._alloc_block(pool, size))
-            )
-            if not block:
+            block = self._alloc_block(pool, size)
+            if block is None and self._release_available(pool, size):
+                block = self._alloc_block(pool, size)
+            if block is None and self.release_cached():
+                block = self._alloc_block(pool, size)
+            if block is None:
                 return False
         if self._should_split(block, size):
             rest = _Block(block.addr + size, block.size - size, block.small, expandable=block.expandable)
