@@ -108,6 +108,8 @@ TRAIN_FIELDS = {
     "mode": "mode",
     "seed": "seed",
     "lora_fraction": "lora_fraction",
+    "expandable_segments": "expandable_segments",
+    "max_split_size_mb": "max_split_size_mb",
 }
 # `--seq` is the inference context's other spelling in fit, plot and verify, so it is not training-only
 INFERENCE_ONLY = tuple(k for k in INFER_FIELDS if k not in TRAIN_FIELDS)

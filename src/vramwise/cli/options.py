@@ -265,7 +265,12 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
            help=f"CUDA context and workspaces in MiB (default {DEFAULT_CUDA_CONTEXT_MIB})"),
     Option(name="allocator_fraction", flags=("--allocator-fraction",), type=float, commands=BOTH,
-           help=f"allocator reserve as a fraction (default {DEFAULT_ALLOCATOR_FRACTION})"),
+           help=f"allocator reserve as a fraction (default: training replays the caching allocator, inference "
+                f"{DEFAULT_ALLOCATOR_FRACTION})"),
+    Option(name="expandable_segments", flags=("--expandable-segments",), commands=TRN,
+           help="PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (the allocator replay grows one segment by pages)"),
+    Option(name="max_split_size_mb", flags=("--max-split-size-mb",), type=int, commands=TRN,
+           help="PYTORCH_CUDA_ALLOC_CONF max_split_size_mb: cached blocks this large are not split (above 20)"),
     Option(name="mode", flags=("--mode",), type=str, commands=BOTH,
            help="accurate (default {infer.mode}) or textbook (the seeds' formulas; infer and train)"),
     Option(name="seed", flags=("--seed",), type=str, commands=TRN,

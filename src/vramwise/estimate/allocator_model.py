@@ -89,7 +89,12 @@ class EmptyCache:
     """``torch.cuda.empty_cache()``: ``release_cached_blocks``."""
 
 
-Event = Alloc | Free | Mark | EmptyCache
+@dataclass(frozen=True, slots=True)
+class ResetPeak:
+    """``torch.cuda.reset_peak_memory_stats()``: the peaks restart from the current figures."""
+
+
+Event = Alloc | Free | Mark | EmptyCache | ResetPeak
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +103,10 @@ class Replay:
 
     peak_allocated: int  # max_memory_allocated: block sizes, so a whole unsplit block counts
     peak_reserved: int  # max_memory_reserved: segments (expandable: mapped pages)
+    peak_requested: int  # memory_stats' requested_bytes.all.peak: the sizes asked for, unrounded
+    # at the requested peak, the reserved bytes no release can return (reserved − whole free segments or pages
+    # − requested): rounding and the free parts of split segments, what a run near the device's limit still pays
+    stuck_at_peak: int
     allocated: int  # at the end
     reserved: int  # at the end
     marks: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (allocated, reserved)
@@ -155,20 +164,29 @@ class _Pool:
 
     def __init__(self, small: bool) -> None:
         self.small = small
+        self.page = K_SMALL_BUFFER if small else K_LARGE_BUFFER  # find_expandable_block: segment_size
         self.keys: list[tuple[int, int]] = []
         self.blocks: dict[int, _Block] = {}  # by address
         self.unmapped: dict[int, _Block] = {}
         self.calls = 0  # get_free_blocks_call_count
+        self.releasable = 0  # bytes release_cached_blocks would return: whole free segments or pages
+
+    def _free_bytes(self, b: _Block) -> int:
+        if b.expandable:
+            return max(0, (b.addr + b.size) // self.page * self.page - -(-b.addr // self.page) * self.page)
+        return 0 if b.prev is not None or b.next is not None else b.size
 
     def insert(self, b: _Block) -> None:
         b.gc_base = self.calls
         bisect.insort(self.keys, (b.size, b.addr))
         self.blocks[b.addr] = b
+        self.releasable += self._free_bytes(b)
 
     def erase(self, b: _Block) -> None:
         i = bisect.bisect_left(self.keys, (b.size, b.addr))
         del self.keys[i]
         del self.blocks[b.addr]
+        self.releasable -= self._free_bytes(b)
 
 
 class _Allocator:
@@ -180,17 +198,25 @@ class _Allocator:
         self.capacity = cfg.capacity if cfg.capacity is not None else _UNLIMITED
         self.allowed = None if cfg.memory_fraction is None else int(cfg.memory_fraction * self.capacity)
         self.pools = (_Pool(small=False), _Pool(small=True))
+        self.gc = self.allowed is not None and cfg.garbage_collection_threshold > 0
+        self.expandable = cfg.expandable_segments
+        self.divisions = cfg.roundup_power2_divisions
         self.live: dict[int, _Block] = {}
+        self.asked: dict[int, int] = {}
+        self.requested = self.peak_requested = self.stuck_at_peak = 0
         self.next_addr = 0
         self.allocated = self.reserved = self.peak_allocated = self.peak_reserved = self.segments = 0
 
     # -- malloc -----------------------------------------------------------------------------------------------
     def malloc(self, key: int, orig: int) -> bool:
-        size = round_size(orig, self.cfg.roundup_power2_divisions)
+        if self.divisions > 1:
+            size = round_size(orig, self.divisions)
+        else:  # round_size, inlined: the estimate replays thousands of these
+            size = -(-orig // K_MIN_BLOCK_SIZE) * K_MIN_BLOCK_SIZE if orig > K_MIN_BLOCK_SIZE else K_MIN_BLOCK_SIZE
         pool = self.pools[size <= K_SMALL_SIZE]
         block = self._free_block(pool, size)
         if block is None:
-            if self.allowed is not None and self.cfg.garbage_collection_threshold > 0:
+            if self.gc:
                 self._garbage_collect()
             block = self._alloc_block(pool, size)
             if block is None and self._release_available(pool, size):
@@ -199,8 +225,13 @@ class _Allocator:
                 block = self._alloc_block(pool, size)
             if block is None:
                 return False
-        if self._should_split(block, size):
-            rest = _Block(block.addr + size, block.size - size, block.small, expandable=block.expandable)
+        remaining = block.size - size
+        if (
+            remaining >= K_MIN_BLOCK_SIZE
+            if block.small or self.expandable
+            else size < self.max_split and remaining > K_SMALL_SIZE
+        ):  # should_split
+            rest = _Block(block.addr + size, remaining, block.small, expandable=block.expandable)
             rest.prev, rest.next = block, block.next
             if block.next is not None:
                 block.next.prev = rest
@@ -208,24 +239,26 @@ class _Allocator:
             pool.insert(rest)
         block.allocated = True
         self.live[key] = block
+        self.asked[key] = orig
+        self.requested += orig
+        if self.requested >= self.peak_requested:
+            self.peak_requested = self.requested
+            releasable = self.pools[0].releasable + self.pools[1].releasable
+            self.stuck_at_peak = self.reserved - releasable - self.requested
         self.allocated += block.size
-        self.peak_allocated = max(self.peak_allocated, self.allocated)
+        if self.allocated > self.peak_allocated:
+            self.peak_allocated = self.allocated
         return True
-
-    def _should_split(self, block: _Block, size: int) -> bool:
-        remaining = block.size - size
-        if block.small or self.cfg.expandable_segments:
-            return remaining >= K_MIN_BLOCK_SIZE
-        return size < self.max_split and remaining > K_SMALL_SIZE
 
     def _free_block(self, pool: _Pool, size: int) -> _Block | None:
         """``get_free_block``: the best fit, under the oversize rules."""
-        if self.allowed is not None and self.cfg.garbage_collection_threshold > 0:
+        if self.gc:
             pool.calls += 1
-        i = bisect.bisect_left(pool.keys, (size, -1))
-        if i == len(pool.keys):
+        keys = pool.keys
+        i = bisect.bisect_left(keys, (size, -1))
+        if i == len(keys):
             return None
-        if self.cfg.expandable_segments:
+        if self.expandable:
             # the block before unmapped pages counts as the size it can grow to: prefer any other that fits
             def grows(b: _Block) -> int:
                 return b.size + (b.next.size if b.next is not None and not b.next.mapped else 0)
@@ -315,10 +348,25 @@ class _Allocator:
                     del ages[addr]
                     self._release(pool.blocks[addr])
 
+    def result(self, marks: dict[str, tuple[int, int]], count: int, oom: int | None) -> Replay:
+        return Replay(
+            peak_allocated=self.peak_allocated,
+            peak_reserved=self.peak_reserved,
+            peak_requested=self.peak_requested,
+            stuck_at_peak=self.stuck_at_peak,
+            allocated=self.allocated,
+            reserved=self.reserved,
+            marks=marks,
+            allocations=count,
+            segments=self.segments,
+            oom=oom,
+        )
+
     # -- free ---------------------------------------------------------------------------------------------------
     def free(self, key: int) -> None:
         b = self.live.pop(key)
         b.allocated = False
+        self.requested -= self.asked.pop(key)
         self.allocated -= b.size
         pool = self.pools[b.small]
         for other in (b.prev, b.next):
@@ -344,9 +392,6 @@ class _Allocator:
         dst.size += src.size
 
     # -- expandable segments -------------------------------------------------------------------------------------
-    def _page(self, pool: _Pool) -> int:
-        return K_SMALL_BUFFER if pool.small else K_LARGE_BUFFER  # find_expandable_block: segment_size
-
     def _find_expandable(self, pool: _Pool, size: int) -> _Block:
         """``find_expandable_block``: the lowest unmapped range (with the free block just before it) with room."""
 
@@ -364,7 +409,7 @@ class _Allocator:
                 return c
         # a new segment: address space for 9/8 of the device (ExpandableSegment's max_handles_)
         span = _ADDRESS_SPACE if self.capacity == _UNLIMITED else self.capacity + self.capacity // 8
-        span = -(-span // self._page(pool)) * self._page(pool)
+        span = -(-span // pool.page) * pool.page
         # pages are aligned to the segment's start: start every segment on a kLargeBuffer boundary
         base = -(-self.next_addr // K_LARGE_BUFFER) * K_LARGE_BUFFER
         c = _Block(base, span, pool.small, expandable=True, mapped=False)
@@ -374,7 +419,7 @@ class _Allocator:
 
     def _map(self, pool: _Pool, b: _Block, size: int) -> bool:
         """``map_block``: back the first ``size`` bytes of an unmapped block with whole pages."""
-        page = self._page(pool)
+        page = pool.page
         n = min(-(-size // page) * page, b.size)
         if self.reserved + n > self.capacity:
             return False  # cuMemCreate: CUDA_ERROR_OUT_OF_MEMORY
@@ -409,7 +454,7 @@ class _Allocator:
 
     def _unmap(self, pool: _Pool, b: _Block) -> None:
         """``unmap_block``: return the whole pages inside a free block; what is left each side stays free."""
-        page = self._page(pool)
+        page = pool.page
         begin, end = -(-b.addr // page) * page, (b.addr + b.size) // page * page
         if begin >= end:
             return
@@ -435,6 +480,21 @@ class _Allocator:
         self.reserved -= end - begin
 
 
+def replay_ops(ops: Iterable[tuple[int, int]], config: AllocatorConfig = AllocatorConfig()) -> Replay:
+    """``replay`` of bare ``(key, size)`` allocations and ``(key, -1)`` frees: the estimate's fast path."""
+    a = _Allocator(config)
+    count, oom = 0, None
+    for key, size in ops:
+        if size < 0:
+            a.free(key)
+            continue
+        count += 1
+        if not a.malloc(key, size):
+            oom = size
+            break
+    return a.result({}, count, oom)
+
+
 def replay(events: Iterable[Event], config: AllocatorConfig = AllocatorConfig()) -> Replay:
     """Run ``events`` through the allocator from empty; stop at a request that cannot be met (``Replay.oom``)."""
     a = _Allocator(config)
@@ -450,15 +510,8 @@ def replay(events: Iterable[Event], config: AllocatorConfig = AllocatorConfig())
             a.free(e.key)
         elif isinstance(e, Mark):
             marks[e.name] = (a.allocated, a.reserved)
+        elif isinstance(e, ResetPeak):
+            a.peak_allocated, a.peak_reserved, a.peak_requested = a.allocated, a.reserved, a.requested
         else:
             a.release_cached()
-    return Replay(
-        peak_allocated=a.peak_allocated,
-        peak_reserved=a.peak_reserved,
-        allocated=a.allocated,
-        reserved=a.reserved,
-        marks=marks,
-        allocations=count,
-        segments=a.segments,
-        oom=oom,
-    )
+    return a.result(marks, count, oom)

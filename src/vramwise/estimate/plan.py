@@ -14,9 +14,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
-from vramwise.estimate.overheads import allocator_bytes, is_tensor, tensor_bytes, with_allocator
+from vramwise.estimate.overheads import allocator_bytes, is_tensor, modelled_allocator, tensor_bytes, with_allocator
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 
 
@@ -44,6 +44,14 @@ class Vars(NamedTuple):
 # Indices of ``Vars``' fields, for ``Rule.var``.
 ONE, BATCH, TOKENS, BATCH_SEQ_SEQ, LOSS_CHUNK = range(5)
 _CONSTANT = Vars(1, 0, 0, 0, 0, 0)
+
+class AllocatorModel(Protocol):
+    """The allocator's reserve at any value of the variables (training: estimate/train/allocation.py)."""
+
+    def reserve(self, v: Vars) -> int: ...
+
+    def formula(self, v: Vars) -> str: ...
+
 
 # What ``Plan.phase_bytes`` reads, derived once per plan (``Plan._compiled``).
 _Compiled = tuple[
@@ -91,6 +99,15 @@ class Plan:
     phases: tuple[tuple[PhaseKind, tuple[int, ...]], ...]
     allocator_fraction: float | None
     notes: tuple[str, ...]
+    # the reserve from a replay of the step's allocations, used unless allocator_fraction is given
+    allocator: AllocatorModel | None = None
+
+    def _reserve(self, v: Vars) -> int | None:
+        """The modelled reserve at ``v``, the same at every phase (the cache the peak left stays reserved),
+        or None where a fraction of tensor bytes applies."""
+        if self.allocator is None or self.allocator_fraction is not None:
+            return None
+        return self.allocator.reserve(v)
 
     @functools.cached_property
     def _compiled(self) -> _Compiled:
@@ -120,6 +137,8 @@ class Plan:
         """Per-GPU bytes at each phase: persistent terms, the phase's transients and the allocator reserve."""
         persistent, tensors, transients = self._bytes(v)
         fraction = self.allocator_fraction
+        if (reserve := self._reserve(v)) is not None:
+            return [persistent + n + reserve for n in transients]
         return [persistent + n + allocator_bytes(tensors + n, fraction) for n in transients]
 
     def peak(self, v: Vars) -> int:
@@ -127,6 +146,8 @@ class Plan:
         persistent, tensors, transients = self._bytes(v)
         # the reserve grows with the transients, so the phase with the most transient bytes is the peak
         n = max(transients)
+        if (reserve := self._reserve(v)) is not None:
+            return persistent + n + reserve
         return persistent + n + allocator_bytes(tensors + n, self.allocator_fraction)
 
     @functools.cached_property
@@ -143,6 +164,13 @@ class Plan:
         persistent = tuple(t or r.term(v) for t, r in zip(fixed_persistent, self.persistent, strict=True))
         transient = [t or r.term(v) for t, r in zip(fixed_transient, self.transient, strict=True)]
         base, fraction = tensor_bytes(persistent), self.allocator_fraction
+        if self.allocator is not None and (reserve := self._reserve(v)) is not None:
+            formula = self.allocator.formula(v)
+            modelled = tuple(
+                modelled_allocator(kind, [transient[j] for j in members], reserve, formula)
+                for kind, members in self.phases
+            )
+            return Estimate(persistent=persistent, phases=modelled, notes=self.notes, host=self.host)
         phases = tuple(
             with_allocator(base, kind, [transient[j] for j in members], fraction) for kind, members in self.phases
         )
@@ -170,6 +198,7 @@ class Transients:
         phases: Sequence[tuple[PhaseKind, list[int]]],
         allocator_fraction: float | None,
         notes: Sequence[str],
+        allocator: AllocatorModel | None = None,
     ) -> Plan:
         return Plan(
             persistent=tuple(persistent),
@@ -178,4 +207,5 @@ class Transients:
             phases=tuple((kind, tuple(members)) for kind, members in phases),
             allocator_fraction=allocator_fraction,
             notes=tuple(notes),
+            allocator=allocator,
         )

@@ -30,7 +30,7 @@ from vramwise.workload.options import (
     Recompute,
     Seed,
 )
-from vramwise.workload.overheads import Overheads
+from vramwise.workload.overheads import AllocatorSettings, Overheads
 from vramwise.workload.static import static_key
 
 
@@ -107,6 +107,7 @@ class TrainSetup:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     overheads: Overheads = field(default_factory=Overheads)
     textbook: TextbookConfig = field(default_factory=TextbookConfig)
+    allocator: AllocatorSettings = field(default_factory=AllocatorSettings)
 
     def __post_init__(self) -> None:
         for name in ("batch", "seq", "grad_accum", "loss_chunk"):
@@ -183,6 +184,7 @@ _FLAT = FlatNames(
         "parallel": ParallelConfig,
         "overheads": Overheads,
         "textbook": TextbookConfig,
+        "allocator": AllocatorSettings,
     },
     names={
         "batch": ("", "batch"),
@@ -212,5 +214,7 @@ _FLAT = FlatNames(
         "mode": ("", "mode"),
         "seed": ("textbook", "seed"),
         "lora_fraction": ("textbook", "lora_fraction"),
+        "expandable_segments": ("allocator", "expandable_segments"),
+        "max_split_size_mb": ("allocator", "max_split_size_mb"),
     },
 )

@@ -21,14 +21,16 @@ import functools
 from dataclasses import dataclass, replace
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
+from vramwise.estimate.allocator_model import AllocatorConfig
 from vramwise.estimate.encoder_decoder import refuse as refuse_encoder_decoder
 from vramwise.estimate.logits import head_words
-from vramwise.estimate.overheads import cuda_context_term
+from vramwise.estimate.overheads import cuda_context_term, is_tensor
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
+from vramwise.estimate.train.allocation import StepTensors, parameter_tensors, spread
 from vramwise.estimate.train.layout import (
     Stage,
     check_layout,
@@ -50,6 +52,7 @@ from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.spec.traits import HeadKind
+from vramwise.units import MIB
 from vramwise.workload import AttentionImpl, FsdpMode, LossImpl, Optimizer, PeftMethod, Recompute, TrainSetup
 
 
@@ -127,10 +130,21 @@ def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[
     return len(recording), tuple(names.items()), largest
 
 
+@dataclass(frozen=True, kw_only=True)
+class _PerLayer:
+    """One layer's saved tensors as the allocator sees them: bytes per token of each (the stage's total spread
+    over its layers), how many of the activation rules are these, and full recompute's rebuilt layer."""
+
+    saved: tuple[float, ...]
+    rules: int
+    rebuilt: float
+
+
 def _activations(
     spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, lora: list[LoraModule], flight: float
-) -> tuple[list[Rule], float]:
-    """Rules for what is saved until backward on this stage, and the largest single layer's bytes per token."""
+) -> tuple[list[Rule], float, _PerLayer]:
+    """Rules for what is saved until backward on this stage, the largest single layer's bytes per token, and
+    the per-layer tensors the allocator replay allocates."""
     c = recipe.compute
     query = _LayerQuery(
         stage=stage,
@@ -148,8 +162,12 @@ def _activations(
     recording, per_token, per_layer_max = _saved_per_token(spec, query)
     rules: list[Rule] = []
     flight_f = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
+    n = len(stage.layers)
+    per_layer = _PerLayer(saved=tuple(p * flight / n for _, p in per_token) if recording else (), rules=0, rebuilt=0)
     if setup.recompute == Recompute.FULL:
         rep = setup.parallel.tp if setup.parallel.sp else 1
+        one = recording * c * spec.hidden_size / rep * flight / n
+        per_layer = _PerLayer(saved=(one,), rules=1, rebuilt=per_layer_max)
         rules.append(
             Rule(
                 name="activations/checkpoints",
@@ -161,8 +179,9 @@ def _activations(
         )
     elif recording:
         rules += [_saved(name, per, recording, flight) for name, per in per_token]
+        per_layer = replace(per_layer, rules=len(per_token))
     rules += _outside_layers(spec, stage, setup, recipe, flight)
-    return rules, per_layer_max
+    return rules, per_layer_max, per_layer
 
 
 def _saved(name: str, per_token: float, recording: int, flight: float) -> Rule:
@@ -302,13 +321,14 @@ class _Forward:
     loss_backward: list[int]
     largest_layer: float  # the largest single layer's saved bytes per token (full recompute rebuilds one)
     gathered_backward: list[Term]  # ZeRO-3/FSDP units gathered during backward
+    per_layer: _PerLayer  # the layers' saved tensors, for the allocator replay
 
 
 def _forward(
     spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recipe, lora: list[LoraModule], out: Transients
 ) -> _Forward:
     flight = _in_flight(stage, setup)
-    acts, largest_layer = _activations(spec, stage, setup, recipe, lora, flight)
+    acts, largest_layer, per_layer = _activations(spec, stage, setup, recipe, lora, flight)
     in_layers = out.add(*acts)
     held = list(in_layers)
     loss_backward: list[int] = []
@@ -333,6 +353,7 @@ def _forward(
         loss_backward=loss_backward,
         largest_layer=largest_layer,
         gathered_backward=gathered_bwd,
+        per_layer=per_layer,
     )
 
 
@@ -428,6 +449,7 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     fwd = _forward(spec, setup, stage, recipe, lora, out)
     phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
     phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
+    allocations = _step_tensors(spec, setup, stage, (persistent, released_grads), states, fwd, out)
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
         persistent=[constant(t) for t in persistent] + (list(buffers(spec)) if stage.first else []),
@@ -435,6 +457,55 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
         phases=phases,
         allocator_fraction=setup.overheads.allocator_fraction,
         notes=_stage_notes(spec, setup, stage, recipe),
+        allocator=allocations,
+    )
+
+
+def _step_tensors(
+    spec: ModelSpec,
+    setup: TrainSetup,
+    stage: Stage,
+    kept: tuple[tuple[Term, ...], Term | None],
+    states: ModelStates,
+    fwd: _Forward,
+    out: Transients,
+) -> StepTensors:
+    """The step as the allocator sees it (``allocation.py``): the persistent terms and the gradients spread
+    over the parameter tensors, the layers' saved tensors, the forward's other tensors, the loss's and the
+    step's temporaries."""
+    persistent, released_grads = kept
+    persistent = tuple(t for t in persistent if is_tensor(t.name))
+    shapes, n = parameter_tensors(spec, stage, setup.parallel), len(stage.layers)
+    layer: list[int] = []
+    outside: list[int] = []
+    # one tensor per parameter for the weights (whatever their category), the master copy and the gradients;
+    # Adam's two states per parameter (exp_avg, exp_avg_sq: torch/optim/adamw.py _init_group), one otherwise
+    per_param = 2 if "adam" in str(setup.optimizer.name) else 1
+    weights = sum(t.bytes for t in persistent if t.name.startswith("weights/"))
+    others = [(t.bytes, per_param if t.name == "optimizer/states" else 1) for t in persistent]
+    others = [o for o, t in zip(others, persistent, strict=True) if not t.name.startswith("weights/")]
+    for total, copies in [(weights, 1), *others]:
+        one, rest = spread(total // copies, shapes, n)
+        layer += one * copies
+        outside += rest * copies
+    layer_grads, outside_grads = spread(released_grads.bytes if released_grads else 0, shapes, n)
+    per_layer = set(fwd.in_layers[: fwd.per_layer.rules])
+    mb = setup.allocator.max_split_size_mb
+    return StepTensors(
+        layers=n,
+        layer_persistent=tuple(layer),
+        outside_persistent=tuple(outside),
+        layer_grads=layer_grads,
+        outside_grads=outside_grads,
+        saved=fwd.per_layer.saved,
+        rebuilt=fwd.per_layer.rebuilt,
+        held=tuple(out.rules[j] for j in fwd.held if j not in per_layer),
+        loss_temporaries=tuple(out.rules[j] for j in fwd.loss_backward),
+        step=tuple(constant(t) for t in (*states.backward_extra, *states.step_extra)),
+        config=AllocatorConfig(
+            expandable_segments=setup.allocator.expandable_segments,
+            max_split_size=None if mb is None else mb * MIB,
+        ),
     )
 
 

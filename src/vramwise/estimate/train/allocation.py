@@ -1,0 +1,227 @@
+"""The allocations one training step makes, replayed through the caching-allocator model for its reserve.
+
+The estimate's terms are totals; the allocator sees tensors. This module turns one stage's plan back into the
+tensors a step allocates, in the order PyTorch does, and replays them (``estimate/allocator_model.py``):
+
+  load        every persistent tensor term (weights, fp32 master copy, optimizer states, persistent gradients)
+              as one tensor per parameter, each its share of the term in proportion to the parameter's elements
+              (DeepSpeed's and FSDP's flat buffers are one tensor in reality: the spread is an approximation);
+  the step    forward: each layer's saved tensors, one tensor per kind of saved tensor (``activations.py``),
+              then the tensors outside the layers and the loss's; the loss backward's temporaries come and go;
+              backward: layer by layer from the last, its gradients allocated (when they do not persist) and
+              its saved tensors freed (full recompute: one layer rebuilt, then freed); the optimizer step's
+              transients come and go, then the gradients are freed (``zero_grad(set_to_none=True)``).
+
+Summarised per layer kind: each replay runs ``K_LOW`` and ``K_HIGH`` identical layers and extrapolates the
+reserve linearly to the stage's layers (exact when the stage has at most ``K_HIGH``), so a plan replays a few
+hundred allocations, not thousands. The load and the steps are replayed apart and their reserves added, each
+cached on what it depends on (``_reserve``): a layout search builds thousands of plans that share them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from vramwise.estimate.allocator_model import AllocatorConfig, replay_ops
+from vramwise.estimate.plan import Rule, Vars
+from vramwise.estimate.train.layout import Stage, in_layer, stage_share
+from vramwise.spec.model import ModelSpec
+from vramwise.spec.params import parameter_groups
+from vramwise.units import MIB
+from vramwise.workload.layout import ParallelConfig
+
+# Layers replayed: two points fix the per-layer slope. The load's over two layers (its 1-10 MiB tensors pack
+# by pairs in 20 MiB segments), the step's from one (its per-layer tensors repeat exactly)
+K_LOW, K_HIGH = 2, 4
+STEP_K = (1, 2)
+# Steps replayed. A second step allocates the same sizes into the first's cached blocks, which backward's frees
+# merged back whole: best fit hands out the same blocks, so it repeats the first (tests/estimate/
+# test_allocator_model.py checks it on the typical cases) and the estimate replays one.
+STEPS = 1
+TORCH = "torch c10/cuda/CUDACachingAllocator.cpp @001074d2"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepTensors:
+    """One stage's step as tensors: byte lists that do not vary across a plan, and rules that do."""
+
+    layers: int  # decoder layers on the stage that record activations
+    # persistent tensors of one layer and outside the layers (bytes each), in allocation order
+    layer_persistent: tuple[int, ...]
+    outside_persistent: tuple[int, ...]
+    layer_grads: tuple[int, ...]  # gradients allocated in backward and freed after the step (empty: persistent)
+    outside_grads: tuple[int, ...]
+    saved: tuple[float, ...]  # bytes per token of each saved tensor of one layer (x micro-batches in flight)
+    rebuilt: float  # full recompute: bytes per token of the layer rebuilt in backward, 0 otherwise
+    held: tuple[Rule, ...]  # the forward's other tensors, held until backward ends (one tensor each)
+    loss_temporaries: tuple[Rule, ...]
+    step: tuple[Rule, ...]  # the optimizer step's transients
+    config: AllocatorConfig
+
+    def sizes(self, v: Vars) -> tuple[tuple[int, ...], int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """What varies with the workload variables: the saved tensors, the rebuilt layer, the held tensors,
+        the loss temporaries and the step's transients, in bytes."""
+        t = v.T
+        return (
+            tuple(round(p * t) for p in self.saved),
+            round(self.rebuilt * t),
+            tuple(r.bytes(v) for r in self.held),
+            tuple(r.bytes(v) for r in self.loss_temporaries),
+            tuple(r.bytes(v) for r in self.step),
+        )
+
+    def reserve(self, v: Vars) -> int:
+        """max_memory_reserved − the tensors' peak: what the allocator holds beyond the tensors on a GPU with
+        room (its cached free segments included; a run at the device's limit frees those and retries)."""
+        return _reserve(self, self.sizes(v))
+
+    def formula(self, v: Vars) -> str:
+        n = _allocations(self, self.sizes(v), self.layers)
+        settings = ", expandable_segments" if self.config.expandable_segments else ""
+        if self.config.max_split_size is not None:
+            settings += f", max_split_size_mb {self.config.max_split_size // MIB}"
+        return (
+            f"reserved − allocated at the peak: replay of {n:,} allocations ({self.layers} layers from "
+            f"{K_LOW} and {K_HIGH}) through the caching-allocator model{settings}, {TORCH} "
+            "(--allocator-fraction to override)"
+        )
+
+
+def _load_ops(s: StepTensors, k: int) -> list[tuple[int, int]]:
+    """The persistent tensors with ``k`` layers as ``replay_ops`` takes them: (key, bytes), never freed."""
+    sizes = (*s.outside_persistent, *(s.layer_persistent * k))
+    return list(enumerate(sizes))
+
+
+def _step_ops(s: StepTensors, sizes: tuple, k: int, steps: int = STEPS) -> list[tuple[int, int]]:
+    """``steps`` steps with ``k`` layers: (key, bytes) allocations, (key, -1) frees."""
+    saved, rebuilt, held, loss_temporaries, step = sizes
+    ops: list[tuple[int, int]] = []
+    n = 0
+
+    def alloc(sizes: tuple[int, ...]) -> list[int]:
+        nonlocal n
+        keys = list(range(n, n + len(sizes)))
+        n += len(sizes)
+        ops.extend(zip(keys, sizes, strict=True))
+        return keys
+
+    def free(keys: list[int]) -> None:
+        ops.extend((key, -1) for key in keys)
+
+    for _ in range(steps):
+        acts = [alloc(saved) for _ in range(k)]
+        outside = alloc(held)
+        free(alloc(loss_temporaries))
+        grads = alloc(s.outside_grads)
+        for layer in reversed(acts):
+            again = alloc((rebuilt,)) if rebuilt else []
+            grads += alloc(s.layer_grads)
+            free(again)
+            free(layer)
+        free(outside)
+        free(alloc(step))
+        free(grads)
+    return ops
+
+
+def _waste(ops: list[tuple[int, int]], config: AllocatorConfig) -> int:
+    r = replay_ops(ops, config)
+    return r.peak_reserved - r.peak_requested
+
+
+def _extrapolated(layers: int, waste: Callable[[int], int], *, falling_exact: bool, at: tuple[int, int]) -> int:
+    """The reserve at ``layers`` from the replays at ``at`` layers (exact at that many or fewer).
+
+    Where more layers leave less (the reserve falls with depth): the steps' layers fill what the loss and the
+    step left cached, down to a floor no slope predicts, so the stage's own depth is replayed
+    (``falling_exact``); the load's tensors fill the free ends of a few 20 MiB segments, so the reserve at
+    K_HIGH layers stands (over by at most those ends).
+    """
+    k_low, k_high = at
+    if layers <= k_high:
+        return max(0, waste(layers))
+    low, high = waste(k_low), waste(k_high)
+    if high < low:
+        return max(0, waste(layers)) if falling_exact else high
+    return round(low + (high - low) * (layers - k_low) / (k_high - k_low))
+
+
+# Caches on what each replay depends on: the load on the persistent tensors (not the batch, nor the stage's
+# activations), the steps on the sizes at the workload's variables (not ZeRO's shards of the model states);
+# neither on the stage's depth, which only the extrapolation reads
+_LOADS: dict[tuple, int] = {}
+_STEPS: dict[tuple, int] = {}
+
+
+def _cached(cache: dict[tuple, int], key: tuple, compute: Callable[[], int]) -> int:
+    hit = cache.get(key)
+    if hit is None:
+        if len(cache) > 16384:
+            cache.clear()
+        hit = cache[key] = compute()
+    return hit
+
+
+def _reserve(s: StepTensors, sizes: tuple) -> int:
+    """The load's reserve plus the steps', each replayed on its own (the steps' tensors do not reuse the free
+    ends of the load's segments: an overestimate of at most those ends, against thousands fewer replays)."""
+
+    def load(k: int) -> int:
+        key = (k, s.layer_persistent, s.outside_persistent, s.config)
+        return _cached(_LOADS, key, lambda: _waste(_load_ops(s, k), s.config))
+
+    def step(k: int) -> int:
+        key = (k, s.layer_grads, s.outside_grads, s.config, sizes)
+        return _cached(_STEPS, key, lambda: _waste(_step_ops(s, sizes, k), s.config))
+
+    return _extrapolated(s.layers, load, falling_exact=False, at=(K_LOW, K_HIGH)) + _extrapolated(
+        s.layers, step, falling_exact=True, at=STEP_K
+    )
+
+
+def _allocations(s: StepTensors, sizes: tuple, layers: int) -> int:
+    """Allocations the full stage's step makes (what the extrapolated replay stands for)."""
+    saved, rebuilt, held, loss_temporaries, step = sizes
+    per_step = (
+        layers * (len(saved) + len(s.layer_grads) + (1 if rebuilt else 0))
+        + len(held)
+        + len(loss_temporaries)
+        + len(s.outside_grads)
+        + len(step)
+    )
+    return len(s.outside_persistent) + layers * len(s.layer_persistent) + STEPS * per_step
+
+
+@functools.lru_cache(maxsize=1024)
+def parameter_tensors(spec: ModelSpec, stage: Stage, parallel: ParallelConfig) -> tuple[tuple[float, ...], ...]:
+    """(elements of each parameter tensor of one layer, of each tensor outside the layers) on one GPU of
+    ``stage``, before ZeRO: the shapes the persistent terms are spread over."""
+    layer: list[float] = []
+    outside: list[float] = []
+    for g in parameter_groups(spec):
+        held = g.count * stage_share(g, spec, stage, parallel)
+        if not held:
+            continue
+        if in_layer(g):
+            per_layer = max(1, round(g.tensors / spec.num_layers))
+            layer += [held / len(stage.layers) / per_layer] * per_layer
+        else:
+            outside += [held / g.tensors] * g.tensors
+    return tuple(layer), tuple(outside)
+
+
+def spread(total: int, shapes: tuple[tuple[float, ...], ...], layers: int) -> tuple[tuple[int, ...], ...]:
+    """``total`` bytes as one tensor per parameter, in proportion to its elements: (one layer's, outside's)."""
+    layer, outside = shapes
+    elements = layers * sum(layer) + sum(outside)
+    if not total or not elements:
+        return (), ()
+    per = total / elements
+    return _nonzero(e * per for e in layer), _nonzero(e * per for e in outside)
+
+
+def _nonzero(sizes: Iterable[float]) -> tuple[int, ...]:
+    return tuple(n for n in (round(x) for x in sizes) if n)
