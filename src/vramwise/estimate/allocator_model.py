@@ -48,6 +48,7 @@ K_ROUND_LARGE = 2 * MIB  # kRoundLarge: "round up large allocations to 2 MiB"
 K_LARGE_BUFFER = 20 * MIB  # kLargeBuffer: "'large' allocations may be packed in 20 MiB blocks"
 # CUDAAllocatorConfig.cpp parseMaxSplitSize: "max_split_size_mb too small, must be > kLargeBuffer / (1024 * 1024)"
 MIN_MAX_SPLIT_SIZE_MB = K_LARGE_BUFFER // MIB + 1
+FREE, RESET = -1, -2  # replay_ops' sizes that are not allocations: a free, torch.cuda.reset_peak_memory_stats
 _UNLIMITED = 1 << 62  # no device capacity given: every cudaMalloc succeeds
 _ADDRESS_SPACE = 1 << 50  # an expandable segment's virtual range when the capacity is unlimited
 
@@ -481,12 +482,16 @@ class _Allocator:
 
 
 def replay_ops(ops: Iterable[tuple[int, int]], config: AllocatorConfig = AllocatorConfig()) -> Replay:
-    """``replay`` of bare ``(key, size)`` allocations and ``(key, -1)`` frees: the estimate's fast path."""
+    """``replay`` of bare ``(key, size)`` allocations, ``(key, FREE)`` frees and ``(0, RESET)`` peak resets: the
+    estimate's fast path, and what the twin records (verify/live.py)."""
     a = _Allocator(config)
     count, oom = 0, None
     for key, size in ops:
         if size < 0:
-            a.free(key)
+            if size == RESET:
+                a.peak_allocated, a.peak_reserved, a.peak_requested = a.allocated, a.reserved, a.requested
+            else:
+                a.free(key)
             continue
         count += 1
         if not a.malloc(key, size):
