@@ -500,6 +500,23 @@ def replay_ops(ops: Iterable[tuple[int, int]], config: AllocatorConfig = Allocat
     return a.result({}, count, oom)
 
 
+def load_reserves(head: Iterable[int], repeated: tuple[int, ...], times: int, config: AllocatorConfig) -> list[int]:
+    """Reserved − requested after allocating ``head`` then ``repeated`` once, twice, ... ``times`` times, never
+    freeing: one replay for every depth of a model's load (``[i]``: after i + 1 repeats). None may fail."""
+    a = _Allocator(config)
+    key = 0
+    for size in head:
+        key += 1
+        a.malloc(key, size)
+    out = []
+    for _ in range(times):
+        for size in repeated:
+            key += 1
+            a.malloc(key, size)
+        out.append(a.reserved - a.requested)
+    return out
+
+
 def replay(events: Iterable[Event], config: AllocatorConfig = AllocatorConfig()) -> Replay:
     """Run ``events`` through the allocator from empty; stop at a request that cannot be met (``Replay.oom``)."""
     a = _Allocator(config)

@@ -10,11 +10,12 @@ tensors a step allocates, in the order PyTorch does, and replays them (``estimat
               then the tensors outside the layers and the loss's; the loss backward's temporaries come and go;
               backward: layer by layer from the last, its gradients allocated (when they do not persist) and
               its saved tensors freed (full recompute: one layer rebuilt, then freed); the optimizer step's
-              transients come and go, then the gradients are freed (``zero_grad(set_to_none=True)``).
+              transients (one per parameter, as the persistent terms) come and go, then the gradients are
+              freed (``zero_grad(set_to_none=True)``).
 
-Summarised per layer kind: each replay runs ``K_LOW`` and ``K_HIGH`` identical layers and extrapolates the
-reserve linearly to the stage's layers (exact when the stage has at most ``K_HIGH``), so a plan replays a few
-hundred allocations, not thousands. The load and the steps are replayed apart and their reserves added, each
+Summarised per layer kind: each replay runs a few identical layers (``LOAD_POINTS``, ``STEP_POINTS``) and
+extrapolates the reserve linearly to the stage's layers, so a plan replays a few hundred allocations, not
+thousands. The load and the steps are replayed apart and their reserves added, each
 cached on what it depends on (``_reserve``): a layout search builds thousands of plans that share them.
 """
 
@@ -24,7 +25,7 @@ import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from vramwise.estimate.allocator_model import AllocatorConfig, replay_ops
+from vramwise.estimate.allocator_model import AllocatorConfig, load_reserves, replay_ops
 from vramwise.estimate.plan import Rule, Vars
 from vramwise.estimate.train.layout import Stage, in_layer, stage_share
 from vramwise.spec.model import ModelSpec
@@ -32,10 +33,11 @@ from vramwise.spec.params import parameter_groups
 from vramwise.units import MIB
 from vramwise.workload.layout import ParallelConfig
 
-# Layers replayed: two points fix the per-layer slope. The load's over two layers (its 1-10 MiB tensors pack
-# by pairs in 20 MiB segments), the step's from one (its per-layer tensors repeat exactly)
-K_LOW, K_HIGH = 2, 4
-STEP_K = (1, 2)
+# Layers replayed: each pair fixes a per-layer slope, the next pair is tried where the reserve falls with depth
+# (``_extrapolated``). Checked against the replay at the full depth on Llama 2 7B, Llama 3 8B (full, LoRA,
+# ZeRO-3, full recompute) and Llama 2 70B ZeRO-3 tp 2: within 10% of it (tests/estimate/test_allocator_model.py)
+LOAD_POINTS = ((2, 4), (4, 8))
+STEP_POINTS = ((2, 3), (4, 8))
 # Steps replayed. A second step allocates the same sizes into the first's cached blocks, which backward's frees
 # merged back whole: best fit hands out the same blocks, so it repeats the first (tests/estimate/
 # test_allocator_model.py checks it on the typical cases) and the estimate replays one.
@@ -57,7 +59,9 @@ class StepTensors:
     rebuilt: float  # full recompute: bytes per token of the layer rebuilt in backward, 0 otherwise
     held: tuple[Rule, ...]  # the forward's other tensors, held until backward ends (one tensor each)
     loss_temporaries: tuple[Rule, ...]
-    step: tuple[Rule, ...]  # the optimizer step's transients
+    step: tuple[Rule, ...]  # buffers of the step and backward's end (reduce buckets), one tensor each
+    layer_step: tuple[int, ...] = ()  # the optimizer step's transients, one per parameter (fp32 gradients,
+    outside_step: tuple[int, ...] = ()  # foreach's per-tensor results), one layer's and outside's
     config: AllocatorConfig
 
     def sizes(self, v: Vars) -> tuple[tuple[int, ...], int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -83,16 +87,10 @@ class StepTensors:
         if self.config.max_split_size is not None:
             settings += f", max_split_size_mb {self.config.max_split_size // MIB}"
         return (
-            f"reserved − allocated at the peak: replay of {n:,} allocations ({self.layers} layers from "
-            f"{K_LOW} and {K_HIGH}) through the caching-allocator model{settings}, {TORCH} "
+            f"reserved − allocated at the peak: replay of {n:,} allocations ({self.layers} layers extrapolated "
+            f"from a few) through the caching-allocator model{settings}, {TORCH} "
             "(--allocator-fraction to override)"
         )
-
-
-def _load_ops(s: StepTensors, k: int) -> list[tuple[int, int]]:
-    """The persistent tensors with ``k`` layers as ``replay_ops`` takes them: (key, bytes), never freed."""
-    sizes = (*s.outside_persistent, *(s.layer_persistent * k))
-    return list(enumerate(sizes))
 
 
 def _step_ops(s: StepTensors, sizes: tuple, k: int, steps: int = STEPS) -> list[tuple[int, int]]:
@@ -122,7 +120,8 @@ def _step_ops(s: StepTensors, sizes: tuple, k: int, steps: int = STEPS) -> list[
             free(again)
             free(layer)
         free(outside)
-        free(alloc(step))
+        transients = alloc(s.outside_step) + [key for _ in range(k) for key in alloc(s.layer_step)]
+        free(alloc(step) + transients)
         free(grads)
     return ops
 
@@ -132,27 +131,27 @@ def _waste(ops: list[tuple[int, int]], config: AllocatorConfig) -> int:
     return r.peak_reserved - r.peak_requested
 
 
-def _extrapolated(layers: int, waste: Callable[[int], int], *, falling_exact: bool, at: tuple[int, int]) -> int:
-    """The reserve at ``layers`` from the replays at ``at`` layers (exact at that many or fewer).
+def _extrapolated(layers: int, waste: Callable[[int], int], points: tuple[tuple[int, int], ...]) -> int:
+    """The reserve at ``layers`` from replays at fewer: the first pair of ``points`` whose reserve does not fall
+    with depth sets the line; exact at the depth itself where none does, or where ``layers`` is within reach.
 
-    Where more layers leave less (the reserve falls with depth): the steps' layers fill what the loss and the
-    step left cached, down to a floor no slope predicts, so the stage's own depth is replayed
-    (``falling_exact``); the load's tensors fill the free ends of a few 20 MiB segments, so the reserve at
-    K_HIGH layers stands (over by at most those ends).
+    A reserve that falls with depth is one where the first layers fill what the loss and the step left cached
+    (or the free ends of the load's 20 MiB segments): past a few layers it grows linearly again, so the next
+    pair, deeper, is tried.
     """
-    k_low, k_high = at
-    if layers <= k_high:
-        return max(0, waste(layers))
-    low, high = waste(k_low), waste(k_high)
-    if high < low:
-        return max(0, waste(layers)) if falling_exact else high
-    return round(low + (high - low) * (layers - k_low) / (k_high - k_low))
+    for low_k, high_k in points:
+        if layers <= high_k:
+            return max(0, waste(layers))
+        low, high = waste(low_k), waste(high_k)
+        if high >= low:
+            return round(low + (high - low) * (layers - low_k) / (high_k - low_k))
+    return max(0, waste(layers))
 
 
 # Caches on what each replay depends on: the load on the persistent tensors (not the batch, nor the stage's
 # activations), the steps on the sizes at the workload's variables (not ZeRO's shards of the model states);
 # neither on the stage's depth, which only the extrapolation reads
-_LOADS: dict[tuple, int] = {}
+_LOADS: dict[tuple, list[int]] = {}
 _STEPS: dict[tuple, int] = {}
 
 
@@ -165,21 +164,29 @@ def _cached(cache: dict[tuple, int], key: tuple, compute: Callable[[], int]) -> 
     return hit
 
 
+def _deep_load(s: StepTensors, k: int) -> int:
+    return load_reserves(s.outside_persistent, s.layer_persistent, k, s.config)[-1]
+
+
 def _reserve(s: StepTensors, sizes: tuple) -> int:
     """The load's reserve plus the steps', each replayed on its own (the steps' tensors do not reuse the free
     ends of the load's segments: an overestimate of at most those ends, against thousands fewer replays)."""
 
     def load(k: int) -> int:
-        key = (k, s.layer_persistent, s.outside_persistent, s.config)
-        return _cached(_LOADS, key, lambda: _waste(_load_ops(s, k), s.config))
+        deepest = max(k for pair in LOAD_POINTS for k in pair)
+        key = (s.layer_persistent, s.outside_persistent, s.config)
+        wastes = _LOADS.get(key)
+        if wastes is None:
+            if len(_LOADS) > 16384:
+                _LOADS.clear()
+            wastes = _LOADS[key] = load_reserves(s.outside_persistent, s.layer_persistent, deepest, s.config)
+        return wastes[k - 1] if k <= deepest else _deep_load(s, k)
 
     def step(k: int) -> int:
-        key = (k, s.layer_grads, s.outside_grads, s.config, sizes)
+        key = (k, s.layer_grads, s.outside_grads, s.layer_step, s.outside_step, s.config, sizes)
         return _cached(_STEPS, key, lambda: _waste(_step_ops(s, sizes, k), s.config))
 
-    return _extrapolated(s.layers, load, falling_exact=False, at=(K_LOW, K_HIGH)) + _extrapolated(
-        s.layers, step, falling_exact=True, at=STEP_K
-    )
+    return _extrapolated(s.layers, load, LOAD_POINTS) + _extrapolated(s.layers, step, STEP_POINTS)
 
 
 def _allocations(s: StepTensors, sizes: tuple, layers: int) -> int:
@@ -191,6 +198,8 @@ def _allocations(s: StepTensors, sizes: tuple, layers: int) -> int:
         + len(loss_temporaries)
         + len(s.outside_grads)
         + len(step)
+        + len(s.outside_step)
+        + layers * len(s.layer_step)
     )
     return len(s.outside_persistent) + layers * len(s.layer_persistent) + STEPS * per_step
 

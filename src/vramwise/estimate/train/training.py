@@ -489,6 +489,7 @@ def _step_tensors(
         layer += one * copies
         outside += rest * copies
     layer_grads, outside_grads = spread(released_grads.bytes if released_grads else 0, shapes, n)
+    layer_step, outside_step = spread(sum(t.bytes for t in states.step_extra), shapes, n)
     per_layer = set(fwd.in_layers[: fwd.per_layer.rules])
     mb = setup.allocator.max_split_size_mb
     return StepTensors(
@@ -501,7 +502,9 @@ def _step_tensors(
         rebuilt=fwd.per_layer.rebuilt,
         held=tuple(out.rules[j] for j in fwd.held if j not in per_layer),
         loss_temporaries=tuple(out.rules[j] for j in fwd.loss_backward),
-        step=tuple(constant(t) for t in (*states.backward_extra, *states.step_extra)),
+        step=tuple(constant(t) for t in states.backward_extra),
+        layer_step=layer_step,
+        outside_step=outside_step,
         config=AllocatorConfig(
             expandable_segments=setup.allocator.expandable_segments,
             max_split_size=None if mb is None else mb * MIB,
