@@ -227,7 +227,8 @@ TRAIN_SETUP_KEYS = [
     "batch", "seq", "grad_accum", "precision", "grad_dtype", "optimizer", "optimizer_impl", "peft", "lora_r",
     "lora_targets", "lora_dropout", "freeze_layers", "recompute", "attention", "loss", "loss_chunk", "dp", "zero",
     "fsdp", "fsdp_shard", "offload", "tp", "sp", "pp", "interleave", "cp", "ep", "reduce_bucket", "prefetch_bucket",
-    "cuda_context_mib", "allocator_fraction", "mode", "seed", "lora_fraction",
+    "cuda_context_mib", "allocator_fraction", "mode", "seed", "lora_fraction", "expandable_segments",
+    "max_split_size_mb",
 ]
 
 

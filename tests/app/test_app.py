@@ -202,7 +202,8 @@ FROZEN = {
     "train": "--allocator-fraction --attention --batch --cp --cuda-context --dp --ep --explain --freeze-layers "
     "--fsdp --fsdp-shard --gpu --grad-accum --grad-dtype --interleave --json --lora-dropout --lora-fraction "
     "--lora-r --lora-targets --loss --loss-chunk --mode --offload --optimizer --optimizer-impl --peft --per-stage "
-    "--pp --precision --recompute --seed --seq --sp --tp --units --zero -b -s model",
+    "--pp --precision --recompute --seed --seq --sp --tp --units --zero -b -s model"
+    " --expandable-segments --max-split-size-mb",
 }
 _SETUPS = (
     "--all-logits --allocator-fraction --attention --batch --context --cp --cuda-context --dp --ep --format "
@@ -212,6 +213,7 @@ _SETUPS = (
     "--prefill-chunk --recompute --seed --seq --sp --tp --zero -b -f -n -s model --gpu-memory-utilization "
     "--block-size --engine --max-model-len --max-num-seqs --max-num-batched-tokens --max-batched-tokens "
     "--enforce-eager --kv-cache-memory-bytes --kv-cache-memory --kv-cache-dtype " + _ENGINE_FLAGS + LLAMA_CPP
+    + " --expandable-segments --max-split-size-mb"
 )
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units --serve"
 _ENGINE_ONLY = (
