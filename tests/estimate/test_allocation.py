@@ -1,0 +1,84 @@
+"""The training estimate's allocator term: the step's allocations replayed through the caching-allocator model.
+
+Oracles: the replay at the stage's full depth (what the per-layer summary extrapolates), the allocator rules
+(tests/estimate/test_allocator_model.py), and the flat override's arithmetic.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from vramwise.errors import InvalidWorkloadError
+from vramwise.estimate.allocator_model import load_reserves, replay_ops
+from vramwise.estimate.train import allocation
+from vramwise.estimate.train.training import _vars, _worst_candidates, estimate_training, training_peak
+from vramwise.spec.load import catalog_spec
+from vramwise.workload import TrainSetup
+
+CASES = [
+    ("llama-2-7b", {"seq": 2048}),
+    ("llama-3-8b", {}),
+    ("llama-3-8b", {"peft": "lora"}),
+    ("llama-3-8b", {"dp": 8, "zero": 3}),
+    ("llama-3-8b", {"recompute": "full", "batch": 4}),
+    ("mistral-7b", {"recompute": "full", "batch": 8}),
+    ("qwen2.5-7b", {"batch": 2}),
+]
+
+
+def _step(name: str, flat: dict) -> tuple[allocation.StepTensors, tuple]:
+    setup = TrainSetup.from_flat(**flat)
+    plan = _worst_candidates(catalog_spec(name), setup)[0]
+    assert isinstance(plan.allocator, allocation.StepTensors)
+    return plan.allocator, plan.allocator.sizes(_vars(setup))
+
+
+@pytest.mark.parametrize(("name", "flat"), CASES)
+def test_summary_is_close_to_the_replay_at_full_depth(name: str, flat: dict) -> None:
+    s, sizes = _step(name, flat)
+    exact = load_reserves(s.outside_persistent, s.layer_persistent, s.layers, s.config)[-1]
+    r = replay_ops(allocation._step_ops(s, sizes, s.layers), s.config)
+    exact += r.peak_reserved - r.peak_requested
+    assert s.reserve(_vars(TrainSetup.from_flat(**flat))) == pytest.approx(exact, rel=0.05, abs=64 << 20)
+
+
+@pytest.mark.parametrize(("name", "flat"), CASES)
+def test_a_third_step_adds_little(name: str, flat: dict) -> None:
+    # allocation.STEPS = 2: the second step settles what the first's frees split; a third changes < 5%
+    s, sizes = _step(name, flat)
+    two = replay_ops(allocation._step_ops(s, sizes, s.layers, steps=2), s.config)
+    three = replay_ops(allocation._step_ops(s, sizes, s.layers, steps=3), s.config)
+    assert three.peak_requested == two.peak_requested
+    assert three.peak_reserved - three.peak_requested == pytest.approx(two.peak_reserved - two.peak_requested, rel=0.05)
+
+
+def test_the_term_states_the_replay_and_the_override_is_flat() -> None:
+    spec = catalog_spec("llama-3-8b")
+    est = estimate_training(spec, TrainSetup())
+    term = next(t for t in est.phases[0].transient if t.name == "overhead/allocator")
+    assert "replay of" in term.formula and "CUDACachingAllocator.cpp" in term.formula
+    # the solvers' number is the report's
+    assert training_peak(spec, TrainSetup()) == est.peak_bytes
+    flat = estimate_training(spec, TrainSetup.from_flat(allocator_fraction=0.03))
+    reserve = next(t for t in flat.phases[-1].transient if t.name == "overhead/allocator")
+    tensors = sum(t.bytes for t in flat.persistent if not t.name.startswith("overhead/"))
+    tensors += sum(t.bytes for t in flat.phases[-1].transient if not t.name.startswith("overhead/"))
+    assert reserve.bytes == int(0.03 * tensors)
+
+
+def test_allocator_settings_reach_the_replay() -> None:
+    spec = catalog_spec("llama-3-8b")
+    plain = _worst_candidates(spec, TrainSetup())[0].allocator
+    grown = _worst_candidates(spec, TrainSetup.from_flat(expandable_segments=True))[0].allocator
+    capped = _worst_candidates(spec, TrainSetup.from_flat(max_split_size_mb=512))[0].allocator
+    assert isinstance(grown, allocation.StepTensors) and isinstance(capped, allocation.StepTensors)
+    assert isinstance(plain, allocation.StepTensors)
+    assert (grown.config.expandable_segments, capped.config.max_split_size) == (True, 512 << 20)
+    assert "expandable_segments" in grown.formula(_vars(TrainSetup()))
+
+
+@pytest.mark.parametrize("bad", [20, 0, -1, True, 1.5])
+def test_max_split_size_mb_refused_in_one_line(bad: object) -> None:
+    # CUDAAllocatorConfig.cpp parseMaxSplitSize: must be > kLargeBuffer / MiB = 20
+    with pytest.raises(InvalidWorkloadError, match="max_split_size_mb must be an integer above 20"):
+        TrainSetup.from_flat(max_split_size_mb=bad)
