@@ -33,12 +33,12 @@ def render_comparison(c: Comparison, *, title: str, unit: Unit = "gib") -> str:
             f"(estimate with context and reserve: {fmt(c.full_estimate, unit)})"
         )
     if c.allocator_replay:
-        r = c.allocator_replay
+        a = c.allocator_replay
         lines.append(
-            f"allocator replay of the traced {r['allocations']:,} allocations (estimate/allocator_model.py): "
-            f"predicted max_memory_allocated {fmt(r['max_allocated'], unit)}, max_memory_reserved "
-            f"{fmt(r['max_reserved'], unit)}, reserved − allocated {fmt(r['max_reserved'] - r['max_allocated'], unit)}"
-            f" (the estimate's overhead/allocator: {fmt(r['estimate_reserve'], unit)})"
+            f"allocator replay of the traced {a['allocations']:,} allocations (estimate/allocator_model.py): "
+            f"predicted max_memory_allocated {fmt(a['max_allocated'], unit)}, max_memory_reserved "
+            f"{fmt(a['max_reserved'], unit)}, reserved − allocated {fmt(a['max_reserved'] - a['max_allocated'], unit)}"
+            f" (the estimate's overhead/allocator: {fmt(a['estimate_reserve'], unit)})"
             + (f"; measured on CUDA: {fmt(c.cuda['max_memory_reserved'], unit)} reserved" if c.cuda else "")
         )
     if c.layers_traced:
