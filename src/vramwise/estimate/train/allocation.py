@@ -81,7 +81,18 @@ class StepTensors:
     def reserve(self, v: Vars) -> int:
         """max_memory_reserved − the tensors' peak: what the allocator holds beyond the tensors on a GPU with
         room (its cached free segments included; a run at the device's limit frees those and retries)."""
-        return _reserve(self, self.sizes(v))
+        memo = self._memo
+        hit = memo.get(v)
+        if hit is None:
+            if len(memo) > 1024:
+                memo.clear()
+            hit = memo[v] = _reserve(self, self.sizes(v))
+        return hit
+
+    @functools.cached_property
+    def _memo(self) -> dict[Vars, int]:
+        """This plan's reserves by the variables, in front of the shared caches (whose keys are long to hash)."""
+        return {}
 
     def formula(self, v: Vars) -> str:
         n = _allocations(self, self.sizes(v), self.layers)
@@ -166,23 +177,19 @@ def _cached(cache: dict[tuple, int], key: tuple, compute: Callable[[], int]) -> 
     return hit
 
 
-def _deep_load(s: StepTensors, k: int) -> int:
-    return load_reserves(s.outside_persistent, s.layer_persistent, k, s.config)[-1]
-
-
 def _reserve(s: StepTensors, sizes: tuple) -> int:
     """The load's reserve plus the steps', each replayed on its own (the steps' tensors do not reuse the free
     ends of the load's segments: an overestimate of at most those ends, against thousands fewer replays)."""
 
     def load(k: int) -> int:
-        deepest = max(k for pair in LOAD_POINTS for k in pair)
         key = (s.layer_persistent, s.outside_persistent, s.config)
         wastes = _LOADS.get(key)
-        if wastes is None:
+        if wastes is None or len(wastes) < k:
             if len(_LOADS) > 16384:
                 _LOADS.clear()
-            wastes = _LOADS[key] = load_reserves(s.outside_persistent, s.layer_persistent, deepest, s.config)
-        return wastes[k - 1] if k <= deepest else _deep_load(s, k)
+            depth = max(k, *(k for pair in LOAD_POINTS for k in pair))
+            wastes = _LOADS[key] = load_reserves(s.outside_persistent, s.layer_persistent, depth, s.config)
+        return wastes[k - 1]
 
     def step(k: int) -> int:
         key = (k, s.layer_grads, s.outside_grads, s.layer_step, s.outside_step, s.config, sizes)
