@@ -449,7 +449,11 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     fwd = _forward(spec, setup, stage, recipe, lora, out)
     phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
     phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
-    allocations = _step_tensors(spec, setup, stage, (persistent, released_grads), states, fwd, out)
+    busiest = _busiest_alike(spec, setup, stage)
+    if busiest == stage:
+        allocations = _step_tensors(spec, setup, stage, (persistent, released_grads), states, fwd, out)
+    else:
+        allocations = _stage_plan(spec, setup, busiest).allocator
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
         persistent=[constant(t) for t in persistent] + (list(buffers(spec)) if stage.first else []),
@@ -459,6 +463,16 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
         notes=_stage_notes(spec, setup, stage, recipe),
         allocator=allocations,
     )
+
+
+def _busiest_alike(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Stage:
+    """The first stage of the pipeline with ``stage``'s role and layers (``_composition``): the one of them with
+    the most micro-batches in flight, whose allocator replay they all take. A replay is not monotone in the
+    tensors' sizes, so this keeps a later stage alike from out-reserving the one ``_candidates`` keeps."""
+    if setup.parallel.pp == 1:
+        return stage
+    mine = _composition(spec, setup.peft.freeze_layers, stage)
+    return next(s for s in stages(spec, setup.parallel.pp) if _composition(spec, setup.peft.freeze_layers, s) == mine)
 
 
 def _step_tensors(
@@ -600,17 +614,16 @@ def _candidates(spec: ModelSpec, pp: int, freeze: int) -> tuple[Stage, ...]:
     A middle stage can exceed the first and the last: DeepSeek's dense first layers
     (``first_k_dense_replace``) leave the first stage fewer experts than a middle one, and frozen bottom
     layers leave the first stages fewer gradients. A stage is left out only when an earlier stage of the same
-    role (first, last or middle) has at least as many layers of every kind: every term a layer brings is
-    non-negative, and the micro-batches in flight (by which the activations grow) never grow with the stage
-    index (``_in_flight``), so that earlier stage's every phase is at least as large. A uniform model keeps
-    at most three (first, the longest middle, last).
+    role (first, last or middle) has the same layers of every kind: the micro-batches in flight (by which the
+    activations grow) never grow with the stage index (``_in_flight``), so that earlier stage's every tensor is
+    at least as large. (At least as many layers was enough while the allocator reserve was a fraction of the
+    tensors; the caching-allocator replay is not monotone in the layers, so a stage with fewer stays.) A uniform
+    model keeps at most four (first, the two middle lengths, last).
     """
     kept: list[tuple[Stage, tuple[bool, bool], dict[tuple, int]]] = []
     for s in stages(spec, pp):
         first, last, kinds = _composition(spec, freeze, s)
-        dominated = any(
-            role == (first, last) and all(held.get(kind, 0) >= n for kind, n in kinds.items()) for _, role, held in kept
-        )
+        dominated = any(role == (first, last) and held == kinds for _, role, held in kept)
         if not dominated:
             kept.append((s, (first, last), kinds))
     return tuple(s for s, _, _ in kept)
