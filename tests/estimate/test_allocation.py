@@ -74,7 +74,7 @@ def test_allocator_settings_reach_the_replay() -> None:
     assert isinstance(grown, allocation.StepTensors) and isinstance(capped, allocation.StepTensors)
     assert isinstance(plain, allocation.StepTensors)
     assert (grown.config.expandable_segments, capped.config.max_split_size) == (True, 512 << 20)
-    assert "expandable_segments" in grown.formula(_vars(TrainSetup()))
+    assert "expandable_segments" in grown.formula(0.01, 1 << 30)
 
 
 @pytest.mark.parametrize("bad", [20, 0, -1, True, 1.5])

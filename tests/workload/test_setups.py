@@ -32,6 +32,8 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
     "sp": False, "pp": 1, "interleave": 1, "cp": 1, "ep": 1, "reduce_bucket": 500_000_000,
     "prefetch_bucket": 50_000_000, "cuda_context_mib": None, "allocator_fraction": None, "mode": "accurate",
     "seed": "002", "lora_fraction": 0.02,
+    # issue 14, added within version 1: PYTORCH_CUDA_ALLOC_CONF for the caching-allocator replay
+    "expandable_segments": False, "max_split_size_mb": None,
 }  # fmt: skip
 V1_INFER_DEFAULTS: dict[str, Any] = {
     "batch": 1, "context": 2048, "new_tokens": 0, "weight_format": None, "kv_dtype": "auto", "attention": "sdpa",
@@ -66,6 +68,7 @@ OTHER: dict[str, Any] = {
     "zero": 1, "fsdp": "hybrid", "fsdp_shard": 2, "offload": "optimizer", "tp": 2, "sp": True, "pp": 2,
     "interleave": 2, "cp": 2, "ep": 2, "reduce_bucket": 1000, "prefetch_bucket": 1000, "cuda_context_mib": 0,
     "allocator_fraction": 0.0, "mode": "textbook", "seed": "000", "lora_fraction": 0.1,
+    "expandable_segments": True, "max_split_size_mb": 512,
 }  # fmt: skip
 _NEEDS: dict[str, dict[str, Any]] = {
     "zero": {"dp": 2},

@@ -45,6 +45,10 @@ STEP_POINTS = ((8, 16),)
 # adds under 5% more on the typical cases (tests/estimate/test_allocation.py)
 STEPS = 2
 TORCH = "torch c10/cuda/CUDACachingAllocator.cpp @001074d2"
+# The replay runs once per plan, at one micro-batch of this many tokens per GPU, and the plan scales its reserve
+# with the tensors as a fraction (estimate/plan.py ``Plan.fraction``): every phase stays linear in the batch, as
+# the layout search needs. 4,096: the middle of the published fine-tuning runs' tokens per GPU (2,048-8,192).
+REFERENCE_TOKENS = 4096
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +69,7 @@ class StepTensors:
     layer_step: tuple[int, ...] = ()  # the optimizer step's transients, one per parameter (fp32 gradients,
     outside_step: tuple[int, ...] = ()  # foreach's per-tensor results), one layer's and outside's
     config: AllocatorConfig
+    reference: Vars  # where the replay runs (REFERENCE_TOKENS per GPU): the plan takes its reserve as a fraction
 
     def sizes(self, v: Vars) -> tuple[tuple[int, ...], int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """What varies with the workload variables: the saved tensors, the rebuilt layer, the held tensors,
@@ -81,28 +86,17 @@ class StepTensors:
     def reserve(self, v: Vars) -> int:
         """max_memory_reserved − the tensors' peak: what the allocator holds beyond the tensors on a GPU with
         room (its cached free segments included; a run at the device's limit frees those and retries)."""
-        memo = self._memo
-        hit = memo.get(v)
-        if hit is None:
-            if len(memo) > 1024:
-                memo.clear()
-            hit = memo[v] = _reserve(self, self.sizes(v))
-        return hit
+        return _reserve(self, self.sizes(v))
 
-    @functools.cached_property
-    def _memo(self) -> dict[Vars, int]:
-        """This plan's reserves by the variables, in front of the shared caches (whose keys are long to hash)."""
-        return {}
-
-    def formula(self, v: Vars) -> str:
-        n = _allocations(self, self.sizes(v), self.layers)
+    def formula(self, fraction: float, tensors: int) -> str:
+        n = _allocations(self, self.sizes(self.reference), self.layers)
         settings = ", expandable_segments" if self.config.expandable_segments else ""
         if self.config.max_split_size is not None:
             settings += f", max_split_size_mb {self.config.max_split_size // MIB}"
         return (
-            f"reserved − allocated at the peak: replay of {n:,} allocations ({self.layers} layers extrapolated "
-            f"from a few) through the caching-allocator model{settings}, {TORCH} "
-            "(--allocator-fraction to override)"
+            f"{fraction:.3%} x tensor bytes {tensors:,}: reserved − allocated at the peak of a replay of {n:,} "
+            f"allocations ({STEPS} steps, {self.layers} layers extrapolated from a few, {self.reference.T:,} tokens "
+            f"per GPU) through the caching-allocator model{settings}, {TORCH} (--allocator-fraction to override)"
         )
 
 

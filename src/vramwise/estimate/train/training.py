@@ -30,7 +30,7 @@ from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
-from vramwise.estimate.train.allocation import StepTensors, parameter_tensors, spread
+from vramwise.estimate.train.allocation import REFERENCE_TOKENS, StepTensors, parameter_tensors, spread
 from vramwise.estimate.train.layout import (
     Stage,
     check_layout,
@@ -449,11 +449,9 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     fwd = _forward(spec, setup, stage, recipe, lora, out)
     phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
     phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
+    allocations = _step_tensors(spec, setup, stage, (persistent, released_grads), states, fwd, out)
     busiest = _busiest_alike(spec, setup, stage)
-    if busiest == stage:
-        allocations = _step_tensors(spec, setup, stage, (persistent, released_grads), states, fwd, out)
-    else:
-        allocations = _stage_plan(spec, setup, busiest).allocator
+    shared = None if busiest == stage else _stage_plan(spec, setup, busiest).fraction
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
         persistent=[constant(t) for t in persistent] + (list(buffers(spec)) if stage.first else []),
@@ -462,13 +460,15 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
         allocator_fraction=setup.overheads.allocator_fraction,
         notes=_stage_notes(spec, setup, stage, recipe),
         allocator=allocations,
+        shared_fraction=shared,
     )
 
 
 def _busiest_alike(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Stage:
     """The first stage of the pipeline with ``stage``'s role and layers (``_composition``): the one of them with
-    the most micro-batches in flight, whose allocator replay they all take. A replay is not monotone in the
-    tensors' sizes, so this keeps a later stage alike from out-reserving the one ``_candidates`` keeps."""
+    the most micro-batches in flight, whose allocator fraction they all take (``Plan.shared_fraction``). A replay
+    is not monotone in the tensors' sizes, so this keeps a later stage alike, whose tensors are no larger, from
+    out-reserving the one ``_candidates`` keeps."""
     if setup.parallel.pp == 1:
         return stage
     mine = _composition(spec, setup.peft.freeze_layers, stage)
@@ -523,6 +523,7 @@ def _step_tensors(
             expandable_segments=setup.allocator.expandable_segments,
             max_split_size=None if mb is None else mb * MIB,
         ),
+        reference=Vars.training(1, REFERENCE_TOKENS, 1, setup.loss_chunk),
     )
 
 
