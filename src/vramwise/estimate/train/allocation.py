@@ -88,8 +88,13 @@ class StepTensors:
         room (its cached free segments included; a run at the device's limit frees those and retries)."""
         return _reserve(self, self.sizes(v))
 
+    @functools.cached_property
+    def _replayed(self) -> int:
+        """Allocations the full stage's step makes at the reference: what the formula says was replayed."""
+        return _allocations(self, self.sizes(self.reference), self.layers)
+
     def formula(self, fraction: float, tensors: int) -> str:
-        n = _allocations(self, self.sizes(self.reference), self.layers)
+        n = self._replayed
         settings = ", expandable_segments" if self.config.expandable_segments else ""
         if self.config.max_split_size is not None:
             settings += f", max_split_size_mb {self.config.max_split_size // MIB}"
