@@ -40,6 +40,11 @@ class TraceRecipe:
     freeze_layers: int = 0  # the embeddings and the first N decoder layers get requires_grad=False
     fsdp: int = 0  # > 1: FSDP2 fully_shard per decoder layer and the root, over a fake world of this size
     steps: int = 2
+    # issue 14's knobs the CPU twin reproduces (estimate/train: lora.py, loss.py, training.py, states.py)
+    adapter_dtype: str = "auto"  # auto | fp32: peft's fp32 adapters; bf16: built in bf16 (torchtune's LoRALinear)
+    loss: str = "full"  # full: transformers' loss; compute-dtype: F.cross_entropy on the logits; torchtune-chunked
+    recompute_every: int = 2  # recompute layer-sac: torchtitan's rule, layer k checkpointed when (k + 1) % N == 0
+    optimizer_in_backward: bool = False  # torchtune's optimizer_in_bwd: one optimizer per parameter, stepped in a hook
 
 
 _MODEL_DTYPE = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}
@@ -321,6 +326,99 @@ def _labels(model: Any, ids: torch.Tensor) -> torch.Tensor:
     return ids
 
 
+def _loss(model: Any, ids: torch.Tensor, loss: str) -> torch.Tensor:
+    """The loss as ``loss`` computes it; only the loss is returned, so nothing else outlives the forward."""
+    if loss == "full":
+        return model(input_ids=ids, labels=_labels(model, ids)).loss
+    import torch.nn.functional as F
+
+    if loss == "compute-dtype":
+        # torchtitan / plain PyTorch: cross_entropy on the logits in their own dtype; the logits are dropped
+        logits = model(input_ids=ids).logits
+        out = F.cross_entropy(logits.flatten(0, 1), ids.flatten())
+        del logits
+        return out
+    if loss == "torchtune-chunked":
+        # torchtune TransformerDecoder.chunked_output: the head per chunk of tensor_split(8, dim=1); then
+        # CEWithChunkedOutputLoss: cross_entropy(chunk.float(), reduction="sum") per chunk, summed, / tokens;
+        # the recipe deletes the logits before backward
+        hidden = model.get_decoder()(input_ids=ids).last_hidden_state
+        head = model.get_output_embeddings()
+        chunks = [head(c) for c in hidden.tensor_split(TORCHTUNE_CHUNKS, dim=1)]
+        del hidden
+        labels = ids.tensor_split(TORCHTUNE_CHUNKS, dim=1)
+        total = torch.zeros(())
+        for c, y in zip(chunks, labels, strict=True):
+            total = total + F.cross_entropy(c.float().flatten(0, 1), y.flatten(), reduction="sum")
+        del chunks
+        return total / ids.numel()
+    raise ValueError(f"the trace cannot compute loss {loss!r}")
+
+
+# torchtune/modules/transformer.py TransformerDecoder.set_num_output_chunks, called by the recipes with
+# CEWithChunkedOutputLoss.num_output_chunks = 8 (torchtune/modules/loss/ce_chunked_output_loss.py)
+TORCHTUNE_CHUNKS = 8
+
+
+def _checkpointing(model: Any, recipe: TraceRecipe) -> None:
+    """transformers' gradient checkpointing on every layer (full) or on every N-th (layer-sac)."""
+    if recipe.recompute in ("full", "layer-sac"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if recipe.recompute == "layer-sac":
+        _every_nth_layer(model, recipe.recompute_every)
+
+
+def _every_nth_layer(model: Any, every: int) -> None:
+    """torchtitan's layer selective checkpointing (llama3 parallelize.py _apply_ac_to_transformer_block, mode
+    selective with an integer option): the k-th block wrapped (k counted from 1) checkpoints when k % N == 0."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for k, layer in enumerate(layers, start=1):
+        layer.gradient_checkpointing = k % every == 0
+
+
+@contextlib.contextmanager
+def _adapter_dtype(dtype: str) -> Iterator[None]:
+    """bf16 adapters are built in bf16 (torchtune builds the model under its dtype): FakeTensor parameters cannot be
+    cast by a later ``.to()``."""
+    if dtype != "bf16":
+        yield
+        return
+    original = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(original)
+
+
+class _InBackward:
+    """torchtune's optimizer_in_bwd (torchtune/training/memory.py create_optim_in_bwd_wrapper and
+    register_optim_in_bwd_hooks): one optimizer per parameter, stepped and zeroed in the parameter's
+    post-accumulate-grad hook, so only the gradient being stepped is alive; step() and zero_grad() do nothing."""
+
+    def __init__(self, params: list[torch.nn.Parameter], recipe: TraceRecipe) -> None:
+        self.optims = {p: _torch_optimizer([p], recipe) for p in params}
+
+        def step(p: torch.Tensor) -> None:
+            self.optims[p].step()  # type: ignore[index]
+            self.optims[p].zero_grad(set_to_none=True)  # type: ignore[index]
+
+        for p in params:
+            p.register_post_accumulate_grad_hook(step)
+
+    @property
+    def state(self) -> dict[Any, Any]:
+        return {k: v for o in self.optims.values() for k, v in o.state.items()}
+
+    def step(self) -> None:
+        return None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        return None
+
+
 def _step(model: torch.nn.Module, opt: Any, ids: torch.Tensor, autocast: Any) -> None:
     """One untracked training iteration (the FSDP warm-up)."""
     with autocast:
@@ -376,21 +474,21 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         dtype = _MODEL_DTYPE.get(recipe.precision, torch.float32)
         model = _build(config, hf, dtype)
         model.train()
-        if recipe.recompute == "full":
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _checkpointing(model, recipe)
         if recipe.lora_r:
             import peft
 
             targets = "all-linear" if recipe.lora_targets == ("all-linear",) else list(recipe.lora_targets)
             lora = peft.LoraConfig(r=recipe.lora_r, lora_alpha=2 * recipe.lora_r, target_modules=targets)
-            with _adapters_stay_put():
-                model = peft.get_peft_model(model, lora)
+            with _adapters_stay_put(), _adapter_dtype(recipe.adapter_dtype):
+                # autocast_adapter_dtype=False leaves bf16 adapters as built (peft's default upcasts them to fp32)
+                model = peft.get_peft_model(model, lora, autocast_adapter_dtype=recipe.adapter_dtype != "bf16")
         if recipe.freeze_layers:
             _freeze_bottom(model, recipe.freeze_layers)
         if mesh is not None:
             _shard(model, mesh)
         trainable = [p for p in model.parameters() if p.requires_grad]
-        opt = _optimizer(trainable, recipe)
+        opt = _InBackward(trainable, recipe) if recipe.optimizer_in_backward else _optimizer(trainable, recipe)
         ids = torch.randint(0, hf.vocab_size, (recipe.batch, recipe.seq))
         autocast = (
             torch.autocast(device, dtype=torch.bfloat16) if recipe.precision == "amp" else contextlib.nullcontext()
@@ -410,7 +508,7 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         for _ in range(recipe.steps):
             tracker.phase("forward")
             with autocast:
-                loss = model(input_ids=ids, labels=_labels(model, ids)).loss
+                loss = _loss(model, ids, recipe.loss)
             tracker.mark("forward_end")
             tracker.phase("backward")
             loss.backward()

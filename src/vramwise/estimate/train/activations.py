@@ -40,6 +40,8 @@ class Grads:
     lora: tuple[LoraModule, ...] = ()
     lora_r: int = 0
     lora_dropout: bool = False
+    adapter: int = 4  # bytes per adapter element: peft's fp32, or bf16 (--adapter-dtype)
+    inputs_kept: bool = False  # a frozen LLM.int8() base keeps its input (bitsandbytes MatMul8bitLt ctx.tensors)
 
     def adapted(self, group: str) -> list[LoraModule]:
         return [m for m in self.lora if group in m.groups]
@@ -105,16 +107,19 @@ def _linear_input(
     ``readers``: separate modules reading it; under autocast each keeps its own 16-bit cast of an fp32 input.
     """
     adapters = {m.name: m for grp in groups for m in g.adapted(grp)}
-    if not kept and (g.base or (adapters and s.c == 4)):
+    a = g.adapter
+    # adapters in the input's own dtype keep the input itself (peft's cast is a no-op), shared like a weight's
+    same = bool(adapters) and s.c == a and not s.amp
+    if not kept and (g.base or same or g.inputs_kept):
         out.add(name, s.c * width / rep * (readers if s.amp else 1))
     for _ in adapters.values():
         if s.amp:
             out.add("lora", 2 * width / rep + 2 * g.lora_r)  # autocast's 16-bit casts of x and x·A
         elif g.lora_dropout:
-            out.add("lora", 5 * width / rep)  # dropout mask (1) + dropped copy (4, fp32)
-        elif s.c != 4:
-            out.add("lora", 4 * width / rep)  # peft casts the input to the adapter's fp32
-        out.add("lora", 4 * g.lora_r)  # x·A, kept by B
+            out.add("lora", (1 + a) * width / rep)  # dropout mask (1) + dropped copy in the adapter dtype
+        elif s.c != a:
+            out.add("lora", a * width / rep)  # peft casts the input to the adapter's dtype
+        out.add("lora", a * g.lora_r)  # x·A, kept by B
 
 
 def _attention(out: Saved, spec: ModelSpec, s: Shape, g: Grads, attention: str, recompute: str) -> None:

@@ -7,9 +7,9 @@ import functools
 from vramwise.estimate.plan import LOSS_CHUNK, ONE, TOKENS, Rule
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import in_layer
+from vramwise.estimate.train.lora import adapter_bytes
 from vramwise.estimate.train.loss import CHUNKED
 from vramwise.estimate.train.recipe import Recipe
-from vramwise.estimate.train.states import LORA_BYTES
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.workload import FsdpMode, LossImpl, TrainSetup
@@ -56,7 +56,7 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
             formula=f"2 x ({layer:,} x {w} B{extra_f})",
             source=src,
         )
-        g = LORA_BYTES if setup.peft.adapters else recipe.grad
+        g = adapter_bytes(setup.peft) if setup.peft.adapters else recipe.grad
         grads = Term(
             name="fsdp/unsharded_grads",
             bytes=layer * g + (kept * (4 - g) if g < 4 else 0) if not setup.peft.adapters else 0,

@@ -22,15 +22,17 @@ from dataclasses import dataclass, replace
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate.allocator_model import AllocatorConfig
+from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.encoder_decoder import refuse as refuse_encoder_decoder
 from vramwise.estimate.logits import head_words
-from vramwise.estimate.overheads import cuda_context_term, is_tensor
+from vramwise.estimate.overheads import is_tensor
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.allocation import REFERENCE_TOKENS, StepTensors, parameter_tensors, spread
+from vramwise.estimate.train.knobs import check_knobs
 from vramwise.estimate.train.layout import (
     Stage,
     check_layout,
@@ -39,8 +41,9 @@ from vramwise.estimate.train.layout import (
     stage_share,
     stages,
 )
-from vramwise.estimate.train.lora import LoraModule, lora_targets
-from vramwise.estimate.train.loss import classifier_loss_rules, loss_rules
+from vramwise.estimate.train.loading import loading_term
+from vramwise.estimate.train.lora import LoraModule, adapter_bytes, kbit_prepared, lora_targets
+from vramwise.estimate.train.loss import LossRules, classifier_loss_rules, implementation_rules, liger_chunk
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import gathered, head_grads
@@ -73,6 +76,8 @@ def _layer_grads(setup: TrainSetup, lora: list[LoraModule]) -> Grads:
         lora=tuple(lora),
         lora_r=setup.peft.lora_r,
         lora_dropout=setup.peft.lora_dropout > 0,
+        adapter=adapter_bytes(setup.peft),
+        inputs_kept=setup.peft.method == PeftMethod.LORA_8BIT,
     )
 
 
@@ -253,7 +258,10 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
         head_trains = full and not (spec.tied_embeddings and setup.peft.freeze_layers)  # a tied head freezes too
         fp32 = spec.traits.norm_weight_fp32  # fp32 weight multiply
         per = c * h + 2 * c if spec.norm.kind == "layer" else 4 * h + 4 + ((4 if fp32 else c) * h if full else 0)
-        per += c * h if head_trains else 0  # lm_head's input, for the head's gradient
+        # lm_head's input, for the head's gradient: Liger computes that gradient in forward and keeps none; Cut
+        # Cross Entropy saves its input e whether or not the head trains
+        keeps_input = (head_trains and setup.loss != LossImpl.LIGER) or setup.loss == LossImpl.CCE
+        per += c * h if keeps_input else 0
         out.append(
             Rule(
                 name="activations/final_norm",
@@ -266,20 +274,28 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
     return out
 
 
-def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> tuple[Rule, Rule]:
+def _head_trains(spec: ModelSpec, setup: TrainSetup) -> bool:
+    return not setup.peft.adapters and not (spec.tied_embeddings and setup.peft.freeze_layers)
+
+
+def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> LossRules:
     if spec.head is not HeadKind.CAUSAL_LM:  # a decoder classifier (_check refuses every other head)
         per_sequence = spec.head is HeadKind.SEQUENCE_CLASSIFICATION
-        return classifier_loss_rules(labels=spec.num_labels, per_sequence=per_sequence, flight=flight)
+        saved, temp = classifier_loss_rules(labels=spec.num_labels, per_sequence=per_sequence, flight=flight)
+        return LossRules(saved=(saved,), backward=(temp,))
     # vocab-parallel cross entropy: each rank holds its share of the padded vocabulary, as the head does
     tp = setup.parallel.tp
     vocab = spec.vocab_size if tp == 1 else padded_vocab(spec.vocab_size, tp) // tp
-    return loss_rules(
+    head = spec.vocab_size * (spec.embedding.proj_dim or spec.hidden_size) * recipe.weight
+    return implementation_rules(
         vocab=vocab,
         h=spec.hidden_size,
         c=recipe.compute,
         loss=setup.loss,
         flight=flight,
         softcap=spec.final_logit_softcap,
+        head=head if _head_trains(spec, setup) else 0,
+        amp=recipe.autocast_cache,
     )
 
 
@@ -307,7 +323,7 @@ def _persistent(setup: TrainSetup, states: ModelStates) -> tuple[tuple[Term, ...
     zero_buffer = setup.parallel.sharding.stage == 3 and setup.parallel.fsdp == FsdpMode.NONE
     grads_persist = grads is not None and (setup.grad_accum > 1 or zero_buffer)
     kept = (grads,) if grads is not None and grads_persist else ()
-    context = cuda_context_term(setup.overheads.cuda_context_mib)
+    context = context_term(setup.overheads)
     return (*states.persistent, *kept, context), None if grads_persist else grads
 
 
@@ -319,6 +335,7 @@ class _Forward:
     held: list[int]
     in_layers: list[int]
     loss_backward: list[int]
+    loss_forward: list[int]  # live at the forward's end only (torchtune's logits, Liger's logits chunk)
     largest_layer: float  # the largest single layer's saved bytes per token (full recompute rebuilds one)
     gathered_backward: list[Term]  # ZeRO-3/FSDP units gathered during backward
     per_layer: _PerLayer  # the layers' saved tensors, for the allocator replay
@@ -332,10 +349,12 @@ def _forward(
     in_layers = out.add(*acts)
     held = list(in_layers)
     loss_backward: list[int] = []
+    loss_forward: list[int] = []
     if stage.last:
-        saved, temp = _loss(spec, setup, recipe, flight)
-        held += out.add(saved)
-        loss_backward = out.add(temp)
+        rules = _loss(spec, setup, recipe, flight)
+        held += out.add(*rules.saved)
+        loss_backward = out.add(*rules.backward)
+        loss_forward = out.add(*rules.forward)
     if recipe.autocast_cache:
         autocast = out.add(_autocast_cache(spec, stage, setup))
         held += autocast
@@ -351,6 +370,7 @@ def _forward(
         held=held,
         in_layers=in_layers,
         loss_backward=loss_backward,
+        loss_forward=loss_forward,
         largest_layer=largest_layer,
         gathered_backward=gathered_bwd,
         per_layer=per_layer,
@@ -362,7 +382,7 @@ def _backward_phases(
 ) -> list[tuple[PhaseKind, list[int]]]:
     """The phases while the forward's tensors are still held: forward end, and the moments of backward that
     add to them (the loss backward, a rebuilt layer, FSDP's gathered units and the head's gradients)."""
-    phases = [(PhaseKind.FORWARD_END, fwd.held)]
+    phases = [(PhaseKind.FORWARD_END, fwd.held + fwd.loss_forward)]
     if fwd.loss_backward:
         phases.append((PhaseKind.BACKWARD_LOSS, fwd.held + fwd.loss_backward))
     if setup.recompute == Recompute.FULL and fwd.largest_layer:
@@ -407,7 +427,7 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
     base = training_base(spec, setup.peft)
     notes += [n for n in (base.note, kept_note(spec) if base.fmt == spec.stored_format else None) if n]
     if base.fmt and spec.moe and get_format(base.fmt).moe_note:
-        cast = setup.peft.method == PeftMethod.QLORA  # peft prepare_model_for_kbit_training: 16-bit params to fp32
+        cast = kbit_prepared(spec, setup.peft)  # peft prepare_model_for_kbit_training: 16-bit params to fp32
         notes.append(
             "fused MoE experts are not nn.Linear: bitsandbytes leaves them unquantized"
             + (" and QLoRA's k-bit preparation casts them to fp32" if cast else "")
@@ -452,6 +472,13 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     allocations = _step_tensors(spec, setup, stage, (persistent, released_grads), states, fwd, out)
     busiest = _busiest_alike(spec, setup, stage)
     shared = None if busiest == stage else _stage_plan(spec, setup, busiest).fraction
+    # loading comes before the step but is listed last, so the step's phases keep their places (loading.py); it is
+    # shown only when it holds more than the step's persistent states: otherwise it cannot be the peak, and its
+    # total would list optimizer states that do not exist yet
+    master = sum(t.bytes for t in (*states.persistent, *states.host) if t.name == "optimizer/master_weights")
+    held = tuple(t for t in persistent if is_tensor(t.name))
+    load = loading_term(spec, setup, stage, held, recipe.weight, master)
+    phases += [(PhaseKind.LOAD, out.add(load))] if load.bytes else []
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
         persistent=[constant(t) for t in persistent] + (list(buffers(spec)) if stage.first else []),
@@ -558,7 +585,7 @@ def _check_classifier(model: ModelSpec, setup: TrainSetup) -> None:
         )
     for option, value, allowed in (
         ("peft", setup.peft.adapters, "none for a classifier (peft trains its score head fully)"),
-        ("loss", setup.loss == LossImpl.CHUNKED, "full for a classifier (a chunked loss is over a vocabulary)"),
+        ("loss", setup.loss != LossImpl.FULL, "full for a classifier (the other losses are over a vocabulary)"),
         ("tp", setup.parallel.tp > 1, "1 for a classifier (its score head has no tensor-parallel plan)"),
     ):
         if value:
@@ -579,6 +606,7 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
     refuse_training(model)  # state-space hybrids (estimate/ssm_state.py)
     check_layout(model, setup)
     training_base(model, setup.peft)  # refuses what transformers cannot train, in one line, before any term
+    check_knobs(model, setup)  # issue 14's knobs: the combinations their code cannot run
     return model
 
 
@@ -652,8 +680,12 @@ def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[Plan, ...]:
     return hit
 
 
-def _vars(setup: TrainSetup) -> Vars:
-    return Vars.training(setup.batch, setup.seq, setup.parallel.cp, setup.loss_chunk)
+def _vars(model: Model, setup: TrainSetup) -> Vars:
+    chunk = setup.loss_chunk
+    if setup.loss == LossImpl.LIGER and isinstance(model, ModelSpec):  # Liger sizes its chunk from BT, V and H
+        tokens = setup.batch * setup.seq // setup.parallel.cp
+        chunk = liger_chunk(tokens, model.vocab_size, model.hidden_size)
+    return Vars.training(setup.batch, setup.seq, setup.parallel.cp, chunk)
 
 
 def _positions(model: Model, setup: TrainSetup) -> str | None:
@@ -663,6 +695,13 @@ def _positions(model: Model, setup: TrainSetup) -> str | None:
 
 
 def _noted(est: Estimate, note: str | None) -> Estimate:
+    peak = est.peak_phase
+    if peak is not None and peak.kind is PhaseKind.LOAD:
+        path = peak.transient[0].name.removeprefix("loading/")
+        note = (f"{note}; " if note else "") + (
+            f"the peak is while loading the checkpoint ({path}), before the first step: a run that does not fit "
+            "dies while loading (--loading names the other paths)"
+        )
     return replace(est, notes=(*est.notes, note)) if note else est
 
 
@@ -670,7 +709,7 @@ def training_peak(model: Model, setup: TrainSetup) -> int:
     """Peak bytes of the worst GPU, without rendering terms: the number ``estimate_training`` reports."""
     plans = _worst_candidates(model, setup)
     _positions(model, setup)
-    v = _vars(_as_run(model, setup))
+    v = _vars(model, _as_run(model, setup))
     return max(plan.peak(v) for plan in plans)
 
 
@@ -679,7 +718,7 @@ def estimate_stages(model: Model, setup: TrainSetup) -> list[Estimate]:
     setup = _as_run(model, setup)
     spec = _check(model, setup)
     note = _positions(spec, setup)
-    v = _vars(setup)
+    v = _vars(model, setup)
     return [_noted(_stage_plan(spec, setup, s).render(v), note) for s in stages(spec, setup.parallel.pp)]
 
 
@@ -687,7 +726,7 @@ def estimate_training(model: Model, setup: TrainSetup) -> Estimate:
     """The worst GPU: the pipeline stage with the highest peak, every term rendered with its formula."""
     plans = _worst_candidates(model, setup)
     note = _positions(model, setup)
-    v = _vars(setup)
+    v = _vars(model, setup)
     plan = max(plans, key=lambda p: p.peak(v))
     return _noted(plan.render(v), note)
 
@@ -700,5 +739,5 @@ def phase_totals(model: ModelSpec, setup: TrainSetup) -> list[int]:
     """
     plans = _worst_candidates(model, setup)
     _positions(model, setup)
-    v = _vars(setup)
+    v = _vars(model, setup)
     return [n for plan in plans for n in plan.phase_bytes(v)]
