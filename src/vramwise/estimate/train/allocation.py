@@ -6,17 +6,21 @@ tensors a step allocates, in the order PyTorch does, and replays them (``estimat
   load        every persistent tensor term (weights, fp32 master copy, optimizer states, persistent gradients)
               as one tensor per parameter, each its share of the term in proportion to the parameter's elements
               (DeepSpeed's and FSDP's flat buffers are one tensor in reality: the spread is an approximation);
-  two steps   forward: each layer's saved tensors, one tensor per kind of saved tensor (``activations.py``),
-              then the tensors outside the layers and the loss's; the loss backward's temporaries come and go;
-              backward: layer by layer from the last, its gradients allocated (when they do not persist) and
-              its saved tensors freed (full recompute: one layer rebuilt, then freed); the optimizer step's
+  two steps   forward: each layer's saved tensors, one tensor per ``Saved.add`` of ``activations.py``, each
+              with the op output beside it that is not saved, alive until the next saved tensor exists; then
+              the tensors outside the layers and the loss's; the loss backward's temporaries come and go;
+              backward: layer by layer from the last, op by op from the layer's last: the gradient of each saved
+              tensor's shape replaces the one before, the saved tensor is freed, and the weights' gradients
+              (when they do not persist) appear spread over the ops (full recompute: one layer rebuilt, then
+              freed). These temporaries are what the traced step shows splitting the cached blocks
+              (tests/estimate/test_allocator_vs_trace.py: the traced sequence as the oracle); the optimizer step's
               transients (one per parameter, as the persistent terms) come and go, then the gradients are
               freed (``zero_grad(set_to_none=True)``).
 
-Summarised per layer kind: each replay runs a few identical layers (``LOAD_POINTS``, ``STEP_POINTS``) and
-extrapolates the reserve linearly to the stage's layers, so a plan replays a few hundred allocations, not
-thousands. The load and the steps are replayed apart and their reserves added, each
-cached on what it depends on (``_reserve``): a layout search builds thousands of plans that share them.
+Summarised per layer kind: a stage deeper than the replay points runs a few identical layers (``LOAD_POINTS``,
+``STEP_POINTS``) and extrapolates the reserve linearly to the stage's layers. The load and the steps are
+replayed apart and their reserves added, each cached on what it depends on (``_reserve``): a layout search
+builds thousands of plans that share them.
 """
 
 from __future__ import annotations
@@ -39,7 +43,11 @@ from vramwise.workload.layout import ParallelConfig
 # full recompute), Llama 2 70B ZeRO-3 tp 2, Llama 3.2 1B, Qwen2.5 7B and Mistral 7B with full recompute, where
 # 2 and 3, 3 and 6, 4 and 8 or 6 and 12 missed some by 25% to 500% (tests/estimate/test_allocation.py)
 LOAD_POINTS = ((2, 4), (4, 8))
-STEP_POINTS = ((8, 16),)
+# With the layers' temporaries in the replay (``_layer_forward``, ``_layer_backward``) the steps' reserve is not
+# linear below about 16 layers and can step at any depth (ZeRO-3 Llama 3 8B: 2,265 MiB at 8 layers, 403 at 16,
+# 2,549 at 24): a stage of up to 32 layers, every 7-8B model, is replayed at its own depth; deeper ones are
+# extrapolated from 16 and 32 (Llama 2 70B tp 8: within 5% of the replay at 80 layers)
+STEP_POINTS = ((16, 32),)
 # Steps replayed: the second forward finds the first's blocks split by what backward and the optimizer step put
 # in them (per-parameter gradients and fp32 copies in freed activation blocks), so it reserves more; a third
 # adds under 5% more on the typical cases (tests/estimate/test_allocation.py)
@@ -122,20 +130,61 @@ def _step_ops(s: StepTensors, sizes: tuple, k: int, steps: int = STEPS) -> list[
         ops.extend((key, -1) for key in keys)
 
     for _ in range(steps):
-        acts = [alloc(saved) for _ in range(k)]
+        acts = [_layer_forward(saved, alloc, free) for _ in range(k)]
         outside = alloc(held)
         free(alloc(loss_temporaries))
         grads = alloc(s.outside_grads)
         for layer in reversed(acts):
             again = alloc((rebuilt,)) if rebuilt else []
-            grads += alloc(s.layer_grads)
+            grads += _layer_backward(saved, layer, s.layer_grads, alloc, free)
             free(again)
-            free(layer)
         free(outside)
         transients = alloc(s.outside_step) + [key for _ in range(k) for key in alloc(s.layer_step)]
         free(alloc(step) + transients)
         free(grads)
     return ops
+
+
+def _layer_forward(
+    saved: tuple[int, ...], alloc: Callable[[tuple[int, ...]], list[int]], free: Callable[[list[int]], None]
+) -> list[int]:
+    """One layer's forward: each saved tensor, and beside it the op output that is not saved (the fp32 norm's
+    products, rotary's halves, the projections' pre-residual outputs: the same shape as what the next op saves),
+    alive until the next saved tensor exists. Returns the saved tensors' keys."""
+    keys: list[int] = []
+    temporary: list[int] = []
+    for size in saved:
+        keys += alloc((size,))
+        free(temporary)
+        temporary = alloc((size,))
+    free(temporary)
+    return keys
+
+
+def _layer_backward(
+    saved: tuple[int, ...],
+    keys: list[int],
+    grads: tuple[int, ...],
+    alloc: Callable[[tuple[int, ...]], list[int]],
+    free: Callable[[list[int]], None],
+) -> list[int]:
+    """One layer's backward, from its last op: each op's input gradient (the shape of what it saved) replaces
+    the one before, the op frees what it saved, and the weights' gradients appear as their ops are reached
+    (spread evenly over the ops). Returns the weight gradients' keys."""
+    out: list[int] = []
+    grad: list[int] = []
+    n = len(saved)
+    done = 0
+    for j in reversed(range(n)):
+        nxt = alloc((saved[j],))
+        free(grad)
+        grad = nxt
+        upto = len(grads) * (n - j) // n if n else len(grads)
+        out += alloc(grads[done:upto])
+        done = upto
+        free([keys[j]])
+    free(grad)
+    return out + alloc(grads[done:])
 
 
 def _waste(ops: list[tuple[int, int]], config: AllocatorConfig) -> int:
@@ -201,7 +250,9 @@ def _allocations(s: StepTensors, sizes: tuple, layers: int) -> int:
     """Allocations the full stage's step makes (what the extrapolated replay stands for)."""
     saved, rebuilt, held, loss_temporaries, step = sizes
     per_step = (
-        layers * (len(saved) + len(s.layer_grads) + (1 if rebuilt else 0))
+        # each saved tensor: itself and its forward temporary, and its gradient in backward (``_layer_forward``,
+        # ``_layer_backward``)
+        layers * (3 * len(saved) + len(s.layer_grads) + (1 if rebuilt else 0))
         + len(held)
         + len(loss_temporaries)
         + len(s.outside_grads)

@@ -99,7 +99,9 @@ class _LayerQuery:
 
 
 @functools.lru_cache(maxsize=4096)
-def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[str, float], ...], float]:
+def _saved_per_token(
+    spec: ModelSpec, q: _LayerQuery
+) -> tuple[int, tuple[tuple[str, float], ...], float, tuple[float, ...]]:
     """(layers that record, per-token bytes by name summed over them, the largest single layer's per-token bytes).
 
     Layers differ only in whether their MLP is a mixture of experts: each kind is computed once.
@@ -132,7 +134,14 @@ def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[
         for k, v in saved.items.items():
             names[k] = names.get(k, 0) + v * counts[kind]
     largest = max((saved.total for saved in kinds.values()), default=0)
-    return len(recording), tuple(names.items()), largest
+    # the allocator replay's tensors of one layer: the most common kind's, scaled to the stage's mean layer
+    pieces: tuple[float, ...] = ()
+    if counts:
+        common = max(counts, key=lambda k: counts[k])
+        mean = sum(names.values()) / len(recording)
+        scale = mean / kinds[common].total if kinds[common].total else 0.0
+        pieces = tuple(p * scale for p in kinds[common].pieces)
+    return len(recording), tuple(names.items()), largest, pieces
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,11 +173,11 @@ def _activations(
         peft=setup.peft.adapters,
         freeze_layers=setup.peft.freeze_layers,
     )
-    recording, per_token, per_layer_max = _saved_per_token(spec, query)
+    recording, per_token, per_layer_max, pieces = _saved_per_token(spec, query)
     rules: list[Rule] = []
     flight_f = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
     n = len(stage.layers)
-    per_layer = _PerLayer(saved=tuple(p * flight / n for _, p in per_token) if recording else (), rules=0, rebuilt=0)
+    per_layer = _PerLayer(saved=tuple(p * flight * recording / n for p in pieces), rules=0, rebuilt=0)
     if setup.recompute == Recompute.FULL:
         rep = setup.parallel.tp if setup.parallel.sp else 1
         one = recording * c * spec.hidden_size / rep * flight / n
