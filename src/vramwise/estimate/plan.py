@@ -79,6 +79,9 @@ class Rule:
     # plan renders it once
     formula: Callable[[Vars], str]
     source: str
+    # equal tensors the bytes are made of (the loss backward's two logit-sized gradients): the allocator replay
+    # allocates them one by one (estimate/train/allocation.py)
+    tensors: int = 1
 
     def bytes(self, v: Vars) -> int:
         return round(self.coef * v[self.var])

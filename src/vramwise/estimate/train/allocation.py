@@ -76,6 +76,9 @@ class StepTensors:
     step: tuple[Rule, ...]  # buffers of the step and backward's end (reduce buckets), one tensor each
     layer_step: tuple[int, ...] = ()  # the optimizer step's transients, one per parameter (fp32 gradients,
     outside_step: tuple[int, ...] = ()  # foreach's per-tensor results), one layer's and outside's
+    # the optimizer's states when it creates them in the first step (torch's optimizers), one layer's and outside's
+    layer_states: tuple[int, ...] = ()
+    outside_states: tuple[int, ...] = ()
     config: AllocatorConfig
     reference: Vars  # where the replay runs (REFERENCE_TOKENS per GPU): the plan takes its reserve as a fraction
 
@@ -87,7 +90,7 @@ class StepTensors:
             tuple(round(p * t) for p in self.saved),
             round(self.rebuilt * t),
             tuple(r.bytes(v) for r in self.held),
-            tuple(r.bytes(v) for r in self.loss_temporaries),
+            tuple(size for r in self.loss_temporaries for size in [r.bytes(v) // r.tensors] * r.tensors),
             tuple(r.bytes(v) for r in self.step),
         )
 
@@ -129,7 +132,7 @@ def _step_ops(s: StepTensors, sizes: tuple, k: int, steps: int = STEPS) -> list[
     def free(keys: list[int]) -> None:
         ops.extend((key, -1) for key in keys)
 
-    for _ in range(steps):
+    for i in range(steps):
         acts = [_layer_forward(saved, alloc, free) for _ in range(k)]
         outside = alloc(held)
         free(alloc(loss_temporaries))
@@ -139,6 +142,10 @@ def _step_ops(s: StepTensors, sizes: tuple, k: int, steps: int = STEPS) -> list[
             grads += _layer_backward(saved, layer, s.layer_grads, alloc, free)
             free(again)
         free(outside)
+        if i == 0:  # the optimizer's first step() creates its states, kept from then on
+            alloc(s.outside_states)
+            for _ in range(k):
+                alloc(s.layer_states)
         transients = alloc(s.outside_step) + [key for _ in range(k) for key in alloc(s.layer_step)]
         free(alloc(step) + transients)
         free(grads)
@@ -240,7 +247,8 @@ def _reserve(s: StepTensors, sizes: tuple) -> int:
         return wastes[k - 1]
 
     def step(k: int) -> int:
-        key = (k, s.layer_grads, s.outside_grads, s.layer_step, s.outside_step, s.config, sizes)
+        grads = (s.layer_grads, s.outside_grads, s.layer_step, s.outside_step, s.layer_states, s.outside_states)
+        key = (k, *grads, s.config, sizes)
         return _cached(_STEPS, key, lambda: _waste(_step_ops(s, sizes, k), s.config))
 
     return _extrapolated(s.layers, load, LOAD_POINTS) + _extrapolated(s.layers, step, STEP_POINTS)
@@ -260,7 +268,8 @@ def _allocations(s: StepTensors, sizes: tuple, layers: int) -> int:
         + len(s.outside_step)
         + layers * len(s.layer_step)
     )
-    return len(s.outside_persistent) + layers * len(s.layer_persistent) + STEPS * per_step
+    states = len(s.outside_states) + layers * len(s.layer_states)
+    return len(s.outside_persistent) + layers * len(s.layer_persistent) + states + STEPS * per_step
 
 
 @functools.lru_cache(maxsize=1024)

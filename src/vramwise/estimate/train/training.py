@@ -532,12 +532,24 @@ def _step_tensors(
     # Adam's two states per parameter (exp_avg, exp_avg_sq: torch/optim/adamw.py _init_group), one otherwise
     per_param = 2 if "adam" in str(setup.optimizer.name) else 1
     weights = sum(t.bytes for t in persistent if t.name.startswith("weights/"))
+    # torch's optimizers create their states in the first step() (torch/optim/adam.py Adam._init_group: "if
+    # len(state) == 0: ... zeros_like(p)"), among the blocks the first forward and backward left split; DeepSpeed's
+    # ZeRO optimizers take a step of zero gradients at construction for this very reason (stage_1_and_2.py
+    # DeepSpeedZeroOptimizer.__init__, stage3.py _setup_for_real_optimizer: initialize_optimizer_states, "This
+    # helps prevent memory fragmentation by allocating optimizer state at the beginning of training")
+    lazy = not (setup.parallel.sharding.stage and setup.parallel.fsdp == FsdpMode.NONE)
+    states_bytes = sum(t.bytes for t in persistent if t.name == "optimizer/states") if lazy else 0
     others = [(t.bytes, per_param if t.name == "optimizer/states" else 1) for t in persistent]
-    others = [o for o, t in zip(others, persistent, strict=True) if not t.name.startswith("weights/")]
+    others = [
+        o
+        for o, t in zip(others, persistent, strict=True)
+        if not t.name.startswith("weights/") and not (lazy and t.name == "optimizer/states")
+    ]
     for total, copies in [(weights, 1), *others]:
         one, rest = spread(total // copies, shapes, n)
         layer += one * copies
         outside += rest * copies
+    layer_states, outside_states = spread(states_bytes // per_param, shapes, n)
     layer_grads, outside_grads = spread(released_grads.bytes if released_grads else 0, shapes, n)
     layer_step, outside_step = spread(sum(t.bytes for t in states.step_extra), shapes, n)
     per_layer = set(fwd.in_layers[: fwd.per_layer.rules])
@@ -555,6 +567,8 @@ def _step_tensors(
         step=tuple(constant(t) for t in states.backward_extra),
         layer_step=layer_step,
         outside_step=outside_step,
+        layer_states=layer_states * per_param,
+        outside_states=outside_states * per_param,
         config=AllocatorConfig(
             expandable_segments=setup.allocator.expandable_segments,
             max_split_size=None if mb is None else mb * MIB,
