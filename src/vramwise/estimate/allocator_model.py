@@ -181,13 +181,20 @@ class _Pool:
         b.gc_base = self.calls
         bisect.insort(self.keys, (b.size, b.addr))
         self.blocks[b.addr] = b
-        self.releasable += self._free_bytes(b)
+        # _free_bytes, inlined: the estimate replays thousands of these
+        if b.expandable:
+            self.releasable += self._free_bytes(b)
+        elif b.prev is None and b.next is None:
+            self.releasable += b.size
 
     def erase(self, b: _Block) -> None:
-        i = bisect.bisect_left(self.keys, (b.size, b.addr))
-        del self.keys[i]
+        keys = self.keys
+        del keys[bisect.bisect_left(keys, (b.size, b.addr))]
         del self.blocks[b.addr]
-        self.releasable -= self._free_bytes(b)
+        if b.expandable:
+            self.releasable -= self._free_bytes(b)
+        elif b.prev is None and b.next is None:
+            self.releasable -= b.size
 
 
 class _Allocator:
@@ -370,8 +377,11 @@ class _Allocator:
         self.requested -= self.asked.pop(key)
         self.allocated -= b.size
         pool = self.pools[b.small]
-        for other in (b.prev, b.next):
-            self._merge(pool, b, other)
+        prev, nxt = b.prev, b.next
+        if prev is not None and not prev.allocated:
+            self._merge(pool, b, prev)
+        if nxt is not None and not nxt.allocated:
+            self._merge(pool, b, nxt)
         pool.insert(b)
 
     def _merge(self, pool: _Pool, dst: _Block, src: _Block | None) -> None:

@@ -29,7 +29,7 @@ import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from vramwise.estimate.allocator_model import AllocatorConfig, load_reserves, replay_ops
+from vramwise.estimate.allocator_model import FREE, AllocatorConfig, load_reserves, replay_ops
 from vramwise.estimate.plan import Rule, Vars
 from vramwise.estimate.train.layout import Stage, in_layer, stage_share
 from vramwise.spec.model import ModelSpec
@@ -117,8 +117,17 @@ class StepTensors:
 
 
 def _step_ops(s: StepTensors, sizes: tuple, k: int, steps: int = STEPS) -> list[tuple[int, int]]:
-    """``steps`` steps with ``k`` layers: (key, bytes) allocations, (key, -1) frees."""
+    """``steps`` steps with ``k`` layers: (key, bytes) allocations, (key, -1) frees.
+
+    Every layer makes the same allocations, so one layer's forward and backward are written once as templates
+    (``_layer_forward``, ``_layer_backward``) and repeated with their keys shifted: the replay's input is
+    built in a few list comprehensions, not an op at a time."""
     saved, rebuilt, held, loss_temporaries, step = sizes
+    fwd = _layer_forward(saved)
+    bwd = _layer_backward(saved, s.layer_grads)
+    width_f, width_b = 2 * len(saved), len(saved) + len(s.layer_grads)
+    # the backward frees the forward's saved tensors: negative template keys (-1 - j) name saved tensor j, the
+    # forward's key 2j
     ops: list[tuple[int, int]] = []
     n = 0
 
@@ -129,69 +138,67 @@ def _step_ops(s: StepTensors, sizes: tuple, k: int, steps: int = STEPS) -> list[
         ops.extend(zip(keys, sizes, strict=True))
         return keys
 
-    def free(keys: list[int]) -> None:
-        ops.extend((key, -1) for key in keys)
-
     for i in range(steps):
-        acts = [_layer_forward(saved, alloc, free) for _ in range(k)]
+        bases = []
+        for _ in range(k):
+            bases.append(n)
+            ops.extend([(n + key, size) for key, size in fwd])
+            n += width_f
         outside = alloc(held)
-        free(alloc(loss_temporaries))
+        ops.extend((key, FREE) for key in alloc(loss_temporaries))
         grads = alloc(s.outside_grads)
-        for layer in reversed(acts):
+        for base in reversed(bases):
             again = alloc((rebuilt,)) if rebuilt else []
-            grads += _layer_backward(saved, layer, s.layer_grads, alloc, free)
-            free(again)
-        free(outside)
+            ops.extend([(n + key if key >= 0 else base - 2 * (key + 1), size) for key, size in bwd])
+            grads += [n + key for key, size in bwd if size > 0 and key >= len(saved)]
+            n += width_b
+            ops.extend((key, FREE) for key in again)
+        ops.extend((key, FREE) for key in outside)
         if i == 0:  # the optimizer's first step() creates its states, kept from then on
             alloc(s.outside_states)
             for _ in range(k):
                 alloc(s.layer_states)
         transients = alloc(s.outside_step) + [key for _ in range(k) for key in alloc(s.layer_step)]
-        free(alloc(step) + transients)
-        free(grads)
+        ops.extend((key, FREE) for key in alloc(step) + transients)
+        ops.extend((key, FREE) for key in grads)
     return ops
 
 
-def _layer_forward(
-    saved: tuple[int, ...], alloc: Callable[[tuple[int, ...]], list[int]], free: Callable[[list[int]], None]
-) -> list[int]:
-    """One layer's forward: each saved tensor, and beside it the op output that is not saved (the fp32 norm's
-    products, rotary's halves, the projections' pre-residual outputs: the same shape as what the next op saves),
-    alive until the next saved tensor exists. Returns the saved tensors' keys."""
-    keys: list[int] = []
-    temporary: list[int] = []
-    for size in saved:
-        keys += alloc((size,))
-        free(temporary)
-        temporary = alloc((size,))
-    free(temporary)
-    return keys
+def _layer_forward(saved: tuple[int, ...]) -> list[tuple[int, int]]:
+    """One layer's forward as (key, bytes | FREE) from key 0: each saved tensor (key 2j), and beside it the op
+    output that is not saved (key 2j + 1: the fp32 norm's products, rotary's halves, the projections'
+    pre-residual outputs, the same shape as what the op saves), alive until the next saved tensor exists."""
+    ops: list[tuple[int, int]] = []
+    for j, size in enumerate(saved):
+        ops.append((2 * j, size))
+        if j:
+            ops.append((2 * j - 1, FREE))
+        ops.append((2 * j + 1, size))
+    if saved:
+        ops.append((2 * len(saved) - 1, FREE))
+    return ops
 
 
-def _layer_backward(
-    saved: tuple[int, ...],
-    keys: list[int],
-    grads: tuple[int, ...],
-    alloc: Callable[[tuple[int, ...]], list[int]],
-    free: Callable[[list[int]], None],
-) -> list[int]:
-    """One layer's backward, from its last op: each op's input gradient (the shape of what it saved) replaces
-    the one before, the op frees what it saved, and the weights' gradients appear as their ops are reached
-    (spread evenly over the ops). Returns the weight gradients' keys."""
-    out: list[int] = []
-    grad: list[int] = []
-    n = len(saved)
+def _layer_backward(saved: tuple[int, ...], grads: tuple[int, ...]) -> list[tuple[int, int]]:
+    """One layer's backward from its last op, as (key, bytes | FREE): each op's input gradient (the shape of what
+    it saved; keys 0 to len(saved) - 1) replaces the one before, the op frees what it saved (key -1 - j: the
+    forward's saved tensor j), and the weights' gradients (keys from len(saved)) appear as their ops are reached,
+    spread evenly over the ops."""
+    ops: list[tuple[int, int]] = []
+    n, m = len(saved), len(saved)
     done = 0
-    for j in reversed(range(n)):
-        nxt = alloc((saved[j],))
-        free(grad)
-        grad = nxt
-        upto = len(grads) * (n - j) // n if n else len(grads)
-        out += alloc(grads[done:upto])
+    for step, j in enumerate(reversed(range(n))):
+        ops.append((step, saved[j]))
+        if step:
+            ops.append((step - 1, FREE))
+        upto = len(grads) * (n - j) // n
+        ops += [(m + g, grads[g]) for g in range(done, upto)]
         done = upto
-        free([keys[j]])
-    free(grad)
-    return out + alloc(grads[done:])
+        ops.append((-1 - j, FREE))
+    if n:
+        ops.append((n - 1, FREE))
+    ops += [(m + g, grads[g]) for g in range(done, len(grads))]
+    return ops
 
 
 def _waste(ops: list[tuple[int, int]], config: AllocatorConfig) -> int:
