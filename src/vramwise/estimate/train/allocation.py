@@ -109,10 +109,12 @@ class StepTensors:
         settings = ", expandable_segments" if self.config.expandable_segments else ""
         if self.config.max_split_size is not None:
             settings += f", max_split_size_mb {self.config.max_split_size // MIB}"
+        deepest = max(k for pair in STEP_POINTS for k in pair)
+        depth = f"{self.layers} layers" + (" extrapolated from fewer" if self.layers > deepest else "")
         return (
             f"{fraction:.3%} x tensor bytes {tensors:,}: reserved − allocated at the peak of a replay of {n:,} "
-            f"allocations ({STEPS} steps, {self.layers} layers extrapolated from a few, {self.reference.T:,} tokens "
-            f"per GPU) through the caching-allocator model{settings}, {TORCH} (--allocator-fraction to override)"
+            f"allocations ({STEPS} steps, {depth}, {self.reference.T:,} tokens per GPU) through the "
+            f"caching-allocator model{settings}, {TORCH} (--allocator-fraction to override)"
         )
 
 
