@@ -85,3 +85,42 @@ def test_max_split_size_mb_refused_in_one_line(bad: object) -> None:
     # CUDAAllocatorConfig.cpp parseMaxSplitSize: must be > kLargeBuffer / MiB = 20
     with pytest.raises(InvalidWorkloadError, match="max_split_size_mb must be an integer above 20"):
         TrainSetup.from_flat(max_split_size_mb=bad)
+
+
+def test_one_layers_templates_written_out_by_hand() -> None:
+    # two saved tensors (10, 20 bytes), three weight gradients (1, 2, 3): forward keeps 0 and 2, its temporaries
+    # 1 and 3 live until the next saved tensor; backward's gradients 0, 1 replace each other, frees saved tensor
+    # j as -1 - j, and the weights' gradients (keys 2, 3, 4) appear spread over the two ops
+    free = -1
+    assert allocation._layer_forward((10, 20)) == [(0, 10), (1, 10), (2, 20), (1, free), (3, 20), (3, free)]
+    assert allocation._layer_backward((10, 20), (1, 2, 3)) == [
+        (0, 20), (2, 1), (-2, free),  # the last op: its input gradient, one weight gradient, frees saved tensor 1
+        (1, 10), (0, free), (3, 2), (4, 3), (-1, free),
+        (1, free),
+    ]  # fmt: skip
+
+
+def test_every_step_allocation_is_freed_but_the_states() -> None:
+    s, sizes = _step("llama-3-8b", {})
+    live: dict[int, int] = {}
+    for key, size in allocation._step_ops(s, sizes, 3):
+        if size >= 0:
+            assert key not in live
+            live[key] = size
+        else:
+            del live[key]
+    # torch's AdamW creates its two states per parameter in the first step, and keeps them
+    assert sorted(live.values()) == sorted(s.outside_states + s.layer_states * 3)
+    assert len(s.layer_states) == 2 * len(s.layer_grads) > 0
+
+
+def test_deepspeed_creates_the_states_before_the_first_step() -> None:
+    # DeepSpeed's ZeRO optimizers allocate their states at construction (initialize_optimizer_states): in the load
+    s, _ = _step("llama-3-8b", {"dp": 8, "zero": 1})
+    assert s.layer_states == () and s.outside_states == ()
+
+
+def test_the_loss_backward_gradients_are_two_tensors() -> None:
+    s, sizes = _step("llama-3-8b", {})
+    (rule,) = s.loss_temporaries
+    assert rule.tensors == 2 and sizes[3] == (rule.bytes(_vars(catalog_spec("llama-3-8b"), TrainSetup())) // 2,) * 2
