@@ -56,6 +56,8 @@ TRAIN = (
     {"loss": "cce", "peft": "lora", "adapter_dtype": "bf16"},
     {"loss": "torchtune-chunked", "peft": "qlora", "double_quant": True},
     {"loss": "compute-dtype", "peft": "lora-8bit"},
+    {"recompute": "layer-sac", "recompute_every": 3, "precision": "bf16", "optimizer_in_backward": True},
+    {"activation_offload": True, "float8": True, "recompute": "full"},
 )
 # Families whose peft has no default targets, and the models that cannot take a given layout.
 _NEEDS_TARGETS = ("gemma-3-1b", "deepseek-v2-lite", "deepseek-v3", "gpt-oss-20b")
@@ -239,6 +241,8 @@ TRAIN_SETUP_KEYS = [
     "optimizer_in_backward", "float8",
     "framework",  # issue 14, appended within version 1
     "cuda_version", "compute_capability", "loading",
+    "interconnect", "nccl_buffers", "max_live_params", "param_persistence_threshold", "max_reuse_distance",
+    "nccl_env", "overlap_comm",
     "expandable_segments", "max_split_size_mb",  # issue 14: PYTORCH_CUDA_ALLOC_CONF for the allocator replay
 ]
 

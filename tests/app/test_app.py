@@ -212,6 +212,7 @@ FROZEN = {
     "--pp --precision --recompute --seed --seq --sp --tp --units --zero -b -s model --cuda-version --loading"
     + _KNOBS
     + " --framework"
+    + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
     + " --expandable-segments --max-split-size-mb",
 }
 _SETUPS = (
@@ -226,6 +227,7 @@ _SETUPS = (
     + LLAMA_CPP
     + _KNOBS
     + " --framework"
+    + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
     + " --expandable-segments --max-split-size-mb"
 )
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units --serve"

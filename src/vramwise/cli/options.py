@@ -36,7 +36,7 @@ from vramwise.workload import (
 )
 from vramwise.workload.engines import VLLM_VERSION
 from vramwise.workload.llamacpp_flags import CACHE_TYPES, FLASH_ATTN, SPLIT_MODES
-from vramwise.workload.options import ADAPTER_DTYPES, FRAMEWORKS, KERNEL_IMPLS
+from vramwise.workload.options import ADAPTER_DTYPES, FRAMEWORKS, INTERCONNECTS, KERNEL_IMPLS
 
 
 class Group(Enum):
@@ -245,8 +245,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="loss", flags=("--loss",), type=str, commands=TRN,
            help=f"{_one_of(LOSS_IMPLS)}: full is transformers' fp32 upcast, compute-dtype F.cross_entropy on "
                 "16-bit logits, chunked a fused linear cross entropy of --loss-chunk tokens, liger Liger-Kernel's, "
-                "cce Cut Cross Entropy, torchtune-chunked torchtune's CEWithChunkedOutputLoss "
-                "(default {train.loss})"),
+                "cce Cut Cross Entropy, torchtune-chunked torchtune's CEWithChunkedOutputLoss (0.6), torchtune-linear "
+                "its LinearCrossEntropyLoss (0.7) (default {train.loss})"),
     Option(name="loss_chunk", flags=("--loss-chunk",), type=int, commands=TRN,
            help="tokens per chunk for --loss chunked (default {train.loss_chunk})"),
     Option(name="adapter_dtype", flags=("--adapter-dtype",), type=str, commands=TRN,
@@ -264,7 +264,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="activation_offload", flags=("--activation-offload",), commands=TRN,
            help="torchtune's activation offloading: saved tensors go to pinned host memory"),
     Option(name="compile", flags=("--compile",), commands=TRN,
-           help="torch.compile of the model (refused: inductor's saved tensors are not modelled)"),
+           help="torch.compile per decoder layer (torchtitan's blocks): inductor recomputes norms' and the MLP "
+                "activation's pointwise chains, measured on CPU for dense RMSNorm + gated-MLP families"),
     Option(name="optimizer_in_backward", flags=("--optimizer-in-backward",), commands=TRN,
            help="torchtune's optimizer_in_bwd: each parameter steps in backward and frees its gradient"),
     Option(name="float8", flags=("--float8",), commands=TRN,
@@ -292,6 +293,21 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="framework", flags=("--framework",), type=str, commands=TRN,
            help=f"whose defaults fill the options not given: {_one_of(FRAMEWORKS)} (default {{train.framework}}: "
                 "vramwise's own); options given win, combinations the framework does not run are refused"),
+    Option(name="interconnect", flags=("--interconnect",), type=str, commands=TRN,
+           help=f"how a node's GPUs talk, sizing NCCL's buffers: {_one_of(INTERCONNECTS)} (default "
+                "{train.interconnect}: from --gpu's form factor where the catalog says it, else nvswitch)"),
+    Option(name="max_live_params", flags=("--max-live-params",), type=int, commands=TRN,
+           help="DeepSpeed ZeRO-3 stage3_max_live_parameters (default {train.max_live_params})"),
+    Option(name="param_persistence_threshold", flags=("--param-persistence-threshold",), type=int, commands=TRN,
+           help="DeepSpeed ZeRO-3 stage3_param_persistence_threshold (default {train.param_persistence_threshold})"),
+    Option(name="max_reuse_distance", flags=("--max-reuse-distance",), type=int, commands=TRN,
+           help="DeepSpeed ZeRO-3 stage3_max_reuse_distance (default {train.max_reuse_distance})"),
+    Option(name="nccl_env", flags=("--nccl-env",), type=str, commands=TRN,
+           help="NCCL's environment as the job sets it, e.g. NCCL_BUFFSIZE=1048576,NCCL_NVLS_ENABLE=0 "
+                "(default: none set)"),
+    Option(name="overlap_comm", flags=("--overlap-comm",), commands=TRN,
+           help="DeepSpeed overlap_comm at ZeRO 1-2: a second reduce bucket (default: DeepSpeed's, on at ZeRO-3 "
+                "only)"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
            help="CUDA context in MiB (default: the table by GPU architecture and --cuda-version)"),

@@ -42,7 +42,7 @@ class TraceRecipe:
     steps: int = 2
     # issue 14's knobs the CPU twin reproduces (estimate/train: lora.py, loss.py, training.py, states.py)
     adapter_dtype: str = "auto"  # auto | fp32: peft's fp32 adapters; bf16: built in bf16 (torchtune's LoRALinear)
-    loss: str = "full"  # full: transformers' loss; compute-dtype: F.cross_entropy on the logits; torchtune-chunked
+    loss: str = "full"  # full: transformers' | compute-dtype | torchtune-chunked | torchtune-linear
     recompute_every: int = 2  # recompute layer-sac: torchtitan's rule, layer k checkpointed when (k + 1) % N == 0
     optimizer_in_backward: bool = False  # torchtune's optimizer_in_bwd: one optimizer per parameter, stepped in a hook
 
@@ -333,7 +333,7 @@ def _loss(model: Any, ids: torch.Tensor, loss: str) -> torch.Tensor:
     import torch.nn.functional as F
 
     if loss == "compute-dtype":
-        # torchtitan / plain PyTorch: cross_entropy on the logits in their own dtype; the logits are dropped
+        # plain PyTorch: cross_entropy on the logits in their own dtype; the logits are dropped
         logits = model(input_ids=ids).logits
         out = F.cross_entropy(logits.flatten(0, 1), ids.flatten())
         del logits
@@ -352,7 +352,32 @@ def _loss(model: Any, ids: torch.Tensor, loss: str) -> torch.Tensor:
             total = total + F.cross_entropy(c.float().flatten(0, 1), y.flatten(), reduction="sum")
         del chunks
         return total / ids.numel()
+    if loss == "torchtune-linear":
+        return _torchtune_linear(model, ids)
     raise ValueError(f"the trace cannot compute loss {loss!r}")
+
+
+def _torchtune_linear(model: Any, ids: torch.Tensor) -> torch.Tensor:
+    """torchtune 0.7 LinearCrossEntropyLoss (modules/loss/cross_entropy_loss.py): the model without its head; per
+    chunk the hidden states are indexed by the label mask, the head runs on them and cross_entropy on the fp32
+    logits. Every label is valid here, and the mask's indexing is done with the equivalent (batch, position) index
+    tensors: fake tensors cannot take a boolean mask's data-dependent shape (they save 16 B per token where
+    torchtune's bool mask saves 1 B)."""
+    import torch.nn.functional as F
+
+    hidden = model.get_decoder()(input_ids=ids).last_hidden_state
+    head = model.get_output_embeddings()
+    total = torch.zeros(())
+    chunks = zip(hidden.tensor_split(TORCHTUNE_CHUNKS, dim=1), ids.tensor_split(TORCHTUNE_CHUNKS, dim=1), strict=True)
+    for h, y in chunks:
+        b, s = y.shape
+        rows = torch.arange(b).repeat_interleave(s)
+        cols = torch.arange(s).repeat(b)
+        logits = head(h[rows, cols])
+        total = total + F.cross_entropy(logits.float(), y[rows, cols], reduction="sum")
+        del logits
+    del hidden
+    return total / ids.numel()
 
 
 # torchtune/modules/transformer.py TransformerDecoder.set_num_output_chunks, called by the recipes with
@@ -361,11 +386,42 @@ TORCHTUNE_CHUNKS = 8
 
 
 def _checkpointing(model: Any, recipe: TraceRecipe) -> None:
-    """transformers' gradient checkpointing on every layer (full) or on every N-th (layer-sac)."""
+    """transformers' gradient checkpointing on every layer (full), on every N-th (layer-sac), or on every layer
+    with torchtitan's op-level policy (op-sac)."""
     if recipe.recompute in ("full", "layer-sac"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if recipe.recompute == "op-sac":
+        kwargs = {"use_reentrant": False, "context_fn": _op_sac_context}
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if recipe.recompute == "layer-sac":
         _every_nth_layer(model, recipe.recompute_every)
+
+
+def _op_sac_context() -> Any:
+    """torchtitan's op-level SAC policy (commit cfb93265, distributed/activation_checkpoint.py _apply_op_sac, with
+    llama3's _op_sac_save_list): save mm and sdpa outputs, except every second mm of the block; the CPU's own sdpa
+    kernel stands in for the CUDA flash / efficient ones."""
+    from collections import defaultdict
+
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    aten = torch.ops.aten
+    save = {
+        aten.mm.default,
+        aten._scaled_dot_product_flash_attention.default,
+        aten._scaled_dot_product_efficient_attention.default,
+        aten._scaled_dot_product_flash_attention_for_cpu.default,
+    }
+    meta: dict[str, int] = defaultdict(int)
+
+    def policy(ctx: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+        key = f"{'recompute' if ctx.is_recompute else 'forward'}_mm_count"
+        if func == aten.mm.default:
+            meta[key] += 1
+        keep = func in save and not (func == aten.mm.default and meta[key] % 2 == 0)
+        return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
 
 
 def _every_nth_layer(model: Any, every: int) -> None:

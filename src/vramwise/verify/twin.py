@@ -123,12 +123,12 @@ def train_recipe(setup: TrainSetup) -> Any:
         (peft.method == PeftMethod.QLORA, "peft qlora (bitsandbytes 4-bit needs CUDA)"),
         (peft.method == PeftMethod.LORA_8BIT, "peft lora-8bit (bitsandbytes LLM.int8() needs CUDA)"),
         (
-            setup.recompute in (Recompute.SELECTIVE, Recompute.OP_SAC),
-            f"recompute {setup.recompute} (traceable: none, full, layer-sac)",
+            setup.recompute == Recompute.SELECTIVE,
+            "recompute selective (Megatron's; transformers has none: traceable none, full, op-sac, layer-sac)",
         ),
         (
             setup.loss in (LossImpl.CHUNKED, LossImpl.LIGER, LossImpl.CCE),
-            f"loss {setup.loss} (a Triton kernel; traceable: full, compute-dtype, torchtune-chunked)",
+            f"loss {setup.loss} (a Triton kernel; traceable: full, compute-dtype, torchtune-chunked, torchtune-linear)",
         ),
         *_untraceable_knobs(setup),
         (peft.lora_dropout > 0, "lora_dropout > 0 (the CPU dropout kernel keeps a wider mask than CUDA's)"),
@@ -173,7 +173,7 @@ def _untraceable_knobs(setup: TrainSetup) -> list[tuple[bool, str]]:
         (impl.mlp_impl == "fused" or impl.norm_impl == "fused", "fused MLP or norm kernels (Liger: Triton, CUDA)"),
         (impl.activation_offload, "activation_offload (torchtune's OffloadActivations uses CUDA streams)"),
         (impl.float8, "float8 (torchao's float8 matmuls need CUDA compute capability 8.9+)"),
-        (impl.compile, "compile (inductor's saved tensors are not measured)"),
+        (impl.compile, "compile (inductor cannot run on fake tensors; bench/compile_saved.py measures it for real)"),
     ]
 
 
@@ -267,7 +267,8 @@ def verify_training(resolved: ResolvedModel, setup: TrainSetup, *, layers: int |
     if isinstance(model, ModelSpec) and model.stored_format and training_base(model, setup.peft).fmt:
         # the twin builds the 16-bit model: its quantized base (GPTQ, AWQ, fp8...) needs the method's kernels
         raise VerifyUnsupportedError(f"verify cannot reproduce a {model.stored_format} base (the twin traces 16 bit)")
-    bare = replace(setup, overheads=NO_OVERHEADS)
+    # a CPU trace sees no NCCL either: the fake process group allocates no communicator buffers
+    bare = replace(setup, overheads=NO_OVERHEADS, comms=replace(setup.comms, nccl_buffers=False))
     # the trace starts from a built model: checkpoint loading (estimate/train/loading.py) is not traced, so its
     # phase is left out of both sides (README: what verify cannot trace)
     est = _steps_only(estimate_training(model, bare))

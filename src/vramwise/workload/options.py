@@ -77,7 +77,8 @@ class AttentionImpl(StrEnum):
 class LossImpl(StrEnum):
     """full: transformers' fp32 upcast; chunked: a generic fused linear cross entropy of ``loss_chunk`` tokens;
     compute-dtype: F.cross_entropy on the 16-bit logits; liger: Liger-Kernel's fused linear cross entropy;
-    cce: Apple's Cut Cross Entropy; torchtune-chunked: torchtune's CEWithChunkedOutputLoss (8 chunks, fp32)."""
+    cce: Apple's Cut Cross Entropy; torchtune-chunked: torchtune's CEWithChunkedOutputLoss (8 chunks, fp32, v0.6);
+    torchtune-linear: torchtune's LinearCrossEntropyLoss (the head per chunk inside the loss, v0.7)."""
 
     FULL = "full"
     CHUNKED = "chunked"
@@ -85,6 +86,7 @@ class LossImpl(StrEnum):
     LIGER = "liger"
     CCE = "cce"
     TORCHTUNE_CHUNKED = "torchtune-chunked"
+    TORCHTUNE_LINEAR = "torchtune-linear"
 
 
 class AdapterDtype(StrEnum):
@@ -188,3 +190,17 @@ KV_DTYPES = tuple(KvDtype)
 MODES = tuple(Mode)
 SEEDS = tuple(Seed)
 FRAMEWORKS = tuple(Framework)
+
+
+class Interconnect(StrEnum):
+    """How a node's GPUs talk (sizes NCCL's channels, estimate/nccl.py): auto follows --gpu where it names a
+    catalog GPU's form factor, else nvswitch; nvswitch: NVLink through NVSwitch with NVLS multicast (H100, H200,
+    B200 HGX); nvlink: NVLink without NVLS (A100 HGX, NVLink bridges); pcie: PCIe only."""
+
+    AUTO = "auto"
+    NVSWITCH = "nvswitch"
+    NVLINK = "nvlink"
+    PCIE = "pcie"
+
+
+INTERCONNECTS = tuple(Interconnect)

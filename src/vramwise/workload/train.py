@@ -16,6 +16,7 @@ from typing import Any
 
 from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
 from vramwise.workload.checks import coerce, non_negative, positive, real, show
+from vramwise.workload.comms import CommsConfig
 from vramwise.workload.flat import FlatNames
 from vramwise.workload.layout import ParallelConfig
 from vramwise.workload.options import (
@@ -101,7 +102,7 @@ class ImplConfig:
     mlp_impl: KernelImpl = KernelImpl.COMPOSITE  # composite: transformers' eager MLP; fused: Liger's SwiGLU/GeGLU
     norm_impl: KernelImpl = KernelImpl.COMPOSITE  # composite: transformers' eager RMSNorm; fused: Liger's RMSNorm
     activation_offload: bool = False  # torchtune's OffloadActivations: saved tensors to pinned host memory
-    compile: bool = False  # torch.compile (refused: inductor's saved tensors are not measured)
+    compile: bool = False  # torch.compile per layer: inductor's saved tensors, measured (bench/compile_saved.py)
     float8: bool = False  # torchao float8 training of the linears (Float8Linear, tensorwise scaling)
 
     def __post_init__(self) -> None:
@@ -141,10 +142,12 @@ class TrainSetup:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     overheads: Overheads = field(default_factory=Overheads)
     textbook: TextbookConfig = field(default_factory=TextbookConfig)
-    recompute_every: int = 2  # layer-sac: every N-th layer is checkpointed (torchtitan's selective_ac_option)
+    # layer-sac: every N-th layer is checkpointed (torchtitan config ActivationCheckpoint.selective_ac_option, "2")
+    recompute_every: int = 2
     impl: ImplConfig = field(default_factory=ImplConfig)
     framework: Framework = Framework.NONE  # whose defaults filled the options not given (workload/frameworks.py)
     loading: Loading = Loading.AUTO  # how the checkpoint reaches the GPUs (estimate/train/loading.py)
+    comms: CommsConfig = field(default_factory=CommsConfig)
     allocator: AllocatorSettings = field(default_factory=AllocatorSettings)
 
     def __post_init__(self) -> None:
@@ -155,6 +158,12 @@ class TrainSetup:
         coerce(self, "attention", AttentionImpl)
         coerce(self, "loss", LossImpl)
         coerce(self, "mode", Mode)
+        if self.recompute_every != 2 and self.recompute != Recompute.LAYER_SAC:
+            raise InvalidWorkloadError(
+                f"recompute_every applies to recompute layer-sac, got recompute {self.recompute}",
+                field="recompute_every",
+                allowed="--recompute layer-sac",
+            )
         if self.seq % self.parallel.cp:
             raise InvalidLayoutError(f"cp ({self.parallel.cp}) must divide seq ({self.seq})")
         if self.peft.adapters and self.optimizer.name == Optimizer.LOMO:
@@ -234,6 +243,7 @@ _FLAT = FlatNames(
         "overheads": Overheads,
         "textbook": TextbookConfig,
         "impl": ImplConfig,
+        "comms": CommsConfig,
         "allocator": AllocatorSettings,
     },
     names={
@@ -278,6 +288,14 @@ _FLAT = FlatNames(
         "cuda_version": ("overheads", "cuda_version"),
         "compute_capability": ("overheads", "compute_capability"),
         "loading": ("", "loading"),
+        **{
+            name: ("comms", name)
+            for name in (
+                "interconnect", "nccl_buffers", "max_live_params", "param_persistence_threshold", "max_reuse_distance",
+                "nccl_env",
+            )
+        },
+        "overlap_comm": ("parallel", "overlap_comm"),
         "expandable_segments": ("allocator", "expandable_segments"),
         "max_split_size_mb": ("allocator", "max_split_size_mb"),
     },

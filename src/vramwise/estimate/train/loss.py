@@ -12,16 +12,26 @@ The other implementations (``--loss``), each from its source:
                      (derivatives.yaml: ``self: _log_softmax_backward_data(grad, result, dim, self.scalar_type())``)
                      in the input dtype, c·V; backward holds nll_loss's gradient and log_softmax's, c·V each.
                      Under autocast log_softmax runs in fp32 (autocast's fp32 op list), as the full loss.
+                     torchtitan is not this: components/loss.py cross_entropy_loss calls cross_entropy on
+                     pred.flatten(0, 1).float() (and its trainer deletes pred before backward): its loss is full.
   torchtune-chunked  torchtune CEWithChunkedOutputLoss (modules/loss/ce_chunked_output_loss.py, v0.6): the model
                      returns 8 chunks of 16-bit logits (TransformerDecoder.chunked_output), each upcast and
                      cross-entropied in turn: every chunk's fp32 log-softmax is saved (4·V per token, as the full
                      loss); the logits live until the recipe's ``del logits`` (forward), and backward runs one
                      chunk at a time (the chunks' loss nodes are newer than the head's matmuls): 8·V x T/8.
+  torchtune-linear   torchtune 0.7 LinearCrossEntropyLoss (modules/loss/cross_entropy_loss.py): the model skips its
+                     head (skip_output_layer); per chunk of tensor_split(8, dim=1) the loss indexes the hidden
+                     states with the bool label mask (aten.index saves that mask, 1 B per token, and the head saves
+                     the indexed copy for its weight's gradient, as it would the norm's output), runs the head and
+                     cross_entropy(logits.float()): every chunk's fp32 log-softmax is saved, but only one chunk's
+                     16-bit logits and fp32 copy exist at a time; backward one chunk at a time as torchtune-chunked,
+                     but with the head's weight gradient already accumulating (the head runs per chunk).
   liger              Liger-Kernel LigerFusedLinearCrossEntropyFunction (ops/fused_linear_cross_entropy.py,
                      fused_linear_cross_entropy_forward): gradients computed in forward, chunk by chunk, with
                      chunk = next_power_of_2(ceil(BT / ceil(V / H))) (at most BT): one chunk's logits (c, the
-                     gradient written in place); grad_input (BT x H, c), loss_1d (fp32 per token) and grad_weight
-                     (zeros_like(weight), when the head trains) are kept for backward, which only scales them.
+                     gradient written in place) and loss_1d (fp32 per token) in forward; grad_input (BT x H, c) and
+                     grad_weight (zeros_like(weight), when the head trains) are saved for backward, which only
+                     scales them (LigerFusedLinearCrossEntropyFunction.forward: save_for_backward).
   cce                Apple's Cut Cross Entropy (cut_cross_entropy/cce.py LinearCrossEntropyFunction): no logits;
                      saves e (the head's input), the fp32 log-sum-exp, int32 valid indices (shift=1) and
                      logit_avg (fp32 per vocabulary entry, filter_eps "auto"); backward (cce_backward.py
@@ -41,6 +51,7 @@ CHUNKED = "chunked / fused linear cross entropy (Liger-style)"
 
 SRC_COMPUTE_DTYPE = "F.cross_entropy on the compute-dtype logits (aten _log_softmax saves its result)"
 SRC_TORCHTUNE = "torchtune CEWithChunkedOutputLoss, 8 chunks (modules/loss/ce_chunked_output_loss.py)"
+SRC_TORCHTUNE_LINEAR = "torchtune 0.7 LinearCrossEntropyLoss, 8 chunks (modules/loss/cross_entropy_loss.py)"
 SRC_LIGER = "Liger-Kernel fused_linear_cross_entropy_forward (ops/fused_linear_cross_entropy.py)"
 SRC_CCE = "Apple Cut Cross Entropy LinearCrossEntropyFunction (cut_cross_entropy/cce.py, cce_backward.py)"
 TORCHTUNE_CHUNKS = 8  # CEWithChunkedOutputLoss.num_output_chunks
@@ -76,6 +87,8 @@ def implementation_rules(
         return _compute_dtype(vocab, 4 if amp else c, c, many, flight, softcap)
     if loss == "torchtune-chunked":
         return _torchtune(vocab, c, many, flight, softcap)
+    if loss == "torchtune-linear":
+        return _torchtune_linear(vocab, c, many, flight, softcap, head)
     if loss == "liger":
         return _liger(vocab, h, c, many, flight, head)
     return _cce(vocab, h, c, many, flight, head)
@@ -142,13 +155,52 @@ def _torchtune(vocab: int, c: int, many: str, flight: float, softcap: bool) -> L
     return LossRules(saved=(saved, *caps), backward=(temp,), forward=(logits,))
 
 
+def _torchtune_linear(vocab: int, c: int, many: str, flight: float, softcap: bool, head: int) -> LossRules:
+    n = TORCHTUNE_CHUNKS
+    saved = Rule(
+        name="activations/loss",
+        coef=(4 * vocab + 1) * flight,
+        var=TOKENS,
+        formula=lambda v: f"fp32 log-softmax of all {n} chunks: T {v.T} x V {vocab} x 4 B, + the bool label mask "
+        f"T x 1 B{many}",
+        source=SRC_TORCHTUNE_LINEAR,
+    )
+    logits = Rule(
+        name="loss/logits",
+        coef=(c + 4) * vocab / n,
+        var=TOKENS,
+        formula=lambda v: f"one chunk's logits and their fp32 upcast: T {v.T}/{n} x V {vocab} x ({c} + 4) B",
+        source=SRC_TORCHTUNE_LINEAR,
+    )
+    temp = Rule(
+        name="loss/backward",
+        coef=8 * vocab / n,
+        var=TOKENS,
+        formula=lambda v: f"one chunk's incoming and outgoing fp32 gradients: 2 x T {v.T}/{n} x V {vocab} x 4 B",
+        source=SRC_TORCHTUNE_LINEAR,
+    )
+    caps = _softcap(vocab, c, many, flight) if softcap else ()
+    # the head runs inside each chunk, so its weight's gradient is summed chunk by chunk from the first chunk's
+    # backward on, while the other chunks' log-softmax are still saved (autograd's input buffer of the weight)
+    grad = (
+        Rule(
+            name="loss/head_grad",
+            coef=head,
+            var=ONE,
+            formula=lambda _: f"the head's weight gradient, accumulated from the first chunk's backward: {head:,} B",
+            source=SRC_TORCHTUNE_LINEAR,
+        ),
+    )
+    return LossRules(saved=(saved, *caps), backward=(temp, *(grad if head else ())), forward=(logits,))
+
+
 def _liger(vocab: int, h: int, c: int, many: str, flight: float, head: int) -> LossRules:
     saved = [
         Rule(
             name="activations/loss",
-            coef=(c * h + 4) * flight,
+            coef=c * h * flight,
             var=TOKENS,
-            formula=lambda v: f"grad_input T {v.T} x h {h} x {c} B + fp32 loss_1d T x 4 B{many}",
+            formula=lambda v: f"grad_input, computed in forward: T {v.T} x h {h} x {c} B{many}",
             source=SRC_LIGER,
         )
     ]
@@ -170,7 +222,14 @@ def _liger(vocab: int, h: int, c: int, many: str, flight: float, head: int) -> L
         f"(next_power_of_2(ceil(T / ceil(V / h)))) x V {vocab} x {c} B",
         source=SRC_LIGER,
     )
-    return LossRules(saved=tuple(saved), backward=(), forward=(chunk,))
+    per_token = Rule(
+        name="loss/per_token_loss",
+        coef=4,
+        var=TOKENS,
+        formula=lambda v: f"fp32 loss_1d until its sum: T {v.T} x 4 B",
+        source=SRC_LIGER,
+    )
+    return LossRules(saved=tuple(saved), backward=(), forward=(chunk, per_token))
 
 
 def _cce(vocab: int, h: int, c: int, many: str, flight: float, head: int) -> LossRules:

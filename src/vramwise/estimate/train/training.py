@@ -32,7 +32,8 @@ from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.allocation import REFERENCE_TOKENS, StepTensors, parameter_tensors, spread
-from vramwise.estimate.train.knobs import check_knobs
+from vramwise.estimate.train.comms import comms_notes, nccl_terms
+from vramwise.estimate.train.knobs import SRC_OP_SAC, check_knobs, float8_casts, op_sac_saved
 from vramwise.estimate.train.layout import (
     Stage,
     check_layout,
@@ -46,8 +47,9 @@ from vramwise.estimate.train.lora import LoraModule, adapter_bytes, kbit_prepare
 from vramwise.estimate.train.loss import LossRules, classifier_loss_rules, implementation_rules, liger_chunk
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
-from vramwise.estimate.train.sharded import gathered, head_grads
+from vramwise.estimate.train.sharded import forward_units, gathered, head_grads
 from vramwise.estimate.train.states import ModelStates, model_states
+from vramwise.estimate.train.zero3 import persistent_params
 from vramwise.estimate.vision import vision_training_notes
 from vramwise.estimate.weights import buffers, training_checkpoint_note
 from vramwise.formats import get_format, kept_note
@@ -57,6 +59,7 @@ from vramwise.spec.params import parameter_groups
 from vramwise.spec.traits import HeadKind
 from vramwise.units import MIB
 from vramwise.workload import AttentionImpl, FsdpMode, LossImpl, Optimizer, PeftMethod, Recompute, TrainSetup
+from vramwise.workload.options import KernelImpl
 
 
 def _in_flight(stage: Stage, setup: TrainSetup) -> float:
@@ -96,24 +99,42 @@ class _LayerQuery:
     amp: bool
     peft: bool
     freeze_layers: int
+    every: int = 0  # layer-sac: every N-th layer of the stage is checkpointed (0 otherwise)
+    fused_norm: bool = False
+    fused_mlp: bool = False
+    compiled: bool = False
+
+
+def _checkpointed(q: _LayerQuery, recording: list[int]) -> set[int]:
+    """The recording layers kept as a checkpoint (their input) rather than with every saved tensor: all of them
+    under full and op-sac; under layer-sac torchtitan's rule (llama3/infra/parallelize.py
+    _apply_ac_to_transformer_block: the k-th block wrapped, k from 1, is checkpointed when k % N == 0)."""
+    if q.recompute in (Recompute.FULL, Recompute.OP_SAC):
+        return set(recording)
+    if q.recompute == Recompute.LAYER_SAC:
+        return {i for k, i in enumerate(q.stage.layers, start=1) if k % q.every == 0 and i in recording}
+    return set()
 
 
 @functools.lru_cache(maxsize=4096)
 def _saved_per_token(
     spec: ModelSpec, q: _LayerQuery
-) -> tuple[int, tuple[tuple[str, float], ...], float, tuple[float, ...]]:
-    """(layers that record, per-token bytes by name summed over them, the largest single layer's per-token bytes).
+) -> tuple[int, tuple[tuple[str, float], ...], float, int, tuple[float, ...]]:
+    """(layers that record, per-token bytes by name summed over those not checkpointed, the largest single
+    layer's per-token bytes, how many are checkpointed, the saved tensors of one layer not checkpointed).
 
     Layers differ only in whether their MLP is a mixture of experts: each kind is computed once.
     """
     recording = [i for i in q.stage.layers if q.peft or i >= q.freeze_layers]
+    ckpt = _checkpointed(q, recording)
     moe_layers = set(spec.moe.moe_layers) if spec.moe else set()
     counts: dict[bool, int] = {}
     first: dict[bool, int] = {}
     for i in recording:
         kind = i in moe_layers
-        counts[kind] = counts.get(kind, 0) + 1
         first.setdefault(kind, i)
+        if i not in ckpt:
+            counts[kind] = counts.get(kind, 0) + 1
     kinds = {
         kind: layer_saved(
             spec,
@@ -126,28 +147,31 @@ def _saved_per_token(
             tp=q.tp,
             sp=q.sp,
             amp=q.amp,
+            fused_norm=q.fused_norm,
+            fused_mlp=q.fused_mlp,
+            compiled=q.compiled,
         )
-        for kind in counts
+        for kind in first
     }
     names: dict[str, float] = {}
-    for kind, saved in kinds.items():
-        for k, v in saved.items.items():
-            names[k] = names.get(k, 0) + v * counts[kind]
+    for kind, n in counts.items():
+        for k, v in kinds[kind].items.items():
+            names[k] = names.get(k, 0) + v * n
     largest = max((saved.total for saved in kinds.values()), default=0)
-    # the allocator replay's tensors of one layer: the most common kind's, scaled to the stage's mean layer
+    # the allocator replay's tensors of a layer not checkpointed: the most common kind's, scaled to their mean
     pieces: tuple[float, ...] = ()
     if counts:
         common = max(counts, key=lambda k: counts[k])
-        mean = sum(names.values()) / len(recording)
+        mean = sum(names.values()) / sum(counts.values())
         scale = mean / kinds[common].total if kinds[common].total else 0.0
         pieces = tuple(p * scale for p in kinds[common].pieces)
-    return len(recording), tuple(names.items()), largest, pieces
+    return len(recording), tuple(names.items()), largest, len(ckpt), pieces
 
 
 @dataclass(frozen=True, kw_only=True)
 class _PerLayer:
     """One layer's saved tensors as the allocator sees them: bytes per token of each (the stage's total spread
-    over its layers), how many of the activation rules are these, and full recompute's rebuilt layer."""
+    over its layers), how many of the activation rules are these, and a recomputed layer's rebuilt bytes."""
 
     saved: tuple[float, ...]
     rules: int
@@ -172,30 +196,76 @@ def _activations(
         amp=recipe.autocast_cache,
         peft=setup.peft.adapters,
         freeze_layers=setup.peft.freeze_layers,
+        every=setup.recompute_every if setup.recompute == Recompute.LAYER_SAC else 0,
+        fused_norm=setup.impl.norm_impl == KernelImpl.FUSED,
+        fused_mlp=setup.impl.mlp_impl == KernelImpl.FUSED,
+        compiled=setup.impl.compile,
     )
-    recording, per_token, per_layer_max, pieces = _saved_per_token(spec, query)
+    recording, per_token, per_layer_max, ckpts, pieces = _saved_per_token(spec, query)
     rules: list[Rule] = []
-    flight_f = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
     n = len(stage.layers)
-    per_layer = _PerLayer(saved=tuple(p * flight * recording / n for p in pieces), rules=0, rebuilt=0)
-    if setup.recompute == Recompute.FULL:
-        rep = setup.parallel.tp if setup.parallel.sp else 1
-        one = recording * c * spec.hidden_size / rep * flight / n
-        per_layer = _PerLayer(saved=(one,), rules=1, rebuilt=per_layer_max)
-        rules.append(
-            Rule(
-                name="activations/checkpoints",
-                coef=recording * c * spec.hidden_size / rep * flight,
-                var=TOKENS,
-                formula=lambda v: f"{recording} layers x layer input T {v.T} x h {spec.hidden_size} x {c} B{flight_f}",
-                source="full recompute: each layer keeps only its input (torch.utils.checkpoint)",
-            )
-        )
-    elif recording:
-        rules += [_saved(name, per, recording, flight) for name, per in per_token]
-        per_layer = replace(per_layer, rules=len(per_token))
+    saved: tuple[float, ...] = ()
+    if ckpts:
+        rules.append(_checkpoints(spec, setup, c, ckpts, flight))
+        saved += (rules[-1].coef / n,)
+    if recording > ckpts:
+        rules += [_saved(name, per, recording - ckpts, flight) for name, per in per_token]
+        saved += tuple(p * flight * (recording - ckpts) / n for p in pieces)
+    # a checkpointed layer is rebuilt in its backward (full, op-sac, layer-sac): the largest layer's saved tensors
+    per_layer = _PerLayer(saved=saved, rules=len(rules), rebuilt=per_layer_max if ckpts else 0)
+    if setup.impl.activation_offload and rules:
+        rules = [_offloaded(rules, per_layer_max, c * spec.hidden_size if ckpts == recording else 0)]
+        per_layer = _PerLayer(saved=(), rules=0, rebuilt=0)  # one layer in flight: a tensor the forward holds
     rules += _outside_layers(spec, stage, setup, recipe, flight)
     return rules, per_layer_max, per_layer
+
+
+# torchtune commit 05cda5e9, training/_activation_offloading.py OffloadActivations: every saved tensor of at least
+# min_offload_size (1,024 B) that is not a parameter is copied to pinned host memory in forward; with streams the
+# forward stash keeps the last max_fwd_stash_size (5) alive until their copies finish, and backward brings tensors
+# back one autograd node at a time. The recipes run only the model under it (the loss stays on the GPU) and opt
+# the output projection out (NoOpManager). On the GPU: at most one layer's saved tensors at a time.
+SRC_OFFLOAD = "torchtune OffloadActivations (training/_activation_offloading.py): saved tensors to pinned host memory"
+
+
+def _offloaded(rules: list[Rule], largest_layer: float, checkpoint: int) -> Rule:
+    """The layers' saved tensors once offloaded: only the layer in flight stays (its checkpoint under full
+    recompute, whose rebuilt layer is the recompute phase's)."""
+    per = checkpoint or largest_layer
+    total = sum(r.coef for r in rules)
+    return Rule(
+        name="activations/offload_in_flight",
+        coef=per,
+        var=TOKENS,
+        formula=lambda v: f"one layer's saved tensors on the GPU: {per:,.1f} B/token x T {v.T} (the layers' "
+        f"{total:,.0f} B/token go to pinned host memory)",
+        source=SRC_OFFLOAD,
+    )
+
+
+def _checkpoints(spec: ModelSpec, setup: TrainSetup, c: int, ckpts: int, flight: float) -> Rule:
+    """What the checkpointed layers keep: their input (full, layer-sac), plus op-sac's saved op outputs."""
+    flight_f = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
+    rep = setup.parallel.tp if setup.parallel.sp else 1
+    h = spec.hidden_size
+    if setup.recompute == Recompute.OP_SAC:
+        per, what = op_sac_saved(spec, c, setup.parallel.tp, rep)
+        return Rule(
+            name="activations/checkpoints",
+            coef=ckpts * per * flight,
+            var=TOKENS,
+            formula=lambda v: f"{ckpts} layers x {per:,.0f} B/token ({what}) x T {v.T}{flight_f}",
+            source=SRC_OP_SAC,
+        )
+    which = "every layer" if setup.recompute == Recompute.FULL else f"every {setup.recompute_every}th layer"
+    return Rule(
+        name="activations/checkpoints",
+        coef=ckpts * c * h / rep * flight,
+        var=TOKENS,
+        formula=lambda v: f"{ckpts} layers x layer input T {v.T} x h {h} x {c} B{flight_f}",
+        source=f"recompute {setup.recompute} ({which}): a checkpointed layer keeps only its input "
+        "(torch.utils.checkpoint)",
+    )
 
 
 def _saved(name: str, per_token: float, recording: int, flight: float) -> Rule:
@@ -267,6 +337,8 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
         head_trains = full and not (spec.tied_embeddings and setup.peft.freeze_layers)  # a tied head freezes too
         fp32 = spec.traits.norm_weight_fp32  # fp32 weight multiply
         per = c * h + 2 * c if spec.norm.kind == "layer" else 4 * h + 4 + ((4 if fp32 else c) * h if full else 0)
+        if setup.impl.norm_impl == KernelImpl.FUSED:
+            per = c * h + 4  # Liger's RMSNorm: its input and the fp32 rstd
         # lm_head's input, for the head's gradient: Liger computes that gradient in forward and keeps none; Cut
         # Cross Entropy saves its input e whether or not the head trains
         keeps_input = (head_trains and setup.loss != LossImpl.LIGER) or setup.loss == LossImpl.CCE
@@ -322,7 +394,7 @@ def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> Term:
     )
 
 
-def _persistent(setup: TrainSetup, states: ModelStates) -> tuple[tuple[Term, ...], Term | None]:
+def _persistent(setup: TrainSetup, states: ModelStates, stage: Stage) -> tuple[tuple[Term, ...], Term | None]:
     """The stage's persistent terms, and its gradients when they live only from backward to the step."""
     grads = states.gradients
     # Gradients outlive a backward when they accumulate, or in DeepSpeed ZeRO-3's partition, preallocated
@@ -333,7 +405,9 @@ def _persistent(setup: TrainSetup, states: ModelStates) -> tuple[tuple[Term, ...
     grads_persist = grads is not None and (setup.grad_accum > 1 or zero_buffer)
     kept = (grads,) if grads is not None and grads_persist else ()
     context = context_term(setup.overheads)
-    return (*states.persistent, *kept, context), None if grads_persist else grads
+    # NCCL's communicator buffers: persistent, outside the allocator (estimate/train/comms.py)
+    comms = nccl_terms(setup, pipeline_end=stage.first or stage.last)
+    return (*states.persistent, *kept, context, *comms), None if grads_persist else grads
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -347,6 +421,7 @@ class _Forward:
     loss_forward: list[int]  # live at the forward's end only (torchtune's logits, Liger's logits chunk)
     largest_layer: float  # the largest single layer's saved bytes per token (full recompute rebuilds one)
     gathered_backward: list[Term]  # ZeRO-3/FSDP units gathered during backward
+    gathered_end: list[Term]  # what ZeRO-3/FSDP hold gathered at the end of backward
     per_layer: _PerLayer  # the layers' saved tensors, for the allocator replay
 
 
@@ -368,8 +443,12 @@ def _forward(
         autocast = out.add(_autocast_cache(spec, stage, setup))
         held += autocast
         in_layers += autocast
-    gathered_fwd, gathered_bwd = gathered(spec, setup, recipe)
+    gathered_fwd, gathered_bwd, gathered_end = gathered(spec, setup, recipe)
     held += out.add(*gathered_fwd)
+    if setup.impl.float8:
+        casts = out.add(*float8_casts(spec, setup.parallel.tp))
+        held += casts
+        in_layers += casts
     base = training_base(spec, setup.peft).fmt
     if base:
         dequantized = out.add(_dequantized(spec, base))
@@ -382,6 +461,7 @@ def _forward(
         loss_forward=loss_forward,
         largest_layer=largest_layer,
         gathered_backward=gathered_bwd,
+        gathered_end=gathered_end,
         per_layer=per_layer,
     )
 
@@ -392,35 +472,68 @@ def _backward_phases(
     """The phases while the forward's tensors are still held: forward end, and the moments of backward that
     add to them (the loss backward, a rebuilt layer, FSDP's gathered units and the head's gradients)."""
     phases = [(PhaseKind.FORWARD_END, fwd.held + fwd.loss_forward)]
+    if copy_out := forward_units(spec, setup, recipe):
+        # the last layer's copy-out: every earlier layer's activations (this layer's are counted too: a bound by
+        # one layer's), the root unit, three layer units
+        root = [t for t in fwd.gathered_backward if t.name == "fsdp/root_unit"]
+        phases.append((PhaseKind.FORWARD_LAYER, fwd.in_layers + out.add(*root, *copy_out)))
     if fwd.loss_backward:
         phases.append((PhaseKind.BACKWARD_LOSS, fwd.held + fwd.loss_backward))
-    if setup.recompute == Recompute.FULL and fwd.largest_layer:
-        rebuilt = Rule(
-            name="activations/recomputed_layer",
-            coef=fwd.largest_layer,
-            var=TOKENS,
-            formula=lambda v: f"one layer's saved tensors, rebuilt for its backward: T {v.T}",
-            source="full recompute re-runs one layer's forward during backward",
+    rebuilt: list[int] = []
+    if setup.recompute in _RECOMPUTING and fwd.largest_layer:
+        rebuilt = out.add(
+            Rule(
+                name="activations/recomputed_layer",
+                coef=fwd.largest_layer,
+                var=TOKENS,
+                formula=lambda v: f"one layer's saved tensors, rebuilt for its backward: T {v.T}",
+                source="full recompute re-runs one layer's forward during backward",
+            )
         )
-        phases.append((PhaseKind.BACKWARD_RECOMPUTE, fwd.held + out.add(rebuilt)))
+        phases.append((PhaseKind.BACKWARD_RECOMPUTE, fwd.held + rebuilt))
     if setup.parallel.fsdp != FsdpMode.NONE and fwd.gathered_backward:
-        # the last layer's backward: activations still held, the loss's tensors gone, units gathered
-        bwd = out.add(*fwd.gathered_backward)
-        phases.append((PhaseKind.BACKWARD_LAYER, fwd.in_layers + bwd))
-        if stage.last and not setup.peft.adapters:
-            # the head's backward: the last two layer units are already being gathered (prefetch)
-            units = [j for j in bwd if out.rules[j].name != "fsdp/unsharded_grads"]
-            head = out.add(*head_grads(spec, recipe, setup.loss))
-            phases.append((PhaseKind.BACKWARD_HEAD, fwd.in_layers + units + head))
+        phases += _fsdp_backward(spec, setup, stage, recipe, fwd, out, rebuilt)
     return phases
 
 
+def _fsdp_backward(
+    spec: ModelSpec,
+    setup: TrainSetup,
+    stage: Stage,
+    recipe: Recipe,
+    fwd: _Forward,
+    out: Transients,
+    rebuilt: list[int],
+) -> list[tuple[PhaseKind, list[int]]]:
+    """FSDP2's layer and head backward. A layer's backward holds the saved activations (and, with full recompute,
+    the rebuilt layer), the root unit, the current and the prefetched layer, the layer's gradients and the head's
+    gradient (which waits for the root's reduce-scatter, after every layer). The previous layer's reduce-scatter
+    input is still held too, except in the first layer's backward: without recompute that first layer, with every
+    activation still saved, is the larger moment (the next one has freed a layer's activations, more than the
+    buffer in the traced Llama-2-7B and Llama-3-8B runs); with full recompute the next one is."""
+    bwd = out.add(*fwd.gathered_backward)
+    head = out.add(*head_grads(spec, recipe, setup.loss)) if stage.last and not setup.peft.adapters else []
+    head_grad = [j for j in head if out.rules[j].name == "fsdp/head_grad"]
+    first = [j for j in bwd if out.rules[j].name != "fsdp/reduce_scatter_input"]
+    layer = bwd if rebuilt else first
+    phases = [(PhaseKind.BACKWARD_LAYER, fwd.in_layers + rebuilt + layer + head_grad)]
+    if head:
+        # the head's backward: the last two layer units are already being gathered (prefetch); the layers'
+        # gradients and their reduce-scatter buffer come after the head's backward
+        units = [j for j in bwd if out.rules[j].name not in ("fsdp/unsharded_grads", "fsdp/reduce_scatter_input")]
+        phases.append((PhaseKind.BACKWARD_HEAD, fwd.in_layers + units + head))
+    return phases
+
+
+_RECOMPUTING = (Recompute.FULL, Recompute.OP_SAC, Recompute.LAYER_SAC)
+
+
 def _release_phases(
-    states: ModelStates, grads: Term | None, gathered_backward: list[Term], out: Transients
+    states: ModelStates, grads: Term | None, gathered_end: list[Term], out: Transients
 ) -> list[tuple[PhaseKind, list[int]]]:
     """Backward end and the optimizer step: the activations are gone; ``grads``, the gradients that are not
     persistent, live at backward end, and in the step what of them it still holds (ZeRO-1: its partition)."""
-    end = out.add(*states.backward_extra, *gathered_backward)
+    end = out.add(*states.backward_extra, *gathered_end)
     step = out.add(*states.step_extra)
     if grads is not None:
         end = out.add(grads) + end
@@ -454,6 +567,7 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
     if spec.attention.kind == "mla" or spec.moe:
         notes.append("MLA and MoE activations follow the Mixtral/Llama rules and are less tightly traced")
     notes += vision_training_notes(spec, adapters=setup.peft.adapters)
+    notes += comms_notes(setup)
     if (checkpoint := training_checkpoint_note(spec)) is not None:
         notes.append(checkpoint)
     if spec.traits.eager_only:
@@ -473,11 +587,19 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     recipe = recipe_for(setup.precision)
     lora = lora_targets(spec, setup.peft.lora_targets) if setup.peft.adapters else []
     states = model_states(spec, stage, setup, recipe, lora)
-    persistent, released_grads = _persistent(setup, states)
+    persistent, released_grads = _persistent(setup, states, stage)
+    persistent += tuple(persistent_params(spec, setup, recipe, len(stage.layers) / spec.num_layers))
     out = Transients()
     fwd = _forward(spec, setup, stage, recipe, lora, out)
+    bwd_held = out.add(*states.backward_held)  # live through backward (DeepSpeed's ipg bucket)
     phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
-    phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
+    if setup.optimizer.in_backward:
+        # the head's gradient is stepped first, while every layer's activations are still held
+        phases.append((PhaseKind.BACKWARD_LAYER, fwd.in_layers + out.add(*states.backward_extra)))
+    forward = (PhaseKind.FORWARD_END, PhaseKind.FORWARD_LAYER)
+    phases = [(kind, ix if kind in forward else ix + bwd_held) for kind, ix in phases]
+    phases += _release_phases(states, released_grads, fwd.gathered_end, out)
+    phases = [(kind, ix + bwd_held if kind == PhaseKind.BACKWARD_END else ix) for kind, ix in phases]
     allocations = _step_tensors(spec, setup, stage, (persistent, released_grads), states, fwd, out)
     busiest = _busiest_alike(spec, setup, stage)
     shared = None if busiest == stage else _stage_plan(spec, setup, busiest).fraction
