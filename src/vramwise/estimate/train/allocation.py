@@ -45,8 +45,8 @@ from vramwise.workload.layout import ParallelConfig
 LOAD_POINTS = ((2, 4), (4, 8))
 # With the layers' temporaries in the replay (``_layer_forward``, ``_layer_backward``) the steps' reserve is not
 # linear below about 16 layers and can step at any depth (ZeRO-3 Llama 3 8B: 2,265 MiB at 8 layers, 403 at 16,
-# 2,549 at 24): a stage of up to 32 layers, every 7-8B model, is replayed at its own depth; deeper ones are
-# extrapolated from 16 and 32 (Llama 2 70B tp 8: within 5% of the replay at 80 layers)
+# 2,549 at 24): a stage of up to 48 layers (16 + 32: no more than the two replays), every 7-8B model, is replayed
+# at its own depth; deeper ones are extrapolated from 16 and 32 (Llama 2 70B tp 8: within 5% of the replay at 80)
 STEP_POINTS = ((16, 32),)
 # Steps replayed: the second forward finds the first's blocks split by what backward and the optimizer step put
 # in them (per-parameter gradients and fp32 copies in freed activation blocks), so it reserves more; a third
@@ -109,7 +109,7 @@ class StepTensors:
         settings = ", expandable_segments" if self.config.expandable_segments else ""
         if self.config.max_split_size is not None:
             settings += f", max_split_size_mb {self.config.max_split_size // MIB}"
-        deepest = max(k for pair in STEP_POINTS for k in pair)
+        deepest = max(sum(pair) for pair in STEP_POINTS)  # ``_extrapolated``: exact up to both replays' layers
         depth = f"{self.layers} layers" + (" extrapolated from fewer" if self.layers > deepest else "")
         return (
             f"{fraction:.3%} x tensor bytes {tensors:,}: reserved − allocated at the peak of a replay of {n:,} "
@@ -210,14 +210,15 @@ def _waste(ops: list[tuple[int, int]], config: AllocatorConfig) -> int:
 
 def _extrapolated(layers: int, waste: Callable[[int], int], points: tuple[tuple[int, int], ...]) -> int:
     """The reserve at ``layers`` from replays at fewer: the first pair of ``points`` whose reserve does not fall
-    with depth sets the line; exact at the depth itself where none does, or where ``layers`` is within reach.
+    with depth sets the line; exact at the depth itself where none does, or where ``layers`` is no more than the
+    pair's layers together.
 
     A reserve that falls with depth is one where the first layers fill what the loss and the step left cached
     (or the free ends of the load's 20 MiB segments): past a few layers it grows linearly again, so the next
     pair, deeper, is tried.
     """
     for low_k, high_k in points:
-        if layers <= high_k:
+        if layers <= low_k + high_k:  # no deeper than the two replays together: one replay at the depth is cheaper
             return max(0, waste(layers))
         low, high = waste(low_k), waste(high_k)
         if high >= low:
