@@ -6,10 +6,13 @@ number is the rule's arithmetic, written out here. MiB = 1,048,576 B.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vramwise.estimate.allocator_model import (
+    FREE,
     Alloc,
     AllocatorConfig,
     EmptyCache,
@@ -17,6 +20,7 @@ from vramwise.estimate.allocator_model import (
     Mark,
     allocation_size,
     replay,
+    replay_ops,
     round_size,
 )
 
@@ -202,3 +206,32 @@ def test_expandable_packs_allocations_without_frees(sizes):
     assert grown.peak_reserved == -(-small // (2 * M)) * 2 * M + -(-large // (20 * M)) * 20 * M
     assert grown.peak_reserved <= plain.peak_reserved + 20 * M + 2 * M
     assert grown.peak_allocated == small + large
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),  # free one of the live tensors (when any) instead of allocating
+            st.one_of(
+                st.integers(1, 1 << 20),  # small pool
+                st.integers((1 << 20) + 1, 12 << 20),  # large pool, 20 MiB segments
+                st.integers(12 << 20, 300 << 20),  # large pool, own segments
+            ),
+        ),
+        max_size=120,
+    )
+)
+def test_the_default_fast_path_replays_as_the_general_allocator(script: list[tuple[bool, int]]) -> None:
+    # oracle: the general _Allocator (every rule, hand-checked above) under PyTorch's default settings
+    ops: list[tuple[int, int]] = []
+    live: list[int] = []
+    for i, (release, size) in enumerate(script):
+        if release and live:
+            ops.append((live.pop(size % len(live)), FREE))
+        else:
+            ops.append((i, size))
+            live.append(i)
+    fast = replay_ops(ops)
+    general = replay([Alloc(key=k, size=n) if n >= 0 else Free(key=k) for k, n in ops])
+    assert fast == replace(general, marks={})

@@ -494,6 +494,8 @@ class _Allocator:
 def replay_ops(ops: Iterable[tuple[int, int]], config: AllocatorConfig = AllocatorConfig()) -> Replay:
     """``replay`` of bare ``(key, size)`` allocations, ``(key, FREE)`` frees and ``(0, RESET)`` peak resets: the
     estimate's fast path, and what the twin records (verify/live.py)."""
+    if config == _DEFAULT:
+        return _replay_default(ops)
     a = _Allocator(config)
     count, oom = 0, None
     for key, size in ops:
@@ -547,3 +549,103 @@ def replay(events: Iterable[Event], config: AllocatorConfig = AllocatorConfig())
         else:
             a.release_cached()
     return a.result(marks, count, oom)
+
+
+_DEFAULT = AllocatorConfig()
+
+
+def _replay_default(ops: Iterable[tuple[int, int]]) -> Replay:
+    """``replay_ops`` under PyTorch's defaults (no max_split_size, no rounding divisions, no expandable segments,
+    no garbage collection, no device limit): the same rules as ``_Allocator`` with every branch those settings
+    switch off removed and the pools' bookkeeping inlined, for the estimate's thousands of replays. Every
+    cudaMalloc succeeds here, so nothing is ever released. tests/estimate/test_allocator_model.py checks it
+    against ``_Allocator`` on random sequences."""
+    pools = ((_Pool(small=False)), (_Pool(small=True)))
+    live: dict[int, _Block] = {}
+    asked: dict[int, int] = {}
+    insort, bisect_left = bisect.insort, bisect.bisect_left
+    requested = peak_requested = stuck = allocated = peak_allocated = reserved = peak_reserved = 0
+    releasable = next_addr = segments = count = 0
+    for key, orig in ops:
+        if orig < 0:
+            if orig == RESET:
+                peak_allocated, peak_reserved, peak_requested = allocated, reserved, requested
+                continue
+            b = live.pop(key)
+            requested -= asked.pop(key)
+            allocated -= b.size
+            releasable += _free_default(pools[b.small], b)
+            continue
+        count += 1
+        size = -(-orig // K_MIN_BLOCK_SIZE) * K_MIN_BLOCK_SIZE if orig > K_MIN_BLOCK_SIZE else K_MIN_BLOCK_SIZE
+        small = size <= K_SMALL_SIZE
+        pool = pools[small]
+        keys, blocks = pool.keys, pool.blocks
+        i = bisect_left(keys, (size, -1))
+        if i < len(keys):  # get_free_block: the best fit
+            block = blocks.pop(keys[i][1])
+            del keys[i]
+            if block.prev is None and block.next is None:
+                releasable -= block.size
+        else:  # alloc_block: a new segment
+            grant = allocation_size(size)
+            block = _Block(next_addr, grant, small)
+            next_addr += grant
+            reserved += grant
+            segments += 1
+            if reserved > peak_reserved:
+                peak_reserved = reserved
+        remaining = block.size - size
+        if remaining >= K_MIN_BLOCK_SIZE if small else remaining > K_SMALL_SIZE:  # should_split
+            rest = _Block(block.addr + size, remaining, small)
+            rest.prev, rest.next = block, block.next
+            if block.next is not None:
+                block.next.prev = rest
+            block.next, block.size = rest, size
+            insort(keys, (remaining, rest.addr))
+            blocks[rest.addr] = rest
+        block.allocated = True
+        live[key] = block
+        asked[key] = orig
+        requested += orig
+        if requested >= peak_requested:
+            peak_requested = requested
+            stuck = reserved - releasable - requested
+        allocated += block.size
+        if allocated > peak_allocated:
+            peak_allocated = allocated
+    return Replay(
+        peak_allocated=peak_allocated,
+        peak_reserved=peak_reserved,
+        peak_requested=peak_requested,
+        stuck_at_peak=stuck,
+        allocated=allocated,
+        reserved=reserved,
+        allocations=count,
+        segments=segments,
+    )
+
+
+def _free_default(pool: _Pool, b: _Block) -> int:
+    """``free_block`` and ``try_merge_blocks`` for ``_replay_default``: the bytes it makes releasable (a freed
+    block that is a whole segment again). The free neighbours merged are split blocks, never releasable."""
+    b.allocated = False
+    keys, blocks = pool.keys, pool.blocks
+    prev, nxt = b.prev, b.next
+    if prev is not None and not prev.allocated:
+        del keys[bisect.bisect_left(keys, (prev.size, prev.addr))]
+        del blocks[prev.addr]
+        b.addr, b.prev = prev.addr, prev.prev
+        if b.prev is not None:
+            b.prev.next = b
+        b.size += prev.size
+    if nxt is not None and not nxt.allocated:
+        del keys[bisect.bisect_left(keys, (nxt.size, nxt.addr))]
+        del blocks[nxt.addr]
+        b.next = nxt.next
+        if b.next is not None:
+            b.next.prev = b
+        b.size += nxt.size
+    bisect.insort(keys, (b.size, b.addr))
+    blocks[b.addr] = b
+    return b.size if b.prev is None and b.next is None else 0
