@@ -131,6 +131,8 @@ TRAIN_FIELDS = {
     "overlap_comm": "overlap_comm",
     "reduce_bucket": "reduce_bucket",  # issue 15: DeepSpeed's bucket sizes, as --from reads them from a config
     "prefetch_bucket": "prefetch_bucket",
+    "expandable_segments": "expandable_segments",
+    "max_split_size_mb": "max_split_size_mb",
 }
 # `--seq` is the inference context's other spelling in fit, plot and verify, so it is not training-only
 INFERENCE_ONLY = tuple(k for k in INFER_FIELDS if k not in TRAIN_FIELDS)
