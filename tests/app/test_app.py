@@ -214,7 +214,7 @@ FROZEN = {
     + " --framework"
     + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
     + " --from --emit --reduce-bucket --prefetch-bucket"
-    + " --expandable-segments --max-split-size-mb",
+    + " --expandable-segments --max-split-size-mb --allocator-replay",
 }
 _SETUPS = (
     "--all-logits --allocator-fraction --attention --batch --context --cp --cuda-context --dp --ep --format "
@@ -229,7 +229,7 @@ _SETUPS = (
     + _KNOBS
     + " --framework"
     + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
-    + " --expandable-segments --max-split-size-mb"
+    + " --expandable-segments --max-split-size-mb --allocator-replay"
 )
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units --serve"
 FROZEN["infer"] += " --from --emit"  # issue 15: a framework's config in (configs/), a runnable one out

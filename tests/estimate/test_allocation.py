@@ -27,8 +27,11 @@ CASES = [
 ]
 
 
+REPLAY = TrainSetup.from_flat(allocator_replay=True)  # the replay is opt-in (workload/overheads.py)
+
+
 def _step(name: str, flat: dict) -> tuple[allocation.StepTensors, tuple]:
-    setup = TrainSetup.from_flat(**flat)
+    setup = TrainSetup.from_flat(**flat, allocator_replay=True)
     spec = catalog_spec(name)
     plan = _worst_candidates(spec, setup)[0]
     assert isinstance(plan.allocator, allocation.StepTensors)
@@ -41,7 +44,7 @@ def test_summary_is_close_to_the_replay_at_full_depth(name: str, flat: dict) -> 
     exact = load_reserves(s.outside_persistent, s.layer_persistent, s.layers, s.config)[-1]
     r = replay_ops(allocation._step_ops(s, sizes, s.layers), s.config)
     exact += r.peak_reserved - r.peak_requested
-    estimated = s.reserve(_vars(catalog_spec(name), TrainSetup.from_flat(**flat)))
+    estimated = s.reserve(_vars(catalog_spec(name), TrainSetup.from_flat(**flat, allocator_replay=True)))
     assert estimated == pytest.approx(exact, rel=0.05, abs=64 << 20)
 
 
@@ -57,11 +60,13 @@ def test_a_third_step_adds_little(name: str, flat: dict) -> None:
 
 def test_the_term_states_the_replay_and_the_override_is_flat() -> None:
     spec = catalog_spec("llama-3-8b")
-    est = estimate_training(spec, TrainSetup())
+    est = estimate_training(spec, REPLAY)
     term = next(t for t in est.phases[0].transient if t.name == "overhead/allocator")
     assert "replay of" in term.formula and "CUDACachingAllocator.cpp" in term.formula
     # the solvers' number is the report's
-    assert training_peak(spec, TrainSetup()) == est.peak_bytes
+    assert training_peak(spec, REPLAY) == est.peak_bytes
+    # without --allocator-replay the default is the flat fraction, and no replay is built
+    assert _worst_candidates(spec, TrainSetup())[0].allocator is None
     flat = estimate_training(spec, TrainSetup.from_flat(allocator_fraction=0.03))
     reserve = next(t for t in flat.phases[-1].transient if t.name == "overhead/allocator")
     tensors = sum(t.bytes for t in flat.persistent if not t.name.startswith("overhead/"))
@@ -71,7 +76,7 @@ def test_the_term_states_the_replay_and_the_override_is_flat() -> None:
 
 def test_allocator_settings_reach_the_replay() -> None:
     spec = catalog_spec("llama-3-8b")
-    plain = _worst_candidates(spec, TrainSetup())[0].allocator
+    plain = _worst_candidates(spec, REPLAY)[0].allocator
     grown = _worst_candidates(spec, TrainSetup.from_flat(expandable_segments=True))[0].allocator
     capped = _worst_candidates(spec, TrainSetup.from_flat(max_split_size_mb=512))[0].allocator
     assert isinstance(grown, allocation.StepTensors) and isinstance(capped, allocation.StepTensors)
@@ -123,4 +128,4 @@ def test_deepspeed_creates_the_states_before_the_first_step() -> None:
 def test_the_loss_backward_gradients_are_two_tensors() -> None:
     s, sizes = _step("llama-3-8b", {})
     (rule,) = s.loss_temporaries
-    assert rule.tensors == 2 and sizes[3] == (rule.bytes(_vars(catalog_spec("llama-3-8b"), TrainSetup())) // 2,) * 2
+    assert rule.tensors == 2 and sizes[3] == (rule.bytes(_vars(catalog_spec("llama-3-8b"), REPLAY)) // 2,) * 2

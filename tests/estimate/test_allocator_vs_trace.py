@@ -76,7 +76,9 @@ CASES = [
 
 def _estimated(config: dict[str, Any], r: TraceRecipe) -> int:
     spec = spec_from_config(config, name="llama", source="test")
-    flat: dict[str, Any] = {"batch": r.batch, "seq": r.seq, "precision": r.precision, "recompute": r.recompute}
+    flat: dict[str, Any] = {
+        "batch": r.batch, "seq": r.seq, "precision": r.precision, "recompute": r.recompute, "allocator_replay": True
+    }
     if r.lora_r:
         flat.update(peft="lora", lora_r=r.lora_r, lora_targets=r.lora_targets)
     setup = TrainSetup.from_flat(**flat)

@@ -133,6 +133,7 @@ TRAIN_FIELDS = {
     "prefetch_bucket": "prefetch_bucket",
     "expandable_segments": "expandable_segments",
     "max_split_size_mb": "max_split_size_mb",
+    "allocator_replay": "allocator_replay",
 }
 # `--seq` is the inference context's other spelling in fit, plot and verify, so it is not training-only
 INFERENCE_ONLY = tuple(k for k in INFER_FIELDS if k not in TRAIN_FIELDS)

@@ -320,8 +320,8 @@ OPTIONS: tuple[Option, ...] = (
            help=f"the CUDA runtime of the torch wheel (torch.version.cuda), which sizes the CUDA context with the "
                 f"GPU's architecture (default {DEFAULT_CUDA_VERSION}; < 11.7: every kernel loaded eagerly)"),
     Option(name="allocator_fraction", flags=("--allocator-fraction",), type=float, commands=BOTH,
-           help=f"allocator reserve as a fraction (default: training replays the caching allocator, inference "
-                f"{DEFAULT_ALLOCATOR_FRACTION})"),
+           help=f"allocator reserve as a fraction (default {DEFAULT_ALLOCATOR_FRACTION}; training with "
+                "--allocator-replay: the caching-allocator replay)"),
     Option(name="loading", flags=("--loading",), type=str, commands=TRN,
            help=f"how the checkpoint is loaded before the first step: {_one_of(LOADINGS)} (default {{train.loading}}: "
                 "FSDP fsdp-full, ZeRO-3 zero-init, a bitsandbytes base bnb-quantize, else hf)"),
@@ -329,6 +329,10 @@ OPTIONS: tuple[Option, ...] = (
            help="PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (the allocator replay grows one segment by pages)"),
     Option(name="max_split_size_mb", flags=("--max-split-size-mb",), type=int, commands=TRN,
            help="PYTORCH_CUDA_ALLOC_CONF max_split_size_mb: cached blocks this large are not split (above 20)"),
+    Option(name="allocator_replay", flags=("--allocator-replay",), commands=TRN,
+           help="the reserve from a replay of the step's allocations through the caching-allocator model instead "
+                "of the flat fraction (on with --expandable-segments or --max-split-size-mb; experimental: replayed "
+                "at 4,096 tokens per GPU)"),
     Option(name="mode", flags=("--mode",), type=str, commands=BOTH,
            help="accurate (default {infer.mode}) or textbook (the seeds' formulas; infer and train)"),
     Option(name="seed", flags=("--seed",), type=str, commands=TRN,

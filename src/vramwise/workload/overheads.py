@@ -66,9 +66,20 @@ class AllocatorSettings:
 
     expandable_segments: bool = False  # expandable_segments:True
     max_split_size_mb: int | None = None  # max_split_size_mb:N; None: unlimited (PyTorch's default)
+    # The reserve from the replay instead of the flat fraction. Off by default: the replay runs at a reference of
+    # 4,096 tokens per GPU and applies its reserve as a fraction (estimate/plan.py Plan.fraction), which over-counts
+    # runs far from that reference (a 70B tp 8 step of 131,072 tokens per GPU: a 35% reserve where torchtitan
+    # published 72 GiB reserved); it is on whenever an allocator setting is given, which a flat fraction ignores.
+    replay: bool = False
+
+    @property
+    def replayed(self) -> bool:
+        """Whether the estimate's reserve comes from the caching-allocator replay."""
+        return self.replay or self.expandable_segments or self.max_split_size_mb is not None
 
     def __post_init__(self) -> None:
         boolean("expandable_segments", self.expandable_segments)
+        boolean("replay", self.replay)
         n = self.max_split_size_mb
         low, high = MAX_SPLIT_SIZE_MB_RANGE
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not low <= n <= high):

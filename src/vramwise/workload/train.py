@@ -298,6 +298,7 @@ _FLAT = FlatNames(
         "overlap_comm": ("parallel", "overlap_comm"),
         "expandable_segments": ("allocator", "expandable_segments"),
         "max_split_size_mb": ("allocator", "max_split_size_mb"),
+        "allocator_replay": ("allocator", "replay"),
     },
 )
 FLAT_NAMES = _FLAT  # the flat names, for workload/frameworks.py (which option a preset row can set)

@@ -611,9 +611,13 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     phases = [(kind, ix if kind in forward else ix + bwd_held) for kind, ix in phases]
     phases += _release_phases(states, released_grads, fwd.gathered_end, out)
     phases = [(kind, ix + bwd_held if kind == PhaseKind.BACKWARD_END else ix) for kind, ix in phases]
-    allocations = _step_tensors(spec, setup, stage, (persistent, released_grads), states, fwd, out)
+    # the caching-allocator replay only when asked for (workload/overheads.py AllocatorSettings.replay): else the
+    # overheads' flat fraction
+    replayed = setup.allocator.replayed
+    kept = (persistent, released_grads)
+    allocations = _step_tensors(spec, setup, stage, kept, states, fwd, out) if replayed else None
     busiest = _busiest_alike(spec, setup, stage)
-    shared = None if busiest == stage else _stage_plan(spec, setup, busiest).fraction
+    shared = None if busiest == stage or not replayed else _stage_plan(spec, setup, busiest).fraction
     # loading comes before the step but is listed last, so the step's phases keep their places (loading.py); it is
     # shown only when it holds more than the step's persistent states: otherwise it cannot be the peak, and its
     # total would list optimizer states that do not exist yet
