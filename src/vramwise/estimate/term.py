@@ -48,6 +48,9 @@ class PhaseKind(enum.StrEnum):
     # T5's encoder block 0 buckets the relative positions of every (query, key) pair before its attention
     # (modeling_t5.T5Attention.compute_bias): int64 (s, s) temporaries no other moment holds
     PREFILL_POSITION_BIAS = "prefill (position bias)"
+    # DoRA rebuilds one adapted weight (W + s·BA) in fp32 for its norm during the forward (estimate/train/
+    # peft_extras.py); the activations of the layers before it are held meanwhile
+    FORWARD_DORA = "forward (DoRA weight norm)"
 
     @property
     def step(self) -> Step:
@@ -68,6 +71,7 @@ _STEPS = {
     PhaseKind.OPTIMIZER_STEP: Step.OPTIMIZER,
     PhaseKind.PREFILL_VISION: Step.PREFILL,
     PhaseKind.PREFILL_POSITION_BIAS: Step.PREFILL,
+    PhaseKind.FORWARD_DORA: Step.FORWARD,
 }
 
 

@@ -40,6 +40,9 @@ class TraceRecipe:
     freeze_layers: int = 0  # the embeddings and the first N decoder layers get requires_grad=False
     fsdp: int = 0  # > 1: FSDP2 fully_shard per decoder layer and the root, over a fake world of this size
     steps: int = 2
+    # the peft method: lora (with lora_r), dora, ia3, prompt-tuning, prefix-tuning; "" = lora when lora_r is set
+    peft: str = ""
+    num_virtual_tokens: int = 20  # prompt and prefix tuning
 
 
 _MODEL_DTYPE = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}
@@ -173,6 +176,39 @@ def _adapters_stay_put() -> Iterator[None]:
         torch.nn.Module.to = original_to  # type: ignore[method-assign]
 
 
+def peft_method(recipe: TraceRecipe) -> str:
+    """The recipe's peft method: its own, or LoRA when only a rank is given, or "none"."""
+    return recipe.peft or ("lora" if recipe.lora_r else "none")
+
+
+def peft_config(recipe: TraceRecipe, *, causal: bool = True) -> Any:
+    """The peft config of ``recipe`` (None: full fine-tuning), as a user would write it with peft's defaults.
+
+    Prompt and prefix tuning need the task type (PeftModelForCausalLM prepends the virtual tokens); the other
+    methods wrap the model as a plain PeftModel, whose forward is the base model's.
+    """
+    method = peft_method(recipe)
+    if method == "none":
+        return None
+    import peft
+
+    targets: Any = list(recipe.lora_targets) or None  # None: peft's default for the model type
+    if recipe.lora_targets == ("all-linear",):
+        targets = "all-linear"
+    if method in ("lora", "dora"):
+        r = recipe.lora_r or 8
+        return peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, use_dora=method == "dora")
+    if method == "ia3":
+        return peft.IA3Config(target_modules=targets)
+    task = peft.TaskType.CAUSAL_LM if causal else peft.TaskType.SEQ_CLS
+    n = recipe.num_virtual_tokens
+    if method == "prompt-tuning":
+        return peft.PromptTuningConfig(task_type=task, num_virtual_tokens=n)
+    if method == "prefix-tuning":
+        return peft.PrefixTuningConfig(task_type=task, num_virtual_tokens=n)
+    raise ValueError(f"the trace cannot run peft method {method!r}")
+
+
 def _freeze_bottom(model: Any, layers: int) -> None:  # a PreTrainedModel: torch types Module attributes as Tensor
     """Freeze the input embeddings and the first ``layers`` decoder layers (the common "freeze the bottom")."""
     model.get_input_embeddings().requires_grad_(False)
@@ -238,7 +274,7 @@ def _shard(model: Any, mesh: Any) -> None:  # a PreTrainedModel, as in _freeze_b
 
 
 def _optimizer(params: list[torch.nn.Parameter], recipe: TraceRecipe) -> Any:
-    if recipe.precision in ("bf16-mixed", "fp16-mixed") and not recipe.lora_r:
+    if recipe.precision in ("bf16-mixed", "fp16-mixed") and peft_method(recipe) == "none":
         # LoRA adapters are fp32 already (peft upcasts them): they are their own master copy
         return _MasterWeights(params, lambda masters: _torch_optimizer(masters, recipe))
     return _torch_optimizer(params, recipe)
@@ -376,13 +412,12 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         model.train()
         if recipe.recompute == "full":
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if recipe.lora_r:
+        adapters = peft_config(recipe, causal=generates(model))
+        if adapters is not None:
             import peft
 
-            targets = "all-linear" if recipe.lora_targets == ("all-linear",) else list(recipe.lora_targets)
-            lora = peft.LoraConfig(r=recipe.lora_r, lora_alpha=2 * recipe.lora_r, target_modules=targets)
             with _adapters_stay_put():
-                model = peft.get_peft_model(model, lora)
+                model = peft.get_peft_model(model, adapters)
         if recipe.freeze_layers:
             _freeze_bottom(model, recipe.freeze_layers)
         if mesh is not None:

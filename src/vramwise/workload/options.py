@@ -54,6 +54,11 @@ class PeftMethod(StrEnum):
     NONE = "none"
     LORA = "lora"
     QLORA = "qlora"
+    # peft 0.21: LoraConfig(use_dora=True), IA3Config, PromptTuningConfig, PrefixTuningConfig
+    DORA = "dora"
+    IA3 = "ia3"
+    PROMPT_TUNING = "prompt-tuning"
+    PREFIX_TUNING = "prefix-tuning"
 
 
 class Recompute(StrEnum):

@@ -63,18 +63,27 @@ class PeftConfig:
     lora_targets: tuple[str, ...] = ()  # peft module names or "all-linear"; () = peft's default for the model
     lora_dropout: float = 0.0
     freeze_layers: int = 0  # the first N decoder layers get no gradients
+    # prompt and prefix tuning: virtual tokens prepended (peft's PromptLearningConfig has no default; 20 is the
+    # value of peft's own prompt-tuning and prefix-tuning examples)
+    num_virtual_tokens: int = 20
 
     def __post_init__(self) -> None:
         coerce(self, "method", PeftMethod, "peft")
         positive("lora_r", self.lora_r)
+        positive("num_virtual_tokens", self.num_virtual_tokens)
         non_negative("freeze_layers", self.freeze_layers)
         real("lora_dropout", self.lora_dropout, 0, 1, high_open=True)
         _targets(self.lora_targets)
 
     @property
     def adapters(self) -> bool:
-        """LoRA or QLoRA: only adapters train."""
+        """A peft method (LoRA, QLoRA, DoRA, IA3, prompt or prefix tuning): the base is frozen, only adapters train."""
         return self.method != PeftMethod.NONE
+
+    @property
+    def virtual_tokens(self) -> int:
+        """Prompt tuning's tokens prepended to every sequence (0 for every other method)."""
+        return self.num_virtual_tokens if self.method == PeftMethod.PROMPT_TUNING else 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,5 +221,6 @@ _FLAT = FlatNames(
         "mode": ("", "mode"),
         "seed": ("textbook", "seed"),
         "lora_fraction": ("textbook", "lora_fraction"),
+        "num_virtual_tokens": ("peft", "num_virtual_tokens"),
     },
 )

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 from vramwise.estimate.sharding import kv_heads_per_gpu
 from vramwise.estimate.train.lora import LoraModule
+from vramwise.estimate.train.peft_extras import dora_saved, ia3_saved
+from vramwise.estimate.train.peft_methods import Ia3Module
 from vramwise.spec.model import ModelSpec
 
 # Family behaviour (fused projections, fp32 norm multiply, softmax dtype, ...) comes from spec.traits,
@@ -40,6 +42,8 @@ class Grads:
     lora: tuple[LoraModule, ...] = ()
     lora_r: int = 0
     lora_dropout: bool = False
+    dora: bool = False  # DoRA: each adapter also keeps the base output and its own (peft_extras.py)
+    ia3: tuple[Ia3Module, ...] = ()  # IA3's scaled modules (peft_extras.py)
 
     def adapted(self, group: str) -> list[LoraModule]:
         return [m for m in self.lora if group in m.groups]
@@ -115,6 +119,9 @@ def _linear_input(
         elif s.c != 4:
             out.add("lora", 4 * width / rep)  # peft casts the input to the adapter's fp32
         out.add("lora", 4 * g.lora_r)  # x·A, kept by B
+    if g.dora:
+        for m in adapters.values():
+            out.add("dora", dora_saved(m, c=s.c, amp=s.amp))
 
 
 def _attention(out: Saved, spec: ModelSpec, s: Shape, g: Grads, attention: str, recompute: str) -> None:
@@ -285,4 +292,5 @@ def layer_saved(
         _moe(out, spec, shape, grads)
     else:
         _mlp(out, spec, shape, grads)
+    out.add("ia3", ia3_saved(grads.ia3, c=c))
     return out

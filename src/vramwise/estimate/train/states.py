@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import Stage, in_layer, stage_share
 from vramwise.estimate.train.lora import LoraModule
+from vramwise.estimate.train.peft_methods import SOURCES, TERM_NAMES, adapter_formula, adapter_tensors
 from vramwise.estimate.train.optimizers import Tensor, fp32_note, state_bytes, step_transient, tensor_bytes
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe
@@ -108,13 +109,7 @@ FROZEN_CATEGORIES = ("vision", "projector")
 
 def _trainable(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe, lora: list[LoraModule]) -> _Trainable:
     if s.peft.adapters:
-        share = len(stage.layers) / spec.num_layers
-        tensors = []
-        for m in lora:
-            copies = m.layers * share
-            rank = s.peft.lora_r * m.rank_mult
-            tensors += [Tensor(rows=rank, cols=m.in_features, copies=copies)]
-            tensors += [Tensor(rows=m.out_features, cols=rank, copies=copies)]
+        tensors = adapter_tensors(spec, stage, s.peft, lora)
         return _Trainable(count=sum(t.numel * t.copies for t in tensors), tensors=tensors)
     live = _trainable_stage(stage, s.peft.freeze_layers)
     tensors = []
@@ -351,13 +346,13 @@ def _model_states(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe,
     out = _Built(persistent=[], host=[], backward_extra=[], step_extra=[])
     weights = _weights(spec, stage, s, recipe)
     (out.host if s.parallel.offload == Offload.PARAMS else out.persistent).extend(weights)
-    if lora:
+    if s.peft.adapters:
         out.persistent.append(
             Term(
-                name="weights/lora",
+                name=TERM_NAMES[s.peft.method],
                 bytes=round(tr.count * LORA_BYTES),
-                formula=f"r {s.peft.lora_r} x (in + out) per module: {tr.count:,.0f} x {LORA_BYTES} B fp32",
-                source="peft LoRA (Hu et al. 2021), adapters upcast to fp32",
+                formula=adapter_formula(s.peft, tr.count),
+                source=SOURCES.get(s.peft.method, "peft LoRA (Hu et al. 2021), adapters upcast to fp32"),
             )
         )
     _master_and_states(s, recipe, tr, out)

@@ -38,7 +38,9 @@ from vramwise.estimate.train.layout import (
     stages,
 )
 from vramwise.estimate.train.lora import LoraModule, lora_targets
+from vramwise.estimate.train import peft_extras
 from vramwise.estimate.train.loss import classifier_loss_rules, loss_rules
+from vramwise.estimate.train.peft_methods import LORA_LIKE, PROMPT_LEARNING, check_method, ia3_modules
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import gathered, head_grads
@@ -64,12 +66,15 @@ def _in_flight(stage: Stage, setup: TrainSetup) -> float:
     return min(((p - k - 1) * 2 + (v - 1) * p + 1) / v, float(m))
 
 
-def _layer_grads(setup: TrainSetup, lora: list[LoraModule]) -> Grads:
+def _layer_grads(spec: ModelSpec, setup: TrainSetup, lora: list[LoraModule]) -> Grads:
+    method = setup.peft.method
     return Grads(
         base=not setup.peft.adapters,
-        lora=tuple(lora),
+        lora=tuple(m for m in lora if m.place == "layers"),
         lora_r=setup.peft.lora_r,
         lora_dropout=setup.peft.lora_dropout > 0,
+        dora=method == PeftMethod.DORA,
+        ia3=tuple(ia3_modules(spec, setup.peft.lora_targets)) if method == PeftMethod.IA3 else (),
     )
 
 
@@ -135,15 +140,15 @@ def _activations(
     query = _LayerQuery(
         stage=stage,
         c=c,
-        grads=_layer_grads(setup, lora),
+        grads=_layer_grads(spec, setup, lora),
         attention=setup.attention,
         recompute=setup.recompute,
-        seq=setup.seq if setup.attention == AttentionImpl.EAGER else 0,
+        seq=_run_seq(setup) if setup.attention == AttentionImpl.EAGER else 0,
         tp=setup.parallel.tp,
         sp=setup.parallel.sp,
         amp=recipe.autocast_cache,
-        peft=setup.peft.adapters,
-        freeze_layers=setup.peft.freeze_layers,
+        peft=setup.peft.adapters and not _head_only(lora),
+        freeze_layers=spec.num_layers if _head_only(lora) else setup.peft.freeze_layers,
     )
     recording, per_token, per_layer_max = _saved_per_token(spec, query)
     rules: list[Rule] = []
@@ -161,8 +166,30 @@ def _activations(
         )
     elif recording:
         rules += [_saved(name, per, recording, flight) for name, per in per_token]
-    rules += _outside_layers(spec, stage, setup, recipe, flight)
+    if setup.peft.method == PeftMethod.PREFIX_TUNING and recording:
+        sdpa = setup.attention == AttentionImpl.SDPA
+        rules += peft_extras.prefix_rules(spec, setup.peft.num_virtual_tokens, recording, c, flight, sdpa=sdpa)
+    rules += _outside_layers(spec, stage, setup, recipe, flight, head_only=_head_only(lora))
+    rules += _outer_lora(spec, stage, setup, recipe, lora, flight)
     return rules, per_layer_max
+
+
+def _head_only(lora: list[LoraModule]) -> bool:
+    """LoRA on the head alone: no gradient flows below it, so neither the layers nor the final norm keep anything."""
+    return bool(lora) and all(m.place == "head" for m in lora)
+
+
+def _outer_lora(
+    spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, lora: list[LoraModule], flight: float
+) -> list[Rule]:
+    """LoRA on the input embedding (first stage) and on the head (last stage): what their forward keeps."""
+    places = {m.place for m in lora}
+    r, out = setup.peft.lora_r, []
+    if stage.first and "embedding" in places:
+        out.append(peft_extras.embedding_lora_rule(r, flight))
+    if stage.last and "head" in places:
+        out.append(peft_extras.head_lora_rule(spec.hidden_size, r, recipe.compute, flight))
+    return out
 
 
 def _saved(name: str, per_token: float, recording: int, flight: float) -> Rule:
@@ -182,7 +209,9 @@ def _any_sliding(spec: ModelSpec, layers: tuple[int, ...]) -> bool:
     return any(spec.layer_attention(i) == "sliding" for i in layers)
 
 
-def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, flight: float) -> list[Rule]:
+def _outside_layers(
+    spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, flight: float, *, head_only: bool = False
+) -> list[Rule]:
     c, h, out = recipe.compute, spec.hidden_size, []
     many = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
     if spec.traits.rotary:
@@ -229,7 +258,7 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
                     source="dropout after the embeddings",
                 )
             )
-    if stage.last and spec.norm.final:
+    if stage.last and spec.norm.final and not head_only:
         full = not setup.peft.adapters
         head_trains = full and not (spec.tied_embeddings and setup.peft.freeze_layers)  # a tied head freezes too
         fp32 = spec.traits.norm_weight_fp32  # fp32 weight multiply
@@ -302,6 +331,7 @@ class _Forward:
     loss_backward: list[int]
     largest_layer: float  # the largest single layer's saved bytes per token (full recompute rebuilds one)
     gathered_backward: list[Term]  # ZeRO-3/FSDP units gathered during backward
+    dora_weight: Rule | None = None  # DoRA's rebuilt weight while one module's forward runs
 
 
 def _forward(
@@ -333,6 +363,7 @@ def _forward(
         loss_backward=loss_backward,
         largest_layer=largest_layer,
         gathered_backward=gathered_bwd,
+        dora_weight=peft_extras.dora_weight_rule(lora) if setup.peft.method == PeftMethod.DORA else None,
     )
 
 
@@ -342,6 +373,8 @@ def _backward_phases(
     """The phases while the forward's tensors are still held: forward end, and the moments of backward that
     add to them (the loss backward, a rebuilt layer, FSDP's gathered units and the head's gradients)."""
     phases = [(PhaseKind.FORWARD_END, fwd.held)]
+    if fwd.dora_weight is not None:
+        phases.append((PhaseKind.FORWARD_DORA, fwd.in_layers + out.add(fwd.dora_weight)))
     if fwd.loss_backward:
         phases.append((PhaseKind.BACKWARD_LOSS, fwd.held + fwd.loss_backward))
     if setup.recompute == Recompute.FULL and fwd.largest_layer:
@@ -421,7 +454,7 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
 def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     """One pipeline stage's plan: its persistent terms, and the transients of each phase."""
     recipe = recipe_for(setup.precision)
-    lora = lora_targets(spec, setup.peft.lora_targets) if setup.peft.adapters else []
+    lora = _lora(spec, setup)
     states = model_states(spec, stage, setup, recipe, lora)
     persistent, released_grads = _persistent(setup, states)
     out = Transients()
@@ -436,6 +469,13 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
         allocator_fraction=setup.overheads.allocator_fraction,
         notes=_stage_notes(spec, setup, stage, recipe),
     )
+
+
+def _lora(spec: ModelSpec, setup: TrainSetup) -> list[LoraModule]:
+    """The LoRA modules of LoRA, QLoRA and DoRA (none for the other methods), refusing what peft refuses."""
+    lora = lora_targets(spec, setup.peft.lora_targets) if setup.peft.method in LORA_LIKE else []
+    check_method(spec, setup.peft, lora)
+    return lora
 
 
 def _dequantized(spec: ModelSpec, base: str) -> Term:
@@ -490,6 +530,14 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
     refuse_training(model)  # state-space hybrids (estimate/ssm_state.py)
     check_layout(model, setup)
     training_base(model, setup.peft)  # refuses what transformers cannot train, in one line, before any term
+    if setup.peft.method in PROMPT_LEARNING and (setup.parallel.pp > 1 or setup.parallel.cp > 1):
+        raise InvalidWorkloadError(
+            f"peft: {setup.peft.method} prepends virtual tokens on one GPU's whole model; pp and cp are not "
+            "modelled with it",
+            field="peft",
+            allowed="pp 1 and cp 1 with prompt or prefix tuning",
+        )
+    _lora(model, setup)
     return model
 
 
@@ -564,8 +612,14 @@ def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[Plan, ...]:
     return hit
 
 
+def _run_seq(setup: TrainSetup) -> int:
+    """The sequence the model runs: prompt tuning prepends its virtual tokens to every sequence
+    (PeftModelForCausalLM.forward: torch.cat((prompts, inputs_embeds), dim=1), labels padded with -100)."""
+    return setup.seq + setup.peft.virtual_tokens
+
+
 def _vars(setup: TrainSetup) -> Vars:
-    return Vars.training(setup.batch, setup.seq, setup.parallel.cp, setup.loss_chunk)
+    return Vars.training(setup.batch, _run_seq(setup), setup.parallel.cp, setup.loss_chunk)
 
 
 def _positions(model: Model, setup: TrainSetup) -> str | None:
