@@ -15,7 +15,6 @@ for LoRA, where a family peft does not list gets no default targets (the user na
 from __future__ import annotations
 
 import dataclasses
-
 from dataclasses import dataclass
 from enum import StrEnum
 

@@ -2,7 +2,7 @@
 
 What the trace can reproduce on one CPU: fp32 / bf16 / amp (CPU autocast policy) / bf16- and fp16-mixed
 (fp32 master weights as DeepSpeed and Megatron keep them), SGD / momentum / Adam / AdamW (foreach, for-loop,
-fused), LoRA, full recompute, freezing the bottom layers, sdpa and eager attention, and inference prefill
+fused), LoRA, DoRA, IA3, prompt and prefix tuning, full recompute, freezing the bottom layers, sdpa and eager attention, and inference prefill
 plus decode, and FSDP2 full sharding over a fake process group of dp ranks in this one process. Everything
 else (bitsandbytes optimizers and QLoRA, which need CUDA; tp/pp/cp and DeepSpeed ZeRO) is an error naming
 what is not reproducible, never a silently different run.
@@ -145,8 +145,10 @@ def train_recipe(setup: TrainSetup) -> Any:
         recompute=str(setup.recompute),
         optimizer=str(optimizer),
         optimizer_impl=str(setup.step_impl),
-        lora_r=peft.lora_r if peft.method == PeftMethod.LORA else 0,
+        lora_r=peft.lora_r if peft.method in (PeftMethod.LORA, PeftMethod.DORA) else 0,
         lora_targets=peft.lora_targets,
+        peft=str(peft.method) if peft.adapters else "",
+        num_virtual_tokens=peft.num_virtual_tokens,
         freeze_layers=peft.freeze_layers,
         fsdp=par.dp if par.fsdp == FsdpMode.FULL else 0,
     )

@@ -122,7 +122,9 @@ def outer_modules(spec: ModelSpec) -> list[LoraModule]:
     ]
     if spec.lm_head and spec.head is HeadKind.CAUSAL_LM:
         out.append(
-            LoraModule(name="lm_head", groups=("head.lm_head",), in_features=h, out_features=vocab, layers=1, place="head")
+            LoraModule(
+                name="lm_head", groups=("head.lm_head",), in_features=h, out_features=vocab, layers=1, place="head"
+            )
         )
     return out
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from vramwise.estimate.plan import BATCH, BATCH_SEQ_SEQ, ONE, TOKENS, Rule
 from vramwise.estimate.train.lora import LoraModule
-from vramwise.estimate.train.peft_methods import Ia3Module, prefix_token_dim
+from vramwise.estimate.train.peft_methods import Ia3Module
 from vramwise.spec.model import ModelSpec
 
 SRC_DORA = "peft 0.21 tuners/lora/dora.py DoraLinearLayer.forward"

@@ -59,9 +59,9 @@ def ia3_modules(spec: ModelSpec, targets: tuple[str, ...]) -> list[Ia3Module]:
     """IA3's vectors: the targets named (peft's mapping for the family when none), feedforward by peft's mapping."""
     if not spec.traits.ia3_feedforward:
         raise InvalidWorkloadError(
-            f"peft: ia3 needs feedforward_modules, and peft 0.21 has no IA3 mapping for {spec.name} "
-            "(TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING); allowed: lora, dora, prompt-tuning, "
-            "prefix-tuning",
+            f"peft: ia3 on {spec.name} is not modelled: its feedforward modules come from peft's IA3 mapping "
+            "(TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING), read here for the Llama-named families "
+            "(Llama, Mistral, Qwen2/3, Gemma); allowed: lora, dora, prompt-tuning, prefix-tuning",
             field="peft",
             allowed="lora, dora, prompt-tuning, prefix-tuning",
         )
@@ -70,7 +70,8 @@ def ia3_modules(spec: ModelSpec, targets: tuple[str, ...]) -> list[Ia3Module]:
     unknown = [t for t in targets if t not in modules]
     if unknown:
         raise InvalidWorkloadError(
-            f"lora_targets: {', '.join(unknown)} not an IA3 target of {spec.name}; allowed: {', '.join(sorted(modules))}",
+            f"lora_targets: {', '.join(unknown)} not an IA3 target of {spec.name}; "
+            f"allowed: {', '.join(sorted(modules))}",
             field="lora_targets",
         )
     out = []

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import Stage, in_layer, stage_share
 from vramwise.estimate.train.lora import LoraModule
-from vramwise.estimate.train.peft_methods import SOURCES, TERM_NAMES, adapter_formula, adapter_tensors
 from vramwise.estimate.train.optimizers import Tensor, fp32_note, state_bytes, step_transient, tensor_bytes
+from vramwise.estimate.train.peft_methods import SOURCES, TERM_NAMES, adapter_formula, adapter_tensors
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe
 from vramwise.formats import get_format

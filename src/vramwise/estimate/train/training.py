@@ -28,6 +28,7 @@ from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients
 from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
+from vramwise.estimate.train import peft_extras
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.layout import (
     Stage,
@@ -38,7 +39,6 @@ from vramwise.estimate.train.layout import (
     stages,
 )
 from vramwise.estimate.train.lora import LoraModule, lora_targets
-from vramwise.estimate.train import peft_extras
 from vramwise.estimate.train.loss import classifier_loss_rules, loss_rules
 from vramwise.estimate.train.peft_methods import LORA_LIKE, PROMPT_LEARNING, check_method, ia3_modules
 from vramwise.estimate.train.quantized import training_base
