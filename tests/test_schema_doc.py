@@ -84,6 +84,15 @@ def _train_cases() -> Iterator[tuple[str, dict[str, Any]]]:
     for name in ("mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v2-lite"):
         yield name, {"dp": 4, "ep": 2, "zero": 1}
         yield name, {"dp": 8, "ep": 4, "fsdp": "full"}
+    # peft's other methods (estimate/train/peft_methods.py), on a family with peft's IA3 mapping
+    for flat in (
+        {"peft": "dora", "lora_targets": ("all-linear",)},
+        {"peft": "ia3"},
+        {"peft": "prompt-tuning", "num_virtual_tokens": 16},
+        {"peft": "prefix-tuning"},
+        {"peft": "lora", "lora_targets": ("embed_tokens", "q_proj", "lm_head")},
+    ):
+        yield "llama-3-8b", flat
 
 
 def _estimates() -> Iterator[vramwise.Estimate]:
@@ -229,6 +238,7 @@ TRAIN_SETUP_KEYS = [
     "fsdp", "fsdp_shard", "offload", "tp", "sp", "pp", "interleave", "cp", "ep", "reduce_bucket", "prefetch_bucket",
     "cuda_context_mib", "allocator_fraction", "mode", "seed", "lora_fraction",
 ]
+TRAIN_SETUP_KEYS += ["num_virtual_tokens"]  # issue 14: peft prompt and prefix tuning (appended)
 
 
 def test_json_setup_keys_are_schema_v1() -> None:

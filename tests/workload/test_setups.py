@@ -32,6 +32,8 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
     "sp": False, "pp": 1, "interleave": 1, "cp": 1, "ep": 1, "reduce_bucket": 500_000_000,
     "prefetch_bucket": 50_000_000, "cuda_context_mib": None, "allocator_fraction": None, "mode": "accurate",
     "seed": "002", "lora_fraction": 0.02,
+    # issue 14, added within version 1 (appended): peft prompt and prefix tuning's virtual tokens
+    "num_virtual_tokens": 20,
 }  # fmt: skip
 V1_INFER_DEFAULTS: dict[str, Any] = {
     "batch": 1, "context": 2048, "new_tokens": 0, "weight_format": None, "kv_dtype": "auto", "attention": "sdpa",
@@ -66,6 +68,7 @@ OTHER: dict[str, Any] = {
     "zero": 1, "fsdp": "hybrid", "fsdp_shard": 2, "offload": "optimizer", "tp": 2, "sp": True, "pp": 2,
     "interleave": 2, "cp": 2, "ep": 2, "reduce_bucket": 1000, "prefetch_bucket": 1000, "cuda_context_mib": 0,
     "allocator_fraction": 0.0, "mode": "textbook", "seed": "000", "lora_fraction": 0.1,
+    "num_virtual_tokens": 8,
 }  # fmt: skip
 _NEEDS: dict[str, dict[str, Any]] = {
     "zero": {"dp": 2},
@@ -208,7 +211,7 @@ def test_enums_read_as_their_strings() -> None:
     [
         ({"precision": "fp64"}, InvalidWorkloadError, "precision 'fp64' is not allowed; allowed: fp32, amp,"),
         ({"optimizer_impl": "x"}, InvalidWorkloadError, "optimizer_impl 'x' is not allowed"),
-        ({"peft": "ia3"}, InvalidWorkloadError, "peft 'ia3' is not allowed; allowed: none, lora, qlora"),
+        ({"peft": "adalora"}, InvalidWorkloadError, "peft 'adalora' is not allowed; allowed: none, lora, qlora"),
         ({"lora_r": 0}, InvalidWorkloadError, "lora_r must be a positive integer, got 0"),
         ({"dp": 8, "fsdp_shard": 3, "fsdp": "hybrid"}, InvalidLayoutError, r"fsdp_shard \(3\) .* must divide dp \(8\)"),
         ({"cp": 3}, InvalidLayoutError, r"cp \(3\) must divide seq \(2048\)"),
