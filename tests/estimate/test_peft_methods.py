@@ -13,10 +13,13 @@ from typing import Any
 
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-peft = pytest.importorskip("peft")
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
 
+import peft
+import torch
+import transformers
 from tiny_configs import FAMILIES
 
 from vramwise.errors import InvalidWorkloadError
@@ -81,7 +84,9 @@ PARAM_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("family", "recipe"), PARAM_CASES, ids=[f"{f}-{r.peft}-{i}" for i, (f, r) in enumerate(PARAM_CASES)])
+@pytest.mark.parametrize(
+    ("family", "recipe"), PARAM_CASES, ids=[f"{f}-{r.peft}-{i}" for i, (f, r) in enumerate(PARAM_CASES)]
+)
 def test_trainable_parameters_equal_peft_on_meta(family: str, recipe: TraceRecipe) -> None:
     expected = _meta_trainable(FAMILIES[family], peft_config(recipe))
     est = _estimate(family, TraceRecipe(**{**recipe.__dict__, "batch": 1, "seq": 64}))
@@ -119,7 +124,9 @@ TRACE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("family", "recipe"), TRACE_CASES, ids=[f"{f}-{r.peft}-{i}" for i, (f, r) in enumerate(TRACE_CASES)])
+@pytest.mark.parametrize(
+    ("family", "recipe"), TRACE_CASES, ids=[f"{f}-{r.peft}-{i}" for i, (f, r) in enumerate(TRACE_CASES)]
+)
 def test_peft_method_matches_traced_step(family: str, recipe: TraceRecipe) -> None:
     traced = trace_training(FAMILIES[family], recipe)
     est = _estimate(family, recipe)
