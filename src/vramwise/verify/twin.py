@@ -3,9 +3,9 @@
 What the trace can reproduce on one CPU: fp32 / bf16 / amp (CPU autocast policy) / bf16- and fp16-mixed
 (fp32 master weights as DeepSpeed and Megatron keep them), SGD / momentum / Adam / AdamW (foreach, for-loop,
 fused), LoRA, DoRA, IA3, prompt and prefix tuning, full recompute, freezing the bottom layers, sdpa and eager
-attention, and inference prefill plus decode, and FSDP2 full sharding over a fake process group of dp ranks in this one process. Everything
-else (bitsandbytes optimizers and QLoRA, which need CUDA; tp/pp/cp and DeepSpeed ZeRO) is an error naming
-what is not reproducible, never a silently different run.
+attention, and inference prefill plus decode, and FSDP2 full sharding over a fake process group of dp ranks in
+this one process. Everything else (bitsandbytes optimizers and QLoRA, which need CUDA; tp/pp/cp and DeepSpeed
+ZeRO) is an error naming what is not reproducible, never a silently different run.
 
 Semantics: fake CPU tensors with CUDA's 512-byte rounding. CPU SDPA takes a flash kernel that saves what
 CUDA's flash kernel saves (output and log-sum-exp) for equal q/k/v head dims; it takes its math path when
