@@ -22,11 +22,13 @@ import torch
 import transformers
 from tiny_configs import FAMILIES
 
+from vramwise.catalog import models
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.term import Estimate
 from vramwise.estimate.train.peft_methods import TERM_NAMES, prefix_params
 from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.adapters import spec_from_config
+from vramwise.spec.load import catalog_spec
 from vramwise.verify.trace import TraceRecipe, peft_config, trace_training
 from vramwise.workload import PeftMethod, TrainSetup
 
@@ -173,3 +175,17 @@ def test_refused_in_one_line(family: str, flat: dict[str, Any], field: str) -> N
     with pytest.raises(InvalidWorkloadError) as err:
         estimate_training(spec, TrainSetup.from_flat(seq=128, **flat))
     assert err.value.field == field and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", sorted(models()))
+def test_ia3_defaults_are_pefts_mapping(name: str) -> None:
+    # where IA3 is modelled, its targets and feedforward modules are peft 0.21's mapping for the model type;
+    # elsewhere it is refused in one line (ia3_modules), never guessed
+    from peft.utils import constants
+
+    spec = catalog_spec(name)
+    if not spec.traits.ia3_feedforward:
+        return
+    targets = constants.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING[spec.model_type]
+    feedforward = constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING[spec.model_type]
+    assert (spec.traits.ia3_targets, spec.traits.ia3_feedforward) == (tuple(targets), tuple(feedforward))
