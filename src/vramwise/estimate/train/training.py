@@ -18,7 +18,7 @@ tensors per layer from ``activations.py``, the loss region from ``loss.py``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate.encoder_decoder import refuse as refuse_encoder_decoder
@@ -28,7 +28,7 @@ from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients
 from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
-from vramwise.estimate.train import peft_extras
+from vramwise.estimate.train import backward_workspace, encoder, peft_extras
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.layout import (
     Stage,
@@ -174,6 +174,15 @@ def _activations(
     return rules, per_layer_max
 
 
+def _encoder_head(spec: ModelSpec) -> bool:
+    """A post-norm encoder's head (BERT: no final norm, whose saved input would hold the head's)."""
+    return not spec.norm.final and spec.head in (
+        HeadKind.MASKED_LM,
+        HeadKind.SEQUENCE_CLASSIFICATION,
+        HeadKind.TOKEN_CLASSIFICATION,
+    )
+
+
 def _head_only(lora: list[LoraModule]) -> bool:
     """LoRA on the head alone: no gradient flows below it, so neither the layers nor the final norm keep anything."""
     return bool(lora) and all(m.place == "head" for m in lora)
@@ -248,6 +257,8 @@ def _outside_layers(
                 source="int64 token ids",
             )
         )
+        if spec.embedding.norm:
+            out.append(encoder.embedding_norm_rule(spec, c, recipe.autocast_cache, flight))
         if spec.dropout:
             out.append(
                 Rule(
@@ -258,6 +269,8 @@ def _outside_layers(
                     source="dropout after the embeddings",
                 )
             )
+    if stage.last and _encoder_head(spec):
+        out += encoder.encoder_head_rules(spec, c, recipe.autocast_cache, flight)
     if stage.last and spec.norm.final and not head_only:
         full = not setup.peft.adapters
         head_trains = full and not (spec.tied_embeddings and setup.peft.freeze_layers)  # a tied head freezes too
@@ -277,7 +290,9 @@ def _outside_layers(
 
 
 def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> tuple[Rule, Rule]:
-    if spec.head is not HeadKind.CAUSAL_LM:  # a decoder classifier (_check refuses every other head)
+    if spec.head is HeadKind.MASKED_LM:  # an encoder's masked LM (estimate/train/encoder.py)
+        return encoder.mlm_loss_rules(spec.vocab_size, recipe.compute, recipe.autocast_cache, flight)
+    if spec.head is not HeadKind.CAUSAL_LM:  # a classifier (_check refuses every other head)
         per_sequence = spec.head is HeadKind.SEQUENCE_CLASSIFICATION
         return classifier_loss_rules(labels=spec.num_labels, per_sequence=per_sequence, flight=flight)
     # vocab-parallel cross entropy: each rank holds its share of the padded vocabulary, as the head does
@@ -332,6 +347,7 @@ class _Forward:
     largest_layer: float  # the largest single layer's saved bytes per token (full recompute rebuilds one)
     gathered_backward: list[Term]  # ZeRO-3/FSDP units gathered during backward
     dora_weight: Rule | None = None  # DoRA's rebuilt weight while one module's forward runs
+    layer_only: list[int] = field(default_factory=list)  # in_layers without the head's and final norm's tensors
 
 
 def _forward(
@@ -340,6 +356,7 @@ def _forward(
     flight = _in_flight(stage, setup)
     acts, largest_layer = _activations(spec, stage, setup, recipe, lora, flight)
     in_layers = out.add(*acts)
+    layer_only = [j for j in in_layers if out.rules[j].name not in _HEAD_SAVED]
     held = list(in_layers)
     loss_backward: list[int] = []
     if stage.last:
@@ -350,6 +367,7 @@ def _forward(
         autocast = out.add(_autocast_cache(spec, stage, setup))
         held += autocast
         in_layers += autocast
+        layer_only += autocast
     gathered_fwd, gathered_bwd = gathered(spec, setup, recipe)
     held += out.add(*gathered_fwd)
     base = training_base(spec, setup.peft).fmt
@@ -357,6 +375,7 @@ def _forward(
         dequantized = out.add(_dequantized(spec, base))
         held += dequantized
         in_layers += dequantized
+        layer_only += dequantized
     return _Forward(
         held=held,
         in_layers=in_layers,
@@ -364,7 +383,41 @@ def _forward(
         largest_layer=largest_layer,
         gathered_backward=gathered_bwd,
         dora_weight=peft_extras.dora_weight_rule(lora) if setup.peft.method == PeftMethod.DORA else None,
+        layer_only=layer_only if not _head_only(lora) else [],
     )
+
+
+# What the head and the final norm save: freed by the time the last layer's backward runs.
+_HEAD_SAVED = frozenset(
+    (
+        "activations/final_norm",
+        "activations/mlm_head",
+        "activations/pooler",
+        "activations/pooled",
+        "activations/classifier_input",
+        "activations/lora_head",
+    )
+)
+
+
+def _workspace_phases(
+    spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recipe, fwd: _Forward, out: Transients
+) -> list[tuple[PhaseKind, list[int]]]:
+    """Without FSDP or recompute: the last layer's MLP backward and the final norm's backward, whose temporaries
+    can beat a small loss's backward (estimate/train/backward_workspace.py)."""
+    if setup.parallel.fsdp != FsdpMode.NONE or setup.recompute != Recompute.NONE or not fwd.layer_only:
+        return []
+    phases = []
+    last = stage.layers[-1] if stage.layers else None
+    dense = last is not None and not (spec.moe and last in spec.moe.moe_layers)
+    if dense:
+        c, tp = recipe.compute, setup.parallel.tp
+        rules = backward_workspace.layer_workspace(spec, c, tp, recipe.grad, not setup.peft.adapters)
+        phases.append((PhaseKind.BACKWARD_LAYER, fwd.layer_only + out.add(*rules)))
+    norm = backward_workspace.final_norm_workspace(spec, recipe.compute) if stage.last else None
+    if norm is not None:
+        phases.append((PhaseKind.BACKWARD_HEAD, fwd.in_layers + out.add(norm)))
+    return phases
 
 
 def _backward_phases(
@@ -441,12 +494,12 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
         notes.append(checkpoint)
     if spec.traits.eager_only:
         notes.append(f"{spec.name} has only its own eager attention (BloomAttention): its scores are counted")
-    if stage.last and spec.head is not HeadKind.CAUSAL_LM:
-        # traced (tests/estimate/test_train_vs_trace.py): the peak moves to the final norm's backward (its fp32
-        # temporaries) or, with eager attention, a layer's attention backward; neither is a phase here
+    if stage.last and spec.head is not HeadKind.CAUSAL_LM and setup.attention == AttentionImpl.EAGER:
+        # traced (tests/estimate/test_train_vs_trace.py): with a small loss the peak moves into the backward; the
+        # MLP's and the final norm's are phases (backward_workspace.py), eager attention's backward is not
         notes.append(
-            f"{head_words(spec)}: a {spec.num_labels}-label loss is small, so the peak can fall in a layer's "
-            "backward, which is not modelled: traced 5% under with sdpa, 10% under with eager attention"
+            f"{head_words(spec)}: a small loss moves the peak into a layer's backward, whose eager attention "
+            "temporaries are not modelled (traced 10% under)"
         )
     return notes
 
@@ -460,6 +513,7 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     out = Transients()
     fwd = _forward(spec, setup, stage, recipe, lora, out)
     phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
+    phases += _workspace_phases(spec, setup, stage, recipe, fwd, out)
     phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
@@ -492,25 +546,27 @@ def _dequantized(spec: ModelSpec, base: str) -> Term:
 
 
 _TRAINED_HEADS = (
-    "a causal LM (*ForCausalLM, *LMHeadModel) or a decoder's *ForSequenceClassification / *ForTokenClassification"
+    "a causal LM (*ForCausalLM, *LMHeadModel), a masked LM (*ForMaskedLM) or a *ForSequenceClassification / "
+    "*ForTokenClassification"
 )
 
 
 def _check_classifier(model: ModelSpec, setup: TrainSetup) -> None:
-    """A decoder's classifier trains like its causal LM with a num_labels-wide head; the rest is refused: a bare
-    model has no loss, BERT's heads (masked LM, pooled classifier) sit on an encoder whose training is not
-    modelled, and peft's classifier tasks train the score fully (modules_to_save), which the LoRA states omit."""
-    classifier = model.head in (HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION)
-    if not classifier or model.traits.pooled_classifier:
+    """A classifier trains like its causal LM with a num_labels-wide head, an encoder's masked LM with its own
+    (estimate/train/encoder.py); a bare model has no loss, and peft's classifier tasks train the score fully
+    (modules_to_save), which the adapter states omit."""
+    trained = (HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION, HeadKind.MASKED_LM)
+    if model.head not in trained:
         raise InvalidWorkloadError(
-            f"{model.name} has {head_words(model)} (architectures[0]): training covers {_TRAINED_HEADS}",
+            f"{model.name} has {head_words(model)} (architectures[0]): training covers {_TRAINED_HEADS}; "
+            "a config.json whose architectures[0] names one (BertForMaskedLM, ...) trains it",
             field="model",
             allowed=_TRAINED_HEADS,
         )
     for option, value, allowed in (
-        ("peft", setup.peft.adapters, "none for a classifier (peft trains its score head fully)"),
-        ("loss", setup.loss == LossImpl.CHUNKED, "full for a classifier (a chunked loss is over a vocabulary)"),
-        ("tp", setup.parallel.tp > 1, "1 for a classifier (its score head has no tensor-parallel plan)"),
+        ("peft", setup.peft.adapters, "none for a classifier or masked LM (peft trains the head fully)"),
+        ("loss", setup.loss == LossImpl.CHUNKED, "full for a classifier or masked LM (the chunked loss is a causal LM's)"),
+        ("tp", setup.parallel.tp > 1, "1 for a classifier or masked LM (its head has no tensor-parallel plan)"),
     ):
         if value:
             raise InvalidWorkloadError(

@@ -69,8 +69,8 @@ _PHI = ImplTraits(
     peft_default_targets=("q_proj", "v_proj", "fc1", "fc2"),
 )
 # BERT: learned positions; BertModel (no LM head, a pooler) unless architectures[0] names a head
-# (spec/heads.py). Training covers causal LMs only, so its peft names (query, key, value, dense) are never
-# asked for; they are left at the default.
+# (spec/heads.py). Its training refuses peft (estimate/train/training.py _check_classifier), so its peft names
+# (query, key, value, dense) are never asked for; they are left at the default.
 _BERT = ImplTraits(
     positions=Positions.LEARNED,
     head=HeadKind.BARE,
@@ -195,6 +195,10 @@ def bert(cfg: RawConfig, name: str) -> ModelSpec:
         tied_embeddings=True,
         pooler=True,
         max_position_embeddings=cfg.pos_int("max_position_embeddings", 512),
+        # BertConfig defaults (training only): hidden dropout after the embeddings and each sublayer, and on the
+        # attention probabilities (inside sdpa's kernel; a mask with eager attention)
+        dropout=cfg.probability("hidden_dropout_prob", 0.1),
+        attention_dropout=cfg.probability("attention_probs_dropout_prob", 0.1),
         **storage(cfg),
         source=cfg.source,
     )

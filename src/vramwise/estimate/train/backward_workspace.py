@@ -1,0 +1,64 @@
+"""The backward's own temporaries at the two moments that can beat the loss backward when the loss is small
+(a classifier's num_labels-wide loss, an encoder's pooled head): read off traced steps
+(tests/estimate/test_encoder_training.py), op by op, of BERT and Llama classifiers at batch 8 x 512 tokens.
+
+  the last layer's MLP backward  down_proj's backward makes the gradient of its input (c·i per token) while
+                    every layer's activations are still held; a gated MLP's multiply then makes the gradients of
+                    act(gate) and up while the product's saved copy is freed: two c·i tensors above the held
+                    ones (one for a plain MLP), and down's weight gradient when it trains. The head's and the
+                    final norm's saved tensors are freed by then.
+  the final RMSNorm's backward  LlamaRMSNorm computes in fp32 (hidden_states.to(torch.float32), pow, mean,
+                    rsqrt): its composite backward holds four fp32 h-wide tensors per token at once (the upcast
+                    gradient, pow's and mean's and the product's), three when the model is fp32 already (the
+                    upcast is a no-op), on top of everything the forward saved but the loss. A LayerNorm's
+                    backward is one fused kernel (native_layer_norm_backward): its output gradient only.
+"""
+
+from __future__ import annotations
+
+from vramwise.estimate.plan import ONE, TOKENS, Rule
+from vramwise.spec.model import ModelSpec
+
+SRC = "traced backward (verify/trace.py), op by op: aten.mm (down_proj), aten.mul (gated MLP), RMSNorm's fp32 ops"
+
+
+def layer_workspace(spec: ModelSpec, c: int, tp: int, grad_bytes: int, base_trains: bool) -> list[Rule]:
+    """The last layer's MLP backward: gradients of down_proj's input (and of the gate's two factors)."""
+    i = spec.mlp.intermediate_size // tp
+    n = 2 if spec.mlp.gated else 1
+    rules = [
+        Rule(
+            name="backward/mlp_grads",
+            coef=n * c * i,
+            var=TOKENS,
+            formula=lambda v: f"{n} x T {v.T} x intermediate {i} x {c} B: down_proj's input gradient"
+            + (" and act(gate)'s and up's" if n == 2 else ""),
+            source=SRC,
+        )
+    ]
+    if base_trains:
+        h = spec.hidden_size
+        rules.append(
+            Rule(
+                name="backward/down_weight_grad",
+                coef=h * i * grad_bytes,
+                var=ONE,
+                formula=lambda v: f"down_proj's weight gradient h {h} x i {i} x {grad_bytes} B",
+                source=SRC,
+            )
+        )
+    return rules
+
+
+def final_norm_workspace(spec: ModelSpec, c: int) -> Rule | None:
+    """The final RMSNorm's fp32 composite backward (None for a LayerNorm or no final norm)."""
+    if not spec.norm.final or spec.norm.kind == "layer":
+        return None
+    h, n = spec.hidden_size, 4 if c < 4 else 3
+    return Rule(
+        name="backward/final_norm",
+        coef=n * 4 * h,
+        var=TOKENS,
+        formula=lambda v: f"{n} fp32 tensors x T {v.T} x h {h} x 4 B (RMSNorm's composite backward)",
+        source=SRC,
+    )
