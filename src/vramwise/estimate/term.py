@@ -51,6 +51,9 @@ class PhaseKind(enum.StrEnum):
     # DoRA rebuilds one adapted weight (W + s·BA) in fp32 for its norm during the forward (estimate/train/
     # peft_extras.py); the activations of the layers before it are held meanwhile
     FORWARD_DORA = "forward (DoRA weight norm)"
+    # eager attention's backward in the last layer: the gradients of its (b, heads, s, s) scores beside every
+    # layer's activations (estimate/train/backward_workspace.py)
+    BACKWARD_ATTENTION = "backward (attention)"
 
     @property
     def step(self) -> Step:
@@ -72,6 +75,7 @@ _STEPS = {
     PhaseKind.PREFILL_VISION: Step.PREFILL,
     PhaseKind.PREFILL_POSITION_BIAS: Step.PREFILL,
     PhaseKind.FORWARD_DORA: Step.FORWARD,
+    PhaseKind.BACKWARD_ATTENTION: Step.BACKWARD,
 }
 
 

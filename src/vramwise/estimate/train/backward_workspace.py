@@ -7,6 +7,9 @@
                     act(gate) and up while the product's saved copy is freed: two c·i tensors above the held
                     ones (one for a plain MLP), and down's weight gradient when it trains. The head's and the
                     final norm's saved tensors are freed by then.
+  eager attention's backward  the last layer's matmul backward makes the gradient of the probabilities and
+                    softmax's backward the gradient of the scores, each (b, heads, s, s), in the softmax's dtype
+                    (fp32 for Llama's code, whose compute-dtype copy of the probabilities is freed first).
   the final RMSNorm's backward  LlamaRMSNorm computes in fp32 (hidden_states.to(torch.float32), pow, mean,
                     rsqrt): its composite backward holds four fp32 h-wide tensors per token at once (the upcast
                     gradient, pow's and mean's and the product's), three when the model is fp32 already (the
@@ -16,7 +19,7 @@
 
 from __future__ import annotations
 
-from vramwise.estimate.plan import ONE, TOKENS, Rule
+from vramwise.estimate.plan import BATCH_SEQ_SEQ, ONE, TOKENS, Rule
 from vramwise.spec.model import ModelSpec
 
 SRC = "traced backward (verify/trace.py), op by op: aten.mm (down_proj), aten.mul (gated MLP), RMSNorm's fp32 ops"
@@ -60,5 +63,21 @@ def final_norm_workspace(spec: ModelSpec, c: int) -> Rule | None:
         coef=n * 4 * h,
         var=TOKENS,
         formula=lambda v: f"{n} fp32 tensors x T {v.T} x h {h} x 4 B (RMSNorm's composite backward)",
+        source=SRC,
+    )
+
+
+def attention_workspace(spec: ModelSpec, c: int, tp: int) -> Rule:
+    """Eager attention's backward: the gradients of the probabilities and of the scores, in the softmax's dtype;
+    an fp32 softmax's compute-dtype copy of the probabilities (kept by the matmul) is freed before. The last
+    layer's MLP tensors are freed by then too, which this leaves in (traced: up to 5% over)."""
+    heads = spec.attention.num_heads // tp
+    fp32 = not spec.traits.softmax_in_compute_dtype
+    per = (8 - (c if c < 4 else 0)) if fp32 else 2 * c
+    return Rule(
+        name="backward/attention_scores",
+        coef=per * heads,
+        var=BATCH_SEQ_SEQ,
+        formula=lambda v: f"gradients of the probabilities and scores: b {v.b} x {heads} heads x s {v.s}² x {per} B",
         source=SRC,
     )

@@ -53,7 +53,9 @@ def encoder_head_rules(spec: ModelSpec, c: int, amp: bool, flight: float) -> lis
                 name="activations/mlm_head",
                 coef=per * flight,
                 var=TOKENS,
-                formula=lambda v: f"transform dense, GELU and decoder inputs 3 x {c} x h {h} + LayerNorm: {per:,} B x T {v.T}",
+                formula=lambda v: (
+                    f"transform dense, GELU and decoder inputs 3 x {c} x h {h} + LayerNorm: {per:,} B x T {v.T}"
+                ),
                 source=SRC_BERT + " BertLMPredictionHead",
             )
         ]
@@ -63,7 +65,9 @@ def encoder_head_rules(spec: ModelSpec, c: int, amp: bool, flight: float) -> lis
                 name="activations/pooler",
                 coef=c * h * flight,
                 var=TOKENS,
-                formula=lambda v: f"the last hidden state, kept through the pooler's view of its first token: T {v.T} x h {h} x {c} B",
+                formula=lambda v: (
+                    f"the last hidden state, kept through the pooler's view of its first token: T {v.T} x h {h} x {c} B"
+                ),
                 source=SRC_BERT + " BertPooler (hidden_states[:, 0])",
             ),
             Rule(

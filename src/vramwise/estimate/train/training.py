@@ -414,6 +414,9 @@ def _workspace_phases(
         c, tp = recipe.compute, setup.parallel.tp
         rules = backward_workspace.layer_workspace(spec, c, tp, recipe.grad, not setup.peft.adapters)
         phases.append((PhaseKind.BACKWARD_LAYER, fwd.layer_only + out.add(*rules)))
+        if setup.attention == AttentionImpl.EAGER and spec.attention.kind != "mla":
+            scores = backward_workspace.attention_workspace(spec, c, tp)
+            phases.append((PhaseKind.BACKWARD_ATTENTION, fwd.layer_only + out.add(scores)))
     norm = backward_workspace.final_norm_workspace(spec, recipe.compute) if stage.last else None
     if norm is not None:
         phases.append((PhaseKind.BACKWARD_HEAD, fwd.in_layers + out.add(norm)))
@@ -494,13 +497,6 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
         notes.append(checkpoint)
     if spec.traits.eager_only:
         notes.append(f"{spec.name} has only its own eager attention (BloomAttention): its scores are counted")
-    if stage.last and spec.head is not HeadKind.CAUSAL_LM and setup.attention == AttentionImpl.EAGER:
-        # traced (tests/estimate/test_train_vs_trace.py): with a small loss the peak moves into the backward; the
-        # MLP's and the final norm's are phases (backward_workspace.py), eager attention's backward is not
-        notes.append(
-            f"{head_words(spec)}: a small loss moves the peak into a layer's backward, whose eager attention "
-            "temporaries are not modelled (traced 10% under)"
-        )
     return notes
 
 
@@ -565,7 +561,7 @@ def _check_classifier(model: ModelSpec, setup: TrainSetup) -> None:
         )
     for option, value, allowed in (
         ("peft", setup.peft.adapters, "none for a classifier or masked LM (peft trains the head fully)"),
-        ("loss", setup.loss == LossImpl.CHUNKED, "full for a classifier or masked LM (the chunked loss is a causal LM's)"),
+        ("loss", setup.loss == LossImpl.CHUNKED, "full for a classifier or masked LM (chunked is a causal LM's)"),
         ("tp", setup.parallel.tp > 1, "1 for a classifier or masked LM (its head has no tensor-parallel plan)"),
     ):
         if value:

@@ -77,6 +77,7 @@ _BERT = ImplTraits(
     heads=(HeadKind.MASKED_LM, HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION, HeadKind.BARE),
     pooled_classifier=True,
     causal_kv_cache=False,  # BertModel.forward: use_cache = False unless config.is_decoder (the encoder default)
+    softmax_in_compute_dtype=True,  # modeling_bert.eager_attention_forward: softmax(attn_weights, dim=-1)
 )
 
 
