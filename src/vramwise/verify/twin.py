@@ -228,6 +228,13 @@ def verify_training(resolved: ResolvedModel, setup: TrainSetup, *, layers: int |
             "their generation"
         )
     recipe = train_recipe(setup)
+    if isinstance(model, ModelSpec) and model.attention_dropout and setup.attention != AttentionImpl.EAGER:
+        # CUDA's sdpa kernels drop inside the kernel; on the CPU a dropout probability sends sdpa to its math path,
+        # which keeps the (b, heads, s, s) scores the estimate rightly leaves out
+        raise VerifyUnsupportedError(
+            f"verify cannot reproduce attention dropout under sdpa ({model.name}: {model.attention_dropout:g}; the "
+            "CPU takes sdpa's math path): set the config's attention dropout to 0, or use --attention eager"
+        )
     if isinstance(model, ModelSpec) and model.stored_format and training_base(model, setup.peft).fmt:
         # the twin builds the 16-bit model: its quantized base (GPTQ, AWQ, fp8...) needs the method's kernels
         raise VerifyUnsupportedError(f"verify cannot reproduce a {model.stored_format} base (the twin traces 16 bit)")
