@@ -32,7 +32,7 @@ NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
 def _config(name: str) -> dict[str, Any]:
-    return {**HEADS[name], **(NO_DROPOUT if HEADS[name]["model_type"] == "bert" else {})}
+    return {**HEADS[name], **(NO_DROPOUT if HEADS[name]["model_type"] in ("bert", "roberta") else {})}
 
 
 def _estimate(name: str, recipe: TraceRecipe) -> Estimate:
@@ -66,6 +66,10 @@ CASES = [
     ("llama-seq-cls", TraceRecipe(batch=8, seq=512)),
     ("llama-token-cls", TraceRecipe(batch=8, seq=512, precision="fp32")),
     ("llama-seq-cls", TraceRecipe(batch=1, seq=512, attention="eager")),
+    # RoBERTa: BERT's layers and heads, RobertaClassificationHead on the first token's view
+    ("roberta-mlm", TraceRecipe(batch=2, seq=256)),
+    ("roberta-seq-cls", TraceRecipe(batch=8, seq=512)),
+    ("roberta-token-cls", TraceRecipe(batch=2, seq=256, precision="fp32")),
 ]
 
 
@@ -137,3 +141,14 @@ def test_cli_trains_a_masked_lm_config(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["train", str(path), "-b", "4", "-s", "128", "--json"]) == 0
     terms = {t["name"] for t in json.loads(capsys.readouterr().out)["terms"]}
     assert {"activations/mlm_head", "activations/embedding_norm", "loss/backward"} <= terms
+
+
+def test_roberta_positions_start_after_the_padding_index() -> None:
+    # RobertaEmbeddings: position ids are cumsum(non-pad) + padding_idx, so 514 rows hold 512 tokens
+    from vramwise.errors import VramwiseError
+
+    spec = spec_from_config(_config("roberta-mlm"), name="roberta", source="test")
+    assert spec.embedding.learned_positions == 514 and spec.max_position_embeddings == 512
+    estimate_training(spec, TrainSetup.from_flat(seq=512))
+    with pytest.raises(VramwiseError, match="512"):
+        estimate_training(spec, TrainSetup.from_flat(seq=513))
