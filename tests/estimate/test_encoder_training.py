@@ -152,3 +152,15 @@ def test_roberta_positions_start_after_the_padding_index() -> None:
     estimate_training(spec, TrainSetup.from_flat(seq=512))
     with pytest.raises(VramwiseError, match="512"):
         estimate_training(spec, TrainSetup.from_flat(seq=513))
+
+
+def test_verify_refuses_attention_dropout_under_sdpa(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # BertConfig's attention_probs_dropout_prob defaults to 0.1: CUDA's sdpa kernels drop inside the kernel, the
+    # CPU takes sdpa's math path and keeps the scores, so the twin cannot stand for the GPU run
+    from vramwise.cli import main
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(HEADS["bert-mlm"]))
+    assert main(["verify", str(path), "-b", "2", "-s", "128"]) == 2
+    err = capsys.readouterr().err
+    assert "attention dropout" in err and len(err.strip().splitlines()) == 1
