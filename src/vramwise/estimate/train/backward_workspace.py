@@ -67,17 +67,21 @@ def final_norm_workspace(spec: ModelSpec, c: int) -> Rule | None:
     )
 
 
-def attention_workspace(spec: ModelSpec, c: int, tp: int) -> Rule:
+def attention_workspace(spec: ModelSpec, c: int, tp: int, cp: int) -> Rule:
     """Eager attention's backward: the gradients of the probabilities and of the scores, in the softmax's dtype;
     an fp32 softmax's compute-dtype copy of the probabilities (kept by the matmul) is freed before. The last
-    layer's MLP tensors are freed by then too, which this leaves in (traced: up to 5% over)."""
+    layer's MLP tensors are freed by then too, which this leaves in (traced: up to 5% over). Context parallelism
+    gives each GPU s / cp queries against all s keys."""
     heads = spec.attention.num_heads // tp
     fp32 = not spec.traits.softmax_in_compute_dtype
     per = (8 - (c if c < 4 else 0)) if fp32 else 2 * c
     return Rule(
         name="backward/attention_scores",
-        coef=per * heads,
+        coef=per * heads / cp,
         var=BATCH_SEQ_SEQ,
-        formula=lambda v: f"gradients of the probabilities and scores: b {v.b} x {heads} heads x s {v.s}² x {per} B",
+        formula=lambda v: (
+            f"gradients of the probabilities and scores: b {v.b} x {heads} heads x s {v.s}² x {per} B"
+            + (f" / cp {cp}" if cp > 1 else "")
+        ),
         source=SRC,
     )

@@ -415,7 +415,7 @@ def _workspace_phases(
         rules = backward_workspace.layer_workspace(spec, c, tp, recipe.grad, not setup.peft.adapters)
         phases.append((PhaseKind.BACKWARD_LAYER, fwd.layer_only + out.add(*rules)))
         if setup.attention == AttentionImpl.EAGER and spec.attention.kind != "mla":
-            scores = backward_workspace.attention_workspace(spec, c, tp)
+            scores = backward_workspace.attention_workspace(spec, c, tp, setup.parallel.cp)
             phases.append((PhaseKind.BACKWARD_ATTENTION, fwd.layer_only + out.add(scores)))
     norm = backward_workspace.final_norm_workspace(spec, recipe.compute) if stage.last else None
     if norm is not None:
