@@ -216,3 +216,18 @@ def test_verify_wraps_each_method_as_the_estimate_does(
     for exact in ("weights", "gradients", "optimizer_states"):
         assert rows[exact]["estimate"] == rows[exact]["measured"], exact
     assert abs(rows["peak"]["error"]) < 0.05
+
+
+@pytest.mark.parametrize("recompute", ["none", "full"])
+def test_dora_weight_rebuild_is_the_peak_when_it_dominates(recompute: str) -> None:
+    # a wide MLP (i = 2048) and a small vocabulary: DoRA's fp32 rebuild of down_proj (eye(2048) and four
+    # 2048 x 256 tensors) beats the loss. It runs in the forward, and again in the rebuilt layer with recompute.
+    config = {**FAMILIES["llama"], "vocab_size": 1000, "intermediate_size": 2048}
+    recipe = TraceRecipe(batch=2, seq=256, peft="dora", lora_r=8, lora_targets=("all-linear",), recompute=recompute)
+    traced = trace_training(config, recipe)
+    spec = spec_from_config(config, name="llama-wide", source="test")
+    est = estimate_training(spec, _setup(recipe))
+    assert est.term("gradients").bytes == traced.grads
+    assert est.peak_bytes == pytest.approx(traced.peak, rel=0.03)
+    kind = "FORWARD_DORA" if recompute == "none" else "BACKWARD_RECOMPUTE"
+    assert est.peak_phase is not None and est.peak_phase.kind.name == kind

@@ -441,7 +441,9 @@ def _backward_phases(
             formula=lambda v: f"one layer's saved tensors, rebuilt for its backward: T {v.T}",
             source="full recompute re-runs one layer's forward during backward",
         )
-        phases.append((PhaseKind.BACKWARD_RECOMPUTE, fwd.held + out.add(rebuilt)))
+        # DoRA's forward runs again in the rebuilt layer: its fp32 weight rebuild joins the rebuilt activations
+        again = out.add(fwd.dora_weight) if fwd.dora_weight is not None else []
+        phases.append((PhaseKind.BACKWARD_RECOMPUTE, fwd.held + out.add(rebuilt) + again))
     if setup.parallel.fsdp != FsdpMode.NONE and fwd.gathered_backward:
         # the last layer's backward: activations still held, the loss's tensors gone, units gathered
         bwd = out.add(*fwd.gathered_backward)
