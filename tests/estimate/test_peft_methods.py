@@ -170,6 +170,7 @@ def test_prompt_tuning_runs_the_longer_sequence() -> None:
         ("llama", {"peft": "ia3", "lora_targets": ("nope",)}, "lora_targets"),
         ("deepseek_v3", {"peft": "prefix-tuning"}, "peft"),
         ("llama", {"peft": "prompt-tuning", "pp": 2, "grad_accum": 2}, "peft"),
+        ("llama", {"peft": "prefix-tuning", "recompute": "full"}, "recompute"),  # peft refuses it
     ],
 )
 def test_refused_in_one_line(family: str, flat: dict[str, Any], field: str) -> None:

@@ -591,6 +591,15 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
             field="peft",
             allowed="pp 1 and cp 1 with prompt or prefix tuning",
         )
+    if setup.peft.method == PeftMethod.PREFIX_TUNING and setup.recompute != Recompute.NONE:
+        # peft 0.21 peft_model.py PeftModel._setup_prompt_encoder: "PREFIX_TUNING does not work with gradient
+        # checkpointing" (its prefix is a Cache, which checkpointing cannot replay)
+        raise InvalidWorkloadError(
+            "recompute: peft's prefix tuning does not work with gradient checkpointing (peft_model.py "
+            "_setup_prompt_encoder); allowed: none",
+            field="recompute",
+            allowed="none",
+        )
     _lora(model, setup)
     return model
 
