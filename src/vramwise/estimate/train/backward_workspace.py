@@ -19,8 +19,12 @@
 
 from __future__ import annotations
 
-from vramwise.estimate.plan import BATCH_SEQ_SEQ, ONE, TOKENS, Rule
+from vramwise.estimate.plan import BATCH_SEQ_SEQ, ONE, TOKENS, Rule, Transients
+from vramwise.estimate.term import PhaseKind
+from vramwise.estimate.train.layout import Stage
+from vramwise.estimate.train.recipe import Recipe
 from vramwise.spec.model import ModelSpec
+from vramwise.workload import AttentionImpl, FsdpMode, Recompute, TrainSetup
 
 SRC = "traced backward (verify/trace.py), op by op: aten.mm (down_proj), aten.mul (gated MLP), RMSNorm's fp32 ops"
 
@@ -34,8 +38,10 @@ def layer_workspace(spec: ModelSpec, c: int, tp: int, grad_bytes: int, base_trai
             name="backward/mlp_grads",
             coef=n * c * i,
             var=TOKENS,
-            formula=lambda v: f"{n} x T {v.T} x intermediate {i} x {c} B: down_proj's input gradient"
-            + (" and act(gate)'s and up's" if n == 2 else ""),
+            formula=lambda v: (
+                f"{n} x T {v.T} x intermediate {i} x {c} B: down_proj's input gradient"
+                + (" and act(gate)'s and up's" if n == 2 else "")
+            ),
             source=SRC,
         )
     ]
@@ -85,3 +91,45 @@ def attention_workspace(spec: ModelSpec, c: int, tp: int, cp: int) -> Rule:
         ),
         source=SRC,
     )
+
+
+# What the head and the final norm save: freed by the time the last layer's backward runs.
+HEAD_SAVED = frozenset(
+    (
+        "activations/final_norm",
+        "activations/mlm_head",
+        "activations/pooler",
+        "activations/pooled",
+        "activations/classifier_input",
+        "activations/lora_head",
+    )
+)
+
+
+def workspace_phases(
+    spec: ModelSpec,
+    setup: TrainSetup,
+    stage: Stage,
+    recipe: Recipe,
+    held: tuple[list[int], list[int]],
+    out: Transients,
+) -> list[tuple[PhaseKind, list[int]]]:
+    """Without FSDP or recompute: the last layer's MLP backward (and eager attention's), and the final norm's,
+    whose temporaries can beat a small loss's backward. ``held``: the forward's transients without the head's and
+    final norm's saved tensors (``HEAD_SAVED``), and with them."""
+    layer_only, in_layers = held
+    if setup.parallel.fsdp != FsdpMode.NONE or setup.recompute != Recompute.NONE or not layer_only:
+        return []
+    phases = []
+    last = stage.layers[-1] if stage.layers else None
+    if last is not None and not (spec.moe and last in spec.moe.moe_layers):
+        c, tp = recipe.compute, setup.parallel.tp
+        rules = layer_workspace(spec, c, tp, recipe.grad, not setup.peft.adapters)
+        phases.append((PhaseKind.BACKWARD_LAYER, layer_only + out.add(*rules)))
+        if setup.attention == AttentionImpl.EAGER and spec.attention.kind != "mla":
+            scores = attention_workspace(spec, c, tp, setup.parallel.cp)
+            phases.append((PhaseKind.BACKWARD_ATTENTION, layer_only + out.add(scores)))
+    norm = final_norm_workspace(spec, recipe.compute) if stage.last else None
+    if norm is not None:
+        phases.append((PhaseKind.BACKWARD_HEAD, in_layers + out.add(norm)))
+    return phases

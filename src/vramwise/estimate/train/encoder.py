@@ -107,3 +107,12 @@ def mlm_loss_rules(vocab: int, c: int, amp: bool, flight: float) -> tuple[Rule, 
         source=SRC_BERT + " BertForMaskedLM.forward",
     )
     return saved, temp
+
+
+def has_encoder_head(spec: ModelSpec) -> bool:
+    """A post-norm encoder's head (BERT: no final norm, whose saved input would hold the head's)."""
+    return not spec.norm.final and spec.head in (
+        HeadKind.MASKED_LM,
+        HeadKind.SEQUENCE_CLASSIFICATION,
+        HeadKind.TOKEN_CLASSIFICATION,
+    )

@@ -26,6 +26,7 @@ Checked against traced steps (tests/estimate/test_peft_methods.py).
 from __future__ import annotations
 
 from vramwise.estimate.plan import BATCH, BATCH_SEQ_SEQ, ONE, TOKENS, Rule
+from vramwise.estimate.train.layout import Stage
 from vramwise.estimate.train.lora import LoraModule
 from vramwise.estimate.train.peft_methods import Ia3Module
 from vramwise.spec.model import ModelSpec
@@ -133,3 +134,21 @@ def prefix_rules(spec: ModelSpec, n: int, layers: int, c: int, flight: float, *,
             source=SRC_PREFIX + " (torch sdpa convert_boolean_attn_mask)",
         ),
     ]
+
+
+def head_only(lora: list[LoraModule]) -> bool:
+    """LoRA on the head alone: no gradient flows below it, so neither the layers nor the final norm keep anything."""
+    return bool(lora) and all(m.place == "head" for m in lora)
+
+
+def outer_lora_rules(
+    spec: ModelSpec, stage: Stage, r: int, c: int, lora: list[LoraModule], flight: float
+) -> list[Rule]:
+    """LoRA on the input embedding (first stage) and on the head (last stage): what their forward keeps."""
+    places = {m.place for m in lora}
+    out = []
+    if stage.first and "embedding" in places:
+        out.append(embedding_lora_rule(r, flight))
+    if stage.last and "head" in places:
+        out.append(head_lora_rule(spec.hidden_size, r, c, flight))
+    return out

@@ -27,7 +27,7 @@ from vramwise.estimate.train.lora import LoraModule, linear_modules
 from vramwise.estimate.train.optimizers import Tensor
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.traits import HeadKind
-from vramwise.workload import PeftConfig, PeftMethod
+from vramwise.workload import PeftConfig, PeftMethod, Recompute, TrainSetup
 
 ADAPTER_BYTES = 4  # peft's adapters are fp32 (autocast_adapter_dtype=True), whatever the base dtype
 
@@ -129,6 +129,26 @@ def check_method(spec: ModelSpec, peft: PeftConfig, lora: list[LoraModule]) -> N
             "keys and values",
             field="peft",
             allowed="lora, dora, ia3, prompt-tuning",
+        )
+
+
+def check_setup(setup: TrainSetup) -> None:
+    """Refuse, in one line, the layouts the prompt-learning methods are not modelled with, and what peft refuses."""
+    method = setup.peft.method
+    if method in PROMPT_LEARNING and (setup.parallel.pp > 1 or setup.parallel.cp > 1):
+        raise InvalidWorkloadError(
+            f"peft: {method} prepends virtual tokens on one GPU's whole model; pp and cp are not modelled with it",
+            field="peft",
+            allowed="pp 1 and cp 1 with prompt or prefix tuning",
+        )
+    if method == PeftMethod.PREFIX_TUNING and setup.recompute != Recompute.NONE:
+        # peft 0.21 peft_model.py PeftModel._setup_prompt_encoder: "PREFIX_TUNING does not work with gradient
+        # checkpointing" (its prefix is a Cache, which checkpointing cannot replay)
+        raise InvalidWorkloadError(
+            "recompute: peft's prefix tuning does not work with gradient checkpointing (peft_model.py "
+            "_setup_prompt_encoder); allowed: none",
+            field="recompute",
+            allowed="none",
         )
 
 

@@ -40,7 +40,7 @@ from vramwise.estimate.train.layout import (
 )
 from vramwise.estimate.train.lora import LoraModule, lora_targets
 from vramwise.estimate.train.loss import classifier_loss_rules, loss_rules
-from vramwise.estimate.train.peft_methods import LORA_LIKE, PROMPT_LEARNING, check_method, ia3_modules
+from vramwise.estimate.train.peft_methods import LORA_LIKE, check_method, check_setup, ia3_modules
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import gathered, head_grads
@@ -147,8 +147,8 @@ def _activations(
         tp=setup.parallel.tp,
         sp=setup.parallel.sp,
         amp=recipe.autocast_cache,
-        peft=setup.peft.adapters and not _head_only(lora),
-        freeze_layers=spec.num_layers if _head_only(lora) else setup.peft.freeze_layers,
+        peft=setup.peft.adapters and not peft_extras.head_only(lora),
+        freeze_layers=spec.num_layers if peft_extras.head_only(lora) else setup.peft.freeze_layers,
     )
     recording, per_token, per_layer_max = _saved_per_token(spec, query)
     rules: list[Rule] = []
@@ -169,36 +169,9 @@ def _activations(
     if setup.peft.method == PeftMethod.PREFIX_TUNING and recording:
         sdpa = setup.attention == AttentionImpl.SDPA
         rules += peft_extras.prefix_rules(spec, setup.peft.num_virtual_tokens, recording, c, flight, sdpa=sdpa)
-    rules += _outside_layers(spec, stage, setup, recipe, flight, head_only=_head_only(lora))
-    rules += _outer_lora(spec, stage, setup, recipe, lora, flight)
+    rules += _outside_layers(spec, stage, setup, recipe, flight, head_only=peft_extras.head_only(lora))
+    rules += peft_extras.outer_lora_rules(spec, stage, setup.peft.lora_r, recipe.compute, lora, flight)
     return rules, per_layer_max
-
-
-def _encoder_head(spec: ModelSpec) -> bool:
-    """A post-norm encoder's head (BERT: no final norm, whose saved input would hold the head's)."""
-    return not spec.norm.final and spec.head in (
-        HeadKind.MASKED_LM,
-        HeadKind.SEQUENCE_CLASSIFICATION,
-        HeadKind.TOKEN_CLASSIFICATION,
-    )
-
-
-def _head_only(lora: list[LoraModule]) -> bool:
-    """LoRA on the head alone: no gradient flows below it, so neither the layers nor the final norm keep anything."""
-    return bool(lora) and all(m.place == "head" for m in lora)
-
-
-def _outer_lora(
-    spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, lora: list[LoraModule], flight: float
-) -> list[Rule]:
-    """LoRA on the input embedding (first stage) and on the head (last stage): what their forward keeps."""
-    places = {m.place for m in lora}
-    r, out = setup.peft.lora_r, []
-    if stage.first and "embedding" in places:
-        out.append(peft_extras.embedding_lora_rule(r, flight))
-    if stage.last and "head" in places:
-        out.append(peft_extras.head_lora_rule(spec.hidden_size, r, recipe.compute, flight))
-    return out
 
 
 def _saved(name: str, per_token: float, recording: int, flight: float) -> Rule:
@@ -269,7 +242,7 @@ def _outside_layers(
                     source="dropout after the embeddings",
                 )
             )
-    if stage.last and _encoder_head(spec):
+    if stage.last and encoder.has_encoder_head(spec):
         out += encoder.encoder_head_rules(spec, c, recipe.autocast_cache, flight)
     if stage.last and spec.norm.final and not head_only:
         full = not setup.peft.adapters
@@ -356,7 +329,7 @@ def _forward(
     flight = _in_flight(stage, setup)
     acts, largest_layer = _activations(spec, stage, setup, recipe, lora, flight)
     in_layers = out.add(*acts)
-    layer_only = [j for j in in_layers if out.rules[j].name not in _HEAD_SAVED]
+    layer_only = [j for j in in_layers if out.rules[j].name not in backward_workspace.HEAD_SAVED]
     held = list(in_layers)
     loss_backward: list[int] = []
     if stage.last:
@@ -383,44 +356,8 @@ def _forward(
         largest_layer=largest_layer,
         gathered_backward=gathered_bwd,
         dora_weight=peft_extras.dora_weight_rule(lora) if setup.peft.method == PeftMethod.DORA else None,
-        layer_only=layer_only if not _head_only(lora) else [],
+        layer_only=layer_only if not peft_extras.head_only(lora) else [],
     )
-
-
-# What the head and the final norm save: freed by the time the last layer's backward runs.
-_HEAD_SAVED = frozenset(
-    (
-        "activations/final_norm",
-        "activations/mlm_head",
-        "activations/pooler",
-        "activations/pooled",
-        "activations/classifier_input",
-        "activations/lora_head",
-    )
-)
-
-
-def _workspace_phases(
-    spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recipe, fwd: _Forward, out: Transients
-) -> list[tuple[PhaseKind, list[int]]]:
-    """Without FSDP or recompute: the last layer's MLP backward and the final norm's backward, whose temporaries
-    can beat a small loss's backward (estimate/train/backward_workspace.py)."""
-    if setup.parallel.fsdp != FsdpMode.NONE or setup.recompute != Recompute.NONE or not fwd.layer_only:
-        return []
-    phases = []
-    last = stage.layers[-1] if stage.layers else None
-    dense = last is not None and not (spec.moe and last in spec.moe.moe_layers)
-    if dense:
-        c, tp = recipe.compute, setup.parallel.tp
-        rules = backward_workspace.layer_workspace(spec, c, tp, recipe.grad, not setup.peft.adapters)
-        phases.append((PhaseKind.BACKWARD_LAYER, fwd.layer_only + out.add(*rules)))
-        if setup.attention == AttentionImpl.EAGER and spec.attention.kind != "mla":
-            scores = backward_workspace.attention_workspace(spec, c, tp, setup.parallel.cp)
-            phases.append((PhaseKind.BACKWARD_ATTENTION, fwd.layer_only + out.add(scores)))
-    norm = backward_workspace.final_norm_workspace(spec, recipe.compute) if stage.last else None
-    if norm is not None:
-        phases.append((PhaseKind.BACKWARD_HEAD, fwd.in_layers + out.add(norm)))
-    return phases
 
 
 def _backward_phases(
@@ -511,7 +448,7 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     out = Transients()
     fwd = _forward(spec, setup, stage, recipe, lora, out)
     phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
-    phases += _workspace_phases(spec, setup, stage, recipe, fwd, out)
+    phases += backward_workspace.workspace_phases(spec, setup, stage, recipe, (fwd.layer_only, fwd.in_layers), out)
     phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
@@ -584,22 +521,7 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
     refuse_training(model)  # state-space hybrids (estimate/ssm_state.py)
     check_layout(model, setup)
     training_base(model, setup.peft)  # refuses what transformers cannot train, in one line, before any term
-    if setup.peft.method in PROMPT_LEARNING and (setup.parallel.pp > 1 or setup.parallel.cp > 1):
-        raise InvalidWorkloadError(
-            f"peft: {setup.peft.method} prepends virtual tokens on one GPU's whole model; pp and cp are not "
-            "modelled with it",
-            field="peft",
-            allowed="pp 1 and cp 1 with prompt or prefix tuning",
-        )
-    if setup.peft.method == PeftMethod.PREFIX_TUNING and setup.recompute != Recompute.NONE:
-        # peft 0.21 peft_model.py PeftModel._setup_prompt_encoder: "PREFIX_TUNING does not work with gradient
-        # checkpointing" (its prefix is a Cache, which checkpointing cannot replay)
-        raise InvalidWorkloadError(
-            "recompute: peft's prefix tuning does not work with gradient checkpointing (peft_model.py "
-            "_setup_prompt_encoder); allowed: none",
-            field="recompute",
-            allowed="none",
-        )
+    check_setup(setup)  # what peft itself refuses, or prompt learning under pp/cp (peft_methods.py)
     _lora(model, setup)
     return model
 
