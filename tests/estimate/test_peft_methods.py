@@ -232,3 +232,12 @@ def test_dora_weight_rebuild_is_the_peak_when_it_dominates(recompute: str) -> No
     assert est.peak_bytes == pytest.approx(traced.peak, rel=0.03)
     kind = "FORWARD_DORA" if recompute == "none" else "BACKWARD_RECOMPUTE"
     assert est.peak_phase is not None and est.peak_phase.kind.name == kind
+
+
+def test_textbook_seed_000_refuses_the_methods_it_has_no_formula_for() -> None:
+    from vramwise.estimate.train.textbook_mode import textbook_training
+
+    spec = spec_from_config(FAMILIES["llama"], name="llama", source="test")
+    with pytest.raises(InvalidWorkloadError) as err:
+        textbook_training(spec, TrainSetup.from_flat(seq=128, peft="ia3", mode="textbook", seed="000"))
+    assert err.value.field == "peft" and "LoRA formula only" in str(err.value)
