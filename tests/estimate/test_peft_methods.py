@@ -241,3 +241,20 @@ def test_textbook_seed_000_refuses_the_methods_it_has_no_formula_for() -> None:
     with pytest.raises(InvalidWorkloadError) as err:
         textbook_training(spec, TrainSetup.from_flat(seq=128, peft="ia3", mode="textbook", seed="000"))
     assert err.value.field == "peft" and "LoRA formula only" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (("--peft", "ia3", "--lora-r", "8"), "--lora-r does not apply to --peft ia3"),
+        (("--num-virtual-tokens", "8"), "--num-virtual-tokens applies to --peft prompt-tuning or prefix-tuning"),
+        (("--peft", "prefix-tuning", "--lora-targets", "q_proj"), "--lora-targets does not apply"),
+        (("--peft", "prompt-tuning", "--num-virtual-tokens", "0"), "num_virtual_tokens"),
+    ],
+)
+def test_cli_refuses_options_a_method_cannot_take(capsys: pytest.CaptureFixture[str], argv: tuple, words: str) -> None:
+    from vramwise.cli import main
+
+    assert main(["train", "llama-3-8b", *argv]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1

@@ -209,6 +209,24 @@ def check_format(model: object, setup: InferSetup) -> None:
         )
 
 
+# The peft methods added with issue 14 and the options each cannot take (LoRA's and QLoRA's are unchanged).
+_PEFT_INAPPLICABLE = {
+    "dora": ("num_virtual_tokens",),
+    "ia3": ("lora_r", "lora_dropout", "num_virtual_tokens"),
+    "prompt-tuning": ("lora_r", "lora_dropout", "lora_targets"),
+    "prefix-tuning": ("lora_r", "lora_dropout", "lora_targets"),
+}
+
+
+def _refuse_peft_options(values: Mapping[str, Any]) -> None:
+    """One line for an option the chosen peft method has no use for (``--lora-r`` with prompt tuning...)."""
+    method = values.get("peft")
+    if method in _PEFT_INAPPLICABLE:
+        refuse(values, _PEFT_INAPPLICABLE[method], f"does not apply to --peft {method}")
+    elif given(values, "num_virtual_tokens"):
+        refuse(values, ("num_virtual_tokens",), "applies to --peft prompt-tuning or prefix-tuning only")
+
+
 def train_setup(values: Mapping[str, Any], model: object = None) -> TrainSetup:
     """The TrainSetup of these option values; ``lora_targets`` may be a comma-separated string. With the
     ``model``, a sequence the user did not give fits its learned position table."""
@@ -223,6 +241,7 @@ def train_setup(values: Mapping[str, Any], model: object = None) -> TrainSetup:
         values = {**values, "lora_targets": names}
     from vramwise.workload import TrainSetup  # not on the inference path (a fresh `vramwise infer` stays light)
 
+    _refuse_peft_options(values)
     kw = _kwargs(values, TRAIN_FIELDS)
     table = table_length(model)
     if table is not None and "seq" not in kw:
