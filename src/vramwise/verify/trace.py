@@ -43,6 +43,7 @@ class TraceRecipe:
     # the peft method: lora (with lora_r), dora, ia3, prompt-tuning, prefix-tuning; "" = lora when lora_r is set
     peft: str = ""
     num_virtual_tokens: int = 20  # prompt and prefix tuning
+    decoder_seq: int = 0  # an encoder-decoder's labels (the decoder's length); 0: seq
 
 
 _MODEL_DTYPE = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}
@@ -94,6 +95,12 @@ def model_class(config: dict[str, Any]) -> Any:
 
 
 def _build(config: dict[str, Any], hf: Any, dtype: Any) -> Any:
+    if getattr(hf, "is_encoder_decoder", False):
+        import transformers
+
+        model = transformers.AutoModelForSeq2SeqLM.from_config(hf, dtype=dtype)
+        seq2seq_as_loaded(model, config, dtype)
+        return model
     cls = model_class(config)
     concrete = cls._model_mapping[type(hf)] if cls.__name__.startswith("Auto") else cls
     supported = {"sdpa": concrete._supports_sdpa, "eager": True}.get(hf._attn_implementation, True)
@@ -104,6 +111,19 @@ def _build(config: dict[str, Any], hf: Any, dtype: Any) -> Any:
     if cls.__name__.startswith("Auto"):
         return cls.from_config(hf, dtype=dtype)
     return cls._from_config(hf, dtype=dtype)
+
+
+def seq2seq_as_loaded(model: Any, config: dict[str, Any], dtype: Any) -> None:
+    """An encoder-decoder built from its config as from_pretrained leaves it: T5 keeps wo in fp32 for fp16, and
+    its head untied when the checkpoint has its own."""
+    if dtype == torch.float16:  # from_pretrained keeps wo in fp32 for fp16 (_keep_in_fp32_modules = ["wo"])
+        for name, module in model.named_modules():
+            if name.endswith(".wo"):  # module.float() cannot swap fake parameters in place
+                module.weight = torch.nn.Parameter(module.weight.float())
+    if config.get("tie_word_embeddings") is False:
+        # T5Config ties the head whatever the config says; from_pretrained unties it when the checkpoint
+        # holds its own lm_head.weight, as v1.1, flan-t5 and mT5 checkpoints do (modeling_utils.tie_weights)
+        model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.shared.weight))
 
 
 def generates(model: Any) -> bool:
@@ -345,8 +365,11 @@ def _cuda_stats() -> dict[str, int]:
     }
 
 
-def _labels(model: Any, ids: torch.Tensor) -> torch.Tensor:
-    """Labels of the head's shape: one class per sequence or per token for a classifier, else the ids."""
+def _labels(model: Any, ids: torch.Tensor, decoder_seq: int = 0) -> torch.Tensor:
+    """Labels of the head's shape: one class per sequence or per token for a classifier, an encoder-decoder's
+    target of ``decoder_seq`` tokens (from which it shifts its decoder inputs), else the ids."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        return torch.ones((ids.shape[0], decoder_seq or ids.shape[1]), dtype=torch.long)
     name = type(getattr(model, "get_base_model", lambda: model)()).__name__
     if name.endswith("ForSequenceClassification"):
         return torch.zeros(ids.shape[0], dtype=torch.long)
@@ -425,6 +448,7 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         trainable = [p for p in model.parameters() if p.requires_grad]
         opt = _optimizer(trainable, recipe)
         ids = torch.randint(0, hf.vocab_size, (recipe.batch, recipe.seq))
+        labels = _labels(model, ids, recipe.decoder_seq)
         autocast = (
             torch.autocast(device, dtype=torch.bfloat16) if recipe.precision == "amp" else contextlib.nullcontext()
         )
@@ -443,7 +467,7 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         for _ in range(recipe.steps):
             tracker.phase("forward")
             with autocast:
-                loss = model(input_ids=ids, labels=_labels(model, ids)).loss
+                loss = model(input_ids=ids, labels=labels).loss
             tracker.mark("forward_end")
             tracker.phase("backward")
             loss.backward()
@@ -541,14 +565,7 @@ def trace_inference(
                     "verify traces generate() for encoder-decoder models (the last position's logits); "
                     "drop --all-logits"
                 )
-            if dtype == torch.float16:  # from_pretrained keeps wo in fp32 for fp16 (_keep_in_fp32_modules = ["wo"])
-                for name, module in model.named_modules():
-                    if name.endswith(".wo"):  # module.float() cannot swap fake parameters in place
-                        module.weight = torch.nn.Parameter(module.weight.float())
-            if config.get("tie_word_embeddings") is False:
-                # T5Config ties the head whatever the config says; from_pretrained unties it when the checkpoint
-                # holds its own lm_head.weight, as v1.1, flan-t5 and mT5 checkpoints do (modeling_utils.tie_weights)
-                model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.shared.weight))
+            seq2seq_as_loaded(model, config, dtype)
             model.eval()
             params = sum(p.numel() * p.element_size() for p in model.parameters())
             tracker.reset_peak()
