@@ -238,7 +238,7 @@ TRAIN_SETUP_KEYS = [
     "fsdp", "fsdp_shard", "offload", "tp", "sp", "pp", "interleave", "cp", "ep", "reduce_bucket", "prefetch_bucket",
     "cuda_context_mib", "allocator_fraction", "mode", "seed", "lora_fraction",
 ]
-TRAIN_SETUP_KEYS += ["num_virtual_tokens"]  # issue 14: peft prompt and prefix tuning (appended)
+TRAIN_SETUP_KEYS += ["num_virtual_tokens", "decoder_seq"]  # issue 14: peft prompt/prefix tuning, T5 (appended)
 
 
 def test_json_setup_keys_are_schema_v1() -> None:

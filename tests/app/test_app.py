@@ -213,8 +213,8 @@ _SETUPS = (
     "--block-size --engine --max-model-len --max-num-seqs --max-num-batched-tokens --max-batched-tokens "
     "--enforce-eager --kv-cache-memory-bytes --kv-cache-memory --kv-cache-dtype " + _ENGINE_FLAGS + LLAMA_CPP
 )
-_SETUPS += " --num-virtual-tokens"  # peft prompt and prefix tuning
-FROZEN["train"] += " --num-virtual-tokens"
+_SETUPS += " --num-virtual-tokens --decoder-seq"  # peft prompt and prefix tuning; T5's target length
+FROZEN["train"] += " --num-virtual-tokens --decoder-seq"
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units --serve"
 _ENGINE_ONLY = (
     "--gpu-util --gpu-memory-utilization --engine --max-model-len --max-num-seqs --max-num-batched-tokens "

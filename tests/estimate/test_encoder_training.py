@@ -165,20 +165,3 @@ def test_verify_refuses_attention_dropout_under_sdpa(tmp_path: Path, capsys: pyt
     err = capsys.readouterr().err
     assert "attention dropout" in err and len(err.strip().splitlines()) == 1
 
-
-@pytest.mark.parametrize("name", ["t5", "t5-v1.1", "mt5"])
-def test_the_twin_traces_an_encoder_decoder_training_step(name: str) -> None:
-    # groundwork for T5 training (still refused by the estimate: estimate/encoder_decoder.py refuse): the twin
-    # builds T5ForConditionalGeneration as from_pretrained leaves it and trains on targets of their own length;
-    # its parameters and gradients equal the spec's count (every parameter trains)
-    from tiny_configs import ENCODER_DECODER
-
-    from vramwise.spec.params import parameter_groups
-
-    config = {**ENCODER_DECODER[name], "dropout_rate": 0.0, "decoder_start_token_id": 0, "pad_token_id": 0}
-    traced = trace_training(config, TraceRecipe(batch=2, seq=64, decoder_seq=16, precision="fp32", steps=1))
-    spec = spec_from_config(config, name=name, source="test")
-    count = sum(g.count for g in parameter_groups(spec))
-    assert traced.params == traced.grads == 4 * count
-    with pytest.raises(InvalidWorkloadError, match="encoder-decoder"):
-        estimate_training(spec, TrainSetup.from_flat(seq=64))

@@ -33,7 +33,7 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
     "prefetch_bucket": 50_000_000, "cuda_context_mib": None, "allocator_fraction": None, "mode": "accurate",
     "seed": "002", "lora_fraction": 0.02,
     # issue 14, added within version 1 (appended): peft prompt and prefix tuning's virtual tokens
-    "num_virtual_tokens": 20,
+    "num_virtual_tokens": 20, "decoder_seq": None,
 }  # fmt: skip
 V1_INFER_DEFAULTS: dict[str, Any] = {
     "batch": 1, "context": 2048, "new_tokens": 0, "weight_format": None, "kv_dtype": "auto", "attention": "sdpa",
@@ -68,7 +68,7 @@ OTHER: dict[str, Any] = {
     "zero": 1, "fsdp": "hybrid", "fsdp_shard": 2, "offload": "optimizer", "tp": 2, "sp": True, "pp": 2,
     "interleave": 2, "cp": 2, "ep": 2, "reduce_bucket": 1000, "prefetch_bucket": 1000, "cuda_context_mib": 0,
     "allocator_fraction": 0.0, "mode": "textbook", "seed": "000", "lora_fraction": 0.1,
-    "num_virtual_tokens": 8,
+    "num_virtual_tokens": 8, "decoder_seq": 128,
 }  # fmt: skip
 _NEEDS: dict[str, dict[str, Any]] = {
     "zero": {"dp": 2},

@@ -109,6 +109,7 @@ TRAIN_FIELDS = {
     "seed": "seed",
     "lora_fraction": "lora_fraction",
     "num_virtual_tokens": "num_virtual_tokens",
+    "decoder_seq": "decoder_seq",
 }
 # `--seq` is the inference context's other spelling in fit, plot and verify, so it is not training-only
 INFERENCE_ONLY = tuple(k for k in INFER_FIELDS if k not in TRAIN_FIELDS)

@@ -236,6 +236,8 @@ OPTIONS: tuple[Option, ...] = (
            help="freeze the embeddings and the first N layers (default {train.freeze_layers})"),
     Option(name="num_virtual_tokens", flags=("--num-virtual-tokens",), type=int, commands=TRN,
            help="prompt/prefix tuning: virtual tokens (default {train.num_virtual_tokens})"),
+    Option(name="decoder_seq", flags=("--decoder-seq",), type=int, commands=TRN,
+           help="encoder-decoder (T5): the target's tokens (default: --seq)"),
     Option(name="recompute", flags=("--recompute",), type=str, commands=TRN,
            help=f"activation recompute: {_one_of(RECOMPUTE)} (default {{train.recompute}})"),
     Option(name="loss", flags=("--loss",), type=str, commands=TRN,

@@ -149,6 +149,7 @@ def train_recipe(setup: TrainSetup) -> Any:
         lora_targets=peft.lora_targets,
         peft=str(peft.method) if peft.adapters else "",
         num_virtual_tokens=peft.num_virtual_tokens,
+        decoder_seq=setup.decoder_seq or 0,
         freeze_layers=peft.freeze_layers,
         fsdp=par.dp if par.fsdp == FsdpMode.FULL else 0,
     )
@@ -221,11 +222,12 @@ def verify_training(resolved: ResolvedModel, setup: TrainSetup, *, layers: int |
 
     _check_torch()
     model, config = resolved.spec, _twin_config(resolved)
-    if isinstance(model, ModelSpec) and model.encoder_decoder is not None:
-        # the training estimate refuses them too (not modelled yet); the trace builds causal LMs
+    if isinstance(model, ModelSpec) and model.encoder_decoder is not None and setup.attention != AttentionImpl.EAGER:
+        # T5's trainable position bias is sdpa's attn_mask: the CPU takes the math path (fp32 scores), CUDA the
+        # memory-efficient kernel the estimate models (estimate/train/seq2seq.py)
         raise VerifyUnsupportedError(
-            f"verify cannot trace training of encoder-decoder models ({model.name}); `verify --infer` traces "
-            "their generation"
+            f"verify traces encoder-decoder training ({model.name}) with --attention eager only: under sdpa the CPU "
+            "keeps the scores that CUDA's kernel does not"
         )
     recipe = train_recipe(setup)
     if isinstance(model, ModelSpec) and model.attention_dropout and setup.attention != AttentionImpl.EAGER:

@@ -110,6 +110,8 @@ class TrainSetup:
     loss: LossImpl = LossImpl.FULL
     loss_chunk: int = 1024  # tokens per chunk of the chunked cross entropy
     mode: Mode = Mode.ACCURATE
+    # an encoder-decoder's target length (the decoder's tokens; None: seq, which is the encoder's)
+    decoder_seq: int | None = None
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
@@ -120,6 +122,8 @@ class TrainSetup:
     def __post_init__(self) -> None:
         for name in ("batch", "seq", "grad_accum", "loss_chunk"):
             positive(name, getattr(self, name))
+        if self.decoder_seq is not None:
+            positive("decoder_seq", self.decoder_seq)
         coerce(self, "recompute", Recompute)
         coerce(self, "attention", AttentionImpl)
         coerce(self, "loss", LossImpl)
@@ -222,5 +226,6 @@ _FLAT = FlatNames(
         "seed": ("textbook", "seed"),
         "lora_fraction": ("textbook", "lora_fraction"),
         "num_virtual_tokens": ("peft", "num_virtual_tokens"),
+        "decoder_seq": ("", "decoder_seq"),
     },
 )

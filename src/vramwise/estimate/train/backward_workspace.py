@@ -120,6 +120,8 @@ def workspace_phases(
     layer_only, in_layers = held
     if setup.parallel.fsdp != FsdpMode.NONE or setup.recompute != Recompute.NONE or not layer_only:
         return []
+    if spec.encoder_decoder is not None:  # T5's own norms and stacks: its loss backward is the traced peak
+        return []
     phases = []
     last = stage.layers[-1] if stage.layers else None
     if last is not None and not (spec.moe and last in spec.moe.moe_layers):

@@ -21,14 +21,13 @@ import functools
 from dataclasses import dataclass, field, replace
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
-from vramwise.estimate.encoder_decoder import refuse as refuse_encoder_decoder
 from vramwise.estimate.logits import head_words
 from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
-from vramwise.estimate.train import backward_workspace, encoder, peft_extras
+from vramwise.estimate.train import backward_workspace, encoder, peft_extras, seq2seq
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.layout import (
     Stage,
@@ -137,6 +136,8 @@ def _activations(
 ) -> tuple[list[Rule], float]:
     """Rules for what is saved until backward on this stage, and the largest single layer's bytes per token."""
     c = recipe.compute
+    if spec.encoder_decoder is not None:  # both stacks, per sequence (estimate/train/seq2seq.py)
+        return seq2seq.activation_rules(spec, setup, c), 0.0
     query = _LayerQuery(
         stage=stage,
         c=c,
@@ -263,6 +264,8 @@ def _outside_layers(
 
 
 def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> tuple[Rule, Rule]:
+    if spec.encoder_decoder is not None:  # the target's logits (estimate/train/seq2seq.py)
+        return seq2seq.loss_rules(spec, setup, recipe.compute)
     if spec.head is HeadKind.MASKED_LM:  # an encoder's masked LM (estimate/train/encoder.py)
         return encoder.mlm_loss_rules(spec.vocab_size, recipe.compute, recipe.autocast_cache, flight)
     if spec.head is not HeadKind.CAUSAL_LM:  # a classifier (_check refuses every other head)
@@ -515,7 +518,14 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
             "training estimates need the architecture (layers, heads, hidden size, vocabulary): "
             "name a catalog model or a config.json, or use --mode textbook with a bare size"
         )
-    refuse_encoder_decoder(model, "training (seq2seq fine-tuning of both stacks)")
+    if model.encoder_decoder is not None:
+        seq2seq.check(model, setup)
+    elif setup.decoder_seq is not None:
+        raise InvalidWorkloadError(
+            f"decoder_seq: {model.name} is not an encoder-decoder model; its sequence is --seq",
+            field="decoder_seq",
+            allowed="an encoder-decoder model (T5, mT5)",
+        )
     if model.head is not HeadKind.CAUSAL_LM:
         _check_classifier(model, setup)
     refuse_training(model)  # state-space hybrids (estimate/ssm_state.py)
@@ -586,7 +596,9 @@ def _as_run(model: Model, setup: TrainSetup) -> TrainSetup:
 def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[Plan, ...]:
     """Plans of the stages that can be the worst GPU (``_candidate_stages``), in stage order."""
     setup = _as_run(model, setup)
-    key = (model, setup.static, setup.seq if setup.attention == AttentionImpl.EAGER else 0)
+    # encoder-decoder plans are per sequence length (estimate/train/seq2seq.py writes them per sequence)
+    per_seq = setup.attention == AttentionImpl.EAGER or (isinstance(model, ModelSpec) and model.encoder_decoder)
+    key = (model, setup.static, setup.seq if per_seq else 0)
     hit = _PLANS.get(key)
     if hit is None:
         spec = _check(model, setup)

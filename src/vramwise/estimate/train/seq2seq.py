@@ -1,0 +1,160 @@
+"""Training an encoder-decoder (T5, mT5): what one step saves, as transformers 5.24's modeling_t5.py runs it.
+
+The encoder reads ``seq`` tokens (s_e), the decoder the target's ``decoder_seq`` (s_d; T5ForConditionalGeneration
+shifts the labels right into its inputs). Per token of its stack (c = compute bytes):
+
+  T5LayerNorm       variance of an fp32 copy (4h, kept by pow; none in fp32), its bf16 input and rsqrt (kept by the
+                    multiply, c·h + 4) and the normalised tensor (c·h, for the weight's gradient).
+  attention         the linears' input (c·h), q, k, v and the output's copy for o (c·inner each);
+                    eager: the softmax's output, in the compute dtype (c·heads·keys per query);
+                    sdpa: the position bias rules out flash, and CUDA's memory-efficient kernel keeps its output and
+                    log-sum-exp (c·inner + 4·heads) and the bias mask (shared by the encoder's layers; one per
+                    decoder layer, where torch.where folds in the causal mask).
+  cross-attention   the decoder's queries against the encoder's output: per decoder token q's input, q, the
+                    output's copy and (eager) the softmax over s_e keys; per encoder token and decoder layer k and v
+                    (2·c·inner), the encoder's output itself once (c·h, the k and v linears' input).
+  feed-forward      ReLU keeps its output (wo's input): c·f; gated-gelu's gelu_new is a composite keeping x, tanh,
+                    1 + tanh and 0.5·x, then its output, wi_1's output and the product: 7·c·f.
+  position bias     the relative buckets of each stack, int64 (s, s), kept by the embedding lookup.
+  dropout           (dropout_rate > 0) a 1-byte CUDA mask after every sublayer and the embeddings, after the
+                    feed-forward's activation, and on the probabilities with eager attention (mask + dropped copy).
+  loss              BertForMaskedLM's pattern: CrossEntropyLoss on the (b·s_d, V) logits as they are, so log_softmax
+                    keeps c·V per target token and its backward two more.
+Checked against traced steps with eager attention (tests/estimate/test_seq2seq_training.py); CPU sdpa takes its
+math path with a trainable bias, so the sdpa rule follows CUDA's kernel and is not traced.
+"""
+
+from __future__ import annotations
+
+from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
+from vramwise.estimate.plan import BATCH, ONE, Rule
+from vramwise.spec.model import ModelSpec
+from vramwise.workload import AttentionImpl, FsdpMode, LossImpl, Precision, Recompute, TrainSetup
+
+SRC = "transformers 5.24 models/t5/modeling_t5.py (T5LayerNorm, T5Attention, T5DenseActDense, T5DenseGatedActDense)"
+SRC_SDPA = "transformers integrations/sdpa_attention.py create_position_bias_mask; torch memory-efficient attention"
+
+
+def check(spec: ModelSpec, setup: TrainSetup) -> None:
+    """Refuse in one line what encoder-decoder training does not model."""
+    par = setup.parallel
+    for bad, field, allowed in (
+        (par.tp * par.pp * par.cp > 1 or par.sp, "tp", "tp, pp and cp 1 (one model per GPU, data parallel)"),
+        (par.fsdp != FsdpMode.NONE or par.zero == 3, "fsdp", "none, or ZeRO 1-2 (the T5 stacks are not sharded here)"),
+        (setup.peft.adapters, "peft", "none (full fine-tuning)"),
+        (setup.recompute != Recompute.NONE, "recompute", "none"),
+        (setup.loss != LossImpl.FULL, "loss", "full"),
+        (setup.precision.recipe in (Precision.AMP, Precision.AMP_FP16), "precision", "fp32, bf16, bf16-/fp16-mixed"),
+        (setup.attention == AttentionImpl.FLASH, "attention", "sdpa or eager (T5's position bias rules out flash)"),
+        (setup.peft.freeze_layers > 0, "freeze_layers", "0"),
+    ):
+        if bad:
+            error = InvalidLayoutError if field in ("tp", "fsdp") else InvalidWorkloadError
+            raise error(
+                f"{field}: encoder-decoder training ({spec.name}) is modelled with {allowed}",
+                field=field,
+                allowed=allowed,
+            )
+
+
+def _norm(h: int, c: int) -> int:
+    return (4 * h if c < 4 else 0) + 2 * c * h + 4
+
+
+def _ffn(spec: ModelSpec, c: int) -> int:
+    f, act = spec.mlp.intermediate_size, spec.mlp.activation
+    kept = 4 if act == "gelu_new" else 1  # gelu_new's composite (x, tanh, 1 + tanh, 0.5x); relu keeps its output
+    extra = 0 if act == "relu" else 1  # the activation's output, wo's input (relu's own is that tensor)
+    return (kept + extra + (2 if spec.mlp.gated else 0)) * c * f
+
+
+def _attention(spec: ModelSpec, c: int, keys: int, eager: bool) -> int:
+    """Per query token: q, the output's copy for o, and the probabilities (eager) or the kernel's output and
+    log-sum-exp (sdpa); k and v are counted per key token by the caller."""
+    heads = spec.attention.num_heads
+    inner = heads * spec.attention.head_dim
+    scores = c * heads * keys if eager else c * inner + 4 * heads
+    return 2 * c * inner + scores
+
+
+def activation_rules(spec: ModelSpec, setup: TrainSetup, c: int) -> list[Rule]:
+    """The saved tensors of both stacks, per sequence (BATCH) and once (ONE): the plan is built per sequence
+    length (training.py keys encoder-decoder plans on seq)."""
+    ed = spec.encoder_decoder
+    assert ed is not None
+    h, heads = spec.hidden_size, spec.attention.num_heads
+    inner = heads * spec.attention.head_dim
+    f = spec.mlp.intermediate_size
+    se, sd = setup.seq, setup.decoder_seq or setup.seq
+    le, ld = ed.encoder_layers, spec.num_layers
+    eager = setup.attention == AttentionImpl.EAGER
+    norm, ffn = _norm(h, c), _ffn(spec, c)
+    kv = 2 * c * inner  # k and v of one layer, per key token
+    enc_layer = 2 * norm + c * h + _attention(spec, c, se, eager) + kv + c * h + ffn
+    dec_layer = 3 * norm + 2 * c * h + _attention(spec, c, sd, eager) + kv + _attention(spec, c, se, eager)
+    dec_layer += c * h + ffn
+    drop = spec.dropout > 0
+    if drop:
+        enc_layer += 2 * h + f + ((1 + c) * heads * se if eager else 0)
+        dec_layer += 3 * h + f + ((1 + c) * heads * (sd + se) if eager else 0)
+    encoder = se * (le * enc_layer + norm + c * h + 8 + (2 * h if drop else 0) + ld * kv)
+    decoder = sd * (ld * dec_layer + norm + c * h + 8 + 16 + (2 * h if drop else 0))
+    rules = [
+        Rule(
+            name="activations/encoder",
+            coef=encoder,
+            var=BATCH,
+            formula=lambda v: (
+                f"b {v.b} x s_e {se} x ({le} layers x {enc_layer:,} + norm, output, ids, the decoder's cross k and v "
+                f"{ld} x {kv}) B"
+            ),
+            source=SRC,
+        ),
+        Rule(
+            name="activations/decoder",
+            coef=decoder,
+            var=BATCH,
+            formula=lambda v: f"b {v.b} x s_d {sd} x ({ld} layers x {dec_layer:,} + norm, head input, ids, labels) B",
+            source=SRC,
+        ),
+        Rule(
+            name="activations/position_buckets",
+            coef=8 * (se * se + sd * sd),
+            var=ONE,
+            formula=lambda v: f"int64 relative buckets: 8 x (s_e² {se}² + s_d² {sd}²) B",
+            source=SRC + " T5Attention.compute_bias",
+        ),
+    ]
+    if not eager:
+        # the bias masks sdpa keeps: the encoder's (shared), each decoder layer's causal one, the cross zeros (shared)
+        masks = c * heads * (se * se + ld * sd * sd + sd * se)
+        rules.append(
+            Rule(
+                name="activations/position_bias_masks",
+                coef=masks,
+                var=ONE,
+                formula=lambda v: f"{c} B x {heads} heads x (s_e² + {ld} x s_d² + s_d·s_e): float attn_bias masks",
+                source=SRC_SDPA,
+            )
+        )
+    return rules
+
+
+def loss_rules(spec: ModelSpec, setup: TrainSetup, c: int) -> tuple[Rule, Rule]:
+    """The logits' log-softmax over the target's tokens, in the compute dtype, and its backward."""
+    sd, vocab = setup.decoder_seq or setup.seq, spec.vocab_size
+    saved = Rule(
+        name="activations/loss",
+        coef=c * vocab * sd,
+        var=BATCH,
+        formula=lambda v: f"log-softmax of the logits: b {v.b} x s_d {sd} x V {vocab} x {c} B (no fp32 upcast)",
+        source=SRC + " T5ForConditionalGeneration.forward (CrossEntropyLoss)",
+    )
+    temp = Rule(
+        name="loss/backward",
+        coef=2 * c * vocab * sd,
+        var=BATCH,
+        formula=lambda v: f"incoming and outgoing gradients of log-softmax: 2 x b {v.b} x s_d {sd} x V {vocab} x {c} B",
+        source=SRC + " T5ForConditionalGeneration.forward",
+    )
+    return saved, temp
