@@ -197,7 +197,7 @@ def test_cli_table_and_json_with_the_cross_attention_cache(tmp_path: Path, capsy
 @pytest.mark.parametrize(
     ("argv", "field"),
     [
-        (("train", "--peft", "lora"), "encoder-decoder training"),  # full fine-tuning is modelled (seq2seq.py)
+        (("train", "--peft", "dora"), "encoder-decoder training"),  # full fine-tuning and LoRA are modelled
         (("train", "--mode", "textbook"), "not modelled for encoder-decoder"),
         (("infer", "--mode", "textbook"), "not modelled for encoder-decoder"),
         (("infer", "--tp", "2"), "tp (2)"),

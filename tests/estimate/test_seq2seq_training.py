@@ -45,6 +45,12 @@ CASES = [
     ("t5-v1.1", TraceRecipe(batch=2, seq=256, decoder_seq=64, precision="bf16", attention="eager")),
     ("t5-v1.1", TraceRecipe(batch=2, seq=128, decoder_seq=128, precision="fp32", attention="eager")),
     ("mt5", TraceRecipe(batch=2, seq=256, decoder_seq=128, precision="bf16-mixed", attention="eager")),
+    # LoRA (peft's default for T5: q and v in every attention; all-linear; the MLP's wo and k)
+    *[
+        (name, TraceRecipe(batch=2, seq=256, decoder_seq=128, attention="eager", lora_r=8, lora_targets=targets))
+        for name, targets in (("t5", ("q", "v")), ("t5-v1.1", ("all-linear",)), ("t5", ("wo", "k")))
+    ],
+    ("t5-v1.1", TraceRecipe(batch=2, seq=128, precision="fp32", attention="eager", lora_r=16, lora_targets=("q", "v"))),
 ]
 
 
@@ -55,9 +61,12 @@ def test_encoder_decoder_training_matches_the_traced_step(name: str, recipe: Tra
         name,
         batch=recipe.batch,
         seq=recipe.seq,
-        decoder_seq=recipe.decoder_seq,
+        decoder_seq=recipe.decoder_seq or None,
         precision=recipe.precision,
         attention="eager",
+        peft="lora" if recipe.lora_r else "none",
+        lora_r=recipe.lora_r or 16,
+        lora_targets=recipe.lora_targets,
     )
     assert sum(t.bytes for t in est.persistent if t.name.startswith("weights/")) == traced.params
     assert est.term("gradients").bytes == traced.grads
@@ -92,7 +101,8 @@ def test_sdpa_keeps_the_kernel_output_and_the_bias_masks() -> None:
 @pytest.mark.parametrize(
     ("flat", "field"),
     [
-        ({"peft": "lora"}, "peft"),
+        ({"peft": "dora"}, "peft"),
+        ({"peft": "lora", "lora_dropout": 0.1}, "lora_dropout"),
         ({"recompute": "full"}, "recompute"),
         ({"tp": 2}, "tp"),
         ({"attention": "flash"}, "attention"),

@@ -137,7 +137,7 @@ def _activations(
     """Rules for what is saved until backward on this stage, and the largest single layer's bytes per token."""
     c = recipe.compute
     if spec.encoder_decoder is not None:  # both stacks, per sequence (estimate/train/seq2seq.py)
-        return seq2seq.activation_rules(spec, setup, c), 0.0
+        return seq2seq.activation_rules(spec, setup, c, lora), 0.0
     query = _LayerQuery(
         stage=stage,
         c=c,
