@@ -106,6 +106,7 @@ def test_sdpa_keeps_the_kernel_output_and_the_bias_masks() -> None:
         ({"recompute": "full"}, "recompute"),
         ({"tp": 2}, "tp"),
         ({"attention": "flash"}, "attention"),
+        ({"precision": "fp16-mixed"}, "precision"),
     ],
 )
 def test_refused_in_one_line(flat: dict[str, Any], field: str) -> None:

@@ -51,7 +51,12 @@ def check(spec: ModelSpec, setup: TrainSetup) -> None:
         (setup.peft.lora_dropout > 0, "lora_dropout", "0"),
         (setup.recompute != Recompute.NONE, "recompute", "none"),
         (setup.loss != LossImpl.FULL, "loss", "full"),
-        (setup.precision.recipe in (Precision.AMP, Precision.AMP_FP16), "precision", "fp32, bf16, bf16-/fp16-mixed"),
+        # fp16: from_pretrained keeps T5's wo in fp32 (_keep_in_fp32_modules), with its fp32 input copies
+        (
+            setup.precision.recipe in (Precision.AMP, Precision.AMP_FP16, Precision.FP16_MIXED),
+            "precision",
+            "fp32, bf16 or bf16-mixed (fp16 keeps T5's wo in fp32, not modelled in training)",
+        ),
         (setup.attention == AttentionImpl.FLASH, "attention", "sdpa or eager (T5's position bias rules out flash)"),
         (setup.peft.freeze_layers > 0, "freeze_layers", "0"),
     ):
