@@ -120,6 +120,11 @@ TRACE_CASES = [
         )
     ],
     ("llama", TraceRecipe(batch=2, seq=256, peft="dora", lora_r=8, lora_targets=("all-linear",))),
+    # DoRA on the head keeps vocabulary-wide logits twice and adds their gradients to the loss backward
+    *[
+        ("llama", TraceRecipe(batch=2, seq=256, peft="dora", lora_r=8, lora_targets=targets))
+        for targets in (("q_proj", "lm_head"), ("lm_head",), ("embed_tokens",))
+    ],
     # the head alone: nothing below it needs a gradient, so the layers keep nothing
     ("llama", TraceRecipe(batch=2, seq=256, peft="lora", lora_r=8, lora_targets=("lm_head",))),
     ("llama", TraceRecipe(batch=1, seq=512, peft="prefix-tuning", num_virtual_tokens=64)),

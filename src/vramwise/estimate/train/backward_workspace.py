@@ -102,6 +102,7 @@ HEAD_SAVED = frozenset(
         "activations/pooled",
         "activations/classifier_input",
         "activations/lora_head",
+        "activations/dora_head",
     )
 )
 

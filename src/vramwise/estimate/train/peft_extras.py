@@ -48,8 +48,9 @@ def ia3_saved(modules: tuple[Ia3Module, ...], *, c: int) -> float:
 
 
 def dora_weight_rule(lora: list[LoraModule]) -> Rule | None:
-    """The largest module's rebuilt weight while its DoRA forward runs (fp32, four weight-sized tensors)."""
-    dense = [m for m in lora if m.place == "layers"]
+    """The largest module's rebuilt weight while its DoRA forward runs (fp32, four weight-sized tensors); the
+    head's is vocabulary-wide. (DoRA on the embedding rebuilds its table the same way, as DoraEmbeddingLayer.)"""
+    dense = [m for m in lora if m.place in ("layers", "head")]
     if not dense:
         return None
     m = max(dense, key=lambda x: 4 * x.in_features * x.out_features + x.in_features**2)
@@ -136,19 +137,45 @@ def prefix_rules(spec: ModelSpec, n: int, layers: int, c: int, flight: float, *,
     ]
 
 
+def dora_head_backward(vocab: int, c: int, below: bool) -> Rule:
+    """DoRA on the head: the backward of ``mag_norm_scale * lora_result`` adds an fp32 (T, V) gradient to the
+    loss backward's, and, when adapters below need the head's input gradient, ``(mag_norm_scale - 1) *
+    base_result`` a compute-dtype one for the base logits (traced)."""
+    per = 4 + (c if below else 0)
+    return Rule(
+        name="loss/dora_head_backward",
+        coef=per * vocab,
+        var=TOKENS,
+        formula=lambda v: f"gradients of the adapter's and the base's logits: T {v.T} x V {vocab} x {per} B",
+        source=SRC_DORA,
+    )
+
+
 def head_only(lora: list[LoraModule]) -> bool:
     """LoRA on the head alone: no gradient flows below it, so neither the layers nor the final norm keep anything."""
     return bool(lora) and all(m.place == "head" for m in lora)
 
 
 def outer_lora_rules(
-    spec: ModelSpec, stage: Stage, r: int, c: int, lora: list[LoraModule], flight: float
+    spec: ModelSpec, stage: Stage, r: int, c: int, lora: list[LoraModule], flight: float, *, dora: bool = False
 ) -> list[Rule]:
-    """LoRA on the input embedding (first stage) and on the head (last stage): what their forward keeps."""
-    places = {m.place for m in lora}
+    """LoRA on the input embedding (first stage) and on the head (last stage): what their forward keeps; DoRA on
+    the head also keeps the base logits and the adapter's fp32 output (dora_saved, vocabulary-wide)."""
+    places = {m.place: m for m in lora}
     out = []
     if stage.first and "embedding" in places:
         out.append(embedding_lora_rule(r, flight))
     if stage.last and "head" in places:
         out.append(head_lora_rule(spec.hidden_size, r, c, flight))
+        if dora:
+            per = dora_saved(places["head"], c=c, amp=False)
+            out.append(
+                Rule(
+                    name="activations/dora_head",
+                    coef=per * flight,
+                    var=TOKENS,
+                    formula=lambda v: f"DoRA on lm_head: base logits and fp32 adapter output {per:,} B x T {v.T}",
+                    source=SRC_DORA,
+                )
+            )
     return out

@@ -171,7 +171,8 @@ def _activations(
         sdpa = setup.attention == AttentionImpl.SDPA
         rules += peft_extras.prefix_rules(spec, setup.peft.num_virtual_tokens, recording, c, flight, sdpa=sdpa)
     rules += _outside_layers(spec, stage, setup, recipe, flight, head_only=peft_extras.head_only(lora))
-    rules += peft_extras.outer_lora_rules(spec, stage, setup.peft.lora_r, recipe.compute, lora, flight)
+    dora = setup.peft.method == PeftMethod.DORA
+    rules += peft_extras.outer_lora_rules(spec, stage, setup.peft.lora_r, recipe.compute, lora, flight, dora=dora)
     return rules, per_layer_max
 
 
@@ -339,6 +340,9 @@ def _forward(
         saved, temp = _loss(spec, setup, recipe, flight)
         held += out.add(saved)
         loss_backward = out.add(temp)
+        if setup.peft.method == PeftMethod.DORA and any(m.place == "head" for m in lora):
+            below = not peft_extras.head_only(lora)
+            loss_backward += out.add(peft_extras.dora_head_backward(spec.vocab_size, recipe.compute, below))
     if recipe.autocast_cache:
         autocast = out.add(_autocast_cache(spec, stage, setup))
         held += autocast
