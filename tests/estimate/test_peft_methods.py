@@ -263,3 +263,16 @@ def test_cli_refuses_options_a_method_cannot_take(capsys: pytest.CaptureFixture[
     assert main(["train", "llama-3-8b", *argv]) == 2
     err = capsys.readouterr().err
     assert words in err and len(err.strip().splitlines()) == 1
+
+
+def test_dora_with_dropout_keeps_fp32_weight_copies() -> None:
+    # peft DoraLinearVariant.forward: with lora_dropout the base output is recomputed as F.linear(dropped fp32 x,
+    # weight.to(fp32)), which keeps the fp32 weight for x's gradient (hand arithmetic: q 256x256 and v 256x64 in 3
+    # layers, 4 B each), and that base output is fp32 (4 + 4 B per output feature and token); the CPU twin refuses
+    # dropout (its kernel keeps a wider mask), so this is the code's arithmetic
+    spec = spec_from_config(FAMILIES["llama"], name="llama", source="test")
+    flat = {"batch": 1, "seq": 64, "peft": "dora", "lora_r": 8, "lora_targets": QV}
+    plain = estimate_training(spec, TrainSetup.from_flat(**flat))
+    dropped = estimate_training(spec, TrainSetup.from_flat(**flat, lora_dropout=0.1))
+    assert dropped.term("activations/dora_weights").bytes == 4 * 3 * (256 * 256 + 256 * 64)
+    assert dropped.term("activations/dora").bytes - plain.term("activations/dora").bytes == 64 * 3 * (4 - 2) * 320

@@ -121,7 +121,7 @@ def _linear_input(
         out.add("lora", 4 * g.lora_r)  # x·A, kept by B
     if g.dora:
         for m in adapters.values():
-            out.add("dora", dora_saved(m, c=s.c, amp=s.amp))
+            out.add("dora", dora_saved(m, c=s.c, amp=s.amp, dropout=g.lora_dropout))
 
 
 def _attention(out: Saved, spec: ModelSpec, s: Shape, g: Grads, attention: str, recompute: str) -> None:

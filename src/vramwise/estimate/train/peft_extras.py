@@ -37,9 +37,28 @@ SRC_LORA_OUTER = "peft 0.21 tuners/lora/layer.py Embedding.forward, Linear.forwa
 SRC_PREFIX = "peft 0.21 PeftModelForCausalLM.forward (past_key_values from get_prompt); transformers sdpa_mask"
 
 
-def dora_saved(m: LoraModule, *, c: int, amp: bool) -> float:
-    """Per token and layer: the base output and the adapter's output, kept for the magnitude's gradient."""
-    return (c + (2 if amp else 4)) * m.out_features
+def dora_saved(m: LoraModule, *, c: int, amp: bool, dropout: bool = False) -> float:
+    """Per token and layer: the base output and the adapter's output, kept for the magnitude's gradient. With
+    lora_dropout the base output is recomputed from the dropped fp32 input (DoraLinearVariant.forward passes
+    base_result=None), so it is fp32 too."""
+    return ((4 if dropout else c) + (2 if amp else 4)) * m.out_features
+
+
+def dora_dropout_weights(lora: list[LoraModule], c: int, share: float) -> Rule | None:
+    """DoRA with lora_dropout on a 16-bit base: ``F.linear(x, weight.to(x.dtype))`` on the dropped fp32 input keeps
+    an fp32 copy of every adapted weight for the input's gradient until that layer's backward."""
+    if c == 4:
+        return None  # an fp32 base: the weight itself, no copy
+    n = sum(m.in_features * m.out_features * m.layers for m in lora if m.place == "layers") * share
+    if not n:
+        return None
+    return Rule(
+        name="activations/dora_weights",
+        coef=4 * n,
+        var=ONE,
+        formula=lambda v: f"fp32 copies of the adapted weights: {n:,.0f} x 4 B",
+        source=SRC_DORA + " (base_result=None with dropout: F.linear(x, weight.to(x.dtype)))",
+    )
 
 
 def ia3_saved(modules: tuple[Ia3Module, ...], *, c: int) -> float:

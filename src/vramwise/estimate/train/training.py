@@ -172,6 +172,10 @@ def _activations(
         rules += peft_extras.prefix_rules(spec, setup.peft.num_virtual_tokens, recording, c, flight, sdpa=sdpa)
     rules += _outside_layers(spec, stage, setup, recipe, flight, head_only=peft_extras.head_only(lora))
     dora = setup.peft.method == PeftMethod.DORA
+    if dora and setup.peft.lora_dropout > 0 and recording and setup.recompute != Recompute.FULL:
+        share = len(stage.layers) / spec.num_layers
+        copies = peft_extras.dora_dropout_weights(lora, c, share)
+        rules += [copies] if copies is not None else []
     rules += peft_extras.outer_lora_rules(spec, stage, setup.peft.lora_r, recipe.compute, lora, flight, dora=dora)
     return rules, per_layer_max
 
