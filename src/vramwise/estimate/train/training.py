@@ -391,6 +391,9 @@ def _backward_phases(
         )
         # DoRA's forward runs again in the rebuilt layer: its fp32 weight rebuild joins the rebuilt activations
         again = out.add(fwd.dora_weight) if fwd.dora_weight is not None else []
+        if fwd.dora_weight is not None and setup.peft.lora_dropout > 0:  # and, with dropout, its weight copies
+            copies = peft_extras.dora_dropout_weights(_lora(spec, setup), recipe.compute, 1 / spec.num_layers)
+            again += out.add(copies) if copies is not None else []
         phases.append((PhaseKind.BACKWARD_RECOMPUTE, fwd.held + out.add(rebuilt) + again))
     if setup.parallel.fsdp != FsdpMode.NONE and fwd.gathered_backward:
         # the last layer's backward: activations still held, the loss's tensors gone, units gathered
