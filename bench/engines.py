@@ -55,6 +55,8 @@ TERMS = {
     "compute_buffer": "llama.cpp compute buffer",
     "budget": "budget",
 }
+FROM_LOGGED_POOL = "(of the logged KV memory; no GPU named)"
+LLAMACPP_KV = "llama.cpp KV (per device)"
 # The issue's targets (issue 13, "Targets"): (term, statistic, bound)
 TARGETS = (
     ("KV capacity", "median", 0.03),
@@ -83,13 +85,22 @@ class Entry:
     comparison: LogComparison | None = None
     skipped: str = ""
     catalog: str = ""
+    config: str = ""  # a committed config.json (configs/) the model is read from instead of the catalog
+    nominal_gpu: str = ""  # the GPU assumed for a log that names none (llama.cpp buffer sizes do not depend on it)
+    dropped: dict[str, str] = field(default_factory=dict)  # figure -> why it is not compared for this log
+    # manifest kv_from_log: a vLLM log that names no GPU: its logged KV memory is given to the plan as
+    # --kv-cache-memory-bytes, so only the tokens, blocks and concurrency that memory holds are checked (the KV bytes
+    # per token and the block rounding), never the budget: kept out of "KV capacity"
+    kv_from_log: bool = False
+    bench_notes: list[str] = field(default_factory=list)  # how this benchmark set the log up (shown under it)
     peers: dict[str, dict[str, float]] = field(default_factory=dict)  # peer -> figure -> relative error
     peer_skips: dict[str, str] = field(default_factory=dict)
 
 
 def _catalog_name(hub_id: str) -> tuple[str | None, str]:
-    """The catalog entry for a hub id: the same id, or the base model of an ``-Instruct`` id (the same config.json
-    architecture; only the weights' values differ, which no memory figure reads)."""
+    """The catalog entry for a hub id: the same id, or the base model of an ``-Instruct`` id, or the ``-Instruct``
+    sibling of a base id (the same config.json architecture; only the weights' values differ, which no memory
+    figure reads)."""
     wanted = hub_id.split(" (")[0].strip().lower()
     for name, entry in models().items():
         if entry.hf_id.lower() == wanted:
@@ -97,6 +108,9 @@ def _catalog_name(hub_id: str) -> tuple[str | None, str]:
     for name, entry in models().items():
         if wanted.endswith("-instruct") and entry.hf_id.lower() == wanted.removesuffix("-instruct"):
             return name, f"{hub_id.split(' (')[0]} read as its base model {entry.hf_id} (same architecture)"
+        if entry.hf_id.lower() == wanted + "-instruct":
+            return name, f"{hub_id.split(' (')[0]} read as its instruction-tuned sibling {entry.hf_id} (same " \
+                         "architecture)"
     return None, ""
 
 
@@ -115,29 +129,60 @@ def _gpu_text(entry: Entry, logged_total: bool) -> str | None:
 
 def run_entry(raw: dict[str, Any]) -> Entry:
     entry = Entry(file=raw["file"], source=raw["source"], engine=raw["engine"], model=raw["model"], gpu=raw["gpu"],
-                  tp=int(raw.get("tp", 1)), version=raw.get("version", ""))
+                  tp=int(raw.get("tp", 1)), version=raw.get("version", ""), config=raw.get("config", ""),
+                  nominal_gpu=raw.get("nominal_gpu", ""), dropped=dict(raw.get("not_compared", {})),
+                  kv_from_log=bool(raw.get("kv_from_log", False)))
     try:
         parsed = load_log(DATA / entry.file)
     except VramwiseError as err:
         entry.skipped = f"log not parsed: {err}"
         return entry
-    name, stand_in = _catalog_name(entry.model)
+    name, stand_in = _model_for(entry)
     if name is None:
         entry.skipped = f"model {entry.model.split(' (')[0]} is not in the catalog (the hub is not reached offline)"
         return entry
-    entry.catalog = name
-    gpu = _gpu_text(entry, parsed.best("gpu_total") is not None)
+    entry.catalog = name if not entry.config else ""
+    gpu = _gpu_text(entry, parsed.best("gpu_total") is not None) or entry.nominal_gpu or None
     if gpu is None and parsed.best("gpu_total") is None:
         entry.skipped = f"no CUDA total in the log and GPU {entry.gpu!r} is not in the catalog"
         return entry
+    # manifest `options`: flags the run used that the kept excerpt does not print (each says where it was read)
+    options = {"tp": entry.tp, **raw.get("options", {})}
+    kv = parsed.best("kv_cache")
+    if entry.kv_from_log and kv is not None:
+        options["kv_cache_memory"] = int(kv.value)
+        entry.dropped["kv_cache"] = ("given to the plan as --kv-cache-memory-bytes (the log names no GPU): the tokens, "
+                                     "blocks and concurrency that memory holds are checked, not the budget")
     try:
-        entry.comparison = compare_parsed(parsed, model=name, gpu=gpu, options={"tp": entry.tp})
+        entry.comparison = compare_parsed(parsed, model=name, gpu=gpu, options=options)
     except VramwiseError as err:
         entry.skipped = f"refused: {err}"
         return entry
-    if stand_in:
-        entry.comparison = LogComparison(**{**entry.comparison.__dict__, "notes": (stand_in, *entry.comparison.notes)})
+    notes = [*([stand_in] if stand_in else []), *_nominal_note(entry, gpu, parsed.best("gpu_total") is not None)]
+    notes += [f"{fig} not compared: {why}" for fig, why in entry.dropped.items()]
+    notes += [f"manifest options: {raw['options']}"] if raw.get("options") else []
+    entry.bench_notes = notes
+    rows = tuple(r for r in entry.comparison.rows if r.name not in entry.dropped)
+    entry.comparison = LogComparison(**{**entry.comparison.__dict__, "rows": rows,
+                                        "notes": (*notes, *entry.comparison.notes)})
     return entry
+
+
+def _model_for(entry: Entry) -> tuple[str | None, str]:
+    """A committed config.json (manifest ``config``, bench/data/engine_logs/configs/, each with its source in
+    configs/README.md) when the manifest names one, else the catalog entry of the logged hub id."""
+    if entry.config:
+        path = os.path.relpath(DATA / entry.config)  # relative: the results name the committed file, not this machine
+        return path, f"model read from {entry.config} (the published config.json; source in configs/README.md)"
+    return _catalog_name(entry.model)
+
+
+def _nominal_note(entry: Entry, gpu: str | None, logged_total: bool) -> list[str]:
+    if logged_total or not entry.nominal_gpu or gpu != entry.nominal_gpu:
+        return []
+    return [f"the log names no GPU: estimated on a nominal {entry.nominal_gpu}, large enough for the model; "
+            "llama.cpp's model, KV and compute buffer sizes do not depend on the GPU's total, so the compared "
+            "figures are the same on any GPU that holds them"]
 
 
 # --- peers -------------------------------------------------------------------------------------------------------
@@ -175,6 +220,9 @@ def _gpu_key(entry: Entry, table: dict[str, str]) -> str | None:
 def peers(entry: Entry, work: Path) -> None:
     c = entry.comparison
     if c is None or c.engine != "vllm":
+        return
+    if not entry.catalog:
+        entry.peer_skips["all"] = "model read from a committed config.json, not a catalog entry the peers were given"
         return
     if not PEERS_PY.exists():
         entry.peer_skips["all"] = f"{PEERS_PY} absent"
@@ -293,11 +341,16 @@ def stats(entries: list[Entry]) -> dict[str, dict[str, Any]]:
     for e in entries:
         if e.comparison is None:
             continue
+        llamacpp = e.comparison.engine == "llama.cpp"
         for r in e.comparison.rows:
             if r.name in TERMS and r.relative is not None:
-                series.setdefault(TERMS[r.name], []).append((r.relative, e.file))
+                term = f"{TERMS[r.name]} {FROM_LOGGED_POOL}" if e.kv_from_log else TERMS[r.name]
+                term = LLAMACPP_KV if llamacpp and r.name == "kv_cache" else term
+                series.setdefault(term, []).append((r.relative, e.file))
+        # KV capacity is the pool an engine sizes from its budget (vLLM, SGLang); llama.cpp's KV buffers follow
+        # -c alone, and a log given its own KV memory checks only the tokens it holds: both reported apart
         cap = _capacity(e.comparison)
-        if cap is not None:
+        if cap is not None and not e.kv_from_log and not llamacpp:
             series.setdefault("KV capacity", []).append((cap[1], e.file))
     for term, values in series.items():
         worst = max(values, key=lambda v: abs(v[0]))
@@ -318,8 +371,15 @@ def render(entries: list[Entry], s: dict[str, dict[str, Any]]) -> str:
              "worst signed. No constant was changed for these numbers.", "",
              "Read with the versions in mind: as `verify --log` does, each vLLM log is compared with the plan of "
              "its release: a V0 log (0.6.x) with `--vllm-version 0.6.4` (its one-line 'Memory profiling results') "
-             "or `0.6` (v0.6.5-v0.6.6, memory_profiling; the options below name it), any other with vLLM 0.11.0 "
-             "(V1); SGLang with 0.5. A log whose model is not in the catalog, "
+             "or `0.6` (v0.6.5-v0.6.6, memory_profiling; the options below name it), a V1 log of 0.7-0.9.1 with `0.8`, "
+             "of 0.9.2 with `0.9`, of 0.10.x with `0.10`, any other with vLLM 0.11.0 (V1); SGLang with 0.5. A log that "
+             "prints no version is compared with 0.11.0 unless its manifest entry names the release of its date "
+             "(`options`, said under the log). The model is the catalog entry of the logged hub id, or a committed "
+             "config.json (bench/data/engine_logs/configs/, each with its source in configs/README.md). A llama.cpp "
+             "log that names no GPU is estimated on a stated nominal GPU large enough for it (its model, KV and "
+             "compute buffers do not depend on the GPU's total); a vLLM log that names no GPU gets its logged KV "
+             "memory as --kv-cache-memory-bytes and checks only the tokens that memory holds, reported apart and "
+             "kept out of 'KV capacity'. A log whose model is not available offline, "
              "or whose GPU is unknown, is listed with the reason and left out of the statistics. Peers: each "
              "figure as the peer outputs it (ridgepoint's totals divided by tp; llm-analysis's "
              "weight_memory_per_gpu + weight_memory_embedding_per_gpu).", "",
@@ -332,7 +392,7 @@ def render(entries: list[Entry], s: dict[str, dict[str, Any]]) -> str:
                      f"(n={v.get('n', 0)}) | {met} |")
     lines += ["", "## Per term", "", "| term | logs | median abs error | worst | worst log |",
               "| --- | --- | --- | --- | --- |"]
-    for term in [*TERMS.values(), "KV capacity"]:
+    for term in [*TERMS.values(), "KV capacity", LLAMACPP_KV, *(f"{t} {FROM_LOGGED_POOL}" for t in TERMS.values())]:
         if term in s:
             v = s[term]
             lines.append(f"| {term} | {v['n']} | {v['median']:.1%} | {_pct(v['worst'])} | {v['worst_log']} |")
@@ -355,7 +415,8 @@ def render(entries: list[Entry], s: dict[str, dict[str, Any]]) -> str:
             lines += [f"skipped: {e.skipped}", ""]
             continue
         c = e.comparison
-        lines.append(f"estimated as: catalog {c.model}, {c.gpu}, options {dict(c.options)}")
+        lines.append(f"estimated as: {'catalog ' if e.catalog else ''}{c.model}, {c.gpu}, options {dict(c.options)}")
+        lines += [f"- {n}" for n in e.bench_notes]
         lines += ["", "| figure | rank | logged | estimate | error |", "| --- | --- | --- | --- | --- |"]
         for r in c.rows:
             est = "not modelled" if r.estimate is None else f"{r.estimate:,}" if r.is_bytes else f"{r.estimate:,.6g}"

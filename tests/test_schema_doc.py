@@ -51,6 +51,13 @@ TRAIN = (
     {"pp": 2, "interleave": 2, "grad_accum": 4, "freeze_layers": 2, "optimizer": "paged-adamw-8bit"},
     {"mode": "textbook", "seed": "000", "peft": "lora"},
     {"mode": "textbook", "seed": "002", "dp": 2, "zero": 3, "tp": 2, "sp": True, "pp": 2, "grad_accum": 2},
+    # issue 14's implementation knobs (estimate/train/loss.py, knobs.py)
+    {"loss": "liger", "precision": "bf16"},
+    {"loss": "cce", "peft": "lora", "adapter_dtype": "bf16"},
+    {"loss": "torchtune-chunked", "peft": "qlora", "double_quant": True},
+    {"loss": "compute-dtype", "peft": "lora-8bit"},
+    {"recompute": "layer-sac", "recompute_every": 3, "precision": "bf16", "optimizer_in_backward": True},
+    {"activation_offload": True, "float8": True, "recompute": "full"},
 )
 # Families whose peft has no default targets, and the models that cannot take a given layout.
 _NEEDS_TARGETS = ("gemma-3-1b", "deepseek-v2-lite", "deepseek-v3", "gpt-oss-20b")
@@ -231,12 +238,18 @@ INFER_SETUP_KEYS = [
     "ctx_size", "batch_size", "ubatch_size", "n_gpu_layers", "cache_type_k",
     "cache_type_v", "flash_attn", "parallel", "tensor_split", "split_mode", "no_mmap", "no_kv_offload", "kv_unified",
     "swa_full", "embeddings", "fit_gpu_layers", "ollama", "vllm_version", "mxfp4_backend",
+    "cuda_version", "compute_capability",
 ]
 TRAIN_SETUP_KEYS = [
     "batch", "seq", "grad_accum", "precision", "grad_dtype", "optimizer", "optimizer_impl", "peft", "lora_r",
     "lora_targets", "lora_dropout", "freeze_layers", "recompute", "attention", "loss", "loss_chunk", "dp", "zero",
     "fsdp", "fsdp_shard", "offload", "tp", "sp", "pp", "interleave", "cp", "ep", "reduce_bucket", "prefetch_bucket",
     "cuda_context_mib", "allocator_fraction", "mode", "seed", "lora_fraction",
+    # issue 14's implementation knobs
+    "adapter_dtype", "double_quant", "recompute_every", "mlp_impl", "norm_impl", "activation_offload", "compile",
+    "optimizer_in_backward", "float8",
+    "framework",  # issue 14, appended within version 1
+    "cuda_version", "compute_capability", "loading",
 ]
 TRAIN_SETUP_KEYS += ["num_virtual_tokens", "decoder_seq"]  # issue 14: peft prompt/prefix tuning, T5 (appended)
 

@@ -45,7 +45,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 def test_infer_result_carries_estimate_verdict_and_capacity() -> None:
     r = infer(InferRequest(model="qwen2-7b", options={"context": 8192}, gpu="a100-80gb"))
     spec, gpu = catalog_spec("qwen2-7b"), get_gpu("a100-80gb")
-    setup = InferSetup(context=8192)
+    setup = InferSetup.from_flat(context=8192, compute_capability="8.0")  # --gpu's architecture picks the context
     assert r.setup == setup and r.gpu == gpu
     assert r.estimate == estimate_inference(spec, setup)
     assert r.verdict is not None and r.verdict.headroom_bytes == gpu.memory_bytes - r.estimate.peak_bytes
@@ -57,7 +57,7 @@ def test_serve_is_the_vllm_plan_and_its_one_verdict() -> None:
 
     r = infer(InferRequest(model="qwen2-7b", options={"context": 8192}, gpu="a100-80gb", serve=True))
     spec, gpu = catalog_spec("qwen2-7b"), get_gpu("a100-80gb")
-    setup = InferSetup(context=8192, engine="vllm")
+    setup = InferSetup.from_flat(context=8192, engine="vllm", compute_capability="8.0")
     assert r.setup == setup and r.engine == vllm_plan(spec, setup, gpu)
     assert r.estimate == r.engine.estimate  # the table's terms are the plan's
     assert r.verdict is not None and r.verdict.fits and r.engine.max_sequences
@@ -81,7 +81,8 @@ def test_fit_answers_equal_the_solvers() -> None:
     spec, budget = catalog_spec("llama-3-8b"), get_gpu("rtx-4090").memory_bytes
     opts = {"peft": "lora", "recompute": "full"}
     r = fit(FitRequest(model="llama-3-8b", gpu="rtx-4090", question=Question.MAX, target="batch", options=opts))
-    assert r.answer == max_train(spec, TrainSetup.from_flat(peft="lora", recompute="full"), budget, "batch")
+    lora = TrainSetup.from_flat(peft="lora", recompute="full", compute_capability="8.9")  # the 4090's
+    assert r.answer == max_train(spec, lora, budget, "batch")
     r = fit(
         FitRequest(
             model="llama-3-8b",
@@ -92,9 +93,10 @@ def test_fit_answers_equal_the_solvers() -> None:
             options={"kv_dtype": "fp8"},
         )
     )
-    assert r.answer == max_infer(spec, InferSetup(kv_dtype="fp8"), budget, "context")
+    fp8 = InferSetup.from_flat(kv_dtype="fp8", compute_capability="8.9")
+    assert r.answer == max_infer(spec, fp8, budget, "context")
     r = fit(FitRequest(model="llama-3-8b", gpu="rtx-4090", question=Question.BEST_FORMAT, infer=True))
-    answer, rows = best_format(spec, InferSetup(), budget)
+    answer, rows = best_format(spec, InferSetup.from_flat(compute_capability="8.9"), budget)
     assert (r.answer, list(r.formats)) == (answer, rows)
 
 
@@ -193,16 +195,23 @@ LLAMA_CPP = (
     " -ctv --cache-type-v -fa --flash-attn -np --parallel -ts --tensor-split -sm --split-mode --no-mmap"
     " -nkvo --no-kv-offload -kvu --kv-unified --swa-full --embeddings --ollama --vllm-version"
 )
+# issue 14's implementation knobs (training only)
+_KNOBS = (
+    " --adapter-dtype --double-quant --recompute-every --mlp-impl --norm-impl --activation-offload --compile"
+    " --optimizer-in-backward --float8"
+)
 FROZEN = {
     "infer": "--all-logits --allocator-fraction --attention --batch --context --cuda-context --explain --format "
     "--gpu --gpu-util --image-size --images --json --kv-block --kv-dtype --max-batched-tokens --mode --new-tokens "
     "--prefill-chunk --serve --seq --tp --units -b -f -n -s model --gpu-memory-utilization --block-size --engine "
     "--max-model-len --max-num-seqs --max-num-batched-tokens --enforce-eager --kv-cache-memory-bytes "
-    "--kv-cache-memory --pp --kv-cache-dtype " + _ENGINE_FLAGS + LLAMA_CPP,
+    "--kv-cache-memory --pp --kv-cache-dtype --cuda-version " + _ENGINE_FLAGS + LLAMA_CPP,
     "train": "--allocator-fraction --attention --batch --cp --cuda-context --dp --ep --explain --freeze-layers "
     "--fsdp --fsdp-shard --gpu --grad-accum --grad-dtype --interleave --json --lora-dropout --lora-fraction "
     "--lora-r --lora-targets --loss --loss-chunk --mode --offload --optimizer --optimizer-impl --peft --per-stage "
-    "--pp --precision --recompute --seed --seq --sp --tp --units --zero -b -s model",
+    "--pp --precision --recompute --seed --seq --sp --tp --units --zero -b -s model --cuda-version --loading"
+    + _KNOBS
+    + " --framework",
 }
 _SETUPS = (
     "--all-logits --allocator-fraction --attention --batch --context --cp --cuda-context --dp --ep --format "
@@ -211,7 +220,11 @@ _SETUPS = (
     "--loss-chunk --mode --new-tokens --offload --optimizer --optimizer-impl --peft --pp --precision "
     "--prefill-chunk --recompute --seed --seq --sp --tp --zero -b -f -n -s model --gpu-memory-utilization "
     "--block-size --engine --max-model-len --max-num-seqs --max-num-batched-tokens --max-batched-tokens "
-    "--enforce-eager --kv-cache-memory-bytes --kv-cache-memory --kv-cache-dtype " + _ENGINE_FLAGS + LLAMA_CPP
+    "--enforce-eager --kv-cache-memory-bytes --kv-cache-memory --kv-cache-dtype --cuda-version --loading "
+    + _ENGINE_FLAGS
+    + LLAMA_CPP
+    + _KNOBS
+    + " --framework"
 )
 _SETUPS += " --num-virtual-tokens --decoder-seq"  # peft prompt and prefix tuning; T5's target length
 FROZEN["train"] += " --num-virtual-tokens --decoder-seq"

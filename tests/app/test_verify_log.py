@@ -180,7 +180,10 @@ def test_llamacpp_corpus_log_per_device(capsys: pytest.CaptureFixture[str]) -> N
     # Mixtral-8x7B (config: 32 layers, 8 KV heads x 128): f16 K and V, 32,000 cells, all layers over the 4 GPUs
     assert rows["kv_cache_total"]["estimate"] == 32 * 32_000 * 8 * 128 * 2 * 2
     assert rows["kv_cache_k"]["estimate"] == rows["kv_cache_v"]["estimate"] == 32 * 32_000 * 8 * 128 * 2
-    assert rows["failed_allocation"]["modelled"] is False
+    # the compute buffer that failed (ggml_gallocr_reserve_n, exact bytes) is set beside the plan's; this
+    # llama-cpp-python 0.2.62 build prints no flash_attn line, so it predates flash attention: -fa off
+    assert rows["compute_buffer"]["rank"] == "CUDA0" and rows["compute_buffer"]["modelled"]
+    assert out["options"]["flash_attn"] == "off"
 
 
 def test_max_model_len_from_the_concurrency_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -207,3 +210,31 @@ def test_a_logged_cuda_total_is_not_called_a_bare_size(tmp_path: Path, capsys: p
     assert "a few hundred MiB less" not in out
     assert main(["verify", "--log", _log(tmp_path), *KV_ARGS, "--gpu", "80GiB"]) == 0
     assert "a few hundred MiB less" in capsys.readouterr().out  # a size the user gave keeps its note
+
+
+def test_llamacpp_logged_flash_attn_becomes_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    """llama.cpp logs "flash_attn = 0" (cparams.flash_attn printed with %d before -fa auto; "enabled"/"disabled"/
+    "auto" after it): the plan follows the logged choice instead of its own -fa auto, and an unknown value is one
+    line naming the field."""
+    from vramwise.app.verify_log import logged_options
+    from vramwise.engines.logs import load_log
+
+    off, _ = logged_options(load_log(CORPUS / "llamacpp-llama2-7b-f16-4xunnamed-tp1-1.log"))
+    on, _ = logged_options(load_log(CORPUS / "llamacpp-llama31-8b-q4kv-unnamed-tp1-1.log"))
+    assert off["flash_attn"] == "off" and on["flash_attn"] == "on"
+    log = str(CORPUS / "llamacpp-llama2-7b-f16-4xunnamed-tp1-1.log")
+    argv = ["verify", "--log", log, "--model", "llama-2-7b", "--gpu", "4xH100", "-ngl", "32", "--json"]
+    assert main(argv) == 0
+    logged_off = {r["name"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert main([*argv, "-fa", "on"]) == 0  # the command line overrides the log
+    forced_on = {r["name"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    # without flash attention the prompt graph holds the attention scores: a larger compute buffer
+    assert logged_off["compute_buffer"]["estimate"] > forced_on["compute_buffer"]["estimate"]
+
+
+def test_llamacpp_unknown_flash_attn_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (CORPUS / "llamacpp-llama2-7b-f16-4xunnamed-tp1-1.log").read_text(encoding="utf-8")
+    path = _log(tmp_path, text.replace("flash_attn = 0", "flash_attn = maybe"), "llama.log")
+    assert main(["verify", "--log", path, "--model", "llama-2-7b", "--gpu", "4xH100"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "flash_attn" in err[0] and "maybe" in err[0]

@@ -36,3 +36,40 @@ def test_entry_fields_and_parse(entry: dict[str, object]) -> None:
     parsed = load_log(CORPUS / str(entry["file"]))
     assert parsed.engine == entry["engine"]
     assert parsed.figures, "a corpus log must carry at least one figure"
+
+
+CONFIGS = CORPUS / "configs"
+WITH_CONFIG = [entry for entry in ENTRIES if "config" in entry]
+
+
+@pytest.mark.parametrize("entry", WITH_CONFIG, ids=[entry["file"] for entry in WITH_CONFIG])
+def test_committed_configs_exist_with_their_source(entry: dict[str, object]) -> None:
+    """A manifest ``config`` is a committed config.json that the model resolver reads (as ``verify --log --model
+    PATH`` does), and configs/README.md names where it was copied from."""
+    from vramwise.spec.load import resolve_model
+
+    path = CORPUS / str(entry["config"])
+    assert path.parent == CONFIGS and path.is_file()
+    resolve_model(str(path))
+    assert f"| {path.name} |" in (CONFIGS / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_committed_config_is_used() -> None:
+    used = {Path(str(entry["config"])).name for entry in WITH_CONFIG}
+    assert used == {p.name for p in CONFIGS.glob("*.json")}
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[entry["file"] for entry in ENTRIES])
+def test_bench_fields_are_well_formed(entry: dict[str, object]) -> None:
+    """The optional fields bench/engines.py reads: options the excerpt does not print, a nominal GPU for a log that
+    names none, figures not compared (each with its reason), and kv_from_log only with a nominal GPU."""
+    from vramwise.catalog import parse_gpu
+    from vramwise.engines.logs.parsed import FIGURE_NAMES
+
+    assert isinstance(entry.get("options", {}), dict)
+    if "nominal_gpu" in entry:
+        parse_gpu(str(entry["nominal_gpu"]))
+    dropped = entry.get("not_compared", {})
+    assert isinstance(dropped, dict) and all(k in FIGURE_NAMES and str(v) for k, v in dropped.items())
+    if entry.get("kv_from_log"):
+        assert "nominal_gpu" in entry and entry["engine"] == "vllm"

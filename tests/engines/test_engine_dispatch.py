@@ -18,7 +18,7 @@ from vramwise.workload.sglang_flags import SglangFlags
 def test_sglang_engine_is_the_plan() -> None:
     r = infer(InferRequest(model="qwen2-7b", gpu="h100", options={"engine": "sglang", "mem_fraction_static": 0.8}))
     flags = SglangFlags(mem_fraction_static=0.8)
-    setup = InferSetup(engine="sglang", sglang=flags)
+    setup = InferSetup.from_flat(engine="sglang", mem_fraction_static=0.8, compute_capability="9.0")  # --gpu h100's
     assert r.setup == setup
     assert r.engine == sglang.plan(catalog_spec("qwen2-7b"), setup, flags, get_gpu("h100"))
     assert r.estimate == r.engine.estimate and r.capacity is not None

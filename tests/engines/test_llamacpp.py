@@ -548,3 +548,24 @@ def test_one_sequence_and_one_layer_are_singular(capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert "1 concurrent sequence of 2,048 tokens" in out and "1 concurrent sequences" not in out
     assert "-ngl 31: 1 layer and the output layer on the CPU" in out
+
+
+def test_flash_attention_mask_cast_on_the_first_gpu_by_hand() -> None:
+    """With flash attention the GPU of layer 0 holds the f32 mask's split-input copy and its f16 cast at once
+    (llamacpp_compute.mask_cast_phase, ggml-backend.cpp / llama-graph.cpp as vendored by ollama v0.12.10).
+    Llama-3.1-8B at -c 131072, -ub 512, q4_0 K and V: n_kv 131,072 cells, rows GGML_PAD(512, 64) = 512:
+    f32 131072 x 512 x 4 B = 256 MiB, f16 128 MiB, layer 0's residual and normed input 2 x 4096 x 512 x 4 B = 16 MiB:
+    400 MiB, above the logits' 128256 x 512 x 4 + 4096 x 512 x 4 B = 258.5 MiB."""
+    spec = resolve_model("llama-3.1-8b")
+    flags = LlamaCppFlags(ctx_size=131072, cache_type_k="q4_0", cache_type_v="q4_0", flash_attn="on")
+    est = plan(spec, InferSetup(weight_format="q4_k_m"), flags, H100).estimate
+    mib = 2**20
+    assert est.peak_phase is not None and est.peak_phase.bytes == 400 * mib
+    assert est.term("compute/kq_mask_input").bytes == 256 * mib
+    # without flash attention the layers read the f32 input itself: no cast, no second copy
+    off = plan(spec, InferSetup(weight_format="q4_k_m"), LlamaCppFlags(ctx_size=8192, flash_attn="off"), H100)
+    assert all(t.name != "compute/kq_mask_input" for p in off.estimate.phases for t in p.transient)
+    # with pipeline parallelism (4 GPUs, all offloaded) the split inputs are kept copies (compute/pipeline_copies)
+    four = per_gpu(spec, InferSetup(weight_format="q4_k_m"), flags, 4)
+    assert len(four) == 4
+    assert all(t.name != "compute/kq_mask_input" for g in four.values() for p in g.phases for t in p.transient)

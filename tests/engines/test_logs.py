@@ -499,8 +499,14 @@ def test_llamacpp_2023_mb_is_mib_and_failed_allocations() -> None:
         "llama_kv_cache_init: CUDA0 KV buffer size = 1875.00 MiB\n"
         "ggml_gallocr_reserve_n: failed to allocate CUDA0 buffer of size 3529547776\n"
     )
-    figure = failed.best("failed_allocation", "CUDA0")
+    # the graph allocator's failure is that device's compute buffer (llama_context reserves its compute buffers
+    # through ggml_backend_sched_reserve -> ggml_gallocr_reserve_n); alloc_tensor_range's same words (a model or
+    # KV buffer) stay a failed_allocation
+    figure = failed.best("compute_buffer", "CUDA0")
     assert figure is not None and (figure.value, figure.tolerance, figure.unit) == (3_529_547_776, 0, "B")
+    tensors = parse_log("llama_kv_cache_init: CUDA0 KV buffer size = 1875.00 MiB\n"
+                        "alloc_tensor_range: failed to allocate CUDA0 buffer of size 1048576\n")
+    assert tensors.best("failed_allocation", "CUDA0") is not None and tensors.best("compute_buffer") is None
 
 
 def test_llamacpp_command_line() -> None:

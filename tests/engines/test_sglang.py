@@ -9,9 +9,13 @@ from tiny_configs import FAMILIES
 from vramwise.catalog.gpu_spec import get_gpu, parse_gpu
 from vramwise.engines import sglang
 from vramwise.errors import InvalidWorkloadError, UnsupportedArchitectureError, VramwiseError
+from vramwise.estimate.cuda_context import context_term
 from vramwise.spec.adapters import spec_from_config
-from vramwise.workload import InferSetup
+from vramwise.workload import InferSetup, Overheads
 from vramwise.workload.sglang_flags import SglangFlags
+
+# the project's CUDA context without a GPU architecture (estimate/cuda_context.py; its rows are tested there)
+CONTEXT = context_term(Overheads()).bytes
 
 MIB, GIB = 2**20, 2**30
 
@@ -56,7 +60,7 @@ def test_token_pool_by_hand() -> None:
     # llama tiny: 3 layers, 2 KV heads of 256 / 8 = 32 dims, bf16: cell = 2 x 32 x 2 x 3 x 2 B = 768 B
     cell = 2 * 32 * 2 * 3 * 2
     weights = got.estimate.bytes_of("weights")
-    free = gpu.memory_bytes - 512 * MIB  # the CUDA context is gone before SGLang measures
+    free = gpu.memory_bytes - CONTEXT  # the CUDA context is gone before SGLang measures
     tokens = (int(0.5 * free) - weights) // cell
     assert got.kv_tokens == tokens
     assert got.budget == int(0.5 * free)
@@ -165,7 +169,7 @@ def test_version_04_defaults(gpu_mem: int, tp: int, expected: tuple[int, int, fl
 def test_version_04_plan_uses_its_fraction() -> None:
     spec, gpu = _spec("llama"), get_gpu("h100")
     got = sglang.plan(spec, InferSetup(context=512), SglangFlags(version="0.4"), gpu)
-    free = gpu.memory_bytes - 512 * MIB
+    free = gpu.memory_bytes - CONTEXT
     assert got.budget == int(0.88 * free) and got.version == "0.4"
     assert got.estimate.term("cuda_graphs").bytes == 160 * 2 * MIB
     with pytest.raises(InvalidWorkloadError) as err:
@@ -194,7 +198,7 @@ def test_hybrid_swa_pool_by_hand() -> None:
     gpu = get_gpu("h100")
     got = sglang.plan(spec, InferSetup(context=1000), SglangFlags(mem_fraction_static=0.5), gpu)
     weights = got.estimate.bytes_of("weights")
-    profiled = (int(0.5 * (gpu.memory_bytes - 512 * MIB)) - weights) // (256 * 4)
+    profiled = (int(0.5 * (gpu.memory_bytes - CONTEXT)) - weights) // (256 * 4)
     # set_num_token_hybrid: profiled x 4 token-layers = full x 2 + 0.8 x full x 2
     full = int(profiled * 4 / (0.8 * 2 + 2))
     swa = int(full * 0.8)

@@ -10,11 +10,14 @@ from vramwise.catalog.gpu_spec import get_gpu
 from vramwise.engines import sglang
 from vramwise.engines.log_figures import plan_figures
 from vramwise.engines.sglang_comms import distributed_init_terms, torch_group_term
+from vramwise.estimate.cuda_context import context_term
 from vramwise.spec.adapters import spec_from_config
-from vramwise.workload import InferSetup
+from vramwise.workload import InferSetup, Overheads
 from vramwise.workload.sglang_flags import SglangFlags
 
 MIB = 2**20
+# the project's CUDA context without a GPU architecture (estimate/cuda_context.py; its rows are tested there)
+CONTEXT = context_term(Overheads()).bytes
 # NCCL per channel: SIMPLE 1 << 22 + LL 8 x 512 x 8 x 16 (512 KiB) + LL128 120 x 640 x 8 x 8 = 9,633,792 B;
 # 32 channels = 308,281,344 B per communicator
 NCCL_COMM = 32 * (4_194_304 + 524_288 + 4_915_200)
@@ -49,7 +52,7 @@ def test_pool_loses_the_fraction_of_the_init_bytes() -> None:
     # llama tiny at tp 2: 2 KV heads / 2 = 1 of 32 dims, 3 layers, K and V, bf16: 1 x 32 x 3 x 2 x 2 = 384 B
     cell = 1 * 32 * 3 * 2 * 2
     weights = got.estimate.bytes_of("weights")
-    free = gpu.memory_bytes - 512 * MIB - NCCL_COMM - CUSTOM_AR
+    free = gpu.memory_bytes - CONTEXT - NCCL_COMM - CUSTOM_AR
     assert got.budget == int(0.5 * free)
     assert got.kv_tokens == (int(0.5 * free) - weights) // cell
     names = [t.name for t in got.estimate.persistent]
@@ -64,5 +67,5 @@ def test_pool_loses_the_fraction_of_the_init_bytes() -> None:
 def test_tp1_pool_unchanged() -> None:
     spec, gpu = spec_from_config(FAMILIES["llama"], name="llama", source="test"), get_gpu("h100")
     got = sglang.plan(spec, InferSetup(context=1000), SglangFlags(mem_fraction_static=0.5), gpu)
-    assert got.budget == int(0.5 * (gpu.memory_bytes - 512 * MIB))
+    assert got.budget == int(0.5 * (gpu.memory_bytes - CONTEXT))
     assert not any(t.name.startswith("overhead/nccl") for t in got.estimate.persistent)

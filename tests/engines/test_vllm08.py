@@ -13,13 +13,15 @@ from vramwise.catalog import get_gpu
 from vramwise.engines.logs import parse_log
 from vramwise.engines.vllm import vllm_figures, vllm_plan
 from vramwise.engines.vllm_releases import capture_sizes_v085
+from vramwise.estimate.cuda_context import context_term
 from vramwise.spec.load import catalog_spec
-from vramwise.workload import InferSetup
+from vramwise.workload import InferSetup, Overheads
 
 MIB = 2**20
 H100 = get_gpu("h100-80gb")
 A100 = get_gpu("a100-80gb")
-CONTEXT = 512 * MIB  # vramwise's CUDA context default (estimate/overheads.py), counted inside v0.8.5's budget
+# vramwise's CUDA context without a GPU architecture (estimate/cuda_context.py), counted inside v0.8.5's budget
+CONTEXT = context_term(Overheads()).bytes
 NCCL_ONE = 32 * ((1 << 22) + 8 * 512 * 8 * 16 + 120 * 640 * 8 * 8)  # one communicator, NCCL 2.21.5 buffers
 CUSTOM_AR = 3 * 8 * MIB
 
@@ -79,7 +81,7 @@ def test_gemma_2_sliding_layers_cached_at_full_length() -> None:
 @pytest.mark.parametrize(
     ("version", "release", "noted"),
     [("0.8.5", "0.8", False), ("0.8.0", "0.8", False), ("0.7.3", "0.8", True), ("0.9.0", "0.8", True),
-     ("0.9.2", None, False), ("0.10.1", None, False)],
+     ("0.9.2", "0.9", False), ("0.10.1", "0.10", True), ("0.10.2", "0.10", False), ("0.11.0", None, False)],
 )
 def test_verify_log_picks_0_8_for_v1_logs_of_0_7_to_0_9_1(version: str, release: str | None, noted: bool) -> None:
     chosen, note = vllm_release(parse_log(f"INFO [api_server.py:1043] vLLM API server version {version}\n"

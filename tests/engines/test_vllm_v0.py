@@ -24,10 +24,13 @@ from vramwise.engines.logs import load_log, parse_log
 from vramwise.engines.vllm import vllm_figures, vllm_plan
 from vramwise.engines.vllm_v0_terms import v0_batched_tokens, v0_capture_sizes
 from vramwise.errors import InvalidWorkloadError
+from vramwise.estimate.cuda_context import context_term
 from vramwise.spec.load import catalog_spec
-from vramwise.workload import InferSetup
+from vramwise.workload import InferSetup, Overheads
 
 MIB = 2**20
+# the project's CUDA context without a GPU architecture (estimate/cuda_context.py; its rows are tested there)
+CONTEXT = context_term(Overheads()).bytes
 H100 = get_gpu("h100-80gb")  # compute capability 9.0: torch's 32 MiB cuBLAS workspace
 L4 = get_gpu("l4")
 CORPUS = Path(__file__).resolve().parents[2] / "bench" / "data" / "engine_logs"
@@ -92,8 +95,8 @@ def test_0_6_4_counts_the_cuda_context_inside_the_budget() -> None:
     # v0.6.4 determine_num_available_blocks: peak_memory += every byte used outside torch (the context included)
     p6, p4 = _plan("llama-3-8b", vllm_version="0.6"), _plan("llama-3-8b", vllm_version="0.6.4")
     assert p4.version == "0.6.4"
-    assert vllm_figures(p4)["non_torch"] == 512 * MIB  # the project's CUDA context default (--cuda-context)
-    assert vllm_figures(p6)["available_kv_cache"] - vllm_figures(p4)["available_kv_cache"] == 512 * MIB
+    assert vllm_figures(p4)["non_torch"] == CONTEXT  # the project's CUDA context default (--cuda-context)
+    assert vllm_figures(p6)["available_kv_cache"] - vllm_figures(p4)["available_kv_cache"] == CONTEXT
     assert _plan("llama-3-8b", vllm_version="0.6.4", cuda_context_mib=300).kv_tokens >= p4.kv_tokens
 
 
@@ -198,8 +201,8 @@ def test_corpus_log_of_0_6_4_by_hand() -> None:
     forward = 20000 * 2 * (2 * 4096 + 3 * 14336)  # T = max(20000, 2048), below 32K: not chunked
     ws = 4096 * 1024 * 2 + 16 * 1024 * 8  # a GPU given by its size has no compute capability: the default size
     assert rows["torch_peak"] == WEIGHTS + forward + ws  # allocated_bytes.all.peak, the weights in it
-    assert rows["non_torch"] == 512 * MIB
-    assert rows["kv_cache"] == int(0.9 * int(total)) - WEIGHTS - forward - ws - 512 * MIB
+    assert rows["non_torch"] == CONTEXT
+    assert rows["kv_cache"] == int(0.9 * int(total)) - WEIGHTS - forward - ws - CONTEXT
 
 
 def test_tp_2_at_0_6_4_counts_torch_s_own_nccl_communicator() -> None:

@@ -152,7 +152,7 @@ def test_all_linear_lora_counts_every_projection() -> None:
 
 def test_qlora_base_is_nf4_with_fp32_embeddings_and_head() -> None:
     spec = catalog_spec("llama-2-7b")
-    est = _train(peft="qlora", lora_targets=("all-linear",), recompute="full")
+    est = _train(peft="qlora", lora_targets=("all-linear",), recompute="full", double_quant=True)
     assert _bytes(est, "weights/embeddings") == V * H * 4
     assert _bytes(est, "weights/head") == V * H * 4
     assert _bytes(est, "weights/norms") == (2 * L + 1) * H * 4

@@ -63,6 +63,13 @@ def test_verify_inference_table(capsys: pytest.CaptureFixture[str], tiny: str) -
         ["--optimizer", "adamw-8bit"],
         ["--dp", "8", "--zero", "3"],
         ["--loss", "chunked"],
+        ["--loss", "liger"],
+        ["--recompute", "selective"],
+        ["--mlp-impl", "fused"],
+        ["--activation-offload"],
+        ["--float8"],
+        ["--compile"],
+        ["--peft", "lora-8bit", "--lora-targets", "q_proj"],
         ["--infer", "--format", "nf4"],
         ["--layers", "0"],
     ],
@@ -78,3 +85,23 @@ def test_verify_refuses_what_it_cannot_reproduce(
 def test_verify_needs_an_architecture(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "verify", "7b")
     assert code == 2 and "needs the architecture" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--loss", "compute-dtype"],
+        ["--loss", "torchtune-chunked"],
+        ["--loss", "torchtune-linear"],
+        ["--recompute", "layer-sac", "--recompute-every", "2"],
+        ["--recompute", "op-sac"],
+        ["--optimizer-in-backward", "--precision", "bf16"],
+        ["--peft", "lora", "--lora-targets", "q_proj,v_proj", "--adapter-dtype", "bf16"],
+    ],
+)
+def test_verify_traces_the_knobs_it_can(argv: list[str], capsys: pytest.CaptureFixture[str], tiny: str) -> None:
+    code, out, _ = _run(capsys, "verify", tiny, "--seq", "128", "--batch", "2", "--json", *argv)
+    assert code == 0
+    rows = {r["name"]: r for r in json.loads(out)["rows"]}
+    assert rows["weights"]["estimate"] == rows["weights"]["measured"]
+    assert abs(rows["peak"]["error"]) < 0.05

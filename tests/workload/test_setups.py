@@ -32,6 +32,14 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
     "sp": False, "pp": 1, "interleave": 1, "cp": 1, "ep": 1, "reduce_bucket": 500_000_000,
     "prefetch_bucket": 50_000_000, "cuda_context_mib": None, "allocator_fraction": None, "mode": "accurate",
     "seed": "002", "lora_fraction": 0.02,
+    # issue 14's implementation knobs
+    "adapter_dtype": "auto", "double_quant": False, "recompute_every": 2, "mlp_impl": "composite",
+    "norm_impl": "composite", "activation_offload": False, "compile": False, "optimizer_in_backward": False,
+    "float8": False,
+    # issue 14, added within version 1: whose defaults filled the options not given (workload/frameworks.py)
+    "framework": "none",
+    # issue 14, added within version 1: the CUDA context's row and the loading path
+    "cuda_version": None, "compute_capability": None, "loading": "auto",
     # issue 14, added within version 1 (appended): peft prompt and prefix tuning's virtual tokens
     "num_virtual_tokens": 20, "decoder_seq": None,
 }  # fmt: skip
@@ -57,6 +65,8 @@ V1_INFER_DEFAULTS: dict[str, Any] = {
     "vllm_version": "0.11",
     # vLLM's MXFP4 MoE backend (workload/engines.py MXFP4_BACKENDS; None: vLLM's choice by compute capability)
     "mxfp4_backend": None,
+    # issue 14: the CUDA release and the GPU's compute capability, which pick the CUDA context's row
+    "cuda_version": None, "compute_capability": None,
 }  # fmt: skip
 
 # A non-default value for every flat training field (each one valid together with the rest at their defaults,
@@ -68,6 +78,10 @@ OTHER: dict[str, Any] = {
     "zero": 1, "fsdp": "hybrid", "fsdp_shard": 2, "offload": "optimizer", "tp": 2, "sp": True, "pp": 2,
     "interleave": 2, "cp": 2, "ep": 2, "reduce_bucket": 1000, "prefetch_bucket": 1000, "cuda_context_mib": 0,
     "allocator_fraction": 0.0, "mode": "textbook", "seed": "000", "lora_fraction": 0.1,
+    "adapter_dtype": "bf16", "double_quant": True, "recompute_every": 3, "mlp_impl": "fused", "norm_impl": "fused",
+    "activation_offload": True, "compile": True, "optimizer_in_backward": True, "float8": True,
+    "framework": "hf-trainer",
+    "cuda_version": "11.8", "compute_capability": "8.0", "loading": "hf-device-map",
     "num_virtual_tokens": 8, "decoder_seq": 128,
 }  # fmt: skip
 _NEEDS: dict[str, dict[str, Any]] = {
@@ -78,6 +92,8 @@ _NEEDS: dict[str, dict[str, Any]] = {
     "sp": {"tp": 2},
     "interleave": {"pp": 2},
     "ep": {"dp": 2},
+    "double_quant": {"peft": "qlora"},
+    "recompute_every": {"recompute": "layer-sac"},
 }
 
 
@@ -137,7 +153,7 @@ INFER_OTHER: dict[str, Any] = {
     "n_gpu_layers": 20, "cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on", "parallel": 4,
     "tensor_split": (3.0, 1.0), "split_mode": "none", "no_mmap": True, "no_kv_offload": True, "kv_unified": True,
     "swa_full": True, "embeddings": True, "fit_gpu_layers": True, "ollama": True, "vllm_version": "0.6",
-    "mxfp4_backend": "marlin",
+    "mxfp4_backend": "marlin", "cuda_version": "11.8", "compute_capability": "8.0",
 }  # fmt: skip
 
 

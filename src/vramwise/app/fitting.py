@@ -14,9 +14,22 @@ from vramwise.app.choices import DEFAULT_TOP, MAX_TARGETS
 from vramwise.app.engines import hf_only
 from vramwise.app.gpu_rules import infer_options, native_format, train_options, uncounted
 from vramwise.app.run import architecture
-from vramwise.app.setups import INFERENCE_ONLY, TRAINING_ONLY, check_format, infer_setup, refuse, train_setup
+from vramwise.app.setups import (
+    INFERENCE_ONLY,
+    TRAINING_ONLY,
+    check_format,
+    infer_setup,
+    refuse,
+    train_setup_noted,
+)
 from vramwise.catalog import Gpu, GpuChoice, parse_gpu
-from vramwise.errors import DoesNotFitError, InapplicableOptionError, InvalidLayoutError, InvalidWorkloadError
+from vramwise.errors import (
+    DoesNotFitError,
+    InapplicableOptionError,
+    InvalidLayoutError,
+    InvalidWorkloadError,
+    VramwiseError,
+)
 from vramwise.units import Unit, fmt
 from vramwise.workload import Recompute
 from vramwise.workload.checks import positive
@@ -85,15 +98,20 @@ def fit(req: FitRequest) -> FitResult:
         return replace(found, count=choice.count, notes=notes)
     if req.question is Question.LAYOUTS:
         options, notes = train_options(uncounted(choice), req.options)
+        _framework_search(req.question, options)
         gpus = choice.count if req.gpus is None and choice.counted else req.gpus
-        found = _layouts(replace(req, gpus=gpus), model, gpu, train_setup(options, model))
-        return replace(found, notes=notes)
+        setup, preset_notes = train_setup_noted(options, model)
+        found = _layouts(replace(req, gpus=gpus), model, gpu, setup)
+        return replace(found, notes=(*notes, *preset_notes))
     options, notes = train_options(choice, req.options)
+    if req.question is Question.MIN_GPUS:
+        _framework_search(req.question, options)
     if req.question is Question.MIN_GPUS and options.get("dp") is None and _shards(options):
         # the search sets dp itself (1 unsharded, then 2, 4, ...): a sharded setup cannot be built at dp=1, the
         # default, so it is built at the search's first sharded step; --fsdp full / --zero 3 used to be refused
         options["dp"] = 2
-    setup = train_setup(options, model)
+    setup, preset_notes = train_setup_noted(options, model)
+    notes = (*notes, *preset_notes)
     from vramwise.fit.solve import max_train, min_gpus
 
     if req.question is Question.MIN_GPUS:
@@ -104,6 +122,41 @@ def fit(req: FitRequest) -> FitResult:
     except DoesNotFitError as err:
         raise DoesNotFitError(f"{err}; {smallest_that_fits(model, setup, budget)}") from None
     return FitResult(question=req.question, gpu=gpu, answer=answer, count=choice.count, notes=notes)
+
+
+def _framework_search(question: Question, options: dict[str, Any]) -> None:
+    """What a search varies must be what the framework runs: --layouts tries ZeRO stages 0-3, --min-gpus shards
+    over more GPUs (ZeRO-3 unless --zero/--fsdp is given, or the framework's own sharding: FSDP2 for torchtune
+    and torchtitan). ``options`` gets the framework's sharding; a framework that runs neither is refused."""
+    from vramwise.workload.frameworks import framework_of, preset, refusal
+    from vramwise.workload.options import Framework
+
+    framework = framework_of(options)
+    if framework is Framework.NONE:
+        return
+    if question is Question.LAYOUTS:
+        for zero in (1, 2, 3):
+            rule = refusal(framework, {**options, "dp": 2, "zero": zero})
+            if rule is not None and rule.field == "zero":
+                raise InapplicableOptionError(
+                    f"fit --layouts ranks ZeRO stages 0-3, and --framework {framework} does not run zero={zero}: "
+                    f"{rule.rule}; ask --max or --min-gpus instead",
+                    field="layouts",
+                )
+        return
+    if _shards(options):
+        return
+    sharding = str(preset({**options, "dp": 2}).flat.get("fsdp") or "none")
+    if sharding != "none":
+        options["fsdp"] = sharding
+        return
+    rule = refusal(framework, {**options, "dp": 2, "zero": 3})
+    if rule is not None:
+        raise InapplicableOptionError(
+            f"fit --min-gpus shards over more GPUs (ZeRO-3 unless --zero or --fsdp is given), and --framework "
+            f"{framework} does not run zero=3: {rule.rule}; give the sharding it runs (allowed: {rule.allowed})",
+            field="min_gpus",
+        )
 
 
 def _shards(options: dict[str, Any]) -> bool:
@@ -297,6 +350,8 @@ def smallest_that_fits(model: ModelSpec, setup: TrainSetup, budget: int) -> str:
         answer = min_gpus(model, replace(setup, batch=1, recompute=Recompute.FULL), budget)
     except DoesNotFitError:
         return "no data-parallel count fits either, even with full recompute and micro-batch 1"
+    except VramwiseError as err:  # a framework that does not run ZeRO-3 (workload/frameworks.py) gets no such advice
+        return f"no ZeRO-3 advice ({err})"
     return f"smallest that fits: --batch 1 --recompute full --dp {answer.value} --zero 3"
 
 

@@ -56,6 +56,7 @@ def infer_options(choice: GpuChoice | None, options: Mapping[str, Any], default_
     if choice is None:
         return opts, ()
     notes: list[str] = _spread(choice, opts) if choice.counted else []
+    _architecture(choice, opts)
     if not choice.gpu.bf16:
         for name in ("format", "kv_dtype"):
             if opts.get(name) == "bf16":
@@ -124,6 +125,7 @@ def train_options(choice: GpuChoice | None, options: Mapping[str, Any]) -> tuple
     if choice is None:
         return opts, ()
     notes: list[str] = []
+    _architecture(choice, opts)
     if choice.counted:
         notes.append(_train_count(choice, opts))
     if not choice.gpu.bf16:
@@ -141,6 +143,12 @@ def train_options(choice: GpuChoice | None, options: Mapping[str, Any]) -> tuple
                 "default bf16-mixed"
             )
     return opts, (*notes, *budget_notes(choice))
+
+
+def _architecture(choice: GpuChoice, opts: dict[str, Any]) -> None:
+    """The catalog GPU's compute capability, which picks the CUDA context's row (estimate/cuda_context.py)."""
+    if choice.gpu.compute_capability and opts.get("compute_capability") is None:
+        opts["compute_capability"] = choice.gpu.compute_capability
 
 
 def _train_count(choice: GpuChoice, opts: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from vramwise.app.gpu_rules import infer_options, native_format, train_options
-from vramwise.app.setups import check_format, infer_setup, refuse, train_setup
+from vramwise.app.setups import check_format, infer_setup, refuse, train_setup_noted
 from vramwise.catalog import Gpu, GpuChoice, parse_gpu
 from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
 from vramwise.report.verdict import Verdict, verdict
@@ -52,6 +52,9 @@ def _engine_options(req: InferRequest) -> Mapping[str, Any]:
         options = {**options, "engine": "vllm"}
     if options.get("engine") in (None, "hf"):
         refuse(options, ("gpu_util",), "applies to a serving engine (--engine vllm, --serve)")
+    if options.get("engine") == "llama.cpp":
+        # the table's rows are PyTorch processes; llama.cpp keeps a flat context (estimate/overheads.py)
+        refuse(options, ("cuda_version",), "sizes a PyTorch process's CUDA context; llama.cpp's is --cuda-context")
     return options
 
 
@@ -169,9 +172,12 @@ def train(req: TrainRequest) -> TrainResult:
     model = resolve_model(req.model)
     choice = parse_gpu(req.gpu) if req.gpu else None
     options, gpu_notes = train_options(choice, req.options)
-    setup = train_setup(options, model)
+    setup, preset_notes = train_setup_noted(options, model)
+    gpu_notes = (*gpu_notes, *preset_notes)
     if setup.mode != "textbook":
         refuse(req.options, ("seed", "lora_fraction"), "applies to --mode textbook (the seeds' formulas)")
+    else:
+        refuse(req.options, ("framework",), "applies to accurate mode (a framework's defaults, not the seeds')")
     gpu = choice.gpu if choice else None
     if setup.mode == "textbook":
         if req.per_stage:

@@ -73,6 +73,8 @@ INFER_FIELDS = {
     "ollama": "ollama",
     "vllm_version": "vllm_version",
     "mxfp4_backend": "mxfp4_backend",
+    "cuda_version": "cuda_version",
+    "compute_capability": "compute_capability",  # from --gpu's catalog entry (app/gpu_rules.py), not a flag
 }
 # option name -> TrainSetup field
 TRAIN_FIELDS = {
@@ -108,6 +110,19 @@ TRAIN_FIELDS = {
     "mode": "mode",
     "seed": "seed",
     "lora_fraction": "lora_fraction",
+    "adapter_dtype": "adapter_dtype",
+    "double_quant": "double_quant",
+    "recompute_every": "recompute_every",
+    "mlp_impl": "mlp_impl",
+    "norm_impl": "norm_impl",
+    "activation_offload": "activation_offload",
+    "compile": "compile",
+    "optimizer_in_backward": "optimizer_in_backward",
+    "float8": "float8",
+    "framework": "framework",
+    "cuda_version": "cuda_version",
+    "compute_capability": "compute_capability",  # from --gpu's catalog entry (app/gpu_rules.py), not a flag
+    "loading": "loading",
     "num_virtual_tokens": "num_virtual_tokens",
     "decoder_seq": "decoder_seq",
 }
@@ -230,7 +245,13 @@ def _refuse_peft_options(values: Mapping[str, Any]) -> None:
 
 def train_setup(values: Mapping[str, Any], model: object = None) -> TrainSetup:
     """The TrainSetup of these option values; ``lora_targets`` may be a comma-separated string. With the
-    ``model``, a sequence the user did not give fits its learned position table."""
+    ``model``, a sequence the user did not give fits its learned position table. With ``framework``, its
+    defaults fill the options not given (workload/frameworks.py)."""
+    return train_setup_noted(values, model)[0]
+
+
+def train_setup_noted(values: Mapping[str, Any], model: object = None) -> tuple[TrainSetup, tuple[str, ...]]:
+    """``train_setup`` and the notes of the framework preset: one per default it set (none without one)."""
     targets = values.get("lora_targets")
     if isinstance(targets, str):
         names = tuple(x.strip() for x in targets.split(",") if x.strip())
@@ -241,10 +262,35 @@ def train_setup(values: Mapping[str, Any], model: object = None) -> TrainSetup:
             )
         values = {**values, "lora_targets": names}
     from vramwise.workload import TrainSetup  # not on the inference path (a fresh `vramwise infer` stays light)
+    from vramwise.workload.frameworks import preset
 
     _refuse_peft_options(values)
     kw = _kwargs(values, TRAIN_FIELDS)
     table = table_length(model)
     if table is not None and "seq" not in kw:
         kw["seq"] = min(train_default("seq"), table)
-    return TrainSetup.from_flat(**kw)
+    applied = preset(kw)
+    if "lora_targets" in applied.flat and "lora_targets" not in kw:
+        _check_preset_targets(applied.flat, model)
+    return TrainSetup.from_flat(**applied.flat), applied.notes
+
+
+def _check_preset_targets(flat: Mapping[str, Any], model: object) -> None:
+    """A framework's LoRA modules (torchtune's, unsloth's) are its own model families' names: on a model without
+    them, say whose names they are instead of estimating without adapters."""
+    from vramwise.spec.model import ModelSpec
+
+    if not isinstance(model, ModelSpec) or str(flat.get("peft") or "none") == "none":
+        return
+    from vramwise.estimate.train.lora import linear_modules
+
+    names = sorted({m.name for m in linear_modules(model)})
+    targets = tuple(flat["lora_targets"])
+    missing = [t for t in targets if t not in names and t != "all-linear"]
+    if missing:
+        raise InvalidWorkloadError(
+            f"--framework {flat['framework']} puts LoRA on {','.join(targets)} (its recipes' modules), and "
+            f"{model.name} has no {', '.join(missing)}: give --lora-targets (allowed: {', '.join(names)}, all-linear)",
+            field="lora_targets",
+            allowed=f"{', '.join(names)}, all-linear",
+        )

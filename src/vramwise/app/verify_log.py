@@ -67,6 +67,7 @@ _LLAMACPP: dict[str, str] = {
     "type_k": "cache_type_k",
     "type_v": "cache_type_v",
     "n_gpu_layers": "n_gpu_layers",
+    "flash_attn": "flash_attn",
 }
 _FLAGS = {"vllm": _VLLM, "sglang": _SGLANG, "llama.cpp": _LLAMACPP}
 _INTEGER = {"ctx_size", "batch_size", "ubatch_size", "n_gpu_layers",
@@ -76,6 +77,10 @@ _INTEGER = {"ctx_size", "batch_size", "ubatch_size", "n_gpu_layers",
 _REAL = {"gpu_util", "mem_fraction_static"}
 _SWITCH = {"enforce_eager", "disable_cuda_graph"}
 # the engines' kv_cache_dtype spellings -> vramwise's KV dtypes; "auto" and "None" are the defaults
+# llama.cpp's flash_attn line: "%d" of the bool cparams.flash_attn before the -fa auto change (b3640-era logs print
+# 0/1), then llama_flash_attn_type_name's "auto"/"enabled"/"disabled" (src/llama-context.cpp, llama_context ctor)
+_FLASH_ATTN = {"0": "off", "false": "off", "disabled": "off", "1": "on", "true": "on", "enabled": "on",
+               "auto": "auto"}
 _KV_DTYPES = {"float16": "fp16", "half": "fp16", "bfloat16": "bf16", "fp8": "fp8", "fp8_e4m3": "fp8",
               "fp8_e5m2": "fp8"}
 # flags that name the weights' or compute dtype: the weights keep the checkpoint's own format (its
@@ -212,6 +217,13 @@ def logged_options(parsed: ParsedLog) -> tuple[dict[str, Any], tuple[str, ...]]:
             continue
         out[option] = value
         read.append(f"{key}={raw}")
+    if parsed.engine == "llama.cpp" and "freq_base" in parsed.flags and "flash_attn" not in parsed.flags:
+        # llama_new_context_with_model prints flash_attn between n_ubatch and freq_base since flash attention came
+        # in (ggml-org/llama.cpp PR #5021, "ggml : add Flash Attention", April 2024); a context block without it is
+        # an older build, which has no flash attention
+        out.setdefault("flash_attn", "off")
+        read.append("flash_attn=off (the context lines print freq_base but no flash_attn: a build before flash "
+                    "attention)")
     if implied is not None and "max_model_len" not in out:
         out["max_model_len"] = implied
         read.append(f"max_model_len={implied} (its 'Maximum concurrency for {implied:,} tokens per request' line)")
@@ -252,6 +264,11 @@ def _value(option: str, raw: str) -> Any:
         raise InvalidWorkloadError(
             f"log: flag value {shown(raw)} for {option} is not a number", field=option
         ) from None
+    if option == "flash_attn":
+        if text.lower() not in _FLASH_ATTN:
+            raise InvalidWorkloadError(f"log: flash_attn {shown(raw)} is not one llama.cpp prints; allowed: "
+                                       f"{', '.join(_FLASH_ATTN)}", field="flash_attn", allowed=", ".join(_FLASH_ATTN))
+        return _FLASH_ATTN[text.lower()]
     if option == "kv_dtype":
         mapped = _KV_DTYPES.get(text.lower())
         if mapped is None:
@@ -291,13 +308,13 @@ def vllm_release(parsed: ParsedLog) -> tuple[str | None, str | None]:
     version but only V0 wordings (logs/vllm.py ``_V0_WORDING``) is placed by its memory report: the one-line
     "Memory profiling results: ... initial_memory_usage" of v0.6.2-v0.6.4 -> 0.6.4, memory_profiling's
     "the current vLLM instance can use" (v0.6.5 on) -> 0.6. A 0.7.x-0.9.1 log without V0 wording -> 0.8 (the V1
-    rules read at v0.7.3 and v0.8.5; v0.9.0 keeps their budget rule). Any other log keeps the default plan (0.11):
-    v0.9.2-v0.10.x already take memory_profiling's snapshot as 0.11.0 does, with the communicators inside it
-    (vllm_releases.py)."""
+    rules read at v0.7.3 and v0.8.5; v0.9.0 keeps their budget rule); v0.9.2-v0.9.x -> 0.9 and v0.10.x -> 0.10
+    (memory_profiling's snapshot taken before the distributed init: the communicators inside the budget,
+    vllm_releases.py). Any other log keeps the default plan (0.11)."""
     if parsed.version is not None:
         m = _VERSION.match(parsed.version.strip())
         v1 = parsed.extras.get("generation") != "V0"  # 0.7.x ran V0 by default, V1 only with VLLM_USE_V1=1
-        if v1 and m is not None and (0, 7) <= (int(m.group(1)), int(m.group(2))) < (0, 10):
+        if v1 and m is not None and (0, 7) <= (int(m.group(1)), int(m.group(2))) < (0, 11):
             return _v1_release(parsed.version, int(m.group(2)), int(m.group(3) or 0))
         if m is None or (int(m.group(1)), int(m.group(2))) != (0, 6):
             return None, None
@@ -319,13 +336,20 @@ def vllm_release(parsed: ParsedLog) -> tuple[str | None, str | None]:
 
 
 def _v1_release(logged: str, minor: int, patch: int) -> tuple[str | None, str | None]:
-    """A V1 log of 0.7-0.9: the 0.8 plan where its budget rule holds (v0.7.x-v0.9.1), else the default plan."""
+    """A V1 log of 0.7-0.10: the 0.8 plan where its budget rule holds (v0.7.x-v0.9.1), else the 0.9 (v0.9.2) or 0.10
+    (v0.10.0-v0.10.2) plan."""
+    if minor == 10:
+        if patch in (0, 2):
+            return "0.10", None
+        return "0.10", (f"the log is vLLM {logged}; compared with --vllm-version 0.10, whose rules read at v0.10.0 "
+                        "and v0.10.2 are the same (engines/vllm_releases.py)")
+    if minor == 9 and patch >= 2:
+        return "0.9", None if patch == 2 else (f"the log is vLLM {logged}; compared with --vllm-version 0.9 (the "
+                                               "rules read at v0.9.2)")
     if minor == 8:
         return "0.8", None
     if minor == 7:
         return "0.8", (f"the log is vLLM {logged}; compared with --vllm-version 0.8, whose rules read at v0.7.3 and "
                        "v0.8.5 are the same (engines/vllm_releases.py)")
-    if patch <= 1:
-        return "0.8", (f"the log is vLLM {logged}; compared with --vllm-version 0.8 (v0.8.5's rules): v0.9.0 keeps "
-                       "their budget rule, but its batch defaults exempt the A100 and its CUDA graph sizes differ")
-    return None, None
+    return "0.8", (f"the log is vLLM {logged}; compared with --vllm-version 0.8 (v0.8.5's rules): v0.9.0 keeps "
+                   "their budget rule, but its batch defaults exempt the A100 and its CUDA graph sizes differ")

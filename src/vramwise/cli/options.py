@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 
 from vramwise.app.choices import DEFAULT_AXIS, DEFAULT_TOP, MAX_TARGETS, SWEEP_AXES
 from vramwise.app.setups import infer_default, train_default
-from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION, DEFAULT_CUDA_CONTEXT_MIB
+from vramwise.estimate.cuda_context import DEFAULT_CUDA_VERSION
+from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION
 from vramwise.units import DEFAULT_UNIT, UNITS
 from vramwise.workload import (
     ATTENTION_IMPLS,
@@ -24,6 +25,7 @@ from vramwise.workload import (
     FSDP_MODES,
     GRAD_DTYPES,
     KV_DTYPES,
+    LOADINGS,
     LOSS_IMPLS,
     OFFLOAD,
     OPTIMIZER_IMPLS,
@@ -34,6 +36,7 @@ from vramwise.workload import (
 )
 from vramwise.workload.engines import VLLM_VERSION
 from vramwise.workload.llamacpp_flags import CACHE_TYPES, FLASH_ATTN, SPLIT_MODES
+from vramwise.workload.options import ADAPTER_DTYPES, FRAMEWORKS, KERNEL_IMPLS
 
 
 class Group(Enum):
@@ -207,11 +210,12 @@ OPTIONS: tuple[Option, ...] = (
            help="llama.cpp as Ollama 0.12.10 runs it: -c per sequence as num_ctx, num_batch 512, -fa off unless "
                 "given, the layers fitted to the GPU unless -ngl"),
     Option(name="vllm_version", flags=("--vllm-version",), type=str, commands=ENG,
-           help="vLLM: whose memory plan, 0.11 (V1), 0.8 (V1 of 0.7.x-0.8.x: context and NCCL inside the budget), "
-                "0.6 (V0 of 0.6.5-0.6.6) or 0.6.4 (V0, the CUDA context inside the budget) (default 0.11)"),
+           help="vLLM: whose memory plan, 0.11 (V1), 0.10 or 0.9 (V1 of 0.10.x / 0.9.2: NCCL inside the budget), 0.8 "
+                "(V1 of 0.7.x-0.8.x: context and NCCL inside the budget), 0.6 (V0 of 0.6.5-0.6.6) or 0.6.4 (V0, the "
+                "CUDA context inside the budget) (default 0.11)"),
     Option(name="mxfp4_backend", flags=("--mxfp4-backend",), type=str, commands=ENG,
-           help="vLLM: the MoE backend of an MXFP4 checkpoint, marlin, triton or flashinfer (default: vLLM's by "
-                "compute capability; marlin is VLLM_MXFP4_USE_MARLIN=1)"),
+           help="vLLM: the MoE backend of an MXFP4 checkpoint, marlin, triton or flashinfer (default: marlin, what "
+                "pip's vLLM 0.11.0 picks without FlashInfer or triton_kernels; marlin is VLLM_MXFP4_USE_MARLIN=1)"),
     # --- training only
     Option(name="grad_accum", flags=("--grad-accum",), type=int, commands=TRN,
            help="micro-batches per step (pipeline micro-batches; default {train.grad_accum})"),
@@ -239,12 +243,37 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="decoder_seq", flags=("--decoder-seq",), type=int, commands=TRN,
            help="encoder-decoder (T5): the target's tokens (default: --seq)"),
     Option(name="recompute", flags=("--recompute",), type=str, commands=TRN,
-           help=f"activation recompute: {_one_of(RECOMPUTE)} (default {{train.recompute}})"),
+           help=f"activation recompute: {_one_of(RECOMPUTE)}; selective is Megatron's (drops the attention "
+                "scores: no change under sdpa/flash), op-sac torchtitan's op-level policy, layer-sac every "
+                "--recompute-every layers (default {train.recompute})"),
     Option(name="loss", flags=("--loss",), type=str, commands=TRN,
-           help=f"{_one_of(LOSS_IMPLS)}: full cross entropy, or chunked (fused linear cross entropy) "
-                f"(default {{train.loss}})"),
+           help=f"{_one_of(LOSS_IMPLS)}: full is transformers' fp32 upcast, compute-dtype F.cross_entropy on "
+                "16-bit logits, chunked a fused linear cross entropy of --loss-chunk tokens, liger Liger-Kernel's, "
+                "cce Cut Cross Entropy, torchtune-chunked torchtune's CEWithChunkedOutputLoss (0.6), torchtune-linear "
+                "its LinearCrossEntropyLoss (0.7) (default {train.loss})"),
     Option(name="loss_chunk", flags=("--loss-chunk",), type=int, commands=TRN,
            help="tokens per chunk for --loss chunked (default {train.loss_chunk})"),
+    Option(name="adapter_dtype", flags=("--adapter-dtype",), type=str, commands=TRN,
+           help=f"LoRA adapters' dtype: {_one_of(ADAPTER_DTYPES)}; auto is peft's fp32, bf16 the model's 16-bit "
+                "dtype as torchtune keeps them (default {train.adapter_dtype})"),
+    Option(name="double_quant", flags=("--double-quant",), commands=TRN,
+           help="QLoRA: bitsandbytes double quantization of the 4-bit absmax (bnb_4bit_use_double_quant)"),
+    Option(name="recompute_every", flags=("--recompute-every",), type=int, commands=TRN,
+           help="--recompute layer-sac: checkpoint every N-th layer (default {train.recompute_every})"),
+    Option(name="mlp_impl", flags=("--mlp-impl",), type=str, commands=TRN,
+           help=f"MLP activation: {_one_of(KERNEL_IMPLS)}; fused is Liger's SwiGLU/GeGLU kernel "
+                "(default {train.mlp_impl})"),
+    Option(name="norm_impl", flags=("--norm-impl",), type=str, commands=TRN,
+           help=f"RMSNorm: {_one_of(KERNEL_IMPLS)}; fused is Liger's RMSNorm kernel (default {{train.norm_impl}})"),
+    Option(name="activation_offload", flags=("--activation-offload",), commands=TRN,
+           help="torchtune's activation offloading: saved tensors go to pinned host memory"),
+    Option(name="compile", flags=("--compile",), commands=TRN,
+           help="torch.compile per decoder layer (torchtitan's blocks): inductor recomputes norms' and the MLP "
+                "activation's pointwise chains, measured on CPU for dense RMSNorm + gated-MLP families"),
+    Option(name="optimizer_in_backward", flags=("--optimizer-in-backward",), commands=TRN,
+           help="torchtune's optimizer_in_bwd: each parameter steps in backward and frees its gradient"),
+    Option(name="float8", flags=("--float8",), commands=TRN,
+           help="torchao float8 training of the linears (Float8Linear, tensorwise scaling)"),
     Option(name="dp", flags=("--dp",), type=int, commands=TRN,
            help="data-parallel GPUs (default {train.dp})"),
     Option(name="zero", flags=("--zero",), type=int, commands=TRN,
@@ -265,11 +294,20 @@ OPTIONS: tuple[Option, ...] = (
            help="context-parallel GPUs (default {train.cp})"),
     Option(name="ep", flags=("--ep",), type=int, commands=TRN,
            help="expert-parallel GPUs (default {train.ep})"),
+    Option(name="framework", flags=("--framework",), type=str, commands=TRN,
+           help=f"whose defaults fill the options not given: {_one_of(FRAMEWORKS)} (default {{train.framework}}: "
+                "vramwise's own); options given win, combinations the framework does not run are refused"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
-           help=f"CUDA context and workspaces in MiB (default {DEFAULT_CUDA_CONTEXT_MIB})"),
+           help="CUDA context in MiB (default: the table by GPU architecture and --cuda-version)"),
+    Option(name="cuda_version", flags=("--cuda-version",), type=str, commands=BOTH,
+           help=f"the CUDA runtime of the torch wheel (torch.version.cuda), which sizes the CUDA context with the "
+                f"GPU's architecture (default {DEFAULT_CUDA_VERSION}; < 11.7: every kernel loaded eagerly)"),
     Option(name="allocator_fraction", flags=("--allocator-fraction",), type=float, commands=BOTH,
            help=f"allocator reserve as a fraction (default {DEFAULT_ALLOCATOR_FRACTION})"),
+    Option(name="loading", flags=("--loading",), type=str, commands=TRN,
+           help=f"how the checkpoint is loaded before the first step: {_one_of(LOADINGS)} (default {{train.loading}}: "
+                "FSDP fsdp-full, ZeRO-3 zero-init, a bitsandbytes base bnb-quantize, else hf)"),
     Option(name="mode", flags=("--mode",), type=str, commands=BOTH,
            help="accurate (default {infer.mode}) or textbook (the seeds' formulas; infer and train)"),
     Option(name="seed", flags=("--seed",), type=str, commands=TRN,

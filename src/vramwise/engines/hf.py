@@ -17,9 +17,10 @@ from vramwise.catalog.gpu_spec import Gpu
 from vramwise.engines.device_map import Device, Placement, balanced_memory, module_tree, placement
 from vramwise.engines.result import EngineEstimate
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError, UnsupportedArchitectureError
+from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.kv_cache import cached_tokens, kv_elements_per_token
-from vramwise.estimate.overheads import cuda_context_term, tensor_bytes, with_allocator
+from vramwise.estimate.overheads import tensor_bytes, with_allocator
 from vramwise.estimate.precision import kv_dtype
 from vramwise.estimate.term import Estimate, Term
 from vramwise.estimate.weights import own_format
@@ -48,7 +49,7 @@ def plan(model: Model, setup: InferSetup, flags: HfFlags, gpu: Gpu, gpu_count: i
     fmt = setup.weight_format or own_format(model)
     c = DTYPE_BYTES[fmt]
     root = module_tree(model, c)
-    context = cuda_context_term(setup.overheads.cuda_context_mib)
+    context = context_term(setup.overheads)
     caps = _caps(flags, gpu, gpu_count, context.bytes)
     if flags.device_map is not DeviceMap.SEQUENTIAL:
         caps = balanced_memory(

@@ -31,7 +31,9 @@ ollama's patches there change no size read here). Each rule cites its function:
   ``ggml_mul_mat(k, q)``, softmax in place), the feed-forward's intermediates, plus two ``n_embd x n_tokens`` f32
   hidden states, plus the attention masks, ``llm_graph_input_attn_kv``: ``n_kv x GGML_PAD(n_tokens / n_stream,
   GGML_KQ_MASK_PAD = 64)`` per stream, f32, or its f16 copy with flash attention) and (the output: logits
-  ``n_vocab x n_tokens`` f32 and the normed hidden state; ggml-alloc has freed the masks by then). Host: the
+  ``n_vocab x n_tokens`` f32 and the normed hidden state; ggml-alloc has freed the masks by then); with flash
+  attention the GPU of layer 0 also holds, while it casts the mask to f16, the f32 mask's split-input copy beside
+  the f16 result (``llamacpp_compute.mask_cast_phase``). Host: the
   CPU backend's buffer holds the graph inputs (the token embeddings and the f32 masks). With several GPUs and
   everything offloaded, pipeline parallelism keeps 4 copies of each split input (``ggml-backend.cpp``).
 - Flash attention (``-fa auto``) is on when ggml-cuda has a kernel for the model and cache (``fattn.cu``): see
@@ -52,7 +54,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from vramwise.catalog.gpu_spec import Gpu
-from vramwise.engines.llamacpp_compute import host_compute, layer_phase, mask_terms, output_phase, pipeline_copies
+from vramwise.engines.llamacpp_compute import (
+    host_compute,
+    layer_phase,
+    mask_cast_phase,
+    mask_terms,
+    output_phase,
+    pipeline_copies,
+)
 from vramwise.engines.llamacpp_context import (
     F32,
     SCHED_MAX_COPIES,
@@ -225,6 +234,9 @@ def _gpu_estimate(spec: ModelSpec, ctx: Context, flags: LlamaCppFlags, dev: _Dev
     phases = []
     if dev.layers:
         phases.append(layer_phase(spec, ctx, [*masks, *kept]))
+    cast = mask_cast_phase(spec, ctx) if 0 in dev.layers else None
+    if cast is not None:  # the GPU of layer 0 casts the f32 mask for flash attention (llamacpp_compute.py)
+        phases.append(cast)
     if dev.output:
         out = output_phase(spec, ctx)
         phases.append(Phase(kind=out.kind, transient=(*out.transient, *kept)))

@@ -97,6 +97,36 @@ def mask_terms(spec: ModelSpec, ctx: Context) -> list[Term]:
     ]
 
 
+def mask_cast_phase(spec: ModelSpec, ctx: Context) -> Phase | None:
+    """With flash attention the layers read an f16 copy of the f32 mask input (src/llama-graph.cpp
+    build_attn_inp_kv: ``self_kq_mask_cnv = ggml_cast(ctx0, self_kq_mask, GGML_TYPE_F16)``, line 1501 as vendored by
+    ollama v0.12.10). The input lives in the CPU backend's buffer (ggml/src/ggml-backend.cpp
+    ggml_backend_sched_backend_id_from_cur: a GGML_TENSOR_FLAG_INPUT tensor goes to the last backend, line 836), and
+    the cast runs beside its consumers on the GPU that holds layer 0, so that GPU holds the split-input copy of the
+    f32 mask and the f16 result at once, inside layer 0. ggml-alloc frees the copy after its only child, the cast:
+    ggml_backend_sched_split_graph flags split-input copies input and output (never freed) only with n_copies > 1
+    (lines 1287-1296), which compute/pipeline_copies counts. A public log shows the moment: Llama-3.1-8B at -c 131072
+    with flash attention and q4_0 K/V holds 264.01 MiB in its host compute buffer (the f32 mask and inp_embd, no f16
+    cast there) and 416 MiB on CUDA0, more than its logits' 258.5 MiB. None where there is no such moment."""
+    if not ctx.flash or ctx.copies > 1:
+        return None
+    sizes, rows = mask_sizes(spec, ctx)
+    h, t = spec.hidden_size, ctx.n_tokens
+    f32 = sum(n * rows * F32 for n in sizes)
+    terms = (
+        Term(name="compute/kq_mask_input", bytes=f32,
+             formula=" + ".join(f"n_kv {n:,} x {rows} rows x 4 B" for n in sizes) + " (the f32 split-input copy)",
+             source=f"{SRC} ggml/src/ggml-backend.cpp ggml_backend_sched_split_graph (input copies)"),
+        Term(name="compute/kq_mask", bytes=f32 // 2,
+             formula=" + ".join(f"n_kv {n:,} x {rows} rows x 2 B" for n in sizes) + " (its f16 cast)",
+             source=f"{SRC} src/llama-graph.cpp build_attn_inp_kv (ggml_cast(kq_mask, GGML_TYPE_F16))"),
+        Term(name="compute/hidden", bytes=2 * h * t * F32,
+             formula=f"2 x n_embd {h:,} x {t} tokens x 4 B (layer 0's residual and normed input)",
+             source=f"{SRC} src/llama-model.cpp llm_build_* (inpSA, cur)"),
+    )
+    return Phase(kind=PhaseKind.PREFILL_LAYER, transient=terms)
+
+
 def host_compute(spec: ModelSpec, ctx: Context) -> Term:
     """The CPU backend's compute buffer (the host-pinned one, 'CUDA_Host compute buffer'): the graph's inputs live
     there before each GPU split copies them: the token embeddings get_rows makes from token_embd (the input layer is

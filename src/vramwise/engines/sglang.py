@@ -33,8 +33,8 @@ from vramwise.catalog.gpu_spec import Gpu
 from vramwise.engines.result import EngineEstimate
 from vramwise.engines.sglang_comms import TOPOLOGY, distributed_init_terms, torch_group_term
 from vramwise.errors import InvalidWorkloadError, UnsupportedArchitectureError
+from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.kv_cache import kv_elements_per_token, sliding_layers
-from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import Vars
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.sharding import check_tp
@@ -169,7 +169,7 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
     kv_name, kv_b = kv_dtype(setup, fmt.name)
     weights = weight_terms(spec, fmt, hp_bytes=c, tp=tp, own_format=reads_headers(spec, setup.weight_format))
     weight_bytes = sum(t.bytes for t in weights)
-    context = cuda_context_term(setup.overheads.cuda_context_mib)
+    context = context_term(setup.overheads)
     dist = distributed_init_terms(tp)  # allocated before min_per_gpu_memory is measured (sglang_comms.py)
     dist_bytes = sum(t.bytes for t in dist)
     free = gpu.memory_bytes - context.bytes - dist_bytes  # SGLang's total_gpu_memory: free after the distributed init

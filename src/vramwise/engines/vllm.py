@@ -23,9 +23,9 @@ from vramwise.engines.vllm_mxfp4 import backend_for
 from vramwise.engines.vllm_releases import V1_RULES, V1Rules
 from vramwise.engines.vllm_terms import cuda_graph_term, forward_live, non_torch_terms, sampler_warmup
 from vramwise.errors import InvalidWorkloadError
+from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.encoder_decoder import refuse
 from vramwise.estimate.kv_cache import kv_elements_per_token
-from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.ssm_state import check_inference, vllm_block
 from vramwise.estimate.term import Estimate, Term
@@ -89,13 +89,17 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         source=f"vllm/v1/worker/gpu_model_runner.py profile_run, _dummy_run, _dummy_sampler_run (v{rules.release})",
     )
     # 0.11: set up in init_device before vLLM's first snapshot: outside the budget, beside the context
-    # (vllm_comms.py); 0.8: counted inside it with every other byte outside torch (vllm_releases.py)
-    if rules.comms_in_budget:
+    # (vllm_comms.py); 0.8: counted inside it with every other byte outside torch; 0.9.2-0.10.x: the same groups as
+    # 0.11 (tp, ep, pp) set up after the snapshot, so inside it (vllm_releases.py)
+    if not rules.ep_group:
         non_torch = non_torch_terms(tp=tp, pp=pp)
     else:
-        non_torch = v1_comm_terms(tp=tp, pp=pp, compute_capability=gpu.compute_capability)
+        cc = gpu.compute_capability if rules.symm_mem else None  # no symmetric-memory buffer before 0.11.0
+        non_torch = v1_comm_terms(tp=tp, pp=pp, compute_capability=cc)
+        if rules.comms_in_budget:
+            non_torch = tuple(_inside_budget(t, rules.release) for t in non_torch)
     nt_bytes = sum(t.bytes for t in non_torch)
-    context = cuda_context_term(setup.overheads.cuda_context_mib)
+    context = context_term(setup.overheads)
     inside = (nt_bytes if rules.comms_in_budget else 0) + (context.bytes if rules.context_in_budget else 0)
 
     layout = _layout(spec, setup, c=c, kv_b=kv_b, layers=last, batched=T, rules=rules)
@@ -129,8 +133,14 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         notes += ("MXFP4 experts: vLLM's MoE backend for this GPU is not modelled (no compute capability in the "
                   "catalog); the checkpoint's layout is counted, without the backend's padding or second copy of "
                   "the scales (engines/vllm_mxfp4.py)",)
+    elif fmt.name == "mxfp4" and spec.moe and flags.mxfp4_backend is None:
+        notes += ("MXFP4 experts in the Marlin backend's layout: vLLM 0.11.0 as pip installs it has neither "
+                  "FlashInfer nor triton_kernels, so get_mxfp4_backend picks Marlin on every NVIDIA GPU; where they "
+                  "are installed (vLLM's docker image) give --mxfp4-backend triton (Hopper) or flashinfer "
+                  "(Blackwell) (engines/vllm_mxfp4.py)",)
     est = Estimate(persistent=persistent, notes=notes)
-    startup = context.bytes + nt_bytes if rules.free_memory_check else None
+    # in use at the free-memory check: the context, and the communicators where they precede the snapshot (0.11)
+    startup = context.bytes + (0 if rules.comms_in_budget else nt_bytes) if rules.free_memory_check else None
     refusal, message = _refusal(setup, gpu, startup, requested, available, layout, max_len)
     per_token = layout.page // layout.block * (layout.full + layout.sliding)
     fits = refusal is None
@@ -152,6 +162,16 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         if fits else 0.0,
         notes=est.notes,
     )
+
+
+def _inside_budget(term: Term, release: str) -> Term:
+    """A v0.11.0 communicator term (vllm_comms.py) as v0.9.2-v0.10.x count it: the same buffers, set up after the
+    first snapshot (gpu_worker.py init_device), so inside the budget as non-torch growth."""
+    what = term.formula.split("; set up before")[0]
+    return Term(name=term.name, bytes=term.bytes,
+                formula=f"{what}; set up after vLLM {release}'s first snapshot: inside the budget",
+                source=f"{term.source}; vllm/v1/worker/gpu_worker.py init_device (v{release}: MemorySnapshot() before "
+                       "init_worker_distributed_environment)")
 
 
 # vllm/config/cache.py at v0.11.0: BlockSize = Literal[1, 8, 16, 32, 64, 128]; CacheDType = Literal["auto",
@@ -252,6 +272,11 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int, rules: V1Rules) -> 
         f"vLLM {VLLM_VERSION} (V1, `vllm serve` defaults): the CUDA context and, at tp or pp > 1, the NCCL "
         "communicators, custom all-reduce and symmetric-memory buffers are outside gpu_memory_utilization's budget "
         f"(they exist before vLLM's first memory snapshot, gpu_worker.py init_device){graphs}"
+    ) if not rules.comms_in_budget else (
+        f"vLLM {rules.release} (V1 of v0.9.2-v0.10.x, `vllm serve` defaults): the CUDA context is outside "
+        "gpu_memory_utilization's budget, but at tp or pp > 1 the NCCL communicators (tp and ep groups, pp) and "
+        "custom all-reduce count inside it: init_device takes vLLM's first memory snapshot before the distributed "
+        f"init (gpu_worker.py; reordered in 0.11.0 by vllm-project/vllm PR #25359){graphs}"
     ) if not rules.context_in_budget else (
         f"vLLM {rules.release} (V1 of 0.7.x-0.8.x, `vllm serve` defaults): every byte outside torch after the profile "
         "run, the CUDA context and at tp or pp > 1 the NCCL communicators and custom all-reduce, counts inside "
@@ -265,7 +290,9 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int, rules: V1Rules) -> 
         "many tokens, so the profile run's peak bounds every step's activations",
         "not modelled: the small non-torch growth at tp 1 (kernel modules loaded on first use); "
         + ("NCCL 2.27's runtime connect (torch 2.8's NCCL): an algorithm first used in the profile run connects its "
-           "buffers there, inside the budget; " if not rules.context_in_budget else "")
+           "buffers there, inside the budget; " if not rules.comms_in_budget else
+           "NCCL 2.26's runtime connect (torch 2.7's NCCL): an algorithm first used in the profile run connects more "
+           "buffers than the warm-up's, inside the budget; " if not rules.context_in_budget else "")
         + "NCCL's NVLS buffers and the smaller custom all-reduce of NVSwitch systems (assumed: no NVSwitch); the "
         "model runner's persistent input buffers (torch memory vLLM's profile does not count)",
     ]

@@ -6,9 +6,16 @@ vLLM does not keep the checkpoint's tensors as they are: ``Mxfp4MoEMethod.create
 "Model loading took X GiB" measures is what stays allocated afterwards (vllm/platforms/cuda.py
 ``get_current_memory_usage``: torch's allocated bytes), so the layout below, not the checkpoint's, is the weight.
 
-The backend follows the GPU generation (``get_mxfp4_backend``, source read at vllm-project/vllm commit 007d500
-of mxfp4.py, the layout of the 0.11-0.14 releases; the 0.14.1 log of bench/data/engine_logs prints
-"mxfp4.py:165 Using Triton backend" on an H100):
+Which backend: ``get_mxfp4_backend`` at the v0.11.0 tag (mxfp4.py lines 59-107) takes FlashInfer only where
+FlashInfer is installed (``has_flashinfer()``; an extra, ``vllm[flashinfer]``) and Triton only where the optional
+``triton_kernels`` package is (``has_triton_kernels()`` = ``_has_module("triton_kernels")``, vllm/utils/__init__.py)
+and torch >= 2.8; otherwise "Using Marlin backend", on every NVIDIA GPU. ``pip install vllm==0.11.0`` installs
+neither (the wheel's Requires-Dist lists torch==2.8.0 and flashinfer-python only under the ``flashinfer`` extra; no
+triton_kernels, none vendored in the wheel), so the plan's default is Marlin, as the 0.10.1 log of
+bench/data/engine_logs shows on an H100 ("... leveraging the Marlin kernel", 65.97 GiB). With them installed the
+backend follows the GPU generation below (source read at vllm-project/vllm commit 007d500 of mxfp4.py, the layout
+of the 0.11-0.14 releases; the 0.14.1 log prints "mxfp4.py:165 Using Triton backend" on an H100): say so with
+``--mxfp4-backend triton|flashinfer``; ``verify --log`` reads the backend line a log prints.
 
 - compute capability below 9.0 (Ampere, Ada) or 11.0 and above: **Marlin** (triton_kernels are used only for
   ``(9, 0) <= capability < (11, 0)``). create_weights pads the intermediate size per partition to a multiple of
@@ -78,18 +85,15 @@ BY_NAME = {"marlin": MARLIN, "triton": TRITON, "flashinfer": FLASHINFER}
 
 
 def backend_for(compute_capability: str | None, chosen: str | None = None) -> Mxfp4Layout | None:
-    """``get_mxfp4_backend`` by compute capability (CUDA, no LoRA), or the backend ``chosen`` (--mxfp4-backend;
-    VLLM_MXFP4_USE_MARLIN=1 is "marlin"); None: not NVIDIA and none chosen."""
+    """The backend ``chosen`` (--mxfp4-backend; VLLM_MXFP4_USE_MARLIN=1 is "marlin"), else ``get_mxfp4_backend``
+    of v0.11.0 as pip installs it (no FlashInfer, no triton_kernels: Marlin on every NVIDIA GPU, the module
+    docstring); None: not NVIDIA and none chosen."""
     if chosen is not None:
         return BY_NAME[chosen]
     if not compute_capability:
         return None
-    major = int(compute_capability.split(".")[0])
-    if major == 9:
-        return TRITON
-    if major == 10:
-        return FLASHINFER
     return MARLIN
+
 
 
 def experts_term(

@@ -3,11 +3,15 @@
 ``"0.11"`` is v0.11.0. ``"0.8"`` is the V1 engine before vLLM moved its first memory snapshot and adopted
 ``memory_profiling`` in V1: read at v0.7.3 and v0.8.5 (the pip wheels' sources), the same rules in both, so it holds
 for 0.7.x-0.8.x. v0.9.0 keeps its budget rule (below) but already has the A100 batch-default exception and other
-capture sizes; v0.9.2 and v0.10.x take ``init_snapshot = MemorySnapshot()`` before the distributed init
-(vllm/v1/worker/gpu_worker.py v0.10.2 init_device lines 175-193, determine_available_memory's ``memory_profiling``
-line 259): the CUDA context outside the budget and NCCL inside, a third rule not modelled here.
+capture sizes. ``"0.9"`` (v0.9.2) and ``"0.10"`` (read at v0.10.0 and v0.10.2) take ``init_snapshot =
+MemorySnapshot()`` in ``Worker.init_device`` before ``init_worker_distributed_environment`` (vllm/v1/worker/
+gpu_worker.py v0.9.2 lines 140 and 158, v0.10.0 lines 163 and 181, v0.10.2 lines 175 and 193) and size the pool with
+``memory_profiling`` (determine_available_memory): the CUDA context outside the budget, the communicators inside it
+(``non_torch_increase``), the third rule; v0.11.0 moved the distributed init before the snapshot (vllm-project/vllm
+PR #25359).
 
-Each field says what vLLM 0.8.5 does differently from 0.11.0, with file and line at the v0.8.5 tag.
+Each field says what vLLM 0.8.5 does differently from 0.11.0, with file and line at the v0.8.5 tag; ``ep_group``,
+``symm_mem`` and the capture sizes say where 0.9.2-0.10.x stand.
 """
 
 from __future__ import annotations
@@ -41,6 +45,13 @@ class V1Rules:
     hybrid_groups: bool
     # v0.8.5 kv_cache_utils.py _get_kv_cache_config_uniform_type line 636: concurrency = num_tokens / max_model_len
     concurrency_by_tokens: bool
+    # The expert-parallel group, whose GroupCoordinator gets its own PyNccl communicator at more than one GPU
+    # (vllm/distributed/parallel_state.py initialize_model_parallel: ``_EP`` of data_parallel x tp GPUs, from v0.9.x;
+    # v0.8.5 builds only tp, pp and dp groups)
+    ep_group: bool = True
+    # torch symmetric-memory all-reduce: VLLM_ALLREDUCE_USE_SYMM_MEM defaults to 1 at v0.11.0, to 0 at v0.10.2
+    # (vllm/envs.py), and device_communicators/symm_mem.py does not exist before v0.10.2
+    symm_mem: bool = True
 
 
 def capture_sizes_v011(max_num_seqs: int, max_num_batched_tokens: int) -> tuple[int, ...]:
@@ -59,11 +70,33 @@ def capture_sizes_v085(max_num_seqs: int, max_num_batched_tokens: int) -> tuple[
     return tuple(s for s in sizes if s <= max_num_batched_tokens)
 
 
+def capture_sizes_v010(max_num_seqs: int, max_num_batched_tokens: int) -> tuple[int, ...]:
+    """v0.10.0-v0.10.2: 1, 2, 4, then every 8 up to cuda_graph_sizes = [min(2 x max_num_seqs, 512)], none above
+    max_num_batched_tokens (vllm/config.py SchedulerConfig.__post_init__ v0.10.0 line 2456, vllm/config/scheduler.py
+    line 244 at v0.10.2; VllmConfig._set_cudagraph_sizes, ``range(8, cuda_graph_sizes[0] + 1, 8)``)."""
+    largest = min(2 * max_num_seqs, 512)
+    sizes = [1, 2, 4, *range(8, largest + 1, 8)]
+    return tuple(s for s in sizes if s <= max_num_batched_tokens)
+
+
 V1_RULES: dict[str, V1Rules] = {
     "0.11": V1Rules(release="0.11.0", context_in_budget=False, comms_in_budget=False, free_memory_check=True,
                     sampler_holds_all_tokens=True, a100_exception=True, capture_sizes=capture_sizes_v011,
                     hybrid_groups=True, concurrency_by_tokens=False),
     "0.8": V1Rules(release="0.8.5", context_in_budget=True, comms_in_budget=True, free_memory_check=False,
                    sampler_holds_all_tokens=False, a100_exception=False, capture_sizes=capture_sizes_v085,
-                   hybrid_groups=False, concurrency_by_tokens=True),
+                   hybrid_groups=False, concurrency_by_tokens=True, ep_group=False, symm_mem=False),
+    # v0.9.2 and v0.10.x: the 0.11.0 rules but for the snapshot's place (the module docstring); the rest read at their
+    # tags: the free-memory check (gpu_worker.py v0.9.2 line 143), profile_run keeping every token's hidden state
+    # beside the sampler warm-up (gpu_model_runner.py v0.9.2 line 2274, v0.10.2 line 3031), the A100 exception
+    # (engine/arg_utils.py v0.9.2 line 1629), the hybrid KV cache manager (kv_cache_utils.py v0.9.2
+    # unify_hybrid_kv_cache_specs beside disable_hybrid_kv_cache_manager), concurrency by blocks
+    # (get_max_concurrency_for_kv_cache_config). v0.9.2's capture sizes are v0.8.5's rule: cuda_graph_sizes
+    # defaults to [512] (vllm/config.py line 2133, _set_cudagraph_sizes lines 4727-4745).
+    "0.9": V1Rules(release="0.9.2", context_in_budget=False, comms_in_budget=True, free_memory_check=True,
+                   sampler_holds_all_tokens=True, a100_exception=True, capture_sizes=capture_sizes_v085,
+                   hybrid_groups=True, concurrency_by_tokens=False, symm_mem=False),
+    "0.10": V1Rules(release="0.10.2", context_in_budget=False, comms_in_budget=True, free_memory_check=True,
+                    sampler_holds_all_tokens=True, a100_exception=True, capture_sizes=capture_sizes_v010,
+                    hybrid_groups=True, concurrency_by_tokens=False, symm_mem=False),
 }

@@ -202,7 +202,7 @@ def cuda_graph_term(spec: ModelSpec, *, sizes: tuple[int, ...], c: int, tp: int,
     """The graphs' shared memory pool: captured from the largest size down, every graph reuses one pool, whose
     size is the largest size's forward live set (``GPUModelRunner.capture_model``, torch.cuda.graph pool)."""
     largest = max(sizes)
-    config = "vllm/config/__init__.py" if release == "0.11.0" else "vllm/config.py"  # a package from 0.10.2
+    config = "vllm/config/__init__.py" if release in ("0.10.2", "0.11.0") else "vllm/config.py"  # a package from 0.10.2
     live, f = forward_live(spec, tokens=largest, c=c, tp=tp)
     return Term(
         name="cuda_graphs",

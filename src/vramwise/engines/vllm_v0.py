@@ -33,9 +33,9 @@ from vramwise.engines.vllm_v0_terms import (
     v0_profile_peak,
 )
 from vramwise.errors import InvalidWorkloadError
+from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.encoder_decoder import refuse
 from vramwise.estimate.kv_cache import kv_elements_per_token
-from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.term import Estimate, Term
 from vramwise.estimate.weights import own_format
@@ -76,7 +76,7 @@ def vllm_v0_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate
     weights = loaded_weights(spec, setup, fmt_name=fmt.name, c=c, layers=last, gpu=gpu)
     w_bytes = sum(t.bytes for t in weights)
     peak = v0_profile_peak(spec, tokens=T, seqs=S, c=c, tp=tp, compute_capability=gpu.compute_capability)
-    context = cuda_context_term(setup.overheads.cuda_context_mib)
+    context = context_term(setup.overheads)
     non_torch = non_torch_terms(tp=tp, pp=pp, torch_tp_group=release == "0.6.4")
     inside = (*non_torch, context) if release == "0.6.4" else non_torch  # what the release subtracts
     nt_bytes = sum(t.bytes for t in inside)

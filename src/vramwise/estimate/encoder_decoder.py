@@ -40,7 +40,7 @@ Transients (T = b x s encoder tokens; c compute bytes; a heads, d_kv head width,
 from __future__ import annotations
 
 from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
-from vramwise.estimate.overheads import cuda_context_term
+from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.plan import BATCH, ONE, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.term import PhaseKind, Term
@@ -250,7 +250,7 @@ def encoder_decoder_plan(spec: ModelSpec, setup: InferSetup) -> Plan:
     s, decoded = setup.context, max(setup.new_tokens, 1)
     eager = setup.attention == "eager"
     weights = tuple(constant(t) for t in weight_terms(spec, fmt, hp_bytes=c, tp=1))
-    persistent = (*weights, *_fp16_wo(spec, fmt.name), constant(cuda_context_term(setup.overheads.cuda_context_mib)))
+    persistent = (*weights, *_fp16_wo(spec, fmt.name), constant(context_term(setup.overheads)))
 
     h = spec.hidden_size
     encoder_output = Rule(

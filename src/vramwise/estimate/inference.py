@@ -12,10 +12,10 @@ import functools
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate import ssm_state
+from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.dequant import dequantized_weight
 from vramwise.estimate.kv_cache import ENCODER_NOTE, check_generates, kv_cache, sliding_prefill_views
 from vramwise.estimate.logits import head_words, logits
-from vramwise.estimate.overheads import cuda_context_term
 from vramwise.estimate.plan import Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import inference_positions
 from vramwise.estimate.precision import compute_bytes, kv_dtype
@@ -29,6 +29,7 @@ from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.traits import HeadKind
 from vramwise.workload import InferSetup
+from vramwise.workload.overheads import Overheads
 
 _NEEDS_ARCH = "needs the architecture (layers, heads, hidden size): name a catalog model or a config.json"
 
@@ -39,8 +40,8 @@ def _weights(spec: ModelSpec, fmt: StorageFormat, c: int, tp: int, own: bool) ->
 
 
 @functools.lru_cache(maxsize=64)
-def _cuda_context(mib: int | None) -> Rule:
-    return constant(cuda_context_term(mib))
+def _cuda_context(overheads: Overheads) -> Rule:
+    return constant(context_term(overheads))
 
 
 def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
@@ -69,7 +70,7 @@ def _plan(spec: ModelSpec, setup: InferSetup) -> Plan:
         *cache,
         *cross_kv_cache(spec, images=setup.images, dtype=kv_name, dtype_bytes=kv_bytes, tp=tp),
         *states,
-        _cuda_context(setup.overheads.cuda_context_mib),
+        _cuda_context(setup.overheads),
     )
 
     # a paged cache (kv_block > 1) copies the window out of the prefill's keys and values
@@ -187,7 +188,7 @@ def _bare_inference(model: BareModel, setup: InferSetup) -> Estimate:
         source="seed 000: memory = parameters x bytes per parameter",
     )
     return Estimate(
-        persistent=(weights, cuda_context_term(setup.overheads.cuda_context_mib)),
+        persistent=(weights, context_term(setup.overheads)),
         missing=tuple(
             f"{name} {_NEEDS_ARCH}" for name in ("kv_cache", "activations/prefill_workspace", "activations/logits")
         ),

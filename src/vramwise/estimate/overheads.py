@@ -1,9 +1,9 @@
 """Memory outside PyTorch tensors: the CUDA context and the caching allocator's reserve.
 
 Neither can be traced without a GPU. The defaults are stated assumptions, overridable per run:
-- CUDA context: 512 MiB. PyTorch with CUDA 12 lazy module loading measured about 287 MB of context
-  (pytorch/pytorch lazy-loading PR); cuBLAS/cuDNN handles and workspaces (32 MiB cuBLAS workspace on
-  Hopper) and NCCL for tp > 1 add to it. Calibrate with `vramwise verify` on a CUDA machine.
+- CUDA context: a PyTorch process's comes from the table in estimate/cuda_context.py (by GPU architecture and
+  CUDA release). ``cuda_context_term`` keeps the flat 512 MiB for the one process that is not PyTorch's
+  (llama.cpp: its ggml kernels, not torch's, fill the context; no published measurement to tabulate).
   The context is spent inside the total CUDA reports (cudaMemGetInfo's free drops by it), and that total is
   already nvidia-smi's less the driver's own reserve (NVML nvmlMemory_v2_t.reserved). The GPU budgets are that
   CUDA-visible total (catalog/gpu_spec.py), so the reserve is not in this term and the context is not in the
@@ -23,12 +23,14 @@ DEFAULT_ALLOCATOR_FRACTION = 0.03
 
 
 def cuda_context_term(mib: int | None) -> Term:
+    """A flat context (llama.cpp's): ``mib``, else DEFAULT_CUDA_CONTEXT_MIB. PyTorch processes read
+    ``estimate/cuda_context.context_term`` instead."""
     mib = DEFAULT_CUDA_CONTEXT_MIB if mib is None else mib
     return Term(
         name="overhead/cuda_context",
         bytes=mib * MIB,
         formula=f"{mib} MiB (--cuda-context to override)",
-        source="assumed: CUDA context + cuBLAS/cuDNN workspaces (overheads.py docstring)",
+        source="assumed: a CUDA context without PyTorch (overheads.py docstring)",
     )
 
 

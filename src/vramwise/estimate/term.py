@@ -29,6 +29,7 @@ class Step(enum.StrEnum):
     FORWARD = "forward"
     BACKWARD = "backward"
     OPTIMIZER = "optimizer step"
+    LOAD = "loading"  # before the first step: the checkpoint loaded, quantized and sharded (no trace has it)
 
 
 class PhaseKind(enum.StrEnum):
@@ -48,6 +49,8 @@ class PhaseKind(enum.StrEnum):
     # T5's encoder block 0 buckets the relative positions of every (query, key) pair before its attention
     # (modeling_t5.T5Attention.compute_bias): int64 (s, s) temporaries no other moment holds
     PREFILL_POSITION_BIAS = "prefill (position bias)"
+    # training: the checkpoint loaded, quantized and sharded before the first step (estimate/train/loading.py)
+    LOAD = "loading (checkpoint)"
     # DoRA rebuilds one adapted weight (W + s·BA) in fp32 for its norm during the forward (estimate/train/
     # peft_extras.py); the activations of the layers before it are held meanwhile
     FORWARD_DORA = "forward (DoRA weight norm)"
@@ -74,6 +77,7 @@ _STEPS = {
     PhaseKind.OPTIMIZER_STEP: Step.OPTIMIZER,
     PhaseKind.PREFILL_VISION: Step.PREFILL,
     PhaseKind.PREFILL_POSITION_BIAS: Step.PREFILL,
+    PhaseKind.LOAD: Step.LOAD,
     PhaseKind.FORWARD_DORA: Step.FORWARD,
     PhaseKind.BACKWARD_ATTENTION: Step.BACKWARD,
 }

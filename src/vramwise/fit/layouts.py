@@ -163,7 +163,8 @@ def _family_layouts(
     count.candidates += len(batches)  # each one decided, directly or by the bound
     lines = [(a, b - a) for a, b in zip(one, two, strict=True)]
     par = base.parallel
-    exact = setup.loss == LossImpl.CHUNKED  # a chunked loss's chunk stops growing with the batch: no line
+    # a chunked loss's chunk stops growing with the batch (Liger's grows slower than it): no line
+    exact = setup.loss in (LossImpl.CHUNKED, LossImpl.LIGER)
     out = []
     for b in batches:
         peak = 0 if exact else max(a + d * (b - 1) for a, d in lines)

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 from vramwise.errors import DoesNotFitError, VramwiseError
 from vramwise.estimate.inference import estimate_inference, inference_peak
-from vramwise.estimate.term import Estimate
+from vramwise.estimate.term import Estimate, PhaseKind
 from vramwise.estimate.train.training import estimate_training, training_peak
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.traits import Positions
 from vramwise.units import Unit, fmt
-from vramwise.workload import FsdpMode, InferSetup, Offload, TrainSetup
+from vramwise.workload import FsdpMode, InferSetup, Loading, Offload, TrainSetup
 
 if TYPE_CHECKING:
     from vramwise.engines.result import EngineEstimate
@@ -128,6 +128,10 @@ def _table_note(table: int) -> str:
     return f"the model's learned position table holds {table:,} positions"
 
 
+# loading paths that need ZeRO-3 or FSDP (estimate/train/loading.py); one GPU loads with hf
+_SHARDED_LOADING = (Loading.FSDP_FULL, Loading.FSDP_META, Loading.FSDP_SYNC, Loading.ZERO_INIT)
+
+
 def min_gpus(spec: ModelSpec, setup: TrainSetup, budget: int, unit: Unit = "gib") -> Answer:
     """Fewest data-parallel GPUs for the training step under ZeRO-3 (or the ZeRO stage or FSDP mode asked).
 
@@ -138,7 +142,11 @@ def min_gpus(spec: ModelSpec, setup: TrainSetup, budget: int, unit: Unit = "gib"
 
     def at(n: int) -> Estimate:
         if n == 1:
-            return estimate_training(spec, setup.with_flat(dp=1, zero=0, fsdp=FsdpMode.NONE, offload=Offload.NONE))
+            # one GPU shards nothing: a sharded loading path asked for the GPUs that follow loads as it would
+            alone = {"loading": Loading.AUTO} if setup.loading in _SHARDED_LOADING else {}
+            return estimate_training(
+                spec, setup.with_flat(dp=1, zero=0, fsdp=FsdpMode.NONE, offload=Offload.NONE, **alone)
+            )
         if sharded:
             return estimate_training(spec, setup.with_flat(dp=n, zero=0, fsdp=sharded))
         return estimate_training(spec, setup.with_flat(dp=n, zero=stage, fsdp=FsdpMode.NONE))
@@ -159,6 +167,13 @@ def min_gpus(spec: ModelSpec, setup: TrainSetup, budget: int, unit: Unit = "gib"
             mode = f"FSDP {sharded}" if sharded else f"ZeRO-{stage}"
             # ZeRO-1/2 shard the optimizer states (and gradients) only: the 16-bit weights stay whole on each GPU
             kept = "the activations" if sharded or stage == 3 else "the weights and the activations"
+            if floor.peak_phase is not None and floor.peak_phase.kind is PhaseKind.LOAD:
+                path = floor.peak_phase.transient[0].name.removeprefix("loading/")
+                raise DoesNotFitError(
+                    f"no number of GPUs fits: even {SEARCH_CAP:,} {mode} GPUs need {fmt(floor.peak_bytes, unit)} "
+                    f"each (> {fmt(budget, unit)}) while loading the checkpoint ({path}), which data parallelism "
+                    "does not shrink; --loading fsdp-meta or fsdp-sync loads each GPU's shard"
+                )
             raise DoesNotFitError(
                 f"no number of GPUs fits: even {SEARCH_CAP:,} {mode} GPUs need {fmt(floor.peak_bytes, unit)} each "
                 f"(> {fmt(budget, unit)}): {kept} do not shrink with data parallelism; try --recompute full, "

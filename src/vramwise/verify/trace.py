@@ -40,6 +40,11 @@ class TraceRecipe:
     freeze_layers: int = 0  # the embeddings and the first N decoder layers get requires_grad=False
     fsdp: int = 0  # > 1: FSDP2 fully_shard per decoder layer and the root, over a fake world of this size
     steps: int = 2
+    # issue 14's knobs the CPU twin reproduces (estimate/train: lora.py, loss.py, training.py, states.py)
+    adapter_dtype: str = "auto"  # auto | fp32: peft's fp32 adapters; bf16: built in bf16 (torchtune's LoRALinear)
+    loss: str = "full"  # full: transformers' | compute-dtype | torchtune-chunked | torchtune-linear
+    recompute_every: int = 2  # recompute layer-sac: torchtitan's rule, layer k checkpointed when (k + 1) % N == 0
+    optimizer_in_backward: bool = False  # torchtune's optimizer_in_bwd: one optimizer per parameter, stepped in a hook
     # the peft method: lora (with lora_r), dora, ia3, prompt-tuning, prefix-tuning; "" = lora when lora_r is set
     peft: str = ""
     num_virtual_tokens: int = 20  # prompt and prefix tuning
@@ -378,6 +383,155 @@ def _labels(model: Any, ids: torch.Tensor, decoder_seq: int = 0) -> torch.Tensor
     return ids
 
 
+def _loss(model: Any, ids: torch.Tensor, loss: str, decoder_seq: int = 0) -> torch.Tensor:
+    """The loss as ``loss`` computes it; only the loss is returned, so nothing else outlives the forward."""
+    if loss == "full":
+        return model(input_ids=ids, labels=_labels(model, ids, decoder_seq)).loss
+    import torch.nn.functional as F
+
+    if loss == "compute-dtype":
+        # plain PyTorch: cross_entropy on the logits in their own dtype; the logits are dropped
+        logits = model(input_ids=ids).logits
+        out = F.cross_entropy(logits.flatten(0, 1), ids.flatten())
+        del logits
+        return out
+    if loss == "torchtune-chunked":
+        # torchtune TransformerDecoder.chunked_output: the head per chunk of tensor_split(8, dim=1); then
+        # CEWithChunkedOutputLoss: cross_entropy(chunk.float(), reduction="sum") per chunk, summed, / tokens;
+        # the recipe deletes the logits before backward
+        hidden = model.get_decoder()(input_ids=ids).last_hidden_state
+        head = model.get_output_embeddings()
+        chunks = [head(c) for c in hidden.tensor_split(TORCHTUNE_CHUNKS, dim=1)]
+        del hidden
+        labels = ids.tensor_split(TORCHTUNE_CHUNKS, dim=1)
+        total = torch.zeros(())
+        for c, y in zip(chunks, labels, strict=True):
+            total = total + F.cross_entropy(c.float().flatten(0, 1), y.flatten(), reduction="sum")
+        del chunks
+        return total / ids.numel()
+    if loss == "torchtune-linear":
+        return _torchtune_linear(model, ids)
+    raise ValueError(f"the trace cannot compute loss {loss!r}")
+
+
+def _torchtune_linear(model: Any, ids: torch.Tensor) -> torch.Tensor:
+    """torchtune 0.7 LinearCrossEntropyLoss (modules/loss/cross_entropy_loss.py): the model without its head; per
+    chunk the hidden states are indexed by the label mask, the head runs on them and cross_entropy on the fp32
+    logits. Every label is valid here, and the mask's indexing is done with the equivalent (batch, position) index
+    tensors: fake tensors cannot take a boolean mask's data-dependent shape (they save 16 B per token where
+    torchtune's bool mask saves 1 B)."""
+    import torch.nn.functional as F
+
+    hidden = model.get_decoder()(input_ids=ids).last_hidden_state
+    head = model.get_output_embeddings()
+    total = torch.zeros(())
+    chunks = zip(hidden.tensor_split(TORCHTUNE_CHUNKS, dim=1), ids.tensor_split(TORCHTUNE_CHUNKS, dim=1), strict=True)
+    for h, y in chunks:
+        b, s = y.shape
+        rows = torch.arange(b).repeat_interleave(s)
+        cols = torch.arange(s).repeat(b)
+        logits = head(h[rows, cols])
+        total = total + F.cross_entropy(logits.float(), y[rows, cols], reduction="sum")
+        del logits
+    del hidden
+    return total / ids.numel()
+
+
+# torchtune/modules/transformer.py TransformerDecoder.set_num_output_chunks, called by the recipes with
+# CEWithChunkedOutputLoss.num_output_chunks = 8 (torchtune/modules/loss/ce_chunked_output_loss.py)
+TORCHTUNE_CHUNKS = 8
+
+
+def _checkpointing(model: Any, recipe: TraceRecipe) -> None:
+    """transformers' gradient checkpointing on every layer (full), on every N-th (layer-sac), or on every layer
+    with torchtitan's op-level policy (op-sac)."""
+    if recipe.recompute in ("full", "layer-sac"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if recipe.recompute == "op-sac":
+        kwargs = {"use_reentrant": False, "context_fn": _op_sac_context}
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if recipe.recompute == "layer-sac":
+        _every_nth_layer(model, recipe.recompute_every)
+
+
+def _op_sac_context() -> Any:
+    """torchtitan's op-level SAC policy (commit cfb93265, distributed/activation_checkpoint.py _apply_op_sac, with
+    llama3's _op_sac_save_list): save mm and sdpa outputs, except every second mm of the block; the CPU's own sdpa
+    kernel stands in for the CUDA flash / efficient ones."""
+    from collections import defaultdict
+
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    aten = torch.ops.aten
+    save = {
+        aten.mm.default,
+        aten._scaled_dot_product_flash_attention.default,
+        aten._scaled_dot_product_efficient_attention.default,
+        aten._scaled_dot_product_flash_attention_for_cpu.default,
+    }
+    meta: dict[str, int] = defaultdict(int)
+
+    def policy(ctx: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+        key = f"{'recompute' if ctx.is_recompute else 'forward'}_mm_count"
+        if func == aten.mm.default:
+            meta[key] += 1
+        keep = func in save and not (func == aten.mm.default and meta[key] % 2 == 0)
+        return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
+
+
+def _every_nth_layer(model: Any, every: int) -> None:
+    """torchtitan's layer selective checkpointing (llama3 parallelize.py _apply_ac_to_transformer_block, mode
+    selective with an integer option): the k-th block wrapped (k counted from 1) checkpoints when k % N == 0."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for k, layer in enumerate(layers, start=1):
+        layer.gradient_checkpointing = k % every == 0
+
+
+@contextlib.contextmanager
+def _adapter_dtype(dtype: str) -> Iterator[None]:
+    """bf16 adapters are built in bf16 (torchtune builds the model under its dtype): FakeTensor parameters cannot be
+    cast by a later ``.to()``."""
+    if dtype != "bf16":
+        yield
+        return
+    original = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(original)
+
+
+class _InBackward:
+    """torchtune's optimizer_in_bwd (torchtune/training/memory.py create_optim_in_bwd_wrapper and
+    register_optim_in_bwd_hooks): one optimizer per parameter, stepped and zeroed in the parameter's
+    post-accumulate-grad hook, so only the gradient being stepped is alive; step() and zero_grad() do nothing."""
+
+    def __init__(self, params: list[torch.nn.Parameter], recipe: TraceRecipe) -> None:
+        self.optims = {p: _torch_optimizer([p], recipe) for p in params}
+
+        def step(p: torch.Tensor) -> None:
+            self.optims[p].step()  # type: ignore[index]
+            self.optims[p].zero_grad(set_to_none=True)  # type: ignore[index]
+
+        for p in params:
+            p.register_post_accumulate_grad_hook(step)
+
+    @property
+    def state(self) -> dict[Any, Any]:
+        return {k: v for o in self.optims.values() for k, v in o.state.items()}
+
+    def step(self) -> None:
+        return None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        return None
+
+
 def _step(model: torch.nn.Module, opt: Any, ids: torch.Tensor, autocast: Any) -> None:
     """One untracked training iteration (the FSDP warm-up)."""
     with autocast:
@@ -433,22 +587,21 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         dtype = _MODEL_DTYPE.get(recipe.precision, torch.float32)
         model = _build(config, hf, dtype)
         model.train()
-        if recipe.recompute == "full":
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _checkpointing(model, recipe)
         adapters = peft_config(recipe, causal=generates(model))
         if adapters is not None:
             import peft
 
-            with _adapters_stay_put():
-                model = peft.get_peft_model(model, adapters)
+            with _adapters_stay_put(), _adapter_dtype(recipe.adapter_dtype):
+                # autocast_adapter_dtype=False leaves bf16 adapters as built (peft's default upcasts them to fp32)
+                model = peft.get_peft_model(model, adapters, autocast_adapter_dtype=recipe.adapter_dtype != "bf16")
         if recipe.freeze_layers:
             _freeze_bottom(model, recipe.freeze_layers)
         if mesh is not None:
             _shard(model, mesh)
         trainable = [p for p in model.parameters() if p.requires_grad]
-        opt = _optimizer(trainable, recipe)
+        opt = _InBackward(trainable, recipe) if recipe.optimizer_in_backward else _optimizer(trainable, recipe)
         ids = torch.randint(0, hf.vocab_size, (recipe.batch, recipe.seq))
-        labels = _labels(model, ids, recipe.decoder_seq)
         autocast = (
             torch.autocast(device, dtype=torch.bfloat16) if recipe.precision == "amp" else contextlib.nullcontext()
         )
@@ -467,7 +620,7 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         for _ in range(recipe.steps):
             tracker.phase("forward")
             with autocast:
-                loss = model(input_ids=ids, labels=labels).loss
+                loss = _loss(model, ids, recipe.loss, recipe.decoder_seq)
             tracker.mark("forward_end")
             tracker.phase("backward")
             loss.backward()

@@ -66,6 +66,7 @@ BOUNDS: dict[str, tuple[int, str]] = {
     "grad_accum": (MAX_GPUS, "micro-batches per step, bounded like a GPU count (a pipeline needs pp of them)"),
     "interleave": (MAX_LAYERS, _LAYERS_WHY),
     "freeze_layers": (MAX_LAYERS, _LAYERS_WHY),
+    "recompute_every": (MAX_LAYERS, _LAYERS_WHY),
     "layers": (MAX_LAYERS, _LAYERS_WHY),
     # past the hidden size an adapter is no longer low rank; the widest published is PaLM 540B's 18,432
     "lora_r": (1 << 16, "wider than any published hidden size, PaLM 540B's 18,432"),

@@ -31,11 +31,12 @@ ENGINES = tuple(Engine)
 # The vLLM release whose source the vLLM plan and these defaults follow (engines/vllm.py cites its files).
 VLLM_VERSION = "0.11.0"
 # --vllm-version: which release's plan. "0.11" is VLLM_VERSION's (V1); "0.8" the V1 engine of 0.7.x-0.8.x (read at
-# v0.7.3 and v0.8.5: every byte outside torch inside the budget, engines/vllm_releases.py); "0.6" the V0 engine of
-# v0.6.5-v0.6.6 (memory_profiling: the CUDA context outside the budget); "0.6.4" the V0 engine of v0.6.4 (its
+# v0.7.3 and v0.8.5: every byte outside torch inside the budget, engines/vllm_releases.py); "0.9" (v0.9.2) and "0.10"
+# (v0.10.0-v0.10.2) the V1 engine whose communicators count inside the budget, the context outside; "0.6" the V0
+# engine of v0.6.5-v0.6.6 (memory_profiling: the CUDA context outside the budget); "0.6.4" the V0 engine of v0.6.4 (its
 # non-torch memory counts everything outside torch, the CUDA context included). engines/vllm_v0.py cites the
 # files of each.
-VLLM_VERSIONS = ("0.11", "0.8", "0.6", "0.6.4")
+VLLM_VERSIONS = ("0.11", "0.8", "0.6", "0.6.4", "0.9", "0.10")
 # vLLM's MXFP4 MoE backends on CUDA (vllm/model_executor/layers/quantization/mxfp4.py Mxfp4Backend)
 MXFP4_BACKENDS = ("marlin", "triton", "flashinfer")
 
@@ -56,8 +57,8 @@ class VllmFlags:
     kv_cache_memory_bytes: int | None = None  # --kv-cache-memory-bytes: the KV pool's size, not the budget rule's
     pipeline_parallel_size: int = 1  # --pipeline-parallel-size (--pp)
     version: str = "0.11"  # --vllm-version: whose memory plan (VLLM_VERSIONS)
-    # --mxfp4-backend: the MoE backend of an MXFP4 checkpoint (None: vLLM's choice by compute capability;
-    # engines/vllm_mxfp4.py); vLLM 0.10-0.14 spell "marlin" as the environment VLLM_MXFP4_USE_MARLIN=1
+    # --mxfp4-backend: the MoE backend of an MXFP4 checkpoint (None: what pip's vLLM 0.11.0 picks without FlashInfer
+    # or triton_kernels, Marlin; engines/vllm_mxfp4.py); vLLM 0.10-0.14 spell "marlin" as VLLM_MXFP4_USE_MARLIN=1
     mxfp4_backend: str | None = None
 
     def __post_init__(self) -> None:

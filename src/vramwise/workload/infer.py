@@ -164,5 +164,7 @@ _FLAT = FlatNames(
         "ollama": ("llamacpp", "ollama"),
         "vllm_version": ("vllm", "version"),
         "mxfp4_backend": ("vllm", "mxfp4_backend"),
+        "cuda_version": ("overheads", "cuda_version"),
+        "compute_capability": ("overheads", "compute_capability"),
     },
 )

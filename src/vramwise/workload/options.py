@@ -54,6 +54,7 @@ class PeftMethod(StrEnum):
     NONE = "none"
     LORA = "lora"
     QLORA = "qlora"
+    LORA_8BIT = "lora-8bit"  # LoRA over a bitsandbytes LLM.int8() frozen base (load_in_8bit)
     # peft 0.21: LoraConfig(use_dora=True), IA3Config, PromptTuningConfig, PrefixTuningConfig
     DORA = "dora"
     IA3 = "ia3"
@@ -62,9 +63,14 @@ class PeftMethod(StrEnum):
 
 
 class Recompute(StrEnum):
+    """none; selective: Megatron's (drops the attention scores: a no-op under sdpa/flash); full: every layer;
+    op-sac: torchtitan's op-level selective policy; layer-sac: every ``recompute_every``-th layer in full."""
+
     NONE = "none"
     SELECTIVE = "selective"
     FULL = "full"
+    OP_SAC = "op-sac"
+    LAYER_SAC = "layer-sac"
 
 
 class AttentionImpl(StrEnum):
@@ -74,8 +80,34 @@ class AttentionImpl(StrEnum):
 
 
 class LossImpl(StrEnum):
+    """full: transformers' fp32 upcast; chunked: a generic fused linear cross entropy of ``loss_chunk`` tokens;
+    compute-dtype: F.cross_entropy on the 16-bit logits; liger: Liger-Kernel's fused linear cross entropy;
+    cce: Apple's Cut Cross Entropy; torchtune-chunked: torchtune's CEWithChunkedOutputLoss (8 chunks, fp32, v0.6);
+    torchtune-linear: torchtune's LinearCrossEntropyLoss (the head per chunk inside the loss, v0.7)."""
+
     FULL = "full"
     CHUNKED = "chunked"
+    COMPUTE_DTYPE = "compute-dtype"
+    LIGER = "liger"
+    CCE = "cce"
+    TORCHTUNE_CHUNKED = "torchtune-chunked"
+    TORCHTUNE_LINEAR = "torchtune-linear"
+
+
+class AdapterDtype(StrEnum):
+    """LoRA adapters' dtype: auto (peft's autocast_adapter_dtype: fp32), fp32, or bf16 (the model's 16-bit
+    dtype, as torchtune keeps them)."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+
+
+class KernelImpl(StrEnum):
+    """An MLP or norm as transformers' eager modules compute it (composite) or as one fused kernel (Liger)."""
+
+    COMPOSITE = "composite"
+    FUSED = "fused"
 
 
 class FsdpMode(StrEnum):
@@ -103,6 +135,19 @@ class KvDtype(StrEnum):
     FP8 = "fp8"
 
 
+class Loading(StrEnum):
+    """How the checkpoint reaches the GPUs before the first step (estimate/train/loading.py says what each holds)."""
+
+    AUTO = "auto"  # from the layout: FSDP -> fsdp-full, ZeRO-3 -> zero-init, a bitsandbytes base -> bnb-quantize
+    HF = "hf"  # transformers from_pretrained on the host, then the trainer moves the model to its GPU
+    HF_DEVICE_MAP = "hf-device-map"  # from_pretrained(device_map=...): tensors read straight onto the GPU
+    FSDP_FULL = "fsdp-full"  # every rank materialises the whole model on its GPU, then FSDP shards it
+    FSDP_META = "fsdp-meta"  # meta-device init, to_empty on the shard, then the (sharded) state dict
+    FSDP_SYNC = "fsdp-sync"  # accelerate cpu_ram_efficient_loading: rank 0 loads, sync_module_states broadcasts
+    ZERO_INIT = "zero-init"  # DeepSpeed zero.Init: parameters partitioned as each module is built
+    BNB_QUANTIZE = "bnb-quantize"  # bitsandbytes quantizes each 16-bit weight as it reaches the GPU
+
+
 class Mode(StrEnum):
     """accurate: what the frameworks allocate; textbook: a seed's closed formulas."""
 
@@ -117,6 +162,21 @@ class Seed(StrEnum):
     SEED_002 = "002"
 
 
+class Framework(StrEnum):
+    """Whose defaults fill the options not given (workload/frameworks.py: one table per framework and version)."""
+
+    NONE = "none"
+    HF_TRAINER = "hf-trainer"
+    ACCELERATE = "accelerate"
+    DEEPSPEED = "deepspeed"
+    TORCHTUNE = "torchtune"
+    TORCHTITAN = "torchtitan"
+    AXOLOTL = "axolotl"
+    UNSLOTH = "unsloth"
+    LLAMA_FACTORY = "llama-factory"
+    MEGATRON = "megatron"
+
+
 # The allowed values as tuples, in the order ``--help`` lists them.
 PRECISIONS = tuple(Precision)
 GRAD_DTYPES = tuple(GradDtype)
@@ -126,8 +186,12 @@ PEFT_METHODS = tuple(PeftMethod)
 RECOMPUTE = tuple(Recompute)
 ATTENTION_IMPLS = tuple(AttentionImpl)
 LOSS_IMPLS = tuple(LossImpl)
+ADAPTER_DTYPES = tuple(AdapterDtype)
+KERNEL_IMPLS = tuple(KernelImpl)
 FSDP_MODES = tuple(FsdpMode)
+LOADINGS = tuple(Loading)
 OFFLOAD = tuple(Offload)
 KV_DTYPES = tuple(KvDtype)
 MODES = tuple(Mode)
 SEEDS = tuple(Seed)
+FRAMEWORKS = tuple(Framework)

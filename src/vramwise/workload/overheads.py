@@ -2,23 +2,53 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from vramwise.workload.checks import non_negative, real
+from vramwise.errors import InvalidWorkloadError
+from vramwise.workload.checks import non_negative, real, show
+
+# The CUDA releases the context table speaks of (estimate/cuda_context.py): 10.0 (the oldest a published
+# measurement used) to 13.x (the newest torch wheels'); anything else is refused rather than guessed.
+CUDA_VERSIONS = "a CUDA release MAJOR.MINOR from 10.0 to 13.9 (e.g. 12.8), the torch wheel's (torch.version.cuda)"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Overheads:
     """What every GPU process holds besides the model: the CUDA context and the allocator's reserve."""
 
-    cuda_context_mib: int | None = None  # None: the default in estimate/overheads.py
+    cuda_context_mib: int | None = None  # None: the table in estimate/cuda_context.py
     allocator_fraction: float | None = None  # None: the default in estimate/overheads.py
+    # the CUDA runtime the process runs (torch.version.cuda); None: the default in estimate/cuda_context.py
+    cuda_version: str | None = None
+    # the GPU's compute capability ("9.0"), filled from the --gpu catalog entry; None: not known
+    compute_capability: str | None = None
 
     def __post_init__(self) -> None:
         if self.cuda_context_mib is not None:
             non_negative("cuda_context_mib", self.cuda_context_mib)
         if self.allocator_fraction is not None:
             real("allocator_fraction", self.allocator_fraction, 0, 1, high_open=True)
+        if self.cuda_version is not None:
+            cuda_release(self.cuda_version)
+        if self.compute_capability is not None and not re.fullmatch(r"\d{1,2}\.\d", str(self.compute_capability)):
+            raise InvalidWorkloadError(
+                f"compute_capability must be MAJOR.MINOR such as 9.0, got {show(self.compute_capability)}",
+                field="compute_capability",
+                allowed="MAJOR.MINOR (https://developer.nvidia.com/cuda-gpus)",
+            )
+
+
+def cuda_release(text: object) -> tuple[int, int]:
+    """(major, minor) of a CUDA release as ``--cuda-version`` spells it; refused in one line otherwise."""
+    m = re.fullmatch(r"(\d{1,2})\.(\d{1,2})", text) if isinstance(text, str) else None
+    if m is None or not (10, 0) <= (int(m.group(1)), int(m.group(2))) <= (13, 9):
+        raise InvalidWorkloadError(
+            f"cuda_version {show(text)} is not a CUDA release the context table covers; allowed: {CUDA_VERSIONS}",
+            field="cuda_version",
+            allowed=CUDA_VERSIONS,
+        )
+    return int(m.group(1)), int(m.group(2))
 
 
 # Neither a CUDA context nor an allocator reserve: what a traced step measures (verify, the accuracy bench).

@@ -19,8 +19,12 @@ from vramwise.workload.checks import coerce, non_negative, positive, real, show
 from vramwise.workload.flat import FlatNames
 from vramwise.workload.layout import ParallelConfig
 from vramwise.workload.options import (
+    AdapterDtype,
     AttentionImpl,
+    Framework,
     GradDtype,
+    KernelImpl,
+    Loading,
     LossImpl,
     Mode,
     Optimizer,
@@ -48,10 +52,13 @@ class PrecisionConfig:
 class OptimizerConfig:
     name: Optimizer = Optimizer.ADAMW
     impl: OptimizerImpl = OptimizerImpl.AUTO  # auto: fused for the mixed recipes, else torch's foreach
+    # torchtune's optimizer_in_bwd: each parameter steps in its post-accumulate-grad hook and frees its gradient
+    in_backward: bool = False
 
     def __post_init__(self) -> None:
         coerce(self, "name", Optimizer, "optimizer")
         coerce(self, "impl", OptimizerImpl, "optimizer_impl")
+        _flag("optimizer_in_backward", self.in_backward)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,17 +70,27 @@ class PeftConfig:
     lora_targets: tuple[str, ...] = ()  # peft module names or "all-linear"; () = peft's default for the model
     lora_dropout: float = 0.0
     freeze_layers: int = 0  # the first N decoder layers get no gradients
+    adapter_dtype: AdapterDtype = AdapterDtype.AUTO  # auto: peft's fp32 adapters (autocast_adapter_dtype=True)
+    double_quant: bool = False  # QLoRA: bnb_4bit_use_double_quant (BitsAndBytesConfig's default: False)
     # prompt and prefix tuning: virtual tokens prepended (peft's PromptLearningConfig has no default; 20 is the
     # value of peft's own prompt-tuning and prefix-tuning examples)
     num_virtual_tokens: int = 20
 
     def __post_init__(self) -> None:
         coerce(self, "method", PeftMethod, "peft")
+        coerce(self, "adapter_dtype", AdapterDtype)
         positive("lora_r", self.lora_r)
         positive("num_virtual_tokens", self.num_virtual_tokens)
         non_negative("freeze_layers", self.freeze_layers)
         real("lora_dropout", self.lora_dropout, 0, 1, high_open=True)
         _targets(self.lora_targets)
+        _flag("double_quant", self.double_quant)
+        if self.double_quant and self.method != PeftMethod.QLORA:
+            raise InvalidWorkloadError(
+                f"double_quant quantizes QLoRA's 4-bit absmax; it needs peft qlora, got peft {self.method}",
+                field="double_quant",
+                allowed="--peft qlora, or no --double-quant",
+            )
 
     @property
     def adapters(self) -> bool:
@@ -84,6 +101,23 @@ class PeftConfig:
     def virtual_tokens(self) -> int:
         """Prompt tuning's tokens prepended to every sequence (0 for every other method)."""
         return self.num_virtual_tokens if self.method == PeftMethod.PROMPT_TUNING else 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImplConfig:
+    """How the step's kernels and saved tensors are implemented, beyond transformers' eager defaults."""
+
+    mlp_impl: KernelImpl = KernelImpl.COMPOSITE  # composite: transformers' eager MLP; fused: Liger's SwiGLU/GeGLU
+    norm_impl: KernelImpl = KernelImpl.COMPOSITE  # composite: transformers' eager RMSNorm; fused: Liger's RMSNorm
+    activation_offload: bool = False  # torchtune's OffloadActivations: saved tensors to pinned host memory
+    compile: bool = False  # torch.compile per layer: inductor's saved tensors, measured (bench/compile_saved.py)
+    float8: bool = False  # torchao float8 training of the linears (Float8Linear, tensorwise scaling)
+
+    def __post_init__(self) -> None:
+        coerce(self, "mlp_impl", KernelImpl)
+        coerce(self, "norm_impl", KernelImpl)
+        for name in ("activation_offload", "compile", "float8"):
+            _flag(name, getattr(self, name))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,22 +152,39 @@ class TrainSetup:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     overheads: Overheads = field(default_factory=Overheads)
     textbook: TextbookConfig = field(default_factory=TextbookConfig)
+    # layer-sac: every N-th layer is checkpointed (torchtitan config ActivationCheckpoint.selective_ac_option, "2")
+    recompute_every: int = 2
+    impl: ImplConfig = field(default_factory=ImplConfig)
+    framework: Framework = Framework.NONE  # whose defaults filled the options not given (workload/frameworks.py)
+    loading: Loading = Loading.AUTO  # how the checkpoint reaches the GPUs (estimate/train/loading.py)
 
     def __post_init__(self) -> None:
-        for name in ("batch", "seq", "grad_accum", "loss_chunk"):
+        for name in ("batch", "seq", "grad_accum", "loss_chunk", "recompute_every"):
             positive(name, getattr(self, name))
+        coerce(self, "loading", Loading)
         if self.decoder_seq is not None:
             positive("decoder_seq", self.decoder_seq)
         coerce(self, "recompute", Recompute)
         coerce(self, "attention", AttentionImpl)
         coerce(self, "loss", LossImpl)
         coerce(self, "mode", Mode)
+        if self.recompute_every != 2 and self.recompute != Recompute.LAYER_SAC:
+            raise InvalidWorkloadError(
+                f"recompute_every applies to recompute layer-sac, got recompute {self.recompute}",
+                field="recompute_every",
+                allowed="--recompute layer-sac",
+            )
         if self.seq % self.parallel.cp:
             raise InvalidLayoutError(f"cp ({self.parallel.cp}) must divide seq ({self.seq})")
         if self.peft.adapters and self.optimizer.name == Optimizer.LOMO:
             raise InvalidWorkloadError(
                 "optimizer lomo fuses the update into backward of full fine-tuning; use peft=none"
             )
+        coerce(self, "framework", Framework)
+        if self.framework != Framework.NONE:
+            from vramwise.workload.frameworks import check_rules  # imported only when a framework is named
+
+            check_rules(self)
 
     @property
     def step_impl(self) -> OptimizerImpl:
@@ -166,6 +217,11 @@ class TrainSetup:
         return dataclasses.replace(self, **_FLAT.changes(self, flat))
 
 
+def _flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidWorkloadError(f"{name} must be true or false, got {show(value)}", field=name)
+
+
 def _targets(targets: object) -> None:
     """LoRA targets: a tuple of non-empty module names (empty: peft's default for the model)."""
     if not isinstance(targets, tuple) or not all(isinstance(t, str) and t.strip() for t in targets):
@@ -196,6 +252,7 @@ _FLAT = FlatNames(
         "parallel": ParallelConfig,
         "overheads": Overheads,
         "textbook": TextbookConfig,
+        "impl": ImplConfig,
     },
     names={
         "batch": ("", "batch"),
@@ -225,7 +282,22 @@ _FLAT = FlatNames(
         "mode": ("", "mode"),
         "seed": ("textbook", "seed"),
         "lora_fraction": ("textbook", "lora_fraction"),
+        # issue 14's implementation knobs (estimate/train: loss.py, activations.py, knobs.py)
+        "adapter_dtype": ("peft", "adapter_dtype"),
+        "double_quant": ("peft", "double_quant"),
+        "recompute_every": ("", "recompute_every"),
+        "mlp_impl": ("impl", "mlp_impl"),
+        "norm_impl": ("impl", "norm_impl"),
+        "activation_offload": ("impl", "activation_offload"),
+        "compile": ("impl", "compile"),
+        "optimizer_in_backward": ("optimizer", "in_backward"),
+        "float8": ("impl", "float8"),
+        "framework": ("", "framework"),
+        "cuda_version": ("overheads", "cuda_version"),
+        "compute_capability": ("overheads", "compute_capability"),
+        "loading": ("", "loading"),
         "num_virtual_tokens": ("peft", "num_virtual_tokens"),
         "decoder_seq": ("", "decoder_seq"),
     },
 )
+FLAT_NAMES = _FLAT  # the flat names, for workload/frameworks.py (which option a preset row can set)

@@ -111,7 +111,12 @@ def _old_and_failed(text: str, n: int) -> list[Figure]:
     """The 2023 "MB" lines, and the exact size of a buffer that failed to allocate."""
     out = [memory(name, m.group(1), "MB", line=n) for name, pattern in _OLD_MB if (m := pattern.search(text))]
     if m := _FAILED.search(text):
-        out.append(Figure(name="failed_allocation", value=int(m.group(2)), unit="B", printed=m.group(2), tolerance=0,
+        # ggml/src/ggml-alloc.c: "ggml_gallocr_reserve_n: failed to allocate %s buffer of size %zu" is the graph
+        # allocator's, through which llama_context reserves its compute buffers (ggml_backend_sched_reserve), so the
+        # size is that device's compute buffer; alloc_tensor_range's same words (a model or KV buffer) stay
+        # failed_allocation
+        name = "compute_buffer" if "ggml_gallocr_reserve_n" in text else "failed_allocation"
+        out.append(Figure(name=name, value=int(m.group(2)), unit="B", printed=m.group(2), tolerance=0,
                           rank=m.group(1), line=n))
     return out
 

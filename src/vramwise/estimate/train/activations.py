@@ -18,6 +18,10 @@ Each entry is a tensor the backward of some op keeps (c = compute bytes, 4 for t
   dropout:          a 1-byte mask per element (CUDA's bool mask; the CPU kernel keeps a mask in the input
                     dtype, so CPU traces of dropout models read higher).
 Derived from the saved-tensor lists and checked against traced steps (tests/estimate/test_train_vs_trace.py).
+Fused kernels (--norm-impl / --mlp-impl fused, Liger-Kernel): LigerRMSNormFunction saves its input X, the weight and
+the fp32 rstd per row (ops/rms_norm.py rms_norm_forward, save_for_backward(X, W, RSTD)); LigerSiLUMulFunction and
+LigerGELUMulFunction save their two inputs a (gate) and b (up) (ops/swiglu.py, ops/geglu.py) and recompute the
+activation in backward. Routed experts keep transformers' code.
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ class Grads:
     lora: tuple[LoraModule, ...] = ()
     lora_r: int = 0
     lora_dropout: bool = False
+    adapter: int = 4  # bytes per adapter element: peft's fp32, or bf16 (--adapter-dtype)
+    # a frozen LLM.int8() base keeps its input A (bitsandbytes autograd/_functions.py MatMul8bitLt.forward:
+    # ctx.tensors = (CAt, subA, A) whenever A needs a gradient; CAt is None for a frozen weight; subA, the outlier
+    # columns above llm_int8_threshold (6.0), depends on the data and is not counted)
+    inputs_kept: bool = False
     dora: bool = False  # DoRA: each adapter also keeps the base output and its own (peft_extras.py)
     ia3: tuple[Ia3Module, ...] = ()  # IA3's scaled modules (peft_extras.py)
 
@@ -62,6 +71,9 @@ class Shape:
     sp: bool
     kv_len: int  # keys each query attends to (the sequence, or the window)
     amp: bool  # fp32 weights under autocast: norms and the residual stream stay fp32, each matmul casts
+    fused_norm: bool = False  # Liger's RMSNorm kernel: saves its input and the fp32 rstd only
+    fused_mlp: bool = False  # Liger's SwiGLU/GeGLU kernel: saves gate and up only
+    compiled: bool = False  # torch.compile per layer: inductor recomputes layout copies (measured, see knobs.py)
 
 
 @dataclass
@@ -84,6 +96,10 @@ def _norm(out: Saved, spec: ModelSpec, s: Shape, g: Grads, name: str) -> None:
     if spec.norm.kind == "layer":
         width = 4 if s.amp else s.c  # autocast runs layer_norm in fp32
         out.add(name, (width * s.h + 2 * width) / rep)  # input, mean and rstd
+        return
+    if s.fused_norm:
+        # Liger LigerRMSNormFunction (ops/rms_norm.py): save_for_backward(X, W, RSTD), RSTD fp32 per row
+        out.add(name, ((4 if s.amp else s.c) * s.h + 4) / rep)
         return
     fp32 = spec.traits.norm_weight_fp32 or s.amp
     out.add(name, (4 * s.h + 4) / rep)  # fp32 input copy (pow, mul) and rsqrt
@@ -109,16 +125,19 @@ def _linear_input(
     ``readers``: separate modules reading it; under autocast each keeps its own 16-bit cast of an fp32 input.
     """
     adapters = {m.name: m for grp in groups for m in g.adapted(grp)}
-    if not kept and (g.base or (adapters and s.c == 4)):
+    a = g.adapter
+    # adapters in the input's own dtype keep the input itself (peft's cast is a no-op), shared like a weight's
+    same = bool(adapters) and s.c == a and not s.amp
+    if not kept and (g.base or same or g.inputs_kept):
         out.add(name, s.c * width / rep * (readers if s.amp else 1))
     for _ in adapters.values():
         if s.amp:
             out.add("lora", 2 * width / rep + 2 * g.lora_r)  # autocast's 16-bit casts of x and x·A
         elif g.lora_dropout:
-            out.add("lora", 5 * width / rep)  # dropout mask (1) + dropped copy (4, fp32)
-        elif s.c != 4:
-            out.add("lora", 4 * width / rep)  # peft casts the input to the adapter's fp32
-        out.add("lora", 4 * g.lora_r)  # x·A, kept by B
+            out.add("lora", (1 + a) * width / rep)  # dropout mask (1) + dropped copy in the adapter dtype
+        elif s.c != a:
+            out.add("lora", a * width / rep)  # peft casts the input to the adapter's dtype
+        out.add("lora", a * g.lora_r)  # x·A, kept by B
     if g.dora:
         for m in adapters.values():
             out.add("dora", dora_saved(m, c=s.c, amp=s.amp, dropout=g.lora_dropout))
@@ -136,7 +155,10 @@ def _attention(out: Saved, spec: ModelSpec, s: Shape, g: Grads, attention: str, 
     if att.qk_norm != "none":
         # fp32 input copy and rsqrt per head; the normalised tensor for the weight (fp32 in Gemma's norm)
         normalised = (4 if spec.traits.norm_weight_fp32 else c) if g.base else 0
-        out.add("attention/qk_norm", (4 + normalised) * (q + kv) + 4 * (s.heads + s.kv_heads))
+        if s.fused_norm:  # Liger's RMSNorm replaces every RMSNorm class of the family, q/k norms too
+            out.add("attention/qk_norm", c * (q + kv) + 4 * (s.heads + s.kv_heads))
+        else:
+            out.add("attention/qk_norm", (4 + normalised) * (q + kv) + 4 * (s.heads + s.kv_heads))
     # In training transformers still fills a DynamicCache (use_cache defaults to true without checkpointing):
     # its torch.cat hands attention fresh copies of k and v. q is rotary's new tensor, or, without rotary, a
     # view that keeps the whole fused projection output alive.
@@ -150,7 +172,7 @@ def _attention(out: Saved, spec: ModelSpec, s: Shape, g: Grads, attention: str, 
         out.add("attention/output", c * q)  # transpose(1, 2).contiguous() copy, read by o_proj
     else:
         out.add("attention/output", c * q + 4 * s.heads)  # kernel output + fp32 log-sum-exp
-        if spec.traits.rotary_cat_copy:
+        if spec.traits.rotary_cat_copy and not s.compiled:
             out.add("attention/output", c * q)  # q from torch.cat is (b, a, s, d)-contiguous: o_proj's copy
     _linear_input(out, s, g, "attention/o_input", q, ("attention.o",), 1, kept=True)
     if spec.dropout:
@@ -212,7 +234,8 @@ def _mlp(out: Saved, spec: ModelSpec, s: Shape, g: Grads) -> None:
     shared = spec.parallel_block and spec.norm.per_layer == 1
     _linear_input(out, s, g, "mlp/input", s.h, ("mlp.gate", "mlp.up"), rep, readers=readers, kept=shared)
     if mlp.gated:
-        out.add("mlp/intermediate", 3 * c * i)  # gate, up, act(gate)
+        # gate, up, act(gate); Liger's LigerSiLUMulFunction / LigerGELUMulFunction save only gate and up
+        out.add("mlp/intermediate", (2 if s.fused_mlp else 3) * c * i)
         _linear_input(out, s, g, "mlp/intermediate", i, ("mlp.down",), 1)
     else:
         act = mlp.activation
@@ -238,7 +261,7 @@ def _moe(out: Saved, spec: ModelSpec, s: Shape, g: Grads) -> None:
     out.add("experts/routed", k * per_copy)
     if moe.shared_intermediate_size:
         si = moe.shared_intermediate_size / s.tp
-        out.add("experts/shared", 3 * c * si + (c * si if g.base else 0))
+        out.add("experts/shared", (2 if s.fused_mlp else 3) * c * si + (c * si if g.base else 0))
         if moe.shared_expert_gate:
             out.add("experts/shared", c * s.h + 4)
 
@@ -255,8 +278,12 @@ def layer_saved(
     tp: int,
     sp: bool,
     amp: bool = False,
+    fused_norm: bool = False,
+    fused_mlp: bool = False,
+    compiled: bool = False,
 ) -> Saved:
-    """Bytes per token that layer ``layer`` keeps from its forward until its backward."""
+    """Bytes per token that layer ``layer`` keeps from its forward until its backward (``fused_*``: Liger's
+    kernels instead of transformers' eager modules)."""
     att = spec.attention
     if att.kind == "mla" and att.mla:
         m = att.mla
@@ -274,6 +301,9 @@ def layer_saved(
         # transformers masks a sliding window in training rather than skipping keys: eager keeps all of them
         kv_len=seq,
         amp=amp,
+        fused_norm=fused_norm or compiled,
+        fused_mlp=fused_mlp or compiled,
+        compiled=compiled,
     )
     out = Saved()
     for n in range(spec.norm.per_layer):

@@ -15,6 +15,34 @@ from vramwise.errors import InvalidWorkloadError
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.spec.traits import HeadKind
+from vramwise.workload import PeftConfig, PeftMethod
+from vramwise.workload.options import AdapterDtype
+
+# peft keeps adapters in fp32 whatever the base dtype: get_peft_model(autocast_adapter_dtype=True), the default,
+# upcasts bf16/fp16 adapter weights to fp32 (peft tuners_utils.BaseTuner._cast_adapter_dtype). torchtune builds
+# LoRALinear's lora_a / lora_b as nn.Linear under training.set_default_dtype(self._dtype) (recipes/
+# lora_finetune_single_device.py _setup_model; torchtune/modules/peft/lora.py LoRALinear.__init__): bf16.
+PEFT_ADAPTER_BYTES = 4
+SRC_ADAPTER_DTYPE = (
+    "peft get_peft_model(autocast_adapter_dtype=True) upcasts adapters to fp32; torchtune LoRALinear "
+    "(torchtune/modules/peft/lora.py) is built in the model dtype"
+)
+# peft utils/other.py prepare_model_for_kbit_training casts every non-quantized parameter to fp32; it is skipped
+# for these quantizers (the is_*_quantized checks), and torchtune's QLoRA (NF4Tensor) has no such step.
+_NO_KBIT_CAST = ("gptq", "aqlm", "eetq", "hqq", "torchao")
+
+
+def adapter_bytes(peft: PeftConfig) -> int:
+    """Bytes per adapter element (and its gradient and optimizer states): fp32 unless asked for bf16."""
+    return 2 if peft.adapter_dtype == AdapterDtype.BF16 else PEFT_ADAPTER_BYTES
+
+
+def kbit_prepared(spec: ModelSpec, peft: PeftConfig) -> bool:
+    """Whether peft's prepare_model_for_kbit_training casts the non-quantized parameters (norms, embeddings,
+    head) to fp32: QLoRA and 8-bit LoRA as peft and the HF Trainer/TRL run them. ``adapter_dtype bf16`` stands
+    for torchtune's recipe, which keeps the whole model in bf16 (no k-bit preparation)."""
+    kbit = peft.method in (PeftMethod.QLORA, PeftMethod.LORA_8BIT)
+    return kbit and peft.adapter_dtype != AdapterDtype.BF16 and spec.quant_method not in _NO_KBIT_CAST
 
 # transformers' Llama names, one module per parameter group: the names of every family whose
 # spec.traits.peft_modules is None (the adapters state the others, fused or renamed).

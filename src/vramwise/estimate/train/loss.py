@@ -6,14 +6,274 @@ Trainer keeps only the loss). Backward of log_softmax then holds its saved outpu
 the outgoing one: 12·V per token at once. Measured in cpu-memory-measurement.md §2 (Temp = two fp32
 logits-sized tensors on top of the saved one). A chunked (fused linear) cross entropy computes the loss and
 the gradient of the hidden states chunk by chunk during forward: only ``chunk`` tokens of logits ever exist.
+
+The other implementations (``--loss``), each from its source:
+  compute-dtype      F.cross_entropy on the 16-bit logits (plain PyTorch): aten _log_softmax saves its result
+                     (derivatives.yaml: ``self: _log_softmax_backward_data(grad, result, dim, self.scalar_type())``)
+                     in the input dtype, c·V; backward holds nll_loss's gradient and log_softmax's, c·V each.
+                     Under autocast log_softmax runs in fp32 (autocast's fp32 op list), as the full loss.
+                     torchtitan is not this: components/loss.py cross_entropy_loss calls cross_entropy on
+                     pred.flatten(0, 1).float() (and its trainer deletes pred before backward): its loss is full.
+  torchtune-chunked  torchtune CEWithChunkedOutputLoss (modules/loss/ce_chunked_output_loss.py, v0.6): the model
+                     returns 8 chunks of 16-bit logits (TransformerDecoder.chunked_output), each upcast and
+                     cross-entropied in turn: every chunk's fp32 log-softmax is saved (4·V per token, as the full
+                     loss); the logits live until the recipe's ``del logits`` (forward), and backward runs one
+                     chunk at a time (the chunks' loss nodes are newer than the head's matmuls): 8·V x T/8.
+  torchtune-linear   torchtune 0.7 LinearCrossEntropyLoss (modules/loss/cross_entropy_loss.py): the model skips its
+                     head (skip_output_layer); per chunk of tensor_split(8, dim=1) the loss indexes the hidden
+                     states with the bool label mask (aten.index saves that mask, 1 B per token, and the head saves
+                     the indexed copy for its weight's gradient, as it would the norm's output), runs the head and
+                     cross_entropy(logits.float()): every chunk's fp32 log-softmax is saved, but only one chunk's
+                     16-bit logits and fp32 copy exist at a time; backward one chunk at a time as torchtune-chunked,
+                     but with the head's weight gradient already accumulating (the head runs per chunk).
+  liger              Liger-Kernel LigerFusedLinearCrossEntropyFunction (ops/fused_linear_cross_entropy.py,
+                     fused_linear_cross_entropy_forward): gradients computed in forward, chunk by chunk, with
+                     chunk = next_power_of_2(ceil(BT / ceil(V / H))) (at most BT): one chunk's logits (c, the
+                     gradient written in place) and loss_1d (fp32 per token) in forward; grad_input (BT x H, c) and
+                     grad_weight (zeros_like(weight), when the head trains) are saved for backward, which only
+                     scales them (LigerFusedLinearCrossEntropyFunction.forward: save_for_backward).
+  cce                Apple's Cut Cross Entropy (cut_cross_entropy/cce.py LinearCrossEntropyFunction): no logits;
+                     saves e (the head's input), the fp32 log-sum-exp, int32 valid indices (shift=1) and
+                     logit_avg (fp32 per vocabulary entry, filter_eps "auto"); backward (cce_backward.py
+                     cce_backward_kernel) allocates de = zeros_like(e), dc = zeros_like(c) when the head trains,
+                     and sorts logit_avg (argsort int64, then int32).
 """
 
 from __future__ import annotations
 
-from vramwise.estimate.plan import BATCH, LOSS_CHUNK, TOKENS, Rule
+from dataclasses import dataclass
+
+from vramwise.estimate.plan import BATCH, LOSS_CHUNK, ONE, TOKENS, Rule
 
 SOURCE = "transformers ForCausalLMLoss (fp32 upcast + cross_entropy); traced, notes §2"
 CHUNKED = "chunked / fused linear cross entropy (Liger-style)"
+
+
+SRC_COMPUTE_DTYPE = "F.cross_entropy on the compute-dtype logits (aten _log_softmax saves its result)"
+SRC_TORCHTUNE = "torchtune CEWithChunkedOutputLoss, 8 chunks (modules/loss/ce_chunked_output_loss.py)"
+SRC_TORCHTUNE_LINEAR = "torchtune 0.7 LinearCrossEntropyLoss, 8 chunks (modules/loss/cross_entropy_loss.py)"
+SRC_LIGER = "Liger-Kernel fused_linear_cross_entropy_forward (ops/fused_linear_cross_entropy.py)"
+SRC_CCE = "Apple Cut Cross Entropy LinearCrossEntropyFunction (cut_cross_entropy/cce.py, cce_backward.py)"
+TORCHTUNE_CHUNKS = 8  # CEWithChunkedOutputLoss.num_output_chunks
+
+
+def liger_chunk(tokens: int, vocab: int, h: int) -> int:
+    """Liger's chunk of tokens: next_power_of_2(ceil(BT / ceil(V / H))), at most BT (chunk_mem_const 1)."""
+    inc = -(-vocab // h)
+    per = -(-tokens // inc)
+    return min(1 << max(0, (per - 1).bit_length()), tokens)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossRules:
+    """The loss region: what is saved until backward, what the loss backward adds, and what only the forward
+    holds at its end (torchtune's logits until ``del logits``)."""
+
+    saved: tuple[Rule, ...]
+    backward: tuple[Rule, ...]
+    forward: tuple[Rule, ...] = ()
+
+
+def implementation_rules(
+    *, vocab: int, h: int, c: int, loss: str, flight: float, softcap: bool, head: int, amp: bool
+) -> LossRules:
+    """The loss region of ``loss`` (any implementation): ``head`` is the bytes of the head's weight gradient
+    when the head trains (0 when frozen), ``amp`` whether autocast runs the loss."""
+    many = f" x {flight:g} micro-batches" if flight != 1 else ""
+    if loss in ("full", "chunked"):
+        saved, temp = loss_rules(vocab=vocab, h=h, c=c, loss=loss, flight=flight, softcap=softcap)
+        return LossRules(saved=(saved,), backward=(temp,))
+    if loss == "compute-dtype":
+        return _compute_dtype(vocab, 4 if amp else c, c, many, flight, softcap)
+    if loss == "torchtune-chunked":
+        return _torchtune(vocab, c, many, flight, softcap)
+    if loss == "torchtune-linear":
+        return _torchtune_linear(vocab, c, many, flight, softcap, head)
+    if loss == "liger":
+        return _liger(vocab, h, c, many, flight, head)
+    return _cce(vocab, h, c, many, flight, head)
+
+
+def _softcap(vocab: int, c: int, many: str, flight: float) -> tuple[Rule, ...]:
+    return (
+        Rule(
+            name="activations/loss",
+            coef=c * vocab * flight,
+            var=TOKENS,
+            formula=lambda v: f"tanh of the soft-capped logits: T {v.T} x V {vocab} x {c} B{many}",
+            source="Gemma 2 final_logit_softcapping",
+        ),
+    )
+
+
+def _compute_dtype(vocab: int, lc: int, c: int, many: str, flight: float, softcap: bool) -> LossRules:
+    what = "fp32 (autocast runs log_softmax in fp32)" if lc != c else f"the compute dtype ({lc} B)"
+    saved = Rule(
+        name="activations/loss",
+        coef=lc * vocab * flight,
+        var=TOKENS,
+        formula=lambda v: f"log-softmax in {what}: T {v.T} x V {vocab} x {lc} B{many}",
+        source=SRC_COMPUTE_DTYPE,
+    )
+    temp = Rule(
+        name="loss/backward",
+        coef=2 * lc * vocab,
+        var=TOKENS,
+        formula=lambda v: f"incoming and outgoing gradients of log-softmax: 2 x T {v.T} x V {vocab} x {lc} B",
+        source=SRC_COMPUTE_DTYPE,
+    )
+    return LossRules(saved=(saved, *(_softcap(vocab, c, many, flight) if softcap else ())), backward=(temp,))
+
+
+def _torchtune(vocab: int, c: int, many: str, flight: float, softcap: bool) -> LossRules:
+    n = TORCHTUNE_CHUNKS
+    saved = Rule(
+        name="activations/loss",
+        coef=4 * vocab * flight,
+        var=TOKENS,
+        formula=lambda v: f"fp32 log-softmax of all {n} chunks: T {v.T} x V {vocab} x 4 B{many}",
+        source=SRC_TORCHTUNE,
+    )
+    logits = Rule(
+        name="loss/logits",
+        coef=c * vocab + 4 * vocab / n,
+        var=TOKENS,
+        formula=lambda v: f"the {n} logit chunks until the recipe's del logits: T {v.T} x V {vocab} x {c} B, "
+        f"+ one chunk's fp32 upcast: T/{n} x V x 4 B",
+        source=SRC_TORCHTUNE + "; recipes' forward: del logits before backward",
+    )
+    temp = Rule(
+        name="loss/backward",
+        coef=8 * vocab / n,
+        var=TOKENS,
+        formula=lambda v: f"one chunk's incoming and outgoing fp32 gradients: 2 x T {v.T}/{n} x V {vocab} x 4 B",
+        source=SRC_TORCHTUNE,
+    )
+    caps = _softcap(vocab, c, many, flight) if softcap else ()
+    return LossRules(saved=(saved, *caps), backward=(temp,), forward=(logits,))
+
+
+def _torchtune_linear(vocab: int, c: int, many: str, flight: float, softcap: bool, head: int) -> LossRules:
+    n = TORCHTUNE_CHUNKS
+    saved = Rule(
+        name="activations/loss",
+        coef=(4 * vocab + 1) * flight,
+        var=TOKENS,
+        formula=lambda v: f"fp32 log-softmax of all {n} chunks: T {v.T} x V {vocab} x 4 B, + the bool label mask "
+        f"T x 1 B{many}",
+        source=SRC_TORCHTUNE_LINEAR,
+    )
+    logits = Rule(
+        name="loss/logits",
+        coef=(c + 4) * vocab / n,
+        var=TOKENS,
+        formula=lambda v: f"one chunk's logits and their fp32 upcast: T {v.T}/{n} x V {vocab} x ({c} + 4) B",
+        source=SRC_TORCHTUNE_LINEAR,
+    )
+    temp = Rule(
+        name="loss/backward",
+        coef=8 * vocab / n,
+        var=TOKENS,
+        formula=lambda v: f"one chunk's incoming and outgoing fp32 gradients: 2 x T {v.T}/{n} x V {vocab} x 4 B",
+        source=SRC_TORCHTUNE_LINEAR,
+    )
+    caps = _softcap(vocab, c, many, flight) if softcap else ()
+    # the head runs inside each chunk, so its weight's gradient is summed chunk by chunk from the first chunk's
+    # backward on, while the other chunks' log-softmax are still saved (autograd's input buffer of the weight)
+    grad = (
+        Rule(
+            name="loss/head_grad",
+            coef=head,
+            var=ONE,
+            formula=lambda _: f"the head's weight gradient, accumulated from the first chunk's backward: {head:,} B",
+            source=SRC_TORCHTUNE_LINEAR,
+        ),
+    )
+    return LossRules(saved=(saved, *caps), backward=(temp, *(grad if head else ())), forward=(logits,))
+
+
+def _liger(vocab: int, h: int, c: int, many: str, flight: float, head: int) -> LossRules:
+    saved = [
+        Rule(
+            name="activations/loss",
+            coef=c * h * flight,
+            var=TOKENS,
+            formula=lambda v: f"grad_input, computed in forward: T {v.T} x h {h} x {c} B{many}",
+            source=SRC_LIGER,
+        )
+    ]
+    if head:
+        saved.append(
+            Rule(
+                name="loss/head_grad",
+                coef=head,
+                var=ONE,
+                formula=lambda _: f"grad_weight = zeros_like(lm_head weight): {head:,} B, computed in forward",
+                source=SRC_LIGER,
+            )
+        )
+    chunk = Rule(
+        name="loss/logits",
+        coef=c * vocab,
+        var=LOSS_CHUNK,
+        formula=lambda v: f"one chunk's logits (gradient in place): {v.chunk} tokens "
+        f"(next_power_of_2(ceil(T / ceil(V / h)))) x V {vocab} x {c} B",
+        source=SRC_LIGER,
+    )
+    per_token = Rule(
+        name="loss/per_token_loss",
+        coef=4,
+        var=TOKENS,
+        formula=lambda v: f"fp32 loss_1d until its sum: T {v.T} x 4 B",
+        source=SRC_LIGER,
+    )
+    return LossRules(saved=tuple(saved), backward=(), forward=(chunk, per_token))
+
+
+def _cce(vocab: int, h: int, c: int, many: str, flight: float, head: int) -> LossRules:
+    saved = (
+        Rule(
+            name="activations/loss",
+            coef=(4 + 4) * flight,
+            var=TOKENS,
+            formula=lambda v: f"fp32 log-sum-exp + int32 valid index: T {v.T} x 8 B{many}",
+            source=SRC_CCE,
+        ),
+        Rule(
+            name="loss/logit_avg",
+            coef=4 * vocab,
+            var=ONE,
+            formula=lambda _: f"logit_avg (filter_eps auto): V {vocab} x 4 B",
+            source=SRC_CCE,
+        ),
+    )
+    backward = [
+        Rule(
+            name="loss/backward",
+            coef=c * h,
+            var=TOKENS,
+            formula=lambda v: f"de = zeros_like(e): T {v.T} x h {h} x {c} B",
+            source=SRC_CCE,
+        ),
+        Rule(
+            name="loss/vocab_ordering",
+            coef=12 * vocab,
+            var=ONE,
+            formula=lambda _: f"argsort(logit_avg) int64 then int32: V {vocab} x (8 + 4) B",
+            source=SRC_CCE,
+        ),
+    ]
+    if head:
+        backward.append(
+            Rule(
+                name="loss/head_grad",
+                coef=head,
+                var=ONE,
+                formula=lambda _: f"dc = zeros_like(lm_head weight): {head:,} B",
+                source=SRC_CCE,
+            )
+        )
+    return LossRules(saved=saved, backward=tuple(backward))
 
 
 def loss_rules(*, vocab: int, h: int, c: int, loss: str, flight: float, softcap: bool = False) -> tuple[Rule, Rule]:

@@ -28,15 +28,17 @@ from vramwise.estimate.train.optimizers import Tensor
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.traits import HeadKind
 from vramwise.workload import PeftConfig, PeftMethod, Recompute, TrainSetup
+from vramwise.workload.options import AdapterDtype
 
 ADAPTER_BYTES = 4  # peft's adapters are fp32 (autocast_adapter_dtype=True), whatever the base dtype
 
-LORA_LIKE = (PeftMethod.LORA, PeftMethod.QLORA, PeftMethod.DORA)
+LORA_LIKE = (PeftMethod.LORA, PeftMethod.QLORA, PeftMethod.LORA_8BIT, PeftMethod.DORA)
 PROMPT_LEARNING = (PeftMethod.PROMPT_TUNING, PeftMethod.PREFIX_TUNING)
 # The persistent term that holds each method's trainable tensors.
 TERM_NAMES = {
     PeftMethod.LORA: "weights/lora",
     PeftMethod.QLORA: "weights/lora",
+    PeftMethod.LORA_8BIT: "weights/lora",
     PeftMethod.DORA: "weights/lora",
     PeftMethod.IA3: "weights/ia3",
     PeftMethod.PROMPT_TUNING: "weights/prompt",
@@ -135,6 +137,13 @@ def check_method(spec: ModelSpec, peft: PeftConfig, lora: list[LoraModule]) -> N
 def check_setup(setup: TrainSetup) -> None:
     """Refuse, in one line, the layouts the prompt-learning methods are not modelled with, and what peft refuses."""
     method = setup.peft.method
+    if method not in LORA_LIKE[:3] and method != PeftMethod.NONE and setup.peft.adapter_dtype == AdapterDtype.BF16:
+        # their saved tensors are read for peft's fp32 adapters (peft_extras.py); bf16 adapters are torchtune's LoRA
+        raise InvalidWorkloadError(
+            f"adapter_dtype: bf16 adapters are modelled for LoRA and QLoRA (torchtune's); {method} keeps peft's fp32",
+            field="adapter_dtype",
+            allowed="auto or fp32",
+        )
     if method in PROMPT_LEARNING and (setup.parallel.pp > 1 or setup.parallel.cp > 1):
         raise InvalidWorkloadError(
             f"peft: {method} prepends virtual tokens on one GPU's whole model; pp and cp are not modelled with it",
@@ -182,7 +191,7 @@ def adapter_tensors(spec: ModelSpec, stage: Stage, peft: PeftConfig, lora: list[
     return tensors
 
 
-def adapter_formula(peft: PeftConfig, count: float) -> str:
+def adapter_formula(peft: PeftConfig, count: float, width: int = ADAPTER_BYTES) -> str:
     method, n, r = peft.method, peft.num_virtual_tokens, peft.lora_r
     what = {
         PeftMethod.DORA: f"r {r} x (in + out) + magnitude out per module",
@@ -190,7 +199,7 @@ def adapter_formula(peft: PeftConfig, count: float) -> str:
         PeftMethod.PROMPT_TUNING: f"{n} virtual tokens x h",
         PeftMethod.PREFIX_TUNING: f"{n} virtual tokens x layers x 2 x kv width",
     }.get(method, f"r {r} x (in + out) per module")
-    return f"{what}: {count:,.0f} x {ADAPTER_BYTES} B fp32"
+    return f"{what}: {count:,.0f} x {width} B {'fp32' if width == 4 else 'bf16'}"
 
 
 SOURCES = {

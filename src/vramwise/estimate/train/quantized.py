@@ -15,7 +15,12 @@ from vramwise.spec.adapters.quant_config import DEQUANTIZE, not_trainable
 from vramwise.spec.model import ModelSpec
 from vramwise.workload import PeftConfig, PeftMethod
 
-QLORA_FORMAT = "nf4-dq"  # bitsandbytes 4-bit with double quantization, the QLoRA paper's recipe
+# QLoRA quantizes a 16-bit checkpoint at load to bitsandbytes NF4; BitsAndBytesConfig's bnb_4bit_use_double_quant
+# defaults to False (transformers utils/quantization_config.py), the QLoRA paper's recipe sets it (--double-quant).
+# peft's lora-8bit loads the base with load_in_8bit: LLM.int8() weights (the format "int8").
+QLORA_FORMAT = "nf4"
+QLORA_DQ_FORMAT = "nf4-dq"
+LORA_8BIT_FORMAT = "int8"
 _RULE = "transformers trainer_utils.validate_quantization_for_training"
 
 
@@ -29,7 +34,8 @@ class TrainingBase:
 
 def training_base(spec: ModelSpec, peft: PeftConfig) -> TrainingBase:
     """How the base weights are stored while training ``spec`` with ``peft``; refuses what transformers refuses."""
-    qlora = peft.method == PeftMethod.QLORA
+    quantize = {PeftMethod.QLORA: QLORA_DQ_FORMAT if peft.double_quant else QLORA_FORMAT}
+    quantize[PeftMethod.LORA_8BIT] = LORA_8BIT_FORMAT
     if spec.unread_quantization:
         key, value = spec.unread_quantization
         raise ConfigError(
@@ -40,7 +46,7 @@ def training_base(spec: ModelSpec, peft: PeftConfig) -> TrainingBase:
         )
     fmt, method = spec.stored_format, spec.quant_method or ""
     if fmt is None:
-        return TrainingBase(fmt=QLORA_FORMAT if qlora else None)
+        return TrainingBase(fmt=quantize.get(peft.method))
     if fmt == "fp8":
         fmt = "fp8-block"  # the catalog's DeepSeek-V3 name (formats.default_format)
     dequantize = DEQUANTIZE.get(method)

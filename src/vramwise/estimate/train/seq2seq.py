@@ -29,13 +29,15 @@ math path with a trainable bias, so the sdpa rule follows CUDA's kernel and is n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
 from vramwise.estimate.plan import BATCH, ONE, Rule
 from vramwise.estimate.train.lora import LoraModule
 from vramwise.spec.model import ModelSpec
 from vramwise.workload import AttentionImpl, FsdpMode, LossImpl, PeftMethod, Precision, Recompute, TrainSetup
+from vramwise.workload.options import AdapterDtype
+from vramwise.workload.train import ImplConfig
 
 SRC = "transformers 5.24 models/t5/modeling_t5.py (T5LayerNorm, T5Attention, T5DenseActDense, T5DenseGatedActDense)"
 SRC_SDPA = "transformers integrations/sdpa_attention.py create_position_bias_mask; torch memory-efficient attention"
@@ -59,6 +61,9 @@ def check(spec: ModelSpec, setup: TrainSetup) -> None:
         ),
         (setup.attention == AttentionImpl.FLASH, "attention", "sdpa or eager (T5's position bias rules out flash)"),
         (setup.peft.freeze_layers > 0, "freeze_layers", "0"),
+        # the implementation knobs change saved tensors this module does not model for T5's stacks
+        (setup.impl != ImplConfig(), _knob(setup), "transformers' eager kernels (its default)"),
+        (setup.peft.adapter_dtype == AdapterDtype.BF16, "adapter_dtype", "auto or fp32 (peft's fp32 adapters)"),
     ):
         if bad:
             error = InvalidLayoutError if field in ("tp", "fsdp") else InvalidWorkloadError
@@ -67,6 +72,12 @@ def check(spec: ModelSpec, setup: TrainSetup) -> None:
                 field=field,
                 allowed=allowed,
             )
+
+
+def _knob(setup: TrainSetup) -> str:
+    """The first implementation knob (a flat option name of ImplConfig) set away from its default."""
+    default = ImplConfig()
+    return next((f.name for f in fields(ImplConfig) if getattr(setup.impl, f.name) != getattr(default, f.name)), "")
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ import functools
 from vramwise.estimate.plan import LOSS_CHUNK, ONE, TOKENS, Rule
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import in_layer
-from vramwise.estimate.train.loss import CHUNKED
+from vramwise.estimate.train.lora import adapter_bytes
+from vramwise.estimate.train.loss import CHUNKED, TORCHTUNE_CHUNKS
 from vramwise.estimate.train.recipe import Recipe
-from vramwise.estimate.train.states import LORA_BYTES
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.workload import FsdpMode, LossImpl, TrainSetup
@@ -56,7 +56,7 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
             formula=f"2 x ({layer:,} x {w} B{extra_f})",
             source=src,
         )
-        g = LORA_BYTES if setup.peft.adapters else recipe.grad
+        g = adapter_bytes(setup.peft) if setup.peft.adapters else recipe.grad
         grads = Term(
             name="fsdp/unsharded_grads",
             bytes=layer * g + (kept * (4 - g) if g < 4 else 0) if not setup.peft.adapters else 0,
@@ -89,7 +89,18 @@ def head_grads(spec: ModelSpec, recipe: Recipe, loss: str) -> list[Rule]:
     head = vocab * (spec.embedding.proj_dim or h)
     src = "FSDP2 root unit: gradients are reduce-scattered after the whole unit's backward"
     c = recipe.compute
-    if loss == LossImpl.CHUNKED:
+    if loss == LossImpl.CCE:  # Cut Cross Entropy never builds the logits, nor their gradient
+        return [_head_grad(head, recipe, vocab, h, src)]
+    if loss in (LossImpl.TORCHTUNE_CHUNKED, LossImpl.TORCHTUNE_LINEAR):  # the head per chunk of T/8 tokens
+        logits = Rule(
+            name="loss/logits_grad",
+            coef=vocab * c / TORCHTUNE_CHUNKS,
+            var=TOKENS,
+            formula=lambda v: f"one of {TORCHTUNE_CHUNKS} chunks: T {v.T}/{TORCHTUNE_CHUNKS} x V {vocab} x {c} B",
+            source=f"{src}; torchtune chunked_output",
+        )
+        return [logits, _head_grad(head, recipe, vocab, h, src)]
+    if loss in (LossImpl.CHUNKED, LossImpl.LIGER):
         logits = Rule(
             name="loss/logits_grad",
             coef=vocab * c,
@@ -105,13 +116,14 @@ def head_grads(spec: ModelSpec, recipe: Recipe, loss: str) -> list[Rule]:
             formula=lambda v: f"T {v.T} x V {vocab} x {c} B",
             source=src,
         )
-    return [
-        logits,
-        Rule(
-            name="fsdp/head_grad",
-            coef=head * recipe.grad,
-            var=ONE,
-            formula=lambda _: f"V {vocab} x h {h} x {recipe.grad} B",
-            source=src,
-        ),
-    ]
+    return [logits, _head_grad(head, recipe, vocab, h, src)]
+
+
+def _head_grad(head: int, recipe: Recipe, vocab: int, h: int, src: str) -> Rule:
+    return Rule(
+        name="fsdp/head_grad",
+        coef=head * recipe.grad,
+        var=ONE,
+        formula=lambda _: f"V {vocab} x h {h} x {recipe.grad} B",
+        source=src,
+    )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import Stage, in_layer, stage_share
-from vramwise.estimate.train.lora import LoraModule
+from vramwise.estimate.train.lora import PEFT_ADAPTER_BYTES, SRC_ADAPTER_DTYPE, LoraModule, adapter_bytes, kbit_prepared
 from vramwise.estimate.train.optimizers import Tensor, fp32_note, state_bytes, step_transient, tensor_bytes
 from vramwise.estimate.train.peft_methods import SOURCES, TERM_NAMES, adapter_formula, adapter_tensors
 from vramwise.estimate.train.quantized import training_base
@@ -29,13 +29,12 @@ from vramwise.workload import (
     OptimizerConfig,
     ParallelConfig,
     PeftConfig,
-    PeftMethod,
     PrecisionConfig,
     TrainSetup,
 )
 from vramwise.workload.train import step_impl
 
-LORA_BYTES = 4  # peft keeps adapters in fp32 (autocast_adapter_dtype=True), whatever the base dtype
+LORA_BYTES = PEFT_ADAPTER_BYTES  # peft's fp32 adapters; adapter_bytes(peft) reads --adapter-dtype
 SRC_STATES = "ZeRO paper §3 (Rajbhandari et al. 2020); torch.optim; measured in notes §2"
 # DeepSpeed 0.16 (commit 38327e07, Feb 2025), deepspeed/runtime/zero/stage_1_and_2.py, for ZeRO-1 and -2:
 # backward() allocates ipg_buffer (reduce_bucket_size elements) when contiguous_gradients (the default);
@@ -131,9 +130,9 @@ def _weights(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe) -> l
     divisor = s.parallel.sharding.weights
     base_name = training_base(spec, s.peft).fmt
     base = get_format(base_name) if base_name else None
-    # QLoRA runs peft's prepare_model_for_kbit_training, which casts every 16-bit parameter to fp32, except on a
-    # GPTQ, AQLM, EETQ, HQQ or torchao model (peft utils/other.py, the is_*_quantized checks)
-    qlora = s.peft.method == PeftMethod.QLORA and spec.quant_method not in ("gptq", "aqlm", "eetq", "hqq", "torchao")
+    # QLoRA and 8-bit LoRA run peft's prepare_model_for_kbit_training, which casts every 16-bit parameter to fp32,
+    # except on a GPTQ, AQLM, EETQ, HQQ or torchao model (peft utils/other.py, the is_*_quantized checks)
+    qlora = kbit_prepared(spec, s.peft)
     hp = 4 if qlora else recipe.weight  # what a stored layout keeps, or scales, in the model dtype
     by_cat: dict[str, list[tuple[float, str]]] = {}
     for g in parameter_groups(spec):
@@ -198,7 +197,7 @@ class _Built:
 def _master_and_states(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> None:
     """The fp32 master copy and the optimizer states: on the GPU, or on the host when offloaded."""
     lora, n_opt, ep, opt = s.peft.adapters, s.parallel.sharding.optimizer, s.parallel.ep, s.optimizer.name
-    state_el = LORA_BYTES if lora else recipe.state
+    state_el = adapter_bytes(s.peft) if lora else recipe.state
     opt_note = _shard_note(n_opt, ep, "ZeRO/FSDP shard")
     where = out.host if s.parallel.offload != Offload.NONE else out.persistent
     if recipe.master and not lora:
@@ -227,8 +226,11 @@ def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> t
     what backward adds: LOMO's one gradient, the ZeRO reduce bucket or DDP's allreduce buckets."""
     lora, sharding, ep = s.peft.adapters, s.parallel.sharding, s.parallel.ep
     n_grad = sharding.gradients
-    grad_b = LORA_BYTES if lora else recipe.grad
+    grad_b = adapter_bytes(s.peft) if lora else recipe.grad
     count = _numel(tr.tensors)
+    if s.optimizer.in_backward:
+        _in_backward(s, recipe, tr, out, grad_b)
+        return None, None
     if s.optimizer.name == Optimizer.LOMO:
         largest = max((t.numel for t in tr.tensors), default=0)
         out.backward_extra.append(
@@ -283,10 +285,47 @@ def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> t
     return grads, partition
 
 
+# torchtune training/memory.py (create_optim_in_bwd_wrapper, register_optim_in_bwd_hooks): one optimizer per
+# parameter, stepped and zeroed in the parameter's post-accumulate-grad hook, so a gradient lives only until its
+# own step; the largest tensor's gradient and its step's temporaries bound what backward adds.
+SRC_IN_BACKWARD = "torchtune optimizer_in_bwd (training/memory.py register_optim_in_bwd_hooks)"
+
+
+def _in_backward(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built, grad_b: int) -> None:
+    largest = max(tr.tensors, key=lambda t: t.numel * t.width(grad_b), default=None)
+    if largest is None:
+        return
+    one = Tensor(rows=largest.rows, cols=largest.cols, copies=1, fp32=largest.fp32)
+    width = one.width(grad_b)
+    out.backward_extra.append(
+        Term(
+            name="optimizer/in_backward_gradient",
+            bytes=one.numel * width,
+            formula=f"the largest tensor's gradient, stepped in its hook: {one.numel:,} x {width} B (counted beside "
+            "the activations: a tied embedding's is stepped last, once they are freed, so this bounds it)",
+            source=SRC_IN_BACKWARD,
+        )
+    )
+    state_el = adapter_bytes(s.peft) if s.peft.adapters else recipe.state
+    impl = step_impl(s.precision, s.optimizer)
+    t, tf = step_transient(s.optimizer.name, impl, [one], state_el)
+    if t:
+        out.backward_extra.append(
+            Term(
+                name="optimizer/step_transient",
+                bytes=t,
+                formula=f"one parameter's step: {tf}",
+                source=f"{SRC_IN_BACKWARD}; torch.optim implementations, measured in notes §6",
+            )
+        )
+
+
 def _step(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> None:
     """The optimizer step's transients, or (offloaded) the fp32 gradient partition on the host."""
     lora, n_opt, ep, opt = s.peft.adapters, s.parallel.sharding.optimizer, s.parallel.ep, s.optimizer.name
-    state_el = LORA_BYTES if lora else recipe.state
+    if s.optimizer.in_backward:
+        return  # every step ran in backward (_in_backward)
+    state_el = adapter_bytes(s.peft) if lora else recipe.state
     count = _numel(tr.tensors)
     opt_note = _shard_note(n_opt, ep, "ZeRO/FSDP shard")
     fp32_grads = _per_gpu(tr.tensors, n_opt, ep, lambda ts: _numel(ts) * 4)
@@ -347,12 +386,19 @@ def _model_states(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe,
     weights = _weights(spec, stage, s, recipe)
     (out.host if s.parallel.offload == Offload.PARAMS else out.persistent).extend(weights)
     if s.peft.adapters:
+        width = adapter_bytes(s.peft)
+        lora_like = s.peft.method not in SOURCES  # LoRA, QLoRA, 8-bit LoRA: main's wording
         out.persistent.append(
             Term(
-                name=TERM_NAMES[s.peft.method],
-                bytes=round(tr.count * LORA_BYTES),
-                formula=adapter_formula(s.peft, tr.count),
-                source=SOURCES.get(s.peft.method, "peft LoRA (Hu et al. 2021), adapters upcast to fp32"),
+                name=TERM_NAMES.get(s.peft.method, "weights/lora"),
+                bytes=round(tr.count * width),
+                formula=(
+                    f"r {s.peft.lora_r} x (in + out) per module: {tr.count:,.0f} x {width} B "
+                    f"{'fp32' if width == 4 else 'bf16'}"
+                )
+                if lora_like
+                else adapter_formula(s.peft, tr.count, width),
+                source=f"LoRA (Hu et al. 2021); {SRC_ADAPTER_DTYPE}" if lora_like else SOURCES[s.peft.method],
             )
         )
     _master_and_states(s, recipe, tr, out)

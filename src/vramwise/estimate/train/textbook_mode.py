@@ -23,6 +23,7 @@ from vramwise.estimate.textbook.training import (
     seed000_training_terms,
     seed002_model_states,
 )
+from vramwise.estimate.train.knobs import refuse_textbook_knobs
 from vramwise.estimate.train.layout import padded_vocab
 from vramwise.spec.load import BareModel, Model
 from vramwise.spec.params import total_params
@@ -124,6 +125,7 @@ def _seed002(model: Model, setup: TrainSetup) -> Estimate:
 
 
 def textbook_training(model: Model, setup: TrainSetup) -> Estimate:
+    refuse_textbook_knobs(setup)
     if not isinstance(model, BareModel):
         refuse_encoder_decoder(model, "textbook training (the seeds' formulas are for decoder-only models)")
         refuse_training(model)  # state-space hybrids (estimate/ssm_state.py)

@@ -21,14 +21,16 @@ import functools
 from dataclasses import dataclass, field, replace
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
+from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.logits import head_words
-from vramwise.estimate.overheads import cuda_context_term
+from vramwise.estimate.overheads import is_tensor
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train import backward_workspace, encoder, peft_extras, seq2seq
 from vramwise.estimate.train.activations import Grads, layer_saved
+from vramwise.estimate.train.knobs import SRC_OP_SAC, check_knobs, float8_casts, op_sac_saved
 from vramwise.estimate.train.layout import (
     Stage,
     check_layout,
@@ -37,8 +39,9 @@ from vramwise.estimate.train.layout import (
     stage_share,
     stages,
 )
-from vramwise.estimate.train.lora import LoraModule, lora_targets
-from vramwise.estimate.train.loss import classifier_loss_rules, loss_rules
+from vramwise.estimate.train.loading import loading_term
+from vramwise.estimate.train.lora import LoraModule, adapter_bytes, kbit_prepared, lora_targets
+from vramwise.estimate.train.loss import LossRules, classifier_loss_rules, implementation_rules, liger_chunk
 from vramwise.estimate.train.peft_methods import LORA_LIKE, check_method, check_setup, ia3_modules
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
@@ -52,6 +55,7 @@ from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.spec.traits import HeadKind
 from vramwise.workload import AttentionImpl, FsdpMode, LossImpl, Optimizer, PeftMethod, Recompute, TrainSetup
+from vramwise.workload.options import KernelImpl
 
 
 def _in_flight(stage: Stage, setup: TrainSetup) -> float:
@@ -72,6 +76,8 @@ def _layer_grads(spec: ModelSpec, setup: TrainSetup, lora: list[LoraModule]) -> 
         lora=tuple(m for m in lora if m.place == "layers"),
         lora_r=setup.peft.lora_r,
         lora_dropout=setup.peft.lora_dropout > 0,
+        adapter=adapter_bytes(setup.peft),
+        inputs_kept=setup.peft.method == PeftMethod.LORA_8BIT,
         dora=method == PeftMethod.DORA,
         ia3=tuple(ia3_modules(spec, setup.peft.lora_targets)) if method == PeftMethod.IA3 else (),
     )
@@ -92,22 +98,40 @@ class _LayerQuery:
     amp: bool
     peft: bool
     freeze_layers: int
+    every: int = 0  # layer-sac: every N-th layer of the stage is checkpointed (0 otherwise)
+    fused_norm: bool = False
+    fused_mlp: bool = False
+    compiled: bool = False
+
+
+def _checkpointed(q: _LayerQuery, recording: list[int]) -> set[int]:
+    """The recording layers kept as a checkpoint (their input) rather than with every saved tensor: all of them
+    under full and op-sac; under layer-sac torchtitan's rule (llama3/infra/parallelize.py
+    _apply_ac_to_transformer_block: the k-th block wrapped, k from 1, is checkpointed when k % N == 0)."""
+    if q.recompute in (Recompute.FULL, Recompute.OP_SAC):
+        return set(recording)
+    if q.recompute == Recompute.LAYER_SAC:
+        return {i for k, i in enumerate(q.stage.layers, start=1) if k % q.every == 0 and i in recording}
+    return set()
 
 
 @functools.lru_cache(maxsize=4096)
-def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[str, float], ...], float]:
-    """(layers that record, per-token bytes by name summed over them, the largest single layer's per-token bytes).
+def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[str, float], ...], float, int]:
+    """(layers that record, per-token bytes by name summed over those not checkpointed, the largest single
+    layer's per-token bytes, how many are checkpointed).
 
     Layers differ only in whether their MLP is a mixture of experts: each kind is computed once.
     """
     recording = [i for i in q.stage.layers if q.peft or i >= q.freeze_layers]
+    ckpt = _checkpointed(q, recording)
     moe_layers = set(spec.moe.moe_layers) if spec.moe else set()
     counts: dict[bool, int] = {}
     first: dict[bool, int] = {}
     for i in recording:
         kind = i in moe_layers
-        counts[kind] = counts.get(kind, 0) + 1
         first.setdefault(kind, i)
+        if i not in ckpt:
+            counts[kind] = counts.get(kind, 0) + 1
     kinds = {
         kind: layer_saved(
             spec,
@@ -120,15 +144,18 @@ def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[
             tp=q.tp,
             sp=q.sp,
             amp=q.amp,
+            fused_norm=q.fused_norm,
+            fused_mlp=q.fused_mlp,
+            compiled=q.compiled,
         )
-        for kind in counts
+        for kind in first
     }
     names: dict[str, float] = {}
-    for kind, saved in kinds.items():
-        for k, v in saved.items.items():
-            names[k] = names.get(k, 0) + v * counts[kind]
+    for kind, n in counts.items():
+        for k, v in kinds[kind].items.items():
+            names[k] = names.get(k, 0) + v * n
     largest = max((saved.total for saved in kinds.values()), default=0)
-    return len(recording), tuple(names.items()), largest
+    return len(recording), tuple(names.items()), largest, len(ckpt)
 
 
 def _activations(
@@ -150,26 +177,22 @@ def _activations(
         amp=recipe.autocast_cache,
         peft=setup.peft.adapters and not peft_extras.head_only(lora),
         freeze_layers=spec.num_layers if peft_extras.head_only(lora) else setup.peft.freeze_layers,
+        every=setup.recompute_every if setup.recompute == Recompute.LAYER_SAC else 0,
+        fused_norm=setup.impl.norm_impl == KernelImpl.FUSED,
+        fused_mlp=setup.impl.mlp_impl == KernelImpl.FUSED,
+        compiled=setup.impl.compile,
     )
-    recording, per_token, per_layer_max = _saved_per_token(spec, query)
+    recording, per_token, per_layer_max, ckpts = _saved_per_token(spec, query)
     rules: list[Rule] = []
-    flight_f = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
-    if setup.recompute == Recompute.FULL:
-        rep = setup.parallel.tp if setup.parallel.sp else 1
-        rules.append(
-            Rule(
-                name="activations/checkpoints",
-                coef=recording * c * spec.hidden_size / rep * flight,
-                var=TOKENS,
-                formula=lambda v: f"{recording} layers x layer input T {v.T} x h {spec.hidden_size} x {c} B{flight_f}",
-                source="full recompute: each layer keeps only its input (torch.utils.checkpoint)",
-            )
-        )
-    elif recording:
-        rules += [_saved(name, per, recording, flight) for name, per in per_token]
+    if ckpts:
+        rules.append(_checkpoints(spec, setup, c, ckpts, flight))
+    if recording > ckpts:
+        rules += [_saved(name, per, recording - ckpts, flight) for name, per in per_token]
     if setup.peft.method == PeftMethod.PREFIX_TUNING and recording:
         sdpa = setup.attention == AttentionImpl.SDPA
         rules += peft_extras.prefix_rules(spec, setup.peft.num_virtual_tokens, recording, c, flight, sdpa=sdpa)
+    if setup.impl.activation_offload and rules:
+        rules = [_offloaded(rules, per_layer_max, c * spec.hidden_size if ckpts == recording else 0)]
     rules += _outside_layers(spec, stage, setup, recipe, flight, head_only=peft_extras.head_only(lora))
     dora = setup.peft.method == PeftMethod.DORA
     if dora and setup.peft.lora_dropout > 0 and recording and setup.recompute != Recompute.FULL:
@@ -178,6 +201,54 @@ def _activations(
         rules += [copies] if copies is not None else []
     rules += peft_extras.outer_lora_rules(spec, stage, setup.peft.lora_r, recipe.compute, lora, flight, dora=dora)
     return rules, per_layer_max
+
+
+# torchtune commit 05cda5e9, training/_activation_offloading.py OffloadActivations: every saved tensor of at least
+# min_offload_size (1,024 B) that is not a parameter is copied to pinned host memory in forward; with streams the
+# forward stash keeps the last max_fwd_stash_size (5) alive until their copies finish, and backward brings tensors
+# back one autograd node at a time. The recipes run only the model under it (the loss stays on the GPU) and opt
+# the output projection out (NoOpManager). On the GPU: at most one layer's saved tensors at a time.
+SRC_OFFLOAD = "torchtune OffloadActivations (training/_activation_offloading.py): saved tensors to pinned host memory"
+
+
+def _offloaded(rules: list[Rule], largest_layer: float, checkpoint: int) -> Rule:
+    """The layers' saved tensors once offloaded: only the layer in flight stays (its checkpoint under full
+    recompute, whose rebuilt layer is the recompute phase's)."""
+    per = checkpoint or largest_layer
+    total = sum(r.coef for r in rules)
+    return Rule(
+        name="activations/offload_in_flight",
+        coef=per,
+        var=TOKENS,
+        formula=lambda v: f"one layer's saved tensors on the GPU: {per:,.1f} B/token x T {v.T} (the layers' "
+        f"{total:,.0f} B/token go to pinned host memory)",
+        source=SRC_OFFLOAD,
+    )
+
+
+def _checkpoints(spec: ModelSpec, setup: TrainSetup, c: int, ckpts: int, flight: float) -> Rule:
+    """What the checkpointed layers keep: their input (full, layer-sac), plus op-sac's saved op outputs."""
+    flight_f = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
+    rep = setup.parallel.tp if setup.parallel.sp else 1
+    h = spec.hidden_size
+    if setup.recompute == Recompute.OP_SAC:
+        per, what = op_sac_saved(spec, c, setup.parallel.tp, rep)
+        return Rule(
+            name="activations/checkpoints",
+            coef=ckpts * per * flight,
+            var=TOKENS,
+            formula=lambda v: f"{ckpts} layers x {per:,.0f} B/token ({what}) x T {v.T}{flight_f}",
+            source=SRC_OP_SAC,
+        )
+    which = "every layer" if setup.recompute == Recompute.FULL else f"every {setup.recompute_every}th layer"
+    return Rule(
+        name="activations/checkpoints",
+        coef=ckpts * c * h / rep * flight,
+        var=TOKENS,
+        formula=lambda v: f"{ckpts} layers x layer input T {v.T} x h {h} x {c} B{flight_f}",
+        source=f"recompute {setup.recompute} ({which}): a checkpointed layer keeps only its input "
+        "(torch.utils.checkpoint)",
+    )
 
 
 def _saved(name: str, per_token: float, recording: int, flight: float) -> Rule:
@@ -255,7 +326,12 @@ def _outside_layers(
         head_trains = full and not (spec.tied_embeddings and setup.peft.freeze_layers)  # a tied head freezes too
         fp32 = spec.traits.norm_weight_fp32  # fp32 weight multiply
         per = c * h + 2 * c if spec.norm.kind == "layer" else 4 * h + 4 + ((4 if fp32 else c) * h if full else 0)
-        per += c * h if head_trains else 0  # lm_head's input, for the head's gradient
+        if setup.impl.norm_impl == KernelImpl.FUSED:
+            per = c * h + 4  # Liger's RMSNorm: its input and the fp32 rstd
+        # lm_head's input, for the head's gradient: Liger computes that gradient in forward and keeps none; Cut
+        # Cross Entropy saves its input e whether or not the head trains
+        keeps_input = (head_trains and setup.loss != LossImpl.LIGER) or setup.loss == LossImpl.CCE
+        per += c * h if keeps_input else 0
         out.append(
             Rule(
                 name="activations/final_norm",
@@ -268,24 +344,34 @@ def _outside_layers(
     return out
 
 
-def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> tuple[Rule, Rule]:
+def _head_trains(spec: ModelSpec, setup: TrainSetup) -> bool:
+    return not setup.peft.adapters and not (spec.tied_embeddings and setup.peft.freeze_layers)
+
+
+def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> LossRules:
     if spec.encoder_decoder is not None:  # the target's logits (estimate/train/seq2seq.py)
-        return seq2seq.loss_rules(spec, setup, recipe.compute)
+        saved, temp = seq2seq.loss_rules(spec, setup, recipe.compute)
+        return LossRules(saved=(saved,), backward=(temp,))
     if spec.head is HeadKind.MASKED_LM:  # an encoder's masked LM (estimate/train/encoder.py)
-        return encoder.mlm_loss_rules(spec.vocab_size, recipe.compute, recipe.autocast_cache, flight)
+        saved, temp = encoder.mlm_loss_rules(spec.vocab_size, recipe.compute, recipe.autocast_cache, flight)
+        return LossRules(saved=(saved,), backward=(temp,))
     if spec.head is not HeadKind.CAUSAL_LM:  # a classifier (_check refuses every other head)
         per_sequence = spec.head is HeadKind.SEQUENCE_CLASSIFICATION
-        return classifier_loss_rules(labels=spec.num_labels, per_sequence=per_sequence, flight=flight)
+        saved, temp = classifier_loss_rules(labels=spec.num_labels, per_sequence=per_sequence, flight=flight)
+        return LossRules(saved=(saved,), backward=(temp,))
     # vocab-parallel cross entropy: each rank holds its share of the padded vocabulary, as the head does
     tp = setup.parallel.tp
     vocab = spec.vocab_size if tp == 1 else padded_vocab(spec.vocab_size, tp) // tp
-    return loss_rules(
+    head = spec.vocab_size * (spec.embedding.proj_dim or spec.hidden_size) * recipe.weight
+    return implementation_rules(
         vocab=vocab,
         h=spec.hidden_size,
         c=recipe.compute,
         loss=setup.loss,
         flight=flight,
         softcap=spec.final_logit_softcap,
+        head=head if _head_trains(spec, setup) else 0,
+        amp=recipe.autocast_cache,
     )
 
 
@@ -313,7 +399,7 @@ def _persistent(setup: TrainSetup, states: ModelStates) -> tuple[tuple[Term, ...
     zero_buffer = setup.parallel.sharding.stage == 3 and setup.parallel.fsdp == FsdpMode.NONE
     grads_persist = grads is not None and (setup.grad_accum > 1 or zero_buffer)
     kept = (grads,) if grads is not None and grads_persist else ()
-    context = cuda_context_term(setup.overheads.cuda_context_mib)
+    context = context_term(setup.overheads)
     return (*states.persistent, *kept, context), None if grads_persist else grads
 
 
@@ -325,6 +411,7 @@ class _Forward:
     held: list[int]
     in_layers: list[int]
     loss_backward: list[int]
+    loss_forward: list[int]  # live at the forward's end only (torchtune's logits, Liger's logits chunk)
     largest_layer: float  # the largest single layer's saved bytes per token (full recompute rebuilds one)
     gathered_backward: list[Term]  # ZeRO-3/FSDP units gathered during backward
     dora_weight: Rule | None = None  # DoRA's rebuilt weight while one module's forward runs
@@ -340,10 +427,12 @@ def _forward(
     layer_only = [j for j in in_layers if out.rules[j].name not in backward_workspace.HEAD_SAVED]
     held = list(in_layers)
     loss_backward: list[int] = []
+    loss_forward: list[int] = []
     if stage.last:
-        saved, temp = _loss(spec, setup, recipe, flight)
-        held += out.add(saved)
-        loss_backward = out.add(temp)
+        rules = _loss(spec, setup, recipe, flight)
+        held += out.add(*rules.saved)
+        loss_backward = out.add(*rules.backward)
+        loss_forward = out.add(*rules.forward)
         if setup.peft.method == PeftMethod.DORA and any(m.place == "head" for m in lora):
             below = not peft_extras.head_only(lora)
             loss_backward += out.add(peft_extras.dora_head_backward(spec.vocab_size, recipe.compute, below))
@@ -354,6 +443,10 @@ def _forward(
         layer_only += autocast
     gathered_fwd, gathered_bwd = gathered(spec, setup, recipe)
     held += out.add(*gathered_fwd)
+    if setup.impl.float8:
+        casts = out.add(*float8_casts(spec, setup.parallel.tp))
+        held += casts
+        in_layers += casts
     base = training_base(spec, setup.peft).fmt
     if base:
         dequantized = out.add(_dequantized(spec, base))
@@ -364,6 +457,7 @@ def _forward(
         held=held,
         in_layers=in_layers,
         loss_backward=loss_backward,
+        loss_forward=loss_forward,
         largest_layer=largest_layer,
         gathered_backward=gathered_bwd,
         dora_weight=peft_extras.dora_weight_rule(lora) if setup.peft.method == PeftMethod.DORA else None,
@@ -376,12 +470,12 @@ def _backward_phases(
 ) -> list[tuple[PhaseKind, list[int]]]:
     """The phases while the forward's tensors are still held: forward end, and the moments of backward that
     add to them (the loss backward, a rebuilt layer, FSDP's gathered units and the head's gradients)."""
-    phases = [(PhaseKind.FORWARD_END, fwd.held)]
+    phases = [(PhaseKind.FORWARD_END, fwd.held + fwd.loss_forward)]
     if fwd.dora_weight is not None:
         phases.append((PhaseKind.FORWARD_DORA, fwd.in_layers + out.add(fwd.dora_weight)))
     if fwd.loss_backward:
         phases.append((PhaseKind.BACKWARD_LOSS, fwd.held + fwd.loss_backward))
-    if setup.recompute == Recompute.FULL and fwd.largest_layer:
+    if setup.recompute in _RECOMPUTING and fwd.largest_layer:
         rebuilt = Rule(
             name="activations/recomputed_layer",
             coef=fwd.largest_layer,
@@ -407,6 +501,9 @@ def _backward_phases(
     return phases
 
 
+_RECOMPUTING = (Recompute.FULL, Recompute.OP_SAC, Recompute.LAYER_SAC)
+
+
 def _release_phases(
     states: ModelStates, grads: Term | None, gathered_backward: list[Term], out: Transients
 ) -> list[tuple[PhaseKind, list[int]]]:
@@ -428,7 +525,7 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
     base = training_base(spec, setup.peft)
     notes += [n for n in (base.note, kept_note(spec) if base.fmt == spec.stored_format else None) if n]
     if base.fmt and spec.moe and get_format(base.fmt).moe_note:
-        cast = setup.peft.method == PeftMethod.QLORA  # peft prepare_model_for_kbit_training: 16-bit params to fp32
+        cast = kbit_prepared(spec, setup.peft)  # peft prepare_model_for_kbit_training: 16-bit params to fp32
         notes.append(
             "fused MoE experts are not nn.Linear: bitsandbytes leaves them unquantized"
             + (" and QLoRA's k-bit preparation casts them to fp32" if cast else "")
@@ -462,8 +559,19 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     out = Transients()
     fwd = _forward(spec, setup, stage, recipe, lora, out)
     phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
-    phases += backward_workspace.workspace_phases(spec, setup, stage, recipe, (fwd.layer_only, fwd.in_layers), out)
+    if setup.optimizer.in_backward:
+        # the head's gradient is stepped first, while every layer's activations are still held
+        phases.append((PhaseKind.BACKWARD_LAYER, fwd.in_layers + out.add(*states.backward_extra)))
+    else:
+        phases += backward_workspace.workspace_phases(spec, setup, stage, recipe, (fwd.layer_only, fwd.in_layers), out)
     phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
+    # loading comes before the step but is listed last, so the step's phases keep their places (loading.py); it is
+    # shown only when it holds more than the step's persistent states: otherwise it cannot be the peak, and its
+    # total would list optimizer states that do not exist yet
+    master = sum(t.bytes for t in (*states.persistent, *states.host) if t.name == "optimizer/master_weights")
+    held = tuple(t for t in persistent if is_tensor(t.name))
+    load = loading_term(spec, setup, stage, held, recipe.weight, master)
+    phases += [(PhaseKind.LOAD, out.add(load))] if load.bytes else []
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
         persistent=[constant(t) for t in persistent] + (list(buffers(spec)) if stage.first else []),
@@ -514,7 +622,7 @@ def _check_classifier(model: ModelSpec, setup: TrainSetup) -> None:
         )
     for option, value, allowed in (
         ("peft", setup.peft.adapters, "none for a classifier or masked LM (peft trains the head fully)"),
-        ("loss", setup.loss == LossImpl.CHUNKED, "full for a classifier or masked LM (chunked is a causal LM's)"),
+        ("loss", setup.loss != LossImpl.FULL, "full for a classifier or masked LM (the others are over a vocabulary)"),
         ("tp", setup.parallel.tp > 1, "1 for a classifier or masked LM (its head has no tensor-parallel plan)"),
     ):
         if value:
@@ -542,6 +650,7 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
     refuse_training(model)  # state-space hybrids (estimate/ssm_state.py)
     check_layout(model, setup)
     training_base(model, setup.peft)  # refuses what transformers cannot train, in one line, before any term
+    check_knobs(model, setup)  # issue 14's knobs: the combinations their code cannot run
     check_setup(setup)  # what peft itself refuses, or prompt learning under pp/cp (peft_methods.py)
     _lora(model, setup)
     return model
@@ -626,8 +735,13 @@ def _run_seq(setup: TrainSetup) -> int:
     return setup.seq + setup.peft.virtual_tokens
 
 
-def _vars(setup: TrainSetup) -> Vars:
-    return Vars.training(setup.batch, _run_seq(setup), setup.parallel.cp, setup.loss_chunk)
+def _vars(model: Model, setup: TrainSetup) -> Vars:
+    chunk = setup.loss_chunk
+    seq = _run_seq(setup)
+    if setup.loss == LossImpl.LIGER and isinstance(model, ModelSpec):  # Liger sizes its chunk from BT, V and H
+        tokens = setup.batch * seq // setup.parallel.cp
+        chunk = liger_chunk(tokens, model.vocab_size, model.hidden_size)
+    return Vars.training(setup.batch, seq, setup.parallel.cp, chunk)
 
 
 def _positions(model: Model, setup: TrainSetup) -> str | None:
@@ -637,6 +751,13 @@ def _positions(model: Model, setup: TrainSetup) -> str | None:
 
 
 def _noted(est: Estimate, note: str | None) -> Estimate:
+    peak = est.peak_phase
+    if peak is not None and peak.kind is PhaseKind.LOAD:
+        path = peak.transient[0].name.removeprefix("loading/")
+        note = (f"{note}; " if note else "") + (
+            f"the peak is while loading the checkpoint ({path}), before the first step: a run that does not fit "
+            "dies while loading (--loading names the other paths)"
+        )
     return replace(est, notes=(*est.notes, note)) if note else est
 
 
@@ -644,7 +765,7 @@ def training_peak(model: Model, setup: TrainSetup) -> int:
     """Peak bytes of the worst GPU, without rendering terms: the number ``estimate_training`` reports."""
     plans = _worst_candidates(model, setup)
     _positions(model, setup)
-    v = _vars(_as_run(model, setup))
+    v = _vars(model, _as_run(model, setup))
     return max(plan.peak(v) for plan in plans)
 
 
@@ -653,7 +774,7 @@ def estimate_stages(model: Model, setup: TrainSetup) -> list[Estimate]:
     setup = _as_run(model, setup)
     spec = _check(model, setup)
     note = _positions(spec, setup)
-    v = _vars(setup)
+    v = _vars(model, setup)
     return [_noted(_stage_plan(spec, setup, s).render(v), note) for s in stages(spec, setup.parallel.pp)]
 
 
@@ -661,7 +782,7 @@ def estimate_training(model: Model, setup: TrainSetup) -> Estimate:
     """The worst GPU: the pipeline stage with the highest peak, every term rendered with its formula."""
     plans = _worst_candidates(model, setup)
     note = _positions(model, setup)
-    v = _vars(setup)
+    v = _vars(model, setup)
     plan = max(plans, key=lambda p: p.peak(v))
     return _noted(plan.render(v), note)
 
@@ -674,5 +795,5 @@ def phase_totals(model: ModelSpec, setup: TrainSetup) -> list[int]:
     """
     plans = _worst_candidates(model, setup)
     _positions(model, setup)
-    v = _vars(setup)
+    v = _vars(model, setup)
     return [n for plan in plans for n in plan.phase_bytes(v)]
