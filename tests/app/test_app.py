@@ -212,7 +212,8 @@ FROZEN = {
     "--pp --precision --recompute --seed --seq --sp --tp --units --zero -b -s model --cuda-version --loading"
     + _KNOBS
     + " --framework"
-    + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm",
+    + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
+    + " --from --emit --reduce-bucket --prefetch-bucket",
 }
 _SETUPS = (
     "--all-logits --allocator-fraction --attention --batch --context --cp --cuda-context --dp --ep --format "
@@ -231,12 +232,15 @@ _SETUPS = (
 _SETUPS += " --num-virtual-tokens --decoder-seq"  # peft prompt and prefix tuning; T5's target length
 FROZEN["train"] += " --num-virtual-tokens --decoder-seq"
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units --serve"
+FROZEN["infer"] += " --from --emit"  # issue 15: a framework's config in (configs/), a runnable one out
+FROZEN["fit"] += " --from --emit --reduce-bucket --prefetch-bucket"
 _ENGINE_ONLY = (
     "--gpu-util --gpu-memory-utilization --engine --max-model-len --max-num-seqs --max-num-batched-tokens "
     "--max-batched-tokens --enforce-eager --kv-cache-memory-bytes --kv-cache-memory " + _ENGINE_FLAGS + LLAMA_CPP
 )
 FROZEN["plot"] = " ".join(sorted(set(_SETUPS.split()) - set(_ENGINE_ONLY.split()))) + " --gpu --output --points --vs -o"
-FROZEN["verify"] = _SETUPS + " --gpu --json --layers --log --model --units"
+FROZEN["plot"] += " --reduce-bucket --prefetch-bucket"
+FROZEN["verify"] = _SETUPS + " --gpu --json --layers --log --model --units --from --reduce-bucket --prefetch-bucket"
 FROZEN |= {"models": "--json", "gpus": "--json --units", "formats": "--json"}
 
 

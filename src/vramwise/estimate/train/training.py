@@ -40,6 +40,12 @@ from vramwise.estimate.train.layout import (
     stage_share,
     stages,
 )
+from vramwise.estimate.train.litgpt_code import (
+    keeps_4bit_inputs,
+    litgpt_dequantized,
+    litgpt_lora_modules,
+    runs_litgpt_code,
+)
 from vramwise.estimate.train.loading import loading_term
 from vramwise.estimate.train.lora import LoraModule, adapter_bytes, kbit_prepared, lora_targets
 from vramwise.estimate.train.loss import LossRules, classifier_loss_rules, implementation_rules, liger_chunk
@@ -79,7 +85,7 @@ def _layer_grads(spec: ModelSpec, setup: TrainSetup, lora: list[LoraModule]) -> 
         lora_r=setup.peft.lora_r,
         lora_dropout=setup.peft.lora_dropout > 0,
         adapter=adapter_bytes(setup.peft),
-        inputs_kept=setup.peft.method == PeftMethod.LORA_8BIT,
+        inputs_kept=setup.peft.method == PeftMethod.LORA_8BIT or keeps_4bit_inputs(setup),
         dora=method == PeftMethod.DORA,
         ia3=tuple(ia3_modules(spec, setup.peft.lora_targets)) if method == PeftMethod.IA3 else (),
     )
@@ -104,6 +110,7 @@ class _LayerQuery:
     fused_norm: bool = False
     fused_mlp: bool = False
     compiled: bool = False
+    litgpt: bool = False  # LitGPT's own model code (litgpt_code.py), not transformers'
 
 
 def _checkpointed(q: _LayerQuery, recording: list[int]) -> set[int]:
@@ -149,6 +156,7 @@ def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[
             fused_norm=q.fused_norm,
             fused_mlp=q.fused_mlp,
             compiled=q.compiled,
+            litgpt=q.litgpt,
         )
         for kind in first
     }
@@ -183,6 +191,7 @@ def _activations(
         fused_norm=setup.impl.norm_impl == KernelImpl.FUSED,
         fused_mlp=setup.impl.mlp_impl == KernelImpl.FUSED,
         compiled=setup.impl.compile,
+        litgpt=runs_litgpt_code(setup),
     )
     recording, per_token, per_layer_max, ckpts = _saved_per_token(spec, query)
     rules: list[Rule] = []
@@ -455,7 +464,8 @@ def _forward(
         layer_only += casts
     base = training_base(spec, setup.peft).fmt
     if base:
-        dequantized = out.add(_dequantized(spec, base))
+        litgpt = runs_litgpt_code(setup)  # Lightning's bnb: fp16 dequantized + cast, the head quantized too
+        dequantized = out.add(litgpt_dequantized(spec, setup, recipe.compute) if litgpt else _dequantized(spec, base))
         held += dequantized
         in_layers += dequantized
         layer_only += dequantized
@@ -627,7 +637,8 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
 
 def _lora(spec: ModelSpec, setup: TrainSetup) -> list[LoraModule]:
     """The LoRA modules of LoRA, QLoRA and DoRA (none for the other methods), refusing what peft refuses."""
-    lora = lora_targets(spec, setup.peft.lora_targets) if setup.peft.method in LORA_LIKE else []
+    targets = litgpt_lora_modules if runs_litgpt_code(setup) else lora_targets  # LitGPT's own LoRA modules
+    lora = targets(spec, setup.peft.lora_targets) if setup.peft.method in LORA_LIKE else []
     check_method(spec, setup.peft, lora)
     return lora
 
