@@ -252,6 +252,7 @@ TRAIN_SETUP_KEYS = [
     "cuda_version", "compute_capability", "loading",
     "interconnect", "nccl_buffers", "max_live_params", "param_persistence_threshold", "max_reuse_distance",
     "nccl_env", "overlap_comm",
+    "expandable_segments", "max_split_size_mb",  # issue 14: PYTORCH_CUDA_ALLOC_CONF for the allocator replay
 ]
 TRAIN_SETUP_KEYS += ["num_virtual_tokens", "decoder_seq"]  # issue 14: peft prompt/prefix tuning, T5 (appended)
 

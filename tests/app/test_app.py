@@ -213,7 +213,8 @@ FROZEN = {
     + _KNOBS
     + " --framework"
     + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
-    + " --from --emit --reduce-bucket --prefetch-bucket",
+    + " --from --emit --reduce-bucket --prefetch-bucket"
+    + " --expandable-segments --max-split-size-mb",
 }
 _SETUPS = (
     "--all-logits --allocator-fraction --attention --batch --context --cp --cuda-context --dp --ep --format "
@@ -228,6 +229,7 @@ _SETUPS = (
     + _KNOBS
     + " --framework"
     + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
+    + " --expandable-segments --max-split-size-mb"
 )
 _SETUPS += " --num-virtual-tokens --decoder-seq"  # peft prompt and prefix tuning; T5's target length
 FROZEN["train"] += " --num-virtual-tokens --decoder-seq"

@@ -131,6 +131,8 @@ TRAIN_FIELDS = {
     "overlap_comm": "overlap_comm",
     "reduce_bucket": "reduce_bucket",  # issue 15: DeepSpeed's bucket sizes, as --from reads them from a config
     "prefetch_bucket": "prefetch_bucket",
+    "expandable_segments": "expandable_segments",
+    "max_split_size_mb": "max_split_size_mb",
     "num_virtual_tokens": "num_virtual_tokens",
     "decoder_seq": "decoder_seq",
 }

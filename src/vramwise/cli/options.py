@@ -324,10 +324,15 @@ OPTIONS: tuple[Option, ...] = (
            help=f"the CUDA runtime of the torch wheel (torch.version.cuda), which sizes the CUDA context with the "
                 f"GPU's architecture (default {DEFAULT_CUDA_VERSION}; < 11.7: every kernel loaded eagerly)"),
     Option(name="allocator_fraction", flags=("--allocator-fraction",), type=float, commands=BOTH,
-           help=f"allocator reserve as a fraction (default {DEFAULT_ALLOCATOR_FRACTION})"),
+           help=f"allocator reserve as a fraction (default: training replays the caching allocator, inference "
+                f"{DEFAULT_ALLOCATOR_FRACTION})"),
     Option(name="loading", flags=("--loading",), type=str, commands=TRN,
            help=f"how the checkpoint is loaded before the first step: {_one_of(LOADINGS)} (default {{train.loading}}: "
                 "FSDP fsdp-full, ZeRO-3 zero-init, a bitsandbytes base bnb-quantize, else hf)"),
+    Option(name="expandable_segments", flags=("--expandable-segments",), commands=TRN,
+           help="PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (the allocator replay grows one segment by pages)"),
+    Option(name="max_split_size_mb", flags=("--max-split-size-mb",), type=int, commands=TRN,
+           help="PYTORCH_CUDA_ALLOC_CONF max_split_size_mb: cached blocks this large are not split (above 20)"),
     Option(name="mode", flags=("--mode",), type=str, commands=BOTH,
            help="accurate (default {infer.mode}) or textbook (the seeds' formulas; infer and train)"),
     Option(name="seed", flags=("--seed",), type=str, commands=TRN,

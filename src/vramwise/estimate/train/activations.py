@@ -81,10 +81,14 @@ class Saved:
     """Per-token bytes of one layer, by name."""
 
     items: dict[str, float] = field(default_factory=dict)
+    # each ``add`` in the order the forward saves it: the tensors the allocator replay allocates one by one
+    # (estimate/train/allocation.py; an ``add`` of a tensor with its small companion, such as rsqrt, is one)
+    pieces: list[float] = field(default_factory=list)
 
     def add(self, name: str, n: float) -> None:
         if n:
             self.items[name] = self.items.get(name, 0) + n
+            self.pieces.append(n)
 
     @property
     def total(self) -> float:
