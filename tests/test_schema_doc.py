@@ -91,6 +91,15 @@ def _train_cases() -> Iterator[tuple[str, dict[str, Any]]]:
     for name in ("mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v2-lite"):
         yield name, {"dp": 4, "ep": 2, "zero": 1}
         yield name, {"dp": 8, "ep": 4, "fsdp": "full"}
+    # peft's other methods (estimate/train/peft_methods.py), on a family with peft's IA3 mapping
+    for flat in (
+        {"peft": "dora", "lora_targets": ("all-linear",)},
+        {"peft": "ia3"},
+        {"peft": "prompt-tuning", "num_virtual_tokens": 16},
+        {"peft": "prefix-tuning"},
+        {"peft": "lora", "lora_targets": ("embed_tokens", "q_proj", "lm_head")},
+    ):
+        yield "llama-3-8b", flat
 
 
 def _estimates() -> Iterator[vramwise.Estimate]:
@@ -245,6 +254,7 @@ TRAIN_SETUP_KEYS = [
     "nccl_env", "overlap_comm",
     "expandable_segments", "max_split_size_mb", "allocator_replay",  # issue 14: the allocator replay
 ]
+TRAIN_SETUP_KEYS += ["num_virtual_tokens", "decoder_seq"]  # issue 14: peft prompt/prefix tuning, T5 (appended)
 
 
 def test_json_setup_keys_are_schema_v1() -> None:

@@ -484,3 +484,23 @@ VLM: dict[str, dict[str, Any]] = {
         "torch_dtype": "bfloat16",
     },
 }
+
+# RoBERTa (issue 14): BERT's layers and heads, one token type, positions after the padding index (514 rows hold
+# 512 tokens), RobertaClassificationHead on the first token
+_ROBERTA = {
+    "model_type": "roberta",
+    "hidden_size": 256,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 8,
+    "intermediate_size": 1024,
+    "vocab_size": 8000,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "pad_token_id": 1,
+}
+HEADS |= {
+    "roberta-mlm": {**_ROBERTA, "architectures": ["RobertaForMaskedLM"]},
+    "roberta-seq-cls": {**_ROBERTA, "architectures": ["RobertaForSequenceClassification"], "num_labels": 3},
+    "roberta-token-cls": {**_ROBERTA, "architectures": ["RobertaForTokenClassification"]},
+    "roberta-bare": {**_ROBERTA, "architectures": ["RobertaModel"]},
+}

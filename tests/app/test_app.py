@@ -231,6 +231,8 @@ _SETUPS = (
     + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
     + " --expandable-segments --max-split-size-mb --allocator-replay"
 )
+_SETUPS += " --num-virtual-tokens --decoder-seq"  # peft prompt and prefix tuning; T5's target length
+FROZEN["train"] += " --num-virtual-tokens --decoder-seq"
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units --serve"
 FROZEN["infer"] += " --from --emit"  # issue 15: a framework's config in (configs/), a runnable one out
 FROZEN["fit"] += " --from --emit --reduce-bucket --prefetch-bucket"

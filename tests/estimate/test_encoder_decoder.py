@@ -197,7 +197,7 @@ def test_cli_table_and_json_with_the_cross_attention_cache(tmp_path: Path, capsy
 @pytest.mark.parametrize(
     ("argv", "field"),
     [
-        (("train",), "not modelled for encoder-decoder"),
+        (("train", "--peft", "dora"), "encoder-decoder training"),  # full fine-tuning and LoRA are modelled
         (("train", "--mode", "textbook"), "not modelled for encoder-decoder"),
         (("infer", "--mode", "textbook"), "not modelled for encoder-decoder"),
         (("infer", "--tp", "2"), "tp (2)"),

@@ -131,7 +131,10 @@ def test_decoder_classifier_training_matches_traced_step(name: str, recipe: Trac
     assert next(t.bytes for t in est.persistent if t.name == "optimizer/states") == traced.optimizer_states
     assert est.term("gradients").bytes == traced.grads
     assert est.peak_bytes == pytest.approx(traced.peak, rel=0.05)
-    assert any("not modelled" in note for note in est.notes)
+    # the small loss moves the peak into the backward: the final norm's or the last MLP's, both phases now
+    if recipe.recompute == "none":
+        assert est.peak_phase is not None
+        assert est.peak_phase.kind in (PhaseKind.BACKWARD_HEAD, PhaseKind.BACKWARD_LAYER)
 
 
 @pytest.mark.parametrize("impl", ["for-loop", "foreach"])

@@ -202,7 +202,7 @@ CLI_CASES = [
     case("train-lora-r-0", "train llama-2-7b --peft lora --lora-r 0", "lora_r"),
     case("train-lora-r-10^9", "train llama-2-7b --peft lora --lora-r 1000000000", "lora_r", finding="W9"),
     case("train-lora-targets-bogus", "train llama-2-7b --peft lora --lora-targets foo_proj", "foo_proj"),
-    case("train-peft-bogus", "train llama-2-7b --peft dora", "peft"),
+    case("train-peft-bogus", "train llama-2-7b --peft adalora", "peft"),
     case("train-optimizer-bogus", "train llama-2-7b --optimizer adam9", "optimizer"),
     case("train-precision-bogus", "train llama-2-7b --precision fp4", "precision"),
     case("train-recompute-bogus", "train llama-2-7b --recompute some", "recompute"),

@@ -85,8 +85,8 @@ def test_a_bare_model_has_no_logits_phase() -> None:
     ("name", "flat", "words"),
     [
         ("llama-bare", {}, "has no head"),
-        ("bert-mlm", {}, "masked LM head"),
-        ("bert-seq-cls", {}, "sequence classification head"),  # BERT's encoder training is not modelled
+        ("bert-bare", {}, "has no head"),  # BERT's heads train (tests/estimate/test_encoder_training.py)
+        ("bert-mlm", {"peft": "lora", "lora_targets": ("q_proj",)}, "peft: "),
         ("llama-seq-cls", {"peft": "lora", "lora_targets": ("q_proj",)}, "peft: "),
         ("llama-token-cls", {"loss": "chunked"}, "loss: "),
         ("llama-seq-cls", {"tp": 2}, "tp: "),
@@ -106,4 +106,5 @@ def test_a_decoder_classifier_trains_with_a_labels_wide_loss() -> None:
     assert seq.term("activations/loss").bytes == b * 3 * 4
     tok = estimate_training(_spec(HEADS["llama-token-cls"]), TrainSetup.from_flat(batch=b, seq=s))
     assert tok.term("activations/loss").bytes == b * s * 5 * 4
-    assert any("not modelled" in n for n in tok.notes)
+    # the small loss leaves the backward's own temporaries to decide its peak: they are phases (backward_workspace.py)
+    assert {p.kind.value for p in tok.phases} >= {"backward (layer)", "backward (head)"}

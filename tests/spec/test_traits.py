@@ -268,7 +268,12 @@ def test_default_traits_are_llamas_code_without_a_lora_default() -> None:
         eager_only=False,
         mlp_sees_attention_output=False,
     )
-    assert _spec("llama").traits == dataclasses.replace(ImplTraits(), peft_default_targets=("q_proj", "v_proj"))
+    assert _spec("llama").traits == dataclasses.replace(
+        ImplTraits(),
+        peft_default_targets=("q_proj", "v_proj"),
+        ia3_targets=("k_proj", "v_proj", "down_proj"),  # peft's IA3 mapping for "llama"
+        ia3_feedforward=("down_proj",),
+    )
 
 
 def test_a_spec_cannot_be_built_without_traits() -> None:

@@ -46,6 +46,8 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
     "nccl_env": "", "overlap_comm": None,
     # issue 14, added within version 1: PYTORCH_CUDA_ALLOC_CONF for the caching-allocator replay
     "expandable_segments": False, "max_split_size_mb": None, "allocator_replay": False,
+    # issue 14, added within version 1 (appended): peft prompt and prefix tuning's virtual tokens
+    "num_virtual_tokens": 20, "decoder_seq": None,
 }  # fmt: skip
 V1_INFER_DEFAULTS: dict[str, Any] = {
     "batch": 1, "context": 2048, "new_tokens": 0, "weight_format": None, "kv_dtype": "auto", "attention": "sdpa",
@@ -89,6 +91,7 @@ OTHER: dict[str, Any] = {
     "interconnect": "pcie", "nccl_buffers": False, "max_live_params": 1000, "param_persistence_threshold": 0,
     "max_reuse_distance": 0, "nccl_env": "NCCL_BUFFSIZE=1048576", "overlap_comm": True,
     "expandable_segments": True, "max_split_size_mb": 512, "allocator_replay": True,
+    "num_virtual_tokens": 8, "decoder_seq": 128,
 }  # fmt: skip
 _NEEDS: dict[str, dict[str, Any]] = {
     "zero": {"dp": 2},
@@ -233,7 +236,7 @@ def test_enums_read_as_their_strings() -> None:
     [
         ({"precision": "fp64"}, InvalidWorkloadError, "precision 'fp64' is not allowed; allowed: fp32, amp,"),
         ({"optimizer_impl": "x"}, InvalidWorkloadError, "optimizer_impl 'x' is not allowed"),
-        ({"peft": "ia3"}, InvalidWorkloadError, "peft 'ia3' is not allowed; allowed: none, lora, qlora"),
+        ({"peft": "adalora"}, InvalidWorkloadError, "peft 'adalora' is not allowed; allowed: none, lora, qlora"),
         ({"lora_r": 0}, InvalidWorkloadError, "lora_r must be a positive integer, got 0"),
         ({"dp": 8, "fsdp_shard": 3, "fsdp": "hybrid"}, InvalidLayoutError, r"fsdp_shard \(3\) .* must divide dp \(8\)"),
         ({"cp": 3}, InvalidLayoutError, r"cp \(3\) must divide seq \(2048\)"),

@@ -134,6 +134,8 @@ TRAIN_FIELDS = {
     "expandable_segments": "expandable_segments",
     "max_split_size_mb": "max_split_size_mb",
     "allocator_replay": "allocator_replay",
+    "num_virtual_tokens": "num_virtual_tokens",
+    "decoder_seq": "decoder_seq",
 }
 # `--seq` is the inference context's other spelling in fit, plot and verify, so it is not training-only
 INFERENCE_ONLY = tuple(k for k in INFER_FIELDS if k not in TRAIN_FIELDS)
@@ -234,6 +236,24 @@ def check_format(model: object, setup: InferSetup) -> None:
         )
 
 
+# The peft methods added with issue 14 and the options each cannot take (LoRA's and QLoRA's are unchanged).
+_PEFT_INAPPLICABLE = {
+    "dora": ("num_virtual_tokens",),
+    "ia3": ("lora_r", "lora_dropout", "num_virtual_tokens"),
+    "prompt-tuning": ("lora_r", "lora_dropout", "lora_targets"),
+    "prefix-tuning": ("lora_r", "lora_dropout", "lora_targets"),
+}
+
+
+def _refuse_peft_options(values: Mapping[str, Any]) -> None:
+    """One line for an option the chosen peft method has no use for (``--lora-r`` with prompt tuning...)."""
+    method = values.get("peft")
+    if method in _PEFT_INAPPLICABLE:
+        refuse(values, _PEFT_INAPPLICABLE[method], f"does not apply to --peft {method}")
+    elif given(values, "num_virtual_tokens"):
+        refuse(values, ("num_virtual_tokens",), "applies to --peft prompt-tuning or prefix-tuning only")
+
+
 def train_setup(values: Mapping[str, Any], model: object = None) -> TrainSetup:
     """The TrainSetup of these option values; ``lora_targets`` may be a comma-separated string. With the
     ``model``, a sequence the user did not give fits its learned position table. With ``framework``, its
@@ -255,6 +275,7 @@ def train_setup_noted(values: Mapping[str, Any], model: object = None) -> tuple[
     from vramwise.workload import TrainSetup  # not on the inference path (a fresh `vramwise infer` stays light)
     from vramwise.workload.frameworks import preset
 
+    _refuse_peft_options(values)
     kw = _kwargs(values, TRAIN_FIELDS)
     table = table_length(model)
     if table is not None and "seq" not in kw:

@@ -239,6 +239,10 @@ OPTIONS: tuple[Option, ...] = (
            help="LoRA dropout (default {train.lora_dropout:g})"),
     Option(name="freeze_layers", flags=("--freeze-layers",), type=int, commands=TRN,
            help="freeze the embeddings and the first N layers (default {train.freeze_layers})"),
+    Option(name="num_virtual_tokens", flags=("--num-virtual-tokens",), type=int, commands=TRN,
+           help="prompt/prefix tuning: virtual tokens (default {train.num_virtual_tokens})"),
+    Option(name="decoder_seq", flags=("--decoder-seq",), type=int, commands=TRN,
+           help="encoder-decoder (T5): the target's tokens (default: --seq)"),
     Option(name="recompute", flags=("--recompute",), type=str, commands=TRN,
            help=f"activation recompute: {_one_of(RECOMPUTE)}; selective is Megatron's (drops the attention "
                 "scores: no change under sdpa/flash), op-sac torchtitan's op-level policy, layer-sac every "

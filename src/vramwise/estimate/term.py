@@ -54,6 +54,12 @@ class PhaseKind(enum.StrEnum):
     # FSDP2's forward at a layer's all-gather copy-out: the previous layer's all-gather output is still held
     # (torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py wait_for_unshard: freed after the next copy-out)
     FORWARD_LAYER = "forward (layer)"
+    # DoRA rebuilds one adapted weight (W + s·BA) in fp32 for its norm during the forward (estimate/train/
+    # peft_extras.py); the activations of the layers before it are held meanwhile
+    FORWARD_DORA = "forward (DoRA weight norm)"
+    # eager attention's backward in the last layer: the gradients of its (b, heads, s, s) scores beside every
+    # layer's activations (estimate/train/backward_workspace.py)
+    BACKWARD_ATTENTION = "backward (attention)"
 
     @property
     def step(self) -> Step:
@@ -76,6 +82,8 @@ _STEPS = {
     PhaseKind.PREFILL_POSITION_BIAS: Step.PREFILL,
     PhaseKind.LOAD: Step.LOAD,
     PhaseKind.FORWARD_LAYER: Step.FORWARD,
+    PhaseKind.FORWARD_DORA: Step.FORWARD,
+    PhaseKind.BACKWARD_ATTENTION: Step.BACKWARD,
 }
 
 

@@ -181,6 +181,9 @@ _LAYER = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks|block)\.(\d+)\.")
 _SSM = re.compile(r"(^|\.)mamba(\.|$)")
 # BERT's masked-LM head is "cls.predictions.*" (its transform dense + LayerNorm and the decoder bias)
 _HEAD = {"lm_head", "embed_out", "score", "classifier", "qa_outputs", "cls"}
+# RobertaClassificationHead's dense (classifier.dense) has BertPooler's shape and place on the first token: it is
+# counted as the pooler ("other", spec/params.py other.pooler); its out_proj is the classifier
+_POOLER_DENSE = re.compile(r"(^|\.)classifier\.dense\.")
 # T5 keeps its (tied) token table as "shared.weight" (modeling_t5.py: T5ForConditionalGeneration.shared)
 _EMBED = re.compile(
     r"(^|\.)(embed_tokens|embed_positions|embeddings|wte|wpe|word_embeddings|tok_embeddings|embed_in|shared\.weight$)"
@@ -214,6 +217,8 @@ def category_of(name: str, num_layers: int | None = None) -> str:
     if beyond and not name.startswith(("encoder.", "model.encoder.")):
         return "other"
     parts = name.split(".")
+    if _POOLER_DENSE.search(name):
+        return "other"
     if any(p in _HEAD for p in parts):
         return "head"
     if layer is None and parts[-2:-1] == ["output"]:  # Llama's original checkpoints: output.weight

@@ -14,6 +14,7 @@ for LoRA, where a family peft does not list gets no default targets (the user na
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -146,6 +147,12 @@ class ImplTraits:
     # and BertLayer builds BertAttention(config, is_causal=config.is_decoder): bidirectional, no cache. Such a
     # model runs one forward: no KV cache term, no decode steps (estimate/kv_cache.py check_generates).
     causal_kv_cache: bool = True
+    # IA3 (peft 0.21 utils/constants.py): its default targets (TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING)
+    # and the feedforward modules whose input, not output, it scales (..._IA3_FEEDFORWARD_MODULES_MAPPING). peft
+    # fills feedforward_modules from that mapping even when the user names the targets (IA3Model.
+    # _prepare_adapter_config), so a family without an entry (empty here) cannot train IA3 without both named.
+    ia3_targets: tuple[str, ...] = ()
+    ia3_feedforward: tuple[str, ...] = ()
 
     @property
     def rotary(self) -> bool:
@@ -154,3 +161,7 @@ class ImplTraits:
 
 # The Llama-style families peft gives a default for: LoRA on q_proj and v_proj.
 LLAMA_QV = ImplTraits(peft_default_targets=("q_proj", "v_proj"))
+# peft's IA3 mapping: "llama" and "mistral" scale k, v and down_proj; "qwen2", "qwen3" and the Gemmas q, v and
+# down_proj; down_proj is the feedforward module in each.
+LLAMA_IA3 = dataclasses.replace(LLAMA_QV, ia3_targets=("k_proj", "v_proj", "down_proj"), ia3_feedforward=("down_proj",))
+QWEN_IA3 = dataclasses.replace(LLAMA_QV, ia3_targets=("q_proj", "v_proj", "down_proj"), ia3_feedforward=("down_proj",))

@@ -45,6 +45,10 @@ class TraceRecipe:
     loss: str = "full"  # full: transformers' | compute-dtype | torchtune-chunked | torchtune-linear
     recompute_every: int = 2  # recompute layer-sac: torchtitan's rule, layer k checkpointed when (k + 1) % N == 0
     optimizer_in_backward: bool = False  # torchtune's optimizer_in_bwd: one optimizer per parameter, stepped in a hook
+    # the peft method: lora (with lora_r), dora, ia3, prompt-tuning, prefix-tuning; "" = lora when lora_r is set
+    peft: str = ""
+    num_virtual_tokens: int = 20  # prompt and prefix tuning
+    decoder_seq: int = 0  # an encoder-decoder's labels (the decoder's length); 0: seq
 
 
 _MODEL_DTYPE = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}
@@ -98,6 +102,12 @@ def model_class(config: dict[str, Any]) -> Any:
 
 
 def _build(config: dict[str, Any], hf: Any, dtype: Any) -> Any:
+    if getattr(hf, "is_encoder_decoder", False):
+        import transformers
+
+        model = transformers.AutoModelForSeq2SeqLM.from_config(hf, dtype=dtype)
+        seq2seq_as_loaded(model, config, dtype)
+        return model
     cls = model_class(config)
     concrete = cls._model_mapping[type(hf)] if cls.__name__.startswith("Auto") else cls
     supported = {"sdpa": concrete._supports_sdpa, "eager": True}.get(hf._attn_implementation, True)
@@ -108,6 +118,19 @@ def _build(config: dict[str, Any], hf: Any, dtype: Any) -> Any:
     if cls.__name__.startswith("Auto"):
         return cls.from_config(hf, dtype=dtype)
     return cls._from_config(hf, dtype=dtype)
+
+
+def seq2seq_as_loaded(model: Any, config: dict[str, Any], dtype: Any) -> None:
+    """An encoder-decoder built from its config as from_pretrained leaves it: T5 keeps wo in fp32 for fp16, and
+    its head untied when the checkpoint has its own."""
+    if dtype == torch.float16:  # from_pretrained keeps wo in fp32 for fp16 (_keep_in_fp32_modules = ["wo"])
+        for name, module in model.named_modules():
+            if name.endswith(".wo"):  # module.float() cannot swap fake parameters in place
+                module.weight = torch.nn.Parameter(module.weight.float())
+    if config.get("tie_word_embeddings") is False:
+        # T5Config ties the head whatever the config says; from_pretrained unties it when the checkpoint
+        # holds its own lm_head.weight, as v1.1, flan-t5 and mT5 checkpoints do (modeling_utils.tie_weights)
+        model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.shared.weight))
 
 
 def generates(model: Any) -> bool:
@@ -180,6 +203,39 @@ def _adapters_stay_put() -> Iterator[None]:
         torch.nn.Module.to = original_to  # type: ignore[method-assign]
 
 
+def peft_method(recipe: TraceRecipe) -> str:
+    """The recipe's peft method: its own, or LoRA when only a rank is given, or "none"."""
+    return recipe.peft or ("lora" if recipe.lora_r else "none")
+
+
+def peft_config(recipe: TraceRecipe, *, causal: bool = True) -> Any:
+    """The peft config of ``recipe`` (None: full fine-tuning), as a user would write it with peft's defaults.
+
+    Prompt and prefix tuning need the task type (PeftModelForCausalLM prepends the virtual tokens); the other
+    methods wrap the model as a plain PeftModel, whose forward is the base model's.
+    """
+    method = peft_method(recipe)
+    if method == "none":
+        return None
+    import peft
+
+    targets: Any = list(recipe.lora_targets) or None  # None: peft's default for the model type
+    if recipe.lora_targets == ("all-linear",):
+        targets = "all-linear"
+    if method in ("lora", "dora"):
+        r = recipe.lora_r or 8
+        return peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, use_dora=method == "dora")
+    if method == "ia3":
+        return peft.IA3Config(target_modules=targets)
+    task = peft.TaskType.CAUSAL_LM if causal else peft.TaskType.SEQ_CLS
+    n = recipe.num_virtual_tokens
+    if method == "prompt-tuning":
+        return peft.PromptTuningConfig(task_type=task, num_virtual_tokens=n)
+    if method == "prefix-tuning":
+        return peft.PrefixTuningConfig(task_type=task, num_virtual_tokens=n)
+    raise ValueError(f"the trace cannot run peft method {method!r}")
+
+
 def _freeze_bottom(model: Any, layers: int) -> None:  # a PreTrainedModel: torch types Module attributes as Tensor
     """Freeze the input embeddings and the first ``layers`` decoder layers (the common "freeze the bottom")."""
     model.get_input_embeddings().requires_grad_(False)
@@ -245,7 +301,7 @@ def _shard(model: Any, mesh: Any) -> None:  # a PreTrainedModel, as in _freeze_b
 
 
 def _optimizer(params: list[torch.nn.Parameter], recipe: TraceRecipe) -> Any:
-    if recipe.precision in ("bf16-mixed", "fp16-mixed") and not recipe.lora_r:
+    if recipe.precision in ("bf16-mixed", "fp16-mixed") and peft_method(recipe) == "none":
         # LoRA adapters are fp32 already (peft upcasts them): they are their own master copy
         return _MasterWeights(params, lambda masters: _torch_optimizer(masters, recipe))
     return _torch_optimizer(params, recipe)
@@ -316,8 +372,11 @@ def _cuda_stats() -> dict[str, int]:
     }
 
 
-def _labels(model: Any, ids: torch.Tensor) -> torch.Tensor:
-    """Labels of the head's shape: one class per sequence or per token for a classifier, else the ids."""
+def _labels(model: Any, ids: torch.Tensor, decoder_seq: int = 0) -> torch.Tensor:
+    """Labels of the head's shape: one class per sequence or per token for a classifier, an encoder-decoder's
+    target of ``decoder_seq`` tokens (from which it shifts its decoder inputs), else the ids."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        return torch.ones((ids.shape[0], decoder_seq or ids.shape[1]), dtype=torch.long)
     name = type(getattr(model, "get_base_model", lambda: model)()).__name__
     if name.endswith("ForSequenceClassification"):
         return torch.zeros(ids.shape[0], dtype=torch.long)
@@ -326,10 +385,10 @@ def _labels(model: Any, ids: torch.Tensor) -> torch.Tensor:
     return ids
 
 
-def _loss(model: Any, ids: torch.Tensor, loss: str) -> torch.Tensor:
+def _loss(model: Any, ids: torch.Tensor, loss: str, decoder_seq: int = 0) -> torch.Tensor:
     """The loss as ``loss`` computes it; only the loss is returned, so nothing else outlives the forward."""
     if loss == "full":
-        return model(input_ids=ids, labels=_labels(model, ids)).loss
+        return model(input_ids=ids, labels=_labels(model, ids, decoder_seq)).loss
     import torch.nn.functional as F
 
     if loss == "compute-dtype":
@@ -531,14 +590,13 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         model = _build(config, hf, dtype)
         model.train()
         _checkpointing(model, recipe)
-        if recipe.lora_r:
+        adapters = peft_config(recipe, causal=generates(model))
+        if adapters is not None:
             import peft
 
-            targets = "all-linear" if recipe.lora_targets == ("all-linear",) else list(recipe.lora_targets)
-            lora = peft.LoraConfig(r=recipe.lora_r, lora_alpha=2 * recipe.lora_r, target_modules=targets)
             with _adapters_stay_put(), _adapter_dtype(recipe.adapter_dtype):
                 # autocast_adapter_dtype=False leaves bf16 adapters as built (peft's default upcasts them to fp32)
-                model = peft.get_peft_model(model, lora, autocast_adapter_dtype=recipe.adapter_dtype != "bf16")
+                model = peft.get_peft_model(model, adapters, autocast_adapter_dtype=recipe.adapter_dtype != "bf16")
         if recipe.freeze_layers:
             _freeze_bottom(model, recipe.freeze_layers)
         if mesh is not None:
@@ -564,7 +622,7 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         for _ in range(recipe.steps):
             tracker.phase("forward")
             with autocast:
-                loss = _loss(model, ids, recipe.loss)
+                loss = _loss(model, ids, recipe.loss, recipe.decoder_seq)
             tracker.mark("forward_end")
             tracker.phase("backward")
             loss.backward()
@@ -663,14 +721,7 @@ def trace_inference(
                     "verify traces generate() for encoder-decoder models (the last position's logits); "
                     "drop --all-logits"
                 )
-            if dtype == torch.float16:  # from_pretrained keeps wo in fp32 for fp16 (_keep_in_fp32_modules = ["wo"])
-                for name, module in model.named_modules():
-                    if name.endswith(".wo"):  # module.float() cannot swap fake parameters in place
-                        module.weight = torch.nn.Parameter(module.weight.float())
-            if config.get("tie_word_embeddings") is False:
-                # T5Config ties the head whatever the config says; from_pretrained unties it when the checkpoint
-                # holds its own lm_head.weight, as v1.1, flan-t5 and mT5 checkpoints do (modeling_utils.tie_weights)
-                model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.shared.weight))
+            seq2seq_as_loaded(model, config, dtype)
             model.eval()
             params = sum(p.numel() * p.element_size() for p in model.parameters())
             tracker.reset_peak()

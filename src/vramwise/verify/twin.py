@@ -2,10 +2,10 @@
 
 What the trace can reproduce on one CPU: fp32 / bf16 / amp (CPU autocast policy) / bf16- and fp16-mixed
 (fp32 master weights as DeepSpeed and Megatron keep them), SGD / momentum / Adam / AdamW (foreach, for-loop,
-fused), LoRA, full recompute, freezing the bottom layers, sdpa and eager attention, and inference prefill
-plus decode, and FSDP2 full sharding over a fake process group of dp ranks in this one process. Everything
-else (bitsandbytes optimizers and QLoRA, which need CUDA; tp/pp/cp and DeepSpeed ZeRO) is an error naming
-what is not reproducible, never a silently different run.
+fused), LoRA, DoRA, IA3, prompt and prefix tuning, full recompute, freezing the bottom layers, sdpa and eager
+attention, and inference prefill plus decode, and FSDP2 full sharding over a fake process group of dp ranks in
+this one process. Everything else (bitsandbytes optimizers and QLoRA, which need CUDA; tp/pp/cp and DeepSpeed
+ZeRO) is an error naming what is not reproducible, never a silently different run.
 
 Semantics: fake CPU tensors with CUDA's 512-byte rounding. CPU SDPA takes a flash kernel that saves what
 CUDA's flash kernel saves (output and log-sum-exp) for equal q/k/v head dims; it takes its math path when
@@ -155,8 +155,11 @@ def train_recipe(setup: TrainSetup) -> Any:
         recompute=str(setup.recompute),
         optimizer=str(optimizer),
         optimizer_impl=str(setup.step_impl),
-        lora_r=peft.lora_r if peft.method == PeftMethod.LORA else 0,
+        lora_r=peft.lora_r if peft.method in (PeftMethod.LORA, PeftMethod.DORA) else 0,
         lora_targets=peft.lora_targets,
+        peft=str(peft.method) if peft.adapters else "",
+        num_virtual_tokens=peft.num_virtual_tokens,
+        decoder_seq=setup.decoder_seq or 0,
         freeze_layers=peft.freeze_layers,
         fsdp=par.dp if par.fsdp == FsdpMode.FULL else 0,
         adapter_dtype=str(peft.adapter_dtype),
@@ -259,13 +262,21 @@ def verify_training(resolved: ResolvedModel, setup: TrainSetup, *, layers: int |
 
     _check_torch()
     model, config = resolved.spec, _twin_config(resolved)
-    if isinstance(model, ModelSpec) and model.encoder_decoder is not None:
-        # the training estimate refuses them too (not modelled yet); the trace builds causal LMs
+    if isinstance(model, ModelSpec) and model.encoder_decoder is not None and setup.attention != AttentionImpl.EAGER:
+        # T5's trainable position bias is sdpa's attn_mask: the CPU takes the math path (fp32 scores), CUDA the
+        # memory-efficient kernel the estimate models (estimate/train/seq2seq.py)
         raise VerifyUnsupportedError(
-            f"verify cannot trace training of encoder-decoder models ({model.name}); `verify --infer` traces "
-            "their generation"
+            f"verify traces encoder-decoder training ({model.name}) with --attention eager only: under sdpa the CPU "
+            "keeps the scores that CUDA's kernel does not"
         )
     recipe = train_recipe(setup)
+    if isinstance(model, ModelSpec) and model.attention_dropout and setup.attention != AttentionImpl.EAGER:
+        # CUDA's sdpa kernels drop inside the kernel; on the CPU a dropout probability sends sdpa to its math path,
+        # which keeps the (b, heads, s, s) scores the estimate rightly leaves out
+        raise VerifyUnsupportedError(
+            f"verify cannot reproduce attention dropout under sdpa ({model.name}: {model.attention_dropout:g}; the "
+            "CPU takes sdpa's math path): set the config's attention dropout to 0, or use --attention eager"
+        )
     if isinstance(model, ModelSpec) and model.stored_format and training_base(model, setup.peft).fmt:
         # the twin builds the 16-bit model: its quantized base (GPTQ, AWQ, fp8...) needs the method's kernels
         raise VerifyUnsupportedError(f"verify cannot reproduce a {model.stored_format} base (the twin traces 16 bit)")

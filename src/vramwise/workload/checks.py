@@ -70,6 +70,9 @@ BOUNDS: dict[str, tuple[int, str]] = {
     "layers": (MAX_LAYERS, _LAYERS_WHY),
     # past the hidden size an adapter is no longer low rank; the widest published is PaLM 540B's 18,432
     "lora_r": (1 << 16, "wider than any published hidden size, PaLM 540B's 18,432"),
+    # virtual tokens join every sequence (prompt tuning) or every layer's keys (prefix tuning): a sequence's bound
+    "num_virtual_tokens": (MAX_TOKENS, _TOKENS_WHY),
+    "decoder_seq": (MAX_TOKENS, _TOKENS_WHY),
     # DeepSpeed's defaults are 5e8 and 5e7 elements (deepspeed/runtime/zero/config.py); 2^43 = 8.8 trillion
     "reduce_bucket": (1 << 43, "more elements than any published model has parameters (Kimi K2: 1.04 trillion)"),
     "prefetch_bucket": (1 << 43, "more elements than any published model has parameters (Kimi K2: 1.04 trillion)"),

@@ -55,6 +55,11 @@ class PeftMethod(StrEnum):
     LORA = "lora"
     QLORA = "qlora"
     LORA_8BIT = "lora-8bit"  # LoRA over a bitsandbytes LLM.int8() frozen base (load_in_8bit)
+    # peft 0.21: LoraConfig(use_dora=True), IA3Config, PromptTuningConfig, PrefixTuningConfig
+    DORA = "dora"
+    IA3 = "ia3"
+    PROMPT_TUNING = "prompt-tuning"
+    PREFIX_TUNING = "prefix-tuning"
 
 
 class Recompute(StrEnum):

@@ -73,11 +73,15 @@ class PeftConfig:
     freeze_layers: int = 0  # the first N decoder layers get no gradients
     adapter_dtype: AdapterDtype = AdapterDtype.AUTO  # auto: peft's fp32 adapters (autocast_adapter_dtype=True)
     double_quant: bool = False  # QLoRA: bnb_4bit_use_double_quant (BitsAndBytesConfig's default: False)
+    # prompt and prefix tuning: virtual tokens prepended (peft's PromptLearningConfig has no default; 20 is the
+    # value of peft's own prompt-tuning and prefix-tuning examples)
+    num_virtual_tokens: int = 20
 
     def __post_init__(self) -> None:
         coerce(self, "method", PeftMethod, "peft")
         coerce(self, "adapter_dtype", AdapterDtype)
         positive("lora_r", self.lora_r)
+        positive("num_virtual_tokens", self.num_virtual_tokens)
         non_negative("freeze_layers", self.freeze_layers)
         real("lora_dropout", self.lora_dropout, 0, 1, high_open=True)
         _targets(self.lora_targets)
@@ -91,8 +95,13 @@ class PeftConfig:
 
     @property
     def adapters(self) -> bool:
-        """LoRA or QLoRA: only adapters train."""
+        """A peft method (LoRA, QLoRA, DoRA, IA3, prompt or prefix tuning): the base is frozen, only adapters train."""
         return self.method != PeftMethod.NONE
+
+    @property
+    def virtual_tokens(self) -> int:
+        """Prompt tuning's tokens prepended to every sequence (0 for every other method)."""
+        return self.num_virtual_tokens if self.method == PeftMethod.PROMPT_TUNING else 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +145,8 @@ class TrainSetup:
     loss: LossImpl = LossImpl.FULL
     loss_chunk: int = 1024  # tokens per chunk of the chunked cross entropy
     mode: Mode = Mode.ACCURATE
+    # an encoder-decoder's target length (the decoder's tokens; None: seq, which is the encoder's)
+    decoder_seq: int | None = None
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
@@ -154,6 +165,8 @@ class TrainSetup:
         for name in ("batch", "seq", "grad_accum", "loss_chunk", "recompute_every"):
             positive(name, getattr(self, name))
         coerce(self, "loading", Loading)
+        if self.decoder_seq is not None:
+            positive("decoder_seq", self.decoder_seq)
         coerce(self, "recompute", Recompute)
         coerce(self, "attention", AttentionImpl)
         coerce(self, "loss", LossImpl)
@@ -299,6 +312,8 @@ _FLAT = FlatNames(
         "expandable_segments": ("allocator", "expandable_segments"),
         "max_split_size_mb": ("allocator", "max_split_size_mb"),
         "allocator_replay": ("allocator", "replay"),
+        "num_virtual_tokens": ("peft", "num_virtual_tokens"),
+        "decoder_seq": ("", "decoder_seq"),
     },
 )
 FLAT_NAMES = _FLAT  # the flat names, for workload/frameworks.py (which option a preset row can set)

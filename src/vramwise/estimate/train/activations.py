@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 from vramwise.estimate.sharding import kv_heads_per_gpu
 from vramwise.estimate.train.lora import LoraModule
+from vramwise.estimate.train.peft_extras import dora_saved, ia3_saved
+from vramwise.estimate.train.peft_methods import Ia3Module
 from vramwise.spec.model import ModelSpec
 
 # Family behaviour (fused projections, fp32 norm multiply, softmax dtype, ...) comes from spec.traits,
@@ -49,6 +51,8 @@ class Grads:
     # ctx.tensors = (CAt, subA, A) whenever A needs a gradient; CAt is None for a frozen weight; subA, the outlier
     # columns above llm_int8_threshold (6.0), depends on the data and is not counted)
     inputs_kept: bool = False
+    dora: bool = False  # DoRA: each adapter also keeps the base output and its own (peft_extras.py)
+    ia3: tuple[Ia3Module, ...] = ()  # IA3's scaled modules (peft_extras.py)
 
     def adapted(self, group: str) -> list[LoraModule]:
         return [m for m in self.lora if group in m.groups]
@@ -138,6 +142,9 @@ def _linear_input(
         elif s.c != a:
             out.add("lora", a * width / rep)  # peft casts the input to the adapter's dtype
         out.add("lora", a * g.lora_r)  # x·A, kept by B
+    if g.dora:
+        for m in adapters.values():
+            out.add("dora", dora_saved(m, c=s.c, amp=s.amp, dropout=g.lora_dropout))
 
 
 def _attention(out: Saved, spec: ModelSpec, s: Shape, g: Grads, attention: str, recompute: str) -> None:
@@ -324,4 +331,5 @@ def layer_saved(
         _moe(out, spec, shape, grads)
     else:
         _mlp(out, spec, shape, grads)
+    out.add("ia3", ia3_saved(grads.ia3, c=c))
     return out

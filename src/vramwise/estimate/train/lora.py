@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from vramwise.errors import InvalidWorkloadError
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
+from vramwise.spec.traits import HeadKind
 from vramwise.workload import PeftConfig, PeftMethod
 from vramwise.workload.options import AdapterDtype
 
@@ -73,6 +74,9 @@ class LoraModule:
     out_features: int
     layers: int
     rank_mult: int = 1  # the adapter's rank is r x rank_mult (peft's 3-D expert wrappers)
+    # where it sits: inside the decoder layers, on the input embedding (peft's lora.Embedding: lora_embedding_A
+    # (r, vocab), lora_embedding_B (h, r)) or on the output head (a plain lora.Linear, h -> vocab)
+    place: str = "layers"
 
     def params(self, r: int) -> int:
         return r * self.rank_mult * (self.in_features + self.out_features) * self.layers
@@ -125,10 +129,39 @@ def _expert_modules(spec: ModelSpec) -> list[LoraModule]:
     ]
 
 
+def outer_modules(spec: ModelSpec) -> list[LoraModule]:
+    """LoRA on the input embedding (``embed_tokens``) and the causal LM head (``lm_head``), for the families that
+    name their modules as Llama does (transformers' LlamaModel.embed_tokens, LlamaForCausalLM.lm_head); never in
+    ``all-linear`` (peft's _maybe_include_all_linear_layers leaves the output layer out, and an embedding is not
+    a linear). peft 0.21 tuners/lora/layer.py: Embedding.update_layer makes lora_embedding_A (r, num_embeddings)
+    and lora_embedding_B (embedding_dim, r); the head is a Linear (h -> vocab), tied or not."""
+    if spec.traits.peft_modules is not None or spec.embedding.proj_dim:
+        return []
+    h, vocab = spec.hidden_size, spec.vocab_size
+    out = [
+        LoraModule(
+            name="embed_tokens",
+            groups=("embeddings.tokens",),
+            in_features=vocab,
+            out_features=h,
+            layers=1,
+            place="embedding",
+        )
+    ]
+    if spec.lm_head and spec.head is HeadKind.CAUSAL_LM:
+        out.append(
+            LoraModule(
+                name="lm_head", groups=("head.lm_head",), in_features=h, out_features=vocab, layers=1, place="head"
+            )
+        )
+    return out
+
+
 def lora_targets(spec: ModelSpec, targets: tuple[str, ...]) -> list[LoraModule]:
     """The modules ``targets`` selects (peft's default for the family when empty); unknown names are errors."""
     modules = linear_modules(spec)
-    names = sorted({m.name for m in modules})
+    outer = outer_modules(spec)
+    names = sorted({m.name for m in modules + outer})
     if not targets:
         targets = spec.traits.peft_default_targets
         if not targets:
@@ -136,11 +169,10 @@ def lora_targets(spec: ModelSpec, targets: tuple[str, ...]) -> list[LoraModule]:
                 f"lora_targets: peft has no default for {spec.name}; "
                 f"name them (allowed: {', '.join(names)}, all-linear)"
             )
-    if "all-linear" in targets:
-        return modules
-    unknown = [t for t in targets if t not in names]
+    unknown = [t for t in targets if t not in names and t != "all-linear"]
     if unknown:
         raise InvalidWorkloadError(
             f"lora_targets: {', '.join(unknown)} not in {spec.name}; allowed: {', '.join(names)}, all-linear"
         )
-    return [m for m in modules if m.name in targets]
+    chosen = modules if "all-linear" in targets else [m for m in modules if m.name in targets]
+    return chosen + [m for m in outer if m.name in targets]

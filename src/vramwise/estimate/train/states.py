@@ -16,6 +16,7 @@ from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import Stage, in_layer, stage_share
 from vramwise.estimate.train.lora import PEFT_ADAPTER_BYTES, SRC_ADAPTER_DTYPE, LoraModule, adapter_bytes, kbit_prepared
 from vramwise.estimate.train.optimizers import Tensor, fp32_note, state_bytes, step_transient, tensor_bytes
+from vramwise.estimate.train.peft_methods import SOURCES, TERM_NAMES, adapter_formula, adapter_tensors
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe
 from vramwise.formats import get_format
@@ -119,13 +120,7 @@ FROZEN_CATEGORIES = ("vision", "projector")
 
 def _trainable(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe, lora: list[LoraModule]) -> _Trainable:
     if s.peft.adapters:
-        share = len(stage.layers) / spec.num_layers
-        tensors = []
-        for m in lora:
-            copies = m.layers * share
-            rank = s.peft.lora_r * m.rank_mult
-            tensors += [Tensor(rows=rank, cols=m.in_features, copies=copies)]
-            tensors += [Tensor(rows=m.out_features, cols=rank, copies=copies)]
+        tensors = adapter_tensors(spec, stage, s.peft, lora)
         return _Trainable(count=sum(t.numel * t.copies for t in tensors), tensors=tensors)
     live = _trainable_stage(stage, s.peft.freeze_layers)
     tensors = []
@@ -452,15 +447,20 @@ def _model_states(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe,
     out = _Built(persistent=[], host=[], backward_extra=[], step_extra=[])
     weights = _weights(spec, stage, s, recipe)
     (out.host if s.parallel.offload == Offload.PARAMS else out.persistent).extend(weights)
-    if lora:
+    if s.peft.adapters:
         width = adapter_bytes(s.peft)
+        lora_like = s.peft.method not in SOURCES  # LoRA, QLoRA, 8-bit LoRA: main's wording
         out.persistent.append(
             Term(
-                name="weights/lora",
+                name=TERM_NAMES.get(s.peft.method, "weights/lora"),
                 bytes=round(tr.count * width),
-                formula=f"r {s.peft.lora_r} x (in + out) per module: {tr.count:,.0f} x {width} B "
-                f"{'fp32' if width == 4 else 'bf16'}",
-                source=f"LoRA (Hu et al. 2021); {SRC_ADAPTER_DTYPE}",
+                formula=(
+                    f"r {s.peft.lora_r} x (in + out) per module: {tr.count:,.0f} x {width} B "
+                    f"{'fp32' if width == 4 else 'bf16'}"
+                )
+                if lora_like
+                else adapter_formula(s.peft, tr.count, width),
+                source=f"LoRA (Hu et al. 2021); {SRC_ADAPTER_DTYPE}" if lora_like else SOURCES[s.peft.method],
             )
         )
     _master_and_states(s, recipe, tr, out)

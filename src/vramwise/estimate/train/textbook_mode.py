@@ -52,6 +52,12 @@ def _seed_optimizer(setup: TrainSetup, table: dict[str, str]) -> str:
 def _seed000(model: Model, setup: TrainSetup) -> Estimate:
     if setup.gpus > 1 or setup.parallel.zero:
         raise InvalidWorkloadError("seed 000's formulas are for one GPU: use --seed 002 for ZeRO, tp or pp")
+    if setup.peft.method not in (PeftMethod.NONE, PeftMethod.LORA, PeftMethod.QLORA):
+        raise InvalidWorkloadError(
+            f"seed 000 has a LoRA formula only, not one for {setup.peft.method}: use --mode accurate",
+            field="peft",
+            allowed="none, lora or qlora in textbook mode",
+        )
     optimizer = _seed_optimizer(setup, _SEED_000_OPTIMIZER)
     params = model.params if isinstance(model, BareModel) else total_params(model)
     fraction = setup.textbook.lora_fraction if setup.peft.adapters else 1.0

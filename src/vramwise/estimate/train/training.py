@@ -18,18 +18,18 @@ tensors per layer from ``activations.py``, the loss region from ``loss.py``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
 from vramwise.estimate.allocator_model import AllocatorConfig
 from vramwise.estimate.cuda_context import context_term
-from vramwise.estimate.encoder_decoder import refuse as refuse_encoder_decoder
 from vramwise.estimate.logits import head_words
 from vramwise.estimate.overheads import is_tensor
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
+from vramwise.estimate.train import backward_workspace, encoder, peft_extras, seq2seq
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.allocation import REFERENCE_TOKENS, StepTensors, parameter_tensors, spread
 from vramwise.estimate.train.comms import comms_notes, nccl_terms
@@ -51,6 +51,7 @@ from vramwise.estimate.train.litgpt_code import (
 from vramwise.estimate.train.loading import loading_term
 from vramwise.estimate.train.lora import LoraModule, adapter_bytes, kbit_prepared, lora_targets
 from vramwise.estimate.train.loss import LossRules, classifier_loss_rules, implementation_rules, liger_chunk
+from vramwise.estimate.train.peft_methods import LORA_LIKE, check_method, check_setup, ia3_modules
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import forward_units, gathered, head_grads
@@ -79,14 +80,17 @@ def _in_flight(stage: Stage, setup: TrainSetup) -> float:
     return min(((p - k - 1) * 2 + (v - 1) * p + 1) / v, float(m))
 
 
-def _layer_grads(setup: TrainSetup, lora: list[LoraModule]) -> Grads:
+def _layer_grads(spec: ModelSpec, setup: TrainSetup, lora: list[LoraModule]) -> Grads:
+    method = setup.peft.method
     return Grads(
         base=not setup.peft.adapters,
-        lora=tuple(lora),
+        lora=tuple(m for m in lora if m.place == "layers"),
         lora_r=setup.peft.lora_r,
         lora_dropout=setup.peft.lora_dropout > 0,
         adapter=adapter_bytes(setup.peft),
         inputs_kept=setup.peft.method == PeftMethod.LORA_8BIT or keeps_4bit_inputs(setup),
+        dora=method == PeftMethod.DORA,
+        ia3=tuple(ia3_modules(spec, setup.peft.lora_targets)) if method == PeftMethod.IA3 else (),
     )
 
 
@@ -192,18 +196,20 @@ def _activations(
     """Rules for what is saved until backward on this stage, the largest single layer's bytes per token, and
     the per-layer tensors the allocator replay allocates."""
     c = recipe.compute
+    if spec.encoder_decoder is not None:  # both stacks, per sequence (estimate/train/seq2seq.py)
+        return seq2seq.activation_rules(spec, setup, c, lora), 0.0, _PerLayer(saved=(), rules=0, rebuilt=0)
     query = _LayerQuery(
         stage=stage,
         c=c,
-        grads=_layer_grads(setup, lora),
+        grads=_layer_grads(spec, setup, lora),
         attention=setup.attention,
         recompute=setup.recompute,
-        seq=setup.seq if setup.attention == AttentionImpl.EAGER else 0,
+        seq=_run_seq(setup) if setup.attention == AttentionImpl.EAGER else 0,
         tp=setup.parallel.tp,
         sp=setup.parallel.sp,
         amp=recipe.autocast_cache,
-        peft=setup.peft.adapters,
-        freeze_layers=setup.peft.freeze_layers,
+        peft=setup.peft.adapters and not peft_extras.head_only(lora),
+        freeze_layers=spec.num_layers if peft_extras.head_only(lora) else setup.peft.freeze_layers,
         every=setup.recompute_every if setup.recompute == Recompute.LAYER_SAC else 0,
         fused_norm=setup.impl.norm_impl == KernelImpl.FUSED,
         fused_mlp=setup.impl.mlp_impl == KernelImpl.FUSED,
@@ -222,10 +228,19 @@ def _activations(
         saved += tuple(p * flight * (recording - ckpts) / n for p in pieces)
     # a checkpointed layer is rebuilt in its backward (full, op-sac, layer-sac): the largest layer's saved tensors
     per_layer = _PerLayer(saved=saved, rules=len(rules), rebuilt=per_layer_max if ckpts else 0)
+    if setup.peft.method == PeftMethod.PREFIX_TUNING and recording:
+        sdpa = setup.attention == AttentionImpl.SDPA
+        rules += peft_extras.prefix_rules(spec, setup.peft.num_virtual_tokens, recording, c, flight, sdpa=sdpa)
     if setup.impl.activation_offload and rules:
         rules = [_offloaded(rules, per_layer_max, c * spec.hidden_size if ckpts == recording else 0)]
         per_layer = _PerLayer(saved=(), rules=0, rebuilt=0)  # one layer in flight: a tensor the forward holds
-    rules += _outside_layers(spec, stage, setup, recipe, flight)
+    rules += _outside_layers(spec, stage, setup, recipe, flight, head_only=peft_extras.head_only(lora))
+    dora = setup.peft.method == PeftMethod.DORA
+    if dora and setup.peft.lora_dropout > 0 and recording and setup.recompute != Recompute.FULL:
+        share = len(stage.layers) / spec.num_layers
+        copies = peft_extras.dora_dropout_weights(lora, c, share)
+        rules += [copies] if copies is not None else []
+    rules += peft_extras.outer_lora_rules(spec, stage, setup.peft.lora_r, recipe.compute, lora, flight, dora=dora)
     return rules, per_layer_max, per_layer
 
 
@@ -294,7 +309,9 @@ def _any_sliding(spec: ModelSpec, layers: tuple[int, ...]) -> bool:
     return any(spec.layer_attention(i) == "sliding" for i in layers)
 
 
-def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, flight: float) -> list[Rule]:
+def _outside_layers(
+    spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, flight: float, *, head_only: bool = False
+) -> list[Rule]:
     c, h, out = recipe.compute, spec.hidden_size, []
     many = f" x {flight:g} micro-batches in flight" if flight != 1 else ""
     if spec.traits.rotary:
@@ -331,6 +348,8 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
                 source="int64 token ids",
             )
         )
+        if spec.embedding.norm:
+            out.append(encoder.embedding_norm_rule(spec, c, recipe.autocast_cache, flight))
         if spec.dropout:
             out.append(
                 Rule(
@@ -341,7 +360,9 @@ def _outside_layers(spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Re
                     source="dropout after the embeddings",
                 )
             )
-    if stage.last and spec.norm.final:
+    if stage.last and encoder.has_encoder_head(spec):
+        out += encoder.encoder_head_rules(spec, c, recipe.autocast_cache, flight)
+    if stage.last and spec.norm.final and not head_only:
         full = not setup.peft.adapters
         head_trains = full and not (spec.tied_embeddings and setup.peft.freeze_layers)  # a tied head freezes too
         fp32 = spec.traits.norm_weight_fp32  # fp32 weight multiply
@@ -369,7 +390,13 @@ def _head_trains(spec: ModelSpec, setup: TrainSetup) -> bool:
 
 
 def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> LossRules:
-    if spec.head is not HeadKind.CAUSAL_LM:  # a decoder classifier (_check refuses every other head)
+    if spec.encoder_decoder is not None:  # the target's logits (estimate/train/seq2seq.py)
+        saved, temp = seq2seq.loss_rules(spec, setup, recipe.compute)
+        return LossRules(saved=(saved,), backward=(temp,))
+    if spec.head is HeadKind.MASKED_LM:  # an encoder's masked LM (estimate/train/encoder.py)
+        saved, temp = encoder.mlm_loss_rules(spec.vocab_size, recipe.compute, recipe.autocast_cache, flight)
+        return LossRules(saved=(saved,), backward=(temp,))
+    if spec.head is not HeadKind.CAUSAL_LM:  # a classifier (_check refuses every other head)
         per_sequence = spec.head is HeadKind.SEQUENCE_CLASSIFICATION
         saved, temp = classifier_loss_rules(labels=spec.num_labels, per_sequence=per_sequence, flight=flight)
         return LossRules(saved=(saved,), backward=(temp,))
@@ -432,6 +459,8 @@ class _Forward:
     gathered_backward: list[Term]  # ZeRO-3/FSDP units gathered during backward
     gathered_end: list[Term]  # what ZeRO-3/FSDP hold gathered at the end of backward
     per_layer: _PerLayer  # the layers' saved tensors, for the allocator replay
+    dora_weight: Rule | None = None  # DoRA's rebuilt weight while one module's forward runs
+    layer_only: list[int] = field(default_factory=list)  # in_layers without the head's and final norm's tensors
 
 
 def _forward(
@@ -440,6 +469,7 @@ def _forward(
     flight = _in_flight(stage, setup)
     acts, largest_layer, per_layer = _activations(spec, stage, setup, recipe, lora, flight)
     in_layers = out.add(*acts)
+    layer_only = [j for j in in_layers if out.rules[j].name not in backward_workspace.HEAD_SAVED]
     held = list(in_layers)
     loss_backward: list[int] = []
     loss_forward: list[int] = []
@@ -448,22 +478,28 @@ def _forward(
         held += out.add(*rules.saved)
         loss_backward = out.add(*rules.backward)
         loss_forward = out.add(*rules.forward)
+        if setup.peft.method == PeftMethod.DORA and any(m.place == "head" for m in lora):
+            below = not peft_extras.head_only(lora)
+            loss_backward += out.add(peft_extras.dora_head_backward(spec.vocab_size, recipe.compute, below))
     if recipe.autocast_cache:
         autocast = out.add(_autocast_cache(spec, stage, setup))
         held += autocast
         in_layers += autocast
+        layer_only += autocast
     gathered_fwd, gathered_bwd, gathered_end = gathered(spec, setup, recipe)
     held += out.add(*gathered_fwd)
     if setup.impl.float8:
         casts = out.add(*float8_casts(spec, setup.parallel.tp))
         held += casts
         in_layers += casts
+        layer_only += casts
     base = training_base(spec, setup.peft).fmt
     if base:
         litgpt = runs_litgpt_code(setup)  # Lightning's bnb: fp16 dequantized + cast, the head quantized too
         dequantized = out.add(litgpt_dequantized(spec, setup, recipe.compute) if litgpt else _dequantized(spec, base))
         held += dequantized
         in_layers += dequantized
+        layer_only += dequantized
     return _Forward(
         held=held,
         in_layers=in_layers,
@@ -473,6 +509,8 @@ def _forward(
         gathered_backward=gathered_bwd,
         gathered_end=gathered_end,
         per_layer=per_layer,
+        dora_weight=peft_extras.dora_weight_rule(lora) if setup.peft.method == PeftMethod.DORA else None,
+        layer_only=layer_only if not peft_extras.head_only(lora) else [],
     )
 
 
@@ -487,6 +525,8 @@ def _backward_phases(
         # one layer's), the root unit, three layer units
         root = [t for t in fwd.gathered_backward if t.name == "fsdp/root_unit"]
         phases.append((PhaseKind.FORWARD_LAYER, fwd.in_layers + out.add(*root, *copy_out)))
+    if fwd.dora_weight is not None:
+        phases.append((PhaseKind.FORWARD_DORA, fwd.in_layers + out.add(fwd.dora_weight)))
     if fwd.loss_backward:
         phases.append((PhaseKind.BACKWARD_LOSS, fwd.held + fwd.loss_backward))
     rebuilt: list[int] = []
@@ -500,7 +540,12 @@ def _backward_phases(
                 source="full recompute re-runs one layer's forward during backward",
             )
         )
-        phases.append((PhaseKind.BACKWARD_RECOMPUTE, fwd.held + rebuilt))
+        # DoRA's forward runs again in the rebuilt layer: its fp32 weight rebuild joins the rebuilt activations
+        again = out.add(fwd.dora_weight) if fwd.dora_weight is not None else []
+        if fwd.dora_weight is not None and setup.peft.lora_dropout > 0:  # and, with dropout, its weight copies
+            copies = peft_extras.dora_dropout_weights(_lora(spec, setup), recipe.compute, 1 / spec.num_layers)
+            again += out.add(copies) if copies is not None else []
+        phases.append((PhaseKind.BACKWARD_RECOMPUTE, fwd.held + rebuilt + again))
     if setup.parallel.fsdp != FsdpMode.NONE and fwd.gathered_backward:
         phases += _fsdp_backward(spec, setup, stage, recipe, fwd, out, rebuilt)
     return phases
@@ -582,21 +627,13 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
         notes.append(checkpoint)
     if spec.traits.eager_only:
         notes.append(f"{spec.name} has only its own eager attention (BloomAttention): its scores are counted")
-    if stage.last and spec.head is not HeadKind.CAUSAL_LM:
-        # traced (tests/estimate/test_train_vs_trace.py): the peak moves to the final norm's backward (its fp32
-        # temporaries) or, with eager attention, a layer's attention backward; neither is a phase here
-        notes.append(
-            f"{head_words(spec)}: a {spec.num_labels}-label loss is small, so the peak can fall in a layer's "
-            "backward, which is not modelled: traced 5% under with sdpa, 10% under with eager attention"
-        )
     return notes
 
 
 def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     """One pipeline stage's plan: its persistent terms, and the transients of each phase."""
     recipe = recipe_for(setup.precision)
-    targets = litgpt_lora_modules if runs_litgpt_code(setup) else lora_targets
-    lora = targets(spec, setup.peft.lora_targets) if setup.peft.adapters else []
+    lora = _lora(spec, setup)
     states = model_states(spec, stage, setup, recipe, lora)
     persistent, released_grads = _persistent(setup, states, stage)
     persistent += tuple(persistent_params(spec, setup, recipe, len(stage.layers) / spec.num_layers))
@@ -607,7 +644,9 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     if setup.optimizer.in_backward:
         # the head's gradient is stepped first, while every layer's activations are still held
         phases.append((PhaseKind.BACKWARD_LAYER, fwd.in_layers + out.add(*states.backward_extra)))
-    forward = (PhaseKind.FORWARD_END, PhaseKind.FORWARD_LAYER)
+    else:
+        phases += backward_workspace.workspace_phases(spec, setup, stage, recipe, (fwd.layer_only, fwd.in_layers), out)
+    forward = (PhaseKind.FORWARD_END, PhaseKind.FORWARD_LAYER, PhaseKind.FORWARD_DORA)
     phases = [(kind, ix if kind in forward else ix + bwd_held) for kind, ix in phases]
     phases += _release_phases(states, released_grads, fwd.gathered_end, out)
     phases = [(kind, ix + bwd_held if kind == PhaseKind.BACKWARD_END else ix) for kind, ix in phases]
@@ -714,6 +753,14 @@ def _step_tensors(
     )
 
 
+def _lora(spec: ModelSpec, setup: TrainSetup) -> list[LoraModule]:
+    """The LoRA modules of LoRA, QLoRA and DoRA (none for the other methods), refusing what peft refuses."""
+    targets = litgpt_lora_modules if runs_litgpt_code(setup) else lora_targets  # LitGPT's own LoRA modules
+    lora = targets(spec, setup.peft.lora_targets) if setup.peft.method in LORA_LIKE else []
+    check_method(spec, setup.peft, lora)
+    return lora
+
+
 def _dequantized(spec: ModelSpec, base: str) -> Term:
     largest = max(g.count // g.tensors for g in parameter_groups(spec) if in_layer(g) and g.kind == "linear")
     return Term(
@@ -728,25 +775,27 @@ def _dequantized(spec: ModelSpec, base: str) -> Term:
 
 
 _TRAINED_HEADS = (
-    "a causal LM (*ForCausalLM, *LMHeadModel) or a decoder's *ForSequenceClassification / *ForTokenClassification"
+    "a causal LM (*ForCausalLM, *LMHeadModel), a masked LM (*ForMaskedLM) or a *ForSequenceClassification / "
+    "*ForTokenClassification"
 )
 
 
 def _check_classifier(model: ModelSpec, setup: TrainSetup) -> None:
-    """A decoder's classifier trains like its causal LM with a num_labels-wide head; the rest is refused: a bare
-    model has no loss, BERT's heads (masked LM, pooled classifier) sit on an encoder whose training is not
-    modelled, and peft's classifier tasks train the score fully (modules_to_save), which the LoRA states omit."""
-    classifier = model.head in (HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION)
-    if not classifier or model.traits.pooled_classifier:
+    """A classifier trains like its causal LM with a num_labels-wide head, an encoder's masked LM with its own
+    (estimate/train/encoder.py); a bare model has no loss, and peft's classifier tasks train the score fully
+    (modules_to_save), which the adapter states omit."""
+    trained = (HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION, HeadKind.MASKED_LM)
+    if model.head not in trained:
         raise InvalidWorkloadError(
-            f"{model.name} has {head_words(model)} (architectures[0]): training covers {_TRAINED_HEADS}",
+            f"{model.name} has {head_words(model)} (architectures[0]): training covers {_TRAINED_HEADS}; "
+            "a config.json whose architectures[0] names one (BertForMaskedLM, ...) trains it",
             field="model",
             allowed=_TRAINED_HEADS,
         )
     for option, value, allowed in (
-        ("peft", setup.peft.adapters, "none for a classifier (peft trains its score head fully)"),
-        ("loss", setup.loss != LossImpl.FULL, "full for a classifier (the other losses are over a vocabulary)"),
-        ("tp", setup.parallel.tp > 1, "1 for a classifier (its score head has no tensor-parallel plan)"),
+        ("peft", setup.peft.adapters, "none for a classifier or masked LM (peft trains the head fully)"),
+        ("loss", setup.loss != LossImpl.FULL, "full for a classifier or masked LM (the others are over a vocabulary)"),
+        ("tp", setup.parallel.tp > 1, "1 for a classifier or masked LM (its head has no tensor-parallel plan)"),
     ):
         if value:
             raise InvalidWorkloadError(
@@ -760,13 +809,22 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
             "training estimates need the architecture (layers, heads, hidden size, vocabulary): "
             "name a catalog model or a config.json, or use --mode textbook with a bare size"
         )
-    refuse_encoder_decoder(model, "training (seq2seq fine-tuning of both stacks)")
+    if model.encoder_decoder is not None:
+        seq2seq.check(model, setup)
+    elif setup.decoder_seq is not None:
+        raise InvalidWorkloadError(
+            f"decoder_seq: {model.name} is not an encoder-decoder model; its sequence is --seq",
+            field="decoder_seq",
+            allowed="an encoder-decoder model (T5, mT5)",
+        )
     if model.head is not HeadKind.CAUSAL_LM:
         _check_classifier(model, setup)
     refuse_training(model)  # state-space hybrids (estimate/ssm_state.py)
     check_layout(model, setup)
     training_base(model, setup.peft)  # refuses what transformers cannot train, in one line, before any term
     check_knobs(model, setup)  # issue 14's knobs: the combinations their code cannot run
+    check_setup(setup)  # what peft itself refuses, or prompt learning under pp/cp (peft_methods.py)
+    _lora(model, setup)
     return model
 
 
@@ -829,7 +887,9 @@ def _as_run(model: Model, setup: TrainSetup) -> TrainSetup:
 def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[Plan, ...]:
     """Plans of the stages that can be the worst GPU (``_candidate_stages``), in stage order."""
     setup = _as_run(model, setup)
-    key = (model, setup.static, setup.seq if setup.attention == AttentionImpl.EAGER else 0)
+    # encoder-decoder plans are per sequence length (estimate/train/seq2seq.py writes them per sequence)
+    per_seq = setup.attention == AttentionImpl.EAGER or (isinstance(model, ModelSpec) and model.encoder_decoder)
+    key = (model, setup.static, setup.seq if per_seq else 0)
     hit = _PLANS.get(key)
     if hit is None:
         spec = _check(model, setup)
@@ -840,12 +900,19 @@ def _worst_candidates(model: Model, setup: TrainSetup) -> tuple[Plan, ...]:
     return hit
 
 
+def _run_seq(setup: TrainSetup) -> int:
+    """The sequence the model runs: prompt tuning prepends its virtual tokens to every sequence
+    (PeftModelForCausalLM.forward: torch.cat((prompts, inputs_embeds), dim=1), labels padded with -100)."""
+    return setup.seq + setup.peft.virtual_tokens
+
+
 def _vars(model: Model, setup: TrainSetup) -> Vars:
     chunk = setup.loss_chunk
+    seq = _run_seq(setup)
     if setup.loss == LossImpl.LIGER and isinstance(model, ModelSpec):  # Liger sizes its chunk from BT, V and H
-        tokens = setup.batch * setup.seq // setup.parallel.cp
+        tokens = setup.batch * seq // setup.parallel.cp
         chunk = liger_chunk(tokens, model.vocab_size, model.hidden_size)
-    return Vars.training(setup.batch, setup.seq, setup.parallel.cp, chunk)
+    return Vars.training(setup.batch, seq, setup.parallel.cp, chunk)
 
 
 def _positions(model: Model, setup: TrainSetup) -> str | None:

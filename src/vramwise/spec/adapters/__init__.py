@@ -42,6 +42,7 @@ ADAPTERS: dict[str, Adapter] = {
     "jamba": hybrid.jamba,
     "gpt_bigcode": bigcode_bloom.gpt_bigcode,
     "bloom": bigcode_bloom.bloom,
+    "roberta": classic.roberta,
 }
 
 SUPPORTED_MODEL_TYPES = tuple(sorted(k for k in (*ADAPTERS, *vision.MULTIMODAL) if k.islower()))

@@ -1,4 +1,4 @@
-"""Adapters for LayerNorm-era models with biases: gpt2, gpt_neox, opt, bert, phi, falcon."""
+"""Adapters for LayerNorm-era models with biases: gpt2, gpt_neox, opt, bert, roberta, phi, falcon."""
 
 from __future__ import annotations
 
@@ -69,14 +69,15 @@ _PHI = ImplTraits(
     peft_default_targets=("q_proj", "v_proj", "fc1", "fc2"),
 )
 # BERT: learned positions; BertModel (no LM head, a pooler) unless architectures[0] names a head
-# (spec/heads.py). Training covers causal LMs only, so its peft names (query, key, value, dense) are never
-# asked for; they are left at the default.
+# (spec/heads.py). Its training refuses peft (estimate/train/training.py _check_classifier), so its peft names
+# (query, key, value, dense) are never asked for; they are left at the default.
 _BERT = ImplTraits(
     positions=Positions.LEARNED,
     head=HeadKind.BARE,
     heads=(HeadKind.MASKED_LM, HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION, HeadKind.BARE),
     pooled_classifier=True,
     causal_kv_cache=False,  # BertModel.forward: use_cache = False unless config.is_decoder (the encoder default)
+    softmax_in_compute_dtype=True,  # modeling_bert.eager_attention_forward: softmax(attn_weights, dim=-1)
 )
 
 
@@ -195,8 +196,38 @@ def bert(cfg: RawConfig, name: str) -> ModelSpec:
         tied_embeddings=True,
         pooler=True,
         max_position_embeddings=cfg.pos_int("max_position_embeddings", 512),
+        # BertConfig defaults (training only): hidden dropout after the embeddings and each sublayer, and on the
+        # attention probabilities (inside sdpa's kernel; a mask with eager attention)
+        dropout=cfg.probability("hidden_dropout_prob", 0.1),
+        attention_dropout=cfg.probability("attention_probs_dropout_prob", 0.1),
         **storage(cfg),
         source=cfg.source,
+    )
+
+
+def roberta(cfg: RawConfig, name: str) -> ModelSpec:
+    """RoBERTa: BERT's layers and heads (modeling_roberta.py copies them), one token type, and learned positions
+    that start after the padding index (RobertaEmbeddings.create_position_ids_from_input_ids: cumsum of the
+    non-pad mask + padding_idx), so the table's max_position_embeddings rows (514) hold 514 - pad - 1 = 512
+    tokens. RobertaForSequenceClassification's RobertaClassificationHead (dense h x h, tanh, out_proj) has the
+    pooler's and classifier's shapes, on the first token's view as BertPooler."""
+    spec = bert(cfg, name)
+    rows = cfg.pos_int("max_position_embeddings", 514)
+    pad = cfg.nonneg_int("pad_token_id", 1)
+    if rows <= pad + 1:
+        raise cfg.error(
+            "max_position_embeddings",
+            f"'max_position_embeddings' ({rows}) must exceed pad_token_id + 1 ({pad + 1}): RoBERTa's positions "
+            "start after the padding index",
+            f"more than {pad + 1}",
+        )
+    return dataclasses.replace(
+        spec,
+        model_type="roberta",
+        embedding=dataclasses.replace(
+            spec.embedding, learned_positions=rows, token_types=cfg.pos_int("type_vocab_size", 1)
+        ),
+        max_position_embeddings=rows - pad - 1,
     )
 
 

@@ -19,7 +19,7 @@ from vramwise.spec.model import (
     MoeSpec,
     NormSpec,
 )
-from vramwise.spec.traits import LLAMA_QV, HeadKind, ImplTraits
+from vramwise.spec.traits import LLAMA_IA3, LLAMA_QV, QWEN_IA3, HeadKind, ImplTraits
 
 _LAYER_TYPE = {"full_attention": "full", "sliding_attention": "sliding", "chunked_attention": "full"}
 
@@ -75,7 +75,12 @@ _PHI3 = ImplTraits(
     ),
     peft_default_targets=("qkv_proj",),
 )
-_GEMMA = ImplTraits(norm_weight_fp32=True, peft_default_targets=("q_proj", "v_proj"))  # GemmaRMSNorm, Gemma2RMSNorm
+_GEMMA = ImplTraits(  # GemmaRMSNorm, Gemma2RMSNorm; peft's IA3 mapping as Qwen's
+    norm_weight_fp32=True,
+    peft_default_targets=("q_proj", "v_proj"),
+    ia3_targets=QWEN_IA3.ia3_targets,
+    ia3_feedforward=QWEN_IA3.ia3_feedforward,
+)
 # Gemma3RMSNorm; transformers has no Gemma3 token classifier (models/auto/modeling_auto.py)
 _GEMMA3 = ImplTraits(norm_weight_fp32=True, heads=(HeadKind.CAUSAL_LM, HeadKind.SEQUENCE_CLASSIFICATION, HeadKind.BARE))
 _GPT_OSS = ImplTraits(
@@ -169,7 +174,7 @@ def llama(cfg: RawConfig, name: str) -> ModelSpec:
     bias = cfg.flag("attention_bias", False)  # Llama's attention_bias applies to q, k, v and o alike
     att = _attention(cfg, h, qkv_bias=bias, out_bias=bias)
     return decoder_spec(
-        cfg, name, attention=att, traits=LLAMA_QV, tied_default=False, mlp_bias=cfg.flag("mlp_bias", False)
+        cfg, name, attention=att, traits=LLAMA_IA3, tied_default=False, mlp_bias=cfg.flag("mlp_bias", False)
     )
 
 
@@ -177,7 +182,7 @@ def mistral(cfg: RawConfig, name: str) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     # MistralConfig defaults sliding_window to 4096 when the key is absent; an explicit null disables it.
     att = _attention(cfg, h, qkv_bias=False, out_bias=False, **_sliding(cfg, L, absent=4096))
-    return decoder_spec(cfg, name, attention=att, traits=LLAMA_QV, tied_default=False)
+    return decoder_spec(cfg, name, attention=att, traits=LLAMA_IA3, tied_default=False)
 
 
 def mixtral(cfg: RawConfig, name: str) -> ModelSpec:
@@ -212,7 +217,7 @@ def _qwen_moe_layers(cfg: RawConfig, L: int) -> tuple[int, ...]:
 def qwen2(cfg: RawConfig, name: str) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     att = _attention(cfg, h, qkv_bias=True, out_bias=False, **_qwen_sliding(cfg, L))  # q/k/v bias, o none
-    return decoder_spec(cfg, name, attention=att, traits=LLAMA_QV, tied_default=False)
+    return decoder_spec(cfg, name, attention=att, traits=QWEN_IA3, tied_default=False)
 
 
 def qwen2_moe(cfg: RawConfig, name: str) -> ModelSpec:
@@ -233,7 +238,7 @@ def qwen3(cfg: RawConfig, name: str) -> ModelSpec:
     h, L = cfg.pos_int("hidden_size"), cfg.pos_int("num_hidden_layers")
     bias = cfg.flag("attention_bias", False)
     att = _attention(cfg, h, qkv_bias=bias, out_bias=bias, qk_norm="rms", **_qwen_sliding(cfg, L))
-    return decoder_spec(cfg, name, attention=att, traits=LLAMA_QV, tied_default=False)
+    return decoder_spec(cfg, name, attention=att, traits=QWEN_IA3, tied_default=False)
 
 
 def qwen3_moe(cfg: RawConfig, name: str) -> ModelSpec:

@@ -106,8 +106,8 @@ def multimodal_spec(
             supported,
         )
     # peft's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING has no entry for these wrappers (peft 0.21): LoRA on
-    # them needs target_modules, so there is no default to assume
-    traits = dataclasses.replace(spec.traits, peft_default_targets=())
+    # them needs target_modules, so there is no default to assume; nor in its IA3 mappings
+    traits = dataclasses.replace(spec.traits, peft_default_targets=(), ia3_targets=(), ia3_feedforward=())
     spec = dataclasses.replace(spec, model_type=model_type, source=source, traits=traits)
     spec = MULTIMODAL[model_type][1](data, spec, source)
     if spec.vision is not None and not _tower_quantized(data):
