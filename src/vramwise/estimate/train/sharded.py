@@ -7,9 +7,11 @@ import functools
 from vramwise.estimate.plan import LOSS_CHUNK, ONE, TOKENS, Rule
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import in_layer
-from vramwise.estimate.train.lora import adapter_bytes
+from vramwise.estimate.train.lora import adapter_bytes, kbit_prepared
 from vramwise.estimate.train.loss import CHUNKED, TORCHTUNE_CHUNKS
+from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe
+from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.workload import FsdpMode, LossImpl, TrainSetup
@@ -28,6 +30,27 @@ def _fp32_kept_per_layer(spec: ModelSpec) -> int:
 @functools.lru_cache(maxsize=256)
 def _outer_params(spec: ModelSpec) -> int:
     return sum(g.count for g in parameter_groups(spec) if not in_layer(g))
+
+
+# FSDP all-gathers a quantized base as stored: torchao dtypes/nf4tensor.py NF4Tensor.fsdp_pre_all_gather returns
+# (quantized_scalers, quantization_factor, quantized_data) and fsdp_post_all_gather rebuilds the NF4Tensor from the
+# gathered bytes (pytorch/ao 0598012; torchtune's QLoRA recipes shard NF4 linears with FSDP2); FSDP with
+# bitsandbytes' Params4bit gathers the packed bnb_4bit_quant_storage (transformers' QLoRA + FSDP recipe). A layer
+# unit is its stored bytes, not its 16-bit size; each linear is dequantized one at a time for its matmul
+# (qlora/dequantized_weight).
+SRC_QUANTIZED_GATHER = "FSDP gathers a quantized base as stored (torchao NF4Tensor.fsdp_pre_all_gather)"
+
+
+@functools.lru_cache(maxsize=256)
+def _stored_layer_bytes(spec: ModelSpec, fmt: str, hp: int) -> int:
+    """One layer's bytes with its linears in the quantized base format ``fmt`` and the rest at ``hp`` bytes."""
+    base = get_format(fmt)
+    total = sum(
+        base.tensor_bytes(g, spec, hp).bytes if g.kind == "linear" else g.count * hp
+        for g in parameter_groups(spec)
+        if in_layer(g)
+    )
+    return round(total) // spec.num_layers
 
 
 def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[Term], list[Term]]:
@@ -50,12 +73,23 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
     if p.fsdp != FsdpMode.NONE:
         src = "FSDP2: root unit kept, layers resharded after forward, current + prefetched layer in backward"
         root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B", source=src)
-        layers = Term(
-            name="fsdp/layer_units",
-            bytes=2 * (layer * w + extra),
-            formula=f"2 x ({layer:,} x {w} B{extra_f})",
-            source=src,
-        )
+        fmt = training_base(spec, setup.peft).fmt
+        if fmt:
+            hp = 4 if kbit_prepared(spec, setup.peft) else w
+            stored = _stored_layer_bytes(spec, fmt, hp) // p.tp
+            layers = Term(
+                name="fsdp/layer_units",
+                bytes=2 * stored,
+                formula=f"2 x one layer as stored: {layer:,} parameters, linears in {fmt} = {stored:,} B",
+                source=f"{src}; {SRC_QUANTIZED_GATHER}",
+            )
+        else:
+            layers = Term(
+                name="fsdp/layer_units",
+                bytes=2 * (layer * w + extra),
+                formula=f"2 x ({layer:,} x {w} B{extra_f})",
+                source=src,
+            )
         g = adapter_bytes(setup.peft) if setup.peft.adapters else recipe.grad
         grads = Term(
             name="fsdp/unsharded_grads",

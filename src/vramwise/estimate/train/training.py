@@ -30,7 +30,13 @@ from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
-from vramwise.estimate.train.knobs import SRC_OP_SAC, check_knobs, float8_casts, op_sac_saved
+from vramwise.estimate.train.knobs import (
+    COMPILE_ADAPTERS_NOTE,
+    SRC_OP_SAC,
+    check_knobs,
+    float8_casts,
+    op_sac_saved,
+)
 from vramwise.estimate.train.layout import (
     Stage,
     check_layout,
@@ -174,7 +180,7 @@ def _activations(
         every=setup.recompute_every if setup.recompute == Recompute.LAYER_SAC else 0,
         fused_norm=setup.impl.norm_impl == KernelImpl.FUSED,
         fused_mlp=setup.impl.mlp_impl == KernelImpl.FUSED,
-        compiled=setup.impl.compile,
+        compiled=setup.impl.compile and not setup.peft.adapters,  # adapters: eager (knobs.COMPILE_ADAPTERS_NOTE)
     )
     recording, per_token, per_layer_max, ckpts = _saved_per_token(spec, query)
     rules: list[Rule] = []
@@ -345,6 +351,7 @@ def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> 
         softcap=spec.final_logit_softcap,
         head=head if _head_trains(spec, setup) else 0,
         amp=recipe.autocast_cache,
+        compiled=setup.impl.compile,
     )
 
 
@@ -494,6 +501,8 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
         notes.append("paged optimizer: states live in unified memory and may be evicted to host RAM under pressure")
     if sharding.stage:
         notes.append(f"model states partitioned over {sharding.group} data-parallel GPUs (stage {sharding.stage})")
+    if setup.impl.compile and setup.peft.adapters:
+        notes.append(COMPILE_ADAPTERS_NOTE)
     if setup.recompute == Recompute.SELECTIVE and setup.attention != AttentionImpl.EAGER:
         notes.append("selective recompute drops the attention scores, which sdpa/flash never keep: no change here")
     if spec.attention.kind == "mla" or spec.moe:
