@@ -53,7 +53,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
                                      "lora_targets": ("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                       "down_proj"),
                                      "adapter_dtype": "bf16", "activation_offload": False, "compile": False,
-                                     "loss": "torchtune-chunked"}),
+                                     "loss": "torchtune-linear"}),
     # 8B_lora.yaml (distributed): enable_activation_checkpointing False; FSDP2 fully_shard
     ("torchtune", {"peft": "lora", "dp": 2}, {"recompute": "none", "fsdp": "full"}),
     # 8B_full_single_device.yaml: PagedAdamW8bit, optimizer_in_bwd True, enable_activation_checkpointing True
