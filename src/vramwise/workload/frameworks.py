@@ -240,8 +240,9 @@ _TORCHTUNE = (
             "scaler_block_size=256): the per-block scalers are quantized to 8 bits per 256", when=_qlora,
             when_text="with peft=qlora"),
     Default(name="loss", value="torchtune-linear",
-            source=_TT + "*.yaml loss: torchtune.modules.loss.LinearCrossEntropyLoss (modules/loss/cross_entropy_loss.py, "
-            "num_output_chunks=8): the head runs per chunk inside the loss, each chunk's logits upcast to fp32; "
+            source=_TT + "*.yaml loss: torchtune.modules.loss.LinearCrossEntropyLoss "
+            "(modules/loss/cross_entropy_loss.py, num_output_chunks=8): the head runs per chunk inside the loss, each "
+            "chunk's logits upcast to fp32; "
             "autograd keeps every chunk's fp32 log-softmax"),
     Default(name="fsdp", value="full",
             source="torchtune recipes/lora_finetune_distributed.py, full_finetune_distributed.py: "
