@@ -159,3 +159,18 @@ def test_paged_states_never_count_in_the_peak(optimizer: str) -> None:
     est = _train(optimizer=optimizer)
     assert est.peak_bytes == sum(t.bytes for t in est.terms)
     assert "optimizer/paged_states" not in {t.name for t in est.terms}
+
+
+def test_a_rebuilt_layer_no_longer_holds_the_loss() -> None:
+    # autograd runs the loss's nodes (newer) before any layer's backward and frees what each saved once it ran: by
+    # the time torch.utils.checkpoint rebuilds a layer, the loss's fp32 log-softmax (4 B x V per token) is gone
+    T = 1024
+    est = _train(loss="torchtune-chunked", recompute="full")
+    recompute = next(p for p in est.phases if p.kind is PhaseKind.BACKWARD_RECOMPUTE)
+    loss_backward = next(p for p in est.phases if p.kind is PhaseKind.BACKWARD_LOSS)
+    assert "activations/loss" not in {t.name for t in recompute.transient}
+    assert est.term("activations/loss").bytes == 4 * V * T
+    # the layers' checkpoints (each layer's input, h x 2 B a token) are still there
+    ckpt = next(t for t in recompute.transient if t.name == "activations/checkpoints")
+    assert ckpt.bytes == L * T * H * 2
+    assert "activations/loss" in {t.name for t in loss_backward.transient}

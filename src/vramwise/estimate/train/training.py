@@ -392,6 +392,7 @@ class _Forward:
     in_layers: list[int]
     loss_backward: list[int]
     loss_forward: list[int]  # live at the forward's end only (torchtune's logits, Liger's logits chunk)
+    loss_saved: list[int]  # what the loss saves: released by the loss backward, before any layer's backward
     largest_layer: float  # the largest single layer's saved bytes per token (full recompute rebuilds one)
     gathered_backward: list[Term]  # ZeRO-3/FSDP units gathered during backward
 
@@ -405,9 +406,11 @@ def _forward(
     held = list(in_layers)
     loss_backward: list[int] = []
     loss_forward: list[int] = []
+    loss_saved: list[int] = []
     if stage.last:
         rules = _loss(spec, setup, recipe, flight)
-        held += out.add(*rules.saved)
+        loss_saved = out.add(*rules.saved)
+        held += loss_saved
         loss_backward = out.add(*rules.backward)
         loss_forward = out.add(*rules.forward)
     if recipe.autocast_cache:
@@ -430,6 +433,7 @@ def _forward(
         in_layers=in_layers,
         loss_backward=loss_backward,
         loss_forward=loss_forward,
+        loss_saved=loss_saved,
         largest_layer=largest_layer,
         gathered_backward=gathered_bwd,
     )
@@ -451,7 +455,10 @@ def _backward_phases(
             formula=lambda v: f"one layer's saved tensors, rebuilt for its backward: T {v.T}",
             source="full recompute re-runs one layer's forward during backward",
         )
-        phases.append((PhaseKind.BACKWARD_RECOMPUTE, fwd.held + out.add(rebuilt)))
+        # a layer is rebuilt inside its own backward, after the loss's nodes ran and released what they saved
+        # (autograd frees a node's saved tensors once it has run, retain_graph=False)
+        kept = [i for i in fwd.held if i not in fwd.loss_saved]
+        phases.append((PhaseKind.BACKWARD_RECOMPUTE, kept + out.add(rebuilt)))
     if setup.parallel.fsdp != FsdpMode.NONE and fwd.gathered_backward:
         # the last layer's backward: activations still held, the loss's tensors gone, units gathered
         bwd = out.add(*fwd.gathered_backward)
@@ -498,7 +505,11 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
         span = f"layers {stage.layers[0]}-{stage.layers[-1]}"
         notes.append(f"pipeline stage {stage.index} of {setup.parallel.pp}: {span}")
     if setup.optimizer.name in (Optimizer.PAGED_ADAMW, Optimizer.PAGED_ADAMW_8BIT):
-        notes.append("paged optimizer: states live in unified memory and may be evicted to host RAM under pressure")
+        notes.append(
+            "paged optimizer: the states of tensors of >= 100,000 elements live in unified memory (bitsandbytes "
+            "get_paged, cudaMallocManaged), on the GPU only while it has room and outside torch.cuda.memory_allocated "
+            "and reserved: listed as host RAM (optimizer/paged_states), not in the GPU peak"
+        )
     if sharding.stage:
         notes.append(f"model states partitioned over {sharding.group} data-parallel GPUs (stage {sharding.stage})")
     if setup.impl.compile and setup.peft.adapters:
