@@ -174,3 +174,10 @@ def test_a_rebuilt_layer_no_longer_holds_the_loss() -> None:
     ckpt = next(t for t in recompute.transient if t.name == "activations/checkpoints")
     assert ckpt.bytes == L * T * H * 2
     assert "activations/loss" in {t.name for t in loss_backward.transient}
+
+
+def test_compiled_linear_loss_is_counted_eager_and_says_so() -> None:
+    # torchtune 0.7 apply_compile_strategy compiles the head inside compute_cross_entropy: not measured, so eager
+    compiled, eager = _train(loss="torchtune-linear", compile=True), _train(loss="torchtune-linear")
+    assert compiled.term("activations/loss").bytes == eager.term("activations/loss").bytes == 1024 * (4 * V + 1)
+    assert any(n.startswith("compile with torchtune-linear") for n in compiled.notes)

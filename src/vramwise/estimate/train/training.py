@@ -514,6 +514,11 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
         notes.append(f"model states partitioned over {sharding.group} data-parallel GPUs (stage {sharding.stage})")
     if setup.impl.compile and setup.peft.adapters:
         notes.append(COMPILE_ADAPTERS_NOTE)
+    if setup.impl.compile and setup.loss == LossImpl.TORCHTUNE_LINEAR and stage.last:
+        notes.append(
+            "compile with torchtune-linear: the loss is counted eager (torchtune 0.7 compiles compute_cross_entropy "
+            "with the head inside it, apply_compile_strategy; what inductor saves there is not measured: an over-count)"
+        )
     if setup.recompute == Recompute.SELECTIVE and setup.attention != AttentionImpl.EAGER:
         notes.append("selective recompute drops the attention scores, which sdpa/flash never keep: no change here")
     if spec.attention.kind == "mla" or spec.moe:
