@@ -59,7 +59,7 @@ DROPOUT_NOTE = "dropout off: the CPU kernels keep what CUDA's do not"
 
 
 def _t(model: str, tag: str, note: str = "", overrides: tuple[tuple[str, Any], ...] = (), **kw: Any) -> Case:
-    train = TrainSetup.from_flat(**{**NO_OVERHEAD, **kw})
+    train = TrainSetup.from_flat(**{**NO_OVERHEAD, "nccl_buffers": False, **kw})  # a CPU trace has no NCCL
     return Case(id=f"{model}/{tag}", model=model, train=train, note=note, overrides=overrides)
 
 

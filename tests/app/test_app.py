@@ -211,7 +211,8 @@ FROZEN = {
     "--lora-r --lora-targets --loss --loss-chunk --mode --offload --optimizer --optimizer-impl --peft --per-stage "
     "--pp --precision --recompute --seed --seq --sp --tp --units --zero -b -s model --cuda-version --loading"
     + _KNOBS
-    + " --framework",
+    + " --framework"
+    + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm",
 }
 _SETUPS = (
     "--all-logits --allocator-fraction --attention --batch --context --cp --cuda-context --dp --ep --format "
@@ -225,6 +226,7 @@ _SETUPS = (
     + LLAMA_CPP
     + _KNOBS
     + " --framework"
+    + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
 )
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units --serve"
 _ENGINE_ONLY = (

@@ -219,7 +219,7 @@ def test_tp_2_at_0_6_4_counts_torch_s_own_nccl_communicator() -> None:
 
 
 def test_nvls_buffers_per_communicator_from_nccl_2_21_5() -> None:
-    from vramwise.engines.vllm_terms import nvls_bytes
+    from vramwise.estimate.nccl import nvls_bytes_v2_21 as nvls_bytes
 
     # src/transport/nvls.cc ncclNvlsSetup: 16 channels x 2 x (128 KiB x 8 steps + 2 MiB) x nHeads; off at <= 2 GPUs
     assert nvls_bytes(2) == 0

@@ -81,7 +81,7 @@ def test_fsdp_cpu_offload_leaves_no_sharded_state_on_the_gpu() -> None:
     assert "gradients" not in names and not any(n.startswith("weights/") for n in names)
     assert not any(n.startswith("optimizer/") for n in names)
     # FSDP2 foreach_reduce: each new sharded gradient .to("cpu"), in the parameters' dtype
-    assert _host(est, "gradients") == (BIG + NORMS) * 2 // 8
+    assert _host(est, "offload/gradients") == (BIG + NORMS) * 2 // 8
     assert _host(est, "optimizer/fp32_gradients") == 0  # no ZeRO-Offload fp32 partition: the step reads the grads
     step = next(p for p in est.phases if p.kind is PhaseKind.OPTIMIZER_STEP)
     assert sum(t.bytes for t in step.transient) == 0  # the optimizer steps on the CPU

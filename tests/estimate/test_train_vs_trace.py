@@ -16,7 +16,7 @@ pytest.importorskip("peft")
 
 from tiny_configs import BLOOM, FAMILIES, GPT_BIGCODE, HEADS
 
-from vramwise.estimate.term import Estimate
+from vramwise.estimate.term import Estimate, PhaseKind
 from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.adapters import spec_from_config
 from vramwise.verify.trace import TraceRecipe, trace_training
@@ -102,6 +102,7 @@ def _estimate(family: str, recipe: TraceRecipe) -> Estimate:
         fsdp="full" if recipe.fsdp else "none",
         cuda_context_mib=0,
         allocator_fraction=0.0,
+        nccl_buffers=False,  # the fake process group allocates no NCCL buffers
     )
     return estimate_training(spec, setup)
 
@@ -148,3 +149,27 @@ def test_adafactor_factored_states_and_step_on_real_tensors(impl: str) -> None:
     est = estimate_training(spec, setup)
     assert est.term("optimizer/states").bytes == traced.optimizer_states
     assert est.peak_bytes == pytest.approx(traced.peak, rel=0.05)
+
+
+def test_fsdp_backward_units_match_the_fake_world_trace() -> None:
+    # A model whose layers outweigh its activations (b 1 x s 16), FSDP2 over a fake world of 4, bf16: the traced
+    # backward peak holds four layer units (current and prefetched parameters, the layer's gradients, the
+    # reduce-scatter input of foreach_reduce) beside the sharded states. The estimate's backward end also holds
+    # every layer's sharded gradients, where the traced peak (one layer earlier) holds all but about two: it is
+    # an upper bound by those two layers' shards (2 x 16,777,216 x 2 B / 4), never under.
+    config = {**FAMILIES["llama"], "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 4,
+              "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 512, "tie_word_embeddings": False}
+    recipe = TraceRecipe(batch=1, seq=16, precision="bf16", fsdp=4)
+    traced = trace_training(config, recipe)
+    spec = spec_from_config(config, name="llama-wide", source="test")
+    setup = TrainSetup.from_flat(batch=1, seq=16, precision="bf16", dp=4, fsdp="full", nccl_buffers=False,
+                                 **NO_OVERHEAD)
+    est = estimate_training(spec, setup)
+    layer = 4 * 1024 * 1024 + 3 * 1024 * 4096 + 2 * 1024
+    assert traced.peak_phase == "backward"
+    assert traced.peak <= est.peak_bytes <= traced.peak + 2 * layer * 2 // 4 + 1024**2
+    # forward: at a layer's copy-out three layer units (the previous all-gather output, whose free wait_for_unshard
+    # defers to the next copy-out, this one's and the unsharded layer) beside the sharded states and the root
+    layer_phase = next(p for p in est.phases if p.kind is PhaseKind.FORWARD_LAYER)
+    forward = layer_phase.bytes + sum(t.bytes for t in est.persistent)
+    assert forward == pytest.approx(traced.phase_peaks["forward"], rel=0.01)

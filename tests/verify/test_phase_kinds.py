@@ -83,4 +83,5 @@ def test_display_names_are_unchanged() -> None:
         "prefill (vision encoder)",
         "prefill (position bias)",
         "loading (checkpoint)",
+        "forward (layer)",  # issue 14: FSDP2's forward at a layer's all-gather copy-out
     ]

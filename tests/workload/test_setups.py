@@ -40,6 +40,10 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
     "framework": "none",
     # issue 14, added within version 1: the CUDA context's row and the loading path
     "cuda_version": None, "compute_capability": None, "loading": "auto",
+    # issue 14, added within version 1: the interconnect and DeepSpeed ZeRO-3's knobs (workload/comms.py)
+    "interconnect": "auto", "nccl_buffers": True, "max_live_params": 1_000_000_000,
+    "param_persistence_threshold": 100_000, "max_reuse_distance": 1_000_000_000,
+    "nccl_env": "", "overlap_comm": None,
 }  # fmt: skip
 V1_INFER_DEFAULTS: dict[str, Any] = {
     "batch": 1, "context": 2048, "new_tokens": 0, "weight_format": None, "kv_dtype": "auto", "attention": "sdpa",
@@ -80,6 +84,8 @@ OTHER: dict[str, Any] = {
     "activation_offload": True, "compile": True, "optimizer_in_backward": True, "float8": True,
     "framework": "hf-trainer",
     "cuda_version": "11.8", "compute_capability": "8.0", "loading": "hf-device-map",
+    "interconnect": "pcie", "nccl_buffers": False, "max_live_params": 1000, "param_persistence_threshold": 0,
+    "max_reuse_distance": 0, "nccl_env": "NCCL_BUFFSIZE=1048576", "overlap_comm": True,
 }  # fmt: skip
 _NEEDS: dict[str, dict[str, Any]] = {
     "zero": {"dp": 2},

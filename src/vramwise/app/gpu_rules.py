@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from vramwise.catalog import GpuChoice
+from vramwise.catalog import Gpu, GpuChoice
 from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
 from vramwise.spec.model import ModelSpec
 from vramwise.units import fmt
@@ -128,6 +128,8 @@ def train_options(choice: GpuChoice | None, options: Mapping[str, Any]) -> tuple
     _architecture(choice, opts)
     if choice.counted:
         notes.append(_train_count(choice, opts))
+    if opts.get("interconnect") in (None, "auto") and (link := _interconnect(choice.gpu)):
+        opts["interconnect"] = link
     if not choice.gpu.bf16:
         asked = opts.get("precision")
         if asked in _BF16_PRECISIONS:
@@ -199,3 +201,21 @@ def single(text: str, why: str) -> GpuChoice:
             f"--gpu {choice.text}: {why}; drop the count ({choice.count}x)", field="gpu", allowed="one GPU: no count"
         )
     return choice
+
+
+def _interconnect(gpu: Gpu) -> str | None:
+    """The interconnect the catalog's entry says (sizes NCCL's buffers, estimate/nccl.py), or None (the estimate
+    then assumes nvswitch, in a note): an SXM module sits on an HGX board, NVSwitch with NVLS from Hopper
+    (compute capability 9.0), NVLink without NVLS before; "PCIe" and the consumer, workstation and laptop segments
+    are PCIe cards; H100 NVL pairs cards with NVLink bridges; before Hopper a datacenter GPU is taken as NVLink
+    (no NVLS either way)."""
+    label = gpu.label
+    if "(SXM)" in label:
+        return "nvswitch" if float(gpu.compute_capability or 0) >= 9.0 else "nvlink"
+    if "PCIe" in label or gpu.segment in ("consumer", "workstation", "laptop"):
+        return "pcie"
+    if " NVL " in label:
+        return "nvlink"
+    if gpu.compute_capability and float(gpu.compute_capability) < 9.0:
+        return "nvlink"  # NVLS needs Hopper's multicast (nvls.cc ncclNvlsInit: CU_DEVICE_ATTRIBUTE_MULTICAST_SUPPORTED)
+    return None

@@ -123,6 +123,12 @@ TRAIN_FIELDS = {
     "cuda_version": "cuda_version",
     "compute_capability": "compute_capability",  # from --gpu's catalog entry (app/gpu_rules.py), not a flag
     "loading": "loading",
+    "interconnect": "interconnect",
+    "max_live_params": "max_live_params",
+    "param_persistence_threshold": "param_persistence_threshold",
+    "max_reuse_distance": "max_reuse_distance",
+    "nccl_env": "nccl_env",
+    "overlap_comm": "overlap_comm",
 }
 # `--seq` is the inference context's other spelling in fit, plot and verify, so it is not training-only
 INFERENCE_ONLY = tuple(k for k in INFER_FIELDS if k not in TRAIN_FIELDS)

@@ -36,7 +36,7 @@ from vramwise.workload import (
 )
 from vramwise.workload.engines import VLLM_VERSION
 from vramwise.workload.llamacpp_flags import CACHE_TYPES, FLASH_ATTN, SPLIT_MODES
-from vramwise.workload.options import ADAPTER_DTYPES, FRAMEWORKS, KERNEL_IMPLS
+from vramwise.workload.options import ADAPTER_DTYPES, FRAMEWORKS, INTERCONNECTS, KERNEL_IMPLS
 
 
 class Group(Enum):
@@ -293,6 +293,21 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="framework", flags=("--framework",), type=str, commands=TRN,
            help=f"whose defaults fill the options not given: {_one_of(FRAMEWORKS)} (default {{train.framework}}: "
                 "vramwise's own); options given win, combinations the framework does not run are refused"),
+    Option(name="interconnect", flags=("--interconnect",), type=str, commands=TRN,
+           help=f"how a node's GPUs talk, sizing NCCL's buffers: {_one_of(INTERCONNECTS)} (default "
+                "{train.interconnect}: from --gpu's form factor where the catalog says it, else nvswitch)"),
+    Option(name="max_live_params", flags=("--max-live-params",), type=int, commands=TRN,
+           help="DeepSpeed ZeRO-3 stage3_max_live_parameters (default {train.max_live_params})"),
+    Option(name="param_persistence_threshold", flags=("--param-persistence-threshold",), type=int, commands=TRN,
+           help="DeepSpeed ZeRO-3 stage3_param_persistence_threshold (default {train.param_persistence_threshold})"),
+    Option(name="max_reuse_distance", flags=("--max-reuse-distance",), type=int, commands=TRN,
+           help="DeepSpeed ZeRO-3 stage3_max_reuse_distance (default {train.max_reuse_distance})"),
+    Option(name="nccl_env", flags=("--nccl-env",), type=str, commands=TRN,
+           help="NCCL's environment as the job sets it, e.g. NCCL_BUFFSIZE=1048576,NCCL_NVLS_ENABLE=0 "
+                "(default: none set)"),
+    Option(name="overlap_comm", flags=("--overlap-comm",), commands=TRN,
+           help="DeepSpeed overlap_comm at ZeRO 1-2: a second reduce bucket (default: DeepSpeed's, on at ZeRO-3 "
+                "only)"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
            help="CUDA context in MiB (default: the table by GPU architecture and --cuda-version)"),

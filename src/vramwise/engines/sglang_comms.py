@@ -34,12 +34,14 @@ the first prefill, after the pool is sized: held on the GPU, in the share the po
 warm-up (pynccl.py lines 109-114; parallel_state.py line 1055, no moe_ep group yet) and the same three 8 MiB
 custom all-reduce buffers (custom_all_reduce.py lines 147-148, 275), measured the same way (model_runner.py lines
 547, 959); torch 2.7.1's NCCL 2.26 was not read: its default buffer sizes are taken as those of 2.21.5 and
-2.27.3 (vllm_terms.py), which agree.
+2.27.3 (estimate/nccl.py), which agree.
 """
 
 from __future__ import annotations
 
-from vramwise.engines.vllm_terms import CUSTOM_AR_SIZES, NCCL_BUFFERS_PER_CHANNEL, NCCL_CHANNELS
+from vramwise.engines.vllm_terms import CUSTOM_AR_SIZES
+from vramwise.estimate.nccl import BUFFERS_PER_CHANNEL as NCCL_BUFFERS_PER_CHANNEL
+from vramwise.estimate.nccl import ENGINE_CHANNELS as NCCL_CHANNELS
 from vramwise.estimate.term import Term
 
 _SRT = "sglang python/sglang/srt"

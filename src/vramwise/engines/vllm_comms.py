@@ -17,7 +17,9 @@ all-reduce and torch symmetric memory (``if "tp" not in unique_name``).
 
 from __future__ import annotations
 
-from vramwise.engines.vllm_terms import CUSTOM_AR_SIZES, NCCL_BUFFERS_PER_CHANNEL, NCCL_CHANNELS
+from vramwise.engines.vllm_terms import CUSTOM_AR_SIZES
+from vramwise.estimate.nccl import BUFFERS_PER_CHANNEL as NCCL_BUFFERS_PER_CHANNEL
+from vramwise.estimate.nccl import ENGINE_CHANNELS as NCCL_CHANNELS
 from vramwise.estimate.term import Term
 from vramwise.units import MIB
 
@@ -29,7 +31,7 @@ SYMM_MEM_MAX_SIZES = {
 }
 # Custom all-reduce keeps max_size 8192 x 1024 unless symmetric memory is enabled, which needs multicast (NVSwitch):
 # SymmMemCommunicator allocates its buffer, then stays disabled when ``handle.multicast_ptr == 0``. Assumed here: no
-# NVSwitch (as for NCCL's NVLS, vllm_terms.nvls_bytes); on an NVSwitch node CustomAllreduce caps max_size at
+# NVSwitch (as for NCCL's NVLS, estimate/nccl.py nvls_bytes_v2_21); on an NVSwitch node CustomAllreduce caps max_size at
 # CUSTOM_ALL_REDUCE_MAX_SIZES (all_reduce_utils.py; 256 KiB at sm 9.0 tp 8), a smaller buffer than counted here.
 CUSTOM_AR_DEFAULT_MAX = 8192 * 1024
 RANK_DATA = 8 * 1024 * 1024  # custom_all_reduce.py: rank_data = torch.empty(8 * 1024 * 1024, uint8)

@@ -11,6 +11,8 @@ is its projections, not an attention matrix.
 
 from __future__ import annotations
 
+from vramwise.estimate.nccl import BUFFERS_PER_CHANNEL as NCCL_BUFFERS_PER_CHANNEL
+from vramwise.estimate.nccl import ENGINE_CHANNELS as NCCL_CHANNELS
 from vramwise.estimate.sharding import kv_heads_per_gpu
 from vramwise.estimate.term import Term
 from vramwise.spec.model import ModelSpec
@@ -118,32 +120,11 @@ def sampler_warmup(spec: ModelSpec, *, rows: int, tokens: int, c: int) -> tuple[
     )
 
 
-# NCCL allocates, per channel and connected peer, one buffer per protocol: SIMPLE 4 MiB (DEFAULT_BUFFSIZE, 1 << 22),
-# LL 8 lines x 512 threads x 8 steps x 16 B = 512 KiB (DEFAULT_LL_BUFFSIZE) and LL128 120 x 640 x 8 steps x 8 B =
-# 4,915,200 B (DEFAULT_LL128_BUFFSIZE), NVIDIA/nccl src/init.cc computeBuffSizes. How many channels NCCL opens
-# depends on the topology (ncclTopoCompute); counted here at MAXCHANNELS, 32 (src/include/device.h at v2.21.5-1,
-# the 0.6 line's NCCL; 2.27.3, vLLM 0.11's, raises MAXCHANNELS to 64 and keeps 32 as the assumption, vllm_comms.py).
-NCCL_BUFFERS_PER_CHANNEL = (1 << 22) + 8 * 512 * 8 * 16 + 120 * 640 * 8 * 8
-NCCL_CHANNELS = 32
 # vLLM's custom all-reduce (vllm/distributed/device_communicators/custom_all_reduce.py ``CustomAllreduce``,
 # max_size 8192 x 1024): an IPC meta+signal buffer and an IPC data buffer of max_size each (cudaMalloc, outside
 # torch), and rank_data, 8 MiB of torch memory; only for tp of 2, 4, 6 or 8 (_SUPPORTED_WORLD_SIZES).
 CUSTOM_AR_BYTES = 3 * 8 * MIB
 CUSTOM_AR_SIZES = (2, 4, 6, 8)
-
-
-# The 0.6 line's vLLM (0.6.4-0.6.6) pins torch 2.5.1, whose CUDA 12 wheel pins nvidia-nccl-cu12 2.21.5: NCCL before
-# 2.22 has no NCCL_RUNTIME_CONNECT, so a communicator connects every channel's buffers when it is created. NVLS
-# (NVLink SHARP, NVSwitch systems only) adds, per communicator of more than 2 GPUs on one node, NVLS_NCHANNELS 16
-# channels x 2 x (NVLS_CHUNKSIZE 128 KiB x NCCL_STEPS 8 + NVLS_MEM_ALIGN_SIZE 2 MiB) x nHeads (one a GPU)
-# (NVIDIA/nccl v2.21.5-1 src/transport/nvls.cc ncclNvlsInit: off when gpuCount <= 2; ncclNvlsSetup: nvlsTotalSize).
-NVLS_CHANNELS = 16
-NVLS_PER_CHANNEL_HEAD = 2 * (128 * 1024 * 8 + (1 << 21))
-
-
-def nvls_bytes(tp: int) -> int:
-    """NCCL 2.21.5's NVLS buffers for one communicator of ``tp`` GPUs on an NVSwitch node (0 at 2 GPUs or fewer)."""
-    return NVLS_CHANNELS * NVLS_PER_CHANNEL_HEAD * tp if tp > 2 else 0
 
 
 def non_torch_terms(*, tp: int, pp: int, torch_tp_group: bool = False) -> tuple[Term, ...]:

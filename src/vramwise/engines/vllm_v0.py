@@ -25,7 +25,7 @@ from __future__ import annotations
 from vramwise.catalog import Gpu
 from vramwise.engines.result import EngineEstimate
 from vramwise.engines.vllm_load import loaded_weights, max_model_len
-from vramwise.engines.vllm_terms import non_torch_terms, nvls_bytes
+from vramwise.engines.vllm_terms import non_torch_terms
 from vramwise.engines.vllm_v0_terms import (
     V0_MAX_NUM_SEQS,
     v0_batched_tokens,
@@ -36,6 +36,7 @@ from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.encoder_decoder import refuse
 from vramwise.estimate.kv_cache import kv_elements_per_token
+from vramwise.estimate.nccl import nvls_bytes_v2_21 as nvls_bytes
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.term import Estimate, Term
 from vramwise.estimate.weights import own_format

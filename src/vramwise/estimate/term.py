@@ -51,6 +51,9 @@ class PhaseKind(enum.StrEnum):
     PREFILL_POSITION_BIAS = "prefill (position bias)"
     # training: the checkpoint loaded, quantized and sharded before the first step (estimate/train/loading.py)
     LOAD = "loading (checkpoint)"
+    # FSDP2's forward at a layer's all-gather copy-out: the previous layer's all-gather output is still held
+    # (torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py wait_for_unshard: freed after the next copy-out)
+    FORWARD_LAYER = "forward (layer)"
 
     @property
     def step(self) -> Step:
@@ -72,6 +75,7 @@ _STEPS = {
     PhaseKind.PREFILL_VISION: Step.PREFILL,
     PhaseKind.PREFILL_POSITION_BIAS: Step.PREFILL,
     PhaseKind.LOAD: Step.LOAD,
+    PhaseKind.FORWARD_LAYER: Step.FORWARD,
 }
 
 

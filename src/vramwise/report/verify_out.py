@@ -35,7 +35,8 @@ def render_comparison(c: Comparison, *, title: str, unit: Unit = "gib") -> str:
     if c.layers_traced:
         lines.append(f"traced at {c.layers_traced} and {c.layers_traced + 1} layers, extrapolated to the full depth")
     lines.append(
-        f"not measurable on a CPU: CUDA context and allocator reserve, {fmt(c.overheads, unit)} in the estimate "
+        f"not measurable on a CPU: CUDA context, allocator reserve and NCCL buffers, {fmt(c.overheads, unit)} in the "
+        "estimate "
         f"(left out above); trace took {c.seconds:.1f} s"
     )
     lines.append(footer(unit))

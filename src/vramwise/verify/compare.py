@@ -26,7 +26,7 @@ class Comparison:
     rows: tuple[Row, ...]
     semantics: str
     layers_traced: int | None  # --layers: the truncated depth, extrapolated to the full model
-    overheads: int  # estimate bytes a CPU trace cannot see (CUDA context, allocator reserve)
+    overheads: int  # estimate bytes a CPU trace cannot see (CUDA context, allocator reserve, NCCL buffers)
     seconds: float
     cuda: dict[str, int] = field(default_factory=dict)  # on a GPU: max allocated / reserved, device used
     full_estimate: int = 0  # the estimate with the overhead terms, to set beside device_used

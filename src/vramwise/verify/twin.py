@@ -258,7 +258,8 @@ def verify_training(resolved: ResolvedModel, setup: TrainSetup, *, layers: int |
     if isinstance(model, ModelSpec) and model.stored_format and training_base(model, setup.peft).fmt:
         # the twin builds the 16-bit model: its quantized base (GPTQ, AWQ, fp8...) needs the method's kernels
         raise VerifyUnsupportedError(f"verify cannot reproduce a {model.stored_format} base (the twin traces 16 bit)")
-    bare = replace(setup, overheads=NO_OVERHEADS)
+    # a CPU trace sees no NCCL either: the fake process group allocates no communicator buffers
+    bare = replace(setup, overheads=NO_OVERHEADS, comms=replace(setup.comms, nccl_buffers=False))
     # the trace starts from a built model: checkpoint loading (estimate/train/loading.py) is not traced, so its
     # phase is left out of both sides (README: what verify cannot trace)
     est = _steps_only(estimate_training(model, bare))

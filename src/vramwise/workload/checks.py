@@ -73,6 +73,12 @@ BOUNDS: dict[str, tuple[int, str]] = {
     # DeepSpeed's defaults are 5e8 and 5e7 elements (deepspeed/runtime/zero/config.py); 2^43 = 8.8 trillion
     "reduce_bucket": (1 << 43, "more elements than any published model has parameters (Kimi K2: 1.04 trillion)"),
     "prefetch_bucket": (1 << 43, "more elements than any published model has parameters (Kimi K2: 1.04 trillion)"),
+    # DeepSpeed ZeRO-3's defaults are 1e9 and 1e5 elements (deepspeed/runtime/zero/config.py)
+    "max_live_params": (1 << 43, "more elements than any published model has parameters (Kimi K2: 1.04 trillion)"),
+    "param_persistence_threshold": (
+        1 << 43, "more elements than any published model has parameters (Kimi K2: 1.04 trillion)"
+    ),
+    "max_reuse_distance": (1 << 43, "more elements than any published model has parameters (Kimi K2: 1.04 trillion)"),
     # 2^20 MiB = 1 TiB: more than any GPU's memory (the largest in the catalog, B300, has 288 GB)
     "cuda_context_mib": (1 << 20, "1 TiB, more than any GPU's memory"),
     # fit --layouts tries every micro-batch from 1 to this for every layout family: 4,096 keeps that search short

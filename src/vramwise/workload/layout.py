@@ -46,6 +46,9 @@ class ParallelConfig:
     ep: int = 1
     reduce_bucket: int = 500_000_000  # DeepSpeed reduce_bucket_size (elements)
     prefetch_bucket: int = 50_000_000  # DeepSpeed stage3_prefetch_bucket_size (elements)
+    # DeepSpeed overlap_comm; None: its default, on at stage 3 only (deepspeed/runtime/zero/config.py
+    # overlap_comm_valid). At stages 1-2 it adds a second reduce bucket (stage_1_and_2.py backward: buf_1).
+    overlap_comm: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("dp", "tp", "pp", "interleave", "cp", "ep", "reduce_bucket", "prefetch_bucket"):
@@ -57,6 +60,8 @@ class ParallelConfig:
                 f"zero must be 0, 1, 2 or 3, got {show(self.zero)}", field="zero", allowed="0, 1, 2 or 3"
             )
         boolean("sp", self.sp)
+        if self.overlap_comm is not None:
+            boolean("overlap_comm", self.overlap_comm)
         self._check()
 
     def _check(self) -> None:

@@ -190,3 +190,17 @@ KV_DTYPES = tuple(KvDtype)
 MODES = tuple(Mode)
 SEEDS = tuple(Seed)
 FRAMEWORKS = tuple(Framework)
+
+
+class Interconnect(StrEnum):
+    """How a node's GPUs talk (sizes NCCL's channels, estimate/nccl.py): auto follows --gpu where it names a
+    catalog GPU's form factor, else nvswitch; nvswitch: NVLink through NVSwitch with NVLS multicast (H100, H200,
+    B200 HGX); nvlink: NVLink without NVLS (A100 HGX, NVLink bridges); pcie: PCIe only."""
+
+    AUTO = "auto"
+    NVSWITCH = "nvswitch"
+    NVLINK = "nvlink"
+    PCIE = "pcie"
+
+
+INTERCONNECTS = tuple(Interconnect)

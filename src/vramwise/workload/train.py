@@ -16,6 +16,7 @@ from typing import Any
 
 from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
 from vramwise.workload.checks import coerce, non_negative, positive, real, show
+from vramwise.workload.comms import CommsConfig
 from vramwise.workload.flat import FlatNames
 from vramwise.workload.layout import ParallelConfig
 from vramwise.workload.options import (
@@ -146,6 +147,7 @@ class TrainSetup:
     impl: ImplConfig = field(default_factory=ImplConfig)
     framework: Framework = Framework.NONE  # whose defaults filled the options not given (workload/frameworks.py)
     loading: Loading = Loading.AUTO  # how the checkpoint reaches the GPUs (estimate/train/loading.py)
+    comms: CommsConfig = field(default_factory=CommsConfig)
 
     def __post_init__(self) -> None:
         for name in ("batch", "seq", "grad_accum", "loss_chunk", "recompute_every"):
@@ -240,6 +242,7 @@ _FLAT = FlatNames(
         "overheads": Overheads,
         "textbook": TextbookConfig,
         "impl": ImplConfig,
+        "comms": CommsConfig,
     },
     names={
         "batch": ("", "batch"),
@@ -283,6 +286,14 @@ _FLAT = FlatNames(
         "cuda_version": ("overheads", "cuda_version"),
         "compute_capability": ("overheads", "compute_capability"),
         "loading": ("", "loading"),
+        **{
+            name: ("comms", name)
+            for name in (
+                "interconnect", "nccl_buffers", "max_live_params", "param_persistence_threshold", "max_reuse_distance",
+                "nccl_env",
+            )
+        },
+        "overlap_comm": ("parallel", "overlap_comm"),
     },
 )
 FLAT_NAMES = _FLAT  # the flat names, for workload/frameworks.py (which option a preset row can set)

@@ -11,6 +11,7 @@ from vramwise.estimate.train.lora import adapter_bytes, kbit_prepared
 from vramwise.estimate.train.loss import CHUNKED, TORCHTUNE_CHUNKS
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe
+from vramwise.estimate.train.zero3 import zero3_gathered
 from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
@@ -53,62 +54,144 @@ def _stored_layer_bytes(spec: ModelSpec, fmt: str, hp: int) -> int:
     return round(total) // spec.num_layers
 
 
-def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[Term], list[Term]]:
-    """Parameters (and gradients) unsharded on the fly under ZeRO-3 / FSDP full shard: (forward end, backward).
+def _stored_unit(spec: ModelSpec, setup: TrainSetup, w: int) -> int:
+    """One layer's unit as FSDP gathers it when the base is quantized (its stored bytes), else 0."""
+    fmt = training_base(spec, setup.peft).fmt
+    if not fmt:
+        return 0
+    hp = 4 if kbit_prepared(spec, setup.peft) else w
+    return _stored_layer_bytes(spec, fmt, hp) // setup.parallel.tp
+
+
+def _layer_units(spec: ModelSpec, setup: TrainSetup, layer: int, w: int, extra: tuple[int, str], src: str) -> Term:
+    """The current and the prefetched layer, gathered: at their stored size for a quantized base."""
+    stored = _stored_unit(spec, setup, w)
+    if stored:
+        fmt = training_base(spec, setup.peft).fmt
+        return Term(
+            name="fsdp/layer_units",
+            bytes=2 * stored,
+            formula=f"2 x one layer as stored: {layer:,} parameters, linears in {fmt} = {stored:,} B",
+            source=f"{src}; {SRC_QUANTIZED_GATHER}",
+        )
+    return Term(
+        name="fsdp/layer_units",
+        bytes=2 * (layer * w + extra[0]),
+        formula=f"2 x ({layer:,} x {w} B{extra[1]})",
+        source=src,
+    )
+
+
+def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[Term], list[Term], list[Term]]:
+    """Parameters (and gradients) unsharded on the fly under ZeRO-3 / FSDP: (forward end, a layer's backward, the
+    end of backward).
 
     FSDP2 keeps the root unit (embeddings, final norm, head) unsharded from forward to backward and reshards
     each layer after its forward; in backward the current layer and the prefetched next one are gathered,
     and one layer's unsharded gradients wait for their reduce-scatter (traced: notes §2c, verify).
-    DeepSpeed ZeRO-3 gathers the module running now plus the prefetch bucket, in forward and backward alike.
+    DeepSpeed ZeRO-3: ``zero3.py``.
     """
     p = setup.parallel
+    if p.fsdp != FsdpMode.NONE and p.sharding.stage == 2:  # grad-op: parameters stay whole, gradients reduce
+        rs = _reduce_scatter_input(spec, setup, recipe)
+        return [], rs, rs
     if p.sharding.stage < 3:
-        return [], []
+        return [], [], []
+    if p.fsdp == FsdpMode.NONE:
+        fwd, bwd = zero3_gathered(spec, setup, recipe)
+        return fwd, bwd, bwd
     layer = _layer_params(spec) // p.tp
     outer = _outer_params(spec)
     w = recipe.weight
     # fp32-kept parameters (DeepSeek's routers under a bf16 load) and their gradients take 4 B, not w
     kept = _fp32_kept_per_layer(spec) // p.tp if recipe.keeps_fp32_modules and w < 4 else 0
     extra, extra_f = kept * (4 - w), f" + {kept:,} kept in fp32 x {4 - w} B" if kept else ""
-    if p.fsdp != FsdpMode.NONE:
-        src = "FSDP2: root unit kept, layers resharded after forward, current + prefetched layer in backward"
-        root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B", source=src)
-        fmt = training_base(spec, setup.peft).fmt
-        if fmt:
-            hp = 4 if kbit_prepared(spec, setup.peft) else w
-            stored = _stored_layer_bytes(spec, fmt, hp) // p.tp
-            layers = Term(
-                name="fsdp/layer_units",
-                bytes=2 * stored,
-                formula=f"2 x one layer as stored: {layer:,} parameters, linears in {fmt} = {stored:,} B",
-                source=f"{src}; {SRC_QUANTIZED_GATHER}",
-            )
-        else:
-            layers = Term(
-                name="fsdp/layer_units",
-                bytes=2 * (layer * w + extra),
-                formula=f"2 x ({layer:,} x {w} B{extra_f})",
-                source=src,
-            )
-        g = adapter_bytes(setup.peft) if setup.peft.adapters else recipe.grad
-        grads = Term(
-            name="fsdp/unsharded_grads",
-            bytes=layer * g + (kept * (4 - g) if g < 4 else 0) if not setup.peft.adapters else 0,
-            formula=f"one layer's gradients before reduce-scatter: {layer:,} x {g} B"
-            + (f" + {kept:,} kept in fp32 x {4 - g} B" if kept and g < 4 else ""),
-            source=src,
-        )
-        return [root], [root, layers, grads]
-    prefetch = min(p.prefetch_bucket, layer)
-    n = (max(layer, outer) + prefetch) * w + (extra if layer >= outer else 0)
-    term = Term(
-        name="zero/gathered_params",
-        bytes=n,
-        formula=f"(largest module max(layer {layer:,}, embeddings+head) + prefetch {prefetch:,}) x {w} B"
-        + (extra_f if layer >= outer else ""),
-        source="DeepSpeed ZeRO-3: gathered module + stage3_prefetch_bucket_size",
+    src = "FSDP2: root unit kept, layers resharded after forward, current + prefetched layer in backward"
+    root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B", source=src)
+    layers = _layer_units(spec, setup, layer, w, (extra, extra_f), src)
+    g = adapter_bytes(setup.peft) if setup.peft.adapters else recipe.grad
+    grads = Term(
+        name="fsdp/unsharded_grads",
+        bytes=layer * g + (kept * (4 - g) if g < 4 else 0) if not setup.peft.adapters else 0,
+        formula=f"one layer's gradients before reduce-scatter: {layer:,} x {g} B"
+        + (f" + {kept:,} kept in fp32 x {4 - g} B" if kept and g < 4 else ""),
+        source=src,
     )
-    return [term], [term]
+    layer_moment = [layers, grads, *_reduce_scatter_input(spec, setup, recipe)]
+    return [root], [root, *layer_moment], [root, *_end_of_backward(spec, setup, recipe, layer_moment)]
+
+
+def _end_of_backward(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, layer_moment: list[Term]) -> list[Term]:
+    """The root unit's gradients at the end of backward, and the larger of the last layer's moment and the
+    root's reduce-scatter. FSDP2 reduce-scatters a unit in its post_backward, which for the root fires after the
+    embeddings' backward: the head's and the embeddings' unsharded gradients wait until then; post_backward
+    reshards the root's parameters, then foreach_reduce copies its gradients into the reduce-scatter input
+    (torch 2.13 _fsdp_param_group.py FSDPParamGroup.post_backward, _fsdp_collectives.py foreach_reduce)."""
+    if setup.peft.adapters:
+        return layer_moment
+    outer, g = _outer_params(spec), recipe.grad
+    src = "torch 2.13 _fsdp_param_group.py FSDPParamGroup.post_backward, _fsdp_collectives.py foreach_reduce"
+    root_grads = Term(
+        name="fsdp/root_grads",
+        bytes=outer * g,
+        formula=f"the root unit's unsharded gradients (embeddings, head, final norm): {outer:,} x {g} B",
+        source=src,
+    )
+    root_rs = Term(
+        name="fsdp/root_reduce_scatter_input",
+        bytes=outer * g,
+        formula=f"the root unit's gradients flattened for reduce-scatter: {outer:,} x {g} B",
+        source=src,
+    )
+    layers = sum(t.bytes for t in layer_moment)
+    return [root_grads, *(layer_moment if layers >= root_rs.bytes else [root_rs])]
+
+
+def forward_units(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> list[Term]:
+    """FSDP2 full sharding in forward, at a layer's all-gather copy-out: its all-gather output and its unsharded
+    parameters, and the previous layer's all-gather output, whose free wait_for_unshard defers to the next
+    copy-out (implicit forward prefetch; torch 2.13 torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py).
+    The previous layer's unsharded parameters are already resharded (post_forward). Traced on a fake world: three
+    layer units in forward."""
+    p = setup.parallel
+    if p.fsdp == FsdpMode.NONE or p.sharding.stage < 3:
+        return []
+    layer, w = _layer_params(spec) // p.tp, recipe.weight
+    kept = _fp32_kept_per_layer(spec) // p.tp if recipe.keeps_fp32_modules and w < 4 else 0
+    unit = _stored_unit(spec, setup, w) or layer * w + kept * (4 - w)
+    return [
+        Term(
+            name="fsdp/forward_units",
+            bytes=3 * unit,
+            formula=f"3 x one layer's unit {unit:,} B: the previous layer's all-gather output, this layer's "
+            "all-gather output and its unsharded parameters",
+            source="torch 2.13 torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py wait_for_unshard "
+            "(all_gather_state: free after the next copy-out), _fsdp_collectives.py foreach_all_gather_copy_out",
+        )
+    ]
+
+
+def _reduce_scatter_input(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> list[Term]:
+    """FSDP2's reduce-scatter input: one unit's gradients copied into a flat buffer of world x the padded shard
+    (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_reduce: torch.empty, then chunk_cat of the
+    unsharded gradients, which are still referenced), live beside the unit's unsharded gradients. Traced on a
+    fake world (verify): the backward's peak holds four layer units, the current and the prefetched layer's
+    parameters, the current layer's gradients and this buffer."""
+    if setup.peft.adapters:  # only the adapters' gradients are reduced: negligible
+        return []
+    layer = _layer_params(spec) // setup.parallel.tp
+    g = recipe.grad
+    kept = _fp32_kept_per_layer(spec) // setup.parallel.tp if recipe.keeps_fp32_modules and g < 4 else 0
+    return [
+        Term(
+            name="fsdp/reduce_scatter_input",
+            bytes=layer * g + kept * (4 - g),
+            formula=f"one layer's gradients, flattened for reduce-scatter: {layer:,} x {g} B"
+            + (f" + {kept:,} kept in fp32 x {4 - g} B" if kept else ""),
+            source="torch 2.13 torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_reduce "
+            "(reduce_scatter_input)",
+        )
+    ]
 
 
 def head_grads(spec: ModelSpec, recipe: Recipe, loss: str) -> list[Rule]:

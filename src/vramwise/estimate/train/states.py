@@ -10,7 +10,7 @@ the functions here see only those, so a field they start to read is in the key b
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import Stage, in_layer, stage_share
@@ -87,6 +87,7 @@ class ModelStates:
     step_gradients: Term | None = None
     backward_extra: tuple[Term, ...]  # live at backward end only (reduce bucket, LOMO's one gradient)
     step_extra: tuple[Term, ...]  # live during the optimizer step only
+    backward_held: tuple[Term, ...] = ()  # live from the start of backward to its end (DeepSpeed's ipg bucket)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,6 +209,7 @@ class _Built:
     host: list[Term]
     backward_extra: list[Term]
     step_extra: list[Term]
+    backward_held: list[Term] = field(default_factory=list)
 
 
 def _master_and_states(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> None:
@@ -271,28 +273,28 @@ def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> t
             )
         )
         return None, None
-    grads: Term | None = Term(
+    grads = Term(
         name="gradients",
         bytes=_per_gpu(tr.tensors, n_grad, ep, lambda ts: tensor_bytes(ts, grad_b)),
         formula=f"{count:,} trainable x {grad_b} B{fp32_note(tr.tensors, grad_b)}"
         f"{_shard_note(n_grad, ep, 'ZeRO-2/3 shard')}",
         source=SRC_STATES,
     )
-    if grads is not None and _fsdp_offload(s):
-        # FSDP2 CPUOffloadPolicy: each sharded gradient is copied to the host right after its reduce-scatter
-        out.host.append(replace(grads, source=SRC_FSDP_OFFLOAD))
-        grads = None
     zero1 = sharding.stage == 1 and s.parallel.fsdp == FsdpMode.NONE
-    if n_grad > 1 or zero1:
-        bucket = min(s.parallel.reduce_bucket, count)
-        out.backward_extra.append(
-            Term(
-                name="zero/reduce_bucket",
-                bytes=bucket * grad_b,
-                formula=f"min(reduce_bucket {s.parallel.reduce_bucket:,}, trainable) x {grad_b} B",
-                source="DeepSpeed reduce_bucket_size / FSDP reduce-scatter of one unit",
-            )
-        )
+    # FSDP reduce-scatters one unit at a time (fsdp/reduce_scatter_input, sharded.py), not in DeepSpeed's bucket
+    if sharding.stage and s.parallel.fsdp == FsdpMode.NONE:
+        _deepspeed_buffers(s, tr, grad_b, out)
+        if s.parallel.offload != Offload.NONE and sharding.stage >= 2:
+            # no gradient partition stays on the GPU: stage 3 keeps its 16-bit partition on the host, stage 2
+            # copies each reduced gradient into the host's fp32 partition (optimizer/fp32_gradients)
+            if sharding.stage == 3:
+                out.host.append(replace(grads, name="offload/gradients", source=SRC_DEEPSPEED_OFFLOAD))
+            return None, None
+    elif s.parallel.fsdp != FsdpMode.NONE and s.parallel.offload != Offload.NONE:
+        # FSDP2's CPUOffloadPolicy copies each reduce-scattered gradient shard to the host (foreach_reduce:
+        # offload_to_cpu), where the optimizer steps: no sharded gradient stays on the GPU
+        out.host.append(replace(grads, name="offload/gradients", source=SRC_FSDP_OFFLOAD))
+        return None, None
     elif s.parallel.dp > 1 and sharding.stage == 0:
         out.persistent.append(
             Term(
@@ -300,10 +302,13 @@ def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> t
                 bytes=tensor_bytes(tr.tensors, grad_b),
                 formula=f"{count:,} x {grad_b} B{fp32_note(tr.tensors, grad_b)} (gradient_as_bucket_view=False, "
                 "DDP's default)",
-                source="torch DistributedDataParallel allreduce buckets hold a second copy of the gradients",
+                # the buckets (bucket_cap_mb 25 MiB, the first one _DEFAULT_FIRST_BUCKET_BYTES 1 MiB) partition the
+                # gradients: their sizes split the copy, its total stays every gradient once
+                source="torch 2.13 torch/nn/parallel/distributed.py DistributedDataParallel docstring: "
+                "gradient_as_bucket_view=True saves 'the total gradients size' (the buckets' copy of every gradient)",
             )
         )
-    if not zero1 or grads is None:
+    if not zero1:
         return grads, None
     # ZeRO-1: the full gradients live until the epilogue's reduction; the step holds this rank's partition
     n_opt = sharding.optimizer
@@ -322,12 +327,11 @@ def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> t
 # optimizer states to CPU ... the optimizer step runs on CPU") and _fsdp_collectives.py foreach_reduce (with
 # offload_to_cpu each new sharded gradient is copied .to("cpu") and the GPU copy dropped): under FSDP, --offload
 # params leaves the GPU no sharded parameters, gradients or optimizer states; it holds only the units being
-# gathered (sharded.py), the activations and the loss.
-SRC_FSDP_OFFLOAD = "torch FSDP2 CPUOffloadPolicy (_fully_shard/_fsdp_collectives.py foreach_reduce: grads .to('cpu'))"
+# gathered (sharded.py), the activations and the loss (the gradients: _gradients, offload/gradients).
 
 
 def _fsdp_offload(s: StatesSetup) -> bool:
-    return s.parallel.fsdp != FsdpMode.NONE and s.parallel.offload == Offload.PARAMS
+    return s.parallel.fsdp != FsdpMode.NONE and s.parallel.offload != Offload.NONE
 
 
 # torchtune training/memory.py (create_optim_in_bwd_wrapper, register_optim_in_bwd_hooks): one optimizer per
@@ -361,6 +365,47 @@ def _in_backward(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built, gr
                 bytes=t,
                 formula=f"one parameter's step: {tf}",
                 source=f"{SRC_IN_BACKWARD}; torch.optim implementations, measured in notes §6",
+            )
+        )
+
+
+# DeepSpeed v0.16.4 deepspeed/runtime/zero/: stage_1_and_2.py backward allocates ipg_buffer, reduce_bucket_size
+# elements of the 16-bit dtype (torch.empty(int(self.reduce_bucket_size)), contiguous_gradients defaults on; a second
+# one with overlap_comm, which defaults off below stage 3), released in the backward's epilogue
+# (_release_ipg_buffers); stage3.py _setup_for_real_optimizer allocates __ipg_bucket_flat_buffer of the same size once
+# and keeps it. With offload_optimizer, stage_1_and_2.py __init__ keeps temp_grad_buffer_for_gpu_offload
+# (largest_param_numel, 16-bit) on the GPU to stage each gradient's copy to the host, and stage3.py puts its
+# gradient partition (grad_partitions_flat_buffer) on self.device, the CPU under offload (pinned with pin_memory).
+SRC_FSDP_OFFLOAD = "torch 2.13 torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_reduce (offload_to_cpu)"
+SRC_DEEPSPEED_BUCKET = "DeepSpeed v0.16.4 stage_1_and_2.py backward (ipg_buffer), stage3.py _setup_for_real_optimizer"
+SRC_DEEPSPEED_OFFLOAD = (
+    "DeepSpeed v0.16.4 stage3.py _setup_for_real_optimizer (grad_partitions_flat_buffer on self.device: the CPU "
+    "under offload_optimizer), stage_1_and_2.py async_inplace_copy_grad_to_fp32_buffer_from_gpu"
+)
+
+
+def _deepspeed_buffers(s: StatesSetup, tr: _Trainable, grad_b: int, out: _Built) -> None:
+    """DeepSpeed's reduce bucket (held through backward at stages 1-2, kept at stage 3) and ZeRO-Offload's GPU
+    staging buffer."""
+    stage, bucket = s.parallel.sharding.stage, s.parallel.reduce_bucket
+    # stage 3 keeps one flat buffer whatever overlap_comm says; stages 1-2 allocate a second one with it
+    n = 2 if stage < 3 and s.parallel.overlap_comm else 1
+    term = Term(
+        name="zero/reduce_bucket",
+        bytes=n * bucket * grad_b,
+        formula=(f"{n} x " if n > 1 else "") + f"reduce_bucket_size {bucket:,} x {grad_b} B (contiguous_gradients; "
+        + ("kept from setup)" if stage == 3 else "allocated at each backward" + ("; overlap_comm)" if n > 1 else ")")),
+        source=SRC_DEEPSPEED_BUCKET,
+    )
+    (out.persistent if stage == 3 else out.backward_held).append(term)
+    if s.parallel.offload != Offload.NONE and stage < 3:
+        largest = max((t.numel for t in tr.tensors), default=0)
+        out.persistent.append(
+            Term(
+                name="zero/offload_grad_buffer",
+                bytes=largest * grad_b,
+                formula=f"largest parameter {largest:,} x {grad_b} B (temp_grad_buffer_for_gpu_offload)",
+                source="DeepSpeed v0.16.4 stage_1_and_2.py DeepSpeedZeroOptimizer.__init__ (cpu_offload)",
             )
         )
 
@@ -453,4 +498,5 @@ def _model_states(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe,
         step_gradients=step_grads,
         backward_extra=tuple(out.backward_extra),
         step_extra=tuple(out.step_extra),
+        backward_held=tuple(out.backward_held),
     )

@@ -30,6 +30,7 @@ from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
+from vramwise.estimate.train.comms import comms_notes, nccl_terms
 from vramwise.estimate.train.knobs import (
     COMPILE_ADAPTERS_NOTE,
     SRC_OP_SAC,
@@ -50,8 +51,9 @@ from vramwise.estimate.train.lora import LoraModule, adapter_bytes, kbit_prepare
 from vramwise.estimate.train.loss import LossRules, classifier_loss_rules, implementation_rules, liger_chunk
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
-from vramwise.estimate.train.sharded import gathered, head_grads
+from vramwise.estimate.train.sharded import forward_units, gathered, head_grads
 from vramwise.estimate.train.states import ModelStates, model_states
+from vramwise.estimate.train.zero3 import persistent_params
 from vramwise.estimate.vision import vision_training_notes
 from vramwise.estimate.weights import buffers, training_checkpoint_note
 from vramwise.formats import get_format, kept_note
@@ -369,7 +371,7 @@ def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> Term:
     )
 
 
-def _persistent(setup: TrainSetup, states: ModelStates) -> tuple[tuple[Term, ...], Term | None]:
+def _persistent(setup: TrainSetup, states: ModelStates, stage: Stage) -> tuple[tuple[Term, ...], Term | None]:
     """The stage's persistent terms, and its gradients when they live only from backward to the step."""
     grads = states.gradients
     # Gradients outlive a backward when they accumulate, or in DeepSpeed ZeRO-3's partition, preallocated
@@ -380,7 +382,9 @@ def _persistent(setup: TrainSetup, states: ModelStates) -> tuple[tuple[Term, ...
     grads_persist = grads is not None and (setup.grad_accum > 1 or zero_buffer)
     kept = (grads,) if grads is not None and grads_persist else ()
     context = context_term(setup.overheads)
-    return (*states.persistent, *kept, context), None if grads_persist else grads
+    # NCCL's communicator buffers: persistent, outside the allocator (estimate/train/comms.py)
+    comms = nccl_terms(setup, pipeline_end=stage.first or stage.last)
+    return (*states.persistent, *kept, context, *comms), None if grads_persist else grads
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -395,6 +399,7 @@ class _Forward:
     loss_saved: list[int]  # what the loss saves: released by the loss backward, before any layer's backward
     largest_layer: float  # the largest single layer's saved bytes per token (full recompute rebuilds one)
     gathered_backward: list[Term]  # ZeRO-3/FSDP units gathered during backward
+    gathered_end: list[Term]  # what ZeRO-3/FSDP hold gathered at the end of backward
 
 
 def _forward(
@@ -417,7 +422,7 @@ def _forward(
         autocast = out.add(_autocast_cache(spec, stage, setup))
         held += autocast
         in_layers += autocast
-    gathered_fwd, gathered_bwd = gathered(spec, setup, recipe)
+    gathered_fwd, gathered_bwd, gathered_end = gathered(spec, setup, recipe)
     held += out.add(*gathered_fwd)
     if setup.impl.float8:
         casts = out.add(*float8_casts(spec, setup.parallel.tp))
@@ -436,6 +441,7 @@ def _forward(
         loss_saved=loss_saved,
         largest_layer=largest_layer,
         gathered_backward=gathered_bwd,
+        gathered_end=gathered_end,
     )
 
 
@@ -445,29 +451,59 @@ def _backward_phases(
     """The phases while the forward's tensors are still held: forward end, and the moments of backward that
     add to them (the loss backward, a rebuilt layer, FSDP's gathered units and the head's gradients)."""
     phases = [(PhaseKind.FORWARD_END, fwd.held + fwd.loss_forward)]
+    if copy_out := forward_units(spec, setup, recipe):
+        # the last layer's copy-out: every earlier layer's activations (this layer's are counted too: a bound by
+        # one layer's), the root unit, three layer units
+        root = [t for t in fwd.gathered_backward if t.name == "fsdp/root_unit"]
+        phases.append((PhaseKind.FORWARD_LAYER, fwd.in_layers + out.add(*root, *copy_out)))
     if fwd.loss_backward:
         phases.append((PhaseKind.BACKWARD_LOSS, fwd.held + fwd.loss_backward))
+    rebuilt: list[int] = []
     if setup.recompute in _RECOMPUTING and fwd.largest_layer:
-        rebuilt = Rule(
-            name="activations/recomputed_layer",
-            coef=fwd.largest_layer,
-            var=TOKENS,
-            formula=lambda v: f"one layer's saved tensors, rebuilt for its backward: T {v.T}",
-            source="full recompute re-runs one layer's forward during backward",
+        rebuilt = out.add(
+            Rule(
+                name="activations/recomputed_layer",
+                coef=fwd.largest_layer,
+                var=TOKENS,
+                formula=lambda v: f"one layer's saved tensors, rebuilt for its backward: T {v.T}",
+                source="full recompute re-runs one layer's forward during backward",
+            )
         )
         # a layer is rebuilt inside its own backward, after the loss's nodes ran and released what they saved
         # (autograd frees a node's saved tensors once it has run, retain_graph=False)
         kept = [i for i in fwd.held if i not in fwd.loss_saved]
-        phases.append((PhaseKind.BACKWARD_RECOMPUTE, kept + out.add(rebuilt)))
+        phases.append((PhaseKind.BACKWARD_RECOMPUTE, kept + rebuilt))
     if setup.parallel.fsdp != FsdpMode.NONE and fwd.gathered_backward:
-        # the last layer's backward: activations still held, the loss's tensors gone, units gathered
-        bwd = out.add(*fwd.gathered_backward)
-        phases.append((PhaseKind.BACKWARD_LAYER, fwd.in_layers + bwd))
-        if stage.last and not setup.peft.adapters:
-            # the head's backward: the last two layer units are already being gathered (prefetch)
-            units = [j for j in bwd if out.rules[j].name != "fsdp/unsharded_grads"]
-            head = out.add(*head_grads(spec, recipe, setup.loss))
-            phases.append((PhaseKind.BACKWARD_HEAD, fwd.in_layers + units + head))
+        phases += _fsdp_backward(spec, setup, stage, recipe, fwd, out, rebuilt)
+    return phases
+
+
+def _fsdp_backward(
+    spec: ModelSpec,
+    setup: TrainSetup,
+    stage: Stage,
+    recipe: Recipe,
+    fwd: _Forward,
+    out: Transients,
+    rebuilt: list[int],
+) -> list[tuple[PhaseKind, list[int]]]:
+    """FSDP2's layer and head backward. A layer's backward holds the saved activations (and, with full recompute,
+    the rebuilt layer), the root unit, the current and the prefetched layer, the layer's gradients and the head's
+    gradient (which waits for the root's reduce-scatter, after every layer). The previous layer's reduce-scatter
+    input is still held too, except in the first layer's backward: without recompute that first layer, with every
+    activation still saved, is the larger moment (the next one has freed a layer's activations, more than the
+    buffer in the traced Llama-2-7B and Llama-3-8B runs); with full recompute the next one is."""
+    bwd = out.add(*fwd.gathered_backward)
+    head = out.add(*head_grads(spec, recipe, setup.loss)) if stage.last and not setup.peft.adapters else []
+    head_grad = [j for j in head if out.rules[j].name == "fsdp/head_grad"]
+    first = [j for j in bwd if out.rules[j].name != "fsdp/reduce_scatter_input"]
+    layer = bwd if rebuilt else first
+    phases = [(PhaseKind.BACKWARD_LAYER, fwd.in_layers + rebuilt + layer + head_grad)]
+    if head:
+        # the head's backward: the last two layer units are already being gathered (prefetch); the layers'
+        # gradients and their reduce-scatter buffer come after the head's backward
+        units = [j for j in bwd if out.rules[j].name not in ("fsdp/unsharded_grads", "fsdp/reduce_scatter_input")]
+        phases.append((PhaseKind.BACKWARD_HEAD, fwd.in_layers + units + head))
     return phases
 
 
@@ -475,11 +511,11 @@ _RECOMPUTING = (Recompute.FULL, Recompute.OP_SAC, Recompute.LAYER_SAC)
 
 
 def _release_phases(
-    states: ModelStates, grads: Term | None, gathered_backward: list[Term], out: Transients
+    states: ModelStates, grads: Term | None, gathered_end: list[Term], out: Transients
 ) -> list[tuple[PhaseKind, list[int]]]:
     """Backward end and the optimizer step: the activations are gone; ``grads``, the gradients that are not
     persistent, live at backward end, and in the step what of them it still holds (ZeRO-1: its partition)."""
-    end = out.add(*states.backward_extra, *gathered_backward)
+    end = out.add(*states.backward_extra, *gathered_end)
     step = out.add(*states.step_extra)
     if grads is not None:
         end = out.add(grads) + end
@@ -524,6 +560,7 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
     if spec.attention.kind == "mla" or spec.moe:
         notes.append("MLA and MoE activations follow the Mixtral/Llama rules and are less tightly traced")
     notes += vision_training_notes(spec, adapters=setup.peft.adapters)
+    notes += comms_notes(setup)
     if (checkpoint := training_checkpoint_note(spec)) is not None:
         notes.append(checkpoint)
     if spec.traits.eager_only:
@@ -543,14 +580,19 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     recipe = recipe_for(setup.precision)
     lora = lora_targets(spec, setup.peft.lora_targets) if setup.peft.adapters else []
     states = model_states(spec, stage, setup, recipe, lora)
-    persistent, released_grads = _persistent(setup, states)
+    persistent, released_grads = _persistent(setup, states, stage)
+    persistent += tuple(persistent_params(spec, setup, recipe, len(stage.layers) / spec.num_layers))
     out = Transients()
     fwd = _forward(spec, setup, stage, recipe, lora, out)
+    bwd_held = out.add(*states.backward_held)  # live through backward (DeepSpeed's ipg bucket)
     phases = _backward_phases(spec, setup, stage, recipe, fwd, out)
     if setup.optimizer.in_backward:
         # the head's gradient is stepped first, while every layer's activations are still held
         phases.append((PhaseKind.BACKWARD_LAYER, fwd.in_layers + out.add(*states.backward_extra)))
-    phases += _release_phases(states, released_grads, fwd.gathered_backward, out)
+    forward = (PhaseKind.FORWARD_END, PhaseKind.FORWARD_LAYER)
+    phases = [(kind, ix if kind in forward else ix + bwd_held) for kind, ix in phases]
+    phases += _release_phases(states, released_grads, fwd.gathered_end, out)
+    phases = [(kind, ix + bwd_held if kind == PhaseKind.BACKWARD_END else ix) for kind, ix in phases]
     # loading comes before the step but is listed last, so the step's phases keep their places (loading.py); it is
     # shown only when it holds more than the step's persistent states: otherwise it cannot be the peak, and its
     # total would list optimizer states that do not exist yet
