@@ -181,3 +181,33 @@ def test_compiled_linear_loss_is_counted_eager_and_says_so() -> None:
     compiled, eager = _train(loss="torchtune-linear", compile=True), _train(loss="torchtune-linear")
     assert compiled.term("activations/loss").bytes == eager.term("activations/loss").bytes == 1024 * (4 * V + 1)
     assert any(n.startswith("compile with torchtune-linear") for n in compiled.notes)
+
+
+# --- torchtune custom_sharded_layers: the embeddings and the head as FSDP units of their own
+
+
+def test_outer_units_leave_the_root_only_the_final_norm() -> None:
+    kw = {"dp": 8, "fsdp": "full", "optimizer": "adamw", "optimizer_impl": "fused", "recompute": "full"}
+    own, root = _train(fsdp_outer_units=True, **kw), _train(**kw)
+    assert own.term("fsdp/root_unit").bytes == H * 2  # the final norm
+    assert root.term("fsdp/root_unit").bytes == (2 * V * H + H) * 2
+    # the head is gathered again for its backward; the embeddings' unit comes back for the last backward
+    head = next(p for p in own.phases if p.kind is PhaseKind.BACKWARD_HEAD)
+    assert next(t.bytes for t in head.transient if t.name == "fsdp/head_unit") == V * H * 2
+    assert own.term("fsdp/embedding_unit").bytes == V * H * 2
+    end = next(p for p in own.phases if p.kind is PhaseKind.BACKWARD_END)
+    assert next(t.bytes for t in end.transient if t.name == "fsdp/root_grads") == V * H * 2  # the embeddings' only
+    # the head's gradient is reduce-scattered after its own backward: no layer's backward waits with it
+    layer = next(p for p in own.phases if p.kind is PhaseKind.BACKWARD_LAYER)
+    assert "fsdp/head_grad" not in {t.name for t in layer.transient}
+    layer_root = next(p for p in root.phases if p.kind is PhaseKind.BACKWARD_LAYER)
+    assert "fsdp/head_grad" in {t.name for t in layer_root.transient}
+
+
+def test_outer_units_are_refused_where_they_cannot_apply() -> None:
+    from vramwise.errors import InvalidWorkloadError
+
+    with pytest.raises(InvalidWorkloadError, match="fsdp_outer_units"):
+        _setup(fsdp_outer_units=True)  # no FSDP
+    with pytest.raises(InvalidWorkloadError, match="ties its head"):
+        estimate_training(catalog_spec("llama-3.2-1b"), _setup(dp=8, fsdp="full", fsdp_outer_units=True))

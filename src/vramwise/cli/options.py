@@ -308,6 +308,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="overlap_comm", flags=("--overlap-comm",), commands=TRN,
            help="DeepSpeed overlap_comm at ZeRO 1-2: a second reduce bucket (default: DeepSpeed's, on at ZeRO-3 "
                 "only)"),
+    Option(name="fsdp_outer_units", flags=("--fsdp-outer-units",), commands=TRN,
+           help="FSDP: the embeddings and the head are units of their own, not the root's (torchtune's "
+                "custom_sharded_layers)"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
            help="CUDA context in MiB (default: the table by GPU architecture and --cuda-version)"),

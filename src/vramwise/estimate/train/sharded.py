@@ -107,7 +107,12 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
     kept = _fp32_kept_per_layer(spec) // p.tp if recipe.keeps_fp32_modules and w < 4 else 0
     extra, extra_f = kept * (4 - w), f" + {kept:,} kept in fp32 x {4 - w} B" if kept else ""
     src = "FSDP2: root unit kept, layers resharded after forward, current + prefetched layer in backward"
-    root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B", source=src)
+    emb = _embedding_params(spec) if p.fsdp_outer_units else 0
+    if emb:  # torchtune custom_sharded_layers: the root keeps only the final norm; the embeddings come back last
+        outer -= emb + _head_params(spec)
+        root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B (the final norm)", source=src)
+    else:
+        root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B", source=src)
     layers = _layer_units(spec, setup, layer, w, (extra, extra_f), src)
     g = adapter_bytes(setup.peft) if setup.peft.adapters else recipe.grad
     grads = Term(
@@ -118,10 +123,49 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
         source=src,
     )
     layer_moment = [layers, grads, *_reduce_scatter_input(spec, setup, recipe)]
+    if emb:
+        # the embeddings' unit, gathered for the last backward (prefetched while layer 0's runs) and reduce-scattered
+        # in its own post_backward: its gradients and their reduce-scatter input, as the root's otherwise
+        unit = Term(name="fsdp/embedding_unit", bytes=emb * w, formula=f"{emb:,} x {w} B", source=SRC_OUTER_UNITS)
+        end = _end_of_backward(spec, setup, recipe, layer_moment, outer=emb, what="the embeddings' unit")
+        return [root], [root, *layer_moment], [root, unit, *end]
     return [root], [root, *layer_moment], [root, *_end_of_backward(spec, setup, recipe, layer_moment)]
 
 
-def _end_of_backward(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, layer_moment: list[Term]) -> list[Term]:
+# torchtune full_finetune_distributed.py / lora_finetune_distributed.py shard_model with custom_sharded_layers
+# ['tok_embeddings', 'output'] (recipes/configs/llama3_1/70B_full.yaml, 8B_full.yaml): fully_shard on those two
+# modules before the root, so each is a unit of its own, resharded after its forward (reshard_after_forward) and
+# reduce-scattered in its own post_backward (torch 2.13 _fsdp_param_group.py FSDPParamGroup.post_backward).
+SRC_OUTER_UNITS = "torchtune shard_model custom_sharded_layers: embeddings and output as FSDP2 units of their own"
+
+
+@functools.lru_cache(maxsize=256)
+def _embedding_params(spec: ModelSpec) -> int:
+    return sum(g.count for g in parameter_groups(spec) if not in_layer(g) and g.category == "embeddings")
+
+
+@functools.lru_cache(maxsize=256)
+def _head_params(spec: ModelSpec) -> int:
+    return sum(g.count for g in parameter_groups(spec) if not in_layer(g) and g.category == "head")
+
+
+def head_unit(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> list[Term]:
+    """With the head a unit of its own: the head gathered again for its backward (after its forward's reshard)."""
+    if not setup.parallel.fsdp_outer_units or setup.parallel.fsdp == FsdpMode.NONE:
+        return []
+    head = _head_params(spec)
+    w = recipe.weight
+    return [Term(name="fsdp/head_unit", bytes=head * w, formula=f"{head:,} x {w} B", source=SRC_OUTER_UNITS)]
+
+
+def _end_of_backward(
+    spec: ModelSpec,
+    setup: TrainSetup,
+    recipe: Recipe,
+    layer_moment: list[Term],
+    outer: int = 0,
+    what: str = "the root unit's",
+) -> list[Term]:
     """The root unit's gradients at the end of backward, and the larger of the last layer's moment and the
     root's reduce-scatter. FSDP2 reduce-scatters a unit in its post_backward, which for the root fires after the
     embeddings' backward: the head's and the embeddings' unsharded gradients wait until then; post_backward
@@ -129,18 +173,19 @@ def _end_of_backward(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, layer_m
     (torch 2.13 _fsdp_param_group.py FSDPParamGroup.post_backward, _fsdp_collectives.py foreach_reduce)."""
     if setup.peft.adapters:
         return layer_moment
-    outer, g = _outer_params(spec), recipe.grad
+    outer, g = outer or _outer_params(spec), recipe.grad
     src = "torch 2.13 _fsdp_param_group.py FSDPParamGroup.post_backward, _fsdp_collectives.py foreach_reduce"
+    parts = "(embeddings, head, final norm)" if what == "the root unit's" else "(the embeddings)"
     root_grads = Term(
         name="fsdp/root_grads",
         bytes=outer * g,
-        formula=f"the root unit's unsharded gradients (embeddings, head, final norm): {outer:,} x {g} B",
+        formula=f"{what} unsharded gradients {parts}: {outer:,} x {g} B",
         source=src,
     )
     root_rs = Term(
         name="fsdp/root_reduce_scatter_input",
         bytes=outer * g,
-        formula=f"the root unit's gradients flattened for reduce-scatter: {outer:,} x {g} B",
+        formula=f"{what} gradients flattened for reduce-scatter: {outer:,} x {g} B",
         source=src,
     )
     layers = sum(t.bytes for t in layer_moment)

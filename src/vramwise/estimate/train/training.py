@@ -51,7 +51,7 @@ from vramwise.estimate.train.lora import LoraModule, adapter_bytes, kbit_prepare
 from vramwise.estimate.train.loss import LossRules, classifier_loss_rules, implementation_rules, liger_chunk
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
-from vramwise.estimate.train.sharded import forward_units, gathered, head_grads
+from vramwise.estimate.train.sharded import forward_units, gathered, head_grads, head_unit
 from vramwise.estimate.train.states import ModelStates, model_states
 from vramwise.estimate.train.zero3 import persistent_params
 from vramwise.estimate.vision import vision_training_notes
@@ -495,7 +495,10 @@ def _fsdp_backward(
     buffer in the traced Llama-2-7B and Llama-3-8B runs); with full recompute the next one is."""
     bwd = out.add(*fwd.gathered_backward)
     head = out.add(*head_grads(spec, recipe, setup.loss)) if stage.last and not setup.peft.adapters else []
-    head_grad = [j for j in head if out.rules[j].name == "fsdp/head_grad"]
+    # a head that is its own unit reduce-scatters its gradient right after its backward (sharded.head_unit)
+    own = setup.parallel.fsdp_outer_units
+    head_grad = [] if own else [j for j in head if out.rules[j].name == "fsdp/head_grad"]
+    head += out.add(*head_unit(spec, setup, recipe)) if head else []
     first = [j for j in bwd if out.rules[j].name != "fsdp/reduce_scatter_input"]
     layer = bwd if rebuilt else first
     phases = [(PhaseKind.BACKWARD_LAYER, fwd.in_layers + rebuilt + layer + head_grad)]
@@ -663,6 +666,13 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
     check_layout(model, setup)
     training_base(model, setup.peft)  # refuses what transformers cannot train, in one line, before any term
     check_knobs(model, setup)  # issue 14's knobs: the combinations their code cannot run
+    if setup.parallel.fsdp_outer_units and model.tied_embeddings:
+        raise InvalidWorkloadError(
+            f"fsdp_outer_units: {model.name} ties its head to its embeddings, one parameter that cannot be two units "
+            "(not modelled)",
+            field="fsdp_outer_units",
+            allowed="false for a model with tied embeddings",
+        )
     return model
 
 
