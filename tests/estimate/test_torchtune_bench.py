@@ -211,3 +211,11 @@ def test_outer_units_are_refused_where_they_cannot_apply() -> None:
         _setup(fsdp_outer_units=True)  # no FSDP
     with pytest.raises(InvalidWorkloadError, match="ties its head"):
         estimate_training(catalog_spec("llama-3.2-1b"), _setup(dp=8, fsdp="full", fsdp_outer_units=True))
+
+
+def test_verify_refuses_outer_units_in_one_line() -> None:
+    from vramwise.errors import VerifyUnsupportedError
+    from vramwise.verify.twin import train_recipe
+
+    with pytest.raises(VerifyUnsupportedError, match="fsdp_outer_units"):
+        train_recipe(_setup(dp=8, fsdp="full", fsdp_outer_units=True))
