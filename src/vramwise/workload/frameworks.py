@@ -248,6 +248,11 @@ _TORCHTUNE = (
             source="torchtune recipes/lora_finetune_distributed.py, full_finetune_distributed.py: "
             "training.shard_model with FSDP2 fully_shard, reshard_after_forward True",
             when=lambda v: _multi(v) and _unsharded(v), when_text="on more than one GPU"),
+    Default(name="fsdp_outer_units", value=True,
+            source=_TT + "8B_full.yaml, 70B_full.yaml: custom_sharded_layers ['tok_embeddings', 'output'] "
+            "(full_finetune_distributed.py shard_model: each a unit of its own; a tied head stays in the root)",
+            when=lambda v: _full(v) and str(_get(v, "fsdp", "none")) == "full",
+            when_text="full fine-tuning under FSDP full shard"),
 )  # fmt: skip
 
 _TITAN = "torchtitan "

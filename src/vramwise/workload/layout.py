@@ -65,14 +65,9 @@ class ParallelConfig:
         boolean("sp", self.sp)
         if self.overlap_comm is not None:
             boolean("overlap_comm", self.overlap_comm)
+        # without FSDP full it changes nothing, said in a note (training.py): a preset sets it, and fit's searches
+        # then vary the layout
         boolean("fsdp_outer_units", self.fsdp_outer_units)
-        if self.fsdp_outer_units and self.fsdp != FsdpMode.FULL:
-            raise InvalidWorkloadError(
-                f"fsdp_outer_units makes the embeddings and the head FSDP units of their own: it needs fsdp full, "
-                f"got fsdp={self.fsdp}",
-                field="fsdp_outer_units",
-                allowed="true with fsdp full, else false",
-            )
         self._check()
 
     def _check(self) -> None:

@@ -107,7 +107,7 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
     kept = _fp32_kept_per_layer(spec) // p.tp if recipe.keeps_fp32_modules and w < 4 else 0
     extra, extra_f = kept * (4 - w), f" + {kept:,} kept in fp32 x {4 - w} B" if kept else ""
     src = "FSDP2: root unit kept, layers resharded after forward, current + prefetched layer in backward"
-    emb = _embedding_params(spec) if p.fsdp_outer_units else 0
+    emb = _embedding_params(spec) if outer_units(spec, setup) else 0
     if emb:  # torchtune custom_sharded_layers: the root keeps only the final norm; the embeddings come back last
         outer -= emb + _head_params(spec)
         root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B (the final norm)", source=src)
@@ -149,9 +149,15 @@ def _head_params(spec: ModelSpec) -> int:
     return sum(g.count for g in parameter_groups(spec) if not in_layer(g) and g.category == "head")
 
 
+def outer_units(spec: ModelSpec, setup: TrainSetup) -> bool:
+    """Whether the embeddings and the head are FSDP units of their own: asked for, and not one tied parameter
+    (a note says so, training.py)."""
+    return setup.parallel.fsdp_outer_units and setup.parallel.fsdp == FsdpMode.FULL and not spec.tied_embeddings
+
+
 def head_unit(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> list[Term]:
     """With the head a unit of its own: the head gathered again for its backward (after its forward's reshard)."""
-    if not setup.parallel.fsdp_outer_units or setup.parallel.fsdp == FsdpMode.NONE:
+    if not outer_units(spec, setup):
         return []
     head = _head_params(spec)
     w = recipe.weight

@@ -51,7 +51,7 @@ from vramwise.estimate.train.lora import LoraModule, adapter_bytes, kbit_prepare
 from vramwise.estimate.train.loss import LossRules, classifier_loss_rules, implementation_rules, liger_chunk
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
-from vramwise.estimate.train.sharded import forward_units, gathered, head_grads, head_unit
+from vramwise.estimate.train.sharded import forward_units, gathered, head_grads, head_unit, outer_units
 from vramwise.estimate.train.states import ModelStates, model_states
 from vramwise.estimate.train.zero3 import persistent_params
 from vramwise.estimate.vision import vision_training_notes
@@ -496,7 +496,7 @@ def _fsdp_backward(
     bwd = out.add(*fwd.gathered_backward)
     head = out.add(*head_grads(spec, recipe, setup.loss)) if stage.last and not setup.peft.adapters else []
     # a head that is its own unit reduce-scatters its gradient right after its backward (sharded.head_unit)
-    own = setup.parallel.fsdp_outer_units
+    own = outer_units(spec, setup)
     head_grad = [] if own else [j for j in head if out.rules[j].name == "fsdp/head_grad"]
     head += out.add(*head_unit(spec, setup, recipe)) if head else []
     first = [j for j in bwd if out.rules[j].name != "fsdp/reduce_scatter_input"]
@@ -526,6 +526,24 @@ def _release_phases(
     return [(PhaseKind.BACKWARD_END, end), (PhaseKind.OPTIMIZER_STEP, step)]
 
 
+def _approximation_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> list[str]:
+    """What a knob given cannot change here, and what is counted in its place."""
+    notes = [COMPILE_ADAPTERS_NOTE] if setup.impl.compile and setup.peft.adapters else []
+    if setup.parallel.fsdp_outer_units and setup.parallel.fsdp != FsdpMode.FULL:
+        notes.append(f"fsdp_outer_units not applied: there are no FSDP units with fsdp {setup.parallel.fsdp}")
+    elif setup.parallel.fsdp_outer_units and spec.tied_embeddings:
+        notes.append(
+            "fsdp_outer_units not applied: the head is tied to the embeddings, one parameter, counted in the root unit "
+            "(torchtune's tied-embedding configs, llama3_2, set no custom_sharded_layers)"
+        )
+    if setup.impl.compile and setup.loss == LossImpl.TORCHTUNE_LINEAR and stage.last:
+        notes.append(
+            "compile with torchtune-linear: the loss is counted eager (torchtune 0.7 compiles compute_cross_entropy "
+            "with the head inside it, apply_compile_strategy; what inductor saves there is not measured: an over-count)"
+        )
+    return notes
+
+
 def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recipe) -> list[str]:
     sharding = setup.parallel.sharding
     notes = [
@@ -551,13 +569,7 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
         )
     if sharding.stage:
         notes.append(f"model states partitioned over {sharding.group} data-parallel GPUs (stage {sharding.stage})")
-    if setup.impl.compile and setup.peft.adapters:
-        notes.append(COMPILE_ADAPTERS_NOTE)
-    if setup.impl.compile and setup.loss == LossImpl.TORCHTUNE_LINEAR and stage.last:
-        notes.append(
-            "compile with torchtune-linear: the loss is counted eager (torchtune 0.7 compiles compute_cross_entropy "
-            "with the head inside it, apply_compile_strategy; what inductor saves there is not measured: an over-count)"
-        )
+    notes += _approximation_notes(spec, setup, stage)
     if setup.recompute == Recompute.SELECTIVE and setup.attention != AttentionImpl.EAGER:
         notes.append("selective recompute drops the attention scores, which sdpa/flash never keep: no change here")
     if spec.attention.kind == "mla" or spec.moe:
@@ -666,13 +678,6 @@ def _check(model: Model, setup: TrainSetup) -> ModelSpec:
     check_layout(model, setup)
     training_base(model, setup.peft)  # refuses what transformers cannot train, in one line, before any term
     check_knobs(model, setup)  # issue 14's knobs: the combinations their code cannot run
-    if setup.parallel.fsdp_outer_units and model.tied_embeddings:
-        raise InvalidWorkloadError(
-            f"fsdp_outer_units: {model.name} ties its head to its embeddings, one parameter that cannot be two units "
-            "(not modelled)",
-            field="fsdp_outer_units",
-            allowed="false for a model with tied embeddings",
-        )
     return model
 
 
