@@ -213,6 +213,7 @@ FROZEN = {
     + _KNOBS
     + " --framework"
     + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
+    + " --from --emit --reduce-bucket --prefetch-bucket"
     + " --fsdp-outer-units",
 }
 _SETUPS = (
@@ -231,12 +232,15 @@ _SETUPS = (
     + " --fsdp-outer-units"
 )
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units --serve"
+FROZEN["infer"] += " --from --emit"  # issue 15: a framework's config in (configs/), a runnable one out
+FROZEN["fit"] += " --from --emit --reduce-bucket --prefetch-bucket"
 _ENGINE_ONLY = (
     "--gpu-util --gpu-memory-utilization --engine --max-model-len --max-num-seqs --max-num-batched-tokens "
     "--max-batched-tokens --enforce-eager --kv-cache-memory-bytes --kv-cache-memory " + _ENGINE_FLAGS + LLAMA_CPP
 )
 FROZEN["plot"] = " ".join(sorted(set(_SETUPS.split()) - set(_ENGINE_ONLY.split()))) + " --gpu --output --points --vs -o"
-FROZEN["verify"] = _SETUPS + " --gpu --json --layers --log --model --units"
+FROZEN["plot"] += " --reduce-bucket --prefetch-bucket"
+FROZEN["verify"] = _SETUPS + " --gpu --json --layers --log --model --units --from --reduce-bucket --prefetch-bucket"
 FROZEN |= {"models": "--json", "gpus": "--json --units", "formats": "--json"}
 
 

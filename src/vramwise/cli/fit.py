@@ -6,6 +6,7 @@ from typing import Any
 
 from vramwise.app.fitting import FitRequest, Question, fit
 from vramwise.cli.options import setup_values
+from vramwise.cli.sources import emit_answer
 from vramwise.report.fit_out import render_answer, render_formats, render_layouts
 
 
@@ -35,6 +36,8 @@ def run(command: str, values: dict[str, Any]) -> int:
         serve=bool(values.get("serve")),
     )
     r = fit(req)
+    if values.get("emit"):
+        return emit_answer(values, req, r)
     if r.layouts is not None:
         print(
             render_layouts(

@@ -6,6 +6,7 @@ from typing import Any
 
 from vramwise.app.run import InferRequest, infer
 from vramwise.cli.options import setup_values
+from vramwise.cli.sources import emitted
 from vramwise.report.json_out import render_json, to_dict
 from vramwise.report.table import render_table
 from vramwise.report.titles import infer_title
@@ -19,6 +20,8 @@ def run(command: str, values: dict[str, Any]) -> int:
         serve=bool(values["serve"]),
     )
     r = infer(req)
+    if emitted(values, r.setup):
+        return 0
     if values["json"]:
         doc = to_dict(
             r.estimate,

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from vramwise.app.choices import DEFAULT_AXIS, DEFAULT_TOP, MAX_TARGETS, SWEEP_AXES
 from vramwise.app.setups import infer_default, train_default
+from vramwise.configs.emit import EMIT_FORMATS
 from vramwise.estimate.cuda_context import DEFAULT_CUDA_VERSION
 from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION
 from vramwise.units import DEFAULT_UNIT, UNITS
@@ -98,7 +99,7 @@ _ARCH_HELP = "catalog name (see `vramwise models`) or path to a config.json"
 
 OPTIONS: tuple[Option, ...] = (
     Option(name="model", flags=("model",), group=Group.QUESTION, commands=(INFER, TRAIN, VERIFY, FIT, PLOT),
-           help=_MODEL_HELP, optional_in=(VERIFY,),
+           help=_MODEL_HELP, optional_in=(VERIFY, INFER, TRAIN, FIT),
            help_in={FIT: _ARCH_HELP, PLOT: _ARCH_HELP, VERIFY: _ARCH_HELP + " (not with --log)"}),
     # --- the workload: both setups
     Option(name="batch", flags=("-b", "--batch"), type=int, commands=BOTH,
@@ -308,6 +309,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="overlap_comm", flags=("--overlap-comm",), commands=TRN,
            help="DeepSpeed overlap_comm at ZeRO 1-2: a second reduce bucket (default: DeepSpeed's, on at ZeRO-3 "
                 "only)"),
+    Option(name="reduce_bucket", flags=("--reduce-bucket",), type=int, commands=TRN,
+           help="DeepSpeed reduce_bucket_size in elements (default {train.reduce_bucket})"),
+    Option(name="prefetch_bucket", flags=("--prefetch-bucket",), type=int, commands=TRN,
+           help="DeepSpeed stage3_prefetch_bucket_size in elements (default {train.prefetch_bucket})"),
     Option(name="fsdp_outer_units", flags=("--fsdp-outer-units",), commands=TRN,
            help="FSDP: the embeddings and the head are units of their own, not the root's (torchtune's "
                 "custom_sharded_layers)"),
@@ -366,6 +371,13 @@ OPTIONS: tuple[Option, ...] = (
                 "setup (model, flags and GPU total read from the log; options given override them; no torch)"),
     Option(name="log_model", flags=("--model",), type=str, group=Group.QUESTION, commands=(VERIFY,),
            help="with --log: the model to estimate instead of the logged one (a catalog name or a config.json)"),
+    # issue 15: a framework's config in, a framework's config out (configs/)
+    Option(name="source", flags=("--from",), type=str, metavar="FILE", group=Group.QUESTION,
+           commands=(INFER, TRAIN, FIT, VERIFY),
+           help="read the setup from a framework's config: a DeepSpeed JSON, HF TrainingArguments/SFTConfig (JSON, "
+                "YAML), Axolotl or torchtune YAML, an Ollama Modelfile, or a command line in quotes (vllm serve ..., "
+                "python -m sglang.launch_server ..., llama-server ..., a training script's --arguments); options "
+                "given on the command line win"),
     # --- the output
     Option(name="output", flags=("-o", "--output"), type=str, group=Group.OUTPUT, commands=(PLOT,),
            default="vramwise.png", help="output file, .png or .svg (default vramwise.png)"),
@@ -376,6 +388,10 @@ OPTIONS: tuple[Option, ...] = (
                     FORMATS: "print the formats as JSON"}),
     Option(name="explain", flags=("--explain",), group=Group.OUTPUT, commands=(INFER, TRAIN),
            help="show each term's formula and source"),
+    Option(name="emit", flags=("--emit",), type=str, choices=EMIT_FORMATS, group=Group.OUTPUT,
+           commands=(INFER, TRAIN, FIT),
+           help="print the runnable config or command of the setup (fit: of its answer) instead of the table: "
+                + ", ".join(EMIT_FORMATS)),
     Option(name="units", flags=("--units",), type=str, choices=UNITS, group=Group.OUTPUT, default=DEFAULT_UNIT,
            commands=(INFER, TRAIN, VERIFY, FIT, GPUS),
            help=f"GiB = 2^30 bytes (default {DEFAULT_UNIT}) or GB = 10^9"),

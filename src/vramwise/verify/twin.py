@@ -176,6 +176,8 @@ def _untraceable_knobs(setup: TrainSetup) -> list[tuple[bool, str]]:
         (impl.activation_offload, "activation_offload (torchtune's OffloadActivations uses CUDA streams)"),
         (impl.float8, "float8 (torchao's float8 matmuls need CUDA compute capability 8.9+)"),
         (impl.compile, "compile (inductor cannot run on fake tensors; bench/compile_saved.py measures it for real)"),
+        # the twin builds transformers' modules; --framework litgpt estimates LitGPT's own (litgpt_code.py)
+        (setup.framework == "litgpt", "--framework litgpt (the twin traces transformers' modules, not LitGPT's)"),
     ]
 
 

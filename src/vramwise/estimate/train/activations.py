@@ -274,9 +274,10 @@ def layer_saved(
     fused_norm: bool = False,
     fused_mlp: bool = False,
     compiled: bool = False,
+    litgpt: bool = False,
 ) -> Saved:
     """Bytes per token that layer ``layer`` keeps from its forward until its backward (``fused_*``: Liger's
-    kernels instead of transformers' eager modules)."""
+    kernels instead of transformers' eager modules; ``litgpt``: LitGPT's own model code, litgpt_code.py)."""
     att = spec.attention
     if att.kind == "mla" and att.mla:
         m = att.mla
@@ -298,6 +299,10 @@ def layer_saved(
         fused_mlp=fused_mlp or compiled,
         compiled=compiled,
     )
+    if litgpt:
+        from vramwise.estimate.train.litgpt_code import litgpt_layer_saved  # it imports this module's helpers
+
+        return litgpt_layer_saved(spec, shape, grads)
     out = Saved()
     for n in range(spec.norm.per_layer):
         if n == 1 and spec.parallel_block and spec.norm.kind == "layer":

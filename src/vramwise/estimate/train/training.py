@@ -46,6 +46,12 @@ from vramwise.estimate.train.layout import (
     stage_share,
     stages,
 )
+from vramwise.estimate.train.litgpt_code import (
+    keeps_4bit_inputs,
+    litgpt_dequantized,
+    litgpt_lora_modules,
+    runs_litgpt_code,
+)
 from vramwise.estimate.train.loading import loading_term
 from vramwise.estimate.train.lora import LoraModule, adapter_bytes, kbit_prepared, lora_targets
 from vramwise.estimate.train.loss import LossRules, classifier_loss_rules, implementation_rules, liger_chunk
@@ -83,7 +89,7 @@ def _layer_grads(setup: TrainSetup, lora: list[LoraModule]) -> Grads:
         lora_r=setup.peft.lora_r,
         lora_dropout=setup.peft.lora_dropout > 0,
         adapter=adapter_bytes(setup.peft),
-        inputs_kept=setup.peft.method == PeftMethod.LORA_8BIT,
+        inputs_kept=setup.peft.method == PeftMethod.LORA_8BIT or keeps_4bit_inputs(setup),
     )
 
 
@@ -106,6 +112,7 @@ class _LayerQuery:
     fused_norm: bool = False
     fused_mlp: bool = False
     compiled: bool = False
+    litgpt: bool = False  # LitGPT's own model code (litgpt_code.py), not transformers'
 
 
 def _checkpointed(q: _LayerQuery, recording: list[int]) -> set[int]:
@@ -151,6 +158,7 @@ def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[
             fused_norm=q.fused_norm,
             fused_mlp=q.fused_mlp,
             compiled=q.compiled,
+            litgpt=q.litgpt,
         )
         for kind in first
     }
@@ -183,6 +191,7 @@ def _activations(
         fused_norm=setup.impl.norm_impl == KernelImpl.FUSED,
         fused_mlp=setup.impl.mlp_impl == KernelImpl.FUSED,
         compiled=setup.impl.compile and not setup.peft.adapters,  # adapters: eager (knobs.COMPILE_ADAPTERS_NOTE)
+        litgpt=runs_litgpt_code(setup),
     )
     recording, per_token, per_layer_max, ckpts = _saved_per_token(spec, query)
     rules: list[Rule] = []
@@ -430,7 +439,8 @@ def _forward(
         in_layers += casts
     base = training_base(spec, setup.peft).fmt
     if base:
-        dequantized = out.add(_dequantized(spec, base))
+        litgpt = runs_litgpt_code(setup)  # Lightning's bnb: fp16 dequantized + cast, the head quantized too
+        dequantized = out.add(litgpt_dequantized(spec, setup, recipe.compute) if litgpt else _dequantized(spec, base))
         held += dequantized
         in_layers += dequantized
     return _Forward(
@@ -593,7 +603,8 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
 def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     """One pipeline stage's plan: its persistent terms, and the transients of each phase."""
     recipe = recipe_for(setup.precision)
-    lora = lora_targets(spec, setup.peft.lora_targets) if setup.peft.adapters else []
+    targets = litgpt_lora_modules if runs_litgpt_code(setup) else lora_targets
+    lora = targets(spec, setup.peft.lora_targets) if setup.peft.adapters else []
     states = model_states(spec, stage, setup, recipe, lora)
     persistent, released_grads = _persistent(setup, states, stage)
     persistent += tuple(persistent_params(spec, setup, recipe, len(stage.layers) / spec.num_layers))
