@@ -220,3 +220,14 @@ def test_verify_refuses_outer_units_in_one_line() -> None:
 
     with pytest.raises(VerifyUnsupportedError, match="fsdp_outer_units"):
         train_recipe(_setup(dp=8, fsdp="full", fsdp_outer_units=True))
+
+
+def test_a_torchtune_config_s_custom_sharded_layers_are_read() -> None:
+    from vramwise.configs.torchtune import read
+
+    base = {"model": {"_component_": "torchtune.models.llama3_1.llama3_1_70b"}, "fsdp_cpu_offload": True}
+    both = read({**base, "custom_sharded_layers": ["tok_embeddings", "output"]})  # 70B_full.yaml
+    assert both.options["fsdp_outer_units"] is True and both.options["offload"] == "params"
+    one = read({**base, "custom_sharded_layers": ["tok_embeddings"]})
+    assert "fsdp_outer_units" not in one.options
+    assert any(n.startswith("custom_sharded_layers") for n in one.notes)
