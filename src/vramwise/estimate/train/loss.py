@@ -162,9 +162,9 @@ def _torchtune(vocab: int, c: int, many: str, flight: float, softcap: bool) -> L
 # instead of the fp32 log-softmax, and fuses the upcast: traced on torch 2.13's CPU inductor
 # (bench/compile_loss_saved.py -> bench/data/compile/loss-saved-cpu.json, checked by
 # tests/estimate/test_torchtune_bench.py: 2 B x V + 8 B per row saved, eager 4 B x V). The saved logits outlive the
-# recipe's del logits. Backward: autograd runs the 8 chunks' loss nodes (newer) before the head's matmuls, each turning its
-# saved chunk into a logits gradient of the same size; then the head's matmul per chunk accumulates the head's
-# weight gradient while those gradients are still held.
+# recipe's del logits. Backward: autograd runs the 8 chunks' loss nodes (newer) before the head's matmuls, each
+# turning its saved chunk into a logits gradient of the same size; then the head's matmul per chunk accumulates the
+# head's weight gradient while those gradients are still held.
 SRC_TORCHTUNE_COMPILED = SRC_TORCHTUNE + " compiled (training/_compile.py compile_loss); inductor's saved tensors"
 
 
