@@ -255,6 +255,7 @@ TRAIN_SETUP_KEYS = [
     "expandable_segments", "max_split_size_mb", "allocator_replay",  # issue 14: the allocator replay
 ]
 TRAIN_SETUP_KEYS += ["num_virtual_tokens", "decoder_seq"]  # issue 14: peft prompt/prefix tuning, T5 (appended)
+TRAIN_SETUP_KEYS += ["fsdp_outer_units"]  # issue 14: torchtune custom_sharded_layers (appended)
 
 
 def test_json_setup_keys_are_schema_v1() -> None:

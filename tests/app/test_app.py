@@ -214,7 +214,8 @@ FROZEN = {
     + " --framework"
     + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
     + " --from --emit --reduce-bucket --prefetch-bucket"
-    + " --expandable-segments --max-split-size-mb --allocator-replay",
+    + " --expandable-segments --max-split-size-mb --allocator-replay"
+    + " --fsdp-outer-units",
 }
 _SETUPS = (
     "--all-logits --allocator-fraction --attention --batch --context --cp --cuda-context --dp --ep --format "
@@ -230,6 +231,7 @@ _SETUPS = (
     + " --framework"
     + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
     + " --expandable-segments --max-split-size-mb --allocator-replay"
+    + " --fsdp-outer-units"
 )
 _SETUPS += " --num-virtual-tokens --decoder-seq"  # peft prompt and prefix tuning; T5's target length
 FROZEN["train"] += " --num-virtual-tokens --decoder-seq"

@@ -53,9 +53,12 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
                                      "lora_targets": ("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                       "down_proj"),
                                      "adapter_dtype": "bf16", "activation_offload": False, "compile": False,
-                                     "loss": "torchtune-chunked"}),
+                                     "loss": "torchtune-linear"}),
     # 8B_lora.yaml (distributed): enable_activation_checkpointing False; FSDP2 fully_shard
     ("torchtune", {"peft": "lora", "dp": 2}, {"recompute": "none", "fsdp": "full"}),
+    # 8B_full.yaml, 70B_full.yaml (distributed): custom_sharded_layers ['tok_embeddings', 'output']
+    ("torchtune", {"dp": 2}, {"fsdp": "full", "fsdp_outer_units": True}),
+    ("torchtune", {"peft": "lora", "dp": 2}, {"fsdp_outer_units": False}),
     # 8B_full_single_device.yaml: PagedAdamW8bit, optimizer_in_bwd True, enable_activation_checkpointing True
     ("torchtune", {}, {"optimizer": "paged-adamw-8bit", "optimizer_in_backward": True, "recompute": "full"}),
     # torchao to_nf4(block_size=64, scaler_block_size=256): the scalers are themselves quantized

@@ -48,6 +48,8 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
     "expandable_segments": False, "max_split_size_mb": None, "allocator_replay": False,
     # issue 14, added within version 1 (appended): peft prompt and prefix tuning's virtual tokens
     "num_virtual_tokens": 20, "decoder_seq": None,
+    # issue 14, added within version 1: torchtune's custom_sharded_layers
+    "fsdp_outer_units": False,
 }  # fmt: skip
 V1_INFER_DEFAULTS: dict[str, Any] = {
     "batch": 1, "context": 2048, "new_tokens": 0, "weight_format": None, "kv_dtype": "auto", "attention": "sdpa",
@@ -92,6 +94,7 @@ OTHER: dict[str, Any] = {
     "max_reuse_distance": 0, "nccl_env": "NCCL_BUFFSIZE=1048576", "overlap_comm": True,
     "expandable_segments": True, "max_split_size_mb": 512, "allocator_replay": True,
     "num_virtual_tokens": 8, "decoder_seq": 128,
+    "fsdp_outer_units": True,
 }  # fmt: skip
 _NEEDS: dict[str, dict[str, Any]] = {
     "zero": {"dp": 2},
@@ -103,6 +106,7 @@ _NEEDS: dict[str, dict[str, Any]] = {
     "ep": {"dp": 2},
     "double_quant": {"peft": "qlora"},
     "recompute_every": {"recompute": "layer-sac"},
+    "fsdp_outer_units": {"dp": 2, "fsdp": "full"},
 }
 
 

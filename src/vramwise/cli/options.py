@@ -317,6 +317,9 @@ OPTIONS: tuple[Option, ...] = (
            help="DeepSpeed reduce_bucket_size in elements (default {train.reduce_bucket})"),
     Option(name="prefetch_bucket", flags=("--prefetch-bucket",), type=int, commands=TRN,
            help="DeepSpeed stage3_prefetch_bucket_size in elements (default {train.prefetch_bucket})"),
+    Option(name="fsdp_outer_units", flags=("--fsdp-outer-units",), commands=TRN,
+           help="FSDP: the embeddings and the head are units of their own, not the root's (torchtune's "
+                "custom_sharded_layers)"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
            help="CUDA context in MiB (default: the table by GPU architecture and --cuda-version)"),

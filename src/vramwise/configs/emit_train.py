@@ -306,6 +306,8 @@ def write_torchtune(model: str, s: TrainSetup, notes: list[str]) -> str:
     }
     if s.parallel.offload == "params":
         out["fsdp_cpu_offload"] = True
+    if s.parallel.fsdp_outer_units:
+        out["custom_sharded_layers"] = ["tok_embeddings", "output"]
     notes.append(
         "merge into the recipe's config (tune cp <recipe> my.yaml): its tokenizer path, checkpointer and "
         "dataset are not written"

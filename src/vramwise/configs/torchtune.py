@@ -51,7 +51,7 @@ _HARMLESS = prefixed(
     names=(
         "output_dir", "resume_from_checkpoint", "save_adapter_weights_only", "seed", "shuffle", "epochs",
         "max_steps_per_epoch", "clip_grad_norm", "device", "log_every_n_steps", "log_peak_memory_stats",
-        "log_level", "optimizer.fused", "fsdp_reshard_after_forward", "custom_sharded_layers", "collate_fn",
+        "log_level", "optimizer.fused", "fsdp_reshard_after_forward", "collate_fn",
         "run_val_every_n_steps", "cudnn_deterministic_mode",
     ),
 )  # fmt: skip
@@ -112,6 +112,7 @@ def read(data: dict[str, Any]) -> Imported:
         opts["recompute"] = "full" if ac else "none"
     if keys.flag("fsdp_cpu_offload"):
         opts["offload"] = "params"  # training.shard_model(cpu_offload=True): FSDP2 CPUOffloadPolicy
+    notes += _sharded_layers(keys, opts)
     ignored = keys.finish(_HARMLESS, refused=_REFUSED)
     return Imported(
         kind=KIND,
@@ -122,6 +123,21 @@ def read(data: dict[str, Any]) -> Imported:
         ignored=ignored,
         notes=tuple(notes),
     )
+
+
+def _sharded_layers(keys: Keys, opts: dict[str, Any]) -> list[str]:
+    """custom_sharded_layers ['tok_embeddings', 'output'] (shard_model: each its own FSDP unit) as --fsdp-outer-units;
+    any other list is named in a note."""
+    outer = keys.raw("custom_sharded_layers")
+    if isinstance(outer, list) and {"tok_embeddings", "output"} <= {str(x) for x in outer}:
+        opts["fsdp_outer_units"] = True
+        return []
+    if outer:
+        return [
+            f"custom_sharded_layers {outer}: only ['tok_embeddings', 'output'] is modelled (--fsdp-outer-units); "
+            "these modules stay in the root unit"
+        ]
+    return []
 
 
 def _model(keys: Keys, opts: dict[str, Any]) -> str:

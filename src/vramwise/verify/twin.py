@@ -139,6 +139,10 @@ def train_recipe(setup: TrainSetup) -> Any:
         (par.dp > 1 and par.fsdp == FsdpMode.NONE, "plain data parallelism (DDP buckets): use --fsdp full or dp 1"),
         (peft.adapters and par.fsdp != FsdpMode.NONE, "LoRA under FSDP"),
         (
+            par.fsdp_outer_units and par.fsdp == FsdpMode.FULL,
+            "fsdp_outer_units (the twin wraps only the layers and the root)",
+        ),
+        (
             par.fsdp != FsdpMode.NONE and precision not in (Precision.BF16, Precision.FP32),
             "FSDP with mixed precision (traceable FSDP recipes: bf16, fp32)",
         ),

@@ -241,13 +241,20 @@ _TORCHTUNE = (
             source="torchtune modules/low_precision/nf4_linear.py -> torchao to_nf4(block_size=64, "
             "scaler_block_size=256): the per-block scalers are quantized to 8 bits per 256", when=_qlora,
             when_text="with peft=qlora"),
-    Default(name="loss", value="torchtune-chunked",
-            source="torchtune modules/loss/cross_entropy_loss.py LinearCrossEntropyLoss(num_output_chunks=8): the head "
-            "runs per chunk, each chunk's logits upcast to fp32; autograd keeps every chunk's fp32 log-softmax"),
+    Default(name="loss", value="torchtune-linear",
+            source=_TT + "*.yaml loss: torchtune.modules.loss.LinearCrossEntropyLoss "
+            "(modules/loss/cross_entropy_loss.py, num_output_chunks=8): the head runs per chunk inside the loss, each "
+            "chunk's logits upcast to fp32; "
+            "autograd keeps every chunk's fp32 log-softmax"),
     Default(name="fsdp", value="full",
             source="torchtune recipes/lora_finetune_distributed.py, full_finetune_distributed.py: "
             "training.shard_model with FSDP2 fully_shard, reshard_after_forward True",
             when=lambda v: _multi(v) and _unsharded(v), when_text="on more than one GPU"),
+    Default(name="fsdp_outer_units", value=True,
+            source=_TT + "8B_full.yaml, 70B_full.yaml: custom_sharded_layers ['tok_embeddings', 'output'] "
+            "(full_finetune_distributed.py shard_model: each a unit of its own; a tied head stays in the root)",
+            when=lambda v: _full(v) and str(_get(v, "fsdp", "none")) == "full",
+            when_text="full fine-tuning under FSDP full shard"),
 )  # fmt: skip
 
 _TITAN = "torchtitan "
@@ -569,9 +576,8 @@ def fsdp_loading(framework: str) -> str:
 
 _NOTES: dict[Framework, tuple[str, ...]] = {
     Framework.TORCHTUNE: (
-        "torchtune: 0.7.0's LinearCrossEntropyLoss runs the head per chunk, so the forward holds one chunk's logits; "
-        "--loss torchtune-chunked (CEWithChunkedOutputLoss, v0.6) counts all 8 chunks until the forward ends: an "
-        "over-count at forward end only (the saved fp32 log-softmax and the backward per chunk are the same)",
+        "torchtune: 0.7.0's loss is LinearCrossEntropyLoss (--loss torchtune-linear); releases up to 0.6 used "
+        "CEWithChunkedOutputLoss (--loss torchtune-chunked)",
     ),
     Framework.TORCHTITAN: (
         "torchtitan: under FSDP2 the parameters are fp32 shards and bf16 exists only while a layer is gathered; "

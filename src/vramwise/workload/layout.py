@@ -49,6 +49,9 @@ class ParallelConfig:
     # DeepSpeed overlap_comm; None: its default, on at stage 3 only (deepspeed/runtime/zero/config.py
     # overlap_comm_valid). At stages 1-2 it adds a second reduce bucket (stage_1_and_2.py backward: buf_1).
     overlap_comm: bool | None = None
+    # FSDP: the embeddings and the head are FSDP units of their own, not the root's (torchtune's
+    # custom_sharded_layers ['tok_embeddings', 'output']): resharded after forward, reduce-scattered on their own
+    fsdp_outer_units: bool = False
 
     def __post_init__(self) -> None:
         for name in ("dp", "tp", "pp", "interleave", "cp", "ep", "reduce_bucket", "prefetch_bucket"):
@@ -62,6 +65,9 @@ class ParallelConfig:
         boolean("sp", self.sp)
         if self.overlap_comm is not None:
             boolean("overlap_comm", self.overlap_comm)
+        # without FSDP full it changes nothing, said in a note (training.py): a preset sets it, and fit's searches
+        # then vary the layout
+        boolean("fsdp_outer_units", self.fsdp_outer_units)
         self._check()
 
     def _check(self) -> None:

@@ -314,6 +314,7 @@ _FLAT = FlatNames(
         "allocator_replay": ("allocator", "replay"),
         "num_virtual_tokens": ("peft", "num_virtual_tokens"),
         "decoder_seq": ("", "decoder_seq"),
+        "fsdp_outer_units": ("parallel", "fsdp_outer_units"),
     },
 )
 FLAT_NAMES = _FLAT  # the flat names, for workload/frameworks.py (which option a preset row can set)

@@ -80,8 +80,14 @@ def _check_optimizer_in_backward(setup: TrainSetup) -> None:
 # partitioner recomputes the pointwise chains instead of saving them. Measured on CPU (bench/compile_saved.py,
 # bench/data/compile/saved-cpu.json: Llama, Qwen3, Gemma, Phi-3 tiny configs, bf16 and fp32): a compiled layer saves
 # what Liger's fused kernels save (RMSNorm: its input and the fp32 rstd; the gated MLP: gate, up and their product,
-# the activation recomputed) and no layout copy of the attention output. What was not measured is refused.
-_COMPILE_ALLOWED = "a dense decoder with RMSNorm and a gated MLP, sdpa/flash attention, no adapters, no autocast"
+# the activation recomputed) and no layout copy of the attention output. What was not measured is refused, except
+# adapters: a LoRA run's layers are counted as eager (an over-count, said in a note: COMPILE_ADAPTERS_NOTE), so that
+# the compiled loss (loss.py _torchtune_compiled) still applies to torchtune's LoRA recipes.
+_COMPILE_ALLOWED = "a dense decoder with RMSNorm and a gated MLP, sdpa/flash attention, no autocast"
+COMPILE_ADAPTERS_NOTE = (
+    "compile with adapters: the layers' saved tensors are counted as eager (what inductor saves around LoRA "
+    "adapters is not measured: an over-count); the compiled loss is counted as compiled"
+)
 
 
 def _check_compile(spec: ModelSpec, setup: TrainSetup) -> None:
@@ -92,7 +98,6 @@ def _check_compile(spec: ModelSpec, setup: TrainSetup) -> None:
         (not spec.mlp.gated, "a plain (ungated) MLP"),
         (spec.parallel_block, "a parallel attention/MLP block"),
         (setup.attention.value == "eager", "eager attention"),
-        (setup.peft.adapters, "LoRA adapters"),
         (setup.precision.recipe in (Precision.AMP, Precision.AMP_FP16), "autocast"),
     ]
     for bad, what in unmeasured:

@@ -75,16 +75,19 @@ class LossRules:
 
 
 def implementation_rules(
-    *, vocab: int, h: int, c: int, loss: str, flight: float, softcap: bool, head: int, amp: bool
+    *, vocab: int, h: int, c: int, loss: str, flight: float, softcap: bool, head: int, amp: bool, compiled: bool = False
 ) -> LossRules:
     """The loss region of ``loss`` (any implementation): ``head`` is the bytes of the head's weight gradient
-    when the head trains (0 when frozen), ``amp`` whether autocast runs the loss."""
+    when the head trains (0 when frozen), ``amp`` whether autocast runs the loss, ``compiled`` whether
+    torch.compile runs it (torchtune's compile=True compiles CEWithChunkedOutputLoss.compute_cross_entropy)."""
     many = f" x {flight:g} micro-batches" if flight != 1 else ""
     if loss in ("full", "chunked"):
         saved, temp = loss_rules(vocab=vocab, h=h, c=c, loss=loss, flight=flight, softcap=softcap)
         return LossRules(saved=(saved,), backward=(temp,))
     if loss == "compute-dtype":
         return _compute_dtype(vocab, 4 if amp else c, c, many, flight, softcap)
+    if loss == "torchtune-chunked" and compiled and not softcap:
+        return _torchtune_compiled(vocab, h, c, many, flight, head)
     if loss == "torchtune-chunked":
         return _torchtune(vocab, c, many, flight, softcap)
     if loss == "torchtune-linear":
@@ -153,6 +156,57 @@ def _torchtune(vocab: int, c: int, many: str, flight: float, softcap: bool) -> L
     )
     caps = _softcap(vocab, c, many, flight) if softcap else ()
     return LossRules(saved=(saved, *caps), backward=(temp,), forward=(logits,))
+
+
+# torchtune 0.3-0.6 training/_compile.py compile_loss: with compile=True only
+# CEWithChunkedOutputLoss.compute_cross_entropy (cross_entropy(logits.float(), ...)) is compiled. Inductor's
+# partitioner then saves each chunk's 16-bit logits and two fp32 values per row (the row max and log-sum-exp)
+# instead of the fp32 log-softmax, and fuses the upcast: traced on torch 2.13's CPU inductor
+# (bench/compile_loss_saved.py -> bench/data/compile/loss-saved-cpu.json, checked by
+# tests/estimate/test_torchtune_bench.py: 2 B x V + 8 B per row saved, eager 4 B x V). The saved logits outlive the
+# recipe's del logits. Backward: autograd runs the 8 chunks' loss nodes (newer) before the head's matmuls, each
+# turning its saved chunk into a logits gradient of the same size; then the head's matmul per chunk accumulates the
+# head's weight gradient while those gradients are still held.
+SRC_TORCHTUNE_COMPILED = SRC_TORCHTUNE + " compiled (training/_compile.py compile_loss); inductor's saved tensors"
+
+
+def _torchtune_compiled(vocab: int, h: int, c: int, many: str, flight: float, head: int) -> LossRules:
+    n = TORCHTUNE_CHUNKS
+    saved = Rule(
+        name="activations/loss",
+        coef=(c * vocab + 8) * flight,
+        var=TOKENS,
+        formula=lambda v: f"the {n} chunks' logits, saved by the compiled cross entropy, + fp32 max and "
+        f"log-sum-exp: T {v.T} x (V {vocab} x {c} B + 8 B){many}",
+        source=SRC_TORCHTUNE_COMPILED,
+    )
+    if not head:
+        temp = Rule(
+            name="loss/backward",
+            coef=c * vocab / n,
+            var=TOKENS,
+            formula=lambda v: f"one chunk's logits gradient beside the saved chunks: T {v.T}/{n} x V {vocab} x {c} B",
+            source=SRC_TORCHTUNE_COMPILED,
+        )
+        return LossRules(saved=(saved,), backward=(temp,))
+    grads = (
+        Rule(
+            name="loss/head_grad",
+            coef=head,
+            var=ONE,
+            formula=lambda _: f"the head's weight gradient, accumulated chunk by chunk beside the {n} chunks' logits "
+            f"gradients: {head:,} B",
+            source=SRC_TORCHTUNE_COMPILED,
+        ),
+        Rule(
+            name="loss/backward",
+            coef=c * h / n,
+            var=TOKENS,
+            formula=lambda v: f"one chunk's hidden-state gradient: T {v.T}/{n} x h {h} x {c} B",
+            source=SRC_TORCHTUNE_COMPILED,
+        ),
+    )
+    return LossRules(saved=(saved,), backward=grads)
 
 
 def _torchtune_linear(vocab: int, c: int, many: str, flight: float, softcap: bool, head: int) -> LossRules:

@@ -20,6 +20,14 @@ from dataclasses import dataclass
 
 BNB_BLOCK = 256  # bitsandbytes blockwise quantization of optimizer states
 BNB_MIN_SIZE = 4096  # bitsandbytes min_8bit_size: smaller tensors keep 32-bit states
+# bitsandbytes 0.44.0 (git 9841697, Sept 2024), bitsandbytes/optim/optimizer.py Optimizer8bit.get_state_buffer: a
+# paged optimizer allocates state1 and state2 of every parameter of at least 1e5 elements with F.get_paged
+# (functional.py get_paged: lib.cget_managed_ptr, csrc/pythonInterface.cpp cudaMallocManaged(ptr, bytes,
+# cudaMemAttachHost)), registered with GlobalPageManager; smaller parameters' states are torch.zeros_like on the
+# device, and so are the 8-bit states' absmax blocks (Optimizer2State.init_state). Unified memory is outside
+# PyTorch's caching allocator: torch.cuda.memory_allocated, active and reserved never count it, and the driver
+# migrates its pages to host RAM when the GPU runs out, so it never makes the step run out of memory.
+BNB_PAGED_MIN = 100_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +62,8 @@ def state_bytes(optimizer: str, tensors: list[Tensor], state: int) -> tuple[int,
     """Bytes of optimizer states for ``tensors`` with ``state`` bytes per element, and the formula."""
     n = round(sum(t.numel * t.copies for t in tensors))
     base = optimizer.removeprefix("paged-")
+    if optimizer == "paged-adamw":
+        state = 4  # bitsandbytes Optimizer2State.init_state: optim_bits 32 -> torch.float32, whatever the params
     if base in ("sgd", "lomo"):
         return 0, f"{optimizer}: no states"
     kept = fp32_note(tensors, state)
@@ -76,10 +86,23 @@ def state_bytes(optimizer: str, tensors: list[Tensor], state: int) -> tuple[int,
     raise AssertionError(optimizer)  # TrainSetup validated the name
 
 
+def paged_state_bytes(optimizer: str, tensors: list[Tensor]) -> tuple[int, str]:
+    """Bytes of ``state_bytes`` that a bitsandbytes paged optimizer holds in unified memory (cudaMallocManaged),
+    and the formula: both states of every tensor of at least ``BNB_PAGED_MIN`` elements (0 if not paged)."""
+    if not optimizer.startswith("paged-"):
+        return 0, ""
+    big = [t for t in tensors if t.numel >= BNB_PAGED_MIN]
+    n = round(sum(t.numel * t.copies for t in big))
+    width = 1 if optimizer.endswith("8bit") else 4  # uint8 codes for 8-bit, else float32 (optim_bits 32)
+    return 2 * n * width, f"2 states x {n:,} elements of tensors >= {BNB_PAGED_MIN:,} x {width} B"
+
+
 def step_transient(optimizer: str, impl: str, tensors: list[Tensor], state: int) -> tuple[int, str]:
     """Extra bytes the optimizer step allocates on top of params, grads and states."""
     if not tensors:
         return 0, "nothing to update"
+    if optimizer.startswith("paged-"):  # bitsandbytes' update kernels write params and states in place
+        return 0, f"{optimizer}: bitsandbytes kernel, in place"
     base = optimizer.removeprefix("paged-")
     largest = max(t.numel for t in tensors)
     if base in ("adam", "adamw"):

@@ -7,10 +7,12 @@ import functools
 from vramwise.estimate.plan import LOSS_CHUNK, ONE, TOKENS, Rule
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import in_layer
-from vramwise.estimate.train.lora import adapter_bytes
+from vramwise.estimate.train.lora import adapter_bytes, kbit_prepared
 from vramwise.estimate.train.loss import CHUNKED, TORCHTUNE_CHUNKS
+from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe
 from vramwise.estimate.train.zero3 import zero3_gathered
+from vramwise.formats import get_format
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.workload import FsdpMode, LossImpl, TrainSetup
@@ -29,6 +31,55 @@ def _fp32_kept_per_layer(spec: ModelSpec) -> int:
 @functools.lru_cache(maxsize=256)
 def _outer_params(spec: ModelSpec) -> int:
     return sum(g.count for g in parameter_groups(spec) if not in_layer(g))
+
+
+# FSDP all-gathers a quantized base as stored: torchao dtypes/nf4tensor.py NF4Tensor.fsdp_pre_all_gather returns
+# (quantized_scalers, quantization_factor, quantized_data) and fsdp_post_all_gather rebuilds the NF4Tensor from the
+# gathered bytes (pytorch/ao 0598012; torchtune's QLoRA recipes shard NF4 linears with FSDP2); FSDP with
+# bitsandbytes' Params4bit gathers the packed bnb_4bit_quant_storage (transformers' QLoRA + FSDP recipe). A layer
+# unit is its stored bytes, not its 16-bit size; each linear is dequantized one at a time for its matmul
+# (qlora/dequantized_weight).
+SRC_QUANTIZED_GATHER = "FSDP gathers a quantized base as stored (torchao NF4Tensor.fsdp_pre_all_gather)"
+
+
+@functools.lru_cache(maxsize=256)
+def _stored_layer_bytes(spec: ModelSpec, fmt: str, hp: int) -> int:
+    """One layer's bytes with its linears in the quantized base format ``fmt`` and the rest at ``hp`` bytes."""
+    base = get_format(fmt)
+    total = sum(
+        base.tensor_bytes(g, spec, hp).bytes if g.kind == "linear" else g.count * hp
+        for g in parameter_groups(spec)
+        if in_layer(g)
+    )
+    return round(total) // spec.num_layers
+
+
+def _stored_unit(spec: ModelSpec, setup: TrainSetup, w: int) -> int:
+    """One layer's unit as FSDP gathers it when the base is quantized (its stored bytes), else 0."""
+    fmt = training_base(spec, setup.peft).fmt
+    if not fmt:
+        return 0
+    hp = 4 if kbit_prepared(spec, setup.peft) else w
+    return _stored_layer_bytes(spec, fmt, hp) // setup.parallel.tp
+
+
+def _layer_units(spec: ModelSpec, setup: TrainSetup, layer: int, w: int, extra: tuple[int, str], src: str) -> Term:
+    """The current and the prefetched layer, gathered: at their stored size for a quantized base."""
+    stored = _stored_unit(spec, setup, w)
+    if stored:
+        fmt = training_base(spec, setup.peft).fmt
+        return Term(
+            name="fsdp/layer_units",
+            bytes=2 * stored,
+            formula=f"2 x one layer as stored: {layer:,} parameters, linears in {fmt} = {stored:,} B",
+            source=f"{src}; {SRC_QUANTIZED_GATHER}",
+        )
+    return Term(
+        name="fsdp/layer_units",
+        bytes=2 * (layer * w + extra[0]),
+        formula=f"2 x ({layer:,} x {w} B{extra[1]})",
+        source=src,
+    )
 
 
 def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[Term], list[Term], list[Term]]:
@@ -56,13 +107,13 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
     kept = _fp32_kept_per_layer(spec) // p.tp if recipe.keeps_fp32_modules and w < 4 else 0
     extra, extra_f = kept * (4 - w), f" + {kept:,} kept in fp32 x {4 - w} B" if kept else ""
     src = "FSDP2: root unit kept, layers resharded after forward, current + prefetched layer in backward"
-    root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B", source=src)
-    layers = Term(
-        name="fsdp/layer_units",
-        bytes=2 * (layer * w + extra),
-        formula=f"2 x ({layer:,} x {w} B{extra_f})",
-        source=src,
-    )
+    emb = _embedding_params(spec) if outer_units(spec, setup) else 0
+    if emb:  # torchtune custom_sharded_layers: the root keeps only the final norm; the embeddings come back last
+        outer -= emb + _head_params(spec)
+        root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B (the final norm)", source=src)
+    else:
+        root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B", source=src)
+    layers = _layer_units(spec, setup, layer, w, (extra, extra_f), src)
     g = adapter_bytes(setup.peft) if setup.peft.adapters else recipe.grad
     grads = Term(
         name="fsdp/unsharded_grads",
@@ -72,10 +123,55 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
         source=src,
     )
     layer_moment = [layers, grads, *_reduce_scatter_input(spec, setup, recipe)]
+    if emb:
+        # the embeddings' unit, gathered for the last backward (prefetched while layer 0's runs) and reduce-scattered
+        # in its own post_backward: its gradients and their reduce-scatter input, as the root's otherwise
+        unit = Term(name="fsdp/embedding_unit", bytes=emb * w, formula=f"{emb:,} x {w} B", source=SRC_OUTER_UNITS)
+        end = _end_of_backward(spec, setup, recipe, layer_moment, outer=emb, what="the embeddings' unit")
+        return [root], [root, *layer_moment], [root, unit, *end]
     return [root], [root, *layer_moment], [root, *_end_of_backward(spec, setup, recipe, layer_moment)]
 
 
-def _end_of_backward(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, layer_moment: list[Term]) -> list[Term]:
+# torchtune full_finetune_distributed.py / lora_finetune_distributed.py shard_model with custom_sharded_layers
+# ['tok_embeddings', 'output'] (recipes/configs/llama3_1/70B_full.yaml, 8B_full.yaml): fully_shard on those two
+# modules before the root, so each is a unit of its own, resharded after its forward (reshard_after_forward) and
+# reduce-scattered in its own post_backward (torch 2.13 _fsdp_param_group.py FSDPParamGroup.post_backward).
+SRC_OUTER_UNITS = "torchtune shard_model custom_sharded_layers: embeddings and output as FSDP2 units of their own"
+
+
+@functools.lru_cache(maxsize=256)
+def _embedding_params(spec: ModelSpec) -> int:
+    return sum(g.count for g in parameter_groups(spec) if not in_layer(g) and g.category == "embeddings")
+
+
+@functools.lru_cache(maxsize=256)
+def _head_params(spec: ModelSpec) -> int:
+    return sum(g.count for g in parameter_groups(spec) if not in_layer(g) and g.category == "head")
+
+
+def outer_units(spec: ModelSpec, setup: TrainSetup) -> bool:
+    """Whether the embeddings and the head are FSDP units of their own: asked for, and not one tied parameter
+    (a note says so, training.py)."""
+    return setup.parallel.fsdp_outer_units and setup.parallel.fsdp == FsdpMode.FULL and not spec.tied_embeddings
+
+
+def head_unit(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> list[Term]:
+    """With the head a unit of its own: the head gathered again for its backward (after its forward's reshard)."""
+    if not outer_units(spec, setup):
+        return []
+    head = _head_params(spec)
+    w = recipe.weight
+    return [Term(name="fsdp/head_unit", bytes=head * w, formula=f"{head:,} x {w} B", source=SRC_OUTER_UNITS)]
+
+
+def _end_of_backward(
+    spec: ModelSpec,
+    setup: TrainSetup,
+    recipe: Recipe,
+    layer_moment: list[Term],
+    outer: int = 0,
+    what: str = "the root unit's",
+) -> list[Term]:
     """The root unit's gradients at the end of backward, and the larger of the last layer's moment and the
     root's reduce-scatter. FSDP2 reduce-scatters a unit in its post_backward, which for the root fires after the
     embeddings' backward: the head's and the embeddings' unsharded gradients wait until then; post_backward
@@ -83,18 +179,19 @@ def _end_of_backward(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, layer_m
     (torch 2.13 _fsdp_param_group.py FSDPParamGroup.post_backward, _fsdp_collectives.py foreach_reduce)."""
     if setup.peft.adapters:
         return layer_moment
-    outer, g = _outer_params(spec), recipe.grad
+    outer, g = outer or _outer_params(spec), recipe.grad
     src = "torch 2.13 _fsdp_param_group.py FSDPParamGroup.post_backward, _fsdp_collectives.py foreach_reduce"
+    parts = "(embeddings, head, final norm)" if what == "the root unit's" else "(the embeddings)"
     root_grads = Term(
         name="fsdp/root_grads",
         bytes=outer * g,
-        formula=f"the root unit's unsharded gradients (embeddings, head, final norm): {outer:,} x {g} B",
+        formula=f"{what} unsharded gradients {parts}: {outer:,} x {g} B",
         source=src,
     )
     root_rs = Term(
         name="fsdp/root_reduce_scatter_input",
         bytes=outer * g,
-        formula=f"the root unit's gradients flattened for reduce-scatter: {outer:,} x {g} B",
+        formula=f"{what} gradients flattened for reduce-scatter: {outer:,} x {g} B",
         source=src,
     )
     layers = sum(t.bytes for t in layer_moment)
@@ -112,7 +209,7 @@ def forward_units(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> list[Te
         return []
     layer, w = _layer_params(spec) // p.tp, recipe.weight
     kept = _fp32_kept_per_layer(spec) // p.tp if recipe.keeps_fp32_modules and w < 4 else 0
-    unit = layer * w + kept * (4 - w)
+    unit = _stored_unit(spec, setup, w) or layer * w + kept * (4 - w)
     return [
         Term(
             name="fsdp/forward_units",

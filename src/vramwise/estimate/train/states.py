@@ -15,7 +15,14 @@ from dataclasses import dataclass, field, replace
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import Stage, in_layer, stage_share
 from vramwise.estimate.train.lora import PEFT_ADAPTER_BYTES, SRC_ADAPTER_DTYPE, LoraModule, adapter_bytes, kbit_prepared
-from vramwise.estimate.train.optimizers import Tensor, fp32_note, state_bytes, step_transient, tensor_bytes
+from vramwise.estimate.train.optimizers import (
+    Tensor,
+    fp32_note,
+    paged_state_bytes,
+    state_bytes,
+    step_transient,
+    tensor_bytes,
+)
 from vramwise.estimate.train.peft_methods import SOURCES, TERM_NAMES, adapter_formula, adapter_tensors
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe
@@ -44,6 +51,10 @@ SRC_STATES = "ZeRO paper §3 (Rajbhandari et al. 2020); torch.optim; measured in
 # (no hooks; overlap_comm defaults off below stage 3) reduces at the accumulation boundary, in
 # reduce_gradients, so its full .grad live until the epilogue. stage3.py preallocates instead:
 # _setup_for_real_optimizer allocates grad_partitions_flat_buffer once, kept across steps.
+SRC_PAGED = (
+    "bitsandbytes 0.44.0 optim/optimizer.py Optimizer8bit.get_state_buffer -> functional.py get_paged "
+    "(cudaMallocManaged, outside PyTorch's allocator)"
+)
 SRC_DEEPSPEED_GRADS = "DeepSpeed stage_1_and_2.py: reduce_gradients, copy_grads_in_partition, step"
 
 
@@ -224,13 +235,26 @@ def _master_and_states(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Bui
             )
         )
     n, f = state_bytes(opt, tr.tensors, state_el)
-    if n:
+    paged, pf = paged_state_bytes(opt, tr.tensors) if where is out.persistent else (0, "")
+    if n > paged:
         where.append(
             Term(
                 name="optimizer/states",
-                bytes=_per_gpu(tr.tensors, n_opt, ep, lambda ts: state_bytes(opt, ts, state_el)[0]),
-                formula=f + opt_note,
+                bytes=_per_gpu(tr.tensors, n_opt, ep, lambda ts: state_bytes(opt, ts, state_el)[0])
+                - _per_gpu(tr.tensors, n_opt, ep, lambda ts: paged_state_bytes(opt, ts)[0]),
+                formula=f + (f", less the paged {pf}" if paged else "") + opt_note,
                 source=SRC_STATES + ("; bitsandbytes blockwise 8-bit" if "8bit" in opt else ""),
+            )
+        )
+    if paged:
+        # outside PyTorch's caching allocator and evictable to host RAM: listed beside the host terms, never in
+        # the GPU peak (optimizers.py BNB_PAGED_MIN)
+        out.host.append(
+            Term(
+                name="optimizer/paged_states",
+                bytes=_per_gpu(tr.tensors, n_opt, ep, lambda ts: paged_state_bytes(opt, ts)[0]),
+                formula=f"unified memory (cudaMallocManaged), migrated to the GPU while it has room: {pf}{opt_note}",
+                source=SRC_PAGED,
             )
         )
 
@@ -304,6 +328,17 @@ def _gradients(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> t
         source=SRC_DEEPSPEED_GRADS,
     )
     return grads, partition
+
+
+# torch 2.13 distributed/fsdp/_fully_shard/_fsdp_api.py CPUOffloadPolicy ("offloads parameters, gradients, and
+# optimizer states to CPU ... the optimizer step runs on CPU") and _fsdp_collectives.py foreach_reduce (with
+# offload_to_cpu each new sharded gradient is copied .to("cpu") and the GPU copy dropped): under FSDP, --offload
+# params leaves the GPU no sharded parameters, gradients or optimizer states; it holds only the units being
+# gathered (sharded.py), the activations and the loss (the gradients: _gradients, offload/gradients).
+
+
+def _fsdp_offload(s: StatesSetup) -> bool:
+    return s.parallel.fsdp != FsdpMode.NONE and s.parallel.offload != Offload.NONE
 
 
 # torchtune training/memory.py (create_optim_in_bwd_wrapper, register_optim_in_bwd_hooks): one optimizer per
@@ -391,6 +426,8 @@ def _step(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> None:
     count = _numel(tr.tensors)
     opt_note = _shard_note(n_opt, ep, "ZeRO/FSDP shard")
     fp32_grads = _per_gpu(tr.tensors, n_opt, ep, lambda ts: _numel(ts) * 4)
+    if _fsdp_offload(s):
+        return  # FSDP2 CPUOffloadPolicy: the step runs on the CPU, on the host's sharded gradients (_gradients)
     if s.parallel.offload != Offload.NONE:
         out.host.append(
             Term(
@@ -448,18 +485,20 @@ def _model_states(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe,
     weights = _weights(spec, stage, s, recipe)
     (out.host if s.parallel.offload == Offload.PARAMS else out.persistent).extend(weights)
     if s.peft.adapters:
-        width = adapter_bytes(s.peft)
+        width, shards = adapter_bytes(s.peft), s.parallel.sharding.weights
         lora_like = s.peft.method not in SOURCES  # LoRA, QLoRA, 8-bit LoRA: main's wording
+        sharded = f" / {shards} (ZeRO-3/FSDP shard)" if shards > 1 else ""
         out.persistent.append(
             Term(
                 name=TERM_NAMES.get(s.peft.method, "weights/lora"),
-                bytes=round(tr.count * width),
+                bytes=round(tr.count * width / shards),  # ZeRO-3/FSDP shard the adapters with their layer
                 formula=(
                     f"r {s.peft.lora_r} x (in + out) per module: {tr.count:,.0f} x {width} B "
                     f"{'fp32' if width == 4 else 'bf16'}"
+                    if lora_like
+                    else adapter_formula(s.peft, tr.count, width)
                 )
-                if lora_like
-                else adapter_formula(s.peft, tr.count, width),
+                + sharded,
                 source=f"LoRA (Hu et al. 2021); {SRC_ADAPTER_DTYPE}" if lora_like else SOURCES[s.peft.method],
             )
         )

@@ -33,7 +33,13 @@ from vramwise.estimate.train import backward_workspace, encoder, peft_extras, se
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.allocation import REFERENCE_TOKENS, StepTensors, parameter_tensors, spread
 from vramwise.estimate.train.comms import comms_notes, nccl_terms
-from vramwise.estimate.train.knobs import SRC_OP_SAC, check_knobs, float8_casts, op_sac_saved
+from vramwise.estimate.train.knobs import (
+    COMPILE_ADAPTERS_NOTE,
+    SRC_OP_SAC,
+    check_knobs,
+    float8_casts,
+    op_sac_saved,
+)
 from vramwise.estimate.train.layout import (
     Stage,
     check_layout,
@@ -54,7 +60,7 @@ from vramwise.estimate.train.loss import LossRules, classifier_loss_rules, imple
 from vramwise.estimate.train.peft_methods import LORA_LIKE, check_method, check_setup, ia3_modules
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
-from vramwise.estimate.train.sharded import forward_units, gathered, head_grads
+from vramwise.estimate.train.sharded import forward_units, gathered, head_grads, head_unit, outer_units
 from vramwise.estimate.train.states import ModelStates, model_states
 from vramwise.estimate.train.zero3 import persistent_params
 from vramwise.estimate.vision import vision_training_notes
@@ -213,7 +219,7 @@ def _activations(
         every=setup.recompute_every if setup.recompute == Recompute.LAYER_SAC else 0,
         fused_norm=setup.impl.norm_impl == KernelImpl.FUSED,
         fused_mlp=setup.impl.mlp_impl == KernelImpl.FUSED,
-        compiled=setup.impl.compile,
+        compiled=setup.impl.compile and not setup.peft.adapters,  # adapters: eager (knobs.COMPILE_ADAPTERS_NOTE)
         litgpt=runs_litgpt_code(setup),
     )
     recording, per_token, per_layer_max, ckpts, pieces = _saved_per_token(spec, query)
@@ -413,6 +419,7 @@ def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> 
         softcap=spec.final_logit_softcap,
         head=head if _head_trains(spec, setup) else 0,
         amp=recipe.autocast_cache,
+        compiled=setup.impl.compile,
     )
 
 
@@ -455,6 +462,7 @@ class _Forward:
     in_layers: list[int]
     loss_backward: list[int]
     loss_forward: list[int]  # live at the forward's end only (torchtune's logits, Liger's logits chunk)
+    loss_saved: list[int]  # what the loss saves: released by the loss backward, before any layer's backward
     largest_layer: float  # the largest single layer's saved bytes per token (full recompute rebuilds one)
     gathered_backward: list[Term]  # ZeRO-3/FSDP units gathered during backward
     gathered_end: list[Term]  # what ZeRO-3/FSDP hold gathered at the end of backward
@@ -473,9 +481,11 @@ def _forward(
     held = list(in_layers)
     loss_backward: list[int] = []
     loss_forward: list[int] = []
+    loss_saved: list[int] = []
     if stage.last:
         rules = _loss(spec, setup, recipe, flight)
-        held += out.add(*rules.saved)
+        loss_saved = out.add(*rules.saved)
+        held += loss_saved
         loss_backward = out.add(*rules.backward)
         loss_forward = out.add(*rules.forward)
         if setup.peft.method == PeftMethod.DORA and any(m.place == "head" for m in lora):
@@ -505,6 +515,7 @@ def _forward(
         in_layers=in_layers,
         loss_backward=loss_backward,
         loss_forward=loss_forward,
+        loss_saved=loss_saved,
         largest_layer=largest_layer,
         gathered_backward=gathered_bwd,
         gathered_end=gathered_end,
@@ -545,7 +556,10 @@ def _backward_phases(
         if fwd.dora_weight is not None and setup.peft.lora_dropout > 0:  # and, with dropout, its weight copies
             copies = peft_extras.dora_dropout_weights(_lora(spec, setup), recipe.compute, 1 / spec.num_layers)
             again += out.add(copies) if copies is not None else []
-        phases.append((PhaseKind.BACKWARD_RECOMPUTE, fwd.held + rebuilt + again))
+        # a layer is rebuilt inside its own backward, after the loss's nodes ran and released what they saved
+        # (autograd frees a node's saved tensors once it has run, retain_graph=False)
+        kept = [i for i in fwd.held if i not in fwd.loss_saved]
+        phases.append((PhaseKind.BACKWARD_RECOMPUTE, kept + rebuilt + again))
     if setup.parallel.fsdp != FsdpMode.NONE and fwd.gathered_backward:
         phases += _fsdp_backward(spec, setup, stage, recipe, fwd, out, rebuilt)
     return phases
@@ -568,7 +582,10 @@ def _fsdp_backward(
     buffer in the traced Llama-2-7B and Llama-3-8B runs); with full recompute the next one is."""
     bwd = out.add(*fwd.gathered_backward)
     head = out.add(*head_grads(spec, recipe, setup.loss)) if stage.last and not setup.peft.adapters else []
-    head_grad = [j for j in head if out.rules[j].name == "fsdp/head_grad"]
+    # a head that is its own unit reduce-scatters its gradient right after its backward (sharded.head_unit)
+    own = outer_units(spec, setup)
+    head_grad = [] if own else [j for j in head if out.rules[j].name == "fsdp/head_grad"]
+    head += out.add(*head_unit(spec, setup, recipe)) if head else []
     first = [j for j in bwd if out.rules[j].name != "fsdp/reduce_scatter_input"]
     layer = bwd if rebuilt else first
     phases = [(PhaseKind.BACKWARD_LAYER, fwd.in_layers + rebuilt + layer + head_grad)]
@@ -596,6 +613,24 @@ def _release_phases(
     return [(PhaseKind.BACKWARD_END, end), (PhaseKind.OPTIMIZER_STEP, step)]
 
 
+def _approximation_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> list[str]:
+    """What a knob given cannot change here, and what is counted in its place."""
+    notes = [COMPILE_ADAPTERS_NOTE] if setup.impl.compile and setup.peft.adapters else []
+    if setup.parallel.fsdp_outer_units and setup.parallel.fsdp != FsdpMode.FULL:
+        notes.append(f"fsdp_outer_units not applied: there are no FSDP units with fsdp {setup.parallel.fsdp}")
+    elif setup.parallel.fsdp_outer_units and spec.tied_embeddings:
+        notes.append(
+            "fsdp_outer_units not applied: the head is tied to the embeddings, one parameter, counted in the root unit "
+            "(torchtune's tied-embedding configs, llama3_2, set no custom_sharded_layers)"
+        )
+    if setup.impl.compile and setup.loss == LossImpl.TORCHTUNE_LINEAR and stage.last:
+        notes.append(
+            "compile with torchtune-linear: the loss is counted eager (torchtune 0.7 compiles compute_cross_entropy "
+            "with the head inside it, apply_compile_strategy; what inductor saves there is not measured: an over-count)"
+        )
+    return notes
+
+
 def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recipe) -> list[str]:
     sharding = setup.parallel.sharding
     notes = [
@@ -614,9 +649,14 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
         span = f"layers {stage.layers[0]}-{stage.layers[-1]}"
         notes.append(f"pipeline stage {stage.index} of {setup.parallel.pp}: {span}")
     if setup.optimizer.name in (Optimizer.PAGED_ADAMW, Optimizer.PAGED_ADAMW_8BIT):
-        notes.append("paged optimizer: states live in unified memory and may be evicted to host RAM under pressure")
+        notes.append(
+            "paged optimizer: the states of tensors of >= 100,000 elements live in unified memory (bitsandbytes "
+            "get_paged, cudaMallocManaged), on the GPU only while it has room and outside torch.cuda.memory_allocated "
+            "and reserved: listed as host RAM (optimizer/paged_states), not in the GPU peak"
+        )
     if sharding.stage:
         notes.append(f"model states partitioned over {sharding.group} data-parallel GPUs (stage {sharding.stage})")
+    notes += _approximation_notes(spec, setup, stage)
     if setup.recompute == Recompute.SELECTIVE and setup.attention != AttentionImpl.EAGER:
         notes.append("selective recompute drops the attention scores, which sdpa/flash never keep: no change here")
     if spec.attention.kind == "mla" or spec.moe:
