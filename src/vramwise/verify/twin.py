@@ -128,6 +128,11 @@ def train_recipe(setup: TrainSetup) -> Any:
             setup.loss in (LossImpl.CHUNKED, LossImpl.LIGER, LossImpl.CCE),
             f"loss {setup.loss} (a Triton kernel; traceable: full, compute-dtype, torchtune-chunked, torchtune-linear)",
         ),
+        (
+            setup.loss == LossImpl.COMPILED,
+            "loss compiled (inductor's fused kernels; traceable: full, compute-dtype, torchtune-chunked, "
+            "torchtune-linear)",
+        ),
         *_untraceable_knobs(setup),
         (peft.lora_dropout > 0, "lora_dropout > 0 (the CPU dropout kernel keeps a wider mask than CUDA's)"),
         (

@@ -37,6 +37,14 @@ The other implementations (``--loss``), each from its source:
                      logit_avg (fp32 per vocabulary entry, filter_eps "auto"); backward (cce_backward.py
                      cce_backward_kernel) allocates de = zeros_like(e), dc = zeros_like(c) when the head trains,
                      and sorts logit_avg (argsort int64, then int32).
+  compiled           the full loss under torch.compile: torchtitan components/loss.py build_cross_entropy_loss
+                     (commit e7c0cae: ``if job_config.training.compile: loss_fn = torch.compile(loss_fn)``) over
+                     cross_entropy_loss (cross_entropy of pred.flatten(0, 1).float()). Inductor fuses the upcast,
+                     log-softmax and nll: forward saves the 16-bit logits themselves (the graph's input, kept past
+                     the trainer's ``del pred``) and two fp32 values per token (row max, log-sum-exp), and
+                     allocates no logits-sized buffer; backward writes the logits' gradient once, in the logits'
+                     dtype. Read from inductor's generated code (torch 2.13, CPU: the forward's buffers are
+                     (T, 1) fp32, the backward's one (T, V) bf16) and the graph's saved tensors.
 """
 
 from __future__ import annotations
@@ -54,6 +62,10 @@ SRC_TORCHTUNE = "torchtune CEWithChunkedOutputLoss, 8 chunks (modules/loss/ce_ch
 SRC_TORCHTUNE_LINEAR = "torchtune 0.7 LinearCrossEntropyLoss, 8 chunks (modules/loss/cross_entropy_loss.py)"
 SRC_LIGER = "Liger-Kernel fused_linear_cross_entropy_forward (ops/fused_linear_cross_entropy.py)"
 SRC_CCE = "Apple Cut Cross Entropy LinearCrossEntropyFunction (cut_cross_entropy/cce.py, cce_backward.py)"
+SRC_COMPILED = (
+    "torchtitan components/loss.py build_cross_entropy_loss (e7c0cae): torch.compile(cross_entropy_loss); "
+    "inductor's fused kernels (generated code read, torch 2.13)"
+)
 TORCHTUNE_CHUNKS = 8  # CEWithChunkedOutputLoss.num_output_chunks
 
 
@@ -91,6 +103,8 @@ def implementation_rules(
         return _torchtune_linear(vocab, c, many, flight, softcap, head)
     if loss == "liger":
         return _liger(vocab, h, c, many, flight, head)
+    if loss == "compiled":
+        return _compiled(vocab, c, many, flight, softcap)
     return _cce(vocab, h, c, many, flight, head)
 
 
@@ -121,6 +135,25 @@ def _compute_dtype(vocab: int, lc: int, c: int, many: str, flight: float, softca
         var=TOKENS,
         formula=lambda v: f"incoming and outgoing gradients of log-softmax: 2 x T {v.T} x V {vocab} x {lc} B",
         source=SRC_COMPUTE_DTYPE,
+    )
+    return LossRules(saved=(saved, *(_softcap(vocab, c, many, flight) if softcap else ())), backward=(temp,))
+
+
+def _compiled(vocab: int, c: int, many: str, flight: float, softcap: bool) -> LossRules:
+    saved = Rule(
+        name="activations/loss",
+        coef=(c * vocab + 2 * 4) * flight,
+        var=TOKENS,
+        formula=lambda v: f"the {c}-byte logits the compiled loss saves, and its fp32 row max and log-sum-exp: "
+        f"T {v.T} x (V {vocab} x {c} B + 2 x 4 B){many}",
+        source=SRC_COMPILED,
+    )
+    temp = Rule(
+        name="loss/backward",
+        coef=c * vocab,
+        var=TOKENS,
+        formula=lambda v: f"the logits' gradient, written once in their dtype: T {v.T} x V {vocab} x {c} B",
+        source=SRC_COMPILED,
     )
     return LossRules(saved=(saved, *(_softcap(vocab, c, many, flight) if softcap else ())), backward=(temp,))
 
