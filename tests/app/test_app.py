@@ -212,7 +212,8 @@ FROZEN = {
     "--pp --precision --recompute --seed --seq --sp --tp --units --zero -b -s model --cuda-version --loading"
     + _KNOBS
     + " --framework"
-    + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm",
+    + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
+    + " --fsdp-over-cp",
 }
 _SETUPS = (
     "--all-logits --allocator-fraction --attention --batch --context --cp --cuda-context --dp --ep --format "
@@ -227,6 +228,7 @@ _SETUPS = (
     + _KNOBS
     + " --framework"
     + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
+    + " --fsdp-over-cp"
 )
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units --serve"
 _ENGINE_ONLY = (

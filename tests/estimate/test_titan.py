@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from vramwise.errors import InvalidWorkloadError
+from vramwise.errors import InvalidLayoutError, InvalidWorkloadError
 from vramwise.estimate.term import Estimate
 from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.load import catalog_spec
@@ -51,3 +51,21 @@ def test_compiled_loss_keeps_the_bf16_logits_and_writes_one_bf16_gradient() -> N
 def test_compiled_loss_has_no_vocabulary_parallel_path() -> None:
     with pytest.raises(InvalidWorkloadError, match="loss"):
         _train(loss="compiled", precision="bf16", batch=1, seq=512, tp=2, dp=1)
+
+
+def test_fsdp_over_cp_shards_the_states_over_dp_times_cp() -> None:
+    # torchtitan distributed/parallel_dims.py: FSDP's mesh is dp_shard x cp, so 2 x 4 GPUs hold an eighth each
+    kw = {**BF16, "precision": "bf16-mixed", "fsdp": "full", "dp": 2, "cp": 4}
+    over, dp_only = _train(**kw, fsdp_over_cp=True), _train(**kw)
+    for name in ("optimizer/states", "optimizer/master_weights"):
+        assert abs(4 * _bytes(over, name) - _bytes(dp_only, name)) <= 4 * 64  # shard of 8 vs shard of 2
+    # dp 1: FSDP over the 8 context-parallel GPUs alone (torchtitan's 'FSDP 1, CP 8' benchmark row)
+    cp8 = _train(**{**kw, "dp": 1, "cp": 8}, fsdp_over_cp=True)
+    assert _bytes(cp8, "optimizer/states") == _bytes(over, "optimizer/states")
+
+
+def test_fsdp_at_dp_1_needs_fsdp_over_cp() -> None:
+    with pytest.raises(InvalidLayoutError, match="dp must be >= 2"):
+        _train(**BF16, fsdp="full", dp=1, cp=8)
+    with pytest.raises(InvalidLayoutError, match="dp must be >= 2"):
+        _train(**BF16, fsdp="full", dp=1, cp=1, fsdp_over_cp=True)

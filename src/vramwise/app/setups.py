@@ -129,6 +129,7 @@ TRAIN_FIELDS = {
     "max_reuse_distance": "max_reuse_distance",
     "nccl_env": "nccl_env",
     "overlap_comm": "overlap_comm",
+    "fsdp_over_cp": "fsdp_over_cp",
 }
 # `--seq` is the inference context's other spelling in fit, plot and verify, so it is not training-only
 INFERENCE_ONLY = tuple(k for k in INFER_FIELDS if k not in TRAIN_FIELDS)

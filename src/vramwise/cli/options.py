@@ -309,6 +309,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="overlap_comm", flags=("--overlap-comm",), commands=TRN,
            help="DeepSpeed overlap_comm at ZeRO 1-2: a second reduce bucket (default: DeepSpeed's, on at ZeRO-3 "
                 "only)"),
+    Option(name="fsdp_over_cp", flags=("--fsdp-over-cp",), commands=TRN,
+           help="FSDP shards over dp x cp GPUs, as torchtitan's dp_shard x cp mesh (so --fsdp runs at --dp 1 with "
+                "--cp > 1; default: over dp only)"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
            help="CUDA context in MiB (default: the table by GPU architecture and --cuda-version)"),

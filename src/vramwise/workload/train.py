@@ -294,6 +294,7 @@ _FLAT = FlatNames(
             )
         },
         "overlap_comm": ("parallel", "overlap_comm"),
+        "fsdp_over_cp": ("parallel", "fsdp_over_cp"),
     },
 )
 FLAT_NAMES = _FLAT  # the flat names, for workload/frameworks.py (which option a preset row can set)
