@@ -72,7 +72,7 @@ class ParallelConfig:
     def _check(self) -> None:
         if self.zero and self.fsdp != FsdpMode.NONE:
             raise InvalidLayoutError("zero and fsdp both shard the model states; choose one (zero=0 or fsdp=none)")
-        if (self.zero or self.fsdp != FsdpMode.NONE) and self.dp == 1 and self._shard_cp == 1:
+        if (self.zero or self.fsdp != FsdpMode.NONE) and self.dp == 1 and self.fsdp_cp == 1:
             what = f"zero={self.zero}" if self.zero else f"fsdp={self.fsdp}"
             over_cp = " (or cp >= 2 with fsdp_over_cp, torchtitan's mesh)" if self.fsdp != FsdpMode.NONE else ""
             raise InvalidLayoutError(f"{what} shards over data-parallel GPUs: dp must be >= 2, got dp=1{over_cp}")
@@ -94,7 +94,7 @@ class ParallelConfig:
             raise InvalidLayoutError(f"ep ({self.ep}) must divide dp ({self.dp}): experts are spread over DP ranks")
 
     @property
-    def _shard_cp(self) -> int:
+    def fsdp_cp(self) -> int:
         """The context-parallel factor of FSDP's shard group: cp under fsdp_over_cp (torchtitan), else 1."""
         return self.cp if self.fsdp_over_cp and self.fsdp != FsdpMode.NONE else 1
 
@@ -105,7 +105,7 @@ class ParallelConfig:
     @functools.cached_property
     def sharding(self) -> Sharding:
         """The shards ZeRO/FSDP make of this layout, derived once per layout."""
-        n = (self.fsdp_shard or self.dp if self.fsdp == FsdpMode.HYBRID else self.dp) * self._shard_cp
+        n = (self.fsdp_shard or self.dp if self.fsdp == FsdpMode.HYBRID else self.dp) * self.fsdp_cp
         stage = self.zero or _FSDP_STAGE[self.fsdp]
         return Sharding(
             stage=stage,

@@ -529,7 +529,9 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
     if setup.optimizer.name in (Optimizer.PAGED_ADAMW, Optimizer.PAGED_ADAMW_8BIT):
         notes.append("paged optimizer: states live in unified memory and may be evicted to host RAM under pressure")
     if sharding.stage:
-        notes.append(f"model states partitioned over {sharding.group} data-parallel GPUs (stage {sharding.stage})")
+        n = sharding.group
+        where = f"{n} GPUs (dp x cp: fsdp_over_cp)" if setup.parallel.fsdp_cp > 1 else f"{n} data-parallel GPUs"
+        notes.append(f"model states partitioned over {where} (stage {sharding.stage})")
     if setup.recompute == Recompute.SELECTIVE and setup.attention != AttentionImpl.EAGER:
         notes.append("selective recompute drops the attention scores, which sdpa/flash never keep: no change here")
     if spec.attention.kind == "mla" or spec.moe:
