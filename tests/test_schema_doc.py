@@ -242,7 +242,7 @@ TRAIN_SETUP_KEYS = [
     "framework",  # issue 14, appended within version 1
     "cuda_version", "compute_capability", "loading",
     "interconnect", "nccl_buffers", "max_live_params", "param_persistence_threshold", "max_reuse_distance",
-    "nccl_env", "overlap_comm",
+    "nccl_env", "overlap_comm", "fsdp_over_cp",
 ]
 
 
