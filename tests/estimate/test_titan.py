@@ -69,3 +69,47 @@ def test_fsdp_at_dp_1_needs_fsdp_over_cp() -> None:
         _train(**BF16, fsdp="full", dp=1, cp=8)
     with pytest.raises(InvalidLayoutError, match="dp must be >= 2"):
         _train(**BF16, fsdp="full", dp=1, cp=1, fsdp_over_cp=True)
+
+
+# --- FSDP2's side-stream pools (estimate/train/fsdp_streams.py)
+
+OUTER = 2 * V * H + H  # Llama-2-7B's root unit: embeddings, head, final norm
+LAYER = 4 * H * H + 3 * H * 11008 + 2 * H  # one decoder layer
+
+
+def test_fsdp_stream_pools_by_hand() -> None:
+    # fp32 gradient shards (bf16-mixed, grad_dtype fp32) over 8 GPUs, freed by zero_grad into the reduce-scatter
+    # stream's pool; bf16 all-gather outputs in the copy-in stream's: two layers' (7B's root unit is smaller)
+    kw = {**BF16, "precision": "bf16-mixed", "grad_dtype": "fp32", "fsdp": "full", "dp": 8, "allocator_fraction": 0.03}
+    est = _train(**kw)
+    grads = _bytes(est, "gradients")
+    assert abs(grads - 4 * (L * LAYER + OUTER) // 8) <= 4 * 8 * 64  # shards rounded per tensor
+    assert _bytes(est, "overhead/allocator/fsdp_reduce_stream") == grads
+    assert OUTER < 2 * LAYER
+    assert _bytes(est, "overhead/allocator/fsdp_all_gather_stream") == 2 * 2 * LAYER
+    # Llama-3.1-8B (V 128256): the root unit's all-gather output is the larger
+    est8 = _train("llama-3.1-8b", **kw)
+    assert _bytes(est8, "overhead/allocator/fsdp_all_gather_stream") == 2 * (2 * 128256 * 4096 + 4096)
+
+
+def test_fsdp_stream_pools_sit_beside_the_loss_backward_not_the_step() -> None:
+    kw = {**BF16, "precision": "bf16-mixed", "grad_dtype": "fp32", "fsdp": "full", "dp": 8}
+    with_pools = _train(**kw, allocator_fraction=0.03)
+    phase = next(p for p in with_pools.phases if p.name == "backward (loss)")
+    names = {t.name for t in phase.transient}
+    assert {"overhead/allocator/fsdp_reduce_stream", "overhead/allocator/fsdp_all_gather_stream"} <= names
+    step = next(p for p in with_pools.phases if p.name == "optimizer step")
+    assert not any(t.name.startswith("overhead/allocator/fsdp") for t in step.transient)
+    layer = next(p for p in with_pools.phases if p.name == "backward (layer)")
+    assert "overhead/allocator/fsdp_all_gather_stream" not in {t.name for t in layer.transient}
+
+
+def test_no_stream_pools_without_the_allocator_reserve_or_fsdp() -> None:
+    # what a CPU trace measures (allocator_fraction 0), DDP, and accumulated gradients (counted live) have none
+    kw = {**BF16, "precision": "bf16-mixed", "dp": 8}
+    for est in (
+        _train(**kw, fsdp="full"),
+        _train(**kw, allocator_fraction=0.03),
+        _train(**kw, fsdp="full", grad_accum=2, allocator_fraction=0.03),
+    ):
+        assert not any(t.name.startswith("overhead/allocator/fsdp") for p in est.phases for t in p.transient)

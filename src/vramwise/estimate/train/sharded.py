@@ -198,3 +198,9 @@ def _head_grad(head: int, recipe: Recipe, vocab: int, h: int, src: str) -> Rule:
         formula=lambda _: f"V {vocab} x h {h} x {recipe.grad} B",
         source=src,
     )
+
+
+def layer_and_outer_params(spec: ModelSpec, tp: int) -> tuple[int, int]:
+    """Parameters of one layer's FSDP unit (split by tp) and of the root unit (embeddings, final norm, head), as
+    ``gathered`` counts them."""
+    return _layer_params(spec) // tp, _outer_params(spec)

@@ -31,6 +31,7 @@ from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.comms import comms_notes, nccl_terms
+from vramwise.estimate.train.fsdp_streams import stream_pools
 from vramwise.estimate.train.knobs import SRC_OP_SAC, check_knobs, float8_casts, op_sac_saved
 from vramwise.estimate.train.layout import (
     Stage,
@@ -494,6 +495,19 @@ def _fsdp_backward(
 
 
 _RECOMPUTING = (Recompute.FULL, Recompute.OP_SAC, Recompute.LAYER_SAC)
+_NO_ALL_GATHER = (PhaseKind.FORWARD_END, PhaseKind.BACKWARD_LOSS, PhaseKind.BACKWARD_RECOMPUTE)
+
+
+def _with_stream_pools(
+    phases: list[tuple[PhaseKind, list[int]]], pools: tuple[Term, Term] | None, out: Transients
+) -> list[tuple[PhaseKind, list[int]]]:
+    """FSDP2's side-stream pools (fsdp_streams.py) beside every phase before backward's end: the reduce-scatter
+    pool everywhere (the gradient shards are not counted live there), the all-gather pool where no all-gather
+    output is counted."""
+    if pools is None:
+        return phases
+    rs, ag = out.add(pools[0]), out.add(pools[1])
+    return [(kind, ix + rs + (ag if kind in _NO_ALL_GATHER else [])) for kind, ix in phases]
 
 
 def _release_phases(
@@ -566,6 +580,7 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     if setup.optimizer.in_backward:
         # the head's gradient is stepped first, while every layer's activations are still held
         phases.append((PhaseKind.BACKWARD_LAYER, fwd.in_layers + out.add(*states.backward_extra)))
+    phases = _with_stream_pools(phases, stream_pools(spec, setup, recipe, released_grads), out)
     forward = (PhaseKind.FORWARD_END, PhaseKind.FORWARD_LAYER)
     phases = [(kind, ix if kind in forward else ix + bwd_held) for kind, ix in phases]
     phases += _release_phases(states, released_grads, fwd.gathered_end, out)
