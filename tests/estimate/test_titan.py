@@ -113,3 +113,16 @@ def test_no_stream_pools_without_the_allocator_reserve_or_fsdp() -> None:
         _train(**kw, fsdp="full", grad_accum=2, allocator_fraction=0.03),
     ):
         assert not any(t.name.startswith("overhead/allocator/fsdp") for p in est.phases for t in p.transient)
+
+
+# --- FSDP under tensor parallelism: the root unit and the head's gradients are vocabulary-parallel
+
+
+def test_fsdp_root_unit_and_head_grads_split_over_tp() -> None:
+    # torchtitan apply_tp (9dec370 parallelize_llama.py): tok_embeddings RowwiseParallel, output ColwiseParallel,
+    # before fully_shard: a GPU gathers its vocabulary share of both (32000 is a multiple of Megatron's pad 128 x 2)
+    kw = {**BF16, "precision": "bf16-mixed", "fsdp": "full", "dp": 4, "tp": 2, "sp": True}
+    est = _train(**kw)
+    assert _bytes(est, "fsdp/root_unit") == (2 * (V // 2) * H + H) * 2
+    assert _bytes(est, "fsdp/head_grad") == (V // 2) * H * 2  # bf16 gradients (bf16-mixed without grad_dtype)
+    assert _bytes(est, "loss/logits_grad") == T * (V // 2) * 2

@@ -43,7 +43,8 @@ SRC_AG = (
 
 def stream_pools(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, grads: Term | None) -> tuple[Term, Term] | None:
     """(reduce-scatter pool, all-gather pool) under FSDP full sharding, or None where they do not apply:
-    no FSDP, adapters (only their gradients are reduced), gradients that persist (accumulation: counted live),
+    no FSDP, adapters (only their gradients are reduced), gradients that persist (accumulation: counted live) or
+    live on the host (CPU offload; its all-gather pool is left out too),
     or the allocator reserve left out."""
     p = setup.parallel
     if p.fsdp == FsdpMode.NONE or p.sharding.stage < 3 or setup.peft.adapters or grads is None:

@@ -481,7 +481,8 @@ def _fsdp_backward(
     activation still saved, is the larger moment (the next one has freed a layer's activations, more than the
     buffer in the traced Llama-2-7B and Llama-3-8B runs); with full recompute the next one is."""
     bwd = out.add(*fwd.gathered_backward)
-    head = out.add(*head_grads(spec, recipe, setup.loss)) if stage.last and not setup.peft.adapters else []
+    trains_head = stage.last and not setup.peft.adapters
+    head = out.add(*head_grads(spec, recipe, setup.loss, setup.parallel.tp)) if trains_head else []
     head_grad = [j for j in head if out.rules[j].name == "fsdp/head_grad"]
     first = [j for j in bwd if out.rules[j].name != "fsdp/reduce_scatter_input"]
     layer = bwd if rebuilt else first
