@@ -126,3 +126,19 @@ def test_fsdp_root_unit_and_head_grads_split_over_tp() -> None:
     assert _bytes(est, "fsdp/root_unit") == (2 * (V // 2) * H + H) * 2
     assert _bytes(est, "fsdp/head_grad") == (V // 2) * H * 2  # bf16 gradients (bf16-mixed without grad_dtype)
     assert _bytes(est, "loss/logits_grad") == T * (V // 2) * 2
+
+
+def test_loss_parallel_by_hand() -> None:
+    # torch distributed/tensor/parallel/loss.py on this rank's vocabulary shard V/2: _log_softmax saves its fp32
+    # result; forward holds the bf16 logits, the fp32 upcast, shifted and exp(shifted); backward zeros_like(x),
+    # grad_input + exp(x) and the product beside the saved result
+    kw = {**BF16, "precision": "bf16-mixed", "fsdp": "full", "dp": 4, "tp": 2, "sp": True}
+    est, full = _train(**kw, loss="loss-parallel"), _train(**kw)
+    v = V // 2
+    assert _bytes(est, "activations/loss") == 4 * v * T
+    assert _bytes(est, "loss/backward") == 12 * v * T
+    assert _bytes(est, "loss/logits") == (2 + 8) * v * T
+    assert _bytes(full, "loss/backward") == 8 * v * T
+    assert _phase(est, "backward (loss)") - _phase(full, "backward (loss)") == 4 * v * T
+    with pytest.raises(InvalidWorkloadError, match="loss-parallel"):
+        _train(**BF16, loss="loss-parallel")

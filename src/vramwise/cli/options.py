@@ -247,7 +247,8 @@ OPTIONS: tuple[Option, ...] = (
                 "16-bit logits, chunked a fused linear cross entropy of --loss-chunk tokens, liger Liger-Kernel's, "
                 "cce Cut Cross Entropy, torchtune-chunked torchtune's CEWithChunkedOutputLoss (0.6), torchtune-linear "
                 "its LinearCrossEntropyLoss (0.7), compiled the fp32-upcast loss under torch.compile (torchtitan's "
-                "with compile) (default {train.loss})"),
+                "with compile), loss-parallel torch's loss_parallel on vocabulary-sharded logits (torchtitan's "
+                "with tp) (default {train.loss})"),
     Option(name="loss_chunk", flags=("--loss-chunk",), type=int, commands=TRN,
            help="tokens per chunk for --loss chunked (default {train.loss_chunk})"),
     Option(name="adapter_dtype", flags=("--adapter-dtype",), type=str, commands=TRN,

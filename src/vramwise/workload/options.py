@@ -79,7 +79,9 @@ class LossImpl(StrEnum):
     compute-dtype: F.cross_entropy on the 16-bit logits; liger: Liger-Kernel's fused linear cross entropy;
     cce: Apple's Cut Cross Entropy; torchtune-chunked: torchtune's CEWithChunkedOutputLoss (8 chunks, fp32, v0.6);
     torchtune-linear: torchtune's LinearCrossEntropyLoss (the head per chunk inside the loss, v0.7);
-    compiled: the fp32-upcast cross entropy under torch.compile (torchtitan's loss when compile is on)."""
+    compiled: the fp32-upcast cross entropy under torch.compile (torchtitan's loss when compile is on);
+    loss-parallel: the fp32-upcast cross entropy on vocabulary-sharded DTensor logits (torch's loss_parallel, as
+    torchtitan runs it under tensor parallelism)."""
 
     FULL = "full"
     CHUNKED = "chunked"
@@ -89,6 +91,7 @@ class LossImpl(StrEnum):
     TORCHTUNE_CHUNKED = "torchtune-chunked"
     TORCHTUNE_LINEAR = "torchtune-linear"
     COMPILED = "compiled"
+    LOSS_PARALLEL = "loss-parallel"
 
 
 class AdapterDtype(StrEnum):

@@ -45,6 +45,13 @@ The other implementations (``--loss``), each from its source:
                      allocates no logits-sized buffer; backward writes the logits' gradient once, in the logits'
                      dtype. Read from inductor's generated code (torch 2.13, CPU: the forward's buffers are
                      (T, 1) fp32, the backward's one (T, V) bf16) and the graph's saved tensors.
+  loss-parallel      torch.distributed.tensor.parallel loss_parallel (torch 2.13 distributed/tensor/parallel/
+                     loss.py), which torchtitan wraps its loss in under tensor parallelism (9dec370 train.py
+                     get_train_context(loss_parallel_enabled)): on this rank's vocabulary shard V, _log_softmax
+                     computes shifted = x - max and exp(shifted) beside the fp32 upcast x and the 16-bit logits
+                     (forward: c·V + 12·V at once), and saves its fp32 result (4·V);
+                     _nll_loss_and_log_softmax_backward builds grad_input = zeros_like(x), then
+                     (grad_input + exp(x)) * grad_output: three fp32 tensors beside the saved one (12·V).
 """
 
 from __future__ import annotations
@@ -62,6 +69,10 @@ SRC_TORCHTUNE = "torchtune CEWithChunkedOutputLoss, 8 chunks (modules/loss/ce_ch
 SRC_TORCHTUNE_LINEAR = "torchtune 0.7 LinearCrossEntropyLoss, 8 chunks (modules/loss/cross_entropy_loss.py)"
 SRC_LIGER = "Liger-Kernel fused_linear_cross_entropy_forward (ops/fused_linear_cross_entropy.py)"
 SRC_CCE = "Apple Cut Cross Entropy LinearCrossEntropyFunction (cut_cross_entropy/cce.py, cce_backward.py)"
+SRC_LOSS_PARALLEL = (
+    "torch 2.13 torch/distributed/tensor/parallel/loss.py _log_softmax, _nll_loss_and_log_softmax_backward "
+    "(loss_parallel, torchtitan's loss under tp)"
+)
 SRC_COMPILED = (
     "torchtitan components/loss.py build_cross_entropy_loss (e7c0cae): torch.compile(cross_entropy_loss); "
     "inductor's fused kernels (generated code read, torch 2.13)"
@@ -105,6 +116,8 @@ def implementation_rules(
         return _liger(vocab, h, c, many, flight, head)
     if loss == "compiled":
         return _compiled(vocab, c, many, flight, softcap)
+    if loss == "loss-parallel":
+        return _loss_parallel(vocab, c, many, flight)
     return _cce(vocab, h, c, many, flight, head)
 
 
@@ -137,6 +150,33 @@ def _compute_dtype(vocab: int, lc: int, c: int, many: str, flight: float, softca
         source=SRC_COMPUTE_DTYPE,
     )
     return LossRules(saved=(saved, *(_softcap(vocab, c, many, flight) if softcap else ())), backward=(temp,))
+
+
+def _loss_parallel(vocab: int, c: int, many: str, flight: float) -> LossRules:
+    saved = Rule(
+        name="activations/loss",
+        coef=4 * vocab * flight,
+        var=TOKENS,
+        formula=lambda v: f"fp32 log-softmax of this rank's vocabulary shard: T {v.T} x V {vocab} x 4 B{many}",
+        source=SRC_LOSS_PARALLEL,
+    )
+    forward = Rule(
+        name="loss/logits",
+        coef=(c + 8) * vocab,
+        var=TOKENS,
+        formula=lambda v: f"the {c}-byte logits, the fp32 upcast and the shifted logits (their exp stands where the "
+        f"saved result will): T {v.T} x V {vocab} x ({c} + 8) B",
+        source=SRC_LOSS_PARALLEL,
+    )
+    temp = Rule(
+        name="loss/backward",
+        coef=12 * vocab,
+        var=TOKENS,
+        formula=lambda v: f"zeros_like, grad_input + exp(x) and its product with the loss gradient, fp32: "
+        f"3 x T {v.T} x V {vocab} x 4 B",
+        source=SRC_LOSS_PARALLEL,
+    )
+    return LossRules(saved=(saved,), backward=(temp,), forward=(forward,))
 
 
 def _compiled(vocab: int, c: int, many: str, flight: float, softcap: bool) -> LossRules:
