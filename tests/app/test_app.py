@@ -215,7 +215,8 @@ FROZEN = {
     + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
     + " --from --emit --reduce-bucket --prefetch-bucket"
     + " --expandable-segments --max-split-size-mb --allocator-replay"
-    + " --fsdp-outer-units",
+    + " --fsdp-outer-units"
+    + " --fsdp-over-cp",
 }
 _SETUPS = (
     "--all-logits --allocator-fraction --attention --batch --context --cp --cuda-context --dp --ep --format "
@@ -232,6 +233,7 @@ _SETUPS = (
     + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
     + " --expandable-segments --max-split-size-mb --allocator-replay"
     + " --fsdp-outer-units"
+    + " --fsdp-over-cp"
 )
 _SETUPS += " --num-virtual-tokens --decoder-seq"  # peft prompt and prefix tuning; T5's target length
 FROZEN["train"] += " --num-virtual-tokens --decoder-seq"

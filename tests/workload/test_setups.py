@@ -50,6 +50,8 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
     "num_virtual_tokens": 20, "decoder_seq": None,
     # issue 14, added within version 1: torchtune's custom_sharded_layers
     "fsdp_outer_units": False,
+    # issue 14, added within version 1: torchtitan's FSDP mesh dp_shard x cp (workload/layout.py)
+    "fsdp_over_cp": False,
 }  # fmt: skip
 V1_INFER_DEFAULTS: dict[str, Any] = {
     "batch": 1, "context": 2048, "new_tokens": 0, "weight_format": None, "kv_dtype": "auto", "attention": "sdpa",
@@ -95,6 +97,7 @@ OTHER: dict[str, Any] = {
     "expandable_segments": True, "max_split_size_mb": 512, "allocator_replay": True,
     "num_virtual_tokens": 8, "decoder_seq": 128,
     "fsdp_outer_units": True,
+    "fsdp_over_cp": True,
 }  # fmt: skip
 _NEEDS: dict[str, dict[str, Any]] = {
     "zero": {"dp": 2},
@@ -107,6 +110,7 @@ _NEEDS: dict[str, dict[str, Any]] = {
     "double_quant": {"peft": "qlora"},
     "recompute_every": {"recompute": "layer-sac"},
     "fsdp_outer_units": {"dp": 2, "fsdp": "full"},
+    "fsdp_over_cp": {"dp": 2, "fsdp": "full"},
 }
 
 

@@ -137,6 +137,7 @@ TRAIN_FIELDS = {
     "num_virtual_tokens": "num_virtual_tokens",
     "decoder_seq": "decoder_seq",
     "fsdp_outer_units": "fsdp_outer_units",
+    "fsdp_over_cp": "fsdp_over_cp",
 }
 # `--seq` is the inference context's other spelling in fit, plot and verify, so it is not training-only
 INFERENCE_ONLY = tuple(k for k in INFER_FIELDS if k not in TRAIN_FIELDS)

@@ -251,7 +251,9 @@ OPTIONS: tuple[Option, ...] = (
            help=f"{_one_of(LOSS_IMPLS)}: full is transformers' fp32 upcast, compute-dtype F.cross_entropy on "
                 "16-bit logits, chunked a fused linear cross entropy of --loss-chunk tokens, liger Liger-Kernel's, "
                 "cce Cut Cross Entropy, torchtune-chunked torchtune's CEWithChunkedOutputLoss (0.6), torchtune-linear "
-                "its LinearCrossEntropyLoss (0.7) (default {train.loss})"),
+                "its LinearCrossEntropyLoss (0.7), compiled the fp32-upcast loss under torch.compile (torchtitan's "
+                "with compile), loss-parallel torch's loss_parallel on vocabulary-sharded logits (torchtitan's "
+                "with tp) (default {train.loss})"),
     Option(name="loss_chunk", flags=("--loss-chunk",), type=int, commands=TRN,
            help="tokens per chunk for --loss chunked (default {train.loss_chunk})"),
     Option(name="adapter_dtype", flags=("--adapter-dtype",), type=str, commands=TRN,
@@ -320,6 +322,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="fsdp_outer_units", flags=("--fsdp-outer-units",), commands=TRN,
            help="FSDP: the embeddings and the head are units of their own, not the root's (torchtune's "
                 "custom_sharded_layers)"),
+    Option(name="fsdp_over_cp", flags=("--fsdp-over-cp",), commands=TRN,
+           help="FSDP shards over dp x cp GPUs, as torchtitan's dp_shard x cp mesh (so --fsdp runs at --dp 1 with "
+                "--cp > 1; default: over dp only)"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
            help="CUDA context in MiB (default: the table by GPU architecture and --cuda-version)"),

@@ -130,6 +130,11 @@ def train_recipe(setup: TrainSetup) -> Any:
             setup.loss in (LossImpl.CHUNKED, LossImpl.LIGER, LossImpl.CCE),
             f"loss {setup.loss} (a Triton kernel; traceable: full, compute-dtype, torchtune-chunked, torchtune-linear)",
         ),
+        (
+            setup.loss in (LossImpl.COMPILED, LossImpl.LOSS_PARALLEL),
+            f"loss {setup.loss} (inductor's kernels, or DTensor over tp; traceable: full, compute-dtype, "
+            "torchtune-chunked, torchtune-linear)",
+        ),
         *_untraceable_knobs(setup),
         (peft.lora_dropout > 0, "lora_dropout > 0 (the CPU dropout kernel keeps a wider mask than CUDA's)"),
         (

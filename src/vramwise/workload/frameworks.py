@@ -271,8 +271,10 @@ def _fsdp(v: Values) -> bool:
 _TORCHTITAN = (
     Default(name="fsdp", value="full",
             source=_TITAN + "config/configs.py ParallelismConfig.data_parallel_shard_degree = -1 (every GPU left "
-            "after tp, pp and cp): FSDP2 fully_shard over the dp_shard x cp mesh",
-            when=lambda v: _multi(v) and _unsharded(v), when_text="on more than one GPU"),
+            "after tp, pp and cp): FSDP2 fully_shard over the dp_shard x cp mesh (parallelize.py applies it when "
+            "dp_shard or cp is enabled)",
+            when=lambda v: (_multi(v) or int(_get(v, "cp", 1)) > 1) and _unsharded(v),
+            when_text="on more than one data-parallel or context-parallel GPU"),
     Default(name="precision", value="amp", source=_TITAN_MP + ", bf16 compute by torch.autocast when not sharded",
             when=lambda v: not _fsdp(v), when_text="without FSDP"),
     Default(name="precision", value="bf16-mixed",

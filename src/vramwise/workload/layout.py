@@ -52,6 +52,10 @@ class ParallelConfig:
     # FSDP: the embeddings and the head are FSDP units of their own, not the root's (torchtune's
     # custom_sharded_layers ['tok_embeddings', 'output']): resharded after forward, reduce-scattered on their own
     fsdp_outer_units: bool = False
+    # torchtitan: FSDP shards over the dp_shard x cp mesh (distributed/parallel_dims.py ParallelDims builds the
+    # "dp_shard_cp" mesh; parallelize_llama.py applies fully_shard on it): context-parallel ranks hold shards too,
+    # so FSDP runs even at dp 1 when cp > 1
+    fsdp_over_cp: bool = False
 
     def __post_init__(self) -> None:
         for name in ("dp", "tp", "pp", "interleave", "cp", "ep", "reduce_bucket", "prefetch_bucket"):
@@ -68,14 +72,16 @@ class ParallelConfig:
         # without FSDP full it changes nothing, said in a note (training.py): a preset sets it, and fit's searches
         # then vary the layout
         boolean("fsdp_outer_units", self.fsdp_outer_units)
+        boolean("fsdp_over_cp", self.fsdp_over_cp)
         self._check()
 
     def _check(self) -> None:
         if self.zero and self.fsdp != FsdpMode.NONE:
             raise InvalidLayoutError("zero and fsdp both shard the model states; choose one (zero=0 or fsdp=none)")
-        if (self.zero or self.fsdp != FsdpMode.NONE) and self.dp == 1:
+        if (self.zero or self.fsdp != FsdpMode.NONE) and self.dp == 1 and self.fsdp_cp == 1:
             what = f"zero={self.zero}" if self.zero else f"fsdp={self.fsdp}"
-            raise InvalidLayoutError(f"{what} shards over data-parallel GPUs: dp must be >= 2, got dp=1")
+            over_cp = " (or cp >= 2 with fsdp_over_cp, torchtitan's mesh)" if self.fsdp != FsdpMode.NONE else ""
+            raise InvalidLayoutError(f"{what} shards over data-parallel GPUs: dp must be >= 2, got dp=1{over_cp}")
         if self.fsdp_shard is not None:
             positive("fsdp_shard", self.fsdp_shard)
             if self.fsdp != FsdpMode.HYBRID or self.dp % self.fsdp_shard:
@@ -94,13 +100,18 @@ class ParallelConfig:
             raise InvalidLayoutError(f"ep ({self.ep}) must divide dp ({self.dp}): experts are spread over DP ranks")
 
     @property
+    def fsdp_cp(self) -> int:
+        """The context-parallel factor of FSDP's shard group: cp under fsdp_over_cp (torchtitan), else 1."""
+        return self.cp if self.fsdp_over_cp and self.fsdp != FsdpMode.NONE else 1
+
+    @property
     def gpus(self) -> int:
         return self.dp * self.tp * self.pp * self.cp
 
     @functools.cached_property
     def sharding(self) -> Sharding:
         """The shards ZeRO/FSDP make of this layout, derived once per layout."""
-        n = self.fsdp_shard or self.dp if self.fsdp == FsdpMode.HYBRID else self.dp
+        n = (self.fsdp_shard or self.dp if self.fsdp == FsdpMode.HYBRID else self.dp) * self.fsdp_cp
         stage = self.zero or _FSDP_STAGE[self.fsdp]
         return Sharding(
             stage=stage,

@@ -83,7 +83,10 @@ class LossImpl(StrEnum):
     """full: transformers' fp32 upcast; chunked: a generic fused linear cross entropy of ``loss_chunk`` tokens;
     compute-dtype: F.cross_entropy on the 16-bit logits; liger: Liger-Kernel's fused linear cross entropy;
     cce: Apple's Cut Cross Entropy; torchtune-chunked: torchtune's CEWithChunkedOutputLoss (8 chunks, fp32, v0.6);
-    torchtune-linear: torchtune's LinearCrossEntropyLoss (the head per chunk inside the loss, v0.7)."""
+    torchtune-linear: torchtune's LinearCrossEntropyLoss (the head per chunk inside the loss, v0.7);
+    compiled: the fp32-upcast cross entropy under torch.compile (torchtitan's loss when compile is on);
+    loss-parallel: the fp32-upcast cross entropy on vocabulary-sharded DTensor logits (torch's loss_parallel, as
+    torchtitan runs it under tensor parallelism)."""
 
     FULL = "full"
     CHUNKED = "chunked"
@@ -92,6 +95,8 @@ class LossImpl(StrEnum):
     CCE = "cce"
     TORCHTUNE_CHUNKED = "torchtune-chunked"
     TORCHTUNE_LINEAR = "torchtune-linear"
+    COMPILED = "compiled"
+    LOSS_PARALLEL = "loss-parallel"
 
 
 class AdapterDtype(StrEnum):

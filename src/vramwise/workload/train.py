@@ -315,6 +315,7 @@ _FLAT = FlatNames(
         "num_virtual_tokens": ("peft", "num_virtual_tokens"),
         "decoder_seq": ("", "decoder_seq"),
         "fsdp_outer_units": ("parallel", "fsdp_outer_units"),
+        "fsdp_over_cp": ("parallel", "fsdp_over_cp"),
     },
 )
 FLAT_NAMES = _FLAT  # the flat names, for workload/frameworks.py (which option a preset row can set)

@@ -177,7 +177,7 @@ def comms_notes(setup: TrainSetup) -> list[str]:
     ] + (
         ["FSDP2: forward holds three layer units at a copy-out, backward the current and prefetched layer, one "
          "layer's gradients and its reduce-scatter input (four), as traced on a fake world; the all-gather and "
-         "reduce-scatter streams' caching-allocator pools are not modelled"]
+         "reduce-scatter streams' caching-allocator pools are reserve (overhead/allocator/fsdp_*, fsdp_streams.py)"]
         if setup.parallel.fsdp != FsdpMode.NONE
         else []
     )

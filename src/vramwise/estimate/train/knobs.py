@@ -30,8 +30,11 @@ def check_knobs(spec: ModelSpec, setup: TrainSetup) -> None:
 
 def _check_loss(setup: TrainSetup) -> None:
     loss, p = setup.loss, setup.parallel
-    if loss in (LossImpl.LIGER, LossImpl.CCE, LossImpl.TORCHTUNE_CHUNKED, LossImpl.TORCHTUNE_LINEAR) and p.tp > 1:
+    unsplit = (LossImpl.LIGER, LossImpl.CCE, LossImpl.TORCHTUNE_CHUNKED, LossImpl.TORCHTUNE_LINEAR, LossImpl.COMPILED)
+    if loss in unsplit and p.tp > 1:
         _refuse("loss", f"{loss} has no vocabulary-parallel path here: with tp > 1 use full or compute-dtype", "tp 1")
+    if loss == LossImpl.LOSS_PARALLEL and p.tp == 1:
+        _refuse("loss", "loss-parallel shards the logits over the tensor-parallel group", "tp >= 2")
     if loss == LossImpl.CCE and setup.precision.recipe in (Precision.FP32, Precision.AMP, Precision.AMP_FP16):
         _refuse(
             "loss",

@@ -37,6 +37,21 @@ The other implementations (``--loss``), each from its source:
                      logit_avg (fp32 per vocabulary entry, filter_eps "auto"); backward (cce_backward.py
                      cce_backward_kernel) allocates de = zeros_like(e), dc = zeros_like(c) when the head trains,
                      and sorts logit_avg (argsort int64, then int32).
+  compiled           the full loss under torch.compile: torchtitan components/loss.py build_cross_entropy_loss
+                     (commit e7c0cae: ``if job_config.training.compile: loss_fn = torch.compile(loss_fn)``) over
+                     cross_entropy_loss (cross_entropy of pred.flatten(0, 1).float()). Inductor fuses the upcast,
+                     log-softmax and nll: forward saves the 16-bit logits themselves (the graph's input, kept past
+                     the trainer's ``del pred``) and two fp32 values per token (row max, log-sum-exp), and
+                     allocates no logits-sized buffer; backward writes the logits' gradient once, in the logits'
+                     dtype. Read from inductor's generated code (torch 2.13, CPU: the forward's buffers are
+                     (T, 1) fp32, the backward's one (T, V) bf16) and the graph's saved tensors.
+  loss-parallel      torch.distributed.tensor.parallel loss_parallel (torch 2.13 distributed/tensor/parallel/
+                     loss.py), which torchtitan wraps its loss in under tensor parallelism (9dec370 train.py
+                     get_train_context(loss_parallel_enabled)): on this rank's vocabulary shard V, _log_softmax
+                     computes shifted = x - max and exp(shifted) beside the fp32 upcast x and the 16-bit logits
+                     (forward: c·V + 12·V at once), and saves its fp32 result (4·V);
+                     _nll_loss_and_log_softmax_backward builds grad_input = zeros_like(x), then
+                     (grad_input + exp(x)) * grad_output: three fp32 tensors beside the saved one (12·V).
 """
 
 from __future__ import annotations
@@ -54,6 +69,14 @@ SRC_TORCHTUNE = "torchtune CEWithChunkedOutputLoss, 8 chunks (modules/loss/ce_ch
 SRC_TORCHTUNE_LINEAR = "torchtune 0.7 LinearCrossEntropyLoss, 8 chunks (modules/loss/cross_entropy_loss.py)"
 SRC_LIGER = "Liger-Kernel fused_linear_cross_entropy_forward (ops/fused_linear_cross_entropy.py)"
 SRC_CCE = "Apple Cut Cross Entropy LinearCrossEntropyFunction (cut_cross_entropy/cce.py, cce_backward.py)"
+SRC_LOSS_PARALLEL = (
+    "torch 2.13 torch/distributed/tensor/parallel/loss.py _log_softmax, _nll_loss_and_log_softmax_backward "
+    "(loss_parallel, torchtitan's loss under tp)"
+)
+SRC_COMPILED = (
+    "torchtitan components/loss.py build_cross_entropy_loss (e7c0cae): torch.compile(cross_entropy_loss); "
+    "inductor's fused kernels (generated code read, torch 2.13)"
+)
 TORCHTUNE_CHUNKS = 8  # CEWithChunkedOutputLoss.num_output_chunks
 
 
@@ -94,6 +117,10 @@ def implementation_rules(
         return _torchtune_linear(vocab, c, many, flight, softcap, head)
     if loss == "liger":
         return _liger(vocab, h, c, many, flight, head)
+    if loss == "compiled":
+        return _compiled(vocab, c, many, flight, softcap)
+    if loss == "loss-parallel":
+        return _loss_parallel(vocab, c, many, flight)
     return _cce(vocab, h, c, many, flight, head)
 
 
@@ -125,6 +152,52 @@ def _compute_dtype(vocab: int, lc: int, c: int, many: str, flight: float, softca
         formula=lambda v: f"incoming and outgoing gradients of log-softmax: 2 x T {v.T} x V {vocab} x {lc} B",
         source=SRC_COMPUTE_DTYPE,
         tensors=2,
+    )
+    return LossRules(saved=(saved, *(_softcap(vocab, c, many, flight) if softcap else ())), backward=(temp,))
+
+
+def _loss_parallel(vocab: int, c: int, many: str, flight: float) -> LossRules:
+    saved = Rule(
+        name="activations/loss",
+        coef=4 * vocab * flight,
+        var=TOKENS,
+        formula=lambda v: f"fp32 log-softmax of this rank's vocabulary shard: T {v.T} x V {vocab} x 4 B{many}",
+        source=SRC_LOSS_PARALLEL,
+    )
+    forward = Rule(
+        name="loss/logits",
+        coef=(c + 8) * vocab,
+        var=TOKENS,
+        formula=lambda v: f"the {c}-byte logits, the fp32 upcast and the shifted logits (their exp stands where the "
+        f"saved result will): T {v.T} x V {vocab} x ({c} + 8) B",
+        source=SRC_LOSS_PARALLEL,
+    )
+    temp = Rule(
+        name="loss/backward",
+        coef=12 * vocab,
+        var=TOKENS,
+        formula=lambda v: f"zeros_like, grad_input + exp(x) and its product with the loss gradient, fp32: "
+        f"3 x T {v.T} x V {vocab} x 4 B",
+        source=SRC_LOSS_PARALLEL,
+    )
+    return LossRules(saved=(saved,), backward=(temp,), forward=(forward,))
+
+
+def _compiled(vocab: int, c: int, many: str, flight: float, softcap: bool) -> LossRules:
+    saved = Rule(
+        name="activations/loss",
+        coef=(c * vocab + 2 * 4) * flight,
+        var=TOKENS,
+        formula=lambda v: f"the {c}-byte logits the compiled loss saves, and its fp32 row max and log-sum-exp: "
+        f"T {v.T} x (V {vocab} x {c} B + 2 x 4 B){many}",
+        source=SRC_COMPILED,
+    )
+    temp = Rule(
+        name="loss/backward",
+        coef=c * vocab,
+        var=TOKENS,
+        formula=lambda v: f"the logits' gradient, written once in their dtype: T {v.T} x V {vocab} x {c} B",
+        source=SRC_COMPILED,
     )
     return LossRules(saved=(saved, *(_softcap(vocab, c, many, flight) if softcap else ())), backward=(temp,))
 

@@ -6,7 +6,7 @@ import functools
 
 from vramwise.estimate.plan import LOSS_CHUNK, ONE, TOKENS, Rule
 from vramwise.estimate.term import Term
-from vramwise.estimate.train.layout import in_layer
+from vramwise.estimate.train.layout import in_layer, padded_vocab
 from vramwise.estimate.train.lora import adapter_bytes, kbit_prepared
 from vramwise.estimate.train.loss import CHUNKED, TORCHTUNE_CHUNKS
 from vramwise.estimate.train.quantized import training_base
@@ -29,8 +29,23 @@ def _fp32_kept_per_layer(spec: ModelSpec) -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def _outer_params(spec: ModelSpec) -> int:
-    return sum(g.count for g in parameter_groups(spec) if not in_layer(g))
+def _outer_params(spec: ModelSpec, tp: int = 1) -> int:
+    """The root unit's parameters on one GPU: under tensor parallelism the embeddings and head are split over the
+    vocabulary as the model states are (layout.py stage_share; torchtitan's TP plan shards tok_embeddings
+    rowwise and output colwise before fully_shard), the norms stay whole."""
+    if tp == 1:
+        return sum(g.count for g in parameter_groups(spec) if not in_layer(g))
+    total = 0.0
+    for g in parameter_groups(spec):
+        if in_layer(g):
+            continue
+        if g.kind in ("norm", "router") or g.name == "embeddings.positions":
+            total += g.count
+        elif g.name in ("embeddings.tokens", "head.lm_head", "head.bias"):
+            total += g.count * padded_vocab(spec.vocab_size, tp) / tp / spec.vocab_size
+        else:
+            total += g.count / tp
+    return round(total)
 
 
 # FSDP all-gathers a quantized base as stored: torchao dtypes/nf4tensor.py NF4Tensor.fsdp_pre_all_gather returns
@@ -101,7 +116,7 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
         fwd, bwd = zero3_gathered(spec, setup, recipe)
         return fwd, bwd, bwd
     layer = _layer_params(spec) // p.tp
-    outer = _outer_params(spec)
+    outer = _outer_params(spec, p.tp)
     w = recipe.weight
     # fp32-kept parameters (DeepSeek's routers under a bf16 load) and their gradients take 4 B, not w
     kept = _fp32_kept_per_layer(spec) // p.tp if recipe.keeps_fp32_modules and w < 4 else 0
@@ -179,7 +194,7 @@ def _end_of_backward(
     (torch 2.13 _fsdp_param_group.py FSDPParamGroup.post_backward, _fsdp_collectives.py foreach_reduce)."""
     if setup.peft.adapters:
         return layer_moment
-    outer, g = outer or _outer_params(spec), recipe.grad
+    outer, g = outer or _outer_params(spec, setup.parallel.tp), recipe.grad
     src = "torch 2.13 _fsdp_param_group.py FSDPParamGroup.post_backward, _fsdp_collectives.py foreach_reduce"
     parts = "(embeddings, head, final norm)" if what == "the root unit's" else "(the embeddings)"
     root_grads = Term(
@@ -245,7 +260,7 @@ def _reduce_scatter_input(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) ->
     ]
 
 
-def head_grads(spec: ModelSpec, recipe: Recipe, loss: str) -> list[Rule]:
+def head_grads(spec: ModelSpec, recipe: Recipe, loss: str, tp: int = 1) -> list[Rule]:
     """FSDP's root unit during the head's backward: the logits' gradient and the head's unsharded gradient,
     which waits for the root's reduce-scatter (traced: 2.1 GB for Llama-3-8B in fp32).
 
@@ -254,6 +269,8 @@ def head_grads(spec: ModelSpec, recipe: Recipe, loss: str) -> list[Rule]:
     vocab, h = spec.vocab_size, spec.hidden_size
     if not spec.lm_head:  # a decoder classifier: its score over num_labels at every position
         vocab = spec.num_labels
+    elif tp > 1:  # vocabulary-parallel head and loss: this rank's share of the padded vocabulary (training.py _loss)
+        vocab = padded_vocab(spec.vocab_size, tp) // tp
     head = vocab * (spec.embedding.proj_dim or h)
     src = "FSDP2 root unit: gradients are reduce-scattered after the whole unit's backward"
     c = recipe.compute
@@ -295,3 +312,9 @@ def _head_grad(head: int, recipe: Recipe, vocab: int, h: int, src: str) -> Rule:
         formula=lambda _: f"V {vocab} x h {h} x {recipe.grad} B",
         source=src,
     )
+
+
+def layer_and_outer_params(spec: ModelSpec, tp: int) -> tuple[int, int]:
+    """Parameters of one layer's FSDP unit (split by tp) and of the root unit (embeddings, final norm, head), as
+    ``gathered`` counts them."""
+    return _layer_params(spec) // tp, _outer_params(spec, tp)

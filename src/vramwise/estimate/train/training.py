@@ -33,6 +33,7 @@ from vramwise.estimate.train import backward_workspace, encoder, peft_extras, se
 from vramwise.estimate.train.activations import Grads, layer_saved
 from vramwise.estimate.train.allocation import REFERENCE_TOKENS, StepTensors, parameter_tensors, spread
 from vramwise.estimate.train.comms import comms_notes, nccl_terms
+from vramwise.estimate.train.fsdp_streams import stream_pools
 from vramwise.estimate.train.knobs import (
     COMPILE_ADAPTERS_NOTE,
     SRC_OP_SAC,
@@ -581,7 +582,8 @@ def _fsdp_backward(
     activation still saved, is the larger moment (the next one has freed a layer's activations, more than the
     buffer in the traced Llama-2-7B and Llama-3-8B runs); with full recompute the next one is."""
     bwd = out.add(*fwd.gathered_backward)
-    head = out.add(*head_grads(spec, recipe, setup.loss)) if stage.last and not setup.peft.adapters else []
+    trains_head = stage.last and not setup.peft.adapters
+    head = out.add(*head_grads(spec, recipe, setup.loss, setup.parallel.tp)) if trains_head else []
     # a head that is its own unit reduce-scatters its gradient right after its backward (sharded.head_unit)
     own = outer_units(spec, setup)
     head_grad = [] if own else [j for j in head if out.rules[j].name == "fsdp/head_grad"]
@@ -598,6 +600,19 @@ def _fsdp_backward(
 
 
 _RECOMPUTING = (Recompute.FULL, Recompute.OP_SAC, Recompute.LAYER_SAC)
+_NO_ALL_GATHER = (PhaseKind.FORWARD_END, PhaseKind.BACKWARD_LOSS, PhaseKind.BACKWARD_RECOMPUTE)
+
+
+def _with_stream_pools(
+    phases: list[tuple[PhaseKind, list[int]]], pools: tuple[Term, Term] | None, out: Transients
+) -> list[tuple[PhaseKind, list[int]]]:
+    """FSDP2's side-stream pools (fsdp_streams.py) beside every phase before backward's end: the reduce-scatter
+    pool everywhere (the gradient shards are not counted live there), the all-gather pool where no all-gather
+    output is counted."""
+    if pools is None:
+        return phases
+    rs, ag = out.add(pools[0]), out.add(pools[1])
+    return [(kind, ix + rs + (ag if kind in _NO_ALL_GATHER else [])) for kind, ix in phases]
 
 
 def _release_phases(
@@ -655,7 +670,9 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
             "and reserved: listed as host RAM (optimizer/paged_states), not in the GPU peak"
         )
     if sharding.stage:
-        notes.append(f"model states partitioned over {sharding.group} data-parallel GPUs (stage {sharding.stage})")
+        n = sharding.group
+        where = f"{n} GPUs (dp x cp: fsdp_over_cp)" if setup.parallel.fsdp_cp > 1 else f"{n} data-parallel GPUs"
+        notes.append(f"model states partitioned over {where} (stage {sharding.stage})")
     notes += _approximation_notes(spec, setup, stage)
     if setup.recompute == Recompute.SELECTIVE and setup.attention != AttentionImpl.EAGER:
         notes.append("selective recompute drops the attention scores, which sdpa/flash never keep: no change here")
@@ -686,6 +703,7 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
         phases.append((PhaseKind.BACKWARD_LAYER, fwd.in_layers + out.add(*states.backward_extra)))
     else:
         phases += backward_workspace.workspace_phases(spec, setup, stage, recipe, (fwd.layer_only, fwd.in_layers), out)
+    phases = _with_stream_pools(phases, stream_pools(spec, setup, recipe, released_grads), out)
     forward = (PhaseKind.FORWARD_END, PhaseKind.FORWARD_LAYER, PhaseKind.FORWARD_DORA)
     phases = [(kind, ix if kind in forward else ix + bwd_held) for kind, ix in phases]
     phases += _release_phases(states, released_grads, fwd.gathered_end, out)
