@@ -38,6 +38,12 @@ from vramwise.workload.engines import VLLM_VERSION
 from vramwise.workload.llamacpp_flags import CACHE_TYPES, FLASH_ATTN, SPLIT_MODES
 from vramwise.workload.options import ADAPTER_DTYPES, FRAMEWORKS, INTERCONNECTS, KERNEL_IMPLS
 
+# the exit status, a CI gate (cli/__init__.py sets it; README "Exit status" says the same)
+EXIT_STATUS = (
+    "exit status: 0 fits (infer/train: the peak fits --gpu, or no --gpu was given; fit: an answer exists), "
+    "3 does not fit (infer/train with --gpu; fit: nothing fits), 2 bad input, 1 output closed early"
+)
+
 
 class Group(Enum):
     SETUP = "setup"  # a field of InferSetup or TrainSetup: goes to the application as an option value
@@ -363,6 +369,9 @@ OPTIONS: tuple[Option, ...] = (
                 "setup (model, flags and GPU total read from the log; options given override them; no torch)"),
     Option(name="log_model", flags=("--model",), type=str, group=Group.QUESTION, commands=(VERIFY,),
            help="with --log: the model to estimate instead of the logged one (a catalog name or a config.json)"),
+    Option(name="margin", flags=("--margin",), type=float, metavar="F", group=Group.QUESTION,
+           commands=(INFER, TRAIN, FIT),
+           help="keep this fraction of each GPU free: the peak must fit the rest (0 <= F < 1; default 0)"),
     # --- the output
     Option(name="output", flags=("-o", "--output"), type=str, group=Group.OUTPUT, commands=(PLOT,),
            default="vramwise.png", help="output file, .png or .svg (default vramwise.png)"),
@@ -448,10 +457,11 @@ def _add(parser: argparse.ArgumentParser | Any, option: Option, command: str) ->
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or with ``command`` that one's options only (the others keep their line in
     ``vramwise --help``): a command line builds what it runs."""
-    parser = _Parser(prog="vramwise", description="GPU memory for transformers, per GPU, per term, with formulas.")
+    parser = _Parser(prog="vramwise", description="GPU memory for transformers, per GPU, per term, with formulas.",
+                     epilog=EXIT_STATUS)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, summary in COMMANDS.items():
-        p = sub.add_parser(name, help=summary)
+        p = sub.add_parser(name, help=summary, epilog=EXIT_STATUS if name in (INFER, TRAIN, FIT) else None)
         if command not in (None, name):
             continue
         groups: dict[str, Any] = {}

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from vramwise.estimate.serving import Capacity
 from vramwise.estimate.term import Estimate
-from vramwise.report.verdict import Verdict, budget_words, gpu_title
+from vramwise.report.verdict import Verdict, budget_words, gpu_title, margin_words
 from vramwise.units import Unit, fmt, footer, to_unit, unit_label
 
 if TYPE_CHECKING:  # a type here only: the hf path never builds an engine plan
@@ -75,8 +75,10 @@ def _verdict_lines(verdict: Verdict, unit: Unit, explain: bool) -> list[str]:
         # DOES NOT FIT read as a fit in the newcomer trial; say where that memory is
         room = f"{fmt(verdict.headroom_bytes, unit)} of the GPU left outside the engine's budget"
     reason = f" ({verdict.reason})" if verdict.refusal else ""
+    kept = f"; {margin_words(verdict.margin, verdict.gpu.memory_bytes, unit)}" if verdict.margin else ""
     lines = [
-        f"{gpu_title(verdict.gpu, verdict.count)} ({budget_words(verdict.gpu, unit, verdict.count)}): {word}{reason}, "
+        f"{gpu_title(verdict.gpu, verdict.count)} ({budget_words(verdict.gpu, unit, verdict.count)}{kept}): "
+        f"{word}{reason}, "
         f"{room}"
     ]
     if explain and verdict.gpu.source:

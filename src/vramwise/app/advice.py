@@ -1,0 +1,376 @@
+"""Advice for a miss: the single changes that each make a setup fit, cheapest in quality and speed first.
+
+Every suggestion is the question asked again through the application layer (``app.run.infer`` / ``train``) with
+that one change, never guessed: its peak and headroom are that run's. A numeric change is the smallest that fits
+(the largest context, micro-batch, chunk or count that fits, by bisection over its steps, which relies on the
+estimate's memory growing with each of them, as fit/solve.py's searches do). The user's own GPUs come first;
+more GPUs come last.
+
+Order (each kind tried once, in this order, and kept when it fits):
+  training: recompute (op-sac, then full), chunked loss, a smaller micro-batch with more gradient accumulation
+  (micro-batch x grad_accum kept, so the global batch is the same), an 8-bit or paged optimizer, LoRA, QLoRA,
+  activation offload, ZeRO over the data-parallel GPUs already there, ZeRO-Offload, then more GPUs (fit's
+  fewest-GPU search).
+  inference: a chunked prefill (transformers), fp8 KV (where the GPU runs it), a smaller weight format, a shorter
+  context (max_model_len under a serving engine, a multiple of 256), fewer concurrent sequences, a larger vLLM
+  --gpu-memory-utilization, then tensor parallelism over more GPUs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from vramwise.app.run import InferRequest, InferResult, TrainRequest, TrainResult, infer, train
+from vramwise.errors import VramwiseError
+from vramwise.report.advice_out import Suggestion
+from vramwise.workload.engines import Engine
+
+if TYPE_CHECKING:
+    from vramwise.catalog import Gpu
+
+CONTEXT_STEP = 256  # contexts are suggested in multiples of 256 tokens (a usable max_model_len / -c)
+GPU_COUNTS = (2, 4, 8)  # tensor parallelism suggested over this many GPUs (one node)
+
+# From the most to the least faithful to the checkpoint (fit/solve.py FORMATS_BY_QUALITY, without importing fit)
+FORMATS = ("bf16", "fp8-e4m3", "int8", "q8_0", "q6_k", "q5_k_m", "awq-4bit-g128", "q4_k_m", "nf4", "q4_0")
+
+# fp8 support by compute capability. fp8 arithmetic needs Ada or Hopper (8.9+): transformers' FineGrainedFP8
+# quantizer refuses below it (quantizers/quantizer_finegrained_fp8.py validate_environment, "compute capability
+# >= 8.9"); vLLM runs fp8 weights on Ampere (8.0+) as weight-only W8A16 through its FP8 Marlin kernels (vLLM docs,
+# features/quantization/fp8.md), and stores an fp8 KV cache on any GPU it builds for, the conversion being done in
+# software by csrc/quantization/fp8/nvidia/quant_utils.cuh, which csrc/cache_kernels.cu reshape_and_cache_flash
+# uses (v0.11.0).
+FP8_COMPUTE_CC = 8.9
+VLLM_FP8_CC = 8.0
+
+
+def flag_text(options: Mapping[str, Any]) -> str:
+    """``{"recompute": "full", "activation_offload": True}`` as ``--recompute full --activation-offload``."""
+    parts = []
+    for name, value in options.items():
+        spelled = "--" + name.replace("_", "-")
+        parts.append(spelled if value is True else f"{spelled} {value}")
+    return " ".join(parts)
+
+
+def _cc(gpu: Gpu) -> float:
+    try:
+        return float(gpu.compute_capability or 0)
+    except ValueError:
+        return 0.0
+
+
+# --- training ------------------------------------------------------------------------------------------------
+
+
+def _train_check(req: TrainRequest, changes: Mapping[str, Any], gpu: str | None = None) -> TrainResult | None:
+    """The training question with these changes, or None when the change cannot apply (one refused option)."""
+    options = {k: v for k, v in {**req.options, **changes}.items() if v is not None}
+    try:
+        return train(replace(req, options=options, gpu=gpu or req.gpu, per_stage=False))
+    except VramwiseError:
+        return None
+
+
+def _train_fits(r: TrainResult | None) -> bool:
+    return r is not None and all(s.verdict is not None and s.verdict.fits for s in r.stages)
+
+
+def _train_suggestion(kind: str, r: TrainResult, changes: Mapping[str, Any], *, gpu: str | None = None,
+                      gpus: int = 1, note: str = "", change: str | None = None) -> Suggestion:
+    worst = r.stages[0]
+    assert worst.verdict is not None  # advice is asked with a GPU
+    return Suggestion(
+        kind=kind,
+        change=change or flag_text(changes),
+        options=dict(changes),
+        gpu=gpu,
+        gpus=gpus,
+        peak_bytes=worst.estimate.peak_bytes,
+        headroom_bytes=worst.verdict.headroom_bytes,
+        note=note,
+    )
+
+
+def advise_train(req: TrainRequest) -> tuple[Suggestion, ...]:
+    """The single changes that make a training step fit ``req.gpu``, cheapest first (empty when it fits or no
+    GPU is given, or when no single change does)."""
+    if req.gpu is None:
+        return ()
+    base = train(replace(req, per_stage=False))
+    if _train_fits(base):
+        return ()
+    flat = base.setup.to_flat()
+    count = base.stages[0].verdict.count if base.stages[0].verdict else 1
+    found: list[Suggestion] = []
+
+    def first(kind: str, candidates: list[dict[str, Any]]) -> None:
+        for changes in candidates:
+            r = _train_check(req, changes)
+            if _train_fits(r):
+                assert r is not None
+                found.append(_train_suggestion(kind, r, changes, gpus=count))
+                return
+
+    for kind, candidates in _train_candidates(flat):
+        if kind == "micro_batch":
+            micro = _micro_batch(req, flat)
+            if micro is not None:
+                found.append(replace(micro, gpus=count))
+        else:
+            first(kind, candidates)
+    more = _more_gpus(req, base, flat)
+    if more is not None:
+        found.append(more)
+    return tuple(found)
+
+
+def _train_candidates(flat: Mapping[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Each kind of change that can apply to this setup, cheapest first, with its values in the order tried (the
+    first that fits is kept); "micro_batch" is searched by ``_micro_batch``."""
+    steps: list[tuple[str, list[dict[str, Any]]]] = []
+    if flat["recompute"] != "full":  # op-sac rebuilds less than full recompute: tried first
+        steps.append(("recompute", [{"recompute": r} for r in ("op-sac", "full") if r != flat["recompute"]]))
+    if flat["loss"] in ("full", "compute-dtype"):
+        steps.append(("loss", [{"loss": "chunked"}]))
+    steps.append(("micro_batch", []))
+    if flat["optimizer"] in ("adamw", "adam"):
+        steps.append(("optimizer", [{"optimizer": o} for o in ("adamw-8bit", "paged-adamw-8bit", "paged-adamw")]))
+    if flat["peft"] == "none":
+        steps.append(("peft", [{"peft": "lora"}]))
+    if flat["peft"] in ("none", "lora", "lora-8bit"):
+        steps.append(("peft", [{"peft": "qlora"}]))
+    if not flat["activation_offload"]:
+        steps.append(("activation_offload", [{"activation_offload": True}]))
+    if flat["dp"] >= 2 and not flat["zero"] and flat["fsdp"] == "none":  # shard over the GPUs already there
+        steps.append(("zero", [{"zero": z} for z in (1, 2, 3)]))
+    if flat["offload"] == "none":
+        steps.append(("offload", [{"offload": "optimizer"}, {"offload": "params"}]))
+    return steps
+
+
+def _micro_batch(req: TrainRequest, flat: Mapping[str, Any]) -> Suggestion | None:
+    """The largest smaller micro-batch that fits, with grad_accum raised so micro-batch x grad_accum is kept."""
+    batch, accum = int(flat["batch"]), int(flat["grad_accum"])
+    total = batch * accum
+    for micro in sorted((d for d in range(1, batch) if total % d == 0), reverse=True):  # the largest first
+        changes = {"batch": micro, "grad_accum": total // micro}
+        r = _train_check(req, changes)
+        if _train_fits(r):
+            assert r is not None
+            note = f"global batch kept: micro-batch {micro} x grad-accum {total // micro} = {batch} x {accum}"
+            return _train_suggestion("micro_batch", r, changes, note=note)
+    return None
+
+
+def _more_gpus(req: TrainRequest, base: TrainResult, flat: Mapping[str, Any]) -> Suggestion | None:
+    """fit's fewest-GPU search (ZeRO-3 unless --zero or --fsdp is given) at the user's own setup, checked again as
+    a training run on that many GPUs."""
+    from vramwise.app.fitting import FitRequest, Question, fit
+
+    gpu = base.gpu
+    if gpu is None:
+        return None
+    own = {k: v for k, v in req.options.items() if k != "dp"}
+    try:
+        answer = fit(FitRequest(model=req.model, gpu=gpu.name, question=Question.MIN_GPUS, options=own)).answer
+    except VramwiseError:
+        return None
+    if answer is None:
+        return None
+    dp = int(answer.value)
+    ranks = int(flat["tp"]) * int(flat["pp"]) * int(flat["cp"])
+    total = dp * ranks
+    count = base.stages[0].verdict.count if base.stages[0].verdict else 1
+    if total <= count:
+        return None
+    sharding: dict[str, Any] = {} if flat["zero"] or flat["fsdp"] != "none" else {"zero": 3}
+    text = f"{total}x{gpu.name}"
+    r = _train_check(replace(req, options=own), sharding, gpu=text)
+    if not _train_fits(r):
+        return None
+    assert r is not None
+    change = f"--gpu {text}" + (f" {flag_text(sharding)}" if sharding else "")
+    return _train_suggestion("gpus", r, sharding, gpu=text, gpus=total, change=change,
+                             note=f"dp {dp}" + (f" x tp/pp/cp {ranks}" if ranks > 1 else ""))
+
+
+# --- inference -----------------------------------------------------------------------------------------------
+
+
+def _infer_check(req: InferRequest, changes: Mapping[str, Any], gpu: str | None = None) -> InferResult | None:
+    options = {k: v for k, v in {**req.options, **changes}.items() if v is not None}
+    try:
+        return infer(replace(req, options=options, gpu=gpu or req.gpu))
+    except VramwiseError:
+        return None
+
+
+def _infer_fits(r: InferResult | None) -> bool:
+    return r is not None and r.verdict is not None and r.verdict.fits
+
+
+def _infer_suggestion(kind: str, r: InferResult, changes: Mapping[str, Any], *, gpu: str | None = None,
+                      gpus: int = 1, note: str = "") -> Suggestion:
+    assert r.verdict is not None
+    change = flag_text(changes) if gpu is None else f"--gpu {gpu}"
+    return Suggestion(kind=kind, change=change, options=dict(changes), gpu=gpu, gpus=gpus,
+                      peak_bytes=r.verdict.peak_bytes, headroom_bytes=r.verdict.headroom_bytes, note=note)
+
+
+def _largest(fits: Callable[[int], bool], lo: int, hi: int) -> int | None:
+    """The largest k in [lo, hi] with fits(k), fits true up to some k and false beyond; None if not even lo."""
+    if hi < lo or not fits(lo):
+        return None
+    if fits(hi):
+        return hi
+    good, bad = lo, hi
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if fits(mid) else (good, mid)
+    return good
+
+
+def advise_infer(req: InferRequest) -> tuple[Suggestion, ...]:
+    """The single changes that make an inference setup fit ``req.gpu``, cheapest first."""
+    if req.gpu is None:
+        return ()
+    base = infer(req)
+    if _infer_fits(base) or base.gpu is None or base.verdict is None:
+        return ()
+    count, setup = base.verdict.count, base.setup
+    engine = Engine(setup.engine)
+    found: list[Suggestion] = []
+
+    def first(kind: str, candidates: list[dict[str, Any]]) -> None:
+        for changes in candidates:
+            r = _infer_check(req, changes)
+            if _infer_fits(r):
+                assert r is not None
+                found.append(_infer_suggestion(kind, r, changes, gpus=count))
+                return
+
+    def largest(kind: str, name: str, lo: int, hi: int, step: int = 1, note: str = "",
+                changes: Callable[[int], dict[str, Any]] | None = None) -> None:
+        def at(k: int) -> dict[str, Any]:
+            return changes(k * step) if changes else {name: k * step}
+
+        k = _largest(lambda k: _infer_fits(_infer_check(req, at(k))), lo, hi)
+        if k is not None:
+            r = _infer_check(req, at(k))
+            assert r is not None
+            found.append(_infer_suggestion(kind, r, at(k), gpus=count, note=note))
+
+    _cheap(base, first, largest, engine)
+    _formats(req, base, first, engine)
+    _shorter(req, base, largest, engine)
+    _fewer(req, base, largest, engine)
+    if engine is Engine.VLLM:
+        _utilization(req, base, found)
+    tp = _more_gpus_infer(req, base)
+    if tp is not None:
+        found.append(tp)
+    return tuple(found)
+
+
+def _cheap(base: InferResult, first: Callable[..., None], largest: Callable[..., None], engine: Engine) -> None:
+    """The changes that cost no quality: a chunked prefill (transformers), then an fp8 KV cache where it runs."""
+    setup, gpu = base.setup, base.gpu
+    assert gpu is not None
+    if engine is Engine.HF and setup.prefill_chunk is None and setup.context > CONTEXT_STEP:
+        largest("prefill_chunk", "prefill_chunk", 1, (setup.context - 1) // CONTEXT_STEP, CONTEXT_STEP,
+                "the prompt in chunks of this many tokens")
+    if str(setup.kv_dtype) != "fp8" and engine in (Engine.HF, Engine.VLLM, Engine.SGLANG):
+        needed = VLLM_FP8_CC if engine is Engine.VLLM else FP8_COMPUTE_CC
+        if _cc(gpu) >= needed:
+            first("kv_dtype", [{"kv_dtype": "fp8"}])
+
+
+def _formats(req: InferRequest, base: InferResult, first: Callable[[str, list[dict[str, Any]]], None],
+             engine: Engine) -> None:
+    """The most faithful format smaller than the one run (fp8 only where the GPU runs it)."""
+    assert base.gpu is not None
+    current = base.setup.weight_format
+    start = FORMATS.index(str(current)) + 1 if current is not None and str(current) in FORMATS else 0
+    needed = VLLM_FP8_CC if engine is Engine.VLLM else FP8_COMPUTE_CC
+    candidates = [f for f in FORMATS[start:] if not (f.startswith("fp8") and _cc(base.gpu) < needed)]
+    peak = base.verdict.peak_bytes if base.verdict else 0
+
+    def smaller(changes: dict[str, Any]) -> bool:
+        r = _infer_check(req, changes)
+        return r is not None and r.verdict is not None and r.verdict.peak_bytes < peak
+
+    first("format", [{"format": f} for f in candidates if smaller({"format": f})])
+
+
+_CONTEXT_OPTION = {Engine.VLLM: "max_model_len", Engine.SGLANG: "context_length", Engine.LLAMA_CPP: "ctx_size"}
+
+
+def _shorter(req: InferRequest, base: InferResult, largest: Callable[..., None], engine: Engine) -> None:
+    """The largest context that fits, a multiple of 256: the prompt under transformers, the engine's own context
+    (max_model_len, --context-length, -c) under a serving engine."""
+    setup = base.setup
+    name = _CONTEXT_OPTION.get(engine, "context")
+    if engine is Engine.HF:
+        current = setup.context
+    else:
+        current = base.engine.context_len if base.engine is not None and base.engine.context_len else 0
+    hi = (current - 1) // CONTEXT_STEP
+    if engine not in (Engine.VLLM, Engine.SGLANG):
+        largest("context", name, 1, hi, CONTEXT_STEP, f"a multiple of {CONTEXT_STEP} tokens")
+        return
+    # the engine refuses a request longer than its context: one the user gave (-s) is kept, so the context must
+    # hold it; the default request (2,048 tokens, an assumption) shrinks with the context it is served at
+    given = any(req.options.get(k) is not None for k in ("context", "seq"))
+    need = setup.context + setup.new_tokens
+    lo = -(-need // CONTEXT_STEP) if given else 1
+
+    def changes(n: int) -> dict[str, Any]:
+        if given or n >= need:
+            return {name: n}
+        return {name: n, "context": max(1, n - setup.new_tokens)}
+
+    largest("context", name, lo, hi, CONTEXT_STEP, f"a multiple of {CONTEXT_STEP} tokens", changes)
+
+
+def _fewer(req: InferRequest, base: InferResult, largest: Callable[..., None], engine: Engine) -> None:
+    """Fewer concurrent sequences: the batch under transformers, vLLM's --max-num-seqs."""
+    setup = base.setup
+    if engine is Engine.HF and setup.batch > 1:
+        largest("batch", "batch", 1, setup.batch - 1)
+    elif engine is Engine.VLLM and base.gpu is not None:
+        from vramwise.workload.engines import vllm_batch_defaults
+
+        current = setup.vllm.max_num_seqs or vllm_batch_defaults(base.gpu.memory_bytes, base.gpu.name)[1]
+        if current > 1:
+            largest("batch", "max_num_seqs", 1, current - 1)
+
+
+def _utilization(req: InferRequest, base: InferResult, found: list[Suggestion]) -> None:
+    """vLLM's own advice ("increase gpu_memory_utilization"): the smallest larger fraction, in steps of 0.01, that
+    fits; at most 1 - margin, since vLLM's plan fills that fraction of the GPU."""
+    assert base.verdict is not None
+    now = round(base.setup.gpu_utilization * 100)
+    for k in range(now + 1, int((1.0 - req.margin) * 100) + 1):
+        r = _infer_check(req, {"gpu_util": k / 100})
+        if _infer_fits(r):
+            assert r is not None
+            found.append(_infer_suggestion("gpu_util", r, {"gpu_util": k / 100}, gpus=base.verdict.count,
+                                           note="less of the GPU left to other processes"))
+            return
+
+
+def _more_gpus_infer(req: InferRequest, base: InferResult) -> Suggestion | None:
+    """Tensor parallelism over more GPUs of the same kind: the fewest of 2, 4, 8 that fits."""
+    assert base.gpu is not None and base.verdict is not None
+    have = max(base.verdict.count, base.setup.tp)
+    own = {k: v for k, v in req.options.items() if k != "tp"}
+    for n in (n for n in GPU_COUNTS if n > have):
+        text = f"{n}x{base.gpu.name}"
+        r = _infer_check(replace(req, options=own), {}, gpu=text)
+        if _infer_fits(r):
+            assert r is not None
+            return _infer_suggestion("tp", r, {}, gpu=text, gpus=n, note=f"tensor parallel over {n} GPUs")
+    return None
