@@ -28,6 +28,7 @@ from vramwise.report.advice_out import Suggestion
 from vramwise.workload.engines import Engine
 
 if TYPE_CHECKING:
+    from vramwise.app.fitting import FitRequest
     from vramwise.catalog import Gpu
 
 CONTEXT_STEP = 256  # contexts are suggested in multiples of 256 tokens (a usable max_model_len / -c)
@@ -374,3 +375,30 @@ def _more_gpus_infer(req: InferRequest, base: InferResult) -> Suggestion | None:
             assert r is not None
             return _infer_suggestion("tp", r, {}, gpu=text, gpus=n, note=f"tensor parallel over {n} GPUs")
     return None
+
+
+# --- fit ---------------------------------------------------------------------------------------------------------
+
+
+def advise_fit(req: FitRequest) -> tuple[Suggestion, ...]:
+    """When a fit question has no answer: the single changes that make its smallest setup fit (micro-batch 1 for
+    ``--max batch``, the shortest sequence for ``--max seq``/``context``, the setup as given otherwise), on the
+    GPUs given (``--layouts N``: N of them)."""
+    from vramwise.app.fitting import Question
+    from vramwise.catalog import parse_gpu
+
+    options = dict(req.options)
+    if req.question is Question.MAX:
+        smallest = {"batch": {"batch": 1}, "seq": {"seq": int(options.get("cp") or 1)}, "context": {"context": 1}}
+        if not (req.infer and req.target in ("seq", "context") and options.get("engine") not in (None, "hf")):
+            options |= smallest.get("context" if req.infer and req.target == "seq" else str(req.target), {})
+    try:
+        gpu = req.gpu
+        if req.question is Question.LAYOUTS and req.gpus:
+            gpu = f"{req.gpus}x{parse_gpu(req.gpu).gpu.name}"
+        if req.infer:
+            return advise_infer(InferRequest(model=req.model, options=options, gpu=gpu, serve=req.serve,
+                                             margin=req.margin))
+        return advise_train(TrainRequest(model=req.model, options=options, gpu=gpu, margin=req.margin))
+    except VramwiseError:  # the smallest setup cannot be built either: the reason already says why
+        return ()

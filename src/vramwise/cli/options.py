@@ -375,9 +375,11 @@ OPTIONS: tuple[Option, ...] = (
     # --- the output
     Option(name="output", flags=("-o", "--output"), type=str, group=Group.OUTPUT, commands=(PLOT,),
            default="vramwise.png", help="output file, .png or .svg (default vramwise.png)"),
-    Option(name="json", flags=("--json",), group=Group.OUTPUT, commands=(INFER, TRAIN, VERIFY, MODELS, GPUS, FORMATS),
+    Option(name="json", flags=("--json",), group=Group.OUTPUT,
+           commands=(INFER, TRAIN, VERIFY, MODELS, GPUS, FORMATS, FIT),
            help="print the estimate as JSON (schema vramwise/estimate v1)",
            help_in={VERIFY: "print the comparison as JSON (schema vramwise/verify v1)",
+                    FIT: "print the answer as JSON (schema vramwise/fit v1; with advice when nothing fits)",
                     MODELS: "print the catalog as JSON", GPUS: "print the catalog as JSON (memory in bytes)",
                     FORMATS: "print the formats as JSON"}),
     Option(name="explain", flags=("--explain",), group=Group.OUTPUT, commands=(INFER, TRAIN),
