@@ -68,12 +68,12 @@ def train_assumptions(setup: TrainSetup, question: object, margin: float = 0.0) 
 def infer_assumptions(setup: InferSetup, question: object, margin: float = 0.0) -> tuple[str, ...]:
     """The inference setup the answer holds for."""
     said = [
-        f"engine {setup.engine}",
+        "transformers generate (engine hf)" if str(setup.engine) == "hf" else f"engine {setup.engine}",
         f"batch {setup.batch}" if str(question) != "batch" else "",
         f"context {setup.context:,}" if str(question) not in ("seq", "context") else "",
         f"{setup.new_tokens:,} new tokens",
-        f"format {setup.weight_format or 'the checkpoint'}",
-        f"kv {setup.kv_dtype}",
+        f"format {setup.weight_format or 'the checkpoint'}" if str(question) != "best_format" else "",
+        "KV in the compute dtype" if str(setup.kv_dtype) == "auto" else f"KV {setup.kv_dtype}",
         f"tp {setup.tp}",
         f"prefill chunk {setup.prefill_chunk:,}" if setup.prefill_chunk else "",
         *_margin(margin),
