@@ -31,7 +31,9 @@ from vramwise.cli import main
 from vramwise.errors import VramwiseError
 from vramwise.report.advice_out import Suggestion
 
-TRAIN_KINDS = ("recompute", "loss", "micro_batch", "optimizer", "peft", "activation_offload", "zero", "offload", "gpus")
+TRAIN_KINDS = (
+    "loading", "recompute", "loss", "micro_batch", "optimizer", "peft", "activation_offload", "zero", "offload", "gpus"
+)
 INFER_KINDS = ("prefill_chunk", "kv_dtype", "format", "context", "batch", "gpu_util", "tp")
 
 

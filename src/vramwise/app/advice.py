@@ -7,10 +7,11 @@ estimate's memory growing with each of them, as fit/solve.py's searches do). The
 more GPUs come last.
 
 Order (each kind tried once, in this order, and kept when it fits):
-  training: recompute (op-sac, then full), chunked loss, a smaller micro-batch with more gradient accumulation
-  (micro-batch x grad_accum kept, so the global batch is the same), an 8-bit or paged optimizer, LoRA, QLoRA,
-  activation offload, ZeRO over the data-parallel GPUs already there, ZeRO-Offload, then more GPUs (fit's
-  fewest-GPU search).
+  training: under FSDP a sharded loading path (no cost at run time), recompute (op-sac, then full), chunked loss, a
+  smaller micro-batch with more gradient accumulation (micro-batch x grad_accum kept, so the global batch is the
+  same), an 8-bit or paged optimizer, LoRA, QLoRA, activation offload, ZeRO over the data-parallel GPUs already
+  there, ZeRO-Offload, then more GPUs (fit's fewest-GPU search). ``fit --min-gpus`` lists the same kinds (and ZeRO-3
+  for ZeRO-1/2) by the fewer GPUs each needs (``advise_min_gpus``).
   inference: a chunked prefill (transformers), fp8 KV (where the GPU runs it), a smaller weight format, a shorter
   context (max_model_len under a serving engine, a multiple of 256), fewer concurrent sequences, a larger vLLM
   --gpu-memory-utilization, then tensor parallelism over more GPUs.
@@ -132,6 +133,8 @@ def _train_candidates(flat: Mapping[str, Any]) -> list[tuple[str, list[dict[str,
     """Each kind of change that can apply to this setup, cheapest first, with its values in the order tried (the
     first that fits is kept); "micro_batch" is searched by ``_micro_batch``."""
     steps: list[tuple[str, list[dict[str, Any]]]] = []
+    if flat["fsdp"] != "none" and flat["loading"] in ("auto", "fsdp-full"):  # each GPU loads its shard only
+        steps.append(("loading", [{"loading": "fsdp-meta"}, {"loading": "fsdp-sync"}]))
     if flat["recompute"] != "full":  # op-sac rebuilds less than full recompute: tried first
         steps.append(("recompute", [{"recompute": r} for r in ("op-sac", "full") if r != flat["recompute"]]))
     if flat["loss"] in ("full", "compute-dtype"):
@@ -387,6 +390,8 @@ def advise_fit(req: FitRequest) -> tuple[Suggestion, ...]:
     from vramwise.app.fitting import Question
     from vramwise.catalog import parse_gpu
 
+    if req.question is Question.MIN_GPUS:
+        return advise_min_gpus(req, None)
     options = dict(req.options)
     if req.question is Question.MAX:
         smallest = {"batch": {"batch": 1}, "seq": {"seq": int(options.get("cp") or 1)}, "context": {"context": 1}}
@@ -402,3 +407,41 @@ def advise_fit(req: FitRequest) -> tuple[Suggestion, ...]:
         return advise_train(TrainRequest(model=req.model, options=options, gpu=gpu, margin=req.margin))
     except VramwiseError:  # the smallest setup cannot be built either: the reason already says why
         return ()
+
+
+def advise_min_gpus(req: FitRequest, fewest: int | None) -> tuple[Suggestion, ...]:
+    """``fit --min-gpus``: the single changes that need fewer GPUs than ``fewest`` (None: no count fits), each
+    found by the same search run again with that change (the trial's 70B full fine-tune: 115 H100s, and
+    ``--recompute full`` alone brings it under 20)."""
+    from vramwise.app.fitting import FitRequest as Fit
+    from vramwise.app.fitting import Question, fit
+
+    sharded = req.options.get("zero") or str(req.options.get("fsdp") or "none") != "none"
+    own = {**req.options, "dp": 2} if sharded and req.options.get("dp") is None else req.options  # as fit builds it
+    flat = train(TrainRequest(model=req.model, options=own)).setup.to_flat()
+    ranks = int(flat["tp"]) * int(flat["pp"]) * int(flat["cp"])
+    found: list[Suggestion] = []
+    steps = _train_candidates(flat)
+    if flat["zero"] in (1, 2):  # ZeRO-1/2 keep the 16-bit weights whole on each GPU: ZeRO-3 shards them too
+        steps.append(("zero", [{"zero": 3}]))
+    for kind, candidates in steps:
+        if kind == "micro_batch":  # the micro-batch is the user's recipe
+            continue
+        best = fewest
+        for changes in candidates:  # each value of the kind that needs fewer GPUs than the cheaper one before it
+            try:
+                r = fit(Fit(model=req.model, gpu=req.gpu, question=Question.MIN_GPUS, margin=req.margin,
+                            options={**req.options, **changes}))
+            except VramwiseError:
+                continue
+            if r.answer is None or (best is not None and int(r.answer.value) >= best):
+                continue
+            best = int(r.answer.value)
+            n = int(r.answer.value) * ranks
+            gpu = r.gpu.name if n == 1 else f"{n}x{r.gpu.name}"
+            than = f" instead of {fewest * ranks}" if fewest is not None else ""
+            found.append(Suggestion(kind=kind, change=flag_text(changes), options=dict(changes),
+                                    gpu=gpu, gpus=n, peak_bytes=r.answer.at.peak_bytes,
+                                    headroom_bytes=r.answer.budget - r.answer.at.peak_bytes,
+                                    note=f"{n} GPU{'s' if n > 1 else ''}{than}"))
+    return tuple(found)

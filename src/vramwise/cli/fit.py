@@ -11,7 +11,7 @@ from vramwise.app.fitting import FitRequest, FitResult, Question, fit
 from vramwise.cli import DOES_NOT_FIT, FITS
 from vramwise.cli.options import setup_values
 from vramwise.errors import DoesNotFitError
-from vramwise.report.advice_out import Suggestion, advice_dict, render_advice
+from vramwise.report.advice_out import FEWER, Suggestion, advice_dict, render_advice
 from vramwise.report.fit_out import fit_dict, render_answer, render_formats, render_layouts
 from vramwise.report.json_out import render_json
 
@@ -46,8 +46,16 @@ def run(command: str, values: dict[str, Any]) -> int:
         r = fit(req)
     except DoesNotFitError as err:
         return _miss(req, str(err), bool(values.get("json")))
+    fewer: tuple[Suggestion, ...] = ()
+    if r.question is Question.MIN_GPUS and r.answer is not None and int(r.answer.value) > 1:
+        from vramwise.app.advice import advise_min_gpus
+
+        fewer = advise_min_gpus(req, int(r.answer.value))
     if values.get("json"):
-        print(render_json(_doc(req, r)))
+        doc = _doc(req, r)
+        if r.question is Question.MIN_GPUS:
+            doc["advice"] = advice_dict(fewer)
+        print(render_json(doc))
         return FITS
     if r.layouts is not None:
         print(
@@ -63,6 +71,8 @@ def run(command: str, values: dict[str, Any]) -> int:
                         margin=r.margin))
     if r.question is Question.BEST_FORMAT:
         print(render_formats(list(r.formats), unit))
+    if fewer:
+        print(render_advice(fewer, unit, FEWER))
     return FITS
 
 

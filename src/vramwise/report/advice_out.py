@@ -27,13 +27,16 @@ HEADER = "to make it fit, one change each (each checked by re-running the estima
 NONE = "no single change makes it fit: combine them (fit --max batch/seq/context answers with the rest fixed)"
 
 
-def render_advice(found: tuple[Suggestion, ...], unit: Unit = "gib") -> str:
+FEWER = "fewer GPUs with one change (each found by the same search with that change):"
+
+
+def render_advice(found: tuple[Suggestion, ...], unit: Unit = "gib", header: str = HEADER) -> str:
     if not found:
         return NONE
     width = max(len(s.change) for s in found)
-    lines = [HEADER]
+    lines = [header]
     for s in found:
-        on = f" on {s.gpus} GPUs" if s.gpu else ""
+        on = f" on {s.gpus} GPU{'s' if s.gpus > 1 else ''}" if s.gpu else ""
         note = f" ({s.note})" if s.note else ""
         lines.append(
             f"  {s.change:<{width}}  peak {fmt(s.peak_bytes, unit)}{on}, headroom {fmt(s.headroom_bytes, unit)}{note}"
