@@ -235,3 +235,26 @@ def test_a_fitting_setup_gets_no_advice() -> None:
     assert advise_infer(InferRequest(model="llama-3-8b", gpu="h100")) == ()
     assert advise_train(TrainRequest(model="llama-3.2-1b", gpu="h100")) == ()
     assert advise_train(TrainRequest(model="llama-3.2-1b")) == ()  # no GPU, nothing to fit
+
+
+def test_min_gpus_lists_the_changes_that_need_fewer_gpus(capsys: pytest.CaptureFixture[str]) -> None:
+    """The trial's complaint: `fit llama-3-70b --min-gpus` said 115 H100s without saying that --recompute full
+    needs far fewer. Each listed count is the same search run again with that change (app.fit), and is fewer."""
+    from vramwise.app.fitting import FitRequest, Question, fit
+
+    code, out, _ = _cli(capsys, "fit", "llama-3-70b", "--gpu", "h100-80gb", "--min-gpus", "--json")
+    doc = json.loads(out)
+    fewest = doc["answer"]["value"]
+    assert code == 0 and doc["advice"]
+    kinds = [a["kind"] for a in doc["advice"]]
+    assert "recompute" in kinds
+    for a in doc["advice"]:
+        r = fit(FitRequest(model="llama-3-70b", gpu="h100-80gb", question=Question.MIN_GPUS, options=a["options"]))
+        assert r.answer is not None and r.answer.value == a["gpus"] < fewest
+        assert a["peak_bytes"] == r.answer.at.peak_bytes and a["headroom_bytes"] >= 0
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
