@@ -34,7 +34,7 @@ from vramwise.report.advice_out import Suggestion
 TRAIN_KINDS = (
     "loading", "recompute", "loss", "micro_batch", "optimizer", "peft", "activation_offload", "zero", "offload", "gpus"
 )
-INFER_KINDS = ("prefill_chunk", "kv_dtype", "format", "context", "batch", "gpu_util", "tp")
+INFER_KINDS = ("prefill_chunk", "kv_dtype", "format", "context", "batch", "gpu_util", "gpu_layers", "tp")
 
 
 def _train_fits(req: TrainRequest, changes: Mapping[str, Any], gpu: str | None = None) -> bool:
@@ -103,6 +103,9 @@ def _check_infer(req: InferRequest, s: Suggestion, base: Any) -> None:
         current = base.setup.context if name in ("context", "prefill_chunk") else base.engine.context_len
         if bigger < current:
             assert not _infer_fits(req, step), step
+    if s.kind == "gpu_layers":  # llama.cpp -ngl: one more layer on the GPU misses
+        n = s.options["n_gpu_layers"]
+        assert not _infer_fits(req, {"n_gpu_layers": n + 1}) or n + 1 > base.model.num_layers
     if s.kind == "batch":
         name, value = next(iter(s.options.items()))
         assert not _infer_fits(req, {name: value + 1}) or value + 1 >= base.setup.batch
@@ -142,11 +145,15 @@ _TRAIN = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(_TRAIN)
 def test_every_training_suggestion_fits_alone_and_is_the_smallest(draw: dict[str, Any]) -> None:
     model, gpu = draw.pop("model"), draw.pop("gpu")
     req = TrainRequest(model=model, gpu=gpu, options=draw)
+    try:
+        train(req)
+    except VramwiseError:  # a combination the tool refuses is no miss to advise on
+        assume(False)
     assume(not _train_fits(req, {}))  # a miss
     found = advise_train(req)
     _ranked(found, TRAIN_KINDS)
@@ -161,18 +168,25 @@ _INFER = st.fixed_dictionaries(
         "gpu": st.sampled_from(["rtx-3090", "rtx-4090", "l4", "t4", "a100-40gb"]),
         "context": st.sampled_from([2048, 8192, 32768, 65536]),
         "batch": st.sampled_from([1, 2, 8]),
-        "engine": st.sampled_from(["hf", "vllm"]),
+        "engine": st.sampled_from(["hf", "vllm", "llama.cpp"]),
     }
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(_INFER)
 def test_every_inference_suggestion_fits_alone_and_is_the_smallest(draw: dict[str, Any]) -> None:
     model, gpu = draw.pop("model"), draw.pop("gpu")
     if draw["engine"] == "vllm":  # vLLM serves sequences up to max_model_len: the drawn context is it
         draw = {"engine": "vllm", "max_model_len": draw["context"], "context": 1024}
+    if draw["engine"] == "llama.cpp":  # llama.cpp's -c: its KV cells; the drawn batch is -np (sequences)
+        draw = {"engine": "llama.cpp", "ctx_size": draw["context"] * draw["batch"], "parallel": draw["batch"],
+                "context": 1024}
     req = InferRequest(model=model, gpu=gpu, options=draw)
+    try:
+        infer(req)
+    except VramwiseError:
+        assume(False)
     assume(not _infer_fits(req, {}))
     found = advise_infer(req)
     _ranked(found, INFER_KINDS)

@@ -273,6 +273,8 @@ def advise_infer(req: InferRequest) -> tuple[Suggestion, ...]:
     _fewer(req, base, largest, engine)
     if engine is Engine.VLLM:
         _utilization(req, base, found)
+    if engine is Engine.LLAMA_CPP:
+        _partial_offload(base, largest)
     tp = _more_gpus_infer(req, base)
     if tp is not None:
         found.append(tp)
@@ -290,6 +292,9 @@ def _cheap(base: InferResult, first: Callable[..., None], largest: Callable[...,
         needed = VLLM_FP8_CC if engine is Engine.VLLM else FP8_COMPUTE_CC
         if _cc(gpu) >= needed:
             first("kv_dtype", [{"kv_dtype": "fp8"}])
+    if engine is Engine.LLAMA_CPP and str(setup.llamacpp.cache_type_k) == "f16":
+        # llama.cpp's quantized KV cache (-ctk/-ctv q8_0, then q4_0), any GPU: ggml's own block types
+        first("kv_dtype", [{"cache_type_k": t, "cache_type_v": t} for t in ("q8_0", "q4_0")])
 
 
 def _formats(req: InferRequest, base: InferResult, first: Callable[[str, list[dict[str, Any]]], None],
@@ -322,7 +327,7 @@ def _shorter(req: InferRequest, base: InferResult, largest: Callable[..., None],
     else:
         current = base.engine.context_len if base.engine is not None and base.engine.context_len else 0
     hi = (current - 1) // CONTEXT_STEP
-    if engine not in (Engine.VLLM, Engine.SGLANG):
+    if engine is Engine.HF:
         largest("context", name, 1, hi, CONTEXT_STEP, f"a multiple of {CONTEXT_STEP} tokens")
         return
     # the engine refuses a request longer than its context: one the user gave (-s) is kept, so the context must
@@ -350,6 +355,14 @@ def _fewer(req: InferRequest, base: InferResult, largest: Callable[..., None], e
         current = setup.vllm.max_num_seqs or vllm_batch_defaults(base.gpu.memory_bytes, base.gpu.name)[1]
         if current > 1:
             largest("batch", "max_num_seqs", 1, current - 1)
+
+
+def _partial_offload(base: InferResult, largest: Callable[..., None]) -> None:
+    """llama.cpp's -ngl: the most repeating layers on the GPU that fit, the rest (and the output layer) computed on
+    the CPU, much slower; -ngl counts the output layer as one more (llama_model_default_params, n_gpu_layers)."""
+    layers = int(getattr(base.model, "num_layers", 0) or 0)
+    if layers and base.setup.llamacpp.gpu_layers > layers:
+        largest("gpu_layers", "n_gpu_layers", 0, layers, 1, f"of {layers} layers on the GPU, the rest on the CPU")
 
 
 def _utilization(req: InferRequest, base: InferResult, found: list[Suggestion]) -> None:
