@@ -33,7 +33,7 @@ from vramwise.app import (
 )
 from vramwise.catalog import get_gpu
 from vramwise.cli import main
-from vramwise.cli.options import INFER, OPTIONS, TRAIN, WRAPPERS, Group, build_parser, options_of
+from vramwise.cli.options import INFER, OPTIONS, TRAIN, WRAPPERS, Group, build_parser, options_of, tokens
 from vramwise.errors import InapplicableOptionError, VramwiseError
 from vramwise.estimate.inference import estimate_inference
 from vramwise.fit.solve import best_format, max_infer, max_train
@@ -166,7 +166,7 @@ def _sample(option) -> list[str]:
     flag = option.flags_in(WRAPPERS[0])[-1]
     if option.type is None:
         return [flag]
-    return [flag, "1" if option.type is int else "0.5" if option.type is float else "x"]
+    return [flag, "1" if option.type in (int, tokens) else "0.5" if option.type is float else "x"]
 
 
 @pytest.mark.parametrize("wrapper", WRAPPERS)
