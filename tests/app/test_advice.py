@@ -90,19 +90,12 @@ def _check_train(req: TrainRequest, s: Suggestion, flat: Mapping[str, Any]) -> N
 def _check_infer(req: InferRequest, s: Suggestion, base: Any) -> None:
     assert _infer_fits(req, s.options, s.gpu), s.change
     if s.kind in ("context", "prefill_chunk"):
-        # the served length (max_model_len, --context-length, -c) or the prompt; under an engine the default request
-        # may come with it (a companion "context" no longer than the served length)
-        name = next(k for k in s.options if k != "context") if len(s.options) > 1 else next(iter(s.options))
-        value = s.options[name]
-        assert value % CONTEXT_STEP == 0
-        bigger = value + CONTEXT_STEP
-        step = {name: bigger}
-        need = base.setup.context + base.setup.new_tokens
-        if "context" in s.options and name != "context" and bigger < need:
-            step["context"] = max(1, bigger - base.setup.new_tokens)
-        current = base.setup.context if name in ("context", "prefill_chunk") else base.engine.context_len
-        if bigger < current:
-            assert not _infer_fits(req, step), step
+        _check_context(req, s, base)
+    if s.kind == "gpu_util":  # the nearest fraction to vLLM's own that fits: one step closer to it misses
+        k, now = round(s.options["gpu_util"] * 100), round(base.setup.gpu_utilization * 100)
+        closer = k - 1 if k > now else k + 1
+        if closer != now:
+            assert not _infer_fits(req, {"gpu_util": closer / 100}), closer
     if s.kind == "gpu_layers":  # llama.cpp -ngl: one more layer on the GPU misses
         n = s.options["n_gpu_layers"]
         assert not _infer_fits(req, {"n_gpu_layers": n + 1}) or n + 1 > base.model.num_layers
@@ -125,6 +118,22 @@ def _check_infer(req: InferRequest, s: Suggestion, base: Any) -> None:
             assert not _infer_fits(req, {"format": f}) or _peak(req, f) >= base.verdict.peak_bytes, f
 
 
+def _check_context(req: InferRequest, s: Suggestion, base: Any) -> None:
+    # the served length (max_model_len, --context-length, -c) or the prompt; under an engine the default request
+    # may come with it (a companion "context" no longer than the served length)
+    name = next(k for k in s.options if k != "context") if len(s.options) > 1 else next(iter(s.options))
+    value = s.options[name]
+    assert value % CONTEXT_STEP == 0
+    bigger = value + CONTEXT_STEP
+    step = {name: bigger}
+    need = base.setup.context + base.setup.new_tokens
+    if "context" in s.options and name != "context" and bigger < need:
+        step["context"] = max(1, bigger - base.setup.new_tokens)
+    current = base.setup.context if name in ("context", "prefill_chunk") else base.engine.context_len
+    if bigger < current:
+        assert not _infer_fits(req, step), step
+
+
 def _peak(req: InferRequest, fmt: str) -> int:
     r = infer(replace(req, options={**req.options, "format": fmt}))
     assert r.verdict is not None
@@ -141,6 +150,7 @@ _TRAIN = st.fixed_dictionaries(
         "recompute": st.sampled_from(["none", "full"]),
         "peft": st.sampled_from(["none", "lora"]),
         "loss": st.sampled_from(["full", "chunked"]),
+        "margin": st.sampled_from([0.0, 0.0, 0.1]),
     }
 )
 
@@ -148,8 +158,8 @@ _TRAIN = st.fixed_dictionaries(
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(_TRAIN)
 def test_every_training_suggestion_fits_alone_and_is_the_smallest(draw: dict[str, Any]) -> None:
-    model, gpu = draw.pop("model"), draw.pop("gpu")
-    req = TrainRequest(model=model, gpu=gpu, options=draw)
+    model, gpu, margin = draw.pop("model"), draw.pop("gpu"), draw.pop("margin")
+    req = TrainRequest(model=model, gpu=gpu, options=draw, margin=margin)
     try:
         train(req)
     except VramwiseError:  # a combination the tool refuses is no miss to advise on
@@ -169,6 +179,7 @@ _INFER = st.fixed_dictionaries(
         "context": st.sampled_from([2048, 8192, 32768, 65536]),
         "batch": st.sampled_from([1, 2, 8]),
         "engine": st.sampled_from(["hf", "vllm", "llama.cpp"]),
+        "margin": st.sampled_from([0.0, 0.0, 0.05, 0.15]),
     }
 )
 
@@ -176,13 +187,13 @@ _INFER = st.fixed_dictionaries(
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(_INFER)
 def test_every_inference_suggestion_fits_alone_and_is_the_smallest(draw: dict[str, Any]) -> None:
-    model, gpu = draw.pop("model"), draw.pop("gpu")
+    model, gpu, margin = draw.pop("model"), draw.pop("gpu"), draw.pop("margin")
     if draw["engine"] == "vllm":  # vLLM serves sequences up to max_model_len: the drawn context is it
         draw = {"engine": "vllm", "max_model_len": draw["context"], "context": 1024}
     if draw["engine"] == "llama.cpp":  # llama.cpp's -c: its KV cells; the drawn batch is -np (sequences)
         draw = {"engine": "llama.cpp", "ctx_size": draw["context"] * draw["batch"], "parallel": draw["batch"],
                 "context": 1024}
-    req = InferRequest(model=model, gpu=gpu, options=draw)
+    req = InferRequest(model=model, gpu=gpu, options=draw, margin=margin)
     try:
         infer(req)
     except VramwiseError:

@@ -48,11 +48,14 @@ FP8_COMPUTE_CC = 8.9
 VLLM_FP8_CC = 8.0
 
 
+_SPELLED = {"gpu_util": "--gpu-memory-utilization"}  # vLLM's own spelling, not the short alias
+
+
 def flag_text(options: Mapping[str, Any]) -> str:
     """``{"recompute": "full", "activation_offload": True}`` as ``--recompute full --activation-offload``."""
     parts = []
     for name, value in options.items():
-        spelled = "--" + name.replace("_", "-")
+        spelled = _SPELLED.get(name, "--" + name.replace("_", "-"))
         parts.append(spelled if value is True else f"{spelled} {value}")
     return " ".join(parts)
 
@@ -366,16 +369,22 @@ def _partial_offload(base: InferResult, largest: Callable[..., None]) -> None:
 
 
 def _utilization(req: InferRequest, base: InferResult, found: list[Suggestion]) -> None:
-    """vLLM's own advice ("increase gpu_memory_utilization"): the smallest larger fraction, in steps of 0.01, that
-    fits; at most 1 - margin, since vLLM's plan fills that fraction of the GPU."""
+    """vLLM's --gpu-memory-utilization, in steps of 0.01. When vLLM refuses to start inside its share, its own advice
+    ("increase gpu_memory_utilization"): the smallest larger fraction that fits, at most 1 - margin. When it starts
+    but its plan, which fills that share, is over the budget less --margin: the largest smaller fraction."""
     assert base.verdict is not None
     now = round(base.setup.gpu_utilization * 100)
-    for k in range(now + 1, int((1.0 - req.margin) * 100) + 1):
+    if base.verdict.refusal is not None:
+        steps = range(now + 1, int((1.0 - req.margin) * 100) + 1)
+        note = "less of the GPU left to other processes"
+    else:
+        steps = range(now - 1, 0, -1)
+        note = "a smaller KV pool: vLLM fills this share of the GPU"
+    for k in steps:
         r = _infer_check(req, {"gpu_util": k / 100})
         if _infer_fits(r):
             assert r is not None
-            found.append(_infer_suggestion("gpu_util", r, {"gpu_util": k / 100}, gpus=base.verdict.count,
-                                           note="less of the GPU left to other processes"))
+            found.append(_infer_suggestion("gpu_util", r, {"gpu_util": k / 100}, gpus=base.verdict.count, note=note))
             return
 
 
