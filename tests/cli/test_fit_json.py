@@ -82,3 +82,25 @@ def test_nothing_fits_in_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert isinstance(doc["advice"], list)
     for a in doc["advice"]:
         assert a["headroom_bytes"] >= 0 and a["change"].startswith("--")
+
+
+def test_margin_under_an_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    """llama.cpp's memory grows with -c: with --margin the largest -c is searched against the GPU less the margin
+    (its plan at 256 more is over it); vLLM fills --gpu-memory-utilization of the GPU, so a margin larger than the
+    share it leaves is a miss whose advice is a smaller share."""
+    from vramwise.app.engines import engine_plan
+    from vramwise.app.setups import infer_setup
+    from vramwise.spec.load import catalog_spec
+
+    code, doc = _doc(capsys, "fit", "llama-3.1-8b", "--gpu", "rtx-3090", "--engine", "llama.cpp", "--infer",
+                     "--max", "context", "--margin", "0.1")
+    budget = int(get_gpu("rtx-3090").memory_bytes * 0.9)
+    n = doc["answer"]["value"]
+    assert code == 0 and n % 256 == 0 and doc["answer"]["peak_bytes"] <= budget == doc["gpu"]["budget_bytes"]
+    spec = catalog_spec("llama-3.1-8b")
+    beyond = engine_plan(spec, infer_setup({"engine": "llama.cpp", "ctx_size": n + 256}, spec), get_gpu("rtx-3090"))
+    assert beyond.estimate.peak_bytes > budget
+    code, doc = _doc(capsys, "fit", "llama-3-8b", "--gpu", "h100", "--serve", "--infer", "--max", "context",
+                     "--margin", "0.15")
+    assert code == 3 and "--margin 15%" in doc["reason"]
+    assert [a["kind"] for a in doc["advice"]] == ["gpu_util"] and doc["advice"][0]["options"]["gpu_util"] < 0.9

@@ -296,8 +296,17 @@ def _fit_engine(req: FitRequest, model: ModelSpec, choice: GpuChoice, setup: Inf
             raise DoesNotFitError(f"{setup.engine} {found.version}: no context fits ({found.refusal or 'no KV pool'})")
         value = found.max_context // ROUND_TO * ROUND_TO if found.max_context >= ROUND_TO else found.max_context
         found = _at_context(plan, setup, value) or found
+        if req.margin and found.estimate.peak_bytes > usable(gpu.memory_bytes, req.margin):
+            value, found = _within_margin(plan, setup, value, usable(gpu.memory_bytes, req.margin)) or (value, found)
         what = {Engine.VLLM: "max_model_len", Engine.LLAMA_CPP: "-c, KV cells", Engine.SGLANG: "its token pool"}
         meaning = _ENGINE_MEANING["context"].format(what=f"{what.get(Engine(setup.engine), 'context')}; {flag} sets it")
+    budget = usable(gpu.memory_bytes, req.margin)
+    if found.estimate.peak_bytes > budget:  # only with --margin: the engine sizes its share from the whole GPU
+        raise DoesNotFitError(
+            f"{setup.engine} {found.version}'s plan needs {fmt(found.estimate.peak_bytes, req.unit)} > "
+            f"{fmt(budget, req.unit)} (the GPU less --margin {req.margin:.0%}): it fills its share of the GPU "
+            "(--gpu-memory-utilization, --mem-fraction-static); give it a smaller share"
+        )
     answer = Answer(
         question=f"max {req.target} ({setup.engine} {found.version})",
         value=value,
@@ -308,6 +317,23 @@ def _fit_engine(req: FitRequest, model: ModelSpec, choice: GpuChoice, setup: Inf
         stopped_by=meaning,
     )
     return FitResult(question=req.question, gpu=gpu, answer=answer)
+
+
+def _within_margin(
+    plan: Callable[[InferSetup], EngineEstimate], setup: InferSetup, value: int, budget: int
+) -> tuple[int, EngineEstimate] | None:
+    """The largest context, a multiple of ROUND_TO up to ``value``, whose plan fits ``budget`` (the GPU less the
+    margin): an engine whose memory grows with its context (llama.cpp's -c); None when not even ROUND_TO does."""
+    best: tuple[int, EngineEstimate] | None = None
+    lo, hi = 1, value // ROUND_TO
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        at = _at_context(plan, setup, mid * ROUND_TO)
+        if at is not None and at.refusal is None and at.estimate.peak_bytes <= budget:
+            best, lo = (mid * ROUND_TO, at), mid + 1
+        else:
+            hi = mid - 1
+    return best
 
 
 def _at_context(plan: Callable[[InferSetup], EngineEstimate], setup: InferSetup, n: int) -> EngineEstimate | None:
