@@ -38,12 +38,12 @@ GPU_COUNTS = (2, 4, 8)  # tensor parallelism suggested over this many GPUs (one 
 # From the most to the least faithful to the checkpoint (fit/solve.py FORMATS_BY_QUALITY, without importing fit)
 FORMATS = ("bf16", "fp8-e4m3", "int8", "q8_0", "q6_k", "q5_k_m", "awq-4bit-g128", "q4_k_m", "nf4", "q4_0")
 
-# fp8 support by compute capability. fp8 arithmetic needs Ada or Hopper (8.9+): transformers' FineGrainedFP8
-# quantizer refuses below it (quantizers/quantizer_finegrained_fp8.py validate_environment, "compute capability
-# >= 8.9"); vLLM runs fp8 weights on Ampere (8.0+) as weight-only W8A16 through its FP8 Marlin kernels (vLLM docs,
-# features/quantization/fp8.md), and stores an fp8 KV cache on any GPU it builds for, the conversion being done in
-# software by csrc/quantization/fp8/nvidia/quant_utils.cuh, which csrc/cache_kernels.cu reshape_and_cache_flash
-# uses (v0.11.0).
+# fp8 support by compute capability. transformers 5.24 runs fp8 weights from compute capability 8.9 (Ada, Hopper)
+# only: below it quantizers/quantizer_finegrained_fp8.py validate_environment warns and dequantizes the model to
+# bf16, so fp8 saves nothing there (and its fp8 arithmetic, KV included, needs 8.9 too). vLLM runs fp8 weights on
+# Ampere (8.0+) as weight-only W8A16 through its FP8 Marlin kernels (vLLM docs, features/quantization/fp8.md), and
+# stores an fp8 KV cache on any GPU it builds for, converting in software (csrc/quantization/fp8/nvidia/
+# quant_utils.cuh, used by csrc/cache_kernels.cu reshape_and_cache_flash, v0.11.0).
 FP8_COMPUTE_CC = 8.9
 VLLM_FP8_CC = 8.0
 
