@@ -104,3 +104,14 @@ def test_margin_under_an_engine(capsys: pytest.CaptureFixture[str]) -> None:
                      "--margin", "0.15")
     assert code == 3 and "--margin 15%" in doc["reason"]
     assert [a["kind"] for a in doc["advice"]] == ["gpu_util"] and doc["advice"][0]["options"]["gpu_util"] < 0.9
+
+
+def test_best_format_skips_fp8_where_transformers_dequantizes_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """The trial's llava on a T4 was told fp8-e4m3: transformers 5.24 dequantizes fp8 to bf16 below compute
+    capability 8.9 (quantizer_finegrained_fp8.py validate_environment), so it is no candidate there."""
+    code, doc = _doc(capsys, "fit", "llava-1.5-7b", "--infer", "--images", "4", "--gpu", "t4", "--best-format")
+    assert code == 0 and not str(doc["answer"]["value"]).startswith("fp8")
+    assert all(not f["fits"] for f in doc["formats"] if f["format"].startswith("fp8"))
+    assert any("fp8 formats are not candidates" in n for n in doc["notes"])
+    code, doc = _doc(capsys, "fit", "llava-1.5-7b", "--infer", "--images", "4", "--gpu", "l4", "--best-format")
+    assert code == 0 and not any("fp8 formats" in n for n in doc["notes"])  # an L4 is 8.9

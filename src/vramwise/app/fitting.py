@@ -103,7 +103,7 @@ def fit(req: FitRequest) -> FitResult:
         else:
             found = _fit_inference(req, model, gpu, inference)
         said = infer_assumptions(inference, _searched(req), margin)
-        return replace(found, count=choice.count, notes=notes, assumptions=said, margin=margin)
+        return replace(found, count=choice.count, notes=(*notes, *found.notes), assumptions=said, margin=margin)
     if req.question is Question.LAYOUTS:
         options, notes = train_options(uncounted(choice), req.options)
         _framework_search(req.question, options)
@@ -357,9 +357,12 @@ def _fit_inference(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: InferSetu
     budget = usable(gpu.memory_bytes, req.margin)
     if req.question is Question.BEST_FORMAT:
         answer, rows = best_format(model, setup, budget, req.unit)
+        notes: tuple[str, ...] = ()
+        if _no_fp8(gpu):
+            answer, rows, notes = _without_fp8(answer, rows, gpu, req.unit)
         if not gpu.bf16:  # the 16-bit candidate runs as fp16 there (same bytes: gpu_rules.py), so say fp16
             answer, rows = _as_fp16(answer), [replace(r, format="fp16") if r.format == "bf16" else r for r in rows]
-        return FitResult(question=req.question, gpu=gpu, answer=answer, formats=tuple(rows))
+        return FitResult(question=req.question, gpu=gpu, answer=answer, formats=tuple(rows), notes=notes)
     check_format(model, setup)
     target = "batch" if req.target == "batch" else "context"
     try:
@@ -392,6 +395,35 @@ def _layouts(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: TrainSetup) -> 
         raise DoesNotFitError(f"no layout of {gpus} x {gpu.name} fits: {floor}; {fewest}")
     top_shown = DEFAULT_TOP if req.top is None else req.top
     return FitResult(question=req.question, gpu=gpu, layouts=found, gpus=gpus, top=top_shown)
+
+
+def _no_fp8(gpu: Gpu) -> bool:
+    """transformers runs fp8 weights from compute capability 8.9 only (app/advice.py FP8_COMPUTE_CC: below it the
+    model is dequantized to bf16); unknown for a size given, so left as it is there."""
+    from vramwise.app.advice import FP8_COMPUTE_CC
+
+    return gpu.compute_capability is not None and float(gpu.compute_capability) < FP8_COMPUTE_CC
+
+
+def _without_fp8(answer: Answer, rows: list[FormatRow], gpu: Gpu, unit: Unit) -> tuple[Answer, list[FormatRow],
+                                                                                          tuple[str, ...]]:
+    """fp8 rows marked as not fitting on a GPU that runs no fp8 (the trial's llava on a T4 was told fp8-e4m3), and
+    the answer moved to the most faithful other format that fits."""
+    rows = [replace(r, fits=False) if r.format.startswith("fp8") else r for r in rows]
+    note = (f"fp8 formats are not candidates on {gpu.label} (compute capability {gpu.compute_capability} < 8.9): "
+            "transformers dequantizes an fp8 model to bf16 there (quantizer_finegrained_fp8.py validate_environment)")
+    if not str(answer.value).startswith("fp8"):
+        return answer, rows, (note,)
+    best = next((i for i, r in enumerate(rows) if r.fits), None)
+    if best is None:
+        raise DoesNotFitError(f"no weight format fits {fmt(answer.budget, unit)} without fp8; {note}")
+    before = rows[best - 1] if best > 0 else None
+    moved = replace(answer, value=rows[best].format, at=rows[best].estimate,
+                    next_value=before.format if before else None,
+                    beyond=before.estimate if before and not before.format.startswith("fp8") else None,
+                    stopped_by="not run on this GPU (see the note)" if before and before.format.startswith("fp8")
+                    else None)
+    return moved, rows, (note,)
 
 
 def _as_fp16(answer: Answer) -> Answer:
