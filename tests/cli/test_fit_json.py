@@ -115,3 +115,20 @@ def test_best_format_skips_fp8_where_transformers_dequantizes_it(capsys: pytest.
     assert any("fp8 formats are not candidates" in n for n in doc["notes"])
     code, doc = _doc(capsys, "fit", "llava-1.5-7b", "--infer", "--images", "4", "--gpu", "l4", "--best-format")
     assert code == 0 and not any("fp8 formats" in n for n in doc["notes"])  # an L4 is 8.9
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("fit", "llama-3-8b", "--gpu", "h100", "--serve", "--min-gpus"),
+        ("fit", "llama-3-8b", "--gpu", "h100", "--engine", "vllm", "--layouts", "8"),
+        ("fit", "llama-3-8b", "--gpu", "h100", "--engine", "llama.cpp", "--max", "batch"),
+    ],
+)
+def test_an_engine_says_which_questions_it_cannot_answer(argv: tuple[str, ...],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`fit --serve --min-gpus` answered a training question and ignored --serve; an engine answers fit --infer only,
+    and says so in one line (trial finding 4)."""
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and not out and len(err.strip().splitlines()) == 1
+    assert "answers fit --infer" in err and "--min-gpus and --layouts are training questions" in err

@@ -205,6 +205,14 @@ def _check(req: FitRequest) -> None:
     if req.options.get("mode") not in (None, "accurate"):
         raise InapplicableOptionError("fit answers in accurate mode only: drop --mode textbook", field="mode")
     refuse(req.options, ("seed", "lora_fraction"), "applies to --mode textbook (the seeds' formulas)")
+    if not req.infer and (req.serve or req.options.get("engine") not in (None, "hf")):
+        # the one line on what an engine answers (trial finding 4): its plan serves, it does not train
+        flag = "--serve" if req.serve else f"--engine {req.options['engine']}"
+        raise InapplicableOptionError(
+            f"{flag} answers fit --infer (--max batch|context, --best-format) from the engine's plan; --min-gpus "
+            "and --layouts are training questions, which no serving engine answers: add --infer, or drop it",
+            field="serve" if req.serve else "engine",
+        )
     if req.infer:
         refuse(req.options, TRAINING_ONLY, "is a training option: drop it, or drop --infer")
         if req.options.get("engine") in (None, "hf") and not req.serve:
@@ -227,9 +235,10 @@ def _check(req: FitRequest) -> None:
     if req.question is Question.BEST_FORMAT and not req.infer:
         raise InapplicableOptionError("--best-format is an inference question: add --infer", field="best_format")
     if req.question is Question.LAYOUTS and req.infer:
-        raise InapplicableOptionError("--layouts ranks training layouts: drop --infer", field="layouts")
+        raise InapplicableOptionError("--layouts ranks training layouts: drop --infer (and any engine)", field="layouts")
     if req.question is Question.MIN_GPUS and req.infer:
-        raise InapplicableOptionError("--min-gpus is a training question: drop --infer", field="min_gpus")
+        raise InapplicableOptionError("--min-gpus is a training question: drop --infer (and any engine)",
+                                      field="min_gpus")
 
 
 def _check_numbers(req: FitRequest) -> None:
