@@ -235,7 +235,8 @@ def _check(req: FitRequest) -> None:
     if req.question is Question.BEST_FORMAT and not req.infer:
         raise InapplicableOptionError("--best-format is an inference question: add --infer", field="best_format")
     if req.question is Question.LAYOUTS and req.infer:
-        raise InapplicableOptionError("--layouts ranks training layouts: drop --infer (and any engine)", field="layouts")
+        raise InapplicableOptionError("--layouts ranks training layouts: drop --infer (and any engine)",
+                                      field="layouts")
     if req.question is Question.MIN_GPUS and req.infer:
         raise InapplicableOptionError("--min-gpus is a training question: drop --infer (and any engine)",
                                       field="min_gpus")
