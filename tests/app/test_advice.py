@@ -283,3 +283,10 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def test_the_format_order_is_fits() -> None:
+    """advice keeps its own copy (importing fit/solve.py would load the training estimator on `vramwise infer`)."""
+    from vramwise.fit.solve import FORMATS_BY_QUALITY
+
+    assert FORMATS == FORMATS_BY_QUALITY

@@ -12,9 +12,11 @@ Order (each kind tried once, in this order, and kept when it fits):
   same), an 8-bit or paged optimizer, LoRA, QLoRA, activation offload, ZeRO over the data-parallel GPUs already
   there, ZeRO-Offload, then more GPUs (fit's fewest-GPU search). ``fit --min-gpus`` lists the same kinds (and ZeRO-3
   for ZeRO-1/2) by the fewer GPUs each needs (``advise_min_gpus``).
-  inference: a chunked prefill (transformers), fp8 KV (where the GPU runs it), a smaller weight format, a shorter
-  context (max_model_len under a serving engine, a multiple of 256), fewer concurrent sequences, a larger vLLM
-  --gpu-memory-utilization, then tensor parallelism over more GPUs.
+  inference: a chunked prefill (transformers), fp8 KV where the GPU runs it (llama.cpp: -ctk/-ctv q8_0, q4_0), a
+  smaller weight format, a shorter context (max_model_len, --context-length or -c under a serving engine, a
+  multiple of 256), fewer concurrent sequences, vLLM's --gpu-memory-utilization (larger when vLLM refuses inside
+  its share, smaller when its share is over the budget less --margin), llama.cpp's -ngl (the most layers on the
+  GPU), then tensor parallelism over more GPUs.
 """
 
 from __future__ import annotations
