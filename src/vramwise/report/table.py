@@ -27,7 +27,7 @@ def render_table(
     total = estimate.peak_bytes
     width = max([len(t.name) for t in estimate.terms] + [len("total (peak)")])
     lines = [title]
-    if engine is not None and verdict is not None:  # a serving engine's verdict comes first, then its terms
+    if verdict is not None:  # the verdict comes first, then the terms (issue 13; trial finding 11: hf's was last)
         lines += _verdict_lines(verdict, unit, explain)
     header = f"{'term':<{width}}  {'bytes':>17}  {label:>9}  {'share':>6}"
     lines += [header, "-" * len(header)]
@@ -51,8 +51,6 @@ def render_table(
     lines += [f"note: {n}" for n in estimate.notes]
     if engine is not None:
         lines += _engine_lines(engine, unit, explain)
-    elif verdict:
-        lines += _verdict_lines(verdict, unit, explain)
     if capacity and engine is None:  # an engine's capacity is its plan's, said once by _engine_lines
         lines.append(
             f"serving: KV budget {fmt(capacity.budget.bytes, unit)} = {capacity.kv_tokens:,} tokens of KV "
