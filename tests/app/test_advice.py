@@ -21,6 +21,7 @@ from vramwise.app.advice import (
     FORMATS,
     FP8_COMPUTE_CC,
     GPU_COUNTS,
+    SHRINKING,
     VLLM_FP8_CC,
     advise_infer,
     advise_train,
@@ -55,8 +56,14 @@ def _infer_fits(req: InferRequest, changes: Mapping[str, Any], gpu: str | None =
 
 
 def _ranked(found: tuple[Suggestion, ...], kinds: tuple[str, ...]) -> None:
-    """Cheapest first, the user's own GPUs before more GPUs: kinds in the documented order."""
-    order = [kinds.index(s.kind) for s in found]
+    """Cheapest first, the user's own GPUs before more GPUs: kinds in the documented order; pairs only when no
+    single change fits."""
+    pairs = [i for i, s in enumerate(found) if s.kind == "pair"]
+    if pairs:  # only when every single change shrinks the workload or adds GPUs; before those that add GPUs
+        assert all(s.kind in SHRINKING for s in found if s.kind != "pair")
+        assert all(len(found[i].options) >= 2 and found[i].gpu is None for i in pairs)
+        assert all(s.gpu is None for s in found[: max(pairs)])
+    order = [kinds.index(s.kind) for s in found if s.kind != "pair"]
     assert order == sorted(order), [s.kind for s in found]
     assert all(s.headroom_bytes >= 0 for s in found)
 

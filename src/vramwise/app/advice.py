@@ -131,7 +131,44 @@ def advise_train(req: TrainRequest) -> tuple[Suggestion, ...]:
     more = _more_gpus(req, base, flat)
     if more is not None:
         found.append(more)
+    if all(s.kind in SHRINKING for s in found):  # nothing keeps the GPUs and the workload: the cheapest pairs do
+        found = _with_pairs(found, _pairs(_train_candidates(flat), lambda c: _train_check(req, c), _train_fits,
+                                          lambda r, c: _train_suggestion("pair", r, c, gpus=count, note=PAIR_NOTE)))
     return tuple(found)
+
+
+# single changes that keep neither the GPUs given nor the workload asked (a shorter context, fewer sequences, more
+# GPUs, layers on the CPU): when every suggestion is one of them, pairs of the other kinds are tried as well
+SHRINKING = frozenset({"context", "batch", "tp", "gpus", "gpu_layers"})
+
+
+def _with_pairs(found: list[Suggestion], pairs: list[Suggestion]) -> list[Suggestion]:
+    """The pairs after the suggestions on the GPUs given, before those that need more GPUs."""
+    own = [s for s in found if s.gpu is None]
+    return [*own, *pairs, *(s for s in found if s.gpu is not None)]
+
+
+PAIR_NOTE = "two changes together; values not minimised"
+PAIRS_SHOWN = 3  # the cheapest pairs that fit, at most this many
+
+
+def _pairs(steps: list[tuple[str, list[dict[str, Any]]]], check: Callable[[dict[str, Any]], Any],
+           fits: Callable[[Any], bool], make: Callable[[Any, dict[str, Any]], Suggestion]) -> list[Suggestion]:
+    """When no single change fits: two kinds together (each at its strongest value, the last it tries), cheapest
+    pairs first (by the kinds' order), at most PAIRS_SHOWN."""
+    strongest = [(kind, values[-1]) for kind, values in steps if values]
+    found: list[Suggestion] = []
+    for i, (kind_a, a) in enumerate(strongest):
+        for kind_b, b in strongest[i + 1 :]:
+            if kind_a == kind_b or set(a) & set(b):
+                continue
+            changes = {**a, **b}
+            r = check(changes)
+            if fits(r):
+                found.append(make(r, changes))
+                if len(found) == PAIRS_SHOWN:
+                    return found
+    return found
 
 
 def _train_candidates(flat: Mapping[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -280,10 +317,41 @@ def advise_infer(req: InferRequest) -> tuple[Suggestion, ...]:
         _utilization(req, base, found)
     if engine is Engine.LLAMA_CPP:
         _partial_offload(base, largest)
+    return tuple(_then_gpus_and_pairs(req, base, found, engine, count))
+
+
+def _then_gpus_and_pairs(req: InferRequest, base: InferResult, found: list[Suggestion], engine: Engine,
+                         count: int) -> list[Suggestion]:
+    """Tensor parallelism over more GPUs last; pairs when no single change keeps the GPUs and the workload."""
     tp = _more_gpus_infer(req, base)
     if tp is not None:
         found.append(tp)
-    return tuple(found)
+    if all(s.kind in SHRINKING for s in found):  # nothing keeps the GPUs and the workload: the cheapest pairs do
+        pairs = _pairs(_infer_pair_steps(base, engine), lambda c: _infer_check(req, c), _infer_fits,
+                       lambda r, c: _infer_suggestion("pair", r, c, gpus=count, note=PAIR_NOTE))
+        found = _with_pairs(found, pairs)
+    return found
+
+
+# vLLM's own prefill chunk on a GPU under 70 GiB (workload/engines.py OTHER_GPU_DEFAULTS, EngineArgs.
+# get_batch_defaults at v0.11.0): the chunk a pair tries under transformers
+PAIR_PREFILL_CHUNK = 2048
+
+
+def _infer_pair_steps(base: InferResult, engine: Engine) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The kinds a pair combines, each at one strong value: a 2,048-token prefill chunk (transformers), fp8 KV (or
+    llama.cpp's q4_0 cells) where the GPU runs it, a 4-bit format the engine runs."""
+    setup, gpu = base.setup, base.gpu
+    assert gpu is not None
+    steps: list[tuple[str, list[dict[str, Any]]]] = []
+    if engine is Engine.HF and setup.prefill_chunk is None and setup.context > PAIR_PREFILL_CHUNK:
+        steps.append(("prefill_chunk", [{"prefill_chunk": PAIR_PREFILL_CHUNK}]))
+    if engine is Engine.LLAMA_CPP:
+        steps.append(("kv_dtype", [{"cache_type_k": "q4_0", "cache_type_v": "q4_0"}]))
+    elif str(setup.kv_dtype) != "fp8" and _cc(gpu) >= (VLLM_FP8_CC if engine is Engine.VLLM else FP8_COMPUTE_CC):
+        steps.append(("kv_dtype", [{"kv_dtype": "fp8"}]))
+    steps.append(("format", [{"format": "q4_k_m" if engine is Engine.LLAMA_CPP else "awq-4bit-g128"}]))
+    return steps
 
 
 def _cheap(base: InferResult, first: Callable[..., None], largest: Callable[..., None], engine: Engine) -> None:

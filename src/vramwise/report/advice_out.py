@@ -13,7 +13,7 @@ from vramwise.units import Unit, fmt
 class Suggestion:
     """One change that makes the setup fit, with the peak and headroom of the run that checked it."""
 
-    kind: str  # what changes: recompute, loss, micro_batch, optimizer, peft, ..., gpus, tp
+    kind: str  # what changes: recompute, loss, micro_batch, optimizer, peft, ..., gpus, tp; "pair": two kinds
     change: str  # the flags to add, as typed: "--recompute full", "--gpu 2xh100-80gb --zero 3"
     options: Mapping[str, Any] = field(default_factory=dict)  # the option values it sets, by option name
     gpu: str | None = None  # the --gpu it needs (more GPUs); None: the user's own
@@ -28,13 +28,14 @@ NONE = "no single change makes it fit: combine them (fit --max batch/seq/context
 
 
 FEWER = "fewer GPUs with one change (each found by the same search with that change):"
+PAIRS = "no single change makes it fit; two together do (each checked by re-running the estimate; cheapest first):"
 
 
 def render_advice(found: tuple[Suggestion, ...], unit: Unit = "gib", header: str = HEADER) -> str:
     if not found:
         return NONE
     width = max(len(s.change) for s in found)
-    lines = [header]
+    lines = [PAIRS if header == HEADER and all(s.kind == "pair" for s in found) else header]
     for s in found:
         on = f" on {s.gpus} GPU{'s' if s.gpus > 1 else ''}" if s.gpu else ""
         note = f" ({s.note})" if s.note else ""
