@@ -243,6 +243,7 @@ TRAIN_SETUP_KEYS = [
     "cuda_version", "compute_capability", "loading",
     "interconnect", "nccl_buffers", "max_live_params", "param_persistence_threshold", "max_reuse_distance",
     "nccl_env", "overlap_comm",
+    "expandable_segments", "max_split_size_mb",  # issue 14: PYTORCH_CUDA_ALLOC_CONF for the allocator replay
 ]
 
 

@@ -218,7 +218,9 @@ FROZEN = {
     "--pp --precision --recompute --seed --seq --sp --tp --units --zero -b -s model --cuda-version --loading"
     + _KNOBS
     + " --framework"
-    + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm",
+    + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
+    + " --from --emit --reduce-bucket --prefetch-bucket"
+    + " --expandable-segments --max-split-size-mb",
 }
 _SETUPS = (
     "--all-logits --allocator-fraction --attention --batch --context --cp --cuda-context --dp --ep --format "
@@ -233,8 +235,11 @@ _SETUPS = (
     + _KNOBS
     + " --framework"
     + " --interconnect --max-live-params --param-persistence-threshold --max-reuse-distance --nccl-env --overlap-comm"
+    + " --expandable-segments --max-split-size-mb"
 )
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units --serve"
+FROZEN["infer"] += " --from --emit"  # issue 15: a framework's config in (configs/), a runnable one out
+FROZEN["fit"] += " --from --emit --reduce-bucket --prefetch-bucket"
 # issue 15: the safety fraction kept free (infer, train, fit) and fit's JSON
 FROZEN["infer"] += " --margin"
 FROZEN["train"] += " --margin"
@@ -244,7 +249,8 @@ _ENGINE_ONLY = (
     "--max-batched-tokens --enforce-eager --kv-cache-memory-bytes --kv-cache-memory " + _ENGINE_FLAGS + LLAMA_CPP
 )
 FROZEN["plot"] = " ".join(sorted(set(_SETUPS.split()) - set(_ENGINE_ONLY.split()))) + " --gpu --output --points --vs -o"
-FROZEN["verify"] = _SETUPS + " --gpu --json --layers --log --model --units"
+FROZEN["plot"] += " --reduce-bucket --prefetch-bucket"
+FROZEN["verify"] = _SETUPS + " --gpu --json --layers --log --model --units --from --reduce-bucket --prefetch-bucket"
 FROZEN |= {"models": "--json", "gpus": "--json --units", "formats": "--json"}
 
 

@@ -94,11 +94,14 @@ def test_tp_adds_nccl_custom_all_reduce_and_symmetric_memory_outside_the_budget(
     one, two, three = _plan("llama-3-8b"), _plan("llama-3-8b", tp=2), _plan("llama-3-8b", tp=3)
     names = {t.name for t in one.estimate.persistent}
     assert not {"overhead/nccl", "overhead/custom_all_reduce", "overhead/symm_mem"} & names
-    # NCCL src/init.cc computeBuffSizes: SIMPLE 1 << 22, LL 8 x 512 x 8 x 16, LL128 120 x 640 x 8 x 8, per channel
-    per_channel = (1 << 22) + 8 * 512 * 8 * 16 + 120 * 640 * 8 * 8
-    assert per_channel == 9_633_792
+    # NCCL 2.27.3 (torch 2.8) with cuMem on (v0.11.0 sets no NCCL_CUMEM_ENABLE): runtime connect, the warm-up's
+    # ring only: 32 channels (H100 SXM, NVSwitch) x 12 MiB (p2p.cc: send 4,096 + SIMPLE 4 MiB -> 6 MiB, receive
+    # 4,096 + LL 524,288 + LL128 4,915,200 -> 6 MiB); channel.cc initChannel's 3 allocations per channel and
+    # devCommSetup's 2, each a 2 MiB cuMem allocation: (3 x 32 + 2) x 2 MiB = 196 MiB
+    per_comm = 32 * 12 * MIB + (3 * 32 + 2) * 2 * MIB
+    assert per_comm == 580 * MIB
     # parallel_state.initialize_model_parallel: tp group of 2 and ep group of dp x tp = 2, one PyNccl each
-    assert two.estimate.term("overhead/nccl").bytes == 2 * 32 * per_channel
+    assert two.estimate.term("overhead/nccl").bytes == 2 * per_comm
     # custom_all_reduce.py CustomAllreduce: meta+signal and data IPC buffers of max_size 8 MiB, rank_data 8 MiB
     assert two.estimate.term("overhead/custom_all_reduce").bytes == 24 * MIB
     # all_reduce_utils.py SYMM_MEM_ALL_REDUCE_MAX_SIZES["9.0"][2] = 64 MiB (H100, sm 9.0)
@@ -106,7 +109,7 @@ def test_tp_adds_nccl_custom_all_reduce_and_symmetric_memory_outside_the_budget(
     assert "overhead/custom_all_reduce" not in {t.name for t in three.estimate.persistent}  # _SUPPORTED_WORLD_SIZES
     assert "overhead/symm_mem" not in {t.name for t in three.estimate.persistent}  # no tp 3 in the table
     both = _plan("llama-3-8b", tp=2, pp=2)
-    assert both.estimate.term("overhead/nccl").bytes == 3 * 32 * per_channel  # tp, ep and pp communicators
+    assert both.estimate.term("overhead/nccl").bytes == 3 * per_comm  # tp, ep and pp communicators
     # gpu_worker.init_device takes the first snapshot after them: the pool is the budget less weights and peak only
     t = {x.name: x.bytes for x in two.estimate.persistent}
     weights = sum(b for n, b in t.items() if n.startswith("weights/"))
@@ -116,10 +119,14 @@ def test_tp_adds_nccl_custom_all_reduce_and_symmetric_memory_outside_the_budget(
 
 
 def test_symmetric_memory_sizes_by_capability() -> None:
+    from vramwise.engines.nccl_comm import VLLM_NCCL
     from vramwise.engines.vllm_comms import v1_comm_terms
+    from vramwise.workload.options import Interconnect
 
     def symm(tp: int, cc: str | None) -> int:
-        return sum(t.bytes for t in v1_comm_terms(tp=tp, pp=1, compute_capability=cc) if t.name == "overhead/symm_mem")
+        terms = v1_comm_terms(tp=tp, pp=1, compute_capability=cc, link=Interconnect.NVSWITCH,
+                              nccl=VLLM_NCCL["0.11.0"])
+        return sum(t.bytes for t in terms if t.name == "overhead/symm_mem")
 
     assert symm(4, "9.0") == 32 * MIB and symm(8, "9.0") == 64 * MIB  # SYMM_MEM_ALL_REDUCE_MAX_SIZES
     assert symm(8, "10.0") == 128 * MIB and symm(2, "8.0") == 0 and symm(2, None) == 0

@@ -22,7 +22,10 @@ H100 = get_gpu("h100-80gb")
 A100 = get_gpu("a100-80gb")
 # vramwise's CUDA context without a GPU architecture (estimate/cuda_context.py), counted inside v0.8.5's budget
 CONTEXT = context_term(Overheads()).bytes
-NCCL_ONE = 32 * ((1 << 22) + 8 * 512 * 8 * 16 + 120 * 640 * 8 * 8)  # one communicator, NCCL 2.21.5 buffers
+# one communicator, NCCL 2.21.5 (torch 2.6.0), NCCL_CUMEM_ENABLE=0 (vllm/env_override.py): H100 SXM's 32 ring
+# channels x 12 MiB (p2p.cc: send 4,096 + SIMPLE 4 MiB and receive 4,096 + LL + LL128, each rounded up to 2 MiB);
+# at 2 ranks the tree's peer is the ring's
+NCCL_ONE = 32 * 12 * MIB
 CUSTOM_AR = 3 * 8 * MIB
 
 

@@ -16,6 +16,7 @@ from vramwise.engines.vllm_releases import V1_RULES, capture_sizes_v010, capture
 from vramwise.spec.load import catalog_spec
 from vramwise.workload import InferSetup
 
+MIB = 2**20
 H100 = get_gpu("h100-80gb")
 
 
@@ -49,8 +50,15 @@ def test_tp2_counts_the_tp_and_ep_communicators_inside_the_budget() -> None:
         p, eleven, eight = _plan(version, tp=2), _plan("0.11", tp=2), _plan("0.8", tp=2)
         t, t11, t8 = _terms(p), _terms(eleven), _terms(eight)
         # initialize_model_parallel builds the ep group (dp x tp = 2 GPUs) beside tp from v0.9.x: two communicators
-        # of the same size, where v0.8.5 has the tp one only; v0.11.0 counts the same two outside its budget
-        assert t["overhead/nccl"] == 2 * t8["overhead/nccl"] == t11["overhead/nccl"]
+        # of the same size, where v0.8.5 has the tp one only; v0.11.0 counts the same two outside its budget.
+        # Each: 32 ring channels x 12 MiB (H100 SXM; p2p.cc send 6 MiB + receive 6 MiB under P2P read); v0.9.2 sets
+        # NCCL_CUMEM_ENABLE=0 (env_override.py), as 0.8.5 does; v0.10.2 and v0.11.0 leave cuMem on, which adds
+        # (3 x 32 + 2) x 2 MiB of initChannel / devCommSetup allocations per communicator
+        ring = 32 * 12 * MIB
+        assert t8["overhead/nccl"] == ring
+        expected = 2 * ring if version == "0.9" else 2 * (ring + (3 * 32 + 2) * 2 * MIB)
+        assert t["overhead/nccl"] == expected
+        assert t11["overhead/nccl"] == 2 * (ring + (3 * 32 + 2) * 2 * MIB)
         assert t["overhead/custom_all_reduce"] == t11["overhead/custom_all_reduce"]
         # VLLM_ALLREDUCE_USE_SYMM_MEM defaults to 0 at v0.10.2 (1 at v0.11.0): no symmetric-memory buffer
         assert "overhead/symm_mem" not in t and "overhead/symm_mem" in t11

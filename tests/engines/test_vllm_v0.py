@@ -36,7 +36,10 @@ L4 = get_gpu("l4")
 CORPUS = Path(__file__).resolve().parents[2] / "bench" / "data" / "engine_logs"
 WEIGHTS = 8_030_261_248 * 2  # Meta-Llama-3-8B in bf16
 PER_TOKEN = 32 * 2 * 8 * 128 * 2  # 32 layers x K and V x 8 KV heads x 128 x 2 B = 131,072 B
-NCCL = 32 * ((1 << 22) + 8 * 512 * 8 * 16 + 120 * 640 * 8 * 8)  # engines/vllm_terms.py: 32 channels x 3 protocols
+# NCCL 2.21.5 (torch 2.5.1), NCCL_CUMEM_ENABLE=0 (worker_base.py init_worker): H100 SXM's 32 ring channels x 12 MiB
+# (p2p.cc: send 4,096 + SIMPLE 4 MiB -> 6 MiB, receive 4,096 + LL 524,288 + LL128 4,915,200 -> 6 MiB); at 2 ranks
+# the tree's peer is the ring's
+NCCL = 32 * 12 * MIB
 
 
 def _plan(model: str, gpu=H100, **flat):  # type: ignore[no-untyped-def]
@@ -209,8 +212,8 @@ def test_tp_2_at_0_6_4_counts_torch_s_own_nccl_communicator() -> None:
     # v0.6.4 pynccl.py: PyNcclCommunicator disabled outside graph capture, so the profile run's 64 MiB all-reduces
     # (8192 tokens x 4096 x 2 B, above custom all-reduce's 8 MiB) go to torch.distributed's device_group: a second
     # communicator. v0.6.5 enables PyNccl from the start: one communicator.
-    # NCCL v2.21.5-1 src/init.cc computeBuffSizes: 4 MiB + 8*512*8*16 + 120*640*8*8 per channel, 32 channels.
-    per = 32 * (4 * MIB + 524_288 + 4_915_200)
+    # NCCL v2.21.5-1 p2p.cc: 12 MiB per ring channel (6 MiB send + 6 MiB receive under P2P read), 32 channels.
+    per = 32 * 12 * MIB
     old = _terms(_plan("llama-3-8b", vllm_version="0.6.4", tp=2))
     assert old["overhead/nccl"] == per and old["overhead/nccl_torch"] == per
     new = _plan("llama-3-8b", vllm_version="0.6", tp=2)
@@ -225,5 +228,11 @@ def test_nvls_buffers_per_communicator_from_nccl_2_21_5() -> None:
     assert nvls_bytes(2) == 0
     assert nvls_bytes(4) == 16 * 2 * (1 * MIB + 2 * MIB) * 4 == 384 * MIB
     assert nvls_bytes(8) == 768 * MIB
-    notes = " ".join(_plan("llama-3-8b", vllm_version="0.6", tp=4).notes)
-    assert f"{384 * MIB:,} B" in notes and "NVSwitch" in notes
+    # on an H100 SXM node at tp 4 the tp communicator holds them, beside its rings and (no runtime connect in
+    # 2.21.5, init.cc initTransportsRank) its trees: 32 x 12 MiB each; custom all-reduce (full NVLink) 24 MiB
+    t = _terms(_plan("llama-3-8b", vllm_version="0.6", tp=4))
+    assert t["overhead/nccl"] == 32 * 12 * MIB + 32 * 12 * MIB + 384 * MIB
+    assert t["overhead/custom_all_reduce"] == 24 * MIB
+    # PCIe (L4): 2 ring channels and 2 tree channels of 12 MiB, no NVLS, and no custom all-reduce above 2 GPUs
+    t = _terms(_plan("llama-3-8b", gpu=L4, vllm_version="0.6", tp=4))
+    assert t["overhead/nccl"] == 4 * 12 * MIB and "overhead/custom_all_reduce" not in t

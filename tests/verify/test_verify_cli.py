@@ -105,3 +105,20 @@ def test_verify_traces_the_knobs_it_can(argv: list[str], capsys: pytest.CaptureF
     rows = {r["name"]: r for r in json.loads(out)["rows"]}
     assert rows["weights"]["estimate"] == rows["weights"]["measured"]
     assert abs(rows["peak"]["error"]) < 0.05
+
+
+def test_verify_replays_the_traced_allocations(capsys: pytest.CaptureFixture[str], tiny: str) -> None:
+    # oracle: the caching allocator hands out blocks of at least the 512-rounded size the trace counts, and
+    # reserves segments of at least the blocks (CUDACachingAllocator.cpp round_size, get_allocation_size)
+    code, out, _ = _run(capsys, "verify", tiny, "--seq", "128", "--json")
+    assert code == 0
+    data = json.loads(out)
+    replay = data["allocator_replay"]
+    peak = {r["name"]: r["measured"] for r in data["rows"]}["peak"]
+    assert replay["max_reserved"] >= replay["max_allocated"] >= peak
+    assert replay["allocations"] > 0
+    _, grown, _ = _run(capsys, "verify", tiny, "--seq", "128", "--json", "--expandable-segments")
+    # expandable segments map 2 MiB / 20 MiB pages instead of 2 MiB / 20 MiB / exact segments: the setup reaches
+    # the replay (the figures differ), and every allocation is still replayed
+    assert json.loads(grown)["setup"]["expandable_segments"] is True
+    assert json.loads(grown)["allocator_replay"]["allocations"] == replay["allocations"]

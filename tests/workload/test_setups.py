@@ -44,6 +44,8 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
     "interconnect": "auto", "nccl_buffers": True, "max_live_params": 1_000_000_000,
     "param_persistence_threshold": 100_000, "max_reuse_distance": 1_000_000_000,
     "nccl_env": "", "overlap_comm": None,
+    # issue 14, added within version 1: PYTORCH_CUDA_ALLOC_CONF for the caching-allocator replay
+    "expandable_segments": False, "max_split_size_mb": None,
 }  # fmt: skip
 V1_INFER_DEFAULTS: dict[str, Any] = {
     "batch": 1, "context": 2048, "new_tokens": 0, "weight_format": None, "kv_dtype": "auto", "attention": "sdpa",
@@ -86,6 +88,7 @@ OTHER: dict[str, Any] = {
     "cuda_version": "11.8", "compute_capability": "8.0", "loading": "hf-device-map",
     "interconnect": "pcie", "nccl_buffers": False, "max_live_params": 1000, "param_persistence_threshold": 0,
     "max_reuse_distance": 0, "nccl_env": "NCCL_BUFFSIZE=1048576", "overlap_comm": True,
+    "expandable_segments": True, "max_split_size_mb": 512,
 }  # fmt: skip
 _NEEDS: dict[str, dict[str, Any]] = {
     "zero": {"dp": 2},

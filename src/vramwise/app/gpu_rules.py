@@ -204,18 +204,8 @@ def single(text: str, why: str) -> GpuChoice:
 
 
 def _interconnect(gpu: Gpu) -> str | None:
-    """The interconnect the catalog's entry says (sizes NCCL's buffers, estimate/nccl.py), or None (the estimate
-    then assumes nvswitch, in a note): an SXM module sits on an HGX board, NVSwitch with NVLS from Hopper
-    (compute capability 9.0), NVLink without NVLS before; "PCIe" and the consumer, workstation and laptop segments
-    are PCIe cards; H100 NVL pairs cards with NVLink bridges; before Hopper a datacenter GPU is taken as NVLink
-    (no NVLS either way)."""
-    label = gpu.label
-    if "(SXM)" in label:
-        return "nvswitch" if float(gpu.compute_capability or 0) >= 9.0 else "nvlink"
-    if "PCIe" in label or gpu.segment in ("consumer", "workstation", "laptop"):
-        return "pcie"
-    if " NVL " in label:
-        return "nvlink"
-    if gpu.compute_capability and float(gpu.compute_capability) < 9.0:
-        return "nvlink"  # NVLS needs Hopper's multicast (nvls.cc ncclNvlsInit: CU_DEVICE_ATTRIBUTE_MULTICAST_SUPPORTED)
-    return None
+    """The interconnect the catalog's entry says, or None (the estimate then assumes nvswitch, in a note); the rule
+    lives in catalog/gpu_spec.py ``gpu_interconnect``, below the engines, which read it too."""
+    from vramwise.catalog.gpu_spec import gpu_interconnect
+
+    return gpu_interconnect(gpu)

@@ -129,6 +129,10 @@ TRAIN_FIELDS = {
     "max_reuse_distance": "max_reuse_distance",
     "nccl_env": "nccl_env",
     "overlap_comm": "overlap_comm",
+    "reduce_bucket": "reduce_bucket",  # issue 15: DeepSpeed's bucket sizes, as --from reads them from a config
+    "prefetch_bucket": "prefetch_bucket",
+    "expandable_segments": "expandable_segments",
+    "max_split_size_mb": "max_split_size_mb",
 }
 # `--seq` is the inference context's other spelling in fit, plot and verify, so it is not training-only
 INFERENCE_ONLY = tuple(k for k in INFER_FIELDS if k not in TRAIN_FIELDS)
@@ -266,6 +270,11 @@ def _check_preset_targets(flat: Mapping[str, Any], model: object) -> None:
     from vramwise.spec.model import ModelSpec
 
     if not isinstance(model, ModelSpec) or str(flat.get("peft") or "none") == "none":
+        return
+    if str(flat.get("framework")) == "litgpt":  # LitGPT names the parts of a fused qkv (LoRAQKVLinear)
+        from vramwise.estimate.train.litgpt_code import litgpt_lora_modules
+
+        litgpt_lora_modules(model, tuple(flat["lora_targets"]))  # its own one-line refusal
         return
     from vramwise.estimate.train.lora import linear_modules
 

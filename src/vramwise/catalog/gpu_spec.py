@@ -193,3 +193,27 @@ def get_gpu(name: str) -> Gpu:
     near = difflib.get_close_matches(key, list(index), n=3, cutoff=0.6)
     hint = f" (did you mean: {', '.join(dict.fromkeys(index[k] for k in near))}?)" if near else ""
     raise _fail(f"unknown GPU {shown(name)}{hint}; allowed: {ALLOWED}")
+
+
+# Datacenter cards without an NVLink connector: the NVIDIA datasheets of the A10, L4, L40, L40S and T4 list PCIe
+# Gen4 (Gen3 for the T4) and no NVLink (the A40's lists a 2-way NVLink bridge, kept as nvlink)
+PCIE_ONLY = ("a10", "l4", "l40", "l40s", "t4")
+
+
+def gpu_interconnect(gpu: Gpu) -> str | None:
+    """The interconnect a catalog entry's form factor says (sizes NCCL's buffers, estimate/nccl.py; a value of
+    workload/options.py ``Interconnect``), or None where it says none (a custom size): an SXM module sits on an HGX
+    board, NVSwitch with NVLS from Hopper (compute capability 9.0), NVLink without NVLS before; "PCIe" and the
+    consumer, workstation and laptop segments are PCIe cards; H100 NVL pairs cards with NVLink bridges; before
+    Hopper a datacenter GPU is taken as NVLink (no NVLS either way). Training (app/gpu_rules.py) and the serving
+    engines' plans (engines/nccl_comm.py) both read it."""
+    label = gpu.label
+    if "(SXM)" in label:
+        return "nvswitch" if float(gpu.compute_capability or 0) >= 9.0 else "nvlink"
+    if "PCIe" in label or gpu.segment in ("consumer", "workstation", "laptop") or gpu.name in PCIE_ONLY:
+        return "pcie"
+    if " NVL " in label:
+        return "nvlink"
+    if gpu.compute_capability and float(gpu.compute_capability) < 9.0:
+        return "nvlink"  # NVLS needs Hopper's multicast (nvls.cc ncclNvlsInit: CU_DEVICE_ATTRIBUTE_MULTICAST_SUPPORTED)
+    return None

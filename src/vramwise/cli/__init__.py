@@ -47,7 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = values.pop("command")
     module = importlib.import_module(f"vramwise.cli.{_MODULES[command]}")
     try:
-        return int(module.run(command, values))
+        from vramwise.cli.sources import prepare  # --from FILE, and MODEL where --from may name it
+
+        return int(module.run(command, prepare(command, values)))
     except DoesNotFitError as err:  # a question with no answer (fit): not bad input, the gate's "does not fit"
         return _fail(str(err), DOES_NOT_FIT)
     except VramwiseError as err:

@@ -10,6 +10,7 @@ from typing import Any
 from vramwise.app.fitting import FitRequest, FitResult, Question, fit
 from vramwise.cli import DOES_NOT_FIT, FITS
 from vramwise.cli.options import setup_values
+from vramwise.cli.sources import emit_answer
 from vramwise.errors import DoesNotFitError
 from vramwise.report.advice_out import FEWER, Suggestion, advice_dict, render_advice
 from vramwise.report.fit_out import fit_dict, render_answer, render_formats, render_layouts
@@ -46,6 +47,8 @@ def run(command: str, values: dict[str, Any]) -> int:
         r = fit(req)
     except DoesNotFitError as err:
         return _miss(req, str(err), bool(values.get("json")))
+    if values.get("emit"):
+        return emit_answer(values, req, r)
     fewer: tuple[Suggestion, ...] = ()
     if r.question is Question.MIN_GPUS and r.answer is not None and int(r.answer.value) > 1:
         from vramwise.app.advice import advise_min_gpus

@@ -8,6 +8,7 @@ from vramwise.app.advice import advise_infer
 from vramwise.app.run import InferRequest, infer
 from vramwise.cli import status
 from vramwise.cli.options import setup_values
+from vramwise.cli.sources import emitted
 from vramwise.report.advice_out import advice_dict, render_advice
 from vramwise.report.json_out import render_json, to_dict
 from vramwise.report.table import render_table
@@ -24,6 +25,8 @@ def run(command: str, values: dict[str, Any]) -> int:
     )
     r = infer(req)
     fits = r.verdict is None or r.verdict.fits
+    if emitted(values, r.setup):
+        return status(fits)  # the config as asked; the exit status still says whether it fits --gpu
     advice = () if fits else advise_infer(req)
     if values["json"]:
         doc = to_dict(

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from vramwise.app.choices import DEFAULT_AXIS, DEFAULT_TOP, MAX_TARGETS, SWEEP_AXES
 from vramwise.app.setups import infer_default, train_default
+from vramwise.configs.emit import EMIT_FORMATS
 from vramwise.errors import shown
 from vramwise.estimate.cuda_context import DEFAULT_CUDA_VERSION
 from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION
@@ -130,7 +131,7 @@ _ARCH_HELP = "catalog name (see `vramwise models`) or path to a config.json"
 
 OPTIONS: tuple[Option, ...] = (
     Option(name="model", flags=("model",), group=Group.QUESTION, commands=(INFER, TRAIN, VERIFY, FIT, PLOT),
-           help=_MODEL_HELP, optional_in=(VERIFY,),
+           help=_MODEL_HELP, optional_in=(VERIFY, INFER, TRAIN, FIT),
            help_in={FIT: _ARCH_HELP, PLOT: _ARCH_HELP, VERIFY: _ARCH_HELP + " (not with --log)"}),
     # --- the workload: both setups
     Option(name="batch", flags=("-b", "--batch"), type=int, commands=BOTH,
@@ -340,6 +341,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="overlap_comm", flags=("--overlap-comm",), commands=TRN,
            help="DeepSpeed overlap_comm at ZeRO 1-2: a second reduce bucket (default: DeepSpeed's, on at ZeRO-3 "
                 "only)"),
+    Option(name="reduce_bucket", flags=("--reduce-bucket",), type=int, commands=TRN,
+           help="DeepSpeed reduce_bucket_size in elements (default {train.reduce_bucket})"),
+    Option(name="prefetch_bucket", flags=("--prefetch-bucket",), type=int, commands=TRN,
+           help="DeepSpeed stage3_prefetch_bucket_size in elements (default {train.prefetch_bucket})"),
     # --- both setups: overheads and mode
     Option(name="cuda_context", flags=("--cuda-context",), type=int, commands=BOTH,
            help="CUDA context in MiB (default: the table by GPU architecture and --cuda-version)"),
@@ -347,10 +352,15 @@ OPTIONS: tuple[Option, ...] = (
            help=f"the CUDA runtime of the torch wheel (torch.version.cuda), which sizes the CUDA context with the "
                 f"GPU's architecture (default {DEFAULT_CUDA_VERSION}; < 11.7: every kernel loaded eagerly)"),
     Option(name="allocator_fraction", flags=("--allocator-fraction",), type=float, commands=BOTH,
-           help=f"allocator reserve as a fraction (default {DEFAULT_ALLOCATOR_FRACTION})"),
+           help=f"allocator reserve as a fraction (default: training replays the caching allocator, inference "
+                f"{DEFAULT_ALLOCATOR_FRACTION})"),
     Option(name="loading", flags=("--loading",), type=str, commands=TRN,
            help=f"how the checkpoint is loaded before the first step: {_one_of(LOADINGS)} (default {{train.loading}}: "
                 "FSDP fsdp-full, ZeRO-3 zero-init, a bitsandbytes base bnb-quantize, else hf)"),
+    Option(name="expandable_segments", flags=("--expandable-segments",), commands=TRN,
+           help="PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (the allocator replay grows one segment by pages)"),
+    Option(name="max_split_size_mb", flags=("--max-split-size-mb",), type=int, commands=TRN,
+           help="PYTORCH_CUDA_ALLOC_CONF max_split_size_mb: cached blocks this large are not split (above 20)"),
     Option(name="mode", flags=("--mode",), type=str, commands=BOTH,
            help="accurate (default {infer.mode}) or textbook (the seeds' formulas; infer and train)"),
     Option(name="seed", flags=("--seed",), type=str, commands=TRN,
@@ -395,6 +405,13 @@ OPTIONS: tuple[Option, ...] = (
                 "setup (model, flags and GPU total read from the log; options given override them; no torch)"),
     Option(name="log_model", flags=("--model",), type=str, group=Group.QUESTION, commands=(VERIFY,),
            help="with --log: the model to estimate instead of the logged one (a catalog name or a config.json)"),
+    # issue 15: a framework's config in, a framework's config out (configs/)
+    Option(name="source", flags=("--from",), type=str, metavar="FILE", group=Group.QUESTION,
+           commands=(INFER, TRAIN, FIT, VERIFY),
+           help="read the setup from a framework's config: a DeepSpeed JSON, HF TrainingArguments/SFTConfig (JSON, "
+                "YAML), Axolotl or torchtune YAML, an Ollama Modelfile, or a command line in quotes (vllm serve ..., "
+                "python -m sglang.launch_server ..., llama-server ..., a training script's --arguments); options "
+                "given on the command line win"),
     Option(name="margin", flags=("--margin",), type=float, metavar="F", group=Group.QUESTION,
            commands=(INFER, TRAIN, FIT),
            help="keep this fraction of each GPU free: the peak must fit the rest (0 <= F < 1; default 0)"),
@@ -410,6 +427,10 @@ OPTIONS: tuple[Option, ...] = (
                     FORMATS: "print the formats as JSON"}),
     Option(name="explain", flags=("--explain",), group=Group.OUTPUT, commands=(INFER, TRAIN),
            help="show each term's formula and source"),
+    Option(name="emit", flags=("--emit",), type=str, choices=EMIT_FORMATS, group=Group.OUTPUT,
+           commands=(INFER, TRAIN, FIT),
+           help="print the runnable config or command of the setup (fit: of its answer) instead of the table: "
+                + ", ".join(EMIT_FORMATS)),
     Option(name="units", flags=("--units",), type=str, choices=UNITS, group=Group.OUTPUT, default=DEFAULT_UNIT,
            commands=(INFER, TRAIN, VERIFY, FIT, GPUS),
            help=f"GiB = 2^30 bytes (default {DEFAULT_UNIT}) or GB = 10^9"),

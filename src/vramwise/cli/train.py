@@ -8,6 +8,7 @@ from vramwise.app.advice import advise_train
 from vramwise.app.run import TrainRequest, train
 from vramwise.cli import status
 from vramwise.cli.options import setup_values
+from vramwise.cli.sources import emitted
 from vramwise.report.advice_out import advice_dict, render_advice
 from vramwise.report.json_out import render_json, to_dict
 from vramwise.report.table import render_table
@@ -24,6 +25,8 @@ def run(command: str, values: dict[str, Any]) -> int:
     )
     r = train(req)
     fits = all(s.verdict is None or s.verdict.fits for s in r.stages)
+    if emitted(values, r.setup):
+        return status(fits)  # the config as asked; the exit status still says whether it fits --gpu
     advice = () if fits else advise_train(req)
     if values["json"]:
         docs = [to_dict(s.estimate, kind="training", model=r.model, setup=r.setup, verdict=s.verdict) for s in r.stages]

@@ -30,6 +30,7 @@ rules are the ones above.
 from __future__ import annotations
 
 from vramwise.catalog.gpu_spec import Gpu
+from vramwise.engines.nccl_comm import link_of, topology_note
 from vramwise.engines.result import EngineEstimate
 from vramwise.engines.sglang_comms import TOPOLOGY, distributed_init_terms, torch_group_term
 from vramwise.errors import InvalidWorkloadError, UnsupportedArchitectureError
@@ -170,7 +171,8 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
     weights = weight_terms(spec, fmt, hp_bytes=c, tp=tp, own_format=reads_headers(spec, setup.weight_format))
     weight_bytes = sum(t.bytes for t in weights)
     context = context_term(setup.overheads)
-    dist = distributed_init_terms(tp)  # allocated before min_per_gpu_memory is measured (sglang_comms.py)
+    link, _ = link_of(gpu)
+    dist = distributed_init_terms(tp, link)  # allocated before min_per_gpu_memory is measured (sglang_comms.py)
     dist_bytes = sum(t.bytes for t in dist)
     free = gpu.memory_bytes - context.bytes - dist_bytes  # SGLang's total_gpu_memory: free after the distributed init
     budget = int(fraction * free)
@@ -214,7 +216,7 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
         source="sglang python/sglang/srt/mem_cache/memory_pool.py ReqToTokenPool (sized in " + _POOL + ")",
     )
     graphs = _graph_term(graph_bs, flags.disable_cuda_graph)  # captured graphs keep their memory pool
-    torch_nccl = torch_group_term(tp)  # created in the first prefill, in the share the pool leaves
+    torch_nccl = torch_group_term(tp, link)  # created in the first prefill, in the share the pool leaves
     persistent = (*weights, pool, req_map, *((graphs,) if graphs else ()), context, *dist,
                   *((torch_nccl,) if torch_nccl else ()))
     phases = [_prefill_phase(spec, setup, chunk if chunk > 0 else flags.max_prefill_tokens, c)]
@@ -223,6 +225,7 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
         f"cuda_graph_max_bs {graph_bs}, max_running_requests {running:,}, context_len {context_len:,} "
         f"(gpu_mem {mem:,.0f} MiB, nvidia-smi's total)",
         *_notes(spec, fraction, tokens, rest, setup, context_len, kv_name, tp),
+        *((topo,) if (topo := topology_note(gpu, tp, "SGLang")) else ()),
     ]
     if spec.vision is not None and flags.mem_fraction_static is None:
         # server_args.py: "Multimodal models need more memory for the image processing" (adjust_mem_fraction_for_vlm)

@@ -18,7 +18,9 @@ Read in sglang 0.5.5 (the wheel, python/sglang/srt/; it pins torch 2.8.0, whose 
   so they get no communicator; the world group (``init_world_group``) and the attention-tp group
   (layers/dp_attention.py ``initialize_dp_attention``, SYNC_TOKEN_IDS_ACROSS_TP off) are built without PyNccl.
 - device_communicators/pynccl.py ``PyNcclCommunicator.__init__`` (line 113): ``ncclCommInitRank`` and a warm-up
-  all-reduce of one float, which connects one algorithm's buffers (NCCL_RUNTIME_CONNECT, NCCL >= 2.22).
+  all-reduce of one float. SGLang sets NCCL_CUMEM_ENABLE=0 (entrypoints/engine.py ``_set_envs_and_config``), which
+  turns NCCL's runtime connect off (src/init.cc initTransportsRank), so ``ncclCommInitRank`` itself connects every
+  channel's ring and tree (engines/nccl_comm.py, estimate/nccl.py ``engine_communicator``).
 - device_communicators/custom_all_reduce.py ``CustomAllreduce`` (``_MAX_CAR_SIZE`` 8192 x 1024, line 56; tp 2, 4,
   6 or 8, line 55): meta (signal + max_size) and buffer IPC allocations of max_size each (lines 172, 177,
   cudaMalloc outside torch) and ``rank_data`` of max_size (line 183, torch); disabled above 2 GPUs without full
@@ -39,61 +41,54 @@ custom all-reduce buffers (custom_all_reduce.py lines 147-148, 275), measured th
 
 from __future__ import annotations
 
-from vramwise.engines.vllm_terms import CUSTOM_AR_SIZES
-from vramwise.estimate.nccl import BUFFERS_PER_CHANNEL as NCCL_BUFFERS_PER_CHANNEL
-from vramwise.estimate.nccl import ENGINE_CHANNELS as NCCL_CHANNELS
+from vramwise.engines.nccl_comm import SGLANG_NCCL, custom_all_reduce_on, nccl_term
 from vramwise.estimate.term import Term
+from vramwise.workload.options import Interconnect
 
 _SRT = "sglang python/sglang/srt"
-_NCCL = ("NVIDIA/nccl v2.27.3-1 (torch 2.8's, which sglang 0.5.5 pins) src/init.cc computeBuffSizes; assumed: 32 "
-         "channels, one algorithm connected (NCCL_RUNTIME_CONNECT; MAXCHANNELS is 64 in 2.27, src/include/device.h)")
-_PER_COMM = NCCL_CHANNELS * NCCL_BUFFERS_PER_CHANNEL
 # custom_all_reduce.py CustomAllreduce._MAX_CAR_SIZE (CUDA): max_size of each of its three buffers
 MAX_CAR_SIZE = 8192 * 1024
 
 # What the notes say where a term rests on the node's topology
 TOPOLOGY = (
-    "SGLang's distributed init at tp={tp} is counted for one NVLink-connected node: custom all-reduce on (at tp > 2 "
-    "it needs full NVLink, else SGLang disables it), NCCL at 32 channels with one algorithm connected, no NVLS "
-    "(NVSwitch) buffers, no --enable-mscclpp / --enable-torch-symm-mem / --enable-symm-mem"
+    "SGLang's distributed init at tp={tp}: NCCL as sglang sets it (NCCL_CUMEM_ENABLE=0, so no runtime connect: "
+    "rings and trees connected at init; NCCL_NVLS_ENABLE=0), no --enable-mscclpp / --enable-torch-symm-mem / "
+    "--enable-symm-mem; not modelled: the device code NCCL's warm-up all-reduce loads (CUDA lazy loading) and any "
+    "other growth the init's before/after free-memory measure sees"
 )
 
 
-def distributed_init_terms(tp: int) -> tuple[Term, ...]:
+def distributed_init_terms(tp: int, link: Interconnect) -> tuple[Term, ...]:
     """Buffers ``init_torch_distributed`` allocates on one tp rank, before ``min_per_gpu_memory`` is measured:
     they come out of the total the static share is taken from."""
     if tp <= 1:
         return ()
-    terms = [Term(
-        name="overhead/nccl",
-        bytes=_PER_COMM,
-        formula=f"1 PyNccl communicator (tp group of {tp}) x {NCCL_CHANNELS} channels x (SIMPLE 4 MiB + LL 512 KiB "
-                "+ LL128 4,915,200 B); set up in the distributed init, before the pool's total is measured",
+    terms = [nccl_term(
+        "overhead/nccl", [("tp", tp)], link, SGLANG_NCCL,
+        when="set up in the distributed init, before the pool's total is measured",
         source=f"{_SRT}/distributed/parallel_state.py GroupCoordinator.__init__ (0.5.5 line 355), "
-               f"device_communicators/pynccl.py PyNcclCommunicator.__init__ (line 113, warm-up all-reduce); {_NCCL}",
+               "device_communicators/pynccl.py PyNcclCommunicator.__init__ (line 113, warm-up all-reduce)",
     )]
-    if tp in CUSTOM_AR_SIZES:
+    if custom_all_reduce_on(tp, link):
         terms.append(Term(
             name="overhead/custom_all_reduce",
             bytes=3 * MAX_CAR_SIZE,
             formula=f"IPC meta {MAX_CAR_SIZE:,} B + IPC buffer {MAX_CAR_SIZE:,} B + rank_data {MAX_CAR_SIZE:,} B "
                     "(max_size 8192 x 1024; the signal struct, meta_size(), not counted)",
             source=f"{_SRT}/distributed/device_communicators/custom_all_reduce.py CustomAllreduce.__init__ (0.5.5 "
-                   "lines 55-56, 172-185; assumed: full NVLink, line 144)",
+                   "lines 55-56, 172-185; off above 2 GPUs without full NVLink, line 144)",
         ))
     return tuple(terms)
 
 
-def torch_group_term(tp: int) -> Term | None:
+def torch_group_term(tp: int, link: Interconnect) -> Term | None:
     """torch.distributed's NCCL communicator for the tp group, created by the first eager all-reduce above custom
     all-reduce's size (in the first prefill), after the pool is sized."""
     if tp <= 1:
         return None
-    return Term(
-        name="overhead/nccl_torch",
-        bytes=_PER_COMM,
-        formula=f"torch.distributed's ProcessGroupNCCL communicator for the tp group of {tp}: {NCCL_CHANNELS} "
-                "channels x (SIMPLE 4 MiB + LL 512 KiB + LL128 4,915,200 B); created after the pool is sized",
+    return nccl_term(
+        "overhead/nccl_torch", [("tp", tp)], link, SGLANG_NCCL,
+        when="torch.distributed's ProcessGroupNCCL communicator for the tp group, created after the pool is sized",
         source=f"{_SRT}/distributed/parallel_state.py GroupCoordinator._all_reduce_in_place (0.5.5 line 647: "
-               f"torch.distributed.all_reduce while PyNccl is disabled outside graph capture); {_NCCL}",
+               "torch.distributed.all_reduce while PyNccl is disabled outside graph capture)",
     )

@@ -15,6 +15,7 @@ against the pool. The startup checks quote vLLM's own errors (vllm/v1/core/kv_ca
 from __future__ import annotations
 
 from vramwise.catalog import Gpu
+from vramwise.engines.nccl_comm import VLLM_NCCL, link_of, topology_note
 from vramwise.engines.result import EngineEstimate
 from vramwise.engines.vllm_comms import v1_comm_terms
 from vramwise.engines.vllm_kv import KvLayout, layer_kinds
@@ -91,11 +92,13 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     # 0.11: set up in init_device before vLLM's first snapshot: outside the budget, beside the context
     # (vllm_comms.py); 0.8: counted inside it with every other byte outside torch; 0.9.2-0.10.x: the same groups as
     # 0.11 (tp, ep, pp) set up after the snapshot, so inside it (vllm_releases.py)
+    link, _ = link_of(gpu)
+    nccl = VLLM_NCCL[rules.release]
     if not rules.ep_group:
-        non_torch = non_torch_terms(tp=tp, pp=pp)
+        non_torch = non_torch_terms(tp=tp, pp=pp, link=link, nccl=nccl)
     else:
-        cc = gpu.compute_capability if rules.symm_mem else None  # no symmetric-memory buffer before 0.11.0
-        non_torch = v1_comm_terms(tp=tp, pp=pp, compute_capability=cc)
+        non_torch = v1_comm_terms(tp=tp, pp=pp, compute_capability=gpu.compute_capability, link=link, nccl=nccl,
+                                  symm_mem=rules.symm_mem)
         if rules.comms_in_budget:
             non_torch = tuple(_inside_budget(t, rules.release) for t in non_torch)
     nt_bytes = sum(t.bytes for t in non_torch)
@@ -129,6 +132,8 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     )
     persistent = (*weights, activation, *non_torch, pool, *graphs, context)
     notes = _notes(spec, setup, T, rules)
+    if topo := topology_note(gpu, tp * pp, "vLLM"):
+        notes += (topo,)
     if fmt.name == "mxfp4" and spec.moe and backend_for(gpu.compute_capability, flags.mxfp4_backend) is None:
         notes += ("MXFP4 experts: vLLM's MoE backend for this GPU is not modelled (no compute capability in the "
                   "catalog); the checkpoint's layout is counted, without the backend's padding or second copy of "
@@ -289,12 +294,11 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int, rules: V1Rules) -> 
         f"V1 always chunks prefill at max_num_batched_tokens ({batched:,}): a longer prompt runs in steps of that "
         "many tokens, so the profile run's peak bounds every step's activations",
         "not modelled: the small non-torch growth at tp 1 (kernel modules loaded on first use); "
-        + ("NCCL 2.27's runtime connect (torch 2.8's NCCL): an algorithm first used in the profile run connects its "
-           "buffers there, inside the budget; " if not rules.comms_in_budget else
-           "NCCL 2.26's runtime connect (torch 2.7's NCCL): an algorithm first used in the profile run connects more "
-           "buffers than the warm-up's, inside the budget; " if not rules.context_in_budget else "")
-        + "NCCL's NVLS buffers and the smaller custom all-reduce of NVSwitch systems (assumed: no NVSwitch); the "
-        "model runner's persistent input buffers (torch memory vLLM's profile does not count)",
+        + ("NCCL 2.27's runtime connect (torch 2.8's NCCL, cuMem on): an algorithm other than the warm-up's, first "
+           "used in the profile run, connects its buffers there, inside the budget; "
+           if VLLM_NCCL[rules.release].cumem else "")
+        + "NCCL's own kernels (loaded on first use); the model runner's persistent input buffers (torch memory "
+        "vLLM's profile does not count)",
     ]
     if not eager:
         notes.append("CUDA graphs: only their shared memory pool is modelled; vLLM itself only measures the rest")

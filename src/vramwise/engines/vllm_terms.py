@@ -11,12 +11,12 @@ is its projections, not an attention matrix.
 
 from __future__ import annotations
 
-from vramwise.estimate.nccl import BUFFERS_PER_CHANNEL as NCCL_BUFFERS_PER_CHANNEL
-from vramwise.estimate.nccl import ENGINE_CHANNELS as NCCL_CHANNELS
+from vramwise.engines.nccl_comm import EngineNccl, custom_all_reduce_on, nccl_term
 from vramwise.estimate.sharding import kv_heads_per_gpu
 from vramwise.estimate.term import Term
 from vramwise.spec.model import ModelSpec
 from vramwise.units import MIB
+from vramwise.workload.options import Interconnect
 
 _RUNNER = "vllm/v1/worker/gpu_model_runner.py"
 
@@ -127,8 +127,10 @@ CUSTOM_AR_BYTES = 3 * 8 * MIB
 CUSTOM_AR_SIZES = (2, 4, 6, 8)
 
 
-def non_torch_terms(*, tp: int, pp: int, torch_tp_group: bool = False) -> tuple[Term, ...]:
-    """Memory vLLM's profile counts outside torch since its first snapshot (``non_torch_increase``).
+def non_torch_terms(*, tp: int, pp: int, link: Interconnect, nccl: EngineNccl,
+                    torch_tp_group: bool = False) -> tuple[Term, ...]:
+    """Memory vLLM's profile counts outside torch since its first snapshot (``non_torch_increase``), for the V0
+    engine of the 0.6 line and the V1 engine of 0.7-0.8 (tp and pp groups; no ep group yet).
 
     ``torch_tp_group`` (v0.6.4 only): PyNcclCommunicator stays ``disabled`` outside CUDA graph capture
     (vllm/distributed/device_communicators/pynccl.py ``__init__`` at v0.6.4: "by default it is disabled, e.g. in
@@ -140,34 +142,26 @@ def non_torch_terms(*, tp: int, pp: int, torch_tp_group: bool = False) -> tuple[
     terms = []
     groups = [(name, n) for name, n in (("tp", tp), ("pp", pp)) if n > 1]
     if groups:
-        per = NCCL_CHANNELS * NCCL_BUFFERS_PER_CHANNEL
-        terms.append(Term(
-            name="overhead/nccl",
-            bytes=len(groups) * per,
-            formula=f"{len(groups)} communicator(s) ({', '.join(f'{g} group of {n}' for g, n in groups)}) x "
-                    f"{NCCL_CHANNELS} channels x (SIMPLE 4 MiB + LL 512 KiB + LL128 4,915,200 B)",
-            source="vllm/distributed/device_communicators/pynccl.py PyNcclCommunicator per group of > 1 GPU; "
-                   "NVIDIA/nccl src/init.cc computeBuffSizes, src/include/device.h MAXCHANNELS; NCCL connects a "
-                   "channel's buffers on first use (NCCL_RUNTIME_CONNECT), in the profile run, so vLLM counts them "
-                   "as non-torch growth",
+        terms.append(nccl_term(
+            "overhead/nccl", groups, link, nccl,
+            when="set up after vLLM's baseline: non-torch growth inside the budget",
+            source="vllm/distributed/device_communicators/pynccl.py PyNcclCommunicator per group of > 1 GPU",
         ))
     if torch_tp_group and tp > 1:
-        per = NCCL_CHANNELS * NCCL_BUFFERS_PER_CHANNEL
-        terms.append(Term(
-            name="overhead/nccl_torch",
-            bytes=per,
-            formula=f"torch.distributed's ProcessGroupNCCL communicator for the tp group of {tp}: {NCCL_CHANNELS} "
-                    "channels x (SIMPLE 4 MiB + LL 512 KiB + LL128 4,915,200 B)",
+        terms.append(nccl_term(
+            "overhead/nccl_torch", [("tp", tp)], link, nccl,
+            when="torch.distributed's ProcessGroupNCCL communicator, created in the profile run",
             source="vllm/distributed/parallel_state.py GroupCoordinator._all_reduce_in_place (v0.6.4: "
                    "torch.distributed.all_reduce on device_group when custom all-reduce declines and PyNccl is "
-                   "disabled outside graph capture); NVIDIA/nccl v2.21.5-1 src/init.cc computeBuffSizes",
+                   "disabled outside graph capture)",
         ))
-    if tp in CUSTOM_AR_SIZES:
+    if custom_all_reduce_on(tp, link):
         terms.append(Term(
             name="overhead/custom_all_reduce",
             bytes=CUSTOM_AR_BYTES,
             formula="IPC meta+signal 8 MiB + IPC buffer 8 MiB + rank_data 8 MiB (max_size 8192 x 1024)",
-            source="vllm/distributed/device_communicators/custom_all_reduce.py CustomAllreduce.__init__",
+            source="vllm/distributed/device_communicators/custom_all_reduce.py CustomAllreduce.__init__ (v0.6.6 "
+                   "lines 132-138, v0.8.5 lines 133-140: off above 2 GPUs without full NVLink)",
         ))
     return tuple(terms)
 

@@ -23,6 +23,7 @@ the memory beside the budget. The refusals quote ``raise_if_cache_size_invalid``
 from __future__ import annotations
 
 from vramwise.catalog import Gpu
+from vramwise.engines.nccl_comm import VLLM_NCCL, link_of, topology_note
 from vramwise.engines.result import EngineEstimate
 from vramwise.engines.vllm_load import loaded_weights, max_model_len
 from vramwise.engines.vllm_terms import non_torch_terms
@@ -36,7 +37,6 @@ from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.encoder_decoder import refuse
 from vramwise.estimate.kv_cache import kv_elements_per_token
-from vramwise.estimate.nccl import nvls_bytes_v2_21 as nvls_bytes
 from vramwise.estimate.precision import compute_bytes, kv_dtype
 from vramwise.estimate.term import Estimate, Term
 from vramwise.estimate.weights import own_format
@@ -78,7 +78,8 @@ def vllm_v0_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate
     w_bytes = sum(t.bytes for t in weights)
     peak = v0_profile_peak(spec, tokens=T, seqs=S, c=c, tp=tp, compute_capability=gpu.compute_capability)
     context = context_term(setup.overheads)
-    non_torch = non_torch_terms(tp=tp, pp=pp, torch_tp_group=release == "0.6.4")
+    link, _ = link_of(gpu)
+    non_torch = non_torch_terms(tp=tp, pp=pp, link=link, nccl=VLLM_NCCL[release], torch_tp_group=release == "0.6.4")
     inside = (*non_torch, context) if release == "0.6.4" else non_torch  # what the release subtracts
     nt_bytes = sum(t.bytes for t in inside)
 
@@ -101,6 +102,8 @@ def vllm_v0_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate
     graphs = () if flags.enforce_eager else (v0_cuda_graphs(spec, max_num_seqs=S, c=c, tp=tp),)
     persistent = (*weights, peak, *non_torch, pool, *graphs, context)
     notes = _notes(release, T, chunked, setup)
+    if topo := topology_note(gpu, tp * pp, "vLLM"):
+        notes += (topo,)
     refusal, message = _refusal(blocks, block, max_len)
     fits = refusal is None
     kv_tokens = blocks * block
@@ -193,9 +196,7 @@ def _notes(release: str, batched: int, chunked: bool, setup: InferSetup) -> tupl
         "saving); the refusal and concurrency follow max_model_len as vLLM 0.6 logs them",
         "not modelled: non-torch growth at tp 1 (CUDA kernel modules loaded lazily on first use; cuBLAS/cuBLASLt "
         "workspaces are torch memory, from the caching allocator: pytorch aten/src/ATen/cuda/CublasHandlePool.cpp "
-        "getNewWorkspace), NCCL's own kernels and its channel count (bounded at 32), at tp > 2 NCCL's tree "
-        "connections to peers other than the ring's (v2.21.5-1 src/init.cc initTransportsRank connects rings and "
-        "trees at init; at tp 2 they are the same peers), the other tp ranks (which do not sample and hold smaller "
+        "getNewWorkspace), NCCL's own kernels, the other tp ranks (which do not sample and hold smaller "
         "peaks), the largest max_model_len that fits under a smaller profile run",
     ]
     if release != "0.6.4":
@@ -203,12 +204,6 @@ def _notes(release: str, batched: int, chunked: bool, setup: InferSetup) -> tupl
             "non_torch_memory as v0.6.5/v0.6.6 log it counts torch's cached-but-unallocated memory too: their "
             "memory_profiling takes torch's memory as allocated_bytes.all.current, not memory_reserved() (fixed in "
             "vllm-project/vllm PR #11809, vLLM 0.7.0); that allocator slack is not modelled here")
-    if setup.tp > 2:
-        notes.append(
-            f"assumed: no NVSwitch (NVLS off). On an NVSwitch node (HGX H100/H200) NCCL 2.21.5 also allocates NVLS "
-            f"buffers of {nvls_bytes(setup.tp):,} B for each communicator of tp {setup.tp} "
-            "(16 channels x 2 x (1 MiB + 2 MiB) x tp; src/transport/nvls.cc ncclNvlsSetup), for each tp communicator; "
-            "set NCCL_NVLS_ENABLE=0 on such a node to match this plan")
     if setup.vllm.pipeline_parallel_size > 1:
         notes.append("pp > 1: the last stage is shown (head and sampler); vLLM takes the smallest pool over stages")
     return tuple(notes)

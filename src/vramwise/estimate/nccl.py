@@ -14,7 +14,7 @@ the CUDA_IPC_MIN rounding in p2p.cc, the channel doubling in connect.cc, NVLS's 
   protocol's buffer but SIMPLE under P2P read, which the sender then holds; each side's allocation is rounded up
   to CUDA_IPC_MIN, 2 MiB (``NcclEnv.connection``). A ring channel connects each rank to one sender and one
   receiver, so each rank holds one send and one receive side per ring channel: 12 MiB at the defaults. The
-  engines' plans count the unrounded SIMPLE + LL + LL128 (``BUFFERS_PER_CHANNEL``), which their tests pin.
+  serving engines' communicators (``engine_communicator``, below) use the same connections.
 - Channels (src/graph/connect.cc ``ncclTopoPostset``): the topology search's channels doubled (``min(MAXCHANNELS,
   nChannels*2)``), then capped by ``NCCL_MAX_NCHANNELS`` and raised to ``NCCL_MIN_NCHANNELS`` (``ncclMaxNchannels``,
   ``ncclMinNchannels``). MAXCHANNELS is 32 at 2.21.5 and 64 at 2.27.3 (src/include/device.h). The search itself
@@ -50,10 +50,6 @@ MAXCHANNELS = 64  # src/include/device.h at v2.27.3-1 (32 at v2.21.5-1)
 # 4096 B, src/include/comm.h) plus its buffers, rounded up with ALIGN_SIZE to CUDA_IPC_MIN (2 MiB, comm.h)
 CUDA_IPC_MIN = 2 * 1024 * 1024
 MEM_ALIGN = 4096
-
-# The serving engines' assumption (engines/vllm_comms.py, sglang_comms.py, vllm_terms.py): 32 channels, MAXCHANNELS
-# of 2.21.5, kept for 2.27.3; their plans and tests are pinned to it.
-ENGINE_CHANNELS = 32
 
 # The topology search's channels per interconnect, before ncclTopoPostset doubles them, from published NCCL logs:
 # NVSwitch H100 HGX: 16 search channels (Hopper's 18 NVLinks; "execution channels are typically 2x the search
@@ -181,10 +177,12 @@ class Communicator:
     ring: int  # channels x (SIMPLE + LL + LL128)
     nvls: int  # NVLS buffers (NVSwitch with multicast, more than 2 local GPUs)
     p2p: int = 0  # send/recv connections: peers x channels per peer x (SIMPLE + LL + LL128)
+    tree: int = 0  # tree connections to peers the ring does not reach (connected at init without runtime connect)
+    structures: int = 0  # per-channel device structures, rounded to cuMem's granularity (NCCL_CUMEM_ENABLE on)
 
     @property
     def bytes(self) -> int:
-        return self.ring + self.nvls + self.p2p
+        return self.ring + self.nvls + self.p2p + self.tree + self.structures
 
 
 def p2p_communicator(ranks: int, local: int, interconnect: Interconnect, env: NcclEnv, peers: int) -> Communicator:
@@ -215,3 +213,43 @@ def communicator(ranks: int, local: int, interconnect: Interconnect, env: NcclEn
         nvls = NVLS_CHANNELS_SM90 * 2 * NVLS_CHUNKSIZE * NCCL_STEPS * local + credits
     ring = n * env.connection(_read(interconnect, local > 1))
     return Communicator(ranks=ranks, local=local, channels=n, ring=ring, nvls=nvls)
+
+
+# --- A communicator as a serving engine creates it (engines/nccl_comm.py picks the arguments per release) ---
+# cuMem's allocation granularity: src/include/alloc.h ncclCuMemAlloc rounds every device allocation up to
+# cuMemGetAllocationGranularity(CU_MEM_ALLOC_GRANULARITY_MINIMUM), 2 MiB on NVIDIA GPUs (the CUDA_IPC_MIN NCCL
+# rounds its IPC buffers to, src/include/comm.h); assumed the same on every GPU here.
+CUMEM_GRANULARITY = CUDA_IPC_MIN
+# src/channel.cc initChannel (v2.21.5-1 and v2.27.3-1): three device allocations per channel, sharedRes->devPeers,
+# channel->devPeers and channel->devRingUserRanks (ncclCudaCallocAsync, each a few hundred bytes); src/init.cc
+# devCommSetup: devCommAndChans and rankToLocalRank, two more per communicator
+ALLOCS_PER_CHANNEL = 3
+ALLOCS_PER_COMM = 2
+
+
+def engine_communicator(ranks: int, interconnect: Interconnect, *, cumem: bool, nvls: bool,
+                        nvls_v2_21: bool = False) -> Communicator:
+    """One rank's device memory for a communicator of ``ranks`` GPUs on one node, created with ncclCommInitRank and
+    warmed up with one all-reduce (a serving engine's PyNccl communicator):
+
+    - NCCL_CUMEM_ENABLE on: every device allocation is a cuMem allocation rounded up to CUMEM_GRANULARITY
+      (alloc.h ncclCudaCallocAsync -> ncclCuMemAlloc), so initChannel's three small allocations per channel and
+      devCommSetup's two cost 2 MiB each; and runtime connect is on (init.cc initTransportsRank:
+      ``comm->runtimeConn = comm->cuMemSupport && ncclParamRuntimeConnect()``), so only the warm-up's algorithm is
+      connected: its ring (and NVLS where enabled), as ``communicator`` counts them.
+    - NCCL_CUMEM_ENABLE=0: cudaMalloc, which packs small allocations (not counted), and no runtime connect: init
+      connects every channel's ring and tree (ncclTransportRingConnect, ncclTransportTreeConnect in
+      src/transport/generic.cc) and sets NVLS's buffers up (ncclNvlsBufferSetup). A tree inside one node is a chain
+      (up to one peer, down to one): a rank inside the chain sends to and receives from both chain neighbours, one
+      send and one receive connection per channel more than its ring's, assumed in the ring's order (at 2 ranks
+      the tree's peer is the ring's, nothing more).
+    ``nvls_v2_21``: NCCL 2.21.5's NVLS sizes (``nvls_bytes_v2_21``) instead of 2.27.3's."""
+    base = communicator(ranks, ranks, interconnect, NcclEnv(nvls_enable=nvls))
+    read = _read(interconnect, ranks > 1)
+    tree = 0 if cumem or ranks <= 2 else base.channels * NcclEnv().connection(read)
+    structures = (ALLOCS_PER_CHANNEL * base.channels + ALLOCS_PER_COMM) * CUMEM_GRANULARITY if cumem else 0
+    nvls_bytes = base.nvls
+    if nvls_v2_21:
+        nvls_bytes = nvls_bytes_v2_21(ranks) if base.nvls else 0
+    return Communicator(ranks=ranks, local=ranks, channels=base.channels, ring=base.ring, nvls=nvls_bytes,
+                        tree=tree, structures=structures)

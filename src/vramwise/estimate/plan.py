@@ -14,9 +14,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
-from vramwise.estimate.overheads import allocator_bytes, is_tensor, tensor_bytes, with_allocator
+from vramwise.estimate.overheads import allocator_bytes, is_tensor, modelled_allocator, tensor_bytes, with_allocator
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 
 
@@ -45,6 +45,19 @@ class Vars(NamedTuple):
 ONE, BATCH, TOKENS, BATCH_SEQ_SEQ, LOSS_CHUNK = range(5)
 _CONSTANT = Vars(1, 0, 0, 0, 0, 0)
 
+class AllocatorModel(Protocol):
+    """The allocator's reserve from a replay of the step (training: estimate/train/allocation.py)."""
+
+    @property
+    def reference(self) -> Vars:
+        """The variables the replay runs at."""
+        ...
+
+    def reserve(self, v: Vars) -> int: ...
+
+    def formula(self, fraction: float, tensors: int) -> str: ...
+
+
 # What ``Plan.phase_bytes`` reads, derived once per plan (``Plan._compiled``).
 _Compiled = tuple[
     int, int, tuple[tuple[float, int, bool], ...], tuple[tuple[float, int], ...], tuple[tuple[int, ...], ...]
@@ -66,6 +79,9 @@ class Rule:
     # plan renders it once
     formula: Callable[[Vars], str]
     source: str
+    # equal tensors the bytes are made of (the loss backward's two logit-sized gradients): the allocator replay
+    # allocates them one by one (estimate/train/allocation.py)
+    tensors: int = 1
 
     def bytes(self, v: Vars) -> int:
         return round(self.coef * v[self.var])
@@ -91,6 +107,27 @@ class Plan:
     phases: tuple[tuple[PhaseKind, tuple[int, ...]], ...]
     allocator_fraction: float | None
     notes: tuple[str, ...]
+    # the reserve from a replay of the step's allocations, used unless allocator_fraction is given
+    allocator: AllocatorModel | None = None
+    # pipeline stages alike take the busiest one's fraction (training.py ``_busiest_alike``)
+    shared_fraction: float | None = None
+
+    @functools.cached_property
+    def fraction(self) -> float | None:
+        """The reserve as a fraction of tensor bytes: ``allocator_fraction`` when given, else the replay's reserve
+        at its reference variables over the tensors of the peak phase there (None: the overheads' default).
+
+        A fraction, as the flat default was, so that every phase stays linear in the workload variables (the
+        layout search extrapolates phases from two micro-batches) and the replay runs once per plan.
+        """
+        if self.allocator is None or self.allocator_fraction is not None:
+            return self.allocator_fraction
+        if self.shared_fraction is not None:
+            return self.shared_fraction
+        ref = self.allocator.reference
+        _, tensors, transients = self._bytes(ref)
+        peak = tensors + max(transients)
+        return self.allocator.reserve(ref) / peak if peak else 0.0
 
     @functools.cached_property
     def _compiled(self) -> _Compiled:
@@ -119,7 +156,7 @@ class Plan:
     def phase_bytes(self, v: Vars) -> list[int]:
         """Per-GPU bytes at each phase: persistent terms, the phase's transients and the allocator reserve."""
         persistent, tensors, transients = self._bytes(v)
-        fraction = self.allocator_fraction
+        fraction = self.fraction
         return [persistent + n + allocator_bytes(tensors + n, fraction) for n in transients]
 
     def peak(self, v: Vars) -> int:
@@ -127,7 +164,7 @@ class Plan:
         persistent, tensors, transients = self._bytes(v)
         # the reserve grows with the transients, so the phase with the most transient bytes is the peak
         n = max(transients)
-        return persistent + n + allocator_bytes(tensors + n, self.allocator_fraction)
+        return persistent + n + allocator_bytes(tensors + n, self.fraction)
 
     @functools.cached_property
     def _constant_terms(self) -> tuple[tuple[Term | None, ...], tuple[Term | None, ...]]:
@@ -142,7 +179,13 @@ class Plan:
         fixed_persistent, fixed_transient = self._constant_terms
         persistent = tuple(t or r.term(v) for t, r in zip(fixed_persistent, self.persistent, strict=True))
         transient = [t or r.term(v) for t, r in zip(fixed_transient, self.transient, strict=True)]
-        base, fraction = tensor_bytes(persistent), self.allocator_fraction
+        base, fraction = tensor_bytes(persistent), self.fraction
+        if self.allocator is not None and self.allocator_fraction is None and fraction is not None:
+            phases = tuple(
+                modelled_allocator(base, kind, [transient[j] for j in members], fraction, self.allocator.formula)
+                for kind, members in self.phases
+            )
+            return Estimate(persistent=persistent, phases=phases, notes=self.notes, host=self.host)
         phases = tuple(
             with_allocator(base, kind, [transient[j] for j in members], fraction) for kind, members in self.phases
         )
@@ -170,6 +213,8 @@ class Transients:
         phases: Sequence[tuple[PhaseKind, list[int]]],
         allocator_fraction: float | None,
         notes: Sequence[str],
+        allocator: AllocatorModel | None = None,
+        shared_fraction: float | None = None,
     ) -> Plan:
         return Plan(
             persistent=tuple(persistent),
@@ -178,4 +223,6 @@ class Transients:
             phases=tuple((kind, tuple(members)) for kind, members in phases),
             allocator_fraction=allocator_fraction,
             notes=tuple(notes),
+            allocator=allocator,
+            shared_fraction=shared_fraction,
         )

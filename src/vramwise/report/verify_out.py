@@ -32,6 +32,15 @@ def render_comparison(c: Comparison, *, title: str, unit: Unit = "gib") -> str:
             f"{fmt(c.cuda['max_memory_reserved'], unit)}, device used {fmt(c.cuda['device_used'], unit)} "
             f"(estimate with context and reserve: {fmt(c.full_estimate, unit)})"
         )
+    if c.allocator_replay:
+        a = c.allocator_replay
+        lines.append(
+            f"allocator replay of the traced {a['allocations']:,} allocations (estimate/allocator_model.py): "
+            f"predicted max_memory_allocated {fmt(a['max_allocated'], unit)}, max_memory_reserved "
+            f"{fmt(a['max_reserved'], unit)}, reserved − allocated {fmt(a['max_reserved'] - a['max_allocated'], unit)}"
+            f" (the estimate's overhead/allocator: {fmt(a['estimate_reserve'], unit)})"
+            + (f"; measured on CUDA: {fmt(c.cuda['max_memory_reserved'], unit)} reserved" if c.cuda else "")
+        )
     if c.layers_traced:
         lines.append(f"traced at {c.layers_traced} and {c.layers_traced + 1} layers, extrapolated to the full depth")
     lines.append(
@@ -56,5 +65,6 @@ def comparison_dict(c: Comparison, *, model: str, setup: InferSetup | TrainSetup
         "overheads_not_measured": c.overheads,
         "cuda": c.cuda or None,
         "estimate_with_overheads": c.full_estimate,
+        "allocator_replay": c.allocator_replay or None,
         "seconds": round(c.seconds, 3),
     }

@@ -30,3 +30,6 @@ class Comparison:
     seconds: float
     cuda: dict[str, int] = field(default_factory=dict)  # on a GPU: max allocated / reserved, device used
     full_estimate: int = 0  # the estimate with the overhead terms, to set beside device_used
+    # training: the traced allocations replayed through the caching-allocator model (estimate/allocator_model.py):
+    # max_allocated, max_reserved, allocations, and the estimate's own overhead/allocator as estimate_reserve
+    allocator_replay: dict[str, int] = field(default_factory=dict)

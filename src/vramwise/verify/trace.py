@@ -62,6 +62,8 @@ class Trace:
     cuda: dict[str, int] = field(default_factory=dict)  # real GPU runs: allocator and device figures
     marks: dict[str, int] = field(default_factory=dict)  # live bytes at forward_end / backward_end / step_end
     phase_peaks: dict[str, int] = field(default_factory=dict)  # highest live bytes in forward / backward / step
+    # every storage allocation and free of the traced step, as estimate/allocator_model.replay_ops takes them
+    allocator_ops: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _hf_config(config: dict[str, Any], attention: str) -> Any:
@@ -587,6 +589,7 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         cuda=cuda,
         marks=dict(tracker.marks),
         phase_peaks={k: v for k, v in tracker.phase_peaks.items() if k != "setup"},
+        allocator_ops=tracker.ops,
     )
 
 

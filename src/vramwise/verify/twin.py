@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from vramwise.errors import VerifyUnsupportedError, VramwiseError
+from vramwise.estimate.allocator_model import AllocatorConfig, replay_ops
 from vramwise.estimate.inference import estimate_inference
 from vramwise.estimate.term import Estimate, Step
 from vramwise.estimate.train.quantized import training_base
@@ -29,6 +30,7 @@ from vramwise.estimate.train.training import estimate_training
 from vramwise.formats import default_format
 from vramwise.spec.load import ResolvedModel
 from vramwise.spec.model import ModelSpec
+from vramwise.units import MIB
 from vramwise.verify.compare import Comparison, Row
 from vramwise.workload import (
     NO_OVERHEADS,
@@ -172,6 +174,8 @@ def _untraceable_knobs(setup: TrainSetup) -> list[tuple[bool, str]]:
         (impl.activation_offload, "activation_offload (torchtune's OffloadActivations uses CUDA streams)"),
         (impl.float8, "float8 (torchao's float8 matmuls need CUDA compute capability 8.9+)"),
         (impl.compile, "compile (inductor cannot run on fake tensors; bench/compile_saved.py measures it for real)"),
+        # the twin builds transformers' modules; --framework litgpt estimates LitGPT's own (litgpt_code.py)
+        (setup.framework == "litgpt", "--framework litgpt (the twin traces transformers' modules, not LitGPT's)"),
     ]
 
 
@@ -196,8 +200,11 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _traced_training(config: dict[str, Any], recipe: Any, layers: int | None, cuda: dict[str, int]) -> dict[str, int]:
-    """Measured quantities; with ``layers``, traced at N and N + 1 layers and extrapolated linearly."""
+def _traced_training(
+    config: dict[str, Any], recipe: Any, layers: int | None, cuda: dict[str, int], allocator: AllocatorConfig
+) -> dict[str, int]:
+    """Measured quantities, and the caching-allocator replay of the traced allocations (``replay_*``); with
+    ``layers``, traced at N and N + 1 layers and extrapolated linearly."""
     from vramwise.verify.trace import trace_training
 
     device = "cuda" if recipe.fsdp <= 1 and _device() == "cuda" else "cpu"
@@ -205,7 +212,11 @@ def _traced_training(config: dict[str, Any], recipe: Any, layers: int | None, cu
     def measure(cfg: dict[str, Any]) -> dict[str, int]:
         t = trace_training(cfg, recipe, device=device)
         cuda.update(t.cuda)
+        replayed = replay_ops(t.allocator_ops, allocator)
         return {
+            "replay_max_allocated": replayed.peak_allocated,
+            "replay_max_reserved": replayed.peak_reserved,
+            "replay_allocations": replayed.allocations,
             "weights": t.params,
             "master_weights": t.master_weights,
             "gradients": t.grads,
@@ -267,7 +278,8 @@ def verify_training(resolved: ResolvedModel, setup: TrainSetup, *, layers: int |
     start = time.perf_counter()
     cuda: dict[str, int] = {}
     with _one_line_failure():
-        measured = _traced_training(config, recipe, None if _device() == "cuda" else layers, cuda)
+        traced_layers = None if _device() == "cuda" else layers
+        measured = _traced_training(config, recipe, traced_layers, cuda, _allocator_config(setup))
     estimated = {
         "weights": sum(t.bytes for t in est.persistent if t.name.startswith("weights/")),
         "master_weights": _named(est, "optimizer/master_weights"),
@@ -277,6 +289,8 @@ def verify_training(resolved: ResolvedModel, setup: TrainSetup, *, layers: int |
         "peak": est.peak_bytes,
     }
     rows = tuple(Row(name=k, estimate=estimated[k], measured=measured[k]) for k in estimated)
+    replayed = {k.removeprefix("replay_"): v for k, v in measured.items() if k.startswith("replay_")}
+    replayed["estimate_reserve"] = _named(full, "overhead/allocator")
     return Comparison(
         kind="training",
         rows=rows,
@@ -286,6 +300,16 @@ def verify_training(resolved: ResolvedModel, setup: TrainSetup, *, layers: int |
         seconds=time.perf_counter() - start,
         cuda=cuda,
         full_estimate=full.peak_bytes,
+        allocator_replay=replayed,
+    )
+
+
+def _allocator_config(setup: TrainSetup) -> AllocatorConfig:
+    """The caching allocator as the setup runs it (PYTORCH_CUDA_ALLOC_CONF), on a device with room."""
+    mb = setup.allocator.max_split_size_mb
+    return AllocatorConfig(
+        expandable_segments=setup.allocator.expandable_segments,
+        max_split_size=None if mb is None else mb * MIB,
     )
 
 

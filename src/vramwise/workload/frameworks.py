@@ -121,6 +121,8 @@ VERSIONS: dict[Framework, str] = {
     Framework.UNSLOTH: f"unsloth 2026.8.19 (git 015bdef0) on {TRANSFORMERS}, {PEFT}",
     Framework.LLAMA_FACTORY: f"LLaMA-Factory 0.9.6.dev0 (git ff6d4d12) on {TRANSFORMERS}, {PEFT}",
     Framework.MEGATRON: "Megatron-LM core 0.20.0 (git d98e8a64)",
+    Framework.LITGPT: "lit-gpt 0.1.0 (git 8641822, the commit of its tutorials/resource-tables.md) on Lightning "
+    "2.1.0rc0+ (git 71aed751, its requirements.txt), torch 2.1.0, bitsandbytes 0.41.1",
 }
 
 _HF_FUSED = (
@@ -420,6 +422,51 @@ _MEGATRON = (
 )  # fmt: skip
 
 
+_LG = "lit-gpt 8641822 "
+_LG_LORA = _LG + "finetune/lora.py"
+_LG_FSDP = (
+    _LG_LORA + " setup: devices > 1 -> FSDPStrategy(auto_wrap_policy={Block}, activation_checkpointing_policy={Block}) "
+    "(Lightning's FSDPStrategy default sharding_strategy FULL_SHARD)"
+)
+_LITGPT = (
+    Default(name="precision", value="bf16",
+            source=_LG + "tutorials/resource-tables.md: 'All experiments were run using --precision bf16-true' (bf16 "
+            "weights, no fp32 master; the script's own default, utils.py get_default_supported_precision(training="
+            "True), is bf16-mixed: autocast over fp32 weights, vramwise's amp)"),
+    Default(name="optimizer", value="adamw", source=_LG_LORA + " main: torch.optim.AdamW(trainable_params, ...)",
+            when=lambda v: not _qlora(v)),
+    Default(name="optimizer", value="paged-adamw",
+            source=_LG_LORA + " main: bnb.optim.PagedAdamW under BitsandbytesPrecision (--quantize bnb.*)",
+            when=_qlora, when_text="with peft=qlora"),
+    Default(name="optimizer_impl", value="foreach", source="(LitGPT builds torch.optim.AdamW) " + _TORCH_FOREACH),
+    Default(name="attention", value="sdpa",
+            source=_LG + "lit_gpt/model.py CausalSelfAttention.scaled_dot_product_attention: "
+            "F.scaled_dot_product_attention(is_causal=True), or flash_attn_func when flash-attn 2 is installed"),
+    Default(name="loss", value="compute-dtype",
+            source=_LG_LORA + " train: model(input_ids, lm_head_chunk_size=128) and utils.py chunked_cross_entropy: "
+            "F.cross_entropy per chunk on the 16-bit logits (no upcast)"),
+    Default(name="loss_chunk", value=128, source=_LG_LORA + " train: lm_head_chunk_size=128; chunked_cross_entropy "
+            "chunk_size=128"),
+    Default(name="lora_r", value=8, source=_LG_LORA + ": lora_r = 8", when=_adapters, when_text="with LoRA/QLoRA"),
+    Default(name="lora_dropout", value=0.05, source=_LG_LORA + ": lora_dropout = 0.05", when=_adapters,
+            when_text="with LoRA/QLoRA"),
+    Default(name="lora_targets", value=("q_proj", "v_proj"),
+            source=_LG_LORA + ": lora_query = True, lora_value = True (key, projection, mlp, head False): one "
+            "LoRAQKVLinear on the fused qkv", when=_adapters, when_text="with LoRA/QLoRA"),
+    Default(name="adapter_dtype", value="bf16",
+            source=_LG + "lit_gpt/lora.py: lora_A/lora_B are nn.Parameter(torch.zeros(...)) built under "
+            "fabric.init_module(), in the precision's dtype", when=_adapters, when_text="with LoRA/QLoRA"),
+    Default(name="double_quant", value=False,
+            source=_LG_LORA + " setup(quantize='bnb.nf4'): Lightning BitsandbytesPrecision('nf4') (bnb.nf4-dq is "
+            "double_quant=true)", when=_qlora, when_text="with peft=qlora"),
+    Default(name="fsdp", value="full", source=_LG_FSDP, when=lambda v: _multi(v) and _unsharded(v),
+            when_text="on more than one GPU"),
+    Default(name="recompute", value="full", source=_LG_FSDP, when=_multi, when_text="on more than one GPU"),
+    Default(name="recompute", value="none", source=_LG_LORA + " setup: strategy 'auto' on one device, no "
+            "activation checkpointing"),
+)  # fmt: skip
+
+
 # --- the rules: combinations a framework does not run ---------------------------------------------------------
 
 
@@ -485,6 +532,18 @@ _RULES: dict[Framework, tuple[Rule, ...]] = {
              broken=lambda v: str(_get(v, "fsdp", "none")) != "none" and int(_get(v, "pp", 1)) > 1,
              rule="--use-torch-fsdp2 is not supported with pipeline parallelism (training/arguments.py)"),
     ),
+    Framework.LITGPT: (
+        Rule(field="zero", allowed="0 (LitGPT shards with --fsdp full)", broken=lambda v: int(_get(v, "zero", 0)) != 0,
+             rule="lit-gpt 8641822 finetune/lora.py shards with Lightning's FSDPStrategy; it has no DeepSpeed ZeRO"),
+        Rule(field="dp", allowed="1 with peft=qlora", broken=lambda v: _qlora(v) and _multi(v),
+             rule="lit-gpt 8641822 finetune/lora.py setup: 'Quantization is currently not supported for multi-GPU "
+                  "training' (NotImplementedError)"),
+        Rule(field="attention", allowed="sdpa or flash", broken=lambda v: str(_get(v, "attention", "sdpa")) == "eager",
+             rule="lit-gpt 8641822 lit_gpt/model.py calls F.scaled_dot_product_attention (or flash_attn_func)"),
+        *(Rule(field=name, allowed="1", broken=_gt1(name),
+               rule=f"lit-gpt 8641822 finetune/lora.py has no {what} parallelism (Fabric FSDP only)")
+          for name, what in (("tp", "tensor"), ("pp", "pipeline"), ("cp", "context"), ("ep", "expert"))),
+    ),
 }  # fmt: skip
 
 # How the checkpoint reaches FSDP's shards when --loading is auto (estimate/train/loading.py asks): a row would fix
@@ -520,6 +579,19 @@ _NOTES: dict[Framework, tuple[str, ...]] = {
         "torchtitan: the loss chunk is an eighth of the micro-batch given; fit --max and plot keep that chunk while "
         "they vary the batch or the sequence",
     ),
+    Framework.LITGPT: (
+        "litgpt: the step runs LitGPT's own model code (estimate/train/litgpt_code.py: fused qkv, RMSNorm without "
+        "fp32 upcast, LoRA on the fused qkv, bitsandbytes 0.41.1's 4-bit matmul keeping its input), not "
+        "transformers'; a dense family lit-gpt 8641822 has no config for (lit_gpt/config.py) is estimated as its GPT "
+        "would run it",
+        "litgpt: finetune/lora.py's micro_batch_size 4 and gradient_accumulation_iters 32 are not filled in (give "
+        "--batch); the first batch holds the longest training sample (get_batch longest_seq_ix): give it as --seq",
+        "litgpt: under FSDP --loading stays auto (fsdp-full, whole model + shard). LitGPT builds on the meta device "
+        "and Lightning (71aed751 strategies/fsdp.py module_init_context) materialises and shards unit by unit "
+        "(fsdp-sync), yet its published FSDP peaks (Llama 2 7B on 2 GPUs: 22.18 GB at micro-batch 1, +0.4 GB a "
+        "sample; Falcon 40B OOM on 4 x 40 GB) hold about a whole model beside the shard during the step: where, is "
+        "not traced here",
+    ),
 }
 
 def _notes(fw: Framework) -> tuple[str, ...]:
@@ -539,6 +611,7 @@ PRESETS: dict[Framework, Preset] = {
         (Framework.UNSLOTH, _UNSLOTH),
         (Framework.LLAMA_FACTORY, _LLAMA_FACTORY),
         (Framework.MEGATRON, _MEGATRON),
+        (Framework.LITGPT, _LITGPT),
     )
 }
 

@@ -170,6 +170,7 @@ class Framework(StrEnum):
     UNSLOTH = "unsloth"
     LLAMA_FACTORY = "llama-factory"
     MEGATRON = "megatron"
+    LITGPT = "litgpt"
 
 
 # The allowed values as tuples, in the order ``--help`` lists them.

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from vramwise.errors import InvalidWorkloadError
-from vramwise.workload.checks import non_negative, real, show
+from vramwise.workload.checks import boolean, non_negative, real, show
 
 # The CUDA releases the context table speaks of (estimate/cuda_context.py): 10.0 (the oldest a published
 # measurement used) to 13.x (the newest torch wheels'); anything else is refused rather than guessed.
@@ -53,3 +53,28 @@ def cuda_release(text: object) -> tuple[int, int]:
 
 # Neither a CUDA context nor an allocator reserve: what a traced step measures (verify, the accuracy bench).
 NO_OVERHEADS = Overheads(cuda_context_mib=0, allocator_fraction=0.0)
+
+
+# c10/cuda/CUDAAllocatorConfig.cpp parseMaxSplitSize: "max_split_size_mb too small, must be > kLargeBuffer / MiB"
+# (kLargeBuffer: 20 MiB, CUDACachingAllocator.cpp); the top is checks.py's 1 TiB bound for memory in MiB
+MAX_SPLIT_SIZE_MB_RANGE = (21, 1 << 20)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllocatorSettings:
+    """PYTORCH_CUDA_ALLOC_CONF as the training step runs it: what the caching-allocator model replays with."""
+
+    expandable_segments: bool = False  # expandable_segments:True
+    max_split_size_mb: int | None = None  # max_split_size_mb:N; None: unlimited (PyTorch's default)
+
+    def __post_init__(self) -> None:
+        boolean("expandable_segments", self.expandable_segments)
+        n = self.max_split_size_mb
+        low, high = MAX_SPLIT_SIZE_MB_RANGE
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not low <= n <= high):
+            raise InvalidWorkloadError(
+                f"max_split_size_mb must be an integer above 20 (PyTorch refuses kLargeBuffer's 20 MiB or less), "
+                f"got {show(n)}",
+                field="max_split_size_mb",
+                allowed=f"an integer from {low} to {high:,}",
+            )

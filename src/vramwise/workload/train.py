@@ -35,7 +35,7 @@ from vramwise.workload.options import (
     Recompute,
     Seed,
 )
-from vramwise.workload.overheads import Overheads
+from vramwise.workload.overheads import AllocatorSettings, Overheads
 from vramwise.workload.static import static_key
 
 
@@ -148,6 +148,7 @@ class TrainSetup:
     framework: Framework = Framework.NONE  # whose defaults filled the options not given (workload/frameworks.py)
     loading: Loading = Loading.AUTO  # how the checkpoint reaches the GPUs (estimate/train/loading.py)
     comms: CommsConfig = field(default_factory=CommsConfig)
+    allocator: AllocatorSettings = field(default_factory=AllocatorSettings)
 
     def __post_init__(self) -> None:
         for name in ("batch", "seq", "grad_accum", "loss_chunk", "recompute_every"):
@@ -243,6 +244,7 @@ _FLAT = FlatNames(
         "textbook": TextbookConfig,
         "impl": ImplConfig,
         "comms": CommsConfig,
+        "allocator": AllocatorSettings,
     },
     names={
         "batch": ("", "batch"),
@@ -294,6 +296,8 @@ _FLAT = FlatNames(
             )
         },
         "overlap_comm": ("parallel", "overlap_comm"),
+        "expandable_segments": ("allocator", "expandable_segments"),
+        "max_split_size_mb": ("allocator", "max_split_size_mb"),
     },
 )
 FLAT_NAMES = _FLAT  # the flat names, for workload/frameworks.py (which option a preset row can set)

@@ -77,10 +77,14 @@ class Saved:
     """Per-token bytes of one layer, by name."""
 
     items: dict[str, float] = field(default_factory=dict)
+    # each ``add`` in the order the forward saves it: the tensors the allocator replay allocates one by one
+    # (estimate/train/allocation.py; an ``add`` of a tensor with its small companion, such as rsqrt, is one)
+    pieces: list[float] = field(default_factory=list)
 
     def add(self, name: str, n: float) -> None:
         if n:
             self.items[name] = self.items.get(name, 0) + n
+            self.pieces.append(n)
 
     @property
     def total(self) -> float:
@@ -274,9 +278,10 @@ def layer_saved(
     fused_norm: bool = False,
     fused_mlp: bool = False,
     compiled: bool = False,
+    litgpt: bool = False,
 ) -> Saved:
     """Bytes per token that layer ``layer`` keeps from its forward until its backward (``fused_*``: Liger's
-    kernels instead of transformers' eager modules)."""
+    kernels instead of transformers' eager modules; ``litgpt``: LitGPT's own model code, litgpt_code.py)."""
     att = spec.attention
     if att.kind == "mla" and att.mla:
         m = att.mla
@@ -298,6 +303,10 @@ def layer_saved(
         fused_mlp=fused_mlp or compiled,
         compiled=compiled,
     )
+    if litgpt:
+        from vramwise.estimate.train.litgpt_code import litgpt_layer_saved  # it imports this module's helpers
+
+        return litgpt_layer_saved(spec, shape, grads)
     out = Saved()
     for n in range(spec.norm.per_layer):
         if n == 1 and spec.parallel_block and spec.norm.kind == "layer":

@@ -8,6 +8,7 @@ from __future__ import annotations
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.plan import ONE, TOKENS, Rule
 from vramwise.estimate.train.layout import in_layer
+from vramwise.estimate.train.litgpt_code import check_litgpt
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.workload import LossImpl, Optimizer, Precision, Recompute, TrainSetup
@@ -24,6 +25,7 @@ def check_knobs(spec: ModelSpec, setup: TrainSetup) -> None:
     _check_recompute(spec, setup)
     _check_optimizer_in_backward(setup)
     _check_impl(spec, setup)
+    check_litgpt(spec, setup)
 
 
 def _check_loss(setup: TrainSetup) -> None:

@@ -121,6 +121,7 @@ def _compute_dtype(vocab: int, lc: int, c: int, many: str, flight: float, softca
         var=TOKENS,
         formula=lambda v: f"incoming and outgoing gradients of log-softmax: 2 x T {v.T} x V {vocab} x {lc} B",
         source=SRC_COMPUTE_DTYPE,
+        tensors=2,
     )
     return LossRules(saved=(saved, *(_softcap(vocab, c, many, flight) if softcap else ())), backward=(temp,))
 
@@ -148,6 +149,7 @@ def _torchtune(vocab: int, c: int, many: str, flight: float, softcap: bool) -> L
         var=TOKENS,
         formula=lambda v: f"one chunk's incoming and outgoing fp32 gradients: 2 x T {v.T}/{n} x V {vocab} x 4 B",
         source=SRC_TORCHTUNE,
+        tensors=2,
     )
     caps = _softcap(vocab, c, many, flight) if softcap else ()
     return LossRules(saved=(saved, *caps), backward=(temp,), forward=(logits,))
@@ -311,6 +313,7 @@ def loss_rules(*, vocab: int, h: int, c: int, loss: str, flight: float, softcap:
         var=TOKENS,
         formula=lambda v: f"incoming and outgoing fp32 gradients of log-softmax: 2 x T {v.T} x V {vocab} x 4 B",
         source=SOURCE,
+        tensors=2,
     )
     return saved, temp
 

@@ -58,10 +58,21 @@ class StatesSetup:
     optimizer: OptimizerConfig
     peft: PeftConfig
     parallel: ParallelConfig
+    head_quantized: bool = False  # LitGPT under Lightning's bitsandbytes precision quantizes lm_head too
+    litgpt: bool = False  # LitGPT's adapters (litgpt_code.litgpt_lora_modules) differ from peft's: part of the key
 
     @classmethod
     def of(cls, setup: TrainSetup) -> StatesSetup:
-        return cls(precision=setup.precision, optimizer=setup.optimizer, peft=setup.peft, parallel=setup.parallel)
+        from vramwise.estimate.train.litgpt_code import quantizes_head, runs_litgpt_code
+
+        return cls(
+            precision=setup.precision,
+            optimizer=setup.optimizer,
+            peft=setup.peft,
+            parallel=setup.parallel,
+            head_quantized=quantizes_head(setup),
+            litgpt=runs_litgpt_code(setup),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,8 +156,9 @@ def _weights(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe) -> l
         share = stage_share(g, spec, stage, s.parallel)
         if not share:
             continue
-        if base and in_layer(g) and g.kind == "linear":
-            tb = base.tensor_bytes(g, spec, hp)
+        if base and ((in_layer(g) and g.kind == "linear") or (s.head_quantized and g.category == "head")):
+            # the head as one more quantized nn.Linear (the formats keep a "head" group in 16 bits)
+            tb = base.tensor_bytes(replace(g, name=f"quantized_{g.name}") if g.category == "head" else g, spec, hp)
             n, f = tb.bytes * share, f"{g.name}: {tb.formula}"
         elif qlora:
             # prepare_model_for_kbit_training casts every non-quantized parameter to fp32

@@ -21,6 +21,7 @@ import functools
 from dataclasses import dataclass, replace
 
 from vramwise.errors import InvalidWorkloadError, NeedsArchitectureError
+from vramwise.estimate.allocator_model import AllocatorConfig
 from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.encoder_decoder import refuse as refuse_encoder_decoder
 from vramwise.estimate.logits import head_words
@@ -30,6 +31,7 @@ from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train.activations import Grads, layer_saved
+from vramwise.estimate.train.allocation import REFERENCE_TOKENS, StepTensors, parameter_tensors, spread
 from vramwise.estimate.train.comms import comms_notes, nccl_terms
 from vramwise.estimate.train.knobs import SRC_OP_SAC, check_knobs, float8_casts, op_sac_saved
 from vramwise.estimate.train.layout import (
@@ -39,6 +41,12 @@ from vramwise.estimate.train.layout import (
     padded_vocab,
     stage_share,
     stages,
+)
+from vramwise.estimate.train.litgpt_code import (
+    keeps_4bit_inputs,
+    litgpt_dequantized,
+    litgpt_lora_modules,
+    runs_litgpt_code,
 )
 from vramwise.estimate.train.loading import loading_term
 from vramwise.estimate.train.lora import LoraModule, adapter_bytes, kbit_prepared, lora_targets
@@ -55,6 +63,7 @@ from vramwise.spec.load import BareModel, Model
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.spec.traits import HeadKind
+from vramwise.units import MIB
 from vramwise.workload import AttentionImpl, FsdpMode, LossImpl, Optimizer, PeftMethod, Recompute, TrainSetup
 from vramwise.workload.options import KernelImpl
 
@@ -77,7 +86,7 @@ def _layer_grads(setup: TrainSetup, lora: list[LoraModule]) -> Grads:
         lora_r=setup.peft.lora_r,
         lora_dropout=setup.peft.lora_dropout > 0,
         adapter=adapter_bytes(setup.peft),
-        inputs_kept=setup.peft.method == PeftMethod.LORA_8BIT,
+        inputs_kept=setup.peft.method == PeftMethod.LORA_8BIT or keeps_4bit_inputs(setup),
     )
 
 
@@ -100,6 +109,7 @@ class _LayerQuery:
     fused_norm: bool = False
     fused_mlp: bool = False
     compiled: bool = False
+    litgpt: bool = False  # LitGPT's own model code (litgpt_code.py), not transformers'
 
 
 def _checkpointed(q: _LayerQuery, recording: list[int]) -> set[int]:
@@ -114,9 +124,11 @@ def _checkpointed(q: _LayerQuery, recording: list[int]) -> set[int]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[str, float], ...], float, int]:
+def _saved_per_token(
+    spec: ModelSpec, q: _LayerQuery
+) -> tuple[int, tuple[tuple[str, float], ...], float, int, tuple[float, ...]]:
     """(layers that record, per-token bytes by name summed over those not checkpointed, the largest single
-    layer's per-token bytes, how many are checkpointed).
+    layer's per-token bytes, how many are checkpointed, the saved tensors of one layer not checkpointed).
 
     Layers differ only in whether their MLP is a mixture of experts: each kind is computed once.
     """
@@ -145,6 +157,7 @@ def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[
             fused_norm=q.fused_norm,
             fused_mlp=q.fused_mlp,
             compiled=q.compiled,
+            litgpt=q.litgpt,
         )
         for kind in first
     }
@@ -153,13 +166,31 @@ def _saved_per_token(spec: ModelSpec, q: _LayerQuery) -> tuple[int, tuple[tuple[
         for k, v in kinds[kind].items.items():
             names[k] = names.get(k, 0) + v * n
     largest = max((saved.total for saved in kinds.values()), default=0)
-    return len(recording), tuple(names.items()), largest, len(ckpt)
+    # the allocator replay's tensors of a layer not checkpointed: the most common kind's, scaled to their mean
+    pieces: tuple[float, ...] = ()
+    if counts:
+        common = max(counts, key=lambda k: counts[k])
+        mean = sum(names.values()) / sum(counts.values())
+        scale = mean / kinds[common].total if kinds[common].total else 0.0
+        pieces = tuple(p * scale for p in kinds[common].pieces)
+    return len(recording), tuple(names.items()), largest, len(ckpt), pieces
+
+
+@dataclass(frozen=True, kw_only=True)
+class _PerLayer:
+    """One layer's saved tensors as the allocator sees them: bytes per token of each (the stage's total spread
+    over its layers), how many of the activation rules are these, and a recomputed layer's rebuilt bytes."""
+
+    saved: tuple[float, ...]
+    rules: int
+    rebuilt: float
 
 
 def _activations(
     spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, lora: list[LoraModule], flight: float
-) -> tuple[list[Rule], float]:
-    """Rules for what is saved until backward on this stage, and the largest single layer's bytes per token."""
+) -> tuple[list[Rule], float, _PerLayer]:
+    """Rules for what is saved until backward on this stage, the largest single layer's bytes per token, and
+    the per-layer tensors the allocator replay allocates."""
     c = recipe.compute
     query = _LayerQuery(
         stage=stage,
@@ -177,17 +208,25 @@ def _activations(
         fused_norm=setup.impl.norm_impl == KernelImpl.FUSED,
         fused_mlp=setup.impl.mlp_impl == KernelImpl.FUSED,
         compiled=setup.impl.compile,
+        litgpt=runs_litgpt_code(setup),
     )
-    recording, per_token, per_layer_max, ckpts = _saved_per_token(spec, query)
+    recording, per_token, per_layer_max, ckpts, pieces = _saved_per_token(spec, query)
     rules: list[Rule] = []
+    n = len(stage.layers)
+    saved: tuple[float, ...] = ()
     if ckpts:
         rules.append(_checkpoints(spec, setup, c, ckpts, flight))
+        saved += (rules[-1].coef / n,)
     if recording > ckpts:
         rules += [_saved(name, per, recording - ckpts, flight) for name, per in per_token]
+        saved += tuple(p * flight * (recording - ckpts) / n for p in pieces)
+    # a checkpointed layer is rebuilt in its backward (full, op-sac, layer-sac): the largest layer's saved tensors
+    per_layer = _PerLayer(saved=saved, rules=len(rules), rebuilt=per_layer_max if ckpts else 0)
     if setup.impl.activation_offload and rules:
         rules = [_offloaded(rules, per_layer_max, c * spec.hidden_size if ckpts == recording else 0)]
+        per_layer = _PerLayer(saved=(), rules=0, rebuilt=0)  # one layer in flight: a tensor the forward holds
     rules += _outside_layers(spec, stage, setup, recipe, flight)
-    return rules, per_layer_max
+    return rules, per_layer_max, per_layer
 
 
 # torchtune commit 05cda5e9, training/_activation_offloading.py OffloadActivations: every saved tensor of at least
@@ -392,13 +431,14 @@ class _Forward:
     largest_layer: float  # the largest single layer's saved bytes per token (full recompute rebuilds one)
     gathered_backward: list[Term]  # ZeRO-3/FSDP units gathered during backward
     gathered_end: list[Term]  # what ZeRO-3/FSDP hold gathered at the end of backward
+    per_layer: _PerLayer  # the layers' saved tensors, for the allocator replay
 
 
 def _forward(
     spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recipe, lora: list[LoraModule], out: Transients
 ) -> _Forward:
     flight = _in_flight(stage, setup)
-    acts, largest_layer = _activations(spec, stage, setup, recipe, lora, flight)
+    acts, largest_layer, per_layer = _activations(spec, stage, setup, recipe, lora, flight)
     in_layers = out.add(*acts)
     held = list(in_layers)
     loss_backward: list[int] = []
@@ -420,7 +460,8 @@ def _forward(
         in_layers += casts
     base = training_base(spec, setup.peft).fmt
     if base:
-        dequantized = out.add(_dequantized(spec, base))
+        litgpt = runs_litgpt_code(setup)  # Lightning's bnb: fp16 dequantized + cast, the head quantized too
+        dequantized = out.add(litgpt_dequantized(spec, setup, recipe.compute) if litgpt else _dequantized(spec, base))
         held += dequantized
         in_layers += dequantized
     return _Forward(
@@ -431,6 +472,7 @@ def _forward(
         largest_layer=largest_layer,
         gathered_backward=gathered_bwd,
         gathered_end=gathered_end,
+        per_layer=per_layer,
     )
 
 
@@ -553,7 +595,8 @@ def _stage_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recip
 def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     """One pipeline stage's plan: its persistent terms, and the transients of each phase."""
     recipe = recipe_for(setup.precision)
-    lora = lora_targets(spec, setup.peft.lora_targets) if setup.peft.adapters else []
+    targets = litgpt_lora_modules if runs_litgpt_code(setup) else lora_targets
+    lora = targets(spec, setup.peft.lora_targets) if setup.peft.adapters else []
     states = model_states(spec, stage, setup, recipe, lora)
     persistent, released_grads = _persistent(setup, states, stage)
     persistent += tuple(persistent_params(spec, setup, recipe, len(stage.layers) / spec.num_layers))
@@ -568,6 +611,9 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     phases = [(kind, ix if kind in forward else ix + bwd_held) for kind, ix in phases]
     phases += _release_phases(states, released_grads, fwd.gathered_end, out)
     phases = [(kind, ix + bwd_held if kind == PhaseKind.BACKWARD_END else ix) for kind, ix in phases]
+    allocations = _step_tensors(spec, setup, stage, (persistent, released_grads), states, fwd, out)
+    busiest = _busiest_alike(spec, setup, stage)
+    shared = None if busiest == stage else _stage_plan(spec, setup, busiest).fraction
     # loading comes before the step but is listed last, so the step's phases keep their places (loading.py); it is
     # shown only when it holds more than the step's persistent states: otherwise it cannot be the peak, and its
     # total would list optimizer states that do not exist yet
@@ -582,6 +628,85 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
         phases=phases,
         allocator_fraction=setup.overheads.allocator_fraction,
         notes=_stage_notes(spec, setup, stage, recipe),
+        allocator=allocations,
+        shared_fraction=shared,
+    )
+
+
+def _busiest_alike(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Stage:
+    """The first stage of the pipeline with ``stage``'s role and layers (``_composition``): the one of them with
+    the most micro-batches in flight, whose allocator fraction they all take (``Plan.shared_fraction``). A replay
+    is not monotone in the tensors' sizes, so this keeps a later stage alike, whose tensors are no larger, from
+    out-reserving the one ``_candidates`` keeps."""
+    if setup.parallel.pp == 1:
+        return stage
+    mine = _composition(spec, setup.peft.freeze_layers, stage)
+    return next(s for s in stages(spec, setup.parallel.pp) if _composition(spec, setup.peft.freeze_layers, s) == mine)
+
+
+def _step_tensors(
+    spec: ModelSpec,
+    setup: TrainSetup,
+    stage: Stage,
+    kept: tuple[tuple[Term, ...], Term | None],
+    states: ModelStates,
+    fwd: _Forward,
+    out: Transients,
+) -> StepTensors:
+    """The step as the allocator sees it (``allocation.py``): the persistent terms and the gradients spread
+    over the parameter tensors, the layers' saved tensors, the forward's other tensors, the loss's and the
+    step's temporaries."""
+    persistent, released_grads = kept
+    persistent = tuple(t for t in persistent if is_tensor(t.name))
+    shapes, n = parameter_tensors(spec, stage, setup.parallel), len(stage.layers)
+    layer: list[int] = []
+    outside: list[int] = []
+    # one tensor per parameter for the weights (whatever their category), the master copy and the gradients;
+    # Adam's two states per parameter (exp_avg, exp_avg_sq: torch/optim/adamw.py _init_group), one otherwise
+    per_param = 2 if "adam" in str(setup.optimizer.name) else 1
+    weights = sum(t.bytes for t in persistent if t.name.startswith("weights/"))
+    # torch's optimizers create their states in the first step() (torch/optim/adam.py Adam._init_group: "if
+    # len(state) == 0: ... zeros_like(p)"), among the blocks the first forward and backward left split; DeepSpeed's
+    # ZeRO optimizers take a step of zero gradients at construction for this very reason (stage_1_and_2.py
+    # DeepSpeedZeroOptimizer.__init__, stage3.py _setup_for_real_optimizer: initialize_optimizer_states, "This
+    # helps prevent memory fragmentation by allocating optimizer state at the beginning of training")
+    lazy = not (setup.parallel.sharding.stage and setup.parallel.fsdp == FsdpMode.NONE)
+    states_bytes = sum(t.bytes for t in persistent if t.name == "optimizer/states") if lazy else 0
+    others = [(t.bytes, per_param if t.name == "optimizer/states" else 1) for t in persistent]
+    others = [
+        o
+        for o, t in zip(others, persistent, strict=True)
+        if not t.name.startswith("weights/") and not (lazy and t.name == "optimizer/states")
+    ]
+    for total, copies in [(weights, 1), *others]:
+        one, rest = spread(total // copies, shapes, n)
+        layer += one * copies
+        outside += rest * copies
+    layer_states, outside_states = spread(states_bytes // per_param, shapes, n)
+    layer_grads, outside_grads = spread(released_grads.bytes if released_grads else 0, shapes, n)
+    layer_step, outside_step = spread(sum(t.bytes for t in states.step_extra), shapes, n)
+    per_layer = set(fwd.in_layers[: fwd.per_layer.rules])
+    mb = setup.allocator.max_split_size_mb
+    return StepTensors(
+        layers=n,
+        layer_persistent=tuple(layer),
+        outside_persistent=tuple(outside),
+        layer_grads=layer_grads,
+        outside_grads=outside_grads,
+        saved=fwd.per_layer.saved,
+        rebuilt=fwd.per_layer.rebuilt,
+        held=tuple(out.rules[j] for j in fwd.held if j not in per_layer),
+        loss_temporaries=tuple(out.rules[j] for j in fwd.loss_backward),
+        step=tuple(constant(t) for t in states.backward_extra),
+        layer_step=layer_step,
+        outside_step=outside_step,
+        layer_states=layer_states * per_param,
+        outside_states=outside_states * per_param,
+        config=AllocatorConfig(
+            expandable_segments=setup.allocator.expandable_segments,
+            max_split_size=None if mb is None else mb * MIB,
+        ),
+        reference=Vars.training(1, REFERENCE_TOKENS, 1, setup.loss_chunk),
     )
 
 
@@ -674,17 +799,16 @@ def _candidates(spec: ModelSpec, pp: int, freeze: int) -> tuple[Stage, ...]:
     A middle stage can exceed the first and the last: DeepSeek's dense first layers
     (``first_k_dense_replace``) leave the first stage fewer experts than a middle one, and frozen bottom
     layers leave the first stages fewer gradients. A stage is left out only when an earlier stage of the same
-    role (first, last or middle) has at least as many layers of every kind: every term a layer brings is
-    non-negative, and the micro-batches in flight (by which the activations grow) never grow with the stage
-    index (``_in_flight``), so that earlier stage's every phase is at least as large. A uniform model keeps
-    at most three (first, the longest middle, last).
+    role (first, last or middle) has the same layers of every kind: the micro-batches in flight (by which the
+    activations grow) never grow with the stage index (``_in_flight``), so that earlier stage's every tensor is
+    at least as large. (At least as many layers was enough while the allocator reserve was a fraction of the
+    tensors; the caching-allocator replay is not monotone in the layers, so a stage with fewer stays.) A uniform
+    model keeps at most four (first, the two middle lengths, last).
     """
     kept: list[tuple[Stage, tuple[bool, bool], dict[tuple, int]]] = []
     for s in stages(spec, pp):
         first, last, kinds = _composition(spec, freeze, s)
-        dominated = any(
-            role == (first, last) and all(held.get(kind, 0) >= n for kind, n in kinds.items()) for _, role, held in kept
-        )
+        dominated = any(role == (first, last) and held == kinds for _, role, held in kept)
         if not dominated:
             kept.append((s, (first, last), kinds))
     return tuple(s for s, _, _ in kept)

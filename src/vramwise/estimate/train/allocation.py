@@ -1,0 +1,314 @@
+"""The allocations one training step makes, replayed through the caching-allocator model for its reserve.
+
+The estimate's terms are totals; the allocator sees tensors. This module turns one stage's plan back into the
+tensors a step allocates, in the order PyTorch does, and replays them (``estimate/allocator_model.py``):
+
+  load        every persistent tensor term (weights, fp32 master copy, optimizer states, persistent gradients)
+              as one tensor per parameter, each its share of the term in proportion to the parameter's elements
+              (DeepSpeed's and FSDP's flat buffers are one tensor in reality: the spread is an approximation);
+  two steps   forward: each layer's saved tensors, one tensor per ``Saved.add`` of ``activations.py``, each
+              with the op output beside it that is not saved, alive until the next saved tensor exists; then
+              the tensors outside the layers and the loss's; the loss backward's temporaries come and go;
+              backward: layer by layer from the last, op by op from the layer's last: the gradient of each saved
+              tensor's shape replaces the one before, the saved tensor is freed, and the weights' gradients
+              (when they do not persist) appear spread over the ops (full recompute: one layer rebuilt, then
+              freed). These temporaries are what the traced step shows splitting the cached blocks
+              (tests/estimate/test_allocator_vs_trace.py: the traced sequence as the oracle); the optimizer step's
+              transients (one per parameter, as the persistent terms) come and go, then the gradients are
+              freed (``zero_grad(set_to_none=True)``).
+
+Summarised per layer kind: a stage deeper than the replay points runs a few identical layers (``LOAD_POINTS``,
+``STEP_POINTS``) and extrapolates the reserve linearly to the stage's layers. The load and the steps are
+replayed apart and their reserves added, each cached on what it depends on (``_reserve``): a layout search
+builds thousands of plans that share them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from vramwise.estimate.allocator_model import FREE, AllocatorConfig, load_reserves, replay_ops
+from vramwise.estimate.plan import Rule, Vars
+from vramwise.estimate.train.layout import Stage, in_layer, stage_share
+from vramwise.spec.model import ModelSpec
+from vramwise.spec.params import parameter_groups
+from vramwise.units import MIB
+from vramwise.workload.layout import ParallelConfig
+
+# Layers replayed: each pair fixes a per-layer slope (``_extrapolated``). The steps' reserve is irregular over
+# the first layers (what the loss and the step leave cached is filled, then not) and linear past about eight: 8
+# and 16 layers came within 5% of the replay at the full depth on Llama 2 7B, Llama 3 8B (full, LoRA, ZeRO-3,
+# full recompute), Llama 2 70B ZeRO-3 tp 2, Llama 3.2 1B, Qwen2.5 7B and Mistral 7B with full recompute, where
+# 2 and 3, 3 and 6, 4 and 8 or 6 and 12 missed some by 25% to 500% (tests/estimate/test_allocation.py)
+LOAD_POINTS = ((2, 4), (4, 8))
+# With the layers' temporaries in the replay (``_layer_forward``, ``_layer_backward``) the steps' reserve is not
+# linear below about 16 layers and can step at any depth (ZeRO-3 Llama 3 8B: 2,265 MiB at 8 layers, 403 at 16,
+# 2,549 at 24): a stage of up to 48 layers (16 + 32: no more than the two replays), every 7-8B model, is replayed
+# at its own depth; deeper ones are extrapolated from 16 and 32 (Llama 2 70B tp 8: within 5% of the replay at 80)
+STEP_POINTS = ((16, 32),)
+# Steps replayed: the second forward finds the first's blocks split by what backward and the optimizer step put
+# in them (per-parameter gradients and fp32 copies in freed activation blocks), so it reserves more; a third
+# adds under 5% more on the typical cases (tests/estimate/test_allocation.py)
+STEPS = 2
+TORCH = "torch c10/cuda/CUDACachingAllocator.cpp @001074d2"
+# The replay runs once per plan, at one micro-batch of this many tokens per GPU, and the plan scales its reserve
+# with the tensors as a fraction (estimate/plan.py ``Plan.fraction``): every phase stays linear in the batch, as
+# the layout search needs. 4,096: the middle of the published fine-tuning runs' tokens per GPU (2,048-8,192).
+REFERENCE_TOKENS = 4096
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepTensors:
+    """One stage's step as tensors: byte lists that do not vary across a plan, and rules that do."""
+
+    layers: int  # decoder layers on the stage that record activations
+    # persistent tensors of one layer and outside the layers (bytes each), in allocation order
+    layer_persistent: tuple[int, ...]
+    outside_persistent: tuple[int, ...]
+    layer_grads: tuple[int, ...]  # gradients allocated in backward and freed after the step (empty: persistent)
+    outside_grads: tuple[int, ...]
+    saved: tuple[float, ...]  # bytes per token of each saved tensor of one layer (x micro-batches in flight)
+    rebuilt: float  # full recompute: bytes per token of the layer rebuilt in backward, 0 otherwise
+    held: tuple[Rule, ...]  # the forward's other tensors, held until backward ends (one tensor each)
+    loss_temporaries: tuple[Rule, ...]
+    step: tuple[Rule, ...]  # buffers of the step and backward's end (reduce buckets), one tensor each
+    layer_step: tuple[int, ...] = ()  # the optimizer step's transients, one per parameter (fp32 gradients,
+    outside_step: tuple[int, ...] = ()  # foreach's per-tensor results), one layer's and outside's
+    # the optimizer's states when it creates them in the first step (torch's optimizers), one layer's and outside's
+    layer_states: tuple[int, ...] = ()
+    outside_states: tuple[int, ...] = ()
+    config: AllocatorConfig
+    reference: Vars  # where the replay runs (REFERENCE_TOKENS per GPU): the plan takes its reserve as a fraction
+
+    def sizes(self, v: Vars) -> tuple[tuple[int, ...], int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """What varies with the workload variables: the saved tensors, the rebuilt layer, the held tensors,
+        the loss temporaries and the step's transients, in bytes."""
+        t = v.T
+        return (
+            tuple(round(p * t) for p in self.saved),
+            round(self.rebuilt * t),
+            tuple(r.bytes(v) for r in self.held),
+            tuple(size for r in self.loss_temporaries for size in [r.bytes(v) // r.tensors] * r.tensors),
+            tuple(r.bytes(v) for r in self.step),
+        )
+
+    def reserve(self, v: Vars) -> int:
+        """max_memory_reserved − the tensors' peak: what the allocator holds beyond the tensors on a GPU with
+        room (its cached free segments included; a run at the device's limit frees those and retries)."""
+        return _reserve(self, self.sizes(v))
+
+    @functools.cached_property
+    def _replayed(self) -> int:
+        """Allocations the full stage's step makes at the reference: what the formula says was replayed."""
+        return _allocations(self, self.sizes(self.reference), self.layers)
+
+    def formula(self, fraction: float, tensors: int) -> str:
+        n = self._replayed
+        settings = ", expandable_segments" if self.config.expandable_segments else ""
+        if self.config.max_split_size is not None:
+            settings += f", max_split_size_mb {self.config.max_split_size // MIB}"
+        deepest = max(sum(pair) for pair in STEP_POINTS)  # ``_extrapolated``: exact up to both replays' layers
+        depth = f"{self.layers} layers" + (" extrapolated from fewer" if self.layers > deepest else "")
+        return (
+            f"{fraction:.3%} x tensor bytes {tensors:,}: reserved − allocated at the peak of a replay of {n:,} "
+            f"allocations ({STEPS} steps, {depth}, {self.reference.T:,} tokens per GPU) through the "
+            f"caching-allocator model{settings}, {TORCH} (--allocator-fraction to override)"
+        )
+
+
+def _step_ops(s: StepTensors, sizes: tuple, k: int, steps: int = STEPS) -> list[tuple[int, int]]:
+    """``steps`` steps with ``k`` layers: (key, bytes) allocations, (key, -1) frees.
+
+    Every layer makes the same allocations, so one layer's forward and backward are written once as templates
+    (``_layer_forward``, ``_layer_backward``) and repeated with their keys shifted: the replay's input is
+    built in a few list comprehensions, not an op at a time."""
+    saved, rebuilt, held, loss_temporaries, step = sizes
+    fwd = _layer_forward(saved)
+    bwd = _layer_backward(saved, s.layer_grads)
+    width_f, width_b = 2 * len(saved), len(saved) + len(s.layer_grads)
+    # the backward frees the forward's saved tensors: negative template keys (-1 - j) name saved tensor j, the
+    # forward's key 2j
+    ops: list[tuple[int, int]] = []
+    n = 0
+
+    def alloc(sizes: tuple[int, ...]) -> list[int]:
+        nonlocal n
+        keys = list(range(n, n + len(sizes)))
+        n += len(sizes)
+        ops.extend(zip(keys, sizes, strict=True))
+        return keys
+
+    for i in range(steps):
+        bases = []
+        for _ in range(k):
+            bases.append(n)
+            ops.extend([(n + key, size) for key, size in fwd])
+            n += width_f
+        outside = alloc(held)
+        ops.extend((key, FREE) for key in alloc(loss_temporaries))
+        grads = alloc(s.outside_grads)
+        for base in reversed(bases):
+            again = alloc((rebuilt,)) if rebuilt else []
+            ops.extend([(n + key if key >= 0 else base - 2 * (key + 1), size) for key, size in bwd])
+            grads += [n + key for key, size in bwd if size > 0 and key >= len(saved)]
+            n += width_b
+            ops.extend((key, FREE) for key in again)
+        ops.extend((key, FREE) for key in outside)
+        if i == 0:  # the optimizer's first step() creates its states, kept from then on
+            alloc(s.outside_states)
+            for _ in range(k):
+                alloc(s.layer_states)
+        transients = alloc(s.outside_step) + [key for _ in range(k) for key in alloc(s.layer_step)]
+        ops.extend((key, FREE) for key in alloc(step) + transients)
+        ops.extend((key, FREE) for key in grads)
+    return ops
+
+
+def _layer_forward(saved: tuple[int, ...]) -> list[tuple[int, int]]:
+    """One layer's forward as (key, bytes | FREE) from key 0: each saved tensor (key 2j), and beside it the op
+    output that is not saved (key 2j + 1: the fp32 norm's products, rotary's halves, the projections'
+    pre-residual outputs, the same shape as what the op saves), alive until the next saved tensor exists."""
+    ops: list[tuple[int, int]] = []
+    for j, size in enumerate(saved):
+        ops.append((2 * j, size))
+        if j:
+            ops.append((2 * j - 1, FREE))
+        ops.append((2 * j + 1, size))
+    if saved:
+        ops.append((2 * len(saved) - 1, FREE))
+    return ops
+
+
+def _layer_backward(saved: tuple[int, ...], grads: tuple[int, ...]) -> list[tuple[int, int]]:
+    """One layer's backward from its last op, as (key, bytes | FREE): each op's input gradient (the shape of what
+    it saved; keys 0 to len(saved) - 1) replaces the one before, the op frees what it saved (key -1 - j: the
+    forward's saved tensor j), and the weights' gradients (keys from len(saved)) appear as their ops are reached,
+    spread evenly over the ops."""
+    ops: list[tuple[int, int]] = []
+    n, m = len(saved), len(saved)
+    done = 0
+    for step, j in enumerate(reversed(range(n))):
+        ops.append((step, saved[j]))
+        if step:
+            ops.append((step - 1, FREE))
+        upto = len(grads) * (n - j) // n
+        ops += [(m + g, grads[g]) for g in range(done, upto)]
+        done = upto
+        ops.append((-1 - j, FREE))
+    if n:
+        ops.append((n - 1, FREE))
+    ops += [(m + g, grads[g]) for g in range(done, len(grads))]
+    return ops
+
+
+def _waste(ops: list[tuple[int, int]], config: AllocatorConfig) -> int:
+    r = replay_ops(ops, config)
+    return r.peak_reserved - r.peak_requested
+
+
+def _extrapolated(layers: int, waste: Callable[[int], int], points: tuple[tuple[int, int], ...]) -> int:
+    """The reserve at ``layers`` from replays at fewer: the first pair of ``points`` whose reserve does not fall
+    with depth sets the line; exact at the depth itself where none does, or where ``layers`` is no more than the
+    pair's layers together.
+
+    A reserve that falls with depth is one where the first layers fill what the loss and the step left cached
+    (or the free ends of the load's 20 MiB segments): past a few layers it grows linearly again, so the next
+    pair, deeper, is tried.
+    """
+    for low_k, high_k in points:
+        if layers <= low_k + high_k:  # no deeper than the two replays together: one replay at the depth is cheaper
+            return max(0, waste(layers))
+        low, high = waste(low_k), waste(high_k)
+        if high >= low:
+            return round(low + (high - low) * (layers - low_k) / (high_k - low_k))
+    return max(0, waste(layers))
+
+
+# Caches on what each replay depends on: the load on the persistent tensors (not the batch, nor the stage's
+# activations), the steps on the sizes at the workload's variables (not ZeRO's shards of the model states);
+# neither on the stage's depth, which only the extrapolation reads
+_LOADS: dict[tuple, list[int]] = {}
+_STEPS: dict[tuple, int] = {}
+
+
+def _cached(cache: dict[tuple, int], key: tuple, compute: Callable[[], int]) -> int:
+    hit = cache.get(key)
+    if hit is None:
+        if len(cache) > 16384:
+            cache.clear()
+        hit = cache[key] = compute()
+    return hit
+
+
+def _reserve(s: StepTensors, sizes: tuple) -> int:
+    """The load's reserve plus the steps', each replayed on its own (the steps' tensors do not reuse the free
+    ends of the load's segments: an overestimate of at most those ends, against thousands fewer replays)."""
+
+    def load(k: int) -> int:
+        key = (s.layer_persistent, s.outside_persistent, s.config)
+        wastes = _LOADS.get(key)
+        if wastes is None or len(wastes) < k:
+            if len(_LOADS) > 16384:
+                _LOADS.clear()
+            depth = max(k, *(k for pair in LOAD_POINTS for k in pair))
+            wastes = _LOADS[key] = load_reserves(s.outside_persistent, s.layer_persistent, depth, s.config)
+        return wastes[k - 1]
+
+    def step(k: int) -> int:
+        grads = (s.layer_grads, s.outside_grads, s.layer_step, s.outside_step, s.layer_states, s.outside_states)
+        key = (k, *grads, s.config, sizes)
+        return _cached(_STEPS, key, lambda: _waste(_step_ops(s, sizes, k), s.config))
+
+    return _extrapolated(s.layers, load, LOAD_POINTS) + _extrapolated(s.layers, step, STEP_POINTS)
+
+
+def _allocations(s: StepTensors, sizes: tuple, layers: int) -> int:
+    """Allocations the full stage's step makes (what the extrapolated replay stands for)."""
+    saved, rebuilt, held, loss_temporaries, step = sizes
+    per_step = (
+        # each saved tensor: itself and its forward temporary, and its gradient in backward (``_layer_forward``,
+        # ``_layer_backward``)
+        layers * (3 * len(saved) + len(s.layer_grads) + (1 if rebuilt else 0))
+        + len(held)
+        + len(loss_temporaries)
+        + len(s.outside_grads)
+        + len(step)
+        + len(s.outside_step)
+        + layers * len(s.layer_step)
+    )
+    states = len(s.outside_states) + layers * len(s.layer_states)
+    return len(s.outside_persistent) + layers * len(s.layer_persistent) + states + STEPS * per_step
+
+
+@functools.lru_cache(maxsize=1024)
+def parameter_tensors(spec: ModelSpec, stage: Stage, parallel: ParallelConfig) -> tuple[tuple[float, ...], ...]:
+    """(elements of each parameter tensor of one layer, of each tensor outside the layers) on one GPU of
+    ``stage``, before ZeRO: the shapes the persistent terms are spread over."""
+    layer: list[float] = []
+    outside: list[float] = []
+    for g in parameter_groups(spec):
+        held = g.count * stage_share(g, spec, stage, parallel)
+        if not held:
+            continue
+        if in_layer(g):
+            per_layer = max(1, round(g.tensors / spec.num_layers))
+            layer += [held / len(stage.layers) / per_layer] * per_layer
+        else:
+            outside += [held / g.tensors] * g.tensors
+    return tuple(layer), tuple(outside)
+
+
+def spread(total: int, shapes: tuple[tuple[float, ...], ...], layers: int) -> tuple[tuple[int, ...], ...]:
+    """``total`` bytes as one tensor per parameter, in proportion to its elements: (one layer's, outside's)."""
+    layer, outside = shapes
+    elements = layers * sum(layer) + sum(outside)
+    if not total or not elements:
+        return (), ()
+    per = total / elements
+    return _nonzero(e * per for e in layer), _nonzero(e * per for e in outside)
+
+
+def _nonzero(sizes: Iterable[float]) -> tuple[int, ...]:
+    return tuple(n for n in (round(x) for x in sizes) if n)
