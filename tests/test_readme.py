@@ -61,7 +61,7 @@ def _run(command: str) -> str:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(argv)
-    assert code == 0, f"{command} exited {code}"
+    assert code in (0, 3), f"{command} exited {code}"  # 3: an example that does not fit (the CI gate's status)
     return out.getvalue()
 
 

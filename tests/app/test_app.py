@@ -12,6 +12,7 @@ import io
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ from vramwise.app import (
 )
 from vramwise.catalog import get_gpu
 from vramwise.cli import main
-from vramwise.cli.options import INFER, OPTIONS, TRAIN, WRAPPERS, Group, build_parser, options_of
+from vramwise.cli.options import INFER, OPTIONS, TRAIN, WRAPPERS, Group, build_parser, options_of, tokens
 from vramwise.errors import InapplicableOptionError, VramwiseError
 from vramwise.estimate.inference import estimate_inference
 from vramwise.fit.solve import best_format, max_infer, max_train
@@ -94,7 +95,12 @@ def test_fit_answers_equal_the_solvers() -> None:
         )
     )
     fp8 = InferSetup.from_flat(kv_dtype="fp8", compute_capability="8.9")
-    assert r.answer == max_infer(spec, fp8, budget, "context")
+    exact = max_infer(spec, fp8, budget, "context")
+    # fit rounds a context down to a multiple of 256 (app/fit_words.py): the estimate at it, and one step beyond
+    assert r.answer is not None and r.answer.value == int(exact.value) // 256 * 256
+    assert r.answer.at == estimate_inference(spec, replace(fp8, context=int(r.answer.value)))
+    assert r.answer.beyond == estimate_inference(spec, replace(fp8, context=int(r.answer.value) + 256))
+    assert r.answer.beyond.peak_bytes > budget >= r.answer.at.peak_bytes
     r = fit(FitRequest(model="llama-3-8b", gpu="rtx-4090", question=Question.BEST_FORMAT, infer=True))
     answer, rows = best_format(spec, InferSetup.from_flat(compute_capability="8.9"), budget)
     assert (r.answer, list(r.formats)) == (answer, rows)
@@ -160,7 +166,7 @@ def _sample(option) -> list[str]:
     flag = option.flags_in(WRAPPERS[0])[-1]
     if option.type is None:
         return [flag]
-    return [flag, "1" if option.type is int else "0.5" if option.type is float else "x"]
+    return [flag, "1" if option.type in (int, tokens) else "0.5" if option.type is float else "x"]
 
 
 @pytest.mark.parametrize("wrapper", WRAPPERS)
@@ -240,6 +246,10 @@ FROZEN["train"] += " --num-virtual-tokens --decoder-seq"
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units --serve"
 FROZEN["infer"] += " --from --emit"  # issue 15: a framework's config in (configs/), a runnable one out
 FROZEN["fit"] += " --from --emit --reduce-bucket --prefetch-bucket"
+# issue 15: the safety fraction kept free (infer, train, fit) and fit's JSON
+FROZEN["infer"] += " --margin"
+FROZEN["train"] += " --margin"
+FROZEN["fit"] += " --margin --json"
 _ENGINE_ONLY = (
     "--gpu-util --gpu-memory-utilization --engine --max-model-len --max-num-seqs --max-num-batched-tokens "
     "--max-batched-tokens --enforce-eager --kv-cache-memory-bytes --kv-cache-memory " + _ENGINE_FLAGS + LLAMA_CPP

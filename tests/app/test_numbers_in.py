@@ -77,8 +77,6 @@ CLI_CASES = [
         ("fit", "llama-2-7b", "--gpu", "a100-80gb", "--min-gpus", "--dp", "4", "--fsdp", "hybrid", "--fsdp-shard", "2"),
         ["--fsdp-shard", "--min-gpus"],
     ),
-    # U6: the sequence tried is 3 (one token per context-parallel rank), not 1
-    (("fit", "llama-2-7b", "--gpu", "a100-80gb", "--max", "seq", "--cp", "3", "--seq", "3"), ["with seq 3 already"]),
     # U13: phi-2 is dense; mxfp4 quantizes routed experts only, so its numbers were bf16's under mxfp4's name
     (("infer", "phi-2", "-f", "mxfp4"), ["format mxfp4 quantizes no tensor of phi-2"]),
     (("fit", "phi-2", "--gpu", "l4", "--max", "batch", "--infer", "-f", "mxfp4"), ["format mxfp4"]),
@@ -95,6 +93,14 @@ def test_cli_refuses_in_one_line(capsys: pytest.CaptureFixture[str], argv: tuple
     line = refused(capsys, *argv)
     for text in says:
         assert text in line, line
+
+
+def test_seq_tried_is_one_token_per_context_parallel_rank(capsys: pytest.CaptureFixture[str]) -> None:
+    """U6: the sequence tried is 3 (one token per context-parallel rank), not 1. Nothing fits: exit 3 (the CI
+    gate's "does not fit", cli/__init__.py), the reason in the first line, then the advice."""
+    code = main(["fit", "llama-2-7b", "--gpu", "a100-80gb", "--max", "seq", "--cp", "3", "--seq", "3"])
+    out = capsys.readouterr().out
+    assert code == 3 and "with seq 3 already" in out.splitlines()[0]
 
 
 def test_mxfp4_still_applies_where_there_are_routed_experts(capsys: pytest.CaptureFixture[str]) -> None:

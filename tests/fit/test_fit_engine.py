@@ -43,8 +43,12 @@ def test_max_context_under_vllm_is_the_largest_max_model_len_of_the_plan() -> No
     r = fit(FitRequest(model="llama-3.1-8b", gpu="rtx-3090", question=Question.MAX, target="context", infer=True,
                        options={"engine": "vllm"}))
     plan = _plan("llama-3.1-8b", "rtx-3090", engine="vllm")
-    assert r.answer is not None and r.answer.value == plan.max_context
+    assert plan.max_context is not None
+    # rounded down to a multiple of 256 (app/fit_words.py), and shown as the plan started with it
+    assert r.answer is not None and r.answer.value == plan.max_context // 256 * 256
     assert plan.refusal is not None  # the model's 131,072 does not fit: the answer is what to pass instead
+    at = _plan("llama-3.1-8b", "rtx-3090", engine="vllm", max_model_len=int(r.answer.value))
+    assert at.refusal is None and r.answer.at.peak_bytes == at.estimate.peak_bytes
 
 
 def test_max_batch_under_vllm_is_the_plans_concurrency() -> None:
@@ -60,10 +64,10 @@ def test_max_batch_under_vllm_is_the_plans_concurrency() -> None:
 
 def test_max_batch_under_vllm_that_refuses_says_which_max_model_len_fits(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["fit", "llama-3.1-8b", "--gpu", "rtx-3090", "--infer", "--max", "batch", "--serve", "-s", "4096"])
-    err = capsys.readouterr().err
+    first = capsys.readouterr().out.splitlines()[0]  # exit 3: the reason's one line, then the advice
     largest = _plan("llama-3.1-8b", "rtx-3090", engine="vllm", context=4096).max_context
-    assert code != 0 and largest
-    assert "--max-model-len" in err and f"{largest:,}" in err and len(err.strip().splitlines()) == 1
+    assert code == 3 and largest
+    assert "--max-model-len" in first and f"{largest:,}" in first
 
 
 def test_max_context_under_llama_cpp_shows_the_plan_at_that_c() -> None:

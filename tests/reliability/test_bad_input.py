@@ -265,9 +265,6 @@ CLI_CASES = [
     case("fit-min-gpus-fsdp-shard", "fit llama-2-7b --gpu a100-80gb --min-gpus --dp 4 --fsdp hybrid --fsdp-shard 2",
          "fsdp_shard"),
     case("fit-zero-4", "fit llama-2-7b --gpu a100-80gb --max batch --dp 2 --zero 4", "zero"),
-    case("fit-doesnt-fit-l4", "fit deepseek-v3 --gpu l4 --max batch", "batch"),
-    case("fit-best-format-nofit", "fit deepseek-v3 --gpu l4 --best-format --infer", "awq-4bit-g128|format"),
-    case("fit-max-seq-cp3", "fit llama-2-7b --gpu a100-80gb --max seq --cp 3 --seq 3", "seq"),
     case("fit-binary", "fit {bad}/binary.json --gpu l4 --max batch --infer", "binary.json", finding="C1"),
     case("fit-layouts-10^300", ["fit", "llama-2-7b", "--gpu", "a100-80gb", "--layouts", "1" + "0" * 300], "layouts",
          finding="W9", child=True),
@@ -340,11 +337,32 @@ def test_cli_refuses_in_one_line(
     check_one_line(rc, out, err, tuple(n.replace("{bad}", str(bad)) for n in needles))
 
 
+# Nothing fits: not bad input but the CI gate's "does not fit" (exit 3, cli/__init__.py): the reason in one stdout
+# line that names the needle, then the advice (app/advice.py); nothing on stderr
+NOFIT_CASES = [
+    case("fit-doesnt-fit-l4", "fit deepseek-v3 --gpu l4 --max batch", "batch"),
+    case("fit-best-format-nofit", "fit deepseek-v3 --gpu l4 --best-format --infer", "awq-4bit-g128|format"),
+    case("fit-max-seq-cp3", "fit llama-2-7b --gpu a100-80gb --max seq --cp 3 --seq 3", "seq"),
+]
+
+
+@pytest.mark.parametrize(("argv", "needles", "child"), NOFIT_CASES)
+def test_nothing_fits_is_exit_3_with_one_reason_line(
+    argv: list[str], needles: tuple[str, ...], child: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out, err = run_cli(argv, capsys)
+    assert rc == 3 and err == "", (rc, err[-500:])
+    first = out.splitlines()[0]
+    assert first.startswith("DOES NOT FIT: ") and "Traceback" not in out
+    for needle in needles:
+        assert names(first, needle), f"{needle!r} not named in {first[:500]!r}"
+
+
 def test_table_size() -> None:
     """The issue asks for at least 120 cases across every command and the API."""
     commands = {p.values[0][0] for p in CLI_CASES if p.values[0]}
     assert {"infer", "train", "fit", "plot", "verify", "models", "gpus", "formats"} <= commands
-    assert len(CLI_CASES) + len(API_CASES) >= 120
+    assert len(CLI_CASES) + len(NOFIT_CASES) + len(API_CASES) >= 120
 
 
 # --- the four cases that hang or eat memory when their bug is back: a child with limits -------------------------

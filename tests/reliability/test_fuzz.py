@@ -194,7 +194,9 @@ def check_cli(path: Path, rng: random.Random) -> str:
     lines = err.getvalue().splitlines()
     if rc == 2 and (len(lines) != 1 or not lines[0].startswith("vramwise: error: ") or "\x1b" in lines[0]):
         return f"{' '.join(argv[:1] + argv[2:])}: refusal is not one clean line: {err.getvalue()[:300]!r}"
-    if rc not in (0, 2):
+    if rc == 3 and not out.getvalue().startswith("DOES NOT FIT: "):  # 3: nothing fits (cli/__init__.py)
+        return f"{' '.join(argv[:1] + argv[2:])}: exit 3 without its reason line: {out.getvalue()[:300]!r}"
+    if rc not in (0, 2, 3):
         return f"{' '.join(argv[:1] + argv[2:])}: exit {rc}"
     return ""
 

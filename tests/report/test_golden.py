@@ -74,7 +74,8 @@ def _run(argv: tuple[str, ...]) -> str:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(list(argv))
-    assert code == 0, f"vramwise {' '.join(argv)} exited {code}"
+    # 3: the setup does not fit its --gpu (the CI gate's status, cli/__init__.py); the output is still the table
+    assert code in (0, 3), f"vramwise {' '.join(argv)} exited {code}"
     return out.getvalue()
 
 

@@ -5,14 +5,16 @@ When the target cannot fit, the error says so in one line and adds advice: the s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from vramwise.app.choices import DEFAULT_TOP, MAX_TARGETS
 from vramwise.app.engines import hf_only
+from vramwise.app.fit_words import ROUND_TO, infer_assumptions, rounded, train_assumptions
 from vramwise.app.gpu_rules import infer_options, native_format, train_options, uncounted
+from vramwise.app.margin import check_margin
 from vramwise.app.run import architecture
 from vramwise.app.setups import (
     INFERENCE_ONLY,
@@ -30,6 +32,7 @@ from vramwise.errors import (
     InvalidWorkloadError,
     VramwiseError,
 )
+from vramwise.report.verdict import usable
 from vramwise.units import Unit, fmt
 from vramwise.workload import Recompute
 from vramwise.workload.checks import positive
@@ -63,6 +66,7 @@ class FitRequest:
     max_batch: int | None = None  # LAYOUTS: try every micro-batch from 1 to this (None: the setup's batch)
     unit: Unit = "gib"  # of the numbers in error messages
     serve: bool = False  # --serve: the same as the option engine="vllm" (as infer's)
+    margin: float = 0.0  # --margin: the fraction of each GPU kept free; the answers fit the rest
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,15 +80,18 @@ class FitResult:
     top: int = DEFAULT_TOP  # LAYOUTS: how many to show
     count: int = 1  # GPUs of this kind given with --gpu (NxNAME); the answers are per GPU
     notes: tuple[str, ...] = ()  # what --gpu changed (tp or dp from the count, fp16 rules) and the budget's basis
+    assumptions: tuple[str, ...] = ()  # the setup the answer holds for, and how it was rounded (the header says it)
+    margin: float = 0.0  # --margin kept free: ``answer.budget`` is the GPU's budget less it
 
 
 def fit(req: FitRequest) -> FitResult:
     """Answer one fit question, or raise DoesNotFitError with the smallest setup that does fit."""
     _check(req)
+    margin = check_margin(req.margin)
     model = architecture(req.model, "fit")
     choice = _gpu(req)
     gpu = choice.gpu
-    budget = gpu.memory_bytes
+    budget = usable(gpu.memory_bytes, margin)
     if req.infer:
         given = _engine_options(req)
         options, notes = infer_options(choice, given, native_format(model, choice, given))
@@ -95,14 +102,16 @@ def fit(req: FitRequest) -> FitResult:
             found = _fit_engine(req, model, choice, inference)
         else:
             found = _fit_inference(req, model, gpu, inference)
-        return replace(found, count=choice.count, notes=notes)
+        said = infer_assumptions(inference, _searched(req), margin)
+        return replace(found, count=choice.count, notes=(*notes, *found.notes), assumptions=said, margin=margin)
     if req.question is Question.LAYOUTS:
         options, notes = train_options(uncounted(choice), req.options)
         _framework_search(req.question, options)
         gpus = choice.count if req.gpus is None and choice.counted else req.gpus
         setup, preset_notes = train_setup_noted(options, model)
         found = _layouts(replace(req, gpus=gpus), model, gpu, setup)
-        return replace(found, notes=(*notes, *preset_notes))
+        said = train_assumptions(setup, _searched(req), margin)
+        return replace(found, notes=(*notes, *preset_notes), assumptions=said, margin=margin)
     options, notes = train_options(choice, req.options)
     if req.question is Question.MIN_GPUS:
         _framework_search(req.question, options)
@@ -112,16 +121,26 @@ def fit(req: FitRequest) -> FitResult:
         options["dp"] = 2
     setup, preset_notes = train_setup_noted(options, model)
     notes = (*notes, *preset_notes)
+    from vramwise.estimate.train.training import estimate_training
     from vramwise.fit.solve import max_train, min_gpus
 
+    said = train_assumptions(setup, _searched(req), margin)
     if req.question is Question.MIN_GPUS:
         answer = min_gpus(model, setup, budget, req.unit)
-        return FitResult(question=req.question, gpu=gpu, answer=answer, notes=notes)
+        return FitResult(question=req.question, gpu=gpu, answer=answer, notes=notes, assumptions=said, margin=margin)
     try:
         answer = max_train(model, setup, budget, str(req.target), req.unit)
     except DoesNotFitError as err:
         raise DoesNotFitError(f"{err}; {smallest_that_fits(model, setup, budget)}") from None
-    return FitResult(question=req.question, gpu=gpu, answer=answer, count=choice.count, notes=notes)
+    if req.target == "seq":
+        answer = rounded(answer, lambda n: estimate_training(model, replace(setup, seq=n)), setup.parallel.cp)
+    return FitResult(question=req.question, gpu=gpu, answer=answer, count=choice.count, notes=notes,
+                     assumptions=said, margin=margin)
+
+
+def _searched(req: FitRequest) -> str:
+    """What the question varies: the --max target, or the question itself."""
+    return str(req.target) if req.question is Question.MAX else str(req.question)
 
 
 def _framework_search(question: Question, options: dict[str, Any]) -> None:
@@ -186,6 +205,14 @@ def _check(req: FitRequest) -> None:
     if req.options.get("mode") not in (None, "accurate"):
         raise InapplicableOptionError("fit answers in accurate mode only: drop --mode textbook", field="mode")
     refuse(req.options, ("seed", "lora_fraction"), "applies to --mode textbook (the seeds' formulas)")
+    if not req.infer and (req.serve or req.options.get("engine") not in (None, "hf")):
+        # the one line on what an engine answers (trial finding 4): its plan serves, it does not train
+        flag = "--serve" if req.serve else f"--engine {req.options['engine']}"
+        raise InapplicableOptionError(
+            f"{flag} answers fit --infer (--max batch|context, --best-format) from the engine's plan; --min-gpus "
+            "and --layouts are training questions, which no serving engine answers: add --infer, or drop it",
+            field="serve" if req.serve else "engine",
+        )
     if req.infer:
         refuse(req.options, TRAINING_ONLY, "is a training option: drop it, or drop --infer")
         if req.options.get("engine") in (None, "hf") and not req.serve:
@@ -208,9 +235,11 @@ def _check(req: FitRequest) -> None:
     if req.question is Question.BEST_FORMAT and not req.infer:
         raise InapplicableOptionError("--best-format is an inference question: add --infer", field="best_format")
     if req.question is Question.LAYOUTS and req.infer:
-        raise InapplicableOptionError("--layouts ranks training layouts: drop --infer", field="layouts")
+        raise InapplicableOptionError("--layouts ranks training layouts: drop --infer (and any engine)",
+                                      field="layouts")
     if req.question is Question.MIN_GPUS and req.infer:
-        raise InapplicableOptionError("--min-gpus is a training question: drop --infer", field="min_gpus")
+        raise InapplicableOptionError("--min-gpus is a training question: drop --infer (and any engine)",
+                                      field="min_gpus")
 
 
 def _check_numbers(req: FitRequest) -> None:
@@ -261,7 +290,7 @@ def _fit_engine(req: FitRequest, model: ModelSpec, choice: GpuChoice, setup: Inf
         return engine_plan(model, at, gpu, count)
 
     if req.question is Question.BEST_FORMAT:
-        answer, rows = best_format(model, setup, gpu.memory_bytes, req.unit, plan=plan)
+        answer, rows = best_format(model, setup, usable(gpu.memory_bytes, req.margin), req.unit, plan=plan)
         return FitResult(question=req.question, gpu=gpu, answer=answer, formats=tuple(rows))
     found = plan(setup)
     flag = _CONTEXT_FLAG.get(Engine(setup.engine), "--context")
@@ -275,38 +304,83 @@ def _fit_engine(req: FitRequest, model: ModelSpec, choice: GpuChoice, setup: Inf
     else:
         if not found.max_context:
             raise DoesNotFitError(f"{setup.engine} {found.version}: no context fits ({found.refusal or 'no KV pool'})")
-        value = found.max_context
-        if setup.engine == Engine.LLAMA_CPP:  # its memory grows with -c: show the plan at the answer, not the asked
-            found = plan(replace(setup, llamacpp=replace(setup.llamacpp, ctx_size=value)))
+        value = found.max_context // ROUND_TO * ROUND_TO if found.max_context >= ROUND_TO else found.max_context
+        found = _at_context(plan, setup, value) or found
+        if req.margin and found.estimate.peak_bytes > usable(gpu.memory_bytes, req.margin):
+            value, found = _within_margin(plan, setup, value, usable(gpu.memory_bytes, req.margin)) or (value, found)
         what = {Engine.VLLM: "max_model_len", Engine.LLAMA_CPP: "-c, KV cells", Engine.SGLANG: "its token pool"}
         meaning = _ENGINE_MEANING["context"].format(what=f"{what.get(Engine(setup.engine), 'context')}; {flag} sets it")
+    budget = usable(gpu.memory_bytes, req.margin)
+    if found.estimate.peak_bytes > budget:  # only with --margin: the engine sizes its share from the whole GPU
+        raise DoesNotFitError(
+            f"{setup.engine} {found.version}'s plan needs {fmt(found.estimate.peak_bytes, req.unit)} > "
+            f"{fmt(budget, req.unit)} (the GPU less --margin {req.margin:.0%}): it fills its share of the GPU "
+            "(--gpu-memory-utilization, --mem-fraction-static); give it a smaller share"
+        )
     answer = Answer(
         question=f"max {req.target} ({setup.engine} {found.version})",
         value=value,
         at=found.estimate,
         next_value=None,
         beyond=None,
-        budget=gpu.memory_bytes,
+        budget=usable(gpu.memory_bytes, req.margin),
         stopped_by=meaning,
     )
     return FitResult(question=req.question, gpu=gpu, answer=answer)
 
 
+def _within_margin(
+    plan: Callable[[InferSetup], EngineEstimate], setup: InferSetup, value: int, budget: int
+) -> tuple[int, EngineEstimate] | None:
+    """The largest context, a multiple of ROUND_TO up to ``value``, whose plan fits ``budget`` (the GPU less the
+    margin): an engine whose memory grows with its context (llama.cpp's -c); None when not even ROUND_TO does."""
+    best: tuple[int, EngineEstimate] | None = None
+    lo, hi = 1, value // ROUND_TO
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        at = _at_context(plan, setup, mid * ROUND_TO)
+        if at is not None and at.refusal is None and at.estimate.peak_bytes <= budget:
+            best, lo = (mid * ROUND_TO, at), mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def _at_context(plan: Callable[[InferSetup], EngineEstimate], setup: InferSetup, n: int) -> EngineEstimate | None:
+    """The engine's plan started with context ``n`` (its memory may grow with it: llama.cpp's -c), so the answer
+    shows the plan at the answer, not at the context asked; None when the engine refuses it (then the asked)."""
+    groups = {Engine.VLLM: ("vllm", "max_model_len"), Engine.SGLANG: ("sglang", "context_length"),
+              Engine.LLAMA_CPP: ("llamacpp", "ctx_size")}
+    group, name = groups.get(Engine(setup.engine), ("", ""))
+    if not group:
+        return None
+    try:
+        return plan(replace(setup, **{group: replace(getattr(setup, group), **{name: n})}))
+    except VramwiseError:
+        return None
+
+
 def _fit_inference(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: InferSetup) -> FitResult:
+    from vramwise.estimate.inference import estimate_inference
     from vramwise.fit.solve import best_format, max_infer
 
-    budget = gpu.memory_bytes
+    budget = usable(gpu.memory_bytes, req.margin)
     if req.question is Question.BEST_FORMAT:
         answer, rows = best_format(model, setup, budget, req.unit)
+        notes: tuple[str, ...] = ()
+        if _no_fp8(gpu):
+            answer, rows, notes = _without_fp8(answer, rows, gpu, req.unit)
         if not gpu.bf16:  # the 16-bit candidate runs as fp16 there (same bytes: gpu_rules.py), so say fp16
             answer, rows = _as_fp16(answer), [replace(r, format="fp16") if r.format == "bf16" else r for r in rows]
-        return FitResult(question=req.question, gpu=gpu, answer=answer, formats=tuple(rows))
+        return FitResult(question=req.question, gpu=gpu, answer=answer, formats=tuple(rows), notes=notes)
     check_format(model, setup)
     target = "batch" if req.target == "batch" else "context"
     try:
         answer = max_infer(model, setup, budget, target, req.unit)
     except DoesNotFitError as err:
         raise DoesNotFitError(f"{err}; {smallest_format(model, setup, budget, req.unit)}") from None
+    if target == "context":
+        answer = rounded(answer, lambda n: estimate_inference(model, replace(setup, context=n)))
     return FitResult(question=req.question, gpu=gpu, answer=answer)
 
 
@@ -317,10 +391,11 @@ def _layouts(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: TrainSetup) -> 
     gpus = int(req.gpus or 0)
     top = req.max_batch or setup.batch
     batches = tuple(range(1, top + 1)) if req.max_batch else (setup.batch,)
-    found = search_layouts(model, setup, gpus, gpu.memory_bytes, batches=batches)
+    budget = usable(gpu.memory_bytes, req.margin)
+    found = search_layouts(model, setup, gpus, budget, batches=batches)
     if not found.fitting:
         best = min(found.rejected, key=lambda r: r.smallest_peak, default=None)
-        fewest = smallest_that_fits(model, setup, gpu.memory_bytes)
+        fewest = smallest_that_fits(model, setup, budget)
         floor = (
             f"the smallest peak is {fmt(best.smallest_peak, req.unit)} ({best.smallest_label} needs more than the "
             "budget per GPU)"
@@ -330,6 +405,35 @@ def _layouts(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: TrainSetup) -> 
         raise DoesNotFitError(f"no layout of {gpus} x {gpu.name} fits: {floor}; {fewest}")
     top_shown = DEFAULT_TOP if req.top is None else req.top
     return FitResult(question=req.question, gpu=gpu, layouts=found, gpus=gpus, top=top_shown)
+
+
+def _no_fp8(gpu: Gpu) -> bool:
+    """transformers runs fp8 weights from compute capability 8.9 only (app/advice.py FP8_COMPUTE_CC: below it the
+    model is dequantized to bf16); unknown for a size given, so left as it is there."""
+    from vramwise.app.advice import FP8_COMPUTE_CC
+
+    return gpu.compute_capability is not None and float(gpu.compute_capability) < FP8_COMPUTE_CC
+
+
+def _without_fp8(answer: Answer, rows: list[FormatRow], gpu: Gpu, unit: Unit) -> tuple[Answer, list[FormatRow],
+                                                                                          tuple[str, ...]]:
+    """fp8 rows marked as not fitting on a GPU that runs no fp8 (the trial's llava on a T4 was told fp8-e4m3), and
+    the answer moved to the most faithful other format that fits."""
+    rows = [replace(r, fits=False) if r.format.startswith("fp8") else r for r in rows]
+    note = (f"fp8 formats are not candidates on {gpu.label} (compute capability {gpu.compute_capability} < 8.9): "
+            "transformers dequantizes an fp8 model to bf16 there (quantizer_finegrained_fp8.py validate_environment)")
+    if not str(answer.value).startswith("fp8"):
+        return answer, rows, (note,)
+    best = next((i for i, r in enumerate(rows) if r.fits), None)
+    if best is None:
+        raise DoesNotFitError(f"no weight format fits {fmt(answer.budget, unit)} without fp8; {note}")
+    before = rows[best - 1] if best > 0 else None
+    moved = replace(answer, value=rows[best].format, at=rows[best].estimate,
+                    next_value=before.format if before else None,
+                    beyond=before.estimate if before and not before.format.startswith("fp8") else None,
+                    stopped_by="not run on this GPU (see the note)" if before and before.format.startswith("fp8")
+                    else None)
+    return moved, rows, (note,)
 
 
 def _as_fp16(answer: Answer) -> Answer:
@@ -352,7 +456,7 @@ def smallest_that_fits(model: ModelSpec, setup: TrainSetup, budget: int) -> str:
         return "no data-parallel count fits either, even with full recompute and micro-batch 1"
     except VramwiseError as err:  # a framework that does not run ZeRO-3 (workload/frameworks.py) gets no such advice
         return f"no ZeRO-3 advice ({err})"
-    return f"smallest that fits: --batch 1 --recompute full --dp {answer.value} --zero 3"
+    return f"on more GPUs: --batch 1 --recompute full --dp {answer.value} --zero 3"
 
 
 def smallest_format(model: ModelSpec, setup: InferSetup, budget: int, unit: Unit = "gib") -> str:

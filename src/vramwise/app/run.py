@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from vramwise.app.gpu_rules import infer_options, native_format, train_options
+from vramwise.app.margin import check_margin
 from vramwise.app.setups import check_format, infer_setup, refuse, train_setup_noted
 from vramwise.catalog import Gpu, GpuChoice, parse_gpu
 from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
@@ -28,6 +29,7 @@ class InferRequest:
     options: Mapping[str, Any] = field(default_factory=dict)  # inference options by name; absent: the default
     gpu: str | None = None  # check the fit against this GPU: a name, a size (24GiB), a count (2x4090)
     serve: bool = False  # serving capacity on the GPU: the same as the option engine="vllm"
+    margin: float = 0.0  # --margin: the fraction of the GPU kept free (0 <= margin < 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +65,7 @@ def infer(req: InferRequest) -> InferResult:
     ``gpu``: its terms, its verdict and its capacity, all from the one plan."""
     from vramwise.estimate.inference import estimate_inference
 
+    margin = check_margin(req.margin, req.gpu)
     model = resolve_model(req.model)
     choice = parse_gpu(req.gpu) if req.gpu else None
     engine_options = _engine_options(req)
@@ -71,7 +74,8 @@ def infer(req: InferRequest) -> InferResult:
     check_format(model, setup)
     gpu = choice.gpu if choice else None
     if setup.engine != "hf" or setup.hf.device_map is not None:  # a device_map is the hf engine's own plan
-        return _serve(model, setup, choice, gpu_notes)
+        served = _serve(model, setup, choice, gpu_notes)
+        return replace(served, verdict=_with_margin(served.verdict, margin))
     if setup.images and setup.mode == "textbook":
         raise InvalidWorkloadError(
             "--images is not modelled by --mode textbook (the seeds' formulas); drop --images or use infer",
@@ -84,7 +88,9 @@ def infer(req: InferRequest) -> InferResult:
     else:
         est = estimate_inference(model, setup)
     est = replace(est, notes=est.notes + gpu_notes) if gpu_notes else est
-    return InferResult(model=model, setup=setup, estimate=est, gpu=gpu, verdict=_verdict(est, choice), capacity=None)
+    return InferResult(
+        model=model, setup=setup, estimate=est, gpu=gpu, verdict=_verdict(est, choice, margin), capacity=None
+    )
 
 
 def _serve(model: Model, setup: InferSetup, choice: GpuChoice | None, gpu_notes: tuple[str, ...]) -> InferResult:
@@ -135,8 +141,12 @@ def _capacity(plan: EngineEstimate) -> Capacity:
     )
 
 
-def _verdict(est: Estimate, choice: GpuChoice | None) -> Verdict | None:
-    return verdict(est, choice.gpu, choice.count) if choice else None
+def _verdict(est: Estimate, choice: GpuChoice | None, margin: float = 0.0) -> Verdict | None:
+    return _with_margin(verdict(est, choice.gpu, choice.count), margin) if choice else None
+
+
+def _with_margin(v: Verdict | None, margin: float) -> Verdict | None:
+    return replace(v, margin=margin) if v is not None and margin else v
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,6 +155,7 @@ class TrainRequest:
     options: Mapping[str, Any] = field(default_factory=dict)  # training options by name
     gpu: str | None = None
     per_stage: bool = False  # every pipeline stage, not only the worst
+    margin: float = 0.0  # --margin: the fraction of each GPU kept free (0 <= margin < 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,6 +180,7 @@ def train(req: TrainRequest) -> TrainResult:
     from vramwise.estimate.train.textbook_mode import textbook_training
     from vramwise.estimate.train.training import estimate_stages
 
+    margin = check_margin(req.margin, req.gpu)
     model = resolve_model(req.model)
     choice = parse_gpu(req.gpu) if req.gpu else None
     options, gpu_notes = train_options(choice, req.options)
@@ -190,7 +202,7 @@ def train(req: TrainRequest) -> TrainResult:
     estimates = [replace(e, notes=e.notes + gpu_notes) for e in estimates] if gpu_notes else estimates
     worst = max(estimates, key=lambda e: e.peak_bytes)
     shown = [(i, e) for i, e in enumerate(estimates) if req.per_stage or e is worst]
-    stages = tuple(StageResult(index=i, estimate=e, verdict=_verdict(e, choice)) for i, e in shown)
+    stages = tuple(StageResult(index=i, estimate=e, verdict=_verdict(e, choice, margin)) for i, e in shown)
     return TrainResult(model=model, setup=setup, gpu=gpu, stages=stages, per_stage=req.per_stage)
 
 

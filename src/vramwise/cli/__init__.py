@@ -12,7 +12,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from vramwise.errors import VramwiseError
+from vramwise.errors import DoesNotFitError, VramwiseError
+
+# The exit status, so that a training repo can gate a launch on it (README "Exit status"; `--help`'s epilog):
+FITS = 0  # infer/train: the peak fits --gpu (or no --gpu to check); fit: an answer exists
+CLOSED = 1  # the reader of stdout went away (`| head`)
+BAD_INPUT = 2  # one line on stderr: an option, a file, a model or a GPU the tool cannot take
+DOES_NOT_FIT = 3  # infer/train: the peak exceeds --gpu (less --margin); fit: nothing fits
 
 _MODULES = {
     "infer": "infer",
@@ -26,9 +32,9 @@ _MODULES = {
 }
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = BAD_INPUT) -> int:
     print(f"vramwise: error: {message}", file=sys.stderr)
-    return 2
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vramwise.cli.sources import prepare  # --from FILE, and MODEL where --from may name it
 
         return int(module.run(command, prepare(command, values)))
+    except DoesNotFitError as err:  # a question with no answer (fit): not bad input, the gate's "does not fit"
+        return _fail(str(err), DOES_NOT_FIT)
     except VramwiseError as err:
         return _fail(str(err))
     except BrokenPipeError:
@@ -51,7 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # flush of stdout from raising again
         with contextlib.suppress(OSError, ValueError):  # not a file (a test's capture): nothing to flush
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return CLOSED
 
 
-__all__ = ["main"]
+def status(fits: bool) -> int:
+    """The exit status of a question answered: 0 when it fits, 3 when it does not."""
+    return FITS if fits else DOES_NOT_FIT
+
+
+__all__ = ["BAD_INPUT", "CLOSED", "DOES_NOT_FIT", "FITS", "main", "status"]

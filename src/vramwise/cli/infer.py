@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from vramwise.app.advice import advise_infer
 from vramwise.app.run import InferRequest, infer
+from vramwise.cli import status
 from vramwise.cli.options import setup_values
 from vramwise.cli.sources import emitted
+from vramwise.report.advice_out import advice_dict, render_advice
 from vramwise.report.json_out import render_json, to_dict
 from vramwise.report.table import render_table
 from vramwise.report.titles import infer_title
@@ -18,10 +21,13 @@ def run(command: str, values: dict[str, Any]) -> int:
         options=setup_values(values),
         gpu=values["gpu"],
         serve=bool(values["serve"]),
+        margin=values.get("margin") or 0.0,
     )
     r = infer(req)
+    fits = r.verdict is None or r.verdict.fits
     if emitted(values, r.setup):
-        return 0
+        return status(fits)  # the config as asked; the exit status still says whether it fits --gpu
+    advice = () if fits else advise_infer(req)
     if values["json"]:
         doc = to_dict(
             r.estimate,
@@ -32,8 +38,10 @@ def run(command: str, values: dict[str, Any]) -> int:
             capacity=r.capacity,
             engine=r.engine,
         )
+        if not fits:
+            doc["advice"] = advice_dict(advice)
         print(render_json(doc))
-        return 0
+        return status(fits)
     title = infer_title(r.model, r.setup, r.engine)
     print(
         render_table(
@@ -46,4 +54,6 @@ def run(command: str, values: dict[str, Any]) -> int:
             engine=r.engine,
         )
     )
-    return 0
+    if not fits:
+        print(render_advice(advice, values["units"]))
+    return status(fits)

@@ -9,6 +9,7 @@ application layer's; argparse leaves every option it did not see as None, which 
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -17,6 +18,7 @@ from typing import Any, NoReturn
 from vramwise.app.choices import DEFAULT_AXIS, DEFAULT_TOP, MAX_TARGETS, SWEEP_AXES
 from vramwise.app.setups import infer_default, train_default
 from vramwise.configs.emit import EMIT_FORMATS
+from vramwise.errors import shown
 from vramwise.estimate.cuda_context import DEFAULT_CUDA_VERSION
 from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION
 from vramwise.units import DEFAULT_UNIT, UNITS
@@ -38,6 +40,36 @@ from vramwise.workload import (
 from vramwise.workload.engines import VLLM_VERSION
 from vramwise.workload.llamacpp_flags import CACHE_TYPES, FLASH_ATTN, SPLIT_MODES
 from vramwise.workload.options import ADAPTER_DTYPES, FRAMEWORKS, INTERCONNECTS, KERNEL_IMPLS
+
+
+def tokens(text: str) -> int:
+    """A token count as `vllm serve --max-model-len` reads one (vLLM 0.11 vllm/engine/arg_utils.py
+    human_readable_int): a plain integer, or a lowercase decimal suffix (``128k`` = 128,000, ``25.6k`` = 25,600)
+    or an uppercase binary one (``128K`` = 131,072; no decimals with it)."""
+    value = text.strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgG])", value)
+    if match is None:
+        try:
+            return int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid token count {shown(text)} (an integer, or 128k = 128,000, 128K = 131,072)"
+            ) from None
+    number, suffix = match.groups()
+    if suffix.islower():
+        return int(float(number) * {"k": 10**3, "m": 10**6, "g": 10**9}[suffix])
+    if "." in number:
+        raise argparse.ArgumentTypeError(
+            f"invalid token count {shown(text)}: no decimals with a binary suffix (K, M, G); {number}{suffix.lower()}?"
+        )
+    return int(number) * {"K": 2**10, "M": 2**20, "G": 2**30}[suffix]
+
+
+# the exit status, a CI gate (cli/__init__.py sets it; README "Exit status" says the same)
+EXIT_STATUS = (
+    "exit status: 0 fits (infer/train: the peak fits --gpu, or no --gpu was given; fit: an answer exists), "
+    "3 does not fit (infer/train with --gpu; fit: nothing fits), 2 bad input, 1 output closed early"
+)
 
 
 class Group(Enum):
@@ -105,9 +137,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="batch", flags=("-b", "--batch"), type=int, commands=BOTH,
            help="sequences in the batch; training: the micro-batch per data-parallel GPU "
                 "(default {infer.batch})"),
-    Option(name="context", flags=("-s", "--context"), type=int, commands=INF, short_in=(INFER,),
+    Option(name="context", flags=("-s", "--context"), type=tokens, commands=INF, short_in=(INFER,),
            help="prompt tokens per sequence (default {infer.context})"),
-    Option(name="seq", flags=("-s", "--seq"), type=int, commands=(INFER, *TRN), short_in=TRN,
+    Option(name="seq", flags=("-s", "--seq"), type=tokens, commands=(INFER, *TRN), short_in=TRN,
            help="tokens per sequence (default {train.seq}); with --infer, the context (same as --context)",
            help_in={INFER: "the context's other spelling (the name train uses): same as --context"}),
     Option(name="new_tokens", flags=("-n", "--new-tokens"), type=int, commands=INF,
@@ -123,7 +155,7 @@ OPTIONS: tuple[Option, ...] = (
            help="tensor-parallel GPUs (default {infer.tp})"),
     Option(name="kv_block", flags=("--kv-block", "--block-size"), type=int, commands=INF,
            help="paged KV block in tokens, vLLM's --block-size (default {infer.kv_block}; 1 = contiguous)"),
-    Option(name="prefill_chunk", flags=("--prefill-chunk",), type=int, commands=INF,
+    Option(name="prefill_chunk", flags=("--prefill-chunk",), type=tokens, commands=INF,
            help="tokens per prefill forward (chunked prefill; default: the whole prompt)"),
     Option(name="all_logits", flags=("--all-logits",), commands=INF,
            help="logits for every position (a plain forward; default: the last, as generate)"),
@@ -139,12 +171,12 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="engine", flags=("--engine",), type=str, commands=ENG,
            help=f"whose memory plan: {_one_of(ENGINES)} (default {{infer.engine}}: transformers generate; "
                 "vllm follows vLLM {vllm_version}'s `vllm serve`; --serve is --engine vllm)"),
-    Option(name="max_model_len", flags=("--max-model-len",), type=int, commands=ENG,
+    Option(name="max_model_len", flags=("--max-model-len",), type=tokens, commands=ENG,
            help="vLLM: the longest sequence it must hold (default: the model's context)"),
     Option(name="max_num_seqs", flags=("--max-num-seqs",), type=int, commands=ENG,
            help="vLLM: concurrent sequences, and the sampler warm-up's rows (default by GPU: 1024 on >= 70 GiB "
                 "non-A100, else 256)"),
-    Option(name="max_num_batched_tokens", flags=("--max-num-batched-tokens", "--max-batched-tokens"), type=int,
+    Option(name="max_num_batched_tokens", flags=("--max-num-batched-tokens", "--max-batched-tokens"), type=tokens,
            commands=ENG, help="vLLM: tokens per step, the profile run's and each prefill chunk's (default by GPU: "
                               "8192 on >= 70 GiB non-A100, else 2048)"),
     Option(name="enforce_eager", flags=("--enforce-eager",), commands=ENG,
@@ -161,7 +193,7 @@ OPTIONS: tuple[Option, ...] = (
            help="SGLang: concurrent requests (default: from the token pool, 2048 to 4096)"),
     Option(name="max_total_tokens", flags=("--max-total-tokens",), type=int, commands=ENG,
            help="SGLang: a cap on the token pool"),
-    Option(name="context_length", flags=("--context-length",), type=int, commands=ENG,
+    Option(name="context_length", flags=("--context-length",), type=tokens, commands=ENG,
            help="SGLang: the context it is set up for (default: the model's)"),
     Option(name="page_size", flags=("--page-size",), type=int, commands=ENG,
            help="SGLang: tokens per KV page (default 1)"),
@@ -177,7 +209,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="max_memory", flags=("--max-memory",), type=str, commands=ENG, metavar="SIZES",
            help="transformers with --device-map: each GPU's cap for weights, in index order (20GiB,30GiB)"),
     # llama.cpp's own flags (--engine llama.cpp), as llama-server spells them (-b is vramwise's --batch: -np here)
-    Option(name="ctx_size", flags=("-c", "--ctx-size"), type=int, commands=ENG,
+    Option(name="ctx_size", flags=("-c", "--ctx-size"), type=tokens, commands=ENG,
            help="llama.cpp: KV cells over all sequences (default: (context + new tokens) x -np; 0 = the model's)"),
     Option(name="batch_size", flags=("--batch-size",), type=int, commands=ENG,
            help="llama.cpp: logical batch (default 2048)"),
@@ -396,12 +428,17 @@ OPTIONS: tuple[Option, ...] = (
                 "YAML), Axolotl or torchtune YAML, an Ollama Modelfile, or a command line in quotes (vllm serve ..., "
                 "python -m sglang.launch_server ..., llama-server ..., a training script's --arguments); options "
                 "given on the command line win"),
+    Option(name="margin", flags=("--margin",), type=float, metavar="F", group=Group.QUESTION,
+           commands=(INFER, TRAIN, FIT),
+           help="keep this fraction of each GPU free: the peak must fit the rest (0 <= F < 1; default 0)"),
     # --- the output
     Option(name="output", flags=("-o", "--output"), type=str, group=Group.OUTPUT, commands=(PLOT,),
            default="vramwise.png", help="output file, .png or .svg (default vramwise.png)"),
-    Option(name="json", flags=("--json",), group=Group.OUTPUT, commands=(INFER, TRAIN, VERIFY, MODELS, GPUS, FORMATS),
+    Option(name="json", flags=("--json",), group=Group.OUTPUT,
+           commands=(INFER, TRAIN, VERIFY, MODELS, GPUS, FORMATS, FIT),
            help="print the estimate as JSON (schema vramwise/estimate v1)",
            help_in={VERIFY: "print the comparison as JSON (schema vramwise/verify v1)",
+                    FIT: "print the answer as JSON (schema vramwise/fit v1; with advice when nothing fits)",
                     MODELS: "print the catalog as JSON", GPUS: "print the catalog as JSON (memory in bytes)",
                     FORMATS: "print the formats as JSON"}),
     Option(name="explain", flags=("--explain",), group=Group.OUTPUT, commands=(INFER, TRAIN),
@@ -485,10 +522,11 @@ def _add(parser: argparse.ArgumentParser | Any, option: Option, command: str) ->
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or with ``command`` that one's options only (the others keep their line in
     ``vramwise --help``): a command line builds what it runs."""
-    parser = _Parser(prog="vramwise", description="GPU memory for transformers, per GPU, per term, with formulas.")
+    parser = _Parser(prog="vramwise", description="GPU memory for transformers, per GPU, per term, with formulas.",
+                     epilog=EXIT_STATUS)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, summary in COMMANDS.items():
-        p = sub.add_parser(name, help=summary)
+        p = sub.add_parser(name, help=summary, epilog=EXIT_STATUS if name in (INFER, TRAIN, FIT) else None)
         if command not in (None, name):
             continue
         groups: dict[str, Any] = {}

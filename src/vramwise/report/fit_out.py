@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from typing import Any
+
 from vramwise.catalog import Gpu
 from vramwise.fit.layouts import Layout, Rejected
 from vramwise.fit.solve import Answer, FormatRow
-from vramwise.report.verdict import budget_words, gpu_title
+from vramwise.report.verdict import budget_words, gpu_title, margin_words, usable
 from vramwise.units import Unit, fmt, footer
 
 
 def render_answer(
-    a: Answer, gpu: Gpu, unit: Unit = "gib", *, count: int = 1, notes: tuple[str, ...] = ()
+    a: Answer,
+    gpu: Gpu,
+    unit: Unit = "gib",
+    *,
+    count: int = 1,
+    notes: tuple[str, ...] = (),
+    assumptions: tuple[str, ...] = (),
+    margin: float = 0.0,
 ) -> str:
     # an engine's plan has no phases (everything it allocates is persistent): no "peak in peak"
     where = f" (peak in {a.at.peak_phase.name})" if a.at.peak_phase else " (the engine's plan)"
     room = a.budget - a.at.peak_bytes
+    kept = f"; {margin_words(margin, gpu.memory_bytes, unit)}" if margin else ""
     lines = [
-        f"{a.question} on {gpu_title(gpu, count)} (budget {budget_words(gpu, unit, count)}): {a.value}",
+        f"{a.question} on {gpu_title(gpu, count)} (budget {budget_words(gpu, unit, count)}{kept}): {a.value}",
+        *_assuming(assumptions),
         f"  at {a.value}: {fmt(a.at.peak_bytes, unit)}{where}, headroom {fmt(room, unit)} ({room:,} B)",
     ]
     if a.beyond is not None:
@@ -30,6 +42,10 @@ def render_answer(
     lines += [f"note: {n}" for n in notes]
     lines.append(footer(unit))
     return "\n".join(lines)
+
+
+def _assuming(assumptions: tuple[str, ...]) -> list[str]:
+    return [f"  assuming {', '.join(assumptions)}"] if assumptions else []
 
 
 def render_formats(rows: list[FormatRow], unit: Unit = "gib") -> str:
@@ -75,9 +91,15 @@ def render_layouts(
     unit: Unit = "gib",
     *,
     notes: tuple[str, ...] = (),
+    assumptions: tuple[str, ...] = (),
+    margin: float = 0.0,
 ) -> str:
-    budget = gpu.memory_bytes
-    lines = [f"{len(fitting)} layouts of {gpus} x {gpu.label} fit (each: {budget_words(gpu, unit)}), best first:"]
+    budget = usable(gpu.memory_bytes, margin)
+    kept = f"; {margin_words(margin, gpu.memory_bytes, unit)}" if margin else ""
+    lines = [
+        f"{len(fitting)} layouts of {gpus} x {gpu.label} fit (each: {budget_words(gpu, unit)}{kept}), best first:",
+        *_assuming(assumptions),
+    ]
     for x in fitting[:top]:
         room = fmt(budget - x.peak, unit)
         lines.append(f"  {x.label:<44} {fmt(x.peak, unit):>12}  headroom {room:>11}  throughput {x.throughput:.2f}")
@@ -90,3 +112,83 @@ def render_layouts(
     lines += [f"note: {n}" for n in notes]
     lines.append(footer(unit))
     return "\n".join(lines)
+
+
+FIT_SCHEMA = "vramwise/fit"
+FIT_VERSION = 1
+
+
+def fit_dict(
+    *,
+    question: str,
+    model: str,
+    gpu: Gpu,
+    count: int = 1,
+    margin: float = 0.0,
+    answer: Answer | None = None,
+    formats: tuple[FormatRow, ...] = (),
+    layouts: tuple[list[Layout], list[Rejected], int, int] | None = None,
+    assumptions: tuple[str, ...] = (),
+    notes: tuple[str, ...] = (),
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """Every fit answer as JSON (docs/json-schema.md, "fit"): ``fits`` false with ``reason`` when nothing fits
+    (the CLI adds ``advice``); ``answer`` for max, min_gpus and best_format; ``formats`` for best_format;
+    ``layouts`` for layouts. Bytes are per GPU."""
+    doc: dict[str, Any] = {
+        "schema": FIT_SCHEMA,
+        "version": FIT_VERSION,
+        "question": question,
+        "model": model,
+        "gpu": {
+            "name": gpu.name,
+            "label": gpu.label,
+            "memory_bytes": gpu.memory_bytes,
+            "count": count,
+            "margin": margin,
+            "budget_bytes": usable(gpu.memory_bytes, margin),
+        },
+        "fits": reason is None,
+        "reason": reason,
+        "assumptions": list(assumptions),
+        "notes": list(notes),
+        "answer": None if answer is None else _answer_dict(answer),
+    }
+    if formats:
+        doc["formats"] = [_format_dict(r) for r in formats]
+    if layouts is not None:
+        fitting, rejected, candidates, estimates = layouts
+        doc["layouts"] = {
+            "fitting": [{**asdict(x), "label": x.label} for x in fitting],
+            "rejected": [{**asdict(r), "reason": r.reason} for r in rejected],
+            "candidates": candidates,
+            "estimates": estimates,
+        }
+    return doc
+
+
+def _answer_dict(a: Answer) -> dict[str, Any]:
+    return {
+        "question": a.question,
+        "value": a.value,
+        "peak_bytes": a.at.peak_bytes,
+        "peak_phase": a.at.peak_phase.name if a.at.peak_phase else None,
+        "budget_bytes": a.budget,
+        "headroom_bytes": a.budget - a.at.peak_bytes,
+        "next_value": a.next_value,
+        "next_peak_bytes": a.beyond.peak_bytes if a.beyond is not None else None,
+        "stopped_by": a.stopped_by,
+    }
+
+
+def _format_dict(r: FormatRow) -> dict[str, Any]:
+    plan = r.plan
+    return {
+        "format": r.format,
+        "peak_bytes": None if r.refused else r.estimate.peak_bytes,
+        "fits": r.fits,
+        "refused": r.refused,
+        "engine_refusal": plan.refusal if plan else None,
+        "kv_tokens": plan.kv_tokens if plan else None,
+        "max_sequences": plan.max_sequences if plan else None,
+    }

@@ -94,6 +94,8 @@ def to_dict(
         },
         "capacity": _capacity(capacity, engine),
     }
+    if verdict is not None and verdict.margin:  # --margin: only then, so that documents without one stay as they were
+        doc["gpu"] |= {"margin": verdict.margin, "budget_bytes": verdict.budget_bytes}
     if engine is not None:  # only then, so that transformers' (hf) documents stay as they were
         doc["engine"] = _engine(engine)
         if doc["gpu"] is not None:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from vramwise.estimate.serving import Capacity
 from vramwise.estimate.term import Estimate
-from vramwise.report.verdict import Verdict, budget_words, gpu_title
+from vramwise.report.verdict import Verdict, budget_words, gpu_title, margin_words
 from vramwise.units import Unit, fmt, footer, to_unit, unit_label
 
 if TYPE_CHECKING:  # a type here only: the hf path never builds an engine plan
@@ -27,7 +27,7 @@ def render_table(
     total = estimate.peak_bytes
     width = max([len(t.name) for t in estimate.terms] + [len("total (peak)")])
     lines = [title]
-    if engine is not None and verdict is not None:  # a serving engine's verdict comes first, then its terms
+    if verdict is not None:  # the verdict comes first, then the terms (issue 13; trial finding 11: hf's was last)
         lines += _verdict_lines(verdict, unit, explain)
     header = f"{'term':<{width}}  {'bytes':>17}  {label:>9}  {'share':>6}"
     lines += [header, "-" * len(header)]
@@ -51,8 +51,6 @@ def render_table(
     lines += [f"note: {n}" for n in estimate.notes]
     if engine is not None:
         lines += _engine_lines(engine, unit, explain)
-    elif verdict:
-        lines += _verdict_lines(verdict, unit, explain)
     if capacity and engine is None:  # an engine's capacity is its plan's, said once by _engine_lines
         lines.append(
             f"serving: KV budget {fmt(capacity.budget.bytes, unit)} = {capacity.kv_tokens:,} tokens of KV "
@@ -75,8 +73,10 @@ def _verdict_lines(verdict: Verdict, unit: Unit, explain: bool) -> list[str]:
         # DOES NOT FIT read as a fit in the newcomer trial; say where that memory is
         room = f"{fmt(verdict.headroom_bytes, unit)} of the GPU left outside the engine's budget"
     reason = f" ({verdict.reason})" if verdict.refusal else ""
+    kept = f"; {margin_words(verdict.margin, verdict.gpu.memory_bytes, unit)}" if verdict.margin else ""
     lines = [
-        f"{gpu_title(verdict.gpu, verdict.count)} ({budget_words(verdict.gpu, unit, verdict.count)}): {word}{reason}, "
+        f"{gpu_title(verdict.gpu, verdict.count)} ({budget_words(verdict.gpu, unit, verdict.count)}{kept}): "
+        f"{word}{reason}, "
         f"{room}"
     ]
     if explain and verdict.gpu.source:

@@ -20,22 +20,43 @@ class Verdict:
     # a serving engine's own refusal to start (vLLM: "No available memory for the cache blocks", max_model_len
     # larger than the KV cache), in a few words; None when it starts. The peak alone cannot say it.
     refusal: str | None = None
+    # --margin: the fraction of the GPU kept free (0 <= margin < 1); the peak must fit the rest (``budget_bytes``)
+    margin: float = 0.0
+
+    @property
+    def budget_bytes(self) -> int:
+        """The memory the peak may use: the GPU's budget less the margin kept free."""
+        return usable(self.gpu.memory_bytes, self.margin)
 
     @property
     def fits(self) -> bool:
-        return self.refusal is None and self.peak_bytes <= self.gpu.memory_bytes
+        return self.refusal is None and self.peak_bytes <= self.budget_bytes
 
     @property
     def reason(self) -> str:
         """Why it does not fit, in a few words ("" when it fits)."""
         if self.refusal:
             return self.refusal
-        return "" if self.fits else "the peak exceeds the GPU"
+        if self.fits:
+            return ""
+        return "the peak exceeds the GPU less the margin" if self.margin else "the peak exceeds the GPU"
 
     @property
     def headroom_bytes(self) -> int:
-        """Free memory at the peak; negative when it does not fit."""
-        return self.gpu.memory_bytes - self.peak_bytes
+        """Free memory at the peak, the margin not counted as free; negative when it does not fit."""
+        return self.budget_bytes - self.peak_bytes
+
+
+def usable(memory_bytes: int, margin: float = 0.0) -> int:
+    """The bytes a peak may use when ``margin`` of the GPU is kept free (rounded down: the margin is never less)."""
+    return int(memory_bytes * (1.0 - margin)) if margin else memory_bytes
+
+
+def margin_words(margin: float, memory_bytes: int, unit: Unit = "gib") -> str:
+    """``margin 10% kept free: 21.28 GiB usable`` (empty without a margin)."""
+    if not margin:
+        return ""
+    return f"margin {margin:.0%} kept free: {fmt(usable(memory_bytes, margin), unit)} usable"
 
 
 def verdict(estimate: Estimate, gpu: Gpu, count: int = 1) -> Verdict:
