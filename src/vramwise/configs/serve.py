@@ -290,32 +290,29 @@ def _model(kind: str, words: list[str], start: int, opts: dict[str, Any]) -> tup
     return positional, rest
 
 
-def from_vllm(words: list[str], start: int) -> Imported:
-    positional, rest = _model("vllm", words, start, {})
-    opts, used, ignored = read_flags("vllm", rest, VLLM, _VLLM_HARMLESS, _VLLM_REFUSED)
-    model = _one_model("vllm", positional, opts.pop("model", None))
+def _from_server(
+    kind: str, words: list[str], start: int, table: Table, harmless: Callable[[str], bool], refused: Mapping[str, str]
+) -> Imported:
+    """A serving engine's command line (vLLM's and SGLang's read alike): MODEL positional or --model, then flags."""
+    positional, rest = _model(kind, words, start, {})
+    opts, used, ignored = read_flags(kind, rest, table, harmless, refused)
+    model = _one_model(kind, positional, opts.pop("model", None))
     return Imported(
-        kind="vllm",
+        kind=kind,
         command="infer",
-        options={"engine": "vllm", **opts},
+        options={"engine": kind, **opts},
         model=model,
         used=tuple(used),
         ignored=tuple(ignored),
     )
+
+
+def from_vllm(words: list[str], start: int) -> Imported:
+    return _from_server("vllm", words, start, VLLM, _VLLM_HARMLESS, _VLLM_REFUSED)
 
 
 def from_sglang(words: list[str], start: int) -> Imported:
-    positional, rest = _model("sglang", words, start, {})
-    opts, used, ignored = read_flags("sglang", rest, SGLANG, _SGLANG_HARMLESS, _SGLANG_REFUSED)
-    model = _one_model("sglang", positional, opts.pop("model", None))
-    return Imported(
-        kind="sglang",
-        command="infer",
-        options={"engine": "sglang", **opts},
-        model=model,
-        used=tuple(used),
-        ignored=tuple(ignored),
-    )
+    return _from_server("sglang", words, start, SGLANG, _SGLANG_HARMLESS, _SGLANG_REFUSED)
 
 
 def from_llama(words: list[str], start: int) -> Imported:
