@@ -18,3 +18,25 @@ def test_deepspeed_layouts_skip_zero_2_3_with_pipeline_stages(capsys: pytest.Cap
     assert rows
     assert all(int(pp) == 1 or int(zero or 0) <= 1 for pp, zero in rows)
     assert any(int(pp) > 1 for pp, _ in rows)  # pipeline layouts stay, at ZeRO 0-1
+
+
+@pytest.mark.parametrize(
+    ("framework", "method"),
+    [("torchtune", "ia3"), ("torchtune", "prompt-tuning"), ("litgpt", "dora"), ("litgpt", "prefix-tuning"),
+     ("llama-factory", "ia3"), ("llama-factory", "prefix-tuning"), ("unsloth", "prompt-tuning")],
+)  # fmt: skip
+def test_a_peft_method_the_framework_lacks_is_refused_by_name(
+    capsys: pytest.CaptureFixture[str], framework: str, method: str
+) -> None:
+    """These used to fail on a preset default the user never gave (torchtune's and LitGPT's bf16 adapter_dtype,
+    LLaMA-Factory's all-linear targets as IA3 targets, unsloth's recompute under prefix tuning), or ran a method
+    the framework does not have; the refusal now names the framework and the method."""
+    code, _, err = run(capsys, "train", "llama-3.1-8b", "--framework", framework, "--peft", method)
+    assert code == 2 and err.count("\n") == 1
+    assert f"--framework {framework} does not run peft={method}" in err
+
+
+def test_torchtitan_names_what_its_lora_lacks(capsys: pytest.CaptureFixture[str]) -> None:
+    """torchtitan's refusal of dora said 'has no 4-bit base', which is not what dora is."""
+    code, _, err = run(capsys, "train", "llama-3.1-8b", "--framework", "torchtitan", "--peft", "dora")
+    assert code == 2 and "no DoRA" in err
