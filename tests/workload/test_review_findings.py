@@ -40,3 +40,19 @@ def test_torchtitan_names_what_its_lora_lacks(capsys: pytest.CaptureFixture[str]
     """torchtitan's refusal of dora said 'has no 4-bit base', which is not what dora is."""
     code, _, err = run(capsys, "train", "llama-3.1-8b", "--framework", "torchtitan", "--peft", "dora")
     assert code == 2 and "no DoRA" in err
+
+
+@pytest.mark.parametrize(
+    "given", [("llama-3.1-8b", "--peft", "lora"), ("qwen3-30b-a3b",), ("deepseek-v3",)]
+)
+def test_torchtitan_default_recompute_is_named_as_the_presets(
+    capsys: pytest.CaptureFixture[str], given: tuple[str, ...]
+) -> None:
+    """torchtitan's preset sets op-sac; on LoRA or MoE/MLA layers (not modelled) the refusal read as if the user
+    had given --recompute op-sac. It now says the preset set it and which --recompute to give."""
+    code, _, err = run(capsys, "train", *given, "--framework", "torchtitan")
+    assert code == 2 and err.count("\n") == 1
+    assert "--framework torchtitan sets recompute=op-sac" in err and "give --recompute" in err
+    assert "trains no adapters" not in err  # torchtitan has LoRA (components/lora.py LoRAConverter)
+    code, _, _ = run(capsys, "train", *given, "--framework", "torchtitan", "--recompute", "full")
+    assert code == 0

@@ -285,7 +285,30 @@ def train_setup_noted(values: Mapping[str, Any], model: object = None) -> tuple[
     applied = preset(kw)
     if "lora_targets" in applied.flat and "lora_targets" not in kw:
         _check_preset_targets(applied.flat, model)
-    return TrainSetup.from_flat(**applied.flat), applied.notes
+    setup = TrainSetup.from_flat(**applied.flat)
+    if "recompute" in applied.flat and "recompute" not in kw:
+        _check_preset_recompute(setup, model)
+    return setup, applied.notes
+
+
+def _check_preset_recompute(setup: TrainSetup, model: object) -> None:
+    """A framework's own recompute policy (torchtitan's per-op SAC) on a model or method the estimate does not
+    model it with: say that the framework set it, so the refusal does not read as an option the user gave."""
+    from vramwise.spec.model import ModelSpec
+
+    if not isinstance(model, ModelSpec) or setup.recompute != "op-sac":
+        return
+    from vramwise.estimate.train.knobs import check_recompute
+
+    try:
+        check_recompute(model, setup)
+    except InvalidWorkloadError as err:
+        raise InvalidWorkloadError(
+            f"--framework {setup.framework} sets recompute=op-sac (its default policy), and {err}; give --recompute "
+            f"(allowed: {err.allowed})",
+            field="recompute",
+            allowed=err.allowed,
+        ) from None
 
 
 def _check_preset_targets(flat: Mapping[str, Any], model: object) -> None:
