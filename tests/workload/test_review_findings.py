@@ -56,3 +56,15 @@ def test_torchtitan_default_recompute_is_named_as_the_presets(
     assert "trains no adapters" not in err  # torchtitan has LoRA (components/lora.py LoRAConverter)
     code, _, _ = run(capsys, "train", *given, "--framework", "torchtitan", "--recompute", "full")
     assert code == 0
+
+
+@pytest.mark.parametrize(("gpu", "cc"), [("a100", "8.0"), ("t4", "7.5"), ("8xa100", "8.0")])
+def test_float8_is_refused_on_a_gpu_without_fp8_matmuls(
+    capsys: pytest.CaptureFixture[str], gpu: str, cc: str
+) -> None:
+    """`train --float8 --gpu a100` gave a verdict for a run torch._scaled_mm cannot run (fp8 needs 8.9 or 9.0+:
+    torch testing/_internal/common_cuda.py evaluate_platform_supports_fp8); now one line, exit 2."""
+    code, _, err = run(capsys, "train", "llama-3.1-8b", "--float8", "--gpu", gpu)
+    assert code == 2 and err.count("\n") == 1 and "--float8" in err and f"has {cc}" in err
+    for ok in ("h100", "4090", "mi300x"):  # 9.0, 8.9, and a GPU without an NVIDIA compute capability
+        assert run(capsys, "train", "llama-3.1-8b", "--float8", "--gpu", ok)[0] in (0, 3)
