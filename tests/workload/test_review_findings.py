@@ -68,3 +68,12 @@ def test_float8_is_refused_on_a_gpu_without_fp8_matmuls(
     assert code == 2 and err.count("\n") == 1 and "--float8" in err and f"has {cc}" in err
     for ok in ("h100", "4090", "mi300x"):  # 9.0, 8.9, and a GPU without an NVIDIA compute capability
         assert run(capsys, "train", "llama-3.1-8b", "--float8", "--gpu", ok)[0] in (0, 3)
+
+
+@pytest.mark.parametrize("given", [(), ("--dp", "8", "--fsdp", "full")])
+def test_fsdp_over_cp_says_when_it_changes_nothing(capsys: pytest.CaptureFixture[str], given: tuple[str, ...]) -> None:
+    """--fsdp-over-cp without FSDP or at cp 1 was accepted in silence (like --fsdp-outer-units, which says so)."""
+    code, out, _ = run(capsys, "train", "llama-3.1-8b", "--fsdp-over-cp", *given)
+    assert code == 0 and "fsdp_over_cp not applied" in out
+    code, out, _ = run(capsys, "train", "llama-3.1-8b", "--fsdp-over-cp", "--dp", "1", "--cp", "4", "--fsdp", "full")
+    assert code == 0 and "fsdp_over_cp not applied" not in out
