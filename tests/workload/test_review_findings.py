@@ -77,3 +77,12 @@ def test_fsdp_over_cp_says_when_it_changes_nothing(capsys: pytest.CaptureFixture
     assert code == 0 and "fsdp_over_cp not applied" in out
     code, out, _ = run(capsys, "train", "llama-3.1-8b", "--fsdp-over-cp", "--dp", "1", "--cp", "4", "--fsdp", "full")
     assert code == 0 and "fsdp_over_cp not applied" not in out
+
+
+def test_torchtune_dora_names_the_presets_adapter_dtype(capsys: pytest.CaptureFixture[str]) -> None:
+    """torchtune --peft dora was refused as 'adapter_dtype: bf16 adapters ...', an option the user never gave."""
+    code, _, err = run(capsys, "train", "llama-3.1-8b", "--framework", "torchtune", "--peft", "dora")
+    assert code == 2 and err.count("\n") == 1
+    assert "--framework torchtune builds its adapters in bf16" in err and "--adapter-dtype fp32" in err
+    assert run(capsys, "train", "llama-3.1-8b", "--framework", "torchtune", "--peft", "dora",
+               "--adapter-dtype", "fp32")[0] == 0  # fmt: skip
