@@ -209,7 +209,7 @@ def test_op_sac_saves_the_odd_matmuls_and_the_attention_output() -> None:
 def test_op_sac_refuses_what_it_does_not_model() -> None:
     with pytest.raises(InvalidWorkloadError, match="op-sac counts torchtitan's dense layers"):
         _train("mixtral-8x7b", recompute="op-sac")
-    with pytest.raises(InvalidWorkloadError, match="op-sac is torchtitan's policy"):
+    with pytest.raises(InvalidWorkloadError, match="op-sac is modelled for full training"):
         _train(recompute="op-sac", peft="lora", lora_targets=QV)
 
 

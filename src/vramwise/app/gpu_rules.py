@@ -130,6 +130,7 @@ def train_options(choice: GpuChoice | None, options: Mapping[str, Any]) -> tuple
         notes.append(_train_count(choice, opts))
     if opts.get("interconnect") in (None, "auto") and (link := _interconnect(choice.gpu)):
         opts["interconnect"] = link
+    _float8(choice, opts)
     if not choice.gpu.bf16:
         asked = opts.get("precision")
         if asked in _BF16_PRECISIONS:
@@ -145,6 +146,24 @@ def train_options(choice: GpuChoice | None, options: Mapping[str, Any]) -> tuple
                 "default bf16-mixed"
             )
     return opts, (*notes, *budget_notes(choice))
+
+
+# torchao's Float8Linear runs its matmuls with torch._scaled_mm, whose fp8 kernels need compute capability 8.9 (Ada)
+# or 9.0+ (torch 2.13 testing/_internal/common_cuda.py evaluate_platform_supports_fp8: SM90OrLater or (8, 9); the
+# same bound verify/twin.py cites for --float8)
+_FLOAT8_CC = 8.9
+
+
+def _float8(choice: GpuChoice, opts: Mapping[str, Any]) -> None:
+    """--float8 on an NVIDIA GPU whose compute capability has no fp8 matmul is refused in one line."""
+    cc = choice.gpu.compute_capability
+    if opts.get("float8") and cc and float(cc) < _FLOAT8_CC:
+        raise InvalidWorkloadError(
+            f"--float8: torchao's float8 matmuls (torch._scaled_mm) need compute capability {_FLOAT8_CC}+; "
+            f"{choice.gpu.label} has {cc}",
+            field="float8",
+            allowed=f"a GPU of compute capability {_FLOAT8_CC} or later (Ada, Hopper, Blackwell), or no --float8",
+        )
 
 
 def _architecture(choice: GpuChoice, opts: dict[str, Any]) -> None:

@@ -285,7 +285,51 @@ def train_setup_noted(values: Mapping[str, Any], model: object = None) -> tuple[
     applied = preset(kw)
     if "lora_targets" in applied.flat and "lora_targets" not in kw:
         _check_preset_targets(applied.flat, model)
-    return TrainSetup.from_flat(**applied.flat), applied.notes
+    setup = TrainSetup.from_flat(**applied.flat)
+    if "recompute" in applied.flat and "recompute" not in kw:
+        _check_preset_recompute(setup, model)
+    if "adapter_dtype" in applied.flat and "adapter_dtype" not in kw:
+        _check_preset_adapter_dtype(setup)
+    return setup, applied.notes
+
+
+def _check_preset_adapter_dtype(setup: TrainSetup) -> None:
+    """A framework's bf16 adapters (torchtune's, LitGPT's) are modelled for LoRA and QLoRA only: on DoRA, say that
+    the framework set them, so the refusal does not read as an option the user gave."""
+    from vramwise.estimate.train.peft_methods import check_setup
+
+    try:
+        check_setup(setup)
+    except InvalidWorkloadError as err:
+        if err.field != "adapter_dtype":
+            raise
+        raise InvalidWorkloadError(
+            f"--framework {setup.framework} builds its adapters in bf16 (adapter_dtype=bf16), modelled for LoRA and "
+            f"QLoRA only, not {setup.peft.method}; give --adapter-dtype fp32 to count peft's fp32 adapters "
+            f"(allowed: {err.allowed})",
+            field="adapter_dtype",
+            allowed=err.allowed,
+        ) from None
+
+
+def _check_preset_recompute(setup: TrainSetup, model: object) -> None:
+    """A framework's own recompute policy (torchtitan's per-op SAC) on a model or method the estimate does not
+    model it with: say that the framework set it, so the refusal does not read as an option the user gave."""
+    from vramwise.spec.model import ModelSpec
+
+    if not isinstance(model, ModelSpec) or setup.recompute != "op-sac":
+        return
+    from vramwise.estimate.train.knobs import check_recompute
+
+    try:
+        check_recompute(model, setup)
+    except InvalidWorkloadError as err:
+        raise InvalidWorkloadError(
+            f"--framework {setup.framework} sets recompute=op-sac (its default policy), and {err}; give --recompute "
+            f"(allowed: {err.allowed})",
+            field="recompute",
+            allowed=err.allowed,
+        ) from None
 
 
 def _check_preset_targets(flat: Mapping[str, Any], model: object) -> None:

@@ -144,10 +144,13 @@ def _bases(setup: TrainSetup, gpus: int, tp: int, pp: int) -> Iterator[TrainSetu
             if offload == "params" and zero != 3:
                 continue
             for recompute in ("none", "full"):
-                yield setup.with_flat(
-                    tp=tp, pp=pp, dp=dp, zero=zero, fsdp="none", recompute=recompute,
-                    offload=offload, sp=setup.parallel.sp and tp > 1, grad_accum=accum,
-                )  # fmt: skip
+                try:
+                    yield setup.with_flat(
+                        tp=tp, pp=pp, dp=dp, zero=zero, fsdp="none", recompute=recompute,
+                        offload=offload, sp=setup.parallel.sp and tp > 1, grad_accum=accum,
+                    )  # fmt: skip
+                except VramwiseError:  # a combination --framework does not run (DeepSpeed: ZeRO-2/3 with pp > 1)
+                    continue
 
 
 def _family_layouts(

@@ -483,6 +483,12 @@ def _gt1(name: str) -> Callable[[Values], bool]:
     return lambda v: int(_get(v, name, 1)) > 1
 
 
+def _peft_not_in(*methods: str) -> Callable[[Values], bool]:
+    """The peft method given is not one the framework builds (it would otherwise fail on a preset default that
+    only its own methods take, such as torchtune's bf16 adapters or LLaMA-Factory's all-linear targets)."""
+    return lambda v: str(_get(v, "peft", "none")) not in ("none", *methods)
+
+
 _RULES: dict[Framework, tuple[Rule, ...]] = {
     Framework.DEEPSPEED: (
         Rule(field="fsdp", allowed="none (use --zero 1-3)", broken=lambda v: str(_get(v, "fsdp", "none")) != "none",
@@ -493,12 +499,19 @@ _RULES: dict[Framework, tuple[Rule, ...]] = {
                   "PipelineEngine.__init__)"),
     ),
     Framework.LLAMA_FACTORY: (
+        Rule(field="peft", allowed="none, lora, qlora, lora-8bit or dora",
+             broken=_peft_not_in("lora", "qlora", "lora-8bit", "dora"),
+             rule="LLaMA-Factory's finetuning_type is lora (use_dora, quantization_bit 4/8), freeze or full "
+                  "(src/llamafactory/hparams/finetuning_args.py); it has no IA3 or prompt learning"),
         Rule(field="precision", allowed="bf16-mixed or amp for full fine-tuning under zero=3",
              broken=lambda v: _full(v) and str(_get(v, "precision", "")) == "bf16" and int(_get(v, "zero", 0)) == 3,
              rule="`pure_bf16` is incompatible with DeepSpeed ZeRO-3 (src/llamafactory/hparams/parser.py "
                   "get_train_args)"),
     ),
     Framework.TORCHTUNE: (
+        Rule(field="peft", allowed="none, lora, qlora or dora", broken=_peft_not_in("lora", "qlora", "dora"),
+             rule="torchtune's adapters are modules/peft/lora.py LoRALinear (an NF4 base for QLoRA) and dora.py "
+                  "DoRALinear; it has no 8-bit base, IA3 or prompt learning"),
         Rule(field="zero", allowed="0 (torchtune shards with --fsdp full)",
              broken=lambda v: int(_get(v, "zero", 0)) != 0,
              rule="torchtune shards with FSDP2 fully_shard (training.shard_model), it has no DeepSpeed ZeRO"),
@@ -517,11 +530,16 @@ _RULES: dict[Framework, tuple[Rule, ...]] = {
     Framework.TORCHTITAN: (
         Rule(field="peft", allowed="none or lora (components/lora.py LoRAConverter)",
              broken=lambda v: str(_get(v, "peft", "none")) not in ("none", "lora"),
-             rule="torchtitan's LoRA (components/lora.py LoRAConverter) has no 4-bit base"),
+             rule="torchtitan's only adapter is its LoRA (components/lora.py LoRAConverter): no 4-bit or 8-bit base, "
+                  "no DoRA, IA3 or prompt learning"),
         Rule(field="zero", allowed="0 (torchtitan shards with --fsdp)", broken=lambda v: int(_get(v, "zero", 0)) != 0,
              rule="torchtitan shards with FSDP2 over the dp_shard x cp mesh, it has no DeepSpeed ZeRO"),
     ),
     Framework.UNSLOTH: (
+        Rule(field="peft", allowed="none, lora, qlora, lora-8bit or dora",
+             broken=_peft_not_in("lora", "qlora", "lora-8bit", "dora"),
+             rule="unsloth's FastLanguageModel.get_peft_model builds a peft LoraConfig (LoRA on a 16-, 8- or 4-bit "
+                  "base); it has no IA3 or prompt learning"),
         Rule(field="fsdp", allowed="none", broken=lambda v: str(_get(v, "fsdp", "none")) != "none",
              rule="unsloth trains each GPU with whole weights: one GPU or plain DDP (issue #2425), no FSDP"),
         Rule(field="zero", allowed="0, 1 or 2", broken=lambda v: int(_get(v, "zero", 0)) == 3,
@@ -542,6 +560,9 @@ _RULES: dict[Framework, tuple[Rule, ...]] = {
              rule="--use-torch-fsdp2 is not supported with pipeline parallelism (training/arguments.py)"),
     ),
     Framework.LITGPT: (
+        Rule(field="peft", allowed="none, lora or qlora", broken=_peft_not_in("lora", "qlora"),
+             rule="lit-gpt 8641822 finetune/ has full.py, lora.py (--quantize bnb.nf4 for QLoRA), adapter.py and "
+                  "adapter_v2.py (LLaMA-Adapter, not peft's prefix tuning); no DoRA, IA3 or prompt learning"),
         Rule(field="zero", allowed="0 (LitGPT shards with --fsdp full)", broken=lambda v: int(_get(v, "zero", 0)) != 0,
              rule="lit-gpt 8641822 finetune/lora.py shards with Lightning's FSDPStrategy; it has no DeepSpeed ZeRO"),
         Rule(field="dp", allowed="1 with peft=qlora", broken=lambda v: _qlora(v) and _multi(v),

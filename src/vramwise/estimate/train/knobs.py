@@ -43,6 +43,11 @@ def _check_loss(setup: TrainSetup) -> None:
         )
 
 
+def check_recompute(spec: ModelSpec, setup: TrainSetup) -> None:
+    """The recompute policy's own refusals (app/setups.py names a framework preset that set it)."""
+    _check_recompute(spec, setup)
+
+
 def _check_recompute(spec: ModelSpec, setup: TrainSetup) -> None:
     if setup.recompute != Recompute.OP_SAC:
         return
@@ -54,7 +59,9 @@ def _check_recompute(spec: ModelSpec, setup: TrainSetup) -> None:
             "none, full, layer-sac",
         )
     if setup.peft.adapters:
-        _refuse("recompute", "op-sac is torchtitan's policy, which trains no adapters", "none, full, layer-sac")
+        # torchtitan has adapters (components/lora.py LoRAConverter), but the policy's saved set is counted for its
+        # full training's layers only
+        _refuse("recompute", "op-sac is modelled for full training; with adapters it is not", "none, full, layer-sac")
     if setup.attention.value == "eager":
         _refuse("recompute", "op-sac saves the sdpa/flash kernels' outputs; eager attention is not modelled", "sdpa")
 

@@ -638,6 +638,10 @@ def _approximation_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> li
             "fsdp_outer_units not applied: the head is tied to the embeddings, one parameter, counted in the root unit "
             "(torchtune's tied-embedding configs, llama3_2, set no custom_sharded_layers)"
         )
+    par = setup.parallel
+    if par.fsdp_over_cp and (par.fsdp == FsdpMode.NONE or par.cp == 1):  # workload/layout.py fsdp_cp: a no-op here
+        notes.append(f"fsdp_over_cp not applied: it shards over dp x cp under FSDP, and here fsdp is {par.fsdp}, "
+                     f"cp {par.cp}")
     if setup.impl.compile and setup.loss == LossImpl.TORCHTUNE_LINEAR and stage.last:
         notes.append(
             "compile with torchtune-linear: the loss is counted eager (torchtune 0.7 compiles compute_cross_entropy "
