@@ -121,8 +121,10 @@ def fit(req: FitRequest) -> FitResult:
         options["dp"] = 2
     setup, preset_notes = train_setup_noted(options, model)
     notes = (*notes, *preset_notes)
+    from vramwise.estimate.positions import training_positions
     from vramwise.estimate.train.training import estimate_training
     from vramwise.fit.solve import max_train, min_gpus
+    from vramwise.spec.model import ModelSpec as RuntimeSpec
 
     said = train_assumptions(setup, _searched(req), margin)
     if req.question is Question.MIN_GPUS:
@@ -134,6 +136,9 @@ def fit(req: FitRequest) -> FitResult:
         raise DoesNotFitError(f"{err}; {smallest_that_fits(model, setup, budget)}") from None
     if req.target == "seq":
         answer = rounded(answer, lambda n: estimate_training(model, replace(setup, seq=n)), setup.parallel.cp)
+        spec = model if isinstance(model, RuntimeSpec) else None  # a bare size has no positions to check
+        past = training_positions(spec, replace(setup, seq=int(answer.value))) if spec else None
+        notes = (*notes, past) if past else notes
     return FitResult(question=req.question, gpu=gpu, answer=answer, count=choice.count, notes=notes,
                      assumptions=said, margin=margin)
 
@@ -362,6 +367,7 @@ def _at_context(plan: Callable[[InferSetup], EngineEstimate], setup: InferSetup,
 
 def _fit_inference(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: InferSetup) -> FitResult:
     from vramwise.estimate.inference import estimate_inference
+    from vramwise.estimate.positions import inference_positions
     from vramwise.fit.solve import best_format, max_infer
 
     budget = usable(gpu.memory_bytes, req.margin)
@@ -379,9 +385,13 @@ def _fit_inference(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: InferSetu
         answer = max_infer(model, setup, budget, target, req.unit)
     except DoesNotFitError as err:
         raise DoesNotFitError(f"{err}; {smallest_format(model, setup, budget, req.unit)}") from None
+    said: tuple[str, ...] = ()
     if target == "context":
         answer = rounded(answer, lambda n: estimate_inference(model, replace(setup, context=n)))
-    return FitResult(question=req.question, gpu=gpu, answer=answer)
+        # memory allows it; the model may not: past a rotary model's trained length, say so (estimate/positions.py)
+        past = inference_positions(model, replace(setup, context=int(answer.value)))
+        said = (past,) if past else ()
+    return FitResult(question=req.question, gpu=gpu, answer=answer, notes=said)
 
 
 def _layouts(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: TrainSetup) -> FitResult:
