@@ -122,3 +122,13 @@ def test_verify_replays_the_traced_allocations(capsys: pytest.CaptureFixture[str
     # the replay (the figures differ), and every allocation is still replayed
     assert json.loads(grown)["setup"]["expandable_segments"] is True
     assert json.loads(grown)["allocator_replay"]["allocations"] == replay["allocations"]
+
+
+def test_verify_does_not_extrapolate_the_replay(capsys: pytest.CaptureFixture[str]) -> None:
+    # traced at 2 and 3 layers: the reserve does not grow linearly with depth, and an extrapolated replay had put
+    # max_memory_reserved 2.87 GiB under max_memory_allocated on Llama-3.2-1B (impossible: reserved >= allocated)
+    code, out, _ = _run(capsys, "verify", "llama-3.2-1b", "--layers", "2", "--seq", "128", "--json")
+    assert code == 0
+    assert json.loads(out)["allocator_replay"] is None
+    code, text, _ = _run(capsys, "verify", "llama-3.2-1b", "--layers", "2", "--seq", "128")
+    assert code == 0 and "allocator replay: only at the full depth" in text

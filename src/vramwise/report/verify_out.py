@@ -43,6 +43,8 @@ def render_comparison(c: Comparison, *, title: str, unit: Unit = "gib") -> str:
         )
     if c.layers_traced:
         lines.append(f"traced at {c.layers_traced} and {c.layers_traced + 1} layers, extrapolated to the full depth")
+        if not c.allocator_replay:
+            lines.append("allocator replay: only at the full depth (the reserve does not grow linearly with layers)")
     lines.append(
         f"not measurable on a CPU: CUDA context, allocator reserve and NCCL buffers, {fmt(c.overheads, unit)} in the "
         "estimate "
