@@ -17,6 +17,7 @@ import argparse
 import os
 import re
 from collections.abc import Mapping
+from functools import cache
 from typing import Any, NoReturn
 
 from vramwise.cli.options import Option, build_parser, options_of, tokens
@@ -58,6 +59,7 @@ def long_flags(option: Option) -> tuple[str, ...]:
     return tuple(f[2:] for f in option.flags if f.startswith("--"))
 
 
+@cache
 def names_of(command: str) -> dict[str, Option]:
     """Every name a request may use for ``command``, to its option (the refused ones left out)."""
     names: dict[str, Option] = {}
@@ -88,7 +90,7 @@ def parse(command: str, args: Mapping[str, Any], *, model_path: str | None = Non
     if model is not None:
         argv += ["--", model]  # after "--": a MODEL that starts with "-" is not read as an option
     try:
-        values = vars(build_parser(command, parser_class=_RaisingParser).parse_args(argv))
+        values = vars(_parser(command).parse_args(argv))
     except _Refused as err:
         raise _usage(command, str(err)) from None
     values.pop("command", None)
@@ -96,6 +98,13 @@ def parse(command: str, args: Mapping[str, Any], *, model_path: str | None = Non
 
     with_source(command, None, values.get(POSITIONAL), {})
     return values
+
+
+@cache
+def _parser(command: str) -> argparse.ArgumentParser:
+    """The command's parser, built once: building it is most of a request's time (a hundred options, their help
+    filled in), and parsing leaves it unchanged, so the threads of a server share it."""
+    return build_parser(command, parser_class=_RaisingParser)
 
 
 def _option(command: str, key: object, names: Mapping[str, Option]) -> Option:

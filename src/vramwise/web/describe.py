@@ -161,6 +161,14 @@ def _responses(ok: dict[str, Any], what: str) -> dict[str, Any]:
     }
 
 
+# One request per operation, shown by API browsers and replayed by schemathesis's explicit-examples phase
+EXAMPLES = {
+    "infer": {"args": {"model": "llama-3-8b", "gpu": "l4", "engine": "vllm", "max-model-len": 8192}},
+    "train": {"args": {"model": "llama-3-8b", "gpu": "a100-80gb", "peft": "lora", "batch": 4, "seq": 2048}},
+    "fit": {"args": {"model": "llama-2-7b", "gpu": "rtx-4090", "max": "batch", "peft": "qlora"}},
+}
+
+
 def _estimate_ops(paths: dict[str, Any]) -> None:
     docs = {"infer": ("estimate", "memory to serve or generate with a model (vramwise infer --json)"),
             "train": ("estimate_or_stages", "memory to train or fine-tune a model, per GPU (vramwise train --json)"),
@@ -170,7 +178,7 @@ def _estimate_ops(paths: dict[str, Any]) -> None:
             "operationId": command,
             "summary": summary,
             "requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"$ref": f"#/components/schemas/{command}_request"}}}},
+                "schema": {"$ref": f"#/components/schemas/{command}_request"}, "example": EXAMPLES[command]}}},
             "responses": _responses({"$ref": f"#/components/schemas/{schema}"}, "the --json document"),
         }}
 

@@ -111,11 +111,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def create_app(limits: Limits | None = None) -> ASGIApp:
     """The whole application, wrapped in its guards."""
     limits = limits or Limits()
+    workers = api.Workers(limits.workers)
     routes: list[Any] = [
         Route("/", _index, methods=["GET"]),
-        Route(f"{API}/infer", api.estimate_endpoint("infer", limits), methods=["POST"]),
-        Route(f"{API}/train", api.estimate_endpoint("train", limits), methods=["POST"]),
-        Route(f"{API}/fit", api.estimate_endpoint("fit", limits), methods=["POST"]),
+        Route(f"{API}/infer", api.estimate_endpoint("infer", limits, workers), methods=["POST"]),
+        Route(f"{API}/train", api.estimate_endpoint("train", limits, workers), methods=["POST"]),
+        Route(f"{API}/fit", api.estimate_endpoint("fit", limits, workers), methods=["POST"]),
         Route(f"{API}/options", api.options_endpoint, methods=["GET"]),
         Route(f"{API}/models", api.models_endpoint, methods=["GET"]),
         Route(f"{API}/gpus", api.gpus_endpoint, methods=["GET"]),
@@ -133,6 +134,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # the response's head and body are two writes: without TCP_NODELAY (inherited by every accepted connection)
+        # Nagle's algorithm holds the body until the client's delayed ACK, 40 ms later, on every keep-alive request
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(128)
     except OSError:
