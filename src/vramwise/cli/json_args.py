@@ -161,32 +161,33 @@ def _model(value: Any, model_path: str | None) -> str | None:
     return text
 
 
-# A GGUF in a hub repo as llama.cpp's -hf names it (spec/load.py _GGUF_TAG): org/name[@revision]:TAG
-_GGUF_TAG = re.compile(r"(?P<id>[^:]+):[\w.-]+", re.ASCII)
-
-
 def check_remote_model(text: str) -> None:
-    """Refuse a MODEL that would make the server read its own disk: spec/load.py's rule (resolve_model) reads a path
-    before a hub id, and a local file or folder of that name after a catalog name and a size. What is left (a
-    catalog name, a size, a hub id that is not a local path, or a name that is nothing) goes to the estimate, which
+    """Refuse a MODEL that would make the server read its own disk, by spec/load.py's rule (resolve_model): a GGUF
+    (``.gguf``, ``org/name:TAG``) is a local file when one is there, else a hub file; a path is read before a hub
+    id; a local file or folder of the name comes after a catalog name and a size. What is left (a catalog name, a
+    size, a hub id or hub GGUF that is not a local path, or a name that is nothing) goes to the estimate, which
     answers an unknown name in the command line's words."""
     stripped = text.strip()
     if not stripped:
         return  # resolve_model: "MODEL is empty"
     from vramwise.catalog import models
+    from vramwise.spec.gguf_hub import parse_ref
     from vramwise.spec.hub import parse_hub_id
     from vramwise.spec.load import parse_size
 
-    gguf = _GGUF_TAG.fullmatch(stripped)
-    hub = parse_hub_id(gguf.group("id") if gguf else stripped)
-    if stripped.lower().endswith(".gguf"):
-        _refuse_path()
+    gguf = parse_ref(stripped) if stripped.lower().endswith(".gguf") or ":" in stripped else None
+    if stripped.lower().endswith(".gguf") or gguf is not None:
+        if gguf is None or _local(stripped) or stripped.startswith(("/", ".", "~", "\\")):
+            _refuse_path()
+        _valid_hub_id(stripped, gguf.repo)
+        return
+    hub = parse_hub_id(stripped)
     if hub is not None:
         if _local(stripped):  # resolve_model reads an existing path of that name before the hub
             _refuse_path()
         _valid_hub_id(stripped, hub.repo_id)
         return
-    if _explicit_path(stripped) or gguf is not None:
+    if _explicit_path(stripped):
         _refuse_path()
     if stripped.lower() in models() or parse_size(stripped) is not None:
         return
