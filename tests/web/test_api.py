@@ -231,3 +231,23 @@ def test_an_unexpected_error_is_a_generic_500_without_traceback(monkeypatch: pyt
     assert response.status_code == 500
     assert response.json() == {"error": "internal error", "field": None, "allowed": None}
     assert "secret" not in response.text
+
+
+def test_a_body_not_sent_as_json_is_refused_before_any_work(client: TestClient) -> None:
+    # a cross-site form or text/plain POST needs no CORS preflight: refusing it keeps other sites' pages out
+    for kind in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"content-type": kind} if kind else {}
+        response = client.post("/api/v1/infer", content=b'{"args": {"model": "llama-2-7b"}}', headers=headers)
+        assert response.status_code == 415 and response.json()["field"] == "content-type"
+    ok = client.post("/api/v1/infer", content=b'{"args": {"model": "llama-2-7b"}}',
+                     headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200
+
+
+def test_a_loopback_server_refuses_other_host_names() -> None:
+    from vramwise.web.server import LOOPBACK_HOSTS
+
+    local = TestClient(create_app(Limits(rate=0), LOOPBACK_HOSTS), base_url="http://127.0.0.1:8000")
+    assert local.get("/api/v1/gpus").status_code == 200
+    assert local.get("/api/v1/gpus", headers={"host": "localhost:8000"}).status_code == 200
+    assert local.get("/api/v1/gpus", headers={"host": "attacker.example:8000"}).status_code == 400

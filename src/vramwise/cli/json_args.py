@@ -117,8 +117,7 @@ def _option(command: str, key: object, names: Mapping[str, Option]) -> Option:
         from vramwise.catalog import close_matches
 
         hint = close_matches(key.replace("_", "-")[:80], sorted(names))
-        raise UsageError(f"unknown option {shown(key)} for {command}{hint}; GET /api/v1/options lists them",
-                         field=None)
+        raise UsageError(f"unknown option {shown(key)} for {command}{hint}", field=None)
     return option
 
 

@@ -71,10 +71,17 @@ def document_response(doc: dict[str, Any], fits: bool) -> Response:
 
 
 async def read_body(request: Request, limits: Limits) -> dict[str, Any]:
-    """The request's JSON object, read up to the cap (413 past it, before the rest is read)."""
+    """The request's JSON object, read up to the cap (413 past it, before the rest is read). The content type must
+    say JSON: a browser sends a cross-site form or text/plain POST without asking, but asks (a CORS preflight, which
+    this server never grants) before a JSON one, so no other site's page can make a visitor's browser run
+    estimates or hub lookups here."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_body:
         raise BadRequest(413, f"the request body is {int(declared):,} bytes; at most {limits.max_body:,}")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise BadRequest(415, f"the body must be JSON sent as application/json, not {shown(kind or 'no type')}",
+                         "content-type", "application/json")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

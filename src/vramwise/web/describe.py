@@ -155,7 +155,7 @@ def _responses(ok: dict[str, Any], what: str) -> dict[str, Any]:
                                                 "description": "whether it fits (the CLI's exit status 0 or 3)"}}},
         "400": {"description": "bad input: one line naming the field", **error},
         "413": {"description": "the body or the config is too large", **error},
-        "415": {"description": "the body is not JSON", **error},
+        "415": {"description": "the body is not sent as application/json", **error},
         "429": {"description": "too many requests from this address", **error},
         "500": {"description": "a bug: a generic body, never a traceback", **error},
     }

@@ -12,12 +12,15 @@ import json
 import logging
 import math
 import socket
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Mount, Route
@@ -108,8 +111,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return Response(str(exc.detail), status_code=exc.status_code, headers=exc.headers)
 
 
-def create_app(limits: Limits | None = None) -> ASGIApp:
-    """The whole application, wrapped in its guards."""
+# The names of this machine a browser may use for a server bound to 127.0.0.1. Any other Host header is refused
+# (400): a page elsewhere that rebinds its own domain name to 127.0.0.1 then cannot reach the API as same-origin.
+# (Starlette's TrustedHostMiddleware cuts the port at the first ":", so an IPv6 literal cannot be listed: a server
+# bound to ::1 is left unchecked.)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+
+
+def create_app(limits: Limits | None = None, hosts: Sequence[str] | None = None) -> ASGIApp:
+    """The whole application, wrapped in its guards; ``hosts``: the Host names accepted (None: any)."""
     limits = limits or Limits()
     workers = api.Workers(limits.workers)
     routes: list[Any] = [
@@ -123,7 +133,9 @@ def create_app(limits: Limits | None = None) -> ASGIApp:
         Route(f"{API}/openapi.json", api.openapi_endpoint, methods=["GET"]),
         Mount("/static", StaticFiles(directory=static_dir(), check_dir=False), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _internal})
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))] if hosts is not None else []
+    app = Starlette(routes=routes, middleware=middleware,
+                    exception_handlers={HTTPException: _http_error, Exception: _internal})
     return Guard(app, limits)
 
 
@@ -145,12 +157,12 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(sock: socket.socket, limits: Limits | None = None) -> None:
+def serve(sock: socket.socket, limits: Limits | None = None, hosts: Sequence[str] | None = None) -> None:
     """Serve on ``sock`` until interrupted (uvicorn, one process: an estimate is milliseconds of CPU)."""
     import uvicorn
 
-    config = uvicorn.Config(create_app(limits), log_level="warning", access_log=False)
+    config = uvicorn.Config(create_app(limits, hosts), log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
 
 
-__all__ = ["API", "Guard", "bind", "create_app", "serve", "static_dir"]
+__all__ = ["API", "LOOPBACK_HOSTS", "Guard", "bind", "create_app", "serve", "static_dir"]
