@@ -251,3 +251,18 @@ def test_a_loopback_server_refuses_other_host_names() -> None:
     assert local.get("/api/v1/gpus").status_code == 200
     assert local.get("/api/v1/gpus", headers={"host": "localhost:8000"}).status_code == 200
     assert local.get("/api/v1/gpus", headers={"host": "attacker.example:8000"}).status_code == 400
+
+
+def test_estimates_run_at_once_in_threads_equal_those_run_one_by_one() -> None:
+    # the server runs estimates in threads (api.Workers): the caches under the application layer must not mix
+    # answers up; the oracle is the same requests answered one at a time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vramwise.web import api
+
+    requests = [(c, {**a, "batch": b}) for c, a in CASES[:5] if "batch" in a for b in (1, 2, 3)]
+    requests += [(c, a) for c, a in CASES]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda r: api.answer(r[0], r[1], None), requests * 2))
+    alone = [api.answer(c, a, None) for c, a in requests * 2]
+    assert together == alone
