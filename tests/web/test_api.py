@@ -7,6 +7,7 @@ its 4xx body the words the CLI prints after "vramwise: error:". The limits are c
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -266,3 +267,28 @@ def test_estimates_run_at_once_in_threads_equal_those_run_one_by_one() -> None:
         together = list(pool.map(lambda r: api.answer(r[0], r[1], None), requests * 2))
     alone = [api.answer(c, a, None) for c, a in requests * 2]
     assert together == alone
+
+
+def test_an_estimate_past_its_time_is_a_503_and_its_thread_still_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from vramwise.web import api
+
+    release = threading.Event()
+
+    def slow(command: str, args: Any, config: Any) -> tuple[dict[str, Any], bool]:
+        release.wait(30)
+        return {"schema": "vramwise/estimate"}, True
+
+    monkeypatch.setattr(api, "answer", slow)
+    client = TestClient(create_app(Limits(rate=0, workers=1, timeout=0.3)))
+    body = {"args": {"model": "llama-2-7b"}}
+    late = client.post("/api/v1/infer", json=body)
+    assert late.status_code == 503 and "more than 0.3 s" in late.json()["error"]
+    busy = client.post("/api/v1/infer", json=body)  # the one thread still holds the first estimate
+    assert busy.status_code == 503 and "busy" in busy.json()["error"]
+    release.set()
+    deadline = time.monotonic() + 10
+    while (ok := client.post("/api/v1/infer", json=body)).status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ok.status_code == 200

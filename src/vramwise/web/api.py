@@ -13,8 +13,9 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
-from functools import cache, partial
+from functools import cache
 from typing import Any, TypeVar
 
 import anyio
@@ -35,18 +36,41 @@ T = TypeVar("T")
 
 
 class Workers:
-    """The threads estimates run in: the event loop stays free for other requests, and at most ``limit`` estimates
-    run at once (the GIL makes more threads no faster; the rest wait their turn). Shared by the three estimate
-    routes of one application."""
+    """The threads estimates run in: the event loop stays free for other requests, at most ``limit`` estimates run
+    at once (the GIL makes more threads no faster; the others wait their turn), and an estimate past ``timeout``
+    seconds is answered 503 and left to finish in its thread (Python cannot stop it), still counted: when every
+    thread holds such an estimate, requests are answered 503 at once instead of piling up. Shared by the three
+    estimate routes of one application."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._limiter: anyio.CapacityLimiter | None = None
+    def __init__(self, limit: int, timeout: float) -> None:
+        self.limit, self.timeout = limit, timeout
+        self._running = 0  # threads running an estimate, those answered 503 included (changed under _lock)
+        self._lock = threading.Lock()
+        self._slots: anyio.CapacityLimiter | None = None
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
-        if self._limiter is None:  # made inside the event loop that uses it
-            self._limiter = anyio.CapacityLimiter(self.limit)
-        return await anyio.to_thread.run_sync(partial(func, *args), limiter=self._limiter)
+        if self._slots is None:  # made inside the event loop that uses it
+            self._slots = anyio.CapacityLimiter(self.limit)
+
+        def job() -> T:
+            try:
+                return func(*args)
+            finally:
+                with self._lock:
+                    self._running -= 1
+
+        try:
+            with anyio.fail_after(self.timeout):
+                async with self._slots:
+                    with self._lock:
+                        if self._running >= self.limit:  # every thread still holds an estimate past its time
+                            raise BadRequest(503, f"the server is busy with {self._running} long estimates; retry "
+                                                  "later, or run this one with the command line")
+                        self._running += 1
+                    return await anyio.to_thread.run_sync(job, abandon_on_cancel=True)
+        except TimeoutError:
+            raise BadRequest(503, f"the estimate took more than {self.timeout:g} s (it finishes in the background); "
+                                  "the command line runs it without a time limit") from None
 
 
 class BadRequest(Exception):

@@ -158,6 +158,7 @@ def _responses(ok: dict[str, Any], what: str) -> dict[str, Any]:
         "415": {"description": "the body is not sent as application/json", **error},
         "429": {"description": "too many requests from this address", **error},
         "500": {"description": "a bug: a generic body, never a traceback", **error},
+        "503": {"description": "the estimate took too long, or every worker is busy with one that did", **error},
     }
 
 

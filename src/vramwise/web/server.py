@@ -121,7 +121,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 def create_app(limits: Limits | None = None, hosts: Sequence[str] | None = None) -> ASGIApp:
     """The whole application, wrapped in its guards; ``hosts``: the Host names accepted (None: any)."""
     limits = limits or Limits()
-    workers = api.Workers(limits.workers)
+    workers = api.Workers(limits.workers, limits.timeout)
     routes: list[Any] = [
         Route("/", _index, methods=["GET"]),
         Route(f"{API}/infer", api.estimate_endpoint("infer", limits, workers), methods=["POST"]),
