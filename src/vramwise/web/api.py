@@ -157,6 +157,14 @@ def answer(command: str, args: Mapping[str, Any], config: str | None) -> tuple[d
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def warm() -> None:
+    """Load what every request needs (the estimate path, the parsers, the listings) before the first one comes."""
+    for command, args in (("infer", {"model": "llama-2-7b"}), ("train", {"model": "llama-2-7b"})):
+        answer(command, args, None)
+    options_listing()
+    openapi()
+
+
 def _document(command: str, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     from vramwise.app import documents
 
