@@ -8,6 +8,7 @@ the same setup (tests/cli_run.py).
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 import pytest
@@ -15,7 +16,15 @@ from cli_run import run
 
 from vramwise.app import documents
 from vramwise.cli.json_args import REFUSED, long_flags, names_of
-from vramwise.cli.options import Option, build_parser, options_of, parse_options, setup_values, tokens
+from vramwise.cli.options import (
+    Option,
+    build_parser,
+    command_line,
+    options_of,
+    parse_options,
+    setup_values,
+    tokens,
+)
 from vramwise.errors import UsageError, VramwiseError
 from vramwise.report.json_out import render_json
 
@@ -176,3 +185,20 @@ def test_a_hub_id_that_is_a_local_folder_is_refused(tmp_path: Any, monkeypatch: 
     with pytest.raises(UsageError, match="a path cannot be sent"):
         parse_options("infer", {"model": "gpt"})
     assert parse_options("infer", {"model": "org/other"})["model"] == "org/other"
+
+
+@pytest.mark.parametrize(("command", "args"), SETUPS)
+def test_the_command_line_shown_is_the_same_request(capsys: pytest.CaptureFixture[str], command: str,
+                                                    args: dict[str, Any]) -> None:
+    line = command_line(command, args)
+    argv = shlex.split(line)
+    assert argv[0] == "vramwise" and argv[-1] == "--json"
+    code, out, err = run(capsys, *argv[1:])
+    assert code in (0, 3), err
+    assert _document(command, parse_options(command, args)) == json.loads(out)
+
+
+def test_the_command_line_quotes_what_a_shell_would_split() -> None:
+    line = command_line("train", {"model": "llama-2-7b", "nccl-env": "A=1 B", "sp": True, "tp": None, "dp": False})
+    assert line == "vramwise train llama-2-7b --nccl-env 'A=1 B' --sp --json"
+    assert command_line("infer", {"batch": 2}, model="config.json") == "vramwise infer config.json --batch 2 --json"

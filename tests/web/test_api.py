@@ -7,6 +7,7 @@ its 4xx body the words the CLI prints after "vramwise: error:". The limits are c
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,13 @@ def test_every_answer_is_the_cli_json_document(client: TestClient, capsys: pytes
     if args["model"] not in models():
         pytest.skip(f"{args['model']} is not in the catalog")
     response = client.post(f"/api/v1/{command}", json={"args": args})
-    code, out, err = run(capsys, *_argv(command, args))
-    assert code in (0, 3), err
     assert response.status_code == 200, response.text
+    # the command line the server says is the same request (what the page shows) is the oracle run
+    shown = shlex.split(response.headers["x-vramwise-command"])
+    assert shown[:2] == ["vramwise", command] and shown[-1] == "--json"
+    assert sorted(shown[1:]) == sorted(_argv(command, args))
+    code, out, err = run(capsys, *shown[1:])
+    assert code in (0, 3), err
     assert response.json() == json.loads(out)
     assert response.text == out  # byte for byte: the CLI's own rendering
     assert response.headers["x-vramwise-fits"] == ("true" if code == 0 else "false")

@@ -587,3 +587,11 @@ def parse_options(command: str, args: Mapping[str, Any], *, model_path: str | No
     from vramwise.cli.json_args import parse  # the conversion is only loaded by the servers
 
     return parse(command, args, model_path=model_path)
+
+
+def command_line(command: str, args: Mapping[str, Any], *, model: str | None = None) -> str:
+    """The command line of options sent as data (``parse_options``' ``args``, after it took them), as a user types
+    it, ending in ``--json``: the page shows it, the API sends it as ``X-Vramwise-Command``."""
+    from vramwise.cli.json_args import command_line as line
+
+    return line(command, args, model=model)

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from vramwise.cli.options import parse_options, setup_values
+from vramwise.cli.options import command_line, parse_options, setup_values
 from vramwise.errors import VramwiseError, shown
 from vramwise.web.describe import openapi, options_listing
 from vramwise.web.limits import Limits
@@ -32,6 +32,7 @@ from vramwise.web.limits import Limits
 UPLOADED = "uploaded"  # a dropped config.json is read from <private dir>/uploaded/config.json: MODEL's name
 UPLOADED_SOURCE = "config.json (uploaded)"  # what the document says instead of the private path
 MAX_QUERY = 200  # characters of ?q= kept
+MAX_COMMAND_HEADER = 4096  # a longer command line is left out of the headers (servers cap a header near 8 KiB)
 T = TypeVar("T")
 
 
@@ -87,11 +88,13 @@ def error_response(status: int, message: str, field: str | None = None, allowed:
     return JSONResponse({"error": message, "field": field, "allowed": allowed}, status_code=status, headers=headers)
 
 
-def document_response(doc: dict[str, Any], fits: bool) -> Response:
+def document_response(doc: dict[str, Any], fits: bool, command: str = "") -> Response:
     from vramwise.report.json_out import render_json  # the CLI's own rendering, byte for byte
 
-    return Response(render_json(doc) + "\n", media_type="application/json",
-                    headers={"X-Vramwise-Fits": "true" if fits else "false"})
+    headers = {"X-Vramwise-Fits": "true" if fits else "false"}
+    if command.isascii() and command.isprintable() and len(command) <= MAX_COMMAND_HEADER:
+        headers["X-Vramwise-Command"] = command  # the same request as a command line
+    return Response(render_json(doc) + "\n", media_type="application/json", headers=headers)
 
 
 async def read_body(request: Request, limits: Limits) -> dict[str, Any]:
@@ -140,7 +143,7 @@ async def read_body(request: Request, limits: Limits) -> dict[str, Any]:
 
 
 def answer(command: str, args: Mapping[str, Any], config: str | None) -> tuple[dict[str, Any], bool]:
-    """The document and whether it fits (run in the thread pool). A dropped config is written to a private
+    """The document and whether it fits (run in a worker thread). A dropped config is written to a private
     directory of this request only, read as MODEL, and removed."""
     if config is None:
         return _document(command, parse_options(command, args))
@@ -198,7 +201,8 @@ def estimate_endpoint(command: str, limits: Limits, workers: Workers) -> Any:
             return error_response(err.status, str(err), err.field, err.allowed)
         except VramwiseError as err:
             return error_response(400, _one_line(str(err)), err.field, err.allowed)
-        return document_response(doc, fits)
+        shown_as = command_line(command, body["args"], model="config.json" if body["config"] is not None else None)
+        return document_response(doc, fits, shown_as)
 
     return endpoint
 
