@@ -162,7 +162,8 @@ def serve(sock: socket.socket, limits: Limits | None = None, hosts: Sequence[str
     """Serve on ``sock`` until interrupted (uvicorn, one process: an estimate is milliseconds of CPU)."""
     import uvicorn
 
-    config = uvicorn.Config(create_app(limits, hosts), log_level="warning", access_log=False)
+    # proxy_headers off: the rate cap's client is the socket's peer, never an X-Forwarded-For a client wrote itself
+    config = uvicorn.Config(create_app(limits, hosts), log_level="warning", access_log=False, proxy_headers=False)
     api.warm()
     # what is loaded now (the catalog, the option table, the estimate path, Starlette) lives as long as the server:
     # out of the collector's way, so that a full collection under load scans only the requests' own objects
