@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from vramwise.app.advice import advise_infer
+from vramwise.app.ranges import check_range, infer_range
 from vramwise.app.run import InferRequest, infer
 from vramwise.cli import status
 from vramwise.cli.options import setup_values
 from vramwise.cli.sources import emitted
 from vramwise.report.advice_out import advice_dict, render_advice
 from vramwise.report.json_out import render_json, to_dict
+from vramwise.report.range_out import high_fits, range_dict, range_lines
 from vramwise.report.table import render_table
 from vramwise.report.titles import infer_title
 
@@ -23,8 +25,10 @@ def run(command: str, values: dict[str, Any]) -> int:
         serve=bool(values["serve"]),
         margin=values.get("margin") or 0.0,
     )
+    asked = check_range(bool(values.get("range")), values.get("max_seq"), values.get("emit"))
     r = infer(req)
     fits = r.verdict is None or r.verdict.fits
+    rng = infer_range(req, r, values.get("max_seq")) if asked else None
     if emitted(values, r.setup):
         return status(fits)  # the config as asked; the exit status still says whether it fits --gpu
     advice = () if fits else advise_infer(req)
@@ -40,8 +44,10 @@ def run(command: str, values: dict[str, Any]) -> int:
         )
         if not fits:
             doc["advice"] = advice_dict(advice)
+        if rng is not None:
+            doc["range"] = range_dict(rng, r.verdict)
         print(render_json(doc))
-        return status(fits)
+        return status(fits and high_fits(rng, r.verdict) is not False if rng else fits)
     title = infer_title(r.model, r.setup, r.engine)
     print(
         render_table(
@@ -52,8 +58,9 @@ def run(command: str, values: dict[str, Any]) -> int:
             verdict=r.verdict,
             capacity=r.capacity,
             engine=r.engine,
+            after_verdict=range_lines(rng, r.verdict, values["units"], bool(values["explain"])) if rng else None,
         )
     )
     if not fits:
         print(render_advice(advice, values["units"]))
-    return status(fits)
+    return status(fits and high_fits(rng, r.verdict) is not False if rng else fits)
