@@ -32,7 +32,8 @@ from vramwise.estimate.ranges import ALLOCATOR_BOUND_NOTE, Range, Uncertainty, c
 from vramwise.spec.model import ModelSpec
 from vramwise.workload.engines import VLLM_VERSIONS
 
-_GONE = object()  # an override that removes the option (its default applies)
+_GONE = object()
+Figure = Callable[[Any], int]  # an estimate (training) or an inference result -> the bytes to range  # an override that removes the option (its default applies)
 
 
 @dataclass(frozen=True)
@@ -189,11 +190,16 @@ def _check_longest(longest: int | None, given: int, flag: str) -> None:
         )
 
 
-def infer_range(req: InferRequest, result: InferResult, longest: int | None = None) -> Range:
-    """``infer --range``: the peak over the allocator, the context, vLLM's release and the CUDA context."""
+def infer_range(
+    req: InferRequest, result: InferResult, longest: int | None = None, figure: Figure | None = None
+) -> Range:
+    """``infer --range``: the peak over the allocator, the context, vLLM's release and the CUDA context.
+    ``figure``: the estimate's figure to range instead of its peak (the engines bench)."""
 
     def peak(options: dict[str, Any]) -> int:
         r = infer(replace(req, options=options))
+        if figure is not None:
+            return figure(r)
         return r.verdict.peak_bytes if r.verdict else r.estimate.peak_bytes
 
     setup = result.setup
@@ -211,11 +217,16 @@ def infer_range(req: InferRequest, result: InferResult, longest: int | None = No
     return _span(peak(options), options, peak, dims)
 
 
-def train_range(req: TrainRequest, result: TrainResult, longest: int | None = None) -> Range:
-    """``train --range``: the peak over the allocator, the sequence length and the CUDA context."""
+def train_range(
+    req: TrainRequest, result: TrainResult, longest: int | None = None, figure: Figure | None = None
+) -> Range:
+    """``train --range``: the peak over the allocator, the sequence length and the CUDA context. ``figure``: the
+    estimate's figure to range instead of its peak (the training bench: the figure of the measured kind)."""
 
     def peak(options: dict[str, Any]) -> int:
         r = train(replace(req, options=options, per_stage=False))
+        if figure is not None:
+            return figure(r.stages[0].estimate)
         return max(s.verdict.peak_bytes if s.verdict else s.estimate.peak_bytes for s in r.stages)
 
     setup = result.setup
