@@ -25,15 +25,19 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from vramwise.app.run import InferRequest, InferResult, TrainRequest, TrainResult, infer, train
-from vramwise.errors import InapplicableOptionError, InvalidWorkloadError, VramwiseError
+from vramwise.errors import (
+    InapplicableOptionError,
+    InvalidWorkloadError,
+    VramwiseError,
+)
 from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION
 from vramwise.estimate.positions import position_limit
 from vramwise.estimate.ranges import ALLOCATOR_BOUND_NOTE, Range, Uncertainty, combine, cuda_span, seq_span
 from vramwise.spec.model import ModelSpec
 from vramwise.workload.engines import VLLM_VERSIONS
 
-_GONE = object()
-Figure = Callable[[Any], int]  # an estimate (training) or an inference result -> the bytes to range  # an override that removes the option (its default applies)
+_GONE = object()  # an override that removes the option (its default applies)
+Figure = Callable[[Any], int]  # an estimate (training) or an inference result -> the bytes to range
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 from vramwise.app.fitting import FitRequest, FitResult, Question, fit
 from vramwise.cli import DOES_NOT_FIT, FITS
 from vramwise.cli.options import setup_values
-from vramwise.cli.sources import emit_answer
+from vramwise.cli.sources import emit_answer, source_json
 from vramwise.errors import DoesNotFitError
 from vramwise.report.advice_out import FEWER, Suggestion, advice_dict, render_advice
 from vramwise.report.fit_out import fit_dict, render_answer, render_formats, render_layouts
@@ -46,7 +46,7 @@ def run(command: str, values: dict[str, Any]) -> int:
     try:
         r = fit(req)
     except DoesNotFitError as err:
-        return _miss(req, str(err), bool(values.get("json")))
+        return _miss(req, str(err), bool(values.get("json")), source_json(values))
     if values.get("emit"):
         return emit_answer(values, req, r)
     fewer: tuple[Suggestion, ...] = ()
@@ -56,6 +56,8 @@ def run(command: str, values: dict[str, Any]) -> int:
         fewer = advise_min_gpus(req, int(r.answer.value))
     if values.get("json"):
         doc = _doc(req, r)
+        if (sourced := source_json(values)) is not None:
+            doc["from"] = sourced
         if r.question is Question.MIN_GPUS:
             doc["advice"] = advice_dict(fewer)
         print(render_json(doc))
@@ -95,7 +97,7 @@ def _doc(req: FitRequest, r: FitResult) -> dict[str, Any]:
     )
 
 
-def _miss(req: FitRequest, reason: str, as_json: bool) -> int:
+def _miss(req: FitRequest, reason: str, as_json: bool, sourced: dict[str, Any] | None = None) -> int:
     """Nothing fits: the reason, and the single changes that make the smallest setup fit (exit status 3)."""
     from vramwise.app.advice import advise_fit
     from vramwise.catalog import parse_gpu
@@ -106,6 +108,8 @@ def _miss(req: FitRequest, reason: str, as_json: bool) -> int:
         doc = fit_dict(question=_name(req), model=req.model, gpu=choice.gpu, count=choice.count,
                        margin=req.margin, reason=reason)
         doc["advice"] = advice_dict(advice)
+        if sourced is not None:
+            doc["from"] = sourced
         print(render_json(doc))
         return DOES_NOT_FIT
     print(f"DOES NOT FIT: {reason}")

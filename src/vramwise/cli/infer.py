@@ -9,7 +9,7 @@ from vramwise.app.ranges import check_range, infer_range
 from vramwise.app.run import InferRequest, infer
 from vramwise.cli import status
 from vramwise.cli.options import setup_values
-from vramwise.cli.sources import emitted
+from vramwise.cli.sources import emitted, source_json
 from vramwise.report.advice_out import advice_dict, render_advice
 from vramwise.report.json_out import render_json, to_dict
 from vramwise.report.range_out import high_fits, range_dict, range_lines
@@ -44,6 +44,8 @@ def run(command: str, values: dict[str, Any]) -> int:
         )
         if not fits:
             doc["advice"] = advice_dict(advice)
+        if (sourced := source_json(values)) is not None:
+            doc["from"] = sourced
         if rng is not None:
             doc["range"] = range_dict(rng, r.verdict)
         print(render_json(doc))
