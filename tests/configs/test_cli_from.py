@@ -148,3 +148,14 @@ def test_an_ollama_name_is_the_catalog_model(capsys: pytest.CaptureFixture[str],
     assert code == 0 and doc["model"]["name"] == "llama-3.1-8b" and doc["setup"]["weight_format"] == "q4_k_m"
     # the notes of --from are in the JSON too (docs/json-schema.md "from")
     assert doc["from"]["notes"] and any("catalog's llama-3.1-8b" in n for n in doc["from"]["notes"])
+
+
+@pytest.mark.parametrize(("fmt", "framework"), [("trainer", "hf-trainer"), ("axolotl", "axolotl")])
+def test_emit_without_precision_says_why_and_how(capsys: pytest.CaptureFixture[str], fmt: str, framework: str) -> None:
+    # the default bf16-mixed keeps an fp32 master copy the Trainer and Axolotl keep only under DeepSpeed: written as
+    # bf16 it would be another run than the one estimated; the framework's preset resolves its own precision
+    code, out, err = run(capsys, "train", "llama-3-8b", "--peft", "lora", "--emit", fmt)
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 1 and f"--framework {framework}" in lines[0]
+    code, out, _ = run(capsys, "train", "llama-3-8b", "--peft", "lora", "--framework", framework, "--emit", fmt)
+    assert code == 0 and "bf16" in out
