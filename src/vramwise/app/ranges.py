@@ -30,9 +30,17 @@ from vramwise.errors import (
     InvalidWorkloadError,
     VramwiseError,
 )
-from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION
+from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION, is_tensor
 from vramwise.estimate.positions import position_limit
-from vramwise.estimate.ranges import ALLOCATOR_BOUND_NOTE, Range, Uncertainty, combine, cuda_span, seq_span
+from vramwise.estimate.ranges import (
+    ALLOCATOR_BOUND_NOTE,
+    Range,
+    Uncertainty,
+    combine,
+    cuda_span,
+    load_waste,
+    seq_span,
+)
 from vramwise.spec.model import ModelSpec
 from vramwise.workload.engines import VLLM_VERSIONS
 
@@ -123,7 +131,23 @@ def _span(estimate: int, options: Mapping[str, Any], peak: Callable[[dict[str, A
     return Range(estimate=estimate, low=low, high=high, bound=bound, uncertainties=tuple(rows), notes=tuple(notes))
 
 
-def _allocator(options: Mapping[str, Any], training: bool) -> _Dim:
+def _load_bound(result: InferResult) -> _Setting | None:
+    """transformers' inference: the fraction whose reserve is the load's provable most (``load_waste``) plus the
+    flat fraction on the other tensors, when that is above the flat fraction on all of them."""
+    est, model = result.estimate, result.model
+    if str(result.setup.engine) != "hf" or not isinstance(model, ModelSpec) or est.peak_phase is None:
+        return None
+    live = (*est.persistent, *est.peak_phase.transient)
+    tensors = sum(t.bytes for t in live if is_tensor(t.name))
+    weights = sum(t.bytes for t in est.persistent if t.name.startswith("weights/"))
+    waste = load_waste(model, weights)
+    fraction = (waste + DEFAULT_ALLOCATOR_FRACTION * (tensors - weights)) / tensors if tensors else 0.0
+    if fraction <= DEFAULT_ALLOCATOR_FRACTION:
+        return None
+    return _Setting("every weight in a segment of its own", {"allocator_fraction": min(fraction, 0.99)})
+
+
+def _allocator(options: Mapping[str, Any], training: bool, load: _Setting | None = None) -> _Dim:
     given = options.get("allocator_fraction")
     flat = f"the flat {DEFAULT_ALLOCATOR_FRACTION:g} of tensor bytes (estimate/overheads.py)"
     source = "low: reserved = allocated; high: " + flat
@@ -132,8 +156,10 @@ def _allocator(options: Mapping[str, Any], training: bool) -> _Dim:
     low = _Setting("no reserve (reserved = allocated)", {"allocator_fraction": 0.0})
     default = _Setting(f"flat {DEFAULT_ALLOCATOR_FRACTION:g}", {"allocator_replay": _GONE})
     if not training:
-        return _Dim(name="allocator", source=source + " (inference's allocations are not replayed)", lows=(low,),
-                    highs=(_Setting(f"flat {DEFAULT_ALLOCATOR_FRACTION:g}", {}),))
+        bound = "; bound: the load's own segments (estimate/ranges.py load_waste) and the flat fraction on the rest"
+        return _Dim(name="allocator", source=source + " (inference's allocations are not replayed)"
+                    + (bound if load else ""), lows=(low,),
+                    highs=(_Setting(f"flat {DEFAULT_ALLOCATOR_FRACTION:g}", {}),), bounds=(load,) if load else ())
     replayed = _Setting("the replay of the step's allocations", {"allocator_replay": True})
     expandable = _Setting("the replay with expandable segments", {"allocator_replay": True,
                                                                    "expandable_segments": True})
@@ -214,7 +240,10 @@ def infer_range(
     high, source = seq_span(setup.context, room, longest)
     if longest is None and room is not None:
         source = "the model's max_position_embeddings less --new-tokens"
-    dims = [_allocator(options, training=False), _seq("context", setup.context, high, source, "--context", longest)]
+    dims = [
+        _allocator(options, training=False, load=_load_bound(result)),
+        _seq("context", setup.context, high, source, "--context", longest),
+    ]
     dims += _release(str(setup.engine), options)
     if str(setup.engine) != "llama.cpp":
         dims.append(_cuda(options, setup.overheads.compute_capability))

@@ -17,7 +17,7 @@ The caching allocator's rules (c10/cuda/CUDACachingAllocator.cpp @001074d2, ``De
   the whole segment: ``release_cached_blocks`` (empty_cache, and ``malloc``'s retry before an out-of-memory)
   frees only unsplit segments. Allocate 1 GiB, free it, allocate 2 MiB (it lands in the 1 GiB segment), then
   1.5 GiB: reserved is 2.5 GiB for 1.5 GiB + 2 MiB of tensors, and no release can return the 1 GiB segment
-  (``tests/estimate/test_ranges.py`` replays it): the live tensors' sizes alone do not bound the reserve, their
+  (``tests/estimate/test_range_arithmetic.py`` replays it): the live tensors' sizes alone do not bound the reserve, their
   order does, and this project does not claim a worst case over every order. So the "bound" of
   ``--range`` takes, for the allocator, the worst of the orders the project models (the flat fraction, the
   replay of the step's allocations, with and without expandable segments); it is the worst modelled order, not
@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 from vramwise.estimate.allocator_model import allocation_size, round_size
 from vramwise.estimate.cuda_context import LAZY_FROM, ROWS, context_row
+from vramwise.spec.model import ModelSpec
+from vramwise.spec.params import parameter_groups
 from vramwise.workload.overheads import cuda_release
 
 # what the report says of the bound's allocator part (module docstring)
@@ -70,6 +72,20 @@ def own_segments(sizes: Iterable[int]) -> int:
     """Reserved bytes if every request got a segment of its own: the most an allocation-only sequence can reserve
     (module docstring). ``allocation_size(round_size(size))`` per request."""
     return sum(allocation_size(round_size(size)) for size in sizes)
+
+
+def load_waste(spec: ModelSpec, weights_bytes: int) -> int:
+    """The most a model's load can reserve beyond its weights: ``own_segments`` of the weights as one allocation per
+    parameter tensor, never freed (transformers materializes each parameter once), less the weights. Each tensor's
+    bytes are ``weights_bytes`` spread over the parameters in proportion to their elements (a quantized format's
+    scales spread with them)."""
+    groups = [g for g in parameter_groups(spec) if g.count and g.tensors]
+    elements = sum(g.count for g in groups)
+    if not elements or weights_bytes <= 0:
+        return 0
+    per = weights_bytes / elements
+    reserved = sum(g.tensors * own_segments([round(g.count / g.tensors * per) or 1]) for g in groups)
+    return max(0, reserved - weights_bytes)
 
 
 def cuda_span(compute_capability: str | None) -> tuple[str, str]:

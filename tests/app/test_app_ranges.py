@@ -126,3 +126,19 @@ def test_json_and_exit_status_follow_the_high() -> None:
     assert rng["low"] <= rng["estimate"] <= rng["high"] <= rng["bound"]
     assert doc["gpu"]["fits"] is True and rng["high_fits"] is False and code == 3
     assert {u["name"] for u in rng["uncertainties"]} == {"allocator", "sequence length", "CUDA context"}
+
+
+def test_inference_bound_holds_the_load_in_own_segments() -> None:
+    # transformers' inference of Llama 3 8B on a 4090: the bound's allocator is the load's own segments (941,088,768
+    # B, tests/estimate/test_range_arithmetic.py) plus the flat 3% on the other tensors, above the flat 3% on all of them
+    req = InferRequest(model="llama-3-8b", gpu="4090")
+    r = infer(req)
+    rng = infer_range(req, r)
+    est = r.estimate
+    live = (*est.persistent, *est.peak_phase.transient)
+    tensors = sum(t.bytes for t in live if not t.name.startswith("overhead/"))
+    weights = sum(t.bytes for t in est.persistent if t.name.startswith("weights/"))
+    reserve = sum(t.bytes for t in est.peak_phase.transient if t.name == "overhead/allocator")
+    assert rng.high <= rng.bound
+    # the bound at the high's context is at least the estimate with the load's reserve in place of the flat one
+    assert rng.bound >= est.peak_bytes - reserve + 941_088_768 + int(0.03 * (tensors - weights))

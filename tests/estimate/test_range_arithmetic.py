@@ -72,3 +72,16 @@ def test_combine_keeps_the_estimate_inside() -> None:
     assert combine(10, [8, 12], [15, 9], [14]) == (8, 15, 15)
     assert combine(10, [], [], []) == (10, 10, 10)
     assert combine(10, [11], [9], [20]) == (10, 10, 20)
+
+
+def test_load_waste_by_hand_on_llama_3_8b() -> None:
+    from vramwise.estimate.ranges import load_waste
+    from vramwise.spec.load import resolve_model
+    from vramwise.spec.params import total_params
+
+    spec = resolve_model("llama-3-8b")
+    # bf16, one segment per tensor: q, o (32 MiB), gate/up/down (112 MiB), the embeddings and the head (1,002 MiB)
+    # are whole 2 MiB multiples: nothing; k and v (8 MiB, under kMinLargeAlloc) take 20 MiB each: 12 MiB apiece;
+    # the 65 norms (8 KiB, small) a 2 MiB small segment each
+    per_layer = 2 * 12 * MIB + 2 * (2 * MIB - 8 * 1024)
+    assert load_waste(spec, 2 * total_params(spec)) == 32 * per_layer + (2 * MIB - 8 * 1024)
