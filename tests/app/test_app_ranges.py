@@ -129,8 +129,9 @@ def test_json_and_exit_status_follow_the_high() -> None:
 
 
 def test_inference_bound_holds_the_load_in_own_segments() -> None:
-    # transformers' inference of Llama 3 8B on a 4090: the bound's allocator is the load's own segments (941,088,768
-    # B, tests/estimate/test_range_arithmetic.py) plus the flat 3% on the other tensors, above the flat 3% on all of them
+    # transformers' inference of Llama 3 8B on a 4090: the bound's allocator is the load's own segments
+    # (941,088,768 B, tests/estimate/test_range_arithmetic.py) plus the flat 3% on the other tensors, above the flat
+    # 3% on all of them
     req = InferRequest(model="llama-3-8b", gpu="4090")
     r = infer(req)
     rng = infer_range(req, r)

@@ -17,8 +17,8 @@ The caching allocator's rules (c10/cuda/CUDACachingAllocator.cpp @001074d2, ``De
   the whole segment: ``release_cached_blocks`` (empty_cache, and ``malloc``'s retry before an out-of-memory)
   frees only unsplit segments. Allocate 1 GiB, free it, allocate 2 MiB (it lands in the 1 GiB segment), then
   1.5 GiB: reserved is 2.5 GiB for 1.5 GiB + 2 MiB of tensors, and no release can return the 1 GiB segment
-  (``tests/estimate/test_range_arithmetic.py`` replays it): the live tensors' sizes alone do not bound the reserve, their
-  order does, and this project does not claim a worst case over every order. So the "bound" of
+  (``tests/estimate/test_range_arithmetic.py`` replays it): the live tensors' sizes alone do not bound the
+  reserve, their order does, and this project does not claim a worst case over every order. So the "bound" of
   ``--range`` takes, for the allocator, the worst of the orders the project models (the flat fraction, the
   replay of the step's allocations, with and without expandable segments); it is the worst modelled order, not
   a proof, and the report says so.
