@@ -253,6 +253,7 @@ FROZEN["fit"] += " --margin --json"
 # issue 15: --range, low and high over the estimate's uncertainties, with the longest sequence
 FROZEN["infer"] += " --range --max-seq"
 FROZEN["train"] += " --range --max-seq"
+FROZEN["fit"] += " --range --max-seq"
 _ENGINE_ONLY = (
     "--gpu-util --gpu-memory-utilization --engine --max-model-len --max-num-seqs --max-num-batched-tokens "
     "--max-batched-tokens --enforce-eager --kv-cache-memory-bytes --kv-cache-memory " + _ENGINE_FLAGS + LLAMA_CPP

@@ -108,7 +108,8 @@ def _cli(*argv: str) -> tuple[int, str, str]:
         ("train", "llama-3.2-1b", "--range", "--emit", "trainer"),
         ("train", "llama-3.2-1b", "--seq", "4096", "--range", "--max-seq", "1024"),  # longest below the given
         ("infer", "llama-3.2-1b", "--context", "4096", "--range", "--max-seq", "1k"),
-        ("fit", "llama-3.2-1b", "--gpu", "h100", "--max", "batch", "--range"),  # fit: not taken
+        ("fit", "llama-3.2-1b", "--gpu", "h100", "--min-gpus", "--range"),  # fit: --max's answer only
+        ("fit", "llama-3.2-1b", "--gpu", "h100", "--max", "seq", "--range", "--max-seq", "8k"),  # the answer is it
     ],
 )
 def test_bad_combinations_one_line_exit_2(argv: tuple[str, ...]) -> None:
@@ -143,3 +144,15 @@ def test_inference_bound_holds_the_load_in_own_segments() -> None:
     assert rng.high <= rng.bound
     # the bound at the high's context is at least the estimate with the load's reserve in place of the flat one
     assert rng.bound >= est.peak_bytes - reserve + 941_088_768 + int(0.03 * (tensors - weights))
+
+
+def test_fit_range_is_the_range_at_the_answer() -> None:
+    # fit --max batch answers 2 for Llama 3 8B LoRA with full recompute on a 4090 (README's fit example); --range
+    # ranges train at batch 2, so its figures equal train --range's at --batch 2
+    code, out, _ = _cli("fit", "llama-3-8b", "--gpu", "4090", "--peft", "lora", "--recompute", "full", "--max",
+                        "batch", "--range", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["answer"]["value"] == 2 and doc["range"]["at"] == "batch 2"
+    req = TrainRequest(model="llama-3-8b", options={"peft": "lora", "recompute": "full", "batch": 2}, gpu="4090")
+    rng = train_range(req, train(req))
+    assert (doc["range"]["low"], doc["range"]["high"], doc["range"]["bound"]) == (rng.low, rng.high, rng.bound)

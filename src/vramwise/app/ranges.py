@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vramwise.app.run import InferRequest, InferResult, TrainRequest, TrainResult, infer, train
 from vramwise.errors import (
@@ -41,8 +41,12 @@ from vramwise.estimate.ranges import (
     load_waste,
     seq_span,
 )
+from vramwise.report.verdict import Verdict
 from vramwise.spec.model import ModelSpec
 from vramwise.workload.engines import VLLM_VERSIONS
+
+if TYPE_CHECKING:  # `vramwise infer --range` loads no fit code (tests/test_architecture.py)
+    from vramwise.app.fitting import FitRequest, FitResult
 
 _GONE = object()  # an override that removes the option (its default applies)
 Figure = Callable[[Any], int]  # an estimate (training) or an inference result -> the bytes to range
@@ -192,7 +196,7 @@ def _cuda(options: Mapping[str, Any], compute_capability: str | None) -> _Dim:
 
 def _seq(name: str, given: int, high: int, source: str, flag: str, longest: int | None) -> _Dim:
     if high <= given:
-        return _Dim(name="sequence length", source=source, pinned=f"{given:,} tokens ({flag}): {source}")
+        return _Dim(name="sequence length", source=source, pinned=f"{given:,} tokens ({flag})")
     where = "--max-seq" if longest is not None else "max_position_embeddings"
     return _Dim(
         name="sequence length",
@@ -284,3 +288,32 @@ def check_range(asked: bool, longest: int | None, emit: str | None) -> bool:
         raise InapplicableOptionError("--range reports the estimate's low and high; --emit prints a config instead: "
                                       "drop one", field="range")
     return asked
+
+
+def fit_range(req: FitRequest, result: FitResult, longest: int | None = None) -> tuple[Range, Verdict | None, str]:
+    """``fit --max ... --range``: the range of the setup at the answer (the largest batch, seq or context that
+    fits at the estimate), its verdict, and the option and value it was run at. A sequence or context answer is
+    the length itself: the sequence's uncertainty is pinned there."""
+    from vramwise.app.fitting import Question
+
+    if result.question is not Question.MAX or result.answer is None:
+        raise InapplicableOptionError(
+            "fit --range ranges the setup at fit --max's answer; for --min-gpus, --best-format and --layouts run "
+            "train or infer --range with the answer's options",
+            field="range",
+        )
+    target = "context" if req.infer and req.target == "seq" else str(req.target)
+    value = int(result.answer.value)
+    if target != "batch" and longest is not None:
+        raise InapplicableOptionError(f"fit --max {req.target} answers the length itself: drop --max-seq",
+                                      field="max_seq")
+    options = {**req.options, target: value}
+    pinned = value if target != "batch" else longest
+    if req.infer:
+        ireq = InferRequest(model=req.model, options=options, gpu=req.gpu, serve=req.serve, margin=req.margin)
+        out = infer(ireq)
+        return infer_range(ireq, out, pinned), out.verdict, f"{target} {value:,}"
+    treq = TrainRequest(model=req.model, options=options, gpu=req.gpu, margin=req.margin)
+    trained = train(treq)
+    worst = max(trained.stages, key=lambda s: s.estimate.peak_bytes).verdict
+    return train_range(treq, trained, pinned), worst, f"{target} {value:,}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from vramwise.app.fitting import FitRequest, FitResult, Question, fit
+from vramwise.app.ranges import check_range, fit_range
 from vramwise.cli import DOES_NOT_FIT, FITS
 from vramwise.cli.options import setup_values
 from vramwise.cli.sources import emit_answer, source_json
@@ -15,6 +16,7 @@ from vramwise.errors import DoesNotFitError
 from vramwise.report.advice_out import FEWER, Suggestion, advice_dict, render_advice
 from vramwise.report.fit_out import fit_dict, render_answer, render_formats, render_layouts
 from vramwise.report.json_out import render_json
+from vramwise.report.range_out import range_dict, range_lines
 
 
 def _question(values: dict[str, Any]) -> Question:
@@ -43,12 +45,14 @@ def run(command: str, values: dict[str, Any]) -> int:
         serve=bool(values.get("serve")),
         margin=values.get("margin") or 0.0,
     )
+    asked = check_range(bool(values.get("range")), values.get("max_seq"), values.get("emit"))
     try:
         r = fit(req)
     except DoesNotFitError as err:
         return _miss(req, str(err), bool(values.get("json")), source_json(values))
     if values.get("emit"):
         return emit_answer(values, req, r)
+    ranged = fit_range(req, r, values.get("max_seq")) if asked else None
     fewer: tuple[Suggestion, ...] = ()
     if r.question is Question.MIN_GPUS and r.answer is not None and int(r.answer.value) > 1:
         from vramwise.app.advice import advise_min_gpus
@@ -60,6 +64,9 @@ def run(command: str, values: dict[str, Any]) -> int:
             doc["from"] = sourced
         if r.question is Question.MIN_GPUS:
             doc["advice"] = advice_dict(fewer)
+        if ranged is not None:
+            rng, verdict, at = ranged
+            doc["range"] = {**range_dict(rng, verdict), "at": at}
         print(render_json(doc))
         return FITS
     if r.layouts is not None:
@@ -74,6 +81,9 @@ def run(command: str, values: dict[str, Any]) -> int:
     assert r.answer is not None  # every other question has an answer
     print(render_answer(r.answer, r.gpu, unit, count=r.count, notes=r.notes, assumptions=r.assumptions,
                         margin=r.margin))
+    if ranged is not None:
+        rng, verdict, at = ranged
+        print("\n".join([f"at the answer ({at}):", *range_lines(rng, verdict, unit)]))
     if r.question is Question.BEST_FORMAT:
         print(render_formats(list(r.formats), unit))
     if fewer:

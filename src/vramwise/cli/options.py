@@ -432,10 +432,12 @@ OPTIONS: tuple[Option, ...] = (
            commands=(INFER, TRAIN, FIT),
            help="keep this fraction of each GPU free: the peak must fit the rest (0 <= F < 1; default 0)"),
     # issue 15: low and high over the estimate's uncertainties (app/ranges.py)
-    Option(name="range", flags=("--range",), group=Group.QUESTION, commands=(INFER, TRAIN),
+    Option(name="range", flags=("--range",), group=Group.QUESTION, commands=(INFER, TRAIN, FIT),
            help="low and high peaks over what the estimate assumes (allocator, sequence length, vLLM release, CUDA "
-                "context), and a bound; the verdict and the exit status are the high's"),
-    Option(name="max_seq", flags=("--max-seq",), type=tokens, group=Group.QUESTION, commands=(INFER, TRAIN),
+                "context), and a bound; the verdict and the exit status are the high's",
+           help_in={FIT: "fit --max: the range of the setup at the answer, and whether its high fits (the exit "
+                         "status stays the answer's)"}),
+    Option(name="max_seq", flags=("--max-seq",), type=tokens, group=Group.QUESTION, commands=(INFER, TRAIN, FIT),
            help="with --range: the longest sequence (train: --seq's, infer: the context's) (default: the model's "
                 "positions)"),
     # --- the output
