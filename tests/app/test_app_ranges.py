@@ -70,6 +70,15 @@ def test_vllm_releases_span() -> None:
     row = _row(rng, "engine release")
     assert row.low_bytes <= rng.estimate <= row.high_bytes
     assert row.low.startswith("vLLM ") and row.high.startswith("vLLM ")
+    # engines/vllm_releases.py: 0.8 (V1 of 0.7-0.8) counts the CUDA context inside gpu_memory_utilization's budget,
+    # 0.9 and later outside it, so their peaks differ by the context's row: 426 MiB (RTX 6000 Ada, CUDA 13.0, the
+    # largest lazy row standing in for an H100); the high is one of the later releases
+    def at(version: str) -> int:
+        return infer(InferRequest(model="llama-3-8b", options={"engine": "vllm", "vllm_version": version},
+                                  gpu="H100")).estimate.peak_bytes
+
+    assert at("0.9") - at("0.8") == 426 * MIB
+    assert row.high_bytes == at("0.9") and row.low_bytes <= at("0.8")
 
 
 @settings(max_examples=12, deadline=None)
