@@ -165,3 +165,12 @@ def test_fit_range_is_the_range_at_the_answer() -> None:
     req = TrainRequest(model="llama-3-8b", options={"peft": "lora", "recompute": "full", "batch": 2}, gpu="4090")
     rng = train_range(req, train(req))
     assert (doc["range"]["low"], doc["range"]["high"], doc["range"]["bound"]) == (rng.low, rng.high, rng.bound)
+
+
+def test_an_engine_cap_is_the_sequence_high() -> None:
+    # vLLM rejects a request longer than --max-model-len (4,096 here): the context's high is that cap less the new
+    # tokens, not the model's 8,192 positions (a longer run would be the user's error, not a range)
+    req = InferRequest(model="llama-3-8b", options={"engine": "vllm", "max_model_len": 4096, "new_tokens": 96},
+                       gpu="H100")
+    row = _row(infer_range(req, infer(req)), "sequence length")
+    assert row.high == "4,000 tokens (--max-model-len)"

@@ -139,7 +139,9 @@ def _load_bound(result: InferResult) -> _Setting | None:
     """transformers' inference: the fraction whose reserve is the load's provable most (``load_waste``) plus the
     flat fraction on the other tensors, when that is above the flat fraction on all of them."""
     est, model = result.estimate, result.model
-    if str(result.setup.engine) != "hf" or not isinstance(model, ModelSpec) or est.peak_phase is None:
+    if str(result.setup.engine) != "hf" or result.setup.hf.device_map is not None:  # one whole model per GPU only
+        return None
+    if not isinstance(model, ModelSpec) or est.peak_phase is None:
         return None
     live = (*est.persistent, *est.peak_phase.transient)
     tensors = sum(t.bytes for t in live if is_tensor(t.name))
@@ -194,10 +196,9 @@ def _cuda(options: Mapping[str, Any], compute_capability: str | None) -> _Dim:
     )
 
 
-def _seq(name: str, given: int, high: int, source: str, flag: str, longest: int | None) -> _Dim:
+def _seq(name: str, given: int, high: int, source: str, flag: str, where: str) -> _Dim:
     if high <= given:
         return _Dim(name="sequence length", source=source, pinned=f"{given:,} tokens ({flag})")
-    where = "--max-seq" if longest is not None else "max_position_embeddings"
     return _Dim(
         name="sequence length",
         source=f"low: {flag}; high: {source}",
@@ -224,6 +225,24 @@ def _check_longest(longest: int | None, given: int, flag: str) -> None:
         )
 
 
+def _admitted(result: InferResult) -> tuple[int | None, str]:
+    """The longest sequence the inference setup admits, and what sets it: the model's positions, or the engine's
+    own cap when given (vLLM --max-model-len, SGLang --context-length, llama.cpp -c over -np sequences), which
+    refuses a longer request."""
+    setup = result.setup
+    limit = position_limit(result.model) if isinstance(result.model, ModelSpec) else None
+    caps = [(limit, "max_position_embeddings")]
+    engine = str(setup.engine)
+    if engine == "vllm":
+        caps.append((setup.vllm.max_model_len, "--max-model-len"))
+    elif engine == "sglang":
+        caps.append((setup.sglang.context_length, "--context-length"))
+    elif engine == "llama.cpp" and setup.llamacpp.ctx_size:
+        caps.append((setup.llamacpp.ctx_size // max(1, setup.llamacpp.parallel), "-c / -np"))
+    given = [(n, w) for n, w in caps if n]
+    return min(given, key=lambda c: c[0]) if given else (None, "")
+
+
 def infer_range(
     req: InferRequest, result: InferResult, longest: int | None = None, figure: Figure | None = None
 ) -> Range:
@@ -239,14 +258,14 @@ def infer_range(
     setup = result.setup
     options = {k: v for k, v in req.options.items() if k != "seq"} | {"context": setup.context}
     _check_longest(longest, setup.context, "--context")
-    limit = position_limit(result.model) if isinstance(result.model, ModelSpec) else None
+    limit, what = _admitted(result)
     room = None if limit is None else max(setup.context, limit - setup.new_tokens)
     high, source = seq_span(setup.context, room, longest)
     if longest is None and room is not None:
-        source = "the model's max_position_embeddings less --new-tokens"
+        source = f"the setup's {what} less --new-tokens"
     dims = [
         _allocator(options, training=False, load=_load_bound(result)),
-        _seq("context", setup.context, high, source, "--context", longest),
+        _seq("context", setup.context, high, source, "--context", "--max-seq" if longest is not None else what),
     ]
     dims += _release(str(setup.engine), options)
     if str(setup.engine) != "llama.cpp":
@@ -273,7 +292,7 @@ def train_range(
     high, source = seq_span(setup.seq, limit, longest)
     dims = [
         _allocator(options, training=True),
-        _seq("seq", setup.seq, high, source, "--seq", longest),
+        _seq("seq", setup.seq, high, source, "--seq", "max_position_embeddings" if longest is None else "--max-seq"),
         _cuda(options, setup.overheads.compute_capability),
     ]
     return _span(peak(options), options, peak, dims)
