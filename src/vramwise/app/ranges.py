@@ -4,9 +4,10 @@ Each uncertainty is a set of option values the user did not pin, each value a se
 
 - allocator: low ``--allocator-fraction 0`` (reserved = allocated); high the larger of the flat default fraction
   and, for training, the replay of the step's allocations through the caching-allocator model
-  (``--allocator-replay``); the bound adds the replay with expandable segments. Pinned by ``--allocator-fraction``.
-- sequence length: low the given ``--seq`` (inference: ``--context``), high ``--max-seq`` or the model's position
-  limit (inference: less the new tokens).
+  (``--allocator-replay``); the bound adds the replay with expandable segments (training) or every weight in a
+  segment of its own (transformers' inference, ``load_waste``). Pinned by ``--allocator-fraction``.
+- sequence length: low the given ``--seq`` (inference: ``--context``), high ``--max-seq`` or the longest the setup
+  admits: the model's position limit, or an engine's own cap (inference: less the new tokens).
 - engine release: vLLM's plans of every release (``--vllm-version``), unless one is given.
 - CUDA context: the context table's lazy-loading releases (every torch 2.x wheel), unless ``--cuda-version`` or
   ``--cuda-context`` is given; none for llama.cpp (its context is not a PyTorch process's).
@@ -14,7 +15,8 @@ Each uncertainty is a set of option values the user did not pin, each value a se
 Low: every uncertainty at its low together (the release, whose effect is not monotone, tried at each value); high
 likewise; bound: the high with the allocator at the worst of its modelled orders. A value the setup's plan
 refuses (a vLLM release that does not run the setup, the replay in textbook mode) is left out and the range's
-notes say so; a sequence length it refuses is the user's error, in one line.
+notes say so; a sequence length it refuses is the user's error, in one line. ``fit --max ... --range`` ranges the
+setup at the answer (``fit_range``).
 """
 
 from __future__ import annotations
