@@ -67,7 +67,8 @@ def tokens(text: str) -> int:
 
 # the exit status, a CI gate (cli/__init__.py sets it; README "Exit status" says the same)
 EXIT_STATUS = (
-    "exit status: 0 fits (infer/train: the peak fits --gpu, or no --gpu was given; fit: an answer exists), "
+    "exit status: 0 fits (infer/train: the peak fits --gpu, with --range its high, or no --gpu was given; fit: an "
+    "answer exists), "
     "3 does not fit (infer/train with --gpu; fit: nothing fits), 2 bad input, 1 output closed early"
 )
 
