@@ -74,7 +74,9 @@ def test_llama_3_8b_on_h100_term_by_term() -> None:
     assert p.version == "0.6.6"
     assert sum(b for n, b in t.items() if n.startswith("weights/")) == WEIGHTS
     # profile_run: T = max(8192, 2048) = 8192 tokens over max_num_seqs 256 dummy sequence groups
-    forward = 8192 * 2 * (2 * 4096 + 3 * 14336)  # one MLP's live set: 2h + gate_up 2i + act i, bf16
+    # one MLP's eager live set at down_proj (llama.py LlamaMLP.forward keeps gate_up as a local; the decoder layer
+    # keeps the normed input): residual h + normed h + gate_up 2i + act i + down_proj's output h, bf16
+    forward = 8192 * 2 * (3 * 4096 + 3 * 14336)
     # sampler: hidden 8192 x h, the pruned rows 256 x h, the bf16 logits 256 x 128,256 (a multiple of 64), and
     # 30 B a logit inside _apply_top_k_top_p (fp32 4, sort 4 + int64 8, masks 1 + 1, softmax 4, cumsum 4, scatter 4)
     sampler = 8192 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 2 + 256 * 128256 * 30
@@ -90,7 +92,7 @@ def test_llama_3_8b_on_h100_term_by_term() -> None:
     assert t["kv_cache/pool"] == blocks * 16 * PER_TOKEN and p.kv_tokens == blocks * 16
     assert p.concurrency == blocks * 16 / 8192  # gpu_executor initialize_cache: blocks x block_size / max_model_len
     # capture_model: the pool of the largest batch, 256 tokens of the same MLP live set
-    assert t["cuda_graphs"] == 256 * 2 * (2 * 4096 + 3 * 14336)
+    assert t["cuda_graphs"] == 256 * 2 * (3 * 4096 + 3 * 14336)
     assert p.refusal is None
 
 
@@ -118,7 +120,7 @@ def test_tp_2_adds_nccl_and_custom_all_reduce_and_the_driver_samples_full_rows()
 def test_long_context_chunks_at_512_and_refuses_in_v0s_words() -> None:
     # Llama-3.1-8B: max_model_len 131,072 > 32K -> chunked prefill at 512 tokens; on an L4 the pool is too small
     p = _plan("llama-3.1-8b", gpu=L4, vllm_version="0.6")
-    forward = 512 * 2 * (2 * 4096 + 3 * 14336)
+    forward = 512 * 2 * (3 * 4096 + 3 * 14336)
     sampler = 512 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 32
     ws = 4096 * 1024 * 2 + 16 * 1024 * 8  # CUBLAS_WORKSPACE_CONFIG ":4096:2:16:8" off Hopper (L4: 8.9)
     assert _terms(p)["activations/profile_peak"] == max(forward, sampler) + ws
@@ -201,7 +203,7 @@ def test_corpus_log_of_0_6_4_by_hand() -> None:
     rows = {r.name: r.estimate for r in c.rows}
     total = rows["gpu_total"]  # the log's 23.58 GiB in bytes (verify --log's GPU)
     assert total is not None and abs(total - 23.58 * 2**30) < 1
-    forward = 20000 * 2 * (2 * 4096 + 3 * 14336)  # T = max(20000, 2048), below 32K: not chunked
+    forward = 20000 * 2 * (3 * 4096 + 3 * 14336)  # T = max(20000, 2048), below 32K: not chunked; eager live set
     ws = 4096 * 1024 * 2 + 16 * 1024 * 8  # a GPU given by its size has no compute capability: the default size
     assert rows["torch_peak"] == WEIGHTS + forward + ws  # allocated_bytes.all.peak, the weights in it
     assert rows["non_torch"] == CONTEXT
@@ -236,3 +238,16 @@ def test_nvls_buffers_per_communicator_from_nccl_2_21_5() -> None:
     # PCIe (L4): 2 ring channels and 2 tree channels of 12 MiB, no NVLS, and no custom all-reduce above 2 GPUs
     t = _terms(_plan("llama-3-8b", gpu=L4, vllm_version="0.6", tp=4))
     assert t["overhead/nccl"] == 4 * 12 * MIB and "overhead/custom_all_reduce" not in t
+
+
+def test_eager_live_set_adds_the_last_projections_output_by_hand() -> None:
+    # vllm/model_executor/models/llama.py: LlamaMLP.forward keeps gate_up as a local across down_proj and the decoder
+    # layer keeps the normed input across self.mlp, so down_proj's output (h) joins residual h + normed h + gate_up
+    # 2i + act i; LlamaAttention.forward keeps qkv and attn_output across o_proj. A compiled (V1) forward frees them.
+    from vramwise.engines.vllm_terms import forward_live
+
+    spec = catalog_spec("llama-3-8b")  # h 4096, i 14336, 32 heads and 8 KV heads of 128
+    assert forward_live(spec, tokens=100, c=2, tp=1)[0] == 100 * 2 * (2 * 4096 + 3 * 14336)
+    assert forward_live(spec, tokens=100, c=2, tp=1, eager=True)[0] == 100 * 2 * (3 * 4096 + 3 * 14336)
+    # tp 2: i 7168 a rank; attention 3h + qkv (16 + 2 x 4) x 128 + out 16 x 128 = 17,408 < the MLP's 33,792
+    assert forward_live(spec, tokens=100, c=2, tp=2, eager=True)[0] == 100 * 2 * (3 * 4096 + 3 * 7168)

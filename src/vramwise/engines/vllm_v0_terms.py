@@ -74,7 +74,7 @@ def v0_profile_peak(
 ) -> Term:
     """The torch peak increase of V0's profile run: max(one layer's forward live set, the sampler) + the cuBLAS
     workspace its first GEMM allocates."""
-    fwd, fwd_f = forward_live(spec, tokens=tokens, c=c, tp=tp)
+    fwd, fwd_f = forward_live(spec, tokens=tokens, c=c, tp=tp, eager=True)
     rows = min(seqs, tokens)
     smp, smp_f = v0_sampler(spec, rows=rows, tokens=tokens, c=c)
     ws = cublas_workspace(compute_capability)
@@ -101,7 +101,7 @@ def v0_cuda_graphs(spec: ModelSpec, *, max_num_seqs: int, c: int, tp: int) -> Te
     """The graphs' shared pool: captured after the KV cache (Worker.initialize_cache -> _warm_up_model), largest
     batch first, one pool for all, sized by the largest batch's decode forward."""
     sizes = v0_capture_sizes(max_num_seqs)
-    live, f = forward_live(spec, tokens=max(sizes), c=c, tp=tp)
+    live, f = forward_live(spec, tokens=max(sizes), c=c, tp=tp, eager=True)
     return Term(
         name="cuda_graphs",
         bytes=live,
