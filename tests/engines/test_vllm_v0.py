@@ -77,10 +77,12 @@ def test_llama_3_8b_on_h100_term_by_term() -> None:
     # one MLP's eager live set at down_proj (llama.py LlamaMLP.forward keeps gate_up as a local; the decoder layer
     # keeps the normed input): residual h + normed h + gate_up 2i + act i + down_proj's output h, bf16
     forward = 8192 * 2 * (3 * 4096 + 3 * 14336)
-    # sampler: hidden 8192 x h, the pruned rows 256 x h, the bf16 logits 256 x 128,256 (a multiple of 64), and
-    # 30 B a logit inside _apply_top_k_top_p (fp32 4, sort 4 + int64 8, masks 1 + 1, softmax 4, cumsum 4, scatter 4)
-    sampler = 8192 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 2 + 256 * 128256 * 30
-    assert sampler == 1_119_879_168 and sampler > forward
+    # sampler: hidden 8192 x h, the pruned rows 256 x h, the bf16 logits 256 x 128,256 (a multiple of 64), and per
+    # logit the larger moment of _apply_top_k_top_p: the scatter's 30 B (fp32 4, sort 4 + int64 8, masks 1 + 1,
+    # softmax 4, cumsum 4, scatter 4) or the sort's 36 B (fp32 4, sort values 4 + int64 indices 8, and with 256 >= 128
+    # rows SortStable.cu segmented_sort_pairs' reverse_indices 8 + cub's alternate keys 4 and values 8)
+    sampler = 8192 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 2 + 256 * 128256 * 36
+    assert sampler == 1_316_880_384 and sampler > forward
     assert t["activations/profile_peak"] == sampler + 32 * MIB  # + the cuBLAS workspace on compute capability 9.0
     # memory_profiling (v0.6.5-v0.6.6): the context is in the baseline, and tp 1 has no NCCL: non-torch 0
     assert "overhead/nccl" not in t and vllm_figures(p)["non_torch"] == 0
@@ -110,7 +112,7 @@ def test_tp_2_adds_nccl_and_custom_all_reduce_and_the_driver_samples_full_rows()
     t = _terms(p)
     assert t["overhead/nccl"] == NCCL and t["overhead/custom_all_reduce"] == 3 * 8 * MIB
     # the driver gathers the whole vocabulary (tensor_model_parallel_gather): the sampler term does not shrink
-    sampler = 8192 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 32
+    sampler = 8192 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 38  # bf16 2 + the sort's 36 B a logit
     assert t["activations/profile_peak"] == sampler + 32 * MIB
     weights = sum(b for n, b in t.items() if n.startswith("weights/"))
     available = int(0.9 * H100.memory_bytes) - weights - sampler - 32 * MIB - NCCL - 24 * MIB
@@ -121,7 +123,7 @@ def test_long_context_chunks_at_512_and_refuses_in_v0s_words() -> None:
     # Llama-3.1-8B: max_model_len 131,072 > 32K -> chunked prefill at 512 tokens; on an L4 the pool is too small
     p = _plan("llama-3.1-8b", gpu=L4, vllm_version="0.6")
     forward = 512 * 2 * (3 * 4096 + 3 * 14336)
-    sampler = 512 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 32
+    sampler = 512 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 38  # bf16 2 + the sort's 36 B a logit
     ws = 4096 * 1024 * 2 + 16 * 1024 * 8  # CUBLAS_WORKSPACE_CONFIG ":4096:2:16:8" off Hopper (L4: 8.9)
     assert _terms(p)["activations/profile_peak"] == max(forward, sampler) + ws
     blocks = (int(0.9 * L4.memory_bytes) - WEIGHTS - sampler - ws) // (16 * PER_TOKEN)
