@@ -253,3 +253,25 @@ def test_eager_live_set_adds_the_last_projections_output_by_hand() -> None:
     assert forward_live(spec, tokens=100, c=2, tp=1, eager=True)[0] == 100 * 2 * (3 * 4096 + 3 * 14336)
     # tp 2: i 7168 a rank; attention 3h + qkv (16 + 2 x 4) x 128 + out 16 x 128 = 17,408 < the MLP's 33,792
     assert forward_live(spec, tokens=100, c=2, tp=2, eager=True)[0] == 100 * 2 * (3 * 4096 + 3 * 7168)
+
+
+def test_awq_corpus_log_by_hand_and_against_the_hub_s_shard_sizes() -> None:
+    # bench/data/engine_logs/vllm-qwen25-32b-awq-a6000-tp1-1.log (vLLM issue #10360, 0.6.4.post1): Qwen2.5-32B-
+    # Instruct-AWQ (h 5120, i 27648, 64 layers, 40 heads / 8 KV heads, V 152,064), --max-model-len 4096, 47.54 GiB
+    config = CORPUS / "configs" / "qwen2.5-32b-instruct.json"
+    c = compare_parsed(load_log(CORPUS / "vllm-qwen25-32b-awq-a6000-tp1-1.log"), model=str(config),
+                       options={"format": "awq-4bit-g128", "max_model_len": 4096})
+    rows = {r.name: r.estimate for r in c.rows}
+    total, peak, non_torch = rows["gpu_total"], rows["torch_peak"], rows["non_torch"]
+    assert total is not None and peak is not None and non_torch is not None
+    weights = rows["initial_usage"] - non_torch  # type: ignore[operator]  # 0.6.4's usage after load: weights + context
+    # the hub's five shards at 251a85a: 3.94 + 3.98 + 3.95 + 3.98 + 3.48 GB, each printed to 0.01 GB
+    assert abs(weights - 19.33e9) <= 5 * 0.005e9
+    # profile run: T = max(4096, 2048) tokens over 256 sequence groups; the sampler at torch.sort (256 >= 128 rows:
+    # fp32 4 + values 4 + int64 indices 8 + scratch 20 B a logit, beside the bf16 logits 2 B) outweighs the eager MLP
+    # (residual h + normed h + gate_up 2i + act i + down_proj's output h)
+    forward = 4096 * 2 * (3 * 5120 + 3 * 27648)
+    sampler = 4096 * 5120 * 2 + 256 * 5120 * 2 + 256 * 152064 * 2 + 256 * 152064 * 36
+    ws = 4096 * 1024 * 2 + 16 * 1024 * 8  # a GPU given by its size: the default cuBLAS workspace
+    assert sampler > forward and peak == weights + sampler + ws
+    assert rows["kv_cache"] == int(0.9 * int(total)) - peak - non_torch
