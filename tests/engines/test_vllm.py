@@ -393,7 +393,8 @@ def test_verify_log_names_the_snapshot_rule_for_a_v1_log_before_0_11() -> None:
 
 def test_enforce_eager_profiles_the_eager_forward_by_hand() -> None:
     # vllm/config.py VllmConfig.__post_init__: torch.compile (PIECEWISE) only without --enforce-eager; eager, llama.py
-    # LlamaMLP.forward keeps gate_up across down_proj and the layer keeps the normed input: 3h + 3i a token, not 2h + 3i.
+    # LlamaMLP.forward keeps gate_up across down_proj and the layer keeps the normed
+    # input: 3h + 3i a token (not 2h + 3i).
     # One sequence: the sampler (one row) is far below the forward of 8192 tokens.
     eager = _plan("llama-3-8b", max_num_seqs=1, enforce_eager=True)
     compiled = _plan("llama-3-8b", max_num_seqs=1)
