@@ -5,27 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from vramwise.app.advice import advise_train
+from vramwise.app.documents import Extras, train_document, train_request
 from vramwise.app.ranges import check_range, train_range
-from vramwise.app.run import TrainRequest, train
+from vramwise.app.run import train
 from vramwise.cli import status
 from vramwise.cli.options import setup_values
 from vramwise.cli.sources import emitted, source_json
-from vramwise.report.advice_out import advice_dict, render_advice
-from vramwise.report.json_out import render_json, to_dict
-from vramwise.report.range_out import high_fits, range_dict, range_lines
+from vramwise.report.advice_out import render_advice
+from vramwise.report.json_out import render_json
+from vramwise.report.range_out import high_fits, range_lines
 from vramwise.report.table import render_table
 from vramwise.report.titles import train_title
 
 
 def run(command: str, values: dict[str, Any]) -> int:
-    req = TrainRequest(
-        model=values["model"],
-        options=setup_values(values),
-        gpu=values["gpu"],
-        per_stage=bool(values["per_stage"]),
-        margin=values.get("margin") or 0.0,
-    )
+    req = train_request(values, setup_values(values))
     asked = check_range(bool(values.get("range")), values.get("max_seq"), values.get("emit"))
+    if values["json"] and not values.get("emit"):
+        extras = Extras(range=asked, longest=values.get("max_seq"), source=source_json(values))
+        answered = train_document(req, extras)
+        print(render_json(answered.doc))
+        return status(answered.fits)
     r = train(req)
     fits = all(s.verdict is None or s.verdict.fits for s in r.stages)
     rng = train_range(req, r, values.get("max_seq")) if asked else None
@@ -34,17 +34,6 @@ def run(command: str, values: dict[str, Any]) -> int:
     if emitted(values, r.setup):
         return status(fits)  # the config as asked; the exit status still says whether it fits --gpu
     advice = () if fits else advise_train(req)
-    if values["json"]:
-        docs = [to_dict(s.estimate, kind="training", model=r.model, setup=r.setup, verdict=s.verdict) for s in r.stages]
-        doc: dict[str, Any] = {"stages": docs} if r.per_stage else docs[0]
-        if not fits:
-            doc["advice"] = advice_dict(advice)
-        if (sourced := source_json(values)) is not None:
-            doc["from"] = sourced
-        if rng is not None:
-            doc["range"] = range_dict(rng, worst)
-        print(render_json(doc))
-        return status(fits_high)
     blocks = [
         render_table(
             s.estimate,
