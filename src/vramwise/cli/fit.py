@@ -5,6 +5,7 @@ Exit status 0 with an answer; 3 when nothing fits, with the single changes that 
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from vramwise.app.documents import Extras, fewer_gpus, fit_document, fit_request
@@ -32,6 +33,8 @@ def run(command: str, values: dict[str, Any]) -> int:
     try:
         r = fit(req)
     except DoesNotFitError as err:
+        if asked:
+            print("note: --range: nothing fits, so there is no answer to range", file=sys.stderr)
         return _miss(req, str(err))
     if values.get("emit"):
         return emit_answer(values, req, r)
