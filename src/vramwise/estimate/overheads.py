@@ -17,8 +17,6 @@ Neither can be traced without a GPU. The defaults are stated assumptions, overri
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from vramwise.estimate.term import Phase, PhaseKind, Term
 from vramwise.units import MIB
 
@@ -66,20 +64,13 @@ def with_allocator(persistent_tensors: int, kind: PhaseKind, transient: list[Ter
     return Phase(kind=kind, transient=(*transient, reserve))
 
 
-def modelled_allocator(
-    persistent_tensors: int,
-    kind: PhaseKind,
-    transient: list[Term],
-    fraction: float,
-    formula: Callable[[float, int], str],
-) -> Phase:
-    """A phase whose transients include the reserve the caching-allocator model replayed for the step, as the
-    fraction of tensor bytes it came to (``formula(fraction, tensor bytes)`` states the replay)."""
-    tensors = persistent_tensors + sum(t.bytes for t in transient)
+def modelled_allocator(kind: PhaseKind, transient: list[Term], reserve: int, formula: str) -> Phase:
+    """A phase whose transients include the reserve the caching-allocator model replayed for the step, in bytes
+    (``formula`` states the replay: estimate/train/allocation.py)."""
     term = Term(
         name="overhead/allocator",
-        bytes=allocator_bytes(tensors, fraction),
-        formula=formula(fraction, tensors),
+        bytes=reserve,
+        formula=formula,
         source="PyTorch caching allocator replayed: pools, rounding, best fit, splitting (estimate/allocator_model.py)",
     )
     return Phase(kind=kind, transient=(*transient, term))

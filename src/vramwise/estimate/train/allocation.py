@@ -53,10 +53,14 @@ STEP_POINTS = ((16, 32),)
 # adds under 5% more on the typical cases (tests/estimate/test_allocation.py)
 STEPS = 2
 TORCH = "torch c10/cuda/CUDACachingAllocator.cpp @001074d2"
-# The replay runs once per plan, at one micro-batch of this many tokens per GPU, and the plan scales its reserve
-# with the tensors as a fraction (estimate/plan.py ``Plan.fraction``): every phase stays linear in the batch, as
-# the layout search needs. 4,096: the middle of the published fine-tuning runs' tokens per GPU (2,048-8,192).
-REFERENCE_TOKENS = 4096
+
+
+def micro_batch(v: Vars, b: int) -> Vars:
+    """``v`` at a micro-batch of ``b`` sequences: the shapes the step is replayed at (``StepTensors.reserve``)."""
+    if v.b == b:
+        return v
+    tokens = v.T // max(1, v.b) * b
+    return Vars(1, b, tokens, v.bss // max(1, v.b) * b, min(v.chunk, v.T // max(1, v.b)) * b, v.s)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,41 +84,74 @@ class StepTensors:
     layer_states: tuple[int, ...] = ()
     outside_states: tuple[int, ...] = ()
     config: AllocatorConfig
-    reference: Vars  # where the replay runs (REFERENCE_TOKENS per GPU): the plan takes its reserve as a fraction
 
-    def sizes(self, v: Vars) -> tuple[tuple[int, ...], int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-        """What varies with the workload variables: the saved tensors, the rebuilt layer, the held tensors,
+    def sizes(
+        self, v: Vars
+    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """What varies with the workload variables: the saved tensors, the rebuilt layer's, the held tensors,
         the loss temporaries and the step's transients, in bytes."""
         t = v.T
+        rebuilt = (self.rebuilt,) if self.rebuilt else ()
         return (
             tuple(round(p * t) for p in self.saved),
-            round(self.rebuilt * t),
+            tuple(n for n in (round(p * t) for p in rebuilt) if n),
             tuple(r.bytes(v) for r in self.held),
             tuple(size for r in self.loss_temporaries for size in [r.bytes(v) // r.tensors] * r.tensors),
             tuple(r.bytes(v) for r in self.step),
         )
 
+    @functools.cached_property
+    def load_reserve(self) -> int:
+        """Reserved − requested once the persistent tensors are allocated: the load's reserve, the LOAD phase's."""
+        return _load_reserve(self)
+
+    def step_reserve(self, v: Vars) -> tuple[int, int]:
+        """The steps' reserve at micro-batches of one and two of ``v``'s sequences (``micro_batch``), memoised."""
+        key = micro_batch(v, 1)
+        memo = self._memo
+        hit = memo.get(key)
+        if hit is None:
+            if len(memo) > 4096:
+                memo.clear()
+            hit = memo[key] = (
+                _step_reserve(self, self.sizes(key)),
+                _step_reserve(self, self.sizes(micro_batch(v, 2))),
+            )
+        return hit
+
     def reserve(self, v: Vars) -> int:
-        """max_memory_reserved − the tensors' peak: what the allocator holds beyond the tensors on a GPU with
-        room (its cached free segments included; a run at the device's limit frees those and retries)."""
-        return _reserve(self, self.sizes(v))
+        """max_memory_reserved − the tensors' peak at ``v``: the load's reserve and the steps' at the workload's
+        own sequence, replayed at micro-batches of one and two sequences (the blocks' real sizes) and linear in
+        the micro-batch through them, as every other term is: the layout search's two estimates per layout
+        (fit/layouts.py, micro-batches 1 and 2) are then exact at every micro-batch. The slope is never taken
+        below zero (a replay with less reserve at two sequences than at one keeps the one's): a larger
+        micro-batch makes the same allocations, each larger, and the bytes the allocator's rules leave unused
+        (free ends of split segments, whole cached blocks too small for the next request) grow with them."""
+        one, two = self.step_reserve(v)
+        return self.load_reserve + one + max(0, two - one) * (max(1, v.b) - 1)
 
     @functools.cached_property
-    def _replayed(self) -> int:
-        """Allocations the full stage's step makes at the reference: what the formula says was replayed."""
-        return _allocations(self, self.sizes(self.reference), self.layers)
+    def _memo(self) -> dict[Vars, tuple[int, int]]:
+        return {}
 
-    def formula(self, fraction: float, tensors: int) -> str:
-        n = self._replayed
+    def formula(self, v: Vars, load: bool) -> str:
+        """What the replay was, at ``v``; ``load``: the LOAD phase's (the persistent tensors only)."""
         settings = ", expandable_segments" if self.config.expandable_segments else ""
         if self.config.max_split_size is not None:
             settings += f", max_split_size_mb {self.config.max_split_size // MIB}"
+        source = f"through the caching-allocator model{settings}, {TORCH} (--allocator-fraction for a flat fraction)"
+        if load:
+            n = len(self.outside_persistent) + self.layers * len(self.layer_persistent)
+            return f"reserved − allocated once the {n:,} persistent tensors are allocated, replayed {source}"
+        n = _allocations(self, self.sizes(micro_batch(v, 1)), self.layers)
         deepest = max(sum(pair) for pair in STEP_POINTS)  # ``_extrapolated``: exact up to both replays' layers
         depth = f"{self.layers} layers" + (" extrapolated from fewer" if self.layers > deepest else "")
+        one, two = self.step_reserve(v)
+        step = f"step {one:,}" + (f" + {max(0, two - one):,} x {v.b - 1} more sequences" if v.b > 1 else "")
         return (
-            f"{fraction:.3%} x tensor bytes {tensors:,}: reserved − allocated at the peak of a replay of {n:,} "
-            f"allocations ({STEPS} steps, {depth}, {self.reference.T:,} tokens per GPU) through the "
-            f"caching-allocator model{settings}, {TORCH} (--allocator-fraction to override)"
+            f"load {self.load_reserve:,} + {step}: reserved − allocated at the peak of a replay of the persistent "
+            f"tensors, then of {n:,} allocations ({STEPS} steps, {depth}, micro-batches of 1 and 2 sequences of "
+            f"{micro_batch(v, 1).T:,} tokens per GPU) {source}"
         )
 
 
@@ -150,7 +187,7 @@ def _step_ops(s: StepTensors, sizes: tuple, k: int, steps: int = STEPS) -> list[
         ops.extend((key, FREE) for key in alloc(loss_temporaries))
         grads = alloc(s.outside_grads)
         for base in reversed(bases):
-            again = alloc((rebuilt,)) if rebuilt else []
+            again = alloc(rebuilt)  # full recompute: the layer rebuilt, one tensor, freed after its backward
             ops.extend([(n + key if key >= 0 else base - 2 * (key + 1), size) for key, size in bwd])
             grads += [n + key for key, size in bwd if size > 0 and key >= len(saved)]
             n += width_b
@@ -242,9 +279,10 @@ def _cached(cache: dict[tuple, int], key: tuple, compute: Callable[[], int]) -> 
     return hit
 
 
-def _reserve(s: StepTensors, sizes: tuple) -> int:
-    """The load's reserve plus the steps', each replayed on its own (the steps' tensors do not reuse the free
-    ends of the load's segments: an overestimate of at most those ends, against thousands fewer replays)."""
+def _load_reserve(s: StepTensors) -> int:
+    """The load's reserve at the stage's depth, from replays at fewer layers (``LOAD_POINTS``), cached on the
+    persistent tensors (the steps' tensors do not reuse the free ends of the load's segments: an overestimate of
+    at most those ends, against thousands fewer replays)."""
 
     def load(k: int) -> int:
         key = (s.layer_persistent, s.outside_persistent, s.config)
@@ -256,12 +294,18 @@ def _reserve(s: StepTensors, sizes: tuple) -> int:
             wastes = _LOADS[key] = load_reserves(s.outside_persistent, s.layer_persistent, depth, s.config)
         return wastes[k - 1]
 
+    return _extrapolated(s.layers, load, LOAD_POINTS)
+
+
+def _step_reserve(s: StepTensors, sizes: tuple) -> int:
+    """The steps' reserve (``STEPS`` steps) at the stage's depth, from replays at fewer layers (``STEP_POINTS``)."""
+
     def step(k: int) -> int:
         grads = (s.layer_grads, s.outside_grads, s.layer_step, s.outside_step, s.layer_states, s.outside_states)
         key = (k, *grads, s.config, sizes)
         return _cached(_STEPS, key, lambda: _waste(_step_ops(s, sizes, k), s.config))
 
-    return _extrapolated(s.layers, load, LOAD_POINTS) + _extrapolated(s.layers, step, STEP_POINTS)
+    return _extrapolated(s.layers, step, STEP_POINTS)
 
 
 def _allocations(s: StepTensors, sizes: tuple, layers: int) -> int:
@@ -269,8 +313,8 @@ def _allocations(s: StepTensors, sizes: tuple, layers: int) -> int:
     saved, rebuilt, held, loss_temporaries, step = sizes
     per_step = (
         # each saved tensor: itself and its forward temporary, and its gradient in backward (``_layer_forward``,
-        # ``_layer_backward``)
-        layers * (3 * len(saved) + len(s.layer_grads) + (1 if rebuilt else 0))
+        # ``_layer_backward``), and the rebuilt layer
+        layers * (3 * len(saved) + len(s.layer_grads) + len(rebuilt))
         + len(held)
         + len(loss_temporaries)
         + len(s.outside_grads)
