@@ -66,10 +66,14 @@ class AllocatorSettings:
 
     expandable_segments: bool = False  # expandable_segments:True
     max_split_size_mb: int | None = None  # max_split_size_mb:N; None: unlimited (PyTorch's default)
-    # The reserve from the replay instead of the flat fraction. Off by default: the replay runs at a reference of
-    # 4,096 tokens per GPU and applies its reserve as a fraction (estimate/plan.py Plan.fraction), which over-counts
-    # runs far from that reference (a 70B tp 8 step of 131,072 tokens per GPU: a 35% reserve where torchtitan
-    # published 72 GiB reserved); it is on whenever an allocator setting is given, which a flat fraction ignores.
+    # The reserve from the replay instead of the flat fraction, in bytes at the workload's own shapes (replayed at
+    # micro-batches of 1 and 2 of its sequence, linear in the micro-batch: estimate/train/allocation.py). Off by
+    # default: the replayed reserve swings with the shapes (Llama 3.2 3B full fine-tuning at 768 tokens: 339, 2,565,
+    # 5,187, 3,301 MiB at micro-batches 1-4, one logits-sized block finding a free block or not), so it over-counts
+    # published reserved peaks where the flat 3% is within 6% (bench/training.py: torchtitan Llama 3.1 70B
+    # +13.9%, PEFT's Llama 3.2 3B full fine-tuning +10.1%; median 5.0% against the flat 5.3%), and it costs the
+    # layout search two replays per layout (fit --layouts 5.8x slower). On whenever an allocator setting is given,
+    # which a flat fraction ignores.
     replay: bool = False
 
     @property

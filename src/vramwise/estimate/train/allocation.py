@@ -19,8 +19,14 @@ tensors a step allocates, in the order PyTorch does, and replays them (``estimat
 
 Summarised per layer kind: a stage deeper than the replay points runs a few identical layers (``LOAD_POINTS``,
 ``STEP_POINTS``) and extrapolates the reserve linearly to the stage's layers. The load and the steps are
-replayed apart and their reserves added, each cached on what it depends on (``_reserve``): a layout search
-builds thousands of plans that share them.
+replayed apart and their reserves added, each cached on what it depends on (``_load_reserve``,
+``_step_reserve``): a layout search builds thousands of plans that share them.
+
+At the workload's own shapes: the steps are replayed at micro-batches of one and two of the workload's sequences
+(the blocks' real sizes, which the allocator's rounding and segment rules act on), and the reserve is the line
+through them (``StepTensors.reserve``), in bytes. Linear in the micro-batch as every other term is, so the layout
+search's two estimates per layout stay exact. (Until this, one replay at 4,096 tokens per GPU was applied as a
+fraction of the tensors, which over-counted runs far from it: a 35% reserve for a 70B tp 8 step of 131,072.)
 """
 
 from __future__ import annotations
