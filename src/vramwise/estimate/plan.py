@@ -113,11 +113,6 @@ class Plan:
     # allocator_fraction is given; pipeline stages alike share the busiest one's (training.py ``_busiest_alike``)
     allocator: AllocatorModel | None = None
 
-    @property
-    def fraction(self) -> float | None:
-        """The flat reserve's fraction of tensor bytes (None: the overheads' default); unused when modelled."""
-        return self.allocator_fraction
-
     @functools.cached_property
     def modelled(self) -> AllocatorModel | None:
         """The allocator model the reserve comes from: None when a flat fraction is given or none was built."""
@@ -160,7 +155,7 @@ class Plan:
             step, load = model.reserve(v), model.load_reserve
             loading = self._loading
             return [persistent + n + (load if loads else step) for n, loads in zip(transients, loading, strict=True)]
-        fraction = self.fraction
+        fraction = self.allocator_fraction
         return [persistent + n + allocator_bytes(tensors + n, fraction) for n in transients]
 
     def peak(self, v: Vars) -> int:
@@ -170,7 +165,7 @@ class Plan:
         persistent, tensors, transients = self._bytes(v)
         # the reserve grows with the transients, so the phase with the most transient bytes is the peak
         n = max(transients)
-        return persistent + n + allocator_bytes(tensors + n, self.fraction)
+        return persistent + n + allocator_bytes(tensors + n, self.allocator_fraction)
 
     @functools.cached_property
     def _constant_terms(self) -> tuple[tuple[Term | None, ...], tuple[Term | None, ...]]:
@@ -185,7 +180,7 @@ class Plan:
         fixed_persistent, fixed_transient = self._constant_terms
         persistent = tuple(t or r.term(v) for t, r in zip(fixed_persistent, self.persistent, strict=True))
         transient = [t or r.term(v) for t, r in zip(fixed_transient, self.transient, strict=True)]
-        base, fraction, model = tensor_bytes(persistent), self.fraction, self.modelled
+        base, fraction, model = tensor_bytes(persistent), self.allocator_fraction, self.modelled
         if model is not None:
             step = model.reserve(v)
             phases = tuple(
