@@ -67,13 +67,14 @@ class AllocatorSettings:
     expandable_segments: bool = False  # expandable_segments:True
     max_split_size_mb: int | None = None  # max_split_size_mb:N; None: unlimited (PyTorch's default)
     # The reserve from the replay instead of the flat fraction, in bytes at the workload's own shapes (replayed at
-    # micro-batches of 1 and 2 of its sequence, linear in the micro-batch: estimate/train/allocation.py). Off by
-    # default: the replayed reserve swings with the shapes (Llama 3.2 3B full fine-tuning at 768 tokens: 339, 2,565,
-    # 5,187, 3,301 MiB at micro-batches 1-4, one logits-sized block finding a free block or not), so it over-counts
-    # published reserved peaks where the flat 3% is within 6% (bench/training.py: torchtitan Llama 3.1 70B
-    # +13.9%, PEFT's Llama 3.2 3B full fine-tuning +10.1%; median 5.0% against the flat 5.3%), and it costs the
-    # layout search two replays per layout (fit --layouts 5.8x slower). On whenever an allocator setting is given,
-    # which a flat fraction ignores.
+    # one of its sequences, times the micro-batch: estimate/train/allocation.py). Off by default, for three reasons
+    # measured when written: the replayed reserve swings with the shapes (Llama 3.2 3B full fine-tuning at 768
+    # tokens: 339, 2,565, 5,187, 3,301 MiB at micro-batches 1-4, one logits-sized block finding a free block or
+    # not), so the peak is not monotone in the sequence (Llama 3.2 3B: it falls in 16 of 60 steps of 128 tokens
+    # from 512 to 8,192, by up to 1.7 GiB), which fit's bisections assume; it costs the layout search one replay
+    # per layout (about 1,260 for bench/speed.py's search: several seconds against its 1 s target); and on the
+    # published runs (bench/training.py) it moves the median little (5.2% against the flat 5.3%) while spreading
+    # the reserved peaks from -6% to +8%. On whenever an allocator setting is given, which a flat fraction ignores.
     replay: bool = False
 
     @property

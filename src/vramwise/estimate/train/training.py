@@ -31,7 +31,7 @@ from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train import backward_workspace, encoder, peft_extras, seq2seq
 from vramwise.estimate.train.activations import Grads, layer_saved
-from vramwise.estimate.train.allocation import StepTensors, parameter_tensors, spread
+from vramwise.estimate.train.allocation import REPLAY_NOTE, StepTensors, parameter_tensors, spread
 from vramwise.estimate.train.comms import comms_notes, nccl_terms
 from vramwise.estimate.train.fsdp_streams import stream_pools
 from vramwise.estimate.train.knobs import (
@@ -737,7 +737,7 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
         host=states.host,
         phases=phases,
         allocator_fraction=setup.overheads.allocator_fraction,
-        notes=_stage_notes(spec, setup, stage, recipe),
+        notes=_stage_notes(spec, setup, stage, recipe) + ([REPLAY_NOTE] if allocations is not None else []),
         allocator=allocations,
     )
 
