@@ -7,59 +7,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from vramwise.app.fitting import FitRequest, FitResult, Question, fit
+from vramwise.app.documents import fewer_gpus, fit_document, fit_request
+from vramwise.app.fitting import FitRequest, Question, fit
 from vramwise.cli import DOES_NOT_FIT, FITS
 from vramwise.cli.options import setup_values
 from vramwise.cli.sources import emit_answer
 from vramwise.errors import DoesNotFitError
-from vramwise.report.advice_out import FEWER, Suggestion, advice_dict, render_advice
-from vramwise.report.fit_out import fit_dict, render_answer, render_formats, render_layouts
+from vramwise.report.advice_out import FEWER, Suggestion, render_advice
+from vramwise.report.fit_out import render_answer, render_formats, render_layouts
 from vramwise.report.json_out import render_json
-
-
-def _question(values: dict[str, Any]) -> Question:
-    if values["min_gpus"]:
-        return Question.MIN_GPUS
-    if values["best_format"]:
-        return Question.BEST_FORMAT
-    if values["layouts"] is not None:
-        return Question.LAYOUTS
-    return Question.MAX
 
 
 def run(command: str, values: dict[str, Any]) -> int:
     unit = values["units"]
-    req = FitRequest(
-        model=values["model"],
-        gpu=values["gpu"],
-        question=_question(values),
-        target=values["max"],
-        gpus=values["layouts"],
-        infer=bool(values["infer"]),
-        options=setup_values(values),
-        top=values["top"],
-        max_batch=values["max_batch"],
-        unit=unit,
-        serve=bool(values.get("serve")),
-        margin=values.get("margin") or 0.0,
-    )
+    req = fit_request(values, setup_values(values))
+    if values.get("json") and not values.get("emit"):
+        answered = fit_document(req)
+        print(render_json(answered.doc))
+        return FITS if answered.fits else DOES_NOT_FIT
     try:
         r = fit(req)
     except DoesNotFitError as err:
-        return _miss(req, str(err), bool(values.get("json")))
+        return _miss(req, str(err))
     if values.get("emit"):
         return emit_answer(values, req, r)
-    fewer: tuple[Suggestion, ...] = ()
-    if r.question is Question.MIN_GPUS and r.answer is not None and int(r.answer.value) > 1:
-        from vramwise.app.advice import advise_min_gpus
-
-        fewer = advise_min_gpus(req, int(r.answer.value))
-    if values.get("json"):
-        doc = _doc(req, r)
-        if r.question is Question.MIN_GPUS:
-            doc["advice"] = advice_dict(fewer)
-        print(render_json(doc))
-        return FITS
+    fewer = fewer_gpus(req, r)
     if r.layouts is not None:
         print(
             render_layouts(
@@ -79,35 +51,11 @@ def run(command: str, values: dict[str, Any]) -> int:
     return FITS
 
 
-def _name(req: FitRequest) -> str:
-    """The question as JSON names it: "max batch", "max seq", "max context", "min_gpus", "best_format", "layouts"."""
-    return f"max {req.target}" if req.question is Question.MAX else str(req.question)
-
-
-def _doc(req: FitRequest, r: FitResult) -> dict[str, Any]:
-    layouts = None
-    if r.layouts is not None:
-        shown = r.layouts.fitting[: r.top]
-        layouts = (shown, r.layouts.rejected, r.layouts.candidates, r.layouts.estimates)
-    return fit_dict(
-        question=_name(req), model=req.model, gpu=r.gpu, count=r.count, margin=r.margin, answer=r.answer,
-        formats=r.formats, layouts=layouts, assumptions=r.assumptions, notes=r.notes,
-    )
-
-
-def _miss(req: FitRequest, reason: str, as_json: bool) -> int:
+def _miss(req: FitRequest, reason: str) -> int:
     """Nothing fits: the reason, and the single changes that make the smallest setup fit (exit status 3)."""
     from vramwise.app.advice import advise_fit
-    from vramwise.catalog import parse_gpu
 
     advice: tuple[Suggestion, ...] = advise_fit(req)
-    if as_json:
-        choice = parse_gpu(req.gpu)
-        doc = fit_dict(question=_name(req), model=req.model, gpu=choice.gpu, count=choice.count,
-                       margin=req.margin, reason=reason)
-        doc["advice"] = advice_dict(advice)
-        print(render_json(doc))
-        return DOES_NOT_FIT
     print(f"DOES NOT FIT: {reason}")
     print(render_advice(advice, req.unit))
     return DOES_NOT_FIT

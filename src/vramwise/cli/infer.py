@@ -5,43 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from vramwise.app.advice import advise_infer
-from vramwise.app.run import InferRequest, infer
+from vramwise.app.documents import infer_document, infer_request
+from vramwise.app.run import infer
 from vramwise.cli import status
 from vramwise.cli.options import setup_values
 from vramwise.cli.sources import emitted
-from vramwise.report.advice_out import advice_dict, render_advice
-from vramwise.report.json_out import render_json, to_dict
+from vramwise.report.advice_out import render_advice
+from vramwise.report.json_out import render_json
 from vramwise.report.table import render_table
 from vramwise.report.titles import infer_title
 
 
 def run(command: str, values: dict[str, Any]) -> int:
-    req = InferRequest(
-        model=values["model"],
-        options=setup_values(values),
-        gpu=values["gpu"],
-        serve=bool(values["serve"]),
-        margin=values.get("margin") or 0.0,
-    )
+    req = infer_request(values, setup_values(values))
+    if values["json"] and not values.get("emit"):
+        answered = infer_document(req)
+        print(render_json(answered.doc))
+        return status(answered.fits)
     r = infer(req)
     fits = r.verdict is None or r.verdict.fits
     if emitted(values, r.setup):
         return status(fits)  # the config as asked; the exit status still says whether it fits --gpu
     advice = () if fits else advise_infer(req)
-    if values["json"]:
-        doc = to_dict(
-            r.estimate,
-            kind="inference",
-            model=r.model,
-            setup=r.setup,
-            verdict=r.verdict,
-            capacity=r.capacity,
-            engine=r.engine,
-        )
-        if not fits:
-            doc["advice"] = advice_dict(advice)
-        print(render_json(doc))
-        return status(fits)
     title = infer_title(r.model, r.setup, r.engine)
     print(
         render_table(

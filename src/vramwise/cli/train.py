@@ -5,36 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from vramwise.app.advice import advise_train
-from vramwise.app.run import TrainRequest, train
+from vramwise.app.documents import train_document, train_request
+from vramwise.app.run import train
 from vramwise.cli import status
 from vramwise.cli.options import setup_values
 from vramwise.cli.sources import emitted
-from vramwise.report.advice_out import advice_dict, render_advice
-from vramwise.report.json_out import render_json, to_dict
+from vramwise.report.advice_out import render_advice
+from vramwise.report.json_out import render_json
 from vramwise.report.table import render_table
 from vramwise.report.titles import train_title
 
 
 def run(command: str, values: dict[str, Any]) -> int:
-    req = TrainRequest(
-        model=values["model"],
-        options=setup_values(values),
-        gpu=values["gpu"],
-        per_stage=bool(values["per_stage"]),
-        margin=values.get("margin") or 0.0,
-    )
+    req = train_request(values, setup_values(values))
+    if values["json"] and not values.get("emit"):
+        answered = train_document(req)
+        print(render_json(answered.doc))
+        return status(answered.fits)
     r = train(req)
     fits = all(s.verdict is None or s.verdict.fits for s in r.stages)
     if emitted(values, r.setup):
         return status(fits)  # the config as asked; the exit status still says whether it fits --gpu
     advice = () if fits else advise_train(req)
-    if values["json"]:
-        docs = [to_dict(s.estimate, kind="training", model=r.model, setup=r.setup, verdict=s.verdict) for s in r.stages]
-        doc = {"stages": docs} if r.per_stage else docs[0]
-        if not fits:
-            doc["advice"] = advice_dict(advice)
-        print(render_json(doc))
-        return status(fits)
     blocks = [
         render_table(
             s.estimate,
