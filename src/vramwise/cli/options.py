@@ -377,7 +377,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="allocator_replay", flags=("--allocator-replay",), commands=TRN,
            help="the reserve from a replay of the step's allocations through the caching-allocator model instead "
                 "of the flat fraction (on with --expandable-segments or --max-split-size-mb; experimental: replayed "
-                "at 4,096 tokens per GPU)"),
+                "at one of the run's sequences, times the micro-batch)"),
     Option(name="mode", flags=("--mode",), type=str, commands=BOTH,
            help="accurate (default {infer.mode}) or textbook (the seeds' formulas; infer and train)"),
     Option(name="seed", flags=("--seed",), type=str, commands=TRN,
