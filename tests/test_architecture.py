@@ -22,7 +22,7 @@ ROOT = SRC.parents[1]
 # turning one into the other. Every part of src/vramwise must be listed.
 _ALL = (
     "_lazy", "errors", "units", "files", "catalog", "workload", "spec", "formats", "estimate", "estimate.train",
-    "engines", "fit", "verify", "report", "app", "cli", "configs",
+    "engines", "fit", "verify", "report", "app", "cli", "configs", "mcpserver",
 )
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "_lazy": tuple(p for p in _ALL if p != "_lazy"),  # the PEP 562 loader of the facades: imports nothing of ours
@@ -46,10 +46,23 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # catalog (and files), below app; never the model description or the estimators
     "configs": ("spec", "formats", "estimate", "estimate.train", "engines", "fit", "verify", "report", "app", "cli"),
     "cli": (),  # the top floor: listed so that a rename or an empty cli/ still fails the existence check
+    # issue 16: the MCP server, a front end beside cli: the application layer's documents, the renderers, the errors,
+    # and of cli only the option table (ONLY_THROUGH); never the estimators or the model description directly
+    "mcpserver": ("files", "catalog", "workload", "spec", "formats", "estimate", "estimate.train", "engines",
+                  "fit", "verify", "configs"),
 }
+# nothing below the front ends imports one (cli imports the server only in cli/mcp.py, the command that starts it)
+for _part in FORBIDDEN:
+    if "cli" in FORBIDDEN[_part] and "mcpserver" not in FORBIDDEN[_part]:
+        FORBIDDEN[_part] += ("mcpserver",)
 # Narrower than the floors: a part that may import another may reach only these of its modules. report renders
 # verify's result types (verify/compare.py, torch-free), never the orchestration that drives torch (twin, trace, live).
-ONLY_THROUGH: dict[tuple[str, str], tuple[str, ...]] = {("report", "verify"): ("verify.compare",)}
+ONLY_THROUGH: dict[tuple[str, str], tuple[str, ...]] = {
+    ("report", "verify"): ("verify.compare",),
+    ("mcpserver", "cli"): ("cli.options",),  # the one option table and its parser, never a command's module
+}
+# the command line starts the MCP server from its own command module only (lazily: `vramwise infer` never loads it)
+CLI_STARTS = {"mcpserver": ("mcp.py",)}
 
 
 def _imports(path: Path) -> set[str]:
@@ -108,6 +121,16 @@ def test_parts_reach_others_only_through_their_named_modules(part: str, other: s
         assert not bad, f"{path.relative_to(SRC)} ({part}) imports {sorted(bad)}: only {', '.join(allowed)}"
 
 
+@pytest.mark.parametrize("front", sorted(CLI_STARTS))
+def test_cli_starts_a_server_only_from_its_command(front: str) -> None:
+    starters = CLI_STARTS[front]
+    for path in _part_files("cli"):
+        if path.name not in starters:
+            bad = {m for m in _imports(path) if _hits(m, (front,))}
+            assert not bad, f"{path.relative_to(SRC)} imports {sorted(bad)}: only cli/{', cli/'.join(starters)}"
+    assert all((SRC / "cli" / name).is_file() for name in starters)  # no vacuous pass
+
+
 def test_every_part_of_the_package_has_a_layering_rule() -> None:
     # A new package (say web/) must say where it sits before it can import anything.
     entries = {p.stem for p in SRC.glob("*.py")} | {p.name for p in SRC.iterdir() if (p / "__init__.py").is_file()}
@@ -147,7 +170,8 @@ def test_public_names_load_and_infer_imports_no_training_code() -> None:
         "with contextlib.redirect_stdout(io.StringIO()): main(['infer', 'llama-2-7b'])\n"
         "print(sorted(m for m in sys.modules if m.startswith(('vramwise.estimate.train', 'vramwise.fit', "
         "'vramwise.verify', 'vramwise.workload.train', 'vramwise.estimate.textbook', 'vramwise.app.fitting', "
-        "'vramwise.app.sweep', 'torch', 'huggingface_hub', 'safetensors', 'gguf', 'httpx', 'numpy'))))"
+        "'vramwise.app.sweep', 'torch', 'huggingface_hub', 'safetensors', 'gguf', 'httpx', 'numpy', "
+        "'vramwise.mcpserver', 'mcp'))))"
     )
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"

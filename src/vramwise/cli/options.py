@@ -89,6 +89,7 @@ COMMANDS = {  # in the order `vramwise --help` lists them
     MODELS: "list the built-in model catalog",
     GPUS: "list the built-in GPU catalog",
     FORMATS: "list weight storage formats",
+    "mcp": "serve infer, train and fit as tools of an MCP server over stdio (needs the mcp extra)",
 }
 WRAPPERS = (FIT, PLOT, VERIFY)  # each takes every setup option of infer (with --infer) and of train
 INF = (INFER, *WRAPPERS)
