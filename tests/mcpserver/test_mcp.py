@@ -19,12 +19,14 @@ import pytest
 
 pytest.importorskip("mcp")  # the mcp extra (the test extra lists it; CI runs this)
 
-import anyio  # noqa: E402  (after the skip: both come with the mcp extra)
-from cli_run import run  # noqa: E402
-from mcp import ClientSession, StdioServerParameters, stdio_client  # noqa: E402
+import anyio
+from cli_run import run
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from tiny_configs import FAMILIES
 
-from vramwise.cli.options import options_of  # noqa: E402
-from vramwise.mcpserver.schemas import input_schema, output_schema  # noqa: E402
+from vramwise.cli.options import options_of
+from vramwise.mcpserver.schemas import input_schema, output_schema
+from vramwise.mcpserver.sent_config import SOURCE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,6 +38,10 @@ SERVING_ARGV = ("infer", "llama-3-8b", "--engine", "vllm", "--gpu", "h100", "--m
                 "0.85")
 FIT = {"model": "llama-3-8b", "gpu": "rtx-4090", "max": "batch", "peft": "qlora"}
 FIT_ARGV = ("fit", "llama-3-8b", "--gpu", "rtx-4090", "--max", "batch", "--peft", "qlora")
+# a model of the caller's own: a config.json's text, never its path
+CONFIG = json.dumps(FAMILIES["llama"])
+SENT = {"config": CONFIG, "batch": 2, "context": 512, "new-tokens": 16}
+SENT_ARGV = ("--batch", "2", "--context", "512", "--new-tokens", "16")
 # bad input, each with the command line's argv for the same mistake (None: a server-only refusal)
 BAD: dict[str, tuple[str, dict[str, Any], tuple[str, ...] | None]] = {
     "type": ("infer", {"model": "llama-3-8b", "batch": "four"}, ("infer", "llama-3-8b", "--batch", "four")),
@@ -46,6 +52,8 @@ BAD: dict[str, tuple[str, dict[str, Any], tuple[str, ...] | None]] = {
     "from": ("train", {"model": "llama-3-8b", "from": "/etc/passwd"}, None),
     "unknown": ("train", {"model": "llama-3-8b", "no-such-option": 1}, None),
     "listing": ("list_options", {"command": "plot"}, None),
+    "config": ("infer", {"config": "{not json"}, None),
+    "both": ("infer", {"model": "llama-3-8b", "config": CONFIG}, None),
 }
 
 
@@ -59,7 +67,7 @@ async def _talk() -> dict[str, Any]:
             out["tools"] = {t.name: t for t in (await session.list_tools()).tools}
             calls = {"train": ("train", LORA), "infer": ("infer", SERVING), "fit": ("fit", FIT),
                      "models": ("list_models", {"query": "LLAMA-3"}), "gpus": ("list_gpus", {}),
-                     "options": ("list_options", {"command": "train"}),
+                     "options": ("list_options", {"command": "train"}), "sent": ("infer", SENT),
                      **{f"bad {k}": (tool, args) for k, (tool, args, _argv) in BAD.items()},
                      "no tool": ("no_such_tool", {})}
             for key, (tool, args) in calls.items():
@@ -89,11 +97,12 @@ def test_every_tool_lists_its_input_and_output_schemas(answers: dict[str, Any]) 
         listed = tools[command].input_schema
         assert listed == input_schema(command)
         assert tools[command].output_schema == output_schema(command)
-        # every option of the command line but the three a server refuses, by its first long flag
+        # every option of the command line but the three a server refuses, by its first long flag; and config
         flags = {"model" if o.name == "model" else next(f[2:] for f in o.flags if f.startswith("--"))
                  for o in options_of(command)}
-        assert set(listed["properties"]) == flags - {"from", "emit", "json"}
-        assert "model" in listed["required"]
+        assert set(listed["properties"]) == flags - {"from", "emit", "json"} | {"config"}
+        assert "model" in listed["properties"] and "config" in listed["properties"]
+        assert "model or config" in listed["description"]
     fit = tools["fit"].input_schema
     assert "gpu" in fit["required"] and fit["properties"]["max"]["enum"] == ["batch", "seq", "context"]
     train = tools["train"].input_schema["properties"]
@@ -141,7 +150,7 @@ def test_listings_are_the_cli_json(answers: dict[str, Any], capsys: pytest.Captu
     assert answers["gpus"].structured_content == _cli_json(capsys, "gpus")
     rows = answers["options"].structured_content["options"]
     listed = answers["tools"]["train"].input_schema["properties"]
-    assert [r["flag"] for r in rows] == list(listed)  # the same table, the same names
+    assert [r["flag"] for r in rows] == [k for k in listed if k != "config"]  # the same table, the same names
     peft = next(r for r in rows if r["flag"] == "peft")
     assert peft["dest"] == "peft" and peft["default"] == "none" and peft["group"] == "setup"
 
@@ -163,12 +172,26 @@ def test_bad_input_is_an_error_result_naming_the_field(
     (content,) = result.content
     text = content.text
     assert "\n" not in text and "Traceback" not in text
-    _tool, args, argv = BAD[case]
+    _tool, _args, argv = BAD[case]
     if argv is not None:
         assert text == _cli_error(capsys, argv)  # the command line's own words
     named = {"type": "batch", "choice": "peft", "setup": "batch", "model": "no-such-model-xyz", "path": "path",
-             "from": "from", "unknown": "no-such-option", "listing": "command"}[case]
+             "from": "from", "unknown": "no-such-option", "listing": "command", "config": "config.json",
+             "both": "config"}[case]
     assert named in text, text
+
+
+def test_a_config_sent_as_text_is_the_cli_json_of_that_file(
+    answers: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    result = answers["sent"]
+    assert not result.is_error, result.content
+    path = tmp_path / "uploaded" / "config.json"  # the server's private layout: the model is named "uploaded"
+    path.parent.mkdir()
+    path.write_text(CONFIG)
+    expected = json.loads(json.dumps(_cli_json(capsys, "infer", str(path), *SENT_ARGV)).replace(str(path), SOURCE))
+    assert result.structured_content == expected
+    assert str(tmp_path) not in result.content[0].text and "vramwise-mcp-" not in result.content[0].text
 
 
 def test_an_unknown_tool_is_an_error_result(answers: dict[str, Any]) -> None:

@@ -15,12 +15,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from vramwise.cli.options import FIT, INFER, TRAIN, Group, Option, help_text, options_of, tokens
+from vramwise.mcpserver.sent_config import MAX_CONFIG_BYTES
 
 COMMANDS = (INFER, TRAIN, FIT)
 POSITIONAL = "model"
+CONFIG = "config"  # a config.json's text instead of MODEL (sent_config.py)
 # what a server never takes from a request (cli/options.py parse_options refuses them too): a file on the server's
 # machine (--from), and outputs other than the --json document
 LEFT_OUT = ("source", "emit", "json")
+# passed on to the parser, whose refusal says why (a file, another output): not listed, not unknown either
+REFUSED_BY_PARSER = ("from", "emit", "json", "help")
+CONFIG_HELP = (
+    "instead of model: the text of a config.json (at most 200 KiB), read as the model's architecture; the server "
+    "reads no file a caller names, so a model of your own is sent this way"
+)
 MODEL_HELP = (
     "a catalog name (list_models), a Hugging Face hub id org/name[@revision], or a size like 14b; never a file path "
     "(the server reads no file a request names)"
@@ -42,6 +50,14 @@ def aliases(option: Option) -> tuple[str, ...]:
 def tool_options(command: str) -> tuple[Option, ...]:
     """The options of ``command`` a tool takes: the CLI's, less those a server refuses."""
     return tuple(o for o in options_of(command) if o.name not in LEFT_OUT)
+
+
+def argument_names(command: str) -> set[str]:
+    """Every argument name the command's tool takes: each option's long flags without dashes, model and config."""
+    names = {CONFIG}
+    for option in tool_options(command):
+        names.update((key(option), *aliases(option)))
+    return names
 
 
 def _json_type(option: Option) -> dict[str, Any]:
@@ -108,26 +124,30 @@ def _property(command: str, option: Option) -> dict[str, Any]:
 
 
 def required(command: str) -> list[str]:
-    """What the command cannot do without: MODEL (a server has no --from to name it), and fit's --gpu."""
-    names = [POSITIONAL]
-    names += [key(o) for o in tool_options(command) if command in o.required_in and o.name != POSITIONAL]
-    return names
+    """What the command cannot do without besides the model (``model`` or ``config``, one of them: a rule of two
+    arguments, in the description): fit's ``gpu``."""
+    return [key(o) for o in tool_options(command) if command in o.required_in and o.name != POSITIONAL]
 
 
 def input_schema(command: str) -> dict[str, Any]:
-    """The JSON Schema of a tool's arguments: the command's options by flag name (no ``oneOf`` at the top: several
-    clients refuse one there; fit's one-question rule is in the description and enforced by the parser)."""
+    """The JSON Schema of a tool's arguments: the command's options by flag name, and ``config``. No ``oneOf`` at
+    the top (several clients refuse one there): the rules of several arguments are in the description, and the
+    parser enforces them."""
     options = tool_options(command)
-    schema: dict[str, Any] = {
+    properties = {key(o): _property(command, o) for o in options}
+    # a text of n characters has at least n UTF-8 bytes: maxLength in characters is the byte cap's necessary side
+    properties[CONFIG] = {"type": "string", "maxLength": MAX_CONFIG_BYTES, "description": CONFIG_HELP}
+    rules = ["give model or config (one of them)"]
+    exclusive = [key(o) for o in options if o.exclusive]
+    if exclusive:
+        rules.append("give exactly one of: " + ", ".join(exclusive))
+    return {
         "type": "object",
-        "properties": {key(o): _property(command, o) for o in options},
+        "description": "; ".join(rules),
+        "properties": properties,
         "required": required(command),
         "additionalProperties": False,
     }
-    exclusive = [key(o) for o in options if o.exclusive]
-    if exclusive:
-        schema["description"] = "give exactly one of: " + ", ".join(exclusive)
-    return schema
 
 
 def option_rows(command: str) -> list[dict[str, Any]]:
@@ -143,7 +163,7 @@ def option_rows(command: str) -> list[dict[str, Any]]:
             "choices": list(o.choices) if o.choices else None,
             "default": default_of(command, o),
             "help": MODEL_HELP if o.name == POSITIONAL else " ".join(help_text(o, command).split()),
-            "required": key(o) in required(command),
+            "required": o.name == POSITIONAL or key(o) in required(command),
             "exclusive": o.exclusive,
             "aliases": list(aliases(o)),
         })

@@ -9,6 +9,7 @@ the project's errors (one line naming the field); ``server.py`` turns them into 
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 from vramwise.cli.options import FIT, INFER, TRAIN, parse_options, setup_values
 from vramwise.errors import UsageError, shown
 from vramwise.mcpserver import schemas
+from vramwise.mcpserver.sent_config import with_config
 
 Arguments = Mapping[str, Any]
 
@@ -32,16 +34,37 @@ class Tool:
 
 
 def estimate(command: str, args: Arguments) -> dict[str, Any]:
-    """``vramwise COMMAND ... --json``'s document for these options."""
+    """``vramwise COMMAND ... --json``'s document for these options (``config``: a config.json's text as MODEL)."""
+    options = dict(args)
+    config = options.pop(schemas.CONFIG, None)
+    _known(command, options)
+    if config is None:
+        return _document(command, parse_options(command, options))
+    return with_config(config, lambda path: _document(command, parse_options(command, options, model_path=path)))
+
+
+def _document(command: str, values: dict[str, Any]) -> dict[str, Any]:
     from vramwise.app import documents
 
-    values = parse_options(command, args)
     options = setup_values(values)
     if command == INFER:
         return documents.infer_document(documents.infer_request(values, options)).doc
     if command == TRAIN:
         return documents.train_document(documents.train_request(values, options)).doc
     return documents.fit_document(documents.fit_request(values, options)).doc
+
+
+def _known(command: str, args: Arguments) -> None:
+    """An argument the command does not take, named with the nearest ones and where the list is (the parser's own
+    refusals, of ``from`` and the other outputs, keep their words)."""
+    names = schemas.argument_names(command)
+    for key in args:
+        if isinstance(key, str) and (key in names or key in schemas.REFUSED_BY_PARSER):
+            continue
+        near = difflib.get_close_matches(str(key).lower().replace("_", "-"), sorted(names), n=3, cutoff=0.6)
+        hint = f" (did you mean: {', '.join(near)}?)" if near else ""
+        raise UsageError(f"unknown option {shown(key)} for {command}{hint}; list_options lists them", field=None,
+                         allowed=None)
 
 
 def _only(args: Arguments, allowed: tuple[str, ...], tool: str) -> None:
@@ -95,7 +118,8 @@ def list_options(args: Arguments) -> dict[str, Any]:
 
 _SAME = (
     "Arguments are the command line's options by long flag name without the dashes (batch, peft, gpu-util), "
-    "`model` for MODEL; the answer is exactly the `--json` document of the command (docs/json-schema.md). "
+    "`model` for MODEL (or `config`: a config.json's text); the answer is exactly the command's `--json` document "
+    "(docs/json-schema.md). "
     "list_options lists every option with its help."
 )
 TOOLS: tuple[Tool, ...] = (
