@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from vramwise.errors import VramwiseError
 from vramwise.mcpserver.tools import BY_NAME, TOOLS
+from vramwise.report.json_out import render_json
 
 if TYPE_CHECKING:
     import mcp_types
@@ -41,7 +42,8 @@ def answer(name: str, arguments: dict[str, Any] | None) -> tuple[dict[str, Any] 
     except Exception:  # a bug: the traceback goes to the log (stderr), the caller gets one line
         _log.exception("vramwise mcp: %s failed", name)
         return None, f"internal error in {name} (the server's log has the details)", True
-    return doc, json.dumps(doc, indent=2), False
+    text = render_json(doc)  # the command line's own printing: the text content is what `--json` prints
+    return json.loads(text), text, False  # and the structured content that JSON read back (tuples are lists)
 
 
 def build() -> Server[Any]:
