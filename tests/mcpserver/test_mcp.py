@@ -97,8 +97,8 @@ def test_every_tool_lists_its_input_and_output_schemas(answers: dict[str, Any]) 
         listed = tools[command].input_schema
         assert listed == input_schema(command)
         assert tools[command].output_schema == output_schema(command)
-        # every option of the command line but the three a server refuses, by its first long flag; and config
-        flags = {"model" if o.name == "model" else next(f[2:] for f in o.flags if f.startswith("--"))
+        # every option of the command line but the three a server refuses, by its shortest long flag; and config
+        flags = {"model" if o.name == "model" else min((f[2:] for f in o.flags if f.startswith("--")), key=len)
                  for o in options_of(command)}
         assert set(listed["properties"]) == flags - {"from", "emit", "json"} | {"config"}
         assert "model" in listed["properties"] and "config" in listed["properties"]

@@ -55,7 +55,7 @@ def test_input_schema_is_the_option_table(command: str) -> None:
     props = schema["properties"]
     for option in options_of(command):
         longs = [f[2:] for f in option.flags if f.startswith("--")]
-        name = "model" if option.name == "model" else longs[0]
+        name = "model" if option.name == "model" else min(longs, key=len)
         if option.name in ("source", "emit", "json"):  # a file on the server's machine, another output
             assert name not in props
             continue
@@ -64,17 +64,27 @@ def test_input_schema_is_the_option_table(command: str) -> None:
             assert prop["type"] == "boolean", name
         if option.choices:
             assert prop["enum"] == list(option.choices), name
-        for alias in longs[1:]:
+        for alias in set(longs) - {name}:
             assert alias in prop["description"], name
     assert schema["required"] == (["gpu"] if command == "fit" else [])  # model or config: the description says so
     assert [r["flag"] for r in option_rows(command)] == [k for k in props if k != "config"]
+
+
+def test_the_options_listing_is_the_web_apis() -> None:
+    from vramwise.web.describe import options_listing  # no web server needed: the listing is built from the table
+
+    for command in ("infer", "train", "fit"):
+        assert option_rows(command) == options_listing()[command], command
+    peft = next(r for r in option_rows("train") if r["flag"] == "peft")
+    assert peft["choices"] and "lora" in peft["choices"] and peft["default"] == "none"
+    assert input_schema("train")["properties"]["peft"]["enum"] == peft["choices"]  # a setup's choices, as an enum
 
 
 def test_defaults_are_the_setups() -> None:
     infer, train = input_schema("infer")["properties"], input_schema("train")["properties"]
     # InferSetup(): context 2048, kv_block 16, gpu_util 0.9; TrainSetup(): seq 2048, lora_r 16, optimizer adamw
     assert (infer["context"]["default"], infer["kv-block"]["default"]) == (2048, 16)
-    assert infer["gpu-memory-utilization"]["default"] == 0.9
+    assert infer["gpu-util"]["default"] == 0.9
     assert (train["seq"]["default"], train["lora-r"]["default"], train["optimizer"]["default"]) == (2048, 16, "adamw")
     assert input_schema("fit")["properties"]["units"]["default"] == "gib"
 

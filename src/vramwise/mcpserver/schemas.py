@@ -1,11 +1,12 @@
 """The JSON Schemas of the MCP tools: inputs from the command line's one option table, outputs from the contract.
 
-An input schema is generated, never written: one property per option the command takes (named by its first long
-flag without the dashes, ``model`` for MODEL, as the web API's ``args``), its JSON type from the option's type,
-``enum`` from its choices, ``default`` from the setup's default, ``description`` from its ``--help`` text. The
-options a server refuses (``from``, ``emit``, ``json``) are left out. The output schemas follow
-docs/json-schema.md's top-level keys (tests/mcpserver/test_mcp.py compares them with the document's tables): a tool
-answers with exactly the ``--json`` document, and the client validates it against these.
+An input schema is generated, never written: one property per option the command takes (named by its shortest long
+flag without the dashes, ``model`` for MODEL, as the web API's ``args`` and its options listing name them; every
+other long flag is accepted too), its JSON type from the option's type, ``enum`` from its choices (argparse's, or
+the values the setup checks: ``cli.options.SUGGESTED``), ``default`` from the setup's default, ``description``
+from its ``--help`` text. The options a server refuses (``from``, ``emit``, ``json``) are left out. The output
+schemas follow docs/json-schema.md's top-level keys (tests/mcpserver/test_tools.py compares them with the
+document's tables): a tool answers with exactly the ``--json`` document, and the client validates it against these.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from vramwise.cli.options import FIT, INFER, TRAIN, Group, Option, help_text, options_of, tokens
+from vramwise.cli.options import FIT, INFER, SUGGESTED, TRAIN, Group, Option, help_text, options_of, tokens
 from vramwise.mcpserver.sent_config import MAX_CONFIG_BYTES
 
 COMMANDS = (INFER, TRAIN, FIT)
@@ -35,16 +36,26 @@ MODEL_HELP = (
 )
 
 
+def _long(option: Option) -> tuple[str, ...]:
+    return tuple(f[2:] for f in option.flags if f.startswith("--"))
+
+
 def key(option: Option) -> str:
-    """The name a request gives the option: its first long flag without the dashes (``gpu-memory-utilization``)."""
+    """The name a request gives the option: its shortest long flag without the dashes (``gpu-util`` rather than
+    ``gpu-memory-utilization``), as the web API's options listing (web/describe.py flag_of) names it."""
     if option.name == POSITIONAL:
         return POSITIONAL
-    return next(f[2:] for f in option.flags if f.startswith("--"))
+    return min(_long(option), key=len)
 
 
 def aliases(option: Option) -> tuple[str, ...]:
-    """The option's other long flags, accepted as well (``gpu-util``)."""
-    return tuple(f[2:] for f in option.flags if f.startswith("--"))[1:]
+    """The option's other long flags, accepted as well (``gpu-memory-utilization``)."""
+    return tuple(f for f in _long(option) if f != key(option))
+
+
+def choices(option: Option) -> tuple[str, ...] | None:
+    """What a choice option takes: argparse's choices, or the values its setup checks."""
+    return option.choices or SUGGESTED.get(option.name)
 
 
 def tool_options(command: str) -> tuple[Option, ...]:
@@ -73,14 +84,14 @@ def _json_type(option: Option) -> dict[str, Any]:
 
 
 def jsonable(value: Any) -> Any:
-    """A default as JSON writes it: an enum member as its string, a tuple as a list; None when it has no JSON form."""
+    """A default as a request would send it: an enum member as its string, a list option (``lora_targets``) as its
+    comma-separated text (none: absent); None when it has no JSON form."""
     if isinstance(value, enum.Enum):
         return str(value.value)
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, tuple | list):
-        items = [jsonable(v) for v in value]
-        return None if any(i is None for i in items) else items
+        return ",".join(str(jsonable(v)) for v in value) or None
     return None
 
 
@@ -110,8 +121,9 @@ def _property(command: str, option: Option) -> dict[str, Any]:
     if option.name == POSITIONAL:
         return {"type": "string", "description": MODEL_HELP}
     prop = _json_type(option)
-    if option.choices:
-        prop["enum"] = list(option.choices)
+    allowed = choices(option)
+    if allowed and option.type is str:
+        prop["enum"] = list(allowed)
     default = default_of(command, option)
     if default is not None and option.type is not None:  # a switch's default is false: absent
         prop["default"] = default
@@ -151,22 +163,29 @@ def input_schema(command: str) -> dict[str, Any]:
 
 
 def option_rows(command: str) -> list[dict[str, Any]]:
-    """The option table of ``command`` as data (the web API's ``/api/v1/options`` rows): flag, dest, group, type,
-    choices, default, help, required, exclusive, aliases."""
+    """The option table of ``command`` as data, row for row the web API's ``/api/v1/options`` (web/describe.py; a
+    test holds them equal): flag, flags, dest, group, type, tokens, choices, default, help, required, exclusive."""
+    from vramwise.app.setups import INFER_FIELDS, TRAIN_FIELDS, infer_default
+
     rows = []
     for o in tool_options(command):
-        rows.append({
+        allowed = choices(o)
+        row = {
             "flag": key(o),
+            "flags": [POSITIONAL] if o.name == POSITIONAL else list(_long(o)),
             "dest": o.name,
             "group": o.group.value,
-            "type": "bool" if o.type is None else {int: "int", float: "float", tokens: "tokens"}.get(o.type, "str"),
-            "choices": list(o.choices) if o.choices else None,
+            "type": "bool" if o.type is None else {int: "int", float: "float", tokens: "int"}.get(o.type, "str"),
+            "tokens": o.type is tokens,  # an int that may also be written 128k (10^3) or 128K (2^10)
+            "choices": list(allowed) if allowed else None,
             "default": default_of(command, o),
-            "help": MODEL_HELP if o.name == POSITIONAL else " ".join(help_text(o, command).split()),
+            "help": help_text(o, command),
             "required": o.name == POSITIONAL or key(o) in required(command),
             "exclusive": o.exclusive,
-            "aliases": list(aliases(o)),
-        })
+        }
+        if command == FIT and o.name in INFER_FIELDS and o.name in TRAIN_FIELDS:
+            row["default_infer"] = jsonable(infer_default(o.name))  # fit --infer's default
+        rows.append(row)
     return rows
 
 
@@ -272,7 +291,8 @@ GPUS = _object({"gpus": _described(
                                        ["name", "memory_bytes"])},
     "`vramwise gpus --json`: memory_bytes is the budget --gpu checks (the CUDA-visible total)")}, ["gpus"])
 OPTIONS = _object({"command": {"enum": list(COMMANDS)}, "options": _described(
-    _ROWS, "flag (the argument's name), dest, group, type, choices, default, help, required, exclusive, aliases")},
+    _ROWS, "flag (the argument's name), flags (every name taken), dest, group, type, tokens, choices, default, help, "
+           "required, exclusive")},
     ["command", "options"])
 QUERY = {"type": "object", "properties": {"query": {"type": "string", "description": (
     "a part of the name, hub id or model type (case-insensitive); empty or absent: every model")}},
