@@ -131,6 +131,21 @@ def test_listing_arguments_are_checked() -> None:
                for m in doc["models"])
 
 
+@pytest.mark.parametrize("model", ["../config.json", "/etc/passwd", "~/x", "dir/sub/config.json", "x.gguf", "tests"])
+def test_a_path_is_never_read(model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "tests" names no catalog model or size but exists under the server's working directory: resolve_model would
+    # read it as a local folder (spec/load.py step 5)
+    monkeypatch.chdir(ROOT)
+    doc, text, error = server.answer("infer", {"model": model})
+    assert error and doc is None and text.startswith("a path cannot be sent to the server"), (model, text)
+
+
+def test_a_hub_id_is_validated_before_any_request() -> None:
+    # huggingface_hub's validate_repo_id refuses ".." in a repo id; no request is made (none could be: offline)
+    _doc, text, error = server.answer("train", {"model": "org/bad..name", "peft": "lora"})
+    assert error and text == "MODEL 'org/bad..name' is not a valid hub id: Cannot have -- or .. in repo_id"
+
+
 def test_a_sent_config_is_capped() -> None:
     _doc, text, error = server.answer("infer", {"config": " " * (200 * 2**10 + 1)})
     assert error and text == "config is over 204,800 bytes"

@@ -6,6 +6,7 @@ extra, one line says how to install it.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -24,5 +25,6 @@ def run(command: str, values: dict[str, Any]) -> int:
     if sys.stdin.isatty():  # a person at a terminal: say what this is (a client reads stdout only)
         print("vramwise mcp: an MCP server on stdin/stdout; register it with a client (README, MCP server)",
               file=sys.stderr)
-    serve()
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C at a terminal: the server's normal end, no traceback
+        serve()
     return 0
