@@ -285,7 +285,7 @@ _ROWS = {"type": "array", "items": _OBJ}
 MODELS = _object({"models": _described(
     {"type": "array", "items": _object({"name": _STR, "model_type": _STR, "params": _INT, "active_params": _INT,
                                         "hf_id": _STR}, ["name", "params"])},
-    "`vramwise models --json`'s rows whose name, hub id or model type contains the query")}, ["models"])
+    "`vramwise models --json`'s rows whose name or hub id contains the query")}, ["models"])
 GPUS = _object({"gpus": _described(
     {"type": "array", "items": _object({"name": _STR, "label": _STR, "memory_bytes": _INT, "aliases": _LIST},
                                        ["name", "memory_bytes"])},
@@ -295,7 +295,7 @@ OPTIONS = _object({"command": {"enum": list(COMMANDS)}, "options": _described(
            "required, exclusive")},
     ["command", "options"])
 QUERY = {"type": "object", "properties": {"query": {"type": "string", "description": (
-    "a part of the name, hub id or model type (case-insensitive); empty or absent: every model")}},
+    "a part of the name or hub id (case-insensitive); empty or absent: every model")}},
     "additionalProperties": False}
 NOTHING: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 COMMAND = {"type": "object", "properties": {"command": {"enum": list(COMMANDS), "description": (

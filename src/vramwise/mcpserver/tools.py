@@ -83,7 +83,8 @@ def _text(args: Arguments, key: str, default: str | None = None) -> str | None:
 
 
 def list_models(args: Arguments) -> dict[str, Any]:
-    """``vramwise models --json``, the rows whose name, hub id or model type contain ``query`` (any case)."""
+    """``vramwise models --json``, the rows whose name or hub id contain ``query`` (any case), as the web API's
+    ``/api/v1/models?q=`` filters them."""
     from vramwise.app.listings import list_models as rows_of
     from vramwise.report.listings import models_json
 
@@ -91,7 +92,7 @@ def list_models(args: Arguments) -> dict[str, Any]:
     query = (_text(args, "query") or "").strip().lower()
     doc: dict[str, Any] = json.loads(models_json(rows_of()))
     doc["models"] = [r for r in doc["models"] if not query or any(
-        query in str(r.get(k) or "").lower() for k in ("name", "hf_id", "model_type"))]
+        query in str(r.get(k) or "").lower() for k in ("name", "hf_id"))]
     return doc
 
 
