@@ -49,6 +49,32 @@ def test_schemas_are_valid_json_schema() -> None:
         jsonschema.Draft202012Validator.check_schema(output_schema(command))
 
 
+# documents of every shape the three commands print: each must pass its tool's output schema (else an MCP client
+# refuses the answer as "invalid structured content")
+SHAPES = [
+    ("infer", {"model": "14b"}),  # a bare size: no model_type, missing terms
+    ("infer", {"model": "llama-3-8b", "mode": "textbook", "gpu": "t4"}),
+    ("infer", {"model": "qwen2-7b", "engine": "llama.cpp", "gpu": "rtx-4090", "ctx-size": 8192}),
+    ("infer", {"model": "qwen2-7b", "engine": "sglang", "gpu": "h100"}),
+    ("infer", {"model": "llama-3-8b", "device-map": "auto", "gpu": "2xrtx-4090"}),
+    ("infer", {"model": "llama-3.1-70b", "engine": "vllm", "gpu": "a100-40gb", "margin": 0.1}),  # does not fit
+    ("train", {"model": "llama-3-8b", "pp": 2, "per-stage": True, "gpu": "2xa100-80gb"}),
+    ("train", {"model": "llama-3-8b", "gpu": "rtx-4090"}),  # does not fit: advice
+    ("train", {"model": "llama-3-8b", "dp": 4, "zero": 3, "offload": "optimizer"}),  # host terms
+    ("fit", {"model": "llama-3-8b", "gpu": "l4", "infer": True, "best-format": True}),
+    ("fit", {"model": "llama-3-8b", "gpu": "8xh100", "layouts": 8, "top": 2}),
+    ("fit", {"model": "llama-3.1-70b", "gpu": "t4", "max": "batch"}),  # nothing fits
+]
+
+
+@pytest.mark.parametrize(("command", "args"), SHAPES, ids=[f"{c}-{i}" for i, (c, _) in enumerate(SHAPES)])
+def test_every_document_shape_passes_its_output_schema(command: str, args: dict[str, Any]) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    doc, text, error = server.answer(command, args)
+    assert not error, text
+    jsonschema.Draft202012Validator(output_schema(command)).validate(doc)
+
+
 @pytest.mark.parametrize("command", ["infer", "train", "fit"])
 def test_input_schema_is_the_option_table(command: str) -> None:
     schema = input_schema(command)
