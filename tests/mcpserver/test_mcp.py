@@ -61,7 +61,7 @@ async def _talk() -> dict[str, Any]:
     env = {"PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
     server = StdioServerParameters(command=sys.executable, args=["-m", "vramwise", "mcp"], env=env, cwd=str(ROOT))
     out: dict[str, Any] = {}
-    with open(os.devnull, "w") as log:
+    with anyio.fail_after(120), open(os.devnull, "w") as log:  # a server that stops answering fails, never hangs
         async with stdio_client(server, errlog=log) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
             out["tools"] = {t.name: t for t in (await session.list_tools()).tools}
