@@ -7,6 +7,7 @@ its 4xx body the words the CLI prints after "vramwise: error:". The limits are c
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +232,63 @@ def test_an_unexpected_error_is_a_generic_500_without_traceback(monkeypatch: pyt
     assert response.status_code == 500
     assert response.json() == {"error": "internal error", "field": None, "allowed": None}
     assert "secret" not in response.text
+
+
+def test_a_body_not_sent_as_json_is_refused_before_any_work(client: TestClient) -> None:
+    # a cross-site form or text/plain POST needs no CORS preflight: refusing it keeps other sites' pages out
+    for kind in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"content-type": kind} if kind else {}
+        response = client.post("/api/v1/infer", content=b'{"args": {"model": "llama-2-7b"}}', headers=headers)
+        assert response.status_code == 415 and response.json()["field"] == "content-type"
+    ok = client.post("/api/v1/infer", content=b'{"args": {"model": "llama-2-7b"}}',
+                     headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200
+
+
+def test_a_loopback_server_refuses_other_host_names() -> None:
+    from vramwise.web.server import LOOPBACK_HOSTS
+
+    local = TestClient(create_app(Limits(rate=0), LOOPBACK_HOSTS), base_url="http://127.0.0.1:8000")
+    assert local.get("/api/v1/gpus").status_code == 200
+    assert local.get("/api/v1/gpus", headers={"host": "localhost:8000"}).status_code == 200
+    assert local.get("/api/v1/gpus", headers={"host": "attacker.example:8000"}).status_code == 400
+
+
+def test_estimates_run_at_once_in_threads_equal_those_run_one_by_one() -> None:
+    # the server runs estimates in threads (api.Workers): the caches under the application layer must not mix
+    # answers up; the oracle is the same requests answered one at a time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vramwise.web import api
+
+    requests = [(c, {**a, "batch": b}) for c, a in CASES[:5] if "batch" in a for b in (1, 2, 3)]
+    requests += [(c, a) for c, a in CASES]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda r: api.answer(r[0], r[1], None), requests * 2))
+    alone = [api.answer(c, a, None) for c, a in requests * 2]
+    assert together == alone
+
+
+def test_an_estimate_past_its_time_is_a_503_and_its_thread_still_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from vramwise.web import api
+
+    release = threading.Event()
+
+    def slow(command: str, args: Any, config: Any) -> tuple[dict[str, Any], bool]:
+        release.wait(30)
+        return {"schema": "vramwise/estimate"}, True
+
+    monkeypatch.setattr(api, "answer", slow)
+    client = TestClient(create_app(Limits(rate=0, workers=1, timeout=0.3)))
+    body = {"args": {"model": "llama-2-7b"}}
+    late = client.post("/api/v1/infer", json=body)
+    assert late.status_code == 503 and "more than 0.3 s" in late.json()["error"]
+    busy = client.post("/api/v1/infer", json=body)  # the one thread still holds the first estimate
+    assert busy.status_code == 503 and "busy" in busy.json()["error"]
+    release.set()
+    deadline = time.monotonic() + 10
+    while (ok := client.post("/api/v1/infer", json=body)).status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ok.status_code == 200

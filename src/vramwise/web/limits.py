@@ -22,6 +22,12 @@ MAX_CONFIG_BYTES = 200 * 2**10
 DEFAULT_RATE = 20.0  # requests per second per client address, sustained
 DEFAULT_BURST = 60  # requests a client may make at once
 MAX_CLIENTS = 4096  # addresses remembered; the least recently seen is forgotten first
+# Estimates are pure Python under the GIL: threads beyond a few add no speed, only memory; more requests wait.
+DEFAULT_WORKERS = 4
+# A catalog estimate takes about a millisecond, a fit search or a hub lookup up to seconds; the caching-allocator
+# replay of a large MoE model that does not fit (advice estimates it again per change) can take a minute or more.
+# The page answers 503 past this; the command line has no limit.
+DEFAULT_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,6 +38,8 @@ class Limits:
     max_config: int = MAX_CONFIG_BYTES
     rate: float = DEFAULT_RATE
     burst: int = DEFAULT_BURST
+    workers: int = DEFAULT_WORKERS  # estimates running at once
+    timeout: float = DEFAULT_TIMEOUT_S  # seconds an estimate may take before the request is answered 503
 
 
 class RateCap:
