@@ -25,13 +25,13 @@ from vramwise.estimate.allocator_model import AllocatorConfig
 from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.logits import head_words
 from vramwise.estimate.overheads import is_tensor
-from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
+from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, AllocatorModel, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train import backward_workspace, encoder, peft_extras, seq2seq
 from vramwise.estimate.train.activations import Grads, layer_saved
-from vramwise.estimate.train.allocation import REFERENCE_TOKENS, StepTensors, parameter_tensors, spread
+from vramwise.estimate.train.allocation import REPLAY_NOTE, StepTensors, parameter_tensors, spread
 from vramwise.estimate.train.comms import comms_notes, nccl_terms
 from vramwise.estimate.train.fsdp_streams import stream_pools
 from vramwise.estimate.train.knobs import (
@@ -716,9 +716,14 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     # overheads' flat fraction
     replayed = setup.allocator.replayed
     kept = (persistent, released_grads)
-    allocations = _step_tensors(spec, setup, stage, kept, states, fwd, out) if replayed else None
     busiest = _busiest_alike(spec, setup, stage)
-    shared = None if busiest == stage or not replayed else _stage_plan(spec, setup, busiest).fraction
+    allocations: AllocatorModel | None
+    if not replayed:
+        allocations = None
+    elif busiest == stage:
+        allocations = _step_tensors(spec, setup, stage, kept, states, fwd, out)
+    else:
+        allocations = _stage_plan(spec, setup, busiest).allocator
     # loading comes before the step but is listed last, so the step's phases keep their places (loading.py); it is
     # shown only when it holds more than the step's persistent states: otherwise it cannot be the peak, and its
     # total would list optimizer states that do not exist yet
@@ -732,15 +737,14 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
         host=states.host,
         phases=phases,
         allocator_fraction=setup.overheads.allocator_fraction,
-        notes=_stage_notes(spec, setup, stage, recipe),
+        notes=_stage_notes(spec, setup, stage, recipe) + ([REPLAY_NOTE] if allocations is not None else []),
         allocator=allocations,
-        shared_fraction=shared,
     )
 
 
 def _busiest_alike(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Stage:
     """The first stage of the pipeline with ``stage``'s role and layers (``_composition``): the one of them with
-    the most micro-batches in flight, whose allocator fraction they all take (``Plan.shared_fraction``). A replay
+    the most micro-batches in flight, whose allocator model (its tensors) they all take. A replay
     is not monotone in the tensors' sizes, so this keeps a later stage alike, whose tensors are no larger, from
     out-reserving the one ``_candidates`` keeps."""
     if setup.parallel.pp == 1:
@@ -811,7 +815,6 @@ def _step_tensors(
             expandable_segments=setup.allocator.expandable_segments,
             max_split_size=None if mb is None else mb * MIB,
         ),
-        reference=Vars.training(1, REFERENCE_TOKENS, 1, setup.loss_chunk),
     )
 
 
