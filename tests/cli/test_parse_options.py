@@ -91,6 +91,9 @@ SETUPS = [
     ("train", {"model": "llama-2-7b", "gpu": "4xa100-80gb", "framework": "deepspeed", "zero": 2}),
     ("fit", {"model": "llama-2-7b", "gpu": "h100", "min-gpus": True}),
     ("fit", {"model": "llama-2-7b", "gpu": "l4", "max": "context", "infer": True, "margin": 0.1}),
+    ("train", {"model": "llama-2-7b", "gpu": "a100-80gb", "peft": "lora", "range": True, "max-seq": "8k"}),
+    ("infer", {"model": "llama-3-8b", "gpu": "l4", "range": True}),
+    ("fit", {"model": "llama-2-7b", "gpu": "a100-80gb", "max": "batch", "range": True}),
 ]
 
 
@@ -103,8 +106,8 @@ def _argv(command: str, args: dict[str, Any]) -> list[str]:
 
 
 def _document(command: str, values: dict[str, Any]) -> dict[str, Any]:
-    request = getattr(documents, f"{command}_request")(values, setup_values(values))
-    return json.loads(render_json(getattr(documents, f"{command}_document")(request).doc))  # tuples as lists
+    done = documents.document_for(command, values, setup_values(values))
+    return json.loads(render_json(done.doc))  # tuples as lists
 
 
 @pytest.mark.parametrize(("command", "args"), SETUPS)

@@ -55,6 +55,7 @@ CASES = [
     ("train", {"model": "llama-2-7b", "pp": 2, "per-stage": True}),
     ("fit", {"model": "llama-2-7b", "gpu": "a100-80gb", "max": "batch", "peft": "qlora"}),
     ("fit", {"model": "llama-2-7b", "gpu": "rtx-4090", "best-format": True, "infer": True}),
+    ("train", {"model": "llama-3-8b", "gpu": "rtx-4090", "peft": "qlora", "range": True}),  # issue 15's --range
 ]
 
 

@@ -169,15 +169,9 @@ def warm() -> None:
 
 
 def _document(command: str, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    from vramwise.app import documents
+    from vramwise.app.documents import document_for
 
-    options = setup_values(values)
-    if command == "infer":
-        done = documents.infer_document(documents.infer_request(values, options))
-    elif command == "train":
-        done = documents.train_document(documents.train_request(values, options))
-    else:
-        done = documents.fit_document(documents.fit_request(values, options))
+    done = document_for(command, values, setup_values(values))
     return done.doc, done.fits
 
 
