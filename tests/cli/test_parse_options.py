@@ -94,6 +94,11 @@ SETUPS = [
     ("train", {"model": "llama-2-7b", "gpu": "a100-80gb", "peft": "lora", "range": True, "max-seq": "8k"}),
     ("infer", {"model": "llama-3-8b", "gpu": "l4", "range": True}),
     ("fit", {"model": "llama-2-7b", "gpu": "a100-80gb", "max": "batch", "range": True}),
+    # found by fuzzing the API: a framework preset with --cuda-context was a TypeError traceback (app/fitting.py
+    # handed option names to the presets, which read flat names) in train's advice and fit's search
+    ("train", {"model": "llama-2-7b", "gpu": "a100-80gb", "cuda-context": 8, "framework": "megatron"}),
+    ("fit", {"model": "llama-2-7b", "gpu": "a100-80gb", "cuda-context": 600, "framework": "deepspeed",
+             "min-gpus": True}),
 ]
 
 
