@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import Stage, in_layer, stage_share
+from vramwise.estimate.train.lightning_fsdp import flat_gradients
 from vramwise.estimate.train.lora import PEFT_ADAPTER_BYTES, SRC_ADAPTER_DTYPE, LoraModule, adapter_bytes, kbit_prepared
 from vramwise.estimate.train.optimizers import (
     Tensor,
@@ -72,6 +73,8 @@ class StatesSetup:
     parallel: ParallelConfig
     head_quantized: bool = False  # LitGPT under Lightning's bitsandbytes precision quantizes lm_head too
     litgpt: bool = False  # LitGPT's adapters (litgpt_code.litgpt_lora_modules) differ from peft's: part of the key
+    # LitGPT under Lightning's FSDP accumulating micro-batches under no_sync: whole flat gradients (lightning_fsdp.py)
+    fsdp_no_sync: bool = False
 
     @classmethod
     def of(cls, setup: TrainSetup) -> StatesSetup:
@@ -84,6 +87,7 @@ class StatesSetup:
             parallel=setup.parallel,
             head_quantized=quantizes_head(setup),
             litgpt=runs_litgpt_code(setup),
+            fsdp_no_sync=runs_litgpt_code(setup) and setup.parallel.fsdp != FsdpMode.NONE and setup.grad_accum > 1,
         )
 
 
@@ -504,6 +508,9 @@ def _model_states(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe,
         )
     _master_and_states(s, recipe, tr, out)
     grads, step_grads = _gradients(s, recipe, tr, out)
+    if grads is not None and s.litgpt and s.parallel.fsdp != FsdpMode.NONE:
+        # Lightning's FSDP1 units: a Block's gradient is its whole flat parameter, frozen weights included
+        grads = flat_gradients(spec, stage, s.parallel, s.peft, lora, recipe.weight, no_sync=s.fsdp_no_sync)
     _step(s, recipe, tr, out)
     return ModelStates(
         persistent=tuple(out.persistent),
