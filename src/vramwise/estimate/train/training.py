@@ -469,6 +469,7 @@ class _Forward:
     gathered_end: list[Term]  # what ZeRO-3/FSDP hold gathered at the end of backward
     per_layer: _PerLayer  # the layers' saved tensors, for the allocator replay
     dora_weight: Rule | None = None  # DoRA's rebuilt weight while one module's forward runs
+    loss_head: list[int] = field(default_factory=list)  # a chunked head's matmuls' backward (LossRules.head_chunks)
     layer_only: list[int] = field(default_factory=list)  # in_layers without the head's and final norm's tensors
 
 
@@ -483,12 +484,14 @@ def _forward(
     loss_backward: list[int] = []
     loss_forward: list[int] = []
     loss_saved: list[int] = []
+    loss_head: list[int] = []
     if stage.last:
         rules = _loss(spec, setup, recipe, flight)
         loss_saved = out.add(*rules.saved)
         held += loss_saved
         loss_backward = out.add(*rules.backward)
         loss_forward = out.add(*rules.forward)
+        loss_head = out.add(*rules.head_chunks)
         if setup.peft.method == PeftMethod.DORA and any(m.place == "head" for m in lora):
             below = not peft_extras.head_only(lora)
             loss_backward += out.add(peft_extras.dora_head_backward(spec.vocab_size, recipe.compute, below))
@@ -523,6 +526,7 @@ def _forward(
         per_layer=per_layer,
         dora_weight=peft_extras.dora_weight_rule(lora) if setup.peft.method == PeftMethod.DORA else None,
         layer_only=layer_only if not peft_extras.head_only(lora) else [],
+        loss_head=loss_head,
     )
 
 
@@ -541,6 +545,9 @@ def _backward_phases(
         phases.append((PhaseKind.FORWARD_DORA, fwd.in_layers + out.add(fwd.dora_weight)))
     if fwd.loss_backward:
         phases.append((PhaseKind.BACKWARD_LOSS, fwd.held + fwd.loss_backward))
+    if fwd.loss_head:  # the loss's nodes ran and released what they saved; the head's chunked matmuls follow
+        kept = [i for i in fwd.held if i not in fwd.loss_saved]
+        phases.append((PhaseKind.BACKWARD_HEAD_CHUNKS, kept + fwd.loss_head))
     rebuilt: list[int] = []
     if setup.recompute in _RECOMPUTING and fwd.largest_layer:
         rebuilt = out.add(
