@@ -617,8 +617,9 @@ _NOTES: dict[Framework, tuple[str, ...]] = {
         "CEWithChunkedOutputLoss (--loss torchtune-chunked)",
     ),
     Framework.TORCHTITAN: (
-        "torchtitan: under FSDP2 the parameters are fp32 shards and bf16 exists only while a layer is gathered; "
-        "bf16-mixed counts a bf16 shard beside the fp32 one (2 B per parameter / n too many, not modelled yet)",
+        "torchtitan: under FSDP2 the parameters are fp32 shards and bf16 exists only while a layer is gathered: "
+        "bf16-mixed counts the fp32 shard as the parameter and the master copy at once (estimate/train/states.py "
+        "fsdp2_fp32_params)",
         "torchtitan: the loss chunk is an eighth of the micro-batch given; fit --max and plot keep that chunk while "
         "they vary the batch or the sequence",
     ),

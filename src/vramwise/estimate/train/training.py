@@ -62,7 +62,7 @@ from vramwise.estimate.train.peft_methods import LORA_LIKE, check_method, check_
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import forward_units, gathered, head_grads, head_unit, outer_units
-from vramwise.estimate.train.states import ModelStates, model_states
+from vramwise.estimate.train.states import ModelStates, StatesSetup, fsdp2_fp32_params, model_states
 from vramwise.estimate.train.zero3 import persistent_params
 from vramwise.estimate.vision import vision_training_notes
 from vramwise.estimate.weights import buffers, training_checkpoint_note
@@ -731,7 +731,8 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     # total would list optimizer states that do not exist yet
     master = sum(t.bytes for t in (*states.persistent, *states.host) if t.name == "optimizer/master_weights")
     held = tuple(t for t in persistent if is_tensor(t.name))
-    load = loading_term(spec, setup, stage, held, recipe.weight, master)
+    load = loading_term(spec, setup, stage, held, recipe.weight, master, fp32_params=fsdp2_fp32_params(
+        StatesSetup.of(setup), recipe))
     phases += [(PhaseKind.LOAD, out.add(load))] if load.bytes else []
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
