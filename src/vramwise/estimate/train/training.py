@@ -622,12 +622,42 @@ def _with_stream_pools(
     return [(kind, ix + rs + (ag if kind in _NO_ALL_GATHER else [])) for kind, ix in phases]
 
 
+# A tied head and embedding are one parameter: autograd sums the head's gradient (from the loss's end of backward)
+# and the embedding's (the last node) in the parameter's input buffer before AccumulateGrad runs. torch autograd
+# input_buffer.cpp accumulate adds in place only into a buffer holding its last reference; the head's gradient is
+# the transpose view mm_mat2_backward returns for ``weight.t()`` (``grad.t().mm(mat1).t()``), whose base shares its
+# storage, so the sum is out of place: the head's gradient, the embedding's and their sum at once, two more
+# weight-sized tensors than the gradient kept. Under autocast the head's gradient reaches the fp32 parameter through
+# the cast's backward (a fresh tensor): the sum is in place, one more. Traced (verify, bf16 and fp32: the backward
+# phase's peak) and notes-coord/note-s3.md's open item (the twin under by V x h x 4 there).
+SRC_TIED = "torch autograd input_buffer.cpp accumulate, FunctionsManual.cpp mm_mat2_backward; traced (verify)"
+
+
+def _tied_accumulation(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recipe) -> Term | None:
+    """The tied head's and embedding's gradients summed at the end of backward (one stage holds both, FSDP off)."""
+    if not (spec.tied_embeddings and stage.first and stage.last and _head_trains(spec, setup)):
+        return None
+    if setup.parallel.fsdp != FsdpMode.NONE or setup.parallel.tp > 1 or spec.head is not HeadKind.CAUSAL_LM:
+        return None
+    n = spec.vocab_size * (spec.embedding.proj_dim or spec.hidden_size)
+    extra = 1 if recipe.autocast_cache else 2
+    what = "the embedding's, added in place (autocast)" if extra == 1 else "the embedding's and their sum"
+    return Term(
+        name="gradients/tied_accumulation",
+        bytes=extra * n * recipe.weight,
+        formula=f"the tied head's gradient beside {what}: {extra} x V {spec.vocab_size} x h {n // spec.vocab_size} x "
+        f"{recipe.weight} B",
+        source=SRC_TIED,
+    )
+
+
 def _release_phases(
-    states: ModelStates, grads: Term | None, gathered_end: list[Term], out: Transients
+    states: ModelStates, grads: Term | None, gathered_end: list[Term], out: Transients, tied: Term | None = None
 ) -> list[tuple[PhaseKind, list[int]]]:
     """Backward end and the optimizer step: the activations are gone; ``grads``, the gradients that are not
-    persistent, live at backward end, and in the step what of them it still holds (ZeRO-1: its partition)."""
-    end = out.add(*states.backward_extra, *gathered_end)
+    persistent, live at backward end, and in the step what of them it still holds (ZeRO-1: its partition);
+    ``tied``: a tied head's gradient summed with the embedding's at the end of backward."""
+    end = out.add(*states.backward_extra, *gathered_end, *((tied,) if tied else ()))
     step = out.add(*states.step_extra)
     if grads is not None:
         end = out.add(grads) + end
@@ -717,7 +747,8 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     phases = _with_stream_pools(phases, stream_pools(spec, setup, recipe, released_grads), out)
     forward = (PhaseKind.FORWARD_END, PhaseKind.FORWARD_LAYER, PhaseKind.FORWARD_DORA)
     phases = [(kind, ix if kind in forward else ix + bwd_held) for kind, ix in phases]
-    phases += _release_phases(states, released_grads, fwd.gathered_end, out)
+    tied = _tied_accumulation(spec, setup, stage, recipe)
+    phases += _release_phases(states, released_grads, fwd.gathered_end, out, tied)
     phases = [(kind, ix + bwd_held if kind == PhaseKind.BACKWARD_END else ix) for kind, ix in phases]
     # the caching-allocator replay only when asked for (workload/overheads.py AllocatorSettings.replay): else the
     # overheads' flat fraction
