@@ -93,3 +93,9 @@ def test_traced_chunked_head_backward(tmp_path: Path) -> None:
     peak = max(m["Total Allocated"] for m in memory) - start
     logits, grad_w, grad_h = t // n * v * 4, v * h * 4, t // n * h * 4
     assert peak == (n - 2) * logits + 3 * grad_w + 2 * grad_h + 4
+
+
+def test_fsdp_names_the_moment_it_does_not_model() -> None:
+    est = _train(dp=8, fsdp="full")  # FSDP gathers the head's unit around its backward: not traced here
+    assert not any(p.kind is PhaseKind.BACKWARD_HEAD_CHUNKS for p in est.phases)
+    assert any("backward (head chunks)" in n and "not modelled" in n for n in est.notes)

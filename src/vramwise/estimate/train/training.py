@@ -491,7 +491,9 @@ def _forward(
         held += loss_saved
         loss_backward = out.add(*rules.backward)
         loss_forward = out.add(*rules.forward)
-        loss_head = out.add(*rules.head_chunks)
+        # traced and read without FSDP or tp only: FSDP gathers the head's unit around it, tp splits the vocabulary
+        plain = setup.parallel.fsdp == FsdpMode.NONE and setup.parallel.tp == 1
+        loss_head = out.add(*rules.head_chunks) if plain else []
         if setup.peft.method == PeftMethod.DORA and any(m.place == "head" for m in lora):
             below = not peft_extras.head_only(lora)
             loss_backward += out.add(peft_extras.dora_head_backward(spec.vocab_size, recipe.compute, below))
@@ -668,6 +670,12 @@ def _release_phases(
 def _approximation_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> list[str]:
     """What a knob given cannot change here, and what is counted in its place."""
     notes = [COMPILE_ADAPTERS_NOTE] if setup.impl.compile and setup.peft.adapters else []
+    plain = setup.parallel.fsdp == FsdpMode.NONE and setup.parallel.tp == 1
+    if setup.loss == LossImpl.TORCHTUNE_CHUNKED and stage.last and _head_trains(spec, setup) and not plain:
+        notes.append(
+            "loss torchtune-chunked under FSDP or tp: the head's chunked matmuls' backward (autograd summing the "
+            "chunks' weight gradients, phase backward (head chunks) on one GPU) is not modelled there"
+        )
     if setup.parallel.fsdp_outer_units and setup.parallel.fsdp != FsdpMode.FULL:
         notes.append(f"fsdp_outer_units not applied: there are no FSDP units with fsdp {setup.parallel.fsdp}")
     elif setup.parallel.fsdp_outer_units and spec.tied_embeddings:
