@@ -214,6 +214,9 @@ _ADVICE = _described(
     "the single changes that each make it fit, cheapest first (present when it does not fit)",
 )
 
+# only with --from (the web API and MCP refuse a file, so their documents never carry it; listed to match the contract)
+_FROM = _described(_object({"source": _STR, "notes": {"type": "array", "items": _STR}}, ["source", "notes"]),
+                   "with --from: the file and the importer's notes")
 # schema vramwise/estimate v1 (docs/json-schema.md, first table)
 ESTIMATE = _object(
     {
@@ -240,6 +243,8 @@ ESTIMATE = _object(
         "engine": _described(_object({"name": _STR, "version": _STR}, ["name"]),
                              "the serving engine's plan (only with an engine)"),
         "advice": _ADVICE,
+        "from": _FROM,
+        "range": _described(_OBJ, "with --range: low, estimate, high, bound and each uncertainty's values"),
     },
     ["schema", "version", "kind", "mode", "model", "setup", "terms", "peak", "phases", "host", "missing", "notes",
      "gpu", "capacity"],
@@ -267,6 +272,8 @@ FIT_DOCUMENT = _object(
         "formats": _described({"type": "array", "items": _OBJ}, "best_format: every format tried"),
         "layouts": _described(_OBJ, "layouts: the fitting ones ranked, the rejected, the counts"),
         "advice": _described({"type": "array", "items": _OBJ}, "when nothing fits, or with min_gpus"),
+        "from": _FROM,
+        "range": _described(_OBJ, "with --max ... --range: the range of the setup at the answer"),
     },
     ["schema", "version", "question", "model", "gpu", "fits", "reason", "assumptions", "notes", "answer"],
 )
