@@ -222,6 +222,8 @@ def test_unknown_paths_and_methods_answer_in_the_error_body(client: TestClient) 
     assert client.get("/api/v1/infer").status_code == 405
     assert set(client.get("/api/v1/infer").json()) == {"error", "field", "allowed"}
     assert client.get("/").status_code == 200
+    for path in ("/static/no-such-file.js", "/static/../api.py", "/static/%2e%2e/api.py", "/static/"):
+        assert client.get(path).status_code == 404, path  # the package's assets only, never a traversal
     openapi = client.get("/api/v1/openapi.json").json()
     assert openapi["openapi"].startswith("3.1") and "/api/v1/train" in openapi["paths"]
 
@@ -298,3 +300,19 @@ def test_an_estimate_past_its_time_is_a_503_and_its_thread_still_counts(monkeypa
     while (ok := client.post("/api/v1/infer", json=body)).status_code == 503 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ok.status_code == 200
+
+
+def test_the_page_and_its_assets_come_from_the_package_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vramwise.web import server
+
+    (tmp_path / "index.html").write_text("<!doctype html><title>page</title>")
+    (tmp_path / "app.js").write_text("console.log(1)")
+    (tmp_path.parent / "secret.txt").write_text("not served")
+    monkeypatch.setattr(server, "static_dir", lambda: tmp_path)
+    client = TestClient(create_app(Limits(rate=0)))
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>page</title>" in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert client.get("/static/app.js").text == "console.log(1)"
+    for path in ("/static/../secret.txt", "/static/%2e%2e/secret.txt", "/static/", "/static/nothing.css"):
+        assert client.get(path).status_code == 404, path

@@ -132,8 +132,9 @@ def create_app(limits: Limits | None = None, hosts: Sequence[str] | None = None)
         Route(f"{API}/models", api.models_endpoint, methods=["GET"]),
         Route(f"{API}/gpus", api.gpus_endpoint, methods=["GET"]),
         Route(f"{API}/openapi.json", api.openapi_endpoint, methods=["GET"]),
-        Mount("/static", StaticFiles(directory=static_dir(), check_dir=False), name="static"),
     ]
+    if static_dir().is_dir():  # an install without the page still answers /static/... with 404, not a 500
+        routes.append(Mount("/static", StaticFiles(directory=static_dir()), name="static"))
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))] if hosts is not None else []
     app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers={HTTPException: _http_error, Exception: _internal})
