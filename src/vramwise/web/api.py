@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from vramwise.cli.options import command_line, parse_options, setup_values
@@ -110,11 +110,14 @@ async def read_body(request: Request, limits: Limits) -> dict[str, Any]:
         raise BadRequest(415, f"the body must be JSON sent as application/json, not {shown(kind or 'no type')}",
                          "content-type", "application/json")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limits.max_body:
-            raise BadRequest(413, f"the request body is over {limits.max_body:,} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body:
+                raise BadRequest(413, f"the request body is over {limits.max_body:,} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client went away mid-body: nobody to answer, nothing to log as an error
+        raise BadRequest(400, "the client closed the connection before the body ended", "body") from None
     try:
         body = json.loads(b"".join(chunks))
     except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, an integer Python refuses, too deep
