@@ -109,17 +109,9 @@ async def read_body(request: Request, limits: Limits) -> dict[str, Any]:
     if kind != "application/json":
         raise BadRequest(415, f"the body must be JSON sent as application/json, not {shown(kind or 'no type')}",
                          "content-type", "application/json")
-    chunks, size = [], 0
+    raw = await _bounded(request, limits.max_body)
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limits.max_body:
-                raise BadRequest(413, f"the request body is over {limits.max_body:,} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:  # the client went away mid-body: nobody to answer, nothing to log as an error
-        raise BadRequest(400, "the client closed the connection before the body ended", "body") from None
-    try:
-        body = json.loads(b"".join(chunks))
+        body = json.loads(raw)
     except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, an integer Python refuses, too deep
         raise BadRequest(400, f"the body is not JSON: {shown(str(err))}", "body",
                          'a JSON object {"args": {...}, "config": ...}') from None
@@ -143,6 +135,20 @@ async def read_body(request: Request, limits: Limits) -> dict[str, Any]:
         raise BadRequest(413, f"the config is over {limits.max_config:,} bytes", "config",
                          f"at most {limits.max_config:,} bytes")
     return {"args": args, "config": config}
+
+
+async def _bounded(request: Request, cap: int) -> bytes:
+    """The body, read until it passes ``cap`` bytes (413; a chunked body declares no length)."""
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise BadRequest(413, f"the request body is over {cap:,} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client went away mid-body: nobody to answer, nothing to log as an error
+        raise BadRequest(400, "the client closed the connection before the body ended", "body") from None
+    return b"".join(chunks)
 
 
 def answer(command: str, args: Mapping[str, Any], config: str | None) -> tuple[dict[str, Any], bool]:
