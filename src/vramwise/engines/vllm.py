@@ -19,7 +19,7 @@ from vramwise.engines.nccl_comm import VLLM_NCCL, link_of, topology_note
 from vramwise.engines.result import EngineEstimate
 from vramwise.engines.vllm_comms import v1_comm_terms
 from vramwise.engines.vllm_kv import KvLayout, layer_kinds
-from vramwise.engines.vllm_load import loaded_weights, max_model_len
+from vramwise.engines.vllm_load import loaded_weights, max_model_len, rope_notes
 from vramwise.engines.vllm_mxfp4 import backend_for
 from vramwise.engines.vllm_releases import V1_RULES, V1Rules
 from vramwise.engines.vllm_terms import cuda_graph_term, forward_live, non_torch_terms, sampler_warmup
@@ -135,6 +135,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     )
     persistent = (*weights, activation, *non_torch, pool, *graphs, context)
     notes = _notes(spec, setup, T, rules)
+    notes += rope_notes(spec, setup, c)
     if topo := topology_note(gpu, tp * pp, "vLLM"):
         notes += (topo,)
     if fmt.name == "mxfp4" and spec.moe and backend_for(gpu.compute_capability, flags.mxfp4_backend) is None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from vramwise.errors import ConfigError, UnsupportedArchitectureError
 from vramwise.spec.adapters import bigcode_bloom, classic, decoders, deepseek, hybrid, t5, vision
 from vramwise.spec.adapters.config import RawConfig, shown
+from vramwise.spec.adapters.rope import read_rope
 from vramwise.spec.heads import apply_head
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import total_params
@@ -107,6 +109,8 @@ def spec_from_config(data: Any, *, name: str, source: str) -> ModelSpec:
         )
     raw = RawConfig(data, source)
     spec = apply_head(adapter(raw, name), raw)  # architectures[0]: the head on top of any family's layers
+    if spec.traits.rotary:  # the rope configuration, which no parameter depends on (spec/adapters/rope.py)
+        spec = replace(spec, rope=read_rope(raw, model_type))
     return _bounded(spec, source)
 
 
