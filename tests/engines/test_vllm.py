@@ -43,7 +43,11 @@ def test_batch_defaults_follow_vllms_get_batch_defaults() -> None:
 def test_llama_2_7b_budget_term_by_term() -> None:
     p = _plan("llama-2-7b")
     terms = {t.name: t.bytes for t in p.estimate.persistent}
-    weights = 6_738_415_616 * 2  # bf16 parameters
+    # bf16 parameters, and the rotary table get_rope builds once for all 32 layers (rotary_embedding/base.py
+    # RotaryEmbedding.__init__): max_position_embeddings 4,096 x rotary_dim 128 (cos and sin, 64 each) x 2 B
+    rope = 4096 * 128 * 2
+    weights = 6_738_415_616 * 2 + rope
+    assert terms["weights/rope_cache"] == rope
     assert sum(b for n, b in terms.items() if n.startswith("weights/")) == weights
     # profile run (gpu_model_runner.profile_run), T = 8192 tokens, 1024 dummy requests:
     # forward: one layer's live set, the MLP's 2h + gate_up 2i + act i = 2*4096 + 3*11008 = 41,216 elements a token

@@ -99,5 +99,8 @@ def test_a_negative_kv_budget_is_read_signed_and_planned_by_hand() -> None:
     plan = vllm_plan(catalog_spec("gpt-oss-120b"), InferSetup.from_flat(engine="vllm", mxfp4_backend="marlin"), h100)
     marlin = L * (E * ((3 * 2944 * 3072) // 2 + 3 * 2944 * 96 + (2 * 2944 + 3072) * 2) + ROUTER)
     rest = 2 * 201_088 * 2880 * 2 + 1_911_610_368 + 420_480  # embedding, untied head, attention, norms (bf16)
+    # the rotary table (gpt_oss.py GptOssAttention: get_rope(..., dtype=torch.float32)): 131,072 positions x
+    # head_dim 64 x 4 B (the catalog entry states no rope_scaling; yarn's original 4,096 x factor 32 is the same)
+    rest += 131_072 * 64 * 4
     peak = 1024 * 201_088 * 38 + 8192 * 2880 * 2  # sampler warm-up at torch.sort (test_vllm.py's llama-2-7b test)
     assert vllm_figures(plan)["available_kv_cache"] == int(0.9 * h100.memory_bytes) - marlin - rest - peak < 0

@@ -77,14 +77,18 @@ def rope_cache_term(spec: ModelSpec, *, c: int, engine: str, release: str) -> tu
         return None, (f"rotary table of rope_type {rope.rope_type!r} not modelled (engines/rope_cache.py): the "
                       "weights leave out its cos/sin cache")
     longrope = rope.rope_type == "longrope"
-    size = 4 if (sglang and not longrope) or (rope.fp32_table and not sglang) else c
+    if sglang and not longrope:
+        size, why = 4, "fp32 on CUDA"
+    elif rope.fp32_table and not sglang:
+        size, why = 4, "get_rope(dtype=torch.float32)"
+    else:
+        size, why = c, "model dtype"
     dim = rotary_dim(spec, rope)
     tables = [(rows, f"{rope.rope_type} table {rows:,} positions")]
     if rope.local_table:
         tables.append((spec.max_position_embeddings, f"sliding layers' table {spec.max_position_embeddings:,}"))
     total = sum(r for r, _ in tables) * dim * size
     what = " + ".join(text for _, text in tables)
-    why = "fp32 on CUDA" if sglang and not longrope else ("get_rope(dtype=torch.float32)" if size == 4 else "model dtype")
     return Term(
         name="weights/rope_cache",
         bytes=total,
