@@ -310,12 +310,37 @@ def test_mla_caches_the_latent_on_every_rank() -> None:
 def test_moe_forward_live_set_by_hand() -> None:
     from vramwise.engines.vllm_terms import forward_live
 
-    # Mixtral: h 4096, 8 experts, top 2 of i 14,336: 2h + E + top_k x (max(2i, h) + i) + out h elements a token
-    width = 2 * 4096 + 8 + 2 * (max(2 * 14336, 4096) + 14336) + 4096
-    assert forward_live(catalog_spec("mixtral-8x7b"), tokens=8192, c=2, tp=1)[0] == 8192 * 2 * width
+    # Mixtral: h 4096, 8 experts, top 2 of i 14,336, T 8,192 tokens (fused_moe.py fused_experts_impl at v0.11.0):
+    # per token the residual, the normed input, the router logits E and the output h in bf16, and fused_topk's
+    # topk_weights fp32 + topk_ids int32 + token_expert_indices int32 (12 B per routed row)
+    per_token = (2 * 4096 + 8 + 4096) * 2 + 2 * 12
+    # M = min(8192, VLLM_FUSED_MOE_CHUNK_SIZE 32768) tokens x top_k 2 rows: cache13 max(2i, h) + cache2 i, bf16
+    caches = 8192 * 2 * (max(2 * 14336, 4096) + 14336) * 2
+    # moe_align_block_size: sorted_ids M x top_k + E x (BLOCK_SIZE_M 64 - 1), expert_ids cdiv(that, 64), int32
+    padded = 8192 * 2 + 8 * 63
+    align = (padded + -(-padded // 64)) * 4
+    live = forward_live(catalog_spec("mixtral-8x7b"), tokens=8192, c=2, tp=1)[0]
+    assert live == 8192 * per_token + caches + align == 1_611_009_024
     # tp 2 halves the experts' intermediate (tp shards each expert without expert parallelism)
-    width_tp2 = 2 * 4096 + 8 + 2 * (max(14336, 4096) + 7168) + 4096
-    assert forward_live(catalog_spec("mixtral-8x7b"), tokens=8192, c=2, tp=2)[0] == 8192 * 2 * width_tp2
+    caches_tp2 = 8192 * 2 * (max(14336, 4096) + 7168) * 2
+    assert forward_live(catalog_spec("mixtral-8x7b"), tokens=8192, c=2, tp=2)[0] == (
+        8192 * per_token + caches_tp2 + align)
+
+
+def test_moe_caches_stop_at_the_chunk_size() -> None:
+    from vramwise.engines.vllm_terms import forward_live
+
+    # 65,536 batched tokens: fused_experts_impl's caches are sized for M = 32,768 (two chunks), the per-token
+    # tensors for all 65,536; fused_marlin_moe (moe_chunk None) sizes its caches for every token
+    per_token = (2 * 4096 + 8 + 4096) * 2 + 2 * 12
+    row = (max(2 * 14336, 4096) + 14336) * 2
+    padded = 32768 * 2 + 8 * 63
+    chunked = 65536 * per_token + 32768 * 2 * row + (padded + -(-padded // 64)) * 4
+    live, formula = forward_live(catalog_spec("mixtral-8x7b"), tokens=65536, c=2, tp=1)
+    assert live == chunked and "VLLM_FUSED_MOE_CHUNK_SIZE 32768" in formula
+    padded = 65536 * 2 + 8 * 63
+    whole = 65536 * per_token + 65536 * 2 * row + (padded + -(-padded // 64)) * 4
+    assert forward_live(catalog_spec("mixtral-8x7b"), tokens=65536, c=2, tp=1, moe_chunk=None)[0] == whole
 
 
 def test_the_last_pipeline_stage() -> None:

@@ -20,9 +20,15 @@ from vramwise.engines.result import EngineEstimate
 from vramwise.engines.vllm_comms import v1_comm_terms
 from vramwise.engines.vllm_kv import KvLayout, layer_kinds
 from vramwise.engines.vllm_load import loaded_weights, max_model_len, rope_notes
-from vramwise.engines.vllm_mxfp4 import backend_for
+from vramwise.engines.vllm_mxfp4 import MARLIN, backend_for
 from vramwise.engines.vllm_releases import V1_RULES, V1Rules
-from vramwise.engines.vllm_terms import cuda_graph_term, forward_live, non_torch_terms, sampler_warmup
+from vramwise.engines.vllm_terms import (
+    FUSED_MOE_CHUNK_SIZE,
+    cuda_graph_term,
+    forward_live,
+    non_torch_terms,
+    sampler_warmup,
+)
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.encoder_decoder import refuse
@@ -82,7 +88,10 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     # --enforce-eager: no torch.compile either (vllm/config.py VllmConfig.__post_init__, 0.8-0.11: the compilation
     # level is PIECEWISE only when not model_config.enforce_eager), so the profile run's forward is the eager
     # module's, each block's last projection output beside its locals (vllm_terms.py, the comment on forward_live)
-    fwd, fwd_f = forward_live(spec, tokens=T, c=c, tp=tp, eager=flags.enforce_eager)
+    # MXFP4 experts on Marlin run fused_marlin_moe, which takes every token at once (vllm_terms.py _moe_live)
+    marlin = fmt.name == "mxfp4" and backend_for(gpu.compute_capability, flags.mxfp4_backend) is MARLIN
+    fwd, fwd_f = forward_live(spec, tokens=T, c=c, tp=tp, eager=flags.enforce_eager,
+                              moe_chunk=None if marlin else FUSED_MOE_CHUNK_SIZE)
     rows = min(S, T)
     smp, smp_f = sampler_warmup(spec, rows=rows, tokens=T if rules.sampler_holds_all_tokens else rows, c=c)
     peak = max(fwd, smp)
@@ -307,8 +316,9 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int, rules: V1Rules) -> 
     if not eager:
         notes.append("CUDA graphs: only their shared memory pool is modelled; vLLM itself only measures the rest")
     if spec.moe and setup.weight_format not in (None, "bf16", "fp16", "fp32"):
-        notes.append("MoE workspace modelled as vLLM's fused_experts (Triton); a quantized checkpoint's MoE kernel "
-                     "(Marlin, FlashInfer, triton_kernels for mxfp4) allocates its own")
+        notes.append("MoE workspace modelled as vLLM's fused_experts (Triton; fused_marlin_moe's unchunked caches "
+                     "for MXFP4 on Marlin); a quantized checkpoint's other MoE kernels (GPTQ/AWQ Marlin, FlashInfer, "
+                     "triton_kernels for mxfp4) allocate their own")
     elif spec.moe and spec.checkpoint is not None:
         notes.append("MoE workspace modelled as vLLM's fused_experts (Triton); a quantized checkpoint's own MoE "
                      "kernel may allocate differently")
