@@ -29,6 +29,7 @@ from vramwise.engines.vllm_terms import (
     non_torch_terms,
     sampler_warmup,
 )
+from vramwise.engines.vllm_v0_terms import cublas_workspace
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.encoder_decoder import refuse
@@ -94,12 +95,19 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
                               moe_chunk=None if marlin else FUSED_MOE_CHUNK_SIZE)
     rows = min(S, T)
     smp, smp_f = sampler_warmup(spec, rows=rows, tokens=T if rules.sampler_holds_all_tokens else rows, c=c)
-    peak = max(fwd, smp)
+    # torch's cuBLAS workspace: allocated through the caching allocator by the first cuBLAS GEMM on the stream
+    # (CublasHandlePool.cpp getCurrentCUDABlasHandle -> setCublasWorkspace -> getNewWorkspace) and kept; V1 runs
+    # no GEMM before its profile (a bf16 model's load multiplies nothing), so the profile's torch peak holds it, as
+    # in the V0 plan (vllm_v0_terms.py cublas_workspace)
+    ws = cublas_workspace(gpu.compute_capability)
+    peak = max(fwd, smp) + ws
     activation = Term(
         name="activations/profile_peak",
         bytes=peak,
-        formula=f"max(forward of {T} tokens {fwd:,} = {fwd_f}; sampler warm-up over {rows} requests {smp:,} = {smp_f})",
-        source=f"vllm/v1/worker/gpu_model_runner.py profile_run, _dummy_run, _dummy_sampler_run (v{rules.release})",
+        formula=f"max(forward of {T} tokens {fwd:,} = {fwd_f}; sampler warm-up over {rows} requests {smp:,} = {smp_f})"
+                f" + cuBLAS workspace {ws:,} (compute capability {gpu.compute_capability or 'unknown'})",
+        source=f"vllm/v1/worker/gpu_model_runner.py profile_run, _dummy_run, _dummy_sampler_run (v{rules.release}); "
+               "pytorch aten/src/ATen/cuda/CublasHandlePool.cpp parseChosenWorkspaceSize, setCublasWorkspace",
     )
     # 0.11: set up in init_device before vLLM's first snapshot: outside the budget, beside the context
     # (vllm_comms.py); 0.8: counted inside it with every other byte outside torch; 0.9.2-0.10.x: the same groups as
