@@ -59,7 +59,9 @@ def test_llama_2_7b_budget_term_by_term() -> None:
     # apply_top_k_top_p's torch.sort runs: the fp32 copy 4, the sort's values 4 and int64 indices 8, and, 1024 rows
     # being >= 128 segments, SortStable.cu segmented_sort_pairs' reverse_indices 8 plus cub's alternate key 4 and
     # value 8 buffers = 36 B a logit (the later scatter moment holds only 26); beside the hidden states 8192 x 4096 x 2
-    sampler = 1024 * 32_000 * (2 + 4 + 4 + 8 + 8 + 4 + 8) + 8192 * 4096 * 2
+    # and two copies of the 1024 sampled rows (profile_run's last_hidden_states = hidden_states[logit_indices], and
+    # _dummy_sampler_run's torch.rand_like of it)
+    sampler = 1024 * 32_000 * (2 + 4 + 4 + 8 + 8 + 4 + 8) + 8192 * 4096 * 2 + 2 * 1024 * 4096 * 2
     # + torch's cuBLAS workspace, allocated by the profile run's first GEMM through the caching allocator
     # (CublasHandlePool.cpp parseChosenWorkspaceSize): ":4096:8" = 32 MiB on compute capability 9.0
     assert sampler > forward and terms["activations/profile_peak"] == sampler + WS_SM90
@@ -162,7 +164,7 @@ def test_gemma_2_9b_on_an_l4_is_refused_with_vllms_own_words() -> None:
     # L4 < 70 GiB: 2048 batched tokens, 256 requests; Gemma-2: 42 layers, 8 KV heads of 256, vocab 256,000, h 3584
     forward = 2048 * 2 * max(2 * 3584 + (16 + 16) * 256 + 16 * 256, 2 * 3584 + 3 * 14336)
     # sampler warm-up at torch.sort over 256 rows (>= 128): bf16 logits 2 + fp32 4 + sort out 4 + 8 + scratch 8 + 12
-    sampler = 256 * 256_000 * (2 + 36) + 2048 * 3584 * 2
+    sampler = 256 * 256_000 * (2 + 36) + 2048 * 3584 * 2 + 2 * 256 * 3584 * 2  # + the two copies of the rows
     ws = 4096 * 1024 * 2 + 16 * 1024 * 8  # cuBLAS workspace ":4096:2:16:8" off Hopper (L4: 8.9)
     available = int(0.9 * L4.memory_bytes) - weights - max(forward, sampler) - ws
     # SlidingWindowSpec / FullAttentionSpec.max_memory_usage_bytes for max_model_len 8192: 21 full layers of
@@ -309,7 +311,7 @@ def test_mla_caches_the_latent_on_every_rank() -> None:
     moe = 2 * h + 64 + 6 * (max(2 * 1408, h) + 1408) + h + h
     assert att < moe  # the MLP (MoE) layer is the larger live set
     forward = 8192 * 2 * moe
-    sampler = 1024 * 102_400 * (2 + 36) + 8192 * h * 2  # at torch.sort, 1024 rows (the llama-2-7b test)
+    sampler = 1024 * 102_400 * (2 + 36) + 8192 * h * 2 + 2 * 1024 * h * 2  # at torch.sort (the llama-2-7b test)
     assert one.estimate.term("activations/profile_peak").bytes == max(forward, sampler) + WS_SM90
 
 

@@ -94,7 +94,8 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     fwd, fwd_f = forward_live(spec, tokens=T, c=c, tp=tp, eager=flags.enforce_eager,
                               moe_chunk=None if marlin else FUSED_MOE_CHUNK_SIZE)
     rows = min(S, T)
-    smp, smp_f = sampler_warmup(spec, rows=rows, tokens=T if rules.sampler_holds_all_tokens else rows, c=c)
+    smp, smp_f = sampler_warmup(spec, rows=rows, tokens=T if rules.sampler_holds_all_tokens else rows, c=c,
+                                row_copies=2 if rules.sampler_holds_all_tokens else 0)
     # torch's cuBLAS workspace: allocated through the caching allocator by the first cuBLAS GEMM on the stream
     # (CublasHandlePool.cpp getCurrentCUDABlasHandle -> setCublasWorkspace -> getNewWorkspace) and kept; V1 runs
     # no GEMM before its profile (a bf16 model's load multiplies nothing), so the profile's torch peak holds it, as

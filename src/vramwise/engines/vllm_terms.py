@@ -152,9 +152,12 @@ def sort_scratch(rows: int) -> int:
     return SORT_SCRATCH_FEW_ROWS if rows > 1 else 0
 
 
-def sampler_warmup(spec: ModelSpec, *, rows: int, tokens: int, c: int) -> tuple[int, str]:
+def sampler_warmup(spec: ModelSpec, *, rows: int, tokens: int, c: int, row_copies: int = 0) -> tuple[int, str]:
     """The sampler warm-up's peak over ``rows`` dummy requests, with the forward's hidden states still held: the
-    larger of the moment torch.sort runs (its outputs and scratch) and the moment the top-k/top-p scatter runs."""
+    larger of the moment torch.sort runs (its outputs and scratch) and the moment the top-k/top-p scatter runs.
+    ``row_copies``: hidden rows of ``rows`` x h held besides the ``tokens`` x h hidden states (v0.9.2-v0.11.0:
+    _dummy_run returns ``hidden_states[logit_indices]``, an advanced-indexing copy profile_run keeps as
+    last_hidden_states, and _dummy_sampler_run replaces it by ``torch.rand_like``: two)."""
     V, h = spec.vocab_size, spec.hidden_size
     padded = -(-V // VOCAB_PADDING) * VOCAB_PADDING
     at_sort = SORT_LIVE_BYTES_PER_LOGIT + sort_scratch(rows)
@@ -163,10 +166,12 @@ def sampler_warmup(spec: ModelSpec, *, rows: int, tokens: int, c: int) -> tuple[
               f"scratch {sort_scratch(rows)} B" if at_sort >= SAMPLER_BYTES_PER_LOGIT else
               "at the scatter: fp32 copy, sort values and int64 indices, top-k mask, softmax, top-p mask, scatter")
     logits = rows * padded * c + rows * V * per_logit
-    hidden = tokens * h * c
+    hidden = (tokens + row_copies * rows) * h * c
+    copies = (f" + {row_copies} copies of their {rows} sampled rows (hidden_states[logit_indices], torch.rand_like)"
+              if row_copies else "")
     return logits + hidden, (
         f"logits rows {rows} x V {padded} (padded to {VOCAB_PADDING}) x c {c} + rows x V {V} x {per_logit} B "
-        f"({moment}) + hidden states T {tokens} x h {h} x c {c}"
+        f"({moment}) + hidden states T {tokens} x h {h} x c {c}{copies}"
     )
 
 
