@@ -351,6 +351,23 @@ def test_moe_caches_stop_at_the_chunk_size() -> None:
     assert forward_live(catalog_spec("mixtral-8x7b"), tokens=65536, c=2, tp=1, moe_chunk=None)[0] == whole
 
 
+def test_moe_live_set_with_a_shared_expert_by_hand() -> None:
+    from vramwise.engines.vllm_terms import _moe_live, forward_live
+
+    # DeepSeek-V2-Lite: h 2048, 64 routed experts, top 6 of i 1408, a shared expert (its output h beside the routed
+    # one's); T 8192 under the chunk: per token (2h + E + h + shared h) x 2 B + 6 x 12 B of top-k weights and ids
+    per_token = (2 * 2048 + 64 + 2048 + 2048) * 2 + 6 * 12
+    caches = 8192 * 6 * (max(2 * 1408, 2048) + 1408) * 2
+    padded = 8192 * 6 + 64 * 63  # moe_align_block_size's sorted_ids, BLOCK_SIZE_M 64
+    align = (padded + -(-padded // 64)) * 4
+    spec = catalog_spec("deepseek-v2-lite")
+    moe, _ = _moe_live(spec, tokens=8192, c=2, tp=1, chunk=32768)
+    assert moe == 8192 * per_token + caches + align == 551_308_284
+    # its first layer is dense (first_k_dense_replace 1): 2h + 3 x 10,944 a token, the larger live set
+    dense = 8192 * 2 * (2 * 2048 + 3 * 10944)
+    assert forward_live(spec, tokens=8192, c=2, tp=1)[0] == dense > moe
+
+
 def test_the_last_pipeline_stage() -> None:
     # get_pp_indices: L // pp layers on the last stage; it holds the head (untied in llama-2), not the embeddings
     full, last = _plan("llama-2-7b"), _plan("llama-2-7b", pp=2)
