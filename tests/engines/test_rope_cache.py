@@ -130,3 +130,18 @@ def test_legacy_spellings_follow_vllms_patch_rope_scaling_dict() -> None:
     # transformers 5 names the dict rope_parameters
     assert _spec("llama-3-8b", rope_parameters={"rope_type": "linear", "factor": 2.0}).rope == RopeSpec(
         rope_type="linear", factor=2.0)
+
+
+def test_gemma_3_has_a_second_table_for_its_sliding_layers() -> None:
+    # vllm gemma3.py Gemma3Attention: sliding layers use rope_local_base_freq (Gemma3TextConfig's default 10,000,
+    # so present in every Gemma 3) with rope_scaling {"rope_type": "default"}: a second _ROPE_DICT key. Gemma-3-1B:
+    # 32,768 positions x head_dim 256 x bf16 2 B, twice
+    spec = catalog_spec("gemma-3-1b")
+    term, _ = rope_cache_term(spec, c=2, engine="vllm", release="0.11")
+    assert spec.rope is not None and spec.rope.local_table
+    assert term is not None and term.bytes == 2 * 32768 * 256 * 2
+    # a config without max_position_embeddings: the table is named as not counted, not guessed
+    vlm = catalog_spec("gemma-3-4b")
+    assert vlm.max_position_embeddings is None
+    term, note = rope_cache_term(vlm, c=2, engine="vllm", release="0.11")
+    assert term is None and note is not None and "max_position_embeddings" in note

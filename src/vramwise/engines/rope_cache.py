@@ -8,7 +8,7 @@ torch.get_default_dtype(), the model dtype while the model is built; gpt_oss.py 
 built on the GPU, so the table is in "Model loading took" (DeviceMemoryProfiler: torch's allocated bytes).
 ``get_rope`` caches one instance per distinct (head_size, rotary_dim, max_position, base, is_neox_style,
 rope_scaling, dtype) in ``_ROPE_DICT``: every layer shares one table (Gemma 3's sliding layers, with their own base
-and no scaling, get a second one). Not split by tensor parallelism: each rank builds the whole table.
+and no scaling, get a second one: vllm gemma3.py Gemma3Attention, sglang gemma3_causal.py likewise). Not split by tensor parallelism: each rank builds the whole table.
 
 max_len by rope_scaling's rope_type (get_rope and each class's ``_compute_cos_sin_cache``):
 default, llama3, mrope: max_position (the config's max_position_embeddings); linear, dynamic (with ``factor``):
@@ -67,8 +67,11 @@ def table_rows(rope: RopeSpec, max_position: int, *, three_longrope_buffers: boo
 def rope_cache_term(spec: ModelSpec, *, c: int, engine: str, release: str) -> tuple[Term | None, str | None]:
     """(the table's term, or None; a note when the model's rope is not modelled). ``engine`` "vllm" or "sglang";
     ``release`` the plan's release (vLLM 0.6.x keeps longrope's three buffers)."""
-    if not spec.traits.rotary or not spec.max_position_embeddings:
+    if not spec.traits.rotary:
         return None, None
+    if not spec.max_position_embeddings:
+        return None, ("rotary table not counted: the config gives no max_position_embeddings, which sizes the "
+                      "cos/sin cache the engine builds at load (engines/rope_cache.py)")
     rope = spec.rope or RopeSpec()  # a spec built without config keys (GGUF): the unscaled table
     sglang = engine == "sglang"
     three = sglang or release.startswith("0.6")

@@ -87,6 +87,9 @@ def spec_from_config(data: Any, *, name: str, source: str) -> ModelSpec:
     if isinstance(data.get("model_type"), str) and data["model_type"] in vision.MULTIMODAL:
         # a vision-language model: its language model by that model's adapter, and the vision tower
         spec = vision.multimodal_spec(data, name=name, source=source, adapters=ADAPTERS)
+        if spec.traits.rotary:  # the language model's rope configuration (spec/adapters/rope.py)
+            text = vision.text_config(data, source)
+            spec = replace(spec, rope=read_rope(RawConfig(text, f"{source} (text_config)"), str(text["model_type"])))
         return _bounded(spec, source)
     data = _with_wrapper_storage(language_config(data), data)
     model_type = data.get("model_type")

@@ -14,6 +14,8 @@ from vramwise.spec.rope import RopeSpec
 # The families whose vLLM module passes dtype=torch.float32 to get_rope (RopeSpec.fp32_table): gpt_oss.py
 # GptOssAttention.__init__ (v0.10.2, v0.11.0), minimax_text_01.py MiniMaxText01Attention (v0.11.0)
 _FP32_TABLE = frozenset({"gpt_oss", "minimax_text_01"})
+# The families whose sliding layers get a table of their own (RopeSpec.local_table)
+_LOCAL_TABLE = frozenset({"gemma3_text", "gemma3"})
 
 
 def _partial(cfg: RawConfig) -> float:
@@ -26,7 +28,10 @@ def _partial(cfg: RawConfig) -> float:
 def read_rope(cfg: RawConfig, model_type: str) -> RopeSpec:
     """The rotary configuration of ``cfg`` (a rotary model's config); one-line ConfigErrors name the bad field."""
     sub = cfg.mapping("rope_scaling" if cfg.has("rope_scaling") else "rope_parameters")
-    partial, fp32, local = _partial(cfg), model_type in _FP32_TABLE, cfg.has("rope_local_base_freq")
+    # Gemma 3's sliding layers rotate with rope_local_base_freq, a Gemma3TextConfig key with a class default
+    # (10,000), so every Gemma 3 text model has it whether or not its config.json writes it
+    local = model_type in _LOCAL_TABLE or cfg.has("rope_local_base_freq")
+    partial, fp32 = _partial(cfg), model_type in _FP32_TABLE
     top_original = cfg.pos_int("original_max_position_embeddings", None)  # Phi-3 keeps it beside rope_scaling
     if sub is None:
         return RopeSpec(partial_rotary_factor=partial, fp32_table=fp32, original_max_position=top_original,
