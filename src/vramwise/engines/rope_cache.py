@@ -8,7 +8,8 @@ torch.get_default_dtype(), the model dtype while the model is built; gpt_oss.py 
 built on the GPU, so the table is in "Model loading took" (DeviceMemoryProfiler: torch's allocated bytes).
 ``get_rope`` caches one instance per distinct (head_size, rotary_dim, max_position, base, is_neox_style,
 rope_scaling, dtype) in ``_ROPE_DICT``: every layer shares one table (Gemma 3's sliding layers, with their own base
-and no scaling, get a second one: vllm gemma3.py Gemma3Attention, sglang gemma3_causal.py likewise). Not split by tensor parallelism: each rank builds the whole table.
+and no scaling, get a second one: vllm gemma3.py Gemma3Attention, sglang gemma3_causal.py likewise). Not split by
+tensor parallelism: each rank builds the whole table.
 
 max_len by rope_scaling's rope_type (get_rope and each class's ``_compute_cos_sin_cache``):
 default, llama3, mrope: max_position (the config's max_position_embeddings); linear, dynamic (with ``factor``):
