@@ -29,6 +29,8 @@ _MODULES = {
     "models": "listings",
     "gpus": "listings",
     "formats": "listings",
+    "web": "web",
+    "mcp": "mcp",
 }
 
 
