@@ -154,6 +154,10 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     persistent = (*weights, activation, *non_torch, pool, *graphs, context)
     notes = _notes(spec, setup, T, rules)
     notes += rope_notes(spec, setup, c)
+    if (gpu.compute_capability or "").split(".")[0] in ("10", "12"):
+        notes += (f"cuBLAS workspace counted at {ws:,} B (parseChosenWorkspaceSize's size off Hopper, torch 2.5.1); "
+                  "torch gives Blackwell 32 MiB from pytorch PR #175344 (2026): the torch of this vLLM release is not "
+                  "read for it",)
     if topo := topology_note(gpu, tp * pp, "vLLM"):
         notes += (topo,)
     if fmt.name == "mxfp4" and spec.moe and backend_for(gpu.compute_capability, flags.mxfp4_backend) is None:
