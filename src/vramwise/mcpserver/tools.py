@@ -44,14 +44,11 @@ def estimate(command: str, args: Arguments) -> dict[str, Any]:
 
 
 def _document(command: str, values: dict[str, Any]) -> dict[str, Any]:
-    from vramwise.app import documents
+    """The CLI's ``--json`` document, ``--range`` and ``--max-seq`` included (app/documents.py's one call for the
+    servers)."""
+    from vramwise.app.documents import document_for
 
-    options = setup_values(values)
-    if command == INFER:
-        return documents.infer_document(documents.infer_request(values, options)).doc
-    if command == TRAIN:
-        return documents.train_document(documents.train_request(values, options)).doc
-    return documents.fit_document(documents.fit_request(values, options)).doc
+    return document_for(command, values, setup_values(values)).doc
 
 
 def _known(command: str, args: Arguments) -> None:
