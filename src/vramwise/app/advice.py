@@ -75,10 +75,27 @@ def _cc(gpu: Gpu) -> float:
 def _train_check(req: TrainRequest, changes: Mapping[str, Any], gpu: str | None = None) -> TrainResult | None:
     """The training question with these changes, or None when the change cannot apply (one refused option)."""
     options = {k: v for k, v in {**req.options, **changes}.items() if v is not None}
+    if _misses_without_reserve(replace(req, options=options, gpu=gpu or req.gpu, per_stage=False)):
+        return None  # only a result that fits is read (``_train_fits``): None reads as one that does not
     try:
         return train(replace(req, options=options, gpu=gpu or req.gpu, per_stage=False))
     except VramwiseError:
         return None
+
+
+def _misses_without_reserve(req: TrainRequest) -> bool:
+    """Whether the question misses its GPU even with no allocator reserve (``--allocator-fraction 0``: the peak
+    without it, never above the peak with it, the flat fraction's or the replay's; FSDP's stream pools, left out
+    at 0, only add too). It costs no caching-allocator replay, which under --allocator-replay is the most of the
+    advice's time on a large MoE model (one replay per candidate change, each of hundreds of expert tensors per
+    layer), and most candidates miss."""
+    if req.options.get("allocator_fraction") is not None:
+        return False  # no replay to skip
+    try:
+        floor = train(replace(req, options={**req.options, "allocator_fraction": 0.0}))
+    except VramwiseError:
+        return False  # the question itself answers
+    return not _train_fits(floor)
 
 
 def _train_fits(r: TrainResult | None) -> bool:

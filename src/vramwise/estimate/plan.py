@@ -167,6 +167,13 @@ class Plan:
         n = max(transients)
         return persistent + n + allocator_bytes(tensors + n, self.allocator_fraction)
 
+    def floor(self, v: Vars) -> int:
+        """Per-GPU peak bytes without the allocator reserve: never above ``peak`` (a replayed reserve, reserved −
+        requested, and a flat fraction are never negative), and it replays nothing. A search that only asks
+        whether a setup fits skips the replay when this already misses (fit/solve.py, app/advice.py)."""
+        persistent, _, transients = self._bytes(v)
+        return persistent + max(transients)
+
     @functools.cached_property
     def _constant_terms(self) -> tuple[tuple[Term | None, ...], tuple[Term | None, ...]]:
         """The persistent and transient terms that no variable changes, rendered once per plan."""

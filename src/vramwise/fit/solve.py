@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from vramwise.errors import DoesNotFitError, VramwiseError
 from vramwise.estimate.inference import estimate_inference, inference_peak
 from vramwise.estimate.term import Estimate, PhaseKind
-from vramwise.estimate.train.training import estimate_training, training_peak
+from vramwise.estimate.train.training import estimate_training, training_floor, training_peak
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.traits import Positions
 from vramwise.units import Unit, fmt
@@ -71,6 +71,19 @@ def _largest(
     return good, True
 
 
+def _misses(spec: ModelSpec, setup: TrainSetup, budget: int) -> bool:
+    """Whether the training step certainly misses ``budget`` without the caching-allocator replay: under the
+    replay, its peak without the reserve (``training_floor``, never above the peak) already does. The replay is
+    the most of a search's time on a large MoE model (hundreds of expert tensors per layer); without it the
+    check is not worth making (the flat fraction costs nothing)."""
+    return setup.allocator.replayed and training_floor(spec, setup) > budget
+
+
+def _peak_or_floor(spec: ModelSpec, setup: TrainSetup, budget: int) -> int:
+    """``training_peak``, or a number above ``budget`` when ``_misses``: the same answer to ``<= budget``."""
+    return budget + 1 if _misses(spec, setup, budget) else training_peak(spec, setup)
+
+
 def max_train(spec: ModelSpec, setup: TrainSetup, budget: int, field: str, unit: Unit = "gib") -> Answer:
     """Largest micro-batch (``batch``) or sequence length (``seq``) whose training step fits ``budget``."""
     if field not in ("batch", "seq"):
@@ -83,7 +96,12 @@ def max_train(spec: ModelSpec, setup: TrainSetup, budget: int, field: str, unit:
     table = _table(spec) if field == "seq" else None
     cap = min(SEARCH_CAP, table // step) if table else SEARCH_CAP
     what = f"training with {field}"
-    n, beyond = _largest(lambda n: training_peak(spec, at(n)), budget, 1, what, unit, step, cap)
+    # from 2 on only the comparison with the budget is read: the floor answers it without a replay when it misses
+    # (1's peak is the refusal's message)
+    n, beyond = _largest(
+        lambda n: training_peak(spec, at(n)) if n == 1 else _peak_or_floor(spec, at(n), budget),
+        budget, 1, what, unit, step, cap,
+    )
     return Answer(
         question=f"max {field}",
         value=n * step,
@@ -140,20 +158,23 @@ def min_gpus(spec: ModelSpec, setup: TrainSetup, budget: int, unit: Unit = "gib"
     sharded = setup.parallel.fsdp if setup.parallel.fsdp != FsdpMode.NONE else None
     stage = setup.parallel.zero or 3  # --zero 1 or 2 as asked; ZeRO-3 when no stage is given
 
-    def at(n: int) -> Estimate:
+    def setup_at(n: int) -> TrainSetup:
         if n == 1:
             # one GPU shards nothing: a sharded loading path asked for the GPUs that follow loads as it would
             alone = {"loading": Loading.AUTO} if setup.loading in _SHARDED_LOADING else {}
-            return estimate_training(
-                spec, setup.with_flat(dp=1, zero=0, fsdp=FsdpMode.NONE, offload=Offload.NONE, **alone)
-            )
+            return setup.with_flat(dp=1, zero=0, fsdp=FsdpMode.NONE, offload=Offload.NONE, **alone)
         if sharded:
-            return estimate_training(spec, setup.with_flat(dp=n, zero=0, fsdp=sharded))
-        return estimate_training(spec, setup.with_flat(dp=n, zero=stage, fsdp=FsdpMode.NONE))
+            return setup.with_flat(dp=n, zero=0, fsdp=sharded)
+        return setup.with_flat(dp=n, zero=stage, fsdp=FsdpMode.NONE)
+
+    def at(n: int) -> Estimate:
+        return estimate_training(spec, setup_at(n))
 
     ests: dict[int, Estimate] = {}
 
     def fits(n: int) -> bool:
+        if n not in ests and _misses(spec, setup_at(n), budget):
+            return False  # the answer only reads the estimates at the fewest GPUs that fit and one fewer
         ests[n] = ests.get(n) or at(n)
         return ests[n].peak_bytes <= budget
 
@@ -182,7 +203,8 @@ def min_gpus(spec: ModelSpec, setup: TrainSetup, budget: int, unit: Unit = "gib"
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if fits(mid) else (mid, hi)
-    return Answer(question="min GPUs", value=hi, at=ests[hi], next_value=lo, beyond=ests[lo], budget=budget)
+    beyond = ests.get(lo) or at(lo)
+    return Answer(question="min GPUs", value=hi, at=ests[hi], next_value=lo, beyond=beyond, budget=budget)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1052,6 +1052,15 @@ def training_peak(model: Model, setup: TrainSetup) -> int:
     return max(plan.peak(v) for plan in plans)
 
 
+def training_floor(model: Model, setup: TrainSetup) -> int:
+    """A lower bound of ``training_peak`` that replays nothing (``Plan.floor``: the peak without the allocator
+    reserve): a setup whose floor misses the budget misses it, whatever the caching-allocator replay adds."""
+    plans = _worst_candidates(model, setup)
+    _positions(model, setup)  # refuses what training_peak refuses
+    v = _vars(model, _as_run(model, setup))
+    return max(plan.floor(v) for plan in plans)
+
+
 def estimate_stages(model: Model, setup: TrainSetup) -> list[Estimate]:
     """One estimate per pipeline stage (a single one without pipelining)."""
     setup = _as_run(model, setup)
