@@ -33,6 +33,7 @@ addresses are synthetic (each new segment above the last): they only break ties 
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -559,11 +560,12 @@ def _replay_default(ops: Iterable[tuple[int, int]]) -> Replay:
     no garbage collection, no device limit): the same rules as ``_Allocator`` with every branch those settings
     switch off removed and the pools' bookkeeping inlined, for the estimate's thousands of replays. Every
     cudaMalloc succeeds here, so nothing is ever released. tests/estimate/test_allocator_model.py checks it
-    against ``_Allocator`` on random sequences."""
-    pools = ((_Pool(small=False)), (_Pool(small=True)))
+    against ``_Allocator`` on random sequences. The free blocks are kept by size (``_Buckets``): a MoE step
+    leaves tens of thousands of equal segment tails free, which one (size, address) list re-sorted at every
+    free made most of a replay's time."""
+    pools = (_Buckets(), _Buckets())
     live: dict[int, _Block] = {}
     asked: dict[int, int] = {}
-    insort, bisect_left = bisect.insort, bisect.bisect_left
     requested = peak_requested = stuck = allocated = peak_allocated = reserved = peak_reserved = 0
     releasable = next_addr = segments = count = 0
     for key, orig in ops:
@@ -580,11 +582,8 @@ def _replay_default(ops: Iterable[tuple[int, int]]) -> Replay:
         size = -(-orig // K_MIN_BLOCK_SIZE) * K_MIN_BLOCK_SIZE if orig > K_MIN_BLOCK_SIZE else K_MIN_BLOCK_SIZE
         small = size <= K_SMALL_SIZE
         pool = pools[small]
-        keys, blocks = pool.keys, pool.blocks
-        i = bisect_left(keys, (size, -1))
-        if i < len(keys):  # get_free_block: the best fit
-            block = blocks.pop(keys[i][1])
-            del keys[i]
+        block = pool.best_fit(size)  # get_free_block: the best fit
+        if block is not None:
             if block.prev is None and block.next is None:
                 releasable -= block.size
         else:  # alloc_block: a new segment
@@ -602,8 +601,7 @@ def _replay_default(ops: Iterable[tuple[int, int]]) -> Replay:
             if block.next is not None:
                 block.next.prev = rest
             block.next, block.size = rest, size
-            insort(keys, (remaining, rest.addr))
-            blocks[rest.addr] = rest
+            pool.insert(rest)
         block.allocated = True
         live[key] = block
         asked[key] = orig
@@ -626,26 +624,71 @@ def _replay_default(ops: Iterable[tuple[int, int]]) -> Replay:
     )
 
 
-def _free_default(pool: _Pool, b: _Block) -> int:
+class _Buckets:
+    """A pool's free blocks for ``_replay_default``, by size: the sizes present in order, and each size's blocks
+    by address with a heap of their addresses (entries of blocks since taken are skipped when met). The best fit
+    is the smallest size that fits, its lowest address: the (size, address) order of ``_Pool.keys``."""
+
+    __slots__ = ("heaps", "members", "sizes")
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.members: dict[int, dict[int, _Block]] = {}
+        self.heaps: dict[int, list[int]] = {}
+
+    def insert(self, b: _Block) -> None:
+        members = self.members.get(b.size)
+        if members is None:
+            bisect.insort(self.sizes, b.size)
+            members = self.members[b.size] = {}
+            self.heaps[b.size] = []
+        members[b.addr] = b
+        heapq.heappush(self.heaps[b.size], b.addr)
+
+    def remove(self, b: _Block) -> None:
+        members = self.members[b.size]
+        del members[b.addr]
+        if not members:
+            self._drop(b.size)
+
+    def _drop(self, size: int) -> None:
+        sizes = self.sizes
+        del sizes[bisect.bisect_left(sizes, size)]
+        del self.members[size], self.heaps[size]
+
+    def best_fit(self, size: int) -> _Block | None:
+        """``get_free_block`` without the oversize rules: the block taken out of the pool, or None."""
+        sizes = self.sizes
+        i = bisect.bisect_left(sizes, size)
+        if i == len(sizes):
+            return None
+        found = sizes[i]
+        members, heap = self.members[found], self.heaps[found]
+        addr = heapq.heappop(heap)
+        while addr not in members:
+            addr = heapq.heappop(heap)
+        b = members.pop(addr)
+        if not members:
+            self._drop(found)
+        return b
+
+
+def _free_default(pool: _Buckets, b: _Block) -> int:
     """``free_block`` and ``try_merge_blocks`` for ``_replay_default``: the bytes it makes releasable (a freed
     block that is a whole segment again). The free neighbours merged are split blocks, never releasable."""
     b.allocated = False
-    keys, blocks = pool.keys, pool.blocks
     prev, nxt = b.prev, b.next
     if prev is not None and not prev.allocated:
-        del keys[bisect.bisect_left(keys, (prev.size, prev.addr))]
-        del blocks[prev.addr]
+        pool.remove(prev)
         b.addr, b.prev = prev.addr, prev.prev
         if b.prev is not None:
             b.prev.next = b
         b.size += prev.size
     if nxt is not None and not nxt.allocated:
-        del keys[bisect.bisect_left(keys, (nxt.size, nxt.addr))]
-        del blocks[nxt.addr]
+        pool.remove(nxt)
         b.next = nxt.next
         if b.next is not None:
             b.next.prev = b
         b.size += nxt.size
-    bisect.insort(keys, (b.size, b.addr))
-    blocks[b.addr] = b
+    pool.insert(b)
     return b.size if b.prev is None and b.next is None else 0
