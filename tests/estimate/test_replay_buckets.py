@@ -89,3 +89,19 @@ def test_moe_steps_replay_as_the_general_allocator(
     fast = replay_ops(ops)
     general = replay([Alloc(key=k, size=n) if n >= 0 else Free(key=k) for k, n in ops])
     assert fast == replace(general, marks={})
+
+
+@settings(max_examples=100, deadline=None)
+@given(head=st.lists(ANY, max_size=6), layer=st.lists(ANY, min_size=1, max_size=12), times=st.integers(1, 8))
+def test_the_default_load_replays_as_the_general_allocator(head: list[int], layer: list[int], times: int) -> None:
+    from vramwise.estimate import allocator_model
+
+    fast = allocator_model.load_reserves(head, tuple(layer), times, allocator_model.AllocatorConfig())
+    # oracle: the general allocator, the same allocations in one stream, reserved − requested after each layer
+    events: list[Alloc] = [Alloc(key=i, size=n) for i, n in enumerate(head)]
+    general = []
+    for _ in range(times):
+        events += [Alloc(key=len(events), size=n) for n in layer]
+        r = replay(events)
+        general.append(r.reserved - sum(e.size for e in events))
+    assert fast == general

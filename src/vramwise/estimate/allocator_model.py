@@ -516,6 +516,8 @@ def replay_ops(ops: Iterable[tuple[int, int]], config: AllocatorConfig = Allocat
 def load_reserves(head: Iterable[int], repeated: tuple[int, ...], times: int, config: AllocatorConfig) -> list[int]:
     """Reserved − requested after allocating ``head`` then ``repeated`` once, twice, ... ``times`` times, never
     freeing: one replay for every depth of a model's load (``[i]``: after i + 1 repeats). None may fail."""
+    if config == _DEFAULT:
+        return _load_reserves_default(head, repeated, times)
     a = _Allocator(config)
     key = 0
     for size in head:
@@ -692,3 +694,29 @@ def _free_default(pool: _Buckets, b: _Block) -> int:
         b.size += nxt.size
     pool.insert(b)
     return b.size if b.prev is None and b.next is None else 0
+
+
+def _load_reserves_default(head: Iterable[int], repeated: tuple[int, ...], times: int) -> list[int]:
+    """``load_reserves`` under PyTorch's defaults: ``_replay_default``'s malloc with nothing ever freed, so no
+    block is linked to its neighbours (only a free merges them) and no peak is kept (nothing falls)."""
+    pools = (_Buckets(), _Buckets())
+    requested = reserved = next_addr = 0
+    out: list[int] = []
+    for sizes, depth in [(tuple(head), False), *[(repeated, True)] * times]:
+        for orig in sizes:
+            size = -(-orig // K_MIN_BLOCK_SIZE) * K_MIN_BLOCK_SIZE if orig > K_MIN_BLOCK_SIZE else K_MIN_BLOCK_SIZE
+            small = size <= K_SMALL_SIZE
+            pool = pools[small]
+            block = pool.best_fit(size)
+            if block is None:  # alloc_block: a new segment
+                grant = allocation_size(size)
+                block = _Block(next_addr, grant, small)
+                next_addr += grant
+                reserved += grant
+            remaining = block.size - size
+            if remaining >= K_MIN_BLOCK_SIZE if small else remaining > K_SMALL_SIZE:  # should_split
+                pool.insert(_Block(block.addr + size, remaining, small))
+            requested += orig
+        if depth:
+            out.append(reserved - requested)
+    return out
