@@ -173,27 +173,28 @@ class _Pool:
         self.calls = 0  # get_free_blocks_call_count
         self.releasable = 0  # bytes release_cached_blocks would return: whole free segments or pages
 
-    def _free_bytes(self, b: _Block) -> int:
-        if b.expandable:
-            return max(0, (b.addr + b.size) // self.page * self.page - -(-b.addr // self.page) * self.page)
-        return 0 if b.prev is not None or b.next is not None else b.size
-
     def insert(self, b: _Block) -> None:
         b.gc_base = self.calls
         bisect.insort(self.keys, (b.size, b.addr))
         self.blocks[b.addr] = b
-        # _free_bytes, inlined: the estimate replays thousands of these
-        if b.expandable:
-            self.releasable += self._free_bytes(b)
-        elif b.prev is None and b.next is None:
+        # the bytes release_cached_blocks would return of it, inlined: the estimate replays millions of these
+        if b.expandable:  # its whole pages
+            page = self.page
+            n = (b.addr + b.size) // page * page - -(-b.addr // page) * page
+            if n > 0:
+                self.releasable += n
+        elif b.prev is None and b.next is None:  # a whole segment
             self.releasable += b.size
 
     def erase(self, b: _Block) -> None:
         keys = self.keys
         del keys[bisect.bisect_left(keys, (b.size, b.addr))]
         del self.blocks[b.addr]
-        if b.expandable:
-            self.releasable -= self._free_bytes(b)
+        if b.expandable:  # as ``insert``
+            page = self.page
+            n = (b.addr + b.size) // page * page - -(-b.addr // page) * page
+            if n > 0:
+                self.releasable -= n
         elif b.prev is None and b.next is None:
             self.releasable -= b.size
 
@@ -301,7 +302,8 @@ class _Allocator:
     def _reserve(self, n: int) -> None:
         self.reserved += n
         self.segments += 1
-        self.peak_reserved = max(self.peak_reserved, self.reserved)
+        if self.reserved > self.peak_reserved:
+            self.peak_reserved = self.reserved
 
     def _release(self, b: _Block) -> None:
         """``release_block``: cudaFree of a whole cached segment."""
