@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from vramwise.verify.cuda_autocast import cuda_autocast_rules
 from vramwise.verify.live import LiveStorages
 
 
@@ -580,6 +581,10 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         stack.enter_context(_never_packed())
         stack.enter_context(fsdp)
         stack.enter_context(FakeTensorMode() if fake else contextlib.nullcontext())
+        if recipe.precision == "amp" and device == "cpu":
+            # the GPU's autocast runs softmax, log_softmax, layer_norm and pow in fp32, the CPU's does not: the twin
+            # applies CUDA's rule (verify/cuda_autocast.py), as the estimate does (estimate/train/autocast.py)
+            stack.enter_context(cuda_autocast_rules())
         if device == "cuda":
             stack.enter_context(torch.device("cuda"))
         if not late:

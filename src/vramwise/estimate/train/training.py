@@ -428,13 +428,18 @@ def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> Term:
     n = sum(
         g.count * stage_share(g, spec, stage, setup.parallel)
         for g in parameter_groups(spec)
-        if g.kind == "linear" or g.category == "head" or (spec.tied_embeddings and g.name == "embeddings.tokens")
+        # tied token embeddings reach a matmul only through an LM head: a classifier's embedding lookup is not
+        # autocast (embedding is on no autocast list), so nothing is cast or cached for it
+        if g.kind == "linear"
+        or g.category == "head"
+        or (spec.tied_embeddings and spec.lm_head and g.name == "embeddings.tokens")
     )
     return Term(
         name="autocast/weight_copies",
         bytes=round(2 * n),
         formula=f"16-bit copy of {n:,.0f} matmul weights x 2 B, kept for their backward",
-        source="torch.autocast casts fp32 weights per op and caches the casts for the forward",
+        source="torch.autocast casts fp32 weights per op and caches the casts for the forward (pytorch "
+        "aten/src/ATen/autocast_mode.cpp cached_cast: leaf fp32 tensors that require grad)",
     )
 
 
