@@ -144,3 +144,49 @@ def test_amp_step_matches_the_trace_with_cudas_rule(config: dict[str, Any], atte
     forward_end = est.phase_total(next(p for p in est.phases if p.kind is PhaseKind.FORWARD_END))
     assert forward_end == pytest.approx(traced.marks["forward_end"], rel=0.02)
     assert est.peak_bytes == pytest.approx(traced.peak, rel=0.05)
+
+
+def test_checkpointed_layers_leave_their_copies_in_the_cache_until_the_forward_exits() -> None:
+    # BERT tiny: per layer the weights of q, k, v, o (256 x 256 each), up (256 x 1024), down (1024 x 256):
+    # 4 x 65,536 + 2 x 262,144 = 786,432; outside the layers the pooler's (65,536) and the classifier's (256 x 4
+    # and its 4 biases, the head's group). Without recompute all of them are saved for backward; with every layer
+    # checkpointed the head's and one recomputed layer's stay, the other two layers' only until autocast's region
+    # exits. (The layers' biases are cached too but saved by no matmul: not counted.)
+    layer, head = 4 * 65_536 + 2 * 262_144, 65_536 + 1_024 + 4
+    plain = _estimate(BERT, "amp", attention="sdpa")
+    assert plain.term("autocast/weight_copies").bytes == 2 * (3 * layer + head)
+    spec = spec_from_config(BERT, name="tiny", source="test")
+    full = estimate_training(
+        spec,
+        TrainSetup.from_flat(
+            batch=B, seq=S, precision="amp", recompute="full", cuda_context_mib=0, allocator_fraction=0.0
+        ),
+    )
+    assert full.term("autocast/weight_copies").bytes == 2 * (layer + head)
+    assert full.term("autocast/cached_copies").bytes == 2 * 2 * layer
+    backward = next(p for p in full.phases if p.kind is PhaseKind.BACKWARD_RECOMPUTE)
+    assert "autocast/cached_copies" not in {t.name for t in backward.transient}
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_the_trace_frees_the_cached_copies_when_the_forward_region_exits(family: str) -> None:
+    # the twin marks forward_end after its `with autocast:` block: with every layer checkpointed the cached
+    # copies are gone by then, so that moment is the estimate's forward end without them (within 2%)
+    from tiny_configs import FAMILIES
+
+    from vramwise.verify.trace import TraceRecipe, trace_training
+
+    config = BERT | {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0} if family == "bert" else (
+        FAMILIES["llama"]
+    )
+    traced = trace_training(config, TraceRecipe(batch=B, seq=S, precision="amp", recompute="full"))
+    spec = spec_from_config(config, name="tiny", source="test")
+    est = estimate_training(
+        spec,
+        TrainSetup.from_flat(
+            batch=B, seq=S, precision="amp", recompute="full", cuda_context_mib=0, allocator_fraction=0.0
+        ),
+    )
+    forward_end = est.phase_total(next(p for p in est.phases if p.kind is PhaseKind.FORWARD_END))
+    after_exit = forward_end - est.term("autocast/cached_copies").bytes
+    assert after_exit == pytest.approx(traced.marks["forward_end"], rel=0.02)
