@@ -50,6 +50,7 @@ class TraceRecipe:
     peft: str = ""
     num_virtual_tokens: int = 20  # prompt and prefix tuning
     decoder_seq: int = 0  # an encoder-decoder's labels (the decoder's length); 0: seq
+    zero_grad: str = "none"  # none: zero_grad(set_to_none=True); zeros: set_to_none=False (torch < 2.0's default)
 
 
 _MODEL_DTYPE = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}
@@ -349,7 +350,10 @@ class _MasterWeights:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
-            p.grad = None
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad.zero_()
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -638,7 +642,7 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
             opt.step()
             tracker.mark("step_end")
             states = _state_bytes(opt)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=recipe.zero_grad != "zeros")
         params = sum(_local_bytes(p) for p in model.parameters())
         cuda = _cuda_stats() if device == "cuda" else {}
     return Trace(

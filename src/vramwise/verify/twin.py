@@ -177,6 +177,7 @@ def train_recipe(setup: TrainSetup) -> Any:
         loss=str(setup.loss),
         recompute_every=setup.recompute_every,
         optimizer_in_backward=setup.optimizer.in_backward,
+        zero_grad=str(setup.optimizer.zero_grad),
     )
 
 

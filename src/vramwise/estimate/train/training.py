@@ -73,7 +73,7 @@ from vramwise.spec.params import parameter_groups
 from vramwise.spec.traits import HeadKind
 from vramwise.units import MIB
 from vramwise.workload import AttentionImpl, FsdpMode, LossImpl, Optimizer, PeftMethod, Recompute, TrainSetup
-from vramwise.workload.options import KernelImpl
+from vramwise.workload.options import KernelImpl, ZeroGrad
 
 
 def _in_flight(stage: Stage, setup: TrainSetup) -> float:
@@ -489,7 +489,10 @@ def _persistent(setup: TrainSetup, states: ModelStates, stage: Stage) -> tuple[t
     # during backward and frees it after the step (stage_1_and_2.py copy_grads_in_partition, step); FSDP
     # allocates each sharded gradient at its reduce-scatter: the loss backward sees none of either.
     zero_buffer = setup.parallel.sharding.stage == 3 and setup.parallel.fsdp == FsdpMode.NONE
-    grads_persist = grads is not None and (setup.grad_accum > 1 or zero_buffer)
+    # zero_grad(set_to_none=False) (--zero-grad zeros, torch < 2.0's default) zeroes them in place: allocated at the
+    # first backward, they stay through every later forward
+    zeros = setup.optimizer.zero_grad == ZeroGrad.ZEROS
+    grads_persist = grads is not None and (setup.grad_accum > 1 or zero_buffer or zeros)
     kept = (grads,) if grads is not None and grads_persist else ()
     context = context_term(setup.overheads)
     # NCCL's communicator buffers: persistent, outside the allocator (estimate/train/comms.py)
