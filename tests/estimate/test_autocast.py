@@ -190,3 +190,32 @@ def test_the_trace_frees_the_cached_copies_when_the_forward_region_exits(family:
     forward_end = est.phase_total(next(p for p in est.phases if p.kind is PhaseKind.FORWARD_END))
     after_exit = forward_end - est.term("autocast/cached_copies").bytes
     assert after_exit == pytest.approx(traced.marks["forward_end"], rel=0.02)
+
+
+def test_frozen_bottom_layers_keep_no_copies() -> None:
+    # tiny Llama, the first 2 of 3 layers frozen: their weights need no gradient, so autocast neither caches their
+    # casts (cached_cast: requires_grad) nor does a matmul save them. Per layer q 256 x 256, k and v 256 x 64,
+    # o 256 x 256, gate, up, down 256 x 688: 692,224 weights; the untied head 8000 x 256
+    from tiny_configs import FAMILIES
+
+    spec = spec_from_config(FAMILIES["llama"], name="tiny", source="test")
+    setup = TrainSetup.from_flat(batch=1, seq=64, precision="amp", freeze_layers=2, cuda_context_mib=0)
+    est = estimate_training(spec, setup)
+    assert est.term("autocast/weight_copies").bytes == 2 * (692_224 + 8000 * 256)
+
+
+def test_frozen_bottom_layers_match_the_trace() -> None:
+    # the traced forward end (the copies of the frozen layers freed as soon as they ran) within 2%
+    from tiny_configs import FAMILIES
+
+    from vramwise.verify.trace import TraceRecipe, trace_training
+
+    traced = trace_training(FAMILIES["llama"], TraceRecipe(batch=1, seq=64, precision="amp", freeze_layers=2))
+    spec = spec_from_config(FAMILIES["llama"], name="tiny", source="test")
+    setup = TrainSetup.from_flat(
+        batch=1, seq=64, precision="amp", freeze_layers=2, cuda_context_mib=0, allocator_fraction=0.0
+    )
+    est = estimate_training(spec, setup)
+    forward_end = est.phase_total(next(p for p in est.phases if p.kind is PhaseKind.FORWARD_END))
+    assert forward_end == pytest.approx(traced.marks["forward_end"], rel=0.02)
+    assert est.peak_bytes == pytest.approx(traced.peak, rel=0.05)

@@ -450,6 +450,11 @@ def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> tuple[T
                 layers += n
             else:
                 head += n
+    frozen = setup.peft.freeze_layers if not setup.peft.adapters else 0
+    if frozen and stage.layers:
+        # a frozen bottom layer's weights are neither cached (no requires_grad) nor saved (nothing below them
+        # needs a gradient): its copies are freed as soon as its matmuls ran (the stage's layers taken alike)
+        layers *= sum(1 for i in stage.layers if i >= frozen) / len(stage.layers)
     source = (
         "torch.autocast casts fp32 weights per op and caches the casts for the forward (pytorch "
         "aten/src/ATen/autocast_mode.cpp cached_cast: leaf fp32 tensors that require grad)"
@@ -463,7 +468,8 @@ def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> tuple[T
             formula=f"16-bit copy of {n:,.0f} matmul weights x 2 B, kept for their backward",
             source=source,
         ), None
-    one = layers / len(stage.layers)
+    recording = sum(1 for i in stage.layers if i >= frozen)
+    one = layers / recording if recording else 0.0
     kept = head + one
     cached = (layers - one) if not setup.peft.adapters else 0.0
     held = Term(
