@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vramwise.app.sent_config import with_config
 from vramwise.cli.options import FIT, INFER, TRAIN, parse_options, setup_values
 from vramwise.errors import UsageError, shown
 from vramwise.mcpserver import schemas
-from vramwise.mcpserver.sent_config import with_config
 
 Arguments = Mapping[str, Any]
 

@@ -10,9 +10,6 @@ work of a few milliseconds (a fit search, a hub lookup: longer): it runs in a bo
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from functools import cache
@@ -24,12 +21,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from vramwise.app.sent_config import with_config
 from vramwise.cli.options import command_line, parse_options, setup_values
 from vramwise.errors import VramwiseError, shown
 from vramwise.web.describe import openapi, options_listing
 from vramwise.web.limits import Limits
 
-UPLOADED = "uploaded"  # a dropped config.json is read from <private dir>/uploaded/config.json: MODEL's name
 UPLOADED_SOURCE = "config.json (uploaded)"  # what the document says instead of the private path
 MAX_QUERY = 200  # characters of ?q= kept
 MAX_COMMAND_HEADER = 4096  # a longer command line is left out of the headers (servers cap a header near 8 KiB)
@@ -153,20 +150,11 @@ async def _bounded(request: Request, cap: int) -> bytes:
 
 def answer(command: str, args: Mapping[str, Any], config: str | None) -> tuple[dict[str, Any], bool]:
     """The document and whether it fits (run in a worker thread). A dropped config is written to a private
-    directory of this request only, read as MODEL, and removed."""
+    directory of this request only, read as MODEL, and removed (app/sent_config.py, as the MCP tools')."""
     if config is None:
         return _document(command, parse_options(command, args))
-    folder = tempfile.mkdtemp(prefix="vramwise-web-")  # mode 0700: this process's user only
-    try:
-        path = os.path.join(folder, UPLOADED, "config.json")
-        os.mkdir(os.path.dirname(path), 0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogatepass") as out:
-            out.write(config)
-        doc, fits = _document(command, parse_options(command, args, model_path=path))
-        return _hide(doc, path), fits
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    return with_config(config, lambda path: _document(command, parse_options(command, args, model_path=path)),
+                       source=UPLOADED_SOURCE)
 
 
 def warm() -> None:
@@ -182,17 +170,6 @@ def _document(command: str, values: dict[str, Any]) -> tuple[dict[str, Any], boo
 
     done = document_for(command, values, setup_values(values))
     return done.doc, done.fits
-
-
-def _hide(value: Any, path: str) -> Any:
-    """The document with the private path replaced by what the user sent (the server's disk is not shown)."""
-    if isinstance(value, str):
-        return value.replace(path, UPLOADED_SOURCE).replace(os.path.dirname(path), UPLOADED)
-    if isinstance(value, list):
-        return [_hide(v, path) for v in value]
-    if isinstance(value, dict):
-        return {k: _hide(v, path) for k, v in value.items()}
-    return value
 
 
 def estimate_endpoint(command: str, limits: Limits, workers: Workers) -> Any:
