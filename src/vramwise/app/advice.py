@@ -89,8 +89,10 @@ def _misses_without_reserve(req: TrainRequest) -> bool:
     at 0, only add too). It costs no caching-allocator replay, which under --allocator-replay is the most of the
     advice's time on a large MoE model (one replay per candidate change, each of hundreds of expert tensors per
     layer), and most candidates miss."""
-    if req.options.get("allocator_fraction") is not None:
-        return False  # no replay to skip
+    o = req.options
+    replayed = o.get("allocator_replay") or o.get("expandable_segments") or o.get("max_split_size_mb") is not None
+    if not replayed or o.get("allocator_fraction") is not None:
+        return False  # no replay to skip (AllocatorSettings.replayed): the check would only cost an estimate
     try:
         floor = train(replace(req, options={**req.options, "allocator_fraction": 0.0}))
     except VramwiseError:
