@@ -45,13 +45,18 @@ def estimate(command: str, args: Arguments) -> dict[str, Any]:
 
 def _document(command: str, values: dict[str, Any]) -> dict[str, Any]:
     from vramwise.app import documents
+    from vramwise.app.ranges import check_range
 
     options = setup_values(values)
+    # what the command line adds beside the estimate (cli/infer.py, train.py, fit.py): --range and --max-seq; without
+    # them here `range` was dropped in silence and `max-seq` went unchecked
+    asked = check_range(bool(values.get("range")), values.get("max_seq"), values.get("emit"))
+    extras = documents.Extras(range=asked, longest=values.get("max_seq"))
     if command == INFER:
-        return documents.infer_document(documents.infer_request(values, options)).doc
+        return documents.infer_document(documents.infer_request(values, options), extras).doc
     if command == TRAIN:
-        return documents.train_document(documents.train_request(values, options)).doc
-    return documents.fit_document(documents.fit_request(values, options)).doc
+        return documents.train_document(documents.train_request(values, options), extras).doc
+    return documents.fit_document(documents.fit_request(values, options), extras).doc
 
 
 def _known(command: str, args: Arguments) -> None:
