@@ -174,3 +174,20 @@ def test_an_engine_cap_is_the_sequence_high() -> None:
                        gpu="H100")
     row = _row(infer_range(req, infer(req)), "sequence length")
     assert row.high == "4,000 tokens (--max-model-len)"
+
+
+def test_a_high_past_the_rotary_positions_keeps_the_plain_runs_note() -> None:
+    # review finding: `train llama-3-8b -s 16384` notes that 16,384 exceeds its 8,192 positions (rope scaling
+    # needed, estimated as asked), but `--range --max-seq 16384` ran that length with the note dropped
+    plain = train(TrainRequest(model="llama-3-8b", options={"peft": "lora", "seq": 16384}))
+    beyond = [n for n in plain.stages[0].estimate.notes if "exceeds max_position_embeddings" in n]
+    assert len(beyond) == 1
+    req = TrainRequest(model="llama-3-8b", options={"peft": "lora"})
+    rng = train_range(req, train(req), longest=16384)
+    assert f"at the high: {beyond[0]}" in rng.notes
+    # inference: the context plus the new tokens, as a plain run counts them
+    ireq = InferRequest(model="llama-3-8b", options={"new_tokens": 100})
+    rng = infer_range(ireq, infer(ireq), longest=16384)
+    assert any(n.startswith("at the high: context + new tokens 16,484 exceeds") for n in rng.notes), rng.notes
+    # within the positions (the default high is the model's own limit): no such note
+    assert not any(n.startswith("at the high") for n in infer_range(ireq, infer(ireq)).notes)

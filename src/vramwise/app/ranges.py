@@ -33,7 +33,7 @@ from vramwise.errors import (
     VramwiseError,
 )
 from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION, is_tensor
-from vramwise.estimate.positions import position_limit
+from vramwise.estimate.positions import check_positions, position_limit
 from vramwise.estimate.ranges import (
     ALLOCATOR_BOUND_NOTE,
     Range,
@@ -245,6 +245,16 @@ def _admitted(result: InferResult) -> tuple[int | None, str]:
     return min(given, key=lambda c: c[0]) if given else (None, "")
 
 
+def _past_positions(rng: Range, model: object, given: int, high: int, extra: int, field: str) -> Range:
+    """The range with the note a plain run at its high length gives past a rotary model's trained positions
+    (estimate/positions.py check_positions: "needs rope scaling ... estimated as asked"), which the range's own runs
+    leave out; a learned table past its rows was already refused by the strict sequence run."""
+    if high <= given or not isinstance(model, ModelSpec):
+        return rng
+    note = check_positions(model, high + extra, field)
+    return rng if note is None else replace(rng, notes=(*rng.notes, f"at the high: {note}"))
+
+
 def infer_range(
     req: InferRequest, result: InferResult, longest: int | None = None, figure: Figure | None = None
 ) -> Range:
@@ -272,7 +282,9 @@ def infer_range(
     dims += _release(str(setup.engine), options)
     if str(setup.engine) != "llama.cpp":
         dims.append(_cuda(options, setup.overheads.compute_capability))
-    return _span(peak(options), options, peak, dims)
+    rng = _span(peak(options), options, peak, dims)
+    field = "context + new tokens" if setup.new_tokens else "context"
+    return _past_positions(rng, result.model, setup.context, high, setup.new_tokens, field)
 
 
 def train_range(
@@ -297,7 +309,7 @@ def train_range(
         _seq("seq", setup.seq, high, source, "--seq", "max_position_embeddings" if longest is None else "--max-seq"),
         _cuda(options, setup.overheads.compute_capability),
     ]
-    return _span(peak(options), options, peak, dims)
+    return _past_positions(_span(peak(options), options, peak, dims), result.model, setup.seq, high, 0, "seq")
 
 
 def check_range(asked: bool, longest: int | None, emit: str | None) -> bool:
