@@ -121,10 +121,17 @@ class LlamaCppFlags:
         return ALL_LAYERS if self.n_gpu_layers < 0 else self.n_gpu_layers
 
 
+# llama.cpp's command line parses every integer flag with std::stoi, a C int (common/arg.cpp: handler_int(params,
+# std::stoi(value)), its std::out_of_range reported as "error while handling argument"): nothing past INT_MAX
+# reaches llama.cpp, and without the bound -np 10^29 printed float-rounded KV bytes (exit 0 or 3, never 2)
+INT_MAX = 2**31 - 1
+
+
 def _int(name: str, value: object, low: int, flag: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= INT_MAX:
         raise InvalidWorkloadError(
-            f"{flag} {shown(value)}: an integer >= {low}", field=name, allowed=f"an integer >= {low}"
+            f"{flag} {shown(value)}: an integer from {low} to {INT_MAX:,} (llama.cpp reads it as a C int)",
+            field=name, allowed=f"an integer from {low} to {INT_MAX:,}",
         )
 
 
