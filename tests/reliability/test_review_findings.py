@@ -4,6 +4,8 @@ input (errors.py): exit status 2, one stderr line naming the field, nothing on s
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from reliability.conftest import run_cli
@@ -26,3 +28,30 @@ def test_llamacpp_integer_flags_stop_at_a_c_int(flag: str, field: str, capsys: p
     rc, _out, err = run_cli(["infer", "llama-3.1-8b", "--engine", "llama.cpp", "--gpu", "4090", flag, str(2**31 - 1)],
                             capsys)
     assert rc in (0, 3), err
+
+
+def _train_peak(argv: list[str], capsys: pytest.CaptureFixture[str]) -> int:
+    rc, out, err = run_cli([*argv, "--json"], capsys)
+    assert rc in (0, 3), err
+    doc = json.loads(out)
+    return max(s["peak"]["bytes"] for s in doc["stages"]) if "stages" in doc else int(doc["peak"]["bytes"])
+
+
+@pytest.mark.parametrize(("framework", "gpus"), [("torchtitan", "8"), ("torchtune", "1")])
+def test_fit_layouts_rows_without_sharding_are_trains_numbers(
+    framework: str, gpus: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # fit --layouts built every row from the framework's sharded preset (dp 2, FSDP): a dp=1 row then missed the
+    # framework's unsharded defaults. torchtitan tp=8 dp=1 was listed at 19.91 GiB where `train` with the row's own
+    # flags says 22.36 (amp without FSDP); torchtune on one GPU at 62.04 GiB where `train` says 31.02 (the
+    # single-device recipe). The oracle: `vramwise train` with each row's flags
+    fit = ["fit", "llama-3-8b", "--gpu", "h100", "--layouts", gpus, "--framework", framework, "--json"]
+    rc, out, err = run_cli(fit, capsys)
+    assert rc == 0, err
+    rows = [r for r in json.loads(out)["layouts"]["fitting"] if r["dp"] == 1]
+    assert rows
+    for r in rows:
+        argv = ["train", "llama-3-8b", "--framework", framework, "--gpu", "h100", "--tp", str(r["tp"]), "--pp",
+                str(r["pp"]), "--dp", "1", "--recompute", r["recompute"], "--offload", r["offload"], "-b",
+                str(r["batch"]), "--grad-accum", str(r["grad_accum"])]
+        assert _train_peak(argv, capsys) == r["peak"], r["label"]

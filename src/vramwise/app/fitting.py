@@ -112,7 +112,10 @@ def fit(req: FitRequest) -> FitResult:
         # backward, which its distributed recipes do not model): each layout then sets its own dp and mode
         sharded = {"dp": 2, "fsdp": "full"} if fsdp and not _shards(options) and "dp" not in options else {}
         setup, preset_notes = train_setup_noted({**options, **sharded}, model)
-        found = _layouts(replace(req, gpus=gpus), model, gpu, setup, fsdp)
+        # the layouts with dp 1 shard nothing: there the preset is the framework's unsharded one, as `train` builds
+        # it for such a row (torchtitan's amp; the sharded preset's bf16-mixed put tp=8 dp=1 2.4 GiB under train's)
+        single = train_setup_noted(options, model)[0] if sharded else None
+        found = _layouts(replace(req, gpus=gpus), model, gpu, setup, fsdp, single)
         said = train_assumptions(setup, _searched(req), margin)
         return replace(found, notes=(*notes, *preset_notes), assumptions=said, margin=margin)
     options, notes = train_options(choice, req.options)
@@ -405,7 +408,8 @@ def _fit_inference(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: InferSetu
 
 
 def _layouts(
-    req: FitRequest, model: ModelSpec, gpu: Gpu, setup: TrainSetup, fsdp: tuple[str, ...] = ()
+    req: FitRequest, model: ModelSpec, gpu: Gpu, setup: TrainSetup, fsdp: tuple[str, ...] = (),
+    unsharded: TrainSetup | None = None,
 ) -> FitResult:
     from vramwise.fit.layouts import search_layouts
 
@@ -414,7 +418,7 @@ def _layouts(
     top = req.max_batch or setup.batch
     batches = tuple(range(1, top + 1)) if req.max_batch else (setup.batch,)
     budget = usable(gpu.memory_bytes, req.margin)
-    found = search_layouts(model, setup, gpus, budget, batches=batches, fsdp=fsdp)
+    found = search_layouts(model, setup, gpus, budget, batches=batches, fsdp=fsdp, unsharded=unsharded)
     if not found.fitting:
         best = min(found.rejected, key=lambda r: r.smallest_peak, default=None)
         fewest = smallest_that_fits(model, setup, budget)
