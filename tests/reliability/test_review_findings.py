@@ -5,6 +5,7 @@ input (errors.py): exit status 2, one stderr line naming the field, nothing on s
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,16 @@ def test_fit_layouts_rows_without_sharding_are_trains_numbers(
                 str(r["pp"]), "--dp", "1", "--recompute", r["recompute"], "--offload", r["offload"], "-b",
                 str(r["batch"]), "--grad-accum", str(r["grad_accum"])]
         assert _train_peak(argv, capsys) == r["peak"], r["label"]
+
+
+def test_from_notes_never_precede_a_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a Modelfile whose FROM maps (two notes) but whose num_ctx the run refuses printed three stderr lines: the
+    # notes went out before the run; now a refusal's line stands alone, and an answer still carries the notes
+    bad = tmp_path / "Modelfile"
+    bad.write_text("FROM llama3.1:8b\nPARAMETER num_ctx -1\n")
+    rc, out, err = run_cli(["infer", "--from", str(bad), "--gpu", "4090"], capsys)
+    assert rc == 2 and out == "" and err.count("\n") == 1 and "--ctx-size" in err, err
+    good = tmp_path / "Modelfile.ok"
+    good.write_text("FROM llama3.1:8b\n")
+    rc, out, err = run_cli(["infer", "--from", str(good), "--gpu", "4090"], capsys)
+    assert rc == 0 and out and "catalog's llama-3.1-8b" in err and "vramwise: error" not in err, err
