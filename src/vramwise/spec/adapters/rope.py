@@ -28,9 +28,11 @@ _GLOBAL = "full_attention"
 
 
 def _by_layer_type(sub: RawConfig) -> bool:
-    """A rope dict nested by layer type: every value an object (or null), none a rope key such as rope_type."""
+    """A rope dict nested by layer type: a global layers' object, or every value an object (or null), none a rope
+    key such as rope_type."""
     values = list(sub.data.values())
-    return bool(values) and all(v is None or isinstance(v, dict) for v in values)
+    return isinstance(sub.data.get(_GLOBAL), dict) or (bool(values) and all(v is None or isinstance(v, dict)
+                                                                             for v in values))
 
 
 def _partial(cfg: RawConfig) -> float:
