@@ -191,3 +191,17 @@ def test_a_high_past_the_rotary_positions_keeps_the_plain_runs_note() -> None:
     assert any(n.startswith("at the high: context + new tokens 16,484 exceeds") for n in rng.notes), rng.notes
     # within the positions (the default high is the model's own limit): no such note
     assert not any(n.startswith("at the high") for n in infer_range(ireq, infer(ireq)).notes)
+
+
+def test_a_bare_size_names_what_its_range_leaves_out() -> None:
+    # review finding: `infer 14b --range --max-seq 8k` showed "sequence length 26.49 .. 26.49" (no effect) because a
+    # bare size has no KV cache or activations to grow; the range now says it leaves them out
+    req = InferRequest(model="14b", options={})
+    r = infer(req)
+    assert r.estimate.missing
+    rng = infer_range(req, r, longest=8000)
+    assert _row(rng, "sequence length").high_bytes == _row(rng, "sequence length").low_bytes
+    assert any("leave out what the estimate does not compute (kv_cache" in n for n in rng.notes), rng.notes
+    # a catalog model computes every term: no such note
+    full = InferRequest(model="llama-3-8b", options={})
+    assert not any("does not compute" in n for n in infer_range(full, infer(full)).notes)

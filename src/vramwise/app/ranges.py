@@ -255,6 +255,16 @@ def _past_positions(rng: Range, model: object, given: int, high: int, extra: int
     return rng if note is None else replace(rng, notes=(*rng.notes, f"at the high: {note}"))
 
 
+def _uncomputed(rng: Range, missing: tuple[str, ...]) -> Range:
+    """The range with a note naming the terms the estimate could not compute (a bare size has no KV cache or
+    activations): its sequence-length row cannot show their growth, and must not read as "no effect"."""
+    if not missing:
+        return rng
+    names = ", ".join(dict.fromkeys(m.split(" ")[0] for m in missing))
+    note = f"low, high and bound leave out what the estimate does not compute ({names}): not a range of them"
+    return replace(rng, notes=(*rng.notes, note))
+
+
 def infer_range(
     req: InferRequest, result: InferResult, longest: int | None = None, figure: Figure | None = None
 ) -> Range:
@@ -284,7 +294,8 @@ def infer_range(
         dims.append(_cuda(options, setup.overheads.compute_capability))
     rng = _span(peak(options), options, peak, dims)
     field = "context + new tokens" if setup.new_tokens else "context"
-    return _past_positions(rng, result.model, setup.context, high, setup.new_tokens, field)
+    rng = _past_positions(rng, result.model, setup.context, high, setup.new_tokens, field)
+    return _uncomputed(rng, result.estimate.missing)
 
 
 def train_range(
@@ -309,7 +320,8 @@ def train_range(
         _seq("seq", setup.seq, high, source, "--seq", "max_position_embeddings" if longest is None else "--max-seq"),
         _cuda(options, setup.overheads.compute_capability),
     ]
-    return _past_positions(_span(peak(options), options, peak, dims), result.model, setup.seq, high, 0, "seq")
+    rng = _past_positions(_span(peak(options), options, peak, dims), result.model, setup.seq, high, 0, "seq")
+    return _uncomputed(rng, tuple(m for s in result.stages for m in s.estimate.missing))
 
 
 def check_range(asked: bool, longest: int | None, emit: str | None) -> bool:
