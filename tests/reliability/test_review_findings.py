@@ -69,3 +69,14 @@ def test_from_notes_never_precede_a_refusal(tmp_path: Path, capsys: pytest.Captu
     good.write_text("FROM llama3.1:8b\n")
     rc, out, err = run_cli(["infer", "--from", str(good), "--gpu", "4090"], capsys)
     assert rc == 0 and out and "catalog's llama-3.1-8b" in err and "vramwise: error" not in err, err
+
+
+@pytest.mark.parametrize("value", ["-5", "0", str(2**30 + 1), "9" * 4000])
+@pytest.mark.parametrize("command", [["infer", "llama-3-8b"], ["train", "llama-3-8b"],
+                                     ["fit", "llama-3-8b", "--gpu", "h100", "--max", "batch"]])
+def test_max_seq_is_bounded_before_any_run(command: list[str], value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # a 4,000-digit --max-seq came back as a 5 KB error line; -5 was "shorter than --seq 2,048", and fit with nothing
+    # fitting took it silently. The bound is a sequence length's (workload/checks.py BOUNDS["seq"], 2^30)
+    rc, out, err = run_cli([*command, "--range", f"--max-seq={value}"], capsys)
+    assert rc == 2 and out == "" and err.count("\n") == 1 and len(err) < 300, err
+    assert err.startswith("vramwise: error: --max-seq ") and "from 1 to 1,073,741,824" in err, err

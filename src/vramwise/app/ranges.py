@@ -31,6 +31,7 @@ from vramwise.errors import (
     InapplicableOptionError,
     InvalidWorkloadError,
     VramwiseError,
+    shown,
 )
 from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION, is_tensor
 from vramwise.estimate.positions import check_positions, position_limit
@@ -45,6 +46,7 @@ from vramwise.estimate.ranges import (
 )
 from vramwise.report.verdict import Verdict
 from vramwise.spec.model import ModelSpec
+from vramwise.workload.checks import BOUNDS
 from vramwise.workload.engines import VLLM_VERSIONS
 
 if TYPE_CHECKING:  # `vramwise infer --range` loads no fit code (tests/test_architecture.py)
@@ -332,6 +334,14 @@ def check_range(asked: bool, longest: int | None, emit: str | None) -> bool:
     if asked and emit:
         raise InapplicableOptionError("--range reports the estimate's low and high; --emit prints a config instead: "
                                       "drop one", field="range")
+    most, why = BOUNDS["seq"]
+    if longest is not None and (isinstance(longest, bool) or not isinstance(longest, int) or not 1 <= longest <= most):
+        # a sequence length's own bound (workload/checks.py), checked before any run: a 4,000-digit --max-seq was
+        # echoed in full (a 5 KB error line), and a negative one was called "shorter than --seq"
+        raise InvalidWorkloadError(
+            f"--max-seq {shown(longest)}: a sequence length from 1 to {most:,} tokens ({why})",
+            field="max_seq", allowed=f"an integer from 1 to {most:,}",
+        )
     return asked
 
 
