@@ -49,8 +49,11 @@ def test_fit_layouts_rows_without_sharding_are_trains_numbers(
     fit = ["fit", "llama-3-8b", "--gpu", "h100", "--layouts", gpus, "--framework", framework, "--json"]
     rc, out, err = run_cli(fit, capsys)
     assert rc == 0, err
-    rows = [r for r in json.loads(out)["layouts"]["fitting"] if r["dp"] == 1]
+    doc = json.loads(out)
+    rows = [r for r in doc["layouts"]["fitting"] if r["dp"] == 1]
     assert rows
+    # the "assuming" line is the sharded rows': a note says what the dp=1 rows assume instead
+    assert any(n.startswith("the dp=1 rows shard nothing") for n in doc["notes"]), doc["notes"]
     for r in rows:
         argv = ["train", "llama-3-8b", "--framework", framework, "--gpu", "h100", "--tp", str(r["tp"]), "--pp",
                 str(r["pp"]), "--dp", "1", "--recompute", r["recompute"], "--offload", r["offload"], "-b",

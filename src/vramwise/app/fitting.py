@@ -117,6 +117,12 @@ def fit(req: FitRequest) -> FitResult:
         single = train_setup_noted(options, model)[0] if sharded else None
         found = _layouts(replace(req, gpus=gpus), model, gpu, setup, fsdp, single)
         said = train_assumptions(setup, _searched(req), margin)
+        if single is not None and found.layouts and any(x.dp == 1 for x in found.layouts.fitting):
+            differ = [a for a in train_assumptions(single, _searched(req), margin) if a not in said
+                      and not a.startswith("dp ")]
+            if differ:  # the "assuming" line is the sharded rows': say what the dp=1 rows assume instead
+                notes = (*notes, f"the dp=1 rows shard nothing and take the framework's defaults without FSDP "
+                                 f"(as `train` with their flags): {', '.join(differ)}")
         return replace(found, notes=(*notes, *preset_notes), assumptions=said, margin=margin)
     options, notes = train_options(choice, req.options)
     if req.question is Question.MIN_GPUS:
