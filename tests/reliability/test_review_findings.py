@@ -83,3 +83,17 @@ def test_max_seq_is_bounded_before_any_run(command: list[str], value: str, capsy
     rc, out, err = run_cli([*command, "--range", f"--max-seq={value}"], capsys)
     assert rc == 2 and out == "" and err.count("\n") == 1 and len(err) < 300, err
     assert err.startswith("vramwise: error: --max-seq ") and "from 1 to 1,073,741,824" in err, err
+
+
+def test_tensor_split_shares_are_finite(capsys: pytest.CaptureFixture[str]) -> None:
+    # `--tensor-split 1e400,1` (an inf share) passed the sign check and exited 0 with every layer on the second GPU
+    rc, out, err = run_cli(["infer", "llama-3-8b", "--engine", "llama.cpp", "--gpu", "2x4090", "--tensor-split",
+                            "1e400,1"], capsys)
+    assert rc == 2 and out == "" and err.count("\n") == 1 and "--tensor-split" in err, err
+
+
+@pytest.mark.parametrize("peft", [["--peft", "lora"], ["--peft", "lora", "--framework", "litgpt"], ["--peft", "ia3"]])
+def test_unknown_lora_targets_are_cut_in_the_error(peft: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # a 100,000-character --lora-targets was echoed whole: a 100 KB error line (the reliability notes' U8)
+    rc, out, err = run_cli(["train", "llama-3-8b", *peft, "--lora-targets", "x" * 100_000], capsys)
+    assert rc == 2 and out == "" and err.count("\n") == 1 and len(err) < 600 and "lora_targets" in err, err
