@@ -97,3 +97,10 @@ def test_unknown_lora_targets_are_cut_in_the_error(peft: list[str], capsys: pyte
     # a 100,000-character --lora-targets was echoed whole: a 100 KB error line (the reliability notes' U8)
     rc, out, err = run_cli(["train", "llama-3-8b", *peft, "--lora-targets", "x" * 100_000], capsys)
     assert rc == 2 and out == "" and err.count("\n") == 1 and len(err) < 600 and "lora_targets" in err, err
+
+
+@pytest.mark.parametrize("command", ["infer", "train"])
+def test_an_empty_gpu_is_refused_not_dropped(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # `--gpu ''` (and MCP's {"gpu": ""}) answered without a verdict, exit 0, while `--gpu ' '` and fit refused it
+    rc, out, err = run_cli([command, "llama-3-8b", "--gpu", ""], capsys)
+    assert rc == 2 and out == "" and err.count("\n") == 1 and "--gpu '' is empty" in err, err
