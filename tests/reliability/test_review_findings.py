@@ -104,3 +104,13 @@ def test_an_empty_gpu_is_refused_not_dropped(command: str, capsys: pytest.Captur
     # `--gpu ''` (and MCP's {"gpu": ""}) answered without a verdict, exit 0, while `--gpu ' '` and fit refused it
     rc, out, err = run_cli([command, "llama-3-8b", "--gpu", ""], capsys)
     assert rc == 2 and out == "" and err.count("\n") == 1 and "--gpu '' is empty" in err, err
+
+
+@pytest.mark.parametrize("given", [["--zero", "3"], ["--fsdp", "full"],
+                                   ["--framework", "torchtitan", "--fsdp", "full"]])
+def test_fit_layouts_names_the_sharding_it_ranks_itself(given: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # `fit --layouts 8 --zero 3` was refused with "zero=3 shards over data-parallel GPUs: dp must be >= 2, got dp=1",
+    # a dp the user never gave: the search ranks the stages (or FSDP modes) itself
+    rc, out, err = run_cli(["fit", "llama-3-8b", "--gpu", "h100", "--layouts", "8", *given], capsys)
+    assert rc == 2 and out == "" and err.count("\n") == 1, err
+    assert "ranks every ZeRO stage" in err and f"drop {given[-2]}" in err and "dp=1" not in err, err

@@ -261,9 +261,21 @@ def _check(req: FitRequest) -> None:
     if req.question is Question.LAYOUTS and req.infer:
         raise InapplicableOptionError("--layouts ranks training layouts: drop --infer (and any engine)",
                                       field="layouts")
+    _check_layouts(req)
     if req.question is Question.MIN_GPUS and req.infer:
         raise InapplicableOptionError("--min-gpus is a training question: drop --infer (and any engine)",
                                       field="min_gpus")
+
+
+def _check_layouts(req: FitRequest) -> None:
+    """--layouts ranks the sharding itself (fit/layouts.py _bases): a given stage or mode was built at dp=1 and
+    refused as "dp must be >= 2", a number the user never gave."""
+    if req.question is not Question.LAYOUTS:
+        return
+    for key, flag in (("zero", "--zero"), ("fsdp", "--fsdp")):
+        if str(req.options.get(key) or "0") not in ("0", "none"):
+            raise InapplicableOptionError(
+                f"fit --layouts ranks every ZeRO stage (or an FSDP framework's modes) itself: drop {flag}", field=key)
 
 
 def _check_numbers(req: FitRequest) -> None:
