@@ -258,6 +258,7 @@ TRAIN_SETUP_KEYS = [
 TRAIN_SETUP_KEYS += ["num_virtual_tokens", "decoder_seq"]  # issue 14: peft prompt/prefix tuning, T5 (appended)
 TRAIN_SETUP_KEYS += ["fsdp_outer_units"]  # issue 14: torchtune custom_sharded_layers (appended)
 TRAIN_SETUP_KEYS += ["fsdp_over_cp"]  # issue 14: torchtitan dp_shard x cp (appended)
+TRAIN_SETUP_KEYS += ["zero_grad"]  # issue 14: zero_grad(set_to_none) (appended)
 
 
 def test_json_setup_keys_are_schema_v1() -> None:

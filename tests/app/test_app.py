@@ -222,7 +222,8 @@ FROZEN = {
     + " --from --emit --reduce-bucket --prefetch-bucket"
     + " --expandable-segments --max-split-size-mb --allocator-replay"
     + " --fsdp-outer-units"
-    + " --fsdp-over-cp",
+    + " --fsdp-over-cp"
+    + " --zero-grad",
 }
 _SETUPS = (
     "--all-logits --allocator-fraction --attention --batch --context --cp --cuda-context --dp --ep --format "
@@ -243,6 +244,7 @@ _SETUPS = (
 )
 _SETUPS += " --num-virtual-tokens --decoder-seq"  # peft prompt and prefix tuning; T5's target length
 FROZEN["train"] += " --num-virtual-tokens --decoder-seq"
+_SETUPS += " --zero-grad"  # what zero_grad() leaves between steps (train's own list has it)
 FROZEN["fit"] = _SETUPS + " --best-format --gpu --layouts --max --max-batch --min-gpus --top --units --serve"
 FROZEN["infer"] += " --from --emit"  # issue 15: a framework's config in (configs/), a runnable one out
 FROZEN["fit"] += " --from --emit --reduce-bucket --prefetch-bucket"

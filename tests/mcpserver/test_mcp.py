@@ -24,9 +24,9 @@ from cli_run import run
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from tiny_configs import FAMILIES
 
+from vramwise.app.sent_config import SOURCE
 from vramwise.cli.options import options_of
 from vramwise.mcpserver.schemas import input_schema, output_schema
-from vramwise.mcpserver.sent_config import SOURCE
 
 ROOT = Path(__file__).resolve().parents[2]
 

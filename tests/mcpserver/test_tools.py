@@ -131,6 +131,15 @@ def test_an_answer_is_the_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert not error and doc == _cli_json(capsys, "fit", "llama-2-70b", "--gpu", "h100", "--min-gpus")
 
 
+def test_range_and_max_seq_reach_the_document(capsys: pytest.CaptureFixture[str]) -> None:
+    """--range and --max-seq travel beside the setup options (app/documents.py Extras), not among them."""
+    args = {"model": "llama-3.2-1b", "peft": "lora", "gpu": "3090", "range": True, "max-seq": 8192}
+    doc, _text, error = server.answer("train", args)
+    assert not error and "range" in doc
+    assert doc == _cli_json(capsys, "train", "llama-3.2-1b", "--peft", "lora", "--gpu", "3090", "--range",
+                            "--max-seq", "8192")
+
+
 def test_fit_without_a_question_names_them() -> None:
     doc, text, error = server.answer("fit", {"model": "llama-3-8b", "gpu": "h100"})
     assert error and doc is None

@@ -7,6 +7,7 @@ its 4xx body the words the CLI prints after "vramwise: error:". The limits are c
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ CASES = [
     ("train", {"model": "llama-2-7b", "pp": 2, "per-stage": True}),
     ("fit", {"model": "llama-2-7b", "gpu": "a100-80gb", "max": "batch", "peft": "qlora"}),
     ("fit", {"model": "llama-2-7b", "gpu": "rtx-4090", "best-format": True, "infer": True}),
+    ("train", {"model": "llama-3-8b", "gpu": "rtx-4090", "peft": "qlora", "range": True}),  # issue 15's --range
 ]
 
 
@@ -63,9 +65,13 @@ def test_every_answer_is_the_cli_json_document(client: TestClient, capsys: pytes
     if args["model"] not in models():
         pytest.skip(f"{args['model']} is not in the catalog")
     response = client.post(f"/api/v1/{command}", json={"args": args})
-    code, out, err = run(capsys, *_argv(command, args))
-    assert code in (0, 3), err
     assert response.status_code == 200, response.text
+    # the command line the server says is the same request (what the page shows) is the oracle run
+    shown = shlex.split(response.headers["x-vramwise-command"])
+    assert shown[:2] == ["vramwise", command] and shown[-1] == "--json"
+    assert sorted(shown[1:]) == sorted(_argv(command, args))
+    code, out, err = run(capsys, *shown[1:])
+    assert code in (0, 3), err
     assert response.json() == json.loads(out)
     assert response.text == out  # byte for byte: the CLI's own rendering
     assert response.headers["x-vramwise-fits"] == ("true" if code == 0 else "false")
@@ -184,6 +190,8 @@ def test_the_limits(tmp_path: Path) -> None:
 def test_listings(client: TestClient, capsys: pytest.CaptureFixture[str]) -> None:
     _, out, _ = run(capsys, "gpus", "--json")
     assert client.get("/api/v1/gpus").json() == json.loads(out)
+    _, out, _ = run(capsys, "formats", "--json")
+    assert client.get("/api/v1/formats").json() == json.loads(out)
     _, out, _ = run(capsys, "models", "--json")
     every = json.loads(out)["models"]
     assert client.get("/api/v1/models").json()["models"] == every
@@ -216,6 +224,8 @@ def test_unknown_paths_and_methods_answer_in_the_error_body(client: TestClient) 
     assert client.get("/api/v1/infer").status_code == 405
     assert set(client.get("/api/v1/infer").json()) == {"error", "field", "allowed"}
     assert client.get("/").status_code == 200
+    for path in ("/static/no-such-file.js", "/static/../api.py", "/static/%2e%2e/api.py", "/static/"):
+        assert client.get(path).status_code == 404, path  # the package's assets only, never a traversal
     openapi = client.get("/api/v1/openapi.json").json()
     assert openapi["openapi"].startswith("3.1") and "/api/v1/train" in openapi["paths"]
 
@@ -292,3 +302,19 @@ def test_an_estimate_past_its_time_is_a_503_and_its_thread_still_counts(monkeypa
     while (ok := client.post("/api/v1/infer", json=body)).status_code == 503 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ok.status_code == 200
+
+
+def test_the_page_and_its_assets_come_from_the_package_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vramwise.web import server
+
+    (tmp_path / "index.html").write_text("<!doctype html><title>page</title>")
+    (tmp_path / "app.js").write_text("console.log(1)")
+    (tmp_path.parent / "secret.txt").write_text("not served")
+    monkeypatch.setattr(server, "static_dir", lambda: tmp_path)
+    client = TestClient(create_app(Limits(rate=0)))
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>page</title>" in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert client.get("/static/app.js").text == "console.log(1)"
+    for path in ("/static/../secret.txt", "/static/%2e%2e/secret.txt", "/static/", "/static/nothing.css"):
+        assert client.get(path).status_code == 404, path

@@ -52,6 +52,8 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
     "fsdp_outer_units": False,
     # issue 14, added within version 1: torchtitan's FSDP mesh dp_shard x cp (workload/layout.py)
     "fsdp_over_cp": False,
+    # issue 14, added within version 1: what zero_grad leaves (torch >= 2.0 frees the gradients)
+    "zero_grad": "none",
 }  # fmt: skip
 V1_INFER_DEFAULTS: dict[str, Any] = {
     "batch": 1, "context": 2048, "new_tokens": 0, "weight_format": None, "kv_dtype": "auto", "attention": "sdpa",
@@ -98,6 +100,7 @@ OTHER: dict[str, Any] = {
     "num_virtual_tokens": 8, "decoder_seq": 128,
     "fsdp_outer_units": True,
     "fsdp_over_cp": True,
+    "zero_grad": "zeros",
 }  # fmt: skip
 _NEEDS: dict[str, dict[str, Any]] = {
     "zero": {"dp": 2},

@@ -207,3 +207,18 @@ def fit_document(req: FitRequest, extras: Extras = _NONE) -> Document:
     except DoesNotFitError as err:
         return Document(fit_miss_document(req, str(err), extras), False)
     return Document(fit_answer_document(req, r, extras), True)
+
+
+def document_for(command: str, values: Mapping[str, Any], options: Mapping[str, Any]) -> Document:
+    """``vramwise COMMAND ... --json``'s document for option values by name, with what the command line adds beside
+    the estimate (``--range``, ``--max-seq``; ``--from``'s notes are the command line's own): the one call of the
+    servers (the web API, MCP), so that an option the CLI passes through ``Extras`` cannot be dropped there."""
+    from vramwise.app.ranges import check_range
+
+    asked = check_range(bool(values.get("range")), values.get("max_seq"), values.get("emit"))
+    extras = Extras(range=asked, longest=values.get("max_seq"))
+    if command == "infer":
+        return infer_document(infer_request(values, options), extras)
+    if command == "train":
+        return train_document(train_request(values, options), extras)
+    return fit_document(fit_request(values, options), extras)

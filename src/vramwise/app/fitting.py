@@ -166,19 +166,23 @@ def _framework_search(question: Question, options: dict[str, Any]) -> tuple[str,
     when its preset does not shard at dp 2); --min-gpus shards over more GPUs
     (ZeRO-3 unless --zero/--fsdp is given, or the framework's own sharding: FSDP2 for torchtune and torchtitan).
     ``options`` gets the framework's sharding; a framework that runs neither is refused."""
+    from vramwise.app.setups import TRAIN_FIELDS
     from vramwise.workload.frameworks import framework_of, preset, refusal
     from vramwise.workload.options import Framework
 
     framework = framework_of(options)
     if framework is Framework.NONE:
         return ()
+    # the presets and rules read flat (schema v1) names, as app/setups.py hands them over: --cuda-context is
+    # cuda_context_mib there (the option's own name raised a TypeError, a traceback from fit and train's advice)
+    flat = {TRAIN_FIELDS.get(k, k): v for k, v in options.items()}
     if question is Question.LAYOUTS:
         for zero in (1, 2, 3):
-            rule = refusal(framework, {**options, "dp": 2, "zero": zero})
+            rule = refusal(framework, {**flat, "dp": 2, "zero": zero})
             if rule is not None and rule.field == "zero":
-                fsdp = refusal(framework, {**options, "dp": 2, "fsdp": "full"})
+                fsdp = refusal(framework, {**flat, "dp": 2, "fsdp": "full"})
                 if fsdp is None:  # it shards with FSDP: the search ranks FSDP's modes instead of ZeRO's stages
-                    shards = str(preset({**options, "dp": 2}).flat.get("fsdp") or "none") != "none"
+                    shards = str(preset({**flat, "dp": 2}).flat.get("fsdp") or "none") != "none"
                     return ("full", "grad-op") if shards else ("none", "full", "grad-op")
                 raise InapplicableOptionError(
                     f"fit --layouts ranks ZeRO stages 0-3 or FSDP's modes, and --framework {framework} runs neither "
@@ -188,11 +192,11 @@ def _framework_search(question: Question, options: dict[str, Any]) -> tuple[str,
         return ()
     if _shards(options):
         return ()
-    sharding = str(preset({**options, "dp": 2}).flat.get("fsdp") or "none")
+    sharding = str(preset({**flat, "dp": 2}).flat.get("fsdp") or "none")
     if sharding != "none":
         options["fsdp"] = sharding
         return ()
-    rule = refusal(framework, {**options, "dp": 2, "zero": 3})
+    rule = refusal(framework, {**flat, "dp": 2, "zero": 3})
     if rule is not None:
         raise InapplicableOptionError(
             f"fit --min-gpus shards over more GPUs (ZeRO-3 unless --zero or --fsdp is given), and --framework "

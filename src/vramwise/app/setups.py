@@ -119,6 +119,7 @@ TRAIN_FIELDS = {
     "compile": "compile",
     "optimizer_in_backward": "optimizer_in_backward",
     "float8": "float8",
+    "zero_grad": "zero_grad",
     "framework": "framework",
     "cuda_version": "cuda_version",
     "compute_capability": "compute_capability",  # from --gpu's catalog entry (app/gpu_rules.py), not a flag

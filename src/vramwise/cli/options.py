@@ -39,7 +39,7 @@ from vramwise.workload import (
 )
 from vramwise.workload.engines import MXFP4_BACKENDS, VLLM_VERSION, VLLM_VERSIONS
 from vramwise.workload.llamacpp_flags import CACHE_TYPES, FLASH_ATTN, SPLIT_MODES
-from vramwise.workload.options import ADAPTER_DTYPES, FRAMEWORKS, INTERCONNECTS, KERNEL_IMPLS, MODES, SEEDS
+from vramwise.workload.options import ADAPTER_DTYPES, FRAMEWORKS, INTERCONNECTS, KERNEL_IMPLS, MODES, SEEDS, ZERO_GRADS
 
 
 def tokens(text: str) -> int:
@@ -313,6 +313,10 @@ OPTIONS: tuple[Option, ...] = (
            help="torchtune's optimizer_in_bwd: each parameter steps in backward and frees its gradient"),
     Option(name="float8", flags=("--float8",), commands=TRN,
            help="torchao float8 training of the linears (Float8Linear, tensorwise scaling)"),
+    Option(name="zero_grad", flags=("--zero-grad",), type=str, commands=TRN,
+           help=f"what zero_grad() leaves after each step: {_one_of(ZERO_GRADS)}; none frees the gradients "
+                "(set_to_none=True, PyTorch >= 2.0), zeros keeps them allocated through the next forward "
+                "(PyTorch < 2.0's default) (default {train.zero_grad})"),
     Option(name="dp", flags=("--dp",), type=int, commands=TRN,
            help="data-parallel GPUs (default {train.dp})"),
     Option(name="zero", flags=("--zero",), type=int, commands=TRN,
@@ -493,6 +497,7 @@ SUGGESTED: dict[str, tuple[str, ...]] = {
     "split_mode": _values(SPLIT_MODES), "mode": _values(MODES), "seed": _values(SEEDS),
     "sglang_version": ("0.5", "0.4"), "vllm_version": VLLM_VERSIONS, "mxfp4_backend": MXFP4_BACKENDS,
     "device_map": ("auto", "balanced", "balanced_low_0", "sequential"),
+    "zero_grad": _values(ZERO_GRADS),
 }
 
 
@@ -598,3 +603,11 @@ def parse_options(command: str, args: Mapping[str, Any], *, model_path: str | No
     from vramwise.cli.json_args import parse  # the conversion is only loaded by the servers
 
     return parse(command, args, model_path=model_path)
+
+
+def command_line(command: str, args: Mapping[str, Any], *, model: str | None = None) -> str:
+    """The command line of options sent as data (``parse_options``' ``args``, after it took them), as a user types
+    it, ending in ``--json``: the page shows it, the API sends it as ``X-Vramwise-Command``."""
+    from vramwise.cli.json_args import command_line as line
+
+    return line(command, args, model=model)

@@ -15,12 +15,12 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
+from vramwise.app.sent_config import MAX_CONFIG_BYTES
 from vramwise.cli.options import FIT, INFER, SUGGESTED, TRAIN, Group, Option, help_text, options_of, tokens
-from vramwise.mcpserver.sent_config import MAX_CONFIG_BYTES
 
 COMMANDS = (INFER, TRAIN, FIT)
 POSITIONAL = "model"
-CONFIG = "config"  # a config.json's text instead of MODEL (sent_config.py)
+CONFIG = "config"  # a config.json's text instead of MODEL (app/sent_config.py)
 # what a server never takes from a request (cli/options.py parse_options refuses them too): a file on the server's
 # machine (--from), and outputs other than the --json document
 LEFT_OUT = ("source", "emit", "json")

@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vramwise.app.sent_config import with_config
 from vramwise.cli.options import FIT, INFER, TRAIN, parse_options, setup_values
 from vramwise.errors import UsageError, shown
 from vramwise.mcpserver import schemas
-from vramwise.mcpserver.sent_config import with_config
 
 Arguments = Mapping[str, Any]
 
@@ -44,19 +44,11 @@ def estimate(command: str, args: Arguments) -> dict[str, Any]:
 
 
 def _document(command: str, values: dict[str, Any]) -> dict[str, Any]:
-    from vramwise.app import documents
-    from vramwise.app.ranges import check_range
+    """The CLI's ``--json`` document, ``--range`` and ``--max-seq`` included (app/documents.py's one call for the
+    servers)."""
+    from vramwise.app.documents import document_for
 
-    options = setup_values(values)
-    # what the command line adds beside the estimate (cli/infer.py, train.py, fit.py): --range and --max-seq; without
-    # them here `range` was dropped in silence and `max-seq` went unchecked
-    asked = check_range(bool(values.get("range")), values.get("max_seq"), values.get("emit"))
-    extras = documents.Extras(range=asked, longest=values.get("max_seq"))
-    if command == INFER:
-        return documents.infer_document(documents.infer_request(values, options), extras).doc
-    if command == TRAIN:
-        return documents.train_document(documents.train_request(values, options), extras).doc
-    return documents.fit_document(documents.fit_request(values, options), extras).doc
+    return document_for(command, values, setup_values(values)).doc
 
 
 def _known(command: str, args: Arguments) -> None:

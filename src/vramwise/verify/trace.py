@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from vramwise.verify.cuda_autocast import cuda_autocast_rules
 from vramwise.verify.live import LiveStorages
 
 
@@ -49,6 +50,7 @@ class TraceRecipe:
     peft: str = ""
     num_virtual_tokens: int = 20  # prompt and prefix tuning
     decoder_seq: int = 0  # an encoder-decoder's labels (the decoder's length); 0: seq
+    zero_grad: str = "none"  # none: zero_grad(set_to_none=True); zeros: set_to_none=False (torch < 2.0's default)
 
 
 _MODEL_DTYPE = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}
@@ -348,7 +350,10 @@ class _MasterWeights:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
-            p.grad = None
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad.zero_()
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -580,6 +585,10 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
         stack.enter_context(_never_packed())
         stack.enter_context(fsdp)
         stack.enter_context(FakeTensorMode() if fake else contextlib.nullcontext())
+        if recipe.precision == "amp" and device == "cpu":
+            # the GPU's autocast runs softmax, log_softmax, layer_norm and pow in fp32, the CPU's does not: the twin
+            # applies CUDA's rule (verify/cuda_autocast.py), as the estimate does (estimate/train/autocast.py)
+            stack.enter_context(cuda_autocast_rules())
         if device == "cuda":
             stack.enter_context(torch.device("cuda"))
         if not late:
@@ -633,7 +642,7 @@ def trace_training(config: dict[str, Any], recipe: TraceRecipe, *, fake: bool = 
             opt.step()
             tracker.mark("step_end")
             states = _state_bytes(opt)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=recipe.zero_grad != "zeros")
         params = sum(_local_bytes(p) for p in model.parameters())
         cuda = _cuda_stats() if device == "cuda" else {}
     return Trace(

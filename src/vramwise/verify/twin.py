@@ -1,6 +1,7 @@
 """The PyTorch twin of an estimate: the same model and setup, traced, side by side with the estimate.
 
-What the trace can reproduce on one CPU: fp32 / bf16 / amp (CPU autocast policy) / bf16- and fp16-mixed
+What the trace can reproduce on one CPU: fp32 / bf16 / amp (CPU autocast policy, with CUDA's fp32 softmax, pow,
+log_softmax and layer_norm: verify/cuda_autocast.py) / bf16- and fp16-mixed
 (fp32 master weights as DeepSpeed and Megatron keep them), SGD / momentum / Adam / AdamW (foreach, for-loop,
 fused), LoRA, DoRA, IA3, prompt and prefix tuning, full recompute, freezing the bottom layers, sdpa and eager
 attention, and inference prefill plus decode, and FSDP2 full sharding over a fake process group of dp ranks in
@@ -47,7 +48,8 @@ from vramwise.workload import (
 CUDA_SEMANTICS = "real CUDA tensors with random weights; torch.cuda allocator statistics and device memory"
 SEMANTICS = (
     "fake CPU tensors (FakeTensorMode), 512-byte rounding as CUDA's allocator, CPU SDPA kernels (flash: output + "
-    "log-sum-exp, as CUDA's flash), CPU autocast policy for amp"
+    "log-sum-exp, as CUDA's flash), CPU autocast policy for amp but CUDA's fp32 softmax, log_softmax, layer_norm "
+    "and pow"
 )
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 _TRACE_OPTIMIZERS = ("adamw", "adam", "sgd", "sgd-momentum")
@@ -175,6 +177,7 @@ def train_recipe(setup: TrainSetup) -> Any:
         loss=str(setup.loss),
         recompute_every=setup.recompute_every,
         optimizer_in_backward=setup.optimizer.in_backward,
+        zero_grad=str(setup.optimizer.zero_grad),
     )
 
 

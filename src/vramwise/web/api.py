@@ -10,9 +10,6 @@ work of a few milliseconds (a fit search, a hub lookup: longer): it runs in a bo
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from functools import cache
@@ -21,17 +18,18 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from vramwise.cli.options import parse_options, setup_values
+from vramwise.app.sent_config import with_config
+from vramwise.cli.options import command_line, parse_options, setup_values
 from vramwise.errors import VramwiseError, shown
 from vramwise.web.describe import openapi, options_listing
 from vramwise.web.limits import Limits
 
-UPLOADED = "uploaded"  # a dropped config.json is read from <private dir>/uploaded/config.json: MODEL's name
 UPLOADED_SOURCE = "config.json (uploaded)"  # what the document says instead of the private path
 MAX_QUERY = 200  # characters of ?q= kept
+MAX_COMMAND_HEADER = 4096  # a longer command line is left out of the headers (servers cap a header near 8 KiB)
 T = TypeVar("T")
 
 
@@ -87,11 +85,13 @@ def error_response(status: int, message: str, field: str | None = None, allowed:
     return JSONResponse({"error": message, "field": field, "allowed": allowed}, status_code=status, headers=headers)
 
 
-def document_response(doc: dict[str, Any], fits: bool) -> Response:
+def document_response(doc: dict[str, Any], fits: bool, command: str = "") -> Response:
     from vramwise.report.json_out import render_json  # the CLI's own rendering, byte for byte
 
-    return Response(render_json(doc) + "\n", media_type="application/json",
-                    headers={"X-Vramwise-Fits": "true" if fits else "false"})
+    headers = {"X-Vramwise-Fits": "true" if fits else "false"}
+    if command.isascii() and command.isprintable() and len(command) <= MAX_COMMAND_HEADER:
+        headers["X-Vramwise-Command"] = command  # the same request as a command line
+    return Response(render_json(doc) + "\n", media_type="application/json", headers=headers)
 
 
 async def read_body(request: Request, limits: Limits) -> dict[str, Any]:
@@ -106,14 +106,9 @@ async def read_body(request: Request, limits: Limits) -> dict[str, Any]:
     if kind != "application/json":
         raise BadRequest(415, f"the body must be JSON sent as application/json, not {shown(kind or 'no type')}",
                          "content-type", "application/json")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limits.max_body:
-            raise BadRequest(413, f"the request body is over {limits.max_body:,} bytes")
-        chunks.append(chunk)
+    raw = await _bounded(request, limits.max_body)
     try:
-        body = json.loads(b"".join(chunks))
+        body = json.loads(raw)
     except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, an integer Python refuses, too deep
         raise BadRequest(400, f"the body is not JSON: {shown(str(err))}", "body",
                          'a JSON object {"args": {...}, "config": ...}') from None
@@ -139,46 +134,42 @@ async def read_body(request: Request, limits: Limits) -> dict[str, Any]:
     return {"args": args, "config": config}
 
 
+async def _bounded(request: Request, cap: int) -> bytes:
+    """The body, read until it passes ``cap`` bytes (413; a chunked body declares no length)."""
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise BadRequest(413, f"the request body is over {cap:,} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client went away mid-body: nobody to answer, nothing to log as an error
+        raise BadRequest(400, "the client closed the connection before the body ended", "body") from None
+    return b"".join(chunks)
+
+
 def answer(command: str, args: Mapping[str, Any], config: str | None) -> tuple[dict[str, Any], bool]:
-    """The document and whether it fits (run in the thread pool). A dropped config is written to a private
-    directory of this request only, read as MODEL, and removed."""
+    """The document and whether it fits (run in a worker thread). A dropped config is written to a private
+    directory of this request only, read as MODEL, and removed (app/sent_config.py, as the MCP tools')."""
     if config is None:
         return _document(command, parse_options(command, args))
-    folder = tempfile.mkdtemp(prefix="vramwise-web-")  # mode 0700: this process's user only
-    try:
-        path = os.path.join(folder, UPLOADED, "config.json")
-        os.mkdir(os.path.dirname(path), 0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogatepass") as out:
-            out.write(config)
-        doc, fits = _document(command, parse_options(command, args, model_path=path))
-        return _hide(doc, path), fits
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    return with_config(config, lambda path: _document(command, parse_options(command, args, model_path=path)),
+                       source=UPLOADED_SOURCE)
+
+
+def warm() -> None:
+    """Load what every request needs (the estimate path, the parsers, the listings) before the first one comes."""
+    for command, args in (("infer", {"model": "llama-2-7b"}), ("train", {"model": "llama-2-7b"})):
+        answer(command, args, None)
+    options_listing()
+    openapi()
 
 
 def _document(command: str, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    from vramwise.app import documents
+    from vramwise.app.documents import document_for
 
-    options = setup_values(values)
-    if command == "infer":
-        done = documents.infer_document(documents.infer_request(values, options))
-    elif command == "train":
-        done = documents.train_document(documents.train_request(values, options))
-    else:
-        done = documents.fit_document(documents.fit_request(values, options))
+    done = document_for(command, values, setup_values(values))
     return done.doc, done.fits
-
-
-def _hide(value: Any, path: str) -> Any:
-    """The document with the private path replaced by what the user sent (the server's disk is not shown)."""
-    if isinstance(value, str):
-        return value.replace(path, UPLOADED_SOURCE).replace(os.path.dirname(path), UPLOADED)
-    if isinstance(value, list):
-        return [_hide(v, path) for v in value]
-    if isinstance(value, dict):
-        return {k: _hide(v, path) for k, v in value.items()}
-    return value
 
 
 def estimate_endpoint(command: str, limits: Limits, workers: Workers) -> Any:
@@ -190,7 +181,8 @@ def estimate_endpoint(command: str, limits: Limits, workers: Workers) -> Any:
             return error_response(err.status, str(err), err.field, err.allowed)
         except VramwiseError as err:
             return error_response(400, _one_line(str(err)), err.field, err.allowed)
-        return document_response(doc, fits)
+        shown_as = command_line(command, body["args"], model="config.json" if body["config"] is not None else None)
+        return document_response(doc, fits, shown_as)
 
     return endpoint
 
@@ -229,3 +221,11 @@ async def gpus_endpoint(request: Request) -> Response:
     from vramwise.report.listings import gpus_json
 
     return Response(gpus_json(list_gpus()) + "\n", media_type="application/json")
+
+
+async def formats_endpoint(request: Request) -> Response:
+    """``vramwise formats --json``: the weight formats a ``format`` option names (a form's choice list)."""
+    from vramwise.app.listings import list_formats
+    from vramwise.report.listings import formats_json
+
+    return Response(formats_json(list_formats()) + "\n", media_type="application/json")

@@ -152,7 +152,10 @@ def _responses(ok: dict[str, Any], what: str) -> dict[str, Any]:
     return {
         "200": {"description": what, "content": {"application/json": {"schema": ok}},
                 "headers": {"X-Vramwise-Fits": {"schema": {"type": "string", "enum": ["true", "false"]},
-                                                "description": "whether it fits (the CLI's exit status 0 or 3)"}}},
+                                                "description": "whether it fits (the CLI's exit status 0 or 3)"},
+                            "X-Vramwise-Command": {"schema": {"type": "string"},
+                                                   "description": "the same request as a command line (left out "
+                                                                  "when it is not printable ASCII)"}}},
         "400": {"description": "bad input: one line naming the field", **error},
         "413": {"description": "the body or the config is too large", **error},
         "415": {"description": "the body is not sent as application/json", **error},
@@ -208,6 +211,7 @@ def openapi() -> dict[str, Any]:
              "description": "keep the models whose name or hub id contains this text (case-insensitive)"}
     paths["/api/v1/models"] = _listing("the model catalog (vramwise models --json)", "models", [query])
     paths["/api/v1/gpus"] = _listing("the GPU catalog (vramwise gpus --json)", "gpus")
+    paths["/api/v1/formats"] = _listing("the weight formats (vramwise formats --json)", "formats")
     schemas: dict[str, Any] = {"error": _ERROR}
     for command in COMMANDS:
         schemas[f"{command}_args"] = _args_schema(command)

@@ -215,3 +215,16 @@ class Interconnect(StrEnum):
 
 
 INTERCONNECTS = tuple(Interconnect)
+
+
+class ZeroGrad(StrEnum):
+    """What ``zero_grad()`` does to the gradients after each optimizer step: ``none`` frees them (``set_to_none=True``,
+    torch.optim's and nn.Module's default from PyTorch 2.0, pytorch/pytorch#92731), so the next forward runs without
+    them; ``zeros`` zeroes them in place (``set_to_none=False``, the default before 2.0: the HF Trainer of
+    transformers 4.x called ``model.zero_grad()``), so they stay allocated through every later step."""
+
+    NONE = "none"
+    ZEROS = "zeros"
+
+
+ZERO_GRADS = tuple(ZeroGrad)

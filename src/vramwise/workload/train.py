@@ -34,6 +34,7 @@ from vramwise.workload.options import (
     Precision,
     Recompute,
     Seed,
+    ZeroGrad,
 )
 from vramwise.workload.overheads import AllocatorSettings, Overheads
 from vramwise.workload.static import static_key
@@ -55,11 +56,13 @@ class OptimizerConfig:
     impl: OptimizerImpl = OptimizerImpl.AUTO  # auto: fused for the mixed recipes, else torch's foreach
     # torchtune's optimizer_in_bwd: each parameter steps in its post-accumulate-grad hook and frees its gradient
     in_backward: bool = False
+    zero_grad: ZeroGrad = ZeroGrad.NONE  # torch >= 2.0's zero_grad frees the gradients; zeros: torch < 2.0 keeps them
 
     def __post_init__(self) -> None:
         coerce(self, "name", Optimizer, "optimizer")
         coerce(self, "impl", OptimizerImpl, "optimizer_impl")
         _flag("optimizer_in_backward", self.in_backward)
+        coerce(self, "zero_grad", ZeroGrad)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -183,6 +186,7 @@ class TrainSetup:
             raise InvalidWorkloadError(
                 "optimizer lomo fuses the update into backward of full fine-tuning; use peft=none"
             )
+        _zero_grad_rules(self)
         coerce(self, "framework", Framework)
         if self.framework != Framework.NONE:
             from vramwise.workload.frameworks import check_rules  # imported only when a framework is named
@@ -218,6 +222,25 @@ class TrainSetup:
     def with_flat(self, **flat: Any) -> TrainSetup:
         """A copy with some fields changed, by their flat names; untouched groups are shared, not rebuilt."""
         return dataclasses.replace(self, **_FLAT.changes(self, flat))
+
+
+def _zero_grad_rules(setup: TrainSetup) -> None:
+    """zero_grad zeros keeps torch.optim's ``.grad`` tensors between steps; the engines that own the gradients'
+    memory themselves are not modelled with it."""
+    if setup.optimizer.zero_grad != ZeroGrad.ZEROS:
+        return
+    owner = (
+        "DeepSpeed ZeRO (its engine owns the gradient buffers)" if setup.parallel.zero
+        else "FSDP (its reduce-scatter stream's pool is modelled with set_to_none)" if setup.parallel.fsdp != "none"
+        else "optimizer_in_backward (each gradient is freed in its hook)" if setup.optimizer.in_backward
+        else None
+    )
+    if owner is not None:
+        raise InvalidWorkloadError(
+            f"zero_grad zeros is modelled for torch.optim's own gradients, not with {owner}",
+            field="zero_grad",
+            allowed="zero_grad none, or no zero/fsdp/optimizer_in_backward",
+        )
 
 
 def _flag(name: str, value: object) -> None:
@@ -316,6 +339,7 @@ _FLAT = FlatNames(
         "decoder_seq": ("", "decoder_seq"),
         "fsdp_outer_units": ("parallel", "fsdp_outer_units"),
         "fsdp_over_cp": ("parallel", "fsdp_over_cp"),
+        "zero_grad": ("optimizer", "zero_grad"),
     },
 )
 FLAT_NAMES = _FLAT  # the flat names, for workload/frameworks.py (which option a preset row can set)

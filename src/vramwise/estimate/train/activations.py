@@ -9,7 +9,9 @@ Each entry is a tensor the backward of some op keeps (c = compute bytes, 4 for t
   attention (sdpa/flash): q after rotary, k and v as the KV cache's copies (transformers fills a cache in
                     training too), the output (c each) and the fp32 log-sum-exp (4 per head); without rotary,
                     a fused qkv projection stays alive through the q view.
-  eager attention:  the fp32 softmax (4·s per head) and its cast back (c·s), k/v repeated for GQA.
+  eager attention:  the fp32 softmax (4·s per head) and its cast back (c·s), k/v repeated for GQA; families
+                    whose softmax runs in the compute dtype get the fp32 one too under CUDA autocast
+                    (autocast.py: softmax is on CUDA's fp32 list, not the CPU's).
   gated MLP:        gate, up, act(gate) (c·i each) and their product when down's weight trains.
   plain MLP:        the up output (kept by GELU/SiLU; ReLU keeps its output instead); GPT-2's gelu_new is
                     a Python composite that keeps four tensors.
@@ -29,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vramwise.estimate.sharding import kv_heads_per_gpu
+from vramwise.estimate.train.autocast import gelu_new_amp, softmax_fp32
 from vramwise.estimate.train.lora import LoraModule
 from vramwise.estimate.train.peft_extras import dora_saved, ia3_saved
 from vramwise.estimate.train.peft_methods import Ia3Module
@@ -192,7 +195,8 @@ def _scores(out: Saved, spec: ModelSpec, s: Shape, recompute: str) -> None:
         out.add("attention/scores", 8 * s.heads)  # int64 argmax of the max-subtraction, per query
     if spec.attention.logit_softcap:
         out.add("attention/scores", probs * s.c)  # tanh(scores / cap), kept for its backward
-    fp32_softmax = not spec.traits.softmax_in_compute_dtype
+    # fp32 when the family upcasts, or under CUDA autocast (softmax is fp32_set_opt_dtype there: autocast.py)
+    fp32_softmax = softmax_fp32(spec, s.amp)
     soft = 4 if fp32_softmax else s.c
     cast = s.c if s.c != 4 and fp32_softmax else 0
     if spec.attention_dropout:
@@ -243,8 +247,10 @@ def _mlp(out: Saved, spec: ModelSpec, s: Shape, g: Grads) -> None:
         _linear_input(out, s, g, "mlp/intermediate", i, ("mlp.down",), 1)
     else:
         act = mlp.activation
-        kept = 4 if act == "gelu_new" else 1  # gelu_new: x, tanh, 0.5x, 1 + tanh; others: x (or relu's output)
-        out.add("mlp/intermediate", kept * c * i)
+        # gelu_new: x, tanh, 0.5x, 1 + tanh; others: x (or relu's output). Under CUDA autocast pow casts x to fp32
+        # and keeps that copy, and tanh and 1 + tanh follow it in fp32; only 0.5x stays in c (autocast.py)
+        kept = (gelu_new_amp(c) if s.amp else 4 * c) if act == "gelu_new" else c
+        out.add("mlp/intermediate", kept * i)
         _linear_input(out, s, g, "mlp/intermediate", i, ("mlp.down",), 1, kept=act == "relu")
     if spec.dropout:
         out.add("dropout", s.h / rep)

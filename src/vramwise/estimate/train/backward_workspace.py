@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from vramwise.estimate.plan import BATCH_SEQ_SEQ, ONE, TOKENS, Rule, Transients
 from vramwise.estimate.term import PhaseKind
+from vramwise.estimate.train.autocast import softmax_fp32
 from vramwise.estimate.train.layout import Stage
 from vramwise.estimate.train.recipe import Recipe
 from vramwise.spec.model import ModelSpec
@@ -73,13 +74,13 @@ def final_norm_workspace(spec: ModelSpec, c: int) -> Rule | None:
     )
 
 
-def attention_workspace(spec: ModelSpec, c: int, tp: int, cp: int) -> Rule:
+def attention_workspace(spec: ModelSpec, c: int, tp: int, cp: int, amp: bool = False) -> Rule:
     """Eager attention's backward: the gradients of the probabilities and of the scores, in the softmax's dtype;
     an fp32 softmax's compute-dtype copy of the probabilities (kept by the matmul) is freed before. The last
     layer's MLP tensors are freed by then too, which this leaves in (traced: up to 5% over). Context parallelism
-    gives each GPU s / cp queries against all s keys."""
+    gives each GPU s / cp queries against all s keys. ``amp``: CUDA autocast, whose softmax is fp32 (autocast.py)."""
     heads = spec.attention.num_heads // tp
-    fp32 = not spec.traits.softmax_in_compute_dtype
+    fp32 = softmax_fp32(spec, amp)
     per = (8 - (c if c < 4 else 0)) if fp32 else 2 * c
     return Rule(
         name="backward/attention_scores",
@@ -130,7 +131,7 @@ def workspace_phases(
         rules = layer_workspace(spec, c, tp, recipe.grad, not setup.peft.adapters)
         phases.append((PhaseKind.BACKWARD_LAYER, layer_only + out.add(*rules)))
         if setup.attention == AttentionImpl.EAGER and spec.attention.kind != "mla":
-            scores = attention_workspace(spec, c, tp, setup.parallel.cp)
+            scores = attention_workspace(spec, c, tp, setup.parallel.cp, recipe.autocast_cache)
             phases.append((PhaseKind.BACKWARD_ATTENTION, layer_only + out.add(scores)))
     norm = final_norm_workspace(spec, recipe.compute) if stage.last else None
     if norm is not None:

@@ -2,7 +2,9 @@
 
 fp32        weights 4, grads 4, states fp32, compute fp32.
 amp         fp32 weights under torch.autocast: weights 4, grads 4, states fp32, compute 16-bit; autocast
-            also keeps a 16-bit copy of every weight a matmul reads until its backward (the cast cache).
+            also keeps a 16-bit copy of every weight a matmul reads until its backward (the cast cache; with
+            every layer checkpointed only until the forward's region exits: training.py _autocast_cache), and
+            runs softmax and pow in fp32 on a GPU (autocast.py).
 bf16-mixed  16-bit weights + fp32 master copy of the trainable ones (Megatron, DeepSpeed):
 fp16-mixed  weights 2, master 4, states fp32, grads 2 (DeepSpeed, the ZeRO paper) or 4 (Megatron main_grad).
 bf16        everything in bf16 (loaded with dtype=bfloat16): weights 2, grads 2, states bf16.

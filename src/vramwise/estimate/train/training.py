@@ -73,7 +73,7 @@ from vramwise.spec.params import parameter_groups
 from vramwise.spec.traits import HeadKind
 from vramwise.units import MIB
 from vramwise.workload import AttentionImpl, FsdpMode, LossImpl, Optimizer, PeftMethod, Recompute, TrainSetup
-from vramwise.workload.options import KernelImpl
+from vramwise.workload.options import KernelImpl, ZeroGrad
 
 
 def _in_flight(stage: Stage, setup: TrainSetup) -> float:
@@ -424,18 +424,67 @@ def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> 
     )
 
 
-def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> Term:
-    n = sum(
-        g.count * stage_share(g, spec, stage, setup.parallel)
-        for g in parameter_groups(spec)
-        if g.kind == "linear" or g.category == "head" or (spec.tied_embeddings and g.name == "embeddings.tokens")
+def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> tuple[Term, Term | None]:
+    """Autocast's 16-bit weight copies: those held until their backward, and (with every layer checkpointed) those
+    held only until the forward's autocast region exits.
+
+    torch.autocast casts each fp32 leaf weight that requires grad once per region and caches the cast
+    (aten/src/ATen/autocast_mode.cpp ``cached_cast``); leaving the outermost region clears the cache
+    (``clear_cache`` when the nesting returns to 0; the HF Trainer runs only the forward and the loss inside it).
+    Without recompute every matmul saves its copy for backward, so all of them live through backward. With every
+    layer checkpointed, a layer's forward saves nothing: its copies are held by the cache alone and freed when the
+    forward's region exits; the backward's recompute runs each layer in a region of its own
+    (torch/utils/checkpoint.py restores the forward's autocast state), so one layer's copies live then. A frozen
+    weight (peft's base) is never cached (``arg.requires_grad()``), so a checkpointed frozen layer keeps none.
+    Biases are cached too but no matmul saves them: their (small) copies are not counted.
+    """
+    layers = head = 0.0
+    for g in parameter_groups(spec):
+        # tied token embeddings reach a matmul only through an LM head: a classifier's embedding lookup is not
+        # autocast (embedding is on no autocast list), so nothing is cast or cached for it
+        if g.kind == "linear" or g.category == "head" or (
+            spec.tied_embeddings and spec.lm_head and g.name == "embeddings.tokens"
+        ):
+            n = g.count * stage_share(g, spec, stage, setup.parallel)
+            if in_layer(g):
+                layers += n
+            else:
+                head += n
+    frozen = setup.peft.freeze_layers if not setup.peft.adapters else 0
+    if frozen and stage.layers:
+        # a frozen bottom layer's weights are neither cached (no requires_grad) nor saved (nothing below them
+        # needs a gradient): its copies are freed as soon as its matmuls ran (the stage's layers taken alike)
+        layers *= sum(1 for i in stage.layers if i >= frozen) / len(stage.layers)
+    source = (
+        "torch.autocast casts fp32 weights per op and caches the casts for the forward (pytorch "
+        "aten/src/ATen/autocast_mode.cpp cached_cast: leaf fp32 tensors that require grad)"
     )
-    return Term(
+    checkpointed = setup.recompute in (Recompute.FULL, Recompute.OP_SAC) and stage.layers
+    if not checkpointed:
+        n = layers + head
+        return Term(
+            name="autocast/weight_copies",
+            bytes=round(2 * n),
+            formula=f"16-bit copy of {n:,.0f} matmul weights x 2 B, kept for their backward",
+            source=source,
+        ), None
+    recording = sum(1 for i in stage.layers if i >= frozen)
+    one = layers / recording if recording else 0.0
+    kept = head + one
+    cached = (layers - one) if not setup.peft.adapters else 0.0
+    held = Term(
         name="autocast/weight_copies",
-        bytes=round(2 * n),
-        formula=f"16-bit copy of {n:,.0f} matmul weights x 2 B, kept for their backward",
-        source="torch.autocast casts fp32 weights per op and caches the casts for the forward",
+        bytes=round(2 * kept),
+        formula=f"16-bit copy of the head's {head:,.0f} and one recomputed layer's {one:,.0f} weights x 2 B",
+        source=source + "; checkpointed layers: one layer's, recomputed in its own autocast region",
     )
+    forward = Term(
+        name="autocast/cached_copies",
+        bytes=round(2 * cached),
+        formula=f"the other layers' {cached:,.0f} weights x 2 B in autocast's cache until the forward's region exits",
+        source=source + "; clear_cache at the region's exit",
+    )
+    return held, forward
 
 
 def _persistent(setup: TrainSetup, states: ModelStates, stage: Stage) -> tuple[tuple[Term, ...], Term | None]:
@@ -446,7 +495,10 @@ def _persistent(setup: TrainSetup, states: ModelStates, stage: Stage) -> tuple[t
     # during backward and frees it after the step (stage_1_and_2.py copy_grads_in_partition, step); FSDP
     # allocates each sharded gradient at its reduce-scatter: the loss backward sees none of either.
     zero_buffer = setup.parallel.sharding.stage == 3 and setup.parallel.fsdp == FsdpMode.NONE
-    grads_persist = grads is not None and (setup.grad_accum > 1 or zero_buffer)
+    # zero_grad(set_to_none=False) (--zero-grad zeros, torch < 2.0's default) zeroes them in place: allocated at the
+    # first backward, they stay through every later forward
+    zeros = setup.optimizer.zero_grad == ZeroGrad.ZEROS
+    grads_persist = grads is not None and (setup.grad_accum > 1 or zero_buffer or zeros)
     kept = (grads,) if grads is not None and grads_persist else ()
     context = context_term(setup.overheads)
     # NCCL's communicator buffers: persistent, outside the allocator (estimate/train/comms.py)
@@ -462,7 +514,7 @@ class _Forward:
     held: list[int]
     in_layers: list[int]
     loss_backward: list[int]
-    loss_forward: list[int]  # live at the forward's end only (torchtune's logits, Liger's logits chunk)
+    loss_forward: list[int]  # live at the forward's end only (torchtune's logits, Liger's chunk, autocast's cache)
     loss_saved: list[int]  # what the loss saves: released by the loss backward, before any layer's backward
     largest_layer: float  # the largest single layer's saved bytes per token (full recompute rebuilds one)
     gathered_backward: list[Term]  # ZeRO-3/FSDP units gathered during backward
@@ -498,10 +550,13 @@ def _forward(
             below = not peft_extras.head_only(lora)
             loss_backward += out.add(peft_extras.dora_head_backward(spec.vocab_size, recipe.compute, below))
     if recipe.autocast_cache:
-        autocast = out.add(_autocast_cache(spec, stage, setup))
+        copies, cached = _autocast_cache(spec, stage, setup)
+        autocast = out.add(copies)
         held += autocast
         in_layers += autocast
         layer_only += autocast
+        if cached is not None and cached.bytes:
+            loss_forward += out.add(cached)  # live at the forward's end only (cleared with the region)
     gathered_fwd, gathered_bwd, gathered_end = gathered(spec, setup, recipe)
     held += out.add(*gathered_fwd)
     if setup.impl.float8:

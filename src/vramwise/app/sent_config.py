@@ -1,9 +1,10 @@
-"""A config.json sent as text (the tool argument ``config``): the one way a caller describes a model of its own.
+"""A config.json sent as text (the web API's and the MCP tools' ``config``): how a remote caller describes a model
+of its own.
 
-The server never reads a path a caller names (``cli.options.parse_options`` refuses one as MODEL); a caller that
-holds a config.json sends its text instead, as the web API's ``config``. The text is written to a directory of
-this call only (mode 0700, removed after), read as MODEL by the command line's own reader, and that private path
-is replaced in the answer and in any error by what the caller sent, so the server's disk is never shown.
+The servers never read a path a caller names (``cli.options.parse_options`` refuses one as MODEL); a caller that
+holds a config.json sends its text instead. The text is written to a directory of this call only (mode 0700,
+removed after), read as MODEL by the command line's own reader, and that private path is replaced in the answer
+and in any error by what the caller sent, so the server's disk is never shown.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any, TypeVar
 from vramwise.errors import UsageError, VramwiseError
 
 # A config.json's text: the largest published configs (a VLM's with its processor keys inlined) are tens of KiB; the
-# same cap as the web API's (web/limits.py MAX_CONFIG_BYTES), far below the file reader's own 16 MiB bound for local
-# files a user chose (spec/load.py MAX_CONFIG_BYTES).
+# web API's cap too (web/limits.py), far below the file reader's own 16 MiB bound for local files a user chose
+# (spec/load.py MAX_CONFIG_BYTES).
 MAX_CONFIG_BYTES = 200 * 2**10
-FOLDER = "uploaded"  # <private dir>/uploaded/config.json: the model's name, as the web API names a dropped file
-SOURCE = "config.json (sent as config)"  # what the answer says instead of the private path
+FOLDER = "uploaded"  # <private dir>/uploaded/config.json: the model's name
+SOURCE = "config.json (sent as config)"  # what an MCP answer says instead of the private path
 
 T = TypeVar("T")
 
@@ -40,7 +41,7 @@ def checked(text: object) -> str:
 @contextmanager
 def written(text: str) -> Iterator[str]:
     """The path of ``text`` written as a config.json in a private directory, removed on exit."""
-    folder = tempfile.mkdtemp(prefix="vramwise-mcp-")  # mode 0700: this process's user only
+    folder = tempfile.mkdtemp(prefix="vramwise-config-")  # mode 0700: this process's user only
     try:
         path = os.path.join(folder, FOLDER, "config.json")
         os.mkdir(os.path.dirname(path), 0o700)
@@ -52,23 +53,24 @@ def written(text: str) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def hidden(value: Any, path: str) -> Any:
-    """``value`` (a document, a message) with the private path replaced by what the caller sent."""
+def hidden(value: Any, path: str, source: str = SOURCE) -> Any:
+    """``value`` (a document, a message, a tuple of them) with the private path replaced by ``source``, what the
+    caller sent."""
     if isinstance(value, str):
-        return value.replace(path, SOURCE).replace(os.path.dirname(path), FOLDER)
-    if isinstance(value, list):
-        return [hidden(v, path) for v in value]
+        return value.replace(path, source).replace(os.path.dirname(path), FOLDER)
+    if isinstance(value, list | tuple):
+        return type(value)(hidden(v, path, source) for v in value)
     if isinstance(value, dict):
-        return {k: hidden(v, path) for k, v in value.items()}
+        return {k: hidden(v, path, source) for k, v in value.items()}
     return value
 
 
-def with_config(text: object, answer: Callable[[str], T]) -> T:
+def with_config(text: object, answer: Callable[[str], T], source: str = SOURCE) -> T:
     """``answer(path)`` for the config text written privately; its result and errors without the path."""
     with written(checked(text)) as path:
         try:
             result = answer(path)
         except VramwiseError as err:
-            raise type(err)(hidden(str(err), path), field=err.field, allowed=err.allowed) from None
-        out: T = hidden(result, path)
+            raise type(err)(hidden(str(err), path, source), field=err.field, allowed=err.allowed) from None
+        out: T = hidden(result, path, source)
         return out
