@@ -114,3 +114,18 @@ def test_fit_layouts_names_the_sharding_it_ranks_itself(given: list[str], capsys
     rc, out, err = run_cli(["fit", "llama-3-8b", "--gpu", "h100", "--layouts", "8", *given], capsys)
     assert rc == 2 and out == "" and err.count("\n") == 1, err
     assert "ranks every ZeRO stage" in err and f"drop {given[-2]}" in err and "dp=1" not in err, err
+
+
+def test_fit_range_with_nothing_fitting_says_so_in_json(capsys: pytest.CaptureFixture[str]) -> None:
+    # the table's stderr said "--range: nothing fits, so there is no answer to range"; --json (and so the web API and
+    # MCP, which answer with that document) dropped --range in silence
+    from vramwise.mcpserver.server import answer
+
+    argv = ["fit", "llama-3-8b", "--gpu", "h100", "--max", "batch", "--range"]
+    rc, out, err = run_cli([*argv, "--json"], capsys)
+    doc = json.loads(out)
+    assert rc == 3 and "range" not in doc and "--range: nothing fits, so there is no answer to range" in doc["notes"]
+    mcp, _text, error = answer("fit", {"model": "llama-3-8b", "gpu": "h100", "max": "batch", "range": True})
+    assert not error and mcp == doc
+    rc, out, err = run_cli(argv, capsys)
+    assert rc == 3 and "note: --range: nothing fits, so there is no answer to range" in err
