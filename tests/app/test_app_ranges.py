@@ -174,3 +174,34 @@ def test_an_engine_cap_is_the_sequence_high() -> None:
                        gpu="H100")
     row = _row(infer_range(req, infer(req)), "sequence length")
     assert row.high == "4,000 tokens (--max-model-len)"
+
+
+def test_a_high_past_the_rotary_positions_keeps_the_plain_runs_note() -> None:
+    # review finding: `train llama-3-8b -s 16384` notes that 16,384 exceeds its 8,192 positions (rope scaling
+    # needed, estimated as asked), but `--range --max-seq 16384` ran that length with the note dropped
+    plain = train(TrainRequest(model="llama-3-8b", options={"peft": "lora", "seq": 16384}))
+    beyond = [n for n in plain.stages[0].estimate.notes if "exceeds max_position_embeddings" in n]
+    assert len(beyond) == 1
+    req = TrainRequest(model="llama-3-8b", options={"peft": "lora"})
+    rng = train_range(req, train(req), longest=16384)
+    assert f"at the high: {beyond[0]}" in rng.notes
+    # inference: the context plus the new tokens, as a plain run counts them
+    ireq = InferRequest(model="llama-3-8b", options={"new_tokens": 100})
+    rng = infer_range(ireq, infer(ireq), longest=16384)
+    assert any(n.startswith("at the high: context + new tokens 16,484 exceeds") for n in rng.notes), rng.notes
+    # within the positions (the default high is the model's own limit): no such note
+    assert not any(n.startswith("at the high") for n in infer_range(ireq, infer(ireq)).notes)
+
+
+def test_a_bare_size_names_what_its_range_leaves_out() -> None:
+    # review finding: `infer 14b --range --max-seq 8k` showed "sequence length 26.49 .. 26.49" (no effect) because a
+    # bare size has no KV cache or activations to grow; the range now says it leaves them out
+    req = InferRequest(model="14b", options={})
+    r = infer(req)
+    assert r.estimate.missing
+    rng = infer_range(req, r, longest=8000)
+    assert _row(rng, "sequence length").high_bytes == _row(rng, "sequence length").low_bytes
+    assert any("leave out what the estimate does not compute (kv_cache" in n for n in rng.notes), rng.notes
+    # a catalog model computes every term: no such note
+    full = InferRequest(model="llama-3-8b", options={})
+    assert not any("does not compute" in n for n in infer_range(full, infer(full)).notes)

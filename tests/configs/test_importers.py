@@ -437,3 +437,18 @@ def test_trl_command_line_with_a_list() -> None:
                "--per_device_train_batch_size 2 --max_length 2048 --bf16 --output_dir out")
     o = imp.options
     assert (o["dp"], o["peft"], o["lora_r"], o["lora_targets"], o["seq"]) == (2, "lora", 16, "q_proj,v_proj", 2048)
+
+
+def test_ollama_notes_say_what_the_tag_names(tmp_path: Path) -> None:
+    # review finding: "mixtral:8x22b" was told "the tag '8x22b' names no size (give one, as in mixtral:8b)" (it names
+    # one; mixtral:8b does not exist), and "llama3.1:70b-instruct-q2_K" "the tag names no quantization" (it names
+    # q2_K, a type vramwise does not model)
+    imp = load(_write(tmp_path, "Modelfile", "FROM mixtral:8x22b\n"))
+    assert imp.model is None and "'8x22b' names no size vramwise maps for mixtral (it maps 8x7b)" in imp.notes[0]
+    assert "mixtral:8b" not in imp.notes[0]
+    for tag, quant in [("70b-instruct-q2_K", "q2_K"), ("8b-instruct-iq4_xs", "iq4_xs"), ("8b-q4_K_S", "q4_K_S")]:
+        imp = load(_write(tmp_path, "Modelfile", f"FROM llama3.1:{tag}\n"))
+        assert imp.model is not None and "format" not in imp.options, tag
+        assert f"quantization {quant} is not a format vramwise models" in imp.notes[0], imp.notes
+    imp = load(_write(tmp_path, "Modelfile", "FROM llama3.1:8b-instruct\n"))
+    assert "the tag names no quantization" in imp.notes[0]

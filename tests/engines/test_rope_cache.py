@@ -145,3 +145,37 @@ def test_gemma_3_has_a_second_table_for_its_sliding_layers() -> None:
     assert vlm.max_position_embeddings is None
     term, note = rope_cache_term(vlm, c=2, engine="vllm", release="0.11")
     assert term is None and note is not None and "max_position_embeddings" in note
+
+
+def test_rope_parameters_nested_by_layer_type_read_the_global_layers_dict() -> None:
+    # review finding: transformers 5 saves Gemma 3's rope as rope_parameters nested by layer type
+    # (Gemma3TextConfig(rope_scaling={"rope_type": "linear", "factor": 8.0}).to_dict()["rope_parameters"] ==
+    # {"sliding_attention": {"rope_type": "default", ...}, "full_attention": {"rope_type": "linear", "factor": 8.0,
+    # ...}}); the top-level dict was read as an unscaled table (8x too small). Gemma-3-1B's shape with 131,072
+    # positions: the global table 131,072 x 8 rows, the sliding table 131,072 rows, x head_dim 256 x bf16 2 B
+    nested = {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+              "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}
+    flat = {"rope_type": "linear", "factor": 8.0}
+    for keys in ({"rope_parameters": nested}, {"rope_scaling": flat}):
+        spec = _spec("gemma-3-1b", max_position_embeddings=131_072, **keys)
+        term, _ = rope_cache_term(spec, c=2, engine="vllm", release="0.11")
+        assert term is not None and term.bytes == (131_072 * 8 + 131_072) * 256 * 2, keys
+    # nested without the global layers' dict: which table the engine builds is not known, so it is named, not guessed
+    spec = _spec("gemma-3-1b", rope_parameters={"sliding_attention": {"rope_type": "default"}})
+    term, note = rope_cache_term(spec, c=2, engine="vllm", release="0.11")
+    assert term is None and note is not None and "by layer type (sliding_attention)" in note
+
+
+def test_a_factor_past_any_context_is_refused_in_one_line() -> None:
+    # review finding: a factor of 4e9 (MAX_OTHER allows up to 2^32) gave a 250-million-GiB table and exit 0; the
+    # table's positions are held to the config's position bound (spec/adapters/config.py MAX_POSITIONS, 2^32)
+    spec = _spec("llama-3-8b", rope_scaling={"rope_type": "linear", "factor": 4e9})
+    with pytest.raises(ConfigError) as err:
+        rope_cache_term(spec, c=2, engine="vllm", release="0.11")
+    assert err.value.field == "factor" and "\n" not in str(err.value)
+    with pytest.raises(ConfigError):
+        vllm_plan(spec, InferSetup.from_flat(engine="vllm"), H100)
+    # the largest factor that keeps the table within the bound still answers: 8,192 x 2^19 = 2^32 rows
+    ok = _spec("llama-3-8b", rope_scaling={"rope_type": "linear", "factor": float(2**19)})
+    term, _ = rope_cache_term(ok, c=2, engine="vllm", release="0.11")
+    assert term is not None and term.bytes == 2**32 * 128 * 2

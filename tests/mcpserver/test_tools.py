@@ -192,3 +192,22 @@ def test_without_the_extra_the_command_says_how_to_install_it(
     code, out, err = run(capsys, "mcp")
     assert code == 2 and out == ""
     assert err == "vramwise: error: vramwise mcp needs the mcp extra: pip install 'vramwise[mcp]'\n"
+
+
+def test_range_and_max_seq_are_the_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
+    # review finding: the tools built their documents without the command line's extras, so `range` was dropped in
+    # silence (an answer without its "range") and `max-seq` was never checked; the oracle is the CLI's --json
+    doc, _text, error = server.answer("infer", {"model": "llama-3-8b", "range": True, "max-seq": "16k"})
+    assert not error and doc and "range" in doc
+    assert doc == _cli_json(capsys, "infer", "llama-3-8b", "--range", "--max-seq", "16k")
+    doc, _text, error = server.answer("fit", {"model": "llama-3-8b", "peft": "lora", "gpu": "h100", "max": "batch",
+                                              "range": True})
+    assert not error and doc and "range" in doc
+    assert doc == _cli_json(capsys, "fit", "llama-3-8b", "--peft", "lora", "--gpu", "h100", "--max", "batch",
+                            "--range")
+    for args, field in [({"model": "llama-3-8b", "max-seq": 9000}, "--max-seq"),
+                        ({"model": "llama-3-8b", "range": True, "max-seq": -5}, "--max-seq")]:
+        doc, text, error = server.answer("infer", args)
+        assert error and doc is None and field in text and "\n" not in text, (args, text)
+    doc, text, error = server.answer("fit", {"model": "llama-3-8b", "gpu": "h100", "min-gpus": True, "range": True})
+    assert error and doc is None and text.startswith("fit --range ranges the setup at fit --max's answer"), text

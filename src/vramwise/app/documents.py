@@ -33,6 +33,7 @@ class Extras:
 
 
 _NONE = Extras()
+NO_RANGE = "--range: nothing fits, so there is no answer to range"  # fit with nothing fitting: table and JSON
 
 
 def infer_request(values: Mapping[str, Any], options: Mapping[str, Any]) -> InferRequest:
@@ -195,6 +196,8 @@ def fit_miss_document(req: FitRequest, reason: str, extras: Extras = _NONE) -> d
     doc = fit_dict(question=fit_question_name(req), model=req.model, gpu=choice.gpu, count=choice.count,
                    margin=req.margin, reason=reason)
     doc["advice"] = advice_dict(advise_fit(req))
+    if extras.range:  # as the table's stderr says it (cli/fit.py): --range was asked and has nothing to range
+        doc["notes"] = [*doc.get("notes", []), NO_RANGE]
     return _sourced(doc, extras)
 
 

@@ -112,8 +112,17 @@ def fit(req: FitRequest) -> FitResult:
         # backward, which its distributed recipes do not model): each layout then sets its own dp and mode
         sharded = {"dp": 2, "fsdp": "full"} if fsdp and not _shards(options) and "dp" not in options else {}
         setup, preset_notes = train_setup_noted({**options, **sharded}, model)
-        found = _layouts(replace(req, gpus=gpus), model, gpu, setup, fsdp)
+        # the layouts with dp 1 shard nothing: there the preset is the framework's unsharded one, as `train` builds
+        # it for such a row (torchtitan's amp; the sharded preset's bf16-mixed put tp=8 dp=1 2.4 GiB under train's)
+        single = train_setup_noted(options, model)[0] if sharded else None
+        found = _layouts(replace(req, gpus=gpus), model, gpu, setup, fsdp, single)
         said = train_assumptions(setup, _searched(req), margin)
+        if single is not None and found.layouts and any(x.dp == 1 for x in found.layouts.fitting):
+            differ = [a for a in train_assumptions(single, _searched(req), margin) if a not in said
+                      and not a.startswith("dp ")]
+            if differ:  # the "assuming" line is the sharded rows': say what the dp=1 rows assume instead
+                notes = (*notes, f"the dp=1 rows shard nothing and take the framework's defaults without FSDP "
+                                 f"(as `train` with their flags): {', '.join(differ)}")
         return replace(found, notes=(*notes, *preset_notes), assumptions=said, margin=margin)
     options, notes = train_options(choice, req.options)
     if req.question is Question.MIN_GPUS:
@@ -256,9 +265,21 @@ def _check(req: FitRequest) -> None:
     if req.question is Question.LAYOUTS and req.infer:
         raise InapplicableOptionError("--layouts ranks training layouts: drop --infer (and any engine)",
                                       field="layouts")
+    _check_layouts(req)
     if req.question is Question.MIN_GPUS and req.infer:
         raise InapplicableOptionError("--min-gpus is a training question: drop --infer (and any engine)",
                                       field="min_gpus")
+
+
+def _check_layouts(req: FitRequest) -> None:
+    """--layouts ranks the sharding itself (fit/layouts.py _bases): a given stage or mode was built at dp=1 and
+    refused as "dp must be >= 2", a number the user never gave."""
+    if req.question is not Question.LAYOUTS:
+        return
+    for key, flag in (("zero", "--zero"), ("fsdp", "--fsdp")):
+        if str(req.options.get(key) or "0") not in ("0", "none"):
+            raise InapplicableOptionError(
+                f"fit --layouts ranks every ZeRO stage (or an FSDP framework's modes) itself: drop {flag}", field=key)
 
 
 def _check_numbers(req: FitRequest) -> None:
@@ -409,7 +430,8 @@ def _fit_inference(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: InferSetu
 
 
 def _layouts(
-    req: FitRequest, model: ModelSpec, gpu: Gpu, setup: TrainSetup, fsdp: tuple[str, ...] = ()
+    req: FitRequest, model: ModelSpec, gpu: Gpu, setup: TrainSetup, fsdp: tuple[str, ...] = (),
+    unsharded: TrainSetup | None = None,
 ) -> FitResult:
     from vramwise.fit.layouts import search_layouts
 
@@ -418,7 +440,7 @@ def _layouts(
     top = req.max_batch or setup.batch
     batches = tuple(range(1, top + 1)) if req.max_batch else (setup.batch,)
     budget = usable(gpu.memory_bytes, req.margin)
-    found = search_layouts(model, setup, gpus, budget, batches=batches, fsdp=fsdp)
+    found = search_layouts(model, setup, gpus, budget, batches=batches, fsdp=fsdp, unsharded=unsharded)
     if not found.fitting:
         best = min(found.rejected, key=lambda r: r.smallest_peak, default=None)
         fewest = smallest_that_fits(model, setup, budget)

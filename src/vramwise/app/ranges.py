@@ -31,9 +31,10 @@ from vramwise.errors import (
     InapplicableOptionError,
     InvalidWorkloadError,
     VramwiseError,
+    shown,
 )
 from vramwise.estimate.overheads import DEFAULT_ALLOCATOR_FRACTION, is_tensor
-from vramwise.estimate.positions import position_limit
+from vramwise.estimate.positions import check_positions, position_limit
 from vramwise.estimate.ranges import (
     ALLOCATOR_BOUND_NOTE,
     Range,
@@ -45,6 +46,7 @@ from vramwise.estimate.ranges import (
 )
 from vramwise.report.verdict import Verdict
 from vramwise.spec.model import ModelSpec
+from vramwise.workload.checks import BOUNDS
 from vramwise.workload.engines import VLLM_VERSIONS
 
 if TYPE_CHECKING:  # `vramwise infer --range` loads no fit code (tests/test_architecture.py)
@@ -245,6 +247,26 @@ def _admitted(result: InferResult) -> tuple[int | None, str]:
     return min(given, key=lambda c: c[0]) if given else (None, "")
 
 
+def _past_positions(rng: Range, model: object, given: int, high: int, extra: int, field: str) -> Range:
+    """The range with the note a plain run at its high length gives past a rotary model's trained positions
+    (estimate/positions.py check_positions: "needs rope scaling ... estimated as asked"), which the range's own runs
+    leave out; a learned table past its rows was already refused by the strict sequence run."""
+    if high <= given or not isinstance(model, ModelSpec):
+        return rng
+    note = check_positions(model, high + extra, field)
+    return rng if note is None else replace(rng, notes=(*rng.notes, f"at the high: {note}"))
+
+
+def _uncomputed(rng: Range, missing: tuple[str, ...]) -> Range:
+    """The range with a note naming the terms the estimate could not compute (a bare size has no KV cache or
+    activations): its sequence-length row cannot show their growth, and must not read as "no effect"."""
+    if not missing:
+        return rng
+    names = ", ".join(dict.fromkeys(m.split(" ")[0] for m in missing))
+    note = f"low, high and bound leave out what the estimate does not compute ({names}): not a range of them"
+    return replace(rng, notes=(*rng.notes, note))
+
+
 def infer_range(
     req: InferRequest, result: InferResult, longest: int | None = None, figure: Figure | None = None
 ) -> Range:
@@ -272,7 +294,10 @@ def infer_range(
     dims += _release(str(setup.engine), options)
     if str(setup.engine) != "llama.cpp":
         dims.append(_cuda(options, setup.overheads.compute_capability))
-    return _span(peak(options), options, peak, dims)
+    rng = _span(peak(options), options, peak, dims)
+    field = "context + new tokens" if setup.new_tokens else "context"
+    rng = _past_positions(rng, result.model, setup.context, high, setup.new_tokens, field)
+    return _uncomputed(rng, result.estimate.missing)
 
 
 def train_range(
@@ -297,7 +322,8 @@ def train_range(
         _seq("seq", setup.seq, high, source, "--seq", "max_position_embeddings" if longest is None else "--max-seq"),
         _cuda(options, setup.overheads.compute_capability),
     ]
-    return _span(peak(options), options, peak, dims)
+    rng = _past_positions(_span(peak(options), options, peak, dims), result.model, setup.seq, high, 0, "seq")
+    return _uncomputed(rng, tuple(m for s in result.stages for m in s.estimate.missing))
 
 
 def check_range(asked: bool, longest: int | None, emit: str | None) -> bool:
@@ -308,6 +334,14 @@ def check_range(asked: bool, longest: int | None, emit: str | None) -> bool:
     if asked and emit:
         raise InapplicableOptionError("--range reports the estimate's low and high; --emit prints a config instead: "
                                       "drop one", field="range")
+    most, why = BOUNDS["seq"]
+    if longest is not None and (isinstance(longest, bool) or not isinstance(longest, int) or not 1 <= longest <= most):
+        # a sequence length's own bound (workload/checks.py), checked before any run: a 4,000-digit --max-seq was
+        # echoed in full (a 5 KB error line), and a negative one was called "shorter than --seq"
+        raise InvalidWorkloadError(
+            f"--max-seq {shown(longest)}: a sequence length from 1 to {most:,} tokens ({why})",
+            field="max_seq", allowed=f"an integer from 1 to {most:,}",
+        )
     return asked
 
 

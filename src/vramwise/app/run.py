@@ -67,7 +67,7 @@ def infer(req: InferRequest) -> InferResult:
 
     margin = check_margin(req.margin, req.gpu)
     model = resolve_model(req.model)
-    choice = parse_gpu(req.gpu) if req.gpu else None
+    choice = parse_gpu(req.gpu) if req.gpu is not None else None  # "" is refused by parse_gpu, not taken as none
     engine_options = _engine_options(req)
     options, gpu_notes = infer_options(choice, engine_options, native_format(model, choice, engine_options))
     setup = infer_setup(options, model)
@@ -182,7 +182,7 @@ def train(req: TrainRequest) -> TrainResult:
 
     margin = check_margin(req.margin, req.gpu)
     model = resolve_model(req.model)
-    choice = parse_gpu(req.gpu) if req.gpu else None
+    choice = parse_gpu(req.gpu) if req.gpu is not None else None  # "" is refused by parse_gpu, not taken as none
     options, gpu_notes = train_options(choice, req.options)
     setup, preset_notes = train_setup_noted(options, model)
     gpu_notes = (*gpu_notes, *preset_notes)

@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from vramwise.errors import DoesNotFitError, VramwiseError
 
@@ -48,13 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     values = vars(build_parser(first if first in _MODULES else None).parse_args(args))
     command = values.pop("command")
     module = importlib.import_module(f"vramwise.cli.{_MODULES[command]}")
-    try:
-        from vramwise.cli.sources import prepare  # --from FILE, and MODEL where --from may name it
+    from vramwise.cli.sources import prepare, print_notes  # --from FILE, and MODEL where --from may name it
 
-        return int(module.run(command, prepare(command, values)))
+    prepared: dict[str, Any] = {}
+    try:
+        prepared = prepare(command, values)
+        code = int(module.run(command, prepared))
     except DoesNotFitError as err:  # a question with no answer (fit): not bad input, the gate's "does not fit"
+        print_notes(prepared)
         return _fail(str(err), DOES_NOT_FIT)
-    except VramwiseError as err:
+    except VramwiseError as err:  # bad input: its one line alone (--from's notes, printed first, made it three)
         return _fail(str(err))
     except BrokenPipeError:
         # the reader went away (`vramwise models | head -1`): end quietly, and keep the interpreter's final
@@ -62,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError, ValueError):  # not a file (a test's capture): nothing to flush
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return CLOSED
+    print_notes(prepared)  # --from's notes once the run answered: after its output
+    return code
 
 
 def status(fits: bool) -> int:

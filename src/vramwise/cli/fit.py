@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from vramwise.app.documents import Extras, fewer_gpus, fit_document, fit_request
+from vramwise.app.documents import NO_RANGE, Extras, fewer_gpus, fit_document, fit_request
 from vramwise.app.fitting import FitRequest, Question, fit
 from vramwise.app.ranges import check_range, fit_range
 from vramwise.cli import DOES_NOT_FIT, FITS
@@ -34,7 +34,7 @@ def run(command: str, values: dict[str, Any]) -> int:
         r = fit(req)
     except DoesNotFitError as err:
         if asked:
-            print("note: --range: nothing fits, so there is no answer to range", file=sys.stderr)
+            print(f"note: {NO_RANGE}", file=sys.stderr)
         return _miss(req, str(err))
     if values.get("emit"):
         return emit_answer(values, req, r)

@@ -1,5 +1,5 @@
-"""``--from FILE``: the file's options under the command line's (app/imports.py), its notes on stderr; ``--emit``:
-the runnable config of the setup, printed instead of the table (configs/emit.py)."""
+"""``--from FILE``: the file's options under the command line's (app/imports.py), its notes on stderr after the
+answer; ``--emit``: the runnable config of the setup, printed instead of the table (configs/emit.py)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,14 @@ def prepare(command: str, values: dict[str, Any]) -> dict[str, Any]:
     out = {**values, **sourced.options, "model": sourced.model, "source_notes": sourced.notes}
     if command in ("fit", "verify") and sourced.infer:
         out["infer"] = True
-    for note in sourced.notes:
-        print(f"note: {note}", file=sys.stderr)
     return out
+
+
+def print_notes(values: dict[str, Any]) -> None:
+    """``--from``'s notes on stderr: printed by ``cli.main`` once the run has answered (exit 0 or 3), never before a
+    refusal, whose one line stands alone."""
+    for note in values.get("source_notes") or ():
+        print(f"note: {note}", file=sys.stderr)
 
 
 def source_json(values: dict[str, Any]) -> dict[str, Any] | None:

@@ -55,6 +55,9 @@ NAMES: dict[tuple[str, str], str] = {
 _QUANTS = {"q4_0": "q4_0", "q8_0": "q8_0", "q4_k_m": "q4_k_m", "q5_k_m": "q5_k_m", "q6_k": "q6_k", "fp16": "fp16",
            "bf16": "bf16"}
 _REFERENCE = re.compile(r"(?:library/)?(?P<name>[a-z0-9][a-z0-9._-]*)(?::(?P<tag>[A-Za-z0-9._-]+))?")
+# a quantization at the end of a tag, mapped or not: llama.cpp's type names as the library's tags spell them
+# (q2_K, q3_K_M, q4_K_S, q5_0, iq4_xs, fp16, ...)
+_QUANT_SUFFIX = re.compile(r"(?:^|-)(?P<quant>i?q\d[a-z0-9_]*|fp16|bf16|fp32)$", re.I)
 
 
 def is_library_reference(text: str) -> bool:
@@ -75,14 +78,19 @@ def resolve(text: str) -> tuple[str | None, str | None, str]:
     size, _, rest = tag.partition("-")
     model = NAMES.get((name, size.lower()))
     if model is None:
-        why = (f"the tag {tag!r} names no size (give one, as in {name}:8b)" if (name, size.lower()) not in NAMES
-               and any(n == name for n, _ in NAMES) else "no catalog model in vramwise's Ollama table "
-               "(configs/ollama_names.py)")
+        sizes = [s for n, s in NAMES if n == name]
+        # a size the table does not have (mixtral:8x22b) or none (latest): the sizes it has, never a made-up one
+        why = (f"the tag {tag!r} names no size vramwise maps for {name} (it maps {', '.join(sizes)})" if sizes
+               else "no catalog model in vramwise's Ollama table (configs/ollama_names.py)")
         return None, None, f"FROM {text}: {why}: give MODEL (a catalog name or a config.json)"
-    quant = next((_QUANTS[q] for q in _QUANTS if rest.lower().endswith(q)), None)
+    named = _QUANT_SUFFIX.search(rest)
+    quant = _QUANTS.get(named.group("quant").lower()) if named else None
     note = f"FROM {text} is the catalog's {model} ({LIBRARY}{name})"
-    if quant is None:
-        note += "; the tag names no quantization: give -f with the one `ollama show` prints (else the catalog's dtype)"
-    else:
+    if quant is not None:
         note += f"; format {quant} from the tag"
+    elif named is not None:  # a quantization the formats do not model: said, not estimated as another
+        note += (f"; the tag's quantization {named.group('quant')} is not a format vramwise models (`vramwise "
+                 "formats`): the estimate uses the catalog's dtype unless -f gives one")
+    else:
+        note += "; the tag names no quantization: give -f with the one `ollama show` prints (else the catalog's dtype)"
     return model, quant, note

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import math
 
+from vramwise.errors import ConfigError
 from vramwise.estimate.term import Term
+from vramwise.spec.adapters.config import MAX_POSITIONS
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.rope import RopeSpec
 
@@ -80,6 +82,12 @@ def rope_cache_term(spec: ModelSpec, *, c: int, engine: str, release: str) -> tu
     if rows is None:
         return None, (f"rotary table of rope_type {rope.rope_type!r} not modelled (engines/rope_cache.py): the "
                       "weights leave out its cos/sin cache")
+    if rows > MAX_POSITIONS:  # a factor no model has: refused in one line, not a table of exabytes
+        raise ConfigError(
+            f"rope_scaling: factor {rope.factor:g} makes a {rope.rope_type} table of {rows:,} positions, past "
+            f"{MAX_POSITIONS:,} (~400x the longest published context, Llama 4 Scout's 10M tokens)",
+            field="factor", allowed=f"a factor whose table has at most {MAX_POSITIONS:,} positions",
+        )
     longrope = rope.rope_type == "longrope"
     if sglang and not longrope:
         size, why = 4, "fp32 on CUDA"

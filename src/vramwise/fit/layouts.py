@@ -102,16 +102,20 @@ def search_layouts(
     max_tp: int = 64,
     max_pp: int = 64,
     fsdp: tuple[str, ...] = (),
+    unsharded: TrainSetup | None = None,
 ) -> Search:
     """Every layout of ``gpus`` GPUs for ``setup``'s sequence, precision and optimizer, at each micro-batch in
-    ``batches`` (default: ``setup.batch`` only); ``fsdp``: shard with these FSDP modes instead of ZeRO's stages."""
+    ``batches`` (default: ``setup.batch`` only); ``fsdp``: shard with these FSDP modes instead of ZeRO's stages;
+    ``unsharded``: the setup of the layouts with dp 1, where a framework's preset is its unsharded one (torchtitan
+    trains amp without FSDP, bf16-mixed with fp32 gradients under it), when it differs from ``setup``."""
     batches = tuple(sorted(batches or (setup.batch,)))
     count = _Count()
     fitting: list[Layout] = []
     rejected: list[Rejected] = []
     for tp, pp in _splits(spec, gpus, max_tp, max_pp):
-        bases = _bases(setup, gpus, tp, pp, fsdp)
-        family = [_family_layouts(spec, setup, base, budget, batches, count) for base in bases]
+        own = unsharded if unsharded is not None and gpus // (tp * pp) == 1 else setup
+        bases = _bases(own, gpus, tp, pp, fsdp)
+        family = [_family_layouts(spec, own, base, budget, batches, count) for base in bases]
         found = [layout for layouts in family for layout in layouts]
         fitting += [x for x in found if x.fits]
         misses = [x for x in found if not x.fits]

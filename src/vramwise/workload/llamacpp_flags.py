@@ -21,6 +21,7 @@ when ``OLLAMA_FLASH_ATTENTION`` is set (or the model's default, ``fs/ggml/ggml.g
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from vramwise.errors import InvalidWorkloadError, shown
@@ -103,11 +104,12 @@ class LlamaCppFlags:
         _choice("split_mode", self.split_mode, SPLIT_MODES, "-sm/--split-mode")
         if isinstance(self.tensor_split, str):  # the command line's text, "3,1"
             object.__setattr__(self, "tensor_split", parse_tensor_split(self.tensor_split))
-        if any(not isinstance(x, int | float) or x < 0 for x in self.tensor_split) or (
+        # finite: an inf share (1e400) passed the sign check and split the layers by nan arithmetic
+        if any(not isinstance(x, int | float) or not math.isfinite(x) or x < 0 for x in self.tensor_split) or (
             self.tensor_split and not sum(self.tensor_split) > 0
         ):
             raise InvalidWorkloadError(
-                f"--tensor-split {shown(self.tensor_split)}: non-negative shares, one per GPU, not all zero",
+                f"--tensor-split {shown(self.tensor_split)}: finite non-negative shares, one per GPU, not all zero",
                 field="tensor_split",
                 allowed="comma-separated non-negative numbers, e.g. 3,1",
             )
@@ -121,10 +123,17 @@ class LlamaCppFlags:
         return ALL_LAYERS if self.n_gpu_layers < 0 else self.n_gpu_layers
 
 
+# llama.cpp's command line parses every integer flag with std::stoi, a C int (common/arg.cpp: handler_int(params,
+# std::stoi(value)), its std::out_of_range reported as "error while handling argument"): nothing past INT_MAX
+# reaches llama.cpp, and without the bound -np 10^29 printed float-rounded KV bytes (exit 0 or 3, never 2)
+INT_MAX = 2**31 - 1
+
+
 def _int(name: str, value: object, low: int, flag: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= INT_MAX:
         raise InvalidWorkloadError(
-            f"{flag} {shown(value)}: an integer >= {low}", field=name, allowed=f"an integer >= {low}"
+            f"{flag} {shown(value)}: an integer from {low} to {INT_MAX:,} (llama.cpp reads it as a C int)",
+            field=name, allowed=f"an integer from {low} to {INT_MAX:,}",
         )
 
 

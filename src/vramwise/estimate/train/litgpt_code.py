@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from vramwise.errors import InvalidWorkloadError
+from vramwise.errors import InvalidWorkloadError, shown
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.activations import Grads, Saved, Shape, _linear_input, _mlp, _norm
 from vramwise.estimate.train.layout import in_layer
@@ -150,8 +150,8 @@ def litgpt_lora_modules(spec: ModelSpec, targets: tuple[str, ...]) -> list[LoraM
     unknown = [t for t in targets if t not in names]
     if unknown or not targets:
         raise InvalidWorkloadError(
-            f"lora_targets: {', '.join(unknown) or 'none given'} not in {spec.name} as LitGPT adapts it; allowed: "
-            f"{', '.join(names)}, all-linear",
+            f"lora_targets: {shown(', '.join(unknown), quote=False) or 'none given'} not in {spec.name} as LitGPT "
+            f"adapts it; allowed: {', '.join(names)}, all-linear",
             field="lora_targets",
             allowed=", ".join(names),
         )

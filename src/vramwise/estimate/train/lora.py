@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vramwise.errors import InvalidWorkloadError
+from vramwise.errors import InvalidWorkloadError, shown
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.spec.traits import HeadKind
@@ -172,7 +172,9 @@ def lora_targets(spec: ModelSpec, targets: tuple[str, ...]) -> list[LoraModule]:
     unknown = [t for t in targets if t not in names and t != "all-linear"]
     if unknown:
         raise InvalidWorkloadError(
-            f"lora_targets: {', '.join(unknown)} not in {spec.name}; allowed: {', '.join(names)}, all-linear"
-        )
+            f"lora_targets: {shown(', '.join(unknown), quote=False)} not in {spec.name}; allowed: "
+            f"{', '.join(names)}, all-linear",
+            field="lora_targets",
+        )  # shown: a 100,000-character --lora-targets was echoed whole
     chosen = modules if "all-linear" in targets else [m for m in modules if m.name in targets]
     return chosen + [m for m in outer if m.name in targets]

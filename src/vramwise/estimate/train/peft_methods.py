@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vramwise.errors import InvalidWorkloadError
+from vramwise.errors import InvalidWorkloadError, shown
 from vramwise.estimate.train.layout import Stage
 from vramwise.estimate.train.lora import LoraModule, linear_modules
 from vramwise.estimate.train.optimizers import Tensor
@@ -72,7 +72,7 @@ def ia3_modules(spec: ModelSpec, targets: tuple[str, ...]) -> list[Ia3Module]:
     unknown = [t for t in targets if t not in modules]
     if unknown:
         raise InvalidWorkloadError(
-            f"lora_targets: {', '.join(unknown)} not an IA3 target of {spec.name}; "
+            f"lora_targets: {shown(', '.join(unknown), quote=False)} not an IA3 target of {spec.name}; "
             f"allowed: {', '.join(sorted(modules))}",
             field="lora_targets",
         )

@@ -8,6 +8,7 @@ From ``rope_scaling`` (the key vLLM 0.6-0.11 and transformers 4.x read), else ``
 
 from __future__ import annotations
 
+from vramwise.errors import shown
 from vramwise.spec.adapters.config import RawConfig
 from vramwise.spec.rope import RopeSpec
 
@@ -16,6 +17,22 @@ from vramwise.spec.rope import RopeSpec
 _FP32_TABLE = frozenset({"gpt_oss", "minimax_text_01"})
 # The families whose sliding layers get a table of their own (RopeSpec.local_table)
 _LOCAL_TABLE = frozenset({"gemma3_text", "gemma3"})
+
+
+# transformers 5 nests rope_parameters by layer type when the layers rotate differently (Gemma 3 saves
+# {"full_attention": {...}, "sliding_attention": {...}}): transformers 5.24 modeling_rope_utils.py
+# RotaryEmbeddingConfigMixin.nested_rope_parameter_keys and standardize_rope_params ("Case 2"), gemma3
+# configuration_gemma3.py Gemma3TextConfig. The global layers' dict is the scaled table; the sliding layers' table is
+# the unscaled one vLLM builds beside it (RopeSpec.local_table).
+_GLOBAL = "full_attention"
+
+
+def _by_layer_type(sub: RawConfig) -> bool:
+    """A rope dict nested by layer type: a global layers' object, or every value an object (or null), none a rope
+    key such as rope_type."""
+    values = list(sub.data.values())
+    return isinstance(sub.data.get(_GLOBAL), dict) or (bool(values) and all(v is None or isinstance(v, dict)
+                                                                             for v in values))
 
 
 def _partial(cfg: RawConfig) -> float:
@@ -36,6 +53,13 @@ def read_rope(cfg: RawConfig, model_type: str) -> RopeSpec:
     if sub is None:
         return RopeSpec(partial_rotary_factor=partial, fp32_table=fp32, original_max_position=top_original,
                         local_table=local)
+    if _by_layer_type(sub):
+        nested = sub.mapping(_GLOBAL)
+        if nested is None:  # no global layers' dict: which table the engine builds is not known
+            kinds = shown(", ".join(str(k) for k in sub.data), quote=False)
+            return RopeSpec(rope_type=f"by layer type ({kinds})", partial_rotary_factor=partial, fp32_table=fp32,
+                            original_max_position=top_original, local_table=local)
+        sub = nested
     rope_type = sub.text("rope_type", sub.text("type", "default"))
     rope_type = {"su": "longrope", "mrope": "default"}.get(rope_type, rope_type)
     return RopeSpec(
