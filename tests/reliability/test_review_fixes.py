@@ -41,3 +41,27 @@ def test_sglang_range_stops_at_its_context_length(capsys: pytest.CaptureFixture[
     rc, out, err = run_cli(argv, capsys)
     assert rc in (0, 3), err
     assert "4096" in out.replace(",", "") and "8192" not in json.dumps(json.loads(out).get("range", {})), out[:2000]
+
+
+@pytest.mark.parametrize("digits", [20, 21, 100, 101, 4000, 4001])
+def test_a_huge_number_is_described_by_its_true_digit_count(digits: int) -> None:
+    # errors._huge said "4,001 digits" for 10^3999 (4,000 digits): bit_length x log10(2) overcounts. The oracle:
+    # 10^(d-1) and 10^d - 1 are the smallest and largest numbers of d digits, written out by hand
+    from vramwise.errors import _huge
+
+    for x in (10 ** (digits - 1), 10**digits - 1, -(10 ** (digits - 1))):
+        assert f"of {digits:,} digits (about 10^{digits - 1})" in _huge(x), (digits, _huge(x))
+
+
+@pytest.mark.parametrize("value", [14, 14.0, True, ["14b"]])
+def test_a_json_model_must_be_a_string(value: object) -> None:
+    # MCP/web {"model": 14} ran a model of 14 parameters (the CLI's bare size): a JSON caller sending a number
+    # surely meant something else, so the JSON front ends refuse it in one line
+    from vramwise.cli.json_args import parse
+    from vramwise.errors import UsageError
+
+    with pytest.raises(UsageError) as caught:
+        parse("infer", {"model": value})
+    assert caught.value.field == "model" and "model is a string" in str(caught.value), caught.value
+    assert "\n" not in str(caught.value)
+    assert parse("infer", {"model": "14b"})["model"] == "14b"  # the size as text is still a size
