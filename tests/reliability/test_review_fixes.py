@@ -65,3 +65,33 @@ def test_a_json_model_must_be_a_string(value: object) -> None:
     assert caught.value.field == "model" and "model is a string" in str(caught.value), caught.value
     assert "\n" not in str(caught.value)
     assert parse("infer", {"model": "14b"})["model"] == "14b"  # the size as text is still a size
+
+
+@pytest.mark.parametrize(
+    ("argv", "gone", "why"),
+    [(["--gpu", "h100", "--mode", "textbook"], {"allocator", "CUDA context"}, "textbook"),
+     (["--gpu", "h100", "--engine", "llama.cpp"], {"allocator", "CUDA context"}, "llama.cpp"),
+     (["--gpu", "m3-max"], {"CUDA context"}, "not an NVIDIA GPU"),
+     (["--gpu", "mi300x"], {"CUDA context"}, "not an NVIDIA GPU")],
+)
+def test_range_leaves_out_rows_the_setup_does_not_model(
+    argv: list[str], gone: set[str], why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # textbook mode and llama.cpp showed "flat 0.03" and CUDA releases of equal bytes; Apple and AMD GPUs showed a
+    # span "CUDA 11.7 .. CUDA 13.0" though they run no CUDA. Such a row is left out, and a note says why
+    rc, out, err = run_cli(["infer", "llama-3-8b", *argv, "--range", "--json"], capsys)
+    assert rc in (0, 3), err
+    rng = json.loads(out)["range"]
+    names = {u["name"] for u in rng["uncertainties"]}
+    assert not names & gone and "sequence length" in names, names
+    for row in gone:
+        assert any(n.startswith(f"no {row} row:") and why in n for n in rng["notes"]), rng["notes"]
+
+
+def test_cuda_context_on_a_gpu_without_cuda_is_named_a_stand_in(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run_cli(["infer", "llama-3-8b", "--gpu", "m3-max", "--json"], capsys)
+    assert rc in (0, 3), err
+    doc = json.loads(out)
+    term = next(t for t in doc["terms"] if t["name"] == "overhead/cuda_context")
+    assert "stands in" in term["formula"], term
+    assert any("not an NVIDIA GPU" in n and "stand-in" in n for n in doc["notes"]), doc["notes"]
