@@ -95,3 +95,26 @@ def test_cuda_context_on_a_gpu_without_cuda_is_named_a_stand_in(capsys: pytest.C
     term = next(t for t in doc["terms"] if t["name"] == "overhead/cuda_context")
     assert "stands in" in term["formula"], term
     assert any("not an NVIDIA GPU" in n and "stand-in" in n for n in doc["notes"]), doc["notes"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "sets", "field"),
+    [(["bert-large", "--framework", "torchtune"], "--framework torchtune sets --loss torchtune-linear;", "loss:"),
+     (["llama-3-8b", "--framework", "torchtune", "--tp", "2"], "--framework torchtune sets --loss torchtune-linear;",
+      "loss:"),
+     (["llama-3-8b", "--framework", "torchtune", "--zero-grad", "zeros"],
+      "--framework torchtune sets --optimizer-in-backward;", "zero_grad zeros")],
+)
+def test_a_refusal_of_a_preset_option_names_the_preset(
+    argv: list[str], sets: str, field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "loss: bert-large has a masked LM head" blamed --loss, which the user never gave: torchtune's preset set it
+    rc, out, err = run_cli(["train", *argv], capsys)
+    _one_line_refusal(rc, out, err)
+    assert sets in err and field in err, err
+
+
+def test_a_refusal_of_the_users_own_option_is_unchanged(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run_cli(["train", "bert-large", "--loss", "torchtune-linear"], capsys)
+    _one_line_refusal(rc, out, err)
+    assert "--framework" not in err and "loss:" in err, err
