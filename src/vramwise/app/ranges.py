@@ -50,8 +50,8 @@ from vramwise.workload.checks import BOUNDS
 from vramwise.workload.engines import VLLM_VERSIONS
 
 if TYPE_CHECKING:  # `vramwise infer --range` loads no fit code (tests/test_architecture.py)
-    from vramwise.catalog import Gpu
     from vramwise.app.fitting import FitRequest, FitResult
+    from vramwise.catalog import Gpu
 
 _NOT_CUDA = ("amd", "apple")  # catalog/gpus.toml segments of GPUs that run no CUDA (ROCm/HIP, Metal)
 _GONE = object()  # an override that removes the option (its default applies)
