@@ -118,3 +118,27 @@ def test_a_refusal_of_the_users_own_option_is_unchanged(capsys: pytest.CaptureFi
     rc, out, err = run_cli(["train", "bert-large", "--loss", "torchtune-linear"], capsys)
     _one_line_refusal(rc, out, err)
     assert "--framework" not in err and "loss:" in err, err
+
+
+@pytest.mark.parametrize(("line", "model", "fmt"),
+                         [("FROM Llama3.1:8B", "llama-3.1-8b", None),
+                          ("FROM LLAMA3.1:8b-Instruct-Q4_K_M", "llama-3.1-8b", "q4_k_m"),
+                          ("FROM hf.co/user/repo:Q4_K_M", "user/repo:Q4_K_M", None),
+                          ("FROM huggingface.co/user/repo:latest", "user/repo", None)])
+def test_ollama_references_are_case_insensitive_and_hub_ggufs_map(line: str, model: str, fmt: str | None) -> None:
+    # ollama's names compare down-cased (types/model/name.go: "Mistral" and "mistral" are the same model); FROM
+    # hf.co/USER/REPO:QUANT is a hub GGUF, vramwise's USER/REPO:QUANT (spec/load.py). Nothing is fetched here
+    from vramwise.configs.serve import from_modelfile
+
+    got = from_modelfile(line)
+    assert got.model == model and got.options.get("format") == fmt, (got.model, got.options, got.notes)
+
+
+def test_a_second_from_is_refused_in_one_line() -> None:
+    # ollama's CreateRequest keeps the last FROM name but merges local files (parser/parser.go): not guessed
+    from vramwise.configs.serve import from_modelfile
+    from vramwise.errors import VramwiseError
+
+    with pytest.raises(VramwiseError) as caught:
+        from_modelfile("FROM llama3.1:8b\nPARAMETER num_ctx 4096\nFROM llama3:8b\n")
+    assert "second FROM" in str(caught.value) and "\n" not in str(caught.value)
