@@ -142,3 +142,12 @@ def test_a_second_from_is_refused_in_one_line() -> None:
     with pytest.raises(VramwiseError) as caught:
         from_modelfile("FROM llama3.1:8b\nPARAMETER num_ctx 4096\nFROM llama3:8b\n")
     assert "second FROM" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("question", [["--max", "batch"], ["--max", "seq"], ["--min-gpus"], ["--layouts", "2"]])
+def test_fit_names_the_preset_too(question: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # fit said "loss: bert-large has a masked LM head" (--layouts: "no layout of 2 x h100-80gb fits: ; no ZeRO-3
+    # advice (loss: ...)"), blaming an option the user never gave
+    rc, out, err = run_cli(["fit", "bert-large", "--gpu", "h100", *question, "--framework", "torchtune"], capsys)
+    _one_line_refusal(rc, out, err)
+    assert "--framework torchtune sets --loss torchtune-linear;" in err, err
