@@ -12,6 +12,10 @@ Each uncertainty is a set of option values the user did not pin, each value a se
 - CUDA context: the context table's lazy-loading releases (every torch 2.x wheel), unless ``--cuda-version`` or
   ``--cuda-context`` is given; none for llama.cpp (its context is not a PyTorch process's).
 
+A row the setup does not model is left out, and a note says why (``_unmodelled``): textbook mode (no allocator or
+CUDA-context term of its own), llama.cpp (its own buffers and context), the CUDA context on an AMD or Apple GPU
+(no CUDA release applies; the estimate's term is a stand-in).
+
 Low: every uncertainty at its low together (the release, whose effect is not monotone, tried at each value); high
 likewise; bound: the high with the allocator at the worst of its modelled orders. A value the setup's plan
 refuses (a vLLM release that does not run the setup, the replay in textbook mode) is left out and the range's
