@@ -41,7 +41,11 @@ def shown(value: object, limit: int = SHOWN_CHARS, *, quote: bool = True) -> str
 
 
 def _huge(x: int) -> str:
-    digits = int(x.bit_length() * math.log10(2)) + 1
+    # the count without str(x) (refused past sys.get_int_max_str_digits): |x| >= 2^(b-1) gives at least the digits
+    # of 2^(b-1); one more when |x| reaches the next power of ten (b x log10(2) alone counted 10^3999 as 4,001)
+    digits = int((x.bit_length() - 1) * math.log10(2)) + 1
+    if abs(x) >= 10**digits:
+        digits += 1
     return f"{'a negative' if x < 0 else 'an'} integer of {digits:,} digits (about 10^{digits - 1})"
 
 

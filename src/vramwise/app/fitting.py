@@ -21,6 +21,7 @@ from vramwise.app.setups import (
     TRAINING_ONLY,
     check_format,
     infer_setup,
+    named_preset,
     refuse,
     train_setup_noted,
 )
@@ -86,6 +87,15 @@ class FitResult:
 
 def fit(req: FitRequest) -> FitResult:
     """Answer one fit question, or raise DoesNotFitError with the smallest setup that does fit."""
+    try:
+        return _fit(req)
+    except InvalidWorkloadError as err:  # an option a --framework preset set: say so (app/setups.py named_preset)
+        if req.infer:
+            raise
+        raise named_preset(err, train_options(uncounted(_gpu(req)), req.options)[0]) from None
+
+
+def _fit(req: FitRequest) -> FitResult:
     _check(req)
     margin = check_margin(req.margin)
     model = architecture(req.model, "fit")
@@ -443,6 +453,10 @@ def _layouts(
     found = search_layouts(model, setup, gpus, budget, batches=batches, fsdp=fsdp, unsharded=unsharded)
     if not found.fitting:
         best = min(found.rejected, key=lambda r: r.smallest_peak, default=None)
+        if best is None:  # every layout refused, none measured: the setup's own refusal, not "no layout fits: ;"
+            from vramwise.estimate.train.training import estimate_training
+
+            estimate_training(model, setup)
         fewest = smallest_that_fits(model, setup, budget)
         floor = (
             f"the smallest peak is {fmt(best.smallest_peak, req.unit)} ({best.smallest_label} needs more than the "

@@ -42,9 +42,13 @@ def budget_notes(choice: GpuChoice) -> tuple[str, ...]:
             f"budget: the {g.name} given, all of it (a size has no nvidia-smi or CUDA figure; a real GPU shows "
             "CUDA a few hundred MiB less than its nominal size)",
         )
+    out: tuple[str, ...] = ()
     if not g.confirmed:
-        return (f"budget: {fmt(g.memory_bytes)} for {g.label} is {g.basis}; unconfirmed (`vramwise gpus`)",)
-    return ()
+        out = (f"budget: {fmt(g.memory_bytes)} for {g.label} is {g.basis}; unconfirmed (`vramwise gpus`)",)
+    if g.segment in ("amd", "apple"):  # catalog/gpus.toml: ROCm/HIP or Metal, no CUDA
+        out += (f"{g.label} is not an NVIDIA GPU: overhead/cuda_context is a stand-in (a CUDA process's context, "
+                "estimate/cuda_context.py), not its own runtime's (ROCm/HIP or Metal), which is not modelled",)
+    return out
 
 
 def infer_options(choice: GpuChoice | None, options: Mapping[str, Any], default_format: str | None) -> tuple[

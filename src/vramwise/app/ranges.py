@@ -12,6 +12,10 @@ Each uncertainty is a set of option values the user did not pin, each value a se
 - CUDA context: the context table's lazy-loading releases (every torch 2.x wheel), unless ``--cuda-version`` or
   ``--cuda-context`` is given; none for llama.cpp (its context is not a PyTorch process's).
 
+A row the setup does not model is left out, and a note says why (``_unmodelled``): textbook mode (no allocator or
+CUDA-context term of its own), llama.cpp (its own buffers and context), the CUDA context on an AMD or Apple GPU
+(no CUDA release applies; the estimate's term is a stand-in).
+
 Low: every uncertainty at its low together (the release, whose effect is not monotone, tried at each value); high
 likewise; bound: the high with the allocator at the worst of its modelled orders. A value the setup's plan
 refuses (a vLLM release that does not run the setup, the replay in textbook mode) is left out and the range's
@@ -51,7 +55,9 @@ from vramwise.workload.engines import VLLM_VERSIONS
 
 if TYPE_CHECKING:  # `vramwise infer --range` loads no fit code (tests/test_architecture.py)
     from vramwise.app.fitting import FitRequest, FitResult
+    from vramwise.catalog import Gpu
 
+_NOT_CUDA = ("amd", "apple")  # catalog/gpus.toml segments of GPUs that run no CUDA (ROCm/HIP, Metal)
 _GONE = object()  # an override that removes the option (its default applies)
 Figure = Callable[[Any], int]  # an estimate (training) or an inference result -> the bytes to range
 
@@ -221,6 +227,26 @@ def _release(engine: str, options: Mapping[str, Any]) -> list[_Dim]:
     return [_Dim(name="engine release", source=source, lows=settings, highs=settings)]
 
 
+def _unmodelled(mode: str, engine: str, gpu: Gpu | None) -> dict[str, str]:
+    """The rows a setup does not model the uncertainty of (row -> why): a row there could only show a flat span
+    (or, on a GPU without CUDA, CUDA releases that mean nothing), so it is left out and a note says why."""
+    out: dict[str, str] = {}
+    if mode == "textbook":  # the rule of thumb's one overhead term stands for both (estimate/textbook.py)
+        out["allocator"] = out["CUDA context"] = "textbook mode has no allocator or CUDA-context term of its own"
+    if engine == "llama.cpp":
+        out["allocator"] = "llama.cpp allocates its buffers itself, not through PyTorch's caching allocator"
+        out["CUDA context"] = "llama.cpp's context is not a PyTorch process's (the context table's rows)"
+    if gpu is not None and gpu.segment in _NOT_CUDA:
+        out["CUDA context"] = (f"{gpu.label} is not an NVIDIA GPU: CUDA releases do not apply, and the estimate's "
+                               "CUDA context is a stand-in")
+    return out
+
+
+def _with_notes(rng: Range, left_out: Mapping[str, str]) -> Range:
+    notes = tuple(f"no {row} row: {why}" for row, why in left_out.items())
+    return replace(rng, notes=(*rng.notes, *notes)) if notes else rng
+
+
 def _check_longest(longest: int | None, given: int, flag: str) -> None:
     if longest is not None and longest < given:
         raise InvalidWorkloadError(
@@ -287,14 +313,15 @@ def infer_range(
     high, source = seq_span(setup.context, room, longest)
     if longest is None and room is not None:
         source = f"the setup's {what} less --new-tokens"
+    left_out = _unmodelled(str(setup.mode), str(setup.engine), result.gpu)
     dims = [
-        _allocator(options, training=False, load=_load_bound(result)),
+        *(() if "allocator" in left_out else (_allocator(options, training=False, load=_load_bound(result)),)),
         _seq("context", setup.context, high, source, "--context", "--max-seq" if longest is not None else what),
     ]
     dims += _release(str(setup.engine), options)
-    if str(setup.engine) != "llama.cpp":
+    if "CUDA context" not in left_out:
         dims.append(_cuda(options, setup.overheads.compute_capability))
-    rng = _span(peak(options), options, peak, dims)
+    rng = _with_notes(_span(peak(options), options, peak, dims), left_out)
     field = "context + new tokens" if setup.new_tokens else "context"
     rng = _past_positions(rng, result.model, setup.context, high, setup.new_tokens, field)
     return _uncomputed(rng, result.estimate.missing)
@@ -317,12 +344,14 @@ def train_range(
     _check_longest(longest, setup.seq, "--seq")
     limit = position_limit(result.model) if isinstance(result.model, ModelSpec) else None
     high, source = seq_span(setup.seq, limit, longest)
+    left_out = _unmodelled(str(setup.mode), "", result.gpu)
     dims = [
-        _allocator(options, training=True),
+        *(() if "allocator" in left_out else (_allocator(options, training=True),)),
         _seq("seq", setup.seq, high, source, "--seq", "max_position_embeddings" if longest is None else "--max-seq"),
-        _cuda(options, setup.overheads.compute_capability),
+        *(() if "CUDA context" in left_out else (_cuda(options, setup.overheads.compute_capability),)),
     ]
-    rng = _past_positions(_span(peak(options), options, peak, dims), result.model, setup.seq, high, 0, "seq")
+    rng = _with_notes(_span(peak(options), options, peak, dims), left_out)
+    rng = _past_positions(rng, result.model, setup.seq, high, 0, "seq")
     return _uncomputed(rng, tuple(m for s in result.stages for m in s.estimate.missing))
 
 

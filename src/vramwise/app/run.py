@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from vramwise.app.gpu_rules import infer_options, native_format, train_options
 from vramwise.app.margin import check_margin
-from vramwise.app.setups import check_format, infer_setup, refuse, train_setup_noted
+from vramwise.app.setups import check_format, infer_setup, named_preset, refuse, train_setup_noted
 from vramwise.catalog import Gpu, GpuChoice, parse_gpu
 from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
 from vramwise.report.verdict import Verdict, verdict
@@ -198,7 +198,10 @@ def train(req: TrainRequest) -> TrainResult:
             )
         estimates = [textbook_training(model, setup)]
     else:
-        estimates = estimate_stages(model, setup)
+        try:
+            estimates = estimate_stages(model, setup)
+        except InvalidWorkloadError as err:  # an option the framework preset set: say so (app/setups.py)
+            raise named_preset(err, options) from None
     estimates = [replace(e, notes=e.notes + gpu_notes) for e in estimates] if gpu_notes else estimates
     worst = max(estimates, key=lambda e: e.peak_bytes)
     shown = [(i, e) for i, e in enumerate(estimates) if req.per_stage or e is worst]

@@ -8,10 +8,11 @@ absent or None value means "not given", so the setup dataclass's own default app
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from vramwise.errors import InapplicableOptionError, InvalidWorkloadError
+from vramwise.errors import InapplicableOptionError, InvalidWorkloadError, VramwiseError
 from vramwise.workload import InferSetup
 from vramwise.workload.checks import show
 
@@ -286,12 +287,45 @@ def train_setup_noted(values: Mapping[str, Any], model: object = None) -> tuple[
     applied = preset(kw)
     if "lora_targets" in applied.flat and "lora_targets" not in kw:
         _check_preset_targets(applied.flat, model)
-    setup = TrainSetup.from_flat(**applied.flat)
+    try:
+        setup = TrainSetup.from_flat(**applied.flat)
+    except InvalidWorkloadError as err:  # a rule against an option the preset set: say the preset set it
+        raise named_preset(err, values) from None
     if "recompute" in applied.flat and "recompute" not in kw:
         _check_preset_recompute(setup, model)
     if "adapter_dtype" in applied.flat and "adapter_dtype" not in kw:
         _check_preset_adapter_dtype(setup)
     return setup, applied.notes
+
+
+def named_preset(err: VramwiseError, values: Mapping[str, Any]) -> VramwiseError:
+    """A refusal of an option a framework preset set (or that names one), worded so it does not read as an option
+    the user gave: "--framework torchtune sets --loss torchtune-chunked; loss: ...". The field stays the same."""
+    from vramwise.workload.frameworks import preset
+
+    kw = _kwargs(values, TRAIN_FIELDS)
+    words = str(err)
+    if not isinstance(err, InvalidWorkloadError) or str(kw.get("framework") or "none") == "none" \
+            or words.startswith("--framework"):  # already the framework's own refusal
+        return err
+    given = {k for k, v in kw.items() if v is not None}
+    flat = preset(kw).flat
+    flags = {v: k for k, v in TRAIN_FIELDS.items()}
+    # the refused field, or another option named in the words by its field name (one with "_": not a prose word)
+    named = [k for k in flat if k not in given and flat[k] is not None
+             and (k == err.field or ("_" in k and re.search(rf"(?<!\w){k}(?!\w)", words)))]
+    if not named:
+        return err
+    sets = ", ".join(f"--{flags.get(k, k).replace('_', '-')}{_word(flat[k])}" for k in named)
+    return InvalidWorkloadError(f"--framework {kw['framework']} sets {sets}; {words}", field=err.field,
+                                allowed=err.allowed)
+
+
+def _word(value: object) -> str:
+    """The value after its flag: nothing for a switch that is on."""
+    if value is True:
+        return ""
+    return " " + (",".join(map(str, value)) if isinstance(value, tuple) else str(value).replace("False", "false"))
 
 
 def _check_preset_adapter_dtype(setup: TrainSetup) -> None:

@@ -171,9 +171,11 @@ def _model(value: Any, model_path: str | None) -> str | None:
     if model_path is not None:
         raise UsageError("give the model once: a name in `model`, or a config.json's text in `config`",
                          field="model", allowed=MODEL_ALLOWED)
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise UsageError(f"MODEL is text, not {shown(value)}", field="model", allowed=MODEL_ALLOWED)
-    text = str(value)
+    if not isinstance(value, str):
+        # a JSON number too: 14 would be a model of 14 parameters (the CLI's bare size), surely not what was meant
+        raise UsageError(f"model is a string: a catalog name, a hub id or a size like '14b'; not {shown(value)}",
+                         field="model", allowed=MODEL_ALLOWED)
+    text = value
     check_remote_model(text)
     return text
 

@@ -54,7 +54,12 @@ NAMES: dict[tuple[str, str], str] = {
 # a quantization named at the end of a tag (llama.cpp's ggml type names, as the tags spell them) -> vramwise's format
 _QUANTS = {"q4_0": "q4_0", "q8_0": "q8_0", "q4_k_m": "q4_k_m", "q5_k_m": "q5_k_m", "q6_k": "q6_k", "fp16": "fp16",
            "bf16": "bf16"}
-_REFERENCE = re.compile(r"(?:library/)?(?P<name>[a-z0-9][a-z0-9._-]*)(?::(?P<tag>[A-Za-z0-9._-]+))?")
+# case-insensitive: ollama's names are ("Mistral" and "mistral" are the same model: types/model/name.go, the Name
+# doc and Name.EqualFold / MapHash, which compare the parts down-cased)
+_REFERENCE = re.compile(r"(?:library/)?(?P<name>[a-z0-9][a-z0-9._-]*)(?::(?P<tag>[A-Za-z0-9._-]+))?", re.I)
+# a GGUF on the Hugging Face hub as Ollama pulls it: hf.co/{user}/{repo}[:{quantization}] (ollama docs/import.md
+# and huggingface.co/docs/hub/ollama); the tag is the GGUF's quantization, "latest" (or none) the repo's default
+_HUB = re.compile(r"(?:hf\.co|huggingface\.co)/(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?::(?P<tag>[\w.-]+))?", re.I)
 # a quantization at the end of a tag, mapped or not: llama.cpp's type names as the library's tags spell them
 # (q2_K, q3_K_M, q4_K_S, q5_0, iq4_xs, fp16, ...)
 _QUANT_SUFFIX = re.compile(r"(?:^|-)(?P<quant>i?q\d[a-z0-9_]*|fp16|bf16|fp32)$", re.I)
@@ -69,12 +74,23 @@ def is_library_reference(text: str) -> bool:
     )
 
 
+def hub_gguf(text: str) -> tuple[str, str] | None:
+    """``hf.co/user/repo:Q4_K_M`` as vramwise's hub GGUF reference ``user/repo:Q4_K_M`` (spec/load.py reads its
+    header: llama.cpp's -hf form, the same default tag when none), and a note; None when not such a reference."""
+    m = _HUB.fullmatch(text)
+    if m is None:
+        return None
+    tag = m.group("tag")
+    ref = m.group("repo") + (f":{tag}" if tag and tag.lower() != "latest" else "")
+    return ref, f"FROM {text} is the hub GGUF {ref} (Ollama pulls hf.co/USER/REPO:QUANT from the Hugging Face hub)"
+
+
 def resolve(text: str) -> tuple[str | None, str | None, str]:
     """(catalog model or None, format the tag names or None, a note saying what was mapped or why not)."""
     m = _REFERENCE.fullmatch(text)
     if m is None:
         return None, None, f"FROM {text}: not an Ollama library reference"
-    name, tag = m.group("name"), m.group("tag") or "latest"
+    name, tag = m.group("name").lower(), m.group("tag") or "latest"
     size, _, rest = tag.partition("-")
     model = NAMES.get((name, size.lower()))
     if model is None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from vramwise.configs.imported import Imported
-from vramwise.configs.ollama_names import is_library_reference, resolve
+from vramwise.configs.ollama_names import hub_gguf, is_library_reference, resolve
 from vramwise.configs.values import Keys, prefixed, refuse
 
 # flag -> (option name, type); type "switch" is a flag without a value
@@ -365,6 +365,8 @@ _OLLAMA_INSTRUCTIONS = (
 def _library(model: str, opts: dict[str, Any]) -> tuple[str | None, tuple[str, ...]]:
     """FROM's model: an Ollama library name as the catalog's model of that architecture (None: not mapped, the note
     says why), a format its tag names set in ``opts``; a GGUF file or a path as given."""
+    if (hub := hub_gguf(model)) is not None:
+        return hub[0], (hub[1],)
     if not is_library_reference(model):
         return model, ()
     mapped, quant, note = resolve(model)
@@ -393,6 +395,9 @@ def from_modelfile(text: str) -> Imported:
             raise refuse("ollama", word, "not a Modelfile instruction", ", ".join(_OLLAMA_INSTRUCTIONS))
         in_block = rest.count('"""') % 2 == 1
         if instruction == "FROM":
+            if model is not None:  # ollama's CreateRequest keeps the last name but merges local files: not guessed
+                raise refuse("ollama", "FROM", "a second FROM: give one model (Ollama keeps the last name but "
+                             "merges the files of local paths, parser/parser.go CreateRequest)")
             model = rest.strip()
             used.append("FROM")
         elif instruction == "PARAMETER":

@@ -186,6 +186,7 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
         tokens = min(tokens, flags.max_total_tokens)
     tokens = tokens // flags.page_size * flags.page_size
     context_len = flags.context_length or spec.max_position_embeddings or setup.tokens
+    _check_request(setup.tokens, context_len, given=flags.context_length is not None)
     reqs = max_num_reqs(tokens, context_len, flags.max_running_requests)
     pool_bytes, split = tokens * cell, hybrid_swa_tokens(spec, tokens)
     formula = (
@@ -209,7 +210,7 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
         window = min(setup.tokens, spec.attention.sliding_window or setup.tokens)
         tokens, fit = full, min(full // per_seq, swa // (-(-window // flags.page_size) * flags.page_size))
     running = min(reqs, tokens // 2)
-    sequences = min(running, fit) if setup.tokens <= context_len else 0
+    sequences = min(running, fit)
 
     pool = Term(name="kv_cache", bytes=pool_bytes, formula=formula, source=_PROFILE)
     req_map = Term(
@@ -297,14 +298,26 @@ def _graph_term(graph_bs: int, disabled: bool) -> Term | None:
     )
 
 
+def _check_request(tokens: int, context_len: int, *, given: bool) -> None:
+    """SGLang refuses a request longer than its context_len (managers/tokenizer_manager.py
+    ``TokenizerManager._validate_one_request``: "The input (N tokens) is longer than the model's context length" and
+    "Requested token count exceeds the model's maximum context length" for input + max_new_tokens; sgl-project/sglang
+    at 001067f, the same check as in 0.4/0.5), unless --allow-auto-truncate cuts the input, which is not modelled."""
+    if tokens > context_len:
+        what = "--context-length" if given else "the model's context (max_position_embeddings)"
+        raise InvalidWorkloadError(
+            f"context + new tokens ({tokens:,}) is more than SGLang's context_len ({context_len:,}, {what}): SGLang "
+            "rejects such a request; give a shorter --context or a larger --context-length",
+            field="context_length",
+        )
+
+
 def _notes(
     spec: ModelSpec, fraction: float, tokens: int, rest: int, setup: InferSetup, context_len: int, kv: str, tp: int
 ) -> list[str]:
     notes = [f"SGLang: weights and the KV pool take mem_fraction_static {fraction:g} of the free memory"]
     if tokens <= 0:
         notes.append(f"SGLang stops at startup: '{_NOT_ENOUGH}' (the static share less the weights is {rest:,} B)")
-    if setup.tokens > context_len:
-        notes.append(f"a sequence of {setup.tokens:,} tokens is longer than context_len {context_len:,}")
     if spec.attention.sliding_window and sliding_layers(spec) and not spec.traits.sglang_hybrid_swa:
         notes.append("sliding-window layers get full-length pool slots: SGLang splits the pool only for the "
                      "architectures in its is_hybrid_swa_model list")
