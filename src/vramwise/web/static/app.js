@@ -272,6 +272,21 @@ function readArgs() {
   return args;
 }
 
+// options set by the address or an advice that have no field in this form: shown, and removable
+function showExtras() {
+  const box = $("extras");
+  box.replaceChildren();
+  for (const [k, v] of Object.entries(state.extra)) {
+    box.append(el("span", { class: "chip", "data-error-field": k }, `--${k}${v === true ? "" : " " + v}`,
+      el("button", { type: "button", class: "link", title: "remove", onclick: () => {
+        delete state.extra[k];
+        showExtras();
+        changed();
+      } }, "×")));
+  }
+  box.hidden = !box.childElementCount;
+}
+
 function flagOf(cmd, dest) {
   const o = state.byDest[cmd] && state.byDest[cmd][dest];
   return o ? o.flag : dest.replace(/_/g, "-");
@@ -331,8 +346,10 @@ function showError(err) {
     $("general-error").dataset.message = err.error;
     $("general-error").hidden = false;
   }
-  $("status").textContent = "The server refused this setup: " + err.error;
+  $("status").textContent = target ? `The server refused this setup (see --${field} on the left): ${err.error}` :
+    "The server refused this setup; the numbers below, if any, are the last good estimate's.";
   $("status").className = "status bad";
+  $("result").classList.add("stale");
 }
 
 /* ---------- the live loop: one request in flight, an answer for an older form dropped ---------- */
@@ -402,6 +419,7 @@ function render(cmd, args, answer) {
   else renderEstimate(worstStage(answer.doc));
   $("status").textContent = "";
   $("status").className = "status";
+  $("result").classList.remove("stale");
 }
 
 function setVerdict(word, good, peakBytes, peakPhase, headroom, sub) {
@@ -450,13 +468,32 @@ function renderEstimate(doc) {
   renderNotes([...(doc.missing || []).map((s) => "not computed: " + s), ...(doc.notes || [])]);
 }
 
-function colourOf(name, extraColours) {
-  const head = name.split("/")[0];
+function baseColour(head, extraColours) {
   if (PALETTE[head]) return PALETTE[head];
   if (!extraColours[head]) {
     extraColours[head] = FALLBACK_COLOURS[Object.keys(extraColours).length % FALLBACK_COLOURS.length];
   }
   return extraColours[head];
+}
+
+// lighter and darker: the terms of one kind side by side stay apart in the bar
+const SHADES = [0, 0.28, -0.22, 0.5, -0.38, 0.14, 0.62, -0.1];
+function shade(hex, f) {
+  const rgb = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  const out = rgb.map((c) => Math.round(f >= 0 ? c + (255 - c) * f : c * (1 + f)));
+  return "#" + out.map((c) => c.toString(16).padStart(2, "0")).join("");
+}
+
+// every term's colour: its kind's (the name's first part), shaded by its place among that kind's terms
+function termColours(terms) {
+  const extra = {}, seen = {}, colours = new Map();
+  for (const t of terms) {
+    const head = t.name.split("/")[0];
+    const k = seen[head] || 0;
+    seen[head] = k + 1;
+    colours.set(t.name, shade(baseColour(head, extra), SHADES[k % SHADES.length]));
+  }
+  return colours;
 }
 
 function niceStep(maxGiB) {
@@ -473,15 +510,15 @@ function renderChart(doc) {
   const budget = gpu && gpu.budget_bytes && gpu.budget_bytes !== gpu.memory_bytes ? gpu.budget_bytes : null;
   const total = doc.peak.bytes;
   const top = Math.max(total, capacity || 0) * 1.04 || GIB;
-  const W = 760, H = 128, x0 = 8, x1 = W - 12, barY = 34, barH = 40;
+  const W = 760, H = 140, x0 = 8, x1 = W - 12, barY = 34, barH = 40;
   const sx = (b) => x0 + (b / top) * (x1 - x0);
   const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img", class: "bar",
     "aria-label": `memory by term: peak ${gib(total)}` + (capacity ? ` against ${gib(capacity)}` : "") });
-  const extra = {};
+  const colours = termColours(doc.terms || []);
   const groups = new Map();
   let acc = 0;
   for (const t of terms) {
-    const colour = colourOf(t.name, extra);
+    const colour = colours.get(t.name);
     const w = Math.max(sx(acc + t.bytes) - sx(acc), 0);
     const rect = svg("rect", { x: sx(acc).toFixed(2), y: barY, width: w.toFixed(2), height: barH, fill: colour,
       class: "seg", "data-term": t.name }, svg("title", {}, `${t.name}: ${gib(t.bytes)} (${int(t.bytes)} B)`));
@@ -491,7 +528,7 @@ function renderChart(doc) {
         "text-anchor": "middle" }, shorten(t.name, Math.floor(w / 6.5))));
     }
     const head = t.name.split("/")[0];
-    const g = groups.get(head) || { colour, bytes: 0 };
+    const g = groups.get(head) || { colour, bytes: 0 }; // a kind's first term has its unshaded colour
     g.bytes += t.bytes;
     groups.set(head, g);
     acc += t.bytes;
@@ -508,6 +545,20 @@ function renderChart(doc) {
   chart.append(svg("text", { x: Math.min(sx(total), x1 - 2), y: barY - 8, class: "peak-label",
     "text-anchor": sx(total) > W / 2 ? "end" : "start" }, `peak ${gib(total)}`));
   if (capacity) {
+    // the room left (or the overshoot) between the peak and the budget, as a band behind the line
+    const limit = budget || capacity;
+    const [a, b] = total <= limit ? [total, limit] : [limit, total];
+    const band = svg("rect", { x: sx(a).toFixed(2), y: barY, width: Math.max(sx(b) - sx(a), 0).toFixed(2),
+      height: barH, class: total <= limit ? "room" : "over" },
+    svg("title", {}, total <= limit ? `headroom ${gib(limit - total)}` : `over the budget by ${gib(total - limit)}`));
+    chart.insertBefore(band, chart.firstChild);
+    if (total <= limit && sx(b) - sx(a) > 110) {
+      chart.append(svg("text", { x: ((sx(a) + sx(b)) / 2).toFixed(2), y: barY + barH / 2 + 4, "text-anchor": "middle",
+        class: "room-label" }, `headroom ${gib(limit - total)}`));
+    } else if (total > limit) { // under the axis: the bar's own labels stay readable
+      chart.append(svg("text", { x: ((sx(a) + sx(b)) / 2).toFixed(2), y: barY + barH + 34, "text-anchor": "middle",
+        class: "over-label" }, `over by ${gib(total - limit)}`));
+    }
     const x = sx(capacity);
     chart.append(svg("line", { x1: x, x2: x, y1: 16, y2: barY + barH + 8, class: "capacity" }));
     const fitsLeft = x > W * 0.75;
@@ -555,10 +606,10 @@ function renderPhases(doc) {
 function renderTerms(doc) {
   const body = $("terms");
   body.replaceChildren();
-  const extra = {};
+  const colours = termColours(doc.terms || []);
   for (const t of doc.terms || []) {
     body.append(el("tr", { "data-term": t.name },
-      el("td", { class: "name" }, el("span", { class: "swatch", style: `background:${colourOf(t.name, extra)}` }),
+      el("td", { class: "name" }, el("span", { class: "swatch", style: `background:${colours.get(t.name)}` }),
         t.name),
       el("td", { class: "num", "data-testid": "term-bytes", "data-term": t.name, "data-bytes": String(t.bytes) },
         gib(t.bytes)),
@@ -654,6 +705,7 @@ function applyAdvice(a) {
       state.extra[flagOf(cmd, dest)] = value === true ? true : String(value);
     }
   }
+  showExtras();
   if (a.gpu) setGpu(a.gpu);
   changed();
 }
@@ -909,7 +961,9 @@ function fillGpus() {
   }
   for (const [seg, gs] of bySegment) {
     const og = el("optgroup", { label: seg });
-    for (const g of gs) og.append(el("option", { value: g.name }, `${g.label} · ${gib(g.memory_bytes)}`));
+    for (const g of gs) {
+      og.append(el("option", { value: g.name, title: g.label }, `${g.label.replace(/^NVIDIA /, "")} · ${gib(g.memory_bytes)}`));
+    }
     sel.append(og);
   }
   sel.append(el("option", { value: "__size" }, "a size (24GiB, 80GB)…"));
@@ -955,6 +1009,7 @@ async function start() {
     "layouts"]);
   for (const input of $("groups").querySelectorAll("[data-flag]")) known.add(input.dataset.flag);
   for (const [k, v] of Object.entries(values)) if (!known.has(k)) state.extra[k] = v === "true" ? true : v;
+  showExtras();
   searchModels();
   state.gen += 1;
   run();
