@@ -22,7 +22,7 @@ ROOT = SRC.parents[1]
 # turning one into the other. Every part of src/vramwise must be listed.
 _ALL = (
     "_lazy", "errors", "units", "files", "catalog", "workload", "spec", "formats", "estimate", "estimate.train",
-    "engines", "fit", "verify", "report", "app", "cli", "configs",
+    "engines", "fit", "verify", "report", "app", "cli", "configs", "web",
 )
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "_lazy": tuple(p for p in _ALL if p != "_lazy"),  # the PEP 562 loader of the facades: imports nothing of ours
@@ -46,10 +46,16 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # catalog (and files), below app; never the model description or the estimators
     "configs": ("spec", "formats", "estimate", "estimate.train", "engines", "fit", "verify", "report", "app", "cli"),
     "cli": (),  # the top floor: listed so that a rename or an empty cli/ still fails the existence check
+    # issue 16: the page and its API, floor 11 beside cli/: the application layer and the renderers only, and of the
+    # command line its one option table (ONLY_THROUGH), so that every answer is the CLI's --json document
+    "web": tuple(p for p in _ALL if p not in ("web", "app", "report", "errors", "units", "_lazy", "cli")),
 }
 # Narrower than the floors: a part that may import another may reach only these of its modules. report renders
 # verify's result types (verify/compare.py, torch-free), never the orchestration that drives torch (twin, trace, live).
 ONLY_THROUGH: dict[tuple[str, str], tuple[str, ...]] = {("report", "verify"): ("verify.compare",)}
+ONLY_THROUGH[("web", "cli")] = ("cli.options",)  # the option table and parse_options, never a command's module
+# the servers (floor 11) are started by their own command only, which imports them lazily
+SERVER_COMMANDS = {"web": "cli/web.py"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -106,6 +112,15 @@ def test_parts_reach_others_only_through_their_named_modules(part: str, other: s
     for path in files:
         bad = {m for m in _imports(path) if _hits(m, (other,)) and not _hits(m, allowed)}
         assert not bad, f"{path.relative_to(SRC)} ({part}) imports {sorted(bad)}: only {', '.join(allowed)}"
+
+
+@pytest.mark.parametrize("server", sorted(SERVER_COMMANDS))
+def test_the_command_line_reaches_a_server_only_through_its_command(server: str) -> None:
+    for path in _part_files("cli"):
+        if path.relative_to(SRC).as_posix() == SERVER_COMMANDS[server]:
+            continue
+        bad = {m for m in _imports(path) if _hits(m, (server,))}
+        assert not bad, f"{path.relative_to(SRC)} imports {sorted(bad)}: only {SERVER_COMMANDS[server]} starts it"
 
 
 def test_every_part_of_the_package_has_a_layering_rule() -> None:

@@ -12,7 +12,9 @@ Anything else that escapes is a bug and keeps its traceback.
     ├── UnknownGpuError                a GPU not in the catalog
     ├── NeedsArchitectureError         a term needs the architecture, only a parameter count was given
     ├── DoesNotFitError                fit: even the smallest setting exceeds the budget
-    └── VerifyUnsupportedError         verify: the twin cannot reproduce this setup here
+    ├── VerifyUnsupportedError         verify: the twin cannot reproduce this setup here
+    └── UsageError                     options sent as data (the web API, MCP) that the command line's parser
+                                       refuses, or that a server does not take (a file path, --from)
 
 Every error may name the input ``field`` it is about and what is ``allowed`` there (a form can then mark the
 field); the message alone stays the one line the CLI prints.
@@ -101,3 +103,9 @@ class DoesNotFitError(VramwiseError):
 
 class VerifyUnsupportedError(VramwiseError):
     """The twin cannot reproduce this setup on this machine."""
+
+
+class UsageError(VramwiseError):
+    """Options sent as data (``cli.options.parse_options``: the web API, the MCP server) that the command line's
+    parser refuses (an unknown name, a type, a choice: argparse's own words), or that a server does not take from a
+    request (a file path as MODEL, ``--from``, ``--emit``). The CLI itself never raises it: argparse exits there."""

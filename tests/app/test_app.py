@@ -258,6 +258,7 @@ FROZEN["plot"] = " ".join(sorted(set(_SETUPS.split()) - set(_ENGINE_ONLY.split()
 FROZEN["plot"] += " --reduce-bucket --prefetch-bucket"
 FROZEN["verify"] = _SETUPS + " --gpu --json --layers --log --model --units --from --reduce-bucket --prefetch-bucket"
 FROZEN |= {"models": "--json", "gpus": "--json --units", "formats": "--json"}
+FROZEN["web"] = "--host --port --open --rate-limit"  # issue 16: `vramwise web`
 
 
 def test_cli_options_frozen() -> None:

@@ -29,6 +29,7 @@ _MODULES = {
     "models": "listings",
     "gpus": "listings",
     "formats": "listings",
+    "web": "web",
 }
 
 

@@ -37,9 +37,9 @@ from vramwise.workload import (
     PRECISIONS,
     RECOMPUTE,
 )
-from vramwise.workload.engines import VLLM_VERSION
+from vramwise.workload.engines import MXFP4_BACKENDS, VLLM_VERSION, VLLM_VERSIONS
 from vramwise.workload.llamacpp_flags import CACHE_TYPES, FLASH_ATTN, SPLIT_MODES
-from vramwise.workload.options import ADAPTER_DTYPES, FRAMEWORKS, INTERCONNECTS, KERNEL_IMPLS
+from vramwise.workload.options import ADAPTER_DTYPES, FRAMEWORKS, INTERCONNECTS, KERNEL_IMPLS, MODES, SEEDS
 
 
 def tokens(text: str) -> int:
@@ -80,6 +80,7 @@ class Group(Enum):
 
 INFER, TRAIN, FIT, PLOT, VERIFY = "infer", "train", "fit", "plot", "verify"
 MODELS, GPUS, FORMATS = "models", "gpus", "formats"
+WEB = "web"
 COMMANDS = {  # in the order `vramwise --help` lists them
     INFER: "memory to serve or generate with a model",
     TRAIN: "memory to train or fine-tune a model, per GPU",
@@ -89,6 +90,7 @@ COMMANDS = {  # in the order `vramwise --help` lists them
     MODELS: "list the built-in model catalog",
     GPUS: "list the built-in GPU catalog",
     FORMATS: "list weight storage formats",
+    WEB: "serve the page and the JSON API on this machine (needs the web extra)",
 }
 WRAPPERS = (FIT, PLOT, VERIFY)  # each takes every setup option of infer (with --infer) and of train
 INF = (INFER, *WRAPPERS)
@@ -450,7 +452,37 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="units", flags=("--units",), type=str, choices=UNITS, group=Group.OUTPUT, default=DEFAULT_UNIT,
            commands=(INFER, TRAIN, VERIFY, FIT, GPUS),
            help=f"GiB = 2^30 bytes (default {DEFAULT_UNIT}) or GB = 10^9"),
+    # issue 16: `vramwise web` (cli/web.py applies the defaults)
+    Option(name="host", flags=("--host",), type=str, group=Group.QUESTION, commands=(WEB,),
+           help="the address to listen on (default 127.0.0.1: this machine only)"),
+    Option(name="port", flags=("--port",), type=int, group=Group.QUESTION, commands=(WEB,),
+           help="the TCP port (default 8000; 0: any free port, printed)"),
+    Option(name="open", flags=("--open",), group=Group.QUESTION, commands=(WEB,),
+           help="open the page in the default browser"),
+    Option(name="rate_limit", flags=("--rate-limit",), type=float, group=Group.QUESTION, commands=(WEB,),
+           metavar="PER_SECOND", help="API requests a second from one address, with bursts of three seconds' worth "
+                                      "(default 20; 0: no cap)"),
 )  # fmt: skip
+
+
+def _values(choices: Any) -> tuple[str, ...]:
+    return tuple(str(c) for c in choices)
+
+
+# The values a setup option takes, for a form's choice lists (the web API lists them): the setup checks them, not
+# argparse (so the command line's messages stay the setup's), and its help text lists them from the same constants.
+SUGGESTED: dict[str, tuple[str, ...]] = {
+    "kv_dtype": _values(KV_DTYPES), "attention": _values(ATTENTION_IMPLS), "engine": _values(ENGINES),
+    "precision": _values(PRECISIONS), "grad_dtype": _values(GRAD_DTYPES), "optimizer": _values(OPTIMIZERS),
+    "optimizer_impl": _values(OPTIMIZER_IMPLS), "peft": _values(PEFT_METHODS), "recompute": _values(RECOMPUTE),
+    "loss": _values(LOSS_IMPLS), "adapter_dtype": _values(ADAPTER_DTYPES), "mlp_impl": _values(KERNEL_IMPLS),
+    "norm_impl": _values(KERNEL_IMPLS), "fsdp": _values(FSDP_MODES), "offload": _values(OFFLOAD),
+    "framework": _values(FRAMEWORKS), "interconnect": _values(INTERCONNECTS), "loading": _values(LOADINGS),
+    "cache_type_k": _values(CACHE_TYPES), "cache_type_v": _values(CACHE_TYPES), "flash_attn": _values(FLASH_ATTN),
+    "split_mode": _values(SPLIT_MODES), "mode": _values(MODES), "seed": _values(SEEDS),
+    "sglang_version": ("0.5", "0.4"), "vllm_version": VLLM_VERSIONS, "mxfp4_backend": MXFP4_BACKENDS,
+    "device_map": ("auto", "balanced", "balanced_low_0", "sequential"),
+}
 
 
 def options_of(command: str) -> tuple[Option, ...]:
@@ -497,8 +529,13 @@ _HELP_DEFAULTS: dict[str, Any] = {
 }
 
 
+def help_text(option: Option, command: str) -> str:
+    """The option's help in ``command``, its defaults filled in (what ``--help`` shows; the web API lists it)."""
+    return option.help_in.get(command, option.help).format(**_HELP_DEFAULTS)
+
+
 def _add(parser: argparse.ArgumentParser | Any, option: Option, command: str) -> None:
-    kw: dict[str, Any] = {"help": option.help_in.get(command, option.help).format(**_HELP_DEFAULTS)}
+    kw: dict[str, Any] = {"help": help_text(option, command)}
     flags = option.flags_in(command)
     if not flags[0].startswith("-"):
         if command in option.optional_in:
@@ -519,12 +556,14 @@ def _add(parser: argparse.ArgumentParser | Any, option: Option, command: str) ->
     parser.add_argument(*flags, **kw)
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, *, parser_class: type[argparse.ArgumentParser] = _Parser
+                 ) -> argparse.ArgumentParser:
     """The parser of every command, or with ``command`` that one's options only (the others keep their line in
-    ``vramwise --help``): a command line builds what it runs."""
-    parser = _Parser(prog="vramwise", description="GPU memory for transformers, per GPU, per term, with formulas.",
-                     epilog=EXIT_STATUS)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    ``vramwise --help``): a command line builds what it runs. ``parser_class``: ``parse_options`` raises where the
+    command line exits."""
+    description = "GPU memory for transformers, per GPU, per term, with formulas."
+    parser = parser_class(prog="vramwise", description=description, epilog=EXIT_STATUS)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=parser_class)
     for name, summary in COMMANDS.items():
         p = sub.add_parser(name, help=summary, epilog=EXIT_STATUS if name in (INFER, TRAIN, FIT) else None)
         if command not in (None, name):
@@ -537,3 +576,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                 groups[option.exclusive] = target
             _add(target, option, name)
     return parser
+
+
+def parse_options(command: str, args: Mapping[str, Any], *, model_path: str | None = None) -> dict[str, Any]:
+    """Options sent as data (the web API, the MCP server) parsed by this table's parser, as the command line parses
+    them: ``args`` maps a long flag without its dashes (``gpu-util``, ``peft``) or ``model`` to a JSON value; the
+    values by name come back, ready for ``app.documents``. Every refusal is one ``UsageError`` in argparse's words
+    with ``field`` the option's name; a file path as MODEL, ``from``, ``emit``, ``json`` and ``help`` are refused.
+    ``model_path``: a config.json the server itself wrote (a dropped file's text), the one path taken."""
+    from vramwise.cli.json_args import parse  # the conversion is only loaded by the servers
+
+    return parse(command, args, model_path=model_path)

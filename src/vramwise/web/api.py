@@ -1,0 +1,181 @@
+"""The JSON API: ``POST /api/v1/{infer,train,fit}`` answer with exactly the command line's ``--json`` document.
+
+A request is ``{"args": {<long flag>: value, ...}, "config": "<a config.json's text>"}``; the options go through
+``parse_options`` (the command line's own parser) and the documents through ``app.documents`` (what
+``vramwise ... --json`` prints), so that the page, the API and the CLI cannot disagree. The estimate is pure CPU
+work of a few milliseconds: it runs in the thread pool, so one slow hub lookup never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from vramwise.cli.options import parse_options, setup_values
+from vramwise.errors import VramwiseError, shown
+from vramwise.web.describe import openapi, options_listing
+from vramwise.web.limits import Limits
+
+UPLOADED = "uploaded"  # a dropped config.json is read from <private dir>/uploaded/config.json: MODEL's name
+UPLOADED_SOURCE = "config.json (uploaded)"  # what the document says instead of the private path
+MAX_QUERY = 200  # characters of ?q= kept
+
+
+class BadRequest(Exception):
+    """A request the API refuses before any estimate: its status and the one-line body."""
+
+    def __init__(self, status: int, message: str, field: str | None = None, allowed: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.field, self.allowed = status, field, allowed
+
+
+def error_response(status: int, message: str, field: str | None = None, allowed: str | None = None,
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The API's one error body: ``{"error", "field", "allowed"}``."""
+    return JSONResponse({"error": message, "field": field, "allowed": allowed}, status_code=status, headers=headers)
+
+
+def document_response(doc: dict[str, Any], fits: bool) -> Response:
+    from vramwise.report.json_out import render_json  # the CLI's own rendering, byte for byte
+
+    return Response(render_json(doc) + "\n", media_type="application/json",
+                    headers={"X-Vramwise-Fits": "true" if fits else "false"})
+
+
+async def read_body(request: Request, limits: Limits) -> dict[str, Any]:
+    """The request's JSON object, read up to the cap (413 past it, before the rest is read)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limits.max_body:
+        raise BadRequest(413, f"the request body is {int(declared):,} bytes; at most {limits.max_body:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.max_body:
+            raise BadRequest(413, f"the request body is over {limits.max_body:,} bytes")
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks))
+    except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, an integer Python refuses, too deep
+        raise BadRequest(400, f"the body is not JSON: {shown(str(err))}", "body",
+                         'a JSON object {"args": {...}, "config": ...}') from None
+    if not isinstance(body, dict):
+        raise BadRequest(400, f"the body is a JSON {type(body).__name__}, not an object", "body",
+                         'a JSON object {"args": {...}, "config": ...}')
+    extra = sorted(set(body) - {"args", "config"})
+    if extra:
+        raise BadRequest(400, f"unknown key {shown(extra[0])} in the body: args and config only", extra[0],
+                         "args, config")
+    args = body.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise BadRequest(400, "args must be an object of options by their long flag (gpu-util, peft, batch)",
+                         "args", "an object")
+    config = body.get("config")
+    if config is not None and not isinstance(config, str):
+        raise BadRequest(400, "config must be a config.json's text", "config", "a string")
+    if config is not None and len(config.encode("utf-8", "surrogatepass")) > limits.max_config:
+        raise BadRequest(413, f"the config is over {limits.max_config:,} bytes", "config",
+                         f"at most {limits.max_config:,} bytes")
+    return {"args": args, "config": config}
+
+
+def answer(command: str, args: Mapping[str, Any], config: str | None) -> tuple[dict[str, Any], bool]:
+    """The document and whether it fits (run in the thread pool). A dropped config is written to a private
+    directory of this request only, read as MODEL, and removed."""
+    if config is None:
+        return _document(command, parse_options(command, args))
+    folder = tempfile.mkdtemp(prefix="vramwise-web-")  # mode 0700: this process's user only
+    try:
+        path = os.path.join(folder, UPLOADED, "config.json")
+        os.mkdir(os.path.dirname(path), 0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogatepass") as out:
+            out.write(config)
+        doc, fits = _document(command, parse_options(command, args, model_path=path))
+        return _hide(doc, path), fits
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _document(command: str, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    from vramwise.app import documents
+
+    options = setup_values(values)
+    if command == "infer":
+        done = documents.infer_document(documents.infer_request(values, options))
+    elif command == "train":
+        done = documents.train_document(documents.train_request(values, options))
+    else:
+        done = documents.fit_document(documents.fit_request(values, options))
+    return done.doc, done.fits
+
+
+def _hide(value: Any, path: str) -> Any:
+    """The document with the private path replaced by what the user sent (the server's disk is not shown)."""
+    if isinstance(value, str):
+        return value.replace(path, UPLOADED_SOURCE).replace(os.path.dirname(path), UPLOADED)
+    if isinstance(value, list):
+        return [_hide(v, path) for v in value]
+    if isinstance(value, dict):
+        return {k: _hide(v, path) for k, v in value.items()}
+    return value
+
+
+def estimate_endpoint(command: str, limits: Limits) -> Any:
+    async def endpoint(request: Request) -> Response:
+        try:
+            body = await read_body(request, limits)
+            doc, fits = await run_in_threadpool(answer, command, body["args"], body["config"])
+        except BadRequest as err:
+            return error_response(err.status, str(err), err.field, err.allowed)
+        except VramwiseError as err:
+            return error_response(400, _one_line(str(err)), err.field, err.allowed)
+        return document_response(doc, fits)
+
+    return endpoint
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split()) or "bad input"
+
+
+async def options_endpoint(request: Request) -> Response:
+    return JSONResponse(options_listing())
+
+
+async def openapi_endpoint(request: Request) -> Response:
+    return JSONResponse(openapi())
+
+
+@cache
+def _models() -> tuple[dict[str, Any], ...]:
+    from dataclasses import asdict
+
+    from vramwise.app.listings import list_models
+
+    return tuple(asdict(r) for r in list_models())
+
+
+async def models_endpoint(request: Request) -> Response:
+    """``vramwise models --json``, filtered by ``?q=`` (in the name or the hub id, case-insensitive)."""
+    query = request.query_params.get("q", "")[:MAX_QUERY].strip().lower()
+    rows = await run_in_threadpool(_models)
+    kept = [r for r in rows if not query or query in r["name"].lower() or query in (r.get("hf_id") or "").lower()]
+    return JSONResponse({"models": kept})
+
+
+async def gpus_endpoint(request: Request) -> Response:
+    from vramwise.app.listings import list_gpus
+    from vramwise.report.listings import gpus_json
+
+    return Response(gpus_json(list_gpus()) + "\n", media_type="application/json")

@@ -1,0 +1,233 @@
+"""The JSON API (src/vramwise/web/): every answer is the command line's --json document for the same options.
+
+Oracle: the CLI itself (tests/cli_run.py runs `vramwise ... --json` in-process): the API's body equals its stdout,
+its 4xx body the words the CLI prints after "vramwise: error:". The limits are checked against their own bounds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("starlette", reason="the web extra (starlette) is not installed: pip install 'vramwise[web]'")
+pytest.importorskip("httpx", reason="Starlette's TestClient needs httpx (the test extra)")
+
+from cli_run import run
+from hub_server import HubServer, Repo
+from starlette.testclient import TestClient
+from tiny_configs import FAMILIES
+
+from vramwise.catalog import models
+from vramwise.cli.options import options_of
+from vramwise.web.limits import Limits
+from vramwise.web.server import create_app
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    return TestClient(create_app(Limits(rate=0)))
+
+
+def _argv(command: str, args: dict[str, Any]) -> list[str]:
+    """The command line of the same request (what the page shows as the equivalent command)."""
+    argv = [command]
+    if "model" in args:
+        argv.append(str(args["model"]))
+    for key, value in args.items():
+        if key == "model" or value is None or value is False:
+            continue
+        argv += [f"--{key}"] if value is True else [f"--{key}", str(value)]
+    return [*argv, "--json"]
+
+
+CASES = [
+    ("infer", {"model": "llama-2-7b", "gpu": "a100-80gb", "batch": 4, "context": "4k"}),
+    ("infer", {"model": "llama-3-8b", "gpu": "l4", "serve": True, "gpu-util": 0.85, "max-model-len": 8192}),
+    ("infer", {"model": "mistral-7b", "gpu": "rtx-4090", "engine": "llama.cpp", "format": "q4_k_m"}),
+    ("infer", {"model": "llama-2-70b", "gpu": "rtx-4090"}),  # does not fit: the advice is in the document
+    ("train", {"model": "llama-3-8b", "gpu": "a100-80gb", "peft": "lora", "batch": 4, "seq": 2048}),
+    ("train", {"model": "llama-2-7b", "gpu": "8xh100", "zero": 3, "dp": 8, "recompute": "full"}),
+    ("train", {"model": "llama-2-7b", "pp": 2, "per-stage": True}),
+    ("fit", {"model": "llama-2-7b", "gpu": "a100-80gb", "max": "batch", "peft": "qlora"}),
+    ("fit", {"model": "llama-2-7b", "gpu": "rtx-4090", "best-format": True, "infer": True}),
+]
+
+
+@pytest.mark.parametrize(("command", "args"), CASES)
+def test_every_answer_is_the_cli_json_document(client: TestClient, capsys: pytest.CaptureFixture[str],
+                                                command: str, args: dict[str, Any]) -> None:
+    if args["model"] not in models():
+        pytest.skip(f"{args['model']} is not in the catalog")
+    response = client.post(f"/api/v1/{command}", json={"args": args})
+    code, out, err = run(capsys, *_argv(command, args))
+    assert code in (0, 3), err
+    assert response.status_code == 200, response.text
+    assert response.json() == json.loads(out)
+    assert response.text == out  # byte for byte: the CLI's own rendering
+    assert response.headers["x-vramwise-fits"] == ("true" if code == 0 else "false")
+
+
+BAD = [
+    ("infer", {"model": "llama-2-7b", "batch": "x"}, "batch"),
+    ("infer", {"model": "llama-2-7b", "gpu-util": "lots"}, "gpu_util"),
+    ("infer", {"model": "llama-2-7b", "context": "12q"}, "context"),
+    ("fit", {"model": "llama-2-7b", "gpu": "h100"}, "question"),
+    ("fit", {"model": "llama-2-7b", "gpu": "h100", "max": "everything"}, "max"),
+    ("fit", {"model": "llama-2-7b", "gpu": "h100", "max": "batch", "min-gpus": True}, "min_gpus"),
+    ("fit", {"model": "llama-2-7b", "max": "batch"}, "gpu"),
+    ("train", {"model": "llama-2-7b", "peft": "lorax"}, "peft"),
+    ("infer", {"model": "llama-2-7b", "gpu": "h1000"}, "gpu"),
+    ("infer", {"model": "llama-2-7bb"}, "model"),
+    ("infer", {"gpu": "h100"}, "model"),
+    ("train", {"model": "llama-2-7b", "tp": 3}, None),
+]
+
+
+@pytest.mark.parametrize(("command", "args", "field"), BAD)
+def test_bad_input_is_a_400_in_the_cli_words(client: TestClient, capsys: pytest.CaptureFixture[str], command: str,
+                                             args: dict[str, Any], field: str | None) -> None:
+    response = client.post(f"/api/v1/{command}", json={"args": args})
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert set(body) == {"error", "field", "allowed"}
+    if field is not None:
+        assert body["field"] == field
+    code, _, err = run(capsys, *_argv(command, args))
+    assert code == 2
+    # the CLI's line, less argparse's "(see 'vramwise infer --help')" hint that a form has no use for
+    assert err.startswith(f"vramwise: error: {body['error']}"), (err, body)
+    assert "\n" not in body["error"] and "Traceback" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"args": {"model": "llama-2-7b", "from": "ds.json"}}, "source"),
+        ({"args": {"model": "llama-2-7b", "emit": "vllm"}}, "emit"),
+        ({"args": {"model": "llama-2-7b", "json": True}}, "json"),
+        ({"args": {"model": "/etc/passwd"}}, "model"),
+        ({"args": {"model": "./config.json"}}, "model"),
+        ({"args": {"model": "~/models/x"}}, "model"),
+        ({"args": {"model": "x.gguf"}}, "model"),
+        ({"args": {"model": "a--b/c"}}, "model"),  # huggingface_hub's validate_repo_id: no "--"
+        ({"args": {"model": "llama-2-7b", "sp": 1}}, "sp"),
+        ({"args": {"model": "llama-2-7b", "batch": True}}, "batch"),
+        ({"args": {"model": "llama-2-7b", "batch": [1, 2]}}, "batch"),
+        ({"args": {"model": "llama-2-7b", "bogus": 1}}, None),
+        ({"args": [1]}, "args"),
+        ({"args": {}, "other": 1}, "other"),
+        ({"args": {"model": "llama-2-7b"}, "config": "{}"}, "model"),  # the model twice
+        ({"args": {}, "config": 5}, "config"),
+    ],
+)
+def test_what_a_server_does_not_take_is_refused_naming_the_field(client: TestClient, body: Any,
+                                                                 field: str | None) -> None:
+    response = client.post("/api/v1/train", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == field
+
+
+def test_a_body_that_is_not_json_is_a_400(client: TestClient) -> None:
+    for raw in (b"{", b"\xff\xfe", b"[]", b"1" * 5000, b'{"args": {"batch": 1' + b"0" * 5000 + b"}}"):
+        response = client.post("/api/v1/infer", content=raw, headers={"content-type": "application/json"})
+        assert response.status_code == 400, (raw[:20], response.text)
+        assert response.json()["field"] in ("body", None) or response.json()["field"] == "batch"
+
+
+def test_a_dropped_config_is_read_from_a_private_file_and_its_path_not_shown(client: TestClient,
+                                                                             capsys: pytest.CaptureFixture[str],
+                                                                             tmp_path: Path) -> None:
+    config = json.dumps(FAMILIES["llama"])
+    response = client.post("/api/v1/infer", json={"args": {"gpu": "l4", "batch": 2}, "config": config})
+    assert response.status_code == 200, response.text
+    folder = tmp_path / "uploaded"
+    folder.mkdir()
+    (folder / "config.json").write_text(config)
+    _code, out, _ = run(capsys, "infer", str(folder / "config.json"), "--gpu", "l4", "--batch", "2", "--json")
+    cli = json.loads(out)
+    doc = response.json()
+    assert doc["model"]["source"] == "config.json (uploaded)" and doc["model"]["name"] == "uploaded"
+    assert "vramwise-web-" not in response.text  # the private folder is not shown
+    for key in ("terms", "peak", "phases", "setup", "gpu"):
+        assert doc[key] == cli[key]
+    bad = client.post("/api/v1/infer", json={"args": {}, "config": "{not json"})
+    assert bad.status_code == 400 and bad.json()["field"] == "model"
+
+
+def test_a_hub_id_is_read_through_the_hub(client: TestClient, hub_server: HubServer,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    hub_server.repos["org/tiny-llama"] = Repo(files={"config.json": json.dumps(FAMILIES["llama"]).encode()})
+    response = client.post("/api/v1/infer", json={"args": {"model": "org/tiny-llama", "gpu": "l4"}})
+    assert response.status_code == 200, response.text
+    _code, out, _ = run(capsys, "infer", "org/tiny-llama", "--gpu", "l4", "--json")
+    assert response.json() == json.loads(out)
+    missing = client.post("/api/v1/infer", json={"args": {"model": "org/nothing-here"}})
+    assert missing.status_code == 400 and missing.json()["field"] == "model"
+
+
+def test_the_limits(tmp_path: Path) -> None:
+    small = TestClient(create_app(Limits(max_body=1024, max_config=512, rate=1, burst=2)))
+    assert small.post("/api/v1/infer", content=b"x" * 2048).status_code == 413
+    big_config = {"args": {}, "config": " " * 600}
+    assert small.post("/api/v1/infer", json=big_config).status_code == 413
+    statuses = [small.post("/api/v1/infer", json={"args": {"model": "llama-2-7b"}}).status_code for _ in range(4)]
+    assert statuses[-1] == 429  # two of burst, and not a whole token refilled since
+    limited = small.post("/api/v1/infer", json={"args": {"model": "llama-2-7b"}})
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    assert set(limited.json()) == {"error", "field", "allowed"}
+
+
+def test_listings(client: TestClient, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "gpus", "--json")
+    assert client.get("/api/v1/gpus").json() == json.loads(out)
+    _, out, _ = run(capsys, "models", "--json")
+    every = json.loads(out)["models"]
+    assert client.get("/api/v1/models").json()["models"] == every
+    llamas = client.get("/api/v1/models", params={"q": "LLAMA"}).json()["models"]
+    assert llamas == [m for m in every if "llama" in m["name"] or "llama" in (m["hf_id"] or "").lower()]
+
+
+def test_the_options_listing_is_the_option_table(client: TestClient) -> None:
+    listing = client.get("/api/v1/options").json()
+    assert set(listing) == {"infer", "train", "fit"}
+    for command, rows in listing.items():
+        dests = {r["dest"] for r in rows}
+        expected = {o.name for o in options_of(command)} - {"source", "emit", "json"}
+        assert dests == expected, (command, dests ^ expected)
+        for row in rows:
+            assert set(row) >= {"flag", "dest", "group", "type", "choices", "default", "help", "required",
+                                "exclusive"}
+            assert "{" not in row["help"]  # the defaults are filled in
+    infer = {r["dest"]: r for r in listing["infer"]}
+    assert infer["gpu_util"]["flag"] == "gpu-util" and infer["gpu_util"]["default"] == 0.9
+    assert infer["model"]["required"] and infer["batch"]["default"] == 1 and infer["all_logits"]["type"] == "bool"
+    train = {r["dest"]: r for r in listing["train"]}
+    assert "lora" in train["peft"]["choices"] and train["peft"]["default"] == "none"
+    fit = {r["dest"]: r for r in listing["fit"]}
+    assert fit["max"]["exclusive"] == "question" and fit["gpu"]["required"]
+
+
+def test_unknown_paths_and_methods_answer_in_the_error_body(client: TestClient) -> None:
+    assert client.get("/api/v1/nothing").status_code == 404
+    assert client.get("/api/v1/infer").status_code == 405
+    assert set(client.get("/api/v1/infer").json()) == {"error", "field", "allowed"}
+    assert client.get("/").status_code == 200
+    openapi = client.get("/api/v1/openapi.json").json()
+    assert openapi["openapi"].startswith("3.1") and "/api/v1/train" in openapi["paths"]
+
+
+def test_an_unexpected_error_is_a_generic_500_without_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vramwise.web import api
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("/secret/path/in/a/traceback")
+
+    monkeypatch.setattr(api, "answer", broken)
+    client = TestClient(create_app(Limits(rate=0)), raise_server_exceptions=False)
+    response = client.post("/api/v1/infer", json={"args": {"model": "llama-2-7b"}})
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error", "field": None, "allowed": None}
+    assert "secret" not in response.text
