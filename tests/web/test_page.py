@@ -143,6 +143,12 @@ def test_lora_fine_tuning_matches_the_cli(page: Any, origin: str, capsys: pytest
     got = shown(page)
     assert got == want
     assert {"weights/lora", "activations/lora", "optimizer/states"} <= got["terms"].keys()
+    # the fit answers beside it are fit's own for the same setup
+    answers = {row.get_attribute("data-question"): row.get_by_test_id("fit-answer").get_attribute("data-value")
+               for row in page.locator("#fit tr[data-question]").all() if row.get_by_test_id("fit-answer").count()}
+    setup = ("llama-3.2-1b", "--gpu", "rtx-4090", "--peft", "lora", "--lora-r", "32")
+    assert answers["largest micro-batch"] == str(cli_doc(capsys, "fit", *setup, "--max", "batch")["answer"]["value"])
+    assert answers["fewest GPUs"] == str(cli_doc(capsys, "fit", *setup, "--min-gpus")["answer"]["value"])
     # the command line the page prints is this setup, and gives this document
     argv = shown_command(page)
     assert argv[:2] == ["train", "llama-3.2-1b"] and argv[-1] == "--json"

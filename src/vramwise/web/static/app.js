@@ -134,7 +134,9 @@ async function post(cmd, args, config) {
 
 /* ---------- the form ---------- */
 function currentCmd() { return document.querySelector('input[name="cmd"]:checked').value; }
-function fitInfer() { const box = document.querySelector('#groups [data-dest="infer"]'); return !!(box && box.checked); }
+const truthy = (v) => v === true || v === "true" || v === "1" || v === "";
+// fit asks about an inference setup (--infer) or a training one: decided when the form is built, from its values
+function fitInfer() { return currentCmd() === "fit" && state.fitInfer; }
 
 function optionsShown(cmd) {
   const all = state.options[cmd] || [];
@@ -181,6 +183,7 @@ function fieldFor(rawOpt) {
 
 function buildForm(values) {
   const cmd = currentCmd();
+  state.fitInfer = cmd === "fit" && state.byDest.fit && truthy(values[flagOf("fit", "infer")]);
   const shown = optionsShown(cmd).filter((o) => !OWN_WIDGET.has(o.dest) && !NOT_SHOWN.has(o.dest));
   const byDest = Object.fromEntries(shown.map((o) => [o.dest, o]));
   const placed = new Set();
@@ -213,7 +216,7 @@ function buildForm(values) {
   for (const input of root.querySelectorAll("[data-flag]")) {
     const v = values[input.dataset.flag];
     if (v === undefined) continue;
-    if (input.type === "checkbox") input.checked = v === true || v === "true" || v === "1" || v === "";
+    if (input.type === "checkbox") input.checked = truthy(v);
     else {
       // a value off the choice list (from an address) stays, so the server names what is wrong with it
       if (input.tagName === "SELECT" && ![...input.options].some((o) => o.value === String(v))) {
@@ -223,6 +226,13 @@ function buildForm(values) {
     }
   }
   $("question").hidden = cmd !== "fit";
+  // fit's questions of the other kind of setup are off (largest context is inference's, fewest GPUs training's)
+  const kind = $("question-kind");
+  for (const o of kind.options) o.disabled = state.fitInfer ? o.dataset.for === "train" : o.dataset.for === "infer";
+  if (kind.selectedOptions[0] && kind.selectedOptions[0].disabled) {
+    kind.value = "max:batch";
+    $("layouts-n").hidden = true;
+  }
 }
 
 function gpuArg() {
@@ -332,9 +342,10 @@ function clearErrors() {
 function showError(err) {
   const field = err.field;
   const target = field ? document.querySelector(`.error[data-error-for="${CSS.escape(field)}"]`) : null;
-  const text = err.error + (err.allowed ? ` (allowed: ${err.allowed})` : "");
+  const text = err.error; // the CLI's one line; what the field takes goes in the tooltip
   if (target) {
     target.textContent = text;
+    target.title = err.allowed ? "allowed: " + err.allowed : "";
     target.dataset.message = err.error;
     const box = target.closest(".field");
     if (box) box.classList.add("invalid");
@@ -724,7 +735,7 @@ function fitValue(ans) {
 
 function renderFitDoc(doc) {
   const a = doc.answer;
-  const sub = [el("div", {}, `${doc.question} for ${doc.model}`), el("div", {}, gpuLine(doc.gpu))];
+  const sub = [el("div", {}, `${doc.question.replace(/_/g, " ")} for ${doc.model}`), el("div", {}, gpuLine(doc.gpu))];
   if (doc.reason) sub.push(el("div", { class: "bad-text" }, doc.reason));
   if (a) {
     sub.unshift(el("div", { class: "answer" }, `${a.question}: `, el("strong", { "data-testid": "fit-value" },
@@ -734,8 +745,13 @@ function renderFitDoc(doc) {
         (a.next_peak_bytes ? gib(a.next_peak_bytes) : "not estimated") + (a.stopped_by ? ` (${a.stopped_by})` : "")));
     }
   }
-  setVerdict(doc.fits ? "FITS" : "NOTHING FITS", doc.fits, a ? a.peak_bytes : null, a ? a.peak_phase : null,
-    a ? a.headroom_bytes : null, sub);
+  const best = doc.layouts && (doc.layouts.fitting || [])[0];
+  if (best) sub.unshift(el("div", { class: "answer" }, "best layout: ", el("strong", { "data-testid": "fit-value" },
+    best.label)));
+  const peak = a ? a.peak_bytes : best ? best.peak : null;
+  const room = a ? a.headroom_bytes : best ? doc.gpu.budget_bytes - best.peak : null;
+  setVerdict(doc.fits ? "FITS" : "NOTHING FITS", doc.fits, peak, a ? a.peak_phase : best ? "the best layout" : null,
+    room, sub);
   const box = $("fit");
   box.replaceChildren();
   if (doc.formats) box.append(formatsTable(doc.formats));
@@ -770,7 +786,7 @@ function layoutsTable(layouts, limit) {
   const rows = (layouts.fitting || []).slice(0, limit || 100);
   for (const l of rows) {
     tb.append(el("tr", {}, el("td", {}, l.label), el("td", { class: "num" }, gib(l.peak)),
-      el("td", { class: "num" }, String(l.throughput))));
+      el("td", { class: "num" }, Number(l.throughput).toPrecision(3))));
   }
   if (!rows.length) tb.append(el("tr", {}, el("td", { colspan: "3", class: "muted" }, "no layout fits")));
   return el("table", { class: "grid" }, el("thead", {}, el("tr", {}, el("th", {}, "layout"),
@@ -834,7 +850,8 @@ async function fitAnswers(g, cmd, args, config, doc) {
       continue;
     }
     const a = d.answer;
-    row.append(el("td", { class: d.fits ? "" : "bad-text" }, a ? fitValue(a) : (d.reason || "nothing fits")),
+    row.append(el("td", { class: d.fits ? "" : "bad-text", "data-testid": "fit-answer",
+      "data-value": a ? String(a.value) : "" }, a ? fitValue(a) : (d.reason || "nothing fits")),
       el("td", { class: "num" }, a ? gib(a.peak_bytes) : ""),
       el("td", { class: "num" }, a ? gib(a.headroom_bytes) : ""), cli);
   }
@@ -892,7 +909,6 @@ function wire() {
       const args = readArgs();
       // fit asks about the setup just shown: an inference one with --infer
       if (r.value === "fit" && state.prevCmd === "infer") args[flagOf("fit", "infer")] = true;
-      if (r.value === "fit") buildForm(args); // once to create fit's --infer box, then for its setup's fields
       buildForm(args);
       state.prevCmd = r.value;
       changed();
@@ -1004,7 +1020,6 @@ async function start() {
   }
   // fit's --infer decides which setup's fields to show: set it before the form is built
   buildForm(values);
-  if (cmd === "fit" && values.infer === "true") buildForm(values);
   const known = new Set(["cmd", "model", "gpu", "config", "config-name", "max", "min-gpus", "best-format",
     "layouts"]);
   for (const input of $("groups").querySelectorAll("[data-flag]")) known.add(input.dataset.flag);
