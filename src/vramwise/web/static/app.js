@@ -417,7 +417,7 @@ function worstStage(doc) {
   if (!doc.stages) return doc;
   let worst = doc.stages[0];
   for (const s of doc.stages) if (s.peak.bytes > worst.peak.bytes) worst = s;
-  return Object.assign({}, worst, { _stageNote: `pipeline stage ${doc.stages.indexOf(worst)} of ` +
+  return Object.assign({}, worst, { _stages: doc.stages, _stageNote: `pipeline stage ${doc.stages.indexOf(worst)} of ` +
     `${doc.stages.length}, the fullest (the JSON has every stage)` });
 }
 
@@ -466,7 +466,6 @@ function renderEstimate(doc) {
     m.params ? `, ${count(m.active_params)} active` : ""})`;
   const sub = [el("div", {}, what), el("div", {}, gpuLine(gpu))];
   if (gpu && gpu.reason) sub.push(el("div", { class: "bad-text" }, gpu.reason));
-  if (doc.engine && doc.engine.refusal_message) sub.push(el("div", { class: "bad-text" }, doc.engine.refusal_message));
   if (doc._stageNote) sub.push(el("div", { class: "muted" }, doc._stageNote));
   if (gpu) setVerdict(gpu.fits ? "FITS" : "DOES NOT FIT", gpu.fits, doc.peak.bytes, doc.peak.phase,
     gpu.headroom_bytes, sub);
@@ -475,6 +474,7 @@ function renderEstimate(doc) {
   renderEngine(doc);
   renderAdvice(doc.advice, doc.gpu);
   renderPhases(doc);
+  if (doc._stages) renderStages(doc._stages, gpu);
   renderTerms(doc);
   renderNotes([...(doc.missing || []).map((s) => "not computed: " + s), ...(doc.notes || [])]);
 }
@@ -611,6 +611,19 @@ function renderPhases(doc) {
         title: `capacity ${gib(cap)}` }) : null),
       el("span", { class: "num" }, gib(p.bytes))));
   }
+  $("phases-box").hidden = false;
+}
+
+// train --per-stage: each pipeline stage's peak (the table and the bar are the fullest stage's)
+function renderStages(stages, gpu) {
+  const tb = el("tbody");
+  stages.forEach((st, i) => {
+    tb.append(el("tr", {}, el("td", {}, `stage ${i}`), el("td", { class: "num" }, gib(st.peak.bytes)),
+      el("td", {}, st.peak.phase || ""), el("td", { class: "num" }, st.gpu ? gib(st.gpu.headroom_bytes) : "")));
+  });
+  $("phases").append(el("h3", {}, "Pipeline stages"), el("table", { class: "grid" }, el("thead", {}, el("tr", {},
+    el("th", {}, "stage"), el("th", { class: "num" }, "peak"), el("th", {}, "at"),
+    el("th", { class: "num" }, gpu ? "headroom" : ""))), tb));
   $("phases-box").hidden = false;
 }
 
