@@ -447,6 +447,10 @@ function setVerdict(word, good, peakBytes, peakPhase, headroom, sub) {
   h.dataset.bytes = headroom === null || headroom === undefined ? "" : String(headroom);
   h.parentElement.hidden = headroom === null || headroom === undefined;
   $("verdict-sub").replaceChildren(...sub);
+  // the tab says the answer too (a link shared and opened among others)
+  const model = $("model").value.trim() || (state.config ? state.config.name : "");
+  document.title = `${word}${peakBytes !== null && peakBytes !== undefined ? " " + gib(peakBytes) : ""} · ${model}` +
+    ` · vramwise`;
 }
 
 function gpuLine(gpu) {
@@ -958,6 +962,9 @@ function wire() {
     readFile(e.dataTransfer.files[0]);
   });
   $("config-pick").addEventListener("click", () => $("config-file").click());
+  zone.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("config-file").click(); }
+  });
   $("config-file").addEventListener("change", () => readFile($("config-file").files[0]));
   $("config-clear").addEventListener("click", () => { setConfig(null, null); changed(); });
   $("copy-cli").addEventListener("click", () => copy($("cli").textContent));
