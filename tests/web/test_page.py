@@ -76,7 +76,9 @@ def page(browser: Any, origin: str) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
     pg.requested = []  # every URL the page asked for, to check that none left the host
+    pg.posted = []  # the estimates asked for (POST), in order
     pg.on("request", lambda request: pg.requested.append(request.url))
+    pg.on("request", lambda request: request.method == "POST" and pg.posted.append(request.url))
     yield pg
     context.close()
 
@@ -215,3 +217,15 @@ def test_the_page_asks_nothing_off_host(page: Any, origin: str) -> None:
     asked = [u for u in page.requested if not u.startswith("data:")]
     assert asked and all(u.startswith(origin + "/") for u in asked), asked
     assert any(u.startswith(origin + "/static/") for u in asked)
+
+
+def test_typing_asks_once_and_shows_the_last_value(page: Any, origin: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    page.goto(origin + "/?cmd=train&model=llama-3.2-1b&gpu=rtx-4090&peft=lora")
+    settle(page)
+    before = len(page.posted)
+    page.locator('[data-dest="batch"]').press_sequentially("12", delay=40)  # inside the page's 250 ms debounce
+    settle(page)
+    assert page.posted[before:].count(origin + "/api/v1/train") == 1
+    doc = cli_doc(capsys, "train", "llama-3.2-1b", "--gpu", "rtx-4090", "--peft", "lora", "--batch", "12")
+    assert shown(page) == expected(doc)
