@@ -468,7 +468,7 @@ function renderEstimate(doc) {
   const m = doc.model;
   const what = `${doc.kind} of ${m.name} (${count(m.params)} parameters${m.active_params && m.active_params !==
     m.params ? `, ${count(m.active_params)} active` : ""})`;
-  const sub = [el("div", {}, what), el("div", {}, gpuLine(gpu))];
+  const sub = [el("div", {}, what + setupLine(doc)), el("div", {}, gpuLine(gpu))];
   if (gpu && gpu.reason) sub.push(el("div", { class: "bad-text" }, gpu.reason));
   if (doc._stageNote) sub.push(el("div", { class: "muted" }, doc._stageNote));
   if (gpu) setVerdict(gpu.fits ? "FITS" : "DOES NOT FIT", gpu.fits, doc.peak.bytes, doc.peak.phase,
@@ -481,6 +481,19 @@ function renderEstimate(doc) {
   if (doc._stages) renderStages(doc._stages, gpu);
   renderTerms(doc);
   renderNotes([...(doc.missing || []).map((s) => "not computed: " + s), ...(doc.notes || [])]);
+}
+
+// the setup in a few words, as the CLI's first line says it
+function setupLine(doc) {
+  const u = doc.setup || {};
+  if (doc.kind === "training") {
+    const peft = u.peft && u.peft !== "none" ? `, ${u.peft}${String(u.peft).includes("lora") ? " r=" + u.lora_r : ""}` :
+      ", full fine-tuning";
+    return `: micro-batch ${u.batch} × ${int(u.seq)} tokens, ${u.precision}, ${u.optimizer}${peft}, recompute ${u.recompute}`;
+  }
+  const engine = u.engine && u.engine !== "hf" ? `${u.engine}, ` : "";
+  return `: ${engine}batch ${u.batch} × ${int(u.context)} tokens${u.new_tokens ? ` + ${int(u.new_tokens)} new` : ""}` +
+    `, weights ${u.weight_format || "as stored"}`;
 }
 
 function baseColour(head, extraColours) {
