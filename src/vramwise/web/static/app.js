@@ -67,6 +67,7 @@ const state = {
   byDest: {}, // cmd -> dest -> option
   config: null, // {name, text} of a dropped config.json
   extra: {}, // keys from the address the form has no field for: still sent, so the server names them
+  remembered: {}, // the form's values across command switches
   gen: 0, // bumped on every form change; an answer for an older one is dropped
   running: false,
   lastDoc: null,
@@ -175,7 +176,7 @@ function fieldFor(rawOpt) {
     const placeholder = opt.default !== null && opt.default !== undefined && opt.default !== "" ?
       String(Array.isArray(opt.default) ? opt.default.join(",") : opt.default) : "default";
     input = el("input", { id, title, placeholder, "data-dest": opt.dest, "data-flag": opt.flag,
-      inputmode: opt.type === "int" || opt.type === "float" ? "decimal" : null });
+      inputmode: (opt.type === "int" && !opt.tokens) || opt.type === "float" ? "decimal" : null });
   }
   return el("div", { class: "field", "data-field": opt.dest }, label, input,
     el("div", { class: "error", "data-error-for": opt.dest }));
@@ -274,12 +275,19 @@ function readArgs() {
     else if (q === "layouts") args.layouts = $("layouts-n").value.trim() || "8";
     else args[q] = true;
   }
-  for (const input of $("groups").querySelectorAll("[data-flag]")) {
-    if (input.type === "checkbox") { if (input.checked) args[input.dataset.flag] = true; }
-    else if (input.value.trim() !== "") args[input.dataset.flag] = input.value.trim();
-  }
+  Object.assign(args, readFields());
   for (const [k, v] of Object.entries(state.extra)) if (!(k in args)) args[k] = v;
   return args;
+}
+
+// the option fields given (flag -> value): a switch on is true, an empty field is not given
+function readFields() {
+  const values = {};
+  for (const input of $("groups").querySelectorAll("[data-flag]")) {
+    if (input.type === "checkbox") { if (input.checked) values[input.dataset.flag] = true; }
+    else if (input.value.trim() !== "") values[input.dataset.flag] = input.value.trim();
+  }
+  return values;
 }
 
 // options set by the address or an advice that have no field in this form: shown, and removable
@@ -936,9 +944,12 @@ async function readFile(file) {
 function wire() {
   for (const r of document.querySelectorAll('input[name="cmd"]')) {
     r.addEventListener("change", () => {
-      const args = readArgs();
+      // values of options the next command lacks are kept for the way back (train -> infer -> train keeps --peft)
+      for (const input of $("groups").querySelectorAll("[data-flag]")) delete state.remembered[input.dataset.flag];
+      const args = Object.assign(state.remembered, readFields());
       // fit asks about the setup just shown: an inference one with --infer
       if (r.value === "fit" && state.prevCmd === "infer") args[flagOf("fit", "infer")] = true;
+      if (r.value === "fit" && state.prevCmd === "train") delete args[flagOf("fit", "infer")];
       buildForm(args);
       state.prevCmd = r.value;
       changed();
