@@ -1032,9 +1032,11 @@ function fillGpus() {
 async function start() {
   wire();
   try {
-    const [options, gpus] = await Promise.all([getJSON("/options"), getJSON("/gpus")]);
+    const [options, gpus, models] = await Promise.all([getJSON("/options"), getJSON("/gpus"), getJSON("/models?q=")]);
     state.options = options;
     state.gpus = gpus.gpus || gpus;
+    // the whole catalog's names: a name typed in full is estimated at once, before the field loses focus
+    (models.models || models).forEach((m) => catalogNames.add(m.name));
   } catch (e) {
     $("status").textContent = "Could not read the option table from the server: " + e.message;
     $("status").className = "status bad";
