@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from cli_run import run
+from tiny_configs import FAMILIES
 
 from vramwise.units import fmt
 
@@ -229,3 +230,20 @@ def test_typing_asks_once_and_shows_the_last_value(page: Any, origin: str,
     assert page.posted[before:].count(origin + "/api/v1/train") == 1
     doc = cli_doc(capsys, "train", "llama-3.2-1b", "--gpu", "rtx-4090", "--peft", "lora", "--batch", "12")
     assert shown(page) == expected(doc)
+
+
+def test_a_dropped_config_is_estimated_and_kept_in_the_address(page: Any, origin: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**FAMILIES["qwen2"], "architectures": ["Qwen2ForCausalLM"]}))
+    page.goto(origin + "/?cmd=train&gpu=24GiB&peft=lora")
+    settle(page)
+    page.set_input_files("#config-file", str(config))
+    settle(page)
+    want = expected(cli_doc(capsys, "train", str(config), "--gpu", "24GiB", "--peft", "lora"))
+    assert shown(page) == want
+    assert shown_command(page) == ["train", "config.json", "--gpu", "24GiB", "--peft", "lora", "--json"]
+    fresh = page.context.new_page()
+    fresh.goto(page.url)  # the config's text rides in the address
+    settle(fresh)
+    assert shown(fresh) == want
