@@ -227,6 +227,7 @@ function buildForm(values) {
     }
   }
   $("question").hidden = cmd !== "fit";
+  if ($("option-filter").value) filterOptions();
   // fit's questions of the other kind of setup are off (largest context is inference's, fewest GPUs training's)
   const kind = $("question-kind");
   for (const o of kind.options) o.disabled = state.fitInfer ? o.dataset.for === "train" : o.dataset.for === "infer";
@@ -361,6 +362,10 @@ function showError(err) {
     if (group) group.open = true;
   }
   if (!target) {
+    // an option from the address with no field: its chip is marked, with its × to drop it
+    for (const chip of $("extras").querySelectorAll(".chip")) {
+      chip.classList.toggle("invalid", chip.dataset.errorField === field);
+    }
     $("general-error").textContent = text;
     $("general-error").dataset.message = err.error;
     $("general-error").hidden = false;
@@ -992,7 +997,35 @@ function wire() {
   $("config-file").addEventListener("change", () => readFile($("config-file").files[0]));
   $("config-clear").addEventListener("click", () => { setConfig(null, null); changed(); });
   $("copy-cli").addEventListener("click", () => copy($("cli").textContent));
+  $("option-filter").addEventListener("input", filterOptions);
+  $("reset").addEventListener("click", () => {
+    for (const input of $("groups").querySelectorAll("[data-flag]")) {
+      if (input.type === "checkbox") input.checked = false;
+      else input.value = "";
+    }
+    state.extra = {};
+    state.remembered = {};
+    showExtras();
+    changed();
+  });
   $("copy-link").addEventListener("click", () => copy(location.href));
+}
+
+// show only the options whose flag or help has every word typed, their groups opened
+function filterOptions() {
+  const words = $("option-filter").value.toLowerCase().split(/\s+/).filter(Boolean);
+  for (const group of $("groups").querySelectorAll("details.group")) {
+    let any = false;
+    for (const field of group.querySelectorAll(".field")) {
+      const input = field.querySelector("[data-flag]");
+      const text = `${input.dataset.flag} ${input.title}`.toLowerCase();
+      const hit = words.every((w) => text.includes(w));
+      field.hidden = !hit;
+      any = any || hit;
+    }
+    group.hidden = !any;
+    if (words.length) group.open = any;
+  }
 }
 
 async function copy(text) {
