@@ -364,7 +364,8 @@ function showError(err) {
   if (!target) {
     // an option from the address with no field: its chip is marked, with its × to drop it
     for (const chip of $("extras").querySelectorAll(".chip")) {
-      chip.classList.toggle("invalid", chip.dataset.errorField === field);
+      const key = chip.dataset.errorField;
+      chip.classList.toggle("invalid", key === field || err.error.includes(`'${key}'`));
     }
     $("general-error").textContent = text;
     $("general-error").dataset.message = err.error;
