@@ -503,7 +503,8 @@ function setupLine(doc) {
   if (doc.kind === "training") {
     const peft = u.peft && u.peft !== "none" ? `, ${u.peft}${String(u.peft).includes("lora") ? " r=" + u.lora_r : ""}` :
       ", full fine-tuning";
-    return `: micro-batch ${u.batch} × ${int(u.seq)} tokens, ${u.precision}, ${u.optimizer}${peft}, recompute ${u.recompute}`;
+    return `: micro-batch ${u.batch} × ${int(u.seq)} tokens, ${u.precision}, ${u.optimizer}${peft}, ` +
+      `recompute ${u.recompute}`;
   }
   const engine = u.engine && u.engine !== "hf" ? `${u.engine}, ` : "";
   return `: ${engine}batch ${u.batch} × ${int(u.context)} tokens${u.new_tokens ? ` + ${int(u.new_tokens)} new` : ""}` +
@@ -1056,7 +1057,8 @@ function fillGpus() {
   for (const [seg, gs] of bySegment) {
     const og = el("optgroup", { label: seg });
     for (const g of gs) {
-      og.append(el("option", { value: g.name, title: g.label }, `${g.label.replace(/^NVIDIA /, "")} · ${gib(g.memory_bytes)}`));
+      const text = `${g.label.replace(/^NVIDIA /, "")} · ${gib(g.memory_bytes)}`;
+      og.append(el("option", { value: g.name, title: g.label }, text));
     }
     sel.append(og);
   }
