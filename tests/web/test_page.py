@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from urllib.request import urlopen
 
 import pytest
 from cli_run import run
@@ -247,3 +248,28 @@ def test_a_dropped_config_is_estimated_and_kept_in_the_address(page: Any, origin
     fresh.goto(page.url)  # the config's text rides in the address
     settle(fresh)
     assert shown(fresh) == want
+
+
+# the options with a widget of their own (model, GPU, fit's question) or that only change the text output
+OWN_WIDGET = {"model", "gpu", "max", "min_gpus", "best_format", "layouts"}
+TEXT_ONLY = {"explain", "units"}
+
+
+@pytest.mark.parametrize("query", ["cmd=infer", "cmd=train", "cmd=fit&gpu=4090", "cmd=fit&gpu=4090&infer=true"])
+def test_every_option_has_a_field(page: Any, origin: str, query: str) -> None:
+    """A row added to the CLI's option table is a field of the form, with the CLI's flag name."""
+    page.goto(f"{origin}/?{query}&model=llama-3.2-1b")
+    settle(page)
+    listing = json.loads(urlopen(origin + "/api/v1/options").read())  # the loopback server
+    cmd = query.split("&")[0].removeprefix("cmd=")
+    rows = listing[cmd]
+    if cmd == "fit":  # fit shows the setup asked about: --infer's or training's, and its own options
+        setup = {r["dest"] for r in listing["infer" if "infer=true" in query else "train"]}
+        both = {r["dest"] for r in listing["infer"] + listing["train"]}
+        rows = [r for r in rows if r["dest"] in setup or r["dest"] not in both]
+    want = {r["flag"] for r in rows if r["dest"] not in OWN_WIDGET | TEXT_ONLY}
+    got = set(page.eval_on_selector_all("#groups [data-flag]", "inputs => inputs.map(i => i.dataset.flag)"))
+    assert got == want
+    # the common group is open, the others closed
+    opened = page.eval_on_selector_all("#groups details", "ds => ds.filter(d => d.open).map(d => d.dataset.group)")
+    assert opened[0] in ("Common", "Question") and "Other options" not in opened
