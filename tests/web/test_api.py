@@ -231,3 +231,38 @@ def test_an_unexpected_error_is_a_generic_500_without_traceback(monkeypatch: pyt
     assert response.status_code == 500
     assert response.json() == {"error": "internal error", "field": None, "allowed": None}
     assert "secret" not in response.text
+
+
+def test_a_body_not_sent_as_json_is_refused_before_any_work(client: TestClient) -> None:
+    # a cross-site form or text/plain POST needs no CORS preflight: refusing it keeps other sites' pages out
+    for kind in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"content-type": kind} if kind else {}
+        response = client.post("/api/v1/infer", content=b'{"args": {"model": "llama-2-7b"}}', headers=headers)
+        assert response.status_code == 415 and response.json()["field"] == "content-type"
+    ok = client.post("/api/v1/infer", content=b'{"args": {"model": "llama-2-7b"}}',
+                     headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200
+
+
+def test_a_loopback_server_refuses_other_host_names() -> None:
+    from vramwise.web.server import LOOPBACK_HOSTS
+
+    local = TestClient(create_app(Limits(rate=0), LOOPBACK_HOSTS), base_url="http://127.0.0.1:8000")
+    assert local.get("/api/v1/gpus").status_code == 200
+    assert local.get("/api/v1/gpus", headers={"host": "localhost:8000"}).status_code == 200
+    assert local.get("/api/v1/gpus", headers={"host": "attacker.example:8000"}).status_code == 400
+
+
+def test_estimates_run_at_once_in_threads_equal_those_run_one_by_one() -> None:
+    # the server runs estimates in threads (api.Workers): the caches under the application layer must not mix
+    # answers up; the oracle is the same requests answered one at a time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vramwise.web import api
+
+    requests = [(c, {**a, "batch": b}) for c, a in CASES[:5] if "batch" in a for b in (1, 2, 3)]
+    requests += [(c, a) for c, a in CASES]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda r: api.answer(r[0], r[1], None), requests * 2))
+    alone = [api.answer(c, a, None) for c, a in requests * 2]
+    assert together == alone

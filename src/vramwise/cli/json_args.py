@@ -17,6 +17,7 @@ import argparse
 import os
 import re
 from collections.abc import Mapping
+from functools import cache
 from typing import Any, NoReturn
 
 from vramwise.cli.options import Option, build_parser, options_of, tokens
@@ -58,6 +59,7 @@ def long_flags(option: Option) -> tuple[str, ...]:
     return tuple(f[2:] for f in option.flags if f.startswith("--"))
 
 
+@cache
 def names_of(command: str) -> dict[str, Option]:
     """Every name a request may use for ``command``, to its option (the refused ones left out)."""
     names: dict[str, Option] = {}
@@ -88,7 +90,7 @@ def parse(command: str, args: Mapping[str, Any], *, model_path: str | None = Non
     if model is not None:
         argv += ["--", model]  # after "--": a MODEL that starts with "-" is not read as an option
     try:
-        values = vars(build_parser(command, parser_class=_RaisingParser).parse_args(argv))
+        values = vars(_parser(command).parse_args(argv))
     except _Refused as err:
         raise _usage(command, str(err)) from None
     values.pop("command", None)
@@ -96,6 +98,13 @@ def parse(command: str, args: Mapping[str, Any], *, model_path: str | None = Non
 
     with_source(command, None, values.get(POSITIONAL), {})
     return values
+
+
+@cache
+def _parser(command: str) -> argparse.ArgumentParser:
+    """The command's parser, built once: building it is most of a request's time (a hundred options, their help
+    filled in), and parsing leaves it unchanged, so the threads of a server share it."""
+    return build_parser(command, parser_class=_RaisingParser)
 
 
 def _option(command: str, key: object, names: Mapping[str, Option]) -> Option:
@@ -108,8 +117,7 @@ def _option(command: str, key: object, names: Mapping[str, Option]) -> Option:
         from vramwise.catalog import close_matches
 
         hint = close_matches(key.replace("_", "-")[:80], sorted(names))
-        raise UsageError(f"unknown option {shown(key)} for {command}{hint}; GET /api/v1/options lists them",
-                         field=None)
+        raise UsageError(f"unknown option {shown(key)} for {command}{hint}", field=None)
     return option
 
 
@@ -152,32 +160,33 @@ def _model(value: Any, model_path: str | None) -> str | None:
     return text
 
 
-# A GGUF in a hub repo as llama.cpp's -hf names it (spec/load.py _GGUF_TAG): org/name[@revision]:TAG
-_GGUF_TAG = re.compile(r"(?P<id>[^:]+):[\w.-]+", re.ASCII)
-
-
 def check_remote_model(text: str) -> None:
-    """Refuse a MODEL that would make the server read its own disk: spec/load.py's rule (resolve_model) reads a path
-    before a hub id, and a local file or folder of that name after a catalog name and a size. What is left (a
-    catalog name, a size, a hub id that is not a local path, or a name that is nothing) goes to the estimate, which
+    """Refuse a MODEL that would make the server read its own disk, by spec/load.py's rule (resolve_model): a GGUF
+    (``.gguf``, ``org/name:TAG``) is a local file when one is there, else a hub file; a path is read before a hub
+    id; a local file or folder of the name comes after a catalog name and a size. What is left (a catalog name, a
+    size, a hub id or hub GGUF that is not a local path, or a name that is nothing) goes to the estimate, which
     answers an unknown name in the command line's words."""
     stripped = text.strip()
     if not stripped:
         return  # resolve_model: "MODEL is empty"
     from vramwise.catalog import models
+    from vramwise.spec.gguf_hub import parse_ref
     from vramwise.spec.hub import parse_hub_id
     from vramwise.spec.load import parse_size
 
-    gguf = _GGUF_TAG.fullmatch(stripped)
-    hub = parse_hub_id(gguf.group("id") if gguf else stripped)
-    if stripped.lower().endswith(".gguf"):
-        _refuse_path()
+    gguf = parse_ref(stripped) if stripped.lower().endswith(".gguf") or ":" in stripped else None
+    if stripped.lower().endswith(".gguf") or gguf is not None:
+        if gguf is None or _local(stripped) or stripped.startswith(("/", ".", "~", "\\")):
+            _refuse_path()
+        _valid_hub_id(stripped, gguf.repo)
+        return
+    hub = parse_hub_id(stripped)
     if hub is not None:
         if _local(stripped):  # resolve_model reads an existing path of that name before the hub
             _refuse_path()
         _valid_hub_id(stripped, hub.repo_id)
         return
-    if _explicit_path(stripped) or gguf is not None:
+    if _explicit_path(stripped):
         _refuse_path()
     if stripped.lower() in models() or parse_size(stripped) is not None:
         return

@@ -14,7 +14,7 @@ DEFAULT_PORT = 8000
 def run(command: str, values: dict[str, Any]) -> int:
     try:
         from vramwise.web.limits import DEFAULT_BURST, DEFAULT_RATE, Limits
-        from vramwise.web.server import bind, serve
+        from vramwise.web.server import LOOPBACK_HOSTS, bind, serve
     except ImportError as err:
         raise VramwiseError(f"vramwise web needs the web extra ({err.name} is missing): pip install 'vramwise[web]'",
                             field="web") from None
@@ -39,7 +39,9 @@ def run(command: str, values: dict[str, Any]) -> int:
 
         webbrowser.open(url)
     try:
-        serve(sock, Limits(rate=rate, burst=max(DEFAULT_BURST, int(rate * 3))))
+        # bound to loopback: only this machine's own names in the Host header (a rebinding page's are refused)
+        hosts = LOOPBACK_HOSTS if host in LOOPBACK_HOSTS else None
+        serve(sock, Limits(rate=rate, burst=max(DEFAULT_BURST, int(rate * 3))), hosts)
     except KeyboardInterrupt:
         print("vramwise web: stopped", file=sys.stderr)
     return 0

@@ -2,8 +2,9 @@
 
 A request is ``{"args": {<long flag>: value, ...}, "config": "<a config.json's text>"}``; the options go through
 ``parse_options`` (the command line's own parser) and the documents through ``app.documents`` (what
-``vramwise ... --json`` prints), so that the page, the API and the CLI cannot disagree. The estimate is pure CPU
-work of a few milliseconds: it runs in the thread pool, so one slow hub lookup never stalls the event loop.
+``vramwise ... --json`` prints), so that the page, the API and the CLI cannot disagree. An estimate is pure CPU
+work of a few milliseconds (a fit search, a hub lookup: longer): it runs in a bounded pool of threads
+(``Workers``), so the event loop keeps answering while one runs.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
-from functools import cache
-from typing import Any
+from collections.abc import Callable, Mapping
+from functools import cache, partial
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,6 +31,22 @@ from vramwise.web.limits import Limits
 UPLOADED = "uploaded"  # a dropped config.json is read from <private dir>/uploaded/config.json: MODEL's name
 UPLOADED_SOURCE = "config.json (uploaded)"  # what the document says instead of the private path
 MAX_QUERY = 200  # characters of ?q= kept
+T = TypeVar("T")
+
+
+class Workers:
+    """The threads estimates run in: the event loop stays free for other requests, and at most ``limit`` estimates
+    run at once (the GIL makes more threads no faster; the rest wait their turn). Shared by the three estimate
+    routes of one application."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        if self._limiter is None:  # made inside the event loop that uses it
+            self._limiter = anyio.CapacityLimiter(self.limit)
+        return await anyio.to_thread.run_sync(partial(func, *args), limiter=self._limiter)
 
 
 class BadRequest(Exception):
@@ -52,10 +71,17 @@ def document_response(doc: dict[str, Any], fits: bool) -> Response:
 
 
 async def read_body(request: Request, limits: Limits) -> dict[str, Any]:
-    """The request's JSON object, read up to the cap (413 past it, before the rest is read)."""
+    """The request's JSON object, read up to the cap (413 past it, before the rest is read). The content type must
+    say JSON: a browser sends a cross-site form or text/plain POST without asking, but asks (a CORS preflight, which
+    this server never grants) before a JSON one, so no other site's page can make a visitor's browser run
+    estimates or hub lookups here."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_body:
         raise BadRequest(413, f"the request body is {int(declared):,} bytes; at most {limits.max_body:,}")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise BadRequest(415, f"the body must be JSON sent as application/json, not {shown(kind or 'no type')}",
+                         "content-type", "application/json")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -131,11 +157,11 @@ def _hide(value: Any, path: str) -> Any:
     return value
 
 
-def estimate_endpoint(command: str, limits: Limits) -> Any:
+def estimate_endpoint(command: str, limits: Limits, workers: Workers) -> Any:
     async def endpoint(request: Request) -> Response:
         try:
             body = await read_body(request, limits)
-            doc, fits = await run_in_threadpool(answer, command, body["args"], body["config"])
+            doc, fits = await workers.run(answer, command, body["args"], body["config"])
         except BadRequest as err:
             return error_response(err.status, str(err), err.field, err.allowed)
         except VramwiseError as err:

@@ -155,10 +155,18 @@ def _responses(ok: dict[str, Any], what: str) -> dict[str, Any]:
                                                 "description": "whether it fits (the CLI's exit status 0 or 3)"}}},
         "400": {"description": "bad input: one line naming the field", **error},
         "413": {"description": "the body or the config is too large", **error},
-        "415": {"description": "the body is not JSON", **error},
+        "415": {"description": "the body is not sent as application/json", **error},
         "429": {"description": "too many requests from this address", **error},
         "500": {"description": "a bug: a generic body, never a traceback", **error},
     }
+
+
+# One request per operation, shown by API browsers and replayed by schemathesis's explicit-examples phase
+EXAMPLES = {
+    "infer": {"args": {"model": "llama-3-8b", "gpu": "l4", "engine": "vllm", "max-model-len": 8192}},
+    "train": {"args": {"model": "llama-3-8b", "gpu": "a100-80gb", "peft": "lora", "batch": 4, "seq": 2048}},
+    "fit": {"args": {"model": "llama-2-7b", "gpu": "rtx-4090", "max": "batch", "peft": "qlora"}},
+}
 
 
 def _estimate_ops(paths: dict[str, Any]) -> None:
@@ -170,7 +178,7 @@ def _estimate_ops(paths: dict[str, Any]) -> None:
             "operationId": command,
             "summary": summary,
             "requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"$ref": f"#/components/schemas/{command}_request"}}}},
+                "schema": {"$ref": f"#/components/schemas/{command}_request"}, "example": EXAMPLES[command]}}},
             "responses": _responses({"$ref": f"#/components/schemas/{schema}"}, "the --json document"),
         }}
 

@@ -22,6 +22,8 @@ MAX_CONFIG_BYTES = 200 * 2**10
 DEFAULT_RATE = 20.0  # requests per second per client address, sustained
 DEFAULT_BURST = 60  # requests a client may make at once
 MAX_CLIENTS = 4096  # addresses remembered; the least recently seen is forgotten first
+# Estimates are pure Python under the GIL: threads beyond a few add no speed, only memory; more requests wait.
+DEFAULT_WORKERS = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,6 +34,7 @@ class Limits:
     max_config: int = MAX_CONFIG_BYTES
     rate: float = DEFAULT_RATE
     burst: int = DEFAULT_BURST
+    workers: int = DEFAULT_WORKERS  # estimates running at once
 
 
 class RateCap:

@@ -12,12 +12,15 @@ import json
 import logging
 import math
 import socket
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Mount, Route
@@ -108,21 +111,31 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return Response(str(exc.detail), status_code=exc.status_code, headers=exc.headers)
 
 
-def create_app(limits: Limits | None = None) -> ASGIApp:
-    """The whole application, wrapped in its guards."""
+# The names of this machine a browser may use for a server bound to 127.0.0.1. Any other Host header is refused
+# (400): a page elsewhere that rebinds its own domain name to 127.0.0.1 then cannot reach the API as same-origin.
+# (Starlette's TrustedHostMiddleware cuts the port at the first ":", so an IPv6 literal cannot be listed: a server
+# bound to ::1 is left unchecked.)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+
+
+def create_app(limits: Limits | None = None, hosts: Sequence[str] | None = None) -> ASGIApp:
+    """The whole application, wrapped in its guards; ``hosts``: the Host names accepted (None: any)."""
     limits = limits or Limits()
+    workers = api.Workers(limits.workers)
     routes: list[Any] = [
         Route("/", _index, methods=["GET"]),
-        Route(f"{API}/infer", api.estimate_endpoint("infer", limits), methods=["POST"]),
-        Route(f"{API}/train", api.estimate_endpoint("train", limits), methods=["POST"]),
-        Route(f"{API}/fit", api.estimate_endpoint("fit", limits), methods=["POST"]),
+        Route(f"{API}/infer", api.estimate_endpoint("infer", limits, workers), methods=["POST"]),
+        Route(f"{API}/train", api.estimate_endpoint("train", limits, workers), methods=["POST"]),
+        Route(f"{API}/fit", api.estimate_endpoint("fit", limits, workers), methods=["POST"]),
         Route(f"{API}/options", api.options_endpoint, methods=["GET"]),
         Route(f"{API}/models", api.models_endpoint, methods=["GET"]),
         Route(f"{API}/gpus", api.gpus_endpoint, methods=["GET"]),
         Route(f"{API}/openapi.json", api.openapi_endpoint, methods=["GET"]),
         Mount("/static", StaticFiles(directory=static_dir(), check_dir=False), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _internal})
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))] if hosts is not None else []
+    app = Starlette(routes=routes, middleware=middleware,
+                    exception_handlers={HTTPException: _http_error, Exception: _internal})
     return Guard(app, limits)
 
 
@@ -133,6 +146,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # the response's head and body are two writes: without TCP_NODELAY (inherited by every accepted connection)
+        # Nagle's algorithm holds the body until the client's delayed ACK, 40 ms later, on every keep-alive request
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(128)
     except OSError:
@@ -141,12 +157,12 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(sock: socket.socket, limits: Limits | None = None) -> None:
+def serve(sock: socket.socket, limits: Limits | None = None, hosts: Sequence[str] | None = None) -> None:
     """Serve on ``sock`` until interrupted (uvicorn, one process: an estimate is milliseconds of CPU)."""
     import uvicorn
 
-    config = uvicorn.Config(create_app(limits), log_level="warning", access_log=False)
+    config = uvicorn.Config(create_app(limits, hosts), log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
 
 
-__all__ = ["API", "Guard", "bind", "create_app", "serve", "static_dir"]
+__all__ = ["API", "LOOPBACK_HOSTS", "Guard", "bind", "create_app", "serve", "static_dir"]
