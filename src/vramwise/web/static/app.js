@@ -942,6 +942,7 @@ function setConfig(name, text) {
 }
 async function readFile(file) {
   if (!file) return;
+  $("result").dataset.state = "pending"; // from now: the file is read before the request goes
   const text = await file.text();
   setConfig(file.name, text);
   changed();
