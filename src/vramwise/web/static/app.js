@@ -716,7 +716,7 @@ function renderEngine(doc) {
     add("concurrency at that length", e.concurrency ? e.concurrency.toFixed(2) + "×" : null);
     add("sequences of " + (e.sequence_tokens ? int(e.sequence_tokens) + " tokens" : "the setup"),
       e.max_sequences !== undefined && e.max_sequences !== null ? int(e.max_sequences) : null);
-    add("largest max_model_len that fits", e.max_model_len_fit ? int(e.max_model_len_fit) : null);
+    add("longest context that fits one request", e.max_model_len_fit ? int(e.max_model_len_fit) : null);
     if (e.per_gpu_peak_bytes) add("per GPU peak", e.per_gpu_peak_bytes.map(gib).join(", "));
   } else {
     $("engine-title").textContent = "Serving capacity";
@@ -806,11 +806,12 @@ function renderFitDoc(doc) {
     renderAdvice(doc.advice, doc.gpu, tb);
     box.append(el("h3", {}, doc.question === "min_gpus" ? "Changes that need fewer GPUs" : "What would make it fit"),
       el("table", { class: "grid" }, el("thead", {}, el("tr", {}, ...["change", "peak", "headroom", "GPUs", "note", ""]
-        .map((h) => el("th", {}, h)))), tb));
+        .map((h) => el("th", { class: h === "peak" || h === "headroom" ? "num" : null }, h)))), tb));
   }
   $("fit-title").textContent = "Answer";
   $("fit-box").hidden = !box.childElementCount;
-  renderNotes([...(doc.assumptions || []).map((s) => "assuming " + s), ...(doc.notes || [])]);
+  const assumed = doc.assumptions && doc.assumptions.length ? ["assuming " + doc.assumptions.join("; ")] : [];
+  renderNotes([...assumed, ...(doc.notes || [])]);
 }
 
 function formatsTable(formats) {
