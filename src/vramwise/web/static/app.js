@@ -599,7 +599,8 @@ function renderChart(doc) {
       chart.append(svg("text", { x: ((sx(a) + sx(b)) / 2).toFixed(2), y: barY + barH / 2 + 4, "text-anchor": "middle",
         class: "room-label" }, `headroom ${gib(limit - total)}`));
     } else if (total > limit) { // under the axis: the bar's own labels stay readable
-      chart.append(svg("text", { x: ((sx(a) + sx(b)) / 2).toFixed(2), y: barY + barH + 34, "text-anchor": "middle",
+      const mid = Math.min((sx(a) + sx(b)) / 2, x1 - 70); // kept inside the drawing at the right edge
+      chart.append(svg("text", { x: mid.toFixed(2), y: barY + barH + 34, "text-anchor": "middle",
         class: "over-label" }, `over by ${gib(total - limit)}`));
     }
     const x = sx(capacity);
@@ -879,6 +880,7 @@ async function fitAnswers(g, cmd, args, config, doc) {
     el("th", {}, ""))), tb));
   $("fit-box").hidden = false;
   const count = doc.gpu && doc.gpu.count ? doc.gpu.count : 1;
+  let lastError = null;
   for (const [label, fitArgs] of fitQuestions(cmd, args, count)) {
     const row = el("tr", { "data-question": label }, el("td", {}, label), el("td", { class: "muted" }, "…"));
     tb.append(row);
@@ -887,7 +889,12 @@ async function fitAnswers(g, cmd, args, config, doc) {
     row.replaceChildren(el("td", {}, label));
     const cli = el("td", {}, el("button", { type: "button", class: "small link", title: cliLine("fit", fitArgs),
       onclick: () => openFit(fitArgs) }, "open"));
-    if (!r.ok) { row.append(el("td", { colspan: "3", class: "muted" }, r.error.error), cli); continue; }
+    if (!r.ok) {
+      const same = r.error.error === lastError; // fit refusing the setup says so once
+      row.append(el("td", { colspan: "3", class: "muted" }, same ? "(as above)" : r.error.error), cli);
+      lastError = r.error.error;
+      continue;
+    }
     const d = r.doc;
     if (d.layouts) {
       const best = (d.layouts.fitting || [])[0];
