@@ -864,8 +864,11 @@ function fitQuestions(cmd, args, count) {
   return [
     ["largest micro-batch", without([flagOf("fit", "batch")], { max: "batch" })],
     ["largest sequence", without([flagOf("fit", "seq")], { max: "seq" })],
-    ["fewest GPUs", without([], { [flagOf("fit", "min_gpus")]: true })],
-    [`layouts of ${n} GPUs`, without(["dp", "tp", "pp", "zero"], { [flagOf("fit", "layouts")]: String(n), top: "3" })],
+    // the searched quantities are left out: the number of GPUs (dp and --gpu's count), the layout's axes
+    ["fewest GPUs", without([flagOf("fit", "dp")], { [flagOf("fit", "min_gpus")]: true,
+      gpu: String(base.gpu).replace(/^\d+\s*x\s*/i, "") })],
+    [`layouts of ${n} GPUs`, without(["dp", "tp", "pp", "zero", "recompute", "offload"].map((d) => flagOf("fit", d)),
+      { [flagOf("fit", "layouts")]: String(n), top: "3" })],
   ];
 }
 
