@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vramwise.app.ranges import infer_range
+from vramwise.app.run import InferRequest, infer
 from vramwise.app.verify_log import compare_parsed
 from vramwise.catalog import models, parse_gpu
 from vramwise.engines.compare import LogComparison
@@ -95,6 +97,9 @@ class Entry:
     bench_notes: list[str] = field(default_factory=list)  # how this benchmark set the log up (shown under it)
     peers: dict[str, dict[str, float]] = field(default_factory=dict)  # peer -> figure -> relative error
     peer_skips: dict[str, str] = field(default_factory=dict)
+    # --range over vLLM's releases on the plan's KV memory: (low, high, bound, logged), or why not
+    kv_range: tuple[int, int, int, int] | None = None
+    kv_range_error: str = ""
 
 
 def _catalog_name(hub_id: str) -> tuple[str | None, str]:
@@ -162,10 +167,63 @@ def run_entry(raw: dict[str, Any]) -> Entry:
     notes += [f"{fig} not compared: {why}" for fig, why in entry.dropped.items()]
     notes += [f"manifest options: {raw['options']}"] if raw.get("options") else []
     entry.bench_notes = notes
+    _with_range(entry, parsed, name, gpu)
     rows = tuple(r for r in entry.comparison.rows if r.name not in entry.dropped)
     entry.comparison = LogComparison(**{**entry.comparison.__dict__, "rows": rows,
                                         "notes": (*notes, *entry.comparison.notes)})
     return entry
+
+
+def _with_range(entry: Entry, parsed: Any, name: str, gpu: str | None) -> None:
+    """``infer --range`` (app/ranges.py) on the plan's KV memory, with the logged release unpinned: is the logged KV
+    memory within [low, high] over vLLM's modelled releases (and the allocator and CUDA context)? vLLM logs only,
+    with a logged KV memory the plan sizes from the GPU (not a kv_from_log entry). Nothing is tuned."""
+    c = entry.comparison
+    kv = next((r for r in c.rows if r.name == "kv_cache"), None) if c else None
+    if c is None or entry.engine != "vllm" or kv is None or entry.kv_from_log or "kv_cache" in entry.dropped:
+        return
+    total = parsed.best("gpu_total")
+    gpu_text = f"{int(total.value)}B" if total is not None else gpu
+    options = {k: v for k, v in c.options.items() if k != "vllm_version"}
+
+    def kv_bytes(r: Any) -> int:
+        return r.engine.kv_pool.bytes if r.engine is not None and r.engine.kv_pool is not None else 0
+
+    try:
+        req = InferRequest(model=name if not entry.config else os.path.relpath(DATA / entry.config),
+                           options=options, gpu=gpu_text)
+        out = infer(req)
+        rng = infer_range(req, out, longest=out.setup.context, figure=kv_bytes)
+    except VramwiseError as err:
+        entry.kv_range_error = f"refused: {err}"
+        return
+    entry.kv_range = (rng.low, rng.high, rng.bound, int(kv.logged))
+
+
+def render_ranges(entries: list[Entry]) -> list[str]:
+    ranged = [e for e in entries if e.kv_range is not None]
+    within = [e for e in ranged if e.kv_range and e.kv_range[0] <= e.kv_range[3] <= e.kv_range[1]]
+    above = [e.file for e in ranged if e.kv_range and e.kv_range[3] > e.kv_range[1]]
+    below = [e.file for e in ranged if e.kv_range and e.kv_range[3] < e.kv_range[0]]
+    lines = ["", "## --range over vLLM's releases: is the logged KV memory within [low, high]? (issue 15)", "",
+             "Each vLLM log's setup as compared above, its release unpinned: `infer --range` (app/ranges.py) runs "
+             "the plan of every modelled release (--vllm-version 0.11, 0.10, 0.9, 0.8, 0.6, 0.6.4), the allocator "
+             "and the CUDA context at their low and high, and ranges the plan's KV memory. The KV pool is what is "
+             "left of the budget, so a release that counts more outside it gives less KV: the range brackets the "
+             "logged figure or not, it is not the peak's 'never under'. Nothing was tuned for these counts.", "",
+             f"Logs ranged: {len(ranged)}; logged KV memory within [low, high]: {len(within)}; above high: "
+             f"{len(above)}{' (' + ', '.join(above) + ')' if above else ''}; below low: {len(below)}"
+             f"{' (' + ', '.join(below) + ')' if below else ''}.", "",
+             "| log | logged GiB | low | high | within |", "| --- | --- | --- | --- | --- |"]
+    for e in entries:
+        if e.kv_range is None:
+            if e.kv_range_error:
+                lines.append(f"| {e.file} | — | — | — | {e.kv_range_error} |")
+            continue
+        low, high, _, logged = e.kv_range
+        where = "yes" if low <= logged <= high else ("below low" if logged < low else "ABOVE HIGH")
+        lines.append(f"| {e.file} | {logged / 2**30:.2f} | {low / 2**30:.2f} | {high / 2**30:.2f} | {where} |")
+    return lines
 
 
 def _model_for(entry: Entry) -> tuple[str | None, str]:
@@ -426,6 +484,7 @@ def render(entries: list[Entry], s: dict[str, dict[str, Any]]) -> str:
         if skips:
             lines.append(f"\npeers not run here: {skips}")
         lines.append("")
+    lines += render_ranges(entries)
     return "\n".join(lines) + "\n"
 
 
@@ -460,7 +519,8 @@ def main() -> int:
                  {"name": r.name, "rank": r.rank, "printed": r.printed, "unit": r.unit, "logged": r.logged,
                   "estimate": r.estimate, "relative_error": r.relative, "within_tolerance": r.within}
                  for r in e.comparison.rows],
-             "notes": [] if e.comparison is None else list(e.comparison.notes)}
+             "notes": [] if e.comparison is None else list(e.comparison.notes),
+             "kv_range": e.kv_range, "kv_range_error": e.kv_range_error or None}
             for e in entries
         ],
     }

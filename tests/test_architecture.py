@@ -22,7 +22,7 @@ ROOT = SRC.parents[1]
 # turning one into the other. Every part of src/vramwise must be listed.
 _ALL = (
     "_lazy", "errors", "units", "files", "catalog", "workload", "spec", "formats", "estimate", "estimate.train",
-    "engines", "fit", "verify", "report", "app", "cli", "configs", "web",
+    "engines", "fit", "verify", "report", "app", "cli", "configs", "web", "mcpserver",
 )
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "_lazy": tuple(p for p in _ALL if p != "_lazy"),  # the PEP 562 loader of the facades: imports nothing of ours
@@ -49,13 +49,20 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # issue 16: the page and its API, floor 11 beside cli/: the application layer and the renderers only, and of the
     # command line its one option table (ONLY_THROUGH), so that every answer is the CLI's --json document
     "web": tuple(p for p in _ALL if p not in ("web", "app", "report", "errors", "units", "_lazy", "cli")),
+    # issue 16: the MCP server, floor 11 beside cli/ and web/: the same parts as web, never web itself
+    "mcpserver": tuple(p for p in _ALL if p not in ("mcpserver", "app", "report", "errors", "units", "_lazy", "cli")),
 }
+# nothing below the front ends imports one (cli imports a server only in the command that starts it: SERVER_COMMANDS)
+for _part, _banned in FORBIDDEN.items():
+    if "cli" in _banned:
+        FORBIDDEN[_part] += tuple(f for f in ("web", "mcpserver") if f not in _banned)
 # Narrower than the floors: a part that may import another may reach only these of its modules. report renders
 # verify's result types (verify/compare.py, torch-free), never the orchestration that drives torch (twin, trace, live).
 ONLY_THROUGH: dict[tuple[str, str], tuple[str, ...]] = {("report", "verify"): ("verify.compare",)}
 ONLY_THROUGH[("web", "cli")] = ("cli.options",)  # the option table and parse_options, never a command's module
+ONLY_THROUGH[("mcpserver", "cli")] = ("cli.options",)  # the same for the MCP server
 # the servers (floor 11) are started by their own command only, which imports them lazily
-SERVER_COMMANDS = {"web": "cli/web.py"}
+SERVER_COMMANDS = {"web": "cli/web.py", "mcpserver": "cli/mcp.py"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -162,7 +169,8 @@ def test_public_names_load_and_infer_imports_no_training_code() -> None:
         "with contextlib.redirect_stdout(io.StringIO()): main(['infer', 'llama-2-7b'])\n"
         "print(sorted(m for m in sys.modules if m.startswith(('vramwise.estimate.train', 'vramwise.fit', "
         "'vramwise.verify', 'vramwise.workload.train', 'vramwise.estimate.textbook', 'vramwise.app.fitting', "
-        "'vramwise.app.sweep', 'torch', 'huggingface_hub', 'safetensors', 'gguf', 'httpx', 'numpy'))))"
+        "'vramwise.app.sweep', 'torch', 'huggingface_hub', 'safetensors', 'gguf', 'httpx', 'numpy', "
+        "'vramwise.mcpserver', 'mcp'))))"
     )
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"

@@ -58,6 +58,7 @@ TRAIN = (
     {"loss": "compute-dtype", "peft": "lora-8bit"},
     {"recompute": "layer-sac", "recompute_every": 3, "precision": "bf16", "optimizer_in_backward": True},
     {"activation_offload": True, "float8": True, "recompute": "full"},
+    {"loss": "torchtune-chunked", "precision": "bf16"},  # the head's chunked matmuls' backward
 )
 # Families whose peft has no default targets, and the models that cannot take a given layout.
 _NEEDS_TARGETS = ("gemma-3-1b", "deepseek-v2-lite", "deepseek-v3", "gpt-oss-20b")

@@ -250,6 +250,10 @@ FROZEN["fit"] += " --from --emit --reduce-bucket --prefetch-bucket"
 FROZEN["infer"] += " --margin"
 FROZEN["train"] += " --margin"
 FROZEN["fit"] += " --margin --json"
+# issue 15: --range, low and high over the estimate's uncertainties, with the longest sequence
+FROZEN["infer"] += " --range --max-seq"
+FROZEN["train"] += " --range --max-seq"
+FROZEN["fit"] += " --range --max-seq"
 _ENGINE_ONLY = (
     "--gpu-util --gpu-memory-utilization --engine --max-model-len --max-num-seqs --max-num-batched-tokens "
     "--max-batched-tokens --enforce-eager --kv-cache-memory-bytes --kv-cache-memory " + _ENGINE_FLAGS + LLAMA_CPP
@@ -259,6 +263,7 @@ FROZEN["plot"] += " --reduce-bucket --prefetch-bucket"
 FROZEN["verify"] = _SETUPS + " --gpu --json --layers --log --model --units --from --reduce-bucket --prefetch-bucket"
 FROZEN |= {"models": "--json", "gpus": "--json --units", "formats": "--json"}
 FROZEN["web"] = "--host --port --open --rate-limit"  # issue 16: `vramwise web`
+FROZEN["mcp"] = ""  # issue 16: the MCP server over stdio takes no option
 
 
 def test_cli_options_frozen() -> None:

@@ -132,3 +132,30 @@ def test_deepspeed_auto_buckets_follow_the_hidden_size(capsys: pytest.CaptureFix
     h = 4096  # Llama-3-8B hidden_size
     assert setup["reduce_bucket"] == h * h and setup["prefetch_bucket"] == int(0.9 * h * h)
     assert setup["param_persistence_threshold"] == 10 * h
+
+
+def test_an_ollama_name_without_a_catalog_model_is_one_line(capsys: pytest.CaptureFixture[str],
+                                                             tmp_path: Path) -> None:
+    code, out, err = run(capsys, "infer", "--from", _write(tmp_path, "Modelfile", "FROM llama3.3:70b\n"))
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 1 and "llama3.3:70b" in lines[0] and "give MODEL" in lines[0]
+
+
+def test_an_ollama_name_is_the_catalog_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "infer", "--from", _write(tmp_path, "Modelfile", "FROM llama3.1:8b-instruct-q4_K_M\n"),
+                         "--gpu", "4090", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["model"]["name"] == "llama-3.1-8b" and doc["setup"]["weight_format"] == "q4_k_m"
+    # the notes of --from are in the JSON too (docs/json-schema.md "from")
+    assert doc["from"]["notes"] and any("catalog's llama-3.1-8b" in n for n in doc["from"]["notes"])
+
+
+@pytest.mark.parametrize(("fmt", "framework"), [("trainer", "hf-trainer"), ("axolotl", "axolotl")])
+def test_emit_without_precision_says_why_and_how(capsys: pytest.CaptureFixture[str], fmt: str, framework: str) -> None:
+    # the default bf16-mixed keeps an fp32 master copy the Trainer and Axolotl keep only under DeepSpeed: written as
+    # bf16 it would be another run than the one estimated; the framework's preset resolves its own precision
+    code, out, err = run(capsys, "train", "llama-3-8b", "--peft", "lora", "--emit", fmt)
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 1 and f"--framework {framework}" in lines[0]
+    code, out, _ = run(capsys, "train", "llama-3-8b", "--peft", "lora", "--framework", framework, "--emit", fmt)
+    assert code == 0 and "bf16" in out

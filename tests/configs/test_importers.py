@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from vramwise.app.setups import infer_setup, train_setup
 from vramwise.configs import load
 
@@ -274,8 +276,27 @@ PARAMETER num_ctx 4096
 SYSTEM """You are Mario from super mario bros, acting as an assistant."""
 '''
     imp = load(_write(tmp_path, "Modelfile", text))
-    assert imp.model == "llama3.2" and imp.options == {"engine": "llama.cpp", "ollama": True, "ctx_size": 4096}
+    # "llama3.2" is llama3.2:latest, whose size the registry decides: not guessed, the note asks for MODEL
+    assert imp.model is None and imp.options == {"engine": "llama.cpp", "ollama": True, "ctx_size": 4096}
+    assert "names no size" in imp.notes[0]
     assert "PARAMETER temperature" in imp.ignored
+
+
+@pytest.mark.parametrize(
+    ("line", "model", "fmt"),
+    [
+        ("FROM llama3.1:8b", "llama-3.1-8b", None),  # ollama.com/library/llama3.1: Meta's Llama 3.1 8B
+        ("FROM llama3.1:8b-instruct-q4_K_M", "llama-3.1-8b", "q4_k_m"),  # the tag names its quantization
+        ("FROM library/qwen2.5:7b-instruct-q8_0", "qwen2.5-7b", "q8_0"),
+        ("FROM gemma2:9b-text-fp16", "gemma-2-9b", "fp16"),
+        ("FROM llama3.3:70b", None, None),  # not in the table: no model, a note that says so
+        ("FROM ./llama-3.1-8b-q4_k_m.gguf", "./llama-3.1-8b-q4_k_m.gguf", None),  # a file stays a file
+    ],
+)
+def test_ollama_library_names(tmp_path: Path, line: str, model: str | None, fmt: str | None) -> None:
+    imp = load(_write(tmp_path, "Modelfile", line + "\n"))
+    assert imp.model == model
+    assert imp.options.get("format") == fmt
 
 
 def test_llama_factory_lora_example(tmp_path: Path) -> None:

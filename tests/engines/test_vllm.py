@@ -389,3 +389,16 @@ def test_verify_log_names_the_snapshot_rule_for_a_v1_log_before_0_11() -> None:
     later = parse_log("INFO api_server.py:1090] vLLM API server version 0.11.0\n"
                       "INFO kv_cache_utils.py:634] GPU KV cache size: 158,656 tokens\n")
     assert _version_notes(later, "0.11.0") == ()
+
+
+def test_enforce_eager_profiles_the_eager_forward_by_hand() -> None:
+    # vllm/config.py VllmConfig.__post_init__: torch.compile (PIECEWISE) only without --enforce-eager; eager, llama.py
+    # LlamaMLP.forward keeps gate_up across down_proj and the layer keeps the normed
+    # input: 3h + 3i a token (not 2h + 3i).
+    # One sequence: the sampler (one row) is far below the forward of 8192 tokens.
+    eager = _plan("llama-3-8b", max_num_seqs=1, enforce_eager=True)
+    compiled = _plan("llama-3-8b", max_num_seqs=1)
+    peak = {t.name: t.bytes for t in eager.estimate.persistent}["activations/profile_peak"]
+    assert peak == 8192 * 2 * (3 * 4096 + 3 * 14336)
+    assert {t.name: t.bytes for t in compiled.estimate.persistent}["activations/profile_peak"] == 8192 * 2 * (
+        2 * 4096 + 3 * 14336)

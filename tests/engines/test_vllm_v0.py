@@ -74,11 +74,15 @@ def test_llama_3_8b_on_h100_term_by_term() -> None:
     assert p.version == "0.6.6"
     assert sum(b for n, b in t.items() if n.startswith("weights/")) == WEIGHTS
     # profile_run: T = max(8192, 2048) = 8192 tokens over max_num_seqs 256 dummy sequence groups
-    forward = 8192 * 2 * (2 * 4096 + 3 * 14336)  # one MLP's live set: 2h + gate_up 2i + act i, bf16
-    # sampler: hidden 8192 x h, the pruned rows 256 x h, the bf16 logits 256 x 128,256 (a multiple of 64), and
-    # 30 B a logit inside _apply_top_k_top_p (fp32 4, sort 4 + int64 8, masks 1 + 1, softmax 4, cumsum 4, scatter 4)
-    sampler = 8192 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 2 + 256 * 128256 * 30
-    assert sampler == 1_119_879_168 and sampler > forward
+    # one MLP's eager live set at down_proj (llama.py LlamaMLP.forward keeps gate_up as a local; the decoder layer
+    # keeps the normed input): residual h + normed h + gate_up 2i + act i + down_proj's output h, bf16
+    forward = 8192 * 2 * (3 * 4096 + 3 * 14336)
+    # sampler: hidden 8192 x h, the pruned rows 256 x h, the bf16 logits 256 x 128,256 (a multiple of 64), and per
+    # logit the larger moment of _apply_top_k_top_p: the scatter's 30 B (fp32 4, sort 4 + int64 8, masks 1 + 1,
+    # softmax 4, cumsum 4, scatter 4) or the sort's 36 B (fp32 4, sort values 4 + int64 indices 8, and with 256 >= 128
+    # rows SortStable.cu segmented_sort_pairs' reverse_indices 8 + cub's alternate keys 4 and values 8)
+    sampler = 8192 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 2 + 256 * 128256 * 36
+    assert sampler == 1_316_880_384 and sampler > forward
     assert t["activations/profile_peak"] == sampler + 32 * MIB  # + the cuBLAS workspace on compute capability 9.0
     # memory_profiling (v0.6.5-v0.6.6): the context is in the baseline, and tp 1 has no NCCL: non-torch 0
     assert "overhead/nccl" not in t and vllm_figures(p)["non_torch"] == 0
@@ -90,7 +94,7 @@ def test_llama_3_8b_on_h100_term_by_term() -> None:
     assert t["kv_cache/pool"] == blocks * 16 * PER_TOKEN and p.kv_tokens == blocks * 16
     assert p.concurrency == blocks * 16 / 8192  # gpu_executor initialize_cache: blocks x block_size / max_model_len
     # capture_model: the pool of the largest batch, 256 tokens of the same MLP live set
-    assert t["cuda_graphs"] == 256 * 2 * (2 * 4096 + 3 * 14336)
+    assert t["cuda_graphs"] == 256 * 2 * (3 * 4096 + 3 * 14336)
     assert p.refusal is None
 
 
@@ -108,7 +112,7 @@ def test_tp_2_adds_nccl_and_custom_all_reduce_and_the_driver_samples_full_rows()
     t = _terms(p)
     assert t["overhead/nccl"] == NCCL and t["overhead/custom_all_reduce"] == 3 * 8 * MIB
     # the driver gathers the whole vocabulary (tensor_model_parallel_gather): the sampler term does not shrink
-    sampler = 8192 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 32
+    sampler = 8192 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 38  # bf16 2 + the sort's 36 B a logit
     assert t["activations/profile_peak"] == sampler + 32 * MIB
     weights = sum(b for n, b in t.items() if n.startswith("weights/"))
     available = int(0.9 * H100.memory_bytes) - weights - sampler - 32 * MIB - NCCL - 24 * MIB
@@ -118,8 +122,8 @@ def test_tp_2_adds_nccl_and_custom_all_reduce_and_the_driver_samples_full_rows()
 def test_long_context_chunks_at_512_and_refuses_in_v0s_words() -> None:
     # Llama-3.1-8B: max_model_len 131,072 > 32K -> chunked prefill at 512 tokens; on an L4 the pool is too small
     p = _plan("llama-3.1-8b", gpu=L4, vllm_version="0.6")
-    forward = 512 * 2 * (2 * 4096 + 3 * 14336)
-    sampler = 512 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 32
+    forward = 512 * 2 * (3 * 4096 + 3 * 14336)
+    sampler = 512 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 38  # bf16 2 + the sort's 36 B a logit
     ws = 4096 * 1024 * 2 + 16 * 1024 * 8  # CUBLAS_WORKSPACE_CONFIG ":4096:2:16:8" off Hopper (L4: 8.9)
     assert _terms(p)["activations/profile_peak"] == max(forward, sampler) + ws
     blocks = (int(0.9 * L4.memory_bytes) - WEIGHTS - sampler - ws) // (16 * PER_TOKEN)
@@ -201,7 +205,7 @@ def test_corpus_log_of_0_6_4_by_hand() -> None:
     rows = {r.name: r.estimate for r in c.rows}
     total = rows["gpu_total"]  # the log's 23.58 GiB in bytes (verify --log's GPU)
     assert total is not None and abs(total - 23.58 * 2**30) < 1
-    forward = 20000 * 2 * (2 * 4096 + 3 * 14336)  # T = max(20000, 2048), below 32K: not chunked
+    forward = 20000 * 2 * (3 * 4096 + 3 * 14336)  # T = max(20000, 2048), below 32K: not chunked; eager live set
     ws = 4096 * 1024 * 2 + 16 * 1024 * 8  # a GPU given by its size has no compute capability: the default size
     assert rows["torch_peak"] == WEIGHTS + forward + ws  # allocated_bytes.all.peak, the weights in it
     assert rows["non_torch"] == CONTEXT
@@ -236,3 +240,38 @@ def test_nvls_buffers_per_communicator_from_nccl_2_21_5() -> None:
     # PCIe (L4): 2 ring channels and 2 tree channels of 12 MiB, no NVLS, and no custom all-reduce above 2 GPUs
     t = _terms(_plan("llama-3-8b", gpu=L4, vllm_version="0.6", tp=4))
     assert t["overhead/nccl"] == 4 * 12 * MIB and "overhead/custom_all_reduce" not in t
+
+
+def test_eager_live_set_adds_the_last_projections_output_by_hand() -> None:
+    # vllm/model_executor/models/llama.py: LlamaMLP.forward keeps gate_up as a local across down_proj and the decoder
+    # layer keeps the normed input across self.mlp, so down_proj's output (h) joins residual h + normed h + gate_up
+    # 2i + act i; LlamaAttention.forward keeps qkv and attn_output across o_proj. A compiled (V1) forward frees them.
+    from vramwise.engines.vllm_terms import forward_live
+
+    spec = catalog_spec("llama-3-8b")  # h 4096, i 14336, 32 heads and 8 KV heads of 128
+    assert forward_live(spec, tokens=100, c=2, tp=1)[0] == 100 * 2 * (2 * 4096 + 3 * 14336)
+    assert forward_live(spec, tokens=100, c=2, tp=1, eager=True)[0] == 100 * 2 * (3 * 4096 + 3 * 14336)
+    # tp 2: i 7168 a rank; attention 3h + qkv (16 + 2 x 4) x 128 + out 16 x 128 = 17,408 < the MLP's 33,792
+    assert forward_live(spec, tokens=100, c=2, tp=2, eager=True)[0] == 100 * 2 * (3 * 4096 + 3 * 7168)
+
+
+def test_awq_corpus_log_by_hand_and_against_the_hub_s_shard_sizes() -> None:
+    # bench/data/engine_logs/vllm-qwen25-32b-awq-a6000-tp1-1.log (vLLM issue #10360, 0.6.4.post1): Qwen2.5-32B-
+    # Instruct-AWQ (h 5120, i 27648, 64 layers, 40 heads / 8 KV heads, V 152,064), --max-model-len 4096, 47.54 GiB
+    config = CORPUS / "configs" / "qwen2.5-32b-instruct.json"
+    c = compare_parsed(load_log(CORPUS / "vllm-qwen25-32b-awq-a6000-tp1-1.log"), model=str(config),
+                       options={"format": "awq-4bit-g128", "max_model_len": 4096})
+    rows = {r.name: r.estimate for r in c.rows}
+    total, peak, non_torch = rows["gpu_total"], rows["torch_peak"], rows["non_torch"]
+    assert total is not None and peak is not None and non_torch is not None
+    weights = rows["initial_usage"] - non_torch  # type: ignore[operator]  # 0.6.4's usage after load: weights + context
+    # the hub's five shards at 251a85a: 3.94 + 3.98 + 3.95 + 3.98 + 3.48 GB, each printed to 0.01 GB
+    assert abs(weights - 19.33e9) <= 5 * 0.005e9
+    # profile run: T = max(4096, 2048) tokens over 256 sequence groups; the sampler at torch.sort (256 >= 128 rows:
+    # fp32 4 + values 4 + int64 indices 8 + scratch 20 B a logit, beside the bf16 logits 2 B) outweighs the eager MLP
+    # (residual h + normed h + gate_up 2i + act i + down_proj's output h)
+    forward = 4096 * 2 * (3 * 5120 + 3 * 27648)
+    sampler = 4096 * 5120 * 2 + 256 * 5120 * 2 + 256 * 152064 * 2 + 256 * 152064 * 36
+    ws = 4096 * 1024 * 2 + 16 * 1024 * 8  # a GPU given by its size: the default cuBLAS workspace
+    assert sampler > forward and peak == weights + sampler + ws
+    assert rows["kv_cache"] == int(0.9 * int(total)) - peak - non_torch

@@ -1,7 +1,8 @@
 """The training estimate's allocator term: the step's allocations replayed through the caching-allocator model.
 
-Oracles: the replay at the stage's full depth (what the per-layer summary extrapolates), the allocator rules
-(tests/estimate/test_allocator_model.py), and the flat override's arithmetic.
+Oracles: the replay at the stage's full depth (what the per-layer summary extrapolates), at the workload's own
+shapes; the allocator rules (tests/estimate/test_allocator_model.py); the layout search's extrapolation against
+the exact estimate; and the flat override's arithmetic.
 """
 
 from __future__ import annotations
@@ -10,8 +11,16 @@ import pytest
 
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.allocator_model import load_reserves, replay_ops
+from vramwise.estimate.plan import Vars
+from vramwise.estimate.term import PhaseKind
 from vramwise.estimate.train import allocation
-from vramwise.estimate.train.training import _vars, _worst_candidates, estimate_training, training_peak
+from vramwise.estimate.train.training import (
+    _vars,
+    _worst_candidates,
+    estimate_training,
+    phase_totals,
+    training_peak,
+)
 from vramwise.spec.load import catalog_spec
 from vramwise.workload import TrainSetup
 
@@ -38,14 +47,25 @@ def _step(name: str, flat: dict) -> tuple[allocation.StepTensors, tuple]:
     return plan.allocator, plan.allocator.sizes(_vars(spec, setup))
 
 
+def _exact_step(s: allocation.StepTensors, v: Vars) -> int:
+    """The steps' reserve replayed at the stage's full depth at ``v``: no summary."""
+    r = replay_ops(allocation._step_ops(s, s.sizes(v), s.layers), s.config)
+    return r.peak_reserved - r.peak_requested
+
+
+def _exact(s: allocation.StepTensors, v: Vars) -> int:
+    """The load's and the steps' reserves replayed at the stage's full depth at ``v``: no summary."""
+    return load_reserves(s.outside_persistent, s.layer_persistent, s.layers, s.config)[-1] + _exact_step(s, v)
+
+
 @pytest.mark.parametrize(("name", "flat"), CASES)
 def test_summary_is_close_to_the_replay_at_full_depth(name: str, flat: dict) -> None:
-    s, sizes = _step(name, flat)
-    exact = load_reserves(s.outside_persistent, s.layer_persistent, s.layers, s.config)[-1]
-    r = replay_ops(allocation._step_ops(s, sizes, s.layers), s.config)
-    exact += r.peak_reserved - r.peak_requested
-    estimated = s.reserve(_vars(catalog_spec(name), TrainSetup.from_flat(**flat, allocator_replay=True)))
-    assert estimated == pytest.approx(exact, rel=0.05, abs=64 << 20)
+    # the reserve is replayed at a micro-batch of one of the workload's sequences: the summary (the stage's depth,
+    # or deeper stages extrapolated from 16 and 32 layers) against the replay of every layer
+    s, _ = _step(name, flat)
+    v = _vars(catalog_spec(name), TrainSetup.from_flat(**flat, allocator_replay=True))
+    exact = _exact(s, allocation.micro_batch(v, 1))
+    assert s.load_reserve + s.step_reserve(v) == pytest.approx(exact, rel=0.05, abs=64 << 20)
 
 
 @pytest.mark.parametrize(("name", "flat"), CASES)
@@ -82,7 +102,7 @@ def test_allocator_settings_reach_the_replay() -> None:
     assert isinstance(grown, allocation.StepTensors) and isinstance(capped, allocation.StepTensors)
     assert isinstance(plain, allocation.StepTensors)
     assert (grown.config.expandable_segments, capped.config.max_split_size) == (True, 512 << 20)
-    assert "expandable_segments" in grown.formula(0.01, 1 << 30)
+    assert "expandable_segments" in grown.formula(_vars(spec, REPLAY), load=False)
 
 
 @pytest.mark.parametrize("bad", [20, 0, -1, True, 1.5])
@@ -129,3 +149,62 @@ def test_the_loss_backward_gradients_are_two_tensors() -> None:
     s, sizes = _step("llama-3-8b", {})
     (rule,) = s.loss_temporaries
     assert rule.tensors == 2 and sizes[3] == (rule.bytes(_vars(catalog_spec("llama-3-8b"), REPLAY)) // 2,) * 2
+
+
+@pytest.mark.parametrize("seq", [512, 4096, 16384])
+def test_the_reserve_is_the_replay_at_the_workloads_own_shapes(seq: int) -> None:
+    # Llama 3.2 1B: 16 layers, replayed at its depth (no extrapolation): the summary is the full replay, at the
+    # workload's own sequence (no reference length scaled as a fraction)
+    spec = catalog_spec("llama-3.2-1b")
+    one = TrainSetup.from_flat(seq=seq, allocator_replay=True)
+    s = _worst_candidates(spec, one)[0].allocator
+    assert isinstance(s, allocation.StepTensors)
+    v1 = _vars(spec, one)
+    # the load does not depend on the shapes (its summary: test_summary_is_close_to_the_replay_at_full_depth)
+    assert s.reserve(v1) == s.load_reserve + _exact_step(s, v1)
+    v3 = _vars(spec, TrainSetup.from_flat(seq=seq, batch=3, allocator_replay=True))
+    # three sequences: three times one's (the rules scale with the blocks: test_allocator_model.py)
+    assert s.reserve(v3) == s.load_reserve + 3 * _exact_step(s, v1)
+
+
+def test_the_reserve_is_linear_in_the_micro_batch() -> None:
+    spec = catalog_spec("llama-3.2-1b")
+    s = _worst_candidates(spec, REPLAY)[0].allocator
+    assert isinstance(s, allocation.StepTensors)
+    r = [s.reserve(_vars(spec, TrainSetup.from_flat(batch=b, allocator_replay=True))) for b in (1, 2, 3, 7)]
+    slope = r[1] - r[0]
+    assert slope == r[0] - s.load_reserve and r[2] == r[0] + 2 * slope and r[3] == r[0] + 6 * slope
+
+
+@pytest.mark.parametrize("flat", [{}, {"recompute": "full"}, {"peft": "lora"}])
+def test_the_layout_searchs_line_is_the_exact_estimate(flat: dict) -> None:
+    # fit/layouts.py takes every phase at micro-batches 1 and 2 and extrapolates: with the replayed reserve the
+    # line meets the exact estimate at any micro-batch (to the rounding of each term to whole bytes)
+    spec = catalog_spec("llama-3.2-1b")
+    one, two = (phase_totals(spec, TrainSetup.from_flat(**flat, batch=b, allocator_replay=True)) for b in (1, 2))
+    for b in (3, 6):
+        line = max(a + (c - a) * (b - 1) for a, c in zip(one, two, strict=True))
+        assert abs(line - training_peak(spec, TrainSetup.from_flat(**flat, batch=b, allocator_replay=True))) <= 64
+
+
+def test_the_load_phase_takes_the_loads_reserve() -> None:
+    # the checkpoint's loading comes before the step: only the persistent tensors are allocated then
+    spec = catalog_spec("llama-3.2-1b")
+    setup = TrainSetup.from_flat(dp=8, fsdp="full", loading="fsdp-full", allocator_replay=True)
+    est = estimate_training(spec, setup)
+    s = _worst_candidates(spec, setup)[0].allocator
+    assert isinstance(s, allocation.StepTensors)
+    (load,) = [p for p in est.phases if p.kind is PhaseKind.LOAD]
+    (term,) = [t for t in load.transient if t.name == "overhead/allocator"]
+    assert term.bytes == s.load_reserve and "persistent tensors" in term.formula
+    steps = [t for p in est.phases if p.kind is not PhaseKind.LOAD for t in p.transient if t.name == term.name]
+    assert {t.bytes for t in steps} == {s.reserve(_vars(spec, setup))}
+
+
+def test_micro_batch_vars() -> None:
+    # Vars at b sequences of the same length: tokens, b·s² and the loss chunk scale with b (the chunk past its cap
+    # stays capped: min(chunk, tokens) of one sequence, times b)
+    v = Vars.training(4, 1024, 1, 256)
+    assert allocation.micro_batch(v, 1) == Vars.training(1, 1024, 1, 256)
+    assert allocation.micro_batch(v, 2) == Vars(1, 2, 2048, 2 * 1024 * 1024, 512, 1024)
+    assert allocation.micro_batch(v, 4) is v

@@ -235,3 +235,29 @@ def test_the_default_fast_path_replays_as_the_general_allocator(script: list[tup
     fast = replay_ops(ops)
     general = replay([Alloc(key=k, size=n) if n >= 0 else Free(key=k) for k, n in ops])
     assert fast == replace(general, marks={})
+
+
+def _waste(ops: list[tuple[int, int]]) -> int:
+    r = replay_ops(ops)
+    return r.peak_reserved - r.peak_requested
+
+
+def test_fragmentation_of_large_blocks_scales_with_their_sizes():
+    # the estimate's reserve is linear in the micro-batch (estimate/train/allocation.py StepTensors.reserve): the
+    # rules act alike on sizes scaled together. A 30 MiB and a 12 MiB segment; freeing the 30 and asking 24 takes
+    # it by best fit and splits it (6 MiB > kSmallSize remain); 10 MiB (>= kMinLargeAlloc) fits no free block: a
+    # new 10 MiB segment. Reserved 30 + 12 + 10 = 52, requested peak 24 + 12 + 10 = 46: the 6 MiB rest is waste
+    def ops(c: int) -> list[tuple[int, int]]:
+        return [(1, 30 * c * M), (2, 12 * c * M), (1, FREE), (3, 24 * c * M), (4, 10 * c * M)]
+
+    assert _waste(ops(1)) == 6 * M
+    # twice the sizes: the same fits, the same splits (12 MiB rest), segments of exactly the sizes: twice the waste
+    assert _waste(ops(2)) == 12 * M
+    assert _waste(ops(3)) == 18 * M
+
+
+def test_segments_of_fixed_size_do_not_scale():
+    # what the linear reserve approximates (allocation.py StepTensors.reserve): a 1..10 MiB request gets a 20 MiB
+    # kLargeBuffer segment whatever its size, so its waste falls as it grows: 20 - 3 = 17 MiB, then 20 - 6 = 14
+    assert _waste([(1, 3 * M)]) == 17 * M
+    assert _waste([(1, 6 * M)]) == 14 * M

@@ -13,10 +13,11 @@ trace takes about a second. Tolerance: 40% of the traced reserve (the reserve st
 of the logits' size that finds no free block moves it by hundreds of MiB). Measured when written, estimate /
 trace in MiB: Llama 2 shapes bf16 300/354 at 2 layers, 448/586 at 4; bf16-mixed 996/1,206, 1,143/1,695; amp
 1,716/2,158; full recompute 440/478, 472/544; LoRA all-linear 232/348, 339/393; Llama 3 shapes bf16 294/466 at 2
-layers (batch 1 x 2,048 and 2 x 1,024); Llama 3 shapes LoRA all-linear, full recompute, 4,096 tokens 2,076/2,066
-at 4 layers. Before the layers' temporaries, the optimizer's first-step states and the
-loss's two gradients were in the sequence: bf16 228/354 and 364/586, bf16-mixed 434/1,206 and 743/1,695, LoRA
-64/348 and 115/393.
+layers (batch 1 x 2,048), 622/464 at 2 x 1,024 (one sequence of 1,024 replayed, times the micro-batch: linear, as
+the layout search needs; replayed at 2 x 1,024 itself it read 294); Llama 3 shapes LoRA all-linear, full
+recompute, 4,096 tokens 2,076/2,066 at 4 layers. Before the layers' temporaries, the optimizer's first-step
+states and the loss's two gradients were in the sequence: bf16 228/354 and 364/586, bf16-mixed 434/1,206 and
+743/1,695, LoRA 64/348 and 115/393.
 
 Known gaps, not asserted: fp32 weights (trace 1,478 MiB at 2 layers, estimate 658): the second step's fp32
 temporaries of the embedding's size find no free block in the trace, not in the estimate; LoRA on Llama 3

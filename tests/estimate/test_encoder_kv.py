@@ -28,11 +28,19 @@ PARAMS = EMBEDDINGS + L * LAYER + (H * H + H)  # + the pooler's dense
 # the prefill's largest one-layer live set per token (estimate/workspace.py): the MLP's 4·h + 2·i (plain gelu:
 # the up projection and its activation) beats attention's 3·h + 2·(a + 2·n_kv)·d + a·d = 7,680
 MLP_LIVE = 4 * H + 2 * FF
+# that config without architectures: BertModel, pooler included (the catalog's entry names BertForMaskedLM, as the
+# hub's config.json does, so its count differs by the MLM head less the pooler)
+BARE_CONFIG = {"model_type": "bert", "vocab_size": V, "hidden_size": H, "intermediate_size": FF,
+               "num_hidden_layers": L, "num_attention_heads": 12, "max_position_embeddings": P, "type_vocab_size": T}
+
+
+def _bare():
+    return spec_from_config(BARE_CONFIG, name="bert-base-cased", source="test")
 
 
 def test_bert_base_cased_is_weights_plus_one_forward_without_kv() -> None:
-    assert PARAMS == 108_310_272  # the count the model card publishes (110M) and the CLI prints
-    spec = resolve_model("bert-base-cased")
+    assert PARAMS == 108_310_272  # the count the model card publishes (110M)
+    spec = _bare()
     est = estimate_inference(spec, InferSetup(batch=1, context=512, overheads=NO_OVERHEADS))
     names = {t.name for t in est.persistent}
     assert not any(n.startswith("kv_cache") for n in names)
@@ -43,7 +51,7 @@ def test_bert_base_cased_is_weights_plus_one_forward_without_kv() -> None:
 
 
 def test_max_batch_of_an_encoder_counts_no_kv_per_sequence() -> None:
-    spec = resolve_model("bert-base-cased")
+    spec = _bare()
     per_sequence = MLP_LIVE * 512 * 2  # the workspace only; a decoder would add 2·12·64·12·512·2 = 18,874,368
     budget = PARAMS * 2 + 10 * per_sequence + 5
     answer = max_infer(spec, InferSetup(context=512, overheads=NO_OVERHEADS), budget, "batch")

@@ -105,6 +105,10 @@ BAD_FILES: dict[str, bytes] = {
     # U7: a model_type that would print extra lines, a fake traceback and terminal escapes if echoed raw
     "escape_type.json": _cfg(model_type="x\nTraceback (most recent call last):\n\x1b[31mred\x1b[0m"),
     "hidden_longstr.json": _cfg(hidden_size="9" * 1_000_000),  # U8 (1 MB here; 10 MB in the notes)
+    # a BERT config without architectures: BertModel, no head to train (the catalog's BERTs name BertForMaskedLM)
+    "bert_nohead.json": json.dumps({"model_type": "bert", "vocab_size": 100, "hidden_size": 64,
+                                    "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+                                    "max_position_embeddings": 64}).encode(),
 }
 
 

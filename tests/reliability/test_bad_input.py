@@ -237,7 +237,7 @@ CLI_CASES = [
     case("train-textbook-pp>layers", "train llama-2-7b --mode textbook --pp 64", "pp"),
     case("train-batch-10^300", ["train", "llama-2-7b", "-b", "1" + "0" * 300], "batch", finding="C7"),
     case("train-json-error", "train llama-2-7b --zero 4 --json", "zero"),
-    case("train-bert-nohead", "train bert-base-cased", "bert-base-cased"),
+    case("train-bert-nohead", "train {bad}/bert_nohead.json", "bert_nohead", "architectures"),
     case("train-gpt2-tp5", "train gpt2 --tp 5", "tp"),
     case("train-serve", "train gpt2 --serve", "--serve"),
     # --- verify (§6 172-181, 251-253): each refused before anything is traced --------------------------------

@@ -231,8 +231,10 @@ PEFT_DIVERGENCES = {
 def test_peft_default_targets_match_peft(name: str) -> None:
     peft = pytest.importorskip("peft.utils.constants")
     spec = catalog_spec(name)
-    if spec.traits.head is HeadKind.BARE:
-        return  # training covers causal LMs: no LoRA defaults are ever asked for
+    if spec.traits.head is not HeadKind.CAUSAL_LM:
+        # a bare model does not train, and an encoder's heads train without peft
+        # (estimate/train/training.py _check_classifier): no LoRA defaults are ever asked for
+        return
     expected = tuple(peft.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(spec.model_type) or ())
     assert spec.traits.peft_default_targets == PEFT_DIVERGENCES.get(spec.model_type, expected)
 
@@ -242,7 +244,11 @@ def test_traits_agree_with_the_shapes(name: str) -> None:
     spec = catalog_spec(name)
     assert (spec.traits.positions is Positions.LEARNED) == (spec.embedding.learned_positions > 0)
     assert spec.lm_head == (spec.traits.head in (HeadKind.CAUSAL_LM, HeadKind.MASKED_LM))
-    assert spec.traits.head is (HeadKind.BARE if spec.pooler else HeadKind.CAUSAL_LM)
+    # the pooler exists in BertModel and under its sequence classifier only (spec/heads.py apply_head)
+    pooled = spec.traits.pooled_classifier and spec.traits.head in (HeadKind.BARE, HeadKind.SEQUENCE_CLASSIFICATION)
+    assert spec.pooler == pooled
+    if not spec.traits.pooled_classifier:
+        assert spec.traits.head is HeadKind.CAUSAL_LM
 
 
 # --- a new family gets explicit, documented defaults ----------------------------------------------------

@@ -21,6 +21,7 @@ _TRAIN = [
     ("mixtral-8x7b", {"pp": 4, "dp": 2, "peft": "lora"}),
     ("llama-3-8b", {"dp": 8, "fsdp": "full", "peft": "lora"}),  # loading the whole model is its peak
     ("llama-3-8b", {"peft": "dora", "attention": "eager"}),  # DoRA's rebuilt weight, eager attention's backward
+    ("llama-3-8b", {"loss": "torchtune-chunked", "precision": "bf16"}),  # the head's chunked matmuls' backward
 ]
 
 
@@ -41,7 +42,7 @@ def test_twin_counts_a_phase_in_its_steps_peak_only(kind: PhaseKind) -> None:
 
 def test_every_backward_kind_counts_in_backward_peak() -> None:
     backward = [kind for kind in PhaseKind if kind.step is Step.BACKWARD]
-    assert len(backward) == 6  # loss, recompute, layer, head, end, attention
+    assert len(backward) == 7  # loss, recompute, layer, head, end, attention, head chunks
     phases = tuple(Phase(kind=kind, transient=(_term(10 * i),)) for i, kind in enumerate(backward, 1))
     est = Estimate(persistent=(), phases=phases)
     assert twin.step_peak(est, twin.TRAINING_PEAKS["backward_peak"]) == 10 * len(backward)
@@ -87,4 +88,5 @@ def test_display_names_are_unchanged() -> None:
         "forward (layer)",  # issue 14: FSDP2's forward at a layer's all-gather copy-out
         "forward (DoRA weight norm)",
         "backward (attention)",
+        "backward (head chunks)",
     ]

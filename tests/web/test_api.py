@@ -7,6 +7,8 @@ its 4xx body the words the CLI prints after "vramwise: error:". The limits are c
 from __future__ import annotations
 
 import json
+import shlex
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,7 @@ CASES = [
     ("train", {"model": "llama-2-7b", "pp": 2, "per-stage": True}),
     ("fit", {"model": "llama-2-7b", "gpu": "a100-80gb", "max": "batch", "peft": "qlora"}),
     ("fit", {"model": "llama-2-7b", "gpu": "rtx-4090", "best-format": True, "infer": True}),
+    ("train", {"model": "llama-3-8b", "gpu": "rtx-4090", "peft": "qlora", "range": True}),  # issue 15's --range
 ]
 
 
@@ -62,9 +65,13 @@ def test_every_answer_is_the_cli_json_document(client: TestClient, capsys: pytes
     if args["model"] not in models():
         pytest.skip(f"{args['model']} is not in the catalog")
     response = client.post(f"/api/v1/{command}", json={"args": args})
-    code, out, err = run(capsys, *_argv(command, args))
-    assert code in (0, 3), err
     assert response.status_code == 200, response.text
+    # the command line the server says is the same request (what the page shows) is the oracle run
+    shown = shlex.split(response.headers["x-vramwise-command"])
+    assert shown[:2] == ["vramwise", command] and shown[-1] == "--json"
+    assert sorted(shown[1:]) == sorted(_argv(command, args))
+    code, out, err = run(capsys, *shown[1:])
+    assert code in (0, 3), err
     assert response.json() == json.loads(out)
     assert response.text == out  # byte for byte: the CLI's own rendering
     assert response.headers["x-vramwise-fits"] == ("true" if code == 0 else "false")
@@ -215,6 +222,8 @@ def test_unknown_paths_and_methods_answer_in_the_error_body(client: TestClient) 
     assert client.get("/api/v1/infer").status_code == 405
     assert set(client.get("/api/v1/infer").json()) == {"error", "field", "allowed"}
     assert client.get("/").status_code == 200
+    for path in ("/static/no-such-file.js", "/static/../api.py", "/static/%2e%2e/api.py", "/static/"):
+        assert client.get(path).status_code == 404, path  # the package's assets only, never a traversal
     openapi = client.get("/api/v1/openapi.json").json()
     assert openapi["openapi"].startswith("3.1") and "/api/v1/train" in openapi["paths"]
 
@@ -266,3 +275,44 @@ def test_estimates_run_at_once_in_threads_equal_those_run_one_by_one() -> None:
         together = list(pool.map(lambda r: api.answer(r[0], r[1], None), requests * 2))
     alone = [api.answer(c, a, None) for c, a in requests * 2]
     assert together == alone
+
+
+def test_an_estimate_past_its_time_is_a_503_and_its_thread_still_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from vramwise.web import api
+
+    release = threading.Event()
+
+    def slow(command: str, args: Any, config: Any) -> tuple[dict[str, Any], bool]:
+        release.wait(30)
+        return {"schema": "vramwise/estimate"}, True
+
+    monkeypatch.setattr(api, "answer", slow)
+    client = TestClient(create_app(Limits(rate=0, workers=1, timeout=0.3)))
+    body = {"args": {"model": "llama-2-7b"}}
+    late = client.post("/api/v1/infer", json=body)
+    assert late.status_code == 503 and "more than 0.3 s" in late.json()["error"]
+    busy = client.post("/api/v1/infer", json=body)  # the one thread still holds the first estimate
+    assert busy.status_code == 503 and "busy" in busy.json()["error"]
+    release.set()
+    deadline = time.monotonic() + 10
+    while (ok := client.post("/api/v1/infer", json=body)).status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ok.status_code == 200
+
+
+def test_the_page_and_its_assets_come_from_the_package_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vramwise.web import server
+
+    (tmp_path / "index.html").write_text("<!doctype html><title>page</title>")
+    (tmp_path / "app.js").write_text("console.log(1)")
+    (tmp_path.parent / "secret.txt").write_text("not served")
+    monkeypatch.setattr(server, "static_dir", lambda: tmp_path)
+    client = TestClient(create_app(Limits(rate=0)))
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>page</title>" in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert client.get("/static/app.js").text == "console.log(1)"
+    for path in ("/static/../secret.txt", "/static/%2e%2e/secret.txt", "/static/", "/static/nothing.css"):
+        assert client.get(path).status_code == 404, path

@@ -229,8 +229,15 @@ def test_fit_searches_follow_the_frameworks_sharding(capsys: pytest.CaptureFixtu
     assert "fsdp" not in options  # ZeRO-3, the search's own default
     code, _, err = run(capsys, "fit", "llama-3-8b", "--gpu", "H100", "--framework", "unsloth", "--min-gpus")
     assert code == 2 and err.count("\n") == 1 and "--framework unsloth does not run zero=3" in err
-    code, _, err = run(capsys, "fit", "llama-3-8b", "--gpu", "H100", "--framework", "torchtitan", "--layouts", "8")
-    assert code == 2 and err.count("\n") == 1 and "fit --layouts ranks ZeRO stages" in err
+    # --layouts: an FSDP framework's layouts rank FSDP's modes, never a ZeRO stage it does not run; torchtune and
+    # torchtitan's presets shard at dp >= 2 (their distributed recipes' fully_shard), so no unsharded replica either
+    for framework in ("torchtitan", "torchtune", "litgpt"):
+        code, out, err = run(capsys, "fit", "llama-3-8b", "--gpu", "H100", "--framework", framework, "--layouts", "8")
+        layouts = [line for line in out.splitlines() if line.startswith("  tp=")]
+        assert code == 0 and layouts and err == "", (framework, err)
+        assert all(" zero=" not in line and " fsdp=" in line for line in layouts if " dp=1 " not in line), framework
+    assert _framework_search(Question.LAYOUTS, {"framework": "torchtune"}) == ("full", "grad-op")
+    assert _framework_search(Question.LAYOUTS, {"framework": "deepspeed"}) == ()  # ZeRO's stages
     code, out, _ = run(capsys, "fit", "llama-3-8b", "--gpu", "H100", "--framework", "torchtune", "--min-gpus")
     assert code == 0 and "--framework torchtune: defaults of torchtune 0.7.0" in out
 

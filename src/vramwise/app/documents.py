@@ -23,6 +23,18 @@ class Document:
     fits: bool  # infer/train: the peak fits --gpu (or no --gpu); fit: an answer exists (exit status 0, else 3)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Extras:
+    """What a document adds beside the estimate (issue 15): ``--range`` (with ``--max-seq``) and ``--from``'s notes."""
+
+    range: bool = False  # --range: the document's "range"; infer/train: ``fits`` is then the high's
+    longest: int | None = None  # --max-seq
+    source: dict[str, Any] | None = None  # --from: {"source", "notes"} (cli/sources.py source_json)
+
+
+_NONE = Extras()
+
+
 def infer_request(values: Mapping[str, Any], options: Mapping[str, Any]) -> InferRequest:
     from vramwise.app.run import InferRequest
 
@@ -74,7 +86,7 @@ def fit_request(values: Mapping[str, Any], options: Mapping[str, Any]) -> FitReq
     )
 
 
-def infer_document(req: InferRequest) -> Document:
+def infer_document(req: InferRequest, extras: Extras = _NONE) -> Document:
     from vramwise.app.advice import advise_infer
     from vramwise.app.run import infer
     from vramwise.report.advice_out import advice_dict
@@ -88,10 +100,14 @@ def infer_document(req: InferRequest) -> Document:
     )
     if not fits:
         doc["advice"] = advice_dict(advise_infer(req))
-    return Document(doc, fits)
+    if extras.range:
+        from vramwise.app.ranges import infer_range
+
+        fits = _with_range(doc, infer_range(req, r, extras.longest), r.verdict) and fits
+    return Document(_sourced(doc, extras), fits)
 
 
-def train_document(req: TrainRequest) -> Document:
+def train_document(req: TrainRequest, extras: Extras = _NONE) -> Document:
     from vramwise.app.advice import advise_train
     from vramwise.app.run import train
     from vramwise.report.advice_out import advice_dict
@@ -100,10 +116,29 @@ def train_document(req: TrainRequest) -> Document:
     r = train(req)
     fits = all(s.verdict is None or s.verdict.fits for s in r.stages)
     docs = [to_dict(s.estimate, kind="training", model=r.model, setup=r.setup, verdict=s.verdict) for s in r.stages]
-    doc = {"stages": docs} if r.per_stage else docs[0]
+    doc: dict[str, Any] = {"stages": docs} if r.per_stage else docs[0]
     if not fits:
         doc["advice"] = advice_dict(advise_train(req))
-    return Document(doc, fits)
+    if extras.range:
+        from vramwise.app.ranges import train_range
+
+        worst = max(r.stages, key=lambda s: s.estimate.peak_bytes).verdict
+        fits = _with_range(doc, train_range(req, r, extras.longest), worst) and fits
+    return Document(_sourced(doc, extras), fits)
+
+
+def _with_range(doc: dict[str, Any], rng: Any, verdict: Any) -> bool:
+    """``doc["range"]``, and whether the high fits (True without a GPU)."""
+    from vramwise.report.range_out import high_fits, range_dict
+
+    doc["range"] = range_dict(rng, verdict)
+    return high_fits(rng, verdict) is not False
+
+
+def _sourced(doc: dict[str, Any], extras: Extras) -> dict[str, Any]:
+    if extras.source is not None:
+        doc["from"] = extras.source
+    return doc
 
 
 def fit_question_name(req: FitRequest) -> str:
@@ -113,7 +148,7 @@ def fit_question_name(req: FitRequest) -> str:
     return f"max {req.target}" if req.question is Question.MAX else str(req.question)
 
 
-def fit_answer_document(req: FitRequest, r: FitResult) -> dict[str, Any]:
+def fit_answer_document(req: FitRequest, r: FitResult, extras: Extras = _NONE) -> dict[str, Any]:
     """The document of a question answered (with ``fit --min-gpus``, the changes that need fewer GPUs)."""
     from vramwise.app.fitting import Question
     from vramwise.report.advice_out import advice_dict
@@ -129,7 +164,13 @@ def fit_answer_document(req: FitRequest, r: FitResult) -> dict[str, Any]:
     )
     if r.question is Question.MIN_GPUS:
         doc["advice"] = advice_dict(fewer_gpus(req, r))
-    return doc
+    if extras.range:
+        from vramwise.app.ranges import fit_range
+        from vramwise.report.range_out import range_dict
+
+        rng, verdict, at = fit_range(req, r, extras.longest)
+        doc["range"] = {**range_dict(rng, verdict), "at": at}
+    return _sourced(doc, extras)
 
 
 def fewer_gpus(req: FitRequest, r: FitResult) -> tuple[Any, ...]:
@@ -143,7 +184,7 @@ def fewer_gpus(req: FitRequest, r: FitResult) -> tuple[Any, ...]:
     return advise_min_gpus(req, int(r.answer.value))
 
 
-def fit_miss_document(req: FitRequest, reason: str) -> dict[str, Any]:
+def fit_miss_document(req: FitRequest, reason: str, extras: Extras = _NONE) -> dict[str, Any]:
     """Nothing fits: the reason, and the single changes that make the smallest setup fit."""
     from vramwise.app.advice import advise_fit
     from vramwise.catalog import parse_gpu
@@ -154,15 +195,30 @@ def fit_miss_document(req: FitRequest, reason: str) -> dict[str, Any]:
     doc = fit_dict(question=fit_question_name(req), model=req.model, gpu=choice.gpu, count=choice.count,
                    margin=req.margin, reason=reason)
     doc["advice"] = advice_dict(advise_fit(req))
-    return doc
+    return _sourced(doc, extras)
 
 
-def fit_document(req: FitRequest) -> Document:
+def fit_document(req: FitRequest, extras: Extras = _NONE) -> Document:
     from vramwise.app.fitting import fit
     from vramwise.errors import DoesNotFitError
 
     try:
         r = fit(req)
     except DoesNotFitError as err:
-        return Document(fit_miss_document(req, str(err)), False)
-    return Document(fit_answer_document(req, r), True)
+        return Document(fit_miss_document(req, str(err), extras), False)
+    return Document(fit_answer_document(req, r, extras), True)
+
+
+def document_for(command: str, values: Mapping[str, Any], options: Mapping[str, Any]) -> Document:
+    """``vramwise COMMAND ... --json``'s document for option values by name, with what the command line adds beside
+    the estimate (``--range``, ``--max-seq``; ``--from``'s notes are the command line's own): the one call of the
+    servers (the web API, MCP), so that an option the CLI passes through ``Extras`` cannot be dropped there."""
+    from vramwise.app.ranges import check_range
+
+    asked = check_range(bool(values.get("range")), values.get("max_seq"), values.get("emit"))
+    extras = Extras(range=asked, longest=values.get("max_seq"))
+    if command == "infer":
+        return infer_document(infer_request(values, options), extras)
+    if command == "train":
+        return train_document(train_request(values, options), extras)
+    return fit_document(fit_request(values, options), extras)

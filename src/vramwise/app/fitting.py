@@ -106,10 +106,13 @@ def fit(req: FitRequest) -> FitResult:
         return replace(found, count=choice.count, notes=(*notes, *found.notes), assumptions=said, margin=margin)
     if req.question is Question.LAYOUTS:
         options, notes = train_options(uncounted(choice), req.options)
-        _framework_search(req.question, options)
+        fsdp = _framework_search(req.question, options)
         gpus = choice.count if req.gpus is None and choice.counted else req.gpus
-        setup, preset_notes = train_setup_noted(options, model)
-        found = _layouts(replace(req, gpus=gpus), model, gpu, setup)
+        # an FSDP framework's preset at its distributed recipe (torchtune's single-device one steps the optimizer in
+        # backward, which its distributed recipes do not model): each layout then sets its own dp and mode
+        sharded = {"dp": 2, "fsdp": "full"} if fsdp and not _shards(options) and "dp" not in options else {}
+        setup, preset_notes = train_setup_noted({**options, **sharded}, model)
+        found = _layouts(replace(req, gpus=gpus), model, gpu, setup, fsdp)
         said = train_assumptions(setup, _searched(req), margin)
         return replace(found, notes=(*notes, *preset_notes), assumptions=said, margin=margin)
     options, notes = train_options(choice, req.options)
@@ -148,39 +151,50 @@ def _searched(req: FitRequest) -> str:
     return str(req.target) if req.question is Question.MAX else str(req.question)
 
 
-def _framework_search(question: Question, options: dict[str, Any]) -> None:
-    """What a search varies must be what the framework runs: --layouts tries ZeRO stages 0-3, --min-gpus shards
-    over more GPUs (ZeRO-3 unless --zero/--fsdp is given, or the framework's own sharding: FSDP2 for torchtune
-    and torchtitan). ``options`` gets the framework's sharding; a framework that runs neither is refused."""
+def _framework_search(question: Question, options: dict[str, Any]) -> tuple[str, ...]:
+    """What a search varies must be what the framework runs: --layouts tries ZeRO stages 0-3, or the FSDP modes of a
+    framework that shards with FSDP instead (torchtune, torchtitan, LitGPT: the modes returned; no sharding only
+    when its preset does not shard at dp 2); --min-gpus shards over more GPUs
+    (ZeRO-3 unless --zero/--fsdp is given, or the framework's own sharding: FSDP2 for torchtune and torchtitan).
+    ``options`` gets the framework's sharding; a framework that runs neither is refused."""
+    from vramwise.app.setups import TRAIN_FIELDS
     from vramwise.workload.frameworks import framework_of, preset, refusal
     from vramwise.workload.options import Framework
 
     framework = framework_of(options)
     if framework is Framework.NONE:
-        return
+        return ()
+    # the presets and rules read flat (schema v1) names, as app/setups.py hands them over: --cuda-context is
+    # cuda_context_mib there (the option's own name raised a TypeError, a traceback from fit and train's advice)
+    flat = {TRAIN_FIELDS.get(k, k): v for k, v in options.items()}
     if question is Question.LAYOUTS:
         for zero in (1, 2, 3):
-            rule = refusal(framework, {**options, "dp": 2, "zero": zero})
+            rule = refusal(framework, {**flat, "dp": 2, "zero": zero})
             if rule is not None and rule.field == "zero":
+                fsdp = refusal(framework, {**flat, "dp": 2, "fsdp": "full"})
+                if fsdp is None:  # it shards with FSDP: the search ranks FSDP's modes instead of ZeRO's stages
+                    shards = str(preset({**flat, "dp": 2}).flat.get("fsdp") or "none") != "none"
+                    return ("full", "grad-op") if shards else ("none", "full", "grad-op")
                 raise InapplicableOptionError(
-                    f"fit --layouts ranks ZeRO stages 0-3, and --framework {framework} does not run zero={zero}: "
-                    f"{rule.rule}; ask --max or --min-gpus instead",
+                    f"fit --layouts ranks ZeRO stages 0-3 or FSDP's modes, and --framework {framework} runs neither "
+                    f"(zero={zero}: {rule.rule}; fsdp=full: {fsdp.rule}); ask --max or --min-gpus instead",
                     field="layouts",
                 )
-        return
+        return ()
     if _shards(options):
-        return
-    sharding = str(preset({**options, "dp": 2}).flat.get("fsdp") or "none")
+        return ()
+    sharding = str(preset({**flat, "dp": 2}).flat.get("fsdp") or "none")
     if sharding != "none":
         options["fsdp"] = sharding
-        return
-    rule = refusal(framework, {**options, "dp": 2, "zero": 3})
+        return ()
+    rule = refusal(framework, {**flat, "dp": 2, "zero": 3})
     if rule is not None:
         raise InapplicableOptionError(
             f"fit --min-gpus shards over more GPUs (ZeRO-3 unless --zero or --fsdp is given), and --framework "
             f"{framework} does not run zero=3: {rule.rule}; give the sharding it runs (allowed: {rule.allowed})",
             field="min_gpus",
         )
+    return ()
 
 
 def _shards(options: dict[str, Any]) -> bool:
@@ -394,7 +408,9 @@ def _fit_inference(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: InferSetu
     return FitResult(question=req.question, gpu=gpu, answer=answer, notes=said)
 
 
-def _layouts(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: TrainSetup) -> FitResult:
+def _layouts(
+    req: FitRequest, model: ModelSpec, gpu: Gpu, setup: TrainSetup, fsdp: tuple[str, ...] = ()
+) -> FitResult:
     from vramwise.fit.layouts import search_layouts
 
     positive("layouts", req.gpus)
@@ -402,7 +418,7 @@ def _layouts(req: FitRequest, model: ModelSpec, gpu: Gpu, setup: TrainSetup) -> 
     top = req.max_batch or setup.batch
     batches = tuple(range(1, top + 1)) if req.max_batch else (setup.batch,)
     budget = usable(gpu.memory_bytes, req.margin)
-    found = search_layouts(model, setup, gpus, budget, batches=batches)
+    found = search_layouts(model, setup, gpus, budget, batches=batches, fsdp=fsdp)
     if not found.fitting:
         best = min(found.rejected, key=lambda r: r.smallest_peak, default=None)
         fewest = smallest_that_fits(model, setup, budget)

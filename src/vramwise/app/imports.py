@@ -52,7 +52,8 @@ def with_source(
     named = _catalog_name(imported.model)
     chosen = model or named
     if chosen is None:
-        raise UnknownModelError(f"--from {source} names no model ({imported.kind}): give MODEL", field="model")
+        why = next((n for n in imported.notes if n.startswith("FROM ")), "give MODEL")  # an Ollama name not mapped
+        raise UnknownModelError(f"--from {source} names no model ({imported.kind}): {why}", field="model")
     overridden = [k for k in options if k in imported.options and options[k] != imported.options[k]]
     notes = list(imported.summary(label))
     if overridden:

@@ -30,6 +30,7 @@ _MODULES = {
     "gpus": "listings",
     "formats": "listings",
     "web": "web",
+    "mcp": "mcp",
 }
 
 

@@ -5,32 +5,40 @@ Exit status 0 with an answer; 3 when nothing fits, with the single changes that 
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from vramwise.app.documents import fewer_gpus, fit_document, fit_request
+from vramwise.app.documents import Extras, fewer_gpus, fit_document, fit_request
 from vramwise.app.fitting import FitRequest, Question, fit
+from vramwise.app.ranges import check_range, fit_range
 from vramwise.cli import DOES_NOT_FIT, FITS
 from vramwise.cli.options import setup_values
-from vramwise.cli.sources import emit_answer
+from vramwise.cli.sources import emit_answer, source_json
 from vramwise.errors import DoesNotFitError
 from vramwise.report.advice_out import FEWER, Suggestion, render_advice
 from vramwise.report.fit_out import render_answer, render_formats, render_layouts
 from vramwise.report.json_out import render_json
+from vramwise.report.range_out import range_lines
 
 
 def run(command: str, values: dict[str, Any]) -> int:
     unit = values["units"]
     req = fit_request(values, setup_values(values))
+    asked = check_range(bool(values.get("range")), values.get("max_seq"), values.get("emit"))
     if values.get("json") and not values.get("emit"):
-        answered = fit_document(req)
+        extras = Extras(range=asked, longest=values.get("max_seq"), source=source_json(values))
+        answered = fit_document(req, extras)
         print(render_json(answered.doc))
         return FITS if answered.fits else DOES_NOT_FIT
     try:
         r = fit(req)
     except DoesNotFitError as err:
+        if asked:
+            print("note: --range: nothing fits, so there is no answer to range", file=sys.stderr)
         return _miss(req, str(err))
     if values.get("emit"):
         return emit_answer(values, req, r)
+    ranged = fit_range(req, r, values.get("max_seq")) if asked else None
     fewer = fewer_gpus(req, r)
     if r.layouts is not None:
         print(
@@ -44,6 +52,9 @@ def run(command: str, values: dict[str, Any]) -> int:
     assert r.answer is not None  # every other question has an answer
     print(render_answer(r.answer, r.gpu, unit, count=r.count, notes=r.notes, assumptions=r.assumptions,
                         margin=r.margin))
+    if ranged is not None:
+        rng, verdict, at = ranged
+        print("\n".join([f"at the answer ({at}):", *range_lines(rng, verdict, unit)]))
     if r.question is Question.BEST_FORMAT:
         print(render_formats(list(r.formats), unit))
     if fewer:

@@ -100,6 +100,24 @@ def parse(command: str, args: Mapping[str, Any], *, model_path: str | None = Non
     return values
 
 
+def command_line(command: str, args: Mapping[str, Any], *, model: str | None = None) -> str:
+    """The command line of the same request, as a user types it (``vramwise train llama-3-8b --gpu a100-80gb --peft
+    lora --json``): what the page shows and the API sends as ``X-Vramwise-Command``. ``model``: what to show for
+    MODEL instead of ``args["model"]`` (a dropped config: its file name). Call it on arguments ``parse`` took."""
+    import shlex
+
+    words = ["vramwise", command]
+    shown_model = model if model is not None else args.get(POSITIONAL)
+    if shown_model is not None:
+        words.append(str(shown_model))
+    for key, value in args.items():
+        if key == POSITIONAL or value is None or value is False:
+            continue
+        flag = f"--{key}"  # the spelling the request used (every long flag is the command line's too)
+        words += [flag] if value is True else [flag, repr(value) if isinstance(value, float) else str(value)]
+    return shlex.join([*words, "--json"])
+
+
 @cache
 def _parser(command: str) -> argparse.ArgumentParser:
     """The command's parser, built once: building it is most of a request's time (a hundred options, their help

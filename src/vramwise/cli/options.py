@@ -67,7 +67,8 @@ def tokens(text: str) -> int:
 
 # the exit status, a CI gate (cli/__init__.py sets it; README "Exit status" says the same)
 EXIT_STATUS = (
-    "exit status: 0 fits (infer/train: the peak fits --gpu, or no --gpu was given; fit: an answer exists), "
+    "exit status: 0 fits (infer/train: the peak fits --gpu, with --range its high, or no --gpu was given; fit: an "
+    "answer exists), "
     "3 does not fit (infer/train with --gpu; fit: nothing fits), 2 bad input, 1 output closed early"
 )
 
@@ -91,6 +92,7 @@ COMMANDS = {  # in the order `vramwise --help` lists them
     GPUS: "list the built-in GPU catalog",
     FORMATS: "list weight storage formats",
     WEB: "serve the page and the JSON API on this machine (needs the web extra)",
+    "mcp": "serve infer, train and fit as tools of an MCP server over stdio (needs the mcp extra)",
 }
 WRAPPERS = (FIT, PLOT, VERIFY)  # each takes every setup option of infer (with --infer) and of train
 INF = (INFER, *WRAPPERS)
@@ -378,7 +380,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="allocator_replay", flags=("--allocator-replay",), commands=TRN,
            help="the reserve from a replay of the step's allocations through the caching-allocator model instead "
                 "of the flat fraction (on with --expandable-segments or --max-split-size-mb; experimental: replayed "
-                "at 4,096 tokens per GPU)"),
+                "at one of the run's sequences, times the micro-batch)"),
     Option(name="mode", flags=("--mode",), type=str, commands=BOTH,
            help="accurate (default {infer.mode}) or textbook (the seeds' formulas; infer and train)"),
     Option(name="seed", flags=("--seed",), type=str, commands=TRN,
@@ -433,6 +435,15 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="margin", flags=("--margin",), type=float, metavar="F", group=Group.QUESTION,
            commands=(INFER, TRAIN, FIT),
            help="keep this fraction of each GPU free: the peak must fit the rest (0 <= F < 1; default 0)"),
+    # issue 15: low and high over the estimate's uncertainties (app/ranges.py)
+    Option(name="range", flags=("--range",), group=Group.QUESTION, commands=(INFER, TRAIN, FIT),
+           help="low and high peaks over what the estimate assumes (allocator, sequence length, vLLM release, CUDA "
+                "context), and a bound; the verdict and the exit status are the high's",
+           help_in={FIT: "fit --max: the range of the setup at the answer, and whether its high fits (the exit "
+                         "status stays the answer's)"}),
+    Option(name="max_seq", flags=("--max-seq",), type=tokens, group=Group.QUESTION, commands=(INFER, TRAIN, FIT),
+           help="with --range: the longest sequence (train: --seq's, infer: the context's) (default: the model's "
+                "positions)"),
     # --- the output
     Option(name="output", flags=("-o", "--output"), type=str, group=Group.OUTPUT, commands=(PLOT,),
            default="vramwise.png", help="output file, .png or .svg (default vramwise.png)"),
@@ -587,3 +598,11 @@ def parse_options(command: str, args: Mapping[str, Any], *, model_path: str | No
     from vramwise.cli.json_args import parse  # the conversion is only loaded by the servers
 
     return parse(command, args, model_path=model_path)
+
+
+def command_line(command: str, args: Mapping[str, Any], *, model: str | None = None) -> str:
+    """The command line of options sent as data (``parse_options``' ``args``, after it took them), as a user types
+    it, ending in ``--json``: the page shows it, the API sends it as ``X-Vramwise-Command``."""
+    from vramwise.cli.json_args import command_line as line
+
+    return line(command, args, model=model)

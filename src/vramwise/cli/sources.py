@@ -19,12 +19,20 @@ def prepare(command: str, values: dict[str, Any]) -> dict[str, Any]:
     from vramwise.app.imports import with_source
 
     sourced = with_source(command, source, values.get("model"), setup_values(values), bool(values.get("infer")))
-    out = {**values, **sourced.options, "model": sourced.model}
+    out = {**values, **sourced.options, "model": sourced.model, "source_notes": sourced.notes}
     if command in ("fit", "verify") and sourced.infer:
         out["infer"] = True
     for note in sourced.notes:
         print(f"note: {note}", file=sys.stderr)
     return out
+
+
+def source_json(values: dict[str, Any]) -> dict[str, Any] | None:
+    """``--from``'s notes for ``--json`` (docs/json-schema.md, "from"): the file or command line and what was read
+    from it, ignored and overridden, the lines the table's run prints on stderr; None without ``--from``."""
+    if values.get("source") is None:
+        return None
+    return {"source": values["source"], "notes": list(values.get("source_notes") or ())}
 
 
 def emitted(values: dict[str, Any], setup: Any, gpus: int = 1) -> bool:

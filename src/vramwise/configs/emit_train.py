@@ -103,6 +103,22 @@ def _hf_optim(fmt: str, s: TrainSetup) -> str:
     return name
 
 
+# Why the default precision is not written as the Trainer's or Axolotl's bf16: bf16-mixed (the setup's default without
+# --precision or --framework) keeps an fp32 master copy of the trained weights, which the HF Trainer and Axolotl
+# keep only under DeepSpeed (transformers 5.24.0 Trainer: bf16=True is autocast over the weights as loaded); writing
+# bf16: true would hand the user a config whose run is not the estimated one. --framework hf-trainer|axolotl
+# resolves the setup to the framework's own precision, which is written.
+_FRAMEWORK = {"trainer": "hf-trainer", "axolotl": "axolotl"}
+
+
+def _mixed(fmt: str, recipe: str) -> str:
+    """What the refusal of ``recipe`` adds: why the default is not written, and the two ways to a writable one."""
+    if recipe != "bf16-mixed":
+        return ""
+    return (f" (the default without --precision: an fp32 master copy, which {fmt} keeps only under DeepSpeed; add "
+            f"--framework {_FRAMEWORK[fmt]} for its own precision, or give --precision)")
+
+
 def write_trainer(model: str, s: TrainSetup, notes: list[str]) -> str:
     fmt = "trainer"
     _unwritable(fmt, s, notes, written=("recompute", "seq", "attention", "loss"))
@@ -125,7 +141,7 @@ def write_trainer(model: str, s: TrainSetup, notes: list[str]) -> str:
         if recipe in ("amp", "amp-fp16", "fp32"):
             out["dtype"] = "float32"  # TRL ModelConfig.dtype: fp32 weights, autocast (or none) over them
     else:
-        raise cannot(fmt, f"precision {recipe} without DeepSpeed", "bf16, amp, amp-fp16, fp32")
+        raise cannot(fmt, f"precision {recipe} without DeepSpeed" + _mixed(fmt, recipe), "bf16, amp, amp-fp16, fp32")
     out["optim"] = _hf_optim(fmt, s)
     if s.parallel.fsdp != "none":
         mode = {"full": "full_shard", "grad-op": "shard_grad_op", "hybrid": "hybrid_shard"}[str(s.parallel.fsdp)]
@@ -187,7 +203,7 @@ def write_axolotl(model: str, s: TrainSetup, notes: list[str]) -> str:
             "write --emit deepspeed to a file and set deepspeed: <path>, or zero 0",
         )
     if recipe not in ("bf16", "amp-fp16", "fp32"):
-        raise cannot(fmt, f"precision {recipe}", "bf16, amp-fp16, fp32")
+        raise cannot(fmt, f"precision {recipe}" + _mixed(fmt, recipe), "bf16, amp-fp16, fp32")
     out["bf16"], out["fp16"] = recipe == "bf16", recipe == "amp-fp16"
     if recipe == "fp32":
         out["bf16"] = False

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from vramwise.configs.imported import Imported
+from vramwise.configs.ollama_names import is_library_reference, resolve
 from vramwise.configs.values import Keys, prefixed, refuse
 
 # flag -> (option name, type); type "switch" is a flag without a value
@@ -361,6 +362,17 @@ _OLLAMA_INSTRUCTIONS = (
 )
 
 
+def _library(model: str, opts: dict[str, Any]) -> tuple[str | None, tuple[str, ...]]:
+    """FROM's model: an Ollama library name as the catalog's model of that architecture (None: not mapped, the note
+    says why), a format its tag names set in ``opts``; a GGUF file or a path as given."""
+    if not is_library_reference(model):
+        return model, ()
+    mapped, quant, note = resolve(model)
+    if quant is not None:
+        opts["format"] = quant
+    return mapped, (note,)
+
+
 def from_modelfile(text: str) -> Imported:
     """An Ollama Modelfile: FROM (a model name or a GGUF path), PARAMETER num_ctx/num_gpu/num_batch."""
     opts: dict[str, Any] = {"engine": "llama.cpp", "ollama": True}
@@ -396,6 +408,7 @@ def from_modelfile(text: str) -> Imported:
             ignored.append(instruction)
     if model is None:
         raise refuse("ollama", "FROM", "a Modelfile needs FROM (the model)")
+    model, notes = _library(model, opts)
     return Imported(
         kind="ollama",
         command="infer",
@@ -403,4 +416,5 @@ def from_modelfile(text: str) -> Imported:
         model=model,
         used=tuple(used),
         ignored=tuple(dict.fromkeys(ignored)),
+        notes=notes,
     )

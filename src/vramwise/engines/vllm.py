@@ -79,7 +79,10 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     weights = loaded_weights(spec, setup, fmt_name=fmt.name, c=c, layers=len(last), gpu=gpu)
     w_bytes = sum(t.bytes for t in weights)
 
-    fwd, fwd_f = forward_live(spec, tokens=T, c=c, tp=tp)
+    # --enforce-eager: no torch.compile either (vllm/config.py VllmConfig.__post_init__, 0.8-0.11: the compilation
+    # level is PIECEWISE only when not model_config.enforce_eager), so the profile run's forward is the eager
+    # module's, each block's last projection output beside its locals (vllm_terms.py, the comment on forward_live)
+    fwd, fwd_f = forward_live(spec, tokens=T, c=c, tp=tp, eager=flags.enforce_eager)
     rows = min(S, T)
     smp, smp_f = sampler_warmup(spec, rows=rows, tokens=T if rules.sampler_holds_all_tokens else rows, c=c)
     peak = max(fwd, smp)

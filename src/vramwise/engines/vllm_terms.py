@@ -21,11 +21,12 @@ from vramwise.workload.options import Interconnect
 _RUNNER = "vllm/v1/worker/gpu_model_runner.py"
 
 
-def _attention_width(spec: ModelSpec, tp: int) -> tuple[int, str]:
+def _attention_width(spec: ModelSpec, tp: int, eager: bool = False) -> tuple[int, str]:
     """Elements per token live in an attention layer's forward: residual and normed input (2h), the qkv
     projection's output and the attention output (vllm/model_executor/models/llama.py ``LlamaAttention.forward``:
     qkv_proj, rotary in place, attn, o_proj; MLA, deepseek_v2.py ``DeepseekV2MLAAttention``: q of nope + rope dims
-    per head, the kv latent and rope key, the output of v dims per head)."""
+    per head, the kv latent and rope key, the output of v dims per head). ``eager`` (the comment above
+    forward_live): o_proj's output h is allocated while all of these are still referenced."""
     att, h = spec.attention, spec.hidden_size
     heads = att.num_heads // tp
     if att.kind == "mla" and att.mla:
@@ -35,21 +36,29 @@ def _attention_width(spec: ModelSpec, tp: int) -> tuple[int, str]:
     else:
         qkv = (heads + 2 * kv_heads_per_gpu(spec, tp)) * att.head_dim
         out = heads * att.head_dim
+    if eager:
+        return 3 * h + qkv + out, f"3·h {3 * h} (o_proj's output beside them) + qkv {qkv} + out {out}"
     return 2 * h + qkv + out, f"2·h {2 * h} + qkv {qkv} + out {out}"
 
 
-def _mlp_width(spec: ModelSpec, tp: int) -> tuple[int, str]:
+def _mlp_width(spec: ModelSpec, tp: int, eager: bool = False) -> tuple[int, str]:
     """Elements per token live in the MLP: residual and input (2h), then dense gated (llama.py ``LlamaMLP``:
     gate_up 2i and act(gate)·up i, both live until act returns) or plain (up i and its activation i); MoE
     (vllm/model_executor/layers/fused_moe/fused_moe.py ``fused_experts_impl``: router logits E, intermediate_cache1
     and 3 sharing one buffer of top_k x max(2i, h), intermediate_cache2 top_k x i, the output h; a shared expert's
-    output h besides)."""
+    output h besides). ``eager`` (the comment above forward_live): a dense MLP's down_proj output h is allocated
+    while the residual, the caller's normed input, gate_up (a local until forward returns) and act's output are
+    live: 3h + 3i gated; plain, act rebinds up's output, so max(2h + 2i, 3h + i)."""
     h, mlp, moe = spec.hidden_size, spec.mlp, spec.moe
     widths = []
     if spec.dense_layers:
         i = mlp.intermediate_size // tp
         dense = 3 * i if mlp.gated else 2 * i
         widths.append((2 * h + dense, f"2·h {2 * h} + dense {'3·i' if mlp.gated else '2·i'} {dense}"))
+        if eager:
+            at_down = 3 * h + (3 * i if mlp.gated else i)
+            widths.append((at_down, f"3·h {3 * h} (down_proj's output beside them) + dense "
+                                    f"{'3·i' if mlp.gated else 'i'} {at_down - 3 * h}"))
     if moe and moe.moe_layers:
         i = moe.expert_intermediate_size // tp
         routed = moe.top_k * (max(2 * i, h) + i)
@@ -60,10 +69,19 @@ def _mlp_width(spec: ModelSpec, tp: int) -> tuple[int, str]:
     return max(widths) if widths else (2 * h, f"2·h {2 * h}")
 
 
-def forward_live(spec: ModelSpec, *, tokens: int, c: int, tp: int) -> tuple[int, str]:
-    """Bytes of the largest one-layer live set of a forward of ``tokens`` tokens, and its formula."""
-    att, att_f = _attention_width(spec, tp)
-    mlp, mlp_f = _mlp_width(spec, tp)
+# An eager forward (V0's profile run and graph capture run the nn.Module itself, no torch.compile) frees a tensor
+# only when Python drops its last reference. vllm/model_executor/models/llama.py (the 0.6 line and after):
+# ``LlamaMLP.forward`` is ``gate_up, _ = self.gate_up_proj(x); x = self.act_fn(gate_up); x, _ = self.down_proj(x)``
+# (gate_up stays a local until return) and ``LlamaDecoderLayer.forward`` calls ``hidden_states =
+# self.mlp(hidden_states)`` (the caller keeps the normed input until mlp returns); ``LlamaAttention.forward`` keeps
+# qkv and attn_output as locals across o_proj. So each block's last projection allocates its output (h) beside
+# everything the block made. Inductor's generated code (V1's compiled model) deletes each buffer after its last use
+# instead, so the compiled live set is the one without this term.
+def forward_live(spec: ModelSpec, *, tokens: int, c: int, tp: int, eager: bool = False) -> tuple[int, str]:
+    """Bytes of the largest one-layer live set of a forward of ``tokens`` tokens, and its formula. ``eager``: the
+    module runs without torch.compile (the comment above forward_live)."""
+    att, att_f = _attention_width(spec, tp, eager)
+    mlp, mlp_f = _mlp_width(spec, tp, eager)
     width, f = (att, f"attention: {att_f}") if att >= mlp else (mlp, f"MLP: {mlp_f}")
     return tokens * c * width, f"T {tokens} x c {c} x ({f})"
 

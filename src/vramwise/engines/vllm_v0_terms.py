@@ -9,7 +9,7 @@ CublasHandlePool.cpp ``parseChosenWorkspaceSize`` (torch 2.5.1, which vLLM 0.6.4
 
 from __future__ import annotations
 
-from vramwise.engines.vllm_terms import VOCAB_PADDING, forward_live
+from vramwise.engines.vllm_terms import SORT_LIVE_BYTES_PER_LOGIT, VOCAB_PADDING, forward_live, sort_scratch
 from vramwise.estimate.term import Term
 from vramwise.spec.model import ModelSpec
 
@@ -24,12 +24,13 @@ V0_CHUNKED_TOKENS = 512
 # chunked prefill on by default ("Chunked prefill is enabled by default for models with max_model_len > 32K"),
 # unless the model has a sliding window (or spec decode, LoRA, prefix caching, seqlen-agnostic layers).
 V0_LONG_CONTEXT = 32768
-# Bytes per logit at the sampler's peak, inside _apply_top_k_top_p (the profile run's SamplingParams(top_p=0.99,
-# top_k=vocab_size - 1) turns both on; FlashInfer sampling is opt-in through VLLM_USE_FLASHINFER_SAMPLER): the fp32
-# copy Sampler.forward makes "to apply temperature scaling" (4, held by the caller), the ascending sort's values
-# (4) and int64 indices (8), the top-k mask (1), probs_sort = softmax (4), probs_sum = cumsum, not in place (4), the
-# top-p mask (1) and logits_sort.scatter's out-of-place result (4) = 30; every one a local until the function
-# returns. After it, probs, logprobs and the sampling noise (4 each) beside the fp32 logits are less.
+# Bytes per logit at the scatter, one of the two peaks inside _apply_top_k_top_p (the other is the sort: v0_sampler).
+# The profile run's SamplingParams(top_p=0.99, top_k=vocab_size - 1) turns both on; FlashInfer sampling is opt-in
+# through VLLM_USE_FLASHINFER_SAMPLER. Live: the fp32 copy Sampler.forward makes "to apply temperature scaling" (4,
+# held by the caller), the ascending sort's values (4) and int64 indices (8), the top-k mask (1), probs_sort =
+# softmax (4), probs_sum = cumsum, not in place (4), the top-p mask (1) and logits_sort.scatter's out-of-place result
+# (4) = 30; every one a local until the function returns. After it, probs, logprobs and the sampling noise (4 each)
+# beside the fp32 logits are less.
 V0_SAMPLER_BYTES_PER_LOGIT = 4 + 4 + 8 + 1 + 4 + 4 + 1 + 4
 # torch's cuBLAS workspace, allocated through the caching allocator at the first GEMM (the profile run), so it is
 # torch memory vLLM counts in the profile's peak: CUBLAS_WORKSPACE_CONFIG's default ":4096:2:16:8" = 2 x 4096 KiB +
@@ -58,14 +59,21 @@ def cublas_workspace(compute_capability: str | None) -> int:
 def v0_sampler(spec: ModelSpec, *, rows: int, tokens: int, c: int) -> tuple[int, str]:
     """The V0 sampler's peak in the profile run: ``rows`` sequence groups each sample one token (the last of its
     prompt: LogitsProcessor._prune_hidden_states keeps those rows), the forward's hidden states still held.
-    The driver rank gathers every rank's logits (tensor_model_parallel_gather), so it holds the full padded row."""
+    The driver rank gathers every rank's logits (tensor_model_parallel_gather), so it holds the full padded row.
+    The peak per logit is the larger of two moments inside _apply_top_k_top_p: the scatter (V0_SAMPLER_BYTES_PER_LOGIT)
+    and the ascending sort itself, whose outputs and scratch (engines/vllm_terms.py SORT_SCRATCH_MANY_ROWS: torch
+    2.5.1's SortStable.cu, the same kernel the V1 sampler's sort runs) sit beside the fp32 copy."""
     V, h = spec.vocab_size, spec.hidden_size
     padded = -(-V // VOCAB_PADDING) * VOCAB_PADDING
-    total = tokens * h * c + rows * h * c + rows * padded * c + rows * V * V0_SAMPLER_BYTES_PER_LOGIT
+    at_sort = SORT_LIVE_BYTES_PER_LOGIT + sort_scratch(rows)
+    per_logit = max(V0_SAMPLER_BYTES_PER_LOGIT, at_sort)
+    moment = (f"at the sort: fp32 copy, sort values and int64 indices {SORT_LIVE_BYTES_PER_LOGIT} + torch.sort "
+              f"scratch {sort_scratch(rows)} B" if at_sort >= V0_SAMPLER_BYTES_PER_LOGIT else
+              "at the scatter: fp32 copy, sort values, int64 indices, top-k mask, softmax, cumsum, top-p mask, scatter")
+    total = tokens * h * c + rows * h * c + rows * padded * c + rows * V * per_logit
     return total, (
         f"hidden states T {tokens} x h {h} x c {c} + pruned rows {rows} x h x c + logits rows x V {padded} (padded "
-        f"to {VOCAB_PADDING}) x c + rows x V {V} x {V0_SAMPLER_BYTES_PER_LOGIT} B (fp32 copy, sort values, int64 "
-        "indices, top-k mask, softmax, cumsum, top-p mask, scatter)"
+        f"to {VOCAB_PADDING}) x c + rows x V {V} x {per_logit} B ({moment})"
     )
 
 
@@ -74,7 +82,7 @@ def v0_profile_peak(
 ) -> Term:
     """The torch peak increase of V0's profile run: max(one layer's forward live set, the sampler) + the cuBLAS
     workspace its first GEMM allocates."""
-    fwd, fwd_f = forward_live(spec, tokens=tokens, c=c, tp=tp)
+    fwd, fwd_f = forward_live(spec, tokens=tokens, c=c, tp=tp, eager=True)
     rows = min(seqs, tokens)
     smp, smp_f = v0_sampler(spec, rows=rows, tokens=tokens, c=c)
     ws = cublas_workspace(compute_capability)
@@ -101,7 +109,7 @@ def v0_cuda_graphs(spec: ModelSpec, *, max_num_seqs: int, c: int, tp: int) -> Te
     """The graphs' shared pool: captured after the KV cache (Worker.initialize_cache -> _warm_up_model), largest
     batch first, one pool for all, sized by the largest batch's decode forward."""
     sizes = v0_capture_sizes(max_num_seqs)
-    live, f = forward_live(spec, tokens=max(sizes), c=c, tp=tp)
+    live, f = forward_live(spec, tokens=max(sizes), c=c, tp=tp, eager=True)
     return Term(
         name="cuda_graphs",
         bytes=live,

@@ -9,15 +9,15 @@ Neither can be traced without a GPU. The defaults are stated assumptions, overri
   CUDA-visible total (catalog/gpu_spec.py), so the reserve is not in this term and the context is not in the
   budget: neither is counted twice. (Until issue 12 the budgets were nvidia-smi's totals, and the catalog's
   comment let this term stand for the gap too; it never did: 512 MiB is the context, measured or assumed.)
-- Allocator reserve (reserved − allocated): training replays its step's allocations through the
-  caching-allocator model (estimate/allocator_model.py, estimate/train/allocation.py; ``modelled_allocator``);
-  inference keeps 3% of tensor bytes for the block rounding and fragmentation (vLLM pre-allocates its KV cache
-  in one tensor, so serving sits near the low end). ``--allocator-fraction`` overrides either.
+- Allocator reserve (reserved − allocated): 3% of tensor bytes for the block rounding and fragmentation (published
+  runs show 3-10%; vLLM pre-allocates its KV cache in one tensor, so serving sits near the low end). Training with
+  the replay (workload/overheads.py AllocatorSettings: opt-in, and why) takes bytes instead: its step's
+  allocations replayed through the caching-allocator model at the workload's own shapes
+  (estimate/allocator_model.py, estimate/train/allocation.py; ``modelled_allocator``). ``--allocator-fraction``
+  overrides either.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 from vramwise.estimate.term import Phase, PhaseKind, Term
 from vramwise.units import MIB
@@ -66,20 +66,13 @@ def with_allocator(persistent_tensors: int, kind: PhaseKind, transient: list[Ter
     return Phase(kind=kind, transient=(*transient, reserve))
 
 
-def modelled_allocator(
-    persistent_tensors: int,
-    kind: PhaseKind,
-    transient: list[Term],
-    fraction: float,
-    formula: Callable[[float, int], str],
-) -> Phase:
-    """A phase whose transients include the reserve the caching-allocator model replayed for the step, as the
-    fraction of tensor bytes it came to (``formula(fraction, tensor bytes)`` states the replay)."""
-    tensors = persistent_tensors + sum(t.bytes for t in transient)
+def modelled_allocator(kind: PhaseKind, transient: list[Term], reserve: int, formula: str) -> Phase:
+    """A phase whose transients include the reserve the caching-allocator model replayed for the step, in bytes
+    (``formula`` states the replay: estimate/train/allocation.py)."""
     term = Term(
         name="overhead/allocator",
-        bytes=allocator_bytes(tensors, fraction),
-        formula=formula(fraction, tensors),
+        bytes=reserve,
+        formula=formula,
         source="PyTorch caching allocator replayed: pools, rounding, best fit, splitting (estimate/allocator_model.py)",
     )
     return Phase(kind=kind, transient=(*transient, term))

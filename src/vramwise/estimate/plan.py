@@ -46,16 +46,18 @@ ONE, BATCH, TOKENS, BATCH_SEQ_SEQ, LOSS_CHUNK = range(5)
 _CONSTANT = Vars(1, 0, 0, 0, 0, 0)
 
 class AllocatorModel(Protocol):
-    """The allocator's reserve from a replay of the step (training: estimate/train/allocation.py)."""
+    """The allocator's reserve from a replay of the step (training: estimate/train/allocation.py), in bytes."""
 
     @property
-    def reference(self) -> Vars:
-        """The variables the replay runs at."""
+    def load_reserve(self) -> int:
+        """The reserve once the persistent tensors are allocated: the LOAD phase's."""
         ...
 
-    def reserve(self, v: Vars) -> int: ...
+    def reserve(self, v: Vars) -> int:
+        """The step's reserve at ``v``, linear in the micro-batch (the layout search extrapolates from two)."""
+        ...
 
-    def formula(self, fraction: float, tensors: int) -> str: ...
+    def formula(self, v: Vars, load: bool) -> str: ...
 
 
 # What ``Plan.phase_bytes`` reads, derived once per plan (``Plan._compiled``).
@@ -107,27 +109,19 @@ class Plan:
     phases: tuple[tuple[PhaseKind, tuple[int, ...]], ...]
     allocator_fraction: float | None
     notes: tuple[str, ...]
-    # the reserve from a replay of the step's allocations, used unless allocator_fraction is given
+    # the reserve from a replay of the step's allocations (bytes, not a fraction of the tensors), used unless
+    # allocator_fraction is given; pipeline stages alike share the busiest one's (training.py ``_busiest_alike``)
     allocator: AllocatorModel | None = None
-    # pipeline stages alike take the busiest one's fraction (training.py ``_busiest_alike``)
-    shared_fraction: float | None = None
 
     @functools.cached_property
-    def fraction(self) -> float | None:
-        """The reserve as a fraction of tensor bytes: ``allocator_fraction`` when given, else the replay's reserve
-        at its reference variables over the tensors of the peak phase there (None: the overheads' default).
+    def modelled(self) -> AllocatorModel | None:
+        """The allocator model the reserve comes from: None when a flat fraction is given or none was built."""
+        return self.allocator if self.allocator_fraction is None else None
 
-        A fraction, as the flat default was, so that every phase stays linear in the workload variables (the
-        layout search extrapolates phases from two micro-batches) and the replay runs once per plan.
-        """
-        if self.allocator is None or self.allocator_fraction is not None:
-            return self.allocator_fraction
-        if self.shared_fraction is not None:
-            return self.shared_fraction
-        ref = self.allocator.reference
-        _, tensors, transients = self._bytes(ref)
-        peak = tensors + max(transients)
-        return self.allocator.reserve(ref) / peak if peak else 0.0
+    @functools.cached_property
+    def _loading(self) -> tuple[bool, ...]:
+        """Whether each phase is the checkpoint's loading, before the step: its reserve is the load's."""
+        return tuple(kind is PhaseKind.LOAD for kind, _ in self.phases)
 
     @functools.cached_property
     def _compiled(self) -> _Compiled:
@@ -156,15 +150,22 @@ class Plan:
     def phase_bytes(self, v: Vars) -> list[int]:
         """Per-GPU bytes at each phase: persistent terms, the phase's transients and the allocator reserve."""
         persistent, tensors, transients = self._bytes(v)
-        fraction = self.fraction
+        model = self.modelled
+        if model is not None:
+            step, load = model.reserve(v), model.load_reserve
+            loading = self._loading
+            return [persistent + n + (load if loads else step) for n, loads in zip(transients, loading, strict=True)]
+        fraction = self.allocator_fraction
         return [persistent + n + allocator_bytes(tensors + n, fraction) for n in transients]
 
     def peak(self, v: Vars) -> int:
         """Per-GPU peak bytes: ``max(phase_bytes(v))``, what ``render(v).peak_bytes`` reports."""
+        if self.modelled is not None:
+            return max(self.phase_bytes(v))
         persistent, tensors, transients = self._bytes(v)
         # the reserve grows with the transients, so the phase with the most transient bytes is the peak
         n = max(transients)
-        return persistent + n + allocator_bytes(tensors + n, self.fraction)
+        return persistent + n + allocator_bytes(tensors + n, self.allocator_fraction)
 
     @functools.cached_property
     def _constant_terms(self) -> tuple[tuple[Term | None, ...], tuple[Term | None, ...]]:
@@ -179,11 +180,17 @@ class Plan:
         fixed_persistent, fixed_transient = self._constant_terms
         persistent = tuple(t or r.term(v) for t, r in zip(fixed_persistent, self.persistent, strict=True))
         transient = [t or r.term(v) for t, r in zip(fixed_transient, self.transient, strict=True)]
-        base, fraction = tensor_bytes(persistent), self.fraction
-        if self.allocator is not None and self.allocator_fraction is None and fraction is not None:
+        base, fraction, model = tensor_bytes(persistent), self.allocator_fraction, self.modelled
+        if model is not None:
+            step = model.reserve(v)
             phases = tuple(
-                modelled_allocator(base, kind, [transient[j] for j in members], fraction, self.allocator.formula)
-                for kind, members in self.phases
+                modelled_allocator(
+                    kind,
+                    [transient[j] for j in members],
+                    model.load_reserve if loading else step,
+                    model.formula(v, loading),
+                )
+                for (kind, members), loading in zip(self.phases, self._loading, strict=True)
             )
             return Estimate(persistent=persistent, phases=phases, notes=self.notes, host=self.host)
         phases = tuple(
@@ -214,7 +221,6 @@ class Transients:
         allocator_fraction: float | None,
         notes: Sequence[str],
         allocator: AllocatorModel | None = None,
-        shared_fraction: float | None = None,
     ) -> Plan:
         return Plan(
             persistent=tuple(persistent),
@@ -224,5 +230,4 @@ class Transients:
             allocator_fraction=allocator_fraction,
             notes=tuple(notes),
             allocator=allocator,
-            shared_fraction=shared_fraction,
         )

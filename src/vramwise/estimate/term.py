@@ -60,6 +60,9 @@ class PhaseKind(enum.StrEnum):
     # eager attention's backward in the last layer: the gradients of its (b, heads, s, s) scores beside every
     # layer's activations (estimate/train/backward_workspace.py)
     BACKWARD_ATTENTION = "backward (attention)"
+    # a chunked head sharing one weight (torchtune's chunked output): autograd adds the second chunk's weight gradient
+    # to the first's out of place, three weight-sized gradients at once (estimate/train/loss.py _head_chunks)
+    BACKWARD_HEAD_CHUNKS = "backward (head chunks)"
 
     @property
     def step(self) -> Step:
@@ -84,6 +87,7 @@ _STEPS = {
     PhaseKind.FORWARD_LAYER: Step.FORWARD,
     PhaseKind.FORWARD_DORA: Step.FORWARD,
     PhaseKind.BACKWARD_ATTENTION: Step.BACKWARD,
+    PhaseKind.BACKWARD_HEAD_CHUNKS: Step.BACKWARD,
 }
 
 

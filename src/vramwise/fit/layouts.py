@@ -1,5 +1,7 @@
-"""Parallel layouts for a GPU count: every (tp, pp, dp, ZeRO stage, recompute, offload, micro-batch) that fits,
-ranked.
+"""Parallel layouts for a GPU count: every (tp, pp, dp, ZeRO stage or FSDP mode, recompute, offload, micro-batch)
+that fits, ranked. The sharding axis is DeepSpeed's ZeRO stages 0-3, or, for a framework that shards with FSDP
+instead (torchtune, torchtitan, LitGPT), the FSDP modes it runs (``fsdp``: full shard, shard-grad-op, and no
+sharding only where the framework replicates without sharding).
 
 Ranking: layouts that fit, ordered by a throughput proxy (higher is better), then by headroom. The proxy is
 deliberately simple and stated: each factor is the fraction of ideal throughput a layout keeps.
@@ -7,6 +9,8 @@ deliberately simple and stated: each factor is the fraction of ideal throughput 
   tensor parallel     x 0.92^log2(t) inside a node (t <= 8), x 0.5^log2(t/8) beyond
   pipeline (1F1B)     x m / (m + p - 1)   (the bubble; m = micro-batches per step)
   ZeRO-3              x 0.9   (parameters all-gathered twice a step); ZeRO-1/2 x 0.98
+  FSDP full shard     x 0.9   (as ZeRO-3: all-gathered in forward and again in backward); shard-grad-op x 0.98
+                              (as ZeRO-2: gathered once, kept through backward)
   offload             x 0.7 (optimizer on the CPU), x 0.5 (parameters too)
   micro-batch b       x b / (b + 1)   (small matmuls use the GPU poorly)
 Rejected families (a tp x pp pair where nothing fits) are reported with the smallest peak they reach.
@@ -47,10 +51,11 @@ class Layout:
     peak: int
     fits: bool
     throughput: float
+    fsdp: str = "none"  # the FSDP mode (a framework that shards with FSDP); "none" with the ZeRO stages
 
     @property
     def label(self) -> str:
-        zero = f" zero={self.zero}" if self.zero else ""
+        zero = f" zero={self.zero}" if self.zero else f" fsdp={self.fsdp}" if self.fsdp != "none" else ""
         offload = f" offload={self.offload}" if self.offload != "none" else ""
         return f"tp={self.tp} pp={self.pp} dp={self.dp}{zero} recompute={self.recompute} b={self.batch}{offload}"
 
@@ -76,13 +81,13 @@ class Search:
 
 
 def throughput_proxy(
-    tp: int, pp: int, zero: int, recompute: str, micro_batches: int, offload: str, batch: int
+    tp: int, pp: int, zero: int, recompute: str, micro_batches: int, offload: str, batch: int, fsdp: str = "none"
 ) -> float:
     score = 0.75 if recompute == "full" else 1.0
     inside, beyond = min(tp, GPUS_PER_NODE), max(1, tp // GPUS_PER_NODE)
     score *= 0.92 ** math.log2(inside) * 0.5 ** math.log2(beyond)
     score *= micro_batches / (micro_batches + pp - 1)
-    score *= 0.9 if zero == 3 else 0.98 if zero else 1.0
+    score *= 0.9 if zero == 3 or fsdp == "full" else 0.98 if zero or fsdp == "grad-op" else 1.0
     score *= {"none": 1.0, "optimizer": 0.7, "params": 0.5}[offload]
     return score * batch / (batch + 1)
 
@@ -96,15 +101,17 @@ def search_layouts(
     batches: tuple[int, ...] | None = None,
     max_tp: int = 64,
     max_pp: int = 64,
+    fsdp: tuple[str, ...] = (),
 ) -> Search:
     """Every layout of ``gpus`` GPUs for ``setup``'s sequence, precision and optimizer, at each micro-batch in
-    ``batches`` (default: ``setup.batch`` only)."""
+    ``batches`` (default: ``setup.batch`` only); ``fsdp``: shard with these FSDP modes instead of ZeRO's stages."""
     batches = tuple(sorted(batches or (setup.batch,)))
     count = _Count()
     fitting: list[Layout] = []
     rejected: list[Rejected] = []
     for tp, pp in _splits(spec, gpus, max_tp, max_pp):
-        family = [_family_layouts(spec, setup, base, budget, batches, count) for base in _bases(setup, gpus, tp, pp)]
+        bases = _bases(setup, gpus, tp, pp, fsdp)
+        family = [_family_layouts(spec, setup, base, budget, batches, count) for base in bases]
         found = [layout for layouts in family for layout in layouts]
         fitting += [x for x in found if x.fits]
         misses = [x for x in found if not x.fits]
@@ -135,18 +142,25 @@ def _splits(spec: ModelSpec, gpus: int, max_tp: int, max_pp: int) -> Iterator[tu
                 yield tp, pp
 
 
-def _bases(setup: TrainSetup, gpus: int, tp: int, pp: int) -> Iterator[TrainSetup]:
-    """The setups of one tp x pp family: each ZeRO stage, offload and recompute choice (micro-batch still open)."""
+def _bases(
+    setup: TrainSetup, gpus: int, tp: int, pp: int, fsdp: tuple[str, ...] = ()
+) -> Iterator[TrainSetup]:
+    """The setups of one tp x pp family: each ZeRO stage (or FSDP mode), offload and recompute choice (micro-batch
+    still open)."""
     dp = gpus // (tp * pp)
     accum = max(setup.grad_accum, pp) if pp > 1 else setup.grad_accum  # 1F1B needs at least pp micro-batches
-    for zero in (0, 1, 2, 3) if dp > 1 else (0,):
-        for offload in ("none", "optimizer", "params") if zero else ("none",):
-            if offload == "params" and zero != 3:
+    shardings = tuple((0, m) for m in fsdp) if fsdp else tuple((z, "none") for z in (0, 1, 2, 3))
+    for zero, mode in shardings if dp > 1 else ((0, "none"),):
+        # FSDP offloads the parameters with their gradients and optimizer step (CPUOffload), full shard only
+        offloads = ("none", "params") if mode == "full" else ("none",) if mode != "none" else (
+            ("none", "optimizer", "params") if zero else ("none",))
+        for offload in offloads:
+            if offload == "params" and zero != 3 and mode != "full":
                 continue
             for recompute in ("none", "full"):
                 try:
                     yield setup.with_flat(
-                        tp=tp, pp=pp, dp=dp, zero=zero, fsdp="none", recompute=recompute,
+                        tp=tp, pp=pp, dp=dp, zero=zero, fsdp=mode, recompute=recompute,
                         offload=offload, sp=setup.parallel.sp and tp > 1, grad_accum=accum,
                     )  # fmt: skip
                 except VramwiseError:  # a combination --framework does not run (DeepSpeed: ZeRO-2/3 with pp > 1)
@@ -176,8 +190,9 @@ def _family_layouts(
             count.estimates += 1
         layout = Layout(
             tp=par.tp, pp=par.pp, dp=par.dp, zero=par.zero, recompute=base.recompute, offload=par.offload, batch=b,
-            grad_accum=base.grad_accum, peak=peak, fits=peak <= budget,
-            throughput=throughput_proxy(par.tp, par.pp, par.zero, base.recompute, base.grad_accum, par.offload, b),
+            grad_accum=base.grad_accum, peak=peak, fits=peak <= budget, fsdp=str(par.fsdp),
+            throughput=throughput_proxy(par.tp, par.pp, par.zero, base.recompute, base.grad_accum, par.offload, b,
+                                        str(par.fsdp)),
         )  # fmt: skip
         out.append(layout)
         if not layout.fits:

@@ -100,15 +100,19 @@ def render_layouts(
         f"{len(fitting)} layouts of {gpus} x {gpu.label} fit (each: {budget_words(gpu, unit)}{kept}), best first:",
         *_assuming(assumptions),
     ]
+    fsdp = [x for x in fitting[:top] if x.fsdp != "none"]  # an FSDP framework's layouts: their longer labels align
+    width = max([44, *(len(x.label) for x in fsdp)])
     for x in fitting[:top]:
         room = fmt(budget - x.peak, unit)
-        lines.append(f"  {x.label:<44} {fmt(x.peak, unit):>12}  headroom {room:>11}  throughput {x.throughput:.2f}")
+        peak = fmt(x.peak, unit)
+        lines.append(f"  {x.label:<{width}} {peak:>12}  headroom {room:>11}  throughput {x.throughput:.2f}")
     for r in rejected:
         smallest = fmt(r.smallest_peak, unit)
         lines.append(f"  rejected tp={r.tp} pp={r.pp}: at least {smallest} > {fmt(budget, unit)} ({r.reason})")
     if not fitting:
         lines.append("nothing fits: see the smallest peaks above; try a smaller micro-batch, offload or more GPUs")
-    lines.append("throughput proxy: recompute x0.75, tp x0.92 per doubling in a node, bubble m/(m+p-1), ZeRO-3 x0.9")
+    proxy = "throughput proxy: recompute x0.75, tp x0.92 per doubling in a node, bubble m/(m+p-1), ZeRO-3 x0.9"
+    lines.append(proxy + (", FSDP full shard x0.9, shard-grad-op x0.98" if fsdp else ""))
     lines += [f"note: {n}" for n in notes]
     lines.append(footer(unit))
     return "\n".join(lines)

@@ -22,13 +22,16 @@ def render_table(
     verdict: Verdict | None = None,
     capacity: Capacity | None = None,
     engine: EngineEstimate | None = None,
+    after_verdict: list[str] | None = None,
 ) -> str:
+    """The table; ``after_verdict``: lines shown right after the verdict (``--range``'s block)."""
     label = unit_label(unit)
     total = estimate.peak_bytes
     width = max([len(t.name) for t in estimate.terms] + [len("total (peak)")])
     lines = [title]
     if verdict is not None:  # the verdict comes first, then the terms (issue 13; trial finding 11: hf's was last)
         lines += _verdict_lines(verdict, unit, explain)
+    lines += after_verdict or []
     header = f"{'term':<{width}}  {'bytes':>17}  {label:>9}  {'share':>6}"
     lines += [header, "-" * len(header)]
     for t in estimate.terms:

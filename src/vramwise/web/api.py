@@ -13,17 +13,18 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
-from functools import cache, partial
+from functools import cache
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from vramwise.cli.options import parse_options, setup_values
+from vramwise.cli.options import command_line, parse_options, setup_values
 from vramwise.errors import VramwiseError, shown
 from vramwise.web.describe import openapi, options_listing
 from vramwise.web.limits import Limits
@@ -31,22 +32,46 @@ from vramwise.web.limits import Limits
 UPLOADED = "uploaded"  # a dropped config.json is read from <private dir>/uploaded/config.json: MODEL's name
 UPLOADED_SOURCE = "config.json (uploaded)"  # what the document says instead of the private path
 MAX_QUERY = 200  # characters of ?q= kept
+MAX_COMMAND_HEADER = 4096  # a longer command line is left out of the headers (servers cap a header near 8 KiB)
 T = TypeVar("T")
 
 
 class Workers:
-    """The threads estimates run in: the event loop stays free for other requests, and at most ``limit`` estimates
-    run at once (the GIL makes more threads no faster; the rest wait their turn). Shared by the three estimate
-    routes of one application."""
+    """The threads estimates run in: the event loop stays free for other requests, at most ``limit`` estimates run
+    at once (the GIL makes more threads no faster; the others wait their turn), and an estimate past ``timeout``
+    seconds is answered 503 and left to finish in its thread (Python cannot stop it), still counted: when every
+    thread holds such an estimate, requests are answered 503 at once instead of piling up. Shared by the three
+    estimate routes of one application."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._limiter: anyio.CapacityLimiter | None = None
+    def __init__(self, limit: int, timeout: float) -> None:
+        self.limit, self.timeout = limit, timeout
+        self._running = 0  # threads running an estimate, those answered 503 included (changed under _lock)
+        self._lock = threading.Lock()
+        self._slots: anyio.CapacityLimiter | None = None
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
-        if self._limiter is None:  # made inside the event loop that uses it
-            self._limiter = anyio.CapacityLimiter(self.limit)
-        return await anyio.to_thread.run_sync(partial(func, *args), limiter=self._limiter)
+        if self._slots is None:  # made inside the event loop that uses it
+            self._slots = anyio.CapacityLimiter(self.limit)
+
+        def job() -> T:
+            try:
+                return func(*args)
+            finally:
+                with self._lock:
+                    self._running -= 1
+
+        try:
+            with anyio.fail_after(self.timeout):
+                async with self._slots:
+                    with self._lock:
+                        if self._running >= self.limit:  # every thread still holds an estimate past its time
+                            raise BadRequest(503, f"the server is busy with {self._running} long estimates; retry "
+                                                  "later, or run this one with the command line")
+                        self._running += 1
+                    return await anyio.to_thread.run_sync(job, abandon_on_cancel=True)
+        except TimeoutError:
+            raise BadRequest(503, f"the estimate took more than {self.timeout:g} s (it finishes in the background); "
+                                  "the command line runs it without a time limit") from None
 
 
 class BadRequest(Exception):
@@ -63,11 +88,13 @@ def error_response(status: int, message: str, field: str | None = None, allowed:
     return JSONResponse({"error": message, "field": field, "allowed": allowed}, status_code=status, headers=headers)
 
 
-def document_response(doc: dict[str, Any], fits: bool) -> Response:
+def document_response(doc: dict[str, Any], fits: bool, command: str = "") -> Response:
     from vramwise.report.json_out import render_json  # the CLI's own rendering, byte for byte
 
-    return Response(render_json(doc) + "\n", media_type="application/json",
-                    headers={"X-Vramwise-Fits": "true" if fits else "false"})
+    headers = {"X-Vramwise-Fits": "true" if fits else "false"}
+    if command.isascii() and command.isprintable() and len(command) <= MAX_COMMAND_HEADER:
+        headers["X-Vramwise-Command"] = command  # the same request as a command line
+    return Response(render_json(doc) + "\n", media_type="application/json", headers=headers)
 
 
 async def read_body(request: Request, limits: Limits) -> dict[str, Any]:
@@ -82,14 +109,9 @@ async def read_body(request: Request, limits: Limits) -> dict[str, Any]:
     if kind != "application/json":
         raise BadRequest(415, f"the body must be JSON sent as application/json, not {shown(kind or 'no type')}",
                          "content-type", "application/json")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limits.max_body:
-            raise BadRequest(413, f"the request body is over {limits.max_body:,} bytes")
-        chunks.append(chunk)
+    raw = await _bounded(request, limits.max_body)
     try:
-        body = json.loads(b"".join(chunks))
+        body = json.loads(raw)
     except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, an integer Python refuses, too deep
         raise BadRequest(400, f"the body is not JSON: {shown(str(err))}", "body",
                          'a JSON object {"args": {...}, "config": ...}') from None
@@ -115,8 +137,22 @@ async def read_body(request: Request, limits: Limits) -> dict[str, Any]:
     return {"args": args, "config": config}
 
 
+async def _bounded(request: Request, cap: int) -> bytes:
+    """The body, read until it passes ``cap`` bytes (413; a chunked body declares no length)."""
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise BadRequest(413, f"the request body is over {cap:,} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client went away mid-body: nobody to answer, nothing to log as an error
+        raise BadRequest(400, "the client closed the connection before the body ended", "body") from None
+    return b"".join(chunks)
+
+
 def answer(command: str, args: Mapping[str, Any], config: str | None) -> tuple[dict[str, Any], bool]:
-    """The document and whether it fits (run in the thread pool). A dropped config is written to a private
+    """The document and whether it fits (run in a worker thread). A dropped config is written to a private
     directory of this request only, read as MODEL, and removed."""
     if config is None:
         return _document(command, parse_options(command, args))
@@ -133,16 +169,18 @@ def answer(command: str, args: Mapping[str, Any], config: str | None) -> tuple[d
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _document(command: str, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    from vramwise.app import documents
+def warm() -> None:
+    """Load what every request needs (the estimate path, the parsers, the listings) before the first one comes."""
+    for command, args in (("infer", {"model": "llama-2-7b"}), ("train", {"model": "llama-2-7b"})):
+        answer(command, args, None)
+    options_listing()
+    openapi()
 
-    options = setup_values(values)
-    if command == "infer":
-        done = documents.infer_document(documents.infer_request(values, options))
-    elif command == "train":
-        done = documents.train_document(documents.train_request(values, options))
-    else:
-        done = documents.fit_document(documents.fit_request(values, options))
+
+def _document(command: str, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    from vramwise.app.documents import document_for
+
+    done = document_for(command, values, setup_values(values))
     return done.doc, done.fits
 
 
@@ -166,7 +204,8 @@ def estimate_endpoint(command: str, limits: Limits, workers: Workers) -> Any:
             return error_response(err.status, str(err), err.field, err.allowed)
         except VramwiseError as err:
             return error_response(400, _one_line(str(err)), err.field, err.allowed)
-        return document_response(doc, fits)
+        shown_as = command_line(command, body["args"], model="config.json" if body["config"] is not None else None)
+        return document_response(doc, fits, shown_as)
 
     return endpoint
 

@@ -152,12 +152,16 @@ def _responses(ok: dict[str, Any], what: str) -> dict[str, Any]:
     return {
         "200": {"description": what, "content": {"application/json": {"schema": ok}},
                 "headers": {"X-Vramwise-Fits": {"schema": {"type": "string", "enum": ["true", "false"]},
-                                                "description": "whether it fits (the CLI's exit status 0 or 3)"}}},
+                                                "description": "whether it fits (the CLI's exit status 0 or 3)"},
+                            "X-Vramwise-Command": {"schema": {"type": "string"},
+                                                   "description": "the same request as a command line (left out "
+                                                                  "when it is not printable ASCII)"}}},
         "400": {"description": "bad input: one line naming the field", **error},
         "413": {"description": "the body or the config is too large", **error},
         "415": {"description": "the body is not sent as application/json", **error},
         "429": {"description": "too many requests from this address", **error},
         "500": {"description": "a bug: a generic body, never a traceback", **error},
+        "503": {"description": "the estimate took too long, or every worker is busy with one that did", **error},
     }
 
 

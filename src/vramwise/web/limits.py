@@ -24,6 +24,10 @@ DEFAULT_BURST = 60  # requests a client may make at once
 MAX_CLIENTS = 4096  # addresses remembered; the least recently seen is forgotten first
 # Estimates are pure Python under the GIL: threads beyond a few add no speed, only memory; more requests wait.
 DEFAULT_WORKERS = 4
+# A catalog estimate takes about a millisecond, a fit search or a hub lookup up to seconds; the caching-allocator
+# replay of a large MoE model that does not fit (advice estimates it again per change) can take a minute or more.
+# The page answers 503 past this; the command line has no limit.
+DEFAULT_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +39,7 @@ class Limits:
     rate: float = DEFAULT_RATE
     burst: int = DEFAULT_BURST
     workers: int = DEFAULT_WORKERS  # estimates running at once
+    timeout: float = DEFAULT_TIMEOUT_S  # seconds an estimate may take before the request is answered 503
 
 
 class RateCap:

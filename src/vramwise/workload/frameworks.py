@@ -591,9 +591,23 @@ _FSDP_LOADING = {
 }
 
 
+# Lightning's FSDP strategy materialises and shards unit by unit, then loads unit by unit: fsdp-sync (W/n + 2u)
+_FSDP_SYNC_LOADING = {
+    Framework.LITGPT: (
+        "lit-gpt 8641822 finetune/lora.py main: GPT built under fabric.init_module(empty_init=True) (the meta device), "
+        "fabric.setup_module materialises and shards each Block; load_checkpoint -> Lightning 71aed751 "
+        "fabric/strategies/fsdp.py _load_raw_module_state_from_path: _lazy_load on the host, load_state_dict in the "
+        "full-state-dict context, one unit unsharded at a time"
+    ),
+}
+
+
 def fsdp_loading(framework: str) -> str:
     """The loading path under FSDP when ``--loading`` is auto: fsdp-meta for the frameworks that build on the
-    meta device (torchtune, torchtitan), else transformers' fsdp-full."""
+    meta device and fill the shards (torchtune, torchtitan), fsdp-sync for Lightning's unit-by-unit loading
+    (LitGPT), else transformers' fsdp-full."""
+    if framework in _FSDP_SYNC_LOADING:
+        return "fsdp-sync"
     return "fsdp-meta" if framework in _FSDP_LOADING else "fsdp-full"
 
 
@@ -603,8 +617,9 @@ _NOTES: dict[Framework, tuple[str, ...]] = {
         "CEWithChunkedOutputLoss (--loss torchtune-chunked)",
     ),
     Framework.TORCHTITAN: (
-        "torchtitan: under FSDP2 the parameters are fp32 shards and bf16 exists only while a layer is gathered; "
-        "bf16-mixed counts a bf16 shard beside the fp32 one (2 B per parameter / n too many, not modelled yet)",
+        "torchtitan: under FSDP2 the parameters are fp32 shards and bf16 exists only while a layer is gathered: "
+        "bf16-mixed counts the fp32 shard as the parameter and the master copy at once (estimate/train/states.py "
+        "fsdp2_fp32_params)",
         "torchtitan: the loss chunk is an eighth of the micro-batch given; fit --max and plot keep that chunk while "
         "they vary the batch or the sequence",
     ),
@@ -614,12 +629,13 @@ _NOTES: dict[Framework, tuple[str, ...]] = {
         "transformers'; a dense family lit-gpt 8641822 has no config for (lit_gpt/config.py) is estimated as its GPT "
         "would run it",
         "litgpt: finetune/lora.py's micro_batch_size 4 and gradient_accumulation_iters 32 are not filled in (give "
-        "--batch); the first batch holds the longest training sample (get_batch longest_seq_ix): give it as --seq",
-        "litgpt: under FSDP --loading stays auto (fsdp-full, whole model + shard). LitGPT builds on the meta device "
-        "and Lightning (71aed751 strategies/fsdp.py module_init_context) materialises and shards unit by unit "
-        "(fsdp-sync), yet its published FSDP peaks (Llama 2 7B on 2 GPUs: 22.18 GB at micro-batch 1, +0.4 GB a "
-        "sample; Falcon 40B OOM on 4 x 40 GB) hold about a whole model beside the shard during the step: where, is "
-        "not traced here",
+        "--batch and --grad-accum); the first batch holds the longest training sample (get_batch longest_seq_ix): "
+        "give it as --seq",
+        "litgpt: under FSDP every Block's gradient is its whole flat parameter, frozen weights included (Lightning's "
+        "use_orig_params=True), kept whole on every GPU while --grad-accum > 1 accumulates under no_sync "
+        "(estimate/train/lightning_fsdp.py); --loading auto is fsdp-sync ["
+        + _FSDP_SYNC_LOADING[Framework.LITGPT]
+        + "]",
     ),
 }
 

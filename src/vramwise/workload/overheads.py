@@ -66,10 +66,15 @@ class AllocatorSettings:
 
     expandable_segments: bool = False  # expandable_segments:True
     max_split_size_mb: int | None = None  # max_split_size_mb:N; None: unlimited (PyTorch's default)
-    # The reserve from the replay instead of the flat fraction. Off by default: the replay runs at a reference of
-    # 4,096 tokens per GPU and applies its reserve as a fraction (estimate/plan.py Plan.fraction), which over-counts
-    # runs far from that reference (a 70B tp 8 step of 131,072 tokens per GPU: a 35% reserve where torchtitan
-    # published 72 GiB reserved); it is on whenever an allocator setting is given, which a flat fraction ignores.
+    # The reserve from the replay instead of the flat fraction, in bytes at the workload's own shapes (replayed at
+    # one of its sequences, times the micro-batch: estimate/train/allocation.py). Off by default, for three reasons
+    # measured when written: the replayed reserve swings with the shapes (Llama 3.2 3B full fine-tuning at 768
+    # tokens: 339, 2,565, 5,187, 3,301 MiB at micro-batches 1-4, one logits-sized block finding a free block or
+    # not), so the peak is not monotone in the sequence (Llama 3.2 3B: it falls in 16 of 60 steps of 128 tokens
+    # from 512 to 8,192, by up to 1.7 GiB), which fit's bisections assume; it costs the layout search one replay
+    # per layout (about 1,260 for bench/speed.py's search: several seconds against its 1 s target); and on the
+    # published runs (bench/training.py) it moves the median little (5.2% against the flat 5.3%) while spreading
+    # the reserved peaks from -6% to +8%. On whenever an allocator setting is given, which a flat fraction ignores.
     replay: bool = False
 
     @property

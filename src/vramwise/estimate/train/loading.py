@@ -185,13 +185,24 @@ def _formula(path: Loading, s: _Sizes, n: int) -> tuple[int, str]:
 
 
 def loading_term(
-    spec: ModelSpec, setup: TrainSetup, stage: Stage, states: tuple[Term, ...], width: float, master: int = 0
+    spec: ModelSpec,
+    setup: TrainSetup,
+    stage: Stage,
+    states: tuple[Term, ...],
+    width: float,
+    master: int = 0,
+    *,
+    fp32_params: bool = False,
 ) -> Term:
     """The loading phase's one term: what loading holds beyond the persistent model states ``states`` (every
     persistent tensor term of the step but the context), ``width`` the weights' bytes per element, ``master`` this
-    GPU's fp32 master copy (0: none; on the GPU or offloaded)."""
+    GPU's fp32 master copy (0: none; on the GPU or offloaded). ``fp32_params``: FSDP2 under a mixed recipe, whose
+    weight terms are the fp32 shards (states.py fsdp2_fp32_params): the checkpoint is loaded at ``width`` and those
+    shards are the master copy."""
     path = loading_path(spec, setup)
     weights = sum(t.bytes for t in states if t.name.startswith("weights/") and t.name != "weights/lora")
+    if fp32_params:
+        weights, master = round(weights * width / 4), weights
     bnb = path == Loading.BNB_QUANTIZE
     sizes = _sizes(spec, setup, stage, weights, width, bnb, master)
     live, arithmetic = _formula(path, sizes, setup.parallel.sharding.weights)

@@ -95,6 +95,9 @@ class LossRules:
     saved: tuple[Rule, ...]
     backward: tuple[Rule, ...]
     forward: tuple[Rule, ...] = ()
+    # a later moment of the loss backward, once the loss's saved tensors are released: a chunked head's matmuls
+    # (torchtune's compiled chunked loss), each chunk's weight gradient added in place into the accumulated one
+    head_chunks: tuple[Rule, ...] = ()
 
 
 def implementation_rules(
@@ -112,7 +115,7 @@ def implementation_rules(
     if loss == "torchtune-chunked" and compiled and not softcap:
         return _torchtune_compiled(vocab, h, c, many, flight, head)
     if loss == "torchtune-chunked":
-        return _torchtune(vocab, c, many, flight, softcap)
+        return _torchtune(vocab, h, c, many, flight, softcap, head)
     if loss == "torchtune-linear":
         return _torchtune_linear(vocab, c, many, flight, softcap, head)
     if loss == "liger":
@@ -202,7 +205,7 @@ def _compiled(vocab: int, c: int, many: str, flight: float, softcap: bool) -> Lo
     return LossRules(saved=(saved, *(_softcap(vocab, c, many, flight) if softcap else ())), backward=(temp,))
 
 
-def _torchtune(vocab: int, c: int, many: str, flight: float, softcap: bool) -> LossRules:
+def _torchtune(vocab: int, h: int, c: int, many: str, flight: float, softcap: bool, head: int) -> LossRules:
     n = TORCHTUNE_CHUNKS
     saved = Rule(
         name="activations/loss",
@@ -228,7 +231,10 @@ def _torchtune(vocab: int, c: int, many: str, flight: float, softcap: bool) -> L
         tensors=2,
     )
     caps = _softcap(vocab, c, many, flight) if softcap else ()
-    return LossRules(saved=(saved, *caps), backward=(temp,), forward=(logits,))
+    # the chunks' loss nodes leave each chunk's logits gradient in the logits' dtype (the upcast's backward casts
+    # it back), as the compiled ones do: the head's chunked matmuls then follow as there
+    chunks = _head_chunks(vocab, h, c, head) if head and not softcap else ()
+    return LossRules(saved=(saved, *caps), backward=(temp,), forward=(logits,), head_chunks=chunks)
 
 
 # torchtune 0.3-0.6 training/_compile.py compile_loss: with compile=True only
@@ -279,7 +285,48 @@ def _torchtune_compiled(vocab: int, h: int, c: int, many: str, flight: float, he
             source=SRC_TORCHTUNE_COMPILED,
         ),
     )
-    return LossRules(saved=(saved,), backward=grads)
+    return LossRules(saved=(saved,), backward=grads, head_chunks=_head_chunks(vocab, h, c, head))
+
+
+# The head's chunked matmuls' backward, newest chunk first (the chunks' loss nodes, created after them, all ran
+# before). torch autograd input_buffer.cpp accumulate: a gradient reaching an input that already holds one is added
+# in place (``old_var.add_(var)``) only when the buffer holds its last reference (can_accumulate_inplace: use_count 1,
+# storage use_count 1); the first chunk's weight gradient is the transpose view mm_mat2_backward returns for the
+# head's ``weight.t()`` (``grad.t().mm(mat1).t()``, FunctionsManual.cpp), whose base shares its storage, so the second
+# chunk's is added out of place (``old_var + var``): three weight-sized gradients at once, the later chunks in place.
+# By then the matmul's input, the second chunk's logits gradient, is released: n - 2 chunks' logits gradients are
+# held, and two chunks' hidden-state gradients (the first waits in the chunk split's input buffer). Traced without a
+# dispatch mode (torch.profiler's CPU memory events: one add, then add_; tests/estimate/test_head_chunks.py).
+SRC_HEAD_CHUNKS = SRC_TORCHTUNE_COMPILED + "; torch autograd input_buffer.cpp accumulate, mm_mat2_backward"
+
+
+def _head_chunks(vocab: int, h: int, c: int, head: int) -> tuple[Rule, ...]:
+    n = TORCHTUNE_CHUNKS
+    return (
+        Rule(
+            name="loss/logits_grads",
+            coef=c * vocab * (n - 2) / n,
+            var=TOKENS,
+            formula=lambda v: f"the {n - 2} chunks' logits gradients not yet consumed: T {v.T} x {n - 2}/{n} x V "
+            f"{vocab} x {c} B",
+            source=SRC_HEAD_CHUNKS,
+        ),
+        Rule(
+            name="loss/head_grad",
+            coef=3 * head,
+            var=ONE,
+            formula=lambda _: f"the head's weight gradient from the first chunk (a transpose view: added out of "
+            f"place), the second chunk's and their sum: 3 x {head:,} B",
+            source=SRC_HEAD_CHUNKS,
+        ),
+        Rule(
+            name="loss/backward",
+            coef=2 * c * h / n,
+            var=TOKENS,
+            formula=lambda v: f"two chunks' hidden-state gradients: 2 x T {v.T}/{n} x h {h} x {c} B",
+            source=SRC_HEAD_CHUNKS,
+        ),
+    )
 
 
 def _torchtune_linear(vocab: int, c: int, many: str, flight: float, softcap: bool, head: int) -> LossRules:

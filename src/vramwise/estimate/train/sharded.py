@@ -7,6 +7,7 @@ import functools
 from vramwise.estimate.plan import LOSS_CHUNK, ONE, TOKENS, Rule
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import in_layer, padded_vocab
+from vramwise.estimate.train.lightning_fsdp import whole_unit_gradient
 from vramwise.estimate.train.lora import adapter_bytes, kbit_prepared
 from vramwise.estimate.train.loss import CHUNKED, TORCHTUNE_CHUNKS
 from vramwise.estimate.train.quantized import training_base
@@ -130,9 +131,11 @@ def gathered(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> tuple[list[T
         root = Term(name="fsdp/root_unit", bytes=outer * w, formula=f"{outer:,} x {w} B", source=src)
     layers = _layer_units(spec, setup, layer, w, (extra, extra_f), src)
     g = adapter_bytes(setup.peft) if setup.peft.adapters else recipe.grad
+    whole = whole_unit_gradient(setup)  # Lightning's FSDP1: a Block's flat gradient, frozen weights included
+    g = recipe.weight if whole else g
     grads = Term(
         name="fsdp/unsharded_grads",
-        bytes=layer * g + (kept * (4 - g) if g < 4 else 0) if not setup.peft.adapters else 0,
+        bytes=layer * g + (kept * (4 - g) if g < 4 else 0) if not setup.peft.adapters or whole else 0,
         formula=f"one layer's gradients before reduce-scatter: {layer:,} x {g} B"
         + (f" + {kept:,} kept in fp32 x {4 - g} B" if kept and g < 4 else ""),
         source=src,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.layout import Stage, in_layer, stage_share
+from vramwise.estimate.train.lightning_fsdp import flat_gradients
 from vramwise.estimate.train.lora import PEFT_ADAPTER_BYTES, SRC_ADAPTER_DTYPE, LoraModule, adapter_bytes, kbit_prepared
 from vramwise.estimate.train.optimizers import (
     Tensor,
@@ -72,6 +73,8 @@ class StatesSetup:
     parallel: ParallelConfig
     head_quantized: bool = False  # LitGPT under Lightning's bitsandbytes precision quantizes lm_head too
     litgpt: bool = False  # LitGPT's adapters (litgpt_code.litgpt_lora_modules) differ from peft's: part of the key
+    # LitGPT under Lightning's FSDP accumulating micro-batches under no_sync: whole flat gradients (lightning_fsdp.py)
+    fsdp_no_sync: bool = False
 
     @classmethod
     def of(cls, setup: TrainSetup) -> StatesSetup:
@@ -84,6 +87,7 @@ class StatesSetup:
             parallel=setup.parallel,
             head_quantized=quantizes_head(setup),
             litgpt=runs_litgpt_code(setup),
+            fsdp_no_sync=runs_litgpt_code(setup) and setup.parallel.fsdp != FsdpMode.NONE and setup.grad_accum > 1,
         )
 
 
@@ -149,8 +153,38 @@ def _trainable(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe, lo
     return _Trainable(count=count, tensors=tensors)
 
 
+# torch 2.13 distributed/fsdp/_fully_shard/_fsdp_param.py: FSDP2 keeps each parameter only as its sharded
+# ``_sharded_param_data`` in the parameter's own dtype; MixedPrecisionPolicy(param_dtype) casts that shard per
+# all-gather (``all_gather_inputs``: ``_to_dtype_if_needed(sharded_param_data, self.param_dtype)``), a transient of
+# the gathered unit. Under a mixed recipe the trained parameters are fp32 (torchtitan builds its model in fp32;
+# accelerate's fsdp2_prepare_model upcasts the trainable ones: "Upcast to fp32 master weights"), so their fp32
+# shard is both the parameter and the optimizer's master copy: no 16-bit shard exists beside it.
+SRC_FSDP2_PARAMS = (
+    "torch 2.13 distributed/fsdp/_fully_shard/_fsdp_param.py FSDPParam: _sharded_param_data in the parameter's "
+    "dtype, cast to param_dtype per all-gather (all_gather_inputs)"
+)
+
+
+def fsdp2_fp32_params(s: StatesSetup, recipe: Recipe) -> bool:
+    """FSDP2 full or hybrid sharding of a full fine-tuning under a mixed recipe: the fp32 shard is the parameter
+    (no 16-bit shard, no separate master copy). Not for adapters or frozen layers (their frozen weights keep their
+    dtype), offloaded parameters (on the host) or Lightning's FSDP1 (LitGPT: bf16-true, no master)."""
+    p = s.parallel
+    return (
+        p.fsdp in (FsdpMode.FULL, FsdpMode.HYBRID)
+        and p.sharding.stage == 3
+        and recipe.master == 4
+        and recipe.weight < 4
+        and not s.peft.adapters
+        and not s.peft.freeze_layers
+        and p.offload == Offload.NONE
+        and not s.litgpt
+    )
+
+
 def _weights(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe) -> list[Term]:
     divisor = s.parallel.sharding.weights
+    fp32_params = fsdp2_fp32_params(s, recipe)
     base_name = training_base(spec, s.peft).fmt
     base = get_format(base_name) if base_name else None
     # QLoRA and 8-bit LoRA run peft's prepare_model_for_kbit_training, which casts every 16-bit parameter to fp32,
@@ -169,6 +203,8 @@ def _weights(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe) -> l
         elif qlora:
             # prepare_model_for_kbit_training casts every non-quantized parameter to fp32
             n, f = g.count * share * 4, f"{g.name}: {g.count * share:,.0f} x 4 B (fp32 after k-bit preparation)"
+        elif fp32_params and g.category not in FROZEN_CATEGORIES:
+            n, f = g.count * share * 4, f"{g.name}: {g.count * share:,.0f} x 4 B (FSDP2: the fp32 shard is the param)"
         else:
             width = g.width(recipe.weight) if recipe.keeps_fp32_modules else recipe.weight
             kept = " (kept in fp32)" if width != recipe.weight else ""
@@ -182,7 +218,9 @@ def _weights(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe) -> l
             name=f"weights/{cat}",
             bytes=round(sum(n for n, _ in by_cat[cat])),
             formula="; ".join(f for _, f in by_cat[cat]),
-            source=f"precision recipe {recipe.name}" + (f"; frozen base {base.name}" if base else ""),
+            source=f"precision recipe {recipe.name}"
+            + (f"; frozen base {base.name}" if base else "")
+            + (f"; {SRC_FSDP2_PARAMS}" if fp32_params else ""),
         )
         for cat in CATEGORIES
         if cat in by_cat
@@ -225,7 +263,7 @@ def _master_and_states(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Bui
     state_el = adapter_bytes(s.peft) if lora else recipe.state
     opt_note = _shard_note(n_opt, ep, "ZeRO/FSDP shard")
     where = out.host if s.parallel.offload != Offload.NONE else out.persistent
-    if recipe.master and not lora:
+    if recipe.master and not lora and not fsdp2_fp32_params(s, recipe):  # FSDP2: the fp32 shard is the parameter
         where.append(
             Term(
                 name="optimizer/master_weights",
@@ -504,6 +542,9 @@ def _model_states(spec: ModelSpec, stage: Stage, s: StatesSetup, recipe: Recipe,
         )
     _master_and_states(s, recipe, tr, out)
     grads, step_grads = _gradients(s, recipe, tr, out)
+    if grads is not None and s.litgpt and s.parallel.fsdp != FsdpMode.NONE:
+        # Lightning's FSDP1 units: a Block's gradient is its whole flat parameter, frozen weights included
+        grads = flat_gradients(spec, stage, s.parallel, s.peft, lora, recipe.weight, no_sync=s.fsdp_no_sync)
     _step(s, recipe, tr, out)
     return ModelStates(
         persistent=tuple(out.persistent),

@@ -25,13 +25,13 @@ from vramwise.estimate.allocator_model import AllocatorConfig
 from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.logits import head_words
 from vramwise.estimate.overheads import is_tensor
-from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, Plan, Rule, Transients, Vars, constant
+from vramwise.estimate.plan import BATCH_SEQ_SEQ, TOKENS, AllocatorModel, Plan, Rule, Transients, Vars, constant
 from vramwise.estimate.positions import training_positions
 from vramwise.estimate.ssm_state import refuse_training
 from vramwise.estimate.term import Estimate, PhaseKind, Term
 from vramwise.estimate.train import backward_workspace, encoder, peft_extras, seq2seq
 from vramwise.estimate.train.activations import Grads, layer_saved
-from vramwise.estimate.train.allocation import REFERENCE_TOKENS, StepTensors, parameter_tensors, spread
+from vramwise.estimate.train.allocation import REPLAY_NOTE, StepTensors, parameter_tensors, spread
 from vramwise.estimate.train.comms import comms_notes, nccl_terms
 from vramwise.estimate.train.fsdp_streams import stream_pools
 from vramwise.estimate.train.knobs import (
@@ -62,7 +62,7 @@ from vramwise.estimate.train.peft_methods import LORA_LIKE, check_method, check_
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
 from vramwise.estimate.train.sharded import forward_units, gathered, head_grads, head_unit, outer_units
-from vramwise.estimate.train.states import ModelStates, model_states
+from vramwise.estimate.train.states import ModelStates, StatesSetup, fsdp2_fp32_params, model_states
 from vramwise.estimate.train.zero3 import persistent_params
 from vramwise.estimate.vision import vision_training_notes
 from vramwise.estimate.weights import buffers, training_checkpoint_note
@@ -469,6 +469,7 @@ class _Forward:
     gathered_end: list[Term]  # what ZeRO-3/FSDP hold gathered at the end of backward
     per_layer: _PerLayer  # the layers' saved tensors, for the allocator replay
     dora_weight: Rule | None = None  # DoRA's rebuilt weight while one module's forward runs
+    loss_head: list[int] = field(default_factory=list)  # a chunked head's matmuls' backward (LossRules.head_chunks)
     layer_only: list[int] = field(default_factory=list)  # in_layers without the head's and final norm's tensors
 
 
@@ -483,12 +484,16 @@ def _forward(
     loss_backward: list[int] = []
     loss_forward: list[int] = []
     loss_saved: list[int] = []
+    loss_head: list[int] = []
     if stage.last:
         rules = _loss(spec, setup, recipe, flight)
         loss_saved = out.add(*rules.saved)
         held += loss_saved
         loss_backward = out.add(*rules.backward)
         loss_forward = out.add(*rules.forward)
+        # traced and read without FSDP or tp only: FSDP gathers the head's unit around it, tp splits the vocabulary
+        plain = setup.parallel.fsdp == FsdpMode.NONE and setup.parallel.tp == 1
+        loss_head = out.add(*rules.head_chunks) if plain else []
         if setup.peft.method == PeftMethod.DORA and any(m.place == "head" for m in lora):
             below = not peft_extras.head_only(lora)
             loss_backward += out.add(peft_extras.dora_head_backward(spec.vocab_size, recipe.compute, below))
@@ -523,6 +528,7 @@ def _forward(
         per_layer=per_layer,
         dora_weight=peft_extras.dora_weight_rule(lora) if setup.peft.method == PeftMethod.DORA else None,
         layer_only=layer_only if not peft_extras.head_only(lora) else [],
+        loss_head=loss_head,
     )
 
 
@@ -541,6 +547,9 @@ def _backward_phases(
         phases.append((PhaseKind.FORWARD_DORA, fwd.in_layers + out.add(fwd.dora_weight)))
     if fwd.loss_backward:
         phases.append((PhaseKind.BACKWARD_LOSS, fwd.held + fwd.loss_backward))
+    if fwd.loss_head:  # the loss's nodes ran and released what they saved; the head's chunked matmuls follow
+        kept = [i for i in fwd.held if i not in fwd.loss_saved]
+        phases.append((PhaseKind.BACKWARD_HEAD_CHUNKS, kept + fwd.loss_head))
     rebuilt: list[int] = []
     if setup.recompute in _RECOMPUTING and fwd.largest_layer:
         rebuilt = out.add(
@@ -615,12 +624,42 @@ def _with_stream_pools(
     return [(kind, ix + rs + (ag if kind in _NO_ALL_GATHER else [])) for kind, ix in phases]
 
 
+# A tied head and embedding are one parameter: autograd sums the head's gradient (from the loss's end of backward)
+# and the embedding's (the last node) in the parameter's input buffer before AccumulateGrad runs. torch autograd
+# input_buffer.cpp accumulate adds in place only into a buffer holding its last reference; the head's gradient is
+# the transpose view mm_mat2_backward returns for ``weight.t()`` (``grad.t().mm(mat1).t()``), whose base shares its
+# storage, so the sum is out of place: the head's gradient, the embedding's and their sum at once, two more
+# weight-sized tensors than the gradient kept. Under autocast the head's gradient reaches the fp32 parameter through
+# the cast's backward (a fresh tensor): the sum is in place, one more. Traced (verify, bf16 and fp32: the backward
+# phase's peak) and notes-coord/note-s3.md's open item (the twin under by V x h x 4 there).
+SRC_TIED = "torch autograd input_buffer.cpp accumulate, FunctionsManual.cpp mm_mat2_backward; traced (verify)"
+
+
+def _tied_accumulation(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recipe) -> Term | None:
+    """The tied head's and embedding's gradients summed at the end of backward (one stage holds both, FSDP off)."""
+    if not (spec.tied_embeddings and stage.first and stage.last and _head_trains(spec, setup)):
+        return None
+    if setup.parallel.fsdp != FsdpMode.NONE or setup.parallel.tp > 1 or spec.head is not HeadKind.CAUSAL_LM:
+        return None
+    n = spec.vocab_size * (spec.embedding.proj_dim or spec.hidden_size)
+    extra = 1 if recipe.autocast_cache else 2
+    what = "the embedding's, added in place (autocast)" if extra == 1 else "the embedding's and their sum"
+    return Term(
+        name="gradients/tied_accumulation",
+        bytes=extra * n * recipe.weight,
+        formula=f"the tied head's gradient beside {what}: {extra} x V {spec.vocab_size} x h {n // spec.vocab_size} x "
+        f"{recipe.weight} B",
+        source=SRC_TIED,
+    )
+
+
 def _release_phases(
-    states: ModelStates, grads: Term | None, gathered_end: list[Term], out: Transients
+    states: ModelStates, grads: Term | None, gathered_end: list[Term], out: Transients, tied: Term | None = None
 ) -> list[tuple[PhaseKind, list[int]]]:
     """Backward end and the optimizer step: the activations are gone; ``grads``, the gradients that are not
-    persistent, live at backward end, and in the step what of them it still holds (ZeRO-1: its partition)."""
-    end = out.add(*states.backward_extra, *gathered_end)
+    persistent, live at backward end, and in the step what of them it still holds (ZeRO-1: its partition);
+    ``tied``: a tied head's gradient summed with the embedding's at the end of backward."""
+    end = out.add(*states.backward_extra, *gathered_end, *((tied,) if tied else ()))
     step = out.add(*states.step_extra)
     if grads is not None:
         end = out.add(grads) + end
@@ -631,6 +670,12 @@ def _release_phases(
 def _approximation_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> list[str]:
     """What a knob given cannot change here, and what is counted in its place."""
     notes = [COMPILE_ADAPTERS_NOTE] if setup.impl.compile and setup.peft.adapters else []
+    plain = setup.parallel.fsdp == FsdpMode.NONE and setup.parallel.tp == 1
+    if setup.loss == LossImpl.TORCHTUNE_CHUNKED and stage.last and _head_trains(spec, setup) and not plain:
+        notes.append(
+            "loss torchtune-chunked under FSDP or tp: the head's chunked matmuls' backward (autograd summing the "
+            "chunks' weight gradients, phase backward (head chunks) on one GPU) is not modelled there"
+        )
     if setup.parallel.fsdp_outer_units and setup.parallel.fsdp != FsdpMode.FULL:
         notes.append(f"fsdp_outer_units not applied: there are no FSDP units with fsdp {setup.parallel.fsdp}")
     elif setup.parallel.fsdp_outer_units and spec.tied_embeddings:
@@ -710,21 +755,28 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     phases = _with_stream_pools(phases, stream_pools(spec, setup, recipe, released_grads), out)
     forward = (PhaseKind.FORWARD_END, PhaseKind.FORWARD_LAYER, PhaseKind.FORWARD_DORA)
     phases = [(kind, ix if kind in forward else ix + bwd_held) for kind, ix in phases]
-    phases += _release_phases(states, released_grads, fwd.gathered_end, out)
+    tied = _tied_accumulation(spec, setup, stage, recipe)
+    phases += _release_phases(states, released_grads, fwd.gathered_end, out, tied)
     phases = [(kind, ix + bwd_held if kind == PhaseKind.BACKWARD_END else ix) for kind, ix in phases]
     # the caching-allocator replay only when asked for (workload/overheads.py AllocatorSettings.replay): else the
     # overheads' flat fraction
     replayed = setup.allocator.replayed
     kept = (persistent, released_grads)
-    allocations = _step_tensors(spec, setup, stage, kept, states, fwd, out) if replayed else None
     busiest = _busiest_alike(spec, setup, stage)
-    shared = None if busiest == stage or not replayed else _stage_plan(spec, setup, busiest).fraction
+    allocations: AllocatorModel | None
+    if not replayed:
+        allocations = None
+    elif busiest == stage:
+        allocations = _step_tensors(spec, setup, stage, kept, states, fwd, out)
+    else:
+        allocations = _stage_plan(spec, setup, busiest).allocator
     # loading comes before the step but is listed last, so the step's phases keep their places (loading.py); it is
     # shown only when it holds more than the step's persistent states: otherwise it cannot be the peak, and its
     # total would list optimizer states that do not exist yet
     master = sum(t.bytes for t in (*states.persistent, *states.host) if t.name == "optimizer/master_weights")
     held = tuple(t for t in persistent if is_tensor(t.name))
-    load = loading_term(spec, setup, stage, held, recipe.weight, master)
+    load = loading_term(spec, setup, stage, held, recipe.weight, master, fp32_params=fsdp2_fp32_params(
+        StatesSetup.of(setup), recipe))
     phases += [(PhaseKind.LOAD, out.add(load))] if load.bytes else []
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
@@ -732,15 +784,14 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
         host=states.host,
         phases=phases,
         allocator_fraction=setup.overheads.allocator_fraction,
-        notes=_stage_notes(spec, setup, stage, recipe),
+        notes=_stage_notes(spec, setup, stage, recipe) + ([REPLAY_NOTE] if allocations is not None else []),
         allocator=allocations,
-        shared_fraction=shared,
     )
 
 
 def _busiest_alike(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Stage:
     """The first stage of the pipeline with ``stage``'s role and layers (``_composition``): the one of them with
-    the most micro-batches in flight, whose allocator fraction they all take (``Plan.shared_fraction``). A replay
+    the most micro-batches in flight, whose allocator model (its tensors) they all take. A replay
     is not monotone in the tensors' sizes, so this keeps a later stage alike, whose tensors are no larger, from
     out-reserving the one ``_candidates`` keeps."""
     if setup.parallel.pp == 1:
@@ -811,7 +862,6 @@ def _step_tensors(
             expandable_segments=setup.allocator.expandable_segments,
             max_split_size=None if mb is None else mb * MIB,
         ),
-        reference=Vars.training(1, REFERENCE_TOKENS, 1, setup.loss_chunk),
     )
 
 
