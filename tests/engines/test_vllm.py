@@ -27,6 +27,9 @@ H100 = get_gpu("h100-80gb")
 L4 = get_gpu("l4")
 
 
+WS_SM90 = 4096 * 8 * 1024  # torch's cuBLAS workspace on compute capability 9.0 (the llama-2-7b test)
+
+
 def _plan(model: str, gpu=H100, **flat):  # type: ignore[no-untyped-def]
     return vllm_plan(catalog_spec(model), InferSetup.from_flat(engine="vllm", **flat), gpu)
 
@@ -43,7 +46,11 @@ def test_batch_defaults_follow_vllms_get_batch_defaults() -> None:
 def test_llama_2_7b_budget_term_by_term() -> None:
     p = _plan("llama-2-7b")
     terms = {t.name: t.bytes for t in p.estimate.persistent}
-    weights = 6_738_415_616 * 2  # bf16 parameters
+    # bf16 parameters, and the rotary table get_rope builds once for all 32 layers (rotary_embedding/base.py
+    # RotaryEmbedding.__init__): max_position_embeddings 4,096 x rotary_dim 128 (cos and sin, 64 each) x 2 B
+    rope = 4096 * 128 * 2
+    weights = 6_738_415_616 * 2 + rope
+    assert terms["weights/rope_cache"] == rope
     assert sum(b for n, b in terms.items() if n.startswith("weights/")) == weights
     # profile run (gpu_model_runner.profile_run), T = 8192 tokens, 1024 dummy requests:
     # forward: one layer's live set, the MLP's 2h + gate_up 2i + act i = 2*4096 + 3*11008 = 41,216 elements a token
@@ -52,11 +59,15 @@ def test_llama_2_7b_budget_term_by_term() -> None:
     # apply_top_k_top_p's torch.sort runs: the fp32 copy 4, the sort's values 4 and int64 indices 8, and, 1024 rows
     # being >= 128 segments, SortStable.cu segmented_sort_pairs' reverse_indices 8 plus cub's alternate key 4 and
     # value 8 buffers = 36 B a logit (the later scatter moment holds only 26); beside the hidden states 8192 x 4096 x 2
-    sampler = 1024 * 32_000 * (2 + 4 + 4 + 8 + 8 + 4 + 8) + 8192 * 4096 * 2
-    assert sampler > forward and terms["activations/profile_peak"] == sampler
+    # and two copies of the 1024 sampled rows (profile_run's last_hidden_states = hidden_states[logit_indices], and
+    # _dummy_sampler_run's torch.rand_like of it)
+    sampler = 1024 * 32_000 * (2 + 4 + 4 + 8 + 8 + 4 + 8) + 8192 * 4096 * 2 + 2 * 1024 * 4096 * 2
+    # + torch's cuBLAS workspace, allocated by the profile run's first GEMM through the caching allocator
+    # (CublasHandlePool.cpp parseChosenWorkspaceSize): ":4096:8" = 32 MiB on compute capability 9.0
+    assert sampler > forward and terms["activations/profile_peak"] == sampler + WS_SM90
     # gpu_worker.determine_available_memory: 0.9 x the CUDA total - weights - peak - non-torch (0 at tp 1)
     requested = int(0.9 * H100.memory_bytes)
-    available = requested - weights - sampler
+    available = requested - weights - sampler - WS_SM90
     assert p.budget == requested
     # kv_cache_utils.get_kv_cache_config: page = 16 tokens x 2 x 32 heads x 128 x 2 B; 32 layers in one group
     page = 16 * 2 * 32 * 128 * 2
@@ -153,8 +164,9 @@ def test_gemma_2_9b_on_an_l4_is_refused_with_vllms_own_words() -> None:
     # L4 < 70 GiB: 2048 batched tokens, 256 requests; Gemma-2: 42 layers, 8 KV heads of 256, vocab 256,000, h 3584
     forward = 2048 * 2 * max(2 * 3584 + (16 + 16) * 256 + 16 * 256, 2 * 3584 + 3 * 14336)
     # sampler warm-up at torch.sort over 256 rows (>= 128): bf16 logits 2 + fp32 4 + sort out 4 + 8 + scratch 8 + 12
-    sampler = 256 * 256_000 * (2 + 36) + 2048 * 3584 * 2
-    available = int(0.9 * L4.memory_bytes) - weights - max(forward, sampler)
+    sampler = 256 * 256_000 * (2 + 36) + 2048 * 3584 * 2 + 2 * 256 * 3584 * 2  # + the two copies of the rows
+    ws = 4096 * 1024 * 2 + 16 * 1024 * 8  # cuBLAS workspace ":4096:2:16:8" off Hopper (L4: 8.9)
+    available = int(0.9 * L4.memory_bytes) - weights - max(forward, sampler) - ws
     # SlidingWindowSpec / FullAttentionSpec.max_memory_usage_bytes for max_model_len 8192: 21 full layers of
     # cdiv(8192, 16) blocks, 21 sliding of cdiv(min(4096 - 1 + 2048, 8192), 16) + 1 blocks; page 16 x 2 x 8 x 256 x 2
     page = 16 * 2 * 8 * 256 * 2
@@ -299,19 +311,61 @@ def test_mla_caches_the_latent_on_every_rank() -> None:
     moe = 2 * h + 64 + 6 * (max(2 * 1408, h) + 1408) + h + h
     assert att < moe  # the MLP (MoE) layer is the larger live set
     forward = 8192 * 2 * moe
-    sampler = 1024 * 102_400 * (2 + 36) + 8192 * h * 2  # at torch.sort, 1024 rows (the llama-2-7b test)
-    assert one.estimate.term("activations/profile_peak").bytes == max(forward, sampler)
+    sampler = 1024 * 102_400 * (2 + 36) + 8192 * h * 2 + 2 * 1024 * h * 2  # at torch.sort (the llama-2-7b test)
+    assert one.estimate.term("activations/profile_peak").bytes == max(forward, sampler) + WS_SM90
 
 
 def test_moe_forward_live_set_by_hand() -> None:
     from vramwise.engines.vllm_terms import forward_live
 
-    # Mixtral: h 4096, 8 experts, top 2 of i 14,336: 2h + E + top_k x (max(2i, h) + i) + out h elements a token
-    width = 2 * 4096 + 8 + 2 * (max(2 * 14336, 4096) + 14336) + 4096
-    assert forward_live(catalog_spec("mixtral-8x7b"), tokens=8192, c=2, tp=1)[0] == 8192 * 2 * width
+    # Mixtral: h 4096, 8 experts, top 2 of i 14,336, T 8,192 tokens (fused_moe.py fused_experts_impl at v0.11.0):
+    # per token the residual, the normed input, the router logits E and the output h in bf16, and fused_topk's
+    # topk_weights fp32 + topk_ids int32 + token_expert_indices int32 (12 B per routed row)
+    per_token = (2 * 4096 + 8 + 4096) * 2 + 2 * 12
+    # M = min(8192, VLLM_FUSED_MOE_CHUNK_SIZE 32768) tokens x top_k 2 rows: cache13 max(2i, h) + cache2 i, bf16
+    caches = 8192 * 2 * (max(2 * 14336, 4096) + 14336) * 2
+    # moe_align_block_size: sorted_ids M x top_k + E x (BLOCK_SIZE_M 64 - 1), expert_ids cdiv(that, 64), int32
+    padded = 8192 * 2 + 8 * 63
+    align = (padded + -(-padded // 64)) * 4
+    live = forward_live(catalog_spec("mixtral-8x7b"), tokens=8192, c=2, tp=1)[0]
+    assert live == 8192 * per_token + caches + align == 1_611_009_024
     # tp 2 halves the experts' intermediate (tp shards each expert without expert parallelism)
-    width_tp2 = 2 * 4096 + 8 + 2 * (max(14336, 4096) + 7168) + 4096
-    assert forward_live(catalog_spec("mixtral-8x7b"), tokens=8192, c=2, tp=2)[0] == 8192 * 2 * width_tp2
+    caches_tp2 = 8192 * 2 * (max(14336, 4096) + 7168) * 2
+    assert forward_live(catalog_spec("mixtral-8x7b"), tokens=8192, c=2, tp=2)[0] == (
+        8192 * per_token + caches_tp2 + align)
+
+
+def test_moe_caches_stop_at_the_chunk_size() -> None:
+    from vramwise.engines.vllm_terms import forward_live
+
+    # 65,536 batched tokens: fused_experts_impl's caches are sized for M = 32,768 (two chunks), the per-token
+    # tensors for all 65,536; fused_marlin_moe (moe_chunk None) sizes its caches for every token
+    per_token = (2 * 4096 + 8 + 4096) * 2 + 2 * 12
+    row = (max(2 * 14336, 4096) + 14336) * 2
+    padded = 32768 * 2 + 8 * 63
+    chunked = 65536 * per_token + 32768 * 2 * row + (padded + -(-padded // 64)) * 4
+    live, formula = forward_live(catalog_spec("mixtral-8x7b"), tokens=65536, c=2, tp=1)
+    assert live == chunked and "VLLM_FUSED_MOE_CHUNK_SIZE 32768" in formula
+    padded = 65536 * 2 + 8 * 63
+    whole = 65536 * per_token + 65536 * 2 * row + (padded + -(-padded // 64)) * 4
+    assert forward_live(catalog_spec("mixtral-8x7b"), tokens=65536, c=2, tp=1, moe_chunk=None)[0] == whole
+
+
+def test_moe_live_set_with_a_shared_expert_by_hand() -> None:
+    from vramwise.engines.vllm_terms import _moe_live, forward_live
+
+    # DeepSeek-V2-Lite: h 2048, 64 routed experts, top 6 of i 1408, a shared expert (its output h beside the routed
+    # one's); T 8192 under the chunk: per token (2h + E + h + shared h) x 2 B + 6 x 12 B of top-k weights and ids
+    per_token = (2 * 2048 + 64 + 2048 + 2048) * 2 + 6 * 12
+    caches = 8192 * 6 * (max(2 * 1408, 2048) + 1408) * 2
+    padded = 8192 * 6 + 64 * 63  # moe_align_block_size's sorted_ids, BLOCK_SIZE_M 64
+    align = (padded + -(-padded // 64)) * 4
+    spec = catalog_spec("deepseek-v2-lite")
+    moe, _ = _moe_live(spec, tokens=8192, c=2, tp=1, chunk=32768)
+    assert moe == 8192 * per_token + caches + align == 551_308_284
+    # its first layer is dense (first_k_dense_replace 1): 2h + 3 x 10,944 a token, the larger live set
+    dense = 8192 * 2 * (2 * 2048 + 3 * 10944)
+    assert forward_live(spec, tokens=8192, c=2, tp=1)[0] == dense > moe
 
 
 def test_the_last_pipeline_stage() -> None:
@@ -399,6 +453,6 @@ def test_enforce_eager_profiles_the_eager_forward_by_hand() -> None:
     eager = _plan("llama-3-8b", max_num_seqs=1, enforce_eager=True)
     compiled = _plan("llama-3-8b", max_num_seqs=1)
     peak = {t.name: t.bytes for t in eager.estimate.persistent}["activations/profile_peak"]
-    assert peak == 8192 * 2 * (3 * 4096 + 3 * 14336)
+    assert peak == 8192 * 2 * (3 * 4096 + 3 * 14336) + WS_SM90  # + the cuBLAS workspace (the llama-2-7b test)
     assert {t.name: t.bytes for t in compiled.estimate.persistent}["activations/profile_peak"] == 8192 * 2 * (
-        2 * 4096 + 3 * 14336)
+        2 * 4096 + 3 * 14336) + WS_SM90

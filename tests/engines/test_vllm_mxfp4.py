@@ -99,5 +99,25 @@ def test_a_negative_kv_budget_is_read_signed_and_planned_by_hand() -> None:
     plan = vllm_plan(catalog_spec("gpt-oss-120b"), InferSetup.from_flat(engine="vllm", mxfp4_backend="marlin"), h100)
     marlin = L * (E * ((3 * 2944 * 3072) // 2 + 3 * 2944 * 96 + (2 * 2944 + 3072) * 2) + ROUTER)
     rest = 2 * 201_088 * 2880 * 2 + 1_911_610_368 + 420_480  # embedding, untied head, attention, norms (bf16)
-    peak = 1024 * 201_088 * 38 + 8192 * 2880 * 2  # sampler warm-up at torch.sort (test_vllm.py's llama-2-7b test)
+    # the rotary table (gpt_oss.py GptOssAttention: get_rope(..., dtype=torch.float32)): 131,072 positions x
+    # head_dim 64 x 4 B (the catalog entry states no rope_scaling; yarn's original 4,096 x factor 32 is the same)
+    rest += 131_072 * 64 * 4
+    # sampler warm-up at torch.sort (test_vllm.py's llama-2-7b test) + torch's 32 MiB cuBLAS workspace (9.0)
+    # (and the two copies of the 1024 sampled hidden rows)
+    peak = 1024 * 201_088 * 38 + 8192 * 2880 * 2 + 2 * 1024 * 2880 * 2 + 4096 * 8 * 1024
     assert vllm_figures(plan)["available_kv_cache"] == int(0.9 * h100.memory_bytes) - marlin - rest - peak < 0
+
+
+def test_marlin_experts_profile_the_unchunked_marlin_moe() -> None:
+    from vramwise.catalog.gpu_spec import get_gpu
+    from vramwise.engines.vllm import vllm_plan
+    from vramwise.workload import InferSetup
+
+    # MXFP4 experts on Marlin run fused_marlin_moe (no VLLM_FUSED_MOE_CHUNK_SIZE loop); the Triton backend's
+    # layout still profiles as fused_experts (engines/vllm_terms.py _moe_live)
+    h100 = get_gpu("h100-80gb")
+    spec = catalog_spec("gpt-oss-120b")
+    marlin = vllm_plan(spec, InferSetup.from_flat(engine="vllm", mxfp4_backend="marlin"), h100)
+    triton = vllm_plan(spec, InferSetup.from_flat(engine="vllm", mxfp4_backend="triton"), h100)
+    assert "fused_marlin_moe" in marlin.estimate.term("activations/profile_peak").formula
+    assert "fused_marlin_moe" not in triton.estimate.term("activations/profile_peak").formula

@@ -35,6 +35,11 @@ H100 = get_gpu("h100-80gb")  # compute capability 9.0: torch's 32 MiB cuBLAS wor
 L4 = get_gpu("l4")
 CORPUS = Path(__file__).resolve().parents[2] / "bench" / "data" / "engine_logs"
 WEIGHTS = 8_030_261_248 * 2  # Meta-Llama-3-8B in bf16
+# + the rotary table get_rope builds once for every layer (rotary_embedding.py RotaryEmbedding.__init__ at v0.6.4):
+# max_position_embeddings x rotary_dim 128 (cos 64 + sin 64) x 2 B; Llama-3-8B 8,192 positions, Llama-3.1-8B
+# 131,072 (rope_type llama3 keeps max_position: Llama3RotaryEmbedding passes it to RotaryEmbedding unchanged)
+ROPE_L3 = 8192 * 128 * 2
+ROPE_L31 = 131_072 * 128 * 2
 PER_TOKEN = 32 * 2 * 8 * 128 * 2  # 32 layers x K and V x 8 KV heads x 128 x 2 B = 131,072 B
 # NCCL 2.21.5 (torch 2.5.1), NCCL_CUMEM_ENABLE=0 (worker_base.py init_worker): H100 SXM's 32 ring channels x 12 MiB
 # (p2p.cc: send 4,096 + SIMPLE 4 MiB -> 6 MiB, receive 4,096 + LL 524,288 + LL128 4,915,200 -> 6 MiB); at 2 ranks
@@ -72,7 +77,8 @@ def test_llama_3_8b_on_h100_term_by_term() -> None:
     p = _plan("llama-3-8b", vllm_version="0.6")
     t = _terms(p)
     assert p.version == "0.6.6"
-    assert sum(b for n, b in t.items() if n.startswith("weights/")) == WEIGHTS
+    assert t["weights/rope_cache"] == ROPE_L3 == 2 * MIB
+    assert sum(b for n, b in t.items() if n.startswith("weights/")) == WEIGHTS + ROPE_L3
     # profile_run: T = max(8192, 2048) = 8192 tokens over max_num_seqs 256 dummy sequence groups
     # one MLP's eager live set at down_proj (llama.py LlamaMLP.forward keeps gate_up as a local; the decoder layer
     # keeps the normed input): residual h + normed h + gate_up 2i + act i + down_proj's output h, bf16
@@ -87,7 +93,7 @@ def test_llama_3_8b_on_h100_term_by_term() -> None:
     # memory_profiling (v0.6.5-v0.6.6): the context is in the baseline, and tp 1 has no NCCL: non-torch 0
     assert "overhead/nccl" not in t and vllm_figures(p)["non_torch"] == 0
     budget = int(0.9 * H100.memory_bytes)
-    available = budget - WEIGHTS - (sampler + 32 * MIB)
+    available = budget - WEIGHTS - ROPE_L3 - (sampler + 32 * MIB)
     assert p.budget == budget and vllm_figures(p)["available_kv_cache"] == available
     # CacheEngine.get_cache_block_size: 16 tokens x 131,072 B; num_gpu_blocks = available // that
     blocks = available // (16 * PER_TOKEN)
@@ -126,7 +132,7 @@ def test_long_context_chunks_at_512_and_refuses_in_v0s_words() -> None:
     sampler = 512 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 38  # bf16 2 + the sort's 36 B a logit
     ws = 4096 * 1024 * 2 + 16 * 1024 * 8  # CUBLAS_WORKSPACE_CONFIG ":4096:2:16:8" off Hopper (L4: 8.9)
     assert _terms(p)["activations/profile_peak"] == max(forward, sampler) + ws
-    blocks = (int(0.9 * L4.memory_bytes) - WEIGHTS - sampler - ws) // (16 * PER_TOKEN)
+    blocks = (int(0.9 * L4.memory_bytes) - WEIGHTS - ROPE_L31 - sampler - ws) // (16 * PER_TOKEN)
     assert p.refusal == "max_model_len larger than the KV cache" and p.refusal_message is not None
     assert p.refusal_message.startswith(
         f"The model's max seq len (131072) is larger than the maximum number of tokens that can be stored in KV "
@@ -207,9 +213,10 @@ def test_corpus_log_of_0_6_4_by_hand() -> None:
     assert total is not None and abs(total - 23.58 * 2**30) < 1
     forward = 20000 * 2 * (3 * 4096 + 3 * 14336)  # T = max(20000, 2048), below 32K: not chunked; eager live set
     ws = 4096 * 1024 * 2 + 16 * 1024 * 8  # a GPU given by its size has no compute capability: the default size
-    assert rows["torch_peak"] == WEIGHTS + forward + ws  # allocated_bytes.all.peak, the weights in it
+    # allocated_bytes.all.peak, the weights and the rotary table in it
+    assert rows["torch_peak"] == WEIGHTS + ROPE_L31 + forward + ws
     assert rows["non_torch"] == CONTEXT
-    assert rows["kv_cache"] == int(0.9 * int(total)) - WEIGHTS - forward - ws - CONTEXT
+    assert rows["kv_cache"] == int(0.9 * int(total)) - WEIGHTS - ROPE_L31 - forward - ws - CONTEXT
 
 
 def test_tp_2_at_0_6_4_counts_torch_s_own_nccl_communicator() -> None:

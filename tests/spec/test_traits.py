@@ -41,6 +41,7 @@ ALLOWED = {
     "app/listings.py": "`vramwise models` lists each entry's model_type",
     "report/listings.py": "`vramwise models` prints the model_type column",
     "report/json_out.py": "the JSON document's model.model_type label",
+    "mcpserver/schemas.py": "the list_models tool's output schema names the `vramwise models --json` rows' columns",
     "verify/trace.py": "builds the transformers model: AutoConfig.for_model(model_type)",
     "configs/axolotl.py": "Axolotl's own YAML key model_type (the transformers class), listed as a key it ignores",
 }

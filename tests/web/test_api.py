@@ -190,6 +190,8 @@ def test_the_limits(tmp_path: Path) -> None:
 def test_listings(client: TestClient, capsys: pytest.CaptureFixture[str]) -> None:
     _, out, _ = run(capsys, "gpus", "--json")
     assert client.get("/api/v1/gpus").json() == json.loads(out)
+    _, out, _ = run(capsys, "formats", "--json")
+    assert client.get("/api/v1/formats").json() == json.loads(out)
     _, out, _ = run(capsys, "models", "--json")
     every = json.loads(out)["models"]
     assert client.get("/api/v1/models").json()["models"] == every

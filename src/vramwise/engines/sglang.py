@@ -32,6 +32,7 @@ from __future__ import annotations
 from vramwise.catalog.gpu_spec import Gpu
 from vramwise.engines.nccl_comm import link_of, topology_note
 from vramwise.engines.result import EngineEstimate
+from vramwise.engines.rope_cache import rope_cache_term
 from vramwise.engines.sglang_comms import TOPOLOGY, distributed_init_terms, torch_group_term
 from vramwise.errors import InvalidWorkloadError, UnsupportedArchitectureError
 from vramwise.estimate.cuda_context import context_term
@@ -169,6 +170,8 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
     c = compute_bytes(fmt.name)
     kv_name, kv_b = kv_dtype(setup, fmt.name)
     weights = weight_terms(spec, fmt, hp_bytes=c, tp=tp, own_format=reads_headers(spec, setup.weight_format))
+    rope, rope_note = rope_cache_term(spec, c=c, engine="sglang", release=flags.version)  # loaded with the model
+    weights = (*weights, rope) if rope is not None else weights
     weight_bytes = sum(t.bytes for t in weights)
     context = context_term(setup.overheads)
     link, _ = link_of(gpu)
@@ -226,6 +229,7 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
         f"(gpu_mem {mem:,.0f} MiB, nvidia-smi's total)",
         *_notes(spec, fraction, tokens, rest, setup, context_len, kv_name, tp),
         *((topo,) if (topo := topology_note(gpu, tp, "SGLang")) else ()),
+        *((rope_note,) if rope_note else ()),
     ]
     if spec.vision is not None and flags.mem_fraction_static is None:
         # server_args.py: "Multimodal models need more memory for the image processing" (adjust_mem_fraction_for_vlm)

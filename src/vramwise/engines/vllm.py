@@ -19,10 +19,17 @@ from vramwise.engines.nccl_comm import VLLM_NCCL, link_of, topology_note
 from vramwise.engines.result import EngineEstimate
 from vramwise.engines.vllm_comms import v1_comm_terms
 from vramwise.engines.vllm_kv import KvLayout, layer_kinds
-from vramwise.engines.vllm_load import loaded_weights, max_model_len
-from vramwise.engines.vllm_mxfp4 import backend_for
+from vramwise.engines.vllm_load import loaded_weights, max_model_len, rope_notes
+from vramwise.engines.vllm_mxfp4 import MARLIN, backend_for
 from vramwise.engines.vllm_releases import V1_RULES, V1Rules
-from vramwise.engines.vllm_terms import cuda_graph_term, forward_live, non_torch_terms, sampler_warmup
+from vramwise.engines.vllm_terms import (
+    FUSED_MOE_CHUNK_SIZE,
+    cuda_graph_term,
+    forward_live,
+    non_torch_terms,
+    sampler_warmup,
+)
+from vramwise.engines.vllm_v0_terms import cublas_workspace
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.encoder_decoder import refuse
@@ -82,15 +89,26 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     # --enforce-eager: no torch.compile either (vllm/config.py VllmConfig.__post_init__, 0.8-0.11: the compilation
     # level is PIECEWISE only when not model_config.enforce_eager), so the profile run's forward is the eager
     # module's, each block's last projection output beside its locals (vllm_terms.py, the comment on forward_live)
-    fwd, fwd_f = forward_live(spec, tokens=T, c=c, tp=tp, eager=flags.enforce_eager)
+    # MXFP4 experts on Marlin run fused_marlin_moe, which takes every token at once (vllm_terms.py _moe_live)
+    marlin = fmt.name == "mxfp4" and backend_for(gpu.compute_capability, flags.mxfp4_backend) is MARLIN
+    fwd, fwd_f = forward_live(spec, tokens=T, c=c, tp=tp, eager=flags.enforce_eager,
+                              moe_chunk=None if marlin else FUSED_MOE_CHUNK_SIZE)
     rows = min(S, T)
-    smp, smp_f = sampler_warmup(spec, rows=rows, tokens=T if rules.sampler_holds_all_tokens else rows, c=c)
-    peak = max(fwd, smp)
+    smp, smp_f = sampler_warmup(spec, rows=rows, tokens=T if rules.sampler_holds_all_tokens else rows, c=c,
+                                row_copies=2 if rules.sampler_holds_all_tokens else 0)
+    # torch's cuBLAS workspace: allocated through the caching allocator by the first cuBLAS GEMM on the stream
+    # (CublasHandlePool.cpp getCurrentCUDABlasHandle -> setCublasWorkspace -> getNewWorkspace) and kept; V1 runs
+    # no GEMM before its profile (a bf16 model's load multiplies nothing), so the profile's torch peak holds it, as
+    # in the V0 plan (vllm_v0_terms.py cublas_workspace)
+    ws = cublas_workspace(gpu.compute_capability)
+    peak = max(fwd, smp) + ws
     activation = Term(
         name="activations/profile_peak",
         bytes=peak,
-        formula=f"max(forward of {T} tokens {fwd:,} = {fwd_f}; sampler warm-up over {rows} requests {smp:,} = {smp_f})",
-        source=f"vllm/v1/worker/gpu_model_runner.py profile_run, _dummy_run, _dummy_sampler_run (v{rules.release})",
+        formula=f"max(forward of {T} tokens {fwd:,} = {fwd_f}; sampler warm-up over {rows} requests {smp:,} = {smp_f})"
+                f" + cuBLAS workspace {ws:,} (compute capability {gpu.compute_capability or 'unknown'})",
+        source=f"vllm/v1/worker/gpu_model_runner.py profile_run, _dummy_run, _dummy_sampler_run (v{rules.release}); "
+               "pytorch aten/src/ATen/cuda/CublasHandlePool.cpp parseChosenWorkspaceSize, setCublasWorkspace",
     )
     # 0.11: set up in init_device before vLLM's first snapshot: outside the budget, beside the context
     # (vllm_comms.py); 0.8: counted inside it with every other byte outside torch; 0.9.2-0.10.x: the same groups as
@@ -135,6 +153,11 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     )
     persistent = (*weights, activation, *non_torch, pool, *graphs, context)
     notes = _notes(spec, setup, T, rules)
+    notes += rope_notes(spec, setup, c)
+    if (gpu.compute_capability or "").split(".")[0] in ("10", "12"):
+        notes += (f"cuBLAS workspace counted at {ws:,} B (parseChosenWorkspaceSize's size off Hopper, torch 2.5.1); "
+                  "torch gives Blackwell 32 MiB from pytorch PR #175344 (2026): the torch of this vLLM release is not "
+                  "read for it",)
     if topo := topology_note(gpu, tp * pp, "vLLM"):
         notes += (topo,)
     if fmt.name == "mxfp4" and spec.moe and backend_for(gpu.compute_capability, flags.mxfp4_backend) is None:
@@ -306,8 +329,9 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int, rules: V1Rules) -> 
     if not eager:
         notes.append("CUDA graphs: only their shared memory pool is modelled; vLLM itself only measures the rest")
     if spec.moe and setup.weight_format not in (None, "bf16", "fp16", "fp32"):
-        notes.append("MoE workspace modelled as vLLM's fused_experts (Triton); a quantized checkpoint's MoE kernel "
-                     "(Marlin, FlashInfer, triton_kernels for mxfp4) allocates its own")
+        notes.append("MoE workspace modelled as vLLM's fused_experts (Triton; fused_marlin_moe's unchunked caches "
+                     "for MXFP4 on Marlin); a quantized checkpoint's other MoE kernels (GPTQ/AWQ Marlin, FlashInfer, "
+                     "triton_kernels for mxfp4) allocate their own")
     elif spec.moe and spec.checkpoint is not None:
         notes.append("MoE workspace modelled as vLLM's fused_experts (Triton); a quantized checkpoint's own MoE "
                      "kernel may allocate differently")

@@ -1,12 +1,14 @@
 """What vLLM loads and accepts on one rank, the same in every release modelled (V0 and V1 plans read it).
 
 ``max_model_len``: the context vLLM sizes its KV check by; ``loaded_weights``: the weight terms as loaded on this
-rank, with MXFP4 experts in the layout of vLLM's MoE backend and a pipeline stage's share of the layers.
+rank, with MXFP4 experts in the layout of vLLM's MoE backend, the rotary table (engines/rope_cache.py) and a
+pipeline stage's share of the layers.
 """
 
 from __future__ import annotations
 
 from vramwise.catalog import Gpu
+from vramwise.engines.rope_cache import rope_cache_term
 from vramwise.engines.vllm_mxfp4 import experts_term
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.term import Term
@@ -50,6 +52,9 @@ def loaded_weights(
     experts = experts_term(spec, tp=setup.tp, compute_capability=cc, chosen=chosen) if fmt_name == "mxfp4" else None
     if experts is not None:
         terms = tuple(experts if t.name == "weights/experts" else t for t in terms)
+    # the rotary table every stage builds with its first attention layer (engines/rope_cache.py)
+    rope, _ = rope_cache_term(spec, c=c, engine="vllm", release=setup.vllm.version)
+    terms = (*terms, rope) if rope is not None else terms
     pp = setup.vllm.pipeline_parallel_size
     if pp == 1:
         return terms
@@ -65,3 +70,9 @@ def loaded_weights(
         elif category != "embeddings":
             out.append(t)
     return tuple(out)
+
+
+def rope_notes(spec: ModelSpec, setup: InferSetup, c: int) -> tuple[str, ...]:
+    """The report's note when the model's rotary table is not modelled (loaded_weights leaves it out)."""
+    _, note = rope_cache_term(spec, c=c, engine="vllm", release=setup.vllm.version)
+    return (note,) if note else ()

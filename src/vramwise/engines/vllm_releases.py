@@ -33,7 +33,9 @@ class V1Rules:
     # init_gpu_memory); v0.11.0 refuses below it (Worker.init_device).
     free_memory_check: bool
     # v0.8.5 vllm/v1/worker/gpu_model_runner.py _dummy_run line 1509 returns only hidden_states[logit_indices]: the
-    # sampler warm-up holds one hidden row per dummy request; v0.11.0 keeps all max_num_batched_tokens rows.
+    # sampler warm-up holds one hidden row per dummy request; v0.11.0 keeps all max_num_batched_tokens rows, and
+    # beside them the indexed rows and their torch.rand_like replacement (_dummy_sampler_run line 3190; v0.9.2 line
+    # 2093, v0.10.2 line 2847).
     sampler_holds_all_tokens: bool
     # v0.8.5 vllm/engine/arg_utils.py get_batch_defaults lines 1596-1609: 8192 tokens and 1024 sequences from 70 GiB,
     # no A100 exception (added in v0.9.0, vLLM PR #17885).

@@ -42,15 +42,13 @@ def _attention_width(spec: ModelSpec, tp: int, eager: bool = False) -> tuple[int
 
 
 def _mlp_width(spec: ModelSpec, tp: int, eager: bool = False) -> tuple[int, str]:
-    """Elements per token live in the MLP: residual and input (2h), then dense gated (llama.py ``LlamaMLP``:
-    gate_up 2i and act(gate)·up i, both live until act returns) or plain (up i and its activation i); MoE
-    (vllm/model_executor/layers/fused_moe/fused_moe.py ``fused_experts_impl``: router logits E, intermediate_cache1
-    and 3 sharing one buffer of top_k x max(2i, h), intermediate_cache2 top_k x i, the output h; a shared expert's
-    output h besides). ``eager`` (the comment above forward_live): a dense MLP's down_proj output h is allocated
-    while the residual, the caller's normed input, gate_up (a local until forward returns) and act's output are
-    live: 3h + 3i gated; plain, act rebinds up's output, so max(2h + 2i, 3h + i)."""
-    h, mlp, moe = spec.hidden_size, spec.mlp, spec.moe
-    widths = []
+    """Elements per token live in a dense MLP: residual and input (2h), then gated (llama.py ``LlamaMLP``: gate_up
+    2i and act(gate)·up i, both live until act returns) or plain (up i and its activation i). ``eager`` (the comment
+    above forward_live): down_proj's output h is allocated while the residual, the caller's normed input, gate_up (a
+    local until forward returns) and act's output are live: 3h + 3i gated; plain, act rebinds up's output, so
+    max(2h + 2i, 3h + i). A model without dense layers: the residual and input alone (the MoE layer is _moe_live)."""
+    h, mlp = spec.hidden_size, spec.mlp
+    widths = [(2 * h, f"2·h {2 * h}")]
     if spec.dense_layers:
         i = mlp.intermediate_size // tp
         dense = 3 * i if mlp.gated else 2 * i
@@ -59,14 +57,43 @@ def _mlp_width(spec: ModelSpec, tp: int, eager: bool = False) -> tuple[int, str]
             at_down = 3 * h + (3 * i if mlp.gated else i)
             widths.append((at_down, f"3·h {3 * h} (down_proj's output beside them) + dense "
                                     f"{'3·i' if mlp.gated else 'i'} {at_down - 3 * h}"))
-    if moe and moe.moe_layers:
-        i = moe.expert_intermediate_size // tp
-        routed = moe.top_k * (max(2 * i, h) + i)
-        shared = h if moe.shared_intermediate_size else 0
-        width = 2 * h + moe.num_experts + routed + h + shared
-        widths.append((width, f"2·h {2 * h} + router E {moe.num_experts} + top_k·(max(2i, h) + i) {routed} + out h"
-                       + (f" + shared out h {shared}" if shared else "")))
-    return max(widths) if widths else (2 * h, f"2·h {2 * h}")
+    return max(widths)
+
+
+# vllm/envs.py VLLM_FUSED_MOE_CHUNK_SIZE (default "32768" at v0.6.4, v0.8.5, v0.9.2 and v0.11.0): fused_experts_impl
+# (vllm/model_executor/layers/fused_moe/fused_moe.py) sizes its intermediate caches for M = min(num_tokens, that)
+# tokens and loops over chunks of it; fused_marlin_moe (fused_marlin_moe.py, the MXFP4 Marlin backend's) takes every
+# token at once.
+FUSED_MOE_CHUNK_SIZE = 32768
+# fused_moe.py get_default_config at v0.11.0: BLOCK_SIZE_M 64 once the tokens outnumber the experts (the profile
+# run's case; tuned per-GPU config files may pick another block, moving the padding below by under E x 63 x 4 B)
+MOE_BLOCK_SIZE_M = 64
+
+
+def _moe_live(spec: ModelSpec, *, tokens: int, c: int, tp: int, chunk: int | None) -> tuple[int, str]:
+    """Bytes live at an MoE layer's peak (fused_experts_impl at v0.11.0, while the second GEMM fills
+    intermediate_cache3): per token the residual, the normed input, the router logits E (the caller keeps
+    them), the output h (a shared expert's output h besides), fused_topk's topk_weights fp32, topk_ids and
+    token_expert_indices int32 (top_k each); per routed row of the chunk's M = min(tokens, ``chunk``) tokens
+    intermediate_cache1 and 3 sharing one buffer of max(2i, h), intermediate_cache2 of i (c each), and
+    moe_align_block_size's sorted_ids (M x top_k + E x (BLOCK_SIZE_M - 1) int32) and expert_ids (one int32 a
+    block). ``chunk`` None: fused_marlin_moe, which has no chunk loop."""
+    moe, h = spec.moe, spec.hidden_size
+    assert moe is not None
+    i, k, E = moe.expert_intermediate_size // tp, moe.top_k, moe.num_experts
+    m = tokens if chunk is None else min(tokens, chunk)
+    shared = h if moe.shared_intermediate_size else 0
+    per_token = (2 * h + E + h + shared) * c + k * (4 + 4 + 4)
+    caches = m * k * (max(2 * i, h) + i) * c
+    padded = m * k + E * (MOE_BLOCK_SIZE_M - 1)
+    align = (padded + -(-padded // MOE_BLOCK_SIZE_M)) * 4
+    cut = (" (fused_marlin_moe: no chunks; its padding of i and h not counted)" if chunk is None else
+           "" if tokens <= chunk else f" (chunks of VLLM_FUSED_MOE_CHUNK_SIZE {chunk})")
+    return tokens * per_token + caches + align, (
+        f"MoE: T {tokens} x ((2·h {2 * h} + router E {E} + out h" + (f" + shared out h {shared}" if shared else "")
+        + f") x c {c} + top_k {k} x 12 B topk weights and ids) + M {m}{cut} x top_k x (max(2i, h) + i) "
+        f"{max(2 * i, h) + i} x c + moe_align_block_size {align:,} B"
+    )
 
 
 # An eager forward (V0's profile run and graph capture run the nn.Module itself, no torch.compile) frees a tensor
@@ -77,13 +104,18 @@ def _mlp_width(spec: ModelSpec, tp: int, eager: bool = False) -> tuple[int, str]
 # qkv and attn_output as locals across o_proj. So each block's last projection allocates its output (h) beside
 # everything the block made. Inductor's generated code (V1's compiled model) deletes each buffer after its last use
 # instead, so the compiled live set is the one without this term.
-def forward_live(spec: ModelSpec, *, tokens: int, c: int, tp: int, eager: bool = False) -> tuple[int, str]:
+def forward_live(spec: ModelSpec, *, tokens: int, c: int, tp: int, eager: bool = False,
+                 moe_chunk: int | None = FUSED_MOE_CHUNK_SIZE) -> tuple[int, str]:
     """Bytes of the largest one-layer live set of a forward of ``tokens`` tokens, and its formula. ``eager``: the
-    module runs without torch.compile (the comment above forward_live)."""
+    module runs without torch.compile (the comment above forward_live). ``moe_chunk``: the MoE kernel's token chunk
+    (None: fused_marlin_moe, unchunked)."""
     att, att_f = _attention_width(spec, tp, eager)
     mlp, mlp_f = _mlp_width(spec, tp, eager)
     width, f = (att, f"attention: {att_f}") if att >= mlp else (mlp, f"MLP: {mlp_f}")
-    return tokens * c * width, f"T {tokens} x c {c} x ({f})"
+    dense = tokens * c * width, f"T {tokens} x c {c} x ({f})"
+    if spec.moe and spec.moe.moe_layers:
+        return max(dense, _moe_live(spec, tokens=tokens, c=c, tp=tp, chunk=moe_chunk))
+    return dense
 
 
 # vLLM pads the head's vocabulary to a multiple of 64 (vllm/model_executor/layers/vocab_parallel_embedding.py
@@ -120,9 +152,12 @@ def sort_scratch(rows: int) -> int:
     return SORT_SCRATCH_FEW_ROWS if rows > 1 else 0
 
 
-def sampler_warmup(spec: ModelSpec, *, rows: int, tokens: int, c: int) -> tuple[int, str]:
+def sampler_warmup(spec: ModelSpec, *, rows: int, tokens: int, c: int, row_copies: int = 0) -> tuple[int, str]:
     """The sampler warm-up's peak over ``rows`` dummy requests, with the forward's hidden states still held: the
-    larger of the moment torch.sort runs (its outputs and scratch) and the moment the top-k/top-p scatter runs."""
+    larger of the moment torch.sort runs (its outputs and scratch) and the moment the top-k/top-p scatter runs.
+    ``row_copies``: hidden rows of ``rows`` x h held besides the ``tokens`` x h hidden states (v0.9.2-v0.11.0:
+    _dummy_run returns ``hidden_states[logit_indices]``, an advanced-indexing copy profile_run keeps as
+    last_hidden_states, and _dummy_sampler_run replaces it by ``torch.rand_like``: two)."""
     V, h = spec.vocab_size, spec.hidden_size
     padded = -(-V // VOCAB_PADDING) * VOCAB_PADDING
     at_sort = SORT_LIVE_BYTES_PER_LOGIT + sort_scratch(rows)
@@ -131,10 +166,12 @@ def sampler_warmup(spec: ModelSpec, *, rows: int, tokens: int, c: int) -> tuple[
               f"scratch {sort_scratch(rows)} B" if at_sort >= SAMPLER_BYTES_PER_LOGIT else
               "at the scatter: fp32 copy, sort values and int64 indices, top-k mask, softmax, top-p mask, scatter")
     logits = rows * padded * c + rows * V * per_logit
-    hidden = tokens * h * c
+    hidden = (tokens + row_copies * rows) * h * c
+    copies = (f" + {row_copies} copies of their {rows} sampled rows (hidden_states[logit_indices], torch.rand_like)"
+              if row_copies else "")
     return logits + hidden, (
         f"logits rows {rows} x V {padded} (padded to {VOCAB_PADDING}) x c {c} + rows x V {V} x {per_logit} B "
-        f"({moment}) + hidden states T {tokens} x h {h} x c {c}"
+        f"({moment}) + hidden states T {tokens} x h {h} x c {c}{copies}"
     )
 
 

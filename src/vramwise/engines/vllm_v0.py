@@ -25,7 +25,7 @@ from __future__ import annotations
 from vramwise.catalog import Gpu
 from vramwise.engines.nccl_comm import VLLM_NCCL, link_of, topology_note
 from vramwise.engines.result import EngineEstimate
-from vramwise.engines.vllm_load import loaded_weights, max_model_len
+from vramwise.engines.vllm_load import loaded_weights, max_model_len, rope_notes
 from vramwise.engines.vllm_terms import non_torch_terms
 from vramwise.engines.vllm_v0_terms import (
     V0_MAX_NUM_SEQS,
@@ -102,6 +102,7 @@ def vllm_v0_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate
     graphs = () if flags.enforce_eager else (v0_cuda_graphs(spec, max_num_seqs=S, c=c, tp=tp),)
     persistent = (*weights, peak, *non_torch, pool, *graphs, context)
     notes = _notes(release, T, chunked, setup)
+    notes += rope_notes(spec, setup, c)
     if topo := topology_note(gpu, tp * pp, "vLLM"):
         notes += (topo,)
     refusal, message = _refusal(blocks, block, max_len)

@@ -20,6 +20,7 @@ from vramwise.spec.traits import HeadKind, ImplTraits
 if TYPE_CHECKING:  # types of optional fields, imported where they are built: a plain decoder loads neither
     from vramwise.spec.checkpoint import CheckpointBytes
     from vramwise.spec.encoder_decoder import EncoderDecoderSpec
+    from vramwise.spec.rope import RopeSpec
 
 AttentionKind = Literal["mha", "mla"]
 LayerAttention = Literal["full", "sliding"]
@@ -158,6 +159,10 @@ class ModelSpec:
     # T5/mT5: the encoder stack and the decoder's cross-attention (spec/encoder_decoder.py); the fields above
     # then describe the decoder stack. None for every decoder-only or encoder-only model.
     encoder_decoder: EncoderDecoderSpec | None = None
+    # The rotary configuration (spec/rope.py: scaling type, factor, original context, partial rotary); None for a
+    # model without rotary or a spec built without a config.json's keys. No parameter depends on it: the serving
+    # engines size the cos/sin table they build at load from it (engines/rope_cache.py).
+    rope: RopeSpec | None = None
 
     @property
     def vocab_size(self) -> int:

@@ -244,3 +244,11 @@ async def gpus_endpoint(request: Request) -> Response:
     from vramwise.report.listings import gpus_json
 
     return Response(gpus_json(list_gpus()) + "\n", media_type="application/json")
+
+
+async def formats_endpoint(request: Request) -> Response:
+    """``vramwise formats --json``: the weight formats a ``format`` option names (a form's choice list)."""
+    from vramwise.app.listings import list_formats
+    from vramwise.report.listings import formats_json
+
+    return Response(formats_json(list_formats()) + "\n", media_type="application/json")

@@ -211,6 +211,7 @@ def openapi() -> dict[str, Any]:
              "description": "keep the models whose name or hub id contains this text (case-insensitive)"}
     paths["/api/v1/models"] = _listing("the model catalog (vramwise models --json)", "models", [query])
     paths["/api/v1/gpus"] = _listing("the GPU catalog (vramwise gpus --json)", "gpus")
+    paths["/api/v1/formats"] = _listing("the weight formats (vramwise formats --json)", "formats")
     schemas: dict[str, Any] = {"error": _ERROR}
     for command in COMMANDS:
         schemas[f"{command}_args"] = _args_schema(command)

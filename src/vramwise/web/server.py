@@ -131,6 +131,7 @@ def create_app(limits: Limits | None = None, hosts: Sequence[str] | None = None)
         Route(f"{API}/options", api.options_endpoint, methods=["GET"]),
         Route(f"{API}/models", api.models_endpoint, methods=["GET"]),
         Route(f"{API}/gpus", api.gpus_endpoint, methods=["GET"]),
+        Route(f"{API}/formats", api.formats_endpoint, methods=["GET"]),
         Route(f"{API}/openapi.json", api.openapi_endpoint, methods=["GET"]),
     ]
     if static_dir().is_dir():  # an install without the page still answers /static/... with 404, not a 500

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from vramwise.errors import ConfigError, UnsupportedArchitectureError
 from vramwise.spec.adapters import bigcode_bloom, classic, decoders, deepseek, hybrid, t5, vision
 from vramwise.spec.adapters.config import RawConfig, shown
+from vramwise.spec.adapters.rope import read_rope
 from vramwise.spec.heads import apply_head
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import total_params
@@ -85,6 +87,9 @@ def spec_from_config(data: Any, *, name: str, source: str) -> ModelSpec:
     if isinstance(data.get("model_type"), str) and data["model_type"] in vision.MULTIMODAL:
         # a vision-language model: its language model by that model's adapter, and the vision tower
         spec = vision.multimodal_spec(data, name=name, source=source, adapters=ADAPTERS)
+        if spec.traits.rotary:  # the language model's rope configuration (spec/adapters/rope.py)
+            text = vision.text_config(data, source)
+            spec = replace(spec, rope=read_rope(RawConfig(text, f"{source} (text_config)"), str(text["model_type"])))
         return _bounded(spec, source)
     data = _with_wrapper_storage(language_config(data), data)
     model_type = data.get("model_type")
@@ -107,6 +112,8 @@ def spec_from_config(data: Any, *, name: str, source: str) -> ModelSpec:
         )
     raw = RawConfig(data, source)
     spec = apply_head(adapter(raw, name), raw)  # architectures[0]: the head on top of any family's layers
+    if spec.traits.rotary:  # the rope configuration, which no parameter depends on (spec/adapters/rope.py)
+        spec = replace(spec, rope=read_rope(raw, model_type))
     return _bounded(spec, source)
 
 

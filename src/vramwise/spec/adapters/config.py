@@ -83,6 +83,8 @@ SIZE_BOUNDS: dict[str, int] = {
         MAX_EXPERTS,
     ),
     **dict.fromkeys(("max_position_embeddings", "n_positions", "sliding_window"), MAX_POSITIONS),
+    # rope_scaling's (and Phi-3's top-level) pre-extension context (spec/rope.py): a context like any other
+    "original_max_position_embeddings": MAX_POSITIONS,
     # State-space hybrids (spec/adapters/hybrid.py): layer patterns are layer indices; the dt rank is at most a
     # hidden size (Jamba's "auto" is ceil(h / 16)).
     **dict.fromkeys(
@@ -226,3 +228,26 @@ class RawConfig:
                 key, f"'{total_key}' ({total}) is not divisible by '{key}' ({parts})", f"a divisor of {total}"
             )
         return total // parts
+
+    def positive_float(self, key: str, default: float) -> float:
+        """A finite positive number (rope_scaling's factor); ``default`` when absent or null."""
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_OTHER:
+            raise self.error(key, f"field '{key}' must be a positive number, got {shown(value)}", "a number > 0")
+        return float(value)
+
+    def fraction(self, key: str) -> float:
+        """A share in (0, 1] (partial_rotary_factor, rotary_pct)."""
+        value = self._get(key, _MISSING)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            raise self.error(key, f"field '{key}' must be a number in (0, 1], got {shown(value)}", "(0, 1]")
+        return float(value)
+
+    def mapping(self, key: str) -> RawConfig | None:
+        """A nested object (rope_scaling) read with the same checks, its errors naming ``key``; None when absent."""
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self.error(key, f"field '{key}' must be an object, got {shown(value)}", "a JSON object")
+        return RawConfig(value, f"{self.source} ({key})")
