@@ -64,6 +64,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   options: null, // {infer: [...], train: [...], fit: [...]}
   gpus: [],
+  formats: [], // [{name, summary}] from GET /api/v1/formats
   byDest: {}, // cmd -> dest -> option
   config: null, // {name, text} of a dropped config.json
   extra: {}, // keys from the address the form has no field for: still sent, so the server names them
@@ -175,7 +176,9 @@ function fieldFor(rawOpt) {
   } else {
     const placeholder = opt.default !== null && opt.default !== undefined && opt.default !== "" ?
       String(Array.isArray(opt.default) ? opt.default.join(",") : opt.default) : "default";
-    input = el("input", { id, title, placeholder, "data-dest": opt.dest, "data-flag": opt.flag,
+    // --format: the weight formats the server lists (GET /api/v1/formats) as suggestions
+    const list = opt.dest === "format" && state.formats.length ? "format-list" : null;
+    input = el("input", { id, title, placeholder, list, "data-dest": opt.dest, "data-flag": opt.flag,
       inputmode: (opt.type === "int" && !opt.tokens) || opt.type === "float" ? "decimal" : null });
   }
   return el("div", { class: "field", "data-field": opt.dest }, label, input,
@@ -1090,6 +1093,11 @@ async function start() {
     $("status").className = "status bad";
     return;
   }
+  try {
+    const formats = await getJSON("/formats");
+    state.formats = formats.formats || formats;
+    $("format-list").replaceChildren(...state.formats.map((f) => el("option", { value: f.name }, f.summary || "")));
+  } catch (e) { /* an older server without the listing: --format stays a plain field */ }
   for (const cmd of Object.keys(state.options)) {
     state.byDest[cmd] = Object.fromEntries(state.options[cmd].map((o) => [o.dest, o]));
   }
