@@ -274,3 +274,31 @@ def test_every_option_has_a_field(page: Any, origin: str, query: str) -> None:
     # the common group is open, the others closed
     opened = page.eval_on_selector_all("#groups details", "ds => ds.filter(d => d.open).map(d => d.dataset.group)")
     assert opened[0] in ("Common", "Question") and "Other options" not in opened
+
+
+def test_every_gpu_choice_shows_its_capacity_whatever_its_name(page: Any, origin: str) -> None:
+    """The closed select cuts its text at the form's width: the CUDA-visible GiB comes first, so a long name (the
+    MI250X's, a laptop GPU's) cannot hide it. Oracle: the GPU listing's bytes written by units.fmt."""
+    page.goto(origin + "/?cmd=infer&model=llama-3.2-1b&gpu=mi250x")
+    settle(page)
+    listing = json.loads(urlopen(origin + "/api/v1/gpus").read())  # the loopback server
+    capacity = {g["name"]: g["memory_bytes"] for g in listing["gpus"]}
+    shown_options = page.eval_on_selector_all("#gpu-name option", "os => os.map(o => [o.value, o.textContent])")
+    listed = {value: text for value, text in shown_options if value in capacity}
+    assert listed.keys() == capacity.keys()
+    for name, text in listed.items():
+        assert text.startswith(f"{fmt(capacity[name])} · "), text
+
+
+def test_a_narrow_screen_keeps_the_formulas_readable(browser: Any, origin: str) -> None:
+    """Under 900 px the form goes below the results; the term table's name and source columns must not crush the
+    formula to a word a line (the card scrolls sideways instead)."""
+    context = browser.new_context(viewport={"width": 800, "height": 1000})
+    try:
+        narrow = context.new_page()
+        narrow.goto(origin + "/?cmd=infer&model=llama-3.2-1b&gpu=rtx-4090")
+        settle(narrow)
+        widths = narrow.eval_on_selector_all("#terms td.formula", "cells => cells.map(c => c.clientWidth)")
+        assert widths and min(widths) >= 200, widths
+    finally:
+        context.close()

@@ -1072,7 +1072,9 @@ function fillGpus() {
   for (const [seg, gs] of bySegment) {
     const og = el("optgroup", { label: seg });
     for (const g of gs) {
-      const text = `${g.label.replace(/^NVIDIA /, "")} · ${gib(g.memory_bytes)}`;
+      // the capacity first: the closed select cuts its text at the form's width, and a long name (the MI250X's,
+      // a laptop GPU's) would otherwise hide the number
+      const text = `${gib(g.memory_bytes)} · ${g.label.replace(/^NVIDIA /, "")}`;
       og.append(el("option", { value: g.name, title: g.label }, text));
     }
     sel.append(og);
