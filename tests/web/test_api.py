@@ -213,6 +213,8 @@ def test_the_options_listing_is_the_option_table(client: TestClient) -> None:
     infer = {r["dest"]: r for r in listing["infer"]}
     assert infer["gpu_util"]["flag"] == "gpu-util" and infer["gpu_util"]["default"] == 0.9
     assert infer["model"]["required"] and infer["batch"]["default"] == 1 and infer["all_logits"]["type"] == "bool"
+    # MODEL is a name, not a flag, in every command (the listing once said "bool", the positional's missing type)
+    assert {next(r["type"] for r in rows if r["dest"] == "model") for rows in listing.values()} == {"str"}
     train = {r["dest"]: r for r in listing["train"]}
     assert "lora" in train["peft"]["choices"] and train["peft"]["default"] == "none"
     fit = {r["dest"]: r for r in listing["fit"]}

@@ -175,7 +175,8 @@ def option_rows(command: str) -> list[dict[str, Any]]:
             "flags": [POSITIONAL] if o.name == POSITIONAL else list(_long(o)),
             "dest": o.name,
             "group": o.group.value,
-            "type": "bool" if o.type is None else {int: "int", float: "float", tokens: "int"}.get(o.type, "str"),
+            "type": "str" if o.name == POSITIONAL else "bool" if o.type is None  # MODEL: a name, never a flag
+            else {int: "int", float: "float", tokens: "int"}.get(o.type, "str"),
             "tokens": o.type is tokens,  # an int that may also be written 128k (10^3) or 128K (2^10)
             "choices": list(allowed) if allowed else None,
             "default": default_of(command, o),

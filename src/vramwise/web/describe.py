@@ -73,7 +73,8 @@ def _row(option: Option, command: str) -> dict[str, Any]:
         "flags": list(_long(option)) if option.name != "model" else ["model"],
         "dest": option.name,
         "group": option.group.value,
-        "type": _TYPES.get(option.type, "str"),
+        # the positional MODEL has no type in the table (argparse's default, a string): None means a flag elsewhere
+        "type": "str" if option.name == "model" else _TYPES.get(option.type, "str"),
         "tokens": option.type is tokens,  # an int that may also be written 128k (10^3) or 128K (2^10)
         "choices": list(choices) if choices else None,
         "default": _default(option, command),
