@@ -171,6 +171,16 @@ def test_a_value_that_looks_like_a_flag_stays_a_value() -> None:
     assert parse_options("infer", {"model": "-h"})["model"] == "-h"
 
 
+def test_a_switch_sent_as_the_string_true_says_the_string_is_the_trouble() -> None:
+    # it once said "true or false, not 'true'", which reads as a contradiction to whoever sent "true"
+    with pytest.raises(UsageError) as err:
+        parse_options("infer", {"model": "llama-2-7b", "serve": "true"})
+    assert str(err.value) == "--serve is a switch: JSON true or false (no quotes), not the string 'true'"
+    assert err.value.field == "serve"
+    with pytest.raises(UsageError, match=r"--serve is a switch: JSON true or false \(no quotes\), not 1$"):
+        parse_options("infer", {"model": "llama-2-7b", "serve": 1})
+
+
 def test_an_unknown_option_suggests_the_near_name() -> None:
     with pytest.raises(UsageError, match="did you mean: gpu-util"):
         parse_options("infer", {"model": "llama-2-7b", "gpu_util": 0.8})

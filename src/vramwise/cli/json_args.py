@@ -146,7 +146,9 @@ def _argv(option: Option, value: Any) -> list[str]:
         return []
     if option.type is None:
         if not isinstance(value, bool):
-            raise UsageError(f"{flag} is a switch: true or false, not {shown(value)}", field=option.name,
+            # "true or false, not 'true'" read as a contradiction: say that the string is the trouble
+            what = f"the string {shown(value)}" if isinstance(value, str) else shown(value)
+            raise UsageError(f"{flag} is a switch: JSON true or false (no quotes), not {what}", field=option.name,
                              allowed="true or false")
         return [flag] if value else []
     if isinstance(value, bool) or not isinstance(value, str | int | float):
