@@ -302,3 +302,20 @@ def test_a_narrow_screen_keeps_the_formulas_readable(browser: Any, origin: str) 
         assert widths and min(widths) >= 200, widths
     finally:
         context.close()
+
+
+def test_a_range_is_shown_and_the_fit_answers_beside_it_are_not_refused(page: Any, origin: str,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """--range's low, high and bound are the CLI's (the page once drew nothing of them), and the fit questions
+    that refuse --range (all but --max) are asked without it (the page once showed fit's refusal in their row)."""
+    setup = ("llama-3.2-1b", "--gpu", "rtx-4090", "--engine", "vllm")
+    page.goto(origin + "/?cmd=infer&model=llama-3.2-1b&gpu=rtx-4090&engine=vllm&range=true")
+    settle(page)
+    want = cli_doc(capsys, "infer", *setup, "--range")["range"]
+    line = page.get_by_test_id("range")
+    assert [int(line.get_attribute(f"data-{k}")) for k in ("low", "high", "bound")] == [
+        want["low"], want["high"], want["bound"]]
+    assert f"high {fmt(want['high'])}" in line.inner_text()
+    answers = {row.get_attribute("data-question"): row for row in page.locator("#fit tr[data-question]").all()}
+    best = answers["best weight format"].get_by_test_id("fit-answer").get_attribute("data-value")
+    assert best == str(cli_doc(capsys, "fit", *setup, "--infer", "--best-format")["answer"]["value"])

@@ -441,7 +441,7 @@ function worstStage(doc) {
 function render(cmd, args, answer) {
   state.lastDoc = answer.doc;
   setJSON(answer);
-  const hide = ["chart-box", "engine-box", "advice-box", "phases-box", "terms-box", "notes-box", "fit-box"];
+  const hide = ["chart-box", "range-box", "engine-box", "advice-box", "phases-box", "terms-box", "notes-box", "fit-box"];
   hide.forEach((id) => { $(id).hidden = true; });
   if (cmd === "fit") renderFitDoc(answer.doc);
   else renderEstimate(worstStage(answer.doc));
@@ -492,6 +492,7 @@ function renderEstimate(doc) {
     gpu.headroom_bytes, sub);
   else setVerdict("PEAK PER GPU", null, doc.peak.bytes, doc.peak.phase, null, sub);
   renderChart(doc);
+  renderRange(doc);
   renderEngine(doc);
   renderAdvice(doc.advice, doc.gpu);
   renderPhases(doc);
@@ -628,6 +629,34 @@ function renderChart(doc) {
 }
 
 function shorten(s, n) { return s.length <= n ? s : s.slice(0, Math.max(n - 1, 1)) + "…"; }
+
+// --range (issue 15): the low, the estimate, the high and the bound, and each uncertainty's two ends, as the CLI's
+// "range:" lines say them
+function renderRange(doc) {
+  const r = doc.range;
+  const box = $("range");
+  box.replaceChildren();
+  if (!r) return;
+  const gpu = doc.gpu;
+  const line = el("p", { "data-testid": "range", "data-low": String(r.low), "data-high": String(r.high),
+    "data-bound": String(r.bound) },
+  `low ${gib(r.low)}, estimate ${gib(r.estimate)}, high ${gib(r.high)}, bound ${gib(r.bound)}`);
+  if (gpu) {
+    line.append(el("span", { class: r.high_fits ? "good-text" : "bad-text" },
+      `; the high: ${r.high_fits ? "FITS" : "DOES NOT FIT"}, headroom ${gib(gpu.memory_bytes - r.high)}`));
+  }
+  const tb = el("tbody");
+  for (const u of r.uncertainties || []) {
+    tb.append(el("tr", {}, el("td", {}, u.name), el("td", { class: "num" }, gib(u.low_bytes)),
+      el("td", { class: "num" }, gib(u.high_bytes)), el("td", {}, `${u.low} .. ${u.high}`),
+      el("td", { class: "muted" }, u.source || "")));
+  }
+  box.append(line, el("table", { class: "grid" }, el("thead", {}, el("tr", {}, el("th", {}, "uncertainty"),
+    el("th", { class: "num" }, "low"), el("th", { class: "num" }, "high"), el("th", {}, "from .. to"),
+    el("th", {}, "source"))), tb));
+  for (const n of r.notes || []) box.append(el("p", { class: "muted" }, n));
+  $("range-box").hidden = false;
+}
 
 function renderPhases(doc) {
   const phases = doc.phases || [];
@@ -849,9 +878,13 @@ function fitQuestions(cmd, args, count) {
   const fitFlags = new Set(Object.values(fitDests).map((o) => o.flag));
   const base = {};
   for (const [k, v] of Object.entries(args)) if (k === "model" || fitFlags.has(k)) base[k] = v;
+  const rangeFlag = flagOf("fit", "range");
   const without = (keys, extra) => {
     const a = Object.assign({}, base);
     for (const k of keys) delete a[k];
+    // fit takes --range with --max only (app/ranges.py refuses it with the other questions): the page's own
+    // questions then answer without it rather than show that refusal
+    if (!("max" in extra)) delete a[rangeFlag];
     return Object.assign(a, extra);
   };
   const ctx = [flagOf("infer", "context"), flagOf("infer", "seq")];
