@@ -319,3 +319,16 @@ def test_a_range_is_shown_and_the_fit_answers_beside_it_are_not_refused(page: An
     answers = {row.get_attribute("data-question"): row for row in page.locator("#fit tr[data-question]").all()}
     best = answers["best weight format"].get_by_test_id("fit-answer").get_attribute("data-value")
     assert best == str(cli_doc(capsys, "fit", *setup, "--infer", "--best-format")["answer"]["value"])
+
+
+def test_fit_max_with_a_range_shows_the_range_at_the_answer(page: Any, origin: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    page.goto(origin + "/?cmd=fit&model=llama-3.2-1b&gpu=rtx-4090&max=batch&peft=lora&range=true")
+    settle(page)
+    doc = cli_doc(capsys, "fit", "llama-3.2-1b", "--gpu", "rtx-4090", "--max", "batch", "--peft", "lora", "--range")
+    want = doc["range"]
+    line = page.get_by_test_id("range")
+    assert int(line.get_attribute("data-high")) == want["high"]
+    # the CLI's "the high on GPU: ..., headroom X": the budget less the high
+    assert line.inner_text().endswith(f"headroom {fmt(doc['gpu']['budget_bytes'] - want['high'])}")
+    assert line.inner_text().startswith(f"at {want['at']}: low {fmt(want['low'])}")

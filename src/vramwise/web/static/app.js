@@ -640,10 +640,12 @@ function renderRange(doc) {
   const gpu = doc.gpu;
   const line = el("p", { "data-testid": "range", "data-low": String(r.low), "data-high": String(r.high),
     "data-bound": String(r.bound) },
-  `low ${gib(r.low)}, estimate ${gib(r.estimate)}, high ${gib(r.high)}, bound ${gib(r.bound)}`);
-  if (gpu) {
+  `${r.at ? `at ${r.at}: ` : ""}low ${gib(r.low)}, estimate ${gib(r.estimate)}, high ${gib(r.high)}, ` +
+  `bound ${gib(r.bound)}`);
+  if (gpu) { // fit's document has the budget (the capacity less --margin), an estimate's the capacity
+    const room = (gpu.budget_bytes !== undefined ? gpu.budget_bytes : gpu.memory_bytes) - r.high;
     line.append(el("span", { class: r.high_fits ? "good-text" : "bad-text" },
-      `; the high: ${r.high_fits ? "FITS" : "DOES NOT FIT"}, headroom ${gib(gpu.memory_bytes - r.high)}`));
+      `; the high: ${r.high_fits ? "FITS" : "DOES NOT FIT"}, headroom ${gib(room)}`));
   }
   const tb = el("tbody");
   for (const u of r.uncertainties || []) {
@@ -832,6 +834,7 @@ function renderFitDoc(doc) {
     room, sub);
   const box = $("fit");
   box.replaceChildren();
+  renderRange(doc);  // fit --max --range: the range at the answer
   if (doc.formats) box.append(formatsTable(doc.formats));
   if (doc.layouts) box.append(layoutsTable(doc.layouts));
   if (doc.advice) {
