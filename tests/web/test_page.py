@@ -332,3 +332,14 @@ def test_fit_max_with_a_range_shows_the_range_at_the_answer(page: Any, origin: s
     # the CLI's "the high on GPU: ..., headroom X": the budget less the high
     assert line.inner_text().endswith(f"headroom {fmt(doc['gpu']['budget_bytes'] - want['high'])}")
     assert line.inner_text().startswith(f"at {want['at']}: low {fmt(want['low'])}")
+
+
+def test_the_peak_label_is_drawn_over_the_capacity_line(page: Any, origin: str) -> None:
+    """A peak just past the capacity (Mixtral on one H100 under vLLM: 89 GiB against 79) put the capacity's dashed
+    line through the peak's digits: the label is now drawn after every line, with a halo."""
+    page.goto(origin + "/?cmd=infer&model=llama-2-70b&gpu=rtx-4090")
+    settle(page)
+    order = page.eval_on_selector_all("#chart svg > *", "ns => ns.map(n => n.getAttribute('class') || n.tagName)")
+    assert "capacity" in order and order.index("peak-label") > order.index("capacity")
+    halo = page.eval_on_selector("#chart .peak-label", "n => getComputedStyle(n).paintOrder")
+    assert halo.startswith("stroke")

@@ -589,8 +589,6 @@ function renderChart(doc) {
       `${Number(v.toFixed(2))}`));
   }
   chart.append(svg("text", { x: x1, y: H - 4, class: "axis", "text-anchor": "end" }, "GiB (2^30 bytes)"));
-  chart.append(svg("text", { x: Math.min(sx(total), x1 - 2), y: barY - 8, class: "peak-label",
-    "text-anchor": sx(total) > W / 2 ? "end" : "start" }, `peak ${gib(total)}`));
   if (capacity) {
     // the room left (or the overshoot) between the peak and the budget, as a band behind the line
     const limit = budget || capacity;
@@ -618,6 +616,10 @@ function renderChart(doc) {
     chart.append(svg("line", { x1: x, x2: x, y1: barY - 4, y2: barY + barH + 4, class: "budget" },
       svg("title", {}, `budget after the margin: ${gib(budget)}`)));
   }
+  // last, over the capacity line (with a halo, style.css): a peak just past the capacity put the dashed line
+  // through its digits
+  chart.append(svg("text", { x: Math.min(sx(total), x1 - 2), y: barY - 8, class: "peak-label",
+    "text-anchor": sx(total) > W / 2 ? "end" : "start" }, `peak ${gib(total)}`));
   $("chart").replaceChildren(chart);
   const legend = $("legend");
   legend.replaceChildren();
