@@ -343,3 +343,21 @@ def test_the_peak_label_is_drawn_over_the_capacity_line(page: Any, origin: str) 
     assert "capacity" in order and order.index("peak-label") > order.index("capacity")
     halo = page.eval_on_selector("#chart .peak-label", "n => getComputedStyle(n).paintOrder")
     assert halo.startswith("stroke")
+
+
+def test_a_dropped_config_missing_a_key_is_refused_beside_the_drop_zone(page: Any, origin: str, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The refusal names the config's key (hidden_size), which has no field of its own: the words go beside the
+    drop zone (they once went to the general box, and the status said "see --hidden_size on the left")."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({k: v for k, v in FAMILIES["qwen2"].items() if k != "hidden_size"}))
+    page.goto(origin + "/?cmd=infer&gpu=24GiB")
+    settle(page)
+    page.set_input_files("#config-file", str(config))
+    settle(page)
+    message = page.locator('.error[data-error-for="config"]').get_attribute("data-message")
+    code, _, err = run(capsys, "infer", str(config), "--gpu", "24GiB")
+    assert code == 2 and message
+    # the CLI names the file by its path, the server by "config.json (uploaded)": the rest is the same words
+    assert message.removeprefix("config.json (uploaded)") in err
+    assert "--hidden_size" not in page.locator("#status").inner_text()

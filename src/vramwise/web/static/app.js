@@ -6,6 +6,7 @@
 const API = "/api/v1";
 const GIB = 2 ** 30;
 const DEBOUNCE_MS = 250;
+const UPLOADED_SOURCE = "config.json (uploaded)"; // web/api.py's name for a dropped config in its messages
 const URL_CONFIG_MAX = 8000; // a dropped config.json rides in the address up to this many characters
 
 // options the page does not show as fields: their own widgets (model, GPU, fit's question), or output switches
@@ -353,7 +354,11 @@ function clearErrors() {
 }
 function showError(err) {
   const field = err.field;
-  const target = field ? document.querySelector(`.error[data-error-for="${CSS.escape(field)}"]`) : null;
+  let target = field ? document.querySelector(`.error[data-error-for="${CSS.escape(field)}"]`) : null;
+  // a dropped config's own key (hidden_size, model_type) has no field here: its words go beside the drop zone
+  if (!target && state.config && err.error.startsWith(UPLOADED_SOURCE)) {
+    target = document.querySelector('.error[data-error-for="config"]');
+  }
   const text = err.error; // the CLI's one line; what the field takes goes in the tooltip
   if (target) {
     target.textContent = text;
@@ -374,7 +379,8 @@ function showError(err) {
     $("general-error").dataset.message = err.error;
     $("general-error").hidden = false;
   }
-  $("status").textContent = target ? `The server refused this setup (see --${field} on the left): ${err.error}` :
+  const where = target && target.dataset.errorFor === "config" ? "the dropped config" : `--${field}`;
+  $("status").textContent = target ? `The server refused this setup (see ${where} on the left): ${err.error}` :
     "The server refused this setup; the numbers below, if any, are the last good estimate's.";
   $("status").className = "status bad";
   $("result").classList.add("stale");
