@@ -320,3 +320,11 @@ def test_the_page_and_its_assets_come_from_the_package_folder(tmp_path: Path, mo
     assert client.get("/static/app.js").text == "console.log(1)"
     for path in ("/static/../secret.txt", "/static/%2e%2e/secret.txt", "/static/", "/static/nothing.css"):
         assert client.get(path).status_code == 404, path
+
+
+def test_the_page_knows_the_name_a_dropped_config_has_in_messages() -> None:
+    # app.js puts a refusal of a dropped config's own key beside the drop zone by this prefix
+    from vramwise.web.api import UPLOADED_SOURCE
+    from vramwise.web.server import static_dir
+
+    assert f'const UPLOADED_SOURCE = "{UPLOADED_SOURCE}";' in (static_dir() / "app.js").read_text()
