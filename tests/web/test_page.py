@@ -209,6 +209,11 @@ def test_bad_input_is_shown_beside_its_field(page: Any, origin: str, capsys: pyt
     message = page.locator('.error[data-error-for="batch"]').get_attribute("data-message")
     code, _, err = run(capsys, "train", "llama-3.2-1b", "--gpu", "rtx-4090", "--batch", "many")
     assert code == 2 and message and message in err
+    # no document: no JSON link that does nothing (it stayed, without an address)
+    assert page.get_by_test_id("json-link").is_hidden()
+    page.fill('[data-dest="batch"]', "2")
+    settle(page)
+    assert page.get_by_test_id("json-link").is_visible()
 
 
 def test_the_page_asks_nothing_off_host(page: Any, origin: str) -> None:

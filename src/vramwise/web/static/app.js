@@ -430,6 +430,8 @@ async function run() {
 function setJSON(answer) {
   const a = $("json-link"), v = $("json-view");
   if (a.dataset.url) URL.revokeObjectURL(a.dataset.url);
+  // no document (a refusal): the links go, rather than stay as links that do nothing
+  a.hidden = v.hidden = !answer;
   if (!answer) { a.removeAttribute("href"); v.removeAttribute("href"); a.dataset.url = ""; return; }
   const url = URL.createObjectURL(new Blob([answer.text], { type: "application/json" }));
   a.href = url; v.href = url; a.dataset.url = url;
