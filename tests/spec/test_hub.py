@@ -448,3 +448,33 @@ def test_a_repo_without_safetensors_says_so_in_the_title(hub_server: HubServer) 
     model = resolve_model("org/bin")
     assert model.checkpoint is None
     assert model.source.endswith("no safetensors files in the repo: weights from the config")
+
+
+def test_a_revision_that_climbs_out_of_the_cache_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Offline, the revision names snapshots/<revision> of the cache: "x/y@../../../outside" once read a GGUF of
+    a folder outside it (a server's disk too, through the web API). git's ref-name rule refuses it."""
+    from cli_run import run
+
+    from vramwise.errors import ConfigError
+    from vramwise.spec.hub import parse_hub_id
+
+    cache = tmp_path / "cache"
+    (cache / "models--x--y" / "snapshots").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "model.gguf").write_bytes(b"GGUF")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run(capsys, "infer", "x/y@../../../outside")
+    assert code == 2 and err.count("\n") == 1
+    assert "is not a branch, tag or commit name" in err and "model.gguf" not in err
+    # a GGUF named by tag listed the outside folder's GGUFs ("tag 'Q4_K_M' matches no GGUF file: model.gguf")
+    code, _, err = run(capsys, "infer", "x/y@../../../outside:Q4_K_M")
+    assert code == 2 and "is not a branch, tag or commit name" in err and "model.gguf" not in err
+    for bad in ("x/y@..", "x/y@a/../b", "x/y@.hidden", "x/y@a//b", "x/y@a/", "x/y@main.lock"):
+        with pytest.raises(ConfigError):
+            parse_hub_id(bad)
+    for good in ("x/y@refs/pr/1", "x/y@v1.0", "x/y@0123abcd", "x/y@release/2.1"):
+        ref = parse_hub_id(good)
+        assert ref is not None and ref.revision == good.split("@", 1)[1]

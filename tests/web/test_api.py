@@ -328,3 +328,9 @@ def test_the_page_knows_the_name_a_dropped_config_has_in_messages() -> None:
     from vramwise.web.server import static_dir
 
     assert f'const UPLOADED_SOURCE = "{UPLOADED_SOURCE}";' in (static_dir() / "app.js").read_text()
+
+
+def test_a_hub_revision_that_climbs_out_of_the_cache_is_a_400(client: TestClient) -> None:
+    response = client.post("/api/v1/infer", json={"args": {"model": "x/y@../../../etc"}})
+    assert response.status_code == 400
+    assert response.json()["field"] == "model" and "is not a branch, tag or commit name" in response.json()["error"]

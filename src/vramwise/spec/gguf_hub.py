@@ -53,11 +53,15 @@ class GgufRef:
 
 def parse_ref(text: str) -> GgufRef | None:
     """``org/name[@rev]:TAG`` or ``org/name[@rev]/path.gguf`` as a GgufRef; None for anything else."""
+    ref = None
     if m := _TAGGED.fullmatch(text):
-        return GgufRef(m.group("repo"), m.group("rev"), m.group("tag"), None)
-    if m := _PATHED.fullmatch(text):
-        return GgufRef(m.group("repo"), m.group("rev"), None, m.group("path"))
-    return None
+        ref = GgufRef(m.group("repo"), m.group("rev"), m.group("tag"), None)
+    elif m := _PATHED.fullmatch(text):
+        ref = GgufRef(m.group("repo"), m.group("rev"), None, m.group("path"))
+    if ref is not None and ref.revision is not None and not client.is_ref_name(ref.revision):
+        # the revision names a cache folder (snapshots/<rev>): "@../.." would list and read GGUFs outside it
+        raise _error(ref, f"revision {shown(ref.revision, 100)} {client.NOT_A_REF}")
+    return ref
 
 
 def _error(ref: GgufRef, what: str, allowed: str = _ALLOWED) -> ConfigError:

@@ -85,7 +85,15 @@ def parse_hub_id(text: str) -> HubRef | None:
     m = HUB_ID.fullmatch(text.strip())
     if m is None or m.group("repo").endswith(".json"):
         return None
-    return HubRef(repo_id=m.group("repo"), revision=m.group("rev"))
+    revision = m.group("rev")
+    if revision is not None and not client.is_ref_name(revision):
+        # the revision names a folder of the cache (snapshots/<revision>, refs/<revision>): "x/y@../../.." would
+        # read a folder of this machine, a server's included
+        raise ConfigError(
+            f"{shown(text.strip(), 200)}: revision {shown(revision, 100)} {client.NOT_A_REF}",
+            field=_FIELD, allowed=_ALLOWED)
+    return HubRef(repo_id=m.group("repo"), revision=revision)
+
 
 
 def _catalog_hint(ref: HubRef) -> str:

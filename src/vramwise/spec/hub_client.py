@@ -60,6 +60,18 @@ def timeout(name: str) -> float:
 # --- the cache -----------------------------------------------------------------------------------------------------
 
 
+NOT_A_REF = ("is not a branch, tag or commit name (git check-ref-format: no '..', no part starting with '.' or "
+             "ending with '.lock', no empty part)")
+
+
+def is_ref_name(revision: str) -> bool:
+    """git's rule for a ref name (https://git-scm.com/docs/git-check-ref-format, rules 1, 3 and 6), which every
+    branch, tag and refs/pr/N on the hub obeys, and a commit hash too. A revision names folders of the cache
+    (refs/<revision>, snapshots/<revision>): one that breaks the rule ("../../x") would name a folder outside it."""
+    parts = revision.split("/")
+    return ".." not in revision and all(p and not p.startswith(".") and not p.endswith(".lock") for p in parts)
+
+
 def cached_file(repo_id: str, filename: str, revision: str | None) -> Path | None:
     """The cached copy of one file at ``revision`` (a branch, tag or commit), or None; no network call."""
     from huggingface_hub import try_to_load_from_cache
