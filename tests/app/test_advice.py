@@ -281,9 +281,60 @@ def test_min_gpus_lists_the_changes_that_need_fewer_gpus(capsys: pytest.CaptureF
     kinds = [a["kind"] for a in doc["advice"]]
     assert "recompute" in kinds
     for a in doc["advice"]:
+        if a["kind"] == "layout":  # a tp/pp layout: checked as `train` with its flags (test below)
+            assert a["gpus"] < fewest
+            continue
         r = fit(FitRequest(model="llama-3-70b", gpu="h100-80gb", question=Question.MIN_GPUS, options=a["options"]))
         assert r.answer is not None and r.answer.value == a["gpus"] < fewest
         assert a["peak_bytes"] == r.answer.at.peak_bytes and a["headroom_bytes"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("model", "gpu", "options"),
+    [
+        ("llama-3-8b", "rtx-4090", []),  # the reviewer's case: 23 GPUs under ZeRO-3, tp=8 fits on 8
+        ("llama-3-8b", "rtx-4090", ["--framework", "torchtitan"]),  # FSDP modes instead of ZeRO stages
+        ("llama-3-8b", "rtx-4090", ["--recompute", "op-sac"]),  # a policy the layout search does not vary
+        ("llama-3-70b", "h100-80gb", []),
+    ],
+)
+def test_min_gpus_suggests_a_layout_on_fewer_gpus(capsys: pytest.CaptureFixture[str], model: str, gpu: str,
+                                                  options: list[str]) -> None:
+    """`fit --min-gpus` searches data parallelism only; a tensor/pipeline-parallel layout on fewer GPUs is listed
+    with flags that `vramwise train` (the CLI, run here) answers with the same peak, fitting; and no power of two
+    below its count has a layout of the same kind that `train` confirms (the search on each, with tp*pp > 1)."""
+    code, out, _ = _cli(capsys, "fit", model, "--gpu", gpu, *options, "--min-gpus", "--json")
+    doc = json.loads(out)
+    layout = [a for a in doc["advice"] if a["kind"] == "layout"]
+    assert code == 0 and len(layout) == 1
+    a = layout[0]
+    assert a["gpus"] < doc["answer"]["value"] and a["change"].startswith(f"--gpu {a['gpu']} ")
+    assert int(a["options"].get("tp", 1)) * int(a["options"].get("pp", 1)) > 1
+    code, out, _ = _cli(capsys, "train", model, *options, *a["change"].split(), "--json")
+    ran = json.loads(out)
+    assert code == 0 and ran["gpu"]["fits"] is True
+    assert ran["peak"]["bytes"] == a["peak_bytes"] and ran["gpu"]["headroom_bytes"] == a["headroom_bytes"]
+    given = {k.removeprefix("--").replace("-", "_"): v for k, v in zip(options[::2], options[1::2], strict=True)}
+    flat = train(TrainRequest(model=model, options=given)).setup.to_flat()
+    for n in (n for n in (2, 4, 8, 16) if n < a["gpus"]):
+        assert not _layout_fits(model, f"{n}x{parse_gpu(gpu).gpu.name}", given, flat), n
+
+
+def _layout_fits(model: str, gpu: str, given: dict[str, Any], flat: Mapping[str, Any]) -> bool:
+    from vramwise.app.fitting import FitRequest, Question, fit
+
+    try:
+        found = fit(FitRequest(model=model, gpu=gpu, question=Question.LAYOUTS, options=given)).layouts
+    except VramwiseError:
+        return False
+    assert found is not None
+    for x in found.fitting:
+        if x.tp * x.pp > 1 and x.recompute in ("none", flat["recompute"]) and x.offload in ("none", flat["offload"]):
+            changes = {"tp": x.tp, "pp": x.pp, "dp": x.dp, "grad_accum": x.grad_accum,
+                       **({"zero": x.zero} if x.zero else {}), **({"fsdp": x.fsdp} if x.fsdp != "none" else {})}
+            if _train_fits(TrainRequest(model=model, gpu=gpu, options=given), changes):
+                return True
+    return False
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -11,7 +11,8 @@ Order (each kind tried once, in this order, and kept when it fits):
   smaller micro-batch with more gradient accumulation (micro-batch x grad_accum kept, so the global batch is the
   same), an 8-bit or paged optimizer, LoRA, QLoRA, activation offload, ZeRO over the data-parallel GPUs already
   there, ZeRO-Offload, then more GPUs (fit's fewest-GPU search). ``fit --min-gpus`` lists the same kinds (and ZeRO-3
-  for ZeRO-1/2) by the fewer GPUs each needs (``advise_min_gpus``).
+  for ZeRO-1/2) by the fewer GPUs each needs (``advise_min_gpus``), then a tensor/pipeline-parallel layout on
+  fewer GPUs (its search is data parallel only; ``fit --layouts N``'s search finds the layout).
   inference: a chunked prefill (transformers), fp8 KV where the GPU runs it (llama.cpp: -ctk/-ctv q8_0, q4_0), a
   smaller weight format, a shorter context (max_model_len, --context-length or -c under a serving engine, a
   multiple of 256), fewer concurrent sequences, vLLM's --gpu-memory-utilization (larger when vLLM refuses inside
@@ -33,6 +34,7 @@ from vramwise.workload.engines import Engine
 if TYPE_CHECKING:
     from vramwise.app.fitting import FitRequest
     from vramwise.catalog import Gpu
+    from vramwise.fit.layouts import Layout
 
 CONTEXT_STEP = 256  # contexts are suggested in multiples of 256 tokens (a usable max_model_len / -c)
 GPU_COUNTS = (2, 4, 8)  # tensor parallelism suggested over this many GPUs (one node)
@@ -555,4 +557,97 @@ def advise_min_gpus(req: FitRequest, fewest: int | None) -> tuple[Suggestion, ..
                                     gpu=gpu, gpus=n, peak_bytes=r.answer.at.peak_bytes,
                                     headroom_bytes=r.answer.budget - r.answer.at.peak_bytes,
                                     note=f"{n} GPU{'s' if n > 1 else ''}{than}"))
-    return tuple(found)
+    layout = _fewer_with_layout(req, flat, None if fewest is None else fewest * ranks)
+    return tuple(found) if layout is None else (*found, layout)
+
+
+# --- fit --min-gpus: a tensor/pipeline-parallel layout on fewer GPUs ----------------------------------------------
+
+# The GPU counts a layout is tried on, below the answer. Powers of two first: tp must divide the attention heads
+# (estimate/sharding.py check_tp), and head counts are powers of two or multiples of 8 in practice, so other counts
+# leave tp at 1 or 2; then the multiples of 8 (a node holds 8 GPUs, fit/layouts.py GPUS_PER_NODE) between the
+# last power of two that missed and the first that fits. Each count is one fit --layouts search (0.1-0.7 s for a
+# dense 8B-70B model on this machine), so at most LAYOUT_TRIES counts are searched: the advice stays within ~2 s.
+LAYOUT_TRIES = 6
+LAYOUT_CEILING = 512  # with no answer at all (fewest None), the largest count tried: 64 nodes of 8
+
+
+def _layout_counts(below: int) -> list[int]:
+    """The powers of two from 2 below ``below``, ascending."""
+    counts, n = [], 2
+    while n < below:
+        counts.append(n)
+        n *= 2
+    return counts
+
+
+def _fewer_with_layout(req: FitRequest, flat: Mapping[str, Any], total: int | None) -> Suggestion | None:
+    """The fewest GPUs (fewer than ``total``, the answer's count; None: none fits) on which a layout with tp or pp
+    above 1 fits at the user's own recompute, offload and micro-batch, by the same search as ``fit --layouts N``
+    (its best-ranked such layout), checked again as a training run with its flags."""
+    if int(flat["cp"]) > 1:
+        return None  # the layout search splits the GPUs over tp x pp x dp only (fit/layouts.py _splits)
+    tries = 0
+    missed = 1
+    for n in _layout_counts(total or LAYOUT_CEILING):
+        if tries == LAYOUT_TRIES:
+            return None
+        tries += 1
+        if _layout_at(req, flat, n) is None:
+            missed = n
+            continue
+        # a power of two fits: the multiples of 8 between the last count that missed and it may fit too
+        for m in range(max(8, missed - missed % 8 + 8), n, 8):
+            if tries == LAYOUT_TRIES:
+                break
+            tries += 1
+            found = _layout_at(req, flat, m)
+            if found is not None:
+                return found
+        return _layout_at(req, flat, n)
+    return None
+
+
+def _layout_at(req: FitRequest, flat: Mapping[str, Any], n: int) -> Suggestion | None:
+    """The best-ranked layout of ``n`` GPUs with tp * pp > 1 that ``train`` with its flags, at the user's own
+    recompute, offload and micro-batch, confirms fits; None when the search finds none (or refuses the setup). The
+    search tries recompute none and full only: a row at no more recompute and offload than the user's is taken (the
+    user's own keeps no more memory), and the re-run with the user's gives the peak shown."""
+    from vramwise.app.fitting import FitRequest as Fit
+    from vramwise.app.fitting import Question, fit
+    from vramwise.catalog import parse_gpu
+
+    own = {k: v for k, v in req.options.items() if k not in _LAYOUT_SET}  # the search sets each of these itself
+    try:
+        gpu = f"{n}x{parse_gpu(req.gpu).gpu.name}"
+        searched = fit(Fit(model=req.model, gpu=gpu, question=Question.LAYOUTS, margin=req.margin, options=own))
+    except VramwiseError:
+        return None
+    assert searched.layouts is not None
+    for x in searched.layouts.fitting:  # best first
+        if x.tp * x.pp == 1 or not _no_more(x, flat):
+            continue
+        changes: dict[str, Any] = {k: v for k, v in (("tp", x.tp), ("pp", x.pp)) if v > 1}
+        if x.zero:
+            changes["zero"] = x.zero
+        elif x.fsdp != "none":
+            changes["fsdp"] = x.fsdp
+        if x.grad_accum != int(flat["grad_accum"]):
+            changes["grad_accum"] = x.grad_accum  # 1F1B needs at least pp micro-batches (fit/layouts.py _bases)
+        req_train = TrainRequest(model=req.model, options=own, gpu=gpu, margin=req.margin)
+        r = _train_check(req_train, changes)
+        if not _train_fits(r):
+            continue
+        assert r is not None
+        return _train_suggestion("layout", r, changes, gpu=gpu, gpus=n, change=f"--gpu {gpu} {flag_text(changes)}",
+                                 note=f"tp {x.tp} x pp {x.pp} x dp {x.dp}; fit --layouts {n} ranks the rest")
+    return None
+
+
+def _no_more(x: Layout, flat: Mapping[str, Any]) -> bool:
+    """Whether the layout recomputes and offloads no more than the user's setup does: none of either, or the same
+    as the user's (every recompute policy keeps no more activations than none, every offload no more on the GPU)."""
+    return x.recompute in ("none", flat["recompute"]) and x.offload in ("none", flat["offload"])
+
+
+_LAYOUT_SET = frozenset({"tp", "pp", "dp", "zero", "fsdp"})
