@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from tiny_configs import FAMILIES, HEADS
 
 from vramwise.estimate.term import Estimate, PhaseKind
 from vramwise.estimate.train.autocast import cuda_only_fp32, gelu_new_amp
@@ -17,29 +18,9 @@ from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.adapters import spec_from_config
 from vramwise.workload import TrainSetup
 
-BERT = {  # BERT-style eager attention: softmax(scores) in the scores' dtype, dropout on the probabilities
-    "model_type": "bert",
-    "hidden_size": 256,
-    "num_hidden_layers": 3,
-    "num_attention_heads": 8,
-    "intermediate_size": 1024,
-    "vocab_size": 8000,
-    "architectures": ["BertForSequenceClassification"],
-    "num_labels": 4,
-}
-GPT2 = {
-    "model_type": "gpt2",
-    "n_embd": 256,
-    "n_layer": 3,
-    "n_head": 8,
-    "vocab_size": 8000,
-    "n_positions": 1024,
-    "attn_pdrop": 0.0,
-    "resid_pdrop": 0.0,
-    "embd_pdrop": 0.0,
-    "bos_token_id": 0,
-    "eos_token_id": 0,
-}
+# BERT-style eager attention: softmax(scores) in the scores' dtype, dropout on the probabilities
+BERT = HEADS["bert-seq-cls"]
+GPT2 = FAMILIES["gpt2"]  # gelu_new; dropout off
 L, A, B, S = 3, 8, 2, 256  # layers, heads, batch, sequence
 
 

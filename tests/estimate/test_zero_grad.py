@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from tiny_configs import HEADS
 
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.term import Estimate, PhaseKind, Step
@@ -17,18 +18,7 @@ from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.adapters import spec_from_config
 from vramwise.workload import TrainSetup
 
-BERT = {
-    "model_type": "bert",
-    "hidden_size": 256,
-    "num_hidden_layers": 3,
-    "num_attention_heads": 8,
-    "intermediate_size": 1024,
-    "vocab_size": 8000,
-    "architectures": ["BertForSequenceClassification"],
-    "num_labels": 4,
-    "hidden_dropout_prob": 0.0,
-    "attention_probs_dropout_prob": 0.0,
-}
+BERT = {**HEADS["bert-seq-cls"], "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
 def _estimate(zero_grad: str, **kw: Any) -> Estimate:
