@@ -212,14 +212,17 @@ def fit_document(req: FitRequest, extras: Extras = _NONE) -> Document:
     return Document(fit_answer_document(req, r, extras), True)
 
 
-def document_for(command: str, values: Mapping[str, Any], options: Mapping[str, Any]) -> Document:
+def document_for(
+    command: str, values: Mapping[str, Any], options: Mapping[str, Any], source: dict[str, Any] | None = None
+) -> Document:
     """``vramwise COMMAND ... --json``'s document for option values by name, with what the command line adds beside
-    the estimate (``--range``, ``--max-seq``; ``--from``'s notes are the command line's own): the one call of the
-    servers (the web API, MCP), so that an option the CLI passes through ``Extras`` cannot be dropped there."""
+    the estimate (``--range``, ``--max-seq``, and ``source``: ``--from``'s notes, which only the command line has):
+    the one call of the CLI's ``--json`` and of the servers (the web API, MCP), so that an option passed through
+    ``Extras`` cannot be dropped by one of them."""
     from vramwise.app.ranges import check_range
 
     asked = check_range(bool(values.get("range")), values.get("max_seq"), values.get("emit"))
-    extras = Extras(range=asked, longest=values.get("max_seq"))
+    extras = Extras(range=asked, longest=values.get("max_seq"), source=source)
     if command == "infer":
         return infer_document(infer_request(values, options), extras)
     if command == "train":

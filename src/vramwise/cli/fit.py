@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from vramwise.app.documents import NO_RANGE, Extras, fewer_gpus, fit_document, fit_request
+from vramwise.app.documents import NO_RANGE, document_for, fewer_gpus, fit_request
 from vramwise.app.fitting import FitRequest, Question, fit
 from vramwise.app.ranges import check_range, fit_range
 from vramwise.cli import DOES_NOT_FIT, FITS
@@ -26,8 +26,7 @@ def run(command: str, values: dict[str, Any]) -> int:
     req = fit_request(values, setup_values(values))
     asked = check_range(bool(values.get("range")), values.get("max_seq"), values.get("emit"))
     if values.get("json") and not values.get("emit"):
-        extras = Extras(range=asked, longest=values.get("max_seq"), source=source_json(values))
-        answered = fit_document(req, extras)
+        answered = document_for(command, values, setup_values(values), source_json(values))
         print(render_json(answered.doc))
         return FITS if answered.fits else DOES_NOT_FIT
     try:

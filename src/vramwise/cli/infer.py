@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vramwise.app.advice import advise_infer
-from vramwise.app.documents import Extras, infer_document, infer_request
+from vramwise.app.documents import document_for, infer_request
 from vramwise.app.ranges import check_range, infer_range
 from vramwise.app.run import infer
 from vramwise.cli import status
@@ -22,8 +22,7 @@ def run(command: str, values: dict[str, Any]) -> int:
     req = infer_request(values, setup_values(values))
     asked = check_range(bool(values.get("range")), values.get("max_seq"), values.get("emit"))
     if values["json"] and not values.get("emit"):
-        extras = Extras(range=asked, longest=values.get("max_seq"), source=source_json(values))
-        answered = infer_document(req, extras)
+        answered = document_for(command, values, setup_values(values), source_json(values))
         print(render_json(answered.doc))
         return status(answered.fits)
     r = infer(req)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vramwise.app.advice import advise_train
-from vramwise.app.documents import Extras, train_document, train_request
+from vramwise.app.documents import document_for, train_request
 from vramwise.app.ranges import check_range, train_range
 from vramwise.app.run import train
 from vramwise.cli import status
@@ -22,8 +22,7 @@ def run(command: str, values: dict[str, Any]) -> int:
     req = train_request(values, setup_values(values))
     asked = check_range(bool(values.get("range")), values.get("max_seq"), values.get("emit"))
     if values["json"] and not values.get("emit"):
-        extras = Extras(range=asked, longest=values.get("max_seq"), source=source_json(values))
-        answered = train_document(req, extras)
+        answered = document_for(command, values, setup_values(values), source_json(values))
         print(render_json(answered.doc))
         return status(answered.fits)
     r = train(req)
