@@ -193,7 +193,7 @@ def test_fit_infer_takes_the_kv_options() -> None:
 _ENGINE_FLAGS = (
     "--mem-fraction-static --chunked-prefill-size --cuda-graph-max-bs --max-running-requests --max-total-tokens "
     "--context-length --page-size --disable-cuda-graph --max-prefill-tokens --sglang-version --device-map "
-    "--max-memory --mxfp4-backend"
+    "--max-memory --mxfp4-backend --vllm-sampler"
 )
 # llama.cpp's own flags (--engine llama.cpp), as llama-server spells them
 LLAMA_CPP = (

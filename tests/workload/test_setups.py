@@ -79,6 +79,8 @@ V1_INFER_DEFAULTS: dict[str, Any] = {
     "mxfp4_backend": None,
     # issue 14: the CUDA release and the GPU's compute capability, which pick the CUDA context's row
     "cuda_version": None, "compute_capability": None,
+    # vLLM 0.8.5's sampler path (workload/engines.py VLLM_SAMPLERS; None: torch's, pip's vLLM)
+    "vllm_sampler": None,
 }  # fmt: skip
 
 # A non-default value for every flat training field (each one valid together with the rest at their defaults,
@@ -173,7 +175,7 @@ INFER_OTHER: dict[str, Any] = {
     "n_gpu_layers": 20, "cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on", "parallel": 4,
     "tensor_split": (3.0, 1.0), "split_mode": "none", "no_mmap": True, "no_kv_offload": True, "kv_unified": True,
     "swa_full": True, "embeddings": True, "fit_gpu_layers": True, "ollama": True, "vllm_version": "0.6",
-    "mxfp4_backend": "marlin", "cuda_version": "11.8", "compute_capability": "8.0",
+    "mxfp4_backend": "marlin", "cuda_version": "11.8", "compute_capability": "8.0", "vllm_sampler": "flashinfer",
 }  # fmt: skip
 
 
@@ -202,7 +204,7 @@ _SGLANG_FLAGS = (
 )
 _VLLM_FLAGS = (
     "max_model_len", "max_num_seqs", "max_num_batched_tokens", "enforce_eager", "kv_cache_memory_bytes", "pp",
-    "vllm_version", "mxfp4_backend",
+    "vllm_version", "mxfp4_backend", "vllm_sampler",
 )
 
 

@@ -76,6 +76,7 @@ INFER_FIELDS = {
     "mxfp4_backend": "mxfp4_backend",
     "cuda_version": "cuda_version",
     "compute_capability": "compute_capability",  # from --gpu's catalog entry (app/gpu_rules.py), not a flag
+    "vllm_sampler": "vllm_sampler",
 }
 # option name -> TrainSetup field
 TRAIN_FIELDS = {

@@ -37,7 +37,7 @@ from vramwise.workload import (
     PRECISIONS,
     RECOMPUTE,
 )
-from vramwise.workload.engines import MXFP4_BACKENDS, VLLM_VERSION, VLLM_VERSIONS
+from vramwise.workload.engines import MXFP4_BACKENDS, VLLM_SAMPLERS, VLLM_VERSION, VLLM_VERSIONS
 from vramwise.workload.llamacpp_flags import CACHE_TYPES, FLASH_ATTN, SPLIT_MODES
 from vramwise.workload.options import ADAPTER_DTYPES, FRAMEWORKS, INTERCONNECTS, KERNEL_IMPLS, MODES, SEEDS, ZERO_GRADS
 
@@ -253,6 +253,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="mxfp4_backend", flags=("--mxfp4-backend",), type=str, commands=ENG,
            help="vLLM: the MoE backend of an MXFP4 checkpoint, marlin, triton or flashinfer (default: marlin, what "
                 "pip's vLLM 0.11.0 picks without FlashInfer or triton_kernels; marlin is VLLM_MXFP4_USE_MARLIN=1)"),
+    Option(name="vllm_sampler", flags=("--vllm-sampler",), type=str, commands=ENG,
+           help="vLLM 0.8 (--vllm-version 0.8): the sampler warm-up's top-k/top-p path, torch (pip's vLLM 0.8.5, "
+                "no FlashInfer; the default) or flashinfer (FlashInfer < 0.2.3 installed, as in vLLM's v0.8.5 "
+                "docker image)"),
     # --- training only
     Option(name="grad_accum", flags=("--grad-accum",), type=int, commands=TRN,
            help="micro-batches per step (pipeline micro-batches; default {train.grad_accum})"),
@@ -496,6 +500,7 @@ SUGGESTED: dict[str, tuple[str, ...]] = {
     "cache_type_k": _values(CACHE_TYPES), "cache_type_v": _values(CACHE_TYPES), "flash_attn": _values(FLASH_ATTN),
     "split_mode": _values(SPLIT_MODES), "mode": _values(MODES), "seed": _values(SEEDS),
     "sglang_version": ("0.5", "0.4"), "vllm_version": VLLM_VERSIONS, "mxfp4_backend": MXFP4_BACKENDS,
+    "vllm_sampler": VLLM_SAMPLERS,
     "device_map": ("auto", "balanced", "balanced_low_0", "sequential"),
     "zero_grad": _values(ZERO_GRADS),
 }

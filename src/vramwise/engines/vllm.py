@@ -30,6 +30,7 @@ from vramwise.engines.vllm_terms import (
     sampler_warmup,
 )
 from vramwise.engines.vllm_v0_terms import cublas_workspace
+from vramwise.engines.vllm_v085 import flashinfer_sampler_warmup, runner_buffers
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.cuda_context import context_term
 from vramwise.estimate.encoder_decoder import refuse
@@ -54,6 +55,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     """vLLM v0.11.0's plan for ``spec`` on one ``gpu`` (per tp rank of the last pp stage); with ``--vllm-version
     0.8`` the same plan under v0.8.5's rules (engines/vllm_releases.py); the V0 engine's (engines/vllm_v0.py) with
     ``--vllm-version 0.6`` or ``0.6.4``."""
+    _check_sampler(setup)
     if setup.vllm.version not in V1_RULES:
         from vramwise.engines.vllm_v0 import vllm_v0_plan
 
@@ -94,8 +96,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     fwd, fwd_f = forward_live(spec, tokens=T, c=c, tp=tp, eager=flags.enforce_eager,
                               moe_chunk=None if marlin else FUSED_MOE_CHUNK_SIZE)
     rows = min(S, T)
-    smp, smp_f = sampler_warmup(spec, rows=rows, tokens=T if rules.sampler_holds_all_tokens else rows, c=c,
-                                row_copies=2 if rules.sampler_holds_all_tokens else 0)
+    smp, smp_f = _sampler(spec, setup, rules, rows=rows, tokens=T, c=c)
     # torch's cuBLAS workspace: allocated through the caching allocator by the first cuBLAS GEMM on the stream
     # (CublasHandlePool.cpp getCurrentCUDABlasHandle -> setCublasWorkspace -> getNewWorkspace) and kept; V1 runs
     # no GEMM before its profile (a bf16 model's load multiplies nothing), so the profile's torch peak holds it, as
@@ -125,6 +126,10 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     nt_bytes = sum(t.bytes for t in non_torch)
     context = context_term(setup.overheads)
     inside = (nt_bytes if rules.comms_in_budget else 0) + (context.bytes if rules.context_in_budget else 0)
+    # 0.8.5: torch's absolute peak, the model runner's persistent buffers in it (engines/vllm_v085.py)
+    buffers = (runner_buffers(spec, tokens=T, seqs=S, max_len=max_len, block=setup.kv_block, c=c, mid_stage=pp > 1),
+               ) if rules.runner_buffers_in_budget else ()
+    b_bytes = sum(t.bytes for t in buffers)
 
     layout = _layout(spec, setup, c=c, kv_b=kv_b, layers=last, batched=T, rules=rules)
     requested = int(setup.gpu_utilization * gpu.memory_bytes)
@@ -132,10 +137,11 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         available = flags.kv_cache_memory_bytes
         how = f"--kv-cache-memory-bytes {available:,}"
     else:
-        available = requested - w_bytes - peak - inside
+        available = requested - w_bytes - peak - b_bytes - inside
         outside = f" - context and communicators {inside:,}" if inside else ""
+        held = f" - runner buffers {b_bytes:,}" if buffers else ""
         how = (f"gpu_memory_utilization {setup.gpu_utilization:g} x CUDA total {gpu.memory_bytes:,} = {requested:,} - "
-               f"weights {w_bytes:,} - profile peak {peak:,}{outside} = {available:,}")
+               f"weights {w_bytes:,} - profile peak {peak:,}{held}{outside} = {available:,}")
     num_blocks = layout.blocks(available)
     # g pool tensors of num_blocks pages, each shared by one layer of every group: the groups draw their blocks
     # from one block pool (kv_cache_utils._get_kv_cache_config_uniform_page_size, get_num_blocks)
@@ -151,7 +157,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     graphs = () if flags.enforce_eager else (
         cuda_graph_term(spec, sizes=rules.capture_sizes(S, T), c=c, tp=tp, release=rules.release),
     )
-    persistent = (*weights, activation, *non_torch, pool, *graphs, context)
+    persistent = (*weights, activation, *buffers, *non_torch, pool, *graphs, context)
     notes = _notes(spec, setup, T, rules)
     notes += rope_notes(spec, setup, c)
     if (gpu.compute_capability or "").split(".")[0] in ("10", "12"):
@@ -193,6 +199,24 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         if fits else 0.0,
         notes=est.notes,
     )
+
+
+def _check_sampler(setup: InferSetup) -> None:
+    """--vllm-sampler is read for the release whose TopKTopPSampler was read (V1Rules.flashinfer_sampler)."""
+    version = setup.vllm.version
+    if setup.vllm.sampler is not None and not (version in V1_RULES and V1_RULES[version].flashinfer_sampler):
+        raise InvalidWorkloadError(
+            f"--vllm-sampler is modelled for --vllm-version 0.8 only (v0.8.5's TopKTopPSampler), not {version}",
+            field="vllm_sampler", allowed="--vllm-version 0.8")
+
+
+def _sampler(spec: ModelSpec, setup: InferSetup, rules: V1Rules, *, rows: int, tokens: int, c: int) -> tuple[int, str]:
+    """The sampler warm-up's peak and formula: FlashInfer's path (FlashInfer < 0.2.3 installed, forward_cuda;
+    engines/vllm_v085.py) or torch's sort (vllm_terms.py), beside the hidden states the release keeps."""
+    if setup.vllm.sampler == "flashinfer":
+        return flashinfer_sampler_warmup(spec, rows=rows, c=c)
+    held = rules.sampler_holds_all_tokens
+    return sampler_warmup(spec, rows=rows, tokens=tokens if held else rows, c=c, row_copies=2 if held else 0)
 
 
 def _inside_budget(term: Term, release: str) -> Term:
@@ -311,9 +335,15 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int, rules: V1Rules) -> 
     ) if not rules.context_in_budget else (
         f"vLLM {rules.release} (V1 of 0.7.x-0.8.x, `vllm serve` defaults): every byte outside torch after the profile "
         "run, the CUDA context and at tp or pp > 1 the NCCL communicators and custom all-reduce, counts inside "
-        f"gpu_memory_utilization's budget (gpu_worker.py determine_available_memory){graphs}; the sampler warm-up "
-        "is modelled on torch's top-k/top-p path (pip's vLLM has no FlashInfer; with FlashInfer < 0.2.3 installed "
-        "vLLM samples with it and sorts nothing, topk_topp_sampler.py TopKTopPSampler.__init__)"
+        f"gpu_memory_utilization's budget (gpu_worker.py determine_available_memory){graphs}, and torch's "
+        "absolute peak, the model runner's persistent buffers in it; "
+        + ("the sampler warm-up on FlashInfer's path (--vllm-sampler flashinfer: FlashInfer < 0.2.3 installed, as "
+           "in vLLM's v0.8.5 docker image; topk_topp_sampler.py forward_cuda sorts nothing)"
+           if setup.vllm.sampler == "flashinfer" else
+           "the sampler warm-up on torch's top-k/top-p path (pip's vLLM 0.8.5 has no FlashInfer; vLLM's v0.8.5 "
+           "docker image has FlashInfer 0.2.1.post2, whose path sorts nothing: --vllm-sampler flashinfer)")
+        + "; vLLM 0.7.0-0.7.2 differ (no sampler warm-up but the logits of every batched token in the profile run, "
+        "max_num_seqs 1024 on every GPU: vllm_releases.py), not modelled"
     )
     notes = [
         budget,
@@ -323,8 +353,9 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int, rules: V1Rules) -> 
         + ("NCCL 2.27's runtime connect (torch 2.8's NCCL, cuMem on): an algorithm other than the warm-up's, first "
            "used in the profile run, connects its buffers there, inside the budget; "
            if VLLM_NCCL[rules.release].cumem else "")
-        + "NCCL's own kernels (loaded on first use); the model runner's persistent input buffers (torch memory "
-        "vLLM's profile does not count)",
+        + "NCCL's own kernels (loaded on first use)"
+        + ("" if rules.runner_buffers_in_budget else
+           "; the model runner's persistent input buffers (torch memory vLLM's profile does not count)"),
     ]
     if not eager:
         notes.append("CUDA graphs: only their shared memory pool is modelled; vLLM itself only measures the rest")
@@ -357,7 +388,8 @@ def vllm_figures(plan: EngineEstimate) -> dict[str, float]:
     if plan.version in ("0.6.4", "0.8.5"):
         non_torch += terms.get("overhead/cuda_context", 0)
     peak = terms["activations/profile_peak"]
-    available = plan.budget - weights - peak - non_torch if plan.budget is not None else terms["kv_cache/pool"]
+    held = terms.get("overhead/runner_buffers", 0)  # 0.8.5: torch memory in its absolute peak (vllm_v085.py)
+    available = plan.budget - weights - peak - held - non_torch if plan.budget is not None else terms["kv_cache/pool"]
     return {
         "weights": weights,
         "non_torch": non_torch,

@@ -1,9 +1,9 @@
 """The rules that differ between the V1 releases vLLM's V1 plan (engines/vllm.py) follows, keyed by --vllm-version.
 
 ``"0.11"`` is v0.11.0. ``"0.8"`` is the V1 engine before vLLM moved its first memory snapshot and adopted
-``memory_profiling`` in V1: read at v0.7.3 and v0.8.5 (the pip wheels' sources), the same rules in both, so it holds
-for 0.7.x-0.8.x. v0.9.0 keeps its budget rule (below) but already has the A100 batch-default exception and other
-capture sizes. ``"0.9"`` (v0.9.2) and ``"0.10"`` (read at v0.10.0 and v0.10.2) take ``init_snapshot =
+``memory_profiling`` in V1: read at v0.8.5 (the pip sdist); it holds for 0.8.x, and for 0.7.x but for the two
+v0.7.1 differences below. v0.9.0 keeps its budget rule (below) but already has the A100 batch-default exception and
+other capture sizes. ``"0.9"`` (v0.9.2) and ``"0.10"`` (read at v0.10.0 and v0.10.2) take ``init_snapshot =
 MemorySnapshot()`` in ``Worker.init_device`` before ``init_worker_distributed_environment`` (vllm/v1/worker/
 gpu_worker.py v0.9.2 lines 140 and 158, v0.10.0 lines 163 and 181, v0.10.2 lines 175 and 193) and size the pool with
 ``memory_profiling`` (determine_available_memory): the CUDA context outside the budget, the communicators inside it
@@ -12,6 +12,16 @@ PR #25359).
 
 Each field says what vLLM 0.8.5 does differently from 0.11.0, with file and line at the v0.8.5 tag; ``ep_group``,
 ``symm_mem`` and the capture sizes say where 0.9.2-0.10.x stand.
+
+Read at v0.7.1 (the pip sdist), the V1 engine keeps v0.8.5's budget rule (vllm/v1/worker/gpu_worker.py
+determine_available_memory lines 157-192, the same arithmetic), capture sizes (vllm/config.py _set_cudagraph_sizes:
+1, 2, 4 and every 8 to 512) and block count (vllm/v1/core/kv_cache_utils.py line 386; concurrency num_blocks x
+block_size / max_model_len, line 398, the same number as 0.8.5's tokens / max_model_len), but differs in two places
+the 0.8 plan does not follow: its profile run has no sampler warm-up and computes the logits of every one of the
+max_num_batched_tokens rows (vllm/v1/worker/gpu_model_runner.py profile_run lines 984-986, "TODO: Consider the
+memory usage of the sampler"), and its batch defaults are max_num_seqs 1024 on every GPU (vllm/engine/arg_utils.py
+line 214) with 8192 batched tokens for `vllm serve` only on a device named H100 or H200 (_override_v1_engine_args
+lines 1292-1303), 2048 elsewhere. The plan says so in a note (engines/vllm.py _notes).
 """
 
 from __future__ import annotations
@@ -54,6 +64,14 @@ class V1Rules:
     # torch symmetric-memory all-reduce: VLLM_ALLREDUCE_USE_SYMM_MEM defaults to 1 at v0.11.0, to 0 at v0.10.2
     # (vllm/envs.py), and device_communicators/symm_mem.py does not exist before v0.10.2
     symm_mem: bool = True
+    # v0.8.5 determine_available_memory reserves torch's absolute allocated peak, so the model runner's persistent
+    # buffers (made before the weights) count inside the budget (engines/vllm_v085.py runner_buffers); v0.9.2+ take
+    # the peak's increase during the profile run (vllm/utils.py memory_profiling), which leaves them out
+    runner_buffers_in_budget: bool = False
+    # --vllm-sampler flashinfer: v0.8.5 topk_topp_sampler.py TopKTopPSampler.__init__ samples with FlashInfer
+    # (forward_cuda) when FlashInfer < 0.2.3 is installed, as in vLLM's v0.8.5 docker image (engines/vllm_v085.py);
+    # read for that release only
+    flashinfer_sampler: bool = False
 
 
 def capture_sizes_v011(max_num_seqs: int, max_num_batched_tokens: int) -> tuple[int, ...]:
@@ -87,7 +105,8 @@ V1_RULES: dict[str, V1Rules] = {
                     hybrid_groups=True, concurrency_by_tokens=False),
     "0.8": V1Rules(release="0.8.5", context_in_budget=True, comms_in_budget=True, free_memory_check=False,
                    sampler_holds_all_tokens=False, a100_exception=False, capture_sizes=capture_sizes_v085,
-                   hybrid_groups=False, concurrency_by_tokens=True, ep_group=False, symm_mem=False),
+                   hybrid_groups=False, concurrency_by_tokens=True, ep_group=False, symm_mem=False,
+                   runner_buffers_in_budget=True, flashinfer_sampler=True),
     # v0.9.2 and v0.10.x: the 0.11.0 rules but for the snapshot's place (the module docstring); the rest read at their
     # tags: the free-memory check (gpu_worker.py v0.9.2 line 143), profile_run keeping every token's hidden state
     # beside the sampler warm-up (gpu_model_runner.py v0.9.2 line 2274, v0.10.2 line 3031), the A100 exception

@@ -39,6 +39,10 @@ VLLM_VERSION = "0.11.0"
 VLLM_VERSIONS = ("0.11", "0.8", "0.6", "0.6.4", "0.9", "0.10")
 # vLLM's MXFP4 MoE backends on CUDA (vllm/model_executor/layers/quantization/mxfp4.py Mxfp4Backend)
 MXFP4_BACKENDS = ("marlin", "triton", "flashinfer")
+# --vllm-sampler: the top-k/top-p path of vLLM 0.8.5's sampler warm-up (v0.8.5 vllm/v1/sample/ops/topk_topp_sampler.py
+# TopKTopPSampler.__init__): torch's sort (forward_native: pip's vLLM, no FlashInfer) or FlashInfer's rejection
+# sampling (forward_cuda: FlashInfer < 0.2.3 installed, as in vLLM's v0.8.5 docker image); engines/vllm_v085.py
+VLLM_SAMPLERS = ("torch", "flashinfer")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +64,8 @@ class VllmFlags:
     # --mxfp4-backend: the MoE backend of an MXFP4 checkpoint (None: what pip's vLLM 0.11.0 picks without FlashInfer
     # or triton_kernels, Marlin; engines/vllm_mxfp4.py); vLLM 0.10-0.14 spell "marlin" as VLLM_MXFP4_USE_MARLIN=1
     mxfp4_backend: str | None = None
+    # --vllm-sampler (VLLM_SAMPLERS; None: torch's path, pip's vLLM); --vllm-version 0.8 only (engines/vllm.py)
+    sampler: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
@@ -76,6 +82,15 @@ class VllmFlags:
             raise InvalidWorkloadError(
                 f"--mxfp4-backend {shown(self.mxfp4_backend)} is not one vLLM has; allowed: {allowed}",
                 field="mxfp4_backend",
+                allowed=allowed,
+            )
+        if self.sampler is not None and self.sampler not in VLLM_SAMPLERS:
+            from vramwise.errors import InvalidWorkloadError, shown
+
+            allowed = ", ".join(VLLM_SAMPLERS)
+            raise InvalidWorkloadError(
+                f"--vllm-sampler {shown(self.sampler)} is not a path vLLM 0.8.5's sampler has; allowed: {allowed}",
+                field="vllm_sampler",
                 allowed=allowed,
             )
         version("vLLM", "vllm_version", self.version, VLLM_VERSIONS)

@@ -166,5 +166,6 @@ _FLAT = FlatNames(
         "mxfp4_backend": ("vllm", "mxfp4_backend"),
         "cuda_version": ("overheads", "cuda_version"),
         "compute_capability": ("overheads", "compute_capability"),
+        "vllm_sampler": ("vllm", "sampler"),
     },
 )
