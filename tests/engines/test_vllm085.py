@@ -127,7 +127,7 @@ def test_the_eleven_plan_holds_no_runner_buffers() -> None:
 @pytest.mark.parametrize("version", ["0.11", "0.9", "0.6"])
 def test_vllm_sampler_is_refused_outside_0_8(version: str) -> None:
     setup = InferSetup.from_flat(engine="vllm", vllm_version=version, vllm_sampler="flashinfer")
-    with pytest.raises(InvalidWorkloadError, match="--vllm-version 0.8 only"):
+    with pytest.raises(InvalidWorkloadError, match=r"--vllm-version 0\.8 only"):
         vllm_plan(catalog_spec("llama-3.1-8b"), setup, L40S)
 
 

@@ -223,7 +223,7 @@ def test_a_llamacpp_flag_with_another_engine_is_refused() -> None:
 
 def test_an_engine_flag_with_another_engine_is_refused() -> None:
     for name in _VLLM_FLAGS:
-        field = {"pp": "pipeline_parallel_size", "vllm_version": "version"}.get(name, name)
+        field = {"pp": "pipeline_parallel_size", "vllm_version": "version", "vllm_sampler": "sampler"}.get(name, name)
         with pytest.raises(InvalidWorkloadError, match=f"{field} is a flag of vllm, not of engine hf: add --engine "
                            "vllm"):
             InferSetup.from_flat(**{name: INFER_OTHER[name]})
