@@ -13,7 +13,9 @@ from decimal import Decimal
 
 import pytest
 
+from vramwise.app.verify_log import compare_parsed
 from vramwise.catalog import get_gpu
+from vramwise.engines.logs import parse_log
 from vramwise.engines.vllm import vllm_figures, vllm_plan
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.cuda_context import context_term
@@ -134,3 +136,26 @@ def test_vllm_sampler_is_refused_outside_0_8(version: str) -> None:
 def test_an_unknown_sampler_path_is_refused_in_one_line() -> None:
     with pytest.raises(InvalidWorkloadError, match="allowed: torch, flashinfer"):
         InferSetup.from_flat(engine="vllm", vllm_sampler="cuda")
+
+
+_LOG_085 = (
+    "INFO 04-29 00:57:50 [api_server.py:1043] vLLM API server version 0.8.5\n"
+    "INFO 04-29 01:00:00 [topk_topp_sampler.py:44] Using FlashInfer for top-p & top-k sampling.\n"
+    "INFO 04-29 01:09:49 [kv_cache_utils.py:634] GPU KV cache size: 198,784 tokens\n"
+    "INFO 04-29 01:09:49 [kv_cache_utils.py:637] Maximum concurrency for 8,192 tokens per request: 24.27x\n"
+)
+
+
+def test_verify_log_reads_the_sampler_line_of_a_0_8_5_log() -> None:
+    # TopKTopPSampler.__init__ (v0.8.5) logs which path it took; the plan follows it
+    c = compare_parsed(parse_log(_LOG_085), model="qwen3-30b-a3b", gpu="a10", options={"tp": 4})
+    assert c.modelled_version == "0.8.5" and c.options["vllm_sampler"] == "flashinfer"
+    plan = _plan("qwen3-30b-a3b", A10, tp=4, max_model_len=8192, vllm_sampler="flashinfer")
+    assert {r.name: r.estimate for r in c.rows}["kv_tokens"] == plan.kv_tokens
+
+
+def test_a_sampler_line_in_a_later_log_is_not_refused() -> None:
+    # 0.9+ print the same line; their plans do not read the sampler path, so verify --log leaves it aside
+    text = _LOG_085.replace("version 0.8.5", "version 0.11.0")
+    c = compare_parsed(parse_log(text), model="qwen3-30b-a3b", gpu="a10", options={"tp": 4})
+    assert c.modelled_version == "0.11.0" and "vllm_sampler" not in c.options

@@ -41,6 +41,7 @@ _VLLM: dict[str, str] = {
     "block_size": "kv_block",
     "kv_cache_memory_bytes": "kv_cache_memory",
     "mxfp4_backend": "mxfp4_backend",  # from the backend line the log prints (engines/logs/vllm.py)
+    "vllm_sampler": "vllm_sampler",  # from the sampler line a 0.8.5 log prints (engines/logs/vllm.py)
 }
 # SGLang's names: python/sglang/srt/server_args.py ServerArgs fields (tp_size is --tp's field).
 _SGLANG: dict[str, str] = {
@@ -133,6 +134,8 @@ def compare_parsed(
     if release is not None:
         mapped["vllm_version"] = release
     opts: dict[str, Any] = {**mapped, **(options or {}), "engine": engine.value}
+    if opts.get("vllm_version") != "0.8" and "vllm_sampler" not in (options or {}):
+        opts.pop("vllm_sampler", None)  # a logged sampler line is read for v0.8.5's plan only (engines/vllm.py)
     opts.setdefault("batch", 1)
     # the comparison reads the engine's own sizes (the pool, max_model_len), not one request: keep the request short
     opts.setdefault("context", 1)

@@ -359,6 +359,11 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int, rules: V1Rules) -> 
     ]
     if not eager:
         notes.append("CUDA graphs: only their shared memory pool is modelled; vLLM itself only measures the rest")
+    if spec.vision is not None:  # v0.8.5 gpu_model_runner.py profile_run lines 1586-1649 (and every V1 release since)
+        notes.append("not modelled: the profile run's vision encoder pass (vLLM runs the encoder over dummy items "
+                     "filling the encoder cache budget, min(max_num_encoder_input_tokens, encoder_cache_size), and "
+                     "holds their outputs through the text forward: gpu_model_runner.py profile_run); the peak shown "
+                     "is the text decoder's")
     if spec.moe and setup.weight_format not in (None, "bf16", "fp16", "fp32"):
         notes.append("MoE workspace modelled as vLLM's fused_experts (Triton; fused_marlin_moe's unchunked caches "
                      "for MXFP4 on Marlin); a quantized checkpoint's other MoE kernels (GPTQ/AWQ Marlin, FlashInfer, "

@@ -108,6 +108,13 @@ _MXFP4_BACKENDS = (
     (re.compile(r"mxfp4\.py:\d+\] Using Triton backend"), "triton"),
     (re.compile(r"Using FlashInfer MXFP4"), "flashinfer"),
 )
+# The top-k/top-p path vLLM 0.8.5's sampler took (v0.8.5 vllm/v1/sample/ops/topk_topp_sampler.py
+# TopKTopPSampler.__init__: "Using FlashInfer for top-p & top-k sampling." with FlashInfer < 0.2.3; "Falling back to the
+# PyTorch-native implementation of top-p & top-k sampling" otherwise), as vramwise's --vllm-sampler
+_SAMPLERS = (
+    (re.compile(r"Using FlashInfer for top-p & top-k sampling"), "flashinfer"),
+    (re.compile(r"Falling back to the PyTorch-native implementation of top-p & top-k sampling"), "torch"),
+)
 _CONCURRENCY = re.compile(rf"Maximum concurrency for {_COUNT} tokens per request: {_N}x")
 _GRAPHS = re.compile(rf"Graph capturing finished in \d+ secs?, took {_N} ?GiB")
 # The refusals that end a start too small for max_model_len: V0 (vllm/worker/worker.py, raise_if_cache_size_invalid)
@@ -238,6 +245,9 @@ def _side_facts(text: str, flags: dict[str, str], extras: dict[str, str]) -> Non
     for pattern, backend in _MXFP4_BACKENDS:
         if pattern.search(text):
             flags.setdefault("mxfp4_backend", backend)
+    for pattern, path in _SAMPLERS:
+        if pattern.search(text):
+            flags.setdefault("vllm_sampler", path)
 
 
 def _facts(lines: list[Line]) -> tuple[str | None, dict[str, str], dict[str, str]]:
