@@ -32,7 +32,9 @@ _FLASHINFER_ROUNDS = 32
 # fp32 copy (4; temperature divides it in place), forward_cuda's softmax probs (4), and flashinfer 0.2.1.post2
 # flashinfer/sampling.py ``top_k_top_p_sampling_from_probs`` with its default filter_apply_order "top_k_first":
 # ``top_k_renorm_probs`` returns a new fp32 tensor (torch.empty_like(probs), 4) that ``top_p_sampling_from_probs``
-# samples from (its samples and success are one int32 and one bool per row)
+# samples from (its samples and success are one int32 and one bool per row). Rows that fail all 32 rounds take
+# flashinfer_sample's fallback, top_k_renorm_prob then top_p_renorm_prob on the probs (4 B more per logit while both
+# are live); whether a row fails depends on the dummy run's logits, so the main path is the one counted
 FLASHINFER_BYTES_PER_LOGIT = 4 + 4 + 4
 _VOCAB_PADDING = 64  # vocab_parallel_embedding.py DEFAULT_VOCAB_PADDING_SIZE (as engines/vllm_terms.py)
 
