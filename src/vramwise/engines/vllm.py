@@ -342,8 +342,9 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int, rules: V1Rules) -> 
            if setup.vllm.sampler == "flashinfer" else
            "the sampler warm-up on torch's top-k/top-p path (pip's vLLM 0.8.5 has no FlashInfer; vLLM's v0.8.5 "
            "docker image has FlashInfer 0.2.1.post2, whose path sorts nothing: --vllm-sampler flashinfer)")
-        + "; vLLM 0.7.0-0.7.2 differ (no sampler warm-up but the logits of every batched token in the profile run, "
-        "max_num_seqs 1024 on every GPU: vllm_releases.py), not modelled"
+        + "; vLLM 0.7.x differs (no sampler warm-up in the profile run, only logits: of every batched token at "
+        "v0.7.1, of max_num_seqs rows at v0.7.3; max_num_seqs 1024 on every GPU: vllm_releases.py), not modelled, "
+        "and 0.8.0-0.8.4 set other batch defaults (vllm_releases.py)"
     )
     notes = [
         budget,

@@ -18,10 +18,18 @@ determine_available_memory lines 157-192, the same arithmetic), capture sizes (v
 1, 2, 4 and every 8 to 512) and block count (vllm/v1/core/kv_cache_utils.py line 386; concurrency num_blocks x
 block_size / max_model_len, line 398, the same number as 0.8.5's tokens / max_model_len), but differs in two places
 the 0.8 plan does not follow: its profile run has no sampler warm-up and computes the logits of every one of the
-max_num_batched_tokens rows (vllm/v1/worker/gpu_model_runner.py profile_run lines 984-986, "TODO: Consider the
+max_num_batched_tokens rows (vllm/v1/worker/gpu_model_runner.py profile_run lines 985-988, "TODO: Consider the
 memory usage of the sampler"), and its batch defaults are max_num_seqs 1024 on every GPU (vllm/engine/arg_utils.py
 line 214) with 8192 batched tokens for `vllm serve` only on a device named H100 or H200 (_override_v1_engine_args
-lines 1292-1303), 2048 elsewhere. The plan says so in a note (engines/vllm.py _notes).
+lines 1292-1303), 2048 elsewhere. v0.7.3 is v0.7.1 but for the logits: its profile run computes them for
+max_num_seqs rows only (``hidden_states[logit_indices]``, profile_run lines 1285-1306), still without a sampler. The
+sampler warm-up is in v0.8.0 (``_dummy_sampler_run``). The plan says so in a note (engines/vllm.py _notes).
+
+Within 0.8.x the batch defaults moved (vllm/engine/arg_utils.py ``_set_default_args_v1``): v0.8.0 takes
+max_num_seqs 1024 on every GPU and the large max_num_batched_tokens for a device named H100 or H200 (lines
+1693-1717); v0.8.4 keeps the name rule and gives other GPUs 256 sequences (lines 1669-1682); v0.8.5 decides by 70 GiB
+of device memory (lines 1596-1609), which the plan follows. For an 0.8.0-0.8.4 run on another GPU than those, give
+--max-num-seqs / --max-num-batched-tokens as its release set them.
 """
 
 from __future__ import annotations
