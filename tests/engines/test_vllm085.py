@@ -63,7 +63,7 @@ def test_llama_31_8b_on_l40s_counts_the_runner_buffers_in_torch_s_peak() -> None
     # determine_available_memory: 0.9 x total - (torch's absolute peak + everything outside torch)
     available = int(0.9 * L40S.memory_bytes) - weights - (sampler + WORKSPACE) - buffers - CONTEXT
     page = 16 * 2 * 8 * 128 * 2  # AttentionSpec.page_size_bytes: block x 2 x kv heads x head size x 2 B
-    blocks = available // page // 32  # _get_kv_cache_config_uniform_type line 629
+    blocks = available // page // 32  # _get_kv_cache_config_uniform_type line 621
     assert p.kv_tokens == blocks * 16 and vllm_figures(p)["available_kv_cache"] == available
     assert p.concurrency == pytest.approx(blocks * 16 / 32768)  # num_tokens / max_model_len (line 636)
 
