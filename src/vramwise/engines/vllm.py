@@ -335,8 +335,9 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int, rules: V1Rules) -> 
     ) if not rules.context_in_budget else (
         f"vLLM {rules.release} (V1 of 0.7.x-0.8.x, `vllm serve` defaults): every byte outside torch after the profile "
         "run, the CUDA context and at tp or pp > 1 the NCCL communicators and custom all-reduce, counts inside "
-        f"gpu_memory_utilization's budget (gpu_worker.py determine_available_memory){graphs}, and torch's "
-        "absolute peak, the model runner's persistent buffers in it; "
+        "gpu_memory_utilization's budget (gpu_worker.py determine_available_memory), as does torch's absolute "
+        "allocated peak, the model runner's persistent buffers in it"
+        + ("" if eager else "; the CUDA graphs are captured after the KV pool, beside the budget") + "; "
         + ("the sampler warm-up on FlashInfer's path (--vllm-sampler flashinfer: FlashInfer < 0.2.3 installed, as "
            "in vLLM's v0.8.5 docker image; topk_topp_sampler.py forward_cuda sorts nothing)"
            if setup.vllm.sampler == "flashinfer" else
