@@ -46,6 +46,7 @@ PER_TOKEN = 32 * 2 * 8 * 128 * 2  # 32 layers x K and V x 8 KV heads x 128 x 2 B
 # (p2p.cc: send 4,096 + SIMPLE 4 MiB -> 6 MiB, receive 4,096 + LL 524,288 + LL128 4,915,200 -> 6 MiB); at 2 ranks
 # the tree's peer is the ring's
 NCCL = 32 * 12 * MIB
+GATHER = 32 * 6 * MIB  # the driver's receive connectors for the logits gather (test_tp_2_adds_nccl_...)
 
 
 def _plan(model: str, gpu=H100, **flat):  # type: ignore[no-untyped-def]
@@ -129,11 +130,16 @@ def test_tp_2_adds_nccl_and_custom_all_reduce_and_the_driver_samples_full_rows()
     # the logits gather (GroupCoordinator.gather: torch.distributed.gather on device_group) makes torch's
     # ProcessGroupNCCL create its own communicator of the tp group in the profile run: the same size again
     assert t["overhead/nccl_torch"] == NCCL
+    # the gather itself: one ncclRecv from rank 1 on the driver (torch/csrc/cuda/nccl.cpp gather), whose receive
+    # connector NCCL v2.21.5-1 pre-connects on all p2pnChannelsPerPeer = nextPow2(min(32 channels, 2 x 18 NVLinks))
+    # = 32 channels (enqueue.cc, paths.cc); p2p.cc p2pRecvSetup under P2P read: ncclRecvMem 4,096 + LL 524,288 +
+    # LL128 4,915,200 = 5,443,584 B -> 6 MiB each
+    assert t["overhead/nccl_gather"] == GATHER == 32 * 6 * MIB
     # the driver gathers the whole vocabulary (tensor_model_parallel_gather): the sampler term does not shrink
     sampler = 8192 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 38  # bf16 2 + the sort's 36 B a logit
     assert t["activations/profile_peak"] == sampler + 32 * MIB
     weights = sum(b for n, b in t.items() if n.startswith("weights/"))
-    available = int(0.9 * H100.memory_bytes) - weights - sampler - 32 * MIB - 2 * NCCL - 24 * MIB
+    available = int(0.9 * H100.memory_bytes) - weights - sampler - 32 * MIB - 2 * NCCL - GATHER - 24 * MIB
     assert p.kv_tokens == available // (16 * PER_TOKEN // 2) * 16  # 4 KV heads a rank: half the bytes a token
 
 
@@ -247,7 +253,7 @@ def test_tp_2_counts_torch_s_own_nccl_communicator_in_every_0_6_release() -> Non
         t = _terms(p)
         assert t["overhead/nccl"] == per and t["overhead/nccl_torch"] == per
         context = CONTEXT if version == "0.6.4" else 0
-        assert vllm_figures(p)["non_torch"] == per + per + 24 * MIB + context
+        assert vllm_figures(p)["non_torch"] == per + per + GATHER + 24 * MIB + context
 
 
 def test_nvls_buffers_per_communicator_from_nccl_2_21_5() -> None:
@@ -265,6 +271,9 @@ def test_nvls_buffers_per_communicator_from_nccl_2_21_5() -> None:
     # PCIe (L4): 2 ring channels and 2 tree channels of 12 MiB, no NVLS, and no custom all-reduce above 2 GPUs
     t = _terms(_plan("llama-3-8b", gpu=L4, vllm_version="0.6", tp=4))
     assert t["overhead/nccl"] == 4 * 12 * MIB and "overhead/custom_all_reduce" not in t
+    # the gather over PCIe: 3 peers x 2 channels (paths.cc ncclTopoGetNchannels: 2 off NVLink) x a receive connector
+    # without P2P read, ncclRecvMem 4,096 + SIMPLE 4 MiB + LL 524,288 + LL128 4,915,200 = 9,637,888 B -> 10 MiB
+    assert t["overhead/nccl_gather"] == 3 * 2 * 10 * MIB
 
 
 def test_eager_live_set_adds_the_last_projections_output_by_hand() -> None:

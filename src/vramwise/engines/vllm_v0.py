@@ -22,8 +22,9 @@ release: the driver gathers the logits with ``torch.distributed.gather(..., grou
 logits_processor.py ``LogitsProcessor._get_logits`` through ``tensor_model_parallel_gather``), the first collective
 on that group; torch 2.5.1's ProcessGroupNCCL runs a gather through ``collective()`` (torch/csrc/distributed/c10d/
 ProcessGroupNCCL.cpp ``ProcessGroupNCCL::gather``, OpType::GATHER), which creates the group's communicator on first
-use. v0.6.4 reaches the same communicator earlier through its all-reduce fallback (engines/vllm_terms.py
-``non_torch_terms``).
+use; the gather itself is one ncclRecv per other rank on the driver, whose receive connectors NCCL connects then
+(vllm_v0_terms.py ``v0_gather_receive``). v0.6.4 reaches the same communicator earlier through its all-reduce
+fallback (engines/vllm_terms.py ``non_torch_terms``).
 
 CUDA graphs are captured after the KV cache is allocated (``Worker.initialize_cache`` -> ``_warm_up_model``), in
 the memory beside the budget. The refusals quote ``raise_if_cache_size_invalid``.
@@ -40,6 +41,7 @@ from vramwise.engines.vllm_v0_terms import (
     V0_MAX_NUM_SEQS,
     v0_batched_tokens,
     v0_cuda_graphs,
+    v0_gather_receive,
     v0_profile_peak,
 )
 from vramwise.errors import InvalidWorkloadError
@@ -91,6 +93,8 @@ def vllm_v0_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate
     link, _ = link_of(gpu)
     # torch's tp-group communicator: created in the profile run by the logits gather in every 0.6 release (above)
     non_torch = non_torch_terms(tp=tp, pp=pp, link=link, nccl=VLLM_NCCL[release], torch_tp_group=True)
+    if gather := v0_gather_receive(tp, link):
+        non_torch = (*non_torch, gather)
     inside = (*non_torch, context) if release == "0.6.4" else non_torch  # what the release subtracts
     nt_bytes = sum(t.bytes for t in inside)
 
@@ -209,8 +213,7 @@ def _notes(release: str, batched: int, chunked: bool, setup: InferSetup) -> tupl
         "saving); the refusal and concurrency follow max_model_len as vLLM 0.6 logs them",
         "not modelled: non-torch growth at tp 1 (CUDA kernel modules loaded lazily on first use; cuBLAS/cuBLASLt "
         "workspaces are torch memory, from the caching allocator: pytorch aten/src/ATen/cuda/CublasHandlePool.cpp "
-        "getNewWorkspace), NCCL's own kernels, the send/receive connections of the profile run's logits gather "
-        "(torch's gather is ncclSend/ncclRecv inside its communicator), the other tp ranks (which do not sample and "
+        "getNewWorkspace), NCCL's own kernels, the other tp ranks (which do not sample and "
         "hold smaller peaks), the largest max_model_len that fits under a smaller profile run",
     ]
     if release != "0.6.4":

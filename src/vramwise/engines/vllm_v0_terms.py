@@ -14,8 +14,18 @@ pin in requirements-cuda.txt).
 from __future__ import annotations
 
 from vramwise.engines.vllm_terms import SORT_LIVE_BYTES_PER_LOGIT, VOCAB_PADDING, forward_live, sort_scratch
+from vramwise.estimate.nccl import (
+    CUDA_IPC_MIN,
+    LL128_BUFFSIZE,
+    LL_BUFFSIZE,
+    MEM_ALIGN,
+    SIMPLE_BUFFSIZE,
+    NcclEnv,
+    p2p_channels_per_peer,
+)
 from vramwise.estimate.term import Term
 from vramwise.spec.model import ModelSpec
+from vramwise.workload.options import Interconnect
 
 _RUNNER = "vllm/worker/model_runner.py"
 # vllm/engine/arg_utils.py EngineArgs (0.6 line): --max-num-seqs defaults to 256.
@@ -123,4 +133,37 @@ def v0_cuda_graphs(spec: ModelSpec, *, max_num_seqs: int, c: int, tp: int) -> Te
                 "own driver memory is not modelled",
         source=f"{_RUNNER} ModelRunner.capture_model, _BATCH_SIZES_TO_CAPTURE (0.6 line); vllm/worker/worker.py "
                "Worker._warm_up_model",
+    )
+
+
+def v0_gather_receive(tp: int, link: Interconnect) -> Term | None:
+    """The driver's receive connections for the profile run's logits gather, at tp > 1 (None at tp 1).
+
+    The gather (vllm/distributed/parallel_state.py ``GroupCoordinator.gather``, v0.6.4.post1-v0.6.6.post1) is
+    ``torch.distributed.gather``, which torch 2.5.1 runs as one ncclRecv per other rank on the root
+    (torch/csrc/cuda/nccl.cpp ``gather``; the root copies its own slice). NCCL v2.21.5-1 connects point-to-point
+    lazily: the first receive from a peer pre-connects its receive connector on every one of p2pnChannelsPerPeer
+    channels (src/enqueue.cc, "Mark channels that need pre-connect": ``recv[1]``, "P2P uses only 1 connector"),
+    p2pnChannelsPerPeer being the next power of 2 of min(the communicator's channels, 2 x the path's NVLink count,
+    2 over PCIe) (src/graph/paths.cc ``ncclTopoComputeP2pChannels``, ``ncclTopoGetNchannels``; estimate/nccl.py
+    ``p2p_channels_per_peer``). Each receive connector is one allocation (src/transport/p2p.cc ``p2pRecvSetup``):
+    ncclRecvMem (MEM_ALIGN, 4096 B) + every protocol's buffer but SIMPLE under P2P read (NVLink), rounded up to
+    CUDA_IPC_MIN: 4,096 + LL 524,288 + LL128 4,915,200 -> 6 MiB with read, + SIMPLE 4 MiB -> 10 MiB without. The
+    senders' SIMPLE buffers sit on the other ranks."""
+    if tp <= 1:
+        return None
+    read = link != Interconnect.PCIE  # p2p.cc p2pGetInfo: P2P read over NVLink (Ampere and later)
+    per_peer = p2p_channels_per_peer(link, True, NcclEnv())
+    size = MEM_ALIGN + LL_BUFFSIZE + LL128_BUFFSIZE + (0 if read else SIMPLE_BUFFSIZE)
+    connector = -(-size // CUDA_IPC_MIN) * CUDA_IPC_MIN
+    return Term(
+        name="overhead/nccl_gather",
+        bytes=(tp - 1) * per_peer * connector,
+        formula=f"{tp - 1} peer(s) x {per_peer} channels (p2pnChannelsPerPeer, {link}) x one receive connector "
+                f"{connector:,} B (ncclRecvMem 4,096 + LL + LL128{'' if read else ' + SIMPLE'}, rounded to 2 MiB; "
+                f"P2P read {'on' if read else 'off'}): connected in the profile run, inside the budget",
+        source="vllm/distributed/parallel_state.py GroupCoordinator.gather (v0.6.4.post1-v0.6.6.post1); torch 2.5.1 "
+               "torch/csrc/cuda/nccl.cpp gather (ncclRecv per peer on the root); NVIDIA/nccl v2.21.5-1 src/enqueue.cc "
+               "(p2p pre-connect of recv[1] on p2pnChannelsPerPeer channels), src/graph/paths.cc "
+               "ncclTopoComputeP2pChannels, src/transport/p2p.cc p2pRecvSetup",
     )
