@@ -218,9 +218,10 @@ def _notes(release: str, batched: int, chunked: bool, setup: InferSetup) -> tupl
     ]
     if release != "0.6.4":
         notes.append(
-            "non_torch_memory as v0.6.5/v0.6.6 log it counts torch's cached-but-unallocated memory too: their "
-            "memory_profiling takes torch's memory as allocated_bytes.all.current, not memory_reserved() (fixed in "
-            "vllm-project/vllm PR #11809, vLLM 0.7.0); that allocator slack is not modelled here")
+            "non_torch_memory as v0.6.5/v0.6.6 log it also counts torch segments that torch.cuda.empty_cache() "
+            "cannot release because a live block sits in them: their memory_profiling takes torch's memory as "
+            "allocated_bytes.all.current, not memory_reserved() (fixed in vllm-project/vllm PR #11809, vLLM 0.7.0); "
+            "that allocator slack is not modelled here")
     if setup.vllm.pipeline_parallel_size > 1:
         notes.append("pp > 1: the last stage is shown (head and sampler); vLLM takes the smallest pool over stages")
     return tuple(notes)
