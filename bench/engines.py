@@ -119,9 +119,9 @@ def _catalog_name(hub_id: str) -> tuple[str | None, str]:
     return None, ""
 
 
-def _gpu_text(entry: Entry, logged_total: bool) -> str | None:
-    if logged_total:
-        return None  # the log's own CUDA total
+def _gpu_text(entry: Entry) -> str | None:
+    """The manifest's GPU as a catalog name: with a logged CUDA total, verify --log takes its kind (interconnect,
+    compute capability) and keeps the log's total; without one, the catalog's."""
     name = entry.gpu.split(" (")[0]
     for candidate in (name, name.split()[0], " ".join(name.split()[:2])):
         try:
@@ -147,7 +147,7 @@ def run_entry(raw: dict[str, Any]) -> Entry:
         entry.skipped = f"model {entry.model.split(' (')[0]} is not in the catalog (the hub is not reached offline)"
         return entry
     entry.catalog = name if not entry.config else ""
-    gpu = _gpu_text(entry, parsed.best("gpu_total") is not None) or entry.nominal_gpu or None
+    gpu = _gpu_text(entry) or entry.nominal_gpu or None
     if gpu is None and parsed.best("gpu_total") is None:
         entry.skipped = f"no CUDA total in the log and GPU {entry.gpu!r} is not in the catalog"
         return entry

@@ -100,8 +100,29 @@ def test_logged_flags_become_options_and_the_command_line_overrides_them(
 
 def test_model_override_and_gpu_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = _json(tmp_path, capsys, "--model", "llama-3.1-8b", "--gpu", "H100")
-    assert out["model"] == "llama-3.1-8b" and out["gpu"] == "--gpu H100"
+    assert out["model"] == "llama-3.1-8b"
     assert any("as given with --model" in n for n in out["notes"])
+    # the log prints its CUDA total (79.19 GiB on the DEBUG line): --gpu names the kind, the log the bytes
+    assert out["gpu"] == "H100 with the log's CUDA total 79.19 GiB"
+    assert out["gpu_bytes"] == round(79.19 * GIB)
+    assert {r["name"]: r for r in out["rows"]}["gpu_total"]["estimate"] == round(79.19 * GIB)
+
+
+def test_a_named_gpu_sets_the_interconnect_of_a_log_with_its_total(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A tp 2 log: its bytes-only GPU leaves NCCL's interconnect assumed; --gpu l40s (PCIe, catalog form factor)
+    sizes the communicators as PCIe while the budget stays the log's total."""
+    text = LOG.replace("tensor_parallel_size=1", "tensor_parallel_size=2")
+    path = _log(tmp_path, text)
+    assert main(["verify", "--log", path, *KV_ARGS, "--json"]) == 0
+    bare = json.loads(capsys.readouterr().out)
+    assert main(["verify", "--log", path, *KV_ARGS, "--gpu", "l40s", "--json"]) == 0
+    named = json.loads(capsys.readouterr().out)
+    assert bare["gpu_bytes"] == named["gpu_bytes"] == round(79.19 * GIB)
+    link = [n for n in bare["notes"] if "the interconnect" in n]
+    assert len(link) == 1 and "the interconnect assumed nvswitch" in link[0]
+    link = [n for n in named["notes"] if "the interconnect" in n]
+    assert len(link) == 1 and "the interconnect pcie from l40s's form factor" in link[0]
 
 
 def _one_line_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], words: str) -> None:

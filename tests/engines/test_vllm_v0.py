@@ -3,7 +3,8 @@
 Oracles: the arithmetic written out here, each step naming the vLLM (or torch) function it mirrors: vllm/worker/
 worker.py Worker.determine_num_available_blocks (v0.6.4 at 6ae5229; memory_profiling in v0.6.5-v0.6.6), vllm/worker/
 model_runner.py profile_run and _BATCH_SIZES_TO_CAPTURE, vllm/model_executor/layers/sampler.py _apply_top_k_top_p,
-vllm/config.py SchedulerConfig (max(max_model_len, 2048); 512 when chunked), pytorch CublasHandlePool.cpp
+vllm/config.py SchedulerConfig (max(max_model_len, 2048); when chunked 512 at v0.6.4.post1, 2048 at v0.6.5 and
+v0.6.6.post1), vllm/distributed/parallel_state.py GroupCoordinator.gather, pytorch CublasHandlePool.cpp
 parseChosenWorkspaceSize; Meta-Llama-3-8B's published parameter count (8,030,261,248) and config (32 layers, 8 KV
 heads, head_dim 128, h 4096, i 14336, V 128,256).
 """
@@ -45,6 +46,7 @@ PER_TOKEN = 32 * 2 * 8 * 128 * 2  # 32 layers x K and V x 8 KV heads x 128 x 2 B
 # (p2p.cc: send 4,096 + SIMPLE 4 MiB -> 6 MiB, receive 4,096 + LL 524,288 + LL128 4,915,200 -> 6 MiB); at 2 ranks
 # the tree's peer is the ring's
 NCCL = 32 * 12 * MIB
+GATHER = 32 * 6 * MIB  # the driver's receive connectors for the logits gather (test_tp_2_adds_nccl_...)
 
 
 def _plan(model: str, gpu=H100, **flat):  # type: ignore[no-untyped-def]
@@ -55,22 +57,30 @@ def _terms(p) -> dict[str, int]:  # type: ignore[no-untyped-def]
     return {t.name: t.bytes for t in p.estimate.persistent}
 
 
-def test_batch_defaults_follow_the_0_6_scheduler_config() -> None:
+@pytest.mark.parametrize("release", ["0.6.4", "0.6.6"])
+def test_batch_defaults_follow_the_0_6_scheduler_config(release: str) -> None:
     # SchedulerConfig: max(max_model_len, 2048) without chunked prefill; create_engine_config turns chunked prefill
-    # on above 32K (not with a sliding window), at 512 tokens; a given value below max_model_len means chunked
-    assert v0_batched_tokens(given=None, max_len=8192, sliding=False) == (8192, False)
-    assert v0_batched_tokens(given=None, max_len=1024, sliding=False) == (2048, False)
-    assert v0_batched_tokens(given=None, max_len=131072, sliding=False) == (512, True)
-    assert v0_batched_tokens(given=None, max_len=131072, sliding=True) == (131072, False)
-    assert v0_batched_tokens(given=512, max_len=8192, sliding=False) == (512, True)
+    # on above 32K (not with a sliding window); a given value below max_model_len means chunked
+    def batched(**kw):  # type: ignore[no-untyped-def]
+        return v0_batched_tokens(release=release, **kw)
+
+    assert batched(given=None, max_len=8192, sliding=False) == (8192, False)
+    assert batched(given=None, max_len=1024, sliding=False) == (2048, False)
+    assert batched(given=None, max_len=131072, sliding=True) == (131072, False)
+    assert batched(given=512, max_len=8192, sliding=False) == (512, True)
+    # chunked: v0.6.4.post1 SchedulerConfig.__init__ "max_num_batched_tokens = 512"; v0.6.5 and v0.6.6.post1
+    # __post_init__ "max_num_batched_tokens = 2048" ("a balance between ITL and TTFT")
+    assert batched(given=None, max_len=131072, sliding=False) == ({"0.6.4": 512, "0.6.6": 2048}[release], True)
 
 
 def test_capture_sizes_follow_get_max_graph_batch_size() -> None:
-    # [1, 2, 4] + [8 i for i in 1..32], up to max_num_seqs padded (<= 2 itself, <= 4 -> 4, else up to 8), <= 256
+    # [1, 2, 4] + [8 i for i in 1..1024] (v0.6.4.post1 _BATCH_SIZES_TO_CAPTURE, "..., 8192"; v0.6.6.post1
+    # VllmConfig._set_cudagraph_sizes possible_sizes), up to max_num_seqs padded (<= 2 itself, <= 4 -> 4, else up to 8)
     assert v0_capture_sizes(256) == (1, 2, 4, *range(8, 257, 8)) and len(v0_capture_sizes(256)) == 35
     assert v0_capture_sizes(3) == (1, 2, 4)
     assert max(v0_capture_sizes(100)) == 104
-    assert max(v0_capture_sizes(1024)) == 256
+    assert max(v0_capture_sizes(1024)) == 1024 and len(v0_capture_sizes(1024)) == 3 + 128
+    assert max(v0_capture_sizes(10_000)) == 8192
 
 
 def test_llama_3_8b_on_h100_term_by_term() -> None:
@@ -117,22 +127,33 @@ def test_tp_2_adds_nccl_and_custom_all_reduce_and_the_driver_samples_full_rows()
     p = _plan("llama-3-8b", vllm_version="0.6", tp=2)
     t = _terms(p)
     assert t["overhead/nccl"] == NCCL and t["overhead/custom_all_reduce"] == 3 * 8 * MIB
+    # the logits gather (GroupCoordinator.gather: torch.distributed.gather on device_group) makes torch's
+    # ProcessGroupNCCL create its own communicator of the tp group in the profile run: the same size again
+    assert t["overhead/nccl_torch"] == NCCL
+    # the gather itself: one ncclRecv from rank 1 on the driver (torch/csrc/cuda/nccl.cpp gather), whose receive
+    # connector NCCL v2.21.5-1 pre-connects on all p2pnChannelsPerPeer = nextPow2(min(32 channels, 2 x 18 NVLinks))
+    # = 32 channels (enqueue.cc, paths.cc); p2p.cc p2pRecvSetup under P2P read: ncclRecvMem 4,096 + LL 524,288 +
+    # LL128 4,915,200 = 5,443,584 B -> 6 MiB each
+    assert t["overhead/nccl_gather"] == GATHER == 32 * 6 * MIB
     # the driver gathers the whole vocabulary (tensor_model_parallel_gather): the sampler term does not shrink
     sampler = 8192 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 38  # bf16 2 + the sort's 36 B a logit
     assert t["activations/profile_peak"] == sampler + 32 * MIB
     weights = sum(b for n, b in t.items() if n.startswith("weights/"))
-    available = int(0.9 * H100.memory_bytes) - weights - sampler - 32 * MIB - NCCL - 24 * MIB
+    available = int(0.9 * H100.memory_bytes) - weights - sampler - 32 * MIB - 2 * NCCL - GATHER - 24 * MIB
     assert p.kv_tokens == available // (16 * PER_TOKEN // 2) * 16  # 4 KV heads a rank: half the bytes a token
 
 
-def test_long_context_chunks_at_512_and_refuses_in_v0s_words() -> None:
-    # Llama-3.1-8B: max_model_len 131,072 > 32K -> chunked prefill at 512 tokens; on an L4 the pool is too small
-    p = _plan("llama-3.1-8b", gpu=L4, vllm_version="0.6")
-    forward = 512 * 2 * (3 * 4096 + 3 * 14336)
-    sampler = 512 * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 38  # bf16 2 + the sort's 36 B a logit
+@pytest.mark.parametrize(("version", "chunk"), [("0.6", 2048), ("0.6.4", 512)])
+def test_long_context_chunks_and_refuses_in_v0s_words(version: str, chunk: int) -> None:
+    # Llama-3.1-8B: max_model_len 131,072 > 32K -> chunked prefill (SchedulerConfig: 2048 tokens from v0.6.5, 512 at
+    # v0.6.4); on an L4 the pool is too small. v0.6.4 also counts the CUDA context inside the budget.
+    p = _plan("llama-3.1-8b", gpu=L4, vllm_version=version)
+    forward = chunk * 2 * (3 * 4096 + 3 * 14336)
+    sampler = chunk * 4096 * 2 + 256 * 4096 * 2 + 256 * 128256 * 38  # bf16 2 + the sort's 36 B a logit
     ws = 4096 * 1024 * 2 + 16 * 1024 * 8  # CUBLAS_WORKSPACE_CONFIG ":4096:2:16:8" off Hopper (L4: 8.9)
     assert _terms(p)["activations/profile_peak"] == max(forward, sampler) + ws
-    blocks = (int(0.9 * L4.memory_bytes) - WEIGHTS - ROPE_L31 - sampler - ws) // (16 * PER_TOKEN)
+    context = CONTEXT if version == "0.6.4" else 0
+    blocks = (int(0.9 * L4.memory_bytes) - WEIGHTS - ROPE_L31 - sampler - ws - context) // (16 * PER_TOKEN)
     assert p.refusal == "max_model_len larger than the KV cache" and p.refusal_message is not None
     assert p.refusal_message.startswith(
         f"The model's max seq len (131072) is larger than the maximum number of tokens that can be stored in KV "
@@ -219,17 +240,20 @@ def test_corpus_log_of_0_6_4_by_hand() -> None:
     assert rows["kv_cache"] == int(0.9 * int(total)) - WEIGHTS - ROPE_L31 - forward - ws - CONTEXT
 
 
-def test_tp_2_at_0_6_4_counts_torch_s_own_nccl_communicator() -> None:
-    # v0.6.4 pynccl.py: PyNcclCommunicator disabled outside graph capture, so the profile run's 64 MiB all-reduces
-    # (8192 tokens x 4096 x 2 B, above custom all-reduce's 8 MiB) go to torch.distributed's device_group: a second
-    # communicator. v0.6.5 enables PyNccl from the start: one communicator.
+def test_tp_2_counts_torch_s_own_nccl_communicator_in_every_0_6_release() -> None:
+    # The profile run's logits gather (v0.6.4.post1-v0.6.6.post1 parallel_state.py GroupCoordinator.gather:
+    # torch.distributed.gather(..., group=self.device_group); torch 2.5.1 ProcessGroupNCCL::gather -> collective())
+    # is the tp device_group's first collective: torch's ProcessGroupNCCL creates its communicator there, after
+    # memory_profiling's baseline. v0.6.4's eager all-reduces above custom all-reduce's 8 MiB reach it too (PyNccl
+    # disabled outside graph capture); from v0.6.5 PyNccl takes those, but the gather still goes to torch.
     # NCCL v2.21.5-1 p2p.cc: 12 MiB per ring channel (6 MiB send + 6 MiB receive under P2P read), 32 channels.
     per = 32 * 12 * MIB
-    old = _terms(_plan("llama-3-8b", vllm_version="0.6.4", tp=2))
-    assert old["overhead/nccl"] == per and old["overhead/nccl_torch"] == per
-    new = _plan("llama-3-8b", vllm_version="0.6", tp=2)
-    assert "overhead/nccl_torch" not in _terms(new)
-    assert vllm_figures(new)["non_torch"] == per + 24 * MIB
+    for version in ("0.6.4", "0.6"):
+        p = _plan("llama-3-8b", vllm_version=version, tp=2)
+        t = _terms(p)
+        assert t["overhead/nccl"] == per and t["overhead/nccl_torch"] == per
+        context = CONTEXT if version == "0.6.4" else 0
+        assert vllm_figures(p)["non_torch"] == per + per + GATHER + 24 * MIB + context
 
 
 def test_nvls_buffers_per_communicator_from_nccl_2_21_5() -> None:
@@ -247,6 +271,9 @@ def test_nvls_buffers_per_communicator_from_nccl_2_21_5() -> None:
     # PCIe (L4): 2 ring channels and 2 tree channels of 12 MiB, no NVLS, and no custom all-reduce above 2 GPUs
     t = _terms(_plan("llama-3-8b", gpu=L4, vllm_version="0.6", tp=4))
     assert t["overhead/nccl"] == 4 * 12 * MIB and "overhead/custom_all_reduce" not in t
+    # the gather over PCIe: 3 peers x 2 channels (paths.cc ncclTopoGetNchannels: 2 off NVLink) x a receive connector
+    # without P2P read, ncclRecvMem 4,096 + SIMPLE 4 MiB + LL 524,288 + LL128 4,915,200 = 9,637,888 B -> 10 MiB
+    assert t["overhead/nccl_gather"] == 3 * 2 * 10 * MIB
 
 
 def test_eager_live_set_adds_the_last_projections_output_by_hand() -> None:

@@ -366,3 +366,36 @@ def test_a_dropped_config_missing_a_key_is_refused_beside_the_drop_zone(page: An
     # the CLI names the file by its path, the server by "config.json (uploaded)": the rest is the same words
     assert message.removeprefix("config.json (uploaded)") in err
     assert "--hidden_size" not in page.locator("#status").inner_text()
+
+
+def test_a_preset_shows_the_values_it_put_in_effect(page: Any, origin: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A --framework preset sets options the user did not give: their empty fields say the value the estimate ran
+    with (the CLI document's setup), not the CLI default, and nothing the user did not give joins the command line."""
+    page.goto(origin + "/")
+    settle(page)
+    page.check('input[name="cmd"][value="train"]')
+    page.fill("#model", "llama-3.2-1b")
+    page.select_option('[data-dest="framework"]', "torchtune")
+    settle(page)
+    setup = cli_doc(capsys, "train", "llama-3.2-1b", "--framework", "torchtune")["setup"]
+    plain = cli_doc(capsys, "train", "llama-3.2-1b")["setup"]
+    changed = [d for d in ("optimizer", "loss", "recompute") if setup[d] != plain[d]]
+    assert changed, "torchtune's preset sets none of these: pick options it does set"
+    for dest in changed:
+        field = page.locator(f'select[data-dest="{dest}"]')
+        assert field.input_value() == ""  # still not given
+        assert field.locator("option").first.text_content() == f"{setup[dest]} (in effect)"
+    unchanged = [d for d in ("attention", "batch") if setup[d] == plain[d]]
+    for dest in unchanged:
+        field = page.locator(f'[data-dest="{dest}"]')
+        select = dest == "attention"
+        text = field.locator("option").first.text_content() if select else field.get_attribute("placeholder")
+        assert "(in effect)" not in text
+    argv = shown_command(page)
+    assert argv[argv.index("--framework") + 1] == "torchtune"
+    assert not {f"--{d}" for d in changed} & set(argv)  # shown, not given
+    # back to no preset: the fields say the CLI defaults again
+    page.select_option('[data-dest="framework"]', "")
+    settle(page)
+    for dest in changed:
+        assert "(in effect)" not in page.locator(f'select[data-dest="{dest}"] option').first.text_content()

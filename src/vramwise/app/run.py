@@ -30,6 +30,8 @@ class InferRequest:
     gpu: str | None = None  # check the fit against this GPU: a name, a size (24GiB), a count (2x4090)
     serve: bool = False  # serving capacity on the GPU: the same as the option engine="vllm"
     margin: float = 0.0  # --margin: the fraction of the GPU kept free (0 <= margin < 1)
+    # the CUDA total a startup log reported, instead of the named GPU's (verify --log: its kind, that machine's total)
+    gpu_total: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +70,8 @@ def infer(req: InferRequest) -> InferResult:
     margin = check_margin(req.margin, req.gpu)
     model = resolve_model(req.model)
     choice = parse_gpu(req.gpu) if req.gpu is not None else None  # "" is refused by parse_gpu, not taken as none
+    if choice is not None and req.gpu_total is not None:
+        choice = replace(choice, gpu=replace(choice.gpu, memory_bytes=req.gpu_total))
     engine_options = _engine_options(req)
     options, gpu_notes = infer_options(choice, engine_options, native_format(model, choice, engine_options))
     setup = infer_setup(options, model)

@@ -6,9 +6,10 @@ every figure the log printed is set beside the plan's number of the same meaning
 engines/compare.py). Nothing here imports torch: the PyTorch twin is ``verify MODEL``'s, not ``--log``'s.
 
 Choices made here, each said in the result's notes: the model is ``--model`` when given, else the catalog entry
-whose hub id the log names (the hub id itself when no entry has it); the GPU is ``--gpu`` when given, else a GPU of
-exactly the CUDA total the log reports; the logged flags are mapped to vramwise's options (``_VLLM``, ``_SGLANG``)
-and options given on the command line override them.
+whose hub id the log names (the hub id itself when no entry has it); the GPU is a GPU of exactly the CUDA total the
+log reports, of the kind ``--gpu`` names when it is given (its interconnect and compute capability: NCCL's channels
+and the kernels the engine picks follow them), else ``--gpu`` itself when the log prints no total; the logged flags
+are mapped to vramwise's options (``_VLLM``, ``_SGLANG``) and options given on the command line override them.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ _DEFAULT_VALUES = {"auto", "none", "null", ""}
 class LogRequest:
     path: str | os.PathLike[str]
     model: str | None = None  # --model: a catalog name or config path instead of the logged model
-    gpu: str | None = None  # --gpu: instead of a GPU of the logged CUDA total
+    gpu: str | None = None  # --gpu: the GPU's kind (with the logged CUDA total where the log prints one)
     options: Mapping[str, Any] = field(default_factory=dict)  # setup options given; they override the log's
 
 
@@ -128,7 +129,7 @@ def compare_parsed(
             allowed=engine.value,
         )
     name, model_note = _model(parsed, model)
-    gpu_text, gpu_words = _gpu(parsed, gpu)
+    gpu_text, gpu_words, gpu_total = _gpu(parsed, gpu)
     mapped, flag_notes = logged_options(parsed)
     release, release_note = vllm_release(parsed) if engine is Engine.VLLM else (None, None)
     if release is not None:
@@ -140,7 +141,7 @@ def compare_parsed(
     # the comparison reads the engine's own sizes (the pool, max_model_len), not one request: keep the request short
     opts.setdefault("context", 1)
     opts.setdefault("new_tokens", 1)
-    result = infer(InferRequest(model=name, options=opts, gpu=gpu_text))
+    result = infer(InferRequest(model=name, options=opts, gpu=gpu_text, gpu_total=gpu_total))
     plan = result.engine
     if plan is None or result.gpu is None:  # pragma: no cover - an engine other than hf always returns its plan
         raise InvalidWorkloadError(f"--engine {engine.value} gave no plan", field="engine")
@@ -186,18 +187,22 @@ def _model(parsed: ParsedLog, given: str | None) -> tuple[str, str]:
     return logged, f"model: {logged}, as logged (not in the catalog; --model overrides it)"
 
 
-def _gpu(parsed: ParsedLog, given: str | None) -> tuple[str, str]:
-    """The --gpu text for the request, and where its total came from."""
-    if given:
-        return given, f"--gpu {given}"
+def _gpu(parsed: ParsedLog, given: str | None) -> tuple[str, str, int | None]:
+    """The --gpu text for the request, where its total came from, and the logged total that replaces a named
+    GPU's (None: the text's own total)."""
     total = parsed.best("gpu_total")
+    if given and total is not None:
+        # the name says the kind, the log what CUDA reported on that machine (driver, ECC, MIG change it)
+        return given, f"{given} with the log's CUDA total {total.printed} {total.unit}", int(total.value)
+    if given:
+        return given, f"--gpu {given}", None
     if total is None:
         raise InvalidWorkloadError(
             "log: the log does not print the GPU's total memory; give the GPU with --gpu (a name or a size)",
             field="gpu",
         )
     # the printed total is rounded (%.2f GiB): the plan's budget inherits that rounding, inside its tolerance
-    return f"{int(total.value)}B", f"the log's CUDA total {total.printed} {total.unit}"
+    return f"{int(total.value)}B", f"the log's CUDA total {total.printed} {total.unit}", None
 
 
 def logged_options(parsed: ParsedLog) -> tuple[dict[str, Any], tuple[str, ...]]:

@@ -108,8 +108,7 @@ def read(
         if "offload" in words:
             opts["offload"] = "params"
     ignored = keys.finish(_HARMLESS, refused=_REFUSED, off=_OFF)
-    used = (*keys.used, *(f"deepspeed:{k}" for k in (ds.used if ds else ())))
-    ignored = (*ignored, *(f"deepspeed:{k}" for k in (ds.ignored if ds else ())))
+    used, ignored = deepspeed.fold_nested(tuple(keys.used), ignored, ds)
     return Imported(
         kind=KIND,
         command="train",
@@ -126,10 +125,7 @@ def _deepspeed(keys: Keys, base: Path | None, load: Callable[[Path], dict[str, A
     value = keys.text("deepspeed")
     if value is None or load is None:
         return None
-    path = Path(value)
-    if not path.is_absolute() and base is not None and not path.exists():
-        path = base / path
-    return deepspeed.read(load(path))
+    return deepspeed.read_nested(value, base, load)
 
 
 def _adapter(keys: Keys, opts: dict[str, Any]) -> None:

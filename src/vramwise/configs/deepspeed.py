@@ -16,6 +16,8 @@ stage3_param_persistence_threshold 10·hidden), which ``app/imports.py`` resolve
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from vramwise.configs.imported import Imported
@@ -114,6 +116,29 @@ def read(data: dict[str, Any]) -> Imported:
         notes=notes if autos else (),
         hidden_auto=tuple(hidden),
     )
+
+
+def read_nested(
+    value: str | dict[str, Any], base: Path | None, load: Callable[[Path], dict[str, Any]]
+) -> Imported:
+    """A DeepSpeed config that another framework's config names (the Trainer's and axolotl's ``deepspeed`` key): the
+    config itself, or its path, relative to the naming config's folder when it is not found as given (both
+    frameworks pass the path on to DeepSpeed from where the naming config was read)."""
+    if isinstance(value, dict):
+        return read(value)
+    path = Path(value)
+    if not path.is_absolute() and base is not None and not path.exists():
+        path = base / path
+    return read(load(path))
+
+
+def fold_nested(
+    used: tuple[str, ...], ignored: tuple[str, ...], ds: Imported | None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The naming config's used and ignored keys with the nested DeepSpeed config's, prefixed ``deepspeed:``."""
+    if ds is None:
+        return used, ignored
+    return (*used, *(f"deepspeed:{k}" for k in ds.used)), (*ignored, *(f"deepspeed:{k}" for k in ds.ignored))
 
 
 def _bad(key: str, value: object, allowed: str) -> Any:

@@ -250,8 +250,7 @@ def read(
     if dp is not None:
         opts["dp"] = dp
     ignored = keys.finish(_HARMLESS, refused=_REFUSED)
-    used = (*keys.used, *(f"deepspeed:{k}" for k in (ds.used if ds else ())))
-    ignored = (*ignored, *(f"deepspeed:{k}" for k in (ds.ignored if ds else ())))
+    used, ignored = deepspeed.fold_nested(tuple(keys.used), ignored, ds)
     return Imported(
         kind=KIND if ds is None else "trainer+deepspeed",
         command="train",
@@ -272,10 +271,7 @@ def _deepspeed(keys: Keys, base: Path | None, load: Callable[[Path], dict[str, A
         return deepspeed.read(value)
     if not isinstance(value, str) or load is None:
         raise refuse(KIND, "deepspeed", "must be the path of a DeepSpeed JSON config or the config itself")
-    path = Path(value)
-    if not path.is_absolute() and base is not None and not path.exists():
-        path = base / path  # a path relative to the config that names it
-    return deepspeed.read(load(path))
+    return deepspeed.read_nested(value, base, load)
 
 
 def _batch(keys: Keys, opts: dict[str, Any], ds: Imported | None, notes: list[str]) -> None:

@@ -187,13 +187,15 @@ def non_torch_terms(*, tp: int, pp: int, link: Interconnect, nccl: EngineNccl,
     """Memory vLLM's profile counts outside torch since its first snapshot (``non_torch_increase``), for the V0
     engine of the 0.6 line and the V1 engine of 0.7-0.8 (tp and pp groups; no ep group yet).
 
-    ``torch_tp_group`` (v0.6.4 only): PyNcclCommunicator stays ``disabled`` outside CUDA graph capture
+    ``torch_tp_group`` (the V0 plan, every 0.6 release): torch.distributed's ProcessGroupNCCL on the tp group's
+    ``device_group`` creates its own NCCL communicator, a second one of the same size, at the group's first
+    collective, which the profile run makes: the driver's logits gather (vllm/distributed/parallel_state.py
+    ``GroupCoordinator.gather``: ``torch.distributed.gather(..., group=self.device_group)`` at v0.6.4.post1, v0.6.5
+    and v0.6.6.post1; torch 2.5.1 ProcessGroupNCCL.cpp ``ProcessGroupNCCL::gather`` goes through ``collective()``).
+    At v0.6.4 the eager all-reduces reach it too: PyNcclCommunicator stays ``disabled`` outside CUDA graph capture
     (vllm/distributed/device_communicators/pynccl.py ``__init__`` at v0.6.4: "by default it is disabled, e.g. in
-    profiling models and prefill phase"), so an eager all-reduce that custom all-reduce declines (above its 8 MiB)
-    goes to torch.distributed on the tp group's ``device_group`` (vllm/distributed/parallel_state.py
-    ``GroupCoordinator._all_reduce_in_place``), whose ProcessGroupNCCL creates its own NCCL communicator on that
-    first collective, in the profile run: a second communicator of the same size. From v0.6.5 PyNccl is enabled
-    from the start (pynccl.py ``self.disabled = False``) and torch's communicator is not created."""
+    profiling models and prefill phase"), so an all-reduce that custom all-reduce declines (above its 8 MiB) goes
+    to torch.distributed (``GroupCoordinator._all_reduce_in_place``); from v0.6.5 PyNccl takes those."""
     terms = []
     groups = [(name, n) for name, n in (("tp", tp), ("pp", pp)) if n > 1]
     if groups:
@@ -206,9 +208,11 @@ def non_torch_terms(*, tp: int, pp: int, link: Interconnect, nccl: EngineNccl,
         terms.append(nccl_term(
             "overhead/nccl_torch", [("tp", tp)], link, nccl,
             when="torch.distributed's ProcessGroupNCCL communicator, created in the profile run",
-            source="vllm/distributed/parallel_state.py GroupCoordinator._all_reduce_in_place (v0.6.4: "
-                   "torch.distributed.all_reduce on device_group when custom all-reduce declines and PyNccl is "
-                   "disabled outside graph capture)",
+            source="vllm/distributed/parallel_state.py GroupCoordinator.gather (v0.6.4.post1-v0.6.6.post1: the "
+                   "logits gather, torch.distributed.gather on device_group; torch 2.5.1 ProcessGroupNCCL::gather "
+                   "-> collective()) and, at v0.6.4, GroupCoordinator._all_reduce_in_place (torch.distributed."
+                   "all_reduce on device_group when custom all-reduce declines and PyNccl is disabled outside graph "
+                   "capture)",
         ))
     if custom_all_reduce_on(tp, link):
         terms.append(Term(

@@ -16,6 +16,16 @@ the release:
   taken in ``Worker.init_device`` after the CUDA context exists (``baseline_memory_in_bytes = total -
   init_gpu_memory``), so the context sits outside the budget and NCCL's buffers (set up after it) inside.
 
+At tp > 1 the profile run also creates torch.distributed's own NCCL communicator on the tp group in every 0.6
+release: the driver gathers the logits with ``torch.distributed.gather(..., group=self.device_group)``
+(vllm/distributed/parallel_state.py ``GroupCoordinator.gather``, called by vllm/model_executor/layers/
+logits_processor.py ``LogitsProcessor._get_logits`` through ``tensor_model_parallel_gather``), the first collective
+on that group; torch 2.5.1's ProcessGroupNCCL runs a gather through ``collective()`` (torch/csrc/distributed/c10d/
+ProcessGroupNCCL.cpp ``ProcessGroupNCCL::gather``, OpType::GATHER), which creates the group's communicator on first
+use; the gather itself is one ncclRecv per other rank on the driver, whose receive connectors NCCL connects then
+(vllm_v0_terms.py ``v0_gather_receive``). v0.6.4 reaches the same communicator earlier through its all-reduce
+fallback (engines/vllm_terms.py ``non_torch_terms``).
+
 CUDA graphs are captured after the KV cache is allocated (``Worker.initialize_cache`` -> ``_warm_up_model``), in
 the memory beside the budget. The refusals quote ``raise_if_cache_size_invalid``.
 """
@@ -31,6 +41,7 @@ from vramwise.engines.vllm_v0_terms import (
     V0_MAX_NUM_SEQS,
     v0_batched_tokens,
     v0_cuda_graphs,
+    v0_gather_receive,
     v0_profile_peak,
 )
 from vramwise.errors import InvalidWorkloadError
@@ -64,7 +75,8 @@ def vllm_v0_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate
     max_len = max_model_len(spec, setup)
     S = flags.max_num_seqs or V0_MAX_NUM_SEQS
     sliding = bool(spec.attention.sliding_window)
-    T, chunked = v0_batched_tokens(given=flags.max_num_batched_tokens, max_len=max_len, sliding=sliding)
+    T, chunked = v0_batched_tokens(given=flags.max_num_batched_tokens, max_len=max_len, sliding=sliding,
+                                   release=release)
     if T < S:  # vllm/config.py SchedulerConfig._verify_args (0.6 line)
         raise InvalidWorkloadError(
             f"vLLM refuses: max_num_batched_tokens ({T}) must be greater than or equal to max_num_seqs ({S})",
@@ -79,7 +91,10 @@ def vllm_v0_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate
     peak = v0_profile_peak(spec, tokens=T, seqs=S, c=c, tp=tp, compute_capability=gpu.compute_capability)
     context = context_term(setup.overheads)
     link, _ = link_of(gpu)
-    non_torch = non_torch_terms(tp=tp, pp=pp, link=link, nccl=VLLM_NCCL[release], torch_tp_group=release == "0.6.4")
+    # torch's tp-group communicator: created in the profile run by the logits gather in every 0.6 release (above)
+    non_torch = non_torch_terms(tp=tp, pp=pp, link=link, nccl=VLLM_NCCL[release], torch_tp_group=True)
+    if gather := v0_gather_receive(tp, link):
+        non_torch = (*non_torch, gather)
     inside = (*non_torch, context) if release == "0.6.4" else non_torch  # what the release subtracts
     nt_bytes = sum(t.bytes for t in inside)
 
@@ -187,7 +202,8 @@ def _notes(release: str, batched: int, chunked: bool, setup: InferSetup) -> tupl
                "outside torch after the profile)" if release == "0.6.4" else
                "the CUDA context is outside gpu_memory_utilization's budget (memory_profiling's baseline is taken "
                "after it exists; the rules of v0.6.5 and v0.6.6)")
-    prefill = (f"chunked prefill at max_num_batched_tokens {batched:,}" if chunked else
+    prefill = (f"chunked prefill at max_num_batched_tokens {batched:,} (vllm/config.py SchedulerConfig: 512 at "
+               "v0.6.4, 2048 from v0.6.5)" if chunked else
                f"no chunked prefill: the profile run is one prefill of max_num_batched_tokens {batched:,} "
                "(max(max_model_len, 2048))")
     notes = [
@@ -197,14 +213,15 @@ def _notes(release: str, batched: int, chunked: bool, setup: InferSetup) -> tupl
         "saving); the refusal and concurrency follow max_model_len as vLLM 0.6 logs them",
         "not modelled: non-torch growth at tp 1 (CUDA kernel modules loaded lazily on first use; cuBLAS/cuBLASLt "
         "workspaces are torch memory, from the caching allocator: pytorch aten/src/ATen/cuda/CublasHandlePool.cpp "
-        "getNewWorkspace), NCCL's own kernels, the other tp ranks (which do not sample and hold smaller "
-        "peaks), the largest max_model_len that fits under a smaller profile run",
+        "getNewWorkspace), NCCL's own kernels, the other tp ranks (which do not sample and "
+        "hold smaller peaks), the largest max_model_len that fits under a smaller profile run",
     ]
     if release != "0.6.4":
         notes.append(
-            "non_torch_memory as v0.6.5/v0.6.6 log it counts torch's cached-but-unallocated memory too: their "
-            "memory_profiling takes torch's memory as allocated_bytes.all.current, not memory_reserved() (fixed in "
-            "vllm-project/vllm PR #11809, vLLM 0.7.0); that allocator slack is not modelled here")
+            "non_torch_memory as v0.6.5/v0.6.6 log it also counts torch segments that torch.cuda.empty_cache() "
+            "cannot release because a live block sits in them: their memory_profiling takes torch's memory as "
+            "allocated_bytes.all.current, not memory_reserved() (fixed in vllm-project/vllm PR #11809, vLLM 0.7.0); "
+            "that allocator slack is not modelled here")
     if setup.vllm.pipeline_parallel_size > 1:
         notes.append("pp > 1: the last stage is shown (head and sampler); vLLM takes the smallest pool over stages")
     return tuple(notes)

@@ -1,25 +1,40 @@
 """vLLM's V0 engine (the 0.6 line) outside the weights: its batch defaults, the profile run, CUDA graphs.
 
-Files read (vllm-project/vllm): vllm/worker/worker.py at 6ae5229 (the 0.6.4 line); vllm/worker/model_runner.py of
-the 0.6 line (``GPUModelRunnerBase.profile_run``, ``_BATCH_SIZES_TO_CAPTURE``); vllm/model_executor/layers/
-sampler.py of the 0.6 line (``Sampler.forward``, ``_apply_top_k_top_p``); vllm/engine/arg_utils.py of the 0.6 line
-(``EngineArgs.create_engine_config``: chunked prefill by default above 32K); pytorch aten/src/ATen/cuda/
-CublasHandlePool.cpp ``parseChosenWorkspaceSize`` (torch 2.5.1, which vLLM 0.6.4-0.6.6 pin in requirements-cuda.txt).
+Files read (vllm-project/vllm, the PyPI sdists of v0.6.4.post1, v0.6.5, v0.6.6 and v0.6.6.post1): vllm/worker/
+worker.py ``Worker.determine_num_available_blocks``; vllm/worker/model_runner.py ``GPUModelRunnerBase.profile_run``
+(the same in all four: max_num_seqs dummy prompts sharing max_num_batched_tokens, SamplingParams(top_p=0.99,
+top_k=vocab_size - 1), LoRA dummies only with --enable-lora, fewer sequences only for a multimodal model);
+vllm/model_executor/layers/sampler.py ``Sampler.forward``, ``_apply_top_k_top_p`` (the same in all four);
+vllm/config.py ``SchedulerConfig`` and vllm/engine/arg_utils.py ``EngineArgs.create_engine_config`` (chunked prefill
+by default above 32K; usage contexts only change V1's defaults, ``_override_v1_engine_args``, VLLM_USE_V1=1);
+pytorch aten/src/ATen/cuda/CublasHandlePool.cpp ``parseChosenWorkspaceSize`` (torch 2.5.1, which vLLM 0.6.4-0.6.6
+pin in requirements-cuda.txt).
 """
 
 from __future__ import annotations
 
 from vramwise.engines.vllm_terms import SORT_LIVE_BYTES_PER_LOGIT, VOCAB_PADDING, forward_live, sort_scratch
+from vramwise.estimate.nccl import (
+    CUDA_IPC_MIN,
+    LL128_BUFFSIZE,
+    LL_BUFFSIZE,
+    MEM_ALIGN,
+    SIMPLE_BUFFSIZE,
+    NcclEnv,
+    p2p_channels_per_peer,
+)
 from vramwise.estimate.term import Term
 from vramwise.spec.model import ModelSpec
+from vramwise.workload.options import Interconnect
 
 _RUNNER = "vllm/worker/model_runner.py"
 # vllm/engine/arg_utils.py EngineArgs (0.6 line): --max-num-seqs defaults to 256.
 V0_MAX_NUM_SEQS = 256
-# vllm/config.py SchedulerConfig.__init__ (0.6 line): without chunked prefill max_num_batched_tokens is
-# max(max_model_len, 2048) ("use 2048 as the default value for higher throughput"); with it, 512.
+# vllm/config.py SchedulerConfig (v0.6.4.post1 __init__, v0.6.5 and v0.6.6.post1 __post_init__): without chunked
+# prefill max_num_batched_tokens is max(max_model_len, 2048) ("use 2048 as the default value for higher
+# throughput"); with it, 512 at v0.6.4.post1 and 2048 from v0.6.5 ("a balance between ITL and TTFT").
 V0_MIN_BATCHED_TOKENS = 2048
-V0_CHUNKED_TOKENS = 512
+V0_CHUNKED_TOKENS = {"0.6.4": 512, "0.6.6": 2048}
 # vllm/engine/arg_utils.py create_engine_config (0.6 line): use_long_context = max_model_len > 32768 turns
 # chunked prefill on by default ("Chunked prefill is enabled by default for models with max_model_len > 32K"),
 # unless the model has a sliding window (or spec decode, LoRA, prefix caching, seqlen-agnostic layers).
@@ -37,18 +52,19 @@ V0_SAMPLER_BYTES_PER_LOGIT = 4 + 4 + 8 + 1 + 4 + 4 + 1 + 4
 # 8 x 16 KiB, and ":4096:8" = 32 MiB on compute capability 9.0 (CublasHandlePool.cpp parseChosenWorkspaceSize).
 CUBLAS_WORKSPACE = 4096 * 1024 * 2 + 16 * 1024 * 8
 CUBLAS_WORKSPACE_SM90 = 4096 * 8 * 1024
-# model_runner.py (0.6 line): "Capture graphs for token size 1, 2, 4, 8, 16, 24, 32, 40, ..., 256"
-# (_BATCH_SIZES_TO_CAPTURE), up to max_num_seqs rounded up to 8 and at most 256 (_get_max_graph_batch_size).
-V0_CAPTURE_SIZES = (1, 2, 4, *range(8, 257, 8))
+# The sizes V0 captures: v0.6.4.post1 vllm/worker/model_runner.py _BATCH_SIZES_TO_CAPTURE = [1, 2, 4] + [8 i for i in
+# 1..1024] ("1, 2, 4, 8, 16, 24, 32, 40, ..., 8192"), up to _get_max_graph_batch_size(max_num_seqs); v0.6.5 and
+# v0.6.6.post1 vllm/config.py VllmConfig._set_cudagraph_sizes, the same list up to the smallest size >= max_num_seqs.
+V0_CAPTURE_SIZES = (1, 2, 4, *range(8, 8193, 8))
 
 
-def v0_batched_tokens(*, given: int | None, max_len: int, sliding: bool) -> tuple[int, bool]:
-    """(max_num_batched_tokens, whether prefill is chunked) as the 0.6 line's SchedulerConfig sets them. A given
+def v0_batched_tokens(*, given: int | None, max_len: int, sliding: bool, release: str) -> tuple[int, bool]:
+    """(max_num_batched_tokens, whether prefill is chunked) as ``release``'s SchedulerConfig sets them. A given
     value below max_model_len is only accepted by vLLM with chunked prefill on (SchedulerConfig._verify_args)."""
     if given is not None:
         return given, given < max_len
     if max_len > V0_LONG_CONTEXT and not sliding:
-        return V0_CHUNKED_TOKENS, True
+        return V0_CHUNKED_TOKENS[release], True
     return max(max_len, V0_MIN_BATCHED_TOKENS), False
 
 
@@ -99,10 +115,10 @@ def v0_profile_peak(
 
 def v0_capture_sizes(max_num_seqs: int) -> tuple[int, ...]:
     """The sizes captured: up to max_num_seqs padded as _get_graph_batch_size pads a batch (itself up to 2, 4 up to
-    4, else the next multiple of 8), at most 256 (_get_max_graph_batch_size)."""
+    4, else the next multiple of 8), at most 8192 (_get_max_graph_batch_size; _set_cudagraph_sizes from v0.6.5)."""
     S = max_num_seqs
     padded = S if S <= 2 else 4 if S <= 4 else -(-S // 8) * 8
-    return tuple(s for s in V0_CAPTURE_SIZES if s <= min(padded, 256))
+    return tuple(s for s in V0_CAPTURE_SIZES if s <= min(padded, V0_CAPTURE_SIZES[-1]))
 
 
 def v0_cuda_graphs(spec: ModelSpec, *, max_num_seqs: int, c: int, tp: int) -> Term:
@@ -117,4 +133,37 @@ def v0_cuda_graphs(spec: ModelSpec, *, max_num_seqs: int, c: int, tp: int) -> Te
                 "own driver memory is not modelled",
         source=f"{_RUNNER} ModelRunner.capture_model, _BATCH_SIZES_TO_CAPTURE (0.6 line); vllm/worker/worker.py "
                "Worker._warm_up_model",
+    )
+
+
+def v0_gather_receive(tp: int, link: Interconnect) -> Term | None:
+    """The driver's receive connections for the profile run's logits gather, at tp > 1 (None at tp 1).
+
+    The gather (vllm/distributed/parallel_state.py ``GroupCoordinator.gather``, v0.6.4.post1-v0.6.6.post1) is
+    ``torch.distributed.gather``, which torch 2.5.1 runs as one ncclRecv per other rank on the root
+    (torch/csrc/cuda/nccl.cpp ``gather``; the root copies its own slice). NCCL v2.21.5-1 connects point-to-point
+    lazily: the first receive from a peer pre-connects its receive connector on every one of p2pnChannelsPerPeer
+    channels (src/enqueue.cc, "Mark channels that need pre-connect": ``recv[1]``, "P2P uses only 1 connector"),
+    p2pnChannelsPerPeer being the next power of 2 of min(the communicator's channels, 2 x the path's NVLink count,
+    2 over PCIe) (src/graph/paths.cc ``ncclTopoComputeP2pChannels``, ``ncclTopoGetNchannels``; estimate/nccl.py
+    ``p2p_channels_per_peer``). Each receive connector is one allocation (src/transport/p2p.cc ``p2pRecvSetup``):
+    ncclRecvMem (MEM_ALIGN, 4096 B) + every protocol's buffer but SIMPLE under P2P read (NVLink), rounded up to
+    CUDA_IPC_MIN: 4,096 + LL 524,288 + LL128 4,915,200 -> 6 MiB with read, + SIMPLE 4 MiB -> 10 MiB without. The
+    senders' SIMPLE buffers sit on the other ranks."""
+    if tp <= 1:
+        return None
+    read = link != Interconnect.PCIE  # p2p.cc p2pGetInfo: P2P read over NVLink (Ampere and later)
+    per_peer = p2p_channels_per_peer(link, True, NcclEnv())
+    size = MEM_ALIGN + LL_BUFFSIZE + LL128_BUFFSIZE + (0 if read else SIMPLE_BUFFSIZE)
+    connector = -(-size // CUDA_IPC_MIN) * CUDA_IPC_MIN
+    return Term(
+        name="overhead/nccl_gather",
+        bytes=(tp - 1) * per_peer * connector,
+        formula=f"{tp - 1} peer(s) x {per_peer} channels (p2pnChannelsPerPeer, {link}) x one receive connector "
+                f"{connector:,} B (ncclRecvMem 4,096 + LL + LL128{'' if read else ' + SIMPLE'}, rounded to 2 MiB; "
+                f"P2P read {'on' if read else 'off'}): connected in the profile run, inside the budget",
+        source="vllm/distributed/parallel_state.py GroupCoordinator.gather (v0.6.4.post1-v0.6.6.post1); torch 2.5.1 "
+               "torch/csrc/cuda/nccl.cpp gather (ncclRecv per peer on the root); NVIDIA/nccl v2.21.5-1 src/enqueue.cc "
+               "(p2p pre-connect of recv[1] on p2pnChannelsPerPeer channels), src/graph/paths.cc "
+               "ncclTopoComputeP2pChannels, src/transport/p2p.cc p2pRecvSetup",
     )

@@ -172,7 +172,7 @@ function fieldFor(rawOpt) {
   if (opt.choices && opt.choices.length) {
     input = el("select", { id, title, "data-dest": opt.dest, "data-flag": opt.flag });
     const dflt = opt.default !== null && opt.default !== undefined ? `default (${opt.default})` : "default";
-    input.append(el("option", { value: "" }, dflt));
+    input.append(el("option", { value: "", "data-default": dflt }, dflt));
     for (const c of opt.choices) input.append(el("option", { value: String(c) }, String(c)));
   } else {
     const placeholder = opt.default !== null && opt.default !== undefined && opt.default !== "" ?
@@ -180,6 +180,7 @@ function fieldFor(rawOpt) {
     // --format: the weight formats the server lists (GET /api/v1/formats) as suggestions
     const list = opt.dest === "format" && state.formats.length ? "format-list" : null;
     input = el("input", { id, title, placeholder, list, "data-dest": opt.dest, "data-flag": opt.flag,
+      "data-default": placeholder,
       inputmode: (opt.type === "int" && !opt.tokens) || opt.type === "float" ? "decimal" : null });
   }
   return el("div", { class: "field", "data-field": opt.dest }, label, input,
@@ -446,9 +447,27 @@ function worstStage(doc) {
     `${doc.stages.length}, the fullest (the JSON has every stage)` });
 }
 
+// a field left empty says the value in effect where it is not the CLI default: a --framework preset or a
+// dropped config sets options the user did not give (the document's setup holds what the estimate ran with)
+function showEffective(setup) {
+  for (const input of $("groups").querySelectorAll("[data-dest]")) {
+    const v = setup ? setup[input.dataset.dest] : undefined;
+    const text = v === undefined || v === null ? null : Array.isArray(v) ? v.join(",") : String(v);
+    const first = input.tagName === "SELECT" ? input.options[0] : null;
+    const dflt = first ? first.dataset.default : input.dataset.default;
+    if (dflt === undefined) continue; // a switch: its box is either ticked or not
+    const plain = dflt.replace(/^default \((.*)\)$/, "$1");
+    const differs = text !== null && text !== "" && text !== plain;
+    const shownText = differs ? `${text} (in effect)` : dflt;
+    if (first) first.textContent = shownText; else input.placeholder = shownText;
+    input.classList.toggle("effective", differs);
+  }
+}
+
 function render(cmd, args, answer) {
   state.lastDoc = answer.doc;
   setJSON(answer);
+  if (cmd !== "fit") showEffective(answer.doc.setup);
   const hide = ["chart-box", "range-box", "engine-box", "advice-box", "phases-box", "terms-box", "notes-box", "fit-box"];
   hide.forEach((id) => { $(id).hidden = true; });
   if (cmd === "fit") renderFitDoc(answer.doc);
