@@ -343,6 +343,8 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int, rules: V1Rules) -> 
            if setup.vllm.sampler == "flashinfer" else
            "the sampler warm-up on torch's top-k/top-p path (pip's vLLM 0.8.5 has no FlashInfer; vLLM's v0.8.5 "
            "docker image has FlashInfer 0.2.1.post2, whose path sorts nothing: --vllm-sampler flashinfer)")
+        + "; an LLM() run (UsageContext.LLM_CLASS) takes 8192 batched tokens below 70 GiB and 16384 above instead "
+        "of `vllm serve`'s 2048 / 8192 (engine/arg_utils.py _set_default_args_v1): give --max-num-batched-tokens"
         + "; vLLM 0.7.x differs (no sampler warm-up in the profile run, only logits: of every batched token at "
         "v0.7.1, of max_num_seqs rows at v0.7.3; max_num_seqs 1024 on every GPU: vllm_releases.py), not modelled, "
         "and 0.8.0-0.8.4 set other batch defaults (vllm_releases.py)"
