@@ -17,7 +17,7 @@ from __future__ import annotations
 from vramwise.catalog import Gpu
 from vramwise.engines.nccl_comm import VLLM_NCCL, link_of, topology_note
 from vramwise.engines.result import EngineEstimate
-from vramwise.engines.vllm_comms import v1_comm_terms
+from vramwise.engines.vllm_comms import logits_gather_term, v1_comm_terms
 from vramwise.engines.vllm_kv import KvLayout, layer_kinds
 from vramwise.engines.vllm_load import loaded_weights, max_model_len, rope_notes
 from vramwise.engines.vllm_mxfp4 import MARLIN, backend_for
@@ -119,12 +119,16 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         non_torch = non_torch_terms(tp=tp, pp=pp, link=link, nccl=nccl)
     else:
         non_torch = v1_comm_terms(tp=tp, pp=pp, compute_capability=gpu.compute_capability, link=link, nccl=nccl,
-                                  symm_mem=rules.symm_mem)
+                                  symm_mem=rules.symm_mem, ep=rules.ep_pynccl)
         if rules.comms_in_budget:
             non_torch = tuple(_inside_budget(t, rules.release) for t in non_torch)
     nt_bytes = sum(t.bytes for t in non_torch)
+    # torch's own tp communicator, made by the profile run's logits all-gather: inside the budget at every release
+    gather = logits_gather_term(tp=tp, link=link, nccl=nccl, release=rules.release)
+    gathered = (gather,) if gather else ()
     context = context_term(setup.overheads)
-    inside = (nt_bytes if rules.comms_in_budget else 0) + (context.bytes if rules.context_in_budget else 0)
+    inside = (nt_bytes if rules.comms_in_budget else 0) + (context.bytes if rules.context_in_budget else 0) + sum(
+        t.bytes for t in gathered)
 
     layout = _layout(spec, setup, c=c, kv_b=kv_b, layers=last, batched=T, rules=rules)
     requested = int(setup.gpu_utilization * gpu.memory_bytes)
@@ -133,7 +137,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         how = f"--kv-cache-memory-bytes {available:,}"
     else:
         available = requested - w_bytes - peak - inside
-        outside = f" - context and communicators {inside:,}" if inside else ""
+        outside = f" - non-torch memory (context, communicators) {inside:,}" if inside else ""
         how = (f"gpu_memory_utilization {setup.gpu_utilization:g} x CUDA total {gpu.memory_bytes:,} = {requested:,} - "
                f"weights {w_bytes:,} - profile peak {peak:,}{outside} = {available:,}")
     num_blocks = layout.blocks(available)
@@ -151,7 +155,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     graphs = () if flags.enforce_eager else (
         cuda_graph_term(spec, sizes=rules.capture_sizes(S, T), c=c, tp=tp, release=rules.release),
     )
-    persistent = (*weights, activation, *non_torch, pool, *graphs, context)
+    persistent = (*weights, activation, *non_torch, *gathered, pool, *graphs, context)
     notes = _notes(spec, setup, T, rules)
     notes += rope_notes(spec, setup, c)
     if (gpu.compute_capability or "").split(".")[0] in ("10", "12"):
@@ -350,8 +354,9 @@ def vllm_figures(plan: EngineEstimate) -> dict[str, float]:
     "Graph capturing finished in S secs, took X GiB" (0 with --enforce-eager). Bytes, tokens and a ratio."""
     terms = {t.name: t.bytes for t in plan.estimate.persistent}
     weights = sum(b for n, b in terms.items() if n.startswith("weights/"))
-    # v0.11.0 sets its communicators up before its first snapshot (vllm_comms.py): none of them is logged here
-    non_torch = 0 if plan.version == VLLM_VERSION else sum(
+    # v0.11.0 sets its PyNccl communicators up before its first snapshot (vllm_comms.py): of them only torch's own,
+    # made in the profile run (overhead/nccl_torch, vllm_comms.py logits_gather_term), is logged here
+    non_torch = terms.get("overhead/nccl_torch", 0) if plan.version == VLLM_VERSION else sum(
         b for n, b in terms.items() if n.startswith("overhead/nccl")) + terms.get("overhead/custom_all_reduce", 0)
     # v0.6.4 and the V1 of 0.7-0.8 count every byte outside torch, the CUDA context too (vllm_v0.py, vllm_releases.py)
     if plan.version in ("0.6.4", "0.8.5"):
