@@ -306,8 +306,9 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int, rules: V1Rules) -> 
     budget = (
         f"vLLM {VLLM_VERSION} (V1, `vllm serve` defaults): the CUDA context and, at tp or pp > 1, the NCCL "
         "communicators, custom all-reduce and symmetric-memory buffers are outside gpu_memory_utilization's budget "
-        f"(they exist before vLLM's first memory snapshot, gpu_worker.py init_device){graphs}; torch's own NCCL "
-        "communicator for the tp group, made by the profile run's logits all-gather, counts inside it"
+        f"(they exist before vLLM's first memory snapshot, gpu_worker.py init_device){graphs}"
+        + ("; torch's own NCCL communicator for the tp group, made by the profile run's logits all-gather, counts "
+           "inside it" if setup.tp > 1 else "")
     ) if not rules.comms_in_budget else (
         f"vLLM {rules.release} (V1 of v0.9.2-v0.10.x, `vllm serve` defaults): the CUDA context is outside "
         "gpu_memory_utilization's budget, but at tp or pp > 1 the NCCL communicators (tp and ep groups, pp) and "
