@@ -12,6 +12,7 @@ from pathlib import Path
 
 from vramwise.catalog import get_gpu
 from vramwise.engines.vllm import vllm_figures, vllm_plan
+from vramwise.engines.vllm_terms import fp8_activation_group
 from vramwise.spec.load import resolve_model
 from vramwise.workload import InferSetup
 
@@ -82,3 +83,24 @@ def test_v0110_counts_only_torchs_communicator_inside() -> None:
     # torch's tp communicator comes later, in the profile run: the one communicator the budget sees
     assert t["overhead/nccl_torch"] == COMM_CUMEM_ON
     assert vllm_figures(p)["non_torch"] == COMM_CUMEM_ON
+
+
+def test_fp8_experts_quantize_their_activations() -> None:
+    from vramwise.engines.vllm_terms import forward_live
+
+    # quantization/fp8.py Fp8MoEMethod.__init__ (v0.9.2, v0.11.0): w8a8 from compute capability 8.9, Marlin below;
+    # fused_experts' activations: per_token_group_quant_fp8 with block_shape[1], or one per-tensor scale
+    assert fp8_activation_group("fp8-block", "9.0") == 128 and fp8_activation_group("fp8-block1x128", "8.9") == 128
+    assert fp8_activation_group("fp8-e4m3", "9.0") == 0
+    assert fp8_activation_group("fp8-block", "8.0") is None and fp8_activation_group("bf16", "9.0") is None
+    spec = resolve_model(str(CONFIG))
+    # fused_experts_impl (fused_moe.py) for 8192 tokens at tp 4: h 4096, E 128, top_k 8, i = 1536 / 4 = 384;
+    # M = min(8192, VLLM_FUSED_MOE_CHUNK_SIZE 32768) = 8192
+    per_token = (2 * 4096 + 128 + 4096) * 2 + 8 * 12  # residual, input, router logits, output; topk weights/ids
+    caches = 8192 * 8 * (max(2 * 384, 4096) + 384) * 2  # cache13 (shared by 1 and 3) and cache2, bf16
+    padded = 8192 * 8 + 128 * 63  # moe_align_block_size: sorted_ids, BLOCK_SIZE_M 64
+    align = (padded + -(-padded // 64)) * 4
+    # qcurr_hidden_states 8192 x 4096 fp8 + scales 8192 x 32 fp32; qintermediate_cache2 65,536 x 384 fp8 + 65,536 x 3
+    quant = 8192 * 4096 + 8192 * 8 * 384 + (8192 * 32 + 8192 * 8 * 3) * 4
+    got, _ = forward_live(spec, tokens=8192, c=2, tp=4, fp8_group=128)
+    assert got == 8192 * per_token + caches + align + quant == 852_267_000

@@ -26,6 +26,7 @@ from vramwise.engines.vllm_terms import (
     FUSED_MOE_CHUNK_SIZE,
     cuda_graph_term,
     forward_live,
+    fp8_activation_group,
     non_torch_terms,
     sampler_warmup,
 )
@@ -91,8 +92,9 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     # module's, each block's last projection output beside its locals (vllm_terms.py, the comment on forward_live)
     # MXFP4 experts on Marlin run fused_marlin_moe, which takes every token at once (vllm_terms.py _moe_live)
     marlin = fmt.name == "mxfp4" and backend_for(gpu.compute_capability, flags.mxfp4_backend) is MARLIN
+    fp8_group = fp8_activation_group(fmt.name, gpu.compute_capability)
     fwd, fwd_f = forward_live(spec, tokens=T, c=c, tp=tp, eager=flags.enforce_eager,
-                              moe_chunk=None if marlin else FUSED_MOE_CHUNK_SIZE)
+                              moe_chunk=None if marlin else FUSED_MOE_CHUNK_SIZE, fp8_group=fp8_group)
     rows = min(S, T)
     smp, smp_f = sampler_warmup(spec, rows=rows, tokens=T if rules.sampler_holds_all_tokens else rows, c=c,
                                 row_copies=2 if rules.sampler_holds_all_tokens else 0)
@@ -153,7 +155,8 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         source=f"{_WORKER} determine_available_memory; {_KV_UTILS} get_kv_cache_config (v{rules.release})",
     )
     graphs = () if flags.enforce_eager else (
-        cuda_graph_term(spec, sizes=rules.capture_sizes(S, T), c=c, tp=tp, release=rules.release),
+        cuda_graph_term(spec, sizes=rules.capture_sizes(S, T), c=c, tp=tp, release=rules.release,
+                        fp8_group=fp8_group),
     )
     persistent = (*weights, activation, *non_torch, *gathered, pool, *graphs, context)
     notes = _notes(spec, setup, T, rules)
