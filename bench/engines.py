@@ -430,7 +430,7 @@ def render(entries: list[Entry], s: dict[str, dict[str, Any]]) -> str:
              "Read with the versions in mind: as `verify --log` does, each vLLM log is compared with the plan of "
              "its release: a V0 log (0.6.x) with `--vllm-version 0.6.4` (its one-line 'Memory profiling results') "
              "or `0.6` (v0.6.5-v0.6.6, memory_profiling; the options below name it), a V1 log of 0.7-0.9.1 with `0.8`, "
-             "of 0.9.2 with `0.9`, of 0.10.x with `0.10`, any other with vLLM 0.11.0 (V1); SGLang with 0.5. A log that "
+             "of 0.9.2 with `0.9`, of 0.10.x with `0.10`, any other with vLLM 0.11.0 (V1); SGLang with 0.5, or 0.4 (0.4.9.post2) where the manifest names it. A log that "
              "prints no version is compared with 0.11.0 unless its manifest entry names the release of its date "
              "(`options`, said under the log). The model is the catalog entry of the logged hub id, or a committed "
              "config.json (bench/data/engine_logs/configs/, each with its source in configs/README.md). A llama.cpp "
