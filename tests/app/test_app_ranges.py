@@ -77,7 +77,9 @@ def test_vllm_releases_span() -> None:
         return infer(InferRequest(model="llama-3-8b", options={"engine": "vllm", "vllm_version": version},
                                   gpu="H100")).estimate.peak_bytes
 
-    assert at("0.9") - at("0.8") == 426 * MIB
+    # within one KV block (16 tokens x 131,072 B = 2 MiB): 0.8's runner buffers are inside the budget, so the pool
+    # is smaller there by them and its remainder below a block (engines/vllm_v085.py) is another
+    assert abs(at("0.9") - at("0.8") - 426 * MIB) < 16 * 131_072
     assert row.high_bytes == at("0.9") and row.low_bytes <= at("0.8")
 
 

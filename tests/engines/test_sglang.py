@@ -152,14 +152,23 @@ def test_refusals_are_one_line() -> None:
         sglang.plan(_spec("llama"), InferSetup(tp=2), SglangFlags(), get_gpu("h100"), gpu_count=1)
 
 
+# sglang 0.4.9.post2 server_args.py ServerArgs.__post_init__: reserved (MiB) by gpu_mem, fraction = round((gpu_mem -
+# reserved) / gpu_mem, 3); cuda_graph_runner.py get_batch_sizes_to_capture for the largest graph batch
 @pytest.mark.parametrize(
     ("gpu_mem", "tp", "expected"),
     [
-        (24564, 1, (2048, 8, 0.88)),  # below 25,000 MiB: small chunks, few graphs
-        (24564, 4, (2048, 80, 0.85)),
-        (81559, 2, (8192, 160, 0.87)),
-        (81559, 8, (8192, 160, 0.81)),
-        (81559, 16, (8192, 160, 0.79)),
+        # below 35 GiB: (2.8 + tp / 10) x 1024 = 2,969.6 MiB; 21,594.4 / 24,564 = 0.8791; chunks 2048, 8 graphs
+        (24564, 1, (2048, 8, 0.879)),
+        # tp 4: 3,276.8 MiB; 21,287.2 / 24,564 = 0.8666; 80 graphs at tp >= 4
+        (24564, 4, (2048, 80, 0.867)),
+        # H100 (81,559 MiB, below 90 GiB): (9.5 + 2 / 2) x 1024 = 10,752; 70,807 / 81,559 = 0.8682; capture to 160
+        (81559, 2, (8192, 160, 0.868)),
+        # tp 8: (9.5 + 4) x 1024 = 13,824; 67,735 / 81,559 = 0.8305
+        (81559, 8, (8192, 160, 0.831)),
+        # H200 (143,771 MiB, below 160 GiB): (12 + 0.5) x 1024 = 12,800; 130,971 / 143,771 = 0.9110; capture to 256
+        (143771, 1, (8192, 256, 0.911)),
+        # above 160 GiB: 32 x 1024 = 32,768; 150,591 / 183,359 = 0.8213; chunks 16384, capture to 512
+        (183359, 8, (16384, 512, 0.821)),
     ],
 )
 def test_version_04_defaults(gpu_mem: int, tp: int, expected: tuple[int, int, float]) -> None:
@@ -170,7 +179,8 @@ def test_version_04_plan_uses_its_fraction() -> None:
     spec, gpu = _spec("llama"), get_gpu("h100")
     got = sglang.plan(spec, InferSetup(context=512), SglangFlags(version="0.4"), gpu)
     free = gpu.memory_bytes - CONTEXT
-    assert got.budget == int(0.88 * free) and got.version == "0.4"
+    # H100's nvidia-smi total 81,559 MiB, tp 1: (9.5 + 0.5) x 1024 = 10,240; 71,319 / 81,559 = 0.8744
+    assert got.budget == int(0.874 * free) and got.version == "0.4"
     assert got.estimate.term("cuda_graphs").bytes == 160 * 2 * MIB
     with pytest.raises(InvalidWorkloadError) as err:
         SglangFlags(version="0.3")

@@ -206,7 +206,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="max_prefill_tokens", flags=("--max-prefill-tokens",), type=int, commands=ENG,
            help="SGLang: tokens per prefill batch when chunking is off (default 16384)"),
     Option(name="sglang_version", flags=("--sglang-version",), type=str, commands=ENG,
-           help="SGLang: whose defaults, 0.5 (by GPU memory) or 0.4 (by tp) (default 0.5)"),
+           help="SGLang: whose defaults, 0.5 (by GPU memory) or 0.4 (0.4.9.post2: by GPU memory and tp) (default 0.5)"),
     Option(name="device_map", flags=("--device-map",), type=str, commands=ENG,
            help="transformers: spread whole layers over the GPUs with accelerate: auto, balanced, balanced_low_0, "
                 "sequential (default: the whole model on each GPU)"),

@@ -21,10 +21,13 @@
 Everything else (activations of a chunked prefill, CUDA graphs, the request map, torch's own NCCL communicator)
 lives in the (1 - mem_fraction_static) share the pool leaves.
 
-SGLang 0.4 (``version="0.4"``) set the defaults in ``ServerArgs.__post_init__`` instead: mem_fraction_static by tp
-alone (0.88; 0.87 at tp >= 2, 0.85 at >= 4, 0.81 at >= 8, 0.79 at >= 16), chunked_prefill_size 2048 below
-25,000 MiB else 8192, cuda_graph_max_bs 8 (80 at tp >= 4) below 25,000 MiB else 160. Its pool and request
-rules are the ones above.
+SGLang 0.4 (``version="0.4"``, read at 0.4.9.post2, the release of mid-2025) set the defaults in
+``ServerArgs.__post_init__`` instead (server_args.py lines 279-353): mem_fraction_static = round((gpu_mem -
+reserved) / gpu_mem, 3) with reserved (MiB) = (2.8 + tp x pp / 10) x 1024 below 35 GiB, (9.5 + tp x pp / 2) x 1024
+below 90 GiB, (12 + tp x pp / 2) x 1024 below 160 GiB, else 32 x 1024; chunked_prefill_size 2048 below 35 GiB,
+8192 below 160 GiB, else 16384; cuda_graph_max_bs 8 (80 at tp >= 4) below 35 GiB, else unset, so the capture list
+(model_executor/cuda_graph_runner.py ``get_batch_sizes_to_capture``) ends at 160, at 256 above 90 GiB and at 512
+above 160,000 MiB. Its pool and request rules are the ones above.
 """
 
 from __future__ import annotations
@@ -97,17 +100,26 @@ def mem_fraction_static(gpu_mem: float, *, chunk: int, max_prefill_tokens: int, 
     return round((gpu_mem - reserved) / gpu_mem, 3)
 
 
-# SGLang 0.4 ServerArgs.__post_init__: (smallest tp, mem_fraction_static), largest first
-_V04_FRACTIONS = ((16, 0.79), (8, 0.81), (4, 0.85), (2, 0.87), (1, 0.88))
-_V04_SMALL_GPU_MIB = 25_000  # "gpu_mem < 25_000": chunked prefill 2048 and few CUDA graphs below it
+# sglang 0.4.9.post2 server_args.py ServerArgs.__post_init__ (lines 296-317): (gpu_mem below, in MiB; reserved MiB
+# = (base + tp x pp x per_gpu) x 1024), the CUDA branch; above the last: 32 x 1024
+_V04_RESERVED = ((20 * _GIB_MIB, 2.8, 1 / 10), (35 * _GIB_MIB, 2.8, 1 / 10), (90 * _GIB_MIB, 9.5, 1 / 2),
+                 (100 * _GIB_MIB, 12, 1 / 2), (160 * _GIB_MIB, 12, 1 / 2))
+_V04_SMALL_GPU_MIB = 35 * _GIB_MIB  # "gpu_mem < 35 * 1024": chunked prefill 2048 and few CUDA graphs below it
 
 
-def defaults_v04(gpu_mem: float, tp: int) -> tuple[int, int, float]:
-    """(chunked_prefill_size, cuda_graph_max_bs, mem_fraction_static) SGLang 0.4 picks."""
-    fraction = next(f for least, f in _V04_FRACTIONS if tp >= least)
+def defaults_v04(gpu_mem: float, tp: int, pp: int = 1) -> tuple[int, int, float]:
+    """(chunked_prefill_size, cuda_graph_max_bs, mem_fraction_static) SGLang 0.4.9.post2 picks (the module
+    docstring); cuda_graph_max_bs where it is unset: the largest batch size cuda_graph_runner.py captures."""
+    reserved = next(((base + tp * pp * per) * _GIB_MIB for below, base, per in _V04_RESERVED if gpu_mem < below),
+                    32 * _GIB_MIB)
+    fraction = round((gpu_mem - reserved) / gpu_mem, 3)
     if gpu_mem < _V04_SMALL_GPU_MIB:
         return 2048, 8 if tp < 4 else 80, fraction
-    return 8192, 160, fraction
+    chunk = 8192 if gpu_mem < 160 * _GIB_MIB else 16384
+    # cuda_graph_runner.py get_batch_sizes_to_capture: up to 160, + range(160, 257, 8) above 90 GiB, + range(256,
+    # 513, 16) above 160 * 1000 MiB
+    graphs = 512 if gpu_mem > 160 * 1000 else 256 if gpu_mem > 90 * _GIB_MIB else 160
+    return chunk, graphs, fraction
 
 
 # server_args.py --swa-full-tokens-ratio: the sliding-window layers' tokens per full layer's token (default 0.8)

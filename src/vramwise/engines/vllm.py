@@ -17,7 +17,7 @@ from __future__ import annotations
 from vramwise.catalog import Gpu
 from vramwise.engines.nccl_comm import VLLM_NCCL, link_of, topology_note
 from vramwise.engines.result import EngineEstimate
-from vramwise.engines.vllm_comms import v1_comm_terms
+from vramwise.engines.vllm_comms import logits_gather_term, v1_comm_terms
 from vramwise.engines.vllm_kv import KvLayout, layer_kinds
 from vramwise.engines.vllm_load import loaded_weights, max_model_len, rope_notes
 from vramwise.engines.vllm_mxfp4 import MARLIN, backend_for
@@ -26,6 +26,7 @@ from vramwise.engines.vllm_terms import (
     FUSED_MOE_CHUNK_SIZE,
     cuda_graph_term,
     forward_live,
+    fp8_activation_group,
     non_torch_terms,
     sampler_warmup,
 )
@@ -93,8 +94,9 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     # module's, each block's last projection output beside its locals (vllm_terms.py, the comment on forward_live)
     # MXFP4 experts on Marlin run fused_marlin_moe, which takes every token at once (vllm_terms.py _moe_live)
     marlin = fmt.name == "mxfp4" and backend_for(gpu.compute_capability, flags.mxfp4_backend) is MARLIN
+    fp8_group = fp8_activation_group(fmt.name, gpu.compute_capability)
     fwd, fwd_f = forward_live(spec, tokens=T, c=c, tp=tp, eager=flags.enforce_eager,
-                              moe_chunk=None if marlin else FUSED_MOE_CHUNK_SIZE)
+                              moe_chunk=None if marlin else FUSED_MOE_CHUNK_SIZE, fp8_group=fp8_group)
     rows = min(S, T)
     smp, smp_f = _sampler(spec, setup, rules, rows=rows, tokens=T, c=c)
     # torch's cuBLAS workspace: allocated through the caching allocator by the first cuBLAS GEMM on the stream
@@ -120,12 +122,16 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         non_torch = non_torch_terms(tp=tp, pp=pp, link=link, nccl=nccl)
     else:
         non_torch = v1_comm_terms(tp=tp, pp=pp, compute_capability=gpu.compute_capability, link=link, nccl=nccl,
-                                  symm_mem=rules.symm_mem)
+                                  symm_mem=rules.symm_mem, ep=rules.ep_pynccl)
         if rules.comms_in_budget:
             non_torch = tuple(_inside_budget(t, rules.release) for t in non_torch)
     nt_bytes = sum(t.bytes for t in non_torch)
+    # torch's own tp communicator, made by the profile run's logits all-gather: inside the budget at every release
+    gather = logits_gather_term(tp=tp, link=link, nccl=nccl, release=rules.release)
+    gathered = (gather,) if gather else ()
     context = context_term(setup.overheads)
-    inside = (nt_bytes if rules.comms_in_budget else 0) + (context.bytes if rules.context_in_budget else 0)
+    inside = (nt_bytes if rules.comms_in_budget else 0) + (context.bytes if rules.context_in_budget else 0) + sum(
+        t.bytes for t in gathered)
     # 0.8.5: torch's absolute peak, the model runner's persistent buffers in it (engines/vllm_v085.py)
     buffers = (runner_buffers(spec, tokens=T, seqs=S, max_len=max_len, block=setup.kv_block, c=c, mid_stage=pp > 1),
                ) if rules.runner_buffers_in_budget else ()
@@ -138,7 +144,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         how = f"--kv-cache-memory-bytes {available:,}"
     else:
         available = requested - w_bytes - peak - b_bytes - inside
-        outside = f" - context and communicators {inside:,}" if inside else ""
+        outside = f" - non-torch memory (context, communicators) {inside:,}" if inside else ""
         held = f" - runner buffers {b_bytes:,}" if buffers else ""
         how = (f"gpu_memory_utilization {setup.gpu_utilization:g} x CUDA total {gpu.memory_bytes:,} = {requested:,} - "
                f"weights {w_bytes:,} - profile peak {peak:,}{held}{outside} = {available:,}")
@@ -155,9 +161,10 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         source=f"{_WORKER} determine_available_memory; {_KV_UTILS} get_kv_cache_config (v{rules.release})",
     )
     graphs = () if flags.enforce_eager else (
-        cuda_graph_term(spec, sizes=rules.capture_sizes(S, T), c=c, tp=tp, release=rules.release),
+        cuda_graph_term(spec, sizes=rules.capture_sizes(S, T), c=c, tp=tp, release=rules.release,
+                        fp8_group=fp8_group),
     )
-    persistent = (*weights, activation, *buffers, *non_torch, pool, *graphs, context)
+    persistent = (*weights, activation, *buffers, *non_torch, *gathered, pool, *graphs, context)
     notes = _notes(spec, setup, T, rules)
     notes += rope_notes(spec, setup, c)
     if (gpu.compute_capability or "").split(".")[0] in ("10", "12"):
@@ -327,6 +334,8 @@ def _notes(spec: ModelSpec, setup: InferSetup, batched: int, rules: V1Rules) -> 
         f"vLLM {VLLM_VERSION} (V1, `vllm serve` defaults): the CUDA context and, at tp or pp > 1, the NCCL "
         "communicators, custom all-reduce and symmetric-memory buffers are outside gpu_memory_utilization's budget "
         f"(they exist before vLLM's first memory snapshot, gpu_worker.py init_device){graphs}"
+        + ("; torch's own NCCL communicator for the tp group, made by the profile run's logits all-gather, counts "
+           "inside it" if setup.tp > 1 else "")
     ) if not rules.comms_in_budget else (
         f"vLLM {rules.release} (V1 of v0.9.2-v0.10.x, `vllm serve` defaults): the CUDA context is outside "
         "gpu_memory_utilization's budget, but at tp or pp > 1 the NCCL communicators (tp and ep groups, pp) and "
@@ -390,8 +399,9 @@ def vllm_figures(plan: EngineEstimate) -> dict[str, float]:
     "Graph capturing finished in S secs, took X GiB" (0 with --enforce-eager). Bytes, tokens and a ratio."""
     terms = {t.name: t.bytes for t in plan.estimate.persistent}
     weights = sum(b for n, b in terms.items() if n.startswith("weights/"))
-    # v0.11.0 sets its communicators up before its first snapshot (vllm_comms.py): none of them is logged here
-    non_torch = 0 if plan.version == VLLM_VERSION else sum(
+    # v0.11.0 sets its PyNccl communicators up before its first snapshot (vllm_comms.py): of them only torch's own,
+    # made in the profile run (overhead/nccl_torch, vllm_comms.py logits_gather_term), is logged here
+    non_torch = terms.get("overhead/nccl_torch", 0) if plan.version == VLLM_VERSION else sum(
         b for n, b in terms.items() if n.startswith("overhead/nccl")) + terms.get("overhead/custom_all_reduce", 0)
     # v0.6.4 and the V1 of 0.7-0.8 count every byte outside torch, the CUDA context too (vllm_v0.py, vllm_releases.py)
     if plan.version in ("0.6.4", "0.8.5"):

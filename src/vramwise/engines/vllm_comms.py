@@ -12,7 +12,12 @@ Every group of more than one GPU gets a ``CudaCommunicator`` (vllm/distributed/p
 ``__init__`` runs a warm-up all-reduce. ``initialize_model_parallel`` builds the tp, dcp, pp, dp and ep groups; at
 data parallel 1 and dcp 1 the ep group has ``data_parallel_size x tensor_model_parallel_size`` = tp GPUs, so a tp
 of n > 1 makes two communicators of n (tp and ep), for every model, MoE or not. Only the tp group gets custom
-all-reduce and torch symmetric memory (``if "tp" not in unique_name``).
+all-reduce and torch symmetric memory (``if "tp" not in unique_name``). v0.9.2, v0.10.1.1 and v0.10.2 build the same
+ep group but give it no PyNccl (cuda_communicator.py ``use_pynccl = "ep" not in unique_name``, "ep does not use
+pynccl"): one communicator of n there, the tp group's.
+
+One more communicator is made later, in the profile run, by every V1 release: torch.distributed's own NCCL
+communicator for the tp group (``logits_gather_term``).
 """
 
 from __future__ import annotations
@@ -46,18 +51,19 @@ def _cc(compute_capability: str | None) -> str | None:
 
 
 def v1_comm_terms(*, tp: int, pp: int, compute_capability: str | None, link: Interconnect, nccl: EngineNccl,
-                  symm_mem: bool = True) -> tuple[Term, ...]:
+                  symm_mem: bool = True, ep: bool = True) -> tuple[Term, ...]:
     """The NCCL communicators, custom all-reduce and symmetric-memory buffers of one tp rank (v0.9.2-v0.11.0;
-    ``symm_mem``: VLLM_ALLREDUCE_USE_SYMM_MEM's default, 1 at v0.11.0, 0 at v0.10.2, vllm/envs.py)."""
-    groups = [(name, n) for name, n in (("tp", tp), ("ep", tp), ("pp", pp)) if n > 1]
+    ``symm_mem``: VLLM_ALLREDUCE_USE_SYMM_MEM's default, 1 at v0.11.0, 0 at v0.10.2, vllm/envs.py; ``ep``: the ep
+    group has a PyNccl communicator, v0.11.0 only, the module docstring)."""
+    groups = [(name, n) for name, n in (("tp", tp), ("ep", tp if ep else 1), ("pp", pp)) if n > 1]
     terms = []
     if groups:
         terms.append(nccl_term(
             "overhead/nccl", groups, link, nccl,
             when="set up before vLLM's first snapshot: outside the budget",
             source="vllm/distributed/parallel_state.py initialize_model_parallel (tp, pp and ep = dp x tp groups), "
-                   f"{_COMM}/cuda_communicator.py, pynccl.py warm-up all-reduce; vllm/v1/worker/gpu_worker.py "
-                   "init_device (v0.11.0)",
+                   f"{_COMM}/cuda_communicator.py CudaCommunicator.__init__ (v0.9.2-v0.10.2: no PyNccl for ep), "
+                   "pynccl.py warm-up all-reduce; vllm/v1/worker/gpu_worker.py init_device (v0.11.0)",
         ))
     cc = _cc(compute_capability)
     symm = SYMM_MEM_MAX_SIZES.get(cc or "", {}).get(tp, 0) if symm_mem else 0
@@ -90,3 +96,29 @@ def v1_comm_terms(*, tp: int, pp: int, compute_capability: str | None, link: Int
                    "above 2 GPUs without full NVLink), all_reduce_utils.py CUSTOM_ALL_REDUCE_MAX_SIZES",
         ))
     return tuple(terms)
+
+
+def logits_gather_term(*, tp: int, link: Interconnect, nccl: EngineNccl, release: str) -> Term | None:
+    """torch.distributed's NCCL communicator for the tp group, created in the profile run (None at tp 1).
+
+    V1 gathers the vocab-parallel logits with all-gather (vllm/platforms/interface.py ``Platform.use_all_gather``:
+    True under VLLM_USE_V1; layers/logits_processor.py ``LogitsProcessor._gather_logits`` ->
+    ``tensor_model_parallel_all_gather``). CudaCommunicator has no all_gather of its own (v0.8.5 to v0.11.0: only
+    all_reduce, reduce_scatter, send, recv, all_gatherv), so the call reaches
+    ``DeviceCommunicatorBase.all_gather`` (device_communicators/base_device_communicator.py), which runs
+    ``torch.distributed.all_gather_into_tensor`` on the group's ``device_group``. torch's ProcessGroupNCCL creates
+    its NCCL communicator at a group's first collective (vLLM calls ``init_process_group`` without ``device_id``,
+    distributed/parallel_state.py ``init_distributed_environment``; every earlier exchange goes through the gloo
+    ``cpu_group`` or PyNccl): that is ``_dummy_sampler_run``'s ``compute_logits`` inside ``profile_run``, after every
+    memory snapshot, so ``memory_profiling`` counts it in ``non_torch_increase``, inside the budget, at every V1
+    release. Its buffers are those of a PyNccl communicator of the same group under the same NCCL environment."""
+    if tp <= 1:
+        return None
+    return nccl_term(
+        "overhead/nccl_torch", [("tp", tp)], link, nccl,
+        when="torch.distributed's ProcessGroupNCCL communicator, created by the logits all-gather of the profile "
+             "run's sampler warm-up: non-torch growth inside the budget",
+        source=f"vllm/model_executor/layers/logits_processor.py LogitsProcessor._gather_logits, {_COMM}/"
+               "base_device_communicator.py DeviceCommunicatorBase.all_gather (dist.all_gather_into_tensor on "
+               f"device_group), vllm/v1/worker/gpu_model_runner.py profile_run, _dummy_sampler_run (v{release})",
+    )

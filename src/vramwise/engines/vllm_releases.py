@@ -65,10 +65,14 @@ class V1Rules:
     hybrid_groups: bool
     # v0.8.5 kv_cache_utils.py _get_kv_cache_config_uniform_type line 636: concurrency = num_tokens / max_model_len
     concurrency_by_tokens: bool
-    # The expert-parallel group, whose GroupCoordinator gets its own PyNccl communicator at more than one GPU
-    # (vllm/distributed/parallel_state.py initialize_model_parallel: ``_EP`` of data_parallel x tp GPUs, from v0.9.x;
-    # v0.8.5 builds only tp, pp and dp groups)
+    # The expert-parallel group (vllm/distributed/parallel_state.py initialize_model_parallel: ``_EP`` of
+    # data_parallel x tp GPUs, from v0.9.x; v0.8.5 builds only tp, pp and dp groups): the release sets its
+    # communicators up as vllm_comms.py v1_comm_terms counts them
     ep_group: bool = True
+    # Whether that ep group gets a PyNccl communicator: v0.9.2, v0.10.1.1 and v0.10.2
+    # vllm/distributed/device_communicators/cuda_communicator.py CudaCommunicator.__init__: "ep does not use
+    # pynccl" (``use_pynccl = "ep" not in unique_name``); v0.11.0 creates one for every group of > 1 GPU
+    ep_pynccl: bool = True
     # torch symmetric-memory all-reduce: VLLM_ALLREDUCE_USE_SYMM_MEM defaults to 1 at v0.11.0, to 0 at v0.10.2
     # (vllm/envs.py), and device_communicators/symm_mem.py does not exist before v0.10.2
     symm_mem: bool = True
@@ -124,8 +128,8 @@ V1_RULES: dict[str, V1Rules] = {
     # defaults to [512] (vllm/config.py line 2133, _set_cudagraph_sizes lines 4727-4745).
     "0.9": V1Rules(release="0.9.2", context_in_budget=False, comms_in_budget=True, free_memory_check=True,
                    sampler_holds_all_tokens=True, a100_exception=True, capture_sizes=capture_sizes_v085,
-                   hybrid_groups=True, concurrency_by_tokens=False, symm_mem=False),
+                   hybrid_groups=True, concurrency_by_tokens=False, symm_mem=False, ep_pynccl=False),
     "0.10": V1Rules(release="0.10.2", context_in_budget=False, comms_in_budget=True, free_memory_check=True,
                     sampler_holds_all_tokens=True, a100_exception=True, capture_sizes=capture_sizes_v010,
-                    hybrid_groups=True, concurrency_by_tokens=False, symm_mem=False),
+                    hybrid_groups=True, concurrency_by_tokens=False, symm_mem=False, ep_pynccl=False),
 }

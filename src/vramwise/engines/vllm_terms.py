@@ -11,6 +11,8 @@ is its projections, not an attention matrix.
 
 from __future__ import annotations
 
+import re
+
 from vramwise.engines.nccl_comm import EngineNccl, custom_all_reduce_on, nccl_term
 from vramwise.estimate.sharding import kv_heads_per_gpu
 from vramwise.estimate.term import Term
@@ -70,14 +72,43 @@ FUSED_MOE_CHUNK_SIZE = 32768
 MOE_BLOCK_SIZE_M = 64
 
 
-def _moe_live(spec: ModelSpec, *, tokens: int, c: int, tp: int, chunk: int | None) -> tuple[int, str]:
+def fp8_activation_group(fmt_name: str, compute_capability: str | None) -> int | None:
+    """How fused_experts quantizes its activations for an fp8 checkpoint: the group size of
+    per_token_group_quant_fp8 (block_shape[1] of an fp8 block checkpoint), 0 for one per-tensor scale
+    (ops.scaled_fp8_quant), None where the experts do not run w8a8 (not fp8, or a GPU below compute capability 8.9,
+    where Fp8MoEMethod.__init__ picks the Marlin weight-only kernel: quantization/fp8.py v0.9.2, v0.11.0)."""
+    if not fmt_name.startswith("fp8") or not compute_capability:
+        return None
+    major, _, minor = compute_capability.partition(".")
+    if (int(major), int(minor or 0)) < (8, 9):
+        return None
+    if fmt_name == "fp8-block":  # DeepSeek-V3's and Qwen3's weight_block_size [128, 128]
+        return 128
+    match = re.fullmatch(r"fp8-block\d+x(\d+)(?:-e8m0)?", fmt_name)
+    return int(match.group(1)) if match else 0
+
+
+def _fp8_activations(m: int, k: int, h: int, i: int, group: int) -> tuple[int, str]:
+    """Bytes of the fp8 copies fused_experts_impl makes before its GEMMs (v0.9.2 and v0.11.0 fused_moe.py; utils.py
+    moe_kernel_quantize_input -> _fp8_quantize), live while the second GEMM runs: qcurr_hidden_states (M x h, 1 B,
+    still referenced by the loop) and qintermediate_cache2 (M x top_k x i, 1 B), each with an fp32 scale per group
+    of ``group`` values (per_token_group_quant_fp8; ``group`` 0: one per-tensor scale, not counted)."""
+    quantized = m * h + m * k * i
+    scales = (m * -(-h // group) + m * k * -(-i // group)) * 4 if group else 0
+    per = f"fp32 scale per {group}" if group else "per-tensor scale"
+    return quantized + scales, f" + fp8 activations M x h + M x top_k x i ({per}) {quantized + scales:,} B"
+
+
+def _moe_live(spec: ModelSpec, *, tokens: int, c: int, tp: int, chunk: int | None,
+              fp8_group: int | None = None) -> tuple[int, str]:
     """Bytes live at an MoE layer's peak (fused_experts_impl at v0.11.0, while the second GEMM fills
     intermediate_cache3): per token the residual, the normed input, the router logits E (the caller keeps
     them), the output h (a shared expert's output h besides), fused_topk's topk_weights fp32, topk_ids and
     token_expert_indices int32 (top_k each); per routed row of the chunk's M = min(tokens, ``chunk``) tokens
     intermediate_cache1 and 3 sharing one buffer of max(2i, h), intermediate_cache2 of i (c each), and
     moe_align_block_size's sorted_ids (M x top_k + E x (BLOCK_SIZE_M - 1) int32) and expert_ids (one int32 a
-    block). ``chunk`` None: fused_marlin_moe, which has no chunk loop."""
+    block). ``chunk`` None: fused_marlin_moe, which has no chunk loop. ``fp8_group``: the w8a8 path's activation
+    quantization (fp8_activation_group), None without it."""
     moe, h = spec.moe, spec.hidden_size
     assert moe is not None
     i, k, E = moe.expert_intermediate_size // tp, moe.top_k, moe.num_experts
@@ -89,10 +120,11 @@ def _moe_live(spec: ModelSpec, *, tokens: int, c: int, tp: int, chunk: int | Non
     align = (padded + -(-padded // MOE_BLOCK_SIZE_M)) * 4
     cut = (" (fused_marlin_moe: no chunks; its padding of i and h not counted)" if chunk is None else
            "" if tokens <= chunk else f" (chunks of VLLM_FUSED_MOE_CHUNK_SIZE {chunk})")
-    return tokens * per_token + caches + align, (
+    quant, quant_f = _fp8_activations(m, k, h, i, fp8_group) if fp8_group is not None else (0, "")
+    return tokens * per_token + caches + align + quant, (
         f"MoE: T {tokens} x ((2·h {2 * h} + router E {E} + out h" + (f" + shared out h {shared}" if shared else "")
         + f") x c {c} + top_k {k} x 12 B topk weights and ids) + M {m}{cut} x top_k x (max(2i, h) + i) "
-        f"{max(2 * i, h) + i} x c + moe_align_block_size {align:,} B"
+        f"{max(2 * i, h) + i} x c + moe_align_block_size {align:,} B{quant_f}"
     )
 
 
@@ -105,16 +137,17 @@ def _moe_live(spec: ModelSpec, *, tokens: int, c: int, tp: int, chunk: int | Non
 # everything the block made. Inductor's generated code (V1's compiled model) deletes each buffer after its last use
 # instead, so the compiled live set is the one without this term.
 def forward_live(spec: ModelSpec, *, tokens: int, c: int, tp: int, eager: bool = False,
-                 moe_chunk: int | None = FUSED_MOE_CHUNK_SIZE) -> tuple[int, str]:
+                 moe_chunk: int | None = FUSED_MOE_CHUNK_SIZE, fp8_group: int | None = None) -> tuple[int, str]:
     """Bytes of the largest one-layer live set of a forward of ``tokens`` tokens, and its formula. ``eager``: the
     module runs without torch.compile (the comment above forward_live). ``moe_chunk``: the MoE kernel's token chunk
-    (None: fused_marlin_moe, unchunked)."""
+    (None: fused_marlin_moe, unchunked). ``fp8_group``: fp8 w8a8 experts' activation quantization
+    (fp8_activation_group)."""
     att, att_f = _attention_width(spec, tp, eager)
     mlp, mlp_f = _mlp_width(spec, tp, eager)
     width, f = (att, f"attention: {att_f}") if att >= mlp else (mlp, f"MLP: {mlp_f}")
     dense = tokens * c * width, f"T {tokens} x c {c} x ({f})"
     if spec.moe and spec.moe.moe_layers:
-        return max(dense, _moe_live(spec, tokens=tokens, c=c, tp=tp, chunk=moe_chunk))
+        return max(dense, _moe_live(spec, tokens=tokens, c=c, tp=tp, chunk=moe_chunk, fp8_group=fp8_group))
     return dense
 
 
@@ -232,12 +265,13 @@ def capture_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> tuple[int, 
     return capture_sizes_v011(max_num_seqs, max_num_batched_tokens)
 
 
-def cuda_graph_term(spec: ModelSpec, *, sizes: tuple[int, ...], c: int, tp: int, release: str = "0.11.0") -> Term:
+def cuda_graph_term(spec: ModelSpec, *, sizes: tuple[int, ...], c: int, tp: int, release: str = "0.11.0",
+                    fp8_group: int | None = None) -> Term:
     """The graphs' shared memory pool: captured from the largest size down, every graph reuses one pool, whose
     size is the largest size's forward live set (``GPUModelRunner.capture_model``, torch.cuda.graph pool)."""
     largest = max(sizes)
     config = "vllm/config/__init__.py" if release in ("0.10.2", "0.11.0") else "vllm/config.py"  # a package from 0.10.2
-    live, f = forward_live(spec, tokens=largest, c=c, tp=tp)
+    live, f = forward_live(spec, tokens=largest, c=c, tp=tp, fp8_group=fp8_group)
     return Term(
         name="cuda_graphs",
         bytes=live,

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from vramwise.errors import InvalidWorkloadError
 from vramwise.workload.checks import MAX_BATCH, MAX_TOKENS, boolean, real, show, version
 
-# The releases whose defaults engines/sglang.py models: 0.5 derives them from the GPU's memory, 0.4 from tp.
+# The releases whose defaults engines/sglang.py models: 0.5 (read at 0.5.5) and 0.4 (read at 0.4.9.post2), each from the
+# GPU's memory (0.4.9.post2 reserves by tp x pp as well).
 VERSIONS = ("0.5", "0.4")
 
 # Each count's plausibility bound (workload/checks.py explains the two): tokens, or requests in one batch.
@@ -40,7 +41,7 @@ class SglangFlags:
     page_size: int = 1  # --page-size: tokens per KV page (the pool is rounded down to pages)
     disable_cuda_graph: bool = False  # --disable-cuda-graph
     max_prefill_tokens: int = 16384  # --max-prefill-tokens (used when chunked prefill is off)
-    version: str = "0.5"  # the release whose defaults apply: 0.5 (by GPU memory) or 0.4 (by tp)
+    version: str = "0.5"  # the release whose defaults apply: 0.5 or 0.4 (0.4.9.post2)
 
     def __post_init__(self) -> None:
         if self.mem_fraction_static is not None:
