@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from vramwise.errors import InvalidWorkloadError, shown
+from vramwise.estimate.plan import BATCH, TOKENS, Rule
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.activations import Grads, Saved, Shape, _linear_input, _mlp, _norm
 from vramwise.estimate.train.layout import in_layer
@@ -187,3 +188,51 @@ def litgpt_dequantized(spec: ModelSpec, setup: TrainSetup, compute: int) -> Term
         "the compute dtype)",
         source=SRC_BNB,
     )
+
+
+# Lightning 2.1.0 fabric/wrappers.py _FabricModule.forward: the output goes through precision.convert_output after
+# the forward context; HalfPrecision (bf16-true, 16-true), BitsandbytesPrecision and FSDPPrecision
+# (plugins/precision/half.py, bitsandbytes.py, fsdp.py convert_output) all cast floating outputs to
+# torch.get_default_dtype(), float32 outside the forward context. lit-gpt 8641822 finetune/lora.py train then keeps
+# that list in ``logits`` for the whole step (``logits = model(input_ids, lm_head_chunk_size=128)``, never deleted)
+# and utils.py chunked_cross_entropy runs F.cross_entropy on each fp32 chunk: log_softmax saves its fp32 result.
+# Autograd runs every chunk's nll and log-softmax backward (newer nodes) before the casts' and the head's: each
+# chunk's fp32 gradient replaces its released saved log-softmax, so the loss backward adds one chunk's two fp32
+# gradients. Traced: LitGPT's own code at 8641822 on Llama-2-7B under FakeTensorMode (CUDA's bool dropout mask,
+# Fabric's cast emulated), the loss backward's peak 8.0 B x V x T above the rest (tests/estimate/test_litgpt_loss.py).
+SRC_FABRIC_OUTPUT = (
+    "Lightning 2.1.0 fabric/wrappers.py _FabricModule.forward -> plugins/precision/half.py HalfPrecision."
+    "convert_output (bitsandbytes.py, fsdp.py alike): outputs cast to torch.get_default_dtype(), fp32; lit-gpt "
+    "8641822 finetune/lora.py train keeps ``logits``; utils.py chunked_cross_entropy"
+)
+
+
+def litgpt_loss_rules(vocab: int, chunk: int, flight: float) -> tuple[Rule, Rule, Rule]:
+    """(the loop's fp32 logits, kept through backward; the fp32 log-softmax, saved; the loss backward's extra)
+    for LitGPT's chunked head and loss under Fabric. ``chunk`` is lm_head_chunk_size positions of every sequence
+    (``x.split(chunk, dim=1)``): b x chunk tokens a chunk, a bound when the sequence is shorter."""
+    many = f" x {flight:g} micro-batches" if flight != 1 else ""
+    kept = Rule(
+        name="loss/held_logits",
+        coef=4 * vocab,
+        var=TOKENS,
+        formula=lambda v: f"the training loop's fp32 logit chunks (Fabric's convert_output): T {v.T} x V {vocab} x 4 B",
+        source=SRC_FABRIC_OUTPUT,
+    )
+    saved = Rule(
+        name="activations/loss",
+        coef=4 * vocab * flight,
+        var=TOKENS,
+        formula=lambda v: f"fp32 log-softmax of every chunk: T {v.T} x V {vocab} x 4 B{many}",
+        source=SRC_FABRIC_OUTPUT,
+    )
+    backward = Rule(
+        name="loss/backward",
+        coef=8 * vocab * chunk,
+        var=BATCH,
+        formula=lambda v: f"one chunk's nll and log-softmax fp32 gradients: 2 x b {v.b} x {chunk} positions x "
+        f"V {vocab} x 4 B",
+        source=SRC_FABRIC_OUTPUT,
+        tensors=2,
+    )
+    return kept, saved, backward

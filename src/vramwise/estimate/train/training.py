@@ -53,6 +53,7 @@ from vramwise.estimate.train.litgpt_code import (
     keeps_4bit_inputs,
     litgpt_dequantized,
     litgpt_lora_modules,
+    litgpt_loss_rules,
     runs_litgpt_code,
 )
 from vramwise.estimate.train.loading import loading_term
@@ -407,6 +408,9 @@ def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> 
         per_sequence = spec.head is HeadKind.SEQUENCE_CLASSIFICATION
         saved, temp = classifier_loss_rules(labels=spec.num_labels, per_sequence=per_sequence, flight=flight)
         return LossRules(saved=(saved,), backward=(temp,))
+    if runs_litgpt_code(setup) and setup.loss == "compute-dtype":  # F.cross_entropy on Fabric's fp32 output
+        kept, saved, temp = litgpt_loss_rules(spec.vocab_size, setup.loss_chunk, flight)
+        return LossRules(saved=(saved,), backward=(temp,), kept=(kept,))
     # vocab-parallel cross entropy: each rank holds its share of the padded vocabulary, as the head does
     tp = setup.parallel.tp
     vocab = spec.vocab_size if tp == 1 else padded_vocab(spec.vocab_size, tp) // tp
@@ -541,6 +545,10 @@ def _forward(
         rules = _loss(spec, setup, recipe, flight)
         loss_saved = out.add(*rules.saved)
         held += loss_saved
+        kept = out.add(*rules.kept)
+        held += kept
+        in_layers += kept
+        layer_only += kept
         loss_backward = out.add(*rules.backward)
         loss_forward = out.add(*rules.forward)
         # traced and read without FSDP or tp only: FSDP gathers the head's unit around it, tp splits the vocabulary
