@@ -3,8 +3,9 @@
 finetune/lora.py's step on Llama-2-7B with LoRA on q and v (r 8, dropout 0.05), bf16-true: the model built under
 Fabric's bf16 default dtype, ``model.max_seq_length`` set outside it (fp32 rope cache), forward with
 ``lm_head_chunk_size=128`` inside the bf16 default dtype, the output cast to fp32 as Lightning 2.1.0's
-HalfPrecision.convert_output does (fabric/wrappers.py _FabricModule.forward), ``logits[-1] = logits[-1][..., :-1,
-:]``, utils.py chunked_cross_entropy, backward, AdamW (foreach) step, two iterations. Dropout runs CUDA's path
+HalfPrecision.convert_output does (fabric/wrappers.py _FabricModule.forward) and assigned to the loop's
+``logits`` (the previous step's list lives until then), ``logits[-1] = logits[-1][..., :-1, :]``, utils.py
+chunked_cross_entropy, backward, AdamW (foreach) step, two iterations. Dropout runs CUDA's path
 (torch.native_dropout, a bool mask; the CPU path saves a noise tensor in the input dtype). verify/live.py counts
 every storage; the peak is compared with the estimate in tests/estimate/test_litgpt_loss.py.
 
@@ -71,20 +72,27 @@ def trace(litgpt: Path, batch: int) -> dict[str, Any]:
         model.max_seq_length = SEQ  # train(): outside any dtype context
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=3e-4, weight_decay=0.01, foreach=True)
+        def fabric_forward(idx: Any) -> list[Any]:  # _FabricModule.forward
+            torch.set_default_dtype(torch.bfloat16)  # HalfPrecision.forward_context
+            out = model(idx, lm_head_chunk_size=128)
+            torch.set_default_dtype(torch.float32)
+            return [t.to(torch.get_default_dtype()) for t in out]  # HalfPrecision.convert_output
+
+        logits: list[Any] = []
         for _ in range(2):
             idx = torch.zeros((batch, SEQ), dtype=torch.int64)
             targets = torch.zeros((batch, SEQ), dtype=torch.int64)
-            live.phase("step")
-            torch.set_default_dtype(torch.bfloat16)  # HalfPrecision.forward_context
-            logits = model(idx, lm_head_chunk_size=128)
-            torch.set_default_dtype(torch.float32)
-            logits = [t.to(torch.get_default_dtype()) for t in logits]  # HalfPrecision.convert_output
+            live.phase("forward")
+            logits = fabric_forward(idx)  # the previous step's list lives until this returns, as in the loop
             logits[-1] = logits[-1][..., :-1, :]
+            live.phase("loss")
             loss = utils.chunked_cross_entropy(logits, targets[..., 1:])
+            live.phase("backward")
             loss.backward()
+            live.phase("step")
             opt.step()
             opt.zero_grad()
-    return {"batch": batch, "seq": SEQ, "peak_bytes": live.peak}
+    return {"batch": batch, "seq": SEQ, "peak_bytes": live.peak, "phase_peaks": live.phase_peaks}
 
 
 def main() -> None:
