@@ -13,16 +13,19 @@ bitsandbytes' AdamW8bit (``adamw-8bit``) stays a fused kernel: no step transient
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from vramwise.app.setups import train_setup
 from vramwise.configs import load
 from vramwise.configs.emit import emit
 from vramwise.estimate.term import Estimate, PhaseKind
+from vramwise.estimate.train.optimizers import AO_BLOCK, AO_STEP_FP32
 from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.load import catalog_spec
 from vramwise.workload import TrainSetup
 
+ROOT = Path(__file__).resolve().parents[2]
 H, L, V, FFN, KV = 3072, 28, 128256, 8192, 8 * 128
 NO_OVERHEAD = {"cuda_context_mib": 0, "allocator_fraction": 0.0}
 MATRICES = [(V * H, 1), (H * H, 2 * L), (H * KV, 2 * L), (H * FFN, 3 * L)]  # embedding; q, o; k, v; gate, up, down
@@ -90,3 +93,12 @@ def test_torchtune_recipe_names_torchao_and_round_trips(tmp_path: Path) -> None:
     prototype = text.replace("torchao.optim.AdamW8bit", "torchao.prototype.low_bit_optim.AdamW8bit")
     path.write_text(prototype)
     assert load(str(path)).options["optimizer"] == "ao-adamw-8bit"
+
+
+def test_the_traced_compile_allocates_two_fp32_states_and_two_scale_vectors() -> None:
+    # bench/ao_step_buffers.py: torchao 0.7.0's AdamW8bit compiled on a bf16 parameter, inductor's buffers
+    traced = json.loads((ROOT / "bench" / "data" / "compile" / "ao-adamw8bit-step-cpu.json").read_text("utf-8"))
+    rows, cols = traced["param"]["shape"]
+    fp32 = [b["numel"] for b in traced["buffers"] if b["dtype"] == "float32"]
+    assert sorted(fp32) == sorted([rows * cols] * AO_STEP_FP32 + [rows * cols // AO_BLOCK] * AO_STEP_FP32)
+    assert all(b["dtype"] == "float32" for b in traced["buffers"])

@@ -46,8 +46,9 @@ AO_QMAP = 256
 # quant_utils.py scale_tensor, then quantize_8bit_with_qmap's eight-step binary search reading the scaled input
 # nine times). Inductor realizes that scaled input as a buffer (many readers), so the compiled step holds, for the
 # tensor it updates, two fp32 state-sized buffers and two fp32 scale vectors: traced with torch 2.13's inductor
-# (the CPU backend's output code: one kernel with buffers (numel/256, 256) and (numel/256,) in float32, two of each)
-# on a bf16 parameter. One parameter at a time: the largest quantized tensor bounds it.
+# (bench/ao_step_buffers.py -> bench/data/compile/ao-adamw8bit-step-cpu.json: the CPU backend's output code allocates
+# (numel/256, 256) and (numel/256,) float32 buffers, two of each, for a bf16 parameter). Triton's kernels may keep
+# them in registers instead (not traced: no GPU); one parameter at a time, the largest quantized tensor bounds it.
 AO_STEP_FP32 = 2  # block-scaled states written as fp32 buffers by the compiled step
 SRC_AO = (
     "torchao 0.7.0 prototype/low_bit_optim/adam.py _AdamBase.step, single_param_adam; subclass_8bit.py "
@@ -58,7 +59,7 @@ SRC_AO = (
 def step_source(optimizer: str) -> str:
     """Where the step's transient rule comes from."""
     if optimizer == "ao-adamw-8bit":
-        return SRC_AO + "; inductor output code traced on CPU (torch 2.13)"
+        return SRC_AO + "; inductor's output code on CPU (torch 2.13, bench/ao_step_buffers.py)"
     return "torch.optim implementations, measured in notes §6"
 
 
