@@ -317,7 +317,9 @@ def _peer_limits(s: dict[str, Any], *, quant: bool = True, adam8: bool = True, r
         why.append("8-bit optimizers")
     if not recompute and s.get("recompute", "none") != "none":
         why.append("activation recomputation")
-    if str(s.get("optimizer", "adamw")) not in ("adamw", "adam", "adamw-8bit", "paged-adamw", "paged-adamw-8bit"):
+    # torchao's 8-bit AdamW holds the states of bitsandbytes': a peer's 8-bit Adam flag expresses both
+    known = ("adamw", "adam", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "ao-adamw-8bit")
+    if str(s.get("optimizer", "adamw")) not in known:
         why.append(f"optimizer {s['optimizer']}")
     if int(s.get("dp", 1)) > 1 or int(s.get("tp", 1)) > 1 or int(s.get("cp", 1)) > 1 or s.get("fsdp", "none") != "none":
         why.append("multi-GPU sharding (FSDP/TP/CP)")

@@ -149,7 +149,9 @@ def test_torchtune_flag_rows_are_cumulative_from_their_readme() -> None:
     assert [s["optimizer_in_backward"] for s in settings] == [False] * 4 + [True] * 3
     assert [s["loss"] for s in settings] == ["full"] * 2 + ["torchtune-chunked"] * 5
     assert [s["recompute"] for s in settings] == ["none"] * 3 + ["full"] * 4
-    assert settings[-1]["optimizer"] == "adamw-8bit"  # a paged optimizer is invisible to active_bytes
+    # torchao AdamW8bit, the tutorial's first name (test_ao_adamw8bit.py); a paged optimizer is invisible to
+    # active_bytes
+    assert settings[-1]["optimizer"] == "ao-adamw-8bit"
     for case in ("torchtune-llama31-8b-full-4090", "torchtune-llama31-70b-full-offload-8xa100"):
         assert cases[case]["loss"] == "torchtune-chunked"  # CEWithChunkedOutputLoss in the configs at 30b8519
 

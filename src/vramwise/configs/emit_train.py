@@ -300,7 +300,9 @@ def write_torchtune(model: str, s: TrainSetup, notes: list[str]) -> str:
     optim = {v: k for k, v in TT_OPTIMIZERS.items()}.get((str(s.optimizer.name), None))
     if optim is None:
         raise cannot(
-            fmt, f"optimizer {s.optimizer.name}", "adamw, adam, sgd, paged-adamw-8bit, paged-adamw, adamw-8bit"
+            fmt,
+            f"optimizer {s.optimizer.name}",
+            "adamw, adam, sgd, paged-adamw-8bit, paged-adamw, adamw-8bit, ao-adamw-8bit",
         )
     out["optimizer"] = {"_component_": optim}
     if s.optimizer.name in ("adamw", "adam", "sgd"):

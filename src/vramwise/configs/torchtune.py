@@ -38,6 +38,10 @@ OPTIMIZERS = {
     "torch.optim.AdamW": ("adamw", None), "torch.optim.Adam": ("adam", None), "torch.optim.SGD": ("sgd", None),
     "bitsandbytes.optim.PagedAdamW8bit": ("paged-adamw-8bit", None),
     "bitsandbytes.optim.PagedAdamW": ("paged-adamw", None), "bitsandbytes.optim.AdamW8bit": ("adamw-8bit", None),
+    # torchtune docs/source/tutorials/memory_optimizations.rst (1814feb) names the prototype path; torchao 0.11
+    # moved it to torchao.optim (the one emitted: the last key of a value wins in emit_train)
+    "torchao.prototype.low_bit_optim.AdamW8bit": ("ao-adamw-8bit", None),
+    "torchao.optim.AdamW8bit": ("ao-adamw-8bit", None),
 }  # fmt: skip
 LOSSES = {
     "torchtune.modules.loss.LinearCrossEntropyLoss": "torchtune-linear",

@@ -453,7 +453,8 @@ _LITGPT = (
             "F.scaled_dot_product_attention(is_causal=True), or flash_attn_func when flash-attn 2 is installed"),
     Default(name="loss", value="compute-dtype",
             source=_LG_LORA + " train: model(input_ids, lm_head_chunk_size=128) and utils.py chunked_cross_entropy: "
-            "F.cross_entropy per chunk on the 16-bit logits (no upcast)"),
+            "F.cross_entropy per chunk on the logits, which Fabric's convert_output returned in fp32 (Lightning 2.1.0 "
+            "plugins/precision/half.py; estimate/train/litgpt_code.py litgpt_loss_rules)"),
     Default(name="loss_chunk", value=128, source=_LG_LORA + " train: lm_head_chunk_size=128; chunked_cross_entropy "
             "chunk_size=128"),
     Default(name="lora_r", value=8, source=_LG_LORA + ": lora_r = 8", when=_adapters, when_text="with LoRA/QLoRA"),

@@ -39,6 +39,9 @@ class Optimizer(StrEnum):
     PAGED_ADAMW = "paged-adamw"
     PAGED_ADAMW_8BIT = "paged-adamw-8bit"
     LOMO = "lomo"
+    # torchao's AdamW8bit (torchao 0.7.0 prototype/low_bit_optim, torchao.optim since 0.11): blockwise 8-bit states
+    # like bitsandbytes', but its step is a torch.compile'd graph per parameter, not a fused CUDA kernel
+    AO_ADAMW_8BIT = "ao-adamw-8bit"
 
 
 class OptimizerImpl(StrEnum):

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from vramwise.errors import InvalidWorkloadError, shown
+from vramwise.estimate.plan import BATCH, TOKENS, Rule
 from vramwise.estimate.term import Term
 from vramwise.estimate.train.activations import Grads, Saved, Shape, _linear_input, _mlp, _norm
 from vramwise.estimate.train.layout import in_layer
@@ -187,3 +188,64 @@ def litgpt_dequantized(spec: ModelSpec, setup: TrainSetup, compute: int) -> Term
         "the compute dtype)",
         source=SRC_BNB,
     )
+
+
+# Lightning 2.1.0 fabric/wrappers.py _FabricModule.forward: the output goes through precision.convert_output after
+# the forward context; HalfPrecision (bf16-true, 16-true), BitsandbytesPrecision and FSDPPrecision
+# (plugins/precision/half.py, bitsandbytes.py, fsdp.py convert_output) all cast floating outputs to
+# torch.get_default_dtype(), float32 outside the forward context. lit-gpt 8641822 finetune/lora.py train keeps that
+# list in ``logits`` (``logits = model(input_ids, lm_head_chunk_size=128)``, never deleted): it lives until the
+# next step's forward has returned and its cast is done, so every phase holds one list, and the forward's end,
+# while the cast runs, the previous list, the new 16-bit chunks and their fp32 copies at once. utils.py
+# chunked_cross_entropy runs F.cross_entropy on each fp32 chunk: log_softmax saves its fp32 result. Autograd runs
+# every chunk's nll and log-softmax backward (newer nodes) before the casts' and the head's: each chunk's fp32
+# gradient replaces its released saved log-softmax, so the loss backward adds one chunk's two fp32 gradients.
+# Traced: LitGPT's own step at 8641822 on Llama-2-7B under FakeTensorMode (bench/litgpt_step.py).
+SRC_FABRIC_OUTPUT = (
+    "Lightning 2.1.0 fabric/wrappers.py _FabricModule.forward -> plugins/precision/half.py HalfPrecision."
+    "convert_output (bitsandbytes.py, fsdp.py alike): outputs cast to torch.get_default_dtype(), fp32; lit-gpt "
+    "8641822 finetune/lora.py train keeps ``logits``; utils.py chunked_cross_entropy"
+)
+
+
+def litgpt_loss_rules(vocab: int, c: int, chunk: int, flight: float) -> tuple[Rule, Rule, Rule, Rule]:
+    """(the loop's fp32 logits, kept in every phase; the fp32 log-softmax, saved; the loss backward's extra; the
+    forward's end's extra) for LitGPT's chunked head and loss under Fabric, ``c`` the head's output bytes.
+    ``chunk`` is lm_head_chunk_size positions of every sequence (``x.split(chunk, dim=1)``): b x chunk tokens a
+    chunk, a bound when the sequence is shorter. At the forward's end the cast's fp32 copies stand where the
+    log-softmax will be (the same bytes), beside the previous list (kept) and the new 16-bit chunks."""
+    many = f" x {flight:g} micro-batches" if flight != 1 else ""
+    kept = Rule(
+        name="loss/held_logits",
+        coef=4 * vocab,
+        var=TOKENS,
+        formula=lambda v: f"the training loop's fp32 logit chunks (Fabric's convert_output): T {v.T} x V {vocab} x 4 B",
+        source=SRC_FABRIC_OUTPUT,
+    )
+    saved = Rule(
+        name="activations/loss",
+        coef=4 * vocab * flight,
+        var=TOKENS,
+        formula=lambda v: f"fp32 log-softmax of every chunk (at the forward's end, the cast's fp32 copies): T {v.T} "
+        f"x V {vocab} x 4 B{many}",
+        source=SRC_FABRIC_OUTPUT,
+    )
+    backward = Rule(
+        name="loss/backward",
+        coef=8 * vocab * chunk,
+        var=BATCH,
+        formula=lambda v: f"one chunk's nll and log-softmax fp32 gradients: 2 x b {v.b} x {chunk} positions x "
+        f"V {vocab} x 4 B",
+        source=SRC_FABRIC_OUTPUT,
+        tensors=2,
+    )
+    cast = c if c != 4 else 0  # an fp32 head's output is the list itself: ``.to(float32)`` returns it
+    forward = Rule(
+        name="loss/logits",
+        coef=cast * vocab,
+        var=TOKENS,
+        formula=lambda v: f"the head's {c}-B chunks while Fabric casts them, beside the previous step's fp32 list: "
+        f"T {v.T} x V {vocab} x {cast} B",
+        source=SRC_FABRIC_OUTPUT,
+    )
+    return kept, saved, backward, forward

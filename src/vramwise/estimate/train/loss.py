@@ -98,6 +98,9 @@ class LossRules:
     # a later moment of the loss backward, once the loss's saved tensors are released: a chunked head's matmuls
     # (torchtune's compiled chunked loss), each chunk's weight gradient added in place into the accumulated one
     head_chunks: tuple[Rule, ...] = ()
+    # in every phase of the step: a training loop that keeps its logits until the next forward returns (LitGPT's
+    # fp32 list, litgpt_code.py litgpt_loss_rules)
+    kept: tuple[Rule, ...] = ()
 
 
 def implementation_rules(

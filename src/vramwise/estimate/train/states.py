@@ -17,10 +17,12 @@ from vramwise.estimate.train.layout import Stage, in_layer, stage_share
 from vramwise.estimate.train.lightning_fsdp import flat_gradients
 from vramwise.estimate.train.lora import PEFT_ADAPTER_BYTES, SRC_ADAPTER_DTYPE, LoraModule, adapter_bytes, kbit_prepared
 from vramwise.estimate.train.optimizers import (
+    SRC_AO,
     Tensor,
     fp32_note,
     paged_state_bytes,
     state_bytes,
+    step_source,
     step_transient,
     tensor_bytes,
 )
@@ -281,7 +283,8 @@ def _master_and_states(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Bui
                 bytes=_per_gpu(tr.tensors, n_opt, ep, lambda ts: state_bytes(opt, ts, state_el)[0])
                 - _per_gpu(tr.tensors, n_opt, ep, lambda ts: paged_state_bytes(opt, ts)[0]),
                 formula=f + (f", less the paged {pf}" if paged else "") + opt_note,
-                source=SRC_STATES + ("; bitsandbytes blockwise 8-bit" if "8bit" in opt else ""),
+                source=SRC_STATES + ("; " + SRC_AO if opt == "ao-adamw-8bit" else "; bitsandbytes blockwise 8-bit"
+                                     if "8bit" in opt else ""),
             )
         )
     if paged:
@@ -409,7 +412,7 @@ def _in_backward(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built, gr
                 name="optimizer/step_transient",
                 bytes=t,
                 formula=f"one parameter's step: {tf}",
-                source=f"{SRC_IN_BACKWARD}; torch.optim implementations, measured in notes §6",
+                source=f"{SRC_IN_BACKWARD}; {step_source(s.optimizer.name)}",
             )
         )
 
@@ -484,7 +487,7 @@ def _step(s: StatesSetup, recipe: Recipe, tr: _Trainable, out: _Built) -> None:
                 name="optimizer/step_transient",
                 bytes=_per_gpu(tr.tensors, n_opt, ep, lambda ts: step_transient(opt, impl, ts, state_el)[0]),
                 formula=tf + opt_note,
-                source="torch.optim implementations, measured in notes §6",
+                source=step_source(opt),
             )
         )
     if recipe.master and not lora and recipe.grad == 2:

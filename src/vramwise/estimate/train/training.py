@@ -53,6 +53,7 @@ from vramwise.estimate.train.litgpt_code import (
     keeps_4bit_inputs,
     litgpt_dequantized,
     litgpt_lora_modules,
+    litgpt_loss_rules,
     runs_litgpt_code,
 )
 from vramwise.estimate.train.loading import loading_term
@@ -407,6 +408,9 @@ def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> 
         per_sequence = spec.head is HeadKind.SEQUENCE_CLASSIFICATION
         saved, temp = classifier_loss_rules(labels=spec.num_labels, per_sequence=per_sequence, flight=flight)
         return LossRules(saved=(saved,), backward=(temp,))
+    if runs_litgpt_code(setup) and setup.loss == "compute-dtype":  # F.cross_entropy on Fabric's fp32 output
+        kept, saved, temp, cast = litgpt_loss_rules(spec.vocab_size, recipe.compute, setup.loss_chunk, flight)
+        return LossRules(saved=(saved,), backward=(temp,), kept=(kept,), forward=(cast,) if cast.coef else ())
     # vocab-parallel cross entropy: each rank holds its share of the padded vocabulary, as the head does
     tp = setup.parallel.tp
     vocab = spec.vocab_size if tp == 1 else padded_vocab(spec.vocab_size, tp) // tp
@@ -523,6 +527,7 @@ class _Forward:
     dora_weight: Rule | None = None  # DoRA's rebuilt weight while one module's forward runs
     loss_head: list[int] = field(default_factory=list)  # a chunked head's matmuls' backward (LossRules.head_chunks)
     layer_only: list[int] = field(default_factory=list)  # in_layers without the head's and final norm's tensors
+    loss_kept: list[int] = field(default_factory=list)  # the loop's logits: in every phase of the step (LossRules.kept)
 
 
 def _forward(
@@ -537,10 +542,13 @@ def _forward(
     loss_forward: list[int] = []
     loss_saved: list[int] = []
     loss_head: list[int] = []
+    loss_kept: list[int] = []
     if stage.last:
         rules = _loss(spec, setup, recipe, flight)
         loss_saved = out.add(*rules.saved)
         held += loss_saved
+        loss_kept = out.add(*rules.kept)
+        held += loss_kept
         loss_backward = out.add(*rules.backward)
         loss_forward = out.add(*rules.forward)
         # traced and read without FSDP or tp only: FSDP gathers the head's unit around it, tp splits the vocabulary
@@ -584,6 +592,7 @@ def _forward(
         dora_weight=peft_extras.dora_weight_rule(lora) if setup.peft.method == PeftMethod.DORA else None,
         layer_only=layer_only if not peft_extras.head_only(lora) else [],
         loss_head=loss_head,
+        loss_kept=loss_kept,
     )
 
 
@@ -813,6 +822,9 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     tied = _tied_accumulation(spec, setup, stage, recipe)
     phases += _release_phases(states, released_grads, fwd.gathered_end, out, tied)
     phases = [(kind, ix + bwd_held if kind == PhaseKind.BACKWARD_END else ix) for kind, ix in phases]
+    # a training loop's logits (LitGPT): this step's from the loss on, the previous step's until the next forward
+    # returns, so every phase of the step holds one list (and the forward's end both, LossRules.kept)
+    phases = [(kind, ix + [j for j in fwd.loss_kept if j not in ix]) for kind, ix in phases]
     # the caching-allocator replay only when asked for (workload/overheads.py AllocatorSettings.replay): else the
     # overheads' flat fraction
     replayed = setup.allocator.replayed
