@@ -75,24 +75,9 @@ class VllmFlags:
             non_negative("kv_cache_memory_bytes", self.kv_cache_memory_bytes)
         boolean("enforce_eager", self.enforce_eager)
         positive("pp", self.pipeline_parallel_size)
-        if self.mxfp4_backend is not None and self.mxfp4_backend not in MXFP4_BACKENDS:
-            from vramwise.errors import InvalidWorkloadError, shown
-
-            allowed = ", ".join(MXFP4_BACKENDS)
-            raise InvalidWorkloadError(
-                f"--mxfp4-backend {shown(self.mxfp4_backend)} is not one vLLM has; allowed: {allowed}",
-                field="mxfp4_backend",
-                allowed=allowed,
-            )
-        if self.sampler is not None and self.sampler not in VLLM_SAMPLERS:
-            from vramwise.errors import InvalidWorkloadError, shown
-
-            allowed = ", ".join(VLLM_SAMPLERS)
-            raise InvalidWorkloadError(
-                f"--vllm-sampler {shown(self.sampler)} is not a path vLLM 0.8.5's sampler has; allowed: {allowed}",
-                field="vllm_sampler",
-                allowed=allowed,
-            )
+        _one_of("mxfp4_backend", self.mxfp4_backend, MXFP4_BACKENDS, "--mxfp4-backend {} is not one vLLM has")
+        _one_of("vllm_sampler", self.sampler, VLLM_SAMPLERS,
+                "--vllm-sampler {} is not a path vLLM 0.8.5's sampler has")
         version("vLLM", "vllm_version", self.version, VLLM_VERSIONS)
 
 
@@ -103,6 +88,16 @@ class VllmFlags:
 _LARGE_GPU_BYTES = 70 * 2**30
 LARGE_GPU_DEFAULTS = (8192, 1024)  # (max_num_batched_tokens, max_num_seqs)
 OTHER_GPU_DEFAULTS = (2048, 256)
+
+
+def _one_of(field: str, value: str | None, allowed: tuple[str, ...], message: str) -> None:
+    """One line naming the flag and its values when ``value`` (None: not given) is not among ``allowed``."""
+    if value is None or value in allowed:
+        return
+    from vramwise.errors import InvalidWorkloadError, shown
+
+    choices = ", ".join(allowed)
+    raise InvalidWorkloadError(f"{message.format(shown(value))}; allowed: {choices}", field=field, allowed=choices)
 
 
 def vllm_batch_defaults(gpu_bytes: int, gpu_name: str) -> tuple[int, int]:
