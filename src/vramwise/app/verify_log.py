@@ -136,7 +136,7 @@ def compare_parsed(
     if release is not None:
         mapped["vllm_version"] = release
     opts: dict[str, Any] = {**mapped, **(options or {}), "engine": engine.value}
-    if opts.get("vllm_version") not in V1_RULES and "vllm_sampler" not in (options or {}):
+    if opts.get("vllm_version", "0.11") not in V1_RULES and "vllm_sampler" not in (options or {}):
         opts.pop("vllm_sampler", None)  # a logged sampler line is read for the V1 plans only (engines/vllm.py)
     opts.setdefault("batch", 1)
     # the comparison reads the engine's own sizes (the pool, max_model_len), not one request: keep the request short
