@@ -13,7 +13,8 @@ from vramwise.app.verify_log import compare_parsed
 from vramwise.engines.compare import figure_rows
 from vramwise.engines.logs import load_log, parse_log
 
-LOG = Path(__file__).resolve().parents[2] / "bench" / "data" / "engine_logs" / "llamacpp-llama3-8b-q4km-rtx3070-tp1-1.log"
+CORPUS = Path(__file__).resolve().parents[2] / "bench" / "data" / "engine_logs"
+LOG = CORPUS / "llamacpp-llama3-8b-q4km-rtx3070-tp1-1.log"
 MIB = 2**20
 
 

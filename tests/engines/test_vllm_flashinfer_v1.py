@@ -27,13 +27,13 @@ A100 = get_gpu("a100-80gb")
 CONFIG = Path(__file__).resolve().parents[2] / "bench" / "data" / "engine_logs" / "configs" / "qwen2-7b-instruct.json"
 # torch's cuBLAS workspace off Hopper: CUBLAS_WORKSPACE_CONFIG's default ":4096:2:16:8" (CublasHandlePool.cpp)
 WORKSPACE = (4096 * 2 + 16 * 8) * 1024
-H, L, I, V, KV_HEADS, HEAD = 3584, 28, 18944, 152_064, 4, 128
+H, L, FFN, V, KV_HEADS, HEAD = 3584, 28, 18944, 152_064, 4, 128
 
 
 def _params() -> int:
     embed = head = V * H
     attention = L * (H * H + H + 2 * (H * KV_HEADS * HEAD + KV_HEADS * HEAD) + H * H)  # q (+bias), k, v (+bias), o
-    mlp = L * 3 * H * I
+    mlp = L * 3 * H * FFN
     norms = L * 2 * H + H
     return embed + head + attention + mlp + norms
 
@@ -59,7 +59,7 @@ def test_qwen2_7b_on_an_a100_samples_with_flashinfer() -> None:
     # multiple of 64), then per logit Sampler.forward's fp32 copy 4 + top_k_mask_logits' masked logits 4 + the softmax
     # probs 4; beside them the forward's 2048 hidden states and the two copies of the 256 sampled rows
     sampler = 256 * V * 2 + 256 * V * (4 + 4 + 4) + (2048 + 2 * 256) * H * 2
-    forward = 2048 * 2 * (2 * H + 3 * I)  # the compiled forward's MLP live set (engines/vllm_terms.py)
+    forward = 2048 * 2 * (2 * H + 3 * FFN)  # the compiled forward's MLP live set (engines/vllm_terms.py)
     assert sampler == 563_347_456 and sampler > forward
     assert t["activations/profile_peak"] == sampler + WORKSPACE
     # v0.10.x at tp 1: the KV pool is 0.5 x total - weights - the profile's torch peak (the context is outside)

@@ -25,10 +25,10 @@ from vramwise.engines.vllm_releases import V1_RULES, V1Rules
 from vramwise.engines.vllm_terms import (
     FUSED_MOE_CHUNK_SIZE,
     cuda_graph_term,
+    flashinfer_v1_sampler_warmup,
     forward_live,
     fp8_activation_group,
     non_torch_terms,
-    flashinfer_v1_sampler_warmup,
     sampler_warmup,
 )
 from vramwise.engines.vllm_v0_terms import cublas_workspace
