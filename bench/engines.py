@@ -88,6 +88,9 @@ class Entry:
     skipped: str = ""
     catalog: str = ""
     config: str = ""  # a committed config.json (configs/) the model is read from instead of the catalog
+    # manifest ``architecture``: the catalog entry a fine-tune is read as when the log prints its architecture
+    # (llama.cpp's llm_load_print_meta) and that is the entry's, field by field (the manifest note says which)
+    architecture: str = ""
     nominal_gpu: str = ""  # the GPU assumed for a log that names none (llama.cpp buffer sizes do not depend on it)
     dropped: dict[str, str] = field(default_factory=dict)  # figure -> why it is not compared for this log
     # manifest kv_from_log: a vLLM log that names no GPU: its logged KV memory is given to the plan as
@@ -136,6 +139,7 @@ def run_entry(raw: dict[str, Any]) -> Entry:
     entry = Entry(file=raw["file"], source=raw["source"], engine=raw["engine"], model=raw["model"], gpu=raw["gpu"],
                   tp=int(raw.get("tp", 1)), version=raw.get("version", ""), config=raw.get("config", ""),
                   nominal_gpu=raw.get("nominal_gpu", ""), dropped=dict(raw.get("not_compared", {})),
+                  architecture=raw.get("architecture", ""),
                   kv_from_log=bool(raw.get("kv_from_log", False)))
     try:
         parsed = load_log(DATA / entry.file)
@@ -232,6 +236,9 @@ def _model_for(entry: Entry) -> tuple[str | None, str]:
     if entry.config:
         path = os.path.relpath(DATA / entry.config)  # relative: the results name the committed file, not this machine
         return path, f"model read from {entry.config} (the published config.json; source in configs/README.md)"
+    if entry.architecture:
+        return entry.architecture, (f"{entry.model.split(' (')[0]} read as catalog {entry.architecture}: the "
+                                    "architecture the log prints (llm_load_print_meta) is that entry's")
     return _catalog_name(entry.model)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from vramwise.engines.compare import LogComparison, figure_rows
 from vramwise.engines.logs import ParsedLog, load_log
+from vramwise.engines.vllm_releases import V1_RULES
 from vramwise.errors import InvalidWorkloadError, UnknownModelError, shown
 
 # logged flag (dashes and case normalised) -> vramwise option name. vLLM's names: vllm/engine/arg_utils.py
@@ -42,7 +43,7 @@ _VLLM: dict[str, str] = {
     "block_size": "kv_block",
     "kv_cache_memory_bytes": "kv_cache_memory",
     "mxfp4_backend": "mxfp4_backend",  # from the backend line the log prints (engines/logs/vllm.py)
-    "vllm_sampler": "vllm_sampler",  # from the sampler line a 0.8.5 log prints (engines/logs/vllm.py)
+    "vllm_sampler": "vllm_sampler",  # from the sampler line a V1 log prints (engines/logs/vllm.py)
 }
 # SGLang's names: python/sglang/srt/server_args.py ServerArgs fields (tp_size is --tp's field).
 _SGLANG: dict[str, str] = {
@@ -135,8 +136,8 @@ def compare_parsed(
     if release is not None:
         mapped["vllm_version"] = release
     opts: dict[str, Any] = {**mapped, **(options or {}), "engine": engine.value}
-    if opts.get("vllm_version") != "0.8" and "vllm_sampler" not in (options or {}):
-        opts.pop("vllm_sampler", None)  # a logged sampler line is read for v0.8.5's plan only (engines/vllm.py)
+    if opts.get("vllm_version", "0.11") not in V1_RULES and "vllm_sampler" not in (options or {}):
+        opts.pop("vllm_sampler", None)  # a logged sampler line is read for the V1 plans only (engines/vllm.py)
     opts.setdefault("batch", 1)
     # the comparison reads the engine's own sizes (the pool, max_model_len), not one request: keep the request short
     opts.setdefault("context", 1)

@@ -254,9 +254,10 @@ OPTIONS: tuple[Option, ...] = (
            help="vLLM: the MoE backend of an MXFP4 checkpoint, marlin, triton or flashinfer (default: marlin, what "
                 "pip's vLLM 0.11.0 picks without FlashInfer or triton_kernels; marlin is VLLM_MXFP4_USE_MARLIN=1)"),
     Option(name="vllm_sampler", flags=("--vllm-sampler",), type=str, commands=ENG,
-           help="vLLM 0.8 (--vllm-version 0.8): the sampler warm-up's top-k/top-p path, torch (pip's vLLM 0.8.5, "
-                "no FlashInfer; the default) or flashinfer (FlashInfer < 0.2.3 installed, as in vLLM's v0.8.5 "
-                "docker image)"),
+           help="vLLM V1 (--vllm-version 0.8 to 0.11): the sampler warm-up's top-k/top-p path, torch (pip's vLLM, "
+                "no FlashInfer; the default) or flashinfer (0.8: FlashInfer < 0.2.3 installed, as in vLLM's v0.8.5 "
+                "docker image; 0.9-0.11: FlashInfer >= 0.2.3 installed, the log's 'Using FlashInfer for top-p & "
+                "top-k sampling.')"),
     # --- training only
     Option(name="grad_accum", flags=("--grad-accum",), type=int, commands=TRN,
            help="micro-batches per step (pipeline micro-batches; default {train.grad_accum})"),

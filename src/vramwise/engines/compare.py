@@ -61,12 +61,20 @@ class LogComparison:
     notes: tuple[str, ...] = ()
 
 
+def _host(rank: str) -> bool:
+    """A llama.cpp host-side buffer ("CPU", "CPU_Mapped", "CPU_REPACK", "CUDA_Host"): memory outside the GPUs."""
+    return rank.startswith("CPU") or rank.endswith("_Host")
+
+
 def figure_rows(parsed: ParsedLog, modelled: Mapping[str, int | float]) -> tuple[LogRow, ...]:
-    """One row per figure name the log printed (the most precise figure of the first rank that prints it), in log
-    order, with the plan's number of that name beside it (``modelled``: figure name -> value)."""
+    """One row per figure name the log printed (the most precise figure of the first rank that prints it; a GPU's
+    before a host buffer's, since the plan's per-device figures are a GPU's: llama.cpp logs its host-side model buffer,
+    the input embeddings it never offloads, first), in log order, with the plan's number of that name beside it
+    (``modelled``: figure name -> value)."""
     rows = []
     for name in dict.fromkeys(f.name for f in parsed.figures):
-        rank = next(f.rank for f in parsed.figures if f.name == name)
+        ranks = [f.rank for f in parsed.figures if f.name == name]
+        rank = next((r for r in ranks if not _host(r)), ranks[0])
         fig = parsed.best(name, rank)
         if fig is None:  # pragma: no cover - the name came from these figures
             continue

@@ -25,6 +25,7 @@ from vramwise.engines.vllm_releases import V1_RULES, V1Rules
 from vramwise.engines.vllm_terms import (
     FUSED_MOE_CHUNK_SIZE,
     cuda_graph_term,
+    flashinfer_v1_sampler_warmup,
     forward_live,
     fp8_activation_group,
     non_torch_terms,
@@ -209,20 +210,23 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
 
 
 def _check_sampler(setup: InferSetup) -> None:
-    """--vllm-sampler is read for the release whose TopKTopPSampler was read (V1Rules.flashinfer_sampler)."""
+    """--vllm-sampler is read for the V1 releases whose TopKTopPSampler was read (V1Rules.flashinfer_sampler)."""
     version = setup.vllm.version
     if setup.vllm.sampler is not None and not (version in V1_RULES and V1_RULES[version].flashinfer_sampler):
         raise InvalidWorkloadError(
-            f"--vllm-sampler is modelled for --vllm-version 0.8 only (v0.8.5's TopKTopPSampler), not {version}",
-            field="vllm_sampler", allowed="--vllm-version 0.8")
+            f"--vllm-sampler is modelled for the V1 plans (--vllm-version 0.11, 0.10, 0.9, 0.8), not {version}",
+            field="vllm_sampler", allowed="--vllm-version 0.11, 0.10, 0.9 or 0.8")
 
 
 def _sampler(spec: ModelSpec, setup: InferSetup, rules: V1Rules, *, rows: int, tokens: int, c: int) -> tuple[int, str]:
-    """The sampler warm-up's peak and formula: FlashInfer's path (FlashInfer < 0.2.3 installed, forward_cuda;
-    engines/vllm_v085.py) or torch's sort (vllm_terms.py), beside the hidden states the release keeps."""
-    if setup.vllm.sampler == "flashinfer":
-        return flashinfer_sampler_warmup(spec, rows=rows, c=c)
+    """The sampler warm-up's peak and formula: FlashInfer's path (v0.8.5 with FlashInfer < 0.2.3, engines/
+    vllm_v085.py; v0.9.2-v0.11.0 with FlashInfer >= 0.2.3, vllm_terms.py flashinfer_v1_sampler_warmup) or torch's
+    sort (vllm_terms.py), beside the hidden states the release keeps."""
     held = rules.sampler_holds_all_tokens
+    if setup.vllm.sampler == "flashinfer":
+        if not held:  # v0.8.5: FlashInfer < 0.2.3's forward_cuda, one hidden row per request
+            return flashinfer_sampler_warmup(spec, rows=rows, c=c)
+        return flashinfer_v1_sampler_warmup(spec, rows=rows, tokens=tokens, c=c, row_copies=2)
     return sampler_warmup(spec, rows=rows, tokens=tokens if held else rows, c=c, row_copies=2 if held else 0)
 
 

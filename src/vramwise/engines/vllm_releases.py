@@ -82,8 +82,10 @@ class V1Rules:
     runner_buffers_in_budget: bool = False
     # --vllm-sampler flashinfer: v0.8.5 topk_topp_sampler.py TopKTopPSampler.__init__ samples with FlashInfer
     # (forward_cuda) when FlashInfer < 0.2.3 is installed, as in vLLM's v0.8.5 docker image (engines/vllm_v085.py);
-    # read for that release only
-    flashinfer_sampler: bool = False
+    # v0.9.2, v0.10.1.1, v0.10.2 and v0.11.0 when FlashInfer >= 0.2.3 is installed (pip's vLLM has it only as the
+    # ``flashinfer`` extra: setup.py extras_require), through top_k_top_p_sampling_from_logits (engines/vllm_terms.py
+    # flashinfer_v1_sampler_warmup); the V1 releases whose sampler was read
+    flashinfer_sampler: bool = True
 
 
 def capture_sizes_v011(max_num_seqs: int, max_num_batched_tokens: int) -> tuple[int, ...]:
@@ -118,7 +120,7 @@ V1_RULES: dict[str, V1Rules] = {
     "0.8": V1Rules(release="0.8.5", context_in_budget=True, comms_in_budget=True, free_memory_check=False,
                    sampler_holds_all_tokens=False, a100_exception=False, capture_sizes=capture_sizes_v085,
                    hybrid_groups=False, concurrency_by_tokens=True, ep_group=False, symm_mem=False,
-                   runner_buffers_in_budget=True, flashinfer_sampler=True),
+                   runner_buffers_in_budget=True),
     # v0.9.2 and v0.10.x: the 0.11.0 rules but for the snapshot's place (the module docstring); the rest read at their
     # tags: the free-memory check (gpu_worker.py v0.9.2 line 143), profile_run keeping every token's hidden state
     # beside the sampler warm-up (gpu_model_runner.py v0.9.2 line 2274, v0.10.2 line 3031), the A100 exception

@@ -279,3 +279,33 @@ def cuda_graph_term(spec: ModelSpec, *, sizes: tuple[int, ...], c: int, tp: int,
                 "driver memory is not modelled (vLLM only measures it)",
         source=f"{_RUNNER} capture_model; {config} _set_cudagraph_sizes (v{release})",
     )
+
+
+# The sampler warm-up on FlashInfer's path at v0.9.2-v0.11.0 (FlashInfer >= 0.2.3 installed, VLLM_USE_FLASHINFER_SAMPLER
+# unset: vllm/v1/sample/ops/topk_topp_sampler.py ``TopKTopPSampler.__init__`` picks ``forward_cuda`` and logs "Using
+# FlashInfer for top-p & top-k sampling."). ``_dummy_sampler_run`` sets top_k (V - 1) and top_p (0.9) for every row,
+# so ``flashinfer_sample`` calls ``flashinfer.sampling.top_k_top_p_sampling_from_logits`` (v0.9.2, v0.10.1.1,
+# v0.10.2, v0.11.0), which sorts nothing: with its default filter_apply_order "top_k_first" (flashinfer 0.2.11 and
+# 0.3.0, the releases vLLM 0.10.1.1's and 0.10.2's ``flashinfer`` extra pins, flashinfer/sampling.py
+# ``top_k_top_p_sampling_from_logits``) it makes ``top_k_mask_logits``'s ``torch.empty_like`` of the fp32 logits, then
+# ``torch.softmax`` of those, then ``top_p_sampling_from_probs``'s int32 sample per row. Bytes per logit at the
+# softmax, beside the logits in the model dtype: Sampler.forward's fp32 copy (``logits.to(torch.float32)``;
+# temperature divides it in place, sampler.py ``apply_temperature``), the masked logits and the softmax probs.
+FLASHINFER_V1_BYTES_PER_LOGIT = 4 + 4 + 4
+
+
+def flashinfer_v1_sampler_warmup(spec: ModelSpec, *, rows: int, tokens: int, c: int,
+                                 row_copies: int) -> tuple[int, str]:
+    """The sampler warm-up's peak over ``rows`` dummy requests on FlashInfer's path at v0.9.2-v0.11.0 (see
+    FLASHINFER_V1_BYTES_PER_LOGIT), beside the forward's ``tokens`` hidden states and ``row_copies`` copies of the
+    sampled rows (as ``sampler_warmup``)."""
+    V, h = spec.vocab_size, spec.hidden_size
+    padded = -(-V // VOCAB_PADDING) * VOCAB_PADDING
+    logits = rows * padded * c + rows * V * FLASHINFER_V1_BYTES_PER_LOGIT
+    hidden = (tokens + row_copies * rows) * h * c
+    return logits + hidden, (
+        f"FlashInfer >= 0.2.3 (forward_cuda, top_k_top_p_sampling_from_logits): logits rows {rows} x V {padded} "
+        f"(padded to {VOCAB_PADDING}) x c {c} + rows x V {V} x {FLASHINFER_V1_BYTES_PER_LOGIT} B (fp32 copy, "
+        f"top_k_mask_logits' masked logits, softmax probs) + hidden states T {tokens} x h {h} x c {c} + {row_copies} "
+        f"copies of their {rows} sampled rows"
+    )

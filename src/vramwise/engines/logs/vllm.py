@@ -108,9 +108,10 @@ _MXFP4_BACKENDS = (
     (re.compile(r"mxfp4\.py:\d+\] Using Triton backend"), "triton"),
     (re.compile(r"Using FlashInfer MXFP4"), "flashinfer"),
 )
-# The top-k/top-p path vLLM 0.8.5's sampler took (v0.8.5 vllm/v1/sample/ops/topk_topp_sampler.py
-# TopKTopPSampler.__init__: "Using FlashInfer for top-p & top-k sampling." with FlashInfer < 0.2.3; "Falling back to the
-# PyTorch-native implementation of top-p & top-k sampling" otherwise), as vramwise's --vllm-sampler
+# The top-k/top-p path a V1 sampler took (v0.8.5 vllm/v1/sample/ops/topk_topp_sampler.py
+# TopKTopPSampler.__init__: "Using FlashInfer for top-p & top-k sampling." with FlashInfer < 0.2.3; v0.9.2-v0.11.0: the
+# same line with FlashInfer >= 0.2.3; "Falling back to the PyTorch-native implementation of top-p & top-k sampling"
+# otherwise), as vramwise's --vllm-sampler
 _SAMPLERS = (
     (re.compile(r"Using FlashInfer for top-p & top-k sampling"), "flashinfer"),
     (re.compile(r"Falling back to the PyTorch-native implementation of top-p & top-k sampling"), "torch"),
