@@ -239,7 +239,7 @@ INFER_SETUP_KEYS = [
     "ctx_size", "batch_size", "ubatch_size", "n_gpu_layers", "cache_type_k",
     "cache_type_v", "flash_attn", "parallel", "tensor_split", "split_mode", "no_mmap", "no_kv_offload", "kv_unified",
     "swa_full", "embeddings", "fit_gpu_layers", "ollama", "vllm_version", "mxfp4_backend",
-    "cuda_version", "compute_capability", "vllm_sampler",
+    "cuda_version", "compute_capability", "vllm_sampler", "interconnect",
 ]
 TRAIN_SETUP_KEYS = [
     "batch", "seq", "grad_accum", "precision", "grad_dtype", "optimizer", "optimizer_impl", "peft", "lora_r",

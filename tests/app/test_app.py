@@ -211,7 +211,7 @@ FROZEN = {
     "--gpu --gpu-util --image-size --images --json --kv-block --kv-dtype --max-batched-tokens --mode --new-tokens "
     "--prefill-chunk --serve --seq --tp --units -b -f -n -s model --gpu-memory-utilization --block-size --engine "
     "--max-model-len --max-num-seqs --max-num-batched-tokens --enforce-eager --kv-cache-memory-bytes "
-    "--kv-cache-memory --pp --kv-cache-dtype --cuda-version " + _ENGINE_FLAGS + LLAMA_CPP,
+    "--kv-cache-memory --pp --kv-cache-dtype --cuda-version --interconnect " + _ENGINE_FLAGS + LLAMA_CPP,
     "train": "--allocator-fraction --attention --batch --cp --cuda-context --dp --ep --explain --freeze-layers "
     "--fsdp --fsdp-shard --gpu --grad-accum --grad-dtype --interleave --json --lora-dropout --lora-fraction "
     "--lora-r --lora-targets --loss --loss-chunk --mode --offload --optimizer --optimizer-impl --peft --per-stage "

@@ -260,3 +260,18 @@ def test_llamacpp_unknown_flash_attn_is_one_line(tmp_path: Path, capsys: pytest.
     assert main(["verify", "--log", path, "--model", "llama-2-7b", "--gpu", "4xH100"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "flash_attn" in err[0] and "maybe" in err[0]
+
+
+def test_a_log_without_gpu_p2p_is_planned_with_nccl_in_host_memory(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """vLLM's custom_all_reduce.py warns "Custom allreduce is disabled because your platform lacks GPU P2P
+    capability" when _can_p2p fails: NCCL then runs its SHM transport (host memory), read as --interconnect shm."""
+    text = LOG.replace("tensor_parallel_size=1", "tensor_parallel_size=2") + (
+        "(VllmWorker TP0 pid=1) WARNING 11-02 08:01:00 [custom_all_reduce.py:147] Custom allreduce is disabled because "
+        "your platform lacks GPU P2P capability or P2P test failed. To silence this warning, specify "
+        "disable_custom_all_reduce=True explicitly.\n")
+    assert main(["verify", "--log", _log(tmp_path, text), *KV_ARGS, "--gpu", "l40s", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["options"]["interconnect"] == "shm"
+    assert any("interconnect=shm" in n for n in out["notes"])
+    assert any("without GPU peer-to-peer access" in n for n in out["notes"])

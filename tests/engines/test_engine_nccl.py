@@ -91,3 +91,36 @@ def test_symmetric_memory_caps_custom_all_reduce_only_with_multicast() -> None:
     # v0.10.2: VLLM_ALLREDUCE_USE_SYMM_MEM defaults to 0: no buffer, no cap
     t10 = terms(8, NVSWITCH, "0.10.2", symm=False)
     assert "overhead/symm_mem" not in t10 and t10["overhead/custom_all_reduce"] == 24 * MIB
+
+
+def test_without_gpu_p2p_the_connections_are_host_memory_and_custom_all_reduce_is_off() -> None:
+    """--interconnect shm: NCCL's SHM transport keeps every connection buffer in host memory (shm.cc
+    ncclShmAllocateShareableBuffer: cuMemHostAlloc or an mmap of /dev/shm, NCCL_SHM_USE_CUDA_MEMCPY 0), so what a
+    rank holds on the device is initChannel's structures only; custom all-reduce needs P2P (custom_all_reduce.py
+    _can_p2p)."""
+    shm = Interconnect.SHM
+    assert not custom_all_reduce_on(2, shm) and custom_all_reduce_on(2, PCIE)
+    assert link_of(get_gpu("h100-80gb"), shm) == (shm, False)  # given wins over the catalog's form factor
+    # cuMem on (vLLM 0.11.0): PCIe's rings, 2 channels (search 1 x 2), each 3 allocations + 2 per communicator,
+    # each rounded to 2 MiB; no connection bytes on the device
+    on = communicator(2, shm, VLLM_NCCL["0.11.0"])
+    assert on.channels == 2 and on.ring == 0 and on.tree == 0 and on.nvls == 0
+    assert on.bytes == (3 * 2 + 2) * 2 * MIB
+    # cuMem off (vLLM 0.9.2): cudaMalloc packs the small structures (not counted): nothing on the device
+    assert communicator(4, shm, VLLM_NCCL["0.9.2"]).bytes == 0
+    # against PCIe with P2P at tp 2 and cuMem off: 2 channels x 12 MiB
+    assert communicator(2, PCIE, VLLM_NCCL["0.9.2"]).bytes == 2 * PAIR
+
+
+def test_a_v1_plan_at_tp_2_without_p2p_holds_no_nccl_buffers_or_custom_all_reduce() -> None:
+    spec = catalog_spec("llama-3-8b")
+    terms = {}
+    for link in ("pcie", "shm"):
+        setup = InferSetup(engine="vllm", tp=2, interconnect=link, context=1, new_tokens=1)
+        est = vllm_plan(spec, setup, get_gpu("l40s")).estimate
+        terms[link] = {t.name: t.bytes for t in est.persistent}
+    assert "overhead/custom_all_reduce" in terms["pcie"] and "overhead/custom_all_reduce" not in terms["shm"]
+    # 0.11.0 (cuMem on): PyNccl's tp and ep (dp x tp = 2 GPUs) communicators and torch's own tp one, structures
+    # only: (3 x 2 + 2) x 2 MiB each
+    assert terms["shm"]["overhead/nccl"] == 2 * 16 * MIB
+    assert terms["shm"].get("overhead/nccl_torch", 0) == 16 * MIB

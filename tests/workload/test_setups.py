@@ -81,6 +81,8 @@ V1_INFER_DEFAULTS: dict[str, Any] = {
     "cuda_version": None, "compute_capability": None,
     # vLLM 0.8.5's sampler path (workload/engines.py VLLM_SAMPLERS; None: torch's, pip's vLLM)
     "vllm_sampler": None,
+    # how the node's GPUs talk, for a serving engine's NCCL (workload/options.py INTERCONNECTS; auto: --gpu's)
+    "interconnect": "auto",
 }  # fmt: skip
 
 # A non-default value for every flat training field (each one valid together with the rest at their defaults,
@@ -176,6 +178,7 @@ INFER_OTHER: dict[str, Any] = {
     "tensor_split": (3.0, 1.0), "split_mode": "none", "no_mmap": True, "no_kv_offload": True, "kv_unified": True,
     "swa_full": True, "embeddings": True, "fit_gpu_layers": True, "ollama": True, "vllm_version": "0.6",
     "mxfp4_backend": "marlin", "cuda_version": "11.8", "compute_capability": "8.0", "vllm_sampler": "flashinfer",
+    "interconnect": "shm",
 }  # fmt: skip
 
 

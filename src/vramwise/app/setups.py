@@ -77,6 +77,7 @@ INFER_FIELDS = {
     "cuda_version": "cuda_version",
     "compute_capability": "compute_capability",  # from --gpu's catalog entry (app/gpu_rules.py), not a flag
     "vllm_sampler": "vllm_sampler",
+    "interconnect": "interconnect",
 }
 # option name -> TrainSetup field
 TRAIN_FIELDS = {

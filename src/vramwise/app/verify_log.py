@@ -44,6 +44,7 @@ _VLLM: dict[str, str] = {
     "kv_cache_memory_bytes": "kv_cache_memory",
     "mxfp4_backend": "mxfp4_backend",  # from the backend line the log prints (engines/logs/vllm.py)
     "vllm_sampler": "vllm_sampler",  # from the sampler line a V1 log prints (engines/logs/vllm.py)
+    "interconnect": "interconnect",  # shm from custom all-reduce's "lacks GPU P2P capability" (engines/logs/vllm.py)
 }
 # SGLang's names: python/sglang/srt/server_args.py ServerArgs fields (tp_size is --tp's field).
 _SGLANG: dict[str, str] = {

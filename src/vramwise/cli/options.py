@@ -345,9 +345,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="framework", flags=("--framework",), type=str, commands=TRN,
            help=f"whose defaults fill the options not given: {_one_of(FRAMEWORKS)} (default {{train.framework}}: "
                 "vramwise's own); options given win, combinations the framework does not run are refused"),
-    Option(name="interconnect", flags=("--interconnect",), type=str, commands=TRN,
-           help=f"how a node's GPUs talk, sizing NCCL's buffers: {_one_of(INTERCONNECTS)} (default "
-                "{train.interconnect}: from --gpu's form factor where the catalog says it, else nvswitch)"),
+    Option(name="interconnect", flags=("--interconnect",), type=str, commands=(*TRN, INFER),
+           help=f"how a node's GPUs talk, sizing NCCL's buffers (training, and a serving engine's tp): "
+                f"{_one_of(INTERCONNECTS)} (shm: no GPU peer-to-peer access, NCCL through host memory and no custom "
+                "all-reduce; default auto: from --gpu's form factor where the catalog says it, else nvswitch)"),
     Option(name="max_live_params", flags=("--max-live-params",), type=int, commands=TRN,
            help="DeepSpeed ZeRO-3 stage3_max_live_parameters (default {train.max_live_params})"),
     Option(name="param_persistence_threshold", flags=("--param-persistence-threshold",), type=int, commands=TRN,

@@ -72,15 +72,22 @@ SGLANG_NCCL = EngineNccl(
 )
 
 
-def link_of(gpu: Gpu) -> tuple[Interconnect, bool]:
-    """The GPU's interconnect (catalog/gpu_spec.py ``gpu_interconnect``) and whether it was assumed."""
+def link_of(gpu: Gpu, given: Interconnect = Interconnect.AUTO) -> tuple[Interconnect, bool]:
+    """The interconnect: ``--interconnect`` when given, else the GPU's (catalog/gpu_spec.py ``gpu_interconnect``),
+    and whether it was assumed."""
+    if given != Interconnect.AUTO:
+        return Interconnect(given), False
     named = gpu_interconnect(gpu)
     return (Interconnect(named), False) if named else (ASSUMED, True)
 
 
 def custom_all_reduce_on(tp: int, link: Interconnect) -> bool:
     """Custom all-reduce at ``tp`` (vLLM and sglang alike): a supported world size (2, 4, 6, 8), and above 2 GPUs
-    full NVLink (NVLink bridges pair two cards only: taken as full NVLink here, a note says so)."""
+    full NVLink (NVLink bridges pair two cards only: taken as full NVLink here, a note says so); never without GPU
+    peer-to-peer access (custom_all_reduce.py CustomAllreduce.__init__, vLLM v0.6.6.post1-v0.11.0 and sglang 0.5.5:
+    ``_can_p2p`` fails, "Custom allreduce is disabled because your platform lacks GPU P2P capability")."""
+    if link == Interconnect.SHM:
+        return False
     return tp in (2, 4, 6, 8) and (tp == 2 or link != Interconnect.PCIE)
 
 
@@ -120,18 +127,22 @@ def nccl_term(name: str, groups: list[tuple[str, int]], link: Interconnect, nccl
                 source=f"{source}; {NCCL_SOURCE}; {nccl.source}")
 
 
-def topology_note(gpu: Gpu, tp: int, engine: str) -> str | None:
+def topology_note(gpu: Gpu, tp: int, engine: str, given: Interconnect = Interconnect.AUTO) -> str | None:
     """What the plan assumed about the node, or None at tp 1."""
     if tp <= 1:
         return None
-    link, assumed = link_of(gpu)
+    link, assumed = link_of(gpu, given)
     how = (f"assumed {link} (an HGX node: {gpu.name}'s catalog entry names no form factor)" if assumed else
+           f"{link} as given (--interconnect, or the log's own line)" if given != Interconnect.AUTO else
            f"{link} from {gpu.name}'s form factor (catalog/gpu_spec.py gpu_interconnect)")
     words = (f"{engine}'s communicators at tp {tp}: the interconnect {how} sizes NCCL's channels "
              f"(estimate/nccl.py SEARCH_CHANNELS) and decides custom all-reduce (off above 2 PCIe GPUs)")
     if link == Interconnect.PCIE and tp == 2:
         words += ("; at tp 2 on PCIe custom all-reduce is counted on (it needs GPU P2P, which VMs and consumer cards "
                   "lack), and NCCL's P2P transport (without P2P NCCL uses host memory, SHM)")
+    if link == Interconnect.SHM:
+        words += ("; without GPU peer-to-peer access NCCL's connection buffers are in host memory (SHM transport) "
+                  "and custom all-reduce is off")
     if link == Interconnect.NVLINK and tp > 2:
         words += ("; NVLink is taken as full NVLink (HGX A100); NVLink-bridged pairs (H100 NVL, A40) are not, and "
                   "vLLM and sglang turn custom all-reduce off there")

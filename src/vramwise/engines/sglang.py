@@ -186,7 +186,7 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
     weights = (*weights, rope) if rope is not None else weights
     weight_bytes = sum(t.bytes for t in weights)
     context = context_term(setup.overheads)
-    link, _ = link_of(gpu)
+    link, _ = link_of(gpu, setup.interconnect)
     dist = distributed_init_terms(tp, link)  # allocated before min_per_gpu_memory is measured (sglang_comms.py)
     dist_bytes = sum(t.bytes for t in dist)
     free = gpu.memory_bytes - context.bytes - dist_bytes  # SGLang's total_gpu_memory: free after the distributed init
@@ -241,7 +241,7 @@ def plan(spec: ModelSpec, setup: InferSetup, flags: SglangFlags, gpu: Gpu, gpu_c
         f"cuda_graph_max_bs {graph_bs}, max_running_requests {running:,}, context_len {context_len:,} "
         f"(gpu_mem {mem:,.0f} MiB, nvidia-smi's total)",
         *_notes(spec, fraction, tokens, rest, setup, context_len, kv_name, tp),
-        *((topo,) if (topo := topology_note(gpu, tp, "SGLang")) else ()),
+        *((topo,) if (topo := topology_note(gpu, tp, "SGLang", setup.interconnect)) else ()),
         *((rope_note,) if rope_note else ()),
     ]
     if spec.vision is not None and flags.mem_fraction_static is None:

@@ -117,7 +117,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
     # 0.11: set up in init_device before vLLM's first snapshot: outside the budget, beside the context
     # (vllm_comms.py); 0.8: counted inside it with every other byte outside torch; 0.9.2-0.10.x: the same groups as
     # 0.11 (tp, ep, pp) set up after the snapshot, so inside it (vllm_releases.py)
-    link, _ = link_of(gpu)
+    link, _ = link_of(gpu, setup.interconnect)
     nccl = VLLM_NCCL[rules.release]
     if not rules.ep_group:
         non_torch = non_torch_terms(tp=tp, pp=pp, link=link, nccl=nccl)
@@ -172,7 +172,7 @@ def vllm_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate:
         notes += (f"cuBLAS workspace counted at {ws:,} B (parseChosenWorkspaceSize's size off Hopper, torch 2.5.1); "
                   "torch gives Blackwell 32 MiB from pytorch PR #175344 (2026): the torch of this vLLM release is not "
                   "read for it",)
-    if topo := topology_note(gpu, tp * pp, "vLLM"):
+    if topo := topology_note(gpu, tp * pp, "vLLM", setup.interconnect):
         notes += (topo,)
     if fmt.name == "mxfp4" and spec.moe and backend_for(gpu.compute_capability, flags.mxfp4_backend) is None:
         notes += ("MXFP4 experts: vLLM's MoE backend for this GPU is not modelled (no compute capability in the "

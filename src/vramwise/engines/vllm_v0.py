@@ -90,7 +90,7 @@ def vllm_v0_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate
     w_bytes = sum(t.bytes for t in weights)
     peak = v0_profile_peak(spec, tokens=T, seqs=S, c=c, tp=tp, compute_capability=gpu.compute_capability)
     context = context_term(setup.overheads)
-    link, _ = link_of(gpu)
+    link, _ = link_of(gpu, setup.interconnect)
     # torch's tp-group communicator: created in the profile run by the logits gather in every 0.6 release (above)
     non_torch = non_torch_terms(tp=tp, pp=pp, link=link, nccl=VLLM_NCCL[release], torch_tp_group=True)
     if gather := v0_gather_receive(tp, link):
@@ -118,7 +118,7 @@ def vllm_v0_plan(spec: ModelSpec, setup: InferSetup, gpu: Gpu) -> EngineEstimate
     persistent = (*weights, peak, *non_torch, pool, *graphs, context)
     notes = _notes(release, T, chunked, setup)
     notes += rope_notes(spec, setup, c)
-    if topo := topology_note(gpu, tp * pp, "vLLM"):
+    if topo := topology_note(gpu, tp * pp, "vLLM", setup.interconnect):
         notes += (topo,)
     refusal, message = _refusal(blocks, block, max_len)
     fits = refusal is None

@@ -150,7 +150,7 @@ def v0_gather_receive(tp: int, link: Interconnect) -> Term | None:
     ncclRecvMem (MEM_ALIGN, 4096 B) + every protocol's buffer but SIMPLE under P2P read (NVLink), rounded up to
     CUDA_IPC_MIN: 4,096 + LL 524,288 + LL128 4,915,200 -> 6 MiB with read, + SIMPLE 4 MiB -> 10 MiB without. The
     senders' SIMPLE buffers sit on the other ranks."""
-    if tp <= 1:
+    if tp <= 1 or link == Interconnect.SHM:  # without P2P the connectors are host memory (estimate/nccl.py _on_device)
         return None
     read = link != Interconnect.PCIE  # p2p.cc p2pGetInfo: P2P read over NVLink (Ampere and later)
     per_peer = p2p_channels_per_peer(link, True, NcclEnv())

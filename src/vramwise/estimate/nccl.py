@@ -56,11 +56,13 @@ MEM_ALIGN = 4096
 # channels", NVIDIA/nccl issue #1041), 32 coll channels. NVLink through A100's NVSwitch (no NVLS): "Channel 23/24",
 # 24 channels on an HGX A100 (NVIDIA/nccl-tests issue #100). PCIe: "Ring 00", "Ring 01", 2 channels on 8 RTX 4090
 # (NVIDIA/nccl-tests issue #307).
-SEARCH_CHANNELS = {Interconnect.NVSWITCH: 16, Interconnect.NVLINK: 12, Interconnect.PCIE: 1}
+# Without GPU peer-to-peer access (SHM) the rings are PCIe's, their buffers in host memory (``_on_device``).
+SEARCH_CHANNELS = {Interconnect.NVSWITCH: 16, Interconnect.NVLINK: 12, Interconnect.PCIE: 1, Interconnect.SHM: 1}
 CHANNEL_SOURCES = {
     Interconnect.NVSWITCH: "https://github.com/NVIDIA/nccl/issues/1041 (H100: 2 x 16 search channels)",
     Interconnect.NVLINK: "https://github.com/NVIDIA/nccl-tests/issues/100 (HGX A100: 24 channels)",
     Interconnect.PCIE: "https://github.com/NVIDIA/nccl-tests/issues/307 (8 x RTX 4090: 2 rings)",
+    Interconnect.SHM: "https://github.com/NVIDIA/nccl-tests/issues/307 (PCIe's 2 rings; the buffers in host memory)",
 }
 
 NVLS_CHANNELS_SM90 = 16  # src/transport/nvls.cc NVLS_NCHANNELS_SM90 (v2.21.5-1 and v2.27.3-1)
@@ -122,6 +124,14 @@ class NcclEnv:
         return send + recv
 
 
+def _on_device(interconnect: Interconnect) -> bool:
+    """Whether a connection's buffers sit in device memory. Without GPU peer-to-peer access NCCL connects the
+    ranks of a node through its SHM transport, whose buffers are host memory shared between the processes
+    (NVIDIA/nccl v2.21.5-1 to v2.27.3-1 src/transport/shm.cc ``ncclShmAllocateShareableBuffer``: cuMemHostAlloc,
+    or an mmap of /dev/shm; device memory only with NCCL_SHM_USE_CUDA_MEMCPY=1, default 0)."""
+    return interconnect != Interconnect.SHM
+
+
 def _align(n: int) -> int:
     return -(-n // CUDA_IPC_MIN) * CUDA_IPC_MIN
 
@@ -158,7 +168,7 @@ def p2p_channels_per_peer(interconnect: Interconnect, same_node: bool, env: Nccl
     over NVLink 2 x (the path's bandwidth / one NVLink's), over PCIe 2, through the network 2 per NIC
     (ncclTopoGetNchannels), capped by the communicator's channels and rounded up to a power of 2."""
     coll = channels(interconnect, env)
-    if not same_node or interconnect == Interconnect.PCIE:
+    if not same_node or interconnect in (Interconnect.PCIE, Interconnect.SHM):
         return min(2, _pow2_up(coll))
     return _pow2_up(coll)
 
@@ -192,13 +202,13 @@ def p2p_communicator(ranks: int, local: int, interconnect: Interconnect, env: Nc
     receive connection per peer and channel. All-to-all connects p2pnChannelsPerPeer channels to each peer (32
     per pair of 8 H100s, NVIDIA/nccl issue #1685; enqueue.cc: nChannelsMax = p2pnChannelsPerPeer)."""
     per_peer = p2p_channels_per_peer(interconnect, local > 1, env)
-    p2p = peers * per_peer * env.connection(_read(interconnect, local > 1))
+    p2p = peers * per_peer * env.connection(_read(interconnect, local > 1)) if _on_device(interconnect) else 0
     return Communicator(ranks=ranks, local=local, channels=per_peer, ring=0, nvls=0, p2p=p2p)
 
 
 def _read(interconnect: Interconnect, same_node: bool) -> bool:
     """P2P read: NVLink between Ampere-or-later GPUs (p2p.cc p2pGetInfo, ncclTopoCheckP2p)."""
-    return same_node and interconnect != Interconnect.PCIE
+    return same_node and interconnect not in (Interconnect.PCIE, Interconnect.SHM)
 
 
 def communicator(ranks: int, local: int, interconnect: Interconnect, env: NcclEnv) -> Communicator:
@@ -211,7 +221,7 @@ def communicator(ranks: int, local: int, interconnect: Interconnect, env: NcclEn
         # each a unicast allocation rounded up to the device's granularity (nvlsAllocateMem; 2 MiB assumed)
         credits = _align(NVLS_CHANNELS_SM90 * 2 * 64 * local)
         nvls = NVLS_CHANNELS_SM90 * 2 * NVLS_CHUNKSIZE * NCCL_STEPS * local + credits
-    ring = n * env.connection(_read(interconnect, local > 1))
+    ring = n * env.connection(_read(interconnect, local > 1)) if _on_device(interconnect) else 0
     return Communicator(ranks=ranks, local=local, channels=n, ring=ring, nvls=nvls)
 
 
@@ -246,7 +256,7 @@ def engine_communicator(ranks: int, interconnect: Interconnect, *, cumem: bool, 
     ``nvls_v2_21``: NCCL 2.21.5's NVLS sizes (``nvls_bytes_v2_21``) instead of 2.27.3's."""
     base = communicator(ranks, ranks, interconnect, NcclEnv(nvls_enable=nvls))
     read = _read(interconnect, ranks > 1)
-    tree = 0 if cumem or ranks <= 2 else base.channels * NcclEnv().connection(read)
+    tree = 0 if cumem or ranks <= 2 or not _on_device(interconnect) else base.channels * NcclEnv().connection(read)
     structures = (ALLOCS_PER_CHANNEL * base.channels + ALLOCS_PER_COMM) * CUMEM_GRANULARITY if cumem else 0
     nvls_bytes = base.nvls
     if nvls_v2_21:

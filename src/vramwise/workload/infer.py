@@ -13,7 +13,7 @@ from vramwise.workload.engines import Engine, VllmFlags, foreign_flag
 from vramwise.workload.flat import FlatNames
 from vramwise.workload.hf_flags import HfFlags
 from vramwise.workload.llamacpp_flags import LlamaCppFlags
-from vramwise.workload.options import AttentionImpl, KvDtype, Mode
+from vramwise.workload.options import AttentionImpl, Interconnect, KvDtype, Mode
 from vramwise.workload.overheads import Overheads
 from vramwise.workload.sglang_flags import SglangFlags
 from vramwise.workload.static import static_key
@@ -48,6 +48,9 @@ class InferSetup:
     sglang: SglangFlags = field(default_factory=SglangFlags)  # SGLang's server arguments (engines/sglang.py)
     hf: HfFlags = field(default_factory=HfFlags)  # from_pretrained's device_map and max_memory (engines/hf.py)
     llamacpp: LlamaCppFlags = field(default_factory=LlamaCppFlags)  # llama.cpp's flags; refused elsewhere
+    # how the node's GPUs talk, for a serving engine's NCCL communicators and custom all-reduce (engines/nccl_comm.py);
+    # auto: the --gpu catalog entry's form factor
+    interconnect: Interconnect = Interconnect.AUTO
 
     def __post_init__(self) -> None:
         positive("batch", self.batch)
@@ -66,6 +69,7 @@ class InferSetup:
         if self.image_size is not None:
             object.__setattr__(self, "image_size", pixels_text("image_size", self.image_size))
         coerce(self, "engine", Engine)
+        coerce(self, "interconnect", Interconnect)
         foreign = foreign_flag(self, self.engine)
         if foreign:  # an engine flag with another engine would be ignored in silence
             name, owner = foreign
@@ -167,5 +171,6 @@ _FLAT = FlatNames(
         "cuda_version": ("overheads", "cuda_version"),
         "compute_capability": ("overheads", "compute_capability"),
         "vllm_sampler": ("vllm", "sampler"),
+        "interconnect": ("", "interconnect"),
     },
 )

@@ -209,12 +209,14 @@ FRAMEWORKS = tuple(Framework)
 class Interconnect(StrEnum):
     """How a node's GPUs talk (sizes NCCL's channels, estimate/nccl.py): auto follows --gpu where it names a
     catalog GPU's form factor, else nvswitch; nvswitch: NVLink through NVSwitch with NVLS multicast (H100, H200,
-    B200 HGX); nvlink: NVLink without NVLS (A100 HGX, NVLink bridges); pcie: PCIe only."""
+    B200 HGX); nvlink: NVLink without NVLS (A100 HGX, NVLink bridges); pcie: PCIe only; shm: no GPU
+    peer-to-peer access (many VMs and consumer boards): NCCL's SHM transport, its buffers in host memory."""
 
     AUTO = "auto"
     NVSWITCH = "nvswitch"
     NVLINK = "nvlink"
     PCIE = "pcie"
+    SHM = "shm"
 
 
 INTERCONNECTS = tuple(Interconnect)

@@ -116,6 +116,10 @@ _SAMPLERS = (
     (re.compile(r"Using FlashInfer for top-p & top-k sampling"), "flashinfer"),
     (re.compile(r"Falling back to the PyTorch-native implementation of top-p & top-k sampling"), "torch"),
 )
+# No GPU peer-to-peer access: custom_all_reduce.py CustomAllreduce.__init__ (v0.6.6.post1-v0.11.0) warns "Custom
+# allreduce is disabled because your platform lacks GPU P2P capability or P2P test failed" when _can_p2p fails; NCCL
+# then connects through host memory (SHM), as vramwise's --interconnect shm
+_NO_P2P = re.compile(r"Custom allreduce is disabled because your platform lacks GPU")
 _CONCURRENCY = re.compile(rf"Maximum concurrency for {_COUNT} tokens per request: {_N}x")
 _GRAPHS = re.compile(rf"Graph capturing finished in \d+ secs?, took {_N} ?GiB")
 # The refusals that end a start too small for max_model_len: V0 (vllm/worker/worker.py, raise_if_cache_size_invalid)
@@ -249,6 +253,8 @@ def _side_facts(text: str, flags: dict[str, str], extras: dict[str, str]) -> Non
     for pattern, path in _SAMPLERS:
         if pattern.search(text):
             flags.setdefault("vllm_sampler", path)
+    if _NO_P2P.search(text):
+        flags.setdefault("interconnect", "shm")
 
 
 def _facts(lines: list[Line]) -> tuple[str | None, dict[str, str], dict[str, str]]:

@@ -173,7 +173,8 @@ def comms_notes(setup: TrainSetup) -> list[str]:
         "Hopper's 16 channels; a B200 node's 24 are not modelled) for collectives, send/recv channels for pp and cp "
         "neighbours and ep's all-to-all; not modelled: tree, NVLS-tree and CollNet "
         "connections of multi-node collectives, network buffers beyond the ring's, the tied-embedding group of a "
-        "pipeline's first and last stages; GPUs without peer access (consumer cards) use host memory (SHM) instead"
+        "pipeline's first and last stages; GPUs without peer access (many VMs and consumer boards) use host "
+        "memory: --interconnect shm"
     ] + (
         ["FSDP2: forward holds three layer units at a copy-out, backward the current and prefetched layer, one "
          "layer's gradients and its reduce-scatter input (four), as traced on a fake world; the all-gather and "
