@@ -187,6 +187,14 @@ class TrainSetup:
                 "optimizer lomo fuses the update into backward of full fine-tuning; use peft=none"
             )
         _zero_grad_rules(self)
+        shortest = self.allocator.replay_min_seq
+        if shortest is not None and shortest > self.seq:
+            raise InvalidWorkloadError(
+                f"replay_min_seq {shortest:,} is longer than seq {self.seq:,}: it is the run's shortest sequence, "
+                f"seq its longest",
+                field="replay_min_seq",
+                allowed=f"an integer from 1 to seq ({self.seq:,})",
+            )
         coerce(self, "framework", Framework)
         if self.framework != Framework.NONE:
             from vramwise.workload.frameworks import check_rules  # imported only when a framework is named
@@ -340,6 +348,7 @@ _FLAT = FlatNames(
         "fsdp_outer_units": ("parallel", "fsdp_outer_units"),
         "fsdp_over_cp": ("parallel", "fsdp_over_cp"),
         "zero_grad": ("optimizer", "zero_grad"),
+        "replay_min_seq": ("allocator", "replay_min_seq"),  # issue 15: --range's bound over varied lengths
     },
 )
 FLAT_NAMES = _FLAT  # the flat names, for workload/frameworks.py (which option a preset row can set)

@@ -910,6 +910,7 @@ def _step_tensors(
     layer_step, outside_step = spread(sum(t.bytes for t in states.step_extra), shapes, n)
     per_layer = set(fwd.in_layers[: fwd.per_layer.rules])
     mb = setup.allocator.max_split_size_mb
+    shortest = setup.allocator.replay_min_seq
     return StepTensors(
         layers=n,
         layer_persistent=tuple(layer),
@@ -929,6 +930,7 @@ def _step_tensors(
             expandable_segments=setup.allocator.expandable_segments,
             max_split_size=None if mb is None else mb * MIB,
         ),
+        shorter=0 if shortest is None else _run_seq(replace(setup, seq=shortest)),
     )
 
 
