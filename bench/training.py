@@ -12,6 +12,8 @@ The measured figure is compared with the estimate's figure of the same kind:
 - ``max_memory_reserved``: tensors plus the allocator's reserve (``overhead/allocator``), without the CUDA context
   or NCCL's buffers, which PyTorch's allocator does not hold;
 - ``nvidia-smi``: the whole per-GPU peak, context included.
+A case may also publish its run's mean sequence (``seq_mean``: its --range then runs from it to ``seq``) and more
+reserved figures (``reserved_99th``, ``reserved_avg``: listed beside the range, ``render_steps``).
 Errors are estimate / measured - 1. A published out-of-memory (``outcome = "oom"``) is checked on the case's
 GPU: predicted to fit or not. Peers (bench/data/training/PEERS.md) run offline as subprocesses: fitcheck-llm,
 vramcalc and llm-analysis from /work/peers-venv; hf-vram-calc's package from the same venv, run by this venv's
