@@ -133,7 +133,8 @@ def test_metamathqa_full_fine_tuning_peak_is_under_the_bound() -> None:
     # loads); batch 4, pure bf16, AdamW; batches from a mean of 210 tokens (train total tokens / train samples) to
     # 768. Compared as bench/training.py does: tensors and the allocator's reserve, no CUDA context.
     options = {"batch": 4, "seq": 210, "precision": "bf16", "optimizer": "adamw", "peft": "none",
-               "recompute": "none", "attention": "sdpa", "loss": "full", "cuda_context": 0}
+               "recompute": "none", "attention": "sdpa", "loss": "full", "cuda_context": 0,
+               "keep_logits": True}  # run.py train keeps ``outputs`` (the logits) until the next forward
     req = TrainRequest(model="llama-3.2-3b", options=options)
     rng = train_range(req, train(req), longest=768)
     assert rng.high < 38_868_615_168 <= rng.bound  # above the high (the replay of identical single sequences)
