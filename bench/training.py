@@ -12,6 +12,8 @@ The measured figure is compared with the estimate's figure of the same kind:
 - ``max_memory_reserved``: tensors plus the allocator's reserve (``overhead/allocator``), without the CUDA context
   or NCCL's buffers, which PyTorch's allocator does not hold;
 - ``nvidia-smi``: the whole per-GPU peak, context included.
+A case may also publish its run's mean sequence (``seq_mean``: its --range then runs from it to ``seq``) and more
+reserved figures (``reserved_99th``, ``reserved_avg``: listed beside the range, ``render_steps``).
 Errors are estimate / measured - 1. A published out-of-memory (``outcome = "oom"``) is checked on the case's
 GPU: predicted to fit or not. Peers (bench/data/training/PEERS.md) run offline as subprocesses: fitcheck-llm,
 vramcalc and llm-analysis from /work/peers-venv; hf-vram-calc's package from the same venv, run by this venv's
@@ -214,11 +216,17 @@ def run_case(case: dict[str, Any], work: Path) -> Result:
 
 def _with_range(result: Result, req: TrainRequest, out: Any) -> None:
     """``--range`` of the case (app/ranges.py) on the estimate's figure of the measured kind (the whole peak for an
-    OOM), the sequence length pinned at the case's own (the published run states it): the allocator's and the CUDA
-    context's uncertainties only. Nothing is tuned: the same runs ``train --range`` makes."""
+    OOM). The sequence length is pinned at the case's own (the published run states it), so the allocator's and
+    the CUDA context's uncertainties are left, unless the case publishes ``seq_mean`` (a run whose batches vary in
+    length): then ``train --seq <seq_mean> --max-seq <seq> --range``, as a user who knows the mean and the longest
+    would run it. Nothing is tuned: the same runs ``train --range`` makes."""
     kind = "device" if result.case["outcome"] == "oom" else result.kind
     try:
-        rng = train_range(req, out, longest=out.setup.seq, figure=lambda est: figures_of(est)[kind])
+        longest = out.setup.seq
+        if result.case.get("seq_mean"):
+            req = TrainRequest(model=req.model, options={**req.options, "seq": result.case["seq_mean"]}, gpu=req.gpu)
+            out = train(req)
+        rng = train_range(req, out, longest=longest, figure=lambda est: figures_of(est)[kind])
     except VramwiseError as err:
         result.range_error = f"refused: {err}"
         return
@@ -256,6 +264,10 @@ def render_ranges(results: list[Result], rs: dict[str, Any]) -> list[str]:
         "with expandable segments) and the CUDA context (no GPU is given to a measured case, so its span is one "
         "row). The allocator and the context do not touch an allocated/active figure: its range is the estimate "
         "itself. Nothing was tuned for these counts.", "",
+        "A case that publishes its run's mean sequence (`seq_mean`: peft's MetaMathQA, whose batches vary in length) "
+        "is ranged from that mean (--seq) to its longest batch (--max-seq): the sequence's uncertainty joins, and the "
+        "bound adds the replay of steps of both lengths in turn at the micro-batch itself "
+        "(allocation.py StepTensors.varied_reserve).", "",
         "| kind | cases | within [low, high] | below low | above high | above bound |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
@@ -282,6 +294,32 @@ def render_ranges(results: list[Result], rs: dict[str, Any]) -> list[str]:
         where = "yes" if low <= measured <= high else ("below low" if measured < low else "ABOVE HIGH")
         lines.append(f"| {r.id} | {r.case['figure']} | {_gib(measured)} | {_gib(low)} | {_gib(high)} | "
                      f"{_gib(bound)} | {where} |")
+    return lines + render_steps(results)
+
+
+def render_steps(results: list[Result]) -> list[str]:
+    """The cases that publish more reserved figures than the whole run's peak (``reserved_99th``): where the
+    training steps' own largest reserve lies, beside the estimate and the range."""
+    cases = [r for r in results if "reserved_99th" in r.case and r.range is not None and r.estimate is not None]
+    if not cases:
+        return []
+    lines = [
+        "", "### The training steps' own reserve (peft MetaMathQA)", "",
+        "The results JSON logs memory_reserved() after every training step (before every 10th step's empty_cache, "
+        "after every 250th's evaluation): its 99th percentile and mean are published beside the whole run's peak "
+        "(`value`, evaluations included). The steps' own largest reserve lies between the 99th percentile and the "
+        "run's peak (bench/data/training/manifest.toml, the section's comment).", "",
+        "| case | steps' mean | steps' 99th pct | run's peak | estimate at the longest | high | bound | "
+        "99th pct <= bound | peak <= bound |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in cases:
+        assert r.range is not None and r.estimate is not None
+        _, high, bound = r.range
+        p99, peak = int(r.case["reserved_99th"]), measured_bytes(r.case) or 0
+        lines.append(f"| {r.id} | {_gib(int(r.case.get('reserved_avg', 0)))} | {_gib(p99)} | {_gib(peak)} | "
+                     f"{_gib(r.estimate)} | {_gib(high)} | {_gib(bound)} | {'yes' if p99 <= bound else 'NO'} | "
+                     f"{'yes' if peak <= bound else 'NO'} |")
     return lines
 
 

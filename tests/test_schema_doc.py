@@ -259,6 +259,8 @@ TRAIN_SETUP_KEYS += ["num_virtual_tokens", "decoder_seq"]  # issue 14: peft prom
 TRAIN_SETUP_KEYS += ["fsdp_outer_units"]  # issue 14: torchtune custom_sharded_layers (appended)
 TRAIN_SETUP_KEYS += ["fsdp_over_cp"]  # issue 14: torchtitan dp_shard x cp (appended)
 TRAIN_SETUP_KEYS += ["zero_grad"]  # issue 14: zero_grad(set_to_none) (appended)
+TRAIN_SETUP_KEYS += ["replay_min_seq"]  # issue 15: --range's bound over varied lengths (appended)
+TRAIN_SETUP_KEYS += ["keep_logits"]  # issue 14: a plain loop's outputs kept to the next forward (appended)
 
 
 def test_json_setup_keys_are_schema_v1() -> None:

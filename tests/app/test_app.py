@@ -256,6 +256,9 @@ FROZEN["fit"] += " --margin --json"
 FROZEN["infer"] += " --range --max-seq"
 FROZEN["train"] += " --range --max-seq"
 FROZEN["fit"] += " --range --max-seq"
+# issue 14: a plain loop's outputs (the logits) kept until the next forward
+FROZEN["train"] += " --keep-logits"
+FROZEN["fit"] += " --keep-logits"
 _ENGINE_ONLY = (
     "--gpu-util --gpu-memory-utilization --engine --max-model-len --max-num-seqs --max-num-batched-tokens "
     "--max-batched-tokens --enforce-eager --kv-cache-memory-bytes --kv-cache-memory " + _ENGINE_FLAGS + LLAMA_CPP
@@ -265,6 +268,8 @@ FROZEN["plot"] += " --reduce-bucket --prefetch-bucket"
 FROZEN["verify"] = _SETUPS + " --gpu --json --layers --log --model --units --from --reduce-bucket --prefetch-bucket"
 FROZEN |= {"models": "--json", "gpus": "--json --units", "formats": "--json"}
 FROZEN["web"] = "--host --port --open --rate-limit"  # issue 16: `vramwise web`
+FROZEN["plot"] += " --keep-logits"  # issue 14: a plain loop's outputs kept until the next forward
+FROZEN["verify"] += " --keep-logits"
 FROZEN["mcp"] = ""  # issue 16: the MCP server over stdio takes no option
 
 

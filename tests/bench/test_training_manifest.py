@@ -46,6 +46,14 @@ def test_case_fields(case: dict[str, object]) -> None:
         assert isinstance(case["value"], int | float) and case["value"] > 0
         assert case["figure"] != "oom"
     assert isinstance(case.get("config_overrides", {}), dict)
+    if "seq_mean" in case:  # a run of varied lengths: its mean below its longest batch (the bench's --range)
+        assert isinstance(case["seq_mean"], int) and 1 <= case["seq_mean"] <= case["settings"]["seq"]  # type: ignore[index]
+    for name in ("reserved_99th", "reserved_avg"):  # a run's other reserved figures: never above its max
+        if name in case:
+            assert case["figure"] == "max_memory_reserved" and case["unit"] == "bytes"
+            assert isinstance(case[name], int) and 0 < case[name] <= case["value"]  # type: ignore[operator]
+    if "reserved_99th" in case and "reserved_avg" in case:
+        assert case["reserved_avg"] <= case["reserved_99th"]  # type: ignore[operator]
     if case["figure"] == "unstated":  # the bench compares it with some figure: the case must say which and why
         assert any("figure" in a for a in case["assumed"])  # type: ignore[attr-defined]
 

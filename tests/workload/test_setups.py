@@ -54,6 +54,10 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
     "fsdp_over_cp": False,
     # issue 14, added within version 1: what zero_grad leaves (torch >= 2.0 frees the gradients)
     "zero_grad": "none",
+    # issue 15, added within version 1: --range's bound over a run of varied lengths (None: every step at seq)
+    "replay_min_seq": None,
+    # issue 14, added within version 1: a plain loop's outputs (the logits) kept until the next forward
+    "keep_logits": False,
 }  # fmt: skip
 V1_INFER_DEFAULTS: dict[str, Any] = {
     "batch": 1, "context": 2048, "new_tokens": 0, "weight_format": None, "kv_dtype": "auto", "attention": "sdpa",
@@ -105,6 +109,8 @@ OTHER: dict[str, Any] = {
     "fsdp_outer_units": True,
     "fsdp_over_cp": True,
     "zero_grad": "zeros",
+    "replay_min_seq": 1024,
+    "keep_logits": True,
 }  # fmt: skip
 _NEEDS: dict[str, dict[str, Any]] = {
     "zero": {"dp": 2},

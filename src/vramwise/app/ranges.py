@@ -5,7 +5,11 @@ Each uncertainty is a set of option values the user did not pin, each value a se
 - allocator: low ``--allocator-fraction 0`` (reserved = allocated); high the larger of the flat default fraction
   and, for training, the replay of the step's allocations through the caching-allocator model
   (``--allocator-replay``); the bound adds the replay with expandable segments (training) or every weight in a
-  segment of its own (transformers' inference, ``load_waste``). Pinned by ``--allocator-fraction``.
+  segment of its own (transformers' inference, ``load_waste``), and for training the replay of a run whose
+  batches vary in length, from ``--seq`` to the sequence's high, at the micro-batch itself (``replay_min_seq``:
+  estimate/train/allocation.py ``StepTensors.varied_reserve``; with the sequence pinned, identical steps at the
+  micro-batch, which the high's one-sequence replay times the micro-batch can miss by 30%). Pinned by
+  ``--allocator-fraction``.
 - sequence length: low the given ``--seq`` (inference: ``--context``), high ``--max-seq`` or the longest the setup
   admits: the model's position limit, or an engine's own cap (inference: less the new tokens).
 - engine release: vLLM's plans of every release (``--vllm-version``), unless one is given.
@@ -163,7 +167,9 @@ def _load_bound(result: InferResult) -> _Setting | None:
     return _Setting("every weight in a segment of its own", {"allocator_fraction": min(fraction, 0.99)})
 
 
-def _allocator(options: Mapping[str, Any], training: bool, load: _Setting | None = None) -> _Dim:
+def _allocator(
+    options: Mapping[str, Any], training: bool, load: _Setting | None = None, shortest: int | None = None
+) -> _Dim:
     given = options.get("allocator_fraction")
     flat = f"the flat {DEFAULT_ALLOCATOR_FRACTION:g} of tensor bytes (estimate/overheads.py)"
     source = "low: reserved = allocated; high: " + flat
@@ -180,13 +186,23 @@ def _allocator(options: Mapping[str, Any], training: bool, load: _Setting | None
     expandable = _Setting("the replay with expandable segments", {"allocator_replay": True,
                                                                    "expandable_segments": True})
     unset = bool(options.get("expandable_segments")) or options.get("max_split_size_mb") is not None
+    bounds: tuple[_Setting, ...] = () if options.get("expandable_segments") else (expandable,)
+    if shortest is not None:
+        # a run whose batches vary in length, from --seq to the sequence's high (the run itself at the high): steps
+        # of both lengths replayed in turn at the micro-batch itself (allocation.py StepTensors.varied_reserve)
+        varied = {"allocator_replay": True, "replay_min_seq": shortest}
+        words = f"steps of {shortest:,} tokens to the high replayed in turn at the micro-batch"
+        bounds += (_Setting(words, varied),)
+        if not options.get("expandable_segments"):
+            bounds += (_Setting(words + ", expandable segments", {**varied, "expandable_segments": True}),)
     return _Dim(
         name="allocator",
         source=f"{source} or the caching-allocator replay (estimate/allocator_model.py, --allocator-replay), the "
-        "larger; bound: also with expandable segments",
+        "larger; bound: also with expandable segments"
+        + ("; and steps from --seq to the high in turn, replayed at the micro-batch" if shortest is not None else ""),
         lows=(low,),
         highs=(replayed,) if unset else (default, replayed),  # an allocator setting makes the replay the estimate
-        bounds=() if options.get("expandable_segments") else (expandable,),
+        bounds=bounds,
     )
 
 
@@ -346,7 +362,7 @@ def train_range(
     high, source = seq_span(setup.seq, limit, longest)
     left_out = _unmodelled(str(setup.mode), "", result.gpu)
     dims = [
-        *(() if "allocator" in left_out else (_allocator(options, training=True),)),
+        *(() if "allocator" in left_out else (_allocator(options, training=True, shortest=setup.seq),)),
         _seq("seq", setup.seq, high, source, "--seq", "max_position_embeddings" if longest is None else "--max-seq"),
         *(() if "CUDA context" in left_out else (_cuda(options, setup.overheads.compute_capability),)),
     ]

@@ -318,6 +318,9 @@ OPTIONS: tuple[Option, ...] = (
            help="torchtune's optimizer_in_bwd: each parameter steps in backward and frees its gradient"),
     Option(name="float8", flags=("--float8",), commands=TRN,
            help="torchao float8 training of the linears (Float8Linear, tensorwise scaling)"),
+    Option(name="keep_logits", flags=("--keep-logits",), commands=TRN,
+           help="the training loop keeps the model's output logits until the next step's forward returns (a plain "
+                "loop's outputs = model(**batch); HF Trainer's compute_loss drops them)"),
     Option(name="zero_grad", flags=("--zero-grad",), type=str, commands=TRN,
            help=f"what zero_grad() leaves after each step: {_one_of(ZERO_GRADS)}; none frees the gradients "
                 "(set_to_none=True, PyTorch >= 2.0), zeros keeps them allocated through the next forward "

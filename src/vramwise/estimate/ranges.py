@@ -20,8 +20,10 @@ The caching allocator's rules (c10/cuda/CUDACachingAllocator.cpp @001074d2, ``De
   (``tests/estimate/test_range_arithmetic.py`` replays it): the live tensors' sizes alone do not bound the
   reserve, their order does, and this project does not claim a worst case over every order. So the "bound" of
   ``--range`` takes, for the allocator, the worst of the orders the project models (the flat fraction, the
-  replay of the step's allocations, with and without expandable segments); it is the worst modelled order, not
-  a proof, and the report says so.
+  replay of the step's allocations, with and without expandable segments, and, for a run whose batches vary in
+  length, steps of the shortest and the longest in turn: blocks cached by one length are split by the other's
+  tensors, estimate/train/allocation.py ``VARIED``); it is the worst modelled order, not a proof, and the report
+  says so.
 """
 
 from __future__ import annotations

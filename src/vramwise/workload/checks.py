@@ -91,9 +91,11 @@ BOUNDS: dict[str, tuple[int, str]] = {
 }
 
 
-def integer(field: str, value: object, low: int) -> None:
-    """``value`` is an int (not a bool) from ``low`` to the field's bound in ``BOUNDS``."""
+def integer(field: str, value: object, low: int, name: str | None = None) -> None:
+    """``value`` is an int (not a bool) from ``low`` to the field's bound in ``BOUNDS``; ``name``: the field as
+    the error names it when it takes another field's bound (replay_min_seq: a sequence length's)."""
     high, why = BOUNDS[field]
+    field = name or field
     allowed = f"an integer from {low} to {high:,}"
     kind = "a positive integer" if low == 1 else "a non-negative integer"
     if isinstance(value, bool) or not isinstance(value, int) or value < low:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from vramwise.errors import InvalidWorkloadError
-from vramwise.workload.checks import boolean, non_negative, real, show
+from vramwise.workload.checks import boolean, integer, non_negative, real, show
 
 # The CUDA releases the context table speaks of (estimate/cuda_context.py): 10.0 (the oldest a published
 # measurement used) to 13.x (the newest torch wheels'); anything else is refused rather than guessed.
@@ -76,15 +76,28 @@ class AllocatorSettings:
     # published runs (bench/training.py) it moves the median little (5.2% against the flat 5.3%) while spreading
     # the reserved peaks from -6% to +8%. On whenever an allocator setting is given, which a flat fraction ignores.
     replay: bool = False
+    # A run whose batches differ in length (a dataset not packed to one length): the shortest sequence, up to the
+    # workload's seq. The replay then runs steps of both lengths in turn at the workload's own micro-batch
+    # (estimate/train/allocation.py ``StepTensors.varied_reserve``): blocks cached by one length are split by the
+    # other's tensors, which two identical steps never show. None: every step at seq. What --range's bound runs
+    # (app/ranges.py); off in the estimate, which keeps one sequence's replay.
+    replay_min_seq: int | None = None
 
     @property
     def replayed(self) -> bool:
         """Whether the estimate's reserve comes from the caching-allocator replay."""
-        return self.replay or self.expandable_segments or self.max_split_size_mb is not None
+        return (
+            self.replay
+            or self.expandable_segments
+            or self.max_split_size_mb is not None
+            or self.replay_min_seq is not None
+        )
 
     def __post_init__(self) -> None:
         boolean("expandable_segments", self.expandable_segments)
         boolean("replay", self.replay)
+        if self.replay_min_seq is not None:
+            integer("seq", self.replay_min_seq, 1, name="replay_min_seq")
         n = self.max_split_size_mb
         low, high = MAX_SPLIT_SIZE_MB_RANGE
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not low <= n <= high):

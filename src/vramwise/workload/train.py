@@ -116,11 +116,15 @@ class ImplConfig:
     activation_offload: bool = False  # torchtune's OffloadActivations: saved tensors to pinned host memory
     compile: bool = False  # torch.compile per layer: inductor's saved tensors, measured (bench/compile_saved.py)
     float8: bool = False  # torchao float8 training of the linears (Float8Linear, tensorwise scaling)
+    # the training loop keeps the model's output, its logits, until the next step's forward returns: a plain loop's
+    # ``outputs = model(**batch)`` (peft's method_comparison/MetaMathQA/run.py train); HF Trainer's compute_loss
+    # returns the loss alone, so its outputs are freed before backward (estimate/train/training.py _kept_logits)
+    keep_logits: bool = False
 
     def __post_init__(self) -> None:
         coerce(self, "mlp_impl", KernelImpl)
         coerce(self, "norm_impl", KernelImpl)
-        for name in ("activation_offload", "compile", "float8"):
+        for name in ("activation_offload", "compile", "float8", "keep_logits"):
             _flag(name, getattr(self, name))
 
 
@@ -187,6 +191,14 @@ class TrainSetup:
                 "optimizer lomo fuses the update into backward of full fine-tuning; use peft=none"
             )
         _zero_grad_rules(self)
+        shortest = self.allocator.replay_min_seq
+        if shortest is not None and shortest > self.seq:
+            raise InvalidWorkloadError(
+                f"replay_min_seq {shortest:,} is longer than seq {self.seq:,}: it is the run's shortest sequence, "
+                f"seq its longest",
+                field="replay_min_seq",
+                allowed=f"an integer from 1 to seq ({self.seq:,})",
+            )
         coerce(self, "framework", Framework)
         if self.framework != Framework.NONE:
             from vramwise.workload.frameworks import check_rules  # imported only when a framework is named
@@ -340,6 +352,8 @@ _FLAT = FlatNames(
         "fsdp_outer_units": ("parallel", "fsdp_outer_units"),
         "fsdp_over_cp": ("parallel", "fsdp_over_cp"),
         "zero_grad": ("optimizer", "zero_grad"),
+        "replay_min_seq": ("allocator", "replay_min_seq"),  # issue 15: --range's bound over varied lengths
+        "keep_logits": ("impl", "keep_logits"),  # issue 14: a plain loop's outputs kept to the next forward
     },
 )
 FLAT_NAMES = _FLAT  # the flat names, for workload/frameworks.py (which option a preset row can set)

@@ -33,7 +33,7 @@ applied as a fraction of the tensors, which over-counted runs far from it: a 35%
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from vramwise.estimate.allocator_model import FREE, AllocatorConfig, load_reserves, replay_ops
@@ -59,6 +59,16 @@ STEP_POINTS = ((16, 32),)
 # in them (per-parameter gradients and fp32 copies in freed activation blocks), so it reserves more; a third
 # adds under 5% more on the typical cases (tests/estimate/test_allocation.py)
 STEPS = 2
+# A run whose batches differ in length (``StepTensors.shorter``): the steps alternate between the shortest and the
+# longest sequence, starting with either (0: the shortest, 1: the longest). Starting short, the optimizer's states
+# are created among the blocks a short step left, and each long step finds blocks cut to the short shapes (the
+# larger of its tensors fit none of them, so the short step's segments stay reserved beside the long step's;
+# the smaller split them); starting long, a short step splits the long step's blocks before the next long one.
+# The alternation is the simplest order a shuffled or length-bucketed dataset makes (peft's MetaMathQA
+# benchmark: buckets sorted longest first, method_comparison/MetaMathQA/utils.py BucketIterator). Neither order
+# is always the worse, nor always worse than identical long steps (tests/estimate/test_varied_lengths.py), so the
+# reserve is the largest of the three, as a bound takes the worst modelled order.
+VARIED = ((0, 1, 0, 1), (1, 0, 1), (1, 1))
 TORCH = "torch c10/cuda/CUDACachingAllocator.cpp @001074d2"
 # What a replayed reserve cannot promise (workload/overheads.py AllocatorSettings.replay: why it is opt-in)
 REPLAY_NOTE = (
@@ -66,6 +76,15 @@ REPLAY_NOTE = (
     "finds a free block at one length and not at another), so fit's largest sequence under --allocator-replay "
     "is a bisection's answer, not the largest"
 )
+
+
+def at_sequence(v: Vars, s: int) -> Vars:
+    """``v`` with every sequence ``s`` tokens long (the model's own, ``Vars.s``), the micro-batch kept: the tokens
+    scale with the sequence (context parallelism's share kept), b·s² with its square."""
+    if s == v.s or not v.s:
+        return v
+    tokens = v.T * s // v.s
+    return Vars(1, v.b, tokens, v.b * s * s, min(v.chunk, tokens), s)
 
 
 def micro_batch(v: Vars, b: int) -> Vars:
@@ -97,6 +116,9 @@ class StepTensors:
     layer_states: tuple[int, ...] = ()
     outside_states: tuple[int, ...] = ()
     config: AllocatorConfig
+    # a run whose batches differ in length: the shortest sequence as the model runs it (prompt tuning's virtual
+    # tokens included), from AllocatorSettings.replay_min_seq; 0: every step at the workload's own sequence
+    shorter: int = 0
 
     def sizes(
         self, v: Vars
@@ -142,10 +164,35 @@ class StepTensors:
         8 (12 Llama, Mistral and Qwen setups): within 1.6% of the peak in the median, 30% at worst (one logits-
         sized block that finds a free block at one size and not at another), where a line through the replays
         at one and two sequences misses by 3.6% in the median (it extrapolates such a jump)."""
+        if self.shorter:
+            return self.load_reserve + self.varied_reserve(v)
         return self.load_reserve + max(1, v.b) * self.step_reserve(v)
+
+    def varied_reserve(self, v: Vars) -> int:
+        """The steps' reserve when the run's batches vary from ``shorter`` tokens a sequence to ``v``'s: steps of
+        both lengths replayed in turn (``VARIED``: the larger of the two orders) at ``v``'s own micro-batch, not one
+        sequence times b (the replay is not linear in the micro-batch: ``reserve``'s 30% worst case), measured
+        against the tensors' peak (the longest step's). With ``shorter`` equal to ``v``'s sequence, the same steps
+        at the micro-batch itself. What --range's bound runs (app/ranges.py), never a layout search."""
+        memo = self._varied_memo
+        hit = memo.get(v)
+        if hit is None:
+            if len(memo) > 4096:
+                memo.clear()
+            lengths = (self.sizes(at_sequence(v, min(self.shorter, v.s))), self.sizes(v))
+
+            def waste(k: int) -> int:
+                return max(_waste(_steps_ops(self, [lengths[i] for i in order], k), self.config) for order in VARIED)
+
+            hit = memo[v] = _extrapolated(self.layers, waste, STEP_POINTS)
+        return hit
 
     @functools.cached_property
     def _memo(self) -> dict[Vars, int]:
+        return {}
+
+    @functools.cached_property
+    def _varied_memo(self) -> dict[Vars, int]:
         return {}
 
     def formula(self, v: Vars, load: bool) -> str:
@@ -157,9 +204,22 @@ class StepTensors:
         if load:
             n = len(self.outside_persistent) + self.layers * len(self.layer_persistent)
             return f"reserved − allocated once the {n:,} persistent tensors are allocated, replayed {source}"
-        n = _allocations(self, self.sizes(micro_batch(v, 1)), self.layers)
         deepest = max(sum(pair) for pair in STEP_POINTS)  # ``_extrapolated``: exact up to both replays' layers
         depth = f"{self.layers} layers" + (" extrapolated from fewer" if self.layers > deepest else "")
+        if self.shorter:
+            short = min(self.shorter, v.s)
+            steps = (
+                f"steps of {short:,} and {v.s:,} tokens a sequence in turn (shortest first, longest first, or only "
+                "the longest; the largest)"
+                if short < v.s
+                else f"identical steps of {v.s:,} tokens a sequence"
+            )
+            return (
+                f"load {self.load_reserve:,} + steps {self.varied_reserve(v):,}: reserved − allocated at the peak "
+                f"of replays of the persistent tensors, then of {steps}, {depth}, at the micro-batch of {v.b} "
+                f"itself {source}"
+            )
+        n = _allocations(self, self.sizes(micro_batch(v, 1)), self.layers)
         step = f"step {self.step_reserve(v):,}" + (f" x {v.b} sequences" if v.b > 1 else "")
         return (
             f"load {self.load_reserve:,} + {step}: reserved − allocated at the peak of a replay of the persistent "
@@ -169,15 +229,17 @@ class StepTensors:
 
 
 def _step_ops(s: StepTensors, sizes: tuple, k: int, steps: int = STEPS) -> list[tuple[int, int]]:
-    """``steps`` steps with ``k`` layers: (key, bytes) allocations, (key, -1) frees.
+    """``steps`` steps with ``k`` layers, every one at ``sizes``: (key, bytes) allocations, (key, -1) frees."""
+    return _steps_ops(s, (sizes,) * steps, k)
+
+
+def _steps_ops(s: StepTensors, per_step: Sequence[tuple], k: int) -> list[tuple[int, int]]:
+    """One step per entry of ``per_step`` (each step's ``sizes``: a run whose batches differ in length), with ``k``
+    layers: (key, bytes) allocations, (key, -1) frees.
 
     Every layer makes the same allocations, so one layer's forward and backward are written once as templates
     (``_layer_forward``, ``_layer_backward``) and repeated with their keys shifted: the replay's input is
     built in a few list comprehensions, not an op at a time."""
-    saved, rebuilt, held, loss_temporaries, step = sizes
-    fwd = _layer_forward(saved)
-    bwd = _layer_backward(saved, s.layer_grads)
-    width_f, width_b = 2 * len(saved), len(saved) + len(s.layer_grads)
     # the backward frees the forward's saved tensors: negative template keys (-1 - j) name saved tensor j, the
     # forward's key 2j
     ops: list[tuple[int, int]] = []
@@ -190,7 +252,11 @@ def _step_ops(s: StepTensors, sizes: tuple, k: int, steps: int = STEPS) -> list[
         ops.extend(zip(keys, sizes, strict=True))
         return keys
 
-    for i in range(steps):
+    for i, sizes in enumerate(per_step):
+        saved, rebuilt, held, loss_temporaries, step = sizes
+        fwd = _layer_forward(saved)
+        bwd = _layer_backward(saved, s.layer_grads)
+        width_f, width_b = 2 * len(saved), len(saved) + len(s.layer_grads)
         bases = []
         for _ in range(k):
             bases.append(n)

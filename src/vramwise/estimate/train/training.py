@@ -397,7 +397,52 @@ def _head_trains(spec: ModelSpec, setup: TrainSetup) -> bool:
     return not setup.peft.adapters and not (spec.tied_embeddings and setup.peft.freeze_layers)
 
 
+# peft 51c2ff6 method_comparison/MetaMathQA/run.py train: ``outputs = model(**batch, num_items_in_batch=...)``;
+# ``loss = outputs.loss``; backward, step; ``outputs`` is rebound only when the next step's forward returns.
+# transformers' causal LMs return the logits with the loss (LlamaForCausalLM.forward: CausalLMOutputWithPast(loss,
+# logits)), the lm_head's output in the compute dtype, which nothing else holds (ForCausalLMLoss upcasts a copy):
+# the loop keeps them through backward and the next forward. HF Trainer's compute_loss returns the loss alone.
+KEPT_LOGITS_SOURCE = (
+    "peft 51c2ff6 method_comparison/MetaMathQA/run.py train (outputs = model(**batch)); transformers "
+    "LlamaForCausalLM.forward returns CausalLMOutputWithPast(loss, logits)"
+)
+_KEEPS_LOGITS = ("full", "compute-dtype")  # losses computed on the whole logits the model returns
+
+
+def _kept_logits(spec: ModelSpec, setup: TrainSetup, vocab: int, c: int) -> Rule:
+    """``--keep-logits``: the model's output logits a plain loop keeps in ``outputs`` (every phase of the step); the
+    setups whose model returns no whole logits, or whose loop is another's, are refused in one line."""
+    why = ""
+    if spec.head is not HeadKind.CAUSAL_LM or spec.encoder_decoder is not None:
+        why = "a causal LM's logits"
+    elif runs_litgpt_code(setup):
+        why = "transformers' models (LitGPT's loop keeps its own fp32 logits: loss/held_logits)"
+    elif setup.loss not in _KEEPS_LOGITS:
+        why = "a loss on the whole logits the model returns (--loss full or compute-dtype)"
+    elif setup.parallel.tp > 1:
+        why = "one GPU's whole vocabulary (tp 1)"
+    if why:
+        raise InvalidWorkloadError(
+            f"--keep-logits is modelled for {why}", field="keep_logits", allowed="--keep-logits without it"
+        )
+    return Rule(
+        name="loss/held_logits",
+        coef=c * vocab,
+        var=TOKENS,
+        formula=lambda v: f"the logits the loop keeps in its outputs: T {v.T} x V {vocab} x {c} B",
+        source=KEPT_LOGITS_SOURCE,
+    )
+
+
 def _loss(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> LossRules:
+    rules = _loss_region(spec, setup, recipe, flight)
+    if setup.impl.keep_logits:
+        kept = _kept_logits(spec, setup, spec.vocab_size, recipe.compute)
+        return replace(rules, kept=(*rules.kept, kept))
+    return rules
+
+
+def _loss_region(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: float) -> LossRules:
     if spec.encoder_decoder is not None:  # the target's logits (estimate/train/seq2seq.py)
         saved, temp = seq2seq.loss_rules(spec, setup, recipe.compute)
         return LossRules(saved=(saved,), backward=(temp,))
@@ -910,6 +955,7 @@ def _step_tensors(
     layer_step, outside_step = spread(sum(t.bytes for t in states.step_extra), shapes, n)
     per_layer = set(fwd.in_layers[: fwd.per_layer.rules])
     mb = setup.allocator.max_split_size_mb
+    shortest = setup.allocator.replay_min_seq
     return StepTensors(
         layers=n,
         layer_persistent=tuple(layer),
@@ -929,6 +975,7 @@ def _step_tensors(
             expandable_segments=setup.allocator.expandable_segments,
             max_split_size=None if mb is None else mb * MIB,
         ),
+        shorter=0 if shortest is None else _run_seq(replace(setup, seq=shortest)),
     )
 
 
