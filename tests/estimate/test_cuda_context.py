@@ -35,6 +35,8 @@ def test_the_segment_arithmetic() -> None:
         ("7.5", "10.1", 1035 * MIB - BIG_TENSOR_SEGMENT),  # pytorch#49877
         ("8.6", "11.0", 1644 * MIB - BIG_TENSOR_SEGMENT),  # pytorch#49877
         ("7.0", "10.0", 400 * MIB),  # pytorch#20532: "around 300MB to 400MB", the upper end
+        # transformers docs model_memory_anatomy.md (249ef81): torch.ones((1, 1)) on a V100-SXM2, NVML 1343 MiB
+        ("7.0", "11.2", 1343 * MIB - 2 * MIB),
     ],
 )
 def test_a_measured_cell_reads_its_row(cc: str, cuda: str, expected: int) -> None:

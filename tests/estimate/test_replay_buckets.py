@@ -84,7 +84,7 @@ def test_moe_steps_replay_as_the_general_allocator(
         layer_step=layer, outside_step=(5 * MIB,), layer_states=layer * 2 if states else (),
         outside_states=(5 * MIB,) * 2 if states else (), config=AllocatorConfig(),
     )  # fmt: skip
-    sizes = (tuple(saved), (), (24 * MIB,), (11 * MIB, 11 * MIB), ())
+    sizes = (tuple(saved), (), (24 * MIB,), (11 * MIB, 11 * MIB), (), ())  # no loss forward-only tensors
     ops = _step_ops(s, sizes, layers)
     fast = replay_ops(ops)
     general = replay([Alloc(key=k, size=n) if n >= 0 else Free(key=k) for k, n in ops])

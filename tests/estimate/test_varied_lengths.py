@@ -38,7 +38,7 @@ def _one_tensor_step(shorter: int) -> StepTensors:
 
 
 def _waste(s: StepTensors, lengths: list[int]) -> int:
-    r = replay_ops(allocation._steps_ops(s, [((n,), (), (), (), ()) for n in lengths], s.layers), s.config)
+    r = replay_ops(allocation._steps_ops(s, [((n,), (), (), (), (), ()) for n in lengths], s.layers), s.config)
     return r.peak_reserved - r.peak_requested
 
 
@@ -66,7 +66,7 @@ def test_short_steps_keep_their_segments_beside_the_long_ones() -> None:
 
 def test_identical_lengths_replay_the_steps_alike() -> None:
     s = _one_tensor_step(shorter=0)
-    sizes = ((LONG,), (), (), (), ())
+    sizes = ((LONG,), (), (), (), (), ())  # saved, rebuilt, held, loss temporaries, step, loss forward
     assert allocation._step_ops(s, sizes, 1) == allocation._steps_ops(s, (sizes,) * allocation.STEPS, 1)
 
 

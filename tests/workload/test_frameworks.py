@@ -247,7 +247,7 @@ def test_every_default_cites_a_file_at_a_stated_commit() -> None:
         assert re.search(r"\d+\.\d+", VERSIONS[framework]), framework
         assert "git " in VERSIONS[framework] or "installed" in VERSIONS[framework]
         for row in table.defaults:
-            assert re.search(r"\.(py|yaml)\b", row.source), (framework, row.name)
+            assert re.search(r"\.(py|yaml|sh)\b", row.source), (framework, row.name)  # sh: a run script's env
     assert set(PRESETS) == set(Framework) - {Framework.NONE}
 
 

@@ -90,6 +90,14 @@ ROWS: tuple[ContextRow, ...] = (
         source="https://github.com/pytorch/pytorch/issues/55277",
     ),
     ContextRow(
+        compute_capability="7.0", gpu="Tesla V100-SXM2 16GB", cuda="11.2", lazy=False, bytes=(1343 - 2) * MIB,
+        measured="torch.ones((1, 1)).to('cuda') then NVML used memory (print_gpu_utilization: used // 1024**2, "
+        "printed 'MB'): 1343 MiB less the tensor's 2 MiB small segment; driver 460.91.03, nvidia-smi's CUDA 11.2 "
+        "(the wheel's runtime is not stated: an eager-loading 11.x one, January 2022)",
+        source="https://github.com/huggingface/transformers/blob/249ef8164cfbd8e288c2f6d8395539b9e90e8300/docs/"
+        "source/en/model_memory_anatomy.md",
+    ),
+    ContextRow(
         compute_capability=None, gpu="not named", cuda="11.5", lazy=False, bytes=543 * MIB,
         measured="torch 1.11 (NGC 21.11), a second rank's stray context on GPU 0, no tensors: nvidia-smi 543 MiB",
         source="https://github.com/pytorch/pytorch/issues/81257",

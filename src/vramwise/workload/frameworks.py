@@ -305,6 +305,10 @@ _TORCHTITAN = (
             "used, FSDP is also applied'), so context-parallel ranks hold shards of the weights even at dp 1",
             when=lambda v: int(_get(v, "cp", 1)) > 1,
             when_text="with cp > 1"),
+    Default(name="expandable_segments", value=True,
+            source=_TITAN + "run_train.sh: PYTORCH_ALLOC_CONF=\"expandable_segments:True\" before torchrun (and "
+            "run_llama_train.sh's PYTORCH_CUDA_ALLOC_CONF at 9dec370, the end-2024 benchmarks'): the caching "
+            "allocator's reserve is the replay with expandable segments"),
 )  # fmt: skip
 
 _AX = "axolotl src/axolotl/"

@@ -119,12 +119,16 @@ class StepTensors:
     # a run whose batches differ in length: the shortest sequence as the model runs it (prompt tuning's virtual
     # tokens included), from AllocatorSettings.replay_min_seq; 0: every step at the workload's own sequence
     shorter: int = 0
+    # the loss's forward-only tensors (LossRules.forward: torchtitan's 16-bit logits and their fp32 upcast, both
+    # freed before backward), allocated before the held tensors and freed once those exist: the order that leaves
+    # their blocks free beside the saved log-softmax while the loss backward's gradients look for room
+    loss_forward: tuple[Rule, ...] = ()
 
     def sizes(
         self, v: Vars
-    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    ) -> tuple[tuple[int, ...], ...]:
         """What varies with the workload variables: the saved tensors, the rebuilt layer's, the held tensors,
-        the loss temporaries and the step's transients, in bytes."""
+        the loss temporaries, the step's transients and the loss's forward-only tensors, in bytes."""
         t = v.T
         rebuilt = (self.rebuilt,) if self.rebuilt else ()
         return (
@@ -133,6 +137,7 @@ class StepTensors:
             tuple(r.bytes(v) for r in self.held),
             tuple(size for r in self.loss_temporaries for size in [r.bytes(v) // r.tensors] * r.tensors),
             tuple(r.bytes(v) for r in self.step),
+            tuple(r.bytes(v) for r in self.loss_forward),
         )
 
     @functools.cached_property
@@ -253,7 +258,7 @@ def _steps_ops(s: StepTensors, per_step: Sequence[tuple], k: int) -> list[tuple[
         return keys
 
     for i, sizes in enumerate(per_step):
-        saved, rebuilt, held, loss_temporaries, step = sizes
+        saved, rebuilt, held, loss_temporaries, step, loss_forward = sizes
         fwd = _layer_forward(saved)
         bwd = _layer_backward(saved, s.layer_grads)
         width_f, width_b = 2 * len(saved), len(saved) + len(s.layer_grads)
@@ -262,7 +267,9 @@ def _steps_ops(s: StepTensors, per_step: Sequence[tuple], k: int) -> list[tuple[
             bases.append(n)
             ops.extend([(n + key, size) for key, size in fwd])
             n += width_f
+        before = alloc(loss_forward)
         outside = alloc(held)
+        ops.extend((key, FREE) for key in before)
         ops.extend((key, FREE) for key in alloc(loss_temporaries))
         grads = alloc(s.outside_grads)
         for base in reversed(bases):
@@ -389,12 +396,13 @@ def _step_reserve(s: StepTensors, sizes: tuple) -> int:
 
 def _allocations(s: StepTensors, sizes: tuple, layers: int) -> int:
     """Allocations the full stage's step makes (what the extrapolated replay stands for)."""
-    saved, rebuilt, held, loss_temporaries, step = sizes
+    saved, rebuilt, held, loss_temporaries, step, loss_forward = sizes
     per_step = (
         # each saved tensor: itself and its forward temporary, and its gradient in backward (``_layer_forward``,
         # ``_layer_backward``), and the rebuilt layer
         layers * (3 * len(saved) + len(s.layer_grads) + len(rebuilt))
         + len(held)
+        + len(loss_forward)
         + len(loss_temporaries)
         + len(s.outside_grads)
         + len(step)

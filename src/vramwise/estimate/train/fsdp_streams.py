@@ -12,8 +12,14 @@ torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py, and the same in the to
   gradient shards, which the estimate counts as live only from backward's end to the step.
 - foreach_all_gather: ``all_gather_output`` is allocated under ``all_gather_copy_in_stream`` during forward and
   pre-backward (_fsdp_param_group.py FSDPCommContext.get_all_gather_streams), and freed after the copy-out into
-  the unsharded parameters. Its pool is as large as the most all-gather outputs alive at once: the root unit's
-  (embeddings, head) or two layers' (the current one and the prefetched one).
+  the unsharded parameters. Its pool is as large as the most all-gather outputs alive at once. In forward,
+  _fsdp_param_group.py FSDPParamGroup.wait_for_unshard keeps the unit's all-gather result in
+  ``comm_ctx.all_gather_state`` ("Defer free to allow for overlap of this copy-out with next all-gather
+  collective") and frees it only in the next unit's wait_for_unshard, after that unit's unshard has allocated
+  its own output (pre_forward: unshard, then wait_for_unshard; the same in the torch of torchtitan's end-2024
+  benchmarks, 1963fc8, torch/distributed/_composable/fsdp/_fsdp_param_group.py): the root unit's output
+  (embeddings, head) is alive when the first layer's is allocated. In backward (the else branch: freed at the
+  copy-out) the current layer's and the prefetched one's. The pool: root + one layer, or two layers.
 
 Both are reserve, not tensors (``overhead/allocator/...``: in max_memory_reserved, not in max_memory_allocated),
 and left out when the allocator reserve is (``allocator_fraction`` 0, as a CPU trace measures). The all-gather
@@ -36,8 +42,9 @@ SRC_RS = (
 )
 SRC_AG = (
     "torch 2.13 torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_all_gather: all_gather_output "
-    "allocated under all_gather_copy_in_stream (forward, pre-backward); CUDACachingAllocator reuses a block for its "
-    "own stream only"
+    "allocated under all_gather_copy_in_stream (forward, pre-backward); _fsdp_param_group.py wait_for_unshard: "
+    "in forward the previous unit's output is freed after the next unit's is allocated (all_gather_state); "
+    "CUDACachingAllocator reuses a block for its own stream only"
 )
 
 
@@ -53,8 +60,8 @@ def stream_pools(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, grads: Term
         return None
     layer, outer = layer_and_outer_params(spec, p.tp)
     w = recipe.weight
-    largest = max(outer, 2 * layer)
-    what = f"the root unit {outer:,}" if outer >= 2 * layer else f"two layers 2 x {layer:,}"
+    largest = max(outer + layer, 2 * layer)
+    what = f"the root unit's {outer:,} + the first layer's {layer:,}" if outer >= layer else f"two layers 2 x {layer:,}"
     rs = Term(
         name="overhead/allocator/fsdp_reduce_stream",
         bytes=grads.bytes,

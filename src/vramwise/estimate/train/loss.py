@@ -98,6 +98,9 @@ class LossRules:
     # a later moment of the loss backward, once the loss's saved tensors are released: a chunked head's matmuls
     # (torchtune's compiled chunked loss), each chunk's weight gradient added in place into the accumulated one
     head_chunks: tuple[Rule, ...] = ()
+    # forward's end only, as ``forward``, and replayed by the allocator model in their order (allocated before the
+    # saved log-softmax, freed before backward: torchtitan_upcast); ``forward``'s order is not replayed
+    forward_replayed: tuple[Rule, ...] = ()
     # in every phase of the step: a training loop that keeps its logits until the next forward returns (LitGPT's
     # fp32 list, litgpt_code.py litgpt_loss_rules)
     kept: tuple[Rule, ...] = ()
@@ -493,6 +496,37 @@ def loss_rules(*, vocab: int, h: int, c: int, loss: str, flight: float, softcap:
         tensors=2,
     )
     return saved, temp
+
+
+# torchtitan's trainer before its loss module (9dec370, the end-2024 benchmarks'): train.py loss_fn is
+# ``cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))`` and the step runs ``pred = model(input_ids);
+# loss = loss_fn(pred, labels); del pred; loss.backward()``: the head's 16-bit output and its fp32 copy exist
+# beside the log-softmax when it is computed, and both are freed before backward (log_softmax saves its result,
+# the upcast saves nothing: derivatives.yaml). Their blocks lie below the saved log-softmax, free while the loss
+# backward's two fp32 gradients look for room: one fits where the copy was, the 16-bit logits' block is too small
+# for the other (estimate/train/allocation.py replays that order).
+SRC_TORCHTITAN_LOSS = "torchtitan 9dec370 train.py loss_fn (pred.flatten(0, 1).float()) and the step's del pred"
+
+
+def torchtitan_upcast(vocab: int, c: int, flight: float) -> tuple[Rule, Rule]:
+    """The full loss's forward-only tensors under torchtitan's 9dec370 trainer: the head's c-byte logits and their
+    fp32 copy, per token (forward's end only)."""
+    many = f" x {flight:g} micro-batches" if flight != 1 else ""
+    logits = Rule(
+        name="loss/logits",
+        coef=c * vocab * flight,
+        var=TOKENS,
+        formula=lambda v: f"the head's output pred until del pred: T {v.T} x V {vocab} x {c} B{many}",
+        source=SRC_TORCHTITAN_LOSS,
+    )
+    upcast = Rule(
+        name="loss/logits_fp32",
+        coef=4 * vocab * flight,
+        var=TOKENS,
+        formula=lambda v: f"pred.float(), log_softmax's input: T {v.T} x V {vocab} x 4 B{many}",
+        source=SRC_TORCHTITAN_LOSS,
+    )
+    return logits, upcast
 
 
 CLASSIFIER = (

@@ -58,7 +58,13 @@ from vramwise.estimate.train.litgpt_code import (
 )
 from vramwise.estimate.train.loading import loading_term
 from vramwise.estimate.train.lora import LoraModule, adapter_bytes, kbit_prepared, lora_targets
-from vramwise.estimate.train.loss import LossRules, classifier_loss_rules, implementation_rules, liger_chunk
+from vramwise.estimate.train.loss import (
+    LossRules,
+    classifier_loss_rules,
+    implementation_rules,
+    liger_chunk,
+    torchtitan_upcast,
+)
 from vramwise.estimate.train.peft_methods import LORA_LIKE, check_method, check_setup, ia3_modules
 from vramwise.estimate.train.quantized import training_base
 from vramwise.estimate.train.recipe import Recipe, recipe_for
@@ -74,7 +80,7 @@ from vramwise.spec.params import parameter_groups
 from vramwise.spec.traits import HeadKind
 from vramwise.units import MIB
 from vramwise.workload import AttentionImpl, FsdpMode, LossImpl, Optimizer, PeftMethod, Recompute, TrainSetup
-from vramwise.workload.options import KernelImpl, ZeroGrad
+from vramwise.workload.options import Framework, KernelImpl, ZeroGrad
 
 
 def _in_flight(stage: Stage, setup: TrainSetup) -> float:
@@ -460,7 +466,7 @@ def _loss_region(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: flo
     tp = setup.parallel.tp
     vocab = spec.vocab_size if tp == 1 else padded_vocab(spec.vocab_size, tp) // tp
     head = spec.vocab_size * (spec.embedding.proj_dim or spec.hidden_size) * recipe.weight
-    return implementation_rules(
+    rules = implementation_rules(
         vocab=vocab,
         h=spec.hidden_size,
         c=recipe.compute,
@@ -471,6 +477,9 @@ def _loss_region(spec: ModelSpec, setup: TrainSetup, recipe: Recipe, flight: flo
         amp=recipe.autocast_cache,
         compiled=setup.impl.compile,
     )
+    if setup.framework == Framework.TORCHTITAN and setup.loss == "full" and not spec.final_logit_softcap:
+        return replace(rules, forward_replayed=torchtitan_upcast(vocab, recipe.compute, flight))
+    return rules
 
 
 def _autocast_cache(spec: ModelSpec, stage: Stage, setup: TrainSetup) -> tuple[Term, Term | None]:
@@ -573,6 +582,7 @@ class _Forward:
     loss_head: list[int] = field(default_factory=list)  # a chunked head's matmuls' backward (LossRules.head_chunks)
     layer_only: list[int] = field(default_factory=list)  # in_layers without the head's and final norm's tensors
     loss_kept: list[int] = field(default_factory=list)  # the loop's logits: in every phase of the step (LossRules.kept)
+    loss_only_forward: list[int] = field(default_factory=list)  # LossRules.forward_replayed (the allocator replay's)
 
 
 def _forward(
@@ -588,6 +598,7 @@ def _forward(
     loss_saved: list[int] = []
     loss_head: list[int] = []
     loss_kept: list[int] = []
+    loss_only_forward: list[int] = []
     if stage.last:
         rules = _loss(spec, setup, recipe, flight)
         loss_saved = out.add(*rules.saved)
@@ -595,7 +606,8 @@ def _forward(
         loss_kept = out.add(*rules.kept)
         held += loss_kept
         loss_backward = out.add(*rules.backward)
-        loss_forward = out.add(*rules.forward)
+        loss_only_forward = out.add(*rules.forward_replayed)
+        loss_forward = out.add(*rules.forward) + loss_only_forward
         # traced and read without FSDP or tp only: FSDP gathers the head's unit around it, tp splits the vocabulary
         plain = setup.parallel.fsdp == FsdpMode.NONE and setup.parallel.tp == 1
         loss_head = out.add(*rules.head_chunks) if plain else []
@@ -638,6 +650,7 @@ def _forward(
         layer_only=layer_only if not peft_extras.head_only(lora) else [],
         loss_head=loss_head,
         loss_kept=loss_kept,
+        loss_only_forward=loss_only_forward,
     )
 
 
@@ -966,6 +979,7 @@ def _step_tensors(
         rebuilt=fwd.per_layer.rebuilt,
         held=tuple(out.rules[j] for j in fwd.held if j not in per_layer),
         loss_temporaries=tuple(out.rules[j] for j in fwd.loss_backward),
+        loss_forward=tuple(out.rules[j] for j in fwd.loss_only_forward),
         step=tuple(constant(t) for t in states.backward_extra),
         layer_step=layer_step,
         outside_step=outside_step,
