@@ -260,3 +260,12 @@ def test_llamacpp_unknown_flash_attn_is_one_line(tmp_path: Path, capsys: pytest.
     assert main(["verify", "--log", path, "--model", "llama-2-7b", "--gpu", "4xH100"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "flash_attn" in err[0] and "maybe" in err[0]
+
+
+def test_a_size_given_with_gpu_replaces_the_logged_total(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--gpu 24GiB names no kind, only a total: the plan runs on 24 x 2^30 bytes (verify's --help: "the GPU instead
+    of one of the CUDA total the log reports"), not on the log's 79.19 GiB with the size's name beside it."""
+    out = _json(tmp_path, capsys, "--gpu", "24GiB")
+    assert out["gpu_bytes"] == 24 * GIB
+    assert out["gpu"] == "--gpu 24GiB"
+    assert {r["name"]: r for r in out["rows"]}["gpu_total"]["estimate"] == 24 * GIB
