@@ -132,3 +132,13 @@ def test_fit_min_gpus_shards_it_with_fsdp(capsys: pytest.CaptureFixture[str]) ->
     doc = json.loads(capsys.readouterr().out)
     assert doc["fits"] and doc["answer"]["value"] > 1
     assert "fsdp full" in doc["assumptions"]
+
+
+def test_the_advice_adds_gpus_with_fsdp(capsys: pytest.CaptureFixture[str]) -> None:
+    """The advice's "more GPUs" change is fit's fewest-GPU answer with its sharding: FSDP full here, as ZeRO-3 is
+    refused for torchao's optimizer."""
+    from vramwise.cli import main
+
+    assert main(["train", "llama-3-8b", "--optimizer", "ao-adamw-8bit", "--gpu", "h100", "--json"]) == 3
+    gpus = [a for a in json.loads(capsys.readouterr().out)["advice"] if a["kind"] == "gpus"]
+    assert len(gpus) == 1 and gpus[0]["options"] == {"fsdp": "full"} and "--fsdp full" in gpus[0]["change"]
