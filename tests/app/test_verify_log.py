@@ -275,3 +275,12 @@ def test_a_log_without_gpu_p2p_is_planned_with_nccl_in_host_memory(tmp_path: Pat
     assert out["options"]["interconnect"] == "shm"
     assert any("interconnect=shm" in n for n in out["notes"])
     assert any("without GPU peer-to-peer access" in n for n in out["notes"])
+
+
+def test_a_size_given_with_gpu_replaces_the_logged_total(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--gpu 24GiB names no kind, only a total: the plan runs on 24 x 2^30 bytes (verify's --help: "the GPU instead
+    of one of the CUDA total the log reports"), not on the log's 79.19 GiB with the size's name beside it."""
+    out = _json(tmp_path, capsys, "--gpu", "24GiB")
+    assert out["gpu_bytes"] == 24 * GIB
+    assert out["gpu"] == "--gpu 24GiB"
+    assert {r["name"]: r for r in out["rows"]}["gpu_total"]["estimate"] == 24 * GIB

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from vramwise.app.setups import train_setup
 from vramwise.configs import load
 from vramwise.configs.emit import emit
@@ -102,3 +104,41 @@ def test_the_traced_compile_allocates_two_fp32_states_and_two_scale_vectors() ->
     fp32 = [b["numel"] for b in traced["buffers"] if b["dtype"] == "float32"]
     assert sorted(fp32) == sorted([rows * cols] * AO_STEP_FP32 + [rows * cols // AO_BLOCK] * AO_STEP_FP32)
     assert all(b["dtype"] == "float32" for b in traced["buffers"])
+
+
+def test_deepspeed_zero_is_refused() -> None:
+    """DeepSpeed ZeRO hands the client optimizer one flat fp32 partition per parameter group (stage_1_and_2.py
+    DeepSpeedZeroOptimizer.__init__: ``param_group['params'] = [self.single_partition_of_fp32_groups[i]]``; stage3.py
+    its fp32 sub-group partitions alike): torchao would quantize and step that one tensor, whose compiled step holds
+    two fp32 copies of the whole partition (Llama-3.2-3B over 4 GPUs: 2 x 4 B x 3.2e9 / 4 = 6.4 GB), not of the
+    largest parameter's shard. Not modelled: refused in one line naming the optimizer; FSDP (torchao's DTensor
+    path, per parameter) stays."""
+    from vramwise.errors import InvalidWorkloadError
+
+    for zero in (1, 2, 3):
+        with pytest.raises(InvalidWorkloadError, match="ao-adamw-8bit") as err:
+            _train(optimizer="ao-adamw-8bit", zero=zero, dp=4)
+        assert err.value.field == "optimizer"
+    assert _train(optimizer="ao-adamw-8bit", fsdp="full", dp=4).peak_bytes > 0
+    assert _train(optimizer="adamw-8bit", zero=2, dp=4).peak_bytes > 0  # bitsandbytes' kernel steps in place
+
+
+def test_fit_min_gpus_shards_it_with_fsdp(capsys: pytest.CaptureFixture[str]) -> None:
+    """fit --min-gpus shards with ZeRO-3 when no sharding is given; torchao's optimizer is modelled under FSDP only
+    (the refusal above), so the search shards it with FSDP full instead of refusing every count past one."""
+    from vramwise.cli import main
+
+    assert main(["fit", "llama-3-8b", "--optimizer", "ao-adamw-8bit", "--gpu", "a10", "--min-gpus", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["fits"] and doc["answer"]["value"] > 1
+    assert "fsdp full" in doc["assumptions"]
+
+
+def test_the_advice_adds_gpus_with_fsdp(capsys: pytest.CaptureFixture[str]) -> None:
+    """The advice's "more GPUs" change is fit's fewest-GPU answer with its sharding: FSDP full here, as ZeRO-3 is
+    refused for torchao's optimizer."""
+    from vramwise.cli import main
+
+    assert main(["train", "llama-3-8b", "--optimizer", "ao-adamw-8bit", "--gpu", "h100", "--json"]) == 3
+    gpus = [a for a in json.loads(capsys.readouterr().out)["advice"] if a["kind"] == "gpus"]
+    assert len(gpus) == 1 and gpus[0]["options"] == {"fsdp": "full"} and "--fsdp full" in gpus[0]["change"]

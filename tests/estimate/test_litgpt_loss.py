@@ -83,3 +83,24 @@ def test_not_under_the_traced_step() -> None:
         traced = run["peak_bytes"]
         estimate = _tensor_peak(_train(run["batch"]))
         assert traced <= estimate <= traced * 1.005, (run["batch"], estimate, traced)
+
+
+@pytest.mark.parametrize("loss", ["full", "chunked", "liger", "cce", "torchtune-linear"])
+def test_another_loss_than_litgpts_own_is_refused(loss: str) -> None:
+    """lit-gpt 8641822 finetune/lora.py computes chunked_cross_entropy on the head's chunks, cast to fp32 by Fabric
+    and kept by the loop: another --loss is no flag of its script, and the plan of one would drop those held fp32
+    logits (the advice offered --loss chunked to a LitGPT run: Llama-3.2-1B, seq 4096, an RTX 3060)."""
+    from vramwise.errors import InvalidWorkloadError
+
+    with pytest.raises(InvalidWorkloadError, match="--framework litgpt") as err:
+        _train(1, loss=loss)
+    assert err.value.field == "loss"
+
+
+def test_the_advice_offers_no_other_loss_to_a_litgpt_run(capsys: pytest.CaptureFixture[str]) -> None:
+    from vramwise.cli import main
+
+    argv = ["train", "llama-3.2-1b", "--framework", "litgpt", "--peft", "lora", "--seq", "4096", "--gpu", "rtx-3060"]
+    assert main([*argv, "--json"]) == 3
+    advice = json.loads(capsys.readouterr().out)["advice"]
+    assert advice and "loss" not in {a["kind"] for a in advice}

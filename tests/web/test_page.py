@@ -399,3 +399,18 @@ def test_a_preset_shows_the_values_it_put_in_effect(page: Any, origin: str, caps
     settle(page)
     for dest in changed:
         assert "(in effect)" not in page.locator(f'select[data-dest="{dest}"] option').first.text_content()
+
+
+def test_a_preset_still_shows_its_values_with_per_stage(page: Any, origin: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """--per-stage answers {"stages": [...]}, one document per stage with the same setup: the fields a preset set
+    still say the value in effect (they fell back to the CLI defaults: the page read a top-level setup only)."""
+    page.goto(origin + "/?cmd=train&model=llama-3.2-1b&framework=torchtune&per-stage=1")
+    settle(page)
+    assert page.locator('input[data-dest="per_stage"]').is_checked()
+    setup = cli_doc(capsys, "train", "llama-3.2-1b", "--framework", "torchtune")["setup"]
+    plain = cli_doc(capsys, "train", "llama-3.2-1b")["setup"]
+    changed = [d for d in ("optimizer", "loss", "recompute") if setup[d] != plain[d]]
+    assert changed
+    for dest in changed:
+        assert page.locator(f'select[data-dest="{dest}"] option').first.text_content() == f"{setup[dest]} (in effect)"

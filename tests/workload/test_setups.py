@@ -231,11 +231,11 @@ def test_a_llamacpp_flag_with_another_engine_is_refused() -> None:
 
 
 def test_an_engine_flag_with_another_engine_is_refused() -> None:
-    for name in _VLLM_FLAGS:
-        field = {"pp": "pipeline_parallel_size", "vllm_version": "version", "vllm_sampler": "sampler"}.get(name, name)
-        with pytest.raises(InvalidWorkloadError, match=f"{field} is a flag of vllm, not of engine hf: add --engine "
-                           "vllm"):
+    for name in _VLLM_FLAGS:  # the option's name (vllm_sampler, pp), not its group's attribute (sampler)
+        with pytest.raises(InvalidWorkloadError, match=f"^{name} is a flag of vllm, not of engine hf: add --engine "
+                           "vllm") as refused:
             InferSetup.from_flat(**{name: INFER_OTHER[name]})
+        assert refused.value.field == name
 
 
 def test_with_flat_shares_the_groups_it_does_not_touch() -> None:

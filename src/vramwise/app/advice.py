@@ -253,7 +253,9 @@ def _more_gpus(req: TrainRequest, base: TrainResult, flat: Mapping[str, Any]) ->
     count = base.stages[0].verdict.count if base.stages[0].verdict else 1
     if total <= count:
         return None
-    sharding: dict[str, Any] = {} if flat["zero"] or flat["fsdp"] != "none" else {"zero": 3}
+    # fit's own choice (app/fitting.py): ZeRO-3, or FSDP full for torchao's optimizer (modelled under FSDP only)
+    shard: dict[str, Any] = {"fsdp": "full"} if str(flat["optimizer"]) == "ao-adamw-8bit" else {"zero": 3}
+    sharding: dict[str, Any] = {} if flat["zero"] or flat["fsdp"] != "none" else shard
     text = f"{total}x{gpu.name}"
     r = _train_check(replace(req, options=own), sharding, gpu=text)
     if not _train_fits(r):

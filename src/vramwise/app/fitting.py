@@ -180,6 +180,9 @@ def _framework_search(question: Question, options: dict[str, Any]) -> tuple[str,
     from vramwise.workload.frameworks import framework_of, preset, refusal
     from vramwise.workload.options import Framework
 
+    if question is Question.MIN_GPUS and str(options.get("optimizer")) == "ao-adamw-8bit" and not _shards(options):
+        # torchao's per-parameter optimizer is modelled under FSDP, not ZeRO (estimate/train/knobs.py)
+        options["fsdp"] = "full"
     framework = framework_of(options)
     if framework is Framework.NONE:
         return ()

@@ -8,7 +8,8 @@ engines/compare.py). Nothing here imports torch: the PyTorch twin is ``verify MO
 Choices made here, each said in the result's notes: the model is ``--model`` when given, else the catalog entry
 whose hub id the log names (the hub id itself when no entry has it); the GPU is a GPU of exactly the CUDA total the
 log reports, of the kind ``--gpu`` names when it is given (its interconnect and compute capability: NCCL's channels
-and the kernels the engine picks follow them), else ``--gpu`` itself when the log prints no total; the logged flags
+and the kernels the engine picks follow them), else ``--gpu`` itself when the log prints no total or ``--gpu`` is a
+size (a total, no kind); the logged flags
 are mapped to vramwise's options (``_VLLM``, ``_SGLANG``) and options given on the command line override them.
 """
 
@@ -193,8 +194,9 @@ def _gpu(parsed: ParsedLog, given: str | None) -> tuple[str, str, int | None]:
     """The --gpu text for the request, where its total came from, and the logged total that replaces a named
     GPU's (None: the text's own total)."""
     total = parsed.best("gpu_total")
-    if given and total is not None:
-        # the name says the kind, the log what CUDA reported on that machine (driver, ECC, MIG change it)
+    if given and total is not None and not _a_size(given):
+        # the name says the kind, the log what CUDA reported on that machine (driver, ECC, MIG change it); a size
+        # names no kind, only a total, which replaces the log's (below)
         return given, f"{given} with the log's CUDA total {total.printed} {total.unit}", int(total.value)
     if given:
         return given, f"--gpu {given}", None
@@ -205,6 +207,13 @@ def _gpu(parsed: ParsedLog, given: str | None) -> tuple[str, str, int | None]:
         )
     # the printed total is rounded (%.2f GiB): the plan's budget inherits that rounding, inside its tolerance
     return f"{int(total.value)}B", f"the log's CUDA total {total.printed} {total.unit}", None
+
+
+def _a_size(given: str) -> bool:
+    """Whether --gpu is a size (24GiB, 2x24GiB) rather than a catalog GPU: parse_gpu's custom entry."""
+    from vramwise.catalog.gpu_spec import parse_gpu
+
+    return parse_gpu(given).gpu.segment == "custom"
 
 
 def logged_options(parsed: ParsedLog) -> tuple[dict[str, Any], tuple[str, ...]]:

@@ -410,7 +410,8 @@ OPTIONS: tuple[Option, ...] = (
            help_in={FIT: "the GPU whose memory is the budget: a name (`vramwise gpus`), a size (24GiB, 24GB), "
                          "optionally a count (8xH100)",
                     PLOT: "draw this GPU's capacity line (a name or a size; no count)",
-                    VERIFY: "with --log: the GPU instead of one of the CUDA total the log reports (a name or a size)"}),
+                    VERIFY: "with --log: a name gives the GPU's kind and keeps the CUDA total the log reports; a size "
+                            "replaces that total"}),
     Option(name="serve", flags=("--serve",), group=Group.QUESTION, commands=(INFER, FIT),
            help="serving capacity on --gpu: the same as --engine vllm (vLLM's memory plan, verdict and capacity)"),
     Option(name="per_stage", flags=("--per-stage",), group=Group.QUESTION, commands=(TRAIN,),

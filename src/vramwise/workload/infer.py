@@ -9,7 +9,7 @@ from typing import Any
 
 from vramwise.errors import InapplicableOptionError
 from vramwise.workload.checks import boolean, coerce, non_negative, pixels_text, positive, real
-from vramwise.workload.engines import Engine, VllmFlags, foreign_flag
+from vramwise.workload.engines import ENGINE_GROUPS, Engine, VllmFlags, foreign_flag
 from vramwise.workload.flat import FlatNames
 from vramwise.workload.hf_flags import HfFlags
 from vramwise.workload.llamacpp_flags import LlamaCppFlags
@@ -72,7 +72,9 @@ class InferSetup:
         coerce(self, "interconnect", Interconnect)
         foreign = foreign_flag(self, self.engine)
         if foreign:  # an engine flag with another engine would be ignored in silence
-            name, owner = foreign
+            attr, owner = foreign
+            # the option's own name (vllm_sampler, pp), not the group's attribute (sampler, pipeline_parallel_size)
+            name = next(flat for flat, where in _FLAT.names.items() if where == (ENGINE_GROUPS[owner], attr))
             raise InapplicableOptionError(
                 f"{name} is a flag of {owner}, not of engine {self.engine}: add --engine {owner}", field=name
             )

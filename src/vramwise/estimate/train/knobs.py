@@ -24,6 +24,7 @@ def check_knobs(spec: ModelSpec, setup: TrainSetup) -> None:
     _check_loss(setup)
     _check_recompute(spec, setup)
     _check_optimizer_in_backward(setup)
+    _check_ao_under_zero(setup)
     _check_impl(spec, setup)
     check_litgpt(spec, setup)
 
@@ -83,6 +84,22 @@ def _check_optimizer_in_backward(setup: TrainSetup) -> None:
             "optimizer_in_backward",
             "torchtune's recipes train pure bf16 or fp32 (no master copy to step)",
             "precision bf16 or fp32",
+        )
+
+
+def _check_ao_under_zero(setup: TrainSetup) -> None:
+    """torchao's AdamW8bit is modelled per parameter (optimizers.py: states by each tensor's size, the compiled step
+    of the largest). DeepSpeed ZeRO gives a client optimizer one flat fp32 partition per parameter group instead
+    (deepspeedai/DeepSpeed 7dee2e06 deepspeed/runtime/zero/stage_1_and_2.py DeepSpeedZeroOptimizer.__init__:
+    ``param_group['params'] = [self.single_partition_of_fp32_groups[i]]``; stage3.py its fp32 sub-group
+    partitions): torchao would quantize that one tensor (or not: numel % 256) and its compiled step would hold two
+    fp32 copies of the whole partition. FSDP keeps the parameters (DTensor shards), which the rules follow."""
+    if setup.optimizer.name == Optimizer.AO_ADAMW_8BIT and setup.parallel.zero:
+        _refuse(
+            "optimizer",
+            "ao-adamw-8bit under DeepSpeed ZeRO steps one flat fp32 partition per parameter group, not each "
+            "parameter: not modelled; shard with --fsdp full",
+            "ao-adamw-8bit with --fsdp or without ZeRO, or adamw-8bit (bitsandbytes, in place) with --zero",
         )
 
 

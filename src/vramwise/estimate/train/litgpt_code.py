@@ -36,7 +36,7 @@ from vramwise.estimate.train.lora import LoraModule, linear_modules
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.workload import PeftMethod, Precision, TrainSetup
-from vramwise.workload.options import Framework, KernelImpl
+from vramwise.workload.options import Framework, KernelImpl, LossImpl
 
 LITGPT = Framework.LITGPT
 SRC = "lit-gpt 8641822 lit_gpt/model.py, lit_gpt/lora.py, lit_gpt/rmsnorm.py"
@@ -73,6 +73,11 @@ def check_litgpt(spec: ModelSpec, setup: TrainSetup) -> None:
     if not why and knob:
         field, allowed = knob, "composite, no compile (LitGPT's own modules)"
         why = "LitGPT's finetune scripts at lit-gpt 8641822 run their own modules, without Liger kernels or compile"
+    if not why and setup.loss != LossImpl.COMPUTE_DTYPE:
+        # the script's loss is fixed: model(input_ids, lm_head_chunk_size=128) and chunked_cross_entropy on the
+        # chunks Fabric casts to fp32 and the loop keeps (litgpt_loss_rules); another loss's plan would drop them
+        field, allowed = "loss", "compute-dtype (LitGPT's chunked_cross_entropy; --loss-chunk for the chunk)"
+        why = f"lit-gpt 8641822 finetune/lora.py computes its own chunked cross entropy, not --loss {setup.loss}"
     if why:
         raise InvalidWorkloadError(f"--framework litgpt: {why}", field=field, allowed=allowed)
 

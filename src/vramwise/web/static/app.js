@@ -467,7 +467,8 @@ function showEffective(setup) {
 function render(cmd, args, answer) {
   state.lastDoc = answer.doc;
   setJSON(answer);
-  if (cmd !== "fit") showEffective(answer.doc.setup);
+  // --per-stage answers {stages: [...]}: every stage ran with the same setup
+  if (cmd !== "fit") showEffective(answer.doc.setup || (answer.doc.stages ? answer.doc.stages[0].setup : undefined));
   const hide = ["chart-box", "range-box", "engine-box", "advice-box", "phases-box", "terms-box", "notes-box", "fit-box"];
   hide.forEach((id) => { $(id).hidden = true; });
   if (cmd === "fit") renderFitDoc(answer.doc);
