@@ -69,6 +69,7 @@ def test_verify_inference_table(capsys: pytest.CaptureFixture[str], tiny: str) -
         ["--activation-offload"],
         ["--float8"],
         ["--compile"],
+        ["--torch-version", "1.10"],
         ["--peft", "lora-8bit", "--lora-targets", "q_proj"],
         ["--infer", "--format", "nf4"],
         ["--layers", "0"],

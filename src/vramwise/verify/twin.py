@@ -193,6 +193,8 @@ def _untraceable_knobs(setup: TrainSetup) -> list[tuple[bool, str]]:
         (setup.framework == "litgpt", "--framework litgpt (the twin traces transformers' modules, not LitGPT's)"),
         # one step is traced: the logits a loop keeps into the next step's forward are never in it
         (impl.keep_logits, "keep_logits (the twin traces one step; the loop's outputs outlive it)"),
+        # the twin traces the installed torch; another release's autograd keeps other tensors
+        (impl.softmax_keeps_input, f"torch_version {impl.torch_version} (the twin traces the installed torch)"),
     ]
 
 

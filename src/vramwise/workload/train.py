@@ -38,6 +38,7 @@ from vramwise.workload.options import (
 )
 from vramwise.workload.overheads import AllocatorSettings, Overheads
 from vramwise.workload.static import static_key
+from vramwise.workload.torch_release import DEFAULT_TORCH_VERSION, torch_release
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,12 +121,24 @@ class ImplConfig:
     # ``outputs = model(**batch)`` (peft's method_comparison/MetaMathQA/run.py train); HF Trainer's compute_loss
     # returns the loss alone, so its outputs are freed before backward (estimate/train/training.py _kept_logits)
     keep_logits: bool = False
+    # the PyTorch release the step runs (MAJOR.MINOR): autograd's saved tensors changed between releases
+    # (estimate/train/activations.py ``_scores``: before 1.11 softmax's backward node keeps its input)
+    torch_version: str = DEFAULT_TORCH_VERSION
 
     def __post_init__(self) -> None:
         coerce(self, "mlp_impl", KernelImpl)
         coerce(self, "norm_impl", KernelImpl)
         for name in ("activation_offload", "compile", "float8", "keep_logits"):
             _flag(name, getattr(self, name))
+        torch_release(self.torch_version)
+
+    @property
+    def softmax_keeps_input(self) -> bool:
+        """torch < 1.11: SoftmaxBackward0 (and LogSoftmaxBackward0) save the op's input ``self_`` beside its
+        result (torch 1.10.1 wheel, git 302ee7bf, include/torch/csrc/autograd/generated/Functions.h: ``SavedVariable
+        self_; SavedVariable result_;``, for ``_softmax_backward_data(grad, result, dim, self)``); from 1.11.0 (git
+        bc2c6eda, same header) only ``self_scalar_type`` and ``result_``."""
+        return torch_release(self.torch_version) < (1, 11)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -354,6 +367,7 @@ _FLAT = FlatNames(
         "zero_grad": ("optimizer", "zero_grad"),
         "replay_min_seq": ("allocator", "replay_min_seq"),  # issue 15: --range's bound over varied lengths
         "keep_logits": ("impl", "keep_logits"),  # issue 14: a plain loop's outputs kept to the next forward
+        "torch_version": ("impl", "torch_version"),  # issue 14: autograd's saved tensors by PyTorch release
     },
 )
 FLAT_NAMES = _FLAT  # the flat names, for workload/frameworks.py (which option a preset row can set)

@@ -11,7 +11,8 @@ Each entry is a tensor the backward of some op keeps (c = compute bytes, 4 for t
                     a fused qkv projection stays alive through the q view.
   eager attention:  the fp32 softmax (4·s per head) and its cast back (c·s), k/v repeated for GQA; families
                     whose softmax runs in the compute dtype get the fp32 one too under CUDA autocast
-                    (autocast.py: softmax is on CUDA's fp32 list, not the CPU's).
+                    (autocast.py: softmax is on CUDA's fp32 list, not the CPU's). Before torch 1.11 the
+                    softmax's backward node also keeps its input, the masked scores (--torch-version).
   gated MLP:        gate, up, act(gate) (c·i each) and their product when down's weight trains.
   plain MLP:        the up output (kept by GELU/SiLU; ReLU keeps its output instead); GPT-2's gelu_new is
                     a Python composite that keeps four tensors.
@@ -77,6 +78,9 @@ class Shape:
     fused_norm: bool = False  # Liger's RMSNorm kernel: saves its input and the fp32 rstd only
     fused_mlp: bool = False  # Liger's SwiGLU/GeGLU kernel: saves gate and up only
     compiled: bool = False  # torch.compile per layer: inductor recomputes layout copies (measured, see knobs.py)
+    # bytes per score element of eager softmax's input, kept by torch < 1.11's SoftmaxBackward0 (0: not kept;
+    # workload/train.py ImplConfig.softmax_keeps_input has the source)
+    softmax_input: int = 0
 
 
 @dataclass
@@ -195,6 +199,8 @@ def _scores(out: Saved, spec: ModelSpec, s: Shape, recompute: str) -> None:
         out.add("attention/scores", 8 * s.heads)  # int64 argmax of the max-subtraction, per query
     if spec.attention.logit_softcap:
         out.add("attention/scores", probs * s.c)  # tanh(scores / cap), kept for its backward
+    # torch < 1.11: the softmax's input (the masked scores) is saved beside its output, allocated before it
+    out.add("attention/scores", probs * s.softmax_input)
     # fp32 when the family upcasts, or under CUDA autocast (softmax is fp32_set_opt_dtype there: autocast.py)
     fp32_softmax = softmax_fp32(spec, s.amp)
     soft = 4 if fp32_softmax else s.c
@@ -292,6 +298,7 @@ def layer_saved(
     fused_mlp: bool = False,
     compiled: bool = False,
     litgpt: bool = False,
+    softmax_input: int = 0,
 ) -> Saved:
     """Bytes per token that layer ``layer`` keeps from its forward until its backward (``fused_*``: Liger's
     kernels instead of transformers' eager modules; ``litgpt``: LitGPT's own model code, litgpt_code.py)."""
@@ -315,6 +322,7 @@ def layer_saved(
         fused_norm=fused_norm or compiled,
         fused_mlp=fused_mlp or compiled,
         compiled=compiled,
+        softmax_input=softmax_input,
     )
     if litgpt:
         from vramwise.estimate.train.litgpt_code import litgpt_layer_saved  # it imports this module's helpers

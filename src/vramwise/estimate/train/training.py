@@ -128,6 +128,7 @@ class _LayerQuery:
     fused_mlp: bool = False
     compiled: bool = False
     litgpt: bool = False  # LitGPT's own model code (litgpt_code.py), not transformers'
+    softmax_input: int = 0  # torch < 1.11: bytes per score of eager softmax's input, kept for its backward
 
 
 def _checkpointed(q: _LayerQuery, recording: list[int]) -> set[int]:
@@ -176,6 +177,7 @@ def _saved_per_token(
             fused_mlp=q.fused_mlp,
             compiled=q.compiled,
             litgpt=q.litgpt,
+            softmax_input=q.softmax_input,
         )
         for kind in first
     }
@@ -204,6 +206,32 @@ class _PerLayer:
     rebuilt: float
 
 
+def _softmax_input(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> int:
+    """Bytes per score element of eager softmax's input that torch < 1.11 keeps for the backward
+    (workload/train.py ImplConfig.softmax_keeps_input: SoftmaxBackward0 saves ``self_``); 0 from 1.11, or without
+    eager attention's s² softmax (SDPA and flash kernels save no scores).
+
+    The saved input is the tensor the autograd node received: in fp32, the fp32 scores; under CUDA autocast, the
+    fp32 tensor autocast's fp32 policy hands ``softmax`` (its cast, or the input itself when fp32 already: BERT's
+    fp16 scores plus the fp32 extended mask promote to fp32, transformers 4.15 modeling_bert.py
+    BertSelfAttention.forward and modeling_utils.py get_extended_attention_mask's ``.to(dtype=self.dtype)``); a
+    family whose softmax runs in the compute dtype, that dtype. A 16-bit recipe without autocast whose family
+    asks ``softmax(..., dtype=torch.float32)`` goes through at::softmax's conversion, which this model has not read
+    at torch 1.10: refused in one line."""
+    if not setup.impl.softmax_keeps_input or setup.attention != AttentionImpl.EAGER or runs_litgpt_code(setup):
+        return 0
+    if recipe.autocast_cache or recipe.compute == 4:
+        return 4
+    if spec.traits.softmax_in_compute_dtype:
+        return recipe.compute
+    raise InvalidWorkloadError(
+        f"torch_version {setup.impl.torch_version}: the saved input of a softmax upcast from {recipe.name} "
+        "activations is not modelled before torch 1.11",
+        field="torch_version",
+        allowed="--torch-version 1.11 or later, or precision fp32, amp, amp-fp16",
+    )
+
+
 def _activations(
     spec: ModelSpec, stage: Stage, setup: TrainSetup, recipe: Recipe, lora: list[LoraModule], flight: float
 ) -> tuple[list[Rule], float, _PerLayer]:
@@ -229,6 +257,7 @@ def _activations(
         fused_mlp=setup.impl.mlp_impl == KernelImpl.FUSED,
         compiled=setup.impl.compile and not setup.peft.adapters,  # adapters: eager (knobs.COMPILE_ADAPTERS_NOTE)
         litgpt=runs_litgpt_code(setup),
+        softmax_input=_softmax_input(spec, setup, recipe),
     )
     recording, per_token, per_layer_max, ckpts, pieces = _saved_per_token(spec, query)
     rules: list[Rule] = []
