@@ -81,3 +81,20 @@ def test_a_release_that_is_not_one_is_refused(bad: object) -> None:
 
 def test_default_is_the_pinned_torch() -> None:
     assert TrainSetup().impl.torch_version == "2.13" and not TrainSetup().impl.softmax_keeps_input
+
+
+@pytest.mark.parametrize("model", ["llama-3.2-1b", "t5-small"])
+def test_a_head_over_the_vocabulary_is_refused_before_111(model: str) -> None:
+    # LogSoftmaxBackward0 keeps ``self_`` in 1.10.1 too: over a vocabulary that is the whole fp32 logits
+    from vramwise.spec.load import catalog_spec
+
+    with pytest.raises(InvalidWorkloadError) as err:
+        estimate_training(catalog_spec(model), TrainSetup.from_flat(torch_version="1.10"))
+    assert err.value.field == "torch_version" and "\n" not in str(err.value)
+
+
+def test_a_classifier_says_what_is_not_counted() -> None:
+    spec = spec_from_config(BERT_LARGE, name="bert-large", source="test")
+    est = estimate_training(spec, TrainSetup.from_flat(**BASE, precision="fp32", torch_version="1.10"))
+    assert any("log_softmax input" in n for n in est.notes)
+    assert not any("log_softmax input" in n for n in estimate_training(spec, TrainSetup.from_flat(**BASE)).notes)

@@ -206,6 +206,24 @@ class _PerLayer:
     rebuilt: float
 
 
+def _check_torch_release(spec: ModelSpec, setup: TrainSetup) -> None:
+    """torch < 1.11 is modelled where its one difference read so far (softmax keeps its input) is all there is:
+    the loss's log_softmax keeps its input too (LogSoftmaxBackward0 ``self_``, the same 1.10.1 header), which over
+    a vocabulary is the whole fp32 logits, and the encoder-decoder's own attention is not built by ``layer_saved``:
+    both refused. A classifier's log_softmax input is b x num_labels (sequence) or b·s x num_labels (token) fp32,
+    said in a note (``_approximation_notes``)."""
+    if not setup.impl.softmax_keeps_input:
+        return
+    if spec.encoder_decoder is not None or spec.head in (HeadKind.CAUSAL_LM, HeadKind.MASKED_LM):
+        what = "an encoder-decoder" if spec.encoder_decoder is not None else f"a {spec.head} head"
+        raise InvalidWorkloadError(
+            f"torch_version {setup.impl.torch_version}: {what} is not modelled before torch 1.11 (its loss's "
+            "log_softmax keeps the logits it reads)",
+            field="torch_version",
+            allowed="--torch-version 1.11 or later, or a classification head",
+        )
+
+
 def _softmax_input(spec: ModelSpec, setup: TrainSetup, recipe: Recipe) -> int:
     """Bytes per score element of eager softmax's input that torch < 1.11 keeps for the backward
     (workload/train.py ImplConfig.softmax_keeps_input: SoftmaxBackward0 saves ``self_``); 0 from 1.11, or without
@@ -238,6 +256,7 @@ def _activations(
     """Rules for what is saved until backward on this stage, the largest single layer's bytes per token, and
     the per-layer tensors the allocator replay allocates."""
     c = recipe.compute
+    _check_torch_release(spec, setup)
     if spec.encoder_decoder is not None:  # both stacks, per sequence (estimate/train/seq2seq.py)
         return seq2seq.activation_rules(spec, setup, c, lora), 0.0, _PerLayer(saved=(), rules=0, rebuilt=0)
     query = _LayerQuery(
@@ -821,6 +840,11 @@ def _release_phases(
 def _approximation_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> list[str]:
     """What a knob given cannot change here, and what is counted in its place."""
     notes = [COMPILE_ADAPTERS_NOTE] if setup.impl.compile and setup.peft.adapters else []
+    if setup.impl.softmax_keeps_input:
+        notes.append(
+            f"torch_version {setup.impl.torch_version}: the classifier loss's log_softmax input (fp32, num_labels "
+            "per sequence or per token), which autograd also keeps before torch 1.11, is not counted"
+        )
     plain = setup.parallel.fsdp == FsdpMode.NONE and setup.parallel.tp == 1
     if setup.loss == LossImpl.TORCHTUNE_CHUNKED and stage.last and _head_trains(spec, setup) and not plain:
         notes.append(
