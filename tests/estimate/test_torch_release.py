@@ -98,3 +98,11 @@ def test_a_classifier_says_what_is_not_counted() -> None:
     est = estimate_training(spec, TrainSetup.from_flat(**BASE, precision="fp32", torch_version="1.10"))
     assert any("log_softmax input" in n for n in est.notes)
     assert not any("log_softmax input" in n for n in estimate_training(spec, TrainSetup.from_flat(**BASE)).notes)
+
+
+def test_an_moe_router_is_refused_before_111() -> None:
+    from vramwise.spec.load import catalog_spec
+
+    with pytest.raises(InvalidWorkloadError) as err:
+        estimate_training(catalog_spec("mixtral-8x7b"), TrainSetup.from_flat(torch_version="1.10"))
+    assert err.value.field == "torch_version" and "MoE" in str(err.value)

@@ -209,18 +209,25 @@ class _PerLayer:
 def _check_torch_release(spec: ModelSpec, setup: TrainSetup) -> None:
     """torch < 1.11 is modelled where its one difference read so far (softmax keeps its input) is all there is:
     the loss's log_softmax keeps its input too (LogSoftmaxBackward0 ``self_``, the same 1.10.1 header), which over
-    a vocabulary is the whole fp32 logits, and the encoder-decoder's own attention is not built by ``layer_saved``:
-    both refused. A classifier's log_softmax input is b x num_labels (sequence) or b·s x num_labels (token) fp32,
-    said in a note (``_approximation_notes``)."""
+    a vocabulary is the whole fp32 logits; an encoder-decoder's attention, a vision tower's and an MoE router's
+    softmax are not built by ``_scores``: all refused. A classifier's log_softmax input is b x num_labels
+    (sequence) or b·s x num_labels (token) fp32, said in a note (``_approximation_notes``)."""
     if not setup.impl.softmax_keeps_input:
         return
-    if spec.encoder_decoder is not None or spec.head in (HeadKind.CAUSAL_LM, HeadKind.MASKED_LM):
-        what = "an encoder-decoder" if spec.encoder_decoder is not None else f"a {spec.head} head"
+    what = (
+        "an encoder-decoder's attention" if spec.encoder_decoder
+        else "a vision tower's attention" if spec.vision
+        else "an MoE router's softmax" if spec.moe
+        else f"a {spec.head} head's log_softmax (it keeps the logits)"
+        if spec.head in (HeadKind.CAUSAL_LM, HeadKind.MASKED_LM)
+        else None
+    )
+    if what:
         raise InvalidWorkloadError(
-            f"torch_version {setup.impl.torch_version}: {what} is not modelled before torch 1.11 (its loss's "
-            "log_softmax keeps the logits it reads)",
+            f"torch_version {setup.impl.torch_version}: {what} is not modelled before torch 1.11, whose autograd "
+            "keeps a softmax's input",
             field="torch_version",
-            allowed="--torch-version 1.11 or later, or a classification head",
+            allowed="--torch-version 1.11 or later, or a dense text model with a classification head",
         )
 
 
