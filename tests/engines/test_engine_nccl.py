@@ -124,3 +124,31 @@ def test_a_v1_plan_at_tp_2_without_p2p_holds_no_nccl_buffers_or_custom_all_reduc
     # only: (3 x 2 + 2) x 2 MiB each
     assert terms["shm"]["overhead/nccl"] == 2 * 16 * MIB
     assert terms["shm"].get("overhead/nccl_torch", 0) == 16 * MIB
+
+
+def test_shm_formula_says_the_rings_are_in_host_memory() -> None:
+    """Under --interconnect shm the ring's connections hold no device bytes: the formula must not read
+    '2 channels x 12 MiB ... = 0' (arithmetic that does not hold), but say where the buffers are."""
+    from vramwise.engines.nccl_comm import nccl_term
+
+    term = nccl_term("overhead/nccl", [("tp", 4)], Interconnect.SHM, VLLM_NCCL["0.11.0"], when="w", source="s")
+    assert term.bytes == 8 * 2 * 1024 * 1024  # cuMem on: 3 allocations per channel (2) + 2, each 2 MiB
+    assert "x 12 MiB" not in term.formula and "host memory" in term.formula
+    pcie = nccl_term("overhead/nccl", [("tp", 4)], Interconnect.PCIE, VLLM_NCCL["0.11.0"], when="w", source="s")
+    assert "ring 2 channels x 12 MiB" in pcie.formula  # 2 x 12 MiB = 25,165,824 on a device link
+
+
+def test_interconnect_is_refused_where_no_engine_reads_it() -> None:
+    """--interconnect sizes a serving engine's NCCL communicators (vLLM, SGLang); transformers' generate and
+    llama.cpp run none (the hf plan counts no communicator at any tp), so the option was ignored in silence."""
+    import pytest
+
+    from vramwise.errors import InapplicableOptionError
+
+    for engine in ("hf", "llama.cpp"):
+        with pytest.raises(InapplicableOptionError) as err:
+            InferSetup(engine=engine, interconnect="shm")
+        assert err.value.field == "interconnect" and "\n" not in str(err.value)
+        assert InferSetup(engine=engine).interconnect == Interconnect.AUTO  # the default stays accepted
+    for engine in ("vllm", "sglang"):
+        assert InferSetup(engine=engine, interconnect="shm").interconnect == Interconnect.SHM

@@ -54,3 +54,12 @@ def test_default_keeps_nothing() -> None:
     assert TrainSetup().impl.keep_logits is False
     est = estimate_training(catalog_spec("llama-3.2-3b"), TrainSetup())
     assert not any(t.name == "loss/held_logits" for p in est.phases for t in p.transient)
+
+
+def test_an_encoder_decoder_refusal_speaks_of_the_logits_not_of_kernels() -> None:
+    """T5's refusal of --keep-logits came from the encoder-decoder check of implementation knobs, which said the
+    stacks are 'modelled with transformers' eager kernels': keep_logits is no kernel; the refusal is _kept_logits'."""
+    with pytest.raises(InvalidWorkloadError) as err:
+        estimate_training(catalog_spec("t5-small"), TrainSetup.from_flat(keep_logits=True, seq=128))
+    assert err.value.field == "keep_logits" and "kernels" not in str(err.value)
+    assert "causal LM's logits" in str(err.value)

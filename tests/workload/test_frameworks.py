@@ -299,3 +299,28 @@ def test_a_framework_is_a_training_option(capsys: pytest.CaptureFixture[str]) ->
     code, _, err = run(capsys, "fit", "llama-3-8b", "--gpu", "H100", "--infer", "--framework", "torchtune",
                        "--max", "batch")  # fmt: skip
     assert code == 2 and err == "vramwise: error: --framework is a training option: drop it, or drop --infer\n"
+
+
+# The loops that free the model's outputs before backward (read at the commits VERSIONS names): --keep-logits says
+# the loop keeps them, which these frameworks' own loops never do, so the combination is refused like any other
+# they do not run. transformers 5.24.0 trainer.py Trainer.compute_loss returns the loss alone (axolotl's and
+# LLaMA-Factory's trainers subclass it); torchtune bd2a0fc7 recipes/full_finetune_single_device.py _loss_step
+# ``del outputs``; torchtitan b5bcd76c torchtitan/trainer.py ``del pred`` before loss.backward(); Megatron-LM
+# d98e8a64 megatron/core/models/gpt/gpt_model.py GPTModel.forward returns the loss, not the logits, given labels.
+DROP_LOGITS = ["hf-trainer", "axolotl", "llama-factory", "torchtune", "torchtitan", "megatron"]
+
+
+@pytest.mark.parametrize("framework", DROP_LOGITS)
+def test_keep_logits_is_refused_where_the_framework_frees_them(
+    capsys: pytest.CaptureFixture[str], framework: str
+) -> None:
+    code, out, err = run(capsys, "train", "llama-3.2-1b", "--seq", "1024", "--framework", framework, "--loss", "full",
+                         "--keep-logits")  # fmt: skip
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"vramwise: error: --framework {framework} does not run keep_logits=true: ")
+
+
+@pytest.mark.parametrize("framework", ["none", "accelerate", "deepspeed"])
+def test_keep_logits_runs_in_a_loop_of_ones_own(capsys: pytest.CaptureFixture[str], framework: str) -> None:
+    code, _, err = run(capsys, "train", "llama-3.2-1b", "--seq", "1024", "--framework", framework, "--keep-logits")
+    assert code == 0, err

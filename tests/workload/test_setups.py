@@ -199,7 +199,8 @@ def test_infer_other_values_cover_every_flat_field_but_batch() -> None:
 def test_the_inference_static_key_sees_every_field_but_batch(name: str) -> None:
     """The inference plan is cached on ``static``: a field it missed would share a plan across setups."""
     # vLLM's flags apply with engine vllm only (an hf setup refuses them): compare within that engine
-    base: dict[str, Any] = {"engine": "vllm"} if name in _VLLM_FLAGS else {}
+    # --interconnect is read by the serving engines only (an hf setup refuses it)
+    base: dict[str, Any] = {"engine": "vllm"} if name in (*_VLLM_FLAGS, "interconnect") else {}
     if name in _SGLANG_FLAGS:
         base = {"engine": "sglang"}
     if name == "max_memory":  # accelerate's caps need a device_map

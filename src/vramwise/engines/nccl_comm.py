@@ -100,6 +100,8 @@ def described(comm: Communicator, link: Interconnect, nccl: EngineNccl) -> str:
     """The communicator's bytes in words, each part with the rule it follows."""
     parts = [f"ring {comm.channels} channels x 12 MiB (a send and a receive connection, SIMPLE 4 MiB + LL 512 KiB "
              "+ LL128 4,915,200 B, each side rounded to 2 MiB) = " f"{comm.ring:,}"]
+    if link == Interconnect.SHM:  # estimate/nccl.py _on_device: the SHM transport's buffers are host memory
+        parts = [f"ring {comm.channels} channels, their connections in host memory (SHM transport) = 0"]
     if comm.tree:
         parts.append(f"tree {comm.channels} channels x one more send and receive = {comm.tree:,} (no runtime connect: "
                      "trees connected at init)")

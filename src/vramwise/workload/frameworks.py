@@ -581,6 +581,29 @@ _RULES: dict[Framework, tuple[Rule, ...]] = {
     ),
 }  # fmt: skip
 
+# --keep-logits (a loop that keeps the model's outputs to the next forward): the loops below free them before
+# backward, so the combination is one they do not run (read at the commits VERSIONS names)
+_FREES_LOGITS = {
+    Framework.HF_TRAINER: "transformers' Trainer.compute_loss returns the loss alone: the outputs are freed before "
+    "backward (transformers 5.24.0 trainer.py Trainer.compute_loss, training_step)",
+    Framework.AXOLOTL: "axolotl's trainer is transformers' Trainer, whose compute_loss returns the loss alone "
+    "(src/axolotl/core/trainers/base.py AxolotlTrainer.compute_loss; transformers 5.24.0 trainer.py)",
+    Framework.LLAMA_FACTORY: "LLaMA-Factory's trainers subclass transformers' Trainer, whose compute_loss returns the "
+    "loss alone (transformers 5.24.0 trainer.py Trainer.compute_loss)",
+    Framework.TORCHTUNE: "torchtune's recipes free the logits before backward (recipes/full_finetune_single_device.py "
+    "_loss_step: 'free outputs otherwise it peaks backward memory', del outputs)",
+    Framework.TORCHTITAN: "torchtitan frees the logits before backward (torchtitan/trainer.py forward_backward_step: "
+    "del pred before loss.backward())",
+    Framework.MEGATRON: "Megatron's model returns the loss, not the logits, when given labels (megatron/core/models/"
+    "gpt/gpt_model.py GPTModel.forward: compute_language_model_loss)",
+}
+for _framework, _why in _FREES_LOGITS.items():
+    _RULES[_framework] = (
+        *_RULES.get(_framework, ()),
+        Rule(field="keep_logits", allowed="false (the framework's loop frees the outputs before backward)",
+             broken=lambda v: bool(_get(v, "keep_logits", False)), rule=_why),
+    )  # fmt: skip
+
 # How the checkpoint reaches FSDP's shards when --loading is auto (estimate/train/loading.py asks): a row would fix
 # the path for one layout, and fit's searches change the layout. ZeRO-3's zero.Init is auto's own choice already
 # (transformers modeling_utils.py PreTrainedModel.get_init_context wraps from_pretrained in deepspeed.zero.Init).

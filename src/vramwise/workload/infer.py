@@ -70,6 +70,15 @@ class InferSetup:
             object.__setattr__(self, "image_size", pixels_text("image_size", self.image_size))
         coerce(self, "engine", Engine)
         coerce(self, "interconnect", Interconnect)
+        if self.interconnect != Interconnect.AUTO and self.engine not in (Engine.VLLM, Engine.SGLANG):
+            # only the serving engines' plans size NCCL communicators (engines/nccl_comm.py); transformers' generate
+            # and llama.cpp run none, so the option would be ignored in silence
+            raise InapplicableOptionError(
+                f"interconnect sizes a serving engine's NCCL communicators, which engine {self.engine} does not "
+                "create: add --engine vllm or sglang, or drop --interconnect",
+                field="interconnect",
+                allowed="--interconnect with --engine vllm or sglang",
+            )
         foreign = foreign_flag(self, self.engine)
         if foreign:  # an engine flag with another engine would be ignored in silence
             attr, owner = foreign

@@ -62,7 +62,7 @@ def check(spec: ModelSpec, setup: TrainSetup) -> None:
         (setup.attention == AttentionImpl.FLASH, "attention", "sdpa or eager (T5's position bias rules out flash)"),
         (setup.peft.freeze_layers > 0, "freeze_layers", "0"),
         # the implementation knobs change saved tensors this module does not model for T5's stacks
-        (setup.impl != ImplConfig(), _knob(setup), "transformers' eager kernels (its default)"),
+        (bool(_knob(setup)), _knob(setup), "transformers' eager kernels (its default)"),
         (setup.peft.adapter_dtype == AdapterDtype.BF16, "adapter_dtype", "auto or fp32 (peft's fp32 adapters)"),
     ):
         if bad:
@@ -77,7 +77,9 @@ def check(spec: ModelSpec, setup: TrainSetup) -> None:
 def _knob(setup: TrainSetup) -> str:
     """The first implementation knob (a flat option name of ImplConfig) set away from its default."""
     default = ImplConfig()
-    return next((f.name for f in fields(ImplConfig) if getattr(setup.impl, f.name) != getattr(default, f.name)), "")
+    # keep_logits is the loop's, not a kernel: training.py _kept_logits refuses it for an encoder-decoder
+    knobs = (f.name for f in fields(ImplConfig) if f.name != "keep_logits")
+    return next((name for name in knobs if getattr(setup.impl, name) != getattr(default, name)), "")
 
 
 @dataclass(frozen=True)
