@@ -77,6 +77,7 @@ class Shape:
     fused_norm: bool = False  # Liger's RMSNorm kernel: saves its input and the fp32 rstd only
     fused_mlp: bool = False  # Liger's SwiGLU/GeGLU kernel: saves gate and up only
     compiled: bool = False  # torch.compile per layer: inductor recomputes layout copies (measured, see knobs.py)
+    kv_to_heads: bool = False  # k and v copied to every query head before the kernel (torchtune's attention)
 
 
 @dataclass
@@ -150,6 +151,19 @@ def _linear_input(
             out.add("dora", dora_saved(m, c=s.c, amp=s.amp, dropout=g.lora_dropout))
 
 
+# torchtune's MultiHeadAttention.forward (modules/attention.py at 30b8519, 1814feb and v0.7.0 bd2a0fc7) brings a
+# GQA model's k and v to every query head before the kernel: ``k.unsqueeze(2).expand(b, n_kv, q_per_kv, s, d)
+# .flatten(1, 2)`` (30b8519: ``expand`` then ``reshape``). Flattening an expanded tensor cannot be a view, so each
+# is a new (b, n_h, s, d) tensor, and the kernel saves those for its backward: flex_attention with the packed
+# BlockMask (modules/attention_utils.py _sdpa_or_flex_attention: FlexAttention's autograd saves query, key, value,
+# out, logsumexp; compile_friendly_flex_attention is torch.compiler.disable'd, so under compile=True the copies
+# are a compiled graph's outputs, not recomputed) or sdpa without a mask. The un-expanded k (rotary's output) and
+# v (a view of v_proj's output) are then kept by nothing: expand's backward is a sum that saves no input. With as
+# many KV heads as query heads nothing is copied. Unpacked under compile=True inductor's partitioner may recompute
+# the copies instead (sdpa inside the graph); kept here, the larger of the two.
+TORCHTUNE_KV_COPY = "torchtune modules/attention.py MultiHeadAttention.forward (expand + flatten of k and v)"
+
+
 def _attention(out: Saved, spec: ModelSpec, s: Shape, g: Grads, attention: str, recompute: str) -> None:
     att, c, d = spec.attention, s.c, s.head_dim
     q, kv = s.heads * d, s.kv_heads * d
@@ -171,6 +185,8 @@ def _attention(out: Saved, spec: ModelSpec, s: Shape, g: Grads, attention: str, 
     # view that keeps the whole fused projection output alive.
     if spec.traits.kv_broadcast:
         kv = q  # Falcon broadcasts its KV heads to every query head before calling the kernel
+    if s.kv_to_heads:
+        kv = q  # TORCHTUNE_KV_COPY: the kernel keeps the copies at every query head, in place of k and v
     out.add("attention/qkv", c * ((q + 2 * kv) if fused and not rotary else q) + c * 2 * kv)
     if attention == "eager":
         rep_kv = 2 * (q - kv) if s.heads != s.kv_heads else 0  # repeat_kv copies for GQA
@@ -292,9 +308,11 @@ def layer_saved(
     fused_mlp: bool = False,
     compiled: bool = False,
     litgpt: bool = False,
+    kv_to_heads: bool = False,
 ) -> Saved:
     """Bytes per token that layer ``layer`` keeps from its forward until its backward (``fused_*``: Liger's
-    kernels instead of transformers' eager modules; ``litgpt``: LitGPT's own model code, litgpt_code.py)."""
+    kernels instead of transformers' eager modules; ``litgpt``: LitGPT's own model code, litgpt_code.py;
+    ``kv_to_heads``: torchtune's attention, see TORCHTUNE_KV_COPY)."""
     att = spec.attention
     if att.kind == "mla" and att.mla:
         m = att.mla
@@ -315,6 +333,7 @@ def layer_saved(
         fused_norm=fused_norm or compiled,
         fused_mlp=fused_mlp or compiled,
         compiled=compiled,
+        kv_to_heads=kv_to_heads,
     )
     if litgpt:
         from vramwise.estimate.train.litgpt_code import litgpt_layer_saved  # it imports this module's helpers

@@ -128,6 +128,7 @@ class _LayerQuery:
     fused_mlp: bool = False
     compiled: bool = False
     litgpt: bool = False  # LitGPT's own model code (litgpt_code.py), not transformers'
+    kv_to_heads: bool = False  # torchtune's attention copies k and v to every query head (TORCHTUNE_KV_COPY)
 
 
 def _checkpointed(q: _LayerQuery, recording: list[int]) -> set[int]:
@@ -176,6 +177,7 @@ def _saved_per_token(
             fused_mlp=q.fused_mlp,
             compiled=q.compiled,
             litgpt=q.litgpt,
+            kv_to_heads=q.kv_to_heads,
         )
         for kind in first
     }
@@ -229,6 +231,7 @@ def _activations(
         fused_mlp=setup.impl.mlp_impl == KernelImpl.FUSED,
         compiled=setup.impl.compile and not setup.peft.adapters,  # adapters: eager (knobs.COMPILE_ADAPTERS_NOTE)
         litgpt=runs_litgpt_code(setup),
+        kv_to_heads=setup.framework == Framework.TORCHTUNE,
     )
     recording, per_token, per_layer_max, ckpts, pieces = _saved_per_token(spec, query)
     rules: list[Rule] = []
