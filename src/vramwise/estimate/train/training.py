@@ -611,9 +611,8 @@ def _forward(
         loss_backward = out.add(*rules.backward)
         loss_only_forward = out.add(*rules.forward_replayed)
         loss_forward = out.add(*rules.forward) + loss_only_forward
-        # traced and read without FSDP or tp only: FSDP gathers the head's unit around it, tp splits the vocabulary
-        plain = setup.parallel.fsdp == FsdpMode.NONE and setup.parallel.tp == 1
-        loss_head = out.add(*rules.head_chunks) if plain else []
+        # traced without FSDP or tp; read under FSDP2 full sharding (_head_chunks_sharded); tp splits the vocabulary
+        loss_head = out.add(*rules.head_chunks) if _head_chunks_modelled(setup) else []
         if setup.peft.method == PeftMethod.DORA and any(m.place == "head" for m in lora):
             below = not peft_extras.head_only(lora)
             loss_backward += out.add(peft_extras.dora_head_backward(spec.vocab_size, recipe.compute, below))
@@ -674,7 +673,8 @@ def _backward_phases(
         phases.append((PhaseKind.BACKWARD_LOSS, fwd.held + fwd.loss_backward))
     if fwd.loss_head:  # the loss's nodes ran and released what they saved; the head's chunked matmuls follow
         kept = [i for i in fwd.held if i not in fwd.loss_saved]
-        phases.append((PhaseKind.BACKWARD_HEAD_CHUNKS, kept + fwd.loss_head))
+        unit = out.add(*head_unit(spec, setup, recipe))  # FSDP2: a head of its own unit, gathered again (FSDP_CHUNKS)
+        phases.append((PhaseKind.BACKWARD_HEAD_CHUNKS, kept + unit + fwd.loss_head))
     rebuilt: list[int] = []
     if setup.recompute in _RECOMPUTING and fwd.largest_layer:
         rebuilt = out.add(
@@ -734,6 +734,23 @@ def _fsdp_backward(
 
 
 _RECOMPUTING = (Recompute.FULL, Recompute.OP_SAC, Recompute.LAYER_SAC)
+
+# FSDP_CHUNKS: torchtune's chunked head under FSDP2 full sharding (torch _composable/fsdp _fsdp_param_group.py at
+# 012c62d, FSDPParamGroup.pre_forward/post_forward/pre_backward/_prefetch_unshard/post_backward; torchtune 30b8519
+# modules/transformer.py TransformerDecoder.chunked_output calls ``self.output`` once per chunk). Each chunk's call
+# is one pre_forward/post_forward, so backward runs one pre_backward per chunk: the head's unit is gathered (once
+# at a time), and its prefetch targets the post-forward recorded just before the chunk's, the previous chunk of
+# the same unit, until the first chunk, whose prefetch gathers the last layer. The chunks' weight gradients meet in
+# the unsharded parameter's AccumulateGrad input buffer exactly as on one GPU (loss.py _head_chunks: three
+# weight-sized at the second chunk); a chunk's post_backward finds no .grad yet (AccumulateGrad runs after the last
+# chunk), reshards and returns. The second chunk's moment: the held activations, the root unit, the head's unit
+# and _head_chunks's gradients; no layer unit yet.
+
+
+def _head_chunks_modelled(setup: TrainSetup) -> bool:
+    """Whether the chunked head's backward (LossRules.head_chunks) is modelled: one GPU, or FSDP2 full sharding
+    without tp (FSDP_CHUNKS)."""
+    return setup.parallel.tp == 1 and setup.parallel.fsdp in (FsdpMode.NONE, FsdpMode.FULL)
 _NO_ALL_GATHER = (PhaseKind.FORWARD_END, PhaseKind.BACKWARD_LOSS, PhaseKind.BACKWARD_RECOMPUTE)
 
 
@@ -795,11 +812,12 @@ def _release_phases(
 def _approximation_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> list[str]:
     """What a knob given cannot change here, and what is counted in its place."""
     notes = [COMPILE_ADAPTERS_NOTE] if setup.impl.compile and setup.peft.adapters else []
-    plain = setup.parallel.fsdp == FsdpMode.NONE and setup.parallel.tp == 1
-    if setup.loss == LossImpl.TORCHTUNE_CHUNKED and stage.last and _head_trains(spec, setup) and not plain:
+    chunked_head = setup.loss == LossImpl.TORCHTUNE_CHUNKED and stage.last and _head_trains(spec, setup)
+    if chunked_head and not _head_chunks_modelled(setup):
         notes.append(
-            "loss torchtune-chunked under FSDP or tp: the head's chunked matmuls' backward (autograd summing the "
-            "chunks' weight gradients, phase backward (head chunks) on one GPU) is not modelled there"
+            "loss torchtune-chunked under FSDP other than full: the head's chunked matmuls' backward (autograd "
+            "summing the chunks' weight gradients, phase backward (head chunks) on one GPU and under FSDP full) is "
+            "not modelled there"
         )
     if setup.parallel.fsdp_outer_units and setup.parallel.fsdp != FsdpMode.FULL:
         notes.append(f"fsdp_outer_units not applied: there are no FSDP units with fsdp {setup.parallel.fsdp}")
