@@ -270,6 +270,10 @@ FROZEN |= {"models": "--json", "gpus": "--json --units", "formats": "--json"}
 FROZEN["web"] = "--host --port --open --rate-limit"  # issue 16: `vramwise web`
 FROZEN["plot"] += " --keep-logits"  # issue 14: a plain loop's outputs kept until the next forward
 FROZEN["verify"] += " --keep-logits"
+FROZEN["train"] += " --packed"  # issue 14: torchtune's packed dataset (input_pos)
+FROZEN["fit"] += " --packed"
+FROZEN["plot"] += " --packed"
+FROZEN["verify"] += " --packed"
 FROZEN["mcp"] = ""  # issue 16: the MCP server over stdio takes no option
 
 

@@ -13,6 +13,9 @@ Oracles (read at the commits bench/data/training/manifest.toml cites, 1814feb an
 
 from __future__ import annotations
 
+import pytest
+
+from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.term import Estimate, PhaseKind
 from vramwise.estimate.train.training import estimate_training
 from vramwise.spec.load import catalog_spec
@@ -74,3 +77,22 @@ def test_chunked_head_backward_under_fsdp_full() -> None:
     assert "fsdp/layer_units" not in head  # the last layer is prefetched only at the first chunk's pre_backward
     assert est.peak_phase is not None and est.peak_phase.kind is PhaseKind.BACKWARD_HEAD_CHUNKS
     assert not any("backward (head chunks)" in note for note in est.notes)
+
+
+def test_packed_batch_gathers_the_rotary_cache_per_call() -> None:
+    # torchtune Llama3ScaledRoPE.forward: cache[input_pos] -> (b, s, head_dim/2, 2) fp32, for q's call and k's call
+    layers, t, d = 28, 2 * 4096, 128
+    packed = _train("llama-3.2-3b", framework="torchtune", packed=True)
+    assert packed.term("activations/attention/rope_gather").bytes == layers * t * 2 * d * 4  # 224 MiB
+    assert layers * t * 2 * d * 4 == 224 * 2**20
+    # unpacked: cache[:seq_len] is a view; compiled: inductor fuses the index into the rotation's kernel
+    for est in (_train("llama-3.2-3b", framework="torchtune"), _train("llama-3.2-3b", framework="torchtune",
+                                                                     packed=True, compile=True)):
+        assert not any(t.name == "activations/attention/rope_gather" for p in est.phases for t in p.transient)
+        assert not any(t.name == "activations/attention/rope_gather" for t in est.persistent)
+
+
+def test_packed_outside_torchtune_is_refused_in_one_line() -> None:
+    with pytest.raises(InvalidWorkloadError) as err:
+        _train("llama-3.2-3b", packed=True)
+    assert err.value.field == "packed" and "\n" not in str(err.value)

@@ -58,6 +58,8 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
     "replay_min_seq": None,
     # issue 14, added within version 1: a plain loop's outputs (the logits) kept until the next forward
     "keep_logits": False,
+    # issue 14, added within version 1: torchtune's packed dataset (input_pos gathered by its rotary embedding)
+    "packed": False,
 }  # fmt: skip
 V1_INFER_DEFAULTS: dict[str, Any] = {
     "batch": 1, "context": 2048, "new_tokens": 0, "weight_format": None, "kv_dtype": "auto", "attention": "sdpa",
@@ -111,6 +113,7 @@ OTHER: dict[str, Any] = {
     "zero_grad": "zeros",
     "replay_min_seq": 1024,
     "keep_logits": True,
+    "packed": True,
 }  # fmt: skip
 _NEEDS: dict[str, dict[str, Any]] = {
     "zero": {"dp": 2},

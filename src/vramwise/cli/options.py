@@ -321,6 +321,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="keep_logits", flags=("--keep-logits",), commands=TRN,
            help="the training loop keeps the model's output logits until the next step's forward returns (a plain "
                 "loop's outputs = model(**batch); HF Trainer's compute_loss drops them)"),
+    Option(name="packed", flags=("--packed",), commands=TRN,
+           help="the dataset is packed (torchtune dataset.packed=True: each batch carries input_pos, which its "
+                "rotary embedding gathers per layer); --framework torchtune only"),
     Option(name="zero_grad", flags=("--zero-grad",), type=str, commands=TRN,
            help=f"what zero_grad() leaves after each step: {_one_of(ZERO_GRADS)}; none frees the gradients "
                 "(set_to_none=True, PyTorch >= 2.0), zeros keeps them allocated through the next forward "

@@ -193,6 +193,7 @@ def _untraceable_knobs(setup: TrainSetup) -> list[tuple[bool, str]]:
         (setup.framework == "litgpt", "--framework litgpt (the twin traces transformers' modules, not LitGPT's)"),
         # one step is traced: the logits a loop keeps into the next step's forward are never in it
         (impl.keep_logits, "keep_logits (the twin traces one step; the loop's outputs outlive it)"),
+        (impl.packed, "packed (torchtune's packed batches: the twin traces transformers' modules, not torchtune's)"),
     ]
 
 

@@ -120,11 +120,15 @@ class ImplConfig:
     # ``outputs = model(**batch)`` (peft's method_comparison/MetaMathQA/run.py train); HF Trainer's compute_loss
     # returns the loss alone, so its outputs are freed before backward (estimate/train/training.py _kept_logits)
     keep_logits: bool = False
+    # the dataset is packed (torchtune dataset.packed=True): each batch carries input_pos, the positions within each
+    # packed sample, which torchtune's rotary embedding gathers per call (estimate/train/activations.py
+    # TORCHTUNE_ROPE_GATHER); modelled for --framework torchtune only
+    packed: bool = False
 
     def __post_init__(self) -> None:
         coerce(self, "mlp_impl", KernelImpl)
         coerce(self, "norm_impl", KernelImpl)
-        for name in ("activation_offload", "compile", "float8", "keep_logits"):
+        for name in ("activation_offload", "compile", "float8", "keep_logits", "packed"):
             _flag(name, getattr(self, name))
 
 
@@ -354,6 +358,7 @@ _FLAT = FlatNames(
         "zero_grad": ("optimizer", "zero_grad"),
         "replay_min_seq": ("allocator", "replay_min_seq"),  # issue 15: --range's bound over varied lengths
         "keep_logits": ("impl", "keep_logits"),  # issue 14: a plain loop's outputs kept to the next forward
+        "packed": ("impl", "packed"),  # issue 14: torchtune's packed dataset (input_pos)
     },
 )
 FLAT_NAMES = _FLAT  # the flat names, for workload/frameworks.py (which option a preset row can set)

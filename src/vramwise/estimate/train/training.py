@@ -129,6 +129,7 @@ class _LayerQuery:
     compiled: bool = False
     litgpt: bool = False  # LitGPT's own model code (litgpt_code.py), not transformers'
     kv_to_heads: bool = False  # torchtune's attention copies k and v to every query head (TORCHTUNE_KV_COPY)
+    rope_gather: bool = False  # torchtune's rotary embedding gathers its cache by input_pos (TORCHTUNE_ROPE_GATHER)
 
 
 def _checkpointed(q: _LayerQuery, recording: list[int]) -> set[int]:
@@ -178,6 +179,7 @@ def _saved_per_token(
             compiled=q.compiled,
             litgpt=q.litgpt,
             kv_to_heads=q.kv_to_heads,
+            rope_gather=q.rope_gather,
         )
         for kind in first
     }
@@ -232,6 +234,7 @@ def _activations(
         compiled=setup.impl.compile and not setup.peft.adapters,  # adapters: eager (knobs.COMPILE_ADAPTERS_NOTE)
         litgpt=runs_litgpt_code(setup),
         kv_to_heads=setup.framework == Framework.TORCHTUNE,
+        rope_gather=setup.impl.packed and not setup.impl.compile,  # knobs._check_packed: torchtune's code only
     )
     recording, per_token, per_layer_max, ckpts, pieces = _saved_per_token(spec, query)
     rules: list[Rule] = []
