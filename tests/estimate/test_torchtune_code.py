@@ -96,3 +96,10 @@ def test_packed_outside_torchtune_is_refused_in_one_line() -> None:
     with pytest.raises(InvalidWorkloadError) as err:
         _train("llama-3.2-3b", packed=True)
     assert err.value.field == "packed" and "\n" not in str(err.value)
+
+
+def test_one_rotary_cache_buffer_per_model() -> None:
+    # Llama3ScaledRoPE.build_rope_cache: stack([cos, sin], -1) of fp32 (131072, 64) angles, one module for all layers
+    est = _train("llama-3.2-3b", framework="torchtune")
+    assert est.term("buffers/rope_cache").bytes == 131072 * 64 * 2 * 4 == 64 * 2**20
+    assert not any(t.name == "buffers/rope_cache" for t in _train("llama-3.2-3b").terms)  # transformers: inv_freq

@@ -780,6 +780,27 @@ def _with_stream_pools(
 SRC_TIED = "torch autograd input_buffer.cpp accumulate, FunctionsManual.cpp mm_mat2_backward; traced (verify)"
 
 
+# torchtune's builders (models/llama3_2/_component_builders.py llama3_2, models/llama3_1/_component_builders.py
+# llama3_1 at 1814feb and 30b8519) make one rotary module shared by every layer, Llama3ScaledRoPE(dim=head_dim,
+# max_seq_len=max_seq_len), max_seq_len the model's context (131072 for Llama 3.1 and 3.2, the HF config's
+# max_position_embeddings); its rope_init -> build_rope_cache registers ``cache``, torch.stack([cos, sin], -1) of
+# the fp32 (max_seq_len, head_dim/2) angles: max_seq_len x head_dim x 4 B, a non-persistent buffer built on the
+# device (full_finetune_single_device.py _setup_model: instantiated under ``self._device``; distributed recipes
+# call rope_init on every rank after sharding). transformers' rotary embedding keeps only inv_freq.
+SRC_TORCHTUNE_ROPE = "torchtune models/llama3_1/_position_embeddings.py Llama3ScaledRoPE.build_rope_cache"
+
+
+def _torchtune_rope_cache(spec: ModelSpec, setup: TrainSetup) -> list[Term]:
+    """torchtune's rotary cache, one per model and GPU (SRC_TORCHTUNE_ROPE)."""
+    n = spec.max_position_embeddings
+    if setup.framework != Framework.TORCHTUNE or not spec.traits.rotary or not n:
+        return []
+    d = spec.attention.head_dim
+    return [Term(name="buffers/rope_cache", bytes=n * d * 4,
+                 formula=f"max_seq_len {n:,} x head_dim {d} (cos, sin of head_dim/2 angles) x 4 B",
+                 source=SRC_TORCHTUNE_ROPE)]
+
+
 def _tied_accumulation(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recipe) -> Term | None:
     """The tied head's and embedding's gradients summed at the end of backward (one stage holds both, FSDP off)."""
     if not (spec.tied_embeddings and stage.first and stage.last and _head_trains(spec, setup)):
@@ -929,7 +950,8 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     phases += [(PhaseKind.LOAD, out.add(load))] if load.bytes else []
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
-        persistent=[constant(t) for t in persistent] + (list(buffers(spec)) if stage.first else []),
+        persistent=[constant(t) for t in persistent] + (list(buffers(spec)) if stage.first else [])
+        + [constant(t) for t in _torchtune_rope_cache(spec, setup)],
         host=states.host,
         phases=phases,
         allocator_fraction=setup.overheads.allocator_fraction,
