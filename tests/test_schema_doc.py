@@ -262,6 +262,7 @@ TRAIN_SETUP_KEYS += ["zero_grad"]  # issue 14: zero_grad(set_to_none) (appended)
 TRAIN_SETUP_KEYS += ["replay_min_seq"]  # issue 15: --range's bound over varied lengths (appended)
 TRAIN_SETUP_KEYS += ["keep_logits"]  # issue 14: a plain loop's outputs kept to the next forward (appended)
 TRAIN_SETUP_KEYS += ["torch_version"]  # issue 14: autograd's saved tensors by PyTorch release (appended)
+TRAIN_SETUP_KEYS += ["packed"]  # issue 14: torchtune's packed dataset, input_pos (appended)
 
 
 def test_json_setup_keys_are_schema_v1() -> None:

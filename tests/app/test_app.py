@@ -274,6 +274,10 @@ FROZEN["train"] += " --torch-version"  # issue 14: autograd's saved tensors by P
 FROZEN["fit"] += " --torch-version"
 FROZEN["plot"] += " --torch-version"
 FROZEN["verify"] += " --torch-version"
+FROZEN["train"] += " --packed"  # issue 14: torchtune's packed dataset (input_pos)
+FROZEN["fit"] += " --packed"
+FROZEN["plot"] += " --packed"
+FROZEN["verify"] += " --packed"
 FROZEN["mcp"] = ""  # issue 16: the MCP server over stdio takes no option
 
 

@@ -95,7 +95,7 @@ def test_traced_chunked_head_backward(tmp_path: Path) -> None:
     assert peak == (n - 2) * logits + 3 * grad_w + 2 * grad_h + 4
 
 
-def test_fsdp_names_the_moment_it_does_not_model() -> None:
-    est = _train(dp=8, fsdp="full")  # FSDP gathers the head's unit around its backward: not traced here
+def test_fsdp_grad_op_names_the_moment_it_does_not_model() -> None:
+    est = _train(dp=8, fsdp="grad-op")  # not read there (FSDP full: tests/estimate/test_torchtune_code.py)
     assert not any(p.kind is PhaseKind.BACKWARD_HEAD_CHUNKS for p in est.phases)
     assert any("backward (head chunks)" in n and "not modelled" in n for n in est.notes)

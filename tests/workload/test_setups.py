@@ -60,6 +60,8 @@ V1_TRAIN_DEFAULTS: dict[str, Any] = {
     "keep_logits": False,
     # issue 14, added within version 1: the PyTorch release (before 1.11 softmax keeps its input)
     "torch_version": "2.13",
+    # issue 14, added within version 1: torchtune's packed dataset (input_pos gathered by its rotary embedding)
+    "packed": False,
 }  # fmt: skip
 V1_INFER_DEFAULTS: dict[str, Any] = {
     "batch": 1, "context": 2048, "new_tokens": 0, "weight_format": None, "kv_dtype": "auto", "attention": "sdpa",
@@ -114,6 +116,7 @@ OTHER: dict[str, Any] = {
     "replay_min_seq": 1024,
     "keep_logits": True,
     "torch_version": "1.10",
+    "packed": True,
 }  # fmt: skip
 _NEEDS: dict[str, dict[str, Any]] = {
     "zero": {"dp": 2},

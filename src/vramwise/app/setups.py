@@ -145,6 +145,7 @@ TRAIN_FIELDS = {
     "replay_min_seq": "replay_min_seq",  # --range's bound (app/ranges.py), not a flag
     "keep_logits": "keep_logits",
     "torch_version": "torch_version",
+    "packed": "packed",
 }
 # `--seq` is the inference context's other spelling in fit, plot and verify, so it is not training-only
 INFERENCE_ONLY = tuple(k for k in INFER_FIELDS if k not in TRAIN_FIELDS)

@@ -324,6 +324,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(name="torch_version", flags=("--torch-version",), type=str, commands=TRN,
            help="the PyTorch release the step runs, MAJOR.MINOR: before 1.11 autograd's softmax keeps its input "
                 "(eager attention's masked scores) beside its output (default {train.torch_version})"),
+    Option(name="packed", flags=("--packed",), commands=TRN,
+           help="the dataset is packed (torchtune dataset.packed=True: each batch carries input_pos, which its "
+                "rotary embedding gathers per layer); --framework torchtune only"),
     Option(name="zero_grad", flags=("--zero-grad",), type=str, commands=TRN,
            help=f"what zero_grad() leaves after each step: {_one_of(ZERO_GRADS)}; none frees the gradients "
                 "(set_to_none=True, PyTorch >= 2.0), zeros keeps them allocated through the next forward "

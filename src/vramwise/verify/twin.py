@@ -191,6 +191,8 @@ def _untraceable_knobs(setup: TrainSetup) -> list[tuple[bool, str]]:
         (impl.compile, "compile (inductor cannot run on fake tensors; bench/compile_saved.py measures it for real)"),
         # the twin builds transformers' modules; --framework litgpt estimates LitGPT's own (litgpt_code.py)
         (setup.framework == "litgpt", "--framework litgpt (the twin traces transformers' modules, not LitGPT's)"),
+        # torchtune's attention copies k and v to every query head (activations.py TORCHTUNE_KV_COPY)
+        (setup.framework == "torchtune", "--framework torchtune (the twin traces transformers' modules)"),
         # one step is traced: the logits a loop keeps into the next step's forward are never in it
         (impl.keep_logits, "keep_logits (the twin traces one step; the loop's outputs outlive it)"),
         # the twin traces the installed torch; another release's autograd keeps other tensors

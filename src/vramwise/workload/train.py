@@ -124,11 +124,15 @@ class ImplConfig:
     # the PyTorch release the step runs (MAJOR.MINOR): autograd's saved tensors changed between releases
     # (estimate/train/activations.py ``_scores``: before 1.11 softmax's backward node keeps its input)
     torch_version: str = DEFAULT_TORCH_VERSION
+    # the dataset is packed (torchtune dataset.packed=True): each batch carries input_pos, the positions within each
+    # packed sample, which torchtune's rotary embedding gathers per call (estimate/train/activations.py
+    # TORCHTUNE_ROPE_GATHER); modelled for --framework torchtune only
+    packed: bool = False
 
     def __post_init__(self) -> None:
         coerce(self, "mlp_impl", KernelImpl)
         coerce(self, "norm_impl", KernelImpl)
-        for name in ("activation_offload", "compile", "float8", "keep_logits"):
+        for name in ("activation_offload", "compile", "float8", "keep_logits", "packed"):
             _flag(name, getattr(self, name))
         torch_release(self.torch_version)
 
@@ -368,6 +372,7 @@ _FLAT = FlatNames(
         "replay_min_seq": ("allocator", "replay_min_seq"),  # issue 15: --range's bound over varied lengths
         "keep_logits": ("impl", "keep_logits"),  # issue 14: a plain loop's outputs kept to the next forward
         "torch_version": ("impl", "torch_version"),  # issue 14: autograd's saved tensors by PyTorch release
+        "packed": ("impl", "packed"),  # issue 14: torchtune's packed dataset (input_pos)
     },
 )
 FLAT_NAMES = _FLAT  # the flat names, for workload/frameworks.py (which option a preset row can set)

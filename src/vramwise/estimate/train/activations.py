@@ -81,6 +81,8 @@ class Shape:
     # bytes per score element of eager softmax's input, kept by torch < 1.11's SoftmaxBackward0 (0: not kept;
     # workload/train.py ImplConfig.softmax_keeps_input has the source)
     softmax_input: int = 0
+    kv_to_heads: bool = False  # k and v copied to every query head before the kernel (torchtune's attention)
+    rope_gather: bool = False  # torchtune's rotary embedding gathers its cache by input_pos (TORCHTUNE_ROPE_GATHER)
 
 
 @dataclass
@@ -154,6 +156,30 @@ def _linear_input(
             out.add("dora", dora_saved(m, c=s.c, amp=s.amp, dropout=g.lora_dropout))
 
 
+# torchtune's MultiHeadAttention.forward (modules/attention.py at 30b8519, 1814feb and v0.7.0 bd2a0fc7) brings a
+# GQA model's k and v to every query head before the kernel: ``k.unsqueeze(2).expand(b, n_kv, q_per_kv, s, d)
+# .flatten(1, 2)`` (30b8519: ``expand`` then ``reshape``). Flattening an expanded tensor cannot be a view, so each
+# is a new (b, n_h, s, d) tensor, and the kernel saves those for its backward: flex_attention with the packed
+# BlockMask (modules/attention_utils.py _sdpa_or_flex_attention: FlexAttention's autograd saves query, key, value,
+# out, logsumexp; compile_friendly_flex_attention is torch.compiler.disable'd, so under compile=True the copies
+# are a compiled graph's outputs, not recomputed) or sdpa without a mask. The un-expanded k (rotary's output) and
+# v (a view of v_proj's output) are then kept by nothing: expand's backward is a sum that saves no input. With as
+# many KV heads as query heads nothing is copied. Unpacked under compile=True inductor's partitioner may recompute
+# the copies instead (sdpa inside the graph); kept here, the larger of the two.
+TORCHTUNE_KV_COPY = "torchtune modules/attention.py MultiHeadAttention.forward (expand + flatten of k and v)"
+
+# torchtune's rotary embedding (models/llama3_1/_position_embeddings.py Llama3ScaledRoPE.forward, and
+# modules/position_embeddings.py RotaryPositionalEmbeddings.forward, at 30b8519, 1814feb and bd2a0fc7):
+# ``rope_cache = self.cache[:seq_len] if input_pos is None else self.cache[input_pos]``. A packed batch carries
+# input_pos (datasets/_packed.py PackedDataset, data/_collate.py padded_collate_packed), so each call, q's and k's
+# in every layer, indexes the fp32 (max_seq_len, head_dim/2, 2) cache into a new (b, s, head_dim/2, 2) tensor:
+# head_dim x 4 B per token. ``xshaped[..., 0] * rope_cache[..., 0]`` and the three other products save their
+# rope_cache operand (the x operand requires grad, the cache does not), so each gathered tensor lives until the
+# layer's backward. Unpacked, ``self.cache[:seq_len]`` is a view of the buffer. Under compile inductor lowers the
+# index as a load fused into the rotation's kernel, which recomputes it in backward: not counted there.
+TORCHTUNE_ROPE_GATHER = "torchtune Llama3ScaledRoPE.forward / RotaryPositionalEmbeddings.forward: cache[input_pos]"
+
+
 def _attention(out: Saved, spec: ModelSpec, s: Shape, g: Grads, attention: str, recompute: str) -> None:
     att, c, d = spec.attention, s.c, s.head_dim
     q, kv = s.heads * d, s.kv_heads * d
@@ -175,6 +201,10 @@ def _attention(out: Saved, spec: ModelSpec, s: Shape, g: Grads, attention: str, 
     # view that keeps the whole fused projection output alive.
     if spec.traits.kv_broadcast:
         kv = q  # Falcon broadcasts its KV heads to every query head before calling the kernel
+    if s.kv_to_heads:
+        kv = q  # TORCHTUNE_KV_COPY: the kernel keeps the copies at every query head, in place of k and v
+    if s.rope_gather and rotary:
+        out.add("attention/rope_gather", 2 * 4 * d)  # TORCHTUNE_ROPE_GATHER: q's and k's gathered fp32 cache rows
     out.add("attention/qkv", c * ((q + 2 * kv) if fused and not rotary else q) + c * 2 * kv)
     if attention == "eager":
         rep_kv = 2 * (q - kv) if s.heads != s.kv_heads else 0  # repeat_kv copies for GQA
@@ -299,9 +329,12 @@ def layer_saved(
     compiled: bool = False,
     litgpt: bool = False,
     softmax_input: int = 0,
+    kv_to_heads: bool = False,
+    rope_gather: bool = False,
 ) -> Saved:
     """Bytes per token that layer ``layer`` keeps from its forward until its backward (``fused_*``: Liger's
-    kernels instead of transformers' eager modules; ``litgpt``: LitGPT's own model code, litgpt_code.py)."""
+    kernels instead of transformers' eager modules; ``litgpt``: LitGPT's own model code, litgpt_code.py;
+    ``kv_to_heads``: torchtune's attention, see TORCHTUNE_KV_COPY; ``rope_gather``: TORCHTUNE_ROPE_GATHER)."""
     att = spec.attention
     if att.kind == "mla" and att.mla:
         m = att.mla
@@ -323,6 +356,8 @@ def layer_saved(
         fused_mlp=fused_mlp or compiled,
         compiled=compiled,
         softmax_input=softmax_input,
+        kv_to_heads=kv_to_heads,
+        rope_gather=rope_gather,
     )
     if litgpt:
         from vramwise.estimate.train.litgpt_code import litgpt_layer_saved  # it imports this module's helpers

@@ -12,7 +12,7 @@ from vramwise.estimate.train.litgpt_code import check_litgpt
 from vramwise.spec.model import ModelSpec
 from vramwise.spec.params import parameter_groups
 from vramwise.workload import LossImpl, Optimizer, Precision, Recompute, TrainSetup
-from vramwise.workload.options import KernelImpl
+from vramwise.workload.options import Framework, KernelImpl
 
 
 def _refuse(field: str, why: str, allowed: str) -> None:
@@ -27,6 +27,14 @@ def check_knobs(spec: ModelSpec, setup: TrainSetup) -> None:
     _check_ao_under_zero(setup)
     _check_impl(spec, setup)
     check_litgpt(spec, setup)
+    _check_packed(setup)
+
+
+def _check_packed(setup: TrainSetup) -> None:
+    """--packed models torchtune's code (its rotary embedding's input_pos gather, activations.py
+    TORCHTUNE_ROPE_GATHER); transformers' packed batches (position_ids, a varlen or 4D mask) are not modelled."""
+    if setup.impl.packed and setup.framework != Framework.TORCHTUNE:
+        _refuse("packed", "modelled for torchtune's packed dataset only (its input_pos)", "--framework torchtune")
 
 
 def _check_loss(setup: TrainSetup) -> None:

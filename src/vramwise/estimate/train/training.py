@@ -129,6 +129,8 @@ class _LayerQuery:
     compiled: bool = False
     litgpt: bool = False  # LitGPT's own model code (litgpt_code.py), not transformers'
     softmax_input: int = 0  # torch < 1.11: bytes per score of eager softmax's input, kept for its backward
+    kv_to_heads: bool = False  # torchtune's attention copies k and v to every query head (TORCHTUNE_KV_COPY)
+    rope_gather: bool = False  # torchtune's rotary embedding gathers its cache by input_pos (TORCHTUNE_ROPE_GATHER)
 
 
 def _checkpointed(q: _LayerQuery, recording: list[int]) -> set[int]:
@@ -178,6 +180,8 @@ def _saved_per_token(
             compiled=q.compiled,
             litgpt=q.litgpt,
             softmax_input=q.softmax_input,
+            kv_to_heads=q.kv_to_heads,
+            rope_gather=q.rope_gather,
         )
         for kind in first
     }
@@ -284,6 +288,8 @@ def _activations(
         compiled=setup.impl.compile and not setup.peft.adapters,  # adapters: eager (knobs.COMPILE_ADAPTERS_NOTE)
         litgpt=runs_litgpt_code(setup),
         softmax_input=_softmax_input(spec, setup, recipe),
+        kv_to_heads=setup.framework == Framework.TORCHTUNE,
+        rope_gather=setup.impl.packed and not setup.impl.compile,  # knobs._check_packed: torchtune's code only
     )
     recording, per_token, per_layer_max, ckpts, pieces = _saved_per_token(spec, query)
     rules: list[Rule] = []
@@ -663,9 +669,8 @@ def _forward(
         loss_backward = out.add(*rules.backward)
         loss_only_forward = out.add(*rules.forward_replayed)
         loss_forward = out.add(*rules.forward) + loss_only_forward
-        # traced and read without FSDP or tp only: FSDP gathers the head's unit around it, tp splits the vocabulary
-        plain = setup.parallel.fsdp == FsdpMode.NONE and setup.parallel.tp == 1
-        loss_head = out.add(*rules.head_chunks) if plain else []
+        # traced without FSDP or tp; read under FSDP2 full sharding (_head_chunks_sharded); tp splits the vocabulary
+        loss_head = out.add(*rules.head_chunks) if _head_chunks_modelled(setup) else []
         if setup.peft.method == PeftMethod.DORA and any(m.place == "head" for m in lora):
             below = not peft_extras.head_only(lora)
             loss_backward += out.add(peft_extras.dora_head_backward(spec.vocab_size, recipe.compute, below))
@@ -726,7 +731,8 @@ def _backward_phases(
         phases.append((PhaseKind.BACKWARD_LOSS, fwd.held + fwd.loss_backward))
     if fwd.loss_head:  # the loss's nodes ran and released what they saved; the head's chunked matmuls follow
         kept = [i for i in fwd.held if i not in fwd.loss_saved]
-        phases.append((PhaseKind.BACKWARD_HEAD_CHUNKS, kept + fwd.loss_head))
+        unit = out.add(*head_unit(spec, setup, recipe))  # FSDP2: a head of its own unit, gathered again (FSDP_CHUNKS)
+        phases.append((PhaseKind.BACKWARD_HEAD_CHUNKS, kept + unit + fwd.loss_head))
     rebuilt: list[int] = []
     if setup.recompute in _RECOMPUTING and fwd.largest_layer:
         rebuilt = out.add(
@@ -786,6 +792,23 @@ def _fsdp_backward(
 
 
 _RECOMPUTING = (Recompute.FULL, Recompute.OP_SAC, Recompute.LAYER_SAC)
+
+# FSDP_CHUNKS: torchtune's chunked head under FSDP2 full sharding (torch _composable/fsdp _fsdp_param_group.py at
+# 012c62d, FSDPParamGroup.pre_forward/post_forward/pre_backward/_prefetch_unshard/post_backward; torchtune 30b8519
+# modules/transformer.py TransformerDecoder.chunked_output calls ``self.output`` once per chunk). Each chunk's call
+# is one pre_forward/post_forward, so backward runs one pre_backward per chunk: the head's unit is gathered (once
+# at a time), and its prefetch targets the post-forward recorded just before the chunk's, the previous chunk of
+# the same unit, until the first chunk, whose prefetch gathers the last layer. The chunks' weight gradients meet in
+# the unsharded parameter's AccumulateGrad input buffer exactly as on one GPU (loss.py _head_chunks: three
+# weight-sized at the second chunk); a chunk's post_backward finds no .grad yet (AccumulateGrad runs after the last
+# chunk), reshards and returns. The second chunk's moment: the held activations, the root unit, the head's unit
+# and _head_chunks's gradients; no layer unit yet.
+
+
+def _head_chunks_modelled(setup: TrainSetup) -> bool:
+    """Whether the chunked head's backward (LossRules.head_chunks) is modelled: one GPU, or FSDP2 full sharding
+    without tp (FSDP_CHUNKS)."""
+    return setup.parallel.tp == 1 and setup.parallel.fsdp in (FsdpMode.NONE, FsdpMode.FULL)
 _NO_ALL_GATHER = (PhaseKind.FORWARD_END, PhaseKind.BACKWARD_LOSS, PhaseKind.BACKWARD_RECOMPUTE)
 
 
@@ -810,6 +833,27 @@ def _with_stream_pools(
 # the cast's backward (a fresh tensor): the sum is in place, one more. Traced (verify, bf16 and fp32: the backward
 # phase's peak) and notes-coord/note-s3.md's open item (the twin under by V x h x 4 there).
 SRC_TIED = "torch autograd input_buffer.cpp accumulate, FunctionsManual.cpp mm_mat2_backward; traced (verify)"
+
+
+# torchtune's builders (models/llama3_2/_component_builders.py llama3_2, models/llama3_1/_component_builders.py
+# llama3_1 at 1814feb and 30b8519) make one rotary module shared by every layer, Llama3ScaledRoPE(dim=head_dim,
+# max_seq_len=max_seq_len), max_seq_len the model's context (131072 for Llama 3.1 and 3.2, the HF config's
+# max_position_embeddings); its rope_init -> build_rope_cache registers ``cache``, torch.stack([cos, sin], -1) of
+# the fp32 (max_seq_len, head_dim/2) angles: max_seq_len x head_dim x 4 B, a non-persistent buffer built on the
+# device (full_finetune_single_device.py _setup_model: instantiated under ``self._device``; distributed recipes
+# call rope_init on every rank after sharding). transformers' rotary embedding keeps only inv_freq.
+SRC_TORCHTUNE_ROPE = "torchtune models/llama3_1/_position_embeddings.py Llama3ScaledRoPE.build_rope_cache"
+
+
+def _torchtune_rope_cache(spec: ModelSpec, setup: TrainSetup) -> list[Term]:
+    """torchtune's rotary cache, one per model and GPU (SRC_TORCHTUNE_ROPE)."""
+    n = spec.max_position_embeddings
+    if setup.framework != Framework.TORCHTUNE or not spec.traits.rotary or not n:
+        return []
+    d = spec.attention.head_dim
+    return [Term(name="buffers/rope_cache", bytes=n * d * 4,
+                 formula=f"max_seq_len {n:,} x head_dim {d} (cos, sin of head_dim/2 angles) x 4 B",
+                 source=SRC_TORCHTUNE_ROPE)]
 
 
 def _tied_accumulation(spec: ModelSpec, setup: TrainSetup, stage: Stage, recipe: Recipe) -> Term | None:
@@ -852,11 +896,12 @@ def _approximation_notes(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> li
             f"torch_version {setup.impl.torch_version}: the classifier loss's log_softmax input (fp32, num_labels "
             "per sequence or per token), which autograd also keeps before torch 1.11, is not counted"
         )
-    plain = setup.parallel.fsdp == FsdpMode.NONE and setup.parallel.tp == 1
-    if setup.loss == LossImpl.TORCHTUNE_CHUNKED and stage.last and _head_trains(spec, setup) and not plain:
+    chunked_head = setup.loss == LossImpl.TORCHTUNE_CHUNKED and stage.last and _head_trains(spec, setup)
+    if chunked_head and not _head_chunks_modelled(setup):
         notes.append(
-            "loss torchtune-chunked under FSDP or tp: the head's chunked matmuls' backward (autograd summing the "
-            "chunks' weight gradients, phase backward (head chunks) on one GPU) is not modelled there"
+            "loss torchtune-chunked under FSDP other than full: the head's chunked matmuls' backward (autograd "
+            "summing the chunks' weight gradients, phase backward (head chunks) on one GPU and under FSDP full) is "
+            "not modelled there"
         )
     if setup.parallel.fsdp_outer_units and setup.parallel.fsdp != FsdpMode.FULL:
         notes.append(f"fsdp_outer_units not applied: there are no FSDP units with fsdp {setup.parallel.fsdp}")
@@ -965,7 +1010,8 @@ def _stage_plan(spec: ModelSpec, setup: TrainSetup, stage: Stage) -> Plan:
     phases += [(PhaseKind.LOAD, out.add(load))] if load.bytes else []
     # the base model's buffers (gpt_bigcode's causal mask) sit with its embeddings, on the first stage
     return out.plan(
-        persistent=[constant(t) for t in persistent] + (list(buffers(spec)) if stage.first else []),
+        persistent=[constant(t) for t in persistent] + (list(buffers(spec)) if stage.first else [])
+        + [constant(t) for t in _torchtune_rope_cache(spec, setup)],
         host=states.host,
         phases=phases,
         allocator_fraction=setup.overheads.allocator_fraction,
