@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+from phase_sums import transient_sums as _phase
 
 from vramwise.estimate.term import Estimate, PhaseKind
 from vramwise.estimate.train.training import estimate_training
@@ -31,14 +32,6 @@ SETUP = {
 
 def _train(**kw: object) -> Estimate:
     return estimate_training(catalog_spec("llama-3.2-3b"), TrainSetup.from_flat(**{**SETUP, **kw}))
-
-
-def _phase(est: Estimate, kind: PhaseKind) -> dict[str, int]:
-    phase = next(p for p in est.phases if p.kind is kind)
-    out: dict[str, int] = {}
-    for t in phase.transient:
-        out[t.name] = out.get(t.name, 0) + t.bytes
-    return out
 
 
 def test_second_chunk_holds_three_weight_gradients() -> None:

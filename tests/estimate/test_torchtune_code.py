@@ -14,6 +14,7 @@ Oracles (read at the commits bench/data/training/manifest.toml cites, 1814feb an
 from __future__ import annotations
 
 import pytest
+from phase_sums import transient_sums as _phase
 
 from vramwise.errors import InvalidWorkloadError
 from vramwise.estimate.term import Estimate, PhaseKind
@@ -34,14 +35,6 @@ def _train(model: str, **kw: object) -> Estimate:
 
 def _term(est: Estimate, name: str) -> int:
     return est.term(name).bytes
-
-
-def _phase(est: Estimate, kind: PhaseKind) -> dict[str, int]:
-    phase = next(p for p in est.phases if p.kind is kind)
-    out: dict[str, int] = {}
-    for t in phase.transient:
-        out[t.name] = out.get(t.name, 0) + t.bytes
-    return out
 
 
 def test_gqa_keys_and_values_copied_to_every_query_head() -> None:
