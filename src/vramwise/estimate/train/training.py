@@ -644,6 +644,7 @@ class _Forward:
     layer_only: list[int] = field(default_factory=list)  # in_layers without the head's and final norm's tensors
     loss_kept: list[int] = field(default_factory=list)  # the loop's logits: in every phase of the step (LossRules.kept)
     loss_only_forward: list[int] = field(default_factory=list)  # LossRules.forward_replayed (the allocator replay's)
+    matmul_only: list[int] = field(default_factory=list)  # live only while a layer's matmul runs (see quiet)
 
 
 def _forward(
@@ -690,12 +691,14 @@ def _forward(
         in_layers += casts
         layer_only += casts
     base = training_base(spec, setup.peft).fmt
+    matmul_only: list[int] = []
     if base:
         litgpt = runs_litgpt_code(setup)  # Lightning's bnb: fp16 dequantized + cast, the head quantized too
         dequantized = out.add(litgpt_dequantized(spec, setup, recipe.compute) if litgpt else _dequantized(spec, base))
         held += dequantized
         in_layers += dequantized
         layer_only += dequantized
+        matmul_only = [] if litgpt else dequantized  # LitGPT quantizes its head too: its loss moments dequantize
     return _Forward(
         held=held,
         in_layers=in_layers,
@@ -711,6 +714,7 @@ def _forward(
         loss_head=loss_head,
         loss_kept=loss_kept,
         loss_only_forward=loss_only_forward,
+        matmul_only=matmul_only,
     )
 
 
@@ -719,7 +723,16 @@ def _backward_phases(
 ) -> list[tuple[PhaseKind, list[int]]]:
     """The phases while the forward's tensors are still held: forward end, and the moments of backward that
     add to them (the loss backward, a rebuilt layer, FSDP's gathered units and the head's gradients)."""
-    phases = [(PhaseKind.FORWARD_END, fwd.held + fwd.loss_forward)]
+    # quiet: a quantized base's dequantized weight is a temporary of one layer's matmul (torchao 0.6.1
+    # dtypes/nf4tensor.py LinearNF4.forward: F.linear(input, weight.to(input.dtype)); LinearNF4.backward:
+    # grad_output @ weight.to(grad_output.dtype); bitsandbytes 95f9af3 autograd/_functions.py MatMul4Bit.backward:
+    # torch.matmul(grad_output, F.dequantize_4bit(B, ctx.state)...), only B saved): it is gone at
+    # the forward's end and while the loss and an unquantized head run backward. The rebuilt layer's moment
+    # (full recompute) keeps it; without recompute no later moment carries it, so these moments keep it then.
+    quiet = fwd.held
+    if setup.recompute in _RECOMPUTING and fwd.largest_layer:
+        quiet = [i for i in fwd.held if i not in fwd.matmul_only]
+    phases = [(PhaseKind.FORWARD_END, quiet + fwd.loss_forward)]
     if copy_out := forward_units(spec, setup, recipe):
         # the last layer's copy-out: every earlier layer's activations (this layer's are counted too: a bound by
         # one layer's), the root unit, three layer units
@@ -728,9 +741,9 @@ def _backward_phases(
     if fwd.dora_weight is not None:
         phases.append((PhaseKind.FORWARD_DORA, fwd.in_layers + out.add(fwd.dora_weight)))
     if fwd.loss_backward:
-        phases.append((PhaseKind.BACKWARD_LOSS, fwd.held + fwd.loss_backward))
+        phases.append((PhaseKind.BACKWARD_LOSS, quiet + fwd.loss_backward))
     if fwd.loss_head:  # the loss's nodes ran and released what they saved; the head's chunked matmuls follow
-        kept = [i for i in fwd.held if i not in fwd.loss_saved]
+        kept = [i for i in quiet if i not in fwd.loss_saved]
         unit = out.add(*head_unit(spec, setup, recipe))  # FSDP2: a head of its own unit, gathered again (FSDP_CHUNKS)
         phases.append((PhaseKind.BACKWARD_HEAD_CHUNKS, kept + unit + fwd.loss_head))
     rebuilt: list[int] = []
