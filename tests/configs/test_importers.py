@@ -452,3 +452,11 @@ def test_ollama_notes_say_what_the_tag_names(tmp_path: Path) -> None:
         assert f"quantization {quant} is not a format vramwise models" in imp.notes[0], imp.notes
     imp = load(_write(tmp_path, "Modelfile", "FROM llama3.1:8b-instruct\n"))
     assert "the tag names no quantization" in imp.notes[0]
+
+
+def test_trainer_adamw_torch_8bit_is_torchao_s_8_bit_adamw() -> None:
+    # transformers 5.24.0 trainer_optimizer.py _get_torchao_optimizer: optim adamw_torch_8bit builds torchao's
+    # AdamW8bit (block_size 256 by default), not bitsandbytes' (adamw_bnb_8bit)
+    imp = load("python train.py --optim adamw_torch_8bit --per_device_train_batch_size 1 --bf16 --output_dir x")
+    assert imp.options["optimizer"] == "ao-adamw-8bit"
+    assert load("python train.py --optim adamw_bnb_8bit --output_dir x").options["optimizer"] == "adamw-8bit"

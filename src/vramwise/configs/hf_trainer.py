@@ -30,6 +30,8 @@ OPTIMS: dict[str, tuple[str, str | None]] = {
     "adamw_bnb_8bit": ("adamw-8bit", None),
     "adamw_8bit": ("adamw-8bit", None),
     "paged_adamw_8bit": ("paged-adamw-8bit", None),
+    # trainer_optimizer.py _get_torchao_optimizer: torchao's AdamW8bit, block_size 256 unless optim_args says
+    "adamw_torch_8bit": ("ao-adamw-8bit", None),
     "paged_adamw_32bit": ("paged-adamw", None),
     "lion_32bit": ("lion", None),
     "sgd": ("sgd", None),
