@@ -135,13 +135,7 @@ def replay_main() -> int:
     ]
     lines += [f"| {name} | {value:.3g} | {REPLAY_TARGET:g} | {'yes' if value <= REPLAY_TARGET else 'no'} |"
               for name, value in figures.items()]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    name = f"speed-replay-{platform.machine()}"
-    (RESULTS / f"{name}.md").write_text(text)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"figures": figures, "target": REPLAY_TARGET}, indent=2))
-    return 0
+    return _write(f"speed-replay-{platform.machine()}", lines, {"figures": figures, "target": REPLAY_TARGET})
 
 
 def main() -> int:
@@ -223,12 +217,16 @@ def main() -> int:
     for name, (ours, theirs) in peers_row.items():
         ratio = f"{theirs / ours:.1f}x" if theirs else "n/a"
         lines.append(f"| {name} | {ours:.6g} | {'n/a' if theirs is None else f'{theirs:.6g}'} | {ratio} |")
+    return _write(f"speed-{platform.machine()}", lines, {"figures": figures, "targets": targets})
+
+
+def _write(name: str, lines: list[str], payload: dict[str, object]) -> int:
+    """Print the table and write it to bench/results/NAME.md, with its figures as NAME.json."""
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    name = f"speed-{platform.machine()}"
     (RESULTS / f"{name}.md").write_text(text)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"figures": figures, "targets": targets}, indent=2))
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
     return 0
 
 

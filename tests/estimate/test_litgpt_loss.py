@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import pytest
+from phase_sums import transient_sums as _phase
 
 from vramwise.estimate.overheads import is_tensor
 from vramwise.estimate.term import Estimate, PhaseKind
@@ -36,10 +37,6 @@ def _train(batch: int, **kw: object) -> Estimate:
             "lora_targets": ("q_proj", "v_proj"), "lora_dropout": 0.05, "adapter_dtype": "bf16", "optimizer": "adamw",
             "loss": "compute-dtype", "loss_chunk": CHUNK, "batch": batch, "grad_accum": 128 // batch, "seq": SEQ, **kw}
     return estimate_training(catalog_spec("llama-2-7b"), TrainSetup.from_flat(**flat))
-
-
-def _phase(est: Estimate, kind: PhaseKind) -> dict[str, int]:
-    return {t.name: t.bytes for t in next(p for p in est.phases if p.kind is kind).transient}
 
 
 def _tensor_peak(est: Estimate) -> int:
